@@ -1,0 +1,818 @@
+//! The session state machine: `step(snapshot, event, policy) -> Step`.
+//!
+//! Pure: no I/O, no clock (the time comes in the event), no actix. The `SessionActor` calls
+//! `step`, persists the new snapshot and the event row in one transaction, and only then runs
+//! the effects. Reaction trackers and timers are part of the snapshot, so they are persisted in
+//! that same transaction and survive a crash (ao kept them in memory, reference §10 #2).
+//!
+//! Timers are data here: `step` adds or removes entries in `snapshot.timers`; the actor arms
+//! or cancels real timers from the difference.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::policy::{EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
+use crate::store::{Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord};
+
+/// Timer: a session still spawning at this deadline is errored.
+pub const TIMER_SPAWN: &str = "spawn_timeout";
+/// Timer: check for an idle agent (stuck threshold).
+pub const TIMER_STUCK: &str = "stuck_check";
+/// Timer: nudge an idle agent (`agent-idle`).
+pub const TIMER_IDLE: &str = "idle_nudge";
+/// Timer: clean up after a merge.
+pub const TIMER_MERGE_GRACE: &str = "merge_grace";
+/// Prefix of escalation timers (`escalate:{reaction}`).
+pub const TIMER_ESCALATE: &str = "escalate:";
+
+/// Something that happened to a session, stamped with the time it was observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it was observed (the machine never reads a clock).
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The events a session reacts to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The runtime runs the agent.
+    RuntimeStarted {
+        /// Runtime handle to persist.
+        handle: serde_json::Value,
+        /// Workspace path.
+        workspace: Option<String>,
+        /// Branch.
+        branch: Option<String>,
+    },
+    /// Creating the workspace or runtime failed.
+    SpawnFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The agent produced output or used a tool.
+    AgentActive,
+    /// The agent has been quiet since `since`.
+    AgentIdle {
+        /// Last sign of activity.
+        since: DateTime<Utc>,
+    },
+    /// The agent asks a human something.
+    AgentWaitingInput,
+    /// The agent process ended. `code` is `None` when the status is unknown (the runtime
+    /// vanished, or the process ended while Flotilla was down).
+    AgentExited {
+        /// Exit status.
+        code: Option<i32>,
+    },
+    /// The session's PR was found.
+    PrOpened {
+        /// The PR.
+        pr: PrRef,
+    },
+    /// CI failed; `summary` lists failed checks, `fingerprint` identifies the failure set.
+    CiFailed {
+        /// Failed checks with URLs and an excerpt.
+        summary: String,
+        /// Identifies this set of failures.
+        fingerprint: String,
+    },
+    /// CI passed.
+    CiPassed,
+    /// The PR waits for review.
+    ReviewPending,
+    /// A reviewer requested changes.
+    ChangesRequested {
+        /// Review threads as file:line, author, body.
+        summary: String,
+        /// Identifies this set of threads.
+        fingerprint: String,
+    },
+    /// The PR was approved.
+    Approved,
+    /// Approved (or no review needed), green, no conflicts.
+    MergeReady,
+    /// The PR conflicts with its base.
+    MergeConflicts {
+        /// Rebase instructions context.
+        summary: String,
+        /// Identifies the conflict episode.
+        fingerprint: String,
+    },
+    /// The PR was merged.
+    PrMerged,
+    /// The PR was closed without merging.
+    PrClosed,
+    /// A user asked to kill the session.
+    KillRequested {
+        /// Why (e.g. `manually_killed`).
+        reason: String,
+    },
+    /// A user asked to bring a dead session back.
+    RestoreRequested,
+    /// A durable timer fired.
+    TimerFired {
+        /// Timer kind.
+        kind: String,
+    },
+    /// The actor failed too often and gave up.
+    ActorGaveUp {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl EventKind {
+    /// Dotted name used as the event-log kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RuntimeStarted { .. } => "runtime.started",
+            EventKind::SpawnFailed { .. } => "runtime.spawn_failed",
+            EventKind::AgentActive => "agent.active",
+            EventKind::AgentIdle { .. } => "agent.idle",
+            EventKind::AgentWaitingInput => "agent.waiting_input",
+            EventKind::AgentExited { .. } => "agent.exited",
+            EventKind::PrOpened { .. } => "pr.opened",
+            EventKind::CiFailed { .. } => "ci.failed",
+            EventKind::CiPassed => "ci.passed",
+            EventKind::ReviewPending => "review.pending",
+            EventKind::ChangesRequested { .. } => "review.changes_requested",
+            EventKind::Approved => "review.approved",
+            EventKind::MergeReady => "merge.ready",
+            EventKind::MergeConflicts { .. } => "merge.conflicts",
+            EventKind::PrMerged => "pr.merged",
+            EventKind::PrClosed => "pr.closed",
+            EventKind::KillRequested { .. } => "session.kill_requested",
+            EventKind::RestoreRequested => "session.restore_requested",
+            EventKind::TimerFired { .. } => "timer.fired",
+            EventKind::ActorGaveUp { .. } => "session.actor_gave_up",
+        }
+    }
+}
+
+/// A side effect for the actor to perform **after** the step is persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    /// Create the workspace (if missing) and start the agent in the runtime.
+    StartRuntime {
+        /// Resume the agent's previous conversation where it supports that.
+        resume: bool,
+    },
+    /// Tear the runtime down (idempotent).
+    DestroyRuntime,
+    /// Remove the workspace (idempotent).
+    CleanupWorkspace,
+    /// Type a message into the agent.
+    SendToAgent {
+        /// Reaction that sends it.
+        reaction: String,
+        /// Text.
+        message: String,
+    },
+    /// Tell a human.
+    Notify {
+        /// Reaction, if one caused it.
+        reaction: Option<String>,
+        /// Priority for routing.
+        priority: Priority,
+        /// Text.
+        message: String,
+        /// Whether this is an escalation.
+        escalation: bool,
+    },
+    /// Merge the PR.
+    Merge {
+        /// Method.
+        method: MergeMethod,
+    },
+    /// Write a log line (warnings for ignored events).
+    Log {
+        /// Text.
+        message: String,
+    },
+}
+
+/// How the machine took the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The snapshot changed or effects are due: persist and run them.
+    Applied,
+    /// Nothing to do (e.g. killing a killed session); the reason says why.
+    Noop(String),
+    /// The request is not allowed in this state (HTTP 409); the reason says why.
+    Rejected(String),
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The snapshot after the event.
+    pub snapshot: SessionSnapshot,
+    /// Effects to run after persisting, in order.
+    pub effects: Vec<Effect>,
+    /// Whether to persist and act.
+    pub outcome: Outcome,
+}
+
+impl Step {
+    /// Event-log data describing this step.
+    pub fn event_data(&self, from: SessionState, event: &Event) -> serde_json::Value {
+        json!({
+            "from": from,
+            "to": self.snapshot.session.state,
+            "state": self.snapshot.session.state,
+            "reason": self.snapshot.session.reason,
+            "event": event.kind,
+            "effects": self.effects,
+        })
+    }
+}
+
+/// Applies one event to a session. See the module docs.
+pub fn step(snapshot: &SessionSnapshot, event: &Event, policy: &Policy) -> Step {
+    let mut m = Machine {
+        s: snapshot.clone(),
+        effects: Vec::new(),
+        at: event.at,
+        policy,
+    };
+    let outcome = m.apply(&event.kind);
+    let outcome = match outcome {
+        Outcome::Applied if m.s == *snapshot && m.effects.is_empty() => {
+            Outcome::Noop("nothing changed".into())
+        }
+        o => o,
+    };
+    if outcome == Outcome::Applied {
+        m.s.session.updated_at = event.at;
+    }
+    Step {
+        snapshot: m.s,
+        effects: m.effects,
+        outcome,
+    }
+}
+
+struct Machine<'p> {
+    s: SessionSnapshot,
+    effects: Vec<Effect>,
+    at: DateTime<Utc>,
+    policy: &'p Policy,
+}
+
+use SessionState as S;
+
+impl Machine<'_> {
+    fn state(&self) -> S {
+        self.s.session.state
+    }
+
+    fn set_state(&mut self, to: S, reason: Option<&str>) {
+        self.s.session.state = to;
+        self.s.session.reason = reason.map(str::to_string);
+    }
+
+    fn arm(&mut self, kind: &str, deadline: DateTime<Utc>) {
+        self.s.timers.insert(
+            kind.to_string(),
+            TimerRecord {
+                kind: kind.to_string(),
+                deadline,
+            },
+        );
+    }
+
+    fn disarm(&mut self, kind: &str) {
+        self.s.timers.remove(kind);
+    }
+
+    fn ignore(&mut self, what: &str) -> Outcome {
+        Outcome::Noop(format!("{what} ignored in state {}", self.state()))
+    }
+
+    /// Ends the session: no timers survive a terminal state, the runtime goes.
+    fn end(&mut self, to: S, reason: &str) {
+        self.set_state(to, Some(reason));
+        self.s.timers.clear();
+        self.s.session.activity = Activity::Exited;
+        self.s.session.activity_at = Some(self.at);
+        self.effects.push(Effect::DestroyRuntime);
+    }
+
+    /// Live states an agent works in without a PR (the stuck/idle watch applies).
+    fn watched(&self) -> bool {
+        matches!(self.state(), S::Working | S::PrOpen)
+    }
+
+    fn arm_idle_watch(&mut self, since: DateTime<Utc>) {
+        let stuck = since + self.policy.stuck_threshold();
+        self.arm(TIMER_STUCK, stuck);
+        let nudge = since + self.policy.idle_threshold();
+        if nudge < stuck {
+            self.arm(TIMER_IDLE, nudge);
+        }
+    }
+
+    fn apply(&mut self, ev: &EventKind) -> Outcome {
+        let st = self.state();
+        match ev {
+            EventKind::RuntimeStarted {
+                handle,
+                workspace,
+                branch,
+            } => {
+                if st != S::Spawning {
+                    return self.ignore("runtime.started");
+                }
+                self.s.session.runtime_handle = Some(handle.clone());
+                if workspace.is_some() {
+                    self.s.session.workspace = workspace.clone();
+                }
+                if branch.is_some() {
+                    self.s.session.branch = branch.clone();
+                }
+                self.disarm(TIMER_SPAWN);
+                let to = if self.s.session.pr.is_some() {
+                    S::PrOpen
+                } else {
+                    S::Working
+                };
+                self.set_state(to, None);
+                self.s.session.activity = Activity::Active;
+                self.s.session.activity_at = Some(self.at);
+                // Until the agent says otherwise, "started" counts as the last activity, so an
+                // agent that never shows a sign of life still reaches `stuck` in time.
+                self.arm(TIMER_STUCK, self.at + self.policy.stuck_threshold());
+                Outcome::Applied
+            }
+            EventKind::SpawnFailed { reason } => {
+                if st != S::Spawning {
+                    return self.ignore("runtime.spawn_failed");
+                }
+                self.end(S::Errored, &format!("spawn_failed: {reason}"));
+                Outcome::Applied
+            }
+            EventKind::AgentActive => {
+                if st.is_terminal() || st == S::Merged {
+                    return self.ignore("agent.active");
+                }
+                self.s.session.activity = Activity::Active;
+                self.s.session.activity_at = Some(self.at);
+                if matches!(st, S::Stuck | S::NeedsInput) {
+                    let to = if self.s.session.pr.is_some() {
+                        S::PrOpen
+                    } else {
+                        S::Working
+                    };
+                    self.set_state(to, Some("agent_active"));
+                }
+                if self.watched() {
+                    self.disarm(TIMER_IDLE);
+                    self.arm(TIMER_STUCK, self.at + self.policy.stuck_threshold());
+                }
+                Outcome::Applied
+            }
+            EventKind::AgentIdle { since } => {
+                if st.is_terminal() || st == S::Merged || st == S::Spawning {
+                    return self.ignore("agent.idle");
+                }
+                if self.s.session.activity == Activity::Idle
+                    && self.s.session.activity_at == Some(*since)
+                {
+                    return Outcome::Noop("already idle".into());
+                }
+                self.s.session.activity = Activity::Idle;
+                self.s.session.activity_at = Some(*since);
+                if self.watched() {
+                    self.arm_idle_watch(*since);
+                }
+                Outcome::Applied
+            }
+            EventKind::AgentWaitingInput => {
+                if st.is_terminal() || st == S::Merged {
+                    return self.ignore("agent.waiting_input");
+                }
+                self.s.session.activity = Activity::WaitingInput;
+                self.s.session.activity_at = Some(self.at);
+                if st == S::NeedsInput {
+                    return Outcome::Noop("already needs input".into());
+                }
+                self.disarm(TIMER_STUCK);
+                self.disarm(TIMER_IDLE);
+                self.disarm(TIMER_SPAWN);
+                self.set_state(S::NeedsInput, Some("awaiting_user_input"));
+                self.react("agent-needs-input", None, "The agent is waiting for input.");
+                Outcome::Applied
+            }
+            EventKind::AgentExited { code } => {
+                if st.is_terminal() {
+                    return self.ignore("agent.exited");
+                }
+                if st.has_open_pr() || st == S::Merged {
+                    // The PR outlives the agent: its lifecycle goes on (a later send restores).
+                    self.s.session.activity = Activity::Exited;
+                    self.s.session.activity_at = Some(self.at);
+                    self.disarm(TIMER_STUCK);
+                    self.disarm(TIMER_IDLE);
+                    return Outcome::Applied;
+                }
+                match code {
+                    Some(0) => self.end(S::Done, "agent_exited_0"),
+                    Some(c) => {
+                        self.end(S::Errored, &format!("agent_exited_{c}"));
+                        self.react(
+                            "agent-exited",
+                            None,
+                            &format!("The agent exited with status {c}."),
+                        );
+                    }
+                    None => {
+                        self.end(S::Killed, "runtime_lost");
+                        self.react("agent-exited", None, "The agent's runtime vanished.");
+                    }
+                }
+                Outcome::Applied
+            }
+            EventKind::PrOpened { pr } => {
+                if st.is_terminal() || st == S::Merged {
+                    return self.ignore("pr.opened");
+                }
+                let changed = self.s.session.pr.as_ref() != Some(pr);
+                self.s.session.pr = Some(pr.clone());
+                if matches!(st, S::Working | S::Stuck) {
+                    self.set_state(S::PrOpen, Some("pr_created"));
+                } else if !changed {
+                    return Outcome::Noop("PR already known".into());
+                }
+                Outcome::Applied
+            }
+            EventKind::CiFailed {
+                summary,
+                fingerprint,
+            } => {
+                if !self.pr_live() {
+                    return self.ignore("ci.failed");
+                }
+                self.set_state(S::CiFailed, Some("ci_failing"));
+                self.react(
+                    "ci-failed",
+                    Some(fingerprint),
+                    &format!("CI failed on your PR. Fix it and push.\n\n{summary}"),
+                );
+                Outcome::Applied
+            }
+            EventKind::CiPassed => {
+                if st != S::CiFailed {
+                    return self.ignore("ci.passed");
+                }
+                self.set_state(S::PrOpen, Some("ci_passing"));
+                Outcome::Applied
+            }
+            EventKind::ReviewPending => {
+                if !matches!(st, S::PrOpen) {
+                    return self.ignore("review.pending");
+                }
+                self.set_state(S::ReviewPending, Some("review_pending"));
+                Outcome::Applied
+            }
+            EventKind::ChangesRequested {
+                summary,
+                fingerprint,
+            } => {
+                if !self.pr_live() {
+                    return self.ignore("review.changes_requested");
+                }
+                self.set_state(S::ChangesRequested, Some("changes_requested"));
+                self.react(
+                    "changes-requested",
+                    Some(fingerprint),
+                    &format!("A reviewer requested changes. Address each comment and push.\n\n{summary}"),
+                );
+                Outcome::Applied
+            }
+            EventKind::Approved => {
+                if !self.pr_live() || st == S::Mergeable {
+                    return self.ignore("review.approved");
+                }
+                self.set_state(S::Approved, Some("approved"));
+                Outcome::Applied
+            }
+            EventKind::MergeReady => {
+                if !self.pr_live() {
+                    return self.ignore("merge.ready");
+                }
+                if st == S::Mergeable {
+                    return Outcome::Noop("already mergeable".into());
+                }
+                self.set_state(S::Mergeable, Some("merge_ready"));
+                self.approved_and_green();
+                Outcome::Applied
+            }
+            EventKind::MergeConflicts {
+                summary,
+                fingerprint,
+            } => {
+                if !self.pr_live() {
+                    return self.ignore("merge.conflicts");
+                }
+                let before = self.s.trackers.get("merge-conflicts").cloned();
+                self.react(
+                    "merge-conflicts",
+                    Some(fingerprint),
+                    &format!("Your PR conflicts with its base branch. Rebase on the base branch, resolve the conflicts and push.\n\n{summary}"),
+                );
+                if self.s.trackers.get("merge-conflicts") == before.as_ref() {
+                    return Outcome::Noop("conflict episode already handled".into());
+                }
+                Outcome::Applied
+            }
+            EventKind::PrMerged => {
+                if st.is_terminal() || st == S::Merged {
+                    return self.ignore("pr.merged");
+                }
+                self.set_state(S::Merged, Some("pr_merged"));
+                self.s.trackers.clear();
+                self.s.timers.clear();
+                self.arm(TIMER_MERGE_GRACE, self.at + self.policy.merge_grace);
+                Outcome::Applied
+            }
+            EventKind::PrClosed => {
+                if !self.pr_live() {
+                    return self.ignore("pr.closed");
+                }
+                self.s.session.pr = None;
+                self.s.trackers.clear();
+                self.s
+                    .timers
+                    .retain(|k, _| !k.starts_with(TIMER_ESCALATE));
+                self.set_state(S::Working, Some("pr_closed_waiting_decision"));
+                self.arm(TIMER_STUCK, self.at + self.policy.stuck_threshold());
+                self.react(
+                    "pr-closed",
+                    None,
+                    "The PR was closed without merging: decide whether to resume or kill the session.",
+                );
+                Outcome::Applied
+            }
+            EventKind::KillRequested { reason } => {
+                if st.is_terminal() {
+                    return Outcome::Noop(format!(
+                        "session {} is already {st}",
+                        self.s.session.id
+                    ));
+                }
+                self.end(S::Killed, reason);
+                Outcome::Applied
+            }
+            EventKind::RestoreRequested => {
+                if !(st.is_terminal() || st == S::Stuck) {
+                    return Outcome::Rejected(format!(
+                        "session {} is {st}; only errored, killed, done, terminated or stuck sessions can be restored",
+                        self.s.session.id
+                    ));
+                }
+                if st == S::Stuck {
+                    self.effects.push(Effect::DestroyRuntime);
+                }
+                if st == S::Terminated {
+                    // Its PR ended; a restored session starts without one.
+                    self.s.session.pr = None;
+                }
+                self.set_state(S::Spawning, Some("restored"));
+                self.s.session.activity = Activity::Unknown;
+                self.s.session.activity_at = None;
+                self.s.timers.clear();
+                self.arm(TIMER_SPAWN, self.at + self.policy.spawn_timeout);
+                self.effects.push(Effect::StartRuntime { resume: true });
+                Outcome::Applied
+            }
+            EventKind::TimerFired { kind } => self.timer(kind),
+            EventKind::ActorGaveUp { reason } => {
+                if st.is_terminal() {
+                    return self.ignore("session.actor_gave_up");
+                }
+                self.end(S::Errored, reason);
+                Outcome::Applied
+            }
+        }
+    }
+
+    fn pr_live(&self) -> bool {
+        self.state().has_open_pr()
+            || (self.s.session.pr.is_some() && matches!(self.state(), S::Working | S::Stuck))
+    }
+
+    fn timer(&mut self, kind: &str) -> Outcome {
+        let Some(t) = self.s.timers.get(kind).cloned() else {
+            return Outcome::Noop(format!("timer {kind} is not armed"));
+        };
+        if t.deadline > self.at {
+            return Outcome::Noop(format!("timer {kind} is not due yet"));
+        }
+        self.disarm(kind);
+        let st = self.state();
+        if st.is_terminal() {
+            // Stale timers of an ended session (e.g. written by an older version) go too.
+            self.s.timers.clear();
+            return Outcome::Applied;
+        }
+        match kind {
+            TIMER_SPAWN => {
+                if st == S::Spawning {
+                    self.end(S::Errored, "spawn_timeout");
+                }
+            }
+            TIMER_STUCK => {
+                if self.watched() {
+                    // Stuck needs positive evidence: a timestamped quiet period. `Unknown`
+                    // activity never makes a session stuck (reference §5).
+                    let since = self.s.session.activity_at.unwrap_or(self.at);
+                    let quiet = matches!(
+                        self.s.session.activity,
+                        Activity::Idle | Activity::Active
+                    );
+                    if quiet && since + self.policy.stuck_threshold() <= self.at {
+                        self.disarm(TIMER_IDLE);
+                        self.set_state(S::Stuck, Some("idle_past_threshold"));
+                        self.react(
+                            "agent-stuck",
+                            None,
+                            "The agent has been idle past the stuck threshold.",
+                        );
+                    } else {
+                        self.arm(TIMER_STUCK, self.at.max(since) + self.policy.stuck_threshold());
+                    }
+                }
+            }
+            TIMER_IDLE => {
+                if self.watched() && self.s.session.activity == Activity::Idle {
+                    self.react(
+                        "agent-idle",
+                        None,
+                        "You appear to be idle. Continue with your task; if you are blocked, say what you need.",
+                    );
+                }
+            }
+            TIMER_MERGE_GRACE => {
+                if st == S::Merged {
+                    self.end(S::Terminated, "pr_merged");
+                    self.effects.push(Effect::CleanupWorkspace);
+                }
+            }
+            k if k.starts_with(TIMER_ESCALATE) => {
+                let key = &k[TIMER_ESCALATE.len()..];
+                let due = self
+                    .s
+                    .trackers
+                    .get(key)
+                    .map(|t| !t.escalated)
+                    .unwrap_or(false);
+                if due && !st.is_terminal() {
+                    self.escalate(key);
+                }
+            }
+            _ => {
+                self.effects.push(Effect::Log {
+                    message: format!("unknown timer {kind} dropped"),
+                });
+            }
+        }
+        Outcome::Applied
+    }
+
+    fn approved_and_green(&mut self) {
+        let key = "approved-and-green";
+        let Some(r) = self.policy.reactions.get(key).cloned() else {
+            return;
+        };
+        self.bump(key, None);
+        if r.auto && (r.auto_merge || r.action == ReactionAction::AutoMerge) {
+            self.effects.push(Effect::Merge {
+                method: r.merge_method,
+            });
+        } else {
+            self.effects.push(Effect::Notify {
+                reaction: Some(key.into()),
+                priority: r.priority.unwrap_or(Priority::Action),
+                message: r
+                    .message
+                    .unwrap_or_else(|| "The PR is approved and green: ready to merge.".into()),
+                escalation: false,
+            });
+        }
+    }
+
+    /// Counts one firing of `key`; returns `false` if this fingerprint was already handled.
+    fn bump(&mut self, key: &str, fingerprint: Option<&String>) -> bool {
+        let at = self.at;
+        let t = self
+            .s
+            .trackers
+            .entry(key.to_string())
+            .or_insert_with(|| ReactionTracker {
+                reaction: key.to_string(),
+                attempts: 0,
+                first_triggered_at: at,
+                last_triggered_at: at,
+                fingerprint: None,
+                escalated: false,
+            });
+        if fingerprint.is_some() && t.attempts > 0 && t.fingerprint.as_ref() == fingerprint {
+            return false;
+        }
+        t.attempts += 1;
+        t.last_triggered_at = at;
+        if fingerprint.is_some() {
+            t.fingerprint = fingerprint.cloned();
+        }
+        true
+    }
+
+    /// Fires a reaction: counts it, then sends, notifies or escalates as its policy says.
+    fn react(&mut self, key: &str, fingerprint: Option<&String>, default_message: &str) {
+        let Some(r) = self.policy.reactions.get(key).cloned() else {
+            return;
+        };
+        if !self.bump(key, fingerprint) {
+            return;
+        }
+        let message = r.message.clone().unwrap_or_else(|| default_message.into());
+        match r.action {
+            ReactionAction::Notify | ReactionAction::AutoMerge => {
+                self.effects.push(Effect::Notify {
+                    reaction: Some(key.into()),
+                    priority: r.priority.unwrap_or(Priority::Info),
+                    message,
+                    escalation: false,
+                });
+            }
+            ReactionAction::SendToAgent => {
+                let Some(t) = self.s.trackers.get(key).cloned() else {
+                    return;
+                };
+                if t.escalated {
+                    // Escalation fires once; later triggers wait for a human.
+                    return;
+                }
+                let over = match r.escalate_after {
+                    Some(EscalateAfter::Attempts(n)) => t.attempts > i64::from(n),
+                    Some(EscalateAfter::After(d)) => t.first_triggered_at + d <= self.at,
+                    None => false,
+                } || r.retries.is_some_and(|n| t.attempts > i64::from(n));
+                if over {
+                    self.escalate(key);
+                } else if !r.auto {
+                    self.effects.push(Effect::Notify {
+                        reaction: Some(key.into()),
+                        priority: r.priority.unwrap_or(Priority::Info),
+                        message,
+                        escalation: false,
+                    });
+                } else {
+                    self.effects.push(Effect::SendToAgent {
+                        reaction: key.into(),
+                        message,
+                    });
+                    if let Some(EscalateAfter::After(d)) = r.escalate_after {
+                        let kind = format!("{TIMER_ESCALATE}{key}");
+                        if !self.s.timers.contains_key(&kind) {
+                            self.arm(&kind, t.first_triggered_at + d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn escalate(&mut self, key: &str) {
+        let priority = self
+            .policy
+            .reactions
+            .get(key)
+            .and_then(|r| r.priority)
+            .unwrap_or(Priority::Urgent);
+        let attempts = match self.s.trackers.get_mut(key) {
+            Some(t) => {
+                t.escalated = true;
+                t.attempts
+            }
+            None => 0,
+        };
+        self.disarm(&format!("{TIMER_ESCALATE}{key}"));
+        self.effects.push(Effect::Notify {
+            reaction: Some(key.into()),
+            priority,
+            message: format!(
+                "Reaction {key} escalated after {attempts} attempt(s): a human is needed."
+            ),
+            escalation: true,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,633 @@
+//! Table tests for `step`: every (state, event) pair has a row, plus targeted tests of the
+//! reaction engine's effects.
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration, TimeZone, Utc};
+
+use super::*;
+use crate::actors::session::policy::{Policy, ReactionAction};
+use crate::store::{Activity, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).single().expect("valid time")
+}
+
+fn pr(n: i64) -> PrRef {
+    PrRef {
+        number: n,
+        url: format!("https://github.test/acme/w/pull/{n}"),
+    }
+}
+
+/// A session in `state`, idle for an hour, with every timer overdue and a ci-failed tracker:
+/// so each timer row really exercises its branch.
+fn base(state: SessionState) -> SessionSnapshot {
+    let long_ago = t0() - Duration::hours(1);
+    let session = SessionRecord {
+        id: SessionId("demo-1".into()),
+        project: "demo".into(),
+        state,
+        reason: None,
+        agent: "scripted".into(),
+        runtime: "process".into(),
+        workspace_kind: "worktree".into(),
+        branch: Some("session/demo-1".into()),
+        workspace: Some("/tmp/ws".into()),
+        pr: (state.has_open_pr() || state == SessionState::Merged).then(|| pr(7)),
+        issue: None,
+        prompt: Some("do it".into()),
+        runtime_handle: None,
+        activity: Activity::Idle,
+        activity_at: Some(long_ago),
+        restart_count: 0,
+        created_at: long_ago,
+        updated_at: long_ago,
+    };
+    let mut timers = BTreeMap::new();
+    for k in [
+        TIMER_SPAWN,
+        TIMER_STUCK,
+        TIMER_IDLE,
+        TIMER_MERGE_GRACE,
+        "escalate:ci-failed",
+    ] {
+        timers.insert(
+            k.to_string(),
+            TimerRecord {
+                kind: k.into(),
+                deadline: t0() - Duration::seconds(1),
+            },
+        );
+    }
+    let mut trackers = BTreeMap::new();
+    trackers.insert(
+        "ci-failed".to_string(),
+        ReactionTracker {
+            reaction: "ci-failed".into(),
+            attempts: 1,
+            first_triggered_at: long_ago,
+            last_triggered_at: long_ago,
+            fingerprint: None,
+            escalated: false,
+        },
+    );
+    SessionSnapshot {
+        session,
+        trackers,
+        timers,
+    }
+}
+
+/// The columns of the table, in order.
+fn samples() -> Vec<(&'static str, EventKind)> {
+    let timer = |k: &str| EventKind::TimerFired { kind: k.into() };
+    vec![
+        (
+            "started",
+            EventKind::RuntimeStarted {
+                handle: serde_json::json!({"pid": 1}),
+                workspace: None,
+                branch: None,
+            },
+        ),
+        (
+            "spawn_failed",
+            EventKind::SpawnFailed {
+                reason: "boom".into(),
+            },
+        ),
+        ("active", EventKind::AgentActive),
+        (
+            "idle",
+            EventKind::AgentIdle {
+                since: t0() - Duration::minutes(1),
+            },
+        ),
+        ("waiting", EventKind::AgentWaitingInput),
+        ("exit0", EventKind::AgentExited { code: Some(0) }),
+        ("exit1", EventKind::AgentExited { code: Some(1) }),
+        ("vanished", EventKind::AgentExited { code: None }),
+        ("pr_opened", EventKind::PrOpened { pr: pr(8) }),
+        (
+            "ci_failed",
+            EventKind::CiFailed {
+                summary: "lint".into(),
+                fingerprint: "fp1".into(),
+            },
+        ),
+        ("ci_passed", EventKind::CiPassed),
+        ("review_pending", EventKind::ReviewPending),
+        (
+            "changes",
+            EventKind::ChangesRequested {
+                summary: "a.rs:1".into(),
+                fingerprint: "t1".into(),
+            },
+        ),
+        ("approved", EventKind::Approved),
+        ("merge_ready", EventKind::MergeReady),
+        (
+            "conflicts",
+            EventKind::MergeConflicts {
+                summary: "behind".into(),
+                fingerprint: "c1".into(),
+            },
+        ),
+        ("merged", EventKind::PrMerged),
+        ("closed", EventKind::PrClosed),
+        (
+            "kill",
+            EventKind::KillRequested {
+                reason: "manually_killed".into(),
+            },
+        ),
+        ("restore", EventKind::RestoreRequested),
+        ("t_spawn", timer(TIMER_SPAWN)),
+        ("t_stuck", timer(TIMER_STUCK)),
+        ("t_idle", timer(TIMER_IDLE)),
+        ("t_merge", timer(TIMER_MERGE_GRACE)),
+        ("t_escalate", timer("escalate:ci-failed")),
+        (
+            "gave_up",
+            EventKind::ActorGaveUp {
+                reason: "too many restarts".into(),
+            },
+        ),
+    ]
+}
+
+/// Expected state after each column's event: `=` unchanged, `!` rejected (409), else a state.
+/// Abbreviations: sp spawning, wk working, po pr_open, cf ci_failed, rp review_pending,
+/// cr changes_requested, ap approved, mg mergeable, md merged, ni needs_input, st stuck,
+/// er errored, kd killed, dn done, tm terminated.
+const TABLE: &[(&str, &str)] = &[
+    //              started fail act idle wait ex0 ex1 van pr  ci  cip rvp chg apr mrd cfl mrg cls kill rest tsp tst tid tmg tesc gave
+    ("spawning",          "wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er"),
+    ("working",           "= = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er"),
+    ("pr_open",           "= = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er"),
+    ("ci_failed",         "= = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er"),
+    ("review_pending",    "= = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er"),
+    ("changes_requested", "= = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er"),
+    ("approved",          "= = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er"),
+    ("mergeable",         "= = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er"),
+    ("merged",            "= = = = = = = = = = = = = = = = = = kd ! = = = tm = er"),
+    ("needs_input",       "= = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er"),
+    ("stuck",             "= = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er"),
+    ("errored",           "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    ("killed",            "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    ("done",              "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    ("terminated",        "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+];
+
+fn abbrev(s: &str) -> Option<SessionState> {
+    use SessionState::*;
+    Some(match s {
+        "sp" => Spawning,
+        "wk" => Working,
+        "po" => PrOpen,
+        "cf" => CiFailed,
+        "rp" => ReviewPending,
+        "cr" => ChangesRequested,
+        "ap" => Approved,
+        "mg" => Mergeable,
+        "md" => Merged,
+        "ni" => NeedsInput,
+        "st" => Stuck,
+        "er" => Errored,
+        "kd" => Killed,
+        "dn" => Done,
+        "tm" => Terminated,
+        _ => return None,
+    })
+}
+
+#[test]
+fn every_state_and_event_pair_has_a_row_and_matches() {
+    let policy = Policy::defaults();
+    let cols = samples();
+    assert_eq!(TABLE.len(), SessionState::ALL.len(), "one row per state");
+    let mut failures = Vec::new();
+    for state in SessionState::ALL {
+        let row = TABLE
+            .iter()
+            .find(|(s, _)| *s == state.as_str())
+            .unwrap_or_else(|| panic!("no row for state {state}"));
+        let cells: Vec<&str> = row.1.split_whitespace().collect();
+        assert_eq!(cells.len(), cols.len(), "row {state} has a cell per event");
+        for ((name, kind), cell) in cols.iter().zip(cells) {
+            let snap = base(state);
+            let ev = Event {
+                at: t0(),
+                kind: kind.clone(),
+            };
+            let out = step(&snap, &ev, &policy);
+            let got = out.snapshot.session.state;
+            let ok = match cell {
+                "=" => got == state && !matches!(out.outcome, Outcome::Rejected(_)),
+                "!" => got == state && matches!(out.outcome, Outcome::Rejected(_)),
+                other => {
+                    let want = abbrev(other).unwrap_or_else(|| panic!("bad cell {other}"));
+                    got == want && out.outcome == Outcome::Applied
+                }
+            };
+            if !ok {
+                failures.push(format!(
+                    "{state} + {name}: expected {cell}, got {got} ({:?})",
+                    out.outcome
+                ));
+            }
+            // A step that changes nothing must say so (so the actor persists nothing).
+            if out.snapshot == snap && out.effects.is_empty() {
+                assert_ne!(out.outcome, Outcome::Applied, "{state} + {name}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn terminal_states_hold_no_timers() {
+    let policy = Policy::defaults();
+    for state in SessionState::ALL {
+        for (name, kind) in samples() {
+            let out = step(&base(state), &Event { at: t0(), kind }, &policy);
+            if out.snapshot.session.state.is_terminal() && out.outcome == Outcome::Applied {
+                assert!(
+                    out.snapshot.timers.is_empty(),
+                    "{state} + {name} left timers {:?}",
+                    out.snapshot.timers.keys()
+                );
+            }
+        }
+    }
+}
+
+fn fresh(state: SessionState) -> SessionSnapshot {
+    let mut s = base(state);
+    s.trackers.clear();
+    s.timers.clear();
+    s
+}
+
+fn at(min: i64) -> DateTime<Utc> {
+    t0() + Duration::minutes(min)
+}
+
+fn sends(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::SendToAgent { .. }))
+        .count()
+}
+
+fn escalations(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Notify { escalation: true, .. }))
+        .count()
+}
+
+#[test]
+fn ci_failed_sends_twice_then_escalates_once() {
+    let p = Policy::defaults();
+    let mut s = fresh(SessionState::PrOpen);
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let out = step(
+            &s,
+            &Event {
+                at: at(i),
+                kind: EventKind::CiFailed {
+                    summary: "check `lint` failed: https://ci/1".into(),
+                    fingerprint: format!("fp{i}"),
+                },
+            },
+            &p,
+        );
+        all.push(out.effects.clone());
+        s = out.snapshot;
+        // CI passes in between: the flap must not reset the counter (ao #1531).
+        s = step(
+            &s,
+            &Event {
+                at: at(i),
+                kind: EventKind::CiPassed,
+            },
+            &p,
+        )
+        .snapshot;
+    }
+    let counts: Vec<(usize, usize)> = all.iter().map(|e| (sends(e), escalations(e))).collect();
+    assert_eq!(counts, vec![(1, 0), (1, 0), (0, 1), (0, 0), (0, 0)]);
+    assert_eq!(s.trackers["ci-failed"].attempts, 5);
+    assert!(s.trackers["ci-failed"].escalated);
+    match &all[0][0] {
+        Effect::SendToAgent { message, .. } => assert!(message.contains("https://ci/1")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn same_failure_set_is_sent_once() {
+    let p = Policy::defaults();
+    let ev = |m| Event {
+        at: at(m),
+        kind: EventKind::ChangesRequested {
+            summary: "a.rs:3 alice: rename".into(),
+            fingerprint: "threads-1-2".into(),
+        },
+    };
+    let first = step(&fresh(SessionState::ReviewPending), &ev(0), &p);
+    assert_eq!(sends(&first.effects), 1);
+    assert!(first.snapshot.timers.contains_key("escalate:changes-requested"));
+    let again = step(&first.snapshot, &ev(1), &p);
+    assert_eq!(sends(&again.effects), 0);
+    assert!(matches!(again.outcome, Outcome::Noop(_)));
+}
+
+#[test]
+fn duration_escalation_fires_from_its_timer_once() {
+    let p = Policy::defaults();
+    let s = step(
+        &fresh(SessionState::PrOpen),
+        &Event {
+            at: at(0),
+            kind: EventKind::ChangesRequested {
+                summary: "x".into(),
+                fingerprint: "f".into(),
+            },
+        },
+        &p,
+    )
+    .snapshot;
+    let deadline = s.timers["escalate:changes-requested"].deadline;
+    assert_eq!(deadline, at(30));
+    let early = step(
+        &s,
+        &Event {
+            at: at(10),
+            kind: EventKind::TimerFired {
+                kind: "escalate:changes-requested".into(),
+            },
+        },
+        &p,
+    );
+    assert!(matches!(early.outcome, Outcome::Noop(_)));
+    let due = step(
+        &s,
+        &Event {
+            at: at(30),
+            kind: EventKind::TimerFired {
+                kind: "escalate:changes-requested".into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(escalations(&due.effects), 1);
+    assert!(!due.snapshot.timers.contains_key("escalate:changes-requested"));
+}
+
+#[test]
+fn send_to_agent_without_message_uses_builtin_text() {
+    let p = Policy::defaults();
+    assert!(p.reactions["merge-conflicts"].message.is_none());
+    let out = step(
+        &fresh(SessionState::PrOpen),
+        &Event {
+            at: at(0),
+            kind: EventKind::MergeConflicts {
+                summary: "behind main by 3".into(),
+                fingerprint: "e1".into(),
+            },
+        },
+        &p,
+    );
+    match out.effects.as_slice() {
+        [Effect::SendToAgent { message, .. }] => assert!(message.contains("Rebase")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn auto_false_suppresses_send_but_notifies() {
+    let mut p = Policy::defaults();
+    if let Some(r) = p.reactions.get_mut("ci-failed") {
+        r.auto = false;
+    }
+    let out = step(
+        &fresh(SessionState::PrOpen),
+        &Event {
+            at: at(0),
+            kind: EventKind::CiFailed {
+                summary: "x".into(),
+                fingerprint: "f".into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(sends(&out.effects), 0);
+    assert!(matches!(out.effects[0], Effect::Notify { .. }));
+}
+
+#[test]
+fn approved_and_green_merges_only_when_auto_merge_is_on() {
+    let mut p = Policy::defaults();
+    let ev = Event {
+        at: at(0),
+        kind: EventKind::MergeReady,
+    };
+    let off = step(&fresh(SessionState::Approved), &ev, &p);
+    assert!(matches!(
+        off.effects.as_slice(),
+        [Effect::Notify {
+            priority: Priority::Action,
+            ..
+        }]
+    ));
+    if let Some(r) = p.reactions.get_mut("approved-and-green") {
+        r.auto_merge = true;
+        r.merge_method = MergeMethod::Rebase;
+    }
+    let on = step(&fresh(SessionState::Approved), &ev, &p);
+    assert_eq!(
+        on.effects,
+        vec![Effect::Merge {
+            method: MergeMethod::Rebase
+        }]
+    );
+}
+
+#[test]
+fn runtime_started_arms_stuck_watch_and_spawn_timer_is_cleared() {
+    let p = Policy::defaults();
+    let mut s = fresh(SessionState::Spawning);
+    s.timers.insert(
+        TIMER_SPAWN.into(),
+        TimerRecord {
+            kind: TIMER_SPAWN.into(),
+            deadline: at(5),
+        },
+    );
+    let out = step(
+        &s,
+        &Event {
+            at: at(0),
+            kind: EventKind::RuntimeStarted {
+                handle: serde_json::json!({"pid": 42}),
+                workspace: Some("/w".into()),
+                branch: Some("feat/x".into()),
+            },
+        },
+        &p,
+    );
+    assert_eq!(out.snapshot.session.state, SessionState::Working);
+    assert!(!out.snapshot.timers.contains_key(TIMER_SPAWN));
+    assert_eq!(out.snapshot.timers[TIMER_STUCK].deadline, at(10));
+    assert_eq!(out.snapshot.session.branch.as_deref(), Some("feat/x"));
+}
+
+#[test]
+fn idle_agent_is_nudged_then_stuck_and_unknown_activity_never_is() {
+    let p = Policy::defaults();
+    let s = step(
+        &fresh(SessionState::Working),
+        &Event {
+            at: at(0),
+            kind: EventKind::AgentIdle { since: at(0) },
+        },
+        &p,
+    )
+    .snapshot;
+    assert_eq!(s.timers[TIMER_IDLE].deadline, at(5));
+    let nudged = step(
+        &s,
+        &Event {
+            at: at(5),
+            kind: EventKind::TimerFired {
+                kind: TIMER_IDLE.into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(sends(&nudged.effects), 1);
+    let stuck = step(
+        &nudged.snapshot,
+        &Event {
+            at: at(10),
+            kind: EventKind::TimerFired {
+                kind: TIMER_STUCK.into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(stuck.snapshot.session.state, SessionState::Stuck);
+
+    let mut unknown = fresh(SessionState::Working);
+    unknown.session.activity = Activity::Unknown;
+    unknown.timers.insert(
+        TIMER_STUCK.into(),
+        TimerRecord {
+            kind: TIMER_STUCK.into(),
+            deadline: at(0),
+        },
+    );
+    let out = step(
+        &unknown,
+        &Event {
+            at: at(0),
+            kind: EventKind::TimerFired {
+                kind: TIMER_STUCK.into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(out.snapshot.session.state, SessionState::Working);
+    assert!(out.snapshot.timers.contains_key(TIMER_STUCK), "re-armed");
+}
+
+#[test]
+fn kill_is_idempotent_and_says_so() {
+    let p = Policy::defaults();
+    let ev = Event {
+        at: at(0),
+        kind: EventKind::KillRequested {
+            reason: "manually_killed".into(),
+        },
+    };
+    let once = step(&fresh(SessionState::Working), &ev, &p);
+    assert_eq!(once.effects, vec![Effect::DestroyRuntime]);
+    assert_eq!(once.snapshot.session.reason.as_deref(), Some("manually_killed"));
+    let twice = step(&once.snapshot, &ev, &p);
+    match twice.outcome {
+        Outcome::Noop(why) => assert!(why.contains("already killed"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(twice.effects.is_empty());
+}
+
+#[test]
+fn restore_restarts_the_runtime_with_resume_and_a_spawn_deadline() {
+    let p = Policy::defaults();
+    let out = step(
+        &fresh(SessionState::Killed),
+        &Event {
+            at: at(0),
+            kind: EventKind::RestoreRequested,
+        },
+        &p,
+    );
+    assert_eq!(out.effects, vec![Effect::StartRuntime { resume: true }]);
+    assert_eq!(out.snapshot.timers[TIMER_SPAWN].deadline, at(5));
+}
+
+#[test]
+fn merged_pr_is_cleaned_up_after_the_grace_period() {
+    let p = Policy::defaults();
+    let merged = step(
+        &fresh(SessionState::Mergeable),
+        &Event {
+            at: at(0),
+            kind: EventKind::PrMerged,
+        },
+        &p,
+    )
+    .snapshot;
+    assert_eq!(merged.timers[TIMER_MERGE_GRACE].deadline, at(5));
+    let done = step(
+        &merged,
+        &Event {
+            at: at(5),
+            kind: EventKind::TimerFired {
+                kind: TIMER_MERGE_GRACE.into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(done.snapshot.session.state, SessionState::Terminated);
+    assert_eq!(
+        done.effects,
+        vec![Effect::DestroyRuntime, Effect::CleanupWorkspace]
+    );
+}
+
+#[test]
+fn notify_reactions_carry_their_priority() {
+    let p = Policy::defaults();
+    assert_eq!(p.reactions["agent-stuck"].action, ReactionAction::Notify);
+    let out = step(
+        &fresh(SessionState::Working),
+        &Event {
+            at: at(0),
+            kind: EventKind::AgentWaitingInput,
+        },
+        &p,
+    );
+    assert!(matches!(
+        out.effects.as_slice(),
+        [Effect::Notify {
+            priority: Priority::Urgent,
+            ..
+        }]
+    ));
+}

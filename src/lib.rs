@@ -1,0 +1,3 @@
+//! Flotilla.
+pub mod actors;
+pub mod store;

@@ -1,0 +1,289 @@
+//! The durable store: the only place that knows SQL.
+//!
+//! One [`Store`] trait, two implementations chosen from the database URL at start-up:
+//! [`sqlite::SqliteStore`] (the embedded default, WAL) and [`postgres::PostgresStore`]. Each runs
+//! its own migrations (`migrations/sqlite`, `migrations/postgres`) when opened.
+//!
+//! Invariants every implementation keeps:
+//! - session ids `{prefix}-{N}` are reserved by the database (a counter row updated atomically
+//!   plus the primary key), never by files, so concurrent spawns get distinct ids;
+//! - event ids are monotonic **and committed in id order**, so a reader resuming "after id N"
+//!   never misses an event that commits later with a smaller id;
+//! - `commit_transition` writes the session row, its trackers, its timers and the event row in
+//!   one transaction.
+
+pub mod models;
+pub mod postgres;
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use models::*;
+
+/// What went wrong in the store, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked up (e.g. `session demo-3`).
+        what: String,
+    },
+    /// A uniqueness rule would be broken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database URL is not one we support.
+    #[error("unsupported database url scheme `{0}` (use sqlite:// or postgres://)")]
+    UnsupportedUrl(String),
+    /// Stored data could not be decoded (a bug or a hand-edited database).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database could not be reached or failed.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound {
+                what: "row".into(),
+            },
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The durable state of Flotilla. Implementations are cheap to clone behind an `Arc` and safe
+/// to call concurrently from many actors.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the database answers (used by `/readyz`).
+    ///
+    /// # Errors
+    /// `Database` when it does not.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- sessions -------------------------------------------------------------------------
+
+    /// Reserves the next id `{prefix}-{N}` (skipping `skip_numbers`), inserts the session in
+    /// state `spawning` and appends a `session.created` event, in one transaction.
+    ///
+    /// # Errors
+    /// `Database` on failure; concurrent callers never get the same id.
+    async fn create_session(&self, new: &NewSession) -> StoreResult<(SessionRecord, EventRecord)>;
+
+    /// Loads one session row.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    async fn load_session(&self, id: &SessionId) -> StoreResult<SessionRecord>;
+
+    /// Loads a session with its trackers and timers (what the actor needs after a restart).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    async fn load_snapshot(&self, id: &SessionId) -> StoreResult<SessionSnapshot>;
+
+    /// Lists sessions matching the filter, ordered by creation (oldest first).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn list_sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>>;
+
+    /// Counts sessions per state (for the `flotilla_sessions` gauge at start-up).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn count_by_state(&self) -> StoreResult<Vec<(SessionState, i64)>>;
+
+    /// Persists one machine step atomically: replaces the session row, its trackers and its
+    /// timers with those of `commit.snapshot` and appends `commit.event`. Returns the event row.
+    ///
+    /// # Errors
+    /// `NotFound` if the session does not exist; `Database` on failure (nothing is written).
+    async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord>;
+
+    // ---- events ---------------------------------------------------------------------------
+
+    /// Appends an event that changes no session state (e.g. `session.output`, fleet events).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn append_event(&self, event: &NewEvent) -> StoreResult<EventRecord>;
+
+    /// Events with `id > after`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<EventRecord>>;
+
+    /// One session's events with `id > after`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn session_events(
+        &self,
+        id: &SessionId,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>>;
+
+    /// The largest event id (0 when the log is empty).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn last_event_id(&self) -> StoreResult<i64>;
+
+    // ---- webhooks -------------------------------------------------------------------------
+
+    /// Records a webhook delivery. Returns `false` if `(platform, delivery_id)` was already
+    /// recorded (a replay), in which case nothing is written.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<bool>;
+
+    // ---- chat -----------------------------------------------------------------------------
+
+    /// Creates the conversation if missing and returns it.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn upsert_conversation(
+        &self,
+        platform: &str,
+        thread: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ConversationRecord>;
+
+    /// Lists conversations, most recently updated first.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn list_conversations(&self) -> StoreResult<Vec<ConversationRecord>>;
+
+    /// Sets (or clears) a conversation's resume id.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation.
+    async fn set_resume_id(&self, conversation_id: &str, resume_id: Option<&str>)
+        -> StoreResult<()>;
+
+    /// Stores an inbound message in the durable inbox. Returns `None` if this
+    /// `(conversation, platform_message_id)` was already stored (a redelivery).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn enqueue_chat_message(
+        &self,
+        conversation_id: &str,
+        platform_message_id: &str,
+        author: &str,
+        body: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ChatMessageRecord>>;
+
+    /// The oldest queued or running message of a conversation (running ones are resumed after a
+    /// crash), if any.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn next_chat_message(&self, conversation_id: &str)
+        -> StoreResult<Option<ChatMessageRecord>>;
+
+    /// Sets a message's status.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown message.
+    async fn set_chat_message_status(&self, id: i64, status: MessageStatus) -> StoreResult<()>;
+
+    /// Ids of conversations that have queued or running messages (to restart after a crash).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn conversations_with_pending(&self) -> StoreResult<Vec<String>>;
+
+    // ---- notification outbox -------------------------------------------------------------
+
+    /// Adds a notification to the outbox unless one with the same `dedupe_key` exists; returns
+    /// whether it was added.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn enqueue_notification(&self, n: &NotificationRecord) -> StoreResult<bool>;
+
+    /// Pending notifications due at `now`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+
+    /// Records a delivery attempt's outcome.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    async fn update_notification(
+        &self,
+        id: &str,
+        status: NotificationStatus,
+        attempts: i64,
+        next_attempt_at: DateTime<Utc>,
+        last_error: Option<&str>,
+    ) -> StoreResult<()>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store named by `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`) and runs
+/// its migrations.
+///
+/// # Errors
+/// `UnsupportedUrl` for another scheme; `Database`/`Migrate` when opening fails.
+pub async fn open(url: &str) -> StoreResult<SharedStore> {
+    if url.starts_with("sqlite:") {
+        sqlite::SqliteStore::open(url).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::PostgresStore::open(url).await
+    } else {
+        let scheme = url.split(':').next().unwrap_or_default().to_string();
+        Err(StoreError::UnsupportedUrl(scheme))
+    }
+}
+
+/// Redacts the password of a database URL for logs and `Debug` output.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}://{}:***{}", &url[..s], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
