@@ -1,3 +1,26 @@
-//! Flotilla.
+//! Flotilla runs a fleet of AI coding agents — each in its own git worktree, branch and
+//! runtime — watches every session through a persisted state machine, and reacts by itself.
+//!
+//! # Layout
+//! - [`config`]: the `Settings` tree, layered loading, `validate()`, `flotilla init`.
+//! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations; all SQL.
+//! - [`actors`]: the `FleetSupervisor`, one `SessionActor` per session, the pure session
+//!   `machine`, and the `journal` that persists and publishes events in order.
+//! - [`plugins`]: one trait per slot (Runtime, Agent, Workspace, Tracker, Scm, Notifier,
+//!   ChatPlatform, Assistant) and the implementations: `process` runtime, `command` agent,
+//!   `worktree` workspace.
+//! - [`http`]: the actix-web edge: REST, SSE, WebSocket, health and metrics; it only messages
+//!   actors.
+//! - [`app`]: `Application`, which wires the above together.
+//! - [`cli`]: the `flotilla` command line (server and client verbs).
+//! - [`telemetry`]: tracing subscriber and Prometheus metrics.
+#![warn(missing_docs)]
+
 pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod plugins;
 pub mod store;
+pub mod telemetry;

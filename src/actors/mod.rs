@@ -1,2 +1,8 @@
-//! Actors.
+//! Actors own state. The `FleetSupervisor` owns one `SessionActor` per live session; each
+//! session actor runs the pure machine in `session::machine` and persists through the
+//! `journal` before acting.
+
+pub mod fleet;
+pub mod journal;
 pub mod session;
+pub mod supervisor;

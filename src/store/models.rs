@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A session id, `{prefix}-{N}`, reserved by the database (see `Store::create_session`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct SessionId(pub String);
 
@@ -34,7 +34,7 @@ impl fmt::Display for SessionId {
 }
 
 /// A session's lifecycle state, serialized as the snake_case names fixed in INTERFACE.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// Workspace and runtime are being created; the agent has not been seen yet.
@@ -157,7 +157,7 @@ impl FromStr for SessionState {
 }
 
 /// What the agent is doing, as last observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Activity {
     /// Nothing observed yet.
@@ -174,7 +174,7 @@ pub enum Activity {
 }
 
 /// A pull request a session opened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PrRef {
     /// The PR number in its repository.
     pub number: i64,
@@ -183,7 +183,7 @@ pub struct PrRef {
 }
 
 /// One session row: everything needed to rebuild the actor after a restart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionRecord {
     /// `{prefix}-{N}`.
     pub id: SessionId,
@@ -249,7 +249,7 @@ pub struct NewSession {
 }
 
 /// One row of the append-only event log. `id` is monotonic and is the SSE event id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventRecord {
     /// Monotonic id, assigned by the store; ids are committed in increasing order.
     pub id: i64,
@@ -278,7 +278,7 @@ pub struct NewEvent {
 
 /// Retry/escalation bookkeeping for one reaction of one session. Persisted so a restart
 /// neither resets nor repeats a reaction (ao kept these in memory only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReactionTracker {
     /// Reaction key (`ci-failed`, …).
     pub reaction: String,
@@ -295,7 +295,7 @@ pub struct ReactionTracker {
 }
 
 /// A durable one-shot timer of a session. Re-armed from its deadline after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimerRecord {
     /// Kind, e.g. `spawn_timeout`, `idle_check`, `escalate:ci-failed`, `merge_grace`.
     pub kind: String,
@@ -351,7 +351,7 @@ pub struct WebhookDelivery {
 }
 
 /// A chat conversation (platform + thread).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConversationRecord {
     /// Stable id: `{platform}:{thread}`.
     pub id: String,

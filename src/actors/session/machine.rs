@@ -39,6 +39,8 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
+    /// A new session's actor starts it: arm the spawn deadline and start the runtime.
+    SpawnRequested,
     /// The runtime runs the agent.
     RuntimeStarted {
         /// Runtime handle to persist.
@@ -129,6 +131,7 @@ impl EventKind {
     /// Dotted name used as the event-log kind.
     pub fn name(&self) -> &'static str {
         match self {
+            EventKind::SpawnRequested => "session.spawn_requested",
             EventKind::RuntimeStarted { .. } => "runtime.started",
             EventKind::SpawnFailed { .. } => "runtime.spawn_failed",
             EventKind::AgentActive => "agent.active",
@@ -320,6 +323,14 @@ impl Machine<'_> {
     fn apply(&mut self, ev: &EventKind) -> Outcome {
         let st = self.state();
         match ev {
+            EventKind::SpawnRequested => {
+                if st != S::Spawning || self.s.timers.contains_key(TIMER_SPAWN) {
+                    return self.ignore("session.spawn_requested");
+                }
+                self.arm(TIMER_SPAWN, self.at + self.policy.spawn_timeout);
+                self.effects.push(Effect::StartRuntime { resume: false });
+                Outcome::Applied
+            }
             EventKind::RuntimeStarted {
                 handle,
                 workspace,

@@ -1,3 +1,574 @@
-//! placeholder
+//! `SessionActor`: one per live session, a thin shell around the pure machine.
+//!
+//! Every change goes: event → [`machine::step`] → persist snapshot + event row in one
+//! transaction (through the journal) → only then run the effects. Handlers that change state
+//! return `AtomicResponse`, so the mailbox waits for the commit and no event is ever stepped
+//! from a stale snapshot.
+//!
+//! Restarts: `started()` runs on the first start and after every restart (actix throws away
+//! all timers then), so it reloads the snapshot from the store inside `ctx.wait` and re-arms
+//! timers from their stored deadlines. A handler that cannot go on (the store failed) calls
+//! `ctx.stop()`; the actix `Supervisor` restarts the actor, which reloads what was committed.
+//! A session that ends tells the supervisor, which drops the last address so the actor stops
+//! for good.
+
+pub mod launch;
 pub mod machine;
+pub mod messages;
 pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tracing::Instrument;
+
+use self::machine::{Effect, Event, EventKind, Outcome, TIMER_IDLE, TIMER_STUCK};
+use self::messages::*;
+use self::policy::Policy;
+use crate::actors::fleet::Fleet;
+use crate::actors::supervisor::messages::SessionEnded;
+use crate::plugins::PluginError;
+use crate::store::{NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit};
+use crate::telemetry::METRICS;
+
+/// Output younger than this counts as "active" when a stuck timer probes the runtime.
+const ACTIVE_WINDOW_SECS: i64 = 30;
+
+/// What went wrong handling a session request.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The request is not allowed in the session's state (HTTP 409).
+    #[error("{0}")]
+    Rejected(String),
+    /// The actor has not loaded its state (it is restarting).
+    #[error("session is restarting; try again")]
+    NotLoaded,
+    /// The store failed; the actor restarts and reloads.
+    #[error("store error")]
+    Store(#[from] StoreError),
+    /// A plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// The actor of one live session.
+pub struct SessionActor {
+    id: SessionId,
+    fleet: Arc<Fleet>,
+    supervisor: Recipient<SessionEnded>,
+    /// Last committed state; `None` until `started()` has loaded it.
+    snapshot: Option<SessionSnapshot>,
+    policy: Arc<Policy>,
+    /// Armed timers by kind, with the deadline they were armed for.
+    timers: HashMap<String, (DateTime<Utc>, SpawnHandle)>,
+    /// The future waiting for the agent to exit.
+    watcher: Option<SpawnHandle>,
+    /// Restarts after errors so far; past `fleet.max_restarts` the session is errored.
+    restarts: u32,
+    span: tracing::Span,
+}
+
+impl SessionActor {
+    /// An actor for session `id` of a project with `policy`.
+    pub fn new(
+        id: SessionId,
+        fleet: Arc<Fleet>,
+        policy: Arc<Policy>,
+        supervisor: Recipient<SessionEnded>,
+    ) -> Self {
+        let span = tracing::info_span!("session", session_id = %id, state = tracing::field::Empty);
+        SessionActor {
+            id,
+            fleet,
+            supervisor,
+            snapshot: None,
+            policy,
+            timers: HashMap::new(),
+            watcher: None,
+            restarts: 0,
+            span,
+        }
+    }
+
+    /// Runs after the snapshot is loaded: re-arms timers, re-attaches to the runtime, or
+    /// continues an interrupted spawn.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        let Some(s) = self.snapshot.clone() else {
+            return;
+        };
+        self.span.record("state", s.session.state.as_str());
+        if s.session.state.is_terminal() {
+            self.end();
+            return;
+        }
+        if self.restarts > self.fleet.max_restarts {
+            let reason = format!("actor restarted {} times", self.restarts);
+            ctx.notify(Apply {
+                event: EventKind::ActorGaveUp { reason },
+            });
+            return;
+        }
+        self.sync_timers(ctx);
+        match (&s.session.runtime_handle, s.session.state) {
+            (None, SessionState::Spawning) => {
+                if s.timers.contains_key(machine::TIMER_SPAWN) {
+                    // A spawn that was under way (or a restore): start the runtime again.
+                    let resume = s.session.reason.as_deref() == Some("restored");
+                    self.run_effects(ctx, vec![Effect::StartRuntime { resume }]);
+                } else {
+                    ctx.notify(Apply {
+                        event: EventKind::SpawnRequested,
+                    });
+                }
+            }
+            (Some(h), _) => self.watch(ctx, h.clone()),
+            (None, _) => {}
+        }
+    }
+
+    /// Tells the supervisor the session ended; it drops the last address and the actor stops.
+    fn end(&mut self) {
+        self.watcher = None;
+        self.supervisor.do_send(SessionEnded {
+            id: self.id.clone(),
+        });
+    }
+
+    /// Watches the runtime for the agent's exit, without polling.
+    fn watch(&mut self, ctx: &mut Context<Self>, handle: serde_json::Value) {
+        if let Some(w) = self.watcher.take() {
+            ctx.cancel_future(w);
+        }
+        let Ok(runtime) = self.fleet.plugins.runtime(
+            &self
+                .snapshot
+                .as_ref()
+                .map(|s| s.session.runtime.clone())
+                .unwrap_or_default(),
+        ) else {
+            return;
+        };
+        let fut = async move {
+            let code = match runtime.is_alive(&handle).await {
+                Ok(true) => runtime.wait_exit(&handle).await.unwrap_or(None),
+                _ => None,
+            };
+            (handle, code)
+        }
+        .into_actor(self)
+        .map(|(handle, code), _act, ctx| {
+            ctx.notify(RuntimeEnded { handle, code });
+        });
+        self.watcher = Some(ctx.spawn(fut));
+    }
+
+    /// Arms actix timers for the snapshot's timers and cancels those no longer there.
+    fn sync_timers(&mut self, ctx: &mut Context<Self>) {
+        let wanted = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.timers.clone())
+            .unwrap_or_default();
+        let stale: Vec<String> = self
+            .timers
+            .iter()
+            .filter(|(k, (d, _))| wanted.get(*k).map(|t| t.deadline) != Some(*d))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some((_, h)) = self.timers.remove(&k) {
+                ctx.cancel_future(h);
+            }
+        }
+        let now = Utc::now();
+        for (kind, t) in wanted {
+            if self.timers.contains_key(&kind) {
+                continue;
+            }
+            // A deadline that passed while Flotilla was down fires at once.
+            let delay = (t.deadline - now).to_std().unwrap_or_default();
+            let k = kind.clone();
+            let h = ctx.run_later(delay, move |act, ctx| {
+                act.timers.remove(&k);
+                act.fire_timer(ctx, k);
+            });
+            self.timers.insert(kind, (t.deadline, h));
+        }
+    }
+
+    /// A timer fired. Activity timers first ask the runtime when the agent last wrote output
+    /// (a file stat, no subprocess), so the machine decides on fresh evidence.
+    fn fire_timer(&mut self, ctx: &mut Context<Self>, kind: String) {
+        let probe = kind == TIMER_STUCK || kind == TIMER_IDLE;
+        let Some(s) = self.snapshot.clone() else {
+            return;
+        };
+        let addr = ctx.address();
+        let runtime = self.fleet.plugins.runtime(&s.session.runtime).ok();
+        let fut = async move {
+            if let (true, Some(rt), Some(h)) = (probe, runtime, s.session.runtime_handle.as_ref()) {
+                if let Ok(Some(last)) = rt.last_output_at(h).await {
+                    let newer = s.session.activity_at.map(|a| last > a).unwrap_or(true);
+                    if newer {
+                        let event = if (Utc::now() - last).num_seconds() < ACTIVE_WINDOW_SECS {
+                            EventKind::AgentActive
+                        } else {
+                            EventKind::AgentIdle { since: last }
+                        };
+                        let _ = addr.send(Apply { event }).await;
+                    }
+                }
+            }
+            let _ = addr
+                .send(Apply {
+                    event: EventKind::TimerFired { kind },
+                })
+                .await;
+        }
+        .instrument(self.span.clone());
+        ctx.spawn(fut.into_actor(self));
+    }
+
+    /// Steps the machine, persists, then runs effects. See the module docs.
+    fn apply(
+        &mut self,
+        kind: EventKind,
+    ) -> ResponseActFuture<Self, Result<StepReport, SessionError>> {
+        let Some(snap) = self.snapshot.clone() else {
+            return Box::pin(fut::ready(Err(SessionError::NotLoaded)));
+        };
+        let event = Event {
+            at: Utc::now(),
+            kind,
+        };
+        let step = machine::step(&snap, &event, &self.policy);
+        match step.outcome {
+            Outcome::Noop(m) => {
+                tracing::debug!(parent: &self.span, event = event.kind.name(), reason = %m, "event changed nothing");
+                return Box::pin(fut::ready(Ok(StepReport {
+                    session: snap,
+                    changed: false,
+                    message: Some(m),
+                })));
+            }
+            Outcome::Rejected(m) => return Box::pin(fut::ready(Err(SessionError::Rejected(m)))),
+            Outcome::Applied => {}
+        }
+        let from = snap.session.state;
+        let commit = TransitionCommit {
+            snapshot: step.snapshot.clone(),
+            event: NewEvent {
+                session_id: Some(self.id.clone()),
+                kind: event.kind.name().to_string(),
+                data: step.event_data(from, &event),
+                at: event.at,
+            },
+        };
+        let journal = self.fleet.journal.clone();
+        let span = self.span.clone();
+        Box::pin(
+            async move { journal.commit(&commit).await }
+                .instrument(span)
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(_) => {
+                        act.after_commit(ctx, &snap, step.snapshot.clone(), step.effects);
+                        Ok(StepReport {
+                            session: step.snapshot,
+                            changed: true,
+                            message: None,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::error!(parent: &act.span, error = ?e, "persisting a step failed; restarting to reload");
+                        ctx.stop();
+                        Err(SessionError::Store(e))
+                    }
+                }),
+        )
+    }
+
+    fn after_commit(
+        &mut self,
+        ctx: &mut Context<Self>,
+        old: &SessionSnapshot,
+        new: SessionSnapshot,
+        effects: Vec<Effect>,
+    ) {
+        let (from, to) = (old.session.state, new.session.state);
+        if from != to {
+            METRICS.transition(from, to);
+            self.span.record("state", to.as_str());
+            tracing::info!(parent: &self.span, %from, %to, reason = ?new.session.reason, "session transition");
+        }
+        let handle_changed = new.session.runtime_handle != old.session.runtime_handle;
+        let new_handle = new.session.runtime_handle.clone();
+        self.snapshot = Some(new);
+        self.sync_timers(ctx);
+        if effects.iter().any(|e| matches!(e, Effect::DestroyRuntime)) || to.is_terminal() {
+            if let Some(w) = self.watcher.take() {
+                ctx.cancel_future(w);
+            }
+        }
+        if handle_changed && !to.is_terminal() {
+            if let Some(h) = new_handle {
+                self.watch(ctx, h);
+            }
+        }
+        self.run_effects(ctx, effects);
+        if to.is_terminal() {
+            self.end();
+        }
+    }
+
+    /// Runs a step's effects in order on a detached task: they must complete even if the actor
+    /// stops meanwhile (a killed session still has its runtime destroyed). Results come back
+    /// as events through a weak address.
+    fn run_effects(&mut self, ctx: &mut Context<Self>, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let Some(s) = self.snapshot.clone() else {
+            return;
+        };
+        let fleet = self.fleet.clone();
+        let addr = ctx.address().downgrade();
+        let id = self.id.clone();
+        let fut = async move {
+            for effect in effects {
+                let follow = run_effect(&fleet, &s, effect).await;
+                if let (Some(event), Some(a)) = (follow, addr.upgrade()) {
+                    let _ = a.send(Apply { event }).await;
+                }
+            }
+        }
+        .instrument(tracing::info_span!("effects", session_id = %id));
+        tokio::spawn(fut);
+    }
+}
+
+/// Performs one effect; returns the event it produced, if any.
+async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> Option<EventKind> {
+    let rec = &s.session;
+    match effect {
+        Effect::StartRuntime { resume } => {
+            Some(launch::start(fleet.clone(), rec.clone(), resume).await)
+        }
+        Effect::DestroyRuntime => {
+            if let (Some(h), Ok(rt)) = (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
+                if let Err(e) = rt.destroy(h).await {
+                    tracing::warn!(error = %e, "destroying the runtime failed");
+                }
+            }
+            None
+        }
+        Effect::CleanupWorkspace => {
+            if let (Some(p), Some(project), Ok(ws)) = (
+                &rec.workspace,
+                fleet.project(&rec.project),
+                fleet.plugins.workspace(&rec.workspace_kind),
+            ) {
+                if let Err(e) = ws.destroy(&project.repo, std::path::Path::new(p)).await {
+                    tracing::warn!(error = %e, "removing the workspace failed");
+                }
+            }
+            None
+        }
+        Effect::SendToAgent { reaction, message } => {
+            let delivered = match (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
+                (Some(h), Ok(rt)) => rt.send_message(h, &message).await.unwrap_or(false),
+                _ => false,
+            };
+            let _ = fleet
+                .journal
+                .append(&NewEvent {
+                    session_id: Some(rec.id.clone()),
+                    kind: "reaction.sent".into(),
+                    data: serde_json::json!({"reaction": reaction, "delivered": delivered}),
+                    at: Utc::now(),
+                })
+                .await;
+            None
+        }
+        Effect::Notify {
+            reaction,
+            priority,
+            message,
+            escalation,
+        } => {
+            // The step's event row already records it; delivery is the notifier outbox's job.
+            tracing::info!(?reaction, ?priority, escalation, %message, "notification requested");
+            None
+        }
+        Effect::Merge { method } => {
+            tracing::warn!(?method, "auto-merge requested but no SCM plugin is configured");
+            None
+        }
+        Effect::Log { message } => {
+            tracing::warn!(%message, "session machine");
+            None
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        METRICS.session_actors.inc();
+        // A restart dropped every context item: forget the old handles.
+        self.timers.clear();
+        self.watcher = None;
+        let store = self.fleet.store.clone();
+        let id = self.id.clone();
+        ctx.wait(
+            async move { store.load_snapshot(&id).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(s) => {
+                        act.snapshot = Some(s);
+                        act.resume(ctx);
+                    }
+                    Err(StoreError::NotFound { .. }) => {
+                        tracing::error!(parent: &act.span, "session vanished from the store");
+                        act.end();
+                    }
+                    Err(e) => {
+                        tracing::error!(parent: &act.span, error = ?e, "loading the session failed");
+                        if act.restarts > act.fleet.max_restarts {
+                            act.end();
+                        } else {
+                            ctx.stop();
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        METRICS.session_actors.dec();
+    }
+}
+
+impl Supervised for SessionActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.restarts += 1;
+        self.snapshot = None;
+        METRICS.actor_restarts.inc();
+        tracing::warn!(parent: &self.span, restarts = self.restarts, "session actor restarting");
+    }
+}
+
+impl Handler<Apply> for SessionActor {
+    type Result = AtomicResponse<Self, Result<StepReport, SessionError>>;
+    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.apply(msg.event))
+    }
+}
+
+impl Handler<Kill> for SessionActor {
+    type Result = AtomicResponse<Self, Result<StepReport, SessionError>>;
+    fn handle(&mut self, msg: Kill, _ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.apply(EventKind::KillRequested { reason: msg.reason }))
+    }
+}
+
+impl Handler<Restore> for SessionActor {
+    type Result = AtomicResponse<Self, Result<StepReport, SessionError>>;
+    fn handle(&mut self, _msg: Restore, _ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.apply(EventKind::RestoreRequested))
+    }
+}
+
+impl Handler<GetSnapshot> for SessionActor {
+    type Result = Result<SessionSnapshot, SessionError>;
+    fn handle(&mut self, _msg: GetSnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        self.snapshot.clone().ok_or(SessionError::NotLoaded)
+    }
+}
+
+impl Handler<RuntimeEnded> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, msg: RuntimeEnded, ctx: &mut Self::Context) {
+        let current = self
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.session.runtime_handle.clone());
+        if current.as_ref() != Some(&msg.handle) {
+            return; // an old runtime, replaced by a restore
+        }
+        self.watcher = None;
+        ctx.notify(Apply {
+            event: EventKind::AgentExited { code: msg.code },
+        });
+    }
+}
+
+impl Handler<Reconcile> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Reconcile, ctx: &mut Self::Context) {
+        let Some(s) = &self.snapshot else { return };
+        let (Some(h), Ok(rt)) = (
+            s.session.runtime_handle.clone(),
+            self.fleet.plugins.runtime(&s.session.runtime),
+        ) else {
+            return;
+        };
+        if s.session.activity == crate::store::Activity::Exited {
+            return;
+        }
+        let fut = async move { (rt.is_alive(&h).await, h) }
+            .into_actor(self)
+            .map(|(alive, h), _act, ctx| {
+                if let Ok(false) = alive {
+                    ctx.notify(RuntimeEnded { handle: h, code: None });
+                }
+            });
+        ctx.spawn(fut);
+    }
+}
+
+impl Handler<SendMessage> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<SendReport, SessionError>>;
+    fn handle(&mut self, msg: SendMessage, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(s) = self.snapshot.clone() else {
+            return Box::pin(fut::ready(Err(SessionError::NotLoaded)));
+        };
+        let st = s.session.state;
+        let handle = match (&s.session.runtime_handle, st) {
+            (Some(h), st) if !st.is_terminal() && s.session.activity != crate::store::Activity::Exited => h.clone(),
+            _ => {
+                return Box::pin(fut::ready(Err(SessionError::Rejected(format!(
+                    "session {} has no running agent (state {st}); restore it first",
+                    s.session.id
+                )))))
+            }
+        };
+        let runtime = match self.fleet.plugins.runtime(&s.session.runtime) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+        };
+        let journal = self.fleet.journal.clone();
+        let id = self.id.clone();
+        Box::pin(
+            async move {
+                let delivered = runtime.send_message(&handle, &msg.text).await?;
+                journal
+                    .append(&NewEvent {
+                        session_id: Some(id.clone()),
+                        kind: "agent.message_sent".into(),
+                        data: serde_json::json!({"chars": msg.text.chars().count(), "delivered": delivered}),
+                        at: Utc::now(),
+                    })
+                    .await?;
+                Ok(SendReport {
+                    session: id.to_string(),
+                    delivered,
+                })
+            }
+            .into_actor(self),
+        )
+    }
+}

@@ -83,6 +83,7 @@ fn base(state: SessionState) -> SessionSnapshot {
 fn samples() -> Vec<(&'static str, EventKind)> {
     let timer = |k: &str| EventKind::TimerFired { kind: k.into() };
     vec![
+        ("spawn", EventKind::SpawnRequested),
         (
             "started",
             EventKind::RuntimeStarted {
@@ -162,22 +163,22 @@ fn samples() -> Vec<(&'static str, EventKind)> {
 /// cr changes_requested, ap approved, mg mergeable, md merged, ni needs_input, st stuck,
 /// er errored, kd killed, dn done, tm terminated.
 const TABLE: &[(&str, &str)] = &[
-    //              started fail act idle wait ex0 ex1 van pr  ci  cip rvp chg apr mrd cfl mrg cls kill rest tsp tst tid tmg tesc gave
-    ("spawning",          "wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er"),
-    ("working",           "= = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er"),
-    ("pr_open",           "= = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er"),
-    ("ci_failed",         "= = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er"),
-    ("review_pending",    "= = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er"),
-    ("changes_requested", "= = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er"),
-    ("approved",          "= = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er"),
-    ("mergeable",         "= = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er"),
-    ("merged",            "= = = = = = = = = = = = = = = = = = kd ! = = = tm = er"),
-    ("needs_input",       "= = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er"),
-    ("stuck",             "= = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er"),
-    ("errored",           "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
-    ("killed",            "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
-    ("done",              "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
-    ("terminated",        "= = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    //              spawn started fail act idle wait ex0 ex1 van pr  ci  cip rvp chg apr mrd cfl mrg cls kill rest tsp tst tid tmg tesc gave
+    ("spawning",          "= wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er"),
+    ("working",           "= = = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er"),
+    ("pr_open",           "= = = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er"),
+    ("ci_failed",         "= = = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er"),
+    ("review_pending",    "= = = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er"),
+    ("changes_requested", "= = = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er"),
+    ("approved",          "= = = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er"),
+    ("mergeable",         "= = = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er"),
+    ("merged",            "= = = = = = = = = = = = = = = = = = = kd ! = = = tm = er"),
+    ("needs_input",       "= = = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er"),
+    ("stuck",             "= = = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er"),
+    ("errored",           "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    ("killed",            "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    ("done",              "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    ("terminated",        "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
 ];
 
 fn abbrev(s: &str) -> Option<SessionState> {
@@ -630,4 +631,18 @@ fn notify_reactions_carry_their_priority() {
             ..
         }]
     ));
+}
+
+#[test]
+fn spawn_requested_arms_the_deadline_and_starts_the_runtime_once() {
+    let p = Policy::defaults();
+    let ev = Event {
+        at: at(0),
+        kind: EventKind::SpawnRequested,
+    };
+    let first = step(&fresh(SessionState::Spawning), &ev, &p);
+    assert_eq!(first.effects, vec![Effect::StartRuntime { resume: false }]);
+    assert_eq!(first.snapshot.timers[TIMER_SPAWN].deadline, at(5));
+    let again = step(&first.snapshot, &ev, &p);
+    assert!(again.effects.is_empty());
 }

@@ -1,0 +1,130 @@
+//! What the actors need to run sessions, resolved once from `Settings` at start-up: plugins by
+//! name and each project's resolved settings and reaction policy. Actors never read config.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::journal::Journal;
+use super::session::policy::Policy;
+use crate::plugins::{Agent, PluginError, Runtime, Workspace};
+use crate::store::SharedStore;
+
+/// A project as the actors use it.
+#[derive(Clone)]
+pub struct ProjectSpec {
+    /// Name.
+    pub name: String,
+    /// Local clone.
+    pub repo: PathBuf,
+    /// Remote name.
+    pub remote: String,
+    /// Base branch.
+    pub default_branch: String,
+    /// Session id prefix.
+    pub prefix: String,
+    /// Default agent name.
+    pub agent: String,
+    /// Runtime plugin name.
+    pub runtime: String,
+    /// Workspace plugin name.
+    pub workspace: String,
+    /// Reaction policy.
+    pub policy: Arc<Policy>,
+    /// Project rules prepended to every prompt.
+    pub rules: Option<String>,
+}
+
+/// Plugins by name.
+#[derive(Default, Clone)]
+pub struct Plugins {
+    /// Runtimes.
+    pub runtimes: HashMap<String, Arc<dyn Runtime>>,
+    /// Workspaces.
+    pub workspaces: HashMap<String, Arc<dyn Workspace>>,
+    /// Agents (built-in kinds and named agents).
+    pub agents: HashMap<String, Arc<dyn Agent>>,
+}
+
+impl Plugins {
+    /// The runtime called `name`.
+    ///
+    /// # Errors
+    /// `Unavailable` when this build has none of that name.
+    pub fn runtime(&self, name: &str) -> Result<Arc<dyn Runtime>, PluginError> {
+        self.runtimes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PluginError::Unavailable {
+                slot: "runtime",
+                name: name.to_string(),
+            })
+    }
+
+    /// The workspace called `name`.
+    ///
+    /// # Errors
+    /// `Unavailable` when this build has none of that name.
+    pub fn workspace(&self, name: &str) -> Result<Arc<dyn Workspace>, PluginError> {
+        self.workspaces
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PluginError::Unavailable {
+                slot: "workspace",
+                name: name.to_string(),
+            })
+    }
+
+    /// The agent called `name`.
+    ///
+    /// # Errors
+    /// `Unavailable` when there is none of that name.
+    pub fn agent(&self, name: &str) -> Result<Arc<dyn Agent>, PluginError> {
+        self.agents
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PluginError::Unavailable {
+                slot: "agent",
+                name: name.to_string(),
+            })
+    }
+}
+
+/// Shared dependencies of the supervisor and every session actor.
+pub struct Fleet {
+    /// Event-log writer and publisher.
+    pub journal: Arc<Journal>,
+    /// Store, for reads.
+    pub store: SharedStore,
+    /// Plugins.
+    pub plugins: Plugins,
+    /// Projects by name.
+    pub projects: BTreeMap<String, ProjectSpec>,
+    /// `$FLOTILLA_HOME`: worktrees, prompts and runtime files live under it.
+    pub home: PathBuf,
+    /// Restarts after which an actor gives up and marks its session errored.
+    pub max_restarts: u32,
+    /// Timeout for asking an actor something.
+    pub actor_timeout: Duration,
+    /// Environment variables passed to every agent (besides the config's own): only these
+    /// names are copied from Flotilla's environment; secrets never are.
+    pub agent_env_passthrough: Vec<String>,
+}
+
+impl Fleet {
+    /// The project called `name`.
+    pub fn project(&self, name: &str) -> Option<&ProjectSpec> {
+        self.projects.get(name)
+    }
+
+    /// Where a session's workspace goes.
+    pub fn workspace_path(&self, project: &str, session: &str) -> PathBuf {
+        self.home.join("worktrees").join(project).join(session)
+    }
+
+    /// Where a session's prompt file goes.
+    pub fn prompt_path(&self, session: &str) -> PathBuf {
+        self.home.join("prompts").join(format!("{session}.md"))
+    }
+}

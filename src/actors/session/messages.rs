@@ -1,0 +1,81 @@
+//! Messages a `SessionActor` handles. Senders: the `FleetSupervisor` (forwarding HTTP and CLI
+//! requests), the actor itself (timers, runtime watcher, effect results).
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::machine::EventKind;
+use super::SessionError;
+use crate::store::SessionSnapshot;
+
+/// What a request did to the session.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// The session after the request.
+    pub session: SessionSnapshot,
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Why nothing changed, when it did not (e.g. "session demo-1 is already killed").
+    pub message: Option<String>,
+}
+
+/// Result of delivering a message to the agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendReport {
+    /// Session id.
+    pub session: String,
+    /// Whether the runtime confirmed the agent took the message.
+    pub delivered: bool,
+}
+
+/// Applies one event through the machine. Sent by the supervisor (observations from webhooks
+/// and pollers) and by the actor itself (effect results, timers).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StepReport, SessionError>")]
+pub struct Apply {
+    /// The event.
+    pub event: EventKind,
+}
+
+/// Sent by the supervisor when a user kills the session. Idempotent.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StepReport, SessionError>")]
+pub struct Kill {
+    /// Why (`manually_killed`, …).
+    pub reason: String,
+}
+
+/// Sent by the supervisor when a user restores a live-but-stuck session.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StepReport, SessionError>")]
+pub struct Restore;
+
+/// Sent by the supervisor to type a user's message into the agent.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SendReport, SessionError>")]
+pub struct SendMessage {
+    /// The text.
+    pub text: String,
+}
+
+/// Sent by the supervisor to read the in-memory snapshot.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SessionSnapshot, SessionError>")]
+pub struct GetSnapshot;
+
+/// Sent by the runtime watcher when the agent it watched ended. Ignored if the session has
+/// moved on to another runtime handle since (e.g. after a restore).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RuntimeEnded {
+    /// The handle that was watched.
+    pub handle: serde_json::Value,
+    /// Exit status, if known.
+    pub code: Option<i32>,
+}
+
+/// Sent by the supervisor on every reconcile tick: a cheap check (no subprocess) that the
+/// runtime is still there, catching anything the event-driven watch missed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Reconcile;

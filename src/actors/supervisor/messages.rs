@@ -1,0 +1,158 @@
+//! Messages the `FleetSupervisor` handles. Senders: the HTTP layer (requests), session actors
+//! (`SessionEnded`), and the app (`Reconcile` ticks).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use super::FleetError;
+use crate::actors::session::messages::{SendReport, StepReport};
+use crate::store::{EventRecord, SessionId, SessionRecord, SessionSnapshot, SessionState};
+
+/// A spawn request as users send it (`POST /api/v1/sessions`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    /// Project name from config.
+    pub project: String,
+    /// Task text.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Tracker issue id.
+    #[serde(default)]
+    pub issue: Option<String>,
+    /// Agent override.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// Branch override.
+    #[serde(default)]
+    pub branch: Option<String>,
+}
+
+/// Sent by the HTTP layer to start a session. Answers once the id is reserved and the actor
+/// started (state `spawning`); the agent starts asynchronously.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SessionSnapshot, FleetError>")]
+pub struct Spawn {
+    /// The request.
+    pub request: SpawnRequest,
+}
+
+/// Sent by the HTTP layer to list sessions.
+#[derive(Debug, Message, Default)]
+#[rtype(result = "Result<Vec<SessionRecord>, FleetError>")]
+pub struct ListSessions {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only these states.
+    pub states: Vec<SessionState>,
+}
+
+/// Sent by the HTTP layer to read one session with its trackers and timers.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SessionSnapshot, FleetError>")]
+pub struct GetSession {
+    /// Session id.
+    pub id: SessionId,
+}
+
+/// Sent by the HTTP layer to kill a session. Idempotent.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StepReport, FleetError>")]
+pub struct KillSession {
+    /// Session id.
+    pub id: SessionId,
+}
+
+/// Sent by the HTTP layer to restore a dead or stuck session.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StepReport, FleetError>")]
+pub struct RestoreSession {
+    /// Session id.
+    pub id: SessionId,
+}
+
+/// Sent by the HTTP layer to type a message into a session's agent.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SendReport, FleetError>")]
+pub struct SendToSession {
+    /// Session id.
+    pub id: SessionId,
+    /// Text.
+    pub text: String,
+}
+
+/// Sent by the HTTP layer to merge a session's PR.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StepReport, FleetError>")]
+pub struct MergeSession {
+    /// Session id.
+    pub id: SessionId,
+}
+
+/// Sent by the HTTP layer to read events.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<EventRecord>, FleetError>")]
+pub struct GetEvents {
+    /// Only this session's events.
+    pub session: Option<SessionId>,
+    /// Events with id greater than this.
+    pub after: i64,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Sent by the HTTP layer to read a session's recent output.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, FleetError>")]
+pub struct GetOutput {
+    /// Session id.
+    pub id: SessionId,
+    /// Lines from the end.
+    pub lines: usize,
+}
+
+/// A live event feed: the backlog after the requested id, then live events.
+pub struct Feed {
+    /// Stored events after the resume point, oldest first.
+    pub backlog: Vec<EventRecord>,
+    /// Live events (subscribed before the backlog was read; may repeat backlog ids).
+    pub live: broadcast::Receiver<Arc<EventRecord>>,
+}
+
+/// Sent by the SSE and WebSocket handlers to open a feed resuming after `after`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Feed, FleetError>")]
+pub struct OpenFeed {
+    /// Resume point (the `Last-Event-ID`); 0 for everything.
+    pub after: i64,
+    /// At most this many backlog events.
+    pub limit: i64,
+}
+
+/// Sent by `/readyz`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), FleetError>")]
+pub struct CheckReady;
+
+/// Sent by a session actor when its session reached a terminal state (or vanished): the
+/// supervisor drops its address so the actor stops.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SessionEnded {
+    /// Session id.
+    pub id: SessionId,
+}
+
+/// Sent by the app's interval: a cheap safety reconcile of every live session.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct ReconcileAll;
+
+/// Sent by the HTTP layer to list chat conversations. (Answered from the store until the
+/// chat bridge's `ChatSupervisor` owns conversations.)
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<crate::store::ConversationRecord>, FleetError>")]
+pub struct ListConversations;

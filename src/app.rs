@@ -1,0 +1,298 @@
+//! `Application`: binds the listener first (so the real port is known, port 0 in tests), opens
+//! the store, builds the plugins and projects from `Settings`, starts the `FleetSupervisor` and
+//! the HTTP server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer};
+
+use crate::actors::fleet::{Fleet, Plugins, ProjectSpec};
+use crate::actors::journal::Journal;
+use crate::actors::session::policy::{
+    EscalateAfter, MergeMethod, Policy, Priority, ReactionAction, ReactionPolicy,
+};
+use crate::actors::supervisor::messages::ReconcileAll;
+use crate::actors::supervisor::FleetSupervisor;
+use crate::config::{self, AgentKind, Settings};
+use crate::http::{self, AppState};
+use crate::plugins::agent::CommandAgent;
+use crate::plugins::process::ProcessRuntime;
+use crate::plugins::worktree::WorktreeWorkspace;
+use crate::plugins::Agent;
+use crate::store::{self, SharedStore};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// Binding the listener failed.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store at {url}")]
+    Store {
+        /// Redacted URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: store::StoreError,
+    },
+    /// Anything else at start-up.
+    #[error("start-up failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built, not yet running application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    supervisor: Addr<FleetSupervisor>,
+    store: SharedStore,
+}
+
+/// Converts the config's reaction table into the machine's policy.
+pub fn policy_from(settings: &Settings, project: &str) -> Policy {
+    let mut p = Policy::defaults();
+    p.spawn_timeout = chrono_dur(settings.lifecycle.spawn_timeout.get());
+    p.merge_grace = chrono_dur(settings.lifecycle.merge_grace.get());
+    p.reactions = settings
+        .reactions_for(project)
+        .into_iter()
+        .map(|(k, r)| {
+            let rp = ReactionPolicy {
+                auto: r.auto,
+                action: match r.action {
+                    config::ReactionAction::SendToAgent => ReactionAction::SendToAgent,
+                    config::ReactionAction::Notify => ReactionAction::Notify,
+                    config::ReactionAction::AutoMerge => ReactionAction::AutoMerge,
+                },
+                message: r.message,
+                priority: r.priority.map(|p| match p {
+                    config::Priority::Urgent => Priority::Urgent,
+                    config::Priority::Action => Priority::Action,
+                    config::Priority::Warning => Priority::Warning,
+                    config::Priority::Info => Priority::Info,
+                }),
+                retries: r.retries,
+                escalate_after: r.escalate_after.map(|e| match e {
+                    config::EscalateAfter::Attempts(n) => EscalateAfter::Attempts(n),
+                    config::EscalateAfter::Duration(d) => EscalateAfter::After(chrono_dur(d.get())),
+                }),
+                threshold: r.threshold.map(|d| chrono_dur(d.get())),
+                auto_merge: r.auto_merge,
+                merge_method: match r.merge_method {
+                    config::MergeMethod::Merge => MergeMethod::Merge,
+                    config::MergeMethod::Squash => MergeMethod::Squash,
+                    config::MergeMethod::Rebase => MergeMethod::Rebase,
+                },
+            };
+            (k, rp)
+        })
+        .collect();
+    p
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Builds the plugin registry: the runtimes and workspaces of this build, and an agent per
+/// configured `command` agent. (Built-in agent kinds come with the Fleet work; asking for one
+/// before then is a clear 422 at spawn.)
+pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
+    let mut p = Plugins::default();
+    p.runtimes.insert(
+        "process".into(),
+        Arc::new(ProcessRuntime::new(home.join("runtime"))),
+    );
+    p.workspaces
+        .insert("worktree".into(), Arc::new(WorktreeWorkspace));
+    let mut agents: HashMap<String, Arc<dyn Agent>> = HashMap::new();
+    for (name, a) in &settings.agents {
+        if a.kind == AgentKind::Command {
+            let env = a
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<BTreeMap<_, _>>();
+            agents.insert(
+                name.clone(),
+                Arc::new(CommandAgent {
+                    name: name.clone(),
+                    argv: a.command.clone(),
+                    env,
+                }),
+            );
+        }
+    }
+    p.agents = agents;
+    p
+}
+
+/// Resolves every configured project.
+pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
+    settings
+        .projects
+        .iter()
+        .map(|(name, p)| {
+            let rules = p
+                .rules_path()
+                .and_then(|path| std::fs::read_to_string(path).ok());
+            let spec = ProjectSpec {
+                name: name.clone(),
+                repo: p.repo.clone(),
+                remote: p.remote.clone(),
+                default_branch: p.default_branch.clone(),
+                prefix: settings.session_prefix(name),
+                agent: p.agent(&settings.defaults).to_string(),
+                runtime: p.runtime(&settings.defaults).as_str().to_string(),
+                workspace: p.workspace(&settings.defaults).as_str().to_string(),
+                policy: Arc::new(policy_from(settings, name)),
+                rules,
+            };
+            (name.clone(), spec)
+        })
+        .collect()
+}
+
+impl Application {
+    /// Validates the settings, binds, opens the store and starts the actors and the server.
+    /// Must run inside an actix `System`.
+    ///
+    /// # Errors
+    /// `Config` for a token-less public bind; `Bind`; `Store`.
+    pub async fn build(settings: Settings, home: PathBuf) -> Result<Self, StartError> {
+        let token = settings
+            .server
+            .token
+            .as_ref()
+            .map(|t| t.expose().to_string())
+            .filter(|t| !t.is_empty());
+        if token.is_none() && !settings.server.is_loopback() {
+            return Err(StartError::Config(
+                "server.token: required when server.bind is not a loopback address".into(),
+            ));
+        }
+        if token.is_none() {
+            tracing::warn!("no server.token configured: the API is open to anyone on this machine (loopback only)");
+        }
+        let addr = settings.server.bind_address();
+        let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let port = listener.local_addr()?.port();
+        std::fs::create_dir_all(&home)?;
+        let url = settings.database_url(&home);
+        let store = store::open(&url)
+            .await
+            .map_err(|source| StartError::Store {
+                url: store::redact_url(&url),
+                source,
+            })?;
+        let fleet = Arc::new(Fleet {
+            journal: Arc::new(Journal::new(store.clone())),
+            store: store.clone(),
+            plugins: plugins_from(&settings, &home),
+            projects: projects_from(&settings),
+            home: home.clone(),
+            max_restarts: settings.lifecycle.max_restarts,
+            actor_timeout: settings.server.actor_timeout.get(),
+            agent_env_passthrough: Vec::new(),
+        });
+        let ready = Arc::new(AtomicBool::new(false));
+        let supervisor = FleetSupervisor::new(fleet, ready).start();
+        let reconcile = settings.lifecycle.reconcile_interval.get();
+        if !reconcile.is_zero() {
+            let sup = supervisor.clone();
+            actix::spawn(async move {
+                let mut tick = tokio::time::interval(reconcile);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if sup.send(ReconcileAll).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let state = AppState {
+            supervisor: supervisor.clone(),
+            token,
+            actor_timeout: settings.server.actor_timeout.get(),
+            max_body_bytes: settings.server.max_body_bytes,
+        };
+        let shutdown = settings.server.shutdown_timeout.get();
+        let server = HttpServer::new(move || {
+            let st = state.clone();
+            App::new()
+                .wrap(actix_web::middleware::from_fn(http::middleware::observe))
+                .configure(|cfg| http::routes(cfg, &st))
+        })
+        .listen(listener)?
+        .shutdown_timeout(shutdown.as_secs().max(1))
+        .workers(2)
+        .run();
+        tracing::info!(%addr, port, store = %store::redact_url(&url), "flotilla listening");
+        Ok(Application {
+            port,
+            server,
+            supervisor,
+            store,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The supervisor (tests and benches feed it directly).
+    pub fn supervisor(&self) -> Addr<FleetSupervisor> {
+        self.supervisor.clone()
+    }
+
+    /// The store (tests read it directly).
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM).
+    ///
+    /// # Errors
+    /// The server's I/O errors.
+    pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
+        self.server.await
+    }
+
+    /// A handle to stop the server (tests).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Runs the server on the current arbiter in the background and returns its handle.
+    pub fn spawn(self) -> actix_web::dev::ServerHandle {
+        let h = self.server.handle();
+        actix::spawn(async move {
+            if let Err(e) = self.server.await {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        });
+        h
+    }
+}

@@ -1,0 +1,138 @@
+//! The `flotilla` command line: `serve` and `init` run locally; the other verbs are clients of
+//! a running service's REST API (`--server`, token from `--token`, `$FLOTILLA_TOKEN` or the
+//! config). Exit codes (INTERFACE.md): 0 success, 1 failed operation, 2 bad usage or config.
+
+pub mod client;
+mod verbs;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// Exit code of a failed operation.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code of bad usage or bad configuration.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Runs a fleet of AI coding agents.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (default: ./flotilla.yaml, or $FLOTILLA_CONFIG).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Server URL for client verbs (default: from the config's server.bind and port).
+    #[arg(long, global = true, env = "FLOTILLA_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// API token for client verbs (default: $FLOTILLA_TOKEN, then server.token).
+    #[arg(long, global = true, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Log format (default: the config's log.format, else text).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (embedded SQLite unless database.url says otherwise).
+    Serve,
+    /// Write a commented flotilla.yaml for the git repository in the current directory.
+    Init {
+        /// Overwrite an existing flotilla.yaml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show sessions as a table.
+    Status {
+        /// Only this project.
+        #[arg(long, short)]
+        project: Option<String>,
+        /// Only these states (comma-separated).
+        #[arg(long)]
+        state: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a session.
+    Spawn {
+        /// Project name (optional when exactly one project is configured).
+        #[arg(long, short)]
+        project: Option<String>,
+        /// Task text.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Tracker issue id.
+        issue: Option<String>,
+        /// Agent override.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Branch override.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to a session's agent.
+    Send {
+        /// Session id.
+        session: String,
+        /// The message (words are joined with spaces).
+        #[arg(required = true)]
+        message: Vec<String>,
+    },
+    /// Kill a session (idempotent).
+    Kill {
+        /// Session id.
+        session: String,
+    },
+    /// Restore a dead or stuck session.
+    Restore {
+        /// Session id.
+        session: String,
+    },
+    /// Merge a session's PR.
+    Merge {
+        /// Session id.
+        session: String,
+    },
+    /// Print events, then follow the live stream.
+    Logs {
+        /// Only this session.
+        session: Option<String>,
+        /// Start after this event id.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Print what is stored and exit.
+        #[arg(long)]
+        no_follow: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parses arguments and runs; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    verbs::run(cli)
+}

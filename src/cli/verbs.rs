@@ -1,0 +1,389 @@
+//! What each verb does.
+
+use std::io::Write;
+
+use chrono::Utc;
+use clap::CommandFactory;
+use serde_json::{json, Value};
+
+use super::client::{parse_sse, Client, ClientError};
+use super::{Cli, Command, EXIT_FAILED, EXIT_USAGE};
+use crate::app::{Application, StartError};
+use crate::config::{self, init, Settings};
+use crate::http::sessions::{ActionResult, SendResult, SessionDetail, SessionList};
+use crate::telemetry::{init_tracing, LogFormat};
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());
+            0
+        }
+        Command::Init { force } => init_here(force),
+        Command::Serve => serve(cli.config, cli.log_format),
+        ref other => {
+            let settings = match load_valid(cli.config.clone()) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            init_tracing(cli.log_format.unwrap_or(LogFormat::Text), "warn");
+            let server = cli.server.clone().unwrap_or_else(|| server_url(&settings));
+            let token = cli
+                .token
+                .clone()
+                .or_else(|| settings.server.token.as_ref().map(|t| t.expose().to_string()));
+            let client = match Client::new(&server, token) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("flotilla: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("flotilla: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            match rt.block_on(client_verb(other, &client, &settings)) {
+                Ok(()) => 0,
+                Err(Failure::Usage(m)) => {
+                    eprintln!("flotilla: {m}");
+                    EXIT_USAGE
+                }
+                Err(Failure::Client(e)) => {
+                    eprintln!("flotilla: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+    }
+}
+
+fn load_valid(path: Option<std::path::PathBuf>) -> Result<Settings, i32> {
+    let settings = config::load(path).and_then(|s| s.validate().map(|_| s));
+    settings.map_err(|e| {
+        eprintln!("flotilla: invalid configuration:\n{e}");
+        e.exit_code()
+    })
+}
+
+fn server_url(s: &Settings) -> String {
+    let host = match s.server.bind.trim() {
+        "0.0.0.0" | "" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    format!("http://{host}:{}", s.server.port)
+}
+
+fn serve(path: Option<std::path::PathBuf>, format: Option<LogFormat>) -> i32 {
+    let settings = match load_valid(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let fmt = format.unwrap_or(match settings.log.format {
+        config::LogFormat::Json => LogFormat::Json,
+        config::LogFormat::Text => LogFormat::Text,
+    });
+    init_tracing(fmt, &settings.log.level);
+    let home = config::data_dir();
+    let system = actix::System::new();
+    system.block_on(async move {
+        match Application::build(settings, home).await {
+            Ok(app) => match app.run_until_stopped().await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "server failed");
+                    EXIT_FAILED
+                }
+            },
+            Err(StartError::Config(m)) => {
+                eprintln!("flotilla: invalid configuration:\n{m}");
+                EXIT_USAGE
+            }
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                eprintln!("flotilla: {msg}");
+                EXIT_FAILED
+            }
+        }
+    })
+}
+
+fn init_here(force: bool) -> i32 {
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let info = match init::detect_repo(&cwd) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let token = init::generate_token();
+    let path = init::default_config_path(&info.root);
+    match init::write_config(&path, &init::render_config(&info, &token), force) {
+        Ok(()) => {
+            println!("wrote {}", path.display());
+            println!("project `{}`; API token saved in server.token", info.name);
+            println!("next: flotilla serve   (then: flotilla spawn --prompt \"…\")");
+            0
+        }
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("flotilla: {e}"),
+    }
+}
+
+fn age(t: chrono::DateTime<Utc>) -> String {
+    let s = (Utc::now() - t).num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn table(list: &SessionList) -> String {
+    let mut rows = vec![[
+        "ID".to_string(),
+        "PROJECT".into(),
+        "STATE".into(),
+        "ACTIVITY".into(),
+        "BRANCH".into(),
+        "PR".into(),
+        "AGE".into(),
+    ]];
+    for s in &list.sessions {
+        rows.push([
+            s.id.clone(),
+            s.project.clone(),
+            s.state.to_string(),
+            serde_json::to_value(s.activity)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            s.branch.clone().unwrap_or_else(|| "-".into()),
+            s.pr
+                .as_ref()
+                .map(|p| format!("#{}", p.number))
+                .unwrap_or_else(|| "-".into()),
+            age(s.created_at),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(), Failure> {
+    match cmd {
+        Command::Status {
+            project,
+            state,
+            json,
+        } => {
+            let mut q = Vec::new();
+            if let Some(p) = project {
+                q.push(format!("project={p}"));
+            }
+            if let Some(s) = state {
+                q.push(format!("state={s}"));
+            }
+            let path = format!("/api/v1/sessions?{}", q.join("&"));
+            let list: SessionList = c.get(&path).await?;
+            if *json {
+                print_json(&list);
+            } else if list.sessions.is_empty() {
+                println!("no sessions");
+            } else {
+                print!("{}", table(&list));
+            }
+        }
+        Command::Spawn {
+            project,
+            prompt,
+            issue,
+            agent,
+            branch,
+            json,
+        } => {
+            let project = match project {
+                Some(p) => p.clone(),
+                None if settings.projects.len() == 1 => {
+                    settings.projects.keys().next().cloned().unwrap_or_default()
+                }
+                None => {
+                    return Err(Failure::Usage(
+                        "--project is required when the config has zero or several projects"
+                            .into(),
+                    ))
+                }
+            };
+            let body = json!({"project": project, "prompt": prompt, "issue": issue,
+                "agent": agent, "branch": branch});
+            let s: SessionDetail = c.post("/api/v1/sessions", &body).await?;
+            if *json {
+                print_json(&s);
+            } else {
+                println!("{} {}", s.session.id, s.session.state);
+            }
+        }
+        Command::Send { session, message } => {
+            let r: SendResult = c
+                .post(
+                    &format!("/api/v1/sessions/{session}/send"),
+                    &json!({"message": message.join(" ")}),
+                )
+                .await?;
+            if r.delivered {
+                println!("delivered to {}", r.session);
+            } else {
+                println!("sent to {} but delivery was not confirmed", r.session);
+            }
+        }
+        Command::Kill { session } | Command::Restore { session } | Command::Merge { session } => {
+            let verb = match cmd {
+                Command::Kill { .. } => "kill",
+                Command::Restore { .. } => "restore",
+                _ => "merge",
+            };
+            let r: ActionResult = c
+                .post(&format!("/api/v1/sessions/{session}/{verb}"), &json!({}))
+                .await?;
+            match (&r.message, r.changed) {
+                (Some(m), false) => println!("{m}"),
+                _ => println!("{} {}", r.session.session.id, r.session.session.state),
+            }
+        }
+        Command::Logs {
+            session,
+            after,
+            no_follow,
+            json,
+        } => logs(c, session.as_deref(), *after, *no_follow, *json).await?,
+        Command::Serve | Command::Init { .. } | Command::Completions { .. } => {}
+    }
+    Ok(())
+}
+
+fn print_event(v: &Value, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    let data = &v["data"];
+    let mut line = format!(
+        "{:>6} {} {:<12} {}",
+        v["id"],
+        v["at"].as_str().unwrap_or(""),
+        v["session_id"].as_str().unwrap_or("-"),
+        v["kind"].as_str().unwrap_or("")
+    );
+    if let (Some(f), Some(t)) = (data["from"].as_str(), data["to"].as_str()) {
+        if f != t {
+            line.push_str(&format!(" {f} → {t}"));
+        }
+    }
+    if let Some(r) = data["reason"].as_str() {
+        line.push_str(&format!(" ({r})"));
+    }
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+async fn logs(
+    c: &Client,
+    session: Option<&str>,
+    after: i64,
+    no_follow: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    if no_follow {
+        let path = match session {
+            Some(s) => format!("/api/v1/sessions/{s}/events?after={after}&limit=5000"),
+            None => {
+                return Err(Failure::Usage("--no-follow needs a session id".into()));
+            }
+        };
+        let v: Value = c.get(&path).await?;
+        for e in v["events"].as_array().cloned().unwrap_or_default() {
+            print_event(&e, json);
+        }
+        return Ok(());
+    }
+    let mut res = c.events(after).await?;
+    let mut buf = String::new();
+    loop {
+        let chunk = match res.chunk().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(Failure::Client(ClientError::Decode(format!(
+                    "event stream broke: {e}"
+                ))))
+            }
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        for (_id, data) in parse_sse(&mut buf) {
+            let Ok(v) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            if session.is_some_and(|s| v["session_id"].as_str() != Some(s)) {
+                continue;
+            }
+            print_event(&v, json);
+        }
+    }
+}

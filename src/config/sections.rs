@@ -1,0 +1,594 @@
+//! The settings structs, one per config section, mirroring `config/default.yaml`.
+//!
+//! Every struct denies unknown fields so a typo fails start-up instead of being
+//! silently ignored. Defaults live in `config/default.yaml`, not here; the
+//! `#[serde(default)]`s below only cover entries of user-named maps (a project,
+//! an agent, a reaction), which the defaults file cannot pre-fill.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::values::{
+    null_as_default, AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind,
+    PermissionMode, Priority, ReactionAction, RuntimeKind, ScmKind, Secret, TrackerKind,
+    WorkspaceKind,
+};
+
+/// `server:` — the HTTP listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on (an IP address or `localhost`).
+    pub bind: String,
+    /// Port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// Bearer token required on `/api/v1/*`. Mandatory when `bind` is not loopback,
+    /// because the API can start processes on this machine.
+    pub token: Option<Secret>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// How long the HTTP edge waits for an actor's answer before replying 503.
+    pub actor_timeout: HumanDuration,
+    /// Budget for graceful shutdown.
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl ServerSettings {
+    /// Whether `bind` only accepts local connections (127.0.0.0/8, `::1`, `localhost`).
+    pub fn is_loopback(&self) -> bool {
+        let host = self.bind.trim();
+        if host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// `host:port` for binding, with brackets around an IPv6 address.
+    pub fn bind_address(&self) -> String {
+        let host = self.bind.trim();
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// `database:` — where sessions and events are stored.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite:…` or `postgres://…`; `None` means the SQLite file in the data dir.
+    pub url: Option<String>,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password (postgres://user:pw@host/db).
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_deref().map(redact_url_password))
+            .finish()
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host…` with `***`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &authority[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// `log:` — log output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A level or an `EnvFilter` directive list (`info,flotilla=debug`).
+    pub level: String,
+}
+
+/// `defaults:` — what a project uses unless it says otherwise.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSettings {
+    /// Agent name: a built-in kind or a key of `agents:`.
+    pub agent: String,
+    /// Runtime for agent processes.
+    pub runtime: RuntimeKind,
+    /// How session workspaces are created.
+    pub workspace: WorkspaceKind,
+    /// Notifiers used for a priority whose `routing` list is empty.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub notifiers: Vec<String>,
+}
+
+/// `lifecycle:` — session timing knobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// A session still spawning after this long is errored.
+    pub spawn_timeout: HumanDuration,
+    /// After a merge, how long an active agent may keep its workspace before cleanup.
+    pub merge_grace: HumanDuration,
+    /// Interval of the periodic check of every session against runtime, SCM and tracker.
+    pub reconcile_interval: HumanDuration,
+    /// Actor restarts allowed before the session is marked failed.
+    pub max_restarts: u32,
+    /// Terminal lines captured per output snapshot.
+    pub output_lines: usize,
+}
+
+/// `agents.<name>` — a named agent configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Which CLI this is.
+    pub kind: AgentKind,
+    /// Argument vector. Required for `kind: command`; for other kinds, replaces
+    /// the default executable (e.g. a wrapper script).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub command: Vec<String>,
+    /// Model name passed to the CLI.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Permission mode passed to the CLI.
+    #[serde(default = "default_permission_mode")]
+    pub permission_mode: PermissionMode,
+    /// Extra arguments appended to the command line.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub args: Vec<String>,
+    /// Extra environment variables for the agent process.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: BTreeMap<String, String>,
+}
+
+fn default_permission_mode() -> PermissionMode {
+    PermissionMode::Default
+}
+
+impl AgentSettings {
+    /// Settings of a built-in kind used by name without an `agents:` entry.
+    pub fn built_in(kind: AgentKind) -> Self {
+        Self {
+            kind,
+            command: Vec::new(),
+            model: None,
+            permission_mode: PermissionMode::Default,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+/// `projects.<name>` — a repository Flotilla runs sessions in.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// Local clone. Relative paths are resolved against the config file's
+    /// directory at load time, so this is absolute afterwards.
+    pub repo: PathBuf,
+    /// Remote that branches are pushed to.
+    #[serde(default = "default_remote")]
+    pub remote: String,
+    /// `owner/name` on GitHub.
+    #[serde(default)]
+    pub github_repo: Option<String>,
+    /// Base branch for new work and PRs.
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+    /// Prefix of session ids (`<prefix>-1`); defaults to the project name.
+    #[serde(default)]
+    pub session_prefix: Option<String>,
+    /// Overrides `defaults.agent`.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// Overrides `defaults.runtime`.
+    #[serde(default)]
+    pub runtime: Option<RuntimeKind>,
+    /// Overrides `defaults.workspace`.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceKind>,
+    /// Where issues come from.
+    #[serde(default)]
+    pub tracker: Option<TrackerKind>,
+    /// Where PRs live.
+    #[serde(default)]
+    pub scm: Option<ScmKind>,
+    /// Extra agent instructions; relative to the repo root.
+    #[serde(default)]
+    pub rules_file: Option<PathBuf>,
+    /// Partial overrides of the global `reactions:` table, merged field by field.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub reactions: BTreeMap<String, ReactionOverride>,
+}
+
+fn default_remote() -> String {
+    "origin".to_string()
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+impl ProjectSettings {
+    /// The agent name this project uses (`agent` or `defaults.agent`).
+    pub fn agent<'a>(&'a self, defaults: &'a DefaultsSettings) -> &'a str {
+        self.agent.as_deref().unwrap_or(&defaults.agent)
+    }
+
+    /// The runtime this project uses (`runtime` or `defaults.runtime`).
+    pub fn runtime(&self, defaults: &DefaultsSettings) -> RuntimeKind {
+        self.runtime.unwrap_or(defaults.runtime)
+    }
+
+    /// The workspace kind this project uses (`workspace` or `defaults.workspace`).
+    pub fn workspace(&self, defaults: &DefaultsSettings) -> WorkspaceKind {
+        self.workspace.unwrap_or(defaults.workspace)
+    }
+
+    /// `rules_file` as a path (relative ones joined onto `repo`).
+    pub fn rules_path(&self) -> Option<PathBuf> {
+        self.rules_file
+            .as_deref()
+            .map(|p| join_relative(&self.repo, p))
+    }
+}
+
+/// `base.join(path)` unless `path` is absolute.
+pub(crate) fn join_relative(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// `reactions.<key>` — what happens when a session event fires (see
+/// `REACTION_KEYS`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionSettings {
+    /// `false` blocks every action except `notify`.
+    #[serde(default = "default_true")]
+    pub auto: bool,
+    /// What to do.
+    #[serde(default = "default_action")]
+    pub action: ReactionAction,
+    /// Message for the agent or the notification; `None` lets the service generate one.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Notification priority (escalations default to urgent).
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Attempts before escalating; `None` = unlimited.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Escalate after this many attempts or this much time.
+    #[serde(default)]
+    pub escalate_after: Option<EscalateAfter>,
+    /// How long the condition must last before the reaction triggers.
+    #[serde(default)]
+    pub threshold: Option<HumanDuration>,
+    /// Include a fleet summary in the notification.
+    #[serde(default)]
+    pub include_summary: bool,
+    /// Merge automatically when approved and green.
+    #[serde(default)]
+    pub auto_merge: bool,
+    /// Merge method when merging.
+    #[serde(default = "default_merge_method")]
+    pub merge_method: MergeMethod,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_action() -> ReactionAction {
+    ReactionAction::Notify
+}
+
+fn default_merge_method() -> MergeMethod {
+    MergeMethod::Squash
+}
+
+impl Default for ReactionSettings {
+    fn default() -> Self {
+        Self {
+            auto: true,
+            action: ReactionAction::Notify,
+            message: None,
+            priority: None,
+            retries: None,
+            escalate_after: None,
+            threshold: None,
+            include_summary: false,
+            auto_merge: false,
+            merge_method: MergeMethod::Squash,
+        }
+    }
+}
+
+/// `projects.<name>.reactions.<key>` — a partial reaction; the fields given
+/// replace those of the global reaction, the rest are inherited.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionOverride {
+    /// Replaces `auto`.
+    #[serde(default)]
+    pub auto: Option<bool>,
+    /// Replaces `action`.
+    #[serde(default)]
+    pub action: Option<ReactionAction>,
+    /// Replaces `message`.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Replaces `priority`.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Replaces `retries`.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Replaces `escalate_after`.
+    #[serde(default)]
+    pub escalate_after: Option<EscalateAfter>,
+    /// Replaces `threshold`.
+    #[serde(default)]
+    pub threshold: Option<HumanDuration>,
+    /// Replaces `include_summary`.
+    #[serde(default)]
+    pub include_summary: Option<bool>,
+    /// Replaces `auto_merge`.
+    #[serde(default)]
+    pub auto_merge: Option<bool>,
+    /// Replaces `merge_method`.
+    #[serde(default)]
+    pub merge_method: Option<MergeMethod>,
+}
+
+impl ReactionSettings {
+    /// This reaction with the fields set in `o` replaced.
+    pub fn merged(&self, o: &ReactionOverride) -> ReactionSettings {
+        ReactionSettings {
+            auto: o.auto.unwrap_or(self.auto),
+            action: o.action.unwrap_or(self.action),
+            message: o.message.clone().or_else(|| self.message.clone()),
+            priority: o.priority.or(self.priority),
+            retries: o.retries.or(self.retries),
+            escalate_after: o.escalate_after.or(self.escalate_after),
+            threshold: o.threshold.or(self.threshold),
+            include_summary: o.include_summary.unwrap_or(self.include_summary),
+            auto_merge: o.auto_merge.unwrap_or(self.auto_merge),
+            merge_method: o.merge_method.unwrap_or(self.merge_method),
+        }
+    }
+}
+
+/// `github:` — GitHub API access and webhook verification.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSettings {
+    /// REST base URL.
+    pub api_url: String,
+    /// GraphQL endpoint.
+    pub graphql_url: String,
+    /// API token.
+    pub token: Option<Secret>,
+    /// Secret for `X-Hub-Signature-256` on `/webhooks/github`.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// `slack:` — Slack Web API and Events API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    /// Web API base URL.
+    pub api_url: String,
+    /// Bot token (`xoxb-…`).
+    pub bot_token: Option<Secret>,
+    /// Signing secret verifying `/webhooks/slack/events`.
+    pub signing_secret: Option<Secret>,
+}
+
+/// `telegram:` — Telegram Bot API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSettings {
+    /// Bot API base URL.
+    pub api_url: String,
+    /// Bot token.
+    pub bot_token: Option<Secret>,
+    /// Expected `X-Telegram-Bot-Api-Secret-Token` on `/webhooks/telegram`.
+    pub secret_token: Option<Secret>,
+}
+
+/// `discord:` — Discord REST, gateway and interactions.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordSettings {
+    /// REST base URL.
+    pub api_url: String,
+    /// Gateway WebSocket URL.
+    pub gateway_url: String,
+    /// Bot token.
+    pub bot_token: Option<Secret>,
+    /// Application public key (hex, Ed25519) verifying `/webhooks/discord/interactions`.
+    pub public_key: Option<String>,
+}
+
+/// `jira:` — Jira Cloud REST API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraSettings {
+    /// Site URL, e.g. `https://acme.atlassian.net`.
+    pub base_url: Option<String>,
+    /// Account email for basic auth.
+    pub email: Option<String>,
+    /// API token for basic auth.
+    pub api_token: Option<Secret>,
+    /// Secret verifying `/webhooks/jira`.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// `linear:` — Linear GraphQL API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearSettings {
+    /// GraphQL endpoint.
+    pub api_url: String,
+    /// API key.
+    pub api_key: Option<Secret>,
+    /// Secret verifying `/webhooks/linear`.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// `notifiers.<name>` — a named notification target.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierSettings {
+    /// What kind of notifier.
+    pub kind: NotifierKind,
+    /// Target URL (webhook, or a Slack/Discord incoming webhook).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// HMAC secret for `X-Flotilla-Signature-256` (webhook).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Channel id (Slack, Discord).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Chat id (Telegram).
+    #[serde(default)]
+    pub chat_id: Option<String>,
+}
+
+/// `routing:` — notifier names per priority.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSettings {
+    /// Notifiers for urgent events.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub urgent: Vec<String>,
+    /// Notifiers for events needing action.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub action: Vec<String>,
+    /// Notifiers for warnings.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub warning: Vec<String>,
+    /// Notifiers for informational events.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub info: Vec<String>,
+}
+
+impl RoutingSettings {
+    /// The list configured for `priority` (possibly empty).
+    pub fn for_priority(&self, priority: Priority) -> &[String] {
+        match priority {
+            Priority::Urgent => &self.urgent,
+            Priority::Action => &self.action,
+            Priority::Warning => &self.warning,
+            Priority::Info => &self.info,
+        }
+    }
+}
+
+/// `chat:` — conversations with the assistant over chat platforms.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Conversations whose assistant may run at the same time.
+    pub max_concurrent: usize,
+    /// Longest a single assistant turn may take.
+    pub turn_timeout: HumanDuration,
+    /// Who may talk to Flotilla.
+    pub allow: ChatAllow,
+}
+
+/// `chat.allow:` — user ids allowed per platform; an empty list allows nobody.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatAllow {
+    /// Telegram user ids.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub telegram: Vec<String>,
+    /// Discord user ids.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub discord: Vec<String>,
+    /// Slack user ids.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub slack: Vec<String>,
+    /// GitHub logins.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub github: Vec<String>,
+    /// Jira account ids.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub jira: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_database_password() {
+        assert_eq!(
+            redact_url_password("postgres://flo:s3cret@db:5432/flotilla?sslmode=require"),
+            "postgres://flo:***@db:5432/flotilla?sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password("sqlite:///tmp/x.db"),
+            "sqlite:///tmp/x.db"
+        );
+        let d = DatabaseSettings {
+            url: Some("postgres://u:pw@h/db".into()),
+        };
+        assert!(!format!("{d:?}").contains("pw"));
+    }
+
+    #[test]
+    fn loopback_detection() {
+        let mut s = ServerSettings {
+            bind: "127.0.0.1".into(),
+            port: 1,
+            token: None,
+            max_body_bytes: 1,
+            actor_timeout: HumanDuration::default(),
+            shutdown_timeout: HumanDuration::default(),
+        };
+        assert!(s.is_loopback());
+        for (bind, loopback) in [
+            ("::1", true),
+            ("[::1]", true),
+            ("localhost", true),
+            ("0.0.0.0", false),
+            ("192.168.1.2", false),
+            ("example.com", false),
+        ] {
+            s.bind = bind.into();
+            assert_eq!(s.is_loopback(), loopback, "{bind}");
+        }
+        s.bind = "::1".into();
+        assert_eq!(s.bind_address(), "[::1]:1");
+    }
+}

@@ -1,0 +1,750 @@
+//! [`Settings::validate`]: checks that a loaded configuration makes sense
+//! (paths exist, names resolve, numbers are in range, the API is not exposed
+//! without a token) and reports every problem at once as `key: reason`.
+//!
+//! Only reads the filesystem (project repositories, rules files); never the
+//! network and never the environment.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::error::{ConfigError, ConfigIssue};
+use super::sections::{ProjectSettings, ReactionOverride, ReactionSettings};
+use super::values::{AgentKind, EscalateAfter, HumanDuration, NotifierKind, Secret, TrackerKind};
+use super::{Settings, REACTION_KEYS};
+
+/// Most attempts a reaction may be configured to make (`retries`, `escalate_after`).
+pub const MAX_REACTION_ATTEMPTS: u32 = 100;
+
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Collects issues in the order they are found.
+#[derive(Default)]
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ConfigIssue::new(key, reason));
+    }
+
+    fn check(&mut self, key: &str, result: Result<(), String>) {
+        if let Err(reason) = result {
+            self.push(key, reason);
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the meaning of the configuration.
+    ///
+    /// # Errors
+    /// `ConfigError::Invalid` with every problem found, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut v = Issues::default();
+        self.check_server(&mut v);
+        self.check_database_and_log(&mut v);
+        self.check_defaults_and_lifecycle(&mut v);
+        self.check_agents(&mut v);
+        self.check_projects(&mut v);
+        self.check_reactions(&mut v);
+        self.check_integrations(&mut v);
+        self.check_notifiers_and_routing(&mut v);
+        self.check_chat(&mut v);
+        if v.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(v.0))
+        }
+    }
+
+    fn check_server(&self, v: &mut Issues) {
+        let s = &self.server;
+        if s.bind.trim().is_empty() {
+            v.push("server.bind", "must not be empty");
+        }
+        let has_token = s.token.as_ref().is_some_and(|t| !t.is_empty());
+        if !s.is_loopback() && !has_token {
+            v.push(
+                "server.token",
+                "required when server.bind is not a loopback address",
+            );
+        } else {
+            check_secret(v, "server.token", s.token.as_ref());
+        }
+        if s.max_body_bytes == 0 {
+            v.push("server.max_body_bytes", "must be at least 1");
+        }
+        v.check("server.actor_timeout", positive(s.actor_timeout));
+    }
+
+    fn check_database_and_log(&self, v: &mut Issues) {
+        if let Some(url) = &self.database.url {
+            v.check("database.url", check_database_url(url));
+        }
+        v.check("log.level", check_log_level(&self.log.level));
+    }
+
+    fn check_defaults_and_lifecycle(&self, v: &mut Issues) {
+        v.check(
+            "defaults.agent",
+            self.check_agent_name(&self.defaults.agent),
+        );
+        self.check_notifier_names(v, "defaults.notifiers", &self.defaults.notifiers);
+        let l = &self.lifecycle;
+        v.check("lifecycle.spawn_timeout", positive(l.spawn_timeout));
+        v.check(
+            "lifecycle.reconcile_interval",
+            positive(l.reconcile_interval),
+        );
+        if l.output_lines == 0 {
+            v.push("lifecycle.output_lines", "must be at least 1");
+        }
+    }
+
+    fn check_agents(&self, v: &mut Issues) {
+        for (name, agent) in &self.agents {
+            let key = format!("agents.{name}");
+            if !is_name(name) {
+                v.push(&key, "agent name must match [A-Za-z0-9_-]+");
+            }
+            if let Some(kind) = AgentKind::built_in(name) {
+                if agent.kind != kind {
+                    v.push(
+                        format!("{key}.kind"),
+                        format!(
+                            "an agent named after the built-in kind {name} must have kind {name}"
+                        ),
+                    );
+                }
+            }
+            if agent.kind == AgentKind::Command && agent.command.is_empty() {
+                v.push(
+                    format!("{key}.command"),
+                    "required for kind command (an argument vector, e.g. [\"./agent.sh\", \"--flag\"])",
+                );
+            }
+            for (i, arg) in agent.command.iter().enumerate() {
+                if i == 0 && arg.trim().is_empty() {
+                    v.push(format!("{key}.command[0]"), "the program must not be empty");
+                }
+            }
+            for var in agent.env.keys() {
+                if var.is_empty() || var.contains(['=', '\0']) {
+                    v.push(
+                        format!("{key}.env"),
+                        format!("{var:?} is not a valid environment variable name"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_projects(&self, v: &mut Issues) {
+        // Lowercased so ids cannot collide on case-insensitive filesystems.
+        let mut prefixes: HashMap<String, &str> = HashMap::new();
+        for (name, p) in &self.projects {
+            let key = format!("projects.{name}");
+            if !is_name(name) {
+                v.push(&key, "project name must match [A-Za-z0-9_-]+");
+            }
+            check_repo(v, &key, p);
+            if p.remote.trim().is_empty() {
+                v.push(format!("{key}.remote"), "must not be empty");
+            }
+            v.check(
+                &format!("{key}.default_branch"),
+                check_branch(&p.default_branch),
+            );
+            if let Some(gh) = &p.github_repo {
+                v.check(&format!("{key}.github_repo"), check_github_repo(gh));
+            }
+
+            let prefix = self.session_prefix(name);
+            if p.session_prefix.is_some() && !is_name(&prefix) {
+                v.push(format!("{key}.session_prefix"), "must match [A-Za-z0-9_-]+");
+            }
+            if let Some(other) = prefixes.insert(prefix.to_lowercase(), name) {
+                v.push(
+                    format!("{key}.session_prefix"),
+                    format!("{prefix:?} is already used by project {other}; set a unique session_prefix"),
+                );
+            }
+
+            if let Some(agent) = &p.agent {
+                v.check(&format!("{key}.agent"), self.check_agent_name(agent));
+            }
+            if let Some(rules) = p.rules_path() {
+                if !rules.is_file() {
+                    v.push(
+                        format!("{key}.rules_file"),
+                        format!("{} does not exist or is not a file", rules.display()),
+                    );
+                }
+            }
+            if let Some(tracker) = p.tracker {
+                v.check(&format!("{key}.tracker"), self.check_tracker(tracker));
+            }
+            for (rkey, o) in &p.reactions {
+                let rk = format!("{key}.reactions.{rkey}");
+                if !REACTION_KEYS.contains(&rkey.as_str()) {
+                    v.push(rk, unknown_reaction());
+                } else {
+                    check_override(v, &rk, o);
+                }
+            }
+        }
+    }
+
+    fn check_reactions(&self, v: &mut Issues) {
+        for (rkey, r) in &self.reactions {
+            let key = format!("reactions.{rkey}");
+            if !REACTION_KEYS.contains(&rkey.as_str()) {
+                v.push(key, unknown_reaction());
+            } else {
+                check_reaction(v, &key, r);
+            }
+        }
+    }
+
+    fn check_integrations(&self, v: &mut Issues) {
+        let http = &["http", "https"];
+        v.check("github.api_url", check_url(&self.github.api_url, http));
+        v.check(
+            "github.graphql_url",
+            check_url(&self.github.graphql_url, http),
+        );
+        check_secret(v, "github.token", self.github.token.as_ref());
+        check_secret(
+            v,
+            "github.webhook_secret",
+            self.github.webhook_secret.as_ref(),
+        );
+
+        v.check("slack.api_url", check_url(&self.slack.api_url, http));
+        check_secret(v, "slack.bot_token", self.slack.bot_token.as_ref());
+        check_secret(
+            v,
+            "slack.signing_secret",
+            self.slack.signing_secret.as_ref(),
+        );
+
+        v.check("telegram.api_url", check_url(&self.telegram.api_url, http));
+        check_secret(v, "telegram.bot_token", self.telegram.bot_token.as_ref());
+        check_secret(
+            v,
+            "telegram.secret_token",
+            self.telegram.secret_token.as_ref(),
+        );
+
+        v.check("discord.api_url", check_url(&self.discord.api_url, http));
+        v.check(
+            "discord.gateway_url",
+            check_url(&self.discord.gateway_url, &["ws", "wss"]),
+        );
+        check_secret(v, "discord.bot_token", self.discord.bot_token.as_ref());
+        if let Some(key) = &self.discord.public_key {
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                v.push("discord.public_key", "must be 64 hex characters");
+            }
+        }
+
+        if let Some(url) = &self.jira.base_url {
+            v.check("jira.base_url", check_url(url, http));
+        }
+        check_secret(v, "jira.api_token", self.jira.api_token.as_ref());
+        check_secret(v, "jira.webhook_secret", self.jira.webhook_secret.as_ref());
+
+        v.check("linear.api_url", check_url(&self.linear.api_url, http));
+        check_secret(v, "linear.api_key", self.linear.api_key.as_ref());
+        check_secret(
+            v,
+            "linear.webhook_secret",
+            self.linear.webhook_secret.as_ref(),
+        );
+    }
+
+    fn check_notifiers_and_routing(&self, v: &mut Issues) {
+        for (name, n) in &self.notifiers {
+            let key = format!("notifiers.{name}");
+            if !is_name(name) {
+                v.push(&key, "notifier name must match [A-Za-z0-9_-]+");
+            }
+            if let Some(url) = &n.url {
+                v.check(&format!("{key}.url"), check_url(url, &["http", "https"]));
+            }
+            check_secret(v, &format!("{key}.secret"), n.secret.as_ref());
+            let missing = match n.kind {
+                NotifierKind::Webhook if n.url.is_none() => Some("url: required for kind webhook"),
+                NotifierKind::Slack | NotifierKind::Discord
+                    if n.url.is_none() && n.channel.is_none() =>
+                {
+                    Some("channel: required (or an incoming-webhook url)")
+                }
+                NotifierKind::Telegram if n.chat_id.is_none() => {
+                    Some("chat_id: required for kind telegram")
+                }
+                _ => None,
+            };
+            if let Some(m) = missing {
+                if let Some((field, reason)) = m.split_once(": ") {
+                    v.push(format!("{key}.{field}"), reason);
+                }
+            }
+        }
+        let r = &self.routing;
+        self.check_notifier_names(v, "routing.urgent", &r.urgent);
+        self.check_notifier_names(v, "routing.action", &r.action);
+        self.check_notifier_names(v, "routing.warning", &r.warning);
+        self.check_notifier_names(v, "routing.info", &r.info);
+    }
+
+    fn check_chat(&self, v: &mut Issues) {
+        if self.chat.max_concurrent == 0 {
+            v.push("chat.max_concurrent", "must be at least 1");
+        }
+        v.check("chat.turn_timeout", positive(self.chat.turn_timeout));
+    }
+
+    fn check_agent_name(&self, name: &str) -> Result<(), String> {
+        if self.agents.contains_key(name) || AgentKind::built_in(name).is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "unknown agent {name:?}: use a built-in kind ({}) or define it under agents:",
+                AgentKind::BUILT_IN
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
+
+    fn check_notifier_names(&self, v: &mut Issues, key: &str, names: &[String]) {
+        for name in names {
+            if !self.notifiers.contains_key(name) {
+                v.push(
+                    key,
+                    format!("unknown notifier {name:?}: define it under notifiers:"),
+                );
+            }
+        }
+    }
+
+    fn check_tracker(&self, tracker: TrackerKind) -> Result<(), String> {
+        let set = |s: Option<&Secret>| s.is_some_and(|s| !s.is_empty());
+        match tracker {
+            TrackerKind::Github => Ok(()),
+            TrackerKind::Linear if !set(self.linear.api_key.as_ref()) => {
+                Err("linear needs linear.api_key".to_string())
+            }
+            TrackerKind::Jira
+                if self.jira.base_url.is_none()
+                    || self.jira.email.is_none()
+                    || !set(self.jira.api_token.as_ref()) =>
+            {
+                Err("jira needs jira.base_url, jira.email and jira.api_token".to_string())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn unknown_reaction() -> String {
+    format!(
+        "unknown reaction, expected one of: {}",
+        REACTION_KEYS.join(", ")
+    )
+}
+
+fn check_repo(v: &mut Issues, key: &str, p: &ProjectSettings) {
+    let key = format!("{key}.repo");
+    let repo = &p.repo;
+    if !repo.exists() {
+        v.push(key, format!("{} does not exist", repo.display()));
+    } else if !repo.is_dir() {
+        v.push(key, format!("{} is not a directory", repo.display()));
+    } else if !is_git_repo(repo) {
+        v.push(
+            key,
+            format!("{} is not a git repository (no .git)", repo.display()),
+        );
+    }
+}
+
+fn check_reaction(v: &mut Issues, key: &str, r: &ReactionSettings) {
+    check_reaction_numbers(v, key, r.retries, r.escalate_after, r.threshold);
+}
+
+fn check_override(v: &mut Issues, key: &str, o: &ReactionOverride) {
+    // Only the fields the project sets: inherited ones are checked globally.
+    check_reaction_numbers(v, key, o.retries, o.escalate_after, o.threshold);
+}
+
+fn check_reaction_numbers(
+    v: &mut Issues,
+    key: &str,
+    retries: Option<u32>,
+    escalate_after: Option<EscalateAfter>,
+    threshold: Option<HumanDuration>,
+) {
+    if retries.is_some_and(|r| r > MAX_REACTION_ATTEMPTS) {
+        v.push(
+            format!("{key}.retries"),
+            format!("must be at most {MAX_REACTION_ATTEMPTS}"),
+        );
+    }
+    match escalate_after {
+        Some(EscalateAfter::Attempts(0)) => v.push(
+            format!("{key}.escalate_after"),
+            "must be at least 1 attempt (or a duration like \"30m\")",
+        ),
+        Some(EscalateAfter::Attempts(n)) if n > MAX_REACTION_ATTEMPTS => v.push(
+            format!("{key}.escalate_after"),
+            format!("must be at most {MAX_REACTION_ATTEMPTS} attempts"),
+        ),
+        Some(EscalateAfter::Duration(d)) => v.check(&format!("{key}.escalate_after"), positive(d)),
+        _ => {}
+    }
+    if let Some(t) = threshold {
+        v.check(&format!("{key}.threshold"), positive(t));
+    }
+}
+
+fn check_secret(v: &mut Issues, key: &str, secret: Option<&Secret>) {
+    if secret.is_some_and(Secret::is_empty) {
+        v.push(
+            key,
+            "is empty (an unset-but-empty ${VAR}?); remove it or set it to null",
+        );
+    }
+}
+
+fn positive(d: HumanDuration) -> Result<(), String> {
+    if d.get().is_zero() {
+        Err("must be longer than 0s".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// Names used in ids, URLs and file names: `[A-Za-z0-9_-]+`.
+pub(crate) fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn check_branch(branch: &str) -> Result<(), String> {
+    if branch.is_empty()
+        || branch.starts_with('-')
+        || branch.contains("..")
+        || branch.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        Err(format!("{branch:?} is not a valid branch name"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_github_repo(s: &str) -> Result<(), String> {
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    match s.split_once('/') {
+        Some((owner, name)) if ok_part(owner) && ok_part(name) => Ok(()),
+        _ => Err(format!("{s:?} is not of the form owner/name")),
+    }
+}
+
+fn check_database_url(url: &str) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        if rest.is_empty() {
+            return Err(
+                "sqlite: URL has no path (use sqlite:///path/to/file.db or sqlite::memory:)".into(),
+            );
+        }
+        return Ok(());
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if url.chars().any(char::is_whitespace) {
+            return Err("must not contain whitespace".into());
+        }
+        return Ok(());
+    }
+    Err("must start with sqlite: or postgres:// (postgresql://)".into())
+}
+
+/// A `level` or comma-separated `target=level` directives (the `EnvFilter` syntax,
+/// minus bare targets, which are almost always a misspelt level).
+fn check_log_level(s: &str) -> Result<(), String> {
+    let is_level = |l: &str| LOG_LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    let hint = || format!("use one of {} or target=level", LOG_LEVELS.join(", "));
+    if s.trim().is_empty() {
+        return Err(format!("must not be empty; {}", hint()));
+    }
+    for d in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let ok = match d.rsplit_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(d),
+        };
+        if !ok {
+            return Err(format!("{d:?} is not a valid level directive; {}", hint()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `url` is `scheme://host[:port][/…]` with one of `schemes`.
+pub(crate) fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let expected = || {
+        schemes
+            .iter()
+            .map(|s| format!("{s}://"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{url:?} is not a valid URL (contains whitespace)"));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url:?} is not a URL (expected {})", expected()));
+    };
+    if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Err(format!("{url:?} must start with {}", expected()));
+    }
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, tail)) if h.parse::<std::net::Ipv6Addr>().is_ok() => {
+                (h, tail.strip_prefix(':'))
+            }
+            _ => return Err(format!("{url:?} has an invalid IPv6 host")),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.contains(':')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')));
+    if !host_ok {
+        return Err(format!("{url:?} has no valid host"));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().is_err() {
+            return Err(format!("{url:?} has an invalid port"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` looks like a git repository (has `.git`, a directory or a
+/// worktree's file).
+pub fn is_git_repo(path: &Path) -> bool {
+    path.join(".git").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::tests::{settings_from, with_file};
+    use crate::config::load_with;
+
+    fn issues(yaml: &str) -> Vec<ConfigIssue> {
+        match settings_from(yaml).validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.issues(),
+        }
+    }
+
+    fn keys(yaml: &str) -> Vec<String> {
+        issues(yaml).into_iter().map(|i| i.key).collect()
+    }
+
+    fn git_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn non_loopback_bind_without_token_names_server_token() {
+        let found = issues("server: { bind: 0.0.0.0 }\n");
+        assert_eq!(
+            found,
+            vec![ConfigIssue::new(
+                "server.token",
+                "required when server.bind is not a loopback address"
+            )]
+        );
+        assert!(keys("server: { bind: 0.0.0.0, token: s3cret-token }\n").is_empty());
+        assert!(keys("server: { bind: \"::1\" }\n").is_empty());
+    }
+
+    #[test]
+    fn a_valid_project_passes() {
+        let repo = git_dir();
+        let yaml = format!(
+            "agents: {{ scripted: {{ kind: command, command: [./agent.sh] }} }}\nprojects:\n  demo:\n    repo: {}\n    github_repo: acme/widgets\n    agent: scripted\n    reactions: {{ ci-failed: {{ retries: 4 }} }}\nnotifiers: {{ ops: {{ kind: webhook, url: \"https://hooks.example.com/x\" }} }}\nrouting: {{ urgent: [ops] }}\n",
+            repo.path().display()
+        );
+        assert_eq!(issues(&yaml), vec![]);
+    }
+
+    #[test]
+    fn several_problems_are_reported_at_once() {
+        let not_git = tempfile::tempdir().unwrap();
+        let found = keys(&format!(
+            r#"
+server: {{ bind: 10.0.0.1 }}
+database: {{ url: "mysql://x" }}
+log: {{ level: verbose }}
+defaults: {{ agent: gpt-9 }}
+agents:
+  scripted: {{ kind: command }}
+projects:
+  a: {{ repo: {}, session_prefix: same }}
+  b: {{ repo: /nonexistent/flotilla/b, session_prefix: same, agent: nope }}
+  "bad name": {{ repo: /nonexistent/x, session_prefix: "no spaces" }}
+notifiers:
+  hook: {{ kind: webhook, url: "ftp://example.com" }}
+  tg: {{ kind: telegram }}
+chat: {{ max_concurrent: 0 }}
+"#,
+            not_git.path().display()
+        ));
+        for k in [
+            "server.token",
+            "database.url",
+            "log.level",
+            "defaults.agent",
+            "agents.scripted.command",
+            "projects.a.repo",
+            "projects.b.repo",
+            "projects.b.session_prefix",
+            "projects.b.agent",
+            "projects.bad name",
+            "projects.bad name.session_prefix",
+            "notifiers.hook.url",
+            "notifiers.tg.chat_id",
+            "chat.max_concurrent",
+        ] {
+            assert!(found.iter().any(|f| f == k), "missing {k} in {found:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_reaction_keys_are_rejected() {
+        let repo = git_dir();
+        let found = keys(&format!(
+            "reactions: {{ ci-faild: {{ action: notify }} }}\nprojects: {{ demo: {{ repo: {}, reactions: {{ pr-merged: {{ auto: false }} }} }} }}\n",
+            repo.path().display()
+        ));
+        assert_eq!(
+            found,
+            ["projects.demo.reactions.pr-merged", "reactions.ci-faild"]
+        );
+    }
+
+    #[test]
+    fn reaction_numbers_are_sane() {
+        let repo = git_dir();
+        let found = keys(&format!(
+            "reactions: {{ ci-failed: {{ retries: 1000, escalate_after: 0 }}, agent-stuck: {{ threshold: 0s }} }}\nprojects: {{ demo: {{ repo: {}, reactions: {{ agent-idle: {{ escalate_after: 0s }} }} }} }}\n",
+            repo.path().display()
+        ));
+        assert_eq!(
+            found,
+            [
+                "projects.demo.reactions.agent-idle.escalate_after",
+                "reactions.agent-stuck.threshold",
+                "reactions.ci-failed.retries",
+                "reactions.ci-failed.escalate_after",
+            ]
+        );
+    }
+
+    #[test]
+    fn routing_to_an_unknown_notifier_is_rejected() {
+        let found = issues(
+            "notifiers: { ops: { kind: desktop } }\nrouting: { urgent: [ops, pager] }\ndefaults: { notifiers: [nope] }\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                ConfigIssue::new(
+                    "defaults.notifiers",
+                    "unknown notifier \"nope\": define it under notifiers:"
+                ),
+                ConfigIssue::new(
+                    "routing.urgent",
+                    "unknown notifier \"pager\": define it under notifiers:"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_secret_from_env_is_reported() {
+        let (_dir, opts) = with_file(
+            "github: { token: \"${GITHUB_TOKEN}\" }\n",
+            &[("GITHUB_TOKEN", "")],
+        );
+        let e = load_with(&opts).unwrap().validate().unwrap_err();
+        assert_eq!(e.issues()[0].key, "github.token");
+    }
+
+    #[test]
+    fn url_checks() {
+        let http = &["http", "https"];
+        for ok in [
+            "https://api.github.com",
+            "http://127.0.0.1:8080/hook?x=1",
+            "https://user:pw@example.com/",
+            "http://[::1]:9000/x",
+        ] {
+            assert_eq!(check_url(ok, http), Ok(()), "{ok}");
+        }
+        for bad in [
+            "api.github.com",
+            "ftp://x",
+            "https://",
+            "https://exa mple.com",
+            "http://host:99999",
+            "http://[zz]/",
+        ] {
+            assert!(check_url(bad, http).is_err(), "{bad}");
+        }
+        assert!(check_url("wss://gateway.discord.gg", &["ws", "wss"]).is_ok());
+    }
+
+    #[test]
+    fn database_url_and_log_level_checks() {
+        assert!(check_database_url("sqlite:///tmp/f.db").is_ok());
+        assert!(check_database_url("sqlite::memory:").is_ok());
+        assert!(check_database_url("postgresql://u:p@h/db").is_ok());
+        assert!(check_database_url("mysql://h/db").is_err());
+        assert!(check_database_url("sqlite:").is_err());
+        assert!(check_log_level("info").is_ok());
+        assert!(check_log_level("warn,flotilla=debug,actix_web=info").is_ok());
+        assert!(check_log_level("verbose").is_err());
+        assert!(check_log_level("flotilla=loud").is_err());
+    }
+
+    #[test]
+    fn built_in_agent_names_keep_their_kind() {
+        assert_eq!(
+            keys("agents: { codex: { kind: aider } }\n"),
+            ["agents.codex.kind"]
+        );
+        assert!(keys("agents: { codex: { kind: codex, model: o3 } }\n").is_empty());
+    }
+}

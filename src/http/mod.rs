@@ -1,0 +1,98 @@
+//! The HTTP edge (actix-web). Handlers translate requests into actor messages and answers into
+//! JSON; they never touch the store. Routes are exactly those of INTERFACE.md.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`health`] | `/healthz`, `/readyz`, `/metrics` |
+//! | [`sessions`] | `/api/v1/sessions…` |
+//! | [`events`] | `/api/v1/events` (SSE, resumable with `Last-Event-ID`) |
+//! | [`ws`] | `/api/v1/ws` (the same stream over WebSocket) |
+//! | [`conversations`] | `/api/v1/conversations…` |
+//! | [`openapi`] | `/api/v1/openapi.json`, generated from the handlers |
+//! | [`middleware`] | bearer auth, request metrics and spans |
+//! | [`error`] | `ApiError`, the only `ResponseError` |
+
+pub mod conversations;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod middleware;
+pub mod openapi;
+pub mod sessions;
+pub mod ws;
+
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::{web, HttpRequest};
+
+use crate::actors::supervisor::FleetSupervisor;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where requests go.
+    pub supervisor: Addr<FleetSupervisor>,
+    /// Bearer token required on `/api/v1/*`; `None` only on a loopback bind.
+    pub token: Option<String>,
+    /// How long to wait for an actor's answer.
+    pub actor_timeout: Duration,
+    /// Body size limit in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Registers every route on an actix-web `App`.
+pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
+    let limit = state.max_body_bytes;
+    cfg.app_data(web::Data::new(state.clone()))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                .error_handler(move |e, _req| error::json_error(e, limit).into()),
+        )
+        .app_data(web::PayloadConfig::default().limit(limit))
+        .app_data(web::QueryConfig::default().error_handler(|e, _req| {
+            error::ApiError::Invalid {
+                field: "query".into(),
+                reason: e.to_string(),
+            }
+            .into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|e, _req| {
+            error::ApiError::Invalid {
+                field: "path".into(),
+                reason: e.to_string(),
+            }
+            .into()
+        }))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(middleware::require_token))
+                .route("/sessions", web::get().to(sessions::list))
+                .route("/sessions", web::post().to(sessions::spawn))
+                .route("/sessions/{id}", web::get().to(sessions::get))
+                .route("/sessions/{id}/send", web::post().to(sessions::send))
+                .route("/sessions/{id}/kill", web::post().to(sessions::kill))
+                .route("/sessions/{id}/restore", web::post().to(sessions::restore))
+                .route("/sessions/{id}/merge", web::post().to(sessions::merge))
+                .route("/sessions/{id}/events", web::get().to(sessions::events))
+                .route("/sessions/{id}/output", web::get().to(sessions::output))
+                .route("/conversations", web::get().to(conversations::list))
+                .route("/conversations/{id}", web::get().to(conversations::get))
+                .route("/events", web::get().to(events::stream))
+                .route("/ws", web::get().to(ws::connect))
+                .route("/openapi.json", web::get().to(openapi::spec)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, error::ApiError> {
+    Err(error::ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}

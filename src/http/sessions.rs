@@ -1,0 +1,400 @@
+//! `/api/v1/sessions…`: list, spawn, get, send, kill, restore, merge, events, output.
+
+use std::str::FromStr;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::actors::session::messages::StepReport;
+use crate::actors::supervisor::messages::{
+    GetEvents, GetOutput, GetSession, KillSession, ListSessions, MergeSession, RestoreSession,
+    SendToSession, Spawn, SpawnRequest,
+};
+use crate::store::{
+    Activity, EventRecord, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot,
+    SessionState, TimerRecord,
+};
+
+/// A session as the API shows it (no runtime internals).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// `{prefix}-{N}`.
+    pub id: String,
+    /// Project.
+    pub project: String,
+    /// State.
+    pub state: SessionState,
+    /// Why it is in this state.
+    pub reason: Option<String>,
+    /// Agent name.
+    pub agent: String,
+    /// Runtime plugin.
+    pub runtime: String,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Workspace path.
+    pub workspace: Option<String>,
+    /// The PR, or null.
+    pub pr: Option<PrRef>,
+    /// Tracker issue.
+    pub issue: Option<String>,
+    /// Task prompt.
+    pub prompt: Option<String>,
+    /// Last observed activity.
+    pub activity: Activity,
+    /// When it was observed.
+    pub activity_at: Option<DateTime<Utc>>,
+    /// Actor restarts after errors.
+    pub restart_count: i64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(s: SessionRecord) -> Self {
+        SessionView {
+            id: s.id.0,
+            project: s.project,
+            state: s.state,
+            reason: s.reason,
+            agent: s.agent,
+            runtime: s.runtime,
+            branch: s.branch,
+            workspace: s.workspace,
+            pr: s.pr,
+            issue: s.issue,
+            prompt: s.prompt,
+            activity: s.activity,
+            activity_at: s.activity_at,
+            restart_count: s.restart_count,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// One session with its reaction trackers and armed timers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionDetail {
+    /// The session.
+    #[serde(flatten)]
+    pub session: SessionView,
+    /// Reaction trackers.
+    pub trackers: Vec<ReactionTracker>,
+    /// Armed timers with their deadlines.
+    pub timers: Vec<TimerRecord>,
+}
+
+impl From<SessionSnapshot> for SessionDetail {
+    fn from(s: SessionSnapshot) -> Self {
+        SessionDetail {
+            session: s.session.into(),
+            trackers: s.trackers.into_values().collect(),
+            timers: s.timers.into_values().collect(),
+        }
+    }
+}
+
+/// The list answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionList {
+    /// Sessions, oldest first.
+    pub sessions: Vec<SessionView>,
+}
+
+/// What a kill or restore did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ActionResult {
+    /// The session afterwards.
+    pub session: SessionDetail,
+    /// Whether anything changed (false: e.g. already killed).
+    pub changed: bool,
+    /// Why nothing changed.
+    pub message: Option<String>,
+}
+
+impl From<StepReport> for ActionResult {
+    fn from(r: StepReport) -> Self {
+        ActionResult {
+            session: r.session.into(),
+            changed: r.changed,
+            message: r.message,
+        }
+    }
+}
+
+/// Filters for the list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Comma-separated states.
+    pub state: Option<String>,
+    /// Browser clients' token (see auth).
+    #[allow(dead_code)]
+    access_token: Option<String>,
+}
+
+/// A message for the agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// Text to deliver.
+    pub message: String,
+}
+
+/// The send answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SendResult {
+    /// Session id.
+    pub session: String,
+    /// Whether delivery was confirmed.
+    pub delivered: bool,
+}
+
+/// Paging of events.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Events after this id.
+    pub after: Option<i64>,
+    /// At most this many (default 500, max 5000).
+    pub limit: Option<i64>,
+}
+
+/// Events answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    /// Events, oldest first.
+    pub events: Vec<EventRecord>,
+}
+
+/// Output query.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OutputQuery {
+    /// Lines from the end (default 200, max 10000).
+    pub lines: Option<usize>,
+}
+
+/// Output answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Output {
+    /// The text.
+    pub output: String,
+}
+
+fn sid(id: String) -> SessionId {
+    SessionId(id)
+}
+
+/// Lists sessions, filtered by project and state.
+///
+/// # Errors
+/// 422 for an unknown state name.
+#[utoipa::path(get, path = "/api/v1/sessions", params(ListQuery),
+    responses((status = 200, body = SessionList), (status = 401), (status = 422)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<web::Json<SessionList>, ApiError> {
+    let q = q.into_inner();
+    let states = match q.state.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(s) => s
+            .split(',')
+            .map(|p| {
+                SessionState::from_str(p.trim()).map_err(|e| ApiError::Invalid {
+                    field: "state".into(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let rows = state
+        .supervisor
+        .send(ListSessions {
+            project: q.project,
+            states,
+        })
+        .await??;
+    Ok(web::Json(SessionList {
+        sessions: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Spawns a session: reserves its id and starts its actor; the agent starts asynchronously.
+///
+/// # Errors
+/// 422 naming the field (unknown project or agent, bad branch); 413 for a huge body.
+#[utoipa::path(post, path = "/api/v1/sessions", request_body = SpawnRequest,
+    responses((status = 201, body = SessionDetail), (status = 401), (status = 413), (status = 422)))]
+pub async fn spawn(
+    state: web::Data<AppState>,
+    body: web::Json<SpawnRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let snap = state
+        .supervisor
+        .send(Spawn {
+            request: body.into_inner(),
+        })
+        .await??;
+    Ok(HttpResponse::Created().json(SessionDetail::from(snap)))
+}
+
+/// One session with its trackers and timers.
+///
+/// # Errors
+/// 404 for an unknown id.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = SessionDetail), (status = 404)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<web::Json<SessionDetail>, ApiError> {
+    let snap = state
+        .supervisor
+        .send(GetSession {
+            id: sid(id.into_inner()),
+        })
+        .await??;
+    Ok(web::Json(snap.into()))
+}
+
+/// Types a message into the agent and reports whether delivery was confirmed.
+///
+/// # Errors
+/// 404 unknown; 409 when the session has no running agent.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/send", params(("id" = String, Path)),
+    request_body = SendBody,
+    responses((status = 200, body = SendResult), (status = 404), (status = 409), (status = 422)))]
+pub async fn send(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<SendBody>,
+) -> Result<web::Json<SendResult>, ApiError> {
+    let body = body.into_inner();
+    if body.message.trim().is_empty() {
+        return Err(ApiError::Invalid {
+            field: "message".into(),
+            reason: "must not be empty".into(),
+        });
+    }
+    let r = state
+        .supervisor
+        .send(SendToSession {
+            id: sid(id.into_inner()),
+            text: body.message,
+        })
+        .await??;
+    Ok(web::Json(SendResult {
+        session: r.session,
+        delivered: r.delivered,
+    }))
+}
+
+/// Kills the session (runtime destroyed, state `killed`). Idempotent: killing a killed
+/// session answers 200 with `changed: false` and says so.
+///
+/// # Errors
+/// 404 unknown.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/kill", params(("id" = String, Path)),
+    responses((status = 200, body = ActionResult), (status = 404)))]
+pub async fn kill(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<web::Json<ActionResult>, ApiError> {
+    let r = state
+        .supervisor
+        .send(KillSession {
+            id: sid(id.into_inner()),
+        })
+        .await??;
+    Ok(web::Json(r.into()))
+}
+
+/// Restores a killed, errored, done, terminated or stuck session.
+///
+/// # Errors
+/// 404 unknown; 409 when the session is live.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/restore", params(("id" = String, Path)),
+    responses((status = 200, body = ActionResult), (status = 404), (status = 409)))]
+pub async fn restore(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<web::Json<ActionResult>, ApiError> {
+    let r = state
+        .supervisor
+        .send(RestoreSession {
+            id: sid(id.into_inner()),
+        })
+        .await??;
+    Ok(web::Json(r.into()))
+}
+
+/// Merges the session's PR.
+///
+/// # Errors
+/// 404 unknown; 409 while no SCM plugin is configured.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/merge", params(("id" = String, Path)),
+    responses((status = 200, body = ActionResult), (status = 404), (status = 409)))]
+pub async fn merge(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<web::Json<ActionResult>, ApiError> {
+    let r = state
+        .supervisor
+        .send(MergeSession {
+            id: sid(id.into_inner()),
+        })
+        .await??;
+    Ok(web::Json(r.into()))
+}
+
+/// The session's events, oldest first.
+///
+/// # Errors
+/// 404 unknown.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/events", params(("id" = String, Path), EventsQuery),
+    responses((status = 200, body = EventList), (status = 404)))]
+pub async fn events(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<EventsQuery>,
+) -> Result<web::Json<EventList>, ApiError> {
+    let events = state
+        .supervisor
+        .send(GetEvents {
+            session: Some(sid(id.into_inner())),
+            after: q.after.unwrap_or(0).max(0),
+            limit: q.limit.unwrap_or(500).clamp(1, 5000),
+        })
+        .await??;
+    Ok(web::Json(EventList { events }))
+}
+
+/// The last lines of the agent's output.
+///
+/// # Errors
+/// 404 unknown.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/output", params(("id" = String, Path), OutputQuery),
+    responses((status = 200, body = Output), (status = 404)))]
+pub async fn output(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<OutputQuery>,
+) -> Result<web::Json<Output>, ApiError> {
+    let output = state
+        .supervisor
+        .send(GetOutput {
+            id: sid(id.into_inner()),
+            lines: q.lines.unwrap_or(200).clamp(1, 10_000),
+        })
+        .await??;
+    Ok(web::Json(Output { output }))
+}

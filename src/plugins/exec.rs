@@ -1,0 +1,68 @@
+//! The one way Flotilla runs a subprocess: an argument vector (never a shell string), a
+//! timeout, stderr captured into the error, the argv logged at debug level.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::{PluginError, PluginResult};
+
+/// Default timeout for quick tool calls (git plumbing, tmux commands).
+pub const QUICK: Duration = Duration::from_secs(30);
+
+/// Runs `argv` in `cwd` and returns its stdout.
+///
+/// # Errors
+/// `Invalid` for an empty argv; `Timeout` past `timeout` (the child is killed);
+/// `Command` on a non-zero exit, with the trimmed stderr.
+pub async fn run(argv: &[&str], cwd: Option<&Path>, timeout: Duration) -> PluginResult<String> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| PluginError::Invalid("empty command".into()))?;
+    tracing::debug!(argv = ?argv, "exec");
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let child = cmd.spawn()?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| PluginError::Timeout {
+            what: argv.join(" "),
+            after: timeout,
+        })??;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(PluginError::Command {
+            program: (*program).to_string(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn captures_stdout_and_reports_failures_with_stderr() {
+        assert_eq!(run(&["echo", "hi"], None, QUICK).await.ok().as_deref(), Some("hi\n"));
+        match run(&["ls", "/definitely/not/here"], None, QUICK).await {
+            Err(PluginError::Command { stderr, .. }) => assert!(stderr.contains("not")),
+            other => panic!("unexpected {other:?}"),
+        }
+        match run(&["sleep", "5"], None, Duration::from_millis(50)).await {
+            Err(PluginError::Timeout { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

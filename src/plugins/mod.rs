@@ -1,0 +1,391 @@
+//! Plugin slots: one trait per capability, each implemented per vendor or mechanism.
+//!
+//! | slot | trait | implementations here |
+//! |---|---|---|
+//! | where the agent runs | [`Runtime`] | `process` ([`process::ProcessRuntime`]); `tmux` comes with the Fleet work |
+//! | which agent runs | [`Agent`] | `command` ([`agent::CommandAgent`]) |
+//! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]) |
+//! | where tasks come from | [`Tracker`] | (Lifecycle work) |
+//! | where PRs live | [`Scm`] | (Lifecycle work) |
+//! | how humans hear | [`Notifier`] | (Notifications work) |
+//! | where chats come from | [`ChatPlatform`] | (Chat work) |
+//! | who answers chats | [`Assistant`] | (Chat work) |
+//!
+//! Plugins never touch the store or actors; actors hold them as `Arc<dyn Trait>`. Every
+//! subprocess goes through [`exec`], with an argument vector and a timeout.
+
+pub mod agent;
+pub mod exec;
+pub mod process;
+pub mod worktree;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What went wrong inside a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// A subprocess failed; `stderr` is its captured error output (never secrets).
+    #[error("`{program}` failed ({status}): {stderr}")]
+    Command {
+        /// Program name.
+        program: String,
+        /// Exit status description.
+        status: String,
+        /// Captured stderr, trimmed.
+        stderr: String,
+    },
+    /// A call took longer than its timeout.
+    #[error("`{what}` timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        what: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The input is not acceptable (bad branch name, unknown agent…).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The runtime, workspace or remote object does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The slot has no implementation of that name in this build.
+    #[error("plugin `{name}` is not available for slot {slot}")]
+    Unavailable {
+        /// Slot name.
+        slot: &'static str,
+        /// Plugin name.
+        name: String,
+    },
+    /// An I/O error.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl PluginError {
+    /// Whether trying again later may succeed (timeouts and I/O hiccups, not bad input).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, PluginError::Timeout { .. } | PluginError::Io(_))
+    }
+}
+
+/// Result alias for plugin calls.
+pub type PluginResult<T> = Result<T, PluginError>;
+
+/// What a runtime needs to start an agent.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// Session id (names the runtime's resources).
+    pub session_id: String,
+    /// Working directory (the workspace).
+    pub cwd: PathBuf,
+    /// Argument vector; never a shell string.
+    pub argv: Vec<String>,
+    /// The complete environment of the agent (the runtime clears everything else).
+    pub env: BTreeMap<String, String>,
+}
+
+/// Opaque handle a runtime returns; persisted in the session row as JSON.
+pub type RuntimeHandle = serde_json::Value;
+
+/// How a human can attach to a session's terminal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttachInfo {
+    /// `tmux` or `process`.
+    pub kind: String,
+    /// What to attach to (tmux target, log path).
+    pub target: String,
+    /// A command line a human can run.
+    pub command: Vec<String>,
+}
+
+/// Where agents run. Implementations must survive a Flotilla restart: a handle persisted
+/// before a crash still finds (or reports gone) the same agent afterwards.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Plugin name (`process`, `tmux`).
+    fn name(&self) -> &'static str;
+
+    /// Starts the agent and returns a handle to persist.
+    ///
+    /// # Errors
+    /// `Command`/`Io` when it cannot start; nothing is left running in that case.
+    async fn create(&self, spec: &LaunchSpec) -> PluginResult<RuntimeHandle>;
+
+    /// Stops the agent and everything it started. Idempotent: destroying a gone runtime is Ok.
+    ///
+    /// # Errors
+    /// `Io` when signalling fails for another reason than "already gone".
+    async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()>;
+
+    /// Whether the agent still runs. Must not start a subprocess per call where avoidable.
+    ///
+    /// # Errors
+    /// `Invalid` for a handle this runtime did not make.
+    async fn is_alive(&self, handle: &RuntimeHandle) -> PluginResult<bool>;
+
+    /// Resolves when the agent ends, with its exit status if known. Event-driven (no polling
+    /// loop per session). Cancel-safe: dropping the future stops watching.
+    ///
+    /// # Errors
+    /// `Invalid` for a foreign handle.
+    async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>>;
+
+    /// The last `lines` lines of the agent's output.
+    ///
+    /// # Errors
+    /// `NotFound` when no output exists.
+    async fn output(&self, handle: &RuntimeHandle, lines: usize) -> PluginResult<String>;
+
+    /// When the agent last produced output, if the runtime can tell cheaply.
+    ///
+    /// # Errors
+    /// `Io` on failure.
+    async fn last_output_at(&self, handle: &RuntimeHandle) -> PluginResult<Option<DateTime<Utc>>>;
+
+    /// Delivers a message to the agent and returns whether delivery was confirmed.
+    ///
+    /// # Errors
+    /// `NotFound` when the agent is gone; `Timeout` when it does not take the message.
+    async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool>;
+
+    /// How a human attaches.
+    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo>;
+}
+
+/// Context an agent needs to build its launch.
+#[derive(Debug, Clone)]
+pub struct AgentContext {
+    /// Session id.
+    pub session_id: String,
+    /// Workspace path.
+    pub workspace: PathBuf,
+    /// File holding the prompt.
+    pub prompt_file: PathBuf,
+    /// Resume the previous conversation (restore).
+    pub resume: bool,
+}
+
+/// Which coding agent runs and how it is launched.
+pub trait Agent: Send + Sync {
+    /// Agent name.
+    fn name(&self) -> &str;
+
+    /// Argument vector and extra environment for the launch (the caller adds
+    /// `FLOTILLA_SESSION_ID` and `FLOTILLA_PROMPT_FILE`).
+    ///
+    /// # Errors
+    /// `Invalid` when the agent's settings cannot produce a launch.
+    fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)>;
+}
+
+/// A workspace created for a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceInfo {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its branch.
+    pub branch: String,
+}
+
+/// What a workspace needs to be created.
+#[derive(Debug, Clone)]
+pub struct WorkspaceRequest {
+    /// Project repository (a local clone).
+    pub repo: PathBuf,
+    /// Remote name.
+    pub remote: String,
+    /// Base branch.
+    pub base_branch: String,
+    /// Branch to create or reuse.
+    pub branch: String,
+    /// Where to put the workspace.
+    pub path: PathBuf,
+}
+
+/// Where a session's files live (a git worktree or clone).
+#[async_trait]
+pub trait Workspace: Send + Sync {
+    /// Plugin name.
+    fn name(&self) -> &'static str;
+
+    /// Creates the workspace on `branch` (created from the base if it does not exist; reused if
+    /// it does, which is how restore recreates a workspace). A failure leaves nothing behind.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad branch name; `Command` when git fails.
+    async fn create(&self, req: &WorkspaceRequest) -> PluginResult<WorkspaceInfo>;
+
+    /// Removes the workspace; keeps the branch. Idempotent.
+    ///
+    /// # Errors
+    /// `Command` when git fails for another reason than "already gone".
+    async fn destroy(&self, repo: &Path, path: &Path) -> PluginResult<()>;
+
+    /// Whether the workspace exists.
+    async fn exists(&self, path: &Path) -> bool;
+}
+
+/// An issue from a tracker, as the prompt builder needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issue {
+    /// Tracker id (`42`, `INT-100`).
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Body (Markdown).
+    pub body: String,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Web URL.
+    pub url: String,
+    /// Branch the tracker suggests.
+    pub branch: Option<String>,
+}
+
+/// Where tasks come from (GitHub issues, Linear, Jira).
+#[async_trait]
+pub trait Tracker: Send + Sync {
+    /// Fetches one issue.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown issue; anything else (auth, network) aborts a spawn before
+    /// anything is created.
+    async fn issue(&self, id: &str) -> PluginResult<Issue>;
+}
+
+/// A PR's observed state, as the lifecycle engine consumes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrStatus {
+    /// Number.
+    pub number: i64,
+    /// URL.
+    pub url: String,
+    /// `open`, `merged`, `closed`.
+    pub state: String,
+    /// `passing`, `failing`, `pending`, `none`.
+    pub ci: String,
+    /// `approved`, `changes_requested`, `pending`, `none`.
+    pub review: String,
+    /// Whether it can merge cleanly.
+    pub mergeable: Option<bool>,
+}
+
+/// Where PRs live (GitHub).
+#[async_trait]
+pub trait Scm: Send + Sync {
+    /// Finds the open PR for a branch.
+    ///
+    /// # Errors
+    /// `Command`/`Timeout` on API failure.
+    async fn find_pr(&self, repo: &str, branch: &str) -> PluginResult<Option<PrStatus>>;
+
+    /// Merges a PR with a method (`merge`, `squash`, `rebase`).
+    ///
+    /// # Errors
+    /// `Invalid` when not mergeable.
+    async fn merge(&self, repo: &str, number: i64, method: &str) -> PluginResult<()>;
+}
+
+/// A notification to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable id; receivers dedupe on it.
+    pub id: String,
+    /// `urgent`, `action`, `warning`, `info`.
+    pub priority: String,
+    /// Event kind.
+    pub event: String,
+    /// Session id, if any.
+    pub session: Option<String>,
+    /// Text.
+    pub message: String,
+}
+
+/// How humans hear from Flotilla (desktop, Slack, webhook, chat).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Delivers one notification. At-least-once: the outbox may call it again with the same id.
+    ///
+    /// # Errors
+    /// Retriable errors (`is_retriable`) are retried by the outbox; others fail the delivery.
+    async fn notify(&self, n: &Notification) -> PluginResult<()>;
+}
+
+/// An inbound chat message, normalized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// Platform name.
+    pub platform: String,
+    /// Thread/channel key.
+    pub thread: String,
+    /// Platform message id (dedupe).
+    pub message_id: String,
+    /// Author's platform id.
+    pub author: String,
+    /// Text.
+    pub text: String,
+}
+
+/// A chat platform (Telegram, Discord, Slack, GitHub comments, Jira).
+#[async_trait]
+pub trait ChatPlatform: Send + Sync {
+    /// Platform name.
+    fn name(&self) -> &'static str;
+
+    /// Largest message the platform accepts, in characters (replies are split under it).
+    fn max_message_len(&self) -> usize;
+
+    /// Posts a reply and returns its platform id (for later edits).
+    ///
+    /// # Errors
+    /// Retriable errors for rate limits (after waiting the platform's `retry_after`).
+    async fn send(&self, thread: &str, text: &str) -> PluginResult<String>;
+
+    /// Replaces the text of a posted message (streaming replies).
+    ///
+    /// # Errors
+    /// As `send`.
+    async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()>;
+}
+
+/// One piece of an assistant's streamed answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Chunk {
+    /// Text for the user.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A tool call, summarized.
+    ToolUse {
+        /// Summary.
+        summary: String,
+    },
+    /// The end of the turn, with the id to resume from.
+    Result {
+        /// Resume id.
+        session_id: Option<String>,
+    },
+}
+
+/// The agent a conversation talks to (claude `-p`, codex `exec`, any command).
+#[async_trait]
+pub trait Assistant: Send + Sync {
+    /// Runs one turn and returns its chunks in order.
+    ///
+    /// # Errors
+    /// `Timeout` past the turn timeout; `Command` when the assistant fails.
+    async fn turn(
+        &self,
+        cwd: &Path,
+        prompt: &str,
+        resume_id: Option<&str>,
+    ) -> PluginResult<Vec<Chunk>>;
+}

@@ -1,0 +1,118 @@
+//! The `worktree` workspace: one `git worktree` per session, on its own branch, cut from a
+//! freshly fetched base when the remote has it.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+use super::exec::{run, QUICK};
+use super::{PluginError, PluginResult, Workspace, WorkspaceInfo, WorkspaceRequest};
+
+/// Git worktrees under `$FLOTILLA_HOME/worktrees/{project}/{session}`.
+#[derive(Debug, Default, Clone)]
+pub struct WorktreeWorkspace;
+
+/// Rejects branch names git would refuse or that could be read as options or paths.
+///
+/// # Errors
+/// `Invalid` naming the problem.
+pub fn check_branch_name(branch: &str) -> PluginResult<()> {
+    let bad = branch.is_empty()
+        || branch.starts_with('-')
+        || branch.starts_with('/')
+        || branch.ends_with('/')
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("@{")
+        || branch.contains("//")
+        || branch
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        return Err(PluginError::Invalid(format!(
+            "`{branch}` is not a valid branch name"
+        )));
+    }
+    Ok(())
+}
+
+async fn git(repo: &Path, args: &[&str]) -> PluginResult<String> {
+    let mut argv = vec!["git"];
+    argv.extend_from_slice(args);
+    run(&argv, Some(repo), QUICK).await
+}
+
+#[async_trait]
+impl Workspace for WorktreeWorkspace {
+    fn name(&self) -> &'static str {
+        "worktree"
+    }
+
+    async fn create(&self, req: &WorkspaceRequest) -> PluginResult<WorkspaceInfo> {
+        check_branch_name(&req.branch)?;
+        if let Some(parent) = req.path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let path = req.path.to_string_lossy().to_string();
+        let local = format!("refs/heads/{}", req.branch);
+        let exists = git(&req.repo, &["show-ref", "--verify", "--quiet", &local])
+            .await
+            .is_ok();
+        if exists {
+            git(&req.repo, &["worktree", "add", &path, &req.branch]).await?;
+        } else {
+            // Stale bases are a top complaint: fetch first; a repo without that remote
+            // falls back to the local base branch.
+            let remote_base = format!("{}/{}", req.remote, req.base_branch);
+            let fetched = git(
+                &req.repo,
+                &["fetch", "--quiet", &req.remote, &req.base_branch],
+            )
+            .await
+            .is_ok();
+            let base = if fetched {
+                remote_base.as_str()
+            } else {
+                req.base_branch.as_str()
+            };
+            git(
+                &req.repo,
+                &["worktree", "add", "--no-track", "-b", &req.branch, &path, base],
+            )
+            .await?;
+        }
+        Ok(WorkspaceInfo {
+            path: req.path.clone(),
+            branch: req.branch.clone(),
+        })
+    }
+
+    async fn destroy(&self, repo: &Path, path: &Path) -> PluginResult<()> {
+        if tokio::fs::metadata(path).await.is_ok() {
+            let p = path.to_string_lossy().to_string();
+            git(repo, &["worktree", "remove", "--force", &p]).await?;
+        }
+        // Forget worktrees whose directories vanished by other means.
+        git(repo, &["worktree", "prune"]).await?;
+        Ok(())
+    }
+
+    async fn exists(&self, path: &Path) -> bool {
+        tokio::fs::metadata(path.join(".git")).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names_with_dots_spaces_or_options_are_rejected() {
+        for bad in ["a..b", "has space", "-x", "x.lock", "a~1", "", "a//b"] {
+            assert!(check_branch_name(bad).is_err(), "{bad}");
+        }
+        for good in ["feat/42", "session/demo-1", "fix_bug-3"] {
+            assert!(check_branch_name(good).is_ok(), "{good}");
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Logs and metrics: the tracing subscriber (readable text by default, JSON on request) and
+//! the Prometheus registry with every metric name as a constant.
+//!
+//! Labels come from small fixed sets only (states, route patterns, status codes), never ids
+//! or error text, so the series count stays bounded however large the fleet grows.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::store::SessionState;
+
+/// Sessions per state (gauge).
+pub const SESSIONS: &str = "flotilla_sessions";
+/// State transitions (counter, `from`, `to`).
+pub const SESSION_TRANSITIONS: &str = "flotilla_session_transitions_total";
+/// HTTP requests (counter, `route`, `status`).
+pub const HTTP_REQUESTS: &str = "flotilla_http_requests_total";
+/// HTTP latency (histogram, `route`).
+pub const HTTP_DURATION: &str = "flotilla_http_request_duration_seconds";
+/// Session actor restarts after an error (counter).
+pub const ACTOR_RESTARTS: &str = "flotilla_actor_restarts_total";
+/// Build information (gauge = 1, `version`).
+pub const BUILD_INFO: &str = "flotilla_build_info";
+/// Events appended to the log (counter).
+pub const EVENTS: &str = "flotilla_events_total";
+/// Live session actors (gauge).
+pub const SESSION_ACTORS: &str = "flotilla_session_actors";
+
+/// The process-wide metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// See [`SESSIONS`].
+    pub sessions: IntGaugeVec,
+    /// See [`SESSION_TRANSITIONS`].
+    pub transitions: IntCounterVec,
+    /// See [`HTTP_REQUESTS`].
+    pub http_requests: IntCounterVec,
+    /// See [`HTTP_DURATION`].
+    pub http_duration: HistogramVec,
+    /// See [`ACTOR_RESTARTS`].
+    pub actor_restarts: IntCounter,
+    /// See [`EVENTS`].
+    pub events: IntCounter,
+    /// See [`SESSION_ACTORS`].
+    pub session_actors: IntGauge,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let sessions = IntGaugeVec::new(Opts::new(SESSIONS, "Sessions by state."), &["state"])?;
+    let transitions = IntCounterVec::new(
+        Opts::new(SESSION_TRANSITIONS, "Session state transitions."),
+        &["from", "to"],
+    )?;
+    let http_requests = IntCounterVec::new(
+        Opts::new(HTTP_REQUESTS, "HTTP requests by route pattern and status."),
+        &["route", "status"],
+    )?;
+    let http_duration = HistogramVec::new(
+        HistogramOpts::new(HTTP_DURATION, "HTTP request latency by route pattern.").buckets(
+            vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        ),
+        &["route"],
+    )?;
+    let actor_restarts = IntCounter::new(ACTOR_RESTARTS, "Session actor restarts after errors.")?;
+    let events = IntCounter::new(EVENTS, "Events appended to the event log.")?;
+    let session_actors = IntGauge::new(SESSION_ACTORS, "Live session actors.")?;
+    let build_info = IntGaugeVec::new(
+        Opts::new(BUILD_INFO, "Build information; always 1."),
+        &["version"],
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry.register(Box::new(sessions.clone()))?;
+    registry.register(Box::new(transitions.clone()))?;
+    registry.register(Box::new(http_requests.clone()))?;
+    registry.register(Box::new(http_duration.clone()))?;
+    registry.register(Box::new(actor_restarts.clone()))?;
+    registry.register(Box::new(events.clone()))?;
+    registry.register(Box::new(session_actors.clone()))?;
+    registry.register(Box::new(build_info))?;
+    // Every state is present from the start, so dashboards see zeros rather than gaps.
+    for s in SessionState::ALL {
+        sessions.with_label_values(&[s.as_str()]).set(0);
+    }
+    Ok(Metrics {
+        registry,
+        sessions,
+        transitions,
+        http_requests,
+        http_duration,
+        actor_restarts,
+        events,
+        session_actors,
+    })
+}
+
+/// The metrics of this process.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| match build() {
+    Ok(m) => m,
+    // Only reachable through a programming error in `build` (duplicate names).
+    Err(e) => panic!("metric registration failed: {e}"),
+});
+
+impl Metrics {
+    /// Records a state change.
+    pub fn transition(&self, from: SessionState, to: SessionState) {
+        if from != to {
+            self.transitions
+                .with_label_values(&[from.as_str(), to.as_str()])
+                .inc();
+            self.sessions.with_label_values(&[from.as_str()]).dec();
+            self.sessions.with_label_values(&[to.as_str()]).inc();
+        }
+    }
+
+    /// Sets the state gauge from stored counts (at start-up).
+    pub fn set_counts(&self, counts: &[(SessionState, i64)]) {
+        for s in SessionState::ALL {
+            let n = counts
+                .iter()
+                .find(|(st, _)| *st == s)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            self.sessions.with_label_values(&[s.as_str()]).set(n);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides `level`. Safe to call twice
+/// (the second call is ignored).
+pub fn init_tracing(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
