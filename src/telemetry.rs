@@ -62,9 +62,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["route", "status"],
     )?;
     let http_duration = HistogramVec::new(
-        HistogramOpts::new(HTTP_DURATION, "HTTP request latency by route pattern.").buckets(
-            vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
-        ),
+        HistogramOpts::new(HTTP_DURATION, "HTTP request latency by route pattern.").buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
         &["route"],
     )?;
     let actor_restarts = IntCounter::new(ACTOR_RESTARTS, "Session actor restarts after errors.")?;

@@ -69,15 +69,18 @@ impl Client {
         r
     }
 
-    async fn finish<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let res = r
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+    async fn finish<T: DeserializeOwned>(
+        &self,
+        r: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let res =
+            r.timeout(REQUEST_TIMEOUT)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source,
+                })?;
         let status = res.status();
         let body: Value = res
             .json()
@@ -105,8 +108,13 @@ impl Client {
     ///
     /// # Errors
     /// See [`ClientError`].
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ClientError> {
-        self.finish(self.request(Method::POST, path).json(body)).await
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
+        self.finish(self.request(Method::POST, path).json(body))
+            .await
     }
 
     /// Opens the SSE stream after `after`.

@@ -17,7 +17,12 @@ use crate::telemetry::{init_tracing, LogFormat};
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "flotilla",
+                &mut std::io::stdout(),
+            );
             0
         }
         Command::Init { force } => init_here(force),
@@ -29,10 +34,13 @@ pub fn run(cli: Cli) -> i32 {
             };
             init_tracing(cli.log_format.unwrap_or(LogFormat::Text), "warn");
             let server = cli.server.clone().unwrap_or_else(|| server_url(&settings));
-            let token = cli
-                .token
-                .clone()
-                .or_else(|| settings.server.token.as_ref().map(|t| t.expose().to_string()));
+            let token = cli.token.clone().or_else(|| {
+                settings
+                    .server
+                    .token
+                    .as_ref()
+                    .map(|t| t.expose().to_string())
+            });
             let client = match Client::new(&server, token) {
                 Ok(c) => c,
                 Err(e) => {
@@ -201,8 +209,7 @@ fn table(list: &SessionList) -> String {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
             s.branch.clone().unwrap_or_else(|| "-".into()),
-            s.pr
-                .as_ref()
+            s.pr.as_ref()
                 .map(|p| format!("#{}", p.number))
                 .unwrap_or_else(|| "-".into()),
             age(s.created_at),
@@ -266,8 +273,7 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
                 }
                 None => {
                     return Err(Failure::Usage(
-                        "--project is required when the config has zero or several projects"
-                            .into(),
+                        "--project is required when the config has zero or several projects".into(),
                     ))
                 }
             };

@@ -146,7 +146,10 @@ fn sse_frame(f: Frame) -> Bytes {
         Frame::Heartbeat => Bytes::from_static(b": keep-alive\n\n"),
         Frame::Event(e) => {
             let data = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
-            Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", e.id, e.kind, data))
+            Bytes::from(format!(
+                "id: {}\nevent: {}\ndata: {}\n\n",
+                e.id, e.kind, data
+            ))
         }
     }
 }

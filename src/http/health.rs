@@ -19,10 +19,7 @@ pub async fn healthz() -> HttpResponse {
 /// 503 until then.
 #[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state
-        .supervisor
-        .send(CheckReady)
-        .await??;
+    state.supervisor.send(CheckReady).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 

@@ -33,11 +33,10 @@ pub async fn require_token(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_string);
-        let query = web::Query::<std::collections::HashMap<String, String>>::from_query(
-            req.query_string(),
-        )
-        .ok()
-        .and_then(|q| q.get("access_token").cloned());
+        let query =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .ok()
+                .and_then(|q| q.get("access_token").cloned());
         let given = header.or(query).unwrap_or_default();
         let ok: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
         if !ok {

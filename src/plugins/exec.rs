@@ -55,7 +55,10 @@ mod tests {
 
     #[tokio::test]
     async fn captures_stdout_and_reports_failures_with_stderr() {
-        assert_eq!(run(&["echo", "hi"], None, QUICK).await.ok().as_deref(), Some("hi\n"));
+        assert_eq!(
+            run(&["echo", "hi"], None, QUICK).await.ok().as_deref(),
+            Some("hi\n")
+        );
         match run(&["ls", "/definitely/not/here"], None, QUICK).await {
             Err(PluginError::Command { stderr, .. }) => assert!(stderr.contains("not")),
             other => panic!("unexpected {other:?}"),

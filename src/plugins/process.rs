@@ -183,6 +183,10 @@ impl Runtime for ProcessRuntime {
             .and_then(|p| i32::try_from(p).ok())
             .ok_or_else(|| PluginError::Invalid("child has no pid".into()))?;
         let ticks = start_ticks(pid).unwrap_or(0);
+        // For operators (and test clean-up): which process group is this session's agent.
+        if let Err(e) = tokio::fs::write(dir.join("pid"), pid.to_string()).await {
+            tracing::warn!(error = %e, "writing the pid file failed");
+        }
         let (tx, rx) = watch::channel(None);
         if let Ok(mut m) = self.children.lock() {
             m.insert(pid, rx);

@@ -77,7 +77,15 @@ impl Workspace for WorktreeWorkspace {
             };
             git(
                 &req.repo,
-                &["worktree", "add", "--no-track", "-b", &req.branch, &path, base],
+                &[
+                    "worktree",
+                    "add",
+                    "--no-track",
+                    "-b",
+                    &req.branch,
+                    &path,
+                    base,
+                ],
             )
             .await?;
         }

@@ -11,6 +11,9 @@
 //!   never misses an event that commits later with a smaller id;
 //! - `commit_transition` writes the session row, its trackers, its timers and the event row in
 //!   one transaction.
+//!
+//! Timestamps are stored with microsecond precision (what PostgreSQL keeps; the SQLite backend
+//! truncates the same way), so a value read back may lack the nanoseconds it was written with.
 
 pub mod models;
 pub mod postgres;
@@ -55,9 +58,7 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::RowNotFound => StoreError::NotFound {
-                what: "row".into(),
-            },
+            sqlx::Error::RowNotFound => StoreError::NotFound { what: "row".into() },
             other => StoreError::Database(other),
         }
     }
@@ -185,8 +186,11 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// `NotFound` for an unknown conversation.
-    async fn set_resume_id(&self, conversation_id: &str, resume_id: Option<&str>)
-        -> StoreResult<()>;
+    async fn set_resume_id(
+        &self,
+        conversation_id: &str,
+        resume_id: Option<&str>,
+    ) -> StoreResult<()>;
 
     /// Stores an inbound message in the durable inbox. Returns `None` if this
     /// `(conversation, platform_message_id)` was already stored (a redelivery).
@@ -207,8 +211,10 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// `Database` on failure.
-    async fn next_chat_message(&self, conversation_id: &str)
-        -> StoreResult<Option<ChatMessageRecord>>;
+    async fn next_chat_message(
+        &self,
+        conversation_id: &str,
+    ) -> StoreResult<Option<ChatMessageRecord>>;
 
     /// Sets a message's status.
     ///
@@ -265,9 +271,9 @@ pub type SharedStore = Arc<dyn Store>;
 /// `UnsupportedUrl` for another scheme; `Database`/`Migrate` when opening fails.
 pub async fn open(url: &str) -> StoreResult<SharedStore> {
     if url.starts_with("sqlite:") {
-        sqlite::SqliteStore::open(url).await
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::PostgresStore::open(url).await
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
         let scheme = url.split(':').next().unwrap_or_default().to_string();
         Err(StoreError::UnsupportedUrl(scheme))
@@ -286,4 +292,104 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+// ---- private helpers shared by the backends ----------------------------------------------
+
+/// The states the `active_only` filter excludes.
+fn terminal_states() -> impl Iterator<Item = SessionState> {
+    SessionState::ALL.into_iter().filter(|s| s.is_terminal())
+}
+
+fn parse_state(s: &str) -> StoreResult<SessionState> {
+    s.parse()
+        .map_err(|e: UnknownState| StoreError::Corrupt(e.to_string()))
+}
+
+fn activity_str(a: Activity) -> &'static str {
+    match a {
+        Activity::Unknown => "unknown",
+        Activity::Active => "active",
+        Activity::Idle => "idle",
+        Activity::WaitingInput => "waiting_input",
+        Activity::Exited => "exited",
+    }
+}
+
+fn parse_activity(s: &str) -> StoreResult<Activity> {
+    [
+        Activity::Unknown,
+        Activity::Active,
+        Activity::Idle,
+        Activity::WaitingInput,
+        Activity::Exited,
+    ]
+    .into_iter()
+    .find(|a| activity_str(*a) == s)
+    .ok_or_else(|| StoreError::Corrupt(format!("unknown activity `{s}`")))
+}
+
+fn parse_message_status(s: &str) -> StoreResult<MessageStatus> {
+    [
+        MessageStatus::Queued,
+        MessageStatus::Running,
+        MessageStatus::Done,
+        MessageStatus::Failed,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == s)
+    .ok_or_else(|| StoreError::Corrupt(format!("unknown message status `{s}`")))
+}
+
+fn parse_notification_status(s: &str) -> StoreResult<NotificationStatus> {
+    [
+        NotificationStatus::Pending,
+        NotificationStatus::Delivered,
+        NotificationStatus::Failed,
+    ]
+    .into_iter()
+    .find(|n| n.as_str() == s)
+    .ok_or_else(|| StoreError::Corrupt(format!("unknown notification status `{s}`")))
+}
+
+/// Rebuilds a [`PrRef`] from its two columns; half a PR is corruption.
+fn pr_from_columns(number: Option<i64>, url: Option<String>) -> StoreResult<Option<PrRef>> {
+    match (number, url) {
+        (Some(number), Some(url)) => Ok(Some(PrRef { number, url })),
+        (None, None) => Ok(None),
+        _ => Err(StoreError::Corrupt(
+            "pr_number and pr_url must be both set or both null".into(),
+        )),
+    }
+}
+
+fn session_not_found(id: &SessionId) -> StoreError {
+    StoreError::NotFound {
+        what: format!("session {id}"),
+    }
+}
+
+/// Maps errors of writes: unique violations the caller did not handle become `Conflict`.
+fn write_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(d.message().to_string())
+        }
+        _ => e.into(),
+    }
+}
+
+/// Maps errors of reading one column: a value that does not decode is a corrupt row.
+fn column_err(column: &str, e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::ColumnDecode { source, .. } => {
+            StoreError::Corrupt(format!("column `{column}`: {source}"))
+        }
+        other => other.into(),
+    }
+}
+
+/// Keeps ids, numbers and timestamps sane for callers passing a negative `limit`.
+fn clamp_limit(limit: i64) -> i64 {
+    limit.max(0)
 }

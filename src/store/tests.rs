@@ -1,0 +1,1213 @@
+//! The store suite. Each test is written once against [`SharedStore`] and run on a fresh
+//! SQLite file and on a fresh PostgreSQL database (when `FLOTILLA_TEST_PG_URL` names an admin
+//! URL; with `CI=true` that variable is mandatory).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use futures::FutureExt;
+use serde_json::json;
+use sqlx::Connection;
+
+use super::*;
+
+const PG_ENV: &str = "FLOTILLA_TEST_PG_URL";
+
+// ---- harness ---------------------------------------------------------------------------------
+
+/// Runs `test` on a store backed by a fresh SQLite file.
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(SharedStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::TempDir::new().expect("create temp dir");
+    let url = format!("sqlite://{}", dir.path().join("flotilla.db").display());
+    let store = open(&url).await.expect("open sqlite store");
+    test(store).await;
+}
+
+/// The admin URL of the test server, or `None` (after a note) when PostgreSQL tests are off.
+fn pg_admin_url() -> Option<String> {
+    match std::env::var(PG_ENV) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "{PG_ENV} is not set but CI=true: the PostgreSQL store tests must run in CI \
+             (start a server with `.ci/postgres.sh` and export its URL as {PG_ENV})"
+        ),
+        _ => {
+            eprintln!("note: PostgreSQL variant skipped; set {PG_ENV} to run it");
+            None
+        }
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{database}?{q}"),
+        None => format!("{root}/{database}"),
+    }
+}
+
+/// Runs `test` with the URL of a fresh PostgreSQL database, dropped afterwards; does nothing
+/// when PostgreSQL tests are off (see [`pg_admin_url`]).
+async fn with_pg_database<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(admin_url) = pg_admin_url() else {
+        return;
+    };
+    let name = format!("flotilla_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to the PostgreSQL admin URL");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    let outcome = AssertUnwindSafe(test(with_database(&admin_url, &name)))
+        .catch_unwind()
+        .await;
+    // FORCE: the store's pool may still be closing its connections.
+    let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    if let Err(e) = dropped {
+        eprintln!("note: could not drop test database {name}: {e}");
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs `test` on a store backed by a fresh PostgreSQL database.
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(SharedStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    with_pg_database(|url| async move {
+        let store = open(&url).await.expect("open postgres store");
+        test(store).await;
+    })
+    .await;
+}
+
+/// Declares every listed test once per backend: `on_sqlite::NAME` and `on_postgres::NAME`.
+macro_rules! store_suite {
+    ($($name:ident),+ $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_sqlite(super::$name).await;
+                }
+            )+
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_postgres(super::$name).await;
+                }
+            )+
+        }
+    };
+}
+
+store_suite!(
+    a_created_session_loads_back_unchanged,
+    an_unknown_session_is_not_found,
+    fifty_concurrent_creates_get_fifty_distinct_ids,
+    create_skips_the_numbers_it_is_told_to,
+    each_prefix_counts_on_its_own,
+    commit_transition_replaces_trackers_and_timers_and_appends_an_event,
+    commit_transition_on_an_unknown_session_writes_nothing,
+    events_are_read_after_an_id_in_total_and_per_session,
+    an_event_for_an_unknown_session_is_not_found,
+    concurrent_commits_publish_event_ids_in_order_without_gaps,
+    count_by_state_counts_each_state_present,
+    list_sessions_filters_by_project_state_and_activity,
+    a_replayed_webhook_delivery_is_ignored,
+    the_chat_inbox_dedupes_and_serves_the_oldest_message_first,
+    a_running_chat_message_is_served_again_after_a_crash,
+    chat_calls_on_unknown_rows_are_not_found,
+    the_outbox_dedupes_and_serves_due_notifications_oldest_first,
+    a_notification_reusing_an_id_is_a_conflict,
+);
+
+// ---- fixtures --------------------------------------------------------------------------------
+
+/// A fixed instant plus `secs`: tests never depend on the clock.
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0)
+        .single()
+        .expect("valid date")
+        + Duration::seconds(secs)
+}
+
+fn new_session(prefix: &str, secs: i64) -> NewSession {
+    NewSession {
+        project: "demo-project".into(),
+        prefix: prefix.into(),
+        agent: "claude-code".into(),
+        runtime: "tmux".into(),
+        workspace_kind: "worktree".into(),
+        branch: Some(format!("feat/{prefix}")),
+        issue: Some("DEMO-42".into()),
+        prompt: Some("Fix the flaky test in the parser".into()),
+        skip_numbers: vec![],
+        at: at(secs),
+    }
+}
+
+async fn create(store: &SharedStore, prefix: &str, secs: i64) -> SessionRecord {
+    store
+        .create_session(&new_session(prefix, secs))
+        .await
+        .expect("create session")
+        .0
+}
+
+fn transition_event(id: &SessionId, to: SessionState, secs: i64) -> NewEvent {
+    NewEvent {
+        session_id: Some(id.clone()),
+        kind: "session.transition".into(),
+        data: json!({ "to": to.as_str() }),
+        at: at(secs),
+    }
+}
+
+/// A commit moving `session` to `state` with no trackers or timers.
+fn bare_commit(session: &SessionRecord, state: SessionState, secs: i64) -> TransitionCommit {
+    let mut session = session.clone();
+    session.state = state;
+    session.updated_at = at(secs);
+    TransitionCommit {
+        event: transition_event(&session.id, state, secs),
+        snapshot: SessionSnapshot {
+            session,
+            trackers: BTreeMap::new(),
+            timers: BTreeMap::new(),
+        },
+    }
+}
+
+fn tracker(reaction: &str, attempts: i64, escalated: bool) -> ReactionTracker {
+    ReactionTracker {
+        reaction: reaction.into(),
+        attempts,
+        first_triggered_at: at(10),
+        last_triggered_at: at(20 + attempts),
+        fingerprint: Some(format!("fp-{reaction}-{attempts}")),
+        escalated,
+    }
+}
+
+fn timer(kind: &str, secs: i64) -> TimerRecord {
+    TimerRecord {
+        kind: kind.into(),
+        deadline: at(secs),
+    }
+}
+
+fn notification(id: &str, dedupe_key: &str, created: i64, due: i64) -> NotificationRecord {
+    NotificationRecord {
+        id: id.into(),
+        notifier: "slack".into(),
+        priority: "action".into(),
+        event: "ci.failing".into(),
+        session_id: Some(SessionId("demo-1".into())),
+        message: format!("notification {id}"),
+        dedupe_key: dedupe_key.into(),
+        status: NotificationStatus::Pending,
+        attempts: 0,
+        next_attempt_at: at(due),
+        created_at: at(created),
+        last_error: None,
+    }
+}
+
+fn assert_not_found(result: StoreResult<impl std::fmt::Debug>, what: &str) {
+    match result {
+        Err(StoreError::NotFound { what: w }) => assert_eq!(w, what),
+        other => panic!("expected NotFound {{ {what} }}, got {other:?}"),
+    }
+}
+
+fn ids(events: &[EventRecord]) -> Vec<i64> {
+    events.iter().map(|e| e.id).collect()
+}
+
+// ---- sessions --------------------------------------------------------------------------------
+
+async fn a_created_session_loads_back_unchanged(store: SharedStore) {
+    let new = new_session("demo", 0);
+    let (session, event) = store.create_session(&new).await.expect("create");
+
+    assert_eq!(session.id, SessionId("demo-1".into()));
+    assert_eq!(session.project, "demo-project");
+    assert_eq!(session.state, SessionState::Spawning);
+    assert_eq!(session.reason, None);
+    assert_eq!(session.agent, "claude-code");
+    assert_eq!(session.runtime, "tmux");
+    assert_eq!(session.workspace_kind, "worktree");
+    assert_eq!(session.branch.as_deref(), Some("feat/demo"));
+    assert_eq!(session.workspace, None);
+    assert_eq!(session.pr, None);
+    assert_eq!(session.issue.as_deref(), Some("DEMO-42"));
+    assert_eq!(session.prompt, new.prompt);
+    assert_eq!(session.runtime_handle, None);
+    assert_eq!(session.activity, Activity::Unknown);
+    assert_eq!(session.activity_at, None);
+    assert_eq!(session.restart_count, 0);
+    assert_eq!(session.created_at, new.at);
+    assert_eq!(session.updated_at, new.at);
+
+    assert!(event.id > 0);
+    assert_eq!(event.session_id.as_ref(), Some(&session.id));
+    assert_eq!(event.kind, "session.created");
+    assert_eq!(
+        event.data,
+        json!({ "project": "demo-project", "agent": "claude-code", "state": "spawning" })
+    );
+    assert_eq!(event.at, new.at);
+
+    assert_eq!(
+        store.load_session(&session.id).await.expect("load"),
+        session
+    );
+    let snapshot = store.load_snapshot(&session.id).await.expect("snapshot");
+    assert_eq!(snapshot.session, session);
+    assert!(snapshot.trackers.is_empty() && snapshot.timers.is_empty());
+    assert_eq!(
+        store.events_after(0, 10).await.expect("events"),
+        vec![event]
+    );
+}
+
+async fn an_unknown_session_is_not_found(store: SharedStore) {
+    let id = SessionId("nope-7".into());
+    assert_not_found(store.load_session(&id).await, "session nope-7");
+    assert_not_found(store.load_snapshot(&id).await, "session nope-7");
+}
+
+async fn fifty_concurrent_creates_get_fifty_distinct_ids(store: SharedStore) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create_session(&new_session("demo", i)).await })
+        })
+        .collect();
+    let mut got = BTreeSet::new();
+    for task in futures::future::join_all(tasks).await {
+        let (session, event) = task.expect("task").expect("create");
+        assert_eq!(event.session_id.as_ref(), Some(&session.id));
+        got.insert(session.id.0);
+    }
+    let want: BTreeSet<String> = (1..=50).map(|n| format!("demo-{n}")).collect();
+    assert_eq!(got, want);
+    let listed = store
+        .list_sessions(&SessionFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 50);
+    assert_eq!(store.events_after(0, 100).await.expect("events").len(), 50);
+}
+
+async fn create_skips_the_numbers_it_is_told_to(store: SharedStore) {
+    let mut new = new_session("demo", 0);
+    new.skip_numbers = vec![1, 2, 4];
+    let first = store.create_session(&new).await.expect("create").0;
+    let second = store.create_session(&new).await.expect("create").0;
+    let third = store.create_session(&new).await.expect("create").0;
+    assert_eq!(
+        [first.id.0, second.id.0, third.id.0],
+        ["demo-3", "demo-5", "demo-6"]
+    );
+}
+
+async fn each_prefix_counts_on_its_own(store: SharedStore) {
+    let a1 = create(&store, "alpha", 0).await;
+    let b1 = create(&store, "beta", 1).await;
+    let a2 = create(&store, "alpha", 2).await;
+    assert_eq!(
+        [a1.id.0, b1.id.0, a2.id.0],
+        ["alpha-1", "beta-1", "alpha-2"]
+    );
+}
+
+async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(store: SharedStore) {
+    let (created, created_event) = store
+        .create_session(&new_session("demo", 0))
+        .await
+        .expect("create");
+
+    // Every mutable field changes; a sub-second time checks microseconds survive.
+    let mut session = created.clone();
+    session.state = SessionState::CiFailed;
+    session.reason = Some("ci_failing".into());
+    session.workspace = Some("/work/worktrees/demo-1".into());
+    session.pr = Some(PrRef {
+        number: 17,
+        url: "https://github.com/acme/demo/pull/17".into(),
+    });
+    session.runtime_handle = Some(json!({ "tmux": "flotilla-demo-1", "pid": 4242 }));
+    session.activity = Activity::WaitingInput;
+    session.activity_at = Some(at(30) + Duration::microseconds(123_456));
+    session.restart_count = 2;
+    session.updated_at = at(31);
+    let first = SessionSnapshot {
+        session,
+        trackers: BTreeMap::from([
+            ("ci-failed".to_string(), tracker("ci-failed", 2, false)),
+            (
+                "changes-requested".to_string(),
+                tracker("changes-requested", 1, true),
+            ),
+        ]),
+        timers: BTreeMap::from([
+            ("idle_check".to_string(), timer("idle_check", 90)),
+            (
+                "escalate:ci-failed".to_string(),
+                timer("escalate:ci-failed", 600),
+            ),
+        ]),
+    };
+    let event = store
+        .commit_transition(&TransitionCommit {
+            snapshot: first.clone(),
+            event: transition_event(&created.id, SessionState::CiFailed, 31),
+        })
+        .await
+        .expect("commit");
+    assert!(event.id > created_event.id);
+    assert_eq!(event.kind, "session.transition");
+    assert_eq!(event.session_id.as_ref(), Some(&created.id));
+    assert_eq!(event.data, json!({ "to": "ci_failed" }));
+    assert_eq!(store.load_snapshot(&created.id).await.expect("load"), first);
+
+    // The next step drops a tracker, changes the other and disarms every timer.
+    let mut second = first.clone();
+    second.session.state = SessionState::PrOpen;
+    second.session.reason = None;
+    second.session.runtime_handle = None;
+    second.session.updated_at = at(40);
+    second.trackers.remove("ci-failed");
+    second.trackers.insert(
+        "changes-requested".into(),
+        tracker("changes-requested", 3, true),
+    );
+    second.timers.clear();
+    let event2 = store
+        .commit_transition(&TransitionCommit {
+            snapshot: second.clone(),
+            event: transition_event(&created.id, SessionState::PrOpen, 40),
+        })
+        .await
+        .expect("commit");
+    assert_eq!(
+        store.load_snapshot(&created.id).await.expect("load"),
+        second
+    );
+    assert_eq!(
+        store.load_session(&created.id).await.expect("load"),
+        second.session
+    );
+
+    let events = store
+        .session_events(&created.id, 0, 100)
+        .await
+        .expect("events");
+    assert_eq!(events, vec![created_event, event, event2]);
+}
+
+async fn commit_transition_on_an_unknown_session_writes_nothing(store: SharedStore) {
+    let real = create(&store, "demo", 0).await;
+    let before = store.last_event_id().await.expect("last id");
+
+    let mut ghost = real.clone();
+    ghost.id = SessionId("ghost-1".into());
+    let mut commit = bare_commit(&ghost, SessionState::Working, 5);
+    commit
+        .snapshot
+        .trackers
+        .insert("ci-failed".into(), tracker("ci-failed", 1, false));
+    commit
+        .snapshot
+        .timers
+        .insert("idle_check".into(), timer("idle_check", 60));
+    // A fleet-wide event would not even need the session row: it must not be written either.
+    commit.event.session_id = None;
+    assert_not_found(store.commit_transition(&commit).await, "session ghost-1");
+
+    assert_eq!(store.last_event_id().await.expect("last id"), before);
+    assert_eq!(
+        store.events_after(before, 10).await.expect("events"),
+        vec![]
+    );
+    assert_not_found(store.load_session(&ghost.id).await, "session ghost-1");
+    assert_eq!(store.load_session(&real.id).await.expect("load"), real);
+}
+
+async fn events_are_read_after_an_id_in_total_and_per_session(store: SharedStore) {
+    assert_eq!(store.last_event_id().await.expect("last id"), 0);
+    assert_eq!(store.events_after(0, 10).await.expect("events"), vec![]);
+
+    let one = create(&store, "demo", 0).await;
+    let two = create(&store, "demo", 1).await;
+    let fleet = store
+        .append_event(&NewEvent {
+            session_id: None,
+            kind: "fleet.paused".into(),
+            data: json!({ "by": "ops", "nested": { "list": [1, 2, 3] } }),
+            at: at(2),
+        })
+        .await
+        .expect("append fleet event");
+    assert_eq!(fleet.session_id, None);
+    let output = store
+        .append_event(&NewEvent {
+            session_id: Some(one.id.clone()),
+            kind: "session.output".into(),
+            data: json!({ "line": "cargo test: ok" }),
+            at: at(3),
+        })
+        .await
+        .expect("append session event");
+    store
+        .commit_transition(&bare_commit(&two, SessionState::Working, 4))
+        .await
+        .expect("commit");
+
+    let all = store.events_after(0, 100).await.expect("events");
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    assert_eq!(store.last_event_id().await.expect("last id"), all[4].id);
+    assert_eq!(all[2], fleet);
+    assert_eq!(all[3], output);
+
+    // Paging: `after` is exclusive and `limit` caps the page.
+    assert_eq!(
+        ids(&store.events_after(all[1].id, 2).await.expect("page")),
+        ids(&all[2..4])
+    );
+    assert_eq!(
+        store.events_after(all[4].id, 10).await.expect("tail"),
+        vec![]
+    );
+    assert_eq!(store.events_after(0, 0).await.expect("zero"), vec![]);
+    assert_eq!(store.events_after(0, -1).await.expect("negative"), vec![]);
+
+    let of_one = store.session_events(&one.id, 0, 100).await.expect("events");
+    assert_eq!(
+        of_one.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["session.created", "session.output"]
+    );
+    assert!(of_one
+        .iter()
+        .all(|e| e.session_id.as_ref() == Some(&one.id)));
+    assert_eq!(
+        store
+            .session_events(&one.id, of_one[0].id, 100)
+            .await
+            .expect("events"),
+        vec![output]
+    );
+    assert_eq!(
+        store
+            .session_events(&two.id, 0, 1)
+            .await
+            .expect("events")
+            .len(),
+        1
+    );
+}
+
+async fn an_event_for_an_unknown_session_is_not_found(store: SharedStore) {
+    let result = store
+        .append_event(&NewEvent {
+            session_id: Some(SessionId("ghost-3".into())),
+            kind: "session.output".into(),
+            data: json!({}),
+            at: at(0),
+        })
+        .await;
+    assert_not_found(result, "session ghost-3");
+    assert_eq!(store.last_event_id().await.expect("last id"), 0);
+}
+
+async fn concurrent_commits_publish_event_ids_in_order_without_gaps(store: SharedStore) {
+    const WRITERS: usize = 20;
+    const ROUNDS: usize = 3;
+    let mut sessions = Vec::new();
+    for i in 0..WRITERS {
+        sessions.push(create(&store, "demo", i as i64).await);
+    }
+    let start = store.last_event_id().await.expect("last id");
+    let expected = WRITERS * ROUNDS;
+
+    // A reader tails the log like an SSE client while the writers commit.
+    let reader = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = start;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            while seen.len() < expected && tokio::time::Instant::now() < deadline {
+                for event in store.events_after(cursor, 7).await.expect("tail") {
+                    assert!(
+                        event.id > cursor,
+                        "ids go backwards: {} after {cursor}",
+                        event.id
+                    );
+                    cursor = event.id;
+                    seen.push(event.id);
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    let writers: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, session)| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let states = [
+                    SessionState::Working,
+                    SessionState::PrOpen,
+                    SessionState::Mergeable,
+                ];
+                for (round, state) in states.into_iter().enumerate() {
+                    let secs = 100 + (i * ROUNDS + round) as i64;
+                    store
+                        .commit_transition(&bare_commit(&session, state, secs))
+                        .await
+                        .expect("commit");
+                }
+            })
+        })
+        .collect();
+    for writer in futures::future::join_all(writers).await {
+        writer.expect("writer task");
+    }
+    let seen = reader.await.expect("reader task");
+
+    let committed = ids(&store.events_after(start, 1000).await.expect("events"));
+    assert_eq!(committed.len(), expected);
+    let contiguous: Vec<i64> = (start + 1..=start + expected as i64).collect();
+    assert_eq!(committed, contiguous, "ids are gap-free");
+    assert_eq!(seen, committed, "the tailing reader missed no event");
+}
+
+async fn count_by_state_counts_each_state_present(store: SharedStore) {
+    assert_eq!(store.count_by_state().await.expect("count"), vec![]);
+    let sessions = [
+        create(&store, "demo", 0).await,
+        create(&store, "demo", 1).await,
+        create(&store, "demo", 2).await,
+        create(&store, "demo", 3).await,
+    ];
+    for (session, state) in sessions[1..].iter().zip([
+        SessionState::Working,
+        SessionState::Working,
+        SessionState::Killed,
+    ]) {
+        store
+            .commit_transition(&bare_commit(session, state, 10))
+            .await
+            .expect("commit");
+    }
+    assert_eq!(
+        store.count_by_state().await.expect("count"),
+        vec![
+            (SessionState::Spawning, 1),
+            (SessionState::Working, 2),
+            (SessionState::Killed, 1),
+        ]
+    );
+}
+
+async fn list_sessions_filters_by_project_state_and_activity(store: SharedStore) {
+    // Twelve sessions created at the same instant: ties order by number, so demo-2 < demo-10.
+    let mut all = Vec::new();
+    for _ in 0..12 {
+        all.push(create(&store, "demo", 0).await);
+    }
+    let mut other = new_session("other", -5);
+    other.project = "other-project".into();
+    let other = store.create_session(&other).await.expect("create").0;
+    store
+        .commit_transition(&bare_commit(&all[1], SessionState::Working, 5))
+        .await
+        .expect("commit");
+    store
+        .commit_transition(&bare_commit(&all[2], SessionState::Done, 5))
+        .await
+        .expect("commit");
+
+    let list = |filter: SessionFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_sessions(&filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|s| s.id.0)
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut everything = vec!["other-1".to_string()];
+    everything.extend((1..=12).map(|n| format!("demo-{n}")));
+    assert_eq!(list(SessionFilter::default()).await, everything);
+    assert_eq!(
+        list(SessionFilter {
+            project: Some("other-project".into()),
+            ..Default::default()
+        })
+        .await,
+        [other.id.0.as_str()]
+    );
+    assert_eq!(
+        list(SessionFilter {
+            states: vec![SessionState::Working, SessionState::Done],
+            ..Default::default()
+        })
+        .await,
+        ["demo-2", "demo-3"]
+    );
+    let active = list(SessionFilter {
+        project: Some("demo-project".into()),
+        active_only: true,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(active.len(), 11);
+    assert!(!active.contains(&"demo-3".to_string()));
+    assert_eq!(
+        list(SessionFilter {
+            states: vec![SessionState::Done],
+            active_only: true,
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+}
+
+// ---- webhooks, chat, outbox ------------------------------------------------------------------
+
+async fn a_replayed_webhook_delivery_is_ignored(store: SharedStore) {
+    let delivery = WebhookDelivery {
+        platform: "github".into(),
+        delivery_id: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+        event: "pull_request".into(),
+        payload: r#"{"action":"opened","number":17}"#.into(),
+        received_at: at(0),
+    };
+    assert!(store
+        .record_webhook_delivery(&delivery)
+        .await
+        .expect("first"));
+    assert!(!store
+        .record_webhook_delivery(&delivery)
+        .await
+        .expect("replay"));
+    // The same delivery id on another platform is another delivery.
+    let slack = WebhookDelivery {
+        platform: "slack".into(),
+        ..delivery.clone()
+    };
+    assert!(store
+        .record_webhook_delivery(&slack)
+        .await
+        .expect("other platform"));
+}
+
+async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: SharedStore) {
+    let conv = store
+        .upsert_conversation("slack", "C042-1700000000.0001", at(0))
+        .await
+        .expect("upsert");
+    assert_eq!(conv.id, "slack:C042-1700000000.0001");
+    assert_eq!(conv.platform, "slack");
+    assert_eq!(conv.thread, "C042-1700000000.0001");
+    assert_eq!((conv.resume_id.as_ref(), conv.cwd.as_ref()), (None, None));
+    assert_eq!((conv.created_at, conv.updated_at), (at(0), at(0)));
+    // Upserting again returns the same row and changes nothing.
+    assert_eq!(
+        store
+            .upsert_conversation("slack", "C042-1700000000.0001", at(50))
+            .await
+            .expect("upsert again"),
+        conv
+    );
+    let quiet = store
+        .upsert_conversation("telegram", "991", at(1))
+        .await
+        .expect("upsert");
+
+    assert_eq!(store.next_chat_message(&conv.id).await.expect("next"), None);
+    let first = store
+        .enqueue_chat_message(&conv.id, "m1", "U1", "please fix the build", at(10))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    assert_eq!(first.status, MessageStatus::Queued);
+    assert_eq!(
+        (
+            first.conversation_id.as_str(),
+            first.platform_message_id.as_str()
+        ),
+        (conv.id.as_str(), "m1")
+    );
+    assert_eq!(
+        (first.author.as_str(), first.body.as_str()),
+        ("U1", "please fix the build")
+    );
+    assert_eq!(first.received_at, at(10));
+    let second = store
+        .enqueue_chat_message(&conv.id, "m2", "U2", "and add a test", at(11))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    assert!(second.id > first.id);
+    // A redelivery is not stored twice, even with another body.
+    assert_eq!(
+        store
+            .enqueue_chat_message(&conv.id, "m1", "U1", "changed", at(12))
+            .await
+            .expect("redelivery"),
+        None
+    );
+    // The same platform id in another conversation is another message.
+    assert!(store
+        .enqueue_chat_message(&quiet.id, "m1", "U3", "hi", at(12))
+        .await
+        .expect("enqueue")
+        .is_some());
+
+    assert_eq!(
+        store.next_chat_message(&conv.id).await.expect("next"),
+        Some(first.clone())
+    );
+    store
+        .set_chat_message_status(first.id, MessageStatus::Done)
+        .await
+        .expect("done");
+    assert_eq!(
+        store.next_chat_message(&conv.id).await.expect("next"),
+        Some(second.clone())
+    );
+    store
+        .set_chat_message_status(second.id, MessageStatus::Failed)
+        .await
+        .expect("failed");
+    assert_eq!(store.next_chat_message(&conv.id).await.expect("next"), None);
+    assert_eq!(
+        store.conversations_with_pending().await.expect("pending"),
+        [quiet.id.as_str()]
+    );
+
+    store
+        .set_resume_id(&conv.id, Some("claude-session-abc"))
+        .await
+        .expect("set resume id");
+    let listed = store.list_conversations().await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, conv.id, "most recently updated first");
+    assert_eq!(listed[0].resume_id.as_deref(), Some("claude-session-abc"));
+    store.set_resume_id(&conv.id, None).await.expect("clear");
+    let listed = store.list_conversations().await.expect("list");
+    assert_eq!(listed[0].resume_id, None);
+}
+
+async fn a_running_chat_message_is_served_again_after_a_crash(store: SharedStore) {
+    let conv = store
+        .upsert_conversation("discord", "chan-7", at(0))
+        .await
+        .expect("upsert");
+    let first = store
+        .enqueue_chat_message(&conv.id, "1", "U1", "one", at(1))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    store
+        .enqueue_chat_message(&conv.id, "2", "U1", "two", at(2))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    store
+        .set_chat_message_status(first.id, MessageStatus::Running)
+        .await
+        .expect("running");
+
+    // What a restarted bridge sees: the conversation is pending and the running message
+    // comes first, to be resumed.
+    assert_eq!(
+        store.conversations_with_pending().await.expect("pending"),
+        [conv.id.as_str()]
+    );
+    let next = store
+        .next_chat_message(&conv.id)
+        .await
+        .expect("next")
+        .expect("a message");
+    assert_eq!((next.id, next.status), (first.id, MessageStatus::Running));
+}
+
+async fn chat_calls_on_unknown_rows_are_not_found(store: SharedStore) {
+    assert_not_found(
+        store.set_resume_id("slack:nope", Some("x")).await,
+        "conversation slack:nope",
+    );
+    assert_not_found(
+        store
+            .set_chat_message_status(987_654, MessageStatus::Done)
+            .await,
+        "chat message 987654",
+    );
+    assert_not_found(
+        store
+            .enqueue_chat_message("slack:nope", "m1", "U1", "hi", at(0))
+            .await,
+        "conversation slack:nope",
+    );
+}
+
+async fn the_outbox_dedupes_and_serves_due_notifications_oldest_first(store: SharedStore) {
+    // Created out of order; `late` is not due yet.
+    let b = notification(
+        "00000000-0000-0000-0000-00000000000b",
+        "demo-1:ci.failing:0",
+        5,
+        5,
+    );
+    let a = notification(
+        "00000000-0000-0000-0000-00000000000a",
+        "demo-2:ci.failing:0",
+        1,
+        9,
+    );
+    let c = notification(
+        "00000000-0000-0000-0000-00000000000c",
+        "demo-3:ci.failing:0",
+        5,
+        6,
+    );
+    let late = notification(
+        "00000000-0000-0000-0000-00000000000d",
+        "demo-4:ci.failing:0",
+        0,
+        60,
+    );
+    for n in [&b, &a, &c, &late] {
+        assert!(store.enqueue_notification(n).await.expect("enqueue"));
+    }
+    let mut dup = notification("00000000-0000-0000-0000-0000000000ff", &b.dedupe_key, 7, 7);
+    dup.message = "same event again".into();
+    assert!(!store.enqueue_notification(&dup).await.expect("duplicate"));
+
+    assert_eq!(
+        store.due_notifications(at(10), 10).await.expect("due"),
+        vec![a.clone(), b.clone(), c.clone()]
+    );
+    assert_eq!(
+        store.due_notifications(at(10), 2).await.expect("due"),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(
+        store.due_notifications(at(5), 10).await.expect("due"),
+        vec![b.clone()]
+    );
+
+    // A failed attempt is retried later; a delivered one is never due again.
+    store
+        .update_notification(
+            &a.id,
+            NotificationStatus::Pending,
+            1,
+            at(30),
+            Some("HTTP 502"),
+        )
+        .await
+        .expect("retry later");
+    store
+        .update_notification(&b.id, NotificationStatus::Delivered, 1, at(5), None)
+        .await
+        .expect("delivered");
+    assert_eq!(
+        store.due_notifications(at(10), 10).await.expect("due"),
+        vec![c.clone()]
+    );
+    let retried = store.due_notifications(at(30), 10).await.expect("due");
+    assert_eq!(ids_of(&retried), [a.id.as_str(), c.id.as_str()]);
+    assert_eq!(retried[0].attempts, 1);
+    assert_eq!(retried[0].next_attempt_at, at(30));
+    assert_eq!(retried[0].last_error.as_deref(), Some("HTTP 502"));
+    store
+        .update_notification(&c.id, NotificationStatus::Failed, 5, at(6), Some("gave up"))
+        .await
+        .expect("failed");
+    assert_eq!(
+        ids_of(&store.due_notifications(at(100), 10).await.expect("due")),
+        [late.id.as_str(), a.id.as_str()]
+    );
+
+    assert_not_found(
+        store
+            .update_notification("missing", NotificationStatus::Delivered, 1, at(0), None)
+            .await,
+        "notification missing",
+    );
+}
+
+fn ids_of(notifications: &[NotificationRecord]) -> Vec<&str> {
+    notifications.iter().map(|n| n.id.as_str()).collect()
+}
+
+async fn a_notification_reusing_an_id_is_a_conflict(store: SharedStore) {
+    let n = notification("00000000-0000-0000-0000-000000000001", "k1", 0, 0);
+    assert!(store.enqueue_notification(&n).await.expect("enqueue"));
+    let clash = notification(&n.id, "k2", 1, 1);
+    match store.enqueue_notification(&clash).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+// ---- backend-specific ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_sqlite_file_still_has_everything() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    // The parent directories do not exist yet: open creates them.
+    let path = dir.path().join("state").join("nested").join("flotilla.db");
+    let url = format!("sqlite://{}", path.display());
+
+    let (snapshot, conv_id, last_event) = {
+        let store = open(&url).await.expect("open");
+        let session = create(&store, "demo", 0).await;
+        let mut commit = bare_commit(&session, SessionState::Working, 5);
+        commit
+            .snapshot
+            .trackers
+            .insert("ci-failed".into(), tracker("ci-failed", 1, false));
+        commit
+            .snapshot
+            .timers
+            .insert("idle_check".into(), timer("idle_check", 60));
+        let event = store.commit_transition(&commit).await.expect("commit");
+        let conv = store
+            .upsert_conversation("slack", "T1", at(0))
+            .await
+            .expect("conversation");
+        store
+            .enqueue_chat_message(&conv.id, "m1", "U1", "hi", at(1))
+            .await
+            .expect("enqueue");
+        store
+            .enqueue_notification(&notification("n-1", "k-1", 0, 0))
+            .await
+            .expect("notify");
+        (commit.snapshot, conv.id, event)
+    };
+    assert!(path.exists());
+
+    let store = open(&url).await.expect("reopen");
+    assert_eq!(
+        store
+            .load_snapshot(&snapshot.session.id)
+            .await
+            .expect("load"),
+        snapshot
+    );
+    assert_eq!(store.last_event_id().await.expect("last id"), last_event.id);
+    assert_eq!(store.events_after(0, 10).await.expect("events").len(), 2);
+    assert_eq!(
+        store.conversations_with_pending().await.expect("pending"),
+        [conv_id]
+    );
+    assert_eq!(
+        store.due_notifications(at(0), 10).await.expect("due").len(),
+        1
+    );
+    // The counter survived too: the next id is not reused.
+    assert_eq!(create(&store, "demo", 9).await.id.0, "demo-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_sqlite_store_works_and_handles_concurrent_creates() {
+    let store = open("sqlite::memory:").await.expect("open in memory");
+    store.ping().await.expect("ping");
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create_session(&new_session("mem", i)).await })
+        })
+        .collect();
+    for task in futures::future::join_all(tasks).await {
+        task.expect("task").expect("create");
+    }
+    let listed = store
+        .list_sessions(&SessionFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_sqlite_row_is_reported_not_panicked_on() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("flotilla.db").display());
+    let store = open(&url).await.expect("open");
+    let session = create(&store, "demo", 0).await;
+
+    // Hand-edit the database behind the store's back.
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("UPDATE sessions SET state = 'exploded' WHERE id = $1")
+        .bind(session.id.as_str())
+        .execute(&mut conn)
+        .await
+        .expect("corrupt the row");
+    conn.close().await.expect("close");
+
+    for result in [
+        store.load_session(&session.id).await.map(drop),
+        store
+            .list_sessions(&SessionFilter::default())
+            .await
+            .map(drop),
+        store.count_by_state().await.map(drop),
+    ] {
+        match result {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("exploded"), "{msg}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+/// The property behind the advisory lock, made deterministic: a transaction that took event
+/// id N and has not committed yet (a slow writer, e.g. another Flotilla process) must not be
+/// overtaken by a later writer's N+1, or a reader resuming "after N+1" would never see N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_slow_event_writer_is_never_overtaken() {
+    with_pg_database(|url| async move {
+        let store = open(&url).await.expect("open postgres store");
+        create(&store, "demo", 0).await;
+        let start = store.last_event_id().await.expect("last id");
+
+        // The slow writer follows the store's protocol by hand and stops before committing.
+        let mut slow = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let mut tx = slow.begin().await.expect("begin");
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(postgres::EVENT_LOG_LOCK)
+            .execute(&mut *tx)
+            .await
+            .expect("lock");
+        let slow_id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (session_id, kind, data, at) \
+             VALUES (NULL, 'fleet.slow', '{}', now()) RETURNING id",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .expect("insert");
+
+        let fast = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .append_event(&NewEvent {
+                        session_id: None,
+                        kind: "fleet.fast".into(),
+                        data: json!({}),
+                        at: at(1),
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            store.events_after(start, 10).await.expect("events"),
+            vec![],
+            "a later event became visible before an earlier one committed"
+        );
+        assert!(
+            !fast.is_finished(),
+            "the fast writer did not wait for the slow one"
+        );
+
+        tx.commit().await.expect("commit");
+        let fast = fast.await.expect("task").expect("append");
+        assert!(fast.id > slow_id);
+        assert_eq!(
+            ids(&store.events_after(start, 10).await.expect("events")),
+            [slow_id, fast.id]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn opening_a_mysql_url_is_unsupported() {
+    match open("mysql://x").await {
+        Err(StoreError::UnsupportedUrl(scheme)) => assert_eq!(scheme, "mysql"),
+        Err(other) => panic!("expected UnsupportedUrl, got {other:?}"),
+        Ok(_) => panic!("expected UnsupportedUrl, got a store"),
+    }
+}
+
+#[test]
+fn redact_url_hides_the_password() {
+    let redacted = redact_url("postgres://flotilla:s3cr3t@db.internal:5432/flotilla");
+    assert_eq!(
+        redacted,
+        "postgres://flotilla:***@db.internal:5432/flotilla"
+    );
+    assert!(!redacted.contains("s3cr3t"));
+    // Nothing to hide: unchanged.
+    assert_eq!(
+        redact_url("postgres://flotilla@127.0.0.1:55432/postgres"),
+        "postgres://flotilla@127.0.0.1:55432/postgres"
+    );
+    assert_eq!(
+        redact_url("sqlite://data/flotilla.db"),
+        "sqlite://data/flotilla.db"
+    );
+}
+
+#[test]
+fn the_test_database_url_keeps_host_and_options() {
+    assert_eq!(
+        with_database("postgres://flotilla@127.0.0.1:55432/postgres", "t1"),
+        "postgres://flotilla@127.0.0.1:55432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/postgres?sslmode=disable", "t2"),
+        "postgres://u:p@h/t2?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://h:5432", "t3"),
+        "postgres://h:5432/t3"
+    );
+}

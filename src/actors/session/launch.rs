@@ -54,10 +54,14 @@ pub async fn start(fleet: Arc<Fleet>, s: SessionRecord, resume: bool) -> EventKi
     }
 }
 
-async fn try_start(fleet: &Fleet, s: &SessionRecord, resume: bool) -> Result<EventKind, PluginError> {
-    let project = fleet
-        .project(&s.project)
-        .ok_or_else(|| PluginError::Invalid(format!("project {} is no longer configured", s.project)))?;
+async fn try_start(
+    fleet: &Fleet,
+    s: &SessionRecord,
+    resume: bool,
+) -> Result<EventKind, PluginError> {
+    let project = fleet.project(&s.project).ok_or_else(|| {
+        PluginError::Invalid(format!("project {} is no longer configured", s.project))
+    })?;
     let runtime = fleet.plugins.runtime(&s.runtime)?;
     let workspace = fleet.plugins.workspace(&s.workspace_kind)?;
     let agent = fleet.plugins.agent(&s.agent)?;
@@ -104,7 +108,11 @@ async fn try_start(fleet: &Fleet, s: &SessionRecord, resume: bool) -> Result<Eve
         if let Some(dir) = prompt_file.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        tokio::fs::write(&prompt_file, build_prompt(project.rules.as_deref(), &with_branch)).await
+        tokio::fs::write(
+            &prompt_file,
+            build_prompt(project.rules.as_deref(), &with_branch),
+        )
+        .await
     };
     if let Err(e) = write.await {
         return Err(cleanup(e.into()).await);

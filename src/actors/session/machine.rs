@@ -237,13 +237,20 @@ impl Step {
 
 /// Applies one event to a session. See the module docs.
 pub fn step(snapshot: &SessionSnapshot, event: &Event, policy: &Policy) -> Step {
+    let at = micros(event.at);
     let mut m = Machine {
         s: snapshot.clone(),
         effects: Vec::new(),
-        at: event.at,
+        at,
         policy,
     };
-    let outcome = m.apply(&event.kind);
+    let kind = match &event.kind {
+        EventKind::AgentIdle { since } => EventKind::AgentIdle {
+            since: micros(*since),
+        },
+        k => k.clone(),
+    };
+    let outcome = m.apply(&kind);
     let outcome = match outcome {
         Outcome::Applied if m.s == *snapshot && m.effects.is_empty() => {
             Outcome::Noop("nothing changed".into())
@@ -251,13 +258,20 @@ pub fn step(snapshot: &SessionSnapshot, event: &Event, policy: &Policy) -> Step 
         o => o,
     };
     if outcome == Outcome::Applied {
-        m.s.session.updated_at = event.at;
+        m.s.session.updated_at = at;
     }
     Step {
         snapshot: m.s,
         effects: m.effects,
         outcome,
     }
+}
+
+/// Time as the store keeps it (microseconds), so what the actor holds after a step is exactly
+/// what a reload from the store gives back.
+pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
 }
 
 struct Machine<'p> {
@@ -501,7 +515,9 @@ impl Machine<'_> {
                 self.react(
                     "changes-requested",
                     Some(fingerprint),
-                    &format!("A reviewer requested changes. Address each comment and push.\n\n{summary}"),
+                    &format!(
+                        "A reviewer requested changes. Address each comment and push.\n\n{summary}"
+                    ),
                 );
                 Outcome::Applied
             }
@@ -557,9 +573,7 @@ impl Machine<'_> {
                 }
                 self.s.session.pr = None;
                 self.s.trackers.clear();
-                self.s
-                    .timers
-                    .retain(|k, _| !k.starts_with(TIMER_ESCALATE));
+                self.s.timers.retain(|k, _| !k.starts_with(TIMER_ESCALATE));
                 self.set_state(S::Working, Some("pr_closed_waiting_decision"));
                 self.arm(TIMER_STUCK, self.at + self.policy.stuck_threshold());
                 self.react(
@@ -571,10 +585,7 @@ impl Machine<'_> {
             }
             EventKind::KillRequested { reason } => {
                 if st.is_terminal() {
-                    return Outcome::Noop(format!(
-                        "session {} is already {st}",
-                        self.s.session.id
-                    ));
+                    return Outcome::Noop(format!("session {} is already {st}", self.s.session.id));
                 }
                 self.end(S::Killed, reason);
                 Outcome::Applied
@@ -594,6 +605,8 @@ impl Machine<'_> {
                     self.s.session.pr = None;
                 }
                 self.set_state(S::Spawning, Some("restored"));
+                // The old runtime is gone (or being destroyed); a new one is started.
+                self.s.session.runtime_handle = None;
                 self.s.session.activity = Activity::Unknown;
                 self.s.session.activity_at = None;
                 self.s.timers.clear();
@@ -642,10 +655,8 @@ impl Machine<'_> {
                     // Stuck needs positive evidence: a timestamped quiet period. `Unknown`
                     // activity never makes a session stuck (reference §5).
                     let since = self.s.session.activity_at.unwrap_or(self.at);
-                    let quiet = matches!(
-                        self.s.session.activity,
-                        Activity::Idle | Activity::Active
-                    );
+                    let quiet =
+                        matches!(self.s.session.activity, Activity::Idle | Activity::Active);
                     if quiet && since + self.policy.stuck_threshold() <= self.at {
                         self.disarm(TIMER_IDLE);
                         self.set_state(S::Stuck, Some("idle_past_threshold"));
@@ -655,7 +666,10 @@ impl Machine<'_> {
                             "The agent has been idle past the stuck threshold.",
                         );
                     } else {
-                        self.arm(TIMER_STUCK, self.at.max(since) + self.policy.stuck_threshold());
+                        self.arm(
+                            TIMER_STUCK,
+                            self.at.max(since) + self.policy.stuck_threshold(),
+                        );
                     }
                 }
             }

@@ -30,7 +30,9 @@ use self::policy::Policy;
 use crate::actors::fleet::Fleet;
 use crate::actors::supervisor::messages::SessionEnded;
 use crate::plugins::PluginError;
-use crate::store::{NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit};
+use crate::store::{
+    NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit,
+};
 use crate::telemetry::METRICS;
 
 /// Output younger than this counts as "active" when a stuck timer probes the runtime.
@@ -151,10 +153,8 @@ impl SessionActor {
             return;
         };
         let fut = async move {
-            let code = match runtime.is_alive(&handle).await {
-                Ok(true) => runtime.wait_exit(&handle).await.unwrap_or(None),
-                _ => None,
-            };
+            // wait_exit answers at once (with the status when it is ours) if already gone.
+            let code = runtime.wait_exit(&handle).await.unwrap_or(None);
             (handle, code)
         }
         .into_actor(self)
@@ -240,7 +240,7 @@ impl SessionActor {
             return Box::pin(fut::ready(Err(SessionError::NotLoaded)));
         };
         let event = Event {
-            at: Utc::now(),
+            at: machine::micros(Utc::now()),
             kind,
         };
         let step = machine::step(&snap, &event, &self.policy);
@@ -403,7 +403,10 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
             None
         }
         Effect::Merge { method } => {
-            tracing::warn!(?method, "auto-merge requested but no SCM plugin is configured");
+            tracing::warn!(
+                ?method,
+                "auto-merge requested but no SCM plugin is configured"
+            );
             None
         }
         Effect::Log { message } => {
@@ -523,7 +526,10 @@ impl Handler<Reconcile> for SessionActor {
             .into_actor(self)
             .map(|(alive, h), _act, ctx| {
                 if let Ok(false) = alive {
-                    ctx.notify(RuntimeEnded { handle: h, code: None });
+                    ctx.notify(RuntimeEnded {
+                        handle: h,
+                        code: None,
+                    });
                 }
             });
         ctx.spawn(fut);
@@ -538,7 +544,11 @@ impl Handler<SendMessage> for SessionActor {
         };
         let st = s.session.state;
         let handle = match (&s.session.runtime_handle, st) {
-            (Some(h), st) if !st.is_terminal() && s.session.activity != crate::store::Activity::Exited => h.clone(),
+            (Some(h), st)
+                if !st.is_terminal() && s.session.activity != crate::store::Activity::Exited =>
+            {
+                h.clone()
+            }
             _ => {
                 return Box::pin(fut::ready(Err(SessionError::Rejected(format!(
                     "session {} has no running agent (state {st}); restore it first",

@@ -158,7 +158,10 @@ impl FleetSupervisor {
         if let Some(b) = &r.branch {
             check_branch_name(b).map_err(|e| invalid("branch", e.to_string()))?;
         }
-        if r.prompt.as_ref().is_some_and(|p| p.len() > MAX_PROMPT_BYTES) {
+        if r.prompt
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PROMPT_BYTES)
+        {
             return Err(invalid(
                 "prompt",
                 format!("longer than {MAX_PROMPT_BYTES} bytes"),
@@ -187,8 +190,6 @@ impl Actor for FleetSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Big fleets restore many actors at once; let the mailbox hold the burst.
-        ctx.set_mailbox_capacity(usize::MAX);
         let store = self.fleet.store.clone();
         ctx.wait(
             async move {
@@ -310,7 +311,7 @@ impl Handler<KillSession> for FleetSupervisor {
             async move {
                 let snap = store.load_snapshot(&msg.id).await?;
                 let ev = Event {
-                    at: Utc::now(),
+                    at: machine::micros(Utc::now()),
                     kind: EventKind::KillRequested {
                         reason: "manually_killed".into(),
                     },
@@ -353,7 +354,7 @@ impl Handler<RestoreSession> for FleetSupervisor {
                     .map(|p| p.policy.clone())
                     .unwrap_or_else(|| Arc::new(Policy::defaults()));
                 let ev = Event {
-                    at: Utc::now(),
+                    at: machine::micros(Utc::now()),
                     kind: EventKind::RestoreRequested,
                 };
                 let step = machine::step(&snap, &ev, &policy);
@@ -386,7 +387,11 @@ impl Handler<RestoreSession> for FleetSupervisor {
                 let rep = res?;
                 // The new actor sees `spawning` with an armed spawn deadline and starts the
                 // runtime (resuming the agent).
-                act.start_actor(rep.session.session.id.clone(), &rep.session.session.project, ctx);
+                act.start_actor(
+                    rep.session.session.id.clone(),
+                    &rep.session.session.project,
+                    ctx,
+                );
                 Ok(rep)
             }),
         ))
@@ -467,7 +472,10 @@ impl Handler<GetOutput> for FleetSupervisor {
                 let Some(h) = s.runtime_handle else {
                     return Ok(String::new());
                 };
-                let rt = fleet.plugins.runtime(&s.runtime).map_err(FleetError::Plugin)?;
+                let rt = fleet
+                    .plugins
+                    .runtime(&s.runtime)
+                    .map_err(FleetError::Plugin)?;
                 match rt.output(&h, msg.lines).await {
                     Ok(o) => Ok(o),
                     Err(PluginError::NotFound(_)) => Ok(String::new()),
@@ -500,7 +508,9 @@ impl Handler<CheckReady> for FleetSupervisor {
     type Result = Reply<()>;
     fn handle(&mut self, _msg: CheckReady, _ctx: &mut Self::Context) -> Self::Result {
         if !self.ready.load(Ordering::SeqCst) {
-            return ready(Err(FleetError::NotReady("sessions not restored yet".into())));
+            return ready(Err(FleetError::NotReady(
+                "sessions not restored yet".into(),
+            )));
         }
         let store = self.fleet.store.clone();
         Box::pin(

@@ -10,7 +10,9 @@ use crate::actors::session::policy::{Policy, ReactionAction};
 use crate::store::{Activity, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot};
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn pr(n: i64) -> PrRef {
@@ -164,21 +166,66 @@ fn samples() -> Vec<(&'static str, EventKind)> {
 /// er errored, kd killed, dn done, tm terminated.
 const TABLE: &[(&str, &str)] = &[
     //              spawn started fail act idle wait ex0 ex1 van pr  ci  cip rvp chg apr mrd cfl mrg cls kill rest tsp tst tid tmg tesc gave
-    ("spawning",          "= wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er"),
-    ("working",           "= = = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er"),
-    ("pr_open",           "= = = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er"),
-    ("ci_failed",         "= = = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er"),
-    ("review_pending",    "= = = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er"),
-    ("changes_requested", "= = = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er"),
-    ("approved",          "= = = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er"),
-    ("mergeable",         "= = = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er"),
-    ("merged",            "= = = = = = = = = = = = = = = = = = = kd ! = = = tm = er"),
-    ("needs_input",       "= = = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er"),
-    ("stuck",             "= = = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er"),
-    ("errored",           "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
-    ("killed",            "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
-    ("done",              "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
-    ("terminated",        "= = = = = = = = = = = = = = = = = = = = sp = = = = = ="),
+    (
+        "spawning",
+        "= wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er",
+    ),
+    (
+        "working",
+        "= = = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er",
+    ),
+    (
+        "pr_open",
+        "= = = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er",
+    ),
+    (
+        "ci_failed",
+        "= = = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er",
+    ),
+    (
+        "review_pending",
+        "= = = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er",
+    ),
+    (
+        "changes_requested",
+        "= = = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er",
+    ),
+    (
+        "approved",
+        "= = = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er",
+    ),
+    (
+        "mergeable",
+        "= = = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er",
+    ),
+    (
+        "merged",
+        "= = = = = = = = = = = = = = = = = = = kd ! = = = tm = er",
+    ),
+    (
+        "needs_input",
+        "= = = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er",
+    ),
+    (
+        "stuck",
+        "= = = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er",
+    ),
+    (
+        "errored",
+        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
+    ),
+    (
+        "killed",
+        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
+    ),
+    (
+        "done",
+        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
+    ),
+    (
+        "terminated",
+        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
+    ),
 ];
 
 fn abbrev(s: &str) -> Option<SessionState> {
@@ -285,7 +332,15 @@ fn sends(effects: &[Effect]) -> usize {
 fn escalations(effects: &[Effect]) -> usize {
     effects
         .iter()
-        .filter(|e| matches!(e, Effect::Notify { escalation: true, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Notify {
+                    escalation: true,
+                    ..
+                }
+            )
+        })
         .count()
 }
 
@@ -341,7 +396,10 @@ fn same_failure_set_is_sent_once() {
     };
     let first = step(&fresh(SessionState::ReviewPending), &ev(0), &p);
     assert_eq!(sends(&first.effects), 1);
-    assert!(first.snapshot.timers.contains_key("escalate:changes-requested"));
+    assert!(first
+        .snapshot
+        .timers
+        .contains_key("escalate:changes-requested"));
     let again = step(&first.snapshot, &ev(1), &p);
     assert_eq!(sends(&again.effects), 0);
     assert!(matches!(again.outcome, Outcome::Noop(_)));
@@ -386,7 +444,10 @@ fn duration_escalation_fires_from_its_timer_once() {
         &p,
     );
     assert_eq!(escalations(&due.effects), 1);
-    assert!(!due.snapshot.timers.contains_key("escalate:changes-requested"));
+    assert!(!due
+        .snapshot
+        .timers
+        .contains_key("escalate:changes-requested"));
 }
 
 #[test]
@@ -558,7 +619,10 @@ fn kill_is_idempotent_and_says_so() {
     };
     let once = step(&fresh(SessionState::Working), &ev, &p);
     assert_eq!(once.effects, vec![Effect::DestroyRuntime]);
-    assert_eq!(once.snapshot.session.reason.as_deref(), Some("manually_killed"));
+    assert_eq!(
+        once.snapshot.session.reason.as_deref(),
+        Some("manually_killed")
+    );
     let twice = step(&once.snapshot, &ev, &p);
     match twice.outcome {
         Outcome::Noop(why) => assert!(why.contains("already killed"), "{why}"),

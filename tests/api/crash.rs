@@ -1,0 +1,200 @@
+//! Crash test: `kill -9` the real server while sessions run and timers are armed, start it
+//! again, and find everything back: sessions, events (ids continuing), trackers, timer
+//! deadlines; the agents are re-adopted; an SSE client resuming with `Last-Event-ID` misses
+//! nothing and sees nothing twice.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::events::{ids, Sse};
+use crate::helpers::*;
+use crate::server::*;
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_state(base: &str, id: &str, state: &str) -> Value {
+    eventually(30, &format!("{id} {state}"), || async {
+        let v = get(base, &format!("/api/v1/sessions/{id}")).await;
+        (v["state"] == state).then_some(v)
+    })
+    .await
+}
+
+/// What must survive: state, reason, trackers and timers of every session.
+fn durable(v: &Value) -> Value {
+    json!({
+        "id": v["id"], "state": v["state"], "reason": v["reason"], "branch": v["branch"],
+        "workspace": v["workspace"], "trackers": v["trackers"], "timers": v["timers"],
+    })
+}
+
+#[actix_web::test]
+async fn kill_dash_nine_and_restart_loses_nothing() {
+    if !require_tool("git") {
+        return;
+    }
+    // A long stuck threshold: working sessions hold an armed timer with a known deadline.
+    let s = Scratch::new("reactions:\n  agent-stuck: { threshold: 2h }\n");
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let base = server.address.clone();
+
+    let mut working = Vec::new();
+    for _ in 0..3 {
+        let (st, v) = post(
+            &base,
+            "/api/v1/sessions",
+            json!({"project": "demo", "prompt": "work"}),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        working.push(v["id"].as_str().expect("id").to_string());
+    }
+    let (_, v) = post(
+        &base,
+        "/api/v1/sessions",
+        json!({"project": "demo", "agent": "failing"}),
+    )
+    .await;
+    let failed = v["id"].as_str().expect("id").to_string();
+    for id in &working {
+        wait_state(&base, id, "working").await;
+    }
+    let f = wait_state(&base, &failed, "errored").await;
+    assert_eq!(f["trackers"][0]["reaction"], "agent-exited");
+
+    // An SSE client reads everything so far.
+    let mut sse = Sse::open(&base, None).await;
+    let (_, last_before) = {
+        let mut n = 0;
+        for id in working.iter().chain([&failed]) {
+            let ev = get(&base, &format!("/api/v1/sessions/{id}/events")).await;
+            n += ev["events"].as_array().map(Vec::len).unwrap_or(0);
+        }
+        ((), n)
+    };
+    let seen_before = sse.read_until(|e| e.len() >= last_before).await;
+    let last_seen = *ids(&seen_before).last().expect("some events");
+
+    let mut before = Vec::new();
+    for id in working.iter().chain([&failed]) {
+        before.push(durable(
+            &get(&base, &format!("/api/v1/sessions/{id}")).await,
+        ));
+    }
+    for b in &before[..3] {
+        let timers = b["timers"].as_array().expect("timers");
+        assert!(
+            timers.iter().any(|t| t["kind"] == "stuck_check"),
+            "armed: {b}"
+        );
+    }
+    let pids: Vec<i32> = working.iter().map(|id| agent_pid(&s.home, id)).collect();
+
+    server.kill9();
+    drop(sse);
+    for p in &pids {
+        assert!(alive(*p), "agents outlive the server");
+    }
+
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let base = server.address.clone();
+    let mut after = Vec::new();
+    for id in working.iter().chain([&failed]) {
+        after.push(durable(
+            &get(&base, &format!("/api/v1/sessions/{id}")).await,
+        ));
+    }
+    assert_eq!(
+        before, after,
+        "sessions, trackers and timer deadlines are back"
+    );
+
+    // Resume the stream where the client left off, then make new events.
+    let mut resumed = Sse::open(&base, Some(last_seen)).await;
+    let (st, v) = post(
+        &base,
+        &format!("/api/v1/sessions/{}/send", working[0]),
+        json!({"message": "still there?"}),
+    )
+    .await;
+    assert_eq!(st, 200, "the adopted agent takes messages: {v}");
+    let (st, _) = post(
+        &base,
+        &format!("/api/v1/sessions/{}/kill", working[1]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    eventually(30, "killed agent gone", || async {
+        (!alive(pids[1])).then_some(())
+    })
+    .await;
+    let (_, v) = post(
+        &base,
+        "/api/v1/sessions",
+        json!({"project": "demo", "agent": "quick"}),
+    )
+    .await;
+    let newest = v["id"].as_str().expect("id").to_string();
+    assert_eq!(newest, "demo-5", "ids continue");
+    wait_state(&base, &newest, "done").await;
+
+    // The adopted agent's exit is still observed (pidfd), without the server being its parent.
+    // SAFETY: signal to a process group this test's server started.
+    unsafe {
+        libc::killpg(pids[2], libc::SIGKILL);
+    }
+    let lost = wait_state(&base, &working[2], "killed").await;
+    assert_eq!(lost["reason"], "runtime_lost");
+
+    let mut full = Sse::open(&base, None).await;
+    let everything = full
+        .read_until(|e| {
+            e.iter()
+                .any(|x| x["kind"] == "agent.exited" && x["session_id"] == working[2].as_str())
+        })
+        .await;
+    let all_ids = ids(&everything);
+    assert!(
+        all_ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gaps: {all_ids:?}"
+    );
+    let after_resume = resumed
+        .read_until(|e| {
+            e.iter()
+                .any(|x| x["kind"] == "agent.exited" && x["session_id"] == working[2].as_str())
+        })
+        .await;
+    let mut union: Vec<i64> = ids(&seen_before);
+    union.extend(ids(&after_resume));
+    let set: BTreeSet<i64> = union.iter().copied().collect();
+    assert_eq!(set.len(), union.len(), "nothing seen twice");
+    assert_eq!(
+        union, all_ids,
+        "nothing missed: the two connections together saw every event in order"
+    );
+    assert!(ids(&after_resume)[0] > last_seen);
+    assert!(ids(&after_resume).iter().all(|i| *i > last_seen));
+}

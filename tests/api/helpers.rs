@@ -1,0 +1,339 @@
+//! Test harness: a real `Application` on port 0 with its own `$FLOTILLA_HOME`, a real git
+//! repository, and SQLite (or a fresh PostgreSQL database when asked). No sleeps: helpers wait
+//! for conditions with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use flotilla::app::Application;
+use flotilla::config::{load_with, LoadOptions};
+use flotilla::store::SharedStore;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The API token every test app uses.
+pub const TOKEN: &str = "test-token-0123456789";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        flotilla::telemetry::init_tracing(flotilla::telemetry::LogFormat::Text, "debug");
+    }
+});
+
+/// Fails loudly under CI when a tool is missing; skips (returns false) on a laptop.
+pub fn require_tool(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required under CI=true but is not installed");
+        }
+        eprintln!("skipping: {tool} is not installed");
+    }
+    ok
+}
+
+/// Runs git in `dir`, panicking with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh repository with one commit on `main`.
+pub fn make_repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "hello\n").expect("write");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "init"]);
+    repo
+}
+
+/// The agent most tests use: prints its prompt, then echoes each stdin line.
+pub const ECHO_AGENT: &str = r#"["sh", "-c", "cat \"$FLOTILLA_PROMPT_FILE\"; echo READY; while read -r line; do echo \"got: $line\"; done"]"#;
+
+/// Which database a test app uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backend {
+    /// A SQLite file in the app's home.
+    Sqlite,
+    /// A fresh database on `FLOTILLA_TEST_PG_URL`.
+    Postgres,
+}
+
+/// Creates a fresh PostgreSQL database and returns its URL, or `None` (skip) on a laptop
+/// without `FLOTILLA_TEST_PG_URL`. Under `CI=true` its absence fails the test.
+pub async fn fresh_pg_url() -> Option<String> {
+    let Ok(admin) = std::env::var("FLOTILLA_TEST_PG_URL") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("FLOTILLA_TEST_PG_URL must be set under CI=true");
+        }
+        eprintln!("skipping PostgreSQL: FLOTILLA_TEST_PG_URL is not set");
+        return None;
+    };
+    use sqlx::Connection;
+    let name = format!("flotilla_api_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::PgConnection::connect(&admin).await.expect("pg admin");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .expect("create db");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Some(format!("{base}/{name}"))
+}
+
+/// Writes a config file for a test home.
+pub fn write_config(dir: &Path, repo: &Path, db_url: &str, agent: &str, extra: &str) -> PathBuf {
+    let yaml = format!(
+        r#"server: {{ bind: 127.0.0.1, port: 0, token: "{TOKEN}", max_body_bytes: 65536 }}
+database: {{ url: "{db_url}" }}
+log: {{ level: warn }}
+lifecycle: {{ reconcile_interval: 1h }}
+agents:
+  scripted: {{ kind: command, command: {agent} }}
+  failing: {{ kind: command, command: ["sh", "-c", "echo failing; exit 3"] }}
+  quick: {{ kind: command, command: ["true"] }}
+projects:
+  demo:
+    repo: {repo}
+    default_branch: main
+    session_prefix: demo
+    agent: scripted
+    runtime: process
+    workspace: worktree
+{extra}
+"#,
+        repo = repo.display()
+    );
+    let path = dir.join("flotilla.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// A running app.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The app's store.
+    pub store: SharedStore,
+    /// The repo.
+    pub repo: PathBuf,
+    /// `$FLOTILLA_HOME`.
+    pub home: PathBuf,
+    /// Stops the server.
+    pub _handle: actix_web::dev::ServerHandle,
+    /// Owns the temp dir (dropped last).
+    pub _dir: TempDir,
+}
+
+/// Starts an app on SQLite with the echo agent.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Backend::Sqlite, ECHO_AGENT, "")
+        .await
+        .expect("sqlite app")
+}
+
+/// Starts an app; `None` when the backend is unavailable here (PostgreSQL on a laptop).
+pub async fn spawn_app_with(backend: Backend, agent: &str, extra: &str) -> Option<TestApp> {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let repo = make_repo(dir.path());
+    let db = match backend {
+        Backend::Sqlite => format!("sqlite://{}/flotilla.db", home.display()),
+        Backend::Postgres => fresh_pg_url().await?,
+    };
+    let cfg = write_config(dir.path(), &repo, &db, agent, extra);
+    let settings = load_with(&LoadOptions {
+        config_path: Some(cfg),
+        cwd: dir.path().to_path_buf(),
+        env: Default::default(),
+    })
+    .expect("config loads");
+    settings.validate().expect("config valid");
+    let app = Application::build(settings, home.clone())
+        .await
+        .expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store();
+    let handle = app.spawn();
+    let t = TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        repo,
+        home,
+        _handle: handle,
+        _dir: dir,
+    };
+    t.wait_ready().await;
+    Some(t)
+}
+
+/// Waits until `f` returns `Some`, polling every 20 ms, up to `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// A request builder with the token.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.address, path))
+            .bearer_auth(TOKEN)
+    }
+
+    /// GET as JSON (status, body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("get");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON (status, body).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Spawns a session and returns its id.
+    pub async fn spawn(&self, body: Value) -> String {
+        let (s, v) = self.post("/api/v1/sessions", body).await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    /// Waits for `/readyz`.
+    pub async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.address);
+        let c = self.client.clone();
+        eventually(30, "readyz", || {
+            let c = c.clone();
+            let url = url.clone();
+            async move {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until the session is in `state`; returns its JSON.
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        let path = format!("/api/v1/sessions/{id}");
+        eventually(30, &format!("{id} to be {state}"), || {
+            let path = path.clone();
+            async move {
+                let (_, v) = self.get(&path).await;
+                (v["state"] == state).then_some(v)
+            }
+        })
+        .await
+    }
+
+    /// Waits until the session's output contains `text`.
+    pub async fn wait_output(&self, id: &str, text: &str) -> String {
+        let path = format!("/api/v1/sessions/{id}/output?lines=500");
+        eventually(30, &format!("{id} output to contain {text:?}"), || {
+            let path = path.clone();
+            async move {
+                let (_, v) = self.get(&path).await;
+                let o = v["output"].as_str().unwrap_or("").to_string();
+                o.contains(text).then_some(o)
+            }
+        })
+        .await
+    }
+}
+
+/// Kills every agent process group started under `home` (test clean-up).
+pub fn kill_agents(home: &Path) {
+    let Ok(dirs) = std::fs::read_dir(home.join("runtime")) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        if let Ok(pid) = std::fs::read_to_string(d.path().join("pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: plain signal to a process group we started.
+                unsafe {
+                    libc::killpg(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        kill_agents(&self.home);
+    }
+}
+
+/// Whether process group `pid` still has a live (non-zombie) leader.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let st = s
+                .rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                .unwrap_or("X");
+            st != "Z" && st != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// The pid the process runtime recorded for a session.
+pub fn agent_pid(home: &Path, id: &str) -> i32 {
+    std::fs::read_to_string(home.join("runtime").join(id).join("pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid")
+}

@@ -1,0 +1,11 @@
+//! One integration-test binary (fast to link), one module per area.
+
+mod actors;
+mod bad_input;
+mod cli;
+mod crash;
+mod events;
+mod helpers;
+mod metrics;
+mod server;
+mod sessions;
