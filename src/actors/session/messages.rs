@@ -75,7 +75,8 @@ pub struct RuntimeEnded {
 }
 
 /// Sent by the supervisor on every reconcile tick: a cheap check (no subprocess) that the
-/// runtime is still there, catching anything the event-driven watch missed.
+/// runtime is still there, catching anything the event-driven watch missed. Answers when the
+/// check is done.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Reconcile;

@@ -510,29 +510,32 @@ impl Handler<RuntimeEnded> for SessionActor {
 }
 
 impl Handler<Reconcile> for SessionActor {
-    type Result = ();
-    fn handle(&mut self, _msg: Reconcile, ctx: &mut Self::Context) {
-        let Some(s) = &self.snapshot else { return };
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _msg: Reconcile, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(s) = &self.snapshot else {
+            return Box::pin(fut::ready(()));
+        };
         let (Some(h), Ok(rt)) = (
             s.session.runtime_handle.clone(),
             self.fleet.plugins.runtime(&s.session.runtime),
         ) else {
-            return;
+            return Box::pin(fut::ready(()));
         };
         if s.session.activity == crate::store::Activity::Exited {
-            return;
+            return Box::pin(fut::ready(()));
         }
-        let fut = async move { (rt.is_alive(&h).await, h) }
-            .into_actor(self)
-            .map(|(alive, h), _act, ctx| {
-                if let Ok(false) = alive {
-                    ctx.notify(RuntimeEnded {
-                        handle: h,
-                        code: None,
-                    });
-                }
-            });
-        ctx.spawn(fut);
+        Box::pin(
+            async move { (rt.is_alive(&h).await, h) }
+                .into_actor(self)
+                .map(|(alive, h), _act, ctx| {
+                    if let Ok(false) = alive {
+                        ctx.notify(RuntimeEnded {
+                            handle: h,
+                            code: None,
+                        });
+                    }
+                }),
+        )
     }
 }
 

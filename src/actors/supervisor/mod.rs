@@ -533,12 +533,14 @@ impl Handler<SessionEnded> for FleetSupervisor {
 }
 
 impl Handler<ReconcileAll> for FleetSupervisor {
-    type Result = usize;
-    fn handle(&mut self, _msg: ReconcileAll, _ctx: &mut Self::Context) -> usize {
-        for a in self.sessions.values() {
-            a.do_send(Reconcile);
-        }
-        self.sessions.len()
+    type Result = ResponseFuture<usize>;
+    fn handle(&mut self, _msg: ReconcileAll, _ctx: &mut Self::Context) -> Self::Result {
+        let addrs: Vec<_> = self.sessions.values().cloned().collect();
+        Box::pin(async move {
+            let n = addrs.len();
+            futures::future::join_all(addrs.iter().map(|a| a.send(Reconcile))).await;
+            n
+        })
     }
 }
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
+# git, tmux, a PostgreSQL server, promtool (package prometheus). Safe to run again.
+set -euo pipefail
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=()
+  [ "$(id -u)" = 0 ] || SUDO=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The prometheus package may start a server we do not want; promtool is all we use.
+pkill -x prometheus 2>/dev/null || true
