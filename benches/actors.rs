@@ -105,6 +105,7 @@ fn main() {
                     issue: None,
                     prompt: Some("Implement the feature described in the issue. ".repeat(16)),
                     skip_numbers: vec![],
+fixed_id: None,
                     at: Utc::now(),
                 })
                 .await

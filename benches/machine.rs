@@ -62,6 +62,7 @@ async fn session(store: &SharedStore) -> SessionSnapshot {
             issue: None,
             prompt: Some("Fix the parser. ".repeat(50)),
             skip_numbers: vec![],
+            fixed_id: None,
             at: Utc::now(),
         })
         .await

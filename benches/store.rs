@@ -35,6 +35,7 @@ fn new_session() -> NewSession {
         // A task prompt is typically a paragraph or two.
         prompt: Some("Rewrite the config parser to report line numbers on errors. ".repeat(25)),
         skip_numbers: vec![],
+        fixed_id: None,
         at: Utc::now(),
     }
 }

@@ -127,6 +127,9 @@ pub struct DefaultsSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleSettings {
+    /// First port of the per-session port blocks (`projects.<name>.setup.ports` each).
+    #[serde(default = "default_port_base")]
+    pub port_base: u16,
     /// A session still spawning after this long is errored.
     pub spawn_timeout: HumanDuration,
     /// After a merge, how long an active agent may keep its workspace before cleanup.
@@ -221,6 +224,80 @@ pub struct ProjectSettings {
     /// Partial overrides of the global `reactions:` table, merged field by field.
     #[serde(default, deserialize_with = "null_as_default")]
     pub reactions: BTreeMap<String, ReactionOverride>,
+    /// How a new workspace is prepared before the agent starts.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub setup: WorkspaceSetup,
+    /// Delete a session's local branch when it is killed (the default keeps it).
+    #[serde(default)]
+    pub delete_branch_on_kill: bool,
+    /// Spend limits per session and for the whole project.
+    #[serde(default)]
+    pub budget: Option<BudgetSettings>,
+    /// Agent of the orchestrator session (`flotilla start`); default: the project's agent.
+    #[serde(default)]
+    pub orchestrator_agent: Option<String>,
+}
+
+/// `projects.<name>.setup` — preparing a fresh workspace.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSetup {
+    /// Git-ignored files copied from the repo into each workspace (`.env`, …); relative paths.
+    #[serde(default)]
+    pub copy: Vec<PathBuf>,
+    /// Paths symlinked from the repo into each workspace (e.g. `node_modules`); relative paths.
+    #[serde(default)]
+    pub symlinks: Vec<PathBuf>,
+    /// Commands (argument vectors, no shell) run in the workspace after it is created.
+    #[serde(default)]
+    pub post_create: Vec<Vec<String>>,
+    /// Limit for each `post_create` command.
+    #[serde(default = "default_post_create_timeout")]
+    pub post_create_timeout: HumanDuration,
+    /// Ports reserved per session (`FLOTILLA_PORT_BASE` .. +ports); 0 disables.
+    #[serde(default = "default_ports")]
+    pub ports: u16,
+}
+
+fn default_post_create_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
+}
+
+fn default_ports() -> u16 {
+    10
+}
+
+/// `projects.<name>.budget` — what a session or project may spend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Cost limit per session, in US dollars.
+    #[serde(default)]
+    pub session_usd: Option<f64>,
+    /// Token limit per session (input + output).
+    #[serde(default)]
+    pub session_tokens: Option<u64>,
+    /// Cost limit over all of the project's sessions, in US dollars.
+    #[serde(default)]
+    pub project_usd: Option<f64>,
+    /// What happens when a limit is crossed: `stop` the agent, or `escalate` to a human.
+    #[serde(default)]
+    pub action: BudgetAction,
+}
+
+/// What crossing a budget does.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetAction {
+    /// Kill the session (reason `budget_exceeded`) and tell a human.
+    #[default]
+    Stop,
+    /// Tell a human, keep going.
+    Escalate,
+}
+
+fn default_port_base() -> u16 {
+    20000
 }
 
 fn default_remote() -> String {

@@ -184,6 +184,26 @@ impl Settings {
             if let Some(tracker) = p.tracker {
                 v.check(&format!("{key}.tracker"), self.check_tracker(tracker));
             }
+            check_setup(v, &key, &p.setup);
+            if let Some(b) = &p.budget {
+                for (k, val) in [
+                    ("session_usd", b.session_usd),
+                    ("project_usd", b.project_usd),
+                ] {
+                    if val.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
+                        v.push(format!("{key}.budget.{k}"), "must be a positive number");
+                    }
+                }
+                if b.session_tokens == Some(0) {
+                    v.push(format!("{key}.budget.session_tokens"), "must be positive");
+                }
+            }
+            if let Some(agent) = &p.orchestrator_agent {
+                v.check(
+                    &format!("{key}.orchestrator_agent"),
+                    self.check_agent_name(agent),
+                );
+            }
             for (rkey, o) in &p.reactions {
                 let rk = format!("{key}.reactions.{rkey}");
                 if !REACTION_KEYS.contains(&rkey.as_str()) {
@@ -550,6 +570,37 @@ pub(crate) fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
 /// worktree's file).
 pub fn is_git_repo(path: &Path) -> bool {
     path.join(".git").exists()
+}
+
+/// Workspace setup paths stay inside the repo; commands are non-empty argument vectors.
+fn check_setup(v: &mut Issues, key: &str, s: &crate::config::sections::WorkspaceSetup) {
+    for (field, paths) in [("copy", &s.copy), ("symlinks", &s.symlinks)] {
+        for (i, p) in paths.iter().enumerate() {
+            let bad = p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+            if bad || p.as_os_str().is_empty() {
+                v.push(
+                    format!("{key}.setup.{field}[{i}]"),
+                    "must be a relative path inside the repository (no `..`)",
+                );
+            }
+        }
+    }
+    for (i, argv) in s.post_create.iter().enumerate() {
+        if argv.first().is_none_or(|p| p.trim().is_empty()) {
+            v.push(
+                format!("{key}.setup.post_create[{i}]"),
+                "must be a non-empty argument vector",
+            );
+        }
+    }
+    if s.post_create_timeout.get().is_zero() {
+        v.push(
+            format!("{key}.setup.post_create_timeout"),
+            "must be longer than 0s",
+        );
+    }
 }
 
 #[cfg(test)]

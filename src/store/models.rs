@@ -235,6 +235,14 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     /// Time of the last change.
     pub updated_at: DateTime<Utc>,
+    /// Plugin and lifecycle details that need no column of their own (the agent's resume id,
+    /// token usage, whether this is an orchestrator). A JSON object.
+    #[serde(default = "empty_object")]
+    pub meta: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
 }
 
 /// Input to `Store::create_session`: the id is assigned by the store.
@@ -258,6 +266,9 @@ pub struct NewSession {
     pub prompt: Option<String>,
     /// Numbers that must not be used (e.g. already taken by remote branches).
     pub skip_numbers: Vec<i64>,
+    /// Use exactly this id instead of `{prefix}-{N}` (the orchestrator's `{prefix}-orchestrator`);
+    /// creating it twice is a `Conflict`.
+    pub fixed_id: Option<String>,
     /// Creation time.
     pub at: DateTime<Utc>,
 }

@@ -42,7 +42,7 @@ macro_rules! session_columns {
     () => {
         "id, project, state, reason, agent, runtime, workspace_kind, branch, workspace, \
          pr_number, pr_url, issue, prompt, runtime_handle, activity, activity_at, \
-         restart_count, created_at, updated_at"
+         restart_count, created_at, updated_at, meta"
     };
 }
 macro_rules! event_columns {
@@ -133,6 +133,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
         restart_count: get(row, "restart_count")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
+        meta: get(row, "meta")?,
     })
 }
 
@@ -251,20 +252,28 @@ impl Store for PostgresStore {
     #[tracing::instrument(skip_all, fields(prefix = %new.prefix))]
     async fn create_session(&self, new: &NewSession) -> StoreResult<(SessionRecord, EventRecord)> {
         let mut tx = self.pool.begin().await?;
-        let number = loop {
-            let n: i64 = sqlx::query_scalar(
-                "INSERT INTO session_counters (prefix, last_number) VALUES ($1, 1) \
+        let number = if new.fixed_id.is_some() {
+            // A fixed id (the orchestrator's) is reserved by the primary key alone.
+            0
+        } else {
+            loop {
+                let n: i64 = sqlx::query_scalar(
+                    "INSERT INTO session_counters (prefix, last_number) VALUES ($1, 1) \
                  ON CONFLICT (prefix) DO UPDATE SET last_number = session_counters.last_number + 1 \
                  RETURNING last_number",
-            )
-            .bind(&new.prefix)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !new.skip_numbers.contains(&n) {
-                break n;
+                )
+                .bind(&new.prefix)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !new.skip_numbers.contains(&n) {
+                    break n;
+                }
             }
         };
-        let id = SessionId::new(&new.prefix, number);
+        let id = match &new.fixed_id {
+            Some(fixed) => SessionId(fixed.clone()),
+            None => SessionId::new(&new.prefix, number),
+        };
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, prefix, number, project, state, agent, runtime, \
              workspace_kind, branch, issue, prompt, activity, restart_count, created_at, \
@@ -411,7 +420,7 @@ impl Store for PostgresStore {
             "UPDATE sessions SET project = $2, state = $3, reason = $4, agent = $5, \
              runtime = $6, workspace_kind = $7, branch = $8, workspace = $9, pr_number = $10, \
              pr_url = $11, issue = $12, prompt = $13, runtime_handle = $14, activity = $15, \
-             activity_at = $16, restart_count = $17, updated_at = $18 WHERE id = $1",
+             activity_at = $16, restart_count = $17, updated_at = $18, meta = $19 WHERE id = $1",
         )
         .bind(s.id.as_str())
         .bind(&s.project)
@@ -431,6 +440,7 @@ impl Store for PostgresStore {
         .bind(s.activity_at)
         .bind(s.restart_count)
         .bind(s.updated_at)
+        .bind(&s.meta)
         .execute(&mut *tx)
         .await
         .map_err(write_err)?

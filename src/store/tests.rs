@@ -172,6 +172,7 @@ fn new_session(prefix: &str, secs: i64) -> NewSession {
         issue: Some("DEMO-42".into()),
         prompt: Some("Fix the flaky test in the parser".into()),
         skip_numbers: vec![],
+        fixed_id: None,
         at: at(secs),
     }
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::policy::{EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
+use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
 use crate::store::{Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord};
 
 /// Timer: a session still spawning at this deadline is errored.
@@ -125,6 +125,59 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// The agent reported its own state (`flotilla report`), authenticated by its token.
+    AgentReported {
+        /// What it says it is doing.
+        state: ReportedState,
+        /// Its note, if any.
+        note: Option<String>,
+        /// The PR it opened, if it says so.
+        pr: Option<PrRef>,
+    },
+    /// The agent's own log shows this much spend so far (cumulative).
+    UsageObserved {
+        /// Totals for the session.
+        usage: Usage,
+    },
+}
+
+/// States an agent may report about itself (agent-orchestrator's `report` vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedState {
+    /// It started and read its task.
+    Started,
+    /// It is working.
+    Working,
+    /// It waits for something external (CI, a review).
+    Waiting,
+    /// It needs a human's answer.
+    NeedsInput,
+    /// It is fixing CI.
+    FixingCi,
+    /// It is addressing review comments.
+    AddressingReviews,
+    /// It opened a PR.
+    PrCreated,
+    /// It opened a draft PR.
+    DraftPrCreated,
+    /// Its PR is ready for review.
+    ReadyForReview,
+    /// It finished the task.
+    Completed,
+}
+
+/// Token usage and cost as the agent's own log reports them (cumulative per session).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Usage {
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cache read/write tokens.
+    pub cache_tokens: u64,
+    /// Cost in US dollars, when known.
+    pub cost_usd: Option<f64>,
 }
 
 impl EventKind {
@@ -152,6 +205,8 @@ impl EventKind {
             EventKind::RestoreRequested => "session.restore_requested",
             EventKind::TimerFired { .. } => "timer.fired",
             EventKind::ActorGaveUp { .. } => "session.actor_gave_up",
+            EventKind::AgentReported { .. } => "agent.reported",
+            EventKind::UsageObserved { .. } => "agent.usage",
         }
     }
 }
@@ -267,6 +322,11 @@ pub fn step(snapshot: &SessionSnapshot, event: &Event, policy: &Policy) -> Step 
     }
 }
 
+/// Whether the session is a project's orchestrator (`flotilla start`).
+pub fn is_orchestrator(s: &SessionSnapshot) -> bool {
+    s.session.meta["role"] == "orchestrator"
+}
+
 /// Time as the store keeps it (microseconds), so what the actor holds after a step is exactly
 /// what a reload from the store gives back.
 pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -322,7 +382,8 @@ impl Machine<'_> {
 
     /// Live states an agent works in without a PR (the stuck/idle watch applies).
     fn watched(&self) -> bool {
-        matches!(self.state(), S::Working | S::PrOpen)
+        // Orchestrators wait for humans and workers by design: never "stuck" (ao PR #2121).
+        matches!(self.state(), S::Working | S::PrOpen) && !is_orchestrator(&self.s)
     }
 
     fn arm_idle_watch(&mut self, since: DateTime<Utc>) {
@@ -588,6 +649,8 @@ impl Machine<'_> {
                     return Outcome::Noop(format!("session {} is already {st}", self.s.session.id));
                 }
                 self.end(S::Killed, reason);
+                // A killed session keeps its row and branch as history, not its worktree.
+                self.effects.push(Effect::CleanupWorkspace);
                 Outcome::Applied
             }
             EventKind::RestoreRequested => {
@@ -614,6 +677,8 @@ impl Machine<'_> {
                 self.effects.push(Effect::StartRuntime { resume: true });
                 Outcome::Applied
             }
+            EventKind::AgentReported { state, pr, .. } => self.reported(*state, pr.as_ref()),
+            EventKind::UsageObserved { usage } => self.usage(*usage),
             EventKind::TimerFired { kind } => self.timer(kind),
             EventKind::ActorGaveUp { reason } => {
                 if st.is_terminal() {
@@ -623,6 +688,98 @@ impl Machine<'_> {
                 Outcome::Applied
             }
         }
+    }
+
+    /// A self-report is stronger evidence than inference, but only for live workers.
+    fn reported(&mut self, state: ReportedState, pr: Option<&PrRef>) -> Outcome {
+        let st = self.state();
+        if is_orchestrator(&self.s) {
+            return Outcome::Rejected("orchestrator sessions do not report".into());
+        }
+        if st.is_terminal() || st == S::Merged {
+            return Outcome::Rejected(format!(
+                "session {} is {st}; reports are not accepted",
+                self.s.session.id
+            ));
+        }
+        use ReportedState as R;
+        let kind = match state {
+            R::NeedsInput => EventKind::AgentWaitingInput,
+            R::PrCreated | R::DraftPrCreated | R::ReadyForReview if pr.is_some() => {
+                EventKind::PrOpened {
+                    pr: pr.cloned().unwrap_or(PrRef {
+                        number: 0,
+                        url: String::new(),
+                    }),
+                }
+            }
+            R::Waiting | R::ReadyForReview | R::Completed => {
+                EventKind::AgentIdle { since: self.at }
+            }
+            _ => EventKind::AgentActive,
+        };
+        if st == S::Spawning {
+            // The runtime has not reported yet; only record the activity.
+            self.s.session.activity = Activity::Active;
+            self.s.session.activity_at = Some(self.at);
+            return Outcome::Applied;
+        }
+        let out = self.apply(&kind);
+        // A report is recorded even when it changes nothing else.
+        self.s.session.meta["last_report"] = serde_json::json!({"state": state, "at": self.at});
+        match out {
+            Outcome::Noop(_) => Outcome::Applied,
+            o => o,
+        }
+    }
+
+    /// Records spend; crossing the budget stops the agent or escalates, as configured.
+    fn usage(&mut self, usage: Usage) -> Outcome {
+        if self.state().is_terminal() {
+            return self.ignore("agent.usage");
+        }
+        let old: Option<Usage> = serde_json::from_value(self.s.session.meta["usage"].clone()).ok();
+        if old == Some(usage) {
+            return Outcome::Noop("usage unchanged".into());
+        }
+        self.s.session.meta["usage"] = serde_json::to_value(usage).unwrap_or_default();
+        let Some(b) = self.policy.budget else {
+            return Outcome::Applied;
+        };
+        let tokens = usage.input_tokens + usage.output_tokens;
+        let over = match (b.session_usd, usage.cost_usd, b.session_tokens) {
+            (Some(max), Some(cost), _) if cost >= max => {
+                Some(format!("spent ${cost:.2} of a ${max:.2} budget"))
+            }
+            (_, _, Some(max)) if tokens >= max => {
+                Some(format!("used {tokens} of a {max}-token budget"))
+            }
+            _ => None,
+        };
+        let Some(why) = over else {
+            return Outcome::Applied;
+        };
+        if self.s.trackers.get("budget").is_some_and(|t| t.escalated) {
+            return Outcome::Applied;
+        }
+        self.bump("budget", None);
+        if let Some(t) = self.s.trackers.get_mut("budget") {
+            t.escalated = true;
+        }
+        let message = match b.action {
+            BudgetAction::Stop => {
+                self.end(S::Killed, "budget_exceeded");
+                format!("Budget exceeded ({why}): the agent was stopped.")
+            }
+            BudgetAction::Escalate => format!("Budget exceeded ({why}): the agent keeps going."),
+        };
+        self.effects.push(Effect::Notify {
+            reaction: Some("budget".into()),
+            priority: Priority::Urgent,
+            message,
+            escalation: true,
+        });
+        Outcome::Applied
     }
 
     fn pr_live(&self) -> bool {

@@ -104,6 +104,28 @@ pub struct Policy {
     pub spawn_timeout: Duration,
     /// Time between a merge and the clean-up.
     pub merge_grace: Duration,
+    /// Spend limits of a session.
+    pub budget: Option<Budget>,
+}
+
+/// What crossing a budget does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetAction {
+    /// Kill the session and tell a human.
+    Stop,
+    /// Tell a human; keep going.
+    Escalate,
+}
+
+/// A session's spend limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// US dollars.
+    pub session_usd: Option<f64>,
+    /// Input + output tokens.
+    pub session_tokens: Option<u64>,
+    /// What happens when crossed.
+    pub action: BudgetAction,
 }
 
 /// Fallback for `agent-stuck.threshold` when the table has none (reference §2: 10m).
@@ -191,6 +213,7 @@ impl Policy {
             reactions: r,
             spawn_timeout: Duration::minutes(5),
             merge_grace: Duration::minutes(5),
+            budget: None,
         }
     }
 

@@ -181,6 +181,7 @@ impl FleetSupervisor {
             issue: r.issue.clone(),
             prompt: r.prompt.clone(),
             skip_numbers: Vec::new(),
+            fixed_id: None,
             at: Utc::now(),
         })
     }

@@ -45,6 +45,7 @@ fn base(state: SessionState) -> SessionSnapshot {
         restart_count: 0,
         created_at: long_ago,
         updated_at: long_ago,
+        meta: serde_json::json!({}),
     };
     let mut timers = BTreeMap::new();
     for k in [
@@ -157,6 +158,25 @@ fn samples() -> Vec<(&'static str, EventKind)> {
                 reason: "too many restarts".into(),
             },
         ),
+        (
+            "report",
+            EventKind::AgentReported {
+                state: ReportedState::Working,
+                note: None,
+                pr: None,
+            },
+        ),
+        (
+            "usage",
+            EventKind::UsageObserved {
+                usage: Usage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cache_tokens: 0,
+                    cost_usd: Some(0.01),
+                },
+            },
+        ),
     ]
 }
 
@@ -164,68 +184,24 @@ fn samples() -> Vec<(&'static str, EventKind)> {
 /// Abbreviations: sp spawning, wk working, po pr_open, cf ci_failed, rp review_pending,
 /// cr changes_requested, ap approved, mg mergeable, md merged, ni needs_input, st stuck,
 /// er errored, kd killed, dn done, tm terminated.
+#[rustfmt::skip]
 const TABLE: &[(&str, &str)] = &[
-    //              spawn started fail act idle wait ex0 ex1 van pr  ci  cip rvp chg apr mrd cfl mrg cls kill rest tsp tst tid tmg tesc gave
-    (
-        "spawning",
-        "= wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er",
-    ),
-    (
-        "working",
-        "= = = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er",
-    ),
-    (
-        "pr_open",
-        "= = = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er",
-    ),
-    (
-        "ci_failed",
-        "= = = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er",
-    ),
-    (
-        "review_pending",
-        "= = = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er",
-    ),
-    (
-        "changes_requested",
-        "= = = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er",
-    ),
-    (
-        "approved",
-        "= = = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er",
-    ),
-    (
-        "mergeable",
-        "= = = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er",
-    ),
-    (
-        "merged",
-        "= = = = = = = = = = = = = = = = = = = kd ! = = = tm = er",
-    ),
-    (
-        "needs_input",
-        "= = = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er",
-    ),
-    (
-        "stuck",
-        "= = = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er",
-    ),
-    (
-        "errored",
-        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
-    ),
-    (
-        "killed",
-        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
-    ),
-    (
-        "done",
-        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
-    ),
-    (
-        "terminated",
-        "= = = = = = = = = = = = = = = = = = = = sp = = = = = =",
-    ),
+    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls kill rest tsp tst tid tmg tesc gave report usage
+    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er = ="),
+    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er = ="),
+    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er = ="),
+    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er = ="),
+    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er = ="),
+    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er = ="),
+    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er = ="),
+    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er = ="),
+    ("merged"              , "= = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! ="),
+    ("needs_input"         , "= = = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er wk ="),
+    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er wk ="),
+    ("errored"             , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("killed"              , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("done"                , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
 ];
 
 fn abbrev(s: &str) -> Option<SessionState> {
@@ -618,7 +594,10 @@ fn kill_is_idempotent_and_says_so() {
         },
     };
     let once = step(&fresh(SessionState::Working), &ev, &p);
-    assert_eq!(once.effects, vec![Effect::DestroyRuntime]);
+    assert_eq!(
+        once.effects,
+        vec![Effect::DestroyRuntime, Effect::CleanupWorkspace]
+    );
     assert_eq!(
         once.snapshot.session.reason.as_deref(),
         Some("manually_killed")
@@ -709,4 +688,105 @@ fn spawn_requested_arms_the_deadline_and_starts_the_runtime_once() {
     assert_eq!(first.snapshot.timers[TIMER_SPAWN].deadline, at(5));
     let again = step(&first.snapshot, &ev, &p);
     assert!(again.effects.is_empty());
+}
+
+#[test]
+fn orchestrators_are_never_stuck_and_do_not_report() {
+    let p = Policy::defaults();
+    let mut o = base(SessionState::Working);
+    o.session.meta = serde_json::json!({"role": "orchestrator"});
+    let out = step(
+        &o,
+        &Event {
+            at: t0(),
+            kind: EventKind::TimerFired {
+                kind: TIMER_STUCK.into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(out.snapshot.session.state, SessionState::Working);
+    let r = step(
+        &o,
+        &Event {
+            at: t0(),
+            kind: EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: None,
+                pr: None,
+            },
+        },
+        &p,
+    );
+    assert!(matches!(r.outcome, Outcome::Rejected(_)));
+}
+
+#[test]
+fn a_needs_input_report_moves_a_worker_to_needs_input() {
+    let p = Policy::defaults();
+    let out = step(
+        &fresh(SessionState::Working),
+        &Event {
+            at: at(0),
+            kind: EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: Some("which db?".into()),
+                pr: None,
+            },
+        },
+        &p,
+    );
+    assert_eq!(out.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(
+        out.snapshot.session.meta["last_report"]["state"],
+        "needs_input"
+    );
+}
+
+#[test]
+fn crossing_the_budget_stops_the_agent_once_or_escalates() {
+    use crate::actors::session::policy::{Budget, BudgetAction};
+    let mut p = Policy::defaults();
+    p.budget = Some(Budget {
+        session_usd: Some(1.0),
+        session_tokens: None,
+        action: BudgetAction::Stop,
+    });
+    let usage = |c: f64| Event {
+        at: at(0),
+        kind: EventKind::UsageObserved {
+            usage: Usage {
+                input_tokens: 100,
+                output_tokens: 100,
+                cache_tokens: 0,
+                cost_usd: Some(c),
+            },
+        },
+    };
+    let under = step(&fresh(SessionState::Working), &usage(0.5), &p);
+    assert_eq!(under.snapshot.session.state, SessionState::Working);
+    assert!(under.effects.is_empty());
+    let over = step(&under.snapshot, &usage(1.2), &p);
+    assert_eq!(over.snapshot.session.state, SessionState::Killed);
+    assert_eq!(
+        over.snapshot.session.reason.as_deref(),
+        Some("budget_exceeded")
+    );
+    assert!(over.effects.iter().any(|e| matches!(
+        e,
+        Effect::Notify {
+            escalation: true,
+            ..
+        }
+    )));
+    p.budget = Some(Budget {
+        session_usd: Some(1.0),
+        session_tokens: None,
+        action: BudgetAction::Escalate,
+    });
+    let esc = step(&under.snapshot, &usage(1.2), &p);
+    assert_eq!(esc.snapshot.session.state, SessionState::Working);
+    assert_eq!(escalations(&esc.effects), 1);
+    let again = step(&esc.snapshot, &usage(1.5), &p);
+    assert_eq!(escalations(&again.effects), 0, "escalates once");
 }
