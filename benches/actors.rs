@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flotilla::actors::fleet::{Fleet, Plugins, ProjectSpec};
 use flotilla::actors::journal::Journal;
-use flotilla::actors::session::policy::Policy;
 use flotilla::actors::supervisor::messages::{CheckReady, ReconcileAll};
 use flotilla::actors::supervisor::FleetSupervisor;
 use flotilla::plugins::{AttachInfo, LaunchSpec, PluginResult, Runtime, RuntimeHandle};
@@ -106,6 +105,7 @@ fn main() {
                     prompt: Some("Implement the feature described in the issue. ".repeat(16)),
                     skip_numbers: vec![],
 fixed_id: None,
+meta: serde_json::Value::Null,
                     at: Utc::now(),
                 })
                 .await
@@ -141,18 +141,7 @@ fixed_id: None,
         let mut projects = BTreeMap::new();
         projects.insert(
             "acme".to_string(),
-            ProjectSpec {
-                name: "acme".into(),
-                repo: dir.path().to_path_buf(),
-                remote: "origin".into(),
-                default_branch: "main".into(),
-                prefix: "b".into(),
-                agent: "scripted".into(),
-                runtime: "idle".into(),
-                workspace: "worktree".into(),
-                policy: Arc::new(Policy::defaults()),
-                rules: None,
-            },
+            ProjectSpec { prefix: "b".into(), ..ProjectSpec::simple("acme", dir.path().to_path_buf(), "scripted", "idle") },
         );
         let fleet = Arc::new(Fleet {
             journal: Arc::new(Journal::new(store.clone())),
@@ -163,6 +152,9 @@ fixed_id: None,
             max_restarts: 3,
             actor_timeout: Duration::from_secs(60),
             agent_env_passthrough: vec![],
+            report_key: vec![7; 32],
+            server_url: "http://127.0.0.1:1".into(),
+            spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
         });
         let before = rss_kib();
         let t = Instant::now();

@@ -63,6 +63,7 @@ async fn session(store: &SharedStore) -> SessionSnapshot {
             prompt: Some("Fix the parser. ".repeat(50)),
             skip_numbers: vec![],
             fixed_id: None,
+            meta: serde_json::Value::Null,
             at: Utc::now(),
         })
         .await

@@ -36,6 +36,7 @@ fn new_session() -> NewSession {
         prompt: Some("Rewrite the config parser to report line numbers on errors. ".repeat(25)),
         skip_numbers: vec![],
         fixed_id: None,
+        meta: serde_json::Value::Null,
         at: Utc::now(),
     }
 }

@@ -16,7 +16,8 @@ use actix_web::{App, HttpServer};
 use crate::actors::fleet::{Fleet, Plugins, ProjectSpec};
 use crate::actors::journal::Journal;
 use crate::actors::session::policy::{
-    EscalateAfter, MergeMethod, Policy, Priority, ReactionAction, ReactionPolicy,
+    Budget, BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction,
+    ReactionPolicy,
 };
 use crate::actors::supervisor::messages::ReconcileAll;
 use crate::actors::supervisor::FleetSupervisor;
@@ -57,6 +58,42 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// How many sessions may create workspaces and start agents at once.
+const MAX_CONCURRENT_SPAWNS: usize = 8;
+
+/// The key of agents' report tokens: created once (0600) under `$FLOTILLA_HOME`, so tokens
+/// stay valid across restarts and re-adopted agents can still report.
+fn report_key(home: &Path) -> Result<Vec<u8>, StartError> {
+    use rand::RngCore;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = home.join("report.key");
+    match std::fs::read(&path) {
+        Ok(k) if k.len() >= 32 => return Ok(k),
+        Ok(_) | Err(_) => {}
+    }
+    let mut key = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut f, &key)?;
+    Ok(key)
+}
+
+/// `host:port` agents on this machine use to reach the service.
+fn local_url_host(settings: &Settings, port: u16) -> String {
+    let host = match settings.server.bind.trim() {
+        "0.0.0.0" | "" | "localhost" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    format!("{host}:{port}")
+}
+
 /// A built, not yet running application.
 pub struct Application {
     port: u16,
@@ -69,6 +106,17 @@ pub struct Application {
 pub fn policy_from(settings: &Settings, project: &str) -> Policy {
     let mut p = Policy::defaults();
     p.spawn_timeout = chrono_dur(settings.lifecycle.spawn_timeout.get());
+    p.budget = settings
+        .project(project)
+        .and_then(|pr| pr.budget.as_ref())
+        .map(|b| Budget {
+            session_usd: b.session_usd,
+            session_tokens: b.session_tokens,
+            action: match b.action {
+                config::BudgetAction::Stop => BudgetAction::Stop,
+                config::BudgetAction::Escalate => BudgetAction::Escalate,
+            },
+        });
     p.merge_grace = chrono_dur(settings.lifecycle.merge_grace.get());
     p.reactions = settings
         .reactions_for(project)
@@ -164,6 +212,10 @@ pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
                 workspace: p.workspace(&settings.defaults).as_str().to_string(),
                 policy: Arc::new(policy_from(settings, name)),
                 rules,
+                setup: p.setup.clone(),
+                delete_branch_on_kill: p.delete_branch_on_kill,
+                port_base: settings.lifecycle.port_base,
+                orchestrator_agent: p.orchestrator_agent.clone(),
             };
             (name.clone(), spec)
         })
@@ -214,9 +266,12 @@ impl Application {
             max_restarts: settings.lifecycle.max_restarts,
             actor_timeout: settings.server.actor_timeout.get(),
             agent_env_passthrough: Vec::new(),
+            report_key: report_key(&home)?,
+            server_url: format!("http://{}", local_url_host(&settings, port)),
+            spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
         });
         let ready = Arc::new(AtomicBool::new(false));
-        let supervisor = FleetSupervisor::new(fleet, ready).start();
+        let supervisor = FleetSupervisor::new(fleet.clone(), ready).start();
         let reconcile = settings.lifecycle.reconcile_interval.get();
         if !reconcile.is_zero() {
             let sup = supervisor.clone();
@@ -231,7 +286,21 @@ impl Application {
                 }
             });
         }
+        let extra_tokens = if token.is_some() {
+            fleet
+                .projects
+                .keys()
+                .map(|p| fleet.orchestrator_token(p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let checker = fleet.clone();
         let state = AppState {
+            extra_tokens,
+            check_report_token: Arc::new(move |id: &str, t: &str| {
+                checker.check_report_token(id, t)
+            }),
             supervisor: supervisor.clone(),
             token,
             actor_timeout: settings.server.actor_timeout.get(),

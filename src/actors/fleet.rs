@@ -34,6 +34,36 @@ pub struct ProjectSpec {
     pub policy: Arc<Policy>,
     /// Project rules prepended to every prompt.
     pub rules: Option<String>,
+    /// How a new workspace is prepared.
+    pub setup: crate::config::WorkspaceSetup,
+    /// Delete the local branch when a session is killed.
+    pub delete_branch_on_kill: bool,
+    /// First port of the per-session port blocks.
+    pub port_base: u16,
+    /// Agent of the orchestrator session.
+    pub orchestrator_agent: Option<String>,
+}
+
+impl ProjectSpec {
+    /// A project with defaults for everything but its name, repo and plugins (tests, benches).
+    pub fn simple(name: &str, repo: PathBuf, agent: &str, runtime: &str) -> Self {
+        ProjectSpec {
+            name: name.into(),
+            repo,
+            remote: "origin".into(),
+            default_branch: "main".into(),
+            prefix: name.into(),
+            agent: agent.into(),
+            runtime: runtime.into(),
+            workspace: "worktree".into(),
+            policy: Arc::new(Policy::defaults()),
+            rules: None,
+            setup: Default::default(),
+            delete_branch_on_kill: false,
+            port_base: 20000,
+            orchestrator_agent: None,
+        }
+    }
 }
 
 /// Plugins by name.
@@ -110,6 +140,12 @@ pub struct Fleet {
     /// Environment variables passed to every agent (besides the config's own): only these
     /// names are copied from Flotilla's environment; secrets never are.
     pub agent_env_passthrough: Vec<String>,
+    /// Key of the per-session report tokens (`flotilla report`); never leaves the process.
+    pub report_key: Vec<u8>,
+    /// URL agents use to reach this service (for `flotilla report`).
+    pub server_url: String,
+    /// Caps how many sessions create workspaces and start agents at once (batch spawns).
+    pub spawn_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Fleet {
@@ -121,6 +157,30 @@ impl Fleet {
     /// Where a session's workspace goes.
     pub fn workspace_path(&self, project: &str, session: &str) -> PathBuf {
         self.home.join("worktrees").join(project).join(session)
+    }
+
+    /// The token an agent presents to report its own state: HMAC-SHA256(report key, id).
+    pub fn report_token(&self, session: &str) -> String {
+        use hmac::{Mac, SimpleHmac};
+        match SimpleHmac::<sha2::Sha256>::new_from_slice(&self.report_key) {
+            Ok(mut m) => {
+                m.update(session.as_bytes());
+                hex::encode(m.finalize().into_bytes())
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The API token of a project's orchestrator session.
+    pub fn orchestrator_token(&self, project: &str) -> String {
+        self.report_token(&format!("orchestrator:{project}"))
+    }
+
+    /// Checks a report token in constant time.
+    pub fn check_report_token(&self, session: &str, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let want = self.report_token(session);
+        !want.is_empty() && bool::from(want.as_bytes().ct_eq(token.as_bytes()))
     }
 
     /// Where a session's prompt file goes.

@@ -59,6 +59,9 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// List runtime instances and workspaces no live session owns.
+        #[arg(long)]
+        orphans: bool,
     },
     /// Start a session.
     Spawn {
@@ -79,6 +82,57 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Return once the id is reserved instead of waiting for the agent to start.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Start one session per issue (from arguments or a file), skipping issues that already
+    /// have a live session.
+    BatchSpawn {
+        /// Project name (optional when exactly one project is configured).
+        #[arg(long, short)]
+        project: Option<String>,
+        /// Issue ids.
+        issues: Vec<String>,
+        /// A file with one issue id per line (`#` starts a comment).
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+        /// Agent override.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start (or attach to) the project's orchestrator agent; never two.
+    Start {
+        /// Project name (optional when exactly one project is configured).
+        #[arg(long, short)]
+        project: Option<String>,
+        /// Do not attach to its terminal.
+        #[arg(long)]
+        no_attach: bool,
+    },
+    /// Attach to a session's terminal.
+    Attach {
+        /// Session id.
+        session: String,
+    },
+    /// (For agents) report your own state; uses $FLOTILLA_SESSION_ID, $FLOTILLA_REPORT_TOKEN
+    /// and $FLOTILLA_SERVER.
+    Report {
+        /// The state.
+        #[arg(value_enum)]
+        state: crate::actors::session::machine::ReportedState,
+        /// A note.
+        #[arg(long)]
+        note: Option<String>,
+        /// Your PR's URL.
+        #[arg(long)]
+        pr_url: Option<String>,
+        /// Your PR's number.
+        #[arg(long)]
+        pr_number: Option<i64>,
     },
     /// Send a message to a session's agent.
     Send {

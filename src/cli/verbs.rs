@@ -26,10 +26,31 @@ pub fn run(cli: Cli) -> i32 {
             0
         }
         Command::Init { force } => init_here(force),
+        Command::Report {
+            state,
+            ref note,
+            ref pr_url,
+            pr_number,
+        } => report(state, note.clone(), pr_url.clone(), pr_number),
         Command::Serve => serve(cli.config, cli.log_format),
         ref other => {
+            // A client run by an agent (orchestrator, `report`) has the server and a token in
+            // its environment and must not trip over the repo's config and its ${VARS}.
             let settings = match load_valid(cli.config.clone()) {
                 Ok(s) => s,
+                Err(_) if cli.server.is_some() && cli.token.is_some() => {
+                    match config::load_with(&config::LoadOptions {
+                        config_path: None,
+                        cwd: std::env::temp_dir().join("flotilla-no-config"),
+                        env: Default::default(),
+                    }) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("flotilla: {e}");
+                            return EXIT_USAGE;
+                        }
+                    }
+                }
                 Err(code) => return code,
             };
             init_tracing(cli.log_format.unwrap_or(LogFormat::Text), "warn");
@@ -237,9 +258,33 @@ fn table(list: &SessionList) -> String {
 async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(), Failure> {
     match cmd {
         Command::Status {
+            orphans: true,
+            json,
+            ..
+        } => {
+            let v: serde_json::Value = c.get("/api/v1/orphans").await?;
+            if *json {
+                print_json(&v);
+            } else {
+                let list = v["orphans"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no orphans");
+                }
+                for o in list {
+                    println!(
+                        "{:<10} {}  ({})",
+                        o["kind"].as_str().unwrap_or(""),
+                        o["name"].as_str().unwrap_or(""),
+                        o["detail"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Status {
             project,
             state,
             json,
+            ..
         } => {
             let mut q = Vec::new();
             if let Some(p) = project {
@@ -265,27 +310,113 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
             agent,
             branch,
             json,
+            no_wait,
         } => {
-            let project = match project {
-                Some(p) => p.clone(),
-                None if settings.projects.len() == 1 => {
-                    settings.projects.keys().next().cloned().unwrap_or_default()
-                }
-                None => {
-                    return Err(Failure::Usage(
-                        "--project is required when the config has zero or several projects".into(),
-                    ))
-                }
-            };
+            let project = project_or_only(project, settings)?;
             let body = json!({"project": project, "prompt": prompt, "issue": issue,
                 "agent": agent, "branch": branch});
-            let s: SessionDetail = c.post("/api/v1/sessions", &body).await?;
+            let mut s: SessionDetail = c.post("/api/v1/sessions", &body).await?;
+            if !*no_wait {
+                s = wait_started(c, &s.session.id).await?;
+            }
             if *json {
                 print_json(&s);
             } else {
                 println!("{} {}", s.session.id, s.session.state);
             }
+            if s.session.state == crate::store::SessionState::Errored {
+                return Err(Failure::Client(ClientError::Decode(format!(
+                    "session {} failed to start: {}",
+                    s.session.id,
+                    s.session.reason.unwrap_or_default()
+                ))));
+            }
         }
+        Command::BatchSpawn {
+            project,
+            issues,
+            file,
+            agent,
+            json,
+        } => {
+            let project = project_or_only(project, settings)?;
+            let mut all = issues.clone();
+            if let Some(f) = file {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", f.display())))?;
+                all.extend(
+                    text.lines()
+                        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+                        .filter(|l| !l.is_empty()),
+                );
+            }
+            if all.is_empty() {
+                return Err(Failure::Usage("no issues given".into()));
+            }
+            let r: crate::http::fleet::BatchResult = c
+                .post(
+                    "/api/v1/sessions/batch",
+                    &json!({"project": project, "issues": all, "agent": agent}),
+                )
+                .await?;
+            for sk in &r.skipped {
+                eprintln!(
+                    "skipped {}: {}{}",
+                    sk.issue,
+                    sk.reason,
+                    sk.session
+                        .as_ref()
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default()
+                );
+            }
+            let ids: Vec<String> = r.spawned.iter().map(|s| s.session.id.clone()).collect();
+            let done = progress(c, &ids, !*json).await?;
+            if *json {
+                print_json(&json!({"spawned": done, "skipped": r.skipped}));
+            } else {
+                for s in &done {
+                    println!(
+                        "{} {} {}",
+                        s.session.id,
+                        s.session.state,
+                        s.session.issue.clone().unwrap_or_default()
+                    );
+                }
+            }
+            if done
+                .iter()
+                .any(|s| s.session.state == crate::store::SessionState::Errored)
+            {
+                return Err(Failure::Client(ClientError::Decode(
+                    "some sessions failed to start".into(),
+                )));
+            }
+        }
+        Command::Start { project, no_attach } => {
+            let project = project_or_only(project, settings)?;
+            let r: crate::http::fleet::OrchestratorResult = c
+                .post(
+                    &format!("/api/v1/projects/{project}/orchestrator"),
+                    &json!({}),
+                )
+                .await?;
+            let id = r.session.session.id.clone();
+            println!(
+                "{id} {} ({})",
+                r.session.session.state,
+                if r.created {
+                    "started"
+                } else {
+                    "already running"
+                }
+            );
+            if !*no_attach {
+                wait_started(c, &id).await?;
+                attach(c, &id).await?;
+            }
+        }
+        Command::Attach { session } => attach(c, session).await?,
         Command::Send { session, message } => {
             let r: SendResult = c
                 .post(
@@ -319,7 +450,10 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
             no_follow,
             json,
         } => logs(c, session.as_deref(), *after, *no_follow, *json).await?,
-        Command::Serve | Command::Init { .. } | Command::Completions { .. } => {}
+        Command::Serve
+        | Command::Init { .. }
+        | Command::Completions { .. }
+        | Command::Report { .. } => {}
     }
     Ok(())
 }
@@ -390,6 +524,138 @@ async fn logs(
                 continue;
             }
             print_event(&v, json);
+        }
+    }
+}
+
+fn project_or_only(project: &Option<String>, settings: &Settings) -> Result<String, Failure> {
+    match project {
+        Some(p) => Ok(p.clone()),
+        None if settings.projects.len() == 1 => {
+            Ok(settings.projects.keys().next().cloned().unwrap_or_default())
+        }
+        None => Err(Failure::Usage(
+            "--project is required when the config has zero or several projects".into(),
+        )),
+    }
+}
+
+/// How long the CLI waits for an agent to start.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Poll interval while waiting (the CLI is a plain client of the REST API).
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Waits until the session has left `spawning`.
+async fn wait_started(c: &Client, id: &str) -> Result<SessionDetail, Failure> {
+    progress(c, &[id.to_string()], false)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure::Client(ClientError::Decode("session vanished".into())))
+}
+
+/// Waits until every session has left `spawning`, drawing a progress bar on stderr.
+async fn progress(c: &Client, ids: &[String], bar: bool) -> Result<Vec<SessionDetail>, Failure> {
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        let mut all = Vec::new();
+        for id in ids {
+            all.push(
+                c.get::<SessionDetail>(&format!("/api/v1/sessions/{id}"))
+                    .await?,
+            );
+        }
+        let started = all
+            .iter()
+            .filter(|s| s.session.state != crate::store::SessionState::Spawning)
+            .count();
+        if bar && !ids.is_empty() {
+            let width = 30;
+            let filled = started * width / ids.len();
+            eprint!(
+                "\r[{}{}] {started}/{} started",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                ids.len()
+            );
+            if started == ids.len() {
+                eprintln!();
+            }
+        }
+        if started == ids.len() {
+            return Ok(all);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Failure::Client(ClientError::Decode(
+                "timed out waiting for agents to start".into(),
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Replaces this process with the session's attach command (e.g. `tmux attach`).
+async fn attach(c: &Client, id: &str) -> Result<(), Failure> {
+    use std::os::unix::process::CommandExt;
+    let a: crate::plugins::AttachInfo = c.get(&format!("/api/v1/sessions/{id}/attach")).await?;
+    let Some((program, args)) = a.command.split_first() else {
+        return Err(Failure::Usage(format!(
+            "session {id} cannot be attached to"
+        )));
+    };
+    let err = std::process::Command::new(program).args(args).exec();
+    Err(Failure::Usage(format!("cannot run {program}: {err}")))
+}
+
+/// `flotilla report`: what an agent runs to tell Flotilla its state.
+fn report(
+    state: crate::actors::session::machine::ReportedState,
+    note: Option<String>,
+    pr_url: Option<String>,
+    pr_number: Option<i64>,
+) -> i32 {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(id), Some(token), Some(server)) = (
+        var("FLOTILLA_SESSION_ID"),
+        var("FLOTILLA_REPORT_TOKEN"),
+        var("FLOTILLA_SERVER"),
+    ) else {
+        eprintln!(
+            "flotilla: report must run inside a Flotilla session \
+             (FLOTILLA_SESSION_ID, FLOTILLA_REPORT_TOKEN and FLOTILLA_SERVER are not all set)"
+        );
+        return EXIT_USAGE;
+    };
+    let client = match Client::new(&server, Some(token)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let body = json!({"state": state, "note": note, "pr_url": pr_url, "pr_number": pr_number});
+    match rt.block_on(client.post::<Value>(&format!("/agent/v1/sessions/{id}/report"), &body)) {
+        Ok(v) => {
+            println!(
+                "{} {}",
+                v["session"].as_str().unwrap_or(&id),
+                v["state"].as_str().unwrap_or("")
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            EXIT_FAILED
         }
     }
 }

@@ -239,7 +239,7 @@ pub struct ProjectSettings {
 }
 
 /// `projects.<name>.setup` — preparing a fresh workspace.
-#[derive(Clone, Debug, Deserialize, Default)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceSetup {
     /// Git-ignored files copied from the repo into each workspace (`.env`, …); relative paths.
@@ -257,6 +257,18 @@ pub struct WorkspaceSetup {
     /// Ports reserved per session (`FLOTILLA_PORT_BASE` .. +ports); 0 disables.
     #[serde(default = "default_ports")]
     pub ports: u16,
+}
+
+impl Default for WorkspaceSetup {
+    fn default() -> Self {
+        WorkspaceSetup {
+            copy: Vec::new(),
+            symlinks: Vec::new(),
+            post_create: Vec::new(),
+            post_create_timeout: default_post_create_timeout(),
+            ports: default_ports(),
+        }
+    }
 }
 
 fn default_post_create_timeout() -> HumanDuration {

@@ -15,6 +15,7 @@
 pub mod conversations;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod middleware;
 pub mod openapi;
@@ -28,6 +29,9 @@ use actix_web::{web, HttpRequest};
 
 use crate::actors::supervisor::FleetSupervisor;
 
+/// Checks an agent's report token for a session id (`(session, token) -> ok`).
+pub type ReportTokenCheck = std::sync::Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -39,6 +43,10 @@ pub struct AppState {
     pub actor_timeout: Duration,
     /// Body size limit in bytes.
     pub max_body_bytes: usize,
+    /// Further tokens accepted on `/api/v1/*` (each project's orchestrator token).
+    pub extra_tokens: Vec<String>,
+    /// Checks an agent's report token for a session id, in constant time.
+    pub check_report_token: ReportTokenCheck,
 }
 
 /// Registers every route on an actix-web `App`.
@@ -73,6 +81,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .wrap(actix_web::middleware::from_fn(middleware::require_token))
                 .route("/sessions", web::get().to(sessions::list))
                 .route("/sessions", web::post().to(sessions::spawn))
+                .route("/sessions/batch", web::post().to(fleet::batch))
                 .route("/sessions/{id}", web::get().to(sessions::get))
                 .route("/sessions/{id}/send", web::post().to(sessions::send))
                 .route("/sessions/{id}/kill", web::post().to(sessions::kill))
@@ -80,11 +89,21 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/sessions/{id}/merge", web::post().to(sessions::merge))
                 .route("/sessions/{id}/events", web::get().to(sessions::events))
                 .route("/sessions/{id}/output", web::get().to(sessions::output))
+                .route("/sessions/{id}/attach", web::get().to(fleet::attach))
+                .route(
+                    "/projects/{project}/orchestrator",
+                    web::post().to(fleet::orchestrator),
+                )
+                .route("/orphans", web::get().to(fleet::orphans))
                 .route("/conversations", web::get().to(conversations::list))
                 .route("/conversations/{id}", web::get().to(conversations::get))
                 .route("/events", web::get().to(events::stream))
                 .route("/ws", web::get().to(ws::connect))
                 .route("/openapi.json", web::get().to(openapi::spec)),
+        )
+        .route(
+            "/agent/v1/sessions/{id}/report",
+            web::post().to(fleet::report),
         )
         .default_service(web::to(not_found));
 }

@@ -3,7 +3,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use super::{conversations, events, health, sessions, ws};
+use super::{conversations, events, fleet, health, sessions, ws};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -14,6 +14,7 @@ use super::{conversations, events, health, sessions, ws};
         sessions::list, sessions::spawn, sessions::get, sessions::send, sessions::kill,
         sessions::restore, sessions::merge, sessions::events, sessions::output,
         conversations::list, conversations::get,
+        fleet::batch, fleet::attach, fleet::orchestrator, fleet::orphans, fleet::report,
         events::stream, ws::connect, spec,
     ),
     modifiers(&BearerAuth),

@@ -54,6 +54,8 @@ pub struct SessionView {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Role, token usage, last self-report…
+    pub meta: serde_json::Value,
 }
 
 impl From<SessionRecord> for SessionView {
@@ -75,6 +77,7 @@ impl From<SessionRecord> for SessionView {
             restart_count: s.restart_count,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            meta: s.meta,
         }
     }
 }
@@ -157,6 +160,9 @@ pub struct SendResult {
     pub session: String,
     /// Whether delivery was confirmed.
     pub delivered: bool,
+    /// Whether the session was dead and restored first.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// Paging of events.
@@ -290,11 +296,13 @@ pub async fn send(
         .send(SendToSession {
             id: sid(id.into_inner()),
             text: body.message,
+            allow_restore: true,
         })
         .await??;
     Ok(web::Json(SendResult {
         session: r.session,
         delivered: r.delivered,
+        restored: r.restored,
     }))
 }
 

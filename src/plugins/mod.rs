@@ -94,7 +94,7 @@ pub struct LaunchSpec {
 pub type RuntimeHandle = serde_json::Value;
 
 /// How a human can attach to a session's terminal.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AttachInfo {
     /// `tmux` or `process`.
     pub kind: String,
@@ -156,6 +156,15 @@ pub trait Runtime: Send + Sync {
 
     /// How a human attaches.
     fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo>;
+
+    /// Names of the agents this runtime has running now (for start-up reconciliation: what
+    /// runs but is not in the store is an orphan). Session ids for Flotilla's own runtimes.
+    ///
+    /// # Errors
+    /// `Command`/`Io` when the runtime cannot be listed.
+    async fn list_live(&self) -> PluginResult<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Context an agent needs to build its launch.
@@ -229,6 +238,13 @@ pub trait Workspace: Send + Sync {
 
     /// Whether the workspace exists.
     async fn exists(&self, path: &Path) -> bool;
+
+    /// Deletes a session's local branch (when the config says killed sessions lose it).
+    /// Idempotent: a missing branch is Ok.
+    ///
+    /// # Errors
+    /// `Command` when git fails for another reason.
+    async fn delete_branch(&self, repo: &Path, branch: &str) -> PluginResult<()>;
 }
 
 /// An issue from a tracker, as the prompt builder needs it.

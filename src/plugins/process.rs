@@ -295,6 +295,28 @@ impl Runtime for ProcessRuntime {
         Ok(true)
     }
 
+    async fn list_live(&self) -> PluginResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut dirs = match tokio::fs::read_dir(&self.dir).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(d) = dirs.next_entry().await? {
+            let Ok(pid) = tokio::fs::read_to_string(d.path().join("pid")).await else {
+                continue;
+            };
+            let Ok(pid) = pid.trim().parse::<i32>() else {
+                continue;
+            };
+            // A live group leader whose start time we did not record is still worth listing.
+            if start_ticks(pid).is_some() {
+                out.push(d.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+
     fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
         let h = ProcessHandle::parse(handle).ok()?;
         let log = h.log.to_string_lossy().to_string();

@@ -36,6 +36,42 @@ pub fn check_branch_name(branch: &str) -> PluginResult<()> {
     Ok(())
 }
 
+/// Branch names on `remote` (`git ls-remote --heads`, bounded by a short timeout). An
+/// unreachable or missing remote yields an empty list: spawning must not depend on it.
+pub async fn remote_heads(repo: &Path, remote: &str) -> Vec<String> {
+    let out = run(
+        &["git", "ls-remote", "--heads", remote],
+        Some(repo),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| l.split('\t').nth(1))
+        .filter_map(|r| r.strip_prefix("refs/heads/"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A branch-safe slug of free text (lowercase, `-` for anything else, at most 60 chars).
+pub fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let s: String = out
+        .trim_matches(|c| c == '-' || c == '.')
+        .chars()
+        .take(60)
+        .collect();
+    s.trim_end_matches(['-', '.']).to_string()
+}
+
 async fn git(repo: &Path, args: &[&str]) -> PluginResult<String> {
     let mut argv = vec!["git"];
     argv.extend_from_slice(args);
@@ -108,11 +144,30 @@ impl Workspace for WorktreeWorkspace {
     async fn exists(&self, path: &Path) -> bool {
         tokio::fs::metadata(path.join(".git")).await.is_ok()
     }
+
+    async fn delete_branch(&self, repo: &Path, branch: &str) -> PluginResult<()> {
+        check_branch_name(branch)?;
+        let local = format!("refs/heads/{branch}");
+        if git(repo, &["show-ref", "--verify", "--quiet", &local])
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        git(repo, &["branch", "-D", branch]).await.map(|_| ())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slugs_are_valid_branch_names() {
+        assert_eq!(slug("Fix: the Parser!!"), "fix-the-parser");
+        assert_eq!(slug("INT-100"), "int-100");
+        assert!(check_branch_name(&format!("feat/{}", slug("a..b c"))).is_ok());
+    }
 
     #[test]
     fn branch_names_with_dots_spaces_or_options_are_rejected() {

@@ -269,6 +269,8 @@ pub struct NewSession {
     /// Use exactly this id instead of `{prefix}-{N}` (the orchestrator's `{prefix}-orchestrator`);
     /// creating it twice is a `Conflict`.
     pub fixed_id: Option<String>,
+    /// Initial `meta` of the session (e.g. `{"role": "orchestrator"}`); `null` for none.
+    pub meta: serde_json::Value,
     /// Creation time.
     pub at: DateTime<Utc>,
 }

@@ -358,8 +358,8 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, prefix, number, project, state, agent, runtime, \
              workspace_kind, branch, issue, prompt, activity, restart_count, created_at, \
-             updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13) RETURNING ",
+             updated_at, meta) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $14) RETURNING ",
             session_columns!()
         ))
         .bind(id.as_str())
@@ -375,6 +375,7 @@ impl Store for SqliteStore {
         .bind(&new.prompt)
         .bind(activity_str(Default::default()))
         .bind(ts(new.at))
+        .bind(meta_of(new).to_string())
         .fetch_one(&mut *tx)
         .await
         .map_err(write_err)?;
@@ -893,5 +894,14 @@ impl Store for SqliteStore {
             });
         }
         Ok(())
+    }
+}
+
+/// A new session's meta: its object, or `{}`.
+fn meta_of(new: &NewSession) -> serde_json::Value {
+    if new.meta.is_object() {
+        new.meta.clone()
+    } else {
+        serde_json::json!({})
     }
 }

@@ -173,6 +173,7 @@ fn new_session(prefix: &str, secs: i64) -> NewSession {
         prompt: Some("Fix the flaky test in the parser".into()),
         skip_numbers: vec![],
         fixed_id: None,
+        meta: serde_json::Value::Null,
         at: at(secs),
     }
 }

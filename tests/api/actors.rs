@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use flotilla::actors::fleet::{Fleet, Plugins, ProjectSpec};
 use flotilla::actors::journal::Journal;
 use flotilla::actors::session::machine::EventKind;
-use flotilla::actors::session::policy::Policy;
 use flotilla::actors::supervisor::messages::{GetSession, Spawn, SpawnRequest};
 use flotilla::actors::supervisor::{ApplyTo, FleetError, FleetSupervisor};
 use flotilla::plugins::agent::CommandAgent;
@@ -167,16 +166,8 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     projects.insert(
         "demo".to_string(),
         ProjectSpec {
-            name: "demo".into(),
-            repo,
-            remote: "origin".into(),
-            default_branch: "main".into(),
             prefix: "demo".into(),
-            agent: "scripted".into(),
-            runtime: "process".into(),
-            workspace: "worktree".into(),
-            policy: Arc::new(Policy::defaults()),
-            rules: None,
+            ..ProjectSpec::simple("demo", repo, "scripted", "process")
         },
     );
     let fleet = Arc::new(Fleet {
@@ -188,6 +179,9 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
         max_restarts: 3,
         actor_timeout: Duration::from_secs(10),
         agent_env_passthrough: Vec::new(),
+        report_key: vec![7; 32],
+        server_url: "http://127.0.0.1:1".into(),
+        spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
     });
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
     let snap = sup

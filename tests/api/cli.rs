@@ -130,6 +130,31 @@ async fn client_verbs_drive_a_running_server() {
         "{}",
         stdout(&o)
     );
+    std::fs::write(s.dir.path().join("issues.txt"), "11\n12 # second\n11\n").expect("write");
+    let file = s.dir.path().join("issues.txt").display().to_string();
+    let o = s.run(&["batch-spawn", "--file", &file, "--agent", "quick"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("demo-3") && stdout(&o).contains("demo-4"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("skipped 11: duplicate in batch"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.run(&["start", "--no-attach"]);
+    assert!(
+        stdout(&o).contains("demo-orchestrator") && stdout(&o).contains("started"),
+        "{}",
+        stdout(&o)
+    );
+    let o = s.run(&["start", "--no-attach"]);
+    assert!(stdout(&o).contains("already running"), "{}", stdout(&o));
+    let o = s.run(&["status", "--orphans"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("no orphans"), "{}", stdout(&o));
     let o = s.run(&["kill", "demo-99"]);
     assert_eq!(o.status.code(), Some(1), "a failed operation exits 1");
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));

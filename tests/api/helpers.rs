@@ -264,31 +264,39 @@ impl TestApp {
         .await
     }
 
-    /// Waits until the session is in `state`; returns its JSON.
+    /// Waits until the session is in `state`; returns its JSON (the panic shows the last).
     pub async fn wait_state(&self, id: &str, state: &str) -> Value {
         let path = format!("/api/v1/sessions/{id}");
-        eventually(30, &format!("{id} to be {state}"), || {
-            let path = path.clone();
-            async move {
-                let (_, v) = self.get(&path).await;
-                (v["state"] == state).then_some(v)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, v) = self.get(&path).await;
+            if v["state"] == state {
+                return v;
             }
-        })
-        .await
+            if tokio::time::Instant::now() > deadline {
+                let (_, o) = self.get(&format!("{path}/output")).await;
+                panic!("timed out waiting for {id} to be {state}; last: {v}; output: {o}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
-    /// Waits until the session's output contains `text`.
+    /// Waits until the session's output contains `text` (the panic shows the last output).
     pub async fn wait_output(&self, id: &str, text: &str) -> String {
         let path = format!("/api/v1/sessions/{id}/output?lines=500");
-        eventually(30, &format!("{id} output to contain {text:?}"), || {
-            let path = path.clone();
-            async move {
-                let (_, v) = self.get(&path).await;
-                let o = v["output"].as_str().unwrap_or("").to_string();
-                o.contains(text).then_some(o)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, v) = self.get(&path).await;
+            let o = v["output"].as_str().unwrap_or("").to_string();
+            if o.contains(text) {
+                return o;
             }
-        })
-        .await
+            if tokio::time::Instant::now() > deadline {
+                let (_, s) = self.get(&format!("/api/v1/sessions/{id}")).await;
+                panic!("timed out waiting for {id} output to contain {text:?}; output: {o:?}; session: {s}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -73,13 +73,31 @@ async fn send_delivers_to_the_agent_and_kill_is_idempotent() {
             .contains("already killed"),
         "{v}"
     );
+    let ws = v["session"]["workspace"].as_str().expect("ws").to_string();
+    assert!(
+        !std::path::Path::new(&ws).exists(),
+        "kill removed the worktree"
+    );
+    let branches = git(&app.repo, &["branch", "--list", "session/demo-1"]);
+    assert!(
+        branches.contains("session/demo-1"),
+        "the branch is kept by default"
+    );
+    // Sending to a dead session restores it first, then delivers.
     let (s, v) = app
         .post(
             &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "x"}),
+            json!({"message": "back again"}),
         )
         .await;
-    assert_eq!(s, 409, "{v}");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["restored"], true);
+    assert_eq!(v["delivered"], true);
+    app.wait_output(&id, "got: back again").await;
+    assert!(
+        std::path::Path::new(&ws).exists(),
+        "restore recreated the worktree"
+    );
 }
 
 #[actix_web::test]

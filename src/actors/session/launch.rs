@@ -14,6 +14,28 @@ use crate::store::SessionRecord;
 /// at all. Nothing else from Flotilla's environment reaches an agent (no tokens).
 pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR"];
 
+/// The orchestrator's task: it steers workers through the `flotilla` CLI.
+pub fn orchestrator_prompt(project: &crate::actors::fleet::ProjectSpec) -> String {
+    format!(
+        "You are the orchestrator of project `{name}`. You do not write code yourself: you plan \
+the work, start worker sessions and steer them with the `flotilla` command line, which talks to \
+the running Flotilla service (its address and your token are in $FLOTILLA_SERVER and \
+$FLOTILLA_TOKEN).\n\n\
+Commands:\n\
+- `flotilla status` (or `--json`): every session with its state, branch and PR.\n\
+- `flotilla spawn --project {name} --prompt \"<task>\"` or `flotilla spawn --project {name} <issue>`: \
+start a worker on a task or a tracker issue.\n\
+- `flotilla batch-spawn --project {name} <issue>...`: start workers for several issues; issues \
+that already have a live worker are skipped.\n\
+- `flotilla send <session> <message>`: tell a worker something (a dead one is restored first).\n\
+- `flotilla kill <session>` / `flotilla restore <session>`.\n\
+- `flotilla logs [<session>]`: follow what happens.\n\n\
+Flotilla already reacts to CI failures and review comments by itself; intervene when a worker is \
+stuck or needs input, and keep the number of workers proportionate to the work.",
+        name = project.name
+    )
+}
+
 /// Builds the prompt: project rules, then the task, then how to work.
 pub fn build_prompt(rules: Option<&str>, s: &SessionRecord) -> String {
     let mut p = String::new();
@@ -74,6 +96,8 @@ async fn try_start(
         .as_ref()
         .map(PathBuf::from)
         .unwrap_or_else(|| fleet.workspace_path(&s.project, s.id.as_str()));
+    // Bounded: a batch of a hundred spawns does not run a hundred `git worktree add` at once.
+    let _permit = fleet.spawn_permits.acquire().await.ok();
     let created = if workspace.exists(&path).await {
         false
     } else {
@@ -101,6 +125,11 @@ async fn try_start(
             e
         }
     };
+    if created {
+        if let Err(e) = setup_workspace(&project.repo, &path, &project.setup).await {
+            return Err(cleanup(e).await);
+        }
+    }
     let mut with_branch = s.clone();
     with_branch.branch = Some(branch.clone());
     let prompt_file = fleet.prompt_path(s.id.as_str());
@@ -139,6 +168,26 @@ async fn try_start(
     }
     env.extend(extra);
     env.insert("FLOTILLA_SESSION_ID".into(), s.id.to_string());
+    env.insert(
+        "FLOTILLA_REPORT_TOKEN".into(),
+        fleet.report_token(s.id.as_str()),
+    );
+    env.insert("FLOTILLA_SERVER".into(), fleet.server_url.clone());
+    if s.meta["role"] == "orchestrator" {
+        // Steering workers is its job: it gets an API token of its own (never the admin one).
+        env.insert(
+            "FLOTILLA_TOKEN".into(),
+            fleet.orchestrator_token(&s.project),
+        );
+    }
+    if project.setup.ports > 0 {
+        let base = port_block(project.port_base, project.setup.ports, s.id.as_str());
+        env.insert("FLOTILLA_PORT_BASE".into(), base.to_string());
+        env.insert(
+            "FLOTILLA_PORT_COUNT".into(),
+            project.setup.ports.to_string(),
+        );
+    }
     env.insert("FLOTILLA_PROJECT".into(), s.project.clone());
     env.insert(
         "FLOTILLA_PROMPT_FILE".into(),
@@ -157,5 +206,77 @@ async fn try_start(
             branch: Some(branch),
         }),
         Err(e) => Err(cleanup(e).await),
+    }
+}
+
+/// The first port of a session's block: blocks of `count` ports from `base`, one per session
+/// number, wrapping before 65535, so concurrent dev servers of different sessions never clash.
+pub fn port_block(base: u16, count: u16, session_id: &str) -> u16 {
+    let n: u32 = session_id
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let count = u32::from(count.max(1));
+    let span = 65_535u32.saturating_sub(u32::from(base)) / count;
+    let slot = n.saturating_sub(1) % span.max(1);
+    u16::try_from(u32::from(base) + slot * count).unwrap_or(base)
+}
+
+/// Copies ignored files, makes symlinks and runs `post_create` commands in a new workspace.
+///
+/// # Errors
+/// `Io` for a copy or link that fails; `Command`/`Timeout` for a failing or hanging command,
+/// naming it.
+pub async fn setup_workspace(
+    repo: &std::path::Path,
+    ws: &std::path::Path,
+    setup: &crate::config::WorkspaceSetup,
+) -> Result<(), PluginError> {
+    for rel in &setup.copy {
+        let (from, to) = (repo.join(rel), ws.join(rel));
+        if tokio::fs::metadata(&from).await.is_err() {
+            tracing::warn!(path = %rel.display(), "setup.copy: not in the repository; skipped");
+            continue;
+        }
+        if let Some(dir) = to.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::copy(&from, &to).await?;
+    }
+    for rel in &setup.symlinks {
+        let (from, to) = (repo.join(rel), ws.join(rel));
+        if tokio::fs::symlink_metadata(&to).await.is_ok() {
+            continue;
+        }
+        if let Some(dir) = to.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::symlink(&from, &to).await?;
+    }
+    for (i, argv) in setup.post_create.iter().enumerate() {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        crate::plugins::exec::run(&args, Some(ws), setup.post_create_timeout.get())
+            .await
+            .map_err(|e| {
+                PluginError::Invalid(format!(
+                    "setup.post_create[{i}] ({}) failed: {e}",
+                    argv.join(" ")
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_blocks_are_disjoint_per_session_and_stay_in_range() {
+        assert_eq!(port_block(20000, 10, "demo-1"), 20000);
+        assert_eq!(port_block(20000, 10, "demo-2"), 20010);
+        let top = port_block(60000, 100, "demo-999");
+        assert!(top >= 60000 && u32::from(top) + 100 <= 65535);
     }
 }

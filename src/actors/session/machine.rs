@@ -144,6 +144,7 @@ pub enum EventKind {
 /// States an agent may report about itself (agent-orchestrator's `report` vocabulary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum ReportedState {
     /// It started and read its task.
     Started,
@@ -411,8 +412,22 @@ impl Machine<'_> {
                 workspace,
                 branch,
             } => {
+                if st.is_terminal() {
+                    // Killed while it was starting: take the late runtime down too.
+                    self.s.session.runtime_handle = Some(handle.clone());
+                    self.s.timers.clear();
+                    self.effects.push(Effect::DestroyRuntime);
+                    return Outcome::Applied;
+                }
                 if st != S::Spawning {
-                    return self.ignore("runtime.started");
+                    // An agent can report (e.g. needs_input) before its runtime's start is
+                    // recorded: keep the state, but never lose the handle.
+                    if self.s.session.runtime_handle.is_some() {
+                        return self.ignore("runtime.started");
+                    }
+                    self.s.session.runtime_handle = Some(handle.clone());
+                    self.disarm(TIMER_SPAWN);
+                    return Outcome::Applied;
                 }
                 self.s.session.runtime_handle = Some(handle.clone());
                 if workspace.is_some() {
@@ -718,12 +733,6 @@ impl Machine<'_> {
             }
             _ => EventKind::AgentActive,
         };
-        if st == S::Spawning {
-            // The runtime has not reported yet; only record the activity.
-            self.s.session.activity = Activity::Active;
-            self.s.session.activity_at = Some(self.at);
-            return Outcome::Applied;
-        }
         let out = self.apply(&kind);
         // A report is recorded even when it changes nothing else.
         self.s.session.meta["last_report"] = serde_json::json!({"state": state, "at": self.at});

@@ -26,6 +26,9 @@ pub struct SendReport {
     pub session: String,
     /// Whether the runtime confirmed the agent took the message.
     pub delivered: bool,
+    /// Whether the session was dead and restored first.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// Applies one event through the machine. Sent by the supervisor (observations from webhooks

@@ -349,6 +349,32 @@ impl SessionActor {
     }
 }
 
+/// Removes a session's workspace (and its branch when asked); says truthfully what it did.
+///
+/// # Errors
+/// The workspace plugin's error when removal fails.
+pub async fn cleanup_workspace(
+    fleet: &Fleet,
+    rec: &crate::store::SessionRecord,
+    delete_branch: bool,
+) -> Result<serde_json::Value, PluginError> {
+    let (Some(p), Some(project)) = (&rec.workspace, fleet.project(&rec.project)) else {
+        return Ok(serde_json::json!({"removed": false, "reason": "no workspace"}));
+    };
+    let ws = fleet.plugins.workspace(&rec.workspace_kind)?;
+    let path = std::path::Path::new(p);
+    let existed = ws.exists(path).await;
+    ws.destroy(&project.repo, path).await?;
+    let mut branch_deleted = false;
+    if delete_branch {
+        if let Some(b) = &rec.branch {
+            ws.delete_branch(&project.repo, b).await?;
+            branch_deleted = true;
+        }
+    }
+    Ok(serde_json::json!({"removed": existed, "path": p, "branch_deleted": branch_deleted}))
+}
+
 /// Performs one effect; returns the event it produced, if any.
 async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> Option<EventKind> {
     let rec = &s.session;
@@ -365,15 +391,26 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
             None
         }
         Effect::CleanupWorkspace => {
-            if let (Some(p), Some(project), Ok(ws)) = (
-                &rec.workspace,
-                fleet.project(&rec.project),
-                fleet.plugins.workspace(&rec.workspace_kind),
-            ) {
-                if let Err(e) = ws.destroy(&project.repo, std::path::Path::new(p)).await {
+            let delete_branch = rec.state == SessionState::Killed
+                && fleet
+                    .project(&rec.project)
+                    .is_some_and(|p| p.delete_branch_on_kill);
+            let data = match cleanup_workspace(fleet, rec, delete_branch).await {
+                Ok(d) => d,
+                Err(e) => {
                     tracing::warn!(error = %e, "removing the workspace failed");
+                    serde_json::json!({"removed": false, "error": e.to_string()})
                 }
-            }
+            };
+            let _ = fleet
+                .journal
+                .append(&NewEvent {
+                    session_id: Some(rec.id.clone()),
+                    kind: "workspace.cleanup".into(),
+                    data,
+                    at: Utc::now(),
+                })
+                .await;
             None
         }
         Effect::SendToAgent { reaction, message } => {
@@ -579,6 +616,7 @@ impl Handler<SendMessage> for SessionActor {
                 Ok(SendReport {
                     session: id.to_string(),
                     delivered,
+                    restored: false,
                 })
             }
             .into_actor(self),

@@ -82,6 +82,8 @@ pub struct SendToSession {
     pub id: SessionId,
     /// Text.
     pub text: String,
+    /// Restore a dead session first (once).
+    pub allow_restore: bool,
 }
 
 /// Sent by the HTTP layer to merge a session's PR.
@@ -156,3 +158,72 @@ pub struct ReconcileAll;
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<crate::store::ConversationRecord>, FleetError>")]
 pub struct ListConversations;
+
+/// A batch spawn request (`POST /api/v1/sessions/batch`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpawnRequest {
+    /// Project name.
+    pub project: String,
+    /// Issue ids, one session each.
+    pub issues: Vec<String>,
+    /// Agent override.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// Extra task text for every session.
+    #[serde(default)]
+    pub prompt: Option<String>,
+}
+
+/// An issue a batch did not spawn, and why.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Skipped {
+    /// The issue.
+    pub issue: String,
+    /// Why: `live session` or `duplicate in batch`.
+    pub reason: String,
+    /// The live session that already works on it.
+    pub session: Option<String>,
+}
+
+/// Sent by the HTTP layer to spawn one session per issue, skipping issues that already have
+/// a live session (and duplicates). Launches are capped by the fleet's spawn permits.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(Vec<SessionSnapshot>, Vec<Skipped>), FleetError>")]
+pub struct BatchSpawn {
+    /// The request.
+    pub request: BatchSpawnRequest,
+}
+
+/// Sent by the HTTP layer to learn how a human attaches to a session's terminal.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<crate::plugins::AttachInfo>, FleetError>")]
+pub struct GetAttach {
+    /// Session id.
+    pub id: SessionId,
+}
+
+/// Sent by the HTTP layer (`flotilla start`): the project's one orchestrator session, created
+/// or restored as needed. Never two: it has a fixed id.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(SessionSnapshot, bool), FleetError>")]
+pub struct EnsureOrchestrator {
+    /// Project name.
+    pub project: String,
+}
+
+/// Something found at start-up that Flotilla did not start or no longer tracks.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Orphan {
+    /// `runtime` or `workspace`.
+    pub kind: String,
+    /// Its name (runtime instance or path).
+    pub name: String,
+    /// Why it is an orphan.
+    pub detail: String,
+}
+
+/// Sent by the HTTP layer (`flotilla status --orphans`).
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Orphan>")]
+pub struct GetOrphans;

@@ -23,7 +23,7 @@ use crate::actors::session::messages::{
 };
 use crate::actors::session::policy::Policy;
 use crate::actors::session::{SessionActor, SessionError};
-use crate::plugins::worktree::check_branch_name;
+use crate::plugins::worktree::{check_branch_name, remote_heads, slug};
 use crate::plugins::PluginError;
 use crate::store::{
     NewEvent, NewSession, SessionFilter, SessionId, SessionSnapshot, StoreError, TransitionCommit,
@@ -93,6 +93,38 @@ impl From<SessionError> for FleetError {
 impl From<MailboxError> for FleetError {
     fn from(_: MailboxError) -> Self {
         FleetError::Busy
+    }
+}
+
+/// Decides the branch and skipped id numbers of a new session from the remote's branches:
+/// explicit branch > `feat/{issue}` (a slug when the id is not branch-safe) > `session/{id}`
+/// (chosen at launch). A derived name already on the remote gets a `-2`, `-3`… suffix, and
+/// numbers whose `session/{prefix}-N` branch exists on the remote are not used for ids.
+pub fn plan_branch(new: &mut NewSession, remote_heads: &[String]) {
+    let session_branch = format!("session/{}-", new.prefix);
+    new.skip_numbers.extend(
+        remote_heads
+            .iter()
+            .filter_map(|h| h.strip_prefix(&session_branch))
+            .filter_map(|n| n.parse::<i64>().ok()),
+    );
+    if new.branch.is_some() {
+        return;
+    }
+    if let Some(issue) = &new.issue {
+        let candidate = format!("feat/{issue}");
+        let base = if check_branch_name(&candidate).is_ok() {
+            candidate
+        } else {
+            format!("feat/{}", slug(issue))
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while remote_heads.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        new.branch = Some(name);
     }
 }
 
@@ -173,15 +205,12 @@ impl FleetSupervisor {
             agent,
             runtime: project.runtime.clone(),
             workspace_kind: project.workspace.clone(),
-            branch: r
-                .branch
-                .clone()
-                .or_else(|| r.issue.as_ref().map(|i| format!("feat/{i}")))
-                .filter(|b| check_branch_name(b).is_ok()),
+            branch: r.branch.clone(),
             issue: r.issue.clone(),
             prompt: r.prompt.clone(),
             skip_numbers: Vec::new(),
             fixed_id: None,
+            meta: serde_json::Value::Null,
             at: Utc::now(),
         })
     }
@@ -212,6 +241,12 @@ impl Actor for FleetSupervisor {
                     }
                     act.ready.store(true, Ordering::SeqCst);
                     tracing::info!(sessions = n, "fleet restored");
+                    let fleet = act.fleet.clone();
+                    actix::spawn(async move {
+                        for o in find_orphans(&fleet).await {
+                            tracing::warn!(kind = %o.kind, name = %o.name, detail = %o.detail, "orphan found at start-up");
+                        }
+                    });
                 }
                 Err(e) => {
                     // Not ready: /readyz keeps saying so and the error is in the log.
@@ -236,22 +271,33 @@ impl Handler<Spawn> for FleetSupervisor {
             Err(e) => return ready(Err(e)),
         };
         let journal = self.fleet.journal.clone();
+        let repo = self
+            .fleet
+            .project(&new.project)
+            .map(|p| (p.repo.clone(), p.remote.clone()));
+        let mut new = new;
         Box::pin(
-            async move { journal.create_session(&new).await }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    let rec = res?;
-                    METRICS
-                        .sessions
-                        .with_label_values(&[rec.state.as_str()])
-                        .inc();
-                    act.start_actor(rec.id.clone(), &rec.project, ctx);
-                    Ok(SessionSnapshot {
-                        session: rec,
-                        trackers: Default::default(),
-                        timers: Default::default(),
-                    })
-                }),
+            async move {
+                if let Some((repo, remote)) = repo {
+                    let heads = remote_heads(&repo, &remote).await;
+                    plan_branch(&mut new, &heads);
+                }
+                journal.create_session(&new).await
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                let rec = res?;
+                METRICS
+                    .sessions
+                    .with_label_values(&[rec.state.as_str()])
+                    .inc();
+                act.start_actor(rec.id.clone(), &rec.project, ctx);
+                Ok(SessionSnapshot {
+                    session: rec,
+                    trackers: Default::default(),
+                    timers: Default::default(),
+                })
+            }),
         )
     }
 }
@@ -305,9 +351,12 @@ impl Handler<KillSession> for FleetSupervisor {
                 .into_actor(self),
             );
         }
-        // No actor: the session already ended. The machine says so (idempotent kill).
+        // No actor: the session already ended. The machine says so (idempotent kill); a
+        // workspace still on disk (e.g. of a done session) is removed, and the answer says so
+        // (ao #1524 reported clean-ups it had skipped).
         let store = self.fleet.store.clone();
         let policy = self.policy_for("");
+        let fleet = self.fleet.clone();
         Box::pin(
             async move {
                 let snap = store.load_snapshot(&msg.id).await?;
@@ -318,11 +367,34 @@ impl Handler<KillSession> for FleetSupervisor {
                     },
                 };
                 match machine::step(&snap, &ev, &policy).outcome {
-                    Outcome::Noop(m) => Ok(StepReport {
-                        session: snap,
-                        changed: false,
-                        message: Some(m),
-                    }),
+                    Outcome::Noop(mut m) => {
+                        let on_disk = match (
+                            &snap.session.workspace,
+                            fleet.plugins.workspace(&snap.session.workspace_kind),
+                        ) {
+                            (Some(p), Ok(ws)) => ws.exists(std::path::Path::new(p)).await,
+                            _ => false,
+                        };
+                        if on_disk {
+                            match crate::actors::session::cleanup_workspace(
+                                &fleet,
+                                &snap.session,
+                                false,
+                            )
+                            .await
+                            {
+                                Ok(_) => m.push_str("; its leftover workspace was removed"),
+                                Err(e) => {
+                                    m.push_str(&format!("; removing its workspace failed: {e}"))
+                                }
+                            }
+                        }
+                        Ok(StepReport {
+                            session: snap,
+                            changed: false,
+                            message: Some(m),
+                        })
+                    }
                     Outcome::Rejected(m) => Err(FleetError::Conflict(m)),
                     Outcome::Applied => Err(FleetError::Conflict(format!(
                         "session {} is {} but has no actor; restart the service",
@@ -401,25 +473,71 @@ impl Handler<RestoreSession> for FleetSupervisor {
 
 impl Handler<SendToSession> for FleetSupervisor {
     type Result = Reply<crate::actors::session::messages::SendReport>;
-    fn handle(&mut self, msg: SendToSession, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SendToSession, ctx: &mut Self::Context) -> Self::Result {
         let timeout = self.fleet.actor_timeout;
         let addr = self.sessions.get(&msg.id).cloned();
-        let store = self.fleet.store.clone();
+        let me = ctx.address();
+        // Subscribed before a restore, so the agent's start cannot slip past unseen.
+        let mut events = self.fleet.journal.subscribe();
+        let wait = self
+            .fleet
+            .project("")
+            .map(|p| p.policy.spawn_timeout)
+            .unwrap_or_else(|| chrono::Duration::minutes(5))
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(300));
         Box::pin(
             async move {
-                match addr {
-                    Some(a) => Ok(a
+                if let Some(a) = addr {
+                    return Ok(a
                         .send(SendMessage { text: msg.text })
                         .timeout(timeout)
-                        .await??),
-                    None => {
-                        let s = store.load_session(&msg.id).await?;
-                        Err(FleetError::Conflict(format!(
-                            "session {} is {}; restore it first",
-                            s.id, s.state
-                        )))
-                    }
+                        .await??);
                 }
+                if !msg.allow_restore {
+                    return Err(FleetError::Conflict(format!(
+                        "session {} has no running agent",
+                        msg.id
+                    )));
+                }
+                // A dead session is restored first (ao's send does the same), then the message
+                // goes to the new agent once it runs.
+                me.send(RestoreSession { id: msg.id.clone() }).await??;
+                let started = tokio::time::timeout(wait, async {
+                    loop {
+                        match events.recv().await {
+                            Ok(e) if e.session_id.as_ref() == Some(&msg.id) => {
+                                match e.kind.as_str() {
+                                    "runtime.started" => return Ok(()),
+                                    "runtime.spawn_failed" => {
+                                        return Err(FleetError::Conflict(format!(
+                                            "session {} could not be restored: {}",
+                                            msg.id, e.data["reason"]
+                                        )))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => return Err(FleetError::Busy),
+                        }
+                    }
+                })
+                .await
+                .map_err(|_| {
+                    FleetError::Conflict(format!("session {} did not restart in time", msg.id))
+                })?;
+                started?;
+                let mut r = me
+                    .send(SendToSession {
+                        id: msg.id,
+                        text: msg.text,
+                        allow_restore: false,
+                    })
+                    .await??;
+                r.restored = true;
+                Ok(r)
             }
             .into_actor(self),
         )
@@ -582,5 +700,325 @@ impl Handler<ListConversations> for FleetSupervisor {
     fn handle(&mut self, _msg: ListConversations, _ctx: &mut Self::Context) -> Self::Result {
         let store = self.fleet.store.clone();
         Box::pin(async move { Ok(store.list_conversations().await?) }.into_actor(self))
+    }
+}
+
+impl Handler<BatchSpawn> for FleetSupervisor {
+    type Result = Reply<(Vec<SessionSnapshot>, Vec<Skipped>)>;
+    fn handle(&mut self, msg: BatchSpawn, _ctx: &mut Self::Context) -> Self::Result {
+        let r = msg.request;
+        if r.issues.is_empty() {
+            return ready(Err(FleetError::Invalid {
+                field: "issues".into(),
+                reason: "must not be empty".into(),
+            }));
+        }
+        // Validate once with the first issue: every request differs only by its issue.
+        let mut template = match self.validate(&SpawnRequest {
+            project: r.project.clone(),
+            prompt: r.prompt.clone(),
+            issue: None,
+            agent: r.agent.clone(),
+            branch: None,
+        }) {
+            Ok(n) => n,
+            Err(e) => return ready(Err(e)),
+        };
+        let store = self.fleet.store.clone();
+        let journal = self.fleet.journal.clone();
+        let repo = self
+            .fleet
+            .project(&r.project)
+            .map(|p| (p.repo.clone(), p.remote.clone()));
+        Box::pin(
+            async move {
+                let live = store
+                    .list_sessions(&SessionFilter {
+                        project: Some(r.project.clone()),
+                        states: vec![],
+                        active_only: true,
+                    })
+                    .await?;
+                let heads = match &repo {
+                    Some((repo, remote)) => remote_heads(repo, remote).await,
+                    None => vec![],
+                };
+                let mut seen = std::collections::HashSet::new();
+                let (mut created, mut skipped) = (Vec::new(), Vec::new());
+                for issue in r.issues {
+                    let issue = issue.trim().to_string();
+                    if issue.is_empty() {
+                        continue;
+                    }
+                    if !seen.insert(issue.clone()) {
+                        skipped.push(Skipped {
+                            issue,
+                            reason: "duplicate in batch".into(),
+                            session: None,
+                        });
+                        continue;
+                    }
+                    if let Some(s) = live
+                        .iter()
+                        .find(|s| s.issue.as_deref() == Some(issue.as_str()))
+                    {
+                        skipped.push(Skipped {
+                            issue,
+                            reason: "live session".into(),
+                            session: Some(s.id.to_string()),
+                        });
+                        continue;
+                    }
+                    template.issue = Some(issue);
+                    template.branch = None;
+                    template.at = Utc::now();
+                    let mut new = template.clone();
+                    plan_branch(&mut new, &heads);
+                    created.push(journal.create_session(&new).await?);
+                }
+                Ok((created, skipped))
+            }
+            .into_actor(self)
+            .map(
+                |res: Result<(Vec<crate::store::SessionRecord>, Vec<Skipped>), FleetError>,
+                 act,
+                 ctx| {
+                    let (created, skipped) = res?;
+                    let mut out = Vec::new();
+                    for rec in created {
+                        METRICS
+                            .sessions
+                            .with_label_values(&[rec.state.as_str()])
+                            .inc();
+                        act.start_actor(rec.id.clone(), &rec.project, ctx);
+                        out.push(SessionSnapshot {
+                            session: rec,
+                            trackers: Default::default(),
+                            timers: Default::default(),
+                        });
+                    }
+                    Ok((out, skipped))
+                },
+            ),
+        )
+    }
+}
+
+impl Handler<GetAttach> for FleetSupervisor {
+    type Result = Reply<Option<crate::plugins::AttachInfo>>;
+    fn handle(&mut self, msg: GetAttach, _ctx: &mut Self::Context) -> Self::Result {
+        let store = self.fleet.store.clone();
+        let fleet = self.fleet.clone();
+        Box::pin(
+            async move {
+                let s = store.load_session(&msg.id).await?;
+                if s.state.is_terminal() {
+                    return Err(FleetError::Conflict(format!(
+                        "session {} is {}; nothing to attach to",
+                        s.id, s.state
+                    )));
+                }
+                let rt = fleet
+                    .plugins
+                    .runtime(&s.runtime)
+                    .map_err(FleetError::Plugin)?;
+                Ok(s.runtime_handle.as_ref().and_then(|h| rt.attach_info(h)))
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Handler<EnsureOrchestrator> for FleetSupervisor {
+    type Result = Reply<(SessionSnapshot, bool)>;
+    fn handle(&mut self, msg: EnsureOrchestrator, ctx: &mut Self::Context) -> Self::Result {
+        let Some(project) = self.fleet.project(&msg.project).cloned() else {
+            return ready(Err(FleetError::Invalid {
+                field: "project".into(),
+                reason: format!("unknown project `{}`", msg.project),
+            }));
+        };
+        let agent = project
+            .orchestrator_agent
+            .clone()
+            .unwrap_or_else(|| project.agent.clone());
+        if let Err(e) = self.fleet.plugins.agent(&agent) {
+            return ready(Err(FleetError::Invalid {
+                field: "agent".into(),
+                reason: e.to_string(),
+            }));
+        }
+        let id = SessionId(format!("{}-orchestrator", project.prefix));
+        let store = self.fleet.store.clone();
+        let journal = self.fleet.journal.clone();
+        let me = ctx.address();
+        let new = NewSession {
+            project: project.name.clone(),
+            prefix: project.prefix.clone(),
+            agent,
+            runtime: project.runtime.clone(),
+            workspace_kind: project.workspace.clone(),
+            branch: Some(format!("session/{id}")),
+            issue: None,
+            prompt: Some(crate::actors::session::launch::orchestrator_prompt(
+                &project,
+            )),
+            skip_numbers: vec![],
+            fixed_id: Some(id.0.clone()),
+            meta: serde_json::json!({"role": "orchestrator"}),
+            at: Utc::now(),
+        };
+        Box::pin(
+            async move {
+                match store.load_snapshot(&id).await {
+                    Ok(s) if s.session.state.is_terminal() => {
+                        let r = me.send(RestoreSession { id }).await??;
+                        return Ok((r.session, false, false));
+                    }
+                    Ok(s) => return Ok((s, false, false)),
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                match journal.create_session(&new).await {
+                    Ok(rec) => Ok((
+                        SessionSnapshot {
+                            session: rec,
+                            trackers: Default::default(),
+                            timers: Default::default(),
+                        },
+                        true,
+                        true,
+                    )),
+                    // A concurrent `start` won the race: attach to its orchestrator.
+                    Err(StoreError::Conflict(_)) => {
+                        Ok((store.load_snapshot(&id).await?, false, false))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            .into_actor(self)
+            .map(
+                |res: Result<(SessionSnapshot, bool, bool), FleetError>, act, ctx| {
+                    let (snap, created, start) = res?;
+                    if start {
+                        METRICS
+                            .sessions
+                            .with_label_values(&[snap.session.state.as_str()])
+                            .inc();
+                        act.start_actor(snap.session.id.clone(), &snap.session.project, ctx);
+                    }
+                    Ok((snap, created))
+                },
+            ),
+        )
+    }
+}
+
+impl Handler<GetOrphans> for FleetSupervisor {
+    type Result = ResponseFuture<Vec<Orphan>>;
+    fn handle(&mut self, _msg: GetOrphans, _ctx: &mut Self::Context) -> Self::Result {
+        let fleet = self.fleet.clone();
+        Box::pin(async move { find_orphans(&fleet).await })
+    }
+}
+
+/// What runs or sits on disk without a live session: runtime instances the store does not
+/// know (or knows as ended), and workspaces of unknown or killed sessions.
+pub async fn find_orphans(fleet: &Fleet) -> Vec<Orphan> {
+    let sessions = fleet
+        .store
+        .list_sessions(&SessionFilter::default())
+        .await
+        .unwrap_or_default();
+    let state_of = |name: &str| {
+        sessions
+            .iter()
+            .find(|s| s.id.as_str() == name)
+            .map(|s| s.state)
+    };
+    let mut out = Vec::new();
+    let mut runtimes: Vec<_> = fleet.plugins.runtimes.iter().collect();
+    runtimes.sort_by_key(|(n, _)| n.as_str());
+    for (rname, rt) in runtimes {
+        for name in rt.list_live().await.unwrap_or_default() {
+            let detail = match state_of(&name) {
+                None => "running, but no such session".to_string(),
+                Some(st) if st.is_terminal() => format!("running, but the session is {st}"),
+                Some(_) => continue,
+            };
+            out.push(Orphan {
+                kind: "runtime".into(),
+                name: format!("{rname}:{name}"),
+                detail,
+            });
+        }
+    }
+    for project in fleet.projects.keys() {
+        let dir = fleet.home.join("worktrees").join(project);
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            continue;
+        };
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let detail = match state_of(&name) {
+                None => "workspace of no known session".to_string(),
+                Some(
+                    st @ (crate::store::SessionState::Killed
+                    | crate::store::SessionState::Terminated),
+                ) => {
+                    format!("workspace of a {st} session")
+                }
+                Some(_) => continue,
+            };
+            out.push(Orphan {
+                kind: "workspace".into(),
+                name: e.path().to_string_lossy().into_owned(),
+                detail,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(branch: Option<&str>, issue: Option<&str>) -> NewSession {
+        NewSession {
+            project: "demo".into(),
+            prefix: "demo".into(),
+            agent: "a".into(),
+            runtime: "process".into(),
+            workspace_kind: "worktree".into(),
+            branch: branch.map(Into::into),
+            issue: issue.map(Into::into),
+            prompt: None,
+            skip_numbers: vec![],
+            fixed_id: None,
+            meta: serde_json::Value::Null,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn branch_precedence_and_remote_collisions() {
+        let heads: Vec<String> = ["feat/42", "feat/42-2", "session/demo-3", "main"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut explicit = new(Some("my/branch"), Some("42"));
+        plan_branch(&mut explicit, &heads);
+        assert_eq!(explicit.branch.as_deref(), Some("my/branch"));
+        let mut issue = new(None, Some("42"));
+        plan_branch(&mut issue, &heads);
+        assert_eq!(issue.branch.as_deref(), Some("feat/42-3"));
+        assert_eq!(issue.skip_numbers, vec![3]);
+        let mut odd = new(None, Some("Fix the parser"));
+        plan_branch(&mut odd, &heads);
+        assert_eq!(odd.branch.as_deref(), Some("feat/fix-the-parser"));
+        let mut none = new(None, None);
+        plan_branch(&mut none, &heads);
+        assert_eq!(none.branch, None, "session/{{id}} is chosen at launch");
     }
 }

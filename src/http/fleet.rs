@@ -1,0 +1,181 @@
+//! Fleet verbs beyond one session: batch spawn, the orchestrator, orphans, terminal attach
+//! info, and agents' self-reports (`flotilla report`).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::sessions::SessionDetail;
+use super::AppState;
+use crate::actors::session::machine::{EventKind, ReportedState};
+use crate::actors::supervisor::messages::{
+    BatchSpawn, BatchSpawnRequest, EnsureOrchestrator, GetAttach, GetOrphans, Orphan, Skipped,
+};
+use crate::actors::supervisor::ApplyTo;
+use crate::plugins::AttachInfo;
+use crate::store::{PrRef, SessionId};
+
+/// What a batch did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    /// Sessions started, in issue order.
+    pub spawned: Vec<SessionDetail>,
+    /// Issues skipped, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Spawns one session per issue, skipping issues with a live session and duplicates.
+///
+/// # Errors
+/// 422 naming the field.
+#[utoipa::path(post, path = "/api/v1/sessions/batch", request_body = BatchSpawnRequest,
+    responses((status = 201, body = BatchResult), (status = 422)))]
+pub async fn batch(
+    state: web::Data<AppState>,
+    body: web::Json<BatchSpawnRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (spawned, skipped) = state
+        .supervisor
+        .send(BatchSpawn {
+            request: body.into_inner(),
+        })
+        .await??;
+    Ok(HttpResponse::Created().json(BatchResult {
+        spawned: spawned.into_iter().map(Into::into).collect(),
+        skipped,
+    }))
+}
+
+/// How to attach to a session's terminal.
+///
+/// # Errors
+/// 404 unknown; 409 ended.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/attach", params(("id" = String, Path)),
+    responses((status = 200, body = AttachInfo), (status = 404), (status = 409)))]
+pub async fn attach(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<web::Json<AttachInfo>, ApiError> {
+    let id = id.into_inner();
+    state
+        .supervisor
+        .send(GetAttach {
+            id: SessionId(id.clone()),
+        })
+        .await??
+        .map(web::Json)
+        .ok_or_else(|| ApiError::Conflict(format!("session {id} has no runtime yet")))
+}
+
+/// The orchestrator answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrchestratorResult {
+    /// The orchestrator session.
+    pub session: SessionDetail,
+    /// Whether it was created now (false: it existed and was reused or restored).
+    pub created: bool,
+}
+
+/// Ensures the project's single orchestrator session runs.
+///
+/// # Errors
+/// 422 unknown project.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/orchestrator", params(("project" = String, Path)),
+    responses((status = 200, body = OrchestratorResult), (status = 422)))]
+pub async fn orchestrator(
+    state: web::Data<AppState>,
+    project: web::Path<String>,
+) -> Result<web::Json<OrchestratorResult>, ApiError> {
+    let (snap, created) = state
+        .supervisor
+        .send(EnsureOrchestrator {
+            project: project.into_inner(),
+        })
+        .await??;
+    Ok(web::Json(OrchestratorResult {
+        session: snap.into(),
+        created,
+    }))
+}
+
+/// Orphans list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrphanList {
+    /// Orphans.
+    pub orphans: Vec<Orphan>,
+}
+
+/// Runtime instances and workspaces no live session owns.
+///
+/// # Errors
+/// 503 when busy.
+#[utoipa::path(get, path = "/api/v1/orphans", responses((status = 200, body = OrphanList)))]
+pub async fn orphans(state: web::Data<AppState>) -> Result<web::Json<OrphanList>, ApiError> {
+    let orphans = state.supervisor.send(GetOrphans).await?;
+    Ok(web::Json(OrphanList { orphans }))
+}
+
+/// An agent's report about itself.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    /// The state it reports.
+    #[schema(value_type = String)]
+    pub state: ReportedState,
+    /// A note.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Its PR's URL.
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    /// Its PR's number.
+    #[serde(default)]
+    pub pr_number: Option<i64>,
+}
+
+/// An agent reports its state, authenticated by its own session token (`$FLOTILLA_REPORT_TOKEN`,
+/// not the API token).
+///
+/// # Errors
+/// 401 bad token; 404 unknown; 409 not accepted in the session's state.
+#[utoipa::path(post, path = "/agent/v1/sessions/{id}/report", params(("id" = String, Path)),
+    request_body = ReportBody,
+    responses((status = 200), (status = 401), (status = 409)))]
+pub async fn report(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<ReportBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !(state.check_report_token)(&id, token) {
+        return Err(ApiError::Unauthorized);
+    }
+    let b = body.into_inner();
+    let pr = match (b.pr_number, b.pr_url) {
+        (Some(number), Some(url)) => Some(PrRef { number, url }),
+        _ => None,
+    };
+    let r = state
+        .supervisor
+        .send(ApplyTo {
+            id: SessionId(id),
+            event: EventKind::AgentReported {
+                state: b.state,
+                note: b.note,
+                pr,
+            },
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "session": r.session.session.id,
+        "state": r.session.session.state,
+    })))
+}
