@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod events;
+mod fleet_plugins;
 mod helpers;
 mod metrics;
 mod server;
