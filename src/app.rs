@@ -21,10 +21,11 @@ use crate::actors::session::policy::{
 };
 use crate::actors::supervisor::messages::ReconcileAll;
 use crate::actors::supervisor::FleetSupervisor;
-use crate::config::{self, AgentKind, Settings};
+use crate::config::{self, AgentKind, AgentSettings, Settings};
 use crate::http::{self, AppState};
-use crate::plugins::agent::CommandAgent;
+use crate::plugins::agents;
 use crate::plugins::process::ProcessRuntime;
+use crate::plugins::tmux::TmuxRuntime;
 use crate::plugins::worktree::WorktreeWorkspace;
 use crate::plugins::Agent;
 use crate::store::{self, SharedStore};
@@ -159,37 +160,47 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Builds the plugin registry: the runtimes and workspaces of this build, and an agent per
-/// configured `command` agent. (Built-in agent kinds come with the Fleet work; asking for one
-/// before then is a clear 422 at spawn.)
+/// Builds the plugin registry: the runtimes and workspaces of this build, every built-in agent
+/// kind under its own name, and an agent per `agents:` entry (which may shadow a built-in name).
 pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
     let mut p = Plugins::default();
     p.runtimes.insert(
         "process".into(),
         Arc::new(ProcessRuntime::new(home.join("runtime"))),
     );
+    p.runtimes.insert(
+        "tmux".into(),
+        Arc::new(TmuxRuntime::new(tmux_socket(home), home.join("tmux"))),
+    );
     p.workspaces
         .insert("worktree".into(), Arc::new(WorktreeWorkspace));
     let mut agents: HashMap<String, Arc<dyn Agent>> = HashMap::new();
-    for (name, a) in &settings.agents {
-        if a.kind == AgentKind::Command {
-            let env = a
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<BTreeMap<_, _>>();
-            agents.insert(
-                name.clone(),
-                Arc::new(CommandAgent {
-                    name: name.clone(),
-                    argv: a.command.clone(),
-                    env,
-                }),
-            );
+    let built_in = AgentKind::BUILT_IN
+        .iter()
+        .map(|k| (k.as_str().to_string(), AgentSettings::built_in(*k)));
+    let configured = settings.agents.iter().map(|(n, a)| (n.clone(), a.clone()));
+    for (name, a) in built_in.chain(configured) {
+        match agents::from_settings(&name, &a) {
+            Ok(agent) => {
+                agents.insert(name, agent);
+            }
+            // `validate` reports these; an unusable agent is a clear 422 at spawn.
+            Err(e) => tracing::warn!(agent = %name, error = %e, "agent not registered"),
         }
     }
     p.agents = agents;
     p
+}
+
+/// The tmux socket of the Flotilla instance living in `home`: stable across restarts (so
+/// agents are found again) and distinct per instance (FNV-1a of the path).
+pub fn tmux_socket(home: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in home.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("flotilla-{:012x}", h & 0xffff_ffff_ffff)
 }
 
 /// Resolves every configured project.

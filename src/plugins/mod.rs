@@ -2,8 +2,8 @@
 //!
 //! | slot | trait | implementations here |
 //! |---|---|---|
-//! | where the agent runs | [`Runtime`] | `process` ([`process::ProcessRuntime`]); `tmux` comes with the Fleet work |
-//! | which agent runs | [`Agent`] | `command` ([`agent::CommandAgent`]) |
+//! | where the agent runs | [`Runtime`] | `process` ([`process::ProcessRuntime`]), `tmux` ([`tmux::TmuxRuntime`]) |
+//! | which agent runs | [`Agent`] | `claude-code`, `codex`, `aider`, `opencode`, `command` ([`agents`]); activity and usage types in [`activity`] |
 //! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]) |
 //! | where tasks come from | [`Tracker`] | (Lifecycle work) |
 //! | where PRs live | [`Scm`] | (Lifecycle work) |
@@ -14,10 +14,15 @@
 //! Plugins never touch the store or actors; actors hold them as `Arc<dyn Trait>`. Every
 //! subprocess goes through [`exec`], with an argument vector and a timeout.
 
-pub mod agent;
+pub mod activity;
+pub mod agents;
 pub mod exec;
 pub mod process;
+pub mod tmux;
 pub mod worktree;
+
+/// The agents module under its former name (`plugins::agent::CommandAgent` keeps working).
+pub use self::agents as agent;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -178,19 +183,56 @@ pub struct AgentContext {
     pub prompt_file: PathBuf,
     /// Resume the previous conversation (restore).
     pub resume: bool,
+    /// The agent's own conversation id to resume (from [`Agent::agent_session_id`]), when the
+    /// caller knows it. With `resume` set and this `None`, the agent looks for the newest
+    /// conversation of this workspace itself, and starts afresh when there is none.
+    pub agent_session_id: Option<String>,
 }
 
-/// Which coding agent runs and how it is launched.
+/// Which coding agent runs, how it is launched, and what it is doing.
+#[async_trait]
 pub trait Agent: Send + Sync {
     /// Agent name.
     fn name(&self) -> &str;
 
     /// Argument vector and extra environment for the launch (the caller adds
-    /// `FLOTILLA_SESSION_ID` and `FLOTILLA_PROMPT_FILE`).
+    /// `FLOTILLA_SESSION_ID` and `FLOTILLA_PROMPT_FILE`). Reads the prompt file; with
+    /// `ctx.resume`, builds the CLI's resume command when a previous conversation is known.
     ///
     /// # Errors
-    /// `Invalid` when the agent's settings cannot produce a launch.
+    /// `Invalid` when the agent's settings cannot produce a launch or the prompt is unreadable.
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)>;
+
+    /// What the agent is doing: from its own session log where it keeps one, else from the
+    /// screen in `probe` (rules in [`activity`]). `Ok(None)` when nothing can be told.
+    /// Reads files only (a bounded tail); never starts a subprocess.
+    ///
+    /// # Errors
+    /// `Io` when a log exists but cannot be read.
+    async fn activity(
+        &self,
+        probe: &activity::ActivityProbe,
+    ) -> PluginResult<Option<activity::ActivitySignal>> {
+        Ok(activity::terminal_activity(probe))
+    }
+
+    /// Tokens used and their cost so far in the workspace's current conversation, where the
+    /// agent's log reports them. `Ok(None)` for agents that do not.
+    ///
+    /// # Errors
+    /// `Io` when a log exists but cannot be read.
+    async fn usage(&self, _workspace: &Path) -> PluginResult<Option<activity::Usage>> {
+        Ok(None)
+    }
+
+    /// The agent's own id for the newest conversation in `workspace` (what its resume flag
+    /// takes), if it keeps one Flotilla can find.
+    ///
+    /// # Errors
+    /// `Io` when the agent's session directory cannot be read.
+    async fn agent_session_id(&self, _workspace: &Path) -> PluginResult<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// A workspace created for a session.

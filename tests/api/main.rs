@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod events;
 mod fleet;
+mod fleet_plugins;
 mod helpers;
 mod metrics;
 mod server;

@@ -151,6 +151,7 @@ async fn try_start(
         workspace: path.clone(),
         prompt_file: prompt_file.clone(),
         resume,
+        agent_session_id: None,
     };
     let (argv, extra) = match agent.launch(&ctx) {
         Ok(l) => l,

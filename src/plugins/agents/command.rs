@@ -1,13 +1,13 @@
-//! Agents. This module has the `command` agent: any CLI, started with the argument vector
-//! from config. (The built-in claude-code, codex, aider and opencode kinds come with the
-//! Fleet work.)
+//! The `command` agent: any CLI, started with the argument vector from config. The prompt is
+//! in the file named by `$FLOTILLA_PROMPT_FILE`, the session id in `$FLOTILLA_SESSION_ID` (both
+//! added by the caller). It keeps no log Flotilla can read, so its activity comes from the
+//! screen (the trait's default).
 
 use std::collections::BTreeMap;
 
-use super::{Agent, AgentContext, PluginError, PluginResult};
+use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
 
-/// Runs `command` (argv from config) in the workspace. The prompt is in the file named by
-/// `$FLOTILLA_PROMPT_FILE`, the session id in `$FLOTILLA_SESSION_ID` (added by the caller).
+/// Runs `argv` (from config) in the workspace.
 #[derive(Debug, Clone)]
 pub struct CommandAgent {
     /// Agent name from config.
@@ -18,6 +18,7 @@ pub struct CommandAgent {
     pub env: BTreeMap<String, String>,
 }
 
+#[async_trait::async_trait]
 impl Agent for CommandAgent {
     fn name(&self) -> &str {
         &self.name

@@ -1,0 +1,457 @@
+//! What an agent is doing, and what it has cost: the types every agent plugin reports, the
+//! freshness rules, the terminal heuristics used when an agent keeps no log of its own, and the
+//! file helpers (tail reads) the per-agent parsers share.
+//!
+//! Each agent module turns its own evidence into a [`Reading`] (`agents::claude` reads Claude
+//! Code's JSONL session log, `agents::codex` reads Codex's rollout files); [`Reading::signal`]
+//! applies the freshness rules below, and [`combine`] merges it with what the screen shows.
+//! Everything here is pure except the `read_*`/`newest_*` file helpers; nothing here starts a
+//! subprocess or touches the store.
+//!
+//! # Rules (shared by all agents)
+//! - A **pending question** (a tool call that asks the human, an approval request) is
+//!   `waiting_input` for as long as it is the last thing in the log. It stops being last the
+//!   moment anything else is written, so it cannot stick after the agent moves on (the
+//!   "sticky waiting_input after a finished turn" weakness of agent-orchestrator, #9).
+//! - **Work in progress** (a prompt the model is answering, a tool running) is `active` while
+//!   its last entry is at most [`WEAK_WINDOW`] old, then `idle`: nothing was written for that
+//!   long, whatever the reason.
+//! - A **finished turn** is `idle`, timestamped with the entry that finished it, so a stuck
+//!   detector can measure how long the agent has been quiet.
+//! - Assistant text without an end-of-turn marker may be mid-turn: `active` for
+//!   [`ACTIVE_WINDOW`], then `idle`.
+//! - The **screen** says `waiting_input` only when its bottom shows a live question: a yes/no
+//!   prompt on the last line, or a numbered option list under a question (see
+//!   [`terminal_waiting`]). A question that has scrolled up, or prose ending with `?`, does not
+//!   count.
+//! - An agent's own log wins over the screen, except that a live question on the screen
+//!   beats "active" (Claude's log shows a tool call, not the permission dialog in front of it).
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::PluginResult;
+use crate::store::Activity;
+
+/// Work newer than this is `active` even without an end-of-work marker.
+pub const ACTIVE_WINDOW: Duration = Duration::seconds(30);
+/// Work in progress older than this (nothing written since) is reported `idle`.
+pub const WEAK_WINDOW: Duration = Duration::minutes(5);
+/// How much of a log file's end the activity parsers read.
+pub const TAIL_BYTES: u64 = 128 * 1024;
+/// How many non-empty screen lines from the bottom the terminal heuristics look at.
+const SCREEN_LINES: usize = 8;
+
+/// Where an activity reading came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivitySource {
+    /// The agent's own session log (Claude JSONL, Codex rollout): timestamps are the agent's.
+    Native,
+    /// The terminal: `at` is when output last changed (or when we looked), so a consumer must
+    /// not treat a terminal-only `idle` as proof of how long the agent has been idle.
+    Terminal,
+}
+
+/// What an agent is doing, when that was true, and how we know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivitySignal {
+    /// The classification.
+    pub activity: Activity,
+    /// When the evidence was produced (log entry time; last output time for the terminal).
+    pub at: DateTime<Utc>,
+    /// Where it came from.
+    pub source: ActivitySource,
+}
+
+/// Tokens an agent used so far and what they cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens not served from a prompt cache.
+    pub input_tokens: u64,
+    /// Output tokens (reasoning included where the agent counts it in its output).
+    pub output_tokens: u64,
+    /// Prompt-cache tokens: reads and writes (Claude), cached input (Codex).
+    pub cache_tokens: u64,
+    /// Cost in US dollars at list prices, when every model used has a known price.
+    pub cost_usd: Option<f64>,
+}
+
+/// What an activity check gets from the caller.
+#[derive(Debug, Clone)]
+pub struct ActivityProbe {
+    /// The session's workspace (agents key their logs by it).
+    pub workspace: PathBuf,
+    /// The last lines of the agent's screen or output, if the caller has them.
+    pub terminal: Option<String>,
+    /// When the runtime last saw output, if it can tell.
+    pub last_output_at: Option<DateTime<Utc>>,
+    /// The time of the check (passed in so classification is testable).
+    pub now: DateTime<Utc>,
+}
+
+/// One agent-independent reading of the last meaningful log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// The agent asked the human something and nothing happened since.
+    Waiting(DateTime<Utc>),
+    /// A prompt is being answered or a tool runs.
+    Working(DateTime<Utc>),
+    /// Assistant output without an end-of-turn marker (maybe mid-turn).
+    Replying(DateTime<Utc>),
+    /// The turn ended (or the session has not started one).
+    Finished(DateTime<Utc>),
+    /// The agent reported an error and stopped (blocked); reported as idle.
+    Failed(DateTime<Utc>),
+}
+
+impl Reading {
+    /// Applies the freshness rules at time `now`.
+    pub fn signal(self, now: DateTime<Utc>) -> ActivitySignal {
+        let (activity, at) = match self {
+            Reading::Waiting(at) => (Activity::WaitingInput, at),
+            Reading::Working(at) if now - at <= WEAK_WINDOW => (Activity::Active, at),
+            Reading::Replying(at) if now - at <= ACTIVE_WINDOW => (Activity::Active, at),
+            Reading::Working(at)
+            | Reading::Replying(at)
+            | Reading::Finished(at)
+            | Reading::Failed(at) => (Activity::Idle, at),
+        };
+        ActivitySignal {
+            activity,
+            at,
+            source: ActivitySource::Native,
+        }
+    }
+}
+
+/// Merges an agent's native signal with what the screen shows (rules in the module doc).
+pub fn combine(native: Option<ActivitySignal>, probe: &ActivityProbe) -> Option<ActivitySignal> {
+    let on_screen = probe.terminal.as_deref().is_some_and(terminal_waiting);
+    match native {
+        Some(n) if n.activity == Activity::WaitingInput => Some(n),
+        Some(n) if on_screen && n.activity == Activity::Active => Some(ActivitySignal {
+            activity: Activity::WaitingInput,
+            at: probe.last_output_at.unwrap_or(probe.now),
+            source: ActivitySource::Terminal,
+        }),
+        Some(n) => Some(n),
+        None => terminal_activity(probe),
+    }
+}
+
+/// Classifies from the screen alone: `waiting_input` for a live question, `idle` for a bare
+/// prompt on the last line, `active` when output changed within [`ACTIVE_WINDOW`], else
+/// nothing (the screen cannot tell).
+pub fn terminal_activity(probe: &ActivityProbe) -> Option<ActivitySignal> {
+    let at = probe.last_output_at.unwrap_or(probe.now);
+    let signal = |activity| {
+        Some(ActivitySignal {
+            activity,
+            at,
+            source: ActivitySource::Terminal,
+        })
+    };
+    if let Some(text) = probe.terminal.as_deref() {
+        if terminal_waiting(text) {
+            return signal(Activity::WaitingInput);
+        }
+        if let Some(last) = bottom_lines(text).last() {
+            if is_bare_prompt(last) {
+                return signal(Activity::Idle);
+            }
+        }
+    }
+    match probe.last_output_at {
+        Some(t) if probe.now - t <= ACTIVE_WINDOW => signal(Activity::Active),
+        _ => None,
+    }
+}
+
+/// The last [`SCREEN_LINES`] non-empty lines, right-trimmed, oldest first.
+fn bottom_lines(text: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = text
+        .lines()
+        .rev()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .take(SCREEN_LINES)
+        .collect();
+    v.reverse();
+    v
+}
+
+fn is_bare_prompt(line: &str) -> bool {
+    matches!(line.trim(), ">" | "❯" | "$" | "#" | "›" | "│ >" | "│ > │")
+}
+
+/// Hint lines TUIs print under a dialog; skipped when looking for the dialog itself.
+fn is_footer(line: &str) -> bool {
+    let l = line.to_lowercase();
+    [
+        "esc to cancel",
+        "press enter to confirm",
+        "enter to select",
+        "to navigate",
+    ]
+    .iter()
+    .any(|f| l.contains(f))
+}
+
+/// A yes/no prompt: `(y/n)`, `[Y/n]`, `(yes/no)`, aider's `(Y)es/(N)o … [Yes]:`.
+fn is_yes_no(line: &str) -> bool {
+    let l = line.to_lowercase();
+    let l = l.trim_end();
+    [
+        "(y/n)", "[y/n]", "(yes/no)", "[yes/no]", "(y)es", "[y/n]:", "y/n?",
+    ]
+    .iter()
+    .any(|p| l.contains(p))
+        || l.ends_with("[yes]:")
+        || l.ends_with("[no]:")
+}
+
+/// A numbered choice: `❯ 1. Yes`, `  2. No, and tell Claude…`, `› 1. Yes, proceed (y)`.
+fn is_option(line: &str) -> bool {
+    let t = line
+        .trim_start()
+        .trim_start_matches(['❯', '›', '>', '│', '*'])
+        .trim_start();
+    let digits = t.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && t[digits..].starts_with(". ")
+}
+
+/// Whether the bottom of the screen shows a question waiting for the human: a yes/no prompt on
+/// the last (non-footer) line, or a block of numbered options directly under a line that asks
+/// something (`Do you want to proceed?`, `Would you like to run the following command?`).
+pub fn terminal_waiting(text: &str) -> bool {
+    let mut lines = bottom_lines(text);
+    while lines.last().is_some_and(|l| is_footer(l)) {
+        lines.pop();
+    }
+    let Some(last) = lines.last() else {
+        return false;
+    };
+    if is_yes_no(last) {
+        return true;
+    }
+    if !is_option(last) {
+        return false;
+    }
+    // Walk up the option block; the line above it must be the question.
+    lines
+        .iter()
+        .rev()
+        .skip_while(|l| is_option(l))
+        .take(3)
+        .any(|l| l.trim_end().ends_with('?') || l.contains("? "))
+}
+
+/// Parses an RFC 3339 timestamp (`2025-10-01T12:00:00.123Z`).
+pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The complete lines among the last `max` bytes of `path` (a partial first line is dropped),
+/// with the file's modification time. `Ok(None)` when the file does not exist.
+///
+/// # Errors
+/// `Io` for other read failures.
+pub async fn read_tail(path: &Path, max: u64) -> PluginResult<Option<(String, DateTime<Utc>)>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = f.metadata().await?;
+    let mtime = meta
+        .modified()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or_else(|_| Utc::now());
+    let start = meta.len().saturating_sub(max);
+    // One byte early: if that byte is the newline ending the previous line, the first line we
+    // keep is complete; otherwise the fragment up to the first newline is dropped.
+    f.seek(std::io::SeekFrom::Start(start.saturating_sub(1)))
+        .await?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).await?;
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        text = text
+            .split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
+    }
+    Ok(Some((text, mtime)))
+}
+
+/// The newest `*.jsonl` file in `dir` (by modification time) whose name does not start with
+/// `skip_prefix`, or `None` when there is none (or no directory). Blocking: one directory
+/// listing; async callers run it on the blocking pool.
+///
+/// # Errors
+/// When the directory exists but cannot be read.
+pub fn newest_jsonl(dir: &Path, skip_prefix: &str) -> std::io::Result<Option<PathBuf>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.ends_with(".jsonl") || (!skip_prefix.is_empty() && name.starts_with(skip_prefix)) {
+            continue;
+        }
+        let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(t, _)| mtime > *t) {
+            best = Some((mtime, entry.path()));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+/// `HOME` as the agent sees it: the agent's configured environment wins over Flotilla's own.
+pub fn agent_home(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    env.get("HOME")
+        .cloned()
+        .or_else(|| std::env::var("HOME").ok())
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(terminal: &str, last: Option<i64>) -> ActivityProbe {
+        let now = parse_ts("2025-10-01T12:00:00Z").expect("ts");
+        ActivityProbe {
+            workspace: PathBuf::from("/w"),
+            terminal: Some(terminal.to_string()),
+            last_output_at: last.map(|s| now - Duration::seconds(s)),
+            now,
+        }
+    }
+
+    #[test]
+    fn a_yes_no_prompt_on_the_last_line_is_waiting_input() {
+        assert!(terminal_waiting(
+            "working...\nDo you want to proceed? (y/n) "
+        ));
+        assert!(terminal_waiting(
+            "Add src/main.rs to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: "
+        ));
+        assert!(terminal_waiting("Overwrite? [Y/n]"));
+    }
+
+    #[test]
+    fn claude_and_codex_option_dialogs_are_waiting_input() {
+        let claude = "\
+ Bash command
+   rm -rf target
+ Do you want to proceed?
+ ❯ 1. Yes
+   2. Yes, and don't ask again for rm commands in /w
+   3. No, and tell Claude what to do differently (esc)
+";
+        assert!(terminal_waiting(claude));
+        let codex = "\
+Would you like to run the following command?
+  $ cargo test
+› 1. Yes, proceed (y)
+  2. No, and tell Codex what to do differently (esc)
+
+Press enter to confirm or esc to cancel
+";
+        assert!(terminal_waiting(codex));
+    }
+
+    #[test]
+    fn an_answered_question_or_prose_question_is_not_waiting() {
+        // The question scrolled up: the agent printed more after the answer.
+        assert!(!terminal_waiting(
+            "Do you want to proceed? (y/n)\n> y\ngot: y\nworking\n> "
+        ));
+        // A finished turn whose prose ends with a question (agent-orchestrator #9).
+        assert!(!terminal_waiting(
+            "I fixed the bug. Should I also update the docs?\n\n> \n  ? for shortcuts"
+        ));
+        // A numbered list in prose, with no question above it.
+        assert!(!terminal_waiting("Steps:\n1. build\n2. test"));
+    }
+
+    #[test]
+    fn terminal_fallback_uses_prompt_and_output_age() {
+        let idle = terminal_activity(&probe("done\n> ", Some(600))).expect("signal");
+        assert_eq!(idle.activity, Activity::Idle);
+        assert_eq!(idle.source, ActivitySource::Terminal);
+        let active = terminal_activity(&probe("compiling foo", Some(3))).expect("signal");
+        assert_eq!(active.activity, Activity::Active);
+        assert_eq!(terminal_activity(&probe("compiling foo", Some(600))), None);
+    }
+
+    #[test]
+    fn freshness_rules() {
+        let now = parse_ts("2025-10-01T12:00:00Z").expect("ts");
+        let ago = |s| now - Duration::seconds(s);
+        let a = |r: Reading| r.signal(now).activity;
+        assert_eq!(a(Reading::Working(ago(120))), Activity::Active);
+        assert_eq!(a(Reading::Working(ago(301))), Activity::Idle);
+        assert_eq!(a(Reading::Replying(ago(10))), Activity::Active);
+        assert_eq!(a(Reading::Replying(ago(31))), Activity::Idle);
+        assert_eq!(a(Reading::Finished(ago(1))), Activity::Idle);
+        assert_eq!(a(Reading::Failed(ago(1))), Activity::Idle);
+        // A pending question does not go stale: it is true until something else is logged.
+        assert_eq!(a(Reading::Waiting(ago(3600))), Activity::WaitingInput);
+        assert_eq!(Reading::Finished(ago(90)).signal(now).at, ago(90));
+    }
+
+    #[test]
+    fn the_screen_overrides_active_but_not_a_finished_turn() {
+        let p = probe("Do you want to proceed?\n❯ 1. Yes\n  2. No", Some(1));
+        let active = Reading::Working(p.now).signal(p.now);
+        assert_eq!(
+            combine(Some(active), &p).map(|s| s.activity),
+            Some(Activity::WaitingInput)
+        );
+        let idle = Reading::Finished(p.now).signal(p.now);
+        assert_eq!(
+            combine(Some(idle), &p).map(|s| s.activity),
+            Some(Activity::Idle)
+        );
+    }
+
+    #[tokio::test]
+    async fn tail_drops_the_partial_first_line() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("x.jsonl");
+        std::fs::write(&f, "aaaaaaaaaa\nbbbb\ncccc\n").expect("write");
+        let tail = |n| {
+            let f = f.clone();
+            async move { read_tail(&f, n).await.expect("read").expect("some").0 }
+        };
+        assert_eq!(tail(12).await, "bbbb\ncccc\n"); // starts inside "aaa…"
+        assert_eq!(tail(10).await, "bbbb\ncccc\n"); // starts exactly at "bbbb"
+        assert_eq!(tail(9).await, "cccc\n"); // starts inside "bbbb"
+        assert_eq!(tail(100).await, "aaaaaaaaaa\nbbbb\ncccc\n");
+        assert!(read_tail(&dir.path().join("none"), 10)
+            .await
+            .expect("ok")
+            .is_none());
+        std::fs::write(dir.path().join("agent-1.jsonl"), "{}").expect("write");
+        let newest = newest_jsonl(dir.path(), "agent-").expect("ok");
+        assert_eq!(newest, Some(f));
+    }
+}

@@ -1,0 +1,631 @@
+//! The `claude-code` agent (Anthropic's `claude` CLI, interactive).
+//!
+//! Launch: `claude [--permission-mode acceptEdits|plan | --dangerously-skip-permissions]
+//! [--model M] --append-system-prompt <rules> [args…] -- <task>`: the task goes in as the
+//! positional prompt, which the interactive CLI submits itself (no blind post-launch typing,
+//! agent-orchestrator weakness #18). Over [`INLINE_PROMPT_MAX`] the whole prompt file is given
+//! with `--append-system-prompt-file` and the positional prompt points at it. Resume:
+//! `--resume <session uuid>` (no positional prompt).
+//! Flags checked against `claude --help` of 2.1.x; `tests/api/fleet_plugins.rs` runs every
+//! argv we build through the real CLI's parser. Note: the CLI refuses
+//! `--dangerously-skip-permissions` as root.
+//!
+//! Observation: Claude Code appends one JSON object per line to
+//! `$CLAUDE_CONFIG_DIR` (default `$HOME/.claude`) `/projects/<cwd, every non-alphanumeric
+//! character replaced by '-'>/<session uuid>.jsonl`; paths over 200 characters are cut and
+//! suffixed with a hash (as the CLI does). The newest such file that is not a sub-agent's
+//! (`agent-*.jsonl`) is this workspace's conversation. Only its last [`TAIL_BYTES`] are read
+//! for activity; usage reads the whole file, deduplicating the per-content-block copies of a
+//! message by message id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{program, prompt_pointer, Prompt, INLINE_PROMPT_MAX};
+use crate::config::{AgentSettings, PermissionMode};
+use crate::plugins::activity::{
+    agent_home, combine, newest_jsonl, parse_ts, read_tail, ActivityProbe, ActivitySignal, Reading,
+    Usage, TAIL_BYTES,
+};
+use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
+
+/// Longest encoded project directory name before the CLI shortens it with a hash.
+const MAX_DIR_NAME: usize = 200;
+/// Tools whose pending call means Claude is waiting for the human.
+const ASKING_TOOLS: &[&str] = &["AskUserQuestion", "ExitPlanMode"];
+
+/// Launches and observes Claude Code.
+#[derive(Debug, Clone)]
+pub struct ClaudeCodeAgent {
+    name: String,
+    settings: AgentSettings,
+}
+
+impl ClaudeCodeAgent {
+    /// A Claude Code agent called `name` with its settings.
+    pub fn new(name: String, settings: AgentSettings) -> Self {
+        ClaudeCodeAgent { name, settings }
+    }
+
+    /// `$CLAUDE_CONFIG_DIR` or `$HOME/.claude`, as the agent process sees them.
+    fn config_dir(&self) -> Option<PathBuf> {
+        if let Some(d) = self.settings.env.get("CLAUDE_CONFIG_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        agent_home(&self.settings.env).map(|h| h.join(".claude"))
+    }
+
+    /// The directory Claude Code keeps `workspace`'s conversations in.
+    pub fn project_dir(&self, workspace: &Path) -> Option<PathBuf> {
+        let real = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.to_path_buf());
+        Some(
+            self.config_dir()?
+                .join("projects")
+                .join(project_dir_name(&real.to_string_lossy())),
+        )
+    }
+
+    /// The newest conversation id of `workspace` (blocking: one directory listing).
+    fn latest_session(&self, workspace: &Path) -> Option<String> {
+        let dir = self.project_dir(workspace)?;
+        let file = newest_jsonl(&dir, "agent-").ok()??;
+        file.file_stem().map(|s| s.to_string_lossy().into_owned())
+    }
+
+    async fn latest_log(&self, workspace: &Path) -> PluginResult<Option<PathBuf>> {
+        let Some(dir) = self.project_dir(workspace) else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || newest_jsonl(&dir, "agent-"))
+            .await
+            .map_err(|e| PluginError::Io(std::io::Error::other(e)))?
+            .map_err(PluginError::Io)
+    }
+}
+
+/// Claude Code's name for a project directory: every character that is not an ASCII letter or
+/// digit becomes `-` (one per UTF-16 unit, as in JavaScript); names over 200 characters are cut
+/// and suffixed with `-` and a base-36 hash of the path.
+pub fn project_dir_name(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.extend(std::iter::repeat_n('-', c.len_utf16()));
+        }
+    }
+    if out.len() <= MAX_DIR_NAME {
+        return out;
+    }
+    // Java-style string hash over UTF-16 units, as the CLI computes it.
+    let mut h: i32 = 0;
+    for unit in path.encode_utf16() {
+        h = h
+            .wrapping_shl(5)
+            .wrapping_sub(h)
+            .wrapping_add(i32::from(unit));
+    }
+    format!(
+        "{}-{}",
+        &out[..MAX_DIR_NAME],
+        base36(i64::from(h).unsigned_abs())
+    )
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    if n == 0 {
+        return "0".into();
+    }
+    let mut v = Vec::new();
+    while n > 0 {
+        v.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    v.reverse();
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+/// Classifies the last meaningful entry of a Claude Code JSONL log (rules in
+/// [`activity`](crate::plugins::activity)). `mtime` stands in for entries without a timestamp.
+pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
+    log.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| classify_entry(&v, mtime))
+}
+
+fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
+    let at = v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime);
+    match v["type"].as_str()? {
+        "permission_request" => Some(Reading::Waiting(at)),
+        "progress" => Some(Reading::Working(at)),
+        "error" => Some(Reading::Failed(at)),
+        "result" => Some(Reading::Finished(at)),
+        "user" => {
+            if v["isMeta"].as_bool() == Some(true) {
+                return None;
+            }
+            let content = &v["message"]["content"];
+            let texts: Vec<&str> = match content {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(items) => items.iter().filter_map(|i| i["text"].as_str()).collect(),
+                _ => Vec::new(),
+            };
+            let ended = texts.iter().any(|t| {
+                t.starts_with("[Request interrupted by user")
+                    || t.starts_with("<command-name>")
+                    || t.starts_with("<local-command-stdout>")
+            });
+            Some(if ended {
+                Reading::Finished(at)
+            } else {
+                // A prompt or a tool result: the model is (or will be) working on it.
+                Reading::Working(at)
+            })
+        }
+        "assistant" => {
+            let msg = &v["message"];
+            if v["isApiErrorMessage"].as_bool() == Some(true)
+                || msg["model"].as_str() == Some("<synthetic>")
+            {
+                return Some(Reading::Failed(at));
+            }
+            let items = msg["content"].as_array().cloned().unwrap_or_default();
+            let tool = items
+                .iter()
+                .rev()
+                .find(|i| i["type"].as_str() == Some("tool_use"));
+            if let Some(tool) = tool {
+                let name = tool["name"].as_str().unwrap_or("");
+                // Pending (nothing logged after it): asking the human, or running.
+                return Some(if ASKING_TOOLS.contains(&name) {
+                    Reading::Waiting(at)
+                } else {
+                    Reading::Working(at)
+                });
+            }
+            match msg["stop_reason"].as_str() {
+                Some("end_turn" | "stop_sequence" | "max_tokens" | "refusal") => {
+                    Some(Reading::Finished(at))
+                }
+                _ if items.iter().all(|i| i["type"].as_str() == Some("thinking")) => {
+                    Some(Reading::Working(at))
+                }
+                _ => Some(Reading::Replying(at)),
+            }
+        }
+        "system" => {
+            if v["level"].as_str() == Some("error") {
+                return Some(Reading::Failed(at));
+            }
+            match v["subtype"].as_str() {
+                Some("turn_duration" | "stop_hook_summary") => Some(Reading::Finished(at)),
+                _ => None,
+            }
+        }
+        // file-history-snapshot, summary, queue-operation, custom-title…: not activity.
+        _ => None,
+    }
+}
+
+/// List prices in USD per million tokens (input, output) by model family; cache writes cost
+/// 1.25× input, cache reads 0.1× input. Approximate: long-context and 1-hour cache-write
+/// premiums are ignored. Unknown models have no price.
+pub fn price_per_mtok(model: &str) -> Option<(f64, f64)> {
+    let m = model.to_ascii_lowercase();
+    let table: &[(&str, (f64, f64))] = &[
+        ("opus-4-5", (5.0, 25.0)),
+        ("opus-4-6", (5.0, 25.0)),
+        ("opus", (15.0, 75.0)),
+        ("sonnet", (3.0, 15.0)),
+        ("haiku-4", (1.0, 5.0)),
+        ("3-5-haiku", (0.8, 4.0)),
+        ("haiku", (0.25, 1.25)),
+    ];
+    table
+        .iter()
+        .find(|(key, _)| m.contains(key))
+        .map(|(_, p)| *p)
+}
+
+/// Sums `message.usage` over a Claude Code JSONL log. Claude writes one line per content
+/// block, each repeating its message's usage, so usage is counted once per message id (the
+/// last copy wins: it has the final output count).
+pub fn usage(log: &str) -> Usage {
+    #[derive(Default)]
+    struct Counts {
+        model: String,
+        input: u64,
+        output: u64,
+        cache_write: u64,
+        cache_read: u64,
+    }
+    let mut by_message: HashMap<String, Counts> = HashMap::new();
+    for line in log.lines().filter(|l| l.contains("\"usage\"")) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let msg = &v["message"];
+        if v["type"].as_str() != Some("assistant") || msg["model"].as_str() == Some("<synthetic>") {
+            continue;
+        }
+        let u = &msg["usage"];
+        let n = |k: &str| u[k].as_u64().unwrap_or(0);
+        let id = msg["id"]
+            .as_str()
+            .or_else(|| v["uuid"].as_str())
+            .unwrap_or("")
+            .to_string();
+        by_message.insert(
+            id,
+            Counts {
+                model: msg["model"].as_str().unwrap_or("").to_string(),
+                input: n("input_tokens"),
+                output: n("output_tokens"),
+                cache_write: n("cache_creation_input_tokens"),
+                cache_read: n("cache_read_input_tokens"),
+            },
+        );
+    }
+    let mut total = Usage {
+        cost_usd: Some(0.0),
+        ..Usage::default()
+    };
+    for c in by_message.values() {
+        total.input_tokens += c.input;
+        total.output_tokens += c.output;
+        total.cache_tokens += c.cache_write + c.cache_read;
+        total.cost_usd = match (total.cost_usd, price_per_mtok(&c.model)) {
+            (Some(sum), Some((i, o))) => Some(
+                sum + (c.input as f64 * i
+                    + c.output as f64 * o
+                    + c.cache_write as f64 * i * 1.25
+                    + c.cache_read as f64 * i * 0.1)
+                    / 1e6,
+            ),
+            _ => None,
+        };
+    }
+    total
+}
+
+#[async_trait]
+impl Agent for ClaudeCodeAgent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
+        let s = &self.settings;
+        let mut argv = program(s, "claude");
+        match s.permission_mode {
+            PermissionMode::Default => {}
+            PermissionMode::AutoEdit => {
+                argv.extend(["--permission-mode".into(), "acceptEdits".into()])
+            }
+            PermissionMode::Suggest => argv.extend(["--permission-mode".into(), "plan".into()]),
+            PermissionMode::Permissionless => argv.push("--dangerously-skip-permissions".into()),
+        }
+        if let Some(m) = &s.model {
+            argv.extend(["--model".into(), m.clone()]);
+        }
+        let prompt = Prompt::read(&ctx.prompt_file)?;
+        let resume_id = if ctx.resume {
+            ctx.agent_session_id
+                .clone()
+                .or_else(|| self.latest_session(&ctx.workspace))
+        } else {
+            None
+        };
+        let inline = prompt.full.len() <= INLINE_PROMPT_MAX;
+        if inline {
+            if let Some(system) = &prompt.system {
+                argv.extend(["--append-system-prompt".into(), system.clone()]);
+            }
+        } else {
+            argv.extend([
+                "--append-system-prompt-file".into(),
+                ctx.prompt_file.to_string_lossy().into_owned(),
+            ]);
+        }
+        if let Some(id) = resume_id {
+            argv.extend(["--resume".into(), id]);
+            argv.extend(s.args.iter().cloned());
+        } else {
+            argv.extend(s.args.iter().cloned());
+            argv.push("--".into());
+            argv.push(if inline {
+                prompt.task
+            } else {
+                prompt_pointer(&ctx.prompt_file)
+            });
+        }
+        Ok((argv, s.env.clone()))
+    }
+
+    async fn activity(&self, probe: &ActivityProbe) -> PluginResult<Option<ActivitySignal>> {
+        let native = match self.latest_log(&probe.workspace).await? {
+            Some(path) => read_tail(&path, TAIL_BYTES)
+                .await?
+                .and_then(|(text, mtime)| classify(&text, mtime))
+                .map(|r| r.signal(probe.now)),
+            None => None,
+        };
+        Ok(combine(native, probe))
+    }
+
+    async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {
+        let Some(path) = self.latest_log(workspace).await? else {
+            return Ok(None);
+        };
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => Ok(Some(usage(&text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn agent_session_id(&self, workspace: &Path) -> PluginResult<Option<String>> {
+        Ok(self
+            .latest_log(workspace)
+            .await?
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{ctx, path, settings, PROMPT};
+    use super::*;
+    use crate::config::AgentKind;
+    use crate::store::Activity;
+
+    const SESSION: &str = "0b0d6c1e-1111-4222-8333-444455556666";
+
+    fn agent(mode: PermissionMode, model: Option<&str>) -> ClaudeCodeAgent {
+        ClaudeCodeAgent::new(
+            "claude-code".into(),
+            settings(AgentKind::ClaudeCode, mode, model),
+        )
+    }
+
+    // Recorded-format lines (Claude Code 2.x JSONL), trimmed of fields we do not read.
+    const USER: &str = r#"{"parentUuid":null,"isSidechain":false,"userType":"external","cwd":"/w","sessionId":"0b0d6c1e-1111-4222-8333-444455556666","version":"2.0.14","gitBranch":"main","type":"user","message":{"role":"user","content":"Fix the parser."},"uuid":"u1","timestamp":"2025-10-01T11:59:00.000Z"}"#;
+    const TEXT: &str = r#"{"parentUuid":"u1","type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Let me look at the parser."}],"stop_reason":null,"usage":{"input_tokens":4,"cache_creation_input_tokens":2000,"cache_read_input_tokens":10000,"output_tokens":3,"service_tier":"standard"}},"requestId":"req_1","uuid":"a1","timestamp":"2025-10-01T11:59:02.000Z"}"#;
+    const TOOL: &str = r#"{"parentUuid":"a1","type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"toolu_01","name":"Bash","input":{"command":"cargo test","description":"Run tests"}}],"stop_reason":"tool_use","usage":{"input_tokens":4,"cache_creation_input_tokens":2000,"cache_read_input_tokens":10000,"output_tokens":120,"service_tier":"standard"}},"requestId":"req_1","uuid":"a2","timestamp":"2025-10-01T11:59:03.000Z"}"#;
+    const RESULT: &str = r#"{"parentUuid":"a2","type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01","type":"tool_result","content":"test result: ok","is_error":false}]},"uuid":"u2","timestamp":"2025-10-01T11:59:40.000Z","toolUseResult":{"stdout":"test result: ok","stderr":"","interrupted":false}}"#;
+    const DONE: &str = r#"{"parentUuid":"u2","type":"assistant","message":{"id":"msg_01B","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"All tests pass."}],"stop_reason":"end_turn","usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":12000,"output_tokens":40,"service_tier":"standard"}},"uuid":"a3","timestamp":"2025-10-01T11:59:45.000Z"}"#;
+    const ASK: &str = r#"{"parentUuid":"u2","type":"assistant","message":{"id":"msg_01C","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"toolu_02","name":"AskUserQuestion","input":{"questions":[{"question":"Delete the old parser?","header":"Cleanup","options":[{"label":"Yes"},{"label":"No"}],"multiSelect":false}]}}],"stop_reason":"tool_use","usage":{"input_tokens":5,"output_tokens":30}},"uuid":"a4","timestamp":"2025-10-01T11:59:50.000Z"}"#;
+    const ANSWER: &str = r#"{"parentUuid":"a4","type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_02","type":"tool_result","content":"User has answered your questions: \"Delete the old parser?\"=\"Yes\"."}]},"uuid":"u3","timestamp":"2025-10-01T11:59:58.000Z"}"#;
+    const SNAPSHOT: &str = r#"{"type":"file-history-snapshot","messageId":"m1","snapshot":{"messageId":"m1","trackedFileBackups":{},"timestamp":"2025-10-01T11:59:59.000Z"},"isSnapshotUpdate":false}"#;
+    const API_ERROR: &str = r#"{"type":"assistant","isApiErrorMessage":true,"message":{"id":"x","model":"<synthetic>","role":"assistant","content":[{"type":"text","text":"API Error: 529 Overloaded"}],"stop_reason":"stop_sequence","usage":{"input_tokens":0,"output_tokens":0}},"timestamp":"2025-10-01T11:59:59.000Z"}"#;
+
+    fn now() -> DateTime<Utc> {
+        parse_ts("2025-10-01T12:00:00Z").expect("ts")
+    }
+
+    fn state(lines: &[&str]) -> Option<Activity> {
+        classify(&lines.join("\n"), now()).map(|r| r.signal(now()).activity)
+    }
+
+    #[test]
+    fn log_entries_map_to_activity() {
+        assert_eq!(state(&[USER]), Some(Activity::Active));
+        assert_eq!(state(&[USER, TEXT, TOOL]), Some(Activity::Active));
+        assert_eq!(state(&[USER, TEXT, TOOL, RESULT]), Some(Activity::Active));
+        assert_eq!(
+            state(&[USER, TEXT, TOOL, RESULT, DONE]),
+            Some(Activity::Idle)
+        );
+        // Snapshots and other bookkeeping lines are skipped.
+        assert_eq!(state(&[DONE, SNAPSHOT]), Some(Activity::Idle));
+        assert_eq!(state(&[USER, API_ERROR]), Some(Activity::Idle));
+        assert_eq!(state(&[SNAPSHOT]), None);
+        // Text 58 s old without end_turn: not active any more.
+        assert_eq!(state(&[USER, TEXT]), Some(Activity::Idle));
+    }
+
+    #[test]
+    fn a_question_waits_only_until_it_is_answered() {
+        assert_eq!(state(&[USER, ASK]), Some(Activity::WaitingInput));
+        // agent-orchestrator #9: after the answer (and after the turn ends) it is not sticky.
+        assert_eq!(state(&[USER, ASK, ANSWER]), Some(Activity::Active));
+        assert_eq!(state(&[USER, ASK, ANSWER, DONE]), Some(Activity::Idle));
+    }
+
+    #[test]
+    fn a_finished_turn_is_idle_since_its_last_entry() {
+        let r = classify(&[USER, DONE].join("\n"), now()).expect("reading");
+        assert_eq!(
+            r.signal(now()).at,
+            parse_ts("2025-10-01T11:59:45Z").expect("ts")
+        );
+    }
+
+    #[test]
+    fn usage_counts_each_message_once_and_prices_it() {
+        let u = usage(&[USER, TEXT, TOOL, RESULT, DONE].join("\n"));
+        assert_eq!(u.input_tokens, 14);
+        assert_eq!(u.output_tokens, 160);
+        assert_eq!(u.cache_tokens, 2000 + 10000 + 12000);
+        // Sonnet: $3 in, $15 out, writes 3.75, reads 0.30 per million.
+        let expected = (14.0 * 3.0 + 160.0 * 15.0 + 2000.0 * 3.75 + 22000.0 * 0.3) / 1e6;
+        let cost = u.cost_usd.expect("priced");
+        assert!((cost - expected).abs() < 1e-12, "{cost} vs {expected}");
+        let unknown = usage(&TEXT.replace("claude-sonnet-4-5-20250929", "mystery-1"));
+        assert_eq!(unknown.cost_usd, None);
+        assert_eq!(
+            price_per_mtok("claude-opus-4-1-20250805"),
+            Some((15.0, 75.0))
+        );
+        assert_eq!(
+            price_per_mtok("claude-opus-4-5-20251101"),
+            Some((5.0, 25.0))
+        );
+        assert_eq!(price_per_mtok("claude-haiku-4-5"), Some((1.0, 5.0)));
+    }
+
+    #[test]
+    fn project_dirs_are_named_like_the_cli_names_them() {
+        assert_eq!(project_dir_name("/home/u/my.proj_x"), "-home-u-my-proj-x");
+        let long = format!("/{}", "a".repeat(250));
+        let name = project_dir_name(&long);
+        assert_eq!(&name[..200], format!("-{}", "a".repeat(199)));
+        assert_eq!(&name[200..201], "-");
+        assert!(name.len() > 201 && name[201..].chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
+
+    #[test]
+    fn launch_puts_rules_in_the_system_prompt_and_the_task_last() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = ctx(dir.path(), PROMPT);
+        let (argv, env) = agent(PermissionMode::Default, None)
+            .launch(&c)
+            .expect("launch");
+        assert_eq!(
+            argv,
+            [
+                "claude",
+                "--append-system-prompt",
+                "## Project rules\n\nUse tabs.\n\n## How to work\n\nCommit your work.",
+                "--",
+                "Fix the parser."
+            ]
+        );
+        assert!(env.is_empty());
+    }
+
+    #[test]
+    fn permission_modes_model_args_and_command_override() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = ctx(dir.path(), "just do it");
+        let argv = |mode| {
+            let mut s = settings(AgentKind::ClaudeCode, mode, Some("sonnet"));
+            s.command = vec!["/opt/wrapper".into(), "--wrapped".into()];
+            s.args = vec!["--verbose".into()];
+            ClaudeCodeAgent::new("c".into(), s)
+                .launch(&c)
+                .expect("launch")
+                .0
+        };
+        assert_eq!(
+            argv(PermissionMode::AutoEdit),
+            [
+                "/opt/wrapper",
+                "--wrapped",
+                "--permission-mode",
+                "acceptEdits",
+                "--model",
+                "sonnet",
+                "--verbose",
+                "--",
+                "just do it"
+            ]
+        );
+        assert_eq!(
+            argv(PermissionMode::Suggest)[2..4],
+            ["--permission-mode", "plan"]
+        );
+        assert_eq!(
+            argv(PermissionMode::Permissionless)[2],
+            "--dangerously-skip-permissions"
+        );
+        assert!(!argv(PermissionMode::Default)
+            .iter()
+            .any(|a| a.contains("permission")));
+    }
+
+    #[test]
+    fn a_long_prompt_is_passed_by_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let big = format!("## Task\n\n{}\n", "x".repeat(INLINE_PROMPT_MAX));
+        let c = ctx(dir.path(), &big);
+        let (argv, _) = agent(PermissionMode::Default, None)
+            .launch(&c)
+            .expect("launch");
+        assert_eq!(argv[1], "--append-system-prompt-file");
+        assert_eq!(argv[2], path(&c.prompt_file));
+        assert!(argv.iter().all(|a| a.len() < 1024));
+    }
+
+    #[test]
+    fn resume_uses_the_known_or_the_newest_conversation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let home = dir.path().join("home");
+        let mut s = settings(AgentKind::ClaudeCode, PermissionMode::Default, None);
+        s.env.insert("HOME".into(), path(&home));
+        let a = ClaudeCodeAgent::new("c".into(), s);
+        let mut c = ctx(dir.path(), PROMPT);
+        c.resume = true;
+        std::fs::create_dir_all(&c.workspace).expect("ws");
+        // Nothing to resume: a fresh start with the task.
+        let (argv, env) = a.launch(&c).expect("launch");
+        assert_eq!(argv.last().map(String::as_str), Some("Fix the parser."));
+        assert_eq!(env.get("HOME"), Some(&path(&home)));
+        // A conversation on disk is found.
+        let pdir = a.project_dir(&c.workspace).expect("dir");
+        std::fs::create_dir_all(&pdir).expect("mkdir");
+        std::fs::write(pdir.join(format!("{SESSION}.jsonl")), USER).expect("write");
+        std::fs::write(pdir.join("agent-5.jsonl"), USER).expect("write");
+        let (argv, _) = a.launch(&c).expect("launch");
+        let i = argv.iter().position(|x| x == "--resume").expect("--resume");
+        assert_eq!(argv[i + 1], SESSION);
+        assert!(!argv.contains(&"--".to_string()), "no new prompt on resume");
+        // An id the caller knows wins.
+        c.agent_session_id = Some("given".into());
+        assert!(a
+            .launch(&c)
+            .expect("launch")
+            .0
+            .contains(&"given".to_string()));
+    }
+
+    #[tokio::test]
+    async fn activity_and_usage_come_from_the_workspace_log() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = settings(AgentKind::ClaudeCode, PermissionMode::Default, None);
+        s.env.insert("HOME".into(), path(&dir.path().join("home")));
+        let a = ClaudeCodeAgent::new("c".into(), s);
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).expect("ws");
+        let probe = ActivityProbe {
+            workspace: ws.clone(),
+            terminal: Some("Do you want to proceed? (y/n)".into()),
+            last_output_at: None,
+            now: now(),
+        };
+        // No log yet: the screen decides.
+        let sig = a.activity(&probe).await.expect("ok").expect("signal");
+        assert_eq!(sig.activity, Activity::WaitingInput);
+        let pdir = a.project_dir(&ws).expect("dir");
+        std::fs::create_dir_all(&pdir).expect("mkdir");
+        std::fs::write(
+            pdir.join(format!("{SESSION}.jsonl")),
+            [USER, TEXT, TOOL, RESULT, DONE].join("\n"),
+        )
+        .expect("write");
+        let sig = a.activity(&probe).await.expect("ok").expect("signal");
+        // The log says the turn finished: a stale question on screen does not override it.
+        assert_eq!(sig.activity, Activity::Idle);
+        assert_eq!(
+            a.usage(&ws)
+                .await
+                .expect("ok")
+                .expect("usage")
+                .output_tokens,
+            160
+        );
+        assert_eq!(
+            a.agent_session_id(&ws).await.expect("ok").as_deref(),
+            Some(SESSION)
+        );
+    }
+}

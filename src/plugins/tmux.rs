@@ -1,0 +1,887 @@
+//! The `tmux` runtime: each agent runs in a tmux session (named after the Flotilla session) on
+//! a private tmux server per Flotilla instance (`tmux -L <socket>`), so a human can attach and
+//! watch or type, and agents survive a Flotilla restart.
+//!
+//! How it keeps the runtime contract:
+//! - **No shell.** The agent's argv is passed to `new-session` as separate arguments, which tmux
+//!   hands to `execvp`. Two tmux rules are handled: a *single* argument would be run through
+//!   `$SHELL -c`, so a one-element argv is started as `env -- PROGRAM`; and an argument ending
+//!   in `;` would end the tmux command, so that `;` is escaped (`\;`, which tmux turns back into
+//!   `;`). `-s`/`-c` values are format-expanded by tmux, so `#` is doubled there. The one shell
+//!   string is tmux's own `pipe-pane` command (`cat >> 'LOG'`, path single-quoted).
+//! - **Exact environment.** Every tmux client runs under `env -i`: the server started by the
+//!   first client then has an empty global environment, and an unattached client's `PATH`
+//!   (which tmux would otherwise copy into the pane) is absent, so the pane gets exactly the
+//!   spec's variables via `-e` (plus tmux's own `TERM`, `TMUX`, `TMUX_PANE`, `SHELL`).
+//! - **Exit status.** `remain-on-exit` is set as a global window option in the same invocation
+//!   that creates the session, before the agent can exit, so the pane stays and
+//!   `#{pane_dead_status}` can be read. [`Runtime::wait_exit`] watches the pane's pid with a
+//!   pidfd (no polling loop), reads the status once tmux has reaped it, then kills the session.
+//! - **Cheap checks.** `is_alive` reads `/proc` (pane pid + start time, so a reused pid is never
+//!   mistaken for the agent); `last_output_at` is the mtime of the pane's log, which
+//!   `pipe-pane -o` appends to (set up in the same invocation, before the server reads any
+//!   output, so nothing is missed).
+//! - **Confirmed delivery** (agent-orchestrator weakness #5: long messages left unsubmitted
+//!   while reporting success). See [`TmuxRuntime::send_message`]: paste as one bracketed paste,
+//!   wait until the draft is visible, press Enter, and report success only when the draft line
+//!   was consumed; Enter is retried, and `Ok(false)` means "not confirmed".
+//!
+//! Every tmux call goes through [`exec::run`] with [`TMUX_TIMEOUT`].
+
+use std::io::ErrorKind;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+use super::{exec, AttachInfo, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
+
+/// Timeout of every tmux command.
+pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
+/// New sessions are this wide and tall (a detached session has no client to size it).
+const WIDTH: &str = "200";
+const HEIGHT: &str = "50";
+/// tmux refuses commands over about 16 KiB ("command too long"); stay under it.
+const MAX_COMMAND_BYTES: usize = 15 * 1024;
+/// How long `destroy` waits for a survivor of the hang-up after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+/// How much of the log `output` reads from the end when the pane is gone.
+const LOG_TAIL_BYTES: u64 = 256 * 1024;
+/// After the pane process ends, how long to wait for tmux to reap it and record the status.
+const STATUS_WAIT: Duration = Duration::from_secs(2);
+/// How long a pasted message may take to appear on screen.
+const DRAFT_WAIT: Duration = Duration::from_millis(1500);
+/// How long to wait for the draft to be consumed after each Enter (first, then retries).
+const SUBMIT_WAITS: [Duration; 3] = [
+    Duration::from_millis(1500),
+    Duration::from_millis(750),
+    Duration::from_millis(750),
+];
+/// Screen polling interval while confirming delivery.
+const POLL: Duration = Duration::from_millis(50);
+/// Characters of the message's last line used to recognise the draft on screen.
+const NEEDLE_CHARS: usize = 24;
+/// Marker TUIs show instead of a long paste (`[Pasted text #1 +40 lines]` in Claude Code,
+/// `[Pasted Content 5000 chars]` in Codex).
+const PASTE_PLACEHOLDER: &str = "[Pasted";
+
+/// What the tmux runtime persists about an agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TmuxHandle {
+    /// tmux socket name (`-L`).
+    pub socket: String,
+    /// tmux session name (the Flotilla session id, with characters tmux rewrites replaced).
+    pub session: String,
+    /// Pane id (`%N`), unique for the server's lifetime.
+    pub pane: String,
+    /// Pid of the pane's process: the agent itself (tmux execs it directly).
+    pub pane_pid: i32,
+    /// Its start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+    /// Everything the pane printed (appended by `pipe-pane`), with terminal escapes.
+    pub log: PathBuf,
+}
+
+impl TmuxHandle {
+    fn parse(h: &RuntimeHandle) -> PluginResult<Self> {
+        serde_json::from_value(h.clone())
+            .map_err(|e| PluginError::Invalid(format!("not a tmux runtime handle: {e}")))
+    }
+
+    /// Whether the pane's process is the one we launched and has not ended.
+    fn alive(&self) -> bool {
+        process_alive(self.pane_pid, self.start_ticks)
+    }
+}
+
+/// Runs agents in tmux sessions on a private server; pane logs and message files under
+/// `log_dir`.
+pub struct TmuxRuntime {
+    socket: String,
+    log_dir: PathBuf,
+    /// The tmux binary, resolved on Flotilla's `PATH` once (tmux itself runs with no `PATH`).
+    tmux: String,
+}
+
+impl TmuxRuntime {
+    /// A runtime using the tmux server `tmux -L socket_name`, with its files in `log_dir`.
+    pub fn new(socket_name: impl Into<String>, log_dir: PathBuf) -> Self {
+        let tmux = std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("tmux"))
+                    .find(|p| p.is_file())
+            })
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "tmux".into());
+        TmuxRuntime {
+            socket: socket_name.into(),
+            log_dir,
+            tmux,
+        }
+    }
+
+    /// The socket name (`tmux -L NAME`).
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// Runs one tmux invocation (`args` may hold several commands separated by `";"`).
+    async fn tmux(&self, args: &[&str]) -> PluginResult<String> {
+        let mut argv: Vec<&str> = vec!["env", "-i"];
+        let tmpdir = std::env::var("TMUX_TMPDIR")
+            .ok()
+            .map(|d| format!("TMUX_TMPDIR={d}"));
+        if let Some(t) = &tmpdir {
+            argv.push(t);
+        }
+        argv.extend([self.tmux.as_str(), "-L", &self.socket, "-f", "/dev/null"]);
+        argv.extend_from_slice(args);
+        exec::run(&argv, None, TMUX_TIMEOUT).await
+    }
+
+    /// The names of the sessions on this runtime's server (empty when no server runs): for
+    /// start-up reconciliation against the store.
+    ///
+    /// # Errors
+    /// `Command`/`Timeout` when tmux fails for another reason than "no server".
+    pub async fn list_sessions(&self) -> PluginResult<Vec<String>> {
+        match self.tmux(&["list-sessions", "-F", "#{session_name}"]).await {
+            Ok(out) => Ok(out.lines().map(str::to_string).collect()),
+            Err(e) if is_gone(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops this runtime's tmux server and every agent in it. Idempotent.
+    ///
+    /// # Errors
+    /// `Command`/`Timeout` when tmux fails for another reason than "no server".
+    pub async fn kill_server(&self) -> PluginResult<()> {
+        match self.tmux(&["kill-server"]).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The visible screen of the pane (one string per row) and the cursor row.
+    async fn screen(&self, pane: &str) -> PluginResult<Screen> {
+        let out = self
+            .tmux(&[
+                "display-message",
+                "-p",
+                "-t",
+                pane,
+                "#{cursor_y}",
+                ";",
+                "capture-pane",
+                "-p",
+                "-t",
+                pane,
+            ])
+            .await?;
+        let mut lines = out.lines();
+        let cursor = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(Screen {
+            rows: lines.map(str::to_string).collect(),
+            cursor,
+        })
+    }
+
+    /// `#{pane_dead} #{pane_dead_status}` once tmux has reaped the pane's process; `None`
+    /// when the pane or server is gone (status unknowable) or it never shows as dead.
+    async fn dead_status(&self, h: &TmuxHandle) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+        loop {
+            match self
+                .tmux(&[
+                    "display-message",
+                    "-p",
+                    "-t",
+                    &h.pane,
+                    "#{pane_pid} #{pane_dead} #{pane_dead_status}",
+                ])
+                .await
+            {
+                Ok(out) => {
+                    let f: Vec<&str> = out.split_whitespace().collect();
+                    if f.first() != Some(&h.pane_pid.to_string().as_str()) {
+                        return None; // another pane (the server was restarted)
+                    }
+                    if f.get(1) == Some(&"1") {
+                        return f.get(2).and_then(|s| s.parse().ok());
+                    }
+                }
+                Err(_) => return None,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Kills the handle's session if it is still the one we made (same pane and pid).
+    async fn kill_own_session(&self, h: &TmuxHandle) -> PluginResult<()> {
+        let owner = match self
+            .tmux(&[
+                "display-message",
+                "-p",
+                "-t",
+                &h.pane,
+                "#{pane_pid} #{session_name}",
+            ])
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if is_gone(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if owner.trim() != format!("{} {}", h.pane_pid, h.session) {
+            return Ok(()); // a different pane now: ours is gone
+        }
+        match self.tmux(&["kill-session", "-t", &h.pane]).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn start(&self, spec: &LaunchSpec, name: &str, log: &Path) -> PluginResult<String> {
+        let mut argv = spec.argv.clone();
+        if argv.len() == 1 {
+            // tmux runs a single argument through `$SHELL -c`; two arguments are exec'd.
+            argv.splice(0..0, ["env".to_string(), "--".to_string()]);
+        }
+        let env: Vec<String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| escape_arg(&format!("{k}={v}")))
+            .collect();
+        let pipe = format!(
+            "cat >> {}",
+            shell_quote(&log.to_string_lossy()).replace('#', "##")
+        );
+        let session = escape_format(name);
+        let cwd = escape_format(&spec.cwd.to_string_lossy());
+        let target = format!("={name}:");
+        let mut args: Vec<&str> = vec![
+            "set-option",
+            "-wg",
+            "remain-on-exit",
+            "on",
+            ";",
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-c",
+            &cwd,
+            "-x",
+            WIDTH,
+            "-y",
+            HEIGHT,
+            "-P",
+            "-F",
+            "#{pane_id} #{pane_pid}",
+        ];
+        for e in &env {
+            args.extend(["-e", e.as_str()]);
+        }
+        args.push("--");
+        let escaped: Vec<String> = argv.iter().map(|a| escape_arg(a)).collect();
+        args.extend(escaped.iter().map(String::as_str));
+        args.extend([";", "pipe-pane", "-o", "-t", &target, &pipe]);
+        let size: usize = args.iter().map(|a| a.len() + 1).sum();
+        if size > MAX_COMMAND_BYTES {
+            return Err(PluginError::Invalid(format!(
+                "the launch command is {size} bytes; tmux accepts about 16 KiB \
+                 (pass long prompts by file)"
+            )));
+        }
+        self.tmux(&args).await
+    }
+}
+
+/// One capture of the visible screen.
+#[derive(Debug, Clone, PartialEq)]
+struct Screen {
+    rows: Vec<String>,
+    cursor: usize,
+}
+
+/// Where the unsent message shows on screen.
+#[derive(Debug, Clone, PartialEq)]
+struct Draft {
+    row: usize,
+    text: String,
+    cursor_on_row: bool,
+}
+
+/// Box-drawing borders TUIs draw around their input line.
+fn strip_borders(s: &str) -> &str {
+    s.trim().trim_matches(['│', '┃', '|']).trim()
+}
+
+fn shows_draft(row: &str, prev: Option<&str>, needle: &str) -> bool {
+    if row.contains(PASTE_PLACEHOLDER) || row.contains(needle) {
+        return true;
+    }
+    // The needle may straddle a line the TUI wrapped itself: then this row holds its end.
+    let row = strip_borders(row);
+    !row.is_empty()
+        && prev.is_some_and(|p| {
+            !p.contains(needle) && format!("{}{row}", strip_borders(p)).contains(needle)
+        })
+}
+
+/// The lowest screen row showing the draft (within the 15 rows above the cursor or the
+/// bottom), if any.
+fn find_draft(s: &Screen, needle: &str) -> Option<Draft> {
+    let last = s.rows.len().checked_sub(1)?;
+    let high = last.saturating_sub(15).min(s.cursor);
+    (high..=last).rev().find_map(|i| {
+        let prev = i
+            .checked_sub(1)
+            .and_then(|j| s.rows.get(j))
+            .map(String::as_str);
+        shows_draft(&s.rows[i], prev, needle).then(|| Draft {
+            row: i,
+            text: s.rows[i].clone(),
+            cursor_on_row: s.cursor == i,
+        })
+    })
+}
+
+/// Whether the draft was consumed: the row that showed it now shows something else that is not
+/// the draft (cleared in place, or scrolled away), or, for line editors that leave the
+/// submitted line on screen, the cursor left that row for a line without the draft.
+fn submitted(d: &Draft, s: &Screen, needle: &str) -> bool {
+    let row_now = s.rows.get(d.row).map(String::as_str).unwrap_or("");
+    let prev = d
+        .row
+        .checked_sub(1)
+        .and_then(|j| s.rows.get(j))
+        .map(String::as_str);
+    if row_now != d.text && !shows_draft(row_now, prev, needle) {
+        return true;
+    }
+    let cursor_row = s.rows.get(s.cursor).map(String::as_str).unwrap_or("");
+    d.cursor_on_row && s.cursor != d.row && !shows_draft(cursor_row, None, needle)
+}
+
+/// The end of the message's last non-empty line: what its draft looks like on screen.
+fn needle(text: &str) -> String {
+    let last = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let n = last.chars().count();
+    last.chars().skip(n.saturating_sub(NEEDLE_CHARS)).collect()
+}
+
+/// tmux ends a command at an argument ending in `;`; `\;` at the end stands for a literal `;`.
+fn escape_arg(a: &str) -> String {
+    match a.strip_suffix(';') {
+        Some(head) => format!("{head}\\;"),
+        None => a.to_string(),
+    }
+}
+
+/// For arguments tmux format-expands (`-s`, `-c`, `pipe-pane`): `#` must be doubled.
+fn escape_format(a: &str) -> String {
+    escape_arg(&a.replace('#', "##"))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The tmux session name for a Flotilla session id: tmux itself rewrites `.` and `:`; we keep
+/// only `[A-Za-z0-9_-]` so the name never needs quoting or escaping.
+pub fn session_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// tmux's ways of saying the server, session or pane does not exist.
+fn is_gone(e: &PluginError) -> bool {
+    match e {
+        PluginError::Command { stderr, .. } => {
+            let s = stderr.to_lowercase();
+            [
+                "no server running",
+                "error connecting to",
+                "can't find",
+                "session not found",
+                "no such file",
+            ]
+            .iter()
+            .any(|p| s.contains(p))
+        }
+        _ => false,
+    }
+}
+
+/// Start time of `pid` in clock ticks, or `None` if there is no such process.
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` runs, is not a zombie, and started at `ticks`.
+fn process_alive(pid: i32, ticks: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .unwrap_or("X");
+    state != "Z" && state != "X" && start_ticks(pid) == Some(ticks)
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; the returned fd is owned by us.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Resolves when the process `pid` (started at `ticks`) has ended; at once if it already has.
+async fn process_ended(pid: i32, ticks: u64) -> PluginResult<()> {
+    let fd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // Checked after opening the pidfd: the fd now pins this exact process, so a pid reused
+    // between the two calls is caught here.
+    if !process_alive(pid, ticks) {
+        return Ok(());
+    }
+    // SAFETY: `fd` is an owned pidfd that stays open for as long as the AsyncFd lives.
+    let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| PluginError::Io(e.into()))?;
+    let _ready = afd.readable().await?;
+    Ok(())
+}
+
+fn signal_group(pid: i32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: killpg takes plain integers.
+    if unsafe { libc::killpg(pid, sig) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// Removes terminal escape sequences (CSI, OSC, two-byte escapes) and carriage returns.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\u{1b}' => match it.next() {
+                Some('[') => {
+                    for c in it.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') | Some('P') | Some('_') => {
+                    while let Some(c) = it.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' && it.peek() == Some(&'\\') {
+                            it.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The last `lines` lines of the log, escapes removed.
+async fn log_tail(path: &Path, lines: usize) -> PluginResult<String> {
+    match super::activity::read_tail(path, LOG_TAIL_BYTES).await? {
+        Some((text, _)) => {
+            let clean = strip_ansi(&text);
+            let all: Vec<&str> = clean.lines().collect();
+            Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+        }
+        None => Err(PluginError::NotFound(path.display().to_string())),
+    }
+}
+
+#[async_trait]
+impl Runtime for TmuxRuntime {
+    fn name(&self) -> &'static str {
+        "tmux"
+    }
+
+    async fn create(&self, spec: &LaunchSpec) -> PluginResult<RuntimeHandle> {
+        if spec.argv.is_empty() {
+            return Err(PluginError::Invalid("empty agent command".into()));
+        }
+        let name = session_name(&spec.session_id);
+        tokio::fs::create_dir_all(&self.log_dir).await?;
+        let log = self.log_dir.join(format!("{name}.log"));
+        // Create it now: `output` falls back to it, `last_output_at` reads its mtime.
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .await?;
+        let out = match self.start(spec, &name, &log).await {
+            Err(PluginError::Command { stderr, .. }) if stderr.contains("duplicate session") => {
+                // A session of this name is left over. A dead one (an earlier run that exited)
+                // may go; a live one is somebody's agent.
+                let dead = self
+                    .tmux(&[
+                        "display-message",
+                        "-p",
+                        "-t",
+                        &format!("={name}:"),
+                        "#{pane_dead}",
+                    ])
+                    .await
+                    .map(|o| o.trim() == "1")
+                    .unwrap_or(false);
+                if !dead {
+                    return Err(PluginError::Invalid(format!(
+                        "tmux session {name} already exists on socket {}",
+                        self.socket
+                    )));
+                }
+                let _ = self
+                    .tmux(&["kill-session", "-t", &format!("={name}")])
+                    .await;
+                self.start(spec, &name, &log).await?
+            }
+            other => other?,
+        };
+        let mut f = out.split_whitespace();
+        let (Some(pane), Some(pid)) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()))
+        else {
+            let _ = self
+                .tmux(&["kill-session", "-t", &format!("={name}")])
+                .await;
+            return Err(PluginError::Command {
+                program: "tmux".into(),
+                status: "unexpected output".into(),
+                stderr: out.trim().to_string(),
+            });
+        };
+        let handle = TmuxHandle {
+            socket: self.socket.clone(),
+            session: name,
+            pane: pane.to_string(),
+            pane_pid: pid,
+            // 0 if the agent already exited: then it is simply never alive.
+            start_ticks: start_ticks(pid).unwrap_or(0),
+            log,
+        };
+        serde_json::to_value(handle).map_err(|e| PluginError::Invalid(e.to_string()))
+    }
+
+    async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()> {
+        let h = TmuxHandle::parse(handle)?;
+        self.kill_own_session(&h).await?;
+        // Closing the pane hangs up its terminal; an agent that ignores SIGHUP is stopped here.
+        if h.alive() {
+            signal_group(h.pane_pid, libc::SIGTERM)?;
+            if tokio::time::timeout(TERM_GRACE, process_ended(h.pane_pid, h.start_ticks))
+                .await
+                .is_err()
+            {
+                signal_group(h.pane_pid, libc::SIGKILL)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn is_alive(&self, handle: &RuntimeHandle) -> PluginResult<bool> {
+        Ok(TmuxHandle::parse(handle)?.alive())
+    }
+
+    async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
+        let h = TmuxHandle::parse(handle)?;
+        process_ended(h.pane_pid, h.start_ticks).await?;
+        let status = self.dead_status(&h).await;
+        if let Err(e) = self.kill_own_session(&h).await {
+            tracing::warn!(session = %h.session, error = %e, "removing an exited tmux session failed");
+        }
+        Ok(status)
+    }
+
+    async fn output(&self, handle: &RuntimeHandle, lines: usize) -> PluginResult<String> {
+        let h = TmuxHandle::parse(handle)?;
+        let start = format!("-{lines}");
+        match self
+            .tmux(&["capture-pane", "-p", "-J", "-t", &h.pane, "-S", &start])
+            .await
+        {
+            Ok(screen) => {
+                let all: Vec<&str> = screen.trim_end().lines().collect();
+                Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+            }
+            Err(e) if is_gone(&e) => log_tail(&h.log, lines).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn last_output_at(&self, handle: &RuntimeHandle) -> PluginResult<Option<DateTime<Utc>>> {
+        let h = TmuxHandle::parse(handle)?;
+        match tokio::fs::metadata(&h.log).await {
+            Ok(m) => Ok(m.modified().ok().map(DateTime::<Utc>::from)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pastes `text` as one bracketed paste (`load-buffer` from a file, `paste-buffer -p`, so
+    /// the agent sees one paste, not typed keys; trailing newlines are dropped: Enter is the
+    /// submission), waits until the draft is visible, presses Enter and confirms the
+    /// submission: the screen row that showed the draft (the end of the message's last line,
+    /// or a `[Pasted …]` placeholder) must then show something else, or the cursor must have
+    /// left it. Waiting for the draft before Enter avoids the paste/Enter race; judging the
+    /// draft row, not "any output change", avoids counting the visible draft as delivery.
+    /// Unconfirmed after the first Enter, Enter is pressed again (three in all, about 3 s),
+    /// then `Ok(false)`. A draft that never appears is also `Ok(false)` (Enter is still
+    /// pressed once).
+    async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
+        let h = TmuxHandle::parse(handle)?;
+        if !h.alive() {
+            return Err(PluginError::NotFound(format!(
+                "agent in tmux session {}",
+                h.session
+            )));
+        }
+        let text = text.trim_end_matches(['\n', '\r']);
+        let needle = needle(text);
+        if needle.is_empty() {
+            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+            return Ok(true);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let file = self.log_dir.join(format!("{}.msg-{id}", h.session));
+        let buffer = format!("flotilla-{id}");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)?;
+            f.write_all(text.as_bytes())?;
+        }
+        let file_arg = escape_arg(&file.to_string_lossy());
+        let pasted = self
+            .tmux(&[
+                "load-buffer",
+                "-b",
+                &buffer,
+                &file_arg,
+                ";",
+                "paste-buffer",
+                "-p",
+                "-d",
+                "-b",
+                &buffer,
+                "-t",
+                &h.pane,
+            ])
+            .await;
+        if let Err(e) = tokio::fs::remove_file(&file).await {
+            tracing::warn!(error = %e, "removing a message file failed");
+        }
+        pasted?;
+
+        let deadline = tokio::time::Instant::now() + DRAFT_WAIT;
+        let draft = loop {
+            if let Some(d) = find_draft(&self.screen(&h.pane).await?, &needle) {
+                break Some(d);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        for wait in SUBMIT_WAITS {
+            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+            let Some(d) = &draft else {
+                tracing::warn!(session = %h.session, "pasted message never appeared on screen");
+                return Ok(false);
+            };
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                if submitted(d, &self.screen(&h.pane).await?, &needle) {
+                    return Ok(true);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        tracing::warn!(session = %h.session, "message pasted but not confirmed as submitted");
+        Ok(false)
+    }
+
+    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
+        let h = TmuxHandle::parse(handle).ok()?;
+        Some(AttachInfo {
+            kind: "tmux".into(),
+            target: h.session.clone(),
+            command: vec![
+                "tmux".into(),
+                "-L".into(),
+                h.socket,
+                "attach-session".into(),
+                "-t".into(),
+                h.session,
+            ],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(rows: &[&str], cursor: usize) -> Screen {
+        Screen {
+            rows: rows.iter().map(|s| s.to_string()).collect(),
+            cursor,
+        }
+    }
+
+    #[test]
+    fn tmux_arguments_are_escaped() {
+        assert_eq!(escape_arg("a;"), "a\\;");
+        assert_eq!(escape_arg("a\\;"), "a\\\\;");
+        assert_eq!(escape_arg("a;b"), "a;b");
+        assert_eq!(escape_format("/tmp/#{x};"), "/tmp/##{x}\\;");
+        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
+        assert_eq!(session_name("demo-1"), "demo-1");
+        assert_eq!(session_name("my.proj:2"), "my_proj_2");
+    }
+
+    #[test]
+    fn the_needle_is_the_end_of_the_last_line() {
+        assert_eq!(needle("first\nsecond line\n\n"), "second line");
+        assert_eq!(needle(&"x".repeat(100)).len(), NEEDLE_CHARS);
+        assert_eq!(needle("\n \n"), "");
+    }
+
+    #[test]
+    fn a_line_editor_submission_is_seen_through_the_cursor() {
+        let n = "hello";
+        let before = screen(&["> hello", "", ""], 0);
+        let d = find_draft(&before, n).expect("draft");
+        assert!(d.cursor_on_row);
+        // Enter not taken yet.
+        assert!(!submitted(&d, &before, n));
+        // Taken: the echo prints below and the cursor moves to a fresh prompt.
+        assert!(submitted(
+            &d,
+            &screen(&["> hello", "got: hello", "> "], 2),
+            n
+        ));
+    }
+
+    #[test]
+    fn a_tui_submission_is_seen_through_the_cleared_input_row() {
+        let n = "fix it";
+        let draft = screen(
+            &[
+                "transcript",
+                "╭──╮",
+                "│ > [Pasted text #1 +40 lines] │",
+                "╰──╯",
+                "  ? for shortcuts",
+            ],
+            4,
+        );
+        let d = find_draft(&draft, n).expect("placeholder is the draft");
+        assert_eq!(d.row, 2);
+        assert!(!submitted(&d, &draft, n));
+        let after = screen(
+            &[
+                "> please ... fix it",
+                "╭──╮",
+                "│ >                      │",
+                "╰──╯",
+                "  esc to interrupt",
+            ],
+            4,
+        );
+        assert!(submitted(&d, &after, n));
+    }
+
+    #[test]
+    fn a_draft_visible_elsewhere_is_not_a_submission() {
+        // agent-orchestrator #5: output changed (the draft appeared), nothing was submitted.
+        let n = "deploy now";
+        let d = find_draft(&screen(&["", "> deploy now"], 1), n).expect("draft");
+        assert!(!submitted(
+            &d,
+            &screen(&["status: ok", "> deploy now"], 1),
+            n
+        ));
+    }
+
+    #[test]
+    fn ansi_escapes_are_stripped_from_the_log() {
+        assert_eq!(
+            strip_ansi("\u{1b}[1;32mok\u{1b}[0m\r\n\u{1b}]0;title\u{7}done"),
+            "ok\ndone"
+        );
+    }
+
+    #[test]
+    fn foreign_handles_are_invalid() {
+        let rt = TmuxRuntime::new("t", PathBuf::from("/nonexistent"));
+        let h = serde_json::json!({"pid": 1});
+        assert!(matches!(
+            TmuxHandle::parse(&h),
+            Err(PluginError::Invalid(_))
+        ));
+        assert!(rt.attach_info(&h).is_none());
+    }
+}
