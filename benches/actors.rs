@@ -155,6 +155,7 @@ meta: serde_json::Value::Null,
             report_key: vec![7; 32],
             server_url: "http://127.0.0.1:1".into(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+        output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
         });
         let before = rss_kib();
         let t = Instant::now();

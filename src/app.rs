@@ -280,6 +280,7 @@ impl Application {
             report_key: report_key(&home)?,
             server_url: format!("http://{}", local_url_host(&settings, port)),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
+            output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
         });
         let ready = Arc::new(AtomicBool::new(false));
         let supervisor = FleetSupervisor::new(fleet.clone(), ready).start();

@@ -146,6 +146,8 @@ pub struct Fleet {
     pub server_url: String,
     /// Caps how many sessions create workspaces and start agents at once (batch spawns).
     pub spawn_permits: Arc<tokio::sync::Semaphore>,
+    /// Routes agents' output changes to their session actors (one inotify watcher).
+    pub output_watch: Arc<super::watch::OutputWatch>,
 }
 
 impl Fleet {

@@ -6,3 +6,4 @@ pub mod fleet;
 pub mod journal;
 pub mod session;
 pub mod supervisor;
+pub mod watch;

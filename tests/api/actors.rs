@@ -182,6 +182,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
         report_key: vec![7; 32],
         server_url: "http://127.0.0.1:1".into(),
         spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+        output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
     });
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
     let snap = sup

@@ -29,14 +29,13 @@ use self::messages::*;
 use self::policy::Policy;
 use crate::actors::fleet::Fleet;
 use crate::actors::supervisor::messages::SessionEnded;
+use crate::actors::watch::OutputChanged;
 use crate::plugins::PluginError;
 use crate::store::{
     NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit,
 };
 use crate::telemetry::METRICS;
 
-/// Output younger than this counts as "active" when a stuck timer probes the runtime.
-const ACTIVE_WINDOW_SECS: i64 = 30;
 
 /// What went wrong handling a session request.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +68,10 @@ pub struct SessionActor {
     watcher: Option<SpawnHandle>,
     /// Restarts after errors so far; past `fleet.max_restarts` the session is errored.
     restarts: u32,
+    /// The output log registered with the fleet's output watch.
+    watched_log: Option<std::path::PathBuf>,
+    /// A probe is scheduled (output changes within the debounce window share it).
+    probe_pending: bool,
     span: tracing::Span,
 }
 
@@ -90,6 +93,8 @@ impl SessionActor {
             timers: HashMap::new(),
             watcher: None,
             restarts: 0,
+            watched_log: None,
+            probe_pending: false,
             span,
         }
     }
@@ -133,6 +138,7 @@ impl SessionActor {
     /// Tells the supervisor the session ended; it drops the last address and the actor stops.
     fn end(&mut self) {
         self.watcher = None;
+        self.unwatch_output();
         self.supervisor.do_send(SessionEnded {
             id: self.id.clone(),
         });
@@ -142,6 +148,15 @@ impl SessionActor {
     fn watch(&mut self, ctx: &mut Context<Self>, handle: serde_json::Value) {
         if let Some(w) = self.watcher.take() {
             ctx.cancel_future(w);
+        }
+        // Output changes wake the activity probe; both runtimes keep a `log` file.
+        self.unwatch_output();
+        if let Some(log) = handle["log"].as_str() {
+            let log = std::path::PathBuf::from(log);
+            self.fleet
+                .output_watch
+                .watch(&log, ctx.address().recipient());
+            self.watched_log = Some(log);
         }
         let Ok(runtime) = self.fleet.plugins.runtime(
             &self
@@ -206,19 +221,11 @@ impl SessionActor {
             return;
         };
         let addr = ctx.address();
-        let runtime = self.fleet.plugins.runtime(&s.session.runtime).ok();
+        let fleet = self.fleet.clone();
         let fut = async move {
-            if let (true, Some(rt), Some(h)) = (probe, runtime, s.session.runtime_handle.as_ref()) {
-                if let Ok(Some(last)) = rt.last_output_at(h).await {
-                    let newer = s.session.activity_at.map(|a| last > a).unwrap_or(true);
-                    if newer {
-                        let event = if (Utc::now() - last).num_seconds() < ACTIVE_WINDOW_SECS {
-                            EventKind::AgentActive
-                        } else {
-                            EventKind::AgentIdle { since: last }
-                        };
-                        let _ = addr.send(Apply { event }).await;
-                    }
+            if probe {
+                for event in observe(&fleet, &s).await {
+                    let _ = addr.send(Apply { event }).await;
                 }
             }
             let _ = addr
@@ -229,6 +236,32 @@ impl SessionActor {
         }
         .instrument(self.span.clone());
         ctx.spawn(fut.into_actor(self));
+    }
+
+    /// Looks at the agent now (its log, its screen, its spend) and applies what changed.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        self.probe_pending = false;
+        let Some(s) = self.snapshot.clone() else {
+            return;
+        };
+        if s.session.state.is_terminal() {
+            return;
+        }
+        let addr = ctx.address();
+        let fleet = self.fleet.clone();
+        let fut = async move {
+            for event in observe(&fleet, &s).await {
+                let _ = addr.send(Apply { event }).await;
+            }
+        }
+        .instrument(self.span.clone());
+        ctx.spawn(fut.into_actor(self));
+    }
+
+    fn unwatch_output(&mut self) {
+        if let Some(p) = self.watched_log.take() {
+            self.fleet.output_watch.unwatch(&p);
+        }
     }
 
     /// Steps the machine, persists, then runs effects. See the module docs.
@@ -489,6 +522,7 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         METRICS.session_actors.dec();
+        self.unwatch_output();
     }
 }
 
@@ -544,6 +578,82 @@ impl Handler<RuntimeEnded> for SessionActor {
             event: EventKind::AgentExited { code: msg.code },
         });
     }
+}
+
+/// How long output changes are coalesced before the agent is looked at.
+const PROBE_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
+/// An agent seen active is re-recorded as active at most this often (the event log is not a
+/// heartbeat).
+const ACTIVE_REFRESH_SECS: i64 = 60;
+
+impl Handler<OutputChanged> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, _msg: OutputChanged, ctx: &mut Self::Context) {
+        if !self.probe_pending {
+            self.probe_pending = true;
+            ctx.run_later(PROBE_DEBOUNCE, |act, ctx| act.probe(ctx));
+        }
+    }
+}
+
+/// What the agent's log, screen and spend say now, as events for the machine. Only changes
+/// become events (the machine would also ignore repeats, but each one would be a row).
+async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
+    use crate::plugins::activity::ActivityProbe;
+    use crate::store::Activity;
+    let rec = &s.session;
+    let (Some(h), Ok(rt), Ok(agent)) = (
+        rec.runtime_handle.as_ref(),
+        fleet.plugins.runtime(&rec.runtime),
+        fleet.plugins.agent(&rec.agent),
+    ) else {
+        return Vec::new();
+    };
+    let Some(ws) = rec.workspace.as_ref().map(std::path::PathBuf::from) else {
+        return Vec::new();
+    };
+    let now = Utc::now();
+    let probe = ActivityProbe {
+        workspace: ws.clone(),
+        terminal: rt.output(h, 20).await.ok(),
+        last_output_at: rt.last_output_at(h).await.ok().flatten(),
+        now,
+    };
+    let mut out = Vec::new();
+    if let Ok(Some(sig)) = agent.activity(&probe).await {
+        let at = machine::micros(sig.at);
+        let ev = match sig.activity {
+            Activity::WaitingInput if rec.activity != Activity::WaitingInput => {
+                Some(EventKind::AgentWaitingInput)
+            }
+            Activity::Active
+                if rec.activity != Activity::Active
+                    || rec
+                        .activity_at
+                        .is_none_or(|t| (now - t).num_seconds() > ACTIVE_REFRESH_SECS) =>
+            {
+                Some(EventKind::AgentActive)
+            }
+            Activity::Idle if rec.activity != Activity::Idle || rec.activity_at != Some(at) => {
+                Some(EventKind::AgentIdle { since: at })
+            }
+            _ => None,
+        };
+        out.extend(ev);
+    }
+    if let Ok(Some(u)) = agent.usage(&ws).await {
+        let usage = machine::Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_tokens: u.cache_tokens,
+            cost_usd: u.cost_usd,
+        };
+        let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
+        if known != Some(usage) {
+            out.push(EventKind::UsageObserved { usage });
+        }
+    }
+    out
 }
 
 impl Handler<Reconcile> for SessionActor {
