@@ -16,7 +16,8 @@
 //! - **Exit status.** `remain-on-exit` is set as a global window option in the same invocation
 //!   that creates the session, before the agent can exit, so the pane stays and
 //!   `#{pane_dead_status}` can be read. [`Runtime::wait_exit`] watches the pane's pid with a
-//!   pidfd (no polling loop), reads the status once tmux has reaped it, then kills the session.
+//!   pidfd (no polling loop), reads the status (from `/proc` while the process is still an
+//!   unreaped zombie, else from tmux once it has reaped it), then kills the session.
 //! - **Cheap checks.** `is_alive` reads `/proc` (pane pid + start time, so a reused pid is never
 //!   mistaken for the agent); `last_output_at` is the mtime of the pane's log, which
 //!   `pipe-pane -o` appends to (set up in the same invocation, before the server reads any
@@ -196,28 +197,38 @@ impl TmuxRuntime {
         })
     }
 
-    /// `#{pane_dead} #{pane_dead_status}` once tmux has reaped the pane's process; `None`
-    /// when the pane or server is gone (status unknowable) or it never shows as dead.
-    async fn dead_status(&self, h: &TmuxHandle) -> Option<i32> {
+    /// The pane process's exit status once it has ended: from `/proc` while it is an unreaped
+    /// zombie (tmux 3.3 occasionally never reaps a pane process that exits at once, and then
+    /// never records a status), else `#{pane_dead_status}` once tmux has reaped it. `None` when
+    /// it was killed by a signal, or the pane or server is gone (status unknowable), or neither
+    /// source has it within [`STATUS_WAIT`].
+    async fn exit_status(&self, h: &TmuxHandle) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + STATUS_WAIT;
         loop {
+            if let Some(code) = zombie_exit_status(h.pane_pid, h.start_ticks) {
+                return code;
+            }
             match self
                 .tmux(&[
                     "display-message",
                     "-p",
                     "-t",
                     &h.pane,
-                    "#{pane_pid} #{pane_dead} #{pane_dead_status}",
+                    "#{pane_pid}:#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}",
                 ])
                 .await
             {
                 Ok(out) => {
-                    let f: Vec<&str> = out.split_whitespace().collect();
+                    let f: Vec<&str> = out.trim().split(':').collect();
                     if f.first() != Some(&h.pane_pid.to_string().as_str()) {
                         return None; // another pane (the server was restarted)
                     }
-                    if f.get(1) == Some(&"1") {
-                        return f.get(2).and_then(|s| s.parse().ok());
+                    match (f.get(1), f.get(2), f.get(3)) {
+                        (Some(&"1"), Some(status), _) if !status.is_empty() => {
+                            return status.parse().ok()
+                        }
+                        (Some(&"1"), _, Some(signal)) if !signal.is_empty() => return None,
+                        _ => {} // not reaped yet
                     }
                 }
                 Err(_) => return None,
@@ -459,6 +470,24 @@ fn process_alive(pid: i32, ticks: u64) -> bool {
     state != "Z" && state != "X" && start_ticks(pid) == Some(ticks)
 }
 
+/// For an unreaped (zombie) `pid` that started at `ticks`: `Some(Some(code))` if it exited,
+/// `Some(None)` if a signal killed it (`/proc/PID/stat` field 52, Linux ≥ 3.5). `None` when the
+/// process is not such a zombie.
+fn zombie_exit_status(pid: i32, ticks: u64) -> Option<Option<i32>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // fields[0] is field 3 (state), fields[19] field 22 (start time), fields[49] field 52.
+    if fields.first() != Some(&"Z") || fields.get(19)?.parse::<u64>().ok()? != ticks {
+        return None;
+    }
+    let raw: i32 = fields.get(49)?.parse().ok()?;
+    Some(if raw & 0x7f == 0 {
+        Some((raw >> 8) & 0xff)
+    } else {
+        None
+    })
+}
+
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments; the returned fd is owned by us.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -641,7 +670,7 @@ impl Runtime for TmuxRuntime {
     async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
         let h = TmuxHandle::parse(handle)?;
         process_ended(h.pane_pid, h.start_ticks).await?;
-        let status = self.dead_status(&h).await;
+        let status = self.exit_status(&h).await;
         if let Err(e) = self.kill_own_session(&h).await {
             tracing::warn!(session = %h.session, error = %e, "removing an exited tmux session failed");
         }
@@ -872,6 +901,25 @@ mod tests {
             strip_ansi("\u{1b}[1;32mok\u{1b}[0m\r\n\u{1b}]0;title\u{7}done"),
             "ok\ndone"
         );
+    }
+
+    #[test]
+    fn a_zombie_exit_status_is_read_from_proc() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 5"])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let ticks = start_ticks(pid).expect("ticks");
+        // Not reaped yet: a zombie once it has exited.
+        let code = (0..200).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            zombie_exit_status(pid, ticks)
+        });
+        assert_eq!(code, Some(Some(5)));
+        assert_eq!(zombie_exit_status(pid, ticks + 1), None, "another process");
+        child.wait().expect("reap");
+        assert_eq!(zombie_exit_status(pid, ticks), None);
     }
 
     #[test]

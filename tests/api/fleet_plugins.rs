@@ -15,6 +15,7 @@ use flotilla::plugins::agents::{self, ClaudeCodeAgent};
 use flotilla::plugins::tmux::TmuxRuntime;
 use flotilla::plugins::{Agent, AgentContext, LaunchSpec, Runtime, RuntimeHandle};
 use flotilla::store::Activity;
+use futures::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -497,6 +498,92 @@ async fn the_claude_code_plugin_drives_the_scripted_agent_through_tmux() {
     assert_eq!(argv[i + 1], id);
 }
 
+/// Kills the app's tmux server (named after its home) when dropped.
+struct TmuxServerGuard(String);
+
+impl Drop for TmuxServerGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+#[actix_web::test]
+async fn the_app_runs_a_claude_code_session_on_the_tmux_runtime() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let agent_home = dir.path().join("agent-home");
+    std::fs::create_dir_all(&agent_home).expect("agent home");
+    let repo = make_repo(dir.path());
+    let db = format!("sqlite://{}/flotilla.db", home.display());
+    let cfg = crate::helpers::write_config(dir.path(), &repo, &db, r#"["true"]"#, "");
+    // The demo project on tmux with the claude-code plugin, whose executable is the scripted
+    // agent (it takes Claude's flags).
+    let yaml = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("runtime: process", "runtime: tmux")
+        .replace("agent: scripted", "agent: claude")
+        .replace(
+            "agents:\n",
+            &format!(
+                "agents:\n  claude: {{ kind: claude-code, model: sonnet, command: [\"{}\"], env: {{ HOME: \"{}\" }} }}\n",
+                scripted_agent_path().display(),
+                agent_home.display()
+            ),
+        );
+    std::fs::write(&cfg, yaml).expect("config");
+    let settings = flotilla::config::load_with(&flotilla::config::LoadOptions {
+        config_path: Some(cfg),
+        cwd: dir.path().to_path_buf(),
+        env: Default::default(),
+    })
+    .expect("config loads");
+    settings.validate().expect("config valid");
+    let _server = TmuxServerGuard(flotilla::app::tmux_socket(&home));
+    let app = flotilla::app::Application::build(settings, home.clone())
+        .await
+        .expect("app builds");
+    let t = crate::helpers::TestApp {
+        address: format!("http://127.0.0.1:{}", app.port()),
+        client: reqwest::Client::new(),
+        store: app.store(),
+        repo,
+        home,
+        _handle: app.spawn(),
+        _dir: dir,
+    };
+    t.wait_ready().await;
+
+    let id = t
+        .spawn(serde_json::json!({"project": "demo", "prompt": "Add a greeting"}))
+        .await;
+    let s = t.wait_state(&id, "working").await;
+    assert_eq!(s["runtime"], "tmux", "{s}");
+    let out = t.wait_output(&id, "DONE").await;
+    assert!(out.contains("commit: ok"), "{out}");
+    let log = git(&t.repo, &["log", "--format=%s", &format!("session/{id}")]);
+    assert!(log.starts_with("scripted: Add a greeting"), "{log}");
+    let (status, v) = t
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            serde_json::json!({"message": "hello from the API"}),
+        )
+        .await;
+    assert_eq!((status, v["delivered"].as_bool()), (200, Some(true)), "{v}");
+    t.wait_output(&id, "got: hello from the API").await;
+    t.post(
+        &format!("/api/v1/sessions/{id}/send"),
+        serde_json::json!({"message": "exit 0"}),
+    )
+    .await;
+    let s = t.wait_state(&id, "done").await;
+    assert_eq!(s["reason"], "agent_exited_0", "{s}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real CLIs' parsers.
 
@@ -725,34 +812,14 @@ async fn real_agent_clis_accept_every_argv_we_build() {
         std::env::var("PATH").unwrap_or_default()
     );
     let t0 = Instant::now();
-    let results = futures::future::join_all(cases.iter().map(|c| {
+    let results: Vec<(&Case, Outcome)> = futures::stream::iter(cases.iter().map(|c| {
         let path = path.clone();
         let home = home.clone();
         let ws = ws.clone();
-        async move {
-            let mut cmd = tokio::process::Command::new(&c.argv[0]);
-            cmd.args(&c.argv[1..])
-                .current_dir(&ws)
-                .env_clear()
-                .env("PATH", path)
-                .env("HOME", &home)
-                .env("TERM", "dumb")
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true);
-            let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await;
-            let text = match out {
-                // Still running after 20 s: parsing passed long ago (opencode's TUI, aider's login).
-                Err(_) => "<still running: killed after 20s>".to_string(),
-                Ok(Ok(o)) => format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                ),
-                Ok(Err(e)) => panic!("{}: cannot run {:?}: {e}", c.label, c.argv[0]),
-            };
-            (c, text)
-        }
+        async move { (c, run_cli(c, &path, &home, &ws).await) }
     }))
+    .buffer_unordered(4)
+    .collect()
     .await;
     eprintln!(
         "{} argv checked in {:.0}s",
@@ -760,8 +827,17 @@ async fn real_agent_clis_accept_every_argv_we_build() {
         t0.elapsed().as_secs_f64()
     );
     let mut failures = Vec::new();
-    for (c, text) in results {
+    for (c, o) in results {
+        let text = strip_escapes(&o.output);
         let lower = text.to_lowercase();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect::<String>();
         if let Some(p) = PARSE_ERRORS
             .iter()
             .find(|p| lower.contains(&p.to_lowercase()))
@@ -772,22 +848,92 @@ async fn real_agent_clis_accept_every_argv_we_build() {
                 c.argv,
                 text.chars().take(600).collect::<String>()
             ));
+        } else if o.output.trim().is_empty() {
+            // Killed before saying anything: no evidence its parser ran.
+            failures.push(format!("{}: no output ({}): {:?}", c.label, o.how, c.argv));
         } else {
-            let first = strip_escapes(&text);
-            eprintln!(
-                "ok {}: {}",
-                c.label,
-                first
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .chars()
-                    .take(120)
-                    .collect::<String>()
-            );
+            eprintln!("ok {} ({}): {last}", c.label, o.how);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What running a CLI produced.
+struct Outcome {
+    output: String,
+    how: &'static str,
+}
+
+/// Runs one CLI in the scrubbed environment. A CLI that exits is judged by its output; one
+/// still running after [`SETTLE`] with output on screen is past its parser (an interactive
+/// TUI, a login prompt) and is stopped; a silent one gets until [`HARD_LIMIT`].
+async fn run_cli(c: &Case, path: &str, home: &Path, ws: &Path) -> Outcome {
+    use tokio::io::AsyncReadExt;
+    const SETTLE: Duration = Duration::from_secs(10);
+    const HARD_LIMIT: Duration = Duration::from_secs(60);
+    let mut child = tokio::process::Command::new(&c.argv[0])
+        .args(&c.argv[1..])
+        .current_dir(ws)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", home)
+        .env("TERM", "dumb")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: cannot run {:?}: {e}", c.label, c.argv[0]));
+    let captured = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let mut readers = Vec::new();
+    let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = vec![
+        Box::new(child.stdout.take().expect("stdout")),
+        Box::new(child.stderr.take().expect("stderr")),
+    ];
+    for mut r in streams {
+        let captured = captured.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut v) = captured.lock() {
+                    v.extend_from_slice(&buf[..n]);
+                }
+            }
+        }));
+    }
+    let pid = child.id().map(|p| p as i32);
+    let started = Instant::now();
+    let how = loop {
+        match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+            Ok(_) => break "exited",
+            Err(_) => {
+                let has_output = captured.lock().map(|v| !v.is_empty()).unwrap_or(false);
+                let t = started.elapsed();
+                if (t >= SETTLE && has_output) || t >= HARD_LIMIT {
+                    if let Some(pid) = pid {
+                        // SAFETY: plain signal to the process group we started.
+                        unsafe {
+                            libc::killpg(pid, libc::SIGKILL);
+                        }
+                    }
+                    let _ = child.wait().await;
+                    break "still running, stopped";
+                }
+            }
+        }
+    };
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    let output = captured
+        .lock()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    Outcome { output, how }
 }
 
 fn strip_escapes(s: &str) -> String {
