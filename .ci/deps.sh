@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
-# git, tmux, a PostgreSQL server, promtool (package prometheus). Safe to run again.
+# git, tmux, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
+# the real agent CLIs' argument check). Safe to run again.
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# The real agent CLIs' argument check installs them from npm and PyPI.
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=()

@@ -792,6 +792,10 @@ impl Runtime for TmuxRuntime {
         Ok(false)
     }
 
+    async fn list_live(&self) -> PluginResult<Vec<String>> {
+        self.list_sessions().await
+    }
+
     fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
         let h = TmuxHandle::parse(handle).ok()?;
         Some(AttachInfo {

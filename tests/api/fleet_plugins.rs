@@ -740,9 +740,9 @@ async fn real_agent_clis_accept_every_argv_we_build() {
             "--loglevel=error",
             "--prefix",
             npm_prefix.to_str().expect("utf8"),
-            "@anthropic-ai/claude-code",
-            "@openai/codex",
-            "opencode-ai",
+            "@anthropic-ai/claude-code@2.1.197",
+            "@openai/codex@0.169.0",
+            "opencode-ai@1.18.33",
         ],
         root,
     )
@@ -762,7 +762,7 @@ async fn real_agent_clis_accept_every_argv_we_build() {
             "install",
             "-q",
             "--disable-pip-version-check",
-            "aider-chat",
+            "aider-chat==0.86.2",
         ],
         root,
     )

@@ -103,24 +103,41 @@ pub async fn fresh_pg_url() -> Option<String> {
 
 /// Writes a config file for a test home.
 pub fn write_config(dir: &Path, repo: &Path, db_url: &str, agent: &str, extra: &str) -> PathBuf {
+    let agents = format!("  scripted: {{ kind: command, command: {agent} }}\n");
+    write_config_agents(dir, repo, db_url, &agents, extra)
+}
+
+/// Writes a config file with `agents` lines (besides `failing` and `quick`).
+pub fn write_config_agents(
+    dir: &Path,
+    repo: &Path,
+    db_url: &str,
+    agents: &str,
+    extra: &str,
+) -> PathBuf {
+    // `extra` may override the project's agent and runtime (YAML forbids repeating a key).
+    let mut defaults = String::new();
+    if !extra.contains("    agent:") {
+        defaults.push_str("    agent: scripted\n");
+    }
+    if !extra.contains("    runtime:") {
+        defaults.push_str("    runtime: process\n");
+    }
     let yaml = format!(
         r#"server: {{ bind: 127.0.0.1, port: 0, token: "{TOKEN}", max_body_bytes: 65536 }}
 database: {{ url: "{db_url}" }}
 log: {{ level: warn }}
 lifecycle: {{ reconcile_interval: 1h }}
 agents:
-  scripted: {{ kind: command, command: {agent} }}
-  failing: {{ kind: command, command: ["sh", "-c", "echo failing; exit 3"] }}
+{agents}  failing: {{ kind: command, command: ["sh", "-c", "echo failing; exit 3"] }}
   quick: {{ kind: command, command: ["true"] }}
 projects:
   demo:
     repo: {repo}
     default_branch: main
     session_prefix: demo
-    agent: scripted
-    runtime: process
     workspace: worktree
-{extra}
+{defaults}{extra}
 "#,
         repo = repo.display()
     );
@@ -156,15 +173,27 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts an app; `None` when the backend is unavailable here (PostgreSQL on a laptop).
 pub async fn spawn_app_with(backend: Backend, agent: &str, extra: &str) -> Option<TestApp> {
-    LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {agent} }}\n");
+    spawn_app_with_agents(backend, &agents, extra, dir).await
+}
+
+/// Starts an app with `agents` (YAML lines under `agents:`, which must define `scripted`
+/// or name another agent in `extra`) and `extra` lines under the project, in `dir`.
+pub async fn spawn_app_with_agents(
+    backend: Backend,
+    agents: &str,
+    extra: &str,
+    dir: TempDir,
+) -> Option<TestApp> {
+    LazyLock::force(&TRACING);
     let home = dir.path().join("home");
     let repo = make_repo(dir.path());
     let db = match backend {
         Backend::Sqlite => format!("sqlite://{}/flotilla.db", home.display()),
         Backend::Postgres => fresh_pg_url().await?,
     };
-    let cfg = write_config(dir.path(), &repo, &db, agent, extra);
+    let cfg = write_config_agents(dir.path(), &repo, &db, agents, extra);
     let settings = load_with(&LoadOptions {
         config_path: Some(cfg),
         cwd: dir.path().to_path_buf(),

@@ -7,6 +7,7 @@ mod crash;
 mod events;
 mod fleet;
 mod fleet_plugins;
+mod fleet_tmux;
 mod helpers;
 mod metrics;
 mod server;

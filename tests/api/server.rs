@@ -102,11 +102,16 @@ pub struct Scratch {
 impl Scratch {
     /// A repo and config with `extra` appended to the YAML.
     pub fn new(extra: &str) -> Scratch {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+        Scratch::with_agents(tempfile::tempdir().expect("tempdir"), &agents, extra)
+    }
+
+    /// A repo and config in `dir` with `agents` lines and `extra` project lines.
+    pub fn with_agents(dir: tempfile::TempDir, agents: &str, extra: &str) -> Scratch {
         let home = dir.path().join("home");
         let repo = make_repo(dir.path());
         let db = format!("sqlite://{}/flotilla.db", home.display());
-        let cfg = write_config(dir.path(), &repo, &db, ECHO_AGENT, extra);
+        let cfg = write_config_agents(dir.path(), &repo, &db, agents, extra);
         Scratch {
             dir,
             home,

@@ -488,6 +488,16 @@ impl Machine<'_> {
                 }
                 self.s.session.activity = Activity::Idle;
                 self.s.session.activity_at = Some(*since);
+                if st == S::NeedsInput {
+                    // The question was answered and the turn ended: idle is not "still asking"
+                    // (ao #9 kept sessions in needs_input after the agent finished).
+                    let to = if self.s.session.pr.is_some() {
+                        S::PrOpen
+                    } else {
+                        S::Working
+                    };
+                    self.set_state(to, Some("input_answered"));
+                }
                 if self.watched() {
                     self.arm_idle_watch(*since);
                 }

@@ -36,7 +36,6 @@ use crate::store::{
 };
 use crate::telemetry::METRICS;
 
-
 /// What went wrong handling a session request.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

@@ -196,7 +196,7 @@ const TABLE: &[(&str, &str)] = &[
     ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er = ="),
     ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er = ="),
     ("merged"              , "= = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! ="),
-    ("needs_input"         , "= = = wk = = dn er kd = = = = = = = = md = kd ! = = = = = er wk ="),
+    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = kd ! = = = = = er wk ="),
     ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er wk ="),
     ("errored"             , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
     ("killed"              , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),

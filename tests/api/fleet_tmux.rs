@@ -1,0 +1,361 @@
+//! The fleet end to end on real tmux and real git with the scripted agent (driven through the
+//! claude-code plugin): five sessions pushing to a bare origin, needs_input and stuck detection,
+//! kill, `tmux kill-server` and restore, budgets from the agent's own usage log.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::fleet_plugins::scripted_agent_path;
+use crate::helpers::*;
+
+/// A repo with a bare `origin` the agents push to.
+fn with_origin(app: &TestApp) -> PathBuf {
+    let origin = app.home.parent().expect("dir").join("origin.git");
+    let out = Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&origin)
+        .output()
+        .expect("git");
+    assert!(out.status.success());
+    git(
+        &app.repo,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    git(&app.repo, &["push", "-q", "origin", "main"]);
+    origin
+}
+
+pub fn tmux(socket: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("tmux")
+        .arg("-L")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("tmux");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The app's tmux server is killed when the test ends.
+struct TmuxGuard(String);
+
+impl Drop for TmuxGuard {
+    fn drop(&mut self) {
+        let _ = tmux(&self.0, &["kill-server"]);
+    }
+}
+
+/// Config for the scripted agent as `claude-code` on tmux; `extra` goes under the project.
+pub fn config(dir: &Path, extra_project: &str, extra_top: &str) -> (String, String) {
+    let agent = scripted_agent_path();
+    let home = dir.join("agent-home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let agents = format!(
+        "  claude:\n    kind: claude-code\n    command: [\"{}\"]\n    env: {{ HOME: \"{}\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
+        agent.display(),
+        home.display()
+    );
+    (
+        agents,
+        format!("    runtime: tmux\n    agent: claude\n{extra_project}{extra_top}"),
+    )
+}
+
+async fn app_with(extra_project: &str, extra_top: &str) -> Option<(TestApp, TmuxGuard)> {
+    if !require_tool("tmux") || !require_tool("git") {
+        return None;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (agents, project) = config(scratch.path(), extra_project, extra_top);
+    let app = spawn_app_with_agents(Backend::Sqlite, &agents, &project, scratch).await?;
+    let guard = TmuxGuard(flotilla::app::tmux_socket(&app.home));
+    Some((app, guard))
+}
+
+fn socket(app: &TestApp) -> String {
+    flotilla::app::tmux_socket(&app.home)
+}
+
+#[actix_web::test]
+async fn five_scripted_agents_work_in_five_worktrees_and_push_their_branches() {
+    let Some((app, _g)) = app_with("", "").await else {
+        return;
+    };
+    let origin = with_origin(&app);
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        ids.push(
+            app.spawn(json!({"project": "demo", "prompt": format!("task {n}")}))
+                .await,
+        );
+    }
+    for id in &ids {
+        let s = app.wait_state(id, "working").await;
+        assert!(Path::new(s["workspace"].as_str().expect("ws"))
+            .join(".git")
+            .exists());
+    }
+    let (_, sessions) = tmux(&socket(&app), &["list-sessions", "-F", "#{session_name}"]);
+    for id in &ids {
+        assert!(
+            sessions.lines().any(|l| l == id),
+            "tmux session {id}: {sessions}"
+        );
+    }
+    eventually(60, "every branch pushed to origin", || async {
+        let heads = git(
+            &origin,
+            &["for-each-ref", "--format=%(refname:short)", "refs/heads"],
+        );
+        ids.iter()
+            .all(|id| heads.lines().any(|h| h == format!("session/{id}")))
+            .then_some(())
+    })
+    .await;
+    let log = git(&origin, &["log", "--oneline", "session/demo-3"]);
+    assert!(
+        log.lines().count() >= 2,
+        "the agent's commit is on its branch: {log}"
+    );
+}
+
+#[actix_web::test]
+async fn needs_input_is_detected_when_the_agent_asks_and_idle_agents_become_stuck() {
+    let top = "reactions:\n  agent-stuck: { threshold: 3s }\n  agent-idle: { threshold: 1s }\n";
+    let Some((app, _g)) = app_with("", top).await else {
+        return;
+    };
+    with_origin(&app);
+    let asks = app
+        .spawn(json!({"project": "demo", "prompt": "ASK before deleting"}))
+        .await;
+    let idle = app
+        .spawn(json!({"project": "demo", "prompt": "IDLE"}))
+        .await;
+    let s = app.wait_state(&asks, "needs_input").await;
+    assert_eq!(s["trackers"][0]["reaction"], "agent-needs-input");
+    let s = app.wait_state(&idle, "stuck").await;
+    assert_eq!(s["reason"], "idle_past_threshold");
+    // Answering the question brings the first one back to work.
+    let (st, v) = app
+        .post(
+            &format!("/api/v1/sessions/{asks}/send"),
+            json!({"message": "y"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let s = app.wait_state(&asks, "working").await;
+    assert_eq!(s["reason"], "input_answered", "{s}");
+}
+
+#[actix_web::test]
+async fn kill_removes_worktree_and_tmux_session_and_a_second_kill_says_so() {
+    let Some((app, _g)) = app_with("", "").await else {
+        return;
+    };
+    with_origin(&app);
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "IDLE"}))
+        .await;
+    let s = app.wait_state(&id, "working").await;
+    let ws = s["workspace"].as_str().expect("ws").to_string();
+    let (st, v) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!((st, v["session"]["state"].as_str()), (200, Some("killed")));
+    eventually(30, "tmux session gone and worktree removed", || async {
+        let (alive, _) = tmux(&socket(&app), &["has-session", "-t", &id]);
+        (!alive && !Path::new(&ws).exists()).then_some(())
+    })
+    .await;
+    let (_, v) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(v["changed"], false);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already killed"),
+        "{v}"
+    );
+}
+
+#[actix_web::test]
+async fn tmux_kill_server_kills_sessions_with_a_reason_and_restore_brings_them_back() {
+    let Some((app, _g)) = app_with("", "").await else {
+        return;
+    };
+    with_origin(&app);
+    let a = app
+        .spawn(json!({"project": "demo", "prompt": "IDLE"}))
+        .await;
+    let b = app
+        .spawn(json!({"project": "demo", "prompt": "IDLE"}))
+        .await;
+    app.wait_state(&a, "working").await;
+    app.wait_state(&b, "working").await;
+    let (ok, _) = tmux(&socket(&app), &["kill-server"]);
+    assert!(ok);
+    for id in [&a, &b] {
+        let s = app.wait_state(id, "killed").await;
+        assert_eq!(s["reason"], "runtime_lost");
+    }
+    for id in [&a, &b] {
+        let (st, v) = app
+            .post(&format!("/api/v1/sessions/{id}/restore"), json!({}))
+            .await;
+        assert_eq!(st, 200, "{v}");
+        app.wait_state(id, "working").await;
+    }
+    let (_, sessions) = tmux(&socket(&app), &["list-sessions", "-F", "#{session_name}"]);
+    assert_eq!(sessions.lines().count(), 2, "{sessions}");
+}
+
+#[actix_web::test]
+async fn crossing_the_token_budget_stops_the_agent_and_says_why() {
+    let extra = "    budget: { session_tokens: 50, action: stop }\n";
+    let Some((app, _g)) = app_with(extra, "").await else {
+        return;
+    };
+    with_origin(&app);
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "write the feature"}))
+        .await;
+    let s = app.wait_state(&id, "killed").await;
+    assert_eq!(s["reason"], "budget_exceeded");
+    let usage: &Value = &s["meta"]["usage"];
+    let tokens =
+        usage["input_tokens"].as_u64().unwrap_or(0) + usage["output_tokens"].as_u64().unwrap_or(0);
+    assert!(tokens >= 50, "the session shows what was spent: {s}");
+    assert!(
+        s["trackers"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["reaction"] == "budget")),
+        "{s}"
+    );
+}
+
+#[actix_web::test]
+async fn after_kill_dash_nine_tmux_sessions_are_readopted_and_new_orphans_reported() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    use crate::server::{Scratch, ServerProc};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (agents, project) = config(dir.path(), "", "");
+    let s = Scratch::with_agents(dir, &agents, &project);
+    let sock = flotilla::app::tmux_socket(&s.home);
+    let _g = TmuxGuard(sock.clone());
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let base = server.address.clone();
+    let c = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let v: Value = c
+            .post(format!("{base}/api/v1/sessions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"project": "demo", "prompt": "IDLE"}))
+            .send()
+            .await
+            .expect("spawn")
+            .json()
+            .await
+            .expect("json");
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    let state = |id: String| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let v: Value = c
+                .get(format!("{base}/api/v1/sessions/{id}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(v)
+        }
+    };
+    for id in &ids {
+        eventually(30, "working", || async {
+            state(id.clone()).await.filter(|v| v["state"] == "working")
+        })
+        .await;
+    }
+    server.kill9();
+    // While Flotilla is down, someone starts a tmux session on its socket.
+    let (ok, _) = tmux(&sock, &["new-session", "-d", "-s", "ghost", "sleep", "600"]);
+    assert!(ok);
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let base = server.address.clone();
+    let state = |id: String| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let v: Value = c
+                .get(format!("{base}/api/v1/sessions/{id}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(v)
+        }
+    };
+    for id in &ids {
+        let v = state(id.clone()).await.expect("session");
+        assert_eq!(v["state"], "working", "re-adopted, not lost: {v}");
+    }
+    let (_, names) = tmux(&sock, &["list-sessions", "-F", "#{session_name}"]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, vec!["demo-1", "demo-2", "ghost"], "none duplicated");
+    let v: Value = c
+        .get(format!("{base}/api/v1/orphans"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("orphans")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        v["orphans"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["name"] == "tmux:ghost")),
+        "{v}"
+    );
+    // The re-adopted agent takes messages, and killing it still works.
+    let r: Value = c
+        .post(format!("{base}/api/v1/sessions/demo-1/send"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"message": "hello again"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["delivered"], true, "{r}");
+    let r = c
+        .post(format!("{base}/api/v1/sessions/demo-2/kill"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("kill");
+    assert_eq!(r.status(), 200);
+    eventually(30, "tmux session demo-2 gone", || async {
+        (!tmux(&sock, &["has-session", "-t", "demo-2"]).0).then_some(())
+    })
+    .await;
+}
