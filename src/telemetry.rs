@@ -30,6 +30,12 @@ pub const BUILD_INFO: &str = "flotilla_build_info";
 pub const EVENTS: &str = "flotilla_events_total";
 /// Live session actors (gauge).
 pub const SESSION_ACTORS: &str = "flotilla_session_actors";
+/// Subprocesses Flotilla started (counter, `program`: git, tmux, other).
+pub const SUBPROCESSES: &str = "flotilla_subprocesses_total";
+/// Agent tokens used, from the agents' own logs (counter, `project`).
+pub const AGENT_TOKENS: &str = "flotilla_agent_tokens_total";
+/// Agent spend in US dollars, from the agents' own logs (counter, `project`).
+pub const AGENT_COST: &str = "flotilla_agent_cost_usd_total";
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -48,6 +54,12 @@ pub struct Metrics {
     pub events: IntCounter,
     /// See [`SESSION_ACTORS`].
     pub session_actors: IntGauge,
+    /// See [`SUBPROCESSES`].
+    pub subprocesses: IntCounterVec,
+    /// See [`AGENT_TOKENS`].
+    pub agent_tokens: IntCounterVec,
+    /// See [`AGENT_COST`].
+    pub agent_cost: prometheus::CounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -70,6 +82,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let actor_restarts = IntCounter::new(ACTOR_RESTARTS, "Session actor restarts after errors.")?;
     let events = IntCounter::new(EVENTS, "Events appended to the event log.")?;
     let session_actors = IntGauge::new(SESSION_ACTORS, "Live session actors.")?;
+    let subprocesses = IntCounterVec::new(
+        Opts::new(SUBPROCESSES, "Subprocesses Flotilla started."),
+        &["program"],
+    )?;
+    let agent_tokens = IntCounterVec::new(
+        Opts::new(AGENT_TOKENS, "Agent tokens used, from the agents' logs."),
+        &["project"],
+    )?;
+    let agent_cost = prometheus::CounterVec::new(
+        Opts::new(
+            AGENT_COST,
+            "Agent spend in US dollars, from the agents' logs.",
+        ),
+        &["project"],
+    )?;
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -84,6 +111,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(actor_restarts.clone()))?;
     registry.register(Box::new(events.clone()))?;
     registry.register(Box::new(session_actors.clone()))?;
+    registry.register(Box::new(subprocesses.clone()))?;
+    registry.register(Box::new(agent_tokens.clone()))?;
+    registry.register(Box::new(agent_cost.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -98,6 +128,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         actor_restarts,
         events,
         session_actors,
+        subprocesses,
+        agent_tokens,
+        agent_cost,
     })
 }
 
@@ -118,6 +151,20 @@ impl Metrics {
             self.sessions.with_label_values(&[from.as_str()]).dec();
             self.sessions.with_label_values(&[to.as_str()]).inc();
         }
+    }
+
+    /// Counts a subprocess start; the label is the program's name when it is one we run
+    /// routinely (bounded), else `other`.
+    pub fn subprocess(&self, program: &str) {
+        let name = std::path::Path::new(program)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        let label = match name {
+            "git" | "tmux" => name,
+            _ => "other",
+        };
+        self.subprocesses.with_label_values(&[label]).inc();
     }
 
     /// Sets the state gauge from stored counts (at start-up).

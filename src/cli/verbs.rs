@@ -218,6 +218,7 @@ fn table(list: &SessionList) -> String {
         "ACTIVITY".into(),
         "BRANCH".into(),
         "PR".into(),
+        "COST".into(),
         "AGE".into(),
     ]];
     for s in &list.sessions {
@@ -233,10 +234,14 @@ fn table(list: &SessionList) -> String {
             s.pr.as_ref()
                 .map(|p| format!("#{}", p.number))
                 .unwrap_or_else(|| "-".into()),
+            s.meta["usage"]["cost_usd"]
+                .as_f64()
+                .map(|c| format!("${c:.2}"))
+                .unwrap_or_else(|| "-".into()),
             age(s.created_at),
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 8];
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.chars().count());

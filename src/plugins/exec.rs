@@ -22,6 +22,7 @@ pub async fn run(argv: &[&str], cwd: Option<&Path>, timeout: Duration) -> Plugin
         .split_first()
         .ok_or_else(|| PluginError::Invalid("empty command".into()))?;
     tracing::debug!(argv = ?argv, "exec");
+    crate::telemetry::METRICS.subprocess(program);
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())

@@ -163,6 +163,7 @@ impl Runtime for ProcessRuntime {
             .append(true)
             .open(&log)?;
         let err = out.try_clone()?;
+        crate::telemetry::METRICS.subprocess(program);
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .current_dir(&spec.cwd)

@@ -335,6 +335,7 @@ impl SessionActor {
             self.span.record("state", to.as_str());
             tracing::info!(parent: &self.span, %from, %to, reason = ?new.session.reason, "session transition");
         }
+        record_usage(old, &new);
         let handle_changed = new.session.runtime_handle != old.session.runtime_handle;
         let new_handle = new.session.runtime_handle.clone();
         self.snapshot = Some(new);
@@ -576,6 +577,26 @@ impl Handler<RuntimeEnded> for SessionActor {
         ctx.notify(Apply {
             event: EventKind::AgentExited { code: msg.code },
         });
+    }
+}
+
+/// Adds the spend a step recorded to the per-project counters (deltas of cumulative usage).
+fn record_usage(old: &SessionSnapshot, new: &SessionSnapshot) {
+    let get = |s: &SessionSnapshot| -> machine::Usage {
+        serde_json::from_value(s.session.meta["usage"].clone()).unwrap_or_default()
+    };
+    let (a, b) = (get(old), get(new));
+    let tokens = |u: &machine::Usage| u.input_tokens + u.output_tokens + u.cache_tokens;
+    let project = new.session.project.as_str();
+    if let Some(d) = tokens(&b).checked_sub(tokens(&a)).filter(|d| *d > 0) {
+        METRICS.agent_tokens.with_label_values(&[project]).inc_by(d);
+    }
+    let cost = b.cost_usd.unwrap_or(0.0) - a.cost_usd.unwrap_or(0.0);
+    if cost > 0.0 {
+        METRICS
+            .agent_cost
+            .with_label_values(&[project])
+            .inc_by(cost);
     }
 }
 
