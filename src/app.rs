@@ -119,6 +119,7 @@ pub fn policy_from(settings: &Settings, project: &str) -> Policy {
             },
         });
     p.merge_grace = chrono_dur(settings.lifecycle.merge_grace.get());
+    p.abandon_after = chrono_dur(settings.lifecycle.abandon_after.get());
     p.reactions = settings
         .reactions_for(project)
         .into_iter()
@@ -174,6 +175,10 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
     );
     p.workspaces
         .insert("worktree".into(), Arc::new(WorktreeWorkspace));
+    p.workspaces.insert(
+        "clone".into(),
+        Arc::new(crate::plugins::clone::CloneWorkspace),
+    );
     let mut agents: HashMap<String, Arc<dyn Agent>> = HashMap::new();
     let built_in = AgentKind::BUILT_IN
         .iter()

@@ -138,6 +138,9 @@ pub struct LifecycleSettings {
     pub reconcile_interval: HumanDuration,
     /// Actor restarts allowed before the session is marked failed.
     pub max_restarts: u32,
+    /// A session stuck or waiting for input this long is stopped (errored, `abandoned`).
+    #[serde(default = "default_abandon_after")]
+    pub abandon_after: HumanDuration,
     /// Terminal lines captured per output snapshot.
     pub output_lines: usize,
 }
@@ -306,6 +309,10 @@ pub enum BudgetAction {
     Stop,
     /// Tell a human, keep going.
     Escalate,
+}
+
+fn default_abandon_after() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(24 * 3600))
 }
 
 fn default_port_base() -> u16 {

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | where the agent runs | [`Runtime`] | `process` ([`process::ProcessRuntime`]), `tmux` ([`tmux::TmuxRuntime`]) |
 //! | which agent runs | [`Agent`] | `claude-code`, `codex`, `aider`, `opencode`, `command` ([`agents`]); activity and usage types in [`activity`] |
-//! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]) |
+//! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]), `clone` ([`clone::CloneWorkspace`]) |
 //! | where tasks come from | [`Tracker`] | (Lifecycle work) |
 //! | where PRs live | [`Scm`] | (Lifecycle work) |
 //! | how humans hear | [`Notifier`] | (Notifications work) |
@@ -16,6 +16,7 @@
 
 pub mod activity;
 pub mod agents;
+pub mod clone;
 pub mod exec;
 pub mod process;
 pub mod tmux;

@@ -440,6 +440,8 @@ fn is_gone(e: &PluginError) -> bool {
             [
                 "no server running",
                 "error connecting to",
+                // The server was shutting down (its last session just ended) as we asked.
+                "server exited unexpectedly",
                 "can't find",
                 "session not found",
                 "no such file",

@@ -157,3 +157,28 @@ async fn orphans_are_listed() {
         .collect();
     assert!(names.iter().any(|n| n.ends_with("ghost-1")), "{v}");
 }
+
+#[actix_web::test]
+async fn the_clone_workspace_is_a_full_clone_and_is_removed_on_kill() {
+    let extra = "    workspace: clone\n";
+    let app = spawn_app_with(Backend::Sqlite, ECHO_AGENT, extra)
+        .await
+        .expect("app");
+    let id = app.spawn(json!({"project": "demo", "prompt": "p"})).await;
+    let s = app.wait_state(&id, "working").await;
+    let ws = std::path::PathBuf::from(s["workspace"].as_str().expect("ws"));
+    assert!(ws.join(".git").is_dir(), "a clone, not a worktree");
+    assert_eq!(
+        git(&ws, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "session/demo-1"
+    );
+    assert!(ws.join("README.md").exists());
+    let (st, _) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(st, 200);
+    eventually(30, "clone removed", || async {
+        (!ws.exists()).then_some(())
+    })
+    .await;
+}

@@ -123,6 +123,9 @@ pub fn write_config_agents(
     if !extra.contains("    runtime:") {
         defaults.push_str("    runtime: process\n");
     }
+    if !extra.contains("    workspace:") {
+        defaults.push_str("    workspace: worktree\n");
+    }
     let yaml = format!(
         r#"server: {{ bind: 127.0.0.1, port: 0, token: "{TOKEN}", max_body_bytes: 65536 }}
 database: {{ url: "{db_url}" }}
@@ -136,7 +139,6 @@ projects:
     repo: {repo}
     default_branch: main
     session_prefix: demo
-    workspace: worktree
 {defaults}{extra}
 "#,
         repo = repo.display()

@@ -56,7 +56,12 @@ pub fn build_prompt(rules: Option<&str>, s: &SessionRecord) -> String {
     }
     p.push_str(&format!(
         "Commit your work, push the branch and open a pull request when done. \
-         You are Flotilla session `{}`.\n",
+         You are Flotilla session `{}`.\n\n\
+         Tell Flotilla what you are doing with `flotilla report <state>` (states: started, \
+         working, waiting, needs_input, fixing_ci, addressing_reviews, pr_created, \
+         draft_pr_created, ready_for_review, completed); add `--pr-url URL --pr-number N` \
+         when you open a PR and `--note TEXT` to say why. Report `needs_input` when only a \
+         human can unblock you.\n",
         s.id
     ));
     p

@@ -23,6 +23,8 @@ pub const TIMER_STUCK: &str = "stuck_check";
 pub const TIMER_IDLE: &str = "idle_nudge";
 /// Timer: clean up after a merge.
 pub const TIMER_MERGE_GRACE: &str = "merge_grace";
+/// Timer: a session stuck or waiting for input this long is given up (no zombies).
+pub const TIMER_ABANDON: &str = "abandon";
 /// Prefix of escalation timers (`escalate:{reaction}`).
 pub const TIMER_ESCALATE: &str = "escalate:";
 
@@ -315,6 +317,7 @@ pub fn step(snapshot: &SessionSnapshot, event: &Event, policy: &Policy) -> Step 
     };
     if outcome == Outcome::Applied {
         m.s.session.updated_at = at;
+        m.abandon_watch();
     }
     Step {
         snapshot: m.s,
@@ -385,6 +388,18 @@ impl Machine<'_> {
     fn watched(&self) -> bool {
         // Orchestrators wait for humans and workers by design: never "stuck" (ao PR #2121).
         matches!(self.state(), S::Working | S::PrOpen) && !is_orchestrator(&self.s)
+    }
+
+    /// Every live state has a timed exit: stuck and needs_input (which wait for a human)
+    /// end after `abandon_after`, so nothing is parked forever (ao #1933/#2025).
+    fn abandon_watch(&mut self) {
+        if matches!(self.state(), S::Stuck | S::NeedsInput) {
+            if !self.s.timers.contains_key(TIMER_ABANDON) {
+                self.arm(TIMER_ABANDON, self.at + self.policy.abandon_after);
+            }
+        } else {
+            self.disarm(TIMER_ABANDON);
+        }
     }
 
     fn arm_idle_watch(&mut self, since: DateTime<Utc>) {
@@ -856,6 +871,20 @@ impl Machine<'_> {
                         None,
                         "You appear to be idle. Continue with your task; if you are blocked, say what you need.",
                     );
+                }
+            }
+            TIMER_ABANDON => {
+                if matches!(st, S::Stuck | S::NeedsInput) {
+                    let hours = self.policy.abandon_after.num_hours();
+                    self.end(S::Errored, "abandoned");
+                    self.effects.push(Effect::Notify {
+                        reaction: None,
+                        priority: Priority::Urgent,
+                        message: format!(
+                            "No progress for {hours}h while {st}: the agent was stopped; restore the session to continue."
+                        ),
+                        escalation: true,
+                    });
                 }
             }
             TIMER_MERGE_GRACE => {

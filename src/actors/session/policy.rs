@@ -106,6 +106,8 @@ pub struct Policy {
     pub merge_grace: Duration,
     /// Spend limits of a session.
     pub budget: Option<Budget>,
+    /// A session stuck or waiting for input this long is stopped (errored, `abandoned`).
+    pub abandon_after: Duration,
 }
 
 /// What crossing a budget does.
@@ -214,6 +216,7 @@ impl Policy {
             spawn_timeout: Duration::minutes(5),
             merge_grace: Duration::minutes(5),
             budget: None,
+            abandon_after: Duration::hours(24),
         }
     }
 

@@ -790,3 +790,42 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
     let again = step(&esc.snapshot, &usage(1.5), &p);
     assert_eq!(escalations(&again.effects), 0, "escalates once");
 }
+
+#[test]
+fn stuck_and_waiting_sessions_have_a_timed_exit() {
+    let p = Policy::defaults();
+    let asked = step(
+        &fresh(SessionState::Working),
+        &Event {
+            at: at(0),
+            kind: EventKind::AgentWaitingInput,
+        },
+        &p,
+    )
+    .snapshot;
+    assert_eq!(asked.timers[TIMER_ABANDON].deadline, at(24 * 60));
+    let gone = step(
+        &asked,
+        &Event {
+            at: at(24 * 60),
+            kind: EventKind::TimerFired {
+                kind: TIMER_ABANDON.into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(gone.snapshot.session.state, SessionState::Errored);
+    assert_eq!(gone.snapshot.session.reason.as_deref(), Some("abandoned"));
+    let back = step(
+        &asked,
+        &Event {
+            at: at(1),
+            kind: EventKind::AgentActive,
+        },
+        &p,
+    );
+    assert!(
+        !back.snapshot.timers.contains_key(TIMER_ABANDON),
+        "leaving disarms it"
+    );
+}
