@@ -129,6 +129,7 @@ fn main() {
                         data: serde_json::json!({}),
                         at: Utc::now(),
                     },
+                    notifications: Vec::new(),
                 })
                 .await
                 .expect("commit");
@@ -162,6 +163,7 @@ fn main() {
             max_restarts: 3,
             actor_timeout: Duration::from_secs(60),
             agent_env_passthrough: vec![],
+            notifications: Default::default(),
         });
         let before = rss_kib();
         let t = Instant::now();

@@ -109,6 +109,7 @@ fn commit_for(snapshot: &SessionSnapshot) -> TransitionCommit {
             timers,
         },
         event,
+        notifications: Vec::new(),
     }
 }
 

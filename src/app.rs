@@ -22,6 +22,9 @@ use crate::actors::supervisor::messages::ReconcileAll;
 use crate::actors::supervisor::FleetSupervisor;
 use crate::config::{self, AgentKind, Settings};
 use crate::http::{self, AppState};
+use crate::notify::outbox::{OutboxActor, OutboxSettings};
+use crate::notify::routing::Router;
+use crate::notify::{self, Notifications};
 use crate::plugins::agent::CommandAgent;
 use crate::plugins::process::ProcessRuntime;
 use crate::plugins::worktree::WorktreeWorkspace;
@@ -205,6 +208,19 @@ impl Application {
                 url: store::redact_url(&url),
                 source,
             })?;
+        let notifiers =
+            notify::build_notifiers(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+        if notifiers.is_empty() {
+            tracing::warn!(
+                "no notifiers configured: notifications are recorded in the event log only"
+            );
+        }
+        let outbox = OutboxActor::new(
+            store.clone(),
+            notifiers,
+            OutboxSettings::from_settings(&settings.notifications),
+        )
+        .start();
         let fleet = Arc::new(Fleet {
             journal: Arc::new(Journal::new(store.clone())),
             store: store.clone(),
@@ -214,6 +230,10 @@ impl Application {
             max_restarts: settings.lifecycle.max_restarts,
             actor_timeout: settings.server.actor_timeout.get(),
             agent_env_passthrough: Vec::new(),
+            notifications: Notifications::new(
+                Router::from_settings(&settings),
+                Some(outbox.clone().recipient()),
+            ),
         });
         let ready = Arc::new(AtomicBool::new(false));
         let supervisor = FleetSupervisor::new(fleet, ready).start();
@@ -233,6 +253,7 @@ impl Application {
         }
         let state = AppState {
             supervisor: supervisor.clone(),
+            outbox: outbox.recipient(),
             token,
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,

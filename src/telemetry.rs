@@ -30,6 +30,17 @@ pub const BUILD_INFO: &str = "flotilla_build_info";
 pub const EVENTS: &str = "flotilla_events_total";
 /// Live session actors (gauge).
 pub const SESSION_ACTORS: &str = "flotilla_session_actors";
+/// Notification delivery outcomes (counter, `notifier` = a configured name, `outcome` in
+/// [`NOTIFICATION_OUTCOMES`]).
+pub const NOTIFICATIONS: &str = "flotilla_notifications_total";
+/// Notifications waiting in the outbox (gauge: status `pending`).
+pub const NOTIFICATION_OUTBOX_DEPTH: &str = "flotilla_notification_outbox_depth";
+/// Dead-lettered notifications in the outbox (gauge: status `failed`).
+pub const NOTIFICATION_DEAD_LETTERS: &str = "flotilla_notification_dead_letters";
+/// Time from a notification's creation to its delivery (histogram, `notifier`).
+pub const NOTIFICATION_DELIVERY: &str = "flotilla_notification_delivery_seconds";
+/// The `outcome` label values of [`NOTIFICATIONS`].
+pub const NOTIFICATION_OUTCOMES: [&str; 4] = ["delivered", "retried", "failed", "digested"];
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -48,6 +59,14 @@ pub struct Metrics {
     pub events: IntCounter,
     /// See [`SESSION_ACTORS`].
     pub session_actors: IntGauge,
+    /// See [`NOTIFICATIONS`].
+    pub notifications: IntCounterVec,
+    /// See [`NOTIFICATION_OUTBOX_DEPTH`].
+    pub outbox_depth: IntGauge,
+    /// See [`NOTIFICATION_DEAD_LETTERS`].
+    pub dead_letters: IntGauge,
+    /// See [`NOTIFICATION_DELIVERY`].
+    pub notification_delivery: HistogramVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -70,6 +89,28 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let actor_restarts = IntCounter::new(ACTOR_RESTARTS, "Session actor restarts after errors.")?;
     let events = IntCounter::new(EVENTS, "Events appended to the event log.")?;
     let session_actors = IntGauge::new(SESSION_ACTORS, "Live session actors.")?;
+    let notifications = IntCounterVec::new(
+        Opts::new(NOTIFICATIONS, "Notification delivery outcomes by notifier."),
+        &["notifier", "outcome"],
+    )?;
+    let outbox_depth = IntGauge::new(
+        NOTIFICATION_OUTBOX_DEPTH,
+        "Notifications waiting in the outbox.",
+    )?;
+    let dead_letters = IntGauge::new(
+        NOTIFICATION_DEAD_LETTERS,
+        "Notifications dead-lettered after their retry budget.",
+    )?;
+    let notification_delivery = HistogramVec::new(
+        HistogramOpts::new(
+            NOTIFICATION_DELIVERY,
+            "Time from a notification's creation to its delivery, by notifier.",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ]),
+        &["notifier"],
+    )?;
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -84,6 +125,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(actor_restarts.clone()))?;
     registry.register(Box::new(events.clone()))?;
     registry.register(Box::new(session_actors.clone()))?;
+    registry.register(Box::new(notifications.clone()))?;
+    registry.register(Box::new(outbox_depth.clone()))?;
+    registry.register(Box::new(dead_letters.clone()))?;
+    registry.register(Box::new(notification_delivery.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -98,6 +143,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         actor_restarts,
         events,
         session_actors,
+        notifications,
+        outbox_depth,
+        dead_letters,
+        notification_delivery,
     })
 }
 
@@ -117,6 +166,21 @@ impl Metrics {
                 .inc();
             self.sessions.with_label_values(&[from.as_str()]).dec();
             self.sessions.with_label_values(&[to.as_str()]).inc();
+        }
+    }
+
+    /// Counts one delivery outcome of `notifier` (a configured name; `outcome` one of
+    /// [`NOTIFICATION_OUTCOMES`]).
+    pub fn notification(&self, notifier: &str, outcome: &str, n: u64) {
+        self.notifications
+            .with_label_values(&[notifier, outcome])
+            .inc_by(n);
+    }
+
+    /// Makes every outcome of `notifier` present from the start (zeros rather than gaps).
+    pub fn register_notifier(&self, notifier: &str) {
+        for outcome in NOTIFICATION_OUTCOMES {
+            self.notifications.with_label_values(&[notifier, outcome]);
         }
     }
 

@@ -110,6 +110,8 @@ pub struct Fleet {
     /// Environment variables passed to every agent (besides the config's own): only these
     /// names are copied from Flotilla's environment; secrets never are.
     pub agent_env_passthrough: Vec<String>,
+    /// Routes a step's notify effects to outbox rows and wakes the outbox after a commit.
+    pub notifications: crate::notify::Notifications,
 }
 
 impl Fleet {

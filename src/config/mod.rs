@@ -32,9 +32,9 @@ pub use error::{ConfigError, ConfigIssue};
 pub use load::{data_dir, load, load_with, LoadOptions, DEFAULT_CONFIG_YAML};
 pub use sections::{
     AgentSettings, ChatAllow, ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings,
-    GithubSettings, JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotifierSettings,
-    ProjectSettings, ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings,
-    SlackSettings, TelegramSettings,
+    GithubSettings, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
+    NotificationsSettings, NotifierSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
+    ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,
@@ -100,6 +100,8 @@ pub struct Settings {
     pub notifiers: BTreeMap<String, NotifierSettings>,
     /// Notifier names per priority.
     pub routing: RoutingSettings,
+    /// The notification outbox.
+    pub notifications: NotificationsSettings,
     /// Chat conversations.
     pub chat: ChatSettings,
 }
@@ -187,6 +189,21 @@ impl Settings {
             &self.defaults.notifiers
         } else {
             routed
+        }
+    }
+
+    /// Notifier names for `priority` in `project`: `projects.<name>.routing.<priority>`, else
+    /// [`Settings::notifiers_for`]. An unknown project gets the global route.
+    pub fn project_notifiers_for(&self, project: &str, priority: Priority) -> &[String] {
+        let own = self
+            .project(project)
+            .and_then(|p| p.routing.as_ref())
+            .map(|r| r.for_priority(priority))
+            .unwrap_or_default();
+        if own.is_empty() {
+            self.notifiers_for(priority)
+        } else {
+            own
         }
     }
 }

@@ -221,6 +221,10 @@ pub struct ProjectSettings {
     /// Partial overrides of the global `reactions:` table, merged field by field.
     #[serde(default, deserialize_with = "null_as_default")]
     pub reactions: BTreeMap<String, ReactionOverride>,
+    /// Notifier names per priority for this project's sessions; a priority left empty uses
+    /// the global `routing` (and then `defaults.notifiers`).
+    #[serde(default)]
+    pub routing: Option<RoutingSettings>,
 }
 
 fn default_remote() -> String {
@@ -511,6 +515,44 @@ impl RoutingSettings {
             Priority::Info => &self.info,
         }
     }
+}
+
+/// `notifications:` — the outbox: deduplication, delivery retries and the per-notifier rate
+/// limit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsSettings {
+    /// The same session, event, reaction and priority within this window is one notification
+    /// per notifier; `0s` turns deduplication off.
+    pub dedupe_window: HumanDuration,
+    /// Delivery attempts before a notification is dead-lettered (status `failed`).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further attempt.
+    pub backoff_initial: HumanDuration,
+    /// Longest delay between two attempts.
+    pub backoff_max: HumanDuration,
+    /// Longest `Retry-After` (429) honoured; a longer one counts as this.
+    pub max_retry_after: HumanDuration,
+    /// How often the outbox looks for due notifications (it is also woken after each commit).
+    pub poll_interval: HumanDuration,
+    /// Time limit of one delivery (HTTP request or desktop command).
+    pub timeout: HumanDuration,
+    /// Deliveries in flight at once per notifier.
+    pub concurrency: usize,
+    /// Notifications read from the outbox per poll.
+    pub batch: usize,
+    /// Per-notifier rate limit; what exceeds it is sent as one digest when it frees up.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `notifications.rate_limit:` — messages per notifier per window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Messages (single notifications or digests) a notifier may send per `window`.
+    pub max: u32,
+    /// The sliding window.
+    pub window: HumanDuration,
 }
 
 /// `chat:` — conversations with the assistant over chat platforms.

@@ -132,6 +132,22 @@ impl Store for FlakyStore {
     ) -> StoreResult<()> {
         self.inner.update_notification(id, s, a, n, e).await
     }
+    async fn list_notifications(
+        &self,
+        s: Option<NotificationStatus>,
+        l: i64,
+    ) -> StoreResult<Vec<NotificationRecord>> {
+        self.inner.list_notifications(s, l).await
+    }
+    async fn count_notifications(&self) -> StoreResult<Vec<(NotificationStatus, i64)>> {
+        self.inner.count_notifications().await
+    }
+    async fn defer_notifications(&self, ids: &[String], u: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.defer_notifications(ids, u).await
+    }
+    async fn fold_into_digest(&self, d: &NotificationRecord, m: &[String]) -> StoreResult<u64> {
+        self.inner.fold_into_digest(d, m).await
+    }
 }
 
 #[actix_web::test]
@@ -188,6 +204,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
         max_restarts: 3,
         actor_timeout: Duration::from_secs(10),
         agent_env_passthrough: Vec::new(),
+        notifications: Default::default(),
     });
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
     let snap = sup
