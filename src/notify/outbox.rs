@@ -23,7 +23,9 @@
 //! messages per window, never one per flap.
 //!
 //! Rows read from the store are *claimed* (in memory) until their outcome is written, so a
-//! poll never hands one out twice. The actor owns no SQL: everything goes through the `Store`.
+//! poll never hands one out twice. A poll whose read was under way when a claim was released
+//! may have read the row before its outcome was written, so it skips rows released meanwhile.
+//! The actor owns no SQL: everything goes through the `Store`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -130,6 +132,8 @@ pub struct OutboxActor {
     claimed: HashSet<String>,
     /// A poll's store read is under way.
     polling: bool,
+    /// Claims released while that read was under way: it may have read them stale.
+    released_during_poll: HashSet<String>,
     /// Someone asked for a poll while one was under way: poll again after it.
     poll_again: bool,
 }
@@ -164,6 +168,7 @@ impl OutboxActor {
             channels,
             claimed: HashSet::new(),
             polling: false,
+            released_during_poll: HashSet::new(),
             poll_again: false,
         }
     }
@@ -192,10 +197,11 @@ impl OutboxActor {
                 }
                 Err(e) => tracing::warn!(error = ?e, "counting the outbox failed"),
             }
+            let stale = std::mem::take(&mut act.released_during_poll);
             match due {
                 Ok(rows) => {
                     for r in rows {
-                        if act.claimed.insert(r.id.clone()) {
+                        if !stale.contains(&r.id) && act.claimed.insert(r.id.clone()) {
                             act.enqueue(r, ctx);
                         }
                     }
@@ -207,6 +213,14 @@ impl OutboxActor {
                 act.poll(ctx);
             }
         }));
+    }
+
+    /// Ends a claim: the row's outcome (or deferral, or folding) is written.
+    fn release(&mut self, id: &str) {
+        self.claimed.remove(id);
+        if self.polling {
+            self.released_during_poll.insert(id.to_string());
+        }
     }
 
     fn enqueue(&mut self, r: NotificationRecord, ctx: &mut Context<Self>) {
@@ -230,7 +244,7 @@ impl OutboxActor {
                     (r, res)
                 };
                 ctx.spawn(fut.into_actor(self).map(|(r, res), act, _ctx| {
-                    act.claimed.remove(&r.id);
+                    act.release(&r.id);
                     if let Err(e) = res {
                         tracing::warn!(error = ?e, id = %r.id, "dead-lettering failed");
                     } else {
@@ -294,12 +308,12 @@ impl OutboxActor {
                 .skip(alone)
                 .collect();
             if singles.len() >= 2 {
-                let members: Vec<NotificationRecord> = singles
-                    .iter()
-                    .rev()
-                    .filter_map(|i| ch.queue.remove(*i))
-                    .rev()
-                    .collect();
+                // Remove from the back, so earlier indices stay valid.
+                let mut members: Vec<NotificationRecord> = Vec::with_capacity(singles.len());
+                for i in singles.iter().rev() {
+                    members.extend(ch.queue.remove(*i));
+                }
+                members.reverse();
                 ch.folding = true;
                 self.fold(name.to_string(), members, ctx);
                 return;
@@ -337,7 +351,7 @@ impl OutboxActor {
                 tracing::warn!(error = ?e, "deferring rate-limited notifications failed");
             }
             for id in &ids {
-                act.claimed.remove(id);
+                act.release(id);
             }
         }));
     }
@@ -355,7 +369,7 @@ impl OutboxActor {
             fut.into_actor(self)
                 .map(move |(digest, ids, res), act, ctx| {
                     for id in &ids {
-                        act.claimed.remove(id);
+                        act.release(id);
                     }
                     let Some(ch) = act.channels.get_mut(&name) else {
                         return;
@@ -441,7 +455,7 @@ impl OutboxActor {
     }
 
     fn finished(&mut self, a: Attempted, ctx: &mut Context<Self>) {
-        self.claimed.remove(&a.id);
+        self.release(&a.id);
         if let Some(ch) = self.channels.get_mut(&a.notifier) {
             ch.in_flight = ch.in_flight.saturating_sub(1);
             if let (Some(p), true) = (a.pause, a.outcome != "delivered") {

@@ -286,11 +286,12 @@ pub trait Store: Send + Sync + 'static {
     async fn defer_notifications(&self, ids: &[String], until: DateTime<Utc>) -> StoreResult<u64>;
 
     /// In one transaction: adds `digest` (a pending notification) and marks the listed
-    /// **pending** notifications `digested` into it. Returns how many were folded; members no
-    /// longer pending are left alone.
+    /// notifications `digested` into it. All or nothing: every member must still be pending.
+    /// Returns how many were folded.
     ///
     /// # Errors
-    /// `Conflict` if the digest id exists; `Database` on failure (nothing is written).
+    /// `Conflict` if the digest id exists or a member is not pending; `Database` on failure
+    /// (nothing is written either way).
     async fn fold_into_digest(
         &self,
         digest: &NotificationRecord,

@@ -911,6 +911,15 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if usize::try_from(folded).ok() != Some(members.len()) {
+            // A member is no longer pending (delivered or folded meanwhile): listing it in the
+            // digest would send it twice.
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "only {folded} of {} digest members are pending",
+                members.len()
+            )));
+        }
         tx.commit().await?;
         Ok(folded)
     }

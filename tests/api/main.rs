@@ -7,5 +7,8 @@ mod crash;
 mod events;
 mod helpers;
 mod metrics;
+mod notifications;
+#[path = "../support/receivers.rs"]
+mod receivers;
 mod server;
 mod sessions;

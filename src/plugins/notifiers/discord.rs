@@ -46,12 +46,22 @@ impl DiscordNotifier {
     }
 }
 
-/// The message body.
-pub fn body(n: &Notification) -> Value {
-    json!({
+/// Discord's nonce limit.
+const MAX_NONCE: usize = 25;
+
+/// The message body. A channel post carries the notification id as an enforced `nonce`, so
+/// Discord itself drops a redelivery made within minutes (webhooks take no nonce).
+pub fn body(n: &Notification, with_nonce: bool) -> Value {
+    let mut b = json!({
         "content": truncate(&plain_text(n), MAX_CONTENT),
         "allowed_mentions": {"parse": []},
-    })
+    });
+    if with_nonce {
+        let nonce: String = n.id.chars().filter(|c| *c != '-').take(MAX_NONCE).collect();
+        b["nonce"] = json!(nonce);
+        b["enforce_nonce"] = json!(true);
+    }
+    b
 }
 
 #[async_trait]
@@ -61,8 +71,9 @@ impl Notifier for DiscordNotifier {
     }
 
     async fn notify(&self, n: &Notification) -> PluginResult<()> {
-        let bytes =
-            serde_json::to_vec(&body(n)).map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let with_nonce = matches!(self.target, Target::Channel { .. });
+        let bytes = serde_json::to_vec(&body(n, with_nonce))
+            .map_err(|e| PluginError::Invalid(e.to_string()))?;
         let mut headers = HeaderMap::new();
         let url = match &self.target {
             Target::Webhook { url } => url.clone(),
