@@ -80,7 +80,11 @@ pub struct Hit {
 struct State {
     script: HashMap<Target, VecDeque<Scripted>>,
     delay: HashMap<Target, Duration>,
+    /// Targets holding every request until released.
+    held: std::collections::HashSet<Target>,
     hits: Vec<Hit>,
+    /// Requests that arrived, per target (answered or not).
+    arrived: HashMap<Target, usize>,
     /// Webhook ids accepted, with how many times each came.
     webhook_ids: BTreeMap<String, usize>,
     next_id: u64,
@@ -179,6 +183,23 @@ impl Receivers {
             .collect()
     }
 
+    /// Holds every request to `target` (arrived, unanswered) until [`Receivers::release`].
+    pub fn hold(&self, target: Target) {
+        self.lock().held.insert(target);
+    }
+
+    /// Lets held requests to `target` (and later ones) be answered.
+    pub fn release(&self, target: Target) {
+        self.lock().held.remove(&target);
+    }
+
+    /// Requests to `target` that arrived and are not answered yet.
+    pub fn in_flight(&self, target: Target) -> usize {
+        let st = self.lock();
+        let answered = st.hits.iter().filter(|h| h.target == target).count();
+        st.arrived.get(&target).copied().unwrap_or(0) - answered
+    }
+
     /// Ids the webhook fake accepted, with how many times each arrived.
     pub fn webhook_ids(&self) -> BTreeMap<String, usize> {
         self.lock().webhook_ids.clone()
@@ -200,9 +221,16 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Waits the target's delay, then takes its next scripted answer (if any).
+/// Counts the arrival, waits the target's delay, then takes its next scripted answer (if any).
 async fn prologue(s: &Shared, target: Target) -> Option<Scripted> {
-    let delay = lock(s).delay.get(&target).copied();
+    let delay = {
+        let mut st = lock(s);
+        *st.arrived.entry(target).or_default() += 1;
+        st.delay.get(&target).copied()
+    };
+    while lock(s).held.contains(&target) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
