@@ -402,11 +402,9 @@ pub fn markdown_v2_ok(text: &str) -> bool {
     let mut stars = 0;
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if chars.next().is_none() {
-                    return false;
-                }
-            }
+            // The guard consumes the escaped character; a trailing backslash is an error.
+            '\\' if chars.next().is_none() => return false,
+            '\\' => {}
             '*' => stars += 1,
             '_' | '[' | ']' | '(' | ')' | '~' | '`' | '>' | '#' | '+' | '-' | '=' | '|' | '{'
             | '}' | '.' | '!' => return false,
