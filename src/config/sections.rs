@@ -467,8 +467,9 @@ pub struct LinearSettings {
     pub webhook_secret: Option<Secret>,
 }
 
-/// `notifiers.<name>` — a named notification target.
-#[derive(Clone, Debug, Deserialize)]
+/// `notifiers.<name>` — a named notification target. `Debug` hides the URL: Slack and
+/// Discord webhook URLs are credentials.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifierSettings {
     /// What kind of notifier.
@@ -485,6 +486,18 @@ pub struct NotifierSettings {
     /// Chat id (Telegram).
     #[serde(default)]
     pub chat_id: Option<String>,
+}
+
+impl fmt::Debug for NotifierSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifierSettings")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_ref().map(|_| "***"))
+            .field("secret", &self.secret)
+            .field("channel", &self.channel)
+            .field("chat_id", &self.chat_id)
+            .finish()
+    }
 }
 
 /// `routing:` — notifier names per priority.
@@ -606,6 +619,18 @@ mod tests {
             url: Some("postgres://u:pw@h/db".into()),
         };
         assert!(!format!("{d:?}").contains("pw"));
+    }
+
+    #[test]
+    fn notifier_debug_hides_the_url() {
+        let n = NotifierSettings {
+            kind: NotifierKind::Slack,
+            url: Some("https://hooks.slack.com/services/T0/B0/s3cret".into()),
+            secret: None,
+            channel: None,
+            chat_id: None,
+        };
+        assert!(!format!("{n:?}").contains("s3cret"));
     }
 
     #[test]

@@ -318,12 +318,14 @@ impl Settings {
                 _ => None,
             };
             if let Some(t) = needs {
+                let hint = if n.kind == NotifierKind::Telegram {
+                    ""
+                } else {
+                    " (or give it an incoming-webhook url)"
+                };
                 v.push(
                     format!("{key}.kind"),
-                    format!(
-                        "a {} notifier without an incoming-webhook url needs {t}",
-                        n.kind
-                    ),
+                    format!("a {} notifier posting to a chat needs {t}{hint}", n.kind),
                 );
             }
         }
