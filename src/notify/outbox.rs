@@ -182,13 +182,16 @@ impl OutboxActor {
         self.polling = true;
         let store = self.store.clone();
         let batch = i64::try_from(self.cfg.batch).unwrap_or(i64::MAX);
-        let fut = async move {
+        let fut = detached(async move {
             let due = store.due_notifications(Utc::now(), batch).await;
             let counts = store.count_notifications().await;
             (due, counts)
-        };
-        ctx.spawn(fut.into_actor(self).map(|(due, counts), act, ctx| {
+        });
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.polling = false;
+            let Some((due, counts)) = res else {
+                return;
+            };
             match counts {
                 Ok(counts) => {
                     let of = |s| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
@@ -231,7 +234,8 @@ impl OutboxActor {
                 // Written under an older configuration: nobody can deliver it.
                 let reason = format!("notifier {} is not configured", r.notifier);
                 let store = self.store.clone();
-                let fut = async move {
+                let id = r.id.clone();
+                let fut = detached(async move {
                     let res = store
                         .update_notification(
                             &r.id,
@@ -242,9 +246,12 @@ impl OutboxActor {
                         )
                         .await;
                     (r, res)
-                };
-                ctx.spawn(fut.into_actor(self).map(|(r, res), act, _ctx| {
-                    act.release(&r.id);
+                });
+                ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| {
+                    act.release(&id);
+                    let Some((r, res)) = res else {
+                        return;
+                    };
                     if let Err(e) = res {
                         tracing::warn!(error = ?e, id = %r.id, "dead-lettering failed");
                     } else {
@@ -342,12 +349,12 @@ impl OutboxActor {
         let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
         let store = self.store.clone();
-        let fut = async move {
-            let res = store.defer_notifications(&ids, until).await;
-            (ids, res)
-        };
-        ctx.spawn(fut.into_actor(self).map(|(ids, res), act, _ctx| {
-            if let Err(e) = res {
+        let fut = detached({
+            let ids = ids.clone();
+            async move { store.defer_notifications(&ids, until).await }
+        });
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| {
+            if let Some(Err(e)) = res {
                 tracing::warn!(error = ?e, "deferring rate-limited notifications failed");
             }
             for id in &ids {
@@ -361,13 +368,16 @@ impl OutboxActor {
         let digest = digest_of(&name, &members);
         let ids: Vec<String> = members.into_iter().map(|m| m.id).collect();
         let store = self.store.clone();
-        let fut = async move {
-            let res = store.fold_into_digest(&digest, &ids).await;
-            (digest, ids, res)
-        };
+        let fut = detached({
+            let ids = ids.clone();
+            async move {
+                let res = store.fold_into_digest(&digest, &ids).await;
+                (digest, res)
+            }
+        });
         ctx.spawn(
             fut.into_actor(self)
-                .map(move |(digest, ids, res), act, ctx| {
+                .map(move |done, act, ctx| {
                     for id in &ids {
                         act.release(id);
                     }
@@ -375,6 +385,9 @@ impl OutboxActor {
                         return;
                     };
                     ch.folding = false;
+                    let Some((digest, res)) = done else {
+                        return;
+                    };
                     match res {
                         Ok(n) => {
                             METRICS.notification(&name, "digested", n);
@@ -399,7 +412,9 @@ impl OutboxActor {
     ) {
         let store = self.store.clone();
         let cfg = self.cfg.clone();
-        let fut = async move {
+        let id = r.id.clone();
+        let notifier_name = name.clone();
+        let fut = detached(async move {
             let n = to_notification(&r);
             let result = notifier.notify(&n).await;
             let now = Utc::now();
@@ -450,8 +465,17 @@ impl OutboxActor {
                 outcome,
                 pause,
             }
-        };
-        ctx.spawn(fut.into_actor(self).map(|a, act, ctx| act.finished(a, ctx)));
+        });
+        ctx.spawn(fut.into_actor(self).map(move |a, act, ctx| {
+            // A task that died (a panicking plugin) leaves the row pending: it is retried.
+            let a = a.unwrap_or(Attempted {
+                notifier: notifier_name,
+                id,
+                outcome: "retried",
+                pause: None,
+            });
+            act.finished(a, ctx)
+        }));
     }
 
     fn finished(&mut self, a: Attempted, ctx: &mut Context<Self>) {
@@ -473,6 +497,16 @@ impl OutboxActor {
             self.poll(ctx);
         }
     }
+}
+
+/// Runs `f` on its own Tokio task and waits for it (`None` if the task died). If the actor
+/// system stops meanwhile, the task is dropped with the runtime, inside it; dropped with the
+/// actor after the runtime is gone, a pooled sqlx connection would panic ("requires a Tokio
+/// context") while returning itself to its pool.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    tokio::spawn(f).await.ok()
 }
 
 /// What a notifier gets: the row with its context unpacked.
@@ -564,7 +598,12 @@ impl Handler<ListNotifications> for OutboxActor {
     type Result = ResponseFuture<Result<Vec<NotificationRecord>, StoreError>>;
     fn handle(&mut self, msg: ListNotifications, _ctx: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
-        Box::pin(async move { store.list_notifications(msg.status, msg.limit).await })
+        Box::pin(async move {
+            detached(async move { store.list_notifications(msg.status, msg.limit).await })
+                .await
+                // Only at shutdown: the runtime dropped the task.
+                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))
+        })
     }
 }
 
