@@ -130,6 +130,7 @@ meta: serde_json::Value::Null,
                         data: serde_json::json!({}),
                         at: Utc::now(),
                     },
+                    notifications: Vec::new(),
                 })
                 .await
                 .expect("commit");
@@ -156,6 +157,7 @@ meta: serde_json::Value::Null,
             server_url: "http://127.0.0.1:1".into(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
         output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
+            notifications: Default::default(),
         });
         let before = rss_kib();
         let t = Instant::now();

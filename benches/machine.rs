@@ -96,6 +96,7 @@ async fn run(store: &SharedStore, mut s: SessionSnapshot, policy: &Policy, n: us
                     data: out.event_data(from, &ev),
                     at: ev.at,
                 },
+                notifications: Vec::new(),
             })
             .await
             .expect("commit");

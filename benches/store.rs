@@ -111,6 +111,7 @@ fn commit_for(snapshot: &SessionSnapshot) -> TransitionCommit {
             timers,
         },
         event,
+        notifications: Vec::new(),
     }
 }
 

@@ -24,6 +24,9 @@ use crate::actors::supervisor::FleetSupervisor;
 use crate::config::{self, AgentKind, AgentSettings, Settings};
 use crate::http::{self, AppState};
 use crate::plugins::agents;
+use crate::notify::outbox::{OutboxActor, OutboxSettings};
+use crate::notify::routing::Router;
+use crate::notify::{self, Notifications};
 use crate::plugins::process::ProcessRuntime;
 use crate::plugins::tmux::TmuxRuntime;
 use crate::plugins::worktree::WorktreeWorkspace;
@@ -273,6 +276,19 @@ impl Application {
                 url: store::redact_url(&url),
                 source,
             })?;
+        let notifiers =
+            notify::build_notifiers(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+        if notifiers.is_empty() {
+            tracing::warn!(
+                "no notifiers configured: notifications are recorded in the event log only"
+            );
+        }
+        let outbox = OutboxActor::new(
+            store.clone(),
+            notifiers,
+            OutboxSettings::from_settings(&settings.notifications),
+        )
+        .start();
         let fleet = Arc::new(Fleet {
             journal: Arc::new(Journal::new(store.clone())),
             store: store.clone(),
@@ -286,6 +302,10 @@ impl Application {
             server_url: format!("http://{}", local_url_host(&settings, port)),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
+            notifications: Notifications::new(
+                Router::from_settings(&settings),
+                Some(outbox.clone().recipient()),
+            ),
         });
         let ready = Arc::new(AtomicBool::new(false));
         let supervisor = FleetSupervisor::new(fleet.clone(), ready).start();
@@ -319,6 +339,7 @@ impl Application {
                 checker.check_report_token(id, t)
             }),
             supervisor: supervisor.clone(),
+            outbox: outbox.recipient(),
             token,
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,

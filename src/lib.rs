@@ -8,9 +8,10 @@
 //!   `machine`, and the `journal` that persists and publishes events in order.
 //! - [`plugins`]: one trait per slot (Runtime, Agent, Workspace, Tracker, Scm, Notifier,
 //!   ChatPlatform, Assistant) and the implementations: `process` runtime, `command` agent,
-//!   `worktree` workspace.
+//!   `worktree` workspace, the notifiers.
 //! - [`http`]: the actix-web edge: REST, SSE, WebSocket, health and metrics; it only messages
 //!   actors.
+//! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
@@ -21,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod plugins;
 pub mod store;
 pub mod telemetry;

@@ -36,6 +36,17 @@ pub const SUBPROCESSES: &str = "flotilla_subprocesses_total";
 pub const AGENT_TOKENS: &str = "flotilla_agent_tokens_total";
 /// Agent spend in US dollars, from the agents' own logs (counter, `project`).
 pub const AGENT_COST: &str = "flotilla_agent_cost_usd_total";
+/// Notification delivery outcomes (counter, `notifier` = a configured name, `outcome` in
+/// [`NOTIFICATION_OUTCOMES`]).
+pub const NOTIFICATIONS: &str = "flotilla_notifications_total";
+/// Notifications waiting in the outbox (gauge: status `pending`).
+pub const NOTIFICATION_OUTBOX_DEPTH: &str = "flotilla_notification_outbox_depth";
+/// Dead-lettered notifications in the outbox (gauge: status `failed`).
+pub const NOTIFICATION_DEAD_LETTERS: &str = "flotilla_notification_dead_letters";
+/// Time from a notification's creation to its delivery (histogram, `notifier`).
+pub const NOTIFICATION_DELIVERY: &str = "flotilla_notification_delivery_seconds";
+/// The `outcome` label values of [`NOTIFICATIONS`].
+pub const NOTIFICATION_OUTCOMES: [&str; 4] = ["delivered", "retried", "failed", "digested"];
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -60,6 +71,14 @@ pub struct Metrics {
     pub agent_tokens: IntCounterVec,
     /// See [`AGENT_COST`].
     pub agent_cost: prometheus::CounterVec,
+    /// See [`NOTIFICATIONS`].
+    pub notifications: IntCounterVec,
+    /// See [`NOTIFICATION_OUTBOX_DEPTH`].
+    pub outbox_depth: IntGauge,
+    /// See [`NOTIFICATION_DEAD_LETTERS`].
+    pub dead_letters: IntGauge,
+    /// See [`NOTIFICATION_DELIVERY`].
+    pub notification_delivery: HistogramVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -97,6 +116,28 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["project"],
     )?;
+    let notifications = IntCounterVec::new(
+        Opts::new(NOTIFICATIONS, "Notification delivery outcomes by notifier."),
+        &["notifier", "outcome"],
+    )?;
+    let outbox_depth = IntGauge::new(
+        NOTIFICATION_OUTBOX_DEPTH,
+        "Notifications waiting in the outbox.",
+    )?;
+    let dead_letters = IntGauge::new(
+        NOTIFICATION_DEAD_LETTERS,
+        "Notifications dead-lettered after their retry budget.",
+    )?;
+    let notification_delivery = HistogramVec::new(
+        HistogramOpts::new(
+            NOTIFICATION_DELIVERY,
+            "Time from a notification's creation to its delivery, by notifier.",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ]),
+        &["notifier"],
+    )?;
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -114,6 +155,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(subprocesses.clone()))?;
     registry.register(Box::new(agent_tokens.clone()))?;
     registry.register(Box::new(agent_cost.clone()))?;
+    registry.register(Box::new(notifications.clone()))?;
+    registry.register(Box::new(outbox_depth.clone()))?;
+    registry.register(Box::new(dead_letters.clone()))?;
+    registry.register(Box::new(notification_delivery.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -131,6 +176,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         subprocesses,
         agent_tokens,
         agent_cost,
+        notifications,
+        outbox_depth,
+        dead_letters,
+        notification_delivery,
     })
 }
 
@@ -165,6 +214,21 @@ impl Metrics {
             _ => "other",
         };
         self.subprocesses.with_label_values(&[label]).inc();
+    }
+
+    /// Counts one delivery outcome of `notifier` (a configured name; `outcome` one of
+    /// [`NOTIFICATION_OUTCOMES`]).
+    pub fn notification(&self, notifier: &str, outcome: &str, n: u64) {
+        self.notifications
+            .with_label_values(&[notifier, outcome])
+            .inc_by(n);
+    }
+
+    /// Makes every outcome of `notifier` present from the start (zeros rather than gaps).
+    pub fn register_notifier(&self, notifier: &str) {
+        for outcome in NOTIFICATION_OUTCOMES {
+            self.notifications.with_label_values(&[notifier, outcome]);
+        }
     }
 
     /// Sets the state gauge from stored counts (at start-up).

@@ -148,6 +148,8 @@ pub struct Fleet {
     pub spawn_permits: Arc<tokio::sync::Semaphore>,
     /// Routes agents' output changes to their session actors (one inotify watcher).
     pub output_watch: Arc<super::watch::OutputWatch>,
+    /// Routes a step's notify effects to outbox rows and wakes the outbox after a commit.
+    pub notifications: crate::notify::Notifications,
 }
 
 impl Fleet {

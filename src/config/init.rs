@@ -263,11 +263,11 @@ projects:
 #   laptop:
 #     kind: desktop
 
-# routing:                   # notifier names per priority
-#   urgent: [ops, laptop]
+# routing:                   # notifier names per priority; an empty list uses
+#   urgent: [ops, laptop]    # defaults.notifiers, and every priority must reach one
 #   action: [ops]
-#   warning: []
-#   info: []
+#   warning: [ops]
+#   info: [ops]
 
 # reactions:                 # global overrides; see config/default.yaml for the table
 #   approved-and-green: {{ auto_merge: true, merge_method: squash }}

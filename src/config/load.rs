@@ -16,8 +16,8 @@ use super::error::{ConfigError, ConfigIssue};
 use super::sections::{
     join_relative, AgentSettings, ChatSettings, DatabaseSettings, DefaultsSettings,
     DiscordSettings, GithubSettings, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
-    NotifierSettings, ProjectSettings, ReactionSettings, RoutingSettings, ServerSettings,
-    SlackSettings, TelegramSettings,
+    NotificationsSettings, NotifierSettings, ProjectSettings, ReactionSettings, RoutingSettings,
+    ServerSettings, SlackSettings, TelegramSettings,
 };
 use super::Settings;
 
@@ -60,6 +60,7 @@ const SECTIONS: &[&str] = &[
     "linear",
     "notifiers",
     "routing",
+    "notifications",
     "chat",
 ];
 
@@ -380,6 +381,7 @@ fn check_sections(root: &Map<String, Value>, file: Option<&Path>, issues: &mut V
             "linear" => check::<LinearSettings>(name, v, file, issues),
             "notifiers" => check_named::<NotifierSettings>(name, v, file, issues),
             "routing" => check::<RoutingSettings>(name, v, file, issues),
+            "notifications" => check::<NotificationsSettings>(name, v, file, issues),
             "chat" => check::<ChatSettings>(name, v, file, issues),
             _ => issues.push(ConfigIssue::new(
                 name.clone(),

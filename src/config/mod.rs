@@ -33,9 +33,9 @@ pub use load::{data_dir, load, load_with, LoadOptions, DEFAULT_CONFIG_YAML};
 pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatSettings, DatabaseSettings,
     DefaultsSettings, DiscordSettings, GithubSettings, JiraSettings, LifecycleSettings,
-    LinearSettings, LogSettings, NotifierSettings, ProjectSettings, ReactionOverride,
-    ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
-    WorkspaceSetup,
+    LinearSettings, LogSettings, NotificationsSettings, NotifierSettings, ProjectSettings,
+    RateLimitSettings, ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings,
+    SlackSettings, TelegramSettings, WorkspaceSetup,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,
@@ -101,6 +101,8 @@ pub struct Settings {
     pub notifiers: BTreeMap<String, NotifierSettings>,
     /// Notifier names per priority.
     pub routing: RoutingSettings,
+    /// The notification outbox.
+    pub notifications: NotificationsSettings,
     /// Chat conversations.
     pub chat: ChatSettings,
 }
@@ -188,6 +190,21 @@ impl Settings {
             &self.defaults.notifiers
         } else {
             routed
+        }
+    }
+
+    /// Notifier names for `priority` in `project`: `projects.<name>.routing.<priority>`, else
+    /// [`Settings::notifiers_for`]. An unknown project gets the global route.
+    pub fn project_notifiers_for(&self, project: &str, priority: Priority) -> &[String] {
+        let own = self
+            .project(project)
+            .and_then(|p| p.routing.as_ref())
+            .map(|r| r.for_priority(priority))
+            .unwrap_or_default();
+        if own.is_empty() {
+            self.notifiers_for(priority)
+        } else {
+            own
         }
     }
 }

@@ -239,7 +239,12 @@ pub struct ProjectSettings {
     /// Agent of the orchestrator session (`flotilla start`); default: the project's agent.
     #[serde(default)]
     pub orchestrator_agent: Option<String>,
+    /// Notifier names per priority for this project's sessions; a priority left empty uses
+    /// the global `routing` (and then `defaults.notifiers`).
+    #[serde(default)]
+    pub routing: Option<RoutingSettings>,
 }
+
 
 /// `projects.<name>.setup` — preparing a fresh workspace.
 #[derive(Clone, Debug, Deserialize)]
@@ -559,8 +564,9 @@ pub struct LinearSettings {
     pub webhook_secret: Option<Secret>,
 }
 
-/// `notifiers.<name>` — a named notification target.
-#[derive(Clone, Debug, Deserialize)]
+/// `notifiers.<name>` — a named notification target. `Debug` hides the URL: Slack and
+/// Discord webhook URLs are credentials.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifierSettings {
     /// What kind of notifier.
@@ -577,6 +583,18 @@ pub struct NotifierSettings {
     /// Chat id (Telegram).
     #[serde(default)]
     pub chat_id: Option<String>,
+}
+
+impl fmt::Debug for NotifierSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifierSettings")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_ref().map(|_| "***"))
+            .field("secret", &self.secret)
+            .field("channel", &self.channel)
+            .field("chat_id", &self.chat_id)
+            .finish()
+    }
 }
 
 /// `routing:` — notifier names per priority.
@@ -607,6 +625,44 @@ impl RoutingSettings {
             Priority::Info => &self.info,
         }
     }
+}
+
+/// `notifications:` — the outbox: deduplication, delivery retries and the per-notifier rate
+/// limit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsSettings {
+    /// The same session, event, reaction and priority within this window is one notification
+    /// per notifier; `0s` turns deduplication off.
+    pub dedupe_window: HumanDuration,
+    /// Delivery attempts before a notification is dead-lettered (status `failed`).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further attempt.
+    pub backoff_initial: HumanDuration,
+    /// Longest delay between two attempts.
+    pub backoff_max: HumanDuration,
+    /// Longest `Retry-After` (429) honoured; a longer one counts as this.
+    pub max_retry_after: HumanDuration,
+    /// How often the outbox looks for due notifications (it is also woken after each commit).
+    pub poll_interval: HumanDuration,
+    /// Time limit of one delivery (HTTP request or desktop command).
+    pub timeout: HumanDuration,
+    /// Deliveries in flight at once per notifier.
+    pub concurrency: usize,
+    /// Notifications read from the outbox per poll.
+    pub batch: usize,
+    /// Per-notifier rate limit; what exceeds it is sent as one digest when it frees up.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `notifications.rate_limit:` — messages per notifier per window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Messages (single notifications or digests) a notifier may send per `window`.
+    pub max: u32,
+    /// The sliding window.
+    pub window: HumanDuration,
 }
 
 /// `chat:` — conversations with the assistant over chat platforms.
@@ -660,6 +716,18 @@ mod tests {
             url: Some("postgres://u:pw@h/db".into()),
         };
         assert!(!format!("{d:?}").contains("pw"));
+    }
+
+    #[test]
+    fn notifier_debug_hides_the_url() {
+        let n = NotifierSettings {
+            kind: NotifierKind::Slack,
+            url: Some("https://hooks.slack.com/services/T0/B0/s3cret".into()),
+            secret: None,
+            channel: None,
+            chat_id: None,
+        };
+        assert!(!format!("{n:?}").contains("s3cret"));
     }
 
     #[test]

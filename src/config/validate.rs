@@ -10,11 +10,21 @@ use std::path::Path;
 
 use super::error::{ConfigError, ConfigIssue};
 use super::sections::{ProjectSettings, ReactionOverride, ReactionSettings};
-use super::values::{AgentKind, EscalateAfter, HumanDuration, NotifierKind, Secret, TrackerKind};
+use super::values::{
+    AgentKind, EscalateAfter, HumanDuration, NotifierKind, Priority, Secret, TrackerKind,
+};
 use super::{Settings, REACTION_KEYS};
 
 /// Most attempts a reaction may be configured to make (`retries`, `escalate_after`).
 pub const MAX_REACTION_ATTEMPTS: u32 = 100;
+
+/// Every routing priority, in `routing` order.
+const PRIORITIES: [Priority; 4] = [
+    Priority::Urgent,
+    Priority::Action,
+    Priority::Warning,
+    Priority::Info,
+];
 
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
@@ -49,6 +59,7 @@ impl Settings {
         self.check_reactions(&mut v);
         self.check_integrations(&mut v);
         self.check_notifiers_and_routing(&mut v);
+        self.check_notifications(&mut v);
         self.check_chat(&mut v);
         if v.0.is_empty() {
             Ok(())
@@ -310,12 +321,129 @@ impl Settings {
                     v.push(format!("{key}.{field}"), reason);
                 }
             }
+            // Channel posts use the platform's bot token; incoming webhooks carry their own.
+            let token = |s: Option<&Secret>| s.is_some_and(|t| !t.is_empty());
+            let needs = match n.kind {
+                NotifierKind::Slack if n.url.is_none() && !token(self.slack.bot_token.as_ref()) => {
+                    Some("slack.bot_token")
+                }
+                NotifierKind::Discord
+                    if n.url.is_none() && !token(self.discord.bot_token.as_ref()) =>
+                {
+                    Some("discord.bot_token")
+                }
+                NotifierKind::Telegram if !token(self.telegram.bot_token.as_ref()) => {
+                    Some("telegram.bot_token")
+                }
+                _ => None,
+            };
+            if let Some(t) = needs {
+                let hint = if n.kind == NotifierKind::Telegram {
+                    ""
+                } else {
+                    " (or give it an incoming-webhook url)"
+                };
+                v.push(
+                    format!("{key}.kind"),
+                    format!("a {} notifier posting to a chat needs {t}{hint}", n.kind),
+                );
+            }
         }
         let r = &self.routing;
         self.check_notifier_names(v, "routing.urgent", &r.urgent);
         self.check_notifier_names(v, "routing.action", &r.action);
         self.check_notifier_names(v, "routing.warning", &r.warning);
         self.check_notifier_names(v, "routing.info", &r.info);
+        for (name, p) in &self.projects {
+            if let Some(r) = &p.routing {
+                for (prio, list) in [
+                    ("urgent", &r.urgent),
+                    ("action", &r.action),
+                    ("warning", &r.warning),
+                    ("info", &r.info),
+                ] {
+                    self.check_notifier_names(v, &format!("projects.{name}.routing.{prio}"), list);
+                }
+            }
+        }
+        self.check_routes_resolve(v);
+    }
+
+    /// A route that resolves to no notifier would drop notifications silently (ao #1939), so
+    /// once any notifier exists every priority must reach one, globally and in every project;
+    /// and none may reach a `chat` notifier, which needs the chat bridge this build lacks.
+    fn check_routes_resolve(&self, v: &mut Issues) {
+        if self.notifiers.is_empty() {
+            return;
+        }
+        for prio in PRIORITIES {
+            let key = format!("routing.{prio}");
+            let names = self.notifiers_for(prio);
+            if names.is_empty() {
+                v.push(
+                    &key,
+                    format!(
+                        "resolves to no notifier: list notifiers under routing.{prio} or defaults.notifiers, \
+                         or {prio} notifications would be dropped silently"
+                    ),
+                );
+            }
+            self.check_no_chat(v, &key, names);
+            for (name, p) in &self.projects {
+                let own = p.routing.as_ref().map(|r| r.for_priority(prio));
+                if let Some(own) = own.filter(|o| !o.is_empty()) {
+                    self.check_no_chat(v, &format!("projects.{name}.routing.{prio}"), own);
+                }
+            }
+        }
+    }
+
+    fn check_no_chat(&self, v: &mut Issues, key: &str, names: &[String]) {
+        for name in names {
+            if self
+                .notifiers
+                .get(name)
+                .is_some_and(|n| n.kind == NotifierKind::Chat)
+            {
+                v.push(
+                    key,
+                    format!(
+                        "notifier {name:?} is of kind chat, which needs the chat bridge \
+                         (not in this build): route to another notifier"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_notifications(&self, v: &mut Issues) {
+        let n = &self.notifications;
+        if n.max_attempts == 0 {
+            v.push("notifications.max_attempts", "must be at least 1");
+        }
+        v.check("notifications.backoff_initial", positive(n.backoff_initial));
+        v.check("notifications.backoff_max", positive(n.backoff_max));
+        if n.backoff_max < n.backoff_initial {
+            v.push(
+                "notifications.backoff_max",
+                "must not be shorter than notifications.backoff_initial",
+            );
+        }
+        v.check("notifications.poll_interval", positive(n.poll_interval));
+        v.check("notifications.timeout", positive(n.timeout));
+        if n.concurrency == 0 {
+            v.push("notifications.concurrency", "must be at least 1");
+        }
+        if n.batch == 0 {
+            v.push("notifications.batch", "must be at least 1");
+        }
+        if n.rate_limit.max == 0 {
+            v.push("notifications.rate_limit.max", "must be at least 1");
+        }
+        v.check(
+            "notifications.rate_limit.window",
+            positive(n.rate_limit.window),
+        );
     }
 
     fn check_chat(&self, v: &mut Issues) {
@@ -644,7 +772,7 @@ mod tests {
     fn a_valid_project_passes() {
         let repo = git_dir();
         let yaml = format!(
-            "agents: {{ scripted: {{ kind: command, command: [./agent.sh] }} }}\nprojects:\n  demo:\n    repo: {}\n    github_repo: acme/widgets\n    agent: scripted\n    reactions: {{ ci-failed: {{ retries: 4 }} }}\nnotifiers: {{ ops: {{ kind: webhook, url: \"https://hooks.example.com/x\" }} }}\nrouting: {{ urgent: [ops] }}\n",
+            "agents: {{ scripted: {{ kind: command, command: [./agent.sh] }} }}\nprojects:\n  demo:\n    repo: {}\n    github_repo: acme/widgets\n    agent: scripted\n    reactions: {{ ci-failed: {{ retries: 4 }} }}\nnotifiers: {{ ops: {{ kind: webhook, url: \"https://hooks.example.com/x\" }} }}\nrouting: {{ urgent: [ops] }}\ndefaults: {{ notifiers: [ops] }}\n",
             repo.path().display()
         );
         assert_eq!(issues(&yaml), vec![]);
@@ -739,6 +867,75 @@ chat: {{ max_concurrent: 0 }}
                     "routing.urgent",
                     "unknown notifier \"pager\": define it under notifiers:"
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_priority_must_resolve_to_a_notifier_once_one_exists() {
+        // No notifiers at all: nothing to route, nothing to check.
+        assert!(keys("routing: { urgent: [] }\n").is_empty());
+        let found = issues(
+            "notifiers: { ops: { kind: webhook, url: \"http://127.0.0.1:9/x\" } }\nrouting: { urgent: [ops], action: [ops] }\n",
+        );
+        let found: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(found, ["routing.warning", "routing.info"]);
+        // defaults.notifiers fills the gaps.
+        assert!(keys(
+            "notifiers: { ops: { kind: desktop } }\nrouting: { urgent: [ops] }\ndefaults: { notifiers: [ops] }\n"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn project_routes_name_known_notifiers_and_none_reaches_chat() {
+        let repo = git_dir();
+        let found = issues(&format!(
+            "notifiers: {{ ops: {{ kind: desktop }}, room: {{ kind: chat }} }}\ndefaults: {{ notifiers: [ops] }}\nrouting: {{ action: [room] }}\nprojects: {{ demo: {{ repo: {}, routing: {{ urgent: [pager], info: [room] }} }} }}\n",
+            repo.path().display()
+        ));
+        let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "projects.demo.routing.urgent",
+                "routing.action",
+                "projects.demo.routing.info",
+            ],
+            "{found:?}"
+        );
+        assert!(found[0].reason.contains("unknown notifier \"pager\""));
+        assert!(found[1].reason.contains("chat bridge"));
+    }
+
+    #[test]
+    fn notifier_urls_and_tokens_are_checked() {
+        let found = keys(
+            "notifiers:\n  a: { kind: webhook, url: \"not a url\" }\n  s: { kind: slack, channel: C1 }\n  t: { kind: telegram, chat_id: \"42\" }\n  d: { kind: discord, url: \"https://discord.example/api/webhooks/1/x\" }\ndefaults: { notifiers: [a] }\n",
+        );
+        assert_eq!(
+            found,
+            ["notifiers.a.url", "notifiers.s.kind", "notifiers.t.kind"]
+        );
+        assert!(keys(
+            "slack: { bot_token: xoxb-1 }\ntelegram: { bot_token: \"1:x\" }\nnotifiers:\n  s: { kind: slack, channel: C1 }\n  t: { kind: telegram, chat_id: \"42\" }\ndefaults: { notifiers: [s, t] }\n"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn notification_numbers_are_sane() {
+        let found = keys(
+            "notifications: { max_attempts: 0, backoff_initial: 10s, backoff_max: 1s, concurrency: 0, rate_limit: { max: 0, window: 0s } }\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "notifications.max_attempts",
+                "notifications.backoff_max",
+                "notifications.concurrency",
+                "notifications.rate_limit.max",
+                "notifications.rate_limit.window",
             ]
         );
     }

@@ -8,6 +8,7 @@
 //! | [`events`] | `/api/v1/events` (SSE, resumable with `Last-Event-ID`) |
 //! | [`ws`] | `/api/v1/ws` (the same stream over WebSocket) |
 //! | [`conversations`] | `/api/v1/conversations…` |
+//! | [`notifications`] | `/api/v1/notifications` (the outbox, dead letters included) |
 //! | [`openapi`] | `/api/v1/openapi.json`, generated from the handlers |
 //! | [`middleware`] | bearer auth, request metrics and spans |
 //! | [`error`] | `ApiError`, the only `ResponseError` |
@@ -18,16 +19,18 @@ pub mod events;
 pub mod fleet;
 pub mod health;
 pub mod middleware;
+pub mod notifications;
 pub mod openapi;
 pub mod sessions;
 pub mod ws;
 
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use actix_web::{web, HttpRequest};
 
 use crate::actors::supervisor::FleetSupervisor;
+use crate::notify::messages::ListNotifications;
 
 /// Checks an agent's report token for a session id (`(session, token) -> ok`).
 pub type ReportTokenCheck = std::sync::Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
@@ -37,6 +40,8 @@ pub type ReportTokenCheck = std::sync::Arc<dyn Fn(&str, &str) -> bool + Send + S
 pub struct AppState {
     /// Where requests go.
     pub supervisor: Addr<FleetSupervisor>,
+    /// The notification outbox (`GET /api/v1/notifications`).
+    pub outbox: Recipient<ListNotifications>,
     /// Bearer token required on `/api/v1/*`; `None` only on a loopback bind.
     pub token: Option<String>,
     /// How long to wait for an actor's answer.
@@ -97,6 +102,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/orphans", web::get().to(fleet::orphans))
                 .route("/conversations", web::get().to(conversations::list))
                 .route("/conversations/{id}", web::get().to(conversations::get))
+                .route("/notifications", web::get().to(notifications::list))
                 .route("/events", web::get().to(events::stream))
                 .route("/ws", web::get().to(ws::connect))
                 .route("/openapi.json", web::get().to(openapi::spec)),

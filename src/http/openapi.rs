@@ -3,7 +3,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use super::{conversations, events, fleet, health, sessions, ws};
+use super::{conversations, events, fleet, health, notifications, sessions, ws};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -13,7 +13,7 @@ use super::{conversations, events, fleet, health, sessions, ws};
         health::healthz, health::readyz, health::metrics,
         sessions::list, sessions::spawn, sessions::get, sessions::send, sessions::kill,
         sessions::restore, sessions::merge, sessions::events, sessions::output,
-        conversations::list, conversations::get,
+        conversations::list, conversations::get, notifications::list,
         fleet::batch, fleet::attach, fleet::orchestrator, fleet::orphans, fleet::report,
         events::stream, ws::connect, spec,
     ),

@@ -7,7 +7,7 @@
 //! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]), `clone` ([`clone::CloneWorkspace`]) |
 //! | where tasks come from | [`Tracker`] | (Lifecycle work) |
 //! | where PRs live | [`Scm`] | (Lifecycle work) |
-//! | how humans hear | [`Notifier`] | (Notifications work) |
+//! | how humans hear | [`Notifier`] | `webhook`, `slack`, `discord`, `telegram`, `desktop`, `chat` ([`notifiers`]) |
 //! | where chats come from | [`ChatPlatform`] | (Chat work) |
 //! | who answers chats | [`Assistant`] | (Chat work) |
 //!
@@ -18,6 +18,7 @@ pub mod activity;
 pub mod agents;
 pub mod clone;
 pub mod exec;
+pub mod notifiers;
 pub mod process;
 pub mod tmux;
 pub mod worktree;
@@ -71,12 +72,52 @@ pub enum PluginError {
     /// An I/O error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A remote service answered with an error. `detail` never holds a secret (no URL with a
+    /// token, no credentials).
+    #[error("{service} answered HTTP {status}: {detail}")]
+    Http {
+        /// Which service (`slack`, `telegram`, `webhook`…).
+        service: &'static str,
+        /// HTTP status (Slack's and Telegram's errors inside a 200 keep their 200).
+        status: u16,
+        /// The service's error code or a short excerpt of its body.
+        detail: String,
+        /// How long the service asked us to wait (`Retry-After`, `retry_after`).
+        retry_after: Option<Duration>,
+    },
+    /// The request never got an answer (connection refused, reset, DNS, TLS).
+    #[error("{service} unreachable: {detail}")]
+    Unreachable {
+        /// Which service.
+        service: &'static str,
+        /// What failed, without the URL (it may hold a token).
+        detail: String,
+    },
 }
 
 impl PluginError {
-    /// Whether trying again later may succeed (timeouts and I/O hiccups, not bad input).
+    /// Whether trying again later may succeed: timeouts, I/O hiccups, unreachable services,
+    /// rate limits (429) and server errors (5xx, 408) — not bad input or refused credentials.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, PluginError::Timeout { .. } | PluginError::Io(_))
+        match self {
+            PluginError::Timeout { .. } | PluginError::Io(_) | PluginError::Unreachable { .. } => {
+                true
+            }
+            PluginError::Http {
+                status,
+                retry_after,
+                ..
+            } => *status == 429 || *status == 408 || *status >= 500 || retry_after.is_some(),
+            _ => false,
+        }
+    }
+
+    /// How long the remote service asked us to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PluginError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }
 
@@ -351,24 +392,57 @@ pub trait Scm: Send + Sync {
     async fn merge(&self, repo: &str, number: i64, method: &str) -> PluginResult<()>;
 }
 
-/// A notification to deliver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A notification to deliver. Serialized as is, it is the `webhook` notifier's body
+/// (INTERFACE.md: at least `id`, `priority`, `event`, `session`, `message`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Notification {
     /// Stable id; receivers dedupe on it.
     pub id: String,
     /// `urgent`, `action`, `warning`, `info`.
     pub priority: String,
-    /// Event kind.
+    /// Event kind (`agent.exited`, `reaction.escalated`, `notifications.digest`…).
     pub event: String,
     /// Session id, if any.
     pub session: Option<String>,
-    /// Text.
+    /// Text: what happened and what is asked of the human.
     pub message: String,
+    /// The session's project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The reaction that caused it (`agent-exited`, `approved-and-green`…).
+    #[serde(default)]
+    pub reaction: Option<String>,
+    /// Whether a reaction gave up and escalated to humans.
+    #[serde(default)]
+    pub escalation: bool,
+    /// The session's pull request, if it has one.
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    /// The session's state when it was written.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// When it was written (RFC 3339).
+    #[serde(default)]
+    pub created_at: String,
+    /// For a digest (`event` = `notifications.digest`): the notifications it stands for, each
+    /// with its own `id` (receivers dedupe those too). Empty otherwise.
+    #[serde(default)]
+    pub items: Vec<Notification>,
+}
+
+impl Notification {
+    /// Whether this is a digest of several notifications.
+    pub fn is_digest(&self) -> bool {
+        !self.items.is_empty()
+    }
 }
 
 /// How humans hear from Flotilla (desktop, Slack, webhook, chat).
 #[async_trait]
 pub trait Notifier: Send + Sync {
+    /// Plugin kind (`webhook`, `slack`…), for logs.
+    fn kind(&self) -> &'static str;
+
     /// Delivers one notification. At-least-once: the outbox may call it again with the same id.
     ///
     /// # Errors

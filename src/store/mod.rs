@@ -230,8 +230,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- notification outbox -------------------------------------------------------------
 
-    /// Adds a notification to the outbox unless one with the same `dedupe_key` exists; returns
-    /// whether it was added.
+    /// Adds a notification to the outbox unless the live row holding its `dedupe_key` is still
+    /// inside its dedupe window (`dedupe_until` after this one's `created_at`); returns whether
+    /// it was added. (`commit_transition` writes a step's notifications the same way.)
     ///
     /// # Errors
     /// `Database` on failure.
@@ -259,6 +260,43 @@ pub trait Store: Send + Sync + 'static {
         next_attempt_at: DateTime<Utc>,
         last_error: Option<&str>,
     ) -> StoreResult<()>;
+
+    /// Notifications newest first (by creation), only those in `status` when given, at most
+    /// `limit`.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn list_notifications(
+        &self,
+        status: Option<NotificationStatus>,
+        limit: i64,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+
+    /// How many notifications are in each status (statuses with none are left out).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn count_notifications(&self) -> StoreResult<Vec<(NotificationStatus, i64)>>;
+
+    /// Moves the next attempt of the listed **pending** notifications to `until` (a
+    /// rate-limited or paused channel); returns how many moved.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn defer_notifications(&self, ids: &[String], until: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// In one transaction: adds `digest` (a pending notification) and marks the listed
+    /// notifications `digested` into it. All or nothing: every member must still be pending.
+    /// Returns how many were folded.
+    ///
+    /// # Errors
+    /// `Conflict` if the digest id exists or a member is not pending; `Database` on failure
+    /// (nothing is written either way).
+    async fn fold_into_digest(
+        &self,
+        digest: &NotificationRecord,
+        members: &[String],
+    ) -> StoreResult<u64>;
 }
 
 /// A shared store handle.
@@ -342,15 +380,12 @@ fn parse_message_status(s: &str) -> StoreResult<MessageStatus> {
 }
 
 fn parse_notification_status(s: &str) -> StoreResult<NotificationStatus> {
-    [
-        NotificationStatus::Pending,
-        NotificationStatus::Delivered,
-        NotificationStatus::Failed,
-    ]
-    .into_iter()
-    .find(|n| n.as_str() == s)
-    .ok_or_else(|| StoreError::Corrupt(format!("unknown notification status `{s}`")))
+    s.parse().map_err(StoreError::Corrupt)
 }
+
+/// The archived form of a dedupe key whose window has passed: unique because ids are.
+const ARCHIVED_KEY_SQL: &str = "UPDATE notifications SET dedupe_key = dedupe_key || '#' || id \
+     WHERE dedupe_key = $1 AND dedupe_until <= $2";
 
 /// Rebuilds a [`PrRef`] from its two columns; half a PR is corruption.
 fn pr_from_columns(number: Option<i64>, url: Option<String>) -> StoreResult<Option<PrRef>> {

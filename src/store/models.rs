@@ -342,13 +342,17 @@ pub struct SessionSnapshot {
 }
 
 /// One atomic write of a state-machine step: the new snapshot (session row, all trackers, all
-/// timers replace the stored ones) and the event row. Persisted in one transaction.
+/// timers replace the stored ones), the event row and the notifications the step causes (the
+/// outbox). Persisted in one transaction, so a notification exists exactly when its event does.
 #[derive(Debug, Clone)]
 pub struct TransitionCommit {
     /// The snapshot after the step.
     pub snapshot: SessionSnapshot,
     /// The event to append.
     pub event: NewEvent,
+    /// Outbox rows to add; one whose group already has a live row inside its dedupe window is
+    /// skipped (see [`NotificationRecord::dedupe_until`]).
+    pub notifications: Vec<NotificationRecord>,
 }
 
 /// Filter for `Store::list_sessions`.
@@ -451,18 +455,43 @@ pub enum NotificationStatus {
     Pending,
     /// Delivered.
     Delivered,
-    /// Gave up after the configured attempts.
+    /// Gave up after the configured attempts, or the notifier refused it for good: the
+    /// dead-letter state.
     Failed,
+    /// Folded into a digest (`digest_id`) by the per-notifier rate limit; the digest carries
+    /// the delivery.
+    Digested,
 }
 
 impl NotificationStatus {
+    /// Every status.
+    pub const ALL: [NotificationStatus; 4] = [
+        NotificationStatus::Pending,
+        NotificationStatus::Delivered,
+        NotificationStatus::Failed,
+        NotificationStatus::Digested,
+    ];
+
     /// The snake_case name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
             NotificationStatus::Pending => "pending",
             NotificationStatus::Delivered => "delivered",
             NotificationStatus::Failed => "failed",
+            NotificationStatus::Digested => "digested",
         }
+    }
+}
+
+impl FromStr for NotificationStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NotificationStatus::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown notification status `{s}` (pending, delivered, failed, digested)")
+            })
     }
 }
 
@@ -481,8 +510,12 @@ pub struct NotificationRecord {
     pub session_id: Option<SessionId>,
     /// Human-readable text.
     pub message: String,
-    /// Dedupe key (same session + event within a window is one notification).
+    /// Dedupe key: names the group (notifier, session, event, reaction, priority). At most one
+    /// row holds a given key; a newer notification of the group is written only once the
+    /// holder's `dedupe_until` has passed (the holder's key is then archived).
     pub dedupe_key: String,
+    /// End of this notification's dedupe window (`created_at` when deduplication is off).
+    pub dedupe_until: DateTime<Utc>,
     /// Delivery state.
     pub status: NotificationStatus,
     /// Delivery attempts so far.
@@ -493,4 +526,9 @@ pub struct NotificationRecord {
     pub created_at: DateTime<Utc>,
     /// Last delivery error (no secrets).
     pub last_error: Option<String>,
+    /// What notifiers render beyond the message: `project`, `reaction`, `escalation`,
+    /// `pr_url`, `branch`, `state`, and for a digest its `items`. A JSON object.
+    pub context: serde_json::Value,
+    /// For a `digested` notification, the digest that carried it.
+    pub digest_id: Option<String>,
 }

@@ -63,7 +63,7 @@ macro_rules! conversation_columns {
 macro_rules! notification_columns {
     () => {
         "id, notifier, priority, event, session_id, message, dedupe_key, status, attempts, \
-         next_attempt_at, created_at, last_error"
+         next_attempt_at, created_at, last_error, dedupe_until, context, digest_id"
     };
 }
 
@@ -204,7 +204,49 @@ fn notification_from_row(row: &PgRow) -> StoreResult<NotificationRecord> {
         next_attempt_at: get(row, "next_attempt_at")?,
         created_at: get(row, "created_at")?,
         last_error: get(row, "last_error")?,
+        dedupe_until: get(row, "dedupe_until")?,
+        context: get(row, "context")?,
+        digest_id: get(row, "digest_id")?,
     })
+}
+
+/// Writes one outbox row inside the caller's transaction: archives the key of an expired
+/// holder of its dedupe group, then inserts unless a live holder remains. Returns whether it
+/// was written.
+async fn insert_notification(conn: &mut PgConnection, n: &NotificationRecord) -> StoreResult<bool> {
+    sqlx::query(super::ARCHIVED_KEY_SQL)
+        .bind(&n.dedupe_key)
+        .bind(n.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    let inserted = sqlx::query(
+        "INSERT INTO notifications (id, notifier, priority, event, session_id, message, \
+         dedupe_key, status, attempts, next_attempt_at, created_at, last_error, dedupe_until, \
+         context, digest_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(&n.id)
+    .bind(&n.notifier)
+    .bind(&n.priority)
+    .bind(&n.event)
+    .bind(n.session_id.as_ref().map(SessionId::as_str))
+    .bind(&n.message)
+    .bind(&n.dedupe_key)
+    .bind(n.status.as_str())
+    .bind(n.attempts)
+    .bind(n.next_attempt_at)
+    .bind(n.created_at)
+    .bind(&n.last_error)
+    .bind(n.dedupe_until)
+    .bind(&n.context)
+    .bind(&n.digest_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Appends one event inside the caller's transaction, after taking [`EVENT_LOG_LOCK`] so the
@@ -487,6 +529,10 @@ impl Store for PostgresStore {
                 .map_err(write_err)?;
         }
 
+        for n in &commit.notifications {
+            insert_notification(&mut tx, n).await?;
+        }
+
         let e = &commit.event;
         let event = insert_event(&mut tx, e.session_id.as_ref(), &e.kind, &e.data, e.at).await?;
         tx.commit().await?;
@@ -742,29 +788,10 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all)]
     async fn enqueue_notification(&self, n: &NotificationRecord) -> StoreResult<bool> {
-        let inserted = sqlx::query(
-            "INSERT INTO notifications (id, notifier, priority, event, session_id, message, \
-             dedupe_key, status, attempts, next_attempt_at, created_at, last_error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (dedupe_key) DO NOTHING",
-        )
-        .bind(&n.id)
-        .bind(&n.notifier)
-        .bind(&n.priority)
-        .bind(&n.event)
-        .bind(n.session_id.as_ref().map(SessionId::as_str))
-        .bind(&n.message)
-        .bind(&n.dedupe_key)
-        .bind(n.status.as_str())
-        .bind(n.attempts)
-        .bind(n.next_attempt_at)
-        .bind(n.created_at)
-        .bind(&n.last_error)
-        .execute(&self.pool)
-        .await
-        .map_err(write_err)?
-        .rows_affected();
-        Ok(inserted == 1)
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_notification(&mut tx, n).await?;
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     #[tracing::instrument(skip_all)]
@@ -816,6 +843,96 @@ impl Store for PostgresStore {
             });
         }
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_notifications(
+        &self,
+        status: Option<NotificationStatus>,
+        limit: i64,
+    ) -> StoreResult<Vec<NotificationRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            notification_columns!(),
+            " FROM notifications WHERE ($1::text IS NULL OR status = $1::text) \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(status.map(NotificationStatus::as_str))
+        .bind(clamp_limit(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(notification_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn count_notifications(&self) -> StoreResult<Vec<(NotificationStatus, i64)>> {
+        sqlx::query("SELECT status, COUNT(*) AS n FROM notifications GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    parse_notification_status(&get::<String>(r, "status")?)?,
+                    get(r, "n")?,
+                ))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(n = ids.len()))]
+    async fn defer_notifications(&self, ids: &[String], until: DateTime<Utc>) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(sqlx::query(
+            "UPDATE notifications SET next_attempt_at = $1 WHERE status = $2 AND id = ANY($3)",
+        )
+        .bind(until)
+        .bind(NotificationStatus::Pending.as_str())
+        .bind(ids)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    #[tracing::instrument(skip_all, fields(n = members.len()))]
+    async fn fold_into_digest(
+        &self,
+        digest: &NotificationRecord,
+        members: &[String],
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        if !insert_notification(&mut tx, digest).await? {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "digest {} could not be written",
+                digest.id
+            )));
+        }
+        let folded = sqlx::query(
+            "UPDATE notifications SET status = $1, digest_id = $2 \
+             WHERE status = $3 AND id = ANY($4)",
+        )
+        .bind(NotificationStatus::Digested.as_str())
+        .bind(&digest.id)
+        .bind(NotificationStatus::Pending.as_str())
+        .bind(members)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if usize::try_from(folded).ok() != Some(members.len()) {
+            // A member is no longer pending (delivered or folded meanwhile): listing it in the
+            // digest would send it twice.
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "only {folded} of {} digest members are pending",
+                members.len()
+            )));
+        }
+        tx.commit().await?;
+        Ok(folded)
     }
 }
 

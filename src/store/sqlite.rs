@@ -67,7 +67,7 @@ macro_rules! conversation_columns {
 macro_rules! notification_columns {
     () => {
         "id, notifier, priority, event, session_id, message, dedupe_key, status, attempts, \
-         next_attempt_at, created_at, last_error"
+         next_attempt_at, created_at, last_error, dedupe_until, context, digest_id"
     };
 }
 
@@ -289,7 +289,56 @@ fn notification_from_row(row: &SqliteRow) -> StoreResult<NotificationRecord> {
         next_attempt_at: get_ts(row, "next_attempt_at")?,
         created_at: get_ts(row, "created_at")?,
         last_error: get(row, "last_error")?,
+        // Rows written before migration 0002 have none: their window ended at creation.
+        dedupe_until: match get::<Option<String>>(row, "dedupe_until")? {
+            Some(_) => get_ts(row, "dedupe_until")?,
+            None => get_ts(row, "created_at")?,
+        },
+        context: parse_json("context", &get::<String>(row, "context")?)?,
+        digest_id: get(row, "digest_id")?,
     })
+}
+
+/// Writes one outbox row inside the caller's transaction: archives the key of an expired
+/// holder of its dedupe group, then inserts unless a live holder remains. Returns whether it
+/// was written.
+async fn insert_notification(
+    conn: &mut SqliteConnection,
+    n: &NotificationRecord,
+) -> StoreResult<bool> {
+    sqlx::query(super::ARCHIVED_KEY_SQL)
+        .bind(&n.dedupe_key)
+        .bind(ts(n.created_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
+    let inserted = sqlx::query(
+        "INSERT INTO notifications (id, notifier, priority, event, session_id, message, \
+         dedupe_key, status, attempts, next_attempt_at, created_at, last_error, dedupe_until, \
+         context, digest_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(&n.id)
+    .bind(&n.notifier)
+    .bind(&n.priority)
+    .bind(&n.event)
+    .bind(n.session_id.as_ref().map(SessionId::as_str))
+    .bind(&n.message)
+    .bind(&n.dedupe_key)
+    .bind(n.status.as_str())
+    .bind(n.attempts)
+    .bind(ts(n.next_attempt_at))
+    .bind(ts(n.created_at))
+    .bind(&n.last_error)
+    .bind(ts(n.dedupe_until))
+    .bind(n.context.to_string())
+    .bind(&n.digest_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err)?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Appends one event inside the caller's transaction (the single writer keeps ids in commit
@@ -565,6 +614,10 @@ impl Store for SqliteStore {
                 .map_err(write_err)?;
         }
 
+        for n in &commit.notifications {
+            insert_notification(&mut tx, n).await?;
+        }
+
         let e = &commit.event;
         let event = insert_event(&mut tx, e.session_id.as_ref(), &e.kind, &e.data, e.at).await?;
         tx.commit().await?;
@@ -820,29 +873,10 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all)]
     async fn enqueue_notification(&self, n: &NotificationRecord) -> StoreResult<bool> {
-        let inserted = sqlx::query(
-            "INSERT INTO notifications (id, notifier, priority, event, session_id, message, \
-             dedupe_key, status, attempts, next_attempt_at, created_at, last_error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (dedupe_key) DO NOTHING",
-        )
-        .bind(&n.id)
-        .bind(&n.notifier)
-        .bind(&n.priority)
-        .bind(&n.event)
-        .bind(n.session_id.as_ref().map(SessionId::as_str))
-        .bind(&n.message)
-        .bind(&n.dedupe_key)
-        .bind(n.status.as_str())
-        .bind(n.attempts)
-        .bind(ts(n.next_attempt_at))
-        .bind(ts(n.created_at))
-        .bind(&n.last_error)
-        .execute(&self.write)
-        .await
-        .map_err(write_err)?
-        .rows_affected();
-        Ok(inserted == 1)
+        let mut tx = self.begin_write().await?;
+        let inserted = insert_notification(&mut tx, n).await?;
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     #[tracing::instrument(skip_all)]
@@ -894,6 +928,103 @@ impl Store for SqliteStore {
             });
         }
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_notifications(
+        &self,
+        status: Option<NotificationStatus>,
+        limit: i64,
+    ) -> StoreResult<Vec<NotificationRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            notification_columns!(),
+            " FROM notifications WHERE ($1 IS NULL OR status = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(status.map(NotificationStatus::as_str))
+        .bind(clamp_limit(limit))
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(notification_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn count_notifications(&self) -> StoreResult<Vec<(NotificationStatus, i64)>> {
+        sqlx::query("SELECT status, COUNT(*) AS n FROM notifications GROUP BY status")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    parse_notification_status(&get::<String>(r, "status")?)?,
+                    get(r, "n")?,
+                ))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(n = ids.len()))]
+    async fn defer_notifications(&self, ids: &[String], until: DateTime<Utc>) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE notifications SET next_attempt_at = ");
+        q.push_bind(ts(until))
+            .push(" WHERE status = ")
+            .push_bind(NotificationStatus::Pending.as_str())
+            .push(" AND id IN (");
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        q.push(")");
+        Ok(q.build().execute(&self.write).await?.rows_affected())
+    }
+
+    #[tracing::instrument(skip_all, fields(n = members.len()))]
+    async fn fold_into_digest(
+        &self,
+        digest: &NotificationRecord,
+        members: &[String],
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        if !insert_notification(&mut tx, digest).await? {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "digest {} could not be written",
+                digest.id
+            )));
+        }
+        let mut folded = 0;
+        if !members.is_empty() {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE notifications SET status = ");
+            q.push_bind(NotificationStatus::Digested.as_str())
+                .push(", digest_id = ")
+                .push_bind(&digest.id)
+                .push(" WHERE status = ")
+                .push_bind(NotificationStatus::Pending.as_str())
+                .push(" AND id IN (");
+            let mut list = q.separated(", ");
+            for id in members {
+                list.push_bind(id);
+            }
+            q.push(")");
+            folded = q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        if usize::try_from(folded).ok() != Some(members.len()) {
+            // A member is no longer pending (delivered or folded meanwhile): listing it in the
+            // digest would send it twice.
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "only {folded} of {} digest members are pending",
+                members.len()
+            )));
+        }
+        tx.commit().await?;
+        Ok(folded)
     }
 }
 

@@ -149,6 +149,9 @@ store_suite!(
     chat_calls_on_unknown_rows_are_not_found,
     the_outbox_dedupes_and_serves_due_notifications_oldest_first,
     a_notification_reusing_an_id_is_a_conflict,
+    a_step_writes_its_notifications_with_its_event_deduplicated_within_the_window,
+    a_failed_commit_writes_no_notification,
+    notifications_are_listed_counted_deferred_and_folded_into_digests,
 );
 
 // ---- fixtures --------------------------------------------------------------------------------
@@ -207,6 +210,7 @@ fn bare_commit(session: &SessionRecord, state: SessionState, secs: i64) -> Trans
             trackers: BTreeMap::new(),
             timers: BTreeMap::new(),
         },
+        notifications: Vec::new(),
     }
 }
 
@@ -242,6 +246,9 @@ fn notification(id: &str, dedupe_key: &str, created: i64, due: i64) -> Notificat
         next_attempt_at: at(due),
         created_at: at(created),
         last_error: None,
+        dedupe_until: at(created + 3600),
+        context: json!({ "project": "demo-project", "reaction": "ci-failed" }),
+        digest_id: None,
     }
 }
 
@@ -395,6 +402,7 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
         .commit_transition(&TransitionCommit {
             snapshot: first.clone(),
             event: transition_event(&created.id, SessionState::CiFailed, 31),
+            notifications: Vec::new(),
         })
         .await
         .expect("commit");
@@ -420,6 +428,7 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
         .commit_transition(&TransitionCommit {
             snapshot: second.clone(),
             event: transition_event(&created.id, SessionState::PrOpen, 40),
+            notifications: Vec::new(),
         })
         .await
         .expect("commit");
@@ -994,6 +1003,188 @@ async fn a_notification_reusing_an_id_is_a_conflict(store: SharedStore) {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("expected Conflict, got {other:?}"),
     }
+}
+
+async fn a_step_writes_its_notifications_with_its_event_deduplicated_within_the_window(
+    store: SharedStore,
+) {
+    let session = create(&store, "demo", 0).await;
+    let mut commit = bare_commit(&session, SessionState::NeedsInput, 10);
+    let mut first = notification("n-1", "slack|demo-1|agent.waiting_input", 10, 10);
+    first.dedupe_until = at(70);
+    let mut ops = notification("n-2", "ops|demo-1|agent.waiting_input", 10, 10);
+    ops.notifier = "ops".into();
+    ops.dedupe_until = at(70);
+    commit.notifications = vec![first.clone(), ops.clone()];
+    store.commit_transition(&commit).await.expect("commit");
+    let due = store.due_notifications(at(10), 10).await.expect("due");
+    assert_eq!(due, vec![first.clone(), ops.clone()], "read back unchanged");
+
+    // The same group inside its window: the step commits, the notification is dropped.
+    let mut again = bare_commit(&session, SessionState::Working, 20);
+    let mut repeat = notification("n-3", &first.dedupe_key, 20, 20);
+    repeat.dedupe_until = at(80);
+    again.notifications = vec![repeat];
+    store.commit_transition(&again).await.expect("commit");
+    assert_eq!(
+        store
+            .due_notifications(at(30), 10)
+            .await
+            .expect("due")
+            .len(),
+        2
+    );
+
+    // After the window a new one is written; the old row keeps its history under an
+    // archived key.
+    let mut later = bare_commit(&session, SessionState::NeedsInput, 70);
+    let mut fresh = notification("n-4", &first.dedupe_key, 70, 70);
+    fresh.dedupe_until = at(130);
+    later.notifications = vec![fresh.clone()];
+    store.commit_transition(&later).await.expect("commit");
+    let due = store.due_notifications(at(70), 10).await.expect("due");
+    assert_eq!(ids_of(&due), ["n-1", "n-2", "n-4"]);
+    assert_eq!(due[0].dedupe_key, format!("{}#n-1", first.dedupe_key));
+    assert_eq!(due[2].dedupe_key, first.dedupe_key);
+
+    // A window of zero (`dedupe_until == created_at`) deduplicates nothing.
+    let mut zero = bare_commit(&session, SessionState::Working, 71);
+    let mut z1 = notification("n-5", "zero", 71, 71);
+    z1.dedupe_until = at(71);
+    zero.notifications = vec![z1];
+    store.commit_transition(&zero).await.expect("commit");
+    let mut zero2 = bare_commit(&session, SessionState::NeedsInput, 72);
+    let mut z2 = notification("n-6", "zero", 72, 72);
+    z2.dedupe_until = at(72);
+    zero2.notifications = vec![z2];
+    store.commit_transition(&zero2).await.expect("commit");
+    assert_eq!(
+        store
+            .due_notifications(at(80), 10)
+            .await
+            .expect("due")
+            .len(),
+        5
+    );
+}
+
+async fn a_failed_commit_writes_no_notification(store: SharedStore) {
+    let session = create(&store, "demo", 0).await;
+    let mut ghost = session.clone();
+    ghost.id = SessionId("demo-404".into());
+    let mut commit = bare_commit(&ghost, SessionState::Errored, 10);
+    commit.notifications = vec![notification("n-1", "k", 10, 10)];
+    assert_not_found(store.commit_transition(&commit).await, "session demo-404");
+    assert!(store
+        .due_notifications(at(100), 10)
+        .await
+        .expect("due")
+        .is_empty());
+}
+
+async fn notifications_are_listed_counted_deferred_and_folded_into_digests(store: SharedStore) {
+    for (i, id) in ["n-1", "n-2", "n-3", "n-4"].iter().enumerate() {
+        let secs = i as i64;
+        assert!(store
+            .enqueue_notification(&notification(id, &format!("k-{id}"), secs, secs))
+            .await
+            .expect("enqueue"));
+    }
+    store
+        .update_notification(
+            "n-1",
+            NotificationStatus::Failed,
+            8,
+            at(9),
+            Some("HTTP 500"),
+        )
+        .await
+        .expect("dead-letter");
+
+    let all = store.list_notifications(None, 10).await.expect("list");
+    assert_eq!(ids_of(&all), ["n-4", "n-3", "n-2", "n-1"], "newest first");
+    assert_eq!(
+        ids_of(&store.list_notifications(None, 2).await.expect("list")),
+        ["n-4", "n-3"]
+    );
+    let failed = store
+        .list_notifications(Some(NotificationStatus::Failed), 10)
+        .await
+        .expect("list");
+    assert_eq!(ids_of(&failed), ["n-1"]);
+    assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 500"));
+
+    // Deferring moves only pending rows.
+    let moved = store
+        .defer_notifications(&["n-1".into(), "n-2".into(), "nope".into()], at(60))
+        .await
+        .expect("defer");
+    assert_eq!(moved, 1);
+    assert_eq!(
+        ids_of(&store.due_notifications(at(10), 10).await.expect("due")),
+        ["n-3", "n-4"]
+    );
+    assert_eq!(
+        store.defer_notifications(&[], at(60)).await.expect("none"),
+        0
+    );
+
+    // Folding writes the digest and marks the pending members, atomically.
+    let mut digest = notification("d-1", "digest|d-1", 20, 20);
+    digest.event = "notifications.digest".into();
+    digest.context = json!({ "items": [{ "id": "n-2" }, { "id": "n-3" }] });
+    match store
+        .fold_into_digest(&digest, &["n-1".into(), "n-2".into(), "n-3".into()])
+        .await
+    {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("the dead-lettered n-1 cannot be folded: {other:?}"),
+    }
+    assert!(store
+        .list_notifications(Some(NotificationStatus::Digested), 10)
+        .await
+        .expect("list")
+        .is_empty());
+    let folded = store
+        .fold_into_digest(&digest, &["n-2".into(), "n-3".into()])
+        .await
+        .expect("fold");
+    assert_eq!(folded, 2);
+    let due = store.due_notifications(at(100), 10).await.expect("due");
+    assert_eq!(ids_of(&due), ["n-4", "d-1"]);
+    assert_eq!(due[1], digest);
+    let digested = store
+        .list_notifications(Some(NotificationStatus::Digested), 10)
+        .await
+        .expect("list");
+    assert_eq!(ids_of(&digested), ["n-3", "n-2"]);
+    assert!(digested
+        .iter()
+        .all(|n| n.digest_id.as_deref() == Some("d-1")));
+    match store.fold_into_digest(&digest, &["n-4".into()]).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .list_notifications(Some(NotificationStatus::Pending), 10)
+            .await
+            .expect("list")
+            .len(),
+        2,
+        "a failed fold changes nothing"
+    );
+
+    let mut counts = store.count_notifications().await.expect("count");
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        vec![
+            (NotificationStatus::Digested, 2),
+            (NotificationStatus::Failed, 1),
+            (NotificationStatus::Pending, 2),
+        ]
+    );
 }
 
 // ---- backend-specific ------------------------------------------------------------------------

@@ -131,6 +131,22 @@ impl Store for FlakyStore {
     ) -> StoreResult<()> {
         self.inner.update_notification(id, s, a, n, e).await
     }
+    async fn list_notifications(
+        &self,
+        s: Option<NotificationStatus>,
+        l: i64,
+    ) -> StoreResult<Vec<NotificationRecord>> {
+        self.inner.list_notifications(s, l).await
+    }
+    async fn count_notifications(&self) -> StoreResult<Vec<(NotificationStatus, i64)>> {
+        self.inner.count_notifications().await
+    }
+    async fn defer_notifications(&self, ids: &[String], u: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.defer_notifications(ids, u).await
+    }
+    async fn fold_into_digest(&self, d: &NotificationRecord, m: &[String]) -> StoreResult<u64> {
+        self.inner.fold_into_digest(d, m).await
+    }
 }
 
 #[actix_web::test]
@@ -183,6 +199,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
         server_url: "http://127.0.0.1:1".into(),
         spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
         output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
+        notifications: Default::default(),
     });
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
     let snap = sup

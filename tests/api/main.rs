@@ -10,5 +10,8 @@ mod fleet_plugins;
 mod fleet_tmux;
 mod helpers;
 mod metrics;
+mod notifications;
+#[path = "../support/receivers.rs"]
+mod receivers;
 mod server;
 mod sessions;

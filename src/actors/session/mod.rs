@@ -289,6 +289,14 @@ impl SessionActor {
             Outcome::Applied => {}
         }
         let from = snap.session.state;
+        // The step's notifications go into the outbox in the step's own transaction.
+        let notifications = self.fleet.notifications.route_step(
+            &step.snapshot.session,
+            event.kind.name(),
+            &step.effects,
+            event.at,
+        );
+        let notify = !notifications.is_empty();
         let commit = TransitionCommit {
             snapshot: step.snapshot.clone(),
             event: NewEvent {
@@ -297,6 +305,7 @@ impl SessionActor {
                 data: step.event_data(from, &event),
                 at: event.at,
             },
+            notifications,
         };
         let journal = self.fleet.journal.clone();
         let span = self.span.clone();
@@ -306,6 +315,9 @@ impl SessionActor {
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
                     Ok(_) => {
+                        if notify {
+                            act.fleet.notifications.wake();
+                        }
                         act.after_commit(ctx, &snap, step.snapshot.clone(), step.effects);
                         Ok(StepReport {
                             session: step.snapshot,
@@ -468,8 +480,8 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
             message,
             escalation,
         } => {
-            // The step's event row already records it; delivery is the notifier outbox's job.
-            tracing::info!(?reaction, ?priority, escalation, %message, "notification requested");
+            // Already in the outbox (written with the step); the outbox actor delivers it.
+            tracing::info!(?reaction, ?priority, escalation, %message, "notification queued");
             None
         }
         Effect::Merge { method } => {

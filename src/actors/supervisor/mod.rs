@@ -446,6 +446,8 @@ impl Handler<RestoreSession> for FleetSupervisor {
                             data: step.event_data(from, &ev),
                             at: ev.at,
                         },
+                        // Restoring never notifies anyone.
+                        notifications: Vec::new(),
                     })
                     .await?;
                 METRICS.transition(from, step.snapshot.session.state);

@@ -1,0 +1,110 @@
+//! `discord`: a webhook URL, or `POST {api_url}/channels/{channel}/messages` with
+//! `Authorization: Bot <token>` (wire-formats §4.1). `content` is at most 2,000 characters and
+//! mentions are disabled, so a message can never ping `@everyone`.
+//!
+//! A 429 carries `Retry-After` and a JSON body `{"retry_after": <float seconds>, "global"}`
+//! (§4.2); the body's value is the more precise, so it wins.
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use serde_json::{json, Value};
+
+use super::{plain_text, post_json, seconds, status_error, truncate};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+
+/// Discord's `content` limit.
+const MAX_CONTENT: usize = 2_000;
+
+/// Where a Discord notifier posts.
+pub enum Target {
+    /// A channel webhook URL (a credential: never logged).
+    Webhook {
+        /// The webhook URL.
+        url: String,
+    },
+    /// A channel, with the bot token.
+    Channel {
+        /// REST base URL (`discord.api_url`, with the version).
+        api_url: String,
+        /// Bot token.
+        token: String,
+        /// Channel id.
+        channel: String,
+    },
+}
+
+/// Posts to Discord.
+pub struct DiscordNotifier {
+    client: reqwest::Client,
+    target: Target,
+}
+
+impl DiscordNotifier {
+    /// A notifier posting to `target`.
+    pub fn new(client: reqwest::Client, target: Target) -> Self {
+        DiscordNotifier { client, target }
+    }
+}
+
+/// Discord's nonce limit.
+const MAX_NONCE: usize = 25;
+
+/// The message body. A channel post carries the notification id as an enforced `nonce`, so
+/// Discord itself drops a redelivery made within minutes (webhooks take no nonce).
+pub fn body(n: &Notification, with_nonce: bool) -> Value {
+    let mut b = json!({
+        "content": truncate(&plain_text(n), MAX_CONTENT),
+        "allowed_mentions": {"parse": []},
+    });
+    if with_nonce {
+        let nonce: String = n.id.chars().filter(|c| *c != '-').take(MAX_NONCE).collect();
+        b["nonce"] = json!(nonce);
+        b["enforce_nonce"] = json!(true);
+    }
+    b
+}
+
+#[async_trait]
+impl Notifier for DiscordNotifier {
+    fn kind(&self) -> &'static str {
+        "discord"
+    }
+
+    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+        let with_nonce = matches!(self.target, Target::Channel { .. });
+        let bytes = serde_json::to_vec(&body(n, with_nonce))
+            .map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        let url = match &self.target {
+            Target::Webhook { url } => url.clone(),
+            Target::Channel {
+                api_url,
+                token,
+                channel,
+            } => {
+                let auth = HeaderValue::from_str(&format!("Bot {token}")).map_err(|_| {
+                    PluginError::Invalid("discord.bot_token is not a valid header".into())
+                })?;
+                headers.insert(AUTHORIZATION, auth);
+                format!(
+                    "{}/channels/{channel}/messages",
+                    api_url.trim_end_matches('/')
+                )
+            }
+        };
+        let a = post_json(&self.client, "discord", &url, headers, bytes).await?;
+        if (200..300).contains(&a.status) {
+            return Ok(());
+        }
+        let mut e = status_error("discord", &a);
+        if a.status == 429 {
+            let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+            if let (Some(secs), PluginError::Http { retry_after, .. }) =
+                (v["retry_after"].as_f64().and_then(seconds), &mut e)
+            {
+                *retry_after = Some(secs);
+            }
+        }
+        Err(e)
+    }
+}
