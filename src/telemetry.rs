@@ -36,6 +36,13 @@ pub const SUBPROCESSES: &str = "flotilla_subprocesses_total";
 pub const AGENT_TOKENS: &str = "flotilla_agent_tokens_total";
 /// Agent spend in US dollars, from the agents' own logs (counter, `project`).
 pub const AGENT_COST: &str = "flotilla_agent_cost_usd_total";
+/// GitHub API requests the `github` plugin made (counter, `kind` = REST path template or
+/// `graphql`, `status` = HTTP status or `error`).
+pub const GITHUB_REQUESTS: &str = "flotilla_github_requests_total";
+/// The last `x-ratelimit-remaining` GitHub reported (gauge).
+pub const GITHUB_RATE_LIMIT_REMAINING: &str = "flotilla_github_rate_limit_remaining";
+/// Verified GitHub webhook deliveries handed to the supervisor (counter, `event`).
+pub const GITHUB_WEBHOOKS: &str = "flotilla_github_webhooks_total";
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -60,6 +67,12 @@ pub struct Metrics {
     pub agent_tokens: IntCounterVec,
     /// See [`AGENT_COST`].
     pub agent_cost: prometheus::CounterVec,
+    /// See [`GITHUB_REQUESTS`].
+    pub github_requests: IntCounterVec,
+    /// See [`GITHUB_RATE_LIMIT_REMAINING`].
+    pub github_rate_limit_remaining: IntGauge,
+    /// See [`GITHUB_WEBHOOKS`].
+    pub github_webhooks: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -97,6 +110,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["project"],
     )?;
+    let github_requests = IntCounterVec::new(
+        Opts::new(GITHUB_REQUESTS, "GitHub API requests by kind and status."),
+        &["kind", "status"],
+    )?;
+    let github_rate_limit_remaining = IntGauge::new(
+        GITHUB_RATE_LIMIT_REMAINING,
+        "The last x-ratelimit-remaining GitHub reported.",
+    )?;
+    let github_webhooks = IntCounterVec::new(
+        Opts::new(
+            GITHUB_WEBHOOKS,
+            "Verified GitHub webhook deliveries by event.",
+        ),
+        &["event"],
+    )?;
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -114,6 +142,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(subprocesses.clone()))?;
     registry.register(Box::new(agent_tokens.clone()))?;
     registry.register(Box::new(agent_cost.clone()))?;
+    registry.register(Box::new(github_requests.clone()))?;
+    registry.register(Box::new(github_rate_limit_remaining.clone()))?;
+    registry.register(Box::new(github_webhooks.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -131,6 +162,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         subprocesses,
         agent_tokens,
         agent_cost,
+        github_requests,
+        github_rate_limit_remaining,
+        github_webhooks,
     })
 }
 
