@@ -259,7 +259,8 @@ fn excerpt(log: &str) -> String {
 }
 
 impl GithubScm {
-    /// Builds the plugin from `github:` settings; `timeout` bounds every call.
+    /// Builds the plugin from `github:` settings; `timeout` bounds every call. Call it inside
+    /// a Tokio runtime (octocrab spawns its request buffer there), e.g. in `Application::build`.
     ///
     /// # Errors
     /// `Invalid` for a bad URL or a token that is not a valid header value.
@@ -783,8 +784,8 @@ mod tests {
         assert!(e.ends_with("line 99"));
     }
 
-    #[test]
-    fn github_debug_masks_the_token() {
+    #[tokio::test]
+    async fn github_debug_masks_the_token() {
         let s = GithubSettings {
             api_url: "http://127.0.0.1:1".into(),
             graphql_url: "http://127.0.0.1:1/graphql".into(),

@@ -1584,7 +1584,7 @@ impl FakeGithub {
         conclusion: Option<&str>,
         log: Option<&str>,
     ) -> i64 {
-        {
+        let id = {
             let mut s = self.s();
             let sha = resolve(&s, repo, git_ref);
             let (id, run_id, at) = (s.id(), s.id(), s.tick());
@@ -1631,10 +1631,10 @@ impl FakeGithub {
                     json!({"action": "completed", "check_suite": suite}),
                 );
             }
-            drop(s);
-            self.flush().await;
             id
-        }
+        };
+        self.flush().await;
+        id
     }
 
     /// Adds a commit status on `git_ref`.
