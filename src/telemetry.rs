@@ -47,6 +47,13 @@ pub const NOTIFICATION_DEAD_LETTERS: &str = "flotilla_notification_dead_letters"
 pub const NOTIFICATION_DELIVERY: &str = "flotilla_notification_delivery_seconds";
 /// The `outcome` label values of [`NOTIFICATIONS`].
 pub const NOTIFICATION_OUTCOMES: [&str; 4] = ["delivered", "retried", "failed", "digested"];
+/// GitHub API requests the `github` plugin made (counter, `kind` = REST path template or
+/// `graphql`, `status` = HTTP status or `error`).
+pub const GITHUB_REQUESTS: &str = "flotilla_github_requests_total";
+/// The last `x-ratelimit-remaining` GitHub reported (gauge).
+pub const GITHUB_RATE_LIMIT_REMAINING: &str = "flotilla_github_rate_limit_remaining";
+/// Verified GitHub webhook deliveries handed to the supervisor (counter, `event`).
+pub const GITHUB_WEBHOOKS: &str = "flotilla_github_webhooks_total";
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -79,6 +86,12 @@ pub struct Metrics {
     pub dead_letters: IntGauge,
     /// See [`NOTIFICATION_DELIVERY`].
     pub notification_delivery: HistogramVec,
+    /// See [`GITHUB_REQUESTS`].
+    pub github_requests: IntCounterVec,
+    /// See [`GITHUB_RATE_LIMIT_REMAINING`].
+    pub github_rate_limit_remaining: IntGauge,
+    /// See [`GITHUB_WEBHOOKS`].
+    pub github_webhooks: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -138,6 +151,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ]),
         &["notifier"],
     )?;
+    let github_requests = IntCounterVec::new(
+        Opts::new(GITHUB_REQUESTS, "GitHub API requests by kind and status."),
+        &["kind", "status"],
+    )?;
+    let github_rate_limit_remaining = IntGauge::new(
+        GITHUB_RATE_LIMIT_REMAINING,
+        "The last x-ratelimit-remaining GitHub reported.",
+    )?;
+    let github_webhooks = IntCounterVec::new(
+        Opts::new(
+            GITHUB_WEBHOOKS,
+            "Verified GitHub webhook deliveries by event.",
+        ),
+        &["event"],
+    )?;
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -159,6 +187,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(outbox_depth.clone()))?;
     registry.register(Box::new(dead_letters.clone()))?;
     registry.register(Box::new(notification_delivery.clone()))?;
+    registry.register(Box::new(github_requests.clone()))?;
+    registry.register(Box::new(github_rate_limit_remaining.clone()))?;
+    registry.register(Box::new(github_webhooks.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -180,6 +211,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         outbox_depth,
         dead_letters,
         notification_delivery,
+        github_requests,
+        github_rate_limit_remaining,
+        github_webhooks,
     })
 }
 

@@ -15,6 +15,12 @@ pub enum ApiError {
     /// 401: missing or wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// 401: a webhook whose signature is missing or wrong, or no secret is configured.
+    #[error("missing or invalid webhook signature")]
+    BadSignature,
+    /// 400: a request that cannot be read at all (a webhook body that is not JSON).
+    #[error("{0}")]
+    BadRequest(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -50,6 +56,8 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::BadSignature => "bad_signature",
+            ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "payload_too_large",
@@ -95,7 +103,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadSignature => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -163,6 +172,8 @@ mod tests {
     fn every_variant_maps_to_its_status() {
         let cases: Vec<(ApiError, u16)> = vec![
             (ApiError::Unauthorized, 401),
+            (ApiError::BadSignature, 401),
+            (ApiError::BadRequest("x".into()), 400),
             (ApiError::NotFound("x".into()), 404),
             (ApiError::Conflict("x".into()), 409),
             (ApiError::TooLarge { limit: 1 }, 413),

@@ -9,6 +9,7 @@
 //! | [`ws`] | `/api/v1/ws` (the same stream over WebSocket) |
 //! | [`conversations`] | `/api/v1/conversations…` |
 //! | [`notifications`] | `/api/v1/notifications` (the outbox, dead letters included) |
+//! | [`webhooks`] | `/webhooks/github` (signed by HMAC, outside bearer auth) |
 //! | [`openapi`] | `/api/v1/openapi.json`, generated from the handlers |
 //! | [`middleware`] | bearer auth, request metrics and spans |
 //! | [`error`] | `ApiError`, the only `ResponseError` |
@@ -22,6 +23,7 @@ pub mod middleware;
 pub mod notifications;
 pub mod openapi;
 pub mod sessions;
+pub mod webhooks;
 pub mod ws;
 
 use std::time::Duration;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub extra_tokens: Vec<String>,
     /// Checks an agent's report token for a session id, in constant time.
     pub check_report_token: ReportTokenCheck,
+    /// `github.webhook_secret`; `None` (or empty) refuses every GitHub delivery.
+    pub github_webhook_secret: Option<crate::config::Secret>,
 }
 
 /// Registers every route on an actix-web `App`.
@@ -107,6 +111,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/ws", web::get().to(ws::connect))
                 .route("/openapi.json", web::get().to(openapi::spec)),
         )
+        .route("/webhooks/github", web::post().to(webhooks::github))
         .route(
             "/agent/v1/sessions/{id}/report",
             web::post().to(fleet::report),

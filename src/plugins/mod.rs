@@ -6,7 +6,7 @@
 //! | which agent runs | [`Agent`] | `claude-code`, `codex`, `aider`, `opencode`, `command` ([`agents`]); activity and usage types in [`activity`] |
 //! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]), `clone` ([`clone::CloneWorkspace`]) |
 //! | where tasks come from | [`Tracker`] | (Lifecycle work) |
-//! | where PRs live | [`Scm`] | (Lifecycle work) |
+//! | where PRs live | [`Scm`] | `github` ([`github::GithubScm`], on octocrab) |
 //! | how humans hear | [`Notifier`] | `webhook`, `slack`, `discord`, `telegram`, `desktop`, `chat` ([`notifiers`]) |
 //! | where chats come from | [`ChatPlatform`] | (Chat work) |
 //! | who answers chats | [`Assistant`] | (Chat work) |
@@ -19,6 +19,7 @@ pub mod agents;
 pub mod clone;
 pub mod exec;
 pub mod notifiers;
+pub mod github;
 pub mod process;
 pub mod tmux;
 pub mod worktree;
@@ -93,6 +94,28 @@ pub enum PluginError {
         /// What failed, without the URL (it may hold a token).
         detail: String,
     },
+    /// A remote API refused for its rate limit. Try again after `retry_after`.
+    #[error("rate limited ({kind}); retry after {retry_after:?}")]
+    RateLimited {
+        /// `primary` (the hourly budget is spent) or `secondary` (abuse limit).
+        kind: &'static str,
+        /// How long to wait: `retry-after` for a secondary limit, else until the reset.
+        retry_after: Duration,
+    },
+    /// A remote API answered with an error status (message from its body; never a token).
+    #[error("remote API answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The API's message.
+        message: String,
+    },
+    /// The PR cannot be merged as it is (conflicts, blocked, closed): GitHub's 405.
+    #[error("not mergeable: {0}")]
+    NotMergeable(String),
+    /// The object changed under us (the PR head moved since we looked): GitHub's 409.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl PluginError {
@@ -100,14 +123,16 @@ impl PluginError {
     /// rate limits (429) and server errors (5xx, 408) — not bad input or refused credentials.
     pub fn is_retriable(&self) -> bool {
         match self {
-            PluginError::Timeout { .. } | PluginError::Io(_) | PluginError::Unreachable { .. } => {
-                true
-            }
+            PluginError::Timeout { .. }
+            | PluginError::Io(_)
+            | PluginError::Unreachable { .. }
+            | PluginError::RateLimited { .. } => true,
             PluginError::Http {
                 status,
                 retry_after,
                 ..
             } => *status == 429 || *status == 408 || *status >= 500 || retry_after.is_some(),
+            PluginError::Api { status, .. } => *status >= 500,
             _ => false,
         }
     }
@@ -116,6 +141,7 @@ impl PluginError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             PluginError::Http { retry_after, .. } => *retry_after,
+            PluginError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -359,8 +385,155 @@ pub trait Tracker: Send + Sync {
     async fn issue(&self, id: &str) -> PluginResult<Issue>;
 }
 
+/// One CI check on a PR's head: a check run or a commit status context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    /// Check run name or status context.
+    pub name: String,
+    /// `queued`, `in_progress`, `completed` (a status context is `completed` unless pending).
+    pub status: String,
+    /// Lowercase conclusion (`success`, `failure`, `timed_out`…, or a status's `error`), if
+    /// finished.
+    pub conclusion: Option<String>,
+    /// Where a human (or the agent) reads the details.
+    pub url: Option<String>,
+}
+
+impl CheckInfo {
+    /// Whether this check counts as failed (failure, timed out, cancelled, error…).
+    pub fn failed(&self) -> bool {
+        matches!(
+            self.conclusion.as_deref(),
+            Some(
+                "failure"
+                    | "timed_out"
+                    | "cancelled"
+                    | "action_required"
+                    | "startup_failure"
+                    | "error"
+            )
+        )
+    }
+}
+
+/// A failed check with what an agent needs to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedCheck {
+    /// Check name.
+    pub name: String,
+    /// Details URL.
+    pub url: Option<String>,
+    /// The tail of the job's log, when the check is an Actions job whose log is available.
+    pub log_excerpt: Option<String>,
+}
+
+/// CI on one commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiSummary {
+    /// `passing`, `failing`, `pending`, `none`.
+    pub state: String,
+    /// Every check (latest run per name) and status context.
+    pub checks: Vec<CheckInfo>,
+    /// The failed ones, with log excerpts.
+    pub failed: Vec<FailedCheck>,
+}
+
+/// One comment in a review thread or on the PR's conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewComment {
+    /// Author login.
+    pub author: String,
+    /// Markdown body.
+    pub body: String,
+}
+
+/// An inline review thread (the lifecycle cares about unresolved ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewThread {
+    /// File path.
+    pub path: String,
+    /// Line in the file, when GitHub still knows it.
+    pub line: Option<i64>,
+    /// Whether someone resolved it.
+    pub resolved: bool,
+    /// Comments, first (the one that opened the thread) first.
+    pub comments: Vec<ReviewComment>,
+}
+
+/// A submitted review's summary body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewBody {
+    /// Reviewer login.
+    pub author: String,
+    /// `approved`, `changes_requested`, `commented`, `dismissed`.
+    pub state: String,
+    /// Body (may be empty).
+    pub body: String,
+}
+
+/// Everything humans said on a PR that an agent may have to address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewFeedback {
+    /// `approved`, `changes_requested`, `pending`, `none` (as [`PrStatus::review`]).
+    pub decision: String,
+    /// Unresolved inline threads.
+    pub unresolved_threads: Vec<ReviewThread>,
+    /// Submitted reviews with their bodies, oldest first.
+    pub reviews: Vec<ReviewBody>,
+    /// Conversation (issue) comments on the PR, oldest first.
+    pub comments: Vec<ReviewComment>,
+}
+
+/// How to merge a PR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    /// A merge commit.
+    Merge,
+    /// One squashed commit.
+    Squash,
+    /// Commits replayed onto the base.
+    Rebase,
+}
+
+impl MergeMethod {
+    /// GitHub's `merge_method` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
+        }
+    }
+}
+
+impl std::str::FromStr for MergeMethod {
+    type Err = PluginError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "merge" => Ok(MergeMethod::Merge),
+            "squash" => Ok(MergeMethod::Squash),
+            "rebase" => Ok(MergeMethod::Rebase),
+            other => Err(PluginError::Invalid(format!(
+                "merge method `{other}` is not merge, squash or rebase"
+            ))),
+        }
+    }
+}
+
+/// The remote API's rate-limit budget, from the last response's `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests (or GraphQL points) per window.
+    pub limit: i64,
+    /// Left in the window.
+    pub remaining: i64,
+    /// When the window resets (UTC epoch seconds).
+    pub reset: i64,
+}
+
 /// A PR's observed state, as the lifecycle engine consumes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrStatus {
     /// Number.
     pub number: i64,
@@ -372,24 +545,93 @@ pub struct PrStatus {
     pub ci: String,
     /// `approved`, `changes_requested`, `pending`, `none`.
     pub review: String,
-    /// Whether it can merge cleanly.
+    /// Whether it can merge cleanly (`None` while GitHub computes it, or once closed).
     pub mergeable: Option<bool>,
+    /// Whether it is a draft.
+    pub draft: bool,
+    /// Head branch.
+    pub head_branch: String,
+    /// Head commit.
+    pub head_sha: String,
+    /// Base branch.
+    pub base_branch: String,
+    /// GitHub's merge state, lowercase: `clean`, `dirty`, `behind`, `blocked`, `unstable`,
+    /// `has_hooks`, `draft`, `unknown`.
+    pub merge_state: String,
+    /// The head conflicts with the base.
+    pub conflicts: bool,
+    /// The base has commits the head lacks.
+    pub behind: bool,
+    /// Checks and status contexts on the head (latest per name).
+    pub checks: Vec<CheckInfo>,
+    /// Unresolved inline review threads.
+    pub unresolved_threads: Vec<ReviewThread>,
 }
 
-/// Where PRs live (GitHub).
+/// Where PRs live (GitHub). `repo` is always `owner/name`.
+///
+/// Reads are idempotent and may be answered from conditional requests (an unchanged resource
+/// costs no quota). Every call has a timeout. Rate limits surface as
+/// [`PluginError::RateLimited`] carrying how long to wait.
 #[async_trait]
 pub trait Scm: Send + Sync {
-    /// Finds the open PR for a branch.
+    /// Finds the open PR whose head is `branch`, with its full status.
     ///
     /// # Errors
-    /// `Command`/`Timeout` on API failure.
+    /// `RateLimited`, `Timeout`, `Api` on API failure.
     async fn find_pr(&self, repo: &str, branch: &str) -> PluginResult<Option<PrStatus>>;
 
-    /// Merges a PR with a method (`merge`, `squash`, `rebase`).
+    /// One PR's status (state, CI rollup, review decision, mergeability, threads).
     ///
     /// # Errors
-    /// `Invalid` when not mergeable.
-    async fn merge(&self, repo: &str, number: i64, method: &str) -> PluginResult<()>;
+    /// `NotFound` for an unknown PR; `RateLimited`, `Timeout`, `Api` on API failure.
+    async fn pr_status(&self, repo: &str, number: i64) -> PluginResult<PrStatus>;
+
+    /// Many PRs' status in as few requests as possible (GraphQL aliases, 50 PRs a request).
+    /// Unknown numbers are left out of the answer.
+    ///
+    /// # Errors
+    /// `RateLimited`, `Timeout`, `Api` on API failure.
+    async fn batch_status(&self, repo: &str, numbers: &[i64]) -> PluginResult<Vec<PrStatus>>;
+
+    /// Whether anything about the repo's open PRs changed since the last call (ao's "Guard
+    /// 1"): one conditional request, free when nothing changed. The first call says `true`.
+    /// Check runs and statuses do not bump a PR; poll those per head with [`Scm::ci`].
+    ///
+    /// # Errors
+    /// `RateLimited`, `Timeout`, `Api` on API failure.
+    async fn repo_changed(&self, repo: &str) -> PluginResult<bool>;
+
+    /// CI on commit `head_sha`: every check, the failed ones with their URLs and the tail of
+    /// their job logs.
+    ///
+    /// # Errors
+    /// `RateLimited`, `Timeout`, `Api` on API failure (a missing log is not an error).
+    async fn ci(&self, repo: &str, head_sha: &str) -> PluginResult<CiSummary>;
+
+    /// What humans said: the review decision, unresolved threads (file:line, author, body),
+    /// review bodies and conversation comments.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown PR; `RateLimited`, `Timeout`, `Api` on API failure.
+    async fn review_feedback(&self, repo: &str, number: i64) -> PluginResult<ReviewFeedback>;
+
+    /// Merges a PR with `method`. With `expected_head`, refuses if the head moved. Returns the
+    /// merge commit sha. Not idempotent: a merged PR answers `NotMergeable`.
+    ///
+    /// # Errors
+    /// `NotMergeable` (conflicts, closed, draft), `Conflict` (the head is not
+    /// `expected_head`), `NotFound`, `RateLimited`, `Timeout`, `Api`.
+    async fn merge(
+        &self,
+        repo: &str,
+        number: i64,
+        method: MergeMethod,
+        expected_head: Option<&str>,
+    ) -> PluginResult<String>;
+
+    /// The budget the last response reported, if any.
+    fn rate_limit(&self) -> Option<RateLimit>;
 }
 
 /// A notification to deliver. Serialized as is, it is the `webhook` notifier's body

@@ -188,6 +188,18 @@ pub async fn spawn_app_with_agents(
     extra: &str,
     dir: TempDir,
 ) -> Option<TestApp> {
+    spawn_app_with_env(backend, agents, extra, dir, &[]).await
+}
+
+/// As [`spawn_app_with_agents`], with `FLOTILLA__…` overrides in `env`
+/// (e.g. `FLOTILLA__GITHUB__WEBHOOK_SECRET`).
+pub async fn spawn_app_with_env(
+    backend: Backend,
+    agents: &str,
+    extra: &str,
+    dir: TempDir,
+    env: &[(&str, &str)],
+) -> Option<TestApp> {
     LazyLock::force(&TRACING);
     let home = dir.path().join("home");
     let repo = make_repo(dir.path());
@@ -199,7 +211,10 @@ pub async fn spawn_app_with_agents(
     let settings = load_with(&LoadOptions {
         config_path: Some(cfg),
         cwd: dir.path().to_path_buf(),
-        env: Default::default(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     })
     .expect("config loads");
     settings.validate().expect("config valid");

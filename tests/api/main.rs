@@ -5,9 +5,13 @@ mod bad_input;
 mod cli;
 mod crash;
 mod events;
+#[path = "../support/fake_github.rs"]
+mod fake_github;
 mod fleet;
 mod fleet_plugins;
 mod fleet_tmux;
+mod github;
+mod github_webhooks;
 mod helpers;
 mod metrics;
 mod notifications;

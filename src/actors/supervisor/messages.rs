@@ -227,3 +227,24 @@ pub struct Orphan {
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Orphan>")]
 pub struct GetOrphans;
+
+/// Sent by the webhook endpoints (`/webhooks/*`) to persist a verified delivery before they
+/// answer 2xx. Answers whether it is new: `false` means a redelivery (same platform and
+/// delivery id), which the endpoint acknowledges and otherwise ignores.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, FleetError>")]
+pub struct RecordWebhookDelivery {
+    /// The delivery, raw body included.
+    pub delivery: crate::store::WebhookDelivery,
+}
+
+/// Sent by `POST /webhooks/github` after a new, verified delivery was persisted.
+///
+/// For now the supervisor only logs and counts it; routing it to the session that owns the
+/// PR or branch (and triggering an immediate SCM check) is the lifecycle's part 2.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct GithubEventReceived {
+    /// The parsed event.
+    pub event: crate::plugins::github::GithubEvent,
+}

@@ -982,6 +982,37 @@ pub async fn find_orphans(fleet: &Fleet) -> Vec<Orphan> {
     out
 }
 
+impl Handler<RecordWebhookDelivery> for FleetSupervisor {
+    type Result = Reply<bool>;
+    fn handle(&mut self, msg: RecordWebhookDelivery, _ctx: &mut Self::Context) -> Self::Result {
+        let store = self.fleet.store.clone();
+        Box::pin(
+            async move { Ok(store.record_webhook_delivery(&msg.delivery).await?) }.into_actor(self),
+        )
+    }
+}
+
+impl Handler<GithubEventReceived> for FleetSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: GithubEventReceived, _ctx: &mut Self::Context) {
+        // Part 2 of the lifecycle routes the event to the session owning the PR/branch and
+        // asks the poller for an immediate check; until then it is only observed.
+        let e = &msg.event;
+        METRICS
+            .github_webhooks
+            .with_label_values(&[e.kind.as_str()])
+            .inc();
+        tracing::info!(
+            delivery = %e.delivery_id,
+            kind = e.kind.as_str(),
+            action = e.action.as_deref().unwrap_or(""),
+            repo = e.repo.as_deref().unwrap_or(""),
+            pr = e.pr_number.unwrap_or(0),
+            "github event received"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

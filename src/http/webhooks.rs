@@ -1,0 +1,82 @@
+//! `POST /webhooks/github`: GitHub's signed deliveries (wire-formats §1.1).
+//!
+//! Outside the bearer-auth scope: GitHub authenticates with `X-Hub-Signature-256`, an
+//! HMAC-SHA256 of the raw body under `github.webhook_secret`, checked in constant time. With
+//! no secret configured every delivery is refused (401): an unauthenticated webhook would let
+//! anyone steer the fleet.
+//!
+//! Order matters: verify → parse → persist (through the supervisor, which owns the store) →
+//! answer. A delivery is stored before the 2xx, so a crash after the answer loses nothing,
+//! and a redelivery (same `X-GitHub-Delivery`) answers `{"duplicate": true}` and does nothing
+//! more. The body size limit is the server's `max_body_bytes`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::actors::supervisor::messages::{GithubEventReceived, RecordWebhookDelivery};
+use crate::plugins::github::events::{verify_signature, GithubEvent, GithubEventKind};
+use crate::store::WebhookDelivery;
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Receives one GitHub webhook delivery.
+///
+/// # Errors
+/// 401 for a missing or wrong signature (or no configured secret), 400 for missing GitHub
+/// headers or a body that is not a JSON object, 413 over the size limit, 503 when the
+/// supervisor is busy (GitHub then redelivers).
+pub async fn github(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let secret = state
+        .github_webhook_secret
+        .as_ref()
+        .map(|s| s.expose().as_bytes())
+        .unwrap_or_default();
+    if !verify_signature(secret, &body, header(&req, "x-hub-signature-256")) {
+        tracing::warn!("github webhook refused: bad or missing signature");
+        return Err(ApiError::BadSignature);
+    }
+    let event_name = header(&req, "x-github-event")
+        .ok_or_else(|| ApiError::BadRequest("missing X-GitHub-Event".into()))?
+        .to_string();
+    let delivery_id = header(&req, "x-github-delivery")
+        .filter(|d| !d.is_empty() && d.len() <= 128)
+        .ok_or_else(|| ApiError::BadRequest("missing or invalid X-GitHub-Delivery".into()))?
+        .to_string();
+    let event = GithubEvent::parse(&event_name, &delivery_id, &body)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let payload = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::BadRequest("payload is not UTF-8".into()))?;
+    let delivery = WebhookDelivery {
+        platform: "github".into(),
+        delivery_id,
+        event: event_name,
+        payload,
+        received_at: Utc::now(),
+    };
+    let is_new = state
+        .supervisor
+        .send(RecordWebhookDelivery { delivery })
+        .await??;
+    if !is_new {
+        return Ok(HttpResponse::Ok().json(json!({"duplicate": true})));
+    }
+    if event.kind == GithubEventKind::Ping {
+        return Ok(HttpResponse::Ok().json(json!({"duplicate": false, "pong": true})));
+    }
+    let kind = event.kind.as_str();
+    // The delivery is already persisted; a lost notification is recovered by polling, so a
+    // busy supervisor must not turn into a 5xx (GitHub's redelivery would be a duplicate).
+    if let Err(e) = state.supervisor.send(GithubEventReceived { event }).await {
+        tracing::warn!(error = %e, "github event not handed to the supervisor");
+    }
+    Ok(HttpResponse::Ok().json(json!({"duplicate": false, "event": kind})))
+}

@@ -1,0 +1,808 @@
+//! The `github` SCM plugin ([`GithubScm`], on octocrab) and GitHub's webhook payloads
+//! ([`events`]).
+//!
+//! Octocrab is the HTTP client (base URL, connection pooling, TLS, timeouts); requests are
+//! built here so that every one carries the token, an optional `If-None-Match`, and is
+//! counted in `flotilla_github_requests_total{kind,status}` with `kind` the path template.
+//! Bodies are read into small local types rather than octocrab's models, which reject the
+//! partial objects GitHub returns in some places.
+//!
+//! Cost (wire-formats §1.4–1.5, agent-orchestrator §9):
+//! - [`Scm::repo_changed`] is one conditional request per repo; a 304 costs no quota.
+//! - Every REST read sends the stored ETag, so re-reading an unchanged list is free.
+//! - [`Scm::batch_status`] asks for 50 PRs per GraphQL request (aliases).
+//! - Rate limits: `x-ratelimit-*` are remembered ([`Scm::rate_limit`], and the
+//!   `flotilla_github_rate_limit_remaining` gauge); a primary or secondary limit is
+//!   [`PluginError::RateLimited`] with the wait (`retry-after`, else until the reset).
+//!
+//! The token never reaches a log or an error: only the route template and status do.
+
+pub mod events;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, IF_NONE_MATCH, LOCATION};
+use octocrab::Octocrab;
+use serde_json::{json, Value};
+
+pub use events::{GithubEvent, GithubEventKind};
+
+use super::{
+    CheckInfo, CiSummary, FailedCheck, MergeMethod, PluginError, PluginResult, PrStatus, RateLimit,
+    ReviewBody, ReviewComment, ReviewFeedback, ReviewThread, Scm,
+};
+use crate::config::GithubSettings;
+use crate::telemetry::METRICS;
+
+/// PRs per GraphQL request in [`Scm::batch_status`] (each alias costs ~2 nodes of 100).
+pub const BATCH_SIZE: usize = 50;
+/// Stored ETags (with their bodies); past this the cache starts over.
+const ETAG_CACHE: usize = 1000;
+/// Lines of a failed job's log kept as the excerpt.
+const LOG_LINES: usize = 40;
+/// Characters of a failed job's log kept at most.
+const LOG_CHARS: usize = 6000;
+/// Wait when GitHub names a secondary limit without `retry-after` or a spent budget.
+const SECONDARY_DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// The GitHub SCM plugin.
+pub struct GithubScm {
+    octo: Octocrab,
+    /// REST base, without a trailing slash.
+    api_url: String,
+    graphql_url: String,
+    /// `Bearer …`, marked sensitive so it is never printed.
+    auth: Option<HeaderValue>,
+    timeout: Duration,
+    /// URL → (ETag, body) of the last 200, for conditional requests.
+    etags: Mutex<HashMap<String, (String, Value)>>,
+    rate: Mutex<Option<RateLimit>>,
+}
+
+impl std::fmt::Debug for GithubScm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubScm")
+            .field("api_url", &self.api_url)
+            .field("graphql_url", &self.graphql_url)
+            .field("token", &self.auth.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A response after rate-limit and error handling.
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+    /// The body was the stored one (304).
+    cached: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn split_repo(repo: &str) -> PluginResult<(&str, &str)> {
+    match repo.split_once('/') {
+        Some((o, n)) if !o.is_empty() && !n.is_empty() && !n.contains('/') => Ok((o, n)),
+        _ => Err(PluginError::Invalid(format!(
+            "repository `{repo}` is not owner/name"
+        ))),
+    }
+}
+
+fn header_i64(h: &http::HeaderMap, name: &str) -> Option<i64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, rels) = part.split_once(';')?;
+        rels.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+/// `passing`/`failing`/`pending`/`none` from a set of checks.
+fn ci_state(checks: &[CheckInfo]) -> &'static str {
+    if checks.is_empty() {
+        "none"
+    } else if checks.iter().any(CheckInfo::failed) {
+        "failing"
+    } else if checks.iter().any(|c| c.status != "completed") {
+        "pending"
+    } else {
+        "passing"
+    }
+}
+
+fn review_word(decision: Option<&str>) -> &'static str {
+    match decision {
+        Some("APPROVED") => "approved",
+        Some("CHANGES_REQUESTED") => "changes_requested",
+        Some("REVIEW_REQUIRED") => "pending",
+        _ => "none",
+    }
+}
+
+fn str_of(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+/// The GraphQL selection for one PR (wire-formats §1.5).
+const PR_FIELDS: &str = "number url isDraft state headRefName headRefOid baseRefName \
+    mergeable mergeStateStatus reviewDecision \
+    statusCheckRollup { state contexts(first: 50) { nodes { __typename \
+      ... on CheckRun { name status conclusion detailsUrl } \
+      ... on StatusContext { context state targetUrl } } } } \
+    reviewThreads(first: 50) { nodes { isResolved path line \
+      comments(first: 20) { nodes { author { login } body } } } }";
+
+/// Builds the aliased query for `numbers` (aliases `pr<N>`).
+fn batch_query(numbers: &[i64]) -> String {
+    let mut q = String::from(
+        "query($owner: String!, $name: String!) { repository(owner: $owner, name: $name) {",
+    );
+    for n in numbers {
+        q.push_str(&format!(
+            " pr{n}: pullRequest(number: {n}) {{ {PR_FIELDS} }}"
+        ));
+    }
+    q.push_str(" } rateLimit { cost remaining resetAt } }");
+    q
+}
+
+/// Reads one GraphQL `PullRequest` node.
+fn pr_from_graphql(v: &Value) -> PrStatus {
+    let mut checks: Vec<CheckInfo> = v["statusCheckRollup"]["contexts"]["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|c| {
+                    if c["__typename"] == "StatusContext" {
+                        let state = str_of(c, "state").to_lowercase();
+                        CheckInfo {
+                            name: str_of(c, "context"),
+                            status: if state == "pending" || state == "expected" {
+                                "in_progress".into()
+                            } else {
+                                "completed".into()
+                            },
+                            conclusion: (state != "pending" && state != "expected")
+                                .then_some(state),
+                            url: c["targetUrl"].as_str().map(str::to_string),
+                        }
+                    } else {
+                        CheckInfo {
+                            name: str_of(c, "name"),
+                            status: str_of(c, "status").to_lowercase(),
+                            conclusion: c["conclusion"].as_str().map(str::to_lowercase),
+                            url: c["detailsUrl"].as_str().map(str::to_string),
+                        }
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    checks.sort_by(|a, b| a.name.cmp(&b.name));
+    let threads: Vec<ReviewThread> = v["reviewThreads"]["nodes"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| ReviewThread {
+                    path: str_of(t, "path"),
+                    line: t["line"].as_i64(),
+                    resolved: t["isResolved"].as_bool().unwrap_or(false),
+                    comments: t["comments"]["nodes"]
+                        .as_array()
+                        .map(|cs| {
+                            cs.iter()
+                                .map(|c| ReviewComment {
+                                    author: c["author"]["login"]
+                                        .as_str()
+                                        .unwrap_or("ghost")
+                                        .to_string(),
+                                    body: str_of(c, "body"),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+                .filter(|t| !t.resolved)
+                .collect()
+        })
+        .unwrap_or_default();
+    let merge_state = str_of(v, "mergeStateStatus").to_lowercase();
+    let mergeable = match v["mergeable"].as_str() {
+        Some("MERGEABLE") => Some(true),
+        Some("CONFLICTING") => Some(false),
+        _ => None,
+    };
+    PrStatus {
+        number: v["number"].as_i64().unwrap_or_default(),
+        url: str_of(v, "url"),
+        state: str_of(v, "state").to_lowercase(),
+        ci: ci_state(&checks).into(),
+        review: review_word(v["reviewDecision"].as_str()).into(),
+        mergeable,
+        draft: v["isDraft"].as_bool().unwrap_or(false),
+        head_branch: str_of(v, "headRefName"),
+        head_sha: str_of(v, "headRefOid"),
+        base_branch: str_of(v, "baseRefName"),
+        conflicts: mergeable == Some(false) || merge_state == "dirty",
+        behind: merge_state == "behind",
+        merge_state: if merge_state.is_empty() {
+            "unknown".into()
+        } else {
+            merge_state
+        },
+        checks,
+        unresolved_threads: threads,
+    }
+}
+
+/// The last `LOG_LINES` lines of a log, at most `LOG_CHARS` characters.
+fn excerpt(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(LOG_LINES)..].join("\n");
+    let skip = tail.chars().count().saturating_sub(LOG_CHARS);
+    tail.chars().skip(skip).collect()
+}
+
+impl GithubScm {
+    /// Builds the plugin from `github:` settings; `timeout` bounds every call. Call it inside
+    /// a Tokio runtime (octocrab spawns its request buffer there), e.g. in `Application::build`.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad URL or a token that is not a valid header value.
+    pub fn new(settings: &GithubSettings, timeout: Duration) -> PluginResult<Self> {
+        let api_url = settings.api_url.trim_end_matches('/').to_string();
+        let octo = Octocrab::builder()
+            .base_uri(api_url.as_str())
+            .map_err(|e| PluginError::Invalid(format!("github.api_url: {e}")))?
+            .set_connect_timeout(Some(timeout))
+            .set_read_timeout(Some(timeout))
+            .build()
+            .map_err(|e| PluginError::Invalid(format!("github client: {e}")))?;
+        let auth = match settings.token.as_ref().filter(|t| !t.is_empty()) {
+            Some(t) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                    .map_err(|_| PluginError::Invalid("github.token: not a valid header".into()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(GithubScm {
+            octo,
+            api_url,
+            graphql_url: settings.graphql_url.clone(),
+            auth,
+            timeout,
+            etags: Mutex::new(HashMap::new()),
+            rate: Mutex::new(None),
+        })
+    }
+
+    /// Sends one request; `kind` is the bounded metric label (method + path template).
+    /// GETs are conditional when an ETag is stored for the URL.
+    async fn call(
+        &self,
+        method: http::Method,
+        kind: &'static str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> PluginResult<Reply> {
+        let fut = self.call_inner(method, kind, url, body);
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                METRICS
+                    .github_requests
+                    .with_label_values(&[kind, "timeout"])
+                    .inc();
+                Err(PluginError::Timeout {
+                    what: format!("github {kind}"),
+                    after: self.timeout,
+                })
+            }
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        method: http::Method,
+        kind: &'static str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> PluginResult<Reply> {
+        let is_get = method == http::Method::GET;
+        let mut builder = http::Request::builder().method(method).uri(url);
+        // The token goes only to the configured API host (a log redirect may point elsewhere).
+        let same_host = url.starts_with(&self.api_url) || url.starts_with(&self.graphql_url);
+        if let (Some(a), true) = (&self.auth, same_host) {
+            builder = builder.header(AUTHORIZATION, a.clone());
+        }
+        builder = builder
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28");
+        let stored = if is_get {
+            lock(&self.etags).get(url).cloned()
+        } else {
+            None
+        };
+        if let Some((etag, _)) = &stored {
+            builder = builder.header(IF_NONE_MATCH, etag.as_str());
+        }
+        let req = self
+            .octo
+            .build_request(builder, body)
+            .map_err(|e| PluginError::Invalid(format!("github request: {e}")))?;
+        let resp = match self.octo.execute(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                METRICS
+                    .github_requests
+                    .with_label_values(&[kind, "error"])
+                    .inc();
+                return Err(PluginError::Io(std::io::Error::other(format!(
+                    "github {kind}: {e}"
+                ))));
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        METRICS
+            .github_requests
+            .with_label_values(&[kind, &status.to_string()])
+            .inc();
+        let remaining = header_i64(&headers, "x-ratelimit-remaining");
+        if let Some(remaining) = remaining {
+            METRICS.github_rate_limit_remaining.set(remaining);
+            *lock(&self.rate) = Some(RateLimit {
+                limit: header_i64(&headers, "x-ratelimit-limit").unwrap_or(0),
+                remaining,
+                reset: header_i64(&headers, "x-ratelimit-reset").unwrap_or(0),
+            });
+        }
+        if status == 304 {
+            if let Some((_, body)) = stored {
+                return Ok(Reply {
+                    status: 200,
+                    headers,
+                    body,
+                    cached: true,
+                });
+            }
+        }
+        let text =
+            self.octo.body_to_string(resp).await.map_err(|e| {
+                PluginError::Io(std::io::Error::other(format!("github {kind}: {e}")))
+            })?;
+        let body: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status == 403 || status == 429 {
+            let message = body["message"].as_str().unwrap_or_default().to_lowercase();
+            let retry_after = header_i64(&headers, "retry-after");
+            if let Some(secs) = retry_after {
+                return Err(PluginError::RateLimited {
+                    kind: "secondary",
+                    retry_after: Duration::from_secs(secs.max(0) as u64),
+                });
+            }
+            if remaining == Some(0) {
+                let reset = header_i64(&headers, "x-ratelimit-reset").unwrap_or(0);
+                let wait = (reset - chrono::Utc::now().timestamp()).max(1) as u64;
+                return Err(PluginError::RateLimited {
+                    kind: "primary",
+                    retry_after: Duration::from_secs(wait),
+                });
+            }
+            if message.contains("secondary rate limit") {
+                return Err(PluginError::RateLimited {
+                    kind: "secondary",
+                    retry_after: SECONDARY_DEFAULT_WAIT,
+                });
+            }
+        }
+        if is_get && status == 200 {
+            if let Some(etag) = headers
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+            {
+                let mut cache = lock(&self.etags);
+                if cache.len() >= ETAG_CACHE {
+                    cache.clear();
+                }
+                cache.insert(url.to_string(), (etag.to_string(), body.clone()));
+            }
+        }
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            cached: false,
+        })
+    }
+
+    /// GET that must answer 200 (or 304 from the cache).
+    async fn get(&self, kind: &'static str, url: &str) -> PluginResult<Reply> {
+        let r = self.call(http::Method::GET, kind, url, None).await?;
+        match r.status {
+            200 => Ok(r),
+            404 => Err(PluginError::NotFound(format!("github {kind}"))),
+            s => Err(api_error(s, &r.body)),
+        }
+    }
+
+    /// Every page of a list, following `Link: rel="next"`.
+    async fn get_all(&self, kind: &'static str, url: String) -> PluginResult<Vec<Value>> {
+        let mut out = vec![];
+        let mut next = Some(url);
+        while let Some(url) = next.take() {
+            let r = self.get(kind, &url).await?;
+            let items = if let Some(a) = r.body.as_array() {
+                a.clone()
+            } else {
+                r.body["check_runs"].as_array().cloned().unwrap_or_default()
+            };
+            out.extend(items);
+            next = r
+                .headers
+                .get(http::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+        }
+        Ok(out)
+    }
+
+    fn repo_url(&self, repo: &str) -> PluginResult<String> {
+        let (o, n) = split_repo(repo)?;
+        Ok(format!("{}/repos/{o}/{n}", self.api_url))
+    }
+
+    /// One GraphQL request for up to [`BATCH_SIZE`] PRs.
+    async fn graphql_batch(&self, repo: &str, numbers: &[i64]) -> PluginResult<Vec<PrStatus>> {
+        let (owner, name) = split_repo(repo)?;
+        let body =
+            json!({"query": batch_query(numbers), "variables": {"owner": owner, "name": name}});
+        let r = self
+            .call(
+                http::Method::POST,
+                "graphql",
+                &self.graphql_url,
+                Some(&body),
+            )
+            .await?;
+        if r.status != 200 {
+            return Err(api_error(r.status, &r.body));
+        }
+        let data = &r.body["data"]["repository"];
+        if data.is_null() {
+            let msg = r.body["errors"][0]["message"]
+                .as_str()
+                .unwrap_or("no data")
+                .to_string();
+            return Err(PluginError::Api {
+                status: 200,
+                message: msg,
+            });
+        }
+        Ok(numbers
+            .iter()
+            .filter_map(|n| {
+                let v = &data[format!("pr{n}")];
+                (!v.is_null()).then(|| pr_from_graphql(v))
+            })
+            .collect())
+    }
+
+    /// The tail of an Actions job's log (`/actions/jobs/{id}/logs`, a 302 to plain text).
+    async fn job_log(&self, repo_url: &str, job_id: i64) -> Option<String> {
+        let url = format!("{repo_url}/actions/jobs/{job_id}/logs");
+        let r = self
+            .call(
+                http::Method::GET,
+                "GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs",
+                &url,
+                None,
+            )
+            .await
+            .ok()?;
+        let text = if (300..400).contains(&r.status) {
+            let loc = r.headers.get(LOCATION)?.to_str().ok()?.to_string();
+            let r = self
+                .call(http::Method::GET, "GET (job log download)", &loc, None)
+                .await
+                .ok()?;
+            r.body.as_str().map(str::to_string)?
+        } else if r.status == 200 {
+            r.body.as_str().map(str::to_string)?
+        } else {
+            return None;
+        };
+        Some(excerpt(&text))
+    }
+}
+
+fn api_error(status: u16, body: &Value) -> PluginError {
+    PluginError::Api {
+        status,
+        message: body["message"]
+            .as_str()
+            .unwrap_or("unexpected answer")
+            .to_string(),
+    }
+}
+
+#[async_trait]
+impl Scm for GithubScm {
+    #[tracing::instrument(skip_all, fields(repo, branch))]
+    async fn find_pr(&self, repo: &str, branch: &str) -> PluginResult<Option<PrStatus>> {
+        let (owner, _) = split_repo(repo)?;
+        let url = format!(
+            "{}/pulls?state=open&head={owner}:{branch}&per_page=1",
+            self.repo_url(repo)?
+        );
+        let r = self.get("GET /repos/{owner}/{repo}/pulls", &url).await?;
+        let Some(n) = r.body.get(0).and_then(|p| p["number"].as_i64()) else {
+            return Ok(None);
+        };
+        Ok(self.batch_status(repo, &[n]).await?.into_iter().next())
+    }
+
+    #[tracing::instrument(skip_all, fields(repo, number))]
+    async fn pr_status(&self, repo: &str, number: i64) -> PluginResult<PrStatus> {
+        self.batch_status(repo, &[number])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| PluginError::NotFound(format!("PR #{number} in {repo}")))
+    }
+
+    #[tracing::instrument(skip_all, fields(repo, count = numbers.len()))]
+    async fn batch_status(&self, repo: &str, numbers: &[i64]) -> PluginResult<Vec<PrStatus>> {
+        let mut out = Vec::with_capacity(numbers.len());
+        for chunk in numbers.chunks(BATCH_SIZE) {
+            out.extend(self.graphql_batch(repo, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(repo))]
+    async fn repo_changed(&self, repo: &str) -> PluginResult<bool> {
+        let url = format!(
+            "{}/pulls?state=open&sort=updated&direction=desc&per_page=1",
+            self.repo_url(repo)?
+        );
+        let r = self.get("GET /repos/{owner}/{repo}/pulls", &url).await?;
+        Ok(!r.cached)
+    }
+
+    #[tracing::instrument(skip_all, fields(repo, sha = head_sha))]
+    async fn ci(&self, repo: &str, head_sha: &str) -> PluginResult<CiSummary> {
+        let base = self.repo_url(repo)?;
+        let runs = self
+            .get_all(
+                "GET /repos/{owner}/{repo}/commits/{ref}/check-runs",
+                format!("{base}/commits/{head_sha}/check-runs?per_page=100"),
+            )
+            .await?;
+        let status = self
+            .get(
+                "GET /repos/{owner}/{repo}/commits/{ref}/status",
+                &format!("{base}/commits/{head_sha}/status"),
+            )
+            .await?;
+        let mut checks = vec![];
+        let mut ids = HashMap::new();
+        for c in &runs {
+            let info = CheckInfo {
+                name: str_of(c, "name"),
+                status: str_of(c, "status"),
+                conclusion: c["conclusion"].as_str().map(str::to_string),
+                url: c["details_url"]
+                    .as_str()
+                    .or(c["html_url"].as_str())
+                    .map(str::to_string),
+            };
+            if let Some(id) = c["id"].as_i64() {
+                ids.insert(info.name.clone(), id);
+            }
+            checks.push(info);
+        }
+        for s in status.body["statuses"].as_array().into_iter().flatten() {
+            let state = str_of(s, "state");
+            checks.push(CheckInfo {
+                name: str_of(s, "context"),
+                status: if state == "pending" {
+                    "in_progress".into()
+                } else {
+                    "completed".into()
+                },
+                conclusion: (state != "pending").then_some(state),
+                url: s["target_url"].as_str().map(str::to_string),
+            });
+        }
+        checks.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut failed = vec![];
+        for c in checks.iter().filter(|c| c.failed()) {
+            // On Actions a check run's id is its job's id, so the job log is one hop away.
+            let log_excerpt = match ids.get(&c.name) {
+                Some(id) => self.job_log(&base, *id).await,
+                None => None,
+            };
+            failed.push(FailedCheck {
+                name: c.name.clone(),
+                url: c.url.clone(),
+                log_excerpt,
+            });
+        }
+        Ok(CiSummary {
+            state: ci_state(&checks).into(),
+            checks,
+            failed,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(repo, number))]
+    async fn review_feedback(&self, repo: &str, number: i64) -> PluginResult<ReviewFeedback> {
+        let pr = self.pr_status(repo, number).await?;
+        let base = self.repo_url(repo)?;
+        let reviews = self
+            .get_all(
+                "GET /repos/{owner}/{repo}/pulls/{number}/reviews",
+                format!("{base}/pulls/{number}/reviews?per_page=100"),
+            )
+            .await?;
+        let comments = self
+            .get_all(
+                "GET /repos/{owner}/{repo}/issues/{number}/comments",
+                format!("{base}/issues/{number}/comments?per_page=100"),
+            )
+            .await?;
+        Ok(ReviewFeedback {
+            decision: pr.review,
+            unresolved_threads: pr.unresolved_threads,
+            reviews: reviews
+                .iter()
+                .map(|r| ReviewBody {
+                    author: r["user"]["login"].as_str().unwrap_or("ghost").to_string(),
+                    state: str_of(r, "state").to_lowercase(),
+                    body: str_of(r, "body"),
+                })
+                .collect(),
+            comments: comments
+                .iter()
+                .map(|c| ReviewComment {
+                    author: c["user"]["login"].as_str().unwrap_or("ghost").to_string(),
+                    body: str_of(c, "body"),
+                })
+                .collect(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(repo, number, method = method.as_str()))]
+    async fn merge(
+        &self,
+        repo: &str,
+        number: i64,
+        method: MergeMethod,
+        expected_head: Option<&str>,
+    ) -> PluginResult<String> {
+        let url = format!("{}/pulls/{number}/merge", self.repo_url(repo)?);
+        let mut body = json!({"merge_method": method.as_str()});
+        if let Some(sha) = expected_head {
+            body["sha"] = json!(sha);
+        }
+        let r = self
+            .call(
+                http::Method::PUT,
+                "PUT /repos/{owner}/{repo}/pulls/{number}/merge",
+                &url,
+                Some(&body),
+            )
+            .await?;
+        let message = r.body["message"].as_str().unwrap_or_default().to_string();
+        match r.status {
+            200 => Ok(str_of(&r.body, "sha")),
+            404 => Err(PluginError::NotFound(format!("PR #{number} in {repo}"))),
+            405 => Err(PluginError::NotMergeable(message)),
+            409 => Err(PluginError::Conflict(message)),
+            s => Err(api_error(s, &r.body)),
+        }
+    }
+
+    fn rate_limit(&self) -> Option<RateLimit> {
+        *lock(&self.rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_next_link_is_found_among_rels() {
+        let h = r#"<http://x/r?page=1>; rel="prev", <http://x/r?page=3&per_page=2>; rel="next", <http://x/r?page=9>; rel="last""#;
+        assert_eq!(
+            next_link(h).as_deref(),
+            Some("http://x/r?page=3&per_page=2")
+        );
+        assert_eq!(next_link(r#"<http://x/r?page=1>; rel="first""#), None);
+    }
+
+    #[test]
+    fn github_batch_query_aliases_every_pr() {
+        let q = batch_query(&[3, 17]);
+        assert!(q.contains("pr3: pullRequest(number: 3)"));
+        assert!(q.contains("pr17: pullRequest(number: 17)"));
+        assert!(q.contains("rateLimit { cost remaining"));
+    }
+
+    #[test]
+    fn github_graphql_pr_maps_rollup_threads_and_merge_state() {
+        let v = json!({"number": 5, "url": "u", "isDraft": false, "state": "OPEN",
+            "headRefName": "f", "headRefOid": "s", "baseRefName": "main",
+            "mergeable": "CONFLICTING", "mergeStateStatus": "DIRTY", "reviewDecision": "CHANGES_REQUESTED",
+            "statusCheckRollup": {"state": "FAILURE", "contexts": {"nodes": [
+                {"__typename": "CheckRun", "name": "test", "status": "COMPLETED", "conclusion": "FAILURE", "detailsUrl": "d"},
+                {"__typename": "StatusContext", "context": "lint", "state": "PENDING", "targetUrl": null}]}},
+            "reviewThreads": {"nodes": [
+                {"isResolved": true, "path": "a.rs", "line": 1, "comments": {"nodes": []}},
+                {"isResolved": false, "path": "b.rs", "line": 9, "comments": {"nodes": [{"author": {"login": "r"}, "body": "fix"}]}}]}});
+        let p = pr_from_graphql(&v);
+        assert_eq!(
+            (p.state.as_str(), p.ci.as_str(), p.review.as_str()),
+            ("open", "failing", "changes_requested")
+        );
+        assert!(p.conflicts && !p.behind);
+        assert_eq!(p.mergeable, Some(false));
+        assert_eq!(p.unresolved_threads.len(), 1);
+        assert_eq!(p.unresolved_threads[0].path, "b.rs");
+        assert_eq!(p.checks[0].name, "lint");
+        assert_eq!(p.checks[0].status, "in_progress");
+    }
+
+    #[test]
+    fn github_log_excerpt_keeps_the_tail() {
+        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let e = excerpt(&log);
+        assert!(e.starts_with("line 60"));
+        assert!(e.ends_with("line 99"));
+    }
+
+    #[tokio::test]
+    async fn github_debug_masks_the_token() {
+        let s = GithubSettings {
+            api_url: "http://127.0.0.1:1".into(),
+            graphql_url: "http://127.0.0.1:1/graphql".into(),
+            token: Some(crate::config::Secret::new("ghp_secret")),
+            webhook_secret: None,
+        };
+        let scm = GithubScm::new(&s, Duration::from_secs(1)).expect("builds");
+        assert!(!format!("{scm:?}").contains("ghp_secret"));
+    }
+
+    #[test]
+    fn github_secondary_limit_is_retriable_with_its_wait() {
+        let e = PluginError::RateLimited {
+            kind: "secondary",
+            retry_after: Duration::from_secs(7),
+        };
+        assert!(e.is_retriable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    }
+}
