@@ -116,6 +116,7 @@ pub fn policy_from(settings: &Settings, project: &str) -> Policy {
         .map(|b| Budget {
             session_usd: b.session_usd,
             session_tokens: b.session_tokens,
+            project_usd: b.project_usd,
             action: match b.action {
                 config::BudgetAction::Stop => BudgetAction::Stop,
                 config::BudgetAction::Escalate => BudgetAction::Escalate,

@@ -140,6 +140,9 @@ pub enum EventKind {
     UsageObserved {
         /// Totals for the session.
         usage: Usage,
+        /// What the whole project has spent, this session included (for its budget).
+        #[serde(default)]
+        project_usd: Option<f64>,
     },
 }
 
@@ -718,7 +721,7 @@ impl Machine<'_> {
                 Outcome::Applied
             }
             EventKind::AgentReported { state, pr, .. } => self.reported(*state, pr.as_ref()),
-            EventKind::UsageObserved { usage } => self.usage(*usage),
+            EventKind::UsageObserved { usage, project_usd } => self.usage(*usage, *project_usd),
             EventKind::TimerFired { kind } => self.timer(kind),
             EventKind::ActorGaveUp { reason } => {
                 if st.is_terminal() {
@@ -768,7 +771,7 @@ impl Machine<'_> {
     }
 
     /// Records spend; crossing the budget stops the agent or escalates, as configured.
-    fn usage(&mut self, usage: Usage) -> Outcome {
+    fn usage(&mut self, usage: Usage, project_usd: Option<f64>) -> Outcome {
         if self.state().is_terminal() {
             return self.ignore("agent.usage");
         }
@@ -788,7 +791,12 @@ impl Machine<'_> {
             (_, _, Some(max)) if tokens >= max => {
                 Some(format!("used {tokens} of a {max}-token budget"))
             }
-            _ => None,
+            _ => match (b.project_usd, project_usd) {
+                (Some(max), Some(spent)) if spent >= max => Some(format!(
+                    "the project spent ${spent:.2} of its ${max:.2} budget"
+                )),
+                _ => None,
+            },
         };
         let Some(why) = over else {
             return Outcome::Applied;

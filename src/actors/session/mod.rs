@@ -628,6 +628,29 @@ impl Handler<OutputChanged> for SessionActor {
     }
 }
 
+/// The project's spend with this session's newest figure: the sum over its sessions' recorded
+/// usage (only computed when this session's spend changed).
+async fn project_spend(
+    fleet: &Fleet,
+    rec: &crate::store::SessionRecord,
+    mine: Option<f64>,
+) -> Option<f64> {
+    let sessions = fleet
+        .store
+        .list_sessions(&crate::store::SessionFilter {
+            project: Some(rec.project.clone()),
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    let others: f64 = sessions
+        .iter()
+        .filter(|s| s.id != rec.id)
+        .filter_map(|s| s.meta["usage"]["cost_usd"].as_f64())
+        .sum();
+    Some(others + mine.unwrap_or(0.0))
+}
+
 /// What the agent's log, screen and spend say now, as events for the machine. Only changes
 /// become events (the machine would also ignore repeats, but each one would be a row).
 async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
@@ -682,7 +705,10 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
         };
         let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
         if known != Some(usage) {
-            out.push(EventKind::UsageObserved { usage });
+            out.push(EventKind::UsageObserved {
+                usage,
+                project_usd: project_spend(fleet, rec, usage.cost_usd).await,
+            });
         }
     }
     out

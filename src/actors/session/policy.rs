@@ -126,6 +126,8 @@ pub struct Budget {
     pub session_usd: Option<f64>,
     /// Input + output tokens.
     pub session_tokens: Option<u64>,
+    /// US dollars over all of the project's sessions.
+    pub project_usd: Option<f64>,
     /// What happens when crossed.
     pub action: BudgetAction,
 }

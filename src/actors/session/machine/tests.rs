@@ -175,6 +175,7 @@ fn samples() -> Vec<(&'static str, EventKind)> {
                     cache_tokens: 0,
                     cost_usd: Some(0.01),
                 },
+                project_usd: None,
             },
         ),
     ]
@@ -750,6 +751,7 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
     p.budget = Some(Budget {
         session_usd: Some(1.0),
         session_tokens: None,
+        project_usd: None,
         action: BudgetAction::Stop,
     });
     let usage = |c: f64| Event {
@@ -761,6 +763,7 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
                 cache_tokens: 0,
                 cost_usd: Some(c),
             },
+            project_usd: None,
         },
     };
     let under = step(&fresh(SessionState::Working), &usage(0.5), &p);
@@ -782,6 +785,7 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
     p.budget = Some(Budget {
         session_usd: Some(1.0),
         session_tokens: None,
+        project_usd: None,
         action: BudgetAction::Escalate,
     });
     let esc = step(&under.snapshot, &usage(1.2), &p);
@@ -828,4 +832,33 @@ fn stuck_and_waiting_sessions_have_a_timed_exit() {
         !back.snapshot.timers.contains_key(TIMER_ABANDON),
         "leaving disarms it"
     );
+}
+
+#[test]
+fn a_spent_project_budget_stops_the_next_spending_session() {
+    use crate::actors::session::policy::{Budget, BudgetAction};
+    let mut p = Policy::defaults();
+    p.budget = Some(Budget {
+        session_usd: None,
+        session_tokens: None,
+        project_usd: Some(10.0),
+        action: BudgetAction::Stop,
+    });
+    let out = step(
+        &fresh(SessionState::Working),
+        &Event {
+            at: at(0),
+            kind: EventKind::UsageObserved {
+                usage: Usage {
+                    input_tokens: 1,
+                    output_tokens: 1,
+                    cache_tokens: 0,
+                    cost_usd: Some(0.5),
+                },
+                project_usd: Some(10.2),
+            },
+        },
+        &p,
+    );
+    assert_eq!(out.snapshot.session.state, SessionState::Killed);
 }
