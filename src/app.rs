@@ -178,7 +178,7 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         Arc::new(TmuxRuntime::new(tmux_socket(home), home.join("tmux"))),
     );
     p.workspaces
-        .insert("worktree".into(), Arc::new(WorktreeWorkspace));
+        .insert("worktree".into(), Arc::new(WorktreeWorkspace::new()));
     p.workspaces.insert(
         "clone".into(),
         Arc::new(crate::plugins::clone::CloneWorkspace),

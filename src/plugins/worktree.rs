@@ -1,7 +1,8 @@
 //! The `worktree` workspace: one `git worktree` per session, on its own branch, cut from a
 //! freshly fetched base when the remote has it.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -10,7 +11,28 @@ use super::{PluginError, PluginResult, Workspace, WorkspaceInfo, WorkspaceReques
 
 /// Git worktrees under `$FLOTILLA_HOME/worktrees/{project}/{session}`.
 #[derive(Debug, Default, Clone)]
-pub struct WorktreeWorkspace;
+pub struct WorktreeWorkspace {
+    /// One lock per repository: git's worktree bookkeeping (`.git/worktrees`) and `fetch` are
+    /// not safe to run concurrently in one repository (a batch of 100 spawns lost 3 to
+    /// "failed to read .git/worktrees/…/commondir" without it).
+    locks:
+        std::sync::Arc<std::sync::Mutex<HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl WorktreeWorkspace {
+    /// A worktree workspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock_for(&self, repo: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        match self.locks.lock() {
+            Ok(mut m) => m.entry(repo.to_path_buf()).or_default().clone(),
+            // A poisoned map only means another thread panicked mid-insert: use a fresh lock.
+            Err(_) => std::sync::Arc::default(),
+        }
+    }
+}
 
 /// Rejects branch names git would refuse or that could be read as options or paths.
 ///
@@ -89,6 +111,8 @@ impl Workspace for WorktreeWorkspace {
         if let Some(parent) = req.path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
+        let lock = self.lock_for(&req.repo);
+        let _held = lock.lock().await;
         let path = req.path.to_string_lossy().to_string();
         let local = format!("refs/heads/{}", req.branch);
         let exists = git(&req.repo, &["show-ref", "--verify", "--quiet", &local])
@@ -132,6 +156,8 @@ impl Workspace for WorktreeWorkspace {
     }
 
     async fn destroy(&self, repo: &Path, path: &Path) -> PluginResult<()> {
+        let lock = self.lock_for(repo);
+        let _held = lock.lock().await;
         if tokio::fs::metadata(path).await.is_ok() {
             let p = path.to_string_lossy().to_string();
             git(repo, &["worktree", "remove", "--force", &p]).await?;

@@ -169,7 +169,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     );
     plugins
         .workspaces
-        .insert("worktree".into(), Arc::new(WorktreeWorkspace));
+        .insert("worktree".into(), Arc::new(WorktreeWorkspace::new()));
     plugins.agents.insert(
         "scripted".into(),
         Arc::new(CommandAgent {
