@@ -8,11 +8,14 @@
 //! | [`events`] | `/api/v1/events` (SSE, resumable with `Last-Event-ID`) |
 //! | [`ws`] | `/api/v1/ws` (the same stream over WebSocket) |
 //! | [`conversations`] | `/api/v1/conversations…` |
+//! | [`dashboard`] | `/` and `/assets/*` (the web dashboard, embedded), `/api/v1/board` |
+//! | [`terminal`] | `/api/v1/sessions/{id}/terminal` (a session's terminal over WebSocket) |
 //! | [`openapi`] | `/api/v1/openapi.json`, generated from the handlers |
 //! | [`middleware`] | bearer auth, request metrics and spans |
 //! | [`error`] | `ApiError`, the only `ResponseError` |
 
 pub mod conversations;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod fleet;
@@ -20,6 +23,7 @@ pub mod health;
 pub mod middleware;
 pub mod openapi;
 pub mod sessions;
+pub mod terminal;
 pub mod ws;
 
 use std::time::Duration;
@@ -76,6 +80,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/", web::get().to(dashboard::index))
+        .route("/assets/{path:.*}", web::get().to(dashboard::asset))
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(middleware::require_token))
@@ -90,6 +96,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/sessions/{id}/events", web::get().to(sessions::events))
                 .route("/sessions/{id}/output", web::get().to(sessions::output))
                 .route("/sessions/{id}/attach", web::get().to(fleet::attach))
+                .route("/sessions/{id}/terminal", web::get().to(terminal::connect))
+                .route("/board", web::get().to(dashboard::board))
                 .route(
                     "/projects/{project}/orchestrator",
                     web::post().to(fleet::orchestrator),

@@ -3,7 +3,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use super::{conversations, events, fleet, health, sessions, ws};
+use super::{conversations, dashboard, events, fleet, health, sessions, terminal, ws};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use super::{conversations, events, fleet, health, sessions, ws};
         conversations::list, conversations::get,
         fleet::batch, fleet::attach, fleet::orchestrator, fleet::orphans, fleet::report,
         events::stream, ws::connect, spec,
+        dashboard::board, terminal::connect,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
