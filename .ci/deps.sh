@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
-# git, tmux, a PostgreSQL server, promtool (package prometheus). Safe to run again.
+# git, tmux, a PostgreSQL server, promtool (package prometheus), and for the dashboard's
+# browser tests chromium, node and npm; then playwright-core from the npm registry into
+# tests/dashboard (pinned by its package-lock.json; no browser download). Safe to run again.
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=()
@@ -17,3 +22,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The prometheus package may start a server we do not want; promtool is all we use.
 pkill -x prometheus 2>/dev/null || true
+# The dashboard's Playwright tests: playwright-core only (it drives Debian's chromium).
+dash="$(cd "$(dirname "$0")/.." && pwd)/tests/dashboard"
+if [ ! -f "$dash/node_modules/playwright-core/package.json" ]; then
+  (cd "$dash" && npm ci --no-audit --no-fund)
+fi

@@ -758,19 +758,53 @@ mod tests {
         assert_eq!(crlf(b"\nc\n", &mut cr), b"\nc\r\n");
     }
 
-    async fn read_until(pty: &Pty, want: &str) -> String {
-        let mut seen = String::new();
-        let mut buf = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !seen.contains(want) {
-            let n = tokio::time::timeout_at(deadline, pty.read(&mut buf))
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {want:?}; saw {seen:?}"))
-                .expect("read");
-            assert!(n > 0, "terminal closed before {want:?}; saw {seen:?}");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    /// Everything a pty printed so far; waits consume up to the text they waited for, so
+    /// output that arrives in one read with earlier output is not lost.
+    struct Transcript<'a> {
+        pty: &'a Pty,
+        seen: String,
+    }
+
+    impl Transcript<'_> {
+        async fn until(&mut self, want: &str) {
+            let mut buf = vec![0u8; 4096];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(i) = self.seen.find(want) {
+                    self.seen.drain(..i + want.len());
+                    return;
+                }
+                let n = tokio::time::timeout_at(deadline, self.pty.read(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("timed out waiting for {want:?}; saw {:?}", self.seen)
+                    })
+                    .expect("read");
+                assert!(
+                    n > 0,
+                    "terminal closed before {want:?}; saw {:?}",
+                    self.seen
+                );
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
         }
-        seen
+
+        /// Reads what is there for a moment (keeps a chatty client from blocking on us).
+        async fn drain(&mut self) {
+            let mut buf = vec![0u8; 4096];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(50), self.pty.read(&mut buf)).await
+            {
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    }
+
+    async fn write_all(pty: &Pty, mut rest: &[u8]) {
+        while !rest.is_empty() {
+            let n = pty.write(rest).await.expect("write");
+            rest = &rest[n..];
+        }
     }
 
     #[tokio::test]
@@ -784,15 +818,15 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let PtyChild { pty, child: _child } = PtyChild::spawn(&argv, 100, 30).expect("spawn");
-        read_until(&pty, "30 100").await;
+        let mut out = Transcript {
+            pty: &pty,
+            seen: String::new(),
+        };
+        out.until("30 100").await;
         pty.resize(132, 43).expect("resize");
-        let mut rest: &[u8] = b"typed\r";
-        while !rest.is_empty() {
-            let n = pty.write(rest).await.expect("write");
-            rest = &rest[n..];
-        }
-        read_until(&pty, "got:typed").await;
-        read_until(&pty, "43 132").await;
+        write_all(&pty, b"typed\r").await;
+        out.until("got:typed").await;
+        out.until("43 132").await;
     }
 
     #[tokio::test]
@@ -814,5 +848,117 @@ mod tests {
             .await
             .expect("woken");
         assert_eq!(log.read_new().await.expect("read"), b"second\n");
+    }
+
+    /// Runs tmux on a private socket; `None` (skip) without tmux, except under CI.
+    fn tmux(socket: &str, args: &[&str]) -> Option<std::process::Output> {
+        match std::process::Command::new("tmux")
+            .args(["-L", socket])
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+        {
+            Ok(o) => Some(o),
+            Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("tmux is required under CI=true")
+            }
+            Err(_) => {
+                eprintln!("skipping: tmux is not installed");
+                None
+            }
+        }
+    }
+
+    /// Kills the private tmux server when the test ends, however it ends.
+    struct TmuxServer(String);
+    impl Drop for TmuxServer {
+        fn drop(&mut self) {
+            let _ = tmux(&self.0, &["kill-server"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tmux_attach_relays_both_ways_and_resizes_the_client() {
+        let socket = format!("flotilla-term-{}", uuid::Uuid::new_v4().simple());
+        let Some(made) = tmux(
+            &socket,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "agent",
+                "-x",
+                "80",
+                "-y",
+                "24",
+                "cat",
+            ],
+        ) else {
+            return;
+        };
+        let _server = TmuxServer(socket.clone());
+        assert!(made.status.success(), "{made:?}");
+        let argv: Vec<String> = ["tmux", "-L", &socket, "attach-session", "-t", "agent"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let PtyChild { pty, mut child } = PtyChild::spawn(&argv, 100, 30).expect("attach");
+        let mut out = Transcript {
+            pty: &pty,
+            seen: String::new(),
+        };
+        // Wait until tmux reports the client attached at our size before typing, so the
+        // keys go through tmux rather than the pty's own echo.
+        let has_client = |size: &'static str| {
+            let socket = socket.clone();
+            move || {
+                let o = tmux(
+                    &socket,
+                    &["list-clients", "-F", "#{client_width}x#{client_height}"],
+                )
+                .expect("clients");
+                String::from_utf8_lossy(&o.stdout).contains(size)
+            }
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let attached = has_client("100x30");
+        while !attached() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tmux client never attached"
+            );
+            out.drain().await;
+        }
+        write_all(&pty, b"typed into tmux\r").await;
+        // `cat` in the pane echoes the line: it went into the pane through tmux, and the
+        // pane's redraw came back out through our pty.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let pane = tmux(&socket, &["capture-pane", "-p", "-t", "agent"]).expect("capture");
+            if String::from_utf8_lossy(&pane.stdout).contains("typed into tmux") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pane never got the keys"
+            );
+            out.drain().await;
+        }
+        out.until("typed into tmux").await;
+
+        pty.resize(132, 40).expect("resize");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let resized = has_client("132x40");
+        while !resized() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the client never resized"
+            );
+            out.drain().await;
+        }
+        child.start_kill().expect("kill the attach client");
+        let _ = child.wait().await;
+        let alive = tmux(&socket, &["has-session", "-t", "agent"]).expect("has-session");
+        assert!(alive.status.success(), "detaching leaves the agent running");
     }
 }
