@@ -30,6 +30,11 @@ pub const BUILD_INFO: &str = "flotilla_build_info";
 pub const EVENTS: &str = "flotilla_events_total";
 /// Live session actors (gauge).
 pub const SESSION_ACTORS: &str = "flotilla_session_actors";
+/// Reactions fired (counter, `reaction` from the configured reaction keys, `action`: `send`
+/// to the agent, `notify` a human, or `escalate` to one).
+pub const REACTIONS: &str = "flotilla_reactions_total";
+/// Reactions escalated to a human (counter, `reaction`).
+pub const ESCALATIONS: &str = "flotilla_escalations_total";
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -48,6 +53,10 @@ pub struct Metrics {
     pub events: IntCounter,
     /// See [`SESSION_ACTORS`].
     pub session_actors: IntGauge,
+    /// See [`REACTIONS`].
+    pub reactions: IntCounterVec,
+    /// See [`ESCALATIONS`].
+    pub escalations: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -70,6 +79,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let actor_restarts = IntCounter::new(ACTOR_RESTARTS, "Session actor restarts after errors.")?;
     let events = IntCounter::new(EVENTS, "Events appended to the event log.")?;
     let session_actors = IntGauge::new(SESSION_ACTORS, "Live session actors.")?;
+    let reactions = IntCounterVec::new(
+        Opts::new(REACTIONS, "Reactions fired, by reaction and action."),
+        &["reaction", "action"],
+    )?;
+    let escalations = IntCounterVec::new(
+        Opts::new(ESCALATIONS, "Reactions escalated to a human, by reaction."),
+        &["reaction"],
+    )?;
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -84,6 +101,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(actor_restarts.clone()))?;
     registry.register(Box::new(events.clone()))?;
     registry.register(Box::new(session_actors.clone()))?;
+    registry.register(Box::new(reactions.clone()))?;
+    registry.register(Box::new(escalations.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -98,6 +117,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         actor_restarts,
         events,
         session_actors,
+        reactions,
+        escalations,
     })
 }
 
@@ -118,6 +139,17 @@ impl Metrics {
             self.sessions.with_label_values(&[from.as_str()]).dec();
             self.sessions.with_label_values(&[to.as_str()]).inc();
         }
+    }
+
+    /// Records a reaction that fired: `action` is `send` (a message to the agent), `notify` or
+    /// `escalate` (a human).
+    pub fn reaction(&self, reaction: &str, action: &str) {
+        self.reactions.with_label_values(&[reaction, action]).inc();
+    }
+
+    /// Records an escalation to a human.
+    pub fn escalation(&self, reaction: &str) {
+        self.escalations.with_label_values(&[reaction]).inc();
     }
 
     /// Sets the state gauge from stored counts (at start-up).

@@ -262,3 +262,113 @@ async fn a_process_terminal_streams_the_log_and_delivers_typed_lines() {
     let (s, _) = app.get(&format!("/api/v1/sessions/{id}/terminal")).await;
     assert_eq!(s, 409, "an ended session has nothing to attach to");
 }
+
+/// Metrics the operators' dashboard shows before the service exports them: the GitHub
+/// lifecycle and the chat bridge add them (their panels stay empty until then).
+const PLANNED_METRICS: [&str; 2] = [
+    "flotilla_github_rate_limit_remaining",
+    "flotilla_chat_queue_depth",
+];
+
+#[actix_web::test]
+async fn the_grafana_dashboard_queries_parse_and_use_exported_metrics() {
+    let app = spawn_app().await;
+    // A reaction fires (agent-exited: notify) so its counter has a sample.
+    let id = app
+        .spawn(json!({"project": "demo", "agent": "failing"}))
+        .await;
+    app.wait_state(&id, "errored").await;
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    // (Metrics are process-wide: other tests may have counted too.)
+    assert!(
+        metrics.contains(r#"flotilla_reactions_total{action="notify",reaction="agent-exited"} "#),
+        "{metrics}"
+    );
+    use flotilla::telemetry as t;
+    let exported = [
+        t::SESSIONS,
+        t::SESSION_TRANSITIONS,
+        t::HTTP_REQUESTS,
+        t::HTTP_DURATION,
+        t::ACTOR_RESTARTS,
+        t::BUILD_INFO,
+        t::EVENTS,
+        t::SESSION_ACTORS,
+        t::REACTIONS,
+        t::ESCALATIONS,
+    ];
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/flotilla.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(String::from))
+        .collect();
+    assert!(exprs.len() >= 15, "{} queries", exprs.len());
+    for want in [
+        "flotilla_sessions",
+        "flotilla_reactions_total",
+        "flotilla_escalations_total",
+        "flotilla_github_rate_limit_remaining",
+        "flotilla_chat_queue_depth",
+        "flotilla_http_request_duration_seconds_bucket",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(want)),
+            "no panel shows {want}"
+        );
+    }
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("flotilla_"))
+        {
+            let family = name.trim_end_matches("_bucket");
+            assert!(
+                exported.contains(&family) || PLANNED_METRICS.contains(&name),
+                "{name} is neither exported nor planned"
+            );
+        }
+    }
+    if !require_tool("promtool") {
+        return;
+    }
+    // promtool parses every query as a recording rule (Grafana's variables filled in).
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let q = e
+            .replace("$__rate_interval", "5m")
+            .replace("$job", ".*")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: flotilla:grafana_{i}\n        expr: {}\n",
+            serde_json::to_string(&q).expect("quoted")
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).expect("write rules");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
