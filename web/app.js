@@ -296,8 +296,9 @@ function renderCard(id) {
 function cardHtml(m) {
   const task = m.task ? `<div class="task" title="${esc(m.task)}">${esc(firstLine(m.task))}</div>` : '';
   const issueUrl = safeUrl(m.issue_url);
+  const issueText = /^\d+$/.test(m.issue || '') ? `#${m.issue}` : m.issue;
   const issue = m.issue
-    ? `<span class="issue">${issueUrl ? `<a href="${esc(issueUrl)}" target="_blank" rel="noopener">${esc(m.issue)}</a>` : esc(m.issue)}</span>`
+    ? `<span class="issue" title="issue">${issueUrl ? `<a href="${esc(issueUrl)}" target="_blank" rel="noopener">${esc(issueText)}</a>` : esc(issueText)}</span>`
     : '';
   const prUrl = m.pr && safeUrl(m.pr.url);
   const pr = m.pr

@@ -17,6 +17,67 @@ use crate::server::*;
 
 /// Whole-suite deadline: the node tests wait for each condition with their own deadlines.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Ended sessions in the store before the server starts, so the board is tested with a
+/// realistic fleet (1,000 cards) and not only the handful the tests spawn.
+const SEEDED: usize = 1000;
+
+/// Writes `n` ended sessions (`seed-1`…) straight into the test home's store, spread over
+/// the terminal states, each with a realistic prompt, branch and history. Ended sessions
+/// have no actor, so the server starts as fast as with none.
+async fn seed_ended_sessions(home: &Path, n: usize) {
+    use flotilla::store::{NewEvent, NewSession, PrRef, SessionState, TransitionCommit};
+    let url = format!("sqlite://{}/flotilla.db", home.display());
+    let store = flotilla::store::open(&url).await.expect("store");
+    let ended = [
+        SessionState::Done,
+        SessionState::Merged,
+        SessionState::Killed,
+        SessionState::Terminated,
+        SessionState::Done,
+        SessionState::Errored,
+    ];
+    for i in 0..n {
+        let (rec, _) = store
+            .create_session(&NewSession {
+                project: "demo".into(),
+                prefix: "seed".into(),
+                agent: "scripted".into(),
+                runtime: "process".into(),
+                workspace_kind: "worktree".into(),
+                branch: None,
+                issue: Some(format!("{}", 100 + i)),
+                prompt: Some(format!("Seeded task {i}: ").repeat(20)),
+                skip_numbers: vec![],
+                fixed_id: None,
+                meta: serde_json::Value::Null,
+                at: chrono::Utc::now(),
+            })
+            .await
+            .expect("create");
+        let mut snap = store.load_snapshot(&rec.id).await.expect("load");
+        let to = ended[i % ended.len()];
+        snap.session.state = to;
+        snap.session.branch = Some(format!("session/{}", rec.id));
+        if to == SessionState::Merged {
+            snap.session.pr = Some(PrRef {
+                number: i as i64 + 1,
+                url: format!("https://github.com/acme/app/pull/{}", i + 1),
+            });
+        }
+        store
+            .commit_transition(&TransitionCommit {
+                snapshot: snap,
+                event: NewEvent {
+                    session_id: Some(rec.id.clone()),
+                    kind: "agent.exited".into(),
+                    data: json!({"from": "working", "to": to, "state": to, "reason": null}),
+                    at: chrono::Utc::now(),
+                },
+            })
+            .await
+            .expect("commit");
+    }
+}
 
 fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -64,6 +125,7 @@ async fn dashboard_passes_its_playwright_tests_in_headless_chromium() {
         return;
     }
     let s = Scratch::new("");
+    seed_ended_sessions(&s.home, SEEDED).await;
     let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
     let artifacts = root.join("test-artifacts");
     let run = tokio::process::Command::new("node")
@@ -73,6 +135,7 @@ async fn dashboard_passes_its_playwright_tests_in_headless_chromium() {
         .env("FLOTILLA_TOKEN", TOKEN)
         .env("FLOTILLA_ARTIFACTS", &artifacts)
         .env("CHROMIUM", chromium_path())
+        .env("FLOTILLA_SEEDED", SEEDED.to_string())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(SUITE_TIMEOUT, run)

@@ -7,6 +7,7 @@
 //   FLOTILLA_TOKEN      its API token
 //   FLOTILLA_ARTIFACTS  where screenshots go (test-artifacts/)
 //   CHROMIUM            the browser (default /usr/bin/chromium, Debian's package)
+//   FLOTILLA_SEEDED     how many ended sessions (seed-1…) it stored before starting (1,000)
 //
 // Every wait has a deadline (Playwright's waitFor or `until` below); nothing sleeps a fixed time.
 
@@ -21,6 +22,8 @@ const TOKEN = process.env.FLOTILLA_TOKEN;
 const ARTIFACTS = process.env.FLOTILLA_ARTIFACTS || 'test-artifacts';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 30_000;
+// Ended sessions the Rust side wrote into the store before starting the server.
+const SEEDED = Number(process.env.FLOTILLA_SEEDED || 0);
 
 assert.ok(BASE && TOKEN, 'FLOTILLA_URL and FLOTILLA_TOKEN must be set (run through cargo test --test api dashboard)');
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -156,6 +159,37 @@ describe('dashboard', () => {
     await card(p, 'working', ids.working).waitFor({ state: 'visible', timeout: WAIT });
 
     await p.screenshot({ path: join(ARTIFACTS, 'dashboard-board.png'), fullPage: true });
+    await ctx.close();
+  });
+
+  test('the board stays usable with 1,000 sessions', async () => {
+    const total = (await api('GET', '/api/v1/sessions')).body.sessions.length;
+    assert.ok(total >= SEEDED && total >= 1000, `${total} sessions in the store`);
+    const ctx = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    await ctx.addInitScript((t) => localStorage.setItem('flotilla.token', t), TOKEN);
+    const p = await ctx.newPage();
+    const t0 = Date.now();
+    await p.goto(BASE + '/');
+    await p.waitForFunction((n) => document.querySelectorAll('.card').length >= n, total, { timeout: WAIT });
+    const loaded = Date.now() - t0;
+    const counts = await p.$$eval('.column .count', (els) => els.map((e) => Number(e.textContent)));
+    assert.equal(counts.reduce((a, b) => a + b, 0), total, `column counts ${counts}`);
+
+    // Typing a filter narrows 1,000 cards to one.
+    const t1 = Date.now();
+    await p.fill('#filter-text', 'seed-999');
+    await p.waitForFunction(() => [...document.querySelectorAll('.card')].filter((c) => !c.hidden).length === 1, null, { timeout: WAIT });
+    const filtered = Date.now() - t1;
+    await p.fill('#filter-text', '');
+    await p.waitForFunction((n) => [...document.querySelectorAll('.card')].filter((c) => !c.hidden).length === n, total, { timeout: WAIT });
+
+    // A change still shows at once with 1,000 cards on the page.
+    const id = await spawn({ prompt: 'Among a thousand' });
+    const t2 = Date.now();
+    await card(p, 'working', id).waitFor({ timeout: WAIT });
+    const live = Date.now() - t2;
+    console.log(`# board with ${total} sessions: rendered in ${loaded} ms, filtered in ${filtered} ms, new card in ${live} ms`);
+    assert.ok(loaded < 15_000, `rendering ${total} cards took ${loaded} ms`);
     await ctx.close();
   });
 
