@@ -77,6 +77,11 @@ async fn seed_ended_sessions(home: &Path, n: usize) {
             .await
             .expect("commit");
     }
+    // One chat conversation (the chat bridge is not built yet; its rows are).
+    store
+        .upsert_conversation("telegram", "chat-42", chrono::Utc::now())
+        .await
+        .expect("conversation");
 }
 
 fn ci() -> bool {

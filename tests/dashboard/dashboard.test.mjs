@@ -228,6 +228,18 @@ describe('dashboard', () => {
     await ctx.close();
   });
 
+  test('the conversations page lists the chat conversations', async () => {
+    const { ctx, p } = await signedInPage();
+    await p.click('a[data-nav="conversations"]');
+    await p.locator('#view-conversations').waitFor({ state: 'visible', timeout: WAIT });
+    const row = p.locator('#conversations-body tr[data-id="telegram:chat-42"]');
+    await row.waitFor({ timeout: WAIT });
+    assert.match(await row.innerText(), /telegram/);
+    await p.click('a[data-nav="board"]');
+    await p.locator('#view-board').waitFor({ state: 'visible', timeout: WAIT });
+    await ctx.close();
+  });
+
   test('terminal attach shows the agent output and typed text reaches the pane', async () => {
     const id = ids.working;
     assert.ok(id, 'the board test spawned a working session');
