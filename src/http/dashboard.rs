@@ -84,12 +84,12 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// Strong ETags of the assets, computed once: browsers revalidate (`no-cache`) and get a
-/// 304 until the binary changes.
+/// ETags of the assets, computed once: browsers revalidate (`no-cache`) and get a 304 until
+/// the binary changes. Weak, since the same tag covers the gzip and plain encodings.
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
-        .map(|a| format!("\"{}\"", &hex::encode(Sha256::digest(a.body))[..20]))
+        .map(|a| format!("W/\"{}\"", &hex::encode(Sha256::digest(a.body))[..20]))
         .collect()
 });
 
@@ -101,7 +101,11 @@ fn serve(req: &HttpRequest, path: &str) -> Option<HttpResponse> {
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        // Weak comparison: `W/"x"` and `"x"` match.
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag.trim_start_matches("W/"))
+        });
     let mut res = if fresh {
         HttpResponse::NotModified()
     } else {

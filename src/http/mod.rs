@@ -80,8 +80,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
-        .route("/", web::get().to(dashboard::index))
-        .route("/assets/{path:.*}", web::get().to(dashboard::asset))
+        // The page, its assets and the board read are compressed (xterm.js and a board of
+        // 1,000 cards shrink several times); the streams are not.
+        .service(
+            web::resource("/")
+                .wrap(actix_web::middleware::Compress::default())
+                .route(web::get().to(dashboard::index)),
+        )
+        .service(
+            web::resource("/assets/{path:.*}")
+                .wrap(actix_web::middleware::Compress::default())
+                .route(web::get().to(dashboard::asset)),
+        )
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(middleware::require_token))
@@ -97,7 +107,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/sessions/{id}/output", web::get().to(sessions::output))
                 .route("/sessions/{id}/attach", web::get().to(fleet::attach))
                 .route("/sessions/{id}/terminal", web::get().to(terminal::connect))
-                .route("/board", web::get().to(dashboard::board))
+                .service(
+                    web::resource("/board")
+                        .wrap(actix_web::middleware::Compress::default())
+                        .route(web::get().to(dashboard::board)),
+                )
                 .route(
                     "/projects/{project}/orchestrator",
                     web::post().to(fleet::orchestrator),

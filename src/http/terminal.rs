@@ -666,20 +666,20 @@ async fn relay_log(
     let mut editor = LineEditor::default();
     let mut last_was_cr = false;
     let reason = 'relay: loop {
-        match log.read_new().await {
+        let more = match log.read_new().await {
             Ok(bytes) if !bytes.is_empty() => {
                 let data = Bytes::from(crlf(&bytes, &mut last_was_cr));
                 if out.send(Output::Data(data)).await.is_err() {
                     break String::new();
                 }
-                // More may be waiting; read again before sleeping.
-                continue;
+                true
             }
-            Ok(_) => {}
+            Ok(_) => false,
             Err(e) => break format!("output log unreadable: {e}"),
-        }
+        };
         tokio::select! {
-            _ = log.changed() => {}
+            // Typing goes first, even while a chatty agent keeps the log growing.
+            biased;
             i = input.recv() => match i {
                 Some(Input::Data(b)) => {
                     let (echo, lines) = editor.feed(&String::from_utf8_lossy(&b));
@@ -708,6 +708,9 @@ async fn relay_log(
                 Some(Input::Resize { .. }) => {}
                 None => break String::new(),
             },
+            // More may be waiting: read again at once.
+            _ = std::future::ready(()), if more => {}
+            _ = log.changed(), if !more => {}
         }
     };
     if !reason.is_empty() {
