@@ -208,6 +208,38 @@ describe('dashboard', () => {
     await ctx.close();
   });
 
+  test('after a dropped stream the page resumes from its last event and never re-lists', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    await ctx.addInitScript((t) => localStorage.setItem('flotilla.token', t), TOKEN);
+    // Every event socket goes through this route, so the test can cut it like a network drop.
+    const sockets = [];
+    await ctx.routeWebSocket(/\/api\/v1\/ws/, (ws) => {
+      ws.connectToServer();
+      sockets.push(ws);
+    });
+    const p = await ctx.newPage();
+    const reads = [];
+    p.on('request', (r) => reads.push(new URL(r.url()).pathname));
+    await p.goto(BASE + '/');
+    await p.locator('#conn.ok').waitFor({ timeout: WAIT });
+    const firstAfter = Number(new URL(sockets[0].url()).searchParams.get('after'));
+
+    const id = await spawn({ prompt: 'Survives a dropped stream' });
+    await card(p, 'working', id).waitFor({ timeout: WAIT });
+    await sockets[0].close();
+    await p.locator('#conn.bad').waitFor({ timeout: WAIT });
+    assert.equal((await api('POST', `/api/v1/sessions/${id}/kill`)).status, 200);
+    await card(p, 'done', id).waitFor({ timeout: WAIT });
+    await p.locator('#conn.ok').waitFor({ timeout: WAIT });
+
+    assert.ok(sockets.length >= 2, 'the page reconnected');
+    const resumedAfter = Number(new URL(sockets[1].url()).searchParams.get('after'));
+    assert.ok(resumedAfter > firstAfter, `resumed after ${resumedAfter}, first cursor ${firstAfter}`);
+    assert.equal(reads.filter((r) => r === '/api/v1/board').length, 1, 'one board read');
+    assert.equal(reads.filter((r) => r === '/api/v1/sessions').length, 0, 'no list read');
+    await ctx.close();
+  });
+
   test('the spawn form creates a session that then appears', async () => {
     const { ctx, p } = await signedInPage();
     await p.click('#spawn-open');
@@ -225,6 +257,30 @@ describe('dashboard', () => {
     assert.equal(r.body.prompt, 'Spawned from the dashboard form');
     await waitState(id, 'working');
     await card(p, 'working', id).locator('.branch', { hasText: `session/${id}` }).waitFor({ timeout: WAIT });
+    await ctx.close();
+  });
+
+  test('the session page sends a message, kills and restores', async () => {
+    const id = await spawn({ prompt: 'Driven from its page' });
+    await waitState(id, 'working');
+    const { ctx, p } = await signedInPage();
+    await p.goto(`${BASE}/#/s/${id}`);
+    await p.locator('#view-session').waitFor({ state: 'visible', timeout: WAIT });
+    await p.locator('#term-status', { hasText: 'attached' }).waitFor({ timeout: WAIT });
+    await p.fill('#send-text', 'from the send form');
+    await p.click('#send-form button[type=submit]');
+    await p.locator('#act-status', { hasText: 'delivered' }).waitFor({ timeout: WAIT });
+    await p.locator('#terminal .xterm-rows', { hasText: 'got: from the send form' }).waitFor({ timeout: WAIT });
+
+    p.once('dialog', (d) => d.accept());
+    await p.click('#act-kill');
+    await p.locator('#session-head .state', { hasText: 'killed' }).waitFor({ timeout: WAIT });
+    await waitState(id, 'killed');
+    await p.click('#act-restore');
+    await p.locator('#session-head .state', { hasText: 'working' }).waitFor({ timeout: WAIT });
+    await p.click('#act-merge');
+    await p.locator('#act-status.error').waitFor({ timeout: WAIT });
+    await p.locator('#timeline li', { hasText: 'session.restore_requested' }).waitFor({ timeout: WAIT });
     await ctx.close();
   });
 
