@@ -16,6 +16,11 @@
 //! caused it, the effects with a ~500 B message to the agent), written and published through
 //! the journal exactly as session actors do.
 //!
+//! Measured on the 2-core dev machine (20 s runs): push 0.021 cores (+0.015 over idle) and
+//! 0.43 MiB/s for 100 clients, every client getting all 200 changes (delivery p50 1.9 ms,
+//! p99 5.8 ms); re-list 0.229 cores (+0.222) and 22.8 MiB/s: 53x the bytes, 15x the serving
+//! CPU. At 3,000 sessions push stays flat (+0.018 cores) while re-listing triples (+0.658).
+//!
 //! Knobs: `FLOTILLA_BENCH_SESSIONS` (1000), `FLOTILLA_BENCH_CLIENTS` (100),
 //! `FLOTILLA_BENCH_RATE` (changes/s, 10), `FLOTILLA_BENCH_SECS` (seconds per run, 20).
 //! Run with `cargo bench --bench dashboard`.
