@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
 # git, tmux, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
-# the real agent CLIs' argument check). Safe to run again.
+# the real agent CLIs' argument check), chromium for the dashboard's browser tests; then
+# playwright-core from the npm registry into tests/dashboard (pinned by its package-lock.json;
+# no browser download). Safe to run again.
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-# The real agent CLIs' argument check installs them from npm and PyPI.
-command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+# The real agent CLIs' argument check installs them from npm and PyPI; the dashboard tests
+# drive Debian's chromium.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -22,3 +27,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The prometheus package may start a server we do not want; promtool is all we use.
 pkill -x prometheus 2>/dev/null || true
+# The dashboard's Playwright tests: playwright-core only (it drives Debian's chromium).
+dash="$(cd "$(dirname "$0")/.." && pwd)/tests/dashboard"
+if [ ! -f "$dash/node_modules/playwright-core/package.json" ]; then
+  (cd "$dash" && npm ci --no-audit --no-fund)
+fi

@@ -9,8 +9,8 @@
 //! - [`plugins`]: one trait per slot (Runtime, Agent, Workspace, Tracker, Scm, Notifier,
 //!   ChatPlatform, Assistant) and the implementations: `process` runtime, `command` agent,
 //!   `worktree` workspace, the notifiers.
-//! - [`http`]: the actix-web edge: REST, SSE, WebSocket, health and metrics; it only messages
-//!   actors.
+//! - [`http`]: the actix-web edge: REST, SSE, WebSocket, health and metrics, the web
+//!   dashboard (embedded from `web/`) and terminal attach; it only messages actors.
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).

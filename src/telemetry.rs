@@ -54,6 +54,11 @@ pub const GITHUB_REQUESTS: &str = "flotilla_github_requests_total";
 pub const GITHUB_RATE_LIMIT_REMAINING: &str = "flotilla_github_rate_limit_remaining";
 /// Verified GitHub webhook deliveries handed to the supervisor (counter, `event`).
 pub const GITHUB_WEBHOOKS: &str = "flotilla_github_webhooks_total";
+/// Reactions fired (counter, `reaction` from the configured reaction keys, `action`: `send`
+/// to the agent, `notify` a human, or `escalate` to one).
+pub const REACTIONS: &str = "flotilla_reactions_total";
+/// Reactions escalated to a human (counter, `reaction`).
+pub const ESCALATIONS: &str = "flotilla_escalations_total";
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -92,6 +97,10 @@ pub struct Metrics {
     pub github_rate_limit_remaining: IntGauge,
     /// See [`GITHUB_WEBHOOKS`].
     pub github_webhooks: IntCounterVec,
+    /// See [`REACTIONS`].
+    pub reactions: IntCounterVec,
+    /// See [`ESCALATIONS`].
+    pub escalations: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -166,6 +175,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["event"],
     )?;
+    let reactions = IntCounterVec::new(
+        Opts::new(REACTIONS, "Reactions fired, by reaction and action."),
+        &["reaction", "action"],
+    )?;
+    let escalations = IntCounterVec::new(
+        Opts::new(ESCALATIONS, "Reactions escalated to a human, by reaction."),
+        &["reaction"],
+    )?;
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -190,6 +207,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(github_requests.clone()))?;
     registry.register(Box::new(github_rate_limit_remaining.clone()))?;
     registry.register(Box::new(github_webhooks.clone()))?;
+    registry.register(Box::new(reactions.clone()))?;
+    registry.register(Box::new(escalations.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -214,6 +233,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         github_requests,
         github_rate_limit_remaining,
         github_webhooks,
+        reactions,
+        escalations,
     })
 }
 
@@ -263,6 +284,17 @@ impl Metrics {
         for outcome in NOTIFICATION_OUTCOMES {
             self.notifications.with_label_values(&[notifier, outcome]);
         }
+    }
+
+    /// Records a reaction that fired: `action` is `send` (a message to the agent), `notify` or
+    /// `escalate` (a human).
+    pub fn reaction(&self, reaction: &str, action: &str) {
+        self.reactions.with_label_values(&[reaction, action]).inc();
+    }
+
+    /// Records an escalation to a human.
+    pub fn escalation(&self, reaction: &str) {
+        self.escalations.with_label_values(&[reaction]).inc();
     }
 
     /// Sets the state gauge from stored counts (at start-up).

@@ -10,11 +10,14 @@
 //! | [`conversations`] | `/api/v1/conversations…` |
 //! | [`notifications`] | `/api/v1/notifications` (the outbox, dead letters included) |
 //! | [`webhooks`] | `/webhooks/github` (signed by HMAC, outside bearer auth) |
+//! | [`dashboard`] | `/` and `/assets/*` (the web dashboard, embedded), `/api/v1/board` |
+//! | [`terminal`] | `/api/v1/sessions/{id}/terminal` (a session's terminal over WebSocket) |
 //! | [`openapi`] | `/api/v1/openapi.json`, generated from the handlers |
 //! | [`middleware`] | bearer auth, request metrics and spans |
 //! | [`error`] | `ApiError`, the only `ResponseError` |
 
 pub mod conversations;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod fleet;
@@ -23,6 +26,7 @@ pub mod middleware;
 pub mod notifications;
 pub mod openapi;
 pub mod sessions;
+pub mod terminal;
 pub mod webhooks;
 pub mod ws;
 
@@ -85,6 +89,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        // The page, its assets and the board read are compressed (xterm.js and a board of
+        // 1,000 cards shrink several times); the streams are not.
+        .service(
+            web::resource("/")
+                .wrap(actix_web::middleware::Compress::default())
+                .route(web::get().to(dashboard::index)),
+        )
+        .service(
+            web::resource("/assets/{path:.*}")
+                .wrap(actix_web::middleware::Compress::default())
+                .route(web::get().to(dashboard::asset)),
+        )
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(middleware::require_token))
@@ -99,6 +115,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/sessions/{id}/events", web::get().to(sessions::events))
                 .route("/sessions/{id}/output", web::get().to(sessions::output))
                 .route("/sessions/{id}/attach", web::get().to(fleet::attach))
+                .route("/sessions/{id}/terminal", web::get().to(terminal::connect))
+                .service(
+                    web::resource("/board")
+                        .wrap(actix_web::middleware::Compress::default())
+                        .route(web::get().to(dashboard::board)),
+                )
                 .route(
                     "/projects/{project}/orchestrator",
                     web::post().to(fleet::orchestrator),

@@ -3,7 +3,9 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use super::{conversations, events, fleet, health, notifications, sessions, ws};
+use super::{
+    conversations, dashboard, events, fleet, health, notifications, sessions, terminal, ws,
+};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -16,6 +18,7 @@ use super::{conversations, events, fleet, health, notifications, sessions, ws};
         conversations::list, conversations::get, notifications::list,
         fleet::batch, fleet::attach, fleet::orchestrator, fleet::orphans, fleet::report,
         events::stream, ws::connect, spec,
+        dashboard::board, terminal::connect,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))

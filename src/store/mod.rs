@@ -154,6 +154,20 @@ pub trait Store: Send + Sync + 'static {
     /// `Database` on failure.
     async fn last_event_id(&self) -> StoreResult<i64>;
 
+    /// The newest event of every session (one per session that has any), for the dashboard's
+    /// board: one read, however many sessions there are.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn latest_session_events(&self) -> StoreResult<Vec<EventRecord>>;
+
+    /// Every session's reaction trackers, as `(session, tracker)` pairs ordered by session and
+    /// reaction, for the dashboard's board.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn list_trackers(&self) -> StoreResult<Vec<(SessionId, ReactionTracker)>>;
+
     // ---- webhooks -------------------------------------------------------------------------
 
     /// Records a webhook delivery. Returns `false` if `(platform, delivery_id)` was already

@@ -601,6 +601,35 @@ impl Store for PostgresStore {
         )
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn latest_session_events(&self) -> StoreResult<Vec<EventRecord>> {
+        // One index probe per session (events_session_idx), not a scan of the whole log.
+        sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE id IN (SELECT (SELECT MAX(e.id) FROM events e \
+             WHERE e.session_id = s.id) FROM sessions s) ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_trackers(&self) -> StoreResult<Vec<(SessionId, ReactionTracker)>> {
+        sqlx::query(
+            "SELECT session_id, reaction, attempts, first_triggered_at, last_triggered_at, \
+             fingerprint, escalated FROM reaction_trackers ORDER BY session_id, reaction",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((SessionId(get(r, "session_id")?), tracker_from_row(r)?)))
+        .collect()
+    }
+
     #[tracing::instrument(skip_all, fields(platform = %delivery.platform))]
     async fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<bool> {
         let inserted = sqlx::query(

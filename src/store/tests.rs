@@ -152,6 +152,7 @@ store_suite!(
     a_step_writes_its_notifications_with_its_event_deduplicated_within_the_window,
     a_failed_commit_writes_no_notification,
     notifications_are_listed_counted_deferred_and_folded_into_digests,
+    the_board_reads_each_sessions_latest_event_and_all_trackers,
 );
 
 // ---- fixtures --------------------------------------------------------------------------------
@@ -264,6 +265,61 @@ fn ids(events: &[EventRecord]) -> Vec<i64> {
 }
 
 // ---- sessions --------------------------------------------------------------------------------
+
+async fn the_board_reads_each_sessions_latest_event_and_all_trackers(store: SharedStore) {
+    let a = create(&store, "a", 0).await;
+    let b = create(&store, "b", 1).await;
+    let _quiet = create(&store, "c", 2).await;
+    let mut c = bare_commit(&a, SessionState::Working, 3);
+    c.snapshot
+        .trackers
+        .insert("ci-failed".into(), tracker("ci-failed", 2, false));
+    c.snapshot
+        .trackers
+        .insert("agent-stuck".into(), tracker("agent-stuck", 1, true));
+    store.commit_transition(&c).await.expect("commit a");
+    let last_b = store
+        .commit_transition(&bare_commit(&b, SessionState::Stuck, 4))
+        .await
+        .expect("commit b");
+    store
+        .append_event(&NewEvent {
+            session_id: None,
+            kind: "fleet.paused".into(),
+            data: json!({}),
+            at: at(5),
+        })
+        .await
+        .expect("fleet event");
+
+    let latest = store.latest_session_events().await.expect("latest");
+    let by_session: Vec<(String, String)> = latest
+        .iter()
+        .map(|e| (e.session_id.clone().expect("session").0, e.kind.clone()))
+        .collect();
+    assert_eq!(
+        by_session,
+        [
+            ("c-1".to_string(), "session.created".to_string()),
+            ("a-1".to_string(), "session.transition".to_string()),
+            ("b-1".to_string(), "session.transition".to_string()),
+        ]
+    );
+    assert_eq!(latest.last().map(|e| e.id), Some(last_b.id));
+
+    let trackers = store.list_trackers().await.expect("trackers");
+    let seen: Vec<(&str, &str, i64, bool)> = trackers
+        .iter()
+        .map(|(s, t)| (s.as_str(), t.reaction.as_str(), t.attempts, t.escalated))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a-1", "agent-stuck", 1, true),
+            ("a-1", "ci-failed", 2, false)
+        ]
+    );
+}
 
 async fn a_created_session_loads_back_unchanged(store: SharedStore) {
     let new = new_session("demo", 0);

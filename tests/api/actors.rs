@@ -75,6 +75,12 @@ impl Store for FlakyStore {
     async fn last_event_id(&self) -> StoreResult<i64> {
         self.inner.last_event_id().await
     }
+    async fn latest_session_events(&self) -> StoreResult<Vec<EventRecord>> {
+        self.inner.latest_session_events().await
+    }
+    async fn list_trackers(&self) -> StoreResult<Vec<(SessionId, ReactionTracker)>> {
+        self.inner.list_trackers().await
+    }
     async fn record_webhook_delivery(&self, d: &WebhookDelivery) -> StoreResult<bool> {
         self.inner.record_webhook_delivery(d).await
     }

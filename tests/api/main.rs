@@ -4,6 +4,7 @@ mod actors;
 mod bad_input;
 mod cli;
 mod crash;
+mod dashboard;
 mod events;
 #[path = "../support/fake_github.rs"]
 mod fake_github;

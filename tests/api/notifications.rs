@@ -578,8 +578,8 @@ async fn bad_notifier_config_exits_2_naming_the_key() {
             "notifiers.ops.url",
         ),
         (
-            "notifiers: { ops: { kind: desktop } }\nrouting: { urgent: [ops], action: [ops], warning: [ops] }\n",
-            "routing.info",
+            "notifiers: { ops: { kind: desktop } }\nrouting: { urgent: [ops], action: [ops], info: [ops] }\n",
+            "routing.warning",
         ),
         (
             "notifiers: { room: { kind: chat }, ops: { kind: desktop } }\ndefaults: { notifiers: [ops] }\nrouting: { urgent: [room] }\n",

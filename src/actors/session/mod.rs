@@ -342,6 +342,24 @@ impl SessionActor {
         effects: Vec<Effect>,
     ) {
         let (from, to) = (old.session.state, new.session.state);
+        for e in &effects {
+            match e {
+                Effect::SendToAgent { reaction, .. } => METRICS.reaction(reaction, "send"),
+                Effect::Notify {
+                    reaction: Some(reaction),
+                    escalation,
+                    ..
+                } => {
+                    if *escalation {
+                        METRICS.reaction(reaction, "escalate");
+                        METRICS.escalation(reaction);
+                    } else {
+                        METRICS.reaction(reaction, "notify");
+                    }
+                }
+                _ => {}
+            }
+        }
         if from != to {
             METRICS.transition(from, to);
             self.span.record("state", to.as_str());

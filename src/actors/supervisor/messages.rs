@@ -248,3 +248,27 @@ pub struct GithubEventReceived {
     /// The parsed event.
     pub event: crate::plugins::github::GithubEvent,
 }
+/// What the dashboard's board loads once: every session with its trackers and newest event,
+/// the configured projects and agents, and the event cursor to follow the stream from.
+#[derive(Debug, Clone)]
+pub struct Board {
+    /// The newest event id when the read began. Events after it may already show in the
+    /// rows; replaying them is harmless, since events carry absolute state.
+    pub cursor: i64,
+    /// Every session, oldest first.
+    pub sessions: Vec<SessionRecord>,
+    /// Every reaction tracker, by session.
+    pub trackers: Vec<(SessionId, crate::store::ReactionTracker)>,
+    /// The newest event of each session.
+    pub latest_events: Vec<EventRecord>,
+    /// Project names from config, with each project's default agent.
+    pub projects: Vec<(String, String)>,
+    /// Agent names from config.
+    pub agents: Vec<String>,
+}
+
+/// Sent by the dashboard (`GET /api/v1/board`) once per page load; live changes then come
+/// from the event stream, never from re-reading this.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Board, FleetError>")]
+pub struct GetBoard;

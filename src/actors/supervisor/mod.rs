@@ -806,6 +806,40 @@ impl Handler<BatchSpawn> for FleetSupervisor {
     }
 }
 
+impl Handler<GetBoard> for FleetSupervisor {
+    type Result = Reply<Board>;
+    fn handle(&mut self, _msg: GetBoard, _ctx: &mut Self::Context) -> Self::Result {
+        let store = self.fleet.store.clone();
+        let projects = self
+            .fleet
+            .projects
+            .values()
+            .map(|p| (p.name.clone(), p.agent.clone()))
+            .collect();
+        let mut agents: Vec<String> = self.fleet.plugins.agents.keys().cloned().collect();
+        agents.sort();
+        Box::pin(
+            async move {
+                // The cursor is read first: whatever commits after it is both (maybe) in the
+                // rows and in the stream, never in neither.
+                let cursor = store.last_event_id().await?;
+                let sessions = store.list_sessions(&SessionFilter::default()).await?;
+                let trackers = store.list_trackers().await?;
+                let latest_events = store.latest_session_events().await?;
+                Ok(Board {
+                    cursor,
+                    sessions,
+                    trackers,
+                    latest_events,
+                    projects,
+                    agents,
+                })
+            }
+            .into_actor(self),
+        )
+    }
+}
+
 impl Handler<GetAttach> for FleetSupervisor {
     type Result = Reply<Option<crate::plugins::AttachInfo>>;
     fn handle(&mut self, msg: GetAttach, _ctx: &mut Self::Context) -> Self::Result {
