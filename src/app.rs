@@ -87,17 +87,6 @@ fn report_key(home: &Path) -> Result<Vec<u8>, StartError> {
     Ok(key)
 }
 
-/// `host:port` agents on this machine use to reach the service.
-fn local_url_host(settings: &Settings, port: u16) -> String {
-    let host = match settings.server.bind.trim() {
-        "0.0.0.0" | "" | "localhost" => "127.0.0.1".to_string(),
-        "::" | "[::]" => "[::1]".to_string(),
-        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        h => h.to_string(),
-    };
-    format!("{host}:{port}")
-}
-
 /// A built, not yet running application.
 pub struct Application {
     port: u16,
@@ -300,7 +289,7 @@ impl Application {
             actor_timeout: settings.server.actor_timeout.get(),
             agent_env_passthrough: Vec::new(),
             report_key: report_key(&home)?,
-            server_url: format!("http://{}", local_url_host(&settings, port)),
+            server_url: settings.server.local_url(port),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
             notifications: Notifications::new(

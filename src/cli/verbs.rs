@@ -54,7 +54,10 @@ pub fn run(cli: Cli) -> i32 {
                 Err(code) => return code,
             };
             init_tracing(cli.log_format.unwrap_or(LogFormat::Text), "warn");
-            let server = cli.server.clone().unwrap_or_else(|| server_url(&settings));
+            let server = cli
+                .server
+                .clone()
+                .unwrap_or_else(|| settings.server.local_url(settings.server.port));
             let token = cli.token.clone().or_else(|| {
                 settings
                     .server
@@ -100,16 +103,6 @@ fn load_valid(path: Option<std::path::PathBuf>) -> Result<Settings, i32> {
         eprintln!("flotilla: invalid configuration:\n{e}");
         e.exit_code()
     })
-}
-
-fn server_url(s: &Settings) -> String {
-    let host = match s.server.bind.trim() {
-        "0.0.0.0" | "" => "127.0.0.1".to_string(),
-        "::" | "[::]" => "[::1]".to_string(),
-        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        h => h.to_string(),
-    };
-    format!("http://{host}:{}", s.server.port)
 }
 
 fn serve(path: Option<std::path::PathBuf>, format: Option<LogFormat>) -> i32 {

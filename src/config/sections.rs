@@ -48,6 +48,18 @@ impl ServerSettings {
         host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
+    /// The base URL a client on this machine uses to reach a server bound here on `port`
+    /// (a wildcard bind is reached through loopback).
+    pub fn local_url(&self, port: u16) -> String {
+        let host = match self.bind.trim() {
+            "0.0.0.0" | "" | "localhost" => "127.0.0.1".to_string(),
+            "::" | "[::]" => "[::1]".to_string(),
+            h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+            h => h.to_string(),
+        };
+        format!("http://{host}:{port}")
+    }
+
     /// `host:port` for binding, with brackets around an IPv6 address.
     pub fn bind_address(&self) -> String {
         let host = self.bind.trim();

@@ -268,25 +268,11 @@ async fn after_kill_dash_nine_tmux_sessions_are_readopted_and_new_orphans_report
             .expect("json");
         ids.push(v["id"].as_str().expect("id").to_string());
     }
-    let state = |id: String| {
-        let c = c.clone();
-        let base = base.clone();
-        async move {
-            let v: Value = c
-                .get(format!("{base}/api/v1/sessions/{id}"))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            Some(v)
-        }
-    };
     for id in &ids {
         eventually(30, "working", || async {
-            state(id.clone()).await.filter(|v| v["state"] == "working")
+            session(&c, &base, id)
+                .await
+                .filter(|v| v["state"] == "working")
         })
         .await;
     }
@@ -296,24 +282,8 @@ async fn after_kill_dash_nine_tmux_sessions_are_readopted_and_new_orphans_report
     assert!(ok);
     let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
     let base = server.address.clone();
-    let state = |id: String| {
-        let c = c.clone();
-        let base = base.clone();
-        async move {
-            let v: Value = c
-                .get(format!("{base}/api/v1/sessions/{id}"))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            Some(v)
-        }
-    };
     for id in &ids {
-        let v = state(id.clone()).await.expect("session");
+        let v = session(&c, &base, id).await.expect("session");
         assert_eq!(v["state"], "working", "re-adopted, not lost: {v}");
     }
     let (_, names) = tmux(&sock, &["list-sessions", "-F", "#{session_name}"]);
@@ -358,4 +328,16 @@ async fn after_kill_dash_nine_tmux_sessions_are_readopted_and_new_orphans_report
         (!tmux(&sock, &["has-session", "-t", "demo-2"]).0).then_some(())
     })
     .await;
+}
+
+/// One session as the API shows it, or `None` while the server cannot answer.
+async fn session(c: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
+    c.get(format!("{base}/api/v1/sessions/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
 }

@@ -481,10 +481,14 @@ impl Handler<SendToSession> for FleetSupervisor {
         let me = ctx.address();
         // Subscribed before a restore, so the agent's start cannot slip past unseen.
         let mut events = self.fleet.journal.subscribe();
+        // The session's own spawn deadline bounds the wait; its project is not known until
+        // the row is loaded, so the longest of the projects' deadlines is used.
         let wait = self
             .fleet
-            .project("")
+            .projects
+            .values()
             .map(|p| p.policy.spawn_timeout)
+            .max()
             .unwrap_or_else(|| chrono::Duration::minutes(5))
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(300));
