@@ -54,13 +54,15 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 const LOG_TAIL_BYTES: u64 = 256 * 1024;
 /// After the pane process ends, how long to wait for tmux to reap it and record the status.
 const STATUS_WAIT: Duration = Duration::from_secs(2);
-/// How long a pasted message may take to appear on screen.
-const DRAFT_WAIT: Duration = Duration::from_millis(1500);
+/// How long a pasted message may take to appear on screen. An upper bound polled against
+/// (a loaded machine redraws a long paste slowly; 1.5 s lost a 5,000-character paste under
+/// a parallel test run); a quick agent is confirmed as soon as its screen shows it.
+const DRAFT_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for the draft to be consumed after each Enter (first, then retries).
 const SUBMIT_WAITS: [Duration; 3] = [
-    Duration::from_millis(1500),
-    Duration::from_millis(750),
-    Duration::from_millis(750),
+    Duration::from_secs(3),
+    Duration::from_secs(2),
+    Duration::from_secs(2),
 ];
 /// Screen polling interval while confirming delivery.
 const POLL: Duration = Duration::from_millis(50);
@@ -711,7 +713,7 @@ impl Runtime for TmuxRuntime {
     /// or a `[Pasted …]` placeholder) must then show something else, or the cursor must have
     /// left it. Waiting for the draft before Enter avoids the paste/Enter race; judging the
     /// draft row, not "any output change", avoids counting the visible draft as delivery.
-    /// Unconfirmed after the first Enter, Enter is pressed again (three in all, about 3 s),
+    /// Unconfirmed after the first Enter, Enter is pressed again (three in all, at most about 7 s),
     /// then `Ok(false)`. A draft that never appears is also `Ok(false)` (Enter is still
     /// pressed once).
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
