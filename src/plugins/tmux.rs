@@ -57,12 +57,28 @@ const STATUS_WAIT: Duration = Duration::from_secs(2);
 /// How long a pasted message may take to appear on screen. An upper bound polled against
 /// (a loaded machine redraws a long paste slowly; 1.5 s lost a 5,000-character paste under
 /// a parallel test run); a quick agent is confirmed as soon as its screen shows it.
-const DRAFT_WAIT: Duration = Duration::from_secs(5);
+const DRAFT_WAIT: Wait = Wait {
+    quiet: Duration::from_secs(5),
+    cap: Duration::from_secs(30),
+    settled: true,
+};
 /// How long to wait for the draft to be consumed after each Enter (first, then retries).
-const SUBMIT_WAITS: [Duration; 3] = [
-    Duration::from_secs(3),
-    Duration::from_secs(2),
-    Duration::from_secs(2),
+const SUBMIT_WAITS: [Wait; 3] = [
+    Wait {
+        quiet: Duration::from_secs(3),
+        cap: Duration::from_secs(20),
+        settled: false,
+    },
+    Wait {
+        quiet: Duration::from_secs(2),
+        cap: Duration::from_secs(10),
+        settled: false,
+    },
+    Wait {
+        quiet: Duration::from_secs(2),
+        cap: Duration::from_secs(10),
+        settled: false,
+    },
 ];
 /// Screen polling interval while confirming delivery.
 const POLL: Duration = Duration::from_millis(50);
@@ -173,6 +189,36 @@ impl TmuxRuntime {
     }
 
     /// The visible screen of the pane (one string per row) and the cursor row.
+    /// Polls the screen until `found` gives a value, or `wait` runs out.
+    async fn wait_screen<T>(
+        &self,
+        pane: &str,
+        wait: Wait,
+        found: impl Fn(&Screen) -> Option<T>,
+    ) -> PluginResult<Option<T>> {
+        let start = tokio::time::Instant::now();
+        let mut changed = start;
+        let mut last: Option<Screen> = None;
+        loop {
+            let s = self.screen(pane).await?;
+            let same = last.as_ref() == Some(&s);
+            if same || !wait.settled {
+                if let Some(v) = found(&s) {
+                    return Ok(Some(v));
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if !same {
+                changed = now;
+                last = Some(s);
+            }
+            if now - changed >= wait.quiet || now - start >= wait.cap {
+                return Ok(None);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn screen(&self, pane: &str) -> PluginResult<Screen> {
         let out = self
             .tmux(&[
@@ -329,6 +375,18 @@ impl TmuxRuntime {
 struct Screen {
     rows: Vec<String>,
     cursor: usize,
+}
+
+/// A wait on the screen that gives up only once the screen has stopped changing for `quiet`
+/// (an agent still drawing a long paste on a loaded machine is progress, not failure), and in
+/// any case after `cap`.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    quiet: Duration,
+    cap: Duration,
+    /// Only look at a screen that equals the previous capture: while a paste is still being
+    /// drawn, an earlier line that happens to end like the last one must not pass for the draft.
+    settled: bool,
 }
 
 /// Where the unsent message shows on screen.
@@ -765,31 +823,20 @@ impl Runtime for TmuxRuntime {
         }
         pasted?;
 
-        let deadline = tokio::time::Instant::now() + DRAFT_WAIT;
-        let draft = loop {
-            if let Some(d) = find_draft(&self.screen(&h.pane).await?, &needle) {
-                break Some(d);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break None;
-            }
-            tokio::time::sleep(POLL).await;
-        };
+        let draft = self
+            .wait_screen(&h.pane, DRAFT_WAIT, |s| find_draft(s, &needle))
+            .await?;
         for wait in SUBMIT_WAITS {
             self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             let Some(d) = &draft else {
                 tracing::warn!(session = %h.session, "pasted message never appeared on screen");
                 return Ok(false);
             };
-            let deadline = tokio::time::Instant::now() + wait;
-            loop {
-                if submitted(d, &self.screen(&h.pane).await?, &needle) {
-                    return Ok(true);
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(POLL).await;
+            let done = self
+                .wait_screen(&h.pane, wait, |s| submitted(d, s, &needle).then_some(()))
+                .await?;
+            if done.is_some() {
+                return Ok(true);
             }
         }
         tracing::warn!(session = %h.session, "message pasted but not confirmed as submitted");

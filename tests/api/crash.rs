@@ -12,7 +12,7 @@ use crate::helpers::*;
 use crate::server::*;
 
 async fn get(base: &str, path: &str) -> Value {
-    reqwest::Client::new()
+    crate::helpers::http_client()
         .get(format!("{base}{path}"))
         .bearer_auth(TOKEN)
         .send()
@@ -24,7 +24,7 @@ async fn get(base: &str, path: &str) -> Value {
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = crate::helpers::http_client()
         .post(format!("{base}{path}"))
         .bearer_auth(TOKEN)
         .json(&body)

@@ -174,7 +174,7 @@ async fn dashboard_passes_its_playwright_tests_in_headless_chromium() {
 #[actix_web::test]
 async fn the_page_and_its_assets_are_served_without_a_token_and_revalidate() {
     let app = spawn_app().await;
-    let c = reqwest::Client::new();
+    let c = crate::helpers::http_client();
     let page = c
         .get(format!("{}/", app.address))
         .send()

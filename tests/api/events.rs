@@ -18,7 +18,7 @@ pub struct Sse {
 impl Sse {
     /// Connects to `base` resuming after `after` (None: no header).
     pub async fn open(base: &str, after: Option<i64>) -> Sse {
-        let mut r = reqwest::Client::new()
+        let mut r = crate::helpers::http_client()
             .get(format!("{base}/api/v1/events"))
             .bearer_auth(TOKEN);
         if let Some(a) = after {

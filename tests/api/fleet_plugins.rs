@@ -549,7 +549,7 @@ async fn the_app_runs_a_claude_code_session_on_the_tmux_runtime() {
         .expect("app builds");
     let t = crate::helpers::TestApp {
         address: format!("http://127.0.0.1:{}", app.port()),
-        client: reqwest::Client::new(),
+        client: crate::helpers::http_client(),
         store: app.store(),
         repo,
         home,

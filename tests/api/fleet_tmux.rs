@@ -253,7 +253,7 @@ async fn after_kill_dash_nine_tmux_sessions_are_readopted_and_new_orphans_report
     let _g = TmuxGuard(sock.clone());
     let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
     let base = server.address.clone();
-    let c = reqwest::Client::new();
+    let c = crate::helpers::http_client();
     let mut ids = Vec::new();
     for _ in 0..2 {
         let v: Value = c

@@ -226,7 +226,7 @@ pub async fn spawn_app_with_env(
     let handle = app.spawn();
     let t = TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: http_client(),
         store,
         repo,
         home,
@@ -390,4 +390,14 @@ pub fn agent_pid(home: &Path, id: &str) -> i32 {
         .trim()
         .parse()
         .expect("pid")
+}
+
+/// The tests' HTTP client: a request that hangs fails the test instead of hanging the run.
+/// Reads time out individually, so long-lived streams (SSE) still work while data flows.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
 }

@@ -45,7 +45,7 @@ async fn start(backend: Backend, extra: &str) -> Option<(TestApp, Addr<FleetSupe
     let handle = app.spawn();
     let t = TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: crate::helpers::http_client(),
         store,
         repo,
         home,
@@ -488,7 +488,7 @@ async fn kill_dash_nine_during_delivery_then_every_notification_arrives_once() {
     );
     let s = Scratch::new(&extra);
     let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let total = 6;
     for _ in 0..total {
         let resp = client

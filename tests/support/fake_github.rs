@@ -800,7 +800,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
         // Webhooks caused by REST mutations go out after the answer is built, like GitHub's.
         let st = st.get_ref().clone();
         actix_web::rt::spawn(async move {
-            deliver(&st, &reqwest::Client::new(), h).await;
+            deliver(&st, &hook_client(), h).await;
         });
     }
     resp
@@ -1430,7 +1430,7 @@ impl FakeGithub {
             token: token.to_string(),
             state,
             handle,
-            http: reqwest::Client::new(),
+            http: hook_client(),
             _dir: dir,
         }
     }
@@ -1904,4 +1904,12 @@ impl Drop for FakeGithub {
         // Stopping returns a future; the server also dies with the test's actix system.
         drop(self.handle.stop(false));
     }
+}
+
+/// The fake's webhook sender: a receiver that hangs fails the delivery, as GitHub's 10 s does.
+fn hook_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("http client")
 }
