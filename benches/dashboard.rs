@@ -186,6 +186,7 @@ fn server_main() {
             extra_tokens: vec![],
             check_report_token: Arc::new(|_, _| false),
             github_webhook_secret: None,
+            chat_inbox: None,
             outbox: flotilla::notify::outbox::OutboxActor::new(
                 store.clone(),
                 Default::default(),

@@ -334,6 +334,7 @@ impl Application {
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,
             github_webhook_secret: settings.github.webhook_secret.clone(),
+            chat_inbox: None,
         };
         let shutdown = settings.server.shutdown_timeout.get();
         let server = HttpServer::new(move || {

@@ -60,6 +60,9 @@ pub struct AppState {
     pub check_report_token: ReportTokenCheck,
     /// `github.webhook_secret`; `None` (or empty) refuses every GitHub delivery.
     pub github_webhook_secret: Option<crate::config::Secret>,
+    /// The chat bridge's durable inbox; `None` while the bridge is not running (its webhook
+    /// routes then answer 503 so the platform redelivers later).
+    pub chat_inbox: Option<std::sync::Arc<dyn crate::plugins::ChatInbox>>,
 }
 
 /// Registers every route on an actix-web `App`.

@@ -707,6 +707,29 @@ pub struct InboundMessage {
     pub text: String,
 }
 
+/// What an accepted inbound message became.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxReceipt {
+    /// Conversation id (`{platform}:{thread}`).
+    pub conversation: String,
+    /// `false` when the platform redelivered a message already stored.
+    pub new: bool,
+    /// Messages ahead of this one in its conversation (0 = it runs next).
+    pub position: usize,
+}
+
+/// Where platform adapters (webhook handlers, pollers, the gateway) hand inbound messages.
+/// `receive` returns only once the message is durably stored: adapters acknowledge the
+/// platform (2xx, Telegram offset) after it and never before.
+#[async_trait]
+pub trait ChatInbox: Send + Sync {
+    /// Stores one inbound message and wakes its conversation.
+    ///
+    /// # Errors
+    /// The store refused: the adapter must not acknowledge (the platform redelivers).
+    async fn receive(&self, message: InboundMessage) -> PluginResult<InboxReceipt>;
+}
+
 /// A chat platform (Telegram, Discord, Slack, GitHub comments, Jira).
 #[async_trait]
 pub trait ChatPlatform: Send + Sync {
