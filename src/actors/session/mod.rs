@@ -16,6 +16,7 @@ pub mod launch;
 pub mod machine;
 pub mod messages;
 pub mod policy;
+pub mod pr_events;
 
 use std::collections::HashMap;
 use std::sync::Arc;
