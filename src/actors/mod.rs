@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod journal;
+pub mod poller;
 pub mod session;
 pub mod supervisor;
 pub mod watch;

@@ -509,6 +509,14 @@ pub struct GithubSettings {
     pub token: Option<Secret>,
     /// Secret for `X-Hub-Signature-256` on `/webhooks/github`.
     pub webhook_secret: Option<Secret>,
+    /// How often the poller looks at each watched repository (the safety net under webhooks);
+    /// `0s` turns polling off.
+    pub poll_interval: HumanDuration,
+    /// Every this many polls, every watched PR is re-read even if the repo looked unchanged
+    /// (check runs do not bump a PR, and a webhook may have been lost).
+    pub reconcile_every: u32,
+    /// Time limit of one GitHub API request.
+    pub timeout: HumanDuration,
 }
 
 /// `slack:` — Slack Web API and Events API.

@@ -791,6 +791,9 @@ mod tests {
             graphql_url: "http://127.0.0.1:1/graphql".into(),
             token: Some(crate::config::Secret::new("ghp_secret")),
             webhook_secret: None,
+            poll_interval: crate::config::HumanDuration::from_secs(30),
+            reconcile_every: 10,
+            timeout: crate::config::HumanDuration::from_secs(10),
         };
         let scm = GithubScm::new(&s, Duration::from_secs(1)).expect("builds");
         assert!(!format!("{scm:?}").contains("ghp_secret"));
