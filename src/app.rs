@@ -319,7 +319,9 @@ impl Application {
         if let Some(scm) = fleet.plugins.scm.clone() {
             let every = settings.github.poll_interval.get();
             if every.is_zero() {
-                tracing::info!("github.poll_interval is 0s: PRs are followed through webhooks only");
+                tracing::info!(
+                    "github.poll_interval is 0s: PRs are followed through webhooks only"
+                );
             } else {
                 crate::actors::poller::GithubPoller::new(
                     fleet.clone(),

@@ -77,7 +77,7 @@ impl GithubPoller {
         }
         self.running = true;
         // The first poll reconciles: it catches up on whatever happened while we were down.
-        let reconcile = self.cycle % u64::from(self.reconcile_every) == 0;
+        let reconcile = self.cycle.is_multiple_of(u64::from(self.reconcile_every));
         self.cycle += 1;
         let (fleet, scm, sup) = (
             self.fleet.clone(),
@@ -133,8 +133,7 @@ fn backoff_of(e: &PluginError) -> Option<Duration> {
     match e {
         PluginError::RateLimited { retry_after, .. } => Some(*retry_after),
         PluginError::Api {
-            status: 403 | 429,
-            ..
+            status: 403 | 429, ..
         } => Some(DEFAULT_BACKOFF),
         _ => None,
     }

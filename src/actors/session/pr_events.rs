@@ -219,17 +219,18 @@ fn tail(s: &str, n: usize) -> &str {
     if count <= n {
         return s;
     }
-    let skip = s
-        .char_indices()
-        .nth(count - n)
-        .map(|(i, _)| i)
-        .unwrap_or(0);
+    let skip = s.char_indices().nth(count - n).map(|(i, _)| i).unwrap_or(0);
     &s[skip..]
 }
 
 /// Failed checks with their URLs and log excerpts, as the agent reads them.
 pub fn ci_summary(pr: &PrStatus, ci: Option<&CiSummary>) -> String {
-    let mut out = format!("PR #{} ({}), head {}:\n", pr.number, pr.url, short(&pr.head_sha));
+    let mut out = format!(
+        "PR #{} ({}), head {}:\n",
+        pr.number,
+        pr.url,
+        short(&pr.head_sha)
+    );
     match ci.filter(|c| !c.failed.is_empty()) {
         Some(ci) => {
             for f in &ci.failed {

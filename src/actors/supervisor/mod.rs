@@ -19,8 +19,8 @@ use self::messages::*;
 use crate::actors::fleet::Fleet;
 use crate::actors::session::machine::{self, Event, EventKind, Outcome};
 use crate::actors::session::messages::{
-    MergeNow, ScmCheck, ScmHint,
-    Apply, GetSnapshot, Kill, Reconcile, Restore, SendMessage, StepReport,
+    Apply, GetSnapshot, Kill, MergeNow, Reconcile, Restore, ScmCheck, ScmHint, SendMessage,
+    StepReport,
 };
 use crate::actors::session::policy::Policy;
 use crate::actors::session::{SessionActor, SessionError};

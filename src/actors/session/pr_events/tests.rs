@@ -7,7 +7,10 @@ use crate::plugins::{CheckInfo, FailedCheck, ReviewComment};
 use crate::store::{Activity, SessionId, SessionRecord};
 
 fn session(state: S, pr: Option<i64>) -> SessionSnapshot {
-    let t = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).single().expect("time");
+    let t = Utc
+        .with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+        .single()
+        .expect("time");
     SessionSnapshot {
         session: SessionRecord {
             id: SessionId("demo-1".into()),
