@@ -39,6 +39,7 @@ async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
     }
     let gh = FakeGithub::start(TOKEN).await;
     let bare = gh.create_repo(REPO);
+    gh.require_reviews(REPO);
     gh.watch_pushes();
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_home = dir.path().join("agent-home");

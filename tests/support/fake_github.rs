@@ -158,6 +158,8 @@ struct Repo {
     resolved_threads: Vec<i64>,
     check_runs: Vec<CheckRun>,
     statuses: Vec<Status>,
+    /// Branch protection requires an approving review (`reviewDecision: REVIEW_REQUIRED`).
+    require_review: bool,
 }
 
 struct State {
@@ -375,6 +377,8 @@ impl State {
             Some("CHANGES_REQUESTED")
         } else if latest.values().any(|s| *s == "APPROVED") {
             Some("APPROVED")
+        } else if self.repos[repo].require_review {
+            Some("REVIEW_REQUIRED")
         } else {
             None
         }
@@ -1843,6 +1847,13 @@ impl FakeGithub {
     /// The next `n` API requests answer with `limit`.
     pub fn limit_next(&self, n: u32, limit: Limit) {
         self.s().forced = Some((limit, n));
+    }
+
+    /// Turns on branch protection's "require an approving review" for `repo`.
+    pub fn require_reviews(&self, repo: &str) {
+        if let Some(r) = self.s().repos.get_mut(repo) {
+            r.require_review = true;
+        }
     }
 
     /// Requests that arrived while a secondary limit's `retry-after` was still running.

@@ -47,7 +47,8 @@ pub fn ci_fingerprint(pr: &PrStatus) -> String {
     format!("{}:{}", pr.head_sha, failed.join(","))
 }
 
-/// Fingerprint of a change request: the unresolved threads (where and what was said).
+/// Fingerprint of a change request: the unresolved threads (where and what was said), not the
+/// head: a push that does not resolve them must not send the same threads again.
 pub fn review_fingerprint(pr: &PrStatus) -> String {
     let mut parts: Vec<String> = pr
         .unresolved_threads
@@ -64,7 +65,7 @@ pub fn review_fingerprint(pr: &PrStatus) -> String {
         })
         .collect();
     parts.sort();
-    format!("{}|{}", pr.head_sha, short_hash(&parts.join("\n")))
+    format!("{}|{}", pr.review, short_hash(&parts.join("\n")))
 }
 
 /// A conflict episode: the head that conflicts (a new push starts a new episode).
@@ -90,8 +91,11 @@ fn ci_failing(pr: &PrStatus) -> bool {
     pr.ci == "failing" || pr.checks.iter().any(|c| c.failed())
 }
 
+/// Changes are asked for by the review decision, or by unresolved inline comments whatever
+/// the decision says (ao scenario 10) — except once the PR is approved.
 fn changes_requested(pr: &PrStatus) -> bool {
     pr.review == "changes_requested"
+        || (pr.review != "approved" && !pr.unresolved_threads.is_empty())
 }
 
 /// Which details [`events`] will need for this observation.
@@ -189,6 +193,13 @@ pub fn events(s: &SessionSnapshot, pr: &PrStatus, details: &PrDetails) -> Vec<Ev
         return out;
     }
     let green = matches!(pr.ci.as_str(), "passing" | "none");
+    // No review required (decision `none`) and green is as good as approved (ao scenario 12).
+    if pr.review == "none" && green && pr.mergeable == Some(true) && !pr.conflicts && !pr.draft {
+        if st != S::Mergeable {
+            out.push(EventKind::MergeReady);
+        }
+        return out;
+    }
     if pr.review == "approved" {
         if green && pr.mergeable == Some(true) && !pr.conflicts && !pr.draft {
             if st != S::Mergeable {

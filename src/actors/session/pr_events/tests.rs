@@ -47,7 +47,7 @@ fn status(head: &str) -> PrStatus {
         url: "https://github.test/o/r/pull/5".into(),
         state: "open".into(),
         ci: "passing".into(),
-        review: "none".into(),
+        review: "pending".into(),
         mergeable: Some(true),
         draft: false,
         head_branch: "feat/x".into(),
@@ -256,4 +256,160 @@ fn log_excerpts_keep_the_tail() {
     assert!(tail(&long, 10).ends_with("END"));
     assert_eq!(tail(&long, 10).chars().count(), 10);
     assert_eq!(tail("ünï", 10), "ünï");
+}
+
+// ---- agent-orchestrator's lifecycle scenarios (reference §11), on the pure functions -----
+
+fn notifies(effects: &[Effect]) -> Vec<(Option<String>, bool)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify {
+                reaction,
+                escalation,
+                ..
+            } => Some((reaction.clone(), *escalation)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ao_7_ci_failure_is_sent_once_per_failure_and_escalates_after_two_retries() {
+    let mut s = session(S::PrOpen, Some(5));
+    let mut escalated = vec![];
+    for (i, head) in ["a1", "b2", "c3"].iter().enumerate() {
+        let (next, effects) = apply(&s, &failing(head), &PrDetails::default());
+        // Seen again while still failing: nothing.
+        let (again, repeat) = apply(&next, &failing(head), &PrDetails::default());
+        assert!(repeat.is_empty(), "poll {i} repeated {repeat:?}");
+        s = again;
+        if i < 2 {
+            assert_eq!(sends(&effects).len(), 1, "attempt {i}");
+        } else {
+            escalated = notifies(&effects);
+            assert!(sends(&effects).is_empty());
+        }
+    }
+    assert_eq!(escalated, vec![(Some("ci-failed".to_string()), true)]);
+}
+
+#[test]
+fn ao_8_auto_false_turns_a_send_into_a_notification() {
+    let mut policy = Policy::defaults();
+    if let Some(r) = policy.reactions.get_mut("ci-failed") {
+        r.auto = false;
+    }
+    let s = session(S::PrOpen, Some(5));
+    let mut effects = vec![];
+    let mut snap = s.clone();
+    for kind in events(&s, &failing("a1"), &PrDetails::default()) {
+        let step = machine::step(
+            &snap,
+            &Event {
+                at: Utc::now(),
+                kind,
+            },
+            &policy,
+        );
+        snap = step.snapshot;
+        effects.extend(step.effects);
+    }
+    assert!(sends(&effects).is_empty());
+    assert_eq!(
+        notifies(&effects),
+        vec![(Some("ci-failed".to_string()), false)]
+    );
+}
+
+#[test]
+fn ao_9_a_handled_transition_sends_no_extra_generic_notification() {
+    let s = session(S::PrOpen, Some(5));
+    let (_, effects) = apply(&s, &failing("a1"), &PrDetails::default());
+    assert_eq!(sends(&effects).len(), 1);
+    assert!(notifies(&effects).is_empty(), "{effects:?}");
+}
+
+#[test]
+fn ao_10_unresolved_comments_are_sent_without_a_decision_change_and_once() {
+    let s = session(S::ReviewPending, Some(5));
+    let mut p = status("a1");
+    p.review = "pending".into();
+    p.unresolved_threads = threads();
+    let (s, effects) = apply(&s, &p, &PrDetails::default());
+    assert_eq!(sends(&effects).len(), 1);
+    // A push that does not resolve them: not sent again.
+    p.head_sha = "b2".into();
+    let (_, effects) = apply(&s, &p, &PrDetails::default());
+    assert!(sends(&effects).is_empty());
+}
+
+#[test]
+fn ao_11_conflicts_once_again_on_a_new_episode_and_cleared_by_the_merge() {
+    let s = session(S::PrOpen, Some(5));
+    let mut p = status("a1");
+    p.conflicts = true;
+    p.mergeable = Some(false);
+    let (s, e1) = apply(&s, &p, &PrDetails::default());
+    let (s, e2) = apply(&s, &p, &PrDetails::default());
+    assert_eq!((sends(&e1).len(), sends(&e2).len()), (1, 0));
+    // Rebased (new head), base moved again: a new episode.
+    p.head_sha = "b2".into();
+    let (s, e3) = apply(&s, &p, &PrDetails::default());
+    assert_eq!(sends(&e3).len(), 1);
+    p.state = "merged".into();
+    let (s, _) = apply(&s, &p, &PrDetails::default());
+    assert!(s.trackers.is_empty());
+}
+
+#[test]
+fn ao_12_approved_or_no_review_needed_and_green_and_mergeable_is_mergeable() {
+    for review in ["approved", "none"] {
+        let s = session(S::PrOpen, Some(5));
+        let mut p = status("a1");
+        p.review = review.into();
+        let (s, _) = apply(&s, &p, &PrDetails::default());
+        assert_eq!(s.session.state, S::Mergeable, "{review}");
+    }
+    // Review required: waits.
+    let s = session(S::PrOpen, Some(5));
+    let (s, _) = apply(&s, &status("a1"), &PrDetails::default());
+    assert_eq!(s.session.state, S::ReviewPending);
+}
+
+#[test]
+fn ao_13_merged_ends_in_merged_then_the_grace_timer_cleans_up() {
+    let s = session(S::Mergeable, Some(5));
+    let mut p = status("a1");
+    p.state = "merged".into();
+    let (s, _) = apply(&s, &p, &PrDetails::default());
+    assert_eq!(s.session.state, S::Merged);
+    assert!(s.timers.contains_key(machine::TIMER_MERGE_GRACE));
+}
+
+#[test]
+fn ao_14_closed_goes_back_to_working_with_the_pr_closed_reaction() {
+    let s = session(S::ReviewPending, Some(5));
+    let mut p = status("a1");
+    p.state = "closed".into();
+    let (s, effects) = apply(&s, &p, &PrDetails::default());
+    assert_eq!(s.session.state, S::Working);
+    assert_eq!(
+        notifies(&effects),
+        vec![(Some("pr-closed".to_string()), false)]
+    );
+}
+
+#[test]
+fn ao_22_a_batched_observation_needs_no_per_pr_calls_when_nothing_is_due() {
+    let s = session(S::ReviewPending, Some(5));
+    // Green, waiting: no CI or review details needed.
+    assert_eq!(needs(&s, &status("a1")), Needs::default());
+    // Failing and already told: none either.
+    let (s, _) = apply(
+        &session(S::PrOpen, Some(5)),
+        &failing("a1"),
+        &PrDetails::default(),
+    );
+    assert_eq!(needs(&s, &failing("a1")), Needs::default());
 }
