@@ -32,6 +32,16 @@ impl Drop for TmuxGuard {
     }
 }
 
+/// Agent lines: the scripted agent as `claude-code`, able to open PRs on `gh`.
+fn agents(gh: &FakeGithub, agent_home: &Path) -> String {
+    format!(
+        "  claude:\n    kind: claude-code\n    command: [\"{agent}\"]\n    env: {{ HOME: \"{home}\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com, SCRIPTED_GITHUB_API: \"{api}\", SCRIPTED_GITHUB_REPO: {REPO}, SCRIPTED_GITHUB_TOKEN: {TOKEN} }}\n",
+        agent = scripted_agent_path().display(),
+        home = agent_home.display(),
+        api = gh.url,
+    )
+}
+
 /// An app whose project lives on the fake GitHub. `webhooks: false` leaves only polling.
 async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
     if !require_tool("tmux") || !require_tool("git") {
@@ -44,12 +54,7 @@ async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_home = dir.path().join("agent-home");
     std::fs::create_dir_all(&agent_home).expect("mkdir");
-    let agents = format!(
-        "  claude:\n    kind: claude-code\n    command: [\"{agent}\"]\n    env: {{ HOME: \"{home}\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com, SCRIPTED_GITHUB_API: \"{api}\", SCRIPTED_GITHUB_REPO: {REPO}, SCRIPTED_GITHUB_TOKEN: {TOKEN} }}\n",
-        agent = scripted_agent_path().display(),
-        home = agent_home.display(),
-        api = gh.url,
-    );
+    let agents = agents(&gh, &agent_home);
     let project = format!(
         "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: true, merge_method: squash }}\n"
     );
@@ -146,7 +151,7 @@ impl Loop {
 async fn whole_loop(l: &Loop, secs: u64) {
     let id = l
         .app
-        .spawn(json!({"project": "demo", "prompt": "OPEN_PR add the widget counter"}))
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR FIX add the widget counter"}))
         .await;
     // The agent pushes and opens its PR; the session finds it and waits for review.
     let s = l.wait_state(&id, "review_pending", secs).await;
@@ -298,4 +303,150 @@ async fn a_secondary_rate_limit_pauses_polling_without_a_burst_and_loses_nothing
     let limited = l.gh.count_status("GET /repos/{owner}/{repo}/pulls", 403)
         + l.gh.count_status("POST /graphql", 403);
     assert_eq!(limited, 1, "{:?}", l.gh.counts());
+}
+
+/// The ci-failed tracker and escalation timer of a session view.
+fn ci_tracking(s: &Value) -> (i64, Value, Value) {
+    let t = s["trackers"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["reaction"] == "ci-failed"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let deadline = s["timers"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["kind"] == "escalate:ci-failed"))
+        .map(|t| t["deadline"].clone())
+        .unwrap_or(Value::Null);
+    (
+        t["attempts"].as_i64().unwrap_or(0),
+        t["first_triggered_at"].clone(),
+        deadline,
+    )
+}
+
+#[actix_web::test]
+async fn kill_dash_nine_between_two_ci_instructions_keeps_attempts_and_deadline_and_sends_nothing_twice(
+) {
+    use crate::server::{Scratch, ServerProc};
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let gh = FakeGithub::start(TOKEN).await;
+    let bare = gh.create_repo(REPO);
+    gh.require_reviews(REPO);
+    gh.watch_pushes();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_home = dir.path().join("agent-home");
+    std::fs::create_dir_all(&agent_home).expect("mkdir");
+    let agents = agents(&gh, &agent_home);
+    // A time-based escalation, so there is a deadline to keep; polling on, so the restarted
+    // server re-reads the failure it already handled.
+    let extra = format!(
+        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      ci-failed: {{ retries: 5, escalate_after: 30m }}\ngithub: {{ api_url: \"{api}\", graphql_url: \"{api}/graphql\", token: {TOKEN}, webhook_secret: {SECRET}, poll_interval: 1s, reconcile_every: 1 }}\n",
+        api = gh.url
+    );
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let _tmux = TmuxGuard(flotilla::app::tmux_socket(&s.home));
+    let repo = s.dir.path().join("repo");
+    git(
+        &repo,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    gh.set_webhook(&format!("{}/webhooks/github", server.address), SECRET);
+    let c = crate::helpers::http_client();
+    let base = server.address.clone();
+    let get = |id: String| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            c.get(format!("{base}/api/v1/sessions/{id}"))
+                .bearer_auth(crate::helpers::TOKEN)
+                .send()
+                .await
+                .expect("get")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let v: Value = c
+        .post(format!("{base}/api/v1/sessions"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"project": "demo", "prompt": "OPEN_PR crash between instructions"}))
+        .send()
+        .await
+        .expect("spawn")
+        .json()
+        .await
+        .expect("json");
+    let id = v["id"].as_str().expect("id").to_string();
+    let opened = eventually(60, "the PR found", || async {
+        let s = get(id.clone()).await;
+        (s["state"] == "review_pending").then_some(s)
+    })
+    .await;
+    let branch = opened["branch"].as_str().expect("branch").to_string();
+    let head = gh.branch_sha(REPO, &branch).expect("head");
+    gh.add_check_run(REPO, &head, "build", Some("failure"), Some("error[E0308]"))
+        .await;
+    let first = eventually(30, "the first instruction", || async {
+        let s = get(id.clone()).await;
+        let told_once = told(&agent_home)
+            .iter()
+            .any(|m| m.contains("Failed check: build"));
+        (s["state"] == "ci_failed" && told_once).then_some(s)
+    })
+    .await;
+    let before = ci_tracking(&first);
+    assert_eq!(before.0, 1);
+    assert!(before.2.is_string(), "escalation deadline armed: {first}");
+
+    server.kill9();
+    let graphql_before = gh.count("POST /graphql");
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    assert_eq!(server.address, base);
+    // The restarted poller re-reads the PR (still failing the same way)…
+    eventually(30, "a reconcile after the restart", || async {
+        (gh.count("POST /graphql") > graphql_before + 1).then_some(())
+    })
+    .await;
+    let after = ci_tracking(&get(id.clone()).await);
+    // …and neither resets nor repeats anything.
+    assert_eq!(after, before);
+    assert_eq!(
+        told(&agent_home)
+            .iter()
+            .filter(|m| m.contains("Failed check: build"))
+            .count(),
+        1
+    );
+
+    // A new push that fails again: the second instruction, attempt 2, same deadline.
+    let pushed = gh
+        .push(REPO, &branch, "main", &[("fix.txt", "1\n")], "try again")
+        .await;
+    gh.add_check_run(
+        REPO,
+        &pushed,
+        "build",
+        Some("failure"),
+        Some("error[E0599]"),
+    )
+    .await;
+    let second = eventually(30, "the second instruction", || async {
+        let s = get(id.clone()).await;
+        (ci_tracking(&s).0 == 2).then_some(s)
+    })
+    .await;
+    let (attempts, first_at, deadline) = ci_tracking(&second);
+    assert_eq!((attempts, &first_at, &deadline), (2, &before.1, &before.2));
+    eventually(30, "the second instruction typed", || async {
+        let n = told(&agent_home)
+            .iter()
+            .filter(|m| m.contains("Failed check: build"))
+            .count();
+        (n == 2).then_some(())
+    })
+    .await;
+    drop(server);
 }

@@ -18,8 +18,9 @@
 //! `gh pr create` would); `ASK` asks "Do you want to proceed? (y/n)" and waits for the answer (logged
 //! as a pending `AskUserQuestion` tool call, i.e. waiting_input); `IDLE` skips the work and
 //! goes quiet. Messages typed in: `exit N` exits with N, `commit MSG` makes and pushes another
-//! commit, an instruction that ends a paragraph with "and push." (Flotilla's CI, review and
-//! conflict reactions) is obeyed with a fix commit and a push, anything else is logged as a user message and echoed as `got: LINE`.
+//! commit, an instruction whose first line ends with "and push." (Flotilla's CI, review and
+//! conflict reactions) is obeyed with a fix commit and a push when the task says `FIX`,
+//! anything else is logged as a user message and echoed as `got: LINE`.
 //! Dependency-free beyond what the crate already uses (libc, serde_json, chrono, uuid).
 
 use std::fs::{File, OpenOptions};
@@ -509,7 +510,7 @@ fn main() {
         }
         if let Some(m) = first.strip_prefix("commit ") {
             commit_and_push(&mut term, &mut log, &cwd, m.trim());
-        } else if first.ends_with("and push.") {
+        } else if prompt.contains("FIX") && first.ends_with("and push.") {
             let n = log.fixes + 1;
             log.fixes = n;
             commit_and_push(&mut term, &mut log, &cwd, &format!("fix {n}: {first}"));
