@@ -31,7 +31,7 @@ const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
 pub struct GithubPoller {
     fleet: Arc<Fleet>,
     scm: Arc<dyn Scm>,
-    supervisor: Addr<FleetSupervisor>,
+    supervisor: Recipient<ScmObserved>,
     interval: Duration,
     reconcile_every: u32,
     cycle: u64,
@@ -62,7 +62,7 @@ impl GithubPoller {
         GithubPoller {
             fleet,
             scm,
-            supervisor,
+            supervisor: supervisor.recipient(),
             interval,
             reconcile_every: reconcile_every.max(1),
             cycle: 0,
@@ -143,7 +143,7 @@ fn backoff_of(e: &PluginError) -> Option<Duration> {
 pub async fn poll_once(
     fleet: &Fleet,
     scm: &dyn Scm,
-    supervisor: &Addr<FleetSupervisor>,
+    supervisor: &Recipient<ScmObserved>,
     reconcile: bool,
 ) -> CycleReport {
     let mut report = CycleReport::default();
