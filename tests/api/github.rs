@@ -392,6 +392,17 @@ async fn github_rate_limits_surface_as_retriable_errors_with_the_wait() {
             ..
         }
     ));
+    // Inside the wait nothing leaves: the call is held with what is left of the wait.
+    let sent = gh.total();
+    let e = scm.repo_changed(REPO).await.expect_err("held");
+    assert!(e.retry_after().is_some_and(|d| d <= Duration::from_secs(7)));
+    assert_eq!(gh.total(), sent, "a held call sends no request");
+    assert_eq!(gh.early_requests(), 0);
+
+    // A 403 secondary limit, on a client of its own.
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
     gh.limit_next(
         1,
         Limit::Secondary {
@@ -401,6 +412,16 @@ async fn github_rate_limits_surface_as_retriable_errors_with_the_wait() {
     );
     let e = scm.repo_changed(REPO).await.expect_err("limited");
     assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+
+    // The primary limit: remaining 0 until the reset.
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
+    gh.push(REPO, "feat/rl", "main", &[("rl.txt", "r\n")], "r")
+        .await;
+    let n = gh.open_pr(REPO, "feat/rl", "main", "RL").await;
+    assert_eq!(scm.pr_status(REPO, n).await.expect("ok").number, n);
+    assert!(scm.rate_limit().expect("seen").remaining > 0);
     gh.limit_next(1, Limit::Primary);
     let e = scm.ci(REPO, "feat/rl").await.expect_err("limited");
     assert!(
@@ -417,14 +438,11 @@ async fn github_rate_limits_surface_as_retriable_errors_with_the_wait() {
         .retry_after()
         .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)));
     assert_eq!(scm.rate_limit().map(|r| r.remaining), Some(0));
-    // The limit is over: calls succeed again, and the gauge follows.
-    assert_eq!(scm.pr_status(REPO, n).await.expect("ok").number, n);
-    assert!(scm.rate_limit().expect("seen").remaining > 0);
-    assert!(
+    assert_eq!(
         flotilla::telemetry::METRICS
             .github_rate_limit_remaining
-            .get()
-            > 0
+            .get(),
+        0
     );
 }
 

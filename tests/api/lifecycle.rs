@@ -44,6 +44,10 @@ fn agents(gh: &FakeGithub, agent_home: &Path) -> String {
 
 /// An app whose project lives on the fake GitHub. `webhooks: false` leaves only polling.
 async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
+    setup_with(webhooks, extra_env, true).await
+}
+
+async fn setup_with(webhooks: bool, extra_env: &[(&str, &str)], auto_merge: bool) -> Option<Loop> {
     if !require_tool("tmux") || !require_tool("git") {
         return None;
     }
@@ -56,7 +60,7 @@ async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
     std::fs::create_dir_all(&agent_home).expect("mkdir");
     let agents = agents(&gh, &agent_home);
     let project = format!(
-        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: true, merge_method: squash }}\n"
+        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: {auto_merge}, merge_method: squash }}\n"
     );
     let graphql = format!("{}/graphql", gh.url);
     let mut env = vec![
@@ -449,4 +453,36 @@ async fn kill_dash_nine_between_two_ci_instructions_keeps_attempts_and_deadline_
     })
     .await;
     drop(server);
+}
+
+#[actix_web::test]
+async fn without_auto_merge_a_human_merges_through_the_api_and_it_really_merges() {
+    let Some(l) = setup_with(true, &[], false).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR manual merge"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 30).await;
+    let pr = s["pr"]["number"].as_i64().expect("pr");
+    l.gh.add_review(REPO, pr, "bob", "APPROVED", "ok", &[])
+        .await;
+    let s = l.wait_state(&id, "mergeable", 30).await;
+    assert_eq!(s["state"], "mergeable");
+    let (st, v) = l
+        .app
+        .post(&format!("/api/v1/sessions/{id}/merge"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let merged = l.wait_state(&id, "merged", 30).await;
+    assert_eq!(merged["pr"]["number"], pr);
+    let log = l.gh.git(REPO, &["log", "--format=%s", "-1", "main"]);
+    assert!(log.contains(&format!("(#{pr})")), "{log}");
+    // A second merge is refused: there is no open PR any more.
+    let (st, _) = l
+        .app
+        .post(&format!("/api/v1/sessions/{id}/merge"), json!({}))
+        .await;
+    assert_eq!(st, 409);
 }

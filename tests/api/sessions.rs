@@ -151,7 +151,7 @@ async fn restore_brings_a_killed_session_back_to_working() {
 }
 
 #[actix_web::test]
-async fn merge_is_not_available_until_the_lifecycle_work_lands() {
+async fn merge_without_an_open_pr_is_a_409_that_says_why() {
     let app = spawn_app().await;
     let id = app
         .spawn(json!({"project": "demo", "agent": "quick"}))
@@ -163,7 +163,7 @@ async fn merge_is_not_available_until_the_lifecycle_work_lands() {
     assert!(v["error"]["message"]
         .as_str()
         .unwrap_or("")
-        .contains("not available"));
+        .contains("no open PR"));
 }
 
 #[actix_web::test]
