@@ -11,7 +11,6 @@
 //! `FLOTILLA_BENCH_EVENTS` changes the number of rounds (default 1,000).
 
 #[path = "../tests/support/fake_github.rs"]
-#[allow(dead_code)]
 mod fake_github;
 
 use std::path::{Path, PathBuf};
