@@ -21,7 +21,7 @@ use crate::actors::session::policy::{
 };
 use crate::actors::supervisor::messages::ReconcileAll;
 use crate::actors::supervisor::FleetSupervisor;
-use crate::config::{self, AgentKind, AgentSettings, Settings};
+use crate::config::{self, AgentKind, AgentSettings, Settings, TrackerKind};
 use crate::http::{self, AppState};
 use crate::notify::outbox::{OutboxActor, OutboxSettings};
 use crate::notify::routing::Router;
@@ -188,6 +188,7 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
     }
     p.agents = agents;
     p.scm = scm_from(settings);
+    p.trackers = trackers_from(settings);
     p
 }
 
@@ -200,6 +201,37 @@ pub fn tmux_socket(home: &Path) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("flotilla-{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// Each project's tracker. A GitHub tracker needs the project's `github_repo`.
+fn trackers_from(settings: &Settings) -> HashMap<String, Arc<dyn crate::plugins::Tracker>> {
+    use crate::plugins::trackers::{github::GithubIssues, jira::JiraIssues, linear::LinearIssues};
+    let timeout = settings.github.timeout.get();
+    let mut out: HashMap<String, Arc<dyn crate::plugins::Tracker>> = HashMap::new();
+    for (name, p) in &settings.projects {
+        let built: Option<Result<Arc<dyn crate::plugins::Tracker>, _>> = match p.tracker {
+            None => None,
+            Some(TrackerKind::Github) => p
+                .github_repo
+                .as_deref()
+                .map(|r| GithubIssues::new(&settings.github, r).map(|t| Arc::new(t) as Arc<_>)),
+            Some(TrackerKind::Linear) => {
+                Some(LinearIssues::new(&settings.linear, timeout).map(|t| Arc::new(t) as Arc<_>))
+            }
+            Some(TrackerKind::Jira) => {
+                Some(JiraIssues::new(&settings.jira, timeout).map(|t| Arc::new(t) as Arc<_>))
+            }
+        };
+        match built {
+            Some(Ok(t)) => {
+                out.insert(name.clone(), t);
+            }
+            // `validate` names the missing keys; spawns then use the issue id as the task.
+            Some(Err(e)) => tracing::warn!(project = %name, error = %e, "tracker not available"),
+            None => {}
+        }
+    }
+    out
 }
 
 /// The GitHub SCM, when any project has a `github_repo`. Must run inside the runtime.

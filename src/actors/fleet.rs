@@ -80,6 +80,8 @@ pub struct Plugins {
     pub agents: HashMap<String, Arc<dyn Agent>>,
     /// Where PRs live (`github`), when configured.
     pub scm: Option<Arc<dyn crate::plugins::Scm>>,
+    /// Each project's issue tracker, by project name.
+    pub trackers: HashMap<String, Arc<dyn crate::plugins::Tracker>>,
 }
 
 impl Plugins {

@@ -5,7 +5,7 @@
 //! | where the agent runs | [`Runtime`] | `process` ([`process::ProcessRuntime`]), `tmux` ([`tmux::TmuxRuntime`]) |
 //! | which agent runs | [`Agent`] | `claude-code`, `codex`, `aider`, `opencode`, `command` ([`agents`]); activity and usage types in [`activity`] |
 //! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]), `clone` ([`clone::CloneWorkspace`]) |
-//! | where tasks come from | [`Tracker`] | (Lifecycle work) |
+//! | where tasks come from | [`Tracker`] | `github`, `linear`, `jira` ([`trackers`]) |
 //! | where PRs live | [`Scm`] | `github` ([`github::GithubScm`], on octocrab) |
 //! | how humans hear | [`Notifier`] | `webhook`, `slack`, `discord`, `telegram`, `desktop`, `chat` ([`notifiers`]) |
 //! | where chats come from | [`ChatPlatform`] | (Chat work) |
@@ -22,6 +22,7 @@ pub mod github;
 pub mod notifiers;
 pub mod process;
 pub mod tmux;
+pub mod trackers;
 pub mod worktree;
 
 /// The agents module under its former name (`plugins::agent::CommandAgent` keeps working).

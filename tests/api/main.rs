@@ -8,6 +8,8 @@ mod dashboard;
 mod events;
 #[path = "../support/fake_github.rs"]
 mod fake_github;
+#[path = "../support/fake_trackers.rs"]
+mod fake_trackers;
 mod fleet;
 mod fleet_plugins;
 mod fleet_tmux;
@@ -21,3 +23,4 @@ mod notifications;
 mod receivers;
 mod server;
 mod sessions;
+mod trackers;

@@ -45,10 +45,29 @@ pub fn build_prompt(rules: Option<&str>, s: &SessionRecord) -> String {
         p.push_str("\n\n");
     }
     p.push_str("## Task\n\n");
-    match (&s.prompt, &s.issue) {
-        (Some(prompt), _) => p.push_str(prompt.trim()),
-        (None, Some(issue)) => p.push_str(&format!("Work on issue {issue}.")),
-        (None, None) => p.push_str("No task was given: ask what to do."),
+    let tracked: Option<crate::plugins::Issue> = s
+        .meta
+        .get("issue")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    match (&s.prompt, &s.issue, tracked) {
+        (prompt, _, Some(i)) => {
+            p.push_str(&format!("Issue {}: {}\n", i.id, i.title.trim()));
+            if !i.url.is_empty() {
+                p.push_str(&format!("{}\n", i.url));
+            }
+            if !i.labels.is_empty() {
+                p.push_str(&format!("Labels: {}\n", i.labels.join(", ")));
+            }
+            if !i.body.trim().is_empty() {
+                p.push_str(&format!("\n{}\n", i.body.trim()));
+            }
+            if let Some(extra) = prompt {
+                p.push_str(&format!("\n{}", extra.trim()));
+            }
+        }
+        (Some(prompt), _, None) => p.push_str(prompt.trim()),
+        (None, Some(issue), None) => p.push_str(&format!("Work on issue {issue}.")),
+        (None, None, None) => p.push_str("No task was given: ask what to do."),
     }
     p.push_str("\n\n## How to work\n\n");
     if let Some(b) = &s.branch {

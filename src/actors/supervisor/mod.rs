@@ -276,14 +276,33 @@ impl Handler<Spawn> for FleetSupervisor {
             .fleet
             .project(&new.project)
             .map(|p| (p.repo.clone(), p.remote.clone()));
+        let tracker = self.fleet.plugins.trackers.get(&new.project).cloned();
         let mut new = new;
         Box::pin(
             async move {
+                // The issue is read before anything is created: an unknown issue or a
+                // tracker outage fails the spawn cleanly.
+                if let (Some(t), Some(id)) = (tracker, new.issue.clone()) {
+                    let issue = t.issue(&id).await.map_err(|e| match e {
+                        PluginError::NotFound(_) => FleetError::Invalid {
+                            field: "issue".into(),
+                            reason: format!("issue {id} was not found in the project's tracker"),
+                        },
+                        other => FleetError::Plugin(other),
+                    })?;
+                    if new.branch.is_none() {
+                        new.branch = issue.branch.clone();
+                    }
+                    if !new.meta.is_object() {
+                        new.meta = serde_json::json!({});
+                    }
+                    new.meta["issue"] = serde_json::to_value(&issue).unwrap_or_default();
+                }
                 if let Some((repo, remote)) = repo {
                     let heads = remote_heads(&repo, &remote).await;
                     plan_branch(&mut new, &heads);
                 }
-                journal.create_session(&new).await
+                Ok::<_, FleetError>(journal.create_session(&new).await?)
             }
             .into_actor(self)
             .map(|res, act, ctx| {
