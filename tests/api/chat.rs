@@ -62,6 +62,10 @@ pub struct Chat {
 
 impl Chat {
     async fn start(more: &str) -> Option<Chat> {
+        Chat::start_on(Backend::Sqlite, more).await
+    }
+
+    async fn start_on(backend: Backend, more: &str) -> Option<Chat> {
         if !require_tool("git") {
             return None;
         }
@@ -69,7 +73,7 @@ impl Chat {
         let base = dir.path().join("chat");
         std::fs::create_dir_all(&base).expect("mkdir");
         let extra = chat_yaml(&base, more);
-        let app = spawn_app_in(dir, Backend::Sqlite, &extra).await?;
+        let app = spawn_app_in(dir, backend, &extra).await?;
         Some(Chat { app, base })
     }
 
@@ -189,9 +193,19 @@ async fn spawn_app_in(dir: tempfile::TempDir, backend: Backend, extra: &str) -> 
 
 #[actix_web::test]
 async fn messages_of_one_conversation_run_in_order_and_an_error_blocks_nothing() {
-    let Some(c) = Chat::start("").await else {
-        return;
-    };
+    if let Some(c) = Chat::start("").await {
+        in_order_and_isolated(c).await;
+    }
+}
+
+#[actix_web::test]
+async fn messages_run_in_order_on_postgres_too() {
+    if let Some(c) = Chat::start_on(Backend::Postgres, "").await {
+        in_order_and_isolated(c).await;
+    }
+}
+
+async fn in_order_and_isolated(c: Chat) {
     c.with_codebase("a").await;
     let gate = c.gate("one");
     c.send("a", &format!("one WAIT:{}", gate.display())).await;
