@@ -567,6 +567,27 @@ async fn authors_outside_the_allowlist_are_dropped_before_storage() {
 }
 
 #[actix_web::test]
+async fn spawn_starts_a_fleet_session_linked_to_the_conversation_and_fleet_lists_it() {
+    let Some(c) = Chat::start("").await else {
+        return;
+    };
+    c.send("f", "/spawn demo add a --verbose flag").await;
+    c.wait_reply("f", "Started session demo-1 (demo).").await;
+    assert_eq!(
+        c.app
+            .store
+            .conversation_for_session("demo-1")
+            .await
+            .expect("link"),
+        Some("test:f".to_string())
+    );
+    c.send("f", "/fleet").await;
+    c.wait_reply("f", "demo-1").await;
+    c.send("f", "/spawn nope do it").await;
+    c.wait_reply("f", "Cannot spawn").await;
+}
+
+#[actix_web::test]
 async fn github_issue_and_pr_threads_share_worktrees_and_clean_up_in_order() {
     let Some(c) = Chat::start("").await else {
         return;

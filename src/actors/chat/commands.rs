@@ -616,7 +616,13 @@ async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) ->
         branch: None,
     };
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { request })).await {
-        Ok(Ok(Ok(s))) => Action::Reply(format!("Started session {} ({}).", s.session.id, project)),
+        Ok(Ok(Ok(s))) => {
+            let id = s.session.id.to_string();
+            if let Err(e) = ctx.store.link_session_to_conversation(&id, &conv.id).await {
+                tracing::warn!(session = %id, error = %e, "cannot link the session to its chat");
+            }
+            Action::Reply(format!("Started session {id} ({project})."))
+        }
         Ok(Ok(Err(e))) => Action::Reply(format!("Cannot spawn: {e}")),
         _ => Action::Fail("the fleet did not answer in time".into()),
     }
