@@ -676,6 +676,19 @@ async fn github_issue_and_pr_threads_share_worktrees_and_clean_up_in_order() {
         (!wt.exists()).then_some(())
     })
     .await;
+    // A PR of its own gets `pr-N`, cut from the PR's head (`pull/N/head`, as forks need).
+    git(&up, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(up.join("feature.txt"), "f\n").expect("write");
+    git(&up, &["add", "."]);
+    git(&up, &["commit", "-q", "-m", "feature"]);
+    git(&up, &["update-ref", "refs/pull/10/head", "feature"]);
+    git(&up, &["checkout", "-q", "main"]);
+    let head = git(&up, &["rev-parse", "feature"]);
+    c.send_as("acme/widget#10", "tester", "/status", meta("pr", json!({})))
+        .await;
+    c.wait_reply("acme/widget#10", "pr-10").await;
+    let pr = c.base.join("worktrees/widget/pr-10");
+    assert_eq!(git(&pr, &["rev-parse", "HEAD"]), head);
     // Scenario 19: a failing `git worktree add` explains and never calls the assistant.
     std::fs::create_dir_all(c.base.join("worktrees/widget/issue-9/junk")).expect("mkdir");
     let before = c.starts().len();

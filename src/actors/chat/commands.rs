@@ -511,6 +511,8 @@ async fn worktree(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[Stri
             }
             let repo = cb.rsplit('/').next().unwrap_or(&cb).to_string();
             let path = ctx.worktrees.join(&repo).join(branch);
+            let lock = ctx.repo_lock(&main);
+            let _guard = lock.lock().await;
             match workspace::add_worktree(&main, &path, branch, None).await {
                 Ok(()) => {
                     conv.worktree = Some(path.display().to_string());

@@ -60,6 +60,20 @@ pub struct ChatContext {
     pub fleet: Option<Addr<FleetSupervisor>>,
     /// How long to wait for the fleet's answer.
     pub actor_timeout: Duration,
+    /// One lock per main checkout: git refuses concurrent worktree and fetch operations on a
+    /// repository (`.git/*.lock`), and conversations run in parallel.
+    pub repo_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ChatContext {
+    /// The lock of the checkout at `repo`.
+    pub fn repo_lock(&self, repo: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
+        match self.repo_locks.lock() {
+            Ok(mut m) => m.entry(repo.to_path_buf()).or_default().clone(),
+            // A poisoned map only means a panic elsewhere; a fresh lock keeps going.
+            Err(_) => Arc::default(),
+        }
+    }
 }
 
 impl ChatContext {
@@ -97,6 +111,7 @@ impl ChatContext {
             worktrees,
             fleet: None,
             actor_timeout: Duration::from_secs(10),
+            repo_locks: Default::default(),
         }
     }
 }

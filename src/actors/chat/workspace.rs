@@ -148,6 +148,8 @@ pub async fn ensure_thread_worktree(
     }
     let name = format!("{owner}/{repo}");
     let main = codebase_dir(ctx, &name);
+    let lock = ctx.repo_lock(&main);
+    let _guard = lock.lock().await;
     let base = meta.get("base").cloned().unwrap_or_else(|| "main".into());
     let valid_ref = |r: &str| r.split('/').all(crate::chat::paths::valid_name);
     if !valid_ref(&base) {
@@ -199,9 +201,23 @@ pub async fn ensure_thread_worktree(
     }
     let branch = format!("{}-{number}", if kind == "pr" { "pr" } else { "issue" });
     let path = ctx.worktrees.join(repo).join(&branch);
-    let start = match meta.get("head") {
-        Some(h) if kind == "pr" => format!("origin/{h}"),
-        _ => format!("origin/{base}"),
+    let start = if kind == "pr" {
+        // The PR's head, also from a fork: `pull/N/head` into a ref of our own (no shared
+        // FETCH_HEAD between conversations); else the head branch, else the base.
+        let ours = format!("refs/flotilla/pr-{number}");
+        let spec = format!("+pull/{number}/head:{ours}");
+        match git(&main, &["fetch", "origin", &spec], GIT_TIMEOUT).await {
+            Ok(_) => ours,
+            Err(e) => {
+                tracing::debug!(error = %e, "no pull/N/head ref; using the head branch");
+                match meta.get("head") {
+                    Some(h) => format!("origin/{h}"),
+                    None => format!("origin/{base}"),
+                }
+            }
+        }
+    } else {
+        format!("origin/{base}")
     };
     add_worktree(&main, &path, &branch, Some(&start)).await?;
     let w = path.display().to_string();
@@ -246,6 +262,8 @@ pub async fn close_thread(ctx: &ChatContext, conv: &mut ConversationRecord) {
     let Some(main) = conv.codebase.as_ref().map(|c| codebase_dir(ctx, c)) else {
         return;
     };
+    let lock = ctx.repo_lock(&main);
+    let _guard = lock.lock().await;
     match git(&main, &["worktree", "remove", &w], GIT_TIMEOUT).await {
         Ok(_) => tracing::info!(worktree = %w, "worktree removed"),
         Err(e) if e.contains("is not a working tree") => {}
