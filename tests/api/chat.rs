@@ -838,3 +838,19 @@ async fn kill_dash_nine_with_thirty_queued_messages_loses_none_and_keeps_order()
     assert!(stats["queued"] == 0, "{stats}");
     server.kill9();
 }
+
+#[actix_web::test]
+async fn an_idle_conversation_actor_stops_and_comes_back_from_the_store() {
+    let Some(c) = Chat::start("  idle_after: 200ms\n").await else {
+        return;
+    };
+    c.send("i", "/help").await;
+    c.wait_reply("i", "Commands:").await;
+    eventually(30, "the idle actor stopped", || async {
+        (c.stats().await["actors"] == 0).then_some(())
+    })
+    .await;
+    c.send("i", "/getcwd").await;
+    c.wait_reply("i", "Working directory: not set").await;
+    assert_eq!(c.replies("i").await.len(), 2);
+}
