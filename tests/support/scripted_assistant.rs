@@ -35,7 +35,9 @@ fn log(event: &str, extra: serde_json::Value) {
             .append(true)
             .open(path)
         {
-            let _ = writeln!(f, "{line}");
+            // One write(2) per line: concurrent runs (and orphans of a killed server) append
+            // to the same file, and `writeln!` may split a line into several writes.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 }
