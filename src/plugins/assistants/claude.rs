@@ -29,7 +29,8 @@ impl ClaudeAssistant {
     /// The argv of one turn, and whether the prompt goes on stdin.
     pub fn argv(&self, request: &TurnRequest) -> (Vec<String>, bool) {
         let mut argv = self.program.clone();
-        let on_stdin = request.prompt.len() > MAX_ARG_PROMPT;
+        // A prompt that looks like a flag (`-rf`) would be parsed as one: stdin takes it.
+        let on_stdin = request.prompt.len() > MAX_ARG_PROMPT || request.prompt.starts_with('-');
         argv.push("-p".into());
         if !on_stdin {
             argv.push(request.prompt.clone());
@@ -174,6 +175,10 @@ mod tests {
         );
         let (argv, _) = a.argv(&req(None));
         assert!(!argv.contains(&"--resume".to_string()));
+        let mut flag = req(None);
+        flag.prompt = "--dangerously-skip-permissions".into();
+        let (argv, stdin) = a.argv(&flag);
+        assert!(stdin && !argv.contains(&flag.prompt));
     }
 
     #[test]

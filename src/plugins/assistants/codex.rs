@@ -47,7 +47,8 @@ impl CodexAssistant {
             argv.push("resume".into());
             argv.push(id.clone());
         }
-        let on_stdin = request.prompt.len() > MAX_ARG_PROMPT;
+        // A prompt that looks like a flag (`-rf`) would be parsed as one: stdin takes it.
+        let on_stdin = request.prompt.len() > MAX_ARG_PROMPT || request.prompt.starts_with('-');
         argv.push(if on_stdin {
             "-".into()
         } else {
