@@ -315,8 +315,15 @@ impl Application {
                 url: store::redact_url(&url),
                 source,
             })?;
-        let notifiers =
+        let mut notifiers =
             notify::build_notifiers(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+        let chat_platforms = crate::actors::chat::platforms::chat_platforms_from(&settings);
+        crate::actors::chat::replace_chat_notifiers(
+            &settings,
+            &mut notifiers,
+            &store,
+            &chat_platforms,
+        );
         if notifiers.is_empty() {
             tracing::warn!(
                 "no notifiers configured: notifications are recorded in the event log only"
@@ -388,6 +395,15 @@ impl Application {
         } else {
             Vec::new()
         };
+        let chat = crate::actors::chat::start(
+            &settings,
+            store.clone(),
+            &home,
+            chat_platforms,
+            Some(supervisor.clone()),
+        )
+        .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
+        let chat_http = http::chat_test::ChatHttp::from(&chat);
         let checker = fleet.clone();
         let state = AppState {
             extra_tokens,
@@ -400,13 +416,15 @@ impl Application {
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,
             github_webhook_secret: settings.github.webhook_secret.clone(),
-            chat_inbox: None,
+            chat_inbox: Some(chat.inbox.clone()),
         };
         let shutdown = settings.server.shutdown_timeout.get();
         let server = HttpServer::new(move || {
             let st = state.clone();
+            let ch = chat_http.clone();
             App::new()
                 .wrap(actix_web::middleware::from_fn(http::middleware::observe))
+                .configure(|cfg| http::chat_test::routes(cfg, &ch))
                 .configure(|cfg| http::routes(cfg, &st))
         })
         .listen(listener)?
