@@ -335,6 +335,7 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             github_webhook_secret: settings.github.webhook_secret.clone(),
             chat_inbox: None,
+            chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),
         };
         let shutdown = settings.server.shutdown_timeout.get();
         let server = HttpServer::new(move || {

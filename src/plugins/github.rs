@@ -791,6 +791,7 @@ mod tests {
             graphql_url: "http://127.0.0.1:1/graphql".into(),
             token: Some(crate::config::Secret::new("ghp_secret")),
             webhook_secret: None,
+            bot_login: None,
         };
         let scm = GithubScm::new(&s, Duration::from_secs(1)).expect("builds");
         assert!(!format!("{scm:?}").contains("ghp_secret"));

@@ -16,6 +16,7 @@
 
 pub mod activity;
 pub mod agents;
+pub mod chat;
 pub mod clone;
 pub mod exec;
 pub mod github;

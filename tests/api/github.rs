@@ -25,6 +25,7 @@ async fn setup() -> Option<(FakeGithub, GithubScm)> {
         graphql_url: format!("{}/graphql", gh.url),
         token: Some(Secret::new("ghp_test")),
         webhook_secret: None,
+        bot_login: None,
     };
     let scm = GithubScm::new(&settings, Duration::from_secs(10)).expect("plugin");
     Some((gh, scm))
@@ -433,6 +434,7 @@ async fn github_a_wrong_token_is_an_api_error_that_never_shows_the_token() {
         graphql_url: format!("{}/graphql", gh.url),
         token: Some(Secret::new("ghp_wrong_and_secret")),
         webhook_secret: None,
+        bot_login: None,
     };
     let scm = GithubScm::new(&settings, Duration::from_secs(5)).expect("plugin");
     let e = scm.repo_changed(REPO).await.expect_err("401");
