@@ -1,0 +1,507 @@
+//! Chat platform adapters against their fakes, and the chat webhooks' verification.
+//!
+//! Adapters are driven directly (a [`RecordingInbox`] stands in for the chat core where a
+//! test needs one); webhooks go through the real application.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flotilla::plugins::chat::discord::DiscordPlatform;
+use flotilla::plugins::chat::gateway::Gateway;
+use flotilla::plugins::chat::github::GithubCommentsPlatform;
+use flotilla::plugins::chat::jira::JiraPlatform;
+use flotilla::plugins::chat::slack::SlackPlatform;
+use flotilla::plugins::chat::telegram::{Poller, TelegramPlatform};
+use flotilla::plugins::{
+    ChatInbox, ChatPlatform, InboundMessage, InboxReceipt, PluginError, PluginResult,
+};
+use serde_json::{json, Value};
+
+use crate::fake_discord::{self, FakeDiscord, BOT_ID};
+use crate::fake_jira::{self, FakeJira};
+use crate::fake_slack::{self, FakeSlack};
+use crate::fake_telegram::FakeTelegram;
+use crate::helpers::{eventually, spawn_app_with_env, Backend, TestApp, ECHO_AGENT};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An inbox that records what it is given; it can be told to refuse the next N messages.
+#[derive(Default)]
+pub struct RecordingInbox {
+    pub messages: Mutex<Vec<InboundMessage>>,
+    pub refuse: AtomicU32,
+}
+
+impl RecordingInbox {
+    fn texts(&self) -> Vec<String> {
+        self.all().into_iter().map(|m| m.text).collect()
+    }
+    fn all(&self) -> Vec<InboundMessage> {
+        self.messages.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl ChatInbox for RecordingInbox {
+    async fn receive(&self, message: InboundMessage) -> PluginResult<InboxReceipt> {
+        if self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PluginError::Invalid("store refused".into()));
+        }
+        let mut m = self.messages.lock().expect("lock");
+        let new = !m.iter().any(|x| x.message_id == message.message_id);
+        let conversation = format!("{}:{}", message.platform, message.thread);
+        if new {
+            m.push(message);
+        }
+        Ok(InboxReceipt {
+            conversation,
+            new,
+            position: 0,
+        })
+    }
+}
+
+// ---- Telegram ------------------------------------------------------------------------------
+
+/// Scenario 14: a 10,000-character reply of paragraphs goes as several messages of at most
+/// 4,096 characters; a chunk Telegram's MarkdownV2 parser refuses is resent as plain text.
+#[actix_web::test]
+async fn chat_platforms_telegram_splits_a_long_reply_and_resends_refused_markdown_as_plain() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT).expect("platform");
+    let para = format!(
+        "Step {}: run `cargo test` (it's fast) and check v1.2!",
+        "x".repeat(240)
+    );
+    let text = vec![para; 36].join("\n\n");
+    assert!(text.chars().count() > 10_000);
+    tg.reject_markdown_next(1);
+    p.send("555", &text).await.expect("sent");
+    let sent = tg.sent();
+    assert!(sent.len() >= 3, "{} messages", sent.len());
+    assert!(sent.iter().all(|m| m.text.chars().count() <= 4096));
+    assert_eq!(tg.rejected_markdown(), 1, "only the forced refusal");
+    assert_eq!(
+        sent[0].parse_mode, None,
+        "the refused chunk went as plain text"
+    );
+    assert!(
+        sent[0].text.contains("`cargo test`"),
+        "plain text keeps the markup"
+    );
+    assert!(sent[1..]
+        .iter()
+        .all(|m| m.parse_mode.as_deref() == Some("MarkdownV2")));
+    assert!(sent[1]
+        .text
+        .contains("run cargo test (it's fast) and check v1.2!"));
+    let joined: usize = sent.iter().map(|m| m.text.matches("Step").count()).sum();
+    assert_eq!(joined, 36, "no paragraph lost or cut");
+}
+
+/// Flood control mid-stream: the edit completes after `retry_after`.
+#[actix_web::test]
+async fn chat_platforms_telegram_flood_control_mid_stream_completes_after_the_wait() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT).expect("platform");
+    let id = p.send("555", "Thinking").await.expect("first");
+    tg.flood_next(1, 1);
+    p.edit("555", &id, "Thinking… done.")
+        .await
+        .expect("edit after the wait");
+    let sent = tg.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].text, "Thinking… done.");
+    assert_eq!(sent[0].edits, 1);
+    assert_eq!(tg.calls("editmessagetext"), 2, "one 429, one retry");
+}
+
+/// The long poll confirms an update only after the inbox stored it.
+#[actix_web::test]
+async fn chat_platforms_telegram_poll_advances_the_offset_only_after_the_inbox_stored() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let settings = flotilla::config::TelegramSettings {
+        api_url: tg.url.clone(),
+        bot_token: Some(flotilla::config::Secret::new("123:ABC")),
+        secret_token: None,
+    };
+    let mut poller = Poller::from_settings(&settings, TIMEOUT)
+        .expect("client")
+        .expect("poll mode");
+    let inbox = RecordingInbox::default();
+    tg.push_message(555, 42, "/status@FlotillaBot");
+    inbox.refuse.store(1, Ordering::SeqCst);
+    assert!(poller.poll_once(&inbox).await.is_err(), "the store refused");
+    assert_eq!(tg.pending(), 1);
+    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 1);
+    let got = inbox.all();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (
+            got[0].thread.as_str(),
+            got[0].author.as_str(),
+            got[0].text.as_str()
+        ),
+        ("555", "42", "/status")
+    );
+    tg.push_message(555, 42, "second");
+    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 1);
+    assert_eq!(
+        tg.pending(),
+        1,
+        "the second is confirmed only by the next poll"
+    );
+    assert_eq!(inbox.texts(), vec!["/status", "second"]);
+}
+
+// ---- Discord -------------------------------------------------------------------------------
+
+/// Scenario 15 (adapter part): a guild message without the mention is ignored, a DM is
+/// taken, `<@BOTID> /status` arrives as `/status`; the gateway identifies, heartbeats and
+/// resumes after op 7.
+#[actix_web::test]
+async fn chat_platforms_discord_gateway_takes_dms_and_mentions_only_and_resumes() {
+    let dc = FakeDiscord::start("bot-token", 200).await;
+    let settings = flotilla::config::DiscordSettings {
+        api_url: dc.api_url.clone(),
+        gateway_url: dc.gateway_url.clone(),
+        bot_token: Some(flotilla::config::Secret::new("bot-token")),
+        public_key: None,
+    };
+    let inbox = Arc::new(RecordingInbox::default());
+    let gw = Gateway::from_settings(&settings).expect("gateway");
+    let task = actix_web::rt::spawn(gw.run(inbox.clone() as Arc<dyn ChatInbox>));
+    eventually(10, "identify", || async {
+        (dc.gateway_counts().0 == 1).then_some(())
+    })
+    .await;
+    dc.message_create("C1", Some("G1"), "U1", "/status");
+    dc.message_create("D1", None, "U1", "/help");
+    dc.message_create("C1", Some("G1"), "U1", &format!("<@{BOT_ID}> /status"));
+    eventually(10, "two messages", || async {
+        (inbox.all().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(inbox.texts(), vec!["/help", "/status"]);
+    assert_eq!(inbox.all()[1].thread, "C1");
+    eventually(10, "heartbeats", || async {
+        (dc.gateway_counts().2 >= 1).then_some(())
+    })
+    .await;
+    dc.reconnect_all();
+    eventually(15, "resume", || async {
+        (dc.gateway_counts().1 == 1).then_some(())
+    })
+    .await;
+    dc.message_create("D1", None, "U2", "after resume");
+    eventually(10, "message after resume", || async {
+        inbox
+            .texts()
+            .contains(&"after resume".to_string())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(dc.gateway_counts().0, 1, "resumed, not identified again");
+    task.abort();
+}
+
+/// REST: a long reply splits under 2,000 characters; a 429 bucket is waited out.
+#[actix_web::test]
+async fn chat_platforms_discord_splits_under_2000_and_waits_out_a_429() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let p = DiscordPlatform::new(&dc.api_url, "bot-token", TIMEOUT).expect("platform");
+    let text = vec!["word ".repeat(100); 9].join("\n\n");
+    p.send("C1", &text).await.expect("sent");
+    let posted = dc.posted();
+    assert!(posted.len() >= 3);
+    assert!(posted.iter().all(|m| m.content.chars().count() <= 2000));
+    dc.limit_next(1, 0.3);
+    p.edit("C1", &posted[0].id, "edited")
+        .await
+        .expect("edit after the wait");
+    assert_eq!(dc.posted()[0].content, "edited");
+}
+
+// ---- Slack, Jira, GitHub outbound ----------------------------------------------------------
+
+#[actix_web::test]
+async fn chat_platforms_slack_replies_in_thread_and_streams_through_a_429() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let p = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    let ts = p.send("C1:1700.1", "Working").await.expect("posted");
+    sl.limit_next(1, 1);
+    p.edit("C1:1700.1", &ts, "Working… done")
+        .await
+        .expect("updated after the wait");
+    let posted = sl.posted();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].thread_ts.as_deref(), Some("1700.1"));
+    assert_eq!(posted[0].text, "Working… done");
+    let bad = SlackPlatform::new(&sl.api_url, "xoxb-wrong", TIMEOUT).expect("platform");
+    let e = bad.send("C1:1.0", "x").await.expect_err("invalid_auth");
+    assert!(e.to_string().contains("invalid_auth"), "{e}");
+    assert!(!format!("{e:?}").contains("xoxb-wrong"));
+}
+
+#[actix_web::test]
+async fn chat_platforms_jira_replies_in_adf() {
+    let jr = FakeJira::start("bot@acme.io", "jira-token", &["ABC-123"]).await;
+    let p = JiraPlatform::new(&jr.url, "bot@acme.io", "jira-token", TIMEOUT).expect("platform");
+    jr.limit_next(1);
+    p.send("ABC-123", "## Plan\n\nRun **tests**.\n\n- one\n- two")
+        .await
+        .expect("commented");
+    let c = jr.comments();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].body["content"][0]["type"], "heading");
+    assert_eq!(
+        c[0].body["content"][1]["content"][1]["marks"][0]["type"],
+        "strong"
+    );
+    assert_eq!(c[0].body["content"][2]["type"], "bulletList");
+    let bad = JiraPlatform::new(&jr.url, "bot@acme.io", "nope", TIMEOUT).expect("platform");
+    assert!(bad.send("ABC-123", "x").await.is_err());
+}
+
+#[actix_web::test]
+async fn chat_platforms_github_replies_as_issue_comments() {
+    let gh = crate::fake_github::FakeGithub::start("ghp_test").await;
+    gh.create_repo("acme/app");
+    let n = gh.create_issue("acme/app", "Bug", "@flotilla please fix");
+    let p = GithubCommentsPlatform::new(&gh.url, "ghp_test", TIMEOUT).expect("platform");
+    let id = p
+        .send(&format!("acme/app#{n}"), "On it.")
+        .await
+        .expect("commented");
+    assert!(id.parse::<i64>().is_ok());
+    assert_eq!(
+        gh.count("POST /repos/{owner}/{repo}/issues/{number}/comments"),
+        1
+    );
+}
+
+// ---- Webhooks through the application ------------------------------------------------------
+
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const TG_SECRET: &str = "abc_DEF-123";
+const JIRA_SECRET: &str = "jira-hook-secret";
+const GH_SECRET: &str = "gh-hook-secret";
+const DISCORD_KEY: [u8; 32] = [7u8; 32];
+
+async fn app() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let pk = fake_discord::public_key_hex(&DISCORD_KEY);
+    spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "",
+        dir,
+        &[
+            ("FLOTILLA__SLACK__SIGNING_SECRET", SLACK_SECRET),
+            ("FLOTILLA__TELEGRAM__SECRET_TOKEN", TG_SECRET),
+            ("FLOTILLA__DISCORD__PUBLIC_KEY", &pk),
+            ("FLOTILLA__JIRA__WEBHOOK_SECRET", JIRA_SECRET),
+            ("FLOTILLA__JIRA__BOT_ACCOUNT_ID", "bot-account"),
+            ("FLOTILLA__GITHUB__WEBHOOK_SECRET", GH_SECRET),
+            ("FLOTILLA__GITHUB__BOT_LOGIN", "flotilla[bot]"),
+        ],
+    )
+    .await
+    .expect("app")
+}
+
+async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut r = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.body(body.to_string()).send().await.expect("post");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+async fn nothing_stored(app: &TestApp) {
+    assert!(
+        app.store
+            .list_conversations()
+            .await
+            .expect("list")
+            .is_empty(),
+        "a refused request stored a conversation"
+    );
+}
+
+#[actix_web::test]
+async fn chat_platforms_unsigned_or_badly_signed_webhooks_get_401_and_store_nothing() {
+    let app = app().await;
+    let slack_body = fake_slack::envelope(json!({"type": "app_mention", "user": "U1",
+        "text": "<@U0BOT> hi", "ts": "1.0", "channel": "C1"}))
+    .to_string();
+    let now = chrono::Utc::now().timestamp();
+    let stale = (now - 600).to_string();
+    let nows = now.to_string();
+    let good_old = fake_slack::sign(SLACK_SECRET, now - 600, &slack_body);
+    let wrong = fake_slack::sign("not-the-secret", now, &slack_body);
+    for h in [
+        vec![],
+        vec![
+            ("x-slack-request-timestamp", nows.as_str()),
+            ("x-slack-signature", wrong.as_str()),
+        ],
+        vec![
+            ("x-slack-request-timestamp", stale.as_str()),
+            ("x-slack-signature", good_old.as_str()),
+        ],
+    ] {
+        assert_eq!(
+            post(&app, "/webhooks/slack/events", &h, &slack_body)
+                .await
+                .0,
+            401
+        );
+    }
+
+    let update =
+        json!({"update_id": 1, "message": {"message_id": 1, "from": {"id": 42, "is_bot": false},
+        "chat": {"id": 42, "type": "private"}, "date": 1, "text": "hi"}})
+        .to_string();
+    for h in [
+        vec![],
+        vec![("x-telegram-bot-api-secret-token", "abc_DEF-12")],
+    ] {
+        assert_eq!(post(&app, "/webhooks/telegram", &h, &update).await.0, 401);
+    }
+
+    let ping = r#"{"type":1}"#;
+    let (sig, ts) = fake_discord::sign_interaction(&[8u8; 32], ping);
+    for h in [
+        vec![],
+        vec![
+            ("x-signature-ed25519", sig.as_str()),
+            ("x-signature-timestamp", ts.as_str()),
+        ],
+    ] {
+        assert_eq!(
+            post(&app, "/webhooks/discord/interactions", &h, ping)
+                .await
+                .0,
+            401
+        );
+    }
+    let (good, ts) = fake_discord::sign_interaction(&DISCORD_KEY, ping);
+    let other_ts = (ts.parse::<i64>().expect("ts") + 1).to_string();
+    let h = [
+        ("x-signature-ed25519", good.as_str()),
+        ("x-signature-timestamp", other_ts.as_str()),
+    ];
+    assert_eq!(
+        post(&app, "/webhooks/discord/interactions", &h, ping)
+            .await
+            .0,
+        401
+    );
+
+    let jira = fake_jira::comment_created("ABC-1", "10001", "u1", "[~accountid:bot-account] hi")
+        .to_string();
+    let bad = flotilla::plugins::github::events::sign(b"wrong", jira.as_bytes());
+    for h in [vec![], vec![("x-hub-signature", bad.as_str())]] {
+        assert_eq!(post(&app, "/webhooks/jira", &h, &jira).await.0, 401);
+    }
+
+    // Scenario 16: a GitHub comment with a wrong HMAC is dropped.
+    let gh = json!({"action": "created", "issue": {"number": 1}, "comment": {"id": 5,
+        "body": "@flotilla hi", "user": {"login": "alice"}}, "repository": {"full_name": "a/b"}})
+    .to_string();
+    let bad = flotilla::plugins::github::events::sign(b"wrong", gh.as_bytes());
+    let h = [
+        ("x-github-event", "issue_comment"),
+        ("x-github-delivery", "d-1"),
+        ("x-hub-signature-256", bad.as_str()),
+    ];
+    assert_eq!(post(&app, "/webhooks/github", &h, &gh).await.0, 401);
+    nothing_stored(&app).await;
+}
+
+#[actix_web::test]
+async fn chat_platforms_slack_url_verification_and_discord_ping_are_answered() {
+    let app = app().await;
+    let body = json!({"token": "Jhj5dZrVaK7ZwHHjRyZWjbDl",
+        "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification"});
+    let (status, text) = fake_slack::post_signed(
+        &format!("{}/webhooks/slack/events", app.address),
+        SLACK_SECRET,
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        v["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+
+    let ping = r#"{"type":1,"id":"1","application_id":"2"}"#;
+    let (sig, ts) = fake_discord::sign_interaction(&DISCORD_KEY, ping);
+    let h = [
+        ("x-signature-ed25519", sig.as_str()),
+        ("x-signature-timestamp", ts.as_str()),
+    ];
+    let (status, text) = post(&app, "/webhooks/discord/interactions", &h, ping).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("json"),
+        json!({"type": 1})
+    );
+    nothing_stored(&app).await;
+}
+
+/// The bot's own comment, an edited comment and an @mention in an issue body are
+/// acknowledged and trigger nothing.
+#[actix_web::test]
+async fn chat_platforms_own_edited_and_body_mentions_on_github_trigger_nothing() {
+    let app = app().await;
+    let repo = json!({"full_name": "acme/app", "name": "app", "owner": {"login": "acme"}});
+    let cases = [
+        (
+            "issue_comment",
+            json!({"action": "created", "issue": {"number": 3, "body": "x"},
+            "comment": {"id": 1, "body": "@flotilla[bot] I replied", "user": {"login": "flotilla[bot]"}},
+            "repository": repo, "sender": {"login": "flotilla[bot]"}}),
+        ),
+        (
+            "issue_comment",
+            json!({"action": "edited", "issue": {"number": 3, "body": "x"},
+            "comment": {"id": 2, "body": "@flotilla do it", "user": {"login": "alice"}},
+            "repository": repo, "sender": {"login": "alice"}}),
+        ),
+        (
+            "issues",
+            json!({"action": "opened", "issue": {"number": 4, "title": "t",
+            "body": "@flotilla fix this", "user": {"login": "alice"}, "state": "open", "labels": []},
+            "repository": repo, "sender": {"login": "alice"}}),
+        ),
+    ];
+    for (i, (event, body)) in cases.iter().enumerate() {
+        let raw = body.to_string();
+        let sig = flotilla::plugins::github::events::sign(GH_SECRET.as_bytes(), raw.as_bytes());
+        let id = format!("delivery-{i}");
+        let h = [
+            ("x-github-event", *event),
+            ("x-github-delivery", id.as_str()),
+            ("x-hub-signature-256", sig.as_str()),
+        ];
+        let (status, text) = post(&app, "/webhooks/github", &h, &raw).await;
+        assert_eq!(status, 200, "{event}: {text}");
+    }
+    nothing_stored(&app).await;
+}
