@@ -322,6 +322,18 @@ impl Application {
         } else {
             Vec::new()
         };
+        let chat =
+            crate::actors::chat::start(&settings, store.clone(), &home, Some(supervisor.clone()))
+                .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
+        let chat_http = http::chat_test::ChatHttp::from(&chat);
+        // The Telegram long poll and the Discord gateway feed the same inbox as the webhooks;
+        // they live as long as the actix system (their handles are detached).
+        crate::plugins::chat::start_listeners(
+            &settings,
+            chat.inbox.clone(),
+            crate::plugins::chat::CALL_TIMEOUT,
+        )
+        .map_err(|e| StartError::Config(format!("chat platforms: {e}")))?;
         let checker = fleet.clone();
         let state = AppState {
             extra_tokens,
@@ -334,14 +346,16 @@ impl Application {
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,
             github_webhook_secret: settings.github.webhook_secret.clone(),
-            chat_inbox: None,
+            chat_inbox: Some(chat.inbox.clone()),
             chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),
         };
         let shutdown = settings.server.shutdown_timeout.get();
         let server = HttpServer::new(move || {
             let st = state.clone();
+            let ch = chat_http.clone();
             App::new()
                 .wrap(actix_web::middleware::from_fn(http::middleware::observe))
+                .configure(|cfg| http::chat_test::routes(cfg, &ch))
                 .configure(|cfg| http::routes(cfg, &st))
         })
         .listen(listener)?

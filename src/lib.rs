@@ -12,6 +12,8 @@
 //! - [`http`]: the actix-web edge: REST, SSE, WebSocket, health and metrics, the web
 //!   dashboard (embedded from `web/`) and terminal attach; it only messages actors.
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
+//! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks); its
+//!   actors are in `actors::chat`.
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
@@ -19,6 +21,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod http;

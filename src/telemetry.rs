@@ -60,6 +60,13 @@ pub const REACTIONS: &str = "flotilla_reactions_total";
 /// Reactions escalated to a human (counter, `reaction`).
 pub const ESCALATIONS: &str = "flotilla_escalations_total";
 
+/// Chat conversations waiting for a free turn slot (gauge, `platform`).
+pub const CHAT_QUEUE_DEPTH: &str = "flotilla_chat_queue_depth";
+/// Chat messages processed (counter, `outcome` in [`CHAT_TURN_OUTCOMES`]).
+pub const CHAT_TURNS: &str = "flotilla_chat_turns_total";
+/// The `outcome` label values of [`CHAT_TURNS`].
+pub const CHAT_TURN_OUTCOMES: [&str; 5] = ["done", "failed", "timeout", "cancelled", "rejected"];
+
 /// The process-wide metrics.
 pub struct Metrics {
     registry: Registry,
@@ -101,6 +108,10 @@ pub struct Metrics {
     pub reactions: IntCounterVec,
     /// See [`ESCALATIONS`].
     pub escalations: IntCounterVec,
+    /// See [`CHAT_QUEUE_DEPTH`].
+    pub chat_queue_depth: IntGaugeVec,
+    /// See [`CHAT_TURNS`].
+    pub chat_turns: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -183,6 +194,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new(ESCALATIONS, "Reactions escalated to a human, by reaction."),
         &["reaction"],
     )?;
+    let chat_queue_depth = IntGaugeVec::new(
+        Opts::new(
+            CHAT_QUEUE_DEPTH,
+            "Chat conversations waiting for a turn slot, by platform.",
+        ),
+        &["platform"],
+    )?;
+    let chat_turns = IntCounterVec::new(
+        Opts::new(CHAT_TURNS, "Chat messages processed, by outcome."),
+        &["outcome"],
+    )?;
+    for o in CHAT_TURN_OUTCOMES {
+        chat_turns.with_label_values(&[o]);
+    }
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -209,6 +234,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(github_webhooks.clone()))?;
     registry.register(Box::new(reactions.clone()))?;
     registry.register(Box::new(escalations.clone()))?;
+    registry.register(Box::new(chat_queue_depth.clone()))?;
+    registry.register(Box::new(chat_turns.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -235,6 +262,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         github_webhooks,
         reactions,
         escalations,
+        chat_queue_depth,
+        chat_turns,
     })
 }
 

@@ -31,11 +31,11 @@ use serde::Deserialize;
 pub use error::{ConfigError, ConfigIssue};
 pub use load::{data_dir, load, load_with, LoadOptions, DEFAULT_CONFIG_YAML};
 pub use sections::{
-    AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatSettings, DatabaseSettings,
-    DefaultsSettings, DiscordSettings, GithubSettings, JiraSettings, LifecycleSettings,
-    LinearSettings, LogSettings, NotificationsSettings, NotifierSettings, ProjectSettings,
-    RateLimitSettings, ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings,
-    SlackSettings, TelegramSettings, WorkspaceSetup,
+    AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
+    ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
+    JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
+    NotifierSettings, ProjectSettings, RateLimitSettings, ReactionOverride, ReactionSettings,
+    RoutingSettings, ServerSettings, SlackSettings, TelegramSettings, WorkspaceSetup,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,

@@ -454,6 +454,19 @@ impl Settings {
             v.push("chat.max_concurrent", "must be at least 1");
         }
         v.check("chat.turn_timeout", positive(self.chat.turn_timeout));
+        v.check("chat.idle_after", positive(self.chat.idle_after));
+        let a = &self.chat.assistant;
+        match a.kind.as_str() {
+            "claude" | "codex" => {}
+            "command" if a.command.is_empty() => {
+                v.push("chat.assistant.command", "required for kind command");
+            }
+            "command" => {}
+            other => v.push(
+                "chat.assistant.kind",
+                format!("unknown assistant {other:?}: use claude, codex or command"),
+            ),
+        }
     }
 
     fn check_agent_name(&self, name: &str) -> Result<(), String> {

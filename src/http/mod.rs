@@ -8,6 +8,7 @@
 //! | [`events`] | `/api/v1/events` (SSE, resumable with `Last-Event-ID`) |
 //! | [`ws`] | `/api/v1/ws` (the same stream over WebSocket) |
 //! | [`conversations`] | `/api/v1/conversations…` |
+//! | [`chat_test`] | `/api/v1/chat/stats`, the HTTP test platform `/api/v1/chat/test/…` |
 //! | [`notifications`] | `/api/v1/notifications` (the outbox, dead letters included) |
 //! | [`webhooks`] | `/webhooks/github` (signed by HMAC, outside bearer auth) |
 //! | [`webhooks_chat`] | `/webhooks/{slack/events,telegram,discord/interactions,jira}` (chat platforms, each by its own signature) |
@@ -17,6 +18,7 @@
 //! | [`middleware`] | bearer auth, request metrics and spans |
 //! | [`error`] | `ApiError`, the only `ResponseError` |
 
+pub mod chat_test;
 pub mod conversations;
 pub mod dashboard;
 pub mod error;

@@ -9,13 +9,14 @@
 //! | where PRs live | [`Scm`] | `github` ([`github::GithubScm`], on octocrab) |
 //! | how humans hear | [`Notifier`] | `webhook`, `slack`, `discord`, `telegram`, `desktop`, `chat` ([`notifiers`]) |
 //! | where chats come from | [`ChatPlatform`] | (Chat work) |
-//! | who answers chats | [`Assistant`] | (Chat work) |
+//! | who answers chats | [`Assistant`] | `claude`, `codex`, `command` ([`assistants`]) |
 //!
 //! Plugins never touch the store or actors; actors hold them as `Arc<dyn Trait>`. Every
 //! subprocess goes through [`exec`], with an argument vector and a timeout.
 
 pub mod activity;
 pub mod agents;
+pub mod assistants;
 pub mod chat;
 pub mod clone;
 pub mod exec;
@@ -694,7 +695,7 @@ pub trait Notifier: Send + Sync {
 }
 
 /// An inbound chat message, normalized.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct InboundMessage {
     /// Platform name.
     pub platform: String,
@@ -706,6 +707,13 @@ pub struct InboundMessage {
     pub author: String,
     /// Text.
     pub text: String,
+    /// What the platform knows besides the text (build with `..Default::default()`). Keys the
+    /// chat bridge reads: `kind` (`issue` | `pr`, GitHub), `closes` (comma-separated issue
+    /// numbers a PR closes), `event` (`closed`: the issue/PR was closed — clean up its
+    /// worktree; no turn runs), `context` (issue/PR title and body, appended to prompts),
+    /// `base` (the branch to cut worktrees from), `repo_url` (clone URL of the repository).
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// What an accepted inbound message became.
@@ -772,19 +780,40 @@ pub enum Chunk {
         /// Resume id.
         session_id: Option<String>,
     },
+    /// The assistant announced its session id before the end (Claude's `system/init`): kept
+    /// so a cancelled turn can still be resumed.
+    Session {
+        /// Resume id.
+        session_id: String,
+    },
+}
+
+/// One assistant turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRequest {
+    /// Working directory of the assistant.
+    pub cwd: PathBuf,
+    /// The prompt.
+    pub prompt: String,
+    /// Session to continue, if any.
+    pub resume_id: Option<String>,
 }
 
 /// The agent a conversation talks to (claude `-p`, codex `exec`, any command).
 #[async_trait]
 pub trait Assistant: Send + Sync {
-    /// Runs one turn and returns its chunks in order.
+    /// Kind (`claude`, `codex`, `command`), for logs and `/status`.
+    fn kind(&self) -> &'static str;
+
+    /// Runs one turn, sending its chunks in order as they arrive; returns when the assistant
+    /// has finished. Dropping the future cancels the turn: the assistant's whole process group
+    /// is killed (this is how `/cancel` and the turn timeout work).
     ///
     /// # Errors
-    /// `Timeout` past the turn timeout; `Command` when the assistant fails.
+    /// `Command` when the assistant fails (non-zero exit, no result); `Io` if it cannot start.
     async fn turn(
         &self,
-        cwd: &Path,
-        prompt: &str,
-        resume_id: Option<&str>,
-    ) -> PluginResult<Vec<Chunk>>;
+        request: &TurnRequest,
+        chunks: tokio::sync::mpsc::Sender<Chunk>,
+    ) -> PluginResult<()>;
 }

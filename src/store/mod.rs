@@ -220,6 +220,25 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChatMessageRecord>>;
 
+    /// As [`Store::enqueue_chat_message`], keeping the platform's extra facts with the
+    /// message (a store without them drops `meta`).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn enqueue_chat_message_with_meta(
+        &self,
+        conversation_id: &str,
+        platform_message_id: &str,
+        author: &str,
+        body: &str,
+        meta: &std::collections::BTreeMap<String, String>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ChatMessageRecord>> {
+        let _ = meta;
+        self.enqueue_chat_message(conversation_id, platform_message_id, author, body, at)
+            .await
+    }
+
     /// The oldest queued or running message of a conversation (running ones are resumed after a
     /// crash), if any.
     ///
@@ -235,6 +254,107 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` for an unknown message.
     async fn set_chat_message_status(&self, id: i64, status: MessageStatus) -> StoreResult<()>;
+
+    /// One conversation.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    async fn get_conversation(&self, id: &str) -> StoreResult<ConversationRecord> {
+        let _ = id;
+        Err(chat_unsupported())
+    }
+
+    /// Saves a conversation's state: resume id, cwd, codebase, worktree, last command.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation.
+    async fn update_conversation(&self, c: &ConversationRecord) -> StoreResult<()> {
+        let _ = c;
+        Err(chat_unsupported())
+    }
+
+    /// Ids of the conversations whose worktree is `worktree` (a worktree is removed only
+    /// when none is left).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn conversations_with_worktree(&self, worktree: &str) -> StoreResult<Vec<String>> {
+        let _ = worktree;
+        Err(chat_unsupported())
+    }
+
+    /// A conversation's queued and running messages, oldest first.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn pending_chat_messages(
+        &self,
+        conversation_id: &str,
+    ) -> StoreResult<Vec<ChatMessageRecord>> {
+        let _ = conversation_id;
+        Err(chat_unsupported())
+    }
+
+    /// Creates or replaces a global chat template.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn upsert_chat_template(&self, t: &ChatTemplateRecord) -> StoreResult<()> {
+        let _ = t;
+        Err(chat_unsupported())
+    }
+
+    /// A global chat template by name.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn get_chat_template(&self, name: &str) -> StoreResult<Option<ChatTemplateRecord>> {
+        let _ = name;
+        Err(chat_unsupported())
+    }
+
+    /// Every global chat template, by name.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn list_chat_templates(&self) -> StoreResult<Vec<ChatTemplateRecord>> {
+        Err(chat_unsupported())
+    }
+
+    /// Deletes a template; returns whether it existed.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn delete_chat_template(&self, name: &str) -> StoreResult<bool> {
+        let _ = name;
+        Err(chat_unsupported())
+    }
+
+    /// Registers per-codebase commands (name → path relative to the conversation's
+    /// directory), replacing same-named ones.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn add_codebase_commands(
+        &self,
+        codebase: &str,
+        commands: &std::collections::BTreeMap<String, String>,
+    ) -> StoreResult<()> {
+        let _ = (codebase, commands);
+        Err(chat_unsupported())
+    }
+
+    /// A codebase's commands, by name.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn codebase_commands(
+        &self,
+        codebase: &str,
+    ) -> StoreResult<std::collections::BTreeMap<String, String>> {
+        let _ = codebase;
+        Err(chat_unsupported())
+    }
 
     /// Ids of conversations that have queued or running messages (to restart after a crash).
     ///
@@ -441,4 +561,12 @@ fn column_err(column: &str, e: sqlx::Error) -> StoreError {
 /// Keeps ids, numbers and timestamps sane for callers passing a negative `limit`.
 fn clamp_limit(limit: i64) -> i64 {
     limit.max(0)
+}
+
+/// What a store without the chat bridge's tables answers (test doubles that only delegate
+/// the fleet's calls).
+fn chat_unsupported() -> StoreError {
+    StoreError::NotFound {
+        what: "chat state (this store does not keep it)".into(),
+    }
 }

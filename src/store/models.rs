@@ -396,8 +396,28 @@ pub struct ConversationRecord {
     pub cwd: Option<String>,
     /// Codebase the conversation works on.
     pub codebase: Option<String>,
+    /// Worktree the assistant runs in (takes precedence over `cwd`); shared by an issue and
+    /// the PR that closes it.
+    #[serde(default)]
+    pub worktree: Option<String>,
+    /// The last template or command run (`router`, `plan`…).
+    #[serde(default)]
+    pub last_command: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A global chat command template (`/name args`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChatTemplateRecord {
+    /// Name, invoked as `/name`.
+    pub name: String,
+    /// One line for `/templates`.
+    pub description: String,
+    /// The Markdown body with `$1`…`$9` and `$ARGUMENTS`.
+    pub content: String,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -441,6 +461,9 @@ pub struct ChatMessageRecord {
     pub author: String,
     /// Message text.
     pub body: String,
+    /// The platform's extra facts (`InboundMessage::meta`).
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
     /// Processing state.
     pub status: MessageStatus,
     /// When it arrived.

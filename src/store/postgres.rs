@@ -9,6 +9,7 @@
 //!
 //! JSON columns are JSONB; timestamps are TIMESTAMPTZ (microseconds).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -21,10 +22,10 @@ use sqlx::{Decode, Postgres, QueryBuilder, Row, Type};
 use super::{
     activity_str, clamp_limit, column_err, parse_activity, parse_message_status,
     parse_notification_status, parse_state, pr_from_columns, session_not_found, terminal_states,
-    write_err, ChatMessageRecord, ConversationRecord, EventRecord, MessageStatus, NewEvent,
-    NewSession, NotificationRecord, NotificationStatus, ReactionTracker, SessionFilter, SessionId,
-    SessionRecord, SessionSnapshot, SessionState, Store, StoreError, StoreResult, TimerRecord,
-    TransitionCommit, WebhookDelivery,
+    write_err, ChatMessageRecord, ChatTemplateRecord, ConversationRecord, EventRecord,
+    MessageStatus, NewEvent, NewSession, NotificationRecord, NotificationStatus, ReactionTracker,
+    SessionFilter, SessionId, SessionRecord, SessionSnapshot, SessionState, Store, StoreError,
+    StoreResult, TimerRecord, TransitionCommit, WebhookDelivery,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -52,12 +53,13 @@ macro_rules! event_columns {
 }
 macro_rules! message_columns {
     () => {
-        "id, conversation_id, platform_message_id, author, body, status, received_at"
+        "id, conversation_id, platform_message_id, author, body, status, received_at, meta"
     };
 }
 macro_rules! conversation_columns {
     () => {
-        "id, platform, thread, resume_id, cwd, codebase, created_at, updated_at"
+        "id, platform, thread, resume_id, cwd, codebase, worktree, last_command, created_at, \
+         updated_at"
     };
 }
 macro_rules! notification_columns {
@@ -173,7 +175,18 @@ fn conversation_from_row(row: &PgRow) -> StoreResult<ConversationRecord> {
         resume_id: get(row, "resume_id")?,
         cwd: get(row, "cwd")?,
         codebase: get(row, "codebase")?,
+        worktree: get(row, "worktree")?,
+        last_command: get(row, "last_command")?,
         created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn template_from_row(row: &PgRow) -> StoreResult<ChatTemplateRecord> {
+    Ok(ChatTemplateRecord {
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        content: get(row, "content")?,
         updated_at: get(row, "updated_at")?,
     })
 }
@@ -185,6 +198,10 @@ fn message_from_row(row: &PgRow) -> StoreResult<ChatMessageRecord> {
         platform_message_id: get(row, "platform_message_id")?,
         author: get(row, "author")?,
         body: get(row, "body")?,
+        meta: {
+            let m: String = get(row, "meta")?;
+            serde_json::from_str(&m).map_err(|e| StoreError::Corrupt(format!("chat meta: {e}")))?
+        },
         status: parse_message_status(&get::<String>(row, "status")?)?,
         received_at: get(row, "received_at")?,
     })
@@ -725,10 +742,31 @@ impl Store for PostgresStore {
         body: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChatMessageRecord>> {
+        self.enqueue_chat_message_with_meta(
+            conversation_id,
+            platform_message_id,
+            author,
+            body,
+            &BTreeMap::new(),
+            at,
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn enqueue_chat_message_with_meta(
+        &self,
+        conversation_id: &str,
+        platform_message_id: &str,
+        author: &str,
+        body: &str,
+        meta: &BTreeMap<String, String>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ChatMessageRecord>> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(concat!(
             "INSERT INTO chat_messages (conversation_id, platform_message_id, author, body, \
-             status, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             status, received_at, meta) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (conversation_id, platform_message_id) DO NOTHING RETURNING ",
             message_columns!()
         ))
@@ -738,6 +776,7 @@ impl Store for PostgresStore {
         .bind(body)
         .bind(MessageStatus::Queued.as_str())
         .bind(at)
+        .bind(serde_json::to_string(meta).unwrap_or_else(|_| "{}".into()))
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -803,6 +842,162 @@ impl Store for PostgresStore {
             });
         }
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_conversation(&self, id: &str) -> StoreResult<ConversationRecord> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: format!("conversation {id}"),
+        })?;
+        conversation_from_row(&row)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_conversation(&self, c: &ConversationRecord) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "UPDATE conversations SET resume_id = $2, cwd = $3, codebase = $4, worktree = $5, \
+             last_command = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&c.id)
+        .bind(&c.resume_id)
+        .bind(&c.cwd)
+        .bind(&c.codebase)
+        .bind(&c.worktree)
+        .bind(&c.last_command)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("conversation {}", c.id),
+            });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn conversations_with_worktree(&self, worktree: &str) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM conversations WHERE worktree = $1 ORDER BY id")
+                .bind(worktree)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn pending_chat_messages(
+        &self,
+        conversation_id: &str,
+    ) -> StoreResult<Vec<ChatMessageRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE conversation_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY id"
+        ))
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(message_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn upsert_chat_template(&self, t: &ChatTemplateRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO chat_templates (name, description, content, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+             description = excluded.description, content = excluded.content, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&t.name)
+        .bind(&t.description)
+        .bind(&t.content)
+        .bind(t.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(write_err)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_chat_template(&self, name: &str) -> StoreResult<Option<ChatTemplateRecord>> {
+        sqlx::query(
+            "SELECT name, description, content, updated_at FROM chat_templates WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(template_from_row)
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_chat_templates(&self) -> StoreResult<Vec<ChatTemplateRecord>> {
+        sqlx::query(
+            "SELECT name, description, content, updated_at FROM chat_templates ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(template_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_chat_template(&self, name: &str) -> StoreResult<bool> {
+        Ok(sqlx::query("DELETE FROM chat_templates WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn add_codebase_commands(
+        &self,
+        codebase: &str,
+        commands: &BTreeMap<String, String>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (name, path) in commands {
+            sqlx::query(
+                "INSERT INTO chat_codebase_commands (codebase, name, path) VALUES ($1, $2, $3) \
+                 ON CONFLICT (codebase, name) DO UPDATE SET path = excluded.path",
+            )
+            .bind(codebase)
+            .bind(name)
+            .bind(path)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_err)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn codebase_commands(&self, codebase: &str) -> StoreResult<BTreeMap<String, String>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, path FROM chat_codebase_commands WHERE codebase = $1 ORDER BY name",
+        )
+        .bind(codebase)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     #[tracing::instrument(skip_all)]

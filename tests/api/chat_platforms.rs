@@ -505,3 +505,194 @@ async fn chat_platforms_own_edited_and_body_mentions_on_github_trigger_nothing()
     }
     nothing_stored(&app).await;
 }
+
+// ---- End to end: platform → webhook/poll/gateway → chat core → reply on the fake -----------
+
+/// An app whose chat bridge talks to the fakes: `env` sets the platform sections, `allow`
+/// is the YAML under `chat.allow`.
+async fn chat_app(env: &[(&str, &str)], allow: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let extra = format!("chat:\n  allow:\n{allow}");
+    spawn_app_with_env(Backend::Sqlite, &agents, &extra, dir, env)
+        .await
+        .expect("app")
+}
+
+/// Slack: a signed `app_mention` from an allowed user gets a reply in its thread; one from
+/// a user missing from the allowlist gets none.
+#[actix_web::test]
+async fn chat_platforms_slack_mention_reaches_the_inbox_and_the_reply_reaches_the_thread() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let app = chat_app(
+        &[
+            ("FLOTILLA__SLACK__API_URL", sl.api_url.as_str()),
+            ("FLOTILLA__SLACK__BOT_TOKEN", "xoxb-test"),
+            ("FLOTILLA__SLACK__SIGNING_SECRET", SLACK_SECRET),
+        ],
+        "    slack: [U1]\n",
+    )
+    .await;
+    let url = format!("{}/webhooks/slack/events", app.address);
+    let stranger = fake_slack::envelope(json!({"type": "app_mention", "user": "U9",
+        "text": "<@U0BOT> /status", "ts": "1700.4", "channel": "C1"}));
+    assert_eq!(
+        fake_slack::post_signed(&url, SLACK_SECRET, &stranger)
+            .await
+            .0,
+        200
+    );
+    let ev = fake_slack::envelope(json!({"type": "app_mention", "user": "U1",
+        "text": "<@U0BOT> /status", "ts": "1700.5", "channel": "C1"}));
+    let (status, body) = fake_slack::post_signed(&url, SLACK_SECRET, &ev).await;
+    assert_eq!(status, 200, "{body}");
+    let reply = eventually(30, "a Slack reply", || async {
+        sl.posted()
+            .into_iter()
+            .find(|p| p.thread_ts.as_deref() == Some("1700.5"))
+    })
+    .await;
+    assert!(!reply.text.is_empty());
+    assert!(
+        sl.posted()
+            .iter()
+            .all(|p| p.thread_ts.as_deref() != Some("1700.4")),
+        "the stranger got a reply"
+    );
+}
+
+/// Telegram (long poll): a message reaches the inbox, the offset is confirmed, and the
+/// reply reaches the chat.
+#[actix_web::test]
+async fn chat_platforms_telegram_poll_message_gets_a_reply() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let app = chat_app(
+        &[
+            ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+            ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+        ],
+        "    telegram: [\"42\"]\n",
+    )
+    .await;
+    let u = tg.push_message(555, 42, "/status");
+    let reply = eventually(30, "a Telegram reply", || async {
+        tg.sent().into_iter().find(|m| m.chat_id == 555)
+    })
+    .await;
+    assert!(!reply.text.is_empty());
+    let id = u["update_id"].as_i64().expect("id");
+    eventually(30, "the offset confirmed", || async {
+        (tg.confirmed_offset() > id).then_some(())
+    })
+    .await;
+    drop(app);
+}
+
+/// Scenario 15 end to end: a guild message without the mention is ignored, a DM is served,
+/// `<@BOTID> /status` runs `/status`, a user missing from the allowlist gets no reply.
+#[actix_web::test]
+async fn chat_platforms_discord_scenario_15_end_to_end() {
+    let dc = FakeDiscord::start("bot-token", 500).await;
+    let _app = chat_app(
+        &[
+            ("FLOTILLA__DISCORD__API_URL", dc.api_url.as_str()),
+            ("FLOTILLA__DISCORD__GATEWAY_URL", dc.gateway_url.as_str()),
+            ("FLOTILLA__DISCORD__BOT_TOKEN", "bot-token"),
+        ],
+        "    discord: [\"U1\"]\n",
+    )
+    .await;
+    eventually(30, "gateway identify", || async {
+        (dc.gateway_counts().0 >= 1).then_some(())
+    })
+    .await;
+    dc.message_create("C1", Some("G1"), "U1", "/status");
+    dc.message_create("D9", None, "U9", "/status");
+    dc.message_create("C2", Some("G1"), "U1", &format!("<@{BOT_ID}> /status"));
+    dc.message_create("D1", None, "U1", "/status");
+    eventually(30, "replies in C2 and D1", || async {
+        let p = dc.posted();
+        (p.iter().any(|m| m.channel == "C2") && p.iter().any(|m| m.channel == "D1")).then_some(())
+    })
+    .await;
+    let posted = dc.posted();
+    assert!(
+        posted.iter().all(|m| m.channel != "C1"),
+        "unmentioned guild message answered"
+    );
+    assert!(
+        posted.iter().all(|m| m.channel != "D9"),
+        "non-allowlisted user answered"
+    );
+    assert!(posted.iter().all(|m| m.content.chars().count() <= 2000));
+}
+
+/// Jira: a signed `comment_created` mentioning the bot gets an ADF reply on the issue.
+#[actix_web::test]
+async fn chat_platforms_jira_comment_mention_gets_an_adf_reply() {
+    let jr = FakeJira::start("bot@acme.io", "jira-token", &["ABC-123"]).await;
+    let app = chat_app(
+        &[
+            ("FLOTILLA__JIRA__BASE_URL", jr.url.as_str()),
+            ("FLOTILLA__JIRA__EMAIL", "bot@acme.io"),
+            ("FLOTILLA__JIRA__API_TOKEN", "jira-token"),
+            ("FLOTILLA__JIRA__WEBHOOK_SECRET", JIRA_SECRET),
+            ("FLOTILLA__JIRA__BOT_ACCOUNT_ID", "bot-account"),
+        ],
+        "    jira: [\"u1\"]\n",
+    )
+    .await;
+    let hook =
+        fake_jira::comment_created("ABC-123", "10001", "u1", "[~accountid:bot-account] /status");
+    let status = fake_jira::post_signed(
+        &format!("{}/webhooks/jira", app.address),
+        JIRA_SECRET,
+        &hook,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let c = eventually(30, "a Jira reply", || async {
+        jr.comments().into_iter().next()
+    })
+    .await;
+    assert_eq!(c.issue, "ABC-123");
+    assert_eq!(c.body["type"], "doc");
+}
+
+/// GitHub: a new comment mentioning the bot gets a reply comment; the bot's own reply (which
+/// GitHub delivers as an `issue_comment` too) does not trigger another turn.
+#[actix_web::test]
+async fn chat_platforms_github_mention_gets_one_reply_and_the_reply_does_not_loop() {
+    let gh = crate::fake_github::FakeGithub::start("ghp_test").await;
+    gh.create_repo("acme/app");
+    let n = gh.create_issue("acme/app", "Bug", "@flotilla please fix");
+    let app = chat_app(
+        &[
+            ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
+            ("FLOTILLA__GITHUB__TOKEN", "ghp_test"),
+            ("FLOTILLA__GITHUB__WEBHOOK_SECRET", GH_SECRET),
+            ("FLOTILLA__GITHUB__BOT_LOGIN", "flotilla[bot]"),
+        ],
+        "    github: [alice]\n",
+    )
+    .await;
+    gh.set_webhook(&format!("{}/webhooks/github", app.address), GH_SECRET);
+    gh.add_comment("acme/app", n, "alice", "@flotilla /status")
+        .await;
+    let kind = "POST /repos/{owner}/{repo}/issues/{number}/comments";
+    eventually(60, "a GitHub reply", || async {
+        (gh.count(kind) >= 1).then_some(())
+    })
+    .await;
+    // The reply's own webhook was delivered (and answered) before `count` could see it.
+    eventually(30, "the reply's webhook", || async {
+        gh.deliveries()
+            .iter()
+            .any(|d| d.body.contains("flotilla[bot]") && d.status == 200)
+            .then_some(())
+    })
+    .await;
+    let convs = app.store.list_conversations().await.expect("list");
+    assert_eq!(convs.len(), 1);
+    assert_eq!(gh.count(kind), 1, "the bot answered its own comment");
+}

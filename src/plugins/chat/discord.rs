@@ -194,6 +194,7 @@ pub fn parse_message_create(d: &Value, bot_id: &str) -> Option<InboundMessage> {
         message_id: d["id"].as_str()?.to_string(),
         author: author.to_string(),
         text,
+        ..Default::default()
     })
 }
 
@@ -229,6 +230,7 @@ pub fn parse_interaction(v: &Value) -> Option<InboundMessage> {
         message_id: format!("interaction-{}", v["id"].as_str()?),
         author: author.to_string(),
         text,
+        ..Default::default()
     })
 }
 

@@ -158,7 +158,70 @@ pub fn parse_comment(event: &str, body: &Value, bot_login: &str) -> Option<Inbou
         message_id: format!("{id_prefix}-{}", c["id"].as_i64()?),
         author: login.to_string(),
         text: stripped,
+        meta: thread_meta(event, body),
     })
+}
+
+/// What the chat bridge needs to prepare the thread's worktree (keys documented on
+/// [`InboundMessage::meta`]): `kind`, `base`, `repo_url`, `head` and `closes` for a PR, and
+/// `context` (the title and body, so the assistant knows what the thread is about).
+fn thread_meta(event: &str, body: &Value) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::new();
+    let (item, is_pr) = if event == "pull_request_review_comment" {
+        (&body["pull_request"], true)
+    } else {
+        let i = &body["issue"];
+        (i, i.get("pull_request").is_some_and(|p| !p.is_null()))
+    };
+    m.insert("kind".into(), if is_pr { "pr" } else { "issue" }.into());
+    let repo = &body["repository"];
+    if let Some(b) = repo["default_branch"].as_str() {
+        m.insert("base".into(), b.to_string());
+    }
+    if let Some(u) = repo["clone_url"].as_str() {
+        m.insert("repo_url".into(), u.to_string());
+    }
+    if let Some(h) = item["head"]["ref"].as_str() {
+        m.insert("head".into(), h.to_string());
+    }
+    let title = item["title"].as_str().unwrap_or_default();
+    let text = item["body"].as_str().unwrap_or_default();
+    if is_pr {
+        let closes = closed_issues(text);
+        if !closes.is_empty() {
+            m.insert("closes".into(), closes.join(","));
+        }
+    }
+    if !title.is_empty() || !text.is_empty() {
+        m.insert(
+            "context".into(),
+            format!("{title}\n\n{text}").trim().to_string(),
+        );
+    }
+    m
+}
+
+/// Issue numbers a PR body closes (`closes #3`, `Fixes #4`, `resolved #5`).
+fn closed_issues(body: &str) -> Vec<String> {
+    const WORDS: [&str; 9] = [
+        "close", "closes", "closed", "fix", "fixes", "fixed", "resolve", "resolves", "resolved",
+    ];
+    let words: Vec<&str> = body.split_whitespace().collect();
+    let mut out = Vec::new();
+    for w in words.windows(2) {
+        let kw = w[0].trim_end_matches(':').to_ascii_lowercase();
+        if WORDS.contains(&kw.as_str()) {
+            let n: String = w[1]
+                .trim_start_matches('#')
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if w[1].starts_with('#') && !n.is_empty() && !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -216,6 +279,20 @@ mod tests {
         rc["pull_request"] = json!({"number": 9});
         let m = parse_comment("pull_request_review_comment", &rc, bot).expect("review comment");
         assert_eq!((m.thread.as_str(), m.text.as_str()), ("acme/app#9", "look"));
+    }
+
+    #[test]
+    fn pr_comments_carry_the_worktree_meta() {
+        let v = json!({"action": "created", "issue": {"number": 9, "title": "Fix",
+            "body": "Closes #3 and fixes #4", "pull_request": {"url": "x"}},
+            "comment": {"id": 1, "body": "@flotilla review", "user": {"login": "a"}},
+            "repository": {"full_name": "acme/app", "default_branch": "main",
+                "clone_url": "https://github.com/acme/app.git"}});
+        let m = parse_comment("issue_comment", &v, "flotilla").expect("trigger");
+        assert_eq!(m.meta["kind"], "pr");
+        assert_eq!(m.meta["closes"], "3,4");
+        assert_eq!(m.meta["base"], "main");
+        assert!(m.meta["context"].starts_with("Fix"));
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub fn parse_webhook(v: &Value, bot_account_id: &str) -> Option<InboundMessage> 
         message_id: c["id"].as_str()?.to_string(),
         author: author.to_string(),
         text,
+        ..Default::default()
     })
 }
 

@@ -42,6 +42,8 @@ use super::notifiers::{excerpt, retry_after_header, seconds, transport_error};
 use super::{ChatInbox, ChatPlatform, PluginError, PluginResult};
 use crate::config::Settings;
 
+/// Timeout of every platform call (REST request, one send or edit).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries of one platform call when it answers 429 (the first try included).
 pub const MAX_ATTEMPTS: u32 = 4;
 /// Longest rate-limit wait honoured inside a call; a longer one fails the call at once.
@@ -241,8 +243,8 @@ pub fn platforms_from(
 
 /// Starts the adapters that pull messages rather than receive webhooks: the Telegram long
 /// poll (when `telegram.bot_token` is set and no `secret_token` selects webhook mode) and the
-/// Discord gateway (when `discord.bot_token` is set). Each runs until the returned handles are
-/// aborted (or the runtime stops) and hands every message to `inbox`.
+/// Discord gateway (when `discord.bot_token` is set). Each hands every message to `inbox` and
+/// runs until its handle is aborted or the actix system stops (dropping a handle detaches it).
 ///
 /// Must be called inside the actix system (the gateway's WebSocket client is not `Send`).
 ///
@@ -252,29 +254,20 @@ pub fn start_listeners(
     settings: &Settings,
     inbox: Arc<dyn ChatInbox>,
     timeout: Duration,
-) -> PluginResult<Vec<ListenerHandle>> {
+) -> PluginResult<Vec<tokio::task::JoinHandle<()>>> {
     let mut out = Vec::new();
     if let Some(poller) = telegram::Poller::from_settings(&settings.telegram, timeout)? {
         let inbox = inbox.clone();
-        out.push(ListenerHandle(actix_rt::spawn(async move {
+        out.push(actix_rt::spawn(async move {
             poller.run(inbox).await;
-        })));
+        }));
     }
     if let Some(gw) = gateway::Gateway::from_settings(&settings.discord) {
-        out.push(ListenerHandle(actix_rt::spawn(async move {
+        out.push(actix_rt::spawn(async move {
             gw.run(inbox).await;
-        })));
+        }));
     }
     Ok(out)
-}
-
-/// A running listener; dropping it stops the listener.
-pub struct ListenerHandle(tokio::task::JoinHandle<()>);
-
-impl Drop for ListenerHandle {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -174,6 +174,7 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
         message_id: format!("{channel}:{ts}"),
         author: user.to_string(),
         text,
+        ..Default::default()
     }))
 }
 

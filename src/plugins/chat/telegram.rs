@@ -232,6 +232,7 @@ pub fn parse_update(update: &Value) -> Option<InboundMessage> {
         message_id: format!("{chat}:{id}"),
         author: author.to_string(),
         text: strip_bot_suffix(text),
+        ..Default::default()
     })
 }
 

@@ -1,0 +1,633 @@
+//! The deterministic commands (reference §2, plus `/cancel`, `/spawn`, `/fleet`). Each
+//! returns what to do next: a reply, a failure, or a prompt for the assistant. Paths are
+//! confined to the workspace root; git runs through `plugins::exec` (argv, timeout).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::turn::turn_dir;
+use super::workspace::{self, codebase_dir, git};
+use super::ChatContext;
+use crate::actors::supervisor::messages::{ListSessions, Spawn, SpawnRequest};
+use crate::chat::paths::{confine, valid_branch, validate_clone_url};
+use crate::chat::template::{
+    execute_now, front_matter_description, strip_front_matter, substitute,
+};
+use crate::store::{ChatTemplateRecord, ConversationRecord};
+
+/// Longest a clone or pull may take.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a message leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Reply with this text; the message is done.
+    Reply(String),
+    /// Reply with this text; the message failed.
+    Fail(String),
+    /// Run the assistant.
+    Prompt {
+        /// The prompt.
+        prompt: String,
+        /// The template or command it came from (recorded as the last command).
+        command: Option<String>,
+        /// Start a fresh assistant session first.
+        fresh: bool,
+    },
+}
+
+const HELP: &str = "Commands:
+/help — this list
+/status — platform, assistant, codebase, directory, worktree, session, queue
+/getcwd, /setcwd <path> — the working directory (inside the workspace)
+/clone <url> — clone a repository into the workspace and use it
+/repos — the repositories in the workspace; /repo <#|name> [pull] — use one
+/reset — start a fresh assistant session (keeps the codebase)
+/cancel — stop the running turn
+/commands, /command-set <name> <path> [text], /load-commands <folder>, /command-invoke <name> [args]
+/templates, /template-add <name> <file>, /template-delete <name> — global templates, run as /<name> [args]
+/worktree create <branch> | list | remove [--force] | orphans
+/spawn <project> <task…> — start a fleet session; /fleet — list sessions";
+
+/// Runs a deterministic command, updating (and saving) the conversation's state.
+pub async fn run(
+    ctx: &ChatContext,
+    conv: &mut ConversationRecord,
+    name: &str,
+    args: &[String],
+    rest: &str,
+    context: Option<&str>,
+) -> Action {
+    let before = conv.clone();
+    let action = match name {
+        "help" => Action::Reply(HELP.into()),
+        "status" => status(ctx, conv).await,
+        "getcwd" => Action::Reply(
+            conv.cwd
+                .clone()
+                .map(|c| format!("Working directory: {c}"))
+                .unwrap_or_else(|| "Working directory: not set".into()),
+        ),
+        "setcwd" => setcwd(ctx, conv, rest),
+        "clone" => clone(ctx, conv, args).await,
+        "repos" => repos(ctx, conv),
+        "repo" => repo(ctx, conv, args).await,
+        "reset" | "reset-context" => {
+            if conv.resume_id.take().is_some() {
+                Action::Reply(if name == "reset" {
+                    "Session reset: the next message starts a fresh assistant session.".into()
+                } else {
+                    "Context reset: the next message starts a fresh session (the worktree is kept)."
+                        .into()
+                })
+            } else {
+                Action::Reply("No active session to reset.".into())
+            }
+        }
+        "commands" => commands(ctx, conv).await,
+        "command-set" => command_set(ctx, conv, args).await,
+        "load-commands" => load_commands_cmd(ctx, conv, rest).await,
+        "command-invoke" => command_invoke(ctx, conv, args, context).await,
+        "template-add" => template_add(ctx, conv, args).await,
+        "templates" | "template-list" => templates(ctx).await,
+        "template-delete" => match args.first() {
+            None => Action::Reply("Usage: /template-delete <name>".into()),
+            Some(n) => match ctx.store.delete_chat_template(n).await {
+                Ok(true) => Action::Reply(format!("Template /{n} deleted.")),
+                Ok(false) => Action::Reply(format!("Template '{n}' not found.")),
+                Err(e) => Action::Fail(format!("cannot delete the template: {e}")),
+            },
+        },
+        "worktree" => worktree(ctx, conv, args).await,
+        "spawn" => spawn(ctx, conv, args).await,
+        "fleet" => fleet(ctx).await,
+        other => Action::Reply(format!("Unknown command: /{other}")),
+    };
+    if *conv != before {
+        if let Err(e) = ctx.store.update_conversation(conv).await {
+            return Action::Fail(format!("cannot save the conversation: {e}"));
+        }
+    }
+    action
+}
+
+async fn status(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
+    let stats = ctx.scheduler.stats();
+    let session = conv
+        .resume_id
+        .as_deref()
+        .map(|s| s.chars().take(8).collect::<String>())
+        .unwrap_or_else(|| "none".into());
+    Action::Reply(format!(
+        "Platform: {}\nAssistant: {}\nCodebase: {}\nDirectory: {}\nWorktree: {}\nSession: {}\nLast command: {}\nQueue: {} running, {} waiting (max {})",
+        conv.platform,
+        ctx.assistant.kind(),
+        conv.codebase.as_deref().unwrap_or("No codebase configured"),
+        conv.cwd.as_deref().unwrap_or("not set"),
+        conv.worktree.as_deref().unwrap_or("none"),
+        session,
+        conv.last_command.as_deref().unwrap_or("none"),
+        stats.active,
+        stats.queued,
+        stats.max_concurrent,
+    ))
+}
+
+fn setcwd(ctx: &ChatContext, conv: &mut ConversationRecord, rest: &str) -> Action {
+    if rest.trim().is_empty() {
+        return Action::Reply("Usage: /setcwd <path>".into());
+    }
+    let base = turn_dir(ctx, conv);
+    match confine(&ctx.workspace, &base, rest.trim()) {
+        Ok(p) => {
+            conv.cwd = Some(p.display().to_string());
+            // Unlike rca, an explicit directory wins over an active worktree.
+            conv.worktree = None;
+            conv.resume_id = None;
+            Action::Reply(format!("Working directory set to {}", p.display()))
+        }
+        Err(e) => Action::Reply(e),
+    }
+}
+
+async fn clone(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[String]) -> Action {
+    let Some(url) = args.first() else {
+        return Action::Reply("Usage: /clone <repo-url>".into());
+    };
+    let (url, owner, repo) = match validate_clone_url(url) {
+        Ok(v) => v,
+        Err(e) => return Action::Reply(format!("Cannot clone: {e}")),
+    };
+    let name = format!("{owner}/{repo}");
+    let target = codebase_dir(ctx, &name);
+    let existed = target.exists();
+    if !existed {
+        if let Some(parent) = target.parent() {
+            if let Err(e) = tokio::fs::create_dir_all(parent).await {
+                return Action::Fail(format!("Failed to clone repository: {e}"));
+            }
+        }
+        let t = target.display().to_string();
+        // `--` ends options: a URL can never be read as one. Credentials are refused by
+        // `validate_clone_url`, so none can end up in `.git/config`.
+        if let Err(e) = crate::plugins::exec::run(
+            &["git", "clone", "--", &url, &t],
+            Some(&ctx.workspace),
+            CLONE_TIMEOUT,
+        )
+        .await
+        {
+            return Action::Fail(format!("Failed to clone repository: {e}"));
+        }
+    }
+    link(conv, &name, &target);
+    let loaded = auto_load(ctx, &name, &target).await;
+    Action::Reply(format!(
+        "{} {name} at {}.{loaded}",
+        if existed {
+            "Repository already in the workspace; now using"
+        } else {
+            "Cloned"
+        },
+        target.display()
+    ))
+}
+
+fn link(conv: &mut ConversationRecord, name: &str, dir: &Path) {
+    conv.codebase = Some(name.to_string());
+    conv.cwd = Some(dir.display().to_string());
+    conv.worktree = None;
+    conv.resume_id = None;
+}
+
+async fn auto_load(ctx: &ChatContext, codebase: &str, dir: &Path) -> String {
+    for folder in [".claude/commands", ".agents/commands"] {
+        let found = workspace::find_markdown(&dir.join(folder)).await;
+        if !found.is_empty() {
+            let map = relative_commands(dir, &found);
+            let n = map.len();
+            if ctx
+                .store
+                .add_codebase_commands(codebase, &map)
+                .await
+                .is_ok()
+            {
+                return format!(" Loaded {n} command(s) from {folder}.");
+            }
+        }
+    }
+    String::new()
+}
+
+fn relative_commands(dir: &Path, files: &[PathBuf]) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let name = f.file_stem()?.to_string_lossy().into_owned();
+            let rel = f.strip_prefix(dir).unwrap_or(f).display().to_string();
+            Some((name, rel))
+        })
+        .collect()
+}
+
+/// `owner/repo` directories of the workspace (and single-level repositories), sorted.
+fn workspace_repos(ctx: &ChatContext) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(top) = std::fs::read_dir(&ctx.workspace) else {
+        return out;
+    };
+    for e in top.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !p.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        if p.join(".git").exists() {
+            out.push((name, p));
+            continue;
+        }
+        if let Ok(sub) = std::fs::read_dir(&p) {
+            for s in sub.flatten() {
+                let sp = s.path();
+                if sp.join(".git").exists() {
+                    out.push((format!("{name}/{}", s.file_name().to_string_lossy()), sp));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn repos(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
+    let list = workspace_repos(ctx);
+    if list.is_empty() {
+        return Action::Reply(format!(
+            "No repositories in {}. Use /clone <repo-url> to add one.",
+            ctx.workspace.display()
+        ));
+    }
+    let lines: Vec<String> = list
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| {
+            let active = conv.codebase.as_deref() == Some(n.as_str());
+            format!("{}. {n}{}", i + 1, if active { " ← active" } else { "" })
+        })
+        .collect();
+    Action::Reply(format!("Repositories:\n{}", lines.join("\n")))
+}
+
+async fn repo(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[String]) -> Action {
+    let Some(sel) = args.first() else {
+        return Action::Reply("Usage: /repo <#|name> [pull]".into());
+    };
+    let list = workspace_repos(ctx);
+    let found = sel
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| i.checked_sub(1))
+        .and_then(|i| list.get(i))
+        .or_else(|| list.iter().find(|(n, _)| n == sel))
+        .or_else(|| {
+            list.iter()
+                .find(|(n, _)| n.rsplit('/').next() == Some(sel.as_str()))
+        })
+        .or_else(|| list.iter().find(|(n, _)| n.starts_with(sel.as_str())))
+        .cloned();
+    let Some((name, dir)) = found else {
+        return Action::Reply(format!(
+            "Repository not found: {sel}. Use /repos to list them."
+        ));
+    };
+    if args.get(1).map(String::as_str) == Some("pull") {
+        if let Err(e) = git(&dir, &["pull", "--ff-only"], CLONE_TIMEOUT).await {
+            return Action::Fail(format!("Failed to pull: {e}"));
+        }
+    }
+    link(conv, &name, &dir);
+    let loaded = auto_load(ctx, &name, &dir).await;
+    Action::Reply(format!("Now using {name} at {}.{loaded}", dir.display()))
+}
+
+async fn commands(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
+    let Some(cb) = &conv.codebase else {
+        return Action::Reply("No codebase configured. Use /clone first.".into());
+    };
+    match ctx.store.codebase_commands(cb).await {
+        Ok(m) if m.is_empty() => Action::Reply(
+            "No commands registered. Use /load-commands <folder> or /command-set.".into(),
+        ),
+        Ok(m) => Action::Reply(format!(
+            "Commands:\n{}",
+            m.iter()
+                .map(|(n, p)| format!("{n} - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+        Err(e) => Action::Fail(format!("cannot list commands: {e}")),
+    }
+}
+
+async fn command_set(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) -> Action {
+    let (Some(name), Some(path)) = (args.first(), args.get(1)) else {
+        return Action::Reply("Usage: /command-set <name> <path> [text]".into());
+    };
+    let Some(cb) = &conv.codebase else {
+        return Action::Reply("No codebase configured. Use /clone first.".into());
+    };
+    let base = turn_dir(ctx, conv);
+    let full = match confine(&ctx.workspace, &base, path) {
+        Ok(p) => p,
+        Err(e) => return Action::Reply(e),
+    };
+    let text = args[2..].join(" ");
+    let io = if text.is_empty() {
+        tokio::fs::metadata(&full).await.map(|_| ())
+    } else {
+        if let Some(parent) = full.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        tokio::fs::write(&full, text).await
+    };
+    if let Err(e) = io {
+        return Action::Reply(format!("Failed: {e}"));
+    }
+    let map = BTreeMap::from([(name.clone(), path.clone())]);
+    match ctx.store.add_codebase_commands(cb, &map).await {
+        Ok(()) => Action::Reply(format!("Command {name} registered ({path}).")),
+        Err(e) => Action::Fail(format!("cannot register the command: {e}")),
+    }
+}
+
+async fn load_commands_cmd(ctx: &ChatContext, conv: &ConversationRecord, rest: &str) -> Action {
+    if rest.trim().is_empty() {
+        return Action::Reply("Usage: /load-commands <folder>".into());
+    }
+    let base = turn_dir(ctx, conv);
+    let dir = match confine(&ctx.workspace, &base, rest.trim()) {
+        Ok(p) => p,
+        Err(e) => return Action::Reply(e),
+    };
+    let Some(cb) = &conv.codebase else {
+        return Action::Reply("No codebase configured. Use /clone first.".into());
+    };
+    let found = workspace::find_markdown(&dir).await;
+    if found.is_empty() {
+        return Action::Reply(format!(
+            "No .md files found in {} (searched recursively)",
+            dir.display()
+        ));
+    }
+    let map = relative_commands(&base, &found);
+    let names: Vec<String> = map.keys().cloned().collect();
+    match ctx.store.add_codebase_commands(cb, &map).await {
+        Ok(()) => Action::Reply(format!(
+            "Loaded {} command(s): {}",
+            names.len(),
+            names.join(", ")
+        )),
+        Err(e) => Action::Fail(format!("cannot register commands: {e}")),
+    }
+}
+
+async fn command_invoke(
+    ctx: &ChatContext,
+    conv: &ConversationRecord,
+    args: &[String],
+    context: Option<&str>,
+) -> Action {
+    let Some(name) = args.first() else {
+        return Action::Reply("Usage: /command-invoke <name> [args]".into());
+    };
+    let Some(cb) = &conv.codebase else {
+        return Action::Reply("No codebase configured. Use /clone first.".into());
+    };
+    let registered = match ctx.store.codebase_commands(cb).await {
+        Ok(m) => m,
+        Err(e) => return Action::Fail(format!("cannot read commands: {e}")),
+    };
+    let Some(rel) = registered.get(name) else {
+        return Action::Reply(format!(
+            "Command '{name}' not found. Use /commands to list them."
+        ));
+    };
+    let base = turn_dir(ctx, conv);
+    // Re-read on every call, and (unlike rca) confined at invocation time too.
+    let file = match confine(&ctx.workspace, &base, rel) {
+        Ok(p) => p,
+        Err(e) => return Action::Reply(e),
+    };
+    let content = match tokio::fs::read_to_string(&file).await {
+        Ok(c) => c,
+        Err(e) => return Action::Fail(format!("cannot read {rel}: {e}")),
+    };
+    let body = substitute(strip_front_matter(&content), &args[1..]);
+    let last = conv.last_command.as_deref();
+    let fresh = (name == "execute" && last == Some("plan-feature"))
+        || (name == "execute-github" && last == Some("plan-feature-github"));
+    Action::Prompt {
+        prompt: execute_now(name, &body, context),
+        command: Some(name.clone()),
+        fresh,
+    }
+}
+
+async fn template_add(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) -> Action {
+    let (Some(name), Some(file)) = (args.first(), args.get(1)) else {
+        return Action::Reply("Usage: /template-add <name> <file>".into());
+    };
+    if !crate::chat::paths::valid_name(name) {
+        return Action::Reply(format!("{name:?} is not a valid template name."));
+    }
+    let base = turn_dir(ctx, conv);
+    let path = match confine(&ctx.workspace, &base, file) {
+        Ok(p) => p,
+        Err(e) => return Action::Reply(e),
+    };
+    let content = match tokio::fs::read_to_string(&path).await {
+        Ok(c) => c,
+        Err(e) => return Action::Reply(format!("Failed to read file: {e}")),
+    };
+    let description = front_matter_description(&content).unwrap_or_else(|| format!("From {file}"));
+    let t = ChatTemplateRecord {
+        name: name.clone(),
+        description,
+        content,
+        updated_at: Utc::now(),
+    };
+    match ctx.store.upsert_chat_template(&t).await {
+        Ok(()) => Action::Reply(format!("Template /{name} saved.")),
+        Err(e) => Action::Fail(format!("cannot save the template: {e}")),
+    }
+}
+
+async fn templates(ctx: &ChatContext) -> Action {
+    match ctx.store.list_chat_templates().await {
+        Ok(t) if t.is_empty() => {
+            Action::Reply("No templates. Add one with /template-add <name> <file>.".into())
+        }
+        Ok(t) => Action::Reply(format!(
+            "Templates:\n{}",
+            t.iter()
+                .map(|t| format!("/{} - {}", t.name, t.description))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+        Err(e) => Action::Fail(format!("cannot list templates: {e}")),
+    }
+}
+
+async fn worktree(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[String]) -> Action {
+    let Some(cb) = conv.codebase.clone() else {
+        return Action::Reply("No codebase configured. Use /clone first.".into());
+    };
+    let main = codebase_dir(ctx, &cb);
+    match args.first().map(String::as_str) {
+        Some("create") => {
+            let Some(branch) = args.get(1) else {
+                return Action::Reply("Usage: /worktree create <branch>".into());
+            };
+            if !valid_branch(branch) {
+                return Action::Reply(
+                    "Invalid branch name: use letters, digits, '-' and '_' only.".into(),
+                );
+            }
+            if let Some(w) = &conv.worktree {
+                return Action::Reply(format!(
+                    "Already using worktree {w}. Use /worktree remove first."
+                ));
+            }
+            let repo = cb.rsplit('/').next().unwrap_or(&cb).to_string();
+            let path = ctx.worktrees.join(&repo).join(branch);
+            match workspace::add_worktree(&main, &path, branch, None).await {
+                Ok(()) => {
+                    conv.worktree = Some(path.display().to_string());
+                    conv.resume_id = None;
+                    Action::Reply(format!(
+                        "Worktree created at {} on branch {branch}.",
+                        path.display()
+                    ))
+                }
+                Err(e) if e.contains("already exists") => Action::Reply(format!(
+                    "Branch '{branch}' already exists. Pick another name."
+                )),
+                Err(e) => Action::Fail(format!("Failed to create the worktree: {e}")),
+            }
+        }
+        Some("list") => match git(&main, &["worktree", "list"], Duration::from_secs(30)).await {
+            Ok(out) => {
+                let active = conv.worktree.clone().unwrap_or_default();
+                let lines: Vec<String> = out
+                    .lines()
+                    .map(|l| {
+                        if !active.is_empty() && l.starts_with(&active) {
+                            format!("{l} <- active")
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect();
+                Action::Reply(lines.join("\n"))
+            }
+            Err(e) => Action::Fail(format!("git worktree list failed: {e}")),
+        },
+        Some("remove") => {
+            let Some(w) = conv.worktree.clone() else {
+                return Action::Reply("No worktree is active.".into());
+            };
+            let force = args.get(1).map(String::as_str) == Some("--force");
+            let mut argv = vec!["worktree", "remove"];
+            if force {
+                argv.push("--force");
+            }
+            argv.push(&w);
+            match git(&main, &argv, Duration::from_secs(60)).await {
+                Ok(_) => {
+                    conv.worktree = None;
+                    conv.cwd = Some(main.display().to_string());
+                    conv.resume_id = None;
+                    Action::Reply(format!("Worktree {w} removed."))
+                }
+                Err(e) if e.contains("modified") || e.contains("untracked") => Action::Reply(
+                    "Worktree has uncommitted changes. Commit them or use /worktree remove --force."
+                        .into(),
+                ),
+                Err(e) => Action::Fail(format!("Failed to remove the worktree: {e}")),
+            }
+        }
+        Some("orphans") => {
+            match git(
+                &main,
+                &["worktree", "list", "--porcelain"],
+                Duration::from_secs(30),
+            )
+            .await
+            {
+                Ok(out) => {
+                    let main_s = main.display().to_string();
+                    let others: Vec<&str> = out
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("worktree "))
+                        .filter(|p| *p != main_s)
+                        .collect();
+                    Action::Reply(if others.is_empty() {
+                        "No worktrees besides the main checkout.".into()
+                    } else {
+                        format!("Worktrees:\n{}", others.join("\n"))
+                    })
+                }
+                Err(e) => Action::Fail(format!("git worktree list failed: {e}")),
+            }
+        }
+        _ => Action::Reply(
+            "Usage: /worktree create <branch> | list | remove [--force] | orphans".into(),
+        ),
+    }
+}
+
+async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) -> Action {
+    let Some(fleet) = &ctx.fleet else {
+        return Action::Reply("The fleet is not available here.".into());
+    };
+    let (Some(project), true) = (args.first(), args.len() > 1) else {
+        return Action::Reply("Usage: /spawn <project> <task…>".into());
+    };
+    let task = args[1..].join(" ");
+    let request = SpawnRequest {
+        project: project.clone(),
+        prompt: Some(format!(
+            "{task}\n\n(Requested from chat conversation {})",
+            conv.id
+        )),
+        issue: None,
+        agent: None,
+        branch: None,
+    };
+    match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { request })).await {
+        Ok(Ok(Ok(s))) => Action::Reply(format!("Started session {} ({}).", s.session.id, project)),
+        Ok(Ok(Err(e))) => Action::Reply(format!("Cannot spawn: {e}")),
+        _ => Action::Fail("the fleet did not answer in time".into()),
+    }
+}
+
+async fn fleet(ctx: &ChatContext) -> Action {
+    let Some(fleet) = &ctx.fleet else {
+        return Action::Reply("The fleet is not available here.".into());
+    };
+    match tokio::time::timeout(ctx.actor_timeout, fleet.send(ListSessions::default())).await {
+        Ok(Ok(Ok(list))) if list.is_empty() => Action::Reply("No sessions.".into()),
+        Ok(Ok(Ok(list))) => Action::Reply(format!(
+            "Sessions:\n{}",
+            list.iter()
+                .map(|s| format!("{} — {} ({})", s.id, s.state.as_str(), s.project))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+        Ok(Ok(Err(e))) => Action::Fail(format!("cannot list sessions: {e}")),
+        _ => Action::Fail("the fleet did not answer in time".into()),
+    }
+}

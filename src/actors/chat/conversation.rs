@@ -1,0 +1,120 @@
+//! `ConversationActor`: one per conversation with work. Processes the conversation's stored
+//! messages strictly in order, one at a time (a single drain loop; a wake during a drain is
+//! remembered and runs another drain after it). Stops itself when idle for
+//! `chat.idle_after`, through the supervisor's handshake ([`ConversationIdle`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::messages::{CancelTurn, ConversationIdle, Process, StopConversation};
+use super::turn::{self, TurnHandles};
+use super::{ChatContext, ChatSupervisor};
+
+/// How long to wait before draining again after the store failed.
+const STORE_RETRY: Duration = Duration::from_secs(2);
+
+/// One conversation's actor.
+pub struct ConversationActor {
+    ctx: Arc<ChatContext>,
+    id: String,
+    supervisor: Addr<ChatSupervisor>,
+    wakes: u64,
+    busy: bool,
+    again: bool,
+    handles: Arc<TurnHandles>,
+    idle: Option<SpawnHandle>,
+    span: tracing::Span,
+}
+
+impl ConversationActor {
+    /// An actor for conversation `id`.
+    pub fn new(ctx: Arc<ChatContext>, id: String, supervisor: Addr<ChatSupervisor>) -> Self {
+        let span = tracing::info_span!("conversation", chat_id = %id);
+        ConversationActor {
+            ctx,
+            id,
+            supervisor,
+            wakes: 0,
+            busy: false,
+            again: false,
+            handles: Arc::new(TurnHandles::default()),
+            idle: None,
+            span,
+        }
+    }
+
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            self.again = true;
+            return;
+        }
+        if let Some(h) = self.idle.take() {
+            ctx.cancel_future(h);
+        }
+        self.busy = true;
+        let fut = turn::drain(self.ctx.clone(), self.id.clone(), self.handles.clone());
+        let span = self.span.clone();
+        ctx.spawn(
+            tracing::Instrument::instrument(fut, span)
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.busy = false;
+                    match res {
+                        Ok(()) if act.again => {
+                            act.again = false;
+                            act.drain(ctx);
+                        }
+                        Ok(()) => act.arm_idle(ctx),
+                        Err(e) => {
+                            tracing::warn!(parent: &act.span, error = %e, "chat store failed; retrying");
+                            act.again = false;
+                            ctx.run_later(STORE_RETRY, |act, ctx| act.drain(ctx));
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn arm_idle(&mut self, ctx: &mut Context<Self>) {
+        let after = self.ctx.settings.idle_after.get();
+        self.idle = Some(ctx.run_later(after, |act, _ctx| {
+            act.idle = None;
+            if !act.busy {
+                act.supervisor.do_send(ConversationIdle {
+                    conversation: act.id.clone(),
+                    wakes: act.wakes,
+                });
+            }
+        }));
+    }
+}
+
+impl Actor for ConversationActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Process> for ConversationActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Process, ctx: &mut Self::Context) {
+        self.wakes += 1;
+        self.drain(ctx);
+    }
+}
+
+impl Handler<CancelTurn> for ConversationActor {
+    type Result = ();
+    fn handle(&mut self, _msg: CancelTurn, _ctx: &mut Self::Context) {
+        self.handles.cancel();
+    }
+}
+
+impl Handler<StopConversation> for ConversationActor {
+    type Result = ();
+    fn handle(&mut self, _msg: StopConversation, ctx: &mut Self::Context) {
+        if !self.busy {
+            ctx.stop();
+        }
+    }
+}

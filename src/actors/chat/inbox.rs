@@ -1,0 +1,148 @@
+//! [`StoreInbox`]: the [`ChatInbox`] platform adapters call. It checks the allowlist, stores
+//! the message (durably, deduplicated) and only then wakes the conversation.
+//!
+//! Allowlists are closed: a message whose author is not in `chat.allow.<platform>` is
+//! **dropped before storage** (logged without its text, counted as `rejected`) and the
+//! adapter gets a receipt with `new: false`, so it acknowledges the platform and nothing is
+//! ever served. Nothing of an unknown author's is kept.
+
+use std::collections::{HashMap, HashSet};
+
+use actix::Addr;
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::messages::Wake;
+use super::ChatSupervisor;
+use crate::config::ChatSettings;
+use crate::plugins::{ChatInbox, InboundMessage, InboxReceipt, PluginError, PluginResult};
+use crate::store::SharedStore;
+use crate::telemetry::METRICS;
+
+/// The durable inbox.
+pub struct StoreInbox {
+    store: SharedStore,
+    allow: HashMap<String, HashSet<String>>,
+    supervisor: Addr<ChatSupervisor>,
+}
+
+/// Platforms with an allowlist in `chat.allow`.
+pub const PLATFORMS: [&str; 6] = ["telegram", "discord", "slack", "github", "jira", "test"];
+
+impl StoreInbox {
+    /// An inbox over `store` that wakes `supervisor`.
+    pub fn new(
+        store: SharedStore,
+        settings: &ChatSettings,
+        supervisor: Addr<ChatSupervisor>,
+    ) -> Self {
+        let allow = PLATFORMS
+            .iter()
+            .map(|p| {
+                let ids = settings
+                    .allow
+                    .for_platform(p)
+                    .iter()
+                    .map(|a| normalize(p, a))
+                    .collect();
+                (p.to_string(), ids)
+            })
+            .collect();
+        StoreInbox {
+            store,
+            allow,
+            supervisor,
+        }
+    }
+
+    /// Whether `author` may talk to Flotilla on `platform`.
+    pub fn allowed(&self, platform: &str, author: &str) -> bool {
+        self.allow
+            .get(platform)
+            .is_some_and(|ids| ids.contains(&normalize(platform, author)))
+    }
+}
+
+/// GitHub logins are case-insensitive; other platforms' ids are compared as given.
+fn normalize(platform: &str, id: &str) -> String {
+    if platform == "github" {
+        id.trim().to_lowercase()
+    } else {
+        id.trim().to_string()
+    }
+}
+
+/// Logs a warning per platform whose allowlist is empty (nobody is served there).
+pub fn warn_empty_allowlists(settings: &ChatSettings) {
+    for p in PLATFORMS {
+        if p == "test" && !settings.test_adapter {
+            continue;
+        }
+        if settings.allow.for_platform(p).is_empty() {
+            tracing::warn!(
+                platform = p,
+                "chat.allow.{p} is empty: nobody is served on {p} (allowlists are closed by default)"
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl ChatInbox for StoreInbox {
+    async fn receive(&self, m: InboundMessage) -> PluginResult<InboxReceipt> {
+        let conversation = format!("{}:{}", m.platform, m.thread);
+        if !self.allowed(&m.platform, &m.author) {
+            tracing::warn!(platform = %m.platform, conversation = %conversation,
+                "message from an author not in the allowlist dropped");
+            METRICS.chat_turns.with_label_values(&["rejected"]).inc();
+            return Ok(InboxReceipt {
+                conversation,
+                new: false,
+                position: 0,
+            });
+        }
+        let err = |e: crate::store::StoreError| PluginError::Unreachable {
+            service: "store",
+            detail: e.to_string(),
+        };
+        let now = Utc::now();
+        let conv = self
+            .store
+            .upsert_conversation(&m.platform, &m.thread, now)
+            .await
+            .map_err(err)?;
+        let stored = self
+            .store
+            .enqueue_chat_message_with_meta(
+                &conv.id,
+                &m.message_id,
+                &m.author,
+                &m.text,
+                &m.meta,
+                now,
+            )
+            .await
+            .map_err(err)?;
+        let pending = self
+            .store
+            .pending_chat_messages(&conv.id)
+            .await
+            .map_err(err)?;
+        let position = match &stored {
+            Some(msg) => pending.iter().take_while(|p| p.id != msg.id).count(),
+            None => 0,
+        };
+        if stored.is_some() {
+            self.supervisor.do_send(Wake {
+                conversation: conv.id.clone(),
+                cancel: m.text.trim() == "/cancel",
+                ahead: position,
+            });
+        }
+        Ok(InboxReceipt {
+            conversation: conv.id,
+            new: stored.is_some(),
+            position,
+        })
+    }
+}

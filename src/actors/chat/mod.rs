@@ -1,0 +1,270 @@
+//! The chat bridge's actors.
+//!
+//! An inbound message flows: platform adapter → [`inbox::StoreInbox`] (allowlist, stored
+//! durably, deduplicated) → [`ChatSupervisor`] (`Wake`) → the conversation's
+//! [`conversation::ConversationActor`] (one per `{platform}:{thread}`, started on demand,
+//! stopped when idle, restarted from the store) → [`turn`] (a command, or an assistant turn
+//! under the [`scheduler::Scheduler`]'s cap) → the platform's `send`/`edit`.
+//!
+//! Delivery guarantee: a message is marked `running` before its turn and `done`/`failed`
+//! after, one at a time per conversation, in id order. A message left `running` by a crash
+//! is **run again** on restart (at-least-once for a turn the crash interrupted, whose answer
+//! never reached the user; exactly once for every turn that finished).
+
+pub mod commands;
+pub mod conversation;
+pub mod inbox;
+pub mod messages;
+pub mod platforms;
+pub mod scheduler;
+pub mod test_platform;
+pub mod turn;
+pub mod workspace;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use self::conversation::ConversationActor;
+use self::messages::{
+    CancelTurn, ChatStats, ConversationIdle, GetChatStats, Process, StopConversation, Wake,
+};
+use self::platforms::ChatPlatforms;
+use self::scheduler::Scheduler;
+use crate::actors::supervisor::FleetSupervisor;
+use crate::config::ChatSettings;
+use crate::plugins::Assistant;
+use crate::store::SharedStore;
+
+/// What every conversation actor needs, resolved once from config.
+pub struct ChatContext {
+    /// The store (messages, conversations, templates).
+    pub store: SharedStore,
+    /// Platforms to reply through.
+    pub platforms: ChatPlatforms,
+    /// The assistant.
+    pub assistant: Arc<dyn Assistant>,
+    /// `chat:` settings.
+    pub settings: ChatSettings,
+    /// Root every command path is confined to.
+    pub workspace: PathBuf,
+    /// Where issue/PR worktrees go.
+    pub worktrees: PathBuf,
+    /// The turn scheduler.
+    pub scheduler: Scheduler,
+    /// The fleet, for `/spawn` and `/fleet`.
+    pub fleet: Option<Addr<FleetSupervisor>>,
+    /// How long to wait for the fleet's answer.
+    pub actor_timeout: Duration,
+}
+
+impl ChatContext {
+    /// A context; creates the workspace and worktree roots.
+    pub fn new(
+        store: SharedStore,
+        platforms: ChatPlatforms,
+        assistant: Arc<dyn Assistant>,
+        settings: ChatSettings,
+        home: &std::path::Path,
+    ) -> Self {
+        let workspace = settings
+            .workspace
+            .clone()
+            .unwrap_or_else(|| home.join("chat").join("workspace"));
+        let worktrees = settings
+            .worktrees
+            .clone()
+            .unwrap_or_else(|| home.join("chat").join("worktrees"));
+        for d in [&workspace, &worktrees] {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot create chat directory");
+            }
+        }
+        // Paths are compared lexically: use the canonical root when it exists.
+        let workspace = std::fs::canonicalize(&workspace).unwrap_or(workspace);
+        let worktrees = std::fs::canonicalize(&worktrees).unwrap_or(worktrees);
+        ChatContext {
+            store,
+            platforms,
+            assistant,
+            scheduler: Scheduler::new(settings.max_concurrent),
+            settings,
+            workspace,
+            worktrees,
+            fleet: None,
+            actor_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Owns one [`ConversationActor`] per conversation with work.
+pub struct ChatSupervisor {
+    ctx: Arc<ChatContext>,
+    conversations: HashMap<String, (Addr<ConversationActor>, u64)>,
+}
+
+impl ChatSupervisor {
+    /// A supervisor over `ctx`.
+    pub fn new(ctx: Arc<ChatContext>) -> Self {
+        ChatSupervisor {
+            ctx,
+            conversations: HashMap::new(),
+        }
+    }
+
+    fn wake(&mut self, id: &str, sup: Addr<ChatSupervisor>) {
+        let ctx = self.ctx.clone();
+        let entry = self.conversations.entry(id.to_string()).or_insert_with(|| {
+            let actor = ConversationActor::new(ctx, id.to_string(), sup);
+            (actor.start(), 0)
+        });
+        entry.1 += 1;
+        entry.0.do_send(Process);
+    }
+}
+
+impl Actor for ChatSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Restart every conversation a crash or restart left with pending messages.
+        let store = self.ctx.store.clone();
+        ctx.wait(
+            async move {
+                seed_templates(&store).await;
+                store.conversations_with_pending().await
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(ids) => {
+                    if !ids.is_empty() {
+                        tracing::info!(conversations = ids.len(), "resuming chat conversations");
+                    }
+                    for id in ids {
+                        act.wake(&id, ctx.address());
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot list pending chat conversations"),
+            }),
+        );
+    }
+}
+
+impl Handler<Wake> for ChatSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
+        if msg.cancel {
+            if let Some((addr, _)) = self.conversations.get(&msg.conversation) {
+                addr.do_send(CancelTurn);
+            }
+        } else if msg.ahead > 0 {
+            let ctx2 = self.ctx.clone();
+            let id = msg.conversation.clone();
+            let ahead = msg.ahead;
+            actix::spawn(async move {
+                let text = format!(
+                    "⏳ Queued: {ahead} message{} ahead of yours in this conversation.",
+                    if ahead == 1 { "" } else { "s" }
+                );
+                turn::reply_to(&ctx2, &id, &text).await;
+            });
+        }
+        self.wake(&msg.conversation, ctx.address());
+    }
+}
+
+impl Handler<ConversationIdle> for ChatSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ConversationIdle, _ctx: &mut Self::Context) {
+        if let Some((addr, sent)) = self.conversations.get(&msg.conversation) {
+            // Equal counts: every wake we sent was seen before the actor went idle.
+            if *sent == msg.wakes {
+                addr.do_send(StopConversation);
+                self.conversations.remove(&msg.conversation);
+            }
+        }
+    }
+}
+
+impl Handler<GetChatStats> for ChatSupervisor {
+    type Result = MessageResult<GetChatStats>;
+    fn handle(&mut self, _msg: GetChatStats, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(ChatStats {
+            scheduler: self.ctx.scheduler.stats(),
+            actors: self.conversations.len(),
+        })
+    }
+}
+
+/// The running chat bridge: what `app.rs` wires into the HTTP edge.
+#[derive(Clone)]
+pub struct ChatBridge {
+    /// The durable inbox (`AppState.chat_inbox`).
+    pub inbox: Arc<dyn crate::plugins::ChatInbox>,
+    /// The supervisor (stats).
+    pub supervisor: Addr<ChatSupervisor>,
+    /// The platforms replies go through.
+    pub platforms: ChatPlatforms,
+}
+
+/// Starts the chat bridge: platforms from config, the assistant, the supervisor (which seeds
+/// the workflow templates and resumes every conversation with pending messages), the inbox.
+/// Warns once per platform whose allowlist is empty. Must run inside an actix `System`.
+///
+/// # Errors
+/// The configured assistant cannot be built.
+pub fn start(
+    settings: &crate::config::Settings,
+    store: SharedStore,
+    home: &std::path::Path,
+    fleet: Option<Addr<FleetSupervisor>>,
+) -> Result<ChatBridge, crate::plugins::PluginError> {
+    let platforms = platforms::chat_platforms_from(settings);
+    let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
+    inbox::warn_empty_allowlists(&settings.chat);
+    let mut ctx = ChatContext::new(
+        store.clone(),
+        platforms.clone(),
+        assistant,
+        settings.chat.clone(),
+        home,
+    );
+    ctx.fleet = fleet;
+    ctx.actor_timeout = settings.server.actor_timeout.get();
+    let supervisor = ChatSupervisor::new(Arc::new(ctx)).start();
+    let inbox: Arc<dyn crate::plugins::ChatInbox> = Arc::new(inbox::StoreInbox::new(
+        store,
+        &settings.chat,
+        supervisor.clone(),
+    ));
+    Ok(ChatBridge {
+        inbox,
+        supervisor,
+        platforms,
+    })
+}
+
+/// Stores each seeded workflow template that is missing (an edited one is kept).
+async fn seed_templates(store: &SharedStore) {
+    use crate::chat::template::{front_matter_description, SEEDED};
+    for (name, content) in SEEDED {
+        match store.get_chat_template(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let t = crate::store::ChatTemplateRecord {
+                    name: name.to_string(),
+                    description: front_matter_description(content).unwrap_or_default(),
+                    content: content.to_string(),
+                    updated_at: chrono::Utc::now(),
+                };
+                if let Err(e) = store.upsert_chat_template(&t).await {
+                    tracing::warn!(template = name, error = %e, "cannot seed template");
+                }
+            }
+            Err(e) => tracing::warn!(template = name, error = %e, "cannot read templates"),
+        }
+    }
+}

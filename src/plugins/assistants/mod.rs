@@ -1,0 +1,289 @@
+//! Assistants: the agents a chat conversation talks to, one subprocess per turn.
+//!
+//! - `claude`: `claude -p <prompt> --output-format stream-json --verbose [--resume ID]
+//!   --permission-mode <mode>`; parses `system/init`, `assistant` (text and `tool_use` blocks)
+//!   and `result` lines.
+//! - `codex`: `codex exec --json [--full-auto | --sandbox read-only | …] [resume ID] <prompt>`;
+//!   parses `thread.started`, `item.completed` (agent_message, command_execution) and
+//!   `turn.completed` / `turn.failed`.
+//! - `command`: any argv. The prompt arrives on stdin (then stdin closes), the resume id in
+//!   `$FLOTILLA_RESUME_ID`. It prints JSON lines shaped like [`Chunk`]
+//!   (`{"type":"text","text":"…"}`, `{"type":"tool_use","summary":"…"}`,
+//!   `{"type":"result","session_id":"…"}`); any other line is plain text for the user.
+//!
+//! Every assistant runs from an argument vector (never a shell), in its own process group,
+//! with a scrubbed environment (`PATH`, `HOME`, `LANG` plus what `chat.assistant` lists);
+//! dropping the turn's future kills the whole group (cancel, timeout).
+
+pub mod claude;
+pub mod codex;
+pub mod command;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::{Assistant, Chunk, PluginError, PluginResult, TurnRequest};
+use crate::config::ChatAssistantSettings;
+
+/// Variables every assistant gets from Flotilla's environment (nothing else, unless listed).
+pub const BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// Prompts longer than this go on stdin rather than in argv (Linux caps one argument at
+/// 128 KiB).
+pub const MAX_ARG_PROMPT: usize = 64 * 1024;
+
+/// Builds the configured assistant.
+///
+/// # Errors
+/// `Unavailable` for an unknown kind; `Invalid` for a `command` without argv.
+pub fn from_settings(s: &ChatAssistantSettings) -> PluginResult<Arc<dyn Assistant>> {
+    let env = scrubbed_env(s);
+    match s.kind.as_str() {
+        "claude" => Ok(Arc::new(claude::ClaudeAssistant::new(
+            program(s, "claude"),
+            s.permission_mode,
+            env,
+        ))),
+        "codex" => Ok(Arc::new(codex::CodexAssistant::new(
+            program(s, "codex"),
+            s.permission_mode,
+            env,
+        ))),
+        "command" => {
+            if s.command.is_empty() {
+                return Err(PluginError::Invalid(
+                    "chat.assistant.command is empty".into(),
+                ));
+            }
+            Ok(Arc::new(command::CommandAssistant::new(
+                s.command.clone(),
+                env,
+            )))
+        }
+        other => Err(PluginError::Unavailable {
+            slot: "assistant",
+            name: other.to_string(),
+        }),
+    }
+}
+
+fn program(s: &ChatAssistantSettings, default: &str) -> Vec<String> {
+    if s.command.is_empty() {
+        vec![default.to_string()]
+    } else {
+        s.command.clone()
+    }
+}
+
+/// The environment an assistant runs with: [`BASE_ENV`] and `env_passthrough` copied from
+/// Flotilla's own environment, then `env`. Flotilla's tokens never get in unless listed.
+pub fn scrubbed_env(s: &ChatAssistantSettings) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for name in BASE_ENV
+        .iter()
+        .map(|n| n.to_string())
+        .chain(s.env_passthrough.iter().cloned())
+    {
+        if let Ok(v) = std::env::var(&name) {
+            env.insert(name, v);
+        }
+    }
+    env.extend(s.env.clone());
+    env
+}
+
+/// Kills a process group when dropped (the turn was cancelled or timed out), unless
+/// disarmed after a normal exit.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pgid.take() {
+            // SAFETY: killpg takes plain integers; the group is the child's own (process_group(0)).
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Parses one stdout line of an assistant into chunks.
+pub type LineParser = fn(&str, &mut ParseState) -> Vec<Chunk>;
+
+/// What a parser remembers between lines.
+#[derive(Debug, Default)]
+pub struct ParseState {
+    /// The session id seen so far.
+    pub session_id: Option<String>,
+    /// Whether a result line arrived.
+    pub finished: bool,
+    /// An error the assistant reported in-band.
+    pub error: Option<String>,
+}
+
+/// Runs `argv` as one turn: `stdin_text` (if any) on stdin, each stdout line through `parse`,
+/// chunks sent in order. A `Result` chunk is always sent last (with the last seen session id)
+/// when the process exits 0 and the parser saw none.
+///
+/// # Errors
+/// `Io` if it cannot start; `Command` on a non-zero exit or an in-band error.
+pub async fn run_turn(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    request: &TurnRequest,
+    stdin_text: Option<&str>,
+    parse: LineParser,
+    chunks: mpsc::Sender<Chunk>,
+) -> PluginResult<()> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| PluginError::Invalid("empty assistant command".into()))?;
+    tracing::debug!(program = %program, args = args.len(), "assistant turn");
+    crate::telemetry::METRICS.subprocess(program);
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(&request.cwd)
+        .stdin(if stdin_text.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let guard = GroupGuard {
+        pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+    };
+    if let (Some(text), Some(mut stdin)) = (stdin_text, child.stdin.take()) {
+        let text = text.to_string();
+        // A writer task: a large prompt must not block reading stdout.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(text.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let mut stderr = child.stderr.take();
+    let stderr_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.take(64 * 1024).read_to_end(&mut buf).await;
+        }
+        String::from_utf8_lossy(&buf).trim().to_string()
+    });
+    let mut state = ParseState::default();
+    if let Some(out) = child.stdout.take() {
+        let mut lines = BufReader::new(out).lines();
+        while let Some(line) = lines.next_line().await? {
+            if line.trim().is_empty() {
+                continue;
+            }
+            for c in parse(&line, &mut state) {
+                if chunks.send(c).await.is_err() {
+                    // Nobody listens any more: the turn was abandoned.
+                    return Err(PluginError::Invalid("turn abandoned".into()));
+                }
+            }
+        }
+    }
+    let status = child.wait().await?;
+    let mut guard = guard;
+    guard.pgid = None;
+    let stderr = stderr_task.await.unwrap_or_default();
+    if let Some(e) = state.error.take() {
+        return Err(PluginError::Command {
+            program: program.clone(),
+            status: status.to_string(),
+            stderr: e,
+        });
+    }
+    if !status.success() {
+        return Err(PluginError::Command {
+            program: program.clone(),
+            status: status.to_string(),
+            stderr: last_lines(&stderr, 5),
+        });
+    }
+    if !state.finished {
+        let _ = chunks
+            .send(Chunk::Result {
+                session_id: state.session_id.clone(),
+            })
+            .await;
+    }
+    Ok(())
+}
+
+fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A one-line summary of a tool call, in the manner of rca's `formatToolCall`:
+/// `🔧 BASH` then the command (cut at 100), a path, a pattern, or the JSON input (cut at 80).
+pub fn tool_summary(name: &str, input: &serde_json::Value) -> String {
+    let s = |k: &str| input.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let detail = match name {
+        "Bash" => cut(s("command"), 100),
+        "Read" => format!("Reading: {}", s("file_path")),
+        "Write" => format!("Writing: {}", s("file_path")),
+        "Edit" | "MultiEdit" => format!("Editing: {}", s("file_path")),
+        "Glob" => format!("Pattern: {}", s("pattern")),
+        "Grep" => format!("Searching: {}", s("pattern")),
+        n if n.starts_with("mcp__") => {
+            let parts: Vec<&str> = n.splitn(3, "__").skip(1).collect();
+            format!("MCP: {}", parts.join(" "))
+        }
+        _ => cut(&input.to_string(), 80),
+    };
+    format!("🔧 {}\n{}", name.to_uppercase(), detail)
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_summaries_follow_the_tool() {
+        assert_eq!(
+            tool_summary("Bash", &serde_json::json!({"command": "ls"})),
+            "🔧 BASH\nls"
+        );
+        assert_eq!(
+            tool_summary("mcp__a__b", &serde_json::json!({})),
+            "🔧 MCP__A__B\nMCP: a b"
+        );
+    }
+
+    #[test]
+    fn the_environment_is_scrubbed() {
+        let s = ChatAssistantSettings {
+            env: [("X".to_string(), "1".to_string())].into(),
+            ..ChatAssistantSettings::default()
+        };
+        let env = scrubbed_env(&s);
+        assert!(env
+            .keys()
+            .all(|k| BASE_ENV.contains(&k.as_str()) || k == "X"));
+    }
+}
