@@ -2,6 +2,7 @@
 
 mod actors;
 mod bad_input;
+mod chat;
 mod chat_platforms;
 mod cli;
 mod crash;

@@ -1,0 +1,131 @@
+//! A scripted stand-in for `claude -p --output-format stream-json`, built as a cargo example
+//! (`scripted_assistant`) so the chat tests can run it as the `claude` assistant
+//! (`chat.assistant: { kind: claude, command: [path/to/scripted_assistant] }`).
+//!
+//! It prints Claude's stream-json: a `system/init` line with the session id (the `--resume`
+//! id when given, else a fresh one), `assistant` lines, and a `result` line with the session
+//! id. Every run appends two JSON lines to `$SCRIPTED_LOG` (if set): `start` (argv, cwd,
+//! prompt, resume id, pid) when it begins and `end` when it finished normally.
+//!
+//! Prompt keywords:
+//! - `FAIL`: writes an error to stderr and exits 3 (no result);
+//! - `TOOLS`: answers "Plan:", a `Bash ls` tool call, then "Done" (scenario 13);
+//! - `WAIT:<path>`: waits (up to 120 s) until the file `<path>` exists before answering;
+//! - `SLEEP:<secs>`: sleeps that long before answering (cancel and timeout tests);
+//! - `ENV`: answers with the names of its environment variables (scrubbing tests).
+//!
+//! Otherwise it answers `echo: <prompt>`.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+fn log(event: &str, extra: serde_json::Value) {
+    if let Ok(path) = std::env::var("SCRIPTED_LOG") {
+        let mut line = json!({ "event": event, "pid": std::process::id() });
+        if let (Some(o), Some(e)) = (line.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+fn emit(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn word_after<'a>(prompt: &'a str, key: &str) -> Option<&'a str> {
+    let i = prompt.find(key)?;
+    prompt[i + key.len()..].split_whitespace().next()
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let mut prompt: Option<String> = None;
+    let mut resume: Option<String> = None;
+    let mut i = 1;
+    while i < argv.len() {
+        match argv[i].as_str() {
+            "-p" | "--print" => {
+                if let Some(next) = argv.get(i + 1).filter(|a| !a.starts_with("--")) {
+                    prompt = Some(next.clone());
+                    i += 1;
+                }
+            }
+            "--resume" => {
+                resume = argv.get(i + 1).cloned();
+                i += 1;
+            }
+            "--output-format" | "--permission-mode" | "--model" => i += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    let prompt = prompt.unwrap_or_else(|| {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s);
+        s
+    });
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    log(
+        "start",
+        json!({ "argv": argv, "cwd": cwd, "prompt": prompt, "resume": resume }),
+    );
+    let session = resume.clone().unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("sess-{}-{nanos}", std::process::id())
+    });
+    emit(json!({"type": "system", "subtype": "init", "session_id": session, "cwd": cwd}));
+    if prompt.contains("FAIL") {
+        eprintln!("scripted failure: the model is unavailable");
+        std::process::exit(3);
+    }
+    if let Some(path) = word_after(&prompt, "WAIT:") {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !Path::new(path).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if let Some(secs) = word_after(&prompt, "SLEEP:").and_then(|s| s.parse::<u64>().ok()) {
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+    let say = |text: &str| {
+        emit(json!({"type": "assistant", "session_id": session,
+            "message": {"role": "assistant", "content": [{"type": "text", "text": text}]}}));
+    };
+    if prompt.contains("TOOLS") {
+        say("Plan:");
+        emit(json!({"type": "assistant", "session_id": session,
+            "message": {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}}]}}));
+        say("Done");
+    } else if prompt.contains("ENV") {
+        let mut names: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+        names.sort();
+        say(&format!("env: {}", names.join(",")));
+    } else {
+        say(&format!("echo: {}", prompt.trim()));
+    }
+    emit(
+        json!({"type": "result", "subtype": "success", "is_error": false,
+        "result": "ok", "session_id": session}),
+    );
+    log("end", json!({ "prompt": prompt }));
+}
