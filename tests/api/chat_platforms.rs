@@ -696,3 +696,106 @@ async fn chat_platforms_github_mention_gets_one_reply_and_the_reply_does_not_loo
     assert_eq!(convs.len(), 1);
     assert_eq!(gh.count(kind), 1, "the bot answered its own comment");
 }
+
+/// A Telegram (long poll) app whose assistant is the scripted one, in `mode` (`batch` or
+/// `stream`), with a codebase cloned for chat 555.
+async fn telegram_assistant_app(tg: &FakeTelegram, mode: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("chat");
+    let base2 = base.clone();
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let extra = format!(
+        "chat:\n  turn_timeout: 60s\n  stream_interval: 100ms\n  allow: {{ telegram: [\"42\"] }}\n  \
+         reply_modes: {{ telegram: {mode} }}\n  workspace: {ws}\n  worktrees: {wt}\n  \
+         assistant: {{ kind: claude, command: [\"{bin}\"] }}\n",
+        ws = base.join("ws").display(),
+        wt = base.join("worktrees").display(),
+        bin = crate::chat::scripted_assistant_path().display(),
+    );
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        &extra,
+        dir,
+        &[
+            ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+            ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+        ],
+    )
+    .await
+    .expect("app");
+    // `/clone` takes owner/name from the path, as from a URL.
+    let owner = base2.join("src").join("acme");
+    std::fs::create_dir_all(&owner).expect("mkdir");
+    crate::helpers::git(
+        &owner,
+        &["clone", "-q", &app.repo.display().to_string(), "widget"],
+    );
+    tg.push_message(
+        555,
+        42,
+        &format!("/clone {}", owner.join("widget").display()),
+    );
+    let r = eventually(60, "the clone's reply", || async {
+        tg.sent().into_iter().next()
+    })
+    .await;
+    assert!(r.text.contains("acme/widget"), "{}", r.text);
+    app
+}
+
+/// Scenario 14 end to end: a 10,000-character answer reaches Telegram as several messages
+/// of at most 4,096 characters; the chunk MarkdownV2 refuses is resent as plain text, and
+/// flood control on the way only delays it.
+#[actix_web::test]
+async fn chat_platforms_scenario_14_a_long_answer_reaches_telegram_split_and_complete() {
+    if !crate::helpers::require_tool("git") {
+        return;
+    }
+    let tg = FakeTelegram::start("123:ABC").await;
+    let _app = telegram_assistant_app(&tg, "batch").await;
+    let before = tg.sent().len();
+    let para = format!("Paragraph {} ends here.", "y".repeat(270));
+    let prompt = vec![para; 36].join("\n\n");
+    assert!(prompt.chars().count() > 10_000);
+    tg.reject_markdown_next(1);
+    tg.flood_next(1, 1);
+    tg.push_message(555, 42, &prompt);
+    let sent = eventually(90, "the whole answer", || async {
+        let s: Vec<_> = tg.sent().into_iter().skip(before).collect();
+        let n: usize = s.iter().map(|m| m.text.matches("ends here.").count()).sum();
+        (n == 36).then_some(s)
+    })
+    .await;
+    assert!(sent.len() >= 3, "{} messages", sent.len());
+    assert!(sent.iter().all(|m| m.text.chars().count() <= 4096));
+    assert_eq!(tg.rejected_markdown(), 1);
+    assert_eq!(
+        sent.iter().filter(|m| m.parse_mode.is_none()).count(),
+        1,
+        "exactly the refused chunk went as plain text"
+    );
+}
+
+/// Flood control in the middle of a streamed answer: the stream completes after the wait.
+#[actix_web::test]
+async fn chat_platforms_telegram_stream_completes_after_flood_control() {
+    if !crate::helpers::require_tool("git") {
+        return;
+    }
+    let tg = FakeTelegram::start("123:ABC").await;
+    let _app = telegram_assistant_app(&tg, "stream").await;
+    let before = tg.sent().len();
+    tg.flood_next(2, 1);
+    tg.push_message(555, 42, "TOOLS please");
+    eventually(60, "the streamed answer complete", || async {
+        tg.sent()
+            .into_iter()
+            .skip(before)
+            .any(|m| m.text.contains("Done"))
+            .then_some(())
+    })
+    .await;
+    assert!(tg.calls("sendmessage") + tg.calls("editmessagetext") >= 3);
+}

@@ -243,7 +243,9 @@ pub fn platforms_from(
 
 /// Starts the adapters that pull messages rather than receive webhooks: the Telegram long
 /// poll (when `telegram.bot_token` is set and no `secret_token` selects webhook mode) and the
-/// Discord gateway (when `discord.bot_token` is set). Each hands every message to `inbox` and
+/// Discord gateway (when `discord.bot_token` is set) — each only when its `chat.allow` list
+/// names somebody: a bot token alone may be there for notifications, and a poll would then
+/// swallow updates nobody may send (allowlists are closed by default). Each hands every message to `inbox` and
 /// runs until its handle is aborted or the actix system stops (dropping a handle detaches it).
 ///
 /// Must be called inside the actix system (the gateway's WebSocket client is not `Send`).
@@ -256,13 +258,22 @@ pub fn start_listeners(
     timeout: Duration,
 ) -> PluginResult<Vec<tokio::task::JoinHandle<()>>> {
     let mut out = Vec::new();
-    if let Some(poller) = telegram::Poller::from_settings(&settings.telegram, timeout)? {
+    let allowed = |ids: &Vec<String>| !ids.is_empty();
+    let poller = if allowed(&settings.chat.allow.telegram) {
+        telegram::Poller::from_settings(&settings.telegram, timeout)?
+    } else {
+        None
+    };
+    if let Some(poller) = poller {
         let inbox = inbox.clone();
         out.push(actix_rt::spawn(async move {
             poller.run(inbox).await;
         }));
     }
-    if let Some(gw) = gateway::Gateway::from_settings(&settings.discord) {
+    let gw = allowed(&settings.chat.allow.discord)
+        .then(|| gateway::Gateway::from_settings(&settings.discord))
+        .flatten();
+    if let Some(gw) = gw {
         out.push(actix_rt::spawn(async move {
             gw.run(inbox).await;
         }));
