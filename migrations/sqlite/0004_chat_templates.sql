@@ -22,3 +22,9 @@ CREATE TABLE chat_codebase_commands (
     path     TEXT NOT NULL,
     PRIMARY KEY (codebase, name)
 );
+
+-- Fleet sessions started from a chat (`/spawn`): where their escalations should go back to.
+CREATE TABLE chat_session_links (
+    session_id      TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE
+);

@@ -44,9 +44,9 @@ pub fn substitute(template: &str, args: &[String]) -> String {
             rest = after;
             continue;
         }
-        if tail.starts_with('\\') {
+        if let Some(after) = tail.strip_prefix('\\') {
             out.push('\\');
-            rest = &tail[1..];
+            rest = after;
             continue;
         }
         if let Some(after) = tail.strip_prefix("$ARGUMENTS") {

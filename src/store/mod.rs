@@ -356,6 +356,29 @@ pub trait Store: Send + Sync + 'static {
         Err(chat_unsupported())
     }
 
+    /// Records that fleet session `session_id` was started from chat conversation
+    /// `conversation_id` (`/spawn`), so its escalations can be routed back there.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation; `Database` on failure.
+    async fn link_session_to_conversation(
+        &self,
+        session_id: &str,
+        conversation_id: &str,
+    ) -> StoreResult<()> {
+        let _ = (session_id, conversation_id);
+        Err(chat_unsupported())
+    }
+
+    /// The chat conversation a fleet session was started from, if any.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn conversation_for_session(&self, session_id: &str) -> StoreResult<Option<String>> {
+        let _ = session_id;
+        Err(chat_unsupported())
+    }
+
     /// Ids of conversations that have queued or running messages (to restart after a crash).
     ///
     /// # Errors

@@ -1086,6 +1086,34 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn link_session_to_conversation(
+        &self,
+        session_id: &str,
+        conversation_id: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO chat_session_links (session_id, conversation_id) VALUES ($1, $2) \
+             ON CONFLICT (session_id) DO UPDATE SET conversation_id = excluded.conversation_id",
+        )
+        .bind(session_id)
+        .bind(conversation_id)
+        .execute(&self.write)
+        .await
+        .map_err(write_err)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn conversation_for_session(&self, session_id: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT conversation_id FROM chat_session_links WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn conversations_with_pending(&self) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT conversation_id FROM chat_messages \

@@ -147,6 +147,7 @@ store_suite!(
     the_chat_inbox_dedupes_and_serves_the_oldest_message_first,
     a_running_chat_message_is_served_again_after_a_crash,
     chat_calls_on_unknown_rows_are_not_found,
+    chat_state_templates_commands_and_meta_round_trip,
     the_outbox_dedupes_and_serves_due_notifications_oldest_first,
     a_notification_reusing_an_id_is_a_conflict,
     a_step_writes_its_notifications_with_its_event_deduplicated_within_the_window,
@@ -1459,4 +1460,127 @@ fn the_test_database_url_keeps_host_and_options() {
         with_database("postgres://h:5432", "t3"),
         "postgres://h:5432/t3"
     );
+}
+
+async fn chat_state_templates_commands_and_meta_round_trip(store: SharedStore) {
+    let mut conv = store
+        .upsert_conversation("test", "acme/widget#7", at(0))
+        .await
+        .expect("upsert");
+    assert_eq!(
+        (conv.worktree.as_ref(), conv.last_command.as_ref()),
+        (None, None)
+    );
+    conv.cwd = Some("/ws/acme/widget".into());
+    conv.codebase = Some("acme/widget".into());
+    conv.worktree = Some("/wt/widget/issue-7".into());
+    conv.last_command = Some("plan".into());
+    conv.resume_id = Some("s1".into());
+    store.update_conversation(&conv).await.expect("update");
+    let back = store.get_conversation(&conv.id).await.expect("get");
+    assert_eq!(
+        (
+            back.cwd,
+            back.codebase,
+            back.worktree.clone(),
+            back.last_command,
+            back.resume_id
+        ),
+        (
+            conv.cwd.clone(),
+            conv.codebase.clone(),
+            conv.worktree.clone(),
+            conv.last_command.clone(),
+            conv.resume_id.clone()
+        )
+    );
+    assert_eq!(
+        store
+            .conversations_with_worktree("/wt/widget/issue-7")
+            .await
+            .expect("users"),
+        vec![conv.id.clone()]
+    );
+    assert!(matches!(
+        store.get_conversation("test:nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Meta is kept with the message; pending lists queued and running ones in order.
+    let meta = std::collections::BTreeMap::from([("kind".to_string(), "issue".to_string())]);
+    let m = store
+        .enqueue_chat_message_with_meta(&conv.id, "c1", "u", "/status", &meta, at(1))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    assert_eq!(m.meta, meta);
+    store
+        .enqueue_chat_message(&conv.id, "c2", "u", "hi", at(2))
+        .await
+        .expect("enqueue");
+    let pending = store
+        .pending_chat_messages(&conv.id)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].meta, meta);
+    assert!(pending[1].meta.is_empty());
+    // Templates: upsert replaces, list is by name, delete says whether it existed.
+    let t = |name: &str, content: &str| ChatTemplateRecord {
+        name: name.into(),
+        description: format!("about {name}"),
+        content: content.into(),
+        updated_at: at(3),
+    };
+    store
+        .upsert_chat_template(&t("plan", "v1"))
+        .await
+        .expect("t");
+    store
+        .upsert_chat_template(&t("commit", "c"))
+        .await
+        .expect("t");
+    store
+        .upsert_chat_template(&t("plan", "v2"))
+        .await
+        .expect("t");
+    let got = store
+        .get_chat_template("plan")
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!((got.content.as_str(), got.updated_at), ("v2", at(3)));
+    let names: Vec<String> = store
+        .list_chat_templates()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["commit", "plan"]);
+    assert!(store.delete_chat_template("plan").await.expect("delete"));
+    assert!(!store.delete_chat_template("plan").await.expect("delete"));
+    assert_eq!(store.get_chat_template("plan").await.expect("get"), None);
+    // Codebase commands merge, a name registered again points at its new path.
+    let cmds = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    store
+        .add_codebase_commands("acme/widget", &cmds(&[("a", "x/a.md"), ("b", "x/b.md")]))
+        .await
+        .expect("add");
+    store
+        .add_codebase_commands("acme/widget", &cmds(&[("a", "y/a.md")]))
+        .await
+        .expect("add");
+    assert_eq!(
+        store.codebase_commands("acme/widget").await.expect("get"),
+        cmds(&[("a", "y/a.md"), ("b", "x/b.md")])
+    );
+    assert!(store
+        .codebase_commands("other")
+        .await
+        .expect("get")
+        .is_empty());
 }

@@ -62,6 +62,10 @@ pub struct Chat {
 
 impl Chat {
     async fn start(more: &str) -> Option<Chat> {
+        Chat::start_on(Backend::Sqlite, more).await
+    }
+
+    async fn start_on(backend: Backend, more: &str) -> Option<Chat> {
         if !require_tool("git") {
             return None;
         }
@@ -69,7 +73,7 @@ impl Chat {
         let base = dir.path().join("chat");
         std::fs::create_dir_all(&base).expect("mkdir");
         let extra = chat_yaml(&base, more);
-        let app = spawn_app_in(dir, Backend::Sqlite, &extra).await?;
+        let app = spawn_app_in(dir, backend, &extra).await?;
         Some(Chat { app, base })
     }
 
@@ -189,9 +193,19 @@ async fn spawn_app_in(dir: tempfile::TempDir, backend: Backend, extra: &str) -> 
 
 #[actix_web::test]
 async fn messages_of_one_conversation_run_in_order_and_an_error_blocks_nothing() {
-    let Some(c) = Chat::start("").await else {
-        return;
-    };
+    if let Some(c) = Chat::start("").await {
+        in_order_and_isolated(c).await;
+    }
+}
+
+#[actix_web::test]
+async fn messages_run_in_order_on_postgres_too() {
+    if let Some(c) = Chat::start_on(Backend::Postgres, "").await {
+        in_order_and_isolated(c).await;
+    }
+}
+
+async fn in_order_and_isolated(c: Chat) {
     c.with_codebase("a").await;
     let gate = c.gate("one");
     c.send("a", &format!("one WAIT:{}", gate.display())).await;
@@ -344,14 +358,17 @@ async fn a_fresh_conversation_without_a_codebase_never_calls_the_assistant() {
     c.send("fresh", "/setcwd ../../etc").await;
     c.wait_reply("fresh", "Path must be within").await;
     c.with_codebase("fresh").await;
-    c.send("fresh", "/load-commands ../../x").await;
-    let r = c.wait_reply("fresh", "Path must be within").await;
-    assert_eq!(
-        r.iter()
+    // From `ws/acme/widget`, three levels up leaves the workspace.
+    c.send("fresh", "/load-commands ../../../x").await;
+    eventually(30, "the second refusal", || async {
+        let r = c.replies("fresh").await;
+        (r.iter()
             .filter(|t| t.contains("Path must be within"))
-            .count(),
-        2
-    );
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
     // Clone URLs with credentials are refused (they would end up in .git/config).
     c.send("fresh", "/clone https://tok@github.com/o/r").await;
     c.wait_reply("fresh", "credentials in clone URLs are refused")
@@ -547,6 +564,27 @@ async fn authors_outside_the_allowlist_are_dropped_before_storage() {
             "unexpected variable {name}"
         );
     }
+}
+
+#[actix_web::test]
+async fn spawn_starts_a_fleet_session_linked_to_the_conversation_and_fleet_lists_it() {
+    let Some(c) = Chat::start("").await else {
+        return;
+    };
+    c.send("f", "/spawn demo add a --verbose flag").await;
+    c.wait_reply("f", "Started session demo-1 (demo).").await;
+    assert_eq!(
+        c.app
+            .store
+            .conversation_for_session("demo-1")
+            .await
+            .expect("link"),
+        Some("test:f".to_string())
+    );
+    c.send("f", "/fleet").await;
+    c.wait_reply("f", "demo-1").await;
+    c.send("f", "/spawn nope do it").await;
+    c.wait_reply("f", "Cannot spawn").await;
 }
 
 #[actix_web::test]

@@ -73,7 +73,7 @@ pub async fn run(
         ),
         "setcwd" => setcwd(ctx, conv, rest),
         "clone" => clone(ctx, conv, args).await,
-        "repos" => repos(ctx, conv),
+        "repos" => repos(ctx, conv).await,
         "repo" => repo(ctx, conv, args).await,
         "reset" | "reset-context" => {
             if conv.resume_id.take().is_some() {
@@ -163,7 +163,7 @@ async fn clone(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[String]
     };
     let name = format!("{owner}/{repo}");
     let target = codebase_dir(ctx, &name);
-    let existed = target.exists();
+    let existed = workspace::exists(&target).await;
     if !existed {
         if let Some(parent) = target.parent() {
             if let Err(e) = tokio::fs::create_dir_all(parent).await {
@@ -233,10 +233,18 @@ fn relative_commands(dir: &Path, files: &[PathBuf]) -> BTreeMap<String, String> 
         .collect()
 }
 
-/// `owner/repo` directories of the workspace (and single-level repositories), sorted.
-fn workspace_repos(ctx: &ChatContext) -> Vec<(String, PathBuf)> {
+/// `owner/repo` directories of the workspace (and single-level repositories), sorted; the
+/// listing runs off the actor's thread.
+async fn workspace_repos(ctx: &ChatContext) -> Vec<(String, PathBuf)> {
+    let root = ctx.workspace.clone();
+    tokio::task::spawn_blocking(move || list_repos(&root))
+        .await
+        .unwrap_or_default()
+}
+
+fn list_repos(root: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    let Ok(top) = std::fs::read_dir(&ctx.workspace) else {
+    let Ok(top) = std::fs::read_dir(root) else {
         return out;
     };
     for e in top.flatten() {
@@ -262,8 +270,8 @@ fn workspace_repos(ctx: &ChatContext) -> Vec<(String, PathBuf)> {
     out
 }
 
-fn repos(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
-    let list = workspace_repos(ctx);
+async fn repos(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
+    let list = workspace_repos(ctx).await;
     if list.is_empty() {
         return Action::Reply(format!(
             "No repositories in {}. Use /clone <repo-url> to add one.",
@@ -285,7 +293,7 @@ async fn repo(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[String])
     let Some(sel) = args.first() else {
         return Action::Reply("Usage: /repo <#|name> [pull]".into());
     };
-    let list = workspace_repos(ctx);
+    let list = workspace_repos(ctx).await;
     let found = sel
         .parse::<usize>()
         .ok()
@@ -608,7 +616,13 @@ async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) ->
         branch: None,
     };
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { request })).await {
-        Ok(Ok(Ok(s))) => Action::Reply(format!("Started session {} ({}).", s.session.id, project)),
+        Ok(Ok(Ok(s))) => {
+            let id = s.session.id.to_string();
+            if let Err(e) = ctx.store.link_session_to_conversation(&id, &conv.id).await {
+                tracing::warn!(session = %id, error = %e, "cannot link the session to its chat");
+            }
+            Action::Reply(format!("Started session {id} ({project})."))
+        }
         Ok(Ok(Err(e))) => Action::Reply(format!("Cannot spawn: {e}")),
         _ => Action::Fail("the fleet did not answer in time".into()),
     }

@@ -26,6 +26,11 @@ pub fn codebase_dir(ctx: &ChatContext, name: &str) -> PathBuf {
     ctx.workspace.join(name)
 }
 
+/// Whether `p` exists (without blocking the actor's thread).
+pub async fn exists(p: &Path) -> bool {
+    tokio::fs::try_exists(p).await.unwrap_or(false)
+}
+
 /// Runs `git -C dir args…`; the error is git's stderr.
 ///
 /// # Errors
@@ -81,10 +86,10 @@ pub async fn add_worktree(
     branch: &str,
     start: Option<&str>,
 ) -> Result<(), String> {
-    if path.join(".git").exists() {
+    if exists(&path.join(".git")).await {
         return Ok(());
     }
-    if path.exists() {
+    if exists(path).await {
         return Err(format!(
             "{} exists but is not a worktree; remove it first",
             path.display()
@@ -102,7 +107,7 @@ pub async fn add_worktree(
     }
     match git(main, &args, GIT_TIMEOUT).await {
         Ok(_) => Ok(()),
-        Err(e) if e.contains("already exists") && !path.exists() => {
+        Err(e) if e.contains("already exists") && !exists(path).await => {
             git(main, &["worktree", "add", &p, branch], GIT_TIMEOUT)
                 .await
                 .map(|_| ())
@@ -137,17 +142,21 @@ pub async fn ensure_thread_worktree(
         }
     }
     if let Some(w) = &conv.worktree {
-        if Path::new(w).exists() {
+        if exists(Path::new(w)).await {
             return Ok(());
         }
     }
     let name = format!("{owner}/{repo}");
     let main = codebase_dir(ctx, &name);
     let base = meta.get("base").cloned().unwrap_or_else(|| "main".into());
-    if !crate::chat::paths::valid_name(&base) && !base.contains('/') {
+    let valid_ref = |r: &str| r.split('/').all(crate::chat::paths::valid_name);
+    if !valid_ref(&base) {
         return Err(format!("{base:?} is not a valid base branch"));
     }
-    if !main.join(".git").exists() {
+    if let Some(h) = meta.get("head").filter(|h| !valid_ref(h)) {
+        return Err(format!("{h:?} is not a valid head branch"));
+    }
+    if !exists(&main.join(".git")).await {
         let url = meta
             .get("repo_url")
             .cloned()
@@ -178,10 +187,12 @@ pub async fn ensure_thread_worktree(
         {
             let other = format!("{}:{repo_full}#{issue}", conv.platform);
             if let Ok(o) = ctx.store.get_conversation(&other).await {
-                if let Some(w) = o.worktree.filter(|w| Path::new(w).exists()) {
-                    conv.worktree = Some(w.clone());
-                    conv.cwd = Some(w);
-                    return save(ctx, conv).await;
+                if let Some(w) = o.worktree {
+                    if exists(Path::new(&w)).await {
+                        conv.worktree = Some(w.clone());
+                        conv.cwd = Some(w);
+                        return save(ctx, conv).await;
+                    }
                 }
             }
         }
