@@ -799,3 +799,70 @@ async fn chat_platforms_telegram_stream_completes_after_flood_control() {
     .await;
     assert!(tg.calls("sendmessage") + tg.calls("editmessagetext") >= 3);
 }
+
+/// Telegram in setWebhook mode: an update with the right secret token is stored and
+/// answered (and no long poll runs: `getUpdates` is never called).
+#[actix_web::test]
+async fn chat_platforms_telegram_webhook_update_gets_a_reply() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let app = chat_app(
+        &[
+            ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+            ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+            ("FLOTILLA__TELEGRAM__SECRET_TOKEN", TG_SECRET),
+        ],
+        "    telegram: [\"42\"]\n",
+    )
+    .await;
+    let update =
+        json!({"update_id": 9, "message": {"message_id": 3, "from": {"id": 42, "is_bot": false},
+        "chat": {"id": 777, "type": "private"}, "date": 1, "text": "/status"}})
+        .to_string();
+    let h = [("x-telegram-bot-api-secret-token", TG_SECRET)];
+    let (status, body) = post(&app, "/webhooks/telegram", &h, &update).await;
+    assert_eq!(status, 200, "{body}");
+    // A redelivery of the same update is acknowledged and stored once.
+    assert_eq!(post(&app, "/webhooks/telegram", &h, &update).await.0, 200);
+    eventually(30, "a Telegram reply", || async {
+        tg.sent().into_iter().find(|m| m.chat_id == 777)
+    })
+    .await;
+    assert_eq!(tg.calls("getupdates"), 0, "webhook mode must not poll");
+    assert_eq!(app.store.list_conversations().await.expect("list").len(), 1);
+}
+
+/// Discord interactions: a signed application command is stored and acknowledged with a
+/// type 4 answer; the reply comes through REST.
+#[actix_web::test]
+async fn chat_platforms_discord_slash_command_interaction_gets_a_reply() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let pk = fake_discord::public_key_hex(&DISCORD_KEY);
+    let app = chat_app(
+        &[
+            ("FLOTILLA__DISCORD__API_URL", dc.api_url.as_str()),
+            ("FLOTILLA__DISCORD__BOT_TOKEN", "bot-token"),
+            ("FLOTILLA__DISCORD__GATEWAY_URL", dc.gateway_url.as_str()),
+            ("FLOTILLA__DISCORD__PUBLIC_KEY", pk.as_str()),
+        ],
+        "    discord: [\"U1\"]\n",
+    )
+    .await;
+    let body = json!({"id": "5001", "type": 2, "application_id": "2", "channel_id": "C7",
+        "data": {"id": "1", "name": "status", "type": 1}, "member": {"user": {"id": "U1"}}})
+    .to_string();
+    let (sig, ts) = fake_discord::sign_interaction(&DISCORD_KEY, &body);
+    let h = [
+        ("x-signature-ed25519", sig.as_str()),
+        ("x-signature-timestamp", ts.as_str()),
+    ];
+    let (status, text) = post(&app, "/webhooks/discord/interactions", &h, &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("json")["type"],
+        4
+    );
+    eventually(30, "a reply in C7", || async {
+        dc.posted().into_iter().find(|m| m.channel == "C7")
+    })
+    .await;
+}
