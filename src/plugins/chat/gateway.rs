@@ -167,9 +167,14 @@ impl Gateway {
                         }
                         Frame::Close(reason) => {
                             tracing::info!(?reason, "discord gateway closed the connection");
-                            // 4004 bad token, 4010+ bad shard/intents: identify again later.
+                            // 4007 (bad sequence) and 4009 (session timed out) need a fresh
+                            // IDENTIFY; other 4xxx codes and plain closes may resume.
                             let code: u16 = reason.map(|r| r.code.into()).unwrap_or(1000);
-                            return Ok(if (4000..4010).contains(&code) && code != 4004 { End::Resume } else { End::Identify });
+                            return Ok(if matches!(code, 4007 | 4009) || code >= 4010 {
+                                End::Identify
+                            } else {
+                                End::Resume
+                            });
                         }
                         _ => continue,
                     };
