@@ -120,6 +120,13 @@ async fn chat_platforms_telegram_flood_control_mid_stream_completes_after_the_wa
     assert_eq!(sent[0].text, "Thinking… done.");
     assert_eq!(sent[0].edits, 1);
     assert_eq!(tg.calls("editmessagetext"), 2, "one 429, one retry");
+    let wrong = TelegramPlatform::new(&tg.url, "999:SECRET-TOKEN", TIMEOUT).expect("platform");
+    let e = wrong.send("555", "x").await.expect_err("401");
+    assert!(e.to_string().contains("Unauthorized"), "{e}");
+    assert!(
+        !format!("{e} {e:?}").contains("SECRET-TOKEN"),
+        "the token leaked: {e:?}"
+    );
 }
 
 /// The long poll confirms an update only after the inbox stored it.
@@ -283,6 +290,15 @@ async fn chat_platforms_github_replies_as_issue_comments() {
     assert_eq!(
         gh.count("POST /repos/{owner}/{repo}/issues/{number}/comments"),
         1
+    );
+    // rca #157: a reply over GitHub's 65,536-character limit goes as several comments.
+    let long = vec!["z".repeat(999); 70].join("\n\n");
+    p.send(&format!("acme/app#{n}"), &long)
+        .await
+        .expect("commented");
+    assert_eq!(
+        gh.count("POST /repos/{owner}/{repo}/issues/{number}/comments"),
+        3
     );
 }
 
@@ -449,6 +465,19 @@ async fn chat_platforms_slack_url_verification_and_discord_ping_are_answered() {
         v["challenge"],
         "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
     );
+
+    // Bot messages and edits are acknowledged and never stored.
+    for ev in [
+        json!({"type": "message", "subtype": "bot_message", "bot_id": "B1", "text": "hi",
+            "ts": "3.0", "thread_ts": "1.0", "channel": "C1"}),
+        json!({"type": "message", "subtype": "message_changed", "channel": "C1", "ts": "4.0",
+            "message": {"user": "U1", "text": "edited", "ts": "1.0"}}),
+    ] {
+        let url = format!("{}/webhooks/slack/events", app.address);
+        let (status, _) =
+            fake_slack::post_signed(&url, SLACK_SECRET, &fake_slack::envelope(ev)).await;
+        assert_eq!(status, 200);
+    }
 
     let ping = r#"{"type":1,"id":"1","application_id":"2"}"#;
     let (sig, ts) = fake_discord::sign_interaction(&DISCORD_KEY, ping);
