@@ -266,8 +266,15 @@ impl Application {
                 url: store::redact_url(&url),
                 source,
             })?;
-        let notifiers =
+        let mut notifiers =
             notify::build_notifiers(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+        let chat_platforms = crate::actors::chat::platforms::chat_platforms_from(&settings);
+        crate::actors::chat::replace_chat_notifiers(
+            &settings,
+            &mut notifiers,
+            &store,
+            &chat_platforms,
+        );
         if notifiers.is_empty() {
             tracing::warn!(
                 "no notifiers configured: notifications are recorded in the event log only"
@@ -322,9 +329,14 @@ impl Application {
         } else {
             Vec::new()
         };
-        let chat =
-            crate::actors::chat::start(&settings, store.clone(), &home, Some(supervisor.clone()))
-                .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
+        let chat = crate::actors::chat::start(
+            &settings,
+            store.clone(),
+            &home,
+            chat_platforms,
+            Some(supervisor.clone()),
+        )
+        .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);
         // The Telegram long poll and the Discord gateway feed the same inbox as the webhooks;
         // they live as long as the actix system (their handles are detached).

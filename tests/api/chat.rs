@@ -567,10 +567,21 @@ async fn authors_outside_the_allowlist_are_dropped_before_storage() {
 }
 
 #[actix_web::test]
-async fn spawn_starts_a_fleet_session_linked_to_the_conversation_and_fleet_lists_it() {
-    let Some(c) = Chat::start("").await else {
+async fn spawn_starts_a_fleet_session_whose_notifications_come_back_to_the_chat() {
+    if !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("chat");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let extra = format!(
+        "{}notifiers:\n  chatback: {{ kind: chat }}\ndefaults: {{ notifiers: [chatback] }}\n",
+        chat_yaml(&base, "")
+    );
+    let Some(app) = spawn_app_in(dir, Backend::Sqlite, &extra).await else {
         return;
     };
+    let c = Chat { app, base };
     c.send("f", "/spawn demo add a --verbose flag").await;
     c.wait_reply("f", "Started session demo-1 (demo).").await;
     assert_eq!(
@@ -585,6 +596,12 @@ async fn spawn_starts_a_fleet_session_linked_to_the_conversation_and_fleet_lists
     c.wait_reply("f", "demo-1").await;
     c.send("f", "/spawn nope do it").await;
     c.wait_reply("f", "Cannot spawn").await;
+    // The return path: an agent that exits fires `agent-exited` (notify, urgent), routed to
+    // the `chat` notifier, which posts into the conversation the session came from.
+    c.send("f", "/spawn demo --agent failing break things")
+        .await;
+    c.wait_reply("f", "Started session demo-2 (demo).").await;
+    c.wait_reply("f", "🔔 demo-2 (urgent)").await;
 }
 
 #[actix_web::test]

@@ -582,10 +582,6 @@ async fn bad_notifier_config_exits_2_naming_the_key() {
             "routing.warning",
         ),
         (
-            "notifiers: { room: { kind: chat }, ops: { kind: desktop } }\ndefaults: { notifiers: [ops] }\nrouting: { urgent: [room] }\n",
-            "routing.urgent",
-        ),
-        (
             "notifiers: { ops: { kind: desktop } }\ndefaults: { notifiers: [ops] }\nnotifications: { rate_limit: { max: 0, window: 1m } }\n",
             "notifications.rate_limit.max",
         ),

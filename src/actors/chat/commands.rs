@@ -50,7 +50,7 @@ const HELP: &str = "Commands:
 /commands, /command-set <name> <path> [text], /load-commands <folder>, /command-invoke <name> [args]
 /templates, /template-add <name> <file>, /template-delete <name> — global templates, run as /<name> [args]
 /worktree create <branch> | list | remove [--force] | orphans
-/spawn <project> <task…> — start a fleet session; /fleet — list sessions";
+/spawn <project> [--agent NAME] <task…> — start a fleet session (its notifications come back here through a `chat` notifier); /fleet — list sessions";
 
 /// Runs a deterministic command, updating (and saving) the conversation's state.
 pub async fn run(
@@ -601,18 +601,29 @@ async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) ->
     let Some(fleet) = &ctx.fleet else {
         return Action::Reply("The fleet is not available here.".into());
     };
-    let (Some(project), true) = (args.first(), args.len() > 1) else {
-        return Action::Reply("Usage: /spawn <project> <task…>".into());
+    let usage = || Action::Reply("Usage: /spawn <project> [--agent NAME] <task…>".into());
+    let Some(project) = args.first() else {
+        return usage();
     };
-    let task = args[1..].join(" ");
+    let (agent, task) = match args.get(1).map(String::as_str) {
+        Some("--agent") => match args.get(2) {
+            Some(a) => (Some(a.clone()), &args[3..]),
+            None => return usage(),
+        },
+        _ => (None, &args[1..]),
+    };
+    if task.is_empty() {
+        return usage();
+    }
     let request = SpawnRequest {
         project: project.clone(),
         prompt: Some(format!(
-            "{task}\n\n(Requested from chat conversation {})",
+            "{}\n\n(Requested from chat conversation {})",
+            task.join(" "),
             conv.id
         )),
         issue: None,
-        agent: None,
+        agent,
         branch: None,
     };
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { request })).await {

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod conversation;
 pub mod inbox;
 pub mod messages;
+pub mod notifier;
 pub mod platforms;
 pub mod scheduler;
 pub mod test_platform;
@@ -210,7 +211,7 @@ pub struct ChatBridge {
     pub platforms: ChatPlatforms,
 }
 
-/// Starts the chat bridge: platforms from config, the assistant, the supervisor (which seeds
+/// Starts the chat bridge over `platforms` (from [`platforms::chat_platforms_from`]): the assistant, the supervisor (which seeds
 /// the workflow templates and resumes every conversation with pending messages), the inbox.
 /// Warns once per platform whose allowlist is empty. Must run inside an actix `System`.
 ///
@@ -220,9 +221,9 @@ pub fn start(
     settings: &crate::config::Settings,
     store: SharedStore,
     home: &std::path::Path,
+    platforms: ChatPlatforms,
     fleet: Option<Addr<FleetSupervisor>>,
 ) -> Result<ChatBridge, crate::plugins::PluginError> {
-    let platforms = platforms::chat_platforms_from(settings);
     let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
     inbox::warn_empty_allowlists(&settings.chat);
     let mut ctx = ChatContext::new(
@@ -265,6 +266,27 @@ async fn seed_templates(store: &SharedStore) {
                 }
             }
             Err(e) => tracing::warn!(template = name, error = %e, "cannot read templates"),
+        }
+    }
+}
+
+/// Puts the bridge's notifier in place of every configured notifier of kind `chat` (the
+/// return path of `/spawn`).
+pub fn replace_chat_notifiers(
+    settings: &crate::config::Settings,
+    notifiers: &mut std::collections::BTreeMap<String, Arc<dyn crate::plugins::Notifier>>,
+    store: &SharedStore,
+    platforms: &ChatPlatforms,
+) {
+    for (name, n) in &settings.notifiers {
+        if n.kind == crate::config::NotifierKind::Chat {
+            notifiers.insert(
+                name.clone(),
+                Arc::new(notifier::BridgeNotifier::new(
+                    store.clone(),
+                    platforms.clone(),
+                )),
+            );
         }
     }
 }

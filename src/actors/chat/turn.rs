@@ -149,6 +149,11 @@ pub fn split_id(conversation: &str) -> (&str, &str) {
     conversation.split_once(':').unwrap_or((conversation, ""))
 }
 
+/// `text` split under `p`'s message limit.
+pub fn split_reply_for(p: &dyn ChatPlatform, text: &str) -> Vec<String> {
+    split_reply(text, p.max_message_len())
+}
+
 /// Sends `text` to a conversation (split under the platform's limit), logging failures.
 pub async fn reply_to(ctx: &ChatContext, conversation: &str, text: &str) {
     let (platform, thread) = split_id(conversation);

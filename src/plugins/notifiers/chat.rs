@@ -1,9 +1,9 @@
-//! `chat`: posts into the conversation that spawned the session. That needs the chat bridge
-//! (the `ChatPlatform` plugins and the conversation a session came from), which this build
-//! does not have yet. Until then, `Settings::validate` rejects any route that reaches a `chat`
-//! notifier, and this plugin — should a notification reach it anyway, e.g. from an older
-//! configuration's rows — fails it for good with that reason, so it is dead-lettered visibly
-//! rather than retried.
+//! `chat`: posts into the conversation that spawned the session. The real implementation is
+//! the chat bridge's `actors::chat::notifier::BridgeNotifier`, which `app.rs` puts in place of
+//! every notifier of kind `chat` (it needs the store's session links and the registered
+//! `ChatPlatform`s, which plugins do not hold). This placeholder only answers where the bridge
+//! is not wired (a bare `build_notifiers`): it fails the notification for good with that
+//! reason, so it is dead-lettered visibly rather than retried.
 
 use async_trait::async_trait;
 

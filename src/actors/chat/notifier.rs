@@ -1,0 +1,67 @@
+//! The return path of `/spawn`: the `chat` notifier posts a session's notifications
+//! (escalations, exits) into the conversation the session was spawned from
+//! (`chat_session_links`). `app.rs` puts it in place of every notifier of kind `chat`.
+//! A notification for a session that did not come from a chat has nowhere to go: it is
+//! delivered as a no-op.
+
+use async_trait::async_trait;
+
+use super::platforms::ChatPlatforms;
+use super::turn::{split_id, split_reply_for};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+use crate::store::SharedStore;
+
+/// Posts notifications back into their session's chat conversation.
+pub struct BridgeNotifier {
+    store: SharedStore,
+    platforms: ChatPlatforms,
+}
+
+impl BridgeNotifier {
+    /// A notifier over the store's session links and the registered platforms.
+    pub fn new(store: SharedStore, platforms: ChatPlatforms) -> Self {
+        BridgeNotifier { store, platforms }
+    }
+}
+
+#[async_trait]
+impl Notifier for BridgeNotifier {
+    fn kind(&self) -> &'static str {
+        "chat"
+    }
+
+    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+        let Some(session) = &n.session else {
+            return Ok(());
+        };
+        let conversation = self
+            .store
+            .conversation_for_session(session)
+            .await
+            .map_err(|e| PluginError::Unreachable {
+                service: "store",
+                detail: e.to_string(),
+            })?;
+        let Some(conversation) = conversation else {
+            tracing::debug!(session = %session, "no chat conversation for this session");
+            return Ok(());
+        };
+        let (platform, thread) = split_id(&conversation);
+        let p = self
+            .platforms
+            .get(platform)
+            .ok_or_else(|| PluginError::Unavailable {
+                slot: "chat platform",
+                name: platform.to_string(),
+            })?;
+        let mut text = format!("🔔 {} ({}): {}", session, n.priority, n.message);
+        if let Some(url) = &n.pr_url {
+            text.push_str(&format!("\n{url}"));
+        }
+        for part in split_reply_for(p.as_ref(), &text) {
+            // The outbox retries retriable errors with its own backoff.
+            p.send(thread, &part).await?;
+        }
+        Ok(())
+    }
+}
