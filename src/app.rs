@@ -187,6 +187,7 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         }
     }
     p.agents = agents;
+    p.scm = scm_from(settings);
     p
 }
 
@@ -199,6 +200,21 @@ pub fn tmux_socket(home: &Path) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("flotilla-{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// The GitHub SCM, when any project has a `github_repo`. Must run inside the runtime.
+fn scm_from(settings: &Settings) -> Option<Arc<dyn crate::plugins::Scm>> {
+    if !settings.projects.values().any(|p| p.github_repo.is_some()) {
+        return None;
+    }
+    match crate::plugins::github::GithubScm::new(&settings.github, settings.github.timeout.get()) {
+        Ok(scm) => Some(Arc::new(scm)),
+        // `validate` reports a bad URL; without the plugin PRs are simply not followed.
+        Err(e) => {
+            tracing::error!(error = %e, "the github plugin could not be built: PRs are not followed");
+            None
+        }
+    }
 }
 
 /// Resolves every configured project.
@@ -225,6 +241,7 @@ pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
                 delete_branch_on_kill: p.delete_branch_on_kill,
                 port_base: settings.lifecycle.port_base,
                 orchestrator_agent: p.orchestrator_agent.clone(),
+                github_repo: p.github_repo.clone(),
             };
             (name.clone(), spec)
         })
@@ -306,6 +323,23 @@ impl Application {
         });
         let ready = Arc::new(AtomicBool::new(false));
         let supervisor = FleetSupervisor::new(fleet.clone(), ready).start();
+        if let Some(scm) = fleet.plugins.scm.clone() {
+            let every = settings.github.poll_interval.get();
+            if every.is_zero() {
+                tracing::info!(
+                    "github.poll_interval is 0s: PRs are followed through webhooks only"
+                );
+            } else {
+                crate::actors::poller::GithubPoller::new(
+                    fleet.clone(),
+                    scm,
+                    supervisor.clone(),
+                    every,
+                    settings.github.reconcile_every,
+                )
+                .start();
+            }
+        }
         let reconcile = settings.lifecycle.reconcile_interval.get();
         if !reconcile.is_zero() {
             let sup = supervisor.clone();

@@ -42,6 +42,8 @@ pub struct ProjectSpec {
     pub port_base: u16,
     /// Agent of the orchestrator session.
     pub orchestrator_agent: Option<String>,
+    /// `owner/name` on GitHub when the project's PRs live there (the lifecycle watches them).
+    pub github_repo: Option<String>,
 }
 
 impl ProjectSpec {
@@ -62,6 +64,7 @@ impl ProjectSpec {
             delete_branch_on_kill: false,
             port_base: 20000,
             orchestrator_agent: None,
+            github_repo: None,
         }
     }
 }
@@ -75,6 +78,8 @@ pub struct Plugins {
     pub workspaces: HashMap<String, Arc<dyn Workspace>>,
     /// Agents (built-in kinds and named agents).
     pub agents: HashMap<String, Arc<dyn Agent>>,
+    /// Where PRs live (`github`), when configured.
+    pub scm: Option<Arc<dyn crate::plugins::Scm>>,
 }
 
 impl Plugins {

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod fleet;
 pub mod journal;
+pub mod poller;
 pub mod session;
 pub mod supervisor;
 pub mod watch;

@@ -513,6 +513,14 @@ pub struct GithubSettings {
     /// trigger. `None` turns GitHub comments off as a chat platform.
     #[serde(default)]
     pub bot_login: Option<String>,
+    /// How often the poller looks at each watched repository (the safety net under webhooks);
+    /// `0s` turns polling off.
+    pub poll_interval: HumanDuration,
+    /// Every this many polls, every watched PR is re-read even if the repo looked unchanged
+    /// (check runs do not bump a PR, and a webhook may have been lost).
+    pub reconcile_every: u32,
+    /// Time limit of one GitHub API request.
+    pub timeout: HumanDuration,
 }
 
 /// `slack:` — Slack Web API and Events API.

@@ -55,6 +55,11 @@ impl fmt::Display for Secret {
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// `secs` seconds.
+    pub const fn from_secs(secs: u64) -> Self {
+        HumanDuration(Duration::from_secs(secs))
+    }
+
     /// The wrapped duration.
     pub fn get(self) -> Duration {
         self.0

@@ -60,6 +60,9 @@ pub struct GithubScm {
     /// URL → (ETag, body) of the last 200, for conditional requests.
     etags: Mutex<HashMap<String, (String, Value)>>,
     rate: Mutex<Option<RateLimit>>,
+    /// After a rate-limit answer, no request leaves before this instant, whoever asks (the
+    /// poller and every session share one budget; GitHub punishes retries inside the wait).
+    blocked_until: Mutex<Option<(tokio::time::Instant, &'static str)>>,
 }
 
 impl std::fmt::Debug for GithubScm {
@@ -290,6 +293,7 @@ impl GithubScm {
             timeout,
             etags: Mutex::new(HashMap::new()),
             rate: Mutex::new(None),
+            blocked_until: Mutex::new(None),
         })
     }
 
@@ -302,8 +306,26 @@ impl GithubScm {
         url: &str,
         body: Option<&Value>,
     ) -> PluginResult<Reply> {
+        if let Some((until, limit)) = *lock(&self.blocked_until) {
+            let now = tokio::time::Instant::now();
+            if now < until {
+                METRICS
+                    .github_requests
+                    .with_label_values(&[kind, "held"])
+                    .inc();
+                return Err(PluginError::RateLimited {
+                    kind: limit,
+                    retry_after: until - now,
+                });
+            }
+        }
         let fut = self.call_inner(method, kind, url, body);
         match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Err(PluginError::RateLimited { kind, retry_after })) => {
+                *lock(&self.blocked_until) =
+                    Some((tokio::time::Instant::now() + retry_after, kind));
+                Err(PluginError::RateLimited { kind, retry_after })
+            }
             Ok(r) => r,
             Err(_) => {
                 METRICS
@@ -792,6 +814,9 @@ mod tests {
             token: Some(crate::config::Secret::new("ghp_secret")),
             webhook_secret: None,
             bot_login: None,
+            poll_interval: crate::config::HumanDuration::from_secs(30),
+            reconcile_every: 10,
+            timeout: crate::config::HumanDuration::from_secs(10),
         };
         let scm = GithubScm::new(&s, Duration::from_secs(1)).expect("builds");
         assert!(!format!("{scm:?}").contains("ghp_secret"));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flotilla::config::{GithubSettings, Secret};
+use flotilla::config::{GithubSettings, HumanDuration, Secret};
 use flotilla::plugins::github::GithubScm;
 use flotilla::plugins::{MergeMethod, PluginError, Scm};
 
@@ -26,6 +26,9 @@ async fn setup() -> Option<(FakeGithub, GithubScm)> {
         token: Some(Secret::new("ghp_test")),
         webhook_secret: None,
         bot_login: None,
+        poll_interval: HumanDuration::from_secs(30),
+        reconcile_every: 10,
+        timeout: HumanDuration::from_secs(10),
     };
     let scm = GithubScm::new(&settings, Duration::from_secs(10)).expect("plugin");
     Some((gh, scm))
@@ -435,6 +438,9 @@ async fn github_a_wrong_token_is_an_api_error_that_never_shows_the_token() {
         token: Some(Secret::new("ghp_wrong_and_secret")),
         webhook_secret: None,
         bot_login: None,
+        poll_interval: HumanDuration::from_secs(30),
+        reconcile_every: 10,
+        timeout: HumanDuration::from_secs(10),
     };
     let scm = GithubScm::new(&settings, Duration::from_secs(5)).expect("plugin");
     let e = scm.repo_changed(REPO).await.expect_err("401");

@@ -24,6 +24,7 @@ mod fleet_tmux;
 mod github;
 mod github_webhooks;
 mod helpers;
+mod lifecycle;
 mod metrics;
 mod notifications;
 #[path = "../support/receivers.rs"]

@@ -158,6 +158,8 @@ struct Repo {
     resolved_threads: Vec<i64>,
     check_runs: Vec<CheckRun>,
     statuses: Vec<Status>,
+    /// Branch protection requires an approving review (`reviewDecision: REVIEW_REQUIRED`).
+    require_review: bool,
 }
 
 struct State {
@@ -171,6 +173,10 @@ struct State {
     deliveries: Vec<Delivery>,
     counts: BTreeMap<(String, u16), u64>,
     forced: Option<(Limit, u32)>,
+    /// A secondary limit was answered: until then GitHub keeps refusing (and counts it).
+    limited_until: Option<(std::time::Instant, Limit)>,
+    /// Requests that arrived inside a `retry-after` window (a client that did not wait).
+    early: u64,
     core_remaining: i64,
     graphql_remaining: i64,
     reset: i64,
@@ -372,6 +378,8 @@ impl State {
             Some("CHANGES_REQUESTED")
         } else if latest.values().any(|s| *s == "APPROVED") {
             Some("APPROVED")
+        } else if self.repos[repo].require_review {
+            Some("REVIEW_REQUIRED")
         } else {
             None
         }
@@ -699,10 +707,26 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
         } else {
             "core"
         };
+        let early = s
+            .limited_until
+            .filter(|(until, _)| std::time::Instant::now() < *until)
+            .map(|(_, l)| l);
+        if early.is_some() {
+            s.early += 1;
+        }
+        let forced = early.map(|l| (l, 1)).or(s.forced.filter(|(_, n)| *n > 0));
         let mut a = if kind == "GET /_logs/{job_id}" {
             handle(&mut s, &kind, &caps, &q, &body, &req)
-        } else if let Some((limit, n)) = s.forced.filter(|(_, n)| *n > 0) {
-            s.forced = if n > 1 { Some((limit, n - 1)) } else { None };
+        } else if let Some((limit, n)) = forced {
+            if early.is_none() {
+                s.forced = if n > 1 { Some((limit, n - 1)) } else { None };
+                if let Limit::Secondary { retry_after, .. } = limit {
+                    s.limited_until = Some((
+                        std::time::Instant::now() + std::time::Duration::from_secs(retry_after),
+                        limit,
+                    ));
+                }
+            }
             match limit {
                 Limit::Primary => {
                     let mut a = Answer::msg(403, "API rate limit exceeded for user ID 1.");
@@ -1408,6 +1432,8 @@ impl FakeGithub {
             deliveries: vec![],
             counts: BTreeMap::new(),
             forced: None,
+            limited_until: None,
+            early: 0,
             core_remaining: RATE_LIMIT,
             graphql_remaining: RATE_LIMIT,
             reset: chrono::Utc::now().timestamp() + 3600,
@@ -1824,6 +1850,18 @@ impl FakeGithub {
         self.s().forced = Some((limit, n));
     }
 
+    /// Turns on branch protection's "require an approving review" for `repo`.
+    pub fn require_reviews(&self, repo: &str) {
+        if let Some(r) = self.s().repos.get_mut(repo) {
+            r.require_review = true;
+        }
+    }
+
+    /// Requests that arrived while a secondary limit's `retry-after` was still running.
+    pub fn early_requests(&self) -> u64 {
+        self.s().early
+    }
+
     /// Requests of `kind` (`GET /repos/{owner}/{repo}/pulls`, `POST /graphql`), any status.
     pub fn count(&self, kind: &str) -> u64 {
         self.s()
@@ -1913,4 +1951,60 @@ fn hook_client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .expect("http client")
+}
+
+// ---- pushes from outside the fake (agents pushing to the bare repository) ----------------
+
+impl FakeGithub {
+    /// Watches the bare repositories for pushes made with plain git (by agents) and answers
+    /// each as GitHub does: an open PR whose head moved gets a `synchronize` webhook. Stops
+    /// when the fake is dropped.
+    pub fn watch_pushes(&self) {
+        let weak = Arc::downgrade(&self.state);
+        let http = hook_client();
+        actix_web::rt::spawn(async move {
+            let mut seen: BTreeMap<(String, i64), String> = BTreeMap::new();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let Some(st) = weak.upgrade() else { return };
+                let hooks = {
+                    let mut s = lock(&st);
+                    let open: Vec<(String, Pr)> = s
+                        .repos
+                        .iter()
+                        .flat_map(|(r, repo)| {
+                            repo.prs
+                                .values()
+                                .filter(|p| p.state == "open")
+                                .map(move |p| (r.clone(), p.clone()))
+                        })
+                        .collect();
+                    for (repo, pr) in open {
+                        let Some(sha) = s.sha(&repo, &pr.head) else {
+                            continue;
+                        };
+                        let key = (repo.clone(), pr.number);
+                        match seen.insert(key, sha.clone()) {
+                            Some(old) if old != sha => {
+                                let at = s.tick();
+                                if let Some(p) = s
+                                    .repos
+                                    .get_mut(&repo)
+                                    .and_then(|r| r.prs.get_mut(&pr.number))
+                                {
+                                    p.updated = at;
+                                }
+                                queue_pr(&mut s, &repo, pr.number, "synchronize");
+                            }
+                            _ => {}
+                        }
+                    }
+                    std::mem::take(&mut s.queued)
+                };
+                for h in hooks {
+                    deliver(&st, &http, h).await;
+                }
+            }
+        });
+    }
 }

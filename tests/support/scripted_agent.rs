@@ -13,10 +13,14 @@
 //! - on a stdin terminal it is a TUI-like line editor: raw mode, bracketed paste enabled, the
 //!   draft echoed on its input line (`> `), Enter submits; otherwise it reads lines.
 //!
-//! Task keywords: `ASK` asks "Do you want to proceed? (y/n)" and waits for the answer (logged
+//! Task keywords: `OPEN_PR` opens a pull request for its branch after pushing (a POST to
+//! `$SCRIPTED_GITHUB_API/repos/$SCRIPTED_GITHUB_REPO/pulls` with `$SCRIPTED_GITHUB_TOKEN`, as
+//! `gh pr create` would); `ASK` asks "Do you want to proceed? (y/n)" and waits for the answer (logged
 //! as a pending `AskUserQuestion` tool call, i.e. waiting_input); `IDLE` skips the work and
 //! goes quiet. Messages typed in: `exit N` exits with N, `commit MSG` makes and pushes another
-//! commit, anything else is logged as a user message and echoed as `got: LINE`.
+//! commit, an instruction whose first line ends with "and push." (Flotilla's CI, review and
+//! conflict reactions) is obeyed with a fix commit and a push when the task says `FIX`,
+//! anything else is logged as a user message and echoed as `got: LINE`.
 //! Dependency-free beyond what the crate already uses (libc, serde_json, chrono, uuid).
 
 use std::fs::{File, OpenOptions};
@@ -95,6 +99,8 @@ struct Log {
     cwd: String,
     branch: String,
     parent: Option<String>,
+    /// Fix commits made for Flotilla's instructions so far.
+    fixes: u32,
 }
 
 impl Log {
@@ -118,6 +124,7 @@ impl Log {
             cwd: cwd_s,
             branch: git_out(cwd, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_default(),
             parent: None,
+            fixes: 0,
         })
     }
 
@@ -385,6 +392,51 @@ impl Term {
     }
 }
 
+/// Opens a PR for the current branch on the GitHub API named by the environment.
+fn open_pr(out: &mut Term, log: &mut Log, cwd: &Path, title: &str) {
+    let (Ok(api), Ok(repo)) = (
+        std::env::var("SCRIPTED_GITHUB_API"),
+        std::env::var("SCRIPTED_GITHUB_REPO"),
+    ) else {
+        out.line("open_pr: SCRIPTED_GITHUB_API and SCRIPTED_GITHUB_REPO are not set");
+        return;
+    };
+    let token = std::env::var("SCRIPTED_GITHUB_TOKEN").unwrap_or_default();
+    let branch = git_out(cwd, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_default();
+    let body = json!({"title": title, "head": branch, "base": "main", "body": "Opened by the scripted agent."})
+        .to_string();
+    let answer = http_post(&api, &format!("/repos/{repo}/pulls"), &token, &body);
+    log.tool(
+        "Bash",
+        json!({"command": format!("gh pr create --title {title:?} --head {branch}")}),
+        answer.as_deref().unwrap_or("failed"),
+    );
+    match answer {
+        Ok(a) if a.starts_with("HTTP/1.1 201") => out.line("pr: opened"),
+        Ok(a) => out.line(&format!("pr: refused: {}", a.lines().next().unwrap_or(""))),
+        Err(e) => out.line(&format!("pr: failed: {e}")),
+    }
+}
+
+/// A minimal HTTP/1.1 POST to a plain `http://host:port` base (the tests' fake GitHub).
+fn http_post(base: &str, path: &str, token: &str, body: &str) -> std::io::Result<String> {
+    use std::net::TcpStream;
+    let host = base
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("only http:// bases are supported"))?
+        .trim_end_matches('/');
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/vnd.github+json\r\nUser-Agent: scripted-agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
 fn main() {
     let args = parse_args();
     let prompt = args.prompt.clone().or_else(|| {
@@ -423,6 +475,9 @@ fn main() {
             .trim()
             .to_string();
         commit_and_push(&mut term, &mut log, &cwd, &format!("scripted: {title}"));
+        if prompt.contains("OPEN_PR") {
+            open_pr(&mut term, &mut log, &cwd, &title);
+        }
         if prompt.contains("ASK") {
             let id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
             log.assistant(
@@ -455,6 +510,10 @@ fn main() {
         }
         if let Some(m) = first.strip_prefix("commit ") {
             commit_and_push(&mut term, &mut log, &cwd, m.trim());
+        } else if prompt.contains("FIX") && first.ends_with("and push.") {
+            let n = log.fixes + 1;
+            log.fixes = n;
+            commit_and_push(&mut term, &mut log, &cwd, &format!("fix {n}: {first}"));
         } else {
             for l in msg.lines() {
                 term.line(&format!("got: {l}"));

@@ -83,3 +83,32 @@ pub struct RuntimeEnded {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Reconcile;
+
+/// Look at the session's PR now. `status` is what the poller already fetched (batched);
+/// without it the actor asks the SCM itself.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ScmCheck {
+    /// A fresh observation of the session's PR, if the sender has one.
+    pub status: Option<crate::plugins::PrStatus>,
+}
+
+/// A GitHub webhook about `repo`: the actor checks its PR if the hint is about it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ScmHint {
+    /// `owner/name`.
+    pub repo: String,
+    /// The PR the event names.
+    pub pr: Option<i64>,
+    /// The head branch the event names.
+    pub branch: Option<String>,
+}
+
+/// Merge the session's PR now (a human asked, through the API).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<StepReport, SessionError>")]
+pub struct MergeNow {
+    /// How to merge; the project's configured method when `None`.
+    pub method: Option<crate::plugins::MergeMethod>,
+}

@@ -16,6 +16,8 @@ pub mod launch;
 pub mod machine;
 pub mod messages;
 pub mod policy;
+pub mod pr_events;
+mod scm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +73,8 @@ pub struct SessionActor {
     watched_log: Option<std::path::PathBuf>,
     /// A probe is scheduled (output changes within the debounce window share it).
     probe_pending: bool,
+    /// An SCM check is running; checks asked for meanwhile fold into one more afterwards.
+    scm: scm::CheckState,
     span: tracing::Span,
 }
 
@@ -94,6 +98,7 @@ impl SessionActor {
             restarts: 0,
             watched_log: None,
             probe_pending: false,
+            scm: scm::CheckState::default(),
             span,
         }
     }
@@ -502,13 +507,15 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
             tracing::info!(?reaction, ?priority, escalation, %message, "notification queued");
             None
         }
-        Effect::Merge { method } => {
-            tracing::warn!(
-                ?method,
-                "auto-merge requested but no SCM plugin is configured"
-            );
-            None
-        }
+        Effect::Merge { method } => match scm::merge(fleet, s, method).await {
+            Ok(()) => Some(EventKind::PrMerged),
+            Err(e) => {
+                // The next observation shows why (conflicts, a moved head, a closed PR) and
+                // the machine reacts to that; a human can still merge through the API.
+                tracing::warn!(error = %e, "auto-merge failed");
+                None
+            }
+        },
         Effect::Log { message } => {
             tracing::warn!(%message, "session machine");
             None

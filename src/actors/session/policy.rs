@@ -43,18 +43,8 @@ pub enum EscalateAfter {
     After(Duration),
 }
 
-/// How a PR is merged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MergeMethod {
-    /// A merge commit.
-    Merge,
-    /// Squash and merge.
-    #[default]
-    Squash,
-    /// Rebase and merge.
-    Rebase,
-}
+/// How a PR is merged: the SCM's own type, so policy and plugin never drift apart.
+pub use crate::plugins::MergeMethod;
 
 /// One reaction's settings after merging project overrides over the global table.
 #[derive(Debug, Clone, PartialEq)]

@@ -272,3 +272,12 @@ pub struct Board {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Board, FleetError>")]
 pub struct GetBoard;
+
+/// Sent by the GitHub poller: look at these sessions' PRs (with what the poller already read,
+/// when it has it).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ScmObserved {
+    /// Session and its PR's fresh status (`None`: the actor reads it itself).
+    pub checks: Vec<(SessionId, Option<crate::plugins::PrStatus>)>,
+}

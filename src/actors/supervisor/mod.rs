@@ -19,7 +19,8 @@ use self::messages::*;
 use crate::actors::fleet::Fleet;
 use crate::actors::session::machine::{self, Event, EventKind, Outcome};
 use crate::actors::session::messages::{
-    Apply, GetSnapshot, Kill, Reconcile, Restore, SendMessage, StepReport,
+    Apply, GetSnapshot, Kill, MergeNow, Reconcile, Restore, ScmCheck, ScmHint, SendMessage,
+    StepReport,
 };
 use crate::actors::session::policy::Policy;
 use crate::actors::session::{SessionActor, SessionError};
@@ -553,13 +554,21 @@ impl Handler<SendToSession> for FleetSupervisor {
 impl Handler<MergeSession> for FleetSupervisor {
     type Result = Reply<StepReport>;
     fn handle(&mut self, msg: MergeSession, _ctx: &mut Self::Context) -> Self::Result {
+        // The SCM call may take the plugin's whole timeout, and more under a rate limit.
+        let timeout = self.fleet.actor_timeout * 4;
+        if let Some(a) = self.sessions.get(&msg.id).cloned() {
+            return Box::pin(
+                async move { Ok(a.send(MergeNow { method: None }).timeout(timeout).await??) }
+                    .into_actor(self),
+            );
+        }
         let store = self.fleet.store.clone();
         Box::pin(
             async move {
                 let s = store.load_session(&msg.id).await?;
                 Err(FleetError::Conflict(format!(
-                    "merge is not available for session {}: no SCM plugin is configured",
-                    s.id
+                    "session {} is {}: there is no open PR to merge",
+                    s.id, s.state
                 )))
             }
             .into_actor(self),
@@ -1030,12 +1039,21 @@ impl Handler<RecordWebhookDelivery> for FleetSupervisor {
     }
 }
 
+impl Handler<ScmObserved> for FleetSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ScmObserved, _ctx: &mut Self::Context) {
+        for (id, status) in msg.checks {
+            if let Some(a) = self.sessions.get(&id) {
+                a.do_send(ScmCheck { status });
+            }
+        }
+    }
+}
+
 impl Handler<GithubEventReceived> for FleetSupervisor {
     type Result = ();
     fn handle(&mut self, msg: GithubEventReceived, _ctx: &mut Self::Context) {
-        // Part 2 of the lifecycle routes the event to the session owning the PR/branch and
-        // asks the poller for an immediate check; until then it is only observed.
-        let e = &msg.event;
+        let e = msg.event;
         METRICS
             .github_webhooks
             .with_label_values(&[e.kind.as_str()])
@@ -1048,6 +1066,22 @@ impl Handler<GithubEventReceived> for FleetSupervisor {
             pr = e.pr_number.unwrap_or(0),
             "github event received"
         );
+        let Some(repo) = e.repo else {
+            return;
+        };
+        if e.pr_number.is_none() && e.head_branch.is_none() {
+            return;
+        }
+        // Each actor knows its own PR and branch and ignores hints about others: a mailbox
+        // message per live session is cheaper than keeping an index in step with every PR.
+        let hint = ScmHint {
+            repo,
+            pr: e.pr_number,
+            branch: e.head_branch,
+        };
+        for a in self.sessions.values() {
+            a.do_send(hint.clone());
+        }
     }
 }
 

@@ -1,0 +1,200 @@
+//! The session's side of the lifecycle: look at its PR through the SCM plugin, turn what is
+//! seen into machine events ([`super::pr_events`]), and merge.
+//!
+//! Checks are coalesced: a burst of webhooks about one PR runs one check, plus one more if
+//! anything arrived while it ran, so the SCM sees at most two requests per burst.
+
+use actix::prelude::*;
+use tracing::Instrument;
+
+use super::machine::EventKind;
+use super::messages::{Apply, MergeNow, ScmCheck, ScmHint, StepReport};
+use super::pr_events::{self, PrDetails};
+use super::{SessionActor, SessionError};
+use crate::actors::fleet::Fleet;
+use crate::plugins::{MergeMethod, PluginError, PrStatus, Scm};
+use crate::store::SessionSnapshot;
+
+/// Whether a check runs, and what to do after it.
+#[derive(Debug, Default)]
+pub(super) struct CheckState {
+    running: bool,
+    /// Another check was asked for while one ran (with the newest observation, if any).
+    again: Option<Option<PrStatus>>,
+}
+
+/// The SCM and repository of a session's project, if it has both.
+fn scm_of(fleet: &Fleet, s: &SessionSnapshot) -> Option<(std::sync::Arc<dyn Scm>, String)> {
+    let scm = fleet.plugins.scm.clone()?;
+    let repo = fleet.project(&s.session.project)?.github_repo.clone()?;
+    Some((scm, repo))
+}
+
+/// Observes the session's PR and returns the events it implies.
+async fn observe(
+    scm: &dyn Scm,
+    repo: &str,
+    s: &SessionSnapshot,
+    status: Option<PrStatus>,
+) -> Result<Vec<EventKind>, PluginError> {
+    let status = match (status, &s.session.pr, &s.session.branch) {
+        (Some(st), _, _) => st,
+        (None, Some(pr), _) => scm.pr_status(repo, pr.number).await?,
+        (None, None, Some(branch)) => match scm.find_pr(repo, branch).await? {
+            Some(st) => st,
+            None => return Ok(vec![]),
+        },
+        (None, None, None) => return Ok(vec![]),
+    };
+    let needs = pr_events::needs(s, &status);
+    let mut details = PrDetails::default();
+    if needs.ci {
+        details.ci = Some(scm.ci(repo, &status.head_sha).await?);
+    }
+    if needs.feedback {
+        details.feedback = Some(scm.review_feedback(repo, status.number).await?);
+    }
+    Ok(pr_events::events(s, &status, &details))
+}
+
+impl SessionActor {
+    fn scm_check(&mut self, ctx: &mut Context<Self>, status: Option<PrStatus>) {
+        let Some(s) = self.snapshot.clone() else {
+            return;
+        };
+        if s.session.state.is_terminal() {
+            return;
+        }
+        let Some((scm, repo)) = scm_of(&self.fleet, &s) else {
+            return;
+        };
+        if self.scm.running {
+            // Keep the newest observation; a bare request never discards one.
+            let keep = status.or_else(|| self.scm.again.take().flatten());
+            self.scm.again = Some(keep);
+            return;
+        }
+        self.scm.running = true;
+        let addr = ctx.address();
+        let fut = async move {
+            match observe(scm.as_ref(), &repo, &s, status).await {
+                Ok(events) => {
+                    for event in events {
+                        let _ = addr.send(Apply { event }).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking the PR failed; the poller retries"),
+            }
+        }
+        .instrument(self.span.clone())
+        .into_actor(self)
+        .map(|(), act, ctx| {
+            act.scm.running = false;
+            if let Some(next) = act.scm.again.take() {
+                act.scm_check(ctx, next);
+            }
+        });
+        ctx.spawn(fut);
+    }
+
+    /// Whether a webhook hint is about this session's PR.
+    fn hinted(&self, h: &ScmHint) -> bool {
+        let Some(s) = &self.snapshot else {
+            return false;
+        };
+        let ours = self
+            .fleet
+            .project(&s.session.project)
+            .and_then(|p| p.github_repo.as_deref())
+            == Some(h.repo.as_str());
+        let pr = match (&s.session.pr, h.pr) {
+            (Some(mine), Some(n)) => mine.number == n,
+            _ => false,
+        };
+        let branch = s.session.branch.is_some() && s.session.branch == h.branch;
+        ours && (pr || branch)
+    }
+}
+
+impl Handler<ScmCheck> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, msg: ScmCheck, ctx: &mut Self::Context) {
+        self.scm_check(ctx, msg.status);
+    }
+}
+
+impl Handler<ScmHint> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, msg: ScmHint, ctx: &mut Self::Context) {
+        if self.hinted(&msg) {
+            self.scm_check(ctx, None);
+        }
+    }
+}
+
+/// Merges the session's PR with `method`, refusing if its head moved since it was seen.
+///
+/// # Errors
+/// `Unavailable` without an SCM or PR; the plugin's error otherwise.
+pub(super) async fn merge(
+    fleet: &Fleet,
+    s: &SessionSnapshot,
+    method: MergeMethod,
+) -> Result<(), PluginError> {
+    let (scm, repo) = scm_of(fleet, s).ok_or(PluginError::Unavailable {
+        slot: "scm",
+        name: format!("project {}", s.session.project),
+    })?;
+    let pr = s
+        .session
+        .pr
+        .as_ref()
+        .ok_or_else(|| PluginError::NotFound(format!("session {} has no PR", s.session.id)))?;
+    let status = scm.pr_status(&repo, pr.number).await?;
+    let sha = scm
+        .merge(&repo, pr.number, method, Some(&status.head_sha))
+        .await?;
+    tracing::info!(pr = pr.number, %sha, method = method.as_str(), "PR merged");
+    Ok(())
+}
+
+impl Handler<MergeNow> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<StepReport, SessionError>>;
+    fn handle(&mut self, msg: MergeNow, ctx: &mut Self::Context) -> Self::Result {
+        let Some(s) = self.snapshot.clone() else {
+            return Box::pin(fut::ready(Err(SessionError::NotLoaded)));
+        };
+        if !s.session.state.has_open_pr() {
+            return Box::pin(fut::ready(Err(SessionError::Rejected(format!(
+                "session {} is {}: there is no open PR to merge",
+                s.session.id, s.session.state
+            )))));
+        }
+        let method = msg.method.unwrap_or_else(|| {
+            self.policy
+                .reactions
+                .get("approved-and-green")
+                .map(|r| r.merge_method)
+                .unwrap_or(MergeMethod::Squash)
+        });
+        let fleet = self.fleet.clone();
+        let addr = ctx.address();
+        Box::pin(
+            async move {
+                merge(&fleet, &s, method).await.map_err(|e| match e {
+                    PluginError::Unavailable { .. } => SessionError::Rejected(format!(
+                        "merge is not available for session {}: its project has no `scm: github` with a `github_repo`",
+                        s.session.id
+                    )),
+                    other => SessionError::Plugin(other),
+                })?;
+                addr.send(Apply {
+                    event: EventKind::PrMerged,
+                })
+                .await
+                .map_err(|_| SessionError::NotLoaded)?
+            }
+            .into_actor(self),
+        )
+    }
+}

@@ -1,0 +1,452 @@
+//! The lifecycle loop end to end: a scripted agent on real tmux pushes to the fake GitHub's
+//! bare repository and opens a PR; the fake's checks, reviews and webhooks drive Flotilla,
+//! which types instructions into the agent's pane and finally merges for real.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::fake_github::{FakeGithub, Limit};
+use crate::fleet_plugins::scripted_agent_path;
+use crate::helpers::{eventually, git, require_tool, spawn_app_with_env, Backend, TestApp};
+
+const REPO: &str = "acme/widgets";
+const TOKEN: &str = "ghp_lifecycle";
+const SECRET: &str = "lifecycle-secret";
+
+struct Loop {
+    app: TestApp,
+    gh: FakeGithub,
+    agent_home: PathBuf,
+    _tmux: TmuxGuard,
+}
+
+/// The app's tmux server is killed when the test ends.
+struct TmuxGuard(String);
+
+impl Drop for TmuxGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+/// Agent lines: the scripted agent as `claude-code`, able to open PRs on `gh`.
+fn agents(gh: &FakeGithub, agent_home: &Path) -> String {
+    format!(
+        "  claude:\n    kind: claude-code\n    command: [\"{agent}\"]\n    env: {{ HOME: \"{home}\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com, SCRIPTED_GITHUB_API: \"{api}\", SCRIPTED_GITHUB_REPO: {REPO}, SCRIPTED_GITHUB_TOKEN: {TOKEN} }}\n",
+        agent = scripted_agent_path().display(),
+        home = agent_home.display(),
+        api = gh.url,
+    )
+}
+
+/// An app whose project lives on the fake GitHub. `webhooks: false` leaves only polling.
+async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
+    if !require_tool("tmux") || !require_tool("git") {
+        return None;
+    }
+    let gh = FakeGithub::start(TOKEN).await;
+    let bare = gh.create_repo(REPO);
+    gh.require_reviews(REPO);
+    gh.watch_pushes();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_home = dir.path().join("agent-home");
+    std::fs::create_dir_all(&agent_home).expect("mkdir");
+    let agents = agents(&gh, &agent_home);
+    let project = format!(
+        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: true, merge_method: squash }}\n"
+    );
+    let graphql = format!("{}/graphql", gh.url);
+    let mut env = vec![
+        ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
+        ("FLOTILLA__GITHUB__GRAPHQL_URL", graphql.as_str()),
+        ("FLOTILLA__GITHUB__TOKEN", TOKEN),
+        ("FLOTILLA__GITHUB__WEBHOOK_SECRET", SECRET),
+        ("FLOTILLA__LIFECYCLE__MERGE_GRACE", "1s"),
+    ];
+    env.extend_from_slice(extra_env);
+    if !env
+        .iter()
+        .any(|(k, _)| *k == "FLOTILLA__GITHUB__POLL_INTERVAL")
+    {
+        env.push(("FLOTILLA__GITHUB__POLL_INTERVAL", "0s"));
+    }
+    let app = spawn_app_with_env(Backend::Sqlite, &agents, &project, dir, &env).await?;
+    let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
+    // The project's clone gets the fake's repository as origin; spawns branch from it.
+    git(
+        &app.repo,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    if webhooks {
+        gh.set_webhook(&format!("{}/webhooks/github", app.address), SECRET);
+    }
+    Some(Loop {
+        app,
+        gh,
+        agent_home,
+        _tmux: tmux,
+    })
+}
+
+/// What the agent was told (user messages in its JSONL log).
+fn told(home: &Path) -> Vec<String> {
+    let mut out = vec![];
+    let projects = home.join(".claude").join("projects");
+    for dir in std::fs::read_dir(projects).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+            for v in text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            {
+                if v["type"] == "user" {
+                    if let Some(s) = v["message"]["content"].as_str() {
+                        out.push(s.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Loop {
+    async fn session(&self, id: &str) -> Value {
+        self.app.get(&format!("/api/v1/sessions/{id}")).await.1
+    }
+
+    async fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
+        eventually(secs, &format!("session {id} in {state}"), || async {
+            let s = self.session(id).await;
+            (s["state"] == state).then_some(s)
+        })
+        .await
+    }
+
+    /// Waits until the agent was told something containing `needle`; returns how many times.
+    async fn wait_told(&self, needle: &str, secs: u64) -> usize {
+        eventually(secs, &format!("the agent told {needle:?}"), || async {
+            let n = told(&self.agent_home)
+                .iter()
+                .filter(|m| m.contains(needle))
+                .count();
+            (n > 0).then_some(n)
+        })
+        .await
+    }
+
+    fn head(&self, branch: &str) -> Option<String> {
+        self.gh.branch_sha(REPO, branch)
+    }
+}
+
+/// Runs the whole loop; `secs` bounds each wait (polling needs a few cycles).
+async fn whole_loop(l: &Loop, secs: u64) {
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR FIX add the widget counter"}))
+        .await;
+    // The agent pushes and opens its PR; the session finds it and waits for review.
+    let s = l.wait_state(&id, "review_pending", secs).await;
+    let pr = s["pr"]["number"].as_i64().expect("pr number");
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let first_head = l.head(&branch).expect("pushed");
+
+    // A check fails: the agent gets its name, URL and log excerpt, and pushes a fix.
+    l.gh.add_check_run(
+        REPO,
+        &first_head,
+        "unit-tests",
+        Some("failure"),
+        Some("running 12 tests\nassertion failed: widgets == 3\nerror: test failed"),
+    )
+    .await;
+    l.wait_state(&id, "ci_failed", secs).await;
+    l.wait_told("Failed check: unit-tests", secs).await;
+    let msg = told(&l.agent_home)
+        .into_iter()
+        .find(|m| m.contains("Failed check: unit-tests"))
+        .expect("told");
+    assert!(msg.contains("assertion failed: widgets == 3"), "{msg}");
+    let fixed = eventually(secs, "the fix pushed", || async {
+        l.head(&branch).filter(|h| *h != first_head)
+    })
+    .await;
+    // The check passes on the fix.
+    l.gh.add_check_run(REPO, &fixed, "unit-tests", Some("success"), None)
+        .await;
+    l.wait_state(&id, "review_pending", secs).await;
+
+    // Changes requested with two inline comments: both reach the agent, once.
+    l.gh.add_review(
+        REPO,
+        pr,
+        "alice",
+        "CHANGES_REQUESTED",
+        "Two things.",
+        &[
+            ("scripted-notes.md", 1, "Say why, not what."),
+            ("README.md", 1, "Mention the counter here."),
+        ],
+    )
+    .await;
+    l.wait_state(&id, "changes_requested", secs).await;
+    l.wait_told("Mention the counter here.", secs).await;
+    let review_msgs: Vec<String> = told(&l.agent_home)
+        .into_iter()
+        .filter(|m| m.contains("A reviewer requested changes"))
+        .collect();
+    assert_eq!(review_msgs.len(), 1, "{review_msgs:?}");
+    assert!(review_msgs[0].contains("scripted-notes.md:1"));
+    assert!(review_msgs[0].contains("@alice: Say why, not what."));
+    assert!(review_msgs[0].contains("README.md:1"));
+    let addressed = eventually(secs, "the review fix pushed", || async {
+        l.head(&branch).filter(|h| *h != fixed)
+    })
+    .await;
+    l.gh.add_check_run(REPO, &addressed, "unit-tests", Some("success"), None)
+        .await;
+
+    // Approval: auto-merge merges into the bare repository, the session ends as merged.
+    l.gh.add_review(REPO, pr, "alice", "APPROVED", "Ship it.", &[])
+        .await;
+    let merged = l.wait_state(&id, "merged", secs).await;
+    assert_eq!(merged["pr"]["number"], pr);
+    let log = l.gh.git(REPO, &["log", "--format=%s", "main"]);
+    assert!(
+        log.lines().next().unwrap_or("").contains(&format!("#{pr}")),
+        "main has the squash commit: {log}"
+    );
+    // Grace period, then cleanup: the worktree is gone.
+    let done = eventually(secs, "the merged session cleaned up", || async {
+        let s = l.session(&id).await;
+        (s["state"] != "merged").then_some(s)
+    })
+    .await;
+    assert_eq!(done["reason"], "pr_merged", "{done}");
+    let ws = PathBuf::from(done["workspace"].as_str().unwrap_or(""));
+    eventually(secs, "the worktree removed", || async {
+        (!ws.exists()).then_some(())
+    })
+    .await;
+    // Each instruction was sent once.
+    assert_eq!(
+        told(&l.agent_home)
+            .iter()
+            .filter(|m| m.contains("Failed check: unit-tests"))
+            .count(),
+        1
+    );
+}
+
+#[actix_web::test]
+async fn the_whole_loop_runs_on_webhooks_from_pr_to_merge() {
+    let Some(l) = setup(true, &[]).await else {
+        return;
+    };
+    whole_loop(&l, 30).await;
+    eprintln!("GitHub requests for the whole loop: {:?}", l.gh.counts());
+}
+
+#[actix_web::test]
+async fn the_whole_loop_runs_on_polling_alone() {
+    let env = [
+        ("FLOTILLA__GITHUB__POLL_INTERVAL", "1s"),
+        ("FLOTILLA__GITHUB__RECONCILE_EVERY", "1"),
+    ];
+    let Some(l) = setup(false, &env).await else {
+        return;
+    };
+    whole_loop(&l, 60).await;
+    assert!(l.gh.deliveries().is_empty(), "no webhook was configured");
+}
+
+#[actix_web::test]
+async fn a_secondary_rate_limit_pauses_polling_without_a_burst_and_loses_nothing() {
+    let env = [
+        ("FLOTILLA__GITHUB__POLL_INTERVAL", "1s"),
+        ("FLOTILLA__GITHUB__RECONCILE_EVERY", "1"),
+    ];
+    let Some(l) = setup(false, &env).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR limits"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 60).await;
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    // The next request is answered with a secondary limit asking for 3 s.
+    l.gh.reset_counts();
+    l.gh.limit_next(
+        1,
+        Limit::Secondary {
+            status: 403,
+            retry_after: 3,
+        },
+    );
+    let head = l.head(&branch).expect("head");
+    l.gh.add_check_run(REPO, &head, "lint", Some("failure"), Some("E501"))
+        .await;
+    // The failure is still caught once the wait is over…
+    l.wait_state(&id, "ci_failed", 60).await;
+    l.wait_told("Failed check: lint", 30).await;
+    // …and nobody (poller or session) sent anything inside the 3 s the limit asked for.
+    assert_eq!(l.gh.early_requests(), 0, "{:?}", l.gh.counts());
+    let limited = l.gh.count_status("GET /repos/{owner}/{repo}/pulls", 403)
+        + l.gh.count_status("POST /graphql", 403);
+    assert_eq!(limited, 1, "{:?}", l.gh.counts());
+}
+
+/// The ci-failed tracker and escalation timer of a session view.
+fn ci_tracking(s: &Value) -> (i64, Value, Value) {
+    let t = s["trackers"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["reaction"] == "ci-failed"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let deadline = s["timers"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["kind"] == "escalate:ci-failed"))
+        .map(|t| t["deadline"].clone())
+        .unwrap_or(Value::Null);
+    (
+        t["attempts"].as_i64().unwrap_or(0),
+        t["first_triggered_at"].clone(),
+        deadline,
+    )
+}
+
+#[actix_web::test]
+async fn kill_dash_nine_between_two_ci_instructions_keeps_attempts_and_deadline_and_sends_nothing_twice(
+) {
+    use crate::server::{Scratch, ServerProc};
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let gh = FakeGithub::start(TOKEN).await;
+    let bare = gh.create_repo(REPO);
+    gh.require_reviews(REPO);
+    gh.watch_pushes();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_home = dir.path().join("agent-home");
+    std::fs::create_dir_all(&agent_home).expect("mkdir");
+    let agents = agents(&gh, &agent_home);
+    // A time-based escalation, so there is a deadline to keep; polling on, so the restarted
+    // server re-reads the failure it already handled.
+    let extra = format!(
+        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      ci-failed: {{ retries: 5, escalate_after: 30m }}\ngithub: {{ api_url: \"{api}\", graphql_url: \"{api}/graphql\", token: {TOKEN}, webhook_secret: {SECRET}, poll_interval: 1s, reconcile_every: 1 }}\n",
+        api = gh.url
+    );
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let _tmux = TmuxGuard(flotilla::app::tmux_socket(&s.home));
+    let repo = s.dir.path().join("repo");
+    git(
+        &repo,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    gh.set_webhook(&format!("{}/webhooks/github", server.address), SECRET);
+    let c = crate::helpers::http_client();
+    let base = server.address.clone();
+    let get = |id: String| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            c.get(format!("{base}/api/v1/sessions/{id}"))
+                .bearer_auth(crate::helpers::TOKEN)
+                .send()
+                .await
+                .expect("get")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let v: Value = c
+        .post(format!("{base}/api/v1/sessions"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({"project": "demo", "prompt": "OPEN_PR crash between instructions"}))
+        .send()
+        .await
+        .expect("spawn")
+        .json()
+        .await
+        .expect("json");
+    let id = v["id"].as_str().expect("id").to_string();
+    let opened = eventually(60, "the PR found", || async {
+        let s = get(id.clone()).await;
+        (s["state"] == "review_pending").then_some(s)
+    })
+    .await;
+    let branch = opened["branch"].as_str().expect("branch").to_string();
+    let head = gh.branch_sha(REPO, &branch).expect("head");
+    gh.add_check_run(REPO, &head, "build", Some("failure"), Some("error[E0308]"))
+        .await;
+    let first = eventually(30, "the first instruction", || async {
+        let s = get(id.clone()).await;
+        let told_once = told(&agent_home)
+            .iter()
+            .any(|m| m.contains("Failed check: build"));
+        (s["state"] == "ci_failed" && told_once).then_some(s)
+    })
+    .await;
+    let before = ci_tracking(&first);
+    assert_eq!(before.0, 1);
+    assert!(before.2.is_string(), "escalation deadline armed: {first}");
+
+    server.kill9();
+    let graphql_before = gh.count("POST /graphql");
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    assert_eq!(server.address, base);
+    // The restarted poller re-reads the PR (still failing the same way)…
+    eventually(30, "a reconcile after the restart", || async {
+        (gh.count("POST /graphql") > graphql_before + 1).then_some(())
+    })
+    .await;
+    let after = ci_tracking(&get(id.clone()).await);
+    // …and neither resets nor repeats anything.
+    assert_eq!(after, before);
+    assert_eq!(
+        told(&agent_home)
+            .iter()
+            .filter(|m| m.contains("Failed check: build"))
+            .count(),
+        1
+    );
+
+    // A new push that fails again: the second instruction, attempt 2, same deadline.
+    let pushed = gh
+        .push(REPO, &branch, "main", &[("fix.txt", "1\n")], "try again")
+        .await;
+    gh.add_check_run(
+        REPO,
+        &pushed,
+        "build",
+        Some("failure"),
+        Some("error[E0599]"),
+    )
+    .await;
+    let second = eventually(30, "the second instruction", || async {
+        let s = get(id.clone()).await;
+        (ci_tracking(&s).0 == 2).then_some(s)
+    })
+    .await;
+    let (attempts, first_at, deadline) = ci_tracking(&second);
+    assert_eq!((attempts, &first_at, &deadline), (2, &before.1, &before.2));
+    eventually(30, "the second instruction typed", || async {
+        let n = told(&agent_home)
+            .iter()
+            .filter(|m| m.contains("Failed check: build"))
+            .count();
+        (n == 2).then_some(())
+    })
+    .await;
+    drop(server);
+}
