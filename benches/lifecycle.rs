@@ -9,7 +9,6 @@
 //! pushes a real branch per PR, so it takes a while.
 
 #[path = "../tests/support/fake_github.rs"]
-#[allow(dead_code)]
 mod fake_github;
 
 use std::collections::BTreeMap;
