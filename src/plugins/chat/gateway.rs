@@ -29,8 +29,12 @@ use crate::plugins::ChatInbox;
 
 /// `GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT`.
 pub const INTENTS: u64 = (1 << 9) | (1 << 12) | (1 << 15);
-/// Pause before reconnecting after a failure.
+/// Pause before reconnecting after a failure; doubled after each connection that never got
+/// READY/RESUMED (a bad token must not burn Discord's 1,000 IDENTIFYs a day), up to
+/// [`MAX_RECONNECT_BACKOFF`].
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest pause between reconnections.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(300);
 /// Tries of `ChatInbox::receive` for one message.
 const RECEIVE_TRIES: u32 = 3;
 /// Largest gateway frame accepted (READY can be large).
@@ -45,6 +49,8 @@ pub struct Gateway {
     session_id: Option<String>,
     resume_url: Option<String>,
     seq: Option<i64>,
+    /// Whether the current connection got READY or RESUMED.
+    ready: bool,
 }
 
 /// Why a connection ended.
@@ -66,13 +72,22 @@ impl Gateway {
             session_id: None,
             resume_url: None,
             seq: None,
+            ready: false,
         })
     }
 
     /// Connects, and reconnects, until the task is aborted.
     pub async fn run(mut self, inbox: Arc<dyn ChatInbox>) {
+        let mut backoff = RECONNECT_BACKOFF;
         loop {
-            match self.connect_once(inbox.as_ref()).await {
+            self.ready = false;
+            let ended = self.connect_once(inbox.as_ref()).await;
+            backoff = if self.ready {
+                RECONNECT_BACKOFF
+            } else {
+                (backoff * 2).min(MAX_RECONNECT_BACKOFF)
+            };
+            match ended {
                 Ok(End::Resume) => {}
                 Ok(End::Identify) => {
                     self.session_id = None;
@@ -83,7 +98,7 @@ impl Gateway {
                     tracing::warn!(error = %e, "discord gateway connection failed");
                 }
             }
-            tokio::time::sleep(RECONNECT_BACKOFF).await;
+            tokio::time::sleep(backoff).await;
         }
     }
 
@@ -205,8 +220,10 @@ impl Gateway {
                     .to_string();
                 self.session_id = v["d"]["session_id"].as_str().map(str::to_string);
                 self.resume_url = v["d"]["resume_gateway_url"].as_str().map(str::to_string);
+                self.ready = true;
                 tracing::info!("discord gateway ready");
             }
+            Some("RESUMED") => self.ready = true,
             Some("MESSAGE_CREATE") => {
                 let Some(msg) = parse_message_create(&v["d"], &self.bot_id) else {
                     return;
