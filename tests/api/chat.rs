@@ -760,16 +760,40 @@ async fn kill_dash_nine_with_thirty_queued_messages_loses_none_and_keeps_order()
     }
     drop(store);
     let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
-    let ends = eventually(120, "all 30 processed", || async {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let ends = loop {
         let ends: Vec<String> = read()
             .into_iter()
             .filter(|v| v["event"] == "end")
             .filter_map(|v| v["prompt"].as_str().map(str::to_string))
             .collect();
         let distinct: std::collections::BTreeSet<&String> = ends.iter().collect();
-        (distinct.len() == 30).then_some(ends.clone())
-    })
-    .await;
+        if distinct.len() == 30 {
+            break ends;
+        }
+        if tokio::time::Instant::now() > deadline {
+            // Say what is missing and where the store thinks it is.
+            let store = flotilla::store::open(&db).await.expect("store");
+            let mut pending = Vec::new();
+            for t in 0..5 {
+                for m in store
+                    .pending_chat_messages(&format!("test:c{t}"))
+                    .await
+                    .expect("pending")
+                {
+                    pending.push(format!("{} {:?}", m.body, m.status));
+                }
+            }
+            let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "not all 30 processed: {} distinct ends; running at kill {running:?}; \
+                 pending now {pending:?}; server log tail {tail:#?}",
+                distinct.len()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     for t in 0..5 {
         let mine: Vec<&String> = ends
             .iter()

@@ -127,30 +127,42 @@ impl ChatSupervisor {
     }
 }
 
+impl ChatSupervisor {
+    /// Wakes every conversation with pending messages. Runs at start-up (resuming what a
+    /// crash or restart left) and then every [`SWEEP_INTERVAL`] as a safety net: a wake lost
+    /// to a store hiccup at start-up or a dead mailbox still gets its messages processed. A
+    /// wake of a busy conversation is a no-op.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let store = self.ctx.store.clone();
+        ctx.spawn(
+            async move { store.conversations_with_pending().await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(ids) => {
+                        for id in ids {
+                            act.wake(&id, ctx.address());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot list pending chat conversations")
+                    }
+                }),
+        );
+    }
+}
+
+/// How often the supervisor re-checks the store for conversations with pending messages.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
 impl Actor for ChatSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Restart every conversation a crash or restart left with pending messages.
         let store = self.ctx.store.clone();
-        ctx.wait(
-            async move {
-                seed_templates(&store).await;
-                store.conversations_with_pending().await
-            }
-            .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok(ids) => {
-                    if !ids.is_empty() {
-                        tracing::info!(conversations = ids.len(), "resuming chat conversations");
-                    }
-                    for id in ids {
-                        act.wake(&id, ctx.address());
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot list pending chat conversations"),
-            }),
-        );
+        // Templates first, so no message is handled before the seeded ones exist.
+        ctx.wait(async move { seed_templates(&store).await }.into_actor(self));
+        self.sweep(ctx);
+        ctx.run_interval(SWEEP_INTERVAL, |act, ctx| act.sweep(ctx));
     }
 }
 
