@@ -147,6 +147,7 @@ fn main() {
             graphql_url: format!("{}/graphql", gh.url),
             token: Some(Secret::new(TOKEN)),
             webhook_secret: None,
+            bot_login: None,
             poll_interval: HumanDuration::from_secs(30),
             reconcile_every: 10,
             timeout: HumanDuration::from_secs(30),

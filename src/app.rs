@@ -404,6 +404,14 @@ impl Application {
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);
+        // The Telegram long poll and the Discord gateway feed the same inbox as the webhooks;
+        // they live as long as the actix system (their handles are detached).
+        crate::plugins::chat::start_listeners(
+            &settings,
+            chat.inbox.clone(),
+            crate::plugins::chat::CALL_TIMEOUT,
+        )
+        .map_err(|e| StartError::Config(format!("chat platforms: {e}")))?;
         let checker = fleet.clone();
         let state = AppState {
             extra_tokens,
@@ -417,6 +425,7 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             github_webhook_secret: settings.github.webhook_secret.clone(),
             chat_inbox: Some(chat.inbox.clone()),
+            chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),
         };
         let shutdown = settings.server.shutdown_timeout.get();
         let server = HttpServer::new(move || {

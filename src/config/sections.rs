@@ -509,6 +509,10 @@ pub struct GithubSettings {
     pub token: Option<Secret>,
     /// Secret for `X-Hub-Signature-256` on `/webhooks/github`.
     pub webhook_secret: Option<Secret>,
+    /// The login the chat bridge answers to in comments (`@login`); its own comments never
+    /// trigger. `None` turns GitHub comments off as a chat platform.
+    #[serde(default)]
+    pub bot_login: Option<String>,
     /// How often the poller looks at each watched repository (the safety net under webhooks);
     /// `0s` turns polling off.
     pub poll_interval: HumanDuration,
@@ -569,6 +573,10 @@ pub struct JiraSettings {
     pub api_token: Option<Secret>,
     /// Secret verifying `/webhooks/jira`.
     pub webhook_secret: Option<Secret>,
+    /// The bot's Atlassian account id: comments mentioning it start a chat turn, its own
+    /// comments never do. `None` turns Jira comments off as a chat platform.
+    #[serde(default)]
+    pub bot_account_id: Option<String>,
 }
 
 /// `linear:` — Linear GraphQL API.

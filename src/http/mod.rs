@@ -11,6 +11,7 @@
 //! | [`chat_test`] | `/api/v1/chat/stats`, the HTTP test platform `/api/v1/chat/test/…` |
 //! | [`notifications`] | `/api/v1/notifications` (the outbox, dead letters included) |
 //! | [`webhooks`] | `/webhooks/github` (signed by HMAC, outside bearer auth) |
+//! | [`webhooks_chat`] | `/webhooks/{slack/events,telegram,discord/interactions,jira}` (chat platforms, each by its own signature) |
 //! | [`dashboard`] | `/` and `/assets/*` (the web dashboard, embedded), `/api/v1/board` |
 //! | [`terminal`] | `/api/v1/sessions/{id}/terminal` (a session's terminal over WebSocket) |
 //! | [`openapi`] | `/api/v1/openapi.json`, generated from the handlers |
@@ -30,6 +31,7 @@ pub mod openapi;
 pub mod sessions;
 pub mod terminal;
 pub mod webhooks;
+pub mod webhooks_chat;
 pub mod ws;
 
 use std::time::Duration;
@@ -65,6 +67,8 @@ pub struct AppState {
     /// The chat bridge's durable inbox; `None` while the bridge is not running (its webhook
     /// routes then answer 503 so the platform redelivers later).
     pub chat_inbox: Option<std::sync::Arc<dyn crate::plugins::ChatInbox>>,
+    /// Secrets and bot identities of the chat platforms' webhooks.
+    pub chat_webhooks: webhooks_chat::ChatWebhookSettings,
 }
 
 /// Registers every route on an actix-web `App`.
@@ -139,6 +143,19 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/openapi.json", web::get().to(openapi::spec)),
         )
         .route("/webhooks/github", web::post().to(webhooks::github))
+        .route(
+            "/webhooks/slack/events",
+            web::post().to(webhooks_chat::slack_events),
+        )
+        .route(
+            "/webhooks/telegram",
+            web::post().to(webhooks_chat::telegram),
+        )
+        .route(
+            "/webhooks/discord/interactions",
+            web::post().to(webhooks_chat::discord_interactions),
+        )
+        .route("/webhooks/jira", web::post().to(webhooks_chat::jira))
         .route(
             "/agent/v1/sessions/{id}/report",
             web::post().to(fleet::report),

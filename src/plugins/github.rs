@@ -813,6 +813,7 @@ mod tests {
             graphql_url: "http://127.0.0.1:1/graphql".into(),
             token: Some(crate::config::Secret::new("ghp_secret")),
             webhook_secret: None,
+            bot_login: None,
             poll_interval: crate::config::HumanDuration::from_secs(30),
             reconcile_every: 10,
             timeout: crate::config::HumanDuration::from_secs(10),

@@ -3,12 +3,21 @@
 mod actors;
 mod bad_input;
 mod chat;
+mod chat_platforms;
 mod cli;
 mod crash;
 mod dashboard;
 mod events;
+#[path = "../support/fake_discord.rs"]
+mod fake_discord;
 #[path = "../support/fake_github.rs"]
 mod fake_github;
+#[path = "../support/fake_jira.rs"]
+mod fake_jira;
+#[path = "../support/fake_slack.rs"]
+mod fake_slack;
+#[path = "../support/fake_telegram.rs"]
+mod fake_telegram;
 #[path = "../support/fake_trackers.rs"]
 mod fake_trackers;
 mod fleet;

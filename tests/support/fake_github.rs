@@ -298,7 +298,8 @@ impl State {
     fn repo_json(&self, repo: &str) -> Value {
         let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
         json!({"id": 1, "name": name, "full_name": repo, "owner": user(owner), "private": false,
-               "html_url": format!("{}/{repo}", self.base_url), "default_branch": "main"})
+               "html_url": format!("{}/{repo}", self.base_url), "default_branch": "main",
+               "clone_url": format!("file://{}", self.bare(repo).display())})
     }
     fn head_sha(&self, repo: &str, pr: &Pr) -> String {
         pr.closed_head_sha

@@ -45,5 +45,9 @@ pub fn chat_platforms_from(settings: &Settings) -> ChatPlatforms {
         p.register(t.clone());
         p.test = Some(t);
     }
+    match crate::plugins::chat::platforms_from(settings, crate::plugins::chat::CALL_TIMEOUT) {
+        Ok(list) => list.into_iter().for_each(|pl| p.register(pl)),
+        Err(e) => tracing::error!(error = %e, "chat platforms could not be built"),
+    }
     p
 }

@@ -96,7 +96,7 @@ pub fn build(
 
 /// The HTTP client of one notifier: a total timeout per request, no redirects (a redirect
 /// could carry the body, and its signature, somewhere else).
-fn http_client(timeout: Duration) -> PluginResult<reqwest::Client> {
+pub(crate) fn http_client(timeout: Duration) -> PluginResult<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -141,7 +141,7 @@ async fn post_json(
 }
 
 /// A reqwest failure without its URL (which may hold a token).
-fn transport_error(service: &'static str, e: reqwest::Error) -> PluginError {
+pub(crate) fn transport_error(service: &'static str, e: reqwest::Error) -> PluginError {
     if e.is_timeout() {
         return PluginError::Unreachable {
             service,
@@ -170,7 +170,7 @@ fn status_error(service: &'static str, a: &Answer) -> PluginError {
 }
 
 /// The first [`ERROR_EXCERPT`] characters of a body, on one line.
-fn excerpt(body: &str) -> String {
+pub(crate) fn excerpt(body: &str) -> String {
     let one_line: String = body
         .trim()
         .chars()
@@ -194,7 +194,7 @@ pub fn retry_after_header(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Dur
 }
 
 /// A non-negative, finite number of seconds as a duration.
-fn seconds(secs: f64) -> Option<Duration> {
+pub(crate) fn seconds(secs: f64) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
 }
 

@@ -1,0 +1,273 @@
+//! Discord (wire-formats §4): REST create and edit message (`POST/PATCH
+//! /channels/{id}/messages[/{mid}]`, `Authorization: Bot <token>`), split under 2,000
+//! characters; inbound messages from the Gateway ([`super::gateway`]) and application
+//! commands from `POST /webhooks/discord/interactions` (Ed25519-verified, [`super::verify`]).
+//!
+//! Rate limits: each answer's `X-RateLimit-Remaining`/`X-RateLimit-Reset-After` are kept per
+//! route (channel); a request on a route whose bucket is empty waits for its reset first,
+//! and a 429 (`retry_after` float, `Retry-After`) is waited out by [`super::Http`].
+//!
+//! Triggers (reference §4 Discord): bots are ignored; in a guild the bot must be mentioned
+//! (`<@id>` or `<@!id>`, stripped); in a DM no mention is needed; a message that is only the
+//! mention is ignored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::split::split_message;
+use super::Http;
+use crate::config::DiscordSettings;
+use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
+
+/// Discord's `content` limit, in characters.
+pub const MAX_MESSAGE: usize = 2000;
+
+/// Replies on Discord.
+pub struct DiscordPlatform {
+    http: Http,
+    api_url: String,
+    token: String,
+    /// Per-route (channel) time before which the bucket is empty.
+    buckets: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl DiscordPlatform {
+    /// The platform, when `discord.bot_token` is set.
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn from_settings(s: &DiscordSettings, timeout: Duration) -> PluginResult<Option<Self>> {
+        let Some(token) = s.bot_token.as_ref().filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(Self::new(&s.api_url, token.expose(), timeout)?))
+    }
+
+    /// A platform talking to the REST API at `api_url` (with its version, `…/api/v10`).
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn new(api_url: &str, token: &str, timeout: Duration) -> PluginResult<Self> {
+        Ok(DiscordPlatform {
+            http: Http::new("discord", timeout)?,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            buckets: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    async fn wait_bucket(&self, route: &str) {
+        let until = self.buckets.lock().ok().and_then(|b| b.get(route).copied());
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    fn note_bucket(&self, route: &str, headers: &HeaderMap) {
+        let get = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let Ok(mut b) = self.buckets.lock() else {
+            return;
+        };
+        match (get("x-ratelimit-remaining"), get("x-ratelimit-reset-after")) {
+            (Some(rem), Some(after)) if rem <= 0.0 && after.is_finite() && after >= 0.0 => {
+                b.insert(
+                    route.to_string(),
+                    Instant::now() + Duration::from_secs_f64(after.min(60.0)),
+                );
+            }
+            _ => {
+                b.remove(route);
+            }
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> PluginResult<Value> {
+        let route = path.split("/messages").next().unwrap_or(path).to_string();
+        self.wait_bucket(&route).await;
+        let url = format!("{}{path}", self.api_url);
+        let auth = format!("Bot {}", self.token);
+        let r = self
+            .http
+            .call(|c| {
+                c.request(method.clone(), &url)
+                    .header(reqwest::header::AUTHORIZATION, &auth)
+                    .header(
+                        reqwest::header::USER_AGENT,
+                        concat!(
+                            "DiscordBot (https://github.com/flotilla, ",
+                            env!("CARGO_PKG_VERSION"),
+                            ")"
+                        ),
+                    )
+                    .json(&body)
+            })
+            .await?;
+        self.note_bucket(&route, &r.headers);
+        if (200..300).contains(&r.status) {
+            return Ok(r.json);
+        }
+        let msg = r.json["message"].as_str();
+        Err(r.error("discord", msg))
+    }
+}
+
+#[async_trait]
+impl ChatPlatform for DiscordPlatform {
+    fn name(&self) -> &'static str {
+        "discord"
+    }
+
+    fn max_message_len(&self) -> usize {
+        MAX_MESSAGE
+    }
+
+    async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
+        let mut last = None;
+        for chunk in split_message(text, MAX_MESSAGE) {
+            let m = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/channels/{thread}/messages"),
+                    json!({"content": chunk, "allowed_mentions": {"parse": []}}),
+                )
+                .await?;
+            last = m["id"].as_str().map(str::to_string);
+        }
+        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+    }
+
+    async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
+        let Some(first) = split_message(text, MAX_MESSAGE).into_iter().next() else {
+            return Ok(());
+        };
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/channels/{thread}/messages/{message_id}"),
+            json!({"content": first}),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// The inbound message in a `MESSAGE_CREATE` dispatch's `d`, if it is for the bot
+/// `bot_id`: not from a bot, and in a guild only when it mentions the bot (mention stripped).
+pub fn parse_message_create(d: &Value, bot_id: &str) -> Option<InboundMessage> {
+    if d["author"]["bot"].as_bool().unwrap_or(false) {
+        return None;
+    }
+    let author = d["author"]["id"].as_str()?;
+    if author == bot_id {
+        return None;
+    }
+    let content = d["content"].as_str()?;
+    let in_guild = d.get("guild_id").is_some_and(|g| !g.is_null());
+    let (m1, m2) = (format!("<@{bot_id}>"), format!("<@!{bot_id}>"));
+    let mentioned = !bot_id.is_empty() && (content.contains(&m1) || content.contains(&m2));
+    if in_guild && !mentioned {
+        return None;
+    }
+    let text = content.replace(&m1, " ").replace(&m2, " ");
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = if content.contains('\n') {
+        content.replace(&m1, "").replace(&m2, "").trim().to_string()
+    } else {
+        text
+    };
+    if text.is_empty() {
+        return None;
+    }
+    Some(InboundMessage {
+        platform: "discord".into(),
+        thread: d["channel_id"].as_str()?.to_string(),
+        message_id: d["id"].as_str()?.to_string(),
+        author: author.to_string(),
+        text,
+        ..Default::default()
+    })
+}
+
+/// An application command interaction (type 2) as a message: `/name opt1 opt2`.
+pub fn parse_interaction(v: &Value) -> Option<InboundMessage> {
+    if v["type"].as_i64() != Some(2) {
+        return None;
+    }
+    let name = v["data"]["name"].as_str()?;
+    let mut text = format!("/{name}");
+    for o in v["data"]["options"].as_array().into_iter().flatten() {
+        match &o["value"] {
+            Value::String(s) => {
+                text.push(' ');
+                text.push_str(s);
+            }
+            Value::Null => {}
+            other => {
+                text.push(' ');
+                text.push_str(&other.to_string());
+            }
+        }
+    }
+    let author = v["member"]["user"]["id"]
+        .as_str()
+        .or_else(|| v["user"]["id"].as_str())?;
+    Some(InboundMessage {
+        platform: "discord".into(),
+        thread: v["channel_id"]
+            .as_str()
+            .or_else(|| v["channel"]["id"].as_str())?
+            .to_string(),
+        message_id: format!("interaction-{}", v["id"].as_str()?),
+        author: author.to_string(),
+        text,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(content: &str, guild: bool, bot: bool) -> Value {
+        let mut d = json!({"id": "9", "channel_id": "C1", "content": content,
+            "author": {"id": "U1", "bot": bot}, "mentions": []});
+        if guild {
+            d["guild_id"] = json!("G1");
+        }
+        d
+    }
+
+    #[test]
+    fn guild_messages_need_the_mention_and_dms_do_not() {
+        assert!(parse_message_create(&msg("/status", true, false), "B1").is_none());
+        let m = parse_message_create(&msg("<@B1> /status", true, false), "B1").expect("mentioned");
+        assert_eq!(m.text, "/status");
+        let m = parse_message_create(&msg("hi <@!B1> there", true, false), "B1").expect("nick");
+        assert_eq!(m.text, "hi there");
+        let m = parse_message_create(&msg("/status", false, false), "B1").expect("dm");
+        assert_eq!((m.thread.as_str(), m.author.as_str()), ("C1", "U1"));
+        assert!(parse_message_create(&msg("<@B1>", true, false), "B1").is_none());
+        assert!(parse_message_create(&msg("<@B1> hi", true, true), "B1").is_none());
+    }
+
+    #[test]
+    fn slash_command_interactions_become_commands() {
+        let v = json!({"id": "77", "type": 2, "channel_id": "C1",
+            "data": {"name": "repo", "options": [{"name": "n", "value": "acme"}]},
+            "member": {"user": {"id": "U1"}}});
+        let m = parse_interaction(&v).expect("command");
+        assert_eq!(m.text, "/repo acme");
+        assert_eq!(m.message_id, "interaction-77");
+        assert!(parse_interaction(&json!({"type": 1})).is_none());
+    }
+}

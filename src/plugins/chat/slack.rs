@@ -1,0 +1,245 @@
+//! Slack (wire-formats §2): events in at `POST /webhooks/slack/events` (signing-secret
+//! verified in [`super::verify::slack`]), replies by `chat.postMessage` in the thread and
+//! streaming by `chat.update`. Web API errors are `{"ok": false, "error"}` (usually HTTP
+//! 200); a 429 with `Retry-After` is waited out by [`super::Http`].
+//!
+//! A conversation is a thread: `{channel}:{thread_ts}`, where a top-level mention starts the
+//! thread at its own `ts`. `app_mention` events and messages inside threads (and DMs) are
+//! taken; bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
+//! `message` for a mention in a thread: both carry the same `{channel}:{ts}` message id, so
+//! the inbox stores it once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::split::split_message;
+use super::Http;
+use crate::config::SlackSettings;
+use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
+
+/// Slack's advice for `text` (`chat.update` refuses more), in characters.
+pub const MAX_MESSAGE: usize = 4000;
+
+/// Replies on Slack.
+pub struct SlackPlatform {
+    http: Http,
+    api_url: String,
+    token: String,
+}
+
+impl SlackPlatform {
+    /// The platform, when `slack.bot_token` is set.
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn from_settings(s: &SlackSettings, timeout: Duration) -> PluginResult<Option<Self>> {
+        let Some(token) = s.bot_token.as_ref().filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(Self::new(&s.api_url, token.expose(), timeout)?))
+    }
+
+    /// A platform talking to the Web API at `api_url`.
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn new(api_url: &str, token: &str, timeout: Duration) -> PluginResult<Self> {
+        Ok(SlackPlatform {
+            http: Http::new("slack", timeout)?,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    async fn call(&self, method: &str, body: &Value) -> PluginResult<Value> {
+        let url = format!("{}/{method}", self.api_url);
+        let r = self
+            .http
+            .call(|c| c.post(&url).bearer_auth(&self.token).json(body))
+            .await?;
+        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
+            return Ok(r.json);
+        }
+        Err(r.error("slack", r.json["error"].as_str()))
+    }
+}
+
+/// `{channel}:{thread_ts}` → its parts.
+fn parse_thread(thread: &str) -> PluginResult<(&str, &str)> {
+    thread
+        .split_once(':')
+        .ok_or_else(|| PluginError::Invalid(format!("bad Slack thread {thread}")))
+}
+
+#[async_trait]
+impl ChatPlatform for SlackPlatform {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn max_message_len(&self) -> usize {
+        MAX_MESSAGE
+    }
+
+    async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
+        let (channel, ts) = parse_thread(thread)?;
+        let mut last = None;
+        for chunk in split_message(text, MAX_MESSAGE) {
+            let v = self
+                .call(
+                    "chat.postMessage",
+                    &json!({"channel": channel, "thread_ts": ts, "text": chunk}),
+                )
+                .await?;
+            last = v["ts"].as_str().map(str::to_string);
+        }
+        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+    }
+
+    async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
+        let (channel, _) = parse_thread(thread)?;
+        let Some(first) = split_message(text, MAX_MESSAGE).into_iter().next() else {
+            return Ok(());
+        };
+        self.call(
+            "chat.update",
+            &json!({"channel": channel, "ts": message_id, "text": first}),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// What a verified Events API body asks of us.
+#[derive(Debug, PartialEq)]
+pub enum SlackEvent {
+    /// `url_verification`: answer with the challenge.
+    Challenge(String),
+    /// A message for the assistant.
+    Message(InboundMessage),
+    /// Anything else (bot messages, edits, other events): acknowledge and drop.
+    Ignored,
+}
+
+/// Reads an Events API body (already verified).
+///
+/// # Errors
+/// The body is not a JSON object.
+pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    match v["type"].as_str() {
+        Some("url_verification") => {
+            return Ok(v["challenge"]
+                .as_str()
+                .map(|c| SlackEvent::Challenge(c.to_string()))
+                .unwrap_or(SlackEvent::Ignored))
+        }
+        Some("event_callback") => {}
+        _ => return Ok(SlackEvent::Ignored),
+    }
+    let e = &v["event"];
+    let kind = e["type"].as_str().unwrap_or_default();
+    if e.get("bot_id").is_some_and(|b| !b.is_null())
+        || e.get("subtype").is_some_and(|s| !s.is_null())
+        || e.get("edited").is_some_and(|s| !s.is_null())
+    {
+        return Ok(SlackEvent::Ignored);
+    }
+    let (Some(channel), Some(ts), Some(user), Some(text)) = (
+        e["channel"].as_str(),
+        e["ts"].as_str(),
+        e["user"].as_str(),
+        e["text"].as_str(),
+    ) else {
+        return Ok(SlackEvent::Ignored);
+    };
+    let thread_ts = e["thread_ts"].as_str();
+    let take = match kind {
+        "app_mention" => true,
+        "message" => thread_ts.is_some_and(|t| t != ts) || e["channel_type"] == "im",
+        _ => false,
+    };
+    if !take {
+        return Ok(SlackEvent::Ignored);
+    }
+    let text = strip_user_mentions(text);
+    if text.is_empty() {
+        return Ok(SlackEvent::Ignored);
+    }
+    Ok(SlackEvent::Message(InboundMessage {
+        platform: "slack".into(),
+        thread: format!("{channel}:{}", thread_ts.unwrap_or(ts)),
+        message_id: format!("{channel}:{ts}"),
+        author: user.to_string(),
+        text,
+        ..Default::default()
+    }))
+}
+
+/// Removes leading `<@U…>` mentions (the bot being addressed).
+fn strip_user_mentions(text: &str) -> String {
+    let mut t = text.trim();
+    while let Some(rest) = t.strip_prefix("<@") {
+        match rest.find('>') {
+            Some(end) => t = rest[end + 1..].trim_start(),
+            None => break,
+        }
+    }
+    t.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_verification_answers_the_challenge() {
+        let b = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+        assert_eq!(
+            parse_event(b),
+            Ok(SlackEvent::Challenge(
+                "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P".into()
+            ))
+        );
+    }
+
+    fn envelope(event: Value) -> Vec<u8> {
+        json!({"token": "XXYYZZ", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+            "event_id": "Ev1", "event_time": 1, "event": event})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn app_mentions_and_thread_messages_are_taken_and_bots_and_edits_are_not() {
+        let b = envelope(json!({"type": "app_mention", "user": "U061F7AUR",
+            "text": "<@U0LAN0Z89> is it everything a river should be?", "ts": "1515449522.000016",
+            "channel": "C123ABC456", "event_ts": "1515449522000016"}));
+        let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+            panic!("not a message")
+        };
+        assert_eq!(m.thread, "C123ABC456:1515449522.000016");
+        assert_eq!(m.text, "is it everything a river should be?");
+        assert_eq!(m.author, "U061F7AUR");
+        let b = envelope(
+            json!({"type": "message", "user": "U1", "text": "more", "ts": "2.0",
+            "thread_ts": "1.0", "channel": "C1", "channel_type": "channel"}),
+        );
+        let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+            panic!("not a message")
+        };
+        assert_eq!(
+            (m.thread.as_str(), m.message_id.as_str()),
+            ("C1:1.0", "C1:2.0")
+        );
+        for ev in [
+            json!({"type": "message", "user": "U1", "text": "top", "ts": "2.0", "channel": "C1", "channel_type": "channel"}),
+            json!({"type": "message", "bot_id": "B1", "text": "x", "ts": "2.0", "thread_ts": "1.0", "channel": "C1"}),
+            json!({"type": "message", "subtype": "message_changed", "ts": "2.0", "channel": "C1"}),
+        ] {
+            assert_eq!(parse_event(&envelope(ev)), Ok(SlackEvent::Ignored));
+        }
+    }
+}

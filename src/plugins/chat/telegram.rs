@@ -1,0 +1,366 @@
+//! Telegram (wire-formats §3): replies by `sendMessage`/`editMessageText` in MarkdownV2,
+//! split under 4,096 characters on paragraph boundaries; messages in by a `getUpdates` long
+//! poll ([`Poller`]) or by `POST /webhooks/telegram` (setWebhook mode, selected by setting
+//! `telegram.secret_token`).
+//!
+//! MarkdownV2 is strict: a chunk Telegram refuses with 400 "can't parse entities" is sent
+//! again as plain text (no `parse_mode`), so a reply is never lost to formatting. Flood
+//! control (429, `parameters.retry_after`) is waited out by [`super::Http`].
+//!
+//! The poll's offset: an update is confirmed (the next `getUpdates` carries a higher offset)
+//! only after [`ChatInbox::receive`] stored it. The offset is kept in memory, not in the
+//! store: after a restart the first poll has no offset, Telegram hands back every update not
+//! yet confirmed, and the inbox dedupes the ones already stored (by message id). Nothing is
+//! lost and nothing runs twice, without a table of our own. The bot token is part of every
+//! URL, so errors never carry URLs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::split::split_message;
+use super::Http;
+use crate::config::TelegramSettings;
+use crate::plugins::notifiers::telegram::escape_markdown_v2;
+use crate::plugins::{ChatInbox, ChatPlatform, InboundMessage, PluginError, PluginResult};
+
+/// Telegram's text limit (after entity parsing), in characters.
+pub const MAX_MESSAGE: usize = 4096;
+/// Long-poll wait asked of `getUpdates`, in seconds.
+pub const POLL_SECS: u64 = 25;
+/// Pause after a failed poll or a refused `receive`, before trying again.
+const POLL_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Replies on Telegram.
+pub struct TelegramPlatform {
+    http: Http,
+    api_url: String,
+    token: String,
+}
+
+impl TelegramPlatform {
+    /// The platform, when `telegram.bot_token` is set.
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn from_settings(s: &TelegramSettings, timeout: Duration) -> PluginResult<Option<Self>> {
+        let Some(token) = s.bot_token.as_ref().filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(Self::new(&s.api_url, token.expose(), timeout)?))
+    }
+
+    /// A platform talking to the Bot API at `api_url` with `token`.
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn new(api_url: &str, token: &str, timeout: Duration) -> PluginResult<Self> {
+        Ok(TelegramPlatform {
+            http: Http::new("telegram", timeout)?,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    fn url(&self, method: &str) -> String {
+        format!("{}/bot{}/{method}", self.api_url, self.token)
+    }
+
+    /// Calls `method` with `body`; `Ok(result)` on `{"ok": true}`.
+    async fn call(&self, method: &str, body: &Value) -> PluginResult<Value> {
+        let url = self.url(method);
+        let r = self.http.call(|c| c.post(&url).json(body)).await?;
+        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
+            return Ok(r.json["result"].clone());
+        }
+        let status = r.json["error_code"]
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(r.status);
+        let mut e = r.error("telegram", r.json["description"].as_str());
+        if let PluginError::Http { status: s, .. } = &mut e {
+            *s = status;
+        }
+        Err(e)
+    }
+
+    /// Sends or edits one chunk: MarkdownV2 first, plain text when Telegram cannot parse it.
+    async fn deliver(&self, method: &str, mut body: Value, text: &str) -> PluginResult<Value> {
+        body["text"] = json!(to_markdown_v2(text));
+        body["parse_mode"] = json!("MarkdownV2");
+        match self.call(method, &body).await {
+            Err(PluginError::Http {
+                status: 400,
+                detail,
+                ..
+            }) if detail.contains("can't parse entities") => {
+                tracing::info!(method, "MarkdownV2 refused; resending as plain text");
+                let mut plain = body;
+                plain["text"] = json!(text);
+                if let Some(o) = plain.as_object_mut() {
+                    o.remove("parse_mode");
+                }
+                self.call(method, &plain).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// A chat id goes as a number when it is one (`-100…`), else as `@channel`.
+fn chat_id(thread: &str) -> Value {
+    thread
+        .parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::from(thread))
+}
+
+#[async_trait]
+impl ChatPlatform for TelegramPlatform {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn max_message_len(&self) -> usize {
+        MAX_MESSAGE
+    }
+
+    async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
+        let mut last = None;
+        for chunk in split_message(text, MAX_MESSAGE) {
+            let body =
+                json!({"chat_id": chat_id(thread), "link_preview_options": {"is_disabled": true}});
+            let m = self.deliver("sendMessage", body, &chunk).await?;
+            last = m["message_id"].as_i64();
+        }
+        last.map(|id| id.to_string())
+            .ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+    }
+
+    async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
+        let id: i64 = message_id
+            .parse()
+            .map_err(|_| PluginError::Invalid(format!("bad Telegram message id {message_id}")))?;
+        // A streamed message cannot grow past the limit: the core starts a new message
+        // before that; here only the first chunk fits.
+        let first = split_message(text, MAX_MESSAGE).into_iter().next();
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let body = json!({"chat_id": chat_id(thread), "message_id": id});
+        match self.deliver("editMessageText", body, &first).await {
+            Err(PluginError::Http {
+                status: 400,
+                detail,
+                ..
+            }) if detail.contains("message is not modified") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+/// Converts Markdown to MarkdownV2: fenced and inline code kept (only `` ` `` and `\`
+/// escaped inside), `**bold**` made `*bold*`, every other reserved character escaped.
+pub fn to_markdown_v2(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("```") {
+            if let Some(end) = after.find("```") {
+                out.push_str("```");
+                out.push_str(&escape_code(&after[..end]));
+                out.push_str("```");
+                rest = &after[end + 3..];
+                continue;
+            }
+        }
+        if let Some(after) = rest.strip_prefix('`') {
+            if let Some(end) = after
+                .find(['`', '\n'])
+                .filter(|&e| e > 0 && after[e..].starts_with('`'))
+            {
+                out.push('`');
+                out.push_str(&escape_code(&after[..end]));
+                out.push('`');
+                rest = &after[end + 1..];
+                continue;
+            }
+        }
+        if let Some(after) = rest.strip_prefix("**") {
+            if let Some(end) = after
+                .find("**")
+                .filter(|&e| e > 0 && !after[..e].contains('\n'))
+            {
+                out.push('*');
+                out.push_str(&escape_markdown_v2(&after[..end]));
+                out.push('*');
+                rest = &after[end + 2..];
+                continue;
+            }
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        out.push_str(&escape_markdown_v2(&c.to_string()));
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+fn escape_code(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('`', "\\`")
+}
+
+/// The inbound message in a Telegram `Update`, if it is a new text message from a human.
+/// Edits, channel posts, bots and non-text messages give `None`. `/cmd@BotName` becomes
+/// `/cmd` (group chats address commands to a bot that way).
+pub fn parse_update(update: &Value) -> Option<InboundMessage> {
+    let m = update.get("message")?;
+    if m["from"]["is_bot"].as_bool().unwrap_or(false) {
+        return None;
+    }
+    let text = m["text"].as_str()?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let chat = m["chat"]["id"].as_i64()?;
+    let id = m["message_id"].as_i64()?;
+    let author = m["from"]["id"].as_i64()?;
+    Some(InboundMessage {
+        platform: "telegram".into(),
+        thread: chat.to_string(),
+        message_id: format!("{chat}:{id}"),
+        author: author.to_string(),
+        text: strip_bot_suffix(text),
+        ..Default::default()
+    })
+}
+
+/// `/status@FlotillaBot now` → `/status now`.
+fn strip_bot_suffix(text: &str) -> String {
+    if !text.starts_with('/') {
+        return text.to_string();
+    }
+    let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    let cmd = first.split('@').next().unwrap_or(first);
+    if rest.is_empty() {
+        cmd.to_string()
+    } else {
+        format!("{cmd} {rest}")
+    }
+}
+
+/// The `getUpdates` long poll.
+pub struct Poller {
+    http: Http,
+    api_url: String,
+    token: String,
+    /// The next update id to ask for; advanced only past updates the inbox stored.
+    offset: Option<i64>,
+}
+
+impl Poller {
+    /// The poller, when `telegram.bot_token` is set and `secret_token` is not (with a secret
+    /// token Telegram pushes to `/webhooks/telegram` and `getUpdates` would answer 409).
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn from_settings(s: &TelegramSettings, timeout: Duration) -> PluginResult<Option<Self>> {
+        let Some(token) = s.bot_token.as_ref().filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if s.secret_token.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Ok(None);
+        }
+        Ok(Some(Poller {
+            // The request outlives the long poll itself.
+            http: Http::new("telegram", timeout + Duration::from_secs(POLL_SECS))?,
+            api_url: s.api_url.trim_end_matches('/').to_string(),
+            token: token.expose().to_string(),
+            offset: None,
+        }))
+    }
+
+    /// Polls until the task is aborted.
+    pub async fn run(mut self, inbox: Arc<dyn ChatInbox>) {
+        loop {
+            if let Err(e) = self.poll_once(inbox.as_ref()).await {
+                tracing::warn!(error = %e, "telegram poll failed");
+                tokio::time::sleep(POLL_BACKOFF).await;
+            }
+        }
+    }
+
+    /// One `getUpdates`, each update handed to `inbox` in order. Returns how many were
+    /// stored.
+    ///
+    /// # Errors
+    /// The poll failed, or the inbox refused an update (the offset stays before it, so the
+    /// next poll gets it again).
+    pub async fn poll_once(&mut self, inbox: &dyn ChatInbox) -> PluginResult<usize> {
+        let url = format!("{}/bot{}/getUpdates", self.api_url, self.token);
+        let mut body = json!({"timeout": POLL_SECS, "allowed_updates": ["message"]});
+        if let Some(o) = self.offset {
+            body["offset"] = json!(o);
+        }
+        let r = self.http.call(|c| c.post(&url).json(&body)).await?;
+        if !(200..300).contains(&r.status) || r.json["ok"] != json!(true) {
+            return Err(r.error("telegram", r.json["description"].as_str()));
+        }
+        let mut stored = 0;
+        for u in r.json["result"].as_array().into_iter().flatten() {
+            let Some(id) = u["update_id"].as_i64() else {
+                continue;
+            };
+            if let Some(msg) = parse_update(u) {
+                inbox.receive(msg).await?;
+                stored += 1;
+            }
+            self.offset = Some(id + 1);
+        }
+        Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_v2_escapes_plain_text_per_the_vector() {
+        assert_eq!(
+            to_markdown_v2("v1.2 (beta)! a_b"),
+            "v1\\.2 \\(beta\\)\\! a\\_b"
+        );
+    }
+
+    #[test]
+    fn markdown_v2_keeps_code_and_bold() {
+        assert_eq!(
+            to_markdown_v2("**Done.** run `a_b()` then\n```\nx = 1 # c\\\n```"),
+            "*Done\\.* run `a_b()` then\n```\nx = 1 # c\\\\\n```"
+        );
+        // An unclosed fence or bold is escaped as text.
+        assert_eq!(to_markdown_v2("``` open"), "\\`\\`\\` open");
+        assert_eq!(to_markdown_v2("**open"), "\\*\\*open");
+    }
+
+    #[test]
+    fn updates_parse_to_messages_and_skip_bots_and_edits() {
+        let u = json!({"update_id": 7, "message": {"message_id": 3, "from": {"id": 42, "is_bot": false},
+            "chat": {"id": -100, "type": "group"}, "date": 1, "text": "/status@FlotillaBot now"}});
+        let m = parse_update(&u).expect("message");
+        assert_eq!(m.thread, "-100");
+        assert_eq!(m.message_id, "-100:3");
+        assert_eq!(m.author, "42");
+        assert_eq!(m.text, "/status now");
+        let mut bot = u.clone();
+        bot["message"]["from"]["is_bot"] = json!(true);
+        assert!(parse_update(&bot).is_none());
+        let edit = json!({"update_id": 8, "edited_message": u["message"].clone()});
+        assert!(parse_update(&edit).is_none());
+        let photo = json!({"update_id": 9, "message": {"message_id": 4, "from": {"id": 42},
+            "chat": {"id": 1}, "photo": []}});
+        assert!(parse_update(&photo).is_none());
+    }
+}

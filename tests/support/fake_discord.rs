@@ -1,0 +1,421 @@
+//! A stateful fake of Discord (wire-formats §4) for tests: REST messages and the Gateway.
+//!
+//! - REST under `/api/v10`: `POST /channels/{id}/messages`, `PATCH
+//!   /channels/{id}/messages/{mid}` with `Authorization: Bot <token>` (401 `{"message":
+//!   "401: Unauthorized", "code": 0}` otherwise); `content` up to 2,000 characters (400
+//!   `Invalid Form Body`, code 50035, past it); `X-RateLimit-*` bucket headers on every
+//!   answer; [`FakeDiscord::limit_next`] makes the next N calls answer 429 with `Retry-After`,
+//!   `X-RateLimit-Scope: user` and `{"message": "You are being rate limited.", "retry_after",
+//!   "global": false}`.
+//! - Gateway at `ws://…/gateway`: op 10 HELLO on connect, op 1 → op 11 ACK, op 2 IDENTIFY
+//!   (token checked; a wrong one closes with 4004) → READY with the bot user and a session
+//!   id, op 6 RESUME → missed dispatches replayed then RESUMED (unknown session → op 9
+//!   `false`). [`FakeDiscord::message_create`] dispatches a `MESSAGE_CREATE` to every
+//!   identified connection; [`FakeDiscord::reconnect_all`] sends op 7.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Handler, Message, StreamHandler};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+use serde_json::{json, Value};
+
+/// The bot's user id in READY.
+pub const BOT_ID: &str = "900000000000000001";
+
+/// A message the bot posted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posted {
+    /// Channel id.
+    pub channel: String,
+    /// Message id.
+    pub id: String,
+    /// Current content.
+    pub content: String,
+    /// Accepted edits.
+    pub edits: u32,
+}
+
+#[derive(Default)]
+struct State {
+    token: String,
+    heartbeat_ms: u64,
+    posted: Vec<Posted>,
+    next_id: u64,
+    limited: u32,
+    limit_secs: f64,
+    seq: i64,
+    /// Every dispatch sent, with its sequence number (for RESUME replays).
+    events: Vec<(i64, String)>,
+    sessions: Vec<Addr<GwSession>>,
+    session_ids: Vec<String>,
+    identifies: u32,
+    resumes: u32,
+    heartbeats: u32,
+    self_url: String,
+}
+
+/// The fake.
+pub struct FakeDiscord {
+    /// REST base URL (`discord.api_url`), `…/api/v10`.
+    pub api_url: String,
+    /// Gateway URL (`discord.gateway_url`).
+    pub gateway_url: String,
+    state: Arc<Mutex<State>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Push(String);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Reconnect;
+
+struct GwSession {
+    state: Shared,
+    identified: bool,
+}
+
+impl Actor for GwSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let mut s = lock(&self.state);
+        ctx.text(
+            json!({"op": 10, "d": {"heartbeat_interval": s.heartbeat_ms}, "s": null, "t": null})
+                .to_string(),
+        );
+        s.sessions.push(ctx.address());
+    }
+}
+
+impl GwSession {
+    fn dispatch(s: &mut State, t: &str, d: Value) -> String {
+        s.seq += 1;
+        let p = json!({"op": 0, "t": t, "s": s.seq, "d": d}).to_string();
+        s.events.push((s.seq, p.clone()));
+        p
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for GwSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let text = match msg {
+            Ok(ws::Message::Text(t)) => t.to_string(),
+            Ok(ws::Message::Ping(p)) => {
+                ctx.pong(&p);
+                return;
+            }
+            Ok(ws::Message::Close(_)) | Err(_) => {
+                ctx.stop();
+                return;
+            }
+            _ => return,
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let state = self.state.clone();
+        let mut s = lock(&state);
+        match v["op"].as_i64() {
+            Some(1) => {
+                s.heartbeats += 1;
+                ctx.text(json!({"op": 11, "d": null, "s": null, "t": null}).to_string());
+            }
+            Some(2) => {
+                if v["d"]["token"].as_str() != Some(s.token.as_str()) {
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Other(4004),
+                        description: Some("Authentication failed.".into()),
+                    }));
+                    ctx.stop();
+                    return;
+                }
+                s.identifies += 1;
+                let sid = uuid::Uuid::new_v4().simple().to_string();
+                s.session_ids.push(sid.clone());
+                self.identified = true;
+                let url = s.self_url.clone();
+                let p = Self::dispatch(
+                    &mut s,
+                    "READY",
+                    json!({"v": 10,
+                    "user": {"id": BOT_ID, "username": "flotilla", "bot": true},
+                    "guilds": [], "session_id": sid, "resume_gateway_url": url,
+                    "application": {"id": BOT_ID}}),
+                );
+                ctx.text(p);
+            }
+            Some(6) => {
+                let sid = v["d"]["session_id"].as_str().unwrap_or_default();
+                if v["d"]["token"].as_str() != Some(s.token.as_str())
+                    || !s.session_ids.iter().any(|x| x == sid)
+                {
+                    ctx.text(json!({"op": 9, "d": false, "s": null, "t": null}).to_string());
+                    return;
+                }
+                s.resumes += 1;
+                self.identified = true;
+                let from = v["d"]["seq"].as_i64().unwrap_or(0);
+                let missed: Vec<String> = s
+                    .events
+                    .iter()
+                    .filter(|(n, p)| *n > from && !p.contains("\"READY\""))
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                for p in missed {
+                    ctx.text(p);
+                }
+                let p = Self::dispatch(&mut s, "RESUMED", Value::Null);
+                ctx.text(p);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Handler<Push> for GwSession {
+    type Result = ();
+    fn handle(&mut self, p: Push, ctx: &mut Self::Context) {
+        if self.identified {
+            ctx.text(p.0);
+        }
+    }
+}
+
+impl Handler<Reconnect> for GwSession {
+    type Result = ();
+    fn handle(&mut self, _: Reconnect, ctx: &mut Self::Context) {
+        ctx.text(json!({"op": 7, "d": null, "s": null, "t": null}).to_string());
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Other(4000),
+            description: None,
+        }));
+        ctx.stop();
+    }
+}
+
+fn rest_error(status: u16, body: Value) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).json(body)
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    stream: web::Payload,
+    st: web::Data<Shared>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let path = req.path().to_string();
+    if path.starts_with("/gateway") {
+        let session = GwSession {
+            state: st.get_ref().clone(),
+            identified: false,
+        };
+        return ws::start(session, &req, stream);
+    }
+    let body = stream.to_bytes().await.unwrap_or_default();
+    let mut s = lock(&st);
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if auth != Some(format!("Bot {}", s.token).as_str()) {
+        return Ok(rest_error(
+            401,
+            json!({"message": "401: Unauthorized", "code": 0}),
+        ));
+    }
+    if s.limited > 0 {
+        s.limited -= 1;
+        let secs = s.limit_secs;
+        return Ok(HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", format!("{}", secs.ceil() as u64)))
+            .insert_header(("X-RateLimit-Limit", "5"))
+            .insert_header(("X-RateLimit-Remaining", "0"))
+            .insert_header(("X-RateLimit-Reset-After", format!("{secs:.3}")))
+            .insert_header(("X-RateLimit-Bucket", "fakebucket"))
+            .insert_header(("X-RateLimit-Scope", "user"))
+            .json(json!({"message": "You are being rate limited.", "retry_after": secs, "global": false})));
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let content = v["content"].as_str().unwrap_or_default().to_string();
+    if content.chars().count() > 2000 {
+        return Ok(rest_error(
+            400,
+            json!({"message": "Invalid Form Body", "code": 50035,
+            "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH",
+                "message": "Must be 2000 or fewer in length."}]}}}),
+        ));
+    }
+    if content.is_empty() {
+        return Ok(rest_error(
+            400,
+            json!({"message": "Cannot send an empty message", "code": 50006}),
+        ));
+    }
+    let answer = match (req.method().as_str(), parts.as_slice()) {
+        ("POST", ["api", "v10", "channels", ch, "messages"]) => {
+            s.next_id += 1;
+            let id = format!("{}", 1_100_000_000_000_000_000u64 + s.next_id);
+            s.posted.push(Posted {
+                channel: ch.to_string(),
+                id: id.clone(),
+                content: content.clone(),
+                edits: 0,
+            });
+            json!({"id": id, "channel_id": ch, "content": content, "author": {"id": BOT_ID, "bot": true}})
+        }
+        ("PATCH", ["api", "v10", "channels", ch, "messages", mid]) => {
+            let Some(m) = s
+                .posted
+                .iter_mut()
+                .find(|m| m.channel == *ch && m.id == *mid)
+            else {
+                return Ok(rest_error(
+                    404,
+                    json!({"message": "Unknown Message", "code": 10008}),
+                ));
+            };
+            m.content = content.clone();
+            m.edits += 1;
+            json!({"id": mid, "channel_id": ch, "content": content, "author": {"id": BOT_ID, "bot": true}})
+        }
+        _ => {
+            return Ok(rest_error(
+                404,
+                json!({"message": "404: Not Found", "code": 0}),
+            ))
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-RateLimit-Limit", "5"))
+        .insert_header(("X-RateLimit-Remaining", "4"))
+        .insert_header(("X-RateLimit-Reset-After", "1.000"))
+        .insert_header(("X-RateLimit-Bucket", "fakebucket"))
+        .json(answer))
+}
+
+impl FakeDiscord {
+    /// Starts the fake on `127.0.0.1:0` for bot `token`; the gateway asks for a heartbeat
+    /// every `heartbeat_ms`.
+    pub async fn start(token: &str, heartbeat_ms: u64) -> FakeDiscord {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let gateway_url = format!("ws://127.0.0.1:{port}/gateway");
+        let state = Arc::new(Mutex::new(State {
+            token: token.to_string(),
+            heartbeat_ms,
+            limit_secs: 1.0,
+            self_url: gateway_url.clone(),
+            ..State::default()
+        }));
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(dispatch))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        FakeDiscord {
+            api_url: format!("http://127.0.0.1:{port}/api/v10"),
+            gateway_url,
+            state,
+            handle,
+        }
+    }
+
+    /// Dispatches `MESSAGE_CREATE` from `author` in `channel` (a guild channel when
+    /// `guild` is set, else a DM) to every identified connection; returns the message id.
+    pub fn message_create(
+        &self,
+        channel: &str,
+        guild: Option<&str>,
+        author: &str,
+        content: &str,
+    ) -> String {
+        let mut s = lock(&self.state);
+        s.next_id += 1;
+        let id = format!("{}", 1_200_000_000_000_000_000u64 + s.next_id);
+        let mut d = json!({"id": id, "channel_id": channel, "content": content, "type": 0,
+            "author": {"id": author, "username": "user", "bot": false}, "mentions": [],
+            "timestamp": "2026-01-01T00:00:00+00:00"});
+        if let Some(g) = guild {
+            d["guild_id"] = json!(g);
+            d["member"] = json!({"roles": []});
+        }
+        if content.contains(&format!("<@{BOT_ID}>")) {
+            d["mentions"] = json!([{"id": BOT_ID, "username": "flotilla", "bot": true}]);
+        }
+        let p = GwSession::dispatch(&mut s, "MESSAGE_CREATE", d);
+        for a in &s.sessions {
+            a.do_send(Push(p.clone()));
+        }
+        id
+    }
+
+    /// Sends op 7 RECONNECT to every connection and closes it.
+    pub fn reconnect_all(&self) {
+        let sessions = std::mem::take(&mut lock(&self.state).sessions);
+        for a in sessions {
+            a.do_send(Reconnect);
+        }
+    }
+
+    /// Messages posted through REST.
+    pub fn posted(&self) -> Vec<Posted> {
+        lock(&self.state).posted.clone()
+    }
+
+    /// The next `n` REST calls answer 429 asking to wait `secs`.
+    pub fn limit_next(&self, n: u32, secs: f64) {
+        let mut s = lock(&self.state);
+        s.limited = n;
+        s.limit_secs = secs;
+    }
+
+    /// (identifies, resumes, heartbeats) seen by the gateway.
+    pub fn gateway_counts(&self) -> (u32, u32, u32) {
+        let s = lock(&self.state);
+        (s.identifies, s.resumes, s.heartbeats)
+    }
+}
+
+impl Drop for FakeDiscord {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        actix_web::rt::spawn(async move { h.stop(false).await });
+    }
+}
+
+/// Signs an interaction like Discord: Ed25519 over `timestamp + body` with `secret_key`
+/// (32 bytes); returns (`X-Signature-Ed25519`, `X-Signature-Timestamp`).
+pub fn sign_interaction(secret_key: &[u8; 32], body: &str) -> (String, String) {
+    use ed25519_dalek::Signer;
+    let key = ed25519_dalek::SigningKey::from_bytes(secret_key);
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sig = key.sign(format!("{ts}{body}").as_bytes());
+    (hex::encode(sig.to_bytes()), ts)
+}
+
+/// The hex public key for `secret_key` (`discord.public_key`).
+pub fn public_key_hex(secret_key: &[u8; 32]) -> String {
+    hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(secret_key)
+            .verifying_key()
+            .to_bytes(),
+    )
+}

@@ -1,0 +1,215 @@
+//! A stateful fake of the Jira Cloud comment API (wire-formats §5.2), plus a signer that
+//! POSTs `comment_created` webhooks like a secured admin webhook (§5.1).
+//!
+//! - `POST /rest/api/3/issue/{key}/comment` and `PUT …/comment/{id}` with HTTP Basic
+//!   `email:api_token` (401 `{"errorMessages": ["Client must be authenticated…"]}`
+//!   otherwise); the body must be an ADF `doc` (400 otherwise); an unknown issue is 404.
+//!   Comments are stored with their ADF body. 201 with the comment JSON.
+//! - Rate limit on demand: [`FakeJira::limit_next`] → 429 with `Retry-After`.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+/// A stored comment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comment {
+    /// Issue key.
+    pub issue: String,
+    /// Comment id.
+    pub id: String,
+    /// ADF body.
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    auth: String,
+    issues: Vec<String>,
+    comments: Vec<Comment>,
+    next_id: u64,
+    limited: u32,
+}
+
+/// The fake.
+pub struct FakeJira {
+    /// Site URL (`jira.base_url`).
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn errors(status: u16, msg: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"))
+        .json(json!({"errorMessages": [msg], "errors": {}}))
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    body: web::Bytes,
+    st: web::Data<Arc<Mutex<State>>>,
+) -> HttpResponse {
+    let mut s = lock(&st);
+    if s.limited > 0 {
+        s.limited -= 1;
+        return HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({"errorMessages": ["Rate limit exceeded."], "errors": {}}));
+    }
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if auth != Some(s.auth.as_str()) {
+        return errors(401, "Client must be authenticated to access this resource.");
+    }
+    let parts: Vec<&str> = req.path().trim_matches('/').split('/').collect();
+    let (key, comment_id) = match parts.as_slice() {
+        ["rest", "api", "3", "issue", key, "comment"] => (key.to_string(), None),
+        ["rest", "api", "3", "issue", key, "comment", id] => {
+            (key.to_string(), Some(id.to_string()))
+        }
+        _ => return errors(404, "Not Found"),
+    };
+    if !s.issues.contains(&key) {
+        return errors(
+            404,
+            "Issue does not exist or you do not have permission to see it.",
+        );
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let doc = &v["body"];
+    if doc["type"] != "doc" || doc["version"] != 1 || !doc["content"].is_array() {
+        return HttpResponse::BadRequest().json(json!({"errorMessages": [],
+            "errors": {"comment": "Comment body is not valid Atlassian Document Format."}}));
+    }
+    match (req.method().as_str(), comment_id) {
+        ("POST", None) => {
+            s.next_id += 1;
+            let id = (10_000 + s.next_id).to_string();
+            s.comments.push(Comment {
+                issue: key,
+                id: id.clone(),
+                body: doc.clone(),
+            });
+            HttpResponse::Created().json(json!({"id": id, "body": doc,
+                "author": {"accountId": "bot-account", "displayName": "Flotilla"},
+                "created": "2026-01-01T00:00:00.000+0000"}))
+        }
+        ("PUT", Some(id)) => match s.comments.iter_mut().find(|c| c.id == id && c.issue == key) {
+            Some(c) => {
+                c.body = doc.clone();
+                HttpResponse::Ok().json(json!({"id": id, "body": doc}))
+            }
+            None => errors(404, "Can not find a comment for the id."),
+        },
+        _ => errors(405, "Method Not Allowed"),
+    }
+}
+
+impl FakeJira {
+    /// Starts the fake; requests must carry Basic `email:token`; `issues` exist.
+    pub async fn start(email: &str, token: &str, issues: &[&str]) -> FakeJira {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        let basic = base64(format!("{email}:{token}").as_bytes());
+        let state = Arc::new(Mutex::new(State {
+            auth: format!("Basic {basic}"),
+            issues: issues.iter().map(|i| i.to_string()).collect(),
+            ..State::default()
+        }));
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(dispatch))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        FakeJira { url, state, handle }
+    }
+
+    /// Comments posted, in order.
+    pub fn comments(&self) -> Vec<Comment> {
+        lock(&self.state).comments.clone()
+    }
+
+    /// The next `n` calls answer 429.
+    pub fn limit_next(&self, n: u32) {
+        lock(&self.state).limited = n;
+    }
+}
+
+impl Drop for FakeJira {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        actix_web::rt::spawn(async move { h.stop(false).await });
+    }
+}
+
+/// A `comment_created` webhook body: `author` comments `body` (wiki text) on `key`.
+pub fn comment_created(key: &str, comment_id: &str, author: &str, body: &str) -> Value {
+    json!({"timestamp": 1_700_000_000_000_i64, "webhookEvent": "comment_created",
+        "issue_event_type_name": "issue_commented",
+        "user": {"accountId": author, "displayName": "Someone"}, "matchedWebhookIds": [1],
+        "issue": {"id": "10000", "key": key, "self": "https://x/rest/api/2/issue/10000",
+            "fields": {"summary": "A task", "project": {"key": key.split('-').next().unwrap_or("X")}}},
+        "comment": {"id": comment_id, "self": "https://x/comment", "author": {"accountId": author,
+            "displayName": "Someone"}, "body": body, "updateAuthor": {"accountId": author},
+            "created": "2026-01-01T00:00:00.000+0000", "updated": "2026-01-01T00:00:00.000+0000"}})
+}
+
+/// POSTs `body` to `url` with `X-Hub-Signature: sha256=<hmac>` under `secret`.
+pub async fn post_signed(url: &str, secret: &str, body: &Value) -> u16 {
+    let raw = body.to_string();
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "x-atlassian-webhook-identifier",
+            uuid::Uuid::new_v4().to_string(),
+        )
+        .header(
+            "x-hub-signature",
+            flotilla::plugins::github::events::sign(secret.as_bytes(), raw.as_bytes()),
+        )
+        .body(raw)
+        .send()
+        .await
+        .expect("post webhook")
+        .status()
+        .as_u16()
+}
+
+/// Standard base64 with padding (for the Basic auth header the fake expects).
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in input.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

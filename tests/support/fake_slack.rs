@@ -1,0 +1,239 @@
+//! A stateful fake of the Slack Web API methods the chat bridge uses (wire-formats §2.3),
+//! plus a signer that POSTs Events API envelopes the way Slack does (§2.1, §2.2).
+//!
+//! - `POST /api/chat.postMessage`, `POST /api/chat.update` (JSON or form bodies) with
+//!   `Authorization: Bearer <token>`; errors are `{"ok": false, "error"}` with HTTP 200
+//!   (`not_authed`, `invalid_auth`, `channel_not_found`, `no_text`, `message_not_found`,
+//!   `msg_too_long` past 4,000 characters on update); postMessage truncates past 40,000 with
+//!   the `message_truncated` warning.
+//! - Rate limit on demand: [`FakeSlack::limit_next`] makes the next N calls answer HTTP 429,
+//!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+/// A message in a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posted {
+    /// Channel id.
+    pub channel: String,
+    /// Its `ts`.
+    pub ts: String,
+    /// The thread it was posted in.
+    pub thread_ts: Option<String>,
+    /// Current text.
+    pub text: String,
+    /// Accepted `chat.update`s.
+    pub updates: u32,
+}
+
+#[derive(Default)]
+struct State {
+    token: String,
+    channels: Vec<String>,
+    posted: Vec<Posted>,
+    seq: u64,
+    limited: u32,
+    limit_secs: u64,
+    calls: BTreeMap<String, u64>,
+}
+
+/// The fake.
+pub struct FakeSlack {
+    /// Web API base URL (`slack.api_url`), `…/api`.
+    pub api_url: String,
+    state: Arc<Mutex<State>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn err(code: &str) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"ok": false, "error": code}))
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    body: web::Bytes,
+    st: web::Data<Arc<Mutex<State>>>,
+) -> HttpResponse {
+    let method = req.path().trim_start_matches("/api/").to_string();
+    let mut s = lock(&st);
+    *s.calls.entry(method.clone()).or_default() += 1;
+    if s.limited > 0 {
+        s.limited -= 1;
+        return HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", s.limit_secs.to_string()))
+            .json(json!({"ok": false, "error": "ratelimited"}));
+    }
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    match auth {
+        None => return err("not_authed"),
+        Some(a) if a != format!("Bearer {}", s.token) => return err("invalid_auth"),
+        _ => {}
+    }
+    let p: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+        web::Query::<BTreeMap<String, String>>::from_query(std::str::from_utf8(&body).unwrap_or(""))
+            .map(|q| json!(q.into_inner()))
+            .unwrap_or(json!({}))
+    });
+    let Some(channel) = p["channel"].as_str().map(str::to_string) else {
+        return err("channel_not_found");
+    };
+    if !s.channels.contains(&channel) {
+        return err("channel_not_found");
+    }
+    let Some(text) = p["text"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+    else {
+        return err("no_text");
+    };
+    match method.as_str() {
+        "chat.postMessage" => {
+            s.seq += 1;
+            let ts = format!("1700000000.{:06}", s.seq);
+            let truncated = text.chars().count() > 40_000;
+            let text: String = text.chars().take(40_000).collect();
+            s.posted.push(Posted {
+                channel: channel.clone(),
+                ts: ts.clone(),
+                thread_ts: p["thread_ts"].as_str().map(str::to_string),
+                text: text.clone(),
+                updates: 0,
+            });
+            let mut v = json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text,
+                "bot_id": "B0FAKE", "type": "message", "subtype": "bot_message", "ts": ts}});
+            if truncated {
+                v["response_metadata"] = json!({"warnings": ["message_truncated"]});
+            }
+            HttpResponse::Ok().json(v)
+        }
+        "chat.update" => {
+            let Some(ts) = p["ts"].as_str().map(str::to_string) else {
+                return err("message_not_found");
+            };
+            if text.chars().count() > 4000 {
+                return err("msg_too_long");
+            }
+            let Some(m) = s
+                .posted
+                .iter_mut()
+                .find(|m| m.channel == channel && m.ts == ts)
+            else {
+                return err("message_not_found");
+            };
+            m.text = text.clone();
+            m.updates += 1;
+            HttpResponse::Ok().json(
+                json!({"ok": true, "channel": channel, "ts": ts, "text": text,
+                "message": {"text": text, "user": "U0BOT"}}),
+            )
+        }
+        _ => err("unknown_method"),
+    }
+}
+
+impl FakeSlack {
+    /// Starts the fake on `127.0.0.1:0`; calls must carry `Bearer {token}`; `channels` exist.
+    pub async fn start(token: &str, channels: &[&str]) -> FakeSlack {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let api_url = format!(
+            "http://127.0.0.1:{}/api",
+            listener.local_addr().expect("addr").port()
+        );
+        let state = Arc::new(Mutex::new(State {
+            token: token.to_string(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            limit_secs: 1,
+            ..State::default()
+        }));
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::default().limit(1 << 20))
+                .default_service(web::to(dispatch))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        FakeSlack {
+            api_url,
+            state,
+            handle,
+        }
+    }
+
+    /// Messages posted, in order.
+    pub fn posted(&self) -> Vec<Posted> {
+        lock(&self.state).posted.clone()
+    }
+
+    /// The next `n` calls answer 429 with `Retry-After: secs`.
+    pub fn limit_next(&self, n: u32, secs: u64) {
+        let mut s = lock(&self.state);
+        s.limited = n;
+        s.limit_secs = secs;
+    }
+
+    /// Calls per method.
+    pub fn calls(&self, method: &str) -> u64 {
+        lock(&self.state).calls.get(method).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for FakeSlack {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        actix_web::rt::spawn(async move { h.stop(false).await });
+    }
+}
+
+/// Slack's `v0=` signature of `body` at `ts` under `secret`.
+pub fn sign(secret: &str, ts: i64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The Events API envelope around `event`.
+pub fn envelope(event: Value) -> Value {
+    json!({"token": "XXYYZZ", "team_id": "T123ABC456", "api_app_id": "A123ABC456", "event": event,
+        "type": "event_callback", "event_id": format!("Ev{}", uuid::Uuid::new_v4().simple()),
+        "event_time": chrono::Utc::now().timestamp(),
+        "authorizations": [{"team_id": "T123ABC456", "user_id": "U0BOT", "is_bot": true, "is_enterprise_install": false}]})
+}
+
+/// POSTs `body` to `url` signed like Slack (now), returning status and body text.
+pub async fn post_signed(url: &str, secret: &str, body: &Value) -> (u16, String) {
+    let raw = body.to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", sign(secret, ts, &raw))
+        .body(raw)
+        .send()
+        .await
+        .expect("post event");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
