@@ -53,27 +53,50 @@ fn scripted_agent() -> PathBuf {
     profile.join("examples").join("scripted_agent")
 }
 
-/// How many messages containing `needle` the agent logged.
-fn told(home: &Path, needle: &str) -> usize {
-    let mut n = 0;
-    for dir in std::fs::read_dir(home.join(".claude/projects"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for f in std::fs::read_dir(dir.path())
+/// Reads what the agents appended to their JSONL logs since the last call (incrementally: a
+/// measuring loop that re-read whole logs every 2 ms would itself load the machine).
+#[derive(Default)]
+struct Logs {
+    offsets: std::collections::HashMap<PathBuf, u64>,
+}
+
+impl Logs {
+    /// Whether a user message containing `needle` was appended since the last look.
+    fn told(&mut self, home: &Path, needle: &str) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut found = false;
+        for dir in std::fs::read_dir(home.join(".claude/projects"))
             .into_iter()
             .flatten()
             .flatten()
         {
-            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-            n += text
-                .lines()
-                .filter(|l| l.contains("\"type\":\"user\"") && l.contains(needle))
-                .count();
+            for f in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = f.path();
+                let at = self.offsets.get(&path).copied().unwrap_or(0);
+                let Ok(mut file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                if file.seek(SeekFrom::Start(at)).is_err() {
+                    continue;
+                }
+                let mut new = String::new();
+                if file.read_to_string(&mut new).is_err() {
+                    continue;
+                }
+                // Only whole lines count; a partial last line is read again next time.
+                let whole = new.rfind('\n').map(|i| i + 1).unwrap_or(0);
+                self.offsets.insert(path, at + whole as u64);
+                found |= new[..whole]
+                    .lines()
+                    .any(|l| l.contains("\"type\":\"user\"") && l.contains(needle));
+            }
         }
+        found
     }
-    n
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -147,9 +170,14 @@ github: {{ api_url: "{api}", graphql_url: "{api}/graphql", token: {TOKEN}, webho
         let socket = flotilla::app::tmux_socket(&home);
         let _server = app.spawn();
         gh.set_webhook(&format!("{base}/webhooks/github"), SECRET);
-        let http = reqwest::Client::new();
-        // At most 100 instructions per session (the retry cap): spread rounds over sessions.
-        let sessions = rounds.div_ceil(100).max(1);
+        // No idle connections kept: the server may close one just as it is reused.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        // 20 rounds per session: each round adds check runs to its PR head, and a head with
+        // hundreds of checks would measure pagination, not the reaction.
+        let sessions = rounds.div_ceil(20).max(1);
         let mut ids = vec![];
         for k in 0..sessions {
             let v: serde_json::Value = http
@@ -186,6 +214,7 @@ github: {{ api_url: "{api}", graphql_url: "{api}/graphql", token: {TOKEN}, webho
             heads.push(gh.branch_sha(REPO, &branch).expect("head"));
         }
         let mut lat = Vec::with_capacity(rounds);
+        let mut logs = Logs::default();
         for i in 0..rounds {
             let head = &heads[i % sessions];
             if i >= sessions {
@@ -218,7 +247,7 @@ github: {{ api_url: "{api}", graphql_url: "{api}/graphql", token: {TOKEN}, webho
             gh.add_check_run(REPO, head, &name, Some("failure"), Some("boom"))
                 .await;
             let deadline = t + Duration::from_secs(30);
-            while told(&agent_home, &needle) == 0 {
+            while !logs.told(&agent_home, &needle) {
                 assert!(Instant::now() < deadline, "round {i}: never typed");
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
