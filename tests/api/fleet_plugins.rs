@@ -221,7 +221,7 @@ fn claude_log(home: &Path) -> Vec<Value> {
     entries
 }
 
-fn user_messages(home: &Path) -> Vec<String> {
+pub fn user_messages(home: &Path) -> Vec<String> {
     claude_log(home)
         .iter()
         .filter(|v| v["type"] == "user")

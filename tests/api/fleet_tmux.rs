@@ -41,7 +41,7 @@ pub fn tmux(socket: &str, args: &[&str]) -> (bool, String) {
 }
 
 /// The app's tmux server is killed when the test ends.
-struct TmuxGuard(String);
+pub struct TmuxGuard(pub String);
 
 impl Drop for TmuxGuard {
     fn drop(&mut self) {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::fake_github::{FakeGithub, Limit};
-use crate::fleet_plugins::scripted_agent_path;
+use crate::fleet_plugins::{scripted_agent_path, user_messages};
+use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::{eventually, git, require_tool, spawn_app_with_env, Backend, TestApp};
 
 const REPO: &str = "acme/widgets";
@@ -19,17 +20,6 @@ struct Loop {
     gh: FakeGithub,
     agent_home: PathBuf,
     _tmux: TmuxGuard,
-}
-
-/// The app's tmux server is killed when the test ends.
-struct TmuxGuard(String);
-
-impl Drop for TmuxGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.0, "kill-server"])
-            .output();
-    }
 }
 
 /// Agent lines: the scripted agent as `claude-code`, able to open PRs on `gh`.
@@ -97,28 +87,7 @@ async fn setup_with(webhooks: bool, extra_env: &[(&str, &str)], auto_merge: bool
 
 /// What the agent was told (user messages in its JSONL log).
 fn told(home: &Path) -> Vec<String> {
-    let mut out = vec![];
-    let projects = home.join(".claude").join("projects");
-    for dir in std::fs::read_dir(projects).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-            for v in text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            {
-                if v["type"] == "user" {
-                    if let Some(s) = v["message"]["content"].as_str() {
-                        out.push(s.to_string());
-                    }
-                }
-            }
-        }
-    }
-    out
+    user_messages(home)
 }
 
 impl Loop {
