@@ -24,9 +24,6 @@ use crate::actors::supervisor::FleetSupervisor;
 use crate::plugins::{PluginError, Scm};
 use crate::store::{SessionFilter, SessionId, SessionRecord};
 
-/// Wait after a rate-limit answer that gave no `Retry-After` (GitHub's own advice: a minute).
-const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
-
 /// Polls GitHub for the fleet's PRs.
 pub struct GithubPoller {
     fleet: Arc<Fleet>,
@@ -129,12 +126,12 @@ async fn watched(fleet: &Fleet) -> BTreeMap<String, Vec<SessionRecord>> {
     by_repo
 }
 
+/// The wait a rate limit asks for. `GithubScm` already turns every rate-limit answer
+/// (primary, secondary, 403 or 429) into `RateLimited`; other errors (a 403 for missing
+/// permissions) must not pause polling of every repo.
 fn backoff_of(e: &PluginError) -> Option<Duration> {
     match e {
         PluginError::RateLimited { retry_after, .. } => Some(*retry_after),
-        PluginError::Api {
-            status: 403 | 429, ..
-        } => Some(DEFAULT_BACKOFF),
         _ => None,
     }
 }
