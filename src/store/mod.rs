@@ -53,6 +53,9 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The task doing the write was stopped (the runtime is shutting down).
+    #[error("store write interrupted by shutdown")]
+    Interrupted,
 }
 
 impl From<sqlx::Error> for StoreError {

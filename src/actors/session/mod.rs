@@ -795,8 +795,9 @@ impl Handler<SendMessage> for SessionActor {
         };
         let journal = self.fleet.journal.clone();
         let id = self.id.clone();
+        // Detached: the paste and its journal row finish even while an atomic step waits.
         Box::pin(
-            async move {
+            crate::actors::detached(async move {
                 let delivered = runtime.send_message(&handle, &msg.text).await?;
                 journal
                     .append(&NewEvent {
@@ -811,7 +812,7 @@ impl Handler<SendMessage> for SessionActor {
                     delivered,
                     restored: false,
                 })
-            }
+            })
             .into_actor(self),
         )
     }

@@ -1053,7 +1053,10 @@ impl Handler<RecordWebhookDelivery> for FleetSupervisor {
     fn handle(&mut self, msg: RecordWebhookDelivery, _ctx: &mut Self::Context) -> Self::Result {
         let store = self.fleet.store.clone();
         Box::pin(
-            async move { Ok(store.record_webhook_delivery(&msg.delivery).await?) }.into_actor(self),
+            crate::actors::detached(async move {
+                Ok(store.record_webhook_delivery(&msg.delivery).await?)
+            })
+            .into_actor(self),
         )
     }
 }
