@@ -138,6 +138,7 @@ pub fn policy_from(settings: &Settings, project: &str) -> Policy {
                 }),
                 threshold: r.threshold.map(|d| chrono_dur(d.get())),
                 auto_merge: r.auto_merge,
+                include_summary: r.include_summary,
                 merge_method: match r.merge_method {
                     config::MergeMethod::Merge => MergeMethod::Merge,
                     config::MergeMethod::Squash => MergeMethod::Squash,

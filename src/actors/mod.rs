@@ -3,6 +3,7 @@
 //! `journal` before acting. The `ChatSupervisor` (`chat`) owns one `ConversationActor` per
 //! chat conversation.
 
+pub mod all_complete;
 pub mod chat;
 pub mod fleet;
 pub mod journal;

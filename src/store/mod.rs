@@ -157,6 +157,12 @@ pub trait Store: Send + Sync + 'static {
     /// `Database` on failure.
     async fn last_event_id(&self) -> StoreResult<i64>;
 
+    /// The id of the newest event of `kind` on any session of `project`, if there is one.
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn last_project_event_id(&self, project: &str, kind: &str) -> StoreResult<Option<i64>>;
+
     /// The newest event of every session (one per session that has any), for the dashboard's
     /// board: one read, however many sessions there are.
     ///

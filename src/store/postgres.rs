@@ -619,6 +619,18 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn last_project_event_id(&self, project: &str, kind: &str) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(e.id) FROM events e JOIN sessions s ON s.id = e.session_id \
+             WHERE s.project = $1 AND e.kind = $2",
+        )
+        .bind(project)
+        .bind(kind)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn latest_session_events(&self) -> StoreResult<Vec<EventRecord>> {
         // One index probe per session (events_session_idx), not a scan of the whole log.
         sqlx::query(concat!(

@@ -154,6 +154,7 @@ store_suite!(
     a_failed_commit_writes_no_notification,
     notifications_are_listed_counted_deferred_and_folded_into_digests,
     the_board_reads_each_sessions_latest_event_and_all_trackers,
+    the_newest_event_of_a_kind_is_found_per_project,
 );
 
 // ---- fixtures --------------------------------------------------------------------------------
@@ -1583,4 +1584,43 @@ async fn chat_state_templates_commands_and_meta_round_trip(store: SharedStore) {
         .await
         .expect("get")
         .is_empty());
+}
+
+async fn the_newest_event_of_a_kind_is_found_per_project(store: SharedStore) {
+    let a = create(&store, "a", 0).await;
+    let mut other = new_session("b", 1);
+    other.project = "other-project".into();
+    let (b, _) = store.create_session(&other).await.expect("create");
+    let created = |p: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .last_project_event_id(p, "session.created")
+                .await
+                .expect("query")
+        }
+    };
+    let first = created("demo-project").await.expect("a was created");
+    assert!(created("other-project").await.expect("b was created") > first);
+    assert_eq!(created("nobody").await, None);
+    let later = store
+        .append_event(&transition_event(&a.id, SessionState::Done, 2))
+        .await
+        .expect("append");
+    store
+        .append_event(&transition_event(&b.id, SessionState::Done, 3))
+        .await
+        .expect("append");
+    assert_eq!(
+        store
+            .last_project_event_id("demo-project", "session.transition")
+            .await
+            .expect("query"),
+        Some(later.id)
+    );
+    assert_eq!(
+        created("demo-project").await,
+        Some(first),
+        "other kinds don't count"
+    );
 }

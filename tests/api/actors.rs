@@ -75,6 +75,9 @@ impl Store for FlakyStore {
     async fn last_event_id(&self) -> StoreResult<i64> {
         self.inner.last_event_id().await
     }
+    async fn last_project_event_id(&self, project: &str, kind: &str) -> StoreResult<Option<i64>> {
+        self.inner.last_project_event_id(project, kind).await
+    }
     async fn latest_session_events(&self) -> StoreResult<Vec<EventRecord>> {
         self.inner.latest_session_events().await
     }

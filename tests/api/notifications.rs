@@ -235,11 +235,13 @@ async fn routed_notifications_reach_each_receiver_once_on_postgres() {
     routed_notifications_reach_each_receiver_once(Backend::Postgres).await;
 }
 
+/// One webhook notifier for every priority but info: these tests count the notifications
+/// of failing agents, and all-complete (info) has its own test.
 fn hook_only(r: &Receivers, notifier: &str, notifications: &str) -> String {
     format!(
         "{services}notifiers:
   {notifier}: {{ kind: webhook, url: \"{hook}\", secret: \"{WEBHOOK_SECRET}\" }}
-defaults: {{ notifiers: [{notifier}] }}
+routing: {{ urgent: [{notifier}], action: [{notifier}], warning: [{notifier}] }}
 notifications: {{ {FAST}{notifications} }}
 ",
         services = r.service_yaml(),
@@ -286,7 +288,7 @@ async fn discord_and_telegram_rate_limit_bodies_are_honoured() {
         "{}notifiers:
   discord: {{ kind: discord, channel: \"1100\" }}
   telegram: {{ kind: telegram, chat_id: \"42\" }}
-defaults: {{ notifiers: [discord, telegram] }}
+routing: {{ urgent: [discord, telegram], action: [discord, telegram], warning: [discord, telegram] }}
 notifications: {{ {FAST} }}
 ",
         r.service_yaml()
@@ -593,4 +595,96 @@ async fn bad_notifier_config_exits_2_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{extra}: {stderr}");
         assert!(stderr.contains(key), "{key} named for {extra}: {stderr}");
     }
+}
+
+/// ao scenario 15: `all-complete` fires once when every session of the project is terminal,
+/// and again only after a session became active (here: was restored) since.
+#[actix_web::test]
+async fn all_complete_fires_once_and_again_only_after_a_session_became_active() {
+    let r = Receivers::start().await;
+    let yaml = format!(
+        "{services}notifiers:
+  hook: {{ kind: webhook, url: \"{hook}\", secret: \"{WEBHOOK_SECRET}\" }}
+defaults: {{ notifiers: [hook] }}
+notifications: {{ {FAST} }}
+",
+        services = r.service_yaml(),
+        hook = r.webhook_url(),
+    );
+    let Some((app, _sup)) = start(Backend::Sqlite, &yaml).await else {
+        return;
+    };
+    let a = app.spawn(json!({"project": "demo", "prompt": "one"})).await;
+    let b = app.spawn(json!({"project": "demo", "prompt": "two"})).await;
+    app.wait_state(&a, "working").await;
+    app.wait_state(&b, "working").await;
+
+    kill(&app, &a).await;
+    // One session is still working: nothing yet (the event log is the witness).
+    assert_eq!(all_complete_events(&app).await, 0);
+    kill(&app, &b).await;
+
+    let first = eventually(30, "one all-complete delivered", || async {
+        let rows = all_complete_rows(&app).await;
+        (rows.len() == 1 && rows[0]["status"] == "delivered").then_some(rows)
+    })
+    .await;
+    let message = first[0]["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with("All 2 sessions of demo are complete: 2 killed."),
+        "{message}"
+    );
+    assert!(message.contains(&format!("- {a} killed")), "{message}");
+    assert_eq!(all_complete_events(&app).await, 1);
+
+    // Killing a killed session changes nothing and fires nothing. A restored session is
+    // active again; when it ends, all-complete fires a second time.
+    app.post(&format!("/api/v1/sessions/{a}/kill"), json!({}))
+        .await;
+    let (s, v) = app
+        .post(&format!("/api/v1/sessions/{a}/restore"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    app.wait_state(&a, "working").await;
+    kill(&app, &a).await;
+    let rows = eventually(30, "a second all-complete delivered", || async {
+        let rows = all_complete_rows(&app).await;
+        (rows.len() == 2 && rows.iter().all(|r| r["status"] == "delivered")).then_some(rows)
+    })
+    .await;
+    assert_ne!(rows[0]["id"], rows[1]["id"]);
+    assert_eq!(all_complete_events(&app).await, 2);
+    let hooks: Vec<Hit> = r
+        .delivered(Target::Webhook)
+        .into_iter()
+        .filter(|h| h.body["event"] == "summary.all_complete")
+        .collect();
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert_eq!(hooks[0].body["priority"], "info");
+}
+
+async fn kill(app: &TestApp, id: &str) {
+    let (s, v) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    app.wait_state(id, "killed").await;
+}
+
+async fn all_complete_rows(app: &TestApp) -> Vec<Value> {
+    outbox(app, "?limit=1000")
+        .await
+        .into_iter()
+        .filter(|n| n["event"] == "summary.all_complete")
+        .collect()
+}
+
+async fn all_complete_events(app: &TestApp) -> usize {
+    app.store
+        .events_after(0, 10_000)
+        .await
+        .expect("events")
+        .iter()
+        .filter(|e| e.kind == "summary.all_complete")
+        .count()
 }

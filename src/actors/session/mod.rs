@@ -145,6 +145,11 @@ impl SessionActor {
         self.unwatch_output();
         self.supervisor.do_send(SessionEnded {
             id: self.id.clone(),
+            project: self
+                .snapshot
+                .as_ref()
+                .map(|s| s.session.project.clone())
+                .unwrap_or_default(),
         });
     }
 

@@ -67,6 +67,8 @@ pub struct ReactionPolicy {
     pub auto_merge: bool,
     /// Merge method for auto-merge.
     pub merge_method: MergeMethod,
+    /// all-complete lists every session in its notification.
+    pub include_summary: bool,
 }
 
 impl ReactionPolicy {
@@ -80,6 +82,7 @@ impl ReactionPolicy {
             escalate_after: None,
             threshold: None,
             auto_merge: false,
+            include_summary: false,
             merge_method: MergeMethod::Squash,
         }
     }
@@ -191,6 +194,7 @@ impl Policy {
             "all-complete",
             ReactionPolicy {
                 priority: Some(Priority::Info),
+                include_summary: true,
                 ..ReactionPolicy::new(Notify)
             },
         );

@@ -146,6 +146,8 @@ pub struct CheckReady;
 pub struct SessionEnded {
     /// Session id.
     pub id: SessionId,
+    /// Its project (whose all-complete may now be due).
+    pub project: String,
 }
 
 /// Sent by the app's interval: a cheap safety reconcile of every live session.

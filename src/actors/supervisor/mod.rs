@@ -247,6 +247,10 @@ impl Actor for FleetSupervisor {
                         for o in find_orphans(&fleet).await {
                             tracing::warn!(kind = %o.kind, name = %o.name, detail = %o.detail, "orphan found at start-up");
                         }
+                        // Finishes an all-complete that a crash interrupted.
+                        for project in fleet.projects.keys() {
+                            check_all_complete(&fleet, project).await;
+                        }
                     });
                 }
                 Err(e) => {
@@ -255,6 +259,14 @@ impl Actor for FleetSupervisor {
                 }
             }),
         );
+    }
+}
+
+/// Fires the project's all-complete reaction if it is due; failures are logged (the next
+/// session end or start-up checks again).
+async fn check_all_complete(fleet: &Fleet, project: &str) {
+    if let Err(e) = crate::actors::all_complete::check(fleet, project).await {
+        tracing::warn!(%project, error = ?e, "checking all-complete failed");
     }
 }
 
@@ -682,6 +694,8 @@ impl Handler<SessionEnded> for FleetSupervisor {
     type Result = ();
     fn handle(&mut self, msg: SessionEnded, _ctx: &mut Self::Context) {
         self.sessions.remove(&msg.id);
+        let fleet = self.fleet.clone();
+        actix::spawn(async move { check_all_complete(&fleet, &msg.project).await });
     }
 }
 
