@@ -98,6 +98,15 @@ impl OutboxSettings {
             .saturating_mul(2u32.saturating_pow(doublings))
             .min(self.backoff_max)
     }
+
+    /// [`Self::backoff`] with "equal jitter": half of it fixed, the other half scaled by
+    /// `unit` (in `0..=1`). Receivers that failed for everyone at once (an outage, a restart)
+    /// then don't get every retry back in the same instant.
+    pub fn jittered(&self, attempt: i64, unit: f64) -> Duration {
+        let full = self.backoff(attempt);
+        let half = full / 2;
+        half + half.mul_f64(unit.clamp(0.0, 1.0))
+    }
 }
 
 /// One notifier and its delivery state.
@@ -425,7 +434,9 @@ impl OutboxActor {
                     let wait = e.retry_after().map(|d| d.min(cfg.max_retry_after));
                     let err = Some(e.to_string());
                     if e.is_retriable() && attempts < i64::from(cfg.max_attempts) {
-                        let delay = cfg.backoff(attempts).max(wait.unwrap_or_default());
+                        let delay = cfg
+                            .jittered(attempts, rand::random::<f64>())
+                            .max(wait.unwrap_or_default());
                         let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
                         (NotificationStatus::Pending, next, err, "retried", wait)
                     } else {
@@ -633,6 +644,15 @@ mod tests {
         assert_eq!(secs, [1, 2, 4, 8, 10, 10]);
         assert_eq!(c.backoff(0).as_secs(), 1);
         assert_eq!(c.backoff(i64::MAX).as_secs(), 10);
+    }
+
+    #[test]
+    fn jitter_keeps_at_least_half_of_the_backoff_and_never_more() {
+        let c = cfg();
+        assert_eq!(c.jittered(3, 0.0), Duration::from_secs(2));
+        assert_eq!(c.jittered(3, 1.0), Duration::from_secs(4));
+        assert_eq!(c.jittered(3, 0.5), Duration::from_secs(3));
+        assert_eq!(c.jittered(3, 7.0), Duration::from_secs(4), "clamped");
     }
 
     fn row(id: &str, priority: &str, session: &str) -> NotificationRecord {
