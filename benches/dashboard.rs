@@ -187,6 +187,7 @@ fn server_main() {
             check_report_token: Arc::new(|_, _| false),
             github_webhook_secret: None,
             chat_inbox: None,
+            chat_conversations: None,
             chat_webhooks: Default::default(),
             outbox: flotilla::notify::outbox::OutboxActor::new(
                 store.clone(),

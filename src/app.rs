@@ -426,6 +426,7 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             github_webhook_secret: settings.github.webhook_secret.clone(),
             chat_inbox: Some(chat.inbox.clone()),
+            chat_conversations: Some(chat.supervisor.clone().recipient()),
             chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),
         };
         let shutdown = settings.server.shutdown_timeout.get();

@@ -733,6 +733,15 @@ function scheduleConversations() {
   app.convTimer = setTimeout(() => { app.convTimer = 0; loadConversations(); }, 500);
 }
 
+// Where a conversation stands: running its turn, waiting at a place in line, or idle.
+function standing(c) {
+  const more = (c.pending || 0) - (c.running || c.queue_position ? 1 : 0);
+  const extra = more > 0 ? ` (+${more} queued)` : '';
+  if (c.running) return `running${extra}`;
+  if (c.queue_position) return `#${c.queue_position} in line${extra}`;
+  return c.pending ? `${c.pending} queued` : 'idle';
+}
+
 async function loadConversations() {
   let list;
   try {
@@ -744,12 +753,11 @@ async function loadConversations() {
   }
   $('conversations-empty').hidden = list.length > 0;
   $('conversations-body').innerHTML = list.map((c) => {
-    // The chat bridge adds queue and last-message fields; show them when present.
-    const queue = c.queue_position ?? c.queued ?? c.queue ?? null;
-    const last = c.last_message ? (c.last_message.body ?? c.last_message.text ?? c.last_message) : null;
+    const m = c.last_message;
+    const last = m ? `${m.author}: ${firstLine(m.body, 120)}` : '—';
     return `<tr data-id="${esc(c.id)}"><td>${esc(c.thread)}</td><td>${esc(c.platform)}</td>
-      <td>${esc(c.codebase || c.cwd || '—')}</td><td>${queue === null ? '—' : esc(typeof queue === 'object' ? JSON.stringify(queue) : queue)}</td>
-      <td>${last === null ? '—' : esc(firstLine(typeof last === 'string' ? last : JSON.stringify(last), 120))}</td>
+      <td>${esc(c.codebase || c.cwd || '—')}</td><td class="queue">${esc(standing(c))}</td>
+      <td class="last" title="${esc(m ? m.status : '')}">${esc(last)}</td>
       <td><time data-at="${esc(c.updated_at)}">${age(c.updated_at)}</time> ago</td></tr>`;
   }).join('');
 }

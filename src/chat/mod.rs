@@ -10,6 +10,7 @@
 //!
 //! The actors in `actors::chat` do the I/O these decisions call for.
 
+pub mod overview;
 pub mod parse;
 pub mod paths;
 pub mod template;

@@ -6,14 +6,18 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::actors::chat::messages::GetConversations;
+use crate::actors::chat::scheduler::Standing;
 use crate::actors::supervisor::messages::ListConversations;
-use crate::store::ConversationRecord;
+use crate::chat::overview::{overview, ConversationView};
+use crate::store::{ChatActivity, ConversationRecord};
 
 /// The list answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ConversationList {
-    /// Conversations, most recent first.
-    pub conversations: Vec<ConversationRecord>,
+    /// Conversations, most recently active first, with their queued messages, newest message
+    /// and place in line for a turn.
+    pub conversations: Vec<ConversationView>,
 }
 
 /// Lists conversations.
@@ -23,7 +27,18 @@ pub struct ConversationList {
 #[utoipa::path(get, path = "/api/v1/conversations",
     responses((status = 200, body = ConversationList), (status = 401)))]
 pub async fn list(state: web::Data<AppState>) -> Result<web::Json<ConversationList>, ApiError> {
-    let conversations = state.supervisor.send(ListConversations).await??;
+    let conversations = match &state.chat_conversations {
+        Some(chat) => chat
+            .send(GetConversations)
+            .await?
+            .map_err(crate::actors::supervisor::FleetError::from)?,
+        // No bridge running: the records, nothing waiting.
+        None => overview(
+            state.supervisor.send(ListConversations).await??,
+            &ChatActivity::default(),
+            &Standing::default(),
+        ),
+    };
     Ok(web::Json(ConversationList { conversations }))
 }
 

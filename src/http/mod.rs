@@ -69,6 +69,8 @@ pub struct AppState {
     pub chat_inbox: Option<std::sync::Arc<dyn crate::plugins::ChatInbox>>,
     /// Secrets and bot identities of the chat platforms' webhooks.
     pub chat_webhooks: webhooks_chat::ChatWebhookSettings,
+    /// The chat bridge's conversations with their queues (`None`: the stored records only).
+    pub chat_conversations: Option<Recipient<crate::actors::chat::messages::GetConversations>>,
 }
 
 /// Registers every route on an actix-web `App`.

@@ -304,6 +304,15 @@ pub trait Store: Send + Sync + 'static {
         Err(chat_unsupported())
     }
 
+    /// The newest message of every conversation that has one, and how many messages each
+    /// has queued or running (for the conversations page: two reads, however many there are).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn chat_activity(&self) -> StoreResult<ChatActivity> {
+        Err(chat_unsupported())
+    }
+
     /// Creates or replaces a global chat template.
     ///
     /// # Errors

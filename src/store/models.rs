@@ -555,3 +555,12 @@ pub struct NotificationRecord {
     /// For a `digested` notification, the digest that carried it.
     pub digest_id: Option<String>,
 }
+
+/// What the chat inbox holds per conversation (see `Store::chat_activity`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatActivity {
+    /// The newest message of each conversation that has any, oldest conversation first.
+    pub latest: Vec<ChatMessageRecord>,
+    /// Messages queued or running, per conversation id (absent = none).
+    pub pending: std::collections::BTreeMap<String, i64>,
+}

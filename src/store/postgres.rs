@@ -22,10 +22,10 @@ use sqlx::{Decode, Postgres, QueryBuilder, Row, Type};
 use super::{
     activity_str, clamp_limit, column_err, parse_activity, parse_message_status,
     parse_notification_status, parse_state, pr_from_columns, session_not_found, terminal_states,
-    write_err, ChatMessageRecord, ChatTemplateRecord, ConversationRecord, EventRecord,
-    MessageStatus, NewEvent, NewSession, NotificationRecord, NotificationStatus, ReactionTracker,
-    SessionFilter, SessionId, SessionRecord, SessionSnapshot, SessionState, Store, StoreError,
-    StoreResult, TimerRecord, TransitionCommit, WebhookDelivery,
+    write_err, ChatActivity, ChatMessageRecord, ChatTemplateRecord, ConversationRecord,
+    EventRecord, MessageStatus, NewEvent, NewSession, NotificationRecord, NotificationStatus,
+    ReactionTracker, SessionFilter, SessionId, SessionRecord, SessionSnapshot, SessionState, Store,
+    StoreError, StoreResult, TimerRecord, TransitionCommit, WebhookDelivery,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -923,6 +923,31 @@ impl Store for PostgresStore {
         .iter()
         .map(message_from_row)
         .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn chat_activity(&self) -> StoreResult<ChatActivity> {
+        let latest = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE id IN \
+             (SELECT MAX(id) FROM chat_messages GROUP BY conversation_id) ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(message_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        let pending: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT conversation_id, COUNT(*) FROM chat_messages \
+             WHERE status IN ('queued', 'running') GROUP BY conversation_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ChatActivity {
+            latest,
+            pending: pending.into_iter().collect(),
+        })
     }
 
     #[tracing::instrument(skip_all)]

@@ -155,6 +155,7 @@ store_suite!(
     notifications_are_listed_counted_deferred_and_folded_into_digests,
     the_board_reads_each_sessions_latest_event_and_all_trackers,
     the_newest_event_of_a_kind_is_found_per_project,
+    chat_activity_has_each_conversations_newest_message_and_pending_count,
 );
 
 // ---- fixtures --------------------------------------------------------------------------------
@@ -1622,5 +1623,56 @@ async fn the_newest_event_of_a_kind_is_found_per_project(store: SharedStore) {
         created("demo-project").await,
         Some(first),
         "other kinds don't count"
+    );
+}
+
+async fn chat_activity_has_each_conversations_newest_message_and_pending_count(store: SharedStore) {
+    let a = store
+        .upsert_conversation("telegram", "a", at(0))
+        .await
+        .expect("conversation");
+    let b = store
+        .upsert_conversation("slack", "b", at(0))
+        .await
+        .expect("conversation");
+    store
+        .upsert_conversation("discord", "quiet", at(0))
+        .await
+        .expect("conversation");
+    let mut ids = Vec::new();
+    for (i, body) in ["one", "two", "three"].iter().enumerate() {
+        let m = store
+            .enqueue_chat_message(&a.id, &format!("m{i}"), "ada", body, at(i as i64))
+            .await
+            .expect("enqueue")
+            .expect("new");
+        ids.push(m.id);
+    }
+    store
+        .set_chat_message_status(ids[0], MessageStatus::Done)
+        .await
+        .expect("status");
+    let only = store
+        .enqueue_chat_message(&b.id, "x", "bob", "hello", at(5))
+        .await
+        .expect("enqueue")
+        .expect("new");
+    store
+        .set_chat_message_status(only.id, MessageStatus::Failed)
+        .await
+        .expect("status");
+
+    let act = store.chat_activity().await.expect("activity");
+    let newest: Vec<(&str, &str)> = act
+        .latest
+        .iter()
+        .map(|m| (m.conversation_id.as_str(), m.body.as_str()))
+        .collect();
+    assert_eq!(newest, [(a.id.as_str(), "three"), (b.id.as_str(), "hello")]);
+    assert_eq!(act.latest[1].status, MessageStatus::Failed);
+    assert_eq!(
+        act.pending.into_iter().collect::<Vec<_>>(),
+        [(a.id.clone(), 2)],
+        "two of a's wait; b's failed; quiet has none"
     );
 }

@@ -287,6 +287,35 @@ async fn at_most_max_concurrent_conversations_run_and_the_rest_wait_in_fifo_orde
         "{metrics}"
     );
     assert_eq!(c.starts().len(), 2, "the third waits");
+    // The conversations list shows who runs, who waits and at which place, and what they said.
+    let (status, v) = c.app.get("/api/v1/conversations").await;
+    assert_eq!(status, 200, "{v}");
+    let by_thread: std::collections::BTreeMap<String, Value> = v["conversations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["thread"].as_str().unwrap_or_default().to_string(),
+                c.clone(),
+            )
+        })
+        .collect();
+    for t in ["x", "y"] {
+        let row = &by_thread[t];
+        assert_eq!(row["running"], true, "{row}");
+        assert_eq!(row["queue_position"], Value::Null, "{row}");
+        assert_eq!(row["pending"], 1, "{row}");
+        assert_eq!(row["last_message"]["status"], "running", "{row}");
+    }
+    let z = &by_thread["z"];
+    assert_eq!(
+        (&z["running"], &z["queue_position"], &z["pending"]),
+        (&json!(false), &json!(1), &json!(1)),
+        "{z}"
+    );
+    let body = z["last_message"]["body"].as_str().unwrap_or_default();
+    assert!(body.starts_with("hold WAIT:"), "{z}");
     std::fs::write(c.gate("x"), "").expect("gate");
     std::fs::write(c.gate("z"), "").expect("gate");
     c.wait_reply("z", "echo: hold").await;

@@ -78,11 +78,21 @@ async fn seed_ended_sessions(home: &Path, n: usize) {
             .await
             .expect("commit");
     }
-    // One chat conversation (the chat bridge is not built yet; its rows are).
-    store
+    // One chat conversation with a message from ada.
+    let conv = store
         .upsert_conversation("telegram", "chat-42", chrono::Utc::now())
         .await
         .expect("conversation");
+    store
+        .enqueue_chat_message(
+            &conv.id,
+            "m-1",
+            "ada",
+            "please fix the login page\nit 500s on submit",
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("message");
 }
 
 fn ci() -> bool {

@@ -291,6 +291,10 @@ describe('dashboard', () => {
     const row = p.locator('#conversations-body tr[data-id="telegram:chat-42"]');
     await row.waitFor({ timeout: WAIT });
     assert.match(await row.innerText(), /telegram/);
+    // Its newest message, first line only, with its author.
+    await row.locator('td.last', { hasText: 'ada: please fix the login page' }).waitFor({ timeout: WAIT });
+    assert.doesNotMatch(await row.locator('td.last').innerText(), /500s/);
+    assert.match(await row.locator('td.queue').innerText(), /^(running|idle|#\d+ in line|\d+ queued)/);
     await p.click('a[data-nav="board"]');
     await p.locator('#view-board').waitFor({ state: 'visible', timeout: WAIT });
     await ctx.close();

@@ -59,3 +59,9 @@ pub struct ChatStats {
     /// Live conversation actors.
     pub actors: usize,
 }
+
+/// Sent by the HTTP layer: every conversation with its inbox and its place in line, most
+/// recently active first.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<crate::chat::overview::ConversationView>, crate::store::StoreError>")]
+pub struct GetConversations;

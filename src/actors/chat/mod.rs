@@ -31,7 +31,8 @@ use actix::prelude::*;
 
 use self::conversation::ConversationActor;
 use self::messages::{
-    CancelTurn, ChatStats, ConversationIdle, GetChatStats, Process, StopConversation, Wake,
+    CancelTurn, ChatStats, ConversationIdle, GetChatStats, GetConversations, Process,
+    StopConversation, Wake,
 };
 use self::platforms::ChatPlatforms;
 use self::scheduler::Scheduler;
@@ -214,6 +215,26 @@ impl Handler<ConversationIdle> for ChatSupervisor {
                 self.conversations.remove(&msg.conversation);
             }
         }
+    }
+}
+
+impl Handler<GetConversations> for ChatSupervisor {
+    type Result = ResponseFuture<
+        Result<Vec<crate::chat::overview::ConversationView>, crate::store::StoreError>,
+    >;
+    fn handle(&mut self, _msg: GetConversations, _ctx: &mut Self::Context) -> Self::Result {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            let conversations = ctx.store.list_conversations().await?;
+            let activity = ctx.store.chat_activity().await?;
+            // Read after the store: a turn that started meanwhile shows as running, not queued.
+            let standing = ctx.scheduler.standing();
+            Ok(crate::chat::overview::overview(
+                conversations,
+                &activity,
+                &standing,
+            ))
+        })
     }
 }
 

@@ -340,19 +340,21 @@ async fn run_assistant(
     let cancel = handles.begin();
     let queued_ctx = ctx.clone();
     let queued_id = conversation.clone();
-    let slot_wait = ctx.scheduler.acquire(&conv.platform, move |pos| {
-        let max = queued_ctx.settings.max_concurrent;
-        actix::spawn(async move {
-            reply_to(
-                &queued_ctx,
-                &queued_id,
-                &format!(
-                    "⏳ All {max} assistant slots are busy; you are number {pos} in the queue."
-                ),
-            )
-            .await;
+    let slot_wait = ctx
+        .scheduler
+        .acquire(&conversation, &conv.platform, move |pos| {
+            let max = queued_ctx.settings.max_concurrent;
+            actix::spawn(async move {
+                reply_to(
+                    &queued_ctx,
+                    &queued_id,
+                    &format!(
+                        "⏳ All {max} assistant slots are busy; you are number {pos} in the queue."
+                    ),
+                )
+                .await;
+            });
         });
-    });
     let slot = tokio::select! {
         biased;
         _ = cancel.notified() => {
