@@ -27,6 +27,11 @@ pub const TIMER_MERGE_GRACE: &str = "merge_grace";
 pub const TIMER_ABANDON: &str = "abandon";
 /// Prefix of escalation timers (`escalate:{reaction}`).
 pub const TIMER_ESCALATE: &str = "escalate:";
+/// Appended to the merge-conflicts fingerprint when its episode ends, so the same conflict
+/// coming back is a new episode.
+pub const EPISODE_OVER: &str = "#cleared";
+/// Failed automatic merges retried before a human is told (approved-and-green `retries`).
+const DEFAULT_MERGE_RETRIES: u32 = 2;
 
 /// Something that happened to a session, stamped with the time it was observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +110,13 @@ pub enum EventKind {
         summary: String,
         /// Identifies the conflict episode.
         fingerprint: String,
+    },
+    /// The PR no longer conflicts with its base: the conflict episode is over.
+    ConflictsCleared,
+    /// An automatic merge was refused (the reason as the SCM gave it).
+    MergeFailed {
+        /// Why, e.g. "405 Pull Request is not mergeable".
+        reason: String,
     },
     /// The PR was merged.
     PrMerged,
@@ -205,6 +217,8 @@ impl EventKind {
             EventKind::Approved => "review.approved",
             EventKind::MergeReady => "merge.ready",
             EventKind::MergeConflicts { .. } => "merge.conflicts",
+            EventKind::ConflictsCleared => "merge.conflicts_cleared",
+            EventKind::MergeFailed { .. } => "merge.failed",
             EventKind::PrMerged => "pr.merged",
             EventKind::PrClosed => "pr.closed",
             EventKind::KillRequested { .. } => "session.kill_requested",
@@ -661,6 +675,54 @@ impl Machine<'_> {
                 }
                 Outcome::Applied
             }
+            EventKind::ConflictsCleared => {
+                let Some(t) = self.s.trackers.get_mut("merge-conflicts") else {
+                    return self.ignore("merge.conflicts_cleared");
+                };
+                match t.fingerprint.as_mut() {
+                    Some(fp) if !fp.ends_with(EPISODE_OVER) => fp.push_str(EPISODE_OVER),
+                    _ => return Outcome::Noop("no conflict episode open".into()),
+                }
+                // Attempts stay (a flapping conflict must not reset them, ao #1531); the
+                // episode's escalation is moot.
+                self.disarm(&format!("{TIMER_ESCALATE}merge-conflicts"));
+                Outcome::Applied
+            }
+            EventKind::MergeFailed { reason } => {
+                if st != S::Mergeable {
+                    return self.ignore("merge.failed");
+                }
+                // Back to approved: the next observation that finds the PR still ready merges
+                // again, until the reaction's retries are spent and a human is told.
+                self.set_state(S::Approved, Some("merge_failed"));
+                let key = "approved-and-green";
+                let retries = self
+                    .policy
+                    .reactions
+                    .get(key)
+                    .and_then(|r| r.retries)
+                    .unwrap_or(DEFAULT_MERGE_RETRIES);
+                let spent = self
+                    .s
+                    .trackers
+                    .get(key)
+                    .is_some_and(|t| !t.escalated && t.attempts > i64::from(retries));
+                if spent {
+                    if let Some(t) = self.s.trackers.get_mut(key) {
+                        t.escalated = true;
+                    }
+                    self.effects.push(Effect::Notify {
+                        reaction: Some(key.into()),
+                        priority: Priority::Action,
+                        message: format!(
+                            "Auto-merge failed {} times; merge it by hand. Last error: {reason}",
+                            retries + 1
+                        ),
+                        escalation: true,
+                    });
+                }
+                Outcome::Applied
+            }
             EventKind::PrMerged => {
                 if st.is_terminal() || st == S::Merged {
                     return self.ignore("pr.merged");
@@ -824,6 +886,26 @@ impl Machine<'_> {
         Outcome::Applied
     }
 
+    /// Whether what triggered `reaction` is still the case: an escalation deadline that
+    /// passes after the agent fixed CI or answered the review tells nobody anything.
+    fn condition_holds(&self, reaction: &str) -> bool {
+        let st = self.state();
+        match reaction {
+            "ci-failed" => st == S::CiFailed,
+            "changes-requested" => st == S::ChangesRequested,
+            "merge-conflicts" => self
+                .s
+                .trackers
+                .get(reaction)
+                .and_then(|t| t.fingerprint.as_deref())
+                .is_some_and(|fp| !fp.ends_with(EPISODE_OVER)),
+            "agent-stuck" => st == S::Stuck,
+            "agent-needs-input" => st == S::NeedsInput,
+            "agent-idle" => self.s.session.activity == Activity::Idle,
+            _ => true,
+        }
+    }
+
     fn pr_live(&self) -> bool {
         self.state().has_open_pr()
             || (self.s.session.pr.is_some() && matches!(self.state(), S::Working | S::Stuck))
@@ -909,7 +991,7 @@ impl Machine<'_> {
                     .get(key)
                     .map(|t| !t.escalated)
                     .unwrap_or(false);
-                if due && !st.is_terminal() {
+                if due && !st.is_terminal() && self.condition_holds(key) {
                     self.escalate(key);
                 }
             }
@@ -929,6 +1011,9 @@ impl Machine<'_> {
         };
         self.bump(key, None);
         if r.auto && (r.auto_merge || r.action == ReactionAction::AutoMerge) {
+            if self.s.trackers.get(key).is_some_and(|t| t.escalated) {
+                return; // merges kept failing and a human was told: theirs now
+            }
             self.effects.push(Effect::Merge {
                 method: r.merge_method,
             });

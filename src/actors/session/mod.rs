@@ -515,10 +515,12 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
         Effect::Merge { method } => match scm::merge(fleet, s, method).await {
             Ok(()) => Some(EventKind::PrMerged),
             Err(e) => {
-                // The next observation shows why (conflicts, a moved head, a closed PR) and
-                // the machine reacts to that; a human can still merge through the API.
+                // The machine goes back to approved and retries on the next observation
+                // that finds the PR ready, then tells a human.
                 tracing::warn!(error = %e, "auto-merge failed");
-                None
+                Some(EventKind::MergeFailed {
+                    reason: e.to_string(),
+                })
             }
         },
         Effect::Log { message } => {

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use super::machine::EventKind;
+use super::machine::{EventKind, EPISODE_OVER};
 use crate::plugins::{CiSummary, PrStatus, ReviewFeedback, ReviewThread};
 use crate::store::{PrRef, SessionSnapshot, SessionState as S};
 
@@ -161,6 +161,11 @@ pub fn events(s: &SessionSnapshot, pr: &PrStatus, details: &PrDetails) -> Vec<Ev
                 fingerprint: fp,
             });
         }
+    } else if pr.mergeable == Some(true)
+        && tracker_fp(s, "merge-conflicts").is_some_and(|fp| !fp.ends_with(EPISODE_OVER))
+    {
+        // Only a computed "mergeable" ends an episode: `None` means GitHub is still working.
+        out.push(EventKind::ConflictsCleared);
     }
     if ci_failing(pr) {
         let fp = ci_fingerprint(pr);

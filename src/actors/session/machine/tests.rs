@@ -140,6 +140,13 @@ fn samples() -> Vec<(&'static str, EventKind)> {
         ),
         ("merged", EventKind::PrMerged),
         ("closed", EventKind::PrClosed),
+        ("conflicts_cleared", EventKind::ConflictsCleared),
+        (
+            "merge_failed",
+            EventKind::MergeFailed {
+                reason: "405 not mergeable".into(),
+            },
+        ),
         (
             "kill",
             EventKind::KillRequested {
@@ -187,22 +194,22 @@ fn samples() -> Vec<(&'static str, EventKind)> {
 /// er errored, kd killed, dn done, tm terminated.
 #[rustfmt::skip]
 const TABLE: &[(&str, &str)] = &[
-    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls kill rest tsp tst tid tmg tesc gave report usage
-    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = kd ! er = = = = er = ="),
-    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = kd ! = st = = = er = ="),
-    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk kd ! = st = = = er = ="),
-    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk kd ! = = = = = er = ="),
-    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk kd ! = = = = = er = ="),
-    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk kd ! = = = = = er = ="),
-    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk kd ! = = = = = er = ="),
-    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk kd ! = = = = = er = ="),
-    ("merged"              , "= = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! ="),
-    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = kd ! = = = = = er wk ="),
-    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = kd sp = = = = = er wk ="),
-    ("errored"             , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("killed"              , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("done"                , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls clr mf kill rest tsp tst tid tmg tesc gave report usage
+    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = = = kd ! er = = = = er = ="),
+    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = = = kd ! = st = = = er = ="),
+    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk = = kd ! = st = = = er = ="),
+    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk = = kd ! = = = = = er = ="),
+    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk = = kd ! = = = = = er = ="),
+    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk = = kd ! = = = = = er = ="),
+    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk = = kd ! = = = = = er = ="),
+    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk = ap kd ! = = = = = er = ="),
+    ("merged"              , "= = = = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! ="),
+    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = = = kd ! = = = = = er wk ="),
+    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = = = kd sp = = = = = er wk ="),
+    ("errored"             , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("killed"              , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("done"                , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
 ];
 
 fn abbrev(s: &str) -> Option<SessionState> {
@@ -861,4 +868,104 @@ fn a_spent_project_budget_stops_the_next_spending_session() {
         &p,
     );
     assert_eq!(out.snapshot.session.state, SessionState::Killed);
+}
+
+fn merging_policy() -> Policy {
+    let mut p = Policy::defaults();
+    if let Some(r) = p.reactions.get_mut("approved-and-green") {
+        r.auto_merge = true;
+    }
+    p
+}
+
+fn run(
+    s: &SessionSnapshot,
+    kind: EventKind,
+    min: i64,
+    p: &Policy,
+) -> (SessionSnapshot, Vec<Effect>) {
+    let out = step(s, &Event { at: at(min), kind }, p);
+    (out.snapshot, out.effects)
+}
+
+#[test]
+fn a_refused_auto_merge_is_retried_then_handed_to_a_human_once() {
+    let p = merging_policy();
+    let mut s = fresh(SessionState::Approved);
+    s.session.pr = Some(pr(8));
+    let failed = || EventKind::MergeFailed {
+        reason: "405 Pull Request is not mergeable".into(),
+    };
+    let mut merges = 0;
+    let mut told = Vec::new();
+    for round in 0..5 {
+        let (next, effects) = run(&s, EventKind::MergeReady, round * 2, &p);
+        merges += effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Merge { .. }))
+            .count();
+        let (next, effects) = run(&next, failed(), round * 2 + 1, &p);
+        assert_eq!(next.session.state, SessionState::Approved, "round {round}");
+        told.extend(effects.into_iter().filter_map(|e| match e {
+            Effect::Notify {
+                message,
+                escalation: true,
+                ..
+            } => Some(message),
+            _ => None,
+        }));
+        s = next;
+    }
+    assert_eq!(merges, 3, "the first try and two retries");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("405 Pull Request is not mergeable"),
+        "{told:?}"
+    );
+    // A failure report outside `mergeable` is stale.
+    let (_, effects) = run(&fresh(SessionState::Working), failed(), 20, &p);
+    assert!(effects.is_empty());
+}
+
+#[test]
+fn an_escalation_deadline_after_the_condition_cleared_tells_nobody() {
+    let p = Policy::defaults();
+    let mut s = fresh(SessionState::PrOpen);
+    s.session.pr = Some(pr(8));
+    let changes = EventKind::ChangesRequested {
+        summary: "a.rs:1 fix".into(),
+        fingerprint: "t1".into(),
+    };
+    let (s, effects) = run(&s, changes, 0, &p);
+    assert_eq!(sends(&effects), 1);
+    let deadline = s
+        .timers
+        .get("escalate:changes-requested")
+        .map(|t| t.deadline)
+        .expect("escalation armed");
+    // The agent answered and the PR was approved before the deadline.
+    let (s, _) = run(&s, EventKind::Approved, 10, &p);
+    let fire = Event {
+        at: deadline,
+        kind: EventKind::TimerFired {
+            kind: "escalate:changes-requested".into(),
+        },
+    };
+    let out = step(&s, &fire, &p);
+    assert_eq!(escalations(&out.effects), 0, "{:?}", out.effects);
+
+    // Still requesting changes at the deadline: escalated, once.
+    let mut s2 = fresh(SessionState::PrOpen);
+    s2.session.pr = Some(pr(8));
+    let (s2, _) = run(
+        &s2,
+        EventKind::ChangesRequested {
+            summary: "a.rs:1 fix".into(),
+            fingerprint: "t1".into(),
+        },
+        0,
+        &p,
+    );
+    let out = step(&s2, &fire, &p);
+    assert_eq!(escalations(&out.effects), 1);
 }

@@ -413,3 +413,27 @@ fn ao_22_a_batched_observation_needs_no_per_pr_calls_when_nothing_is_due() {
     );
     assert_eq!(needs(&s, &failing("a1")), Needs::default());
 }
+
+#[test]
+fn a_conflict_that_clears_and_comes_back_on_the_same_head_is_a_new_episode() {
+    let s = session(S::PrOpen, Some(5));
+    let mut conflicting = status("a1");
+    conflicting.conflicts = true;
+    conflicting.mergeable = Some(false);
+    let (s, effects) = apply(&s, &conflicting, &PrDetails::default());
+    assert_eq!(sends(&effects).len(), 1);
+    // GitHub still computing: not the end of the episode.
+    let mut unknown = status("a1");
+    unknown.mergeable = None;
+    assert!(events(&s, &unknown, &PrDetails::default()).is_empty());
+    // Clean again (the base moved back): the episode ends, once.
+    let clean = status("a1");
+    let (s, _) = apply(&s, &clean, &PrDetails::default());
+    assert!(!events(&s, &clean, &PrDetails::default())
+        .iter()
+        .any(|e| matches!(e, EventKind::ConflictsCleared)));
+    // The same head conflicts again: a new episode, a new instruction, attempts kept.
+    let (s, effects) = apply(&s, &conflicting, &PrDetails::default());
+    assert_eq!(sends(&effects).len(), 1);
+    assert_eq!(s.trackers["merge-conflicts"].attempts, 2);
+}
