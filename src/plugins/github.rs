@@ -147,7 +147,7 @@ const PR_FIELDS: &str = "number url isDraft state headRefName headRefOid baseRef
       ... on CheckRun { name status conclusion detailsUrl } \
       ... on StatusContext { context state targetUrl } } } } \
     reviewThreads(first: 50) { nodes { isResolved path line \
-      comments(first: 20) { nodes { author { login } body } } } }";
+      comments(first: 20) { nodes { author { login __typename } body } } } }";
 
 /// Builds the aliased query for `numbers` (aliases `pr<N>`).
 fn batch_query(numbers: &[i64]) -> String {
@@ -209,12 +209,14 @@ fn pr_from_graphql(v: &Value) -> PrStatus {
                         .as_array()
                         .map(|cs| {
                             cs.iter()
-                                .map(|c| ReviewComment {
-                                    author: c["author"]["login"]
-                                        .as_str()
-                                        .unwrap_or("ghost")
-                                        .to_string(),
-                                    body: str_of(c, "body"),
+                                .map(|c| {
+                                    let login = c["author"]["login"].as_str().unwrap_or("ghost");
+                                    ReviewComment {
+                                        author: login.to_string(),
+                                        body: str_of(c, "body"),
+                                        bot: c["author"]["__typename"] == "Bot"
+                                            || login.ends_with("[bot]"),
+                                    }
                                 })
                                 .collect()
                         })
@@ -711,6 +713,7 @@ impl Scm for GithubScm {
                 .map(|c| ReviewComment {
                     author: c["user"]["login"].as_str().unwrap_or("ghost").to_string(),
                     body: str_of(c, "body"),
+                    bot: c["user"]["type"] == "Bot",
                 })
                 .collect(),
         })

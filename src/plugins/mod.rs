@@ -448,6 +448,9 @@ pub struct ReviewComment {
     pub author: String,
     /// Markdown body.
     pub body: String,
+    /// Written by a bot (an automated reviewer such as Cursor's Bugbot, Copilot, CodeRabbit).
+    #[serde(default)]
+    pub bot: bool,
 }
 
 /// An inline review thread (the lifecycle cares about unresolved ones).

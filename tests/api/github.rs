@@ -163,6 +163,24 @@ async fn github_review_feedback_has_decision_unresolved_threads_bodies_and_comme
     );
     assert_eq!(f.comments.len(), 1);
     assert_eq!(f.comments[0].author, "carol");
+    assert!(!t.comments[0].bot && !f.comments[0].bot);
+    // An automated reviewer's thread is marked as a bot's (GraphQL types it `Bot`).
+    gh.add_review(
+        REPO,
+        n,
+        "cursor[bot]",
+        "COMMENTED",
+        "",
+        &[("src/lib.rs", 1, "Possible panic here.")],
+    )
+    .await;
+    let status = scm.pr_status(REPO, n).await.expect("status");
+    let bot: Vec<(&str, bool)> = status
+        .unresolved_threads
+        .iter()
+        .map(|t| (t.comments[0].author.as_str(), t.comments[0].bot))
+        .collect();
+    assert_eq!(bot, [("alice", false), ("cursor", true)]);
     gh.add_review(REPO, n, "alice", "APPROVED", "", &[]).await;
     assert_eq!(
         scm.pr_status(REPO, n).await.expect("status").review,

@@ -546,7 +546,7 @@ impl State {
             .map(|(id, resolved, cs)| {
                 json!({"id": format!("T_{id}"), "isResolved": resolved, "path": cs[0].path,
                     "line": cs[0].line,
-                    "comments": {"nodes": cs.iter().map(|c| json!({"author": {"login": c.user},
+                    "comments": {"nodes": cs.iter().map(|c| json!({"author": graphql_actor(&c.user),
                         "body": c.body, "url": self.review_comment_json(repo, c)["html_url"]})).collect::<Vec<_>>()}})
             })
             .collect();
@@ -2006,5 +2006,13 @@ impl FakeGithub {
                 }
             }
         });
+    }
+}
+
+/// A GraphQL `Actor`: bots are typed `Bot` and their login has no `[bot]` suffix.
+fn graphql_actor(login: &str) -> Value {
+    match login.strip_suffix("[bot]") {
+        Some(name) => json!({"login": name, "__typename": "Bot"}),
+        None => json!({"login": login, "__typename": "User"}),
     }
 }

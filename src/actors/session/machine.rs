@@ -113,6 +113,15 @@ pub enum EventKind {
     },
     /// The PR no longer conflicts with its base: the conflict episode is over.
     ConflictsCleared,
+    /// Automated reviewers (bots) left unresolved threads.
+    BotComments {
+        /// The threads as file:line, author, body.
+        summary: String,
+        /// Identifies this set of threads.
+        fingerprint: String,
+    },
+    /// Every bot thread is resolved: that episode is over.
+    BotCommentsResolved,
     /// An automatic merge was refused (the reason as the SCM gave it).
     MergeFailed {
         /// Why, e.g. "405 Pull Request is not mergeable".
@@ -218,6 +227,8 @@ impl EventKind {
             EventKind::MergeReady => "merge.ready",
             EventKind::MergeConflicts { .. } => "merge.conflicts",
             EventKind::ConflictsCleared => "merge.conflicts_cleared",
+            EventKind::BotComments { .. } => "review.bot_comments",
+            EventKind::BotCommentsResolved => "review.bot_comments_resolved",
             EventKind::MergeFailed { .. } => "merge.failed",
             EventKind::PrMerged => "pr.merged",
             EventKind::PrClosed => "pr.closed",
@@ -675,19 +686,26 @@ impl Machine<'_> {
                 }
                 Outcome::Applied
             }
-            EventKind::ConflictsCleared => {
-                let Some(t) = self.s.trackers.get_mut("merge-conflicts") else {
-                    return self.ignore("merge.conflicts_cleared");
-                };
-                match t.fingerprint.as_mut() {
-                    Some(fp) if !fp.ends_with(EPISODE_OVER) => fp.push_str(EPISODE_OVER),
-                    _ => return Outcome::Noop("no conflict episode open".into()),
+            EventKind::ConflictsCleared => self.end_episode("merge-conflicts"),
+            EventKind::BotComments {
+                summary,
+                fingerprint,
+            } => {
+                if !self.pr_live() {
+                    return self.ignore("review.bot_comments");
                 }
-                // Attempts stay (a flapping conflict must not reset them, ao #1531); the
-                // episode's escalation is moot.
-                self.disarm(&format!("{TIMER_ESCALATE}merge-conflicts"));
+                let before = self.s.trackers.get("bugbot-comments").cloned();
+                self.react(
+                    "bugbot-comments",
+                    Some(fingerprint),
+                    &format!("Automated review left comments on your PR. Address each one (or explain why it does not apply) and push.\n\n{summary}"),
+                );
+                if self.s.trackers.get("bugbot-comments") == before.as_ref() {
+                    return Outcome::Noop("these bot comments were already sent".into());
+                }
                 Outcome::Applied
             }
+            EventKind::BotCommentsResolved => self.end_episode("bugbot-comments"),
             EventKind::MergeFailed { reason } => {
                 if st != S::Mergeable {
                     return self.ignore("merge.failed");
@@ -886,6 +904,26 @@ impl Machine<'_> {
         Outcome::Applied
     }
 
+    /// Ends the open episode of a fingerprinted reaction (its fingerprint gets
+    /// [`EPISODE_OVER`]), so the same trigger returning is sent again. Attempts stay (a
+    /// flapping condition must not reset them, ao #1531); the episode's escalation is moot.
+    fn end_episode(&mut self, key: &str) -> Outcome {
+        let Some(fp) = self
+            .s
+            .trackers
+            .get_mut(key)
+            .and_then(|t| t.fingerprint.as_mut())
+        else {
+            return Outcome::Noop(format!("no {key} episode"));
+        };
+        if fp.ends_with(EPISODE_OVER) {
+            return Outcome::Noop(format!("no {key} episode open"));
+        }
+        fp.push_str(EPISODE_OVER);
+        self.disarm(&format!("{TIMER_ESCALATE}{key}"));
+        Outcome::Applied
+    }
+
     /// Whether what triggered `reaction` is still the case: an escalation deadline that
     /// passes after the agent fixed CI or answered the review tells nobody anything.
     fn condition_holds(&self, reaction: &str) -> bool {
@@ -893,7 +931,7 @@ impl Machine<'_> {
         match reaction {
             "ci-failed" => st == S::CiFailed,
             "changes-requested" => st == S::ChangesRequested,
-            "merge-conflicts" => self
+            "merge-conflicts" | "bugbot-comments" => self
                 .s
                 .trackers
                 .get(reaction)

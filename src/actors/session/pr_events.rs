@@ -47,12 +47,34 @@ pub fn ci_fingerprint(pr: &PrStatus) -> String {
     format!("{}:{}", pr.head_sha, failed.join(","))
 }
 
+/// Whether a thread was opened by an automated reviewer (its first comment is a bot's).
+fn by_bot(t: &ReviewThread) -> bool {
+    t.comments.first().is_some_and(|c| c.bot)
+}
+
+/// Unresolved threads opened by people (they are what "changes requested" is about).
+fn human_threads(pr: &PrStatus) -> impl Iterator<Item = &ReviewThread> {
+    pr.unresolved_threads.iter().filter(|t| !by_bot(t))
+}
+
+/// Unresolved threads opened by bots (the `bugbot-comments` reaction).
+fn bot_threads(pr: &PrStatus) -> impl Iterator<Item = &ReviewThread> {
+    pr.unresolved_threads.iter().filter(|t| by_bot(t))
+}
+
 /// Fingerprint of a change request: the unresolved threads (where and what was said), not the
 /// head: a push that does not resolve them must not send the same threads again.
 pub fn review_fingerprint(pr: &PrStatus) -> String {
-    let mut parts: Vec<String> = pr
-        .unresolved_threads
-        .iter()
+    format!("{}|{}", pr.review, threads_hash(human_threads(pr)))
+}
+
+/// Fingerprint of a set of unresolved bot threads.
+pub fn bot_fingerprint(pr: &PrStatus) -> String {
+    threads_hash(bot_threads(pr))
+}
+
+fn threads_hash<'a>(threads: impl Iterator<Item = &'a ReviewThread>) -> String {
+    let mut parts: Vec<String> = threads
         .map(|t| {
             let first = t.comments.first().map(|c| c.body.as_str()).unwrap_or("");
             format!(
@@ -65,7 +87,7 @@ pub fn review_fingerprint(pr: &PrStatus) -> String {
         })
         .collect();
     parts.sort();
-    format!("{}|{}", pr.review, short_hash(&parts.join("\n")))
+    short_hash(&parts.join("\n"))
 }
 
 /// A conflict episode: the head that conflicts (a new push starts a new episode).
@@ -95,7 +117,7 @@ fn ci_failing(pr: &PrStatus) -> bool {
 /// the decision says (ao scenario 10) — except once the PR is approved.
 fn changes_requested(pr: &PrStatus) -> bool {
     pr.review == "changes_requested"
-        || (pr.review != "approved" && !pr.unresolved_threads.is_empty())
+        || (pr.review != "approved" && human_threads(pr).next().is_some())
 }
 
 /// Which details [`events`] will need for this observation.
@@ -166,6 +188,17 @@ pub fn events(s: &SessionSnapshot, pr: &PrStatus, details: &PrDetails) -> Vec<Ev
     {
         // Only a computed "mergeable" ends an episode: `None` means GitHub is still working.
         out.push(EventKind::ConflictsCleared);
+    }
+    if bot_threads(pr).next().is_some() {
+        let fp = bot_fingerprint(pr);
+        if tracker_fp(s, "bugbot-comments") != Some(fp.as_str()) {
+            out.push(EventKind::BotComments {
+                summary: bot_summary(pr),
+                fingerprint: fp,
+            });
+        }
+    } else if tracker_fp(s, "bugbot-comments").is_some_and(|fp| !fp.ends_with(EPISODE_OVER)) {
+        out.push(EventKind::BotCommentsResolved);
     }
     if ci_failing(pr) {
         let fp = ci_fingerprint(pr);
@@ -295,9 +328,12 @@ fn thread_line(t: &ReviewThread) -> String {
 
 /// Unresolved review threads (file:line, author, body) and review bodies.
 pub fn review_summary(pr: &PrStatus, feedback: Option<&ReviewFeedback>) -> String {
-    let threads = feedback
+    let threads: Vec<&ReviewThread> = feedback
         .map(|f| f.unresolved_threads.as_slice())
-        .unwrap_or(&pr.unresolved_threads);
+        .unwrap_or(&pr.unresolved_threads)
+        .iter()
+        .filter(|t| !by_bot(t))
+        .collect();
     let mut out = format!("PR #{} ({}):\n", pr.number, pr.url);
     if let Some(f) = feedback {
         for r in f
@@ -314,6 +350,19 @@ pub fn review_summary(pr: &PrStatus, feedback: Option<&ReviewFeedback>) -> Strin
             out.push_str(&thread_line(t));
             out.push('\n');
         }
+    }
+    out
+}
+
+/// Bot threads as file:line, author, body.
+fn bot_summary(pr: &PrStatus) -> String {
+    let mut out = format!(
+        "PR #{} ({}):\n\nUnresolved automated review comments:\n",
+        pr.number, pr.url
+    );
+    for t in bot_threads(pr) {
+        out.push_str(&thread_line(t));
+        out.push('\n');
     }
     out
 }

@@ -142,6 +142,14 @@ fn samples() -> Vec<(&'static str, EventKind)> {
         ("closed", EventKind::PrClosed),
         ("conflicts_cleared", EventKind::ConflictsCleared),
         (
+            "bot_comments",
+            EventKind::BotComments {
+                summary: "lib.rs:4 bug".into(),
+                fingerprint: "b1".into(),
+            },
+        ),
+        ("bot_resolved", EventKind::BotCommentsResolved),
+        (
             "merge_failed",
             EventKind::MergeFailed {
                 reason: "405 not mergeable".into(),
@@ -194,22 +202,22 @@ fn samples() -> Vec<(&'static str, EventKind)> {
 /// er errored, kd killed, dn done, tm terminated.
 #[rustfmt::skip]
 const TABLE: &[(&str, &str)] = &[
-    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls clr mf kill rest tsp tst tid tmg tesc gave report usage
-    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = = = kd ! er = = = = er = ="),
-    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = = = kd ! = st = = = er = ="),
-    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk = = kd ! = st = = = er = ="),
-    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk = = kd ! = = = = = er = ="),
-    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk = = kd ! = = = = = er = ="),
-    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk = = kd ! = = = = = er = ="),
-    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk = = kd ! = = = = = er = ="),
-    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk = ap kd ! = = = = = er = ="),
-    ("merged"              , "= = = = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! ="),
-    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = = = kd ! = = = = = er wk ="),
-    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = = = kd sp = = = = = er wk ="),
-    ("errored"             , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("killed"              , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("done"                , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls clr bot bres mf kill rest tsp tst tid tmg tesc gave report usage
+    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = = = = = kd ! er = = = = er = ="),
+    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = = = = = kd ! = st = = = er = ="),
+    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk = = = = kd ! = st = = = er = ="),
+    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk = = = = kd ! = = = = = er = ="),
+    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk = = = = kd ! = = = = = er = ="),
+    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk = = = = kd ! = = = = = er = ="),
+    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk = = = = kd ! = = = = = er = ="),
+    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk = = = ap kd ! = = = = = er = ="),
+    ("merged"              , "= = = = = = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! ="),
+    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = = = = = kd ! = = = = = er wk ="),
+    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = = = = = kd sp = = = = = er wk ="),
+    ("errored"             , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("killed"              , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("done"                , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
 ];
 
 fn abbrev(s: &str) -> Option<SessionState> {

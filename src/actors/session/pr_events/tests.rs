@@ -82,6 +82,7 @@ fn threads() -> Vec<ReviewThread> {
             comments: vec![ReviewComment {
                 author: "rev".into(),
                 body: "rename this".into(),
+                bot: false,
             }],
         },
         ReviewThread {
@@ -91,6 +92,7 @@ fn threads() -> Vec<ReviewThread> {
             comments: vec![ReviewComment {
                 author: "rev".into(),
                 body: "handle the error".into(),
+                bot: false,
             }],
         },
     ]
@@ -436,4 +438,58 @@ fn a_conflict_that_clears_and_comes_back_on_the_same_head_is_a_new_episode() {
     let (s, effects) = apply(&s, &conflicting, &PrDetails::default());
     assert_eq!(sends(&effects).len(), 1);
     assert_eq!(s.trackers["merge-conflicts"].attempts, 2);
+}
+
+fn bot_thread() -> ReviewThread {
+    ReviewThread {
+        path: "src/lib.rs".into(),
+        line: Some(42),
+        resolved: false,
+        comments: vec![ReviewComment {
+            author: "cursor".into(),
+            body: "Possible null dereference here.".into(),
+            bot: true,
+        }],
+    }
+}
+
+#[test]
+fn bot_threads_are_bugbot_comments_not_a_change_request() {
+    let s = session(S::ReviewPending, Some(5));
+    let mut p = status("a1");
+    p.unresolved_threads = vec![bot_thread()];
+    let (s, effects) = apply(&s, &p, &PrDetails::default());
+    assert_eq!(
+        s.session.state,
+        S::ReviewPending,
+        "no human asked for changes"
+    );
+    let sent = sends(&effects);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains("src/lib.rs:42"), "{}", sent[0]);
+    assert!(sent[0].contains("Possible null dereference"), "{}", sent[0]);
+    assert_eq!(s.trackers["bugbot-comments"].attempts, 1);
+    // Seen again: nothing. Resolved: the episode ends. Back: sent again, attempts kept.
+    assert!(sends(&apply(&s, &p, &PrDetails::default()).1).is_empty());
+    let (s, _) = apply(&s, &status("a1"), &PrDetails::default());
+    let (s, effects) = apply(&s, &p, &PrDetails::default());
+    assert_eq!(sends(&effects).len(), 1);
+    assert_eq!(s.trackers["bugbot-comments"].attempts, 2);
+
+    // A human thread next to the bot's is a change request; its instruction lists only it.
+    let mut both = status("a1");
+    both.unresolved_threads = vec![bot_thread(), threads().remove(0)];
+    let (s2, effects) = apply(
+        &session(S::ReviewPending, Some(5)),
+        &both,
+        &PrDetails::default(),
+    );
+    assert_eq!(s2.session.state, S::ChangesRequested);
+    let sent = sends(&effects);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let review = sent
+        .iter()
+        .find(|m| m.contains("requested changes"))
+        .expect("review");
+    assert!(!review.contains("null dereference"), "{review}");
 }
