@@ -54,7 +54,7 @@ pub async fn github(
     let event = GithubEvent::parse(&event_name, &delivery_id, &body)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Chat bridge: a new comment mentioning the bot is stored before the delivery is recorded.
-    super::webhooks_chat::github_comment(&state, &event_name, &body).await?;
+    super::webhooks_chat::github_comment(&state, &event_name, &delivery_id, &body).await?;
     let payload = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::BadRequest("payload is not UTF-8".into()))?;
     let delivery = WebhookDelivery {

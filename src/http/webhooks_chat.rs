@@ -220,7 +220,12 @@ pub async fn jira(
 /// # Errors
 /// 503 when the inbox cannot store the message now. Without a running chat bridge the
 /// comment is skipped (logged), so lifecycle deliveries never fail for chat's sake.
-pub async fn github_comment(state: &AppState, event: &str, body: &[u8]) -> Result<(), ApiError> {
+pub async fn github_comment(
+    state: &AppState,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+) -> Result<(), ApiError> {
     let Some(bot) = state
         .chat_webhooks
         .github_bot_login
@@ -229,12 +234,24 @@ pub async fn github_comment(state: &AppState, event: &str, body: &[u8]) -> Resul
     else {
         return Ok(());
     };
-    if event != "issue_comment" && event != "pull_request_review_comment" {
+    if !matches!(
+        event,
+        "issue_comment" | "pull_request_review_comment" | "issues" | "pull_request"
+    ) {
         return Ok(());
     }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return Ok(());
     };
+    if let Some(closed) = github::parse_closed(event, delivery, &v) {
+        let Some(inbox) = state.chat_inbox.as_ref() else {
+            return Ok(());
+        };
+        return inbox.thread_closed(closed).await.map(|_| ()).map_err(|e| {
+            tracing::warn!(error = %e, "chat inbox refused a GitHub close");
+            ApiError::Unavailable("the chat inbox cannot store the close now; retry".into())
+        });
+    }
     let Some(m) = github::parse_comment(event, &v, bot) else {
         return Ok(());
     };

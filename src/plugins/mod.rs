@@ -741,6 +741,18 @@ pub trait ChatInbox: Send + Sync {
     /// # Errors
     /// The store refused: the adapter must not acknowledge (the platform redelivers).
     async fn receive(&self, message: InboundMessage) -> PluginResult<InboxReceipt>;
+
+    /// A thread was closed on its platform (a GitHub issue or PR; `message.meta` has
+    /// `event: closed`). Queued after the conversation's own messages when the conversation
+    /// exists, so its worktree is released in order; nothing happens otherwise. Not a user's
+    /// message: no allowlist applies. `true` when it was queued now.
+    ///
+    /// # Errors
+    /// The store refused: the adapter must not acknowledge.
+    async fn thread_closed(&self, message: InboundMessage) -> PluginResult<bool> {
+        let _ = message;
+        Ok(false)
+    }
 }
 
 /// A chat platform (Telegram, Discord, Slack, GitHub comments, Jira).

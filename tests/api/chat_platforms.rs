@@ -3,6 +3,7 @@
 //! Adapters are driven directly (a [`RecordingInbox`] stands in for the chat core where a
 //! test needs one); webhooks go through the real application.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::fake_discord::{self, FakeDiscord, BOT_ID};
 use crate::fake_jira::{self, FakeJira};
 use crate::fake_slack::{self, FakeSlack};
 use crate::fake_telegram::FakeTelegram;
-use crate::helpers::{eventually, spawn_app_with_env, Backend, TestApp, ECHO_AGENT};
+use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, TestApp, ECHO_AGENT};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -724,6 +725,62 @@ async fn chat_platforms_github_mention_gets_one_reply_and_the_reply_does_not_loo
     let convs = app.store.list_conversations().await.expect("list");
     assert_eq!(convs.len(), 1);
     assert_eq!(gh.count(kind), 1, "the bot answered its own comment");
+}
+
+/// Closing a GitHub issue releases the worktree its conversation used, whoever closed it (a
+/// close is not a message: no allowlist); closing an issue nobody talked about creates nothing.
+#[actix_web::test]
+async fn chat_platforms_closing_a_github_issue_removes_its_worktree() {
+    if !require_tool("git") {
+        return;
+    }
+    let gh = crate::fake_github::FakeGithub::start("ghp_test").await;
+    gh.create_repo("acme/app");
+    let n = gh.create_issue("acme/app", "Bug", "it breaks");
+    let quiet = gh.create_issue("acme/app", "Other", "nobody asks");
+    let app = chat_app(
+        &[
+            ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
+            ("FLOTILLA__GITHUB__TOKEN", "ghp_test"),
+            ("FLOTILLA__GITHUB__WEBHOOK_SECRET", GH_SECRET),
+            ("FLOTILLA__GITHUB__BOT_LOGIN", "flotilla[bot]"),
+        ],
+        "    github: [alice]\n",
+    )
+    .await;
+    gh.set_webhook(&format!("{}/webhooks/github", app.address), GH_SECRET);
+    gh.add_comment("acme/app", n, "alice", "@flotilla /status")
+        .await;
+    let id = format!("github:acme/app#{n}");
+    let wt = eventually(60, "the issue's worktree", || async {
+        let c = app.store.get_conversation(&id).await.ok()?;
+        c.worktree
+            .map(PathBuf::from)
+            .filter(|w| w.join(".git").exists())
+    })
+    .await;
+    assert!(wt.ends_with(format!("issue-{n}")), "{}", wt.display());
+
+    gh.close_issue("acme/app", n).await;
+    eventually(60, "the worktree removed", || async {
+        (!wt.exists()).then_some(())
+    })
+    .await;
+    let c = app.store.get_conversation(&id).await.expect("conversation");
+    assert_eq!(c.worktree, None);
+
+    gh.close_issue("acme/app", quiet).await;
+    eventually(30, "the quiet close delivered", || async {
+        gh.deliveries()
+            .iter()
+            .filter(|d| d.event == "issues" && d.status == 200)
+            .count()
+            .eq(&2)
+            .then_some(())
+    })
+    .await;
+    let convs = app.store.list_conversations().await.expect("list");
+    assert_eq!(convs.len(), 1, "a close creates no conversation");
 }
 
 /// A Telegram (long poll) app whose assistant is the scripted one, in `mode` (`batch` or

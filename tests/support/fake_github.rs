@@ -1816,6 +1816,24 @@ impl FakeGithub {
         n
     }
 
+    /// Closes issue `n` (as `octo`) and delivers the `issues` `closed` webhook.
+    pub async fn close_issue(&self, repo: &str, n: i64) {
+        {
+            let mut s = self.s();
+            if let Some(i) = s.repos.get_mut(repo).and_then(|r| r.issues.get_mut(&n)) {
+                i.2 = "closed";
+            }
+            let issue = s.issue_json(repo, n).expect("issue");
+            queue(
+                &mut s,
+                repo,
+                "issues",
+                json!({"action": "closed", "issue": issue}),
+            );
+        }
+        self.flush().await;
+    }
+
     /// Closes PR `n` without merging.
     pub async fn close_pr(&self, repo: &str, n: i64) {
         {

@@ -145,4 +145,41 @@ impl ChatInbox for StoreInbox {
             position,
         })
     }
+
+    async fn thread_closed(&self, m: InboundMessage) -> PluginResult<bool> {
+        let id = format!("{}:{}", m.platform, m.thread);
+        let conv = match self.store.get_conversation(&id).await {
+            Ok(c) => c,
+            Err(crate::store::StoreError::NotFound { .. }) => return Ok(false),
+            Err(e) => {
+                return Err(PluginError::Unreachable {
+                    service: "store",
+                    detail: e.to_string(),
+                })
+            }
+        };
+        let stored = self
+            .store
+            .enqueue_chat_message_with_meta(
+                &conv.id,
+                &m.message_id,
+                &m.author,
+                &m.text,
+                &m.meta,
+                Utc::now(),
+            )
+            .await
+            .map_err(|e| PluginError::Unreachable {
+                service: "store",
+                detail: e.to_string(),
+            })?;
+        if stored.is_some() {
+            self.supervisor.do_send(Wake {
+                conversation: conv.id,
+                cancel: false,
+                ahead: 0,
+            });
+        }
+        Ok(stored.is_some())
+    }
 }

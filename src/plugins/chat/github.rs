@@ -162,6 +162,36 @@ pub fn parse_comment(event: &str, body: &Value, bot_login: &str) -> Option<Inbou
     })
 }
 
+/// The close of an issue or PR, as a message for its conversation (`event: closed` in its
+/// meta): the bridge then releases the thread's worktree. `None` for any other delivery.
+pub fn parse_closed(event: &str, delivery: &str, body: &Value) -> Option<InboundMessage> {
+    if body["action"].as_str() != Some("closed") {
+        return None;
+    }
+    let (item, kind) = match event {
+        "issues" => (&body["issue"], "issue"),
+        "pull_request" => (&body["pull_request"], "pr"),
+        _ => return None,
+    };
+    let number = item["number"].as_i64()?;
+    let repo = body["repository"]["full_name"].as_str()?;
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("kind".to_string(), kind.to_string());
+    meta.insert("event".to_string(), "closed".to_string());
+    Some(InboundMessage {
+        platform: "github".into(),
+        thread: format!("{repo}#{number}"),
+        // A redelivery keeps its delivery id: the inbox stores the close once.
+        message_id: format!("closed-{delivery}"),
+        author: body["sender"]["login"]
+            .as_str()
+            .unwrap_or("github")
+            .to_string(),
+        text: "closed".into(),
+        meta,
+    })
+}
+
 /// What the chat bridge needs to prepare the thread's worktree (keys documented on
 /// [`InboundMessage::meta`]): `kind`, `base`, `repo_url`, `head` and `closes` for a PR, and
 /// `context` (the title and body, so the assistant knows what the thread is about).
