@@ -391,12 +391,23 @@ impl GithubScm {
             .inc();
         let remaining = header_i64(&headers, "x-ratelimit-remaining");
         if let Some(remaining) = remaining {
-            METRICS.github_rate_limit_remaining.set(remaining);
-            *lock(&self.rate) = Some(RateLimit {
+            let seen = RateLimit {
                 limit: header_i64(&headers, "x-ratelimit-limit").unwrap_or(0),
                 remaining,
                 reset: header_i64(&headers, "x-ratelimit-reset").unwrap_or(0),
+            };
+            let mut rate = lock(&self.rate);
+            // Requests run in parallel and answer out of order: once a window is exhausted,
+            // a later-arriving answer sent before that does not refill it.
+            let exhausted = rate.as_ref().is_some_and(|r| {
+                r.remaining == 0
+                    && r.reset >= seen.reset
+                    && r.reset > chrono::Utc::now().timestamp()
             });
+            if !exhausted {
+                METRICS.github_rate_limit_remaining.set(remaining);
+                *rate = Some(seen);
+            }
         }
         if status == 304 {
             if let Some((_, body)) = stored {
@@ -618,18 +629,19 @@ impl Scm for GithubScm {
     #[tracing::instrument(skip_all, fields(repo, sha = head_sha))]
     async fn ci(&self, repo: &str, head_sha: &str) -> PluginResult<CiSummary> {
         let base = self.repo_url(repo)?;
-        let runs = self
-            .get_all(
+        // Independent reads go out together: an instruction waits for the slowest, not the sum.
+        let status_url = format!("{base}/commits/{head_sha}/status");
+        let (runs, status) = futures::join!(
+            self.get_all(
                 "GET /repos/{owner}/{repo}/commits/{ref}/check-runs",
                 format!("{base}/commits/{head_sha}/check-runs?per_page=100"),
-            )
-            .await?;
-        let status = self
-            .get(
+            ),
+            self.get(
                 "GET /repos/{owner}/{repo}/commits/{ref}/status",
-                &format!("{base}/commits/{head_sha}/status"),
+                &status_url,
             )
-            .await?;
+        );
+        let (runs, status) = (runs?, status?);
         let mut checks = vec![];
         let mut ids = HashMap::new();
         for c in &runs {
@@ -661,19 +673,24 @@ impl Scm for GithubScm {
             });
         }
         checks.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut failed = vec![];
-        for c in checks.iter().filter(|c| c.failed()) {
-            // On Actions a check run's id is its job's id, so the job log is one hop away.
-            let log_excerpt = match ids.get(&c.name) {
+        let failing: Vec<&CheckInfo> = checks.iter().filter(|c| c.failed()).collect();
+        // On Actions a check run's id is its job's id, so each job log is one hop away.
+        let logs = futures::future::join_all(failing.iter().map(|c| async {
+            match ids.get(&c.name) {
                 Some(id) => self.job_log(&base, *id).await,
                 None => None,
-            };
-            failed.push(FailedCheck {
+            }
+        }))
+        .await;
+        let failed: Vec<FailedCheck> = failing
+            .into_iter()
+            .zip(logs)
+            .map(|(c, log_excerpt)| FailedCheck {
                 name: c.name.clone(),
                 url: c.url.clone(),
                 log_excerpt,
-            });
-        }
+            })
+            .collect();
         Ok(CiSummary {
             state: ci_state(&checks).into(),
             checks,

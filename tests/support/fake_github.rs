@@ -182,7 +182,13 @@ struct State {
     reset: i64,
     /// Webhooks queued by mutations while the lock is held; sent after it is released.
     queued: Vec<(String, Value)>,
+    /// Merge checks by (repo, base sha, head sha): a pair of commits merges the same way
+    /// forever, and GitHub caches mergeability too (it would cost two git runs per read).
+    merges: std::sync::Mutex<HashMap<MergePair, (bool, bool)>>,
 }
+
+/// (repo, base sha, head sha).
+type MergePair = (String, String, String);
 
 const RATE_LIMIT: i64 = 5000;
 
@@ -283,17 +289,23 @@ impl State {
     fn work(&self, repo: &str) -> PathBuf {
         self.root.join("work").join(repo)
     }
+    /// The branch's commit, read from the bare repository's ref files as git itself does
+    /// (a loose ref, else `packed-refs`): no subprocess on every API read.
     fn sha(&self, repo: &str, branch: &str) -> Option<String> {
-        git(
-            &self.bare(repo),
-            &[
-                "rev-parse",
-                "--verify",
-                "-q",
-                &format!("refs/heads/{branch}"),
-            ],
-        )
-        .ok()
+        let bare = self.bare(repo);
+        let name = format!("refs/heads/{branch}");
+        let valid = |s: &str| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if let Ok(loose) = std::fs::read_to_string(bare.join(&name)) {
+            let loose = loose.trim();
+            if valid(loose) {
+                return Some(loose.to_string());
+            }
+        }
+        let packed = std::fs::read_to_string(bare.join("packed-refs")).unwrap_or_default();
+        packed.lines().find_map(|l| {
+            let (sha, r) = l.split_once(' ')?;
+            (r == name && valid(sha)).then(|| sha.to_string())
+        })
     }
     fn repo_json(&self, repo: &str) -> Value {
         let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
@@ -316,8 +328,16 @@ impl State {
         let (Some(b), Some(h)) = (self.sha(repo, &pr.base), self.sha(repo, &pr.head)) else {
             return (Some(false), true, false);
         };
-        let clean = git(&dir, &["merge-tree", "--write-tree", &b, &h]).is_ok();
-        let behind = git(&dir, &["merge-base", "--is-ancestor", &b, &h]).is_err();
+        let key = (repo.to_string(), b.clone(), h.clone());
+        let cached = self.merges.lock().ok().and_then(|m| m.get(&key).copied());
+        let (clean, behind) = cached.unwrap_or_else(|| {
+            let clean = git(&dir, &["merge-tree", "--write-tree", &b, &h]).is_ok();
+            let behind = git(&dir, &["merge-base", "--is-ancestor", &b, &h]).is_err();
+            if let Ok(mut m) = self.merges.lock() {
+                m.insert(key, (clean, behind));
+            }
+            (clean, behind)
+        });
         (Some(clean), !clean, behind)
     }
     fn latest_checks(&self, repo: &str, sha: &str) -> Vec<CheckRun> {
@@ -1438,6 +1458,7 @@ impl FakeGithub {
             graphql_remaining: RATE_LIMIT,
             reset: chrono::Utc::now().timestamp() + 3600,
             queued: vec![],
+            merges: Default::default(),
         }));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
