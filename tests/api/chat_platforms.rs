@@ -691,11 +691,9 @@ async fn chat_platforms_jira_comment_mention_gets_an_adf_reply() {
 
 /// GitHub: a new comment mentioning the bot gets a reply comment; the bot's own reply (which
 /// GitHub delivers as an `issue_comment` too) does not trigger another turn.
-#[actix_web::test]
-async fn chat_platforms_github_mention_gets_one_reply_and_the_reply_does_not_loop() {
-    let gh = crate::fake_github::FakeGithub::start("ghp_test").await;
-    gh.create_repo("acme/app");
-    let n = gh.create_issue("acme/app", "Bug", "@flotilla please fix");
+/// An app answering `@flotilla[bot]` mentions from alice on the fake GitHub, which sends it
+/// its webhooks.
+async fn github_chat_app(gh: &crate::fake_github::FakeGithub) -> TestApp {
     let app = chat_app(
         &[
             ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
@@ -707,6 +705,15 @@ async fn chat_platforms_github_mention_gets_one_reply_and_the_reply_does_not_loo
     )
     .await;
     gh.set_webhook(&format!("{}/webhooks/github", app.address), GH_SECRET);
+    app
+}
+
+#[actix_web::test]
+async fn chat_platforms_github_mention_gets_one_reply_and_the_reply_does_not_loop() {
+    let gh = crate::fake_github::FakeGithub::start("ghp_test").await;
+    gh.create_repo("acme/app");
+    let n = gh.create_issue("acme/app", "Bug", "@flotilla please fix");
+    let app = github_chat_app(&gh).await;
     gh.add_comment("acme/app", n, "alice", "@flotilla /status")
         .await;
     let kind = "POST /repos/{owner}/{repo}/issues/{number}/comments";
@@ -738,17 +745,7 @@ async fn chat_platforms_closing_a_github_issue_removes_its_worktree() {
     gh.create_repo("acme/app");
     let n = gh.create_issue("acme/app", "Bug", "it breaks");
     let quiet = gh.create_issue("acme/app", "Other", "nobody asks");
-    let app = chat_app(
-        &[
-            ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
-            ("FLOTILLA__GITHUB__TOKEN", "ghp_test"),
-            ("FLOTILLA__GITHUB__WEBHOOK_SECRET", GH_SECRET),
-            ("FLOTILLA__GITHUB__BOT_LOGIN", "flotilla[bot]"),
-        ],
-        "    github: [alice]\n",
-    )
-    .await;
-    gh.set_webhook(&format!("{}/webhooks/github", app.address), GH_SECRET);
+    let app = github_chat_app(&gh).await;
     gh.add_comment("acme/app", n, "alice", "@flotilla /status")
         .await;
     let id = format!("github:acme/app#{n}");
