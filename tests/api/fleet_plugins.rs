@@ -636,6 +636,42 @@ struct Case {
     argv: Vec<String>,
 }
 
+/// The chat bridge's assistants' turn command lines (claude `-p`, codex `exec`), fresh and
+/// resumed, in every permission mode.
+fn assistant_cases(bin: &Path, ws: &Path) -> Vec<Case> {
+    use flotilla::plugins::assistants::{claude::ClaudeAssistant, codex::CodexAssistant};
+    use flotilla::plugins::TurnRequest;
+    let exe = |name: &str| vec![bin.join(name).to_string_lossy().into_owned()];
+    let mut cases = Vec::new();
+    for mode in [
+        PermissionMode::Default,
+        PermissionMode::AutoEdit,
+        PermissionMode::Suggest,
+        PermissionMode::Permissionless,
+    ] {
+        for resume in [None, Some("0b0d6c1e-1111-4222-8333-444455556666")] {
+            let request = TurnRequest {
+                cwd: ws.to_path_buf(),
+                prompt: "Say hello.".into(),
+                resume_id: resume.map(str::to_string),
+            };
+            let how = if resume.is_some() { " resume" } else { "" };
+            let (argv, _) =
+                ClaudeAssistant::new(exe("claude"), mode, BTreeMap::new()).argv(&request);
+            cases.push(Case {
+                label: format!("claude assistant {mode:?}{how}"),
+                argv,
+            });
+            let (argv, _) = CodexAssistant::new(exe("codex"), mode, BTreeMap::new()).argv(&request);
+            cases.push(Case {
+                label: format!("codex assistant {mode:?}{how}"),
+                argv,
+            });
+        }
+    }
+    cases
+}
+
 fn cases_for(kind: AgentKind, exe: &Path, model: &str, dir: &Path) -> Vec<Case> {
     let modes = [
         PermissionMode::Default,
@@ -804,6 +840,7 @@ async fn real_agent_clis_accept_every_argv_we_build() {
         "gpt-4o",
         &ws,
     ));
+    cases.extend(assistant_cases(&bin, &ws));
 
     // A scrubbed environment: no credentials, a throwaway HOME, no terminal.
     let path = format!(

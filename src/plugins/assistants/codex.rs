@@ -34,7 +34,12 @@ impl CodexAssistant {
         argv.push("--skip-git-repo-check".into());
         match self.mode {
             PermissionMode::Default => {}
-            PermissionMode::AutoEdit => argv.push("--full-auto".into()),
+            // `exec` never asks for approval; the sandbox is what bounds it (codex 0.169 has
+            // no `--full-auto`: checked by the real-CLI test).
+            PermissionMode::AutoEdit => {
+                argv.push("--sandbox".into());
+                argv.push("workspace-write".into());
+            }
             PermissionMode::Suggest => {
                 argv.push("--sandbox".into());
                 argv.push("read-only".into());

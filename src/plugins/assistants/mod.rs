@@ -3,7 +3,7 @@
 //! - `claude`: `claude -p <prompt> --output-format stream-json --verbose [--resume ID]
 //!   --permission-mode <mode>`; parses `system/init`, `assistant` (text and `tool_use` blocks)
 //!   and `result` lines.
-//! - `codex`: `codex exec --json [--full-auto | --sandbox read-only | …] [resume ID] <prompt>`;
+//! - `codex`: `codex exec --json [--sandbox workspace-write | --sandbox read-only | …] [resume ID] <prompt>`;
 //!   parses `thread.started`, `item.completed` (agent_message, command_execution) and
 //!   `turn.completed` / `turn.failed`.
 //! - `command`: any argv. The prompt arrives on stdin (then stdin closes), the resume id in
