@@ -43,13 +43,21 @@ pub fn due(sessions: &[SessionRecord], activation: Option<i64>, fired: Option<i6
     }
 }
 
-/// The notification text: counts by final state and, with `detail`, one line per session.
-pub fn summary(project: &str, sessions: &[SessionRecord], detail: bool) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+/// How many sessions ended in each state.
+fn state_counts(sessions: &[SessionRecord]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
     for s in sessions {
         *counts.entry(s.state.as_str()).or_default() += 1;
     }
-    let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    counts
+}
+
+/// The notification text: counts by final state and, with `detail`, one line per session.
+pub fn summary(project: &str, sessions: &[SessionRecord], detail: bool) -> String {
+    let counts: Vec<String> = state_counts(sessions)
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
     let n = sessions.len();
     let head = if n == 1 {
         format!("1 session of {project} is complete")
@@ -135,10 +143,7 @@ pub async fn check(fleet: &Fleet, project: &str) -> StoreResult<bool> {
         row.dedupe_until = forever;
         store.enqueue_notification(&row).await?;
     }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &sessions {
-        *counts.entry(s.state.as_str()).or_default() += 1;
-    }
+    let counts = state_counts(&sessions);
     fleet
         .journal
         .append(&NewEvent {
