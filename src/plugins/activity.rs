@@ -194,7 +194,8 @@ fn is_footer(line: &str) -> bool {
     let l = line.to_lowercase();
     [
         "esc to cancel",
-        "press enter to confirm",
+        "esc to exit",
+        "enter to confirm",
         "enter to select",
         "to navigate",
     ]
@@ -225,30 +226,103 @@ fn is_option(line: &str) -> bool {
     digits > 0 && t[digits..].starts_with(". ")
 }
 
-/// Whether the bottom of the screen shows a question waiting for the human: a yes/no prompt on
-/// the last (non-footer) line, or a block of numbered options directly under a line that asks
-/// something (`Do you want to proceed?`, `Would you like to run the following command?`).
+/// Whether the bottom of the screen shows a question waiting for the human (see
+/// [`terminal_question`]).
 pub fn terminal_waiting(text: &str) -> bool {
+    terminal_question(text).is_some()
+}
+
+/// The question at the bottom of the screen, as one line for a human ("Do you want to
+/// proceed? [1. Yes | 2. … | 4. No]"), or `None` when no live question is shown: a yes/no
+/// prompt on the last (non-footer) line; a block of numbered options directly under a line
+/// that asks something (`Do you want to proceed?`); or, above a "Enter to confirm" footer, a
+/// menu of unnumbered options with a `❯` cursor (Claude Code's trust and API-key dialogs).
+/// Secrets that a dialog shows (an API key's tail) are masked.
+pub fn terminal_question(text: &str) -> Option<String> {
     let mut lines = bottom_lines(text);
+    let mut confirm_footer = false;
     while lines.last().is_some_and(|l| is_footer(l)) {
+        confirm_footer |= lines
+            .last()
+            .is_some_and(|l| l.to_lowercase().contains("enter to confirm"));
         lines.pop();
     }
-    let Some(last) = lines.last() else {
-        return false;
-    };
+    let last = lines.last()?;
     if is_yes_no(last) {
-        return true;
+        return Some(mask_secrets(last.trim()));
     }
-    if !is_option(last) {
-        return false;
-    }
-    // Walk up the option block; the line above it must be the question.
-    lines
+    let options: Vec<&str> = if is_option(last) {
+        lines.iter().rev().take_while(|l| is_option(l)).copied().collect()
+    } else if confirm_footer {
+        cursor_menu(&lines)?
+    } else {
+        return None;
+    };
+    // The line above the option block must be the question (within a few lines).
+    let question = lines
         .iter()
         .rev()
-        .skip_while(|l| is_option(l))
-        .take(3)
-        .any(|l| l.trim_end().ends_with('?') || l.contains("? "))
+        .skip(options.len())
+        .take(4)
+        .find(|l| l.trim_end().ends_with('?') || l.contains("? "))?;
+    let mut opts: Vec<String> = options
+        .iter()
+        .rev()
+        .map(|o| o.trim().trim_start_matches(['❯', '›', '>', '│', '*']).trim().to_string())
+        .collect();
+    opts.retain(|o| !o.is_empty());
+    Some(mask_secrets(&format!(
+        "{} [{}]",
+        question.trim(),
+        opts.join(" | ")
+    )))
+}
+
+/// An unnumbered menu ending on the last line: the line holding the `❯` cursor and its
+/// neighbours whose text starts in the same column. Newest first, like the numbered block.
+fn cursor_menu<'a>(lines: &[&'a str]) -> Option<Vec<&'a str>> {
+    let text_col = |l: &str| -> usize {
+        l.chars()
+            .take_while(|c| c.is_whitespace() || matches!(c, '❯' | '›'))
+            .count()
+    };
+    let cursor = lines
+        .iter()
+        .rposition(|l| matches!(l.trim_start().chars().next(), Some('❯' | '›')))?;
+    let col = text_col(lines[cursor]);
+    // The menu must reach the bottom: everything below the cursor is an option too.
+    if lines[cursor + 1..].iter().any(|l| text_col(l) != col) {
+        return None;
+    }
+    let mut start = cursor;
+    while start > 0 && text_col(lines[start - 1]) == col && lines[start - 1].chars().count() < 80
+    {
+        start -= 1;
+    }
+    let menu: Vec<&str> = lines[start..].iter().rev().copied().collect();
+    (menu.len() >= 2).then_some(menu)
+}
+
+/// Masks what looks like a credential in text taken from a screen: words with a known key
+/// prefix, and long runs of letters and digits mixed.
+pub fn mask_secrets(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            let prefixed = ["sk-", "ghp_", "gho_", "xox", "github_pat_"]
+                .iter()
+                .any(|p| core.starts_with(p));
+            let long = core.len() >= 24
+                && core.chars().any(|c| c.is_ascii_digit())
+                && core.chars().any(|c| c.is_ascii_alphabetic());
+            if prefixed || long {
+                "[secret]".to_string()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Parses an RFC 3339 timestamp (`2025-10-01T12:00:00.123Z`).
@@ -376,6 +450,38 @@ Would you like to run the following command?
 Press enter to confirm or esc to cancel
 ";
         assert!(terminal_waiting(codex));
+    }
+
+    /// Screens captured from the real `claude` 2.1.328 under tmux (tests/fixtures/screens).
+    #[test]
+    fn real_claude_dialogs_are_questions() {
+        let screen = |name: &str| {
+            std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/screens")
+                    .join(name),
+            )
+            .expect("fixture")
+        };
+        let trust = terminal_question(&screen("claude-trust.txt")).expect("trust dialog");
+        assert!(trust.contains("one you trust?"), "{trust}");
+        assert!(trust.contains("No, exit | Yes, I trust this folder"), "{trust}");
+        let key = terminal_question(&screen("claude-apikey.txt")).expect("api key dialog");
+        assert_eq!(key, "Do you want to use this API key? [Yes | No (recommended)]");
+        let bash = terminal_question(&screen("claude-bash-permission.txt")).expect("permission");
+        assert!(bash.starts_with("Do you want to proceed? [1. Yes | 2. Yes"), "{bash}");
+        assert!(bash.ends_with("4. No]"), "{bash}");
+        // The finished turn under it (prompt, status line) is not a question.
+        assert_eq!(terminal_question(&screen("claude-idle.txt")), None);
+    }
+
+    #[test]
+    fn secrets_on_screen_are_masked() {
+        assert_eq!(
+            mask_secrets("ANTHROPIC_API_KEY: sk-ant-...0123456789abcdefghij ok"),
+            "ANTHROPIC_API_KEY: [secret] ok"
+        );
+        assert_eq!(mask_secrets("git commit -m wip"), "git commit -m wip");
     }
 
     #[test]
