@@ -138,6 +138,7 @@ fn main() {
             agent_env_passthrough: vec![],
             report_key: vec![7; 32],
             server_url: "http://127.0.0.1:1".into(),
+            cli_path: None,
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
             output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),

@@ -33,6 +33,16 @@ use crate::plugins::worktree::WorktreeWorkspace;
 use crate::plugins::Agent;
 use crate::store::{self, SharedStore};
 
+/// The `flotilla` executable agents' hooks run: the configured one, else this executable
+/// when it is `flotilla` (an embedding program, such as a test binary, has no `hook` verb).
+fn cli_path(s: &crate::config::ServerSettings) -> Option<PathBuf> {
+    if let Some(p) = s.cli_path.as_deref().filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_stem()? == "flotilla").then_some(exe)
+}
+
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -347,6 +357,7 @@ impl Application {
             agent_env_passthrough: Vec::new(),
             report_key: report_key(&home)?,
             server_url: settings.server.local_url(port),
+            cli_path: cli_path(&settings.server),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
             notifications: Notifications::new(

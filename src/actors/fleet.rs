@@ -151,6 +151,9 @@ pub struct Fleet {
     pub report_key: Vec<u8>,
     /// URL agents use to reach this service (for `flotilla report`).
     pub server_url: String,
+    /// The `flotilla` executable agent hooks call (`flotilla hook <kind>`); `None`: no hooks,
+    /// the agent's log and screen are all Flotilla reads.
+    pub cli_path: Option<std::path::PathBuf>,
     /// Caps how many sessions create workspaces and start agents at once (batch spawns).
     pub spawn_permits: Arc<tokio::sync::Semaphore>,
     /// Routes agents' output changes to their session actors (one inotify watcher).

@@ -118,6 +118,14 @@ pub enum Command {
         /// Session id.
         session: String,
     },
+    /// (Run by an agent's hooks) read one hook event on stdin and report what it means
+    /// (e.g. a permission dialog: `needs_input` with what is asked). Always exits 0 and prints
+    /// nothing, so it never decides anything for the agent.
+    Hook {
+        /// Which agent's hook format.
+        #[arg(value_enum)]
+        agent: HookAgent,
+    },
     /// (For agents) report your own state; uses $FLOTILLA_SESSION_ID, $FLOTILLA_REPORT_TOKEN
     /// and $FLOTILLA_SERVER.
     Report {
@@ -176,6 +184,14 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// Agents whose hook events `flotilla hook` understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "kebab-case")]
+pub enum HookAgent {
+    /// Claude Code's hooks (`PermissionRequest`, `Notification`).
+    ClaudeCode,
 }
 
 /// Parses arguments and runs; returns the process exit code.

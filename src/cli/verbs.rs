@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> i32 {
             pr_number,
         } => report(state, note.clone(), pr_url.clone(), pr_number),
         Command::Serve => serve(cli.config, cli.log_format),
+        Command::Hook { agent } => hook(agent),
         ref other => {
             // A client run by an agent (orchestrator, `report`) has the server and a token in
             // its environment and must not trip over the repo's config and its ${VARS}.
@@ -451,7 +452,8 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
         Command::Serve
         | Command::Init { .. }
         | Command::Completions { .. }
-        | Command::Report { .. } => {}
+        | Command::Report { .. }
+        | Command::Hook { .. } => {}
     }
     Ok(())
 }
@@ -603,6 +605,65 @@ async fn attach(c: &Client, id: &str) -> Result<(), Failure> {
     };
     let err = std::process::Command::new(program).args(args).exec();
     Err(Failure::Usage(format!("cannot run {program}: {err}")))
+}
+
+/// Largest hook event read from stdin.
+const MAX_HOOK_EVENT: u64 = 1024 * 1024;
+
+/// `flotilla hook <agent>`: an agent's hook event on stdin, reported as a state when it means
+/// one. Exits 0 whatever happens (a hook's failure must not block the agent); problems go to
+/// stderr.
+fn hook(agent: super::HookAgent) -> i32 {
+    use std::io::Read;
+    let mut text = String::new();
+    if let Err(e) = std::io::stdin()
+        .take(MAX_HOOK_EVENT)
+        .read_to_string(&mut text)
+    {
+        eprintln!("flotilla hook: cannot read the event: {e}");
+        return 0;
+    }
+    let Ok(event) = serde_json::from_str::<Value>(&text) else {
+        eprintln!("flotilla hook: the event is not JSON");
+        return 0;
+    };
+    let question = match agent {
+        super::HookAgent::ClaudeCode => claude_hook_question(&event),
+    };
+    if let Some(q) = question {
+        let note = crate::plugins::activity::mask_secrets(&q);
+        let code = report(
+            crate::actors::session::machine::ReportedState::NeedsInput,
+            Some(note),
+            None,
+            None,
+        );
+        if code != 0 {
+            eprintln!("flotilla hook: the report failed");
+        }
+    }
+    0
+}
+
+/// What a Claude Code hook event asks of the human, if it asks anything: a permission dialog
+/// (`PermissionRequest`, with the tool and its input) or a notification that it waits (not the
+/// idle reminder after a finished turn: the log already says the turn ended).
+pub fn claude_hook_question(event: &Value) -> Option<String> {
+    use crate::plugins::agents::claude::waiting_question;
+    match event["hook_event_name"].as_str()? {
+        "PermissionRequest" => Some(waiting_question(
+            event["tool_name"].as_str().unwrap_or("a tool"),
+            &event["tool_input"],
+        )),
+        "Notification" => match event["notification_type"].as_str() {
+            Some("idle_prompt" | "auth_success") => None,
+            _ => event["message"]
+                .as_str()
+                .filter(|m| !m.trim().is_empty())
+                .map(str::to_string),
+        },
+        _ => None,
+    }
 }
 
 /// `flotilla report`: what an agent runs to tell Flotilla its state.

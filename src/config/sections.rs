@@ -35,6 +35,10 @@ pub struct ServerSettings {
     pub actor_timeout: HumanDuration,
     /// Budget for graceful shutdown.
     pub shutdown_timeout: HumanDuration,
+    /// The `flotilla` executable agents' hooks run (`flotilla hook …`); `None` = this
+    /// executable when it is `flotilla`.
+    #[serde(default)]
+    pub cli_path: Option<String>,
 }
 
 impl ServerSettings {
@@ -875,6 +879,7 @@ mod tests {
             max_body_bytes: 1,
             actor_timeout: HumanDuration::default(),
             shutdown_timeout: HumanDuration::default(),
+            cli_path: None,
         };
         assert!(s.is_loopback());
         for (bind, loopback) in [

@@ -258,6 +258,9 @@ pub struct AgentContext {
     /// caller knows it. With `resume` set and this `None`, the agent looks for the newest
     /// conversation of this workspace itself, and starts afresh when there is none.
     pub agent_session_id: Option<String>,
+    /// The `flotilla` executable the agent's hooks may call (`flotilla hook <kind>`), when
+    /// Flotilla has one; the hooks report waits for a human the moment the agent shows them.
+    pub flotilla_cli: Option<PathBuf>,
 }
 
 /// Which coding agent runs, how it is launched, and what it is doing.
@@ -285,6 +288,28 @@ pub trait Agent: Send + Sync {
         probe: &activity::ActivityProbe,
     ) -> PluginResult<Option<activity::ActivitySignal>> {
         Ok(activity::terminal_activity(probe))
+    }
+
+    /// Prepares the agent's own configuration before a launch so that it asks nothing Flotilla
+    /// can answer for the user (e.g. Claude Code's folder-trust dialog for a worktree Flotilla
+    /// made from the user's repository). `repo` is the project's repository; `env` the
+    /// environment the agent will get. Default: nothing to do.
+    ///
+    /// # Errors
+    /// `Io` when the agent's configuration cannot be read or written.
+    async fn prepare(
+        &self,
+        _ctx: &AgentContext,
+        _repo: &Path,
+        _env: &BTreeMap<String, String>,
+    ) -> PluginResult<()> {
+        Ok(())
+    }
+
+    /// What the agent waits for, as one line for a human, when `activity` said
+    /// `waiting_input`: by default the question at the bottom of the screen.
+    async fn question(&self, probe: &activity::ActivityProbe) -> Option<String> {
+        probe.terminal.as_deref().and_then(activity::terminal_question)
     }
 
     /// Tokens used and their cost so far in the workspace's current conversation, where the

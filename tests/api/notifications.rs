@@ -323,7 +323,7 @@ async fn flap(app: &TestApp, sup: &Addr<FleetSupervisor>, n: usize) -> String {
         .await;
     app.wait_state(&id, "working").await;
     for _ in 0..n {
-        apply(sup, &id, EventKind::AgentWaitingInput).await;
+        apply(sup, &id, EventKind::AgentWaitingInput { question: None }).await;
         apply(sup, &id, EventKind::AgentActive).await;
     }
     id

@@ -171,6 +171,7 @@ async fn try_start(
         return Err(cleanup(e.into()).await);
     }
     let ctx = AgentContext {
+        flotilla_cli: fleet.cli_path.clone(),
         session_id: s.id.to_string(),
         workspace: path.clone(),
         prompt_file: prompt_file.clone(),
@@ -218,6 +219,9 @@ async fn try_start(
         "FLOTILLA_PROMPT_FILE".into(),
         prompt_file.to_string_lossy().into_owned(),
     );
+    if let Err(e) = agent.prepare(&ctx, &project.repo, &env).await {
+        return Err(cleanup(e).await);
+    }
     let spec = LaunchSpec {
         session_id: s.id.to_string(),
         cwd: path.clone(),

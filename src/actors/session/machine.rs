@@ -70,12 +70,20 @@ pub enum EventKind {
         since: DateTime<Utc>,
     },
     /// The agent asks a human something.
-    AgentWaitingInput,
+    AgentWaitingInput {
+        /// What it asks, as one line for a human ("approve Bash: git push", "trust this
+        /// folder? [No, exit | Yes, I trust this folder]"), when it can be told.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<String>,
+    },
     /// The agent process ended. `code` is `None` when the status is unknown (the runtime
     /// vanished, or the process ended while Flotilla was down).
     AgentExited {
         /// Exit status.
         code: Option<i32>,
+        /// The last lines the agent printed, so an error names its cause.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
     },
     /// The session's PR was found.
     PrOpened {
@@ -216,7 +224,7 @@ impl EventKind {
             EventKind::SpawnFailed { .. } => "runtime.spawn_failed",
             EventKind::AgentActive => "agent.active",
             EventKind::AgentIdle { .. } => "agent.idle",
-            EventKind::AgentWaitingInput => "agent.waiting_input",
+            EventKind::AgentWaitingInput { .. } => "agent.waiting_input",
             EventKind::AgentExited { .. } => "agent.exited",
             EventKind::PrOpened { .. } => "pr.opened",
             EventKind::CiFailed { .. } => "ci.failed",
@@ -546,23 +554,41 @@ impl Machine<'_> {
                 }
                 Outcome::Applied
             }
-            EventKind::AgentWaitingInput => {
+            EventKind::AgentWaitingInput { question } => {
                 if st.is_terminal() || st == S::Merged {
                     return self.ignore("agent.waiting_input");
                 }
+                if st == S::NeedsInput {
+                    // The same wait seen again (by the hook, then the screen): its start stays.
+                    if self.s.session.activity == Activity::WaitingInput {
+                        return Outcome::Noop("already needs input".into());
+                    }
+                    self.s.session.activity = Activity::WaitingInput;
+                    self.s.session.activity_at = Some(self.at);
+                    return Outcome::Applied;
+                }
                 self.s.session.activity = Activity::WaitingInput;
                 self.s.session.activity_at = Some(self.at);
-                if st == S::NeedsInput {
-                    return Outcome::Noop("already needs input".into());
+                match question {
+                    Some(q) => self.s.session.meta["question"] = serde_json::json!(q),
+                    None => {
+                        if let Some(m) = self.s.session.meta.as_object_mut() {
+                            m.remove("question");
+                        }
+                    }
                 }
                 self.disarm(TIMER_STUCK);
                 self.disarm(TIMER_IDLE);
                 self.disarm(TIMER_SPAWN);
                 self.set_state(S::NeedsInput, Some("awaiting_user_input"));
-                self.react("agent-needs-input", None, "The agent is waiting for input.");
+                let message = match question {
+                    Some(q) => format!("The agent is waiting for input: {q}"),
+                    None => "The agent is waiting for input.".to_string(),
+                };
+                self.react("agent-needs-input", None, &message);
                 Outcome::Applied
             }
-            EventKind::AgentExited { code } => {
+            EventKind::AgentExited { code, output } => {
                 if st.is_terminal() {
                     return self.ignore("agent.exited");
                 }
@@ -577,12 +603,23 @@ impl Machine<'_> {
                 match code {
                     Some(0) => self.end(S::Done, "agent_exited_0"),
                     Some(c) => {
-                        self.end(S::Errored, &format!("agent_exited_{c}"));
-                        self.react(
-                            "agent-exited",
-                            None,
-                            &format!("The agent exited with status {c}."),
-                        );
+                        // The reason names the cause: the agent's last line of output.
+                        let last = output
+                            .as_deref()
+                            .and_then(|o| o.lines().rev().find(|l| !l.trim().is_empty()))
+                            .map(|l| l.trim().chars().take(200).collect::<String>());
+                        let reason = match &last {
+                            Some(l) => format!("agent_exited_{c}: {l}"),
+                            None => format!("agent_exited_{c}"),
+                        };
+                        self.end(S::Errored, &reason);
+                        let message = match output.as_deref().map(str::trim) {
+                            Some(o) if !o.is_empty() => {
+                                format!("The agent exited with status {c}. Its last output:\n{o}")
+                            }
+                            _ => format!("The agent exited with status {c}."),
+                        };
+                        self.react("agent-exited", None, &message);
                     }
                     None => {
                         self.end(S::Killed, "runtime_lost");
@@ -800,7 +837,9 @@ impl Machine<'_> {
                 self.effects.push(Effect::StartRuntime { resume: true });
                 Outcome::Applied
             }
-            EventKind::AgentReported { state, pr, .. } => self.reported(*state, pr.as_ref()),
+            EventKind::AgentReported { state, note, pr } => {
+                self.reported(*state, note.as_deref(), pr.as_ref())
+            }
             EventKind::UsageObserved { usage, project_usd } => self.usage(*usage, *project_usd),
             EventKind::TimerFired { kind } => self.timer(kind),
             EventKind::ActorGaveUp { reason } => {
@@ -814,7 +853,12 @@ impl Machine<'_> {
     }
 
     /// A self-report is stronger evidence than inference, but only for live workers.
-    fn reported(&mut self, state: ReportedState, pr: Option<&PrRef>) -> Outcome {
+    fn reported(
+        &mut self,
+        state: ReportedState,
+        note: Option<&str>,
+        pr: Option<&PrRef>,
+    ) -> Outcome {
         let st = self.state();
         if is_orchestrator(&self.s) {
             return Outcome::Rejected("orchestrator sessions do not report".into());
@@ -827,7 +871,9 @@ impl Machine<'_> {
         }
         use ReportedState as R;
         let kind = match state {
-            R::NeedsInput => EventKind::AgentWaitingInput,
+            R::NeedsInput => EventKind::AgentWaitingInput {
+                question: note.map(str::to_string),
+            },
             R::PrCreated | R::DraftPrCreated | R::ReadyForReview if pr.is_some() => {
                 EventKind::PrOpened {
                     pr: pr.cloned().unwrap_or(PrRef {

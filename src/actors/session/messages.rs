@@ -75,6 +75,8 @@ pub struct RuntimeEnded {
     pub handle: serde_json::Value,
     /// Exit status, if known.
     pub code: Option<i32>,
+    /// The agent's last output lines when it failed.
+    pub output: Option<String>,
 }
 
 /// Sent by the supervisor on every reconcile tick: a cheap check (no subprocess) that the

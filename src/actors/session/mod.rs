@@ -179,11 +179,24 @@ impl SessionActor {
         let fut = async move {
             // wait_exit answers at once (with the status when it is ours) if already gone.
             let code = runtime.wait_exit(&handle).await.unwrap_or(None);
-            (handle, code)
+            // A failed agent's last words name the cause ("not logged in", "ENOTFOUND").
+            let output = match code {
+                Some(0) => None,
+                _ => runtime
+                    .output(&handle, EXIT_OUTPUT_LINES)
+                    .await
+                    .ok()
+                    .map(|o| last_output(&o)),
+            };
+            (handle, code, output)
         }
         .into_actor(self)
-        .map(|(handle, code), _act, ctx| {
-            ctx.notify(RuntimeEnded { handle, code });
+        .map(|(handle, code, output), _act, ctx| {
+            ctx.notify(RuntimeEnded {
+                handle,
+                code,
+                output,
+            });
         });
         self.watcher = Some(ctx.spawn(fut));
     }
@@ -619,7 +632,10 @@ impl Handler<RuntimeEnded> for SessionActor {
         }
         self.watcher = None;
         ctx.notify(Apply {
-            event: EventKind::AgentExited { code: msg.code },
+            event: EventKind::AgentExited {
+                code: msg.code,
+                output: msg.output,
+            },
         });
     }
 }
@@ -642,6 +658,23 @@ fn record_usage(old: &SessionSnapshot, new: &SessionSnapshot) {
             .with_label_values(&[project])
             .inc_by(cost);
     }
+}
+
+/// How many lines of a failed agent's output are kept with its exit.
+const EXIT_OUTPUT_LINES: usize = 12;
+
+/// The non-blank lines of `text`, trimmed and with secrets masked, at most 2,000 characters
+/// from the end.
+fn last_output(text: &str) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .map(crate::plugins::activity::mask_secrets)
+        .collect();
+    let joined = lines.join("\n");
+    let n = joined.chars().count();
+    joined.chars().skip(n.saturating_sub(2000)).collect()
 }
 
 /// How long output changes are coalesced before the agent is looked at.
@@ -709,10 +742,23 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     let mut out = Vec::new();
     if let Ok(Some(sig)) = agent.activity(&probe).await {
         let at = machine::micros(sig.at);
+        // A wait ends on evidence newer than it (the agent's log moved on, or the screen no
+        // longer shows a question); a tool call logged before the dialog is not such evidence,
+        // so a blocked agent never counts as active.
+        let waiting_since = (rec.activity == Activity::WaitingInput)
+            .then_some(rec.activity_at)
+            .flatten();
+        let stale = |at: chrono::DateTime<Utc>| {
+            waiting_since.is_some_and(|w| at <= w)
+                && sig.source == crate::plugins::activity::ActivitySource::Native
+        };
         let ev = match sig.activity {
             Activity::WaitingInput if rec.activity != Activity::WaitingInput => {
-                Some(EventKind::AgentWaitingInput)
+                Some(EventKind::AgentWaitingInput {
+                    question: agent.question(&probe).await,
+                })
             }
+            Activity::Active | Activity::Idle if stale(at) => None,
             Activity::Active
                 if rec.activity != Activity::Active
                     || rec
@@ -769,6 +815,7 @@ impl Handler<Reconcile> for SessionActor {
                         ctx.notify(RuntimeEnded {
                             handle: h,
                             code: None,
+                            output: None,
                         });
                     }
                 }),

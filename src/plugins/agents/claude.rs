@@ -214,6 +214,160 @@ fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
     }
 }
 
+/// `--settings` for a launch: hooks that tell Flotilla the moment Claude shows a permission
+/// dialog or a notification that it waits for the human (`flotilla hook claude-code`, which
+/// reads the event from stdin and reports `needs_input` with what is asked).
+pub fn hook_settings(cli: &Path) -> Value {
+    let quoted = format!("'{}'", cli.to_string_lossy().replace('\'', r"'\''"));
+    let hook = serde_json::json!([{
+        "matcher": "*",
+        "hooks": [{"type": "command", "command": format!("{quoted} hook claude-code"), "timeout": 10}]
+    }]);
+    serde_json::json!({"hooks": {"PermissionRequest": hook, "Notification": hook}})
+}
+
+/// Records in Claude Code's `.claude.json` what the user already decided by configuring
+/// Flotilla: the project's repository is trusted (its worktrees inherit that, so no "Is this a
+/// project you trust?" per spawn), and the API key the agent's configured environment carries
+/// is approved (by its last 20 characters, as Claude Code stores it), unless the user rejected
+/// it. Other keys are kept; nothing is written when nothing changes; a file that is not JSON is
+/// left alone.
+///
+/// # Errors
+/// When the file cannot be read or replaced.
+pub fn trust_workspace(file: &Path, repo: &Path, api_key: Option<&str>) -> std::io::Result<()> {
+    let mut doc: Value = match std::fs::read_to_string(file) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                tracing::warn!(file = %file.display(), "not a JSON object; Claude Code's trust left unset");
+                return Ok(());
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(e),
+    };
+    let before = doc.clone();
+    let path = repo.to_string_lossy().into_owned();
+    if !doc["projects"].is_object() {
+        doc["projects"] = serde_json::json!({});
+    }
+    if !doc["projects"][&path].is_object() {
+        doc["projects"][&path] = serde_json::json!({});
+    }
+    doc["projects"][&path]["hasTrustDialogAccepted"] = Value::Bool(true);
+    if let Some(key) = api_key.filter(|k| !k.is_empty()) {
+        let tail: String = {
+            let chars: Vec<char> = key.chars().collect();
+            chars[chars.len().saturating_sub(20)..].iter().collect()
+        };
+        let responses = &mut doc["customApiKeyResponses"];
+        if !responses.is_object() {
+            *responses = serde_json::json!({"approved": [], "rejected": []});
+        }
+        let listed = |list: &Value| {
+            list.as_array()
+                .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(tail.as_str())))
+        };
+        if !listed(&responses["rejected"]) && !listed(&responses["approved"]) {
+            if !responses["approved"].is_array() {
+                responses["approved"] = serde_json::json!([]);
+            }
+            if let Some(a) = responses["approved"].as_array_mut() {
+                a.push(Value::String(tail));
+            }
+        }
+    }
+    if doc == before {
+        return Ok(());
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = file.with_extension(format!("json.flotilla-{}", std::process::id()));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(&doc).unwrap_or_default().as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, file)
+}
+
+/// The tool call the log ends on, if the last meaningful entry is one that has not been
+/// answered: `(name, input)`.
+pub fn pending_tool(log: &str) -> Option<(String, Value)> {
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let last = log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| classify_entry(v, epoch).is_some())?;
+    if last["type"].as_str() != Some("assistant") {
+        return None;
+    }
+    let items = last["message"]["content"].as_array()?;
+    let tool = items
+        .iter()
+        .rev()
+        .find(|i| i["type"].as_str() == Some("tool_use"))?;
+    Some((tool["name"].as_str()?.to_string(), tool["input"].clone()))
+}
+
+/// What a human is asked to decide about a tool call, as one line: "approve Bash: git push",
+/// "Which color? [Red | Blue]", "approve the plan: …".
+pub fn waiting_question(name: &str, input: &Value) -> String {
+    let s = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or("");
+    let cut = |t: &str, n: usize| -> String {
+        let one = t.split_whitespace().collect::<Vec<_>>().join(" ");
+        if one.chars().count() <= n {
+            one
+        } else {
+            format!("{}…", one.chars().take(n).collect::<String>())
+        }
+    };
+    match name {
+        "AskUserQuestion" => {
+            let qs: Vec<String> = input["questions"]
+                .as_array()
+                .map(|qs| {
+                    qs.iter()
+                        .map(|q| {
+                            let opts: Vec<&str> = q["options"]
+                                .as_array()
+                                .map(|o| o.iter().filter_map(|o| o["label"].as_str()).collect())
+                                .unwrap_or_default();
+                            format!(
+                                "{} [{}]",
+                                q["question"].as_str().unwrap_or("choose"),
+                                opts.join(" | ")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if qs.is_empty() {
+                "answer the agent's question".into()
+            } else {
+                cut(&qs.join("; "), 300)
+            }
+        }
+        "ExitPlanMode" => format!("approve the plan: {}", cut(s("plan"), 200)),
+        "Bash" => format!("approve Bash: {}", cut(s("command"), 200)),
+        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" | "Read" => {
+            format!("approve {name}: {}", s("file_path"))
+        }
+        "WebFetch" => format!("approve WebFetch: {}", s("url")),
+        _ => format!("approve {name}: {}", cut(&input.to_string(), 120)),
+    }
+}
+
 /// List prices in USD per million tokens (input, output) by model family; cache writes cost
 /// 1.25× input, cache reads 0.1× input. Approximate: long-context and 1-hour cache-write
 /// premiums are ignored. Unknown models have no price.
@@ -315,6 +469,9 @@ impl Agent for ClaudeCodeAgent {
         if let Some(m) = &s.model {
             argv.extend(["--model".into(), m.clone()]);
         }
+        if let Some(cli) = &ctx.flotilla_cli {
+            argv.extend(["--settings".into(), hook_settings(cli).to_string()]);
+        }
         let prompt = Prompt::read(&ctx.prompt_file)?;
         let resume_id = if ctx.resume {
             ctx.agent_session_id
@@ -349,6 +506,30 @@ impl Agent for ClaudeCodeAgent {
         Ok((argv, s.env.clone()))
     }
 
+    async fn prepare(
+        &self,
+        _ctx: &AgentContext,
+        repo: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> PluginResult<()> {
+        let file = match env.get("CLAUDE_CONFIG_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir).join(".claude.json"),
+            None => match env.get("HOME").filter(|h| !h.is_empty()) {
+                Some(home) => PathBuf::from(home).join(".claude.json"),
+                None => return Ok(()),
+            },
+        };
+        let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+        let key = env.get("ANTHROPIC_API_KEY").cloned();
+        // One writer at a time in this process; the file is replaced atomically.
+        static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = LOCK.lock().await;
+        tokio::task::spawn_blocking(move || trust_workspace(&file, &repo, key.as_deref()))
+            .await
+            .map_err(|e| PluginError::Io(std::io::Error::other(e)))?
+            .map_err(PluginError::Io)
+    }
+
     async fn activity(&self, probe: &ActivityProbe) -> PluginResult<Option<ActivitySignal>> {
         let native = match self.latest_log(&probe.workspace).await? {
             Some(path) => read_tail(&path, TAIL_BYTES)
@@ -358,6 +539,26 @@ impl Agent for ClaudeCodeAgent {
             None => None,
         };
         Ok(combine(native, probe))
+    }
+
+    async fn question(&self, probe: &ActivityProbe) -> Option<String> {
+        let from_log = match self.latest_log(&probe.workspace).await {
+            Ok(Some(path)) => read_tail(&path, TAIL_BYTES)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|(text, _)| pending_tool(&text)),
+            _ => None,
+        };
+        match from_log {
+            Some((name, input)) => Some(crate::plugins::activity::mask_secrets(
+                &waiting_question(&name, &input),
+            )),
+            None => probe
+                .terminal
+                .as_deref()
+                .and_then(crate::plugins::activity::terminal_question),
+        }
     }
 
     async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {

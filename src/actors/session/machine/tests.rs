@@ -108,10 +108,10 @@ fn samples() -> Vec<(&'static str, EventKind)> {
                 since: t0() - Duration::minutes(1),
             },
         ),
-        ("waiting", EventKind::AgentWaitingInput),
-        ("exit0", EventKind::AgentExited { code: Some(0) }),
-        ("exit1", EventKind::AgentExited { code: Some(1) }),
-        ("vanished", EventKind::AgentExited { code: None }),
+        ("waiting", EventKind::AgentWaitingInput { question: None }),
+        ("exit0", EventKind::AgentExited { code: Some(0), output: None }),
+        ("exit1", EventKind::AgentExited { code: Some(1), output: None }),
+        ("vanished", EventKind::AgentExited { code: None, output: None }),
         ("pr_opened", EventKind::PrOpened { pr: pr(8) }),
         (
             "ci_failed",
@@ -679,7 +679,7 @@ fn notify_reactions_carry_their_priority() {
         &fresh(SessionState::Working),
         &Event {
             at: at(0),
-            kind: EventKind::AgentWaitingInput,
+            kind: EventKind::AgentWaitingInput { question: None },
         },
         &p,
     );
@@ -817,7 +817,7 @@ fn stuck_and_waiting_sessions_have_a_timed_exit() {
         &fresh(SessionState::Working),
         &Event {
             at: at(0),
-            kind: EventKind::AgentWaitingInput,
+            kind: EventKind::AgentWaitingInput { question: None },
         },
         &p,
     )
