@@ -44,7 +44,7 @@ pub const WEAK_WINDOW: Duration = Duration::minutes(5);
 /// How much of a log file's end the activity parsers read.
 pub const TAIL_BYTES: u64 = 128 * 1024;
 /// How many non-empty screen lines from the bottom the terminal heuristics look at.
-const SCREEN_LINES: usize = 8;
+const SCREEN_LINES: usize = 14;
 
 /// Where an activity reading came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,7 +252,14 @@ pub fn terminal_question(text: &str) -> Option<String> {
         return Some(mask_secrets(last.trim()));
     }
     let options: Vec<&str> = if is_option(last) {
-        lines.iter().rev().take_while(|l| is_option(l)).copied().collect()
+        // Options, with the description lines and rules a menu may put between them
+        // (Claude's AskUserQuestion).
+        lines
+            .iter()
+            .rev()
+            .take_while(|l| is_option(l) || is_rule(l) || l.starts_with("    "))
+            .copied()
+            .collect()
     } else if confirm_footer {
         cursor_menu(&lines)?
     } else {
@@ -268,6 +275,8 @@ pub fn terminal_question(text: &str) -> Option<String> {
     let mut opts: Vec<String> = options
         .iter()
         .rev()
+        // A numbered menu is listed by its options alone (no descriptions or rules).
+        .filter(|o| !is_option(last) || is_option(o))
         .map(|o| o.trim().trim_start_matches(['❯', '›', '>', '│', '*']).trim().to_string())
         .collect();
     opts.retain(|o| !o.is_empty());
@@ -276,6 +285,12 @@ pub fn terminal_question(text: &str) -> Option<String> {
         question.trim(),
         opts.join(" | ")
     )))
+}
+
+/// A horizontal rule drawn with box characters.
+fn is_rule(line: &str) -> bool {
+    let t = line.trim();
+    !t.is_empty() && t.chars().all(|c| matches!(c, '─' | '━' | '╌' | '-' | '═'))
 }
 
 /// An unnumbered menu ending on the last line: the line holding the `❯` cursor and its
@@ -471,6 +486,11 @@ Press enter to confirm or esc to cancel
         let bash = terminal_question(&screen("claude-bash-permission.txt")).expect("permission");
         assert!(bash.starts_with("Do you want to proceed? [1. Yes | 2. Yes"), "{bash}");
         assert!(bash.ends_with("4. No]"), "{bash}");
+        let ask = terminal_question(&screen("claude-ask.txt")).expect("AskUserQuestion");
+        assert_eq!(
+            ask,
+            "Which color? [1. Red | 2. Blue | 3. Type something. | 4. Chat about this]"
+        );
         // The finished turn under it (prompt, status line) is not a question.
         assert_eq!(terminal_question(&screen("claude-idle.txt")), None);
     }

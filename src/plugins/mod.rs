@@ -230,6 +230,16 @@ pub trait Runtime: Send + Sync {
     /// `NotFound` when the agent is gone; `Timeout` when it does not take the message.
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool>;
 
+    /// Answers a question the agent shows (a menu choice like `1`, or `y`/`n`), as keys rather
+    /// than a pasted message: TUI menus take key presses and ignore pastes. Default: delivered
+    /// like a message (a line on stdin).
+    ///
+    /// # Errors
+    /// As [`Runtime::send_message`].
+    async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
+        self.send_message(handle, choice).await
+    }
+
     /// How a human attaches.
     fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo>;
 

@@ -843,6 +843,29 @@ impl Runtime for TmuxRuntime {
         Ok(false)
     }
 
+    /// A menu number is typed as a key (the menu acts on it at once); other answers (`y`,
+    /// `no`) are typed and submitted with Enter. Confirmed when the screen changed.
+    async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
+        let h = TmuxHandle::parse(handle)?;
+        if !h.alive() {
+            return Err(PluginError::NotFound(format!(
+                "agent in tmux session {}",
+                h.session
+            )));
+        }
+        let before = self.screen(&h.pane).await?;
+        let choice = choice.trim();
+        self.tmux(&["send-keys", "-t", &h.pane, "-l", choice])
+            .await?;
+        if !choice.chars().all(|c| c.is_ascii_digit()) {
+            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+        }
+        let changed = self
+            .wait_screen(&h.pane, DRAFT_WAIT, |s| (s.rows != before.rows).then_some(()))
+            .await?;
+        Ok(changed.is_some())
+    }
+
     async fn list_live(&self) -> PluginResult<Vec<String>> {
         self.list_sessions().await
     }

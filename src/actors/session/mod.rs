@@ -660,6 +660,16 @@ fn record_usage(old: &SessionSnapshot, new: &SessionSnapshot) {
     }
 }
 
+/// Whether a message sent to a session that waits for input is an answer to a menu or a
+/// yes/no prompt: a number, or y/n/yes/no.
+fn is_choice(text: &str) -> bool {
+    let t = text.trim();
+    (!t.is_empty() && t.len() <= 2 && t.chars().all(|c| c.is_ascii_digit()))
+        || ["y", "n", "yes", "no"]
+            .iter()
+            .any(|w| t.eq_ignore_ascii_case(w))
+}
+
 /// How many lines of a failed agent's output are kept with its exit.
 const EXIT_OUTPUT_LINES: usize = 12;
 
@@ -849,10 +859,16 @@ impl Handler<SendMessage> for SessionActor {
         };
         let journal = self.fleet.journal.clone();
         let id = self.id.clone();
+        // A short answer to the question on screen is typed as keys (menus ignore pastes).
+        let answer = st == crate::store::SessionState::NeedsInput && is_choice(&msg.text);
         // Detached: the paste and its journal row finish even while an atomic step waits.
         Box::pin(
             crate::actors::detached(async move {
-                let delivered = runtime.send_message(&handle, &msg.text).await?;
+                let delivered = if answer {
+                    runtime.answer(&handle, &msg.text).await?
+                } else {
+                    runtime.send_message(&handle, &msg.text).await?
+                };
                 journal
                     .append(&NewEvent {
                         session_id: Some(id.clone()),

@@ -1,0 +1,257 @@
+//! The real `claude` CLI (npm `@anthropic-ai/claude-code`, interactive, under tmux) as a fleet
+//! agent, talking to the scripted Messages API (`tests/support/fake_anthropic.rs`): what a user
+//! meets on a new machine. Runs under `CI=true` (a missing CLI fails it), or wherever the CLI
+//! is found (`FLOTILLA_CLAUDE_BIN`, `claude` on PATH, or `/work/clis`), else skips.
+//!
+//! Nothing in the product is special-cased: the agent's configuration is what a user writes
+//! (`ANTHROPIC_BASE_URL` in its `env:`), and `server.cli_path` points the hooks at the
+//! `flotilla` binary cargo built.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fake_anthropic::{FakeAnthropic, Step};
+use crate::fleet_tmux::TmuxGuard;
+use crate::helpers::{eventually, git, require_tool, spawn_app_with_env, Backend, TestApp};
+use crate::receivers::{Receivers, Target};
+
+/// A key as a user would configure it (the fake checks it; Flotilla approves its tail).
+const KEY: &str = "sk-ant-test-0123456789abcdefghijklmnop";
+
+/// The real `claude` executable, or `None` (skip) when it is not installed and not under CI.
+pub fn claude_bin() -> Option<PathBuf> {
+    let found = std::env::var_os("FLOTILLA_CLAUDE_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("claude"))
+                    .find(|c| c.is_file())
+            })
+        })
+        .or_else(|| {
+            let p = PathBuf::from("/work/clis/npm/node_modules/.bin/claude");
+            p.is_file().then_some(p)
+        });
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the real claude CLI is required under CI=true (.ci/deps.sh installs it)");
+        }
+        eprintln!("skipping: the real claude CLI is not installed (set FLOTILLA_CLAUDE_BIN)");
+    }
+    found
+}
+
+/// An agent home as a user's would be after Claude Code's first-run set-up, and nothing else:
+/// no folder trusted, no API key approved (Flotilla must do both).
+fn onboarded_home(dir: &Path) -> PathBuf {
+    let home = dir.join("agent-home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(
+        home.join(".claude.json"),
+        json!({"hasCompletedOnboarding": true, "theme": "dark"}).to_string(),
+    )
+    .expect(".claude.json");
+    home
+}
+
+struct Real {
+    app: TestApp,
+    model: FakeAnthropic,
+    hooks: Receivers,
+    agent_home: PathBuf,
+    _tmux: TmuxGuard,
+}
+
+async fn setup(script: Vec<Step>, onboarded: bool, mode: &str) -> Option<Real> {
+    let claude = claude_bin()?;
+    if !require_tool("tmux") || !require_tool("git") {
+        return None;
+    }
+    let model = FakeAnthropic::start(script).await;
+    model.require_api_key(KEY);
+    let hooks = Receivers::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_home = if onboarded {
+        onboarded_home(dir.path())
+    } else {
+        let h = dir.path().join("fresh-home");
+        std::fs::create_dir_all(&h).expect("home");
+        h
+    };
+    let agents = format!(
+        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    env: {{ HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
+        bin = claude.display(),
+        home = agent_home.display(),
+        url = model.url(),
+    );
+    let project = format!(
+        "    runtime: tmux\n    agent: claude\n{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
+        services = hooks.service_yaml(),
+        hook = hooks.webhook_url(),
+    );
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        &project,
+        dir,
+        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+    )
+    .await?;
+    let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
+    Some(Real {
+        app,
+        model,
+        hooks,
+        agent_home,
+        _tmux: tmux,
+    })
+}
+
+async fn session(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/api/v1/sessions/{id}")).await.1
+}
+
+/// Waits (deadline `secs`) until `pred` holds for the session; panics with it and its screen.
+async fn wait_session(app: &TestApp, id: &str, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = session(app, id).await;
+        if pred(&s) {
+            return s;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let (_, o) = app.get(&format!("/api/v1/sessions/{id}/output?lines=60")).await;
+            panic!(
+                "timed out waiting for {what}; session: {s}\nscreen:\n{}",
+                o["output"].as_str().unwrap_or("")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn notifications_with(hooks: &Receivers, needle: &str) -> Vec<Value> {
+    hooks
+        .hits(Target::Webhook)
+        .into_iter()
+        .map(|h| h.body)
+        .filter(|b| b.to_string().contains(needle))
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it() {
+    let script = vec![
+        Step::tool(
+            "Bash",
+            json!({"command": "printf 'hello\\n' > hello.txt", "description": "Write hello.txt"}),
+        ),
+        Step::tool(
+            "Bash",
+            json!({"command": "git add hello.txt && git commit -q -m 'Add hello'", "description": "Commit"}),
+        ),
+        Step::text("Committed hello.txt."),
+    ];
+    let Some(r) = setup(script, true, "auto-edit").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Add hello.txt and commit it."}))
+        .await;
+    // No trust or API-key dialog: the CLI reaches the model at once.
+    r.model.wait_for_requests(1, Duration::from_secs(90)).await;
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(r.agent_home.join(".claude.json")).expect("read .claude.json"),
+    )
+    .expect("json");
+    let repo = std::fs::canonicalize(&r.app.repo).expect("repo");
+    assert_eq!(
+        cfg["projects"][repo.to_string_lossy().as_ref()]["hasTrustDialogAccepted"],
+        true,
+        "{cfg}"
+    );
+    assert_eq!(cfg["hasCompletedOnboarding"], true, "other keys kept: {cfg}");
+
+    // The commit asks for approval: the session needs input, saying what for.
+    let t0 = Instant::now();
+    let s = wait_session(&r.app, &id, 90, "needs_input", |s| s["state"] == "needs_input").await;
+    eprintln!("permission prompt -> needs_input: {:?} after the request", t0.elapsed());
+    let question = s["meta"]["question"].as_str().unwrap_or("").to_string();
+    assert!(
+        question.contains("approve Bash: git add hello.txt"),
+        "question: {question}; session: {s}"
+    );
+    assert_eq!(s["activity"], "waiting_input", "{s}");
+    let hits = eventually(30, "the needs-input notification", || {
+        let n = notifications_with(&r.hooks, "approve Bash: git add hello.txt");
+        async move { (!n.is_empty()).then_some(n) }
+    })
+    .await;
+    assert_eq!(hits.len(), 1, "one notification: {hits:?}");
+
+    // While it waits it stays waiting (the pending tool call is not activity).
+    assert_eq!(r.model.requests().len(), 2);
+
+    // The answer: menu choice 1 (Yes), as a user would type it from `flotilla send`.
+    let (code, v) = r
+        .app
+        .post(&format!("/api/v1/sessions/{id}/send"), json!({"message": "1"}))
+        .await;
+    assert!(code < 300, "{code} {v}");
+    r.model.wait_for_requests(3, Duration::from_secs(60)).await;
+    let s = wait_session(&r.app, &id, 60, "back to working", |s| s["state"] == "working").await;
+    assert_ne!(s["activity"], "waiting_input", "{s}");
+    let ws = PathBuf::from(s["workspace"].as_str().expect("workspace"));
+    let log = git(&ws, &["log", "--format=%s", "-1"]);
+    assert_eq!(log.trim(), "Add hello");
+    // The command's result went back to the model.
+    let third = &r.model.requests()[2];
+    let last = third["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        last["content"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result" && b["is_error"] != true)),
+        "the approved command's result: {last}"
+    );
+    assert_eq!(
+        notifications_with(&r.hooks, "waiting for input").len(),
+        1,
+        "no second notification"
+    );
+}
+
+#[actix_web::test]
+async fn a_real_claude_that_cannot_start_errors_with_its_own_words() {
+    // A fresh HOME: Claude Code's first-run set-up tries to reach the vendor and exits 1.
+    let Some(r) = setup(vec![], false, "auto-edit").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
+        .await;
+    let s = wait_session(&r.app, &id, 90, "errored", |s| s["state"] == "errored").await;
+    let reason = s["reason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("agent_exited_1: "), "{s}");
+    assert!(reason.len() > "agent_exited_1: ".len() + 5, "{reason}");
+    let n = eventually(30, "the exit notification", || {
+        let n = notifications_with(&r.hooks, "exited with status 1");
+        async move { (!n.is_empty()).then_some(n) }
+    })
+    .await;
+    assert!(
+        n[0].to_string().contains("Its last output"),
+        "the notification carries the output: {}",
+        n[0]
+    );
+    assert!(!n[0].to_string().contains(KEY), "no secret in notifications");
+}
