@@ -8,6 +8,8 @@ mod cli;
 mod crash;
 mod dashboard;
 mod events;
+#[path = "../support/fake_anthropic.rs"]
+mod fake_anthropic;
 #[path = "../support/fake_discord.rs"]
 mod fake_discord;
 #[path = "../support/fake_github.rs"]
