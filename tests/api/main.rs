@@ -8,6 +8,8 @@ mod cli;
 mod crash;
 mod dashboard;
 mod events;
+#[path = "../support/fake_anthropic.rs"]
+mod fake_anthropic;
 #[path = "../support/fake_discord.rs"]
 mod fake_discord;
 #[path = "../support/fake_github.rs"]
@@ -29,6 +31,7 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod real_claude_headless;
 #[path = "../support/receivers.rs"]
 mod receivers;
 mod server;
