@@ -277,7 +277,12 @@ pub fn terminal_question(text: &str) -> Option<String> {
         .rev()
         // A numbered menu is listed by its options alone (no descriptions or rules).
         .filter(|o| !is_option(last) || is_option(o))
-        .map(|o| o.trim().trim_start_matches(['❯', '›', '>', '│', '*']).trim().to_string())
+        .map(|o| {
+            o.trim()
+                .trim_start_matches(['❯', '›', '>', '│', '*'])
+                .trim()
+                .to_string()
+        })
         .collect();
     opts.retain(|o| !o.is_empty());
     Some(mask_secrets(&format!(
@@ -310,8 +315,7 @@ fn cursor_menu<'a>(lines: &[&'a str]) -> Option<Vec<&'a str>> {
         return None;
     }
     let mut start = cursor;
-    while start > 0 && text_col(lines[start - 1]) == col && lines[start - 1].chars().count() < 80
-    {
+    while start > 0 && text_col(lines[start - 1]) == col && lines[start - 1].chars().count() < 80 {
         start -= 1;
     }
     let menu: Vec<&str> = lines[start..].iter().rev().copied().collect();
@@ -480,11 +484,20 @@ Press enter to confirm or esc to cancel
         };
         let trust = terminal_question(&screen("claude-trust.txt")).expect("trust dialog");
         assert!(trust.contains("one you trust?"), "{trust}");
-        assert!(trust.contains("No, exit | Yes, I trust this folder"), "{trust}");
+        assert!(
+            trust.contains("No, exit | Yes, I trust this folder"),
+            "{trust}"
+        );
         let key = terminal_question(&screen("claude-apikey.txt")).expect("api key dialog");
-        assert_eq!(key, "Do you want to use this API key? [Yes | No (recommended)]");
+        assert_eq!(
+            key,
+            "Do you want to use this API key? [Yes | No (recommended)]"
+        );
         let bash = terminal_question(&screen("claude-bash-permission.txt")).expect("permission");
-        assert!(bash.starts_with("Do you want to proceed? [1. Yes | 2. Yes"), "{bash}");
+        assert!(
+            bash.starts_with("Do you want to proceed? [1. Yes | 2. Yes"),
+            "{bash}"
+        );
         assert!(bash.ends_with("4. No]"), "{bash}");
         let ask = terminal_question(&screen("claude-ask.txt")).expect("AskUserQuestion");
         assert_eq!(

@@ -319,7 +319,10 @@ pub trait Agent: Send + Sync {
     /// What the agent waits for, as one line for a human, when `activity` said
     /// `waiting_input`: by default the question at the bottom of the screen.
     async fn question(&self, probe: &activity::ActivityProbe) -> Option<String> {
-        probe.terminal.as_deref().and_then(activity::terminal_question)
+        probe
+            .terminal
+            .as_deref()
+            .and_then(activity::terminal_question)
     }
 
     /// Tokens used and their cost so far in the workspace's current conversation, where the

@@ -861,7 +861,9 @@ impl Runtime for TmuxRuntime {
             self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
         }
         let changed = self
-            .wait_screen(&h.pane, DRAFT_WAIT, |s| (s.rows != before.rows).then_some(()))
+            .wait_screen(&h.pane, DRAFT_WAIT, |s| {
+                (s.rows != before.rows).then_some(())
+            })
             .await?;
         Ok(changed.is_some())
     }

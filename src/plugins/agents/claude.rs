@@ -230,8 +230,8 @@ pub fn hook_settings(cli: &Path) -> Value {
 /// Flotilla: the project's repository is trusted (its worktrees inherit that, so no "Is this a
 /// project you trust?" per spawn), and the API key the agent's configured environment carries
 /// is approved (by its last 20 characters, as Claude Code stores it), unless the user rejected
-/// it. Other keys are kept; nothing is written when nothing changes; a file that is not JSON is
-/// left alone.
+/// it. Other keys are kept; nothing is written when nothing changes; a missing file or one that
+/// is not JSON is left alone.
 ///
 /// # Errors
 /// When the file cannot be read or replaced.
@@ -244,7 +244,9 @@ pub fn trust_workspace(file: &Path, repo: &Path, api_key: Option<&str>) -> std::
                 return Ok(());
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        // No configuration yet: Claude Code's own first-run set-up comes first (the spawn
+        // preflight says so); a file made here would only change which screen it shows.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     let before = doc.clone();
@@ -294,7 +296,11 @@ pub fn trust_workspace(file: &Path, repo: &Path, api_key: Option<&str>) -> std::
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(&doc).unwrap_or_default().as_bytes())?;
+        f.write_all(
+            serde_json::to_string_pretty(&doc)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, file)
@@ -551,9 +557,9 @@ impl Agent for ClaudeCodeAgent {
             _ => None,
         };
         match from_log {
-            Some((name, input)) => Some(crate::plugins::activity::mask_secrets(
-                &waiting_question(&name, &input),
-            )),
+            Some((name, input)) => Some(crate::plugins::activity::mask_secrets(&waiting_question(
+                &name, &input,
+            ))),
             None => probe
                 .terminal
                 .as_deref()

@@ -109,9 +109,27 @@ fn samples() -> Vec<(&'static str, EventKind)> {
             },
         ),
         ("waiting", EventKind::AgentWaitingInput { question: None }),
-        ("exit0", EventKind::AgentExited { code: Some(0), output: None }),
-        ("exit1", EventKind::AgentExited { code: Some(1), output: None }),
-        ("vanished", EventKind::AgentExited { code: None, output: None }),
+        (
+            "exit0",
+            EventKind::AgentExited {
+                code: Some(0),
+                output: None,
+            },
+        ),
+        (
+            "exit1",
+            EventKind::AgentExited {
+                code: Some(1),
+                output: None,
+            },
+        ),
+        (
+            "vanished",
+            EventKind::AgentExited {
+                code: None,
+                output: None,
+            },
+        ),
         ("pr_opened", EventKind::PrOpened { pr: pr(8) }),
         (
             "ci_failed",
