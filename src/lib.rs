@@ -14,6 +14,8 @@
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
 //! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks); its
 //!   actors are in `actors::chat`.
+//! - [`preflight`]: can this machine start the configured agents? (spawn-time checks and
+//!   `flotilla doctor`).
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
@@ -27,5 +29,6 @@ pub mod config;
 pub mod http;
 pub mod notify;
 pub mod plugins;
+pub mod preflight;
 pub mod store;
 pub mod telemetry;

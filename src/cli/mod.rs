@@ -1,4 +1,4 @@
-//! The `flotilla` command line: `serve` and `init` run locally; the other verbs are clients of
+//! The `flotilla` command line: `serve`, `init` and `doctor` run locally; the other verbs are clients of
 //! a running service's REST API (`--server`, token from `--token`, `$FLOTILLA_TOKEN` or the
 //! config). Exit codes (INTERFACE.md): 0 success, 1 failed operation, 2 bad usage or config.
 
@@ -176,6 +176,14 @@ pub enum Command {
         #[arg(long)]
         no_follow: bool,
         /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check this machine against the config (git, tmux, the database, every agent's CLI,
+    /// version, credentials and first-run set-up, the sandbox); needs no running server.
+    /// Exits 1 when something a project needs is missing.
+    Doctor {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

@@ -11,6 +11,7 @@ use super::{Cli, Command, EXIT_FAILED, EXIT_USAGE};
 use crate::app::{Application, StartError};
 use crate::config::{self, init, Settings};
 use crate::http::sessions::{ActionResult, SendResult, SessionDetail, SessionList};
+use crate::preflight::{Check, Status};
 use crate::telemetry::{init_tracing, LogFormat};
 
 /// Runs a parsed command line.
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> i32 {
         } => report(state, note.clone(), pr_url.clone(), pr_number),
         Command::Serve => serve(cli.config, cli.log_format),
         Command::Hook { agent } => hook(agent),
+        Command::Doctor { json } => doctor(cli.config, json),
         ref other => {
             // A client run by an agent (orchestrator, `report`) has the server and a token in
             // its environment and must not trip over the repo's config and its ${VARS}.
@@ -143,6 +145,66 @@ fn serve(path: Option<std::path::PathBuf>, format: Option<LogFormat>) -> i32 {
             }
         }
     })
+}
+
+/// `flotilla doctor`: every preflight check, one line each (or JSON); exit 1 on a failure.
+fn doctor(path: Option<std::path::PathBuf>, json: bool) -> i32 {
+    let settings = match load_valid(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flotilla: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let checks = rt.block_on(crate::preflight::doctor::Doctor::current().run(&settings));
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    if json {
+        print_json(&json!({"ok": !failed, "checks": checks}));
+    } else {
+        print!("{}", doctor_report(&checks));
+    }
+    if failed {
+        EXIT_FAILED
+    } else {
+        0
+    }
+}
+
+/// The checks as lines: `status  name  detail`, the fix indented under a problem, and a
+/// summary.
+fn doctor_report(checks: &[Check]) -> String {
+    let width = checks
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for c in checks {
+        out.push_str(&format!(
+            "{:<4}  {:<width$}  {}\n",
+            c.status.label(),
+            c.name,
+            c.detail
+        ));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("{:<4}  {:<width$}  fix: {fix}\n", "", ""));
+        }
+    }
+    let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
+    let (fails, warns) = (count(Status::Fail), count(Status::Warn));
+    out.push_str(&match (fails, warns) {
+        (0, 0) => "all checks passed\n".to_string(),
+        (0, w) => format!("no failures; {w} warning(s)\n"),
+        (f, w) => format!("{f} failure(s), {w} warning(s): fix the FAIL lines before spawning\n"),
+    });
+    out
 }
 
 fn init_here(force: bool) -> i32 {
@@ -450,6 +512,7 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
             json,
         } => logs(c, session.as_deref(), *after, *no_follow, *json).await?,
         Command::Serve
+        | Command::Doctor { .. }
         | Command::Init { .. }
         | Command::Completions { .. }
         | Command::Report { .. }

@@ -342,6 +342,12 @@ pub trait Agent: Send + Sync {
     async fn agent_session_id(&self, _workspace: &Path) -> PluginResult<Option<String>> {
         Ok(None)
     }
+
+    /// What the spawn-time preflight checks before a session is created (its program and
+    /// environment); `None` (the default) skips the check, e.g. for test doubles.
+    fn preflight(&self) -> Option<crate::preflight::AgentLaunch> {
+        None
+    }
 }
 
 /// A workspace created for a session.

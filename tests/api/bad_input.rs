@@ -183,3 +183,113 @@ async fn health_and_openapi_are_served() {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
 }
+
+/// Writes an executable shell script.
+fn script(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[actix_web::test]
+async fn a_spawn_whose_agent_cannot_start_fails_before_anything_is_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A `claude` that is on its agent's PATH but has never been set up for its HOME.
+    let bin = dir.path().join("bin");
+    let fresh_home = dir.path().join("fresh-home");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    std::fs::create_dir_all(&fresh_home).expect("mkdir");
+    script(&bin.join("claude"), "echo 'should never run'; exit 9");
+    let agents = format!(
+        "  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n  \
+         ghost: {{ kind: command, command: [\"flotilla-test-no-such-agent\", \"--go\"] }}\n  \
+         gone: {{ kind: command, command: [\"{missing}\"] }}\n  \
+         fresh: {{ kind: claude-code, env: {{ PATH: \"{bin}:/usr/bin:/bin\", HOME: \"{home}\" }} }}\n",
+        missing = dir.path().join("nope/agent").display(),
+        bin = bin.display(),
+        home = fresh_home.display(),
+    );
+    let app = spawn_app_with_agents(Backend::Sqlite, &agents, "", dir)
+        .await
+        .expect("app");
+    let before = fingerprint(&app).await;
+
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "agent": "ghost", "prompt": "x"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid");
+    assert_eq!(
+        v["error"]["message"],
+        "agent: ghost: flotilla-test-no-such-agent not found on PATH"
+    );
+
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "agent": "gone"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let m = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains("nope/agent is missing or not an executable file"),
+        "{v}"
+    );
+
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "agent": "fresh"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let m = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        m.starts_with("agent: fresh: claude has not completed its first-run set-up for HOME=")
+            && m.contains("run `claude` once in a terminal"),
+        "{v}"
+    );
+
+    // Batch spawns are refused the same way, before any issue is looked at.
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions/batch",
+            json!({"project": "demo", "issues": ["1", "2"], "agent": "ghost"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("flotilla-test-no-such-agent not found on PATH"),
+        "{v}"
+    );
+
+    assert_eq!(fingerprint(&app).await, before, "no session, no event");
+    let worktrees = app.home.join("worktrees");
+    let made: Vec<_> = std::fs::read_dir(&worktrees)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(made.is_empty(), "no worktree: {made:?}");
+    let branches = git(&app.repo, &["branch", "--list", "session/*"]);
+    assert!(branches.trim().is_empty(), "no branch: {branches}");
+
+    // Once the set-up is done, the same agent starts (the check reads the file each time).
+    std::fs::write(
+        fresh_home.join(".claude.json"),
+        "{\"hasCompletedOnboarding\": true}",
+    )
+    .expect("write");
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "agent": "fresh"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+}

@@ -177,3 +177,103 @@ async fn client_verbs_drive_a_running_server() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("401"), "{}", stderr(&bad));
 }
+
+#[test]
+fn doctor_fails_naming_a_missing_agent_binary_and_passes_when_it_is_there() {
+    if !require_tool("git") {
+        return;
+    }
+    // Missing: FAIL, exit 1, the binary named, with the fix.
+    let agents = "  scripted: { kind: command, command: [\"flotilla-test-no-such-agent\"] }\n";
+    let s = Scratch::with_agents(tempfile::tempdir().expect("tempdir"), agents, "");
+    let cfg = s.cfg.display().to_string();
+    let o = cli(s.dir.path(), &s.home, &["doctor", "--config", &cfg]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.contains("agent scripted: cli"))
+        .unwrap_or_else(|| panic!("no agent line in {out}"));
+    assert!(line.starts_with("FAIL"), "{out}");
+    assert!(
+        line.contains("flotilla-test-no-such-agent: not found on PATH"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: install `flotilla-test-no-such-agent`"),
+        "{out}"
+    );
+    assert!(
+        !s.home.join("flotilla.db").exists(),
+        "doctor creates nothing"
+    );
+    let o = cli(
+        s.dir.path(),
+        &s.home,
+        &["doctor", "--config", &cfg, "--json"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    let agent = v["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "agent scripted: cli"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(agent["status"], "fail", "{v}");
+
+    // Present (a script at an absolute path): ok, exit 0.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = dir.path().join("my-agent.sh");
+    std::fs::write(&agent, "#!/bin/sh\necho hi\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let agents = format!(
+        "  scripted: {{ kind: command, command: [\"{}\"] }}\n",
+        agent.display()
+    );
+    let s = Scratch::with_agents(dir, &agents, "");
+    let cfg = s.cfg.display().to_string();
+    let o = cli(s.dir.path(), &s.home, &["doctor", "--config", &cfg]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.contains("agent scripted: cli"))
+        .unwrap_or_else(|| panic!("no agent line in {out}"));
+    assert!(line.starts_with("ok"), "{out}");
+    assert!(line.contains("my-agent.sh"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains("git")),
+        "{out}"
+    );
+
+    // A bad config is still exit 2.
+    std::fs::write(s.dir.path().join("bad.yaml"), "server: { prot: 1 }\n").expect("write");
+    let bad = s.dir.path().join("bad.yaml").display().to_string();
+    let o = cli(s.dir.path(), &s.home, &["doctor", "--config", &bad]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[actix_web::test]
+async fn spawn_with_a_missing_agent_binary_exits_1_naming_it() {
+    let agents = format!(
+        "  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n  \
+         ghost: {{ kind: command, command: [\"flotilla-test-no-such-agent\"] }}\n"
+    );
+    let s = Scratch::with_agents(tempfile::tempdir().expect("tempdir"), &agents, "");
+    let _server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let o = s.run(&["spawn", "--project", "demo", "--agent", "ghost"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ghost: flotilla-test-no-such-agent not found on PATH (HTTP 422"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.run(&["status", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["sessions"], serde_json::json!([]), "no session was made");
+}

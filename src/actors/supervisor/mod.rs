@@ -26,6 +26,7 @@ use crate::actors::session::policy::Policy;
 use crate::actors::session::{SessionActor, SessionError};
 use crate::plugins::worktree::{check_branch_name, remote_heads, slug};
 use crate::plugins::PluginError;
+use crate::preflight::{agent_ready, AgentLaunch, HostEnv};
 use crate::store::{
     NewEvent, NewSession, SessionFilter, SessionId, SessionSnapshot, StoreError, TransitionCommit,
 };
@@ -129,6 +130,23 @@ pub fn plan_branch(new: &mut NewSession, remote_heads: &[String]) {
     }
 }
 
+/// The spawn-time preflight: the agent's CLI must resolve on the agent's `PATH` and an
+/// interactive `claude` must have done its first-run set-up, or the spawn fails with the cause
+/// (422 on `agent`) before any session row or worktree exists. A few `stat`s and one small
+/// file read, on the blocking pool (never on the actor's thread).
+async fn preflight_agent(launch: Option<AgentLaunch>) -> Result<(), FleetError> {
+    let Some(launch) = launch else {
+        return Ok(());
+    };
+    tokio::task::spawn_blocking(move || agent_ready(&launch, &HostEnv::current()))
+        .await
+        .map_err(|e| FleetError::Plugin(PluginError::Io(std::io::Error::other(e))))?
+        .map_err(|e| FleetError::Invalid {
+            field: "agent".into(),
+            reason: e.to_string(),
+        })
+}
+
 /// The supervisor of every session actor.
 pub struct FleetSupervisor {
     fleet: Arc<Fleet>,
@@ -164,6 +182,11 @@ impl FleetSupervisor {
         let aid = id.clone();
         let addr = actix::Supervisor::start(move |_| SessionActor::new(aid, fleet, policy, me));
         self.sessions.insert(id, addr);
+    }
+
+    /// What the preflight checks for agent `name` (`None`: unknown agent or nothing to check).
+    fn agent_launch(&self, name: &str) -> Option<AgentLaunch> {
+        self.fleet.plugins.agent(name).ok()?.preflight()
     }
 
     fn validate(&self, r: &SpawnRequest) -> Result<NewSession, FleetError> {
@@ -289,9 +312,12 @@ impl Handler<Spawn> for FleetSupervisor {
             .project(&new.project)
             .map(|p| (p.repo.clone(), p.remote.clone()));
         let tracker = self.fleet.plugins.trackers.get(&new.project).cloned();
+        let launch = self.agent_launch(&new.agent);
         let mut new = new;
         Box::pin(
             async move {
+                // An agent that cannot start fails the spawn before anything is created.
+                preflight_agent(launch).await?;
                 // The issue is read before anything is created: an unknown issue or a
                 // tracker outage fails the spawn cleanly.
                 if let (Some(t), Some(id)) = (tracker, new.issue.clone()) {
@@ -778,8 +804,10 @@ impl Handler<BatchSpawn> for FleetSupervisor {
             .fleet
             .project(&r.project)
             .map(|p| (p.repo.clone(), p.remote.clone()));
+        let launch = self.agent_launch(&template.agent);
         Box::pin(
             async move {
+                preflight_agent(launch).await?;
                 let live = store
                     .list_sessions(&SessionFilter {
                         project: Some(r.project.clone()),
@@ -930,6 +958,7 @@ impl Handler<EnsureOrchestrator> for FleetSupervisor {
                 reason: e.to_string(),
             }));
         }
+        let launch = self.agent_launch(&agent);
         let id = SessionId(format!("{}-orchestrator", project.prefix));
         let store = self.fleet.store.clone();
         let journal = self.fleet.journal.clone();
@@ -961,6 +990,7 @@ impl Handler<EnsureOrchestrator> for FleetSupervisor {
                     Err(StoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
+                preflight_agent(launch).await?;
                 match journal.create_session(&new).await {
                     Ok(rec) => Ok((
                         SessionSnapshot {

@@ -461,6 +461,13 @@ impl Agent for ClaudeCodeAgent {
         &self.name
     }
 
+    fn preflight(&self) -> Option<crate::preflight::AgentLaunch> {
+        Some(crate::preflight::AgentLaunch::from_settings(
+            &self.name,
+            &self.settings,
+        ))
+    }
+
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "claude");

@@ -226,6 +226,13 @@ impl Agent for CodexAgent {
         &self.name
     }
 
+    fn preflight(&self) -> Option<crate::preflight::AgentLaunch> {
+        Some(crate::preflight::AgentLaunch::from_settings(
+            &self.name,
+            &self.settings,
+        ))
+    }
+
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "codex");

@@ -24,6 +24,16 @@ impl Agent for CommandAgent {
         &self.name
     }
 
+    fn preflight(&self) -> Option<crate::preflight::AgentLaunch> {
+        Some(crate::preflight::AgentLaunch {
+            name: self.name.clone(),
+            kind: crate::config::AgentKind::Command,
+            program: self.argv.clone(),
+            args: Vec::new(),
+            env: self.env.clone(),
+        })
+    }
+
     fn launch(&self, _ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         if self.argv.is_empty() {
             return Err(PluginError::Invalid(format!(

@@ -40,6 +40,13 @@ impl Agent for OpencodeAgent {
         &self.name
     }
 
+    fn preflight(&self) -> Option<crate::preflight::AgentLaunch> {
+        Some(crate::preflight::AgentLaunch::from_settings(
+            &self.name,
+            &self.settings,
+        ))
+    }
+
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "opencode");
