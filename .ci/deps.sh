@@ -32,3 +32,14 @@ dash="$(cd "$(dirname "$0")/.." && pwd)/tests/dashboard"
 if [ ! -f "$dash/node_modules/playwright-core/package.json" ]; then
   (cd "$dash" && npm ci --no-audit --no-fund)
 fi
+# The real agent CLIs the real-agent tests drive (pinned; the tests fail under CI=true without
+# them). Installed once per version into a cache outside the checkout; scripts/test points the
+# tests at them with FLOTILLA_CLAUDE_BIN / FLOTILLA_CODEX_BIN.
+clis="${FLOTILLA_CLIS_DIR:-$HOME/.cache/flotilla/real-clis}"
+pins=(@anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0)
+stamp="$clis/.pins"
+if [ "$(cat "$stamp" 2>/dev/null)" != "${pins[*]}" ]; then
+  mkdir -p "$clis"
+  npm install --no-audit --no-fund --loglevel=error --prefix "$clis" "${pins[@]}"
+  echo "${pins[*]}" > "$stamp"
+fi

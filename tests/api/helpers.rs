@@ -38,6 +38,38 @@ pub fn require_tool(tool: &str) -> bool {
     ok
 }
 
+/// A real agent CLI (`claude`, `codex`): `$<env_var>`, else on `PATH`, else where `.ci/deps.sh`
+/// installs the pinned versions (`$FLOTILLA_CLIS_DIR`, default `~/.cache/flotilla/real-clis`).
+/// `None` (skip) when none exists; under `CI=true` a missing CLI fails the test.
+pub fn real_cli(name: &str, env_var: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("FLOTILLA_CLIS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/flotilla/real-clis"))
+        })
+        .map(|d| d.join("node_modules/.bin").join(name));
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|c| c.is_file())
+    });
+    let found = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(on_path)
+        .chain(cache)
+        .find(|c| c.is_file());
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the real {name} CLI is required under CI=true (.ci/deps.sh installs it; or set {env_var})");
+        }
+        eprintln!(
+            "skipping: the real {name} CLI is not installed (run .ci/deps.sh or set {env_var})"
+        );
+    }
+    found
+}
+
 /// Runs git in `dir`, panicking with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

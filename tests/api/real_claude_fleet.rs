@@ -1,7 +1,8 @@
 //! The real `claude` CLI (npm `@anthropic-ai/claude-code`, interactive, under tmux) as a fleet
 //! agent, talking to the scripted Messages API (`tests/support/fake_anthropic.rs`): what a user
 //! meets on a new machine. Runs under `CI=true` (a missing CLI fails it), or wherever the CLI
-//! is found (`FLOTILLA_CLAUDE_BIN`, `claude` on PATH, or `/work/clis`), else skips.
+//! is found (`FLOTILLA_CLAUDE_BIN`, `claude` on PATH, or where `.ci/deps.sh` puts it), else
+//! skips.
 //!
 //! Nothing in the product is special-cased: the agent's configuration is what a user writes
 //! (`ANTHROPIC_BASE_URL` in its `env:`), and `server.cli_path` points the hooks at the
@@ -14,34 +15,17 @@ use serde_json::{json, Value};
 
 use crate::fake_anthropic::{FakeAnthropic, Step};
 use crate::fleet_tmux::TmuxGuard;
-use crate::helpers::{eventually, git, require_tool, spawn_app_with_env, Backend, TestApp};
+use crate::helpers::{
+    eventually, git, real_cli, require_tool, spawn_app_with_env, Backend, TestApp,
+};
 use crate::receivers::{Receivers, Target};
 
 /// A key as a user would configure it (the fake checks it; Flotilla approves its tail).
 const KEY: &str = "sk-ant-test-0123456789abcdefghijklmnop";
 
-/// The real `claude` executable, or `None` (skip) when it is not installed and not under CI.
+/// The real `claude` (see [`real_cli`]).
 pub fn claude_bin() -> Option<PathBuf> {
-    let found = std::env::var_os("FLOTILLA_CLAUDE_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("claude"))
-                    .find(|c| c.is_file())
-            })
-        })
-        .or_else(|| {
-            let p = PathBuf::from("/work/clis/npm/node_modules/.bin/claude");
-            p.is_file().then_some(p)
-        });
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the real claude CLI is required under CI=true (.ci/deps.sh installs it)");
-        }
-        eprintln!("skipping: the real claude CLI is not installed (set FLOTILLA_CLAUDE_BIN)");
-    }
-    found
+    real_cli("claude", "FLOTILLA_CLAUDE_BIN")
 }
 
 /// An agent home as a user's would be after Claude Code's first-run set-up, and nothing else:

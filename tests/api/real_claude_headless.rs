@@ -9,32 +9,12 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::fake_anthropic::{FakeAnthropic, Step};
-use crate::helpers::make_repo;
+use crate::helpers::{make_repo, real_cli};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
-const FALLBACK_BIN: &str = "/work/clis/npm/node_modules/.bin/claude";
-
-/// `FLOTILLA_CLAUDE_BIN`, else `claude` on `PATH`, else the machine's npm install; `None`
-/// (skip) when none exists, a panic under `CI=true`.
+/// The real `claude` (see [`real_cli`]).
 fn claude_bin() -> Option<PathBuf> {
-    let from_env = std::env::var_os("FLOTILLA_CLAUDE_BIN").map(PathBuf::from);
-    let on_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("claude"))
-            .find(|c| c.is_file())
-    });
-    let found = from_env
-        .into_iter()
-        .chain(on_path)
-        .chain(Some(PathBuf::from(FALLBACK_BIN)))
-        .find(|c| c.is_file());
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the claude CLI is required under CI=true (set FLOTILLA_CLAUDE_BIN)");
-        }
-        eprintln!("skipping: the claude CLI is not installed (set FLOTILLA_CLAUDE_BIN)");
-    }
-    found
+    real_cli("claude", "FLOTILLA_CLAUDE_BIN")
 }
 
 /// A temp dir holding a fresh `HOME` and a git repository.
