@@ -77,8 +77,12 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Prompt-cache tokens: reads and writes (Claude), cached input (Codex).
     pub cache_tokens: u64,
-    /// Cost in US dollars at list prices, when every model used has a known price.
+    /// Cost in US dollars: the agent's own figure where it reports one, else list prices
+    /// when every model used has a known price.
     pub cost_usd: Option<f64>,
+    /// Which of the two `cost_usd` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_source: Option<crate::store::CostSource>,
 }
 
 /// What an activity check gets from the caller.

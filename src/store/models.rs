@@ -170,6 +170,16 @@ impl FromStr for SessionState {
     }
 }
 
+/// Where a session's cost figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The agent's own figure (Claude Code's `cost-state` / `total_cost_usd`).
+    Agent,
+    /// Tokens priced by Flotilla's list-price table (the agent reports none).
+    PriceTable,
+}
+
 /// What the agent is doing, as last observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -228,6 +228,14 @@ async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it
         1,
         "no second notification"
     );
+    // While it runs, the tokens are priced from the table (Claude Code writes its own figure
+    // only as it exits; `claude::usage` prefers that one, see its unit test).
+    let s = wait_session(&r.app, &id, 60, "usage", |s| {
+        s["meta"]["usage"]["input_tokens"].as_u64() >= Some(3600)
+    })
+    .await;
+    assert_eq!(s["meta"]["usage"]["cost_source"], "price_table", "{s}");
+    assert!(s["meta"]["usage"]["cost_usd"].as_f64() > Some(0.0), "{s}");
 }
 
 #[actix_web::test]

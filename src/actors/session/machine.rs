@@ -213,6 +213,9 @@ pub struct Usage {
     pub cache_tokens: u64,
     /// Cost in US dollars, when known.
     pub cost_usd: Option<f64>,
+    /// Whether the agent reported the cost or Flotilla priced the tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_source: Option<crate::store::CostSource>,
 }
 
 impl EventKind {
@@ -898,14 +901,17 @@ impl Machine<'_> {
 
     /// Records spend; crossing the budget stops the agent or escalates, as configured.
     fn usage(&mut self, usage: Usage, project_usd: Option<f64>) -> Outcome {
-        if self.state().is_terminal() {
-            return self.ignore("agent.usage");
-        }
         let old: Option<Usage> = serde_json::from_value(self.s.session.meta["usage"].clone()).ok();
         if old == Some(usage) {
             return Outcome::Noop("usage unchanged".into());
         }
         self.s.session.meta["usage"] = serde_json::to_value(usage).unwrap_or_default();
+        if self.state().is_terminal() {
+            // The agent's final figure (written as it exits) is kept; no budget acts any more,
+            // and a terminal session holds no timers.
+            self.s.timers.clear();
+            return Outcome::Applied;
+        }
         let Some(b) = self.policy.budget else {
             return Outcome::Applied;
         };

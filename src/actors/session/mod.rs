@@ -167,6 +167,7 @@ impl SessionActor {
                 .watch(&log, ctx.address().recipient());
             self.watched_log = Some(log);
         }
+        let addr = ctx.address();
         let Ok(runtime) = self.fleet.plugins.runtime(
             &self
                 .snapshot
@@ -176,17 +177,22 @@ impl SessionActor {
         ) else {
             return;
         };
+        // The agent's own cost figure may only be written as it exits (Claude Code's
+        // cost-state): read its usage once more then.
+        let snapshot = self.snapshot.clone();
+        let fleet = self.fleet.clone();
         let fut = async move {
             // wait_exit answers at once (with the status when it is ours) if already gone.
             let code = runtime.wait_exit(&handle).await.unwrap_or(None);
+            if let Some(s) = snapshot {
+                for event in final_usage(&fleet, &s).await {
+                    let _ = addr.send(Apply { event }).await;
+                }
+            }
             // A failed agent's last words name the cause ("not logged in", "ENOTFOUND").
             let output = match code {
                 Some(0) => None,
-                _ => runtime
-                    .output(&handle, EXIT_OUTPUT_LINES)
-                    .await
-                    .ok()
-                    .map(|o| last_output(&o)),
+                _ => exit_output(runtime.as_ref(), &handle).await,
             };
             (handle, code, output)
         }
@@ -673,6 +679,28 @@ fn is_choice(text: &str) -> bool {
 /// How many lines of a failed agent's output are kept with its exit.
 const EXIT_OUTPUT_LINES: usize = 12;
 
+/// A failed agent's last output. Its final lines may still be on their way to the runtime's
+/// log (tmux's pipe-pane copies them asynchronously), so an empty read is retried briefly.
+async fn exit_output(
+    runtime: &dyn crate::plugins::Runtime,
+    handle: &serde_json::Value,
+) -> Option<String> {
+    const TRIES: u32 = 10;
+    for i in 0..TRIES {
+        let text = runtime
+            .output(handle, EXIT_OUTPUT_LINES)
+            .await
+            .ok()
+            .map(|o| last_output(&o))
+            .filter(|o| !o.is_empty());
+        if text.is_some() || i + 1 == TRIES {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// The non-blank lines of `text`, trimmed and with secrets masked, at most 2,000 characters
 /// from the end.
 fn last_output(text: &str) -> String {
@@ -790,6 +818,7 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
             output_tokens: u.output_tokens,
             cache_tokens: u.cache_tokens,
             cost_usd: u.cost_usd,
+            cost_source: u.cost_source,
         };
         let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
         if known != Some(usage) {
@@ -800,6 +829,32 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
         }
     }
     out
+}
+
+/// The usage the agent's log shows as it exits, when it changed since last recorded.
+async fn final_usage(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
+    let rec = &s.session;
+    let (Ok(agent), Some(ws)) = (fleet.plugins.agent(&rec.agent), rec.workspace.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(u)) = agent.usage(std::path::Path::new(ws)).await else {
+        return Vec::new();
+    };
+    let usage = machine::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_tokens: u.cache_tokens,
+        cost_usd: u.cost_usd,
+        cost_source: u.cost_source,
+    };
+    let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
+    if known == Some(usage) {
+        return Vec::new();
+    }
+    vec![EventKind::UsageObserved {
+        usage,
+        project_usd: project_spend(fleet, rec, usage.cost_usd).await,
+    }]
 }
 
 impl Handler<Reconcile> for SessionActor {

@@ -396,8 +396,37 @@ pub fn price_per_mtok(model: &str) -> Option<(f64, f64)> {
 
 /// Sums `message.usage` over a Claude Code JSONL log. Claude writes one line per content
 /// block, each repeating its message's usage, so usage is counted once per message id (the
-/// last copy wins: it has the final output count).
+/// last copy wins: it has the final output count). The cost is Claude Code's own
+/// (`cost-state.totalCostUSD`, which it writes after a turn) when that entry comes after the
+/// last assistant message and knows every model's price; otherwise the tokens are priced with
+/// [`price_per_mtok`]. `cost_source` says which.
 pub fn usage(log: &str) -> Usage {
+    let mut total = table_usage(log);
+    let mut agent_cost: Option<f64> = None;
+    for line in log.lines() {
+        if line.contains("\"type\":\"assistant\"") {
+            agent_cost = None; // a newer message than the last cost-state
+        } else if line.contains("\"cost-state\"") {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v["type"].as_str() == Some("cost-state") {
+                agent_cost = v["totalCostUSD"]
+                    .as_f64()
+                    .filter(|_| v["hasUnknownModelCost"].as_bool() != Some(true));
+            }
+        }
+    }
+    if let Some(cost) = agent_cost {
+        total.cost_usd = Some(cost);
+        total.cost_source = Some(crate::store::CostSource::Agent);
+    } else if total.cost_usd.is_some() {
+        total.cost_source = Some(crate::store::CostSource::PriceTable);
+    }
+    total
+}
+
+fn table_usage(log: &str) -> Usage {
     #[derive(Default)]
     struct Counts {
         model: String,
@@ -626,6 +655,39 @@ mod tests {
 
     fn state(lines: &[&str]) -> Option<Activity> {
         classify(&lines.join("\n"), now()).map(|r| r.signal(now()).activity)
+    }
+
+    #[test]
+    fn the_agents_own_cost_wins_when_it_covers_the_last_message() {
+        let cost = r#"{"type":"cost-state","sessionId":"s","totalCostUSD":0.0112,"hasUnknownModelCost":false}"#;
+        let priced = usage(&[USER, TEXT].join("\n"));
+        assert_eq!(
+            priced.cost_source,
+            Some(crate::store::CostSource::PriceTable)
+        );
+        let own = usage(&[USER, TEXT, cost].join("\n"));
+        assert_eq!(own.cost_usd, Some(0.0112));
+        assert_eq!(own.cost_source, Some(crate::store::CostSource::Agent));
+        assert_eq!(own.input_tokens, priced.input_tokens);
+        // A message after the figure: the figure no longer covers everything.
+        let later = usage(
+            &[
+                USER,
+                TEXT,
+                cost,
+                TEXT.replace("msg_01A", "msg_02B").as_str(),
+            ]
+            .join("\n"),
+        );
+        assert_eq!(
+            later.cost_source,
+            Some(crate::store::CostSource::PriceTable)
+        );
+        let unknown = cost.replace("false", "true");
+        assert_eq!(
+            usage(&[USER, TEXT, unknown.as_str()].join("\n")).cost_source,
+            Some(crate::store::CostSource::PriceTable)
+        );
     }
 
     #[test]

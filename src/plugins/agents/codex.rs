@@ -216,6 +216,7 @@ pub fn usage(log: &str) -> Option<Usage> {
                 output_tokens: n("output_tokens"),
                 cache_tokens: cached,
                 cost_usd: None,
+                cost_source: None,
             })
         })
 }
@@ -378,7 +379,8 @@ mod tests {
                 input_tokens: 3000,
                 output_tokens: 300,
                 cache_tokens: 9000,
-                cost_usd: None
+                cost_usd: None,
+                cost_source: None
             }
         );
         let no_info =
