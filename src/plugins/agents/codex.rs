@@ -2,7 +2,9 @@
 //!
 //! Launch: `codex [resume] [--sandbox S --ask-for-approval on-request |
 //! --dangerously-bypass-approvals-and-sandbox] [--model M] -c check_for_update_on_startup=false
-//! [args…] (-- <prompt> | <session id>)`. The whole prompt file is the positional prompt (Codex
+//! -c projects={"<worktree>"={trust_level="trusted"}} [args…] (-- <prompt> | <session id>)`.
+//! The `projects` override keeps Codex 0.169 from stopping every first launch in a new
+//! worktree on "Trust this folder?". The whole prompt file is the positional prompt (Codex
 //! has no "append to the system prompt" flag; `model_instructions_file` would replace Codex's
 //! own instructions); over [`INLINE_PROMPT_MAX`] the prompt points at the file. Permission
 //! modes: `auto-edit` = workspace-write sandbox, `suggest` = read-only sandbox, both asking on
@@ -220,6 +222,45 @@ pub fn usage(log: &str) -> Option<Usage> {
         })
 }
 
+/// `-c projects={"<workspace>"={trust_level="trusted"}}`: Codex 0.169 otherwise stops the
+/// first launch in every new worktree on "Trust this folder?". (The dotted
+/// `projects."<path>".trust_level` form is not honoured.) The canonical path is trusted too
+/// when it differs (a workspace under a symlink).
+fn trust_override(workspace: &Path) -> String {
+    let mut paths = vec![workspace.to_path_buf()];
+    if let Ok(c) = std::fs::canonicalize(workspace) {
+        if c != workspace {
+            paths.push(c);
+        }
+    }
+    let entries: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            format!(
+                "{}={{trust_level=\"trusted\"}}",
+                toml_string(&p.to_string_lossy())
+            )
+        })
+        .collect();
+    format!("projects={{{}}}", entries.join(","))
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[async_trait]
 impl Agent for CodexAgent {
     fn name(&self) -> &str {
@@ -259,6 +300,7 @@ impl Agent for CodexAgent {
         }
         // An update prompt would block an unattended TUI.
         argv.extend(["-c".into(), "check_for_update_on_startup=false".into()]);
+        argv.extend(["-c".into(), trust_override(&ctx.workspace)]);
         argv.extend(s.args.iter().cloned());
         match resume_id {
             Some(id) => argv.push(id),
@@ -380,6 +422,71 @@ mod tests {
     }
 
     #[test]
+    fn the_trust_override_is_a_toml_table_keyed_by_the_workspace() {
+        assert_eq!(
+            trust_override(Path::new("/nonexistent/w \"x\"\\y")),
+            r#"projects={"/nonexistent/w \"x\"\\y"={trust_level="trusted"}}"#
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let canonical = std::fs::canonicalize(&real).expect("canonical");
+        assert_eq!(
+            trust_override(&link),
+            format!(
+                "projects={{{}={{trust_level=\"trusted\"}},{}={{trust_level=\"trusted\"}}}}",
+                toml_string(&path(&link)),
+                toml_string(&path(&canonical))
+            )
+        );
+    }
+
+    fn state(lines: &[&str]) -> Option<Activity> {
+        classify(&lines.join("\n"), now()).map(|r| r.signal(now()).activity)
+    }
+
+    #[test]
+    fn rollout_events_map_to_activity() {
+        let m = meta("/w");
+        assert_eq!(state(&[&m, CONTEXT]), Some(Activity::Idle));
+        assert_eq!(state(&[&m, CONTEXT, TURN, USER]), Some(Activity::Active));
+        assert_eq!(state(&[&m, TURN, USER, CALL]), Some(Activity::Active));
+        assert_eq!(
+            state(&[&m, TURN, USER, CALL, APPROVAL]),
+            Some(Activity::WaitingInput)
+        );
+        assert_eq!(
+            state(&[&m, TURN, USER, CALL, APPROVAL, OUTPUT]),
+            Some(Activity::Active)
+        );
+        assert_eq!(
+            state(&[&m, USER, CALL, OUTPUT, TOKENS, MESSAGE, COMPLETE]),
+            Some(Activity::Idle)
+        );
+        // token_count lines are bookkeeping, not activity.
+        assert_eq!(state(&[&m, USER, COMPLETE, TOKENS]), Some(Activity::Idle));
+    }
+
+    #[test]
+    fn usage_is_the_last_cumulative_total() {
+        let u = usage(&[USER, TOKENS, MESSAGE].join("\n")).expect("usage");
+        assert_eq!(
+            u,
+            Usage {
+                input_tokens: 3000,
+                output_tokens: 300,
+                cache_tokens: 9000,
+                cost_usd: None
+            }
+        );
+        let no_info =
+            r#"{"timestamp":"t","type":"event_msg","payload":{"type":"token_count","info":null}}"#;
+        assert_eq!(usage(no_info), None);
+    }
+
+    #[test]
     fn launch_argv_for_each_mode_and_resume() {
         let dir = tempfile::tempdir().expect("tmp");
         let home = dir.path().join("home");
@@ -390,6 +497,10 @@ mod tests {
             CodexAgent::new("codex".into(), s)
         };
         let (argv, _) = agent(PermissionMode::Default).launch(&c).expect("launch");
+        let trust = format!(
+            "projects={{{}={{trust_level=\"trusted\"}}}}",
+            toml_string(&path(&c.workspace))
+        );
         assert_eq!(
             argv,
             [
@@ -398,6 +509,8 @@ mod tests {
                 "gpt-5-codex",
                 "-c",
                 "check_for_update_on_startup=false",
+                "-c",
+                &trust,
                 "--",
                 PROMPT.trim()
             ]
@@ -438,6 +551,13 @@ mod tests {
         let (argv, _) = agent(PermissionMode::AutoEdit).launch(&c).expect("launch");
         assert_eq!(argv[1], "resume");
         assert_eq!(argv.last().map(String::as_str), Some(ID));
+        // A resumed session runs in the same worktree: trusted too.
+        let canonical = std::fs::canonicalize(&c.workspace).expect("canonical");
+        assert!(
+            argv.iter().any(|a| a.starts_with("projects={")
+                && a.contains(&toml_string(&path(&canonical)))),
+            "{argv:?}"
+        );
         assert!(!argv.contains(&"--".to_string()));
     }
 
