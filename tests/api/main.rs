@@ -14,6 +14,8 @@ mod fake_discord;
 mod fake_github;
 #[path = "../support/fake_jira.rs"]
 mod fake_jira;
+#[path = "../support/fake_openai.rs"]
+mod fake_openai;
 #[path = "../support/fake_slack.rs"]
 mod fake_slack;
 #[path = "../support/fake_telegram.rs"]
