@@ -31,6 +31,7 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod real_codex;
 #[path = "../support/receivers.rs"]
 mod receivers;
 mod server;
