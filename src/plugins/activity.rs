@@ -199,6 +199,7 @@ fn is_footer(line: &str) -> bool {
     [
         "esc to cancel",
         "esc to exit",
+        "esc back",
         "enter to confirm",
         "enter to select",
         "to navigate",

@@ -16,6 +16,8 @@ mod fake_discord;
 mod fake_github;
 #[path = "../support/fake_jira.rs"]
 mod fake_jira;
+#[path = "../support/fake_openai.rs"]
+mod fake_openai;
 #[path = "../support/fake_slack.rs"]
 mod fake_slack;
 #[path = "../support/fake_telegram.rs"]
@@ -33,6 +35,7 @@ mod metrics;
 mod notifications;
 mod real_claude_fleet;
 mod real_claude_headless;
+mod real_codex;
 #[path = "../support/receivers.rs"]
 mod receivers;
 mod server;

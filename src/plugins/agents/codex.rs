@@ -2,7 +2,9 @@
 //!
 //! Launch: `codex [resume] [--sandbox S --ask-for-approval on-request |
 //! --dangerously-bypass-approvals-and-sandbox] [--model M] -c check_for_update_on_startup=false
-//! [args…] (-- <prompt> | <session id>)`. The whole prompt file is the positional prompt (Codex
+//! -c projects={"<worktree>"={trust_level="trusted"}} [args…] (-- <prompt> | <session id>)`.
+//! The `projects` override keeps Codex 0.169 from stopping every first launch in a new
+//! worktree on "Trust this folder?". The whole prompt file is the positional prompt (Codex
 //! has no "append to the system prompt" flag; `model_instructions_file` would replace Codex's
 //! own instructions); over [`INLINE_PROMPT_MAX`] the prompt points at the file. Permission
 //! modes: `auto-edit` = workspace-write sandbox, `suggest` = read-only sandbox, both asking on
@@ -13,8 +15,11 @@
 //! Observation: Codex writes `$CODEX_HOME` (default `$HOME/.codex`)
 //! `/sessions/YYYY/MM/DD/rollout-<time>-<id>.jsonl`, each line `{timestamp, type, payload}`;
 //! the first is `session_meta` with the session `id` and its `cwd`, which is how a rollout is
-//! matched to a workspace (newest first, at most [`MAX_SCAN`] files). Token usage is the
-//! cumulative `total_token_usage` of the last `token_count` event.
+//! matched to a workspace (newest first, at most [`MAX_SCAN`] files). Activity is the last
+//! meaningful entry ([`classify`] lists the 0.169 entry kinds); a turn that ended on a model
+//! error is `task_complete` with an `error`, read as failed. Token usage is the cumulative
+//! `total_token_usage` of the last `token_count` event (or `token_usage_record`), its cost
+//! the list price of the model each `turn_context` names ([`price_per_mtok`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
@@ -143,6 +148,17 @@ fn is_context_message(payload: &Value) -> bool {
 }
 
 /// Classifies the last meaningful line of a Codex rollout.
+///
+/// Codex 0.169 writes, per turn: `task_started`, `turn_context`, `thread_settings_applied`,
+/// the user `message` (`response_item`) and `item_completed` (`UserMessage`), then per model
+/// answer its output items (`function_call`, `message`, `reasoning`), a `token_usage_record`
+/// (top-level type) and a `token_count` event, with `item_completed` (`CommandExecution`,
+/// `AgentMessage`, …) and `function_call_output` as tools finish, and finally `task_complete`,
+/// which carries an `error` when the turn died on a model or stream error (after Codex's
+/// retries). Approval requests and decisions are not logged at all: while Codex waits for one
+/// the log ends with the pending `function_call`, read as work, and the screen shows the
+/// question. Older versions' `user_message`/`agent_message`/`exec_command_*`/
+/// `exec_approval_request`/`error` events are still understood.
 pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
     log.lines()
         .rev()
@@ -155,6 +171,7 @@ pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
                 "session_meta" => Some(Reading::Finished(at)),
                 "turn_context" | "compacted" => Some(Reading::Working(at)),
                 "event_msg" => match kind {
+                    "task_complete" if is_error(&p["error"]) => Some(Reading::Failed(at)),
                     "task_complete" | "turn_aborted" => Some(Reading::Finished(at)),
                     "exec_approval_request"
                     | "apply_patch_approval_request"
@@ -162,7 +179,12 @@ pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
                     | "elicitation_request" => Some(Reading::Waiting(at)),
                     "error" | "stream_error" => Some(Reading::Failed(at)),
                     "agent_message" => Some(Reading::Replying(at)),
-                    "user_message"
+                    "item_completed" => match p["item"]["type"].as_str() {
+                        Some("AgentMessage") => Some(Reading::Replying(at)),
+                        _ => Some(Reading::Working(at)),
+                    },
+                    "item_started"
+                    | "user_message"
                     | "task_started"
                     | "agent_reasoning"
                     | "exec_command_begin"
@@ -174,7 +196,8 @@ pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
                     | "web_search_begin"
                     | "web_search_end"
                     | "turn_diff" => Some(Reading::Working(at)),
-                    _ => None, // token_count and other bookkeeping
+                    // token_count, thread_settings_applied and other bookkeeping.
+                    _ => None,
                 },
                 "response_item" => match kind {
                     "message" => match p["role"].as_str() {
@@ -191,34 +214,223 @@ pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
                     | "web_search_call" => Some(Reading::Working(at)),
                     _ => None,
                 },
+                // token_usage_record, world_state and other bookkeeping.
                 _ => None,
             }
         })
 }
 
-/// Usage from the last `token_count` event that carries totals. Codex counts cached input
-/// inside `input_tokens`; here it is split out into `cache_tokens`. Reasoning tokens are part of
-/// `output_tokens`. No cost: there is no OpenAI price table here.
-pub fn usage(log: &str) -> Option<Usage> {
-    log.lines()
-        .rev()
-        .filter(|l| l.contains("token_count"))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| {
-            let t = &v["payload"]["info"]["total_token_usage"];
-            if v["payload"]["type"].as_str() != Some("token_count") || !t.is_object() {
-                return None;
-            }
+/// Whether a `task_complete.error` is an actual error (absent and `null` are not).
+fn is_error(e: &Value) -> bool {
+    !(e.is_null() || e.as_object().is_some_and(|o| o.is_empty()))
+}
+
+/// List prices in US dollars per million tokens, `(input, cached input, output)`, for OpenAI
+/// model families Codex runs (reasoning tokens are billed as output). Matched on the model
+/// name without a `provider/` prefix: the family name exactly, or followed by a dated
+/// snapshot (`gpt-5-2025-08-07`) or `-latest`; anything else (`gpt-5-codex-mini`, a newer
+/// `gpt-5.x`) is unknown and has no price.
+pub fn price_per_mtok(model: &str) -> Option<(f64, f64, f64)> {
+    let m = model.trim().to_ascii_lowercase();
+    let m = m.rsplit('/').next().unwrap_or(&m);
+    const TABLE: &[(&str, (f64, f64, f64))] = &[
+        ("gpt-5.5", (5.0, 0.5, 30.0)),
+        ("gpt-5.4", (2.5, 0.25, 15.0)),
+        ("gpt-5.4-mini", (0.75, 0.075, 4.5)),
+        ("gpt-5.4-nano", (0.2, 0.02, 1.25)),
+        ("gpt-5.2", (1.75, 0.175, 14.0)),
+        ("gpt-5.2-codex", (1.75, 0.175, 14.0)),
+        ("gpt-5.1", (1.25, 0.125, 10.0)),
+        ("gpt-5.1-codex", (1.25, 0.125, 10.0)),
+        ("gpt-5.1-codex-max", (1.25, 0.125, 10.0)),
+        ("gpt-5.1-codex-mini", (0.25, 0.025, 2.0)),
+        ("gpt-5", (1.25, 0.125, 10.0)),
+        ("gpt-5-codex", (1.25, 0.125, 10.0)),
+        ("gpt-5-chat", (1.25, 0.125, 10.0)),
+        ("gpt-5-mini", (0.25, 0.025, 2.0)),
+        ("gpt-5-nano", (0.05, 0.005, 0.4)),
+        ("gpt-5-pro", (15.0, 15.0, 120.0)),
+        ("codex-mini", (1.5, 0.375, 6.0)),
+        ("o4-mini", (1.1, 0.275, 4.4)),
+        ("o3", (2.0, 0.5, 8.0)),
+        ("o3-mini", (1.1, 0.55, 4.4)),
+        ("o3-pro", (20.0, 20.0, 80.0)),
+        ("o1", (15.0, 7.5, 60.0)),
+        ("gpt-4.1", (2.0, 0.5, 8.0)),
+        ("gpt-4.1-mini", (0.4, 0.1, 1.6)),
+        ("gpt-4.1-nano", (0.1, 0.025, 0.4)),
+        ("gpt-4o", (2.5, 1.25, 10.0)),
+        ("gpt-4o-mini", (0.15, 0.075, 0.6)),
+    ];
+    TABLE.iter().find_map(|(family, price)| {
+        let rest = m.strip_prefix(family)?;
+        let suffix_ok = rest.is_empty()
+            || rest == "-latest"
+            || rest
+                .strip_prefix('-')
+                .is_some_and(|d| d.starts_with(|c: char| c.is_ascii_digit()));
+        suffix_ok.then_some(*price)
+    })
+}
+
+/// Cumulative counts as Codex logs them (`input_tokens` includes the cached ones).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Totals {
+    input: u64,
+    cached: u64,
+    output: u64,
+}
+
+impl Totals {
+    fn from_json(t: &Value) -> Option<Totals> {
+        t.is_object().then(|| {
             let n = |k: &str| t[k].as_u64().unwrap_or(0);
-            let cached = n("cached_input_tokens");
-            Some(Usage {
-                input_tokens: n("input_tokens").saturating_sub(cached),
-                output_tokens: n("output_tokens"),
-                cache_tokens: cached,
-                cost_usd: None,
-                cost_source: None,
-            })
+            Totals {
+                input: n("input_tokens"),
+                cached: n("cached_input_tokens"),
+                output: n("output_tokens"),
+            }
         })
+    }
+
+    fn since(self, start: Totals) -> Totals {
+        Totals {
+            input: self.input.saturating_sub(start.input),
+            cached: self.cached.saturating_sub(start.cached),
+            output: self.output.saturating_sub(start.output),
+        }
+    }
+
+    fn is_zero(self) -> bool {
+        self == Totals::default()
+    }
+
+    fn cost(self, (input, cached, output): (f64, f64, f64)) -> f64 {
+        (self.input.saturating_sub(self.cached) as f64 * input
+            + self.cached as f64 * cached
+            + self.output as f64 * output)
+            / 1e6
+    }
+}
+
+/// The model a line says is in effect from here on (`turn_context.model`, or
+/// `thread_settings_applied.thread_settings.model`).
+fn model_of(v: &Value) -> Option<&str> {
+    let p = &v["payload"];
+    match (v["type"].as_str()?, p["type"].as_str()) {
+        ("turn_context", _) => p["model"].as_str(),
+        ("event_msg", Some("thread_settings_applied")) => p["thread_settings"]["model"].as_str(),
+        _ => None,
+    }
+}
+
+/// The session's cumulative totals a line reports: `token_count.info.total_token_usage`, or
+/// (0.169) `token_usage_record.thread_token_usage`.
+fn totals_of(v: &Value) -> Option<Totals> {
+    let p = &v["payload"];
+    match (v["type"].as_str()?, p["type"].as_str()) {
+        ("event_msg", Some("token_count")) => Totals::from_json(&p["info"]["total_token_usage"]),
+        ("token_usage_record", _) => Totals::from_json(&p["thread_token_usage"]),
+        _ => None,
+    }
+}
+
+/// Usage over a whole rollout: the last cumulative totals (Codex counts cached input inside
+/// `input_tokens`; here it is split out into `cache_tokens`; reasoning is part of
+/// `output_tokens`), and the cost at [`price_per_mtok`] list prices, each stretch of tokens at
+/// the price of the model in effect then (a `/model` switch starts a new stretch). Cost is
+/// `None` when tokens were spent on a model without a price. `None` without any totals.
+///
+/// Codex logs only its turn requests: the TUI's session-title request is not counted.
+pub fn usage(log: &str) -> Option<Usage> {
+    let mut model: Option<String> = None;
+    let mut last: Option<Totals> = None;
+    let mut stretch_start = Totals::default();
+    let mut cost = Some(0.0);
+    let close = |model: Option<&str>, upto: Totals, start: &mut Totals, cost: &mut Option<f64>| {
+        let spent = upto.since(*start);
+        if !spent.is_zero() {
+            *cost = match (*cost, model.and_then(price_per_mtok)) {
+                (Some(c), Some(p)) => Some(c + spent.cost(p)),
+                _ => None,
+            };
+        }
+        *start = upto;
+    };
+    for line in log.lines() {
+        let relevant = line.contains("token_count")
+            || line.contains("token_usage_record")
+            || line.contains("turn_context")
+            || line.contains("thread_settings_applied");
+        if !relevant {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if let Some(t) = totals_of(&v) {
+            last = Some(t);
+        } else if let Some(m) = model_of(&v) {
+            if model.as_deref() != Some(m) {
+                close(
+                    model.as_deref(),
+                    last.unwrap_or_default(),
+                    &mut stretch_start,
+                    &mut cost,
+                );
+                model = Some(m.to_string());
+            }
+        }
+    }
+    let t = last?;
+    close(model.as_deref(), t, &mut stretch_start, &mut cost);
+    Some(Usage {
+        input_tokens: t.input.saturating_sub(t.cached),
+        output_tokens: t.output,
+        cache_tokens: t.cached,
+        cost_usd: cost,
+        // Codex reports no cost of its own: priced from the table.
+        cost_source: cost.map(|_| crate::store::CostSource::PriceTable),
+    })
+}
+
+/// `-c projects={"<workspace>"={trust_level="trusted"}}`: Codex 0.169 otherwise stops the
+/// first launch in every new worktree on "Trust this folder?". (The dotted
+/// `projects."<path>".trust_level` form is not honoured.) The canonical path is trusted too
+/// when it differs (a workspace under a symlink).
+fn trust_override(workspace: &Path) -> String {
+    let mut paths = vec![workspace.to_path_buf()];
+    if let Ok(c) = std::fs::canonicalize(workspace) {
+        if c != workspace {
+            paths.push(c);
+        }
+    }
+    let entries: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            format!(
+                "{}={{trust_level=\"trusted\"}}",
+                toml_string(&p.to_string_lossy())
+            )
+        })
+        .collect();
+    format!("projects={{{}}}", entries.join(","))
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[async_trait]
@@ -267,6 +479,7 @@ impl Agent for CodexAgent {
         }
         // An update prompt would block an unattended TUI.
         argv.extend(["-c".into(), "check_for_update_on_startup=false".into()]);
+        argv.extend(["-c".into(), trust_override(&ctx.workspace)]);
         argv.extend(s.args.iter().cloned());
         match resume_id {
             Some(id) => argv.push(id),
@@ -298,14 +511,10 @@ impl Agent for CodexAgent {
         let Some((path, _)) = self.rollout(workspace).await? else {
             return Ok(None);
         };
-        if let Some(u) = read_tail(&path, TAIL_BYTES)
-            .await?
-            .and_then(|(text, _)| usage(&text))
-        {
-            return Ok(Some(u));
-        }
-        match tokio::fs::read_to_string(&path).await {
-            Ok(text) => Ok(usage(&text)),
+        // The whole log: cost is priced per stretch of the model in effect, which a tail
+        // cannot tell (usage() parses only the few line kinds it needs).
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(usage(&String::from_utf8_lossy(&bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -342,6 +551,191 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         parse_ts("2025-10-01T12:00:00Z").expect("ts")
+    }
+
+    // Codex 0.169.0 (TUI, `--sandbox workspace-write --ask-for-approval on-request`), recorded
+    // against the scripted model server; long fields trimmed, `metadata` and `world_state`
+    // lines dropped.
+    mod v169 {
+        pub const META: &str = r#"{"timestamp":"2026-12-01T22:00:51.430Z","ordinal":0,"type":"session_meta","payload":{"session_id":"01a2339f-f74e-7782-b01d-5f21762d97b8","id":"01a2339f-f74e-7782-b01d-5f21762d97b8","timestamp":"2026-12-01T22:00:51.297Z","cwd":"/w","originator":"codex-tui","cli_version":"0.169.0","source":"cli","model_provider":"fake"}}"#;
+        pub const STARTED: &str = r#"{"timestamp":"2026-12-01T22:00:51.430Z","ordinal":1,"type":"event_msg","payload":{"type":"task_started","turn_id":"01a2339f-f7c6-7cf1-9b01-066a5cfde6b3","started_at":1796162451}}"#;
+        pub const CONTEXT: &str = r#"{"timestamp":"2026-12-01T22:00:51.451Z","ordinal":3,"type":"response_item","payload":{"type":"message","id":"msg_01a2339f-f7fa-73d1-aeff-5d309cde4951","role":"user","content":[{"type":"input_text","text":"<environment_context>\n  <cwd>/w</cwd>\n "}]}}"#;
+        pub const TURN: &str = r#"{"timestamp":"2026-12-01T22:00:51.454Z","ordinal":5,"type":"turn_context","payload":{"turn_id":"01a2339f-f7c6-7cf1-9b01-066a5cfde6b3","cwd":"/w","approval_policy":"on-request","model":"gpt-5-codex","sandbox_policy":{"type":"workspace-write","network_access":false}}}"#;
+        pub const SETTINGS: &str = r#"{"timestamp":"2026-12-01T22:00:51.455Z","ordinal":6,"type":"event_msg","payload":{"type":"thread_settings_applied","thread_settings":{"model":"gpt-5-codex","model_provider_id":"fake","approval_policy":"on-request"}}}"#;
+        pub const USER: &str = r#"{"timestamp":"2026-12-01T22:00:51.469Z","ordinal":7,"type":"response_item","payload":{"type":"message","id":"msg_01a2339f-f80d-79e2-b10c-d70a4382e682","role":"user","content":[{"type":"input_text","text":"write the file"}]}}"#;
+        pub const USER_ITEM: &str = r#"{"timestamp":"2026-12-01T22:00:51.470Z","ordinal":8,"type":"event_msg","payload":{"type":"item_completed","turn_id":"01a2339f","item":{"type":"UserMessage","id":"01a2339f-f80d-79e2-b10c-d7199852a7ce","content":[{"type":"text","text":"write the file","text_elements":[]}]}}}"#;
+        pub const CALL: &str = r#"{"timestamp":"2026-12-01T22:00:51.513Z","ordinal":9,"type":"response_item","payload":{"type":"function_call","status":"completed","id":"fc_0","name":"exec_command","arguments":"{\"cmd\": \"echo made > out.txt && echo WROTE-OK\"}","call_id":"call_0"}}"#;
+        pub const RECORD_1: &str = r#"{"timestamp":"2026-12-01T22:00:51.517Z","ordinal":10,"type":"token_usage_record","payload":{"response_id":"resp_0","usage":{"input_tokens":1000,"cached_input_tokens":200,"cache_write_input_tokens":0,"output_tokens":50,"reasoning_output_tokens":10,"total_tokens":1050},"thread_token_usage":{"input_tokens":1000,"cached_input_tokens":200,"cache_write_input_tokens":0,"output_tokens":50,"reasoning_output_tokens":10,"total_tokens":1050}}}"#;
+        pub const EXEC_ITEM: &str = r#"{"timestamp":"2026-12-01T22:00:51.785Z","ordinal":11,"type":"event_msg","payload":{"type":"item_completed","turn_id":"01a2339f","item":{"type":"CommandExecution","id":"call_0","command":["/bin/bash","-lc","echo made > out.txt && echo WROTE-OK"],"status":"completed","exit_code":0}}}"#;
+        pub const OUTPUT: &str = r#"{"timestamp":"2026-12-01T22:00:51.790Z","ordinal":12,"type":"response_item","payload":{"type":"function_call_output","id":"fco_01a2339f-f94e-7212-8f8f-8ec23f48a48d","call_id":"call_0","output":"Chunk ID: e1dcd0\nWall time: 0.0662 secon"}}"#;
+        pub const COUNT_1: &str = r#"{"timestamp":"2026-12-01T22:00:51.800Z","ordinal":13,"type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"input_tokens":1000,"cached_input_tokens":200,"cache_write_input_tokens":0,"output_tokens":50,"reasoning_output_tokens":10,"total_tokens":1050},"last_token_usage":{"input_tokens":1000,"cached_input_tokens":200,"cache_write_input_tokens":0,"output_tokens":50,"reasoning_output_tokens":10,"total_tokens":1050},"last_usage_includes_reasoning":false,"model_context_window":258400},"rate_limits":null}}"#;
+        pub const AGENT_ITEM: &str = r#"{"timestamp":"2026-12-01T22:00:51.853Z","ordinal":14,"type":"event_msg","payload":{"type":"item_completed","turn_id":"01a2339f","item":{"type":"AgentMessage","id":"msg_2","content":[{"type":"Text","text":"done"}]}}}"#;
+        pub const REPLY: &str = r#"{"timestamp":"2026-12-01T22:00:51.859Z","ordinal":15,"type":"response_item","payload":{"type":"message","id":"msg_2","role":"assistant","content":[{"type":"output_text","text":"done","annotations":[]}]}}"#;
+        pub const RECORD_2: &str = r#"{"timestamp":"2026-12-01T22:00:51.863Z","ordinal":16,"type":"token_usage_record","payload":{"response_id":"resp_2","usage":{"input_tokens":1000,"cached_input_tokens":200,"cache_write_input_tokens":0,"output_tokens":50,"reasoning_output_tokens":10,"total_tokens":1050},"thread_token_usage":{"input_tokens":2000,"cached_input_tokens":400,"cache_write_input_tokens":0,"output_tokens":100,"reasoning_output_tokens":20,"total_tokens":2100}}}"#;
+        pub const COUNT_2: &str = r#"{"timestamp":"2026-12-01T22:00:51.864Z","ordinal":17,"type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"input_tokens":2000,"cached_input_tokens":400,"cache_write_input_tokens":0,"output_tokens":100,"reasoning_output_tokens":20,"total_tokens":2100},"last_token_usage":{"input_tokens":1000,"cached_input_tokens":200,"cache_write_input_tokens":0,"output_tokens":50,"reasoning_output_tokens":10,"total_tokens":1050},"last_usage_includes_reasoning":false,"model_context_window":258400},"rate_limits":null}}"#;
+        pub const COMPLETE: &str = r#"{"timestamp":"2026-12-01T22:00:51.877Z","ordinal":18,"type":"event_msg","payload":{"type":"task_complete","turn_id":"01a2339f-f7c6-7cf1-9b01-066a5cfde6b3","last_agent_message":"done","duration_ms":472}}"#;
+        /// A turn whose every model request answered 500 (30 attempts over ~25 s).
+        pub const FAILED: &str = r#"{"timestamp":"2026-12-01T21:58:37.288Z","ordinal":9,"type":"event_msg","payload":{"type":"task_complete","root_turn_id":"01a2339d-8ba2-7930-a173-459453b4f924","turn_id":"01a2339d-8ba2-7930-a173-459453b4f924","last_agent_message":null,"error":{"message":"We’re currently experiencing high demand, which may cause temporary errors.","codex_error_info":"internal_server_error"},"started_at":1796162292,"completed_at":1796162317,"duration_ms":24640}}"#;
+    }
+
+    fn state_at(lines: &[&str], now: &str) -> Option<Activity> {
+        let now = parse_ts(now).expect("ts");
+        classify(&lines.join("\n"), now).map(|r| r.signal(now).activity)
+    }
+
+    #[test]
+    fn codex_0_169_rollout_events_map_to_activity() {
+        use v169::*;
+        let at = "2026-12-01T22:01:00Z";
+        let s = |lines: &[&str]| state_at(lines, at);
+        assert_eq!(s(&[META]), Some(Activity::Idle));
+        assert_eq!(s(&[META, STARTED]), Some(Activity::Active));
+        assert_eq!(
+            s(&[META, STARTED, CONTEXT, TURN, SETTINGS]),
+            Some(Activity::Active)
+        );
+        assert_eq!(
+            s(&[META, STARTED, TURN, USER, USER_ITEM]),
+            Some(Activity::Active)
+        );
+        // A command running, or waiting for an approval (which 0.169 does not log): the
+        // pending call followed by its usage record.
+        assert_eq!(
+            s(&[META, USER_ITEM, CALL, RECORD_1]),
+            Some(Activity::Active)
+        );
+        assert_eq!(
+            s(&[META, CALL, RECORD_1, EXEC_ITEM, OUTPUT, COUNT_1]),
+            Some(Activity::Active)
+        );
+        assert_eq!(
+            s(&[META, OUTPUT, COUNT_1, AGENT_ITEM]),
+            Some(Activity::Active)
+        );
+        assert_eq!(
+            s(&[META, AGENT_ITEM, REPLY, RECORD_2, COUNT_2, COMPLETE]),
+            Some(Activity::Idle)
+        );
+        assert_eq!(
+            classify(&[META, REPLY, COUNT_2, COMPLETE].join("\n"), now()),
+            Some(Reading::Finished(
+                parse_ts("2026-12-01T22:00:51.877Z").expect("ts")
+            ))
+        );
+        // A model error after Codex's retries ends the turn with `error`: failed, not finished.
+        assert_eq!(
+            classify(&[META, TURN, USER, USER_ITEM, FAILED].join("\n"), now()),
+            Some(Reading::Failed(
+                parse_ts("2026-12-01T21:58:37.288Z").expect("ts")
+            ))
+        );
+        assert_eq!(s(&[META, USER_ITEM, FAILED]), Some(Activity::Idle));
+        // A pending call goes quiet after the weak window (an approval nobody answers too:
+        // only the screen can tell).
+        assert_eq!(
+            state_at(&[META, CALL, RECORD_1], "2026-12-01T22:10:00Z"),
+            Some(Activity::Idle)
+        );
+    }
+
+    #[test]
+    fn codex_0_169_usage_and_cost() {
+        use v169::*;
+        let log = [
+            META, STARTED, TURN, SETTINGS, USER, CALL, RECORD_1, OUTPUT, COUNT_1, REPLY, RECORD_2,
+            COUNT_2, COMPLETE,
+        ]
+        .join("\n");
+        let u = usage(&log).expect("usage");
+        assert_eq!(
+            (u.input_tokens, u.cache_tokens, u.output_tokens),
+            (1600, 400, 100)
+        );
+        // gpt-5-codex: $1.25 input, $0.125 cached, $10 output per million tokens.
+        let want = (1600.0 * 1.25 + 400.0 * 0.125 + 100.0 * 10.0) / 1e6;
+        assert!((u.cost_usd.expect("priced") - want).abs() < 1e-12, "{u:?}");
+        // Before the first token_count, the usage record's thread totals count.
+        let u = usage(&[META, TURN, CALL, RECORD_1].join("\n")).expect("usage");
+        assert_eq!((u.input_tokens, u.cache_tokens), (800, 200));
+        // An unknown model has no price; no totals, no usage.
+        let other = TURN.replace("gpt-5-codex", "my-local-model");
+        let u = usage(&[META, other.as_str(), RECORD_1, COUNT_1].join("\n")).expect("usage");
+        assert_eq!(u.cost_usd, None);
+        assert_eq!(usage(&[META, TURN, USER].join("\n")), None);
+    }
+
+    #[test]
+    fn a_model_switch_prices_each_stretch_at_its_model() {
+        use v169::*;
+        let mini = TURN.replace("gpt-5-codex", "gpt-5-mini");
+        let log = [
+            META,
+            TURN,
+            RECORD_1,
+            COUNT_1,
+            mini.as_str(),
+            RECORD_2,
+            COUNT_2,
+        ]
+        .join("\n");
+        let u = usage(&log).expect("usage");
+        let first = (800.0 * 1.25 + 200.0 * 0.125 + 50.0 * 10.0) / 1e6;
+        let second = (800.0 * 0.25 + 200.0 * 0.025 + 50.0 * 2.0) / 1e6;
+        assert!((u.cost_usd.expect("priced") - (first + second)).abs() < 1e-12);
+        // A stretch on an unpriced model makes the whole cost unknown.
+        let odd = TURN.replace("gpt-5-codex", "gpt-9");
+        let log = [META, TURN, COUNT_1, odd.as_str(), COUNT_2].join("\n");
+        assert_eq!(usage(&log).expect("usage").cost_usd, None);
+    }
+
+    #[test]
+    fn prices_by_model_family() {
+        assert_eq!(price_per_mtok("gpt-5"), Some((1.25, 0.125, 10.0)));
+        assert_eq!(
+            price_per_mtok("gpt-5-2025-08-07"),
+            Some((1.25, 0.125, 10.0))
+        );
+        assert_eq!(
+            price_per_mtok("openai/gpt-5-codex"),
+            Some((1.25, 0.125, 10.0))
+        );
+        assert_eq!(price_per_mtok("GPT-5-Mini"), Some((0.25, 0.025, 2.0)));
+        assert_eq!(
+            price_per_mtok("o4-mini-2025-04-16"),
+            Some((1.1, 0.275, 4.4))
+        );
+        assert_eq!(price_per_mtok("gpt-4.1"), Some((2.0, 0.5, 8.0)));
+        assert_eq!(price_per_mtok("gpt-4.1-mini"), Some((0.4, 0.1, 1.6)));
+        assert_eq!(price_per_mtok("o3"), Some((2.0, 0.5, 8.0)));
+        assert_eq!(price_per_mtok("gpt-4o-latest"), Some((2.5, 1.25, 10.0)));
+        // A family is not a prefix of another model's name.
+        assert_eq!(price_per_mtok("gpt-5-codex-mini"), None);
+        assert_eq!(price_per_mtok("gpt-5.3"), None);
+        assert_eq!(price_per_mtok("o3-deep-research"), None);
+        assert_eq!(price_per_mtok("llama3"), None);
+        assert_eq!(price_per_mtok(""), None);
+    }
+
+    #[test]
+    fn the_trust_override_is_a_toml_table_keyed_by_the_workspace() {
+        assert_eq!(
+            trust_override(Path::new("/nonexistent/w \"x\"\\y")),
+            r#"projects={"/nonexistent/w \"x\"\\y"={trust_level="trusted"}}"#
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let canonical = std::fs::canonicalize(&real).expect("canonical");
+        assert_eq!(
+            trust_override(&link),
+            format!(
+                "projects={{{}={{trust_level=\"trusted\"}},{}={{trust_level=\"trusted\"}}}}",
+                toml_string(&path(&link)),
+                toml_string(&path(&canonical))
+            )
+        );
     }
 
     fn state(lines: &[&str]) -> Option<Activity> {
@@ -399,6 +793,10 @@ mod tests {
             CodexAgent::new("codex".into(), s)
         };
         let (argv, _) = agent(PermissionMode::Default).launch(&c).expect("launch");
+        let trust = format!(
+            "projects={{{}={{trust_level=\"trusted\"}}}}",
+            toml_string(&path(&c.workspace))
+        );
         assert_eq!(
             argv,
             [
@@ -407,6 +805,8 @@ mod tests {
                 "gpt-5-codex",
                 "-c",
                 "check_for_update_on_startup=false",
+                "-c",
+                &trust,
                 "--",
                 PROMPT.trim()
             ]
@@ -447,6 +847,13 @@ mod tests {
         let (argv, _) = agent(PermissionMode::AutoEdit).launch(&c).expect("launch");
         assert_eq!(argv[1], "resume");
         assert_eq!(argv.last().map(String::as_str), Some(ID));
+        // A resumed session runs in the same worktree: trusted too.
+        let canonical = std::fs::canonicalize(&c.workspace).expect("canonical");
+        assert!(
+            argv.iter().any(|a| a.starts_with("projects={")
+                && a.contains(&toml_string(&path(&canonical)))),
+            "{argv:?}"
+        );
         assert!(!argv.contains(&"--".to_string()));
     }
 
