@@ -112,7 +112,8 @@ async fn agent_exit_status_drives_the_machine() {
     let d = app.wait_state(&done, "done").await;
     assert_eq!(d["reason"], "agent_exited_0");
     let f = app.wait_state(&failed, "errored").await;
-    assert_eq!(f["reason"], "agent_exited_3");
+    // The reason names the cause: the agent's last line of output.
+    assert_eq!(f["reason"], "agent_exited_3: failing");
     let t = f["trackers"].as_array().expect("trackers");
     assert!(
         t.iter()
