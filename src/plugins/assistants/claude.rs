@@ -1,7 +1,14 @@
 //! The `claude` assistant: `claude -p` with `--output-format stream-json --verbose` (the CLI
 //! requires `--verbose` with stream-json in print mode), `--resume <session id>` and
 //! `--permission-mode` (`default`, `acceptEdits`, `plan`, `bypassPermissions`; the config's
-//! `default` maps to the CLI's `default`, never to bypass).
+//! `default` maps to the CLI's `default`, never to bypass; `auto-edit`, the chat default, to
+//! `acceptEdits`).
+//!
+//! Headless, the CLI cannot ask: a tool its mode does not allow is refused, the model is told,
+//! and the turn still ends `success`. The `result` line lists those refusals in
+//! `permission_denials` ([`Chunk::Denied`], so the reply can name them) and carries the
+//! turn's own cost (`total_cost_usd`, `modelUsage.<model>.costUSD`) and tokens
+//! ([`Chunk::Usage`]). A result with `is_error` or an `error_*` subtype fails the turn.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::{run_turn, tool_summary, ParseState, MAX_ARG_PROMPT};
 use crate::config::PermissionMode;
-use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest};
+use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest, TurnUsage};
 
 /// Claude Code in print mode.
 pub struct ClaudeAssistant {
@@ -106,13 +113,13 @@ pub fn parse_line(line: &str, st: &mut ParseState) -> Vec<Chunk> {
             if session.is_some() {
                 st.session_id = session;
             }
-            if v.get("is_error").and_then(Value::as_bool) == Some(true) {
-                let msg = v
-                    .get("result")
-                    .and_then(Value::as_str)
-                    .or_else(|| v.get("subtype").and_then(Value::as_str))
-                    .unwrap_or("error");
-                st.error = Some(msg.to_string());
+            out.extend(denials(&v));
+            out.extend(usage(&v).map(Chunk::Usage));
+            let subtype = v.get("subtype").and_then(Value::as_str).unwrap_or("");
+            if v.get("is_error").and_then(Value::as_bool) == Some(true)
+                || subtype.starts_with("error")
+            {
+                st.error = Some(result_error(&v, subtype));
             }
             st.finished = true;
             out.push(Chunk::Result {
@@ -122,6 +129,112 @@ pub fn parse_line(line: &str, st: &mut ParseState) -> Vec<Chunk> {
         _ => {}
     }
     out
+}
+
+/// The tools the CLI refused this turn (`permission_denials: [{tool_name, tool_input}]`).
+fn denials(v: &Value) -> Vec<Chunk> {
+    v.get("permission_denials")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let tool = d
+                .get("tool_name")
+                .and_then(Value::as_str)
+                .unwrap_or("tool")
+                .to_string();
+            let input = d.get("tool_input").cloned().unwrap_or(Value::Null);
+            Chunk::Denied {
+                detail: denied_detail(&tool, &input),
+                tool,
+            }
+        })
+        .collect()
+}
+
+/// What a refused tool tried, in a few words: the command, the path, else its input.
+pub fn denied_detail(tool: &str, input: &Value) -> String {
+    let s = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
+    let detail = match tool {
+        "Bash" => s("command").map(|c| format!("`{}`", c.replace('`', "'"))),
+        _ => s("file_path")
+            .or_else(|| s("notebook_path"))
+            .or_else(|| s("path"))
+            .or_else(|| s("url"))
+            .or_else(|| s("pattern")),
+    };
+    let detail = detail.unwrap_or_else(|| match input {
+        Value::Null => String::new(),
+        other => other.to_string(),
+    });
+    super::cut(&detail, 200)
+}
+
+/// The turn's usage from the result line: the cost is the CLI's own `total_cost_usd` (else
+/// the sum of `modelUsage.<model>.costUSD`); tokens are summed over `modelUsage` (every
+/// model the turn used), else taken from `usage`. `None` when the line reports none of them.
+fn usage(v: &Value) -> Option<TurnUsage> {
+    if ["total_cost_usd", "modelUsage", "usage"]
+        .iter()
+        .all(|k| v.get(k).is_none())
+    {
+        return None;
+    }
+    let n = |o: &Value, k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let models: Vec<&Value> = v
+        .get("modelUsage")
+        .and_then(Value::as_object)
+        .map(|m| m.values().collect())
+        .unwrap_or_default();
+    let mut u = if models.is_empty() {
+        let t = v.get("usage").cloned().unwrap_or(Value::Null);
+        TurnUsage {
+            input_tokens: n(&t, "input_tokens"),
+            output_tokens: n(&t, "output_tokens"),
+            cache_tokens: n(&t, "cache_read_input_tokens") + n(&t, "cache_creation_input_tokens"),
+            cost_usd: None,
+        }
+    } else {
+        models.iter().fold(TurnUsage::default(), |mut u, m| {
+            u.input_tokens += n(m, "inputTokens");
+            u.output_tokens += n(m, "outputTokens");
+            u.cache_tokens += n(m, "cacheReadInputTokens") + n(m, "cacheCreationInputTokens");
+            u
+        })
+    };
+    u.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64).or_else(|| {
+        let costs: Vec<f64> = models
+            .iter()
+            .filter_map(|m| m.get("costUSD").and_then(Value::as_f64))
+            .collect();
+        (!costs.is_empty()).then(|| costs.iter().sum())
+    });
+    Some(u)
+}
+
+/// What an error result says: its `result` text or `errors`, after a non-success subtype.
+fn result_error(v: &Value, subtype: &str) -> String {
+    let text = v
+        .get("result")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            let errors: Vec<String> = v
+                .get("errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                .collect();
+            (!errors.is_empty()).then(|| errors.join("; "))
+        });
+    match (subtype, text) {
+        ("" | "success", Some(t)) => t,
+        ("" | "success", None) => "error".into(),
+        (sub, Some(t)) => format!("{sub}: {t}"),
+        (sub, None) => sub.to_string(),
+    }
 }
 
 #[async_trait]
@@ -210,5 +323,109 @@ mod tests {
             }]
         );
         assert!(st.finished && st.error.is_none());
+    }
+
+    /// A result line as Claude Code 2.1 prints it headless (trimmed).
+    const DENIED: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"Could not write it.","session_id":"s2","total_cost_usd":0.0112,"usage":{"input_tokens":2400,"output_tokens":80,"cache_read_input_tokens":0,"cache_creation_input_tokens":0},"modelUsage":{"claude-opus-5-5":{"inputTokens":2400,"outputTokens":80,"cacheReadInputTokens":5,"cacheCreationInputTokens":7,"costUSD":0.0112}},"permission_denials":[{"tool_name":"Bash","tool_use_id":"t3","tool_input":{"command":"echo hi > /tmp/x.txt","description":"write x.txt"}},{"tool_name":"Write","tool_use_id":"t4","tool_input":{"file_path":"/tmp/y.txt","content":"y"}}]}"#;
+
+    #[test]
+    fn permission_denials_and_the_agents_cost_come_from_the_result_line() {
+        let mut st = ParseState::default();
+        let c = parse_line(DENIED, &mut st);
+        assert_eq!(
+            c,
+            vec![
+                Chunk::Denied {
+                    tool: "Bash".into(),
+                    detail: "`echo hi > /tmp/x.txt`".into()
+                },
+                Chunk::Denied {
+                    tool: "Write".into(),
+                    detail: "/tmp/y.txt".into()
+                },
+                Chunk::Usage(TurnUsage {
+                    input_tokens: 2400,
+                    output_tokens: 80,
+                    cache_tokens: 12,
+                    cost_usd: Some(0.0112),
+                }),
+                Chunk::Result {
+                    session_id: Some("s2".into())
+                },
+            ]
+        );
+        // Refusals are not an error: the turn ran, and the reply says what was refused.
+        assert!(st.error.is_none());
+    }
+
+    #[test]
+    fn the_cost_falls_back_to_the_models_own_figures_and_tokens_to_usage() {
+        let mut st = ParseState::default();
+        let c = parse_line(
+            r#"{"type":"result","subtype":"success","is_error":false,"modelUsage":{"a":{"inputTokens":1,"outputTokens":2,"costUSD":0.5},"b":{"inputTokens":3,"outputTokens":4,"costUSD":0.25}}}"#,
+            &mut st,
+        );
+        assert_eq!(
+            c[0],
+            Chunk::Usage(TurnUsage {
+                input_tokens: 4,
+                output_tokens: 6,
+                cache_tokens: 0,
+                cost_usd: Some(0.75),
+            })
+        );
+        let c = parse_line(
+            r#"{"type":"result","subtype":"success","usage":{"input_tokens":9,"output_tokens":8,"cache_read_input_tokens":1}}"#,
+            &mut st,
+        );
+        assert_eq!(
+            c[0],
+            Chunk::Usage(TurnUsage {
+                input_tokens: 9,
+                output_tokens: 8,
+                cache_tokens: 1,
+                cost_usd: None,
+            })
+        );
+    }
+
+    #[test]
+    fn an_error_result_or_an_error_subtype_fails_the_turn() {
+        let mut st = ParseState::default();
+        parse_line(
+            r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 401"}"#,
+            &mut st,
+        );
+        assert_eq!(st.error.as_deref(), Some("API Error: 401"));
+        let mut st = ParseState::default();
+        parse_line(
+            r#"{"type":"result","subtype":"error_max_turns","is_error":false,"num_turns":9}"#,
+            &mut st,
+        );
+        assert_eq!(st.error.as_deref(), Some("error_max_turns"));
+        let mut st = ParseState::default();
+        parse_line(
+            r#"{"type":"result","subtype":"error_during_execution","errors":["boom"]}"#,
+            &mut st,
+        );
+        assert_eq!(st.error.as_deref(), Some("error_during_execution: boom"));
+    }
+
+    #[test]
+    fn denied_details_name_the_command_or_the_path() {
+        use serde_json::json;
+        assert_eq!(
+            denied_detail("Bash", &json!({"command": "rm `x`"})),
+            "`rm 'x'`"
+        );
+        assert_eq!(
+            denied_detail("Edit", &json!({"file_path": "/a/b.rs"})),
+            "/a/b.rs"
+        );
+        assert_eq!(
+            denied_detail("WebFetch", &json!({"url": "https://x"})),
+            "https://x"
+        );
+        assert_eq!(denied_detail("Task", &json!({"n": 1})), r#"{"n":1}"#);
     }
 }
