@@ -866,9 +866,13 @@ pub struct TurnUsage {
     /// Prompt-cache reads and writes.
     #[serde(default)]
     pub cache_tokens: u64,
-    /// Cost in US dollars, when the assistant reports one.
+    /// This turn's cost in US dollars, when the assistant reports one.
     #[serde(default)]
     pub cost_usd: Option<f64>,
+    /// What the assistant's session has cost so far, this turn included, when it reports
+    /// that (Claude's `total_cost_usd` of a resumed session).
+    #[serde(default)]
+    pub session_cost_usd: Option<f64>,
 }
 
 /// One assistant turn.

@@ -170,46 +170,66 @@ pub fn denied_detail(tool: &str, input: &Value) -> String {
     super::cut(&detail, 200)
 }
 
-/// The turn's usage from the result line: the cost is the CLI's own `total_cost_usd` (else
-/// the sum of `modelUsage.<model>.costUSD`); tokens are summed over `modelUsage` (every
-/// model the turn used), else taken from `usage`. `None` when the line reports none of them.
+/// The turn's usage from the result line, every figure the CLI's own. Claude Code 2.1 gives
+/// a resumed session's running totals in `total_cost_usd` and `modelUsage` (a session's second
+/// turn shows both turns) and this turn alone in `model_usage_since_last_result`. Tokens and
+/// cost come from the latter (summed over the models the turn used) when it is there, else
+/// from `modelUsage` (or `usage`) and `total_cost_usd`; `session_cost_usd` is the running
+/// total. `None` when the line reports none of them.
 fn usage(v: &Value) -> Option<TurnUsage> {
-    if ["total_cost_usd", "modelUsage", "usage"]
+    const TURN: &str = "model_usage_since_last_result";
+    if ["total_cost_usd", "modelUsage", TURN, "usage"]
         .iter()
         .all(|k| v.get(k).is_none())
     {
         return None;
     }
-    let n = |o: &Value, k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let models: Vec<&Value> = v
-        .get("modelUsage")
-        .and_then(Value::as_object)
-        .map(|m| m.values().collect())
-        .unwrap_or_default();
-    let mut u = if models.is_empty() {
-        let t = v.get("usage").cloned().unwrap_or(Value::Null);
+    let models = |key: &str| -> Vec<Value> {
+        v.get(key)
+            .and_then(Value::as_object)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    };
+    let (turn, all) = (models(TURN), models("modelUsage"));
+    let total = v.get("total_cost_usd").and_then(Value::as_f64);
+    let mut u = if !turn.is_empty() {
+        sum_models(&turn)
+    } else if !all.is_empty() {
         TurnUsage {
-            input_tokens: n(&t, "input_tokens"),
-            output_tokens: n(&t, "output_tokens"),
-            cache_tokens: n(&t, "cache_read_input_tokens") + n(&t, "cache_creation_input_tokens"),
-            cost_usd: None,
+            cost_usd: total.or(sum_models(&all).cost_usd),
+            ..sum_models(&all)
         }
     } else {
-        models.iter().fold(TurnUsage::default(), |mut u, m| {
-            u.input_tokens += n(m, "inputTokens");
-            u.output_tokens += n(m, "outputTokens");
-            u.cache_tokens += n(m, "cacheReadInputTokens") + n(m, "cacheCreationInputTokens");
-            u
-        })
+        let t = v.get("usage").cloned().unwrap_or(Value::Null);
+        TurnUsage {
+            input_tokens: count(&t, "input_tokens"),
+            output_tokens: count(&t, "output_tokens"),
+            cache_tokens: count(&t, "cache_read_input_tokens")
+                + count(&t, "cache_creation_input_tokens"),
+            cost_usd: total,
+            session_cost_usd: None,
+        }
     };
-    u.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64).or_else(|| {
-        let costs: Vec<f64> = models
-            .iter()
-            .filter_map(|m| m.get("costUSD").and_then(Value::as_f64))
-            .collect();
-        (!costs.is_empty()).then(|| costs.iter().sum())
-    });
+    u.session_cost_usd = total.or(sum_models(&all).cost_usd);
     Some(u)
+}
+
+fn count(o: &Value, k: &str) -> u64 {
+    o.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Tokens and `costUSD` summed over `modelUsage`-shaped entries (cost `None` if none has one).
+fn sum_models(models: &[Value]) -> TurnUsage {
+    let mut u = TurnUsage::default();
+    for m in models {
+        u.input_tokens += count(m, "inputTokens");
+        u.output_tokens += count(m, "outputTokens");
+        u.cache_tokens += count(m, "cacheReadInputTokens") + count(m, "cacheCreationInputTokens");
+        if let Some(c) = m.get("costUSD").and_then(Value::as_f64) {
+            u.cost_usd = Some(u.cost_usd.unwrap_or(0.0) + c);
+        }
+    }
+    u
 }
 
 /// What an error result says: its `result` text or `errors`, after a non-success subtype.
@@ -348,6 +368,7 @@ mod tests {
                     output_tokens: 80,
                     cache_tokens: 12,
                     cost_usd: Some(0.0112),
+                    session_cost_usd: Some(0.0112),
                 }),
                 Chunk::Result {
                     session_id: Some("s2".into())
@@ -372,6 +393,7 @@ mod tests {
                 output_tokens: 6,
                 cache_tokens: 0,
                 cost_usd: Some(0.75),
+                session_cost_usd: Some(0.75),
             })
         );
         let c = parse_line(
@@ -385,6 +407,28 @@ mod tests {
                 output_tokens: 8,
                 cache_tokens: 1,
                 cost_usd: None,
+                session_cost_usd: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_resumed_turn_costs_what_it_added_not_the_sessions_running_total() {
+        // Claude Code 2.1.328, the second turn of a session: `total_cost_usd` and
+        // `modelUsage` hold both turns, `model_usage_since_last_result` this one.
+        let mut st = ParseState::default();
+        let c = parse_line(
+            r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.0168,"usage":{"input_tokens":1200,"output_tokens":40},"modelUsage":{"m":{"inputTokens":3600,"outputTokens":120,"costUSD":0.0168}},"model_usage_since_last_result":{"m":{"inputTokens":1200,"outputTokens":40,"cacheReadInputTokens":3,"costUSD":0.0056}}}"#,
+            &mut st,
+        );
+        assert_eq!(
+            c[0],
+            Chunk::Usage(TurnUsage {
+                input_tokens: 1200,
+                output_tokens: 40,
+                cache_tokens: 3,
+                cost_usd: Some(0.0056),
+                session_cost_usd: Some(0.0168),
             })
         );
     }
