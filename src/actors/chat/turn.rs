@@ -383,8 +383,8 @@ async fn run_assistant(
     let store = ctx.store.clone();
     let id = conversation.clone();
     let mut usage: Option<TurnUsage> = None;
+    let mut last_session: Option<String> = conv.resume_id.clone();
     let consume = async {
-        let mut last_session: Option<String> = None;
         while let Some(c) = rx.recv().await {
             match c {
                 Chunk::Text { text } => replier.text(text).await,
@@ -421,7 +421,7 @@ async fn run_assistant(
     handles.end();
     drop(slot);
     if let Some(u) = usage {
-        record_usage(ctx, conv, message, u).await;
+        record_usage(ctx, conv, message, last_session.as_deref(), u).await;
     }
     match outcome {
         Ok(Ok(())) => {
@@ -466,7 +466,13 @@ async fn run_assistant(
 /// Records what a turn cost, as the assistant reported it, as a `chat.turn_usage` event
 /// (`cost_source: "agent"`). No chat budget exists to check it against (fleet budgets are per
 /// project session); the event log is where chat spend is summed.
-async fn record_usage(ctx: &ChatContext, conv: &ConversationRecord, message: i64, u: TurnUsage) {
+async fn record_usage(
+    ctx: &ChatContext,
+    conv: &ConversationRecord,
+    message: i64,
+    session: Option<&str>,
+    u: TurnUsage,
+) {
     let Some(journal) = &ctx.journal else {
         tracing::debug!("no journal: a chat turn's usage is not recorded");
         return;
@@ -479,7 +485,7 @@ async fn record_usage(ctx: &ChatContext, conv: &ConversationRecord, message: i64
             "message": message,
             "assistant": ctx.assistant.kind(),
             "command": conv.last_command,
-            "resume_id": conv.resume_id,
+            "session": session,
             "usage": u,
             "cost_source": "agent",
         }),
