@@ -31,6 +31,7 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod real_claude_chat;
 mod real_claude_fleet;
 mod real_claude_headless;
 #[path = "../support/receivers.rs"]
