@@ -413,6 +413,7 @@ impl Application {
             &home,
             chat_platforms,
             Some(supervisor.clone()),
+            Some(fleet.journal.clone()),
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);

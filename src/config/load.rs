@@ -503,7 +503,7 @@ fn join_key(a: &str, b: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{EscalateAfter, LogFormat, Secret};
+    use crate::config::{EscalateAfter, LogFormat, PermissionMode, Secret};
     use std::time::Duration;
 
     /// Options with no user file and the given environment.
@@ -569,6 +569,27 @@ pub(crate) mod tests {
         assert_eq!(s.chat.max_concurrent, 10);
         assert_eq!(s.chat.turn_timeout.get(), Duration::from_secs(1800));
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn chat_turns_may_edit_by_default_and_an_explicit_mode_is_honoured() {
+        let s = load_with(&bare_opts(&[])).unwrap();
+        assert_eq!(s.chat.assistant.permission_mode, PermissionMode::AutoEdit);
+        assert_eq!(
+            crate::config::ChatAssistantSettings::default().permission_mode,
+            PermissionMode::AutoEdit
+        );
+        let s = settings_from("chat:\n  assistant: { kind: claude, command: [x] }\n");
+        assert_eq!(s.chat.assistant.permission_mode, PermissionMode::AutoEdit);
+        for (mode, want) in [
+            ("default", PermissionMode::Default),
+            ("suggest", PermissionMode::Suggest),
+        ] {
+            let s = settings_from(&format!(
+                "chat:\n  assistant: {{ kind: claude, permission_mode: {mode} }}\n"
+            ));
+            assert_eq!(s.chat.assistant.permission_mode, want);
+        }
     }
 
     #[test]

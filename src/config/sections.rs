@@ -770,9 +770,13 @@ pub struct ChatAssistantSettings {
     /// command for `command`.
     #[serde(default)]
     pub command: Vec<String>,
-    /// Permission mode (never bypass unless asked): `default`, `auto-edit`, `suggest`,
-    /// `permissionless`.
-    #[serde(default = "default_permission_mode")]
+    /// Permission mode of every chat turn (never bypass unless asked): `auto-edit` (the
+    /// default: Claude's `acceptEdits`, Codex's `workspace-write` sandbox — turns edit files in
+    /// the conversation's directory, as `/implement` or `/plan` need, while commands that
+    /// change things are refused), `default` or `suggest` (read-only turns: Claude headless
+    /// refuses every edit, and the reply names what it refused), `permissionless` (everything,
+    /// unasked). A value set here is always honoured.
+    #[serde(default = "default_assistant_permission_mode")]
     pub permission_mode: PermissionMode,
     /// Environment variables passed through from Flotilla's environment besides `PATH`,
     /// `HOME`, `LANG` (e.g. `ANTHROPIC_API_KEY`). Nothing else reaches the assistant.
@@ -781,6 +785,13 @@ pub struct ChatAssistantSettings {
     /// Extra variables set for the assistant.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// `auto-edit`: a headless turn cannot ask, so `default` would refuse every edit a command
+/// such as `/implement` exists to make (Claude prints them as `permission_denials` and ends
+/// "successfully"). `auto-edit` lets edits happen and still refuses risky commands.
+fn default_assistant_permission_mode() -> PermissionMode {
+    PermissionMode::AutoEdit
 }
 
 fn default_assistant_kind() -> String {
@@ -792,7 +803,7 @@ impl Default for ChatAssistantSettings {
         ChatAssistantSettings {
             kind: default_assistant_kind(),
             command: Vec::new(),
-            permission_mode: default_permission_mode(),
+            permission_mode: default_assistant_permission_mode(),
             env_passthrough: Vec::new(),
             env: Default::default(),
         }

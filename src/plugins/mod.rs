@@ -846,6 +846,39 @@ pub enum Chunk {
         /// Resume id.
         session_id: String,
     },
+    /// A tool the assistant was not allowed to use (Claude's `permission_denials`): the user
+    /// is told, never left with a silent "success".
+    Denied {
+        /// Tool name (`Bash`, `Write`…).
+        tool: String,
+        /// What it tried: the command, the path, or the input in short.
+        #[serde(default)]
+        detail: String,
+    },
+    /// What the turn used and cost, as the assistant itself reported it (Claude's
+    /// `total_cost_usd` and `usage`), never priced from a table.
+    Usage(TurnUsage),
+}
+
+/// One turn's usage as the assistant reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnUsage {
+    /// Input tokens not served from a prompt cache.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Prompt-cache reads and writes.
+    #[serde(default)]
+    pub cache_tokens: u64,
+    /// This turn's cost in US dollars, when the assistant reports one.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// What the assistant's session has cost so far, this turn included, when it reports
+    /// that (Claude's `total_cost_usd` of a resumed session).
+    #[serde(default)]
+    pub session_cost_usd: Option<f64>,
 }
 
 /// One assistant turn.

@@ -527,6 +527,45 @@ async fn batch_mode_sends_a_notice_and_one_answer_stream_mode_edits_one_message(
 }
 
 #[actix_web::test]
+async fn an_error_result_fails_the_turn_and_the_reply_still_names_the_refused_tools() {
+    let Some(c) = Chat::start("").await else {
+        return;
+    };
+    c.with_codebase("r").await;
+    c.send("r", "REFUSED please").await;
+    let r = c.wait_reply("r", "The assistant failed").await;
+    let answer = r
+        .iter()
+        .find(|t| t.contains("Tried."))
+        .unwrap_or_else(|| panic!("the text before the error is kept: {r:?}"));
+    assert!(
+        answer.contains("🚫 Claude was not allowed to:\n• Bash `make deploy`"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("permission mode is `auto-edit`"),
+        "{answer}"
+    );
+    let failed = r
+        .iter()
+        .find(|t| t.contains("The assistant failed"))
+        .expect("failure reply");
+    assert!(failed.contains("error_max_turns"), "{failed}");
+    // The cost the assistant reported is recorded even for a failed turn.
+    let usage = eventually(30, "a chat.turn_usage event", || async {
+        let events = c.app.store.events_after(0, 1000).await.expect("events");
+        events
+            .into_iter()
+            .find(|e| e.kind == "chat.turn_usage")
+            .map(|e| e.data)
+    })
+    .await;
+    assert_eq!(usage["usage"]["cost_usd"], 0.25);
+    assert_eq!(usage["cost_source"], "agent");
+    assert_eq!(usage["conversation"], "test:r");
+}
+
+#[actix_web::test]
 async fn cancel_kills_the_running_turn_and_the_timeout_stops_a_slow_one() {
     let Some(c) = Chat::start("").await else {
         return;

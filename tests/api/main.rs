@@ -33,6 +33,7 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod real_claude_chat;
 mod real_claude_fleet;
 mod real_claude_headless;
 mod real_codex;

@@ -12,7 +12,10 @@
 //! - `TOOLS`: answers "Plan:", a `Bash ls` tool call, then "Done" (scenario 13);
 //! - `WAIT:<path>`: waits (up to 120 s) until the file `<path>` exists before answering;
 //! - `SLEEP:<secs>`: sleeps that long before answering (cancel and timeout tests);
-//! - `ENV`: answers with the names of its environment variables (scrubbing tests).
+//! - `ENV`: answers with the names of its environment variables (scrubbing tests);
+//! - `REFUSED`: answers "Tried.", then ends like a real CLI that was refused a tool and ran
+//!   out of turns: a `result` with subtype `error_max_turns`, `is_error`, a
+//!   `permission_denials` entry (Bash `make deploy`) and `total_cost_usd` 0.25, exit 0.
 //!
 //! Otherwise it answers `echo: <prompt>`.
 
@@ -118,6 +121,17 @@ fn main() {
             "message": {"role": "assistant", "content": [
                 {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}}]}}));
         say("Done");
+    } else if prompt.contains("REFUSED") {
+        say("Tried.");
+        emit(
+            json!({"type": "result", "subtype": "error_max_turns", "is_error": true,
+            "session_id": session, "total_cost_usd": 0.25,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+            "permission_denials": [{"tool_name": "Bash", "tool_use_id": "t9",
+                "tool_input": {"command": "make deploy"}}]}),
+        );
+        log("end", json!({ "prompt": prompt }));
+        return;
     } else if prompt.contains("ENV") {
         let mut names: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
         names.sort();

@@ -36,6 +36,7 @@ use self::messages::{
 };
 use self::platforms::ChatPlatforms;
 use self::scheduler::Scheduler;
+use crate::actors::journal::Journal;
 use crate::actors::supervisor::FleetSupervisor;
 use crate::config::ChatSettings;
 use crate::plugins::Assistant;
@@ -59,6 +60,8 @@ pub struct ChatContext {
     pub scheduler: Scheduler,
     /// The fleet, for `/spawn` and `/fleet`.
     pub fleet: Option<Addr<FleetSupervisor>>,
+    /// The event log's writer, for what chat turns cost (`chat.turn_usage`); none in benches.
+    pub journal: Option<Arc<Journal>>,
     /// How long to wait for the fleet's answer.
     pub actor_timeout: Duration,
     /// One lock per main checkout: git refuses concurrent worktree and fetch operations on a
@@ -111,6 +114,7 @@ impl ChatContext {
             workspace,
             worktrees,
             fleet: None,
+            journal: None,
             actor_timeout: Duration::from_secs(10),
             repo_locks: Default::default(),
         }
@@ -271,6 +275,7 @@ pub fn start(
     home: &std::path::Path,
     platforms: ChatPlatforms,
     fleet: Option<Addr<FleetSupervisor>>,
+    journal: Option<Arc<Journal>>,
 ) -> Result<ChatBridge, crate::plugins::PluginError> {
     let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
     inbox::warn_empty_allowlists(&settings.chat);
@@ -282,6 +287,7 @@ pub fn start(
         home,
     );
     ctx.fleet = fleet;
+    ctx.journal = journal;
     ctx.actor_timeout = settings.server.actor_timeout.get();
     let supervisor = ChatSupervisor::new(Arc::new(ctx)).start();
     let inbox: Arc<dyn crate::plugins::ChatInbox> = Arc::new(inbox::StoreInbox::new(

@@ -14,9 +14,9 @@ use super::ChatContext;
 use crate::chat::parse::{parse, Parsed};
 use crate::chat::paths::{batch_reply, split_reply};
 use crate::chat::template::{execute_now, strip_front_matter, substitute};
-use crate::config::ChatReplyMode;
-use crate::plugins::{ChatPlatform, Chunk, PluginError, TurnRequest};
-use crate::store::{ChatMessageRecord, ConversationRecord, MessageStatus, StoreError};
+use crate::config::{ChatReplyMode, PermissionMode};
+use crate::plugins::{ChatPlatform, Chunk, PluginError, TurnRequest, TurnUsage};
+use crate::store::{ChatMessageRecord, ConversationRecord, MessageStatus, NewEvent, StoreError};
 use crate::telemetry::METRICS;
 
 /// Attempts at writing a message's final status before the drain gives up (and retries the
@@ -316,7 +316,7 @@ async fn handle_message(
             if let Err(e) = ctx.store.update_conversation(&conv).await {
                 tracing::warn!(error = %e, "cannot save conversation state");
             }
-            run_assistant(ctx, &conv, &prompt, handles).await
+            run_assistant(ctx, &conv, msg.id, &prompt, handles).await
         }
     }
 }
@@ -333,6 +333,7 @@ pub fn turn_dir(ctx: &ChatContext, conv: &ConversationRecord) -> std::path::Path
 async fn run_assistant(
     ctx: &Arc<ChatContext>,
     conv: &ConversationRecord,
+    message: i64,
     prompt: &str,
     handles: &Arc<TurnHandles>,
 ) -> Outcome {
@@ -381,12 +382,18 @@ async fn run_assistant(
     let turn = ctx.assistant.turn(&request, tx);
     let store = ctx.store.clone();
     let id = conversation.clone();
+    let mut usage: Option<TurnUsage> = None;
+    let mut last_session: Option<String> = conv.resume_id.clone();
     let consume = async {
-        let mut last_session: Option<String> = None;
         while let Some(c) = rx.recv().await {
             match c {
                 Chunk::Text { text } => replier.text(text).await,
                 Chunk::ToolUse { summary } => replier.tool(summary),
+                Chunk::Denied { tool, detail } => {
+                    tracing::info!(conversation = %id, tool = %tool, "the assistant was refused a tool");
+                    replier.denied(&tool, &detail);
+                }
+                Chunk::Usage(u) => usage = Some(u),
                 Chunk::Session { session_id }
                 | Chunk::Result {
                     session_id: Some(session_id),
@@ -413,6 +420,9 @@ async fn run_assistant(
     };
     handles.end();
     drop(slot);
+    if let Some(u) = usage {
+        record_usage(ctx, conv, message, last_session.as_deref(), u).await;
+    }
     match outcome {
         Ok(Ok(())) => {
             replier.finish().await;
@@ -453,6 +463,73 @@ async fn run_assistant(
     }
 }
 
+/// Records what a turn cost, as the assistant reported it, as a `chat.turn_usage` event
+/// (`cost_source: "agent"`). No chat budget exists to check it against (fleet budgets are per
+/// project session); the event log is where chat spend is summed.
+async fn record_usage(
+    ctx: &ChatContext,
+    conv: &ConversationRecord,
+    message: i64,
+    session: Option<&str>,
+    u: TurnUsage,
+) {
+    let Some(journal) = &ctx.journal else {
+        tracing::debug!("no journal: a chat turn's usage is not recorded");
+        return;
+    };
+    let event = NewEvent {
+        session_id: None,
+        kind: TURN_USAGE_EVENT.into(),
+        data: serde_json::json!({
+            "conversation": conv.id,
+            "message": message,
+            "assistant": ctx.assistant.kind(),
+            "command": conv.last_command,
+            "session": session,
+            "usage": u,
+            "cost_source": "agent",
+        }),
+        at: chrono::Utc::now(),
+    };
+    if let Err(e) = journal.append(&event).await {
+        tracing::warn!(error = %e, "cannot record a chat turn's usage");
+    }
+}
+
+/// The event kind of a chat turn's usage.
+pub const TURN_USAGE_EVENT: &str = "chat.turn_usage";
+
+/// What the user is told about the tools the assistant was refused: each tool and what it
+/// tried, the mode that refused it, and who can change that.
+pub fn denial_notice(kind: &str, mode: PermissionMode, denials: &[String]) -> String {
+    let who = match kind {
+        "claude" => "Claude",
+        "codex" => "Codex",
+        _ => "The assistant",
+    };
+    let mut out = format!("🚫 {who} was not allowed to:");
+    for d in denials {
+        out.push_str("\n• ");
+        out.push_str(d);
+    }
+    let hint = match mode {
+        PermissionMode::Default | PermissionMode::Suggest => format!(
+            "The operator's permission mode is `{mode}`, which keeps chat turns read-only: ask \
+             them to allow edits (chat.assistant.permission_mode: auto-edit)."
+        ),
+        PermissionMode::AutoEdit => "The operator's permission mode is `auto-edit`: file edits \
+             are allowed, commands that change things are not. Run it yourself, or ask the \
+             operator to allow more."
+            .to_string(),
+        PermissionMode::Permissionless => {
+            "The assistant refused it although the permission mode is `permissionless`.".into()
+        }
+    };
+    out.push_str("\n\n");
+    out.push_str(&hint);
+    out
+}
+
 /// What of an assistant error the user may see: short, and nothing that looks like a secret.
 fn safe_error(e: &PluginError) -> String {
     let text = match e {
@@ -486,6 +563,8 @@ struct Replier {
     mode: ChatReplyMode,
     texts: Vec<String>,
     tools: Vec<String>,
+    /// Tools the assistant was refused, as "Tool detail".
+    denials: Vec<String>,
     /// Stream mode: the message being edited and the time of its last edit.
     streaming: Option<(String, tokio::time::Instant)>,
     shown: String,
@@ -501,6 +580,7 @@ impl Replier {
             mode,
             texts: Vec::new(),
             tools: Vec::new(),
+            denials: Vec::new(),
             streaming: None,
             shown: String::new(),
         }
@@ -562,11 +642,31 @@ impl Replier {
         self.tools.push(summary);
     }
 
+    fn denied(&mut self, tool: &str, detail: &str) {
+        let line = if detail.is_empty() {
+            tool.to_string()
+        } else {
+            format!("{tool} {detail}")
+        };
+        if !self.denials.contains(&line) {
+            self.denials.push(line);
+        }
+    }
+
     async fn finish(&mut self) {
         let Some(p) = self.platform.clone() else {
             return;
         };
-        let body = batch_reply(&self.texts, &self.tools);
+        let mut body = batch_reply(&self.texts, &self.tools);
+        if !self.denials.is_empty() {
+            let a = &self.ctx.settings.assistant;
+            let notice = denial_notice(&a.kind, a.permission_mode, &self.denials);
+            body = if body.trim().is_empty() {
+                notice
+            } else {
+                format!("{body}\n\n{notice}")
+            };
+        }
         if body.trim().is_empty() {
             return;
         }
@@ -588,5 +688,29 @@ impl Replier {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denial_notice_names_each_refusal_the_mode_and_the_way_out() {
+        let n = denial_notice(
+            "claude",
+            PermissionMode::Default,
+            &["Bash `echo hi > x.txt`".into(), "Write /w/y.txt".into()],
+        );
+        assert!(n.starts_with("🚫 Claude was not allowed to:"), "{n}");
+        assert!(
+            n.contains("• Bash `echo hi > x.txt`\n• Write /w/y.txt"),
+            "{n}"
+        );
+        assert!(n.contains("permission mode is `default`"), "{n}");
+        assert!(n.contains("permission_mode: auto-edit"), "{n}");
+        let n = denial_notice("command", PermissionMode::AutoEdit, &["Bash `make`".into()]);
+        assert!(n.starts_with("🚫 The assistant was not allowed to:"), "{n}");
+        assert!(n.contains("`auto-edit`"), "{n}");
     }
 }

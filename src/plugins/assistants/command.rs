@@ -1,7 +1,9 @@
 //! The `command` assistant: any argv. The prompt goes on stdin, the resume id in
 //! `$FLOTILLA_RESUME_ID`; each stdout line is a JSON [`Chunk`]
 //! (`{"type":"text","text":…}`, `{"type":"tool_use","summary":…}`,
-//! `{"type":"result","session_id":…}`, `{"type":"session","session_id":…}`) or plain text.
+//! `{"type":"result","session_id":…}`, `{"type":"session","session_id":…}`,
+//! `{"type":"denied","tool":…,"detail":…}`, `{"type":"usage","input_tokens":…,"cost_usd":…}`)
+//! or plain text.
 
 use std::collections::BTreeMap;
 
@@ -73,6 +75,32 @@ impl Assistant for CommandAssistant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denials_and_usage_lines_are_chunks() {
+        let mut st = ParseState::default();
+        assert_eq!(
+            parse_line(
+                r#"{"type":"denied","tool":"Bash","detail":"`rm x`"}"#,
+                &mut st
+            ),
+            vec![Chunk::Denied {
+                tool: "Bash".into(),
+                detail: "`rm x`".into()
+            }]
+        );
+        assert_eq!(
+            parse_line(
+                r#"{"type":"usage","output_tokens":2,"cost_usd":0.5}"#,
+                &mut st
+            ),
+            vec![Chunk::Usage(crate::plugins::TurnUsage {
+                output_tokens: 2,
+                cost_usd: Some(0.5),
+                ..Default::default()
+            })]
+        );
+    }
 
     #[tokio::test]
     async fn runs_a_command_and_streams_its_lines() {

@@ -2,14 +2,17 @@
 //!
 //! - `claude`: `claude -p <prompt> --output-format stream-json --verbose [--resume ID]
 //!   --permission-mode <mode>`; parses `system/init`, `assistant` (text and `tool_use` blocks)
-//!   and `result` lines.
+//!   and `result` lines (session id, `permission_denials`, the CLI's own cost and tokens,
+//!   errors).
 //! - `codex`: `codex exec --json [--sandbox workspace-write | --sandbox read-only | …] [resume ID] <prompt>`;
 //!   parses `thread.started`, `item.completed` (agent_message, command_execution) and
 //!   `turn.completed` / `turn.failed`.
 //! - `command`: any argv. The prompt arrives on stdin (then stdin closes), the resume id in
 //!   `$FLOTILLA_RESUME_ID`. It prints JSON lines shaped like [`Chunk`]
 //!   (`{"type":"text","text":"…"}`, `{"type":"tool_use","summary":"…"}`,
-//!   `{"type":"result","session_id":"…"}`); any other line is plain text for the user.
+//!   `{"type":"result","session_id":"…"}`, `{"type":"denied","tool":"Bash","detail":"…"}`,
+//!   `{"type":"usage","input_tokens":1,"output_tokens":2,"cache_tokens":0,"cost_usd":0.01}`);
+//!   any other line is plain text for the user.
 //!
 //! Every assistant runs from an argument vector (never a shell), in its own process group,
 //! with a scrubbed environment (`PATH`, `HOME`, `LANG` plus what `chat.assistant` lists);
@@ -249,7 +252,7 @@ pub fn tool_summary(name: &str, input: &serde_json::Value) -> String {
     format!("🔧 {}\n{}", name.to_uppercase(), detail)
 }
 
-fn cut(s: &str, n: usize) -> String {
+pub(crate) fn cut(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
