@@ -14,31 +14,12 @@ use crate::fake_anthropic::{request_text, FakeAnthropic, Step};
 use crate::helpers::*;
 
 const KEY: &str = "sk-ant-fake-0123456789";
-const FALLBACK_BIN: &str = "/work/clis/npm/node_modules/.bin/claude";
 /// A turn of the real CLI takes about a second; a loaded machine takes longer.
 const TURN_DEADLINE: u64 = 120;
 
-/// `FLOTILLA_CLAUDE_BIN`, else `claude` on `PATH`, else the machine's npm install; `None`
-/// (skip) when none exists, a panic under `CI=true`.
+/// The real `claude` (see [`real_cli`]).
 fn claude_bin() -> Option<PathBuf> {
-    let from_env = std::env::var_os("FLOTILLA_CLAUDE_BIN").map(PathBuf::from);
-    let on_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("claude"))
-            .find(|c| c.is_file())
-    });
-    let found = from_env
-        .into_iter()
-        .chain(on_path)
-        .chain(Some(PathBuf::from(FALLBACK_BIN)))
-        .find(|c| c.is_file());
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the claude CLI is required under CI=true (set FLOTILLA_CLAUDE_BIN)");
-        }
-        eprintln!("skipping: the claude CLI is not installed (set FLOTILLA_CLAUDE_BIN)");
-    }
-    found
+    real_cli("claude", "FLOTILLA_CLAUDE_BIN")
 }
 
 /// An app whose chat assistant is the real CLI pointed at a fake.
