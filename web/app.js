@@ -571,6 +571,7 @@ function renderDetail(s) {
       <dt>issue</dt><dd>${s.issue ? (issueUrl ? `<a href="${esc(issueUrl)}" target="_blank" rel="noopener">${esc(s.issue)}</a>` : esc(s.issue)) : '—'}</dd>
       <dt>activity</dt><dd>${esc(s.activity)}${s.activity_at ? ` · ${age(s.activity_at)} ago` : ''}</dd>
       <dt>reason</dt><dd>${esc(s.reason || '—')}</dd>
+      ${s.waiting_for ? `<dt>waiting for</dt><dd class="waiting-for">${esc(s.waiting_for)}</dd>` : ''}
       <dt>created</dt><dd>${esc(new Date(s.created_at).toLocaleString())}</dd>
     </dl>
     ${s.prompt ? `<pre class="prompt">${esc(s.prompt)}</pre>` : ''}`;

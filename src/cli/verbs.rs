@@ -695,14 +695,14 @@ fn hook(agent: super::HookAgent) -> i32 {
     };
     if let Some(q) = question {
         let note = crate::plugins::activity::mask_secrets(&q);
-        let code = report(
+        // Nothing on stdout: the agent reads a hook's stdout as its decision.
+        if let Err((_, why)) = send_report(
             crate::actors::session::machine::ReportedState::NeedsInput,
             Some(note),
             None,
             None,
-        );
-        if code != 0 {
-            eprintln!("flotilla hook: the report failed");
+        ) {
+            eprintln!("flotilla hook: the report failed: {why}");
         }
     }
     0
@@ -736,48 +736,89 @@ fn report(
     pr_url: Option<String>,
     pr_number: Option<i64>,
 ) -> i32 {
+    match send_report(state, note, pr_url, pr_number) {
+        Ok(v) => {
+            println!(
+                "{} {}",
+                v["session"].as_str().unwrap_or(""),
+                v["state"].as_str().unwrap_or("")
+            );
+            0
+        }
+        Err((code, message)) => {
+            eprintln!("flotilla: {message}");
+            code
+        }
+    }
+}
+
+/// Posts an agent's report with the session's own token; the server's answer, or the exit
+/// code and why.
+fn send_report(
+    state: crate::actors::session::machine::ReportedState,
+    note: Option<String>,
+    pr_url: Option<String>,
+    pr_number: Option<i64>,
+) -> Result<Value, (i32, String)> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (Some(id), Some(token), Some(server)) = (
         var("FLOTILLA_SESSION_ID"),
         var("FLOTILLA_REPORT_TOKEN"),
         var("FLOTILLA_SERVER"),
     ) else {
-        eprintln!(
-            "flotilla: report must run inside a Flotilla session \
-             (FLOTILLA_SESSION_ID, FLOTILLA_REPORT_TOKEN and FLOTILLA_SERVER are not all set)"
-        );
-        return EXIT_USAGE;
+        return Err((
+            EXIT_USAGE,
+            "report must run inside a Flotilla session (FLOTILLA_SESSION_ID, \
+             FLOTILLA_REPORT_TOKEN and FLOTILLA_SERVER are not all set)"
+                .into(),
+        ));
     };
-    let client = match Client::new(&server, Some(token)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("flotilla: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let failed = |e: &dyn std::fmt::Display| (EXIT_FAILED, e.to_string());
+    let client = Client::new(&server, Some(token)).map_err(|e| failed(&e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("flotilla: {e}");
-            return EXIT_FAILED;
-        }
-    };
+        .map_err(|e| failed(&e))?;
     let body = json!({"state": state, "note": note, "pr_url": pr_url, "pr_number": pr_number});
-    match rt.block_on(client.post::<Value>(&format!("/agent/v1/sessions/{id}/report"), &body)) {
-        Ok(v) => {
-            println!(
-                "{} {}",
-                v["session"].as_str().unwrap_or(&id),
-                v["state"].as_str().unwrap_or("")
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("flotilla: {e}");
-            EXIT_FAILED
-        }
+    rt.block_on(client.post::<Value>(&format!("/agent/v1/sessions/{id}/report"), &body))
+        .map_err(|e| failed(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hook events as Claude Code 2.1 sends them on stdin (fields we do not read trimmed).
+    #[test]
+    fn claude_hook_events_become_questions_and_idle_reminders_do_not() {
+        let permission = json!({
+            "hook_event_name": "PermissionRequest",
+            "tool_name": "Bash",
+            "tool_input": {"command": "git push origin HEAD", "description": "Push"},
+        });
+        assert_eq!(
+            claude_hook_question(&permission).as_deref(),
+            Some("approve Bash: git push origin HEAD")
+        );
+        let ask = json!({
+            "hook_event_name": "Notification",
+            "notification_type": "permission_prompt",
+            "message": "Claude needs your permission to use Bash",
+        });
+        assert_eq!(
+            claude_hook_question(&ask).as_deref(),
+            Some("Claude needs your permission to use Bash")
+        );
+        let idle = json!({
+            "hook_event_name": "Notification",
+            "notification_type": "idle_prompt",
+            "message": "Claude is waiting for your input",
+        });
+        assert_eq!(claude_hook_question(&idle), None);
+        assert_eq!(
+            claude_hook_question(&json!({"hook_event_name": "Stop"})),
+            None
+        );
+        assert_eq!(claude_hook_question(&json!({})), None);
     }
 }

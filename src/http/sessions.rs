@@ -56,11 +56,21 @@ pub struct SessionView {
     pub updated_at: DateTime<Utc>,
     /// Role, token usage, last self-report…
     pub meta: serde_json::Value,
+    /// What the agent waits for, in words, while the session is `needs_input` ("approve Bash:
+    /// git push"); null otherwise.
+    pub waiting_for: Option<String>,
 }
 
 impl From<SessionRecord> for SessionView {
     fn from(s: SessionRecord) -> Self {
+        let waiting_for = (s.state == SessionState::NeedsInput).then(|| {
+            s.meta["question"]
+                .as_str()
+                .unwrap_or("an answer (the agent did not say to what)")
+                .to_string()
+        });
         SessionView {
+            waiting_for,
             id: s.id.0,
             project: s.project,
             state: s.state,

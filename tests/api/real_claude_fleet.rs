@@ -182,6 +182,7 @@ async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it
         "question: {question}; session: {s}"
     );
     assert_eq!(s["activity"], "waiting_input", "{s}");
+    assert_eq!(s["waiting_for"], s["meta"]["question"], "{s}");
     let hits = eventually(30, "the needs-input notification", || {
         let n = notifications_with(&r.hooks, "approve Bash: git add hello.txt");
         async move { (!n.is_empty()).then_some(n) }
@@ -207,6 +208,7 @@ async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it
     })
     .await;
     assert_ne!(s["activity"], "waiting_input", "{s}");
+    assert_eq!(s["waiting_for"], Value::Null, "{s}");
     let ws = PathBuf::from(s["workspace"].as_str().expect("workspace"));
     let log = git(&ws, &["log", "--format=%s", "-1"]);
     assert_eq!(log.trim(), "Add hello");

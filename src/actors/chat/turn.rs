@@ -487,7 +487,7 @@ async fn record_usage(
             "command": conv.last_command,
             "session": session,
             "usage": u,
-            "cost_source": "agent",
+            "cost_source": crate::store::CostSource::Agent,
         }),
         at: chrono::Utc::now(),
     };

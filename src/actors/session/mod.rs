@@ -185,7 +185,7 @@ impl SessionActor {
             // wait_exit answers at once (with the status when it is ours) if already gone.
             let code = runtime.wait_exit(&handle).await.unwrap_or(None);
             if let Some(s) = snapshot {
-                for event in final_usage(&fleet, &s).await {
+                if let Some(event) = final_usage(&fleet, &s).await {
                     let _ = addr.send(Apply { event }).await;
                 }
             }
@@ -812,34 +812,18 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
         };
         out.extend(ev);
     }
-    if let Ok(Some(u)) = agent.usage(&ws).await {
-        let usage = machine::Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-            cache_tokens: u.cache_tokens,
-            cost_usd: u.cost_usd,
-            cost_source: u.cost_source,
-        };
-        let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
-        if known != Some(usage) {
-            out.push(EventKind::UsageObserved {
-                usage,
-                project_usd: project_spend(fleet, rec, usage.cost_usd).await,
-            });
-        }
-    }
+    out.extend(usage_event(fleet, rec, agent.as_ref(), &ws).await);
     out
 }
 
-/// The usage the agent's log shows as it exits, when it changed since last recorded.
-async fn final_usage(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
-    let rec = &s.session;
-    let (Ok(agent), Some(ws)) = (fleet.plugins.agent(&rec.agent), rec.workspace.as_ref()) else {
-        return Vec::new();
-    };
-    let Ok(Some(u)) = agent.usage(std::path::Path::new(ws)).await else {
-        return Vec::new();
-    };
+/// `UsageObserved` when the agent's log shows other usage than the session records.
+async fn usage_event(
+    fleet: &Fleet,
+    rec: &crate::store::SessionRecord,
+    agent: &dyn crate::plugins::Agent,
+    ws: &std::path::Path,
+) -> Option<EventKind> {
+    let u = agent.usage(ws).await.ok()??;
     let usage = machine::Usage {
         input_tokens: u.input_tokens,
         output_tokens: u.output_tokens,
@@ -849,12 +833,20 @@ async fn final_usage(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     };
     let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
     if known == Some(usage) {
-        return Vec::new();
+        return None;
     }
-    vec![EventKind::UsageObserved {
+    Some(EventKind::UsageObserved {
         usage,
         project_usd: project_spend(fleet, rec, usage.cost_usd).await,
-    }]
+    })
+}
+
+/// The usage the agent's log shows as it exits, when it changed since last recorded.
+async fn final_usage(fleet: &Fleet, s: &SessionSnapshot) -> Option<EventKind> {
+    let rec = &s.session;
+    let agent = fleet.plugins.agent(&rec.agent).ok()?;
+    let ws = std::path::Path::new(rec.workspace.as_deref()?);
+    usage_event(fleet, rec, agent.as_ref(), ws).await
 }
 
 impl Handler<Reconcile> for SessionActor {

@@ -658,6 +658,56 @@ mod tests {
     }
 
     #[test]
+    fn trust_and_key_approval_are_recorded_in_an_existing_config_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join(".claude.json");
+        let repo = Path::new("/src/repo");
+        trust_workspace(&file, repo, Some("sk-x")).expect("missing file");
+        assert!(!file.exists(), "no .claude.json is made for a fresh HOME");
+        std::fs::write(&file, r#"{"hasCompletedOnboarding":true,"customApiKeyResponses":{"approved":[],"rejected":["0123456789abcdefghij"]}}"#).expect("write");
+        trust_workspace(&file, repo, Some("sk-ant-0123456789abcdefghij")).expect("update");
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+        assert_eq!(v["projects"]["/src/repo"]["hasTrustDialogAccepted"], true);
+        assert_eq!(v["hasCompletedOnboarding"], true);
+        assert_eq!(
+            v["customApiKeyResponses"]["approved"],
+            serde_json::json!([]),
+            "a rejected key stays rejected"
+        );
+        trust_workspace(&file, repo, Some("sk-ant-other-key-98765432109876543210"))
+            .expect("update");
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+        assert_eq!(
+            v["customApiKeyResponses"]["approved"],
+            serde_json::json!(["98765432109876543210"])
+        );
+        std::fs::write(&file, "not json").expect("write");
+        trust_workspace(&file, repo, None).expect("left alone");
+        assert_eq!(std::fs::read_to_string(&file).expect("read"), "not json");
+    }
+
+    #[test]
+    fn a_pending_tool_call_is_phrased_as_what_the_human_decides() {
+        let ask = serde_json::json!({"questions": [{"question": "Which color?",
+            "options": [{"label": "Red"}, {"label": "Blue"}]}]});
+        assert_eq!(
+            waiting_question("AskUserQuestion", &ask),
+            "Which color? [Red | Blue]"
+        );
+        assert_eq!(
+            waiting_question("Write", &serde_json::json!({"file_path": "/w/a.rs"})),
+            "approve Write: /w/a.rs"
+        );
+        let tool = r#"{"type":"assistant","timestamp":"2025-10-01T12:00:00Z","message":{"id":"m","model":"x","content":[{"type":"tool_use","id":"t","name":"Bash","input":{"command":"ls"}}],"stop_reason":null}}"#;
+        let (name, input) = pending_tool(&[USER, tool].join("\n")).expect("pending");
+        assert_eq!(waiting_question(&name, &input), "approve Bash: ls");
+        // Answered: the tool result comes after it.
+        assert_eq!(pending_tool(&[USER, tool, USER].join("\n")), None);
+    }
+
+    #[test]
     fn the_agents_own_cost_wins_when_it_covers_the_last_message() {
         let cost = r#"{"type":"cost-state","sessionId":"s","totalCostUSD":0.0112,"hasUnknownModelCost":false}"#;
         let priced = usage(&[USER, TEXT].join("\n"));
