@@ -709,8 +709,9 @@ fn hook(agent: super::HookAgent) -> i32 {
 }
 
 /// What a Claude Code hook event asks of the human, if it asks anything: a permission dialog
-/// (`PermissionRequest`, with the tool and its input) or a notification that it waits (not the
-/// idle reminder after a finished turn: the log already says the turn ended).
+/// (`PermissionRequest`, with the tool and its input) or a notification that it waits for
+/// something else (e.g. an elicitation dialog; not the idle reminder after a finished turn,
+/// which the log already shows, nor the permission prompt's own notification).
 pub fn claude_hook_question(event: &Value) -> Option<String> {
     use crate::plugins::agents::claude::waiting_question;
     match event["hook_event_name"].as_str()? {
@@ -719,7 +720,10 @@ pub fn claude_hook_question(event: &Value) -> Option<String> {
             &event["tool_input"],
         )),
         "Notification" => match event["notification_type"].as_str() {
-            Some("idle_prompt" | "auth_success") => None,
+            // A permission prompt's notification repeats the PermissionRequest already
+            // reported (in vaguer words, and later): taken as a new question it would notify
+            // twice.
+            Some("idle_prompt" | "auth_success" | "permission_prompt") => None,
             _ => event["message"]
                 .as_str()
                 .filter(|m| !m.trim().is_empty())
@@ -802,13 +806,19 @@ mod tests {
         );
         let ask = json!({
             "hook_event_name": "Notification",
-            "notification_type": "permission_prompt",
-            "message": "Claude needs your permission to use Bash",
+            "notification_type": "elicitation_dialog",
+            "message": "Claude needs your input",
         });
         assert_eq!(
             claude_hook_question(&ask).as_deref(),
-            Some("Claude needs your permission to use Bash")
+            Some("Claude needs your input")
         );
+        let repeat = json!({
+            "hook_event_name": "Notification",
+            "notification_type": "permission_prompt",
+            "message": "Claude needs your permission to use Bash",
+        });
+        assert_eq!(claude_hook_question(&repeat), None);
         let idle = json!({
             "hook_event_name": "Notification",
             "notification_type": "idle_prompt",

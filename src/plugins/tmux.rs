@@ -62,6 +62,14 @@ const DRAFT_WAIT: Wait = Wait {
     cap: Duration::from_secs(30),
     settled: true,
 };
+/// How long an answer's question may stay on screen before the answer is typed again, and
+/// how many times it is typed.
+const ANSWER_WAIT: Wait = Wait {
+    quiet: Duration::from_secs(2),
+    cap: Duration::from_secs(5),
+    settled: false,
+};
+const ANSWER_TRIES: usize = 3;
 /// How long to wait for the draft to be consumed after each Enter (first, then retries).
 const SUBMIT_WAITS: [Wait; 3] = [
     Wait {
@@ -844,7 +852,9 @@ impl Runtime for TmuxRuntime {
     }
 
     /// A menu number is typed as a key (the menu acts on it at once); other answers (`y`,
-    /// `no`) are typed and submitted with Enter. Confirmed when the screen changed.
+    /// `no`) are typed and submitted with Enter. The keys go only once the question is on
+    /// screen (an agent's hook may report the wait before its dialog is drawn, and a key typed
+    /// then is lost); confirmed when the screen changed.
     async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
         let h = TmuxHandle::parse(handle)?;
         if !h.alive() {
@@ -853,19 +863,31 @@ impl Runtime for TmuxRuntime {
                 h.session
             )));
         }
-        let before = self.screen(&h.pane).await?;
+        let question = |s: &Screen| super::activity::terminal_question(&s.rows.join("\n"));
+        let Some(asked) = self.wait_screen(&h.pane, DRAFT_WAIT, question).await? else {
+            // No question on screen: delivered as a message instead.
+            return self.send_message(handle, choice).await;
+        };
         let choice = choice.trim();
-        self.tmux(&["send-keys", "-t", &h.pane, "-l", choice])
-            .await?;
-        if !choice.chars().all(|c| c.is_ascii_digit()) {
-            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+        // A TUI may ignore keys for a moment after drawing a dialog (against accidental
+        // approvals): while the same question stays on screen, the answer is typed again.
+        for _ in 0..ANSWER_TRIES {
+            self.tmux(&["send-keys", "-t", &h.pane, "-l", choice])
+                .await?;
+            if !choice.chars().all(|c| c.is_ascii_digit()) {
+                self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+            }
+            let moved = self
+                .wait_screen(&h.pane, ANSWER_WAIT, |s| {
+                    (question(s).as_ref() != Some(&asked)).then_some(())
+                })
+                .await?;
+            if moved.is_some() {
+                return Ok(true);
+            }
         }
-        let changed = self
-            .wait_screen(&h.pane, DRAFT_WAIT, |s| {
-                (s.rows != before.rows).then_some(())
-            })
-            .await?;
-        Ok(changed.is_some())
+        tracing::warn!(session = %h.session, "an answer was typed but the question stayed");
+        Ok(false)
     }
 
     async fn list_live(&self) -> PluginResult<Vec<String>> {

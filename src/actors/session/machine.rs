@@ -76,6 +76,14 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         question: Option<String>,
     },
+    /// A human answered the question the session waits on (`send` while `needs_input`, once
+    /// the question left the screen). `question` is the one answered: a newer question that
+    /// arrived meanwhile keeps the session waiting.
+    InputAnswered {
+        /// The question that was answered, as the session recorded it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<String>,
+    },
     /// The agent process ended. `code` is `None` when the status is unknown (the runtime
     /// vanished, or the process ended while Flotilla was down).
     AgentExited {
@@ -228,6 +236,7 @@ impl EventKind {
             EventKind::AgentActive => "agent.active",
             EventKind::AgentIdle { .. } => "agent.idle",
             EventKind::AgentWaitingInput { .. } => "agent.waiting_input",
+            EventKind::InputAnswered { .. } => "agent.input_answered",
             EventKind::AgentExited { .. } => "agent.exited",
             EventKind::PrOpened { .. } => "pr.opened",
             EventKind::CiFailed { .. } => "ci.failed",
@@ -561,14 +570,14 @@ impl Machine<'_> {
                 if st.is_terminal() || st == S::Merged {
                     return self.ignore("agent.waiting_input");
                 }
-                if st == S::NeedsInput {
+                let asked = self.s.session.meta["question"].as_str();
+                let newer = question.is_some() && question.as_deref() != asked;
+                if st == S::NeedsInput
+                    && self.s.session.activity == Activity::WaitingInput
+                    && !newer
+                {
                     // The same wait seen again (by the hook, then the screen): its start stays.
-                    if self.s.session.activity == Activity::WaitingInput {
-                        return Outcome::Noop("already needs input".into());
-                    }
-                    self.s.session.activity = Activity::WaitingInput;
-                    self.s.session.activity_at = Some(self.at);
-                    return Outcome::Applied;
+                    return Outcome::Noop("already needs input".into());
                 }
                 self.s.session.activity = Activity::WaitingInput;
                 self.s.session.activity_at = Some(self.at);
@@ -583,13 +592,25 @@ impl Machine<'_> {
                 self.disarm(TIMER_STUCK);
                 self.disarm(TIMER_IDLE);
                 self.disarm(TIMER_SPAWN);
-                self.set_state(S::NeedsInput, Some("awaiting_user_input"));
+                if st != S::NeedsInput {
+                    self.set_state(S::NeedsInput, Some("awaiting_user_input"));
+                }
                 let message = match question {
                     Some(q) => format!("The agent is waiting for input: {q}"),
                     None => "The agent is waiting for input.".to_string(),
                 };
                 self.react("agent-needs-input", None, &message);
                 Outcome::Applied
+            }
+            EventKind::InputAnswered { question } => {
+                if st != S::NeedsInput {
+                    return self.ignore("agent.input_answered");
+                }
+                let asked = self.s.session.meta["question"].as_str();
+                if question.is_some() && asked.is_some() && question.as_deref() != asked {
+                    return Outcome::Noop("a newer question waits".into());
+                }
+                self.apply(&EventKind::AgentActive)
             }
             EventKind::AgentExited { code, output } => {
                 if st.is_terminal() {

@@ -791,10 +791,17 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
                 && sig.source == crate::plugins::activity::ActivitySource::Native
         };
         let ev = match sig.activity {
-            Activity::WaitingInput if rec.activity != Activity::WaitingInput => {
-                Some(EventKind::AgentWaitingInput {
-                    question: agent.question(&probe).await,
-                })
+            Activity::WaitingInput => {
+                // A new wait, or a new question while one waits (the last was answered).
+                let question = agent.question(&probe).await;
+                let asked = rec.meta["question"].as_str();
+                // Only the agent's own log can show it moved on to another question; a
+                // redraw of the screen cannot.
+                let moved_on = sig.source == crate::plugins::activity::ActivitySource::Native
+                    && rec.activity_at.is_none_or(|w| at > w);
+                (rec.activity != Activity::WaitingInput
+                    || (moved_on && question.is_some() && question.as_deref() != asked))
+                    .then_some(EventKind::AgentWaitingInput { question })
             }
             Activity::Active | Activity::Idle if stale(at) => None,
             Activity::Active
@@ -882,7 +889,7 @@ impl Handler<Reconcile> for SessionActor {
 
 impl Handler<SendMessage> for SessionActor {
     type Result = ResponseActFuture<Self, Result<SendReport, SessionError>>;
-    fn handle(&mut self, msg: SendMessage, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SendMessage, ctx: &mut Self::Context) -> Self::Result {
         let Some(s) = self.snapshot.clone() else {
             return Box::pin(fut::ready(Err(SessionError::NotLoaded)));
         };
@@ -907,7 +914,10 @@ impl Handler<SendMessage> for SessionActor {
         let journal = self.fleet.journal.clone();
         let id = self.id.clone();
         // A short answer to the question on screen is typed as keys (menus ignore pastes).
-        let answer = st == crate::store::SessionState::NeedsInput && is_choice(&msg.text);
+        let waiting = st == crate::store::SessionState::NeedsInput;
+        let asked = s.session.meta["question"].as_str().map(str::to_string);
+        let answer = waiting && is_choice(&msg.text);
+        let addr = ctx.address();
         // Detached: the paste and its journal row finish even while an atomic step waits.
         Box::pin(
             crate::actors::detached(async move {
@@ -916,6 +926,13 @@ impl Handler<SendMessage> for SessionActor {
                 } else {
                     runtime.send_message(&handle, &msg.text).await?
                 };
+                if waiting && delivered {
+                    // The human answered this question; one the agent asked meanwhile (its
+                    // hook can be that quick) keeps the session waiting.
+                    addr.do_send(Apply {
+                        event: EventKind::InputAnswered { question: asked },
+                    });
+                }
                 journal
                     .append(&NewEvent {
                         session_id: Some(id.clone()),

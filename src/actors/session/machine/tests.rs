@@ -212,6 +212,7 @@ fn samples() -> Vec<(&'static str, EventKind)> {
                 project_usd: None,
             },
         ),
+        ("answered", EventKind::InputAnswered { question: None }),
     ]
 }
 
@@ -221,22 +222,22 @@ fn samples() -> Vec<(&'static str, EventKind)> {
 /// er errored, kd killed, dn done, tm terminated.
 #[rustfmt::skip]
 const TABLE: &[(&str, &str)] = &[
-    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls clr bot bres mf kill rest tsp tst tid tmg tesc gave report usage
-    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = = = = = kd ! er = = = = er = ="),
-    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = = = = = kd ! = st = = = er = ="),
-    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk = = = = kd ! = st = = = er = ="),
-    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk = = = = kd ! = = = = = er = ="),
-    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk = = = = kd ! = = = = = er = ="),
-    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk = = = = kd ! = = = = = er = ="),
-    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk = = = = kd ! = = = = = er = ="),
-    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk = = = ap kd ! = = = = = er = ="),
-    ("merged"              , "= = = = = = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! ="),
-    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = = = = = kd ! = = = = = er wk ="),
-    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = = = = = kd sp = = = = = er wk ="),
-    ("errored"             , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("killed"              , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("done"                , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
-    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! ="),
+    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls clr bot bres mf kill rest tsp tst tid tmg tesc gave report usage ans
+    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = = = = = kd ! er = = = = er = = ="),
+    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = = = = = kd ! = st = = = er = = ="),
+    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk = = = = kd ! = st = = = er = = ="),
+    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk = = = = kd ! = = = = = er = = ="),
+    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk = = = = kd ! = = = = = er = = ="),
+    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk = = = = kd ! = = = = = er = = ="),
+    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk = = = = kd ! = = = = = er = = ="),
+    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk = = = ap kd ! = = = = = er = = ="),
+    ("merged"              , "= = = = = = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! = ="),
+    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = = = = = kd ! = = = = = er wk = wk"),
+    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = = = = = kd sp = = = = = er wk = ="),
+    ("errored"             , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
+    ("killed"              , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
+    ("done"                , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
+    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
 ];
 
 fn abbrev(s: &str) -> Option<SessionState> {
@@ -997,4 +998,58 @@ fn an_escalation_deadline_after_the_condition_cleared_tells_nobody() {
     );
     let out = step(&s2, &fire, &p);
     assert_eq!(escalations(&out.effects), 1);
+}
+
+#[test]
+fn an_answer_ends_only_the_question_it_answered() {
+    let policy = Policy::defaults();
+    let wait = |q: &str, m: i64, snap: &SessionSnapshot| {
+        step(
+            snap,
+            &Event {
+                at: at(m),
+                kind: EventKind::AgentWaitingInput {
+                    question: Some(q.into()),
+                },
+            },
+            &policy,
+        )
+    };
+    let answered = |q: &str, m: i64, snap: &SessionSnapshot| {
+        step(
+            snap,
+            &Event {
+                at: at(m),
+                kind: EventKind::InputAnswered {
+                    question: Some(q.into()),
+                },
+            },
+            &policy,
+        )
+    };
+    let notifies = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Notify { .. }))
+            .count()
+    };
+    let a = wait("approve Bash: a", 1, &base(SessionState::Working));
+    assert_eq!(a.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(notifies(&a.effects), 1);
+    // The same question again (hook, then screen): nothing new.
+    let again = wait("approve Bash: a", 2, &a.snapshot);
+    assert!(matches!(again.outcome, Outcome::Noop(_)));
+    // The agent asks the next question before the answer to the first is recorded.
+    let b = wait("approve Bash: b", 3, &a.snapshot);
+    assert_eq!(b.outcome, Outcome::Applied);
+    assert_eq!(b.snapshot.session.meta["question"], "approve Bash: b");
+    assert_eq!(b.snapshot.session.activity_at, Some(at(3)));
+    assert_eq!(notifies(&b.effects), 1, "the new question is told");
+    // The late answer to the first question leaves the second waiting…
+    let late = answered("approve Bash: a", 4, &b.snapshot);
+    assert!(matches!(late.outcome, Outcome::Noop(_)));
+    assert_eq!(late.snapshot.session.state, SessionState::NeedsInput);
+    // …and its own answer ends the wait.
+    let done = answered("approve Bash: b", 5, &b.snapshot);
+    assert_eq!(done.snapshot.session.state, SessionState::Working);
 }
