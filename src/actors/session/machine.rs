@@ -610,7 +610,11 @@ impl Machine<'_> {
                 if question.is_some() && asked.is_some() && question.as_deref() != asked {
                     return Outcome::Noop("a newer question waits".into());
                 }
-                self.apply(&EventKind::AgentActive)
+                let out = self.apply(&EventKind::AgentActive);
+                // Back to work because a human answered (not because the agent showed life).
+                let to = self.state();
+                self.set_state(to, Some("input_answered"));
+                out
             }
             EventKind::AgentExited { code, output } => {
                 if st.is_terminal() {

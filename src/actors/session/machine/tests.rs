@@ -1052,4 +1052,8 @@ fn an_answer_ends_only_the_question_it_answered() {
     // …and its own answer ends the wait.
     let done = answered("approve Bash: b", 5, &b.snapshot);
     assert_eq!(done.snapshot.session.state, SessionState::Working);
+    assert_eq!(
+        done.snapshot.session.reason.as_deref(),
+        Some("input_answered")
+    );
 }
