@@ -251,6 +251,21 @@ pub trait Runtime: Send + Sync {
     async fn list_live(&self) -> PluginResult<Vec<String>> {
         Ok(Vec::new())
     }
+
+    /// The agent this runtime started for `session_id` at or after `since`, running or
+    /// exited, when it still knows it: after a crash, tells whether a launch happened (and
+    /// gives its handle) so it is not launched twice. Default: `None` (the runtime cannot
+    /// tell; its agents do not outlive Flotilla).
+    ///
+    /// # Errors
+    /// `Command`/`Io` when the runtime cannot be asked.
+    async fn find(
+        &self,
+        _session_id: &str,
+        _since: DateTime<Utc>,
+    ) -> PluginResult<Option<RuntimeHandle>> {
+        Ok(None)
+    }
 }
 
 /// Context an agent needs to build its launch.
@@ -268,6 +283,9 @@ pub struct AgentContext {
     /// caller knows it. With `resume` set and this `None`, the agent looks for the newest
     /// conversation of this workspace itself, and starts afresh when there is none.
     pub agent_session_id: Option<String>,
+    /// Instructions to give as the agent's first prompt (a restart for a reaction, with
+    /// `resume`), for agents whose [`Agent::takes_message_at_launch`] is true.
+    pub message: Option<String>,
     /// The `flotilla` executable the agent's hooks may call (`flotilla hook <kind>`), when
     /// Flotilla has one; the hooks report waits for a human the moment the agent shows them.
     pub flotilla_cli: Option<PathBuf>,
@@ -286,6 +304,13 @@ pub trait Agent: Send + Sync {
     /// # Errors
     /// `Invalid` when the agent's settings cannot produce a launch or the prompt is unreadable.
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)>;
+
+    /// Whether [`Agent::launch`] gives `ctx.message` to the agent as its first prompt (the
+    /// CLI takes a prompt on its command line, with or without resuming). When false the
+    /// caller types the message in once the agent runs.
+    fn takes_message_at_launch(&self) -> bool {
+        false
+    }
 
     /// What the agent is doing: from its own session log where it keeps one, else from the
     /// screen in `probe` (rules in [`activity`]). `Ok(None)` when nothing can be told.

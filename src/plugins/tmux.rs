@@ -894,6 +894,53 @@ impl Runtime for TmuxRuntime {
         self.list_sessions().await
     }
 
+    /// The session's tmux session when it was created at or after `since` (tmux counts whole
+    /// seconds), its pane running or dead (`remain-on-exit`).
+    async fn find(
+        &self,
+        session_id: &str,
+        since: DateTime<Utc>,
+    ) -> PluginResult<Option<RuntimeHandle>> {
+        let name = session_name(session_id);
+        let out = match self
+            .tmux(&[
+                "display-message",
+                "-p",
+                "-t",
+                &format!("={name}:"),
+                "#{session_created} #{pane_id} #{pane_pid} #{pane_dead}",
+            ])
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_gone(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let f: Vec<&str> = out.split_whitespace().collect();
+        let (Some(created), Some(pane), Some(pid)) = (
+            f.first().and_then(|c| c.parse::<i64>().ok()),
+            f.get(1),
+            f.get(2).and_then(|p| p.parse::<i32>().ok()),
+        ) else {
+            return Ok(None);
+        };
+        if created < since.timestamp() {
+            return Ok(None);
+        }
+        let dead = f.get(3) == Some(&"1");
+        let handle = TmuxHandle {
+            socket: self.socket.clone(),
+            session: name.clone(),
+            pane: (*pane).to_string(),
+            pane_pid: pid,
+            start_ticks: if dead { 0 } else { start_ticks(pid).unwrap_or(0) },
+            log: self.log_dir.join(format!("{name}.log")),
+        };
+        serde_json::to_value(handle)
+            .map(Some)
+            .map_err(|e| PluginError::Invalid(e.to_string()))
+    }
+
     fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
         let h = TmuxHandle::parse(handle).ok()?;
         Some(AttachInfo {

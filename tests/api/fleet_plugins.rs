@@ -413,6 +413,7 @@ async fn the_claude_code_plugin_drives_the_scripted_agent_through_tmux() {
         prompt_file: prompt_file.clone(),
         resume: false,
         agent_session_id: None,
+        message: None,
     };
     let (argv, extra) = agent.launch(&ctx).expect("launch");
     assert!(argv.contains(&"--append-system-prompt".to_string()));
@@ -707,6 +708,7 @@ fn cases_for(kind: AgentKind, exe: &Path, model: &str, dir: &Path) -> Vec<Case> 
                 prompt_file: prompt.to_path_buf(),
                 resume: resume.is_some(),
                 agent_session_id: resume.map(str::to_string),
+                message: None,
             };
             let (mut argv, _) = agent.launch(&ctx).expect("launch");
             if kind == AgentKind::Codex {

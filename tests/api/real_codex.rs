@@ -186,6 +186,7 @@ impl Tmux {
             prompt_file,
             resume: false,
             agent_session_id: None,
+            message: None,
         };
         let (argv, env) = agent.launch(&ctx).expect("launch");
         assert!(

@@ -6,6 +6,8 @@
 //! - accepts Claude's flags (value-taking ones are skipped with their value, unknown ones are
 //!   ignored, everything after `--` is positional);
 //! - reads its task from the last positional argument, else from `$FLOTILLA_PROMPT_FILE`;
+//!   resumed (`--resume ID`), the task is the file's and a positional argument is the first
+//!   message, handled as if typed in;
 //! - writes a Claude-format JSONL log to `$CLAUDE_CONFIG_DIR` or `$HOME/.claude`
 //!   `/projects/<cwd with non-alphanumerics as '-'>/<session uuid>.jsonl` (`--resume ID` and
 //!   `--session-id ID` pick the file), with timestamps and `message.usage` token counts;
@@ -439,11 +441,16 @@ fn http_post(base: &str, path: &str, token: &str, body: &str) -> std::io::Result
 
 fn main() {
     let args = parse_args();
-    let prompt = args.prompt.clone().or_else(|| {
-        std::env::var("FLOTILLA_PROMPT_FILE")
-            .ok()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-    });
+    let from_file = std::env::var("FLOTILLA_PROMPT_FILE")
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    // Resumed with a prompt (`--resume ID -- TEXT`, as Flotilla restarts an agent for
+    // instructions): the text is the conversation's next message; the task stays the file's.
+    let (prompt, first) = if args.session.is_some() {
+        (from_file.or_else(|| args.prompt.clone()), args.prompt.clone())
+    } else {
+        (args.prompt.clone().or(from_file), None)
+    };
     let Some(prompt) = prompt else {
         eprintln!("scripted_agent: no prompt (argument or $FLOTILLA_PROMPT_FILE)");
         std::process::exit(2);
@@ -496,7 +503,8 @@ fn main() {
         log.assistant(json!([{"type": "text", "text": "Done."}]), Some("end_turn"));
         term.line("DONE");
     }
-    while let Some(msg) = term.read_message() {
+    let mut first = first;
+    while let Some(msg) = first.take().or_else(|| term.read_message()) {
         if msg.trim().is_empty() {
             continue;
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::machine::EventKind;
+use super::machine::{launch_message, DueInstruction, EventKind};
 use crate::actors::fleet::Fleet;
 use crate::plugins::{AgentContext, LaunchSpec, PluginError, WorkspaceRequest};
 use crate::store::SessionRecord;
@@ -89,8 +89,12 @@ pub fn build_prompt(rules: Option<&str>, s: &SessionRecord) -> String {
 /// Creates the workspace if needed and starts the agent; returns `RuntimeStarted` or
 /// `SpawnFailed`. A failure removes a workspace it created, so nothing is left behind.
 pub async fn start(fleet: Arc<Fleet>, s: SessionRecord, resume: bool) -> EventKind {
-    match try_start(&fleet, &s, resume).await {
-        Ok(ev) => ev,
+    match try_start(&fleet, &s, resume, None).await {
+        Ok(st) => EventKind::RuntimeStarted {
+            handle: st.handle,
+            workspace: Some(st.workspace),
+            branch: Some(st.branch),
+        },
         Err(e) => {
             tracing::warn!(session = %s.id, error = %e, "spawn failed");
             EventKind::SpawnFailed {
@@ -100,11 +104,50 @@ pub async fn start(fleet: Arc<Fleet>, s: SessionRecord, resume: bool) -> EventKi
     }
 }
 
+/// The first prompt a restart gives `agent` for `due`, when the agent takes one at launch and
+/// it fits on a command line; `None` means it is typed in once the agent runs.
+pub fn restart_message(agent: &dyn crate::plugins::Agent, due: &[DueInstruction]) -> Option<String> {
+    let m = launch_message(due);
+    (agent.takes_message_at_launch() && m.len() <= crate::plugins::agents::INLINE_PROMPT_MAX)
+        .then_some(m)
+}
+
+/// Starts an exited agent again in its worktree, resumed, with `due` as its first prompt
+/// where it takes one; returns `AgentRestarted` or `RestartFailed`.
+pub async fn restart(fleet: Arc<Fleet>, s: SessionRecord, due: Vec<DueInstruction>) -> EventKind {
+    let message = fleet
+        .plugins
+        .agent(&s.agent)
+        .ok()
+        .and_then(|a| restart_message(a.as_ref(), &due));
+    let prompted = message.is_some();
+    match try_start(&fleet, &s, true, message).await {
+        Ok(st) => EventKind::AgentRestarted {
+            handle: st.handle,
+            prompted,
+        },
+        Err(e) => {
+            tracing::warn!(session = %s.id, error = %e, "restarting the agent failed");
+            EventKind::RestartFailed {
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+/// What a launch produced.
+struct Started {
+    handle: serde_json::Value,
+    workspace: String,
+    branch: String,
+}
+
 async fn try_start(
     fleet: &Fleet,
     s: &SessionRecord,
     resume: bool,
-) -> Result<EventKind, PluginError> {
+    message: Option<String>,
+) -> Result<Started, PluginError> {
     let project = fleet.project(&s.project).ok_or_else(|| {
         PluginError::Invalid(format!("project {} is no longer configured", s.project))
     })?;
@@ -177,6 +220,7 @@ async fn try_start(
         prompt_file: prompt_file.clone(),
         resume,
         agent_session_id: None,
+        message,
     };
     let (argv, extra) = match agent.launch(&ctx) {
         Ok(l) => l,
@@ -229,10 +273,10 @@ async fn try_start(
         env,
     };
     match runtime.create(&spec).await {
-        Ok(handle) => Ok(EventKind::RuntimeStarted {
+        Ok(handle) => Ok(Started {
             handle,
-            workspace: Some(path.to_string_lossy().into_owned()),
-            branch: Some(branch),
+            workspace: path.to_string_lossy().into_owned(),
+            branch,
         }),
         Err(e) => Err(cleanup(e).await),
     }

@@ -12,6 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod restart;
+
+pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestart, RESTART_KEY};
+
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
 use crate::store::{Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord};
 
@@ -164,6 +168,20 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// The agent was started again in its worktree because instructions were due while it
+    /// had exited (see [`restart`]).
+    AgentRestarted {
+        /// Runtime handle of the new agent.
+        handle: serde_json::Value,
+        /// Whether the instructions of the restart (`PendingRestart::launch`) went in as the
+        /// agent's first prompt; if not, they are typed in now.
+        prompted: bool,
+    },
+    /// Restarting an exited agent for due instructions failed.
+    RestartFailed {
+        /// Why.
+        reason: String,
+    },
     /// The agent reported its own state (`flotilla report`), authenticated by its token.
     AgentReported {
         /// What it says it is doing.
@@ -256,6 +274,8 @@ impl EventKind {
             EventKind::RestoreRequested => "session.restore_requested",
             EventKind::TimerFired { .. } => "timer.fired",
             EventKind::ActorGaveUp { .. } => "session.actor_gave_up",
+            EventKind::AgentRestarted { .. } => "agent.restarted",
+            EventKind::RestartFailed { .. } => "agent.restart_failed",
             EventKind::AgentReported { .. } => "agent.reported",
             EventKind::UsageObserved { .. } => "agent.usage",
         }
@@ -281,6 +301,15 @@ pub enum Effect {
         reaction: String,
         /// Text.
         message: String,
+        /// The agent already got it as the first prompt of its restart: only record the send.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        given_at_launch: bool,
+    },
+    /// Start the exited agent again in its worktree, resumed, with these instructions as its
+    /// first prompt where the agent takes one (see [`restart`]).
+    RestartAgent {
+        /// The instructions due.
+        due: Vec<DueInstruction>,
     },
     /// Tell a human.
     Notify {
@@ -427,6 +456,7 @@ impl Machine<'_> {
     fn end(&mut self, to: S, reason: &str) {
         self.set_state(to, Some(reason));
         self.s.timers.clear();
+        self.clear_restart();
         self.s.session.activity = Activity::Exited;
         self.s.session.activity_at = Some(self.at);
         self.effects.push(Effect::DestroyRuntime);
@@ -865,6 +895,14 @@ impl Machine<'_> {
                 self.effects.push(Effect::StartRuntime { resume: true });
                 Outcome::Applied
             }
+            EventKind::AgentRestarted { handle, prompted } => self.restarted(handle, *prompted),
+            EventKind::RestartFailed { reason } => {
+                if pending_restart(&self.s).is_none() {
+                    return self.ignore("agent.restart_failed");
+                }
+                self.restart_failed(reason);
+                Outcome::Applied
+            }
             EventKind::AgentReported { state, note, pr } => {
                 self.reported(*state, note.as_deref(), pr.as_ref())
             }
@@ -1044,6 +1082,8 @@ impl Machine<'_> {
             TIMER_SPAWN => {
                 if st == S::Spawning {
                     self.end(S::Errored, "spawn_timeout");
+                } else if pending_restart(&self.s).is_some() {
+                    self.restart_failed("the agent did not start in time");
                 }
             }
             TIMER_STUCK => {
@@ -1211,10 +1251,15 @@ impl Machine<'_> {
                         escalation: false,
                     });
                 } else {
-                    self.effects.push(Effect::SendToAgent {
-                        reaction: key.into(),
-                        message,
-                    });
+                    if self.agent_gone() {
+                        self.restart_for(key, message);
+                    } else {
+                        self.effects.push(Effect::SendToAgent {
+                            reaction: key.into(),
+                            message,
+                            given_at_launch: false,
+                        });
+                    }
                     if let Some(EscalateAfter::After(d)) = r.escalate_after {
                         let kind = format!("{TIMER_ESCALATE}{key}");
                         if !self.s.timers.contains_key(&kind) {

@@ -122,6 +122,11 @@ impl SessionActor {
             return;
         }
         self.sync_timers(ctx);
+        if let Some(p) = machine::pending_restart(&s) {
+            // Flotilla stopped while restarting the agent for instructions.
+            self.recover_restart(ctx, &s, p);
+            return;
+        }
         match (&s.session.runtime_handle, s.session.state) {
             (None, SessionState::Spawning) => {
                 if s.timers.contains_key(machine::TIMER_SPAWN) {
@@ -137,6 +142,49 @@ impl SessionActor {
             (Some(h), _) => self.watch(ctx, h.clone()),
             (None, _) => {}
         }
+    }
+
+    /// Finishes a restart for instructions that a crash interrupted: a runtime started since
+    /// the decision is that restart (adopted, nothing launched or delivered twice); without
+    /// one, the restart runs again.
+    fn recover_restart(
+        &mut self,
+        ctx: &mut Context<Self>,
+        s: &SessionSnapshot,
+        p: machine::PendingRestart,
+    ) {
+        let (Ok(rt), Ok(agent)) = (
+            self.fleet.plugins.runtime(&s.session.runtime),
+            self.fleet.plugins.agent(&s.session.agent),
+        ) else {
+            self.run_effects(ctx, vec![Effect::RestartAgent { due: p.launch }]);
+            return;
+        };
+        let id = self.id.to_string();
+        let fut = async move { rt.find(&id, p.at).await }
+            .into_actor(self)
+            .map(move |found, act, ctx| match found {
+                Ok(Some(handle)) => {
+                    tracing::info!(parent: &act.span, "adopting the agent restarted before the crash");
+                    ctx.notify(Apply {
+                        event: EventKind::AgentRestarted {
+                            handle,
+                            prompted: launch::restart_message(agent.as_ref(), &p.launch)
+                                .is_some(),
+                        },
+                    });
+                }
+                Ok(None) => act.run_effects(ctx, vec![Effect::RestartAgent { due: p.launch }]),
+                Err(e) => {
+                    // Not knowing whether it started, it is not started again (nothing twice).
+                    ctx.notify(Apply {
+                        event: EventKind::RestartFailed {
+                            reason: format!("could not tell whether the agent restarted: {e}"),
+                        },
+                    });
+                }
+            });
+        ctx.spawn(fut);
     }
 
     /// Tells the supervisor the session ended; it drops the last address and the actor stops.
@@ -505,21 +553,34 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                 .await;
             None
         }
-        Effect::SendToAgent { reaction, message } => {
+        Effect::SendToAgent {
+            reaction,
+            message,
+            given_at_launch,
+        } => {
             let delivered = match (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
+                // The restarted agent got it as its first prompt: only the record is left.
+                _ if given_at_launch => true,
                 (Some(h), Ok(rt)) => rt.send_message(h, &message).await.unwrap_or(false),
                 _ => false,
             };
+            let mut data = serde_json::json!({"reaction": reaction, "delivered": delivered});
+            if given_at_launch {
+                data["via"] = "restart".into();
+            }
             let _ = fleet
                 .journal
                 .append(&NewEvent {
                     session_id: Some(rec.id.clone()),
                     kind: "reaction.sent".into(),
-                    data: serde_json::json!({"reaction": reaction, "delivered": delivered}),
+                    data,
                     at: Utc::now(),
                 })
                 .await;
             None
+        }
+        Effect::RestartAgent { due } => {
+            Some(launch::restart(fleet.clone(), rec.clone(), due).await)
         }
         Effect::Notify {
             reaction,
@@ -778,7 +839,9 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
         now,
     };
     let mut out = Vec::new();
-    if let Ok(Some(sig)) = agent.activity(&probe).await {
+    // An exited agent does nothing more until it is started again, whatever its log says.
+    let exited = rec.activity == Activity::Exited;
+    if let Some(sig) = agent.activity(&probe).await.ok().flatten().filter(|_| !exited) {
         let at = machine::micros(sig.at);
         // A wait ends on evidence newer than it (the agent's log moved on, or the screen no
         // longer shows a question); a tool call logged before the dialog is not such evidence,

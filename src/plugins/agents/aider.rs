@@ -72,6 +72,10 @@ impl Agent for AiderAgent {
         argv.extend(s.args.iter().cloned());
         if ctx.resume {
             argv.push("--restore-chat-history".into());
+            // Aider answers a `--message` and exits, as it does with its task.
+            if let Some(m) = &ctx.message {
+                argv.extend(["--message".into(), m.clone()]);
+            }
         } else {
             // Fail now, not inside aider, when the prompt is missing.
             std::fs::metadata(&ctx.prompt_file).map_err(|e| {
@@ -86,6 +90,10 @@ impl Agent for AiderAgent {
             ]);
         }
         Ok((argv, s.env.clone()))
+    }
+
+    fn takes_message_at_launch(&self) -> bool {
+        true
     }
 }
 

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{program, prompt_pointer, Prompt, INLINE_PROMPT_MAX};
+use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{
     agent_home, combine, newest_jsonl, parse_ts, read_tail, ActivityProbe, ActivitySignal, Reading,
@@ -536,16 +536,25 @@ impl Agent for ClaudeCodeAgent {
         if let Some(id) = resume_id {
             argv.extend(["--resume".into(), id]);
             argv.extend(s.args.iter().cloned());
+            // Instructions for a restart: the resumed conversation's next user turn.
+            if let Some(m) = &ctx.message {
+                argv.extend(["--".into(), m.clone()]);
+            }
         } else {
             argv.extend(s.args.iter().cloned());
             argv.push("--".into());
-            argv.push(if inline {
+            let task = if inline {
                 prompt.task
             } else {
                 prompt_pointer(&ctx.prompt_file)
-            });
+            };
+            argv.push(with_message(task, ctx.message.as_deref()));
         }
         Ok((argv, s.env.clone()))
+    }
+
+    fn takes_message_at_launch(&self) -> bool {
+        true
     }
 
     async fn prepare(
@@ -905,6 +914,16 @@ mod tests {
         let i = argv.iter().position(|x| x == "--resume").expect("--resume");
         assert_eq!(argv[i + 1], SESSION);
         assert!(!argv.contains(&"--".to_string()), "no new prompt on resume");
+        // A restart's instructions: the resumed conversation's next prompt.
+        c.message = Some("CI failed on your PR. Fix it and push.".into());
+        let (argv, _) = a.launch(&c).expect("launch");
+        assert_eq!(
+            argv[argv.len() - 2..],
+            ["--", "CI failed on your PR. Fix it and push."]
+        );
+        assert_eq!(argv[i + 1], SESSION);
+        assert!(a.takes_message_at_launch());
+        c.message = None;
         // An id the caller knows wins.
         c.agent_session_id = Some("given".into());
         assert!(a

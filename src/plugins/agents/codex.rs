@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{program, prompt_pointer, Prompt, INLINE_PROMPT_MAX};
+use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{
     agent_home, combine, parse_ts, read_tail, ActivityProbe, ActivitySignal, Reading, Usage,
@@ -482,18 +482,29 @@ impl Agent for CodexAgent {
         argv.extend(["-c".into(), trust_override(&ctx.workspace)]);
         argv.extend(s.args.iter().cloned());
         match resume_id {
-            Some(id) => argv.push(id),
+            Some(id) => {
+                argv.push(id);
+                // `codex resume [SESSION_ID] [PROMPT]`: the restart's instructions.
+                if let Some(m) = &ctx.message {
+                    argv.extend(["--".into(), m.clone()]);
+                }
+            }
             None => {
                 let prompt = Prompt::read(&ctx.prompt_file)?;
                 argv.push("--".into());
-                argv.push(if prompt.full.len() <= INLINE_PROMPT_MAX {
+                let task = if prompt.full.len() <= INLINE_PROMPT_MAX {
                     prompt.full.trim().to_string()
                 } else {
                     prompt_pointer(&ctx.prompt_file)
-                });
+                };
+                argv.push(with_message(task, ctx.message.as_deref()));
             }
         }
         Ok((argv, s.env.clone()))
+    }
+
+    fn takes_message_at_launch(&self) -> bool {
+        true
     }
 
     async fn activity(&self, probe: &ActivityProbe) -> PluginResult<Option<ActivitySignal>> {
@@ -847,6 +858,11 @@ mod tests {
         let (argv, _) = agent(PermissionMode::AutoEdit).launch(&c).expect("launch");
         assert_eq!(argv[1], "resume");
         assert_eq!(argv.last().map(String::as_str), Some(ID));
+        // A restart's instructions follow the id (`codex resume [SESSION_ID] [PROMPT]`).
+        c.message = Some("Fix CI and push.".into());
+        let (with, _) = agent(PermissionMode::AutoEdit).launch(&c).expect("launch");
+        assert_eq!(with[with.len() - 3..], [ID, "--", "Fix CI and push."]);
+        c.message = None;
         // A resumed session runs in the same worktree: trusted too.
         let canonical = std::fs::canonicalize(&c.workspace).expect("canonical");
         assert!(

@@ -9,6 +9,12 @@
 //! | `opencode` | [`opencode`] | `--prompt` | `--session <id>` / `--continue` | screen only |
 //! | `command` | [`command`] | `$FLOTILLA_PROMPT_FILE` | — | screen only |
 //!
+//! Restarted for a reaction's instructions (an exited agent, see
+//! `actors::session::machine::restart`), every kind but `command` takes them as the resumed
+//! conversation's first prompt (`claude --resume <id> -- <text>`, `codex resume <id> <text>`,
+//! `opencode --continue --prompt <text>`, `aider --restore-chat-history --message <text>`);
+//! `command` agents get them typed in once they run.
+//!
 //! Every built-in kind takes its [`AgentSettings`]: `command` replaces the executable (a wrapper,
 //! or the scripted test agent), `model` and `permission_mode` map to the CLI's flags (nothing is
 //! passed for `default`, so the CLI's own default applies; bypass flags only for
@@ -98,6 +104,14 @@ impl Prompt {
     }
 }
 
+/// A fresh start's first prompt with a restart's instructions after the task.
+pub fn with_message(task: String, message: Option<&str>) -> String {
+    match message {
+        Some(m) => format!("{task}\n\n{m}"),
+        None => task,
+    }
+}
+
 /// What to say instead of an over-long prompt: where the task is.
 pub fn prompt_pointer(path: &Path) -> String {
     format!(
@@ -169,6 +183,7 @@ pub(crate) mod test_support {
             prompt_file,
             resume: false,
             agent_session_id: None,
+            message: None,
         }
     }
 

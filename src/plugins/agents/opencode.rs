@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use super::{program, prompt_pointer, Prompt, INLINE_PROMPT_MAX};
+use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::{Agent, AgentContext, PluginResult};
 
@@ -64,16 +64,24 @@ impl Agent for OpencodeAgent {
                 Some(id) => argv.extend(["--session".into(), id.clone()]),
                 None => argv.push("--continue".into()),
             }
+            if let Some(m) = &ctx.message {
+                argv.extend(["--prompt".into(), m.clone()]);
+            }
         } else {
             let prompt = Prompt::read(&ctx.prompt_file)?;
             argv.push("--prompt".into());
-            argv.push(if prompt.full.len() <= INLINE_PROMPT_MAX {
+            let task = if prompt.full.len() <= INLINE_PROMPT_MAX {
                 prompt.full.trim().to_string()
             } else {
                 prompt_pointer(&ctx.prompt_file)
-            });
+            };
+            argv.push(with_message(task, ctx.message.as_deref()));
         }
         Ok((argv, s.env.clone()))
+    }
+
+    fn takes_message_at_launch(&self) -> bool {
+        true
     }
 }
 

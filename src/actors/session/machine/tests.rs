@@ -1057,3 +1057,211 @@ fn an_answer_ends_only_the_question_it_answered() {
         Some("input_answered")
     );
 }
+
+/// A session whose PR is open and whose agent has exited (aider after its answer, claude
+/// after "done").
+fn exited(state: SessionState) -> SessionSnapshot {
+    let mut s = fresh(state);
+    s.session.runtime_handle = Some(serde_json::json!({"pid": 1}));
+    s.session.activity = Activity::Exited;
+    s
+}
+
+fn ci_failed(fp: &str) -> EventKind {
+    EventKind::CiFailed {
+        summary: format!("Failed check: unit-tests ({fp})"),
+        fingerprint: fp.into(),
+    }
+}
+
+fn restarted(prompted: bool) -> EventKind {
+    EventKind::AgentRestarted {
+        handle: serde_json::json!({"pid": 2}),
+        prompted,
+    }
+}
+
+fn restarts(effects: &[Effect]) -> Vec<Vec<DueInstruction>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::RestartAgent { due } => Some(due.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
+    let p = Policy::defaults();
+    let (s, effects) = run(&exited(SessionState::ReviewPending), ci_failed("a"), 0, &p);
+    assert_eq!(s.session.state, SessionState::CiFailed);
+    assert_eq!(sends(&effects), 0, "nothing typed into a dead terminal");
+    let r = restarts(&effects);
+    assert_eq!(r.len(), 1, "{effects:?}");
+    assert_eq!(r[0][0].reaction, "ci-failed");
+    assert!(r[0][0].message.contains("Failed check: unit-tests (a)"));
+    // What is due is in the snapshot (committed before the restart runs), with a deadline.
+    let pending = pending_restart(&s).expect("pending");
+    assert_eq!(pending.launch, r[0]);
+    assert_eq!(pending.at, at(0));
+    assert_eq!(s.timers[TIMER_SPAWN].deadline, at(0) + p.spawn_timeout);
+    assert_eq!(s.trackers["ci-failed"].attempts, 1);
+
+    // The restarted agent took it as its first prompt: recorded once, not typed again.
+    let (s, effects) = run(&s, restarted(true), 1, &p);
+    assert_eq!(
+        effects,
+        vec![Effect::SendToAgent {
+            reaction: "ci-failed".into(),
+            message: r[0][0].message.clone(),
+            given_at_launch: true,
+        }]
+    );
+    assert!(pending_restart(&s).is_none());
+    assert_eq!(s.session.runtime_handle, Some(serde_json::json!({"pid": 2})));
+    assert_eq!(s.session.activity, Activity::Active);
+    assert!(!s.timers.contains_key(TIMER_SPAWN));
+    assert_eq!(s.trackers["ci-failed"].attempts, 1, "counted once");
+    assert_eq!(s.session.state, SessionState::CiFailed);
+
+    // The same start reported again changes nothing.
+    let out = step(
+        &s,
+        &Event {
+            at: at(2),
+            kind: restarted(true),
+        },
+        &p,
+    );
+    assert!(matches!(out.outcome, Outcome::Noop(_)), "{:?}", out.outcome);
+}
+
+#[test]
+fn an_agent_that_takes_no_prompt_at_launch_gets_the_instruction_typed_in() {
+    let p = Policy::defaults();
+    let (s, _) = run(&exited(SessionState::PrOpen), ci_failed("a"), 0, &p);
+    let (_, effects) = run(&s, restarted(false), 1, &p);
+    assert!(matches!(
+        effects.as_slice(),
+        [Effect::SendToAgent {
+            given_at_launch: false,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn instructions_due_during_a_restart_join_it_instead_of_restarting_twice() {
+    let p = Policy::defaults();
+    let (s, _) = run(&exited(SessionState::PrOpen), ci_failed("a"), 0, &p);
+    // The same failure again: already handled.
+    let (s, effects) = run(&s, ci_failed("a"), 1, &p);
+    assert!(effects.is_empty(), "{effects:?}");
+    // A review while the agent starts: no second restart; it is typed in once it runs.
+    let (s, effects) = run(
+        &s,
+        EventKind::ChangesRequested {
+            summary: "a.rs:1 say why".into(),
+            fingerprint: "t1".into(),
+        },
+        2,
+        &p,
+    );
+    assert!(restarts(&effects).is_empty(), "{effects:?}");
+    assert_eq!(sends(&effects), 0);
+    assert_eq!(pending_restart(&s).expect("pending").later.len(), 1);
+    let (s, effects) = run(&s, restarted(true), 3, &p);
+    let got: Vec<(String, bool)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendToAgent {
+                reaction,
+                given_at_launch,
+                ..
+            } => Some((reaction.clone(), *given_at_launch)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ci-failed".to_string(), true),
+            ("changes-requested".to_string(), false)
+        ]
+    );
+    assert_eq!(s.trackers["ci-failed"].attempts, 1);
+    assert_eq!(s.trackers["changes-requested"].attempts, 1);
+}
+
+#[test]
+fn a_live_agent_is_typed_to_and_a_terminal_session_is_never_restarted() {
+    let p = Policy::defaults();
+    let (_, effects) = run(&fresh(SessionState::PrOpen), ci_failed("a"), 0, &p);
+    assert_eq!(sends(&effects), 1);
+    assert!(restarts(&effects).is_empty());
+    for st in [
+        SessionState::Killed,
+        SessionState::Errored,
+        SessionState::Done,
+        SessionState::Terminated,
+    ] {
+        let (_, effects) = run(&exited(st), ci_failed("a"), 0, &p);
+        assert!(effects.is_empty(), "{st}: {effects:?}");
+    }
+    // Killed by a human while restarting: the pending restart goes, the late agent too.
+    let (s, _) = run(&exited(SessionState::PrOpen), ci_failed("a"), 0, &p);
+    let (s, _) = run(
+        &s,
+        EventKind::KillRequested {
+            reason: "manually_killed".into(),
+        },
+        1,
+        &p,
+    );
+    assert!(pending_restart(&s).is_none());
+    let (s, effects) = run(&s, restarted(true), 2, &p);
+    assert_eq!(effects, vec![Effect::DestroyRuntime]);
+    assert_eq!(s.session.state, SessionState::Killed);
+}
+
+#[test]
+fn a_restart_that_fails_or_never_starts_tells_a_human_once() {
+    let p = Policy::defaults();
+    let (s, _) = run(&exited(SessionState::PrOpen), ci_failed("a"), 0, &p);
+    let (failed, effects) = run(
+        &s,
+        EventKind::RestartFailed {
+            reason: "claude: not found".into(),
+        },
+        1,
+        &p,
+    );
+    assert!(pending_restart(&failed).is_none());
+    assert_eq!(escalations(&effects), 1);
+    assert!(format!("{effects:?}").contains("claude: not found"));
+    let out = step(
+        &failed,
+        &Event {
+            at: at(2),
+            kind: EventKind::RestartFailed {
+                reason: "again".into(),
+            },
+        },
+        &p,
+    );
+    assert!(out.effects.is_empty());
+    // No start before the deadline: the same.
+    let late = p.spawn_timeout.num_minutes() + 1;
+    let (timed_out, effects) = run(
+        &s,
+        EventKind::TimerFired {
+            kind: TIMER_SPAWN.into(),
+        },
+        late,
+        &p,
+    );
+    assert!(pending_restart(&timed_out).is_none());
+    assert_eq!(escalations(&effects), 1);
+    assert_eq!(timed_out.session.state, SessionState::CiFailed, "not errored");
+}
