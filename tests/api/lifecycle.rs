@@ -455,3 +455,97 @@ async fn without_auto_merge_a_human_merges_through_the_api_and_it_really_merges(
         .await;
     assert_eq!(st, 409);
 }
+
+/// The session's events of `kind`.
+async fn events_of(l: &Loop, id: &str, kind: &str) -> Vec<Value> {
+    let (_, v) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    v["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_failed_check_restarts_an_agent_that_has_exited_and_delivers_the_instruction_once() {
+    let Some(l) = setup(true, &[]).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR FIX exit after the PR"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 60).await;
+    let ws = s["workspace"].as_str().expect("workspace").to_string();
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let first_head = l.head(&branch).expect("pushed");
+
+    // The agent ends its run (as aider does after its answer); the PR lives on.
+    let (code, v) = l
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "exit 0"}),
+        )
+        .await;
+    assert!(code < 300, "{code} {v}");
+    let s = eventually(30, "the agent exited", || async {
+        let s = l.session(&id).await;
+        (s["activity"] == "exited").then_some(s)
+    })
+    .await;
+    assert_eq!(s["state"], "review_pending", "{s}");
+
+    // A check fails: the agent is started again in its worktree, resumed, and gets the
+    // instruction as its first prompt; it pushes the fix.
+    l.gh.add_check_run(
+        REPO,
+        &first_head,
+        "unit-tests",
+        Some("failure"),
+        Some("assertion failed: widgets == 3"),
+    )
+    .await;
+    l.wait_told("Failed check: unit-tests", 60).await;
+    let fixed = eventually(60, "the fix pushed", || async {
+        l.head(&branch).filter(|h| *h != first_head)
+    })
+    .await;
+    let log = git(std::path::Path::new(&ws), &["log", "--format=%s", "-1"]);
+    assert!(log.starts_with("fix 1: "), "fixed in the same worktree: {log}");
+    assert_eq!(
+        git(std::path::Path::new(&ws), &["rev-parse", "HEAD"]).trim(),
+        fixed
+    );
+
+    let s = l.session(&id).await;
+    assert_eq!(s["workspace"], ws.as_str(), "same worktree: {s}");
+    assert_ne!(s["activity"], "exited", "{s}");
+    assert_eq!(s["meta"]["restart_for"], Value::Null, "nothing left due: {s}");
+    assert_eq!(ci_tracking(&s).0, 1, "counted once: {s}");
+    // One restart, one send, and the agent was told once.
+    let restarted = events_of(&l, &id, "agent.restarted").await;
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(
+        restarted[0].to_string().contains("ci-failed"),
+        "{restarted:?}"
+    );
+    let sent = eventually(30, "the send recorded", || async {
+        let e = events_of(&l, &id, "reaction.sent").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["data"]["reaction"], "ci-failed");
+    assert_eq!(sent[0]["data"]["delivered"], true);
+    assert_eq!(sent[0]["data"]["via"], "restart");
+    assert_eq!(
+        told(&l.agent_home)
+            .iter()
+            .filter(|m| m.contains("Failed check: unit-tests"))
+            .count(),
+        1
+    );
+}
