@@ -933,7 +933,11 @@ impl Runtime for TmuxRuntime {
             session: name.clone(),
             pane: (*pane).to_string(),
             pane_pid: pid,
-            start_ticks: if dead { 0 } else { start_ticks(pid).unwrap_or(0) },
+            start_ticks: if dead {
+                0
+            } else {
+                start_ticks(pid).unwrap_or(0)
+            },
             log: self.log_dir.join(format!("{name}.log")),
         };
         serde_json::to_value(handle)

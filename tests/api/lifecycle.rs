@@ -514,7 +514,10 @@ async fn a_failed_check_restarts_an_agent_that_has_exited_and_delivers_the_instr
     })
     .await;
     let log = git(std::path::Path::new(&ws), &["log", "--format=%s", "-1"]);
-    assert!(log.starts_with("fix 1: "), "fixed in the same worktree: {log}");
+    assert!(
+        log.starts_with("fix 1: "),
+        "fixed in the same worktree: {log}"
+    );
     assert_eq!(
         git(std::path::Path::new(&ws), &["rev-parse", "HEAD"]).trim(),
         fixed
@@ -523,7 +526,11 @@ async fn a_failed_check_restarts_an_agent_that_has_exited_and_delivers_the_instr
     let s = l.session(&id).await;
     assert_eq!(s["workspace"], ws.as_str(), "same worktree: {s}");
     assert_ne!(s["activity"], "exited", "{s}");
-    assert_eq!(s["meta"]["restart_for"], Value::Null, "nothing left due: {s}");
+    assert_eq!(
+        s["meta"]["restart_for"],
+        Value::Null,
+        "nothing left due: {s}"
+    );
     assert_eq!(ci_tracking(&s).0, 1, "counted once: {s}");
     // One restart, one send, and the agent was told once.
     let restarted = events_of(&l, &id, "agent.restarted").await;
@@ -548,4 +555,242 @@ async fn a_failed_check_restarts_an_agent_that_has_exited_and_delivers_the_instr
             .count(),
         1
     );
+}
+
+/// The scripted agent's conversation id (its one JSONL log under `home`).
+fn conversation_id(home: &Path) -> String {
+    let projects = home.join(".claude").join("projects");
+    std::fs::read_dir(&projects)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter_map(|f| {
+            f.path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .next()
+        .expect("a conversation log")
+}
+
+/// `kill -9` after the machine decided to restart an exited agent for an instruction (the
+/// decision committed, as the actor commits it before acting); `launched` says whether the
+/// restarted agent was already running when Flotilla died. Either way, after the restart of
+/// Flotilla, the agent runs and has the instruction exactly once.
+async fn crash_during_a_restart(launched: bool) {
+    use crate::server::{Scratch, ServerProc};
+    use flotilla::actors::session::machine::{self, Effect, Event, EventKind};
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let gh = FakeGithub::start(TOKEN).await;
+    let bare = gh.create_repo(REPO);
+    gh.require_reviews(REPO);
+    gh.watch_pushes();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_home = dir.path().join("agent-home");
+    std::fs::create_dir_all(&agent_home).expect("mkdir");
+    let agents = agents(&gh, &agent_home);
+    // Webhooks only: nothing but the committed decision says CI failed.
+    let extra = format!(
+        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\ngithub: {{ api_url: \"{api}\", graphql_url: \"{api}/graphql\", token: {TOKEN}, webhook_secret: {SECRET}, poll_interval: 0s }}\n",
+        api = gh.url
+    );
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let socket = flotilla::app::tmux_socket(&s.home);
+    let _tmux = TmuxGuard(socket.clone());
+    let repo = s.dir.path().join("repo");
+    git(
+        &repo,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    gh.set_webhook(&format!("{}/webhooks/github", server.address), SECRET);
+    let c = crate::helpers::http_client();
+    let base = server.address.clone();
+    let get = |path: String| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            c.get(format!("{base}{path}"))
+                .bearer_auth(crate::helpers::TOKEN)
+                .send()
+                .await
+                .expect("get")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let post = |path: String, body: Value| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            c.post(format!("{base}{path}"))
+                .bearer_auth(crate::helpers::TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("post")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let v = post(
+        "/api/v1/sessions".into(),
+        json!({"project": "demo", "prompt": "OPEN_PR FIX crash during a restart"}),
+    )
+    .await;
+    let id = v["id"].as_str().expect("id").to_string();
+    let spath = format!("/api/v1/sessions/{id}");
+    eventually(60, "the PR found", || async {
+        let s = get(spath.clone()).await;
+        (s["state"] == "review_pending").then_some(())
+    })
+    .await;
+    post(format!("{spath}/send"), json!({"message": "exit 0"})).await;
+    let exited = eventually(30, "the agent exited", || async {
+        let s = get(spath.clone()).await;
+        (s["activity"] == "exited").then_some(s)
+    })
+    .await;
+    let ws = exited["workspace"].as_str().expect("workspace").to_string();
+    let branch = exited["branch"].as_str().expect("branch").to_string();
+    let first_head = gh.branch_sha(REPO, &branch).expect("pushed");
+    server.kill9();
+
+    // What the actor commits for a failed check before it acts, then Flotilla is gone.
+    let db = format!("sqlite://{}/flotilla.db", s.home.display());
+    let store = flotilla::store::open(&db).await.expect("store");
+    let sid = flotilla::store::SessionId(id.clone());
+    let snap = store.load_snapshot(&sid).await.expect("snapshot");
+    let event = Event {
+        at: machine::micros(chrono::Utc::now()),
+        kind: EventKind::CiFailed {
+            summary: "### Failed check: crash-check\nerror: boom".into(),
+            fingerprint: "crash-check".into(),
+        },
+    };
+    let policy = flotilla::actors::session::policy::Policy::defaults();
+    let step = machine::step(&snap, &event, &policy);
+    let due = match step.effects.as_slice() {
+        [Effect::RestartAgent { due }] => due.clone(),
+        other => panic!("a restart is decided: {other:?}"),
+    };
+    store
+        .commit_transition(&flotilla::store::TransitionCommit {
+            snapshot: step.snapshot.clone(),
+            event: flotilla::store::NewEvent {
+                session_id: Some(sid.clone()),
+                kind: event.kind.name().into(),
+                data: step.event_data(snap.session.state, &event),
+                at: event.at,
+            },
+            notifications: vec![],
+        })
+        .await
+        .expect("commit");
+    drop(store);
+    let mut pane = None;
+    if launched {
+        // The restart had started the agent (resumed, the instruction as its first prompt).
+        let prompt_file = s.home.join("prompts").join(format!("{id}.md"));
+        let envs = [
+            format!("HOME={}", agent_home.display()),
+            format!("FLOTILLA_PROMPT_FILE={}", prompt_file.display()),
+            "GIT_AUTHOR_NAME=a".into(),
+            "GIT_AUTHOR_EMAIL=a@example.com".into(),
+            "GIT_COMMITTER_NAME=a".into(),
+            "GIT_COMMITTER_EMAIL=a@example.com".into(),
+        ];
+        let agent = crate::fleet_plugins::scripted_agent_path();
+        let message = machine::launch_message(&due);
+        let conv = conversation_id(&agent_home);
+        let mut args = vec![
+            "new-session",
+            "-d",
+            "-s",
+            &id,
+            "-c",
+            &ws,
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "env",
+        ];
+        args.extend(envs.iter().map(String::as_str));
+        args.extend([
+            agent.to_str().expect("utf-8"),
+            "--resume",
+            &conv,
+            "--",
+            &message,
+        ]);
+        let (ok, out) = crate::fleet_tmux::tmux(&socket, &args);
+        assert!(ok, "{out}");
+        pane = Some(out.trim().to_string());
+        lifecycle_wait_told(&agent_home, "Failed check: crash-check").await;
+    }
+
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let s2 = eventually(60, "the restart finished", || async {
+        let s = get(spath.clone()).await;
+        (s["meta"]["restart_for"].is_null() && s["activity"] != "exited").then_some(s)
+    })
+    .await;
+    assert_eq!(s2["workspace"], ws.as_str(), "{s2}");
+    assert_eq!(s2["state"], "ci_failed", "{s2}");
+    let fixed = eventually(60, "the fix pushed", || async {
+        gh.branch_sha(REPO, &branch).filter(|h| *h != first_head)
+    })
+    .await;
+    assert!(!fixed.is_empty());
+    let events = eventually(30, "the send recorded", || async {
+        let v = get(format!("{spath}/events")).await;
+        let e = v["events"].as_array().cloned().unwrap_or_default();
+        e.iter().any(|e| e["kind"] == "reaction.sent").then_some(e)
+    })
+    .await;
+    let count = |k: &str| events.iter().filter(|e| e["kind"] == k).count();
+    assert_eq!(count("agent.restarted"), 1, "{events:?}");
+    assert_eq!(count("agent.restart_failed"), 0, "{events:?}");
+    assert_eq!(count("reaction.sent"), 1, "{events:?}");
+    if let Some(p) = &pane {
+        let restarted = events
+            .iter()
+            .find(|e| e["kind"] == "agent.restarted")
+            .expect("agent.restarted");
+        assert_eq!(
+            restarted["data"]["event"]["handle"]["pane"],
+            p.as_str(),
+            "the agent started before the crash is adopted, not launched again: {restarted}"
+        );
+    }
+    assert_eq!(
+        told(&agent_home)
+            .iter()
+            .filter(|m| m.contains("Failed check: crash-check"))
+            .count(),
+        1,
+        "told once"
+    );
+    assert_eq!(ci_tracking(&s2).0, 1, "counted once: {s2}");
+    drop(server);
+}
+
+async fn lifecycle_wait_told(home: &Path, needle: &str) {
+    eventually(30, &format!("the agent told {needle:?}"), || async {
+        told(home).iter().any(|m| m.contains(needle)).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn kill_dash_nine_after_a_restart_was_decided_restarts_and_delivers_once() {
+    crash_during_a_restart(false).await;
+}
+
+#[actix_web::test]
+async fn kill_dash_nine_after_the_restarted_agent_ran_adopts_it_and_delivers_nothing_twice() {
+    crash_during_a_restart(true).await;
 }

@@ -50,6 +50,17 @@ struct Real {
 }
 
 async fn setup(script: Vec<Step>, mode: &str, args: &str) -> Option<Real> {
+    setup_with(script, mode, args, "", &[]).await
+}
+
+/// [`setup`] with more project lines and Flotilla environment (e.g. a fake GitHub).
+async fn setup_with(
+    script: Vec<Step>,
+    mode: &str,
+    args: &str,
+    extra_project: &str,
+    extra_env: &[(&str, &str)],
+) -> Option<Real> {
     let claude = claude_bin()?;
     if !require_tool("tmux") || !require_tool("git") {
         return None;
@@ -66,19 +77,14 @@ async fn setup(script: Vec<Step>, mode: &str, args: &str) -> Option<Real> {
         url = model.url(),
     );
     let project = format!(
-        "    runtime: tmux\n    agent: claude\n{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
+        "    runtime: tmux\n    agent: claude\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
         services = hooks.service_yaml(),
         hook = hooks.webhook_url(),
     );
     let cli = env!("CARGO_BIN_EXE_flotilla");
-    let app = spawn_app_with_env(
-        Backend::Sqlite,
-        &agents,
-        &project,
-        dir,
-        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-    )
-    .await?;
+    let mut env = vec![("FLOTILLA__SERVER__CLI_PATH", cli)];
+    env.extend_from_slice(extra_env);
+    let app = spawn_app_with_env(Backend::Sqlite, &agents, &project, dir, &env).await?;
     let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
     Some(Real {
         app,
@@ -271,4 +277,158 @@ async fn a_real_claude_that_cannot_start_errors_with_its_own_words() {
         !n[0].to_string().contains(KEY),
         "no secret in notifications"
     );
+}
+
+/// The text of a Messages API request: every text and tool input/result of its messages.
+fn conversation(request: &Value) -> String {
+    crate::fake_anthropic::request_text(request)
+}
+
+#[actix_web::test]
+async fn a_real_claude_that_exited_is_resumed_with_the_failed_check_as_its_next_prompt() {
+    const REPO: &str = "acme/widgets";
+    const GH_TOKEN: &str = "ghp_real_claude";
+    const SECRET: &str = "real-claude-secret";
+    let gh = crate::fake_github::FakeGithub::start(GH_TOKEN).await;
+    let bare = gh.create_repo(REPO);
+    gh.watch_pushes();
+    let script = vec![
+        Step::tool(
+            "Bash",
+            json!({"command": "printf 'hello\\n' > hello.txt && git add hello.txt && git commit -q -m 'Add hello' && git push -q origin HEAD", "description": "Commit and push"}),
+        ),
+        Step::text("Pushed hello.txt; the PR can be opened."),
+        Step::text("On it: fixing the failing check."),
+    ];
+    let graphql = format!("{}/graphql", gh.url);
+    let project = format!("    scm: github\n    github_repo: {REPO}\n");
+    let Some(r) = setup_with(
+        script,
+        "auto-edit",
+        "[\"--allowedTools\", \"Bash\"]",
+        &project,
+        &[
+            ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
+            ("FLOTILLA__GITHUB__GRAPHQL_URL", graphql.as_str()),
+            ("FLOTILLA__GITHUB__TOKEN", GH_TOKEN),
+            ("FLOTILLA__GITHUB__WEBHOOK_SECRET", SECRET),
+            ("FLOTILLA__GITHUB__POLL_INTERVAL", "0s"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    git(
+        &r.app.repo,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    gh.set_webhook(&format!("{}/webhooks/github", r.app.address), SECRET);
+
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Add hello.txt, commit and push it."}))
+        .await;
+    // The task runs: a commit pushed, then the answer ends the turn.
+    r.model.wait_for_requests(2, Duration::from_secs(90)).await;
+    let s = wait_session(&r.app, &id, 60, "the branch", |s| s["branch"].is_string()).await;
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let ws = s["workspace"].as_str().expect("workspace").to_string();
+    let head = eventually(60, "the push", || {
+        let h = gh.branch_sha(REPO, &branch);
+        async move { h }
+    })
+    .await;
+    gh.open_pr(REPO, &branch, "main", "Add hello").await;
+    wait_session(&r.app, &id, 60, "the PR", |s| s["pr"]["number"].is_i64()).await;
+
+    // The CLI ends its run (a user typing /exit): the session keeps its PR, the agent is gone.
+    let (code, v) = r
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "/exit"}),
+        )
+        .await;
+    assert!(code < 300, "{code} {v}");
+    wait_session(&r.app, &id, 60, "the agent exited", |s| {
+        s["activity"] == "exited"
+    })
+    .await;
+    let before = r.model.requests().len();
+
+    // A check fails: Flotilla restarts claude in the same worktree, resumed, with the
+    // instruction as its first prompt.
+    gh.add_check_run(
+        REPO,
+        &head,
+        "unit-tests",
+        Some("failure"),
+        Some("assertion failed: hello == world"),
+    )
+    .await;
+    let t0 = Instant::now();
+    let all = r
+        .model
+        .wait_for_requests(before + 1, Duration::from_secs(120))
+        .await;
+    eprintln!(
+        "failed check -> resumed claude's request: {:?}",
+        t0.elapsed()
+    );
+    let next = conversation(&all[before]);
+    assert!(
+        next.contains("Failed check: unit-tests") && next.contains("hello == world"),
+        "the instruction: {next}"
+    );
+    assert!(
+        next.contains("Add hello.txt, commit and push it.")
+            && next.contains("Pushed hello.txt; the PR can be opened."),
+        "the earlier conversation: {next}"
+    );
+    let s = wait_session(&r.app, &id, 60, "the agent running again", |s| {
+        s["activity"] != "exited" && s["meta"]["restart_for"].is_null()
+    })
+    .await;
+    assert_eq!(s["workspace"], ws.as_str(), "{s}");
+    let attempts = s["trackers"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["reaction"] == "ci-failed"))
+        .map(|t| t["attempts"].clone());
+    assert_eq!(attempts, Some(json!(1)), "counted once: {s}");
+    let (_, ev) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "agent.restarted").count(),
+        1,
+        "{kinds:?}"
+    );
+    // Exactly one user turn carries the instruction (not typed in a second time).
+    let turns = eventually(30, "the resumed turn logged", || {
+        let n = r
+            .model
+            .requests()
+            .iter()
+            .map(|q| {
+                q["messages"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|m| {
+                                m["role"] == "user"
+                                    && m.to_string().contains("Failed check: unit-tests")
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        async move { (n > 0).then_some(n) }
+    })
+    .await;
+    assert_eq!(turns, 1, "the instruction reached the model once");
 }

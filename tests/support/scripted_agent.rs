@@ -447,7 +447,10 @@ fn main() {
     // Resumed with a prompt (`--resume ID -- TEXT`, as Flotilla restarts an agent for
     // instructions): the text is the conversation's next message; the task stays the file's.
     let (prompt, first) = if args.session.is_some() {
-        (from_file.or_else(|| args.prompt.clone()), args.prompt.clone())
+        (
+            from_file.or_else(|| args.prompt.clone()),
+            args.prompt.clone(),
+        )
     } else {
         (args.prompt.clone().or(from_file), None)
     };

@@ -106,7 +106,10 @@ pub async fn start(fleet: Arc<Fleet>, s: SessionRecord, resume: bool) -> EventKi
 
 /// The first prompt a restart gives `agent` for `due`, when the agent takes one at launch and
 /// it fits on a command line; `None` means it is typed in once the agent runs.
-pub fn restart_message(agent: &dyn crate::plugins::Agent, due: &[DueInstruction]) -> Option<String> {
+pub fn restart_message(
+    agent: &dyn crate::plugins::Agent,
+    due: &[DueInstruction],
+) -> Option<String> {
     let m = launch_message(due);
     (agent.takes_message_at_launch() && m.len() <= crate::plugins::agents::INLINE_PROMPT_MAX)
         .then_some(m)

@@ -841,7 +841,13 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     let mut out = Vec::new();
     // An exited agent does nothing more until it is started again, whatever its log says.
     let exited = rec.activity == Activity::Exited;
-    if let Some(sig) = agent.activity(&probe).await.ok().flatten().filter(|_| !exited) {
+    if let Some(sig) = agent
+        .activity(&probe)
+        .await
+        .ok()
+        .flatten()
+        .filter(|_| !exited)
+    {
         let at = machine::micros(sig.at);
         // A wait ends on evidence newer than it (the agent's log moved on, or the screen no
         // longer shows a question); a tool call logged before the dialog is not such evidence,

@@ -1119,7 +1119,10 @@ fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
         }]
     );
     assert!(pending_restart(&s).is_none());
-    assert_eq!(s.session.runtime_handle, Some(serde_json::json!({"pid": 2})));
+    assert_eq!(
+        s.session.runtime_handle,
+        Some(serde_json::json!({"pid": 2}))
+    );
     assert_eq!(s.session.activity, Activity::Active);
     assert!(!s.timers.contains_key(TIMER_SPAWN));
     assert_eq!(s.trackers["ci-failed"].attempts, 1, "counted once");
@@ -1263,5 +1266,9 @@ fn a_restart_that_fails_or_never_starts_tells_a_human_once() {
     );
     assert!(pending_restart(&timed_out).is_none());
     assert_eq!(escalations(&effects), 1);
-    assert_eq!(timed_out.session.state, SessionState::CiFailed, "not errored");
+    assert_eq!(
+        timed_out.session.state,
+        SessionState::CiFailed,
+        "not errored"
+    );
 }
