@@ -482,15 +482,14 @@ async fn a_failed_check_restarts_an_agent_that_has_exited_and_delivers_the_instr
     let branch = s["branch"].as_str().expect("branch").to_string();
     let first_head = l.head(&branch).expect("pushed");
 
-    // The agent ends its run (as aider does after its answer); the PR lives on.
-    let (code, v) = l
-        .app
+    // The agent ends its run (as aider does after its answer); the PR lives on. It may be gone
+    // before the send is confirmed on its screen, so its exit is the proof, not the reply.
+    l.app
         .post(
             &format!("/api/v1/sessions/{id}/send"),
             json!({"message": "exit 0"}),
         )
         .await;
-    assert!(code < 300, "{code} {v}");
     let s = eventually(30, "the agent exited", || async {
         let s = l.session(&id).await;
         (s["activity"] == "exited").then_some(s)
@@ -738,8 +737,8 @@ async fn crash_during_a_restart(launched: bool) {
         (s["meta"]["restart_for"].is_null() && s["activity"] != "exited").then_some(s)
     })
     .await;
+    // (Its state follows the fake GitHub, whose CI never failed: only the decision says so.)
     assert_eq!(s2["workspace"], ws.as_str(), "{s2}");
-    assert_eq!(s2["state"], "ci_failed", "{s2}");
     let fixed = eventually(60, "the fix pushed", || async {
         gh.branch_sha(REPO, &branch).filter(|h| *h != first_head)
     })

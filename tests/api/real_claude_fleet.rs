@@ -343,14 +343,13 @@ async fn a_real_claude_that_exited_is_resumed_with_the_failed_check_as_its_next_
     wait_session(&r.app, &id, 60, "the PR", |s| s["pr"]["number"].is_i64()).await;
 
     // The CLI ends its run (a user typing /exit): the session keeps its PR, the agent is gone.
-    let (code, v) = r
-        .app
+    // It may be gone before the send is confirmed on its screen: its exit is the proof.
+    r.app
         .post(
             &format!("/api/v1/sessions/{id}/send"),
             json!({"message": "/exit"}),
         )
         .await;
-    assert!(code < 300, "{code} {v}");
     wait_session(&r.app, &id, 60, "the agent exited", |s| {
         s["activity"] == "exited"
     })
