@@ -39,6 +39,7 @@ mod real_claude_headless;
 mod real_codex;
 #[path = "../support/receivers.rs"]
 mod receivers;
+mod runtime_secrets;
 mod server;
 mod sessions;
 mod trackers;
