@@ -442,10 +442,14 @@ impl Application {
             chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),
         };
         let shutdown = settings.server.shutdown_timeout.get();
+        let body_timeout = settings.server.body_timeout.get();
         let server = HttpServer::new(move || {
             let st = state.clone();
             let ch = chat_http.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    http::middleware::body_deadline(body_timeout, req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(http::middleware::observe))
                 .configure(|cfg| http::chat_test::routes(cfg, &ch))
                 .configure(|cfg| http::routes(cfg, &st))

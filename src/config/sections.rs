@@ -33,6 +33,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How long the HTTP edge waits for an actor's answer before replying 503.
     pub actor_timeout: HumanDuration,
+    /// How long a client may take to send a request body: a slow or stalled body must not
+    /// hold a connection (and a file descriptor) for ever.
+    pub body_timeout: HumanDuration,
     /// Budget for graceful shutdown.
     pub shutdown_timeout: HumanDuration,
     /// The `flotilla` executable agents' hooks run (`flotilla hook …`); `None` = this
@@ -889,6 +892,7 @@ mod tests {
             token: None,
             max_body_bytes: 1,
             actor_timeout: HumanDuration::default(),
+            body_timeout: HumanDuration::default(),
             shutdown_timeout: HumanDuration::default(),
             cli_path: None,
         };

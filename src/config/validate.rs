@@ -86,6 +86,7 @@ impl Settings {
             v.push("server.max_body_bytes", "must be at least 1");
         }
         v.check("server.actor_timeout", positive(s.actor_timeout));
+        v.check("server.body_timeout", positive(s.body_timeout));
     }
 
     fn check_database_and_log(&self, v: &mut Issues) {
