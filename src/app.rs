@@ -312,6 +312,7 @@ impl Application {
         if token.is_none() {
             tracing::warn!("no server.token configured: the API is open to anyone on this machine (loopback only)");
         }
+        raise_open_files_limit();
         let addr = settings.server.bind_address();
         let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
             addr: addr.clone(),
@@ -443,10 +444,17 @@ impl Application {
         };
         let shutdown = settings.server.shutdown_timeout.get();
         let body_timeout = settings.server.body_timeout.get();
+        let webhook_gate = Arc::new(tokio::sync::Semaphore::new(
+            settings.server.max_webhooks_in_flight,
+        ));
         let server = HttpServer::new(move || {
             let st = state.clone();
             let ch = chat_http.clone();
+            let gate = webhook_gate.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    http::middleware::webhook_gate(gate.clone(), req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(move |req, next| {
                     http::middleware::body_deadline(body_timeout, req, next)
                 }))
@@ -504,5 +512,26 @@ impl Application {
             }
         });
         h
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit: every connection, agent
+/// log and watcher is a file descriptor, and the usual soft default (1,024) is what a burst of
+/// slow clients would exhaust first.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let from = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!(from, to = lim.rlim_max, "raised the open files limit");
+        }
     }
 }

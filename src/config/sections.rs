@@ -36,6 +36,9 @@ pub struct ServerSettings {
     /// How long a client may take to send a request body: a slow or stalled body must not
     /// hold a connection (and a file descriptor) for ever.
     pub body_timeout: HumanDuration,
+    /// Webhook requests in flight at once: they are unauthenticated until their body has been
+    /// read and its signature checked, so they are capped apart from the API.
+    pub max_webhooks_in_flight: usize,
     /// Budget for graceful shutdown.
     pub shutdown_timeout: HumanDuration,
     /// The `flotilla` executable agents' hooks run (`flotilla hook …`); `None` = this
@@ -893,6 +896,7 @@ mod tests {
             max_body_bytes: 1,
             actor_timeout: HumanDuration::default(),
             body_timeout: HumanDuration::default(),
+            max_webhooks_in_flight: 1,
             shutdown_timeout: HumanDuration::default(),
             cli_path: None,
         };

@@ -87,6 +87,9 @@ impl Settings {
         }
         v.check("server.actor_timeout", positive(s.actor_timeout));
         v.check("server.body_timeout", positive(s.body_timeout));
+        if s.max_webhooks_in_flight == 0 {
+            v.push("server.max_webhooks_in_flight", "must be at least 1");
+        }
     }
 
     fn check_database_and_log(&self, v: &mut Issues) {

@@ -99,6 +99,35 @@ pub async fn body_deadline(
     Ok(ServiceResponse::new(res.request().clone(), timeout).map_into_right_body())
 }
 
+/// Admits at most `gate`'s permits of webhook requests (`/webhooks/…`) at once and answers
+/// the rest 503 at once, closing their connection. Webhooks are unauthenticated until their
+/// whole body is read and its signature checked, so a flood of them must not take every
+/// connection; the platforms retry a 503.
+///
+/// # Errors
+/// Passes the inner service's errors through.
+pub async fn webhook_gate(
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, Error> {
+    if !req.path().starts_with("/webhooks/") {
+        return next.call(req).await.map(|r| r.map_into_left_body());
+    }
+    let Ok(_permit) = gate.try_acquire_owned() else {
+        // Built here, not from `ApiError`: a flood must not write an error line per request.
+        let busy = actix_web::HttpResponse::ServiceUnavailable()
+            .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+            .force_close()
+            .json(serde_json::json!({"error": {
+                "code": "unavailable",
+                "message": "too many webhook requests in flight; retry"
+            }}));
+        return Ok(req.into_response(busy).map_into_right_body());
+    };
+    next.call(req).await.map(|r| r.map_into_left_body())
+}
+
 /// A body stream that ends in an error once its deadline passes.
 struct DeadlineBody {
     inner: actix_web::dev::Payload,

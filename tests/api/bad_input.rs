@@ -375,3 +375,58 @@ async fn a_body_that_never_arrives_gets_408_and_its_connection_closed() {
     assert_eq!(s, 200, "the API still answers");
     assert_eq!(fingerprint(&app).await, before, "the store did not change");
 }
+
+#[actix_web::test]
+async fn two_thousand_slow_webhook_clients_do_not_starve_the_api() {
+    let app = spawn_app().await;
+    // Each client sends a whole head and one byte of its body, then stalls.
+    let mut conns = Vec::new();
+    for _ in 0..2000 {
+        use tokio::io::AsyncWriteExt;
+        let host = app.address.trim_start_matches("http://");
+        let Ok(mut c) = tokio::net::TcpStream::connect(host).await else {
+            break;
+        };
+        let head = format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             X-GitHub-Event: ping\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        if c.write_all(head.as_bytes()).await.is_err() {
+            break;
+        }
+        conns.push(c);
+    }
+    assert_eq!(conns.len(), 2000, "every slow client connected");
+    // The process runs both ends here: the server must still take new connections and
+    // answer them promptly (a deadline, not a measurement).
+    let within = std::time::Duration::from_secs(5);
+    let health = tokio::time::timeout(
+        within,
+        app.client.get(format!("{}/healthz", app.address)).send(),
+    )
+    .await
+    .expect("/healthz answered in time")
+    .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let (s, _) = tokio::time::timeout(within, app.get("/api/v1/sessions"))
+        .await
+        .expect("the API answered in time");
+    assert_eq!(s, 200);
+    // Past `server.max_webhooks_in_flight` (256) a webhook is turned away at once.
+    let mut last = conns.pop().expect("a connection");
+    let mut answer = Vec::new();
+    tokio::time::timeout(within, {
+        use tokio::io::AsyncReadExt;
+        last.read_to_end(&mut answer)
+    })
+    .await
+    .expect("the webhook over the cap was answered and closed")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    drop(conns);
+}
