@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
-# git, tmux, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
+# git, tmux, bubblewrap, curl, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
 # the real agent CLIs' argument check), chromium for the dashboard's browser tests; then
 # playwright-core from the npm registry into tests/dashboard (pinned by its package-lock.json;
 # no browser download). Safe to run again.
@@ -17,6 +17,9 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# Agent sandboxes (bubblewrap); the sandbox tests probe the network from inside with curl.
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=()

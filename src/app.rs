@@ -260,6 +260,31 @@ fn scm_from(settings: &Settings) -> Option<Arc<dyn crate::plugins::Scm>> {
     }
 }
 
+/// Agents' sandbox settings, and the files no sandbox may show: the config file and an
+/// SQLite database (Flotilla's home is hidden as a whole).
+fn sandbox_host(
+    settings: &Settings,
+    home: &std::path::Path,
+) -> crate::actors::sandbox_host::SandboxHost {
+    let mut hidden = Vec::new();
+    if let Some(f) = &settings.config_file {
+        hidden.push(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()));
+    }
+    let db = settings.database_url(home);
+    if let Some(path) = db.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        hidden.push(std::path::PathBuf::from(path));
+    }
+    crate::actors::sandbox_host::SandboxHost::new(
+        settings
+            .agents
+            .iter()
+            .map(|(name, a)| (name.clone(), a.sandbox.clone()))
+            .collect(),
+        hidden,
+    )
+}
+
 /// Resolves every configured project.
 pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
     settings
@@ -285,6 +310,7 @@ pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
                 port_base: settings.lifecycle.port_base,
                 orchestrator_agent: p.orchestrator_agent.clone(),
                 github_repo: p.github_repo.clone(),
+                sandbox: p.sandbox.clone(),
             };
             (name.clone(), spec)
         })
@@ -359,6 +385,7 @@ impl Application {
             report_key: report_key(&home)?,
             server_url: settings.server.local_url(port),
             cli_path: cli_path(&settings.server),
+            sandbox: Arc::new(sandbox_host(&settings, &home)),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
             notifications: Notifications::new(

@@ -44,6 +44,8 @@ pub struct ProjectSpec {
     pub orchestrator_agent: Option<String>,
     /// `owner/name` on GitHub when the project's PRs live there (the lifecycle watches them).
     pub github_repo: Option<String>,
+    /// The project's `sandbox:` (agents' own settings are in `Fleet::sandbox`).
+    pub sandbox: crate::config::SandboxSettings,
 }
 
 impl ProjectSpec {
@@ -65,6 +67,7 @@ impl ProjectSpec {
             port_base: 20000,
             orchestrator_agent: None,
             github_repo: None,
+            sandbox: Default::default(),
         }
     }
 }
@@ -154,6 +157,8 @@ pub struct Fleet {
     /// The `flotilla` executable agent hooks call (`flotilla hook <kind>`); `None`: no hooks,
     /// the agent's log and screen are all Flotilla reads.
     pub cli_path: Option<std::path::PathBuf>,
+    /// Agent sandboxes: settings, hidden paths, each sandboxed session's egress proxy.
+    pub sandbox: Arc<super::sandbox_host::SandboxHost>,
     /// Caps how many sessions create workspaces and start agents at once (batch spawns).
     pub spawn_permits: Arc<tokio::sync::Semaphore>,
     /// Routes agents' output changes to their session actors (one inotify watcher).

@@ -212,6 +212,7 @@ pub fn load_with(opts: &LoadOptions) -> Result<Settings, ConfigError> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| opts.cwd.clone());
     resolve_paths(&mut settings, &base, &opts.env);
+    settings.config_file = user_file;
     Ok(settings)
 }
 

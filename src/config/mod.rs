@@ -19,6 +19,7 @@
 pub mod error;
 pub mod init;
 pub mod load;
+pub mod sandbox;
 pub mod sections;
 pub mod validate;
 pub mod values;
@@ -30,6 +31,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigIssue};
 pub use load::{data_dir, load, load_with, LoadOptions, DEFAULT_CONFIG_YAML};
+pub use sandbox::{Sandbox, SandboxLimits, SandboxMount, SandboxNetwork, SandboxSettings};
 pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
@@ -105,6 +107,9 @@ pub struct Settings {
     pub notifications: NotificationsSettings,
     /// Chat conversations.
     pub chat: ChatSettings,
+    /// The user's config file these settings were read from (hidden from sandboxed agents).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// A resolved agent: its name (as used in config and the API) and its settings.

@@ -189,6 +189,9 @@ pub struct AgentSettings {
     /// Extra environment variables for the agent process.
     #[serde(default, deserialize_with = "null_as_default")]
     pub env: BTreeMap<String, String>,
+    /// Sandbox settings for this agent (over the project's, field by field).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sandbox: super::SandboxSettings,
 }
 
 fn default_permission_mode() -> PermissionMode {
@@ -205,6 +208,7 @@ impl AgentSettings {
             permission_mode: PermissionMode::Default,
             args: Vec::new(),
             env: BTreeMap::new(),
+            sandbox: super::SandboxSettings::default(),
         }
     }
 }
@@ -265,6 +269,9 @@ pub struct ProjectSettings {
     /// the global `routing` (and then `defaults.notifiers`).
     #[serde(default)]
     pub routing: Option<RoutingSettings>,
+    /// Whether and how this project's agents run in a sandbox (agents may override).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sandbox: super::SandboxSettings,
 }
 
 /// `projects.<name>.setup` — preparing a fresh workspace.

@@ -143,6 +143,9 @@ impl Settings {
                     v.push(format!("{key}.command[0]"), "the program must not be empty");
                 }
             }
+            for (field, why) in agent.sandbox.problems() {
+                v.push(format!("{key}.sandbox.{field}"), why);
+            }
             for var in agent.env.keys() {
                 if var.is_empty() || var.contains(['=', '\0']) {
                     v.push(
@@ -163,6 +166,9 @@ impl Settings {
                 v.push(&key, "project name must match [A-Za-z0-9_-]+");
             }
             check_repo(v, &key, p);
+            for (field, why) in p.sandbox.problems() {
+                v.push(format!("{key}.sandbox.{field}"), why);
+            }
             if p.remote.trim().is_empty() {
                 v.push(format!("{key}.remote"), "must not be empty");
             }

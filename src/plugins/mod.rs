@@ -271,6 +271,16 @@ pub struct AgentContext {
     /// The `flotilla` executable the agent's hooks may call (`flotilla hook <kind>`), when
     /// Flotilla has one; the hooks report waits for a human the moment the agent shows them.
     pub flotilla_cli: Option<PathBuf>,
+    /// A permission mode that replaces the agent's configured one for this launch (the
+    /// sandbox's, `sandbox.permission_mode`).
+    pub permission_mode: Option<crate::config::PermissionMode>,
+}
+
+impl AgentContext {
+    /// The permission mode this launch runs with.
+    pub fn mode(&self, s: &crate::config::AgentSettings) -> crate::config::PermissionMode {
+        self.permission_mode.unwrap_or(s.permission_mode)
+    }
 }
 
 /// Which coding agent runs, how it is launched, and what it is doing.
@@ -314,6 +324,13 @@ pub trait Agent: Send + Sync {
         _env: &BTreeMap<String, String>,
     ) -> PluginResult<()> {
         Ok(())
+    }
+
+    /// The agent's own state (config, credentials, conversations) under the environment
+    /// `env` it runs with: what a sandbox keeps read-write for it while hiding the rest of the
+    /// home. Default: nothing.
+    fn state_paths(&self, _env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+        Vec::new()
     }
 
     /// What the agent waits for, as one line for a human, when `activity` said

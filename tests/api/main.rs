@@ -40,6 +40,7 @@ mod real_codex;
 #[path = "../support/receivers.rs"]
 mod receivers;
 mod runtime_secrets;
+mod sandbox;
 mod server;
 mod sessions;
 mod trackers;

@@ -180,6 +180,7 @@ impl Tmux {
         let prompt_file = ws.with_extension("prompt.md");
         std::fs::write(&prompt_file, prompt).expect("prompt");
         let ctx = AgentContext {
+            permission_mode: None,
             flotilla_cli: None,
             session_id: "codex-1".into(),
             workspace: ws.to_path_buf(),

@@ -17,6 +17,7 @@ pub mod machine;
 pub mod messages;
 pub mod policy;
 pub mod pr_events;
+mod sandboxed;
 mod scm;
 
 use std::collections::HashMap;
@@ -134,7 +135,23 @@ impl SessionActor {
                     });
                 }
             }
-            (Some(h), _) => self.watch(ctx, h.clone()),
+            (Some(h), _) => {
+                self.watch(ctx, h.clone());
+                // An adopted sandboxed agent needs its egress proxy again.
+                let fleet = self.fleet.clone();
+                let id = self.id.to_string();
+                actix::spawn(async move {
+                    let run_dir =
+                        crate::actors::sandbox_host::SandboxHost::run_dir(&fleet.home, &id);
+                    if let Err(e) = fleet
+                        .sandbox
+                        .restore_proxy(fleet.journal.clone(), &run_dir, &id)
+                        .await
+                    {
+                        tracing::warn!(session = %id, error = %e, "restarting the sandbox proxy failed");
+                    }
+                });
+            }
             (None, _) => {}
         }
     }
@@ -143,6 +160,7 @@ impl SessionActor {
     fn end(&mut self) {
         self.watcher = None;
         self.unwatch_output();
+        self.fleet.sandbox.stop(self.id.as_str());
         self.supervisor.do_send(SessionEnded {
             id: self.id.clone(),
             project: self
@@ -480,6 +498,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                     tracing::warn!(error = %e, "destroying the runtime failed");
                 }
             }
+            fleet.sandbox.stop(rec.id.as_str());
             None
         }
         Effect::CleanupWorkspace => {

@@ -53,7 +53,7 @@ impl Agent for AiderAgent {
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "aider");
-        match s.permission_mode {
+        match ctx.mode(s) {
             PermissionMode::Default | PermissionMode::AutoEdit => {}
             PermissionMode::Suggest => argv.extend(["--chat-mode".into(), "ask".into()]),
             PermissionMode::Permissionless => argv.push("--yes-always".into()),

@@ -500,7 +500,7 @@ impl Agent for ClaudeCodeAgent {
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "claude");
-        match s.permission_mode {
+        match ctx.mode(s) {
             PermissionMode::Default => {}
             PermissionMode::AutoEdit => {
                 argv.extend(["--permission-mode".into(), "acceptEdits".into()])
@@ -546,6 +546,16 @@ impl Agent for ClaudeCodeAgent {
             });
         }
         Ok((argv, s.env.clone()))
+    }
+
+    fn state_paths(&self, env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+        let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        match env.get("CLAUDE_CONFIG_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => vec![PathBuf::from(dir)],
+            None => home
+                .map(|h| vec![h.join(".claude"), h.join(".claude.json")])
+                .unwrap_or_default(),
+        }
     }
 
     async fn prepare(

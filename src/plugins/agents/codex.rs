@@ -446,6 +446,17 @@ impl Agent for CodexAgent {
         ))
     }
 
+    fn state_paths(&self, env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+        match env.get("CODEX_HOME").filter(|d| !d.is_empty()) {
+            Some(dir) => vec![PathBuf::from(dir)],
+            None => env
+                .get("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| vec![PathBuf::from(h).join(".codex")])
+                .unwrap_or_default(),
+        }
+    }
+
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "codex");
@@ -460,7 +471,7 @@ impl Agent for CodexAgent {
         if resume_id.is_some() {
             argv.push("resume".into());
         }
-        let flags: &[&str] = match s.permission_mode {
+        let flags: &[&str] = match ctx.mode(s) {
             PermissionMode::Default => &[],
             PermissionMode::AutoEdit => &[
                 "--sandbox",

@@ -163,6 +163,7 @@ pub(crate) mod test_support {
         let prompt_file = dir.join("prompt.md");
         std::fs::write(&prompt_file, prompt).expect("write prompt");
         AgentContext {
+            permission_mode: None,
             flotilla_cli: None,
             session_id: "demo-1".into(),
             workspace: dir.join("ws"),

@@ -50,7 +50,7 @@ impl Agent for OpencodeAgent {
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "opencode");
-        match s.permission_mode {
+        match ctx.mode(s) {
             PermissionMode::Default | PermissionMode::AutoEdit => {}
             PermissionMode::Suggest => argv.extend(["--agent".into(), "plan".into()]),
             PermissionMode::Permissionless => argv.push("--auto".into()),
