@@ -528,8 +528,17 @@ mod tests {
         assert_eq!(find(&checks, "tmux").status, Status::Ok, "not needed");
         let sandbox = find(&checks, "sandbox");
         assert_eq!(sandbox.status, Status::Warn);
-        assert_eq!(sandbox.detail, "bubblewrap not installed");
+        assert_eq!(sandbox.detail, "bubblewrap (bwrap) not found on PATH");
         assert_eq!(sandbox.fix.as_deref(), Some("apt install bubblewrap"));
+        // A project that runs its agents in the sandbox makes the same a failure.
+        let sandboxed = settings_from(
+            "projects:\n  demo: { repo: /tmp/demo, runtime: process, agent: scripted, \
+             sandbox: { enabled: true } }\n\
+             agents:\n  scripted: { kind: command, command: [\"/bin/sh\"] }\n",
+        );
+        let sandbox = find(&d.run(&sandboxed).await, "sandbox").clone();
+        assert_eq!(sandbox.status, Status::Fail);
+        assert!(sandbox.detail.contains("project demo"), "{sandbox:?}");
 
         let tmux = settings_from("projects:\n  demo: { repo: /tmp/demo, runtime: tmux }\n");
         let checks = d.run(&tmux).await;
