@@ -177,3 +177,109 @@ async fn a_sandboxed_agent_works_in_its_worktree_and_reaches_nothing_else() {
         .await;
     assert_eq!(s, 200);
 }
+
+/// The real `claude` under tmux inside the sandbox, permissionless there (as uid 1000, where
+/// Claude Code allows it), reaching the scripted model server only through the sandbox's
+/// forward: it runs its tools and commits without a question.
+#[actix_web::test]
+async fn the_real_claude_works_permissionless_inside_the_sandbox() {
+    use crate::fake_anthropic::{FakeAnthropic, Step};
+    use std::time::Duration;
+    let Some(claude) = crate::real_claude_fleet::claude_bin() else {
+        return;
+    };
+    if !require_tool("bwrap") || !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    const KEY: &str = "sk-ant-test-0123456789abcdefghijklmnop";
+    let model = FakeAnthropic::start(vec![
+        Step::tool(
+            "Bash",
+            json!({"command": "cat \"$HOME/.ssh/id_test\"; id -u > uid.txt && printf 'made\\n' > made.txt && git add made.txt && git commit -q -m 'Add made'", "description": "Write and commit"}),
+        ),
+        Step::text("Committed made.txt."),
+    ])
+    .await;
+    model.require_api_key(KEY);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("agent-home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("home");
+    std::fs::write(home.join(".ssh/id_test"), "PRIVATE KEY").expect("key");
+    std::fs::write(
+        home.join(".claude.json"),
+        json!({"hasCompletedOnboarding": true, "theme": "dark"}).to_string(),
+    )
+    .expect(".claude.json");
+    let agents = format!(
+        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    env: {{ HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
+        bin = claude.display(),
+        home = home.display(),
+        url = model.url(),
+    );
+    // No allow list: the model server is reached through the forward Flotilla sets up for
+    // the agent's own ANTHROPIC_BASE_URL.
+    let extra =
+        "    runtime: tmux\n    agent: claude\n    sandbox: { enabled: true, allow_hosts: [] }\n";
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let Some(app) = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        extra,
+        dir,
+        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+    )
+    .await
+    else {
+        return;
+    };
+    let _tmux = crate::fleet_tmux::TmuxGuard(flotilla::app::tmux_socket(&app.home));
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "Add made.txt and commit it."}))
+        .await;
+    let ws = eventually(60, "the session's workspace", || async {
+        let (_, s) = app.get(&format!("/api/v1/sessions/{id}")).await;
+        s["workspace"].as_str().map(std::path::PathBuf::from)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, s) = app.get(&format!("/api/v1/sessions/{id}")).await;
+        assert_ne!(
+            s["state"], "needs_input",
+            "a question inside the sandbox: {s}"
+        );
+        assert_ne!(s["state"], "errored", "{s}");
+        let log = std::process::Command::new("git")
+            .args(["log", "-1", "--format=%s"])
+            .current_dir(&ws)
+            .output()
+            .expect("git log");
+        if String::from_utf8_lossy(&log.stdout).trim() == "Add made" && model.requests().len() >= 2
+        {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let (_, o) = app
+                .get(&format!("/api/v1/sessions/{id}/output?lines=60"))
+                .await;
+            panic!(
+                "the sandboxed claude did not commit; session {s}\nscreen:\n{}",
+                o["output"].as_str().unwrap_or("")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let uid = std::fs::read_to_string(ws.join("uid.txt")).expect("uid.txt");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(uid.trim(), "1000", "root outside runs as 1000 inside");
+    }
+    // The tool result the model got back came from inside: the key stayed out of reach.
+    let second = model.requests()[1].to_string();
+    assert!(second.contains("No such file"), "{second}");
+    assert!(!second.contains("PRIVATE KEY"), "{second}");
+    let (s, _) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(s, 200);
+}

@@ -528,7 +528,7 @@ impl Agent for ClaudeCodeAgent {
         if let Some(m) = &s.model {
             argv.extend(["--model".into(), m.clone()]);
         }
-        if let Some(settings) = launch_settings(ctx.flotilla_cli.as_deref(), s.permission_mode) {
+        if let Some(settings) = launch_settings(ctx.flotilla_cli.as_deref(), ctx.mode(s)) {
             argv.extend(["--settings".into(), settings.to_string()]);
         }
         let prompt = Prompt::read(&ctx.prompt_file)?;
@@ -890,7 +890,10 @@ mod tests {
         let bypass = argv(PermissionMode::Permissionless);
         assert_eq!(bypass[2], "--dangerously-skip-permissions");
         // The operator's choice answers the CLI's bypass-mode disclaimer.
-        let i = bypass.iter().position(|a| a == "--settings").expect("--settings");
+        let i = bypass
+            .iter()
+            .position(|a| a == "--settings")
+            .expect("--settings");
         let settings: Value = serde_json::from_str(&bypass[i + 1]).expect("json");
         assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
         assert!(!argv(PermissionMode::AutoEdit)
