@@ -16,6 +16,7 @@
 //!   actors are in `actors::chat`.
 //! - [`preflight`]: can this machine start the configured agents? (spawn-time checks and
 //!   `flotilla doctor`).
+//! - [`sandbox`]: the agent sandbox; `sandbox::proxy` is its allow-listed egress proxy.
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
@@ -30,5 +31,6 @@ pub mod http;
 pub mod notify;
 pub mod plugins;
 pub mod preflight;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;
