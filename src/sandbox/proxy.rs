@@ -2,6 +2,9 @@
 //! connects only to the destinations of an [`AllowList`] and reports every refusal.
 //!
 //! The sandbox has no network but loopback; the proxy's socket is the only way out.
+//! Inside the sandbox, [`bridge`] exposes that socket as a TCP port for
+//! `HTTP(S)_PROXY=http://127.0.0.1:3128`, and [`forward`] makes an allowed host service
+//! (a model server at `127.0.0.1:PORT`) appear at a local port through a `CONNECT` tunnel.
 //!
 //! What the proxy speaks, one request per client connection:
 //! - `CONNECT host:port`: `200 Connection Established`, then bytes both ways until either side
@@ -21,6 +24,7 @@
 
 mod allow;
 mod head;
+mod relay;
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -36,6 +40,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 pub use allow::AllowList;
+pub use relay::{bridge, forward, Relay};
 
 use allow::Host;
 use head::{read_head, BodyFraming, Destination, HeadError, RequestHead, ResponseHead, Target};

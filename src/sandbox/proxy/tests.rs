@@ -1,5 +1,5 @@
 //! The egress proxy against real sockets: a Unix-socket proxy in a tempdir, TCP echo and
-//! HTTP servers on loopback port 0.
+//! HTTP servers on loopback port 0, and the relays in front.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -449,4 +449,87 @@ async fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
         refused.err()
     );
     assert!(file.exists());
+}
+
+#[tokio::test]
+async fn bridge_and_forward_carry_tcp_through_the_proxy() {
+    let (echo, _) = echo_server().await;
+    let (origin, _received) = http_server().await;
+    let refused_port = closed_port().await;
+    let fixture = Fixture::start(&allow(&[
+        format!("127.0.0.1:{}", echo.port()),
+        format!("127.0.0.1:{}", origin.port()),
+    ]))
+    .await;
+    let socket = fixture.proxy.socket().to_path_buf();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+
+    let forward = Relay::forward(loopback, socket.clone(), "127.0.0.1", echo.port())
+        .await
+        .expect("forward binds");
+    let forward_addr = forward.local_addr().expect("addr");
+    let _forwarding = AbortOnDrop(tokio::spawn(forward.run()));
+    let mut tcp = TcpStream::connect(forward_addr).await.expect("connect");
+    tcp.write_all(b"through the tunnel").await.expect("send");
+    assert_eq!(read_exactly(&mut tcp, 18).await, b"through the tunnel");
+
+    let bridge = Relay::bridge(loopback, socket.clone())
+        .await
+        .expect("bridge binds");
+    let bridge_addr = bridge.local_addr().expect("addr");
+    let _bridging = AbortOnDrop(tokio::spawn(bridge.run()));
+    let mut tcp = TcpStream::connect(bridge_addr).await.expect("connect");
+    tcp.write_all(format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    assert!(read_all(&mut tcp)
+        .await
+        .ends_with("\r\n\r\nhello from origin"));
+
+    // A refused tunnel closes the client's connection.
+    let refusing = Relay::forward(loopback, socket, "127.0.0.1", refused_port)
+        .await
+        .expect("forward binds");
+    let refusing_addr = refusing.local_addr().expect("addr");
+    let _refusing = AbortOnDrop(tokio::spawn(refusing.run()));
+    let mut tcp = TcpStream::connect(refusing_addr).await.expect("connect");
+    let mut rest = Vec::new();
+    let read = within("the refused tunnel", tcp.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "nothing but a close: {read:?} {rest:?}");
+    assert_eq!(
+        fixture.refused(),
+        vec![Refused {
+            host: "127.0.0.1".into(),
+            port: refused_port,
+            reason: "not in allow_hosts".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn forward_accepts_ipv6_and_names_but_not_junk() {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let proxy = PathBuf::from("/nonexistent");
+    for ok in ["::1", "[::1]", "model.internal", "127.0.0.1"] {
+        assert!(
+            Relay::forward(loopback, proxy.clone(), ok, 80)
+                .await
+                .is_ok(),
+            "{ok}"
+        );
+    }
+    for bad in ["", "a b", "host:80", "[::1"] {
+        let err = Relay::forward(loopback, proxy.clone(), bad, 80)
+            .await
+            .expect_err(bad);
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}");
+    }
+}
+
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
