@@ -1,5 +1,5 @@
 //! The egress proxy against real sockets: a Unix-socket proxy in a tempdir, TCP echo and
-//! HTTP servers on loopback port 0, and the relays in front.
+//! HTTP servers on loopback port 0, and the relays and `curl` in front.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -149,10 +149,15 @@ async fn http_server() -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
     (address, received)
 }
 
-/// A loopback port nobody listens on.
-async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
+/// A loopback port nobody listens on: bound but not listening, so connecting is refused
+/// and no parallel test can take the port while the socket lives.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    (socket, port)
 }
 
 /// Reads a response head from a raw stream (what comes after stays unread in `buf`).
@@ -333,7 +338,7 @@ async fn refused_plain_get_gets_403_with_the_default_port() {
 
 #[tokio::test]
 async fn an_unreachable_allowed_destination_gets_502() {
-    let port = closed_port().await;
+    let (_closed, port) = closed_port();
     let fixture = Fixture::start(&allow(&[format!("127.0.0.1:{port}")])).await;
     let answer = fixture
         .exchange(&format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n"))
@@ -455,7 +460,7 @@ async fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
 async fn bridge_and_forward_carry_tcp_through_the_proxy() {
     let (echo, _) = echo_server().await;
     let (origin, _received) = http_server().await;
-    let refused_port = closed_port().await;
+    let (_closed, refused_port) = closed_port();
     let fixture = Fixture::start(&allow(&[
         format!("127.0.0.1:{}", echo.port()),
         format!("127.0.0.1:{}", origin.port()),
@@ -532,4 +537,97 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// `curl` is whether the proxy speaks HTTP as a real client expects: it is required under
+/// `CI=true` and skipped on a machine without it.
+fn require_curl() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("curl").is_file()));
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "curl is required under CI=true but is not installed"
+        );
+        eprintln!("skipping: curl is not installed");
+    }
+    found
+}
+
+/// Runs curl through `proxy` for `url`; returns (HTTP status, body).
+async fn curl(proxy: SocketAddr, extra: &[&str], url: &str) -> (String, String) {
+    let mut command = tokio::process::Command::new("curl");
+    command
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(["--proxy", &format!("http://{proxy}")])
+        .args(["--write-out", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        // So a NO_PROXY of the environment cannot make curl bypass the proxy.
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .kill_on_drop(true);
+    let output = within("curl", command.output()).await.expect("curl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (status.to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn curl_speaks_to_the_proxy_through_the_bridge() {
+    if !require_curl() {
+        return;
+    }
+    let (origin, mut received) = http_server().await;
+    let (_closed, refused_port) = closed_port();
+    let fixture = Fixture::start(&allow(&[format!("127.0.0.1:{}", origin.port())])).await;
+    let bridge = Relay::bridge(
+        "127.0.0.1:0".parse().expect("addr"),
+        fixture.proxy.socket().to_path_buf(),
+    )
+    .await
+    .expect("bridge binds");
+    let bridge_addr = bridge.local_addr().expect("addr");
+    let _bridging = AbortOnDrop(tokio::spawn(bridge.run()));
+
+    let (status, body) = curl(bridge_addr, &[], &format!("http://{origin}/plain")).await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("200", "hello from origin")
+    );
+    let request = within("the origin", received.recv())
+        .await
+        .expect("request");
+    assert!(
+        request.head.starts_with("GET /plain HTTP/1.1\r\n")
+            && request.head.contains("Connection: close\r\n"),
+        "came through the proxy: {}",
+        request.head
+    );
+
+    let (status, body) = curl(
+        bridge_addr,
+        &["--proxytunnel", "--data-binary", "tunnelled"],
+        &format!("http://{origin}/tunnel"),
+    )
+    .await;
+    assert_eq!((status.as_str(), body.as_str()), ("200", "got 9 bytes"));
+    let request = within("the origin", received.recv())
+        .await
+        .expect("request");
+    assert!(
+        request.head.starts_with("POST /tunnel HTTP/1.1\r\n"),
+        "{}",
+        request.head
+    );
+
+    let (status, body) = curl(
+        bridge_addr,
+        &[],
+        &format!("http://127.0.0.1:{refused_port}/"),
+    )
+    .await;
+    assert_eq!(status, "403");
+    assert!(body.contains("is not in allow_hosts"), "{body}");
+    assert_eq!(fixture.refused().len(), 1);
 }
