@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
-# git, tmux, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
+# git, tmux, curl (the egress proxy's real-client test), a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
 # the real agent CLIs' argument check), chromium for the dashboard's browser tests; then
 # playwright-core from the npm registry into tests/dashboard (pinned by its package-lock.json;
 # no browser download). Safe to run again.
@@ -8,6 +8,7 @@ set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The real agent CLIs' argument check installs them from npm and PyPI; the dashboard tests
