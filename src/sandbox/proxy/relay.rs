@@ -75,8 +75,11 @@ impl Relay {
             Ok(v6) => format!("[{v6}]"),
             Err(_) => bare.to_string(),
         };
-        let (host, _) = parse_authority(&host)
-            .map_err(|reason| io::Error::new(io::ErrorKind::InvalidInput, reason))?;
+        let invalid = |reason| io::Error::new(io::ErrorKind::InvalidInput, reason);
+        let (host, port) = parse_authority(&host).map_err(invalid)?;
+        if port.is_some() {
+            return Err(invalid("the target host must not carry a port"));
+        }
         Ok(Relay {
             listener: TcpListener::bind(listen).await?,
             proxy,

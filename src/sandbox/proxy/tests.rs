@@ -149,10 +149,15 @@ async fn http_server() -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
     (address, received)
 }
 
-/// A loopback port nobody listens on.
-async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
+/// A loopback port nobody listens on: bound but not listening, so connecting is refused
+/// and no parallel test can take the port while the socket lives.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    (socket, port)
 }
 
 /// Reads a response head from a raw stream (what comes after stays unread in `buf`).
@@ -333,7 +338,7 @@ async fn refused_plain_get_gets_403_with_the_default_port() {
 
 #[tokio::test]
 async fn an_unreachable_allowed_destination_gets_502() {
-    let port = closed_port().await;
+    let (_closed, port) = closed_port();
     let fixture = Fixture::start(&allow(&[format!("127.0.0.1:{port}")])).await;
     let answer = fixture
         .exchange(&format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n"))
@@ -377,7 +382,7 @@ async fn a_client_without_a_complete_head_is_dropped_after_the_head_timeout() {
         .await
         .expect("send");
     let mut rest = Vec::new();
-    let read = client.read_to_end(&mut rest).await;
+    let read = within("the drop", client.read_to_end(&mut rest)).await;
     assert!(
         matches!(read, Ok(0)),
         "dropped without an answer: {read:?} {rest:?}"
@@ -455,7 +460,7 @@ async fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_not() {
 async fn bridge_and_forward_carry_tcp_through_the_proxy() {
     let (echo, _) = echo_server().await;
     let (origin, _received) = http_server().await;
-    let refused_port = closed_port().await;
+    let (_closed, refused_port) = closed_port();
     let fixture = Fixture::start(&allow(&[
         format!("127.0.0.1:{}", echo.port()),
         format!("127.0.0.1:{}", origin.port()),
@@ -574,7 +579,7 @@ async fn curl_speaks_to_the_proxy_through_the_bridge() {
         return;
     }
     let (origin, mut received) = http_server().await;
-    let refused_port = closed_port().await;
+    let (_closed, refused_port) = closed_port();
     let fixture = Fixture::start(&allow(&[format!("127.0.0.1:{}", origin.port())])).await;
     let bridge = Relay::bridge(
         "127.0.0.1:0".parse().expect("addr"),
