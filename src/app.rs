@@ -188,8 +188,9 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         .iter()
         .map(|k| (k.as_str().to_string(), AgentSettings::built_in(*k)));
     let configured = settings.agents.iter().map(|(n, a)| (n.clone(), a.clone()));
+    let prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
     for (name, a) in built_in.chain(configured) {
-        match agents::from_settings(&name, &a) {
+        match agents::from_settings(&name, &a, &prices) {
             Ok(agent) => {
                 agents.insert(name, agent);
             }

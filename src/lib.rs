@@ -14,6 +14,8 @@
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
 //! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks); its
 //!   actors are in `actors::chat`.
+//! - [`pricing`]: what tokens cost when an agent reports none (the `pricing:` table over
+//!   built-in list prices).
 //! - [`preflight`]: can this machine start the configured agents? (spawn-time checks and
 //!   `flotilla doctor`).
 //! - [`sandbox`]: the bubblewrap sandbox agents may run in, and its egress proxy.
@@ -31,6 +33,7 @@ pub mod http;
 pub mod notify;
 pub mod plugins;
 pub mod preflight;
+pub mod pricing;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;

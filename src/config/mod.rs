@@ -36,8 +36,9 @@ pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
     JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
-    NotifierSettings, ProjectSettings, RateLimitSettings, ReactionOverride, ReactionSettings,
-    RoutingSettings, ServerSettings, SlackSettings, TelegramSettings, WorkspaceSetup,
+    NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
+    ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
+    WorkspaceSetup,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,
@@ -107,6 +108,10 @@ pub struct Settings {
     pub notifications: NotificationsSettings,
     /// Chat conversations.
     pub chat: ChatSettings,
+    /// Prices per model (name or `*` glob) for usage reported without a cost; over the
+    /// built-in list prices.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pricing: BTreeMap<String, PriceSettings>,
     /// The user's config file these settings were read from (hidden from sandboxed agents).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,

@@ -333,6 +333,35 @@ pub struct BudgetSettings {
     pub action: BudgetAction,
 }
 
+/// `pricing.<model>` — what one model (or `*` glob of models) costs, in US dollars per
+/// million tokens. Used for agents and chat turns that report tokens but no cost.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSettings {
+    /// Input tokens not served from a prompt cache.
+    pub input: f64,
+    /// Output tokens (reasoning included).
+    pub output: f64,
+    /// Prompt-cache reads; default: the input price.
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    /// Prompt-cache writes; default: the input price.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+impl PriceSettings {
+    /// The typed price (cache prices defaulted).
+    pub fn price(&self) -> crate::pricing::Price {
+        crate::pricing::Price {
+            input: self.input,
+            output: self.output,
+            cache_read: self.cache_read.unwrap_or(self.input),
+            cache_write: self.cache_write.unwrap_or(self.input),
+        }
+    }
+}
+
 /// What crossing a budget does.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -742,6 +771,11 @@ pub struct ChatSettings {
     /// The name the bot uses for itself ("<name> is on the case...").
     #[serde(default = "default_bot_name")]
     pub bot_name: String,
+    /// Most one conversation may spend, in US dollars (the sum of its turns' costs, as the
+    /// assistant reported them or priced from `pricing:`). Once reached, further assistant
+    /// turns are refused with a reply saying so; commands still work. `None`: no limit.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
     /// Serve the HTTP test platform (`POST /api/v1/chat/test/messages`,
     /// `GET /api/v1/chat/test/replies`): for end-to-end tests only.
     #[serde(default)]
@@ -798,6 +832,10 @@ pub struct ChatAssistantSettings {
     /// Extra variables set for the assistant.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// The model turns run on (`--model`); also names the model a turn's tokens are priced
+    /// at when the assistant reports none (Codex `exec` does not). `None`: the CLI's default.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// `auto-edit`: a headless turn cannot ask, so `default` would refuse every edit a command
@@ -819,6 +857,7 @@ impl Default for ChatAssistantSettings {
             permission_mode: default_assistant_permission_mode(),
             env_passthrough: Vec::new(),
             env: Default::default(),
+            model: None,
         }
     }
 }

@@ -873,12 +873,13 @@ pub enum Chunk {
         detail: String,
     },
     /// What the turn used and cost, as the assistant itself reported it (Claude's
-    /// `total_cost_usd` and `usage`), never priced from a table.
+    /// `total_cost_usd` and `usage`, Codex's `turn.completed.usage`). Tokens without a cost
+    /// are priced by the chat bridge from the `pricing:` table.
     Usage(TurnUsage),
 }
 
 /// One turn's usage as the assistant reported it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnUsage {
     /// Input tokens not served from a prompt cache.
     #[serde(default)]
@@ -896,6 +897,10 @@ pub struct TurnUsage {
     /// that (Claude's `total_cost_usd` of a resumed session).
     #[serde(default)]
     pub session_cost_usd: Option<f64>,
+    /// The model the turn ran on, when the assistant names it (Claude's `system/init`): what
+    /// the tokens are priced at when there is no cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// One assistant turn.

@@ -624,10 +624,35 @@ impl Handler<Apply> for SessionActor {
     }
 }
 
+/// Longest a kill waits to read the agent's usage one last time.
+const FINAL_USAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Handler<Kill> for SessionActor {
     type Result = AtomicResponse<Self, Result<StepReport, SessionError>>;
+    /// Reads the agent's usage once more before the kill (a killed session stops watching
+    /// and keeps the cost it had at that moment), then kills.
     fn handle(&mut self, msg: Kill, _ctx: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.apply(EventKind::KillRequested { reason: msg.reason }))
+        let fleet = self.fleet.clone();
+        let snapshot = self.snapshot.clone();
+        let read = async move {
+            let s = snapshot.filter(|s| !s.session.state.is_terminal())?;
+            tokio::time::timeout(FINAL_USAGE_TIMEOUT, final_usage(&fleet, &s))
+                .await
+                .ok()
+                .flatten()
+        };
+        let reason = msg.reason;
+        AtomicResponse::new(Box::pin(read.into_actor(self).then(
+            move |usage, act, _ctx| -> ResponseActFuture<Self, Result<StepReport, SessionError>> {
+                let kill = EventKind::KillRequested { reason };
+                match usage {
+                    Some(event) => {
+                        Box::pin(act.apply(event).then(move |_, act, _ctx| act.apply(kill)))
+                    }
+                    None => act.apply(kill),
+                }
+            },
+        )))
     }
 }
 
@@ -858,12 +883,15 @@ async fn usage_event(
         cost_source: u.cost_source,
     };
     let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
-    if known == Some(usage) {
+    let known_unpriced: Vec<String> =
+        serde_json::from_value(rec.meta["unpriced_models"].clone()).unwrap_or_default();
+    if known == Some(usage) && known_unpriced == u.unpriced_models {
         return None;
     }
     Some(EventKind::UsageObserved {
         usage,
         project_usd: project_spend(fleet, rec, usage.cost_usd).await,
+        unpriced_models: u.unpriced_models,
     })
 }
 
