@@ -39,8 +39,8 @@ pub fn require_tool(tool: &str) -> bool {
 }
 
 /// A real agent CLI (`claude`, `codex`, `opencode`, `aider`): `$<env_var>`, else on `PATH`, else
-/// where `.ci/deps.sh`
-/// installs the pinned versions (`$FLOTILLA_CLIS_DIR`, default `~/.cache/flotilla/real-clis`).
+/// where `.ci/deps.sh` installs the pinned versions (`$FLOTILLA_CLIS_DIR`, default
+/// `~/.cache/flotilla/real-clis`: npm's `node_modules/.bin`, aider's `aider-venv/bin`).
 /// `None` (skip) when none exists; under `CI=true` a missing CLI fails the test.
 pub fn real_cli(name: &str, env_var: &str) -> Option<PathBuf> {
     let cache = std::env::var_os("FLOTILLA_CLIS_DIR")
