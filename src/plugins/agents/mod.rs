@@ -5,7 +5,7 @@
 //! |---|---|---|---|---|
 //! | `claude-code` | [`claude`] | system part `--append-system-prompt`, task positional | `--resume <id>` | `~/.claude/projects/<cwd>/<id>.jsonl` |
 //! | `codex` | [`codex`] | positional | `codex resume <id>` | `~/.codex/sessions/…/rollout-*.jsonl` |
-//! | `aider` | [`aider`] | `--message-file` (one turn, then aider exits) | `--restore-chat-history` | screen only |
+//! | `aider` | [`aider`] | `--message-file` (one turn, then aider exits) | `--restore-chat-history` | screen only; usage from `.aider.chat.history.md` |
 //! | `opencode` | [`opencode`] | `--prompt` | `--session <id>` / `--continue` | screen only |
 //! | `command` | [`command`] | `$FLOTILLA_PROMPT_FILE` | — | screen only |
 //!
