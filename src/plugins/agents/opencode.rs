@@ -10,7 +10,13 @@
 //! opencode 1.18.
 //!
 //! Observation: OpenCode keeps its sessions in its own database, which Flotilla does not read;
-//! activity comes from the screen.
+//! activity comes from the screen. Its permission dialog (1.18.33: "△ Permission required",
+//! what it wants on the next line, then "Allow once   Allow always   Reject" with "⇆ select
+//! enter confirm" on the same line) matches none of the generic question rules, so it is read
+//! here: `waiting_input`, with the question "Permission required: <what> [Allow once | Allow
+//! always | Reject]". By default OpenCode asks before touching anything outside the project
+//! (`external_directory`) and for a repeated identical call (`doom_loop`); edits and commands
+//! inside it are allowed.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +24,45 @@ use async_trait::async_trait;
 
 use super::{program, prompt_pointer, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
+use crate::plugins::activity::{self, ActivityProbe, ActivitySignal, ActivitySource};
 use crate::plugins::{Agent, AgentContext, PluginResult};
+use crate::store::Activity;
+
+/// How many of the screen's last non-empty lines are searched for the permission dialog.
+const DIALOG_LINES: usize = 20;
+
+/// OpenCode's permission dialog at the bottom of `screen`, as one line for a human: its
+/// request and its three answers. `None` when the screen's bottom shows no such dialog.
+pub fn permission_question(screen: &str) -> Option<String> {
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '▀'))
+        .collect();
+    let lines = &lines[lines.len().saturating_sub(DIALOG_LINES)..];
+    // The answers are on the dialog's last line, under everything else it shows.
+    let answers = lines
+        .iter()
+        .rposition(|l| l.contains("Allow once") && l.contains("Reject"))?;
+    if answers + 3 < lines.len() {
+        return None;
+    }
+    let head = lines[..answers]
+        .iter()
+        .rposition(|l| l.ends_with("Permission required"))?;
+    let what = lines
+        .get(head + 1)
+        .filter(|_| head + 1 < answers)
+        .map(|l| l.trim_start_matches(['←', '→', '$', '#', '⚙', ' ']).trim())
+        .unwrap_or("");
+    let mut q = "Permission required".to_string();
+    if !what.is_empty() {
+        q.push_str(": ");
+        q.push_str(what);
+    }
+    q.push_str(" [Allow once | Allow always | Reject]");
+    Some(activity::mask_secrets(&q))
+}
 
 /// Launches OpenCode.
 #[derive(Debug, Clone)]
@@ -75,6 +119,23 @@ impl Agent for OpencodeAgent {
         }
         Ok((argv, s.env.clone()))
     }
+
+    async fn activity(&self, probe: &ActivityProbe) -> PluginResult<Option<ActivitySignal>> {
+        let screen = probe.terminal.as_deref().unwrap_or_default();
+        if permission_question(screen).is_some() {
+            return Ok(Some(ActivitySignal {
+                activity: Activity::WaitingInput,
+                at: probe.last_output_at.unwrap_or(probe.now),
+                source: ActivitySource::Terminal,
+            }));
+        }
+        Ok(activity::terminal_activity(probe))
+    }
+
+    async fn question(&self, probe: &ActivityProbe) -> Option<String> {
+        let screen = probe.terminal.as_deref()?;
+        permission_question(screen).or_else(|| activity::terminal_question(screen))
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +181,40 @@ mod tests {
             argv(PermissionMode::Default, &c)[3..],
             ["--session", "ses_1"]
         );
+    }
+
+    /// The bottom of OpenCode 1.18.33's screen asking to write outside the project.
+    const DIALOG: &str = "  ┃  Write outside\n  ┃\n     ← Write /tmp/x/outside.txt\n     ▣  Build · Fake model\n  ┃\n  ┃  △ Permission required\n  ┃    ← Access external directory /tmp/x\n  ┃\n  ┃  Patterns\n  ┃\n  ┃  - /tmp/x/*\n  ┃\n  ┃\n  ┃   Allow once   Allow always   Reject                 ctrl+f fullscreen  ⇆ select  enter confirm\n  ┃\n";
+
+    #[test]
+    fn the_permission_dialog_is_a_question() {
+        assert_eq!(
+            permission_question(DIALOG).as_deref(),
+            Some("Permission required: Access external directory /tmp/x [Allow once | Allow always | Reject]")
+        );
+        // Answered: the transcript scrolls on and the dialog is gone.
+        let done = "  ┃  # Wrote /tmp/x/outside.txt\n  ┃\n     Wrote it.\n     ▣  Build · Fake model · 20.1s\n  ┃  Build · Fake model Fake\n  ╹▀▀▀▀▀▀▀▀\n   /tmp/x   1.1K (1%) · $0.00  ctrl+p commands\n";
+        assert_eq!(permission_question(done), None);
+        assert_eq!(permission_question(""), None);
+    }
+
+    #[tokio::test]
+    async fn the_permission_dialog_reads_as_waiting_input() {
+        let agent = OpencodeAgent::new(
+            "opencode".into(),
+            settings(AgentKind::Opencode, PermissionMode::Default, None),
+        );
+        let probe = ActivityProbe {
+            workspace: "/w".into(),
+            terminal: Some(DIALOG.into()),
+            last_output_at: None,
+            now: chrono::Utc::now(),
+        };
+        let sig = agent.activity(&probe).await.expect("ok").expect("signal");
+        assert_eq!(sig.activity, Activity::WaitingInput);
+        assert!(agent
+            .question(&probe)
+            .await
+            .is_some_and(|q| q.starts_with("Permission required: Access external directory")));
     }
 }
