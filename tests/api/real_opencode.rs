@@ -1,7 +1,7 @@
 //! The real OpenCode (npm `opencode-ai`) doing real work against the scripted model server
 //! (`tests/support/fake_openai.rs`, Chat Completions), pointed at it as a user would: a
 //! provider in `~/.config/opencode/opencode.json` using `@ai-sdk/openai-compatible` (bundled
-//! with OpenCode) with `options.baseURL`, its key from `{env:FAKE_KEY}`, and
+//! with OpenCode) with `options.baseURL`, its key from `{env:FAKE_KEY}`, the model's `cost`, and
 //! `OPENCODE_DISABLE_MODELS_FETCH=1` so it does not fetch the models.dev catalogue. Launched
 //! with the argv and environment the opencode agent plugin builds, under tmux as the fleet
 //! runs it, once per permission mode, each checked against what OpenCode then really does.
@@ -30,6 +30,9 @@ use crate::real_tmux::{within, Tmux};
 
 const MODEL: &str = "fake/fake-model";
 const TASK: &str = "## Task\n\nWrite out.txt.\n";
+/// The model's price in the provider config, dollars per million tokens (no cache price).
+const INPUT_PER_MTOK: f64 = 2.0;
+const OUTPUT_PER_MTOK: f64 = 10.0;
 
 /// A scratch `HOME` with OpenCode configured for the fake, and a repository.
 struct Setup {
@@ -56,6 +59,7 @@ impl Setup {
             "name": "Fake",
             "options": {"baseURL": fake.url(), "apiKey": "{env:FAKE_KEY}"},
             "models": {"fake-model": {"name": "Fake model",
+                "cost": {"input": INPUT_PER_MTOK, "output": OUTPUT_PER_MTOK},
                 "limit": {"context": 128000, "output": 16000}}},
         });
         let cfg = json!({
@@ -239,6 +243,31 @@ async fn real_opencode_default_mode_writes_in_the_worktree_and_asks_for_outside(
     assert!(tool_outputs(&turns[1])
         .iter()
         .any(|o| o.contains("Wrote file successfully")));
+
+    // Usage as OpenCode recorded it: the fake's counts for the three turns (not the title),
+    // priced at the configured rates.
+    let r = fake.reported_usage();
+    let want_cost =
+        ((r.input - r.cached) as f64 * INPUT_PER_MTOK + r.output as f64 * OUTPUT_PER_MTOK) / 1e6;
+    let usage = within(30, "OpenCode's recorded usage", || async {
+        match agent.usage(&ws).await {
+            Ok(Some(u)) if u.output_tokens == r.output => Ok(u),
+            other => Err(format!("{other:?}, want {r:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        (usage.input_tokens, usage.cache_tokens),
+        (r.input - r.cached, r.cached),
+        "{usage:?}"
+    );
+    let cost = usage.cost_usd.expect("a cost");
+    assert!((cost - want_cost).abs() < 1e-9, "cost {cost} != {want_cost}");
+    assert_eq!(usage.cost_source, Some(flotilla::store::CostSource::Agent));
+    let id = agent.agent_session_id(&ws).await.expect("id").expect("a session");
+    assert!(id.starts_with("ses_"), "{id}");
+    // Another worktree's sessions are not this one's.
+    assert_eq!(agent.usage(&s.root().join("elsewhere")).await.expect("usage"), None);
 }
 
 #[actix_web::test]

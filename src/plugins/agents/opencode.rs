@@ -13,8 +13,10 @@
 //! else `--continue` (OpenCode's last session of this directory). Flags checked against
 //! opencode 1.18.33.
 //!
-//! Observation: OpenCode keeps its sessions in its own database, which Flotilla does not read;
-//! activity comes from the screen. Its permission dialog (1.18.33: "△ Permission required",
+//! Observation: activity comes from the screen. Usage and the session id for `--session` come
+//! from OpenCode's own database ([`super::opencode_db`]): the sessions it ran in the
+//! workspace, with the tokens and cost OpenCode counted (priced from the provider's model
+//! `cost` in its config or its models.dev catalogue). Its permission dialog (1.18.33: "△ Permission required",
 //! what it wants on the next line, then "Allow once   Allow always   Reject" with "⇆ select
 //! enter confirm" on the same line) matches none of the generic question rules, so it is read
 //! here: `waiting_input`, with the question "Permission required: <what>: <details> [Allow
@@ -23,10 +25,11 @@
 //! inside it are allowed.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use async_trait::async_trait;
 
-use super::{program, prompt_pointer, Prompt, INLINE_PROMPT_MAX};
+use super::{opencode_db, program, prompt_pointer, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{self, ActivityProbe, ActivitySignal, ActivitySource};
 use crate::plugins::{Agent, AgentContext, PluginResult};
@@ -158,6 +161,20 @@ impl Agent for OpencodeAgent {
     async fn question(&self, probe: &ActivityProbe) -> Option<String> {
         let screen = probe.terminal.as_deref()?;
         permission_question(screen).or_else(|| activity::terminal_question(screen))
+    }
+
+    async fn usage(&self, workspace: &Path) -> PluginResult<Option<activity::Usage>> {
+        let Some(db) = opencode_db::db_path(&self.settings.env) else {
+            return Ok(None);
+        };
+        Ok(opencode_db::sessions_of(&db, workspace).await?.map(|(u, _)| u))
+    }
+
+    async fn agent_session_id(&self, workspace: &Path) -> PluginResult<Option<String>> {
+        let Some(db) = opencode_db::db_path(&self.settings.env) else {
+            return Ok(None);
+        };
+        Ok(opencode_db::sessions_of(&db, workspace).await?.map(|(_, id)| id))
     }
 }
 
