@@ -139,7 +139,9 @@ fn messages_text(body: &Value) -> String {
 /// Aider's edit reached the branch as a commit of its own, with the message the model wrote.
 fn assert_committed(ws: &Path) {
     assert_eq!(
-        std::fs::read_to_string(ws.join("README.md")).ok().as_deref(),
+        std::fs::read_to_string(ws.join("README.md"))
+            .ok()
+            .as_deref(),
         Some("goodbye\n")
     );
     let subject = git(ws, &["log", "-1", "--format=%s"]);
@@ -176,7 +178,11 @@ async fn assert_requests(fake: &FakeOpenAi) {
     assert!(asked.contains("Change README.md to say goodbye."));
     assert!(asked.contains("*file listing*"), "not told how to edit");
     assert_ne!(turns[1]["stream"], true);
-    assert!(messages_text(&turns[1]).contains("+goodbye"), "{}", turns[1]);
+    assert!(
+        messages_text(&turns[1]).contains("+goodbye"),
+        "{}",
+        turns[1]
+    );
 }
 
 #[actix_web::test]
@@ -218,12 +224,20 @@ async fn real_aider_default_mode_asks_before_adding_a_file_and_flotilla_sees_it(
         let activity = agent.activity(&probe).await.ok().flatten();
         match (activity, agent.question(&probe).await) {
             (Some(sig), Some(q)) if sig.activity == Activity::WaitingInput => Ok(q),
-            (a, q) => Err(format!("{a:?} {q:?}\n{}", probe.terminal.unwrap_or_default())),
+            (a, q) => Err(format!(
+                "{a:?} {q:?}\n{}",
+                probe.terminal.unwrap_or_default()
+            )),
         }
     })
     .await;
     assert!(question.contains("Add file to the chat?"), "{question}");
-    assert_eq!(std::fs::read_to_string(ws.join("README.md")).ok().as_deref(), Some("hello\n"));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("README.md"))
+            .ok()
+            .as_deref(),
+        Some("hello\n")
+    );
 
     // Answered, aider applies the edit, commits and exits.
     t.send_keys(&h, &["y", "Enter"]).await;
@@ -269,7 +283,9 @@ async fn real_aider_suggest_mode_answers_without_editing() {
     let first = &fake.turn_requests()[0];
     assert!(!messages_text(first).contains("*file listing*"), "{first}");
     assert_eq!(
-        std::fs::read_to_string(ws.join("README.md")).ok().as_deref(),
+        std::fs::read_to_string(ws.join("README.md"))
+            .ok()
+            .as_deref(),
         Some("hello\n")
     );
     assert_eq!(git(&ws, &["log", "-1", "--format=%s"]).trim(), "init");

@@ -151,21 +151,24 @@ async fn wait_for_question(
     ws: &Path,
     fake: &FakeOpenAi,
 ) -> String {
-    within(180, "OpenCode's permission dialog, read as waiting_input", || async {
-        let probe = t.probe(h, ws).await;
-        let activity = agent.activity(&probe).await.ok().flatten();
-        match (activity, agent.question(&probe).await) {
-            (Some(sig), Some(q)) if sig.activity == Activity::WaitingInput => Ok(format!(
-                "{q}\n{}",
-                probe.terminal.unwrap_or_default()
-            )),
-            (a, q) => Err(format!(
-                "{a:?} {q:?}\n{}\nrequests: {:?}",
-                probe.terminal.unwrap_or_default(),
-                fake.requests_full()
-            )),
-        }
-    })
+    within(
+        180,
+        "OpenCode's permission dialog, read as waiting_input",
+        || async {
+            let probe = t.probe(h, ws).await;
+            let activity = agent.activity(&probe).await.ok().flatten();
+            match (activity, agent.question(&probe).await) {
+                (Some(sig), Some(q)) if sig.activity == Activity::WaitingInput => {
+                    Ok(format!("{q}\n{}", probe.terminal.unwrap_or_default()))
+                }
+                (a, q) => Err(format!(
+                    "{a:?} {q:?}\n{}\nrequests: {:?}",
+                    probe.terminal.unwrap_or_default(),
+                    fake.requests_full()
+                )),
+            }
+        },
+    )
     .await
 }
 
@@ -207,7 +210,9 @@ fn read(path: &Path) -> Option<String> {
 async fn real_opencode_default_mode_writes_in_the_worktree_and_asks_for_outside() {
     let fake = FakeOpenAi::start(Vec::new()).await;
     let Some(s) = Setup::new(&fake) else { return };
-    let Some(t) = Tmux::new("opencode") else { return };
+    let Some(t) = Tmux::new("opencode") else {
+        return;
+    };
     let ws = s.worktree("demo-1");
     let outside = s.root().join("outside.txt");
     fake.push(vec![
@@ -262,19 +267,34 @@ async fn real_opencode_default_mode_writes_in_the_worktree_and_asks_for_outside(
         "{usage:?}"
     );
     let cost = usage.cost_usd.expect("a cost");
-    assert!((cost - want_cost).abs() < 1e-9, "cost {cost} != {want_cost}");
+    assert!(
+        (cost - want_cost).abs() < 1e-9,
+        "cost {cost} != {want_cost}"
+    );
     assert_eq!(usage.cost_source, Some(flotilla::store::CostSource::Agent));
-    let id = agent.agent_session_id(&ws).await.expect("id").expect("a session");
+    let id = agent
+        .agent_session_id(&ws)
+        .await
+        .expect("id")
+        .expect("a session");
     assert!(id.starts_with("ses_"), "{id}");
     // Another worktree's sessions are not this one's.
-    assert_eq!(agent.usage(&s.root().join("elsewhere")).await.expect("usage"), None);
+    assert_eq!(
+        agent
+            .usage(&s.root().join("elsewhere"))
+            .await
+            .expect("usage"),
+        None
+    );
 }
 
 #[actix_web::test]
 async fn real_opencode_auto_edit_asks_before_a_command() {
     let fake = FakeOpenAi::start(Vec::new()).await;
     let Some(s) = Setup::new(&fake) else { return };
-    let Some(t) = Tmux::new("opencode") else { return };
+    let Some(t) = Tmux::new("opencode") else {
+        return;
+    };
     let ws = s.worktree("demo-2");
     fake.push(vec![
         write_step(&ws.join("out.txt")),
@@ -285,7 +305,11 @@ async fn real_opencode_auto_edit_asks_before_a_command() {
     let (h, _) = t.launch(&agent, &ws, TASK).await;
 
     let question = wait_for_question(&t, &agent, &h, &ws, &fake).await;
-    assert_eq!(read(&ws.join("out.txt")).as_deref(), Some("made"), "the edit was asked for");
+    assert_eq!(
+        read(&ws.join("out.txt")).as_deref(),
+        Some("made"),
+        "the edit was asked for"
+    );
     assert!(
         question.starts_with("Permission required: Shell command: $ printf made > cmd.txt"),
         "{question}"
@@ -299,7 +323,9 @@ async fn real_opencode_auto_edit_asks_before_a_command() {
         .await
         .expect("three turn requests");
     assert!(
-        tool_outputs(&turns[2]).iter().any(|o| o.contains("WROTE-42")),
+        tool_outputs(&turns[2])
+            .iter()
+            .any(|o| o.contains("WROTE-42")),
         "{:?}",
         tool_outputs(&turns[2])
     );
@@ -309,7 +335,9 @@ async fn real_opencode_auto_edit_asks_before_a_command() {
 async fn real_opencode_suggest_refuses_edits_and_asks_before_a_command() {
     let fake = FakeOpenAi::start(Vec::new()).await;
     let Some(s) = Setup::new(&fake) else { return };
-    let Some(t) = Tmux::new("opencode") else { return };
+    let Some(t) = Tmux::new("opencode") else {
+        return;
+    };
     let ws = s.worktree("demo-3");
     fake.push(vec![write_step(&ws.join("out.txt")), bash_step()]);
     let agent = s.agent(PermissionMode::Suggest);
@@ -339,10 +367,16 @@ async fn real_opencode_suggest_refuses_edits_and_asks_before_a_command() {
 async fn real_opencode_permissionless_never_asks() {
     let fake = FakeOpenAi::start(Vec::new()).await;
     let Some(s) = Setup::new(&fake) else { return };
-    let Some(t) = Tmux::new("opencode") else { return };
+    let Some(t) = Tmux::new("opencode") else {
+        return;
+    };
     let ws = s.worktree("demo-4");
     let outside = s.root().join("outside.txt");
-    fake.push(vec![write_step(&outside), bash_step(), Step::text("All done.")]);
+    fake.push(vec![
+        write_step(&outside),
+        bash_step(),
+        Step::text("All done."),
+    ]);
     let agent = s.agent(PermissionMode::Permissionless);
     let (h, argv) = t.launch(&agent, &ws, TASK).await;
     assert_eq!(argv[1], "--auto");

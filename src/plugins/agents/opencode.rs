@@ -167,14 +167,18 @@ impl Agent for OpencodeAgent {
         let Some(db) = opencode_db::db_path(&self.settings.env) else {
             return Ok(None);
         };
-        Ok(opencode_db::sessions_of(&db, workspace).await?.map(|(u, _)| u))
+        Ok(opencode_db::sessions_of(&db, workspace)
+            .await?
+            .map(|(u, _)| u))
     }
 
     async fn agent_session_id(&self, workspace: &Path) -> PluginResult<Option<String>> {
         let Some(db) = opencode_db::db_path(&self.settings.env) else {
             return Ok(None);
         };
-        Ok(opencode_db::sessions_of(&db, workspace).await?.map(|(_, id)| id))
+        Ok(opencode_db::sessions_of(&db, workspace)
+            .await?
+            .map(|(_, id)| id))
     }
 }
 

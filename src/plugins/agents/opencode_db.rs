@@ -119,7 +119,10 @@ mod tests {
             );
         }
         env.insert("XDG_DATA_HOME".into(), "/d".into());
-        assert_eq!(db_path(&env), Some(PathBuf::from("/d/opencode/opencode.db")));
+        assert_eq!(
+            db_path(&env),
+            Some(PathBuf::from("/d/opencode/opencode.db"))
+        );
         env.insert("OPENCODE_DB".into(), "/x/o.db".into());
         assert_eq!(db_path(&env), Some(PathBuf::from("/x/o.db")));
     }
@@ -171,7 +174,10 @@ mod tests {
             (2400, 150, 603)
         );
         assert!((u.cost_usd.expect("cost") - 0.0052).abs() < 1e-12);
-        assert_eq!(sessions_of(&db, Path::new("/none")).await.expect("read"), None);
+        assert_eq!(
+            sessions_of(&db, Path::new("/none")).await.expect("read"),
+            None
+        );
         assert_eq!(
             sessions_of(&dir.path().join("missing.db"), Path::new("/w"))
                 .await
