@@ -33,10 +33,13 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod real_aider;
 mod real_claude_chat;
 mod real_claude_fleet;
 mod real_claude_headless;
 mod real_codex;
+mod real_opencode;
+mod real_tmux;
 #[path = "../support/receivers.rs"]
 mod receivers;
 mod runtime_secrets;

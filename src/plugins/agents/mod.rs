@@ -5,8 +5,8 @@
 //! |---|---|---|---|---|
 //! | `claude-code` | [`claude`] | system part `--append-system-prompt`, task positional | `--resume <id>` | `~/.claude/projects/<cwd>/<id>.jsonl` |
 //! | `codex` | [`codex`] | positional | `codex resume <id>` | `~/.codex/sessions/…/rollout-*.jsonl` |
-//! | `aider` | [`aider`] | `--message-file` (one turn, then aider exits) | `--restore-chat-history` | screen only |
-//! | `opencode` | [`opencode`] | `--prompt` | `--session <id>` / `--continue` | screen only |
+//! | `aider` | [`aider`] | `--message-file` (one turn, then aider exits) | `--restore-chat-history` | screen only; usage from `.aider.chat.history.md` |
+//! | `opencode` | [`opencode`] | `--prompt` | `--session <id>` / `--continue` | screen; usage and session id from its database |
 //! | `command` | [`command`] | `$FLOTILLA_PROMPT_FILE` | — | screen only |
 //!
 //! Every built-in kind takes its [`AgentSettings`]: `command` replaces the executable (a wrapper,
@@ -24,6 +24,7 @@ pub mod claude;
 pub mod codex;
 pub mod command;
 pub mod opencode;
+pub mod opencode_db;
 
 use std::collections::BTreeMap;
 use std::path::Path;
