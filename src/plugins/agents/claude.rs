@@ -226,6 +226,23 @@ pub fn hook_settings(cli: &Path) -> Value {
     serde_json::json!({"hooks": {"PermissionRequest": hook, "Notification": hook}})
 }
 
+/// The `--settings` a launch passes, if any: the hooks (when Flotilla knows its own binary)
+/// and, for `permissionless`, `skipDangerousModePermissionPrompt`. The operator chose to skip
+/// permissions by configuring that mode; without it, every launch stops on Claude Code's
+/// "Bypass Permissions mode … Yes, I accept" dialog, which the CLI also skips when the consent
+/// comes in with `--settings` (it is the flag's settings source; nothing is written to the
+/// user's files).
+fn launch_settings(cli: Option<&Path>, mode: PermissionMode) -> Option<Value> {
+    let mut settings = cli.map_or_else(|| serde_json::json!({}), hook_settings);
+    if mode == PermissionMode::Permissionless {
+        settings["skipDangerousModePermissionPrompt"] = Value::Bool(true);
+    }
+    settings
+        .as_object()
+        .is_some_and(|o| !o.is_empty())
+        .then_some(settings)
+}
+
 /// Records in Claude Code's `.claude.json` what the user already decided by configuring
 /// Flotilla: the project's repository is trusted (its worktrees inherit that, so no "Is this a
 /// project you trust?" per spawn), and the API key the agent's configured environment carries
@@ -511,8 +528,8 @@ impl Agent for ClaudeCodeAgent {
         if let Some(m) = &s.model {
             argv.extend(["--model".into(), m.clone()]);
         }
-        if let Some(cli) = &ctx.flotilla_cli {
-            argv.extend(["--settings".into(), hook_settings(cli).to_string()]);
+        if let Some(settings) = launch_settings(ctx.flotilla_cli.as_deref(), s.permission_mode) {
+            argv.extend(["--settings".into(), settings.to_string()]);
         }
         let prompt = Prompt::read(&ctx.prompt_file)?;
         let resume_id = if ctx.resume {
@@ -860,10 +877,15 @@ mod tests {
             argv(PermissionMode::Suggest)[2..4],
             ["--permission-mode", "plan"]
         );
-        assert_eq!(
-            argv(PermissionMode::Permissionless)[2],
-            "--dangerously-skip-permissions"
-        );
+        let bypass = argv(PermissionMode::Permissionless);
+        assert_eq!(bypass[2], "--dangerously-skip-permissions");
+        // The operator's choice answers the CLI's bypass-mode disclaimer.
+        let i = bypass.iter().position(|a| a == "--settings").expect("--settings");
+        let settings: Value = serde_json::from_str(&bypass[i + 1]).expect("json");
+        assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
+        assert!(!argv(PermissionMode::AutoEdit)
+            .iter()
+            .any(|a| a == "--settings"));
         assert!(!argv(PermissionMode::Default)
             .iter()
             .any(|a| a.contains("permission")));
