@@ -359,6 +359,7 @@ impl Application {
             server_url: settings.server.local_url(port),
             cli_path: cli_path(&settings.server),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
+            lifecycle_order: Default::default(),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
             notifications: Notifications::new(
                 Router::from_settings(&settings),
