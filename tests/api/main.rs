@@ -36,6 +36,7 @@ mod notifications;
 mod real_claude_chat;
 mod real_claude_fleet;
 mod real_claude_headless;
+mod real_claude_pr_loop;
 mod real_codex;
 #[path = "../support/receivers.rs"]
 mod receivers;
