@@ -157,6 +157,7 @@ meta: serde_json::Value::Null,
             server_url: "http://127.0.0.1:1".into(),
             cli_path: None,
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+            lifecycle_order: Default::default(),
         output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),
         });

@@ -32,7 +32,10 @@ const SECRET: &str = "real-claude-loop-secret";
 /// layout; the test checks it), so the script can name files by absolute path as Claude's
 /// file tools require.
 fn first_workspace(dir: &Path) -> PathBuf {
-    dir.join("home").join("worktrees").join("demo").join("demo-1")
+    dir.join("home")
+        .join("worktrees")
+        .join("demo")
+        .join("demo-1")
 }
 
 struct Loop {
@@ -203,7 +206,8 @@ async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
     l.model.wait_for_requests(4, Duration::from_secs(60)).await;
     let opened = request_text(&l.model.requests()[3]);
     assert!(
-        opened.contains(&format!("\"number\": {pr}")) || opened.contains(&format!("\"number\":{pr}")),
+        opened.contains(&format!("\"number\": {pr}"))
+            || opened.contains(&format!("\"number\":{pr}")),
         "the PR's JSON in the tool result: {opened}"
     );
     let before = l.model.requests().len();
@@ -219,12 +223,18 @@ async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
     .await;
     wait_session(&l.app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
     let at = wait_request_with(&l.model, "Failed check: unit-tests", 90).await;
-    assert_eq!(at, before, "the instruction is the next request, nothing before it");
+    assert_eq!(
+        at, before,
+        "the instruction is the next request, nothing before it"
+    );
     let told = request_text(&l.model.requests()[at]);
     assert!(told.contains("assertion failed: widgets == 3"), "{told}");
     assert!(told.contains(&format!("PR #{pr}")), "{told}");
     // The earlier conversation is still there: one conversation, not a new one.
-    assert!(told.contains("Add a widget counter in counter.txt."), "{told}");
+    assert!(
+        told.contains("Add a widget counter in counter.txt."),
+        "{told}"
+    );
 
     // The scripted fix is pushed; the check passes on it.
     let fixed = eventually(90, "the fix pushed", || async {
@@ -247,7 +257,10 @@ async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
     .await;
     assert_eq!(merged["pr"]["number"], pr, "{merged}");
     let log = l.gh.git(REPO, &["log", "--format=%s", "-1", "main"]);
-    assert!(log.contains(&format!("(#{pr})")), "squash commit on main: {log}");
+    assert!(
+        log.contains(&format!("(#{pr})")),
+        "squash commit on main: {log}"
+    );
     assert_eq!(
         l.gh.git(REPO, &["show", "main:counter.txt"]),
         "widgets = 3",
@@ -275,9 +288,7 @@ async fn wait_logged(agent_home: &Path, needle: &str) {
             .flatten()
             .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
             .filter(|f| f.path().extension().is_some_and(|e| e == "jsonl"))
-            .any(|f| {
-                std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains(needle))
-            });
+            .any(|f| std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains(needle)));
         async move { found.then_some(()) }
     })
     .await;
@@ -335,7 +346,10 @@ async fn a_real_claude_takes_messages_and_resumes_its_conversation_after_kill_an
         .post(&format!("/api/v1/sessions/{id}/restore"), json!({}))
         .await;
     assert_eq!(code, 200, "{v}");
-    wait_session(&l.app, &id, 90, "working again", |s| s["state"] == "working").await;
+    wait_session(&l.app, &id, 90, "working again", |s| {
+        s["state"] == "working"
+    })
+    .await;
     // …its next request, after a message, carries the whole earlier conversation. The
     // resumed TUI shows the earlier answer once it is ready for input.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);

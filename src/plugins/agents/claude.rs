@@ -880,7 +880,10 @@ mod tests {
         let bypass = argv(PermissionMode::Permissionless);
         assert_eq!(bypass[2], "--dangerously-skip-permissions");
         // The operator's choice answers the CLI's bypass-mode disclaimer.
-        let i = bypass.iter().position(|a| a == "--settings").expect("--settings");
+        let i = bypass
+            .iter()
+            .position(|a| a == "--settings")
+            .expect("--settings");
         let settings: Value = serde_json::from_str(&bypass[i + 1]).expect("json");
         assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
         assert!(!argv(PermissionMode::AutoEdit)
