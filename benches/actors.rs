@@ -158,6 +158,7 @@ meta: serde_json::Value::Null,
             cli_path: None,
             sandbox: Default::default(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+            lifecycle_order: Default::default(),
         output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),
         });

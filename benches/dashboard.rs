@@ -131,6 +131,7 @@ fn server_main() {
             cli_path: None,
             sandbox: Default::default(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+            lifecycle_order: Default::default(),
             output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),
         });

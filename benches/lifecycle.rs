@@ -141,6 +141,7 @@ fn main() {
             cli_path: None,
             sandbox: Default::default(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+            lifecycle_order: Default::default(),
             output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),
         };

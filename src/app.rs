@@ -388,6 +388,7 @@ impl Application {
             cli_path: cli_path(&settings.server),
             sandbox: Arc::new(sandbox_host(&settings, &home)),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
+            lifecycle_order: Default::default(),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
             notifications: Notifications::new(
                 Router::from_settings(&settings),

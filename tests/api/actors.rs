@@ -209,6 +209,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
         cli_path: None,
         sandbox: Default::default(),
         spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+        lifecycle_order: Default::default(),
         output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
         notifications: Default::default(),
     });

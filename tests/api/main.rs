@@ -37,6 +37,7 @@ mod real_aider;
 mod real_claude_chat;
 mod real_claude_fleet;
 mod real_claude_headless;
+mod real_claude_pr_loop;
 mod real_codex;
 mod real_opencode;
 mod real_tmux;

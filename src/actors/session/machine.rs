@@ -308,6 +308,17 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// Whether it starts or stops the agent or creates or removes its workspace (such effects
+    /// run in commit order, see `LifecycleOrder`).
+    pub fn is_lifecycle(&self) -> bool {
+        matches!(
+            self,
+            Effect::StartRuntime { .. } | Effect::DestroyRuntime | Effect::CleanupWorkspace
+        )
+    }
+}
+
 /// How the machine took the event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -446,6 +446,8 @@ impl SessionActor {
         let fleet = self.fleet.clone();
         let addr = ctx.address().downgrade();
         let id = self.id.clone();
+        let ordered = effects.iter().any(Effect::is_lifecycle);
+        let order = fleet.clone();
         let fut = async move {
             for effect in effects {
                 let follow = run_effect(&fleet, &s, effect).await;
@@ -455,7 +457,11 @@ impl SessionActor {
             }
         }
         .instrument(tracing::info_span!("effects", session_id = %id));
-        tokio::spawn(fut);
+        if ordered {
+            order.lifecycle_order.run_after_previous(id.as_str(), fut);
+        } else {
+            tokio::spawn(fut);
+        }
     }
 }
 
