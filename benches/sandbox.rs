@@ -80,13 +80,14 @@ fn run(cwd: &std::path::Path, argv: &[&str]) {
     );
 }
 
-/// Batch-spawns `n` sessions of `project` and waits until none is spawning; returns the time.
-async fn spawn_all(sup: &Addr<FleetSupervisor>, project: &str, n: usize) -> Duration {
+/// Batch-spawns `n` sessions of `project` (issues `first..`) and waits until none is spawning; returns the time.
+async fn spawn_all(sup: &Addr<FleetSupervisor>, project: &str, first: usize, n: usize) -> Duration {
     let t = Instant::now();
     sup.send(BatchSpawn {
         request: BatchSpawnRequest {
             project: project.into(),
-            issues: (1..=n).map(|i| i.to_string()).collect(),
+            // One repository for both projects: distinct issues, distinct branches.
+            issues: (first..first + n).map(|i| i.to_string()).collect(),
             agent: None,
             prompt: None,
         },
@@ -175,9 +176,9 @@ fn main() {
         let _h = app.spawn();
         let me = std::process::id();
         let r0 = rss_kib(me);
-        let plain = spawn_all(&sup, "plain", n).await;
+        let plain = spawn_all(&sup, "plain", 1, n).await;
         let r1 = rss_kib(me);
-        let boxed = spawn_all(&sup, "boxed", n).await;
+        let boxed = spawn_all(&sup, "boxed", n + 1, n).await;
         let r2 = rss_kib(me);
         // Each pane's process tree, by project.
         let out = Command::new("tmux")
