@@ -45,6 +45,7 @@ mod real_tmux;
 mod receivers;
 mod runtime_secrets;
 mod sandbox;
+mod secrets_scan;
 mod server;
 mod sessions;
 mod trackers;
