@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
-# git, tmux, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
+# git, tmux, bubblewrap, curl, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
 # the real agent CLIs' argument check), chromium for the dashboard's browser tests; then
 # playwright-core from the npm registry into tests/dashboard (pinned by its package-lock.json;
 # no browser download). Safe to run again.
@@ -17,6 +17,9 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# Agent sandboxes (bubblewrap); the sandbox tests probe the network from inside with curl.
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=()
@@ -34,12 +37,21 @@ if [ ! -f "$dash/node_modules/playwright-core/package.json" ]; then
 fi
 # The real agent CLIs the real-agent tests drive (pinned; the tests fail under CI=true without
 # them). Installed once per version into a cache outside the checkout; scripts/test points the
-# tests at them with FLOTILLA_CLAUDE_BIN / FLOTILLA_CODEX_BIN.
+# tests at them with FLOTILLA_CLAUDE_BIN / FLOTILLA_CODEX_BIN / FLOTILLA_OPENCODE_BIN /
+# FLOTILLA_AIDER_BIN. claude, codex and opencode from npm; aider from PyPI into a venv there.
 clis="${FLOTILLA_CLIS_DIR:-$HOME/.cache/flotilla/real-clis}"
-pins=(@anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0)
+pins=(@anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0 opencode-ai@1.18.33)
 stamp="$clis/.pins"
 if [ "$(cat "$stamp" 2>/dev/null)" != "${pins[*]}" ]; then
   mkdir -p "$clis"
   npm install --no-audit --no-fund --loglevel=error --prefix "$clis" "${pins[@]}"
   echo "${pins[*]}" > "$stamp"
+fi
+aider_pin=aider-chat==0.86.2
+venv="$clis/aider-venv"
+if [ "$(cat "$venv/.pin" 2>/dev/null)" != "$aider_pin" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$aider_pin"
+  echo "$aider_pin" > "$venv/.pin"
 fi

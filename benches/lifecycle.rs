@@ -139,7 +139,9 @@ fn main() {
             report_key: vec![7; 32],
             server_url: "http://127.0.0.1:1".into(),
             cli_path: None,
+            sandbox: Default::default(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+            lifecycle_order: Default::default(),
             output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),
         };

@@ -188,8 +188,9 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         .iter()
         .map(|k| (k.as_str().to_string(), AgentSettings::built_in(*k)));
     let configured = settings.agents.iter().map(|(n, a)| (n.clone(), a.clone()));
+    let prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
     for (name, a) in built_in.chain(configured) {
-        match agents::from_settings(&name, &a) {
+        match agents::from_settings(&name, &a, &prices) {
             Ok(agent) => {
                 agents.insert(name, agent);
             }
@@ -260,6 +261,31 @@ fn scm_from(settings: &Settings) -> Option<Arc<dyn crate::plugins::Scm>> {
     }
 }
 
+/// Agents' sandbox settings, and the files no sandbox may show: the config file and an
+/// SQLite database (Flotilla's home is hidden as a whole).
+fn sandbox_host(
+    settings: &Settings,
+    home: &std::path::Path,
+) -> crate::actors::sandbox_host::SandboxHost {
+    let mut hidden = Vec::new();
+    if let Some(f) = &settings.config_file {
+        hidden.push(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()));
+    }
+    let db = settings.database_url(home);
+    if let Some(path) = db.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        hidden.push(std::path::PathBuf::from(path));
+    }
+    crate::actors::sandbox_host::SandboxHost::new(
+        settings
+            .agents
+            .iter()
+            .map(|(name, a)| (name.clone(), a.sandbox.clone()))
+            .collect(),
+        hidden,
+    )
+}
+
 /// Resolves every configured project.
 pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
     settings
@@ -285,6 +311,7 @@ pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
                 port_base: settings.lifecycle.port_base,
                 orchestrator_agent: p.orchestrator_agent.clone(),
                 github_repo: p.github_repo.clone(),
+                sandbox: p.sandbox.clone(),
             };
             (name.clone(), spec)
         })
@@ -312,6 +339,7 @@ impl Application {
         if token.is_none() {
             tracing::warn!("no server.token configured: the API is open to anyone on this machine (loopback only)");
         }
+        raise_open_files_limit();
         let addr = settings.server.bind_address();
         let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
             addr: addr.clone(),
@@ -358,7 +386,9 @@ impl Application {
             report_key: report_key(&home)?,
             server_url: settings.server.local_url(port),
             cli_path: cli_path(&settings.server),
+            sandbox: Arc::new(sandbox_host(&settings, &home)),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
+            lifecycle_order: Default::default(),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
             notifications: Notifications::new(
                 Router::from_settings(&settings),
@@ -442,10 +472,21 @@ impl Application {
             chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),
         };
         let shutdown = settings.server.shutdown_timeout.get();
+        let body_timeout = settings.server.body_timeout.get();
+        let webhook_gate = Arc::new(tokio::sync::Semaphore::new(
+            settings.server.max_webhooks_in_flight,
+        ));
         let server = HttpServer::new(move || {
             let st = state.clone();
             let ch = chat_http.clone();
+            let gate = webhook_gate.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    http::middleware::webhook_gate(gate.clone(), req, next)
+                }))
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    http::middleware::body_deadline(body_timeout, req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(http::middleware::observe))
                 .configure(|cfg| http::chat_test::routes(cfg, &ch))
                 .configure(|cfg| http::routes(cfg, &st))
@@ -500,5 +541,26 @@ impl Application {
             }
         });
         h
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit: every connection, agent
+/// log and watcher is a file descriptor, and the usual soft default (1,024) is what a burst of
+/// slow clients would exhaust first.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let from = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!(from, to = lim.rlim_max, "raised the open files limit");
+        }
     }
 }

@@ -14,8 +14,11 @@
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
 //! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks); its
 //!   actors are in `actors::chat`.
+//! - [`pricing`]: what tokens cost when an agent reports none (the `pricing:` table over
+//!   built-in list prices).
 //! - [`preflight`]: can this machine start the configured agents? (spawn-time checks and
 //!   `flotilla doctor`).
+//! - [`sandbox`]: the bubblewrap sandbox agents may run in, and its egress proxy.
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
@@ -30,5 +33,7 @@ pub mod http;
 pub mod notify;
 pub mod plugins;
 pub mod preflight;
+pub mod pricing;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;

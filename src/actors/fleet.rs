@@ -44,6 +44,8 @@ pub struct ProjectSpec {
     pub orchestrator_agent: Option<String>,
     /// `owner/name` on GitHub when the project's PRs live there (the lifecycle watches them).
     pub github_repo: Option<String>,
+    /// The project's `sandbox:` (agents' own settings are in `Fleet::sandbox`).
+    pub sandbox: crate::config::SandboxSettings,
 }
 
 impl ProjectSpec {
@@ -65,6 +67,7 @@ impl ProjectSpec {
             port_base: 20000,
             orchestrator_agent: None,
             github_repo: None,
+            sandbox: Default::default(),
         }
     }
 }
@@ -154,12 +157,44 @@ pub struct Fleet {
     /// The `flotilla` executable agent hooks call (`flotilla hook <kind>`); `None`: no hooks,
     /// the agent's log and screen are all Flotilla reads.
     pub cli_path: Option<std::path::PathBuf>,
+    /// Agent sandboxes: settings, hidden paths, each sandboxed session's egress proxy.
+    pub sandbox: Arc<super::sandbox_host::SandboxHost>,
     /// Caps how many sessions create workspaces and start agents at once (batch spawns).
     pub spawn_permits: Arc<tokio::sync::Semaphore>,
     /// Routes agents' output changes to their session actors (one inotify watcher).
     pub output_watch: Arc<super::watch::OutputWatch>,
     /// Routes a step's notify effects to outbox rows and wakes the outbox after a commit.
     pub notifications: crate::notify::Notifications,
+    /// Runs each session's runtime and workspace effects one batch after the other.
+    pub lifecycle_order: LifecycleOrder,
+}
+
+/// Runs the effect batches that start or stop a session's agent or create or remove its
+/// workspace one after the other, in the order they were committed, across actor
+/// incarnations: a `restore` right after a `kill` must not start the agent in a worktree the
+/// kill's clean-up is still removing (the agent then finds its working directory gone).
+#[derive(Default)]
+pub struct LifecycleOrder(std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>);
+
+impl LifecycleOrder {
+    /// Spawns `work` to run once the session's previous batch given here has finished.
+    pub fn run_after_previous(
+        &self,
+        session: &str,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let mut tails = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tails.retain(|_, h| !h.is_finished());
+        let previous = tails.remove(session);
+        let handle = tokio::spawn(async move {
+            if let Some(p) = previous {
+                // A batch that panicked is over as well.
+                let _ = p.await;
+            }
+            work.await;
+        });
+        tails.insert(session.to_string(), handle);
+    }
 }
 
 impl Fleet {

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod fleet;
 pub mod journal;
 pub mod poller;
+pub mod sandbox_host;
 pub mod session;
 pub mod supervisor;
 pub mod watch;

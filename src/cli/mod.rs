@@ -126,6 +126,32 @@ pub enum Command {
         #[arg(value_enum)]
         agent: HookAgent,
     },
+    /// (The first program inside an agent's sandbox) bridge loopback ports to the egress
+    /// proxy, apply the resource limits, then run the agent in its place.
+    #[command(hide = true)]
+    SandboxExec {
+        /// The egress proxy's Unix socket.
+        #[arg(long)]
+        proxy: Option<std::path::PathBuf>,
+        /// Serve an HTTP proxy here (bridged to `--proxy`).
+        #[arg(long)]
+        bridge: Option<std::net::SocketAddr>,
+        /// Forward this loopback address to the same address on the host.
+        #[arg(long)]
+        forward: Vec<std::net::SocketAddr>,
+        /// RLIMIT_NPROC.
+        #[arg(long)]
+        processes: Option<u64>,
+        /// RLIMIT_AS in MiB.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// RLIMIT_CPU in seconds.
+        #[arg(long)]
+        cpu_seconds: Option<u64>,
+        /// The agent's argument vector, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// (For agents) report your own state; uses $FLOTILLA_SESSION_ID, $FLOTILLA_REPORT_TOKEN
     /// and $FLOTILLA_SERVER.
     Report {

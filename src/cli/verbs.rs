@@ -35,6 +35,24 @@ pub fn run(cli: Cli) -> i32 {
         } => report(state, note.clone(), pr_url.clone(), pr_number),
         Command::Serve => serve(cli.config, cli.log_format),
         Command::Hook { agent } => hook(agent),
+        // Before anything starts a thread: it forks.
+        Command::SandboxExec {
+            proxy,
+            bridge,
+            forward,
+            processes,
+            memory_mb,
+            cpu_seconds,
+            command,
+        } => crate::sandbox::exec::run(crate::sandbox::exec::ExecOptions {
+            proxy,
+            bridge,
+            forward,
+            processes,
+            memory_mb,
+            cpu_seconds,
+            command,
+        }),
         Command::Doctor { json } => doctor(cli.config, json),
         ref other => {
             // A client run by an agent (orchestrator, `report`) has the server and a token in
@@ -516,6 +534,7 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
         | Command::Init { .. }
         | Command::Completions { .. }
         | Command::Report { .. }
+        | Command::SandboxExec { .. }
         | Command::Hook { .. } => {}
     }
     Ok(())

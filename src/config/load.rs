@@ -16,8 +16,8 @@ use super::error::{ConfigError, ConfigIssue};
 use super::sections::{
     join_relative, AgentSettings, ChatSettings, DatabaseSettings, DefaultsSettings,
     DiscordSettings, GithubSettings, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
-    NotificationsSettings, NotifierSettings, ProjectSettings, ReactionSettings, RoutingSettings,
-    ServerSettings, SlackSettings, TelegramSettings,
+    NotificationsSettings, NotifierSettings, PriceSettings, ProjectSettings, ReactionSettings,
+    RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
 };
 use super::Settings;
 
@@ -62,6 +62,7 @@ const SECTIONS: &[&str] = &[
     "routing",
     "notifications",
     "chat",
+    "pricing",
 ];
 
 /// List-valued keys that accept a comma-separated string from the environment
@@ -212,6 +213,7 @@ pub fn load_with(opts: &LoadOptions) -> Result<Settings, ConfigError> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| opts.cwd.clone());
     resolve_paths(&mut settings, &base, &opts.env);
+    settings.config_file = user_file;
     Ok(settings)
 }
 
@@ -383,6 +385,7 @@ fn check_sections(root: &Map<String, Value>, file: Option<&Path>, issues: &mut V
             "routing" => check::<RoutingSettings>(name, v, file, issues),
             "notifications" => check::<NotificationsSettings>(name, v, file, issues),
             "chat" => check::<ChatSettings>(name, v, file, issues),
+            "pricing" => check_named::<PriceSettings>(name, v, file, issues),
             _ => issues.push(ConfigIssue::new(
                 name.clone(),
                 format!("unknown section, expected one of: {}", SECTIONS.join(", ")),

@@ -19,6 +19,7 @@
 pub mod error;
 pub mod init;
 pub mod load;
+pub mod sandbox;
 pub mod sections;
 pub mod validate;
 pub mod values;
@@ -30,12 +31,14 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigIssue};
 pub use load::{data_dir, load, load_with, LoadOptions, DEFAULT_CONFIG_YAML};
+pub use sandbox::{Sandbox, SandboxLimits, SandboxMount, SandboxNetwork, SandboxSettings};
 pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
     JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
-    NotifierSettings, ProjectSettings, RateLimitSettings, ReactionOverride, ReactionSettings,
-    RoutingSettings, ServerSettings, SlackSettings, TelegramSettings, WorkspaceSetup,
+    NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
+    ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
+    WorkspaceSetup,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,
@@ -105,6 +108,13 @@ pub struct Settings {
     pub notifications: NotificationsSettings,
     /// Chat conversations.
     pub chat: ChatSettings,
+    /// Prices per model (name or `*` glob) for usage reported without a cost; over the
+    /// built-in list prices.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pricing: BTreeMap<String, PriceSettings>,
+    /// The user's config file these settings were read from (hidden from sandboxed agents).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// A resolved agent: its name (as used in config and the API) and its settings.

@@ -33,6 +33,12 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How long the HTTP edge waits for an actor's answer before replying 503.
     pub actor_timeout: HumanDuration,
+    /// How long a client may take to send a request body: a slow or stalled body must not
+    /// hold a connection (and a file descriptor) for ever.
+    pub body_timeout: HumanDuration,
+    /// Webhook requests in flight at once: they are unauthenticated until their body has been
+    /// read and its signature checked, so they are capped apart from the API.
+    pub max_webhooks_in_flight: usize,
     /// Budget for graceful shutdown.
     pub shutdown_timeout: HumanDuration,
     /// The `flotilla` executable agents' hooks run (`flotilla hook …`); `None` = this
@@ -183,6 +189,9 @@ pub struct AgentSettings {
     /// Extra environment variables for the agent process.
     #[serde(default, deserialize_with = "null_as_default")]
     pub env: BTreeMap<String, String>,
+    /// Sandbox settings for this agent (over the project's, field by field).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sandbox: super::SandboxSettings,
 }
 
 fn default_permission_mode() -> PermissionMode {
@@ -199,6 +208,7 @@ impl AgentSettings {
             permission_mode: PermissionMode::Default,
             args: Vec::new(),
             env: BTreeMap::new(),
+            sandbox: super::SandboxSettings::default(),
         }
     }
 }
@@ -259,6 +269,9 @@ pub struct ProjectSettings {
     /// the global `routing` (and then `defaults.notifiers`).
     #[serde(default)]
     pub routing: Option<RoutingSettings>,
+    /// Whether and how this project's agents run in a sandbox (agents may override).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sandbox: super::SandboxSettings,
 }
 
 /// `projects.<name>.setup` — preparing a fresh workspace.
@@ -318,6 +331,35 @@ pub struct BudgetSettings {
     /// What happens when a limit is crossed: `stop` the agent, or `escalate` to a human.
     #[serde(default)]
     pub action: BudgetAction,
+}
+
+/// `pricing.<model>` — what one model (or `*` glob of models) costs, in US dollars per
+/// million tokens. Used for agents and chat turns that report tokens but no cost.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSettings {
+    /// Input tokens not served from a prompt cache.
+    pub input: f64,
+    /// Output tokens (reasoning included).
+    pub output: f64,
+    /// Prompt-cache reads; default: the input price.
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    /// Prompt-cache writes; default: the input price.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+impl PriceSettings {
+    /// The typed price (cache prices defaulted).
+    pub fn price(&self) -> crate::pricing::Price {
+        crate::pricing::Price {
+            input: self.input,
+            output: self.output,
+            cache_read: self.cache_read.unwrap_or(self.input),
+            cache_write: self.cache_write.unwrap_or(self.input),
+        }
+    }
 }
 
 /// What crossing a budget does.
@@ -729,6 +771,11 @@ pub struct ChatSettings {
     /// The name the bot uses for itself ("<name> is on the case...").
     #[serde(default = "default_bot_name")]
     pub bot_name: String,
+    /// Most one conversation may spend, in US dollars (the sum of its turns' costs, as the
+    /// assistant reported them or priced from `pricing:`). Once reached, further assistant
+    /// turns are refused with a reply saying so; commands still work. `None`: no limit.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
     /// Serve the HTTP test platform (`POST /api/v1/chat/test/messages`,
     /// `GET /api/v1/chat/test/replies`): for end-to-end tests only.
     #[serde(default)]
@@ -785,6 +832,10 @@ pub struct ChatAssistantSettings {
     /// Extra variables set for the assistant.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// The model turns run on (`--model`); also names the model a turn's tokens are priced
+    /// at when the assistant reports none (Codex `exec` does not). `None`: the CLI's default.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// `auto-edit`: a headless turn cannot ask, so `default` would refuse every edit a command
@@ -806,6 +857,7 @@ impl Default for ChatAssistantSettings {
             permission_mode: default_assistant_permission_mode(),
             env_passthrough: Vec::new(),
             env: Default::default(),
+            model: None,
         }
     }
 }
@@ -889,6 +941,8 @@ mod tests {
             token: None,
             max_body_bytes: 1,
             actor_timeout: HumanDuration::default(),
+            body_timeout: HumanDuration::default(),
+            max_webhooks_in_flight: 1,
             shutdown_timeout: HumanDuration::default(),
             cli_path: None,
         };

@@ -61,6 +61,7 @@ impl Settings {
         self.check_notifiers_and_routing(&mut v);
         self.check_notifications(&mut v);
         self.check_chat(&mut v);
+        self.check_pricing(&mut v);
         if v.0.is_empty() {
             Ok(())
         } else {
@@ -86,6 +87,10 @@ impl Settings {
             v.push("server.max_body_bytes", "must be at least 1");
         }
         v.check("server.actor_timeout", positive(s.actor_timeout));
+        v.check("server.body_timeout", positive(s.body_timeout));
+        if s.max_webhooks_in_flight == 0 {
+            v.push("server.max_webhooks_in_flight", "must be at least 1");
+        }
     }
 
     fn check_database_and_log(&self, v: &mut Issues) {
@@ -139,6 +144,9 @@ impl Settings {
                     v.push(format!("{key}.command[0]"), "the program must not be empty");
                 }
             }
+            for (field, why) in agent.sandbox.problems() {
+                v.push(format!("{key}.sandbox.{field}"), why);
+            }
             for var in agent.env.keys() {
                 if var.is_empty() || var.contains(['=', '\0']) {
                     v.push(
@@ -159,6 +167,9 @@ impl Settings {
                 v.push(&key, "project name must match [A-Za-z0-9_-]+");
             }
             check_repo(v, &key, p);
+            for (field, why) in p.sandbox.problems() {
+                v.push(format!("{key}.sandbox.{field}"), why);
+            }
             if p.remote.trim().is_empty() {
                 v.push(format!("{key}.remote"), "must not be empty");
             }
@@ -440,6 +451,41 @@ impl Settings {
                 "chat.assistant.kind",
                 format!("unknown assistant {other:?}: use claude, codex or command"),
             ),
+        }
+        if a.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            v.push(
+                "chat.assistant.model",
+                "must not be empty (omit it for the CLI's default)",
+            );
+        }
+        if self
+            .chat
+            .budget_usd
+            .is_some_and(|x| !(x.is_finite() && x > 0.0))
+        {
+            v.push("chat.budget_usd", "must be a positive number");
+        }
+    }
+
+    fn check_pricing(&self, v: &mut Issues) {
+        for (model, p) in &self.pricing {
+            let key = format!("pricing.{model}");
+            if model.trim().is_empty() {
+                v.push(&key, "the model name or `*` glob must not be empty");
+            }
+            for (k, val) in [
+                ("input", Some(p.input)),
+                ("output", Some(p.output)),
+                ("cache_read", p.cache_read),
+                ("cache_write", p.cache_write),
+            ] {
+                if val.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+                    v.push(
+                        format!("{key}.{k}"),
+                        "must be a non-negative number of US dollars per million tokens",
+                    );
+                }
+            }
         }
     }
 
@@ -742,6 +788,70 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(".git")).unwrap();
         dir
+    }
+
+    #[test]
+    fn pricing_entries_are_typed_and_bad_ones_name_their_key() {
+        let s = settings_from(
+            "pricing:\n  my-model: { input: 1.5, output: 6, cache_read: 0.15 }\n  \"gpt-5*\": { input: 2, output: 8 }\n",
+        );
+        assert!(s.validate().is_ok());
+        let p = s.pricing["my-model"].price();
+        assert_eq!(
+            (p.input, p.output, p.cache_read, p.cache_write),
+            (1.5, 6.0, 0.15, 1.5)
+        );
+        assert_eq!(s.pricing["gpt-5*"].price().output, 8.0);
+        assert_eq!(
+            issues("pricing:\n  my-model: { input: -1, output: 6, cache_write: -0.5 }\n"),
+            vec![
+                ConfigIssue::new(
+                    "pricing.my-model.input",
+                    "must be a non-negative number of US dollars per million tokens"
+                ),
+                ConfigIssue::new(
+                    "pricing.my-model.cache_write",
+                    "must be a non-negative number of US dollars per million tokens"
+                ),
+            ]
+        );
+        assert_eq!(
+            keys("pricing:\n  \" \": { input: 1, output: 1 }\n"),
+            ["pricing. "]
+        );
+        // Shape errors are named at load: an unknown field, a missing price, a wrong type.
+        let err = |yaml: &str| match crate::config::load_with(&with_file(yaml, &[]).1) {
+            Ok(_) => panic!("expected a load error for {yaml}"),
+            Err(e) => e.to_string(),
+        };
+        let e = err("pricing:\n  my-model: { input: 1, output: 1, cached: 2 }\n");
+        assert!(
+            e.starts_with("pricing.my-model.cached: unknown field"),
+            "{e}"
+        );
+        let e = err("pricing:\n  my-model: { input: 1 }\n");
+        assert!(
+            e.contains("pricing.my-model") && e.contains("output"),
+            "{e}"
+        );
+        let e = err("pricing:\n  my-model: { input: cheap, output: 1 }\n");
+        assert!(e.starts_with("pricing.my-model.input"), "{e}");
+    }
+
+    #[test]
+    fn the_chat_budget_must_be_positive() {
+        assert_eq!(
+            issues("chat: { budget_usd: 0 }\n"),
+            vec![ConfigIssue::new(
+                "chat.budget_usd",
+                "must be a positive number"
+            )]
+        );
+        assert!(keys("chat: { budget_usd: 2.5 }\n").is_empty());
+        assert_eq!(
+            keys("chat: { assistant: { model: \"\" } }\n"),
+            ["chat.assistant.model"]
+        );
     }
 
     #[test]

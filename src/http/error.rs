@@ -41,6 +41,9 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// 408: the request body did not arrive within `server.body_timeout`.
+    #[error("the request body was not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// 503.
     #[error("{0}")]
     Unavailable(String),
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::Invalid { .. } => "invalid",
+            ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::Internal(_) => "internal",
@@ -109,6 +113,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

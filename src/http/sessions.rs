@@ -150,9 +150,6 @@ pub struct ListQuery {
     pub project: Option<String>,
     /// Comma-separated states.
     pub state: Option<String>,
-    /// Browser clients' token (see auth).
-    #[allow(dead_code)]
-    access_token: Option<String>,
 }
 
 /// A message for the agent.

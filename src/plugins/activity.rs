@@ -77,12 +77,16 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Prompt-cache tokens: reads and writes (Claude), cached input (Codex).
     pub cache_tokens: u64,
-    /// Cost in US dollars: the agent's own figure where it reports one, else list prices
-    /// when every model used has a known price.
+    /// Cost in US dollars: the agent's own figure where it reports one, else the tokens
+    /// priced from the `pricing:` table (over the built-in prices) when every model used has
+    /// a price; `None` otherwise.
     pub cost_usd: Option<f64>,
-    /// Which of the two `cost_usd` is.
+    /// Where `cost_usd` came from: the agent, a price table, or `unpriced` (null cost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_source: Option<crate::store::CostSource>,
+    /// Models that spent tokens but have no price (why `cost_usd` is `None`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
 }
 
 /// What an activity check gets from the caller.

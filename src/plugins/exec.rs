@@ -18,6 +18,20 @@ pub const QUICK: Duration = Duration::from_secs(30);
 /// `Invalid` for an empty argv; `Timeout` past `timeout` (the child is killed);
 /// `Command` on a non-zero exit, with the trimmed stderr.
 pub async fn run(argv: &[&str], cwd: Option<&Path>, timeout: Duration) -> PluginResult<String> {
+    run_with_input(argv, None, cwd, timeout).await
+}
+
+/// [`run`], writing `input` to the child's stdin (then closing it): for what must not appear
+/// on a command line, where every local user can read it (`/proc/<pid>/cmdline`).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_input(
+    argv: &[&str],
+    input: Option<&[u8]>,
+    cwd: Option<&Path>,
+    timeout: Duration,
+) -> PluginResult<String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| PluginError::Invalid("empty command".into()))?;
@@ -25,15 +39,27 @@ pub async fn run(argv: &[&str], cwd: Option<&Path>, timeout: Duration) -> Plugin
     crate::telemetry::METRICS.subprocess(program);
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    let child = cmd.spawn()?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
+    let mut child = cmd.spawn()?;
+    let feed = async {
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(bytes).await?;
+            // Dropping stdin closes it: the child sees the end of its input.
+        }
+        child.wait_with_output().await
+    };
+    let out = tokio::time::timeout(timeout, feed)
         .await
         .map_err(|_| PluginError::Timeout {
             what: argv.join(" "),
@@ -64,6 +90,13 @@ mod tests {
             Err(PluginError::Command { stderr, .. }) => assert!(stderr.contains("not")),
             other => panic!("unexpected {other:?}"),
         }
+        assert_eq!(
+            run_with_input(&["cat"], Some(b"fed"), None, QUICK)
+                .await
+                .ok()
+                .as_deref(),
+            Some("fed")
+        );
         match run(&["sleep", "5"], None, Duration::from_millis(50)).await {
             Err(PluginError::Timeout { .. }) => {}
             other => panic!("unexpected {other:?}"),

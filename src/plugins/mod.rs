@@ -289,6 +289,16 @@ pub struct AgentContext {
     /// The `flotilla` executable the agent's hooks may call (`flotilla hook <kind>`), when
     /// Flotilla has one; the hooks report waits for a human the moment the agent shows them.
     pub flotilla_cli: Option<PathBuf>,
+    /// A permission mode that replaces the agent's configured one for this launch (the
+    /// sandbox's, `sandbox.permission_mode`).
+    pub permission_mode: Option<crate::config::PermissionMode>,
+}
+
+impl AgentContext {
+    /// The permission mode this launch runs with.
+    pub fn mode(&self, s: &crate::config::AgentSettings) -> crate::config::PermissionMode {
+        self.permission_mode.unwrap_or(s.permission_mode)
+    }
 }
 
 /// Which coding agent runs, how it is launched, and what it is doing.
@@ -339,6 +349,13 @@ pub trait Agent: Send + Sync {
         _env: &BTreeMap<String, String>,
     ) -> PluginResult<()> {
         Ok(())
+    }
+
+    /// The agent's own state (config, credentials, conversations) under the environment
+    /// `env` it runs with: what a sandbox keeps read-write for it while hiding the rest of the
+    /// home. Default: nothing.
+    fn state_paths(&self, _env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+        Vec::new()
     }
 
     /// What the agent waits for, as one line for a human, when `activity` said
@@ -881,12 +898,13 @@ pub enum Chunk {
         detail: String,
     },
     /// What the turn used and cost, as the assistant itself reported it (Claude's
-    /// `total_cost_usd` and `usage`), never priced from a table.
+    /// `total_cost_usd` and `usage`, Codex's `turn.completed.usage`). Tokens without a cost
+    /// are priced by the chat bridge from the `pricing:` table.
     Usage(TurnUsage),
 }
 
 /// One turn's usage as the assistant reported it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnUsage {
     /// Input tokens not served from a prompt cache.
     #[serde(default)]
@@ -904,6 +922,10 @@ pub struct TurnUsage {
     /// that (Claude's `total_cost_usd` of a resumed session).
     #[serde(default)]
     pub session_cost_usd: Option<f64>,
+    /// The model the turn ran on, when the assistant names it (Claude's `system/init`): what
+    /// the tokens are priced at when there is no cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// One assistant turn.

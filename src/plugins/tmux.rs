@@ -4,11 +4,15 @@
 //!
 //! How it keeps the runtime contract:
 //! - **No shell.** The agent's argv is passed to `new-session` as separate arguments, which tmux
-//!   hands to `execvp`. Two tmux rules are handled: a *single* argument would be run through
-//!   `$SHELL -c`, so a one-element argv is started as `env -- PROGRAM`; and an argument ending
-//!   in `;` would end the tmux command, so that `;` is escaped (`\;`, which tmux turns back into
-//!   `;`). `-s`/`-c` values are format-expanded by tmux, so `#` is doubled there. The one shell
+//!   hands to `execvp` (a *single* argument would be run through `$SHELL -c`, so a one-element
+//!   argv is started as `env -- PROGRAM`). The launch commands reach tmux as a script on stdin
+//!   (`start-server ; source-file -`), each word single-quoted in tmux's own syntax, so `;`,
+//!   `$`, `~`, newlines and length (a command line holds about 16 KiB) need no special case;
+//!   `-s`/`-c` values are format-expanded by tmux, so `#` is doubled there. The one shell
 //!   string is tmux's own `pipe-pane` command (`cat >> 'LOG'`, path single-quoted).
+//! - **No secret on a command line.** The tmux server keeps the argv of the client that
+//!   started it for its whole life, readable by every local user in `/proc/<pid>/cmdline`; the
+//!   agent's environment (report token, API keys) goes only in the stdin script.
 //! - **Exact environment.** Every tmux client runs under `env -i`: the server started by the
 //!   first client then has an empty global environment, and an unattached client's `PATH`
 //!   (which tmux would otherwise copy into the pane) is absent, so the pane gets exactly the
@@ -46,8 +50,6 @@ pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
 /// New sessions are this wide and tall (a detached session has no client to size it).
 const WIDTH: &str = "200";
 const HEIGHT: &str = "50";
-/// tmux refuses commands over about 16 KiB ("command too long"); stay under it.
-const MAX_COMMAND_BYTES: usize = 15 * 1024;
 /// How long `destroy` waits for a survivor of the hang-up after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// How much of the log `output` reads from the end when the pane is gone.
@@ -169,6 +171,22 @@ impl TmuxRuntime {
         argv.extend([self.tmux.as_str(), "-L", &self.socket, "-f", "/dev/null"]);
         argv.extend_from_slice(args);
         exec::run(&argv, None, TMUX_TIMEOUT).await
+    }
+
+    /// Runs the tmux commands in `script` (tmux's configuration syntax, see [`tmux_quote`]),
+    /// given on stdin, starting the server if needed; returns what they print.
+    async fn tmux_script(&self, script: &str) -> PluginResult<String> {
+        let mut argv: Vec<&str> = vec!["env", "-i"];
+        let tmpdir = std::env::var("TMUX_TMPDIR")
+            .ok()
+            .map(|d| format!("TMUX_TMPDIR={d}"));
+        if let Some(t) = &tmpdir {
+            argv.push(t);
+        }
+        argv.extend([self.tmux.as_str(), "-L", &self.socket, "-f", "/dev/null"]);
+        // `source-file` alone does not start a server.
+        argv.extend(["start-server", ";", "source-file", "-"]);
+        exec::run_with_input(&argv, Some(script.as_bytes()), None, TMUX_TIMEOUT).await
     }
 
     /// The names of the sessions on this runtime's server (empty when no server runs): for
@@ -328,30 +346,23 @@ impl TmuxRuntime {
             // tmux runs a single argument through `$SHELL -c`; two arguments are exec'd.
             argv.splice(0..0, ["env".to_string(), "--".to_string()]);
         }
-        let env: Vec<String> = spec
-            .env
-            .iter()
-            .map(|(k, v)| escape_arg(&format!("{k}={v}")))
-            .collect();
-        let pipe = format!(
-            "cat >> {}",
-            shell_quote(&log.to_string_lossy()).replace('#', "##")
-        );
-        let session = escape_format(name);
-        let cwd = escape_format(&spec.cwd.to_string_lossy());
+        // The commands go to tmux on stdin (`source-file -`), not on its command line: the
+        // first client's argv stays the tmux server's argv for its whole life, and every local
+        // user (every agent) can read it from `/proc`. Env values carry tokens.
         let target = format!("={name}:");
-        let mut args: Vec<&str> = vec![
-            "set-option",
-            "-wg",
-            "remain-on-exit",
-            "on",
-            ";",
+        let pipe = format!("cat >> {}", shell_quote(&log.to_string_lossy()));
+        let mut words: Vec<String> = ["set-option", "-wg", "remain-on-exit", "on"]
+            .iter()
+            .map(|w| tmux_quote(w))
+            .collect();
+        words.push(";".into());
+        for w in [
             "new-session",
             "-d",
             "-s",
-            &session,
+            &double_hash(name),
             "-c",
-            &cwd,
+            &double_hash(&spec.cwd.to_string_lossy()),
             "-x",
             WIDTH,
             "-y",
@@ -359,22 +370,22 @@ impl TmuxRuntime {
             "-P",
             "-F",
             "#{pane_id} #{pane_pid}",
-        ];
-        for e in &env {
-            args.extend(["-e", e.as_str()]);
+        ] {
+            words.push(tmux_quote(w));
         }
-        args.push("--");
-        let escaped: Vec<String> = argv.iter().map(|a| escape_arg(a)).collect();
-        args.extend(escaped.iter().map(String::as_str));
-        args.extend([";", "pipe-pane", "-o", "-t", &target, &pipe]);
-        let size: usize = args.iter().map(|a| a.len() + 1).sum();
-        if size > MAX_COMMAND_BYTES {
-            return Err(PluginError::Invalid(format!(
-                "the launch command is {size} bytes; tmux accepts about 16 KiB \
-                 (pass long prompts by file)"
-            )));
+        for (k, v) in &spec.env {
+            words.push("-e".into());
+            words.push(tmux_quote(&format!("{k}={v}")));
         }
-        self.tmux(&args).await
+        words.push("--".into());
+        words.extend(argv.iter().map(|a| tmux_quote(a)));
+        words.push(";".into());
+        for w in ["pipe-pane", "-o", "-t", &target, &double_hash(&pipe)] {
+            words.push(tmux_quote(w));
+        }
+        let mut script = words.join(" ");
+        script.push('\n');
+        self.tmux_script(&script).await
     }
 }
 
@@ -477,9 +488,15 @@ fn escape_arg(a: &str) -> String {
     }
 }
 
-/// For arguments tmux format-expands (`-s`, `-c`, `pipe-pane`): `#` must be doubled.
-fn escape_format(a: &str) -> String {
-    escape_arg(&a.replace('#', "##"))
+/// For arguments tmux format-expands (`-s`, `-c`, `pipe-pane`) in a script: `#` doubled.
+fn double_hash(a: &str) -> String {
+    a.replace('#', "##")
+}
+
+/// One word in tmux's configuration syntax: single-quoted (no escapes, no `$`/`~` expansion,
+/// `;` and newlines literal), an inner `'` written as `'"'"'` (adjacent quoted parts join).
+fn tmux_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\"'\"'"))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -978,8 +995,8 @@ mod tests {
         assert_eq!(escape_arg("a;"), "a\\;");
         assert_eq!(escape_arg("a\\;"), "a\\\\;");
         assert_eq!(escape_arg("a;b"), "a;b");
-        assert_eq!(escape_format("/tmp/#{x};"), "/tmp/##{x}\\;");
         assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
+        assert_eq!(tmux_quote("it's; $HOME"), "'it'\"'\"'s; $HOME'");
         assert_eq!(session_name("demo-1"), "demo-1");
         assert_eq!(session_name("my.proj:2"), "my_proj_2");
     }

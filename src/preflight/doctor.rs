@@ -78,7 +78,21 @@ impl Doctor {
                 checks.push(c);
             }
         }
-        checks.push(self.sandbox().await);
+        let sandboxed: Vec<String> = settings
+            .projects
+            .iter()
+            .filter(|(_, p)| {
+                let agent = p.agent(&settings.defaults);
+                let own = settings
+                    .agents
+                    .get(agent)
+                    .map(|a| a.sandbox.clone())
+                    .unwrap_or_default();
+                p.sandbox.overlay(&own).resolve().is_some()
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        checks.push(self.sandbox(&sandboxed).await);
         checks
     }
 
@@ -307,16 +321,52 @@ impl Doctor {
     }
 
     /// Whether bubblewrap is there for the sandbox (a warning only: nothing uses it yet).
-    async fn sandbox(&self) -> Check {
-        match resolve("bwrap", self.host.path()) {
-            Resolved::Found(p) => match version(&p, &["--version"], None, self.timeout).await {
-                Ok(v) => Check::ok("sandbox", format!("{v} ({})", p.display())),
-                Err(e) => Check::warn("sandbox", format!("{} --version: {e}", p.display()), None),
-            },
-            _ => Check::warn(
-                "sandbox",
-                "bubblewrap not installed",
-                Some("apt install bubblewrap".into()),
+    /// Whether bubblewrap can make an agent's sandbox here (it needs user or PID and network
+    /// namespaces, which some containers refuse): a trial run, not only `--version`. A failure
+    /// when a project's agents are sandboxed, else a warning.
+    async fn sandbox(&self, needed_by: &[String]) -> Check {
+        let fail = |detail: String, fix: &str| {
+            if needed_by.is_empty() {
+                Check::warn("sandbox", detail, Some(fix.to_string()))
+            } else {
+                Check::fail(
+                    "sandbox",
+                    format!(
+                        "{detail}; project {} runs its agents in it",
+                        needed_by.join(", ")
+                    ),
+                    Some(fix.to_string()),
+                )
+            }
+        };
+        let p = match resolve("bwrap", self.host.path()) {
+            Resolved::Found(p) => p,
+            _ => {
+                return fail(
+                    "bubblewrap (bwrap) not found on PATH".into(),
+                    "apt install bubblewrap",
+                )
+            }
+        };
+        let v = version(&p, &["--version"], None, self.timeout)
+            .await
+            .unwrap_or_default();
+        let mut trial: Vec<&str> = vec!["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"];
+        trial.extend(["--unshare-pid", "--unshare-net", "--unshare-ipc"]);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            trial.extend(["--unshare-user", "--uid", "1000", "--gid", "1000"]);
+        }
+        trial.extend(["--", "true"]);
+        let argv: Vec<&str> = std::iter::once(p.to_str().unwrap_or("bwrap"))
+            .chain(trial)
+            .collect();
+        match crate::plugins::exec::run(&argv, None, self.timeout).await {
+            Ok(_) => Check::ok("sandbox", format!("{v} ({}): namespaces work", p.display())),
+            Err(e) => fail(
+                format!("{} cannot create a sandbox here: {e}", p.display()),
+                "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), \
+                 or set sandbox.enabled: false",
             ),
         }
     }
@@ -478,8 +528,17 @@ mod tests {
         assert_eq!(find(&checks, "tmux").status, Status::Ok, "not needed");
         let sandbox = find(&checks, "sandbox");
         assert_eq!(sandbox.status, Status::Warn);
-        assert_eq!(sandbox.detail, "bubblewrap not installed");
+        assert_eq!(sandbox.detail, "bubblewrap (bwrap) not found on PATH");
         assert_eq!(sandbox.fix.as_deref(), Some("apt install bubblewrap"));
+        // A project that runs its agents in the sandbox makes the same a failure.
+        let sandboxed = settings_from(
+            "projects:\n  demo: { repo: /tmp/demo, runtime: process, agent: scripted, \
+             sandbox: { enabled: true } }\n\
+             agents:\n  scripted: { kind: command, command: [\"/bin/sh\"] }\n",
+        );
+        let sandbox = find(&d.run(&sandboxed).await, "sandbox").clone();
+        assert_eq!(sandbox.status, Status::Fail);
+        assert!(sandbox.detail.contains("project demo"), "{sandbox:?}");
 
         let tmux = settings_from("projects:\n  demo: { repo: /tmp/demo, runtime: tmux }\n");
         let checks = d.run(&tmux).await;

@@ -292,6 +292,16 @@ pub trait Store: Send + Sync + 'static {
         Err(chat_unsupported())
     }
 
+    /// What a conversation's assistant turns have cost so far: the sum of the `cost_usd` of
+    /// its [`CHAT_TURN_USAGE`] events (turns without a known cost count nothing).
+    ///
+    /// # Errors
+    /// `Database` on failure.
+    async fn conversation_spend(&self, conversation_id: &str) -> StoreResult<f64> {
+        let _ = conversation_id;
+        Err(chat_unsupported())
+    }
+
     /// A conversation's queued and running messages, oldest first.
     ///
     /// # Errors
@@ -606,6 +616,9 @@ fn clamp_limit(limit: i64) -> i64 {
 
 /// What a store without the chat bridge's tables answers (test doubles that only delegate
 /// the fleet's calls).
+/// The event kind of a chat turn's usage (`data.conversation`, `data.usage.cost_usd`).
+pub const CHAT_TURN_USAGE: &str = "chat.turn_usage";
+
 fn chat_unsupported() -> StoreError {
     StoreError::NotFound {
         what: "chat state (this store does not keep it)".into(),

@@ -176,8 +176,14 @@ impl FromStr for SessionState {
 pub enum CostSource {
     /// The agent's own figure (Claude Code's `cost-state` / `total_cost_usd`).
     Agent,
-    /// Tokens priced by Flotilla's list-price table (the agent reports none).
+    /// Tokens priced by Flotilla's built-in list prices (the agent reports none).
     PriceTable,
+    /// Tokens priced from the user's `pricing:` section (at least one model was; the others
+    /// from the built-in prices).
+    Config,
+    /// Tokens were spent on a model no price table knows and the agent reports no cost: the
+    /// cost is unknown (`null`), never counted as 0. The `agent.usage` event names the models.
+    Unpriced,
 }
 
 /// What the agent is doing, as last observed.

@@ -907,6 +907,17 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn conversation_spend(&self, conversation_id: &str) -> StoreResult<f64> {
+        Ok(sqlx::query_scalar::<_, f64>(
+            "SELECT COALESCE(SUM((data->'usage'->>'cost_usd')::float8), 0.0)::float8 FROM events WHERE kind = $1 AND data->>'conversation' = $2",
+        )
+        .bind(super::CHAT_TURN_USAGE)
+        .bind(conversation_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn pending_chat_messages(
         &self,
         conversation_id: &str,

@@ -992,6 +992,17 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn conversation_spend(&self, conversation_id: &str) -> StoreResult<f64> {
+        Ok(sqlx::query_scalar::<_, f64>(
+            "SELECT COALESCE(SUM(CAST(json_extract(data, '$.usage.cost_usd') AS REAL)), 0.0) FROM events WHERE kind = $1 AND json_extract(data, '$.conversation') = $2",
+        )
+        .bind(super::CHAT_TURN_USAGE)
+        .bind(conversation_id)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn pending_chat_messages(
         &self,
         conversation_id: &str,

@@ -135,8 +135,22 @@ async fn bad_requests_get_their_status_and_change_nothing() {
 }
 
 #[actix_web::test]
-async fn the_token_may_come_as_a_query_parameter_for_browsers() {
+async fn a_query_token_opens_the_event_stream_and_nothing_else() {
     let app = spawn_app().await;
+    let before = fingerprint(&app).await;
+    // Browsers' EventSource cannot send a header: the stream takes the token in the query.
+    let r = app
+        .client
+        .get(format!(
+            "{}/api/v1/events?access_token={TOKEN}",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    drop(r);
+    // Everywhere else a token in a URL is refused: it leaks into logs and history.
     let r = app
         .client
         .get(format!(
@@ -146,7 +160,19 @@ async fn the_token_may_come_as_a_query_parameter_for_browsers() {
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .post(format!(
+            "{}/api/v1/sessions?access_token={TOKEN}",
+            app.address
+        ))
+        .json(&json!({"project": "demo", "prompt": "x"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    assert_eq!(fingerprint(&app).await, before, "the store did not change");
 }
 
 #[actix_web::test]
@@ -292,4 +318,115 @@ async fn a_spawn_whose_agent_cannot_start_fails_before_anything_is_made() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
+}
+
+/// Sends a request head announcing a 100-byte body and one byte of it, then reads until the
+/// server closes the connection; returns what it answered.
+async fn stalled_body(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    conn.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server never closed a connection whose body stalled")
+    .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_web::test]
+async fn a_body_that_never_arrives_gets_408_and_its_connection_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "",
+        dir,
+        &[("FLOTILLA__SERVER__BODY_TIMEOUT", "1s")],
+    )
+    .await
+    .expect("app");
+    let before = fingerprint(&app).await;
+    // Many at once, as a slow-loris client would: each is answered and closed, none is held.
+    let stalled: Vec<_> = (0..40)
+        .map(|i| {
+            let path = if i % 2 == 0 {
+                "/webhooks/github"
+            } else {
+                "/api/v1/sessions"
+            };
+            stalled_body(&app.address, path)
+        })
+        .collect();
+    for answer in futures::future::join_all(stalled).await {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+    }
+    let (s, _) = app.get("/api/v1/sessions").await;
+    assert_eq!(s, 200, "the API still answers");
+    assert_eq!(fingerprint(&app).await, before, "the store did not change");
+}
+
+#[actix_web::test]
+async fn two_thousand_slow_webhook_clients_do_not_starve_the_api() {
+    let app = spawn_app().await;
+    // Each client sends a whole head and one byte of its body, then stalls.
+    let mut conns = Vec::new();
+    for _ in 0..2000 {
+        use tokio::io::AsyncWriteExt;
+        let host = app.address.trim_start_matches("http://");
+        let Ok(mut c) = tokio::net::TcpStream::connect(host).await else {
+            break;
+        };
+        let head = format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             X-GitHub-Event: ping\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        if c.write_all(head.as_bytes()).await.is_err() {
+            break;
+        }
+        conns.push(c);
+    }
+    assert_eq!(conns.len(), 2000, "every slow client connected");
+    // The process runs both ends here: the server must still take new connections and
+    // answer them promptly (a deadline, not a measurement).
+    let within = std::time::Duration::from_secs(5);
+    let health = tokio::time::timeout(
+        within,
+        app.client.get(format!("{}/healthz", app.address)).send(),
+    )
+    .await
+    .expect("/healthz answered in time")
+    .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let (s, _) = tokio::time::timeout(within, app.get("/api/v1/sessions"))
+        .await
+        .expect("the API answered in time");
+    assert_eq!(s, 200);
+    // Past `server.max_webhooks_in_flight` (256) a webhook is turned away at once.
+    let mut last = conns.pop().expect("a connection");
+    let mut answer = Vec::new();
+    tokio::time::timeout(within, {
+        use tokio::io::AsyncReadExt;
+        last.read_to_end(&mut answer)
+    })
+    .await
+    .expect("the webhook over the cap was answered and closed")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    drop(conns);
 }

@@ -566,6 +566,66 @@ async fn an_error_result_fails_the_turn_and_the_reply_still_names_the_refused_to
 }
 
 #[actix_web::test]
+async fn turns_priced_from_the_table_count_toward_the_chat_budget_which_then_refuses_turns() {
+    // 10 input tokens at $10,000 and 5 output at $20,000 per million: $0.20 a turn.
+    let more = "  budget_usd: 0.3\npricing:\n  \"scripted-*\": { input: 10000, output: 20000 }\n";
+    let Some(c) = Chat::start(more).await else {
+        return;
+    };
+    let usage_events = || async {
+        let events = c.app.store.events_after(0, 1000).await.expect("events");
+        events
+            .into_iter()
+            .filter(|e| e.kind == "chat.turn_usage")
+            .map(|e| e.data)
+            .collect::<Vec<_>>()
+    };
+    c.with_codebase("b").await;
+    c.send("b", "NOCOST one").await;
+    c.wait_reply("b", "echo: NOCOST one").await;
+    let first = eventually(30, "the first turn's usage", || async {
+        usage_events().await.into_iter().next()
+    })
+    .await;
+    assert_eq!(first["cost_source"], "config", "{first}");
+    assert_eq!(first["usage"]["model"], "scripted-model", "{first}");
+    let cost = first["usage"]["cost_usd"].as_f64().expect("priced");
+    assert!((cost - 0.2).abs() < 1e-9, "{first}");
+    // Under the budget: the second turn runs, and crosses it.
+    c.send("b", "NOCOST two").await;
+    c.wait_reply("b", "echo: NOCOST two").await;
+    c.wait_reply("b", "has now spent $0.40 of its $0.30 budget")
+        .await;
+    // Spent: the next turn is refused with a reply and the assistant never runs.
+    c.send("b", "three").await;
+    let r = c.wait_reply("b", "no more assistant turns here").await;
+    assert!(r.iter().any(|t| t.contains("$0.40 of its $0.30")), "{r:?}");
+    assert!(!r.iter().any(|t| t.contains("echo: three")), "{r:?}");
+    assert_eq!(c.starts().len(), 2, "{:?}", c.starts());
+    // Commands still work; another conversation has its own budget.
+    c.send("b", "/status").await;
+    c.with_codebase("other").await;
+    c.send("other", "NOCOST MODEL:mystery-1 four").await;
+    c.wait_reply("other", "echo: NOCOST MODEL:mystery-1 four")
+        .await;
+    // A model without a price: the cost is unknown and says so, never 0.
+    let unknown = eventually(30, "the unpriced turn's usage", || async {
+        usage_events()
+            .await
+            .into_iter()
+            .find(|e| e["conversation"] == "test:other")
+    })
+    .await;
+    assert_eq!(unknown["cost_source"], "unpriced", "{unknown}");
+    assert!(unknown["usage"]["cost_usd"].is_null(), "{unknown}");
+    assert_eq!(
+        unknown["unpriced_models"],
+        json!(["mystery-1"]),
+        "{unknown}"
+    );
+}
+
+#[actix_web::test]
 async fn cancel_kills_the_running_turn_and_the_timeout_stops_a_slow_one() {
     let Some(c) = Chat::start("").await else {
         return;

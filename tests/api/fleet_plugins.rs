@@ -407,6 +407,7 @@ async fn the_claude_code_plugin_drives_the_scripted_agent_through_tmux() {
     )
     .expect("prompt");
     let mut ctx = AgentContext {
+        permission_mode: None,
         flotilla_cli: None,
         session_id: "demo-1".into(),
         workspace: ws.clone(),
@@ -700,8 +701,10 @@ fn cases_for(kind: AgentKind, exe: &Path, model: &str, dir: &Path) -> Vec<Case> 
             s.command = vec![exe.to_string_lossy().into_owned()];
             s.permission_mode = mode;
             s.model = model.map(str::to_string);
-            let agent = agents::from_settings(kind.as_str(), &s).expect("agent");
+            let prices = std::sync::Arc::new(flotilla::pricing::PriceTable::builtin_only());
+            let agent = agents::from_settings(kind.as_str(), &s, &prices).expect("agent");
             let ctx = AgentContext {
+                permission_mode: None,
                 flotilla_cli: None,
                 session_id: "demo-1".into(),
                 workspace: dir.to_path_buf(),

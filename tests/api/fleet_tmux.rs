@@ -240,6 +240,68 @@ async fn crossing_the_token_budget_stops_the_agent_and_says_why() {
     );
 }
 
+/// A `pricing:` entry for the scripted agent's model far above the built-in price: 4,000
+/// cache-read tokens a message cost $0.80 at it (about half a cent at Sonnet's list price).
+const DEAR_SONNET: &str = "pricing:\n  \"claude-sonnet-4-5*\": { input: 0, output: 0, cache_read: 200, cache_write: 0 }\n";
+
+#[actix_web::test]
+async fn usage_priced_from_the_configured_table_trips_the_dollar_budget() {
+    let extra = "    budget: { session_usd: 0.5, action: stop }\n";
+    let Some((app, _g)) = app_with(extra, DEAR_SONNET).await else {
+        return;
+    };
+    with_origin(&app);
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "write the feature"}))
+        .await;
+    let s = app.wait_state(&id, "killed").await;
+    assert_eq!(s["reason"], "budget_exceeded", "{s}");
+    let usage: &Value = &s["meta"]["usage"];
+    assert_eq!(usage["cost_source"], "config", "{s}");
+    // The built-in price would never reach $0.50: the user's entry priced it.
+    assert!(usage["cost_usd"].as_f64() >= Some(0.5), "{s}");
+    assert!(
+        s["trackers"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["reaction"] == "budget")),
+        "{s}"
+    );
+}
+
+#[actix_web::test]
+async fn a_killed_session_keeps_the_cost_it_had() {
+    let Some((app, _g)) = app_with("", DEAR_SONNET).await else {
+        return;
+    };
+    with_origin(&app);
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "write the feature"}))
+        .await;
+    let before = eventually(30, "a priced usage reading", || async {
+        let (_, s) = app.get(&format!("/api/v1/sessions/{id}")).await;
+        let cost = s["meta"]["usage"]["cost_usd"].as_f64().filter(|c| *c > 0.0);
+        cost.map(|c| (c, s))
+    })
+    .await;
+    assert_eq!(
+        before.1["meta"]["usage"]["cost_source"], "config",
+        "{}",
+        before.1
+    );
+    let (st, v) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(
+        (st, v["session"]["state"].as_str()),
+        (200, Some("killed")),
+        "{v}"
+    );
+    let s = app.wait_state(&id, "killed").await;
+    let usage = &s["meta"]["usage"];
+    assert_eq!(usage["cost_source"], "config", "{s}");
+    assert!(usage["cost_usd"].as_f64() >= Some(before.0), "{s}");
+}
+
 #[actix_web::test]
 async fn after_kill_dash_nine_tmux_sessions_are_readopted_and_new_orphans_reported() {
     if !require_tool("tmux") || !require_tool("git") {

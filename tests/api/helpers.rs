@@ -38,8 +38,9 @@ pub fn require_tool(tool: &str) -> bool {
     ok
 }
 
-/// A real agent CLI (`claude`, `codex`): `$<env_var>`, else on `PATH`, else where `.ci/deps.sh`
-/// installs the pinned versions (`$FLOTILLA_CLIS_DIR`, default `~/.cache/flotilla/real-clis`).
+/// A real agent CLI (`claude`, `codex`, `opencode`, `aider`): `$<env_var>`, else on `PATH`, else
+/// where `.ci/deps.sh` installs the pinned versions (`$FLOTILLA_CLIS_DIR`, default
+/// `~/.cache/flotilla/real-clis`: npm's `node_modules/.bin`, aider's `aider-venv/bin`).
 /// `None` (skip) when none exists; under `CI=true` a missing CLI fails the test.
 pub fn real_cli(name: &str, env_var: &str) -> Option<PathBuf> {
     let cache = std::env::var_os("FLOTILLA_CLIS_DIR")
@@ -47,7 +48,9 @@ pub fn real_cli(name: &str, env_var: &str) -> Option<PathBuf> {
         .or_else(|| {
             std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/flotilla/real-clis"))
         })
-        .map(|d| d.join("node_modules/.bin").join(name));
+        .into_iter()
+        .flat_map(|d| [d.join("node_modules/.bin"), d.join("aider-venv/bin")])
+        .map(|d| d.join(name));
     let on_path = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(name))

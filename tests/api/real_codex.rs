@@ -180,6 +180,7 @@ impl Tmux {
         let prompt_file = ws.with_extension("prompt.md");
         std::fs::write(&prompt_file, prompt).expect("prompt");
         let ctx = AgentContext {
+            permission_mode: None,
             flotilla_cli: None,
             session_id: "codex-1".into(),
             workspace: ws.to_path_buf(),
@@ -236,7 +237,8 @@ async fn reading(s: &Setup, ws: &Path) -> Option<Reading> {
 /// What Codex's log should say the fake reported, and what that costs at list price.
 fn expected_usage(fake: &FakeOpenAi) -> flotilla::plugins::activity::Usage {
     let r = fake.reported_usage();
-    let (i, c, o) = codex::price_per_mtok(MODEL).expect("priced");
+    let p = flotilla::pricing::builtin::price(MODEL).expect("priced");
+    let (i, c, o) = (p.input, p.cache_read, p.output);
     flotilla::plugins::activity::Usage {
         input_tokens: r.input - r.cached,
         output_tokens: r.output,
@@ -245,6 +247,7 @@ fn expected_usage(fake: &FakeOpenAi) -> flotilla::plugins::activity::Usage {
             ((r.input - r.cached) as f64 * i + r.cached as f64 * c + r.output as f64 * o) / 1e6,
         ),
         cost_source: Some(flotilla::store::CostSource::PriceTable),
+        unpriced_models: Vec::new(),
     }
 }
 

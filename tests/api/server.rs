@@ -41,6 +41,17 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts `flotilla serve --config cfg` and waits for `/readyz`.
     pub async fn start(cwd: &Path, home: &Path, cfg: &Path, port: u16) -> ServerProc {
+        ServerProc::start_with_env(cwd, home, cfg, port, &[]).await
+    }
+
+    /// [`ServerProc::start`] with extra environment variables (`FLOTILLA__…` overrides).
+    pub async fn start_with_env(
+        cwd: &Path,
+        home: &Path,
+        cfg: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> ServerProc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -52,6 +63,7 @@ impl ServerProc {
             .current_dir(cwd)
             .env("FLOTILLA_HOME", home)
             .env("FLOTILLA__SERVER__PORT", port.to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().expect("clone")))
             .stderr(Stdio::from(log))
             .spawn()

@@ -24,7 +24,9 @@
 //! an empty script answers [`FakeOpenAi::set_default`] (initially `Text("Done.")`). Responses
 //! requests without tools are side requests (Codex's TUI asks for a session title that way, in
 //! parallel with the turn): they get a short text and consume nothing, so the script is the
-//! agent's turn alone. Every request body is kept in arrival order.
+//! agent's turn alone. Chat Completions requests are all turns (aider sends no tools at all)
+//! unless [`FakeOpenAi::side_requests_without_tools`] is set (OpenCode asks for a title that
+//! way). Every request body is kept in arrival order.
 //!
 //! The server runs on its own thread and actix system, so it keeps answering while a test's
 //! runtime is busy; it stops when the fake is dropped.
@@ -131,6 +133,8 @@ struct State {
     requests: Vec<Request>,
     key: Option<String>,
     next_id: u64,
+    /// Chat Completions requests without tools are side requests.
+    chat_side_without_tools: bool,
 }
 
 /// The fake.
@@ -444,7 +448,9 @@ async fn chat_completions(
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let (step, usage, id) = match take_step(&data, &req, &body, false) {
+    let side = lock(&data).chat_side_without_tools
+        && body["tools"].as_array().is_none_or(|t| t.is_empty());
+    let (step, usage, id) = match take_step(&data, &req, &body, side) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -569,6 +575,7 @@ impl FakeOpenAi {
             requests: Vec::new(),
             key: None,
             next_id: 0,
+            chat_side_without_tools: false,
         }));
         let data = web::Data::new(state.clone());
         let (tx, rx) = std::sync::mpsc::channel();
@@ -625,6 +632,13 @@ impl FakeOpenAi {
     /// Refuse requests whose `Authorization` is not `Bearer <key>` (401 `invalid_api_key`).
     pub fn require_key(&self, key: &str) {
         self.s().key = Some(key.to_string());
+    }
+
+    /// Treat Chat Completions requests without tools as side requests (a short text, no step
+    /// consumed), as Responses requests always are: for agents that always offer tools on
+    /// their turns and ask for a title without (OpenCode).
+    pub fn side_requests_without_tools(&self) {
+        self.s().chat_side_without_tools = true;
     }
 
     /// Steps not yet consumed.

@@ -17,6 +17,9 @@
 //!   out of turns: a `result` with subtype `error_max_turns`, `is_error`, a
 //!   `permission_denials` entry (Bash `make deploy`) and `total_cost_usd` 0.25, exit 0.
 //!
+//! - `NOCOST`: the `result` reports tokens (10 in, 5 out) and no cost;
+//! - `MODEL:<name>`: the model `system/init` names (default `scripted-model`).
+//!
 //! Otherwise it answers `echo: <prompt>`.
 
 use std::io::Write;
@@ -97,7 +100,10 @@ fn main() {
             .unwrap_or(0);
         format!("sess-{}-{nanos}", std::process::id())
     });
-    emit(json!({"type": "system", "subtype": "init", "session_id": session, "cwd": cwd}));
+    let model = word_after(&prompt, "MODEL:").unwrap_or("scripted-model");
+    emit(
+        json!({"type": "system", "subtype": "init", "session_id": session, "cwd": cwd, "model": model}),
+    );
     if prompt.contains("FAIL") {
         eprintln!("scripted failure: the model is unavailable");
         std::process::exit(3);
@@ -139,9 +145,12 @@ fn main() {
     } else {
         say(&format!("echo: {}", prompt.trim()));
     }
-    emit(
-        json!({"type": "result", "subtype": "success", "is_error": false,
-        "result": "ok", "session_id": session}),
-    );
+    let mut result = json!({"type": "result", "subtype": "success", "is_error": false,
+        "result": "ok", "session_id": session});
+    if prompt.contains("NOCOST") {
+        // Tokens without a cost: Flotilla prices them at the init model.
+        result["usage"] = json!({"input_tokens": 10, "output_tokens": 5});
+    }
+    emit(result);
     log("end", json!({ "prompt": prompt }));
 }

@@ -18,6 +18,7 @@ pub mod messages;
 pub mod notifier;
 pub mod platforms;
 pub mod scheduler;
+pub mod spend;
 pub mod test_platform;
 pub mod turn;
 pub mod workspace;
@@ -64,6 +65,8 @@ pub struct ChatContext {
     pub journal: Option<Arc<Journal>>,
     /// How long to wait for the fleet's answer.
     pub actor_timeout: Duration,
+    /// What a turn's tokens cost when the assistant reports no cost (`pricing:`).
+    pub prices: Arc<crate::pricing::PriceTable>,
     /// One lock per main checkout: git refuses concurrent worktree and fetch operations on a
     /// repository (`.git/*.lock`), and conversations run in parallel.
     pub repo_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
@@ -116,6 +119,7 @@ impl ChatContext {
             fleet: None,
             journal: None,
             actor_timeout: Duration::from_secs(10),
+            prices: Arc::new(crate::pricing::PriceTable::builtin_only()),
             repo_locks: Default::default(),
         }
     }
@@ -289,6 +293,7 @@ pub fn start(
     ctx.fleet = fleet;
     ctx.journal = journal;
     ctx.actor_timeout = settings.server.actor_timeout.get();
+    ctx.prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
     let supervisor = ChatSupervisor::new(Arc::new(ctx)).start();
     let inbox: Arc<dyn crate::plugins::ChatInbox> = Arc::new(inbox::StoreInbox::new(
         store,

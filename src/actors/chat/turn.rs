@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 use super::commands::{self, Action};
+use super::spend;
 use super::workspace;
 use super::ChatContext;
 use crate::chat::parse::{parse, Parsed};
@@ -316,6 +317,15 @@ async fn handle_message(
             if let Err(e) = ctx.store.update_conversation(&conv).await {
                 tracing::warn!(error = %e, "cannot save conversation state");
             }
+            let budget = ctx.settings.budget_usd;
+            if let (Some(spent), Some(max)) = (
+                spend::over_budget(&ctx.store, conversation, budget).await,
+                budget,
+            ) {
+                tracing::info!(conversation, spent, max, "chat budget spent: turn refused");
+                reply_to(ctx, conversation, &spend::refusal(spent, max)).await;
+                return Outcome::Done;
+            }
             run_assistant(ctx, &conv, msg.id, &prompt, handles).await
         }
     }
@@ -420,10 +430,12 @@ async fn run_assistant(
     };
     handles.end();
     drop(slot);
-    if let Some(u) = usage {
-        record_usage(ctx, conv, message, last_session.as_deref(), u).await;
-    }
-    match outcome {
+    // Whether this turn's spend is recorded: only then can it have reached the budget.
+    let recorded = match usage {
+        Some(u) => record_usage(ctx, conv, message, last_session.as_deref(), u).await,
+        None => false,
+    };
+    let result = match outcome {
         Ok(Ok(())) => {
             replier.finish().await;
             Outcome::Done
@@ -460,44 +472,67 @@ async fn run_assistant(
             reply_to(ctx, &conversation, "⏹ Cancelled.").await;
             other
         }
+    };
+    let budget = ctx.settings.budget_usd;
+    if recorded {
+        if let (Some(spent), Some(max)) = (
+            spend::over_budget(&ctx.store, &conversation, budget).await,
+            budget,
+        ) {
+            reply_to(ctx, &conversation, &spend::crossed(spent, max)).await;
+        }
     }
+    result
 }
 
-/// Records what a turn cost, as the assistant reported it, as a `chat.turn_usage` event
-/// (`cost_source: "agent"`). No chat budget exists to check it against (fleet budgets are per
-/// project session); the event log is where chat spend is summed.
+/// Records what a turn cost as a `chat.turn_usage` event: the assistant's own cost, else its
+/// tokens priced from the `pricing:` table ([`spend::price_turn`]), with `cost_source` and,
+/// for a model without a price, `unpriced_models`. The event log is where a conversation's
+/// spend is summed (`chat.budget_usd`). Returns whether the event was written.
 async fn record_usage(
     ctx: &ChatContext,
     conv: &ConversationRecord,
     message: i64,
     session: Option<&str>,
     u: TurnUsage,
-) {
+) -> bool {
     let Some(journal) = &ctx.journal else {
         tracing::debug!("no journal: a chat turn's usage is not recorded");
-        return;
+        return false;
     };
+    let priced = spend::price_turn(&ctx.prices, ctx.settings.assistant.model.as_deref(), u);
+    if !priced.unpriced_models.is_empty() {
+        tracing::warn!(models = ?priced.unpriced_models, "a chat turn's model has no price: its cost is unknown (add it under pricing:)");
+    }
+    let mut data = serde_json::json!({
+        "conversation": conv.id,
+        "message": message,
+        "assistant": ctx.assistant.kind(),
+        "command": conv.last_command,
+        "session": session,
+        "usage": priced.usage,
+        "cost_source": priced.cost_source,
+    });
+    if !priced.unpriced_models.is_empty() {
+        data["unpriced_models"] = serde_json::json!(priced.unpriced_models);
+    }
     let event = NewEvent {
         session_id: None,
         kind: TURN_USAGE_EVENT.into(),
-        data: serde_json::json!({
-            "conversation": conv.id,
-            "message": message,
-            "assistant": ctx.assistant.kind(),
-            "command": conv.last_command,
-            "session": session,
-            "usage": u,
-            "cost_source": crate::store::CostSource::Agent,
-        }),
+        data,
         at: chrono::Utc::now(),
     };
-    if let Err(e) = journal.append(&event).await {
-        tracing::warn!(error = %e, "cannot record a chat turn's usage");
+    match journal.append(&event).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record a chat turn's usage");
+            false
+        }
     }
 }
 
 /// The event kind of a chat turn's usage.
-pub const TURN_USAGE_EVENT: &str = "chat.turn_usage";
+pub const TURN_USAGE_EVENT: &str = crate::store::CHAT_TURN_USAGE;
 
 /// What the user is told about the tools the assistant was refused: each tool and what it
 /// tried, the mode that refused it, and who can change that.

@@ -216,7 +216,9 @@ async fn try_start(
     if let Err(e) = write.await {
         return Err(cleanup(e.into()).await);
     }
+    let sandbox = fleet.sandbox.sandbox_for(project, &s.agent);
     let ctx = AgentContext {
+        permission_mode: sandbox.as_ref().map(|b| b.permission_mode),
         flotilla_cli: fleet.cli_path.clone(),
         session_id: s.id.to_string(),
         workspace: path.clone(),
@@ -269,6 +271,23 @@ async fn try_start(
     if let Err(e) = agent.prepare(&ctx, &project.repo, &env).await {
         return Err(cleanup(e).await);
     }
+    let argv = match &sandbox {
+        None => argv,
+        Some(b) => {
+            let req = super::sandboxed::Request {
+                fleet,
+                session: s.id.as_str(),
+                sandbox: b,
+                agent: agent.as_ref(),
+                workspace: &path,
+                prompt_file: &prompt_file,
+            };
+            match super::sandboxed::wrap(&req, argv, &mut env).await {
+                Ok(a) => a,
+                Err(e) => return Err(cleanup(e).await),
+            }
+        }
+    };
     let spec = LaunchSpec {
         session_id: s.id.to_string(),
         cwd: path.clone(),

@@ -198,6 +198,9 @@ pub enum EventKind {
         /// What the whole project has spent, this session included (for its budget).
         #[serde(default)]
         project_usd: Option<f64>,
+        /// Models that spent tokens but have no price (why `usage.cost_usd` is `None`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unpriced_models: Vec<String>,
     },
 }
 
@@ -332,6 +335,17 @@ pub enum Effect {
         /// Text.
         message: String,
     },
+}
+
+impl Effect {
+    /// Whether it starts or stops the agent or creates or removes its workspace (such effects
+    /// run in commit order, see `LifecycleOrder`).
+    pub fn is_lifecycle(&self) -> bool {
+        matches!(
+            self,
+            Effect::StartRuntime { .. } | Effect::DestroyRuntime | Effect::CleanupWorkspace
+        )
+    }
 }
 
 /// How the machine took the event.
@@ -906,7 +920,11 @@ impl Machine<'_> {
             EventKind::AgentReported { state, note, pr } => {
                 self.reported(*state, note.as_deref(), pr.as_ref())
             }
-            EventKind::UsageObserved { usage, project_usd } => self.usage(*usage, *project_usd),
+            EventKind::UsageObserved {
+                usage,
+                project_usd,
+                unpriced_models,
+            } => self.usage(*usage, *project_usd, unpriced_models),
             EventKind::TimerFired { kind } => self.timer(kind),
             EventKind::ActorGaveUp { reason } => {
                 if st.is_terminal() {
@@ -962,9 +980,23 @@ impl Machine<'_> {
         }
     }
 
-    /// Records spend; crossing the budget stops the agent or escalates, as configured.
-    fn usage(&mut self, usage: Usage, project_usd: Option<f64>) -> Outcome {
+    /// Records spend; crossing the budget stops the agent or escalates, as configured. Spend
+    /// without a price (`unpriced_models`) is recorded in `meta.unpriced_models`, and a human
+    /// is told once when a US-dollar budget cannot count it.
+    fn usage(
+        &mut self,
+        mut usage: Usage,
+        project_usd: Option<f64>,
+        unpriced: &[String],
+    ) -> Outcome {
         let old: Option<Usage> = serde_json::from_value(self.s.session.meta["usage"].clone()).ok();
+        if self.state().is_terminal() {
+            // A session that ended keeps the cost it had when a last reading has none.
+            if let (None, Some(o)) = (usage.cost_usd, old.filter(|o| o.cost_usd.is_some())) {
+                usage.cost_usd = o.cost_usd;
+                usage.cost_source = o.cost_source;
+            }
+        }
         if old == Some(usage) {
             return Outcome::Noop("usage unchanged".into());
         }
@@ -975,9 +1007,30 @@ impl Machine<'_> {
             self.s.timers.clear();
             return Outcome::Applied;
         }
+        let newly_unpriced =
+            !unpriced.is_empty() && self.s.session.meta["unpriced_models"].is_null();
+        if unpriced.is_empty() {
+            if let Some(m) = self.s.session.meta.as_object_mut() {
+                m.remove("unpriced_models");
+            }
+        } else {
+            self.s.session.meta["unpriced_models"] = serde_json::json!(unpriced);
+        }
         let Some(b) = self.policy.budget else {
             return Outcome::Applied;
         };
+        if newly_unpriced && (b.session_usd.is_some() || b.project_usd.is_some()) {
+            self.effects.push(Effect::Notify {
+                reaction: Some("budget".into()),
+                priority: Priority::Warning,
+                message: format!(
+                    "No price for model {}: this session's cost is unknown and its dollar \
+                     budget cannot count it. Add the model under `pricing:` in the config.",
+                    unpriced.join(", ")
+                ),
+                escalation: false,
+            });
+        }
         let tokens = usage.input_tokens + usage.output_tokens;
         let over = match (b.session_usd, usage.cost_usd, b.session_tokens) {
             (Some(max), Some(cost), _) if cost >= max => {

@@ -17,6 +17,7 @@ pub mod machine;
 pub mod messages;
 pub mod policy;
 pub mod pr_events;
+mod sandboxed;
 mod scm;
 
 use std::collections::HashMap;
@@ -139,7 +140,23 @@ impl SessionActor {
                     });
                 }
             }
-            (Some(h), _) => self.watch(ctx, h.clone()),
+            (Some(h), _) => {
+                self.watch(ctx, h.clone());
+                // An adopted sandboxed agent needs its egress proxy again.
+                let fleet = self.fleet.clone();
+                let id = self.id.to_string();
+                actix::spawn(async move {
+                    let run_dir =
+                        crate::actors::sandbox_host::SandboxHost::run_dir(&fleet.home, &id);
+                    if let Err(e) = fleet
+                        .sandbox
+                        .restore_proxy(fleet.journal.clone(), &run_dir, &id)
+                        .await
+                    {
+                        tracing::warn!(session = %id, error = %e, "restarting the sandbox proxy failed");
+                    }
+                });
+            }
             (None, _) => {}
         }
     }
@@ -191,6 +208,7 @@ impl SessionActor {
     fn end(&mut self) {
         self.watcher = None;
         self.unwatch_output();
+        self.fleet.sandbox.stop(self.id.as_str());
         self.supervisor.do_send(SessionEnded {
             id: self.id.clone(),
             project: self
@@ -476,6 +494,8 @@ impl SessionActor {
         let fleet = self.fleet.clone();
         let addr = ctx.address().downgrade();
         let id = self.id.clone();
+        let ordered = effects.iter().any(Effect::is_lifecycle);
+        let order = fleet.clone();
         let fut = async move {
             for effect in effects {
                 let follow = run_effect(&fleet, &s, effect).await;
@@ -485,7 +505,11 @@ impl SessionActor {
             }
         }
         .instrument(tracing::info_span!("effects", session_id = %id));
-        tokio::spawn(fut);
+        if ordered {
+            order.lifecycle_order.run_after_previous(id.as_str(), fut);
+        } else {
+            tokio::spawn(fut);
+        }
     }
 }
 
@@ -528,6 +552,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                     tracing::warn!(error = %e, "destroying the runtime failed");
                 }
             }
+            fleet.sandbox.stop(rec.id.as_str());
             None
         }
         Effect::CleanupWorkspace => {
@@ -666,10 +691,35 @@ impl Handler<Apply> for SessionActor {
     }
 }
 
+/// Longest a kill waits to read the agent's usage one last time.
+const FINAL_USAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Handler<Kill> for SessionActor {
     type Result = AtomicResponse<Self, Result<StepReport, SessionError>>;
+    /// Reads the agent's usage once more before the kill (a killed session stops watching
+    /// and keeps the cost it had at that moment), then kills.
     fn handle(&mut self, msg: Kill, _ctx: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.apply(EventKind::KillRequested { reason: msg.reason }))
+        let fleet = self.fleet.clone();
+        let snapshot = self.snapshot.clone();
+        let read = async move {
+            let s = snapshot.filter(|s| !s.session.state.is_terminal())?;
+            tokio::time::timeout(FINAL_USAGE_TIMEOUT, final_usage(&fleet, &s))
+                .await
+                .ok()
+                .flatten()
+        };
+        let reason = msg.reason;
+        AtomicResponse::new(Box::pin(read.into_actor(self).then(
+            move |usage, act, _ctx| -> ResponseActFuture<Self, Result<StepReport, SessionError>> {
+                let kill = EventKind::KillRequested { reason };
+                match usage {
+                    Some(event) => {
+                        Box::pin(act.apply(event).then(move |_, act, _ctx| act.apply(kill)))
+                    }
+                    None => act.apply(kill),
+                }
+            },
+        )))
     }
 }
 
@@ -908,12 +958,15 @@ async fn usage_event(
         cost_source: u.cost_source,
     };
     let known: Option<machine::Usage> = serde_json::from_value(rec.meta["usage"].clone()).ok();
-    if known == Some(usage) {
+    let known_unpriced: Vec<String> =
+        serde_json::from_value(rec.meta["unpriced_models"].clone()).unwrap_or_default();
+    if known == Some(usage) && known_unpriced == u.unpriced_models {
         return None;
     }
     Some(EventKind::UsageObserved {
         usage,
         project_usd: project_spend(fleet, rec, usage.cost_usd).await,
+        unpriced_models: u.unpriced_models,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The `aider` agent.
 //!
 //! Launch: `aider [--chat-mode ask | --yes-always] [--model M] --no-check-update
-//! --no-show-release-notes --no-analytics [args…] --message-file <prompt file>`. Aider has no
+//! --no-show-release-notes --no-analytics --no-gitignore --no-show-model-warnings [args…]
+//! --message-file <prompt file>`. Aider has no
 //! "start with this message and keep chatting" mode: `--message`/`--message-file` process one
 //! message and exit (that is what agent-orchestrator ran too), so an aider session is one
 //! turn: it edits, auto-commits and exits, and the session ends with aider's exit status.
@@ -10,18 +11,32 @@
 //! nothing (aider applies edits itself and asks before other actions), `suggest` is
 //! `--chat-mode ask` (answers without editing), `permissionless` is `--yes-always`.
 //! The update check, release notes and analytics are disabled because each can stop an
-//! unattended run at a question. Flags checked against aider 0.86.
+//! unattended run at a question; so are two more questions aider 0.86.2 asks on a terminal
+//! before it reads the message (seen under tmux): "Add .aider* to .gitignore (recommended)?"
+//! in every repository whose ignore rules lack `.aider*` (and, answered yes, it leaves an
+//! uncommitted `.gitignore` change in the worktree), and, for a model it has no metadata for
+//! (any OpenAI-compatible endpoint), "Open documentation url for more info?". Flags checked
+//! by running aider 0.86.2.
 //!
 //! Observation: aider keeps no machine-readable log, so activity comes from the screen
-//! (its `(Y)es/(N)o … [Yes]:` prompts are waiting_input).
+//! (its `(Y)es/(N)o … [Yes]:` prompts are waiting_input). Usage comes from the transcript it
+//! appends to in the repository, `.aider.chat.history.md` (`--chat-history-file`): after
+//! every answer a `> Tokens: 1.6k sent, 12 cache hit, 50 received. Cost: $0.0042 message,
+//! $0.0042 session.` line (the cost only when aider knows the model's price, e.g. from a
+//! `.aider.model.metadata.json`). The counts are aider's, rounded as it prints them.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
 use super::program;
 use crate::config::{AgentSettings, PermissionMode};
+use crate::plugins::activity::Usage;
 use crate::plugins::{Agent, AgentContext, PluginResult};
+
+/// Aider's transcript file, relative to the repository (its `--chat-history-file` default).
+pub const CHAT_HISTORY: &str = ".aider.chat.history.md";
 
 /// Launches aider.
 #[derive(Debug, Clone)]
@@ -35,6 +50,74 @@ impl AiderAgent {
     pub fn new(name: String, settings: AgentSettings) -> Self {
         AiderAgent { name, settings }
     }
+
+    /// Where aider writes its transcript for `workspace`: `--chat-history-file` from the
+    /// configured args, else [`CHAT_HISTORY`] in the workspace.
+    pub fn chat_history(&self, workspace: &Path) -> PathBuf {
+        let args = &self.settings.args;
+        let given = args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix("--chat-history-file=")
+                .map(str::to_string)
+                .or_else(|| (a == "--chat-history-file").then(|| args.get(i + 1).cloned())?)
+        });
+        workspace.join(given.unwrap_or_else(|| CHAT_HISTORY.to_string()))
+    }
+}
+
+/// A token count as aider prints it: `727`, `1.6k`, `12k`.
+fn tokens(s: &str) -> Option<u64> {
+    match s.strip_suffix('k') {
+        Some(k) => k.parse::<f64>().ok().map(|v| (v * 1000.0).round() as u64),
+        None => s.parse().ok(),
+    }
+}
+
+/// The usage aider reported in its transcript: every `Tokens: …` report summed, and the
+/// `$… message` costs summed when aider priced them. `None` when the transcript has no report.
+pub fn usage(history: &str) -> Option<Usage> {
+    let mut total = Usage::default();
+    let mut seen = false;
+    let mut cost: Option<f64> = None;
+    for line in history.lines() {
+        let line = line.trim_start_matches('>').trim();
+        if let Some(report) = line.strip_prefix("Tokens: ") {
+            seen = true;
+            // "727 sent, 12 cache write, 5 cache hit, 10 received." then maybe " Cost: …".
+            let (counts, rest) = match report.find(" received.") {
+                Some(i) => report.split_at(i + " received".len()),
+                None => (report, ""),
+            };
+            let rest = rest.trim_start_matches('.');
+            for part in counts.split(", ") {
+                let Some((n, what)) = part.split_once(' ') else {
+                    continue;
+                };
+                let Some(n) = tokens(n) else { continue };
+                match what {
+                    "sent" => total.input_tokens += n,
+                    "received" => total.output_tokens += n,
+                    "cache write" | "cache hit" => total.cache_tokens += n,
+                    _ => {}
+                }
+            }
+            if let Some(c) = message_cost(rest) {
+                *cost.get_or_insert(0.0) += c;
+            }
+        } else if let Some(c) = message_cost(line) {
+            // With both cache figures aider puts the cost on the next line.
+            *cost.get_or_insert(0.0) += c;
+        }
+    }
+    total.cost_usd = cost;
+    total.cost_source = cost.map(|_| crate::store::CostSource::Agent);
+    seen.then_some(total)
+}
+
+/// `$X` of a `Cost: $X message, $Y session.` report.
+fn message_cost(text: &str) -> Option<f64> {
+    let rest = text.trim().strip_prefix("Cost: $")?;
+    let (amount, _) = rest.split_once(" message")?;
+    amount.parse().ok()
 }
 
 #[async_trait]
@@ -53,7 +136,7 @@ impl Agent for AiderAgent {
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "aider");
-        match s.permission_mode {
+        match ctx.mode(s) {
             PermissionMode::Default | PermissionMode::AutoEdit => {}
             PermissionMode::Suggest => argv.extend(["--chat-mode".into(), "ask".into()]),
             PermissionMode::Permissionless => argv.push("--yes-always".into()),
@@ -66,6 +149,8 @@ impl Agent for AiderAgent {
                 "--no-check-update",
                 "--no-show-release-notes",
                 "--no-analytics",
+                "--no-gitignore",
+                "--no-show-model-warnings",
             ]
             .map(String::from),
         );
@@ -94,6 +179,14 @@ impl Agent for AiderAgent {
 
     fn takes_message_at_launch(&self) -> bool {
         true
+    }
+
+    async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {
+        match tokio::fs::read_to_string(self.chat_history(workspace)).await {
+            Ok(text) => Ok(usage(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -126,6 +219,8 @@ mod tests {
                 "--no-check-update",
                 "--no-show-release-notes",
                 "--no-analytics",
+                "--no-gitignore",
+                "--no-show-model-warnings",
                 "--message-file",
                 file.as_str()
             ]
@@ -146,5 +241,49 @@ mod tests {
             Some("--restore-chat-history")
         );
         assert!(!resumed.contains(&"--message-file".to_string()));
+    }
+
+    #[test]
+    fn usage_sums_the_reports_in_aiders_transcript() {
+        // As aider 0.86.2 writes them: one report per answer, the cost on the next line when
+        // both cache figures are there, no cost for a model without a price.
+        let history = "# aider chat started at 2026-12-02 00:23:42\n\n\
+            #### Change hello.txt to say goodbye  \n\n\
+            > Tokens: 727 sent, 10 received. Cost: $0.0016 message, $0.0016 session.  \n\
+            > Applied edit to hello.txt  \n\
+            > Tokens: 1.6k sent, 12 cache write, 3 cache hit, 1.2k received.  \n\
+            > Cost: $0.02 message, $0.02 session.  \n\
+            #### next  \n\
+            > Tokens: 12k sent, 50 received.  \n";
+        let u = usage(history).expect("usage");
+        assert_eq!(
+            (u.input_tokens, u.cache_tokens, u.output_tokens),
+            (727 + 1600 + 12000, 15, 10 + 1200 + 50)
+        );
+        assert!((u.cost_usd.expect("cost") - 0.0216).abs() < 1e-9);
+        assert_eq!(u.cost_source, Some(crate::store::CostSource::Agent));
+        let unpriced = usage("> Tokens: 727 sent, 10 received.  \n").expect("usage");
+        assert_eq!((unpriced.cost_usd, unpriced.cost_source), (None, None));
+        assert_eq!(usage("# aider chat started\n"), None);
+    }
+
+    #[test]
+    fn the_transcript_path_follows_chat_history_file() {
+        let ws = Path::new("/w");
+        let mut s = settings(AgentKind::Aider, PermissionMode::Default, None);
+        assert_eq!(
+            AiderAgent::new("a".into(), s.clone()).chat_history(ws),
+            ws.join(CHAT_HISTORY)
+        );
+        s.args = vec!["--chat-history-file".into(), "h.md".into()];
+        assert_eq!(
+            AiderAgent::new("a".into(), s.clone()).chat_history(ws),
+            ws.join("h.md")
+        );
+        s.args = vec!["--chat-history-file=/abs/h.md".into()];
+        assert_eq!(
+            AiderAgent::new("a".into(), s).chat_history(ws),
+            PathBuf::from("/abs/h.md")
+        );
     }
 }

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -32,6 +33,7 @@ use crate::plugins::activity::{
     Usage, TAIL_BYTES,
 };
 use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
+use crate::pricing::{PriceTable, Priced, Tokens};
 
 /// Longest encoded project directory name before the CLI shortens it with a hash.
 const MAX_DIR_NAME: usize = 200;
@@ -43,12 +45,24 @@ const ASKING_TOOLS: &[&str] = &["AskUserQuestion", "ExitPlanMode"];
 pub struct ClaudeCodeAgent {
     name: String,
     settings: AgentSettings,
+    /// What tokens cost when the agent reports no cost.
+    prices: Arc<PriceTable>,
 }
 
 impl ClaudeCodeAgent {
     /// A Claude Code agent called `name` with its settings.
     pub fn new(name: String, settings: AgentSettings) -> Self {
-        ClaudeCodeAgent { name, settings }
+        ClaudeCodeAgent {
+            name,
+            settings,
+            prices: Arc::new(PriceTable::builtin_only()),
+        }
+    }
+
+    /// Prices its usage with `prices` (the `pricing:` table) instead of the built-in prices.
+    pub fn with_prices(mut self, prices: Arc<PriceTable>) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// `$CLAUDE_CONFIG_DIR` or `$HOME/.claude`, as the agent process sees them.
@@ -226,6 +240,23 @@ pub fn hook_settings(cli: &Path) -> Value {
     serde_json::json!({"hooks": {"PermissionRequest": hook, "Notification": hook}})
 }
 
+/// The `--settings` a launch passes, if any: the hooks (when Flotilla knows its own binary)
+/// and, for `permissionless`, `skipDangerousModePermissionPrompt`. The operator chose to skip
+/// permissions by configuring that mode; without it, every launch stops on Claude Code's
+/// "Bypass Permissions mode … Yes, I accept" dialog, which the CLI also skips when the consent
+/// comes in with `--settings` (it is the flag's settings source; nothing is written to the
+/// user's files).
+fn launch_settings(cli: Option<&Path>, mode: PermissionMode) -> Option<Value> {
+    let mut settings = cli.map_or_else(|| serde_json::json!({}), hook_settings);
+    if mode == PermissionMode::Permissionless {
+        settings["skipDangerousModePermissionPrompt"] = Value::Bool(true);
+    }
+    settings
+        .as_object()
+        .is_some_and(|o| !o.is_empty())
+        .then_some(settings)
+}
+
 /// Records in Claude Code's `.claude.json` what the user already decided by configuring
 /// Flotilla: the project's repository is trusted (its worktrees inherit that, so no "Is this a
 /// project you trust?" per spawn), and the API key the agent's configured environment carries
@@ -374,34 +405,15 @@ pub fn waiting_question(name: &str, input: &Value) -> String {
     }
 }
 
-/// List prices in USD per million tokens (input, output) by model family; cache writes cost
-/// 1.25× input, cache reads 0.1× input. Approximate: long-context and 1-hour cache-write
-/// premiums are ignored. Unknown models have no price.
-pub fn price_per_mtok(model: &str) -> Option<(f64, f64)> {
-    let m = model.to_ascii_lowercase();
-    let table: &[(&str, (f64, f64))] = &[
-        ("opus-4-5", (5.0, 25.0)),
-        ("opus-4-6", (5.0, 25.0)),
-        ("opus", (15.0, 75.0)),
-        ("sonnet", (3.0, 15.0)),
-        ("haiku-4", (1.0, 5.0)),
-        ("3-5-haiku", (0.8, 4.0)),
-        ("haiku", (0.25, 1.25)),
-    ];
-    table
-        .iter()
-        .find(|(key, _)| m.contains(key))
-        .map(|(_, p)| *p)
-}
-
 /// Sums `message.usage` over a Claude Code JSONL log. Claude writes one line per content
 /// block, each repeating its message's usage, so usage is counted once per message id (the
 /// last copy wins: it has the final output count). The cost is Claude Code's own
 /// (`cost-state.totalCostUSD`, which it writes after a turn) when that entry comes after the
 /// last assistant message and knows every model's price; otherwise the tokens are priced with
-/// [`price_per_mtok`]. `cost_source` says which.
-pub fn usage(log: &str) -> Usage {
-    let mut total = table_usage(log);
+/// `prices` (the `pricing:` table over the built-in prices). `cost_source` says which; a
+/// model without a price makes the cost `None` (`unpriced`, the model named).
+pub fn usage(log: &str, prices: &PriceTable) -> Usage {
+    let mut total = table_usage(log, prices);
     let mut agent_cost: Option<f64> = None;
     for line in log.lines() {
         if line.contains("\"type\":\"assistant\"") {
@@ -420,13 +432,12 @@ pub fn usage(log: &str) -> Usage {
     if let Some(cost) = agent_cost {
         total.cost_usd = Some(cost);
         total.cost_source = Some(crate::store::CostSource::Agent);
-    } else if total.cost_usd.is_some() {
-        total.cost_source = Some(crate::store::CostSource::PriceTable);
+        total.unpriced_models.clear();
     }
     total
 }
 
-fn table_usage(log: &str) -> Usage {
+fn table_usage(log: &str, prices: &PriceTable) -> Usage {
     #[derive(Default)]
     struct Counts {
         model: String,
@@ -462,25 +473,25 @@ fn table_usage(log: &str) -> Usage {
             },
         );
     }
-    let mut total = Usage {
-        cost_usd: Some(0.0),
-        ..Usage::default()
-    };
+    let mut total = Usage::default();
+    let mut priced = Priced::default();
     for c in by_message.values() {
         total.input_tokens += c.input;
         total.output_tokens += c.output;
         total.cache_tokens += c.cache_write + c.cache_read;
-        total.cost_usd = match (total.cost_usd, price_per_mtok(&c.model)) {
-            (Some(sum), Some((i, o))) => Some(
-                sum + (c.input as f64 * i
-                    + c.output as f64 * o
-                    + c.cache_write as f64 * i * 1.25
-                    + c.cache_read as f64 * i * 0.1)
-                    / 1e6,
-            ),
-            _ => None,
-        };
+        priced.add(
+            prices,
+            &c.model,
+            Tokens {
+                input: c.input,
+                output: c.output,
+                cache_read: c.cache_read,
+                cache_write: c.cache_write,
+            },
+        );
     }
+    (total.cost_usd, total.cost_source) = priced.result();
+    total.unpriced_models = priced.unpriced;
     total
 }
 
@@ -500,7 +511,7 @@ impl Agent for ClaudeCodeAgent {
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "claude");
-        match s.permission_mode {
+        match ctx.mode(s) {
             PermissionMode::Default => {}
             PermissionMode::AutoEdit => {
                 argv.extend(["--permission-mode".into(), "acceptEdits".into()])
@@ -511,8 +522,8 @@ impl Agent for ClaudeCodeAgent {
         if let Some(m) = &s.model {
             argv.extend(["--model".into(), m.clone()]);
         }
-        if let Some(cli) = &ctx.flotilla_cli {
-            argv.extend(["--settings".into(), hook_settings(cli).to_string()]);
+        if let Some(settings) = launch_settings(ctx.flotilla_cli.as_deref(), ctx.mode(s)) {
+            argv.extend(["--settings".into(), settings.to_string()]);
         }
         let prompt = Prompt::read(&ctx.prompt_file)?;
         let resume_id = if ctx.resume {
@@ -555,6 +566,16 @@ impl Agent for ClaudeCodeAgent {
 
     fn takes_message_at_launch(&self) -> bool {
         true
+    }
+
+    fn state_paths(&self, env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+        let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        match env.get("CLAUDE_CONFIG_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => vec![PathBuf::from(dir)],
+            None => home
+                .map(|h| vec![h.join(".claude"), h.join(".claude.json")])
+                .unwrap_or_default(),
+        }
     }
 
     async fn prepare(
@@ -617,7 +638,7 @@ impl Agent for ClaudeCodeAgent {
             return Ok(None);
         };
         match tokio::fs::read_to_string(&path).await {
-            Ok(text) => Ok(Some(usage(&text))),
+            Ok(text) => Ok(Some(usage(&text, &self.prices))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -637,6 +658,10 @@ mod tests {
     use super::*;
     use crate::config::AgentKind;
     use crate::store::Activity;
+
+    fn builtin_usage(log: &str) -> Usage {
+        usage(log, &PriceTable::builtin_only())
+    }
 
     const SESSION: &str = "0b0d6c1e-1111-4222-8333-444455556666";
 
@@ -719,17 +744,17 @@ mod tests {
     #[test]
     fn the_agents_own_cost_wins_when_it_covers_the_last_message() {
         let cost = r#"{"type":"cost-state","sessionId":"s","totalCostUSD":0.0112,"hasUnknownModelCost":false}"#;
-        let priced = usage(&[USER, TEXT].join("\n"));
+        let priced = builtin_usage(&[USER, TEXT].join("\n"));
         assert_eq!(
             priced.cost_source,
             Some(crate::store::CostSource::PriceTable)
         );
-        let own = usage(&[USER, TEXT, cost].join("\n"));
+        let own = builtin_usage(&[USER, TEXT, cost].join("\n"));
         assert_eq!(own.cost_usd, Some(0.0112));
         assert_eq!(own.cost_source, Some(crate::store::CostSource::Agent));
         assert_eq!(own.input_tokens, priced.input_tokens);
         // A message after the figure: the figure no longer covers everything.
-        let later = usage(
+        let later = builtin_usage(
             &[
                 USER,
                 TEXT,
@@ -744,7 +769,7 @@ mod tests {
         );
         let unknown = cost.replace("false", "true");
         assert_eq!(
-            usage(&[USER, TEXT, unknown.as_str()].join("\n")).cost_source,
+            builtin_usage(&[USER, TEXT, unknown.as_str()].join("\n")).cost_source,
             Some(crate::store::CostSource::PriceTable)
         );
     }
@@ -785,7 +810,7 @@ mod tests {
 
     #[test]
     fn usage_counts_each_message_once_and_prices_it() {
-        let u = usage(&[USER, TEXT, TOOL, RESULT, DONE].join("\n"));
+        let u = builtin_usage(&[USER, TEXT, TOOL, RESULT, DONE].join("\n"));
         assert_eq!(u.input_tokens, 14);
         assert_eq!(u.output_tokens, 160);
         assert_eq!(u.cache_tokens, 2000 + 10000 + 12000);
@@ -793,17 +818,41 @@ mod tests {
         let expected = (14.0 * 3.0 + 160.0 * 15.0 + 2000.0 * 3.75 + 22000.0 * 0.3) / 1e6;
         let cost = u.cost_usd.expect("priced");
         assert!((cost - expected).abs() < 1e-12, "{cost} vs {expected}");
-        let unknown = usage(&TEXT.replace("claude-sonnet-4-5-20250929", "mystery-1"));
+        let unknown = builtin_usage(&TEXT.replace("claude-sonnet-4-5-20250929", "mystery-1"));
         assert_eq!(unknown.cost_usd, None);
         assert_eq!(
-            price_per_mtok("claude-opus-4-1-20250805"),
-            Some((15.0, 75.0))
+            unknown.cost_source,
+            Some(crate::store::CostSource::Unpriced)
         );
-        assert_eq!(
-            price_per_mtok("claude-opus-4-5-20251101"),
-            Some((5.0, 25.0))
+        assert_eq!(unknown.unpriced_models, ["mystery-1"]);
+    }
+
+    #[test]
+    fn the_configured_table_prices_what_the_agent_does_not() {
+        let table = crate::pricing::PriceTable::from_settings(
+            &[(
+                "claude-sonnet-4-5*".to_string(),
+                crate::config::PriceSettings {
+                    input: 1.0,
+                    output: 2.0,
+                    cache_read: Some(0.5),
+                    cache_write: Some(0.25),
+                },
+            )]
+            .into_iter()
+            .collect(),
         );
-        assert_eq!(price_per_mtok("claude-haiku-4-5"), Some((1.0, 5.0)));
+        let u = usage(&[USER, TEXT, TOOL, RESULT, DONE].join("\n"), &table);
+        let expected = (14.0 * 1.0 + 160.0 * 2.0 + 2000.0 * 0.25 + 22000.0 * 0.5) / 1e6;
+        assert!(
+            (u.cost_usd.expect("priced") - expected).abs() < 1e-12,
+            "{u:?}"
+        );
+        assert_eq!(u.cost_source, Some(crate::store::CostSource::Config));
+        // The agent's own figure still wins over the user's table.
+        let cost = r#"{"type":"cost-state","sessionId":"s","totalCostUSD":0.0112,"hasUnknownModelCost":false}"#;
+        let own = usage(&[USER, TEXT, cost].join("\n"), &table);
+        assert_eq!(own.cost_source, Some(crate::store::CostSource::Agent));
     }
 
     #[test]
@@ -869,10 +918,18 @@ mod tests {
             argv(PermissionMode::Suggest)[2..4],
             ["--permission-mode", "plan"]
         );
-        assert_eq!(
-            argv(PermissionMode::Permissionless)[2],
-            "--dangerously-skip-permissions"
-        );
+        let bypass = argv(PermissionMode::Permissionless);
+        assert_eq!(bypass[2], "--dangerously-skip-permissions");
+        // The operator's choice answers the CLI's bypass-mode disclaimer.
+        let i = bypass
+            .iter()
+            .position(|a| a == "--settings")
+            .expect("--settings");
+        let settings: Value = serde_json::from_str(&bypass[i + 1]).expect("json");
+        assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
+        assert!(!argv(PermissionMode::AutoEdit)
+            .iter()
+            .any(|a| a == "--settings"));
         assert!(!argv(PermissionMode::Default)
             .iter()
             .any(|a| a.contains("permission")));

@@ -19,11 +19,13 @@
 //! meaningful entry ([`classify`] lists the 0.169 entry kinds); a turn that ended on a model
 //! error is `task_complete` with an `error`, read as failed. Token usage is the cumulative
 //! `total_token_usage` of the last `token_count` event (or `token_usage_record`), its cost
-//! the list price of the model each `turn_context` names ([`price_per_mtok`]).
+//! the price of the model each `turn_context` names, from the `pricing:` table over the
+//! built-in list prices ([`usage`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,6 +38,7 @@ use crate::plugins::activity::{
     TAIL_BYTES,
 };
 use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
+use crate::pricing::{PriceTable, Priced, Tokens};
 
 /// How many rollout files (newest first) are searched for a workspace's session.
 pub const MAX_SCAN: usize = 300;
@@ -47,12 +50,24 @@ const MAX_META_LINE: u64 = 1024 * 1024;
 pub struct CodexAgent {
     name: String,
     settings: AgentSettings,
+    /// What tokens cost when the agent reports no cost.
+    prices: Arc<PriceTable>,
 }
 
 impl CodexAgent {
     /// A Codex agent called `name` with its settings.
     pub fn new(name: String, settings: AgentSettings) -> Self {
-        CodexAgent { name, settings }
+        CodexAgent {
+            name,
+            settings,
+            prices: Arc::new(PriceTable::builtin_only()),
+        }
+    }
+
+    /// Prices its usage with `prices` (the `pricing:` table) instead of the built-in prices.
+    pub fn with_prices(mut self, prices: Arc<PriceTable>) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// `$CODEX_HOME/sessions` (default `$HOME/.codex/sessions`) as the agent sees it.
@@ -225,54 +240,6 @@ fn is_error(e: &Value) -> bool {
     !(e.is_null() || e.as_object().is_some_and(|o| o.is_empty()))
 }
 
-/// List prices in US dollars per million tokens, `(input, cached input, output)`, for OpenAI
-/// model families Codex runs (reasoning tokens are billed as output). Matched on the model
-/// name without a `provider/` prefix: the family name exactly, or followed by a dated
-/// snapshot (`gpt-5-2025-08-07`) or `-latest`; anything else (`gpt-5-codex-mini`, a newer
-/// `gpt-5.x`) is unknown and has no price.
-pub fn price_per_mtok(model: &str) -> Option<(f64, f64, f64)> {
-    let m = model.trim().to_ascii_lowercase();
-    let m = m.rsplit('/').next().unwrap_or(&m);
-    const TABLE: &[(&str, (f64, f64, f64))] = &[
-        ("gpt-5.5", (5.0, 0.5, 30.0)),
-        ("gpt-5.4", (2.5, 0.25, 15.0)),
-        ("gpt-5.4-mini", (0.75, 0.075, 4.5)),
-        ("gpt-5.4-nano", (0.2, 0.02, 1.25)),
-        ("gpt-5.2", (1.75, 0.175, 14.0)),
-        ("gpt-5.2-codex", (1.75, 0.175, 14.0)),
-        ("gpt-5.1", (1.25, 0.125, 10.0)),
-        ("gpt-5.1-codex", (1.25, 0.125, 10.0)),
-        ("gpt-5.1-codex-max", (1.25, 0.125, 10.0)),
-        ("gpt-5.1-codex-mini", (0.25, 0.025, 2.0)),
-        ("gpt-5", (1.25, 0.125, 10.0)),
-        ("gpt-5-codex", (1.25, 0.125, 10.0)),
-        ("gpt-5-chat", (1.25, 0.125, 10.0)),
-        ("gpt-5-mini", (0.25, 0.025, 2.0)),
-        ("gpt-5-nano", (0.05, 0.005, 0.4)),
-        ("gpt-5-pro", (15.0, 15.0, 120.0)),
-        ("codex-mini", (1.5, 0.375, 6.0)),
-        ("o4-mini", (1.1, 0.275, 4.4)),
-        ("o3", (2.0, 0.5, 8.0)),
-        ("o3-mini", (1.1, 0.55, 4.4)),
-        ("o3-pro", (20.0, 20.0, 80.0)),
-        ("o1", (15.0, 7.5, 60.0)),
-        ("gpt-4.1", (2.0, 0.5, 8.0)),
-        ("gpt-4.1-mini", (0.4, 0.1, 1.6)),
-        ("gpt-4.1-nano", (0.1, 0.025, 0.4)),
-        ("gpt-4o", (2.5, 1.25, 10.0)),
-        ("gpt-4o-mini", (0.15, 0.075, 0.6)),
-    ];
-    TABLE.iter().find_map(|(family, price)| {
-        let rest = m.strip_prefix(family)?;
-        let suffix_ok = rest.is_empty()
-            || rest == "-latest"
-            || rest
-                .strip_prefix('-')
-                .is_some_and(|d| d.starts_with(|c: char| c.is_ascii_digit()));
-        suffix_ok.then_some(*price)
-    })
-}
-
 /// Cumulative counts as Codex logs them (`input_tokens` includes the cached ones).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Totals {
@@ -301,15 +268,14 @@ impl Totals {
         }
     }
 
-    fn is_zero(self) -> bool {
-        self == Totals::default()
-    }
-
-    fn cost(self, (input, cached, output): (f64, f64, f64)) -> f64 {
-        (self.input.saturating_sub(self.cached) as f64 * input
-            + self.cached as f64 * cached
-            + self.output as f64 * output)
-            / 1e6
+    /// As priced: cached input is a cache read (Codex logs no cache writes).
+    fn tokens(self) -> Tokens {
+        Tokens {
+            input: self.input.saturating_sub(self.cached),
+            output: self.output,
+            cache_read: self.cached,
+            cache_write: 0,
+        }
     }
 }
 
@@ -337,24 +303,20 @@ fn totals_of(v: &Value) -> Option<Totals> {
 
 /// Usage over a whole rollout: the last cumulative totals (Codex counts cached input inside
 /// `input_tokens`; here it is split out into `cache_tokens`; reasoning is part of
-/// `output_tokens`), and the cost at [`price_per_mtok`] list prices, each stretch of tokens at
-/// the price of the model in effect then (a `/model` switch starts a new stretch). Cost is
-/// `None` when tokens were spent on a model without a price. `None` without any totals.
+/// `output_tokens`), and the cost at `prices` (the `pricing:` table over the built-in list
+/// prices), each stretch of tokens at the price of the model in effect then (a `/model`
+/// switch starts a new stretch). Codex reports no cost of its own. Cost is `None`
+/// (`unpriced`, the models named) when tokens were spent on a model without a price. `None`
+/// without any totals.
 ///
 /// Codex logs only its turn requests: the TUI's session-title request is not counted.
-pub fn usage(log: &str) -> Option<Usage> {
+pub fn usage(log: &str, prices: &PriceTable) -> Option<Usage> {
     let mut model: Option<String> = None;
     let mut last: Option<Totals> = None;
     let mut stretch_start = Totals::default();
-    let mut cost = Some(0.0);
-    let close = |model: Option<&str>, upto: Totals, start: &mut Totals, cost: &mut Option<f64>| {
-        let spent = upto.since(*start);
-        if !spent.is_zero() {
-            *cost = match (*cost, model.and_then(price_per_mtok)) {
-                (Some(c), Some(p)) => Some(c + spent.cost(p)),
-                _ => None,
-            };
-        }
+    let mut priced = Priced::default();
+    let mut close = |model: Option<&str>, upto: Totals, start: &mut Totals| {
+        priced.add(prices, model.unwrap_or(""), upto.since(*start).tokens());
         *start = upto;
     };
     for line in log.lines() {
@@ -376,21 +338,21 @@ pub fn usage(log: &str) -> Option<Usage> {
                     model.as_deref(),
                     last.unwrap_or_default(),
                     &mut stretch_start,
-                    &mut cost,
                 );
                 model = Some(m.to_string());
             }
         }
     }
     let t = last?;
-    close(model.as_deref(), t, &mut stretch_start, &mut cost);
+    close(model.as_deref(), t, &mut stretch_start);
+    let (cost_usd, cost_source) = priced.result();
     Some(Usage {
         input_tokens: t.input.saturating_sub(t.cached),
         output_tokens: t.output,
         cache_tokens: t.cached,
-        cost_usd: cost,
-        // Codex reports no cost of its own: priced from the table.
-        cost_source: cost.map(|_| crate::store::CostSource::PriceTable),
+        cost_usd,
+        cost_source,
+        unpriced_models: priced.unpriced,
     })
 }
 
@@ -446,6 +408,17 @@ impl Agent for CodexAgent {
         ))
     }
 
+    fn state_paths(&self, env: &BTreeMap<String, String>) -> Vec<PathBuf> {
+        match env.get("CODEX_HOME").filter(|d| !d.is_empty()) {
+            Some(dir) => vec![PathBuf::from(dir)],
+            None => env
+                .get("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| vec![PathBuf::from(h).join(".codex")])
+                .unwrap_or_default(),
+        }
+    }
+
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "codex");
@@ -460,7 +433,7 @@ impl Agent for CodexAgent {
         if resume_id.is_some() {
             argv.push("resume".into());
         }
-        let flags: &[&str] = match s.permission_mode {
+        let flags: &[&str] = match ctx.mode(s) {
             PermissionMode::Default => &[],
             PermissionMode::AutoEdit => &[
                 "--sandbox",
@@ -525,7 +498,7 @@ impl Agent for CodexAgent {
         // The whole log: cost is priced per stretch of the model in effect, which a tail
         // cannot tell (usage() parses only the few line kinds it needs).
         match tokio::fs::read(&path).await {
-            Ok(bytes) => Ok(usage(&String::from_utf8_lossy(&bytes))),
+            Ok(bytes) => Ok(usage(&String::from_utf8_lossy(&bytes), &self.prices)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -542,6 +515,10 @@ mod tests {
     use super::*;
     use crate::config::AgentKind;
     use crate::store::Activity;
+
+    fn builtin_usage(log: &str) -> Option<Usage> {
+        usage(log, &PriceTable::builtin_only())
+    }
 
     const ID: &str = "0199a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b";
 
@@ -657,7 +634,7 @@ mod tests {
             COUNT_2, COMPLETE,
         ]
         .join("\n");
-        let u = usage(&log).expect("usage");
+        let u = builtin_usage(&log).expect("usage");
         assert_eq!(
             (u.input_tokens, u.cache_tokens, u.output_tokens),
             (1600, 400, 100)
@@ -666,13 +643,39 @@ mod tests {
         let want = (1600.0 * 1.25 + 400.0 * 0.125 + 100.0 * 10.0) / 1e6;
         assert!((u.cost_usd.expect("priced") - want).abs() < 1e-12, "{u:?}");
         // Before the first token_count, the usage record's thread totals count.
-        let u = usage(&[META, TURN, CALL, RECORD_1].join("\n")).expect("usage");
+        let u = builtin_usage(&[META, TURN, CALL, RECORD_1].join("\n")).expect("usage");
         assert_eq!((u.input_tokens, u.cache_tokens), (800, 200));
         // An unknown model has no price; no totals, no usage.
         let other = TURN.replace("gpt-5-codex", "my-local-model");
-        let u = usage(&[META, other.as_str(), RECORD_1, COUNT_1].join("\n")).expect("usage");
+        let u =
+            builtin_usage(&[META, other.as_str(), RECORD_1, COUNT_1].join("\n")).expect("usage");
         assert_eq!(u.cost_usd, None);
-        assert_eq!(usage(&[META, TURN, USER].join("\n")), None);
+        assert_eq!(u.cost_source, Some(crate::store::CostSource::Unpriced));
+        assert_eq!(u.unpriced_models, ["my-local-model"]);
+        // Priced once the user's table knows it, overriding nothing else.
+        let table = PriceTable::from_settings(
+            &[(
+                "my-local-*".to_string(),
+                crate::config::PriceSettings {
+                    input: 2.0,
+                    output: 4.0,
+                    cache_read: Some(1.0),
+                    cache_write: None,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let u = usage(
+            &[META, other.as_str(), RECORD_1, COUNT_1].join("\n"),
+            &table,
+        )
+        .expect("usage");
+        let want = (800.0 * 2.0 + 200.0 * 1.0 + 50.0 * 4.0) / 1e6;
+        assert!((u.cost_usd.expect("priced") - want).abs() < 1e-12, "{u:?}");
+        assert_eq!(u.cost_source, Some(crate::store::CostSource::Config));
+        assert!(u.unpriced_models.is_empty());
+        assert_eq!(builtin_usage(&[META, TURN, USER].join("\n")), None);
     }
 
     #[test]
@@ -689,42 +692,14 @@ mod tests {
             COUNT_2,
         ]
         .join("\n");
-        let u = usage(&log).expect("usage");
+        let u = builtin_usage(&log).expect("usage");
         let first = (800.0 * 1.25 + 200.0 * 0.125 + 50.0 * 10.0) / 1e6;
         let second = (800.0 * 0.25 + 200.0 * 0.025 + 50.0 * 2.0) / 1e6;
         assert!((u.cost_usd.expect("priced") - (first + second)).abs() < 1e-12);
         // A stretch on an unpriced model makes the whole cost unknown.
         let odd = TURN.replace("gpt-5-codex", "gpt-9");
         let log = [META, TURN, COUNT_1, odd.as_str(), COUNT_2].join("\n");
-        assert_eq!(usage(&log).expect("usage").cost_usd, None);
-    }
-
-    #[test]
-    fn prices_by_model_family() {
-        assert_eq!(price_per_mtok("gpt-5"), Some((1.25, 0.125, 10.0)));
-        assert_eq!(
-            price_per_mtok("gpt-5-2025-08-07"),
-            Some((1.25, 0.125, 10.0))
-        );
-        assert_eq!(
-            price_per_mtok("openai/gpt-5-codex"),
-            Some((1.25, 0.125, 10.0))
-        );
-        assert_eq!(price_per_mtok("GPT-5-Mini"), Some((0.25, 0.025, 2.0)));
-        assert_eq!(
-            price_per_mtok("o4-mini-2025-04-16"),
-            Some((1.1, 0.275, 4.4))
-        );
-        assert_eq!(price_per_mtok("gpt-4.1"), Some((2.0, 0.5, 8.0)));
-        assert_eq!(price_per_mtok("gpt-4.1-mini"), Some((0.4, 0.1, 1.6)));
-        assert_eq!(price_per_mtok("o3"), Some((2.0, 0.5, 8.0)));
-        assert_eq!(price_per_mtok("gpt-4o-latest"), Some((2.5, 1.25, 10.0)));
-        // A family is not a prefix of another model's name.
-        assert_eq!(price_per_mtok("gpt-5-codex-mini"), None);
-        assert_eq!(price_per_mtok("gpt-5.3"), None);
-        assert_eq!(price_per_mtok("o3-deep-research"), None);
-        assert_eq!(price_per_mtok("llama3"), None);
-        assert_eq!(price_per_mtok(""), None);
+        assert_eq!(builtin_usage(&log).expect("usage").cost_usd, None);
     }
 
     #[test]
@@ -777,7 +752,7 @@ mod tests {
 
     #[test]
     fn usage_is_the_last_cumulative_total() {
-        let u = usage(&[USER, TOKENS, MESSAGE].join("\n")).expect("usage");
+        let u = builtin_usage(&[USER, TOKENS, MESSAGE].join("\n")).expect("usage");
         assert_eq!(
             u,
             Usage {
@@ -785,12 +760,13 @@ mod tests {
                 output_tokens: 300,
                 cache_tokens: 9000,
                 cost_usd: None,
-                cost_source: None
+                cost_source: Some(crate::store::CostSource::Unpriced),
+                unpriced_models: vec!["unknown".into()],
             }
         );
         let no_info =
             r#"{"timestamp":"t","type":"event_msg","payload":{"type":"token_count","info":null}}"#;
-        assert_eq!(usage(no_info), None);
+        assert_eq!(builtin_usage(no_info), None);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! |---|---|---|---|---|
 //! | `claude-code` | [`claude`] | system part `--append-system-prompt`, task positional | `--resume <id>` | `~/.claude/projects/<cwd>/<id>.jsonl` |
 //! | `codex` | [`codex`] | positional | `codex resume <id>` | `~/.codex/sessions/…/rollout-*.jsonl` |
-//! | `aider` | [`aider`] | `--message-file` (one turn, then aider exits) | `--restore-chat-history` | screen only |
-//! | `opencode` | [`opencode`] | `--prompt` | `--session <id>` / `--continue` | screen only |
+//! | `aider` | [`aider`] | `--message-file` (one turn, then aider exits) | `--restore-chat-history` | screen only; usage from `.aider.chat.history.md` |
+//! | `opencode` | [`opencode`] | `--prompt` | `--session <id>` / `--continue` | screen; usage and session id from its database |
 //! | `command` | [`command`] | `$FLOTILLA_PROMPT_FILE` | — | screen only |
 //!
 //! Restarted for a reaction's instructions (an exited agent, see
@@ -30,6 +30,7 @@ pub mod claude;
 pub mod codex;
 pub mod command;
 pub mod opencode;
+pub mod opencode_db;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +44,7 @@ pub use opencode::OpencodeAgent;
 
 use super::{Agent, PluginError, PluginResult};
 use crate::config::{AgentKind, AgentSettings};
+use crate::pricing::PriceTable;
 
 /// Largest prompt (bytes of prompt text on the command line) passed inline.
 pub const INLINE_PROMPT_MAX: usize = 8 * 1024;
@@ -129,16 +131,23 @@ pub(crate) fn program(settings: &AgentSettings, default: &str) -> Vec<String> {
     }
 }
 
-/// The agent plugin for a configured (or built-in) agent called `name`.
+/// The agent plugin for a configured (or built-in) agent called `name`; agents that report
+/// tokens without a cost price them with `prices`.
 ///
 /// # Errors
 /// `Invalid` for a `command` agent without a command.
-pub fn from_settings(name: &str, settings: &AgentSettings) -> PluginResult<Arc<dyn Agent>> {
+pub fn from_settings(
+    name: &str,
+    settings: &AgentSettings,
+    prices: &Arc<PriceTable>,
+) -> PluginResult<Arc<dyn Agent>> {
     let name = name.to_string();
     let s = settings.clone();
     Ok(match settings.kind {
-        AgentKind::ClaudeCode => Arc::new(ClaudeCodeAgent::new(name, s)),
-        AgentKind::Codex => Arc::new(CodexAgent::new(name, s)),
+        AgentKind::ClaudeCode => {
+            Arc::new(ClaudeCodeAgent::new(name, s).with_prices(prices.clone()))
+        }
+        AgentKind::Codex => Arc::new(CodexAgent::new(name, s).with_prices(prices.clone())),
         AgentKind::Aider => Arc::new(AiderAgent::new(name, s)),
         AgentKind::Opencode => Arc::new(OpencodeAgent::new(name, s)),
         AgentKind::Command => {
@@ -177,6 +186,7 @@ pub(crate) mod test_support {
         let prompt_file = dir.join("prompt.md");
         std::fs::write(&prompt_file, prompt).expect("write prompt");
         AgentContext {
+            permission_mode: None,
             flotilla_cli: None,
             session_id: "demo-1".into(),
             workspace: dir.join("ws"),
@@ -215,11 +225,12 @@ mod tests {
     fn a_command_agent_needs_a_command() {
         let s = AgentSettings::built_in(AgentKind::Command);
         assert!(matches!(
-            from_settings("x", &s),
+            from_settings("x", &s, &Arc::new(PriceTable::builtin_only())),
             Err(PluginError::Invalid(_))
         ));
         let mut s = s;
         s.command = vec!["my-agent".into()];
-        assert_eq!(from_settings("x", &s).expect("agent").name(), "x");
+        let prices = Arc::new(PriceTable::builtin_only());
+        assert_eq!(from_settings("x", &s, &prices).expect("agent").name(), "x");
     }
 }

@@ -2,23 +2,81 @@
 //!
 //! Launch: `opencode [--agent plan | --auto] [--model provider/model] [args…]
 //! (--prompt <prompt> | --session <id> | --continue)`. The whole prompt file is the initial
-//! prompt (over [`INLINE_PROMPT_MAX`], a pointer to the file). Permission modes: `suggest` runs
-//! OpenCode's read-only `plan` agent, `permissionless` is `--auto` (approve everything not
-//! explicitly denied); `default` and `auto-edit` pass nothing (OpenCode's configured
-//! permissions apply). Resume: `--session <id>` when the caller knows OpenCode's session id,
+//! prompt (over [`INLINE_PROMPT_MAX`], a pointer to the file). Permission modes, as OpenCode
+//! 1.18.33 behaves when run: `default` passes nothing (OpenCode's configured permissions
+//! apply; out of the box it edits and runs commands without asking); `auto-edit` sets
+//! `OPENCODE_PERMISSION={"edit":"allow","bash":"ask"}` (OpenCode's inline permission config),
+//! since passing nothing let commands run unasked; `suggest` runs OpenCode's `plan` agent,
+//! which refuses edits but runs shell commands unasked (a command can write files), so it also
+//! sets `{"bash":"ask"}`; `permissionless` is `--auto` (approve everything not explicitly
+//! denied). An `OPENCODE_PERMISSION` in the agent's configured `env` wins. Resume: `--session <id>` when the caller knows OpenCode's session id,
 //! else `--continue` (OpenCode's last session of this directory). Flags checked against
-//! opencode 1.18.
+//! opencode 1.18.33.
 //!
-//! Observation: OpenCode keeps its sessions in its own database, which Flotilla does not read;
-//! activity comes from the screen.
+//! Observation: activity comes from the screen. Usage and the session id for `--session` come
+//! from OpenCode's own database ([`super::opencode_db`]): the sessions it ran in the
+//! workspace, with the tokens and cost OpenCode counted (priced from the provider's model
+//! `cost` in its config or its models.dev catalogue). Its permission dialog (1.18.33: "△ Permission required",
+//! what it wants on the next line, then "Allow once   Allow always   Reject" with "⇆ select
+//! enter confirm" on the same line) matches none of the generic question rules, so it is read
+//! here: `waiting_input`, with the question "Permission required: <what>: <details> [Allow
+//! once | Allow always | Reject]" (e.g. "Shell command: $ git push"). By default OpenCode asks before touching anything outside the project
+//! (`external_directory`) and for a repeated identical call (`doom_loop`); edits and commands
+//! inside it are allowed.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use async_trait::async_trait;
 
-use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
+use super::{opencode_db, program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
+use crate::plugins::activity::{self, ActivityProbe, ActivitySignal, ActivitySource};
 use crate::plugins::{Agent, AgentContext, PluginResult};
+use crate::store::Activity;
+
+/// OpenCode's inline permission config (JSON), merged over its configured permissions.
+pub const PERMISSION_ENV: &str = "OPENCODE_PERMISSION";
+
+/// How many of the screen's last non-empty lines are searched for the permission dialog.
+const DIALOG_LINES: usize = 20;
+
+/// OpenCode's permission dialog at the bottom of `screen`, as one line for a human: its
+/// request and its three answers. `None` when the screen's bottom shows no such dialog.
+pub fn permission_question(screen: &str) -> Option<String> {
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '▀'))
+        .collect();
+    let lines = &lines[lines.len().saturating_sub(DIALOG_LINES)..];
+    // The answers are on the dialog's last line, under everything else it shows.
+    let answers = lines
+        .iter()
+        .rposition(|l| l.contains("Allow once") && l.contains("Reject"))?;
+    if answers + 3 < lines.len() {
+        return None;
+    }
+    let head = lines[..answers]
+        .iter()
+        .rposition(|l| l.ends_with("Permission required"))?;
+    // What it wants: a title ("← Access external directory /x", "# Shell command"), then its
+    // details (the command; "Patterns" and the paths).
+    let mut q = "Permission required".to_string();
+    for (i, line) in lines[head + 1..answers].iter().enumerate() {
+        let text = if i == 0 {
+            line.trim_start_matches(['←', '→', '#', '⚙', ' '])
+        } else {
+            line
+        };
+        if text != "Patterns" {
+            q.push_str(": ");
+            q.push_str(text.trim());
+        }
+    }
+    q.push_str(" [Allow once | Allow always | Reject]");
+    Some(activity::mask_secrets(&q))
+}
 
 /// Launches OpenCode.
 #[derive(Debug, Clone)]
@@ -50,10 +108,22 @@ impl Agent for OpencodeAgent {
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
         let s = &self.settings;
         let mut argv = program(s, "opencode");
-        match s.permission_mode {
-            PermissionMode::Default | PermissionMode::AutoEdit => {}
-            PermissionMode::Suggest => argv.extend(["--agent".into(), "plan".into()]),
-            PermissionMode::Permissionless => argv.push("--auto".into()),
+        let mut env = s.env.clone();
+        let permission = match ctx.mode(s) {
+            PermissionMode::Default => None,
+            PermissionMode::AutoEdit => Some(r#"{"edit":"allow","bash":"ask"}"#),
+            PermissionMode::Suggest => {
+                argv.extend(["--agent".into(), "plan".into()]);
+                Some(r#"{"bash":"ask"}"#)
+            }
+            PermissionMode::Permissionless => {
+                argv.push("--auto".into());
+                None
+            }
+        };
+        if let Some(p) = permission {
+            env.entry(PERMISSION_ENV.into())
+                .or_insert_with(|| p.to_string());
         }
         if let Some(m) = &s.model {
             argv.extend(["--model".into(), m.clone()]);
@@ -77,7 +147,42 @@ impl Agent for OpencodeAgent {
             };
             argv.push(with_message(task, ctx.message.as_deref()));
         }
-        Ok((argv, s.env.clone()))
+        Ok((argv, env))
+    }
+
+    async fn activity(&self, probe: &ActivityProbe) -> PluginResult<Option<ActivitySignal>> {
+        let screen = probe.terminal.as_deref().unwrap_or_default();
+        if permission_question(screen).is_some() {
+            return Ok(Some(ActivitySignal {
+                activity: Activity::WaitingInput,
+                at: probe.last_output_at.unwrap_or(probe.now),
+                source: ActivitySource::Terminal,
+            }));
+        }
+        Ok(activity::terminal_activity(probe))
+    }
+
+    async fn question(&self, probe: &ActivityProbe) -> Option<String> {
+        let screen = probe.terminal.as_deref()?;
+        permission_question(screen).or_else(|| activity::terminal_question(screen))
+    }
+
+    async fn usage(&self, workspace: &Path) -> PluginResult<Option<activity::Usage>> {
+        let Some(db) = opencode_db::db_path(&self.settings.env) else {
+            return Ok(None);
+        };
+        Ok(opencode_db::sessions_of(&db, workspace)
+            .await?
+            .map(|(u, _)| u))
+    }
+
+    async fn agent_session_id(&self, workspace: &Path) -> PluginResult<Option<String>> {
+        let Some(db) = opencode_db::db_path(&self.settings.env) else {
+            return Ok(None);
+        };
+        Ok(opencode_db::sessions_of(&db, workspace)
+            .await?
+            .map(|(_, id)| id))
     }
 
     fn takes_message_at_launch(&self) -> bool {
@@ -118,6 +223,36 @@ mod tests {
         );
         assert_eq!(argv(PermissionMode::Suggest, &c)[1..3], ["--agent", "plan"]);
         assert_eq!(argv(PermissionMode::Permissionless, &c)[1], "--auto");
+        assert_eq!(
+            argv(PermissionMode::AutoEdit, &c),
+            argv(PermissionMode::Default, &c)
+        );
+        let env = |mode, extra: Option<&str>| {
+            let mut s = settings(AgentKind::Opencode, mode, None);
+            if let Some(e) = extra {
+                s.env.insert(PERMISSION_ENV.into(), e.into());
+            }
+            OpencodeAgent::new("opencode".into(), s)
+                .launch(&c)
+                .expect("launch")
+                .1
+                .get(PERMISSION_ENV)
+                .cloned()
+        };
+        assert_eq!(env(PermissionMode::Default, None), None);
+        assert_eq!(env(PermissionMode::Permissionless, None), None);
+        assert_eq!(
+            env(PermissionMode::AutoEdit, None).as_deref(),
+            Some(r#"{"edit":"allow","bash":"ask"}"#)
+        );
+        assert_eq!(
+            env(PermissionMode::Suggest, None).as_deref(),
+            Some(r#"{"bash":"ask"}"#)
+        );
+        assert_eq!(
+            env(PermissionMode::AutoEdit, Some("{}")).as_deref(),
+            Some("{}")
+        );
         c.resume = true;
         assert_eq!(
             argv(PermissionMode::Default, &c).last().map(String::as_str),
@@ -128,5 +263,45 @@ mod tests {
             argv(PermissionMode::Default, &c)[3..],
             ["--session", "ses_1"]
         );
+    }
+
+    /// The bottom of OpenCode 1.18.33's screen asking to write outside the project.
+    const DIALOG: &str = "  ┃  Write outside\n  ┃\n     ← Write /tmp/x/outside.txt\n     ▣  Build · Fake model\n  ┃\n  ┃  △ Permission required\n  ┃    ← Access external directory /tmp/x\n  ┃\n  ┃  Patterns\n  ┃\n  ┃  - /tmp/x/*\n  ┃\n  ┃\n  ┃   Allow once   Allow always   Reject                 ctrl+f fullscreen  ⇆ select  enter confirm\n  ┃\n";
+
+    #[test]
+    fn the_permission_dialog_is_a_question() {
+        assert_eq!(
+            permission_question(DIALOG).as_deref(),
+            Some("Permission required: Access external directory /tmp/x: - /tmp/x/* [Allow once | Allow always | Reject]")
+        );
+        let shell = "  ┃  △ Permission required\n  ┃    # Shell command\n  ┃\n  ┃  $ git push\n  ┃\n  ┃   Allow once   Allow always   Reject      ⇆ select  enter confirm\n";
+        assert_eq!(
+            permission_question(shell).as_deref(),
+            Some("Permission required: Shell command: $ git push [Allow once | Allow always | Reject]")
+        );
+        // Answered: the transcript scrolls on and the dialog is gone.
+        let done = "  ┃  # Wrote /tmp/x/outside.txt\n  ┃\n     Wrote it.\n     ▣  Build · Fake model · 20.1s\n  ┃  Build · Fake model Fake\n  ╹▀▀▀▀▀▀▀▀\n   /tmp/x   1.1K (1%) · $0.00  ctrl+p commands\n";
+        assert_eq!(permission_question(done), None);
+        assert_eq!(permission_question(""), None);
+    }
+
+    #[tokio::test]
+    async fn the_permission_dialog_reads_as_waiting_input() {
+        let agent = OpencodeAgent::new(
+            "opencode".into(),
+            settings(AgentKind::Opencode, PermissionMode::Default, None),
+        );
+        let probe = ActivityProbe {
+            workspace: "/w".into(),
+            terminal: Some(DIALOG.into()),
+            last_output_at: None,
+            now: chrono::Utc::now(),
+        };
+        let sig = agent.activity(&probe).await.expect("ok").expect("signal");
+        assert_eq!(sig.activity, Activity::WaitingInput);
+        assert!(agent
+            .question(&probe)
+            .await
+            .is_some_and(|q| q.starts_with("Permission required: Access external directory")));
     }
 }

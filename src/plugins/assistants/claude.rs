@@ -25,12 +25,25 @@ pub struct ClaudeAssistant {
     program: Vec<String>,
     mode: PermissionMode,
     env: BTreeMap<String, String>,
+    /// `--model` for every turn; `None`: the CLI's default.
+    model: Option<String>,
 }
 
 impl ClaudeAssistant {
     /// `program` is the argv prefix (e.g. `["claude"]`).
     pub fn new(program: Vec<String>, mode: PermissionMode, env: BTreeMap<String, String>) -> Self {
-        ClaudeAssistant { program, mode, env }
+        ClaudeAssistant {
+            program,
+            mode,
+            env,
+            model: None,
+        }
+    }
+
+    /// Runs every turn on `model` (`--model`).
+    pub fn with_model(mut self, model: Option<String>) -> Self {
+        self.model = model;
+        self
     }
 
     /// The argv of one turn, and whether the prompt goes on stdin.
@@ -47,6 +60,10 @@ impl ClaudeAssistant {
                 .iter()
                 .map(|s| s.to_string()),
         );
+        if let Some(m) = &self.model {
+            argv.push("--model".into());
+            argv.push(m.clone());
+        }
         if let Some(id) = &request.resume_id {
             argv.push("--resume".into());
             argv.push(id.clone());
@@ -77,6 +94,9 @@ pub fn parse_line(line: &str, st: &mut ParseState) -> Vec<Chunk> {
     let mut out = Vec::new();
     match v.get("type").and_then(Value::as_str) {
         Some("system") => {
+            if let Some(m) = v.get("model").and_then(Value::as_str) {
+                st.model = Some(m.to_string());
+            }
             if let Some(id) = session {
                 if st.session_id.as_deref() != Some(&id) {
                     st.session_id = Some(id.clone());
@@ -114,7 +134,10 @@ pub fn parse_line(line: &str, st: &mut ParseState) -> Vec<Chunk> {
                 st.session_id = session;
             }
             out.extend(denials(&v));
-            out.extend(usage(&v).map(Chunk::Usage));
+            out.extend(usage(&v).map(|mut u| {
+                u.model = u.model.or_else(|| st.model.clone());
+                Chunk::Usage(u)
+            }));
             let subtype = v.get("subtype").and_then(Value::as_str).unwrap_or("");
             if v.get("is_error").and_then(Value::as_bool) == Some(true)
                 || subtype.starts_with("error")
@@ -191,6 +214,11 @@ fn usage(v: &Value) -> Option<TurnUsage> {
             .unwrap_or_default()
     };
     let (turn, all) = (models(TURN), models("modelUsage"));
+    // The one model the turn used, when its per-model figures name exactly one.
+    let named = [TURN, "modelUsage"].iter().find_map(|k| {
+        let m = v.get(*k).and_then(Value::as_object)?;
+        (m.len() == 1).then(|| m.keys().next().cloned()).flatten()
+    });
     let total = v.get("total_cost_usd").and_then(Value::as_f64);
     let mut u = if !turn.is_empty() {
         sum_models(&turn)
@@ -208,9 +236,11 @@ fn usage(v: &Value) -> Option<TurnUsage> {
                 + count(&t, "cache_creation_input_tokens"),
             cost_usd: total,
             session_cost_usd: None,
+            model: None,
         }
     };
     u.session_cost_usd = total.or(sum_models(&all).cost_usd);
+    u.model = named;
     Some(u)
 }
 
@@ -369,6 +399,7 @@ mod tests {
                     cache_tokens: 12,
                     cost_usd: Some(0.0112),
                     session_cost_usd: Some(0.0112),
+                    model: Some("claude-opus-5-5".into()),
                 }),
                 Chunk::Result {
                     session_id: Some("s2".into())
@@ -394,6 +425,7 @@ mod tests {
                 cache_tokens: 0,
                 cost_usd: Some(0.75),
                 session_cost_usd: Some(0.75),
+                model: None,
             })
         );
         let c = parse_line(
@@ -408,7 +440,22 @@ mod tests {
                 cache_tokens: 1,
                 cost_usd: None,
                 session_cost_usd: None,
+                model: None,
             })
+        );
+        // The model `system/init` named prices a turn that reports only tokens.
+        let mut st = ParseState::default();
+        parse_line(
+            r#"{"type":"system","subtype":"init","session_id":"s","model":"claude-sonnet-4-5-20250929"}"#,
+            &mut st,
+        );
+        let c = parse_line(
+            r#"{"type":"result","subtype":"success","usage":{"input_tokens":9,"output_tokens":8}}"#,
+            &mut st,
+        );
+        assert!(
+            matches!(&c[0], Chunk::Usage(u) if u.model.as_deref() == Some("claude-sonnet-4-5-20250929")),
+            "{c:?}"
         );
     }
 
@@ -429,6 +476,7 @@ mod tests {
                 cache_tokens: 3,
                 cost_usd: Some(0.0056),
                 session_cost_usd: Some(0.0168),
+                model: Some("m".into()),
             })
         );
     }

@@ -1,7 +1,8 @@
 //! The `codex` assistant: `codex exec --json --skip-git-repo-check [sandbox flags]
 //! [resume <thread id>] <prompt>`. Events: `thread.started` (the resume id),
 //! `item.completed` with `agent_message` (text) or `command_execution` (a tool call),
-//! `turn.completed` (the end) and `turn.failed` / `error` (the turn failed).
+//! `turn.completed` (the end, with the turn's token `usage`) and `turn.failed` / `error` (the
+//! turn failed).
 
 use std::collections::BTreeMap;
 
@@ -11,19 +12,32 @@ use tokio::sync::mpsc;
 
 use super::{run_turn, ParseState, MAX_ARG_PROMPT};
 use crate::config::PermissionMode;
-use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest};
+use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest, TurnUsage};
 
 /// Codex in exec mode.
 pub struct CodexAssistant {
     program: Vec<String>,
     mode: PermissionMode,
     env: BTreeMap<String, String>,
+    /// `--model` for every turn; `None`: the CLI's default.
+    model: Option<String>,
 }
 
 impl CodexAssistant {
     /// `program` is the argv prefix (e.g. `["codex"]`).
     pub fn new(program: Vec<String>, mode: PermissionMode, env: BTreeMap<String, String>) -> Self {
-        CodexAssistant { program, mode, env }
+        CodexAssistant {
+            program,
+            mode,
+            env,
+            model: None,
+        }
+    }
+
+    /// Runs every turn on `model` (`--model`).
+    pub fn with_model(mut self, model: Option<String>) -> Self {
+        self.model = model;
+        self
     }
 
     /// The argv of one turn, and whether the prompt goes on stdin (`-` as the prompt).
@@ -47,6 +61,10 @@ impl CodexAssistant {
             PermissionMode::Permissionless => {
                 argv.push("--dangerously-bypass-approvals-and-sandbox".into())
             }
+        }
+        if let Some(m) = &self.model {
+            argv.push("--model".into());
+            argv.push(m.clone());
         }
         if let Some(id) = &request.resume_id {
             argv.push("resume".into());
@@ -100,6 +118,19 @@ pub fn parse_line(line: &str, st: &mut ParseState) -> Vec<Chunk> {
             }
         }
         Some("turn.completed") => {
+            // Tokens only: `codex exec` reports no cost and no model (the chat bridge prices
+            // them at `chat.assistant.model` from the `pricing:` table). `input_tokens`
+            // includes the cached ones.
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let cached = n("cached_input_tokens");
+                out.push(Chunk::Usage(TurnUsage {
+                    input_tokens: n("input_tokens").saturating_sub(cached),
+                    output_tokens: n("output_tokens"),
+                    cache_tokens: cached,
+                    ..TurnUsage::default()
+                }));
+            }
             st.finished = true;
             out.push(Chunk::Result {
                 session_id: st.session_id.clone(),
@@ -176,12 +207,23 @@ mod tests {
             &mut st,
         );
         assert_eq!(c, vec![Chunk::Text { text: "hi".into() }]);
-        let c = parse_line(r#"{"type":"turn.completed","usage":{}}"#, &mut st);
+        let c = parse_line(
+            r#"{"type":"turn.completed","usage":{"input_tokens":24763,"cached_input_tokens":24448,"output_tokens":122}}"#,
+            &mut st,
+        );
         assert_eq!(
             c,
-            vec![Chunk::Result {
-                session_id: Some("t1".into())
-            }]
+            vec![
+                Chunk::Usage(TurnUsage {
+                    input_tokens: 315,
+                    output_tokens: 122,
+                    cache_tokens: 24448,
+                    ..TurnUsage::default()
+                }),
+                Chunk::Result {
+                    session_id: Some("t1".into())
+                }
+            ]
         );
     }
 }

@@ -1,12 +1,12 @@
 //! Assistants: the agents a chat conversation talks to, one subprocess per turn.
 //!
-//! - `claude`: `claude -p <prompt> --output-format stream-json --verbose [--resume ID]
+//! - `claude`: `claude -p <prompt> --output-format stream-json --verbose [--model M] [--resume ID]
 //!   --permission-mode <mode>`; parses `system/init`, `assistant` (text and `tool_use` blocks)
 //!   and `result` lines (session id, `permission_denials`, the CLI's own cost and tokens,
 //!   errors).
-//! - `codex`: `codex exec --json [--sandbox workspace-write | --sandbox read-only | …] [resume ID] <prompt>`;
-//!   parses `thread.started`, `item.completed` (agent_message, command_execution) and
-//!   `turn.completed` / `turn.failed`.
+//! - `codex`: `codex exec --json [--sandbox workspace-write | --sandbox read-only | …] [--model M]
+//!   [resume ID] <prompt>`; parses `thread.started`, `item.completed` (agent_message,
+//!   command_execution) and `turn.completed` (with its token `usage`) / `turn.failed`.
 //! - `command`: any argv. The prompt arrives on stdin (then stdin closes), the resume id in
 //!   `$FLOTILLA_RESUME_ID`. It prints JSON lines shaped like [`Chunk`]
 //!   (`{"type":"text","text":"…"}`, `{"type":"tool_use","summary":"…"}`,
@@ -47,16 +47,14 @@ pub const MAX_ARG_PROMPT: usize = 64 * 1024;
 pub fn from_settings(s: &ChatAssistantSettings) -> PluginResult<Arc<dyn Assistant>> {
     let env = scrubbed_env(s);
     match s.kind.as_str() {
-        "claude" => Ok(Arc::new(claude::ClaudeAssistant::new(
-            program(s, "claude"),
-            s.permission_mode,
-            env,
-        ))),
-        "codex" => Ok(Arc::new(codex::CodexAssistant::new(
-            program(s, "codex"),
-            s.permission_mode,
-            env,
-        ))),
+        "claude" => Ok(Arc::new(
+            claude::ClaudeAssistant::new(program(s, "claude"), s.permission_mode, env)
+                .with_model(s.model.clone()),
+        )),
+        "codex" => Ok(Arc::new(
+            codex::CodexAssistant::new(program(s, "codex"), s.permission_mode, env)
+                .with_model(s.model.clone()),
+        )),
         "command" => {
             if s.command.is_empty() {
                 return Err(PluginError::Invalid(
@@ -129,6 +127,8 @@ pub struct ParseState {
     pub finished: bool,
     /// An error the assistant reported in-band.
     pub error: Option<String>,
+    /// The model the assistant said it runs (Claude's `system/init.model`).
+    pub model: Option<String>,
 }
 
 /// Runs `argv` as one turn: `stdin_text` (if any) on stdin, each stdout line through `parse`,

@@ -210,6 +210,7 @@ fn samples() -> Vec<(&'static str, EventKind)> {
                     cost_source: None,
                 },
                 project_usd: None,
+                unpriced_models: Vec::new(),
             },
         ),
         ("answered", EventKind::InputAnswered { question: None }),
@@ -797,9 +798,11 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
                 output_tokens: 100,
                 cache_tokens: 0,
                 cost_usd: Some(c),
-                cost_source: None,
+                // As Codex's usage arrives: priced by Flotilla, not reported by the agent.
+                cost_source: Some(crate::store::CostSource::PriceTable),
             },
             project_usd: None,
+            unpriced_models: Vec::new(),
         },
     };
     let under = step(&fresh(SessionState::Working), &usage(0.5), &p);
@@ -829,6 +832,95 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
     assert_eq!(escalations(&esc.effects), 1);
     let again = step(&esc.snapshot, &usage(1.5), &p);
     assert_eq!(escalations(&again.effects), 0, "escalates once");
+}
+
+#[test]
+fn spend_without_a_price_is_told_once_when_a_dollar_budget_cannot_count_it() {
+    use crate::actors::session::policy::{Budget, BudgetAction};
+    use crate::store::CostSource;
+    let mut p = Policy::defaults();
+    p.budget = Some(Budget {
+        session_usd: Some(1.0),
+        session_tokens: None,
+        project_usd: None,
+        action: BudgetAction::Stop,
+    });
+    let unpriced = |tokens: u64| Event {
+        at: at(0),
+        kind: EventKind::UsageObserved {
+            usage: Usage {
+                input_tokens: tokens,
+                output_tokens: 1,
+                cache_tokens: 0,
+                cost_usd: None,
+                cost_source: Some(CostSource::Unpriced),
+            },
+            project_usd: None,
+            unpriced_models: vec!["my-local-model".into()],
+        },
+    };
+    let first = step(&fresh(SessionState::Working), &unpriced(10), &p);
+    assert_eq!(first.snapshot.session.state, SessionState::Working);
+    assert_eq!(
+        first.snapshot.session.meta["unpriced_models"],
+        serde_json::json!(["my-local-model"])
+    );
+    let told: Vec<_> = first
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("my-local-model") && told[0].contains("pricing:"));
+    let again = step(&first.snapshot, &unpriced(20), &p);
+    assert!(again.effects.is_empty(), "told once: {:?}", again.effects);
+}
+
+#[test]
+fn a_session_that_ended_keeps_the_cost_it_had() {
+    use crate::store::CostSource;
+    let p = Policy::defaults();
+    let usage = |cost: Option<f64>, source: CostSource| Event {
+        at: at(0),
+        kind: EventKind::UsageObserved {
+            usage: Usage {
+                input_tokens: 100,
+                output_tokens: 10,
+                cache_tokens: 0,
+                cost_usd: cost,
+                cost_source: Some(source),
+            },
+            project_usd: None,
+            unpriced_models: Vec::new(),
+        },
+    };
+    let priced = step(
+        &fresh(SessionState::Working),
+        &usage(Some(0.25), CostSource::Config),
+        &p,
+    );
+    let killed = step(
+        &priced.snapshot,
+        &Event {
+            at: at(1),
+            kind: EventKind::KillRequested {
+                reason: "manually_killed".into(),
+            },
+        },
+        &p,
+    );
+    assert_eq!(killed.snapshot.session.state, SessionState::Killed);
+    assert_eq!(killed.snapshot.session.meta["usage"]["cost_usd"], 0.25);
+    // A last reading without a cost does not wipe it; one with the agent's figure replaces it.
+    let late = step(&killed.snapshot, &usage(None, CostSource::Unpriced), &p);
+    assert_eq!(late.snapshot.session.meta["usage"]["cost_usd"], 0.25);
+    assert_eq!(late.snapshot.session.meta["usage"]["cost_source"], "config");
+    let own = step(&killed.snapshot, &usage(Some(0.3), CostSource::Agent), &p);
+    assert_eq!(own.snapshot.session.meta["usage"]["cost_usd"], 0.3);
+    assert_eq!(own.snapshot.session.meta["usage"]["cost_source"], "agent");
 }
 
 #[test]
@@ -893,6 +985,7 @@ fn a_spent_project_budget_stops_the_next_spending_session() {
                     cost_source: None,
                 },
                 project_usd: Some(10.2),
+                unpriced_models: Vec::new(),
             },
         },
         &p,

@@ -1,0 +1,284 @@
+//! Puts one launch in its sandbox: finds the paths the agent needs and must not see, starts
+//! the session's egress proxy, and turns the agent's argv into `bwrap … -- flotilla
+//! sandbox-exec … -- agent …` (see `crate::sandbox`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::actors::fleet::Fleet;
+use crate::actors::sandbox_host::{SandboxHost, PROXY_SOCKET};
+use crate::config::{Sandbox, SandboxNetwork};
+use crate::plugins::{exec, Agent, PluginError, PluginResult};
+use crate::preflight::{resolve, Resolved};
+use crate::sandbox::bwrap::{self, Hidden, Layout, INNER_PROXY_PORT};
+use crate::sandbox::exec::ExecOptions;
+
+/// Environment variables whose URL an agent must reach: Flotilla itself (hooks, `flotilla
+/// report`) and the model APIs' base URLs.
+const URL_VARS: &[&str] = &[
+    "FLOTILLA_SERVER",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+];
+
+/// One launch, sandboxed.
+pub struct Request<'a> {
+    /// The fleet.
+    pub fleet: &'a Fleet,
+    /// Session id.
+    pub session: &'a str,
+    /// The sandbox.
+    pub sandbox: &'a Sandbox,
+    /// The agent plugin (for its state paths).
+    pub agent: &'a dyn Agent,
+    /// The session's worktree.
+    pub workspace: &'a Path,
+    /// The prompt file.
+    pub prompt_file: &'a Path,
+}
+
+/// Wraps `argv` in the sandbox and adds the proxy settings to `env`.
+///
+/// # Errors
+/// `Invalid` when bubblewrap or the `flotilla` executable is missing (naming what to
+/// install or set), or the allow list is bad; `Io`/`Command` when the proxy or git fails.
+pub async fn wrap(
+    r: &Request<'_>,
+    argv: Vec<String>,
+    env: &mut BTreeMap<String, String>,
+) -> PluginResult<Vec<String>> {
+    let path_var = env
+        .get("PATH")
+        .cloned()
+        .unwrap_or_else(|| std::env::var("PATH").unwrap_or_default());
+    let bwrap =
+        match resolve("bwrap", &path_var) {
+            Resolved::Found(p) => p,
+            _ => return Err(PluginError::Invalid(
+                "the sandbox needs bubblewrap: `bwrap` is not on PATH (Debian: apt-get install \
+                 bubblewrap), or set sandbox.enabled: false"
+                    .into(),
+            )),
+        };
+    let cli = r.fleet.cli_path.clone().ok_or_else(|| {
+        PluginError::Invalid(
+            "the sandbox needs the flotilla executable: set server.cli_path".into(),
+        )
+    })?;
+    let run_dir = SandboxHost::run_dir(&r.fleet.home, r.session);
+
+    let (forwards, mut allow) = reachable(env);
+    if r.sandbox.network == SandboxNetwork::Proxy {
+        allow.extend(r.sandbox.allow_hosts.iter().cloned());
+    }
+    r.fleet
+        .sandbox
+        .start_proxy(r.fleet.journal.clone(), &run_dir, r.session, &allow)
+        .await?;
+
+    let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let mut readable = vec![cli.clone(), r.prompt_file.to_path_buf()];
+    if let Some(program) = argv.first() {
+        if let Resolved::Found(p) = resolve(program, &path_var) {
+            readable.push(install_root(&p));
+        }
+    }
+    // Tools installed under a home (nvm, ~/.local/bin, cargo) stay runnable.
+    let homes: Vec<PathBuf> = home.iter().cloned().chain(dirs::home_dir()).collect();
+    readable.extend(
+        std::env::split_paths(&path_var)
+            .filter(|d| homes.iter().any(|h| d.starts_with(h)) && d.is_dir()),
+    );
+    // Flotilla's home, and the home of the user Flotilla runs as when the agent was given
+    // another one (its keys are there all the same).
+    let mut hidden = vec![Hidden {
+        path: r.fleet.home.clone(),
+        is_dir: true,
+    }];
+    if let Some(own) = dirs::home_dir().filter(|h| Some(h) != home.as_ref() && h.is_dir()) {
+        hidden.push(Hidden {
+            path: own,
+            is_dir: true,
+        });
+    }
+    for p in &r.fleet.sandbox.hidden {
+        if let Ok(meta) = tokio::fs::metadata(p).await {
+            hidden.push(Hidden {
+                path: p.clone(),
+                is_dir: meta.is_dir(),
+            });
+        }
+    }
+    let layout = Layout {
+        workspace: r.workspace.to_path_buf(),
+        git_dir: git_common_dir(r.workspace).await,
+        home,
+        hidden,
+        writable: r.agent.state_paths(env),
+        readable,
+        run_dir,
+        as_root: is_root(),
+    };
+    let limits = &r.sandbox.limits;
+    if limits.processes.is_some() && layout.as_root {
+        tracing::warn!(
+            session = r.session,
+            "sandbox.limits.processes is not applied when Flotilla runs as root (the kernel \
+             counts every process of the real user)"
+        );
+    }
+    let opts = ExecOptions {
+        proxy: Some(PathBuf::from(bwrap::INNER_RUN).join(PROXY_SOCKET)),
+        bridge: (r.sandbox.network == SandboxNetwork::Proxy)
+            .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), INNER_PROXY_PORT)),
+        forward: forwards,
+        processes: limits.processes.filter(|_| !layout.as_root),
+        memory_mb: limits.memory_mb,
+        cpu_seconds: limits.cpu_seconds,
+        command: argv,
+    };
+    let mut inner = vec![cli.to_string_lossy().into_owned(), "sandbox-exec".into()];
+    inner.extend(opts.to_args());
+    env.extend(bwrap::proxy_env(r.sandbox));
+    Ok(bwrap::command(&bwrap, r.sandbox, &layout, &inner))
+}
+
+/// The loopback addresses to forward into the sandbox and the proxy entries they need, from
+/// the URLs in `env`; a non-loopback host is only allowed (reached through the proxy).
+fn reachable(env: &BTreeMap<String, String>) -> (Vec<SocketAddr>, Vec<String>) {
+    let mut forwards = Vec::new();
+    let mut allow = Vec::new();
+    for var in URL_VARS {
+        let Some((host, port)) = env.get(*var).and_then(|u| host_port(u)) else {
+            continue;
+        };
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        } else {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        };
+        match ip {
+            Some(ip) if ip.is_loopback() => {
+                let addr = SocketAddr::new(ip, port);
+                if !forwards.contains(&addr) {
+                    forwards.push(addr);
+                    allow.push(addr.to_string());
+                }
+            }
+            _ => allow.push(format!("{host}:{port}")),
+        }
+    }
+    (forwards, allow)
+}
+
+/// `(host, port)` of an `http(s)://` URL (the scheme's port when none is given).
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => (h, p.parse().ok()?),
+        _ => (authority, default),
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// The directory a CLI is installed in, as far as the sandbox must show it: the
+/// `node_modules` that holds an npm CLI, a Python venv, else the program's directory.
+fn install_root(program: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    for dir in real.ancestors().skip(1) {
+        if dir.file_name().is_some_and(|n| n == "node_modules") || dir.join("pyvenv.cfg").is_file()
+        {
+            return dir.to_path_buf();
+        }
+    }
+    real.parent().map_or(real.clone(), Path::to_path_buf)
+}
+
+/// The repository's git directory a worktree uses (`git rev-parse --git-common-dir`).
+async fn git_common_dir(workspace: &Path) -> Option<PathBuf> {
+    let out = exec::run(
+        &[
+            "git",
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-common-dir",
+        ],
+        Some(workspace),
+        exec::QUICK,
+    )
+    .await
+    .ok()?;
+    let p = PathBuf::from(out.trim());
+    p.is_absolute().then_some(p)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_forwarded_and_others_allowed() {
+        let env = BTreeMap::from([
+            (
+                "FLOTILLA_SERVER".to_string(),
+                "http://127.0.0.1:7700".to_string(),
+            ),
+            (
+                "ANTHROPIC_BASE_URL".to_string(),
+                "http://localhost:9001/v1".to_string(),
+            ),
+            (
+                "OPENAI_BASE_URL".to_string(),
+                "https://llm.example.com/v1".to_string(),
+            ),
+            ("OTHER".to_string(), "http://10.0.0.1:1".to_string()),
+        ]);
+        let (forwards, allow) = reachable(&env);
+        assert_eq!(
+            forwards,
+            [
+                "127.0.0.1:7700".parse::<SocketAddr>().expect("addr"),
+                "127.0.0.1:9001".parse().expect("addr")
+            ]
+        );
+        assert_eq!(
+            allow,
+            ["127.0.0.1:7700", "127.0.0.1:9001", "llm.example.com:443"]
+        );
+        assert_eq!(host_port("http://u:p@h:81/x"), Some(("h".into(), 81)));
+        assert_eq!(host_port("ftp://h"), None);
+    }
+
+    #[test]
+    fn an_npm_cli_shows_its_whole_node_modules() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pkg = dir.path().join("node_modules/@scope/cli");
+        std::fs::create_dir_all(&pkg).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("node_modules/.bin")).expect("mkdir");
+        std::fs::write(pkg.join("cli.js"), "").expect("write");
+        let bin = dir.path().join("node_modules/.bin/cli");
+        std::os::unix::fs::symlink("../@scope/cli/cli.js", &bin).expect("link");
+        let root = std::fs::canonicalize(dir.path()).expect("canon");
+        assert_eq!(install_root(&bin), root.join("node_modules"));
+        let plain = dir.path().join("tool");
+        std::fs::write(&plain, "").expect("write");
+        assert_eq!(install_root(&plain), root);
+    }
+}

@@ -1,0 +1,293 @@
+//! The real aider (PyPI `aider-chat`) doing real work against the scripted model server
+//! (`tests/support/fake_openai.rs`, Chat Completions), pointed at it as a user would: `--model
+//! openai/<name>` with `OPENAI_API_BASE` / `OPENAI_API_KEY`, and the model's price and context
+//! window in `~/.aider.model.metadata.json` (aider's documented file for models it does not
+//! know; with it aider prices each answer and looks nothing up on the network). Launched with
+//! the argv the aider agent plugin builds, under tmux as the fleet runs it; checks what the
+//! plugin reads (questions from the screen, usage from aider's transcript).
+//!
+//! What aider 0.86.2 sends: `POST /v1/chat/completions` with `"stream": true` and no tools
+//! (edits come back as text in its edit format, `whole` for an unknown model: the file name,
+//! then the whole file in a fence), then a second request without `stream` for the commit
+//! message. It asks for no `stream_options`, so the token counts it prints are its own.
+//!
+//! Runs the CLI from `FLOTILLA_AIDER_BIN`, `aider` on `PATH` or where `.ci/deps.sh` installs
+//! it; under `CI=true` a missing CLI fails the test, elsewhere it is skipped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flotilla::config::{AgentKind, AgentSettings, PermissionMode};
+use flotilla::plugins::activity::Usage;
+use flotilla::plugins::agents::AiderAgent;
+use flotilla::plugins::{Agent, Runtime};
+use flotilla::store::{Activity, CostSource};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::fake_openai::{FakeOpenAi, Step};
+use crate::helpers::{git, make_repo, real_cli, require_tool};
+use crate::real_tmux::{within, Tmux};
+
+/// The model as aider names it (litellm's `openai/` prefix: an OpenAI-compatible endpoint).
+const MODEL: &str = "openai/fake-model";
+/// Its price in `.aider.model.metadata.json`, dollars per token.
+const INPUT_PRICE: f64 = 0.000002;
+const OUTPUT_PRICE: f64 = 0.00001;
+const TASK: &str = "## Task\n\nChange README.md to say goodbye.\n";
+const COMMIT_MESSAGE: &str = "Say goodbye in the README";
+
+/// The model's answer in aider's `whole` edit format: the file, then its new content.
+fn edit_step() -> Step {
+    Step::text("README.md\n```\ngoodbye\n```\n")
+}
+
+/// A scratch `HOME` set up as an aider user's, and a repository.
+struct Setup {
+    dir: TempDir,
+    bin: PathBuf,
+    home: PathBuf,
+    repo: PathBuf,
+    api_base: String,
+}
+
+impl Setup {
+    fn new(fake: &FakeOpenAi) -> Option<Setup> {
+        let bin = real_cli("aider", "FLOTILLA_AIDER_BIN")?;
+        if !require_tool("git") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let metadata = serde_json::json!({ MODEL: {
+            "max_input_tokens": 128000, "max_tokens": 16000, "max_output_tokens": 16000,
+            "input_cost_per_token": INPUT_PRICE, "output_cost_per_token": OUTPUT_PRICE,
+            "litellm_provider": "openai", "mode": "chat"}});
+        std::fs::write(
+            home.join(".aider.model.metadata.json"),
+            metadata.to_string(),
+        )
+        .expect("metadata");
+        std::fs::write(
+            home.join(".gitconfig"),
+            "[user]\n\tname = aider user\n\temail = aider@localhost\n",
+        )
+        .expect("gitconfig");
+        let repo = make_repo(&root);
+        Some(Setup {
+            dir,
+            bin,
+            home,
+            repo,
+            api_base: fake.url().to_string(),
+        })
+    }
+
+    /// The aider agent plugin as the fleet configures it, running this CLI.
+    fn agent(&self, mode: PermissionMode) -> AiderAgent {
+        let mut s = AgentSettings::built_in(AgentKind::Aider);
+        s.command = vec![self.bin.to_string_lossy().into_owned()];
+        s.permission_mode = mode;
+        s.model = Some(MODEL.into());
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PATH".into(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        );
+        env.insert("HOME".into(), self.home.to_string_lossy().into_owned());
+        env.insert("OPENAI_API_BASE".into(), self.api_base.clone());
+        env.insert("OPENAI_API_KEY".into(), "sk-fake-0123456789".into());
+        s.env = env;
+        AiderAgent::new("aider".into(), s)
+    }
+
+    /// A worktree of the repository on its own branch, as the fleet makes one per session.
+    fn worktree(&self, name: &str) -> PathBuf {
+        let ws = std::fs::canonicalize(self.dir.path())
+            .expect("canonical")
+            .join(name);
+        git(
+            &self.repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                &format!("session/{name}"),
+                ws.to_str().expect("utf8"),
+                "main",
+            ],
+        );
+        ws
+    }
+}
+
+/// The message texts of a Chat Completions request, joined.
+fn messages_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Aider's edit reached the branch as a commit of its own, with the message the model wrote.
+fn assert_committed(ws: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(ws.join("README.md"))
+            .ok()
+            .as_deref(),
+        Some("goodbye\n")
+    );
+    let subject = git(ws, &["log", "-1", "--format=%s"]);
+    assert_eq!(subject.trim(), COMMIT_MESSAGE);
+    let changed = git(ws, &["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(changed.trim(), "README.md");
+    // No .gitignore edit (the question --no-gitignore avoids) left in the worktree.
+    let status = git(ws, &["status", "--porcelain", "--untracked-files=no"]);
+    assert_eq!(status.trim(), "", "uncommitted changes: {status}");
+}
+
+/// Usage read from the transcript: aider's counts, and its price of them at the metadata's
+/// rates (aider prints the cost rounded to two significant digits).
+fn assert_usage(u: Option<Usage>) {
+    let u = u.expect("usage from .aider.chat.history.md");
+    assert!(u.input_tokens > 100 && u.output_tokens > 0, "{u:?}");
+    let want = u.input_tokens as f64 * INPUT_PRICE + u.output_tokens as f64 * OUTPUT_PRICE;
+    let got = u.cost_usd.expect("aider priced the answer");
+    assert!((got - want).abs() <= want * 0.05, "cost {got} vs {want}");
+    assert_eq!(u.cost_source, Some(CostSource::Agent));
+}
+
+/// Checks the two requests aider made: the streamed turn carrying the task, then the commit
+/// message.
+async fn assert_requests(fake: &FakeOpenAi) {
+    let turns = fake
+        .wait_for_turn_requests(2, Duration::from_secs(5))
+        .await
+        .expect("two model requests");
+    assert_eq!(turns[0]["model"], "fake-model");
+    assert_eq!(turns[0]["stream"], true);
+    assert!(turns[0].get("tools").is_none(), "{}", turns[0]);
+    let asked = messages_text(&turns[0]);
+    assert!(asked.contains("Change README.md to say goodbye."));
+    assert!(asked.contains("*file listing*"), "not told how to edit");
+    assert_ne!(turns[1]["stream"], true);
+    assert!(
+        messages_text(&turns[1]).contains("+goodbye"),
+        "{}",
+        turns[1]
+    );
+}
+
+#[actix_web::test]
+async fn real_aider_permissionless_edits_commits_exits_and_reports_usage() {
+    let fake = FakeOpenAi::start(vec![edit_step(), Step::text(COMMIT_MESSAGE)]).await;
+    let Some(s) = Setup::new(&fake) else { return };
+    let Some(t) = Tmux::new("aider") else { return };
+    let ws = s.worktree("demo-1");
+    let agent = s.agent(PermissionMode::Permissionless);
+    let (h, argv) = t.launch(&agent, &ws, TASK).await;
+    assert!(argv.contains(&"--yes-always".to_string()), "{argv:?}");
+
+    // One message, then aider exits by itself.
+    let status = tokio::time::timeout(Duration::from_secs(150), t.rt.wait_exit(&h))
+        .await
+        .unwrap_or_else(|_| panic!("aider still runs after 150 s"))
+        .expect("exit");
+    let screen = t.screen(&h).await;
+    assert_eq!(status, Some(0), "{screen}");
+    assert!(!screen.contains(".gitignore (recommended)"), "{screen}");
+    assert!(!screen.contains("Open documentation url"), "{screen}");
+    assert_committed(&ws);
+    assert_requests(&fake).await;
+    assert_usage(agent.usage(&ws).await.expect("usage"));
+}
+
+#[actix_web::test]
+async fn real_aider_default_mode_asks_before_adding_a_file_and_flotilla_sees_it() {
+    let fake = FakeOpenAi::start(vec![edit_step(), Step::text(COMMIT_MESSAGE)]).await;
+    let Some(s) = Setup::new(&fake) else { return };
+    let Some(t) = Tmux::new("aider") else { return };
+    let ws = s.worktree("demo-2");
+    let agent = s.agent(PermissionMode::Default);
+    let (h, _) = t.launch(&agent, &ws, TASK).await;
+
+    // The model edits a file aider was not given: in its default mode aider asks the human.
+    let question = within(150, "aider's question, read as waiting_input", || async {
+        let probe = t.probe(&h, &ws).await;
+        let activity = agent.activity(&probe).await.ok().flatten();
+        match (activity, agent.question(&probe).await) {
+            (Some(sig), Some(q)) if sig.activity == Activity::WaitingInput => Ok(q),
+            (a, q) => Err(format!(
+                "{a:?} {q:?}\n{}",
+                probe.terminal.unwrap_or_default()
+            )),
+        }
+    })
+    .await;
+    assert!(question.contains("Add file to the chat?"), "{question}");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("README.md"))
+            .ok()
+            .as_deref(),
+        Some("hello\n")
+    );
+
+    // Answered, aider applies the edit, commits and exits.
+    t.send_keys(&h, &["y", "Enter"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), t.rt.wait_exit(&h))
+        .await
+        .unwrap_or_else(|_| panic!("aider still runs after the answer"))
+        .expect("exit");
+    assert_eq!(status, Some(0), "{}", t.screen(&h).await);
+    assert_committed(&ws);
+    assert_requests(&fake).await;
+    assert_usage(agent.usage(&ws).await.expect("usage"));
+}
+
+#[actix_web::test]
+async fn real_aider_suggest_mode_answers_without_editing() {
+    let fake = FakeOpenAi::start(vec![edit_step()]).await;
+    let Some(s) = Setup::new(&fake) else { return };
+    let Some(t) = Tmux::new("aider") else { return };
+    let ws = s.worktree("demo-3");
+    let agent = s.agent(PermissionMode::Suggest);
+    let (h, _) = t.launch(&agent, &ws, TASK).await;
+
+    // The answer names a file: aider asks to add it even in ask mode. Yes: still no edit.
+    let question = within(150, "aider's question", || async {
+        let probe = t.probe(&h, &ws).await;
+        match agent.activity(&probe).await.ok().flatten() {
+            Some(sig) if sig.activity == Activity::WaitingInput => {
+                Ok(agent.question(&probe).await.unwrap_or_default())
+            }
+            _ => Err(probe.terminal.unwrap_or_default()),
+        }
+    })
+    .await;
+    assert!(question.contains("Add file to the chat?"), "{question}");
+    t.send_keys(&h, &["y", "Enter"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), t.rt.wait_exit(&h))
+        .await
+        .unwrap_or_else(|_| panic!("aider still runs after the answer"))
+        .expect("exit");
+    let screen = t.screen(&h).await;
+    assert_eq!(status, Some(0), "{screen}");
+    // Ask mode: the model is not told how to edit, and nothing is written or committed.
+    let first = &fake.turn_requests()[0];
+    assert!(!messages_text(first).contains("*file listing*"), "{first}");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("README.md"))
+            .ok()
+            .as_deref(),
+        Some("hello\n")
+    );
+    assert_eq!(git(&ws, &["log", "-1", "--format=%s"]).trim(), "init");
+    assert!(agent.usage(&ws).await.expect("usage").is_some());
+}
