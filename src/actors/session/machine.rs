@@ -343,7 +343,10 @@ impl Effect {
     pub fn is_lifecycle(&self) -> bool {
         matches!(
             self,
-            Effect::StartRuntime { .. } | Effect::DestroyRuntime | Effect::CleanupWorkspace
+            Effect::StartRuntime { .. }
+                | Effect::RestartAgent { .. }
+                | Effect::DestroyRuntime
+                | Effect::CleanupWorkspace
         )
     }
 }
