@@ -50,6 +50,8 @@ try direct_host "curl -sf --max-time 5 --noproxy '*' http://127.0.0.1:$PORT_NO/"
 try flotilla_api "curl -sf --max-time 10 --noproxy '*' \"$FLOTILLA_SERVER/healthz\""
 try root "test \$(id -u) -eq 0"
 try commit_and_push "echo hi > sandboxed.txt && git add sandboxed.txt && git -c user.name=a -c user.email=a@example.com commit -qm sandboxed && git push -q origin HEAD"
+echo "memory_limit=$(ulimit -v)"
+echo "cpu_limit=$(ulimit -t)"
 echo "PROBE DONE"
 exec sleep 600
 "#;
@@ -101,7 +103,7 @@ async fn a_sandboxed_agent_works_in_its_worktree_and_reaches_nothing_else() {
         pid = std::process::id(),
     );
     let extra = format!(
-        "    agent: probe\n    sandbox:\n      enabled: true\n      network: proxy\n      allow_hosts: [\"127.0.0.1:{port_ok}\"]\n      mounts: [{{ path: \"{tools}\" }}, {{ path: \"{origin}\", writable: true }}]\n",
+        "    agent: probe\n    sandbox:\n      enabled: true\n      network: proxy\n      allow_hosts: [\"127.0.0.1:{port_ok}\"]\n      mounts: [{{ path: \"{tools}\" }}, {{ path: \"{origin}\", writable: true }}]\n      limits: {{ memory_mb: 4096, cpu_seconds: 3600 }}\n",
         tools = tools.display(),
         origin = origin.display(),
     );
@@ -138,6 +140,9 @@ async fn a_sandboxed_agent_works_in_its_worktree_and_reaches_nothing_else() {
         ("flotilla_api", "yes"),
         ("root", "no"),
         ("commit_and_push", "yes"),
+        // The limits, as the agent's shell sees them (KiB and seconds).
+        ("memory_limit", "4194304"),
+        ("cpu_limit", "3600"),
     ] {
         assert_eq!(line(&output, name), want, "{name}: {output}");
     }
