@@ -553,6 +553,14 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                 }
             }
             fleet.sandbox.stop(rec.id.as_str());
+            // The sandbox's run directory (proxy socket, allow list) goes with the agent.
+            let run_dir =
+                crate::actors::sandbox_host::SandboxHost::run_dir(&fleet.home, rec.id.as_str());
+            if let Err(e) = tokio::fs::remove_dir_all(&run_dir).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, "removing the sandbox run directory failed");
+                }
+            }
             None
         }
         Effect::CleanupWorkspace => {
