@@ -24,6 +24,7 @@ pub const DETERMINISTIC: &[&str] = &[
     "cancel",
     "spawn",
     "fleet",
+    "answer",
 ];
 
 /// What a message asks for.

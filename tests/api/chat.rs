@@ -982,3 +982,44 @@ async fn an_idle_conversation_actor_stops_and_comes_back_from_the_store() {
     c.wait_reply("i", "Working directory: not set").await;
     assert_eq!(c.replies("i").await.len(), 2);
 }
+
+#[actix_web::test]
+async fn a_plain_reply_in_the_thread_answers_the_session_that_asked_there() {
+    if !require_tool("git") || !require_tool("tmux") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("chat");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    // The scripted agent as claude-code on tmux: "ASK" makes it ask before going on.
+    let (agents, project) = crate::fleet_tmux::config(dir.path(), "", "");
+    let extra = format!(
+        "{project}{}notifiers:\n  chatback: {{ kind: chat }}\ndefaults: {{ notifiers: [chatback] }}\n",
+        chat_yaml(&base, "")
+    );
+    let Some(app) = spawn_app_with_agents(Backend::Sqlite, &agents, &extra, dir).await else {
+        return;
+    };
+    let _tmux = crate::fleet_tmux::TmuxGuard(flotilla::app::tmux_socket(&app.home));
+    let c = Chat { app, base };
+    c.send("f", "/spawn demo ASK before deleting").await;
+    c.wait_reply("f", "Started session demo-1 (demo).").await;
+    c.app.wait_state("demo-1", "needs_input").await;
+    // The question comes to the thread; the reply there is the answer.
+    c.wait_reply("f", "Reply here to answer it.").await;
+    c.send("f", "y").await;
+    c.wait_reply("f", "Answered demo-1: y").await;
+    let s = c.app.wait_state("demo-1", "working").await;
+    assert_eq!(s["reason"], "input_answered", "{s}");
+    // Nothing waits now: a plain message is an ordinary chat turn again, and /answer says so.
+    c.send("f", "/answer demo-1 y").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = c.replies("f").await;
+        if r.iter().any(|t| t.contains("does not wait for an answer")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "replies: {r:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -50,7 +50,8 @@ const HELP: &str = "Commands:
 /commands, /command-set <name> <path> [text], /load-commands <folder>, /command-invoke <name> [args]
 /templates, /template-add <name> <file>, /template-delete <name> — global templates, run as /<name> [args]
 /worktree create <branch> | list | remove [--force] | orphans
-/spawn <project> [--agent NAME] <task…> — start a fleet session (its notifications come back here through a `chat` notifier); /fleet — list sessions";
+/spawn <project> [--agent NAME] <task…> — start a fleet session (its notifications come back here through a `chat` notifier); /fleet — list sessions
+/answer <session> <text> — answer a session started here that waits for you (with one waiting, a plain reply does)";
 
 /// Runs a deterministic command, updating (and saving) the conversation's state.
 pub async fn run(
@@ -104,6 +105,7 @@ pub async fn run(
         "worktree" => worktree(ctx, conv, args).await,
         "spawn" => spawn(ctx, conv, args).await,
         "fleet" => fleet(ctx).await,
+        "answer" => super::answers::command(ctx, conv, args).await,
         other => Action::Reply(format!("Unknown command: /{other}")),
     };
     if *conv != before {

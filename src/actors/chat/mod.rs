@@ -11,6 +11,7 @@
 //! is **run again** on restart (at-least-once for a turn the crash interrupted, whose answer
 //! never reached the user; exactly once for every turn that finished).
 
+pub mod answers;
 pub mod commands;
 pub mod conversation;
 pub mod inbox;

@@ -58,6 +58,9 @@ impl Notifier for BridgeNotifier {
         if let Some(url) = &n.pr_url {
             text.push_str(&format!("\n{url}"));
         }
+        if n.reaction.as_deref() == Some("agent-needs-input") {
+            text.push_str("\nReply here to answer it.");
+        }
         for part in split_reply_for(p.as_ref(), &text) {
             // The outbox retries retriable errors with its own backoff.
             p.send(thread, &part).await?;

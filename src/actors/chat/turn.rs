@@ -269,7 +269,9 @@ async fn handle_message(
             Err(e) => Action::Fail(format!("cannot read templates: {e}")),
         },
         Parsed::Plain(text) => {
-            if conv.cwd.is_none() && conv.codebase.is_none() && conv.worktree.is_none() {
+            if let Some(answer) = super::answers::plain_reply(ctx, &conv, &text).await {
+                answer
+            } else if conv.cwd.is_none() && conv.codebase.is_none() && conv.worktree.is_none() {
                 Action::Reply(
                     "No codebase configured. Use /clone <repo-url> to add one, or /repos to pick one."
                         .into(),

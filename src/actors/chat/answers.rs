@@ -1,0 +1,91 @@
+//! Answering an agent from the chat thread its question went to. A fleet session started
+//! with `/spawn` sends its notifications back to that conversation (the `chat` notifier); when
+//! it waits for a human (`needs_input`), a plain reply there is the answer, typed into the
+//! agent as `flotilla send` would (a short choice such as `1` or `y` as key presses). With
+//! several sessions waiting, `/answer <session> <text>` says which.
+
+use crate::actors::supervisor::messages::{ListSessions, SendToSession};
+use crate::store::{ConversationRecord, SessionId, SessionState};
+
+use super::commands::Action;
+use super::ChatContext;
+
+/// The sessions started from `conv` that now wait for a human.
+async fn waiting(ctx: &ChatContext, conv: &ConversationRecord) -> Option<Vec<SessionId>> {
+    let fleet = ctx.fleet.as_ref()?;
+    let list = tokio::time::timeout(
+        ctx.actor_timeout,
+        fleet.send(ListSessions {
+            project: None,
+            states: vec![SessionState::NeedsInput],
+        }),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .ok()?;
+    let mut mine = Vec::new();
+    for s in list {
+        let linked = ctx
+            .store
+            .conversation_for_session(s.id.as_str())
+            .await
+            .ok()
+            .flatten();
+        if linked.as_deref() == Some(conv.id.as_str()) {
+            mine.push(s.id);
+        }
+    }
+    Some(mine)
+}
+
+/// The answer a plain reply gives, when a session started here waits for a human; `None`
+/// when none does (the reply is an ordinary chat turn).
+pub async fn plain_reply(
+    ctx: &ChatContext,
+    conv: &ConversationRecord,
+    text: &str,
+) -> Option<Action> {
+    let ids = waiting(ctx, conv).await?;
+    match ids.as_slice() {
+        [] => None,
+        [id] => Some(send(ctx, id.clone(), text).await),
+        many => Some(Action::Reply(format!(
+            "Several sessions wait for an answer ({}): reply with /answer <session> <text>.",
+            many.iter()
+                .map(SessionId::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// `/answer <session> <text>`: answers that session, if it was started here.
+pub async fn command(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) -> Action {
+    let (Some(id), true) = (args.first(), args.len() > 1) else {
+        return Action::Reply("Usage: /answer <session> <text>".into());
+    };
+    let ids = waiting(ctx, conv).await.unwrap_or_default();
+    match ids.iter().find(|s| s.as_str() == id) {
+        Some(s) => send(ctx, s.clone(), &args[1..].join(" ")).await,
+        None => Action::Reply(format!(
+            "Session {id} does not wait for an answer from this conversation."
+        )),
+    }
+}
+
+async fn send(ctx: &ChatContext, id: SessionId, text: &str) -> Action {
+    let Some(fleet) = &ctx.fleet else {
+        return Action::Reply("The fleet is not available here.".into());
+    };
+    let msg = SendToSession {
+        id: id.clone(),
+        text: text.to_string(),
+        allow_restore: false,
+    };
+    match tokio::time::timeout(ctx.actor_timeout, fleet.send(msg)).await {
+        Ok(Ok(Ok(_))) => Action::Reply(format!("Answered {id}: {text}")),
+        Ok(Ok(Err(e))) => Action::Reply(format!("Could not answer {id}: {e}")),
+        _ => Action::Fail("the fleet did not answer in time".into()),
+    }
+}
