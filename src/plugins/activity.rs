@@ -274,13 +274,18 @@ pub fn terminal_question(text: &str) -> Option<String> {
     } else {
         return None;
     };
-    // The line above the option block must be the question (within a few lines).
-    let question = lines
-        .iter()
-        .rev()
-        .skip(options.len())
+    // The line above the option block must be the question (within a few lines). A modal
+    // menu ("Enter to confirm") may ask without a question mark (Claude's bypass-mode
+    // disclaimer): then its title, the first line of the dialog under its top rule, says what.
+    let above = || lines.iter().rev().skip(options.len());
+    let question = match above()
         .take(4)
-        .find(|l| l.trim_end().ends_with('?') || l.contains("? "))?;
+        .find(|l| l.trim_end().ends_with('?') || l.contains("? "))
+    {
+        Some(q) => q,
+        None if confirm_footer => above().take(8).take_while(|l| !is_rule(l)).last()?,
+        None => return None,
+    };
     let mut opts: Vec<String> = options
         .iter()
         .rev()
@@ -515,6 +520,11 @@ Press enter to confirm or esc to cancel
         );
         // The finished turn under it (prompt, status line) is not a question.
         assert_eq!(terminal_question(&screen("claude-idle.txt")), None);
+        // A modal menu without a question mark is asked by its title.
+        assert_eq!(
+            terminal_question(&screen("claude-bypass-disclaimer.txt")).as_deref(),
+            Some("WARNING: Claude Code running in Bypass Permissions mode [No, exit | Yes, I accept]")
+        );
     }
 
     #[test]
