@@ -13,51 +13,18 @@
 
 #[path = "../tests/support/fake_anthropic.rs"]
 mod fake_anthropic;
+#[path = "support/real_claude.rs"]
+mod real_claude;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fake_anthropic::{FakeAnthropic, Step};
 use flotilla::app::Application;
 use flotilla::config::{load_with, LoadOptions};
+use real_claude::{claude, git, pct, KillTmux};
 
 const API_TOKEN: &str = "bench-token-0123456789";
 const KEY: &str = "sk-ant-bench-0123456789abcdefghijklmnop";
-
-fn claude() -> Option<PathBuf> {
-    std::env::var_os("FLOTILLA_CLAUDE_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| Path::new(&h).join(".cache/flotilla/real-clis/node_modules/.bin/claude"))
-        })
-        .filter(|p| p.is_file())
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
-
-/// Kills the bench's private tmux server when dropped (also on a failed wait).
-struct KillTmux(String);
-
-impl Drop for KillTmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.0, "kill-server"])
-            .status();
-    }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 async fn state(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
     http.get(format!("{base}/api/v1/sessions/{id}"))

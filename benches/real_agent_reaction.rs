@@ -19,14 +19,16 @@
 mod fake_anthropic;
 #[path = "../tests/support/fake_github.rs"]
 mod fake_github;
+#[path = "support/real_claude.rs"]
+mod real_claude;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fake_anthropic::{request_text, FakeAnthropic, Step};
 use fake_github::FakeGithub;
 use flotilla::app::Application;
 use flotilla::config::{load_with, LoadOptions};
+use real_claude::{claude, git, pct, KillTmux};
 use serde_json::{json, Value};
 
 const API_TOKEN: &str = "bench-token-0123456789";
@@ -37,41 +39,6 @@ const SECRET: &str = "bench-reaction-secret";
 
 /// Opens the PR for the current branch (what `gh pr create` does), from the CLI's Bash tool.
 const OPEN_PR: &str = r#"git commit --allow-empty -q -m 'Start the counter' && git push -q origin HEAD && curl -sS -f -X POST "$GITHUB_API/repos/acme/widgets/pulls" -H "Authorization: Bearer $GITHUB_TOKEN" -d "{\"title\":\"Counter\",\"head\":\"$(git branch --show-current)\",\"base\":\"main\"}""#;
-
-fn claude() -> Option<PathBuf> {
-    std::env::var_os("FLOTILLA_CLAUDE_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| Path::new(&h).join(".cache/flotilla/real-clis/node_modules/.bin/claude"))
-        })
-        .filter(|p| p.is_file())
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
-
-/// Kills the bench's private tmux server when dropped (also on a failed wait).
-struct KillTmux(String);
-
-impl Drop for KillTmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.0, "kill-server"])
-            .status();
-    }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 struct Api {
     http: reqwest::Client,
