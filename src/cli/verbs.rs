@@ -732,12 +732,16 @@ fn hook(agent: super::HookAgent) -> i32 {
 /// something else (e.g. an elicitation dialog; not the idle reminder after a finished turn,
 /// which the log already shows, nor the permission prompt's own notification).
 pub fn claude_hook_question(event: &Value) -> Option<String> {
-    use crate::plugins::agents::claude::waiting_question;
+    use crate::plugins::agents::claude::{plan, waiting_question};
     match event["hook_event_name"].as_str()? {
-        "PermissionRequest" => Some(waiting_question(
-            event["tool_name"].as_str().unwrap_or("a tool"),
-            &event["tool_input"],
-        )),
+        "PermissionRequest" => {
+            let name = event["tool_name"].as_str().unwrap_or("a tool");
+            let input = &event["tool_input"];
+            Some(match hook_plan(name, event) {
+                Some(plan) => waiting_question(name, &plan::with_plan(input, &plan)),
+                None => waiting_question(name, input),
+            })
+        }
         "Notification" => match event["notification_type"].as_str() {
             // A permission prompt's notification repeats the PermissionRequest already
             // reported (in vaguer words, and later): taken as a new question it would notify
@@ -750,6 +754,24 @@ pub fn claude_hook_question(event: &Value) -> Option<String> {
         },
         _ => None,
     }
+}
+
+/// The plan of a plan approval that names none (Claude Code 2.1): read through the session's
+/// transcript, whose path the event gives.
+fn hook_plan(tool: &str, event: &Value) -> Option<String> {
+    use crate::plugins::agents::claude::plan;
+    use std::io::{Read, Seek, SeekFrom};
+    if !plan::lacks_plan(tool, &event["tool_input"]) {
+        return None;
+    }
+    let log_path = std::path::Path::new(event["transcript_path"].as_str()?);
+    let mut f = std::fs::File::open(log_path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let tail = crate::plugins::activity::TAIL_BYTES;
+    f.seek(SeekFrom::Start(len.saturating_sub(tail))).ok()?;
+    let mut bytes = Vec::new();
+    f.take(tail).read_to_end(&mut bytes).ok()?;
+    plan::read_plan_blocking(log_path, &String::from_utf8_lossy(&bytes))
 }
 
 /// `flotilla report`: what an agent runs to tell Flotilla its state.

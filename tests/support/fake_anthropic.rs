@@ -106,6 +106,50 @@ impl Step {
     pub fn overloaded() -> Step {
         Step::error(529, "overloaded_error")
     }
+
+    /// A `Write` of `content` to the plan file that Claude Code's plan mode names in its
+    /// system prompt (`~/.claude/plans/<slug>.md`, a new name per session): what a model in
+    /// plan mode does before `ExitPlanMode`, which carries no plan of its own since 2.1.
+    pub fn write_plan(content: &str) -> Step {
+        Step::tool("Write", json!({"file_path": PLAN_FILE, "content": content}))
+    }
+}
+
+/// Stands for the plan file's path in a scripted tool input; see [`Step::write_plan`].
+pub const PLAN_FILE: &str = "{{plan_file}}";
+
+/// The plan file Claude Code's plan mode tells the model to write ("… create your plan at
+/// /…/.claude/plans/<slug>.md using the Write tool" or "A plan file already exists at …").
+fn plan_file_in(body: &Value) -> Option<String> {
+    let text = request_text(body);
+    text.split_whitespace()
+        .map(|w| w.trim_end_matches(['.', ',', ':', ')']))
+        .find(|w| w.starts_with('/') && w.contains("/.claude/plans/") && w.ends_with(".md"))
+        .map(str::to_string)
+}
+
+/// `step` with [`PLAN_FILE`] in its tool input replaced by the plan file `body` names.
+fn with_plan_file(step: Step, body: &Value) -> Step {
+    let fill = |input: Value| -> Value {
+        match plan_file_in(body) {
+            Some(path) if input.to_string().contains(PLAN_FILE) => {
+                serde_json::from_str(&input.to_string().replace(PLAN_FILE, &path)).unwrap_or(input)
+            }
+            _ => input,
+        }
+    };
+    match step {
+        Step::Tool { name, input } => Step::Tool {
+            name,
+            input: fill(input),
+        },
+        Step::TextThenTool { text, name, input } => Step::TextThenTool {
+            text,
+            name,
+            input: fill(input),
+        },
+        other => other,
+    }
 }
 
 /// One request the fake received.
@@ -417,6 +461,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
         return b.json(json!({"input_tokens": (body.to_string().len() / 4).max(1)}));
     }
     let model = body["model"].as_str().unwrap_or("claude-sonnet-4-5");
+    let step = with_plan_file(step, &body);
     match &step {
         Step::Error {
             status,

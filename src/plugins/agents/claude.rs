@@ -18,6 +18,8 @@
 //! for activity; usage reads the whole file, deduplicating the per-content-block copies of a
 //! message by message id.
 
+pub mod plan;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -615,11 +617,19 @@ impl Agent for ClaudeCodeAgent {
 
     async fn question(&self, probe: &ActivityProbe) -> Option<String> {
         let from_log = match self.latest_log(&probe.workspace).await {
-            Ok(Some(path)) => read_tail(&path, TAIL_BYTES)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|(text, _)| pending_tool(&text)),
+            Ok(Some(path)) => match read_tail(&path, TAIL_BYTES).await.ok().flatten() {
+                Some((text, _)) => match pending_tool(&text) {
+                    Some((name, input)) if plan::lacks_plan(&name, &input) => {
+                        let input = match plan::read_plan(&path, &text).await {
+                            Some(p) => plan::with_plan(&input, &p),
+                            None => input,
+                        };
+                        Some((name, input))
+                    }
+                    other => other,
+                },
+                None => None,
+            },
             _ => None,
         };
         match from_log {
