@@ -624,8 +624,6 @@ fn project_or_only(project: &Option<String>, settings: &Settings) -> Result<Stri
 
 /// How long the CLI waits for an agent to start.
 const START_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
-/// Poll interval while waiting (the CLI is a plain client of the REST API).
-const POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Waits until the session has left `spawning`.
 async fn wait_started(c: &Client, id: &str) -> Result<SessionDetail, Failure> {
@@ -636,43 +634,97 @@ async fn wait_started(c: &Client, id: &str) -> Result<SessionDetail, Failure> {
         .ok_or_else(|| Failure::Client(ClientError::Decode("session vanished".into())))
 }
 
-/// Waits until every session has left `spawning`, drawing a progress bar on stderr.
+/// Waits until every session has left `spawning`, drawing a progress bar on stderr. Follows
+/// the event stream rather than polling, so it returns as soon as the last agent runs: each
+/// session's newest event so far is read first, then its state, then the stream from that
+/// point on (a change after the read arrives on the stream; one before shows in the state).
 async fn progress(c: &Client, ids: &[String], bar: bool) -> Result<Vec<SessionDetail>, Failure> {
     let deadline = tokio::time::Instant::now() + START_WAIT;
-    loop {
-        let mut all = Vec::new();
-        for id in ids {
-            all.push(
-                c.get::<SessionDetail>(&format!("/api/v1/sessions/{id}"))
-                    .await?,
-            );
+    let mut cursor = i64::MAX;
+    let mut pending = std::collections::BTreeSet::new();
+    for id in ids {
+        let v: Value = c
+            .get(&format!("/api/v1/sessions/{id}/events?after=0&limit=1000"))
+            .await?;
+        let last = v["events"]
+            .as_array()
+            .and_then(|e| e.last())
+            .and_then(|e| e["id"].as_i64())
+            .unwrap_or(0);
+        cursor = cursor.min(last);
+        let d: SessionDetail = c.get(&format!("/api/v1/sessions/{id}")).await?;
+        if d.session.state == crate::store::SessionState::Spawning {
+            pending.insert(id.clone());
         }
-        let started = all
-            .iter()
-            .filter(|s| s.session.state != crate::store::SessionState::Spawning)
-            .count();
-        if bar && !ids.is_empty() {
-            let width = 30;
-            let filled = started * width / ids.len();
-            eprint!(
-                "\r[{}{}] {started}/{} started",
-                "#".repeat(filled),
-                ".".repeat(width - filled),
-                ids.len()
-            );
-            if started == ids.len() {
-                eprintln!();
-            }
-        }
-        if started == ids.len() {
-            return Ok(all);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(Failure::Client(ClientError::Decode(
+    }
+    draw_progress(bar, ids.len() - pending.len(), ids.len());
+    if !pending.is_empty() {
+        let timeout = || {
+            Failure::Client(ClientError::Decode(
                 "timed out waiting for agents to start".into(),
-            )));
+            ))
+        };
+        let mut res = c.events(cursor).await?;
+        let mut buf = String::new();
+        while !pending.is_empty() {
+            let chunk = match tokio::time::timeout_at(deadline, res.chunk()).await {
+                Err(_) => return Err(timeout()),
+                Ok(Ok(Some(b))) => b,
+                Ok(Ok(None)) => {
+                    return Err(Failure::Client(ClientError::Decode(
+                        "the event stream ended before the agents started".into(),
+                    )))
+                }
+                Ok(Err(e)) => {
+                    return Err(Failure::Client(ClientError::Decode(format!(
+                        "event stream broke: {e}"
+                    ))))
+                }
+            };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            for (_id, data) in parse_sse(&mut buf) {
+                let Ok(v) = serde_json::from_str::<Value>(&data) else {
+                    continue;
+                };
+                if left_spawning(&v) {
+                    if let Some(s) = v["session_id"].as_str() {
+                        pending.remove(s);
+                    }
+                }
+            }
+            draw_progress(bar, ids.len() - pending.len(), ids.len());
         }
-        tokio::time::sleep(POLL).await;
+    }
+    let mut all = Vec::with_capacity(ids.len());
+    for id in ids {
+        all.push(
+            c.get::<SessionDetail>(&format!("/api/v1/sessions/{id}"))
+                .await?,
+        );
+    }
+    Ok(all)
+}
+
+/// Whether an event is a session's move out of `spawning`.
+fn left_spawning(event: &Value) -> bool {
+    let to = event["data"]["to"].as_str();
+    to.is_some_and(|t| t != "spawning") && event["data"]["from"].as_str() != to
+}
+
+/// The progress bar of a batch: `started` of `total` have left `spawning`.
+fn draw_progress(bar: bool, started: usize, total: usize) {
+    if !bar || total == 0 {
+        return;
+    }
+    let width = 30;
+    let filled = started * width / total;
+    eprint!(
+        "\r[{}{}] {started}/{total} started",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+    );
+    if started == total {
+        eprintln!();
     }
 }
 
