@@ -14,9 +14,33 @@ use super::{PluginError, PluginResult, Workspace, WorkspaceInfo, WorkspaceReques
 pub struct WorktreeWorkspace {
     /// One lock per repository: git's worktree bookkeeping (`.git/worktrees`) and `fetch` are
     /// not safe to run concurrently in one repository (a batch of 100 spawns lost 3 to
-    /// "failed to read .git/worktrees/…/commondir" without it).
-    locks:
-        std::sync::Arc<std::sync::Mutex<HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
+    /// "failed to read .git/worktrees/…/commondir" without it). It guards what the repository
+    /// last fetched.
+    repos: std::sync::Arc<std::sync::Mutex<HashMap<PathBuf, std::sync::Arc<RepoLock>>>>,
+}
+
+/// A repository's lock and its fetch record.
+type RepoLock = tokio::sync::Mutex<Fetched>;
+
+/// When each `(remote, branch)` of a repository was last fetched with success (the fetch's
+/// start). A fetch that started after a spawn was asked for saw a remote at least as fresh as
+/// that spawn needs: a burst of spawns in one repository shares one fetch (a real remote takes
+/// a second or more per fetch) instead of queueing one each behind the lock.
+#[derive(Debug, Default)]
+pub struct Fetched(HashMap<(String, String), std::time::Instant>);
+
+impl Fetched {
+    /// Whether a fetch of `remote`/`branch` started at or after `asked` succeeded.
+    fn covers(&self, remote: &str, branch: &str, asked: std::time::Instant) -> bool {
+        self.0
+            .get(&(remote.to_string(), branch.to_string()))
+            .is_some_and(|started| *started >= asked)
+    }
+
+    fn record(&mut self, remote: &str, branch: &str, started: std::time::Instant) {
+        self.0
+            .insert((remote.to_string(), branch.to_string()), started);
+    }
 }
 
 impl WorktreeWorkspace {
@@ -25,8 +49,8 @@ impl WorktreeWorkspace {
         Self::default()
     }
 
-    fn lock_for(&self, repo: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        match self.locks.lock() {
+    fn lock_for(&self, repo: &Path) -> std::sync::Arc<RepoLock> {
+        match self.repos.lock() {
             Ok(mut m) => m.entry(repo.to_path_buf()).or_default().clone(),
             // A poisoned map only means another thread panicked mid-insert: use a fresh lock.
             Err(_) => std::sync::Arc::default(),
@@ -111,8 +135,9 @@ impl Workspace for WorktreeWorkspace {
         if let Some(parent) = req.path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
+        let asked = std::time::Instant::now();
         let lock = self.lock_for(&req.repo);
-        let _held = lock.lock().await;
+        let mut fetched = lock.lock().await;
         let path = req.path.to_string_lossy().to_string();
         let local = format!("refs/heads/{}", req.branch);
         let exists = git(&req.repo, &["show-ref", "--verify", "--quiet", &local])
@@ -124,13 +149,20 @@ impl Workspace for WorktreeWorkspace {
             // Stale bases are a top complaint: fetch first; a repo without that remote
             // falls back to the local base branch.
             let remote_base = format!("{}/{}", req.remote, req.base_branch);
-            let fetched = git(
-                &req.repo,
-                &["fetch", "--quiet", &req.remote, &req.base_branch],
-            )
-            .await
-            .is_ok();
-            let base = if fetched {
+            let fresh = fetched.covers(&req.remote, &req.base_branch, asked) || {
+                let started = std::time::Instant::now();
+                let ok = git(
+                    &req.repo,
+                    &["fetch", "--quiet", &req.remote, &req.base_branch],
+                )
+                .await
+                .is_ok();
+                if ok {
+                    fetched.record(&req.remote, &req.base_branch, started);
+                }
+                ok
+            };
+            let base = if fresh {
                 remote_base.as_str()
             } else {
                 req.base_branch.as_str()
@@ -203,5 +235,97 @@ mod tests {
         for good in ["feat/42", "session/demo-1", "fix_bug-3"] {
             assert!(check_branch_name(good).is_ok(), "{good}");
         }
+    }
+
+    /// Runs git synchronously in `dir` (test set-up only).
+    fn sh_git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    /// A burst of spawns in one repository fetches the base once (or twice, when some were
+    /// asked for while the first fetch ran), not once per spawn; a spawn asked for after a
+    /// push fetches again and starts from the new base.
+    #[tokio::test]
+    async fn a_burst_of_spawns_shares_one_fetch_and_a_later_spawn_fetches_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let upstream = root.join("upstream");
+        std::fs::create_dir_all(&upstream).expect("mkdir");
+        sh_git(&upstream, &["init", "-q", "-b", "main"]);
+        sh_git(&upstream, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        sh_git(root, &["clone", "-q", "upstream", "repo"]);
+        let repo = root.join("repo");
+        // Every fetch runs the remote's upload-pack: a wrapper counts them.
+        let count = root.join("fetches");
+        let wrapper = root.join("upload-pack");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho x >> '{}'\nexec git-upload-pack \"$@\"\n",
+                count.display()
+            ),
+        )
+        .expect("wrapper");
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        sh_git(
+            &repo,
+            &[
+                "config",
+                "remote.origin.uploadpack",
+                &wrapper.display().to_string(),
+            ],
+        );
+        let fetches = || {
+            std::fs::read_to_string(&count)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let ws = WorktreeWorkspace::new();
+        let req = |n: usize| WorkspaceRequest {
+            repo: repo.clone(),
+            remote: "origin".into(),
+            base_branch: "main".into(),
+            branch: format!("session/s-{n}"),
+            path: root.join("wt").join(format!("s-{n}")),
+        };
+        let burst: Vec<_> = (0..10)
+            .map(|n| {
+                let ws = ws.clone();
+                let r = req(n);
+                async move { ws.create(&r).await }
+            })
+            .collect();
+        for r in futures::future::join_all(burst).await {
+            r.expect("created");
+        }
+        let after_burst = fetches();
+        assert!(
+            (1..=2).contains(&after_burst),
+            "{after_burst} fetches for a burst of 10"
+        );
+
+        sh_git(&upstream, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        ws.create(&req(10)).await.expect("created");
+        assert_eq!(fetches(), after_burst + 1, "a later spawn fetches again");
+        let log = std::process::Command::new("git")
+            .args(["log", "--format=%s", "-1"])
+            .current_dir(root.join("wt").join("s-10"))
+            .output()
+            .expect("git log");
+        assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), "two");
     }
 }
