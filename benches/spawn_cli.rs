@@ -107,6 +107,8 @@ fn serve(root: &Path, cfg: &Path, home: &Path, port: u16) -> Server {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("serve");
+    // Owned at once: a panic below still kills and reaps it.
+    let server = Server { child };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
@@ -117,7 +119,7 @@ fn serve(root: &Path, cfg: &Path, home: &Path, port: u16) -> Server {
                 .is_ok_and(|n| buf[..n].windows(5).any(|w| w == b" 200 "))
         });
         if ready {
-            return Server { child };
+            return server;
         }
         assert!(Instant::now() < deadline, "server not ready");
         std::thread::sleep(Duration::from_millis(50));
