@@ -3,20 +3,28 @@
 
 use serde_json::json;
 
+use crate::app_builder::AppBuilder;
 use crate::helpers::*;
 
 #[actix_web::test]
 async fn workspace_setup_copies_links_runs_post_create_and_exports_ports() {
-    let extra = r#"    setup:
-      copy: [.env]
-      symlinks: [shared-cache]
-      post_create: [["touch", "post-create-ran"]]
-      ports: 10
-"#;
-    let agent = r#"["sh", "-c", "echo PORT=$FLOTILLA_PORT_BASE COUNT=$FLOTILLA_PORT_COUNT; cat .env; sleep 600"]"#;
-    let app = spawn_app_with(Backend::Sqlite, agent, extra)
-        .await
-        .expect("app");
+    let app = AppBuilder::new()
+        .agent_command(
+            "scripted",
+            &[
+                "sh",
+                "-c",
+                "echo PORT=$FLOTILLA_PORT_BASE COUNT=$FLOTILLA_PORT_COUNT; cat .env; sleep 600",
+            ],
+        )
+        .project(|p| {
+            p.setup.copy = vec![".env".into()];
+            p.setup.symlinks = vec!["shared-cache".into()];
+            p.setup.post_create = vec![vec!["touch".into(), "post-create-ran".into()]];
+            p.setup.ports = 10;
+        })
+        .start()
+        .await;
     std::fs::write(app.repo.join(".gitignore"), ".env\nshared-cache\n").expect("write");
     std::fs::write(app.repo.join(".env"), "SECRET_FOR_DEV=1\n").expect("write");
     std::fs::create_dir_all(app.repo.join("shared-cache")).expect("mkdir");
@@ -32,18 +40,21 @@ async fn workspace_setup_copies_links_runs_post_create_and_exports_ports() {
 #[actix_web::test]
 async fn a_failing_or_hanging_post_create_errors_the_session_and_leaves_no_workspace() {
     for (cmd, needle) in [
-        (r#"["false"]"#, "post_create[0]"),
-        (r#"["sleep", "30"]"#, "timed out"),
+        (vec!["false"], "post_create[0]"),
+        (vec!["sleep", "30"], "timed out"),
     ] {
-        let extra =
-            format!("    setup:\n      post_create: [{cmd}]\n      post_create_timeout: 1s\n");
-        let app = spawn_app_with(Backend::Sqlite, ECHO_AGENT, &extra)
-            .await
-            .expect("app");
+        let argv: Vec<String> = cmd.iter().map(|a| a.to_string()).collect();
+        let app = AppBuilder::new()
+            .project(move |p| {
+                p.setup.post_create = vec![argv];
+                p.setup.post_create_timeout = flotilla::config::HumanDuration::from_secs(1);
+            })
+            .start()
+            .await;
         let id = app.spawn(json!({"project": "demo", "prompt": "p"})).await;
         let s = app.wait_state(&id, "errored").await;
         let reason = s["reason"].as_str().unwrap_or("");
-        assert!(reason.contains(needle), "{cmd}: {reason}");
+        assert!(reason.contains(needle), "{cmd:?}: {reason}");
         let path = app.home.join("worktrees/demo").join(&id);
         assert!(!path.exists(), "the partial workspace was removed");
         let wt = git(&app.repo, &["worktree", "list"]);
@@ -160,10 +171,10 @@ async fn orphans_are_listed() {
 
 #[actix_web::test]
 async fn the_clone_workspace_is_a_full_clone_and_is_removed_on_kill() {
-    let extra = "    workspace: clone\n";
-    let app = spawn_app_with(Backend::Sqlite, ECHO_AGENT, extra)
-        .await
-        .expect("app");
+    let app = AppBuilder::new()
+        .project(|p| p.workspace = Some(flotilla::config::WorkspaceKind::Clone))
+        .start()
+        .await;
     let id = app.spawn(json!({"project": "demo", "prompt": "p"})).await;
     let s = app.wait_state(&id, "working").await;
     let ws = std::path::PathBuf::from(s["workspace"].as_str().expect("ws"));

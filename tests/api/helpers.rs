@@ -252,6 +252,17 @@ pub async fn spawn_app_with_env(
             .collect(),
     })
     .expect("config loads");
+    start_app(settings, dir, home, repo).await
+}
+
+/// Starts an app from `settings` (validated here) with `$FLOTILLA_HOME` `home`, the project
+/// repository `repo`, and `dir` owning both.
+pub async fn start_app(
+    settings: flotilla::config::Settings,
+    dir: TempDir,
+    home: PathBuf,
+    repo: PathBuf,
+) -> Option<TestApp> {
     settings.validate().expect("config valid");
     let app = Application::build(settings, home.clone())
         .await
