@@ -11,25 +11,13 @@
 //!     .await;
 //! ```
 
-use std::path::PathBuf;
-
 use flotilla::config::{
     load_with, AgentKind, AgentSettings, LoadOptions, ProjectSettings, Settings,
 };
 
 use crate::helpers::*;
 
-type Edit = Box<dyn FnOnce(&mut Settings, &ScratchPaths)>;
-
-/// Where a test app's files live, for edits that need a path.
-pub struct ScratchPaths {
-    /// The temporary directory owning everything.
-    pub dir: PathBuf,
-    /// `$FLOTILLA_HOME`.
-    pub home: PathBuf,
-    /// The `demo` project's repository.
-    pub repo: PathBuf,
-}
+type Edit = Box<dyn FnOnce(&mut Settings)>;
 
 /// Builds a [`TestApp`] from typed edits of its settings.
 pub struct AppBuilder {
@@ -60,12 +48,6 @@ impl AppBuilder {
 
     /// Any edit of the settings.
     pub fn settings(mut self, f: impl FnOnce(&mut Settings) + 'static) -> Self {
-        self.edits.push(Box::new(move |s, _| f(s)));
-        self
-    }
-
-    /// An edit that needs the app's paths (a workspace under the scratch directory…).
-    pub fn settings_at(mut self, f: impl FnOnce(&mut Settings, &ScratchPaths) + 'static) -> Self {
         self.edits.push(Box::new(f));
         self
     }
@@ -102,13 +84,8 @@ impl AppBuilder {
             env: Default::default(),
         })
         .expect("the base config loads");
-        let paths = ScratchPaths {
-            dir: dir.path().to_path_buf(),
-            home: home.clone(),
-            repo: repo.clone(),
-        };
         for edit in self.edits {
-            edit(&mut settings, &paths);
+            edit(&mut settings);
         }
         start_app(settings, dir, home, repo).await
     }

@@ -247,7 +247,11 @@ async fn session_events_record_every_transition_in_order() {
 
 #[actix_web::test]
 async fn the_same_api_works_on_postgres() {
-    let Some(app) = spawn_app_with(Backend::Postgres, ECHO_AGENT, "").await else {
+    let Some(app) = crate::app_builder::AppBuilder::new()
+        .backend(Backend::Postgres)
+        .try_start()
+        .await
+    else {
         return;
     };
     let id = app.spawn(json!({"project": "demo", "prompt": "p"})).await;
