@@ -1,8 +1,14 @@
 //! The durable store: the only place that knows SQL.
 //!
-//! One [`Store`] trait, two implementations chosen from the database URL at start-up:
-//! [`sqlite::SqliteStore`] (the embedded default, WAL) and [`postgres::PostgresStore`]. Each runs
-//! its own migrations (`migrations/sqlite`, `migrations/postgres`) when opened.
+//! The interface is split by area ([`SessionCommands`], [`SessionQueries`], [`EventLog`],
+//! [`WebhookLog`], [`ChatStore`], [`TemplateStore`], [`Outbox`]); [`Store`] is all of them, and
+//! anything implementing every area is a `Store`. A test that injects a fault fakes one area
+//! and takes the rest from a real store through [`StoreParts`].
+//!
+//! Every query is written once, in [`sql::SqlStore`], generic over a [`sql::Dialect`] that holds
+//! what really differs between the two backends chosen from the database URL at start-up:
+//! [`sqlite`] (the embedded default, WAL) and [`postgres`]. Each runs its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`) when opened.
 //!
 //! Invariants every implementation keeps:
 //! - session ids `{prefix}-{N}` are reserved by the database (a counter row updated atomically
@@ -16,7 +22,9 @@
 //! truncates the same way), so a value read back may lack the nanoseconds it was written with.
 
 pub mod models;
+mod parts;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -28,6 +36,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use models::*;
+pub use parts::StoreParts;
 
 /// What went wrong in the store, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -74,76 +83,66 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 /// Result alias for store calls.
+///
+/// Every store call fails with `Database` when the database does; the other errors a call can
+/// return are named in its docs.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The durable state of Flotilla. Implementations are cheap to clone behind an `Arc` and safe
-/// to call concurrently from many actors.
+/// The session commands: the two writes that create a session and step it.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Checks the database answers (used by `/readyz`).
-    ///
-    /// # Errors
-    /// `Database` when it does not.
-    async fn ping(&self) -> StoreResult<()>;
-
-    // ---- sessions -------------------------------------------------------------------------
-
+pub trait SessionCommands: Send + Sync + 'static {
     /// Reserves the next id `{prefix}-{N}` (skipping `skip_numbers`), inserts the session in
     /// state `spawning` and appends a `session.created` event, in one transaction.
     ///
-    /// # Errors
-    /// `Database` on failure; concurrent callers never get the same id.
+    /// Concurrent callers never get the same id.
     async fn create_session(&self, new: &NewSession) -> StoreResult<(SessionRecord, EventRecord)>;
-
-    /// Loads one session row.
-    ///
-    /// # Errors
-    /// `NotFound` for an unknown id.
-    async fn load_session(&self, id: &SessionId) -> StoreResult<SessionRecord>;
-
-    /// Loads a session with its trackers and timers (what the actor needs after a restart).
-    ///
-    /// # Errors
-    /// `NotFound` for an unknown id.
-    async fn load_snapshot(&self, id: &SessionId) -> StoreResult<SessionSnapshot>;
-
-    /// Lists sessions matching the filter, ordered by creation (oldest first).
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn list_sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>>;
-
-    /// Counts sessions per state (for the `flotilla_sessions` gauge at start-up).
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn count_by_state(&self) -> StoreResult<Vec<(SessionState, i64)>>;
 
     /// Persists one machine step atomically: replaces the session row, its trackers and its
     /// timers with those of `commit.snapshot` and appends `commit.event`. Returns the event row.
     ///
-    /// # Errors
-    /// `NotFound` if the session does not exist; `Database` on failure (nothing is written).
+    /// Errors: `NotFound` if the session does not exist (nothing is written).
     async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord>;
+}
 
-    // ---- events ---------------------------------------------------------------------------
-
-    /// Appends an event that changes no session state (e.g. `session.output`, fleet events).
+/// Reading sessions (and checking the database answers).
+#[async_trait]
+pub trait SessionQueries: Send + Sync + 'static {
+    /// Checks the database answers (used by `/readyz`).
     ///
-    /// # Errors
-    /// `Database` on failure.
+    /// Errors: `Database` when it does not.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Loads one session row.
+    ///
+    /// Errors: `NotFound` for an unknown id.
+    async fn load_session(&self, id: &SessionId) -> StoreResult<SessionRecord>;
+
+    /// Loads a session with its trackers and timers (what the actor needs after a restart).
+    ///
+    /// Errors: `NotFound` for an unknown id.
+    async fn load_snapshot(&self, id: &SessionId) -> StoreResult<SessionSnapshot>;
+
+    /// Lists sessions matching the filter, ordered by creation (oldest first).
+    async fn list_sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>>;
+
+    /// Counts sessions per state (for the `flotilla_sessions` gauge at start-up).
+    async fn count_by_state(&self) -> StoreResult<Vec<(SessionState, i64)>>;
+
+    /// Every session's reaction trackers, as `(session, tracker)` pairs ordered by session and
+    /// reaction, for the dashboard's board.
+    async fn list_trackers(&self) -> StoreResult<Vec<(SessionId, ReactionTracker)>>;
+}
+
+/// The event log: appending events that change no session, and reading the log.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends an event that changes no session state (e.g. `session.output`, fleet events).
     async fn append_event(&self, event: &NewEvent) -> StoreResult<EventRecord>;
 
     /// Events with `id > after`, oldest first, at most `limit`.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<EventRecord>>;
 
     /// One session's events with `id > after`, oldest first, at most `limit`.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn session_events(
         &self,
         id: &SessionId,
@@ -152,46 +151,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<EventRecord>>;
 
     /// The largest event id (0 when the log is empty).
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn last_event_id(&self) -> StoreResult<i64>;
 
     /// The id of the newest event of `kind` on any session of `project`, if there is one.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn last_project_event_id(&self, project: &str, kind: &str) -> StoreResult<Option<i64>>;
 
     /// The newest event of every session (one per session that has any), for the dashboard's
     /// board: one read, however many sessions there are.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn latest_session_events(&self) -> StoreResult<Vec<EventRecord>>;
+}
 
-    /// Every session's reaction trackers, as `(session, tracker)` pairs ordered by session and
-    /// reaction, for the dashboard's board.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn list_trackers(&self) -> StoreResult<Vec<(SessionId, ReactionTracker)>>;
-
-    // ---- webhooks -------------------------------------------------------------------------
-
+/// The webhook deliveries seen (to drop replays).
+#[async_trait]
+pub trait WebhookLog: Send + Sync + 'static {
     /// Records a webhook delivery. Returns `false` if `(platform, delivery_id)` was already
     /// recorded (a replay), in which case nothing is written.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<bool>;
+}
 
-    // ---- chat -----------------------------------------------------------------------------
-
+/// The chat bridge: conversations, their message inbox and their links to sessions.
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
     /// Creates the conversation if missing and returns it.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn upsert_conversation(
         &self,
         platform: &str,
@@ -200,26 +181,37 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<ConversationRecord>;
 
     /// Lists conversations, most recently updated first.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn list_conversations(&self) -> StoreResult<Vec<ConversationRecord>>;
+
+    /// One conversation.
+    ///
+    /// Errors: `NotFound` for an unknown id.
+    async fn get_conversation(&self, id: &str) -> StoreResult<ConversationRecord>;
+
+    /// Saves a conversation's state: resume id, cwd, codebase, worktree, last command.
+    ///
+    /// Errors: `NotFound` for an unknown conversation.
+    async fn update_conversation(&self, c: &ConversationRecord) -> StoreResult<()>;
 
     /// Sets (or clears) a conversation's resume id.
     ///
-    /// # Errors
-    /// `NotFound` for an unknown conversation.
+    /// Errors: `NotFound` for an unknown conversation.
     async fn set_resume_id(
         &self,
         conversation_id: &str,
         resume_id: Option<&str>,
     ) -> StoreResult<()>;
 
+    /// Ids of the conversations whose worktree is `worktree` (a worktree is removed only
+    /// when none is left).
+    async fn conversations_with_worktree(&self, worktree: &str) -> StoreResult<Vec<String>>;
+
+    /// What a conversation's assistant turns have cost so far: the sum of the `cost_usd` of
+    /// its [`CHAT_TURN_USAGE`] events (turns without a known cost count nothing).
+    async fn conversation_spend(&self, conversation_id: &str) -> StoreResult<f64>;
+
     /// Stores an inbound message in the durable inbox. Returns `None` if this
     /// `(conversation, platform_message_id)` was already stored (a redelivery).
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn enqueue_chat_message(
         &self,
         conversation_id: &str,
@@ -227,13 +219,20 @@ pub trait Store: Send + Sync + 'static {
         author: &str,
         body: &str,
         at: DateTime<Utc>,
-    ) -> StoreResult<Option<ChatMessageRecord>>;
+    ) -> StoreResult<Option<ChatMessageRecord>> {
+        self.enqueue_chat_message_with_meta(
+            conversation_id,
+            platform_message_id,
+            author,
+            body,
+            &std::collections::BTreeMap::new(),
+            at,
+        )
+        .await
+    }
 
-    /// As [`Store::enqueue_chat_message`], keeping the platform's extra facts with the
-    /// message (a store without them drops `meta`).
-    ///
-    /// # Errors
-    /// `Database` on failure.
+    /// As [`ChatStore::enqueue_chat_message`], keeping the platform's extra facts with the
+    /// message.
     async fn enqueue_chat_message_with_meta(
         &self,
         conversation_id: &str,
@@ -242,191 +241,86 @@ pub trait Store: Send + Sync + 'static {
         body: &str,
         meta: &std::collections::BTreeMap<String, String>,
         at: DateTime<Utc>,
-    ) -> StoreResult<Option<ChatMessageRecord>> {
-        let _ = meta;
-        self.enqueue_chat_message(conversation_id, platform_message_id, author, body, at)
-            .await
-    }
+    ) -> StoreResult<Option<ChatMessageRecord>>;
 
     /// The oldest queued or running message of a conversation (running ones are resumed after a
     /// crash), if any.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn next_chat_message(
         &self,
         conversation_id: &str,
     ) -> StoreResult<Option<ChatMessageRecord>>;
 
-    /// Sets a message's status.
-    ///
-    /// # Errors
-    /// `NotFound` for an unknown message.
-    async fn set_chat_message_status(&self, id: i64, status: MessageStatus) -> StoreResult<()>;
-
-    /// One conversation.
-    ///
-    /// # Errors
-    /// `NotFound` for an unknown id.
-    async fn get_conversation(&self, id: &str) -> StoreResult<ConversationRecord> {
-        let _ = id;
-        Err(chat_unsupported())
-    }
-
-    /// Saves a conversation's state: resume id, cwd, codebase, worktree, last command.
-    ///
-    /// # Errors
-    /// `NotFound` for an unknown conversation.
-    async fn update_conversation(&self, c: &ConversationRecord) -> StoreResult<()> {
-        let _ = c;
-        Err(chat_unsupported())
-    }
-
-    /// Ids of the conversations whose worktree is `worktree` (a worktree is removed only
-    /// when none is left).
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn conversations_with_worktree(&self, worktree: &str) -> StoreResult<Vec<String>> {
-        let _ = worktree;
-        Err(chat_unsupported())
-    }
-
-    /// What a conversation's assistant turns have cost so far: the sum of the `cost_usd` of
-    /// its [`CHAT_TURN_USAGE`] events (turns without a known cost count nothing).
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn conversation_spend(&self, conversation_id: &str) -> StoreResult<f64> {
-        let _ = conversation_id;
-        Err(chat_unsupported())
-    }
-
     /// A conversation's queued and running messages, oldest first.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn pending_chat_messages(
         &self,
         conversation_id: &str,
-    ) -> StoreResult<Vec<ChatMessageRecord>> {
-        let _ = conversation_id;
-        Err(chat_unsupported())
-    }
+    ) -> StoreResult<Vec<ChatMessageRecord>>;
+
+    /// Sets a message's status.
+    ///
+    /// Errors: `NotFound` for an unknown message.
+    async fn set_chat_message_status(&self, id: i64, status: MessageStatus) -> StoreResult<()>;
 
     /// The newest message of every conversation that has one, and how many messages each
     /// has queued or running (for the conversations page: two reads, however many there are).
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn chat_activity(&self) -> StoreResult<ChatActivity> {
-        Err(chat_unsupported())
-    }
+    async fn chat_activity(&self) -> StoreResult<ChatActivity>;
 
-    /// Creates or replaces a global chat template.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn upsert_chat_template(&self, t: &ChatTemplateRecord) -> StoreResult<()> {
-        let _ = t;
-        Err(chat_unsupported())
-    }
-
-    /// A global chat template by name.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn get_chat_template(&self, name: &str) -> StoreResult<Option<ChatTemplateRecord>> {
-        let _ = name;
-        Err(chat_unsupported())
-    }
-
-    /// Every global chat template, by name.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn list_chat_templates(&self) -> StoreResult<Vec<ChatTemplateRecord>> {
-        Err(chat_unsupported())
-    }
-
-    /// Deletes a template; returns whether it existed.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn delete_chat_template(&self, name: &str) -> StoreResult<bool> {
-        let _ = name;
-        Err(chat_unsupported())
-    }
-
-    /// Registers per-codebase commands (name → path relative to the conversation's
-    /// directory), replacing same-named ones.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn add_codebase_commands(
-        &self,
-        codebase: &str,
-        commands: &std::collections::BTreeMap<String, String>,
-    ) -> StoreResult<()> {
-        let _ = (codebase, commands);
-        Err(chat_unsupported())
-    }
-
-    /// A codebase's commands, by name.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn codebase_commands(
-        &self,
-        codebase: &str,
-    ) -> StoreResult<std::collections::BTreeMap<String, String>> {
-        let _ = codebase;
-        Err(chat_unsupported())
-    }
+    /// Ids of conversations that have queued or running messages (to restart after a crash).
+    async fn conversations_with_pending(&self) -> StoreResult<Vec<String>>;
 
     /// Records that fleet session `session_id` was started from chat conversation
     /// `conversation_id` (`/spawn`), so its escalations can be routed back there.
     ///
-    /// # Errors
-    /// `NotFound` for an unknown conversation; `Database` on failure.
+    /// Errors: `NotFound` for an unknown conversation.
     async fn link_session_to_conversation(
         &self,
         session_id: &str,
         conversation_id: &str,
-    ) -> StoreResult<()> {
-        let _ = (session_id, conversation_id);
-        Err(chat_unsupported())
-    }
+    ) -> StoreResult<()>;
 
     /// The chat conversation a fleet session was started from, if any.
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn conversation_for_session(&self, session_id: &str) -> StoreResult<Option<String>> {
-        let _ = session_id;
-        Err(chat_unsupported())
-    }
+    async fn conversation_for_session(&self, session_id: &str) -> StoreResult<Option<String>>;
+}
 
-    /// Ids of conversations that have queued or running messages (to restart after a crash).
-    ///
-    /// # Errors
-    /// `Database` on failure.
-    async fn conversations_with_pending(&self) -> StoreResult<Vec<String>>;
+/// Chat templates and per-codebase commands.
+#[async_trait]
+pub trait TemplateStore: Send + Sync + 'static {
+    /// Creates or replaces a global chat template.
+    async fn upsert_chat_template(&self, t: &ChatTemplateRecord) -> StoreResult<()>;
 
-    // ---- notification outbox -------------------------------------------------------------
+    /// A global chat template by name.
+    async fn get_chat_template(&self, name: &str) -> StoreResult<Option<ChatTemplateRecord>>;
 
+    /// Every global chat template, by name.
+    async fn list_chat_templates(&self) -> StoreResult<Vec<ChatTemplateRecord>>;
+
+    /// Deletes a template; returns whether it existed.
+    async fn delete_chat_template(&self, name: &str) -> StoreResult<bool>;
+
+    /// Registers per-codebase commands (name → path relative to the conversation's
+    /// directory), replacing same-named ones.
+    async fn add_codebase_commands(
+        &self,
+        codebase: &str,
+        commands: &std::collections::BTreeMap<String, String>,
+    ) -> StoreResult<()>;
+
+    /// A codebase's commands, by name.
+    async fn codebase_commands(
+        &self,
+        codebase: &str,
+    ) -> StoreResult<std::collections::BTreeMap<String, String>>;
+}
+
+/// The notification outbox.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
     /// Adds a notification to the outbox unless the live row holding its `dedupe_key` is still
     /// inside its dedupe window (`dedupe_until` after this one's `created_at`); returns whether
     /// it was added. (`commit_transition` writes a step's notifications the same way.)
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn enqueue_notification(&self, n: &NotificationRecord) -> StoreResult<bool>;
 
     /// Pending notifications due at `now`, oldest first, at most `limit`.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn due_notifications(
         &self,
         now: DateTime<Utc>,
@@ -435,8 +329,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a delivery attempt's outcome.
     ///
-    /// # Errors
-    /// `NotFound` for an unknown id.
+    /// Errors: `NotFound` for an unknown id.
     async fn update_notification(
         &self,
         id: &str,
@@ -448,9 +341,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Notifications newest first (by creation), only those in `status` when given, at most
     /// `limit`.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn list_notifications(
         &self,
         status: Option<NotificationStatus>,
@@ -458,30 +348,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<NotificationRecord>>;
 
     /// How many notifications are in each status (statuses with none are left out).
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn count_notifications(&self) -> StoreResult<Vec<(NotificationStatus, i64)>>;
 
     /// Moves the next attempt of the listed **pending** notifications to `until` (a
     /// rate-limited or paused channel); returns how many moved.
-    ///
-    /// # Errors
-    /// `Database` on failure.
     async fn defer_notifications(&self, ids: &[String], until: DateTime<Utc>) -> StoreResult<u64>;
 
     /// In one transaction: adds `digest` (a pending notification) and marks the listed
     /// notifications `digested` into it. All or nothing: every member must still be pending.
     /// Returns how many were folded.
     ///
-    /// # Errors
-    /// `Conflict` if the digest id exists or a member is not pending; `Database` on failure
-    /// (nothing is written either way).
+    /// Errors: `Conflict` if the digest id exists or a member is not pending (nothing is
+    /// written either way).
     async fn fold_into_digest(
         &self,
         digest: &NotificationRecord,
         members: &[String],
     ) -> StoreResult<u64>;
+}
+
+/// The durable state of Flotilla: every area. Implementations are cheap to clone behind an
+/// `Arc` and safe to call concurrently from many actors.
+pub trait Store:
+    SessionCommands + SessionQueries + EventLog + WebhookLog + ChatStore + TemplateStore + Outbox
+{
+}
+
+impl<T> Store for T where
+    T: SessionCommands
+        + SessionQueries
+        + EventLog
+        + WebhookLog
+        + ChatStore
+        + TemplateStore
+        + Outbox
+{
 }
 
 /// A shared store handle.
@@ -494,9 +395,9 @@ pub type SharedStore = Arc<dyn Store>;
 /// `UnsupportedUrl` for another scheme; `Database`/`Migrate` when opening fails.
 pub async fn open(url: &str) -> StoreResult<SharedStore> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        Ok(Arc::new(sqlite::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+        Ok(Arc::new(postgres::open(url).await?))
     } else {
         let scheme = url.split(':').next().unwrap_or_default().to_string();
         Err(StoreError::UnsupportedUrl(scheme))
@@ -614,13 +515,5 @@ fn clamp_limit(limit: i64) -> i64 {
     limit.max(0)
 }
 
-/// What a store without the chat bridge's tables answers (test doubles that only delegate
-/// the fleet's calls).
 /// The event kind of a chat turn's usage (`data.conversation`, `data.usage.cost_usd`).
 pub const CHAT_TURN_USAGE: &str = "chat.turn_usage";
-
-fn chat_unsupported() -> StoreError {
-    StoreError::NotFound {
-        what: "chat state (this store does not keep it)".into(),
-    }
-}

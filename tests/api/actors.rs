@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use flotilla::actors::fleet::{Fleet, Plugins, ProjectSpec};
 use flotilla::actors::journal::Journal;
 use flotilla::actors::session::machine::EventKind;
@@ -22,31 +22,16 @@ use flotilla::telemetry::METRICS;
 
 use crate::helpers::*;
 
-/// Delegates to a real store but fails the next `fail` commits.
-struct FlakyStore {
+/// The session commands of a real store, failing the next `fail` commits.
+struct FlakyCommits {
     inner: SharedStore,
     fail: AtomicUsize,
 }
 
 #[async_trait]
-impl Store for FlakyStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
+impl SessionCommands for FlakyCommits {
     async fn create_session(&self, n: &NewSession) -> StoreResult<(SessionRecord, EventRecord)> {
         self.inner.create_session(n).await
-    }
-    async fn load_session(&self, id: &SessionId) -> StoreResult<SessionRecord> {
-        self.inner.load_session(id).await
-    }
-    async fn load_snapshot(&self, id: &SessionId) -> StoreResult<SessionSnapshot> {
-        self.inner.load_snapshot(id).await
-    }
-    async fn list_sessions(&self, f: &SessionFilter) -> StoreResult<Vec<SessionRecord>> {
-        self.inner.list_sessions(f).await
-    }
-    async fn count_by_state(&self) -> StoreResult<Vec<(SessionState, i64)>> {
-        self.inner.count_by_state().await
     }
     async fn commit_transition(&self, c: &TransitionCommit) -> StoreResult<EventRecord> {
         if self
@@ -58,104 +43,6 @@ impl Store for FlakyStore {
         }
         self.inner.commit_transition(c).await
     }
-    async fn append_event(&self, e: &NewEvent) -> StoreResult<EventRecord> {
-        self.inner.append_event(e).await
-    }
-    async fn events_after(&self, a: i64, l: i64) -> StoreResult<Vec<EventRecord>> {
-        self.inner.events_after(a, l).await
-    }
-    async fn session_events(
-        &self,
-        id: &SessionId,
-        a: i64,
-        l: i64,
-    ) -> StoreResult<Vec<EventRecord>> {
-        self.inner.session_events(id, a, l).await
-    }
-    async fn last_event_id(&self) -> StoreResult<i64> {
-        self.inner.last_event_id().await
-    }
-    async fn last_project_event_id(&self, project: &str, kind: &str) -> StoreResult<Option<i64>> {
-        self.inner.last_project_event_id(project, kind).await
-    }
-    async fn latest_session_events(&self) -> StoreResult<Vec<EventRecord>> {
-        self.inner.latest_session_events().await
-    }
-    async fn list_trackers(&self) -> StoreResult<Vec<(SessionId, ReactionTracker)>> {
-        self.inner.list_trackers().await
-    }
-    async fn record_webhook_delivery(&self, d: &WebhookDelivery) -> StoreResult<bool> {
-        self.inner.record_webhook_delivery(d).await
-    }
-    async fn upsert_conversation(
-        &self,
-        p: &str,
-        t: &str,
-        at: DateTime<Utc>,
-    ) -> StoreResult<ConversationRecord> {
-        self.inner.upsert_conversation(p, t, at).await
-    }
-    async fn list_conversations(&self) -> StoreResult<Vec<ConversationRecord>> {
-        self.inner.list_conversations().await
-    }
-    async fn set_resume_id(&self, c: &str, r: Option<&str>) -> StoreResult<()> {
-        self.inner.set_resume_id(c, r).await
-    }
-    async fn enqueue_chat_message(
-        &self,
-        c: &str,
-        m: &str,
-        a: &str,
-        b: &str,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Option<ChatMessageRecord>> {
-        self.inner.enqueue_chat_message(c, m, a, b, at).await
-    }
-    async fn next_chat_message(&self, c: &str) -> StoreResult<Option<ChatMessageRecord>> {
-        self.inner.next_chat_message(c).await
-    }
-    async fn set_chat_message_status(&self, id: i64, s: MessageStatus) -> StoreResult<()> {
-        self.inner.set_chat_message_status(id, s).await
-    }
-    async fn conversations_with_pending(&self) -> StoreResult<Vec<String>> {
-        self.inner.conversations_with_pending().await
-    }
-    async fn enqueue_notification(&self, n: &NotificationRecord) -> StoreResult<bool> {
-        self.inner.enqueue_notification(n).await
-    }
-    async fn due_notifications(
-        &self,
-        now: DateTime<Utc>,
-        l: i64,
-    ) -> StoreResult<Vec<NotificationRecord>> {
-        self.inner.due_notifications(now, l).await
-    }
-    async fn update_notification(
-        &self,
-        id: &str,
-        s: NotificationStatus,
-        a: i64,
-        n: DateTime<Utc>,
-        e: Option<&str>,
-    ) -> StoreResult<()> {
-        self.inner.update_notification(id, s, a, n, e).await
-    }
-    async fn list_notifications(
-        &self,
-        s: Option<NotificationStatus>,
-        l: i64,
-    ) -> StoreResult<Vec<NotificationRecord>> {
-        self.inner.list_notifications(s, l).await
-    }
-    async fn count_notifications(&self) -> StoreResult<Vec<(NotificationStatus, i64)>> {
-        self.inner.count_notifications().await
-    }
-    async fn defer_notifications(&self, ids: &[String], u: DateTime<Utc>) -> StoreResult<u64> {
-        self.inner.defer_notifications(ids, u).await
-    }
-    async fn fold_into_digest(&self, d: &NotificationRecord, m: &[String]) -> StoreResult<u64> {
-        self.inner.fold_into_digest(d, m).await
-    }
 }
 
 #[actix_web::test]
@@ -166,11 +53,14 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     let inner = open(&format!("sqlite://{}/f.db", home.display()))
         .await
         .expect("store");
-    let flaky = Arc::new(FlakyStore {
-        inner,
+    let flaky = Arc::new(FlakyCommits {
+        inner: inner.clone(),
         fail: AtomicUsize::new(0),
     });
-    let store: SharedStore = flaky.clone();
+    let store: SharedStore = Arc::new(StoreParts {
+        session_commands: flaky.clone(),
+        ..StoreParts::of(inner)
+    });
     let mut plugins = Plugins::default();
     plugins.runtimes.insert(
         "process".into(),

@@ -1,0 +1,437 @@
+//! The chat bridge's conversations, inbox, templates and codebase commands.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+
+use super::{Args, Conn, Db, Dialect, Row, RowsAffected, SqlStore, Value};
+use crate::store::{
+    write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord, ConversationRecord,
+    MessageStatus, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
+};
+
+#[async_trait]
+impl<D> ChatStore for SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
+    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
+    usize: ColumnIndex<Row<D>>,
+    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
+    String: Value<Db<D>>,
+    Option<String>: Value<Db<D>>,
+    i64: Value<Db<D>>,
+    Option<i64>: Value<Db<D>>,
+    bool: Value<Db<D>>,
+    Option<D::Ts>: Value<Db<D>>,
+    Option<D::Json>: Value<Db<D>>,
+    f64: Value<Db<D>>,
+{
+    #[tracing::instrument(skip_all)]
+    async fn upsert_conversation(
+        &self,
+        platform: &str,
+        thread: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ConversationRecord> {
+        let id = format!("{platform}:{thread}");
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO conversations (id, platform, thread, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(platform)
+        .bind(thread)
+        .bind(D::ts(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE id = $1"
+        ))
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Self::conversation_from_row(&row)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_conversations(&self) -> StoreResult<Vec<ConversationRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations ORDER BY updated_at DESC, id"
+        ))
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(Self::conversation_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_conversation(&self, id: &str) -> StoreResult<ConversationRecord> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: format!("conversation {id}"),
+        })?;
+        Self::conversation_from_row(&row)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_conversation(&self, c: &ConversationRecord) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "UPDATE conversations SET resume_id = $2, cwd = $3, codebase = $4, worktree = $5, \
+             last_command = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&c.id)
+        .bind(&c.resume_id)
+        .bind(&c.cwd)
+        .bind(&c.codebase)
+        .bind(&c.worktree)
+        .bind(&c.last_command)
+        .bind(D::ts(Utc::now()))
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("conversation {}", c.id),
+            });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_resume_id(
+        &self,
+        conversation_id: &str,
+        resume_id: Option<&str>,
+    ) -> StoreResult<()> {
+        let updated =
+            sqlx::query("UPDATE conversations SET resume_id = $2, updated_at = $3 WHERE id = $1")
+                .bind(conversation_id)
+                .bind(resume_id)
+                .bind(D::ts(Utc::now()))
+                .execute(&self.write)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("conversation {conversation_id}"),
+            });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn conversations_with_worktree(&self, worktree: &str) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM conversations WHERE worktree = $1 ORDER BY id")
+                .bind(worktree)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn conversation_spend(&self, conversation_id: &str) -> StoreResult<f64> {
+        Ok(sqlx::query_scalar::<_, f64>(D::CONVERSATION_SPEND_SQL)
+            .bind(CHAT_TURN_USAGE)
+            .bind(conversation_id)
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn enqueue_chat_message_with_meta(
+        &self,
+        conversation_id: &str,
+        platform_message_id: &str,
+        author: &str,
+        body: &str,
+        meta: &BTreeMap<String, String>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ChatMessageRecord>> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO chat_messages (conversation_id, platform_message_id, author, body, \
+             status, received_at, meta) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (conversation_id, platform_message_id) DO NOTHING RETURNING ",
+            message_columns!()
+        ))
+        .bind(conversation_id)
+        .bind(platform_message_id)
+        .bind(author)
+        .bind(body)
+        .bind(MessageStatus::Queued.as_str())
+        .bind(D::ts(at))
+        .bind(serde_json::to_string(meta).unwrap_or_else(|_| "{}".into()))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound {
+                what: format!("conversation {conversation_id}"),
+            },
+            _ => write_err(e),
+        })?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let message = Self::message_from_row(&row)?;
+        // A new message is what makes a conversation "recently updated".
+        sqlx::query("UPDATE conversations SET updated_at = $2 WHERE id = $1 AND updated_at < $2")
+            .bind(conversation_id)
+            .bind(D::ts(at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(message))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn next_chat_message(
+        &self,
+        conversation_id: &str,
+    ) -> StoreResult<Option<ChatMessageRecord>> {
+        // The status literals match the partial index's predicate.
+        sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE conversation_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY id LIMIT 1"
+        ))
+        .bind(conversation_id)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(Self::message_from_row)
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn pending_chat_messages(
+        &self,
+        conversation_id: &str,
+    ) -> StoreResult<Vec<ChatMessageRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE conversation_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY id"
+        ))
+        .bind(conversation_id)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(Self::message_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_chat_message_status(&self, id: i64, status: MessageStatus) -> StoreResult<()> {
+        let now = Utc::now();
+        let started = (status == MessageStatus::Running).then_some(now);
+        let finished = matches!(status, MessageStatus::Done | MessageStatus::Failed).then_some(now);
+        let updated = sqlx::query(
+            "UPDATE chat_messages SET status = $2, started_at = COALESCE($3, started_at), \
+             finished_at = COALESCE($4, finished_at) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(started.map(D::ts))
+        .bind(finished.map(D::ts))
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("chat message {id}"),
+            });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn chat_activity(&self) -> StoreResult<ChatActivity> {
+        let latest = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE id IN \
+             (SELECT MAX(id) FROM chat_messages GROUP BY conversation_id) ORDER BY id"
+        ))
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(Self::message_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        let pending: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT conversation_id, COUNT(*) FROM chat_messages \
+             WHERE status IN ('queued', 'running') GROUP BY conversation_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(ChatActivity {
+            latest,
+            pending: pending.into_iter().collect(),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn conversations_with_pending(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT conversation_id FROM chat_messages \
+             WHERE status IN ('queued', 'running') ORDER BY conversation_id",
+        )
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn link_session_to_conversation(
+        &self,
+        session_id: &str,
+        conversation_id: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO chat_session_links (session_id, conversation_id) VALUES ($1, $2) \
+             ON CONFLICT (session_id) DO UPDATE SET conversation_id = excluded.conversation_id",
+        )
+        .bind(session_id)
+        .bind(conversation_id)
+        .execute(&self.write)
+        .await
+        .map_err(write_err)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn conversation_for_session(&self, session_id: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT conversation_id FROM chat_session_links WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+}
+
+#[async_trait]
+impl<D> TemplateStore for SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
+    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
+    usize: ColumnIndex<Row<D>>,
+    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
+    String: Value<Db<D>>,
+    Option<String>: Value<Db<D>>,
+    i64: Value<Db<D>>,
+    Option<i64>: Value<Db<D>>,
+    bool: Value<Db<D>>,
+    Option<D::Ts>: Value<Db<D>>,
+    Option<D::Json>: Value<Db<D>>,
+{
+    #[tracing::instrument(skip_all)]
+    async fn upsert_chat_template(&self, t: &ChatTemplateRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO chat_templates (name, description, content, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+             description = excluded.description, content = excluded.content, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&t.name)
+        .bind(&t.description)
+        .bind(&t.content)
+        .bind(D::ts(t.updated_at))
+        .execute(&self.write)
+        .await
+        .map_err(write_err)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_chat_template(&self, name: &str) -> StoreResult<Option<ChatTemplateRecord>> {
+        sqlx::query(
+            "SELECT name, description, content, updated_at FROM chat_templates WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(Self::template_from_row)
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_chat_templates(&self) -> StoreResult<Vec<ChatTemplateRecord>> {
+        sqlx::query(
+            "SELECT name, description, content, updated_at FROM chat_templates ORDER BY name",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(Self::template_from_row)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_chat_template(&self, name: &str) -> StoreResult<bool> {
+        Ok(sqlx::query("DELETE FROM chat_templates WHERE name = $1")
+            .bind(name)
+            .execute(&self.write)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn add_codebase_commands(
+        &self,
+        codebase: &str,
+        commands: &BTreeMap<String, String>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for (name, path) in commands {
+            sqlx::query(
+                "INSERT INTO chat_codebase_commands (codebase, name, path) VALUES ($1, $2, $3) \
+                 ON CONFLICT (codebase, name) DO UPDATE SET path = excluded.path",
+            )
+            .bind(codebase)
+            .bind(name)
+            .bind(path)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_err)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn codebase_commands(&self, codebase: &str) -> StoreResult<BTreeMap<String, String>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, path FROM chat_codebase_commands WHERE codebase = $1 ORDER BY name",
+        )
+        .bind(codebase)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
