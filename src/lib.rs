@@ -29,6 +29,7 @@ pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod notify;
 pub mod plugins;

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use chrono::{TimeZone, Utc};
 
 use super::fleet::Fleet;
-use super::session::machine::Effect;
-use super::session::policy::{Priority, ReactionAction};
+use crate::domain::machine::Effect;
+use crate::domain::policy::{Priority, ReactionAction};
 use crate::store::{NewEvent, SessionFilter, SessionRecord, StoreResult};
 
 /// The event that records a fired all-complete (on the project's most recently updated

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::actors::session::machine::Effect;
-use crate::actors::session::policy::Priority;
 use crate::config::{self, Settings};
+use crate::domain::machine::Effect;
+use crate::domain::policy::Priority;
 use crate::store::{NotificationRecord, NotificationStatus, SessionRecord};
 
 /// The event of a notification telling that a reaction gave up (ao's `reaction.escalated`).

@@ -13,10 +13,7 @@
 //! for good.
 
 pub mod launch;
-pub mod machine;
 pub mod messages;
-pub mod policy;
-pub mod pr_events;
 mod sandboxed;
 mod scm;
 
@@ -27,12 +24,12 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use self::machine::{Effect, Event, EventKind, Outcome, TIMER_IDLE, TIMER_STUCK};
 use self::messages::*;
-use self::policy::Policy;
 use crate::actors::fleet::Fleet;
 use crate::actors::supervisor::messages::SessionEnded;
 use crate::actors::watch::OutputChanged;
+use crate::domain::machine::{self, Effect, Event, EventKind, Outcome, TIMER_IDLE, TIMER_STUCK};
+use crate::domain::policy::Policy;
 use crate::plugins::PluginError;
 use crate::store::{
     NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit,

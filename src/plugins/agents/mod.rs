@@ -10,7 +10,7 @@
 //! | `command` | [`command`] | `$FLOTILLA_PROMPT_FILE` | — | screen only |
 //!
 //! Restarted for a reaction's instructions (an exited agent, see
-//! `actors::session::machine::restart`), every kind but `command` takes them as the resumed
+//! `domain::machine::restart`), every kind but `command` takes them as the resumed
 //! conversation's first prompt (`claude --resume <id> -- <text>`, `codex resume <id> <text>`,
 //! `opencode --continue --prompt <text>`, `aider --restore-chat-history --message <text>`);
 //! `command` agents get them typed in once they run.
@@ -45,6 +45,10 @@ pub use opencode::OpencodeAgent;
 use super::{Agent, PluginError, PluginResult};
 use crate::config::{AgentKind, AgentSettings};
 use crate::pricing::PriceTable;
+
+/// Environment names always passed to agents when Flotilla has them: what a CLI needs to run
+/// at all. Nothing else from Flotilla's environment reaches an agent (no tokens).
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR"];
 
 /// Largest prompt (bytes of prompt text on the command line) passed inline.
 pub const INLINE_PROMPT_MAX: usize = 8 * 1024;

@@ -17,7 +17,9 @@ mod restart;
 pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestart, RESTART_KEY};
 
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
-use crate::store::{Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord};
+use crate::domain::session::{
+    Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord,
+};
 
 /// Timer: a session still spawning at this deadline is errored.
 pub const TIMER_SPAWN: &str = "spawn_timeout";
@@ -244,7 +246,7 @@ pub struct Usage {
     pub cost_usd: Option<f64>,
     /// Whether the agent reported the cost or Flotilla priced the tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost_source: Option<crate::store::CostSource>,
+    pub cost_source: Option<crate::domain::session::CostSource>,
 }
 
 impl EventKind {

@@ -44,7 +44,7 @@ pub enum EscalateAfter {
 }
 
 /// How a PR is merged: the SCM's own type, so policy and plugin never drift apart.
-pub use crate::plugins::MergeMethod;
+pub use crate::domain::pr::MergeMethod;
 
 /// One reaction's settings after merging project overrides over the global table.
 #[derive(Debug, Clone, PartialEq)]

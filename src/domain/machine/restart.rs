@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Effect, Machine, Outcome, TIMER_SPAWN};
-use crate::actors::session::policy::Priority;
-use crate::store::{Activity, SessionSnapshot};
+use crate::domain::policy::Priority;
+use crate::domain::session::{Activity, SessionSnapshot};
 
 /// Where a session's [`PendingRestart`] lives in its `meta`.
 pub const RESTART_KEY: &str = "restart_for";

@@ -1,10 +1,10 @@
 use chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::actors::session::machine::{self, Effect, Event};
-use crate::actors::session::policy::Policy;
-use crate::plugins::{CheckInfo, FailedCheck, ReviewComment};
-use crate::store::{Activity, SessionId, SessionRecord};
+use crate::domain::machine::{self, Effect, Event};
+use crate::domain::policy::Policy;
+use crate::domain::pr::{CheckInfo, FailedCheck, ReviewComment};
+use crate::domain::session::{Activity, SessionId, SessionRecord};
 
 fn session(state: S, pr: Option<i64>) -> SessionSnapshot {
     let t = Utc

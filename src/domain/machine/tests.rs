@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
-use crate::actors::session::policy::{Policy, ReactionAction};
-use crate::store::{Activity, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot};
+use crate::domain::policy::{Policy, ReactionAction};
+use crate::domain::session::{
+    Activity, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot,
+};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
@@ -782,7 +784,7 @@ fn a_needs_input_report_moves_a_worker_to_needs_input() {
 
 #[test]
 fn crossing_the_budget_stops_the_agent_once_or_escalates() {
-    use crate::actors::session::policy::{Budget, BudgetAction};
+    use crate::domain::policy::{Budget, BudgetAction};
     let mut p = Policy::defaults();
     p.budget = Some(Budget {
         session_usd: Some(1.0),
@@ -799,7 +801,7 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
                 cache_tokens: 0,
                 cost_usd: Some(c),
                 // As Codex's usage arrives: priced by Flotilla, not reported by the agent.
-                cost_source: Some(crate::store::CostSource::PriceTable),
+                cost_source: Some(crate::domain::session::CostSource::PriceTable),
             },
             project_usd: None,
             unpriced_models: Vec::new(),
@@ -836,8 +838,8 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
 
 #[test]
 fn spend_without_a_price_is_told_once_when_a_dollar_budget_cannot_count_it() {
-    use crate::actors::session::policy::{Budget, BudgetAction};
-    use crate::store::CostSource;
+    use crate::domain::policy::{Budget, BudgetAction};
+    use crate::domain::session::CostSource;
     let mut p = Policy::defaults();
     p.budget = Some(Budget {
         session_usd: Some(1.0),
@@ -881,7 +883,7 @@ fn spend_without_a_price_is_told_once_when_a_dollar_budget_cannot_count_it() {
 
 #[test]
 fn a_session_that_ended_keeps_the_cost_it_had() {
-    use crate::store::CostSource;
+    use crate::domain::session::CostSource;
     let p = Policy::defaults();
     let usage = |cost: Option<f64>, source: CostSource| Event {
         at: at(0),
@@ -964,7 +966,7 @@ fn stuck_and_waiting_sessions_have_a_timed_exit() {
 
 #[test]
 fn a_spent_project_budget_stops_the_next_spending_session() {
-    use crate::actors::session::policy::{Budget, BudgetAction};
+    use crate::domain::policy::{Budget, BudgetAction};
     let mut p = Policy::defaults();
     p.budget = Some(Budget {
         session_usd: None,
