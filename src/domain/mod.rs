@@ -11,7 +11,10 @@
 //!   [`policy::Priority`].
 //! - [`pr`]: a pull request as the lifecycle sees it (status, CI, review feedback).
 //! - [`pr_events`]: turns an observed PR into machine events.
+//! - [`chat`]: a chat conversation's assistant turn as a step function (budget, slot, turn,
+//!   timeout, cancel, cap reached) and its replies.
 
+pub mod chat;
 pub mod machine;
 pub mod policy;
 pub mod pr;
