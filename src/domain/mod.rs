@@ -9,12 +9,14 @@
 //!   the effects it asks for.
 //! - [`policy`]: the reaction table and thresholds a machine runs under; notification
 //!   [`policy::Priority`].
+//! - [`keys`]: reaction and timer keys as types (stored as the same text as ever).
 //! - [`pr`]: a pull request as the lifecycle sees it (status, CI, review feedback).
 //! - [`pr_events`]: turns an observed PR into machine events.
 //! - [`chat`]: a chat conversation's assistant turn as a step function (budget, slot, turn,
 //!   timeout, cancel, cap reached) and its replies.
 
 pub mod chat;
+pub mod keys;
 pub mod machine;
 pub mod policy;
 pub mod pr;

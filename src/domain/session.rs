@@ -10,6 +10,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::keys::{ReactionKey, TimerKey};
+
 /// A session id, `{prefix}-{N}`, reserved by the database (see `Store::create_session`).
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
@@ -292,8 +294,27 @@ pub struct TimerRecord {
 pub struct SessionSnapshot {
     /// The session row.
     pub session: SessionRecord,
-    /// Reaction trackers by reaction key.
+    /// Reaction trackers by reaction key, as stored ([`ReactionKey::as_str`]; read them with
+    /// [`SessionSnapshot::tracker`]).
     pub trackers: BTreeMap<String, ReactionTracker>,
-    /// Armed timers by kind.
+    /// Armed timers by kind, as stored ([`TimerKey`]'s text; see
+    /// [`SessionSnapshot::has_timer`]).
     pub timers: BTreeMap<String, TimerRecord>,
+}
+
+impl SessionSnapshot {
+    /// The tracker of reaction `key`, if it fired.
+    pub fn tracker(&self, key: ReactionKey) -> Option<&ReactionTracker> {
+        self.trackers.get(key.as_str())
+    }
+
+    /// The tracker of reaction `key`, to change it.
+    pub fn tracker_mut(&mut self, key: ReactionKey) -> Option<&mut ReactionTracker> {
+        self.trackers.get_mut(key.as_str())
+    }
+
+    /// Whether timer `key` is armed.
+    pub fn has_timer(&self, key: TimerKey) -> bool {
+        self.timers.contains_key(&key.to_string())
+    }
 }

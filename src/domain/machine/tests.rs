@@ -6,6 +6,13 @@ use std::collections::BTreeMap;
 use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
+
+// The texts timers are stored under: typed keys must keep writing exactly these.
+const TIMER_SPAWN: &str = "spawn_timeout";
+const TIMER_STUCK: &str = "stuck_check";
+const TIMER_IDLE: &str = "idle_nudge";
+const TIMER_MERGE_GRACE: &str = "merge_grace";
+const TIMER_ABANDON: &str = "abandon";
 use crate::domain::policy::{Policy, ReactionAction};
 use crate::domain::session::{
     Activity, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot,
@@ -1194,7 +1201,7 @@ fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
     assert_eq!(sends(&effects), 0, "nothing typed into a dead terminal");
     let r = restarts(&effects);
     assert_eq!(r.len(), 1, "{effects:?}");
-    assert_eq!(r[0][0].reaction, "ci-failed");
+    assert_eq!(r[0][0].reaction, crate::domain::keys::ReactionKey::CiFailed);
     assert!(r[0][0].message.contains("Failed check: unit-tests (a)"));
     // What is due is in the snapshot (committed before the restart runs), with a deadline.
     let pending = pending_restart(&s).expect("pending");
@@ -1208,7 +1215,7 @@ fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
     assert_eq!(
         effects,
         vec![Effect::SendToAgent {
-            reaction: "ci-failed".into(),
+            reaction: crate::domain::keys::ReactionKey::CiFailed,
             message: r[0][0].message.clone(),
             given_at_launch: true,
         }]
@@ -1277,7 +1284,7 @@ fn instructions_due_during_a_restart_join_it_instead_of_restarting_twice() {
                 reaction,
                 given_at_launch,
                 ..
-            } => Some((reaction.clone(), *given_at_launch)),
+            } => Some((reaction.as_str().to_string(), *given_at_launch)),
             _ => None,
         })
         .collect();

@@ -270,7 +270,7 @@ fn notifies(effects: &[Effect]) -> Vec<(Option<String>, bool)> {
                 reaction,
                 escalation,
                 ..
-            } => Some((reaction.clone(), *escalation)),
+            } => Some((reaction.map(|r| r.as_str().to_string()), *escalation)),
             _ => None,
         })
         .collect()
@@ -386,7 +386,7 @@ fn ao_13_merged_ends_in_merged_then_the_grace_timer_cleans_up() {
     p.state = "merged".into();
     let (s, _) = apply(&s, &p, &PrDetails::default());
     assert_eq!(s.session.state, S::Merged);
-    assert!(s.timers.contains_key(machine::TIMER_MERGE_GRACE));
+    assert!(s.timers.contains_key("merge_grace"));
 }
 
 #[test]
