@@ -8,7 +8,7 @@
 //! - [`machine`]: `step(snapshot, event, policy)`, the session state machine; its events and
 //!   the effects it asks for.
 //! - [`policy`]: the reaction table and thresholds a machine runs under; notification
-//!   [`policy::Priority`].
+//!   [`policy::Priority`]; the host variables an agent inherits ([`policy::BASE_ENV`]).
 //! - [`keys`]: reaction and timer keys as types (stored as the same text as ever).
 //! - [`pr`]: a pull request as the lifecycle sees it (status, CI, review feedback).
 //! - [`pr_events`]: turns an observed PR into machine events.

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::ReactionKey;
 
+/// Environment names always passed to agents when Flotilla has them: what a CLI needs to run
+/// at all. Nothing else from Flotilla's environment reaches an agent (no tokens).
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR"];
+
 /// How urgently a human should hear about something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]

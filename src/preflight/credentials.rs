@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::{AgentLaunch, Check, HostEnv, Status};
 use crate::config::AgentKind;
-use crate::plugins::agents::BASE_ENV;
+use crate::domain::policy::BASE_ENV;
 
 /// Claude Code's key variables.
 pub const CLAUDE_KEYS: &[&str] = &[

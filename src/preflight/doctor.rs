@@ -16,7 +16,7 @@ use super::{
     Onboarding, Resolved, Status,
 };
 use crate::config::{AgentKind, RuntimeKind, Settings};
-use crate::plugins::agents::BASE_ENV;
+use crate::domain::policy::BASE_ENV;
 
 /// How long one `--version` (or a database connection) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

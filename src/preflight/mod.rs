@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{AgentKind, AgentSettings};
-use crate::plugins::agents::BASE_ENV;
+use crate::domain::policy::BASE_ENV;
 
 /// `PATH` when none is set (what the C library's `execvp` searches then).
 pub const DEFAULT_PATH: &str = "/usr/bin:/bin";

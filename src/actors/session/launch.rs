@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::actors::fleet::Fleet;
 use crate::domain::machine::{launch_message, DueInstruction, EventKind};
-use crate::plugins::agents::BASE_ENV;
+use crate::domain::policy::BASE_ENV;
 use crate::plugins::{AgentContext, LaunchSpec, PluginError, WorkspaceRequest};
 use crate::store::SessionRecord;
 

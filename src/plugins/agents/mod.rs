@@ -46,10 +46,6 @@ use super::{Agent, PluginError, PluginResult};
 use crate::config::{AgentKind, AgentSettings};
 use crate::pricing::PriceTable;
 
-/// Environment names always passed to agents when Flotilla has them: what a CLI needs to run
-/// at all. Nothing else from Flotilla's environment reaches an agent (no tokens).
-pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR"];
-
 /// Largest prompt (bytes of prompt text on the command line) passed inline.
 pub const INLINE_PROMPT_MAX: usize = 8 * 1024;
 
