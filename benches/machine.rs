@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flotilla::actors::session::machine::{step, Event, EventKind};
-use flotilla::actors::session::policy::Policy;
+use flotilla::domain::machine::{step, Event, EventKind};
+use flotilla::domain::policy::Policy;
 use flotilla::store::{
     self, NewEvent, NewSession, PrRef, SessionSnapshot, SessionState, SharedStore, TransitionCommit,
 };
@@ -84,7 +84,7 @@ async fn run(store: &SharedStore, mut s: SessionSnapshot, policy: &Policy, n: us
         };
         let from = s.session.state;
         let out = step(&s, &ev, policy);
-        if out.outcome != flotilla::actors::session::machine::Outcome::Applied {
+        if out.outcome != flotilla::domain::machine::Outcome::Applied {
             continue;
         }
         store

@@ -15,13 +15,13 @@ use actix_web::{App, HttpServer};
 
 use crate::actors::fleet::{Fleet, Plugins, ProjectSpec};
 use crate::actors::journal::Journal;
-use crate::actors::session::policy::{
-    Budget, BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction,
-    ReactionPolicy,
-};
 use crate::actors::supervisor::messages::ReconcileAll;
 use crate::actors::supervisor::FleetSupervisor;
 use crate::config::{self, AgentKind, AgentSettings, Settings, TrackerKind};
+use crate::domain::policy::{
+    Budget, BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction,
+    ReactionPolicy,
+};
 use crate::http::{self, AppState};
 use crate::notify::outbox::{OutboxActor, OutboxSettings};
 use crate::notify::routing::Router;

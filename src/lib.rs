@@ -4,16 +4,21 @@
 //! # Layout
 //! - [`config`]: the `Settings` tree, layered loading, `validate()`, `flotilla init`.
 //! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations; all SQL.
-//! - [`actors`]: the `FleetSupervisor`, one `SessionActor` per session, the pure session
-//!   `machine`, and the `journal` that persists and publishes events in order.
+//! - [`domain`]: the pure core every other module builds on and that imports none of them:
+//!   the session `machine` (events, effects), its `policy` and priorities, typed reaction and
+//!   timer `keys`, session and PR types, `pr_events`, and a chat turn's `step`.
+//! - [`actors`]: the `FleetSupervisor`, one `SessionActor` per session (a shell around
+//!   `domain::machine`), the chat bridge's actors, and the `journal` that persists and
+//!   publishes events in order.
 //! - [`plugins`]: one trait per slot (Runtime, Agent, Workspace, Tracker, Scm, Notifier,
 //!   ChatPlatform, Assistant) and the implementations: `process` runtime, `command` agent,
 //!   `worktree` workspace, the notifiers.
 //! - [`http`]: the actix-web edge: REST, SSE, WebSocket, health and metrics, the web
 //!   dashboard (embedded from `web/`) and terminal attach; it only messages actors.
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
-//! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks); its
-//!   actors are in `actors::chat`.
+//! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks, the
+//!   conversations overview); its actors are in `actors::chat`, its turn step in
+//!   `domain::chat`.
 //! - [`pricing`]: what tokens cost when an agent reports none (the `pricing:` table over
 //!   built-in list prices).
 //! - [`preflight`]: can this machine start the configured agents? (spawn-time checks and
@@ -29,6 +34,7 @@ pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod notify;
 pub mod plugins;

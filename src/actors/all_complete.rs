@@ -15,15 +15,16 @@ use std::collections::BTreeMap;
 use chrono::{TimeZone, Utc};
 
 use super::fleet::Fleet;
-use super::session::machine::Effect;
-use super::session::policy::{Priority, ReactionAction};
+use crate::domain::keys::ReactionKey;
+use crate::domain::machine::Effect;
+use crate::domain::policy::{Priority, ReactionAction};
 use crate::store::{NewEvent, SessionFilter, SessionRecord, StoreResult};
 
 /// The event that records a fired all-complete (on the project's most recently updated
 /// session, so a project's events find it).
 pub const EVENT: &str = "summary.all_complete";
 /// The reaction's name in the config.
-pub const REACTION: &str = "all-complete";
+pub const REACTION: ReactionKey = ReactionKey::AllComplete;
 /// Events that make a session of the project active.
 const ACTIVATIONS: [&str; 2] = ["session.created", "session.restore_requested"];
 /// Sessions listed in a summary before it says "and N more".
@@ -94,7 +95,7 @@ static CHECKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub async fn check(fleet: &Fleet, project: &str) -> StoreResult<bool> {
     let Some(rp) = fleet
         .project(project)
-        .and_then(|p| p.policy.reactions.get(REACTION).cloned())
+        .and_then(|p| p.policy.reaction(REACTION).cloned())
     else {
         return Ok(false);
     };
@@ -125,7 +126,7 @@ pub async fn check(fleet: &Fleet, project: &str) -> StoreResult<bool> {
     };
     let now = Utc::now();
     let effect = Effect::Notify {
-        reaction: Some(REACTION.into()),
+        reaction: Some(REACTION),
         priority: rp.priority.unwrap_or(Priority::Info),
         message: summary(project, &sessions, rp.include_summary),
         escalation: false,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::journal::Journal;
-use super::session::policy::Policy;
+use crate::domain::policy::Policy;
 use crate::plugins::{Agent, PluginError, Runtime, Workspace};
 use crate::store::SharedStore;
 

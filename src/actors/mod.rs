@@ -1,5 +1,5 @@
 //! Actors own state. The `FleetSupervisor` owns one `SessionActor` per live session; each
-//! session actor runs the pure machine in `session::machine` and persists through the
+//! session actor runs the pure machine in `crate::domain::machine` and persists through the
 //! `journal` before acting. The `ChatSupervisor` (`chat`) owns one `ConversationActor` per
 //! chat conversation.
 

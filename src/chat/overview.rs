@@ -5,11 +5,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::actors::chat::scheduler::Standing;
 use crate::store::{ChatActivity, ConversationRecord};
 
 /// Characters of the newest message shown (the page shows its first line anyway).
 const BODY_CHARS: usize = 500;
+
+/// Which conversations run a turn now and which wait for a slot (for the conversations page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Standing {
+    /// Conversations running a turn.
+    pub running: Vec<String>,
+    /// Conversations waiting, first in line first.
+    pub waiting: Vec<String>,
+}
 
 /// A conversation as the conversations page lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -157,7 +157,7 @@ pub enum Command {
     Report {
         /// The state.
         #[arg(value_enum)]
-        state: crate::actors::session::machine::ReportedState,
+        state: crate::domain::machine::ReportedState,
         /// A note.
         #[arg(long)]
         note: Option<String>,

@@ -768,7 +768,7 @@ fn hook(agent: super::HookAgent) -> i32 {
         let note = crate::plugins::activity::mask_secrets(&q);
         // Nothing on stdout: the agent reads a hook's stdout as its decision.
         if let Err((_, why)) = send_report(
-            crate::actors::session::machine::ReportedState::NeedsInput,
+            crate::domain::machine::ReportedState::NeedsInput,
             Some(note),
             None,
             None,
@@ -828,7 +828,7 @@ fn hook_plan(tool: &str, event: &Value) -> Option<String> {
 
 /// `flotilla report`: what an agent runs to tell Flotilla its state.
 fn report(
-    state: crate::actors::session::machine::ReportedState,
+    state: crate::domain::machine::ReportedState,
     note: Option<String>,
     pr_url: Option<String>,
     pr_number: Option<i64>,
@@ -852,7 +852,7 @@ fn report(
 /// Posts an agent's report with the session's own token; the server's answer, or the exit
 /// code and why.
 fn send_report(
-    state: crate::actors::session::machine::ReportedState,
+    state: crate::domain::machine::ReportedState,
     note: Option<String>,
     pr_url: Option<String>,
     pr_number: Option<i64>,

@@ -8,11 +8,11 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::sessions::SessionDetail;
 use super::AppState;
-use crate::actors::session::machine::{EventKind, ReportedState};
 use crate::actors::supervisor::messages::{
     BatchSpawn, BatchSpawnRequest, EnsureOrchestrator, GetAttach, GetOrphans, Orphan, Skipped,
 };
 use crate::actors::supervisor::ApplyTo;
+use crate::domain::machine::{EventKind, ReportedState};
 use crate::plugins::AttachInfo;
 use crate::store::{PrRef, SessionId};
 

@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 
 use self::messages::WakeOutbox;
 use self::routing::Router;
-use crate::actors::session::machine::Effect;
 use crate::config::Settings;
+use crate::domain::machine::Effect;
 use crate::plugins::{notifiers, Notifier, PluginError};
 use crate::store::{NotificationRecord, SessionRecord};
 

@@ -552,7 +552,7 @@ fn rank(priority: &str) -> u8 {
 /// A digest row for `notifier` standing for `members`: the highest priority among them, their
 /// session when they share one, and the members themselves as `context.items`.
 pub fn digest_of(notifier: &str, members: &[NotificationRecord]) -> NotificationRecord {
-    let now = crate::actors::session::machine::micros(Utc::now());
+    let now = crate::domain::machine::micros(Utc::now());
     let id = uuid::Uuid::new_v4().to_string();
     let priority = members
         .iter()

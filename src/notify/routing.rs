@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::actors::session::machine::Effect;
-use crate::actors::session::policy::Priority;
 use crate::config::{self, Settings};
+use crate::domain::machine::Effect;
+use crate::domain::policy::Priority;
 use crate::store::{NotificationRecord, NotificationStatus, SessionRecord};
 
 /// The event of a notification telling that a reaction gave up (ao's `reaction.escalated`).
@@ -179,7 +179,7 @@ impl Router {
                     notifier,
                     session.id.as_str(),
                     event,
-                    reaction.as_deref(),
+                    reaction.map(|r| r.as_str()),
                     prio,
                 ),
                 dedupe_until: until,
@@ -212,6 +212,7 @@ pub fn dedupe_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::keys::ReactionKey;
     use crate::store::{Activity, PrRef, SessionId, SessionState};
 
     fn session(project: &str) -> SessionRecord {
@@ -256,7 +257,7 @@ mod tests {
 
     fn notify(priority: Priority, escalation: bool) -> Effect {
         Effect::Notify {
-            reaction: Some("agent-exited".into()),
+            reaction: Some(ReactionKey::AgentExited),
             priority,
             message: "The agent exited with status 3.".into(),
             escalation,

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use super::{AgentLaunch, Check, HostEnv, Status};
-use crate::actors::session::launch::BASE_ENV;
 use crate::config::AgentKind;
+use crate::domain::policy::BASE_ENV;
 
 /// Claude Code's key variables.
 pub const CLAUDE_KEYS: &[&str] = &[

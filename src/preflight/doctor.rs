@@ -15,8 +15,8 @@ use super::{
     claude_onboarding, credentials, install_command, resolve, AgentLaunch, Check, HostEnv,
     Onboarding, Resolved, Status,
 };
-use crate::actors::session::launch::BASE_ENV;
 use crate::config::{AgentKind, RuntimeKind, Settings};
+use crate::domain::policy::BASE_ENV;
 
 /// How long one `--version` (or a database connection) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

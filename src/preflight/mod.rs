@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::actors::session::launch::BASE_ENV;
 use crate::config::{AgentKind, AgentSettings};
+use crate::domain::policy::BASE_ENV;
 
 /// `PATH` when none is set (what the C library's `execvp` searches then).
 pub const DEFAULT_PATH: &str = "/usr/bin:/bin";

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use flotilla::actors::fleet::{Fleet, Plugins, ProjectSpec};
 use flotilla::actors::journal::Journal;
-use flotilla::actors::session::machine::EventKind;
 use flotilla::actors::supervisor::messages::{GetSession, Spawn, SpawnRequest};
 use flotilla::actors::supervisor::{ApplyTo, FleetError, FleetSupervisor};
+use flotilla::domain::machine::EventKind;
 use flotilla::plugins::agent::CommandAgent;
 use flotilla::plugins::process::ProcessRuntime;
 use flotilla::plugins::worktree::WorktreeWorkspace;
@@ -160,7 +160,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     assert_eq!(stored.session.activity, Activity::Idle);
     assert_eq!(
         stored.timers["stuck_check"].deadline,
-        flotilla::actors::session::machine::micros(since) + chrono::Duration::minutes(10),
+        flotilla::domain::machine::micros(since) + chrono::Duration::minutes(10),
         "the stuck deadline follows the idle evidence"
     );
     kill_agents(&home);

@@ -579,7 +579,7 @@ fn conversation_id(home: &Path) -> String {
 /// Flotilla, the agent runs and has the instruction exactly once.
 async fn crash_during_a_restart(launched: bool) {
     use crate::server::{Scratch, ServerProc};
-    use flotilla::actors::session::machine::{self, Effect, Event, EventKind};
+    use flotilla::domain::machine::{self, Effect, Event, EventKind};
     if !require_tool("tmux") || !require_tool("git") {
         return;
     }
@@ -670,7 +670,7 @@ async fn crash_during_a_restart(launched: bool) {
             fingerprint: "crash-check".into(),
         },
     };
-    let policy = flotilla::actors::session::policy::Policy::defaults();
+    let policy = flotilla::domain::policy::Policy::defaults();
     let step = machine::step(&snap, &event, &policy);
     let due = match step.effects.as_slice() {
         [Effect::RestartAgent { due }] => due.clone(),

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use actix::Addr;
-use flotilla::actors::session::machine::EventKind;
 use flotilla::actors::supervisor::{ApplyTo, FleetSupervisor};
 use flotilla::app::Application;
 use flotilla::config::{load_with, LoadOptions};
+use flotilla::domain::machine::EventKind;
 use flotilla::store::{PrRef, SessionId};
 use serde_json::{json, Value};
 

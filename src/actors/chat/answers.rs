@@ -7,7 +7,7 @@
 use crate::actors::supervisor::messages::{ListSessions, SendToSession};
 use crate::store::{ConversationRecord, SessionId, SessionState};
 
-use super::commands::Action;
+use super::action::Action;
 use super::ChatContext;
 
 /// The sessions started from `conv` that now wait for a human.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::turn::turn_dir;
-use super::workspace::{self, codebase_dir, git};
+pub use super::action::Action;
+use super::workspace::{self, codebase_dir, git, turn_dir};
 use super::ChatContext;
 use crate::actors::supervisor::messages::{ListSessions, Spawn, SpawnRequest};
 use crate::chat::paths::{confine, valid_branch, validate_clone_url};
@@ -20,24 +20,6 @@ use crate::store::{ChatTemplateRecord, ConversationRecord};
 
 /// Longest a clone or pull may take.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// What a message leads to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Reply with this text; the message is done.
-    Reply(String),
-    /// Reply with this text; the message failed.
-    Fail(String),
-    /// Run the assistant.
-    Prompt {
-        /// The prompt.
-        prompt: String,
-        /// The template or command it came from (recorded as the last command).
-        command: Option<String>,
-        /// Start a fresh assistant session first.
-        fresh: bool,
-    },
-}
 
 const HELP: &str = "Commands:
 /help — this list

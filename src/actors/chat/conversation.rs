@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::drain::drain;
+use super::handles::TurnHandles;
 use super::messages::{CancelTurn, ConversationIdle, Process, StopConversation};
-use super::turn::{self, TurnHandles};
 use super::{ChatContext, ChatSupervisor};
 
 /// How long to wait before draining again after the store failed.
@@ -54,7 +55,7 @@ impl ConversationActor {
             ctx.cancel_future(h);
         }
         self.busy = true;
-        let fut = turn::drain(self.ctx.clone(), self.id.clone(), self.handles.clone());
+        let fut = drain(self.ctx.clone(), self.id.clone(), self.handles.clone());
         let span = self.span.clone();
         ctx.spawn(
             tracing::Instrument::instrument(fut, span)

@@ -3,25 +3,33 @@
 //! An inbound message flows: platform adapter → [`inbox::StoreInbox`] (allowlist, stored
 //! durably, deduplicated) → [`ChatSupervisor`] (`Wake`) → the conversation's
 //! [`conversation::ConversationActor`] (one per `{platform}:{thread}`, started on demand,
-//! stopped when idle, restarted from the store) → [`turn`] (a command, or an assistant turn
-//! under the [`scheduler::Scheduler`]'s cap) → the platform's `send`/`edit`.
+//! stopped when idle, restarted from the store) → [`drain`] (its messages in order) →
+//! `dispatch` (a command, a template or plain text, see [`action::Action`]) → `assistant` (an
+//! assistant turn under the [`scheduler::Scheduler`]'s cap, stepped by the pure
+//! [`crate::domain::chat::step`]) → [`reply`] (the platform's `send`/`edit`).
 //!
 //! Delivery guarantee: a message is marked `running` before its turn and `done`/`failed`
 //! after, one at a time per conversation, in id order. A message left `running` by a crash
 //! is **run again** on restart (at-least-once for a turn the crash interrupted, whose answer
 //! never reached the user; exactly once for every turn that finished).
 
+pub mod action;
 pub mod answers;
+mod assistant;
 pub mod commands;
 pub mod conversation;
+mod dispatch;
+pub mod drain;
+pub mod handles;
 pub mod inbox;
 pub mod messages;
 pub mod notifier;
 pub mod platforms;
+mod replier;
+pub mod reply;
 pub mod scheduler;
 pub mod spend;
 pub mod test_platform;
-pub mod turn;
 pub mod workspace;
 
 use std::collections::HashMap;
@@ -198,16 +206,11 @@ impl Handler<Wake> for ChatSupervisor {
             if let Some((addr, _)) = self.conversations.get(&msg.conversation) {
                 addr.do_send(CancelTurn);
             }
-        } else if msg.ahead > 0 {
+        } else if let Some(text) = crate::domain::chat::queued_notice(msg.ahead) {
             let ctx2 = self.ctx.clone();
             let id = msg.conversation.clone();
-            let ahead = msg.ahead;
             actix::spawn(async move {
-                let text = format!(
-                    "⏳ Queued: {ahead} message{} ahead of yours in this conversation.",
-                    if ahead == 1 { "" } else { "s" }
-                );
-                turn::reply_to(&ctx2, &id, &text).await;
+                reply::reply_to(&ctx2, &id, &text).await;
             });
         }
         self.wake(&msg.conversation, ctx.address());

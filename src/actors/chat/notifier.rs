@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 
 use super::platforms::ChatPlatforms;
-use super::turn::{split_id, split_reply_for};
+use super::reply::{split_id, split_reply_for};
 use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
 use crate::store::SharedStore;
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use crate::chat::overview::Standing;
 use crate::telemetry::METRICS;
 
 /// Active and waiting conversations.
@@ -18,15 +19,6 @@ pub struct SchedulerStats {
     pub queued: usize,
     /// The cap.
     pub max_concurrent: usize,
-}
-
-/// Which conversations run a turn now and which wait for a slot (for the conversations page).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Standing {
-    /// Conversations running a turn.
-    pub running: Vec<String>,
-    /// Conversations waiting, first in line first.
-    pub waiting: Vec<String>,
 }
 
 /// Who holds and who waits for the slots.

@@ -8,11 +8,13 @@
 //! conversation's spend is the sum of those events, so it survives restarts.
 //!
 //! `chat.budget_usd` caps a conversation's spend: once reached, further assistant turns are
-//! refused with a reply ([`over_budget`]); the turn that crosses it is told ([`crossed`]).
+//! refused with a reply ([`over_budget`], [`crate::domain::chat::refusal`]); the turn that
+//! crosses it is told ([`crate::domain::chat::crossed`]).
 
+use super::ChatContext;
 use crate::plugins::TurnUsage;
 use crate::pricing::{PriceTable, Priced, Tokens};
-use crate::store::{CostSource, SharedStore};
+use crate::store::{ConversationRecord, CostSource, NewEvent, SharedStore};
 
 /// A turn's usage with its cost settled.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,21 +79,54 @@ pub async fn over_budget(
     }
 }
 
-/// The reply refusing a turn of a conversation that spent its budget.
-pub fn refusal(spent: f64, max: f64) -> String {
-    format!(
-        "💸 This conversation has spent ${spent:.2} of its ${max:.2} budget (chat.budget_usd): \
-         no more assistant turns here. Start a new thread, or ask the operator to raise the budget."
-    )
+/// Records what a turn cost as a `chat.turn_usage` event: the assistant's own cost, else its
+/// tokens priced from the `pricing:` table ([`price_turn`]), with `cost_source` and,
+/// for a model without a price, `unpriced_models`. The event log is where a conversation's
+/// spend is summed (`chat.budget_usd`). Returns whether the event was written.
+pub(super) async fn record_usage(
+    ctx: &ChatContext,
+    conv: &ConversationRecord,
+    message: i64,
+    session: Option<&str>,
+    u: TurnUsage,
+) -> bool {
+    let Some(journal) = &ctx.journal else {
+        tracing::debug!("no journal: a chat turn's usage is not recorded");
+        return false;
+    };
+    let priced = price_turn(&ctx.prices, ctx.settings.assistant.model.as_deref(), u);
+    if !priced.unpriced_models.is_empty() {
+        tracing::warn!(models = ?priced.unpriced_models, "a chat turn's model has no price: its cost is unknown (add it under pricing:)");
+    }
+    let mut data = serde_json::json!({
+        "conversation": conv.id,
+        "message": message,
+        "assistant": ctx.assistant.kind(),
+        "command": conv.last_command,
+        "session": session,
+        "usage": priced.usage,
+        "cost_source": priced.cost_source,
+    });
+    if !priced.unpriced_models.is_empty() {
+        data["unpriced_models"] = serde_json::json!(priced.unpriced_models);
+    }
+    let event = NewEvent {
+        session_id: None,
+        kind: TURN_USAGE_EVENT.into(),
+        data,
+        at: chrono::Utc::now(),
+    };
+    match journal.append(&event).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record a chat turn's usage");
+            false
+        }
+    }
 }
 
-/// The notice after the turn that reached the budget.
-pub fn crossed(spent: f64, max: f64) -> String {
-    format!(
-        "💸 This conversation has now spent ${spent:.2} of its ${max:.2} budget \
-         (chat.budget_usd): further assistant turns here will be refused."
-    )
-}
+/// The event kind of a chat turn's usage.
+pub const TURN_USAGE_EVENT: &str = crate::store::CHAT_TURN_USAGE;
 
 #[cfg(test)]
 mod tests {

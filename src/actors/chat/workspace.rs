@@ -13,13 +13,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::turn::reply_to;
+use super::reply::reply_to;
 use super::ChatContext;
 use crate::chat::paths::validate_clone_url;
 use crate::store::ConversationRecord;
 
 /// Longest a fetch, clone or worktree command may take.
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The directory a turn runs in: the worktree, else the cwd, else the workspace root.
+pub fn turn_dir(ctx: &ChatContext, conv: &ConversationRecord) -> std::path::PathBuf {
+    conv.worktree
+        .as_ref()
+        .or(conv.cwd.as_ref())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ctx.workspace.clone())
+}
 
 /// Where codebase `name` (`owner/repo`) is checked out.
 pub fn codebase_dir(ctx: &ChatContext, name: &str) -> PathBuf {

@@ -5,14 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::machine::{launch_message, DueInstruction, EventKind};
 use crate::actors::fleet::Fleet;
+use crate::domain::machine::{launch_message, DueInstruction, EventKind};
+use crate::domain::policy::BASE_ENV;
 use crate::plugins::{AgentContext, LaunchSpec, PluginError, WorkspaceRequest};
 use crate::store::SessionRecord;
-
-/// Environment names always passed to agents when Flotilla has them: what a CLI needs to run
-/// at all. Nothing else from Flotilla's environment reaches an agent (no tokens).
-pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR"];
 
 /// The orchestrator's task: it steers workers through the `flotilla` CLI.
 pub fn orchestrator_prompt(project: &crate::actors::fleet::ProjectSpec) -> String {

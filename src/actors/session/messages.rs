@@ -4,8 +4,8 @@
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::machine::EventKind;
 use super::SessionError;
+use crate::domain::machine::EventKind;
 use crate::store::SessionSnapshot;
 
 /// What a request did to the session.

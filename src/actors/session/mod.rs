@@ -13,10 +13,7 @@
 //! for good.
 
 pub mod launch;
-pub mod machine;
 pub mod messages;
-pub mod policy;
-pub mod pr_events;
 mod sandboxed;
 mod scm;
 
@@ -27,12 +24,13 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use self::machine::{Effect, Event, EventKind, Outcome, TIMER_IDLE, TIMER_STUCK};
 use self::messages::*;
-use self::policy::Policy;
 use crate::actors::fleet::Fleet;
 use crate::actors::supervisor::messages::SessionEnded;
 use crate::actors::watch::OutputChanged;
+use crate::domain::keys::TimerKey;
+use crate::domain::machine::{self, Effect, Event, EventKind, Outcome};
+use crate::domain::policy::Policy;
 use crate::plugins::PluginError;
 use crate::store::{
     NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit,
@@ -130,7 +128,7 @@ impl SessionActor {
         }
         match (&s.session.runtime_handle, s.session.state) {
             (None, SessionState::Spawning) => {
-                if s.timers.contains_key(machine::TIMER_SPAWN) {
+                if s.has_timer(TimerKey::Spawn) {
                     // A spawn that was under way (or a restore): start the runtime again.
                     let resume = s.session.reason.as_deref() == Some("restored");
                     self.run_effects(ctx, vec![Effect::StartRuntime { resume }]);
@@ -310,7 +308,7 @@ impl SessionActor {
     /// A timer fired. Activity timers first ask the runtime when the agent last wrote output
     /// (a file stat, no subprocess), so the machine decides on fresh evidence.
     fn fire_timer(&mut self, ctx: &mut Context<Self>, kind: String) {
-        let probe = kind == TIMER_STUCK || kind == TIMER_IDLE;
+        let probe = matches!(kind.parse(), Ok(TimerKey::Stuck | TimerKey::Idle));
         let Some(s) = self.snapshot.clone() else {
             return;
         };
@@ -439,17 +437,17 @@ impl SessionActor {
         let (from, to) = (old.session.state, new.session.state);
         for e in &effects {
             match e {
-                Effect::SendToAgent { reaction, .. } => METRICS.reaction(reaction, "send"),
+                Effect::SendToAgent { reaction, .. } => METRICS.reaction(reaction.as_str(), "send"),
                 Effect::Notify {
                     reaction: Some(reaction),
                     escalation,
                     ..
                 } => {
                     if *escalation {
-                        METRICS.reaction(reaction, "escalate");
-                        METRICS.escalation(reaction);
+                        METRICS.reaction(reaction.as_str(), "escalate");
+                        METRICS.escalation(reaction.as_str());
                     } else {
-                        METRICS.reaction(reaction, "notify");
+                        METRICS.reaction(reaction.as_str(), "notify");
                     }
                 }
                 _ => {}

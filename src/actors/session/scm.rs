@@ -7,11 +7,11 @@
 use actix::prelude::*;
 use tracing::Instrument;
 
-use super::machine::EventKind;
 use super::messages::{Apply, MergeNow, ScmCheck, ScmHint, StepReport};
-use super::pr_events::{self, PrDetails};
 use super::{SessionActor, SessionError};
 use crate::actors::fleet::Fleet;
+use crate::domain::machine::EventKind;
+use crate::domain::pr_events::{self, PrDetails};
 use crate::plugins::{MergeMethod, PluginError, PrStatus, Scm};
 use crate::store::SessionSnapshot;
 

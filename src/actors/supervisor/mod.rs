@@ -17,13 +17,13 @@ use chrono::Utc;
 
 use self::messages::*;
 use crate::actors::fleet::Fleet;
-use crate::actors::session::machine::{self, Event, EventKind, Outcome};
 use crate::actors::session::messages::{
     Apply, GetSnapshot, Kill, MergeNow, Reconcile, Restore, ScmCheck, ScmHint, SendMessage,
     StepReport,
 };
-use crate::actors::session::policy::Policy;
 use crate::actors::session::{SessionActor, SessionError};
+use crate::domain::machine::{self, Event, EventKind, Outcome};
+use crate::domain::policy::Policy;
 use crate::plugins::worktree::{check_branch_name, remote_heads, slug};
 use crate::plugins::PluginError;
 use crate::preflight::{agent_ready, AgentLaunch, HostEnv};

@@ -10,7 +10,7 @@
 //! | `command` | [`command`] | `$FLOTILLA_PROMPT_FILE` | — | screen only |
 //!
 //! Restarted for a reaction's instructions (an exited agent, see
-//! `actors::session::machine::restart`), every kind but `command` takes them as the resumed
+//! `domain::machine::restart`), every kind but `command` takes them as the resumed
 //! conversation's first prompt (`claude --resume <id> -- <text>`, `codex resume <id> <text>`,
 //! `opencode --continue --prompt <text>`, `aider --restore-chat-history --message <text>`);
 //! `command` agents get them typed in once they run.

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
+use super::keys::ReactionKey;
+
+/// Environment names always passed to agents when Flotilla has them: what a CLI needs to run
+/// at all. Nothing else from Flotilla's environment reaches an agent (no tokens).
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR"];
+
 /// How urgently a human should hear about something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -44,7 +50,7 @@ pub enum EscalateAfter {
 }
 
 /// How a PR is merged: the SCM's own type, so policy and plugin never drift apart.
-pub use crate::plugins::MergeMethod;
+pub use super::pr::MergeMethod;
 
 /// One reaction's settings after merging project overrides over the global table.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +97,8 @@ impl ReactionPolicy {
 /// Everything `step` needs to decide, besides the session and the event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// Reaction table by key (`ci-failed`, …).
+    /// Reaction table by key (`ci-failed`, …), as configured; look one up with
+    /// [`Policy::reaction`].
     pub reactions: BTreeMap<String, ReactionPolicy>,
     /// A session still spawning after this is errored.
     pub spawn_timeout: Duration,
@@ -135,11 +142,11 @@ impl Policy {
     pub fn defaults() -> Self {
         use ReactionAction::*;
         let mut r = BTreeMap::new();
-        let mut add = |k: &str, p: ReactionPolicy| {
-            r.insert(k.to_string(), p);
+        let mut add = |k: ReactionKey, p: ReactionPolicy| {
+            r.insert(k.as_str().to_string(), p);
         };
         add(
-            "ci-failed",
+            ReactionKey::CiFailed,
             ReactionPolicy {
                 retries: Some(2),
                 escalate_after: Some(EscalateAfter::Attempts(2)),
@@ -147,9 +154,9 @@ impl Policy {
             },
         );
         for (k, m) in [
-            ("changes-requested", 30),
-            ("bugbot-comments", 30),
-            ("merge-conflicts", 15),
+            (ReactionKey::ChangesRequested, 30),
+            (ReactionKey::BugbotComments, 30),
+            (ReactionKey::MergeConflicts, 15),
         ] {
             add(
                 k,
@@ -160,21 +167,21 @@ impl Policy {
             );
         }
         add(
-            "approved-and-green",
+            ReactionKey::ApprovedAndGreen,
             ReactionPolicy {
                 priority: Some(Priority::Action),
                 ..ReactionPolicy::new(Notify)
             },
         );
         add(
-            "agent-stuck",
+            ReactionKey::AgentStuck,
             ReactionPolicy {
                 priority: Some(Priority::Urgent),
                 threshold: Some(Duration::minutes(DEFAULT_STUCK_THRESHOLD_MIN)),
                 ..ReactionPolicy::new(Notify)
             },
         );
-        for k in ["agent-needs-input", "agent-exited"] {
+        for k in [ReactionKey::AgentNeedsInput, ReactionKey::AgentExited] {
             add(
                 k,
                 ReactionPolicy {
@@ -184,14 +191,14 @@ impl Policy {
             );
         }
         add(
-            "pr-closed",
+            ReactionKey::PrClosed,
             ReactionPolicy {
                 priority: Some(Priority::Action),
                 ..ReactionPolicy::new(Notify)
             },
         );
         add(
-            "all-complete",
+            ReactionKey::AllComplete,
             ReactionPolicy {
                 priority: Some(Priority::Info),
                 include_summary: true,
@@ -199,7 +206,7 @@ impl Policy {
             },
         );
         add(
-            "agent-idle",
+            ReactionKey::AgentIdle,
             ReactionPolicy {
                 retries: Some(2),
                 escalate_after: Some(EscalateAfter::After(Duration::minutes(15))),
@@ -216,18 +223,21 @@ impl Policy {
         }
     }
 
+    /// The settings of reaction `key`, if the table has it.
+    pub fn reaction(&self, key: ReactionKey) -> Option<&ReactionPolicy> {
+        self.reactions.get(key.as_str())
+    }
+
     /// Idle time after which a session is stuck (`agent-stuck.threshold`).
     pub fn stuck_threshold(&self) -> Duration {
-        self.reactions
-            .get("agent-stuck")
+        self.reaction(ReactionKey::AgentStuck)
             .and_then(|r| r.threshold)
             .unwrap_or_else(|| Duration::minutes(DEFAULT_STUCK_THRESHOLD_MIN))
     }
 
     /// Idle time after which the agent is nudged (`agent-idle.threshold`).
     pub fn idle_threshold(&self) -> Duration {
-        self.reactions
-            .get("agent-idle")
+        self.reaction(ReactionKey::AgentIdle)
             .and_then(|r| r.threshold)
             .unwrap_or_else(|| Duration::minutes(DEFAULT_IDLE_THRESHOLD_MIN))
     }

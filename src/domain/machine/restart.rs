@@ -19,9 +19,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Effect, Machine, Outcome, TIMER_SPAWN};
-use crate::actors::session::policy::Priority;
-use crate::store::{Activity, SessionSnapshot};
+use super::{Effect, Machine, Outcome};
+use crate::domain::keys::{ReactionKey, TimerKey};
+use crate::domain::policy::Priority;
+use crate::domain::session::{Activity, SessionSnapshot};
 
 /// Where a session's [`PendingRestart`] lives in its `meta`.
 pub const RESTART_KEY: &str = "restart_for";
@@ -30,7 +31,7 @@ pub const RESTART_KEY: &str = "restart_for";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DueInstruction {
     /// The reaction (`ci-failed`, …).
-    pub reaction: String,
+    pub reaction: ReactionKey,
     /// What to tell the agent.
     pub message: String,
 }
@@ -93,9 +94,9 @@ impl Machine<'_> {
     /// `key`'s instruction is due and the agent is gone: restart it with the instruction, or
     /// add the instruction to the restart under way (a newer one of the same reaction replaces
     /// the older).
-    pub(super) fn restart_for(&mut self, key: &str, message: String) {
+    pub(super) fn restart_for(&mut self, key: ReactionKey, message: String) {
         let due = DueInstruction {
-            reaction: key.to_string(),
+            reaction: key,
             message,
         };
         match pending_restart(&self.s) {
@@ -111,7 +112,7 @@ impl Machine<'_> {
                     later: Vec::new(),
                 };
                 self.set_restart(Some(&p));
-                self.arm(TIMER_SPAWN, self.at + self.policy.spawn_timeout);
+                self.arm(TimerKey::Spawn, self.at + self.policy.spawn_timeout);
                 self.effects.push(Effect::RestartAgent { due: vec![due] });
             }
         }
@@ -136,10 +137,10 @@ impl Machine<'_> {
         self.s.session.runtime_handle = Some(handle.clone());
         self.s.session.activity = Activity::Active;
         self.s.session.activity_at = Some(self.at);
-        self.disarm(TIMER_SPAWN);
+        self.disarm(TimerKey::Spawn);
         self.clear_restart();
         if self.watched() {
-            self.arm(super::TIMER_STUCK, self.at + self.policy.stuck_threshold());
+            self.arm(TimerKey::Stuck, self.at + self.policy.stuck_threshold());
         }
         let Some(p) = pending else {
             return Outcome::Applied;
@@ -165,15 +166,16 @@ impl Machine<'_> {
             return;
         };
         self.clear_restart();
-        self.disarm(TIMER_SPAWN);
-        let reactions: Vec<&str> = p
+        self.disarm(TimerKey::Spawn);
+        let keys: Vec<ReactionKey> = p
             .launch
             .iter()
             .chain(&p.later)
-            .map(|d| d.reaction.as_str())
+            .map(|d| d.reaction)
             .collect();
+        let reactions: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
         self.effects.push(Effect::Notify {
-            reaction: reactions.first().map(|r| r.to_string()),
+            reaction: keys.first().copied(),
             priority: Priority::Urgent,
             message: format!(
                 "The agent had exited and could not be restarted to deliver {}: {reason}",

@@ -1,10 +1,10 @@
 use chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::actors::session::machine::{self, Effect, Event};
-use crate::actors::session::policy::Policy;
-use crate::plugins::{CheckInfo, FailedCheck, ReviewComment};
-use crate::store::{Activity, SessionId, SessionRecord};
+use crate::domain::machine::{self, Effect, Event};
+use crate::domain::policy::Policy;
+use crate::domain::pr::{CheckInfo, FailedCheck, ReviewComment};
+use crate::domain::session::{Activity, SessionId, SessionRecord};
 
 fn session(state: S, pr: Option<i64>) -> SessionSnapshot {
     let t = Utc
@@ -270,7 +270,7 @@ fn notifies(effects: &[Effect]) -> Vec<(Option<String>, bool)> {
                 reaction,
                 escalation,
                 ..
-            } => Some((reaction.clone(), *escalation)),
+            } => Some((reaction.map(|r| r.as_str().to_string()), *escalation)),
             _ => None,
         })
         .collect()
@@ -386,7 +386,7 @@ fn ao_13_merged_ends_in_merged_then_the_grace_timer_cleans_up() {
     p.state = "merged".into();
     let (s, _) = apply(&s, &p, &PrDetails::default());
     assert_eq!(s.session.state, S::Merged);
-    assert!(s.timers.contains_key(machine::TIMER_MERGE_GRACE));
+    assert!(s.timers.contains_key("merge_grace"));
 }
 
 #[test]

@@ -10,8 +10,8 @@
 use std::fmt::Write as _;
 
 use super::machine::{EventKind, EPISODE_OVER};
-use crate::plugins::{CiSummary, PrStatus, ReviewFeedback, ReviewThread};
-use crate::store::{PrRef, SessionSnapshot, SessionState as S};
+use crate::domain::pr::{CiSummary, PrStatus, ReviewFeedback, ReviewThread};
+use crate::domain::session::{PrRef, SessionSnapshot, SessionState as S};
 
 /// Longest log excerpt per failed check in an instruction (the tail is what matters).
 const LOG_EXCERPT_CHARS: usize = 3000;

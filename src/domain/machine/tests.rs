@@ -6,8 +6,17 @@ use std::collections::BTreeMap;
 use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
-use crate::actors::session::policy::{Policy, ReactionAction};
-use crate::store::{Activity, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot};
+
+// The texts timers are stored under: typed keys must keep writing exactly these.
+const TIMER_SPAWN: &str = "spawn_timeout";
+const TIMER_STUCK: &str = "stuck_check";
+const TIMER_IDLE: &str = "idle_nudge";
+const TIMER_MERGE_GRACE: &str = "merge_grace";
+const TIMER_ABANDON: &str = "abandon";
+use crate::domain::policy::{Policy, ReactionAction};
+use crate::domain::session::{
+    Activity, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot,
+};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
@@ -782,7 +791,7 @@ fn a_needs_input_report_moves_a_worker_to_needs_input() {
 
 #[test]
 fn crossing_the_budget_stops_the_agent_once_or_escalates() {
-    use crate::actors::session::policy::{Budget, BudgetAction};
+    use crate::domain::policy::{Budget, BudgetAction};
     let mut p = Policy::defaults();
     p.budget = Some(Budget {
         session_usd: Some(1.0),
@@ -799,7 +808,7 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
                 cache_tokens: 0,
                 cost_usd: Some(c),
                 // As Codex's usage arrives: priced by Flotilla, not reported by the agent.
-                cost_source: Some(crate::store::CostSource::PriceTable),
+                cost_source: Some(crate::domain::session::CostSource::PriceTable),
             },
             project_usd: None,
             unpriced_models: Vec::new(),
@@ -836,8 +845,8 @@ fn crossing_the_budget_stops_the_agent_once_or_escalates() {
 
 #[test]
 fn spend_without_a_price_is_told_once_when_a_dollar_budget_cannot_count_it() {
-    use crate::actors::session::policy::{Budget, BudgetAction};
-    use crate::store::CostSource;
+    use crate::domain::policy::{Budget, BudgetAction};
+    use crate::domain::session::CostSource;
     let mut p = Policy::defaults();
     p.budget = Some(Budget {
         session_usd: Some(1.0),
@@ -881,7 +890,7 @@ fn spend_without_a_price_is_told_once_when_a_dollar_budget_cannot_count_it() {
 
 #[test]
 fn a_session_that_ended_keeps_the_cost_it_had() {
-    use crate::store::CostSource;
+    use crate::domain::session::CostSource;
     let p = Policy::defaults();
     let usage = |cost: Option<f64>, source: CostSource| Event {
         at: at(0),
@@ -964,7 +973,7 @@ fn stuck_and_waiting_sessions_have_a_timed_exit() {
 
 #[test]
 fn a_spent_project_budget_stops_the_next_spending_session() {
-    use crate::actors::session::policy::{Budget, BudgetAction};
+    use crate::domain::policy::{Budget, BudgetAction};
     let mut p = Policy::defaults();
     p.budget = Some(Budget {
         session_usd: None,
@@ -1192,7 +1201,7 @@ fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
     assert_eq!(sends(&effects), 0, "nothing typed into a dead terminal");
     let r = restarts(&effects);
     assert_eq!(r.len(), 1, "{effects:?}");
-    assert_eq!(r[0][0].reaction, "ci-failed");
+    assert_eq!(r[0][0].reaction, crate::domain::keys::ReactionKey::CiFailed);
     assert!(r[0][0].message.contains("Failed check: unit-tests (a)"));
     // What is due is in the snapshot (committed before the restart runs), with a deadline.
     let pending = pending_restart(&s).expect("pending");
@@ -1206,7 +1215,7 @@ fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
     assert_eq!(
         effects,
         vec![Effect::SendToAgent {
-            reaction: "ci-failed".into(),
+            reaction: crate::domain::keys::ReactionKey::CiFailed,
             message: r[0][0].message.clone(),
             given_at_launch: true,
         }]
@@ -1275,7 +1284,7 @@ fn instructions_due_during_a_restart_join_it_instead_of_restarting_twice() {
                 reaction,
                 given_at_launch,
                 ..
-            } => Some((reaction.clone(), *given_at_launch)),
+            } => Some((reaction.as_str().to_string(), *given_at_launch)),
             _ => None,
         })
         .collect();

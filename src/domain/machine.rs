@@ -16,21 +16,12 @@ mod restart;
 
 pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestart, RESTART_KEY};
 
+use super::keys::{ReactionKey, TimerKey};
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
-use crate::store::{Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord};
+use crate::domain::session::{
+    Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord,
+};
 
-/// Timer: a session still spawning at this deadline is errored.
-pub const TIMER_SPAWN: &str = "spawn_timeout";
-/// Timer: check for an idle agent (stuck threshold).
-pub const TIMER_STUCK: &str = "stuck_check";
-/// Timer: nudge an idle agent (`agent-idle`).
-pub const TIMER_IDLE: &str = "idle_nudge";
-/// Timer: clean up after a merge.
-pub const TIMER_MERGE_GRACE: &str = "merge_grace";
-/// Timer: a session stuck or waiting for input this long is given up (no zombies).
-pub const TIMER_ABANDON: &str = "abandon";
-/// Prefix of escalation timers (`escalate:{reaction}`).
-pub const TIMER_ESCALATE: &str = "escalate:";
 /// Appended to the merge-conflicts fingerprint when its episode ends, so the same conflict
 /// coming back is a new episode.
 pub const EPISODE_OVER: &str = "#cleared";
@@ -244,7 +235,7 @@ pub struct Usage {
     pub cost_usd: Option<f64>,
     /// Whether the agent reported the cost or Flotilla priced the tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost_source: Option<crate::store::CostSource>,
+    pub cost_source: Option<crate::domain::session::CostSource>,
 }
 
 impl EventKind {
@@ -301,7 +292,7 @@ pub enum Effect {
     /// Type a message into the agent.
     SendToAgent {
         /// Reaction that sends it.
-        reaction: String,
+        reaction: ReactionKey,
         /// Text.
         message: String,
         /// The agent already got it as the first prompt of its restart: only record the send.
@@ -317,7 +308,7 @@ pub enum Effect {
     /// Tell a human.
     Notify {
         /// Reaction, if one caused it.
-        reaction: Option<String>,
+        reaction: Option<ReactionKey>,
         /// Priority for routing.
         priority: Priority,
         /// Text.
@@ -451,7 +442,7 @@ impl Machine<'_> {
         self.s.session.reason = reason.map(str::to_string);
     }
 
-    fn arm(&mut self, kind: &str, deadline: DateTime<Utc>) {
+    fn arm(&mut self, kind: TimerKey, deadline: DateTime<Utc>) {
         self.s.timers.insert(
             kind.to_string(),
             TimerRecord {
@@ -461,8 +452,8 @@ impl Machine<'_> {
         );
     }
 
-    fn disarm(&mut self, kind: &str) {
-        self.s.timers.remove(kind);
+    fn disarm(&mut self, kind: TimerKey) {
+        self.s.timers.remove(&kind.to_string());
     }
 
     fn ignore(&mut self, what: &str) -> Outcome {
@@ -489,20 +480,20 @@ impl Machine<'_> {
     /// end after `abandon_after`, so nothing is parked forever (ao #1933/#2025).
     fn abandon_watch(&mut self) {
         if matches!(self.state(), S::Stuck | S::NeedsInput) {
-            if !self.s.timers.contains_key(TIMER_ABANDON) {
-                self.arm(TIMER_ABANDON, self.at + self.policy.abandon_after);
+            if !self.s.has_timer(TimerKey::Abandon) {
+                self.arm(TimerKey::Abandon, self.at + self.policy.abandon_after);
             }
         } else {
-            self.disarm(TIMER_ABANDON);
+            self.disarm(TimerKey::Abandon);
         }
     }
 
     fn arm_idle_watch(&mut self, since: DateTime<Utc>) {
         let stuck = since + self.policy.stuck_threshold();
-        self.arm(TIMER_STUCK, stuck);
+        self.arm(TimerKey::Stuck, stuck);
         let nudge = since + self.policy.idle_threshold();
         if nudge < stuck {
-            self.arm(TIMER_IDLE, nudge);
+            self.arm(TimerKey::Idle, nudge);
         }
     }
 
@@ -510,10 +501,10 @@ impl Machine<'_> {
         let st = self.state();
         match ev {
             EventKind::SpawnRequested => {
-                if st != S::Spawning || self.s.timers.contains_key(TIMER_SPAWN) {
+                if st != S::Spawning || self.s.has_timer(TimerKey::Spawn) {
                     return self.ignore("session.spawn_requested");
                 }
-                self.arm(TIMER_SPAWN, self.at + self.policy.spawn_timeout);
+                self.arm(TimerKey::Spawn, self.at + self.policy.spawn_timeout);
                 self.effects.push(Effect::StartRuntime { resume: false });
                 Outcome::Applied
             }
@@ -536,7 +527,7 @@ impl Machine<'_> {
                         return self.ignore("runtime.started");
                     }
                     self.s.session.runtime_handle = Some(handle.clone());
-                    self.disarm(TIMER_SPAWN);
+                    self.disarm(TimerKey::Spawn);
                     return Outcome::Applied;
                 }
                 self.s.session.runtime_handle = Some(handle.clone());
@@ -546,7 +537,7 @@ impl Machine<'_> {
                 if branch.is_some() {
                     self.s.session.branch = branch.clone();
                 }
-                self.disarm(TIMER_SPAWN);
+                self.disarm(TimerKey::Spawn);
                 let to = if self.s.session.pr.is_some() {
                     S::PrOpen
                 } else {
@@ -557,7 +548,7 @@ impl Machine<'_> {
                 self.s.session.activity_at = Some(self.at);
                 // Until the agent says otherwise, "started" counts as the last activity, so an
                 // agent that never shows a sign of life still reaches `stuck` in time.
-                self.arm(TIMER_STUCK, self.at + self.policy.stuck_threshold());
+                self.arm(TimerKey::Stuck, self.at + self.policy.stuck_threshold());
                 Outcome::Applied
             }
             EventKind::SpawnFailed { reason } => {
@@ -582,8 +573,8 @@ impl Machine<'_> {
                     self.set_state(to, Some("agent_active"));
                 }
                 if self.watched() {
-                    self.disarm(TIMER_IDLE);
-                    self.arm(TIMER_STUCK, self.at + self.policy.stuck_threshold());
+                    self.disarm(TimerKey::Idle);
+                    self.arm(TimerKey::Stuck, self.at + self.policy.stuck_threshold());
                 }
                 Outcome::Applied
             }
@@ -636,9 +627,9 @@ impl Machine<'_> {
                         }
                     }
                 }
-                self.disarm(TIMER_STUCK);
-                self.disarm(TIMER_IDLE);
-                self.disarm(TIMER_SPAWN);
+                self.disarm(TimerKey::Stuck);
+                self.disarm(TimerKey::Idle);
+                self.disarm(TimerKey::Spawn);
                 if st != S::NeedsInput {
                     self.set_state(S::NeedsInput, Some("awaiting_user_input"));
                 }
@@ -646,7 +637,7 @@ impl Machine<'_> {
                     Some(q) => format!("The agent is waiting for input: {q}"),
                     None => "The agent is waiting for input.".to_string(),
                 };
-                self.react("agent-needs-input", None, &message);
+                self.react(ReactionKey::AgentNeedsInput, None, &message);
                 Outcome::Applied
             }
             EventKind::InputAnswered { question } => {
@@ -671,8 +662,8 @@ impl Machine<'_> {
                     // The PR outlives the agent: its lifecycle goes on (a later send restores).
                     self.s.session.activity = Activity::Exited;
                     self.s.session.activity_at = Some(self.at);
-                    self.disarm(TIMER_STUCK);
-                    self.disarm(TIMER_IDLE);
+                    self.disarm(TimerKey::Stuck);
+                    self.disarm(TimerKey::Idle);
                     return Outcome::Applied;
                 }
                 match code {
@@ -694,11 +685,15 @@ impl Machine<'_> {
                             }
                             _ => format!("The agent exited with status {c}."),
                         };
-                        self.react("agent-exited", None, &message);
+                        self.react(ReactionKey::AgentExited, None, &message);
                     }
                     None => {
                         self.end(S::Killed, "runtime_lost");
-                        self.react("agent-exited", None, "The agent's runtime vanished.");
+                        self.react(
+                            ReactionKey::AgentExited,
+                            None,
+                            "The agent's runtime vanished.",
+                        );
                     }
                 }
                 Outcome::Applied
@@ -725,7 +720,7 @@ impl Machine<'_> {
                 }
                 self.set_state(S::CiFailed, Some("ci_failing"));
                 self.react(
-                    "ci-failed",
+                    ReactionKey::CiFailed,
                     Some(fingerprint),
                     &format!("CI failed on your PR. Fix it and push.\n\n{summary}"),
                 );
@@ -754,7 +749,7 @@ impl Machine<'_> {
                 }
                 self.set_state(S::ChangesRequested, Some("changes_requested"));
                 self.react(
-                    "changes-requested",
+                    ReactionKey::ChangesRequested,
                     Some(fingerprint),
                     &format!(
                         "A reviewer requested changes. Address each comment and push.\n\n{summary}"
@@ -787,18 +782,18 @@ impl Machine<'_> {
                 if !self.pr_live() {
                     return self.ignore("merge.conflicts");
                 }
-                let before = self.s.trackers.get("merge-conflicts").cloned();
+                let before = self.s.tracker(ReactionKey::MergeConflicts).cloned();
                 self.react(
-                    "merge-conflicts",
+                    ReactionKey::MergeConflicts,
                     Some(fingerprint),
                     &format!("Your PR conflicts with its base branch. Rebase on the base branch, resolve the conflicts and push.\n\n{summary}"),
                 );
-                if self.s.trackers.get("merge-conflicts") == before.as_ref() {
+                if self.s.tracker(ReactionKey::MergeConflicts) == before.as_ref() {
                     return Outcome::Noop("conflict episode already handled".into());
                 }
                 Outcome::Applied
             }
-            EventKind::ConflictsCleared => self.end_episode("merge-conflicts"),
+            EventKind::ConflictsCleared => self.end_episode(ReactionKey::MergeConflicts),
             EventKind::BotComments {
                 summary,
                 fingerprint,
@@ -806,18 +801,18 @@ impl Machine<'_> {
                 if !self.pr_live() {
                     return self.ignore("review.bot_comments");
                 }
-                let before = self.s.trackers.get("bugbot-comments").cloned();
+                let before = self.s.tracker(ReactionKey::BugbotComments).cloned();
                 self.react(
-                    "bugbot-comments",
+                    ReactionKey::BugbotComments,
                     Some(fingerprint),
                     &format!("Automated review left comments on your PR. Address each one (or explain why it does not apply) and push.\n\n{summary}"),
                 );
-                if self.s.trackers.get("bugbot-comments") == before.as_ref() {
+                if self.s.tracker(ReactionKey::BugbotComments) == before.as_ref() {
                     return Outcome::Noop("these bot comments were already sent".into());
                 }
                 Outcome::Applied
             }
-            EventKind::BotCommentsResolved => self.end_episode("bugbot-comments"),
+            EventKind::BotCommentsResolved => self.end_episode(ReactionKey::BugbotComments),
             EventKind::MergeFailed { reason } => {
                 if st != S::Mergeable {
                     return self.ignore("merge.failed");
@@ -825,24 +820,22 @@ impl Machine<'_> {
                 // Back to approved: the next observation that finds the PR still ready merges
                 // again, until the reaction's retries are spent and a human is told.
                 self.set_state(S::Approved, Some("merge_failed"));
-                let key = "approved-and-green";
+                let key = ReactionKey::ApprovedAndGreen;
                 let retries = self
                     .policy
-                    .reactions
-                    .get(key)
+                    .reaction(key)
                     .and_then(|r| r.retries)
                     .unwrap_or(DEFAULT_MERGE_RETRIES);
                 let spent = self
                     .s
-                    .trackers
-                    .get(key)
+                    .tracker(key)
                     .is_some_and(|t| !t.escalated && t.attempts > i64::from(retries));
                 if spent {
-                    if let Some(t) = self.s.trackers.get_mut(key) {
+                    if let Some(t) = self.s.tracker_mut(key) {
                         t.escalated = true;
                     }
                     self.effects.push(Effect::Notify {
-                        reaction: Some(key.into()),
+                        reaction: Some(key),
                         priority: Priority::Action,
                         message: format!(
                             "Auto-merge failed {} times; merge it by hand. Last error: {reason}",
@@ -860,7 +853,7 @@ impl Machine<'_> {
                 self.set_state(S::Merged, Some("pr_merged"));
                 self.s.trackers.clear();
                 self.s.timers.clear();
-                self.arm(TIMER_MERGE_GRACE, self.at + self.policy.merge_grace);
+                self.arm(TimerKey::MergeGrace, self.at + self.policy.merge_grace);
                 Outcome::Applied
             }
             EventKind::PrClosed => {
@@ -869,11 +862,11 @@ impl Machine<'_> {
                 }
                 self.s.session.pr = None;
                 self.s.trackers.clear();
-                self.s.timers.retain(|k, _| !k.starts_with(TIMER_ESCALATE));
+                self.s.timers.retain(|k, _| !TimerKey::is_escalation(k));
                 self.set_state(S::Working, Some("pr_closed_waiting_decision"));
-                self.arm(TIMER_STUCK, self.at + self.policy.stuck_threshold());
+                self.arm(TimerKey::Stuck, self.at + self.policy.stuck_threshold());
                 self.react(
-                    "pr-closed",
+                    ReactionKey::PrClosed,
                     None,
                     "The PR was closed without merging: decide whether to resume or kill the session.",
                 );
@@ -908,7 +901,7 @@ impl Machine<'_> {
                 self.s.session.activity = Activity::Unknown;
                 self.s.session.activity_at = None;
                 self.s.timers.clear();
-                self.arm(TIMER_SPAWN, self.at + self.policy.spawn_timeout);
+                self.arm(TimerKey::Spawn, self.at + self.policy.spawn_timeout);
                 self.effects.push(Effect::StartRuntime { resume: true });
                 Outcome::Applied
             }
@@ -1024,7 +1017,7 @@ impl Machine<'_> {
         };
         if newly_unpriced && (b.session_usd.is_some() || b.project_usd.is_some()) {
             self.effects.push(Effect::Notify {
-                reaction: Some("budget".into()),
+                reaction: Some(ReactionKey::Budget),
                 priority: Priority::Warning,
                 message: format!(
                     "No price for model {}: this session's cost is unknown and its dollar \
@@ -1052,11 +1045,15 @@ impl Machine<'_> {
         let Some(why) = over else {
             return Outcome::Applied;
         };
-        if self.s.trackers.get("budget").is_some_and(|t| t.escalated) {
+        if self
+            .s
+            .tracker(ReactionKey::Budget)
+            .is_some_and(|t| t.escalated)
+        {
             return Outcome::Applied;
         }
-        self.bump("budget", None);
-        if let Some(t) = self.s.trackers.get_mut("budget") {
+        self.bump(ReactionKey::Budget, None);
+        if let Some(t) = self.s.tracker_mut(ReactionKey::Budget) {
             t.escalated = true;
         }
         let message = match b.action {
@@ -1067,7 +1064,7 @@ impl Machine<'_> {
             BudgetAction::Escalate => format!("Budget exceeded ({why}): the agent keeps going."),
         };
         self.effects.push(Effect::Notify {
-            reaction: Some("budget".into()),
+            reaction: Some(ReactionKey::Budget),
             priority: Priority::Urgent,
             message,
             escalation: true,
@@ -1078,39 +1075,33 @@ impl Machine<'_> {
     /// Ends the open episode of a fingerprinted reaction (its fingerprint gets
     /// [`EPISODE_OVER`]), so the same trigger returning is sent again. Attempts stay (a
     /// flapping condition must not reset them, ao #1531); the episode's escalation is moot.
-    fn end_episode(&mut self, key: &str) -> Outcome {
-        let Some(fp) = self
-            .s
-            .trackers
-            .get_mut(key)
-            .and_then(|t| t.fingerprint.as_mut())
-        else {
-            return Outcome::Noop(format!("no {key} episode"));
+    fn end_episode(&mut self, key: ReactionKey) -> Outcome {
+        let Some(fp) = self.s.tracker_mut(key).and_then(|t| t.fingerprint.as_mut()) else {
+            return Outcome::Noop(format!("no {} episode", key.as_str()));
         };
         if fp.ends_with(EPISODE_OVER) {
-            return Outcome::Noop(format!("no {key} episode open"));
+            return Outcome::Noop(format!("no {} episode open", key.as_str()));
         }
         fp.push_str(EPISODE_OVER);
-        self.disarm(&format!("{TIMER_ESCALATE}{key}"));
+        self.disarm(TimerKey::Escalate(key));
         Outcome::Applied
     }
 
     /// Whether what triggered `reaction` is still the case: an escalation deadline that
     /// passes after the agent fixed CI or answered the review tells nobody anything.
-    fn condition_holds(&self, reaction: &str) -> bool {
+    fn condition_holds(&self, reaction: ReactionKey) -> bool {
         let st = self.state();
         match reaction {
-            "ci-failed" => st == S::CiFailed,
-            "changes-requested" => st == S::ChangesRequested,
-            "merge-conflicts" | "bugbot-comments" => self
+            ReactionKey::CiFailed => st == S::CiFailed,
+            ReactionKey::ChangesRequested => st == S::ChangesRequested,
+            ReactionKey::MergeConflicts | ReactionKey::BugbotComments => self
                 .s
-                .trackers
-                .get(reaction)
+                .tracker(reaction)
                 .and_then(|t| t.fingerprint.as_deref())
                 .is_some_and(|fp| !fp.ends_with(EPISODE_OVER)),
-            "agent-stuck" => st == S::Stuck,
-            "agent-needs-input" => st == S::NeedsInput,
-            "agent-idle" => self.s.session.activity == Activity::Idle,
+            ReactionKey::AgentStuck => st == S::Stuck,
+            ReactionKey::AgentNeedsInput => st == S::NeedsInput,
+            ReactionKey::AgentIdle => self.s.session.activity == Activity::Idle,
             _ => true,
         }
     }
@@ -1127,22 +1118,22 @@ impl Machine<'_> {
         if t.deadline > self.at {
             return Outcome::Noop(format!("timer {kind} is not due yet"));
         }
-        self.disarm(kind);
+        self.s.timers.remove(kind);
         let st = self.state();
         if st.is_terminal() {
             // Stale timers of an ended session (e.g. written by an older version) go too.
             self.s.timers.clear();
             return Outcome::Applied;
         }
-        match kind {
-            TIMER_SPAWN => {
+        match kind.parse::<TimerKey>() {
+            Ok(TimerKey::Spawn) => {
                 if st == S::Spawning {
                     self.end(S::Errored, "spawn_timeout");
                 } else if pending_restart(&self.s).is_some() {
                     self.restart_failed("the agent did not start in time");
                 }
             }
-            TIMER_STUCK => {
+            Ok(TimerKey::Stuck) => {
                 if self.watched() {
                     // Stuck needs positive evidence: a timestamped quiet period. `Unknown`
                     // activity never makes a session stuck (reference §5).
@@ -1150,31 +1141,31 @@ impl Machine<'_> {
                     let quiet =
                         matches!(self.s.session.activity, Activity::Idle | Activity::Active);
                     if quiet && since + self.policy.stuck_threshold() <= self.at {
-                        self.disarm(TIMER_IDLE);
+                        self.disarm(TimerKey::Idle);
                         self.set_state(S::Stuck, Some("idle_past_threshold"));
                         self.react(
-                            "agent-stuck",
+                            ReactionKey::AgentStuck,
                             None,
                             "The agent has been idle past the stuck threshold.",
                         );
                     } else {
                         self.arm(
-                            TIMER_STUCK,
+                            TimerKey::Stuck,
                             self.at.max(since) + self.policy.stuck_threshold(),
                         );
                     }
                 }
             }
-            TIMER_IDLE => {
+            Ok(TimerKey::Idle) => {
                 if self.watched() && self.s.session.activity == Activity::Idle {
                     self.react(
-                        "agent-idle",
+                        ReactionKey::AgentIdle,
                         None,
                         "You appear to be idle. Continue with your task; if you are blocked, say what you need.",
                     );
                 }
             }
-            TIMER_ABANDON => {
+            Ok(TimerKey::Abandon) => {
                 if matches!(st, S::Stuck | S::NeedsInput) {
                     let hours = self.policy.abandon_after.num_hours();
                     self.end(S::Errored, "abandoned");
@@ -1188,25 +1179,22 @@ impl Machine<'_> {
                     });
                 }
             }
-            TIMER_MERGE_GRACE => {
+            Ok(TimerKey::MergeGrace) => {
                 if st == S::Merged {
                     self.end(S::Terminated, "pr_merged");
                     self.effects.push(Effect::CleanupWorkspace);
                 }
             }
-            k if k.starts_with(TIMER_ESCALATE) => {
-                let key = &k[TIMER_ESCALATE.len()..];
-                let due = self
-                    .s
-                    .trackers
-                    .get(key)
-                    .map(|t| !t.escalated)
-                    .unwrap_or(false);
+            Ok(TimerKey::Escalate(key)) => {
+                let due = self.s.tracker(key).map(|t| !t.escalated).unwrap_or(false);
                 if due && !st.is_terminal() && self.condition_holds(key) {
                     self.escalate(key);
                 }
             }
-            _ => {
+            // An escalation of a reaction this version does not know has no tracker to
+            // escalate: it goes quietly.
+            Err(_) if TimerKey::is_escalation(kind) => {}
+            Err(_) => {
                 self.effects.push(Effect::Log {
                     message: format!("unknown timer {kind} dropped"),
                 });
@@ -1216,13 +1204,13 @@ impl Machine<'_> {
     }
 
     fn approved_and_green(&mut self) {
-        let key = "approved-and-green";
-        let Some(r) = self.policy.reactions.get(key).cloned() else {
+        let key = ReactionKey::ApprovedAndGreen;
+        let Some(r) = self.policy.reaction(key).cloned() else {
             return;
         };
         self.bump(key, None);
         if r.auto && (r.auto_merge || r.action == ReactionAction::AutoMerge) {
-            if self.s.trackers.get(key).is_some_and(|t| t.escalated) {
+            if self.s.tracker(key).is_some_and(|t| t.escalated) {
                 return; // merges kept failing and a human was told: theirs now
             }
             self.effects.push(Effect::Merge {
@@ -1230,7 +1218,7 @@ impl Machine<'_> {
             });
         } else {
             self.effects.push(Effect::Notify {
-                reaction: Some(key.into()),
+                reaction: Some(key),
                 priority: r.priority.unwrap_or(Priority::Action),
                 message: r
                     .message
@@ -1241,14 +1229,14 @@ impl Machine<'_> {
     }
 
     /// Counts one firing of `key`; returns `false` if this fingerprint was already handled.
-    fn bump(&mut self, key: &str, fingerprint: Option<&String>) -> bool {
+    fn bump(&mut self, key: ReactionKey, fingerprint: Option<&String>) -> bool {
         let at = self.at;
         let t = self
             .s
             .trackers
-            .entry(key.to_string())
+            .entry(key.as_str().to_string())
             .or_insert_with(|| ReactionTracker {
-                reaction: key.to_string(),
+                reaction: key.as_str().to_string(),
                 attempts: 0,
                 first_triggered_at: at,
                 last_triggered_at: at,
@@ -1267,8 +1255,8 @@ impl Machine<'_> {
     }
 
     /// Fires a reaction: counts it, then sends, notifies or escalates as its policy says.
-    fn react(&mut self, key: &str, fingerprint: Option<&String>, default_message: &str) {
-        let Some(r) = self.policy.reactions.get(key).cloned() else {
+    fn react(&mut self, key: ReactionKey, fingerprint: Option<&String>, default_message: &str) {
+        let Some(r) = self.policy.reaction(key).cloned() else {
             return;
         };
         if !self.bump(key, fingerprint) {
@@ -1278,14 +1266,14 @@ impl Machine<'_> {
         match r.action {
             ReactionAction::Notify | ReactionAction::AutoMerge => {
                 self.effects.push(Effect::Notify {
-                    reaction: Some(key.into()),
+                    reaction: Some(key),
                     priority: r.priority.unwrap_or(Priority::Info),
                     message,
                     escalation: false,
                 });
             }
             ReactionAction::SendToAgent => {
-                let Some(t) = self.s.trackers.get(key).cloned() else {
+                let Some(t) = self.s.tracker(key).cloned() else {
                     return;
                 };
                 if t.escalated {
@@ -1301,7 +1289,7 @@ impl Machine<'_> {
                     self.escalate(key);
                 } else if !r.auto {
                     self.effects.push(Effect::Notify {
-                        reaction: Some(key.into()),
+                        reaction: Some(key),
                         priority: r.priority.unwrap_or(Priority::Info),
                         message,
                         escalation: false,
@@ -1311,15 +1299,15 @@ impl Machine<'_> {
                         self.restart_for(key, message);
                     } else {
                         self.effects.push(Effect::SendToAgent {
-                            reaction: key.into(),
+                            reaction: key,
                             message,
                             given_at_launch: false,
                         });
                     }
                     if let Some(EscalateAfter::After(d)) = r.escalate_after {
-                        let kind = format!("{TIMER_ESCALATE}{key}");
-                        if !self.s.timers.contains_key(&kind) {
-                            self.arm(&kind, t.first_triggered_at + d);
+                        let kind = TimerKey::Escalate(key);
+                        if !self.s.has_timer(kind) {
+                            self.arm(kind, t.first_triggered_at + d);
                         }
                     }
                 }
@@ -1327,26 +1315,26 @@ impl Machine<'_> {
         }
     }
 
-    fn escalate(&mut self, key: &str) {
+    fn escalate(&mut self, key: ReactionKey) {
         let priority = self
             .policy
-            .reactions
-            .get(key)
+            .reaction(key)
             .and_then(|r| r.priority)
             .unwrap_or(Priority::Urgent);
-        let attempts = match self.s.trackers.get_mut(key) {
+        let attempts = match self.s.tracker_mut(key) {
             Some(t) => {
                 t.escalated = true;
                 t.attempts
             }
             None => 0,
         };
-        self.disarm(&format!("{TIMER_ESCALATE}{key}"));
+        self.disarm(TimerKey::Escalate(key));
         self.effects.push(Effect::Notify {
-            reaction: Some(key.into()),
+            reaction: Some(key),
             priority,
             message: format!(
-                "Reaction {key} escalated after {attempts} attempt(s): a human is needed."
+                "Reaction {} escalated after {attempts} attempt(s): a human is needed.",
+                key.as_str()
             ),
             escalation: true,
         });

@@ -1,0 +1,192 @@
+//! One message: what it leads to (a command, a template, the plain-text router, or an answer
+//! to a waiting session), and doing that: a reply, or an assistant turn.
+
+use std::sync::Arc;
+
+use super::action::Action;
+use super::handles::TurnHandles;
+use super::reply::reply_to;
+use super::{answers, assistant, commands, workspace, ChatContext};
+use crate::chat::parse::{parse, Parsed};
+use crate::chat::template::{execute_now, strip_front_matter, substitute};
+use crate::domain::chat::Outcome;
+use crate::store::{ChatMessageRecord, ConversationRecord};
+
+/// Handles one stored message of `conversation` and says how it ended.
+pub(super) async fn handle_message(
+    ctx: &Arc<ChatContext>,
+    conversation: &str,
+    msg: &ChatMessageRecord,
+    handles: &Arc<TurnHandles>,
+) -> Outcome {
+    let mut conv = match ctx.store.get_conversation(conversation).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "conversation missing for a stored message");
+            return Outcome::Failed;
+        }
+    };
+    if msg.meta.get("event").map(String::as_str) == Some("closed") {
+        workspace::close_thread(ctx, &mut conv).await;
+        return Outcome::Done;
+    }
+    let parsed = parse(&msg.body);
+    if let Err(outcome) = prepare_worktree(ctx, &mut conv, msg, &parsed).await {
+        return outcome;
+    }
+    let context = msg.meta.get("context").map(String::as_str);
+    let action = decide(ctx, &mut conv, parsed, context, handles).await;
+    perform(ctx, conv, msg.id, action, handles).await
+}
+
+/// GitHub issue/PR threads work in their own worktree; without one no turn runs (rca
+/// scenario 19: no fallback to the main checkout). `/cancel` needs none.
+async fn prepare_worktree(
+    ctx: &ChatContext,
+    conv: &mut ConversationRecord,
+    msg: &ChatMessageRecord,
+    parsed: &Parsed,
+) -> Result<(), Outcome> {
+    let cancel = matches!(parsed, Parsed::Command { name, .. } if name == "cancel");
+    if !msg.meta.contains_key("kind") || cancel {
+        return Ok(());
+    }
+    match workspace::ensure_thread_worktree(ctx, conv, &msg.meta).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let text = format!("⚠️ Could not prepare a worktree: {e}");
+            reply_to(ctx, &conv.id, &text).await;
+            Err(Outcome::Failed)
+        }
+    }
+}
+
+/// What the parsed message leads to.
+async fn decide(
+    ctx: &ChatContext,
+    conv: &mut ConversationRecord,
+    parsed: Parsed,
+    context: Option<&str>,
+    handles: &TurnHandles,
+) -> Action {
+    match parsed {
+        Parsed::Command { name, .. } if name == "cancel" => cancelled(handles),
+        Parsed::Command { name, args, rest } => {
+            commands::run(ctx, conv, &name, &args, &rest, context).await
+        }
+        Parsed::Template { name, args } => template(ctx, name, &args, context).await,
+        Parsed::Plain(text) => plain(ctx, conv, text, context).await,
+    }
+}
+
+/// `/cancel`: whether it stopped a turn (the actor cancelled it ahead of the queue).
+fn cancelled(handles: &TurnHandles) -> Action {
+    let text = if handles.take_cancelled() {
+        "⏹ Cancelled the running turn."
+    } else {
+        "Nothing is running."
+    };
+    Action::Reply(text.into())
+}
+
+/// `/<template> [args]`: the stored template, filled in, as an execute-now prompt.
+async fn template(
+    ctx: &ChatContext,
+    name: String,
+    args: &[String],
+    context: Option<&str>,
+) -> Action {
+    match ctx.store.get_chat_template(&name).await {
+        Ok(Some(t)) => Action::Prompt {
+            prompt: execute_now(&name, &substitute(strip_front_matter(&t.content), args), context),
+            command: Some(name),
+            fresh: false,
+        },
+        Ok(None) => Action::Reply(format!(
+            "Unknown command: /{name}\n\nType /help for the commands or /templates for the templates."
+        )),
+        Err(e) => Action::Fail(format!("cannot read templates: {e}")),
+    }
+}
+
+/// Plain text: an answer to a session that waits, else a prompt (through the `router`
+/// template when there is one), else a hint to pick a codebase first.
+async fn plain(
+    ctx: &ChatContext,
+    conv: &ConversationRecord,
+    text: String,
+    context: Option<&str>,
+) -> Action {
+    if let Some(answer) = answers::plain_reply(ctx, conv, &text).await {
+        return answer;
+    }
+    if conv.cwd.is_none() && conv.codebase.is_none() && conv.worktree.is_none() {
+        return Action::Reply(
+            "No codebase configured. Use /clone <repo-url> to add one, or /repos to pick one."
+                .into(),
+        );
+    }
+    match ctx.store.get_chat_template("router").await {
+        Ok(Some(t)) => Action::Prompt {
+            prompt: substitute(strip_front_matter(&t.content), &[text]),
+            command: Some("router".into()),
+            fresh: false,
+        },
+        _ => Action::Prompt {
+            prompt: match context {
+                Some(c) if !c.trim().is_empty() => format!("{c}\n\n---\n\n{text}"),
+                _ => text,
+            },
+            command: None,
+            fresh: false,
+        },
+    }
+}
+
+/// Does what the message leads to.
+async fn perform(
+    ctx: &Arc<ChatContext>,
+    mut conv: ConversationRecord,
+    message: i64,
+    action: Action,
+    handles: &Arc<TurnHandles>,
+) -> Outcome {
+    match action {
+        Action::Reply(text) => {
+            reply_to(ctx, &conv.id, &text).await;
+            Outcome::Done
+        }
+        Action::Fail(text) => {
+            reply_to(ctx, &conv.id, &format!("⚠️ {text}")).await;
+            Outcome::Failed
+        }
+        Action::Prompt {
+            prompt,
+            command,
+            fresh,
+        } => {
+            ready_for_prompt(ctx, &mut conv, command, fresh).await;
+            assistant::run(ctx, &conv, message, &prompt, handles).await
+        }
+    }
+}
+
+/// Before a prompt: a fresh session if asked, the command recorded, a stale worktree
+/// repaired, and the conversation saved.
+async fn ready_for_prompt(
+    ctx: &ChatContext,
+    conv: &mut ConversationRecord,
+    command: Option<String>,
+    fresh: bool,
+) {
+    if fresh {
+        conv.resume_id = None;
+    }
+    if command.is_some() {
+        conv.last_command = command;
+    }
+    workspace::repair_stale(ctx, conv).await;
+    if let Err(e) = ctx.store.update_conversation(conv).await {
+        tracing::warn!(error = %e, "cannot save conversation state");
+    }
+}
