@@ -667,7 +667,10 @@ impl Handler<GetOutput> for FleetSupervisor {
                     .plugins
                     .runtime(&s.runtime)
                     .map_err(FleetError::Plugin)?;
-                match rt.output(&h, msg.lines).await {
+                match rt
+                    .output(&crate::plugins::RuntimeHandle::from_json(&h), msg.lines)
+                    .await
+                {
                     Ok(o) => Ok(o),
                     Err(PluginError::NotFound(_)) => Ok(String::new()),
                     Err(e) => Err(FleetError::Plugin(e)),
@@ -932,7 +935,9 @@ impl Handler<GetAttach> for FleetSupervisor {
                     .plugins
                     .runtime(&s.runtime)
                     .map_err(FleetError::Plugin)?;
-                Ok(s.runtime_handle.as_ref().and_then(|h| rt.attach_info(h)))
+                Ok(s.runtime_handle
+                    .as_ref()
+                    .and_then(|h| rt.attach_info(&crate::plugins::RuntimeHandle::from_json(h))))
             }
             .into_actor(self),
         )
