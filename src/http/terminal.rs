@@ -42,7 +42,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::supervisor::messages::{GetAttach, SendToSession};
+use crate::actors::supervisor::messages::SendToSession;
 use crate::actors::supervisor::FleetSupervisor;
 use crate::plugins::AttachInfo;
 use crate::store::SessionId;
@@ -136,12 +136,9 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let id = id.into_inner();
     let info = state
-        .supervisor
-        .send(GetAttach {
-            id: SessionId(id.clone()),
-        })
+        .reads
+        .attach(&SessionId(id.clone()))
         .await
-        .map_err(ApiError::from)?
         .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::Conflict(format!("session {id} has no runtime yet")))?;
     let (in_tx, in_rx) = mpsc::unbounded_channel();
