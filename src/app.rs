@@ -463,6 +463,7 @@ impl Application {
             }),
             supervisor: supervisor.clone(),
             reads: Arc::new(fleet.read_model()),
+            output_watch: fleet.output_watch.clone(),
             outbox: outbox.recipient(),
             token,
             actor_timeout: settings.server.actor_timeout.get(),

@@ -54,6 +54,8 @@ pub struct AppState {
     pub supervisor: Addr<FleetSupervisor>,
     /// Where reads go (lists, events, output, the board, orphans…).
     pub reads: std::sync::Arc<crate::read::ReadModel>,
+    /// The process's one output watcher (the terminal follows process agents' logs with it).
+    pub output_watch: std::sync::Arc<crate::actors::watch::OutputWatch>,
     /// The notification outbox (`GET /api/v1/notifications`).
     pub outbox: Recipient<ListNotifications>,
     /// Bearer token required on `/api/v1/*`; `None` only on a loopback bind.
