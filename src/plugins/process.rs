@@ -199,7 +199,7 @@ impl Runtime for ProcessRuntime {
 
     async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()> {
         let h = ProcessHandle::parse(handle)?;
-        if !same_process_alive(&h) {
+        if !same_process_alive(h) {
             return Ok(());
         }
         signal_group(h.pid, libc::SIGTERM)?;
@@ -217,7 +217,7 @@ impl Runtime for ProcessRuntime {
         if let Some(cell) = self.child_cell(h.pid) {
             return Ok(cell.borrow().is_none());
         }
-        Ok(same_process_alive(&h))
+        Ok(same_process_alive(h))
     }
 
     async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
@@ -236,7 +236,7 @@ impl Runtime for ProcessRuntime {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if !same_process_alive(&h) {
+        if !same_process_alive(h) {
             return Ok(None);
         }
         // SAFETY: `fd` is an owned pidfd that stays open for as long as the AsyncFd lives.

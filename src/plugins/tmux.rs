@@ -718,7 +718,7 @@ impl Runtime for TmuxRuntime {
 
     async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()> {
         let h = TmuxHandle::parse(handle)?;
-        self.kill_own_session(&h).await?;
+        self.kill_own_session(h).await?;
         // Closing the pane hangs up its terminal; an agent that ignores SIGHUP is stopped here.
         if h.alive() {
             signal_group(h.pane_pid, libc::SIGTERM)?;
@@ -739,8 +739,8 @@ impl Runtime for TmuxRuntime {
     async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
         let h = TmuxHandle::parse(handle)?;
         process_ended(h.pane_pid, h.start_ticks).await?;
-        let status = self.exit_status(&h).await;
-        if let Err(e) = self.kill_own_session(&h).await {
+        let status = self.exit_status(h).await;
+        if let Err(e) = self.kill_own_session(h).await {
             tracing::warn!(session = %h.session, error = %e, "removing an exited tmux session failed");
         }
         Ok(status)
