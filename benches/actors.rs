@@ -32,7 +32,7 @@ impl Runtime for IdleRuntime {
         "idle"
     }
     async fn create(&self, _spec: &LaunchSpec) -> PluginResult<RuntimeHandle> {
-        Ok(serde_json::json!({"idle": true}))
+        Ok(RuntimeHandle::Other(serde_json::json!({"idle": true})))
     }
     async fn destroy(&self, _h: &RuntimeHandle) -> PluginResult<()> {
         Ok(())

@@ -137,6 +137,8 @@ fn server_main() {
         });
         // Started before the sessions exist: it restores none, so no actor runs and the
         // changes below are the only work besides serving.
+        let reads = Arc::new(fleet.read_model());
+        let output_watch = fleet.output_watch.clone();
         let supervisor = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(true))).start();
 
         let t = Instant::now();
@@ -183,6 +185,8 @@ fn server_main() {
 
         let state = AppState {
             supervisor,
+            reads,
+            output_watch,
             token: Some(TOKEN.into()),
             actor_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,

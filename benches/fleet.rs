@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla::actors::supervisor::messages::{BatchSpawn, BatchSpawnRequest, ListSessions};
+use flotilla::actors::supervisor::messages::{BatchSpawn, BatchSpawnRequest};
 use flotilla::app::Application;
 use flotilla::config::{load_with, LoadOptions};
 use flotilla::store::SessionState;
@@ -113,25 +113,27 @@ fn main() {
             .await
             .expect("app");
         let sup = app.supervisor();
+        let store = app.store();
         let _h = app.spawn();
         let rss0 = rss_kib();
         let t = Instant::now();
         sup.send(BatchSpawn {
-            request: BatchSpawnRequest {
+            order: BatchSpawnRequest {
                 project: "bench".into(),
                 issues: (1..=n).map(|i| i.to_string()).collect(),
                 agent: None,
                 prompt: None,
-            },
+            }
+            .try_into()
+            .expect("a valid batch"),
         })
         .await
         .expect("mailbox")
         .expect("batch");
         loop {
-            let all = sup
-                .send(ListSessions::default())
+            let all = store
+                .list_sessions(&Default::default())
                 .await
-                .expect("mailbox")
                 .expect("list");
             if all
                 .iter()

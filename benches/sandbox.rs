@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use flotilla::actors::supervisor::messages::{BatchSpawn, BatchSpawnRequest, ListSessions};
+use flotilla::actors::supervisor::messages::{BatchSpawn, BatchSpawnRequest};
 use flotilla::actors::supervisor::FleetSupervisor;
 use flotilla::app::Application;
 use flotilla::config::{load_with, LoadOptions};
@@ -81,25 +81,32 @@ fn run(cwd: &std::path::Path, argv: &[&str]) {
 }
 
 /// Batch-spawns `n` sessions of `project` (issues `first..`) and waits until none is spawning; returns the time.
-async fn spawn_all(sup: &Addr<FleetSupervisor>, project: &str, first: usize, n: usize) -> Duration {
+async fn spawn_all(
+    sup: &Addr<FleetSupervisor>,
+    store: &flotilla::store::SharedStore,
+    project: &str,
+    first: usize,
+    n: usize,
+) -> Duration {
     let t = Instant::now();
     sup.send(BatchSpawn {
-        request: BatchSpawnRequest {
+        order: BatchSpawnRequest {
             project: project.into(),
             // One repository for both projects: distinct issues, distinct branches.
             issues: (first..first + n).map(|i| i.to_string()).collect(),
             agent: None,
             prompt: None,
-        },
+        }
+        .try_into()
+        .expect("a valid batch"),
     })
     .await
     .expect("mailbox")
     .expect("batch");
     loop {
-        let all = sup
-            .send(ListSessions::default())
+        let all = store
+            .list_sessions(&Default::default())
             .await
-            .expect("mailbox")
             .expect("list");
         let mine: Vec<_> = all.iter().filter(|s| s.project == project).collect();
         if mine.len() == n && mine.iter().all(|s| s.state != SessionState::Spawning) {
@@ -173,12 +180,13 @@ fn main() {
             .await
             .expect("app");
         let sup = app.supervisor();
+        let store = app.store();
         let _h = app.spawn();
         let me = std::process::id();
         let r0 = rss_kib(me);
-        let plain = spawn_all(&sup, "plain", 1, n).await;
+        let plain = spawn_all(&sup, &store, "plain", 1, n).await;
         let r1 = rss_kib(me);
-        let boxed = spawn_all(&sup, "boxed", n + 1, n).await;
+        let boxed = spawn_all(&sup, &store, "boxed", n + 1, n).await;
         let r2 = rss_kib(me);
         // Each pane's process tree, by project.
         let out = Command::new("tmux")

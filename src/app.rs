@@ -1,6 +1,6 @@
 //! `Application`: binds the listener first (so the real port is known, port 0 in tests), opens
-//! the store, builds the plugins and projects from `Settings`, starts the `FleetSupervisor` and
-//! the HTTP server.
+//! the store, builds the plugins and projects from `Settings`, starts the `FleetSupervisor`,
+//! builds the read side (`read::ReadModel`) beside it, and starts the HTTP server with both.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
@@ -462,6 +462,8 @@ impl Application {
                 checker.check_report_token(id, t)
             }),
             supervisor: supervisor.clone(),
+            reads: Arc::new(fleet.read_model()),
+            output_watch: fleet.output_watch.clone(),
             outbox: outbox.recipient(),
             token,
             actor_timeout: settings.server.actor_timeout.get(),

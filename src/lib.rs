@@ -40,6 +40,7 @@ pub mod notify;
 pub mod plugins;
 pub mod preflight;
 pub mod pricing;
+pub mod read;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;

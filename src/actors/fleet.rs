@@ -237,3 +237,34 @@ impl Fleet {
         self.home.join("prompts").join(format!("{session}.md"))
     }
 }
+
+impl crate::read::EventSource for Journal {
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::store::EventRecord>> {
+        Journal::subscribe(self)
+    }
+}
+
+impl Fleet {
+    /// The read side over this fleet's store, journal, runtimes and configuration.
+    pub fn read_model(&self) -> crate::read::ReadModel {
+        let mut agents: Vec<String> = self.plugins.agents.keys().cloned().collect();
+        agents.sort();
+        crate::read::ReadModel::new(
+            self.store.clone(),
+            self.journal.clone(),
+            self.plugins
+                .runtimes
+                .iter()
+                .map(|(n, r)| (n.clone(), r.clone())),
+            crate::read::Catalog {
+                projects: self
+                    .projects
+                    .values()
+                    .map(|p| (p.name.clone(), p.agent.clone()))
+                    .collect(),
+                agents,
+                worktrees: self.home.join("worktrees"),
+            },
+        )
+    }
+}

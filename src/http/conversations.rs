@@ -8,7 +8,6 @@ use super::error::ApiError;
 use super::AppState;
 use crate::actors::chat::messages::GetConversations;
 use crate::actors::chat::scheduler::Standing;
-use crate::actors::supervisor::messages::ListConversations;
 use crate::chat::overview::{overview, ConversationView};
 use crate::store::{ChatActivity, ConversationRecord};
 
@@ -23,7 +22,7 @@ pub struct ConversationList {
 /// Lists conversations.
 ///
 /// # Errors
-/// 503 when the service is busy.
+/// 503 when the chat bridge is busy; 500 when the store cannot be read.
 #[utoipa::path(get, path = "/api/v1/conversations",
     responses((status = 200, body = ConversationList), (status = 401)))]
 pub async fn list(state: web::Data<AppState>) -> Result<web::Json<ConversationList>, ApiError> {
@@ -34,7 +33,7 @@ pub async fn list(state: web::Data<AppState>) -> Result<web::Json<ConversationLi
             .map_err(crate::actors::supervisor::FleetError::from)?,
         // No bridge running: the records, nothing waiting.
         None => overview(
-            state.supervisor.send(ListConversations).await??,
+            state.reads.conversations().await?,
             &ChatActivity::default(),
             &Standing::default(),
         ),
@@ -53,7 +52,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<web::Json<ConversationRecord>, ApiError> {
     let id = id.into_inner();
-    let all = state.supervisor.send(ListConversations).await??;
+    let all = state.reads.conversations().await?;
     all.into_iter()
         .find(|c| c.id == id)
         .map(web::Json)

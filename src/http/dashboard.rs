@@ -19,7 +19,6 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::supervisor::messages::GetBoard;
 use crate::store::{Activity, EventRecord, PrRef, SessionRecord, SessionState};
 
 /// How much of a prompt a card carries; the session page reads the whole session.
@@ -256,11 +255,11 @@ pub struct BoardView {
 /// cursor to follow. A page reads it once; changes then arrive on the event stream.
 ///
 /// # Errors
-/// 503 when the service is busy.
+/// 500 when the store cannot be read.
 #[utoipa::path(get, path = "/api/v1/board",
     responses((status = 200, body = BoardView), (status = 401)))]
 pub async fn board(state: web::Data<AppState>) -> Result<web::Json<BoardView>, ApiError> {
-    let b = state.supervisor.send(GetBoard).await??;
+    let b = state.reads.board().await?;
     let mut sessions: Vec<BoardSession> = b.sessions.into_iter().map(Into::into).collect();
     let index: std::collections::HashMap<String, usize> = sessions
         .iter()

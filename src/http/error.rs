@@ -7,7 +7,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::actors::supervisor::request::InvalidField;
 use crate::actors::supervisor::FleetError;
+use crate::read::ReadError;
 
 /// An error answered over HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,15 @@ pub enum ApiError {
     /// 500: details only in the log.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// 500 saying what could not be done (never why: the cause goes to the log only).
+    #[error("{message}")]
+    Failed {
+        /// What failed, safe to show.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ApiError {
@@ -68,7 +79,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BadGateway(_) => "bad_gateway",
-            ApiError::Internal(_) => "internal",
+            ApiError::Internal(_) | ApiError::Failed { .. } => "internal",
         }
     }
 }
@@ -83,6 +94,26 @@ impl From<FleetError> for ApiError {
             FleetError::NotReady(m) => ApiError::Unavailable(format!("not ready: {m}")),
             FleetError::Plugin(p) => ApiError::BadGateway(p.to_string()),
             FleetError::Store(s) => ApiError::Internal(Box::new(s)),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NotFound { id } => ApiError::NotFound(format!("session {id} not found")),
+            ReadError::Conflict(m) => ApiError::Conflict(m),
+            ReadError::Plugin(p) => ApiError::BadGateway(p.to_string()),
+            ReadError::Store(s) => ApiError::Internal(Box::new(s)),
+        }
+    }
+}
+
+impl From<InvalidField> for ApiError {
+    fn from(e: InvalidField) -> Self {
+        ApiError::Invalid {
+            field: e.field.into(),
+            reason: e.reason,
         }
     }
 }
@@ -116,7 +147,7 @@ impl ResponseError for ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -192,10 +223,34 @@ mod tests {
             (ApiError::Unavailable("x".into()), 503),
             (ApiError::BadGateway("x".into()), 502),
             (ApiError::Internal("x".into()), 500),
+            (
+                ApiError::Failed {
+                    message: "x".into(),
+                    source: "y".into(),
+                },
+                500,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(e.status_code().as_u16(), code, "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_failure_says_what_failed_but_not_why() {
+        let e = ApiError::Failed {
+            message: "cannot list orphans: the sessions could not be read".into(),
+            source: "connection refused to 10.0.0.7".into(),
+        };
+        let body = actix_web::body::to_bytes(e.error_response().into_body());
+        let body = futures::executor::block_on(body).expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("cannot list orphans"), "{text}");
+        assert!(!text.contains("10.0.0.7"), "{text}");
+        let missing = ApiError::from(ReadError::NotFound {
+            id: "demo-9".into(),
+        });
+        assert_eq!(missing.to_string(), "session demo-9 not found");
     }
 
     #[test]

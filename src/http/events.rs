@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -18,8 +17,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::supervisor::messages::{Feed, GetEvents, OpenFeed};
-use crate::actors::supervisor::FleetSupervisor;
+use crate::read::{Feed, ReadModel};
 use crate::store::EventRecord;
 
 /// Keep-alive comment interval, so proxies keep the stream open.
@@ -66,7 +64,7 @@ pub enum Frame {
 /// Runs a feed into `tx` until the client goes away: backlog, catch-up pages, then live
 /// events, each id at most once and in order.
 pub async fn pump(
-    supervisor: Addr<FleetSupervisor>,
+    reads: std::sync::Arc<ReadModel>,
     feed: Feed,
     mut last: i64,
     tx: mpsc::Sender<Frame>,
@@ -86,16 +84,9 @@ pub async fn pump(
         if (n as i64) < PAGE {
             break;
         }
-        page = match supervisor
-            .send(GetEvents {
-                session: None,
-                after: last,
-                limit: PAGE,
-            })
-            .await
-        {
-            Ok(Ok(p)) => p,
-            _ => return,
+        page = match reads.events(None, last, PAGE).await {
+            Ok(p) => p,
+            Err(_) => return,
         };
     }
     let mut beat = tokio::time::interval(HEARTBEAT);
@@ -114,9 +105,9 @@ pub async fn pump(
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the live buffer: catch up from the store.
                     loop {
-                        let p = match supervisor.send(GetEvents { session: None, after: last, limit: PAGE }).await {
-                            Ok(Ok(p)) => p,
-                            _ => return,
+                        let p = match reads.events(None, last, PAGE).await {
+                            Ok(p) => p,
+                            Err(_) => return,
                         };
                         let n = p.len();
                         for e in p {
@@ -166,12 +157,9 @@ pub async fn stream(
     q: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let after = resume_point(&req, &q)?;
-    let feed = state
-        .supervisor
-        .send(OpenFeed { after, limit: PAGE })
-        .await??;
+    let feed = state.reads.open_feed(after, PAGE).await?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-    actix_web::rt::spawn(pump(state.supervisor.clone(), feed, after, tx));
+    actix_web::rt::spawn(pump(state.reads.clone(), feed, after, tx));
     let body = ReceiverStream::new(rx).map(|f| Ok::<_, actix_web::Error>(sse_frame(f)));
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

@@ -9,11 +9,13 @@ use super::error::ApiError;
 use super::sessions::SessionDetail;
 use super::AppState;
 use crate::actors::supervisor::messages::{
-    BatchSpawn, BatchSpawnRequest, EnsureOrchestrator, GetAttach, GetOrphans, Orphan, Skipped,
+    BatchSpawn, BatchSpawnRequest, EnsureOrchestrator, Skipped,
 };
+use crate::actors::supervisor::request::BatchOrder;
 use crate::actors::supervisor::ApplyTo;
 use crate::domain::machine::{EventKind, ReportedState};
 use crate::plugins::AttachInfo;
+use crate::read::{Orphan, ReadError};
 use crate::store::{PrRef, SessionId};
 
 /// What a batch did.
@@ -35,12 +37,8 @@ pub async fn batch(
     state: web::Data<AppState>,
     body: web::Json<BatchSpawnRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (spawned, skipped) = state
-        .supervisor
-        .send(BatchSpawn {
-            request: body.into_inner(),
-        })
-        .await??;
+    let order = BatchOrder::try_from(body.into_inner())?;
+    let (spawned, skipped) = state.supervisor.send(BatchSpawn { order }).await??;
     Ok(HttpResponse::Created().json(BatchResult {
         spawned: spawned.into_iter().map(Into::into).collect(),
         skipped,
@@ -59,11 +57,9 @@ pub async fn attach(
 ) -> Result<web::Json<AttachInfo>, ApiError> {
     let id = id.into_inner();
     state
-        .supervisor
-        .send(GetAttach {
-            id: SessionId(id.clone()),
-        })
-        .await??
+        .reads
+        .attach(&SessionId(id.clone()))
+        .await?
         .map(web::Json)
         .ok_or_else(|| ApiError::Conflict(format!("session {id} has no runtime yet")))
 }
@@ -109,10 +105,17 @@ pub struct OrphanList {
 /// Runtime instances and workspaces no live session owns.
 ///
 /// # Errors
-/// 503 when busy.
-#[utoipa::path(get, path = "/api/v1/orphans", responses((status = 200, body = OrphanList)))]
+/// 500 when the sessions cannot be read (never an answer that calls every agent an orphan).
+#[utoipa::path(get, path = "/api/v1/orphans",
+    responses((status = 200, body = OrphanList), (status = 500)))]
 pub async fn orphans(state: web::Data<AppState>) -> Result<web::Json<OrphanList>, ApiError> {
-    let orphans = state.supervisor.send(GetOrphans).await?;
+    let orphans = state.reads.orphans().await.map_err(|e| match e {
+        ReadError::Store(source) => ApiError::Failed {
+            message: "cannot list orphans: the sessions could not be read from the store".into(),
+            source: Box::new(source),
+        },
+        other => other.into(),
+    })?;
     Ok(web::Json(OrphanList { orphans }))
 }
 

@@ -1,5 +1,7 @@
-//! The HTTP edge (actix-web). Handlers translate requests into actor messages and answers into
-//! JSON; they never touch the store. Routes are exactly those of INTERFACE.md.
+//! The HTTP edge (actix-web). Handlers parse requests into domain types, send commands to the
+//! actors as messages, answer reads from the read side ([`crate::read`], never through an
+//! actor), and turn answers into JSON. They never hold a database pool. Routes are exactly
+//! those of INTERFACE.md.
 //!
 //! | module | owns |
 //! |---|---|
@@ -48,8 +50,12 @@ pub type ReportTokenCheck = std::sync::Arc<dyn Fn(&str, &str) -> bool + Send + S
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// Where requests go.
+    /// Where commands go (spawn, kill, restore, send, merge…).
     pub supervisor: Addr<FleetSupervisor>,
+    /// Where reads go (lists, events, output, the board, orphans…).
+    pub reads: std::sync::Arc<crate::read::ReadModel>,
+    /// The process's one output watcher (the terminal follows process agents' logs with it).
+    pub output_watch: std::sync::Arc<crate::actors::watch::OutputWatch>,
     /// The notification outbox (`GET /api/v1/notifications`).
     pub outbox: Recipient<ListNotifications>,
     /// Bearer token required on `/api/v1/*`; `None` only on a loopback bind.

@@ -11,12 +11,12 @@ use super::error::ApiError;
 use super::AppState;
 use crate::actors::session::messages::StepReport;
 use crate::actors::supervisor::messages::{
-    GetEvents, GetOutput, GetSession, KillSession, ListSessions, MergeSession, RestoreSession,
-    SendToSession, Spawn, SpawnRequest,
+    GetSession, KillSession, MergeSession, RestoreSession, SendToSession, Spawn, SpawnRequest,
 };
+use crate::actors::supervisor::request::SpawnOrder;
 use crate::store::{
-    Activity, EventRecord, PrRef, ReactionTracker, SessionId, SessionRecord, SessionSnapshot,
-    SessionState, TimerRecord,
+    Activity, EventRecord, PrRef, ReactionTracker, SessionFilter, SessionId, SessionRecord,
+    SessionSnapshot, SessionState, TimerRecord,
 };
 
 /// A session as the API shows it (no runtime internals).
@@ -230,12 +230,13 @@ pub async fn list(
             .collect::<Result<_, _>>()?,
     };
     let rows = state
-        .supervisor
-        .send(ListSessions {
+        .reads
+        .sessions(&SessionFilter {
             project: q.project,
             states,
+            active_only: false,
         })
-        .await??;
+        .await?;
     Ok(web::Json(SessionList {
         sessions: rows.into_iter().map(Into::into).collect(),
     }))
@@ -252,12 +253,8 @@ pub async fn spawn(
     state: web::Data<AppState>,
     body: web::Json<SpawnRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let snap = state
-        .supervisor
-        .send(Spawn {
-            request: body.into_inner(),
-        })
-        .await??;
+    let order = SpawnOrder::try_from(body.into_inner())?;
+    let snap = state.supervisor.send(Spawn { order }).await??;
     Ok(HttpResponse::Created().json(SessionDetail::from(snap)))
 }
 
@@ -384,13 +381,13 @@ pub async fn events(
     q: web::Query<EventsQuery>,
 ) -> Result<web::Json<EventList>, ApiError> {
     let events = state
-        .supervisor
-        .send(GetEvents {
-            session: Some(sid(id.into_inner())),
-            after: q.after.unwrap_or(0).max(0),
-            limit: q.limit.unwrap_or(500).clamp(1, 5000),
-        })
-        .await??;
+        .reads
+        .events(
+            Some(&sid(id.into_inner())),
+            q.after.unwrap_or(0).max(0),
+            q.limit.unwrap_or(500).clamp(1, 5000),
+        )
+        .await?;
     Ok(web::Json(EventList { events }))
 }
 
@@ -406,11 +403,11 @@ pub async fn output(
     q: web::Query<OutputQuery>,
 ) -> Result<web::Json<Output>, ApiError> {
     let output = state
-        .supervisor
-        .send(GetOutput {
-            id: sid(id.into_inner()),
-            lines: q.lines.unwrap_or(200).clamp(1, 10_000),
-        })
-        .await??;
+        .reads
+        .output(
+            &sid(id.into_inner()),
+            q.lines.unwrap_or(200).clamp(1, 10_000),
+        )
+        .await?;
     Ok(web::Json(Output { output }))
 }

@@ -14,18 +14,17 @@
 //!   pty's window size (tmux redraws). Closing the socket ends that tmux client only: the
 //!   agent's session goes on.
 //! - `process`: the agent has no terminal, only a log file and a stdin pipe. The log's tail
-//!   and then its new bytes are streamed (woken by inotify, no polling loop); typed text is
+//!   and then its new bytes are streamed (woken by the process's one output watcher,
+//!   `actors::watch`, no polling loop); typed text is
 //!   edited locally (echo, backspace) and each line is delivered with `send_message`, exactly
 //!   like `POST /sessions/{id}/send`.
 //!
-//! Nothing here blocks a thread: the pty and inotify descriptors are non-blocking and driven
-//! by tokio's reactor, and each connection's relay is its own task, which ends (and kills its
+//! Nothing here blocks a thread: the pty descriptor is non-blocking and driven by tokio's
+//! reactor, the log follower waits on the shared output watcher, and each connection's relay is its own task, which ends (and kills its
 //! attach client) when the socket goes away.
 
-use std::ffi::CString;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -42,8 +41,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::supervisor::messages::{GetAttach, SendToSession};
+use crate::actors::supervisor::messages::SendToSession;
 use crate::actors::supervisor::FleetSupervisor;
+use crate::actors::watch::{OutputFollow, OutputWatch};
 use crate::plugins::AttachInfo;
 use crate::store::SessionId;
 
@@ -136,12 +136,9 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let id = id.into_inner();
     let info = state
-        .supervisor
-        .send(GetAttach {
-            id: SessionId(id.clone()),
-        })
+        .reads
+        .attach(&SessionId(id.clone()))
         .await
-        .map_err(ApiError::from)?
         .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::Conflict(format!("session {id} has no runtime yet")))?;
     let (in_tx, in_rx) = mpsc::unbounded_channel();
@@ -158,9 +155,11 @@ pub async fn connect(
             actix_web::rt::spawn(relay_pty(pty, in_rx, out_tx));
         }
         Attach::Log(path) => {
-            let log = LogFollower::open(&path).await.map_err(|e| {
-                ApiError::Conflict(format!("session {id} has no output log yet: {e}"))
-            })?;
+            let log = LogFollower::open(&path, &state.output_watch)
+                .await
+                .map_err(|e| {
+                    ApiError::Conflict(format!("session {id} has no output log yet: {e}"))
+                })?;
             actix_web::rt::spawn(relay_log(
                 log,
                 state.supervisor.clone(),
@@ -486,73 +485,27 @@ async fn relay_pty(
 
 // ---- process runtime: follow the log, deliver lines ------------------------------------
 
-/// Wakes when a file changes (inotify), without polling.
-struct FileWatch(AsyncFd<OwnedFd>);
-
-impl FileWatch {
-    fn new(path: &Path) -> io::Result<FileWatch> {
-        let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "nul in path"))?;
-        // SAFETY: plain syscalls; the descriptor is owned right away, `c` outlives the call.
-        unsafe {
-            let fd = cvt(libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC))?;
-            let fd = OwnedFd::from_raw_fd(fd);
-            cvt(libc::inotify_add_watch(
-                fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_MOVE_SELF | libc::IN_DELETE_SELF,
-            ))?;
-            let fd = AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-                .map_err(io::Error::from)?;
-            Ok(FileWatch(fd))
-        }
-    }
-
-    /// Waits for the next change (several changes may be folded into one wake-up).
-    async fn changed(&self) -> io::Result<()> {
-        let mut buf = [0u8; 4096];
-        loop {
-            let mut guard = self.0.readable().await?;
-            match guard.try_io(|fd| {
-                // SAFETY: `buf` is valid for its length; `fd` is our inotify descriptor.
-                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            }) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
 /// Streams a growing log file: its tail first, then whatever is appended.
 struct LogFollower {
     path: PathBuf,
     file: tokio::fs::File,
     pos: u64,
-    watch: Option<FileWatch>,
+    /// Wakes on changes, through the process's one output watcher (which the session's own
+    /// actor uses too); the path is followed, so a rotated log keeps waking it.
+    watch: OutputFollow,
 }
 
 impl LogFollower {
-    async fn open(path: &Path) -> io::Result<LogFollower> {
+    async fn open(path: &Path, watch: &OutputWatch) -> io::Result<LogFollower> {
+        // Followed before the first read, so a write right after it still wakes us.
+        let follow = watch.follow(path);
         let file = tokio::fs::File::open(path).await?;
         let len = file.metadata().await?.len();
-        let watch = match FileWatch::new(path) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::debug!(error = %e, "no inotify; the log is re-checked on a timer");
-                None
-            }
-        };
         Ok(LogFollower {
             path: path.to_path_buf(),
             file,
             pos: len.saturating_sub(LOG_BACKLOG),
-            watch,
+            watch: follow,
         })
     }
 
@@ -570,7 +523,6 @@ impl LogFollower {
                 if m.len() < self.pos || m.len() > len {
                     self.file = tokio::fs::File::open(&self.path).await?;
                     self.pos = 0;
-                    self.watch = FileWatch::new(&self.path).ok();
                 }
             }
         }
@@ -584,13 +536,9 @@ impl LogFollower {
         Ok(out)
     }
 
+    /// Waits for a change, or `LOG_RECHECK` at most (a filesystem without inotify).
     async fn changed(&self) {
-        match &self.watch {
-            Some(w) => {
-                let _ = tokio::time::timeout(LOG_RECHECK, w.changed()).await;
-            }
-            None => tokio::time::sleep(LOG_RECHECK).await,
-        }
+        let _ = tokio::time::timeout(LOG_RECHECK, self.watch.changed()).await;
     }
 }
 
@@ -838,7 +786,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("output.log");
         std::fs::write(&path, "first\n").expect("write");
-        let mut log = LogFollower::open(&path).await.expect("open");
+        let watch = OutputWatch::new();
+        let mut log = LogFollower::open(&path, &watch).await.expect("open");
         assert_eq!(log.read_new().await.expect("read"), b"first\n");
         let mut f = tokio::fs::OpenOptions::new()
             .append(true)

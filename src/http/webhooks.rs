@@ -5,8 +5,8 @@
 //! no secret configured every delivery is refused (401): an unauthenticated webhook would let
 //! anyone steer the fleet.
 //!
-//! Order matters: verify → parse → persist (through the supervisor, which owns the store) →
-//! answer. A delivery is stored before the 2xx, so a crash after the answer loses nothing,
+//! Order matters: verify → parse → persist (an idempotent append through the read side's
+//! delivery log; no actor involved) → answer. A delivery is stored before the 2xx, so a crash after the answer loses nothing,
 //! and a redelivery (same `X-GitHub-Delivery`) answers `{"duplicate": true}` and does nothing
 //! more. The body size limit is the server's `max_body_bytes`.
 
@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::supervisor::messages::{GithubEventReceived, RecordWebhookDelivery};
+use crate::actors::supervisor::messages::GithubEventReceived;
 use crate::plugins::github::events::{verify_signature, GithubEvent, GithubEventKind};
 use crate::store::WebhookDelivery;
 
@@ -28,8 +28,8 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 ///
 /// # Errors
 /// 401 for a missing or wrong signature (or no configured secret), 400 for missing GitHub
-/// headers or a body that is not a JSON object, 413 over the size limit, 503 when the
-/// supervisor is busy (GitHub then redelivers).
+/// headers or a body that is not a JSON object, 413 over the size limit, 500 when the delivery
+/// cannot be recorded (GitHub then redelivers).
 pub async fn github(
     req: HttpRequest,
     body: web::Bytes,
@@ -64,10 +64,7 @@ pub async fn github(
         payload,
         received_at: Utc::now(),
     };
-    let is_new = state
-        .supervisor
-        .send(RecordWebhookDelivery { delivery })
-        .await??;
+    let is_new = state.reads.record_webhook_delivery(delivery).await?;
     if !is_new {
         return Ok(HttpResponse::Ok().json(json!({"duplicate": true})));
     }

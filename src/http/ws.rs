@@ -13,7 +13,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::error::ApiError;
 use super::events::{pump, resume_point, FeedQuery, Frame};
 use super::AppState;
-use crate::actors::supervisor::messages::OpenFeed;
 
 /// How often the server pings.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -86,13 +85,12 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let after = resume_point(&req, &q)?;
     let feed = state
-        .supervisor
-        .send(OpenFeed { after, limit: 1000 })
+        .reads
+        .open_feed(after, 1000)
         .await
-        .map_err(ApiError::from)?
         .map_err(ApiError::from)?;
     let (tx, rx) = mpsc::channel(256);
-    actix_web::rt::spawn(pump(state.supervisor.clone(), feed, after, tx));
+    actix_web::rt::spawn(pump(state.reads.clone(), feed, after, tx));
     ws::start(
         EventSocket {
             frames: Some(rx),

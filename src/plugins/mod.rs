@@ -23,6 +23,7 @@ pub mod exec;
 pub mod github;
 pub mod notifiers;
 pub mod process;
+pub mod runtime_handle;
 pub mod tmux;
 pub mod trackers;
 pub mod worktree;
@@ -166,8 +167,7 @@ pub struct LaunchSpec {
     pub env: BTreeMap<String, String>,
 }
 
-/// Opaque handle a runtime returns; persisted in the session row as JSON.
-pub type RuntimeHandle = serde_json::Value;
+pub use self::runtime_handle::{ProcessHandle, RuntimeHandle, TmuxHandle};
 
 /// How a human can attach to a session's terminal.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -240,8 +240,10 @@ pub trait Runtime: Send + Sync {
         self.send_message(handle, choice).await
     }
 
-    /// How a human attaches.
-    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo>;
+    /// How a human attaches. Default: what the handle says ([`RuntimeHandle::attach`]).
+    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
+        handle.attach()
+    }
 
     /// Names of the agents this runtime has running now (for start-up reconciliation: what
     /// runs but is not in the store is an orphan). Session ids for Flotilla's own runtimes.

@@ -20,35 +20,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::{AttachInfo, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
+pub use super::runtime_handle::ProcessHandle;
+use super::{LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
 
 /// How long `destroy` waits after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// How much of the log `output` reads from the end.
 const TAIL_BYTES: u64 = 256 * 1024;
 
-/// What the process runtime persists about an agent.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ProcessHandle {
-    /// Process id (also the process group id).
-    pub pid: i32,
-    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22): guards against pid reuse.
-    pub start_ticks: u64,
-    /// Output log.
-    pub log: PathBuf,
-    /// Named pipe the agent reads messages from.
-    pub stdin: PathBuf,
-}
-
 impl ProcessHandle {
-    fn parse(h: &RuntimeHandle) -> PluginResult<Self> {
-        serde_json::from_value(h.clone())
-            .map_err(|e| PluginError::Invalid(format!("not a process runtime handle: {e}")))
+    fn parse(h: &RuntimeHandle) -> PluginResult<&Self> {
+        h.process()
     }
 }
 
@@ -208,12 +194,12 @@ impl Runtime for ProcessRuntime {
             log,
             stdin: fifo,
         };
-        serde_json::to_value(handle).map_err(|e| PluginError::Invalid(e.to_string()))
+        Ok(handle.into())
     }
 
     async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()> {
         let h = ProcessHandle::parse(handle)?;
-        if !same_process_alive(&h) {
+        if !same_process_alive(h) {
             return Ok(());
         }
         signal_group(h.pid, libc::SIGTERM)?;
@@ -231,7 +217,7 @@ impl Runtime for ProcessRuntime {
         if let Some(cell) = self.child_cell(h.pid) {
             return Ok(cell.borrow().is_none());
         }
-        Ok(same_process_alive(&h))
+        Ok(same_process_alive(h))
     }
 
     async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
@@ -250,7 +236,7 @@ impl Runtime for ProcessRuntime {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if !same_process_alive(&h) {
+        if !same_process_alive(h) {
             return Ok(None);
         }
         // SAFETY: `fd` is an owned pidfd that stays open for as long as the AsyncFd lives.
@@ -316,16 +302,6 @@ impl Runtime for ProcessRuntime {
             }
         }
         Ok(out)
-    }
-
-    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
-        let h = ProcessHandle::parse(handle).ok()?;
-        let log = h.log.to_string_lossy().to_string();
-        Some(AttachInfo {
-            kind: "process".into(),
-            target: log.clone(),
-            command: vec!["tail".into(), "-f".into(), log],
-        })
     }
 }
 
@@ -424,13 +400,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = ProcessRuntime::new(dir.path().join("rt"));
         let me = std::process::id() as i32;
-        let h = serde_json::to_value(ProcessHandle {
+        let h = RuntimeHandle::from(ProcessHandle {
             pid: me,
             start_ticks: 1,
             log: dir.path().join("x"),
             stdin: dir.path().join("y"),
-        })
-        .expect("json");
+        });
         assert!(!rt.is_alive(&h).await.expect("alive"));
     }
 }

@@ -40,10 +40,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use super::{exec, AttachInfo, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
+pub use super::runtime_handle::TmuxHandle;
+use super::{exec, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
 
 /// Timeout of every tmux command.
 pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,27 +98,9 @@ const NEEDLE_CHARS: usize = 24;
 /// `[Pasted Content 5000 chars]` in Codex).
 const PASTE_PLACEHOLDER: &str = "[Pasted";
 
-/// What the tmux runtime persists about an agent.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TmuxHandle {
-    /// tmux socket name (`-L`).
-    pub socket: String,
-    /// tmux session name (the Flotilla session id, with characters tmux rewrites replaced).
-    pub session: String,
-    /// Pane id (`%N`), unique for the server's lifetime.
-    pub pane: String,
-    /// Pid of the pane's process: the agent itself (tmux execs it directly).
-    pub pane_pid: i32,
-    /// Its start time in clock ticks since boot (`/proc/PID/stat` field 22).
-    pub start_ticks: u64,
-    /// Everything the pane printed (appended by `pipe-pane`), with terminal escapes.
-    pub log: PathBuf,
-}
-
 impl TmuxHandle {
-    fn parse(h: &RuntimeHandle) -> PluginResult<Self> {
-        serde_json::from_value(h.clone())
-            .map_err(|e| PluginError::Invalid(format!("not a tmux runtime handle: {e}")))
+    fn parse(h: &RuntimeHandle) -> PluginResult<&Self> {
+        h.tmux()
     }
 
     /// Whether the pane's process is the one we launched and has not ended.
@@ -731,12 +713,12 @@ impl Runtime for TmuxRuntime {
             start_ticks: start_ticks(pid).unwrap_or(0),
             log,
         };
-        serde_json::to_value(handle).map_err(|e| PluginError::Invalid(e.to_string()))
+        Ok(handle.into())
     }
 
     async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()> {
         let h = TmuxHandle::parse(handle)?;
-        self.kill_own_session(&h).await?;
+        self.kill_own_session(h).await?;
         // Closing the pane hangs up its terminal; an agent that ignores SIGHUP is stopped here.
         if h.alive() {
             signal_group(h.pane_pid, libc::SIGTERM)?;
@@ -757,8 +739,8 @@ impl Runtime for TmuxRuntime {
     async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
         let h = TmuxHandle::parse(handle)?;
         process_ended(h.pane_pid, h.start_ticks).await?;
-        let status = self.exit_status(&h).await;
-        if let Err(e) = self.kill_own_session(&h).await {
+        let status = self.exit_status(h).await;
+        if let Err(e) = self.kill_own_session(h).await {
             tracing::warn!(session = %h.session, error = %e, "removing an exited tmux session failed");
         }
         Ok(status)
@@ -957,25 +939,7 @@ impl Runtime for TmuxRuntime {
             },
             log: self.log_dir.join(format!("{name}.log")),
         };
-        serde_json::to_value(handle)
-            .map(Some)
-            .map_err(|e| PluginError::Invalid(e.to_string()))
-    }
-
-    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
-        let h = TmuxHandle::parse(handle).ok()?;
-        Some(AttachInfo {
-            kind: "tmux".into(),
-            target: h.session.clone(),
-            command: vec![
-                "tmux".into(),
-                "-L".into(),
-                h.socket,
-                "attach-session".into(),
-                "-t".into(),
-                h.session,
-            ],
-        })
+        Ok(Some(handle.into()))
     }
 }
 
@@ -1096,7 +1060,7 @@ mod tests {
     #[test]
     fn foreign_handles_are_invalid() {
         let rt = TmuxRuntime::new("t", PathBuf::from("/nonexistent"));
-        let h = serde_json::json!({"pid": 1});
+        let h = RuntimeHandle::from_json(&serde_json::json!({"pid": 1}));
         assert!(matches!(
             TmuxHandle::parse(&h),
             Err(PluginError::Invalid(_))

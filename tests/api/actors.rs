@@ -106,13 +106,15 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
     let snap = sup
         .send(Spawn {
-            request: SpawnRequest {
+            order: SpawnRequest {
                 project: "demo".into(),
                 prompt: Some("p".into()),
                 issue: None,
                 agent: None,
                 branch: None,
-            },
+            }
+            .try_into()
+            .expect("a valid request"),
         })
         .await
         .expect("mailbox")

@@ -125,7 +125,7 @@ async fn tmux_runs_an_agent_with_exactly_its_environment_and_reports_exit_status
     );
     spec.env.insert("FOO".into(), "bar;".into());
     let h = t.rt.create(&spec).await.expect("create");
-    assert_eq!(h["session"], "demo-1");
+    assert_eq!(h.tmux().expect("tmux").session, "demo-1");
     assert!(t.rt.is_alive(&h).await.expect("alive"));
     assert_eq!(t.rt.list_sessions().await.expect("list"), ["demo-1"]);
     let out = output_containing(&t.rt, &h, "hello from tmux").await;
@@ -309,7 +309,7 @@ async fn destroy_is_idempotent_and_leaves_nothing_running() {
         t.rt.create(&t.spec("kill-1", t.dir.path(), &["sleep", "600"]))
             .await
             .expect("create");
-    let pid = h["pane_pid"].as_i64().expect("pid") as i32;
+    let pid = h.tmux().expect("tmux").pane_pid;
     assert!(crate::helpers::alive(pid));
     t.rt.destroy(&h).await.expect("destroy");
     assert!(!t.rt.is_alive(&h).await.expect("alive"));

@@ -450,7 +450,7 @@ async fn real_codex_tui_approval_prompt_is_waiting_input_from_the_screen() {
     // Whether the escalated command then finishes is Codex's business, and 0.169's escalation
     // path sometimes never returns (seen once in CI: "Running printf ..." for over a minute;
     // upstream reports the same), so the test stops at what Flotilla reads.
-    let session = format!("={}:", h["session"].as_str().expect("session"));
+    let session = format!("={}:", h.tmux().expect("tmux").session);
     let approve = tokio::process::Command::new("tmux")
         .args(["-L", t.rt.socket(), "send-keys", "-t", &session, "y"])
         .output()

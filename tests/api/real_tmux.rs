@@ -100,7 +100,7 @@ impl Tmux {
 
     /// Types `keys` (tmux key names) into the agent's pane.
     pub async fn send_keys(&self, h: &RuntimeHandle, keys: &[&str]) {
-        let session = format!("={}:", h["session"].as_str().expect("session"));
+        let session = format!("={}:", h.tmux().expect("tmux").session);
         let mut args = vec!["-L", self.rt.socket(), "send-keys", "-t", &session];
         args.extend_from_slice(keys);
         let out = tokio::process::Command::new("tmux")

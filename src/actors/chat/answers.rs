@@ -4,24 +4,24 @@
 //! agent as `flotilla send` would (a short choice such as `1` or `y` as key presses). With
 //! several sessions waiting, `/answer <session> <text>` says which.
 
-use crate::actors::supervisor::messages::{ListSessions, SendToSession};
-use crate::store::{ConversationRecord, SessionId, SessionState};
+use crate::actors::supervisor::messages::SendToSession;
+use crate::store::{ConversationRecord, SessionFilter, SessionId, SessionState};
 
 use super::action::Action;
 use super::ChatContext;
 
 /// The sessions started from `conv` that now wait for a human.
 async fn waiting(ctx: &ChatContext, conv: &ConversationRecord) -> Option<Vec<SessionId>> {
-    let fleet = ctx.fleet.as_ref()?;
+    ctx.fleet.as_ref()?;
+    let filter = SessionFilter {
+        states: vec![SessionState::NeedsInput],
+        ..Default::default()
+    };
     let list = tokio::time::timeout(
         ctx.actor_timeout,
-        fleet.send(ListSessions {
-            project: None,
-            states: vec![SessionState::NeedsInput],
-        }),
+        crate::read::sessions::list(ctx.store.as_ref(), &filter),
     )
     .await
-    .ok()?
     .ok()?
     .ok()?;
     let mut mine = Vec::new();

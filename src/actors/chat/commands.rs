@@ -11,7 +11,8 @@ use chrono::Utc;
 pub use super::action::Action;
 use super::workspace::{self, codebase_dir, git, turn_dir};
 use super::ChatContext;
-use crate::actors::supervisor::messages::{ListSessions, Spawn, SpawnRequest};
+use crate::actors::supervisor::messages::{Spawn, SpawnRequest};
+use crate::actors::supervisor::request::SpawnOrder;
 use crate::chat::paths::{confine, valid_branch, validate_clone_url};
 use crate::chat::template::{
     execute_now, front_matter_description, strip_front_matter, substitute,
@@ -612,7 +613,11 @@ async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) ->
         agent,
         branch: None,
     };
-    match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { request })).await {
+    let order = match SpawnOrder::try_from(request) {
+        Ok(o) => o,
+        Err(e) => return Action::Reply(format!("Cannot spawn: {e}")),
+    };
+    match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { order })).await {
         Ok(Ok(Ok(s))) => {
             let id = s.session.id.to_string();
             if let Err(e) = ctx.store.link_session_to_conversation(&id, &conv.id).await {
@@ -626,19 +631,21 @@ async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) ->
 }
 
 async fn fleet(ctx: &ChatContext) -> Action {
-    let Some(fleet) = &ctx.fleet else {
+    if ctx.fleet.is_none() {
         return Action::Reply("The fleet is not available here.".into());
-    };
-    match tokio::time::timeout(ctx.actor_timeout, fleet.send(ListSessions::default())).await {
-        Ok(Ok(Ok(list))) if list.is_empty() => Action::Reply("No sessions.".into()),
-        Ok(Ok(Ok(list))) => Action::Reply(format!(
+    }
+    let every = Default::default();
+    let all = crate::read::sessions::list(ctx.store.as_ref(), &every);
+    match tokio::time::timeout(ctx.actor_timeout, all).await {
+        Ok(Ok(list)) if list.is_empty() => Action::Reply("No sessions.".into()),
+        Ok(Ok(list)) => Action::Reply(format!(
             "Sessions:\n{}",
             list.iter()
                 .map(|s| format!("{} — {} ({})", s.id, s.state.as_str(), s.project))
                 .collect::<Vec<_>>()
                 .join("\n")
         )),
-        Ok(Ok(Err(e))) => Action::Fail(format!("cannot list sessions: {e}")),
-        _ => Action::Fail("the fleet did not answer in time".into()),
+        Ok(Err(e)) => Action::Fail(format!("cannot list sessions: {e}")),
+        Err(_) => Action::Fail("the fleet did not answer in time".into()),
     }
 }

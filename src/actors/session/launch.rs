@@ -293,7 +293,7 @@ async fn try_start(
     };
     match runtime.create(&spec).await {
         Ok(handle) => Ok(Started {
-            handle,
+            handle: handle.to_json(),
             workspace: path.to_string_lossy().into_owned(),
             branch,
         }),

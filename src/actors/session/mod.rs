@@ -31,7 +31,7 @@ use crate::actors::watch::OutputChanged;
 use crate::domain::keys::TimerKey;
 use crate::domain::machine::{self, Effect, Event, EventKind, Outcome};
 use crate::domain::policy::Policy;
-use crate::plugins::PluginError;
+use crate::plugins::{PluginError, RuntimeHandle};
 use crate::store::{
     NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit,
 };
@@ -183,7 +183,7 @@ impl SessionActor {
                     tracing::info!(parent: &act.span, "adopting the agent restarted before the crash");
                     ctx.notify(Apply {
                         event: EventKind::AgentRestarted {
-                            handle,
+                            handle: handle.to_json(),
                             prompted: launch::restart_message(agent.as_ref(), &p.launch)
                                 .is_some(),
                         },
@@ -224,8 +224,8 @@ impl SessionActor {
         }
         // Output changes wake the activity probe; both runtimes keep a `log` file.
         self.unwatch_output();
-        if let Some(log) = handle["log"].as_str() {
-            let log = std::path::PathBuf::from(log);
+        let typed = RuntimeHandle::from_json(&handle);
+        if let Some(log) = typed.log().map(std::path::Path::to_path_buf) {
             self.fleet
                 .output_watch
                 .watch(&log, ctx.address().recipient());
@@ -247,7 +247,7 @@ impl SessionActor {
         let fleet = self.fleet.clone();
         let fut = async move {
             // wait_exit answers at once (with the status when it is ours) if already gone.
-            let code = runtime.wait_exit(&handle).await.unwrap_or(None);
+            let code = runtime.wait_exit(&typed).await.unwrap_or(None);
             if let Some(s) = snapshot {
                 if let Some(event) = final_usage(&fleet, &s).await {
                     let _ = addr.send(Apply { event }).await;
@@ -256,7 +256,7 @@ impl SessionActor {
             // A failed agent's last words name the cause ("not logged in", "ENOTFOUND").
             let output = match code {
                 Some(0) => None,
-                _ => exit_output(runtime.as_ref(), &handle).await,
+                _ => exit_output(runtime.as_ref(), &typed).await,
             };
             (handle, code, output)
         }
@@ -546,7 +546,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
         }
         Effect::DestroyRuntime => {
             if let (Some(h), Ok(rt)) = (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
-                if let Err(e) = rt.destroy(h).await {
+                if let Err(e) = rt.destroy(&RuntimeHandle::from_json(h)).await {
                     tracing::warn!(error = %e, "destroying the runtime failed");
                 }
             }
@@ -592,7 +592,10 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
             let delivered = match (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
                 // The restarted agent got it as its first prompt: only the record is left.
                 _ if given_at_launch => true,
-                (Some(h), Ok(rt)) => rt.send_message(h, &message).await.unwrap_or(false),
+                (Some(h), Ok(rt)) => rt
+                    .send_message(&RuntimeHandle::from_json(h), &message)
+                    .await
+                    .unwrap_or(false),
                 _ => false,
             };
             let mut data = serde_json::json!({"reaction": reaction, "delivered": delivered});
@@ -800,7 +803,7 @@ const EXIT_OUTPUT_LINES: usize = 12;
 /// log (tmux's pipe-pane copies them asynchronously), so an empty read is retried briefly.
 async fn exit_output(
     runtime: &dyn crate::plugins::Runtime,
-    handle: &serde_json::Value,
+    handle: &RuntimeHandle,
 ) -> Option<String> {
     const TRIES: u32 = 10;
     for i in 0..TRIES {
@@ -878,7 +881,7 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     use crate::store::Activity;
     let rec = &s.session;
     let (Some(h), Ok(rt), Ok(agent)) = (
-        rec.runtime_handle.as_ref(),
+        rec.runtime_handle.as_ref().map(RuntimeHandle::from_json),
         fleet.plugins.runtime(&rec.runtime),
         fleet.plugins.agent(&rec.agent),
     ) else {
@@ -890,8 +893,8 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     let now = Utc::now();
     let probe = ActivityProbe {
         workspace: ws.clone(),
-        terminal: rt.output(h, 20).await.ok(),
-        last_output_at: rt.last_output_at(h).await.ok().flatten(),
+        terminal: rt.output(&h, 20).await.ok(),
+        last_output_at: rt.last_output_at(&h).await.ok().flatten(),
         now,
     };
     let mut out = Vec::new();
@@ -1000,7 +1003,7 @@ impl Handler<Reconcile> for SessionActor {
             return Box::pin(fut::ready(()));
         }
         Box::pin(
-            async move { (rt.is_alive(&h).await, h) }
+            async move { (rt.is_alive(&RuntimeHandle::from_json(&h)).await, h) }
                 .into_actor(self)
                 .map(|(alive, h), _act, ctx| {
                     if let Ok(false) = alive {
@@ -1026,7 +1029,7 @@ impl Handler<SendMessage> for SessionActor {
             (Some(h), st)
                 if !st.is_terminal() && s.session.activity != crate::store::Activity::Exited =>
             {
-                h.clone()
+                RuntimeHandle::from_json(h)
             }
             _ => {
                 return Box::pin(fut::ready(Err(SessionError::Rejected(format!(

@@ -1,17 +1,18 @@
-//! Messages the `FleetSupervisor` handles. Senders: the HTTP layer (requests), session actors
-//! (`SessionEnded`), and the app (`Reconcile` ticks).
-
-use std::sync::Arc;
+//! Messages the `FleetSupervisor` handles: commands that change the fleet. Senders: the HTTP
+//! layer and the chat bridge (requests), session actors (`SessionEnded`), the GitHub poller
+//! and webhook (`ScmObserved`, `GithubEventReceived`), and the app (`ReconcileAll` ticks).
+//! Reads are not messages: see [`crate::read`].
 
 use actix::prelude::*;
 use serde::Deserialize;
-use tokio::sync::broadcast;
 
+use super::request::{BatchOrder, SpawnOrder};
 use super::FleetError;
 use crate::actors::session::messages::{SendReport, StepReport};
-use crate::store::{EventRecord, SessionId, SessionRecord, SessionSnapshot, SessionState};
+use crate::store::{SessionId, SessionSnapshot};
 
-/// A spawn request as users send it (`POST /api/v1/sessions`).
+/// A spawn request as users send it (`POST /api/v1/sessions`); parsed into a
+/// [`SpawnOrder`] at the edge.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnRequest {
@@ -36,18 +37,8 @@ pub struct SpawnRequest {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SessionSnapshot, FleetError>")]
 pub struct Spawn {
-    /// The request.
-    pub request: SpawnRequest,
-}
-
-/// Sent by the HTTP layer to list sessions.
-#[derive(Debug, Message, Default)]
-#[rtype(result = "Result<Vec<SessionRecord>, FleetError>")]
-pub struct ListSessions {
-    /// Only this project.
-    pub project: Option<String>,
-    /// Only these states.
-    pub states: Vec<SessionState>,
+    /// The request, parsed at the edge.
+    pub order: SpawnOrder,
 }
 
 /// Sent by the HTTP layer to read one session with its trackers and timers.
@@ -94,46 +85,6 @@ pub struct MergeSession {
     pub id: SessionId,
 }
 
-/// Sent by the HTTP layer to read events.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<EventRecord>, FleetError>")]
-pub struct GetEvents {
-    /// Only this session's events.
-    pub session: Option<SessionId>,
-    /// Events with id greater than this.
-    pub after: i64,
-    /// At most this many.
-    pub limit: i64,
-}
-
-/// Sent by the HTTP layer to read a session's recent output.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<String, FleetError>")]
-pub struct GetOutput {
-    /// Session id.
-    pub id: SessionId,
-    /// Lines from the end.
-    pub lines: usize,
-}
-
-/// A live event feed: the backlog after the requested id, then live events.
-pub struct Feed {
-    /// Stored events after the resume point, oldest first.
-    pub backlog: Vec<EventRecord>,
-    /// Live events (subscribed before the backlog was read; may repeat backlog ids).
-    pub live: broadcast::Receiver<Arc<EventRecord>>,
-}
-
-/// Sent by the SSE and WebSocket handlers to open a feed resuming after `after`.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Feed, FleetError>")]
-pub struct OpenFeed {
-    /// Resume point (the `Last-Event-ID`); 0 for everything.
-    pub after: i64,
-    /// At most this many backlog events.
-    pub limit: i64,
-}
-
 /// Sent by `/readyz`.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), FleetError>")]
@@ -155,13 +106,8 @@ pub struct SessionEnded {
 #[rtype(result = "usize")]
 pub struct ReconcileAll;
 
-/// Sent by the HTTP layer to list chat conversations. (Answered from the store until the
-/// chat bridge's `ChatSupervisor` owns conversations.)
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<crate::store::ConversationRecord>, FleetError>")]
-pub struct ListConversations;
-
-/// A batch spawn request (`POST /api/v1/sessions/batch`).
+/// A batch spawn request (`POST /api/v1/sessions/batch`); parsed into a [`BatchOrder`] at the
+/// edge.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSpawnRequest {
@@ -193,16 +139,8 @@ pub struct Skipped {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(Vec<SessionSnapshot>, Vec<Skipped>), FleetError>")]
 pub struct BatchSpawn {
-    /// The request.
-    pub request: BatchSpawnRequest,
-}
-
-/// Sent by the HTTP layer to learn how a human attaches to a session's terminal.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Option<crate::plugins::AttachInfo>, FleetError>")]
-pub struct GetAttach {
-    /// Session id.
-    pub id: SessionId,
+    /// The request, parsed at the edge.
+    pub order: BatchOrder,
 }
 
 /// Sent by the HTTP layer (`flotilla start`): the project's one orchestrator session, created
@@ -212,32 +150,6 @@ pub struct GetAttach {
 pub struct EnsureOrchestrator {
     /// Project name.
     pub project: String,
-}
-
-/// Something found at start-up that Flotilla did not start or no longer tracks.
-#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Orphan {
-    /// `runtime` or `workspace`.
-    pub kind: String,
-    /// Its name (runtime instance or path).
-    pub name: String,
-    /// Why it is an orphan.
-    pub detail: String,
-}
-
-/// Sent by the HTTP layer (`flotilla status --orphans`).
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<Orphan>")]
-pub struct GetOrphans;
-
-/// Sent by the webhook endpoints (`/webhooks/*`) to persist a verified delivery before they
-/// answer 2xx. Answers whether it is new: `false` means a redelivery (same platform and
-/// delivery id), which the endpoint acknowledges and otherwise ignores.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<bool, FleetError>")]
-pub struct RecordWebhookDelivery {
-    /// The delivery, raw body included.
-    pub delivery: crate::store::WebhookDelivery,
 }
 
 /// Sent by `POST /webhooks/github` after a new, verified delivery was persisted.
@@ -250,31 +162,6 @@ pub struct GithubEventReceived {
     /// The parsed event.
     pub event: crate::plugins::github::GithubEvent,
 }
-/// What the dashboard's board loads once: every session with its trackers and newest event,
-/// the configured projects and agents, and the event cursor to follow the stream from.
-#[derive(Debug, Clone)]
-pub struct Board {
-    /// The newest event id when the read began. Events after it may already show in the
-    /// rows; replaying them is harmless, since events carry absolute state.
-    pub cursor: i64,
-    /// Every session, oldest first.
-    pub sessions: Vec<SessionRecord>,
-    /// Every reaction tracker, by session.
-    pub trackers: Vec<(SessionId, crate::store::ReactionTracker)>,
-    /// The newest event of each session.
-    pub latest_events: Vec<EventRecord>,
-    /// Project names from config, with each project's default agent.
-    pub projects: Vec<(String, String)>,
-    /// Agent names from config.
-    pub agents: Vec<String>,
-}
-
-/// Sent by the dashboard (`GET /api/v1/board`) once per page load; live changes then come
-/// from the event stream, never from re-reading this.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Board, FleetError>")]
-pub struct GetBoard;
-
 /// Sent by the GitHub poller: look at these sessions' PRs (with what the poller already read,
 /// when it has it).
 #[derive(Debug, Message)]
