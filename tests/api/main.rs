@@ -31,6 +31,7 @@ mod github;
 mod github_webhooks;
 mod helpers;
 mod lifecycle;
+mod lifecycle_checks;
 mod metrics;
 mod notifications;
 mod real_aider;

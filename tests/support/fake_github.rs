@@ -8,7 +8,10 @@
 //!   comments, check runs, combined status and statuses, workflow jobs and job logs (302 to a
 //!   plain-text log), `GET /rate_limit`.
 //! - GraphQL subset: `repository(owner, name) { alias: pullRequest(number: N) {…} … }` and
-//!   `rateLimit { cost remaining resetAt }`; every PR field of the subset is always returned.
+//!   `rateLimit { cost remaining resetAt }`; every PR field of the subset is always returned,
+//!   but the roll-up's `contexts` connection is paged as asked (`first` ≤ 100 required,
+//!   `after` cursors, `totalCount`, `pageInfo`). The combined status pages its `statuses`.
+//! - Mergeability can be "still computing" for a while (`mergeable: null`, `UNKNOWN`).
 //! - ETags are a hash of the body: `If-None-Match` with an unchanged one answers 304, which
 //!   costs no quota. `x-ratelimit-*` on every answer; forced primary/secondary limits for the
 //!   next N requests; `Link` pagination with `per_page`/`page`.
@@ -185,6 +188,9 @@ struct State {
     /// Merge checks by (repo, base sha, head sha): a pair of commits merges the same way
     /// forever, and GitHub caches mergeability too (it would cost two git runs per read).
     merges: std::sync::Mutex<HashMap<MergePair, (bool, bool)>>,
+    /// PRs whose mergeability GitHub is still computing, until when (`mergeable: null`,
+    /// `UNKNOWN`); GitHub sends no webhook when it settles.
+    computing: HashMap<(String, i64), std::time::Instant>,
 }
 
 /// (repo, base sha, head sha).
@@ -324,6 +330,14 @@ impl State {
         if pr.state != "open" {
             return (None, false, false);
         }
+        let key = (repo.to_string(), pr.number);
+        if self
+            .computing
+            .get(&key)
+            .is_some_and(|until| std::time::Instant::now() < *until)
+        {
+            return (None, false, false);
+        }
         let dir = self.bare(repo);
         let (Some(b), Some(h)) = (self.sha(repo, &pr.base), self.sha(repo, &pr.head)) else {
             return (Some(false), true, false);
@@ -411,9 +425,11 @@ impl State {
         if pr.draft {
             return "draft";
         }
-        let (_, conflicts, behind) = self.merge_check(repo, pr);
+        let (mergeable, conflicts, behind) = self.merge_check(repo, pr);
         let sha = self.head_sha(repo, pr);
-        if conflicts {
+        if mergeable.is_none() {
+            "unknown"
+        } else if conflicts {
             "dirty"
         } else if self.review_decision(repo, pr.number) == Some("CHANGES_REQUESTED") {
             "blocked"
@@ -540,7 +556,8 @@ impl State {
         }
         out
     }
-    fn graphql_pr(&self, repo: &str, pr: &Pr) -> Value {
+    /// A `PullRequest` node; its roll-up's `contexts` connection is one page as `page` asks.
+    fn graphql_pr(&self, repo: &str, pr: &Pr, page: &Page) -> Value {
         let sha = self.head_sha(repo, pr);
         let (mergeable, _, _) = self.merge_check(repo, pr);
         let rollup = self.rollup(repo, &sha).map(|state| {
@@ -558,7 +575,7 @@ impl State {
                 json!({"__typename": "StatusContext", "context": s.context,
                        "state": s.state.to_uppercase(), "targetUrl": s.target_url})
             }));
-            json!({"state": state, "contexts": {"nodes": nodes}})
+            json!({"state": state, "contexts": page.connection(nodes)})
         });
         let threads: Vec<Value> = self
             .threads(repo, pr.number)
@@ -583,6 +600,65 @@ impl State {
             "statusCheckRollup": rollup,
             "reviewThreads": {"nodes": threads},
         })
+    }
+}
+
+/// A connection's paging arguments (`first`, `after`), as GraphQL clients send them.
+#[derive(Debug, Clone, Default)]
+struct Page {
+    first: Option<usize>,
+    after: Option<String>,
+}
+
+impl Page {
+    /// Reads `contexts(first: N, after: X)` from a PR's selection (literals or `$variables`).
+    fn parse(selection: &str, vars: &Value) -> Result<Page, String> {
+        let Some(i) = selection.find("contexts(") else {
+            return Ok(Page::default());
+        };
+        let args = &selection[i + "contexts(".len()..];
+        let args = &args[..args.find(')').unwrap_or(args.len())];
+        let mut page = Page::default();
+        for part in args.split(',') {
+            let Some((k, v)) = part.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            let value = match v.strip_prefix('$') {
+                Some(var) => vars[var.trim()].clone(),
+                None => serde_json::from_str(v).unwrap_or(Value::Null),
+            };
+            match k.trim() {
+                "first" => page.first = value.as_u64().map(|n| n as usize),
+                "after" => page.after = value.as_str().map(str::to_string),
+                _ => {}
+            }
+        }
+        match page.first {
+            None => Err("You must provide a `first` or `last` value to properly paginate the `contexts` connection.".into()),
+            Some(n) if n > 100 => Err(format!("Requesting {n} records on the `contexts` connection exceeds the `first` limit of 100 records.")),
+            _ => Ok(page),
+        }
+    }
+
+    /// One page of `nodes` with `totalCount` and `pageInfo` (opaque cursors).
+    fn connection(&self, nodes: Vec<Value>) -> Value {
+        let total = nodes.len();
+        let start = self
+            .after
+            .as_deref()
+            .and_then(|c| hex::decode(c).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|c| c.strip_prefix("cursor:")?.parse::<usize>().ok())
+            .map_or(0, |n| n + 1);
+        let first = self.first.unwrap_or(100);
+        let slice: Vec<Value> = nodes.into_iter().skip(start).take(first).collect();
+        let end = start + slice.len();
+        let cursor = |n: usize| hex::encode(format!("cursor:{n}"));
+        json!({"totalCount": total, "nodes": slice, "pageInfo": {
+            "hasNextPage": end < total, "hasPreviousPage": start > 0,
+            "startCursor": (end > start).then(|| cursor(start)),
+            "endCursor": (end > start).then(|| cursor(end - 1))}})
     }
 }
 
@@ -1029,10 +1105,13 @@ fn handle(
             };
             let statuses: Vec<Value> = st.iter().map(|x| json!({"id": x.id, "context": x.context, "state": x.state,
                 "target_url": x.target_url, "description": x.description, "created_at": iso(x.at), "updated_at": iso(x.at)})).collect();
-            Answer::ok(
-                json!({"state": state, "sha": sha, "total_count": statuses.len(), "statuses": statuses,
-                "repository": s.repo_json(&repo), "commit_url": format!("{base}/repos/{repo}/commits/{sha}")}),
-            )
+            // `statuses` is paged like any list (30 by default, at most 100); the state and
+            // `total_count` cover them all.
+            let total = statuses.len();
+            let mut a = paginate(statuses, q, req, &base);
+            a.body = json!({"state": state, "sha": sha, "total_count": total, "statuses": a.body,
+                "repository": s.repo_json(&repo), "commit_url": format!("{base}/repos/{repo}/commits/{sha}")});
+            a
         }
         "POST /repos/{owner}/{repo}/statuses/{sha}" => {
             let (Some(state), Some(ctx)) = (
@@ -1363,9 +1442,19 @@ fn graphql(s: &mut State, body: &[u8]) -> Answer {
                 alias
             };
             n_prs += 1;
+            let selection = after[close..]
+                .find("pullRequest(")
+                .map_or(&after[close..], |j| &after[close..close + j]);
+            let page = match Page::parse(selection, vars) {
+                Ok(p) => p,
+                Err(message) => {
+                    return Answer::ok(json!({"errors": [{"type": "MISSING_PAGINATION_BOUNDARIES",
+                        "path": ["repository", key], "message": message}]}))
+                }
+            };
             match s.repos[&repo].prs.get(&num).cloned() {
                 Some(pr) => {
-                    obj.insert(key, s.graphql_pr(&repo, &pr));
+                    obj.insert(key, s.graphql_pr(&repo, &pr, &page));
                 }
                 None => {
                     obj.insert(key.clone(), Value::Null);
@@ -1459,6 +1548,7 @@ impl FakeGithub {
             reset: chrono::Utc::now().timestamp() + 3600,
             queued: vec![],
             merges: Default::default(),
+            computing: HashMap::new(),
         }));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -1683,6 +1773,58 @@ impl FakeGithub {
         };
         self.flush().await;
         id
+    }
+
+    /// Adds many completed check runs on `git_ref` at once, `(name, conclusion)` each, as one
+    /// check suite: one `check_suite` `completed` webhook for the lot (a CI matrix).
+    pub async fn add_check_suite(&self, repo: &str, git_ref: &str, runs: &[(String, &str)]) {
+        {
+            let mut s = self.s();
+            let sha = resolve(&s, repo, git_ref);
+            let run_id = s.id();
+            let mut worst = "success";
+            for (name, conclusion) in runs {
+                let (id, at) = (s.id(), s.tick());
+                if *conclusion != "success" {
+                    worst = "failure";
+                }
+                let c = CheckRun {
+                    id,
+                    name: name.clone(),
+                    head_sha: sha.clone(),
+                    status: "completed",
+                    conclusion: Some((*conclusion).to_string()),
+                    summary: format!("{name}: {conclusion}"),
+                    log: Some(format!("{name}: {conclusion}")),
+                    run_id,
+                    at,
+                };
+                s.repos.get_mut(repo).expect("repo").check_runs.push(c);
+            }
+            let Some(last) = s.repos[repo].check_runs.last().cloned() else {
+                return;
+            };
+            let v = s.check_json(repo, &last);
+            let suite = json!({"id": run_id, "head_branch": v["check_suite"]["head_branch"], "head_sha": sha,
+                "status": "completed", "conclusion": worst, "pull_requests": v["pull_requests"],
+                "app": {"slug": "github-actions"}, "latest_check_runs_count": runs.len()});
+            queue(
+                &mut s,
+                repo,
+                "check_suite",
+                json!({"action": "completed", "check_suite": suite}),
+            );
+        }
+        self.flush().await;
+    }
+
+    /// GitHub recomputes PR `n`'s mergeability for `for_how_long` (as after a push to its
+    /// base): `mergeable: null`, `UNKNOWN`, merges refused; no webhook when it settles.
+    pub fn compute_mergeability(&self, repo: &str, n: i64, for_how_long: std::time::Duration) {
+        self.s().computing.insert(
+            (repo.to_string(), n),
+            std::time::Instant::now() + for_how_long,
+        );
     }
 
     /// Adds a commit status on `git_ref`.

@@ -1,0 +1,109 @@
+//! A lifecycle you can trust with a real repository (issue 15): every check counted however
+//! many there are, nothing merged on an unknown, refusals answered as refusals, every
+//! reviewer heard. The scripted agent on tmux against the fake GitHub, as in `lifecycle.rs`.
+
+use serde_json::json;
+
+use crate::helpers::eventually;
+use crate::lifecycle::{events_of, setup, told, REPO};
+
+const MERGE: &str = "PUT /repos/{owner}/{repo}/pulls/{number}/merge";
+
+/// 150 check runs (a CI matrix) named `matrix (NNN)`, `failing` the one that fails, if any.
+fn matrix(failing: Option<usize>) -> Vec<(String, &'static str)> {
+    (0..150)
+        .map(|i| {
+            let c = if Some(i) == failing {
+                "failure"
+            } else {
+                "success"
+            };
+            (format!("matrix ({i:03})"), c)
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn lifecycle_a_failing_check_past_the_first_page_is_named_and_blocks_the_merge() {
+    let Some(l) = setup(true, &[]).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR a CI matrix"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 30).await;
+    let pr = s["pr"]["number"].as_i64().expect("pr");
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let head = l.head(&branch).expect("pushed");
+
+    // 20 green status contexts, then 150 check runs with one failure far past any first page
+    // (REST pages 30 by default, GraphQL at most 100), listed after every status context.
+    for i in 0..20 {
+        l.gh.add_status(REPO, &head, &format!("ci/status-{i:02}"), "success")
+            .await;
+    }
+    l.gh.add_check_suite(REPO, &head, &matrix(Some(137))).await;
+    l.wait_state(&id, "ci_failed", 30).await;
+    l.wait_told("Failed check: matrix (137)", 30).await;
+    let msg = told(&l.agent_home)
+        .into_iter()
+        .find(|m| m.contains("Failed check: matrix (137)"))
+        .expect("told");
+    assert!(!msg.contains("matrix (136)"), "only the failing one: {msg}");
+
+    // An approval while CI is red does not merge; once the failing check is re-run green
+    // (every check and status green), it merges, once.
+    l.gh.reset_counts();
+    l.gh.add_review(REPO, pr, "alice", "APPROVED", "Looks fine.", &[])
+        .await;
+    eventually(30, "the approval read", || async {
+        (l.gh.count("POST /graphql") > 0).then_some(())
+    })
+    .await;
+    assert_eq!(l.gh.count(MERGE), 0, "{:?}", l.gh.counts());
+    assert_eq!(l.session(&id).await["state"], "ci_failed");
+    assert!(events_of(&l, &id, "merge.ready").await.is_empty());
+
+    l.gh.add_check_suite(REPO, &head, &matrix(None)).await;
+    l.wait_state(&id, "merged", 30).await;
+    assert_eq!(l.gh.count_status(MERGE, 200), 1, "{:?}", l.gh.counts());
+    assert_eq!(l.gh.count(MERGE), 1, "{:?}", l.gh.counts());
+    let log = l.gh.git(REPO, &["log", "--format=%s", "-1", "main"]);
+    assert!(log.contains(&format!("(#{pr})")), "{log}");
+    let ready = events_of(&l, &id, "merge.ready").await;
+    assert_eq!(ready.len(), 1, "{ready:?}");
+}
+
+#[actix_web::test]
+async fn lifecycle_mergeability_still_computing_at_approval_merges_once_it_settles_on_webhooks_only(
+) {
+    // `setup` turns polling off (`poll_interval: 0s`): only webhooks and the session's own
+    // re-checks drive it. GitHub sends no webhook when mergeability settles.
+    let Some(l) = setup(true, &[]).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR computing"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 30).await;
+    let pr = s["pr"]["number"].as_i64().expect("pr");
+    l.gh.compute_mergeability(REPO, pr, std::time::Duration::from_secs(3));
+    l.gh.reset_counts();
+    l.gh.add_review(REPO, pr, "alice", "APPROVED", "Ship it.", &[])
+        .await;
+    l.wait_state(&id, "approved", 30).await;
+    let merged = l.wait_state(&id, "merged", 30).await;
+    assert_eq!(merged["pr"]["number"], pr);
+    // Never merged on an unknown: the only merge request was the one that succeeded.
+    assert_eq!(l.gh.count(MERGE), 1, "{:?}", l.gh.counts());
+    assert_eq!(l.gh.count_status(MERGE, 200), 1, "{:?}", l.gh.counts());
+    // It looked again by itself, more than once but not in a tight loop.
+    let reads = l.gh.count("POST /graphql");
+    assert!(
+        (2..=12).contains(&reads),
+        "{reads} reads: {:?}",
+        l.gh.counts()
+    );
+}
