@@ -42,6 +42,16 @@ pub(crate) async fn setup_with(
     extra_env: &[(&str, &str)],
     auto_merge: bool,
 ) -> Option<Loop> {
+    setup_yaml(webhooks, extra_env, auto_merge, "").await
+}
+
+/// As [`setup_with`], with top-level config lines (`notifiers:`…) after the project.
+pub(crate) async fn setup_yaml(
+    webhooks: bool,
+    extra_env: &[(&str, &str)],
+    auto_merge: bool,
+    yaml: &str,
+) -> Option<Loop> {
     if !require_tool("tmux") || !require_tool("git") {
         return None;
     }
@@ -54,7 +64,7 @@ pub(crate) async fn setup_with(
     std::fs::create_dir_all(&agent_home).expect("mkdir");
     let agents = agents(&gh, &agent_home);
     let project = format!(
-        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: {auto_merge}, merge_method: squash }}\n"
+        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: {auto_merge}, merge_method: squash }}\n{yaml}"
     );
     let graphql = format!("{}/graphql", gh.url);
     let mut env = vec![

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::helpers::eventually;
-use crate::lifecycle::{events_of, setup, told, REPO};
+use crate::lifecycle::{events_of, setup, setup_with, setup_yaml, told, REPO};
 
 const MERGE: &str = "PUT /repos/{owner}/{repo}/pulls/{number}/merge";
 
@@ -106,4 +106,105 @@ async fn lifecycle_mergeability_still_computing_at_approval_merges_once_it_settl
         "{reads} reads: {:?}",
         l.gh.counts()
     );
+}
+
+/// GitHub's answer when branch protection refuses a merge.
+const PROTECTED: &str = "Required status check \"deploy\" is expected.";
+
+#[actix_web::test]
+async fn lifecycle_a_merge_github_refuses_is_a_409_with_its_reason_and_an_event() {
+    let Some(l) = setup_with(true, &[], false).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR protected"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 30).await;
+    let pr = s["pr"]["number"].as_i64().expect("pr");
+    l.gh.add_review(REPO, pr, "bob", "APPROVED", "ok", &[])
+        .await;
+    l.wait_state(&id, "mergeable", 30).await;
+    l.gh.refuse_merges(REPO, Some((405, PROTECTED)));
+    let (st, v) = l
+        .app
+        .post(&format!("/api/v1/sessions/{id}/merge"), json!({}))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    let text = v.to_string();
+    assert!(text.contains("GitHub refused the merge (405)"), "{v}");
+    assert!(text.contains("Required status check"), "{v}");
+    let failed = events_of(&l, &id, "merge.failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].to_string().contains("Required status check"));
+    // Not merged; once the rule is lifted the same call merges.
+    assert_ne!(l.session(&id).await["state"], "merged");
+    l.gh.refuse_merges(REPO, None);
+    let (st, v) = l
+        .app
+        .post(&format!("/api/v1/sessions/{id}/merge"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    l.wait_state(&id, "merged", 30).await;
+}
+
+#[actix_web::test]
+async fn lifecycle_a_refused_auto_merge_is_retried_then_told_to_a_human_once() {
+    let hooks = crate::receivers::Receivers::start().await;
+    let yaml = format!(
+        "notifiers:\n  hook: {{ kind: webhook, url: \"{}\" }}\ndefaults: {{ notifiers: [hook] }}\nnotifications: {{ poll_interval: 100ms, backoff_initial: 100ms, backoff_max: 2s, timeout: 5s }}\n",
+        hooks.webhook_url()
+    );
+    let env = [
+        ("FLOTILLA__GITHUB__POLL_INTERVAL", "1s"),
+        ("FLOTILLA__GITHUB__RECONCILE_EVERY", "1"),
+    ];
+    let Some(l) = setup_yaml(true, &env, true, &yaml).await else {
+        return;
+    };
+    l.gh.refuse_merges(REPO, Some((405, PROTECTED)));
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR refused"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 30).await;
+    let pr = s["pr"]["number"].as_i64().expect("pr");
+    l.gh.add_review(REPO, pr, "bob", "APPROVED", "ok", &[])
+        .await;
+    // `retries` is 2 by default: three refusals, then one notification to a human.
+    let told = eventually(60, "the escalation", || async {
+        let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
+        let rows: Vec<serde_json::Value> = v["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.to_string().contains("Auto-merge failed"))
+            .collect();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert!(
+        told[0].to_string().contains("Required status check"),
+        "{told:?}"
+    );
+    let failed = events_of(&l, &id, "merge.failed").await;
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    // Later polls find it ready again but neither merge nor tell anyone again.
+    let polls = l.gh.count("POST /graphql");
+    eventually(30, "more polls", || async {
+        (l.gh.count("POST /graphql") >= polls + 3).then_some(())
+    })
+    .await;
+    assert_eq!(l.gh.count_status(MERGE, 405), 3, "{:?}", l.gh.counts());
+    let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
+    let n = v["notifications"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r.to_string().contains("Auto-merge failed"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(n, 1, "{v}");
 }

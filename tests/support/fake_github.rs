@@ -191,6 +191,8 @@ struct State {
     /// PRs whose mergeability GitHub is still computing, until when (`mergeable: null`,
     /// `UNKNOWN`); GitHub sends no webhook when it settles.
     computing: HashMap<(String, i64), std::time::Instant>,
+    /// Repos whose merges a rule refuses, with GitHub's status and message.
+    refusals: HashMap<String, (u16, String)>,
 }
 
 /// (repo, base sha, head sha).
@@ -1293,6 +1295,9 @@ fn merge_pr(
             "Head branch was modified. Review and try the merge again.".into(),
         ));
     }
+    if let Some((status, message)) = s.refusals.get(repo) {
+        return Err((*status, message.clone()));
+    }
     let (mergeable, _, _) = s.merge_check(repo, &pr);
     if mergeable != Some(true) || pr.draft {
         return Err((405, "Pull Request is not mergeable".into()));
@@ -1549,6 +1554,7 @@ impl FakeGithub {
             queued: vec![],
             merges: Default::default(),
             computing: HashMap::new(),
+            refusals: HashMap::new(),
         }));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -1825,6 +1831,20 @@ impl FakeGithub {
             (repo.to_string(), n),
             std::time::Instant::now() + for_how_long,
         );
+    }
+
+    /// Branch protection (or a ruleset) refuses every merge in `repo` with `status` (405, or
+    /// 422) and `message`, as GitHub answers `PUT …/merge`; `None` lifts it.
+    pub fn refuse_merges(&self, repo: &str, refusal: Option<(u16, &str)>) {
+        let mut s = self.s();
+        match refusal {
+            Some((status, m)) => {
+                s.refusals.insert(repo.to_string(), (status, m.to_string()));
+            }
+            None => {
+                s.refusals.remove(repo);
+            }
+        }
     }
 
     /// Adds a commit status on `git_ref`.

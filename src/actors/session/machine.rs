@@ -820,6 +820,10 @@ impl Machine<'_> {
             EventKind::BotCommentsResolved => self.end_episode("bugbot-comments"),
             EventKind::MergeFailed { reason } => {
                 if st != S::Mergeable {
+                    // A refused manual merge is recorded on a live PR; nothing else changes.
+                    if self.pr_live() {
+                        return Outcome::Applied;
+                    }
                     return self.ignore("merge.failed");
                 }
                 // Back to approved: the next observation that finds the PR still ready merges

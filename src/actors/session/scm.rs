@@ -201,6 +201,20 @@ pub(super) async fn merge(
     Ok(())
 }
 
+/// GitHub's reason when it refused a merge (405 not mergeable or blocked by a rule, 409 the
+/// head moved, 422 not allowed), as `GitHub refused the merge (STATUS): REASON`.
+pub(super) fn refusal(e: &PluginError) -> Option<String> {
+    let (status, reason) = match e {
+        PluginError::NotMergeable(m) => (405, m.as_str()),
+        PluginError::Conflict(m) => (409, m.as_str()),
+        PluginError::Api { status, message } if matches!(status, 405 | 409 | 422) => {
+            (*status, message.as_str())
+        }
+        _ => return None,
+    };
+    Some(format!("GitHub refused the merge ({status}): {reason}"))
+}
+
 impl Handler<MergeNow> for SessionActor {
     type Result = ResponseActFuture<Self, Result<StepReport, SessionError>>;
     fn handle(&mut self, msg: MergeNow, ctx: &mut Self::Context) -> Self::Result {
@@ -224,7 +238,22 @@ impl Handler<MergeNow> for SessionActor {
         let addr = ctx.address();
         Box::pin(
             async move {
-                merge(&fleet, &s, method).await.map_err(|e| match e {
+                let merged = merge(&fleet, &s, method).await;
+                if let Err(e) = &merged {
+                    if let Some(reason) = refusal(e) {
+                        // A refusal is an answer, not an outage: recorded on the session
+                        // (`merge.failed`) and told to the caller as a conflict.
+                        let _ = addr
+                            .send(Apply {
+                                event: EventKind::MergeFailed {
+                                    reason: reason.clone(),
+                                },
+                            })
+                            .await;
+                        return Err(SessionError::Rejected(reason));
+                    }
+                }
+                merged.map_err(|e| match e {
                     PluginError::Unavailable { .. } => SessionError::Rejected(format!(
                         "merge is not available for session {}: its project has no `scm: github` with a `github_repo`",
                         s.session.id
