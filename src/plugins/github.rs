@@ -19,6 +19,7 @@
 
 pub mod checks;
 pub mod events;
+pub mod remarks;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -68,6 +69,8 @@ pub struct GithubScm {
     blocked_until: Mutex<Option<(tokio::time::Instant, &'static str)>>,
     /// `github.ignore_checks`.
     ignore: IgnoreList,
+    /// `github.bot_login`: Flotilla's own comments are never feedback.
+    bot_login: Option<String>,
 }
 
 impl std::fmt::Debug for GithubScm {
@@ -141,9 +144,11 @@ fn pr_fields() -> String {
     statusCheckRollup {{ state contexts(first: {page}) {{ totalCount \
       pageInfo {{ hasNextPage endCursor }} nodes {{ {ctx} }} }} }} \
     reviewThreads(first: 50) {{ nodes {{ isResolved path line \
-      comments(first: 20) {{ nodes {{ author {{ login __typename }} body }} }} }} }}",
+      comments(first: 20) {{ nodes {{ author {{ login __typename }} body }} }} }} }} \
+    {remarks}",
         page = checks::PAGE,
-        ctx = checks::CONTEXT_FIELDS
+        ctx = checks::CONTEXT_FIELDS,
+        remarks = remarks::fields()
     )
 }
 
@@ -251,6 +256,7 @@ fn pr_from_graphql(v: &Value) -> Partial {
         },
         checks,
         unresolved_threads: threads,
+        remarks: vec![],
     };
     Partial {
         status,
@@ -301,6 +307,7 @@ impl GithubScm {
             rate: Mutex::new(None),
             blocked_until: Mutex::new(None),
             ignore: IgnoreList::new(&settings.ignore_checks),
+            bot_login: settings.bot_login.clone(),
         })
     }
 
@@ -550,7 +557,11 @@ impl GithubScm {
             .iter()
             .filter_map(|n| {
                 let v = &data[format!("pr{n}")];
-                (!v.is_null()).then(|| pr_from_graphql(v))
+                (!v.is_null()).then(|| {
+                    let mut p = pr_from_graphql(v);
+                    p.status.remarks = remarks::read(v, self.bot_login.as_deref());
+                    p
+                })
             })
             .collect();
         let mut out = Vec::with_capacity(partials.len());

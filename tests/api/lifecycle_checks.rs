@@ -208,3 +208,59 @@ async fn lifecycle_a_refused_auto_merge_is_retried_then_told_to_a_human_once() {
         .unwrap_or(0);
     assert_eq!(n, 1, "{v}");
 }
+
+#[actix_web::test]
+async fn lifecycle_a_conversation_comment_and_a_commented_review_reach_the_agent_once_each() {
+    let Some(l) = setup(true, &[]).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR remarks"}))
+        .await;
+    let s = l.wait_state(&id, "review_pending", 30).await;
+    let pr = s["pr"]["number"].as_i64().expect("pr");
+    l.gh.add_comment(REPO, pr, "carol", "Please also update the changelog.")
+        .await;
+    l.gh.add_review(
+        REPO,
+        pr,
+        "dave",
+        "COMMENTED",
+        "Consider a shorter name.",
+        &[],
+    )
+    .await;
+    l.wait_told("Please also update the changelog.", 30).await;
+    l.wait_told("Consider a shorter name.", 30).await;
+    // The agent's own comment (it opened the PR) and a bot's are not feedback; a later
+    // human comment is, and nothing earlier is told again with it.
+    l.gh.add_comment(REPO, pr, "agent", "AGENT-SELF-REPLY")
+        .await;
+    l.gh.add_comment(REPO, pr, "codecov[bot]", "BOT-COVERAGE-REPORT")
+        .await;
+    l.gh.add_comment(REPO, pr, "carol", "One more thing: the docs.")
+        .await;
+    l.wait_told("One more thing: the docs.", 30).await;
+    let msgs = told(&l.agent_home);
+    let count = |needle: &str| msgs.iter().filter(|m| m.contains(needle)).count();
+    assert_eq!(count("Please also update the changelog."), 1, "{msgs:#?}");
+    assert_eq!(count("Consider a shorter name."), 1, "{msgs:#?}");
+    assert_eq!(count("One more thing: the docs."), 1, "{msgs:#?}");
+    assert_eq!(count("AGENT-SELF-REPLY"), 0, "{msgs:#?}");
+    assert_eq!(count("BOT-COVERAGE-REPORT"), 0, "{msgs:#?}");
+    let last = msgs
+        .iter()
+        .find(|m| m.contains("One more thing"))
+        .expect("told");
+    assert!(last.contains("Comment by @carol"), "{last}");
+    let review = msgs
+        .iter()
+        .find(|m| m.contains("Consider a shorter name."))
+        .expect("told");
+    assert!(review.contains("Review by @dave (commented)"), "{review}");
+    assert_eq!(
+        events_of(&l, &id, "review.comments").await.len(),
+        count("Reviewers wrote on your PR"),
+    );
+}

@@ -589,6 +589,18 @@ impl State {
                         "body": c.body, "url": self.review_comment_json(repo, c)["html_url"]})).collect::<Vec<_>>()}})
             })
             .collect();
+        let comments: Vec<Value> = self.repos[repo]
+            .comments
+            .iter()
+            .filter(|c| c.number == pr.number)
+            .map(|c| json!({"databaseId": c.id, "body": c.body, "author": graphql_actor(&c.user)}))
+            .collect();
+        let reviews: Vec<Value> = self.repos[repo]
+            .reviews
+            .iter()
+            .filter(|r| r.number == pr.number)
+            .map(|r| json!({"databaseId": r.id, "state": r.state, "body": r.body, "author": graphql_actor(&r.user)}))
+            .collect();
         json!({
             "number": pr.number, "title": pr.title,
             "url": format!("{}/{repo}/pull/{}", self.base_url, pr.number),
@@ -601,6 +613,9 @@ impl State {
             "reviewDecision": self.review_decision(repo, pr.number),
             "statusCheckRollup": rollup,
             "reviewThreads": {"nodes": threads},
+            "author": graphql_actor(&pr.author),
+            "comments": {"nodes": last(page.comments, comments)},
+            "reviews": {"nodes": last(page.reviews, reviews)},
         })
     }
 }
@@ -610,17 +625,48 @@ impl State {
 struct Page {
     first: Option<usize>,
     after: Option<String>,
+    /// `comments(last: N)` and `reviews(last: N)` of the PR's selection.
+    comments: usize,
+    reviews: usize,
+}
+
+/// The last `n` nodes (a `last: N` connection).
+fn last(n: usize, mut nodes: Vec<Value>) -> Vec<Value> {
+    let skip = nodes.len().saturating_sub(n);
+    nodes.drain(..skip);
+    nodes
+}
+
+/// `N` of `name(last: N)` in a selection (0 when the connection is not asked for).
+fn last_arg(selection: &str, name: &str) -> usize {
+    selection
+        .find(&format!(" {name}(last:"))
+        .map(|i| &selection[i + name.len() + 7..])
+        .and_then(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+        .min(100)
 }
 
 impl Page {
     /// Reads `contexts(first: N, after: X)` from a PR's selection (literals or `$variables`).
     fn parse(selection: &str, vars: &Value) -> Result<Page, String> {
+        let remarks = Page {
+            comments: last_arg(selection, "comments"),
+            reviews: last_arg(selection, "reviews"),
+            ..Page::default()
+        };
         let Some(i) = selection.find("contexts(") else {
-            return Ok(Page::default());
+            return Ok(remarks);
         };
         let args = &selection[i + "contexts(".len()..];
         let args = &args[..args.find(')').unwrap_or(args.len())];
-        let mut page = Page::default();
+        let mut page = remarks;
         for part in args.split(',') {
             let Some((k, v)) = part.split_once(':') else {
                 continue;

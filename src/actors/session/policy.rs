@@ -159,6 +159,7 @@ impl Policy {
                 },
             );
         }
+        add("reviewer-comments", ReactionPolicy::new(SendToAgent));
         add(
             "approved-and-green",
             ReactionPolicy {

@@ -6,6 +6,7 @@
 //! observation that is not an answer yet (mergeability or CI still computing,
 //! [`recheck::unsettled`]) schedules another look of this PR alone, with backoff.
 
+mod conversation;
 mod recheck;
 
 use actix::prelude::*;
@@ -73,8 +74,12 @@ async fn observe(
     if needs.feedback {
         details.feedback = Some(scm.review_feedback(repo, status.number).await?);
     }
+    let mut events = pr_events::events(s, &status, &details);
+    if pr_events::owns(s, &status) {
+        events.extend(conversation::event(s, &status));
+    }
     Ok(Observed {
-        events: pr_events::events(s, &status, &details),
+        events,
         unsettled: pr_events::owns(s, &status) && recheck::unsettled(&status),
     })
 }

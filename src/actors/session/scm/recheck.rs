@@ -67,6 +67,7 @@ mod tests {
             behind: false,
             checks: vec![],
             unresolved_threads: vec![],
+            remarks: vec![],
         }
     }
 
