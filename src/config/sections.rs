@@ -640,6 +640,10 @@ pub struct LinearSettings {
     pub api_key: Option<Secret>,
     /// Secret verifying `/webhooks/linear`.
     pub webhook_secret: Option<Secret>,
+    /// Issue intake: an issue given this label starts a session (once per issue) in the first
+    /// project with `tracker: linear`. `None`: no intake.
+    #[serde(default)]
+    pub intake_label: Option<String>,
 }
 
 /// `notifiers.<name>` — a named notification target. `Debug` hides the URL: Slack and
