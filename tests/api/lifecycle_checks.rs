@@ -259,8 +259,7 @@ async fn lifecycle_a_conversation_comment_and_a_commented_review_reach_the_agent
         .find(|m| m.contains("Consider a shorter name."))
         .expect("told");
     assert!(review.contains("Review by @dave (commented)"), "{review}");
-    assert_eq!(
-        events_of(&l, &id, "review.comments").await.len(),
-        count("Reviewers wrote on your PR"),
-    );
+    // One event per batch of new remarks: the first two may arrive together (one event).
+    let events = events_of(&l, &id, "review.comments").await.len();
+    assert!((2..=3).contains(&events), "{events} review.comments events");
 }
