@@ -193,6 +193,7 @@ fn server_main() {
             extra_tokens: vec![],
             check_report_token: Arc::new(|_, _| false),
             github_webhook_secret: None,
+            linear_hook: None,
             chat_inbox: None,
             chat_conversations: None,
             chat_webhooks: Default::default(),

@@ -154,6 +154,7 @@ fn main() {
             poll_interval: HumanDuration::from_secs(30),
             reconcile_every: 10,
             timeout: HumanDuration::from_secs(30),
+            ignore_checks: vec![],
         };
         let scm = GithubScm::new(&settings, Duration::from_secs(30)).expect("scm");
         let observed = Arc::new(AtomicUsize::new(0));

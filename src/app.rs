@@ -469,6 +469,10 @@ impl Application {
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,
             github_webhook_secret: settings.github.webhook_secret.clone(),
+            linear_hook: crate::plugins::trackers::linear_hook::LinearHook::from_settings(
+                &settings,
+            )
+            .map(Arc::new),
             chat_inbox: Some(chat.inbox.clone()),
             chat_conversations: Some(chat.supervisor.clone().recipient()),
             chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),

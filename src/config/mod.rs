@@ -53,6 +53,7 @@ pub const REACTION_KEYS: &[&str] = &[
     "ci-failed",
     "changes-requested",
     "bugbot-comments",
+    "reviewer-comments",
     "merge-conflicts",
     "approved-and-green",
     "agent-stuck",

@@ -567,6 +567,11 @@ pub struct GithubSettings {
     pub reconcile_every: u32,
     /// Time limit of one GitHub API request.
     pub timeout: HumanDuration,
+    /// Check runs and status contexts that never block auto-merge or count as a CI failure:
+    /// exact names, or patterns with `*` (`"codecov/*"`). Empty: every check counts, and
+    /// GitHub's own roll-up state is trusted as well.
+    #[serde(default)]
+    pub ignore_checks: Vec<String>,
 }
 
 /// `slack:` — Slack Web API and Events API.
@@ -635,6 +640,10 @@ pub struct LinearSettings {
     pub api_key: Option<Secret>,
     /// Secret verifying `/webhooks/linear`.
     pub webhook_secret: Option<Secret>,
+    /// Issue intake: an issue given this label starts a session (once per issue) in the first
+    /// project with `tracker: linear`. `None`: no intake.
+    #[serde(default)]
+    pub intake_label: Option<String>,
 }
 
 /// `notifiers.<name>` — a named notification target. `Debug` hides the URL: Slack and

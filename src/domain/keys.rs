@@ -16,6 +16,8 @@ pub enum ReactionKey {
     ChangesRequested,
     /// An automated reviewer left comments.
     BugbotComments,
+    /// People commented on the PR (conversation comments, review bodies of every state).
+    ReviewerComments,
     /// The PR conflicts with its base.
     MergeConflicts,
     /// Approved and CI green: merge, or tell a human.
@@ -38,10 +40,11 @@ pub enum ReactionKey {
 
 impl ReactionKey {
     /// Every key, in declaration order.
-    pub const ALL: [ReactionKey; 12] = [
+    pub const ALL: [ReactionKey; 13] = [
         ReactionKey::CiFailed,
         ReactionKey::ChangesRequested,
         ReactionKey::BugbotComments,
+        ReactionKey::ReviewerComments,
         ReactionKey::MergeConflicts,
         ReactionKey::ApprovedAndGreen,
         ReactionKey::AgentStuck,
@@ -59,6 +62,7 @@ impl ReactionKey {
             ReactionKey::CiFailed => "ci-failed",
             ReactionKey::ChangesRequested => "changes-requested",
             ReactionKey::BugbotComments => "bugbot-comments",
+            ReactionKey::ReviewerComments => "reviewer-comments",
             ReactionKey::MergeConflicts => "merge-conflicts",
             ReactionKey::ApprovedAndGreen => "approved-and-green",
             ReactionKey::AgentStuck => "agent-stuck",

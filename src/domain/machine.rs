@@ -133,6 +133,14 @@ pub enum EventKind {
     },
     /// Every bot thread is resolved: that episode is over.
     BotCommentsResolved,
+    /// People wrote on the PR outside inline threads (conversation comments, review bodies
+    /// of any state): the new ones, grouped.
+    ReviewerComments {
+        /// The new remarks as author, kind, body.
+        summary: String,
+        /// The newest remark ids seen (a watermark: only newer ones are new).
+        fingerprint: String,
+    },
     /// An automatic merge was refused (the reason as the SCM gave it).
     MergeFailed {
         /// Why, e.g. "405 Pull Request is not mergeable".
@@ -261,6 +269,7 @@ impl EventKind {
             EventKind::ConflictsCleared => "merge.conflicts_cleared",
             EventKind::BotComments { .. } => "review.bot_comments",
             EventKind::BotCommentsResolved => "review.bot_comments_resolved",
+            EventKind::ReviewerComments { .. } => "review.comments",
             EventKind::MergeFailed { .. } => "merge.failed",
             EventKind::PrMerged => "pr.merged",
             EventKind::PrClosed => "pr.closed",
@@ -813,8 +822,26 @@ impl Machine<'_> {
                 Outcome::Applied
             }
             EventKind::BotCommentsResolved => self.end_episode(ReactionKey::BugbotComments),
+            EventKind::ReviewerComments {
+                summary,
+                fingerprint,
+            } => {
+                if !self.pr_live() {
+                    return self.ignore("review.comments");
+                }
+                self.react(
+                    ReactionKey::ReviewerComments,
+                    Some(fingerprint),
+                    &format!("Reviewers wrote on your PR. Address what they ask (or answer why not) and push.\n\n{summary}"),
+                );
+                Outcome::Applied
+            }
             EventKind::MergeFailed { reason } => {
                 if st != S::Mergeable {
+                    // A refused manual merge is recorded on a live PR; nothing else changes.
+                    if self.pr_live() {
+                        return Outcome::Applied;
+                    }
                     return self.ignore("merge.failed");
                 }
                 // Back to approved: the next observation that finds the PR still ready merges

@@ -166,6 +166,7 @@ impl Policy {
                 },
             );
         }
+        add(ReactionKey::ReviewerComments, ReactionPolicy::new(SendToAgent));
         add(
             ReactionKey::ApprovedAndGreen,
             ReactionPolicy {

@@ -179,4 +179,34 @@ pub struct PrStatus {
     pub checks: Vec<CheckInfo>,
     /// Unresolved inline review threads.
     pub unresolved_threads: Vec<ReviewThread>,
+    /// What people said outside inline threads (conversation comments, review bodies of
+    /// every state), oldest first; never a bot's, the PR author's (the agent) or Flotilla's.
+    #[serde(default)]
+    pub remarks: Vec<PrRemark>,
+}
+
+/// Where a [`PrRemark`] was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemarkKind {
+    /// A comment in the PR's conversation.
+    Comment,
+    /// The body of a submitted review.
+    Review,
+}
+
+/// A conversation comment or a review body on a PR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrRemark {
+    /// Comment or review.
+    pub kind: RemarkKind,
+    /// GitHub's id (`databaseId`); ids grow with time within a kind.
+    pub id: i64,
+    /// Author login.
+    pub author: String,
+    /// A review's state, lowercase (`commented`, `approved`, `changes_requested`,
+    /// `dismissed`); `None` for a comment.
+    pub state: Option<String>,
+    /// Markdown body (never empty).
+    pub body: String,
 }

@@ -334,16 +334,8 @@ pub fn review_summary(pr: &PrStatus, feedback: Option<&ReviewFeedback>) -> Strin
         .iter()
         .filter(|t| !by_bot(t))
         .collect();
+    // Review bodies reach the agent with the other remarks (`reviewer-comments`), once each.
     let mut out = format!("PR #{} ({}):\n", pr.number, pr.url);
-    if let Some(f) = feedback {
-        for r in f
-            .reviews
-            .iter()
-            .filter(|r| r.state == "changes_requested" && !r.body.trim().is_empty())
-        {
-            let _ = write!(out, "\nReview by @{}: {}\n", r.author, r.body.trim());
-        }
-    }
     if !threads.is_empty() {
         out.push_str("\nUnresolved review comments:\n");
         for t in threads {

@@ -34,6 +34,7 @@ pub mod sessions;
 pub mod terminal;
 pub mod webhooks;
 pub mod webhooks_chat;
+pub mod webhooks_linear;
 pub mod ws;
 
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub check_report_token: ReportTokenCheck,
     /// `github.webhook_secret`; `None` (or empty) refuses every GitHub delivery.
     pub github_webhook_secret: Option<crate::config::Secret>,
+    /// `POST /webhooks/linear`'s secret and intake; `None` refuses every Linear delivery.
+    pub linear_hook: Option<std::sync::Arc<crate::plugins::trackers::linear_hook::LinearHook>>,
     /// The chat bridge's durable inbox; `None` while the bridge is not running (its webhook
     /// routes then answer 503 so the platform redelivers later).
     pub chat_inbox: Option<std::sync::Arc<dyn crate::plugins::ChatInbox>>,
@@ -151,6 +154,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route("/openapi.json", web::get().to(openapi::spec)),
         )
         .route("/webhooks/github", web::post().to(webhooks::github))
+        .route("/webhooks/linear", web::post().to(webhooks_linear::linear))
         .route(
             "/webhooks/slack/events",
             web::post().to(webhooks_chat::slack_events),

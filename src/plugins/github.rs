@@ -17,7 +17,9 @@
 //!
 //! The token never reaches a log or an error: only the route template and status do.
 
+pub mod checks;
 pub mod events;
+pub mod remarks;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +31,8 @@ use octocrab::Octocrab;
 use serde_json::{json, Value};
 
 pub use events::{GithubEvent, GithubEventKind};
+
+use checks::IgnoreList;
 
 use super::{
     CheckInfo, CiSummary, FailedCheck, MergeMethod, PluginError, PluginResult, PrStatus, RateLimit,
@@ -63,6 +67,10 @@ pub struct GithubScm {
     /// After a rate-limit answer, no request leaves before this instant, whoever asks (the
     /// poller and every session share one budget; GitHub punishes retries inside the wait).
     blocked_until: Mutex<Option<(tokio::time::Instant, &'static str)>>,
+    /// `github.ignore_checks`.
+    ignore: IgnoreList,
+    /// `github.bot_login`: Flotilla's own comments are never feedback.
+    bot_login: Option<String>,
 }
 
 impl std::fmt::Debug for GithubScm {
@@ -114,19 +122,6 @@ pub fn next_link(link: &str) -> Option<String> {
     })
 }
 
-/// `passing`/`failing`/`pending`/`none` from a set of checks.
-fn ci_state(checks: &[CheckInfo]) -> &'static str {
-    if checks.is_empty() {
-        "none"
-    } else if checks.iter().any(CheckInfo::failed) {
-        "failing"
-    } else if checks.iter().any(|c| c.status != "completed") {
-        "pending"
-    } else {
-        "passing"
-    }
-}
-
 fn review_word(decision: Option<&str>) -> &'static str {
     match decision {
         Some("APPROVED") => "approved",
@@ -140,63 +135,72 @@ fn str_of(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_string()
 }
 
-/// The GraphQL selection for one PR (wire-formats §1.5).
-const PR_FIELDS: &str = "number url isDraft state headRefName headRefOid baseRefName \
+/// The GraphQL selection for one PR (wire-formats §1.5). The roll-up's contexts come 100 a
+/// page (GitHub's maximum); further pages are read by [`contexts_query`].
+fn pr_fields() -> String {
+    format!(
+        "number url isDraft state headRefName headRefOid baseRefName \
     mergeable mergeStateStatus reviewDecision \
-    statusCheckRollup { state contexts(first: 50) { nodes { __typename \
-      ... on CheckRun { name status conclusion detailsUrl } \
-      ... on StatusContext { context state targetUrl } } } } \
-    reviewThreads(first: 50) { nodes { isResolved path line \
-      comments(first: 20) { nodes { author { login __typename } body } } } }";
+    statusCheckRollup {{ state contexts(first: {page}) {{ totalCount \
+      pageInfo {{ hasNextPage endCursor }} nodes {{ {ctx} }} }} }} \
+    reviewThreads(first: 50) {{ nodes {{ isResolved path line \
+      comments(first: 20) {{ nodes {{ author {{ login __typename }} body }} }} }} }} \
+    {remarks}",
+        page = checks::PAGE,
+        ctx = checks::CONTEXT_FIELDS,
+        remarks = remarks::fields()
+    )
+}
+
+/// The next page of one PR's roll-up contexts, after `$after`.
+fn contexts_query(number: i64) -> String {
+    format!(
+        "query($owner: String!, $name: String!, $after: String!) {{ \
+         repository(owner: $owner, name: $name) {{ pullRequest(number: {number}) {{ \
+         statusCheckRollup {{ contexts(first: {page}, after: $after) {{ \
+         pageInfo {{ hasNextPage endCursor }} nodes {{ {ctx} }} }} }} }} }} }}",
+        page = checks::PAGE,
+        ctx = checks::CONTEXT_FIELDS
+    )
+}
 
 /// Builds the aliased query for `numbers` (aliases `pr<N>`).
 fn batch_query(numbers: &[i64]) -> String {
     let mut q = String::from(
         "query($owner: String!, $name: String!) { repository(owner: $owner, name: $name) {",
     );
+    let fields = pr_fields();
     for n in numbers {
-        q.push_str(&format!(
-            " pr{n}: pullRequest(number: {n}) {{ {PR_FIELDS} }}"
-        ));
+        q.push_str(&format!(" pr{n}: pullRequest(number: {n}) {{ {fields} }}"));
     }
     q.push_str(" } rateLimit { cost remaining resetAt } }");
     q
 }
 
-/// Reads one GraphQL `PullRequest` node.
-fn pr_from_graphql(v: &Value) -> PrStatus {
-    let mut checks: Vec<CheckInfo> = v["statusCheckRollup"]["contexts"]["nodes"]
-        .as_array()
-        .map(|nodes| {
-            nodes
-                .iter()
-                .map(|c| {
-                    if c["__typename"] == "StatusContext" {
-                        let state = str_of(c, "state").to_lowercase();
-                        CheckInfo {
-                            name: str_of(c, "context"),
-                            status: if state == "pending" || state == "expected" {
-                                "in_progress".into()
-                            } else {
-                                "completed".into()
-                            },
-                            conclusion: (state != "pending" && state != "expected")
-                                .then_some(state),
-                            url: c["targetUrl"].as_str().map(str::to_string),
-                        }
-                    } else {
-                        CheckInfo {
-                            name: str_of(c, "name"),
-                            status: str_of(c, "status").to_lowercase(),
-                            conclusion: c["conclusion"].as_str().map(str::to_lowercase),
-                            url: c["detailsUrl"].as_str().map(str::to_string),
-                        }
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    checks.sort_by(|a, b| a.name.cmp(&b.name));
+/// A PR read from GraphQL whose roll-up may have more pages.
+struct Partial {
+    status: PrStatus,
+    /// The roll-up's `StatusState` (`SUCCESS`, `FAILURE`, `PENDING`, `ERROR`, `EXPECTED`).
+    rollup: Option<String>,
+    /// Cursor of the next page of contexts.
+    next: Option<String>,
+}
+
+impl Partial {
+    /// Every page read: ignored checks out, CI from the rest and the roll-up.
+    fn finish(mut self, ignore: &IgnoreList) -> PrStatus {
+        let mut checks = ignore.keep(std::mem::take(&mut self.status.checks));
+        checks.sort_by(|a, b| a.name.cmp(&b.name));
+        self.status.ci = checks::combined(&checks, self.rollup.as_deref(), ignore).into();
+        self.status.checks = checks;
+        self.status
+    }
+}
+
+/// Reads one GraphQL `PullRequest` node (its first page of roll-up contexts).
+fn pr_from_graphql(v: &Value) -> Partial {
+    let rollup = &v["statusCheckRollup"];
+    let (checks, next) = checks::page(&rollup["contexts"]);
     let threads: Vec<ReviewThread> = v["reviewThreads"]["nodes"]
         .as_array()
         .map(|ts| {
@@ -232,11 +236,11 @@ fn pr_from_graphql(v: &Value) -> PrStatus {
         Some("CONFLICTING") => Some(false),
         _ => None,
     };
-    PrStatus {
+    let status = PrStatus {
         number: v["number"].as_i64().unwrap_or_default(),
         url: str_of(v, "url"),
         state: str_of(v, "state").to_lowercase(),
-        ci: ci_state(&checks).into(),
+        ci: checks::state_of(&checks).into(),
         review: review_word(v["reviewDecision"].as_str()).into(),
         mergeable,
         draft: v["isDraft"].as_bool().unwrap_or(false),
@@ -252,6 +256,12 @@ fn pr_from_graphql(v: &Value) -> PrStatus {
         },
         checks,
         unresolved_threads: threads,
+        remarks: vec![],
+    };
+    Partial {
+        status,
+        rollup: rollup["state"].as_str().map(str::to_string),
+        next,
     }
 }
 
@@ -296,6 +306,8 @@ impl GithubScm {
             etags: Mutex::new(HashMap::new()),
             rate: Mutex::new(None),
             blocked_until: Mutex::new(None),
+            ignore: IgnoreList::new(&settings.ignore_checks),
+            bot_login: settings.bot_login.clone(),
         })
     }
 
@@ -482,8 +494,14 @@ impl GithubScm {
         }
     }
 
-    /// Every page of a list, following `Link: rel="next"`.
-    async fn get_all(&self, kind: &'static str, url: String) -> PluginResult<Vec<Value>> {
+    /// Every page of a list, following `Link: rel="next"`. The items are the body when it is
+    /// an array, else its `key` (`check_runs`, a combined status's `statuses`).
+    async fn get_all(
+        &self,
+        kind: &'static str,
+        url: String,
+        key: &str,
+    ) -> PluginResult<Vec<Value>> {
         let mut out = vec![];
         let mut next = Some(url);
         while let Some(url) = next.take() {
@@ -491,7 +509,7 @@ impl GithubScm {
             let items = if let Some(a) = r.body.as_array() {
                 a.clone()
             } else {
-                r.body["check_runs"].as_array().cloned().unwrap_or_default()
+                r.body[key].as_array().cloned().unwrap_or_default()
             };
             out.extend(items);
             next = r
@@ -535,13 +553,68 @@ impl GithubScm {
                 message: msg,
             });
         }
-        Ok(numbers
+        let partials: Vec<Partial> = numbers
             .iter()
             .filter_map(|n| {
                 let v = &data[format!("pr{n}")];
-                (!v.is_null()).then(|| pr_from_graphql(v))
+                (!v.is_null()).then(|| {
+                    let mut p = pr_from_graphql(v);
+                    p.status.remarks = remarks::read(v, self.bot_login.as_deref());
+                    p
+                })
             })
-            .collect())
+            .collect();
+        let mut out = Vec::with_capacity(partials.len());
+        for mut p in partials {
+            self.more_contexts(owner, name, &mut p).await?;
+            out.push(p.finish(&self.ignore));
+        }
+        Ok(out)
+    }
+
+    /// Reads the remaining pages of a PR's roll-up contexts (a matrix of 100+ checks).
+    async fn more_contexts(&self, owner: &str, name: &str, p: &mut Partial) -> PluginResult<()> {
+        let query = contexts_query(p.status.number);
+        let mut pages = 1;
+        while let Some(after) = p.next.take() {
+            if pages >= checks::MAX_PAGES {
+                tracing::warn!(
+                    pr = p.status.number,
+                    "roll-up contexts cut at {pages} pages"
+                );
+                break;
+            }
+            pages += 1;
+            let body = json!({"query": query,
+                "variables": {"owner": owner, "name": name, "after": after}});
+            let r = self
+                .call(
+                    http::Method::POST,
+                    "graphql",
+                    &self.graphql_url,
+                    Some(&body),
+                )
+                .await?;
+            if r.status != 200 {
+                return Err(api_error(r.status, &r.body));
+            }
+            let conn =
+                &r.body["data"]["repository"]["pullRequest"]["statusCheckRollup"]["contexts"];
+            if conn.is_null() {
+                let message = r.body["errors"][0]["message"]
+                    .as_str()
+                    .unwrap_or("no contexts page")
+                    .to_string();
+                return Err(PluginError::Api {
+                    status: 200,
+                    message,
+                });
+            }
+            let (nodes, next) = checks::page(conn);
+            p.status.checks.extend(nodes);
+            p.next = next;
+        }
+        Ok(())
     }
 
     /// The tail of an Actions job's log (`/actions/jobs/{id}/logs`, a 302 to plain text).
@@ -630,18 +703,19 @@ impl Scm for GithubScm {
     async fn ci(&self, repo: &str, head_sha: &str) -> PluginResult<CiSummary> {
         let base = self.repo_url(repo)?;
         // Independent reads go out together: an instruction waits for the slowest, not the sum.
-        let status_url = format!("{base}/commits/{head_sha}/status");
-        let (runs, status) = futures::join!(
+        let (runs, statuses) = futures::join!(
             self.get_all(
                 "GET /repos/{owner}/{repo}/commits/{ref}/check-runs",
                 format!("{base}/commits/{head_sha}/check-runs?per_page=100"),
+                "check_runs",
             ),
-            self.get(
+            self.get_all(
                 "GET /repos/{owner}/{repo}/commits/{ref}/status",
-                &status_url,
+                format!("{base}/commits/{head_sha}/status?per_page=100"),
+                "statuses",
             )
         );
-        let (runs, status) = (runs?, status?);
+        let (runs, statuses) = (runs?, statuses?);
         let mut checks = vec![];
         let mut ids = HashMap::new();
         for c in &runs {
@@ -659,7 +733,7 @@ impl Scm for GithubScm {
             }
             checks.push(info);
         }
-        for s in status.body["statuses"].as_array().into_iter().flatten() {
+        for s in &statuses {
             let state = str_of(s, "state");
             checks.push(CheckInfo {
                 name: str_of(s, "context"),
@@ -672,6 +746,7 @@ impl Scm for GithubScm {
                 url: s["target_url"].as_str().map(str::to_string),
             });
         }
+        let mut checks = self.ignore.keep(checks);
         checks.sort_by(|a, b| a.name.cmp(&b.name));
         let failing: Vec<&CheckInfo> = checks.iter().filter(|c| c.failed()).collect();
         // On Actions a check run's id is its job's id, so each job log is one hop away.
@@ -692,7 +767,7 @@ impl Scm for GithubScm {
             })
             .collect();
         Ok(CiSummary {
-            state: ci_state(&checks).into(),
+            state: checks::state_of(&checks).into(),
             checks,
             failed,
         })
@@ -706,12 +781,14 @@ impl Scm for GithubScm {
             .get_all(
                 "GET /repos/{owner}/{repo}/pulls/{number}/reviews",
                 format!("{base}/pulls/{number}/reviews?per_page=100"),
+                "",
             )
             .await?;
         let comments = self
             .get_all(
                 "GET /repos/{owner}/{repo}/issues/{number}/comments",
                 format!("{base}/issues/{number}/comments?per_page=100"),
+                "",
             )
             .await?;
         Ok(ReviewFeedback {
@@ -805,7 +882,7 @@ mod tests {
             "reviewThreads": {"nodes": [
                 {"isResolved": true, "path": "a.rs", "line": 1, "comments": {"nodes": []}},
                 {"isResolved": false, "path": "b.rs", "line": 9, "comments": {"nodes": [{"author": {"login": "r"}, "body": "fix"}]}}]}});
-        let p = pr_from_graphql(&v);
+        let p = pr_from_graphql(&v).finish(&IgnoreList::default());
         assert_eq!(
             (p.state.as_str(), p.ci.as_str(), p.review.as_str()),
             ("open", "failing", "changes_requested")
@@ -837,6 +914,7 @@ mod tests {
             poll_interval: crate::config::HumanDuration::from_secs(30),
             reconcile_every: 10,
             timeout: crate::config::HumanDuration::from_secs(10),
+            ignore_checks: vec![],
         };
         let scm = GithubScm::new(&s, Duration::from_secs(1)).expect("builds");
         assert!(!format!("{scm:?}").contains("ghp_secret"));

@@ -477,8 +477,8 @@ pub trait Tracker: Send + Sync {
 }
 
 pub use crate::domain::pr::{
-    CheckInfo, CiSummary, FailedCheck, MergeMethod, PrStatus, ReviewBody, ReviewComment,
-    ReviewFeedback, ReviewThread, UnknownMergeMethod,
+    CheckInfo, CiSummary, FailedCheck, MergeMethod, PrRemark, PrStatus, RemarkKind, ReviewBody,
+    ReviewComment, ReviewFeedback, ReviewThread, UnknownMergeMethod,
 };
 
 impl From<UnknownMergeMethod> for PluginError {

@@ -29,6 +29,7 @@ async fn setup() -> Option<(FakeGithub, GithubScm)> {
         poll_interval: HumanDuration::from_secs(30),
         reconcile_every: 10,
         timeout: HumanDuration::from_secs(10),
+        ignore_checks: vec![],
     };
     let scm = GithubScm::new(&settings, Duration::from_secs(10)).expect("plugin");
     Some((gh, scm))
@@ -477,6 +478,7 @@ async fn github_a_wrong_token_is_an_api_error_that_never_shows_the_token() {
         poll_interval: HumanDuration::from_secs(30),
         reconcile_every: 10,
         timeout: HumanDuration::from_secs(10),
+        ignore_checks: vec![],
     };
     let scm = GithubScm::new(&settings, Duration::from_secs(5)).expect("plugin");
     let e = scm.repo_changed(REPO).await.expect_err("401");

@@ -11,14 +11,14 @@ use crate::fleet_plugins::{scripted_agent_path, user_messages};
 use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::{eventually, git, require_tool, spawn_app_with_env, Backend, TestApp};
 
-const REPO: &str = "acme/widgets";
+pub(crate) const REPO: &str = "acme/widgets";
 const TOKEN: &str = "ghp_lifecycle";
 const SECRET: &str = "lifecycle-secret";
 
-struct Loop {
-    app: TestApp,
-    gh: FakeGithub,
-    agent_home: PathBuf,
+pub(crate) struct Loop {
+    pub(crate) app: TestApp,
+    pub(crate) gh: FakeGithub,
+    pub(crate) agent_home: PathBuf,
     _tmux: TmuxGuard,
 }
 
@@ -33,11 +33,25 @@ fn agents(gh: &FakeGithub, agent_home: &Path) -> String {
 }
 
 /// An app whose project lives on the fake GitHub. `webhooks: false` leaves only polling.
-async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
+pub(crate) async fn setup(webhooks: bool, extra_env: &[(&str, &str)]) -> Option<Loop> {
     setup_with(webhooks, extra_env, true).await
 }
 
-async fn setup_with(webhooks: bool, extra_env: &[(&str, &str)], auto_merge: bool) -> Option<Loop> {
+pub(crate) async fn setup_with(
+    webhooks: bool,
+    extra_env: &[(&str, &str)],
+    auto_merge: bool,
+) -> Option<Loop> {
+    setup_yaml(webhooks, extra_env, auto_merge, "").await
+}
+
+/// As [`setup_with`], with top-level config lines (`notifiers:`…) after the project.
+pub(crate) async fn setup_yaml(
+    webhooks: bool,
+    extra_env: &[(&str, &str)],
+    auto_merge: bool,
+    yaml: &str,
+) -> Option<Loop> {
     if !require_tool("tmux") || !require_tool("git") {
         return None;
     }
@@ -50,7 +64,7 @@ async fn setup_with(webhooks: bool, extra_env: &[(&str, &str)], auto_merge: bool
     std::fs::create_dir_all(&agent_home).expect("mkdir");
     let agents = agents(&gh, &agent_home);
     let project = format!(
-        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: {auto_merge}, merge_method: squash }}\n"
+        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: {auto_merge}, merge_method: squash }}\n{yaml}"
     );
     let graphql = format!("{}/graphql", gh.url);
     let mut env = vec![
@@ -86,16 +100,16 @@ async fn setup_with(webhooks: bool, extra_env: &[(&str, &str)], auto_merge: bool
 }
 
 /// What the agent was told (user messages in its JSONL log).
-fn told(home: &Path) -> Vec<String> {
+pub(crate) fn told(home: &Path) -> Vec<String> {
     user_messages(home)
 }
 
 impl Loop {
-    async fn session(&self, id: &str) -> Value {
+    pub(crate) async fn session(&self, id: &str) -> Value {
         self.app.get(&format!("/api/v1/sessions/{id}")).await.1
     }
 
-    async fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
+    pub(crate) async fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
         eventually(secs, &format!("session {id} in {state}"), || async {
             let s = self.session(id).await;
             (s["state"] == state).then_some(s)
@@ -104,7 +118,7 @@ impl Loop {
     }
 
     /// Waits until the agent was told something containing `needle`; returns how many times.
-    async fn wait_told(&self, needle: &str, secs: u64) -> usize {
+    pub(crate) async fn wait_told(&self, needle: &str, secs: u64) -> usize {
         eventually(secs, &format!("the agent told {needle:?}"), || async {
             let n = told(&self.agent_home)
                 .iter()
@@ -115,7 +129,7 @@ impl Loop {
         .await
     }
 
-    fn head(&self, branch: &str) -> Option<String> {
+    pub(crate) fn head(&self, branch: &str) -> Option<String> {
         self.gh.branch_sha(REPO, branch)
     }
 }
@@ -457,7 +471,7 @@ async fn without_auto_merge_a_human_merges_through_the_api_and_it_really_merges(
 }
 
 /// The session's events of `kind`.
-async fn events_of(l: &Loop, id: &str, kind: &str) -> Vec<Value> {
+pub(crate) async fn events_of(l: &Loop, id: &str, kind: &str) -> Vec<Value> {
     let (_, v) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
     v["events"]
         .as_array()

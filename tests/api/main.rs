@@ -32,6 +32,8 @@ mod github;
 mod github_webhooks;
 mod helpers;
 mod lifecycle;
+mod lifecycle_checks;
+mod lifecycle_linear;
 mod metrics;
 mod notifications;
 mod real_aider;

@@ -8,7 +8,10 @@
 //!   comments, check runs, combined status and statuses, workflow jobs and job logs (302 to a
 //!   plain-text log), `GET /rate_limit`.
 //! - GraphQL subset: `repository(owner, name) { alias: pullRequest(number: N) {…} … }` and
-//!   `rateLimit { cost remaining resetAt }`; every PR field of the subset is always returned.
+//!   `rateLimit { cost remaining resetAt }`; every PR field of the subset is always returned,
+//!   but the roll-up's `contexts` connection is paged as asked (`first` ≤ 100 required,
+//!   `after` cursors, `totalCount`, `pageInfo`). The combined status pages its `statuses`.
+//! - Mergeability can be "still computing" for a while (`mergeable: null`, `UNKNOWN`).
 //! - ETags are a hash of the body: `If-None-Match` with an unchanged one answers 304, which
 //!   costs no quota. `x-ratelimit-*` on every answer; forced primary/secondary limits for the
 //!   next N requests; `Link` pagination with `per_page`/`page`.
@@ -185,6 +188,11 @@ struct State {
     /// Merge checks by (repo, base sha, head sha): a pair of commits merges the same way
     /// forever, and GitHub caches mergeability too (it would cost two git runs per read).
     merges: std::sync::Mutex<HashMap<MergePair, (bool, bool)>>,
+    /// PRs whose mergeability GitHub is still computing, until when (`mergeable: null`,
+    /// `UNKNOWN`); GitHub sends no webhook when it settles.
+    computing: HashMap<(String, i64), std::time::Instant>,
+    /// Repos whose merges a rule refuses, with GitHub's status and message.
+    refusals: HashMap<String, (u16, String)>,
 }
 
 /// (repo, base sha, head sha).
@@ -324,6 +332,14 @@ impl State {
         if pr.state != "open" {
             return (None, false, false);
         }
+        let key = (repo.to_string(), pr.number);
+        if self
+            .computing
+            .get(&key)
+            .is_some_and(|until| std::time::Instant::now() < *until)
+        {
+            return (None, false, false);
+        }
         let dir = self.bare(repo);
         let (Some(b), Some(h)) = (self.sha(repo, &pr.base), self.sha(repo, &pr.head)) else {
             return (Some(false), true, false);
@@ -411,9 +427,11 @@ impl State {
         if pr.draft {
             return "draft";
         }
-        let (_, conflicts, behind) = self.merge_check(repo, pr);
+        let (mergeable, conflicts, behind) = self.merge_check(repo, pr);
         let sha = self.head_sha(repo, pr);
-        if conflicts {
+        if mergeable.is_none() {
+            "unknown"
+        } else if conflicts {
             "dirty"
         } else if self.review_decision(repo, pr.number) == Some("CHANGES_REQUESTED") {
             "blocked"
@@ -540,7 +558,8 @@ impl State {
         }
         out
     }
-    fn graphql_pr(&self, repo: &str, pr: &Pr) -> Value {
+    /// A `PullRequest` node; its roll-up's `contexts` connection is one page as `page` asks.
+    fn graphql_pr(&self, repo: &str, pr: &Pr, page: &Page) -> Value {
         let sha = self.head_sha(repo, pr);
         let (mergeable, _, _) = self.merge_check(repo, pr);
         let rollup = self.rollup(repo, &sha).map(|state| {
@@ -558,7 +577,7 @@ impl State {
                 json!({"__typename": "StatusContext", "context": s.context,
                        "state": s.state.to_uppercase(), "targetUrl": s.target_url})
             }));
-            json!({"state": state, "contexts": {"nodes": nodes}})
+            json!({"state": state, "contexts": page.connection(nodes)})
         });
         let threads: Vec<Value> = self
             .threads(repo, pr.number)
@@ -569,6 +588,18 @@ impl State {
                     "comments": {"nodes": cs.iter().map(|c| json!({"author": graphql_actor(&c.user),
                         "body": c.body, "url": self.review_comment_json(repo, c)["html_url"]})).collect::<Vec<_>>()}})
             })
+            .collect();
+        let comments: Vec<Value> = self.repos[repo]
+            .comments
+            .iter()
+            .filter(|c| c.number == pr.number)
+            .map(|c| json!({"databaseId": c.id, "body": c.body, "author": graphql_actor(&c.user)}))
+            .collect();
+        let reviews: Vec<Value> = self.repos[repo]
+            .reviews
+            .iter()
+            .filter(|r| r.number == pr.number)
+            .map(|r| json!({"databaseId": r.id, "state": r.state, "body": r.body, "author": graphql_actor(&r.user)}))
             .collect();
         json!({
             "number": pr.number, "title": pr.title,
@@ -582,7 +613,100 @@ impl State {
             "reviewDecision": self.review_decision(repo, pr.number),
             "statusCheckRollup": rollup,
             "reviewThreads": {"nodes": threads},
+            "author": graphql_actor(&pr.author),
+            "comments": {"nodes": last(page.comments, comments)},
+            "reviews": {"nodes": last(page.reviews, reviews)},
         })
+    }
+}
+
+/// A connection's paging arguments (`first`, `after`), as GraphQL clients send them.
+#[derive(Debug, Clone, Default)]
+struct Page {
+    first: Option<usize>,
+    after: Option<String>,
+    /// `comments(last: N)` and `reviews(last: N)` of the PR's selection.
+    comments: usize,
+    reviews: usize,
+}
+
+/// The last `n` nodes (a `last: N` connection).
+fn last(n: usize, mut nodes: Vec<Value>) -> Vec<Value> {
+    let skip = nodes.len().saturating_sub(n);
+    nodes.drain(..skip);
+    nodes
+}
+
+/// `N` of `name(last: N)` in a selection (0 when the connection is not asked for).
+fn last_arg(selection: &str, name: &str) -> usize {
+    selection
+        .find(&format!(" {name}(last:"))
+        .map(|i| &selection[i + name.len() + 7..])
+        .and_then(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+        .min(100)
+}
+
+impl Page {
+    /// Reads `contexts(first: N, after: X)` from a PR's selection (literals or `$variables`).
+    fn parse(selection: &str, vars: &Value) -> Result<Page, String> {
+        let remarks = Page {
+            comments: last_arg(selection, "comments"),
+            reviews: last_arg(selection, "reviews"),
+            ..Page::default()
+        };
+        let Some(i) = selection.find("contexts(") else {
+            return Ok(remarks);
+        };
+        let args = &selection[i + "contexts(".len()..];
+        let args = &args[..args.find(')').unwrap_or(args.len())];
+        let mut page = remarks;
+        for part in args.split(',') {
+            let Some((k, v)) = part.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            let value = match v.strip_prefix('$') {
+                Some(var) => vars[var.trim()].clone(),
+                None => serde_json::from_str(v).unwrap_or(Value::Null),
+            };
+            match k.trim() {
+                "first" => page.first = value.as_u64().map(|n| n as usize),
+                "after" => page.after = value.as_str().map(str::to_string),
+                _ => {}
+            }
+        }
+        match page.first {
+            None => Err("You must provide a `first` or `last` value to properly paginate the `contexts` connection.".into()),
+            Some(n) if n > 100 => Err(format!("Requesting {n} records on the `contexts` connection exceeds the `first` limit of 100 records.")),
+            _ => Ok(page),
+        }
+    }
+
+    /// One page of `nodes` with `totalCount` and `pageInfo` (opaque cursors).
+    fn connection(&self, nodes: Vec<Value>) -> Value {
+        let total = nodes.len();
+        let start = self
+            .after
+            .as_deref()
+            .and_then(|c| hex::decode(c).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|c| c.strip_prefix("cursor:")?.parse::<usize>().ok())
+            .map_or(0, |n| n + 1);
+        let first = self.first.unwrap_or(100);
+        let slice: Vec<Value> = nodes.into_iter().skip(start).take(first).collect();
+        let end = start + slice.len();
+        let cursor = |n: usize| hex::encode(format!("cursor:{n}"));
+        json!({"totalCount": total, "nodes": slice, "pageInfo": {
+            "hasNextPage": end < total, "hasPreviousPage": start > 0,
+            "startCursor": (end > start).then(|| cursor(start)),
+            "endCursor": (end > start).then(|| cursor(end - 1))}})
     }
 }
 
@@ -1029,10 +1153,13 @@ fn handle(
             };
             let statuses: Vec<Value> = st.iter().map(|x| json!({"id": x.id, "context": x.context, "state": x.state,
                 "target_url": x.target_url, "description": x.description, "created_at": iso(x.at), "updated_at": iso(x.at)})).collect();
-            Answer::ok(
-                json!({"state": state, "sha": sha, "total_count": statuses.len(), "statuses": statuses,
-                "repository": s.repo_json(&repo), "commit_url": format!("{base}/repos/{repo}/commits/{sha}")}),
-            )
+            // `statuses` is paged like any list (30 by default, at most 100); the state and
+            // `total_count` cover them all.
+            let total = statuses.len();
+            let mut a = paginate(statuses, q, req, &base);
+            a.body = json!({"state": state, "sha": sha, "total_count": total, "statuses": a.body,
+                "repository": s.repo_json(&repo), "commit_url": format!("{base}/repos/{repo}/commits/{sha}")});
+            a
         }
         "POST /repos/{owner}/{repo}/statuses/{sha}" => {
             let (Some(state), Some(ctx)) = (
@@ -1214,6 +1341,9 @@ fn merge_pr(
             "Head branch was modified. Review and try the merge again.".into(),
         ));
     }
+    if let Some((status, message)) = s.refusals.get(repo) {
+        return Err((*status, message.clone()));
+    }
     let (mergeable, _, _) = s.merge_check(repo, &pr);
     if mergeable != Some(true) || pr.draft {
         return Err((405, "Pull Request is not mergeable".into()));
@@ -1363,9 +1493,19 @@ fn graphql(s: &mut State, body: &[u8]) -> Answer {
                 alias
             };
             n_prs += 1;
+            let selection = after[close..]
+                .find("pullRequest(")
+                .map_or(&after[close..], |j| &after[close..close + j]);
+            let page = match Page::parse(selection, vars) {
+                Ok(p) => p,
+                Err(message) => {
+                    return Answer::ok(json!({"errors": [{"type": "MISSING_PAGINATION_BOUNDARIES",
+                        "path": ["repository", key], "message": message}]}))
+                }
+            };
             match s.repos[&repo].prs.get(&num).cloned() {
                 Some(pr) => {
-                    obj.insert(key, s.graphql_pr(&repo, &pr));
+                    obj.insert(key, s.graphql_pr(&repo, &pr, &page));
                 }
                 None => {
                     obj.insert(key.clone(), Value::Null);
@@ -1459,6 +1599,8 @@ impl FakeGithub {
             reset: chrono::Utc::now().timestamp() + 3600,
             queued: vec![],
             merges: Default::default(),
+            computing: HashMap::new(),
+            refusals: HashMap::new(),
         }));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -1683,6 +1825,72 @@ impl FakeGithub {
         };
         self.flush().await;
         id
+    }
+
+    /// Adds many completed check runs on `git_ref` at once, `(name, conclusion)` each, as one
+    /// check suite: one `check_suite` `completed` webhook for the lot (a CI matrix).
+    pub async fn add_check_suite(&self, repo: &str, git_ref: &str, runs: &[(String, &str)]) {
+        {
+            let mut s = self.s();
+            let sha = resolve(&s, repo, git_ref);
+            let run_id = s.id();
+            let mut worst = "success";
+            for (name, conclusion) in runs {
+                let (id, at) = (s.id(), s.tick());
+                if *conclusion != "success" {
+                    worst = "failure";
+                }
+                let c = CheckRun {
+                    id,
+                    name: name.clone(),
+                    head_sha: sha.clone(),
+                    status: "completed",
+                    conclusion: Some((*conclusion).to_string()),
+                    summary: format!("{name}: {conclusion}"),
+                    log: Some(format!("{name}: {conclusion}")),
+                    run_id,
+                    at,
+                };
+                s.repos.get_mut(repo).expect("repo").check_runs.push(c);
+            }
+            let Some(last) = s.repos[repo].check_runs.last().cloned() else {
+                return;
+            };
+            let v = s.check_json(repo, &last);
+            let suite = json!({"id": run_id, "head_branch": v["check_suite"]["head_branch"], "head_sha": sha,
+                "status": "completed", "conclusion": worst, "pull_requests": v["pull_requests"],
+                "app": {"slug": "github-actions"}, "latest_check_runs_count": runs.len()});
+            queue(
+                &mut s,
+                repo,
+                "check_suite",
+                json!({"action": "completed", "check_suite": suite}),
+            );
+        }
+        self.flush().await;
+    }
+
+    /// GitHub recomputes PR `n`'s mergeability for `for_how_long` (as after a push to its
+    /// base): `mergeable: null`, `UNKNOWN`, merges refused; no webhook when it settles.
+    pub fn compute_mergeability(&self, repo: &str, n: i64, for_how_long: std::time::Duration) {
+        self.s().computing.insert(
+            (repo.to_string(), n),
+            std::time::Instant::now() + for_how_long,
+        );
+    }
+
+    /// Branch protection (or a ruleset) refuses every merge in `repo` with `status` (405, or
+    /// 422) and `message`, as GitHub answers `PUT …/merge`; `None` lifts it.
+    pub fn refuse_merges(&self, repo: &str, refusal: Option<(u16, &str)>) {
+        let mut s = self.s();
+        match refusal {
+            Some((status, m)) => {
+                s.refusals.insert(repo.to_string(), (status, m.to_string()));
+            }
+            None => {
+                s.refusals.remove(repo);
+            }
+        }
     }
 
     /// Adds a commit status on `git_ref`.

@@ -633,7 +633,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                 // that finds the PR ready, then tells a human.
                 tracing::warn!(error = %e, "auto-merge failed");
                 Some(EventKind::MergeFailed {
-                    reason: e.to_string(),
+                    reason: scm::refusal(&e).unwrap_or_else(|| e.to_string()),
                 })
             }
         },

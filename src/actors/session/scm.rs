@@ -2,7 +2,12 @@
 //! seen into machine events ([`super::pr_events`]), and merge.
 //!
 //! Checks are coalesced: a burst of webhooks about one PR runs one check, plus one more if
-//! anything arrived while it ran, so the SCM sees at most two requests per burst.
+//! anything arrived while it ran, so the SCM sees at most two requests per burst. An
+//! observation that is not an answer yet (mergeability or CI still computing,
+//! [`recheck::unsettled`]) schedules another look of this PR alone, with backoff.
+
+mod conversation;
+mod recheck;
 
 use actix::prelude::*;
 use tracing::Instrument;
@@ -21,6 +26,10 @@ pub(super) struct CheckState {
     running: bool,
     /// Another check was asked for while one ran (with the newest observation, if any).
     again: Option<Option<PrStatus>>,
+    /// Waits between re-checks of an unsettled PR.
+    backoff: recheck::Backoff,
+    /// The scheduled re-check, if any (one at a time).
+    recheck: Option<SpawnHandle>,
 }
 
 /// The SCM and repository of a session's project, if it has both.
@@ -30,21 +39,32 @@ fn scm_of(fleet: &Fleet, s: &SessionSnapshot) -> Option<(std::sync::Arc<dyn Scm>
     Some((scm, repo))
 }
 
+/// What one look at the session's PR found.
+struct Observed {
+    events: Vec<EventKind>,
+    /// GitHub had not finished computing (look again later).
+    unsettled: bool,
+}
+
 /// Observes the session's PR and returns the events it implies.
 async fn observe(
     scm: &dyn Scm,
     repo: &str,
     s: &SessionSnapshot,
     status: Option<PrStatus>,
-) -> Result<Vec<EventKind>, PluginError> {
+) -> Result<Observed, PluginError> {
+    let none = Observed {
+        events: vec![],
+        unsettled: false,
+    };
     let status = match (status, &s.session.pr, &s.session.branch) {
         (Some(st), _, _) => st,
         (None, Some(pr), _) => scm.pr_status(repo, pr.number).await?,
         (None, None, Some(branch)) => match scm.find_pr(repo, branch).await? {
             Some(st) => st,
-            None => return Ok(vec![]),
+            None => return Ok(none),
         },
-        (None, None, None) => return Ok(vec![]),
+        (None, None, None) => return Ok(none),
     };
     let needs = pr_events::needs(s, &status);
     let mut details = PrDetails::default();
@@ -54,7 +74,14 @@ async fn observe(
     if needs.feedback {
         details.feedback = Some(scm.review_feedback(repo, status.number).await?);
     }
-    Ok(pr_events::events(s, &status, &details))
+    let mut events = pr_events::events(s, &status, &details);
+    if pr_events::owns(s, &status) {
+        events.extend(conversation::event(s, &status));
+    }
+    Ok(Observed {
+        events,
+        unsettled: pr_events::owns(s, &status) && recheck::unsettled(&status),
+    })
 }
 
 impl SessionActor {
@@ -78,23 +105,44 @@ impl SessionActor {
         let addr = ctx.address();
         let fut = async move {
             match observe(scm.as_ref(), &repo, &s, status).await {
-                Ok(events) => {
-                    for event in events {
+                Ok(seen) => {
+                    for event in seen.events {
                         let _ = addr.send(Apply { event }).await;
                     }
+                    seen.unsettled
                 }
-                Err(e) => tracing::warn!(error = %e, "checking the PR failed; the poller retries"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking the PR failed; the poller retries");
+                    false
+                }
             }
         }
         .instrument(self.span.clone())
         .into_actor(self)
-        .map(|(), act, ctx| {
+        .map(|unsettled, act, ctx| {
             act.scm.running = false;
             if let Some(next) = act.scm.again.take() {
                 act.scm_check(ctx, next);
+            } else if unsettled {
+                act.schedule_recheck(ctx);
+            } else {
+                act.scm.backoff.reset();
             }
         });
         ctx.spawn(fut);
+    }
+
+    /// Looks at the PR again after the next backoff wait (one re-check pending at a time).
+    fn schedule_recheck(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.scm.recheck.take() {
+            ctx.cancel_future(h);
+        }
+        let wait = self.scm.backoff.next_wait();
+        tracing::debug!(?wait, "GitHub is still computing the PR; looking again");
+        self.scm.recheck = Some(ctx.run_later(wait, |act, ctx| {
+            act.scm.recheck = None;
+            act.scm_check(ctx, None);
+        }));
     }
 
     /// Whether a webhook hint is about this session's PR.
@@ -158,6 +206,20 @@ pub(super) async fn merge(
     Ok(())
 }
 
+/// GitHub's reason when it refused a merge (405 not mergeable or blocked by a rule, 409 the
+/// head moved, 422 not allowed), as `GitHub refused the merge (STATUS): REASON`.
+pub(super) fn refusal(e: &PluginError) -> Option<String> {
+    let (status, reason) = match e {
+        PluginError::NotMergeable(m) => (405, m.as_str()),
+        PluginError::Conflict(m) => (409, m.as_str()),
+        PluginError::Api { status, message } if matches!(status, 405 | 409 | 422) => {
+            (*status, message.as_str())
+        }
+        _ => return None,
+    };
+    Some(format!("GitHub refused the merge ({status}): {reason}"))
+}
+
 impl Handler<MergeNow> for SessionActor {
     type Result = ResponseActFuture<Self, Result<StepReport, SessionError>>;
     fn handle(&mut self, msg: MergeNow, ctx: &mut Self::Context) -> Self::Result {
@@ -181,7 +243,22 @@ impl Handler<MergeNow> for SessionActor {
         let addr = ctx.address();
         Box::pin(
             async move {
-                merge(&fleet, &s, method).await.map_err(|e| match e {
+                let merged = merge(&fleet, &s, method).await;
+                if let Err(e) = &merged {
+                    if let Some(reason) = refusal(e) {
+                        // A refusal is an answer, not an outage: recorded on the session
+                        // (`merge.failed`) and told to the caller as a conflict.
+                        let _ = addr
+                            .send(Apply {
+                                event: EventKind::MergeFailed {
+                                    reason: reason.clone(),
+                                },
+                            })
+                            .await;
+                        return Err(SessionError::Rejected(reason));
+                    }
+                }
+                merged.map_err(|e| match e {
                     PluginError::Unavailable { .. } => SessionError::Rejected(format!(
                         "merge is not available for session {}: its project has no `scm: github` with a `github_repo`",
                         s.session.id

@@ -58,6 +58,7 @@ fn status(head: &str) -> PrStatus {
         behind: false,
         checks: vec![],
         unresolved_threads: vec![],
+        remarks: vec![],
     }
 }
 

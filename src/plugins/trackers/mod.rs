@@ -10,6 +10,7 @@
 pub mod github;
 pub mod jira;
 pub mod linear;
+pub mod linear_hook;
 
 use std::time::Duration;
 
