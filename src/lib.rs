@@ -14,7 +14,10 @@
 //!   ChatPlatform, Assistant) and the implementations: `process` runtime, `command` agent,
 //!   `worktree` workspace, the notifiers.
 //! - [`http`]: the actix-web edge: REST, SSE, WebSocket, health and metrics, the web
-//!   dashboard (embedded from `web/`) and terminal attach; it only messages actors.
+//!   dashboard (embedded from `web/`) and terminal attach; commands are messages to actors,
+//!   reads go to [`read`].
+//! - [`read`]: the read side: sessions, events and the live feed, output, attach info, the
+//!   board, orphans and conversations, answered from the store without an actor.
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
 //! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks, the
 //!   conversations overview); its actors are in `actors::chat`, its turn step in
