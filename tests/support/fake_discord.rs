@@ -12,6 +12,16 @@
 //!   id, op 6 RESUME → missed dispatches replayed then RESUMED (unknown session → op 9
 //!   `false`). [`FakeDiscord::message_create`] dispatches a `MESSAGE_CREATE` to every
 //!   identified connection; [`FakeDiscord::reconnect_all`] sends op 7.
+//! - Mentions (Message resource, "Allowed Mentions Object"): each create and edit parses
+//!   `@everyone`/`@here`, `<@id>`/`<@!id>` and `<@&id>` from `content` under the request's
+//!   `allowed_mentions`; when the field is absent *all* types are parsed (the default for
+//!   regular messages, and for edits whatever the create said). `parse` together with a
+//!   non-empty `users`/`roles` list, or an unknown type, is refused (400, 50035). Every
+//!   mention parsed by any request is kept in [`Posted::pinged`]: what would have notified.
+//! - User-Agent (API reference, "User Agent"): REST calls without `DiscordBot (url,
+//!   version)` are blocked (403, like Cloudflare's block page).
+//! - Intents: IDENTIFY asking for the privileged Message Content intent when
+//!   [`FakeDiscord::disallow_message_content`] was called closes with 4014.
 
 #![allow(dead_code)]
 
@@ -37,6 +47,81 @@ pub struct Posted {
     pub content: String,
     /// Accepted edits.
     pub edits: u32,
+    /// Every mention parsed by the create or any edit (`everyone`, `user:<id>`,
+    /// `role:<id>`), in order: each one a notification Discord would have sent.
+    pub pinged: Vec<String>,
+}
+
+/// The mentions in `content` Discord parses under `allowed` (the request's
+/// `allowed_mentions`, `None` when absent: then every type is parsed).
+///
+/// # Errors
+/// The 400 body Discord answers for an invalid `allowed_mentions`.
+pub fn parse_mentions(content: &str, allowed: Option<&Value>) -> Result<Vec<String>, Value> {
+    let invalid = |why: &str| {
+        json!({"message": "Invalid Form Body", "code": 50035,
+            "errors": {"allowed_mentions": {"_errors": [{"code": "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE", "message": why}]}}})
+    };
+    let all = ["users", "roles", "everyone"];
+    let (types, users, roles): (Vec<String>, Vec<String>, Vec<String>) = match allowed {
+        None | Some(Value::Null) => (all.iter().map(|t| t.to_string()).collect(), vec![], vec![]),
+        Some(a) => {
+            let list = |k: &str| -> Vec<String> {
+                a[k].as_array()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let types = list("parse");
+            if let Some(t) = types.iter().find(|t| !all.contains(&t.as_str())) {
+                return Err(invalid(&format!(
+                    "Value \"{t}\" is not a valid enum value."
+                )));
+            }
+            let (users, roles) = (list("users"), list("roles"));
+            if types.iter().any(|t| t == "users") && !users.is_empty() {
+                return Err(invalid(
+                    "parse:[\"users\"] and users: [ids...] are mutually exclusive.",
+                ));
+            }
+            if types.iter().any(|t| t == "roles") && !roles.is_empty() {
+                return Err(invalid(
+                    "parse:[\"roles\"] and roles: [ids...] are mutually exclusive.",
+                ));
+            }
+            (types, users, roles)
+        }
+    };
+    let has = |t: &str| types.iter().any(|x| x == t);
+    let mut out = Vec::new();
+    if has("everyone") && (content.contains("@everyone") || content.contains("@here")) {
+        out.push("everyone".to_string());
+    }
+    let mut rest = content;
+    while let Some(i) = rest.find("<@") {
+        rest = &rest[i + 2..];
+        let Some(end) = rest.find('>') else { break };
+        let inner = &rest[..end];
+        let (role, id) = match inner.strip_prefix('&') {
+            Some(id) => (true, id),
+            None => (false, inner.strip_prefix('!').unwrap_or(inner)),
+        };
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let parsed = if role {
+            has("roles") || roles.iter().any(|r| r == id)
+        } else {
+            has("users") || users.iter().any(|u| u == id)
+        };
+        if parsed {
+            out.push(format!("{}:{id}", if role { "role" } else { "user" }));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Default)]
@@ -56,6 +141,12 @@ struct State {
     resumes: u32,
     heartbeats: u32,
     self_url: String,
+    /// Whether IDENTIFY may ask for the privileged Message Content intent.
+    no_message_content: bool,
+    /// REST calls blocked for a missing `DiscordBot` User-Agent.
+    blocked: u32,
+    /// Gateway connections opened.
+    connections: u32,
 }
 
 /// The fake.
@@ -97,6 +188,7 @@ impl Actor for GwSession {
                 .to_string(),
         );
         s.sessions.push(ctx.address());
+        s.connections += 1;
     }
 }
 
@@ -136,6 +228,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for GwSession {
                     ctx.close(Some(ws::CloseReason {
                         code: ws::CloseCode::Other(4004),
                         description: Some("Authentication failed.".into()),
+                    }));
+                    ctx.stop();
+                    return;
+                }
+                let intents = v["d"]["intents"].as_u64().unwrap_or(0);
+                if s.no_message_content && intents & (1 << 15) != 0 {
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Other(4014),
+                        description: Some("Disallowed intent(s).".into()),
                     }));
                     ctx.stop();
                     return;
@@ -204,6 +305,22 @@ impl Handler<Reconnect> for GwSession {
     }
 }
 
+/// A message object as Discord answers it, with its parsed mentions.
+fn message_json(id: &str, channel: &str, content: &str, pinged: &[String]) -> Value {
+    let users: Vec<Value> = pinged
+        .iter()
+        .filter_map(|p| p.strip_prefix("user:"))
+        .map(|id| json!({"id": id, "username": "someone"}))
+        .collect();
+    let roles: Vec<&str> = pinged
+        .iter()
+        .filter_map(|p| p.strip_prefix("role:"))
+        .collect();
+    json!({"id": id, "channel_id": channel, "content": content, "type": 0,
+        "author": {"id": BOT_ID, "bot": true}, "mentions": users, "mention_roles": roles,
+        "mention_everyone": pinged.iter().any(|p| p == "everyone")})
+}
+
 fn rest_error(status: u16, body: Value) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).json(body)
 }
@@ -227,6 +344,15 @@ async fn dispatch(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
+    let ua = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !(ua.starts_with("DiscordBot (") && ua.contains(')')) {
+        s.blocked += 1;
+        return Ok(HttpResponse::Forbidden().body("error code: 1010"));
+    }
     if auth != Some(format!("Bot {}", s.token).as_str()) {
         return Ok(rest_error(
             401,
@@ -262,6 +388,10 @@ async fn dispatch(
             json!({"message": "Cannot send an empty message", "code": 50006}),
         ));
     }
+    let pinged = match parse_mentions(&content, v.get("allowed_mentions")) {
+        Ok(p) => p,
+        Err(body) => return Ok(rest_error(400, body)),
+    };
     let answer = match (req.method().as_str(), parts.as_slice()) {
         ("POST", ["api", "v10", "channels", ch, "messages"]) => {
             s.next_id += 1;
@@ -271,8 +401,9 @@ async fn dispatch(
                 id: id.clone(),
                 content: content.clone(),
                 edits: 0,
+                pinged: pinged.clone(),
             });
-            json!({"id": id, "channel_id": ch, "content": content, "author": {"id": BOT_ID, "bot": true}})
+            message_json(&id, ch, &content, &pinged)
         }
         ("PATCH", ["api", "v10", "channels", ch, "messages", mid]) => {
             let Some(m) = s
@@ -287,7 +418,8 @@ async fn dispatch(
             };
             m.content = content.clone();
             m.edits += 1;
-            json!({"id": mid, "channel_id": ch, "content": content, "author": {"id": BOT_ID, "bot": true}})
+            m.pinged.extend(pinged.iter().cloned());
+            message_json(mid, ch, &content, &pinged)
         }
         _ => {
             return Ok(rest_error(
@@ -385,6 +517,22 @@ impl FakeDiscord {
         let mut s = lock(&self.state);
         s.limited = n;
         s.limit_secs = secs;
+    }
+
+    /// IDENTIFY asking for the privileged Message Content intent is closed with 4014, as
+    /// when the intent is not enabled in the Developer Portal.
+    pub fn disallow_message_content(&self) {
+        lock(&self.state).no_message_content = true;
+    }
+
+    /// REST calls blocked for a missing `DiscordBot (…)` User-Agent.
+    pub fn blocked(&self) -> u32 {
+        lock(&self.state).blocked
+    }
+
+    /// Gateway connections opened so far.
+    pub fn connections(&self) -> u32 {
+        lock(&self.state).connections
     }
 
     /// (identifies, resumes, heartbeats) seen by the gateway.

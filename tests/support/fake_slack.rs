@@ -6,6 +6,11 @@
 //!   (`not_authed`, `invalid_auth`, `channel_not_found`, `no_text`, `message_not_found`,
 //!   `msg_too_long` past 4,000 characters on update); postMessage truncates past 40,000 with
 //!   the `message_truncated` warning.
+//! - Text as Slack reads it ("Formatting text for app surfaces"): `&`, `<`, `>` are control
+//!   characters; `<@U…>` mentions a user, `<!channel>`/`<!here>`/`<!everyone>` notify the
+//!   channel, `<#C…|name>` and `<url|label>` are links, and only `&amp;`, `&lt;`, `&gt;` are
+//!   decoded for display. Each message keeps what it renders as ([`Posted::rendered`]) and
+//!   every mention any post or update parsed ([`Posted::pinged`]).
 //! - Rate limit on demand: [`FakeSlack::limit_next`] makes the next N calls answer HTTP 429,
 //!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`.
 
@@ -31,6 +36,60 @@ pub struct Posted {
     pub text: String,
     /// Accepted `chat.update`s.
     pub updates: u32,
+    /// What a person sees: control sequences resolved, entities decoded.
+    pub rendered: String,
+    /// Every mention parsed by the post or any update (`user:U…`, `channel`, `here`,
+    /// `everyone`), in order: each one a notification Slack would have sent.
+    pub pinged: Vec<String>,
+}
+
+/// How Slack reads `text`: (what it renders as, the mentions it parsed).
+pub fn render(text: &str) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut pinged = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&decode(&rest[..i]));
+        let after = &rest[i + 1..];
+        let Some(end) = after.find('>') else {
+            // A lone `<` is not a sequence: shown as is.
+            out.push_str(&decode(&rest[i..]));
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let (target, label) = match inner.split_once('|') {
+            Some((t, l)) => (t, Some(l)),
+            None => (inner, None),
+        };
+        if let Some(id) = target.strip_prefix('@') {
+            pinged.push(format!("user:{id}"));
+            out.push('@');
+            out.push_str(label.unwrap_or(id));
+        } else if let Some(cmd) = target.strip_prefix('!') {
+            let word = cmd.split('^').next().unwrap_or(cmd);
+            if matches!(word, "channel" | "here" | "everyone" | "group") {
+                pinged.push(if word == "group" { "channel" } else { word }.to_string());
+            }
+            out.push('@');
+            out.push_str(label.unwrap_or(word));
+        } else if let Some(id) = target.strip_prefix('#') {
+            out.push('#');
+            out.push_str(label.unwrap_or(id));
+        } else {
+            out.push_str(&decode(label.unwrap_or(target)));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(&decode(rest));
+    (out, pinged)
+}
+
+/// The three entities Slack decodes for display, and only those.
+fn decode(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 #[derive(Default)]
@@ -101,6 +160,7 @@ async fn dispatch(
     else {
         return err("no_text");
     };
+    let (rendered, pinged) = render(&text);
     match method.as_str() {
         "chat.postMessage" => {
             s.seq += 1;
@@ -113,6 +173,8 @@ async fn dispatch(
                 thread_ts: p["thread_ts"].as_str().map(str::to_string),
                 text: text.clone(),
                 updates: 0,
+                rendered,
+                pinged,
             });
             let mut v = json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text,
                 "bot_id": "B0FAKE", "type": "message", "subtype": "bot_message", "ts": ts}});
@@ -137,6 +199,8 @@ async fn dispatch(
             };
             m.text = text.clone();
             m.updates += 1;
+            m.rendered = rendered;
+            m.pinged.extend(pinged);
             HttpResponse::Ok().json(
                 json!({"ok": true, "channel": channel, "ts": ts, "text": text,
                 "message": {"text": text, "user": "U0BOT"}}),

@@ -28,6 +28,21 @@ use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
 /// Discord's `content` limit, in characters.
 pub const MAX_MESSAGE: usize = 2000;
 
+/// The User-Agent Discord requires of bots: `DiscordBot ($url, $versionNumber)`
+/// (API reference, "User Agent"); requests without it may be blocked.
+pub const USER_AGENT: &str = concat!(
+    "DiscordBot (https://github.com/flotilla, ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+
+/// `allowed_mentions` that parses nothing. Sent on every create *and* edit: an edit without
+/// it is parsed "with default allowances" (all mention types), whatever the create said, so
+/// an assistant's `@everyone` or `<@id>` would ping on the first streamed edit.
+pub fn no_mentions() -> Value {
+    json!({"parse": []})
+}
+
 /// Replies on Discord.
 pub struct DiscordPlatform {
     http: Http,
@@ -102,14 +117,7 @@ impl DiscordPlatform {
             .call(|c| {
                 c.request(method.clone(), &url)
                     .header(reqwest::header::AUTHORIZATION, &auth)
-                    .header(
-                        reqwest::header::USER_AGENT,
-                        concat!(
-                            "DiscordBot (https://github.com/flotilla, ",
-                            env!("CARGO_PKG_VERSION"),
-                            ")"
-                        ),
-                    )
+                    .header(reqwest::header::USER_AGENT, USER_AGENT)
                     .json(&body)
             })
             .await?;
@@ -139,7 +147,7 @@ impl ChatPlatform for DiscordPlatform {
                 .call(
                     reqwest::Method::POST,
                     &format!("/channels/{thread}/messages"),
-                    json!({"content": chunk, "allowed_mentions": {"parse": []}}),
+                    json!({"content": chunk, "allowed_mentions": no_mentions()}),
                 )
                 .await?;
             last = m["id"].as_str().map(str::to_string);
@@ -154,7 +162,7 @@ impl ChatPlatform for DiscordPlatform {
         self.call(
             reqwest::Method::PATCH,
             &format!("/channels/{thread}/messages/{message_id}"),
-            json!({"content": first}),
+            json!({"content": first, "allowed_mentions": no_mentions()}),
         )
         .await
         .map(|_| ())

@@ -275,7 +275,8 @@ pub fn start_listeners(
         .flatten();
     if let Some(gw) = gw {
         out.push(actix_rt::spawn(async move {
-            gw.run(inbox).await;
+            // `run` logs why it stopped; nothing else can fix a bad token or intent.
+            let _stopped = gw.run(inbox).await;
         }));
     }
     Ok(out)

@@ -5,9 +5,13 @@
 //!
 //! A conversation is a thread: `{channel}:{thread_ts}`, where a top-level mention starts the
 //! thread at its own `ts`. `app_mention` events and messages inside threads (and DMs) are
-//! taken; bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
+//! taken, including the `thread_broadcast` and `file_share` subtypes (people wrote them);
+//! bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
 //! `message` for a mention in a thread: both carry the same `{channel}:{ts}` message id, so
 //! the inbox stores it once.
+//!
+//! Outgoing text is escaped ([`escape`]): Slack reads `<…>` as links and mentions, so an
+//! assistant's `<!channel>` would ping the channel and `Vec<T>` would lose its `<T>`.
 
 use std::time::Duration;
 
@@ -66,6 +70,39 @@ impl SlackPlatform {
     }
 }
 
+/// Escapes the three characters Slack's text formatting reserves (`&`, `<`, `>` become
+/// `&amp;`, `&lt;`, `&gt;`: "Formatting text for app surfaces", escaping text), so text
+/// shows as written and carries no `<!channel>` or `<@U…>` control sequence.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `text` escaped, in pieces of at most `max` characters *after* escaping (an `&lt;` takes
+/// four), each piece split from the raw text so no entity is cut.
+pub fn split_escaped(text: &str, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for piece in split_message(text, max) {
+        push_escaped(&piece, max, &mut out);
+    }
+    out
+}
+
+fn push_escaped(raw: &str, max: usize, out: &mut Vec<String>) {
+    let e = escape(raw);
+    let (n, elen) = (raw.chars().count(), e.chars().count());
+    if elen <= max || n <= 1 {
+        out.push(e);
+        return;
+    }
+    // Fewer raw characters than `raw` in each sub-piece, in proportion: this ends.
+    let budget = (n * max / elen).clamp(1, n - 1);
+    for sub in split_message(raw, budget) {
+        push_escaped(&sub, max, out);
+    }
+}
+
 /// `{channel}:{thread_ts}` → its parts.
 fn parse_thread(thread: &str) -> PluginResult<(&str, &str)> {
     thread
@@ -86,7 +123,7 @@ impl ChatPlatform for SlackPlatform {
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
         let (channel, ts) = parse_thread(thread)?;
         let mut last = None;
-        for chunk in split_message(text, MAX_MESSAGE) {
+        for chunk in split_escaped(text, MAX_MESSAGE) {
             let v = self
                 .call(
                     "chat.postMessage",
@@ -100,7 +137,9 @@ impl ChatPlatform for SlackPlatform {
 
     async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
         let (channel, _) = parse_thread(thread)?;
-        let Some(first) = split_message(text, MAX_MESSAGE).into_iter().next() else {
+        // The core keeps a streamed message under MAX_MESSAGE raw characters; escaping can
+        // push it past Slack's limit, and then the message shows its first escaped piece.
+        let Some(first) = split_escaped(text, MAX_MESSAGE).into_iter().next() else {
             return Ok(());
         };
         self.call(
@@ -141,8 +180,15 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
     }
     let e = &v["event"];
     let kind = e["type"].as_str().unwrap_or_default();
+    // `thread_broadcast` (a thread reply also sent to the channel) and `file_share` (a
+    // message with a file) are written by people; every other subtype is a system or bot
+    // message, or an edit/deletion.
+    let user_subtype = matches!(
+        e["subtype"].as_str(),
+        None | Some("thread_broadcast") | Some("file_share")
+    );
     if e.get("bot_id").is_some_and(|b| !b.is_null())
-        || e.get("subtype").is_some_and(|s| !s.is_null())
+        || !user_subtype
         || e.get("edited").is_some_and(|s| !s.is_null())
     {
         return Ok(SlackEvent::Ignored);
@@ -195,6 +241,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn text_is_escaped_and_split_under_the_limit_after_escaping() {
+        assert_eq!(
+            escape("a <!channel> & Vec<T>"),
+            "a &lt;!channel&gt; &amp; Vec&lt;T&gt;"
+        );
+        let text = "<>".repeat(30);
+        let parts = split_escaped(&text, 40);
+        assert!(parts.iter().all(|p| p.chars().count() <= 40), "{parts:?}");
+        assert_eq!(parts.concat(), escape(&text));
+    }
+
+    #[test]
     fn url_verification_answers_the_challenge() {
         let b = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
         assert_eq!(
@@ -234,6 +292,15 @@ mod tests {
             (m.thread.as_str(), m.message_id.as_str()),
             ("C1:1.0", "C1:2.0")
         );
+        for (subtype, ts) in [("thread_broadcast", "3.0"), ("file_share", "4.0")] {
+            let b = envelope(json!({"type": "message", "subtype": subtype, "user": "U1",
+                "text": "<@U0BOT> look", "ts": ts, "thread_ts": "1.0", "channel": "C1",
+                "channel_type": "channel"}));
+            let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+                panic!("{subtype} dropped")
+            };
+            assert_eq!(m.text, "look");
+        }
         for ev in [
             json!({"type": "message", "user": "U1", "text": "top", "ts": "2.0", "channel": "C1", "channel_type": "channel"}),
             json!({"type": "message", "bot_id": "B1", "text": "x", "ts": "2.0", "thread_ts": "1.0", "channel": "C1"}),
