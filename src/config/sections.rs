@@ -579,6 +579,10 @@ pub struct SlackSettings {
     pub bot_token: Option<Secret>,
     /// Signing secret verifying `/webhooks/slack/events`.
     pub signing_secret: Option<Secret>,
+    /// Channel messages are taken only when they mention the bot (`app_mention`); direct
+    /// messages always. `false`: every message in a thread is taken as well.
+    #[serde(default = "default_true")]
+    pub require_mention: bool,
 }
 
 /// `telegram:` — Telegram Bot API.
@@ -591,6 +595,11 @@ pub struct TelegramSettings {
     pub bot_token: Option<Secret>,
     /// Expected `X-Telegram-Bot-Api-Secret-Token` on `/webhooks/telegram`.
     pub secret_token: Option<Secret>,
+    /// Public HTTPS URL of `/webhooks/telegram`. When set (with `secret_token`), Flotilla
+    /// registers it with `setWebhook` at start and removes it with `deleteWebhook` at stop;
+    /// without a `secret_token` the bot long-polls and any webhook left is deleted first.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 /// `discord:` — Discord REST, gateway and interactions.
@@ -776,6 +785,10 @@ pub struct ChatSettings {
     /// turns are refused with a reply saying so; commands still work. `None`: no limit.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// Earlier thread messages (Discord, Slack) given to a conversation's first turn as
+    /// context, the newest ones kept; 0 turns it off.
+    #[serde(default = "default_thread_history")]
+    pub thread_history: usize,
     /// Serve the HTTP test platform (`POST /api/v1/chat/test/messages`,
     /// `GET /api/v1/chat/test/replies`): for end-to-end tests only.
     #[serde(default)]
@@ -784,6 +797,10 @@ pub struct ChatSettings {
 
 fn default_stream_interval() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(1))
+}
+
+fn default_thread_history() -> usize {
+    20
 }
 
 fn default_idle_after() -> HumanDuration {

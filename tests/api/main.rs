@@ -3,6 +3,7 @@
 mod actors;
 mod bad_input;
 mod chat;
+mod chat_bridge;
 mod chat_fidelity;
 mod chat_platforms;
 mod cli;

@@ -11,6 +11,10 @@
 //!   channel, `<#C…|name>` and `<url|label>` are links, and only `&amp;`, `&lt;`, `&gt;` are
 //!   decoded for display. Each message keeps what it renders as ([`Posted::rendered`]) and
 //!   every mention any post or update parsed ([`Posted::pinged`]).
+//! - `GET /api/conversations.replies?channel&ts&latest&oldest&inclusive&limit` (a read
+//!   method: query parameters): the thread's messages oldest first, parent included, users'
+//!   (added with [`FakeSlack::add_message`]) and the bot's; `thread_not_found` for an
+//!   unknown `ts`; `has_more` past `limit` (default 1000, at most 1000).
 //! - Rate limit on demand: [`FakeSlack::limit_next`] makes the next N calls answer HTTP 429,
 //!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`.
 
@@ -101,6 +105,8 @@ struct State {
     limited: u32,
     limit_secs: u64,
     calls: BTreeMap<String, u64>,
+    /// Messages people wrote: (channel, ts, thread_ts, user, text).
+    others: Vec<(String, String, Option<String>, String, String)>,
 }
 
 /// The fake.
@@ -142,8 +148,13 @@ async fn dispatch(
         Some(a) if a != format!("Bearer {}", s.token) => return err("invalid_auth"),
         _ => {}
     }
+    let form = if req.method() == actix_web::http::Method::GET {
+        req.query_string().to_string()
+    } else {
+        std::str::from_utf8(&body).unwrap_or("").to_string()
+    };
     let p: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-        web::Query::<BTreeMap<String, String>>::from_query(std::str::from_utf8(&body).unwrap_or(""))
+        web::Query::<BTreeMap<String, String>>::from_query(&form)
             .map(|q| json!(q.into_inner()))
             .unwrap_or(json!({}))
     });
@@ -152,6 +163,9 @@ async fn dispatch(
     };
     if !s.channels.contains(&channel) {
         return err("channel_not_found");
+    }
+    if method == "conversations.replies" {
+        return replies(&s, &channel, &p);
     }
     let Some(text) = p["text"]
         .as_str()
@@ -210,6 +224,79 @@ async fn dispatch(
     }
 }
 
+/// `conversations.replies`: the thread at `ts`, oldest first, within `oldest`/`latest`.
+fn replies(s: &State, channel: &str, p: &Value) -> HttpResponse {
+    let Some(ts) = p["ts"].as_str() else {
+        return err("invalid_arguments");
+    };
+    let num = |t: &str| t.parse::<f64>().unwrap_or(0.0);
+    // (ts, thread_ts, user or bot, text, bot)
+    let mut all: Vec<(String, Option<String>, String, String, bool)> = s
+        .others
+        .iter()
+        .filter(|m| m.0 == channel)
+        .map(|m| (m.1.clone(), m.2.clone(), m.3.clone(), m.4.clone(), false))
+        .collect();
+    all.extend(s.posted.iter().filter(|m| m.channel == channel).map(|m| {
+        (
+            m.ts.clone(),
+            m.thread_ts.clone(),
+            "B0FAKE".into(),
+            m.text.clone(),
+            true,
+        )
+    }));
+    if !all.iter().any(|m| m.0 == ts) {
+        return err("thread_not_found");
+    }
+    let inclusive = p["inclusive"].as_str() == Some("true") || p["inclusive"] == json!(true);
+    let within = |t: &str| {
+        let ok_latest = match p["latest"].as_str() {
+            Some(l) if inclusive => num(t) <= num(l),
+            Some(l) => num(t) < num(l),
+            None => true,
+        };
+        let ok_oldest = match p["oldest"].as_str() {
+            Some(o) if inclusive => num(t) >= num(o),
+            Some(o) => num(t) > num(o),
+            None => true,
+        };
+        ok_latest && ok_oldest
+    };
+    let mut thread: Vec<_> = all
+        .into_iter()
+        .filter(|m| m.0 == ts || m.1.as_deref() == Some(ts))
+        .filter(|m| within(&m.0))
+        .collect();
+    thread.sort_by(|a, b| num(&a.0).total_cmp(&num(&b.0)));
+    let limit = p["limit"]
+        .as_str()
+        .and_then(|l| l.parse::<usize>().ok())
+        .or_else(|| p["limit"].as_u64().map(|l| l as usize))
+        .unwrap_or(1000)
+        .clamp(1, 1000);
+    let has_more = thread.len() > limit;
+    let messages: Vec<Value> = thread
+        .into_iter()
+        .take(limit)
+        .map(|(t, th, who, text, bot)| {
+            let mut m = json!({"type": "message", "ts": t, "text": text,
+                "thread_ts": th.unwrap_or_else(|| ts.to_string())});
+            if bot {
+                m["bot_id"] = json!(who);
+                m["subtype"] = json!("bot_message");
+            } else {
+                m["user"] = json!(who);
+            }
+            m
+        })
+        .collect();
+    HttpResponse::Ok().json(
+        json!({"ok": true, "messages": messages, "has_more": has_more,
+        "response_metadata": {"next_cursor": if has_more { "bmV4dA==" } else { "" }}}),
+    )
+}
+
 impl FakeSlack {
     /// Starts the fake on `127.0.0.1:0`; calls must carry `Bearer {token}`; `channels` exist.
     pub async fn start(token: &str, channels: &[&str]) -> FakeSlack {
@@ -254,6 +341,25 @@ impl FakeSlack {
         let mut s = lock(&self.state);
         s.limited = n;
         s.limit_secs = secs;
+    }
+
+    /// A message someone wrote in `channel` at `ts` (in `thread_ts`'s thread, if any), as
+    /// Slack would store it (text already in Slack's escaped form).
+    pub fn add_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        thread_ts: Option<&str>,
+        user: &str,
+        text: &str,
+    ) {
+        lock(&self.state).others.push((
+            channel.to_string(),
+            ts.to_string(),
+            thread_ts.map(str::to_string),
+            user.to_string(),
+            text.to_string(),
+        ));
     }
 
     /// Calls per method.

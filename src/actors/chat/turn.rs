@@ -243,7 +243,31 @@ async fn handle_message(
             return Outcome::Failed;
         }
     }
-    let context = msg.meta.get("context").map(String::as_str);
+    // A first turn (no assistant session yet) that reaches the assistant also gets the
+    // thread's earlier messages (Discord, Slack; `chat.thread_history`).
+    let history = match (&parsed, conv.resume_id.is_none()) {
+        (Parsed::Plain(_) | Parsed::Template { .. }, true) => {
+            let (platform, thread) = split_id(conversation);
+            match ctx.platforms.get(platform) {
+                Some(p) => {
+                    crate::plugins::chat::history::first_turn_context(
+                        p.as_ref(),
+                        thread,
+                        &msg.platform_message_id,
+                        ctx.settings.thread_history,
+                    )
+                    .await
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let context = crate::plugins::chat::history::with_history(
+        msg.meta.get("context").map(String::as_str),
+        history.as_deref(),
+    );
+    let context = context.as_deref();
     let action = match parsed {
         Parsed::Command { name, args, rest } => {
             if name == "cancel" {

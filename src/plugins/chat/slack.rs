@@ -4,8 +4,8 @@
 //! 200); a 429 with `Retry-After` is waited out by [`super::Http`].
 //!
 //! A conversation is a thread: `{channel}:{thread_ts}`, where a top-level mention starts the
-//! thread at its own `ts`. `app_mention` events and messages inside threads (and DMs) are
-//! taken, including the `thread_broadcast` and `file_share` subtypes (people wrote them);
+//! thread at its own `ts`. `app_mention` events and direct messages are taken; other
+//! messages inside threads only with `slack.require_mention: false`; including the `thread_broadcast` and `file_share` subtypes (people wrote them);
 //! bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
 //! `message` for a mention in a thread: both carry the same `{channel}:{ts}` message id, so
 //! the inbox stores it once.
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::split::split_message;
 use super::Http;
 use crate::config::SlackSettings;
-use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
+use crate::plugins::{ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult};
 
 /// Slack's advice for `text` (`chat.update` refuses more), in characters.
 pub const MAX_MESSAGE: usize = 4000;
@@ -68,7 +68,24 @@ impl SlackPlatform {
         }
         Err(r.error("slack", r.json["error"].as_str()))
     }
+
+    /// A read method (`conversations.replies`): form-encoded query parameters, as Slack's
+    /// read methods take them (JSON bodies are for write methods).
+    async fn call_get(&self, method: &str, query: &[(&str, String)]) -> PluginResult<Value> {
+        let url = format!("{}/{method}", self.api_url);
+        let r = self
+            .http
+            .call(|c| c.get(&url).bearer_auth(&self.token).query(query))
+            .await?;
+        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
+            return Ok(r.json);
+        }
+        Err(r.error("slack", r.json["error"].as_str()))
+    }
 }
+
+/// Most replies read in one `conversations.replies` page for a thread's history.
+const HISTORY_PAGE: usize = 200;
 
 /// Escapes the three characters Slack's text formatting reserves (`&`, `<`, `>` become
 /// `&amp;`, `&lt;`, `&gt;`: "Formatting text for app surfaces", escaping text), so text
@@ -149,6 +166,54 @@ impl ChatPlatform for SlackPlatform {
         .await
         .map(|_| ())
     }
+
+    async fn history(
+        &self,
+        thread: &str,
+        before: &str,
+        limit: usize,
+    ) -> PluginResult<Vec<HistoryMessage>> {
+        let (channel, thread_ts) = parse_thread(thread)?;
+        // `conversations.replies` answers the thread oldest first (parent included); the
+        // messages up to `latest` (exclusive) are read in one page and the newest kept.
+        let mut query = vec![
+            ("channel", channel.to_string()),
+            ("ts", thread_ts.to_string()),
+            ("limit", HISTORY_PAGE.to_string()),
+        ];
+        if let Some((_, ts)) = before.split_once(':') {
+            query.push(("latest", ts.to_string()));
+            query.push(("inclusive", "false".to_string()));
+        }
+        let v = self.call_get("conversations.replies", &query).await?;
+        let before_ts = before.split_once(':').map(|(_, ts)| ts);
+        let mut out: Vec<HistoryMessage> = v["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["ts"].as_str() != before_ts)
+            .map(|m| HistoryMessage {
+                author: m["user"]
+                    .as_str()
+                    .or_else(|| m["username"].as_str())
+                    .or_else(|| m["bot_id"].as_str())
+                    .unwrap_or("someone")
+                    .to_string(),
+                bot: m.get("bot_id").is_some_and(|b| !b.is_null()),
+                text: unescape(m["text"].as_str().unwrap_or_default()),
+            })
+            .collect();
+        out.reverse();
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Slack's three entities back to characters (history text as people wrote it).
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// What a verified Events API body asks of us.
@@ -166,7 +231,7 @@ pub enum SlackEvent {
 ///
 /// # Errors
 /// The body is not a JSON object.
-pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
+pub fn parse_event(body: &[u8], require_mention: bool) -> Result<SlackEvent, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     match v["type"].as_str() {
         Some("url_verification") => {
@@ -202,9 +267,12 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
         return Ok(SlackEvent::Ignored);
     };
     let thread_ts = e["thread_ts"].as_str();
+    // A mention comes as `app_mention` (in a channel or a thread); a direct message is a
+    // `message` in an `im`. Other channel messages only with `require_mention: false`.
     let take = match kind {
         "app_mention" => true,
-        "message" => thread_ts.is_some_and(|t| t != ts) || e["channel_type"] == "im",
+        "message" if e["channel_type"] == "im" => true,
+        "message" => !require_mention && thread_ts.is_some_and(|t| t != ts),
         _ => false,
     };
     if !take {
@@ -256,7 +324,7 @@ mod tests {
     fn url_verification_answers_the_challenge() {
         let b = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
         assert_eq!(
-            parse_event(b),
+            parse_event(b, true),
             Ok(SlackEvent::Challenge(
                 "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P".into()
             ))
@@ -271,11 +339,31 @@ mod tests {
     }
 
     #[test]
+    fn thread_messages_need_a_mention_unless_configured_and_dms_never_do() {
+        let thread = envelope(json!({"type": "message", "user": "U1", "text": "more",
+            "ts": "2.0", "thread_ts": "1.0", "channel": "C1", "channel_type": "channel"}));
+        assert_eq!(parse_event(&thread, true), Ok(SlackEvent::Ignored));
+        assert!(matches!(
+            parse_event(&thread, false),
+            Ok(SlackEvent::Message(_))
+        ));
+        let dm = envelope(json!({"type": "message", "user": "U1", "text": "hi",
+            "ts": "2.0", "channel": "D1", "channel_type": "im"}));
+        assert!(matches!(parse_event(&dm, true), Ok(SlackEvent::Message(_))));
+        let mention = envelope(json!({"type": "app_mention", "user": "U1",
+            "text": "<@U0BOT> hi", "ts": "3.0", "thread_ts": "1.0", "channel": "C1"}));
+        assert!(matches!(
+            parse_event(&mention, true),
+            Ok(SlackEvent::Message(_))
+        ));
+    }
+
+    #[test]
     fn app_mentions_and_thread_messages_are_taken_and_bots_and_edits_are_not() {
         let b = envelope(json!({"type": "app_mention", "user": "U061F7AUR",
             "text": "<@U0LAN0Z89> is it everything a river should be?", "ts": "1515449522.000016",
             "channel": "C123ABC456", "event_ts": "1515449522000016"}));
-        let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+        let SlackEvent::Message(m) = parse_event(&b, false).expect("parse") else {
             panic!("not a message")
         };
         assert_eq!(m.thread, "C123ABC456:1515449522.000016");
@@ -285,7 +373,7 @@ mod tests {
             json!({"type": "message", "user": "U1", "text": "more", "ts": "2.0",
             "thread_ts": "1.0", "channel": "C1", "channel_type": "channel"}),
         );
-        let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+        let SlackEvent::Message(m) = parse_event(&b, false).expect("parse") else {
             panic!("not a message")
         };
         assert_eq!(
@@ -296,7 +384,7 @@ mod tests {
             let b = envelope(json!({"type": "message", "subtype": subtype, "user": "U1",
                 "text": "<@U0BOT> look", "ts": ts, "thread_ts": "1.0", "channel": "C1",
                 "channel_type": "channel"}));
-            let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+            let SlackEvent::Message(m) = parse_event(&b, false).expect("parse") else {
                 panic!("{subtype} dropped")
             };
             assert_eq!(m.text, "look");
@@ -306,7 +394,7 @@ mod tests {
             json!({"type": "message", "bot_id": "B1", "text": "x", "ts": "2.0", "thread_ts": "1.0", "channel": "C1"}),
             json!({"type": "message", "subtype": "message_changed", "ts": "2.0", "channel": "C1"}),
         ] {
-            assert_eq!(parse_event(&envelope(ev)), Ok(SlackEvent::Ignored));
+            assert_eq!(parse_event(&envelope(ev), false), Ok(SlackEvent::Ignored));
         }
     }
 }
