@@ -156,14 +156,14 @@ pub struct LifecycleSettings {
     pub spawn_timeout: HumanDuration,
     /// After a merge, how long an active agent may keep its workspace before cleanup.
     pub merge_grace: HumanDuration,
-    /// Interval of the periodic check of every session against runtime, SCM and tracker.
+    /// Interval of the periodic check of every live session's runtime (is the agent alive?).
     pub reconcile_interval: HumanDuration,
     /// Actor restarts allowed before the session is marked failed.
     pub max_restarts: u32,
     /// A session stuck or waiting for input this long is stopped (errored, `abandoned`).
     #[serde(default = "default_abandon_after")]
     pub abandon_after: HumanDuration,
-    /// Terminal lines captured per output snapshot.
+    /// Lines `GET /api/v1/sessions/{id}/output` answers when the request names none.
     pub output_lines: usize,
 }
 

@@ -35,6 +35,7 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod openapi_contract;
 mod real_aider;
 mod real_claude_chat;
 mod real_claude_fleet;
