@@ -470,6 +470,7 @@ impl Application {
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,
             output_lines: settings.lifecycle.output_lines,
+            projects: settings.projects.keys().cloned().collect(),
             github_webhook_secret: settings.github.webhook_secret.clone(),
             chat_inbox: Some(chat.inbox.clone()),
             chat_conversations: Some(chat.supervisor.clone().recipient()),

@@ -60,6 +60,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Lines `GET …/output` answers when the request names none (`lifecycle.output_lines`).
     pub output_lines: usize,
+    /// The configured project names (the OpenAPI document lists them as the valid values).
+    pub projects: Vec<String>,
     /// Further tokens accepted on `/api/v1/*` (each project's orchestrator token).
     pub extra_tokens: Vec<String>,
     /// Checks an agent's report token for a session id, in constant time.

@@ -44,8 +44,30 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, content_type = "application/json")))]
-pub async fn spec() -> HttpResponse {
-    HttpResponse::Ok().json(document())
+pub async fn spec(state: actix_web::web::Data<super::AppState>) -> HttpResponse {
+    let mut doc = document();
+    with_projects(&mut doc, &state.projects);
+    HttpResponse::Ok().json(doc)
+}
+
+/// The configured projects as the only valid values where a project is named (spawn, batch
+/// spawn, orchestrator): the server refuses any other (422).
+pub fn with_projects(doc: &mut serde_json::Value, projects: &[String]) {
+    let names = serde_json::json!(projects);
+    for ptr in [
+        "/components/schemas/SpawnRequest/properties/project",
+        "/components/schemas/BatchSpawnRequest/properties/project",
+    ] {
+        if let Some(p) = doc.pointer_mut(ptr) {
+            p["enum"] = names.clone();
+        }
+    }
+    let orch = "/paths/~1api~1v1~1projects~1{project}~1orchestrator/post/parameters";
+    if let Some(ps) = doc.pointer_mut(orch).and_then(|p| p.as_array_mut()) {
+        for p in ps.iter_mut().filter(|p| p["name"] == "project") {
+            p["schema"]["enum"] = names.clone();
+        }
+    }
 }
 
 /// The served document: the annotations plus [`contract`].
@@ -106,6 +128,10 @@ fn parameter_limits(path: &str, name: &str) -> Option<serde_json::Value> {
         }
         // events::resume_point refuses (422) a negative or non-integer Last-Event-ID.
         (_, "Last-Event-ID") => Some(json!({"type": "integer", "format": "int64", "minimum": 0})),
+        // notifications::list refuses (422) another status ("" means any).
+        ("/api/v1/notifications", "status") => Some(
+            json!({"type": "string", "enum": ["", "pending", "delivered", "failed", "digested"]}),
+        ),
         // `lines` is an unsigned integer: a negative one does not parse (422).
         (_, "lines") => Some(json!({"type": "integer", "minimum": 0})),
         _ => None,
@@ -123,6 +149,19 @@ pub fn contract(doc: &mut serde_json::Value) {
     } else if let Some(o) = doc.as_object_mut() {
         let comps = o.entry("components").or_insert_with(|| json!({}));
         comps["schemas"] = json!({"ApiError": error});
+    }
+    // ReportBody.state: one of the states an agent may report.
+    if let Some(st) = doc.pointer_mut("/components/schemas/ReportBody/properties/state") {
+        use clap::ValueEnum;
+        let names: Vec<String> = crate::actors::session::machine::ReportedState::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        st["enum"] = json!(names);
+    }
+    // BatchSpawnRequest.issues: fleet::batch refuses (422) an empty list.
+    if let Some(i) = doc.pointer_mut("/components/schemas/BatchSpawnRequest/properties/issues") {
+        i["minItems"] = json!(1);
     }
     // SendBody: sessions::send refuses (422) a message that is empty or only whitespace.
     if let Some(m) = doc.pointer_mut("/components/schemas/SendBody/properties/message") {
@@ -169,6 +208,10 @@ fn complete_operation(path: &str, op: &mut serde_json::Value) {
         }
     }
     let api = path.starts_with("/api/v1/") || path.starts_with("/agent/v1/");
+    if !api {
+        // `/healthz`, `/readyz`, `/metrics` take no token (probes and scrapers).
+        op["security"] = json!([]);
+    }
     let has_body = op.get("requestBody").is_some();
     let has_path_param = params.iter().any(|(_, at)| at == "path");
     let has_input = has_body || params.iter().any(|(_, at)| at != "path");

@@ -234,3 +234,63 @@ async fn contract_a_verified_github_ping_is_counted() {
         "a verified ping was not counted"
     );
 }
+
+/// The pinned schemathesis (`.ci/deps.sh`), from `FLOTILLA_SCHEMATHESIS_BIN` or its venv.
+fn schemathesis_bin() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("FLOTILLA_SCHEMATHESIS_BIN")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| Path::new(&h).join(".cache/flotilla/schemathesis-venv/bin/schemathesis"))
+        })?;
+    p.exists().then_some(p)
+}
+
+/// schemathesis (`--checks all`) against a live server finds no disagreement between the
+/// document and the answers. The streaming endpoints (SSE, WebSocket upgrades) are left
+/// out: they answer for as long as the client listens.
+#[actix_web::test]
+#[ignore = "2 disagreements left: POST /sessions `branch` (git's branch rules are not in the \
+            schema) and POST /sessions/batch `agent` (configured names not listed)"]
+async fn openapi_schemathesis_checks_all_find_nothing() {
+    let Some(bin) = schemathesis_bin() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "schemathesis missing: run .ci/deps.sh"
+        );
+        eprintln!("skipped: schemathesis not installed (.ci/deps.sh)");
+        return;
+    };
+    let app = spawn_app().await;
+    let (_, spec) = app.get("/api/v1/openapi.json").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, spec.to_string()).expect("write spec");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("run")
+        .arg(&file)
+        .args(["--url", &app.address])
+        .args(["--checks", "all"])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", crate::helpers::TOKEN),
+        ])
+        .args(["--max-examples", "15", "--seed", "1", "--no-color"])
+        .args([
+            "--exclude-path-regex",
+            "^/api/v1/(events|ws|sessions/\\{id\\}/(terminal|attach))$",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(dir.path())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(600), cmd.output())
+        .await
+        .expect("schemathesis finished within 10 minutes")
+        .expect("schemathesis runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+}
