@@ -55,3 +55,14 @@ if [ "$(cat "$venv/.pin" 2>/dev/null)" != "$aider_pin" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$aider_pin"
   echo "$aider_pin" > "$venv/.pin"
 fi
+
+# schemathesis (PyPI, pinned) for tests/api/openapi_contract.rs: the OpenAPI document checked
+# against a live server with --checks all. FLOTILLA_SCHEMATHESIS_BIN overrides the path.
+st_pin=schemathesis==4.32.5
+st_venv="${FLOTILLA_SCHEMATHESIS_VENV:-$HOME/.cache/flotilla/schemathesis-venv}"
+if [ "$(cat "$st_venv/.pin" 2>/dev/null)" != "$st_pin" ]; then
+  rm -rf "$st_venv"
+  python3 -m venv "$st_venv"
+  "$st_venv/bin/pip" install --quiet --disable-pip-version-check "$st_pin"
+  echo "$st_pin" > "$st_venv/.pin"
+fi

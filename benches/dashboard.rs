@@ -190,6 +190,8 @@ fn server_main() {
             token: Some(TOKEN.into()),
             actor_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
+            output_lines: 200,
+            projects: vec![],
             extra_tokens: vec![],
             check_report_token: Arc::new(|_, _| false),
             github_webhook_secret: None,

@@ -103,6 +103,9 @@ pub struct Application {
     server: Server,
     supervisor: Addr<FleetSupervisor>,
     store: SharedStore,
+    /// The chat listeners (Telegram poll or webhook, Discord gateway), stopped after the
+    /// server so a registered Telegram webhook is removed.
+    chat_listeners: crate::plugins::chat::Listeners,
 }
 
 /// Converts the config's reaction table into the machine's policy.
@@ -448,8 +451,8 @@ impl Application {
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);
         // The Telegram long poll and the Discord gateway feed the same inbox as the webhooks;
-        // they live as long as the actix system (their handles are detached).
-        crate::plugins::chat::start_listeners(
+        // they are stopped when the server stops (or die with the actix system).
+        let chat_listeners = crate::plugins::chat::start_listeners(
             &settings,
             chat.inbox.clone(),
             crate::plugins::chat::CALL_TIMEOUT,
@@ -468,6 +471,8 @@ impl Application {
             token,
             actor_timeout: settings.server.actor_timeout.get(),
             max_body_bytes: settings.server.max_body_bytes,
+            output_lines: settings.lifecycle.output_lines,
+            projects: settings.projects.keys().cloned().collect(),
             github_webhook_secret: settings.github.webhook_secret.clone(),
             linear_hook: crate::plugins::trackers::linear_hook::LinearHook::from_settings(
                 &settings,
@@ -507,6 +512,7 @@ impl Application {
             server,
             supervisor,
             store,
+            chat_listeners,
         })
     }
 
@@ -530,7 +536,9 @@ impl Application {
     /// # Errors
     /// The server's I/O errors.
     pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
-        self.server.await
+        let r = self.server.await;
+        self.chat_listeners.stop().await;
+        r
     }
 
     /// A handle to stop the server (tests).
@@ -545,6 +553,7 @@ impl Application {
             if let Err(e) = self.server.await {
                 tracing::error!(error = %e, "server stopped with an error");
             }
+            self.chat_listeners.stop().await;
         });
         h
     }

@@ -156,14 +156,14 @@ pub struct LifecycleSettings {
     pub spawn_timeout: HumanDuration,
     /// After a merge, how long an active agent may keep its workspace before cleanup.
     pub merge_grace: HumanDuration,
-    /// Interval of the periodic check of every session against runtime, SCM and tracker.
+    /// Interval of the periodic check of every live session's runtime (is the agent alive?).
     pub reconcile_interval: HumanDuration,
     /// Actor restarts allowed before the session is marked failed.
     pub max_restarts: u32,
     /// A session stuck or waiting for input this long is stopped (errored, `abandoned`).
     #[serde(default = "default_abandon_after")]
     pub abandon_after: HumanDuration,
-    /// Terminal lines captured per output snapshot.
+    /// Lines `GET /api/v1/sessions/{id}/output` answers when the request names none.
     pub output_lines: usize,
 }
 
@@ -584,6 +584,10 @@ pub struct SlackSettings {
     pub bot_token: Option<Secret>,
     /// Signing secret verifying `/webhooks/slack/events`.
     pub signing_secret: Option<Secret>,
+    /// Channel messages are taken only when they mention the bot (`app_mention`); direct
+    /// messages always. `false`: every message in a thread is taken as well.
+    #[serde(default = "default_true")]
+    pub require_mention: bool,
 }
 
 /// `telegram:` — Telegram Bot API.
@@ -596,6 +600,11 @@ pub struct TelegramSettings {
     pub bot_token: Option<Secret>,
     /// Expected `X-Telegram-Bot-Api-Secret-Token` on `/webhooks/telegram`.
     pub secret_token: Option<Secret>,
+    /// Public HTTPS URL of `/webhooks/telegram`. When set (with `secret_token`), Flotilla
+    /// registers it with `setWebhook` at start and removes it with `deleteWebhook` at stop;
+    /// without a `secret_token` the bot long-polls and any webhook left is deleted first.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 /// `discord:` — Discord REST, gateway and interactions.
@@ -785,6 +794,10 @@ pub struct ChatSettings {
     /// turns are refused with a reply saying so; commands still work. `None`: no limit.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// Earlier thread messages (Discord, Slack) given to a conversation's first turn as
+    /// context, the newest ones kept; 0 turns it off.
+    #[serde(default = "default_thread_history")]
+    pub thread_history: usize,
     /// Serve the HTTP test platform (`POST /api/v1/chat/test/messages`,
     /// `GET /api/v1/chat/test/replies`): for end-to-end tests only.
     #[serde(default)]
@@ -793,6 +806,10 @@ pub struct ChatSettings {
 
 fn default_stream_interval() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(1))
+}
+
+fn default_thread_history() -> usize {
+    20
 }
 
 fn default_idle_after() -> HumanDuration {

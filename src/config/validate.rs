@@ -278,6 +278,21 @@ impl Settings {
             self.telegram.secret_token.as_ref(),
         );
 
+        if let Some(url) = &self.telegram.webhook_url {
+            v.check("telegram.webhook_url", check_url(url, &["https"]));
+            if self
+                .telegram
+                .secret_token
+                .as_ref()
+                .is_none_or(|t| t.is_empty())
+            {
+                v.push(
+                    "telegram.webhook_url",
+                    "needs telegram.secret_token (Telegram sends it with each update; without it anyone could post updates)",
+                );
+            }
+        }
+
         v.check("discord.api_url", check_url(&self.discord.api_url, http));
         v.check(
             "discord.gateway_url",
@@ -440,6 +455,12 @@ impl Settings {
         }
         v.check("chat.turn_timeout", positive(self.chat.turn_timeout));
         v.check("chat.idle_after", positive(self.chat.idle_after));
+        if self.chat.thread_history > MAX_THREAD_HISTORY {
+            v.push(
+                "chat.thread_history",
+                format!("must be 0 to {MAX_THREAD_HISTORY} (one page of a platform's history)"),
+            );
+        }
         let a = &self.chat.assistant;
         match a.kind.as_str() {
             "claude" | "codex" => {}
@@ -682,6 +703,9 @@ fn check_log_level(s: &str) -> Result<(), String> {
 }
 
 /// Checks `url` is `scheme://host[:port][/…]` with one of `schemes`.
+/// Most earlier thread messages a first turn may be given (Discord pages hold 100).
+const MAX_THREAD_HISTORY: usize = 100;
+
 pub(crate) fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
     let expected = || {
         schemes

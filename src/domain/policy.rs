@@ -166,7 +166,10 @@ impl Policy {
                 },
             );
         }
-        add(ReactionKey::ReviewerComments, ReactionPolicy::new(SendToAgent));
+        add(
+            ReactionKey::ReviewerComments,
+            ReactionPolicy::new(SendToAgent),
+        );
         add(
             ReactionKey::ApprovedAndGreen,
             ReactionPolicy {

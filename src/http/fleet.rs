@@ -149,7 +149,7 @@ pub async fn report(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Json<ReportBody>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let token = req
@@ -161,7 +161,12 @@ pub async fn report(
     if !(state.check_report_token)(&id, token) {
         return Err(ApiError::Unauthorized);
     }
-    let b = body.into_inner();
+    // The body is read only after the token: an unauthenticated caller learns nothing (401,
+    // never a 422 about the body).
+    let b: ReportBody = serde_json::from_slice(&body).map_err(|e| ApiError::Invalid {
+        field: "body".into(),
+        reason: e.to_string(),
+    })?;
     let pr = match (b.pr_number, b.pr_url) {
         (Some(number), Some(url)) => Some(PrRef { number, url }),
         _ => None,

@@ -65,6 +65,10 @@ pub struct AppState {
     pub actor_timeout: Duration,
     /// Body size limit in bytes.
     pub max_body_bytes: usize,
+    /// Lines `GET …/output` answers when the request names none (`lifecycle.output_lines`).
+    pub output_lines: usize,
+    /// The configured project names (the OpenAPI document lists them as the valid values).
+    pub projects: Vec<String>,
     /// Further tokens accepted on `/api/v1/*` (each project's orchestrator token).
     pub extra_tokens: Vec<String>,
     /// Checks an agent's report token for a session id, in constant time.
@@ -176,6 +180,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, error::ApiError> {
+    // A documented path asked with a method it does not have (TRACE included) is 405 with
+    // `Allow`, not 404: the resource exists.
+    let allowed = openapi::allowed_methods(req.path());
+    if allowed.is_some() || req.method() == actix_web::http::Method::TRACE {
+        let allow = allowed.unwrap_or_default().join(", ");
+        return Ok(actix_web::HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .json(serde_json::json!({"error": {"code": "method_not_allowed",
+                "message": format!("{} is not allowed on {}", req.method(), req.path())}})));
+    }
     Err(error::ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),

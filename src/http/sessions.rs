@@ -191,7 +191,7 @@ pub struct EventList {
 /// Output query.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct OutputQuery {
-    /// Lines from the end (default 200, max 10000).
+    /// Lines from the end (default `lifecycle.output_lines`, max 10000).
     pub lines: Option<usize>,
 }
 
@@ -406,7 +406,7 @@ pub async fn output(
         .reads
         .output(
             &sid(id.into_inner()),
-            q.lines.unwrap_or(200).clamp(1, 10_000),
+            q.lines.unwrap_or(state.output_lines).clamp(1, 10_000),
         )
         .await?;
     Ok(web::Json(Output { output }))

@@ -69,6 +69,11 @@ pub async fn github(
         return Ok(HttpResponse::Ok().json(json!({"duplicate": true})));
     }
     if event.kind == GithubEventKind::Ping {
+        // "Verified deliveries by event": a ping is one (it goes no further than here).
+        crate::telemetry::METRICS
+            .github_webhooks
+            .with_label_values(&[event.kind.as_str()])
+            .inc();
         return Ok(HttpResponse::Ok().json(json!({"duplicate": false, "pong": true})));
     }
     let kind = event.kind.as_str();

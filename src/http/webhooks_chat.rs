@@ -34,6 +34,8 @@ pub struct ChatWebhookSettings {
     pub jira_bot_account_id: Option<String>,
     /// `github.bot_login`.
     pub github_bot_login: Option<String>,
+    /// `slack.require_mention`.
+    pub slack_require_mention: bool,
 }
 
 impl ChatWebhookSettings {
@@ -46,6 +48,7 @@ impl ChatWebhookSettings {
             jira_webhook_secret: settings.jira.webhook_secret.clone(),
             jira_bot_account_id: settings.jira.bot_account_id.clone(),
             github_bot_login: settings.github.bot_login.clone(),
+            slack_require_mention: settings.slack.require_mention,
         }
     }
 }
@@ -106,7 +109,7 @@ pub async fn slack_events(
     ) {
         return Err(refused("slack"));
     }
-    match slack::parse_event(&body).map_err(ApiError::BadRequest)? {
+    match slack::parse_event(&body, cfg.slack_require_mention).map_err(ApiError::BadRequest)? {
         slack::SlackEvent::Challenge(c) => Ok(HttpResponse::Ok().json(json!({"challenge": c}))),
         slack::SlackEvent::Ignored => Ok(HttpResponse::Ok().json(json!({"ok": true}))),
         slack::SlackEvent::Message(m) => {

@@ -699,6 +699,32 @@ pub trait ChatPlatform: Send + Sync {
     /// # Errors
     /// As `send`.
     async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()>;
+
+    /// Up to `limit` messages posted in `thread` before the platform message `before`
+    /// (an [`InboundMessage::message_id`]), newest first. Platforms without a readable
+    /// history (the default) have none. Read-only.
+    ///
+    /// # Errors
+    /// As `send`.
+    async fn history(
+        &self,
+        _thread: &str,
+        _before: &str,
+        _limit: usize,
+    ) -> PluginResult<Vec<HistoryMessage>> {
+        Ok(Vec::new())
+    }
+}
+
+/// An earlier message of a chat thread ([`ChatPlatform::history`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryMessage {
+    /// Author's display name or platform id.
+    pub author: String,
+    /// Whether a bot wrote it (Flotilla's own replies included).
+    pub bot: bool,
+    /// Text, as the platform stores it.
+    pub text: String,
 }
 
 /// One piece of an assistant's streamed answer.

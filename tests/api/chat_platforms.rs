@@ -138,6 +138,7 @@ async fn chat_platforms_telegram_poll_advances_the_offset_only_after_the_inbox_s
         api_url: tg.url.clone(),
         bot_token: Some(flotilla::config::Secret::new("123:ABC")),
         secret_token: None,
+        webhook_url: None,
     };
     let mut poller = Poller::from_settings(&settings, TIMEOUT)
         .expect("client")

@@ -12,6 +12,24 @@
 //!   id, op 6 RESUME → missed dispatches replayed then RESUMED (unknown session → op 9
 //!   `false`). [`FakeDiscord::message_create`] dispatches a `MESSAGE_CREATE` to every
 //!   identified connection; [`FakeDiscord::reconnect_all`] sends op 7.
+//! - Mentions (Message resource, "Allowed Mentions Object"): each create and edit parses
+//!   `@everyone`/`@here`, `<@id>`/`<@!id>` and `<@&id>` from `content` under the request's
+//!   `allowed_mentions`; when the field is absent *all* types are parsed (the default for
+//!   regular messages, and for edits whatever the create said). `parse` together with a
+//!   non-empty `users`/`roles` list, or an unknown type, is refused (400, 50035). Every
+//!   mention parsed by any request is kept in [`Posted::pinged`]: what would have notified.
+//! - User-Agent (API reference, "User Agent"): REST calls without `DiscordBot (url,
+//!   version)` are blocked (403, like Cloudflare's block page).
+//! - History ("Get Channel Messages"): `GET /channels/{id}/messages?before&after&limit`
+//!   (limit 1–100, default 50) answers the channel's messages, users' and the bot's, newest
+//!   first.
+//! - Application commands: `GET /applications/@me` (the application, id [`BOT_ID`]),
+//!   `GET`/`PUT /applications/{id}/commands` ("Bulk Overwrite Global Application
+//!   Commands": names must match `^[-_\p{L}\p{N}]{1,32}$` in lower case, descriptions 1–100
+//!   characters, names unique, at most 100; 400 with code 50035 otherwise). Each PUT is
+//!   counted ([`FakeDiscord::command_writes`]); the list survives the app's restarts.
+//! - Intents: IDENTIFY asking for the privileged Message Content intent when
+//!   [`FakeDiscord::disallow_message_content`] was called closes with 4014.
 
 #![allow(dead_code)]
 
@@ -37,6 +55,81 @@ pub struct Posted {
     pub content: String,
     /// Accepted edits.
     pub edits: u32,
+    /// Every mention parsed by the create or any edit (`everyone`, `user:<id>`,
+    /// `role:<id>`), in order: each one a notification Discord would have sent.
+    pub pinged: Vec<String>,
+}
+
+/// The mentions in `content` Discord parses under `allowed` (the request's
+/// `allowed_mentions`, `None` when absent: then every type is parsed).
+///
+/// # Errors
+/// The 400 body Discord answers for an invalid `allowed_mentions`.
+pub fn parse_mentions(content: &str, allowed: Option<&Value>) -> Result<Vec<String>, Value> {
+    let invalid = |why: &str| {
+        json!({"message": "Invalid Form Body", "code": 50035,
+            "errors": {"allowed_mentions": {"_errors": [{"code": "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE", "message": why}]}}})
+    };
+    let all = ["users", "roles", "everyone"];
+    let (types, users, roles): (Vec<String>, Vec<String>, Vec<String>) = match allowed {
+        None | Some(Value::Null) => (all.iter().map(|t| t.to_string()).collect(), vec![], vec![]),
+        Some(a) => {
+            let list = |k: &str| -> Vec<String> {
+                a[k].as_array()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let types = list("parse");
+            if let Some(t) = types.iter().find(|t| !all.contains(&t.as_str())) {
+                return Err(invalid(&format!(
+                    "Value \"{t}\" is not a valid enum value."
+                )));
+            }
+            let (users, roles) = (list("users"), list("roles"));
+            if types.iter().any(|t| t == "users") && !users.is_empty() {
+                return Err(invalid(
+                    "parse:[\"users\"] and users: [ids...] are mutually exclusive.",
+                ));
+            }
+            if types.iter().any(|t| t == "roles") && !roles.is_empty() {
+                return Err(invalid(
+                    "parse:[\"roles\"] and roles: [ids...] are mutually exclusive.",
+                ));
+            }
+            (types, users, roles)
+        }
+    };
+    let has = |t: &str| types.iter().any(|x| x == t);
+    let mut out = Vec::new();
+    if has("everyone") && (content.contains("@everyone") || content.contains("@here")) {
+        out.push("everyone".to_string());
+    }
+    let mut rest = content;
+    while let Some(i) = rest.find("<@") {
+        rest = &rest[i + 2..];
+        let Some(end) = rest.find('>') else { break };
+        let inner = &rest[..end];
+        let (role, id) = match inner.strip_prefix('&') {
+            Some(id) => (true, id),
+            None => (false, inner.strip_prefix('!').unwrap_or(inner)),
+        };
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let parsed = if role {
+            has("roles") || roles.iter().any(|r| r == id)
+        } else {
+            has("users") || users.iter().any(|u| u == id)
+        };
+        if parsed {
+            out.push(format!("{}:{id}", if role { "role" } else { "user" }));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Default)]
@@ -56,6 +149,20 @@ struct State {
     resumes: u32,
     heartbeats: u32,
     self_url: String,
+    /// Whether IDENTIFY may ask for the privileged Message Content intent.
+    no_message_content: bool,
+    /// REST calls blocked for a missing `DiscordBot` User-Agent.
+    blocked: u32,
+    /// Gateway connections opened.
+    connections: u32,
+    /// Every message of every channel (users' and the bot's): (channel, id, message object).
+    log: Vec<(String, u64, Value)>,
+    /// The application's global commands.
+    commands: Vec<Value>,
+    /// `PUT /applications/{id}/commands` calls accepted.
+    command_writes: u32,
+    /// `GET /applications/{id}/commands` calls.
+    command_reads: u32,
 }
 
 /// The fake.
@@ -97,6 +204,7 @@ impl Actor for GwSession {
                 .to_string(),
         );
         s.sessions.push(ctx.address());
+        s.connections += 1;
     }
 }
 
@@ -136,6 +244,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for GwSession {
                     ctx.close(Some(ws::CloseReason {
                         code: ws::CloseCode::Other(4004),
                         description: Some("Authentication failed.".into()),
+                    }));
+                    ctx.stop();
+                    return;
+                }
+                let intents = v["d"]["intents"].as_u64().unwrap_or(0);
+                if s.no_message_content && intents & (1 << 15) != 0 {
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Other(4014),
+                        description: Some("Disallowed intent(s).".into()),
                     }));
                     ctx.stop();
                     return;
@@ -204,6 +321,169 @@ impl Handler<Reconnect> for GwSession {
     }
 }
 
+/// Channel history and application commands; `None` for the message writes.
+fn reads_and_commands(
+    s: &mut State,
+    method: &str,
+    parts: &[&str],
+    req: &HttpRequest,
+    body: &[u8],
+) -> Option<HttpResponse> {
+    let q: std::collections::HashMap<String, String> =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
+    let ok = |v: Value| {
+        HttpResponse::Ok()
+            .insert_header(("X-RateLimit-Limit", "5"))
+            .insert_header(("X-RateLimit-Remaining", "4"))
+            .insert_header(("X-RateLimit-Reset-After", "1.000"))
+            .json(v)
+    };
+    match (method, parts) {
+        ("GET", ["api", "v10", "channels", ch, "messages"]) => {
+            let limit: usize = match q.get("limit").map(|l| l.parse::<usize>()) {
+                None => 50,
+                Some(Ok(n)) if (1..=100).contains(&n) => n,
+                Some(_) => {
+                    return Some(rest_error(
+                        400,
+                        json!({"message": "Invalid Form Body", "code": 50035,
+                        "errors": {"limit": {"_errors": [{"code": "NUMBER_TYPE_MAX",
+                            "message": "int value should be less than or equal to 100."}]}}}),
+                    ))
+                }
+            };
+            let before = q.get("before").and_then(|b| b.parse::<u64>().ok());
+            let after = q.get("after").and_then(|b| b.parse::<u64>().ok());
+            let mut msgs: Vec<&(String, u64, Value)> = s
+                .log
+                .iter()
+                .filter(|(c, n, _)| {
+                    c == ch && before.is_none_or(|b| *n < b) && after.is_none_or(|a| *n > a)
+                })
+                .collect();
+            msgs.sort_by_key(|m| std::cmp::Reverse(m.1));
+            Some(ok(Value::Array(
+                msgs.into_iter().take(limit).map(|m| m.2.clone()).collect(),
+            )))
+        }
+        ("GET", ["api", "v10", "applications", "@me"]) => Some(ok(
+            json!({"id": BOT_ID, "name": "Flotilla", "bot_public": true, "flags": 0}),
+        )),
+        ("GET", ["api", "v10", "applications", app, "commands"]) if *app == BOT_ID => {
+            s.command_reads += 1;
+            Some(ok(Value::Array(s.commands.clone())))
+        }
+        ("PUT", ["api", "v10", "applications", app, "commands"]) if *app == BOT_ID => {
+            let list: Value = serde_json::from_slice(body).unwrap_or_default();
+            let Some(list) = list.as_array() else {
+                return Some(rest_error(
+                    400,
+                    json!({"message": "Invalid Form Body", "code": 50035}),
+                ));
+            };
+            if let Some(e) = commands_problem(list) {
+                return Some(rest_error(
+                    400,
+                    json!({"message": "Invalid Form Body", "code": 50035,
+                        "errors": {"_errors": [{"code": "APPLICATION_COMMAND_INVALID", "message": e}]}}),
+                ));
+            }
+            s.command_writes += 1;
+            s.commands = list
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut c = c.clone();
+                    c["id"] = json!(format!("{}", 1_300_000_000_000_000_000u64 + i as u64));
+                    c["application_id"] = json!(BOT_ID);
+                    c["version"] = json!("1");
+                    c["default_member_permissions"] = Value::Null;
+                    c["type"] = json!(c["type"].as_i64().unwrap_or(1));
+                    c
+                })
+                .collect();
+            Some(ok(Value::Array(s.commands.clone())))
+        }
+        _ => None,
+    }
+}
+
+/// Why Discord would refuse this command list ("Application Command Naming", field limits).
+fn commands_problem(list: &[Value]) -> Option<String> {
+    if list.len() > 100 {
+        return Some("at most 100 global commands".into());
+    }
+    let name_ok = |n: &str| {
+        (1..=32).contains(&n.chars().count())
+            && n.chars().all(|c| {
+                c == '-' || c == '_' || c.is_numeric() || (c.is_alphabetic() && !c.is_uppercase())
+            })
+    };
+    let mut seen = std::collections::HashSet::new();
+    for c in list {
+        let name = c["name"].as_str().unwrap_or_default();
+        if !name_ok(name) {
+            return Some(format!("invalid command name {name:?}"));
+        }
+        if !seen.insert(name.to_string()) {
+            return Some(format!("duplicate command name {name:?}"));
+        }
+        let d = c["description"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .count();
+        if c["type"].as_i64().unwrap_or(1) == 1 && !(1..=100).contains(&d) {
+            return Some(format!("{name}: description must be 1-100 characters"));
+        }
+        let options = c["options"].as_array().cloned().unwrap_or_default();
+        if options.len() > 25 {
+            return Some(format!("{name}: at most 25 options"));
+        }
+        let mut optional_seen = false;
+        for o in &options {
+            let on = o["name"].as_str().unwrap_or_default();
+            if !name_ok(on)
+                || !(1..=100).contains(
+                    &o["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .chars()
+                        .count(),
+                )
+            {
+                return Some(format!("{name}: invalid option {on:?}"));
+            }
+            let required = o["required"].as_bool().unwrap_or(false);
+            if required && optional_seen {
+                return Some(format!(
+                    "{name}: required options must come before optional ones"
+                ));
+            }
+            optional_seen |= !required;
+        }
+    }
+    None
+}
+
+/// A message object as Discord answers it, with its parsed mentions.
+fn message_json(id: &str, channel: &str, content: &str, pinged: &[String]) -> Value {
+    let users: Vec<Value> = pinged
+        .iter()
+        .filter_map(|p| p.strip_prefix("user:"))
+        .map(|id| json!({"id": id, "username": "someone"}))
+        .collect();
+    let roles: Vec<&str> = pinged
+        .iter()
+        .filter_map(|p| p.strip_prefix("role:"))
+        .collect();
+    json!({"id": id, "channel_id": channel, "content": content, "type": 0,
+        "author": {"id": BOT_ID, "bot": true}, "mentions": users, "mention_roles": roles,
+        "mention_everyone": pinged.iter().any(|p| p == "everyone")})
+}
+
 fn rest_error(status: u16, body: Value) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).json(body)
 }
@@ -227,6 +507,15 @@ async fn dispatch(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
+    let ua = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !(ua.starts_with("DiscordBot (") && ua.contains(')')) {
+        s.blocked += 1;
+        return Ok(HttpResponse::Forbidden().body("error code: 1010"));
+    }
     if auth != Some(format!("Bot {}", s.token).as_str()) {
         return Ok(rest_error(
             401,
@@ -246,6 +535,9 @@ async fn dispatch(
             .json(json!({"message": "You are being rate limited.", "retry_after": secs, "global": false})));
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(answer) = reads_and_commands(&mut s, req.method().as_str(), &parts, &req, &body) {
+        return Ok(answer);
+    }
     let v: Value = serde_json::from_slice(&body).unwrap_or_default();
     let content = v["content"].as_str().unwrap_or_default().to_string();
     if content.chars().count() > 2000 {
@@ -262,6 +554,10 @@ async fn dispatch(
             json!({"message": "Cannot send an empty message", "code": 50006}),
         ));
     }
+    let pinged = match parse_mentions(&content, v.get("allowed_mentions")) {
+        Ok(p) => p,
+        Err(body) => return Ok(rest_error(400, body)),
+    };
     let answer = match (req.method().as_str(), parts.as_slice()) {
         ("POST", ["api", "v10", "channels", ch, "messages"]) => {
             s.next_id += 1;
@@ -271,8 +567,12 @@ async fn dispatch(
                 id: id.clone(),
                 content: content.clone(),
                 edits: 0,
+                pinged: pinged.clone(),
             });
-            json!({"id": id, "channel_id": ch, "content": content, "author": {"id": BOT_ID, "bot": true}})
+            let m = message_json(&id, ch, &content, &pinged);
+            let n = id.parse().unwrap_or(0);
+            s.log.push((ch.to_string(), n, m.clone()));
+            m
         }
         ("PATCH", ["api", "v10", "channels", ch, "messages", mid]) => {
             let Some(m) = s
@@ -287,7 +587,12 @@ async fn dispatch(
             };
             m.content = content.clone();
             m.edits += 1;
-            json!({"id": mid, "channel_id": ch, "content": content, "author": {"id": BOT_ID, "bot": true}})
+            m.pinged.extend(pinged.iter().cloned());
+            let m = message_json(mid, ch, &content, &pinged);
+            if let Some(l) = s.log.iter_mut().find(|l| l.0 == *ch && l.2["id"] == *mid) {
+                l.2 = m.clone();
+            }
+            m
         }
         _ => {
             return Ok(rest_error(
@@ -349,7 +654,7 @@ impl FakeDiscord {
     ) -> String {
         let mut s = lock(&self.state);
         s.next_id += 1;
-        let id = format!("{}", 1_200_000_000_000_000_000u64 + s.next_id);
+        let id = format!("{}", 1_100_000_000_000_000_000u64 + s.next_id);
         let mut d = json!({"id": id, "channel_id": channel, "content": content, "type": 0,
             "author": {"id": author, "username": "user", "bot": false}, "mentions": [],
             "timestamp": "2026-01-01T00:00:00+00:00"});
@@ -360,6 +665,8 @@ impl FakeDiscord {
         if content.contains(&format!("<@{BOT_ID}>")) {
             d["mentions"] = json!([{"id": BOT_ID, "username": "flotilla", "bot": true}]);
         }
+        let n = id.parse().unwrap_or(0);
+        s.log.push((channel.to_string(), n, d.clone()));
         let p = GwSession::dispatch(&mut s, "MESSAGE_CREATE", d);
         for a in &s.sessions {
             a.do_send(Push(p.clone()));
@@ -385,6 +692,50 @@ impl FakeDiscord {
         let mut s = lock(&self.state);
         s.limited = n;
         s.limit_secs = secs;
+    }
+
+    /// IDENTIFY asking for the privileged Message Content intent is closed with 4014, as
+    /// when the intent is not enabled in the Developer Portal.
+    pub fn disallow_message_content(&self) {
+        lock(&self.state).no_message_content = true;
+    }
+
+    /// REST calls blocked for a missing `DiscordBot (…)` User-Agent.
+    pub fn blocked(&self) -> u32 {
+        lock(&self.state).blocked
+    }
+
+    /// Accepted `PUT /applications/{id}/commands` calls.
+    pub fn command_writes(&self) -> u32 {
+        lock(&self.state).command_writes
+    }
+
+    /// `GET /applications/{id}/commands` calls so far.
+    pub fn command_reads(&self) -> u32 {
+        lock(&self.state).command_reads
+    }
+
+    /// The application's global commands.
+    pub fn commands(&self) -> Vec<Value> {
+        lock(&self.state).commands.clone()
+    }
+
+    /// Adds a message to `channel`'s history without dispatching it (one posted before the
+    /// bot was listening); returns its id.
+    pub fn add_history(&self, channel: &str, author: &str, content: &str) -> String {
+        let mut s = lock(&self.state);
+        s.next_id += 1;
+        let n = 1_100_000_000_000_000_000u64 + s.next_id;
+        let m = json!({"id": n.to_string(), "channel_id": channel, "content": content, "type": 0,
+            "author": {"id": author, "username": format!("user{author}"), "bot": false},
+            "mentions": [], "timestamp": "2026-01-01T00:00:00+00:00"});
+        s.log.push((channel.to_string(), n, m));
+        n.to_string()
+    }
+
+    /// Gateway connections opened so far.
+    pub fn connections(&self) -> u32 {
+        lock(&self.state).connections
     }
 
     /// (identifies, resumes, heartbeats) seen by the gateway.

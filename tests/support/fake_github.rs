@@ -5,7 +5,7 @@
 //!   `git merge-base --is-ancestor`, and a merge (merge | squash | rebase) really moves the
 //!   base branch. 405 when not mergeable, 409 when `sha` is given and the head moved.
 //! - REST: pulls (list/get/create/merge), reviews, review comments, issues and issue
-//!   comments, check runs, combined status and statuses, workflow jobs and job logs (302 to a
+//!   comments (with `PATCH …/issues/comments/{id}` edits), check runs, combined status and statuses, workflow jobs and job logs (302 to a
 //!   plain-text log), `GET /rate_limit`.
 //! - GraphQL subset: `repository(owner, name) { alias: pullRequest(number: N) {…} … }` and
 //!   `rateLimit { cost remaining resetAt }`; every PR field of the subset is always returned,
@@ -793,6 +793,8 @@ fn route(method: &str, path: &str) -> Option<(String, Vec<String>)> {
         "GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
         "GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs",
         "GET /_logs/{job_id}",
+        // Chat bridge: streamed replies edit their comment ("Update an issue comment").
+        "PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}",
     ];
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     for r in ROUTES {
@@ -1018,6 +1020,9 @@ fn handle(
             .unwrap_or(-1)
     };
     let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if kind == "PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}" {
+        return update_issue_comment(s, &repo, num(), &input);
+    }
     match kind {
         "GET /repos/{owner}/{repo}/pulls" => {
             let state = q.get("state").map(String::as_str).unwrap_or("open");
@@ -1253,6 +1258,51 @@ fn queue_pr(s: &mut State, repo: &str, n: i64, action: &str) {
     let pr = s.repos[repo].prs[&n].clone();
     let v = json!({"action": action, "number": n, "pull_request": s.pr_json(repo, &pr, true)});
     queue(s, repo, "pull_request", v);
+}
+
+// ---- Issue comment edits (chat bridge) --------------------------------------------------------
+
+/// `PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}` (REST "Update an issue
+/// comment"): `body` is required (422 without it, or past 65,536 characters), an unknown id
+/// is 404; 200 answers the comment and an `issue_comment` `edited` webhook (with
+/// `changes.body.from`) is queued.
+fn update_issue_comment(s: &mut State, repo: &str, id: i64, input: &Value) -> Answer {
+    let Some(text) = input["body"].as_str() else {
+        return Answer::msg(422, "Validation Failed");
+    };
+    if text.chars().count() > 65_536 {
+        return Answer::msg(422, "Validation Failed");
+    }
+    let Some(c) = s
+        .repos
+        .get_mut(repo)
+        .and_then(|r| r.comments.iter_mut().find(|c| c.id == id))
+    else {
+        return Answer::msg(404, "Not Found");
+    };
+    let from = std::mem::replace(&mut c.body, text.to_string());
+    let c = c.clone();
+    let v = s.comment_json(repo, &c);
+    if let Some(issue) = s.issue_json(repo, c.number) {
+        queue(
+            s,
+            repo,
+            "issue_comment",
+            json!({"action": "edited", "issue": issue, "comment": v,
+                "changes": {"body": {"from": from}}}),
+        );
+    }
+    Answer::ok(v)
+}
+
+/// The body of issue comment `id` in `repo`, if it exists.
+fn comment_body(s: &State, repo: &str, id: i64) -> Option<String> {
+    s.repos
+        .get(repo)?
+        .comments
+        .iter()
+        .find(|c| c.id == id)
+        .map(|c| c.body.clone())
 }
 
 fn add_comment(s: &mut State, repo: &str, n: i64, who: &str, text: &str) -> Option<Value> {
@@ -2090,6 +2140,11 @@ impl FakeGithub {
         let r = merge_pr(&mut self.s(), repo, n, method, None);
         self.flush().await;
         r
+    }
+
+    /// The current body of issue comment `id` in `repo` (chat bridge edits).
+    pub fn issue_comment_body(&self, repo: &str, id: i64) -> Option<String> {
+        comment_body(&self.s(), repo, id)
     }
 
     /// The next `n` API requests answer with `limit`.

@@ -3,7 +3,8 @@
 //!
 //! - `POST /rest/api/3/issue/{key}/comment` and `PUT …/comment/{id}` with HTTP Basic
 //!   `email:api_token` (401 `{"errorMessages": ["Client must be authenticated…"]}`
-//!   otherwise); the body must be an ADF `doc` (400 otherwise); an unknown issue is 404.
+//!   otherwise); the body must be a valid ADF document (400 otherwise, see [`adf_problem`]);
+//!   an unknown issue is 404.
 //!   Comments are stored with their ADF body. 201 with the comment JSON.
 //! - Rate limit on demand: [`FakeJira::limit_next`] → 429 with `Retry-After`.
 
@@ -87,9 +88,9 @@ async fn dispatch(
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or_default();
     let doc = &v["body"];
-    if doc["type"] != "doc" || doc["version"] != 1 || !doc["content"].is_array() {
+    if let Some(problem) = adf_problem(doc) {
         return HttpResponse::BadRequest().json(json!({"errorMessages": [],
-            "errors": {"comment": "Comment body is not valid Atlassian Document Format."}}));
+            "errors": {"comment": format!("Comment body is not valid Atlassian Document Format: {problem}")}}));
     }
     match (req.method().as_str(), comment_id) {
         ("POST", None) => {
@@ -113,6 +114,171 @@ async fn dispatch(
         },
         _ => errors(405, "Method Not Allowed"),
     }
+}
+
+// ---- ADF validation --------------------------------------------------------------------------
+
+/// Why `doc` is not a valid ADF document, checked against Atlassian's published ADF JSON
+/// schema (go.atlassian.com/adf-json-schema) for the nodes and marks Jira comments take:
+/// `doc` has `version` 1 and block content; each node's children are of the kinds the
+/// schema allows (lists hold `listItem`s, at least one; a `listItem` starts with a
+/// paragraph, list or code block); `heading.attrs.level` is 1–6; `text` is non-empty and
+/// its marks are known, not repeated, with `link.attrs.href` set, never marked inside a
+/// `codeBlock`, and `code` combines with `link` only; `mention` has `attrs.id`.
+pub fn adf_problem(doc: &Value) -> Option<String> {
+    if doc["type"] != "doc" || doc["version"] != 1 {
+        return Some("the root must be {\"type\": \"doc\", \"version\": 1}".into());
+    }
+    let Some(content) = doc["content"].as_array() else {
+        return Some("doc.content must be an array".into());
+    };
+    content.iter().find_map(|n| node_problem(n, BLOCK, "doc"))
+}
+
+/// Top-level block nodes.
+const BLOCK: &[&str] = &[
+    "paragraph",
+    "heading",
+    "bulletList",
+    "orderedList",
+    "codeBlock",
+    "blockquote",
+    "rule",
+    "panel",
+    "table",
+    "mediaGroup",
+    "mediaSingle",
+    "expand",
+];
+/// Inline nodes.
+const INLINE: &[&str] = &[
+    "text",
+    "hardBreak",
+    "mention",
+    "emoji",
+    "inlineCard",
+    "date",
+    "status",
+    "mediaInline",
+];
+/// Marks a text node may carry.
+const MARKS: &[&str] = &[
+    "code",
+    "em",
+    "link",
+    "strike",
+    "strong",
+    "subsup",
+    "textColor",
+    "underline",
+    "backgroundColor",
+];
+
+fn node_problem(n: &Value, allowed: &[&str], parent: &str) -> Option<String> {
+    let Some(kind) = n["type"].as_str() else {
+        return Some(format!("a child of {parent} has no type"));
+    };
+    if !allowed.contains(&kind) {
+        return Some(format!("{kind} is not allowed in {parent}"));
+    }
+    let children = n["content"].as_array();
+    let check = |kinds: &[&str], at_least_one: bool| -> Option<String> {
+        match children {
+            None if at_least_one => Some(format!("{kind} needs content")),
+            None => None,
+            Some(c) if at_least_one && c.is_empty() => Some(format!("{kind} needs content")),
+            Some(c) => c.iter().find_map(|x| node_problem(x, kinds, kind)),
+        }
+    };
+    match kind {
+        "paragraph" => check(INLINE, false),
+        "heading" => match n["attrs"]["level"].as_u64() {
+            Some(1..=6) => check(INLINE, false),
+            _ => Some("heading.attrs.level must be 1 to 6".into()),
+        },
+        "bulletList" | "orderedList" => check(&["listItem"], true),
+        "listItem" => {
+            let first = children.and_then(|c| c.first());
+            if !first.is_some_and(|f| {
+                matches!(
+                    f["type"].as_str(),
+                    Some("paragraph" | "bulletList" | "orderedList" | "codeBlock" | "mediaSingle")
+                )
+            }) {
+                return Some("listItem must start with a paragraph, list or code block".into());
+            }
+            check(
+                &[
+                    "paragraph",
+                    "bulletList",
+                    "orderedList",
+                    "codeBlock",
+                    "mediaSingle",
+                ],
+                true,
+            )
+        }
+        "codeBlock" => {
+            if let Some(p) = children.and_then(|c| {
+                c.iter().find(|x| {
+                    x.get("marks")
+                        .is_some_and(|m| !m.as_array().is_some_and(|a| a.is_empty()))
+                })
+            }) {
+                return Some(format!("text in a codeBlock takes no marks: {p}"));
+            }
+            check(&["text"], false)
+        }
+        "blockquote" => check(
+            &[
+                "paragraph",
+                "bulletList",
+                "orderedList",
+                "codeBlock",
+                "mediaGroup",
+                "mediaSingle",
+            ],
+            true,
+        ),
+        "rule" | "hardBreak" => children.map(|_| format!("{kind} has no content")),
+        "text" => text_problem(n),
+        "mention" => n["attrs"]["id"]
+            .as_str()
+            .is_none()
+            .then(|| "mention.attrs.id is required".into()),
+        _ => None,
+    }
+}
+
+fn text_problem(n: &Value) -> Option<String> {
+    if n["text"].as_str().is_none_or(|t| t.is_empty()) {
+        return Some("text nodes need a non-empty text".into());
+    }
+    let marks = match &n["marks"] {
+        Value::Null => return None,
+        Value::Array(m) => m,
+        _ => return Some("marks must be an array".into()),
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for m in marks {
+        let Some(t) = m["type"].as_str() else {
+            return Some("a mark has no type".into());
+        };
+        if !MARKS.contains(&t) {
+            return Some(format!("unknown mark {t}"));
+        }
+        if seen.contains(&t) {
+            return Some(format!("mark {t} repeated"));
+        }
+        if t == "link" && !m["attrs"]["href"].is_string() {
+            return Some("link.attrs.href is required".into());
+        }
+        seen.push(t);
+    }
+    if seen.contains(&"code") && seen.iter().any(|t| !matches!(*t, "code" | "link")) {
+        return Some("the code mark combines with link only".into());
+    }
+    None
 }
 
 impl FakeJira {
@@ -212,4 +378,39 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_platforms_fake_jira_adf_validation_refuses_what_the_schema_refuses() {
+        let doc = |content: Value| json!({"type": "doc", "version": 1, "content": content});
+        let p = |inline: Value| doc(json!([{"type": "paragraph", "content": inline}]));
+        assert_eq!(
+            adf_problem(&p(json!([{"type": "text", "text": "ok",
+            "marks": [{"type": "strong"}, {"type": "link", "attrs": {"href": "https://x"}}]}]))),
+            None
+        );
+        for bad in [
+            json!({"type": "doc", "version": 2, "content": []}),
+            doc(json!([{"type": "text", "text": "bare text at the top"}])),
+            p(json!([{"type": "text", "text": ""}])),
+            p(json!([{"type": "text", "text": "x", "marks": [{"type": "bold"}]}])),
+            p(
+                json!([{"type": "text", "text": "x", "marks": [{"type": "code"}, {"type": "strong"}]}]),
+            ),
+            p(json!([{"type": "text", "text": "x", "marks": [{"type": "link", "attrs": {}}]}])),
+            p(json!([{"type": "paragraph"}])),
+            doc(json!([{"type": "heading", "attrs": {"level": 7}}])),
+            doc(json!([{"type": "bulletList", "content": []}])),
+            doc(json!([{"type": "bulletList", "content": [{"type": "paragraph"}]}])),
+            doc(
+                json!([{"type": "codeBlock", "content": [{"type": "text", "text": "x", "marks": [{"type": "em"}]}]}]),
+            ),
+        ] {
+            assert!(adf_problem(&bad).is_some(), "accepted {bad}");
+        }
+    }
 }

@@ -6,6 +6,15 @@
 //!   (`not_authed`, `invalid_auth`, `channel_not_found`, `no_text`, `message_not_found`,
 //!   `msg_too_long` past 4,000 characters on update); postMessage truncates past 40,000 with
 //!   the `message_truncated` warning.
+//! - Text as Slack reads it ("Formatting text for app surfaces"): `&`, `<`, `>` are control
+//!   characters; `<@U…>` mentions a user, `<!channel>`/`<!here>`/`<!everyone>` notify the
+//!   channel, `<#C…|name>` and `<url|label>` are links, and only `&amp;`, `&lt;`, `&gt;` are
+//!   decoded for display. Each message keeps what it renders as ([`Posted::rendered`]) and
+//!   every mention any post or update parsed ([`Posted::pinged`]).
+//! - `GET /api/conversations.replies?channel&ts&latest&oldest&inclusive&limit` (a read
+//!   method: query parameters): the thread's messages oldest first, parent included, users'
+//!   (added with [`FakeSlack::add_message`]) and the bot's; `thread_not_found` for an
+//!   unknown `ts`; `has_more` past `limit` (default 1000, at most 1000).
 //! - Rate limit on demand: [`FakeSlack::limit_next`] makes the next N calls answer HTTP 429,
 //!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`.
 
@@ -31,6 +40,60 @@ pub struct Posted {
     pub text: String,
     /// Accepted `chat.update`s.
     pub updates: u32,
+    /// What a person sees: control sequences resolved, entities decoded.
+    pub rendered: String,
+    /// Every mention parsed by the post or any update (`user:U…`, `channel`, `here`,
+    /// `everyone`), in order: each one a notification Slack would have sent.
+    pub pinged: Vec<String>,
+}
+
+/// How Slack reads `text`: (what it renders as, the mentions it parsed).
+pub fn render(text: &str) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut pinged = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&decode(&rest[..i]));
+        let after = &rest[i + 1..];
+        let Some(end) = after.find('>') else {
+            // A lone `<` is not a sequence: shown as is.
+            out.push_str(&decode(&rest[i..]));
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let (target, label) = match inner.split_once('|') {
+            Some((t, l)) => (t, Some(l)),
+            None => (inner, None),
+        };
+        if let Some(id) = target.strip_prefix('@') {
+            pinged.push(format!("user:{id}"));
+            out.push('@');
+            out.push_str(label.unwrap_or(id));
+        } else if let Some(cmd) = target.strip_prefix('!') {
+            let word = cmd.split('^').next().unwrap_or(cmd);
+            if matches!(word, "channel" | "here" | "everyone" | "group") {
+                pinged.push(if word == "group" { "channel" } else { word }.to_string());
+            }
+            out.push('@');
+            out.push_str(label.unwrap_or(word));
+        } else if let Some(id) = target.strip_prefix('#') {
+            out.push('#');
+            out.push_str(label.unwrap_or(id));
+        } else {
+            out.push_str(&decode(label.unwrap_or(target)));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(&decode(rest));
+    (out, pinged)
+}
+
+/// The three entities Slack decodes for display, and only those.
+fn decode(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 #[derive(Default)]
@@ -42,6 +105,8 @@ struct State {
     limited: u32,
     limit_secs: u64,
     calls: BTreeMap<String, u64>,
+    /// Messages people wrote: (channel, ts, thread_ts, user, text).
+    others: Vec<(String, String, Option<String>, String, String)>,
 }
 
 /// The fake.
@@ -83,8 +148,13 @@ async fn dispatch(
         Some(a) if a != format!("Bearer {}", s.token) => return err("invalid_auth"),
         _ => {}
     }
+    let form = if req.method() == actix_web::http::Method::GET {
+        req.query_string().to_string()
+    } else {
+        std::str::from_utf8(&body).unwrap_or("").to_string()
+    };
     let p: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-        web::Query::<BTreeMap<String, String>>::from_query(std::str::from_utf8(&body).unwrap_or(""))
+        web::Query::<BTreeMap<String, String>>::from_query(&form)
             .map(|q| json!(q.into_inner()))
             .unwrap_or(json!({}))
     });
@@ -94,6 +164,9 @@ async fn dispatch(
     if !s.channels.contains(&channel) {
         return err("channel_not_found");
     }
+    if method == "conversations.replies" {
+        return replies(&s, &channel, &p);
+    }
     let Some(text) = p["text"]
         .as_str()
         .filter(|t| !t.is_empty())
@@ -101,6 +174,7 @@ async fn dispatch(
     else {
         return err("no_text");
     };
+    let (rendered, pinged) = render(&text);
     match method.as_str() {
         "chat.postMessage" => {
             s.seq += 1;
@@ -113,6 +187,8 @@ async fn dispatch(
                 thread_ts: p["thread_ts"].as_str().map(str::to_string),
                 text: text.clone(),
                 updates: 0,
+                rendered,
+                pinged,
             });
             let mut v = json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text,
                 "bot_id": "B0FAKE", "type": "message", "subtype": "bot_message", "ts": ts}});
@@ -137,6 +213,8 @@ async fn dispatch(
             };
             m.text = text.clone();
             m.updates += 1;
+            m.rendered = rendered;
+            m.pinged.extend(pinged);
             HttpResponse::Ok().json(
                 json!({"ok": true, "channel": channel, "ts": ts, "text": text,
                 "message": {"text": text, "user": "U0BOT"}}),
@@ -144,6 +222,79 @@ async fn dispatch(
         }
         _ => err("unknown_method"),
     }
+}
+
+/// `conversations.replies`: the thread at `ts`, oldest first, within `oldest`/`latest`.
+fn replies(s: &State, channel: &str, p: &Value) -> HttpResponse {
+    let Some(ts) = p["ts"].as_str() else {
+        return err("invalid_arguments");
+    };
+    let num = |t: &str| t.parse::<f64>().unwrap_or(0.0);
+    // (ts, thread_ts, user or bot, text, bot)
+    let mut all: Vec<(String, Option<String>, String, String, bool)> = s
+        .others
+        .iter()
+        .filter(|m| m.0 == channel)
+        .map(|m| (m.1.clone(), m.2.clone(), m.3.clone(), m.4.clone(), false))
+        .collect();
+    all.extend(s.posted.iter().filter(|m| m.channel == channel).map(|m| {
+        (
+            m.ts.clone(),
+            m.thread_ts.clone(),
+            "B0FAKE".into(),
+            m.text.clone(),
+            true,
+        )
+    }));
+    if !all.iter().any(|m| m.0 == ts) {
+        return err("thread_not_found");
+    }
+    let inclusive = p["inclusive"].as_str() == Some("true") || p["inclusive"] == json!(true);
+    let within = |t: &str| {
+        let ok_latest = match p["latest"].as_str() {
+            Some(l) if inclusive => num(t) <= num(l),
+            Some(l) => num(t) < num(l),
+            None => true,
+        };
+        let ok_oldest = match p["oldest"].as_str() {
+            Some(o) if inclusive => num(t) >= num(o),
+            Some(o) => num(t) > num(o),
+            None => true,
+        };
+        ok_latest && ok_oldest
+    };
+    let mut thread: Vec<_> = all
+        .into_iter()
+        .filter(|m| m.0 == ts || m.1.as_deref() == Some(ts))
+        .filter(|m| within(&m.0))
+        .collect();
+    thread.sort_by(|a, b| num(&a.0).total_cmp(&num(&b.0)));
+    let limit = p["limit"]
+        .as_str()
+        .and_then(|l| l.parse::<usize>().ok())
+        .or_else(|| p["limit"].as_u64().map(|l| l as usize))
+        .unwrap_or(1000)
+        .clamp(1, 1000);
+    let has_more = thread.len() > limit;
+    let messages: Vec<Value> = thread
+        .into_iter()
+        .take(limit)
+        .map(|(t, th, who, text, bot)| {
+            let mut m = json!({"type": "message", "ts": t, "text": text,
+                "thread_ts": th.unwrap_or_else(|| ts.to_string())});
+            if bot {
+                m["bot_id"] = json!(who);
+                m["subtype"] = json!("bot_message");
+            } else {
+                m["user"] = json!(who);
+            }
+            m
+        })
+        .collect();
+    HttpResponse::Ok().json(
+        json!({"ok": true, "messages": messages, "has_more": has_more,
+        "response_metadata": {"next_cursor": if has_more { "bmV4dA==" } else { "" }}}),
+    )
 }
 
 impl FakeSlack {
@@ -190,6 +341,25 @@ impl FakeSlack {
         let mut s = lock(&self.state);
         s.limited = n;
         s.limit_secs = secs;
+    }
+
+    /// A message someone wrote in `channel` at `ts` (in `thread_ts`'s thread, if any), as
+    /// Slack would store it (text already in Slack's escaped form).
+    pub fn add_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        thread_ts: Option<&str>,
+        user: &str,
+        text: &str,
+    ) {
+        lock(&self.state).others.push((
+            channel.to_string(),
+            ts.to_string(),
+            thread_ts.map(str::to_string),
+            user.to_string(),
+            text.to_string(),
+        ));
     }
 
     /// Calls per method.

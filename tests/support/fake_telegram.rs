@@ -12,6 +12,12 @@
 //! - Flood control on demand: [`FakeTelegram::flood_next`] makes the next N send/edit calls
 //!   answer 429 with `parameters.retry_after`.
 //!
+//! - Webhooks (Bot API "Getting updates"): `setWebhook` needs an HTTPS `url` on port 443,
+//!   80, 88 or 8443 ("bad webhook: …" otherwise) and a `secret_token` of 1–256 characters
+//!   from `A-Z a-z 0-9 _ -`; while a webhook is set, `getUpdates` answers 409 "Conflict:
+//!   can't use getUpdates method while webhook is active; use deleteWebhook to delete the
+//!   webhook first"; `deleteWebhook` removes it; `getWebhookInfo` reports the URL.
+//!
 //! Admin helpers are Rust methods, not HTTP.
 
 #![allow(dead_code)]
@@ -55,6 +61,8 @@ struct State {
     /// Refuse the next N MarkdownV2 texts as unparseable, whatever they hold.
     force_reject: u32,
     calls: BTreeMap<String, u64>,
+    /// The webhook set by `setWebhook`: (url, secret_token).
+    webhook: Option<(String, Option<String>)>,
 }
 
 /// The fake.
@@ -215,6 +223,42 @@ async fn dispatch(
     }
     *lock(state).calls.entry(method.clone()).or_default() += 1;
     match method.as_str() {
+        "setwebhook" => {
+            let url = p["url"].as_str().unwrap_or_default().to_string();
+            let mut s = lock(state);
+            if url.is_empty() {
+                s.webhook = None;
+                return ok(json!(true));
+            }
+            if let Some(e) = webhook_url_problem(&url) {
+                return fail(400, &format!("Bad Request: bad webhook: {e}"));
+            }
+            let secret = p["secret_token"].as_str().map(str::to_string);
+            if let Some(t) = &secret {
+                let charset = t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if t.is_empty() || t.len() > 256 || !charset {
+                    return fail(400, "Bad Request: secret token contains unallowed characters");
+                }
+            }
+            s.webhook = Some((url, secret));
+            ok(json!(true))
+        }
+        "deletewebhook" => {
+            lock(state).webhook = None;
+            ok(json!(true))
+        }
+        "getwebhookinfo" => {
+            let s = lock(state);
+            let url = s.webhook.as_ref().map(|w| w.0.clone()).unwrap_or_default();
+            ok(json!({"url": url, "has_custom_certificate": false,
+                "pending_update_count": s.pending.len()}))
+        }
+        "getupdates" if lock(state).webhook.is_some() => fail(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+        ),
         "getupdates" => {
             let timeout = p["timeout"].as_u64().unwrap_or(0).min(50);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
@@ -316,6 +360,18 @@ async fn dispatch(
     }
 }
 
+/// Why Telegram would refuse `url` as a webhook: HTTPS only, on ports 443, 80, 88 or 8443.
+fn webhook_url_problem(url: &str) -> Option<&'static str> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Some("An HTTPS URL must be provided for webhook");
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    match host.rsplit_once(':').map(|(_, p)| p) {
+        None | Some("443" | "80" | "88" | "8443") => None,
+        Some(_) => Some("Webhook can be set up only on ports 80, 88, 443 or 8443"),
+    }
+}
+
 impl FakeTelegram {
     /// Starts the fake on `127.0.0.1:0` for bot `token`.
     pub async fn start(token: &str) -> FakeTelegram {
@@ -405,7 +461,17 @@ impl FakeTelegram {
         self.s().pending.len()
     }
 
-    /// Calls per method (lowercase).
+    /// The webhook currently set: (url, secret_token).
+    pub fn webhook(&self) -> Option<(String, Option<String>)> {
+        self.s().webhook.clone()
+    }
+
+    /// Sets a webhook as if an earlier run (or a person) had.
+    pub fn preset_webhook(&self, url: &str) {
+        self.s().webhook = Some((url.to_string(), None));
+    }
+
+    /// Calls of `method` (lower case) so far.
     pub fn calls(&self, method: &str) -> u64 {
         self.s().calls.get(method).copied().unwrap_or(0)
     }

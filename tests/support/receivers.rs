@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `/slack/api/chat.postMessage` | Slack Web API | `{"ok":true,"channel","ts","message"}` | `{"ok":false,"error":"invalid_auth"}` (200), 429 + `Retry-After` + `ratelimited` |
 //! | `/slack/hooks/{..}` | Slack incoming webhook | 200 `ok` | 400 `invalid_payload`, 500 `rollup_error`, 429 |
-//! | `/discord/api/channels/{id}/messages` | Discord REST | 200 message object | 401, 400, 429 `{"message","retry_after","global"}` + `Retry-After`, `X-RateLimit-*` |
+//! | `/discord/api/channels/{id}/messages` | Discord REST | 200 message object | 403 without a `DiscordBot (…)` User-Agent, 401, 400, 429 `{"message","retry_after","global"}` + `Retry-After`, `X-RateLimit-*` |
 //! | `/discord/webhooks/{id}/{token}` | Discord webhook | 204 | as above |
 //! | `/telegram/bot{token}/sendMessage` | Telegram Bot API | `{"ok":true,"result":{…}}` | `{"ok":false,"error_code","description","parameters":{"retry_after"}}` |
 //! | `/webhook` | a Flotilla webhook consumer | 200 | 401 on a bad `X-Flotilla-Signature-256`, 400 without the INTERFACE fields |
@@ -344,6 +344,13 @@ fn discord_limited(secs: f64) -> HttpResponse {
         )
 }
 
+/// Discord (API reference, "User Agent") requires bots to send `DiscordBot ($url,
+/// $versionNumber)`; requests without it "may be blocked": this fake always blocks them.
+fn discord_user_agent_ok(req: &HttpRequest) -> bool {
+    let ua = header(req, "user-agent");
+    ua.starts_with("DiscordBot (") && ua.contains(')')
+}
+
 fn discord_check(body: &Value) -> Option<HttpResponse> {
     let content = body["content"].as_str().unwrap_or("");
     if content.is_empty() || content.chars().count() > 2000 {
@@ -367,6 +374,7 @@ async fn discord_post(
     let resp = match script {
         Some(Scripted::ServerError) => HttpResponse::InternalServerError().finish(),
         Some(Scripted::RateLimited(secs)) => discord_limited(secs),
+        None if !discord_user_agent_ok(&req) => HttpResponse::Forbidden().body("error code: 1010"),
         None if header(&req, "authorization") != format!("Bot {DISCORD_TOKEN}") => {
             HttpResponse::Unauthorized().json(json!({"message": "401: Unauthorized", "code": 0}))
         }
@@ -381,12 +389,13 @@ async fn discord_post(
     resp
 }
 
-async fn discord_hook(s: Shared, bytes: web::Bytes) -> HttpResponse {
+async fn discord_hook(s: Shared, req: HttpRequest, bytes: web::Bytes) -> HttpResponse {
     let script = prologue(&s, Target::DiscordHook).await;
     let body = parse(&bytes).unwrap_or(Value::Null);
     let resp = match script {
         Some(Scripted::ServerError) => HttpResponse::InternalServerError().finish(),
         Some(Scripted::RateLimited(secs)) => discord_limited(secs),
+        None if !discord_user_agent_ok(&req) => HttpResponse::Forbidden().body("error code: 1010"),
         None => discord_check(&body).unwrap_or_else(|| HttpResponse::NoContent().finish()),
     };
     record(&s, Target::DiscordHook, resp.status().as_u16(), &body);

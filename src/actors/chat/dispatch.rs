@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::action::Action;
 use super::handles::TurnHandles;
-use super::reply::reply_to;
+use super::reply::{reply_to, split_id};
 use super::{answers, assistant, commands, workspace, ChatContext};
 use crate::chat::parse::{parse, Parsed};
 use crate::chat::template::{execute_now, strip_front_matter, substitute};
@@ -34,9 +34,36 @@ pub(super) async fn handle_message(
     if let Err(outcome) = prepare_worktree(ctx, &mut conv, msg, &parsed).await {
         return outcome;
     }
-    let context = msg.meta.get("context").map(String::as_str);
-    let action = decide(ctx, &mut conv, parsed, context, handles).await;
+    let history = first_turn_history(ctx, conversation, &conv, msg, &parsed).await;
+    let context = crate::plugins::chat::history::with_history(
+        msg.meta.get("context").map(String::as_str),
+        history.as_deref(),
+    );
+    let action = decide(ctx, &mut conv, parsed, context.as_deref(), handles).await;
     perform(ctx, conv, msg.id, action, handles).await
+}
+
+/// A first turn (no assistant session yet) that reaches the assistant also gets the thread's
+/// earlier messages (Discord, Slack; `chat.thread_history`).
+async fn first_turn_history(
+    ctx: &ChatContext,
+    conversation: &str,
+    conv: &ConversationRecord,
+    msg: &ChatMessageRecord,
+    parsed: &Parsed,
+) -> Option<String> {
+    if conv.resume_id.is_some() || !matches!(parsed, Parsed::Plain(_) | Parsed::Template { .. }) {
+        return None;
+    }
+    let (platform, thread) = split_id(conversation);
+    let p = ctx.platforms.get(platform)?;
+    crate::plugins::chat::history::first_turn_context(
+        p.as_ref(),
+        thread,
+        &msg.platform_message_id,
+        ctx.settings.thread_history,
+    )
+    .await
 }
 
 /// GitHub issue/PR threads work in their own worktree; without one no turn runs (rca

@@ -7,6 +7,11 @@
 //! route (channel); a request on a route whose bucket is empty waits for its reset first,
 //! and a 429 (`retry_after` float, `Retry-After`) is waited out by [`super::Http`].
 //!
+//! Application commands ([`COMMANDS`]) are registered at start when interactions are
+//! configured (`discord.public_key`), only when Discord's list differs
+//! ([`DiscordPlatform::register_commands`]). Thread history for a first turn comes from
+//! "Get Channel Messages" ([`ChatPlatform::history`]).
+//!
 //! Triggers (reference §4 Discord): bots are ignored; in a guild the bot must be mentioned
 //! (`<@id>` or `<@!id>`, stripped); in a DM no mention is needed; a message that is only the
 //! mention is ignored.
@@ -23,10 +28,25 @@ use tokio::time::Instant;
 use super::split::split_message;
 use super::Http;
 use crate::config::DiscordSettings;
-use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
+use crate::plugins::{ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult};
 
 /// Discord's `content` limit, in characters.
 pub const MAX_MESSAGE: usize = 2000;
+
+/// The User-Agent Discord requires of bots: `DiscordBot ($url, $versionNumber)`
+/// (API reference, "User Agent"); requests without it may be blocked.
+pub const USER_AGENT: &str = concat!(
+    "DiscordBot (https://github.com/flotilla, ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+
+/// `allowed_mentions` that parses nothing. Sent on every create *and* edit: an edit without
+/// it is parsed "with default allowances" (all mention types), whatever the create said, so
+/// an assistant's `@everyone` or `<@id>` would ping on the first streamed edit.
+pub fn no_mentions() -> Value {
+    json!({"parse": []})
+}
 
 /// Replies on Discord.
 pub struct DiscordPlatform {
@@ -93,24 +113,30 @@ impl DiscordPlatform {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> PluginResult<Value> {
-        let route = path.split("/messages").next().unwrap_or(path).to_string();
+        let route = path
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(path)
+            .split("/messages")
+            .next()
+            .unwrap_or(path)
+            .to_string();
         self.wait_bucket(&route).await;
         let url = format!("{}{path}", self.api_url);
         let auth = format!("Bot {}", self.token);
         let r = self
             .http
             .call(|c| {
-                c.request(method.clone(), &url)
+                let req = c
+                    .request(method.clone(), &url)
                     .header(reqwest::header::AUTHORIZATION, &auth)
-                    .header(
-                        reqwest::header::USER_AGENT,
-                        concat!(
-                            "DiscordBot (https://github.com/flotilla, ",
-                            env!("CARGO_PKG_VERSION"),
-                            ")"
-                        ),
-                    )
-                    .json(&body)
+                    .header(reqwest::header::USER_AGENT, USER_AGENT);
+                // GETs carry no body.
+                if body.is_null() {
+                    req
+                } else {
+                    req.json(&body)
+                }
             })
             .await?;
         self.note_bucket(&route, &r.headers);
@@ -139,7 +165,7 @@ impl ChatPlatform for DiscordPlatform {
                 .call(
                     reqwest::Method::POST,
                     &format!("/channels/{thread}/messages"),
-                    json!({"content": chunk, "allowed_mentions": {"parse": []}}),
+                    json!({"content": chunk, "allowed_mentions": no_mentions()}),
                 )
                 .await?;
             last = m["id"].as_str().map(str::to_string);
@@ -154,10 +180,187 @@ impl ChatPlatform for DiscordPlatform {
         self.call(
             reqwest::Method::PATCH,
             &format!("/channels/{thread}/messages/{message_id}"),
-            json!({"content": first}),
+            json!({"content": first, "allowed_mentions": no_mentions()}),
         )
         .await
         .map(|_| ())
+    }
+
+    async fn history(
+        &self,
+        thread: &str,
+        before: &str,
+        limit: usize,
+    ) -> PluginResult<Vec<HistoryMessage>> {
+        // "Get Channel Messages": newest first, `limit` 1–100; an interaction has no
+        // message id to page from, so it reads the latest.
+        let mut path = format!("/channels/{thread}/messages?limit={}", limit.clamp(1, 100));
+        if !before.is_empty() && before.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("&before={before}"));
+        }
+        let v = self.call(reqwest::Method::GET, &path, Value::Null).await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| HistoryMessage {
+                author: m["author"]["global_name"]
+                    .as_str()
+                    .or_else(|| m["author"]["username"].as_str())
+                    .or_else(|| m["author"]["id"].as_str())
+                    .unwrap_or("someone")
+                    .to_string(),
+                bot: m["author"]["bot"].as_bool().unwrap_or(false),
+                text: m["content"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+}
+
+/// The application (slash) commands Flotilla registers: (name, description, takes
+/// arguments). Names follow Discord's rule (lower case, `^[-_\p{L}\p{N}]{1,32}$`);
+/// descriptions are 1–100 characters. An interaction comes back as `/name args`
+/// ([`parse_interaction`]).
+pub const COMMANDS: &[(&str, &str, bool)] = &[
+    ("help", "The commands Flotilla understands", false),
+    (
+        "status",
+        "Platform, assistant, codebase, directory, session, queue",
+        false,
+    ),
+    (
+        "clone",
+        "Clone a repository into the workspace and use it",
+        true,
+    ),
+    ("repos", "The repositories in the workspace", false),
+    (
+        "repo",
+        "Use a repository of the workspace (number or name, [pull])",
+        true,
+    ),
+    ("getcwd", "The working directory", false),
+    (
+        "setcwd",
+        "Set the working directory (inside the workspace)",
+        true,
+    ),
+    (
+        "reset",
+        "Start a fresh assistant session (keeps the codebase)",
+        false,
+    ),
+    ("cancel", "Stop the running turn", false),
+    ("templates", "The global templates", false),
+    (
+        "worktree",
+        "create <branch> | list | remove [--force] | orphans",
+        true,
+    ),
+    (
+        "spawn",
+        "Start a fleet session: <project> [--agent NAME] <task>",
+        true,
+    ),
+    ("fleet", "The fleet's sessions", false),
+    (
+        "answer",
+        "Answer a session that waits: <session> <text>",
+        true,
+    ),
+    ("plan", "Write an implementation plan for a feature", true),
+    ("implement", "Implement a plan", true),
+    ("commit", "Commit the current changes", true),
+    ("review-pr", "Review a pull request", true),
+    (
+        "create-pr",
+        "Open a pull request for the current branch",
+        true,
+    ),
+    ("merge-pr", "Merge a pull request", true),
+    ("rca", "Root-cause analysis of a problem", true),
+    ("fix-rca", "Fix what a root-cause analysis found", true),
+    ("prd", "Write a product requirements document", true),
+];
+
+/// [`COMMANDS`] as Discord application command objects (type 1, `CHAT_INPUT`), each
+/// taking arguments with one optional string option `args`.
+pub fn command_objects() -> Vec<Value> {
+    COMMANDS
+        .iter()
+        .map(|(name, description, args)| {
+            let mut c = json!({"name": name, "description": description, "type": 1});
+            if *args {
+                c["options"] = json!([{"type": 3, "name": "args",
+                    "description": "Arguments, as typed after the command", "required": false}]);
+            }
+            c
+        })
+        .collect()
+}
+
+/// An option's (name, description, type, required).
+type OptionKey = (String, String, i64, bool);
+/// A command's (name, description, type, options).
+type CommandKey = (String, String, i64, Vec<OptionKey>);
+
+/// What makes two command lists the same for Discord: names, descriptions, types and
+/// options (ids, versions and defaults Discord adds are ignored), sorted by name.
+fn command_key(list: &Value) -> Vec<CommandKey> {
+    let mut out: Vec<_> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let options = c["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| {
+                    (
+                        o["name"].as_str().unwrap_or_default().to_string(),
+                        o["description"].as_str().unwrap_or_default().to_string(),
+                        o["type"].as_i64().unwrap_or(0),
+                        o["required"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect();
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["description"].as_str().unwrap_or_default().to_string(),
+                c["type"].as_i64().unwrap_or(1),
+                options,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+impl DiscordPlatform {
+    /// Registers [`COMMANDS`] as the application's global commands, idempotently: the
+    /// current list is read first (`GET /applications/{id}/commands`) and overwritten
+    /// (`PUT`, "Bulk Overwrite Global Application Commands") only when it differs, so
+    /// restarts spend none of Discord's daily command creates. Returns whether it wrote.
+    ///
+    /// # Errors
+    /// As [`ChatPlatform::send`]; Discord's 400 when it refuses a command.
+    pub async fn register_commands(&self) -> PluginResult<bool> {
+        let app = self
+            .call(reqwest::Method::GET, "/applications/@me", Value::Null)
+            .await?;
+        let Some(id) = app["id"].as_str() else {
+            return Err(PluginError::Invalid(
+                "discord: /applications/@me has no id".into(),
+            ));
+        };
+        let path = format!("/applications/{id}/commands");
+        let current = self.call(reqwest::Method::GET, &path, Value::Null).await?;
+        let wanted = Value::Array(command_objects());
+        if command_key(&current) == command_key(&wanted) {
+            return Ok(false);
+        }
+        self.call(reqwest::Method::PUT, &path, wanted).await?;
+        Ok(true)
     }
 }
 
@@ -258,6 +461,33 @@ mod tests {
         assert_eq!((m.thread.as_str(), m.author.as_str()), ("C1", "U1"));
         assert!(parse_message_create(&msg("<@B1>", true, false), "B1").is_none());
         assert!(parse_message_create(&msg("<@B1> hi", true, true), "B1").is_none());
+    }
+
+    #[test]
+    fn command_names_and_descriptions_follow_discord_rules() {
+        let objects = command_objects();
+        assert!(objects.len() <= 100);
+        for c in &objects {
+            let name = c["name"].as_str().expect("name");
+            assert!((1..=32).contains(&name.chars().count()), "{name}");
+            assert!(name
+                .chars()
+                .all(|ch| ch == '-' || ch == '_' || ch.is_lowercase() || ch.is_numeric()));
+            let d = c["description"].as_str().expect("description");
+            assert!((1..=100).contains(&d.chars().count()), "{name}: {d}");
+        }
+        let names: std::collections::BTreeSet<_> =
+            objects.iter().map(|c| c["name"].to_string()).collect();
+        assert_eq!(names.len(), objects.len());
+        // Discord's answer adds ids and defaults: still the same list.
+        let mut answered = objects.clone();
+        answered[0]["id"] = json!("1");
+        answered[0]["default_member_permissions"] = Value::Null;
+        answered.reverse();
+        assert_eq!(
+            command_key(&Value::Array(answered)),
+            command_key(&Value::Array(objects))
+        );
     }
 
     #[test]

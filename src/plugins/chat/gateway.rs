@@ -12,6 +12,10 @@
 //! reconnects and RESUMEs with the last session id and sequence; op 9 INVALID SESSION with
 //! `d: false` forgets the session and IDENTIFYs afresh. The Gateway has no redelivery, so a
 //! `receive` the inbox refuses is retried a few times before the message is dropped (logged).
+//! The close codes Discord marks "do not reconnect" (4004 bad token, 4010 invalid shard,
+//! 4011 sharding required, 4012 invalid API version, 4013 invalid intents, 4014 disallowed
+//! intents: Opcodes and Status Codes, "Gateway Close Event Codes") end the loop with a
+//! [`GatewayStopped`] saying what to fix: retrying them only burns IDENTIFYs.
 //! Runs on the actix system's thread (`awc` futures are not `Send`).
 
 use std::sync::Arc;
@@ -59,6 +63,49 @@ enum End {
     Resume,
     /// Reconnect and identify afresh.
     Identify,
+    /// Closed with a code Discord says never to reconnect on.
+    Fatal(GatewayStopped),
+}
+
+/// The gateway stopped for good: Discord closed it with a code it says not to reconnect on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("discord gateway closed with {code} ({meaning}); not reconnecting: {fix}")]
+pub struct GatewayStopped {
+    /// The close code.
+    pub code: u16,
+    /// Discord's name for it.
+    pub meaning: &'static str,
+    /// What the operator should do.
+    pub fix: &'static str,
+}
+
+/// The close codes whose "Reconnect" column is `false` in Discord's table, with what to fix.
+pub fn fatal_close(code: u16) -> Option<GatewayStopped> {
+    let (meaning, fix) = match code {
+        4004 => (
+            "authentication failed",
+            "discord.bot_token is wrong or was reset",
+        ),
+        4010 => (
+            "invalid shard",
+            "the shard sent when identifying is invalid",
+        ),
+        4011 => (
+            "sharding required",
+            "the bot is in too many guilds for one connection",
+        ),
+        4012 => (
+            "invalid API version",
+            "discord.gateway_url asks for a gateway version Discord no longer serves",
+        ),
+        4013 => ("invalid intents", "the intents bitfield is invalid"),
+        4014 => (
+            "disallowed intents",
+            "enable the Message Content privileged intent for the bot in the Developer Portal",
+        ),
+        _ => return None,
+    };
+    Some(GatewayStopped { code, meaning, fix })
 }
 
 impl Gateway {
@@ -76,8 +123,9 @@ impl Gateway {
         })
     }
 
-    /// Connects, and reconnects, until the task is aborted.
-    pub async fn run(mut self, inbox: Arc<dyn ChatInbox>) {
+    /// Connects, and reconnects, until the task is aborted or Discord closes the connection
+    /// with a code it says never to reconnect on (then logs and returns why).
+    pub async fn run(mut self, inbox: Arc<dyn ChatInbox>) -> GatewayStopped {
         let mut backoff = RECONNECT_BACKOFF;
         loop {
             self.ready = false;
@@ -89,6 +137,10 @@ impl Gateway {
             };
             match ended {
                 Ok(End::Resume) => {}
+                Ok(End::Fatal(stopped)) => {
+                    tracing::error!(code = stopped.code, error = %stopped, "discord gateway stopped");
+                    return stopped;
+                }
                 Ok(End::Identify) => {
                     self.session_id = None;
                     self.seq = None;
@@ -182,10 +234,14 @@ impl Gateway {
                         }
                         Frame::Close(reason) => {
                             tracing::info!(?reason, "discord gateway closed the connection");
-                            // 4007 (bad sequence) and 4009 (session timed out) need a fresh
-                            // IDENTIFY; other 4xxx codes and plain closes may resume.
+                            // 4004 and 4010–4014 must not be retried; 4007 (bad sequence) and
+                            // 4009 (session timed out) need a fresh IDENTIFY; other codes and
+                            // plain closes may resume.
                             let code: u16 = reason.map(|r| r.code.into()).unwrap_or(1000);
-                            return Ok(if matches!(code, 4007 | 4009) || code >= 4010 {
+                            if let Some(stopped) = fatal_close(code) {
+                                return Ok(End::Fatal(stopped));
+                            }
+                            return Ok(if matches!(code, 4007 | 4009) {
                                 End::Identify
                             } else {
                                 End::Resume
@@ -257,4 +313,23 @@ where
     ))
     .await
     .map_err(|e| format!("send: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_codes_discord_marks_not_to_retry_are_fatal() {
+        for code in [4004, 4010, 4011, 4012, 4013, 4014] {
+            assert_eq!(fatal_close(code).map(|s| s.code), Some(code));
+        }
+        for code in [1000, 1001, 4000, 4001, 4002, 4003, 4005, 4007, 4008, 4009] {
+            assert!(fatal_close(code).is_none(), "{code}");
+        }
+        assert!(fatal_close(4014)
+            .expect("fatal")
+            .to_string()
+            .contains("Message Content"));
+    }
 }

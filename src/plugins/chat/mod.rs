@@ -26,6 +26,7 @@ pub mod adf;
 pub mod discord;
 pub mod gateway;
 pub mod github;
+pub mod history;
 pub mod jira;
 pub mod slack;
 pub mod split;
@@ -241,13 +242,51 @@ pub fn platforms_from(
     Ok(out)
 }
 
-/// Starts the adapters that pull messages rather than receive webhooks: the Telegram long
-/// poll (when `telegram.bot_token` is set and no `secret_token` selects webhook mode) and the
-/// Discord gateway (when `discord.bot_token` is set) — each only when its `chat.allow` list
-/// names somebody: a bot token alone may be there for notifications, and a poll would then
-/// swallow updates nobody may send (allowlists are closed by default). Each hands every message to `inbox` and
-/// runs until its handle is aborted or the actix system stops (dropping a handle detaches it).
+/// What [`start_listeners`] started, to be stopped at shutdown ([`Listeners::stop`]).
+#[derive(Default)]
+pub struct Listeners {
+    /// The long poll and gateway tasks, and the start-up registrations.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The Telegram webhook Flotilla registered (deleted at stop).
+    telegram_webhook: Option<Arc<telegram::TelegramPlatform>>,
+}
+
+impl Listeners {
+    /// Aborts the listeners and removes the Telegram webhook Flotilla registered (best
+    /// effort: a failure is logged; Telegram keeps undelivered updates for the next start).
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(tg) = self.telegram_webhook {
+            match tg.delete_webhook().await {
+                Ok(()) => tracing::info!("telegram webhook removed"),
+                Err(e) => tracing::warn!(error = %e, "telegram deleteWebhook failed"),
+            }
+        }
+    }
+
+    /// How many tasks run (tests).
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether nothing was started.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.telegram_webhook.is_none()
+    }
+}
+
+/// Starts what talks to the platforms without a webhook being called, each only when its
+/// `chat.allow` list names somebody (a bot token alone may be there for notifications, and a
+/// poll would then swallow updates nobody may send; allowlists are closed by default):
+/// - the Telegram long poll (`telegram.bot_token` set, no `secret_token`), which first
+///   deletes any webhook; or, in webhook mode with `telegram.webhook_url`, `setWebhook`
+///   with the secret token (removed again by [`Listeners::stop`]);
+/// - the Discord gateway (`discord.bot_token`), and with `discord.public_key` (interactions)
+///   the registration of the application commands, written only when Discord's differ.
 ///
+/// Each hands every message to `inbox` and runs until stopped or the actix system stops.
 /// Must be called inside the actix system (the gateway's WebSocket client is not `Send`).
 ///
 /// # Errors
@@ -256,29 +295,103 @@ pub fn start_listeners(
     settings: &Settings,
     inbox: Arc<dyn ChatInbox>,
     timeout: Duration,
-) -> PluginResult<Vec<tokio::task::JoinHandle<()>>> {
-    let mut out = Vec::new();
+) -> PluginResult<Listeners> {
+    let mut out = Listeners::default();
     let allowed = |ids: &Vec<String>| !ids.is_empty();
-    let poller = if allowed(&settings.chat.allow.telegram) {
-        telegram::Poller::from_settings(&settings.telegram, timeout)?
-    } else {
-        None
-    };
-    if let Some(poller) = poller {
-        let inbox = inbox.clone();
-        out.push(actix_rt::spawn(async move {
-            poller.run(inbox).await;
-        }));
+    if allowed(&settings.chat.allow.telegram) {
+        start_telegram(settings, inbox.clone(), timeout, &mut out)?;
     }
-    let gw = allowed(&settings.chat.allow.discord)
-        .then(|| gateway::Gateway::from_settings(&settings.discord))
-        .flatten();
-    if let Some(gw) = gw {
-        out.push(actix_rt::spawn(async move {
-            gw.run(inbox).await;
-        }));
+    if allowed(&settings.chat.allow.discord) {
+        if let Some(gw) = gateway::Gateway::from_settings(&settings.discord) {
+            let inbox = inbox.clone();
+            out.tasks.push(actix_rt::spawn(async move {
+                // `run` logs why it stopped; nothing else can fix a bad token or intent.
+                let _stopped = gw.run(inbox).await;
+            }));
+        }
+        let interactions = settings
+            .discord
+            .public_key
+            .as_ref()
+            .is_some_and(|k| !k.is_empty());
+        if interactions {
+            if let Some(p) = discord::DiscordPlatform::from_settings(&settings.discord, timeout)? {
+                out.tasks
+                    .push(actix_rt::spawn(register_discord_commands(p)));
+            }
+        }
     }
     Ok(out)
+}
+
+fn start_telegram(
+    settings: &Settings,
+    inbox: Arc<dyn ChatInbox>,
+    timeout: Duration,
+    out: &mut Listeners,
+) -> PluginResult<()> {
+    if let Some(poller) = telegram::Poller::from_settings(&settings.telegram, timeout)? {
+        out.tasks.push(actix_rt::spawn(async move {
+            poller.run(inbox).await;
+        }));
+        return Ok(());
+    }
+    let tg = &settings.telegram;
+    let (Some(url), Some(secret)) = (
+        tg.webhook_url.as_ref().filter(|u| !u.is_empty()),
+        tg.secret_token.as_ref().filter(|t| !t.is_empty()),
+    ) else {
+        return Ok(());
+    };
+    let Some(p) = telegram::TelegramPlatform::from_settings(tg, timeout)? else {
+        return Ok(());
+    };
+    let p = Arc::new(p);
+    out.telegram_webhook = Some(p.clone());
+    let (url, secret) = (url.clone(), secret.expose().to_string());
+    out.tasks.push(actix_rt::spawn(async move {
+        for attempt in 1..=telegram::WEBHOOK_TRIES {
+            match p.set_webhook(&url, &secret).await {
+                Ok(()) => {
+                    tracing::info!("telegram webhook registered");
+                    return;
+                }
+                // A 400 ("bad webhook") will not get better by trying again.
+                Err(e) if !e.is_retriable() => {
+                    tracing::error!(error = %e, "telegram setWebhook refused");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "telegram setWebhook failed");
+                    tokio::time::sleep(Duration::from_secs(2 * u64::from(attempt))).await;
+                }
+            }
+        }
+    }));
+    Ok(())
+}
+
+async fn register_discord_commands(p: discord::DiscordPlatform) {
+    for attempt in 1..=3u64 {
+        match p.register_commands().await {
+            Ok(true) => {
+                tracing::info!("discord application commands registered");
+                return;
+            }
+            Ok(false) => {
+                tracing::debug!("discord application commands already up to date");
+                return;
+            }
+            Err(e) if !e.is_retriable() => {
+                tracing::error!(error = %e, "discord refused the application commands");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "discord command registration failed");
+                tokio::time::sleep(Duration::from_secs(2 * attempt)).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

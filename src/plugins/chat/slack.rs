@@ -4,10 +4,14 @@
 //! 200); a 429 with `Retry-After` is waited out by [`super::Http`].
 //!
 //! A conversation is a thread: `{channel}:{thread_ts}`, where a top-level mention starts the
-//! thread at its own `ts`. `app_mention` events and messages inside threads (and DMs) are
-//! taken; bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
+//! thread at its own `ts`. `app_mention` events and direct messages are taken; other
+//! messages inside threads only with `slack.require_mention: false`; including the `thread_broadcast` and `file_share` subtypes (people wrote them);
+//! bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
 //! `message` for a mention in a thread: both carry the same `{channel}:{ts}` message id, so
 //! the inbox stores it once.
+//!
+//! Outgoing text is escaped ([`escape`]): Slack reads `<…>` as links and mentions, so an
+//! assistant's `<!channel>` would ping the channel and `Vec<T>` would lose its `<T>`.
 
 use std::time::Duration;
 
@@ -17,7 +21,7 @@ use serde_json::{json, Value};
 use super::split::split_message;
 use super::Http;
 use crate::config::SlackSettings;
-use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
+use crate::plugins::{ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult};
 
 /// Slack's advice for `text` (`chat.update` refuses more), in characters.
 pub const MAX_MESSAGE: usize = 4000;
@@ -64,6 +68,56 @@ impl SlackPlatform {
         }
         Err(r.error("slack", r.json["error"].as_str()))
     }
+
+    /// A read method (`conversations.replies`): form-encoded query parameters, as Slack's
+    /// read methods take them (JSON bodies are for write methods).
+    async fn call_get(&self, method: &str, query: &[(&str, String)]) -> PluginResult<Value> {
+        let url = format!("{}/{method}", self.api_url);
+        let r = self
+            .http
+            .call(|c| c.get(&url).bearer_auth(&self.token).query(query))
+            .await?;
+        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
+            return Ok(r.json);
+        }
+        Err(r.error("slack", r.json["error"].as_str()))
+    }
+}
+
+/// Most replies read in one `conversations.replies` page for a thread's history.
+const HISTORY_PAGE: usize = 200;
+
+/// Escapes the three characters Slack's text formatting reserves (`&`, `<`, `>` become
+/// `&amp;`, `&lt;`, `&gt;`: "Formatting text for app surfaces", escaping text), so text
+/// shows as written and carries no `<!channel>` or `<@U…>` control sequence.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `text` escaped, in pieces of at most `max` characters *after* escaping (an `&lt;` takes
+/// four), each piece split from the raw text so no entity is cut.
+pub fn split_escaped(text: &str, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for piece in split_message(text, max) {
+        push_escaped(&piece, max, &mut out);
+    }
+    out
+}
+
+fn push_escaped(raw: &str, max: usize, out: &mut Vec<String>) {
+    let e = escape(raw);
+    let (n, elen) = (raw.chars().count(), e.chars().count());
+    if elen <= max || n <= 1 {
+        out.push(e);
+        return;
+    }
+    // Fewer raw characters than `raw` in each sub-piece, in proportion: this ends.
+    let budget = (n * max / elen).clamp(1, n - 1);
+    for sub in split_message(raw, budget) {
+        push_escaped(&sub, max, out);
+    }
 }
 
 /// `{channel}:{thread_ts}` → its parts.
@@ -86,7 +140,7 @@ impl ChatPlatform for SlackPlatform {
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
         let (channel, ts) = parse_thread(thread)?;
         let mut last = None;
-        for chunk in split_message(text, MAX_MESSAGE) {
+        for chunk in split_escaped(text, MAX_MESSAGE) {
             let v = self
                 .call(
                     "chat.postMessage",
@@ -100,7 +154,9 @@ impl ChatPlatform for SlackPlatform {
 
     async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
         let (channel, _) = parse_thread(thread)?;
-        let Some(first) = split_message(text, MAX_MESSAGE).into_iter().next() else {
+        // The core keeps a streamed message under MAX_MESSAGE raw characters; escaping can
+        // push it past Slack's limit, and then the message shows its first escaped piece.
+        let Some(first) = split_escaped(text, MAX_MESSAGE).into_iter().next() else {
             return Ok(());
         };
         self.call(
@@ -110,6 +166,54 @@ impl ChatPlatform for SlackPlatform {
         .await
         .map(|_| ())
     }
+
+    async fn history(
+        &self,
+        thread: &str,
+        before: &str,
+        limit: usize,
+    ) -> PluginResult<Vec<HistoryMessage>> {
+        let (channel, thread_ts) = parse_thread(thread)?;
+        // `conversations.replies` answers the thread oldest first (parent included); the
+        // messages up to `latest` (exclusive) are read in one page and the newest kept.
+        let mut query = vec![
+            ("channel", channel.to_string()),
+            ("ts", thread_ts.to_string()),
+            ("limit", HISTORY_PAGE.to_string()),
+        ];
+        if let Some((_, ts)) = before.split_once(':') {
+            query.push(("latest", ts.to_string()));
+            query.push(("inclusive", "false".to_string()));
+        }
+        let v = self.call_get("conversations.replies", &query).await?;
+        let before_ts = before.split_once(':').map(|(_, ts)| ts);
+        let mut out: Vec<HistoryMessage> = v["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["ts"].as_str() != before_ts)
+            .map(|m| HistoryMessage {
+                author: m["user"]
+                    .as_str()
+                    .or_else(|| m["username"].as_str())
+                    .or_else(|| m["bot_id"].as_str())
+                    .unwrap_or("someone")
+                    .to_string(),
+                bot: m.get("bot_id").is_some_and(|b| !b.is_null()),
+                text: unescape(m["text"].as_str().unwrap_or_default()),
+            })
+            .collect();
+        out.reverse();
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Slack's three entities back to characters (history text as people wrote it).
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// What a verified Events API body asks of us.
@@ -127,7 +231,7 @@ pub enum SlackEvent {
 ///
 /// # Errors
 /// The body is not a JSON object.
-pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
+pub fn parse_event(body: &[u8], require_mention: bool) -> Result<SlackEvent, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     match v["type"].as_str() {
         Some("url_verification") => {
@@ -141,8 +245,15 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
     }
     let e = &v["event"];
     let kind = e["type"].as_str().unwrap_or_default();
+    // `thread_broadcast` (a thread reply also sent to the channel) and `file_share` (a
+    // message with a file) are written by people; every other subtype is a system or bot
+    // message, or an edit/deletion.
+    let user_subtype = matches!(
+        e["subtype"].as_str(),
+        None | Some("thread_broadcast") | Some("file_share")
+    );
     if e.get("bot_id").is_some_and(|b| !b.is_null())
-        || e.get("subtype").is_some_and(|s| !s.is_null())
+        || !user_subtype
         || e.get("edited").is_some_and(|s| !s.is_null())
     {
         return Ok(SlackEvent::Ignored);
@@ -156,9 +267,12 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
         return Ok(SlackEvent::Ignored);
     };
     let thread_ts = e["thread_ts"].as_str();
+    // A mention comes as `app_mention` (in a channel or a thread); a direct message is a
+    // `message` in an `im`. Other channel messages only with `require_mention: false`.
     let take = match kind {
         "app_mention" => true,
-        "message" => thread_ts.is_some_and(|t| t != ts) || e["channel_type"] == "im",
+        "message" if e["channel_type"] == "im" => true,
+        "message" => !require_mention && thread_ts.is_some_and(|t| t != ts),
         _ => false,
     };
     if !take {
@@ -195,10 +309,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn text_is_escaped_and_split_under_the_limit_after_escaping() {
+        assert_eq!(
+            escape("a <!channel> & Vec<T>"),
+            "a &lt;!channel&gt; &amp; Vec&lt;T&gt;"
+        );
+        let text = "<>".repeat(30);
+        let parts = split_escaped(&text, 40);
+        assert!(parts.iter().all(|p| p.chars().count() <= 40), "{parts:?}");
+        assert_eq!(parts.concat(), escape(&text));
+    }
+
+    #[test]
     fn url_verification_answers_the_challenge() {
         let b = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
         assert_eq!(
-            parse_event(b),
+            parse_event(b, true),
             Ok(SlackEvent::Challenge(
                 "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P".into()
             ))
@@ -213,11 +339,31 @@ mod tests {
     }
 
     #[test]
+    fn thread_messages_need_a_mention_unless_configured_and_dms_never_do() {
+        let thread = envelope(json!({"type": "message", "user": "U1", "text": "more",
+            "ts": "2.0", "thread_ts": "1.0", "channel": "C1", "channel_type": "channel"}));
+        assert_eq!(parse_event(&thread, true), Ok(SlackEvent::Ignored));
+        assert!(matches!(
+            parse_event(&thread, false),
+            Ok(SlackEvent::Message(_))
+        ));
+        let dm = envelope(json!({"type": "message", "user": "U1", "text": "hi",
+            "ts": "2.0", "channel": "D1", "channel_type": "im"}));
+        assert!(matches!(parse_event(&dm, true), Ok(SlackEvent::Message(_))));
+        let mention = envelope(json!({"type": "app_mention", "user": "U1",
+            "text": "<@U0BOT> hi", "ts": "3.0", "thread_ts": "1.0", "channel": "C1"}));
+        assert!(matches!(
+            parse_event(&mention, true),
+            Ok(SlackEvent::Message(_))
+        ));
+    }
+
+    #[test]
     fn app_mentions_and_thread_messages_are_taken_and_bots_and_edits_are_not() {
         let b = envelope(json!({"type": "app_mention", "user": "U061F7AUR",
             "text": "<@U0LAN0Z89> is it everything a river should be?", "ts": "1515449522.000016",
             "channel": "C123ABC456", "event_ts": "1515449522000016"}));
-        let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+        let SlackEvent::Message(m) = parse_event(&b, false).expect("parse") else {
             panic!("not a message")
         };
         assert_eq!(m.thread, "C123ABC456:1515449522.000016");
@@ -227,19 +373,28 @@ mod tests {
             json!({"type": "message", "user": "U1", "text": "more", "ts": "2.0",
             "thread_ts": "1.0", "channel": "C1", "channel_type": "channel"}),
         );
-        let SlackEvent::Message(m) = parse_event(&b).expect("parse") else {
+        let SlackEvent::Message(m) = parse_event(&b, false).expect("parse") else {
             panic!("not a message")
         };
         assert_eq!(
             (m.thread.as_str(), m.message_id.as_str()),
             ("C1:1.0", "C1:2.0")
         );
+        for (subtype, ts) in [("thread_broadcast", "3.0"), ("file_share", "4.0")] {
+            let b = envelope(json!({"type": "message", "subtype": subtype, "user": "U1",
+                "text": "<@U0BOT> look", "ts": ts, "thread_ts": "1.0", "channel": "C1",
+                "channel_type": "channel"}));
+            let SlackEvent::Message(m) = parse_event(&b, false).expect("parse") else {
+                panic!("{subtype} dropped")
+            };
+            assert_eq!(m.text, "look");
+        }
         for ev in [
             json!({"type": "message", "user": "U1", "text": "top", "ts": "2.0", "channel": "C1", "channel_type": "channel"}),
             json!({"type": "message", "bot_id": "B1", "text": "x", "ts": "2.0", "thread_ts": "1.0", "channel": "C1"}),
             json!({"type": "message", "subtype": "message_changed", "ts": "2.0", "channel": "C1"}),
         ] {
-            assert_eq!(parse_event(&envelope(ev)), Ok(SlackEvent::Ignored));
+            assert_eq!(parse_event(&envelope(ev), false), Ok(SlackEvent::Ignored));
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Telegram (wire-formats §3): replies by `sendMessage`/`editMessageText` in MarkdownV2,
 //! split under 4,096 characters on paragraph boundaries; messages in by a `getUpdates` long
 //! poll ([`Poller`]) or by `POST /webhooks/telegram` (setWebhook mode, selected by setting
-//! `telegram.secret_token`).
+//! `telegram.secret_token`). With `telegram.webhook_url` too, Flotilla calls `setWebhook`
+//! at start and `deleteWebhook` at stop; the poller calls `deleteWebhook` before its first
+//! poll (a webhook left from webhook mode would make `getUpdates` answer 409).
 //!
 //! MarkdownV2 is strict: a chunk Telegram refuses with 400 "can't parse entities" is sent
 //! again as plain text (no `parse_mode`), so a reply is never lost to formatting. Flood
@@ -32,6 +34,8 @@ pub const MAX_MESSAGE: usize = 4096;
 pub const POLL_SECS: u64 = 25;
 /// Pause after a failed poll or a refused `receive`, before trying again.
 const POLL_BACKOFF: Duration = Duration::from_secs(2);
+/// Tries of `setWebhook`/`deleteWebhook` at start before giving up (logged).
+pub const WEBHOOK_TRIES: u32 = 5;
 
 /// Replies on Telegram.
 pub struct TelegramPlatform {
@@ -84,6 +88,30 @@ impl TelegramPlatform {
             *s = status;
         }
         Err(e)
+    }
+
+    /// `setWebhook`: Telegram posts updates (messages only) to `url` with `secret_token` in
+    /// `X-Telegram-Bot-Api-Secret-Token`. Idempotent.
+    ///
+    /// # Errors
+    /// Telegram's 400 ("bad webhook: …") for a URL it will not use, or a failed call.
+    pub async fn set_webhook(&self, url: &str, secret_token: &str) -> PluginResult<()> {
+        self.call(
+            "setWebhook",
+            &json!({"url": url, "secret_token": secret_token, "allowed_updates": ["message"]}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `deleteWebhook` (pending updates kept). Idempotent.
+    ///
+    /// # Errors
+    /// A failed call.
+    pub async fn delete_webhook(&self) -> PluginResult<()> {
+        self.call("deleteWebhook", &json!({"drop_pending_updates": false}))
+            .await
+            .map(|_| ())
     }
 
     /// Sends or edits one chunk: MarkdownV2 first, plain text when Telegram cannot parse it.
@@ -281,14 +309,38 @@ impl Poller {
         }))
     }
 
-    /// Polls until the task is aborted.
+    /// Removes any webhook (one left by webhook mode would make every `getUpdates` answer
+    /// 409), then polls until the task is aborted.
     pub async fn run(mut self, inbox: Arc<dyn ChatInbox>) {
+        for attempt in 1..=WEBHOOK_TRIES {
+            match self.delete_webhook().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "telegram deleteWebhook failed");
+                    tokio::time::sleep(POLL_BACKOFF).await;
+                }
+            }
+        }
         loop {
             if let Err(e) = self.poll_once(inbox.as_ref()).await {
                 tracing::warn!(error = %e, "telegram poll failed");
                 tokio::time::sleep(POLL_BACKOFF).await;
             }
         }
+    }
+
+    /// `deleteWebhook` (pending updates kept: the poll reads them).
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn delete_webhook(&self) -> PluginResult<()> {
+        let url = format!("{}/bot{}/deleteWebhook", self.api_url, self.token);
+        let body = json!({"drop_pending_updates": false});
+        let r = self.http.call(|c| c.post(&url).json(&body)).await?;
+        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
+            return Ok(());
+        }
+        Err(r.error("telegram", r.json["description"].as_str()))
     }
 
     /// One `getUpdates`, each update handed to `inbox` in order. Returns how many were

@@ -1,12 +1,13 @@
 //! `discord`: a webhook URL, or `POST {api_url}/channels/{channel}/messages` with
 //! `Authorization: Bot <token>` (wire-formats §4.1). `content` is at most 2,000 characters and
-//! mentions are disabled, so a message can never ping `@everyone`.
+//! mentions are disabled, so a message can never ping `@everyone`. Every request carries the
+//! `DiscordBot (url, version)` User-Agent Discord requires of bots.
 //!
 //! A 429 carries `Retry-After` and a JSON body `{"retry_after": <float seconds>, "global"}`
 //! (§4.2); the body's value is the more precise, so it wins.
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, USER_AGENT};
 use serde_json::{json, Value};
 
 use super::{plain_text, post_json, seconds, status_error, truncate};
@@ -54,7 +55,7 @@ const MAX_NONCE: usize = 25;
 pub fn body(n: &Notification, with_nonce: bool) -> Value {
     let mut b = json!({
         "content": truncate(&plain_text(n), MAX_CONTENT),
-        "allowed_mentions": {"parse": []},
+        "allowed_mentions": crate::plugins::chat::discord::no_mentions(),
     });
     if with_nonce {
         let nonce: String = n.id.chars().filter(|c| *c != '-').take(MAX_NONCE).collect();
@@ -75,6 +76,11 @@ impl Notifier for DiscordNotifier {
         let bytes = serde_json::to_vec(&body(n, with_nonce))
             .map_err(|e| PluginError::Invalid(e.to_string()))?;
         let mut headers = HeaderMap::new();
+        // Discord requires `DiscordBot (url, version)` of every bot request (webhooks too).
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(crate::plugins::chat::discord::USER_AGENT),
+        );
         let url = match &self.target {
             Target::Webhook { url } => url.clone(),
             Target::Channel {

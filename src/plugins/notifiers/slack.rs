@@ -53,12 +53,8 @@ impl SlackNotifier {
     }
 }
 
-/// Escapes the three characters Slack's mrkdwn reserves.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+/// Escapes the three characters Slack's mrkdwn reserves (shared with the chat bridge).
+pub use crate::plugins::chat::slack::escape;
 
 /// The Block Kit blocks of a notification.
 pub fn blocks(n: &Notification) -> Value {

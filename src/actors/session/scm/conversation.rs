@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::actors::session::machine::EventKind;
+use crate::domain::machine::EventKind;
 use crate::plugins::{PrRemark, PrStatus, RemarkKind};
 use crate::store::SessionSnapshot;
 
