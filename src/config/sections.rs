@@ -272,6 +272,9 @@ pub struct ProjectSettings {
     /// Whether and how this project's agents run in a sandbox (agents may override).
     #[serde(default, deserialize_with = "null_as_default")]
     pub sandbox: super::SandboxSettings,
+    /// Tracker issues that start a session by themselves (Linear: `POST /webhooks/linear`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub intake: IntakeSettings,
 }
 
 /// `projects.<name>.setup` — preparing a fresh workspace.
@@ -649,10 +652,16 @@ pub struct LinearSettings {
     pub api_key: Option<Secret>,
     /// Secret verifying `/webhooks/linear`.
     pub webhook_secret: Option<Secret>,
-    /// Issue intake: an issue given this label starts a session (once per issue) in the first
-    /// project with `tracker: linear`. `None`: no intake.
+}
+
+/// `projects.<name>.intake` — tracker issues that start a session by themselves.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSettings {
+    /// An issue given this label (matched without case) starts one session, once per issue.
+    /// `None`: no intake.
     #[serde(default)]
-    pub intake_label: Option<String>,
+    pub label: Option<String>,
 }
 
 /// `notifiers.<name>` — a named notification target. `Debug` hides the URL: Slack and

@@ -2,7 +2,7 @@
 //! ([`crate::plugins::trackers::linear_hook`]).
 //!
 //! Outside bearer auth; verify (signature, then freshness) → record the delivery (a replay is
-//! `{"duplicate": true}`) → intake: an issue labelled `linear.intake_label` starts one
+//! `{"duplicate": true}`) → intake: an issue labelled `projects.<name>.intake.label` starts one
 //! session, at most once per issue (its id is recorded as a delivery of `linear-intake`
 //! before the spawn). Forged, stale and replayed deliveries start nothing.
 

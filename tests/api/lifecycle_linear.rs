@@ -66,13 +66,12 @@ async fn lifecycle_linear_webhooks_are_verified_and_a_labelled_issue_starts_one_
     let Some(app) = spawn_app_with_env(
         Backend::Sqlite,
         &agents,
-        "    tracker: linear\n",
+        "    tracker: linear\n    intake: { label: Flotilla }\n",
         dir,
         &[
             ("FLOTILLA__LINEAR__API_URL", url.as_str()),
             ("FLOTILLA__LINEAR__API_KEY", "lin_api_key"),
             ("FLOTILLA__LINEAR__WEBHOOK_SECRET", SECRET),
-            ("FLOTILLA__LINEAR__INTAKE_LABEL", "Flotilla"),
         ],
     )
     .await

@@ -5,7 +5,7 @@
 //! (milliseconds) must be within [`FRESH`] of now, so a captured delivery cannot be replayed
 //! later; within that window the `Linear-Delivery` id is recorded and a repeat is a duplicate.
 //!
-//! Intake: an `Issue` created or updated with the label `linear.intake_label` starts one
+//! Intake: an `Issue` created or updated with the label `projects.<name>.intake.label` starts one
 //! session for it, at most once per issue (a label removed and added again starts nothing).
 
 use hmac::{Hmac, Mac};
@@ -49,9 +49,10 @@ pub struct Delivery {
 pub struct LinearHook {
     /// `linear.webhook_secret`.
     pub secret: Secret,
-    /// `linear.intake_label`: the label that hands an issue to Flotilla.
+    /// `projects.<name>.intake.label`: the label that hands an issue to Flotilla.
     pub intake_label: Option<String>,
-    /// The project intake spawns into (the first project with `tracker: linear`).
+    /// The project intake spawns into (the first project with `tracker: linear` and an
+    /// intake label).
     pub project: Option<String>,
 }
 
@@ -63,14 +64,15 @@ impl LinearHook {
             .webhook_secret
             .clone()
             .filter(|s| !s.expose().is_empty())?;
-        let project = settings
-            .projects
-            .iter()
-            .find(|(_, p)| p.tracker == Some(crate::config::TrackerKind::Linear))
-            .map(|(name, _)| name.clone());
+        // The first Linear project with an intake label takes the issues given that label.
+        let intake = settings.projects.iter().find_map(|(name, p)| {
+            let label = p.intake.label.clone().filter(|l| !l.trim().is_empty())?;
+            (p.tracker == Some(crate::config::TrackerKind::Linear)).then(|| (name.clone(), label))
+        });
+        let (project, intake_label) = intake.unzip();
         Some(LinearHook {
             secret,
-            intake_label: settings.linear.intake_label.clone(),
+            intake_label,
             project,
         })
     }
