@@ -73,7 +73,16 @@ pub fn check_branch_name(branch: &str) -> PluginResult<()> {
         || branch.contains("//")
         || branch
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
+        // git's own rules for a component, and names that read as something else: `HEAD`
+        // (the symbolic ref), `@`, a full ref name (`refs/heads/x` would become
+        // `refs/heads/refs/heads/x`).
+        || branch == "HEAD"
+        || branch == "@"
+        || branch.starts_with("refs/")
+        || branch
+            .split('/')
+            .any(|part| part.starts_with('.') || part.ends_with('.'));
     if bad {
         return Err(PluginError::Invalid(format!(
             "`{branch}` is not a valid branch name"
@@ -229,10 +238,30 @@ mod tests {
 
     #[test]
     fn branch_names_with_dots_spaces_or_options_are_rejected() {
-        for bad in ["a..b", "has space", "-x", "x.lock", "a~1", "", "a//b"] {
+        for bad in [
+            "a..b",
+            "has space",
+            "-x",
+            "x.lock",
+            "a~1",
+            "",
+            "a//b",
+            "HEAD",
+            "@",
+            ".hidden",
+            "feat/.x",
+            "x.",
+            "refs/heads/x",
+        ] {
             assert!(check_branch_name(bad).is_err(), "{bad}");
         }
-        for good in ["feat/42", "session/demo-1", "fix_bug-3"] {
+        for good in [
+            "feat/42",
+            "session/demo-1",
+            "fix_bug-3",
+            "release-1.2",
+            "head",
+        ] {
             assert!(check_branch_name(good).is_ok(), "{good}");
         }
     }

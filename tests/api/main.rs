@@ -55,4 +55,5 @@ mod sandbox;
 mod secrets_scan;
 mod server;
 mod sessions;
+mod spawn_branches;
 mod trackers;

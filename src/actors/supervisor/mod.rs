@@ -26,7 +26,7 @@ use chrono::Utc;
 
 use self::messages::*;
 use self::request::InvalidField;
-use self::spawn::{plan_branch, preflight_agent};
+use self::spawn::{branch_free, plan_branch, preflight_agent};
 use crate::actors::fleet::Fleet;
 use crate::actors::session::messages::{
     Apply, GetSnapshot, Kill, MergeNow, Reconcile, Restore, ScmCheck, ScmHint, SendMessage,
@@ -233,9 +233,11 @@ impl Handler<Spawn> for FleetSupervisor {
             .map(|p| (p.repo.clone(), p.remote.clone()));
         let tracker = self.fleet.plugins.trackers.get(&new.project).cloned();
         let launch = self.agent_launch(&new.agent);
+        let store = self.fleet.store.clone();
         let plan = async move {
             // An agent that cannot start fails the spawn before anything is created.
             preflight_agent(launch).await?;
+            branch_free(&store, &new.project, new.branch.as_deref()).await?;
             // The issue is read before anything is created: an unknown issue or a tracker
             // outage fails the spawn cleanly.
             if let (Some(t), Some(id)) = (tracker, new.issue.clone()) {

@@ -40,6 +40,11 @@ impl BranchName {
     pub fn into_inner(self) -> String {
         self.0
     }
+
+    /// The name, borrowed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A task prompt of at most [`MAX_PROMPT_BYTES`].

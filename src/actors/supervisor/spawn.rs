@@ -49,6 +49,35 @@ pub fn plan_branch(new: &mut NewSession, remote_heads: &[String]) {
     }
 }
 
+/// Refuses a requested branch that a live session of the project already works on: two
+/// agents would share one branch (git refuses a second worktree of it anyway, later).
+///
+/// # Errors
+/// `Invalid` naming `branch`; `Store` when the sessions cannot be read.
+pub(super) async fn branch_free(
+    store: &crate::store::SharedStore,
+    project: &str,
+    branch: Option<&str>,
+) -> Result<(), FleetError> {
+    let Some(branch) = branch else {
+        return Ok(());
+    };
+    let live = store
+        .list_sessions(&crate::store::SessionFilter {
+            project: Some(project.to_string()),
+            states: Vec::new(),
+            active_only: true,
+        })
+        .await?;
+    match live.iter().find(|s| s.branch.as_deref() == Some(branch)) {
+        Some(s) => Err(FleetError::Invalid {
+            field: "branch".into(),
+            reason: format!("session {} already works on branch `{branch}`", s.id),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The spawn-time preflight: the agent's CLI must resolve on the agent's `PATH` and an
 /// interactive `claude` must have done its first-run set-up, or the spawn fails with the cause
 /// (422 on `agent`) before any session row or worktree exists. A few `stat`s and one small
@@ -124,6 +153,19 @@ impl FleetSupervisor {
             .plugins
             .workspace(&project.workspace)
             .map_err(|e| invalid("project", e.to_string()))?;
+        if let Some(b) = r
+            .branch
+            .as_ref()
+            .filter(|b| b.as_str() == project.default_branch)
+        {
+            return Err(invalid(
+                "branch",
+                format!(
+                    "`{}` is the project's default branch: a session works on its own branch",
+                    b.as_str()
+                ),
+            ));
+        }
         Ok(NewSession {
             project: project.name.clone(),
             prefix: project.prefix.clone(),
