@@ -172,3 +172,66 @@ async fn app_with_wrong_jira_token(t: &FakeTrackers) -> Option<TestApp> {
     )
     .await
 }
+
+/// `batch-spawn` gives each session its issue as `spawn` does (title and body in the prompt,
+/// the tracker's branch); an issue the tracker does not have is skipped, not the batch.
+#[actix_web::test]
+async fn a_batch_spawn_reads_each_issue_from_the_tracker() {
+    if !require_tool("git") {
+        return;
+    }
+    let t = FakeTrackers::start("lin_api_key", "dev@acme.test", "jira-token").await;
+    t.add_linear(
+        "ENG-1",
+        "Cache the config",
+        "Reading it per request is slow.",
+        "dev/eng-1-cache",
+        &["perf"],
+    );
+    t.add_linear(
+        "ENG-2",
+        "Log the request id",
+        "Every line should carry it.",
+        "dev/eng-2-request-id",
+        &[],
+    );
+    let url = format!("{}/graphql", t.url);
+    let Some(app) = app(
+        "linear",
+        &[
+            ("FLOTILLA__LINEAR__API_URL", url.as_str()),
+            ("FLOTILLA__LINEAR__API_KEY", "lin_api_key"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions/batch",
+            json!({"project": "demo", "issues": ["ENG-1", "ENG-404", "ENG-2"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let branches: Vec<&str> = v["spawned"]
+        .as_array()
+        .expect("spawned")
+        .iter()
+        .filter_map(|s| s["branch"].as_str())
+        .collect();
+    assert_eq!(branches, ["dev/eng-1-cache", "dev/eng-2-request-id"], "{v}");
+    assert_eq!(v["skipped"][0]["issue"], "ENG-404", "{v}");
+    assert_eq!(v["skipped"][0]["reason"], "not found in the tracker", "{v}");
+    let ids: Vec<String> = v["spawned"]
+        .as_array()
+        .expect("spawned")
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    let out = app.wait_output(&ids[0], "READY").await;
+    assert!(out.contains("Issue ENG-1: Cache the config"), "{out}");
+    assert!(out.contains("Reading it per request is slow."), "{out}");
+    let out = app.wait_output(&ids[1], "READY").await;
+    assert!(out.contains("Issue ENG-2: Log the request id"), "{out}");
+}

@@ -216,6 +216,21 @@ async fn check_all_complete(fleet: &Fleet, project: &str) {
 
 type Reply<T> = ResponseActFuture<FleetSupervisor, Result<T, FleetError>>;
 
+/// Tracker reads in flight at once for a batch spawn.
+const BATCH_TRACKER_READS: usize = 8;
+
+/// What a session takes from its tracker issue: the issue's own branch (unless one was asked
+/// for) and the issue itself in its metadata (the prompt is built from it).
+fn with_issue(new: &mut NewSession, issue: &crate::plugins::Issue) {
+    if new.branch.is_none() {
+        new.branch = issue.branch.clone();
+    }
+    if !new.meta.is_object() {
+        new.meta = serde_json::json!({});
+    }
+    new.meta["issue"] = serde_json::to_value(issue).unwrap_or_default();
+}
+
 fn ready<T: 'static>(r: Result<T, FleetError>) -> Reply<T> {
     Box::pin(fut::ready(r))
 }
@@ -248,13 +263,7 @@ impl Handler<Spawn> for FleetSupervisor {
                     },
                     other => FleetError::Plugin(other),
                 })?;
-                if new.branch.is_none() {
-                    new.branch = issue.branch.clone();
-                }
-                if !new.meta.is_object() {
-                    new.meta = serde_json::json!({});
-                }
-                new.meta["issue"] = serde_json::to_value(&issue).unwrap_or_default();
+                with_issue(&mut new, &issue);
             }
             if let Some((repo, remote)) = repo {
                 let heads = remote_heads(&repo, &remote).await;
@@ -292,6 +301,7 @@ impl Handler<BatchSpawn> for FleetSupervisor {
             .project(&r.project)
             .map(|p| (p.repo.clone(), p.remote.clone()));
         let launch = self.agent_launch(&template.agent);
+        let tracker = self.fleet.plugins.trackers.get(&r.project).cloned();
         let plan = async move {
             preflight_agent(launch).await?;
             let live = store
@@ -330,8 +340,42 @@ impl Handler<BatchSpawn> for FleetSupervisor {
                 let mut new = template.clone();
                 new.issue = Some(issue);
                 new.at = Utc::now();
-                plan_branch(&mut new, &heads);
                 news.push(new);
+            }
+            // Each session gets its issue as `spawn` gives it (title, body, branch), read
+            // concurrently; an issue the tracker cannot give is skipped, not the batch.
+            if let Some(t) = tracker {
+                let reads = news.iter().map(|n| {
+                    let t = t.clone();
+                    let id = n.issue.clone().unwrap_or_default();
+                    async move { t.issue(&id).await }
+                });
+                use futures::StreamExt as _;
+                let issues = futures::stream::iter(reads)
+                    .buffered(BATCH_TRACKER_READS)
+                    .collect::<Vec<_>>()
+                    .await;
+                let mut kept = Vec::with_capacity(news.len());
+                for (mut new, issue) in news.into_iter().zip(issues) {
+                    match issue {
+                        Ok(issue) => {
+                            with_issue(&mut new, &issue);
+                            kept.push(new);
+                        }
+                        Err(e) => skipped.push(Skipped {
+                            issue: new.issue.unwrap_or_default(),
+                            reason: match e {
+                                PluginError::NotFound(_) => "not found in the tracker".into(),
+                                other => format!("tracker: {other}"),
+                            },
+                            session: None,
+                        }),
+                    }
+                }
+                news = kept;
+            }
+            for new in &mut news {
+                plan_branch(new, &heads);
             }
             Ok((news, skipped))
         };
