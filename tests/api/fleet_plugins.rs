@@ -1,7 +1,7 @@
 //! The Fleet plugins against real programs: the tmux runtime on a private tmux server per test,
 //! the claude-code plugin driving the scripted agent (`tests/support/scripted_agent.rs`)
 //! through tmux end to end, and every argument vector our agents build checked by the real
-//! agent CLIs' own parsers (installed from npm and PyPI; runs under `CI=true` or with
+//! agent CLIs' own parsers (the pinned ones `.ci/deps.sh` installs; runs under `CI=true` or with
 //! `FLOTILLA_REAL_CLIS=1`).
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{eventually, git, make_repo, require_tool};
+use crate::helpers::{eventually, git, make_repo, real_cli, require_tool};
 
 /// The scripted agent example at `<target>/debug/examples/scripted_agent` (this binary is
 /// `<target>/debug/deps/api-…`). A full `cargo test` builds examples; a filtered run
@@ -614,25 +614,6 @@ fn real_clis_wanted() -> bool {
     false
 }
 
-async fn timed_install(what: &str, argv: &[&str], cwd: &Path) -> Duration {
-    let t0 = Instant::now();
-    let out = tokio::process::Command::new(argv[0])
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: cannot run {}: {e}", argv[0]));
-    assert!(
-        out.status.success(),
-        "{what} failed (is the registry reachable?):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let took = t0.elapsed();
-    eprintln!("install {what}: {:.1}s", took.as_secs_f64());
-    took
-}
-
 /// One argv to check: which CLI, the case, the argv.
 struct Case {
     label: String,
@@ -641,10 +622,10 @@ struct Case {
 
 /// The chat bridge's assistants' turn command lines (claude `-p`, codex `exec`), fresh and
 /// resumed, in every permission mode.
-fn assistant_cases(bin: &Path, ws: &Path) -> Vec<Case> {
+fn assistant_cases(claude: &Path, codex: &Path, ws: &Path) -> Vec<Case> {
     use flotilla::plugins::assistants::{claude::ClaudeAssistant, codex::CodexAssistant};
     use flotilla::plugins::TurnRequest;
-    let exe = |name: &str| vec![bin.join(name).to_string_lossy().into_owned()];
+    let exe = |p: &Path| vec![p.to_string_lossy().into_owned()];
     let mut cases = Vec::new();
     for mode in [
         PermissionMode::Default,
@@ -659,13 +640,12 @@ fn assistant_cases(bin: &Path, ws: &Path) -> Vec<Case> {
                 resume_id: resume.map(str::to_string),
             };
             let how = if resume.is_some() { " resume" } else { "" };
-            let (argv, _) =
-                ClaudeAssistant::new(exe("claude"), mode, BTreeMap::new()).argv(&request);
+            let (argv, _) = ClaudeAssistant::new(exe(claude), mode, BTreeMap::new()).argv(&request);
             cases.push(Case {
                 label: format!("claude assistant {mode:?}{how}"),
                 argv,
             });
-            let (argv, _) = CodexAssistant::new(exe("codex"), mode, BTreeMap::new()).argv(&request);
+            let (argv, _) = CodexAssistant::new(exe(codex), mode, BTreeMap::new()).argv(&request);
             cases.push(Case {
                 label: format!("codex assistant {mode:?}{how}"),
                 argv,
@@ -764,90 +744,36 @@ async fn real_agent_clis_accept_every_argv_we_build() {
     if !real_clis_wanted() {
         return;
     }
-    for tool in ["npm", "node", "python3"] {
-        assert!(
-            require_tool(tool),
-            "{tool} is needed for the real-CLI check"
-        );
-    }
+    // The CLIs `.ci/deps.sh` installs (pinned), the same the other real-CLI tests drive;
+    // installing them again here cost three minutes of every run.
+    let cli = |name: &str, var: &str| -> PathBuf {
+        real_cli(name, var).unwrap_or_else(|| panic!("the real {name} CLI is needed"))
+    };
+    let claude = cli("claude", "FLOTILLA_CLAUDE_BIN");
+    let codex = cli("codex", "FLOTILLA_CODEX_BIN");
+    let opencode = cli("opencode", "FLOTILLA_OPENCODE_BIN");
+    let aider = cli("aider", "FLOTILLA_AIDER_BIN");
+    let bin = claude
+        .parent()
+        .expect("the npm bin directory")
+        .to_path_buf();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    let npm_prefix = root.join("npm");
-    let t_npm = timed_install(
-        "npm: @anthropic-ai/claude-code @openai/codex opencode-ai",
-        &[
-            "npm",
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--prefix",
-            npm_prefix.to_str().expect("utf8"),
-            "@anthropic-ai/claude-code@2.1.197",
-            "@openai/codex@0.169.0",
-            "opencode-ai@1.18.33",
-        ],
-        root,
-    )
-    .await;
-    let venv = root.join("venv");
-    let t_venv = timed_install(
-        "python venv",
-        &["python3", "-m", "venv", venv.to_str().expect("utf8")],
-        root,
-    )
-    .await;
-    let pip = venv.join("bin/pip");
-    let t_pip = timed_install(
-        "pip: aider-chat",
-        &[
-            pip.to_str().expect("utf8"),
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "aider-chat==0.86.2",
-        ],
-        root,
-    )
-    .await;
-    eprintln!(
-        "real CLI installs: npm {:.0}s, venv {:.0}s, aider {:.0}s",
-        t_npm.as_secs_f64(),
-        t_venv.as_secs_f64(),
-        t_pip.as_secs_f64()
-    );
-
-    let bin = npm_prefix.join("node_modules/.bin");
     let home = root.join("home");
     let ws = root.join("ws");
     std::fs::create_dir_all(&home).expect("home");
     std::fs::create_dir_all(&ws).expect("ws");
     let mut cases = Vec::new();
-    cases.extend(cases_for(
-        AgentKind::ClaudeCode,
-        &bin.join("claude"),
-        "sonnet",
-        &ws,
-    ));
-    cases.extend(cases_for(
-        AgentKind::Codex,
-        &bin.join("codex"),
-        "gpt-5-codex",
-        &ws,
-    ));
+    cases.extend(cases_for(AgentKind::ClaudeCode, &claude, "sonnet", &ws));
+    cases.extend(cases_for(AgentKind::Codex, &codex, "gpt-5-codex", &ws));
     cases.extend(cases_for(
         AgentKind::Opencode,
-        &bin.join("opencode"),
+        &opencode,
         "anthropic/claude-sonnet-4-5",
         &ws,
     ));
-    cases.extend(cases_for(
-        AgentKind::Aider,
-        &venv.join("bin/aider"),
-        "gpt-4o",
-        &ws,
-    ));
-    cases.extend(assistant_cases(&bin, &ws));
+    cases.extend(cases_for(AgentKind::Aider, &aider, "gpt-4o", &ws));
+    cases.extend(assistant_cases(&claude, &codex, &ws));
 
     // A scrubbed environment: no credentials, a throwaway HOME, no terminal.
     let path = format!(
