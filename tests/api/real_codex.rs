@@ -448,8 +448,10 @@ async fn real_codex_tui_approval_prompt_is_waiting_input_from_the_screen() {
 
     // Approve once: the question leaves the screen and the agent no longer reads as waiting.
     // Whether the escalated command then finishes is Codex's business, and 0.169's escalation
-    // path sometimes never returns (seen once in CI: "Running printf ..." for over a minute;
-    // upstream reports the same), so the test stops at what Flotilla reads.
+    // path sometimes never returns (seen twice in CI: "Running printf ..." for over a minute;
+    // upstream reports the same), so the test stops at what Flotilla reads. In that hang
+    // Codex's own log ends on a new `exec_approval_request` the screen never shows: reading
+    // that as waiting is the agent's own signal, not the answered question.
     let session = format!("={}:", h.tmux().expect("tmux").session);
     let approve = tokio::process::Command::new("tmux")
         .args(["-L", t.rt.socket(), "send-keys", "-t", &session, "y"])
@@ -466,8 +468,9 @@ async fn real_codex_tui_approval_prompt_is_waiting_input_from_the_screen() {
             .ok()
             .flatten()
             .map(|s| s.activity);
+        let asked_again = matches!(reading(&s, &ws).await, Some(Reading::Waiting(_)));
         if !screen.contains("Would you like to run the following command?")
-            && activity.is_some_and(|a| a != Activity::WaitingInput)
+            && (activity.is_some_and(|a| a != Activity::WaitingInput) || asked_again)
         {
             Ok(())
         } else {
