@@ -133,6 +133,22 @@ async fn git(repo: &Path, args: &[&str]) -> PluginResult<String> {
     run(&argv, Some(repo), QUICK).await
 }
 
+/// `git worktree add …`, pruning first when git still has the path registered though its
+/// directory is gone (Flotilla's home or a worktree deleted by hand): git then refuses every
+/// later spawn of that session id with "missing but already registered worktree".
+async fn add_worktree(repo: &Path, args: &[&str]) -> PluginResult<String> {
+    match git(repo, args).await {
+        Err(e)
+            if e.to_string()
+                .contains("missing but already registered worktree") =>
+        {
+            git(repo, &["worktree", "prune"]).await?;
+            git(repo, args).await
+        }
+        other => other,
+    }
+}
+
 #[async_trait]
 impl Workspace for WorktreeWorkspace {
     fn name(&self) -> &'static str {
@@ -153,7 +169,7 @@ impl Workspace for WorktreeWorkspace {
             .await
             .is_ok();
         if exists {
-            git(&req.repo, &["worktree", "add", &path, &req.branch]).await?;
+            add_worktree(&req.repo, &["worktree", "add", &path, &req.branch]).await?;
         } else {
             // Stale bases are a top complaint: fetch first; a repo without that remote
             // falls back to the local base branch.
@@ -176,7 +192,7 @@ impl Workspace for WorktreeWorkspace {
             } else {
                 req.base_branch.as_str()
             };
-            git(
+            add_worktree(
                 &req.repo,
                 &[
                     "worktree",
@@ -356,5 +372,29 @@ mod tests {
             .output()
             .expect("git log");
         assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), "two");
+    }
+
+    /// A worktree directory deleted by hand (git still has it registered) does not block the
+    /// next spawn at that path.
+    #[tokio::test]
+    async fn a_worktree_deleted_by_hand_is_pruned_and_made_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let repo = root.join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        sh_git(&repo, &["init", "-q", "-b", "main"]);
+        sh_git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let ws = WorktreeWorkspace::new();
+        let req = WorkspaceRequest {
+            repo: repo.clone(),
+            remote: "origin".into(),
+            base_branch: "main".into(),
+            branch: "session/s-1".into(),
+            path: root.join("wt").join("s-1"),
+        };
+        ws.create(&req).await.expect("created");
+        std::fs::remove_dir_all(root.join("wt")).expect("deleted by hand");
+        ws.create(&req).await.expect("made again");
+        assert!(ws.exists(&req.path).await);
     }
 }
