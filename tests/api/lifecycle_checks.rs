@@ -112,7 +112,7 @@ async fn lifecycle_mergeability_still_computing_at_approval_merges_once_it_settl
 const PROTECTED: &str = "Required status check \"deploy\" is expected.";
 
 #[actix_web::test]
-async fn lifecycle_a_merge_github_refuses_is_a_409_with_its_reason_and_an_event() {
+async fn lifecycle_a_merge_github_refuses_is_a_409_or_422_with_its_reason_and_an_event() {
     let Some(l) = setup_with(true, &[], false).await else {
         return;
     };
@@ -137,6 +137,22 @@ async fn lifecycle_a_merge_github_refuses_is_a_409_with_its_reason_and_an_event(
     let failed = events_of(&l, &id, "merge.failed").await;
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].to_string().contains("Required status check"));
+    // GitHub's 422 (the merge method is not allowed here) is a 422 naming the merge.
+    l.gh.refuse_merges(
+        REPO,
+        Some((422, "Merge commits are not allowed on this repository.")),
+    );
+    let (st, v) = l
+        .app
+        .post(&format!("/api/v1/sessions/{id}/merge"), json!({}))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("merge: GitHub refused the merge (422)"),
+        "{v}"
+    );
+    assert!(text.contains("Merge commits are not allowed"), "{v}");
     // Not merged; once the rule is lifted the same call merges.
     assert_ne!(l.session(&id).await["state"], "merged");
     l.gh.refuse_merges(REPO, None);

@@ -43,6 +43,10 @@ pub enum SessionError {
     /// The request is not allowed in the session's state (HTTP 409).
     #[error("{0}")]
     Rejected(String),
+    /// The outside system refused the request as unprocessable (GitHub's 422 on a merge):
+    /// HTTP 422 on `merge`.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The actor has not loaded its state (it is restarting).
     #[error("session is restarting; try again")]
     NotLoaded,

@@ -247,7 +247,8 @@ impl Handler<MergeNow> for SessionActor {
                 if let Err(e) = &merged {
                     if let Some(reason) = refusal(e) {
                         // A refusal is an answer, not an outage: recorded on the session
-                        // (`merge.failed`) and told to the caller as a conflict.
+                        // (`merge.failed`) and told to the caller as a conflict (422 when
+                        // GitHub said the merge is unprocessable).
                         let _ = addr
                             .send(Apply {
                                 event: EventKind::MergeFailed {
@@ -255,7 +256,12 @@ impl Handler<MergeNow> for SessionActor {
                                 },
                             })
                             .await;
-                        return Err(SessionError::Rejected(reason));
+                        return Err(match e {
+                            PluginError::Api { status: 422, .. } => {
+                                SessionError::Unprocessable(reason)
+                            }
+                            _ => SessionError::Rejected(reason),
+                        });
                     }
                 }
                 merged.map_err(|e| match e {

@@ -93,6 +93,10 @@ impl From<SessionError> for FleetError {
     fn from(e: SessionError) -> Self {
         match e {
             SessionError::Rejected(m) => FleetError::Conflict(m),
+            SessionError::Unprocessable(reason) => FleetError::Invalid {
+                field: "merge".into(),
+                reason,
+            },
             SessionError::NotLoaded => FleetError::Busy,
             SessionError::Store(s) => s.into(),
             SessionError::Plugin(PluginError::NotFound(m)) => FleetError::Conflict(m),
