@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::chat_driver::ChatDriver;
 use crate::fake_anthropic::{request_text, FakeAnthropic, Step};
 use crate::helpers::*;
 
 const KEY: &str = "sk-ant-fake-0123456789";
-/// A turn of the real CLI takes about a second; a loaded machine takes longer.
-const TURN_DEADLINE: u64 = 120;
 
 /// The real `claude` (see [`real_cli`]).
 fn claude_bin() -> Option<PathBuf> {
@@ -24,9 +23,15 @@ fn claude_bin() -> Option<PathBuf> {
 
 /// An app whose chat assistant is the real CLI pointed at a fake.
 struct RealChat {
-    app: TestApp,
-    base: PathBuf,
+    chat: ChatDriver,
     fake: FakeAnthropic,
+}
+
+impl std::ops::Deref for RealChat {
+    type Target = ChatDriver;
+    fn deref(&self) -> &ChatDriver {
+        &self.chat
+    }
 }
 
 impl RealChat {
@@ -59,104 +64,10 @@ impl RealChat {
         );
         let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
         let app = spawn_app_with_agents(Backend::Sqlite, &agents, &extra, dir).await?;
-        Some(RealChat { app, base, fake })
-    }
-
-    async fn send(&self, thread: &str, text: &str) {
-        let (s, v) = self
-            .app
-            .post(
-                "/api/v1/chat/test/messages",
-                json!({"thread": thread, "text": text, "author": "tester"}),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
-    }
-
-    async fn replies(&self, thread: &str) -> Vec<String> {
-        let (s, v) = self
-            .app
-            .get(&format!("/api/v1/chat/test/replies?thread={thread}"))
-            .await;
-        assert_eq!(s, 200);
-        v["replies"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| r["text"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Waits for a reply of `thread` containing `needle` and returns it.
-    async fn wait_reply(&self, thread: &str, needle: &str) -> String {
-        eventually(
-            TURN_DEADLINE,
-            &format!("a reply in {thread} containing {needle:?}"),
-            || async {
-                self.replies(thread)
-                    .await
-                    .into_iter()
-                    .find(|t| t.contains(needle))
-            },
-        )
-        .await
-    }
-
-    /// `/clone`s a copy of the app's repository for `thread`; returns the conversation's
-    /// directory (where its turns run).
-    async fn with_codebase(&self, thread: &str) -> PathBuf {
-        let up = self.base.join("src").join("acme");
-        std::fs::create_dir_all(&up).expect("mkdir");
-        git(
-            &up,
-            &[
-                "clone",
-                "-q",
-                &self.app.repo.display().to_string(),
-                "widget",
-            ],
-        );
-        self.send(thread, &format!("/clone {}", up.join("widget").display()))
-            .await;
-        self.wait_reply(thread, "acme/widget").await;
-        let conv = self.conversation(thread).await;
-        PathBuf::from(conv.cwd.expect("the conversation has a cwd"))
-    }
-
-    async fn conversation(&self, thread: &str) -> flotilla::store::ConversationRecord {
-        self.app
-            .store
-            .get_conversation(&format!("test:{thread}"))
-            .await
-            .expect("conversation")
-    }
-
-    /// The `chat.turn_usage` events so far.
-    async fn usage_events(&self) -> Vec<Value> {
-        self.app
-            .store
-            .events_after(0, 10_000)
-            .await
-            .expect("events")
-            .into_iter()
-            .filter(|e| e.kind == "chat.turn_usage")
-            .map(|e| e.data)
-            .collect()
-    }
-
-    /// Waits until there are `n` usage events.
-    async fn wait_usage(&self, n: usize) -> Vec<Value> {
-        eventually(
-            TURN_DEADLINE,
-            &format!("{n} chat.turn_usage events"),
-            || async {
-                let u = self.usage_events().await;
-                (u.len() >= n).then_some(u)
-            },
-        )
-        .await
+        Some(RealChat {
+            chat: ChatDriver { app, base },
+            fake,
+        })
     }
 }
 

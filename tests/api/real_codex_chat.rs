@@ -14,19 +14,24 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use crate::chat_driver::ChatDriver;
 use crate::fake_openai::{tool_outputs, FakeOpenAi, Step};
 use crate::helpers::*;
 
 const MODEL: &str = "gpt-5-codex";
 const KEY: &str = "sk-fake-0123456789";
-/// A turn of the real CLI takes a few seconds; a loaded machine takes longer.
-const TURN_DEADLINE: u64 = 120;
 
 /// An app whose chat assistant is the real `codex exec` pointed at a fake.
 struct CodexChat {
-    app: TestApp,
-    base: PathBuf,
+    chat: ChatDriver,
     fake: FakeOpenAi,
+}
+
+impl std::ops::Deref for CodexChat {
+    type Target = ChatDriver;
+    fn deref(&self) -> &ChatDriver {
+        &self.chat
+    }
 }
 
 impl CodexChat {
@@ -83,98 +88,10 @@ stream_max_retries = 0
         );
         let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
         let app = spawn_app_with_agents(Backend::Sqlite, &agents, &extra, dir).await?;
-        Some(CodexChat { app, base, fake })
-    }
-
-    async fn send(&self, thread: &str, text: &str) {
-        let (s, v) = self
-            .app
-            .post(
-                "/api/v1/chat/test/messages",
-                json!({"thread": thread, "text": text, "author": "tester"}),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
-    }
-
-    async fn replies(&self, thread: &str) -> Vec<String> {
-        let (s, v) = self
-            .app
-            .get(&format!("/api/v1/chat/test/replies?thread={thread}"))
-            .await;
-        assert_eq!(s, 200);
-        v["replies"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| r["text"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    async fn wait_reply(&self, thread: &str, needle: &str) -> String {
-        eventually(
-            TURN_DEADLINE,
-            &format!("a reply in {thread} containing {needle:?}"),
-            || async {
-                self.replies(thread)
-                    .await
-                    .into_iter()
-                    .find(|t| t.contains(needle))
-            },
-        )
-        .await
-    }
-
-    /// `/clone`s a copy of the app's repository for `thread`; returns the directory its turns
-    /// run in.
-    async fn with_codebase(&self, thread: &str) -> PathBuf {
-        let up = self.base.join("src").join("acme");
-        std::fs::create_dir_all(&up).expect("mkdir");
-        git(
-            &up,
-            &[
-                "clone",
-                "-q",
-                &self.app.repo.display().to_string(),
-                "widget",
-            ],
-        );
-        self.send(thread, &format!("/clone {}", up.join("widget").display()))
-            .await;
-        self.wait_reply(thread, "acme/widget").await;
-        let conv = self.conversation(thread).await;
-        PathBuf::from(conv.cwd.expect("the conversation has a cwd"))
-    }
-
-    async fn conversation(&self, thread: &str) -> flotilla::store::ConversationRecord {
-        self.app
-            .store
-            .get_conversation(&format!("test:{thread}"))
-            .await
-            .expect("conversation")
-    }
-
-    async fn usage_events(&self, n: usize) -> Vec<Value> {
-        eventually(
-            TURN_DEADLINE,
-            &format!("{n} chat.turn_usage events"),
-            || async {
-                let u: Vec<Value> = self
-                    .app
-                    .store
-                    .events_after(0, 10_000)
-                    .await
-                    .expect("events")
-                    .into_iter()
-                    .filter(|e| e.kind == "chat.turn_usage")
-                    .map(|e| e.data)
-                    .collect();
-                (u.len() >= n).then_some(u)
-            },
-        )
-        .await
+        Some(CodexChat {
+            chat: ChatDriver { app, base },
+            fake,
+        })
     }
 }
 
@@ -231,7 +148,7 @@ async fn a_real_codex_chat_turn_runs_a_command_then_resumes_its_thread() {
         .expect("the codex thread id is kept for the next message");
 
     // Priced at chat.assistant.model from the built-in table: codex exec reports no cost.
-    let usage = c.usage_events(1).await;
+    let usage = c.wait_usage(1).await;
     assert_eq!(usage[0]["assistant"], "codex");
     assert_eq!(usage[0]["cost_source"], "price_table", "{}", usage[0]);
     assert!(usage[0]["usage"]["cost_usd"].as_f64().expect("cost") > 0.0);
