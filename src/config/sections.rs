@@ -662,6 +662,10 @@ pub struct IntakeSettings {
     /// `None`: no intake.
     #[serde(default)]
     pub label: Option<String>,
+    /// Issues assigned to this user start a session too: a name INTERFACE.md fixes, not yet
+    /// supported (any value but null is refused by validation, naming the key).
+    #[serde(default)]
+    pub assignee: Option<String>,
 }
 
 /// `notifiers.<name>` — a named notification target. `Debug` hides the URL: Slack and

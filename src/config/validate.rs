@@ -170,6 +170,12 @@ impl Settings {
             for (field, why) in p.sandbox.problems() {
                 v.push(format!("{key}.sandbox.{field}"), why);
             }
+            if p.intake.assignee.is_some() {
+                v.push(
+                    format!("{key}.intake.assignee"),
+                    "intake by assignee is not supported yet; use intake.label",
+                );
+            }
             if p.remote.trim().is_empty() {
                 v.push(format!("{key}.remote"), "must not be empty");
             }
@@ -896,7 +902,7 @@ mod tests {
     fn a_valid_project_passes() {
         let repo = git_dir();
         let yaml = format!(
-            "agents: {{ scripted: {{ kind: command, command: [./agent.sh] }} }}\nprojects:\n  demo:\n    repo: {}\n    github_repo: acme/widgets\n    agent: scripted\n    reactions: {{ ci-failed: {{ retries: 4 }} }}\nnotifiers: {{ ops: {{ kind: webhook, url: \"https://hooks.example.com/x\" }} }}\nrouting: {{ urgent: [ops] }}\ndefaults: {{ notifiers: [ops] }}\n",
+            "agents: {{ scripted: {{ kind: command, command: [./agent.sh] }} }}\nprojects:\n  demo:\n    repo: {}\n    github_repo: acme/widgets\n    agent: scripted\n    intake: {{ label: flotilla, assignee: null }}\n    reactions: {{ ci-failed: {{ retries: 4 }} }}\nnotifiers: {{ ops: {{ kind: webhook, url: \"https://hooks.example.com/x\" }} }}\nrouting: {{ urgent: [ops] }}\ndefaults: {{ notifiers: [ops] }}\n",
             repo.path().display()
         );
         assert_eq!(issues(&yaml), vec![]);
@@ -915,7 +921,7 @@ agents:
   scripted: {{ kind: command }}
 projects:
   a: {{ repo: {}, session_prefix: same }}
-  b: {{ repo: /nonexistent/flotilla/b, session_prefix: same, agent: nope }}
+  b: {{ repo: /nonexistent/flotilla/b, session_prefix: same, agent: nope, intake: {{ assignee: bot }} }}
   "bad name": {{ repo: /nonexistent/x, session_prefix: "no spaces" }}
 notifiers:
   hook: {{ kind: webhook, url: "ftp://example.com" }}
@@ -934,6 +940,7 @@ chat: {{ max_concurrent: 0 }}
             "projects.b.repo",
             "projects.b.session_prefix",
             "projects.b.agent",
+            "projects.b.intake.assignee",
             "projects.bad name",
             "projects.bad name.session_prefix",
             "notifiers.hook.url",
