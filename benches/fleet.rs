@@ -16,6 +16,10 @@ use flotilla::config::{load_with, LoadOptions};
 use flotilla::store::SessionState;
 use flotilla::telemetry::METRICS;
 
+#[path = "support/proc.rs"]
+mod proc;
+use proc::run;
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -40,19 +44,6 @@ fn subprocesses() -> u64 {
         .iter()
         .map(|p| METRICS.subprocesses.with_label_values(&[p]).get())
         .sum()
-}
-
-fn run(cwd: &std::path::Path, argv: &[&str]) {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn main() {

@@ -15,6 +15,10 @@ use flotilla::app::Application;
 use flotilla::config::{load_with, LoadOptions};
 use flotilla::store::SessionState;
 
+#[path = "support/proc.rs"]
+mod proc;
+use proc::run;
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -65,19 +69,6 @@ fn tree_rss(root: u32, parents: &HashMap<u32, u32>) -> u64 {
         })
         .map(|&p| rss_kib(p))
         .sum()
-}
-
-fn run(cwd: &std::path::Path, argv: &[&str]) {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Batch-spawns `n` sessions of `project` (issues `first..`) and waits until none is spawning; returns the time.

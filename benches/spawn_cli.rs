@@ -15,20 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "bench-token";
+#[path = "support/proc.rs"]
+mod proc;
+use proc::run;
 
-fn run(cwd: &Path, argv: &[&str]) {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+const TOKEN: &str = "bench-token";
 
 /// A repository with an origin (a bare clone) to fetch from.
 fn repo_with_origin(root: &Path, name: &str) -> PathBuf {
