@@ -204,6 +204,11 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
     p.agents = agents;
     p.scm = scm_from(settings);
     p.trackers = trackers_from(settings);
+    p.writebacks = settings
+        .projects
+        .iter()
+        .map(|(name, project)| (name.clone(), project.writeback.clone()))
+        .collect();
     p
 }
 
