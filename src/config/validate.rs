@@ -170,7 +170,11 @@ impl Settings {
             for (field, why) in p.sandbox.problems() {
                 v.push(format!("{key}.sandbox.{field}"), why);
             }
-            if p.intake.assignee.as_deref().is_some_and(|a| a.trim().is_empty()) {
+            if p.intake
+                .assignee
+                .as_deref()
+                .is_some_and(|a| a.trim().is_empty())
+            {
                 v.push(
                     format!("{key}.intake.assignee"),
                     "must not be empty (null turns intake by assignee off)",

@@ -114,7 +114,14 @@ async fn issue_intake(
     let Some(w) = state.intake.github(event, &v) else {
         return Ok(None);
     };
-    let outcome = start_once(&state.reads, &state.supervisor, "github", &w.project, &w.issue).await?;
+    let outcome = start_once(
+        &state.reads,
+        &state.supervisor,
+        "github",
+        &w.project,
+        &w.issue,
+    )
+    .await?;
     Ok(Some(intake_json(&outcome)))
 }
 

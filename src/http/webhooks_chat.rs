@@ -213,8 +213,16 @@ pub async fn jira(
     let v = json_body(&body)?;
     // Issue intake (`jira:issue_created` / `jira:issue_updated`): once per issue.
     if let Some(w) = state.intake.jira(&v) {
-        let o = start_once(&state.reads, &state.supervisor, "jira", &w.project, &w.issue).await?;
-        return Ok(HttpResponse::Ok().json(json!({"ok": true, "intake": super::webhooks::intake_json(&o)})));
+        let o = start_once(
+            &state.reads,
+            &state.supervisor,
+            "jira",
+            &w.project,
+            &w.issue,
+        )
+        .await?;
+        return Ok(HttpResponse::Ok()
+            .json(json!({"ok": true, "intake": super::webhooks::intake_json(&o)})));
     }
     let bot = cfg.jira_bot_account_id.as_deref().unwrap_or_default();
     if let Some(m) = jira::parse_webhook(&v, bot) {

@@ -172,7 +172,7 @@ pub trait WebhookLog: Send + Sync + 'static {
 /// What sessions have written back to their tracker issues (each write once).
 #[async_trait]
 pub trait WritebackMarks: Send + Sync + 'static {
-    /// Claims stage `stage` (`opened`, `merged`) of `session_id`'s write-back. Returns `false`
+    /// Claims mark `stage` (`opened.comment`, `merged.move`…) of `session_id`'s write-back. Returns `false`
     /// when it was claimed before (the write is done or under way): nothing is written.
     async fn claim_writeback(
         &self,

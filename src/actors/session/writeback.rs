@@ -3,11 +3,13 @@
 //! (`projects.<name>.writeback`) — when the PR opens and when it merges.
 //!
 //! Triggered after a commit that found the PR or merged it, and when the actor (re)starts,
-//! so a write interrupted by a restart before it was claimed is done then. Each stage is
-//! claimed in the store ([`crate::store::WritebackMarks`]) before the write: a stage is
-//! written at most once, across restarts. A failed write gives the claim back (a later
-//! trigger tries again) and is an event on the session (`tracker.writeback_failed`), never an
-//! error of the lifecycle; a done one is `tracker.written_back`.
+//! so a write interrupted by a restart before it was claimed is done then. Each stage's two
+//! parts (the comment; the labels/state) are claimed in the store
+//! ([`crate::store::WritebackMarks`], marks `opened.comment`, `merged.move`…) before they are
+//! written: each is written at most once, across restarts. A failed part gives its claim back
+//! (the next trigger, e.g. a restart, tries again) and is an event on the session
+//! (`tracker.writeback_failed`, with the error), never an error of the lifecycle; a written
+//! one is `tracker.written_back`.
 
 use std::sync::Arc;
 
@@ -79,7 +81,23 @@ pub(super) fn plan(cfg: &WritebackSettings, stage: Stage, s: &SessionSnapshot) -
     }
 }
 
-/// Writes every stage in `stages` to the session's issue, each once (see the module docs).
+/// A stage's write in its two parts, each claimed on its own: the comment, and the moves
+/// (labels, state). A part that failed is given back and tried again on a later trigger; a
+/// part that was written is never written again.
+fn parts(w: WriteBack) -> Vec<(&'static str, WriteBack)> {
+    let comment = WriteBack {
+        comment: w.comment,
+        ..WriteBack::default()
+    };
+    let moves = WriteBack { comment: None, ..w };
+    [("comment", comment), ("move", moves)]
+        .into_iter()
+        .filter(|(_, w)| !w.is_empty())
+        .collect()
+}
+
+/// Writes every stage in `stages` to the session's issue, each part once (see the module
+/// docs).
 pub(super) async fn run(fleet: Arc<Fleet>, s: SessionSnapshot, stages: Vec<Stage>) {
     let rec = &s.session;
     let (Some(issue), Some(tracker), Some(cfg)) = (
@@ -90,55 +108,44 @@ pub(super) async fn run(fleet: Arc<Fleet>, s: SessionSnapshot, stages: Vec<Stage
         return;
     };
     for stage in stages {
-        let w = plan(&cfg, stage, &s);
-        if w.is_empty() {
-            continue;
-        }
-        match fleet
-            .store
-            .claim_writeback(rec.id.as_str(), stage.as_str(), Utc::now())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::warn!(error = ?e, stage = stage.as_str(), "write-back not claimed");
-                continue;
-            }
-        }
-        let result = tracker.write_back(&issue, &w).await;
-        let (kind, mut data) = match &result {
-            Ok(()) => (
-                "tracker.written_back",
-                serde_json::json!({"stage": stage.as_str(), "issue": issue,
-                    "comment": w.comment.is_some(), "add_labels": w.add_labels,
-                    "remove_labels": w.remove_labels, "state": w.state}),
-            ),
-            Err(e) => (
-                "tracker.writeback_failed",
-                serde_json::json!({"stage": stage.as_str(), "issue": issue, "error": e.to_string()}),
-            ),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, stage = stage.as_str(), %issue, "tracker write-back failed");
-            if let Err(e) = fleet
+        for (part, w) in parts(plan(&cfg, stage, &s)) {
+            let mark = format!("{}.{part}", stage.as_str());
+            match fleet
                 .store
-                .release_writeback(rec.id.as_str(), stage.as_str())
+                .claim_writeback(rec.id.as_str(), &mark, Utc::now())
                 .await
             {
-                tracing::warn!(error = ?e, "write-back claim not released");
-                data["released"] = false.into();
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = ?e, %mark, "write-back not claimed");
+                    continue;
+                }
             }
+            let mut data = serde_json::json!({"stage": stage.as_str(), "part": part,
+                "issue": issue, "add_labels": w.add_labels, "remove_labels": w.remove_labels,
+                "state": w.state});
+            let kind = match tracker.write_back(&issue, &w).await {
+                Ok(()) => "tracker.written_back",
+                Err(e) => {
+                    tracing::warn!(error = %e, %mark, %issue, "tracker write-back failed");
+                    data["error"] = e.to_string().into();
+                    if let Err(e) = fleet.store.release_writeback(rec.id.as_str(), &mark).await {
+                        tracing::warn!(error = ?e, "write-back claim not released");
+                    }
+                    "tracker.writeback_failed"
+                }
+            };
+            let _ = fleet
+                .journal
+                .append(&NewEvent {
+                    session_id: Some(rec.id.clone()),
+                    kind: kind.into(),
+                    data,
+                    at: Utc::now(),
+                })
+                .await;
         }
-        let _ = fleet
-            .journal
-            .append(&NewEvent {
-                session_id: Some(rec.id.clone()),
-                kind: kind.into(),
-                data,
-                at: Utc::now(),
-            })
-            .await;
     }
 }
 
@@ -188,7 +195,10 @@ mod tests {
         assert_eq!(due(Some(&open), &open), vec![]);
         assert_eq!(due(Some(&open), &merged), vec![Stage::Merged]);
         assert_eq!(due(None, &merged), vec![Stage::Opened, Stage::Merged]);
-        assert_eq!(due(None, &snap(None, Some(3), SessionState::Merged)), vec![]);
+        assert_eq!(
+            due(None, &snap(None, Some(3), SessionState::Merged)),
+            vec![]
+        );
     }
 
     #[test]
@@ -215,5 +225,11 @@ mod tests {
             ..cfg
         };
         assert!(plan(&quiet, Stage::Merged, &s).is_empty());
+        let split = parts(w);
+        assert_eq!(
+            split.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            ["comment", "move"]
+        );
+        assert!(split[0].1.add_labels.is_empty() && split[1].1.comment.is_none());
     }
 }

@@ -239,7 +239,9 @@ fn with_issue(new: &mut NewSession, issue: &crate::plugins::Issue) {
 fn closed(id: &str) -> FleetError {
     FleetError::Invalid {
         field: "issue".into(),
-        reason: format!("issue {id} is closed in the project's tracker; reopen it to start a session"),
+        reason: format!(
+            "issue {id} is closed in the project's tracker; reopen it to start a session"
+        ),
     }
 }
 

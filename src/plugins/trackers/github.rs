@@ -46,7 +46,10 @@ impl GithubIssues {
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self
             .http
-            .request(method, format!("{}/repos/{}{path}", self.api_url, self.repo))
+            .request(
+                method,
+                format!("{}/repos/{}{path}", self.api_url, self.repo),
+            )
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28");
         if let Some(t) = &self.token {

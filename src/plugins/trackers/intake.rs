@@ -191,15 +191,36 @@ mod tests {
             project: "demo".into(),
             issue: "7".into(),
         });
-        assert_eq!(i.github("issues", &hook("labeled", &["Flotilla"], None, "open")), want);
         assert_eq!(
-            i.github("issues", &hook("assigned", &[], Some("flotilla-bot"), "open")),
+            i.github("issues", &hook("labeled", &["Flotilla"], None, "open")),
             want
         );
-        assert_eq!(i.github("issues", &hook("labeled", &["bug"], None, "open")), None);
-        assert_eq!(i.github("issues", &hook("unlabeled", &["flotilla"], None, "open")), None);
-        assert_eq!(i.github("issues", &hook("labeled", &["flotilla"], None, "closed")), None);
-        assert_eq!(i.github("issue_comment", &hook("labeled", &["flotilla"], None, "open")), None);
+        assert_eq!(
+            i.github(
+                "issues",
+                &hook("assigned", &[], Some("flotilla-bot"), "open")
+            ),
+            want
+        );
+        assert_eq!(
+            i.github("issues", &hook("labeled", &["bug"], None, "open")),
+            None
+        );
+        assert_eq!(
+            i.github("issues", &hook("unlabeled", &["flotilla"], None, "open")),
+            None
+        );
+        assert_eq!(
+            i.github("issues", &hook("labeled", &["flotilla"], None, "closed")),
+            None
+        );
+        assert_eq!(
+            i.github(
+                "issue_comment",
+                &hook("labeled", &["flotilla"], None, "open")
+            ),
+            None
+        );
     }
 
     #[test]
@@ -218,7 +239,10 @@ mod tests {
             })
         );
         assert_eq!(i.jira(&hook("jira:issue_updated", &["other"], "new")), None);
-        assert_eq!(i.jira(&hook("jira:issue_updated", &["flotilla"], "done")), None);
+        assert_eq!(
+            i.jira(&hook("jira:issue_updated", &["flotilla"], "done")),
+            None
+        );
         assert_eq!(i.jira(&hook("comment_created", &["flotilla"], "new")), None);
     }
 }

@@ -110,10 +110,7 @@ impl Tracker for LinearIssues {
                 .as_str()
                 .filter(|b| !b.is_empty())
                 .map(str::to_string),
-            closed: matches!(
-                i["state"]["type"].as_str(),
-                Some("completed" | "canceled")
-            ),
+            closed: matches!(i["state"]["type"].as_str(), Some("completed" | "canceled")),
         })
     }
 

@@ -11,9 +11,9 @@
 //! | `jira` | REST v3 `GET /rest/api/3/issue/{key}` ([`jira::JiraIssues`]) |
 
 pub mod github;
+pub mod intake;
 pub mod jira;
 pub mod linear;
-pub mod intake;
 pub mod linear_hook;
 
 use std::time::Duration;
