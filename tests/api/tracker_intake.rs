@@ -284,9 +284,21 @@ async fn tracker_intake_a_closed_issue_is_refused_at_spawn() {
         return;
     };
     refused(&jira_app, "OPS-1").await;
-    // An open issue of the same tracker still spawns.
+    // A batch skips it, naming why, and spawns the open one.
     t.add_jira("OPS-2", "Open", json!(null), &[]);
+    let (st, v) = jira_app
+        .post(
+            "/api/v1/sessions/batch",
+            json!({"project": "demo", "issues": ["OPS-1", "OPS-2"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["skipped"][0]["issue"], "OPS-1", "{v}");
+    assert_eq!(v["skipped"][0]["reason"], "closed in the tracker", "{v}");
+    assert_eq!(v["spawned"][0]["issue"], "OPS-2", "{v}");
+    // An open issue of the same tracker still spawns on its own.
+    t.add_jira("OPS-3", "Open too", json!(null), &[]);
     jira_app
-        .spawn(json!({"project": "demo", "issue": "OPS-2"}))
+        .spawn(json!({"project": "demo", "issue": "OPS-3"}))
         .await;
 }
