@@ -196,6 +196,7 @@ fn server_main() {
             check_report_token: Arc::new(|_, _| false),
             github_webhook_secret: None,
             linear_hook: None,
+            intake: Default::default(),
             chat_inbox: None,
             chat_conversations: None,
             chat_webhooks: Default::default(),

@@ -204,6 +204,11 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
     p.agents = agents;
     p.scm = scm_from(settings);
     p.trackers = trackers_from(settings);
+    p.writebacks = settings
+        .projects
+        .iter()
+        .map(|(name, project)| (name.clone(), project.writeback.clone()))
+        .collect();
     p
 }
 
@@ -247,6 +252,40 @@ fn trackers_from(settings: &Settings) -> HashMap<String, Arc<dyn crate::plugins:
         }
     }
     out
+}
+
+/// Polls each GitHub project with an intake label for labelled issues, every
+/// `github.poll_interval` (none when it is 0s: `issues` webhooks only).
+fn start_intake_poller(
+    settings: &Settings,
+    fleet: &Arc<Fleet>,
+    intake: &crate::plugins::trackers::intake::Intake,
+    supervisor: &Addr<FleetSupervisor>,
+) {
+    use crate::actors::intake::{IntakePoller, PolledProject};
+    let every = settings.github.poll_interval.get();
+    let projects: Vec<PolledProject> = intake
+        .github_labels()
+        .into_iter()
+        .filter_map(|(project, label)| {
+            let tracker = fleet.plugins.trackers.get(&project)?.clone();
+            Some(PolledProject {
+                project,
+                label,
+                tracker,
+            })
+        })
+        .collect();
+    if every.is_zero() || projects.is_empty() {
+        return;
+    }
+    IntakePoller::new(
+        projects,
+        Arc::new(fleet.read_model()),
+        supervisor.clone(),
+        every,
+    )
+    .start();
 }
 
 /// The GitHub SCM, when any project has a `github_repo`. Must run inside the runtime.
@@ -417,6 +456,8 @@ impl Application {
                 .start();
             }
         }
+        let intake = crate::plugins::trackers::intake::Intake::from_settings(&settings);
+        start_intake_poller(&settings, &fleet, &intake, &supervisor);
         let reconcile = settings.lifecycle.reconcile_interval.get();
         if !reconcile.is_zero() {
             let sup = supervisor.clone();
@@ -478,6 +519,7 @@ impl Application {
                 &settings,
             )
             .map(Arc::new),
+            intake: Arc::new(intake),
             chat_inbox: Some(chat.inbox.clone()),
             chat_conversations: Some(chat.supervisor.clone().recipient()),
             chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),

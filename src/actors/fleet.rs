@@ -85,6 +85,8 @@ pub struct Plugins {
     pub scm: Option<Arc<dyn crate::plugins::Scm>>,
     /// Each project's issue tracker, by project name.
     pub trackers: HashMap<String, Arc<dyn crate::plugins::Tracker>>,
+    /// What each project's sessions write back to their issues (`projects.<name>.writeback`).
+    pub writebacks: HashMap<String, crate::config::WritebackSettings>,
 }
 
 impl Plugins {

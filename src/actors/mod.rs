@@ -6,6 +6,7 @@
 pub mod all_complete;
 pub mod chat;
 pub mod fleet;
+pub mod intake;
 pub mod journal;
 pub mod poller;
 pub mod sandbox_host;

@@ -38,7 +38,7 @@ pub use sections::{
     JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
     NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
     ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
-    WorkspaceSetup,
+    WorkspaceSetup, WritebackSettings, WritebackStage,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,

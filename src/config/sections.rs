@@ -272,9 +272,55 @@ pub struct ProjectSettings {
     /// Whether and how this project's agents run in a sandbox (agents may override).
     #[serde(default, deserialize_with = "null_as_default")]
     pub sandbox: super::SandboxSettings,
-    /// Tracker issues that start a session by themselves (Linear: `POST /webhooks/linear`).
+    /// Tracker issues that start a session by themselves (GitHub `issues` webhooks and
+    /// polling, `POST /webhooks/linear`, `POST /webhooks/jira`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub intake: IntakeSettings,
+    /// What a session started from an issue writes back to it when its PR opens and merges.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub writeback: WritebackSettings,
+}
+
+/// `projects.<name>.writeback` — the tracker hears about the session's PR: a comment with
+/// the PR link and, per stage, labels (GitHub) or a workflow state (Linear, Jira).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritebackSettings {
+    /// Comment on the issue with the PR link when the PR opens and when it merges.
+    #[serde(default = "default_true")]
+    pub comment: bool,
+    /// When the session's PR opens.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub opened: WritebackStage,
+    /// When the session's PR merges.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub merged: WritebackStage,
+}
+
+impl Default for WritebackSettings {
+    fn default() -> Self {
+        WritebackSettings {
+            comment: true,
+            opened: WritebackStage::default(),
+            merged: WritebackStage::default(),
+        }
+    }
+}
+
+/// `projects.<name>.writeback.{opened,merged}` — how the issue moves at one stage.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WritebackStage {
+    /// GitHub: labels added to the issue.
+    #[serde(default)]
+    pub add_labels: Vec<String>,
+    /// GitHub: labels taken off the issue (one it does not carry is fine).
+    #[serde(default)]
+    pub remove_labels: Vec<String>,
+    /// Linear and Jira: the workflow state the issue moves to, by name (`In Review`) or
+    /// id (Linear state id, Jira transition id).
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// `projects.<name>.setup` — preparing a fresh workspace.
@@ -662,8 +708,9 @@ pub struct IntakeSettings {
     /// `None`: no intake.
     #[serde(default)]
     pub label: Option<String>,
-    /// Issues assigned to this user start a session too: a name INTERFACE.md fixes, not yet
-    /// supported (any value but null is refused by validation, naming the key).
+    /// Issues assigned to this user start a session too (matched without case): GitHub
+    /// login, Jira account id, display name or email, Linear user id or name. `None`: no
+    /// intake by assignee.
     #[serde(default)]
     pub assignee: Option<String>,
 }

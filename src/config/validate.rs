@@ -170,10 +170,14 @@ impl Settings {
             for (field, why) in p.sandbox.problems() {
                 v.push(format!("{key}.sandbox.{field}"), why);
             }
-            if p.intake.assignee.is_some() {
+            if p.intake
+                .assignee
+                .as_deref()
+                .is_some_and(|a| a.trim().is_empty())
+            {
                 v.push(
                     format!("{key}.intake.assignee"),
-                    "intake by assignee is not supported yet; use intake.label",
+                    "must not be empty (null turns intake by assignee off)",
                 );
             }
             if p.remote.trim().is_empty() {
@@ -921,7 +925,7 @@ agents:
   scripted: {{ kind: command }}
 projects:
   a: {{ repo: {}, session_prefix: same }}
-  b: {{ repo: /nonexistent/flotilla/b, session_prefix: same, agent: nope, intake: {{ assignee: bot }} }}
+  b: {{ repo: /nonexistent/flotilla/b, session_prefix: same, agent: nope, intake: {{ assignee: " " }} }}
   "bad name": {{ repo: /nonexistent/x, session_prefix: "no spaces" }}
 notifiers:
   hook: {{ kind: webhook, url: "ftp://example.com" }}

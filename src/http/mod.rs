@@ -77,6 +77,8 @@ pub struct AppState {
     pub github_webhook_secret: Option<crate::config::Secret>,
     /// `POST /webhooks/linear`'s secret and intake; `None` refuses every Linear delivery.
     pub linear_hook: Option<std::sync::Arc<crate::plugins::trackers::linear_hook::LinearHook>>,
+    /// Which GitHub `issues` and Jira issue deliveries hand an issue to a project.
+    pub intake: std::sync::Arc<crate::plugins::trackers::intake::Intake>,
     /// The chat bridge's durable inbox; `None` while the bridge is not running (its webhook
     /// routes then answer 503 so the platform redelivers later).
     pub chat_inbox: Option<std::sync::Arc<dyn crate::plugins::ChatInbox>>,

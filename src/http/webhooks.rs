@@ -9,6 +9,10 @@
 //! delivery log; no actor involved) → answer. A delivery is stored before the 2xx, so a crash after the answer loses nothing,
 //! and a redelivery (same `X-GitHub-Delivery`) answers `{"duplicate": true}` and does nothing
 //! more. The body size limit is the server's `max_body_bytes`.
+//!
+//! Issue intake: a new `issues` delivery (`opened`, `labeled`, `assigned`, `reopened`) whose
+//! issue carries `projects.<name>.intake.label` or is assigned to `intake.assignee` starts one
+//! session, at most once per issue ([`crate::actors::intake`]).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -16,6 +20,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::actors::intake::{start_once, IntakeOutcome};
 use crate::actors::supervisor::messages::GithubEventReceived;
 use crate::plugins::github::events::{verify_signature, GithubEvent, GithubEventKind};
 use crate::store::WebhookDelivery;
@@ -60,7 +65,7 @@ pub async fn github(
     let delivery = WebhookDelivery {
         platform: "github".into(),
         delivery_id,
-        event: event_name,
+        event: event_name.clone(),
         payload,
         received_at: Utc::now(),
     };
@@ -77,10 +82,54 @@ pub async fn github(
         return Ok(HttpResponse::Ok().json(json!({"duplicate": false, "pong": true})));
     }
     let kind = event.kind.as_str();
+    let intake = issue_intake(&state, &event_name, &body).await?;
     // The delivery is already persisted; a lost notification is recovered by polling, so a
     // busy supervisor must not turn into a 5xx (GitHub's redelivery would be a duplicate).
     if let Err(e) = state.supervisor.send(GithubEventReceived { event }).await {
         tracing::warn!(error = %e, "github event not handed to the supervisor");
     }
-    Ok(HttpResponse::Ok().json(json!({"duplicate": false, "event": kind})))
+    let mut answer = json!({"duplicate": false, "event": kind});
+    if let Some(i) = intake {
+        answer["intake"] = i;
+    }
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// An `issues` delivery that hands an issue to a project (`projects.<name>.intake`) starts
+/// one session for it, once per issue ([`start_once`]); what happened, for the answer.
+///
+/// # Errors
+/// 500 when the issue cannot be recorded (nothing started; GitHub may redeliver).
+async fn issue_intake(
+    state: &AppState,
+    event: &str,
+    body: &[u8],
+) -> Result<Option<serde_json::Value>, ApiError> {
+    if event != "issues" {
+        return Ok(None);
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(None);
+    };
+    let Some(w) = state.intake.github(event, &v) else {
+        return Ok(None);
+    };
+    let outcome = start_once(
+        &state.reads,
+        &state.supervisor,
+        "github",
+        &w.project,
+        &w.issue,
+    )
+    .await?;
+    Ok(Some(intake_json(&outcome)))
+}
+
+/// The answer's `intake` field: `{"session": id}`, `"already started"` or `{"refused": why}`.
+pub fn intake_json(o: &IntakeOutcome) -> serde_json::Value {
+    match o {
+        IntakeOutcome::Started(id) => json!({"session": id}),
+        IntakeOutcome::AlreadyTaken => json!("already started"),
+        IntakeOutcome::Refused(why) => json!({"refused": why}),
+    }
 }

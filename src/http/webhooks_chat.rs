@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::actors::intake::start_once;
 use crate::config::{Secret, Settings};
 use crate::plugins::chat::{discord, github, jira, slack, telegram, verify};
 use crate::plugins::{InboundMessage, InboxReceipt};
@@ -188,6 +189,8 @@ pub async fn discord_interactions(
 }
 
 /// `POST /webhooks/jira`: admin webhooks signed with `X-Hub-Signature` (wire-formats §5.1).
+/// An issue created or updated for Flotilla (`projects.<name>.intake`) starts one session
+/// ([`crate::actors::intake`]); a mentioning comment is a chat message.
 /// Without `jira.webhook_secret` every request is refused: an unsigned Jira webhook would
 /// let anyone talk to the assistant.
 ///
@@ -208,6 +211,19 @@ pub async fn jira(
         return Err(refused("jira"));
     }
     let v = json_body(&body)?;
+    // Issue intake (`jira:issue_created` / `jira:issue_updated`): once per issue.
+    if let Some(w) = state.intake.jira(&v) {
+        let o = start_once(
+            &state.reads,
+            &state.supervisor,
+            "jira",
+            &w.project,
+            &w.issue,
+        )
+        .await?;
+        return Ok(HttpResponse::Ok()
+            .json(json!({"ok": true, "intake": super::webhooks::intake_json(&o)})));
+    }
     let bot = cfg.jira_bot_account_id.as_deref().unwrap_or_default();
     if let Some(m) = jira::parse_webhook(&v, bot) {
         deliver(&state, m).await?;

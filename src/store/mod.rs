@@ -169,6 +169,22 @@ pub trait WebhookLog: Send + Sync + 'static {
     async fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<bool>;
 }
 
+/// What sessions have written back to their tracker issues (each write once).
+#[async_trait]
+pub trait WritebackMarks: Send + Sync + 'static {
+    /// Claims mark `stage` (`opened.comment`, `merged.move`…) of `session_id`'s write-back. Returns `false`
+    /// when it was claimed before (the write is done or under way): nothing is written.
+    async fn claim_writeback(
+        &self,
+        session_id: &str,
+        stage: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Gives a claim back after its write failed, so a later trigger tries again.
+    async fn release_writeback(&self, session_id: &str, stage: &str) -> StoreResult<()>;
+}
+
 /// The chat bridge: conversations, their message inbox and their links to sessions.
 #[async_trait]
 pub trait ChatStore: Send + Sync + 'static {
@@ -370,7 +386,14 @@ pub trait Outbox: Send + Sync + 'static {
 /// The durable state of Flotilla: every area. Implementations are cheap to clone behind an
 /// `Arc` and safe to call concurrently from many actors.
 pub trait Store:
-    SessionCommands + SessionQueries + EventLog + WebhookLog + ChatStore + TemplateStore + Outbox
+    SessionCommands
+    + SessionQueries
+    + EventLog
+    + WebhookLog
+    + WritebackMarks
+    + ChatStore
+    + TemplateStore
+    + Outbox
 {
 }
 
@@ -379,6 +402,7 @@ impl<T> Store for T where
         + SessionQueries
         + EventLog
         + WebhookLog
+        + WritebackMarks
         + ChatStore
         + TemplateStore
         + Outbox

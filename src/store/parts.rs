@@ -20,6 +20,8 @@ pub struct StoreParts {
     pub events: Arc<dyn EventLog>,
     /// The webhook deliveries seen (to drop replays).
     pub webhooks: Arc<dyn WebhookLog>,
+    /// What sessions wrote back to their tracker issues.
+    pub writebacks: Arc<dyn WritebackMarks>,
     /// The chat bridge: conversations, their message inbox and their links to sessions.
     pub chat: Arc<dyn ChatStore>,
     /// Chat templates and per-codebase commands.
@@ -36,6 +38,7 @@ impl StoreParts {
             session_queries: store.clone(),
             events: store.clone(),
             webhooks: store.clone(),
+            writebacks: store.clone(),
             chat: store.clone(),
             templates: store.clone(),
             outbox: store.clone(),
@@ -80,6 +83,11 @@ delegate! { EventLog to events {
 
 delegate! { WebhookLog to webhooks {
     fn record_webhook_delivery(delivery: &WebhookDelivery) -> bool;
+} }
+
+delegate! { WritebackMarks to writebacks {
+    fn claim_writeback(session_id: &str, stage: &str, at: DateTime<Utc>) -> bool;
+    fn release_writeback(session_id: &str, stage: &str) -> ();
 } }
 
 delegate! { ChatStore to chat {

@@ -144,6 +144,7 @@ store_suite!(
     count_by_state_counts_each_state_present,
     list_sessions_filters_by_project_state_and_activity,
     a_replayed_webhook_delivery_is_ignored,
+    a_writeback_mark_is_claimed_once_until_released,
     the_chat_inbox_dedupes_and_serves_the_oldest_message_first,
     a_running_chat_message_is_served_again_after_a_crash,
     chat_calls_on_unknown_rows_are_not_found,
@@ -810,6 +811,30 @@ async fn a_replayed_webhook_delivery_is_ignored(store: SharedStore) {
         .record_webhook_delivery(&slack)
         .await
         .expect("other platform"));
+}
+
+async fn a_writeback_mark_is_claimed_once_until_released(store: SharedStore) {
+    let claim = |mark: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_writeback("demo-1", mark, at(0))
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(claim("opened.comment").await);
+    assert!(!claim("opened.comment").await, "claimed once");
+    assert!(claim("opened.move").await, "another part is another mark");
+    store
+        .release_writeback("demo-1", "opened.move")
+        .await
+        .expect("release");
+    assert!(
+        claim("opened.move").await,
+        "a released mark is claimed again"
+    );
+    assert!(!claim("opened.comment").await);
 }
 
 async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: SharedStore) {

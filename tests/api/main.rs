@@ -57,4 +57,6 @@ mod secrets_scan;
 mod server;
 mod sessions;
 mod spawn_branches;
+mod tracker_intake;
+mod tracker_writeback;
 mod trackers;

@@ -154,6 +154,10 @@ struct Status {
 struct Repo {
     prs: BTreeMap<i64, Pr>,
     issues: BTreeMap<i64, (String, String, &'static str)>,
+    /// Labels on each issue, in the order they were added.
+    issue_labels: BTreeMap<i64, Vec<String>>,
+    /// Assignees (logins) of each issue.
+    issue_assignees: BTreeMap<i64, Vec<String>>,
     next_number: i64,
     comments: Vec<Comment>,
     reviews: Vec<Review>,
@@ -242,6 +246,107 @@ fn iso(t: u64) -> String {
     (base + chrono::Duration::seconds(t as i64))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// A label object as the REST API and webhooks give it.
+fn label_json(base: &str, repo: &str, name: &str) -> Value {
+    json!({"id": 1000 + name.len() as i64, "node_id": "LA_kwDOfake", "name": name,
+           "url": format!("{base}/repos/{repo}/labels/{}", encode_segment(name)),
+           "color": "ededed", "default": false, "description": Value::Null})
+}
+
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn decode_segment(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Adds `labels` to issue `n` (those it lacks), queueing one `issues` `labeled` delivery
+/// per added label as GitHub does; `None` for an unknown issue.
+fn add_labels(s: &mut State, repo: &str, n: i64, labels: &[String]) -> Option<Vec<Value>> {
+    if !s.repos.get(repo)?.issues.contains_key(&n) {
+        return None;
+    }
+    for l in labels {
+        let on = s.repos.get_mut(repo)?.issue_labels.entry(n).or_default();
+        if on.iter().any(|x| x.eq_ignore_ascii_case(l)) {
+            continue;
+        }
+        on.push(l.clone());
+        let issue = s.issue_json(repo, n)?;
+        let label = label_json(&s.base_url, repo, l);
+        queue(
+            s,
+            repo,
+            "issues",
+            json!({"action": "labeled", "issue": issue, "label": label}),
+        );
+    }
+    let base = s.base_url.clone();
+    Some(
+        s.repos[repo]
+            .issue_labels
+            .get(&n)
+            .into_iter()
+            .flatten()
+            .map(|l| label_json(&base, repo, l))
+            .collect(),
+    )
+}
+
+/// Removes `label` from issue `n`: `Err(404)` when the issue is unknown or lacks the label
+/// ("Label does not exist"); otherwise the remaining labels and an `unlabeled` delivery.
+fn remove_label(s: &mut State, repo: &str, n: i64, label: &str) -> Result<Vec<Value>, Answer> {
+    let gone = || Answer::msg(404, "Label does not exist");
+    let r = s.repos.get_mut(repo).ok_or_else(gone)?;
+    if !r.issues.contains_key(&n) {
+        return Err(Answer::msg(404, "Not Found"));
+    }
+    let on = r.issue_labels.entry(n).or_default();
+    let i = on
+        .iter()
+        .position(|x| x.eq_ignore_ascii_case(label))
+        .ok_or_else(gone)?;
+    let removed = on.remove(i);
+    let issue = s.issue_json(repo, n).ok_or_else(gone)?;
+    let l = label_json(&s.base_url, repo, &removed);
+    queue(
+        s,
+        repo,
+        "issues",
+        json!({"action": "unlabeled", "issue": issue, "label": l}),
+    );
+    let base = s.base_url.clone();
+    Ok(s.repos[repo]
+        .issue_labels
+        .get(&n)
+        .into_iter()
+        .flatten()
+        .map(|l| label_json(&base, repo, l))
+        .collect())
 }
 
 fn user(login: &str) -> Value {
@@ -538,8 +643,23 @@ impl State {
             );
         }
         r.issues.get(&number).map(|(t, b, s)| {
+            let labels: Vec<Value> = r
+                .issue_labels
+                .get(&number)
+                .into_iter()
+                .flatten()
+                .map(|l| label_json(&self.base_url, repo, l))
+                .collect();
+            let assignees: Vec<Value> = r
+                .issue_assignees
+                .get(&number)
+                .into_iter()
+                .flatten()
+                .map(|a| user(a))
+                .collect();
             json!({"number": number, "title": t, "body": b, "state": s, "user": user("octo"),
-                   "labels": [], "html_url": format!("{}/{repo}/issues/{number}", self.base_url)})
+                   "labels": labels, "assignee": assignees.first().cloned(), "assignees": assignees,
+                   "html_url": format!("{}/{repo}/issues/{number}", self.base_url)})
         })
     }
     /// Review threads: each top-level review comment starts one; replies join it.
@@ -784,8 +904,11 @@ fn route(method: &str, path: &str) -> Option<(String, Vec<String>)> {
         "GET /repos/{owner}/{repo}/pulls/{number}/merge",
         "GET /repos/{owner}/{repo}/pulls/{number}/reviews",
         "GET /repos/{owner}/{repo}/pulls/{number}/comments",
+        "GET /repos/{owner}/{repo}/issues",
         "GET /repos/{owner}/{repo}/issues/{number}",
         "GET /repos/{owner}/{repo}/issues/{number}/comments",
+        "POST /repos/{owner}/{repo}/issues/{number}/labels",
+        "DELETE /repos/{owner}/{repo}/issues/{number}/labels/{name}",
         "POST /repos/{owner}/{repo}/issues/{number}/comments",
         "GET /repos/{owner}/{repo}/commits/{ref}/check-runs",
         "GET /repos/{owner}/{repo}/commits/{ref}/status",
@@ -1107,6 +1230,58 @@ fn handle(
                 .map(|c| s.review_comment_json(&repo, c))
                 .collect();
             paginate(items, q, req, &base)
+        }
+        // "List repository issues": open by default, `labels` a comma-separated list that
+        // must all match, pull requests included (they carry `pull_request`).
+        "GET /repos/{owner}/{repo}/issues" => {
+            let state = q.get("state").map(String::as_str).unwrap_or("open");
+            let wanted: Vec<String> = q
+                .get("labels")
+                .map(|l| {
+                    l.split(',')
+                        .map(|x| x.trim().to_ascii_lowercase())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let r = &s.repos[&repo];
+            let mut numbers: Vec<i64> = r.issues.keys().chain(r.prs.keys()).copied().collect();
+            numbers.sort_unstable_by(|a, b| b.cmp(a));
+            let items = numbers
+                .into_iter()
+                .filter_map(|n| s.issue_json(&repo, n))
+                .filter(|i| state == "all" || i["state"] == state)
+                .filter(|i| {
+                    wanted.iter().all(|w| {
+                        i["labels"].as_array().into_iter().flatten().any(|l| {
+                            l["name"].as_str().map(str::to_ascii_lowercase).as_ref() == Some(w)
+                        })
+                    })
+                })
+                .collect();
+            paginate(items, q, req, &base)
+        }
+        // "Add labels to an issue": `{"labels": [...]}` (or a bare array); 200 with every
+        // label the issue now has.
+        "POST /repos/{owner}/{repo}/issues/{number}/labels" => {
+            let list = input.get("labels").unwrap_or(&input);
+            let Some(labels) = list.as_array().map(|ls| {
+                ls.iter()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            }) else {
+                return Answer::msg(422, "Validation Failed");
+            };
+            match add_labels(s, &repo, num(), &labels) {
+                Some(v) => Answer::ok(json!(v)),
+                None => Answer::msg(404, "Not Found"),
+            }
+        }
+        // "Remove a label from an issue": 200 with the remaining labels, 404 when absent.
+        "DELETE /repos/{owner}/{repo}/issues/{number}/labels/{name}" => {
+            match remove_label(s, &repo, num(), &decode_segment(&caps[3])) {
+                Ok(v) => Answer::ok(json!(v)),
+                Err(a) => a,
+            }
         }
         "GET /repos/{owner}/{repo}/issues/{number}" => match s.issue_json(&repo, num()) {
             Some(v) => Answer::ok(v),
@@ -2140,6 +2315,38 @@ impl FakeGithub {
         let r = merge_pr(&mut self.s(), repo, n, method, None);
         self.flush().await;
         r
+    }
+
+    /// Labels issue `n` (as a person would) and delivers the `issues` `labeled` webhook.
+    pub async fn label_issue(&self, repo: &str, n: i64, label: &str) {
+        add_labels(&mut self.s(), repo, n, &[label.to_string()]).expect("issue exists");
+        self.flush().await;
+    }
+
+    /// Takes `label` off issue `n` and delivers the `issues` `unlabeled` webhook.
+    pub async fn unlabel_issue(&self, repo: &str, n: i64, label: &str) {
+        let r = remove_label(&mut self.s(), repo, n, label);
+        assert!(r.is_ok(), "issue {n} carries {label}");
+        self.flush().await;
+    }
+
+    /// The labels issue `n` carries.
+    pub fn issue_labels(&self, repo: &str, n: i64) -> Vec<String> {
+        self.s().repos[repo]
+            .issue_labels
+            .get(&n)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The conversation comments on issue (or PR) `n`: `(author, body)`.
+    pub fn issue_comments(&self, repo: &str, n: i64) -> Vec<(String, String)> {
+        self.s().repos[repo]
+            .comments
+            .iter()
+            .filter(|c| c.number == n)
+            .map(|c| (c.user.clone(), c.body.clone()))
+            .collect()
     }
 
     /// The current body of issue comment `id` in `repo` (chat bridge edits).

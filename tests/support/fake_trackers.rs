@@ -1,5 +1,17 @@
-//! Stateful fakes of the Linear GraphQL API (`issue(id:)`) and Jira Cloud's REST v3
-//! (`GET /rest/api/3/issue/{key}`), with their real auth schemes and error bodies.
+//! Stateful fakes of the Linear GraphQL API and Jira Cloud's REST v3, with their real auth
+//! schemes and error bodies, written from the vendors' published references:
+//!
+//! - Linear (`POST /graphql`): `issue(id:)` takes the issue's UUID or its identifier and
+//!   answers the issue node (with `state { type }` and its team's workflow `states`); the
+//!   `commentCreate(input: {issueId, body})` and `issueUpdate(id, input: {stateId})`
+//!   mutations answer `{success, …}`; an unknown issue or state is a GraphQL error
+//!   (`Entity not found`, code `NOT_FOUND`) answered 200, a missing key 400.
+//! - Jira: `GET /rest/api/3/issue/{key}` (fields with `status.statusCategory`),
+//!   `POST …/comment` (body an ADF document, 400 otherwise; 201 with the comment),
+//!   `GET …/transitions` (the transitions available from the issue's status: Jira Cloud's
+//!   default workflow lets any status go to any other, transition ids 11/21/31/41) and
+//!   `POST …/transitions` (`{"transition": {"id"}}`; 204 No Content, 400 for an id not
+//!   available from the status, 404 for an unknown issue).
 
 #![allow(dead_code)]
 
@@ -18,7 +30,52 @@ struct State {
     linear: BTreeMap<String, Value>,
     /// Jira issues by key: the REST resource.
     jira: BTreeMap<String, Value>,
+    /// Linear comments: (issue identifier, body).
+    linear_comments: Vec<(String, String)>,
+    /// Jira comments: (issue key, ADF body).
+    jira_comments: Vec<(String, Value)>,
     requests: u64,
+}
+
+/// Linear's workflow states of the fake team: (id, name, type).
+const LINEAR_STATES: &[(&str, &str, &str)] = &[
+    ("st-backlog", "Backlog", "backlog"),
+    ("st-todo", "Todo", "unstarted"),
+    ("st-progress", "In Progress", "started"),
+    ("st-review", "In Review", "started"),
+    ("st-done", "Done", "completed"),
+    ("st-canceled", "Canceled", "canceled"),
+];
+
+/// Jira's statuses of the fake workflow: (transition id, status name, category key).
+const JIRA_STATUSES: &[(&str, &str, &str)] = &[
+    ("11", "To Do", "new"),
+    ("21", "In Progress", "indeterminate"),
+    ("31", "In Review", "indeterminate"),
+    ("41", "Done", "done"),
+];
+
+fn linear_state(id_or_name: &str) -> Option<Value> {
+    LINEAR_STATES
+        .iter()
+        .find(|(id, name, _)| *id == id_or_name || *name == id_or_name)
+        .map(|(id, name, kind)| json!({"id": id, "name": name, "type": kind}))
+}
+
+fn jira_status(name: &str) -> Option<Value> {
+    JIRA_STATUSES
+        .iter()
+        .find(|(_, n, _)| *n == name)
+        .map(|(i, n, k)| {
+            json!({"id": format!("1{i}"), "name": n,
+            "statusCategory": {"key": k, "name": k}})
+        })
+}
+
+fn not_found(what: &str) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"data": null, "errors": [{
+        "message": format!("Entity not found: {what}"),
+        "extensions": {"code": "NOT_FOUND", "type": "invalid input"}}]}))
 }
 
 type Shared = web::Data<Arc<Mutex<State>>>;
@@ -49,39 +106,164 @@ async fn linear(req: HttpRequest, body: web::Json<Value>, st: Shared) -> HttpRes
             "extensions": {"code": "AUTHENTICATION_ERROR", "type": "authentication error"}}]}));
     }
     let query = body["query"].as_str().unwrap_or("");
+    let vars = &body["variables"];
+    // The issue by UUID or identifier, as Linear resolves `id` arguments.
+    let find = |s: &State, id: &str| -> Option<String> {
+        s.linear
+            .iter()
+            .find(|(k, v)| k.as_str() == id || v["id"] == id)
+            .map(|(k, _)| k.clone())
+    };
+    if query.contains("commentCreate(") {
+        let (Some(issue), Some(text)) = (vars["issueId"].as_str(), vars["body"].as_str()) else {
+            return HttpResponse::BadRequest().json(json!({"errors": [{
+                "message": "Variable \"$issueId\" of required type \"String!\" was not provided.",
+                "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]}));
+        };
+        let Some(key) = find(&s, issue) else {
+            return not_found("Issue");
+        };
+        s.linear_comments.push((key, text.to_string()));
+        let n = s.linear_comments.len();
+        return HttpResponse::Ok().json(json!({"data": {"commentCreate": {
+            "success": true, "comment": {"id": format!("comment-{n}")}}}}));
+    }
+    if query.contains("issueUpdate(") {
+        let Some(key) = find(&s, vars["id"].as_str().unwrap_or("")) else {
+            return not_found("Issue");
+        };
+        let Some(state) = LINEAR_STATES
+            .iter()
+            .find(|(id, _, _)| Some(*id) == vars["stateId"].as_str())
+            .and_then(|(id, _, _)| linear_state(id))
+        else {
+            return not_found("WorkflowState");
+        };
+        let issue = s.linear.get_mut(&key).expect("found");
+        issue["state"] = state.clone();
+        return HttpResponse::Ok().json(json!({"data": {"issueUpdate": {
+            "success": true, "issue": {"id": issue["id"], "state": {"name": state["name"]}}}}}));
+    }
     if !query.contains("issue(id:") {
         return HttpResponse::BadRequest().json(json!({"errors": [{
             "message": "Query not supported by the fake", "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]}));
     }
-    let id = body["variables"]["id"].as_str().unwrap_or("");
-    match s.linear.get(id) {
+    let id = vars["id"].as_str().unwrap_or("");
+    match find(&s, id).and_then(|k| s.linear.get(&k)) {
         Some(issue) => HttpResponse::Ok().json(json!({"data": {"issue": issue}})),
-        None => HttpResponse::Ok().json(json!({"data": null, "errors": [{
-            "message": "Entity not found: Issue",
-            "path": ["issue"],
-            "extensions": {"code": "NOT_FOUND", "type": "invalid input"}}]})),
+        None => not_found("Issue"),
     }
 }
 
-async fn jira(req: HttpRequest, key: web::Path<String>, st: Shared) -> HttpResponse {
-    let mut s = lock(&st);
-    s.requests += 1;
+/// Jira's basic-auth check: `None` when authenticated, the 401 otherwise.
+fn jira_auth(req: &HttpRequest, s: &State) -> Option<HttpResponse> {
     let auth = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if auth != s.jira_auth {
-        return HttpResponse::Unauthorized()
+    (auth != s.jira_auth).then(|| {
+        HttpResponse::Unauthorized()
             .insert_header(("www-authenticate", "Basic realm=\"jira\""))
-            .json(json!({"errorMessages": ["You do not have the permission to see the specified issue."], "errors": {}}));
+            .json(json!({"errorMessages": ["You do not have the permission to see the specified issue."], "errors": {}}))
+    })
+}
+
+fn jira_missing() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({
+        "errorMessages": ["Issue does not exist or you do not have permission to see it."],
+        "errors": {}}))
+}
+
+async fn jira(req: HttpRequest, key: web::Path<String>, st: Shared) -> HttpResponse {
+    let mut s = lock(&st);
+    s.requests += 1;
+    if let Some(r) = jira_auth(&req, &s) {
+        return r;
     }
     match s.jira.get(key.as_str()) {
         Some(issue) => HttpResponse::Ok().json(issue),
-        None => HttpResponse::NotFound().json(json!({
-            "errorMessages": ["Issue does not exist or you do not have permission to see it."],
-            "errors": {}})),
+        None => jira_missing(),
     }
+}
+
+async fn jira_comment(
+    req: HttpRequest,
+    key: web::Path<String>,
+    body: web::Json<Value>,
+    st: Shared,
+) -> HttpResponse {
+    let mut s = lock(&st);
+    s.requests += 1;
+    if let Some(r) = jira_auth(&req, &s) {
+        return r;
+    }
+    if !s.jira.contains_key(key.as_str()) {
+        return jira_missing();
+    }
+    if let Some(problem) = crate::fake_jira::adf_problem(&body["body"]) {
+        return HttpResponse::BadRequest().json(json!({
+            "errorMessages": [], "errors": {"comment": format!("Comment body is not valid ADF: {problem}")}}));
+    }
+    s.jira_comments
+        .push((key.to_string(), body["body"].clone()));
+    let id = 10_000 + s.jira_comments.len();
+    HttpResponse::Created().json(json!({"id": id.to_string(), "body": body["body"],
+        "self": format!("/rest/api/3/issue/{key}/comment/{id}"),
+        "author": {"accountId": "flotilla-bot"}, "created": "2026-01-01T00:00:00.000+0000"}))
+}
+
+async fn jira_transitions(req: HttpRequest, key: web::Path<String>, st: Shared) -> HttpResponse {
+    let mut s = lock(&st);
+    s.requests += 1;
+    if let Some(r) = jira_auth(&req, &s) {
+        return r;
+    }
+    let Some(issue) = s.jira.get(key.as_str()) else {
+        return jira_missing();
+    };
+    let current = issue["fields"]["status"]["name"].as_str().unwrap_or("");
+    let transitions: Vec<Value> = JIRA_STATUSES
+        .iter()
+        .filter(|(_, name, _)| *name != current)
+        .map(|(id, name, _)| {
+            json!({"id": id, "name": name, "hasScreen": false,
+            "isGlobal": true, "isInitial": false, "isAvailable": true, "isConditional": false,
+            "to": jira_status(name)})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"expand": "transitions", "transitions": transitions}))
+}
+
+async fn jira_transition(
+    req: HttpRequest,
+    key: web::Path<String>,
+    body: web::Json<Value>,
+    st: Shared,
+) -> HttpResponse {
+    let mut s = lock(&st);
+    s.requests += 1;
+    if let Some(r) = jira_auth(&req, &s) {
+        return r;
+    }
+    let Some(issue) = s.jira.get_mut(key.as_str()) else {
+        return jira_missing();
+    };
+    let current = issue["fields"]["status"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let wanted = body["transition"]["id"].as_str().unwrap_or("");
+    let Some((_, name, _)) = JIRA_STATUSES
+        .iter()
+        .find(|(id, name, _)| *id == wanted && *name != current)
+    else {
+        return HttpResponse::BadRequest().json(json!({
+            "errorMessages": [format!("Transition id '{wanted}' is not valid for this issue.")],
+            "errors": {}}));
+    };
+    issue["fields"]["status"] = jira_status(name).expect("known status");
+    HttpResponse::NoContent().finish()
 }
 
 /// Standard base64 with padding (HTTP basic auth).
@@ -123,6 +305,18 @@ impl FakeTrackers {
                 .app_data(data.clone())
                 .route("/graphql", web::post().to(linear))
                 .route("/rest/api/3/issue/{key}", web::get().to(jira))
+                .route(
+                    "/rest/api/3/issue/{key}/comment",
+                    web::post().to(jira_comment),
+                )
+                .route(
+                    "/rest/api/3/issue/{key}/transitions",
+                    web::get().to(jira_transitions),
+                )
+                .route(
+                    "/rest/api/3/issue/{key}/transitions",
+                    web::post().to(jira_transition),
+                )
         })
         .workers(1)
         .listen(listener)
@@ -142,13 +336,72 @@ impl FakeTrackers {
         branch: &str,
         labels: &[&str],
     ) {
+        let states: Vec<Value> = LINEAR_STATES
+            .iter()
+            .filter_map(|(id, _, _)| linear_state(id))
+            .collect();
         let issue = json!({
+            "id": format!("uuid-{}", identifier.to_lowercase()),
             "identifier": identifier, "title": title, "description": description,
             "url": format!("https://linear.app/acme/issue/{}", identifier.to_lowercase()),
             "branchName": branch,
+            "state": linear_state("Todo"),
+            "team": {"id": "team-1", "key": "ENG", "states": {"nodes": states}},
             "labels": {"nodes": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>()},
         });
         lock(&self.state).linear.insert(identifier.into(), issue);
+    }
+
+    /// Moves Linear issue `identifier` to workflow state `name` (as a person would).
+    pub fn set_linear_state(&self, identifier: &str, name: &str) {
+        let state = linear_state(name).expect("a state of the fake team");
+        if let Some(i) = lock(&self.state).linear.get_mut(identifier) {
+            i["state"] = state;
+        }
+    }
+
+    /// The name of Linear issue `identifier`'s workflow state.
+    pub fn linear_state_of(&self, identifier: &str) -> String {
+        lock(&self.state).linear[identifier]["state"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Comments made on Linear issue `identifier`.
+    pub fn linear_comments(&self, identifier: &str) -> Vec<String> {
+        lock(&self.state)
+            .linear_comments
+            .iter()
+            .filter(|(k, _)| k == identifier)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Moves Jira issue `key` to status `name` (as a person would).
+    pub fn set_jira_status(&self, key: &str, name: &str) {
+        let status = jira_status(name).expect("a status of the fake workflow");
+        if let Some(i) = lock(&self.state).jira.get_mut(key) {
+            i["fields"]["status"] = status;
+        }
+    }
+
+    /// The name of Jira issue `key`'s status.
+    pub fn jira_status_of(&self, key: &str) -> String {
+        lock(&self.state).jira[key]["fields"]["status"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Comments made on Jira issue `key` (ADF bodies).
+    pub fn jira_comments(&self, key: &str) -> Vec<Value> {
+        lock(&self.state)
+            .jira_comments
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// Adds a Jira issue whose description is the ADF `description`.
@@ -156,7 +409,8 @@ impl FakeTrackers {
         let issue = json!({
             "id": "10042", "key": key,
             "self": format!("{}/rest/api/3/issue/10042", self.url),
-            "fields": {"summary": summary, "description": description, "labels": labels},
+            "fields": {"summary": summary, "description": description, "labels": labels,
+                       "status": jira_status("To Do")},
         });
         lock(&self.state).jira.insert(key.into(), issue);
     }

@@ -16,6 +16,7 @@ pub mod launch;
 pub mod messages;
 mod sandboxed;
 mod scm;
+mod writeback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ impl SessionActor {
             return;
         };
         self.span.record("state", s.session.state.as_str());
+        // A write-back a restart interrupted before it was claimed is done now.
+        self.write_back(None, &s);
         if s.session.state.is_terminal() {
             self.end();
             return;
@@ -463,6 +466,7 @@ impl SessionActor {
             tracing::info!(parent: &self.span, %from, %to, reason = ?new.session.reason, "session transition");
         }
         record_usage(old, &new);
+        self.write_back(Some(old), &new);
         let handle_changed = new.session.runtime_handle != old.session.runtime_handle;
         let new_handle = new.session.runtime_handle.clone();
         self.snapshot = Some(new);
@@ -481,6 +485,17 @@ impl SessionActor {
         if to.is_terminal() {
             self.end();
         }
+    }
+
+    /// Tells the session's tracker issue about its PR when `new` opened or merged it (a task
+    /// of its own: a slow tracker never holds the session up).
+    fn write_back(&self, old: Option<&SessionSnapshot>, new: &SessionSnapshot) {
+        let stages = writeback::due(old, new);
+        if stages.is_empty() {
+            return;
+        }
+        let fut = writeback::run(self.fleet.clone(), new.clone(), stages);
+        tokio::spawn(fut.instrument(self.span.clone()));
     }
 
     /// Runs a step's effects in order on a detached task: they must complete even if the actor

@@ -128,7 +128,8 @@ pub struct BatchSpawnRequest {
 pub struct Skipped {
     /// The issue.
     pub issue: String,
-    /// Why: `live session` or `duplicate in batch`.
+    /// Why: `live session`, `duplicate in batch`, `not found in the tracker`, `closed in the
+    /// tracker` or `tracker: …` (the tracker's error).
     pub reason: String,
     /// The live session that already works on it.
     pub session: Option<String>,

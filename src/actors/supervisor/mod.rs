@@ -235,6 +235,16 @@ fn with_issue(new: &mut NewSession, issue: &crate::plugins::Issue) {
     new.meta["issue"] = serde_json::to_value(issue).unwrap_or_default();
 }
 
+/// A spawn for a closed issue: refused (422) naming the issue.
+fn closed(id: &str) -> FleetError {
+    FleetError::Invalid {
+        field: "issue".into(),
+        reason: format!(
+            "issue {id} is closed in the project's tracker; reopen it to start a session"
+        ),
+    }
+}
+
 fn ready<T: 'static>(r: Result<T, FleetError>) -> Reply<T> {
     Box::pin(fut::ready(r))
 }
@@ -267,6 +277,9 @@ impl Handler<Spawn> for FleetSupervisor {
                     },
                     other => FleetError::Plugin(other),
                 })?;
+                if issue.closed {
+                    return Err(closed(&id));
+                }
                 with_issue(&mut new, &issue);
             }
             if let Some((repo, remote)) = repo {
@@ -362,6 +375,11 @@ impl Handler<BatchSpawn> for FleetSupervisor {
                 let mut kept = Vec::with_capacity(news.len());
                 for (mut new, issue) in news.into_iter().zip(issues) {
                     match issue {
+                        Ok(issue) if issue.closed => skipped.push(Skipped {
+                            issue: new.issue.unwrap_or_default(),
+                            reason: "closed in the tracker".into(),
+                            session: None,
+                        }),
                         Ok(issue) => {
                             with_issue(&mut new, &issue);
                             kept.push(new);

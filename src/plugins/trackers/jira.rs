@@ -1,13 +1,14 @@
-//! Jira Cloud issues as tasks (REST v3; descriptions in Atlassian Document Format).
+//! Jira Cloud issues as tasks (REST v3; descriptions in Atlassian Document Format), and
+//! write-back to them: a comment in ADF, a workflow transition (`GET`/`POST …/transitions`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{client, send_json};
 use crate::config::JiraSettings;
-use crate::plugins::{Issue, PluginError, PluginResult, Tracker};
+use crate::plugins::{Issue, PluginError, PluginResult, Tracker, WriteBack};
 
 /// Issues of a Jira site.
 pub struct JiraIssues {
@@ -82,22 +83,52 @@ pub fn adf_text(node: &Value) -> String {
     out.trim_end().to_string()
 }
 
+fn check_key(id: &str) -> PluginResult<()> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(PluginError::Invalid(format!(
+            "`{id}` is not a Jira issue key"
+        )));
+    }
+    Ok(())
+}
+
+impl JiraIssues {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/rest/api/3{path}", self.base_url))
+            .basic_auth(&self.email, Some(&self.token))
+            .header("accept", "application/json")
+    }
+
+    /// The transition of issue `id` that matches `wanted` (its id, its name, or the name of
+    /// the status it leads to).
+    async fn transition(&self, id: &str, wanted: &str) -> PluginResult<String> {
+        let what = format!("Jira issue {id}: transitions");
+        let req = self.request(reqwest::Method::GET, &format!("/issue/{id}/transitions"));
+        let v = send_json(&what, req, self.timeout).await?;
+        let eq = |x: &Value| x.as_str().is_some_and(|n| n.eq_ignore_ascii_case(wanted));
+        v["transitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["id"].as_str() == Some(wanted) || eq(&t["name"]) || eq(&t["to"]["name"]))
+            .and_then(|t| t["id"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                PluginError::Invalid(format!(
+                    "Jira issue {id} has no transition to `{wanted}` from its status"
+                ))
+            })
+    }
+}
+
 #[async_trait]
 impl Tracker for JiraIssues {
     async fn issue(&self, id: &str) -> PluginResult<Issue> {
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(PluginError::Invalid(format!(
-                "`{id}` is not a Jira issue key"
-            )));
-        }
-        let req = self
-            .http
-            .get(format!(
-                "{}/rest/api/3/issue/{id}?fields=summary,description,labels",
-                self.base_url
-            ))
-            .basic_auth(&self.email, Some(&self.token))
-            .header("accept", "application/json");
+        check_key(id)?;
+        let req = self.request(
+            reqwest::Method::GET,
+            &format!("/issue/{id}?fields=summary,description,labels,status"),
+        );
         let v = send_json(&format!("Jira issue {id}"), req, self.timeout).await?;
         let f = &v["fields"];
         let key = v["key"].as_str().unwrap_or(id).to_string();
@@ -115,7 +146,28 @@ impl Tracker for JiraIssues {
                 })
                 .unwrap_or_default(),
             branch: None,
+            closed: f["status"]["statusCategory"]["key"] == "done",
         })
+    }
+
+    async fn write_back(&self, id: &str, w: &WriteBack) -> PluginResult<()> {
+        check_key(id)?;
+        if let Some(text) = &w.comment {
+            // "Add comment": the body is an ADF document; 201 with the comment.
+            let req = self
+                .request(reqwest::Method::POST, &format!("/issue/{id}/comment"))
+                .json(&json!({ "body": crate::plugins::chat::adf::markdown_to_adf(text) }));
+            send_json(&format!("Jira issue {id}: comment"), req, self.timeout).await?;
+        }
+        if let Some(wanted) = &w.state {
+            let transition = self.transition(id, wanted).await?;
+            // "Transition issue": 204 No Content.
+            let req = self
+                .request(reqwest::Method::POST, &format!("/issue/{id}/transitions"))
+                .json(&json!({ "transition": { "id": transition } }));
+            send_json(&format!("Jira issue {id}: transition"), req, self.timeout).await?;
+        }
+        Ok(())
     }
 }
 

@@ -5,8 +5,9 @@
 //! (milliseconds) must be within [`FRESH`] of now, so a captured delivery cannot be replayed
 //! later; within that window the `Linear-Delivery` id is recorded and a repeat is a duplicate.
 //!
-//! Intake: an `Issue` created or updated with the label `projects.<name>.intake.label` starts one
-//! session for it, at most once per issue (a label removed and added again starts nothing).
+//! Intake: an `Issue` created or updated with the label `projects.<name>.intake.label` (or
+//! assigned to `intake.assignee`, by user id or name) starts one session for it, at most once
+//! per issue (a label removed and added again starts nothing).
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -42,6 +43,8 @@ pub struct Delivery {
     pub issue: Option<(String, String)>,
     /// The issue's label names.
     pub labels: Vec<String>,
+    /// The issue's assignee, by id and name (`data.assignee`, `data.assigneeId`).
+    pub assignees: Vec<String>,
 }
 
 /// The `linear:` intake settings the endpoint runs with.
@@ -51,6 +54,9 @@ pub struct LinearHook {
     pub secret: Secret,
     /// `projects.<name>.intake.label`: the label that hands an issue to Flotilla.
     pub intake_label: Option<String>,
+    /// `projects.<name>.intake.assignee`: the user (id or name) that takes issues for
+    /// Flotilla.
+    pub intake_assignee: Option<String>,
     /// The project intake spawns into (the first project with `tracker: linear` and an
     /// intake label).
     pub project: Option<String>,
@@ -64,26 +70,36 @@ impl LinearHook {
             .webhook_secret
             .clone()
             .filter(|s| !s.expose().is_empty())?;
-        // The first Linear project with an intake label takes the issues given that label.
+        // The first Linear project with an intake takes the issues handed over.
+        let clean = |s: &Option<String>| s.clone().filter(|l| !l.trim().is_empty());
         let intake = settings.projects.iter().find_map(|(name, p)| {
-            let label = p.intake.label.clone().filter(|l| !l.trim().is_empty())?;
-            (p.tracker == Some(crate::config::TrackerKind::Linear)).then(|| (name.clone(), label))
+            let (label, assignee) = (clean(&p.intake.label), clean(&p.intake.assignee));
+            (p.tracker == Some(crate::config::TrackerKind::Linear)
+                && (label.is_some() || assignee.is_some()))
+            .then(|| (name.clone(), label, assignee))
         });
-        let (project, intake_label) = intake.unzip();
+        let (project, intake_label, intake_assignee) = match intake {
+            Some((p, l, a)) => (Some(p), l, a),
+            None => (None, None, None),
+        };
         Some(LinearHook {
             secret,
             intake_label,
+            intake_assignee,
             project,
         })
     }
 
     /// The issue identifier to start a session for, if this delivery asks for one.
     pub fn intake<'a>(&self, d: &'a Delivery) -> Option<&'a (String, String)> {
-        let label = self.intake_label.as_deref()?;
         self.project.as_ref()?;
+        let has = |want: &Option<String>, names: &[String]| {
+            want.as_deref()
+                .is_some_and(|w| names.iter().any(|n| n.eq_ignore_ascii_case(w)))
+        };
         let wanted = d.kind == "Issue"
             && matches!(d.action.as_str(), "create" | "update")
-            && d.labels.iter().any(|l| l.eq_ignore_ascii_case(label));
+            && (has(&self.intake_label, &d.labels) || has(&self.intake_assignee, &d.assignees));
         wanted.then_some(d.issue.as_ref()).flatten()
     }
 }
@@ -134,11 +150,20 @@ pub fn verify(
                 .collect()
         })
         .unwrap_or_default();
+    let assignees = [
+        &data["assignee"]["id"],
+        &data["assignee"]["name"],
+        &data["assigneeId"],
+    ]
+    .iter()
+    .filter_map(|v| v.as_str().map(str::to_string))
+    .collect();
     Ok(Delivery {
         kind,
         action: v["action"].as_str().unwrap_or_default().to_string(),
         issue,
         labels,
+        assignees,
     })
 }
 
@@ -192,9 +217,16 @@ mod tests {
         let hook = LinearHook {
             secret: Secret::new("s3cret"),
             intake_label: Some("flotilla".into()),
+            intake_assignee: Some("Flotilla Bot".into()),
             project: Some("demo".into()),
         };
         assert!(hook.intake(&d).is_some());
+        let assigned = Delivery {
+            labels: vec![],
+            assignees: vec!["user-9".into(), "flotilla bot".into()],
+            ..d.clone()
+        };
+        assert!(hook.intake(&assigned).is_some());
         let other = verify(
             b"s3cret",
             &body(now, &["bug"]),

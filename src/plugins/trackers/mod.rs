@@ -1,5 +1,8 @@
 //! Trackers: where a session's task comes from. Each fetches one issue (title, body, labels,
-//! URL, suggested branch) for the prompt builder and the branch name.
+//! URL, suggested branch, whether it is closed) for the prompt builder and the branch name,
+//! and writes the session's progress back to it ([`crate::plugins::WriteBack`]: a comment
+//! with the PR link, GitHub labels, Linear/Jira workflow states). [`intake`] decides which
+//! webhook deliveries hand an issue to Flotilla.
 //!
 //! | kind | API |
 //! |---|---|
@@ -8,6 +11,7 @@
 //! | `jira` | REST v3 `GET /rest/api/3/issue/{key}` ([`jira::JiraIssues`]) |
 
 pub mod github;
+pub mod intake;
 pub mod jira;
 pub mod linear;
 pub mod linear_hook;
@@ -74,6 +78,10 @@ async fn send_json(what: &str, req: RequestBuilder, timeout: Duration) -> Plugin
             status: status.as_u16(),
             message: format!("{what}: {message}"),
         });
+    }
+    if body.trim().is_empty() {
+        // 204 No Content (a Jira transition, a deleted label…).
+        return Ok(Value::Null);
     }
     serde_json::from_str(&body)
         .map_err(|e| PluginError::Invalid(format!("{what}: the answer is not JSON: {e}")))

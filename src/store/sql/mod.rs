@@ -46,6 +46,7 @@ macro_rules! notification_columns {
 mod chat;
 mod outbox;
 mod sessions;
+mod writebacks;
 
 use std::fmt;
 use std::marker::PhantomData;

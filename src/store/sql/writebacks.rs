@@ -1,0 +1,51 @@
+//! Tracker write-back marks (`tracker_writebacks`): each stage of a session's write-back
+//! claimed once.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Encode, Executor, IntoArguments, Type};
+
+use super::{Args, Conn, Db, Dialect, RowsAffected, SqlStore, Value};
+use crate::store::{write_err, StoreResult, WritebackMarks};
+
+#[async_trait]
+impl<D> WritebackMarks for SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
+    for<'a> &'a str: Encode<'a, Db<D>> + Type<Db<D>>,
+    D::Ts: Value<Db<D>>,
+{
+    #[tracing::instrument(skip_all, fields(session_id, stage))]
+    async fn claim_writeback(
+        &self,
+        session_id: &str,
+        stage: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO tracker_writebacks (session_id, stage, claimed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (session_id, stage) DO NOTHING",
+        )
+        .bind(session_id)
+        .bind(stage)
+        .bind(D::ts(at))
+        .execute(&self.write)
+        .await
+        .map_err(write_err)?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(session_id, stage))]
+    async fn release_writeback(&self, session_id: &str, stage: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM tracker_writebacks WHERE session_id = $1 AND stage = $2")
+            .bind(session_id)
+            .bind(stage)
+            .execute(&self.write)
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+}
