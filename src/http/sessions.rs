@@ -246,9 +246,10 @@ pub async fn list(
 ///
 /// # Errors
 /// 422 naming the field (unknown project or agent, an agent that cannot start — its CLI not
-/// on its `PATH`, claude's first-run set-up not done —, bad branch); 413 for a huge body.
+/// on its `PATH`, claude's first-run set-up not done —, bad branch); 409 when a live session
+/// already works on the requested branch; 413 for a huge body.
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = SpawnRequest,
-    responses((status = 201, body = SessionDetail), (status = 401), (status = 413), (status = 422)))]
+    responses((status = 201, body = SessionDetail), (status = 401), (status = 409, description = "A live session already works on the requested branch"), (status = 413), (status = 422)))]
 pub async fn spawn(
     state: web::Data<AppState>,
     body: web::Json<SpawnRequest>,

@@ -250,8 +250,6 @@ fn schemathesis_bin() -> Option<std::path::PathBuf> {
 /// document and the answers. The streaming endpoints (SSE, WebSocket upgrades) are left
 /// out: they answer for as long as the client listens.
 #[actix_web::test]
-#[ignore = "2 disagreements left: POST /sessions `branch` (git's branch rules are not in the \
-            schema) and POST /sessions/batch `agent` (configured names not listed)"]
 async fn openapi_schemathesis_checks_all_find_nothing() {
     let Some(bin) = schemathesis_bin() else {
         assert!(

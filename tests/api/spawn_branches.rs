@@ -1,12 +1,13 @@
-//! A branch name that git or another live session would refuse is refused at the API with 422
-//! naming `branch`, before anything is created (issue 15: not accepted and errored later).
+//! A branch name that git would refuse is refused at the API with 422 naming `branch`, one a
+//! live session already works on with 409 naming the session, before anything is created
+//! (issue 15: not accepted and errored later).
 
 use serde_json::json;
 
 use crate::helpers::*;
 
 #[actix_web::test]
-async fn branch_names_git_or_a_live_session_would_refuse_are_422() {
+async fn branch_names_git_would_refuse_are_422_and_one_in_use_is_409() {
     let app = spawn_app().await;
     for bad in [
         "HEAD",
@@ -45,7 +46,7 @@ async fn branch_names_git_or_a_live_session_would_refuse_are_422() {
             json!({"project": "demo", "prompt": "p", "branch": "feat/shared"}),
         )
         .await;
-    assert_eq!(s, 422, "{v}");
+    assert_eq!(s, 409, "{v}");
     assert!(
         v["error"]["message"]
             .as_str()

@@ -53,7 +53,8 @@ pub fn plan_branch(new: &mut NewSession, remote_heads: &[String]) {
 /// agents would share one branch (git refuses a second worktree of it anyway, later).
 ///
 /// # Errors
-/// `Invalid` naming `branch`; `Store` when the sessions cannot be read.
+/// `Conflict` (409: the state, not the request, is at fault) naming the session; `Store`
+/// when the sessions cannot be read.
 pub(super) async fn branch_free(
     store: &crate::store::SharedStore,
     project: &str,
@@ -70,10 +71,10 @@ pub(super) async fn branch_free(
         })
         .await?;
     match live.iter().find(|s| s.branch.as_deref() == Some(branch)) {
-        Some(s) => Err(FleetError::Invalid {
-            field: "branch".into(),
-            reason: format!("session {} already works on branch `{branch}`", s.id),
-        }),
+        Some(s) => Err(FleetError::Conflict(format!(
+            "branch: session {} already works on branch `{branch}`",
+            s.id
+        ))),
         None => Ok(()),
     }
 }
