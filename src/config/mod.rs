@@ -35,7 +35,7 @@ pub use sandbox::{Sandbox, SandboxLimits, SandboxMount, SandboxNetwork, SandboxS
 pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
-    JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
+    JiraRepositories, JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
     NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
     ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
     WorkspaceSetup,

@@ -316,6 +316,33 @@ impl Settings {
         }
         check_secret(v, "jira.api_token", self.jira.api_token.as_ref());
         check_secret(v, "jira.webhook_secret", self.jira.webhook_secret.as_ref());
+        let repos = &self.jira.repositories;
+        for (section, map) in [
+            ("components", &repos.components),
+            ("labels", &repos.labels),
+            ("projects", &repos.projects),
+        ] {
+            for (name, url) in map {
+                v.check(
+                    &format!("jira.repositories.{section}.{name}"),
+                    crate::chat::paths::validate_clone_url(url).map(|_| ()),
+                );
+            }
+        }
+        if let Some(url) = &repos.default {
+            v.check(
+                "jira.repositories.default",
+                crate::chat::paths::validate_clone_url(url).map(|_| ()),
+            );
+        }
+        for host in &repos.description_hosts {
+            if host.is_empty() || host.contains(['/', '@', ' ', ':']) {
+                v.push(
+                    "jira.repositories.description_hosts",
+                    &format!("{host:?} is not a host name (e.g. github.com)"),
+                );
+            }
+        }
 
         v.check("linear.api_url", check_url(&self.linear.api_url, http));
         check_secret(v, "linear.api_key", self.linear.api_key.as_ref());

@@ -7,6 +7,7 @@ mod chat;
 mod chat_bridge;
 mod chat_driver;
 mod chat_fidelity;
+mod chat_jira_repos;
 mod chat_platforms;
 mod cli;
 mod crash;
