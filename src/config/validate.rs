@@ -339,7 +339,7 @@ impl Settings {
             if host.is_empty() || host.contains(['/', '@', ' ', ':']) {
                 v.push(
                     "jira.repositories.description_hosts",
-                    &format!("{host:?} is not a host name (e.g. github.com)"),
+                    format!("{host:?} is not a host name (e.g. github.com)"),
                 );
             }
         }
@@ -1074,6 +1074,23 @@ chat: {{ max_concurrent: 0 }}
             "slack: { bot_token: xoxb-1 }\ntelegram: { bot_token: \"1:x\" }\nnotifiers:\n  s: { kind: slack, channel: C1 }\n  t: { kind: telegram, chat_id: \"42\" }\ndefaults: { notifiers: [s, t] }\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn jira_repositories_must_be_clone_urls_and_hosts_named_by_key() {
+        let found = keys(
+            "jira:\n  repositories:\n    projects: { ABC: \"https://u:p@github.com/a/b\", OK: \"https://github.com/a/b\" }\n    components: { api: \"ftp://x/y\" }\n    labels: { web: \"git@github.com:a/web\" }\n    description_hosts: [\"github.com/x\"]\n    default: \"not a url\"\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "jira.repositories.components.api",
+                "jira.repositories.projects.ABC",
+                "jira.repositories.default",
+                "jira.repositories.description_hosts",
+            ]
+        );
+        assert!(keys("jira:\n  repositories:\n    default: \"https://gitlab.com/a/b.git\"\n").is_empty());
     }
 
     #[test]
