@@ -46,6 +46,7 @@ mod real_claude_chat;
 mod real_claude_fleet;
 mod real_claude_headless;
 mod real_claude_pr_loop;
+mod real_claude_workflows;
 mod real_codex;
 mod real_codex_chat;
 mod real_opencode;

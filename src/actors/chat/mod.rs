@@ -316,13 +316,14 @@ pub fn start(
     })
 }
 
-/// Stores each seeded workflow template that is missing (an edited one is kept).
+/// Stores each seeded workflow template that is missing or still an earlier seeded text (an
+/// edited one is kept).
 async fn seed_templates(store: &SharedStore) {
-    use crate::chat::template::{front_matter_description, SEEDED};
+    use crate::chat::template::{front_matter_description, superseded, SEEDED};
     for (name, content) in SEEDED {
         match store.get_chat_template(name).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+            Ok(Some(t)) if !superseded(name, &t.content) => {}
+            Ok(_) => {
                 let t = crate::store::ChatTemplateRecord {
                     name: name.to_string(),
                     description: front_matter_description(content).unwrap_or_default(),
