@@ -110,7 +110,11 @@ pub fn resolve(cfg: &JiraRepositories, facts: &IssueFacts) -> Option<(Strategy, 
     }
     let listed = |u: &&String| {
         let host = u.trim_start_matches("https://").split('/').next();
-        host.is_some_and(|h| cfg.description_hosts.iter().any(|l| l.eq_ignore_ascii_case(h)))
+        host.is_some_and(|h| {
+            cfg.description_hosts
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(h))
+        })
     };
     if let Some(u) = facts.urls.iter().find(listed) {
         return Some((Strategy::Description, u.clone()));

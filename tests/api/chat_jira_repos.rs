@@ -71,7 +71,12 @@ fn texts(jr: &FakeJira, key: &str) -> Vec<String> {
         .into_iter()
         .filter(|c| c.issue == key)
         .map(|c| {
-            assert_eq!(fake_jira::adf_problem(&c.body), None, "invalid ADF: {}", c.body);
+            assert_eq!(
+                fake_jira::adf_problem(&c.body),
+                None,
+                "invalid ADF: {}",
+                c.body
+            );
             flotilla::plugins::chat::adf::adf_to_text(&c.body)
         })
         .collect()
@@ -107,12 +112,37 @@ async fn chat_jira_each_strategy_picks_its_repository_in_order() {
     let desc = "Lives in https://github.com/acme/from-description/tree/main (see https://example.com/x/y).";
     let cases = [
         // Every strategy applies: the component wins.
-        ("ABC-1", json!({"components": [{"name": "backend"}], "labels": ["web"],
-            "description": "https://github.com/acme/from-description"}), "acme/by-component", "component"),
-        ("ABC-2", json!({"components": [{"name": "Docs"}], "labels": ["ops", "web"]}), "acme/by-label", "label"),
-        ("ABC-3", json!({"labels": ["ops"], "description": desc}), "acme/by-project", "project"),
-        ("XYZ-4", json!({"description": desc}), "acme/from-description", "description"),
-        ("QQQ-5", json!({"description": "https://example.com/acme/other"}), "acme/by-default", "default"),
+        (
+            "ABC-1",
+            json!({"components": [{"name": "backend"}], "labels": ["web"],
+            "description": "https://github.com/acme/from-description"}),
+            "acme/by-component",
+            "component",
+        ),
+        (
+            "ABC-2",
+            json!({"components": [{"name": "Docs"}], "labels": ["ops", "web"]}),
+            "acme/by-label",
+            "label",
+        ),
+        (
+            "ABC-3",
+            json!({"labels": ["ops"], "description": desc}),
+            "acme/by-project",
+            "project",
+        ),
+        (
+            "XYZ-4",
+            json!({"description": desc}),
+            "acme/from-description",
+            "description",
+        ),
+        (
+            "QQQ-5",
+            json!({"description": "https://example.com/acme/other"}),
+            "acme/by-default",
+            "default",
+        ),
     ];
     for (i, (key, fields, _, _)) in cases.iter().enumerate() {
         comment(&app, key, &format!("1000{i}"), "/status", fields.clone()).await;
@@ -124,7 +154,10 @@ async fn chat_jira_each_strategy_picks_its_repository_in_order() {
             all.contains(&format!("Working in {codebase}, from")) && all.contains(why),
             "{key}: {all}"
         );
-        assert!(all.contains(&format!("Codebase: {codebase}")), "{key}: {all}");
+        assert!(
+            all.contains(&format!("Codebase: {codebase}")),
+            "{key}: {all}"
+        );
     }
     assert!(workspace.path().join("acme/by-component/.git").exists());
 }
@@ -151,7 +184,11 @@ async fn chat_jira_without_a_mapping_the_reply_says_how_to_set_one() {
         texts(&jr, "ABC-7").into_iter().next()
     })
     .await;
-    for needle in ["No repository for ABC-7", "/clone", "jira.repositories.projects.ABC"] {
+    for needle in [
+        "No repository for ABC-7",
+        "/clone",
+        "jira.repositories.projects.ABC",
+    ] {
         assert!(reply.contains(needle), "{needle:?} missing in {reply}");
     }
     // `/clone` still works where no mapping applies.

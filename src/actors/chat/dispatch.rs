@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::action::Action;
 use super::handles::TurnHandles;
-use super::reply::{reply_to, split_id};
 use super::jira_repo::{self, JiraRepo};
+use super::reply::{reply_to, split_id};
 use super::{answers, assistant, commands, workspace, ChatContext};
 use crate::chat::parse::{parse, Parsed};
 use crate::chat::template::{execute_now, strip_front_matter, substitute};
