@@ -1090,7 +1090,10 @@ chat: {{ max_concurrent: 0 }}
                 "jira.repositories.description_hosts",
             ]
         );
-        assert!(keys("jira:\n  repositories:\n    default: \"https://gitlab.com/a/b.git\"\n").is_empty());
+        assert!(
+            keys("jira:\n  repositories:\n    default: \"https://gitlab.com/a/b.git\"\n")
+                .is_empty()
+        );
     }
 
     #[test]
