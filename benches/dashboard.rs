@@ -192,6 +192,7 @@ fn server_main() {
             max_body_bytes: 1 << 20,
             output_lines: 200,
             projects: vec![],
+            agents: vec![],
             extra_tokens: vec![],
             check_report_token: Arc::new(|_, _| false),
             github_webhook_secret: None,

@@ -514,6 +514,16 @@ impl Application {
             max_body_bytes: settings.server.max_body_bytes,
             output_lines: settings.lifecycle.output_lines,
             projects: settings.projects.keys().cloned().collect(),
+            agents: {
+                let mut agents: Vec<(String, Option<crate::preflight::AgentLaunch>)> = fleet
+                    .plugins
+                    .agents
+                    .iter()
+                    .map(|(name, a)| (name.clone(), a.preflight()))
+                    .collect();
+                agents.sort_by(|a, b| a.0.cmp(&b.0));
+                agents
+            },
             github_webhook_secret: settings.github.webhook_secret.clone(),
             linear_hook: crate::plugins::trackers::linear_hook::LinearHook::from_settings(
                 &settings,

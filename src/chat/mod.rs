@@ -7,9 +7,12 @@
 //!   `config/templates/`, compiled in).
 //! - [`paths`]: confining paths to the workspace root, validating clone URLs and branch
 //!   names, and the reply text helpers (splitting, batch filtering).
+//! - [`jira_repos`]: the repository a Jira conversation gets from its issue (strategies in
+//!   a fixed order, `jira.repositories`).
 //!
 //! The actors in `actors::chat` do the I/O these decisions call for.
 
+pub mod jira_repos;
 pub mod overview;
 pub mod parse;
 pub mod paths;

@@ -2,7 +2,8 @@
 
 /// The seeded workflow templates, shipped as Markdown files in `config/templates/` and
 /// compiled in (no dependency on the process's working directory, unlike rca). Upserted at
-/// start-up only when missing, so edits made with `/template-add` survive a restart.
+/// start-up when missing or still an earlier seeded text ([`superseded`]), so edits made with
+/// `/template-add` survive a restart.
 pub const SEEDED: &[(&str, &str)] = &[
     ("plan", include_str!("../../config/templates/plan.md")),
     (
@@ -26,6 +27,56 @@ pub const SEEDED: &[(&str, &str)] = &[
     ("fix-rca", include_str!("../../config/templates/fix-rca.md")),
     ("prd", include_str!("../../config/templates/prd.md")),
 ];
+
+/// SHA-256 (hex) of the texts earlier versions seeded (one paragraph each): a stored template
+/// still equal to one was never edited, and the current text replaces it.
+const SUPERSEDED_SEEDS: &[(&str, &str)] = &[
+    (
+        "commit",
+        "0e40ba7ab7f80968d8d313975c5b9e222eca208923e53928950d786ede8e541b",
+    ),
+    (
+        "create-pr",
+        "7c9f8521daf3da32dddd1d1c2fd0a0a832a5f891a5551f3a96a41715691d43c0",
+    ),
+    (
+        "fix-rca",
+        "597be8263773f2b31afd78e669924b9badb3d87b484039854d6537e839bf8d07",
+    ),
+    (
+        "implement",
+        "50aea471ab67a8062ab0ef7c24ab05bf88c62cc963555e4d06a3556292ea725a",
+    ),
+    (
+        "merge-pr",
+        "527e1d58ab34d4aa1e2802c57b060209c41ef819f44914589400ad21525d1ed3",
+    ),
+    (
+        "plan",
+        "557a2a43419d601d12a75e7665892e2a03ef15731f16badeeabaa29b3a9533ba",
+    ),
+    (
+        "prd",
+        "ceb57c9f2bcec83ed8375fbbae47f336c5f0895b68767bb0380fb72224231f2a",
+    ),
+    (
+        "rca",
+        "744f5307402b54fb0a1d559c2f8bf7b91b03adf9c6cfab7030d68bf2cb2bd4b9",
+    ),
+    (
+        "review-pr",
+        "47bf792b68275de9802f6f16f1a5fea390c1f901049a1ef3a773d5606e821e8f",
+    ),
+];
+
+/// Whether `content`, stored as template `name`, is a text an earlier version seeded.
+pub fn superseded(name: &str, content: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(content.as_bytes()));
+    SUPERSEDED_SEEDS
+        .iter()
+        .any(|(n, h)| *n == name && *h == digest)
+}
 
 /// Substitutes `$1`…`$9` with the arguments and `$ARGUMENTS` with all of them joined by
 /// spaces, in one left-to-right pass over the template (so an argument containing `$2` is
@@ -166,6 +217,10 @@ mod tests {
     fn every_seeded_template_has_a_description() {
         for (name, body) in SEEDED {
             assert!(front_matter_description(body).is_some(), "{name}");
+            assert!(!superseded(name, body), "{name}");
         }
+        let old = "---\ndescription: Commit the current changes with a good message\nargument-hint: [target]\n---\nReview the working tree (`git status`, `git diff`). Commit $ARGUMENTS (everything if nothing is named) with a concise message that says why. Do not push.\n";
+        assert!(superseded("commit", old));
+        assert!(!superseded("plan", old));
     }
 }

@@ -35,10 +35,17 @@ pub use sandbox::{Sandbox, SandboxLimits, SandboxMount, SandboxNetwork, SandboxS
 pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
+<<<<<<< HEAD
     JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
     NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
     ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
     WorkspaceSetup, WritebackSettings, WritebackStage,
+=======
+    JiraRepositories, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
+    NotificationsSettings, NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings,
+    ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings, SlackSettings,
+    TelegramSettings, WorkspaceSetup,
+>>>>>>> wip-chat
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,

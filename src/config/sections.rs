@@ -686,6 +686,35 @@ pub struct JiraSettings {
     /// comments never do. `None` turns Jira comments off as a chat platform.
     #[serde(default)]
     pub bot_account_id: Option<String>,
+    /// Which repository a Jira chat conversation works in (see [`JiraRepositories`]).
+    #[serde(default)]
+    pub repositories: JiraRepositories,
+}
+
+/// `jira.repositories` — the repository a Jira conversation gets by itself, from its issue.
+/// Strategies in this order, the first that applies wins: `components` (the issue's
+/// components, in the issue's order), `labels`, `projects` (the project key), a repository
+/// URL in the issue's description on one of `description_hosts`, then `default`. Map keys
+/// match without case; values are clone URLs (`https://…`, `git@github.com:…`, `file://…`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraRepositories {
+    /// Component name → clone URL.
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, String>,
+    /// Label → clone URL.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Project key (`ABC` of `ABC-123`) → clone URL.
+    #[serde(default)]
+    pub projects: std::collections::BTreeMap<String, String>,
+    /// Hosts whose `https://<host>/<owner>/<repo>` URLs in a description are taken as the
+    /// repository (empty: the description is not read).
+    #[serde(default)]
+    pub description_hosts: Vec<String>,
+    /// The repository when nothing else applies (`None`: the conversation asks for one).
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 /// `linear:` — Linear GraphQL API.

@@ -320,6 +320,33 @@ impl Settings {
         }
         check_secret(v, "jira.api_token", self.jira.api_token.as_ref());
         check_secret(v, "jira.webhook_secret", self.jira.webhook_secret.as_ref());
+        let repos = &self.jira.repositories;
+        for (section, map) in [
+            ("components", &repos.components),
+            ("labels", &repos.labels),
+            ("projects", &repos.projects),
+        ] {
+            for (name, url) in map {
+                v.check(
+                    &format!("jira.repositories.{section}.{name}"),
+                    crate::chat::paths::validate_clone_url(url).map(|_| ()),
+                );
+            }
+        }
+        if let Some(url) = &repos.default {
+            v.check(
+                "jira.repositories.default",
+                crate::chat::paths::validate_clone_url(url).map(|_| ()),
+            );
+        }
+        for host in &repos.description_hosts {
+            if host.is_empty() || host.contains(['/', '@', ' ', ':']) {
+                v.push(
+                    "jira.repositories.description_hosts",
+                    format!("{host:?} is not a host name (e.g. github.com)"),
+                );
+            }
+        }
 
         v.check("linear.api_url", check_url(&self.linear.api_url, http));
         check_secret(v, "linear.api_key", self.linear.api_key.as_ref());
@@ -1051,6 +1078,26 @@ chat: {{ max_concurrent: 0 }}
             "slack: { bot_token: xoxb-1 }\ntelegram: { bot_token: \"1:x\" }\nnotifiers:\n  s: { kind: slack, channel: C1 }\n  t: { kind: telegram, chat_id: \"42\" }\ndefaults: { notifiers: [s, t] }\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn jira_repositories_must_be_clone_urls_and_hosts_named_by_key() {
+        let found = keys(
+            "jira:\n  repositories:\n    projects: { ABC: \"https://u:p@github.com/a/b\", OK: \"https://github.com/a/b\" }\n    components: { api: \"ftp://x/y\" }\n    labels: { web: \"git@github.com:a/web\" }\n    description_hosts: [\"github.com/x\"]\n    default: \"not a url\"\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "jira.repositories.components.api",
+                "jira.repositories.projects.ABC",
+                "jira.repositories.default",
+                "jira.repositories.description_hosts",
+            ]
+        );
+        assert!(
+            keys("jira:\n  repositories:\n    default: \"https://gitlab.com/a/b.git\"\n")
+                .is_empty()
+        );
     }
 
     #[test]

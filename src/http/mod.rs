@@ -69,6 +69,9 @@ pub struct AppState {
     pub output_lines: usize,
     /// The configured project names (the OpenAPI document lists them as the valid values).
     pub projects: Vec<String>,
+    /// The registered agents by name, sorted, with what the spawn preflight checks (the
+    /// OpenAPI document lists those that pass as the valid values of a spawn's `agent`).
+    pub agents: Vec<(String, Option<crate::preflight::AgentLaunch>)>,
     /// Further tokens accepted on `/api/v1/*` (each project's orchestrator token).
     pub extra_tokens: Vec<String>,
     /// Checks an agent's report token for a session id, in constant time.

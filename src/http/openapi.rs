@@ -47,7 +47,40 @@ impl utoipa::Modify for BearerAuth {
 pub async fn spec(state: actix_web::web::Data<super::AppState>) -> HttpResponse {
     let mut doc = document();
     with_projects(&mut doc, &state.projects);
+    // The spawn preflight's checks (a few `stat`s) run on the blocking pool.
+    let agents = state.agents.clone();
+    let ready = tokio::task::spawn_blocking(move || {
+        let host = crate::preflight::HostEnv::current();
+        agents
+            .into_iter()
+            .filter(|(_, launch)| {
+                launch
+                    .as_ref()
+                    .is_none_or(|l| crate::preflight::agent_ready(l, &host).is_ok())
+            })
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    with_agents(&mut doc, &ready);
     HttpResponse::Ok().json(doc)
+}
+
+/// The agents a spawn can start here (registered, and passing the spawn preflight: CLI on
+/// the `PATH`, set-up done) as the only valid values of a spawn's `agent` (or `null`: the
+/// project's agent): the server refuses any other (422).
+pub fn with_agents(doc: &mut serde_json::Value, agents: &[String]) {
+    let mut names: Vec<serde_json::Value> = agents.iter().map(|a| serde_json::json!(a)).collect();
+    names.push(serde_json::Value::Null);
+    for ptr in [
+        "/components/schemas/SpawnRequest/properties/agent",
+        "/components/schemas/BatchSpawnRequest/properties/agent",
+    ] {
+        if let Some(p) = doc.pointer_mut(ptr) {
+            p["enum"] = serde_json::Value::Array(names.clone());
+        }
+    }
 }
 
 /// The configured projects as the only valid values where a project is named (spawn, batch
@@ -158,6 +191,10 @@ pub fn contract(doc: &mut serde_json::Value) {
             .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
             .collect();
         st["enum"] = json!(names);
+    }
+    // SpawnRequest.branch: git's rules as `check_branch_name` applies them (422 otherwise).
+    if let Some(b) = doc.pointer_mut("/components/schemas/SpawnRequest/properties/branch") {
+        b["pattern"] = json!(crate::plugins::worktree::BRANCH_PATTERN);
     }
     // BatchSpawnRequest.issues: fleet::batch refuses (422) an empty list.
     if let Some(i) = doc.pointer_mut("/components/schemas/BatchSpawnRequest/properties/issues") {

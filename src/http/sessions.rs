@@ -246,10 +246,11 @@ pub async fn list(
 ///
 /// # Errors
 /// 422 naming the field (unknown project or agent, an agent that cannot start — its CLI not
-/// on its `PATH`, claude's first-run set-up not done —, bad branch, an issue the tracker does
-/// not know or reports closed); 413 for a huge body.
+/// on its `PATH`, claude's first-run set-up not done —, bad branch: one git would refuse, the
+/// default branch or one a live session already works on —, an issue the tracker does not
+/// know or reports closed); 413 for a huge body.
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = SpawnRequest,
-    responses((status = 201, body = SessionDetail), (status = 401), (status = 413), (status = 422)))]
+    responses((status = 201, body = SessionDetail), (status = 401), (status = 413), (status = 422, description = "A field is invalid; also a branch that is the default branch or that a live session already works on")))]
 pub async fn spawn(
     state: web::Data<AppState>,
     body: web::Json<SpawnRequest>,

@@ -58,6 +58,15 @@ impl WorktreeWorkspace {
     }
 }
 
+/// [`check_branch_name`] as an ECMA-262 regular expression (the OpenAPI document's
+/// `pattern` for a spawn's `branch`): the same rules, character for character (control
+/// characters and Unicode white space listed explicitly, no trailing newline).
+pub const BRANCH_PATTERN: &str = concat!(
+    r"^(?![\s\S]*\n)(?!-)(?!/)(?!refs/)(?!HEAD$)(?!@$)",
+    r"(?!.*\.\.)(?!.*@\{)(?!.*//)(?!.*/$)(?!.*\.lock$)(?!.*(^|/)\.)(?!.*\.(/|$))",
+    r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000~^:?*\[\\]+$"
+);
+
 /// Rejects branch names git would refuse or that could be read as options or paths.
 ///
 /// # Errors

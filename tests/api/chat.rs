@@ -342,7 +342,7 @@ async fn templates_substitute_exactly_and_run_wrapped_unknown_commands_do_not() 
         .unwrap_or("")
         .to_string();
     assert!(
-        p.contains("`/plan`") && p.contains("plan for: build X"),
+        p.contains("`/plan`") && p.contains("# Plan: build X") && p.contains(".flotilla/plans/"),
         "{p}"
     );
     // Scenario 4 through a template added from a file.

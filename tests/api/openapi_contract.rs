@@ -250,8 +250,6 @@ fn schemathesis_bin() -> Option<std::path::PathBuf> {
 /// document and the answers. The streaming endpoints (SSE, WebSocket upgrades) are left
 /// out: they answer for as long as the client listens.
 #[actix_web::test]
-#[ignore = "2 disagreements left: POST /sessions `branch` (git's branch rules are not in the \
-            schema) and POST /sessions/batch `agent` (configured names not listed)"]
 async fn openapi_schemathesis_checks_all_find_nothing() {
     let Some(bin) = schemathesis_bin() else {
         assert!(
@@ -266,6 +264,16 @@ async fn openapi_schemathesis_checks_all_find_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, spec.to_string()).expect("write spec");
+    // A spawn's 422 for a branch that is valid text but taken (the default branch, or one a
+    // live session works on) depends on state, not on the request, which the document cannot
+    // express; the interface fixes it as 422 (issue 15), so positive data may meet it there.
+    std::fs::write(
+        dir.path().join("schemathesis.toml"),
+        "[[operations]]\ninclude-path = \"/api/v1/sessions\"\ninclude-method = \"POST\"\n\
+         checks.positive_data_acceptance.expected-statuses = \
+         [\"2xx\", \"401\", \"403\", \"404\", \"409\", \"422\", \"429\"]\n",
+    )
+    .expect("write schemathesis.toml");
     let mut cmd = tokio::process::Command::new(bin);
     cmd.arg("run")
         .arg(&file)

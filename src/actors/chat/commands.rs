@@ -142,35 +142,58 @@ async fn clone(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[String]
     let Some(url) = args.first() else {
         return Action::Reply("Usage: /clone <repo-url>".into());
     };
-    let (url, owner, repo) = match validate_clone_url(url) {
-        Ok(v) => v,
-        Err(e) => return Action::Reply(format!("Cannot clone: {e}")),
-    };
+    match clone_and_use(ctx, conv, url).await {
+        Ok(text) => Action::Reply(text),
+        Err(CloneError::Refused(e)) => Action::Reply(format!("Cannot clone: {e}")),
+        Err(CloneError::Failed(e)) => Action::Fail(format!("Failed to clone repository: {e}")),
+    }
+}
+
+/// Why [`clone_and_use`] did not.
+#[derive(Debug)]
+pub(super) enum CloneError {
+    /// The URL is not one we clone.
+    Refused(String),
+    /// git (or the file system) failed.
+    Failed(String),
+}
+
+/// Clones `url` into the workspace (unless it is there already) and makes it the
+/// conversation's codebase; says what it did (for the reply).
+///
+/// # Errors
+/// The URL is refused, or the clone failed.
+pub(super) async fn clone_and_use(
+    ctx: &ChatContext,
+    conv: &mut ConversationRecord,
+    url: &str,
+) -> Result<String, CloneError> {
+    let (url, owner, repo) = validate_clone_url(url).map_err(CloneError::Refused)?;
     let name = format!("{owner}/{repo}");
     let target = codebase_dir(ctx, &name);
+    let lock = ctx.repo_lock(&target);
+    let _guard = lock.lock().await;
     let existed = workspace::exists(&target).await;
     if !existed {
         if let Some(parent) = target.parent() {
-            if let Err(e) = tokio::fs::create_dir_all(parent).await {
-                return Action::Fail(format!("Failed to clone repository: {e}"));
-            }
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| CloneError::Failed(e.to_string()))?;
         }
         let t = target.display().to_string();
         // `--` ends options: a URL can never be read as one. Credentials are refused by
         // `validate_clone_url`, so none can end up in `.git/config`.
-        if let Err(e) = crate::plugins::exec::run(
+        crate::plugins::exec::run(
             &["git", "clone", "--", &url, &t],
             Some(&ctx.workspace),
             CLONE_TIMEOUT,
         )
         .await
-        {
-            return Action::Fail(format!("Failed to clone repository: {e}"));
-        }
+        .map_err(|e| CloneError::Failed(e.to_string()))?;
     }
     link(conv, &name, &target);
     let loaded = auto_load(ctx, &name, &target).await;
-    Action::Reply(format!(
+    Ok(format!(
         "{} {name} at {}.{loaded}",
         if existed {
             "Repository already in the workspace; now using"

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::action::Action;
 use super::handles::TurnHandles;
+use super::jira_repo::{self, JiraRepo};
 use super::reply::{reply_to, split_id};
 use super::{answers, assistant, commands, workspace, ChatContext};
 use crate::chat::parse::{parse, Parsed};
@@ -75,7 +76,13 @@ async fn prepare_worktree(
     parsed: &Parsed,
 ) -> Result<(), Outcome> {
     let cancel = matches!(parsed, Parsed::Command { name, .. } if name == "cancel");
-    if !msg.meta.contains_key("kind") || cancel {
+    if cancel {
+        return Ok(());
+    }
+    if conv.platform == "jira" {
+        return jira_repository(ctx, conv, msg, parsed).await;
+    }
+    if !msg.meta.contains_key("kind") {
         return Ok(());
     }
     match workspace::ensure_thread_worktree(ctx, conv, &msg.meta).await {
@@ -83,6 +90,35 @@ async fn prepare_worktree(
         Err(e) => {
             let text = format!("⚠️ Could not prepare a worktree: {e}");
             reply_to(ctx, &conv.id, &text).await;
+            Err(Outcome::Failed)
+        }
+    }
+}
+
+/// A Jira issue's conversation gets its repository from the issue; with none mapped, a
+/// message that needs one is answered with how to set it (commands such as `/clone` run).
+async fn jira_repository(
+    ctx: &ChatContext,
+    conv: &mut ConversationRecord,
+    msg: &ChatMessageRecord,
+    parsed: &Parsed,
+) -> Result<(), Outcome> {
+    match jira_repo::ensure(ctx, conv, &msg.meta).await {
+        Ok(JiraRepo::Unchanged) => Ok(()),
+        Ok(JiraRepo::Linked(text)) => {
+            reply_to(ctx, &conv.id, &text).await;
+            Ok(())
+        }
+        Ok(JiraRepo::NoneApplies(text)) => {
+            if matches!(parsed, Parsed::Plain(_) | Parsed::Template { .. }) {
+                reply_to(ctx, &conv.id, &text).await;
+                Err(Outcome::Done)
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => {
+            reply_to(ctx, &conv.id, &format!("⚠️ {e}")).await;
             Err(Outcome::Failed)
         }
     }

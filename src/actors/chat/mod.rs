@@ -22,6 +22,7 @@ mod dispatch;
 pub mod drain;
 pub mod handles;
 pub mod inbox;
+pub mod jira_repo;
 pub mod messages;
 pub mod notifier;
 pub mod platforms;
@@ -79,6 +80,8 @@ pub struct ChatContext {
     /// One lock per main checkout: git refuses concurrent worktree and fetch operations on a
     /// repository (`.git/*.lock`), and conversations run in parallel.
     pub repo_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// `jira.repositories`: the repository a Jira conversation gets from its issue.
+    pub jira_repositories: crate::config::JiraRepositories,
 }
 
 impl ChatContext {
@@ -130,6 +133,7 @@ impl ChatContext {
             actor_timeout: Duration::from_secs(10),
             prices: Arc::new(crate::pricing::PriceTable::builtin_only()),
             repo_locks: Default::default(),
+            jira_repositories: Default::default(),
         }
     }
 }
@@ -298,6 +302,7 @@ pub fn start(
     ctx.journal = journal;
     ctx.actor_timeout = settings.server.actor_timeout.get();
     ctx.prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
+    ctx.jira_repositories = settings.jira.repositories.clone();
     let supervisor = ChatSupervisor::new(Arc::new(ctx)).start();
     let inbox: Arc<dyn crate::plugins::ChatInbox> = Arc::new(inbox::StoreInbox::new(
         store,
@@ -311,13 +316,14 @@ pub fn start(
     })
 }
 
-/// Stores each seeded workflow template that is missing (an edited one is kept).
+/// Stores each seeded workflow template that is missing or still an earlier seeded text (an
+/// edited one is kept).
 async fn seed_templates(store: &SharedStore) {
-    use crate::chat::template::{front_matter_description, SEEDED};
+    use crate::chat::template::{front_matter_description, superseded, SEEDED};
     for (name, content) in SEEDED {
         match store.get_chat_template(name).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+            Ok(Some(t)) if !superseded(name, &t.content) => {}
+            Ok(_) => {
                 let t = crate::store::ChatTemplateRecord {
                     name: name.to_string(),
                     description: front_matter_description(content).unwrap_or_default(),

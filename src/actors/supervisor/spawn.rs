@@ -53,7 +53,8 @@ pub fn plan_branch(new: &mut NewSession, remote_heads: &[String]) {
 /// agents would share one branch (git refuses a second worktree of it anyway, later).
 ///
 /// # Errors
-/// `Invalid` naming `branch`; `Store` when the sessions cannot be read.
+/// `Invalid` naming `branch` (422, as INTERFACE.md fixes it for every branch the spawn cannot
+/// use); `Store` when the sessions cannot be read.
 pub(super) async fn branch_free(
     store: &crate::store::SharedStore,
     project: &str,

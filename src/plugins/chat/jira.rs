@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::adf::{adf_mentions, adf_to_text, markdown_to_adf};
 use super::split::split_message;
 use super::Http;
+use crate::chat::jira_repos::{repository_urls, IssueFacts};
 use crate::config::JiraSettings;
 use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
 
@@ -174,14 +175,48 @@ pub fn parse_webhook(v: &Value, bot_account_id: &str) -> Option<InboundMessage> 
     if text.is_empty() {
         return None;
     }
+    let mut meta = std::collections::BTreeMap::new();
+    issue_facts(&v["issue"], key).into_meta(&mut meta);
     Some(InboundMessage {
         platform: "jira".into(),
         thread: key.to_string(),
         message_id: c["id"].as_str()?.to_string(),
         author: author.to_string(),
         text,
-        ..Default::default()
+        meta,
     })
+}
+
+/// What the repository mapping reads of the webhook's issue: project key, components,
+/// labels, and the repository URLs of its description (wiki text or ADF).
+fn issue_facts(issue: &Value, key: &str) -> IssueFacts {
+    let f = &issue["fields"];
+    let names = |v: &Value, field: Option<&str>| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| match field {
+                Some(k) => x[k].as_str(),
+                None => x.as_str(),
+            })
+            .filter(|s| !s.is_empty() && !s.contains('\n'))
+            .map(str::to_string)
+            .collect()
+    };
+    let description = match &f["description"] {
+        Value::String(s) => s.clone(),
+        doc @ Value::Object(_) => adf_to_text(doc),
+        _ => String::new(),
+    };
+    IssueFacts {
+        project: f["project"]["key"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| key.split('-').next().unwrap_or_default().to_string()),
+        components: names(&f["components"], Some("name")),
+        labels: names(&f["labels"], None),
+        urls: repository_urls(&description),
+    }
 }
 
 /// The ADF's text without the bot's mention nodes.
@@ -225,6 +260,21 @@ mod tests {
             {"type": "text", "text": " explain"}]}]});
         let m = parse_webhook(&hook("comment_created", "u1", adf), "bot-1").expect("adf");
         assert_eq!(m.text, "explain");
+    }
+
+    #[test]
+    fn the_issue_facts_travel_in_the_meta() {
+        let mut h = hook("comment_created", "u1", json!("[~accountid:bot-1] go"));
+        h["issue"]["fields"]["components"] = json!([{"id": "1", "name": "Backend"}]);
+        h["issue"]["fields"]["labels"] = json!(["web", "urgent"]);
+        h["issue"]["fields"]["description"] = json!({"type": "doc", "version": 1, "content": [
+            {"type": "paragraph", "content": [{"type": "text", "text": "in https://github.com/acme/api"}]}]});
+        let m = parse_webhook(&h, "bot-1").expect("message");
+        let f = IssueFacts::from_meta(&m.meta).expect("facts");
+        assert_eq!(f.project, "ABC");
+        assert_eq!(f.components, vec!["Backend"]);
+        assert_eq!(f.labels, vec!["web", "urgent"]);
+        assert_eq!(f.urls, vec!["https://github.com/acme/api"]);
     }
 
     #[test]
