@@ -71,8 +71,9 @@ pub struct ActivitySignal {
     pub at: DateTime<Utc>,
     /// Where it came from.
     pub source: ActivitySource,
-    /// The model API failure behind this reading, if any: retried (`attempt` set) while the
-    /// activity is `active`, given up on while it is `waiting_input`.
+    /// The newest model API failure of the current turn, if any. When its `logged_at` is
+    /// `at`, it is what the agent is doing now: retrying (`active`) or given up
+    /// (`waiting_input`); otherwise the turn went on after it (recorded only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_failure: Option<ApiFailure>,
 }
@@ -80,6 +81,9 @@ pub struct ActivitySignal {
 /// A model API failure an agent logged (a 5xx, a 429, a timeout…).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiFailure {
+    /// When the agent logged it. A signal whose `at` is this time is the failure itself
+    /// (retrying, or given up); a later one carries it as what happened earlier in the turn.
+    pub logged_at: DateTime<Utc>,
     /// The HTTP status, when there was an answer (none for a timeout or a lost connection).
     pub status: Option<u16>,
     /// What the agent says about it (`500 Internal server error`, `Request timed out.`).
@@ -91,6 +95,11 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
+    /// Whether `sig` is this failure itself, not later work of the same turn.
+    pub fn is_current(&self, sig: &ActivitySignal) -> bool {
+        self.logged_at == sig.at
+    }
+
     /// What a human is asked once the agent gave up.
     pub fn question(&self) -> String {
         format!(

@@ -36,7 +36,10 @@ async fn spawn_until_waiting(r: &Real) -> String {
         .spawn(json!({"project": "demo", "prompt": "Write phone.txt."}))
         .await;
     r.model.wait_for_requests(1, Duration::from_secs(90)).await;
-    wait_session(&r.app, &id, 90, "needs_input", |s| s["state"] == "needs_input").await;
+    wait_session(&r.app, &id, 90, "needs_input", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
     id
 }
 
@@ -122,7 +125,11 @@ async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claud
     })
     .await;
     assert!(told.text.contains(&id), "{}", told.text);
-    assert_eq!(r.model.requests().len(), 2, "nothing more reached the model");
+    assert_eq!(
+        r.model.requests().len(),
+        2,
+        "nothing more reached the model"
+    );
 }
 
 #[actix_web::test]
@@ -161,15 +168,18 @@ async fn a_slack_thread_reply_to_the_needs_input_notification_answers_the_real_c
             "user": user, "text": text, "ts": ts, "thread_ts": note.ts, "channel": "C1"}))
     };
     // A stranger's thread reply is not served.
-    let (code, body) = fake_slack::post_signed(&url, SLACK_SECRET, &reply("U9", "1800.1", "1")).await;
+    let (code, body) =
+        fake_slack::post_signed(&url, SLACK_SECRET, &reply("U9", "1800.1", "1")).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(session(&r.app, &id).await["state"], "needs_input");
 
-    let (code, body) = fake_slack::post_signed(&url, SLACK_SECRET, &reply("U1", "1800.2", "1")).await;
+    let (code, body) =
+        fake_slack::post_signed(&url, SLACK_SECRET, &reply("U1", "1800.2", "1")).await;
     assert_eq!(code, 200, "{body}");
     assert_answered_in_thread(&r, &sl, &id, &note.ts).await;
 
-    let (code, _) = fake_slack::post_signed(&url, SLACK_SECRET, &reply("U1", "1800.3", "yes")).await;
+    let (code, _) =
+        fake_slack::post_signed(&url, SLACK_SECRET, &reply("U1", "1800.3", "yes")).await;
     assert_eq!(code, 200);
     eventually(30, "the 'no longer waits' reply in the thread", || async {
         sl.posted().into_iter().find(|p| {
@@ -178,7 +188,11 @@ async fn a_slack_thread_reply_to_the_needs_input_notification_answers_the_real_c
         })
     })
     .await;
-    assert_eq!(r.model.requests().len(), 2, "nothing more reached the model");
+    assert_eq!(
+        r.model.requests().len(),
+        2,
+        "nothing more reached the model"
+    );
 }
 
 async fn assert_answered_in_thread(r: &Real, sl: &FakeSlack, id: &str, ts: &str) {

@@ -94,7 +94,10 @@ pub(crate) async fn setup_notifying(
         .lines()
         .filter_map(|l| l.trim().split_once(':').map(|(n, _)| format!(", {n}")))
         .collect();
-    let notifiers: String = notifiers.lines().map(|l| format!("  {}\n", l.trim())).collect();
+    let notifiers: String = notifiers
+        .lines()
+        .map(|l| format!("  {}\n", l.trim()))
+        .collect();
     let project = format!(
         "    runtime: tmux\n    agent: claude\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\n{notifiers}routing: {{ urgent: [hook{names}], action: [hook{names}], warning: [hook{names}] }}\n",
         services = hooks.service_yaml(),

@@ -925,19 +925,20 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
         let new_api_error = sig
             .api_failure
             .as_ref()
-            .and_then(|f| api_error_event(rec, f, at));
+            .and_then(|f| api_error_event(rec, f));
         let fresh_api_error = new_api_error.is_some();
         out.extend(new_api_error);
+        let api_now = sig.api_failure.as_ref().filter(|f| f.is_current(&sig));
         let ev = match sig.activity {
             // A model API failure the agent retries: recorded above, but not a sign of life
             // (a server that keeps failing or hanging must let the stuck timer fire).
-            Activity::Active if sig.api_failure.is_some() => None,
+            Activity::Active if api_now.is_some() => None,
             // The turn ended on a model API failure: a human decides whether to try again,
             // asked once per failure (an answer ends that wait before the log moves on).
-            Activity::WaitingInput if sig.api_failure.is_some() && !fresh_api_error => None,
+            Activity::WaitingInput if api_now.is_some() && !fresh_api_error => None,
             Activity::WaitingInput => {
                 // A new wait, or a new question while one waits (the last was answered).
-                let question = match &sig.api_failure {
+                let question = match api_now {
                     Some(f) => Some(f.question()),
                     None => agent.question(&probe).await,
                 };
@@ -975,8 +976,8 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
 fn api_error_event(
     rec: &crate::store::SessionRecord,
     f: &crate::plugins::activity::ApiFailure,
-    at: chrono::DateTime<Utc>,
 ) -> Option<EventKind> {
+    let at = machine::micros(f.logged_at);
     let known = rec.meta["api_error"]["logged_at"]
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

@@ -31,8 +31,8 @@ use serde_json::Value;
 use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{
-    agent_home, combine, newest_jsonl, parse_ts, read_tail, ActivityProbe, ActivitySignal, ApiFailure, Reading,
-    Usage, TAIL_BYTES,
+    agent_home, combine, newest_jsonl, parse_ts, read_tail, ActivityProbe, ActivitySignal,
+    ApiFailure, Reading, Usage, TAIL_BYTES,
 };
 use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
 use crate::pricing::{PriceTable, Priced, Tokens};
@@ -166,25 +166,53 @@ pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
     Some(last)
 }
 
+/// The newest model API failure of the current turn (after the last prompt), even when the
+/// CLI's retry then succeeded: a failure is recorded however quickly it was recovered from.
+pub fn recent_api_failure(log: &str, mtime: DateTime<Utc>) -> Option<ApiFailure> {
+    for v in log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        let at = v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime);
+        match (v["type"].as_str(), v["subtype"].as_str()) {
+            (Some("system"), Some("api_error")) => return Some(api_retry(&v, at)),
+            (Some("assistant"), _) if v["isApiErrorMessage"].as_bool() == Some(true) => {
+                return Some(api_gave_up(&v["message"], at))
+            }
+            (Some("user"), _)
+                if v["isMeta"].as_bool() != Some(true) && v["message"]["content"].is_string() =>
+            {
+                return None
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A `system`/`api_error` entry: a failed model request the CLI retries (`retryAttempt` of
 /// `maxRetries`), with the status and the CLI's own words.
-fn api_retry(v: &Value) -> ApiFailure {
+fn api_retry(v: &Value, at: DateTime<Utc>) -> ApiFailure {
     let e = &v["error"];
     let message = e["formatted"]
         .as_str()
         .or(e["message"].as_str())
         .unwrap_or("unknown error");
     ApiFailure {
+        logged_at: at,
         status: e["status"].as_u64().and_then(|s| u16::try_from(s).ok()),
         message: message.to_string(),
-        attempt: v["retryAttempt"].as_u64().and_then(|n| u32::try_from(n).ok()),
+        attempt: v["retryAttempt"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok()),
         max_retries: v["maxRetries"].as_u64().and_then(|n| u32::try_from(n).ok()),
     }
 }
 
 /// The synthetic assistant message a turn ends with when the CLI gave up on the model API
 /// (`isApiErrorMessage`): its text (`API Error: 500 … try again in a moment.`), first sentence.
-fn api_gave_up(msg: &Value) -> ApiFailure {
+fn api_gave_up(msg: &Value, at: DateTime<Utc>) -> ApiFailure {
     let text = msg["content"]
         .as_array()
         .and_then(|c| c.iter().find_map(|b| b["text"].as_str()))
@@ -195,6 +223,7 @@ fn api_gave_up(msg: &Value) -> ApiFailure {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|s| s.parse().ok());
     ApiFailure {
+        logged_at: at,
         status,
         message: first.to_string(),
         attempt: None,
@@ -234,7 +263,7 @@ fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
         "assistant" => {
             let msg = &v["message"];
             if v["isApiErrorMessage"].as_bool() == Some(true) {
-                return Some(Reading::ApiFailed(at, api_gave_up(msg)));
+                return Some(Reading::ApiFailed(at, api_gave_up(msg, at)));
             }
             if msg["model"].as_str() == Some("<synthetic>") {
                 return Some(Reading::Failed(at));
@@ -265,7 +294,7 @@ fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
         }
         "system" => {
             if v["subtype"].as_str() == Some("api_error") {
-                return Some(Reading::ApiRetrying(at, api_retry(v)));
+                return Some(Reading::ApiRetrying(at, api_retry(v, at)));
             }
             if v["level"].as_str() == Some("error") {
                 return Some(Reading::Failed(at));
@@ -658,8 +687,13 @@ impl Agent for ClaudeCodeAgent {
         let native = match self.latest_log(&probe.workspace).await? {
             Some(path) => read_tail(&path, TAIL_BYTES)
                 .await?
-                .and_then(|(text, mtime)| classify(&text, mtime))
-                .map(|r| r.signal(probe.now)),
+                .and_then(|(text, mtime)| {
+                    let mut sig = classify(&text, mtime)?.signal(probe.now);
+                    if sig.api_failure.is_none() {
+                        sig.api_failure = recent_api_failure(&text, mtime);
+                    }
+                    Some(sig)
+                }),
             None => None,
         };
         Ok(combine(native, probe))
@@ -878,7 +912,11 @@ mod tests {
         };
         assert_eq!((f.status, f.attempt), (Some(500), None));
         assert_eq!(f.message, "API Error: 500 scripted");
-        assert!(f.question().contains("API Error: 500 scripted"), "{}", f.question());
+        assert!(
+            f.question().contains("API Error: 500 scripted"),
+            "{}",
+            f.question()
+        );
     }
 
     #[test]

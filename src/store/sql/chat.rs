@@ -9,7 +9,8 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use super::{Args, Conn, Db, Dialect, Row, RowsAffected, SqlStore, Value};
 use crate::store::{
     write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord, ConversationRecord,
-    MessageStatus, NotificationPost, SessionId, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
+    MessageStatus, NotificationPost, SessionId, StoreError, StoreResult, TemplateStore,
+    CHAT_TURN_USAGE,
 };
 
 #[async_trait]
