@@ -190,6 +190,24 @@ pub enum EventKind {
         /// The PR it opened, if it says so.
         pr: Option<PrRef>,
     },
+    /// The agent's log shows a failed model API request: one it retries (`attempt` of
+    /// `max_retries`), or the one it gave up on (`attempt: None`; the wait for a human that
+    /// follows is an `AgentWaitingInput`). Recorded, never a sign of life.
+    AgentApiError {
+        /// When the agent logged it (repeats of the same entry are not new failures).
+        logged_at: DateTime<Utc>,
+        /// The HTTP status, when the server answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// The agent's words for it.
+        message: String,
+        /// The retry it leads to (1-based); `None` once the agent gave up.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+        /// How many retries the agent makes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_retries: Option<u32>,
+    },
     /// The agent's own log shows this much spend so far (cumulative).
     UsageObserved {
         /// Totals for the session.
@@ -281,6 +299,7 @@ impl EventKind {
             EventKind::RestartFailed { .. } => "agent.restart_failed",
             EventKind::AgentReported { .. } => "agent.reported",
             EventKind::UsageObserved { .. } => "agent.usage",
+            EventKind::AgentApiError { .. } => "agent.api_error",
         }
     }
 }
@@ -948,6 +967,23 @@ impl Machine<'_> {
                 project_usd,
                 unpriced_models,
             } => self.usage(*usage, *project_usd, unpriced_models),
+            EventKind::AgentApiError {
+                logged_at,
+                status,
+                message,
+                attempt,
+                max_retries,
+            } => {
+                if st.is_terminal() || st == S::Merged {
+                    return self.ignore("agent.api_error");
+                }
+                // The last failure, for the session page; the event row is its history.
+                self.s.session.meta["api_error"] = serde_json::json!({
+                    "logged_at": logged_at, "status": status, "message": message,
+                    "attempt": attempt, "max_retries": max_retries,
+                });
+                Outcome::Applied
+            }
             EventKind::TimerFired { kind } => self.timer(kind),
             EventKind::ActorGaveUp { reason } => {
                 if st.is_terminal() {

@@ -38,8 +38,10 @@ use serde_json::json;
 
 use super::messages::{ListNotifications, WakeOutbox};
 use crate::config::NotificationsSettings;
-use crate::plugins::{Notification, Notifier};
-use crate::store::{NotificationRecord, NotificationStatus, SharedStore, StoreError};
+use crate::plugins::{Notification, Notifier, PostedMessage};
+use crate::store::{
+    NotificationPost, NotificationRecord, NotificationStatus, SharedStore, StoreError,
+};
 use crate::telemetry::METRICS;
 
 /// The event of a digest row.
@@ -427,9 +429,12 @@ impl OutboxActor {
             let n = to_notification(&r);
             let result = notifier.notify(&n).await;
             let now = Utc::now();
+            if let (Ok(Some(posted)), Some(session)) = (&result, &r.session_id) {
+                remember_post(store.as_ref(), posted, session, &r.id, now).await;
+            }
             let attempts = r.attempts + 1;
             let (status, next, error, outcome, pause) = match &result {
-                Ok(()) => (NotificationStatus::Delivered, now, None, "delivered", None),
+                Ok(_) => (NotificationStatus::Delivered, now, None, "delivered", None),
                 Err(e) => {
                     let wait = e.retry_after().map(|d| d.min(cfg.max_retry_after));
                     let err = Some(e.to_string());
@@ -518,6 +523,28 @@ async fn detached<T: Send + 'static>(
     f: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Option<T> {
     tokio::spawn(f).await.ok()
+}
+
+/// Records where a session's notification landed, so a reply to it answers the session
+/// (`actors::chat::answers`). A failure only costs that: the delivery stands.
+async fn remember_post(
+    store: &dyn crate::store::Store,
+    posted: &PostedMessage,
+    session: &crate::store::SessionId,
+    notification: &str,
+    at: chrono::DateTime<Utc>,
+) {
+    let post = NotificationPost {
+        platform: posted.platform.clone(),
+        key: posted.key.clone(),
+        chat: posted.chat.clone(),
+        session_id: session.clone(),
+        notification_id: notification.to_string(),
+        created_at: at,
+    };
+    if let Err(e) = store.record_notification_post(&post).await {
+        tracing::warn!(error = ?e, id = %notification, "recording where a notification was posted failed");
+    }
 }
 
 /// What a notifier gets: the row with its context unpacked.

@@ -26,6 +26,11 @@
 //!   count.
 //! - An agent's own log wins over the screen, except that a live question on the screen
 //!   beats "active" (Claude's log shows a tool call, not the permission dialog in front of it).
+//! - A **model API failure** the agent retries (Claude's `system`/`api_error` entries) is
+//!   `active` with [`ActivitySignal::api_failure`] set: the agent is busy, but the failure is
+//!   not progress (the session records it and does not count it as a sign of life). One it
+//!   gave up on (the turn ended on an API error) is `waiting_input`: a human decides whether
+//!   to try again.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -66,6 +71,42 @@ pub struct ActivitySignal {
     pub at: DateTime<Utc>,
     /// Where it came from.
     pub source: ActivitySource,
+    /// The newest model API failure of the current turn, if any. When its `logged_at` is
+    /// `at`, it is what the agent is doing now: retrying (`active`) or given up
+    /// (`waiting_input`); otherwise the turn went on after it (recorded only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_failure: Option<ApiFailure>,
+}
+
+/// A model API failure an agent logged (a 5xx, a 429, a timeout…).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiFailure {
+    /// When the agent logged it. A signal whose `at` is this time is the failure itself
+    /// (retrying, or given up); a later one carries it as what happened earlier in the turn.
+    pub logged_at: DateTime<Utc>,
+    /// The HTTP status, when there was an answer (none for a timeout or a lost connection).
+    pub status: Option<u16>,
+    /// What the agent says about it (`500 Internal server error`, `Request timed out.`).
+    pub message: String,
+    /// The agent's retry this failure leads to (1-based); `None` once it gave up.
+    pub attempt: Option<u32>,
+    /// How many retries the agent makes.
+    pub max_retries: Option<u32>,
+}
+
+impl ApiFailure {
+    /// Whether `sig` is this failure itself, not later work of the same turn.
+    pub fn is_current(&self, sig: &ActivitySignal) -> bool {
+        self.logged_at == sig.at
+    }
+
+    /// What a human is asked once the agent gave up.
+    pub fn question(&self) -> String {
+        format!(
+            "the model API failed ({}); answer to try again",
+            crate::plugins::notifiers::truncate(self.message.trim(), 200)
+        )
+    }
 }
 
 /// Tokens an agent used so far and what they cost.
@@ -103,7 +144,7 @@ pub struct ActivityProbe {
 }
 
 /// One agent-independent reading of the last meaningful log entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reading {
     /// The agent asked the human something and nothing happened since.
     Waiting(DateTime<Utc>),
@@ -115,25 +156,49 @@ pub enum Reading {
     Finished(DateTime<Utc>),
     /// The agent reported an error and stopped (blocked); reported as idle.
     Failed(DateTime<Utc>),
+    /// A model request failed and the agent retries it.
+    ApiRetrying(DateTime<Utc>, ApiFailure),
+    /// The turn ended on a model API failure the agent gave up on.
+    ApiFailed(DateTime<Utc>, ApiFailure),
 }
 
 impl Reading {
     /// Applies the freshness rules at time `now`.
     pub fn signal(self, now: DateTime<Utc>) -> ActivitySignal {
-        let (activity, at) = match self {
+        let (activity, at) = match &self {
+            Reading::ApiRetrying(at, f) => return api_signal(Activity::Active, *at, f),
+            Reading::ApiFailed(at, f) => return api_signal(Activity::WaitingInput, *at, f),
+            _ => self.plain(now),
+        };
+        ActivitySignal {
+            activity,
+            at,
+            source: ActivitySource::Native,
+            api_failure: None,
+        }
+    }
+
+    fn plain(self, now: DateTime<Utc>) -> (Activity, DateTime<Utc>) {
+        match self {
             Reading::Waiting(at) => (Activity::WaitingInput, at),
             Reading::Working(at) if now - at <= WEAK_WINDOW => (Activity::Active, at),
             Reading::Replying(at) if now - at <= ACTIVE_WINDOW => (Activity::Active, at),
             Reading::Working(at)
             | Reading::Replying(at)
             | Reading::Finished(at)
-            | Reading::Failed(at) => (Activity::Idle, at),
-        };
-        ActivitySignal {
-            activity,
-            at,
-            source: ActivitySource::Native,
+            | Reading::Failed(at)
+            | Reading::ApiRetrying(at, _)
+            | Reading::ApiFailed(at, _) => (Activity::Idle, at),
         }
+    }
+}
+
+fn api_signal(activity: Activity, at: DateTime<Utc>, f: &ApiFailure) -> ActivitySignal {
+    ActivitySignal {
+        activity,
+        at,
+        source: ActivitySource::Native,
+        api_failure: Some(f.clone()),
     }
 }
 
@@ -146,6 +211,7 @@ pub fn combine(native: Option<ActivitySignal>, probe: &ActivityProbe) -> Option<
             activity: Activity::WaitingInput,
             at: probe.last_output_at.unwrap_or(probe.now),
             source: ActivitySource::Terminal,
+            api_failure: None,
         }),
         Some(n) => Some(n),
         None => terminal_activity(probe),
@@ -162,6 +228,7 @@ pub fn terminal_activity(probe: &ActivityProbe) -> Option<ActivitySignal> {
             activity,
             at,
             source: ActivitySource::Terminal,
+            api_failure: None,
         })
     };
     if let Some(text) = probe.terminal.as_deref() {

@@ -663,10 +663,25 @@ pub trait Notifier: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Delivers one notification. At-least-once: the outbox may call it again with the same id.
+    /// Returns where it landed when that is a chat message a human can reply to (Telegram,
+    /// Slack and Discord bot posts), so the reply can be matched to the session.
     ///
     /// # Errors
     /// Retriable errors (`is_retriable`) are retried by the outbox; others fail the delivery.
-    async fn notify(&self, n: &Notification) -> PluginResult<()>;
+    async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>>;
+}
+
+/// A notification as posted on a chat platform: what a reply to it points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostedMessage {
+    /// Platform (`telegram`, `slack`, `discord`), as in [`InboundMessage::platform`].
+    pub platform: String,
+    /// The chat or channel it went to.
+    pub chat: String,
+    /// The message, as a reply names it (`InboundMessage::meta["reply_to"]`): `{chat}:{id}`
+    /// on Telegram, `{channel}:{ts}` on Slack, the message id on Discord (ids are global
+    /// there, and a thread started from a message has the message's id).
+    pub key: String,
 }
 
 /// An inbound chat message, normalized.
@@ -686,7 +701,11 @@ pub struct InboundMessage {
     /// chat bridge reads: `kind` (`issue` | `pr`, GitHub), `closes` (comma-separated issue
     /// numbers a PR closes), `event` (`closed`: the issue/PR was closed — clean up its
     /// worktree; no turn runs), `context` (issue/PR title and body, appended to prompts),
-    /// `base` (the branch to cut worktrees from), `repo_url` (clone URL of the repository).
+    /// `base` (the branch to cut worktrees from), `repo_url` (clone URL of the repository),
+    /// `reply_to` (the [`PostedMessage::key`] of the message this one replies to, or of the
+    /// thread it was written in), `unaddressed` (`true`: the bot was not mentioned; taken only
+    /// as a reply to a notification), `answers` (set by the inbox: the session whose
+    /// notification this replies to).
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
 }

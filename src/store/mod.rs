@@ -296,6 +296,17 @@ pub trait ChatStore: Send + Sync + 'static {
 
     /// The chat conversation a fleet session was started from, if any.
     async fn conversation_for_session(&self, session_id: &str) -> StoreResult<Option<String>>;
+
+    /// Records where a notification landed on a chat platform. Idempotent: a redelivery of
+    /// the same post replaces it.
+    async fn record_notification_post(&self, post: &NotificationPost) -> StoreResult<()>;
+
+    /// The notification posted as `key` on `platform`, if Flotilla posted one.
+    async fn notification_post(
+        &self,
+        platform: &str,
+        key: &str,
+    ) -> StoreResult<Option<NotificationPost>>;
 }
 
 /// Chat templates and per-codebase commands.

@@ -113,6 +113,24 @@ pub struct WebhookDelivery {
     pub received_at: DateTime<Utc>,
 }
 
+/// A notification as posted on a chat platform (`PostedMessage`), and the session it was
+/// about: a reply to that message answers the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationPost {
+    /// Platform (`telegram`, `slack`, `discord`).
+    pub platform: String,
+    /// The message as a reply names it (`PostedMessage::key`).
+    pub key: String,
+    /// The chat or channel it went to.
+    pub chat: String,
+    /// The session it was about.
+    pub session_id: SessionId,
+    /// The outbox row it delivered.
+    pub notification_id: String,
+    /// When it was delivered.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A chat conversation (platform + thread).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConversationRecord {

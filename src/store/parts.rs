@@ -106,6 +106,8 @@ delegate! { ChatStore to chat {
     fn conversations_with_pending() -> Vec<String>;
     fn link_session_to_conversation(session_id: &str, conversation_id: &str) -> ();
     fn conversation_for_session(session_id: &str) -> Option<String>;
+    fn record_notification_post(post: &NotificationPost) -> ();
+    fn notification_post(platform: &str, key: &str) -> Option<NotificationPost>;
 } }
 
 delegate! { TemplateStore to templates {

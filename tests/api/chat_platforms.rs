@@ -39,8 +39,14 @@ impl RecordingInbox {
     fn texts(&self) -> Vec<String> {
         self.all().into_iter().map(|m| m.text).collect()
     }
+    /// The messages addressed to the bot (an unmentioned guild message is handed over only
+    /// as a candidate reply to a notification, `meta.unaddressed`, which the real inbox drops
+    /// unless it replies to one).
     fn all(&self) -> Vec<InboundMessage> {
-        self.messages.lock().expect("lock").clone()
+        let all = self.messages.lock().expect("lock").clone();
+        all.into_iter()
+            .filter(|m| !m.meta.contains_key("unaddressed"))
+            .collect()
     }
 }
 

@@ -42,6 +42,8 @@ mod metrics;
 mod notifications;
 mod openapi_contract;
 mod real_aider;
+mod real_claude_answer;
+mod real_claude_api_errors;
 mod real_claude_chat;
 mod real_claude_fleet;
 mod real_claude_headless;

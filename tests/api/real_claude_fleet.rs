@@ -41,11 +41,11 @@ fn onboarded_home(dir: &Path) -> PathBuf {
     home
 }
 
-struct Real {
-    app: TestApp,
-    model: FakeAnthropic,
-    hooks: Receivers,
-    agent_home: PathBuf,
+pub(crate) struct Real {
+    pub(crate) app: TestApp,
+    pub(crate) model: FakeAnthropic,
+    pub(crate) hooks: Receivers,
+    pub(crate) agent_home: PathBuf,
     _tmux: TmuxGuard,
 }
 
@@ -61,6 +61,20 @@ async fn setup_with(
     extra_project: &str,
     extra_env: &[(&str, &str)],
 ) -> Option<Real> {
+    setup_notifying(script, mode, args, extra_project, extra_env, "", "").await
+}
+
+/// [`setup_with`] with more notifiers (`name: {…}` lines under `notifiers:`), each routed
+/// every priority, and more agent environment (`KEY: value, ` pairs).
+pub(crate) async fn setup_notifying(
+    script: Vec<Step>,
+    mode: &str,
+    args: &str,
+    extra_project: &str,
+    extra_env: &[(&str, &str)],
+    notifiers: &str,
+    agent_env: &str,
+) -> Option<Real> {
     let claude = claude_bin()?;
     if !require_tool("tmux") || !require_tool("git") {
         return None;
@@ -71,13 +85,21 @@ async fn setup_with(
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_home = onboarded_home(dir.path());
     let agents = format!(
-        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    args: {args}\n    env: {{ HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
+        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    args: {args}\n    env: {{ {agent_env}HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
         bin = claude.display(),
         home = agent_home.display(),
         url = model.url(),
     );
+    let names: String = notifiers
+        .lines()
+        .filter_map(|l| l.trim().split_once(':').map(|(n, _)| format!(", {n}")))
+        .collect();
+    let notifiers: String = notifiers
+        .lines()
+        .map(|l| format!("  {}\n", l.trim()))
+        .collect();
     let project = format!(
-        "    runtime: tmux\n    agent: claude\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
+        "    runtime: tmux\n    agent: claude\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\n{notifiers}routing: {{ urgent: [hook{names}], action: [hook{names}], warning: [hook{names}] }}\n",
         services = hooks.service_yaml(),
         hook = hooks.webhook_url(),
     );
@@ -95,12 +117,12 @@ async fn setup_with(
     })
 }
 
-async fn session(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn session(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/api/v1/sessions/{id}")).await.1
 }
 
 /// Waits (deadline `secs`) until `pred` holds for the session; panics with it and its screen.
-async fn wait_session(
+pub(crate) async fn wait_session(
     app: &TestApp,
     id: &str,
     secs: u64,
@@ -126,7 +148,7 @@ async fn wait_session(
     }
 }
 
-fn notifications_with(hooks: &Receivers, needle: &str) -> Vec<Value> {
+pub(crate) fn notifications_with(hooks: &Receivers, needle: &str) -> Vec<Value> {
     hooks
         .hits(Target::Webhook)
         .into_iter()

@@ -429,6 +429,34 @@ impl FakeTelegram {
         u
     }
 
+    /// A user replies to message `reply_to` of `chat` (Telegram's `reply_to_message`, which
+    /// carries the message replied to); returns the update.
+    pub fn push_reply(&self, chat: i64, from: i64, text: &str, reply_to: i64) -> Value {
+        let u = {
+            let mut s = self.s();
+            let replied = s
+                .sent
+                .iter()
+                .find(|m| m.chat_id == chat && m.message_id == reply_to)
+                .map(|m| m.text.clone())
+                .unwrap_or_default();
+            s.next_update += 1;
+            s.next_message += 1;
+            let u = json!({"update_id": s.next_update, "message": {"message_id": s.next_message,
+                "from": {"id": from, "is_bot": false, "first_name": "User"},
+                "chat": {"id": chat, "type": if chat < 0 { "group" } else { "private" }},
+                "date": 1_700_000_000, "text": text,
+                "reply_to_message": {"message_id": reply_to,
+                    "from": {"id": 1, "is_bot": true, "first_name": "Flotilla"},
+                    "chat": {"id": chat, "type": if chat < 0 { "group" } else { "private" }},
+                    "date": 1_700_000_000, "text": replied}}});
+            s.pending.push(u.clone());
+            u
+        };
+        self.wake.notify_waiters();
+        u
+    }
+
     /// Messages the bot sent, in order.
     pub fn sent(&self) -> Vec<Sent> {
         self.s().sent.clone()

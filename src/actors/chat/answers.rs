@@ -3,6 +3,10 @@
 //! it waits for a human (`needs_input`), a plain reply there is the answer, typed into the
 //! agent as `flotilla send` would (a short choice such as `1` or `y` as key presses). With
 //! several sessions waiting, `/answer <session> <text>` says which.
+//!
+//! A reply to a notification a Telegram, Slack or Discord notifier posted (the inbox marks it
+//! `meta.answers`) answers that notification's session the same way, wherever the session was
+//! started; a session that no longer waits gets nothing, and the reply says so.
 
 use crate::actors::supervisor::messages::SendToSession;
 use crate::store::{ConversationRecord, SessionFilter, SessionId, SessionState};
@@ -57,6 +61,26 @@ pub async fn plain_reply(
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
+    }
+}
+
+/// A reply to a notification about `session`: the answer when the session waits for one,
+/// else a reply saying it does not (nothing is typed into the agent).
+pub async fn notification_reply(ctx: &ChatContext, session: &str, text: &str) -> Action {
+    let id = SessionId(session.to_string());
+    let record = tokio::time::timeout(ctx.actor_timeout, ctx.store.load_session(&id)).await;
+    match record {
+        Ok(Ok(s)) if s.state == SessionState::NeedsInput => send(ctx, id, text.trim()).await,
+        Ok(Ok(s)) => Action::Reply(format!(
+            "{id} does not wait for an answer now (it is {}): nothing was sent. \
+             Use `flotilla send {id} …` to tell it something anyway.",
+            s.state
+        )),
+        Ok(Err(crate::store::StoreError::NotFound { .. })) => {
+            Action::Reply(format!("{id} no longer exists: nothing was sent."))
+        }
+        Ok(Err(e)) => Action::Fail(format!("cannot read {id}: {e}")),
+        Err(_) => Action::Fail("the store did not answer in time".into()),
     }
 }
 

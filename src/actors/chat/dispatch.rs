@@ -31,6 +31,10 @@ pub(super) async fn handle_message(
         workspace::close_thread(ctx, &mut conv).await;
         return Outcome::Done;
     }
+    if let Some(session) = msg.meta.get("answers") {
+        let action = answers::notification_reply(ctx, session, &msg.body).await;
+        return perform(ctx, conv, msg.id, action, handles).await;
+    }
     let parsed = parse(&msg.body);
     if let Err(outcome) = prepare_worktree(ctx, &mut conv, msg, &parsed).await {
         return outcome;

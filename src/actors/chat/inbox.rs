@@ -5,6 +5,12 @@
 //! **dropped before storage** (logged without its text, counted as `rejected`) and the
 //! adapter gets a receipt with `new: false`, so it acknowledges the platform and nothing is
 //! ever served. Nothing of an unknown author's is kept.
+//!
+//! A message that replies to a notification Flotilla posted (its `meta.reply_to` names a
+//! recorded `notification_posts` row) is marked `meta.answers` = that session, for the
+//! conversation to deliver as the session's answer. A message that did not address the bot
+//! (`meta.unaddressed`: an unmentioned thread message) is taken only as such a reply, and
+//! otherwise dropped without a trace, before the allowlist (it was not for us).
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,7 +22,7 @@ use super::messages::Wake;
 use super::ChatSupervisor;
 use crate::config::ChatSettings;
 use crate::plugins::{ChatInbox, InboundMessage, InboxReceipt, PluginError, PluginResult};
-use crate::store::SharedStore;
+use crate::store::{SessionId, SharedStore};
 use crate::telemetry::METRICS;
 
 /// The durable inbox.
@@ -55,6 +61,25 @@ impl StoreInbox {
         }
     }
 
+    /// The session whose notification `m` replies to, if it does.
+    ///
+    /// # Errors
+    /// The store could not be read (the adapter must not acknowledge).
+    async fn notification_replied_to(&self, m: &InboundMessage) -> PluginResult<Option<SessionId>> {
+        let Some(key) = m.meta.get("reply_to") else {
+            return Ok(None);
+        };
+        let post = self
+            .store
+            .notification_post(&m.platform, key)
+            .await
+            .map_err(|e| PluginError::Unreachable {
+                service: "store",
+                detail: e.to_string(),
+            })?;
+        Ok(post.map(|p| p.session_id))
+    }
+
     /// Whether `author` may talk to Flotilla on `platform`.
     pub fn allowed(&self, platform: &str, author: &str) -> bool {
         self.allow
@@ -89,8 +114,21 @@ pub fn warn_empty_allowlists(settings: &ChatSettings) {
 
 #[async_trait]
 impl ChatInbox for StoreInbox {
-    async fn receive(&self, m: InboundMessage) -> PluginResult<InboxReceipt> {
+    async fn receive(&self, mut m: InboundMessage) -> PluginResult<InboxReceipt> {
         let conversation = format!("{}:{}", m.platform, m.thread);
+        // Only this inbox says which session a message answers.
+        m.meta.remove("answers");
+        let answers = self.notification_replied_to(&m).await?;
+        if answers.is_none() && m.meta.get("unaddressed").map(String::as_str) == Some("true") {
+            return Ok(InboxReceipt {
+                conversation,
+                new: false,
+                position: 0,
+            });
+        }
+        if let Some(session) = answers {
+            m.meta.insert("answers".to_string(), session.0);
+        }
         if !self.allowed(&m.platform, &m.author) {
             tracing::warn!(platform = %m.platform, conversation = %conversation,
                 "message from an author not in the allowlist dropped");

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::platforms::ChatPlatforms;
 use super::reply::{split_id, split_reply_for};
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 use crate::store::SharedStore;
 
 /// Posts notifications back into their session's chat conversation.
@@ -30,9 +30,9 @@ impl Notifier for BridgeNotifier {
         "chat"
     }
 
-    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+    async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
         let Some(session) = &n.session else {
-            return Ok(());
+            return Ok(None);
         };
         let conversation = self
             .store
@@ -44,7 +44,7 @@ impl Notifier for BridgeNotifier {
             })?;
         let Some(conversation) = conversation else {
             tracing::debug!(session = %session, "no chat conversation for this session");
-            return Ok(());
+            return Ok(None);
         };
         let (platform, thread) = split_id(&conversation);
         let p = self
@@ -65,6 +65,6 @@ impl Notifier for BridgeNotifier {
             // The outbox retries retriable errors with its own backoff.
             p.send(thread, &part).await?;
         }
-        Ok(())
+        Ok(None)
     }
 }

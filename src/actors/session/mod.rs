@@ -937,10 +937,26 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
             waiting_since.is_some_and(|w| at <= w)
                 && sig.source == crate::plugins::activity::ActivitySource::Native
         };
+        let new_api_error = sig
+            .api_failure
+            .as_ref()
+            .and_then(|f| api_error_event(rec, f));
+        let fresh_api_error = new_api_error.is_some();
+        out.extend(new_api_error);
+        let api_now = sig.api_failure.as_ref().filter(|f| f.is_current(&sig));
         let ev = match sig.activity {
+            // A model API failure the agent retries: recorded above, but not a sign of life
+            // (a server that keeps failing or hanging must let the stuck timer fire).
+            Activity::Active if api_now.is_some() => None,
+            // The turn ended on a model API failure: a human decides whether to try again,
+            // asked once per failure (an answer ends that wait before the log moves on).
+            Activity::WaitingInput if api_now.is_some() && !fresh_api_error => None,
             Activity::WaitingInput => {
                 // A new wait, or a new question while one waits (the last was answered).
-                let question = agent.question(&probe).await;
+                let question = match api_now {
+                    Some(f) => Some(f.question()),
+                    None => agent.question(&probe).await,
+                };
                 let asked = rec.meta["question"].as_str();
                 // Only the agent's own log can show it moved on to another question; a
                 // redraw of the screen cannot.
@@ -968,6 +984,26 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     }
     out.extend(usage_event(fleet, rec, agent.as_ref(), &ws).await);
     out
+}
+
+/// `AgentApiError` for a model API failure the session has not recorded yet (one per logged
+/// entry: the session keeps the last one's time in `meta.api_error.logged_at`).
+fn api_error_event(
+    rec: &crate::store::SessionRecord,
+    f: &crate::plugins::activity::ApiFailure,
+) -> Option<EventKind> {
+    let at = machine::micros(f.logged_at);
+    let known = rec.meta["api_error"]["logged_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    (known != Some(at)).then(|| EventKind::AgentApiError {
+        logged_at: at,
+        status: f.status,
+        message: f.message.clone(),
+        attempt: f.attempt,
+        max_retries: f.max_retries,
+    })
 }
 
 /// `UsageObserved` when the agent's log shows other usage than the session records.

@@ -223,6 +223,16 @@ fn samples() -> Vec<(&'static str, EventKind)> {
             },
         ),
         ("answered", EventKind::InputAnswered { question: None }),
+        (
+            "api_error",
+            EventKind::AgentApiError {
+                logged_at: t0(),
+                status: Some(500),
+                message: "500 Internal server error".into(),
+                attempt: Some(1),
+                max_retries: Some(10),
+            },
+        ),
     ]
 }
 
@@ -232,22 +242,22 @@ fn samples() -> Vec<(&'static str, EventKind)> {
 /// er errored, kd killed, dn done, tm terminated.
 #[rustfmt::skip]
 const TABLE: &[(&str, &str)] = &[
-    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls clr bot bres mf kill rest tsp tst tid tmg tesc gave report usage ans
-    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = = = = = kd ! er = = = = er = = ="),
-    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = = = = = kd ! = st = = = er = = ="),
-    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk = = = = kd ! = st = = = er = = ="),
-    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk = = = = kd ! = = = = = er = = ="),
-    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk = = = = kd ! = = = = = er = = ="),
-    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk = = = = kd ! = = = = = er = = ="),
-    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk = = = = kd ! = = = = = er = = ="),
-    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk = = = ap kd ! = = = = = er = = ="),
-    ("merged"              , "= = = = = = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! = ="),
-    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = = = = = kd ! = = = = = er wk = wk"),
-    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = = = = = kd sp = = = = = er wk = ="),
-    ("errored"             , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
-    ("killed"              , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
-    ("done"                , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
-    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = ="),
+    //                     spawn started fail act idle wait ex0 ex1 van pr ci cip rvp chg apr mrd cfl mrg cls clr bot bres mf kill rest tsp tst tid tmg tesc gave report usage ans api
+    ("spawning"            , "= wk er = = ni dn er kd = = = = = = = = md = = = = = kd ! er = = = = er = = = ="),
+    ("working"             , "= = = = = ni dn er kd po = = = = = = = md = = = = = kd ! = st = = = er = = = ="),
+    ("pr_open"             , "= = = = = ni = = = = cf = rp cr ap mg = md wk = = = = kd ! = st = = = er = = = ="),
+    ("ci_failed"           , "= = = = = ni = = = = = po = cr ap mg = md wk = = = = kd ! = = = = = er = = = ="),
+    ("review_pending"      , "= = = = = ni = = = = cf = = cr ap mg = md wk = = = = kd ! = = = = = er = = = ="),
+    ("changes_requested"   , "= = = = = ni = = = = cf = = = ap mg = md wk = = = = kd ! = = = = = er = = = ="),
+    ("approved"            , "= = = = = ni = = = = cf = = cr = mg = md wk = = = = kd ! = = = = = er = = = ="),
+    ("mergeable"           , "= = = = = ni = = = = cf = = cr = = = md wk = = = ap kd ! = = = = = er = = = ="),
+    ("merged"              , "= = = = = = = = = = = = = = = = = = = = = = = kd ! = = = tm = er ! = = ="),
+    ("needs_input"         , "= = = wk wk = dn er kd = = = = = = = = md = = = = = kd ! = = = = = er wk = wk ="),
+    ("stuck"               , "= = = wk = ni dn er kd po = = = = = = = md = = = = = kd sp = = = = = er wk = = ="),
+    ("errored"             , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = = ="),
+    ("killed"              , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = = ="),
+    ("done"                , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = = ="),
+    ("terminated"          , "= = = = = = = = = = = = = = = = = = = = = = = = sp = = = = = = ! = = ="),
 ];
 
 fn abbrev(s: &str) -> Option<SessionState> {

@@ -31,8 +31,8 @@ use serde_json::Value;
 use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{
-    agent_home, combine, newest_jsonl, parse_ts, read_tail, ActivityProbe, ActivitySignal, Reading,
-    Usage, TAIL_BYTES,
+    agent_home, combine, newest_jsonl, parse_ts, read_tail, ActivityProbe, ActivitySignal,
+    ApiFailure, Reading, Usage, TAIL_BYTES,
 };
 use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
 use crate::pricing::{PriceTable, Priced, Tokens};
@@ -150,10 +150,85 @@ fn base36(mut n: u64) -> String {
 /// Classifies the last meaningful entry of a Claude Code JSONL log (rules in
 /// [`activity`](crate::plugins::activity)). `mtime` stands in for entries without a timestamp.
 pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
-    log.lines()
+    let mut readings = log
+        .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| classify_entry(&v, mtime))
+        .filter_map(|v| classify_entry(&v, mtime).map(|r| (v["type"] == "system", r)));
+    let (summary, last) = readings.next()?;
+    // A turn that ended on an API error may be closed by a summary entry (`turn_duration`):
+    // the error it ended on is what the human needs to know.
+    if let (true, Reading::Finished(_)) = (summary, &last) {
+        if let Some((_, failed @ Reading::ApiFailed(..))) = readings.next() {
+            return Some(failed);
+        }
+    }
+    Some(last)
+}
+
+/// The newest model API failure of the current turn (after the last prompt), even when the
+/// CLI's retry then succeeded: a failure is recorded however quickly it was recovered from.
+pub fn recent_api_failure(log: &str, mtime: DateTime<Utc>) -> Option<ApiFailure> {
+    for v in log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        let at = v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime);
+        match (v["type"].as_str(), v["subtype"].as_str()) {
+            (Some("system"), Some("api_error")) => return Some(api_retry(&v, at)),
+            (Some("assistant"), _) if v["isApiErrorMessage"].as_bool() == Some(true) => {
+                return Some(api_gave_up(&v["message"], at))
+            }
+            (Some("user"), _)
+                if v["isMeta"].as_bool() != Some(true) && v["message"]["content"].is_string() =>
+            {
+                return None
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A `system`/`api_error` entry: a failed model request the CLI retries (`retryAttempt` of
+/// `maxRetries`), with the status and the CLI's own words.
+fn api_retry(v: &Value, at: DateTime<Utc>) -> ApiFailure {
+    let e = &v["error"];
+    let message = e["formatted"]
+        .as_str()
+        .or(e["message"].as_str())
+        .unwrap_or("unknown error");
+    ApiFailure {
+        logged_at: at,
+        status: e["status"].as_u64().and_then(|s| u16::try_from(s).ok()),
+        message: message.to_string(),
+        attempt: v["retryAttempt"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok()),
+        max_retries: v["maxRetries"].as_u64().and_then(|n| u32::try_from(n).ok()),
+    }
+}
+
+/// The synthetic assistant message a turn ends with when the CLI gave up on the model API
+/// (`isApiErrorMessage`): its text (`API Error: 500 … try again in a moment.`), first sentence.
+fn api_gave_up(msg: &Value, at: DateTime<Utc>) -> ApiFailure {
+    let text = msg["content"]
+        .as_array()
+        .and_then(|c| c.iter().find_map(|b| b["text"].as_str()))
+        .unwrap_or("API Error");
+    let first = text.split(". ").next().unwrap_or(text).trim();
+    let status = first
+        .strip_prefix("API Error: ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok());
+    ApiFailure {
+        logged_at: at,
+        status,
+        message: first.to_string(),
+        attempt: None,
+        max_retries: None,
+    }
 }
 
 fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
@@ -187,9 +262,10 @@ fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
         }
         "assistant" => {
             let msg = &v["message"];
-            if v["isApiErrorMessage"].as_bool() == Some(true)
-                || msg["model"].as_str() == Some("<synthetic>")
-            {
+            if v["isApiErrorMessage"].as_bool() == Some(true) {
+                return Some(Reading::ApiFailed(at, api_gave_up(msg, at)));
+            }
+            if msg["model"].as_str() == Some("<synthetic>") {
                 return Some(Reading::Failed(at));
             }
             let items = msg["content"].as_array().cloned().unwrap_or_default();
@@ -217,6 +293,9 @@ fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
             }
         }
         "system" => {
+            if v["subtype"].as_str() == Some("api_error") {
+                return Some(Reading::ApiRetrying(at, api_retry(v, at)));
+            }
             if v["level"].as_str() == Some("error") {
                 return Some(Reading::Failed(at));
             }
@@ -608,8 +687,13 @@ impl Agent for ClaudeCodeAgent {
         let native = match self.latest_log(&probe.workspace).await? {
             Some(path) => read_tail(&path, TAIL_BYTES)
                 .await?
-                .and_then(|(text, mtime)| classify(&text, mtime))
-                .map(|r| r.signal(probe.now)),
+                .and_then(|(text, mtime)| {
+                    let mut sig = classify(&text, mtime)?.signal(probe.now);
+                    if sig.api_failure.is_none() {
+                        sig.api_failure = recent_api_failure(&text, mtime);
+                    }
+                    Some(sig)
+                }),
             None => None,
         };
         Ok(combine(native, probe))
@@ -795,10 +879,44 @@ mod tests {
         );
         // Snapshots and other bookkeeping lines are skipped.
         assert_eq!(state(&[DONE, SNAPSHOT]), Some(Activity::Idle));
-        assert_eq!(state(&[USER, API_ERROR]), Some(Activity::Idle));
+        assert_eq!(state(&[USER, API_ERROR]), Some(Activity::WaitingInput));
         assert_eq!(state(&[SNAPSHOT]), None);
         // Text 58 s old without end_turn: not active any more.
         assert_eq!(state(&[USER, TEXT]), Some(Activity::Idle));
+    }
+
+    /// As 2.1.328 logs a 500 it retries, and the turn it then gives up.
+    const RETRYING: &str = r#"{"type":"system","subtype":"api_error","level":"error","error":{"message":"500 {\"type\":\"error\"}","status":500,"formatted":"500 scripted"},"retryInMs":582,"retryAttempt":1,"maxRetries":2,"timestamp":"2025-10-01T11:59:58.000Z"}"#;
+    const GAVE_UP: &str = r#"{"type":"assistant","error":"server_error","isApiErrorMessage":true,"message":{"id":"y","model":"<synthetic>","role":"assistant","content":[{"type":"text","text":"API Error: 500 scripted. This is a server-side issue, usually temporary."}],"stop_reason":"stop_sequence"},"timestamp":"2025-10-01T11:59:59.000Z"}"#;
+
+    #[test]
+    fn model_api_failures_are_retrying_then_a_question_for_a_human() {
+        let now = DateTime::parse_from_rfc3339("2025-10-01T12:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        let log = [USER, RETRYING].join("\n");
+        let Some(Reading::ApiRetrying(_, f)) = classify(&log, now) else {
+            panic!("retrying: {:?}", classify(&log, now));
+        };
+        assert_eq!(
+            (f.status, f.attempt, f.max_retries, f.message.as_str()),
+            (Some(500), Some(1), Some(2), "500 scripted")
+        );
+        let sig = Reading::ApiRetrying(now, f).signal(now);
+        assert_eq!(sig.activity, Activity::Active);
+        assert!(sig.api_failure.is_some());
+        let summary = r#"{"type":"system","subtype":"turn_duration","durationMs":9,"timestamp":"2025-10-01T11:59:59.500Z"}"#;
+        let log = [USER, RETRYING, GAVE_UP, summary].join("\n");
+        let Some(Reading::ApiFailed(_, f)) = classify(&log, now) else {
+            panic!("gave up: {:?}", classify(&log, now));
+        };
+        assert_eq!((f.status, f.attempt), (Some(500), None));
+        assert_eq!(f.message, "API Error: 500 scripted");
+        assert!(
+            f.question().contains("API Error: 500 scripted"),
+            "{}",
+            f.question()
+        );
     }
 
     #[test]

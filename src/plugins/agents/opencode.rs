@@ -157,6 +157,7 @@ impl Agent for OpencodeAgent {
                 activity: Activity::WaitingInput,
                 at: probe.last_output_at.unwrap_or(probe.now),
                 source: ActivitySource::Terminal,
+                api_failure: None,
             }));
         }
         Ok(activity::terminal_activity(probe))

@@ -378,8 +378,16 @@ pub fn parse_message_create(d: &Value, bot_id: &str) -> Option<InboundMessage> {
     let in_guild = d.get("guild_id").is_some_and(|g| !g.is_null());
     let (m1, m2) = (format!("<@{bot_id}>"), format!("<@!{bot_id}>"));
     let mentioned = !bot_id.is_empty() && (content.contains(&m1) || content.contains(&m2));
+    // A reply names the message it answers; a thread started from a message has its id.
+    // Either may be a notification's: unmentioned guild messages go to the inbox marked
+    // `unaddressed`, which takes them only then.
+    let reply_to = d["message_reference"]["message_id"]
+        .as_str()
+        .or(d["channel_id"].as_str())?;
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("reply_to".to_string(), reply_to.to_string());
     if in_guild && !mentioned {
-        return None;
+        meta.insert("unaddressed".to_string(), "true".to_string());
     }
     let text = content.replace(&m1, " ").replace(&m2, " ");
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -397,7 +405,7 @@ pub fn parse_message_create(d: &Value, bot_id: &str) -> Option<InboundMessage> {
         message_id: d["id"].as_str()?.to_string(),
         author: author.to_string(),
         text,
-        ..Default::default()
+        meta,
     })
 }
 
@@ -452,7 +460,15 @@ mod tests {
 
     #[test]
     fn guild_messages_need_the_mention_and_dms_do_not() {
-        assert!(parse_message_create(&msg("/status", true, false), "B1").is_none());
+        // Unmentioned in a guild: only a candidate reply (to the message it references, or
+        // to the message its thread was started from).
+        let m = parse_message_create(&msg("/status", true, false), "B1").expect("candidate");
+        assert_eq!(m.meta.get("unaddressed").map(String::as_str), Some("true"));
+        assert_eq!(m.meta.get("reply_to").map(String::as_str), Some("C1"));
+        let mut reply = msg("1", true, false);
+        reply["message_reference"] = json!({"message_id": "77", "channel_id": "C1"});
+        let m = parse_message_create(&reply, "B1").expect("reply");
+        assert_eq!(m.meta.get("reply_to").map(String::as_str), Some("77"));
         let m = parse_message_create(&msg("<@B1> /status", true, false), "B1").expect("mentioned");
         assert_eq!(m.text, "/status");
         let m = parse_message_create(&msg("hi <@!B1> there", true, false), "B1").expect("nick");

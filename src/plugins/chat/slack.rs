@@ -268,15 +268,24 @@ pub fn parse_event(body: &[u8], require_mention: bool) -> Result<SlackEvent, Str
     };
     let thread_ts = e["thread_ts"].as_str();
     // A mention comes as `app_mention` (in a channel or a thread); a direct message is a
-    // `message` in an `im`. Other channel messages only with `require_mention: false`.
-    let take = match kind {
-        "app_mention" => true,
-        "message" if e["channel_type"] == "im" => true,
-        "message" => !require_mention && thread_ts.is_some_and(|t| t != ts),
-        _ => false,
+    // `message` in an `im`. Other thread messages only with `require_mention: false`, or
+    // (`unaddressed`) when the thread is a notification's: the inbox decides that.
+    let in_thread = thread_ts.is_some_and(|t| t != ts);
+    let (take, unaddressed) = match kind {
+        "app_mention" => (true, false),
+        "message" if e["channel_type"] == "im" => (true, false),
+        "message" if in_thread => (true, require_mention),
+        _ => (false, false),
     };
     if !take {
         return Ok(SlackEvent::Ignored);
+    }
+    let mut meta = std::collections::BTreeMap::new();
+    if let (Some(t), true) = (thread_ts, in_thread) {
+        meta.insert("reply_to".to_string(), format!("{channel}:{t}"));
+    }
+    if unaddressed {
+        meta.insert("unaddressed".to_string(), "true".to_string());
     }
     let text = strip_user_mentions(text);
     if text.is_empty() {
@@ -288,7 +297,7 @@ pub fn parse_event(body: &[u8], require_mention: bool) -> Result<SlackEvent, Str
         message_id: format!("{channel}:{ts}"),
         author: user.to_string(),
         text,
-        ..Default::default()
+        meta,
     }))
 }
 
@@ -342,11 +351,19 @@ mod tests {
     fn thread_messages_need_a_mention_unless_configured_and_dms_never_do() {
         let thread = envelope(json!({"type": "message", "user": "U1", "text": "more",
             "ts": "2.0", "thread_ts": "1.0", "channel": "C1", "channel_type": "channel"}));
-        assert_eq!(parse_event(&thread, true), Ok(SlackEvent::Ignored));
-        assert!(matches!(
-            parse_event(&thread, false),
-            Ok(SlackEvent::Message(_))
-        ));
+        // Unmentioned: only a candidate reply to a notification posted as C1:1.0.
+        let Ok(SlackEvent::Message(m)) = parse_event(&thread, true) else {
+            panic!("a thread message is a candidate reply");
+        };
+        assert_eq!(m.meta.get("unaddressed").map(String::as_str), Some("true"));
+        assert_eq!(m.meta.get("reply_to").map(String::as_str), Some("C1:1.0"));
+        let Ok(SlackEvent::Message(m)) = parse_event(&thread, false) else {
+            panic!("taken without require_mention");
+        };
+        assert!(!m.meta.contains_key("unaddressed"));
+        let top = envelope(json!({"type": "message", "user": "U1", "text": "more",
+            "ts": "2.0", "channel": "C1", "channel_type": "channel"}));
+        assert_eq!(parse_event(&top, true), Ok(SlackEvent::Ignored));
         let dm = envelope(json!({"type": "message", "user": "U1", "text": "hi",
             "ts": "2.0", "channel": "D1", "channel_type": "im"}));
         assert!(matches!(parse_event(&dm, true), Ok(SlackEvent::Message(_))));

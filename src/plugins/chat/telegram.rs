@@ -241,7 +241,8 @@ fn escape_code(s: &str) -> String {
 
 /// The inbound message in a Telegram `Update`, if it is a new text message from a human.
 /// Edits, channel posts, bots and non-text messages give `None`. `/cmd@BotName` becomes
-/// `/cmd` (group chats address commands to a bot that way).
+/// `/cmd` (group chats address commands to a bot that way). A reply names the message it
+/// replies to in `meta.reply_to` (`{chat}:{message_id}`, a notification's post key).
 pub fn parse_update(update: &Value) -> Option<InboundMessage> {
     let m = update.get("message")?;
     if m["from"]["is_bot"].as_bool().unwrap_or(false) {
@@ -254,13 +255,17 @@ pub fn parse_update(update: &Value) -> Option<InboundMessage> {
     let chat = m["chat"]["id"].as_i64()?;
     let id = m["message_id"].as_i64()?;
     let author = m["from"]["id"].as_i64()?;
+    let mut meta = std::collections::BTreeMap::new();
+    if let Some(replied) = m["reply_to_message"]["message_id"].as_i64() {
+        meta.insert("reply_to".to_string(), format!("{chat}:{replied}"));
+    }
     Some(InboundMessage {
         platform: "telegram".into(),
         thread: chat.to_string(),
         message_id: format!("{chat}:{id}"),
         author: author.to_string(),
         text: strip_bot_suffix(text),
-        ..Default::default()
+        meta,
     })
 }
 
@@ -406,6 +411,11 @@ mod tests {
         assert_eq!(m.message_id, "-100:3");
         assert_eq!(m.author, "42");
         assert_eq!(m.text, "/status now");
+        assert!(!m.meta.contains_key("reply_to"));
+        let mut reply = u.clone();
+        reply["message"]["reply_to_message"] = json!({"message_id": 2, "chat": {"id": -100}});
+        let m = parse_update(&reply).expect("reply");
+        assert_eq!(m.meta.get("reply_to").map(String::as_str), Some("-100:2"));
         let mut bot = u.clone();
         bot["message"]["from"]["is_bot"] = json!(true);
         assert!(parse_update(&bot).is_none());

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// The chat notifier's shape, without the bridge behind it.
 pub struct ChatNotifier;
@@ -18,7 +18,7 @@ impl Notifier for ChatNotifier {
         "chat"
     }
 
-    async fn notify(&self, _n: &Notification) -> PluginResult<()> {
+    async fn notify(&self, _n: &Notification) -> PluginResult<Option<PostedMessage>> {
         Err(PluginError::Unavailable {
             slot: "notifier",
             name: "chat (needs the chat bridge, not in this build)".into(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{headline, plain_text, truncate};
-use crate::plugins::{exec, Notification, Notifier, PluginError, PluginResult};
+use crate::plugins::{exec, Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Longest body shown (desktop bubbles are small).
 const MAX_BODY: usize = 1_000;
@@ -64,11 +64,11 @@ impl Notifier for DesktopNotifier {
         "desktop"
     }
 
-    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+    async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
         let args = argv(n, cfg!(target_os = "macos"));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         match exec::run(&refs, None, self.timeout).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(None),
             // A missing program will not appear by retrying.
             Err(PluginError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(PluginError::Unavailable {

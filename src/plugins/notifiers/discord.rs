@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, USER_AGENT};
 use serde_json::{json, Value};
 
 use super::{plain_text, post_json, seconds, status_error, truncate};
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Discord's `content` limit.
 const MAX_CONTENT: usize = 2_000;
@@ -71,7 +71,7 @@ impl Notifier for DiscordNotifier {
         "discord"
     }
 
-    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+    async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
         let with_nonce = matches!(self.target, Target::Channel { .. });
         let bytes = serde_json::to_vec(&body(n, with_nonce))
             .map_err(|e| PluginError::Invalid(e.to_string()))?;
@@ -100,7 +100,17 @@ impl Notifier for DiscordNotifier {
         };
         let a = post_json(&self.client, "discord", &url, headers, bytes).await?;
         if (200..300).contains(&a.status) {
-            return Ok(());
+            // A channel post answers the message; a webhook's (without `?wait`) answers
+            // nothing, and a reply to it would not be to the bot anyway.
+            let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+            return Ok(match (v["id"].as_str(), v["channel_id"].as_str()) {
+                (Some(id), Some(channel)) if with_nonce => Some(PostedMessage {
+                    platform: "discord".into(),
+                    chat: channel.to_string(),
+                    key: id.to_string(),
+                }),
+                _ => None,
+            });
         }
         let mut e = status_error("discord", &a);
         if a.status == 429 {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{
     ask, excerpt, item_line, plain_text, post_json, retry_after_header, status_error, truncate,
 };
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Slack truncates `text` above 40,000 characters; we keep well under its 4,000 advice.
 const MAX_TEXT: usize = 3_900;
@@ -117,14 +117,15 @@ impl Notifier for SlackNotifier {
         "slack"
     }
 
-    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+    async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
         match &self.target {
             Target::IncomingWebhook { url } => {
                 let bytes = serde_json::to_vec(&body(n, None))
                     .map_err(|e| PluginError::Invalid(e.to_string()))?;
                 let a = post_json(&self.client, "slack", url, HeaderMap::new(), bytes).await?;
+                // An incoming webhook answers `ok`, not where the message went.
                 if (200..300).contains(&a.status) {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(status_error("slack", &a))
                 }
@@ -148,7 +149,13 @@ impl Notifier for SlackNotifier {
                 }
                 let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
                 if v["ok"] == json!(true) {
-                    return Ok(());
+                    // A reply in this message's thread carries `thread_ts` = its `ts`.
+                    let channel = v["channel"].as_str().unwrap_or(channel);
+                    return Ok(v["ts"].as_str().map(|ts| PostedMessage {
+                        platform: "slack".into(),
+                        chat: channel.to_string(),
+                        key: format!("{channel}:{ts}"),
+                    }));
                 }
                 let code = v["error"].as_str().unwrap_or("unexpected answer");
                 // `ratelimited` comes with Retry-After; `rate_limited` (too many posts) without.

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use super::{excerpt, plain_text, post_json, seconds, status_error, truncate};
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Telegram's text limit, with room for escapes (counted before escaping).
 const MAX_TEXT: usize = 3_500;
@@ -89,13 +89,25 @@ pub fn body(n: &Notification, chat_id: &str) -> Value {
     })
 }
 
+/// Where a sent message landed (`result` of `sendMessage`): `{chat}:{message_id}`, the key
+/// a reply's `reply_to_message` names (`plugins::chat::telegram::parse_update`).
+fn posted(result: &Value) -> Option<PostedMessage> {
+    let chat = result["chat"]["id"].as_i64()?;
+    let id = result["message_id"].as_i64()?;
+    Some(PostedMessage {
+        platform: "telegram".into(),
+        chat: chat.to_string(),
+        key: format!("{chat}:{id}"),
+    })
+}
+
 #[async_trait]
 impl Notifier for TelegramNotifier {
     fn kind(&self) -> &'static str {
         "telegram"
     }
 
-    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+    async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
         let bytes = serde_json::to_vec(&body(n, &self.chat_id))
             .map_err(|e| PluginError::Invalid(e.to_string()))?;
         let url = format!(
@@ -106,7 +118,7 @@ impl Notifier for TelegramNotifier {
         let a = post_json(&self.client, "telegram", &url, HeaderMap::new(), bytes).await?;
         let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
         if (200..300).contains(&a.status) && v["ok"] == json!(true) {
-            return Ok(());
+            return Ok(posted(&v["result"]));
         }
         if v.is_null() {
             return Err(status_error("telegram", &a));

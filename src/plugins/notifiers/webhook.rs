@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 
 use super::{post_json, status_error};
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "X-Flotilla-Signature-256";
@@ -59,7 +59,7 @@ impl Notifier for WebhookNotifier {
         "webhook"
     }
 
-    async fn notify(&self, n: &Notification) -> PluginResult<()> {
+    async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
         let body = serde_json::to_vec(n)
             .map_err(|e| PluginError::Invalid(format!("cannot encode the notification: {e}")))?;
         let mut headers = HeaderMap::new();
@@ -75,7 +75,7 @@ impl Notifier for WebhookNotifier {
         }
         let a = post_json(&self.client, "webhook", &self.url, headers, body).await?;
         if (200..300).contains(&a.status) {
-            Ok(())
+            Ok(None)
         } else {
             Err(status_error("webhook", &a))
         }

@@ -9,7 +9,8 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use super::{Args, Conn, Db, Dialect, Row, RowsAffected, SqlStore, Value};
 use crate::store::{
     write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord, ConversationRecord,
-    MessageStatus, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
+    MessageStatus, NotificationPost, SessionId, StoreError, StoreResult, TemplateStore,
+    CHAT_TURN_USAGE,
 };
 
 #[async_trait]
@@ -328,6 +329,54 @@ where
         .bind(session_id)
         .fetch_optional(&self.read)
         .await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_notification_post(&self, post: &NotificationPost) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO notification_posts \
+             (platform, post_key, chat, session_id, notification_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (platform, post_key) DO UPDATE SET \
+             chat = excluded.chat, session_id = excluded.session_id, \
+             notification_id = excluded.notification_id, created_at = excluded.created_at",
+        )
+        .bind(post.platform.as_str())
+        .bind(post.key.as_str())
+        .bind(post.chat.as_str())
+        .bind(post.session_id.as_str())
+        .bind(post.notification_id.as_str())
+        .bind(D::ts(post.created_at))
+        .execute(&self.write)
+        .await
+        .map_err(write_err)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn notification_post(
+        &self,
+        platform: &str,
+        key: &str,
+    ) -> StoreResult<Option<NotificationPost>> {
+        let row = sqlx::query(
+            "SELECT platform, post_key, chat, session_id, notification_id, created_at \
+             FROM notification_posts WHERE platform = $1 AND post_key = $2",
+        )
+        .bind(platform)
+        .bind(key)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(NotificationPost {
+                platform: Self::get(&r, "platform")?,
+                key: Self::get(&r, "post_key")?,
+                chat: Self::get(&r, "chat")?,
+                session_id: SessionId(Self::get(&r, "session_id")?),
+                notification_id: Self::get(&r, "notification_id")?,
+                created_at: Self::get_ts(&r, "created_at")?,
+            })
+        })
+        .transpose()
     }
 }
 
