@@ -35,17 +35,10 @@ pub use sandbox::{Sandbox, SandboxLimits, SandboxMount, SandboxNetwork, SandboxS
 pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
-<<<<<<< HEAD
-    JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
-    NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
-    ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
-    WorkspaceSetup, WritebackSettings, WritebackStage,
-=======
     JiraRepositories, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
     NotificationsSettings, NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings,
     ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings, SlackSettings,
-    TelegramSettings, WorkspaceSetup,
->>>>>>> wip-chat
+    TelegramSettings, WorkspaceSetup, WritebackSettings, WritebackStage,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,
