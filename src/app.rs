@@ -204,6 +204,20 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
     p.agents = agents;
     p.scm = scm_from(settings);
     p.trackers = trackers_from(settings);
+    p.hosts = crate::hosts::HostSet::new(&settings.hosts, home);
+    for (name, host) in p.hosts.iter() {
+        let plugin = crate::hosts::plugin_name(name);
+        p.runtimes.insert(
+            plugin.clone(),
+            Arc::new(crate::plugins::remote_tmux::RemoteTmuxRuntime::new(
+                host.clone(),
+            )),
+        );
+        p.workspaces.insert(
+            plugin,
+            Arc::new(crate::hosts::workspace::RemoteWorktree::new(host.clone())),
+        );
+    }
     p
 }
 
@@ -315,6 +329,7 @@ pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
                 orchestrator_agent: p.orchestrator_agent.clone(),
                 github_repo: p.github_repo.clone(),
                 sandbox: p.sandbox.clone(),
+                host: p.host.clone(),
             };
             (name.clone(), spec)
         })

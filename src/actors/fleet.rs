@@ -46,6 +46,8 @@ pub struct ProjectSpec {
     pub github_repo: Option<String>,
     /// The project's `sandbox:` (agents' own settings are in `Fleet::sandbox`).
     pub sandbox: crate::config::SandboxSettings,
+    /// The host its sessions run on (a name under `hosts:` or `auto`); `None`: this machine.
+    pub host: Option<String>,
 }
 
 impl ProjectSpec {
@@ -68,6 +70,7 @@ impl ProjectSpec {
             orchestrator_agent: None,
             github_repo: None,
             sandbox: Default::default(),
+            host: None,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct Plugins {
     pub scm: Option<Arc<dyn crate::plugins::Scm>>,
     /// Each project's issue tracker, by project name.
     pub trackers: HashMap<String, Arc<dyn crate::plugins::Tracker>>,
+    /// Remote hosts (each also registered as runtime and workspace `ssh:<name>`).
+    pub hosts: crate::hosts::HostSet,
 }
 
 impl Plugins {
