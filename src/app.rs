@@ -106,6 +106,8 @@ pub struct Application {
     /// The chat listeners (Telegram poll or webhook, Discord gateway), stopped after the
     /// server so a registered Telegram webhook is removed.
     chat_listeners: crate::plugins::chat::Listeners,
+    /// The remote hosts' monitors (stopped with the application).
+    _hosts: crate::hosts::MonitorGuard,
 }
 
 /// Converts the config's reaction table into the machine's policy.
@@ -432,6 +434,13 @@ impl Application {
                 .start();
             }
         }
+        let hosts = &fleet.plugins.hosts;
+        actix::spawn(crate::hosts::events::forward(
+            hosts.subscribe(),
+            store.clone(),
+            supervisor.clone(),
+        ));
+        let host_monitors = hosts.start();
         let reconcile = settings.lifecycle.reconcile_interval.get();
         if !reconcile.is_zero() {
             let sup = supervisor.clone();
@@ -528,6 +537,7 @@ impl Application {
             supervisor,
             store,
             chat_listeners,
+            _hosts: host_monitors,
         })
     }
 

@@ -9,12 +9,14 @@
 //!   events of the host's tmux server, filling the local mirrors and the state; it notices a
 //!   host going away and coming back ([`HostEvent`]).
 //! - [`workspace`]: git worktrees made on the host.
+//! - [`events`]: a host's loss and return, told to the sessions on it.
 //!
 //! A host `NAME` is registered as the runtime and the workspace plugin `ssh:NAME`
 //! ([`crate::plugins::remote_tmux`]): a session placed there stores those names, so its
 //! actor, restore and kill go to the host without knowing about SSH.
 
 pub mod config;
+pub mod events;
 pub mod monitor;
 pub mod placement;
 pub mod ssh;
