@@ -71,13 +71,24 @@ impl HostSet {
     /// The hosts of `settings`, with their control sockets and log mirrors under `home`.
     pub fn new(settings: &BTreeMap<String, HostSettings>, home: &Path) -> Self {
         let control = control_dir(home);
+        if !settings.is_empty() {
+            // ssh makes the sockets, not their directory; only Flotilla's user may use them.
+            use std::os::unix::fs::DirBuilderExt;
+            if let Err(e) = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&control)
+            {
+                tracing::error!(dir = %control.display(), error = %e, "cannot make the ssh control directory");
+            }
+        }
         let hosts = settings
             .iter()
             .map(|(name, h)| {
                 let mirror: PathBuf = home.join("hosts").join(name);
                 (
                     name.clone(),
-                    Arc::new(Host::new(name, h, &control, mirror, tmux_socket(home))),
+                    Arc::new(Host::new(name, h, &control, mirror, tmux_socket(home, name))),
                 )
             })
             .collect();
@@ -161,8 +172,9 @@ pub fn control_dir(home: &Path) -> PathBuf {
     home.join("ssh")
 }
 
-/// The tmux socket name Flotilla uses on every host: the local one's, so one instance's
-/// sessions on a shared host stay apart from another's.
-fn tmux_socket(home: &Path) -> String {
-    crate::app::tmux_socket(home)
+/// The tmux socket name Flotilla uses on host `host`: the local one's (distinct per Flotilla
+/// instance) and the host's name (two host entries reaching one machine keep two servers,
+/// each with its own exit hook).
+fn tmux_socket(home: &Path, host: &str) -> String {
+    format!("{}-{host}", crate::app::tmux_socket(home))
 }

@@ -20,6 +20,9 @@ use crate::plugins::{exec, PluginResult};
 const CONTROL_PERSIST: &str = "60s";
 /// How long establishing the connection may take.
 const CONNECT_TIMEOUT: &str = "5";
+/// Most calls at once per host: each is a session on the shared connection, and sshd allows
+/// 10 per connection by default (`MaxSessions`); the event stream is one more.
+const MAX_CALLS: usize = 8;
 
 /// How to reach one host.
 #[derive(Debug, Clone)]
@@ -28,6 +31,7 @@ pub struct SshTransport {
     pub name: String,
     destination: String,
     options: Vec<String>,
+    calls: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// One word for a POSIX shell: single-quoted, an inner `'` as `'\''`.
@@ -81,6 +85,7 @@ impl SshTransport {
             name: name.to_string(),
             destination: h.destination.clone(),
             options,
+            calls: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CALLS)),
         }
     }
 
@@ -119,7 +124,17 @@ impl SshTransport {
     ) -> PluginResult<String> {
         let argv = self.command(remote, false);
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        exec::run_with_input(&args, input, None, timeout).await
+        // Waiting for a turn counts against the call's timeout.
+        let call = async {
+            let _turn = self.calls.acquire().await.ok();
+            exec::run_with_input(&args, input, None, timeout).await
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| crate::plugins::PluginError::Timeout {
+                what: format!("ssh {}", self.name),
+                after: timeout,
+            })?
     }
 
     /// A long-lived `ssh` running `remote`, its stdout piped (the host's event stream).

@@ -79,15 +79,24 @@ impl RemoteTmuxRuntime {
         }
     }
 
-    /// Copies the prompt file to the host; returns its path there.
-    async fn copy_prompt(&self, local: &str, name: &str) -> PluginResult<PathBuf> {
-        let text = tokio::fs::read(local).await?;
+    /// Makes the host's log and prompt directories and copies the prompt file there (one
+    /// call); returns the prompt's path on the host.
+    async fn prepare(&self, local_prompt: Option<&str>, name: &str) -> PluginResult<PathBuf> {
+        let text = match local_prompt {
+            Some(p) => tokio::fs::read(p).await?,
+            None => Vec::new(),
+        };
         let remote = self.host.prompts_dir().join(format!("{name}.md"));
-        let r = remote.to_string_lossy();
+        let (r, logs, prompts) = (
+            remote.to_string_lossy(),
+            self.host.logs_dir().to_string_lossy().into_owned(),
+            self.host.prompts_dir().to_string_lossy().into_owned(),
+        );
+        let script = "umask 077 && mkdir -p -- \"$1\" \"$2\" && cat > \"$0\"";
         self.host
             .ssh
             .run(
-                &["sh", "-c", "umask 077 && cat > \"$0\"", &r],
+                &["sh", "-c", script, &r, &logs, &prompts],
                 Some(&text),
                 COPY_TIMEOUT,
             )
@@ -131,8 +140,9 @@ impl Runtime for RemoteTmuxRuntime {
         }
         let name = session_name(&spec.session_id);
         let mut spec = spec.clone();
-        if let Some(local) = spec.env.get("FLOTILLA_PROMPT_FILE").cloned() {
-            let remote = self.copy_prompt(&local, &name).await?;
+        let local = spec.env.get("FLOTILLA_PROMPT_FILE").cloned();
+        let remote = self.prepare(local.as_deref(), &name).await?;
+        if let Some(local) = local {
             let remote = remote.to_string_lossy().into_owned();
             for a in spec.argv.iter_mut().filter(|a| **a == local) {
                 a.clone_from(&remote);

@@ -51,10 +51,13 @@ mod real_opencode;
 mod real_tmux;
 #[path = "../support/receivers.rs"]
 mod receivers;
+mod remote_hosts;
 mod runtime_secrets;
 mod sandbox;
 mod secrets_scan;
 mod server;
 mod sessions;
 mod spawn_branches;
+#[path = "../support/sshd.rs"]
+mod sshd;
 mod trackers;
