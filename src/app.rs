@@ -575,6 +575,8 @@ impl Application {
     pub fn spawn(self) -> actix_web::dev::ServerHandle {
         let h = self.server.handle();
         actix::spawn(async move {
+            // The host monitors run as long as the server.
+            let _hosts = self._hosts;
             if let Err(e) = self.server.await {
                 tracing::error!(error = %e, "server stopped with an error");
             }

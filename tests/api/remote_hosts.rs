@@ -52,10 +52,14 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
     let mut a = Sshd::start(&scratch.path().join("sshd-a"));
     let b = Sshd::start(&scratch.path().join("sshd-b"));
     let (wa, wb) = (scratch.path().join("host-a"), scratch.path().join("host-b"));
+    let hooks = crate::receivers::Receivers::start().await;
     let hosts = format!(
-        "hosts:\n{}{}",
+        "hosts:\n{}{}notifiers:\n  hook: {{ kind: webhook, url: \"{}\", secret: \"{}\" }}\ndefaults: {{ notifiers: [hook] }}\n\
+         notifications: {{ poll_interval: 100ms, backoff_initial: 100ms, backoff_max: 2s, timeout: 5s }}\n",
         a.host_yaml("a", &wa, 2),
-        b.host_yaml("b", &wb, 2)
+        b.host_yaml("b", &wb, 2),
+        hooks.webhook_url(),
+        crate::receivers::WEBHOOK_SECRET
     );
     let (agents, project) = config(scratch.path(), "", &hosts);
     let app = spawn_app_with_agents(Backend::Sqlite, &agents, &project, scratch)
@@ -151,13 +155,17 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
     .await;
     assert_eq!(marked["meta"]["host_unreachable"]["host"], "a", "{marked}");
     assert_ne!(session(&app, &s2).await["reason"], "host_unreachable: a");
-    eventually(30, "a notification about host a", || async {
+    eventually(30, "a notification about host a, recorded and delivered", || async {
         let (_, v) = app.get("/api/v1/notifications?limit=100").await;
-        v["notifications"]
+        let recorded = v["notifications"]
             .as_array()?
             .iter()
-            .any(|n| n.to_string().contains("Host a cannot be reached"))
-            .then_some(())
+            .any(|n| n.to_string().contains("Host a cannot be reached"));
+        let delivered = hooks
+            .delivered(crate::receivers::Target::Webhook)
+            .iter()
+            .any(|h| h.body.to_string().contains("Host a cannot be reached"));
+        (recorded && delivered).then_some(())
     })
     .await;
     // Sends fail while it is away (no hang).
