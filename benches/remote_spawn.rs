@@ -27,13 +27,26 @@ fn repo_with_origin(root: &Path) -> std::path::PathBuf {
     run(&seed, &["git", "add", "."]);
     run(
         &seed,
-        &["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-q", "-m", "init"],
+        &[
+            "git",
+            "-c",
+            "user.email=b@b",
+            "-c",
+            "user.name=b",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
     );
     let origin = root.join("origin.git");
     let (s, o) = (seed.display().to_string(), origin.display().to_string());
     run(root, &["git", "clone", "-q", "--bare", &s, &o]);
     let repo = root.join("repo");
-    run(root, &["git", "clone", "-q", &o, &repo.display().to_string()]);
+    run(
+        root,
+        &["git", "clone", "-q", &o, &repo.display().to_string()],
+    );
     repo
 }
 
@@ -84,13 +97,26 @@ fn serve(root: &Path, cfg: &Path, home: &Path, port: u16) -> Server {
 }
 
 /// One `flotilla spawn` until the agent runs; its wall time.
-fn spawn(root: &Path, cfg: &Path, home: &Path, port: u16, n: usize, host: Option<&str>) -> Duration {
+fn spawn(
+    root: &Path,
+    cfg: &Path,
+    home: &Path,
+    port: u16,
+    n: usize,
+    host: Option<&str>,
+) -> Duration {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
     c.args(["--config"])
         .arg(cfg)
         .args(["--server", &format!("http://127.0.0.1:{port}")])
         .args(["--token", TOKEN])
-        .args(["spawn", "--project", "bench", "--prompt", &format!("task {n}")])
+        .args([
+            "spawn",
+            "--project",
+            "bench",
+            "--prompt",
+            &format!("task {n}"),
+        ])
         .current_dir(root)
         .env("FLOTILLA_HOME", home)
         .stdout(Stdio::null())
@@ -151,11 +177,15 @@ fn main() {
     drop(server);
     let socket = flotilla::app::tmux_socket(&home);
     for s in [socket.clone(), format!("{socket}-r")] {
-        let _ = Command::new("tmux").args(["-L", &s, "kill-server"]).status();
+        let _ = Command::new("tmux")
+            .args(["-L", &s, "kill-server"])
+            .status();
     }
     drop(ssh);
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / rounds as f64;
-    println!("spawn through the CLI until the agent runs ({rounds} each, alternating, tmux, SQLite):");
+    println!(
+        "spawn through the CLI until the agent runs ({rounds} each, alternating, tmux, SQLite):"
+    );
     println!(
         "  local {:.0} ms/spawn, remote (ssh to loopback) {:.0} ms/spawn, ratio {:.2}×",
         per(local),

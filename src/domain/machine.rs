@@ -15,8 +15,8 @@ use serde_json::json;
 mod host;
 mod restart;
 
-pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestart, RESTART_KEY};
 pub use host::{unreachable_reason, HOST_KEY};
+pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestart, RESTART_KEY};
 
 use super::keys::{ReactionKey, TimerKey};
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};

@@ -47,7 +47,13 @@ pub async fn forward(
                     host: ev.host.clone(),
                 }
             };
-            match supervisor.send(ApplyTo { id: s.id.clone(), event }).await {
+            match supervisor
+                .send(ApplyTo {
+                    id: s.id.clone(),
+                    event,
+                })
+                .await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(session = %s.id, error = %e, "host event not applied"),
                 Err(_) => return, // the supervisor stopped

@@ -88,7 +88,13 @@ impl HostSet {
                 let mirror: PathBuf = home.join("hosts").join(name);
                 (
                     name.clone(),
-                    Arc::new(Host::new(name, h, &control, mirror, tmux_socket(home, name))),
+                    Arc::new(Host::new(
+                        name,
+                        h,
+                        &control,
+                        mirror,
+                        tmux_socket(home, name),
+                    )),
                 )
             })
             .collect();

@@ -129,12 +129,12 @@ impl SshTransport {
             let _turn = self.calls.acquire().await.ok();
             exec::run_with_input(&args, input, None, timeout).await
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| crate::plugins::PluginError::Timeout {
+        tokio::time::timeout(timeout, call).await.map_err(|_| {
+            crate::plugins::PluginError::Timeout {
                 what: format!("ssh {}", self.name),
                 after: timeout,
-            })?
+            }
+        })?
     }
 
     /// A long-lived `ssh` running `remote`, its stdout piped (the host's event stream).
@@ -157,9 +157,9 @@ impl SshTransport {
 /// command failing.
 pub fn is_unreachable(e: &crate::plugins::PluginError) -> bool {
     match e {
-        crate::plugins::PluginError::Command { program, status, .. } => {
-            program == "ssh" && status.contains("255")
-        }
+        crate::plugins::PluginError::Command {
+            program, status, ..
+        } => program == "ssh" && status.contains("255"),
         crate::plugins::PluginError::Timeout { .. } => true,
         _ => false,
     }
@@ -177,7 +177,14 @@ mod tests {
     #[test]
     fn an_argv_becomes_one_quoted_remote_command() {
         assert_eq!(
-            shell_join(&["git", "-C", "/srv/a b", "log", "--format=%H", "it's; rm -rf ~"]),
+            shell_join(&[
+                "git",
+                "-C",
+                "/srv/a b",
+                "log",
+                "--format=%H",
+                "it's; rm -rf ~"
+            ]),
             "git -C '/srv/a b' log --format=%H 'it'\\''s; rm -rf ~'"
         );
         assert_eq!(shell_quote(""), "''");

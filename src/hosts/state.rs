@@ -203,7 +203,8 @@ impl Host {
         self.with(|s| {
             let fresh: HashMap<String, (Pane, Instant)> =
                 panes.into_iter().map(|(n, p)| (n, (p, taken))).collect();
-            s.panes.retain(|n, (_, added)| *added > taken && !fresh.contains_key(n));
+            s.panes
+                .retain(|n, (_, added)| *added > taken && !fresh.contains_key(n));
             s.panes.extend(fresh);
             s.listed = true;
         });

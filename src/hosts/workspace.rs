@@ -46,7 +46,13 @@ impl RemoteWorktree {
             .unwrap_or_else(|| "repo".into());
         let base: String = base
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.host.repos_dir().join(format!("{base}-{h:08x}"))
     }
@@ -143,7 +149,15 @@ impl Workspace for RemoteWorktree {
             };
             self.git(
                 &dir,
-                &["worktree", "add", "--no-track", "-b", &req.branch, &path, &base],
+                &[
+                    "worktree",
+                    "add",
+                    "--no-track",
+                    "-b",
+                    &req.branch,
+                    &path,
+                    &base,
+                ],
                 GIT_TIMEOUT,
             )
             .await?;
@@ -183,7 +197,11 @@ impl Workspace for RemoteWorktree {
         let dir = self.clone_dir(repo);
         let local = format!("refs/heads/{branch}");
         if self
-            .git(&dir, &["show-ref", "--verify", "--quiet", &local], GIT_TIMEOUT)
+            .git(
+                &dir,
+                &["show-ref", "--verify", "--quiet", &local],
+                GIT_TIMEOUT,
+            )
             .await
             .is_err()
         {

@@ -511,7 +511,10 @@ impl TmuxRuntime {
         if self.remote.is_some() {
             let mut args = vec!["load-buffer", "-b", &buffer, "-", ";"];
             args.extend(paste);
-            return self.tmux_input(&args, Some(text.as_bytes())).await.map(drop);
+            return self
+                .tmux_input(&args, Some(text.as_bytes()))
+                .await
+                .map(drop);
         }
         let file = self.log_dir.join(format!("{}.msg-{id}", h.session));
         {

@@ -78,12 +78,18 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
     assert_eq!(v1["runtime"], "ssh:a", "{v1}");
     let ws1 = v1["workspace"].as_str().expect("workspace").to_string();
     assert!(ws1.starts_with(&wa.display().to_string()), "{ws1}");
-    assert!(Path::new(&ws1).join(".git").exists(), "worktree made on the host");
+    assert!(
+        Path::new(&ws1).join(".git").exists(),
+        "worktree made on the host"
+    );
     let s2 = app
         .spawn(json!({"project": "demo", "prompt": "remote task two", "host": "auto"}))
         .await;
     let v2 = app.wait_state(&s2, "working").await;
-    assert_eq!(v2["runtime"], "ssh:b", "placed on the least-loaded host: {v2}");
+    assert_eq!(
+        v2["runtime"], "ssh:b",
+        "placed on the least-loaded host: {v2}"
+    );
     assert!(v2["workspace"]
         .as_str()
         .is_some_and(|w| w.starts_with(&wb.display().to_string())));
@@ -132,13 +138,20 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
     let (st, v) = app
         .post(&format!("/api/v1/sessions/{s2}/kill"), json!({}))
         .await;
-    assert_eq!((st, v["session"]["state"].as_str()), (200, Some("killed")), "{v}");
+    assert_eq!(
+        (st, v["session"]["state"].as_str()),
+        (200, Some("killed")),
+        "{v}"
+    );
     let ws2 = v2["workspace"].as_str().expect("ws").to_string();
     eventually(30, "worktree removed on host b", || async {
         (!Path::new(&ws2).exists()).then_some(())
     })
     .await;
-    let (_, live) = tmux(&format!("{socket}-b"), &["list-sessions", "-F", "#{session_name}"]);
+    let (_, live) = tmux(
+        &format!("{socket}-b"),
+        &["list-sessions", "-F", "#{session_name}"],
+    );
     assert!(!live.lines().any(|l| l == s2), "tmux session gone: {live}");
     let (st, v) = app
         .post(&format!("/api/v1/sessions/{s2}/restore"), json!({}))
@@ -155,18 +168,22 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
     .await;
     assert_eq!(marked["meta"]["host_unreachable"]["host"], "a", "{marked}");
     assert_ne!(session(&app, &s2).await["reason"], "host_unreachable: a");
-    eventually(30, "a notification about host a, recorded and delivered", || async {
-        let (_, v) = app.get("/api/v1/notifications?limit=100").await;
-        let recorded = v["notifications"]
-            .as_array()?
-            .iter()
-            .any(|n| n.to_string().contains("Host a cannot be reached"));
-        let delivered = hooks
-            .delivered(crate::receivers::Target::Webhook)
-            .iter()
-            .any(|h| h.body.to_string().contains("Host a cannot be reached"));
-        (recorded && delivered).then_some(())
-    })
+    eventually(
+        30,
+        "a notification about host a, recorded and delivered",
+        || async {
+            let (_, v) = app.get("/api/v1/notifications?limit=100").await;
+            let recorded = v["notifications"]
+                .as_array()?
+                .iter()
+                .any(|n| n.to_string().contains("Host a cannot be reached"));
+            let delivered = hooks
+                .delivered(crate::receivers::Target::Webhook)
+                .iter()
+                .any(|h| h.body.to_string().contains("Host a cannot be reached"));
+            (recorded && delivered).then_some(())
+        },
+    )
     .await;
     // Sends fail while it is away (no hang).
     let (st, _) = app

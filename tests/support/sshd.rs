@@ -93,16 +93,10 @@ impl Sshd {
         let known_hosts = dir.join("known_hosts");
         std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {kind} {body}\n"))
             .expect("known_hosts");
-        let user = String::from_utf8(
-            Command::new("id")
-                .arg("-un")
-                .output()
-                .expect("id")
-                .stdout,
-        )
-        .expect("utf8")
-        .trim()
-        .to_string();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().expect("id").stdout)
+            .expect("utf8")
+            .trim()
+            .to_string();
         let mut s = Sshd {
             port,
             key,
