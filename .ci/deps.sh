@@ -22,6 +22,10 @@ command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # The operator files' check (scripts/check-deploy.sh) verifies the unit with systemd-analyze.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# Remote hosts (tests/api/remote_hosts.rs): the test runs its own sshd on loopback and talks
+# to it with the OpenSSH client.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=()
@@ -32,6 +36,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The prometheus package may start a server we do not want; promtool is all we use.
 pkill -x prometheus 2>/dev/null || true
+# Likewise openssh-server may start an sshd on port 22; the tests start their own.
+if [ -x /usr/sbin/service ] && [ -f /etc/init.d/ssh ]; then /usr/sbin/service ssh stop >/dev/null 2>&1 || true; fi
 # The dashboard's Playwright tests: playwright-core only (it drives Debian's chromium).
 dash="$(cd "$(dirname "$0")/.." && pwd)/tests/dashboard"
 if [ ! -f "$dash/node_modules/playwright-core/package.json" ]; then

@@ -106,6 +106,8 @@ pub struct Application {
     /// The chat listeners (Telegram poll or webhook, Discord gateway), stopped after the
     /// server so a registered Telegram webhook is removed.
     chat_listeners: crate::plugins::chat::Listeners,
+    /// The remote hosts' monitors (stopped with the application).
+    _hosts: crate::hosts::MonitorGuard,
 }
 
 /// Converts the config's reaction table into the machine's policy.
@@ -209,6 +211,20 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         .iter()
         .map(|(name, project)| (name.clone(), project.writeback.clone()))
         .collect();
+    p.hosts = crate::hosts::HostSet::new(&settings.hosts, home);
+    for (name, host) in p.hosts.iter() {
+        let plugin = crate::hosts::plugin_name(name);
+        p.runtimes.insert(
+            plugin.clone(),
+            Arc::new(crate::plugins::remote_tmux::RemoteTmuxRuntime::new(
+                host.clone(),
+            )),
+        );
+        p.workspaces.insert(
+            plugin,
+            Arc::new(crate::hosts::workspace::RemoteWorktree::new(host.clone())),
+        );
+    }
     p
 }
 
@@ -354,6 +370,7 @@ pub fn projects_from(settings: &Settings) -> BTreeMap<String, ProjectSpec> {
                 orchestrator_agent: p.orchestrator_agent.clone(),
                 github_repo: p.github_repo.clone(),
                 sandbox: p.sandbox.clone(),
+                host: p.host.clone(),
             };
             (name.clone(), spec)
         })
@@ -458,6 +475,13 @@ impl Application {
         }
         let intake = crate::plugins::trackers::intake::Intake::from_settings(&settings);
         start_intake_poller(&settings, &fleet, &intake, &supervisor);
+        let hosts = &fleet.plugins.hosts;
+        actix::spawn(crate::hosts::events::forward(
+            hosts.subscribe(),
+            store.clone(),
+            supervisor.clone(),
+        ));
+        let host_monitors = hosts.start();
         let reconcile = settings.lifecycle.reconcile_interval.get();
         if !reconcile.is_zero() {
             let sup = supervisor.clone();
@@ -565,6 +589,7 @@ impl Application {
             supervisor,
             store,
             chat_listeners,
+            _hosts: host_monitors,
         })
     }
 
@@ -602,6 +627,8 @@ impl Application {
     pub fn spawn(self) -> actix_web::dev::ServerHandle {
         let h = self.server.handle();
         actix::spawn(async move {
+            // The host monitors run as long as the server.
+            let _hosts = self._hosts;
             if let Err(e) = self.server.await {
                 tracing::error!(error = %e, "server stopped with an error");
             }

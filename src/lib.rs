@@ -26,6 +26,8 @@
 //!   built-in list prices).
 //! - [`preflight`]: can this machine start the configured agents? (spawn-time checks and
 //!   `flotilla doctor`).
+//! - [`hosts`]: agents on remote hosts over SSH (the `hosts:` section, the SSH transport,
+//!   placement, each host's event stream, worktrees on the host).
 //! - [`sandbox`]: the bubblewrap sandbox agents may run in, and its egress proxy.
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
@@ -38,6 +40,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod hosts;
 pub mod http;
 pub mod notify;
 pub mod plugins;

@@ -46,6 +46,8 @@ pub struct ProjectSpec {
     pub github_repo: Option<String>,
     /// The project's `sandbox:` (agents' own settings are in `Fleet::sandbox`).
     pub sandbox: crate::config::SandboxSettings,
+    /// The host its sessions run on (a name under `hosts:` or `auto`); `None`: this machine.
+    pub host: Option<String>,
 }
 
 impl ProjectSpec {
@@ -68,6 +70,7 @@ impl ProjectSpec {
             orchestrator_agent: None,
             github_repo: None,
             sandbox: Default::default(),
+            host: None,
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct Plugins {
     pub trackers: HashMap<String, Arc<dyn crate::plugins::Tracker>>,
     /// What each project's sessions write back to their issues (`projects.<name>.writeback`).
     pub writebacks: HashMap<String, crate::config::WritebackSettings>,
+    /// Remote hosts (each also registered as runtime and workspace `ssh:<name>`).
+    pub hosts: crate::hosts::HostSet,
 }
 
 impl Plugins {

@@ -62,6 +62,7 @@ pub async fn start_once(
         issue: Some(issue.to_string()),
         agent: None,
         branch: None,
+        host: None,
     };
     let outcome = match supervisor.send(Spawn { order }).await {
         Ok(Ok(snap)) => {

@@ -79,6 +79,9 @@ pub enum Command {
         /// Branch override.
         #[arg(long)]
         branch: Option<String>,
+        /// Run on this host under `hosts:` (or `auto`: the least-loaded one).
+        #[arg(long)]
+        host: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -388,12 +388,13 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
             issue,
             agent,
             branch,
+            host,
             json,
             no_wait,
         } => {
             let project = project_or_only(project, settings)?;
             let body = json!({"project": project, "prompt": prompt, "issue": issue,
-                "agent": agent, "branch": branch});
+                "agent": agent, "branch": branch, "host": host});
             let mut s: SessionDetail = c.post("/api/v1/sessions", &body).await?;
             if !*no_wait {
                 s = wait_started(c, &s.session.id).await?;

@@ -85,6 +85,9 @@ pub struct Settings {
     /// Projects by name.
     #[serde(default, deserialize_with = "null_as_default")]
     pub projects: BTreeMap<String, ProjectSettings>,
+    /// Remote hosts agents may run on over SSH, by name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub hosts: BTreeMap<String, crate::hosts::HostSettings>,
     /// Global reaction table, keyed by [`REACTION_KEYS`].
     #[serde(default, deserialize_with = "null_as_default")]
     pub reactions: BTreeMap<String, ReactionSettings>,

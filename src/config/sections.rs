@@ -241,6 +241,10 @@ pub struct ProjectSettings {
     /// Overrides `defaults.workspace`.
     #[serde(default)]
     pub workspace: Option<WorkspaceKind>,
+    /// Run this project's sessions on a host under `hosts:` (its name, or `auto` for the
+    /// least-loaded one) instead of this machine.
+    #[serde(default)]
+    pub host: Option<String>,
     /// Where issues come from.
     #[serde(default)]
     pub tracker: Option<TrackerKind>,

@@ -56,6 +56,9 @@ impl Settings {
         self.check_defaults_and_lifecycle(&mut v);
         self.check_agents(&mut v);
         self.check_projects(&mut v);
+        for (key, why) in crate::hosts::config::problems(&self.hosts) {
+            v.push(key, why);
+        }
         self.check_reactions(&mut v);
         self.check_integrations(&mut v);
         self.check_notifiers_and_routing(&mut v);
@@ -217,6 +220,21 @@ impl Settings {
                 v.check(&format!("{key}.tracker"), self.check_tracker(tracker));
             }
             check_setup(v, &key, &p.setup);
+            if let Some(h) = &p.host {
+                v.check(
+                    &format!("{key}.host"),
+                    crate::hosts::config::check_host_ref(&self.hosts, h),
+                );
+                if !p.setup.copy.is_empty()
+                    || !p.setup.symlinks.is_empty()
+                    || !p.setup.post_create.is_empty()
+                {
+                    v.push(
+                        format!("{key}.setup"),
+                        "copy, symlinks and post_create are not supported on remote hosts yet",
+                    );
+                }
+            }
             if let Some(b) = &p.budget {
                 for (k, val) in [
                     ("session_usd", b.session_usd),

@@ -12,8 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod host;
 mod restart;
 
+pub use host::{unreachable_reason, HOST_KEY};
 pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestart, RESTART_KEY};
 
 use super::keys::{ReactionKey, TimerKey};
@@ -219,6 +221,16 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         unpriced_models: Vec<String>,
     },
+    /// The remote host the session's agent runs on cannot be reached (see `host`).
+    HostUnreachable {
+        /// The host's name under `hosts:`.
+        host: String,
+    },
+    /// The session's host answers again.
+    HostReachable {
+        /// The host's name.
+        host: String,
+    },
 }
 
 /// States an agent may report about itself (agent-orchestrator's `report` vocabulary).
@@ -300,6 +312,8 @@ impl EventKind {
             EventKind::AgentReported { .. } => "agent.reported",
             EventKind::UsageObserved { .. } => "agent.usage",
             EventKind::AgentApiError { .. } => "agent.api_error",
+            EventKind::HostUnreachable { .. } => "host.unreachable",
+            EventKind::HostReachable { .. } => "host.reachable",
         }
     }
 }
@@ -985,6 +999,8 @@ impl Machine<'_> {
                 Outcome::Applied
             }
             EventKind::TimerFired { kind } => self.timer(kind),
+            EventKind::HostUnreachable { host } => self.host_unreachable(host),
+            EventKind::HostReachable { host } => self.host_reachable(host),
             EventKind::ActorGaveUp { reason } => {
                 if st.is_terminal() {
                     return self.ignore("session.actor_gave_up");

@@ -100,6 +100,7 @@ pub async fn linear(
         issue: Some(identifier.clone()),
         agent: None,
         branch: None,
+        host: None,
     };
     match state.supervisor.send(Spawn { order }).await? {
         Ok(snap) => {

@@ -2,7 +2,7 @@
 //!
 //! | slot | trait | implementations here |
 //! |---|---|---|
-//! | where the agent runs | [`Runtime`] | `process` ([`process::ProcessRuntime`]), `tmux` ([`tmux::TmuxRuntime`]) |
+//! | where the agent runs | [`Runtime`] | `process` ([`process::ProcessRuntime`]), `tmux` ([`tmux::TmuxRuntime`]), `ssh:<host>` ([`remote_tmux::RemoteTmuxRuntime`]) |
 //! | which agent runs | [`Agent`] | `claude-code`, `codex`, `aider`, `opencode`, `command` ([`agents`]); activity and usage types in [`activity`] |
 //! | where its files are | [`Workspace`] | `worktree` ([`worktree::WorktreeWorkspace`]), `clone` ([`clone::CloneWorkspace`]) |
 //! | where tasks come from | [`Tracker`] | `github`, `linear`, `jira` ([`trackers`]) |
@@ -23,6 +23,7 @@ pub mod exec;
 pub mod github;
 pub mod notifiers;
 pub mod process;
+pub mod remote_tmux;
 pub mod runtime_handle;
 pub mod tmux;
 pub mod trackers;
@@ -167,7 +168,7 @@ pub struct LaunchSpec {
     pub env: BTreeMap<String, String>,
 }
 
-pub use self::runtime_handle::{ProcessHandle, RuntimeHandle, TmuxHandle};
+pub use self::runtime_handle::{ProcessHandle, RemoteTmuxHandle, RuntimeHandle, TmuxHandle};
 
 /// How a human can attach to a session's terminal.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -439,6 +440,13 @@ pub trait Workspace: Send + Sync {
 
     /// Whether the workspace exists.
     async fn exists(&self, path: &Path) -> bool;
+
+    /// Where a session's workspace goes, given where Flotilla would put it on this machine
+    /// (`<home>/worktrees/<project>/<session>`). Default: there; a remote host's workspace
+    /// maps it under the host's work directory.
+    fn place(&self, local: &Path) -> PathBuf {
+        local.to_path_buf()
+    }
 
     /// Deletes a session's local branch (when the config says killed sessions lose it).
     /// Idempotent: a missing branch is Ok.

@@ -31,6 +31,20 @@ pub struct TmuxHandle {
     pub log: PathBuf,
 }
 
+/// What the remote tmux runtime persists about an agent on a host reached over SSH: the tmux
+/// handle as on the host (pid and start time are the host's), with `log` the local mirror of
+/// the pane log that the host's event stream fills.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteTmuxHandle {
+    /// The host's name under `hosts:`.
+    pub host: String,
+    /// The pane log on the host.
+    pub remote_log: PathBuf,
+    /// The tmux session, pane and process on the host; `log` is the local mirror.
+    #[serde(flatten)]
+    pub tmux: TmuxHandle,
+}
+
 /// What the process runtime persists about an agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessHandle {
@@ -52,6 +66,8 @@ pub struct ProcessHandle {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum RuntimeHandle {
+    /// An agent in a tmux pane on a remote host (has `host`, which the others lack).
+    Remote(RemoteTmuxHandle),
     /// An agent in a tmux pane.
     Tmux(TmuxHandle),
     /// An agent as a plain process group.
@@ -80,6 +96,7 @@ impl RuntimeHandle {
     pub fn log(&self) -> Option<&Path> {
         match self {
             RuntimeHandle::Tmux(h) => Some(&h.log),
+            RuntimeHandle::Remote(h) => Some(&h.tmux.log),
             RuntimeHandle::Process(h) => Some(&h.log),
             RuntimeHandle::Other(_) => None,
         }
@@ -108,7 +125,22 @@ impl RuntimeHandle {
                     command: vec!["tail".into(), "-f".into(), log],
                 })
             }
-            RuntimeHandle::Other(_) => None,
+            // Attaching needs the host's ssh options: the remote runtime answers.
+            RuntimeHandle::Remote(_) | RuntimeHandle::Other(_) => None,
+        }
+    }
+
+    /// The remote tmux handle.
+    ///
+    /// # Errors
+    /// `Invalid` for another runtime's handle.
+    pub fn remote(&self) -> PluginResult<&RemoteTmuxHandle> {
+        match self {
+            RuntimeHandle::Remote(h) => Ok(h),
+            other => Err(PluginError::Invalid(format!(
+                "not a remote tmux runtime handle: {}",
+                other.to_json()
+            ))),
         }
     }
 
@@ -144,6 +176,12 @@ impl RuntimeHandle {
 impl From<TmuxHandle> for RuntimeHandle {
     fn from(h: TmuxHandle) -> Self {
         RuntimeHandle::Tmux(h)
+    }
+}
+
+impl From<RemoteTmuxHandle> for RuntimeHandle {
+    fn from(h: RemoteTmuxHandle) -> Self {
+        RuntimeHandle::Remote(h)
     }
 }
 

@@ -32,6 +32,11 @@
 //!   was consumed; Enter is retried, and `Ok(false)` means "not confirmed".
 //!
 //! Every tmux call goes through [`exec::run`] with [`TMUX_TIMEOUT`].
+//!
+//! **On a remote host** ([`TmuxRuntime::over_ssh`]) the same tmux commands run through the
+//! host's SSH transport ([`crate::hosts::ssh`]); what reads `/proc` or signals locally (liveness,
+//! exit status, the hang-up's survivors) is the remote runtime's business
+//! ([`super::remote_tmux`]), and messages reach the pane's buffer through stdin, not a file.
 
 use std::io::ErrorKind;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -116,6 +121,10 @@ pub struct TmuxRuntime {
     log_dir: PathBuf,
     /// The tmux binary, resolved on Flotilla's `PATH` once (tmux itself runs with no `PATH`).
     tmux: String,
+    /// The host the server runs on, when not this machine.
+    remote: Option<crate::hosts::ssh::SshTransport>,
+    /// tmux commands run before each launch (a remote host's exit hook), in script syntax.
+    prelude: String,
 }
 
 impl TmuxRuntime {
@@ -133,6 +142,26 @@ impl TmuxRuntime {
             socket: socket_name.into(),
             log_dir,
             tmux,
+            remote: None,
+            prelude: String::new(),
+        }
+    }
+
+    /// A runtime whose tmux server `tmux -L socket_name` runs on a host reached through
+    /// `ssh`, pane logs in `log_dir` on that host; `prelude` (tmux script syntax, see
+    /// [`tmux_quote`]) runs before each launch.
+    pub fn over_ssh(
+        socket_name: impl Into<String>,
+        log_dir: PathBuf,
+        ssh: crate::hosts::ssh::SshTransport,
+        prelude: String,
+    ) -> Self {
+        TmuxRuntime {
+            socket: socket_name.into(),
+            log_dir,
+            tmux: "tmux".into(),
+            remote: Some(ssh),
+            prelude,
         }
     }
 
@@ -142,7 +171,18 @@ impl TmuxRuntime {
     }
 
     /// Runs one tmux invocation (`args` may hold several commands separated by `";"`).
-    async fn tmux(&self, args: &[&str]) -> PluginResult<String> {
+    pub(crate) async fn tmux(&self, args: &[&str]) -> PluginResult<String> {
+        self.tmux_input(args, None).await
+    }
+
+    /// [`TmuxRuntime::tmux`] with `input` on tmux's stdin.
+    async fn tmux_input(&self, args: &[&str], input: Option<&[u8]>) -> PluginResult<String> {
+        if let Some(ssh) = &self.remote {
+            let mut argv: Vec<&str> = vec!["env", "-i", "tmux", "-L", &self.socket];
+            argv.extend(["-f", "/dev/null"]);
+            argv.extend_from_slice(args);
+            return ssh.run(&argv, input, TMUX_TIMEOUT).await;
+        }
         let mut argv: Vec<&str> = vec!["env", "-i"];
         let tmpdir = std::env::var("TMUX_TMPDIR")
             .ok()
@@ -152,12 +192,16 @@ impl TmuxRuntime {
         }
         argv.extend([self.tmux.as_str(), "-L", &self.socket, "-f", "/dev/null"]);
         argv.extend_from_slice(args);
-        exec::run(&argv, None, TMUX_TIMEOUT).await
+        exec::run_with_input(&argv, input, None, TMUX_TIMEOUT).await
     }
 
     /// Runs the tmux commands in `script` (tmux's configuration syntax, see [`tmux_quote`]),
     /// given on stdin, starting the server if needed; returns what they print.
     async fn tmux_script(&self, script: &str) -> PluginResult<String> {
+        if self.remote.is_some() {
+            let args = ["start-server", ";", "source-file", "-"];
+            return self.tmux_input(&args, Some(script.as_bytes())).await;
+        }
         let mut argv: Vec<&str> = vec!["env", "-i"];
         let tmpdir = std::env::var("TMUX_TMPDIR")
             .ok()
@@ -297,7 +341,7 @@ impl TmuxRuntime {
     }
 
     /// Kills the handle's session if it is still the one we made (same pane and pid).
-    async fn kill_own_session(&self, h: &TmuxHandle) -> PluginResult<()> {
+    pub(crate) async fn kill_own_session(&self, h: &TmuxHandle) -> PluginResult<()> {
         let owner = match self
             .tmux(&[
                 "display-message",
@@ -365,9 +409,138 @@ impl TmuxRuntime {
         for w in ["pipe-pane", "-o", "-t", &target, &double_hash(&pipe)] {
             words.push(tmux_quote(w));
         }
-        let mut script = words.join(" ");
+        let mut script = self.prelude.clone();
+        script.push_str(&words.join(" "));
         script.push('\n');
         self.tmux_script(&script).await
+    }
+
+    /// Starts the agent in tmux session `name`, its pane piped into `log` (a path where the
+    /// server runs); returns the pane id and pid. A dead session of that name left over is
+    /// replaced; a live one is refused.
+    pub(crate) async fn launch(
+        &self,
+        spec: &LaunchSpec,
+        name: &str,
+        log: &Path,
+    ) -> PluginResult<(String, i32)> {
+        let out = match self.start(spec, name, log).await {
+            Err(PluginError::Command { stderr, .. }) if stderr.contains("duplicate session") => {
+                // A session of this name is left over. A dead one (an earlier run that exited)
+                // may go; a live one is somebody's agent.
+                let dead = self
+                    .tmux(&[
+                        "display-message",
+                        "-p",
+                        "-t",
+                        &format!("={name}:"),
+                        "#{pane_dead}",
+                    ])
+                    .await
+                    .map(|o| o.trim() == "1")
+                    .unwrap_or(false);
+                if !dead {
+                    return Err(PluginError::Invalid(format!(
+                        "tmux session {name} already exists on socket {}",
+                        self.socket
+                    )));
+                }
+                let _ = self
+                    .tmux(&["kill-session", "-t", &format!("={name}")])
+                    .await;
+                self.start(spec, name, log).await?
+            }
+            other => other?,
+        };
+        let mut f = out.split_whitespace();
+        let (Some(pane), Some(pid)) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()))
+        else {
+            let _ = self
+                .tmux(&["kill-session", "-t", &format!("={name}")])
+                .await;
+            return Err(PluginError::Command {
+                program: "tmux".into(),
+                status: "unexpected output".into(),
+                stderr: out.trim().to_string(),
+            });
+        };
+        Ok((pane.to_string(), pid))
+    }
+
+    /// The pane of tmux session `name` when it was created at or after `since`: its id, pid
+    /// and whether it is dead.
+    pub(crate) async fn find_pane(
+        &self,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> PluginResult<Option<(String, i32, bool)>> {
+        let out = match self
+            .tmux(&[
+                "display-message",
+                "-p",
+                "-t",
+                &format!("={name}:"),
+                "#{session_created} #{pane_id} #{pane_pid} #{pane_dead}",
+            ])
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_gone(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let f: Vec<&str> = out.split_whitespace().collect();
+        let (Some(created), Some(pane), Some(pid)) = (
+            f.first().and_then(|c| c.parse::<i64>().ok()),
+            f.get(1),
+            f.get(2).and_then(|p| p.parse::<i32>().ok()),
+        ) else {
+            return Ok(None);
+        };
+        if created < since.timestamp() {
+            return Ok(None);
+        }
+        Ok(Some(((*pane).to_string(), pid, f.get(3) == Some(&"1"))))
+    }
+
+    /// Pastes `text` into the pane's input as one bracketed paste: through a private file
+    /// locally, through stdin on a remote host.
+    async fn paste(&self, h: &TmuxHandle, text: &str) -> PluginResult<()> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let buffer = format!("flotilla-{id}");
+        let paste = ["paste-buffer", "-p", "-d", "-b", &buffer, "-t", &h.pane];
+        if self.remote.is_some() {
+            let mut args = vec!["load-buffer", "-b", &buffer, "-", ";"];
+            args.extend(paste);
+            return self
+                .tmux_input(&args, Some(text.as_bytes()))
+                .await
+                .map(drop);
+        }
+        let file = self.log_dir.join(format!("{}.msg-{id}", h.session));
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)?;
+            f.write_all(text.as_bytes())?;
+        }
+        let file_arg = escape_arg(&file.to_string_lossy());
+        let mut args = vec!["load-buffer", "-b", &buffer, &file_arg, ";"];
+        args.extend(paste);
+        let pasted = self.tmux(&args).await;
+        if let Err(e) = tokio::fs::remove_file(&file).await {
+            tracing::warn!(error = %e, "removing a message file failed");
+        }
+        pasted.map(drop)
+    }
+
+    /// Whether the handle's agent may still take keys: from `/proc` locally; a remote
+    /// runtime checks before it delegates.
+    fn takes_keys(&self, h: &TmuxHandle) -> bool {
+        self.remote.is_some() || h.alive()
     }
 }
 
@@ -471,17 +644,17 @@ fn escape_arg(a: &str) -> String {
 }
 
 /// For arguments tmux format-expands (`-s`, `-c`, `pipe-pane`) in a script: `#` doubled.
-fn double_hash(a: &str) -> String {
+pub(crate) fn double_hash(a: &str) -> String {
     a.replace('#', "##")
 }
 
 /// One word in tmux's configuration syntax: single-quoted (no escapes, no `$`/`~` expansion,
 /// `;` and newlines literal), an inner `'` written as `'"'"'` (adjacent quoted parts join).
-fn tmux_quote(s: &str) -> String {
+pub(crate) fn tmux_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\"'\"'"))
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -500,7 +673,7 @@ pub fn session_name(id: &str) -> String {
 }
 
 /// tmux's ways of saying the server, session or pane does not exist.
-fn is_gone(e: &PluginError) -> bool {
+pub(crate) fn is_gone(e: &PluginError) -> bool {
     match e {
         PluginError::Command { stderr, .. } => {
             let s = stderr.to_lowercase();
@@ -664,50 +837,11 @@ impl Runtime for TmuxRuntime {
             .append(true)
             .open(&log)
             .await?;
-        let out = match self.start(spec, &name, &log).await {
-            Err(PluginError::Command { stderr, .. }) if stderr.contains("duplicate session") => {
-                // A session of this name is left over. A dead one (an earlier run that exited)
-                // may go; a live one is somebody's agent.
-                let dead = self
-                    .tmux(&[
-                        "display-message",
-                        "-p",
-                        "-t",
-                        &format!("={name}:"),
-                        "#{pane_dead}",
-                    ])
-                    .await
-                    .map(|o| o.trim() == "1")
-                    .unwrap_or(false);
-                if !dead {
-                    return Err(PluginError::Invalid(format!(
-                        "tmux session {name} already exists on socket {}",
-                        self.socket
-                    )));
-                }
-                let _ = self
-                    .tmux(&["kill-session", "-t", &format!("={name}")])
-                    .await;
-                self.start(spec, &name, &log).await?
-            }
-            other => other?,
-        };
-        let mut f = out.split_whitespace();
-        let (Some(pane), Some(pid)) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()))
-        else {
-            let _ = self
-                .tmux(&["kill-session", "-t", &format!("={name}")])
-                .await;
-            return Err(PluginError::Command {
-                program: "tmux".into(),
-                status: "unexpected output".into(),
-                stderr: out.trim().to_string(),
-            });
-        };
+        let (pane, pid) = self.launch(spec, &name, &log).await?;
         let handle = TmuxHandle {
             socket: self.socket.clone(),
             session: name,
-            pane: pane.to_string(),
+            pane,
             pane_pid: pid,
             // 0 if the agent already exited: then it is simply never alive.
             start_ticks: start_ticks(pid).unwrap_or(0),
@@ -783,7 +917,7 @@ impl Runtime for TmuxRuntime {
     /// pressed once).
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
         let h = TmuxHandle::parse(handle)?;
-        if !h.alive() {
+        if !self.takes_keys(h) {
             return Err(PluginError::NotFound(format!(
                 "agent in tmux session {}",
                 h.session
@@ -795,40 +929,7 @@ impl Runtime for TmuxRuntime {
             self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             return Ok(true);
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let file = self.log_dir.join(format!("{}.msg-{id}", h.session));
-        let buffer = format!("flotilla-{id}");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&file)?;
-            f.write_all(text.as_bytes())?;
-        }
-        let file_arg = escape_arg(&file.to_string_lossy());
-        let pasted = self
-            .tmux(&[
-                "load-buffer",
-                "-b",
-                &buffer,
-                &file_arg,
-                ";",
-                "paste-buffer",
-                "-p",
-                "-d",
-                "-b",
-                &buffer,
-                "-t",
-                &h.pane,
-            ])
-            .await;
-        if let Err(e) = tokio::fs::remove_file(&file).await {
-            tracing::warn!(error = %e, "removing a message file failed");
-        }
-        pasted?;
+        self.paste(h, text).await?;
 
         let draft = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| find_draft(s, &needle))
@@ -856,7 +957,7 @@ impl Runtime for TmuxRuntime {
     /// then is lost); confirmed when the screen changed.
     async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
         let h = TmuxHandle::parse(handle)?;
-        if !h.alive() {
+        if !self.takes_keys(h) {
             return Err(PluginError::NotFound(format!(
                 "agent in tmux session {}",
                 h.session
@@ -901,36 +1002,13 @@ impl Runtime for TmuxRuntime {
         since: DateTime<Utc>,
     ) -> PluginResult<Option<RuntimeHandle>> {
         let name = session_name(session_id);
-        let out = match self
-            .tmux(&[
-                "display-message",
-                "-p",
-                "-t",
-                &format!("={name}:"),
-                "#{session_created} #{pane_id} #{pane_pid} #{pane_dead}",
-            ])
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if is_gone(&e) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let f: Vec<&str> = out.split_whitespace().collect();
-        let (Some(created), Some(pane), Some(pid)) = (
-            f.first().and_then(|c| c.parse::<i64>().ok()),
-            f.get(1),
-            f.get(2).and_then(|p| p.parse::<i32>().ok()),
-        ) else {
+        let Some((pane, pid, dead)) = self.find_pane(&name, since).await? else {
             return Ok(None);
         };
-        if created < since.timestamp() {
-            return Ok(None);
-        }
-        let dead = f.get(3) == Some(&"1");
         let handle = TmuxHandle {
             socket: self.socket.clone(),
             session: name.clone(),
-            pane: (*pane).to_string(),
+            pane,
             pane_pid: pid,
             start_ticks: if dead {
                 0

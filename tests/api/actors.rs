@@ -112,6 +112,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
                 issue: None,
                 agent: None,
                 branch: None,
+                host: None,
             }
             .try_into()
             .expect("a valid request"),

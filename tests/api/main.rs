@@ -55,6 +55,7 @@ mod real_opencode;
 mod real_tmux;
 #[path = "../support/receivers.rs"]
 mod receivers;
+mod remote_hosts;
 mod runtime_secrets;
 mod sandbox;
 mod secrets_scan;
@@ -63,4 +64,6 @@ mod sessions;
 mod spawn_branches;
 mod tracker_intake;
 mod tracker_writeback;
+#[path = "../support/sshd.rs"]
+mod sshd;
 mod trackers;

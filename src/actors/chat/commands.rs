@@ -635,6 +635,7 @@ async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) ->
         issue: None,
         agent,
         branch: None,
+        host: None,
     };
     let order = match SpawnOrder::try_from(request) {
         Ok(o) => o,

@@ -162,7 +162,7 @@ async fn try_start(
         .workspace
         .as_ref()
         .map(PathBuf::from)
-        .unwrap_or_else(|| fleet.workspace_path(&s.project, s.id.as_str()));
+        .unwrap_or_else(|| workspace.place(&fleet.workspace_path(&s.project, s.id.as_str())));
     // Bounded: a batch of a hundred spawns does not run a hundred `git worktree add` at once.
     let _permit = fleet.spawn_permits.acquire().await.ok();
     let created = if workspace.exists(&path).await {

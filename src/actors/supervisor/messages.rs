@@ -30,6 +30,9 @@ pub struct SpawnRequest {
     /// Branch override.
     #[serde(default)]
     pub branch: Option<String>,
+    /// Host override: a name under `hosts:`, or `auto` for the least-loaded host.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Sent by the HTTP layer to start a session. Answers once the id is reserved and the actor

@@ -308,6 +308,7 @@ impl Handler<BatchSpawn> for FleetSupervisor {
             branch: None,
             issue: None,
             prompt: r.prompt.clone(),
+            host: None,
         }) {
             Ok(n) => n,
             Err(e) => return ready(Err(e)),

@@ -85,6 +85,8 @@ pub struct SpawnOrder {
     pub issue: Option<String>,
     /// Task text.
     pub prompt: Option<Prompt>,
+    /// Host override (a name under `hosts:` or `auto`; resolved by the supervisor).
+    pub host: Option<String>,
 }
 
 impl TryFrom<SpawnRequest> for SpawnOrder {
@@ -96,6 +98,7 @@ impl TryFrom<SpawnRequest> for SpawnOrder {
             branch: r.branch.map(BranchName::parse).transpose()?,
             issue: r.issue,
             prompt: r.prompt.map(Prompt::parse).transpose()?,
+            host: r.host,
         })
     }
 }
@@ -149,6 +152,7 @@ mod tests {
             issue: None,
             agent: None,
             branch: branch.map(Into::into),
+            host: None,
         })
     }
 

@@ -146,13 +146,16 @@ impl FleetSupervisor {
             .plugins
             .agent(&agent)
             .map_err(|_| invalid("agent", format!("unknown agent `{agent}`")))?;
+        let (runtime, workspace_kind) =
+            crate::hosts::placement::plugins_for(&self.fleet.plugins.hosts, project, r.host)
+                .map_err(|(field, reason)| invalid(field, reason))?;
         self.fleet
             .plugins
-            .runtime(&project.runtime)
+            .runtime(&runtime)
             .map_err(|e| invalid("project", e.to_string()))?;
         self.fleet
             .plugins
-            .workspace(&project.workspace)
+            .workspace(&workspace_kind)
             .map_err(|e| invalid("project", e.to_string()))?;
         if let Some(b) = r
             .branch
@@ -171,8 +174,8 @@ impl FleetSupervisor {
             project: project.name.clone(),
             prefix: project.prefix.clone(),
             agent,
-            runtime: project.runtime.clone(),
-            workspace_kind: project.workspace.clone(),
+            runtime,
+            workspace_kind,
             branch: r.branch.map(|b| b.into_inner()),
             issue: r.issue,
             prompt: r.prompt.map(|p| p.into_inner()),

@@ -1,0 +1,208 @@
+//! The SSH transport: every command Flotilla runs on a host goes through the system's OpenSSH
+//! client, as an argument vector turned into one remote command line with each word
+//! single-quoted (ssh joins its arguments with spaces and the remote login shell parses the
+//! result, so an unquoted word would be split or expanded there).
+//!
+//! All calls share one control connection per host (`ControlMaster=auto`, `ControlPath` under
+//! Flotilla's home, `ControlPersist`), so a call costs a round trip, not a handshake. They run
+//! with `BatchMode=yes` (never a password or passphrase prompt), `StrictHostKeyChecking=yes`,
+//! a connect timeout, keep-alives (a vanished host ends the connection within seconds), and
+//! each under its own timeout ([`crate::plugins::exec`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::config::HostSettings;
+use crate::plugins::{exec, PluginResult};
+
+/// How long an idle control connection stays up.
+const CONTROL_PERSIST: &str = "60s";
+/// How long establishing the connection may take.
+const CONNECT_TIMEOUT: &str = "5";
+/// Most calls at once per host: each is a session on the shared connection, and sshd allows
+/// 10 per connection by default (`MaxSessions`); the event stream is one more.
+const MAX_CALLS: usize = 8;
+
+/// How to reach one host.
+#[derive(Debug, Clone)]
+pub struct SshTransport {
+    /// The host's name in the configuration.
+    pub name: String,
+    destination: String,
+    options: Vec<String>,
+    calls: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// One word for a POSIX shell: single-quoted, an inner `'` as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The remote command line for `argv`: each word quoted, joined with spaces.
+pub fn shell_join<S: AsRef<str>>(argv: &[S]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl SshTransport {
+    /// The transport of host `name`, its control sockets in `control_dir`.
+    pub fn new(name: &str, h: &HostSettings, control_dir: &Path) -> Self {
+        let mut options: Vec<String> = [
+            "BatchMode=yes",
+            "StrictHostKeyChecking=yes",
+            "ControlMaster=auto",
+            "ServerAliveInterval=2",
+            "ServerAliveCountMax=3",
+            "LogLevel=ERROR",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        options.push(format!("ConnectTimeout={CONNECT_TIMEOUT}"));
+        options.push(format!("ControlPersist={CONTROL_PERSIST}"));
+        // `%C`: a hash of the connection (short: a socket path holds ~100 bytes).
+        options.push(format!("ControlPath={}/%C", control_dir.display()));
+        if let Some(k) = &h.known_hosts {
+            options.push(format!("UserKnownHostsFile={}", k.display()));
+        }
+        if let Some(i) = &h.identity_file {
+            options.push(format!("IdentityFile={}", i.display()));
+            options.push("IdentitiesOnly=yes".into());
+        }
+        if let Some(p) = h.port {
+            options.push(format!("Port={p}"));
+        }
+        SshTransport {
+            name: name.to_string(),
+            destination: h.destination.clone(),
+            options,
+            calls: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CALLS)),
+        }
+    }
+
+    /// The `ssh` argv (without the remote command): options, then `--`-free destination.
+    pub fn ssh_argv(&self, tty: bool) -> Vec<String> {
+        let mut argv = vec!["ssh".to_string()];
+        if tty {
+            argv.push("-t".into());
+        }
+        for o in &self.options {
+            argv.push("-o".into());
+            argv.push(o.clone());
+        }
+        argv.push(self.destination.clone());
+        argv
+    }
+
+    /// The full local argv that runs `remote` on the host.
+    pub fn command<S: AsRef<str>>(&self, remote: &[S], tty: bool) -> Vec<String> {
+        let mut argv = self.ssh_argv(tty);
+        argv.push("--".into());
+        argv.push(shell_join(remote));
+        argv
+    }
+
+    /// Runs `remote` (an argv) on the host, `input` on its stdin; returns its stdout.
+    ///
+    /// # Errors
+    /// `Timeout` past `timeout`; `Command` when ssh or the remote command fails (ssh's own
+    /// failures exit 255: see [`is_unreachable`]).
+    pub async fn run<S: AsRef<str>>(
+        &self,
+        remote: &[S],
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> PluginResult<String> {
+        let argv = self.command(remote, false);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        // Waiting for a turn counts against the call's timeout.
+        let call = async {
+            let _turn = self.calls.acquire().await.ok();
+            exec::run_with_input(&args, input, None, timeout).await
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| {
+            crate::plugins::PluginError::Timeout {
+                what: format!("ssh {}", self.name),
+                after: timeout,
+            }
+        })?
+    }
+
+    /// A long-lived `ssh` running `remote`, its stdout piped (the host's event stream).
+    ///
+    /// # Errors
+    /// `Io` when ssh cannot be started.
+    pub fn stream<S: AsRef<str>>(&self, remote: &[S]) -> std::io::Result<tokio::process::Child> {
+        let argv = self.command(remote, false);
+        tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    }
+}
+
+/// Whether a failed call failed to reach the host (ssh exits 255), rather than the remote
+/// command failing.
+pub fn is_unreachable(e: &crate::plugins::PluginError) -> bool {
+    match e {
+        crate::plugins::PluginError::Command {
+            program, status, ..
+        } => program == "ssh" && status.contains("255"),
+        crate::plugins::PluginError::Timeout { .. } => true,
+        _ => false,
+    }
+}
+
+/// `dir/rel` as a path on the host.
+pub fn remote_path(dir: &Path, rel: &str) -> PathBuf {
+    dir.join(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_argv_becomes_one_quoted_remote_command() {
+        assert_eq!(
+            shell_join(&[
+                "git",
+                "-C",
+                "/srv/a b",
+                "log",
+                "--format=%H",
+                "it's; rm -rf ~"
+            ]),
+            "git -C '/srv/a b' log --format=%H 'it'\\''s; rm -rf ~'"
+        );
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+        assert_eq!(shell_quote("a\nb"), "'a\nb'");
+        let h = HostSettings {
+            destination: "me@box".into(),
+            port: Some(2222),
+            work_dir: "/srv/f".into(),
+            capacity: 1,
+            identity_file: None,
+            known_hosts: None,
+        };
+        let t = SshTransport::new("box", &h, Path::new("/tmp/c"));
+        let argv = t.command(&["true"], false);
+        assert!(argv.contains(&"BatchMode=yes".to_string()));
+        assert!(argv.contains(&"Port=2222".to_string()));
+        assert!(argv.contains(&"ControlPath=/tmp/c/%C".to_string()));
+        assert_eq!(&argv[argv.len() - 3..], ["me@box", "--", "true"]);
+    }
+}

@@ -1,0 +1,336 @@
+//! What Flotilla knows of one host: whether it answers, the tmux panes of its sessions and
+//! their exits. Filled by the host's monitor (a listing at each connection, then the exit
+//! events of its stream) and by launches; read by the remote runtime without a subprocess.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::{watch, Notify};
+
+use super::config::HostSettings;
+use super::ssh::{shell_quote, SshTransport};
+use crate::plugins::tmux::{double_hash, tmux_quote};
+
+/// One tmux pane of a session on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pane {
+    /// Pane id (`%N`).
+    pub id: String,
+    /// Its process on the host.
+    pub pid: i32,
+    /// Whether its process ended (`remain-on-exit` keeps the pane).
+    pub dead: bool,
+    /// The exit status, when it ended with one.
+    pub status: Option<i32>,
+}
+
+/// What is known of a session's pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaneStatus {
+    /// It runs.
+    Alive,
+    /// It ended, with this status if known.
+    Ended(Option<i32>),
+    /// The host cannot be asked now.
+    Unknown,
+}
+
+#[derive(Default)]
+struct State {
+    reachable: Option<bool>,
+    /// Whether `panes` holds a full listing from the current connection.
+    listed: bool,
+    /// By tmux session name, with when Flotilla added it (a listing older than that does not
+    /// know it yet).
+    panes: HashMap<String, (Pane, Instant)>,
+}
+
+/// One configured host.
+pub struct Host {
+    /// Its name under `hosts:`.
+    pub name: String,
+    /// Its settings.
+    pub settings: HostSettings,
+    /// How to reach it.
+    pub ssh: SshTransport,
+    /// The tmux socket name on the host.
+    pub socket: String,
+    /// Local directory of the pane-log mirrors.
+    pub mirror_dir: PathBuf,
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+    /// Wakes the monitor to follow a new pane log.
+    pub(crate) follow_more: Notify,
+}
+
+impl Host {
+    /// Host `name`, its control sockets in `control_dir`, mirrors in `mirror_dir`.
+    pub fn new(
+        name: &str,
+        settings: &HostSettings,
+        control_dir: &Path,
+        mirror_dir: PathBuf,
+        socket: String,
+    ) -> Self {
+        Host {
+            name: name.to_string(),
+            settings: settings.clone(),
+            ssh: SshTransport::new(name, settings, control_dir),
+            socket,
+            mirror_dir,
+            state: Mutex::new(State::default()),
+            changed: watch::channel(0).0,
+            follow_more: Notify::new(),
+        }
+    }
+
+    fn dir(&self, rel: &str) -> PathBuf {
+        self.settings.work_dir.join(rel)
+    }
+
+    /// Pane logs on the host.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir("logs")
+    }
+
+    /// The pane log of tmux session `session` on the host.
+    pub fn remote_log(&self, session: &str) -> PathBuf {
+        self.logs_dir().join(format!("{session}.log"))
+    }
+
+    /// The local mirror of that log.
+    pub fn mirror_log(&self, session: &str) -> PathBuf {
+        self.mirror_dir.join(format!("{session}.log"))
+    }
+
+    /// The file the host's tmux server appends exits to.
+    pub fn events_path(&self) -> PathBuf {
+        self.dir("events.log")
+    }
+
+    /// Prompt files on the host.
+    pub fn prompts_dir(&self) -> PathBuf {
+        self.dir("prompts")
+    }
+
+    /// Worktrees on the host.
+    pub fn worktrees_dir(&self) -> PathBuf {
+        self.dir("worktrees")
+    }
+
+    /// Repository clones on the host.
+    pub fn repos_dir(&self) -> PathBuf {
+        self.dir("repos")
+    }
+
+    /// tmux commands (script syntax) that make the server append `exit SESSION PANE STATUS`
+    /// to [`Host::events_path`] whenever a pane's process ends (`remain-on-exit` keeps the
+    /// pane, so `pane-died` fires with the status known).
+    pub fn exit_hook(&self) -> String {
+        let shell = format!(
+            "echo exit #{{session_name}} #{{pane_id}} #{{pane_dead_status}} >> {}",
+            double_hash(&shell_quote(&self.events_path().to_string_lossy()))
+        );
+        let hook = format!("run-shell {}", tmux_quote(&shell));
+        format!(
+            "{} {} {} {} ;\n",
+            tmux_quote("set-hook"),
+            tmux_quote("-g"),
+            tmux_quote("pane-died"),
+            tmux_quote(&hook)
+        )
+    }
+
+    /// Hears every change of the state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut g = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    /// Whether the host answered last time (`None`: not tried yet).
+    pub fn reachable(&self) -> Option<bool> {
+        self.with(|s| s.reachable)
+    }
+
+    /// Records whether the host answers; `true` when that changed.
+    pub fn set_reachable(&self, up: bool) -> bool {
+        let changed = self.with(|s| {
+            let was = s.reachable;
+            s.reachable = Some(up);
+            if !up {
+                s.listed = false;
+            }
+            was != Some(up)
+        });
+        self.bump();
+        changed
+    }
+
+    /// Live sessions on the host (placement's load).
+    pub fn live(&self) -> usize {
+        self.with(|s| s.panes.values().filter(|(p, _)| !p.dead).count())
+    }
+
+    /// Sessions whose logs the stream follows.
+    pub fn followed(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.with(|s| {
+            s.panes
+                .iter()
+                .filter(|(_, (p, _))| !p.dead)
+                .map(|(n, _)| n.clone())
+                .collect()
+        });
+        v.sort();
+        v
+    }
+
+    /// A full listing of the host's panes, taken at `taken`: panes it lacks are gone, unless
+    /// Flotilla added them after it was taken.
+    pub fn apply_listing(&self, panes: Vec<(String, Pane)>, taken: Instant) {
+        self.with(|s| {
+            let fresh: HashMap<String, (Pane, Instant)> =
+                panes.into_iter().map(|(n, p)| (n, (p, taken))).collect();
+            s.panes
+                .retain(|n, (_, added)| *added > taken && !fresh.contains_key(n));
+            s.panes.extend(fresh);
+            s.listed = true;
+        });
+        self.bump();
+    }
+
+    /// A pane Flotilla just started.
+    pub fn pane_started(&self, session: &str, id: &str, pid: i32) {
+        let pane = Pane {
+            id: id.to_string(),
+            pid,
+            dead: false,
+            status: None,
+        };
+        self.with(|s| s.panes.insert(session.to_string(), (pane, Instant::now())));
+        self.bump();
+        self.follow_more.notify_one();
+    }
+
+    /// The host said pane `id` of `session` ended.
+    pub fn pane_exited(&self, session: &str, id: &str, status: Option<i32>) {
+        self.with(|s| {
+            if let Some((p, _)) = s.panes.get_mut(session).filter(|(p, _)| p.id == id) {
+                p.dead = true;
+                p.status = status;
+            }
+        });
+        self.bump();
+    }
+
+    /// Flotilla removed `session`'s pane.
+    pub fn pane_removed(&self, session: &str, id: &str) {
+        self.with(|s| {
+            if s.panes.get(session).is_some_and(|(p, _)| p.id == id) {
+                s.panes.remove(session);
+            }
+        });
+        self.bump();
+    }
+
+    /// What is known of pane `id` of `session`.
+    pub fn pane(&self, session: &str, id: &str) -> PaneStatus {
+        self.with(|s| match s.panes.get(session) {
+            Some((p, _)) if p.id == id && p.dead => PaneStatus::Ended(p.status),
+            Some((p, _)) if p.id == id => PaneStatus::Alive,
+            // Another pane under that name: ours is gone.
+            Some(_) => PaneStatus::Ended(None),
+            None if s.listed && s.reachable == Some(true) => PaneStatus::Ended(None),
+            None => PaneStatus::Unknown,
+        })
+    }
+}
+
+/// Parses one line of `list-panes -a -F '#{session_name} #{pane_id} #{pane_pid}
+/// #{pane_dead} #{pane_dead_status}'`.
+pub fn parse_listing_line(line: &str) -> Option<(String, Pane)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (name, id, pid) = (f.first()?, f.get(1)?, f.get(2)?.parse().ok()?);
+    let dead = f.get(3) == Some(&"1");
+    Some((
+        (*name).to_string(),
+        Pane {
+            id: (*id).to_string(),
+            pid,
+            dead,
+            status: f.get(4).and_then(|s| s.parse().ok()),
+        },
+    ))
+}
+
+/// Parses one exit event line (`exit SESSION PANE [STATUS]`).
+pub fn parse_exit_line(line: &str) -> Option<(String, String, Option<i32>)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.first() != Some(&"exit") {
+        return None;
+    }
+    Some((
+        (*f.get(1)?).to_string(),
+        (*f.get(2)?).to_string(),
+        f.get(3).and_then(|s| s.parse().ok()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        let s = HostSettings {
+            destination: "me@box".into(),
+            port: None,
+            work_dir: "/srv/it's".into(),
+            capacity: 2,
+            identity_file: None,
+            known_hosts: None,
+        };
+        Host::new("box", &s, Path::new("/tmp"), "/tmp/m".into(), "sock".into())
+    }
+
+    #[test]
+    fn panes_follow_launches_listings_and_exits() {
+        let h = host();
+        assert_eq!(h.pane("a", "%1"), PaneStatus::Unknown);
+        let before = Instant::now();
+        h.pane_started("a", "%1", 10);
+        // A listing taken before the launch does not forget it.
+        h.set_reachable(true);
+        h.apply_listing(vec![], before);
+        assert_eq!(h.pane("a", "%1"), PaneStatus::Alive);
+        assert_eq!(h.live(), 1);
+        h.pane_exited("a", "%1", Some(3));
+        assert_eq!(h.pane("a", "%1"), PaneStatus::Ended(Some(3)));
+        assert_eq!(h.live(), 0);
+        h.apply_listing(vec![], Instant::now());
+        assert_eq!(h.pane("a", "%1"), PaneStatus::Ended(None), "gone");
+        let line = parse_listing_line("demo-1 %4 77 0 ").expect("line");
+        assert_eq!(line.0, "demo-1");
+        assert_eq!(line.1.pid, 77);
+        assert_eq!(
+            parse_exit_line("exit demo-1 %4 0"),
+            Some(("demo-1".into(), "%4".into(), Some(0)))
+        );
+        assert_eq!(
+            parse_exit_line("exit demo-1 %4"),
+            Some(("demo-1".into(), "%4".into(), None))
+        );
+        assert!(h.exit_hook().contains("'\"'\"'"), "{}", h.exit_hook());
+    }
+}

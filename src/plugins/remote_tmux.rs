@@ -1,0 +1,261 @@
+//! The `ssh:<host>` runtime: the [`TmuxRuntime`] on a remote host, its tmux commands sent
+//! through the host's SSH transport ([`crate::hosts::ssh`]). What the local runtime reads from
+//! `/proc` comes from the host's state instead ([`crate::hosts::state`]), which the host's one
+//! event stream keeps current ([`crate::hosts::monitor`]):
+//! - **exit**: the host's tmux server appends `exit SESSION PANE STATUS` to an events file
+//!   (a `pane-died` hook set in the launch script); [`Runtime::wait_exit`] waits for that
+//!   change of the state, no subprocess per session;
+//! - **output**: the stream mirrors each pane log into a local file, the handle's `log`, so
+//!   the output watch and `last_output_at` work as for a local agent;
+//! - **liveness** ([`Runtime::is_alive`]) answers from the state; while the host cannot be
+//!   reached it answers an error (`host_unreachable: NAME`), never "gone".
+//!
+//! The prompt file is copied to the host (`<work_dir>/prompts/`), and `FLOTILLA_PROMPT_FILE`
+//! points there. Sends, answers, output and attach are the tmux runtime's, over SSH.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::tmux::{session_name, TmuxRuntime};
+use super::{
+    AttachInfo, LaunchSpec, PluginError, PluginResult, RemoteTmuxHandle, Runtime, RuntimeHandle,
+    TmuxHandle,
+};
+use crate::hosts::state::{Host, PaneStatus};
+
+/// Timeout of copying a prompt to the host.
+const COPY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Agents in tmux on one remote host.
+pub struct RemoteTmuxRuntime {
+    host: Arc<Host>,
+    tmux: TmuxRuntime,
+}
+
+impl RemoteTmuxRuntime {
+    /// The runtime of `host`.
+    pub fn new(host: Arc<Host>) -> Self {
+        let tmux = TmuxRuntime::over_ssh(
+            host.socket.clone(),
+            host.logs_dir(),
+            host.ssh.clone(),
+            host.exit_hook(),
+        );
+        RemoteTmuxRuntime { host, tmux }
+    }
+
+    fn parse<'a>(&self, h: &'a RuntimeHandle) -> PluginResult<&'a RemoteTmuxHandle> {
+        let r = h.remote()?;
+        if r.host != self.host.name {
+            return Err(PluginError::Invalid(format!(
+                "a handle of host {}, not {}",
+                r.host, self.host.name
+            )));
+        }
+        Ok(r)
+    }
+
+    /// The error of every call while the host cannot be reached.
+    fn unreachable(&self) -> PluginError {
+        PluginError::Unreachable {
+            service: "ssh",
+            detail: format!("host_unreachable: {}", self.host.name),
+        }
+    }
+
+    /// The agent must still run to take keys.
+    fn check_alive(&self, h: &RemoteTmuxHandle) -> PluginResult<()> {
+        match self.host.pane(&h.tmux.session, &h.tmux.pane) {
+            PaneStatus::Alive => Ok(()),
+            PaneStatus::Ended(_) => Err(PluginError::NotFound(format!(
+                "agent in tmux session {} on host {}",
+                h.tmux.session, self.host.name
+            ))),
+            PaneStatus::Unknown => Err(self.unreachable()),
+        }
+    }
+
+    /// Makes the host's log and prompt directories and copies the prompt file there (one
+    /// call); returns the prompt's path on the host.
+    async fn prepare(&self, local_prompt: Option<&str>, name: &str) -> PluginResult<PathBuf> {
+        let text = match local_prompt {
+            Some(p) => tokio::fs::read(p).await?,
+            None => Vec::new(),
+        };
+        let remote = self.host.prompts_dir().join(format!("{name}.md"));
+        let (r, logs, prompts) = (
+            remote.to_string_lossy(),
+            self.host.logs_dir().to_string_lossy().into_owned(),
+            self.host.prompts_dir().to_string_lossy().into_owned(),
+        );
+        let script = "umask 077 && mkdir -p -- \"$1\" \"$2\" && cat > \"$0\"";
+        self.host
+            .ssh
+            .run(
+                &["sh", "-c", script, &r, &logs, &prompts],
+                Some(&text),
+                COPY_TIMEOUT,
+            )
+            .await?;
+        Ok(remote)
+    }
+
+    fn local_handle(h: &RemoteTmuxHandle) -> RuntimeHandle {
+        RuntimeHandle::Tmux(h.tmux.clone())
+    }
+
+    fn handle(&self, name: String, pane: String, pid: i32) -> RemoteTmuxHandle {
+        RemoteTmuxHandle {
+            host: self.host.name.clone(),
+            remote_log: self.host.remote_log(&name),
+            tmux: TmuxHandle {
+                socket: self.host.socket.clone(),
+                log: self.host.mirror_log(&name),
+                session: name,
+                pane,
+                pane_pid: pid,
+                // The host's clock ticks are not ours: liveness comes from the host's state.
+                start_ticks: 0,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for RemoteTmuxRuntime {
+    fn name(&self) -> &'static str {
+        "ssh"
+    }
+
+    async fn create(&self, spec: &LaunchSpec) -> PluginResult<RuntimeHandle> {
+        if spec.argv.is_empty() {
+            return Err(PluginError::Invalid("empty agent command".into()));
+        }
+        if self.host.reachable() == Some(false) {
+            return Err(self.unreachable());
+        }
+        let name = session_name(&spec.session_id);
+        let mut spec = spec.clone();
+        let local = spec.env.get("FLOTILLA_PROMPT_FILE").cloned();
+        let remote = self.prepare(local.as_deref(), &name).await?;
+        if let Some(local) = local {
+            let remote = remote.to_string_lossy().into_owned();
+            for a in spec.argv.iter_mut().filter(|a| **a == local) {
+                a.clone_from(&remote);
+            }
+            spec.env.insert("FLOTILLA_PROMPT_FILE".into(), remote);
+        }
+        tokio::fs::create_dir_all(&self.host.mirror_dir).await?;
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.host.mirror_log(&name))
+            .await?;
+        let log = self.host.remote_log(&name);
+        let (pane, pid) = self.tmux.launch(&spec, &name, &log).await?;
+        self.host.pane_started(&name, &pane, pid);
+        Ok(self.handle(name, pane, pid).into())
+    }
+
+    async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()> {
+        let h = self.parse(handle)?;
+        // Closing the pane hangs up the agent's terminal (the host's tmux does the rest).
+        self.tmux.kill_own_session(&h.tmux).await?;
+        self.host.pane_removed(&h.tmux.session, &h.tmux.pane);
+        Ok(())
+    }
+
+    async fn is_alive(&self, handle: &RuntimeHandle) -> PluginResult<bool> {
+        let h = self.parse(handle)?;
+        match self.host.pane(&h.tmux.session, &h.tmux.pane) {
+            PaneStatus::Alive => Ok(true),
+            PaneStatus::Ended(_) => Ok(false),
+            PaneStatus::Unknown => Err(self.unreachable()),
+        }
+    }
+
+    async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
+        let h = self.parse(handle)?;
+        let mut changes = self.host.subscribe();
+        let status = loop {
+            if let PaneStatus::Ended(code) = self.host.pane(&h.tmux.session, &h.tmux.pane) {
+                break code;
+            }
+            if changes.changed().await.is_err() {
+                return Ok(None); // the host's state is gone (shutting down)
+            }
+        };
+        if let Err(e) = self.tmux.kill_own_session(&h.tmux).await {
+            tracing::warn!(session = %h.tmux.session, host = %self.host.name, error = %e, "removing an exited tmux session failed");
+        }
+        self.host.pane_removed(&h.tmux.session, &h.tmux.pane);
+        Ok(status)
+    }
+
+    async fn output(&self, handle: &RuntimeHandle, lines: usize) -> PluginResult<String> {
+        let h = self.parse(handle)?;
+        self.tmux.output(&Self::local_handle(h), lines).await
+    }
+
+    async fn last_output_at(&self, handle: &RuntimeHandle) -> PluginResult<Option<DateTime<Utc>>> {
+        let h = self.parse(handle)?;
+        match tokio::fs::metadata(&h.tmux.log).await {
+            Ok(m) => Ok(m.modified().ok().map(DateTime::<Utc>::from)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
+        let h = self.parse(handle)?;
+        self.check_alive(h)?;
+        self.tmux.send_message(&Self::local_handle(h), text).await
+    }
+
+    async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
+        let h = self.parse(handle)?;
+        self.check_alive(h)?;
+        self.tmux.answer(&Self::local_handle(h), choice).await
+    }
+
+    /// `ssh -t … tmux -L SOCKET attach-session -t NAME`.
+    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
+        let h = self.parse(handle).ok()?;
+        let remote = [
+            "tmux",
+            "-L",
+            &h.tmux.socket,
+            "attach-session",
+            "-t",
+            &h.tmux.session,
+        ];
+        Some(AttachInfo {
+            kind: "tmux".into(),
+            target: format!("{}:{}", self.host.name, h.tmux.session),
+            command: self.host.ssh.command(&remote, true),
+        })
+    }
+
+    async fn list_live(&self) -> PluginResult<Vec<String>> {
+        self.tmux.list_sessions().await
+    }
+
+    async fn find(
+        &self,
+        session_id: &str,
+        since: DateTime<Utc>,
+    ) -> PluginResult<Option<RuntimeHandle>> {
+        let name = session_name(session_id);
+        let Some((pane, pid, dead)) = self.tmux.find_pane(&name, since).await? else {
+            return Ok(None);
+        };
+        if !dead {
+            self.host.pane_started(&name, &pane, pid);
+        }
+        Ok(Some(self.handle(name, pane, pid).into()))
+    }
+}
