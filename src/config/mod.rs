@@ -36,7 +36,7 @@ pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
     JiraSettings, LifecycleSettings, LinearSettings, LogSettings, NotificationsSettings,
-    NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
+    NotifierSettings, Price, PriceSettings, ProjectSettings, RateLimitSettings, ReactionOverride,
     ReactionSettings, RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
     WorkspaceSetup,
 };

@@ -79,6 +79,8 @@ pub struct ChatContext {
     /// One lock per main checkout: git refuses concurrent worktree and fetch operations on a
     /// repository (`.git/*.lock`), and conversations run in parallel.
     pub repo_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// The clock turn timeouts read (a test moves it).
+    pub clock: crate::clock::Clock,
 }
 
 impl ChatContext {
@@ -130,6 +132,7 @@ impl ChatContext {
             actor_timeout: Duration::from_secs(10),
             prices: Arc::new(crate::pricing::PriceTable::builtin_only()),
             repo_locks: Default::default(),
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -284,6 +287,7 @@ pub fn start(
     platforms: ChatPlatforms,
     fleet: Option<Addr<FleetSupervisor>>,
     journal: Option<Arc<Journal>>,
+    clock: crate::clock::Clock,
 ) -> Result<ChatBridge, crate::plugins::PluginError> {
     let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
     inbox::warn_empty_allowlists(&settings.chat);
@@ -296,6 +300,7 @@ pub fn start(
     );
     ctx.fleet = fleet;
     ctx.journal = journal;
+    ctx.clock = clock;
     ctx.actor_timeout = settings.server.actor_timeout.get();
     ctx.prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
     let supervisor = ChatSupervisor::new(Arc::new(ctx)).start();
