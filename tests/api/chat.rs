@@ -649,20 +649,14 @@ async fn cancel_kills_the_running_turn_and_the_timeout_stops_a_slow_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("chat");
     std::fs::create_dir_all(&base).expect("mkdir");
-    // An hour on the app's clock, which the test moves once the turn runs: no real wait.
-    let extra = chat_yaml(&base, "").replace("turn_timeout: 60s", "turn_timeout: 1h");
+    let extra = chat_yaml(&base, "").replace("turn_timeout: 60s", "turn_timeout: 1s");
     let Some(app) = spawn_app_in(dir, Backend::Sqlite, &extra).await else {
         return;
     };
     let c = Chat { app, base };
     c.with_codebase("t").await;
     c.send("t", "slow SLEEP:60").await;
-    eventually(10, "slow turn started", || async {
-        c.starts().first().and_then(|v| v["pid"].as_i64())
-    })
-    .await;
-    c.app.clock.advance(std::time::Duration::from_secs(3600));
-    c.wait_reply("t", "took longer than 1h").await;
+    c.wait_reply("t", "took longer than 1s").await;
     c.send("t", "next").await;
     c.wait_reply("t", "echo: next").await;
 }
