@@ -27,6 +27,7 @@
 //! - [`preflight`]: can this machine start the configured agents? (spawn-time checks and
 //!   `flotilla doctor`).
 //! - [`sandbox`]: the bubblewrap sandbox agents may run in, and its egress proxy.
+//! - [`clock`]: the injected clock timers and deadlines read (system, or moved by tests).
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
