@@ -159,6 +159,7 @@ meta: serde_json::Value::Null,
             sandbox: Default::default(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
             lifecycle_order: Default::default(),
+        clock: flotilla::clock::Clock::system(),
         output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),
         });

@@ -132,6 +132,7 @@ fn server_main() {
             sandbox: Default::default(),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
             lifecycle_order: Default::default(),
+            clock: flotilla::clock::Clock::system(),
             output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
             notifications: Default::default(),
         });

@@ -13,6 +13,8 @@
 
 #[path = "../tests/support/fake_anthropic.rs"]
 mod fake_anthropic;
+#[path = "../tests/support/fake_server.rs"]
+mod fake_server;
 #[path = "support/real_claude.rs"]
 mod real_claude;
 

@@ -19,6 +19,8 @@
 mod fake_anthropic;
 #[path = "../tests/support/fake_github.rs"]
 mod fake_github;
+#[path = "../tests/support/fake_server.rs"]
+mod fake_server;
 #[path = "support/real_claude.rs"]
 mod real_claude;
 

@@ -384,6 +384,19 @@ impl Application {
     /// # Errors
     /// `Config` for a token-less public bind; `Bind`; `Store`.
     pub async fn build(settings: Settings, home: PathBuf) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, home, crate::clock::Clock::system()).await
+    }
+
+    /// [`Application::build`] on `clock` (session timers, deadlines, chat turn timeouts):
+    /// tests pass a [`crate::clock::ManualClock`]'s handle and move time themselves.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with_clock(
+        settings: Settings,
+        home: PathBuf,
+        clock: crate::clock::Clock,
+    ) -> Result<Self, StartError> {
         let token = settings
             .server
             .token
@@ -448,6 +461,7 @@ impl Application {
             sandbox: Arc::new(sandbox_host(&settings, &home)),
             spawn_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SPAWNS)),
             lifecycle_order: Default::default(),
+            clock: clock.clone(),
             output_watch: Arc::new(crate::actors::watch::OutputWatch::new()),
             notifications: Notifications::new(
                 Router::from_settings(&settings),
@@ -512,6 +526,7 @@ impl Application {
             chat_platforms,
             Some(supervisor.clone()),
             Some(fleet.journal.clone()),
+            clock,
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);

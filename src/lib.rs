@@ -29,6 +29,7 @@
 //! - [`hosts`]: agents on remote hosts over SSH (the `hosts:` section, the SSH transport,
 //!   placement, each host's event stream, worktrees on the host).
 //! - [`sandbox`]: the bubblewrap sandbox agents may run in, and its egress proxy.
+//! - [`clock`]: the injected clock timers and deadlines read (system, or moved by tests).
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
@@ -38,6 +39,7 @@ pub mod actors;
 pub mod app;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod hosts;

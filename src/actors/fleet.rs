@@ -168,6 +168,8 @@ pub struct Fleet {
     pub sandbox: Arc<super::sandbox_host::SandboxHost>,
     /// Caps how many sessions create workspaces and start agents at once (batch spawns).
     pub spawn_permits: Arc<tokio::sync::Semaphore>,
+    /// The time session timers, deadlines and event timestamps read (a test moves it).
+    pub clock: crate::clock::Clock,
     /// Routes agents' output changes to their session actors (one inotify watcher).
     pub output_watch: Arc<super::watch::OutputWatch>,
     /// Routes a step's notify effects to outbox rows and wakes the outbox after a commit.

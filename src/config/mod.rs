@@ -36,9 +36,9 @@ pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
     ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
     JiraRepositories, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
-    NotificationsSettings, NotifierSettings, PriceSettings, ProjectSettings, RateLimitSettings,
-    ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings, SlackSettings,
-    TelegramSettings, WorkspaceSetup, WritebackSettings, WritebackStage,
+    NotificationsSettings, NotifierSettings, Price, PriceSettings, ProjectSettings,
+    RateLimitSettings, ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings,
+    SlackSettings, TelegramSettings, WorkspaceSetup, WritebackSettings, WritebackStage,
 };
 pub use values::{
     AgentKind, EscalateAfter, HumanDuration, LogFormat, MergeMethod, NotifierKind, PermissionMode,

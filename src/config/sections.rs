@@ -403,10 +403,23 @@ pub struct PriceSettings {
     pub cache_write: Option<f64>,
 }
 
+/// US dollars per million tokens, per kind of token (what it costs: `crate::pricing`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// Input tokens not served from a prompt cache.
+    pub input: f64,
+    /// Output tokens (reasoning included).
+    pub output: f64,
+    /// Input tokens read from a prompt cache.
+    pub cache_read: f64,
+    /// Input tokens written to a prompt cache.
+    pub cache_write: f64,
+}
+
 impl PriceSettings {
     /// The typed price (cache prices defaulted).
-    pub fn price(&self) -> crate::pricing::Price {
-        crate::pricing::Price {
+    pub fn price(&self) -> Price {
+        Price {
             input: self.input,
             output: self.output,
             cache_read: self.cache_read.unwrap_or(self.input),

@@ -358,10 +358,7 @@ impl Doctor {
             trial.extend(["--unshare-user", "--uid", "1000", "--gid", "1000"]);
         }
         trial.extend(["--", "true"]);
-        let argv: Vec<&str> = std::iter::once(p.to_str().unwrap_or("bwrap"))
-            .chain(trial)
-            .collect();
-        match crate::plugins::exec::run(&argv, None, self.timeout).await {
+        match version(&p, &trial, None, self.timeout).await {
             Ok(_) => Check::ok("sandbox", format!("{v} ({}): namespaces work", p.display())),
             Err(e) => fail(
                 format!("{} cannot create a sandbox here: {e}", p.display()),

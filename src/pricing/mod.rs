@@ -15,21 +15,11 @@ pub mod builtin;
 
 use std::collections::BTreeMap;
 
+// `Price` is defined beside its settings in `config` (which must not import this module);
+// its arithmetic is here.
+pub use crate::config::Price;
 use crate::config::PriceSettings;
 use crate::store::CostSource;
-
-/// US dollars per million tokens, per kind of token.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Price {
-    /// Input tokens not served from a prompt cache.
-    pub input: f64,
-    /// Output tokens (reasoning included).
-    pub output: f64,
-    /// Input tokens read from a prompt cache.
-    pub cache_read: f64,
-    /// Input tokens written to a prompt cache.
-    pub cache_write: f64,
-}
 
 /// Token counts of one model, split the way they are priced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

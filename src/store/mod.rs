@@ -465,39 +465,17 @@ fn parse_state(s: &str) -> StoreResult<SessionState> {
         .map_err(|e: UnknownState| StoreError::Corrupt(e.to_string()))
 }
 
-fn activity_str(a: Activity) -> &'static str {
-    match a {
-        Activity::Unknown => "unknown",
-        Activity::Active => "active",
-        Activity::Idle => "idle",
-        Activity::WaitingInput => "waiting_input",
-        Activity::Exited => "exited",
-    }
+/// The stored text of a value kept under its serde name (`waiting_input`, `queued`).
+fn as_text<T: serde::Serialize>(v: &T) -> String {
+    let v = serde_json::to_value(v).ok();
+    v.and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
-fn parse_activity(s: &str) -> StoreResult<Activity> {
-    [
-        Activity::Unknown,
-        Activity::Active,
-        Activity::Idle,
-        Activity::WaitingInput,
-        Activity::Exited,
-    ]
-    .into_iter()
-    .find(|a| activity_str(*a) == s)
-    .ok_or_else(|| StoreError::Corrupt(format!("unknown activity `{s}`")))
-}
-
-fn parse_message_status(s: &str) -> StoreResult<MessageStatus> {
-    [
-        MessageStatus::Queued,
-        MessageStatus::Running,
-        MessageStatus::Done,
-        MessageStatus::Failed,
-    ]
-    .into_iter()
-    .find(|m| m.as_str() == s)
-    .ok_or_else(|| StoreError::Corrupt(format!("unknown message status `{s}`")))
+/// A value read back from its stored text; an unknown name is a corrupt row.
+fn from_text<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> StoreResult<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("unknown {what} `{s}`")))
 }
 
 fn parse_notification_status(s: &str) -> StoreResult<NotificationStatus> {

@@ -100,6 +100,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
         sandbox: Default::default(),
         spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
         lifecycle_order: Default::default(),
+        clock: flotilla::clock::Clock::system(),
         output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
         notifications: Default::default(),
     });

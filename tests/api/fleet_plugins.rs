@@ -547,7 +547,8 @@ async fn the_app_runs_a_claude_code_session_on_the_tmux_runtime() {
     .expect("config loads");
     settings.validate().expect("config valid");
     let _server = TmuxServerGuard(flotilla::app::tmux_socket(&home));
-    let app = flotilla::app::Application::build(settings, home.clone())
+    let clock = flotilla::clock::ManualClock::new();
+    let app = flotilla::app::Application::build_with_clock(settings, home.clone(), clock.clock())
         .await
         .expect("app builds");
     let t = crate::helpers::TestApp {
@@ -556,6 +557,7 @@ async fn the_app_runs_a_claude_code_session_on_the_tmux_runtime() {
         store: app.store(),
         repo,
         home,
+        clock,
         _handle: app.spawn(),
         _dir: dir,
     };

@@ -125,7 +125,9 @@ async fn five_scripted_agents_work_in_five_worktrees_and_push_their_branches() {
 
 #[actix_web::test]
 async fn needs_input_is_detected_when_the_agent_asks_and_idle_agents_become_stuck() {
-    let top = "reactions:\n  agent-stuck: { threshold: 3s }\n  agent-idle: { threshold: 1s }\n";
+    // An hour on the app's clock, which the test moves: no real wait. (The idle nudge comes
+    // no earlier than stuck, so it is not armed and cannot race the stuck timer.)
+    let top = "reactions:\n  agent-stuck: { threshold: 1h }\n  agent-idle: { threshold: 2h }\n";
     let Some((app, _g)) = app_with("", top).await else {
         return;
     };
@@ -138,6 +140,8 @@ async fn needs_input_is_detected_when_the_agent_asks_and_idle_agents_become_stuc
         .await;
     let s = app.wait_state(&asks, "needs_input").await;
     assert_eq!(s["trackers"][0]["reaction"], "agent-needs-input");
+    app.wait_state(&idle, "working").await;
+    app.clock.advance(std::time::Duration::from_secs(3600 + 60));
     let s = app.wait_state(&idle, "stuck").await;
     assert_eq!(s["reason"], "idle_past_threshold");
     // Answering the question brings the first one back to work.

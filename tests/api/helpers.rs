@@ -195,6 +195,9 @@ pub struct TestApp {
     pub repo: PathBuf,
     /// `$FLOTILLA_HOME`.
     pub home: PathBuf,
+    /// The app's clock (session timers, deadlines, chat turn timeouts): the wall clock until a
+    /// test [`advance`](flotilla::clock::ManualClock::advance)s it past a threshold.
+    pub clock: flotilla::clock::ManualClock,
     /// Stops the server.
     pub _handle: actix_web::dev::ServerHandle,
     /// Owns the temp dir (dropped last).
@@ -264,7 +267,8 @@ pub async fn start_app(
     repo: PathBuf,
 ) -> Option<TestApp> {
     settings.validate().expect("config valid");
-    let app = Application::build(settings, home.clone())
+    let clock = flotilla::clock::ManualClock::new();
+    let app = Application::build_with_clock(settings, home.clone(), clock.clock())
         .await
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -276,6 +280,7 @@ pub async fn start_app(
         store,
         repo,
         home,
+        clock,
         _handle: handle,
         _dir: dir,
     };

@@ -23,6 +23,8 @@ mod fake_github;
 mod fake_jira;
 #[path = "../support/fake_openai.rs"]
 mod fake_openai;
+#[path = "../support/fake_server.rs"]
+mod fake_server;
 #[path = "../support/fake_slack.rs"]
 mod fake_slack;
 #[path = "../support/fake_telegram.rs"]

@@ -36,7 +36,8 @@ async fn start(backend: Backend, extra: &str) -> Option<(TestApp, Addr<FleetSupe
     })
     .expect("config loads");
     settings.validate().expect("config valid");
-    let app = Application::build(settings, home.clone())
+    let clock = flotilla::clock::ManualClock::new();
+    let app = Application::build_with_clock(settings, home.clone(), clock.clock())
         .await
         .expect("app builds");
     let supervisor = app.supervisor();
@@ -49,6 +50,7 @@ async fn start(backend: Backend, extra: &str) -> Option<(TestApp, Addr<FleetSupe
         store,
         repo,
         home,
+        clock,
         _handle: handle,
         _dir: dir,
     };

@@ -29,13 +29,14 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+
+use crate::fake_server::FakeServer;
 
 /// What the fake answers to one main-turn request.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +184,8 @@ pub struct FakeAnthropic {
     state: Arc<Mutex<State>>,
     wake: Arc<tokio::sync::Notify>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop, after the streams are told to end).
+    _server: FakeServer,
 }
 
 /// Unique across every fake in the process, so resumed sessions never see a repeated id.
@@ -513,11 +515,6 @@ pub fn request_text(body: &Value) -> String {
 impl FakeAnthropic {
     /// Starts on 127.0.0.1 with that script.
     pub async fn start(script: Vec<Step>) -> FakeAnthropic {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        );
         let state = Arc::new(Mutex::new(State {
             script: script.into(),
             all: Vec::new(),
@@ -528,24 +525,16 @@ impl FakeAnthropic {
         let wake = Arc::new(tokio::sync::Notify::new());
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let data = web::Data::new((state.clone(), wake.clone(), rx));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::default().limit(32 << 20))
-                .default_service(web::to(dispatch))
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(dispatch));
+        });
         FakeAnthropic {
-            url,
+            url: server.url(""),
             state,
             wake,
             shutdown,
-            handle,
+            _server: server,
         }
     }
 
@@ -627,7 +616,5 @@ impl FakeAnthropic {
 impl Drop for FakeAnthropic {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        let h = self.handle.clone();
-        actix_web::rt::spawn(async move { h.stop(false).await });
     }
 }

@@ -33,13 +33,14 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Handler, Message, StreamHandler};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde_json::{json, Value};
+
+use crate::fake_server::FakeServer;
 
 /// The bot's user id in READY.
 pub const BOT_ID: &str = "900000000000000001";
@@ -172,7 +173,8 @@ pub struct FakeDiscord {
     /// Gateway URL (`discord.gateway_url`).
     pub gateway_url: String,
     state: Arc<Mutex<State>>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop).
+    _server: FakeServer,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -613,33 +615,24 @@ impl FakeDiscord {
     /// Starts the fake on `127.0.0.1:0` for bot `token`; the gateway asks for a heartbeat
     /// every `heartbeat_ms`.
     pub async fn start(token: &str, heartbeat_ms: u64) -> FakeDiscord {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let gateway_url = format!("ws://127.0.0.1:{port}/gateway");
         let state = Arc::new(Mutex::new(State {
             token: token.to_string(),
             heartbeat_ms,
             limit_secs: 1.0,
-            self_url: gateway_url.clone(),
             ..State::default()
         }));
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(dispatch))
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(dispatch));
+        });
+        let gateway_url = format!("ws://127.0.0.1:{}/gateway", server.port());
+        lock(&state).self_url = gateway_url.clone();
         FakeDiscord {
-            api_url: format!("http://127.0.0.1:{port}/api/v10"),
+            api_url: server.url("/api/v10"),
             gateway_url,
             state,
-            handle,
+            _server: server,
         }
     }
 
@@ -742,13 +735,6 @@ impl FakeDiscord {
     pub fn gateway_counts(&self) -> (u32, u32, u32) {
         let s = lock(&self.state);
         (s.identifies, s.resumes, s.heartbeats)
-    }
-}
-
-impl Drop for FakeDiscord {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        actix_web::rt::spawn(async move { h.stop(false).await });
     }
 }
 

@@ -33,15 +33,16 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
+
+use crate::fake_server::FakeServer;
 
 /// What the model does for one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +142,8 @@ struct State {
 pub struct FakeOpenAi {
     url: String,
     state: Arc<Mutex<State>>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server, on its own thread (stopped on drop).
+    _server: FakeServer,
 }
 
 fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -556,11 +558,6 @@ impl FakeOpenAi {
     /// Starts the fake with a script, reporting 1,000 input tokens (200 cached) and 50 output
     /// tokens (10 reasoning) per answer until [`FakeOpenAi::set_usage`].
     pub async fn start(script: Vec<Step>) -> FakeOpenAi {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://127.0.0.1:{}/v1",
-            listener.local_addr().expect("addr").port()
-        );
         let state = Arc::new(Mutex::new(State {
             script: script.into(),
             default: Step::text("Done."),
@@ -578,31 +575,18 @@ impl FakeOpenAi {
             chat_side_without_tools: false,
         }));
         let data = web::Data::new(state.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let sys = actix_web::rt::System::new();
-            sys.block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(web::PayloadConfig::default().limit(64 << 20))
-                        .route("/v1/responses", web::post().to(responses))
-                        .route("/v1/chat/completions", web::post().to(chat_completions))
-                        .route("/v1/models", web::get().to(models))
-                        .default_service(web::to(not_found))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(1)
-                .listen(listener)
-                .expect("listen")
-                .run();
-                let _ = tx.send(server.handle());
-                let _ = server.await;
-            });
+        let server = FakeServer::start_on_own_thread(move |cfg| {
+            cfg.app_data(data.clone())
+                .route("/v1/responses", web::post().to(responses))
+                .route("/v1/chat/completions", web::post().to(chat_completions))
+                .route("/v1/models", web::get().to(models))
+                .default_service(web::to(not_found));
         });
-        let handle = rx.recv().expect("fake server started");
-        FakeOpenAi { url, state, handle }
+        FakeOpenAi {
+            url: server.url("/v1"),
+            state,
+            _server: server,
+        }
     }
 
     fn s(&self) -> MutexGuard<'_, State> {
@@ -722,14 +706,6 @@ impl FakeOpenAi {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    }
-}
-
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        // The server lives on its own thread; stopping it only sends it a command.
-        let h = self.handle.clone();
-        std::thread::spawn(move || futures::executor::block_on(h.stop(false)));
     }
 }
 

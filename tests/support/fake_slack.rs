@@ -21,11 +21,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+
+use crate::fake_server::FakeServer;
 
 /// A message in a channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +115,8 @@ pub struct FakeSlack {
     /// Web API base URL (`slack.api_url`), `…/api`.
     pub api_url: String,
     state: Arc<Mutex<State>>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop).
+    _server: FakeServer,
 }
 
 fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -300,11 +302,6 @@ fn replies(s: &State, channel: &str, p: &Value) -> HttpResponse {
 impl FakeSlack {
     /// Starts the fake on `127.0.0.1:0`; calls must carry `Bearer {token}`; `channels` exist.
     pub async fn start(token: &str, channels: &[&str]) -> FakeSlack {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let api_url = format!(
-            "http://127.0.0.1:{}/api",
-            listener.local_addr().expect("addr").port()
-        );
         let state = Arc::new(Mutex::new(State {
             token: token.to_string(),
             channels: channels.iter().map(|c| c.to_string()).collect(),
@@ -312,22 +309,14 @@ impl FakeSlack {
             ..State::default()
         }));
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::default().limit(1 << 20))
-                .default_service(web::to(dispatch))
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(dispatch));
+        });
         FakeSlack {
-            api_url,
+            api_url: server.url("/api"),
             state,
-            handle,
+            _server: server,
         }
     }
 
@@ -365,13 +354,6 @@ impl FakeSlack {
     /// Calls per method.
     pub fn calls(&self, method: &str) -> u64 {
         lock(&self.state).calls.get(method).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for FakeSlack {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        actix_web::rt::spawn(async move { h.stop(false).await });
     }
 }
 

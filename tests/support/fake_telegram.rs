@@ -23,12 +23,13 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+
+use crate::fake_server::FakeServer;
 
 /// One message the bot sent (its current text after edits).
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +72,8 @@ pub struct FakeTelegram {
     pub url: String,
     state: Arc<Mutex<State>>,
     wake: Arc<tokio::sync::Notify>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop).
+    _server: FakeServer,
 }
 
 fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -375,11 +377,6 @@ fn webhook_url_problem(url: &str) -> Option<&'static str> {
 impl FakeTelegram {
     /// Starts the fake on `127.0.0.1:0` for bot `token`.
     pub async fn start(token: &str) -> FakeTelegram {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        );
         let state = Arc::new(Mutex::new(State {
             token: token.to_string(),
             next_update: 1000,
@@ -388,23 +385,15 @@ impl FakeTelegram {
         }));
         let wake = Arc::new(tokio::sync::Notify::new());
         let data = web::Data::new((state.clone(), wake.clone()));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::default().limit(1 << 20))
-                .default_service(web::to(dispatch))
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(dispatch));
+        });
         FakeTelegram {
-            url,
+            url: server.url(""),
             state,
             wake,
-            handle,
+            _server: server,
         }
     }
 
@@ -502,12 +491,5 @@ impl FakeTelegram {
     /// Calls of `method` (lower case) so far.
     pub fn calls(&self, method: &str) -> u64 {
         self.s().calls.get(method).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for FakeTelegram {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        actix_web::rt::spawn(async move { h.stop(false).await });
     }
 }

@@ -20,13 +20,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::time::Instant;
+
+use crate::fake_server::FakeServer;
 
 /// Bot token the Slack fake accepts.
 pub const SLACK_TOKEN: &str = "xoxb-test-token";
@@ -95,7 +96,8 @@ pub struct Receivers {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     state: Arc<Mutex<State>>,
-    handle: ServerHandle,
+    /// The server (stopped on drop).
+    _server: FakeServer,
 }
 
 type Shared = web::Data<Arc<Mutex<State>>>;
@@ -105,10 +107,8 @@ impl Receivers {
     pub async fn start() -> Receivers {
         let state = Arc::new(Mutex::new(State::default()));
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::default().limit(1 << 20))
+        let routes = move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(data.clone())
                 .route("/slack/api/chat.postMessage", web::post().to(slack_post))
                 .route("/slack/hooks/{tail:.*}", web::post().to(slack_hook))
                 .route(
@@ -120,19 +120,13 @@ impl Receivers {
                     web::post().to(discord_hook),
                 )
                 .route("/telegram/{bot}/sendMessage", web::post().to(telegram_send))
-                .route("/webhook", web::post().to(webhook))
-        })
-        .workers(2)
-        .bind(("127.0.0.1", 0))
-        .expect("bind receivers");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+                .route("/webhook", web::post().to(webhook));
+        };
+        let server = FakeServer::start_with(routes, 2);
         Receivers {
-            base: format!("http://127.0.0.1:{port}"),
+            base: server.url(""),
             state,
-            handle,
+            _server: server,
         }
     }
 
@@ -207,13 +201,6 @@ impl Receivers {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Drop for Receivers {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        actix_web::rt::spawn(async move { h.stop(false).await });
     }
 }
 

@@ -169,7 +169,7 @@ async fn run_turn(
     tokio::select! {
         biased;
         _ = cancel.notified() => TurnEvent::CancelRequested,
-        _ = tokio::time::sleep(timeout) => TurnEvent::TimedOut(timeout),
+        _ = ctx.clock.sleep(timeout) => TurnEvent::TimedOut(timeout),
         r = work => TurnEvent::TurnEnded(r.map_err(|e| {
             tracing::warn!(error = %e, "assistant turn failed");
             safe_error(&e)

@@ -82,6 +82,8 @@ pub struct ChatContext {
     pub repo_locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     /// `jira.repositories`: the repository a Jira conversation gets from its issue.
     pub jira_repositories: crate::config::JiraRepositories,
+    /// The clock turn timeouts read (a test moves it).
+    pub clock: crate::clock::Clock,
 }
 
 impl ChatContext {
@@ -134,6 +136,7 @@ impl ChatContext {
             prices: Arc::new(crate::pricing::PriceTable::builtin_only()),
             repo_locks: Default::default(),
             jira_repositories: Default::default(),
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -288,6 +291,7 @@ pub fn start(
     platforms: ChatPlatforms,
     fleet: Option<Addr<FleetSupervisor>>,
     journal: Option<Arc<Journal>>,
+    clock: crate::clock::Clock,
 ) -> Result<ChatBridge, crate::plugins::PluginError> {
     let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
     inbox::warn_empty_allowlists(&settings.chat);
@@ -300,6 +304,7 @@ pub fn start(
     );
     ctx.fleet = fleet;
     ctx.journal = journal;
+    ctx.clock = clock;
     ctx.actor_timeout = settings.server.actor_timeout.get();
     ctx.prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
     ctx.jira_repositories = settings.jira.repositories.clone();

@@ -296,18 +296,17 @@ impl SessionActor {
                 ctx.cancel_future(h);
             }
         }
-        let now = Utc::now();
         for (kind, t) in wanted {
             if self.timers.contains_key(&kind) {
                 continue;
             }
-            // A deadline that passed while Flotilla was down fires at once.
-            let delay = (t.deadline - now).to_std().unwrap_or_default();
+            // On the fleet's clock; a deadline that passed while Flotilla was down fires at once.
             let k = kind.clone();
-            let h = ctx.run_later(delay, move |act, ctx| {
+            let due = self.fleet.clock.sleep_until(t.deadline).into_actor(self);
+            let h = ctx.spawn(due.map(move |(), act, ctx| {
                 act.timers.remove(&k);
                 act.fire_timer(ctx, k);
-            });
+            }));
             self.timers.insert(kind, (t.deadline, h));
         }
     }
@@ -372,7 +371,7 @@ impl SessionActor {
             return Box::pin(fut::ready(Err(SessionError::NotLoaded)));
         };
         let event = Event {
-            at: machine::micros(Utc::now()),
+            at: machine::micros(self.fleet.clock.now()),
             kind,
         };
         let step = machine::step(&snap, &event, &self.policy);
@@ -598,7 +597,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                     session_id: Some(rec.id.clone()),
                     kind: "workspace.cleanup".into(),
                     data,
-                    at: Utc::now(),
+                    at: fleet.clock.now(),
                 })
                 .await;
             None
@@ -627,7 +626,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                     session_id: Some(rec.id.clone()),
                     kind: "reaction.sent".into(),
                     data,
-                    at: Utc::now(),
+                    at: fleet.clock.now(),
                 })
                 .await;
             None
@@ -909,7 +908,7 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     let Some(ws) = rec.workspace.as_ref().map(std::path::PathBuf::from) else {
         return Vec::new();
     };
-    let now = Utc::now();
+    let now = fleet.clock.now();
     let probe = ActivityProbe {
         workspace: ws.clone(),
         terminal: rt.output(&h, 20).await.ok(),

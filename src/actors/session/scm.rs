@@ -139,10 +139,11 @@ impl SessionActor {
         }
         let wait = self.scm.backoff.next_wait();
         tracing::debug!(?wait, "GitHub is still computing the PR; looking again");
-        self.scm.recheck = Some(ctx.run_later(wait, |act, ctx| {
+        let due = self.fleet.clock.sleep(wait).into_actor(self);
+        self.scm.recheck = Some(ctx.spawn(due.map(|(), act, ctx| {
             act.scm.recheck = None;
             act.scm_check(ctx, None);
-        }));
+        })));
     }
 
     /// Whether a webhook hint is about this session's PR.

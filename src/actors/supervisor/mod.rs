@@ -530,7 +530,7 @@ impl Handler<KillSession> for FleetSupervisor {
             async move {
                 let snap = store.load_snapshot(&msg.id).await?;
                 let ev = Event {
-                    at: machine::micros(Utc::now()),
+                    at: machine::micros(fleet.clock.now()),
                     kind: EventKind::KillRequested {
                         reason: "manually_killed".into(),
                     },
@@ -596,7 +596,7 @@ impl Handler<RestoreSession> for FleetSupervisor {
                     .map(|p| p.policy.clone())
                     .unwrap_or_else(|| Arc::new(Policy::defaults()));
                 let ev = Event {
-                    at: machine::micros(Utc::now()),
+                    at: machine::micros(fleet.clock.now()),
                     kind: EventKind::RestoreRequested,
                 };
                 let step = machine::step(&snap, &ev, &policy);

@@ -4,33 +4,15 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{Args, Conn, Db, Dialect, Row, RowsAffected, SqlStore, Value};
+use super::{ReadRows, RowsAffected};
 use crate::store::{
     write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord, ConversationRecord,
     MessageStatus, NotificationPost, SessionId, StoreError, StoreResult, TemplateStore,
     CHAT_TURN_USAGE,
 };
 
-#[async_trait]
-impl<D> ChatStore for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-    f64: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl ChatStore;
     #[tracing::instrument(skip_all)]
     async fn upsert_conversation(
         &self,
@@ -72,9 +54,7 @@ where
         ))
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::conversation_from_row)
-        .collect()
+        .read(Self::conversation_from_row)
     }
 
     #[tracing::instrument(skip_all)]
@@ -220,9 +200,7 @@ where
         .bind(conversation_id)
         .fetch_optional(&self.read)
         .await?
-        .as_ref()
-        .map(Self::message_from_row)
-        .transpose()
+        .read(Self::message_from_row)
     }
 
     #[tracing::instrument(skip_all)]
@@ -239,9 +217,7 @@ where
         .bind(conversation_id)
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::message_from_row)
-        .collect()
+        .read(Self::message_from_row)
     }
 
     #[tracing::instrument(skip_all)]
@@ -278,9 +254,7 @@ where
         ))
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::message_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+        .read(Self::message_from_row)?;
         let pending: Vec<(String, i64)> = sqlx::query_as(
             "SELECT conversation_id, COUNT(*) FROM chat_messages \
              WHERE status IN ('queued', 'running') GROUP BY conversation_id",
@@ -380,23 +354,7 @@ where
     }
 }
 
-#[async_trait]
-impl<D> TemplateStore for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl TemplateStore;
     #[tracing::instrument(skip_all)]
     async fn upsert_chat_template(&self, t: &ChatTemplateRecord) -> StoreResult<()> {
         sqlx::query(
@@ -423,9 +381,7 @@ where
         .bind(name)
         .fetch_optional(&self.read)
         .await?
-        .as_ref()
-        .map(Self::template_from_row)
-        .transpose()
+        .read(Self::template_from_row)
     }
 
     #[tracing::instrument(skip_all)]
@@ -435,9 +391,7 @@ where
         )
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::template_from_row)
-        .collect()
+        .read(Self::template_from_row)
     }
 
     #[tracing::instrument(skip_all)]

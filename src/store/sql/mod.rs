@@ -8,9 +8,8 @@
 //! [`outbox`].
 //!
 //! sqlx states per driver what it can bind, read and run, and Rust does not imply a trait's
-//! `where` clauses, so each generic `impl` block states the same bounds: run queries on a pool
-//! or a connection, bind and read `String`, `&str`, `i64`, `bool` and `f64`, read columns by
-//! name and by position.
+//! `where` clauses on other types, so every generic `impl` block needs the same bounds; they
+//! are written once, in [`sql_impl!`].
 
 // Column lists of the queries returning whole records (rows are then read by name).
 macro_rules! session_columns {
@@ -43,6 +42,39 @@ macro_rules! notification_columns {
     };
 }
 
+/// `sql_impl! { #[attr] impl Trait; items… }` is `#[attr] impl<D> Trait for SqlStore<D>
+/// where <bounds> { items… }` (`impl;` for the inherent block), with the bounds sqlx needs to
+/// run queries on a pool or a connection, bind and read `String`, `&str`, `i64`, `bool` and
+/// `f64`, and read columns by name and by position.
+macro_rules! sql_impl {
+    ($(#[$attr:meta])* impl $($trait_:path)?; $($items:tt)*) => {
+        $(#[$attr])*
+        impl<D> $($trait_ for)? crate::store::sql::SqlStore<D>
+        where
+            D: crate::store::sql::Dialect,
+            for<'c> &'c mut crate::store::sql::Conn<D>:
+                sqlx::Executor<'c, Database = crate::store::sql::Db<D>>,
+            for<'q> crate::store::sql::Args<'q, D>:
+                sqlx::IntoArguments<'q, crate::store::sql::Db<D>>,
+            for<'a> &'a str: sqlx::ColumnIndex<crate::store::sql::Row<D>>
+                + sqlx::Encode<'a, crate::store::sql::Db<D>>
+                + sqlx::Type<crate::store::sql::Db<D>>,
+            usize: sqlx::ColumnIndex<crate::store::sql::Row<D>>,
+            for<'a> Option<&'a str>: sqlx::Encode<'a, crate::store::sql::Db<D>>,
+            String: crate::store::sql::Value<crate::store::sql::Db<D>>,
+            Option<String>: crate::store::sql::Value<crate::store::sql::Db<D>>,
+            i64: crate::store::sql::Value<crate::store::sql::Db<D>>,
+            Option<i64>: crate::store::sql::Value<crate::store::sql::Db<D>>,
+            bool: crate::store::sql::Value<crate::store::sql::Db<D>>,
+            f64: crate::store::sql::Value<crate::store::sql::Db<D>>,
+            Option<D::Ts>: crate::store::sql::Value<crate::store::sql::Db<D>>,
+            Option<D::Json>: crate::store::sql::Value<crate::store::sql::Db<D>>,
+        {
+            $($items)*
+        }
+    };
+}
+
 mod chat;
 mod outbox;
 mod sessions;
@@ -52,16 +84,13 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row as _, Transaction,
-    Type,
-};
+use sqlx::{Database, Decode, Encode, Pool, Row as _, Transaction, Type};
 
 use super::{
-    column_err, parse_activity, parse_message_status, parse_notification_status, parse_state,
-    pr_from_columns, session_not_found, write_err, ChatMessageRecord, ChatTemplateRecord,
-    ConversationRecord, EventRecord, NotificationRecord, ReactionTracker, SessionId, SessionRecord,
-    StoreError, StoreResult, TimerRecord, ARCHIVED_KEY_SQL,
+    column_err, from_text, parse_notification_status, parse_state, pr_from_columns,
+    session_not_found, write_err, ChatMessageRecord, ChatTemplateRecord, ConversationRecord,
+    EventRecord, NotificationRecord, ReactionTracker, SessionId, SessionRecord, StoreError,
+    StoreResult, TimerRecord, ARCHIVED_KEY_SQL,
 };
 
 /// What differs between two SQL backends; everything else is in [`SqlStore`].
@@ -117,6 +146,26 @@ impl<DB: Database, T> Value<DB> for T where
 {
 }
 
+/// A query's rows (or its one optional row) read into records by a `*_from_row`.
+trait ReadRows<R> {
+    type Out<T>;
+    fn read<T>(self, row: impl Fn(&R) -> StoreResult<T>) -> StoreResult<Self::Out<T>>;
+}
+
+impl<R> ReadRows<R> for Vec<R> {
+    type Out<T> = Vec<T>;
+    fn read<T>(self, row: impl Fn(&R) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+        self.iter().map(row).collect()
+    }
+}
+
+impl<R> ReadRows<R> for Option<R> {
+    type Out<T> = Option<T>;
+    fn read<T>(self, row: impl Fn(&R) -> StoreResult<T>) -> StoreResult<Option<T>> {
+        self.as_ref().map(row).transpose()
+    }
+}
+
 /// The driver of dialect `D`.
 pub type Db<D> = <D as Dialect>::Db;
 /// A connection of dialect `D`.
@@ -161,22 +210,7 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
-impl<D> SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-{
+sql_impl! { impl;
     /// A transaction that writes.
     async fn begin_write(&self) -> StoreResult<Transaction<'static, D::Db>> {
         Ok(self.write.begin_with(D::BEGIN_WRITE).await?)
@@ -225,7 +259,7 @@ where
             runtime_handle: Self::get::<Option<D::Json>>(row, "runtime_handle")?
                 .map(|v| D::read_json("runtime_handle", v))
                 .transpose()?,
-            activity: parse_activity(&Self::get::<String>(row, "activity")?)?,
+            activity: from_text("activity", &Self::get::<String>(row, "activity")?)?,
             activity_at: Self::get_opt_ts(row, "activity_at")?,
             restart_count: Self::get(row, "restart_count")?,
             created_at: Self::get_ts(row, "created_at")?,
@@ -296,7 +330,7 @@ where
             body: Self::get(row, "body")?,
             meta: serde_json::from_str(&meta)
                 .map_err(|e| StoreError::Corrupt(format!("chat meta: {e}")))?,
-            status: parse_message_status(&Self::get::<String>(row, "status")?)?,
+            status: from_text("message status", &Self::get::<String>(row, "status")?)?,
             received_at: Self::get_ts(row, "received_at")?,
         })
     }

@@ -3,31 +3,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
-
-use super::{placeholders, Args, Conn, Db, Dialect, Row, RowsAffected, SqlStore, Value};
+use super::{placeholders, ReadRows, RowsAffected};
 use crate::store::{
     clamp_limit, parse_notification_status, NotificationRecord, NotificationStatus, Outbox,
     StoreError, StoreResult,
 };
 
-#[async_trait]
-impl<D> Outbox for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl Outbox;
     #[tracing::instrument(skip_all)]
     async fn enqueue_notification(&self, n: &NotificationRecord) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
@@ -53,9 +35,7 @@ where
         .bind(clamp_limit(limit))
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::notification_from_row)
-        .collect()
+        .read(Self::notification_from_row)
     }
 
     #[tracing::instrument(skip_all)]
@@ -103,9 +83,7 @@ where
         .bind(clamp_limit(limit))
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::notification_from_row)
-        .collect()
+        .read(Self::notification_from_row)
     }
 
     #[tracing::instrument(skip_all)]

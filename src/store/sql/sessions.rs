@@ -1,33 +1,16 @@
 //! Sessions, their events and webhook deliveries.
 
 use async_trait::async_trait;
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
-use super::{placeholders, Args, Conn, Db, Dialect, Row, RowsAffected, SqlStore, Value};
+use super::{placeholders, ReadRows, RowsAffected};
 use crate::store::{
-    activity_str, clamp_limit, parse_state, session_not_found, terminal_states, write_err,
+    as_text, clamp_limit, parse_state, session_not_found, terminal_states, write_err, Activity,
     EventLog, EventRecord, NewEvent, NewSession, ReactionTracker, SessionCommands, SessionFilter,
     SessionId, SessionQueries, SessionRecord, SessionSnapshot, SessionState, StoreResult,
     TransitionCommit, WebhookDelivery, WebhookLog,
 };
 
-#[async_trait]
-impl<D> SessionCommands for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl SessionCommands;
     #[tracing::instrument(skip_all, fields(prefix = %new.prefix))]
     async fn create_session(&self, new: &NewSession) -> StoreResult<(SessionRecord, EventRecord)> {
         let mut tx = self.begin_write().await?;
@@ -71,7 +54,7 @@ where
         .bind(&new.branch)
         .bind(&new.issue)
         .bind(&new.prompt)
-        .bind(activity_str(Default::default()))
+        .bind(as_text(&Activity::default()))
         .bind(D::ts(new.at))
         .bind(D::json(&meta_of(new)))
         .fetch_one(&mut *tx)
@@ -113,7 +96,7 @@ where
         .bind(&s.issue)
         .bind(&s.prompt)
         .bind(s.runtime_handle.as_ref().map(D::json))
-        .bind(activity_str(s.activity))
+        .bind(as_text(&s.activity))
         .bind(s.activity_at.map(D::ts))
         .bind(s.restart_count)
         .bind(D::ts(s.updated_at))
@@ -175,23 +158,7 @@ where
     }
 }
 
-#[async_trait]
-impl<D> SessionQueries for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl SessionQueries;
     #[tracing::instrument(skip_all)]
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
@@ -316,23 +283,7 @@ where
     }
 }
 
-#[async_trait]
-impl<D> EventLog for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl EventLog;
     #[tracing::instrument(skip_all, fields(kind = %event.kind))]
     async fn append_event(&self, event: &NewEvent) -> StoreResult<EventRecord> {
         let mut tx = self.begin_write().await?;
@@ -359,9 +310,7 @@ where
         .bind(clamp_limit(limit))
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::event_from_row)
-        .collect()
+        .read(Self::event_from_row)
     }
 
     #[tracing::instrument(skip_all, fields(id = %id))]
@@ -381,9 +330,7 @@ where
         .bind(clamp_limit(limit))
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::event_from_row)
-        .collect()
+        .read(Self::event_from_row)
     }
 
     #[tracing::instrument(skip_all)]
@@ -418,29 +365,11 @@ where
         ))
         .fetch_all(&self.read)
         .await?
-        .iter()
-        .map(Self::event_from_row)
-        .collect()
+        .read(Self::event_from_row)
     }
 }
 
-#[async_trait]
-impl<D> WebhookLog for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
-    usize: ColumnIndex<Row<D>>,
-    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
-    String: Value<Db<D>>,
-    Option<String>: Value<Db<D>>,
-    i64: Value<Db<D>>,
-    Option<i64>: Value<Db<D>>,
-    bool: Value<Db<D>>,
-    Option<D::Ts>: Value<Db<D>>,
-    Option<D::Json>: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl WebhookLog;
     #[tracing::instrument(skip_all, fields(platform = %delivery.platform))]
     async fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<bool> {
         let inserted = sqlx::query(
