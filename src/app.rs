@@ -107,7 +107,7 @@ pub struct Application {
     /// server so a registered Telegram webhook is removed.
     chat_listeners: crate::plugins::chat::Listeners,
     /// The remote hosts' monitors (stopped with the application).
-    _hosts: crate::hosts::MonitorGuard,
+    _hosts: crate::plugins::hosts::MonitorGuard,
 }
 
 /// Converts the config's reaction table into the machine's policy.
@@ -211,9 +211,9 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         .iter()
         .map(|(name, project)| (name.clone(), project.writeback.clone()))
         .collect();
-    p.hosts = crate::hosts::HostSet::new(&settings.hosts, home);
+    p.hosts = crate::plugins::hosts::HostSet::new(&settings.hosts, home);
     for (name, host) in p.hosts.iter() {
-        let plugin = crate::hosts::plugin_name(name);
+        let plugin = crate::plugins::hosts::plugin_name(name);
         p.runtimes.insert(
             plugin.clone(),
             Arc::new(crate::plugins::remote_tmux::RemoteTmuxRuntime::new(
@@ -222,21 +222,17 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         );
         p.workspaces.insert(
             plugin,
-            Arc::new(crate::hosts::workspace::RemoteWorktree::new(host.clone())),
+            Arc::new(crate::plugins::hosts::workspace::RemoteWorktree::new(
+                host.clone(),
+            )),
         );
     }
     p
 }
 
-/// The tmux socket of the Flotilla instance living in `home`: stable across restarts (so
-/// agents are found again) and distinct per instance (FNV-1a of the path).
+/// The tmux socket of the Flotilla instance living in `home` (see [`crate::plugins::tmux::socket_name`]).
 pub fn tmux_socket(home: &Path) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in home.as_os_str().as_encoded_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("flotilla-{:012x}", h & 0xffff_ffff_ffff)
+    crate::plugins::tmux::socket_name(home)
 }
 
 /// Each project's tracker. A GitHub tracker needs the project's `github_repo`.
@@ -490,7 +486,7 @@ impl Application {
         let intake = crate::plugins::trackers::intake::Intake::from_settings(&settings);
         start_intake_poller(&settings, &fleet, &intake, &supervisor);
         let hosts = &fleet.plugins.hosts;
-        actix::spawn(crate::hosts::events::forward(
+        actix::spawn(crate::actors::host_events::forward(
             hosts.subscribe(),
             store.clone(),
             supervisor.clone(),

@@ -42,7 +42,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
-pub mod hosts;
 pub mod http;
 pub mod notify;
 pub mod plugins;

@@ -91,7 +91,7 @@ pub struct Plugins {
     /// What each project's sessions write back to their issues (`projects.<name>.writeback`).
     pub writebacks: HashMap<String, crate::config::WritebackSettings>,
     /// Remote hosts (each also registered as runtime and workspace `ssh:<name>`).
-    pub hosts: crate::hosts::HostSet,
+    pub hosts: crate::plugins::hosts::HostSet,
 }
 
 impl Plugins {

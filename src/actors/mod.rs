@@ -6,8 +6,10 @@
 pub mod all_complete;
 pub mod chat;
 pub mod fleet;
+pub mod host_events;
 pub mod intake;
 pub mod journal;
+pub mod placement;
 pub mod poller;
 pub mod sandbox_host;
 pub mod session;

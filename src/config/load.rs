@@ -375,7 +375,7 @@ fn check_sections(root: &Map<String, Value>, file: Option<&Path>, issues: &mut V
             "lifecycle" => check::<LifecycleSettings>(name, v, file, issues),
             "agents" => check_named::<AgentSettings>(name, v, file, issues),
             "projects" => check_named::<ProjectSettings>(name, v, file, issues),
-            "hosts" => check_named::<crate::hosts::HostSettings>(name, v, file, issues),
+            "hosts" => check_named::<crate::config::hosts::HostSettings>(name, v, file, issues),
             "reactions" => check_named::<ReactionSettings>(name, v, file, issues),
             "github" => check::<GithubSettings>(name, v, file, issues),
             "slack" => check::<SlackSettings>(name, v, file, issues),

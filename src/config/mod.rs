@@ -17,6 +17,7 @@
 //! starts anything and holds no global state.
 
 pub mod error;
+pub mod hosts;
 pub mod init;
 pub mod load;
 pub mod sandbox;
@@ -87,7 +88,7 @@ pub struct Settings {
     pub projects: BTreeMap<String, ProjectSettings>,
     /// Remote hosts agents may run on over SSH, by name.
     #[serde(default, deserialize_with = "null_as_default")]
-    pub hosts: BTreeMap<String, crate::hosts::HostSettings>,
+    pub hosts: BTreeMap<String, crate::config::hosts::HostSettings>,
     /// Global reaction table, keyed by [`REACTION_KEYS`].
     #[serde(default, deserialize_with = "null_as_default")]
     pub reactions: BTreeMap<String, ReactionSettings>,

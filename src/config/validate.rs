@@ -56,7 +56,7 @@ impl Settings {
         self.check_defaults_and_lifecycle(&mut v);
         self.check_agents(&mut v);
         self.check_projects(&mut v);
-        for (key, why) in crate::hosts::config::problems(&self.hosts) {
+        for (key, why) in crate::config::hosts::problems(&self.hosts) {
             v.push(key, why);
         }
         self.check_reactions(&mut v);
@@ -223,7 +223,7 @@ impl Settings {
             if let Some(h) = &p.host {
                 v.check(
                     &format!("{key}.host"),
-                    crate::hosts::config::check_host_ref(&self.hosts, h),
+                    crate::config::hosts::check_host_ref(&self.hosts, h),
                 );
                 if !p.setup.copy.is_empty()
                     || !p.setup.symlinks.is_empty()
@@ -347,14 +347,14 @@ impl Settings {
             for (name, url) in map {
                 v.check(
                     &format!("jira.repositories.{section}.{name}"),
-                    crate::chat::paths::validate_clone_url(url).map(|_| ()),
+                    crate::domain::clone_url::validate_clone_url(url).map(|_| ()),
                 );
             }
         }
         if let Some(url) = &repos.default {
             v.check(
                 "jira.repositories.default",
-                crate::chat::paths::validate_clone_url(url).map(|_| ()),
+                crate::domain::clone_url::validate_clone_url(url).map(|_| ()),
             );
         }
         for host in &repos.description_hosts {

@@ -16,8 +16,10 @@
 //!   timeout, cancel, cap reached) and its replies.
 
 pub mod chat;
+pub mod clone_url;
 pub mod keys;
 pub mod machine;
+pub mod placement;
 pub mod policy;
 pub mod pr;
 pub mod pr_events;

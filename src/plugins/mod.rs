@@ -21,6 +21,7 @@ pub mod chat;
 pub mod clone;
 pub mod exec;
 pub mod github;
+pub mod hosts;
 pub mod notifiers;
 pub mod process;
 pub mod remote_tmux;

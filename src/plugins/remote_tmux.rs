@@ -1,7 +1,7 @@
 //! The `ssh:<host>` runtime: the [`TmuxRuntime`] on a remote host, its tmux commands sent
-//! through the host's SSH transport ([`crate::hosts::ssh`]). What the local runtime reads from
-//! `/proc` comes from the host's state instead ([`crate::hosts::state`]), which the host's one
-//! event stream keeps current ([`crate::hosts::monitor`]):
+//! through the host's SSH transport ([`crate::plugins::hosts::ssh`]). What the local runtime reads from
+//! `/proc` comes from the host's state instead ([`crate::plugins::hosts::state`]), which the host's one
+//! event stream keeps current ([`crate::plugins::hosts::monitor`]):
 //! - **exit**: the host's tmux server appends `exit SESSION PANE STATUS` to an events file
 //!   (a `pane-died` hook set in the launch script); [`Runtime::wait_exit`] waits for that
 //!   change of the state, no subprocess per session;
@@ -25,7 +25,7 @@ use super::{
     AttachInfo, LaunchSpec, PluginError, PluginResult, RemoteTmuxHandle, Runtime, RuntimeHandle,
     TmuxHandle,
 };
-use crate::hosts::state::{Host, PaneStatus};
+use crate::plugins::hosts::state::{Host, PaneStatus};
 
 /// Timeout of copying a prompt to the host.
 const COPY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -34,7 +34,7 @@
 //! Every tmux call goes through [`exec::run`] with [`TMUX_TIMEOUT`].
 //!
 //! **On a remote host** ([`TmuxRuntime::over_ssh`]) the same tmux commands run through the
-//! host's SSH transport ([`crate::hosts::ssh`]); what reads `/proc` or signals locally (liveness,
+//! host's SSH transport ([`crate::plugins::hosts::ssh`]); what reads `/proc` or signals locally (liveness,
 //! exit status, the hang-up's survivors) is the remote runtime's business
 //! ([`super::remote_tmux`]), and messages reach the pane's buffer through stdin, not a file.
 
@@ -122,7 +122,7 @@ pub struct TmuxRuntime {
     /// The tmux binary, resolved on Flotilla's `PATH` once (tmux itself runs with no `PATH`).
     tmux: String,
     /// The host the server runs on, when not this machine.
-    remote: Option<crate::hosts::ssh::SshTransport>,
+    remote: Option<crate::plugins::hosts::ssh::SshTransport>,
     /// tmux commands run before each launch (a remote host's exit hook), in script syntax.
     prelude: String,
 }
@@ -153,7 +153,7 @@ impl TmuxRuntime {
     pub fn over_ssh(
         socket_name: impl Into<String>,
         log_dir: PathBuf,
-        ssh: crate::hosts::ssh::SshTransport,
+        ssh: crate::plugins::hosts::ssh::SshTransport,
         prelude: String,
     ) -> Self {
         TmuxRuntime {
@@ -1019,6 +1019,17 @@ impl Runtime for TmuxRuntime {
         };
         Ok(Some(handle.into()))
     }
+}
+
+/// The tmux socket of the Flotilla instance living in `home`: stable across restarts (so
+/// agents are found again) and distinct per instance (FNV-1a of the path).
+pub fn socket_name(home: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in home.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("flotilla-{:012x}", h & 0xffff_ffff_ffff)
 }
 
 #[cfg(test)]

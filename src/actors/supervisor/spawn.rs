@@ -147,7 +147,7 @@ impl FleetSupervisor {
             .agent(&agent)
             .map_err(|_| invalid("agent", format!("unknown agent `{agent}`")))?;
         let (runtime, workspace_kind) =
-            crate::hosts::placement::plugins_for(&self.fleet.plugins.hosts, project, r.host)
+            crate::actors::placement::plugins_for(&self.fleet.plugins.hosts, project, r.host)
                 .map_err(|(field, reason)| invalid(field, reason))?;
         self.fleet
             .plugins

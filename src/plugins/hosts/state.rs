@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use tokio::sync::{watch, Notify};
 
-use super::config::HostSettings;
 use super::ssh::{shell_quote, SshTransport};
+use crate::config::hosts::HostSettings;
 use crate::plugins::tmux::{double_hash, tmux_quote};
 
 /// One tmux pane of a session on the host.

@@ -1,24 +1,22 @@
 //! Agents on remote hosts over SSH.
 //!
-//! - [`config`]: the `hosts:` section (destination, work directory, capacity) and its checks.
+//! - [`crate::config::hosts`]: the `hosts:` section (destination, work directory, capacity) and
+//!   its checks.
 //! - [`ssh`]: the transport — the system's OpenSSH client, one shared control connection per
 //!   host, argv quoted into one remote command line, every call with a timeout.
-//! - [`placement`]: which host a session goes to when a project or spawn says `host: auto`.
+//! - [`crate::actors::placement`]: which host a session goes to when a project or spawn says `host: auto`.
 //! - [`state`]: what Flotilla knows of each host (reachable?, its panes, their exits).
 //! - [`monitor`]: one long-lived ssh stream per host that tails every pane log and the exit
 //!   events of the host's tmux server, filling the local mirrors and the state; it notices a
 //!   host going away and coming back ([`HostEvent`]).
 //! - [`workspace`]: git worktrees made on the host.
-//! - [`events`]: a host's loss and return, told to the sessions on it.
+//! - [`crate::actors::host_events`]: a host's loss and return, told to the sessions on it.
 //!
 //! A host `NAME` is registered as the runtime and the workspace plugin `ssh:NAME`
 //! ([`crate::plugins::remote_tmux`]): a session placed there stores those names, so its
 //! actor, restore and kill go to the host without knowing about SSH.
 
-pub mod config;
-pub mod events;
 pub mod monitor;
-pub mod placement;
 pub mod ssh;
 pub mod state;
 pub mod workspace;
@@ -27,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use config::{HostSettings, AUTO};
+pub use crate::config::hosts::{HostSettings, AUTO};
 pub use state::Host;
 
 /// The plugin name (runtime and workspace) of host `name`.
@@ -146,17 +144,17 @@ impl HostSet {
                 false => Err(format!("unknown host `{wanted}`")),
             };
         }
-        let loads: Vec<placement::Load> = self
+        let loads: Vec<crate::domain::placement::Load> = self
             .hosts
             .iter()
-            .map(|(name, h)| placement::Load {
+            .map(|(name, h)| crate::domain::placement::Load {
                 host: name.clone(),
                 live: h.live(),
                 capacity: h.settings.capacity as usize,
                 reachable: h.reachable() != Some(false),
             })
             .collect();
-        placement::least_loaded(&loads)
+        crate::domain::placement::least_loaded(&loads)
             .map(str::to_string)
             .ok_or_else(|| "every host is full or unreachable".to_string())
     }
@@ -182,5 +180,5 @@ pub fn control_dir(home: &Path) -> PathBuf {
 /// instance) and the host's name (two host entries reaching one machine keep two servers,
 /// each with its own exit hook).
 fn tmux_socket(home: &Path, host: &str) -> String {
-    format!("{}-{host}", crate::app::tmux_socket(home))
+    format!("{}-{host}", crate::plugins::tmux::socket_name(home))
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::config::HostSettings;
+use crate::config::hosts::HostSettings;
 use crate::plugins::{exec, PluginResult};
 
 /// How long an idle control connection stays up.

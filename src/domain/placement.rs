@@ -25,36 +25,6 @@ pub fn least_loaded(loads: &[Load]) -> Option<&str> {
         .map(|l| l.host.as_str())
 }
 
-/// The runtime and workspace plugins of a new session of `project`: the project's own, or
-/// `ssh:<host>` for the host the spawn (`wanted`) or else the project names (`auto`: the
-/// least-loaded).
-///
-/// # Errors
-/// (`field`, reason): `host` for the spawn's host, `project` for the project's.
-pub fn plugins_for(
-    hosts: &super::HostSet,
-    project: &crate::actors::fleet::ProjectSpec,
-    wanted: Option<String>,
-) -> Result<(String, String), (&'static str, String)> {
-    let field = if wanted.is_some() { "host" } else { "project" };
-    let Some(host) = wanted.or_else(|| project.host.clone()) else {
-        return Ok((project.runtime.clone(), project.workspace.clone()));
-    };
-    let setup = &project.setup;
-    if !setup.copy.is_empty() || !setup.symlinks.is_empty() || !setup.post_create.is_empty() {
-        return Err((
-            field,
-            format!(
-                "project {} has a workspace setup, which remote hosts do not support yet",
-                project.name
-            ),
-        ));
-    }
-    let name = hosts.resolve(&host).map_err(|e| (field, e))?;
-    let plugin = super::plugin_name(&name);
-    Ok((plugin.clone(), plugin))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,9 @@
 
 use actix::Addr;
 
-use super::{plugin_name, HostEvent};
 use crate::actors::supervisor::{ApplyTo, FleetSupervisor};
 use crate::domain::machine::EventKind;
+use crate::plugins::hosts::{plugin_name, HostEvent};
 use crate::store::{SessionFilter, SharedStore};
 
 /// Forwards host events to the sessions until the hosts' channel closes.
