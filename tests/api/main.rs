@@ -64,8 +64,8 @@ mod secrets_scan;
 mod server;
 mod sessions;
 mod spawn_branches;
-mod tracker_intake;
-mod tracker_writeback;
 #[path = "../support/sshd.rs"]
 mod sshd;
+mod tracker_intake;
+mod tracker_writeback;
 mod trackers;
