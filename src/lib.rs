@@ -36,6 +36,7 @@ pub mod actors;
 pub mod app;
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -13,6 +13,7 @@
 //! is fresher than its row; `CheckReady` stays, since `/readyz` also proves this mailbox
 //! answers.
 
+mod cluster;
 pub mod messages;
 pub mod request;
 pub mod spawn;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::Utc;
 
+pub use self::cluster::{AdoptSessions, ReleaseSessions};
 use self::messages::*;
 use self::request::InvalidField;
 use self::spawn::{branch_free, plan_branch, preflight_agent};
@@ -126,6 +128,8 @@ pub struct FleetSupervisor {
     sessions: HashMap<SessionId, Addr<SessionActor>>,
     /// Set once every non-terminal session has been restored; read by `/readyz`.
     ready: Arc<AtomicBool>,
+    /// Several nodes on one database: which sessions this node drives (`None`: all of them).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl FleetSupervisor {
@@ -135,7 +139,14 @@ impl FleetSupervisor {
             fleet,
             sessions: HashMap::new(),
             ready,
+            cluster: None,
         }
+    }
+
+    /// Drives only the sessions whose lease this node holds in `cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     fn policy_for(&self, project: &str) -> Arc<Policy> {
@@ -163,13 +174,18 @@ impl Actor for FleetSupervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let store = self.fleet.store.clone();
+        let cluster = self.cluster.clone();
         ctx.wait(
             async move {
                 let filter = SessionFilter {
                     active_only: true,
                     ..Default::default()
                 };
-                let live = store.list_sessions(&filter).await?;
+                let mut live = store.list_sessions(&filter).await?;
+                if let Some(c) = cluster {
+                    // Other live nodes keep theirs.
+                    live = c.claim_at_start(live).await;
+                }
                 let counts = store.count_by_state().await?;
                 Ok::<_, StoreError>((live, counts))
             }
@@ -642,6 +658,7 @@ impl Handler<SendToSession> for FleetSupervisor {
             .unwrap_or_else(|| chrono::Duration::minutes(5))
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(300));
+        let cluster = self.cluster.clone();
         Box::pin(
             async move {
                 if let Some(a) = addr {
@@ -649,6 +666,11 @@ impl Handler<SendToSession> for FleetSupervisor {
                         .send(SendMessage { text: msg.text })
                         .timeout(timeout)
                         .await??);
+                }
+                if let Some(c) = cluster {
+                    if let Some(r) = c.forward_send(&msg.id, &msg.text, msg.allow_restore).await {
+                        return r;
+                    }
                 }
                 if !msg.allow_restore {
                     return Err(FleetError::Conflict(format!(
@@ -751,7 +773,13 @@ impl Handler<SessionEnded> for FleetSupervisor {
     fn handle(&mut self, msg: SessionEnded, _ctx: &mut Self::Context) {
         self.sessions.remove(&msg.id);
         let fleet = self.fleet.clone();
-        actix::spawn(async move { check_all_complete(&fleet, &msg.project).await });
+        let cluster = self.cluster.clone();
+        actix::spawn(async move {
+            if let Some(c) = cluster {
+                c.release(&msg.id).await;
+            }
+            check_all_complete(&fleet, &msg.project).await
+        });
     }
 }
 

@@ -6,9 +6,9 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 use super::{placeholders, Args, Conn, Db, Dialect, Row, RowsAffected, SqlStore, Value};
 use crate::store::{
     activity_str, clamp_limit, parse_state, session_not_found, terminal_states, write_err,
-    EventLog, EventRecord, NewEvent, NewSession, ReactionTracker, SessionCommands, SessionFilter,
-    SessionId, SessionQueries, SessionRecord, SessionSnapshot, SessionState, StoreResult,
-    TransitionCommit, WebhookDelivery, WebhookLog,
+    EventLog, EventRecord, Fence, LeaseKind, NewEvent, NewSession, ReactionTracker,
+    SessionCommands, SessionFilter, SessionId, SessionQueries, SessionRecord, SessionSnapshot,
+    SessionState, StoreResult, TransitionCommit, WebhookDelivery, WebhookLog,
 };
 
 #[async_trait]
@@ -91,8 +91,38 @@ where
 
     #[tracing::instrument(skip_all, fields(id = %commit.snapshot.session.id))]
     async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord> {
+        self.commit_transition_checked(commit, None).await
+    }
+}
+
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
+    for<'a> &'a str: ColumnIndex<Row<D>> + Encode<'a, Db<D>> + Type<Db<D>>,
+    usize: ColumnIndex<Row<D>>,
+    for<'a> Option<&'a str>: Encode<'a, Db<D>>,
+    String: Value<Db<D>>,
+    Option<String>: Value<Db<D>>,
+    i64: Value<Db<D>>,
+    Option<i64>: Value<Db<D>>,
+    bool: Value<Db<D>>,
+    Option<D::Ts>: Value<Db<D>>,
+    Option<D::Json>: Value<Db<D>>,
+{
+    /// `commit_transition`, first checking in the same transaction that `fence` (when given)
+    /// still holds the session's lease (see `leases.rs`).
+    pub(super) async fn commit_transition_checked(
+        &self,
+        commit: &TransitionCommit,
+        fence: Option<&Fence>,
+    ) -> StoreResult<EventRecord> {
         let s = &commit.snapshot.session;
         let mut tx = self.begin_write().await?;
+        if let Some(f) = fence {
+            Self::check_fence(&mut tx, LeaseKind::Session, s.id.as_str(), f).await?;
+        }
         let updated = sqlx::query(
             "UPDATE sessions SET project = $2, state = $3, reason = $4, agent = $5, \
              runtime = $6, workspace_kind = $7, branch = $8, workspace = $9, pr_number = $10, \

@@ -1,0 +1,62 @@
+//! The supervisor's side of several nodes on one database (`src/cluster/`): adopting the
+//! sessions this node took over, and letting go of those it lost.
+
+use actix::prelude::*;
+
+use super::FleetSupervisor;
+use crate::store::SessionId;
+
+/// Sent by the lease manager: this node took over these sessions' leases; start their actors
+/// (each re-adopts its running agent as after a restart).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AdoptSessions {
+    /// The sessions taken over.
+    pub ids: Vec<SessionId>,
+}
+
+/// Sent by the lease manager: another node owns these sessions now; drop their actors
+/// (their agents keep running for the new owner; this node's writes are fenced anyway).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReleaseSessions {
+    /// The sessions lost.
+    pub ids: Vec<SessionId>,
+}
+
+impl Handler<AdoptSessions> for FleetSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: AdoptSessions, ctx: &mut Self::Context) {
+        let store = self.fleet.store.clone();
+        ctx.spawn(
+            async move {
+                let mut rows = Vec::new();
+                for id in msg.ids {
+                    match store.load_session(&id).await {
+                        Ok(s) if !s.state.is_terminal() => rows.push(s),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(%id, error = ?e, "loading a taken-over session failed")
+                        }
+                    }
+                }
+                rows
+            }
+            .into_actor(self)
+            .map(|rows, act, ctx| {
+                for s in rows {
+                    act.start_actor(s.id.clone(), &s.project, ctx);
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<ReleaseSessions> for FleetSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ReleaseSessions, _ctx: &mut Self::Context) {
+        for id in msg.ids {
+            self.sessions.remove(&id);
+        }
+    }
+}
