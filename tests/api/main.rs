@@ -9,6 +9,7 @@ mod chat_driver;
 mod chat_fidelity;
 mod chat_platforms;
 mod cli;
+mod cluster;
 mod crash;
 mod dashboard;
 mod events;
