@@ -232,7 +232,7 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
     let extra = format!(
         "notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\", secret: \"{WEBHOOK_SECRET}\" }}\n\
          defaults: {{ notifiers: [hook] }}\n\
-         notifications: {{ poll_interval: 200ms, dedupe_window: 0s }}\n\
+         notifications: {{ poll_interval: 200ms, dedupe_window: 0s, rate_limit: {{ max: 10000, window: 1m }} }}\n\
          cluster: {{ lease_ttl: {LEASE_TTL}, renew_interval: 500ms }}\n",
         hook = r.webhook_url()
     );

@@ -7,9 +7,9 @@ use super::FleetSupervisor;
 use crate::store::SessionId;
 
 /// Sent by the lease manager: this node took over these sessions' leases; start their actors
-/// (each re-adopts its running agent as after a restart).
+/// (each re-adopts its running agent as after a restart). Answers how many of them have an actor now.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "usize")]
 pub struct AdoptSessions {
     /// The sessions taken over.
     pub ids: Vec<SessionId>,
@@ -25,10 +25,10 @@ pub struct ReleaseSessions {
 }
 
 impl Handler<AdoptSessions> for FleetSupervisor {
-    type Result = ();
-    fn handle(&mut self, msg: AdoptSessions, ctx: &mut Self::Context) {
+    type Result = ResponseActFuture<Self, usize>;
+    fn handle(&mut self, msg: AdoptSessions, _ctx: &mut Self::Context) -> Self::Result {
         let store = self.fleet.store.clone();
-        ctx.spawn(
+        Box::pin(
             async move {
                 let mut rows = Vec::new();
                 for id in msg.ids {
@@ -44,11 +44,16 @@ impl Handler<AdoptSessions> for FleetSupervisor {
             }
             .into_actor(self)
             .map(|rows, act, ctx| {
+                // Counts actors running afterwards, whoever started them (start_actor keeps
+                // one per session).
+                let mut running = 0;
                 for s in rows {
                     act.start_actor(s.id.clone(), &s.project, ctx);
+                    running += 1;
                 }
+                running
             }),
-        );
+        )
     }
 }
 

@@ -671,6 +671,17 @@ impl Handler<SendToSession> for FleetSupervisor {
                     if let Some(r) = c.forward_send(&msg.id, &msg.text, msg.allow_restore).await {
                         return r;
                     }
+                    // Taken over a moment ago: its actor is being started.
+                    if c.holds(&msg.id)
+                        && me
+                            .send(AdoptSessions {
+                                ids: vec![msg.id.clone()],
+                            })
+                            .await?
+                            > 0
+                    {
+                        return me.send(msg).await?;
+                    }
                 }
                 if !msg.allow_restore {
                     return Err(FleetError::Conflict(format!(
