@@ -287,6 +287,3 @@ impl Cluster {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-#[cfg(test)]
-mod tests;
