@@ -145,7 +145,6 @@ impl Cluster {
     /// # Errors
     /// The store's.
     pub async fn acquire(&self, id: &SessionId) -> StoreResult<bool> {
-        let round = self.round.load(Ordering::SeqCst);
         let got = self
             .store
             .acquire_lease(
@@ -157,6 +156,10 @@ impl Cluster {
             .await?;
         match got {
             Some(l) => {
+                // Read after the grant: a renewal round that began before it may not have
+                // seen the row, and must not count the lease as lost (a false loss dropped
+                // the session's actor while the node still held it).
+                let round = self.round.load(Ordering::SeqCst);
                 self.held_map().insert(
                     id.clone(),
                     Held {

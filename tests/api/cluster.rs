@@ -395,3 +395,155 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
         "no notification delivered twice: {repeats:?}"
     );
 }
+
+/// Like [`eventually`], polling every 250 ms: the cluster tests poll HTTP lists and the
+/// database, which a 20 ms loop would load as much as the nodes under test.
+async fn slowly<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The node's live session actors, from its `/metrics`.
+async fn session_actors(base: &str) -> Option<i64> {
+    let text = http_client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("flotilla_session_actors "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+async fn pg_exec(url: &str, sql: &str, key: &str) {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    sqlx::query(sql)
+        .bind(key)
+        .execute(&mut c)
+        .await
+        .expect("update lease");
+}
+
+async fn events_of(url: &str, id: &str, kind: &str) -> i64 {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE session_id = $1 AND kind = $2")
+        .bind(id)
+        .bind(kind)
+        .fetch_one(&mut c)
+        .await
+        .expect("count events")
+}
+
+/// A node that loses a session's lease and takes it back later drives it with one actor:
+/// the actor dropped at the loss stops (it used to keep its timers and exit watch, so after
+/// the takeback two actors saw the agent exit and the session had two `agent.exited`).
+#[actix_web::test]
+async fn a_lease_lost_and_taken_back_leaves_one_actor() {
+    if !require_tool("git") {
+        return;
+    }
+    let Some(url) = fresh_pg_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let repo = make_repo(dir.path());
+    let agent = format!(
+        "  scripted: {{ kind: command, command: [\"{}\"] }}\n",
+        scripted_agent_path().display()
+    );
+    let extra = "cluster: { lease_ttl: 2s, renew_interval: 200ms }\n";
+    let cfg = write_config_agents(dir.path(), &repo, &url, &agent, extra);
+    let cwd = dir.path().join("node-b");
+    std::fs::create_dir_all(&cwd).expect("node dir");
+    let node = ServerProc::start_with_env(
+        &cwd,
+        &home,
+        &cfg,
+        free_port(),
+        &[("FLOTILLA__CLUSTER__NODE_ID", "node-b")],
+    )
+    .await;
+    let base = node.address.clone();
+    let (st, v) = post(
+        &base,
+        "/api/v1/sessions",
+        json!({"project": "demo", "prompt": "IDLE"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    slowly(60, "the session working", || async {
+        (states(&base).await.get(&id).map(String::as_str) == Some("working")).then_some(())
+    })
+    .await;
+    assert_eq!(session_actors(&base).await, Some(1));
+
+    // Another node takes the lease (as after a pause longer than the lease time).
+    pg_exec(
+        &url,
+        "UPDATE leases SET owner = 'node-x', generation = generation + 1, \
+         expires_at_ms = (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + 600000 \
+         WHERE kind = 'session' AND key = $1",
+        &id,
+    )
+    .await;
+    slowly(30, "node-b's actor stopped after the loss", || async {
+        (session_actors(&base).await == Some(0)).then_some(())
+    })
+    .await;
+
+    // node-x dies: its lease expires and node-b takes the session back.
+    pg_exec(
+        &url,
+        "UPDATE leases SET expires_at_ms = 0 WHERE kind = 'session' AND key = $1",
+        &id,
+    )
+    .await;
+    slowly(30, "node-b took the session back", || async {
+        (owners(&url).await.get(&id).map(String::as_str) == Some("node-b")).then_some(())
+    })
+    .await;
+    slowly(30, "one actor for the session again", || async {
+        (session_actors(&base).await == Some(1)).then_some(())
+    })
+    .await;
+
+    let (st, v) = post(
+        &base,
+        &format!("/api/v1/sessions/{id}/send"),
+        json!({"message": "exit 3"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    slowly(60, "the session errored", || async {
+        (states(&base).await.get(&id).map(String::as_str) == Some("errored")).then_some(())
+    })
+    .await;
+    slowly(30, "the ended session's actor stopped", || async {
+        (session_actors(&base).await == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        events_of(&url, &id, "agent.exited").await,
+        1,
+        "one agent.exited for one exit"
+    );
+}

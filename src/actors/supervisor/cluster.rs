@@ -4,6 +4,7 @@
 use actix::prelude::*;
 
 use super::FleetSupervisor;
+use crate::actors::session::messages::Relinquish;
 use crate::store::SessionId;
 
 /// Sent by the lease manager: this node took over these sessions' leases; start their actors
@@ -61,7 +62,11 @@ impl Handler<ReleaseSessions> for FleetSupervisor {
     type Result = ();
     fn handle(&mut self, msg: ReleaseSessions, _ctx: &mut Self::Context) {
         for id in msg.ids {
-            self.sessions.remove(&id);
+            // Dropping the address alone would leave the actor running on its timers and
+            // exit watch: taken back later, the session would have two actors here.
+            if let Some(a) = self.sessions.remove(&id) {
+                a.do_send(Relinquish);
+            }
         }
     }
 }

@@ -156,6 +156,10 @@ impl FleetSupervisor {
             .unwrap_or_else(|| Arc::new(Policy::defaults()))
     }
 
+    /// The one place a session actor is started: a session never has two actors here (each
+    /// would watch the same agent and step the session twice). Starting an actor for a
+    /// session that has one does nothing; an actor dropped for a lost lease
+    /// was told to relinquish first (`ReleaseSessions`).
     fn start_actor(&mut self, id: SessionId, project: &str, ctx: &mut Context<Self>) {
         if self.sessions.contains_key(&id) {
             return;
@@ -782,7 +786,15 @@ impl Handler<CheckReady> for FleetSupervisor {
 impl Handler<SessionEnded> for FleetSupervisor {
     type Result = ();
     fn handle(&mut self, msg: SessionEnded, _ctx: &mut Self::Context) {
+        // A successor started meanwhile (lease lost and taken back) is not forgotten.
+        if self.sessions.get(&msg.id) != Some(&msg.actor) {
+            return;
+        }
         self.sessions.remove(&msg.id);
+        if msg.lease_lost {
+            // Not ended: the lease manager's next renewal tells this node it lost the lease.
+            return;
+        }
         let fleet = self.fleet.clone();
         let cluster = self.cluster.clone();
         actix::spawn(async move {
