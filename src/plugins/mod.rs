@@ -23,6 +23,7 @@ pub mod exec;
 pub mod github;
 pub mod notifiers;
 pub mod process;
+pub mod repo_lock;
 pub mod runtime_handle;
 pub mod tmux;
 pub mod trackers;

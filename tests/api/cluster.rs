@@ -254,6 +254,7 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
     }
     let bases: Vec<String> = nodes.iter().map(|n| n.address.clone()).collect();
 
+    let t0 = std::time::Instant::now();
     // 100 sessions, spawned round-robin on the three nodes.
     let ids: Vec<String> = stream::iter(0..SESSIONS)
         .map(|i| {
@@ -274,13 +275,8 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
         .await;
     let all: BTreeSet<String> = ids.iter().cloned().collect();
     assert_eq!(all.len(), SESSIONS, "distinct ids");
-    eventually(90, "every session working", || async {
-        let s = states(&bases[1]).await;
-        (all.iter()
-            .all(|id| s.get(id).map(String::as_str) == Some("working")))
-        .then_some(())
-    })
-    .await;
+    wait_all_working(&bases[1], &all, dir.path()).await;
+    eprintln!("{SESSIONS} sessions working after {:?}", t0.elapsed());
     let before = owners(&url).await;
     let by_a: BTreeSet<String> = before
         .iter()
@@ -298,7 +294,7 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
 
     // Taken over by the survivors once the leases expire (the deadline is generous for a busy
     // machine; the lease time is 3s).
-    let after = eventually(60, "node-a's sessions taken over", || {
+    let after = slowly(120, "node-a's sessions taken over", || {
         let url = url.clone();
         let by_a = by_a.clone();
         async move {
@@ -310,6 +306,7 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
     })
     .await;
     assert!(after.values().all(|o| o != "node-a"));
+    eprintln!("taken over after {:?}", t0.elapsed());
 
     // One instruction to every session, all through node-b (node-c's are forwarded to it
     // through the store).
@@ -329,10 +326,11 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
         .buffer_unordered(8)
         .collect()
         .await;
+    eprintln!("sent after {:?}", t0.elapsed());
     for (id, st, v) in &sent {
         assert_eq!(*st, 200, "{id}: {v}");
     }
-    eventually(60, "every agent got its instruction", || async {
+    slowly(120, "every agent got its instruction", || async {
         ids.iter()
             .all(|id| received(&home, id, &format!("hello {id}")) >= 1)
             .then_some(())
@@ -356,7 +354,7 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
         .buffer_unordered(8)
         .collect::<Vec<()>>()
         .await;
-    let hooks = eventually(60, "a notification per exited agent", || async {
+    let hooks = slowly(120, "a notification per exited agent", || async {
         let exited: Vec<Value> = r
             .delivered(Target::Webhook)
             .into_iter()
@@ -412,6 +410,39 @@ where
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until every session of `all` is `working`; on timeout names the others and their
+/// states, with the warnings in the nodes' logs (under `dir/node-*/server.log`).
+async fn wait_all_working(base: &str, all: &BTreeSet<String>, dir: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let s = states(base).await;
+        let behind: BTreeMap<&String, &str> = all
+            .iter()
+            .map(|id| (id, s.get(id).map(String::as_str).unwrap_or("missing")))
+            .filter(|(_, st)| *st != "working")
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let mut logs = String::new();
+            for node in ["node-a", "node-b", "node-c"] {
+                let text =
+                    std::fs::read_to_string(dir.join(node).join("server.log")).unwrap_or_default();
+                for l in text
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .take(40)
+                {
+                    logs.push_str(&format!("{node}: {l}\n"));
+                }
+            }
+            panic!("timed out waiting for every session working: {behind:?}\n{logs}");
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
