@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::session::messages::SendReport;
+use crate::actors::session::messages::{SendReport, StepReport};
 use crate::actors::supervisor::FleetError;
 use crate::store::{CommandStatus, LeaseStore, SessionId, StoreError};
 
@@ -22,6 +22,12 @@ pub enum ClusterCommand {
         /// Restore a dead session first.
         allow_restore: bool,
     },
+    /// Kill the session (`POST /api/v1/sessions/{id}/kill`).
+    Kill,
+    /// Restore the session (`POST /api/v1/sessions/{id}/restore`).
+    Restore,
+    /// Merge the session's PR (`POST /api/v1/sessions/{id}/merge`).
+    Merge,
 }
 
 /// The owner's answer, as stored in the command's row.
@@ -34,6 +40,13 @@ pub enum CommandAnswer {
         delivered: bool,
         /// Whether the session was restored first.
         restored: bool,
+    },
+    /// A kill, restore or merge ran; the session's row holds the result.
+    Stepped {
+        /// Whether anything changed.
+        changed: bool,
+        /// Why nothing changed, when it did not.
+        message: Option<String>,
     },
     /// Refused or failed, with the status class the sender answers with.
     Failed {
@@ -52,24 +65,52 @@ impl CommandAnswer {
                 delivered: rep.delivered,
                 restored: rep.restored,
             },
-            Err(e) => {
-                let class = match &e {
-                    FleetError::NotFound { .. } => "not_found",
-                    FleetError::Conflict(_) => "conflict",
-                    FleetError::Invalid { .. } => "invalid",
-                    FleetError::Busy | FleetError::NotReady(_) => "busy",
-                    _ => "error",
-                };
-                CommandAnswer::Failed {
-                    class: class.into(),
-                    message: e.to_string(),
-                }
-            }
+            Err(e) => Self::failed(&e),
         }
     }
 
-    /// Back into the sender's result.
-    fn into_result(self, id: &SessionId) -> Result<SendReport, FleetError> {
+    /// The answer for a kill's, restore's or merge's result.
+    pub fn of_step(r: Result<StepReport, FleetError>) -> Self {
+        match r {
+            Ok(rep) => CommandAnswer::Stepped {
+                changed: rep.changed,
+                message: rep.message,
+            },
+            Err(e) => Self::failed(&e),
+        }
+    }
+
+    fn failed(e: &FleetError) -> Self {
+        let class = match e {
+            FleetError::NotFound { .. } => "not_found",
+            FleetError::Conflict(_) => "conflict",
+            FleetError::Invalid { .. } => "invalid",
+            FleetError::Busy | FleetError::NotReady(_) => "busy",
+            _ => "error",
+        };
+        CommandAnswer::Failed {
+            class: class.into(),
+            message: e.to_string(),
+        }
+    }
+
+    fn into_error(class: &str, message: String, id: &SessionId) -> FleetError {
+        match class {
+            "not_found" => FleetError::NotFound { id: id.0.clone() },
+            "invalid" => FleetError::Invalid {
+                field: "message".into(),
+                reason: message,
+            },
+            "busy" => FleetError::Busy,
+            _ => FleetError::Conflict(message),
+        }
+    }
+
+    /// Back into a send's result.
+    ///
+    /// # Errors
+    /// The owner's, or `Conflict` for an answer that is not a send's.
+    pub fn into_result(self, id: &SessionId) -> Result<SendReport, FleetError> {
         match self {
             CommandAnswer::Sent {
                 delivered,
@@ -79,16 +120,24 @@ impl CommandAnswer {
                 delivered,
                 restored,
             }),
-            CommandAnswer::Failed { class, message } => Err(match class.as_str() {
-                "not_found" => FleetError::NotFound { id: id.0.clone() },
-                "conflict" => FleetError::Conflict(message),
-                "invalid" => FleetError::Invalid {
-                    field: "message".into(),
-                    reason: message,
-                },
-                "busy" => FleetError::Busy,
-                _ => FleetError::Conflict(message),
-            }),
+            CommandAnswer::Failed { class, message } => Err(Self::into_error(&class, message, id)),
+            CommandAnswer::Stepped { .. } => Err(FleetError::Conflict(format!(
+                "session {id}: its owner answered a send with a step"
+            ))),
+        }
+    }
+
+    /// Back into a kill's, restore's or merge's `(changed, message)`.
+    ///
+    /// # Errors
+    /// The owner's, or `Conflict` for an answer that is not a step's.
+    pub fn into_step(self, id: &SessionId) -> Result<(bool, Option<String>), FleetError> {
+        match self {
+            CommandAnswer::Stepped { changed, message } => Ok((changed, message)),
+            CommandAnswer::Failed { class, message } => Err(Self::into_error(&class, message, id)),
+            CommandAnswer::Sent { .. } => Err(FleetError::Conflict(format!(
+                "session {id}: its owner answered a step with a send"
+            ))),
         }
     }
 }
@@ -106,7 +155,7 @@ pub async fn forward(
     id: &SessionId,
     command: &ClusterCommand,
     wait: Duration,
-) -> Result<SendReport, FleetError> {
+) -> Result<CommandAnswer, FleetError> {
     let text = serde_json::to_string(command)
         .map_err(|e| FleetError::Store(StoreError::Corrupt(e.to_string())))?;
     let cmd = store.enqueue_command(id, &text).await?;
@@ -120,7 +169,5 @@ pub async fn forward(
     })
     .await
     .map_err(|_| FleetError::Busy)??;
-    let answer: CommandAnswer = serde_json::from_str(&answer)
-        .map_err(|e| FleetError::Store(StoreError::Corrupt(e.to_string())))?;
-    answer.into_result(id)
+    serde_json::from_str(&answer).map_err(|e| FleetError::Store(StoreError::Corrupt(e.to_string())))
 }

@@ -14,7 +14,9 @@ use futures::future::join_all;
 
 use super::bus::{ClusterCommand, CommandAnswer};
 use super::Cluster;
-use crate::actors::supervisor::messages::SendToSession;
+use crate::actors::supervisor::messages::{
+    KillSession, MergeSession, RestoreSession, SendToSession,
+};
 use crate::actors::supervisor::{AdoptSessions, FleetSupervisor, ReleaseSessions};
 use crate::store::ClusterCommandRecord;
 
@@ -142,6 +144,30 @@ async fn run(cluster: &Cluster, supervisor: &Addr<FleetSupervisor>, c: ClusterCo
                 .await;
             CommandAnswer::of(r.map_err(Into::into).and_then(|r| r))
         }
+        Ok(ClusterCommand::Kill) => step(
+            supervisor
+                .send(KillSession {
+                    id: c.session_id.clone(),
+                })
+                .timeout(COMMAND_TIMEOUT)
+                .await,
+        ),
+        Ok(ClusterCommand::Restore) => step(
+            supervisor
+                .send(RestoreSession {
+                    id: c.session_id.clone(),
+                })
+                .timeout(COMMAND_TIMEOUT)
+                .await,
+        ),
+        Ok(ClusterCommand::Merge) => step(
+            supervisor
+                .send(MergeSession {
+                    id: c.session_id.clone(),
+                })
+                .timeout(COMMAND_TIMEOUT)
+                .await,
+        ),
         Err(e) => CommandAnswer::Failed {
             class: "invalid".into(),
             message: format!("unknown command: {e}"),
@@ -151,6 +177,16 @@ async fn run(cluster: &Cluster, supervisor: &Addr<FleetSupervisor>, c: ClusterCo
     if let Err(e) = cluster.raw_store().finish_command(c.id, &text).await {
         tracing::warn!(id = c.id, error = ?e, "storing a command's answer failed");
     }
+}
+
+/// The answer for a forwarded kill, restore or merge.
+fn step(
+    r: Result<
+        Result<crate::actors::session::messages::StepReport, crate::actors::supervisor::FleetError>,
+        MailboxError,
+    >,
+) -> CommandAnswer {
+    CommandAnswer::of_step(r.map_err(Into::into).and_then(|r| r))
 }
 
 /// Runs `work` on its own task, so a store call is never cut short by the actor's context.

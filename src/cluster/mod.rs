@@ -199,7 +199,11 @@ impl Cluster {
         self.forget(id);
         if let Err(e) = self
             .store
-            .release_leases(LeaseKind::Session, &[id.0.clone()], self.node.as_str())
+            .release_leases(
+                LeaseKind::Session,
+                std::slice::from_ref(&id.0),
+                self.node.as_str(),
+            )
             .await
         {
             tracing::warn!(%id, error = ?e, "releasing a lease failed (it expires by itself)");
@@ -216,6 +220,21 @@ impl Cluster {
     ) -> Option<
         Result<crate::actors::session::messages::SendReport, crate::actors::supervisor::FleetError>,
     > {
+        let command = bus::ClusterCommand::Send {
+            text: text.to_string(),
+            allow_restore,
+        };
+        let r = self.forward(id, &command).await?;
+        Some(r.and_then(|a| a.into_result(id)))
+    }
+
+    /// Runs `command` on the session's owner when that is another node, and returns its
+    /// answer; `None` when this node should run it (it holds the lease, or nobody does).
+    pub async fn forward(
+        &self,
+        id: &SessionId,
+        command: &bus::ClusterCommand,
+    ) -> Option<Result<bus::CommandAnswer, crate::actors::supervisor::FleetError>> {
         match self
             .store
             .lease_holder(LeaseKind::Session, id.as_str())
@@ -225,13 +244,9 @@ impl Cluster {
             Ok(_) => return None,
             Err(e) => return Some(Err(e.into())),
         }
-        let command = bus::ClusterCommand::Send {
-            text: text.to_string(),
-            allow_restore,
-        };
         // Time for a dead owner's lease to expire and its successor to run the command.
         let wait = self.timing.ttl * 2 + FORWARD_WAIT;
-        Some(bus::forward(self.store.as_ref(), id, &command, wait).await)
+        Some(bus::forward(self.store.as_ref(), id, command, wait).await)
     }
 
     /// Starts a renewal round: its number.

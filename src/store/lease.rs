@@ -100,7 +100,9 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn renew_leases(&self, owner: &str, ttl: Duration) -> StoreResult<Vec<HeldLease>>;
 
     /// Takes over at most `limit` expired leases held by others (leases of ended sessions are
-    /// left alone), each with its generation + 1. Concurrent callers take distinct leases.
+    /// left alone), each with its generation + 1, and at most `limit` live sessions older than
+    /// `ttl` that have no lease at all (their node died between creating and leasing them).
+    /// Concurrent callers take distinct leases.
     async fn take_over_expired(
         &self,
         owner: &str,

@@ -142,6 +142,75 @@ async fn fenced_old_owner_is_refused(store: SharedStore) {
     );
 }
 
+fn new_session_at(at: chrono::DateTime<Utc>) -> NewSession {
+    NewSession {
+        project: "demo".into(),
+        prefix: "demo".into(),
+        agent: "scripted".into(),
+        runtime: "process".into(),
+        workspace_kind: "worktree".into(),
+        branch: None,
+        issue: None,
+        prompt: Some("work".into()),
+        skip_numbers: vec![],
+        fixed_id: None,
+        meta: json!({}),
+        at,
+    }
+}
+
+/// A node that died between creating a session and leasing it left a live session without a
+/// lease row: another node's takeover claims it once it is older than a lease time.
+async fn unleased_live_session_is_claimed(store: SharedStore) {
+    let (old, _) = store
+        .create_session(&new_session_at(Utc::now() - chrono::Duration::hours(1)))
+        .await
+        .expect("create");
+    let (fresh, _) = store
+        .create_session(&new_session_at(Utc::now()))
+        .await
+        .expect("create");
+    let ttl = Duration::from_secs(60);
+    let taken = store
+        .take_over_expired("node-b", ttl, 10)
+        .await
+        .expect("take over");
+    let keys: Vec<&str> = taken.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(keys, vec![old.id.as_str()], "only the old unleased one");
+    assert_eq!(taken[0].generation, 1);
+    assert_eq!(
+        store
+            .lease_holder(LeaseKind::Session, fresh.id.as_str())
+            .await
+            .expect("holder"),
+        None,
+        "a session being created keeps its own lease to take"
+    );
+    assert!(
+        store
+            .take_over_expired("node-c", ttl, 10)
+            .await
+            .expect("take over")
+            .is_empty(),
+        "claimed once"
+    );
+}
+
+#[actix_web::test]
+async fn an_unleased_live_session_is_claimed_on_postgres() {
+    let Some(url) = fresh_pg_url().await else {
+        return;
+    };
+    unleased_live_session_is_claimed(store::open(&url).await.expect("store")).await;
+}
+
+#[actix_web::test]
+async fn an_unleased_live_session_is_claimed_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/u.db", dir.path().display());
+    unleased_live_session_is_claimed(store::open(&url).await.expect("store")).await;
+}
+
 #[actix_web::test]
 async fn a_write_by_a_fenced_old_owner_is_refused_on_postgres() {
     let Some(url) = fresh_pg_url().await else {
@@ -337,6 +406,26 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
     })
     .await;
 
+    // A kill sent to a node that does not own the session runs on its owner.
+    let victim = after
+        .iter()
+        .find(|(_, o)| o.as_str() == "node-b")
+        .map(|(k, _)| k.clone())
+        .expect("node-b owns a session");
+    let (st, v) = post(
+        &bases[2],
+        &format!("/api/v1/sessions/{victim}/kill"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200, "kill forwarded to the owner: {v}");
+    slowly(60, "the forwarded kill done", || async {
+        (states(&bases[2]).await.get(&victim).map(String::as_str) == Some("killed")).then_some(())
+    })
+    .await;
+    let ids: Vec<String> = ids.into_iter().filter(|id| *id != victim).collect();
+    let sessions = ids.len();
+
     // Every agent exits: one urgent notification each, delivered by exactly one node.
     stream::iter(ids.clone())
         .map(|id| {
@@ -361,7 +450,7 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
             .map(|h| h.body)
             .filter(|b| b["event"] == "agent.exited")
             .collect();
-        (exited.len() >= SESSIONS).then_some(exited)
+        (exited.len() >= sessions).then_some(exited)
     })
     .await;
 
@@ -378,7 +467,7 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
             .entry(h["session"].as_str().unwrap_or_default().to_string())
             .or_default() += 1;
     }
-    assert_eq!(per_session.len(), SESSIONS, "{per_session:?}");
+    assert_eq!(per_session.len(), sessions, "{per_session:?}");
     assert!(
         per_session.values().all(|n| *n == 1),
         "one agent.exited notification per session: {per_session:?}"

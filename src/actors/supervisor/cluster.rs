@@ -1,11 +1,39 @@
 //! The supervisor's side of several nodes on one database (`src/cluster/`): adopting the
 //! sessions this node took over, and letting go of those it lost.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 
+use super::FleetError;
 use super::FleetSupervisor;
 use crate::actors::session::messages::Relinquish;
-use crate::store::SessionId;
+use crate::actors::session::messages::StepReport;
+use crate::cluster::bus::ClusterCommand;
+use crate::cluster::Cluster;
+use crate::store::{SessionId, SharedStore};
+
+/// Runs a kill, restore or merge on the session's owner when another node holds its lease,
+/// and answers with the session as that left it; `None` when this node runs it.
+pub(super) async fn forward_step(
+    cluster: Option<Arc<Cluster>>,
+    store: SharedStore,
+    id: &SessionId,
+    command: ClusterCommand,
+) -> Option<Result<StepReport, FleetError>> {
+    let answer = cluster?.forward(id, &command).await?;
+    Some(
+        async {
+            let (changed, message) = answer?.into_step(id)?;
+            Ok(StepReport {
+                session: store.load_snapshot(id).await?,
+                changed,
+                message,
+            })
+        }
+        .await,
+    )
+}
 
 /// Sent by the lease manager: this node took over these sessions' leases; start their actors
 /// (each re-adopts its running agent as after a restart). Answers how many of them have an actor now.

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::Utc;
 
+use self::cluster::forward_step;
 pub use self::cluster::{AdoptSessions, ReleaseSessions};
 use self::messages::*;
 use self::request::InvalidField;
@@ -35,6 +36,7 @@ use crate::actors::session::messages::{
     StepReport,
 };
 use crate::actors::session::{SessionActor, SessionError};
+use crate::cluster::bus::ClusterCommand;
 use crate::domain::machine::{self, Event, EventKind, Outcome};
 use crate::domain::policy::Policy;
 use crate::plugins::worktree::remote_heads;
@@ -527,8 +529,15 @@ impl Handler<KillSession> for FleetSupervisor {
         let store = self.fleet.store.clone();
         let policy = self.policy_for("");
         let fleet = self.fleet.clone();
+        let cluster = self.cluster.clone();
         Box::pin(
             async move {
+                // Another node drives it: the kill runs there.
+                if let Some(r) =
+                    forward_step(cluster, store.clone(), &msg.id, ClusterCommand::Kill).await
+                {
+                    return r;
+                }
                 let snap = store.load_snapshot(&msg.id).await?;
                 let ev = Event {
                     at: machine::micros(Utc::now()),
@@ -589,8 +598,15 @@ impl Handler<RestoreSession> for FleetSupervisor {
         let store = self.fleet.store.clone();
         let journal = self.fleet.journal.clone();
         let fleet = self.fleet.clone();
+        let cluster = self.cluster.clone();
         AtomicResponse::new(Box::pin(
             async move {
+                // Another node drives it: the restore runs (and its actor starts) there.
+                if let Some(r) =
+                    forward_step(cluster, store.clone(), &msg.id, ClusterCommand::Restore).await
+                {
+                    return r.map(|rep| (rep, false));
+                }
                 let snap = store.load_snapshot(&msg.id).await?;
                 let policy = fleet
                     .project(&snap.session.project)
@@ -621,15 +637,21 @@ impl Handler<RestoreSession> for FleetSupervisor {
                     })
                     .await?;
                 METRICS.transition(from, step.snapshot.session.state);
-                Ok(StepReport {
-                    session: step.snapshot,
-                    changed: true,
-                    message: None,
-                })
+                Ok((
+                    StepReport {
+                        session: step.snapshot,
+                        changed: true,
+                        message: None,
+                    },
+                    true,
+                ))
             }
             .into_actor(self)
-            .map(|res: Result<StepReport, FleetError>, act, ctx| {
-                let rep = res?;
+            .map(|res: Result<(StepReport, bool), FleetError>, act, ctx| {
+                let (rep, here) = res?;
+                if !here {
+                    return Ok(rep);
+                }
                 // The new actor sees `spawning` with an armed spawn deadline and starts the
                 // runtime (resuming the agent).
                 act.start_actor(
@@ -749,8 +771,15 @@ impl Handler<MergeSession> for FleetSupervisor {
             );
         }
         let store = self.fleet.store.clone();
+        let cluster = self.cluster.clone();
         Box::pin(
             async move {
+                // Another node drives it: the merge runs there.
+                if let Some(r) =
+                    forward_step(cluster, store.clone(), &msg.id, ClusterCommand::Merge).await
+                {
+                    return r;
+                }
                 let s = store.load_session(&msg.id).await?;
                 Err(FleetError::Conflict(format!(
                     "session {} is {}: there is no open PR to merge",

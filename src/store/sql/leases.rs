@@ -176,13 +176,37 @@ where
             ended = terminal_list(),
             skip = D::SKIP_LOCKED,
         );
+        // A live session without a lease row: its node died between creating it and
+        // leasing it. Only sessions older than a lease time (by this node's clock, as their
+        // `created_at` is their node's), so a creation's own lease is never raced.
+        let unleased = format!(
+            "INSERT INTO leases (kind, key, owner, generation, expires_at_ms) \
+             SELECT 'session', s.id, $1, 1, {now} + $2 FROM sessions s \
+             WHERE s.state NOT IN ({ended}) AND s.created_at < $3 \
+               AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.kind = 'session' AND l.key = s.id) \
+             ORDER BY s.created_at LIMIT $4 \
+             ON CONFLICT (kind, key) DO NOTHING \
+             RETURNING kind, key, generation",
+            ended = terminal_list(),
+        );
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::days(1));
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(&sql)
+        let mut rows = sqlx::query(&sql)
             .bind(owner)
             .bind(millis(ttl))
             .bind(clamp_limit(limit))
             .fetch_all(&mut *tx)
             .await?;
+        rows.extend(
+            sqlx::query(&unleased)
+                .bind(owner)
+                .bind(millis(ttl))
+                .bind(D::ts(cutoff))
+                .bind(clamp_limit(limit))
+                .fetch_all(&mut *tx)
+                .await?,
+        );
         tx.commit().await?;
         Self::held_from_rows(&rows)
     }
