@@ -422,6 +422,16 @@ impl Application {
                 url: store::redact_url(&url),
                 source,
             })?;
+        // Several nodes: session writes go through this node's leases (fenced).
+        let cluster =
+            crate::actors::cluster::Cluster::from_settings(&settings.cluster, store.clone());
+        let store = match &cluster {
+            Some(c) => {
+                tracing::info!(node = %c.node(), "clustered: sessions are leased through the database");
+                c.fenced_store()
+            }
+            None => store,
+        };
         let mut notifiers =
             notify::build_notifiers(&settings).map_err(|e| StartError::Config(e.to_string()))?;
         let chat_platforms = crate::actors::chat::platforms::chat_platforms_from(&settings);
@@ -440,6 +450,11 @@ impl Application {
             store.clone(),
             notifiers,
             OutboxSettings::from_settings(&settings.notifications),
+        )
+        .claiming_as(
+            cluster
+                .as_ref()
+                .map(|c| (c.node().0.clone(), c.timing().ttl)),
         )
         .start();
         let fleet = Arc::new(Fleet {
@@ -465,7 +480,13 @@ impl Application {
             ),
         });
         let ready = Arc::new(AtomicBool::new(false));
-        let supervisor = FleetSupervisor::new(fleet.clone(), ready).start();
+        let supervisor = FleetSupervisor::new(fleet.clone(), ready)
+            .with_cluster(cluster.clone())
+            .start();
+        if let Some(c) = cluster {
+            crate::actors::cluster::lease_manager::LeaseManagerActor::new(c, supervisor.clone())
+                .start();
+        }
         if let Some(scm) = fleet.plugins.scm.clone() {
             let every = settings.github.poll_interval.get();
             if every.is_zero() {

@@ -19,6 +19,8 @@
 //! - [`read`]: the read side: sessions, events and the live feed, output, attach info, the
 //!   board, orphans and conversations, answered from the store without an actor.
 //! - [`notify`]: notification routing (pure) and the outbox actor that delivers them.
+//! - [`cluster`]: several nodes on one PostgreSQL: node identity, session leases renewed by
+//!   the lease manager, fenced writes, the command bus to a session's owner.
 //! - [`chat`]: the chat bridge's pure logic (command parsing, templates, path checks, the
 //!   conversations overview); its actors are in `actors::chat`, its turn step in
 //!   `domain::chat`.

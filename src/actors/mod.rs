@@ -5,6 +5,7 @@
 
 pub mod all_complete;
 pub mod chat;
+pub mod cluster;
 pub mod fleet;
 pub mod host_events;
 pub mod intake;

@@ -14,10 +14,11 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, ConfigIssue};
 use super::sections::{
-    join_relative, AgentSettings, ChatSettings, DatabaseSettings, DefaultsSettings,
-    DiscordSettings, GithubSettings, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
-    NotificationsSettings, NotifierSettings, PriceSettings, ProjectSettings, ReactionSettings,
-    RoutingSettings, ServerSettings, SlackSettings, TelegramSettings,
+    join_relative, AgentSettings, ChatSettings, ClusterSettings, DatabaseSettings,
+    DefaultsSettings, DiscordSettings, GithubSettings, JiraSettings, LifecycleSettings,
+    LinearSettings, LogSettings, NotificationsSettings, NotifierSettings, PriceSettings,
+    ProjectSettings, ReactionSettings, RoutingSettings, ServerSettings, SlackSettings,
+    TelegramSettings,
 };
 use super::Settings;
 
@@ -46,6 +47,7 @@ const ENV_ORIGIN: &str = "the environment";
 const SECTIONS: &[&str] = &[
     "server",
     "database",
+    "cluster",
     "log",
     "defaults",
     "lifecycle",
@@ -370,6 +372,7 @@ fn check_sections(root: &Map<String, Value>, file: Option<&Path>, issues: &mut V
         match name.as_str() {
             "server" => check::<ServerSettings>(name, v, file, issues),
             "database" => check::<DatabaseSettings>(name, v, file, issues),
+            "cluster" => check::<ClusterSettings>(name, v, file, issues),
             "log" => check::<LogSettings>(name, v, file, issues),
             "defaults" => check::<DefaultsSettings>(name, v, file, issues),
             "lifecycle" => check::<LifecycleSettings>(name, v, file, issues),

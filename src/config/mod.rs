@@ -35,8 +35,8 @@ pub use load::{data_dir, load, load_with, LoadOptions, DEFAULT_CONFIG_YAML};
 pub use sandbox::{Sandbox, SandboxLimits, SandboxMount, SandboxNetwork, SandboxSettings};
 pub use sections::{
     AgentSettings, BudgetAction, BudgetSettings, ChatAllow, ChatAssistantSettings, ChatReplyMode,
-    ChatSettings, DatabaseSettings, DefaultsSettings, DiscordSettings, GithubSettings,
-    JiraRepositories, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
+    ChatSettings, ClusterSettings, DatabaseSettings, DefaultsSettings, DiscordSettings,
+    GithubSettings, JiraRepositories, JiraSettings, LifecycleSettings, LinearSettings, LogSettings,
     NotificationsSettings, NotifierSettings, Price, PriceSettings, ProjectSettings,
     RateLimitSettings, ReactionOverride, ReactionSettings, RoutingSettings, ServerSettings,
     SlackSettings, TelegramSettings, WorkspaceSetup, WritebackSettings, WritebackStage,
@@ -74,6 +74,9 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Session store.
     pub database: DatabaseSettings,
+    /// Several nodes on one PostgreSQL database.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     /// Log output.
     pub log: LogSettings,
     /// Project defaults.

@@ -81,6 +81,30 @@ impl ServerSettings {
     }
 }
 
+/// `cluster:` — several nodes on one PostgreSQL database (off while `node_id` is null).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This node's name, unique among the nodes sharing the database; null = one node that
+    /// owns everything (the default, and the only choice on SQLite).
+    pub node_id: Option<String>,
+    /// How long a lease lasts without renewal: a dead node's sessions are taken over after it.
+    pub lease_ttl: HumanDuration,
+    /// How often a node renews its leases (one query for all of them) and looks for expired
+    /// ones to take over; well under `lease_ttl`.
+    pub renew_interval: HumanDuration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            node_id: None,
+            lease_ttl: HumanDuration::from_secs(15),
+            renew_interval: HumanDuration::from_secs(5),
+        }
+    }
+}
+
 /// `database:` — where sessions and events are stored.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

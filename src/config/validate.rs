@@ -53,6 +53,7 @@ impl Settings {
         let mut v = Issues::default();
         self.check_server(&mut v);
         self.check_database_and_log(&mut v);
+        self.check_cluster(&mut v);
         self.check_defaults_and_lifecycle(&mut v);
         self.check_agents(&mut v);
         self.check_projects(&mut v);
@@ -101,6 +102,33 @@ impl Settings {
             v.check("database.url", check_database_url(url));
         }
         v.check("log.level", check_log_level(&self.log.level));
+    }
+
+    fn check_cluster(&self, v: &mut Issues) {
+        let c = &self.cluster;
+        v.check("cluster.lease_ttl", positive(c.lease_ttl));
+        v.check("cluster.renew_interval", positive(c.renew_interval));
+        if c.renew_interval.get() * 2 > c.lease_ttl.get() {
+            v.push(
+                "cluster.renew_interval",
+                "must be at most half of cluster.lease_ttl (a lease must survive one missed renewal)",
+            );
+        }
+        let Some(node) = &c.node_id else {
+            return;
+        };
+        v.check("cluster.node_id", check_node_id(node));
+        let postgres = self
+            .database
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+        if !postgres {
+            v.push(
+                "cluster.node_id",
+                "several nodes need a postgres:// database.url (SQLite is one node: leave it null)",
+            );
+        }
     }
 
     fn check_defaults_and_lifecycle(&self, v: &mut Issues) {
@@ -739,6 +767,18 @@ fn check_database_url(url: &str) -> Result<(), String> {
 
 /// A `level` or comma-separated `target=level` directives (the `EnvFilter` syntax,
 /// minus bare targets, which are almost always a misspelt level).
+fn check_node_id(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err("1 to 64 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
 fn check_log_level(s: &str) -> Result<(), String> {
     let is_level = |l: &str| LOG_LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
     let hint = || format!("use one of {} or target=level", LOG_LEVELS.join(", "));

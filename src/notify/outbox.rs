@@ -147,6 +147,9 @@ pub struct OutboxActor {
     released_during_poll: HashSet<String>,
     /// Someone asked for a poll while one was under way: poll again after it.
     poll_again: bool,
+    /// Several nodes share the outbox: rows are claimed in the database as this node for this
+    /// long before delivery, so each is delivered by one node (see `src/actors/cluster/`).
+    claim_as: Option<(String, Duration)>,
 }
 
 impl OutboxActor {
@@ -181,7 +184,15 @@ impl OutboxActor {
             polling: false,
             released_during_poll: HashSet::new(),
             poll_again: false,
+            claim_as: None,
         }
+    }
+
+    /// Claims due rows in the database as `node` for `hold` instead of reading them (several
+    /// nodes on one database).
+    pub fn claiming_as(mut self, node: Option<(String, Duration)>) -> Self {
+        self.claim_as = node;
+        self
     }
 
     /// Reads the due rows (coalescing concurrent requests) and dispatches them.
@@ -193,8 +204,16 @@ impl OutboxActor {
         self.polling = true;
         let store = self.store.clone();
         let batch = i64::try_from(self.cfg.batch).unwrap_or(i64::MAX);
+        let claim_as = self.claim_as.clone();
         let fut = detached(async move {
-            let due = store.due_notifications(Utc::now(), batch).await;
+            let due = match claim_as {
+                Some((node, hold)) => {
+                    store
+                        .claim_due_notifications(&node, Utc::now(), hold, batch)
+                        .await
+                }
+                None => store.due_notifications(Utc::now(), batch).await,
+            };
             let counts = store.count_notifications().await;
             (due, counts)
         });

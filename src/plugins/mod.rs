@@ -25,6 +25,7 @@ pub mod hosts;
 pub mod notifiers;
 pub mod process;
 pub mod remote_tmux;
+pub mod repo_lock;
 pub mod runtime_handle;
 pub mod tmux;
 pub mod trackers;

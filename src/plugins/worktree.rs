@@ -15,7 +15,7 @@ pub struct WorktreeWorkspace {
     /// One lock per repository: git's worktree bookkeeping (`.git/worktrees`) and `fetch` are
     /// not safe to run concurrently in one repository (a batch of 100 spawns lost 3 to
     /// "failed to read .git/worktrees/…/commondir" without it). It guards what the repository
-    /// last fetched.
+    /// last fetched. Other processes on the host are kept out by [`super::repo_lock`].
     repos: std::sync::Arc<std::sync::Mutex<HashMap<PathBuf, std::sync::Arc<RepoLock>>>>,
 }
 
@@ -172,6 +172,7 @@ impl Workspace for WorktreeWorkspace {
         let asked = std::time::Instant::now();
         let lock = self.lock_for(&req.repo);
         let mut fetched = lock.lock().await;
+        let _across = super::repo_lock::lock(&req.repo).await?;
         let path = req.path.to_string_lossy().to_string();
         let local = format!("refs/heads/{}", req.branch);
         let exists = git(&req.repo, &["show-ref", "--verify", "--quiet", &local])
@@ -224,6 +225,7 @@ impl Workspace for WorktreeWorkspace {
     async fn destroy(&self, repo: &Path, path: &Path) -> PluginResult<()> {
         let lock = self.lock_for(repo);
         let _held = lock.lock().await;
+        let _across = super::repo_lock::lock(repo).await?;
         if tokio::fs::metadata(path).await.is_ok() {
             let p = path.to_string_lossy().to_string();
             git(repo, &["worktree", "remove", "--force", &p]).await?;

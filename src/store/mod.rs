@@ -1,8 +1,8 @@
 //! The durable store: the only place that knows SQL.
 //!
 //! The interface is split by area ([`SessionCommands`], [`SessionQueries`], [`EventLog`],
-//! [`WebhookLog`], [`ChatStore`], [`TemplateStore`], [`Outbox`]); [`Store`] is all of them, and
-//! anything implementing every area is a `Store`. A test that injects a fault fakes one area
+//! [`WebhookLog`], [`ChatStore`], [`TemplateStore`], [`Outbox`], [`LeaseStore`]); [`Store`] is all
+//! of them, and anything implementing every area is a `Store`. A test that injects a fault fakes one area
 //! and takes the rest from a real store through [`StoreParts`].
 //!
 //! Every query is written once, in [`sql::SqlStore`], generic over a [`sql::Dialect`] that holds
@@ -21,6 +21,7 @@
 //! Timestamps are stored with microsecond precision (what PostgreSQL keeps; the SQLite backend
 //! truncates the same way), so a value read back may lack the nanoseconds it was written with.
 
+mod lease;
 pub mod models;
 mod parts;
 pub mod postgres;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use lease::*;
 pub use models::*;
 pub use parts::StoreParts;
 
@@ -62,6 +64,15 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The writer no longer holds the lease of what it writes (another node took it over);
+    /// nothing was written.
+    #[error("{what} is owned by another node now (fenced at generation {generation})")]
+    Fenced {
+        /// What was written (e.g. `session demo-3`).
+        what: String,
+        /// The generation the refused writer held.
+        generation: i64,
+    },
     /// The task doing the write was stopped (the runtime is shutting down).
     #[error("store write interrupted by shutdown")]
     Interrupted,
@@ -405,6 +416,7 @@ pub trait Store:
     + ChatStore
     + TemplateStore
     + Outbox
+    + LeaseStore
 {
 }
 
@@ -417,6 +429,7 @@ impl<T> Store for T where
         + ChatStore
         + TemplateStore
         + Outbox
+        + LeaseStore
 {
 }
 

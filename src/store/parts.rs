@@ -28,6 +28,8 @@ pub struct StoreParts {
     pub templates: Arc<dyn TemplateStore>,
     /// The notification outbox.
     pub outbox: Arc<dyn Outbox>,
+    /// Leases, fenced writes and commands between nodes.
+    pub leases: Arc<dyn LeaseStore>,
 }
 
 impl StoreParts {
@@ -42,6 +44,7 @@ impl StoreParts {
             chat: store.clone(),
             templates: store.clone(),
             outbox: store.clone(),
+            leases: store.clone(),
         }
     }
 }
@@ -127,4 +130,19 @@ delegate! { Outbox to outbox {
     fn count_notifications() -> Vec<(NotificationStatus, i64)>;
     fn defer_notifications(ids: &[String], until: DateTime<Utc>) -> u64;
     fn fold_into_digest(digest: &NotificationRecord, members: &[String]) -> u64;
+} }
+
+delegate! { LeaseStore to leases {
+    fn acquire_lease(kind: LeaseKind, key: &str, owner: &str, ttl: std::time::Duration) -> Option<HeldLease>;
+    fn renew_leases(owner: &str, ttl: std::time::Duration) -> Vec<HeldLease>;
+    fn take_over_expired(owner: &str, ttl: std::time::Duration, limit: i64) -> Vec<HeldLease>;
+    fn lease_holder(kind: LeaseKind, key: &str) -> Option<Fence>;
+    fn release_leases(kind: LeaseKind, keys: &[String], owner: &str) -> u64;
+    fn commit_transition_fenced(commit: &TransitionCommit, fence: &Fence) -> EventRecord;
+    fn enqueue_command(session: &SessionId, command: &str) -> i64;
+    fn claim_commands(owner: &str, limit: i64) -> Vec<ClusterCommandRecord>;
+    fn finish_command(id: i64, result: &str) -> ();
+    fn command_status(id: i64) -> CommandStatus;
+    fn claim_due_notifications(owner: &str, now: DateTime<Utc>, hold: std::time::Duration, limit: i64) -> Vec<NotificationRecord>;
+    fn command_wakeups() -> Option<tokio::sync::mpsc::Receiver<()>>;
 } }

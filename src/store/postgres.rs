@@ -51,6 +51,9 @@ impl Dialect for PostgresDialect {
     const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
     const LOCK_EVENT_LOG: Option<(&'static str, i64)> =
         Some(("SELECT pg_advisory_xact_lock($1)", EVENT_LOG_LOCK));
+    const NOW_MS: &'static str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const NOTIFIES: bool = true;
     const CONVERSATION_SPEND_SQL: &'static str =
         "SELECT COALESCE(SUM((data->'usage'->>'cost_usd')::float8), 0.0)::float8 \
          FROM events WHERE kind = $1 AND data->>'conversation' = $2";

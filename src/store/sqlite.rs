@@ -55,6 +55,9 @@ impl Dialect for SqliteDialect {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const BEGIN_SNAPSHOT: &'static str = "BEGIN";
     const LOCK_EVENT_LOG: Option<(&'static str, i64)> = None;
+    const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    const SKIP_LOCKED: &'static str = "";
+    const NOTIFIES: bool = false;
     const CONVERSATION_SPEND_SQL: &'static str =
         "SELECT COALESCE(SUM(CAST(json_extract(data, '$.usage.cost_usd') AS REAL)), 0.0) \
          FROM events WHERE kind = $1 AND json_extract(data, '$.conversation') = $2";

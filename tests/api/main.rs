@@ -10,6 +10,7 @@ mod chat_fidelity;
 mod chat_jira_repos;
 mod chat_platforms;
 mod cli;
+mod cluster;
 mod crash;
 mod dashboard;
 mod events;

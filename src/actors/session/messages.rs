@@ -53,6 +53,12 @@ pub struct Kill {
 #[rtype(result = "Result<StepReport, SessionError>")]
 pub struct Restore;
 
+/// Sent by the supervisor when another node took the session's lease over: stop driving it
+/// (timers and the exit watch end; the agent keeps running for its new owner) and stop.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Relinquish;
+
 /// Sent by the supervisor to type a user's message into the agent.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SendReport, SessionError>")]

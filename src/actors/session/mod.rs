@@ -79,6 +79,8 @@ pub struct SessionActor {
     probe_pending: bool,
     /// An SCM check is running; checks asked for meanwhile fold into one more afterwards.
     scm: scm::CheckState,
+    /// Another node owns the session now: this actor drives nothing, even after a restart.
+    released: bool,
     span: tracing::Span,
 }
 
@@ -103,8 +105,34 @@ impl SessionActor {
             watched_log: None,
             probe_pending: false,
             scm: scm::CheckState::default(),
+            released: false,
             span,
         }
+    }
+
+    /// Stops driving the session for good: another node (or a newer actor) drives it now.
+    /// Timers and the exit watch end and the supervisor forgets this actor, so it can never
+    /// step the session a second time beside its successor.
+    fn relinquish(&mut self, ctx: &mut Context<Self>) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        self.snapshot = None;
+        for (_, (_, h)) in self.timers.drain() {
+            ctx.cancel_future(h);
+        }
+        if let Some(w) = self.watcher.take() {
+            ctx.cancel_future(w);
+        }
+        self.unwatch_output();
+        self.supervisor.do_send(SessionEnded {
+            id: self.id.clone(),
+            project: String::new(),
+            actor: ctx.address(),
+            lease_lost: true,
+        });
+        ctx.stop();
     }
 
     /// Runs after the snapshot is loaded: re-arms timers, re-attaches to the runtime, or
@@ -117,7 +145,7 @@ impl SessionActor {
         // A write-back a restart interrupted before it was claimed is done now.
         self.write_back(None, &s);
         if s.session.state.is_terminal() {
-            self.end();
+            self.end(ctx);
             return;
         }
         if self.restarts > self.fleet.max_restarts {
@@ -210,12 +238,14 @@ impl SessionActor {
     }
 
     /// Tells the supervisor the session ended; it drops the last address and the actor stops.
-    fn end(&mut self) {
+    fn end(&mut self, ctx: &mut Context<Self>) {
         self.watcher = None;
         self.unwatch_output();
         self.fleet.sandbox.stop(self.id.as_str());
         self.supervisor.do_send(SessionEnded {
             id: self.id.clone(),
+            actor: ctx.address(),
+            lease_lost: false,
             project: self
                 .snapshot
                 .as_ref()
@@ -424,6 +454,11 @@ impl SessionActor {
                             message: None,
                         })
                     }
+                    Err(e @ StoreError::Fenced { .. }) => {
+                        tracing::warn!(parent: &act.span, error = ?e, "another node owns the session now; letting go");
+                        act.relinquish(ctx);
+                        Err(SessionError::Store(e))
+                    }
                     Err(e) => {
                         tracing::error!(parent: &act.span, error = ?e, "persisting a step failed; restarting to reload");
                         ctx.stop();
@@ -482,7 +517,7 @@ impl SessionActor {
         }
         self.run_effects(ctx, effects);
         if to.is_terminal() {
-            self.end();
+            self.end(ctx);
         }
     }
 
@@ -670,6 +705,11 @@ impl Actor for SessionActor {
         // A restart dropped every context item: forget the old handles.
         self.timers.clear();
         self.watcher = None;
+        if self.released {
+            // Restarted only because an address was still held somewhere: stay idle (every
+            // message is answered `NotLoaded`) until the last one is dropped.
+            return;
+        }
         let store = self.fleet.store.clone();
         let id = self.id.clone();
         ctx.wait(
@@ -682,12 +722,12 @@ impl Actor for SessionActor {
                     }
                     Err(StoreError::NotFound { .. }) => {
                         tracing::error!(parent: &act.span, "session vanished from the store");
-                        act.end();
+                        act.end(ctx);
                     }
                     Err(e) => {
                         tracing::error!(parent: &act.span, error = ?e, "loading the session failed");
                         if act.restarts > act.fleet.max_restarts {
-                            act.end();
+                            act.end(ctx);
                         } else {
                             ctx.stop();
                         }
@@ -708,6 +748,13 @@ impl Supervised for SessionActor {
         self.snapshot = None;
         METRICS.actor_restarts.inc();
         tracing::warn!(parent: &self.span, restarts = self.restarts, "session actor restarting");
+    }
+}
+
+impl Handler<Relinquish> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Relinquish, ctx: &mut Self::Context) {
+        self.relinquish(ctx);
     }
 }
 

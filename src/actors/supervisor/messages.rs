@@ -102,6 +102,11 @@ pub struct SessionEnded {
     pub id: SessionId,
     /// Its project (whose all-complete may now be due).
     pub project: String,
+    /// The actor that sends this: the supervisor forgets it only if it is still the one it
+    /// holds for the session (a successor started meanwhile stays).
+    pub actor: actix::Addr<crate::actors::session::SessionActor>,
+    /// The session did not end: another node owns it now (a fenced write was refused).
+    pub lease_lost: bool,
 }
 
 /// Sent by the app's interval: a cheap safety reconcile of every live session.

@@ -13,6 +13,7 @@
 //! is fresher than its row; `CheckReady` stays, since `/readyz` also proves this mailbox
 //! answers.
 
+mod cluster;
 pub mod messages;
 pub mod request;
 pub mod spawn;
@@ -24,9 +25,12 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::Utc;
 
+use self::cluster::forward_step;
+pub use self::cluster::{AdoptSessions, ReleaseSessions};
 use self::messages::*;
 use self::request::InvalidField;
 use self::spawn::{branch_free, plan_branch, preflight_agent};
+use crate::actors::cluster::bus::ClusterCommand;
 use crate::actors::fleet::Fleet;
 use crate::actors::session::messages::{
     Apply, GetSnapshot, Kill, MergeNow, Reconcile, Restore, ScmCheck, ScmHint, SendMessage,
@@ -126,6 +130,8 @@ pub struct FleetSupervisor {
     sessions: HashMap<SessionId, Addr<SessionActor>>,
     /// Set once every non-terminal session has been restored; read by `/readyz`.
     ready: Arc<AtomicBool>,
+    /// Several nodes on one database: which sessions this node drives (`None`: all of them).
+    cluster: Option<Arc<crate::actors::cluster::Cluster>>,
 }
 
 impl FleetSupervisor {
@@ -135,7 +141,14 @@ impl FleetSupervisor {
             fleet,
             sessions: HashMap::new(),
             ready,
+            cluster: None,
         }
+    }
+
+    /// Drives only the sessions whose lease this node holds in `cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::actors::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     fn policy_for(&self, project: &str) -> Arc<Policy> {
@@ -145,6 +158,10 @@ impl FleetSupervisor {
             .unwrap_or_else(|| Arc::new(Policy::defaults()))
     }
 
+    /// The one place a session actor is started: a session never has two actors here (each
+    /// would watch the same agent and step the session twice). Starting an actor for a
+    /// session that has one does nothing; an actor dropped for a lost lease
+    /// was told to relinquish first (`ReleaseSessions`).
     fn start_actor(&mut self, id: SessionId, project: &str, ctx: &mut Context<Self>) {
         if self.sessions.contains_key(&id) {
             return;
@@ -163,13 +180,18 @@ impl Actor for FleetSupervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let store = self.fleet.store.clone();
+        let cluster = self.cluster.clone();
         ctx.wait(
             async move {
                 let filter = SessionFilter {
                     active_only: true,
                     ..Default::default()
                 };
-                let live = store.list_sessions(&filter).await?;
+                let mut live = store.list_sessions(&filter).await?;
+                if let Some(c) = cluster {
+                    // Other live nodes keep theirs.
+                    live = c.claim_at_start(live).await;
+                }
                 let counts = store.count_by_state().await?;
                 Ok::<_, StoreError>((live, counts))
             }
@@ -526,8 +548,15 @@ impl Handler<KillSession> for FleetSupervisor {
         let store = self.fleet.store.clone();
         let policy = self.policy_for("");
         let fleet = self.fleet.clone();
+        let cluster = self.cluster.clone();
         Box::pin(
             async move {
+                // Another node drives it: the kill runs there.
+                if let Some(r) =
+                    forward_step(cluster, store.clone(), &msg.id, ClusterCommand::Kill).await
+                {
+                    return r;
+                }
                 let snap = store.load_snapshot(&msg.id).await?;
                 let ev = Event {
                     at: machine::micros(fleet.clock.now()),
@@ -588,8 +617,15 @@ impl Handler<RestoreSession> for FleetSupervisor {
         let store = self.fleet.store.clone();
         let journal = self.fleet.journal.clone();
         let fleet = self.fleet.clone();
+        let cluster = self.cluster.clone();
         AtomicResponse::new(Box::pin(
             async move {
+                // Another node drives it: the restore runs (and its actor starts) there.
+                if let Some(r) =
+                    forward_step(cluster, store.clone(), &msg.id, ClusterCommand::Restore).await
+                {
+                    return r.map(|rep| (rep, false));
+                }
                 let snap = store.load_snapshot(&msg.id).await?;
                 let policy = fleet
                     .project(&snap.session.project)
@@ -620,15 +656,21 @@ impl Handler<RestoreSession> for FleetSupervisor {
                     })
                     .await?;
                 METRICS.transition(from, step.snapshot.session.state);
-                Ok(StepReport {
-                    session: step.snapshot,
-                    changed: true,
-                    message: None,
-                })
+                Ok((
+                    StepReport {
+                        session: step.snapshot,
+                        changed: true,
+                        message: None,
+                    },
+                    true,
+                ))
             }
             .into_actor(self)
-            .map(|res: Result<StepReport, FleetError>, act, ctx| {
-                let rep = res?;
+            .map(|res: Result<(StepReport, bool), FleetError>, act, ctx| {
+                let (rep, here) = res?;
+                if !here {
+                    return Ok(rep);
+                }
                 // The new actor sees `spawning` with an armed spawn deadline and starts the
                 // runtime (resuming the agent).
                 act.start_actor(
@@ -661,6 +703,7 @@ impl Handler<SendToSession> for FleetSupervisor {
             .unwrap_or_else(|| chrono::Duration::minutes(5))
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(300));
+        let cluster = self.cluster.clone();
         Box::pin(
             async move {
                 if let Some(a) = addr {
@@ -668,6 +711,22 @@ impl Handler<SendToSession> for FleetSupervisor {
                         .send(SendMessage { text: msg.text })
                         .timeout(timeout)
                         .await??);
+                }
+                if let Some(c) = cluster {
+                    if let Some(r) = c.forward_send(&msg.id, &msg.text, msg.allow_restore).await {
+                        return r;
+                    }
+                    // Taken over a moment ago: its actor is being started.
+                    if c.holds(&msg.id)
+                        && me
+                            .send(AdoptSessions {
+                                ids: vec![msg.id.clone()],
+                            })
+                            .await?
+                            > 0
+                    {
+                        return me.send(msg).await?;
+                    }
                 }
                 if !msg.allow_restore {
                     return Err(FleetError::Conflict(format!(
@@ -731,8 +790,15 @@ impl Handler<MergeSession> for FleetSupervisor {
             );
         }
         let store = self.fleet.store.clone();
+        let cluster = self.cluster.clone();
         Box::pin(
             async move {
+                // Another node drives it: the merge runs there.
+                if let Some(r) =
+                    forward_step(cluster, store.clone(), &msg.id, ClusterCommand::Merge).await
+                {
+                    return r;
+                }
                 let s = store.load_session(&msg.id).await?;
                 Err(FleetError::Conflict(format!(
                     "session {} is {}: there is no open PR to merge",
@@ -768,9 +834,23 @@ impl Handler<CheckReady> for FleetSupervisor {
 impl Handler<SessionEnded> for FleetSupervisor {
     type Result = ();
     fn handle(&mut self, msg: SessionEnded, _ctx: &mut Self::Context) {
+        // A successor started meanwhile (lease lost and taken back) is not forgotten.
+        if self.sessions.get(&msg.id) != Some(&msg.actor) {
+            return;
+        }
         self.sessions.remove(&msg.id);
+        if msg.lease_lost {
+            // Not ended: the lease manager's next renewal tells this node it lost the lease.
+            return;
+        }
         let fleet = self.fleet.clone();
-        actix::spawn(async move { check_all_complete(&fleet, &msg.project).await });
+        let cluster = self.cluster.clone();
+        actix::spawn(async move {
+            if let Some(c) = cluster {
+                c.release(&msg.id).await;
+            }
+            check_all_complete(&fleet, &msg.project).await
+        });
     }
 }
 

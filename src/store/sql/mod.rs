@@ -76,6 +76,7 @@ macro_rules! sql_impl {
 }
 
 mod chat;
+mod leases;
 mod outbox;
 mod sessions;
 mod writebacks;
@@ -112,6 +113,15 @@ pub trait Dialect: Send + Sync + 'static {
     const LOCK_EVENT_LOG: Option<(&'static str, i64)>;
     /// The sum of `data.usage.cost_usd` of events of kind `$1` with `data.conversation = $2`.
     const CONVERSATION_SPEND_SQL: &'static str;
+
+    /// An expression for the database clock's time in milliseconds since the epoch (leases
+    /// expire by the database's clock, never a node's).
+    const NOW_MS: &'static str;
+    /// What ends a `SELECT` whose rows another node may be claiming at the same moment
+    /// (`FOR UPDATE SKIP LOCKED`; nothing where one writer runs at a time).
+    const SKIP_LOCKED: &'static str;
+    /// Whether the backend wakes other connections (`LISTEN`/`NOTIFY`).
+    const NOTIFIES: bool;
 
     /// A timestamp as stored.
     fn ts(t: DateTime<Utc>) -> Self::Ts;

@@ -49,7 +49,7 @@ sql_impl! { #[async_trait] impl Outbox;
     ) -> StoreResult<()> {
         let updated = sqlx::query(
             "UPDATE notifications SET status = $2, attempts = $3, next_attempt_at = $4, \
-             last_error = $5 WHERE id = $1",
+             last_error = $5, claimed_by = NULL, claimed_until_ms = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(status.as_str())

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use super::{placeholders, ReadRows, RowsAffected};
 use crate::store::{
     as_text, clamp_limit, parse_state, session_not_found, terminal_states, write_err, Activity,
-    EventLog, EventRecord, NewEvent, NewSession, ReactionTracker, SessionCommands, SessionFilter,
-    SessionId, SessionQueries, SessionRecord, SessionSnapshot, SessionState, StoreResult,
-    TransitionCommit, WebhookDelivery, WebhookLog,
+    EventLog, EventRecord, Fence, LeaseKind, NewEvent, NewSession, ReactionTracker,
+    SessionCommands, SessionFilter, SessionId, SessionQueries, SessionRecord, SessionSnapshot,
+    SessionState, StoreResult, TransitionCommit, WebhookDelivery, WebhookLog,
 };
 
 sql_impl! { #[async_trait] impl SessionCommands;
@@ -74,8 +74,23 @@ sql_impl! { #[async_trait] impl SessionCommands;
 
     #[tracing::instrument(skip_all, fields(id = %commit.snapshot.session.id))]
     async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord> {
+        self.commit_transition_checked(commit, None).await
+    }
+}
+
+sql_impl! { impl;
+    /// `commit_transition`, first checking in the same transaction that `fence` (when given)
+    /// still holds the session's lease (see `leases.rs`).
+    pub(super) async fn commit_transition_checked(
+        &self,
+        commit: &TransitionCommit,
+        fence: Option<&Fence>,
+    ) -> StoreResult<EventRecord> {
         let s = &commit.snapshot.session;
         let mut tx = self.begin_write().await?;
+        if let Some(f) = fence {
+            Self::check_fence(&mut tx, LeaseKind::Session, s.id.as_str(), f).await?;
+        }
         let updated = sqlx::query(
             "UPDATE sessions SET project = $2, state = $3, reason = $4, agent = $5, \
              runtime = $6, workspace_kind = $7, branch = $8, workspace = $9, pr_number = $10, \

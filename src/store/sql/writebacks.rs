@@ -3,20 +3,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Encode, Executor, IntoArguments, Type};
 
-use super::{Args, Conn, Db, Dialect, RowsAffected, SqlStore, Value};
+use super::RowsAffected;
 use crate::store::{write_err, StoreResult, WritebackMarks};
 
-#[async_trait]
-impl<D> WritebackMarks for SqlStore<D>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    for<'q> Args<'q, D>: IntoArguments<'q, Db<D>>,
-    for<'a> &'a str: Encode<'a, Db<D>> + Type<Db<D>>,
-    D::Ts: Value<Db<D>>,
-{
+sql_impl! { #[async_trait] impl WritebackMarks;
     #[tracing::instrument(skip_all, fields(session_id, stage))]
     async fn claim_writeback(
         &self,
