@@ -18,6 +18,7 @@ pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestar
 
 use super::keys::{ReactionKey, TimerKey};
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
+use crate::plugins::RuntimeHandle;
 use crate::domain::session::{
     Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord,
 };
@@ -524,7 +525,7 @@ impl Machine<'_> {
             } => {
                 if st.is_terminal() {
                     // Killed while it was starting: take the late runtime down too.
-                    self.s.session.runtime_handle = Some(handle.clone());
+                    self.s.session.runtime_handle = Some(RuntimeHandle::from_json(handle));
                     self.s.timers.clear();
                     self.effects.push(Effect::DestroyRuntime);
                     return Outcome::Applied;
@@ -535,11 +536,11 @@ impl Machine<'_> {
                     if self.s.session.runtime_handle.is_some() {
                         return self.ignore("runtime.started");
                     }
-                    self.s.session.runtime_handle = Some(handle.clone());
+                    self.s.session.runtime_handle = Some(RuntimeHandle::from_json(handle));
                     self.disarm(TimerKey::Spawn);
                     return Outcome::Applied;
                 }
-                self.s.session.runtime_handle = Some(handle.clone());
+                self.s.session.runtime_handle = Some(RuntimeHandle::from_json(handle));
                 if workspace.is_some() {
                     self.s.session.workspace = workspace.clone();
                 }

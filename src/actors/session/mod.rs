@@ -222,13 +222,13 @@ impl SessionActor {
     }
 
     /// Watches the runtime for the agent's exit, without polling.
-    fn watch(&mut self, ctx: &mut Context<Self>, handle: serde_json::Value) {
+    fn watch(&mut self, ctx: &mut Context<Self>, handle: RuntimeHandle) {
         if let Some(w) = self.watcher.take() {
             ctx.cancel_future(w);
         }
         // Output changes wake the activity probe; both runtimes keep a `log` file.
         self.unwatch_output();
-        let typed = RuntimeHandle::from_json(&handle);
+        let typed = handle.clone();
         if let Some(log) = typed.log().map(std::path::Path::to_path_buf) {
             self.fleet
                 .output_watch
@@ -550,7 +550,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
         }
         Effect::DestroyRuntime => {
             if let (Some(h), Ok(rt)) = (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
-                if let Err(e) = rt.destroy(&RuntimeHandle::from_json(h)).await {
+                if let Err(e) = rt.destroy(h).await {
                     tracing::warn!(error = %e, "destroying the runtime failed");
                 }
             }
@@ -597,7 +597,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                 // The restarted agent got it as its first prompt: only the record is left.
                 _ if given_at_launch => true,
                 (Some(h), Ok(rt)) => rt
-                    .send_message(&RuntimeHandle::from_json(h), &message)
+                    .send_message(h, &message)
                     .await
                     .unwrap_or(false),
                 _ => false,
@@ -885,7 +885,7 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     use crate::store::Activity;
     let rec = &s.session;
     let (Some(h), Ok(rt), Ok(agent)) = (
-        rec.runtime_handle.as_ref().map(RuntimeHandle::from_json),
+        rec.runtime_handle.clone(),
         fleet.plugins.runtime(&rec.runtime),
         fleet.plugins.agent(&rec.agent),
     ) else {
@@ -1007,7 +1007,7 @@ impl Handler<Reconcile> for SessionActor {
             return Box::pin(fut::ready(()));
         }
         Box::pin(
-            async move { (rt.is_alive(&RuntimeHandle::from_json(&h)).await, h) }
+            async move { (rt.is_alive(&h).await, h) }
                 .into_actor(self)
                 .map(|(alive, h), _act, ctx| {
                     if let Ok(false) = alive {
@@ -1033,7 +1033,7 @@ impl Handler<SendMessage> for SessionActor {
             (Some(h), st)
                 if !st.is_terminal() && s.session.activity != crate::store::Activity::Exited =>
             {
-                RuntimeHandle::from_json(h)
+                h.clone()
             }
             _ => {
                 return Box::pin(fut::ready(Err(SessionError::Rejected(format!(

@@ -1164,7 +1164,7 @@ fn an_answer_ends_only_the_question_it_answered() {
 /// after "done").
 fn exited(state: SessionState) -> SessionSnapshot {
     let mut s = fresh(state);
-    s.session.runtime_handle = Some(serde_json::json!({"pid": 1}));
+    s.session.runtime_handle = Some(crate::plugins::RuntimeHandle::from_json(&serde_json::json!({"pid": 1})));
     s.session.activity = Activity::Exited;
     s
 }
@@ -1222,7 +1222,7 @@ fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
     );
     assert!(pending_restart(&s).is_none());
     assert_eq!(
-        s.session.runtime_handle,
+        s.session.runtime_handle.map(|h| h.to_json()),
         Some(serde_json::json!({"pid": 2}))
     );
     assert_eq!(s.session.activity, Activity::Active);

@@ -223,7 +223,8 @@ where
             prompt: Self::get(row, "prompt")?,
             runtime_handle: Self::get::<Option<D::Json>>(row, "runtime_handle")?
                 .map(|v| D::read_json("runtime_handle", v))
-                .transpose()?,
+                .transpose()?
+                .map(|v| crate::plugins::RuntimeHandle::from_json(&v)),
             activity: parse_activity(&Self::get::<String>(row, "activity")?)?,
             activity_at: Self::get_opt_ts(row, "activity_at")?,
             restart_count: Self::get(row, "restart_count")?,

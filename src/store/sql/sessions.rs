@@ -112,7 +112,7 @@ where
         .bind(s.pr.as_ref().map(|p| p.url.as_str()))
         .bind(&s.issue)
         .bind(&s.prompt)
-        .bind(s.runtime_handle.as_ref().map(D::json))
+        .bind(s.runtime_handle.as_ref().map(|h| D::json(&h.to_json())))
         .bind(activity_str(s.activity))
         .bind(s.activity_at.map(D::ts))
         .bind(s.restart_count)
