@@ -131,6 +131,7 @@ meta: serde_json::Value::Null,
                         at: Utc::now(),
                     },
                     notifications: Vec::new(),
+                    instructions: Vec::new(),
                 })
                 .await
                 .expect("commit");

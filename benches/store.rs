@@ -112,6 +112,7 @@ fn commit_for(snapshot: &SessionSnapshot) -> TransitionCommit {
         },
         event,
         notifications: Vec::new(),
+        instructions: Vec::new(),
     }
 }
 

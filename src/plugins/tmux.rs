@@ -322,6 +322,30 @@ impl TmuxRuntime {
         }
     }
 
+    /// Presses Enter on a pasted `draft` and confirms the submission (see `send_message`).
+    async fn submit(
+        &self,
+        h: &TmuxHandle,
+        draft: Option<Draft>,
+        needle: &str,
+    ) -> PluginResult<bool> {
+        for wait in SUBMIT_WAITS {
+            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+            let Some(d) = &draft else {
+                tracing::warn!(session = %h.session, "pasted message never appeared on screen");
+                return Ok(false);
+            };
+            let done = self
+                .wait_screen(&h.pane, wait, |s| submitted(d, s, needle).then_some(()))
+                .await?;
+            if done.is_some() {
+                return Ok(true);
+            }
+        }
+        tracing::warn!(session = %h.session, "message pasted but not confirmed as submitted");
+        Ok(false)
+    }
+
     async fn start(&self, spec: &LaunchSpec, name: &str, log: &Path) -> PluginResult<String> {
         let mut argv = spec.argv.clone();
         if argv.len() == 1 {
@@ -634,6 +658,17 @@ pub fn strip_ansi(s: &str) -> String {
 }
 
 /// The last `lines` lines of the log, escapes removed.
+/// The pane log from byte `offset` on, as text.
+async fn read_log_from(path: &Path, offset: u64) -> PluginResult<String> {
+    let all = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
+    Ok(String::from_utf8_lossy(&all[start..]).into_owned())
+}
+
 async fn log_tail(path: &Path, lines: usize) -> PluginResult<String> {
     match super::activity::read_tail(path, LOG_TAIL_BYTES).await? {
         Some((text, _)) => {
@@ -833,21 +868,57 @@ impl Runtime for TmuxRuntime {
         let draft = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| find_draft(s, &needle))
             .await?;
-        for wait in SUBMIT_WAITS {
-            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
-            let Some(d) = &draft else {
-                tracing::warn!(session = %h.session, "pasted message never appeared on screen");
-                return Ok(false);
-            };
-            let done = self
-                .wait_screen(&h.pane, wait, |s| submitted(d, s, &needle).then_some(()))
-                .await?;
-            if done.is_some() {
+        self.submit(h, draft, &needle).await
+    }
+
+    /// The pane log's length: what the pane showed after it is what the delivery did.
+    async fn input_mark(&self, handle: &RuntimeHandle) -> PluginResult<Option<u64>> {
+        let h = TmuxHandle::parse(handle)?;
+        match tokio::fs::metadata(&h.log).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Finishes an interrupted delivery from what the pane shows: a draft of the message still
+    /// on the input line is submitted; a message whose draft appeared in the log since `mark`
+    /// but is no longer on the input line was submitted (only confirmed); otherwise whatever a
+    /// half-finished paste left on the input line is cleared (Ctrl-U) and the message sent.
+    async fn resume_message(
+        &self,
+        handle: &RuntimeHandle,
+        text: &str,
+        mark: Option<u64>,
+    ) -> PluginResult<bool> {
+        let h = TmuxHandle::parse(handle)?;
+        if !h.alive() {
+            return Err(PluginError::NotFound(format!(
+                "agent in tmux session {}",
+                h.session
+            )));
+        }
+        let needle = needle(text.trim_end_matches(['\n', '\r']));
+        if needle.is_empty() {
+            return self.send_message(handle, text).await;
+        }
+        let screen = self.screen(&h.pane).await?;
+        let on_input_line = screen
+            .rows
+            .get(screen.cursor)
+            .is_some_and(|r| shows_draft(r, None, &needle));
+        if on_input_line {
+            let draft = find_draft(&screen, &needle);
+            return self.submit(h, draft, &needle).await;
+        }
+        if let Some(mark) = mark {
+            let since = read_log_from(&h.log, mark).await?;
+            if strip_ansi(&since).contains(&needle) {
                 return Ok(true);
             }
         }
-        tracing::warn!(session = %h.session, "message pasted but not confirmed as submitted");
-        Ok(false)
+        self.tmux(&["send-keys", "-t", &h.pane, "C-u"]).await?;
+        self.send_message(handle, text).await
     }
 
     /// A menu number is typed as a key (the menu acts on it at once); other answers (`y`,

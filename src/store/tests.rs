@@ -215,6 +215,7 @@ fn bare_commit(session: &SessionRecord, state: SessionState, secs: i64) -> Trans
             timers: BTreeMap::new(),
         },
         notifications: Vec::new(),
+        instructions: Vec::new(),
     }
 }
 
@@ -462,6 +463,7 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
             snapshot: first.clone(),
             event: transition_event(&created.id, SessionState::CiFailed, 31),
             notifications: Vec::new(),
+            instructions: Vec::new(),
         })
         .await
         .expect("commit");
@@ -488,6 +490,7 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
             snapshot: second.clone(),
             event: transition_event(&created.id, SessionState::PrOpen, 40),
             notifications: Vec::new(),
+            instructions: Vec::new(),
         })
         .await
         .expect("commit");

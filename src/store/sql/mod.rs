@@ -44,6 +44,7 @@ macro_rules! notification_columns {
 }
 
 mod chat;
+mod instructions;
 mod outbox;
 mod sessions;
 

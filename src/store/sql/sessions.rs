@@ -166,6 +166,9 @@ where
         for n in &commit.notifications {
             Self::insert_notification(&mut tx, n).await?;
         }
+        for i in &commit.instructions {
+            Self::insert_instruction(&mut tx, i).await?;
+        }
 
         let e = &commit.event;
         let event =
@@ -457,6 +460,25 @@ where
         .map_err(write_err)?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(platform))]
+    async fn mark_webhook_processed(
+        &self,
+        platform: &str,
+        delivery_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        self.webhook_processed(platform, delivery_id, at).await
+    }
+
+    #[tracing::instrument(skip_all, fields(platform))]
+    async fn unprocessed_webhook_deliveries(
+        &self,
+        platform: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.webhooks_unprocessed(platform, limit).await
     }
 }
 
