@@ -10,6 +10,7 @@ mod chat_fidelity;
 mod chat_platforms;
 mod cli;
 mod crash;
+mod crash_points;
 mod dashboard;
 mod events;
 #[path = "../support/fake_anthropic.rs"]
