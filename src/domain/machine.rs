@@ -34,7 +34,7 @@ pub fn launch_intent(s: &SessionSnapshot) -> Option<DateTime<Utc>> {
 
 use super::keys::{ReactionKey, TimerKey};
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
-use crate::plugins::RuntimeHandle;
+use crate::domain::runtime_handle::RuntimeHandle;
 use crate::domain::session::{
     Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord,
 };

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::RuntimeHandle;
+use super::runtime_handle::RuntimeHandle;
 
 use super::keys::{ReactionKey, TimerKey};
 

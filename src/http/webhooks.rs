@@ -75,7 +75,10 @@ pub async fn github(
             .github_webhooks
             .with_label_values(&[event.kind.as_str()])
             .inc();
-        state.reads.mark_webhook_processed("github", &delivery_id).await?;
+        state
+            .reads
+            .mark_webhook_processed("github", &delivery_id)
+            .await?;
         return Ok(HttpResponse::Ok().json(json!({"duplicate": false, "pong": true})));
     }
     let kind = event.kind.as_str();
@@ -83,7 +86,12 @@ pub async fn github(
     // busy supervisor must not turn into a 5xx (GitHub's redelivery would be a duplicate).
     match state.supervisor.send(GithubEventReceived { event }).await {
         // Handed over: processed. A crash before this line leaves the delivery to start-up.
-        Ok(()) => state.reads.mark_webhook_processed("github", &delivery_id).await?,
+        Ok(()) => {
+            state
+                .reads
+                .mark_webhook_processed("github", &delivery_id)
+                .await?
+        }
         Err(e) => tracing::warn!(error = %e, "github event not handed to the supervisor"),
     }
     Ok(HttpResponse::Ok().json(json!({"duplicate": false, "event": kind})))

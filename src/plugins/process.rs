@@ -152,10 +152,7 @@ fn started_at(ticks: u64) -> Option<DateTime<Utc>> {
 fn runs_session(pid: i32, session_id: &str) -> bool {
     let needle = format!("FLOTILLA_SESSION_ID={session_id}");
     std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| {
-            env.split(|b| *b == 0)
-                .any(|var| var == needle.as_bytes())
-        })
+        .map(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
         .unwrap_or(false)
 }
 
@@ -456,7 +453,10 @@ impl Runtime for ProcessRuntime {
             }
             None => {
                 // Something else follows the mark: not ours to complete (never typed twice).
-                tracing::warn!(pid = h.pid, "an interrupted message cannot be told apart; not re-sent");
+                tracing::warn!(
+                    pid = h.pid,
+                    "an interrupted message cannot be told apart; not re-sent"
+                );
                 Ok(false)
             }
         }
@@ -590,7 +590,11 @@ mod tests {
         let found = rt.find("t-1", before).await.expect("find").expect("found");
         assert_eq!(found, h);
         let later = Utc::now() + chrono::Duration::hours(1);
-        assert_eq!(rt.find("t-1", later).await.expect("find"), None, "an older launch");
+        assert_eq!(
+            rt.find("t-1", later).await.expect("find"),
+            None,
+            "an older launch"
+        );
         assert_eq!(rt.find("t-2", before).await.expect("find"), None);
 
         assert!(rt.send_message(&h, "first").await.expect("send"));
@@ -598,11 +602,20 @@ mod tests {
         // A crash cut the write short: half of the message is in.
         let journal = h.process().expect("process").stdin.clone();
         append(&journal, b"sec".to_vec()).await.expect("append");
-        assert!(rt.resume_message(&h, "second", Some(mark)).await.expect("resume"));
+        assert!(rt
+            .resume_message(&h, "second", Some(mark))
+            .await
+            .expect("resume"));
         // Finished already: resuming again writes nothing.
         let len = tokio::fs::metadata(&journal).await.expect("meta").len();
-        assert!(rt.resume_message(&h, "second", Some(mark)).await.expect("again"));
-        assert_eq!(tokio::fs::metadata(&journal).await.expect("meta").len(), len);
+        assert!(rt
+            .resume_message(&h, "second", Some(mark))
+            .await
+            .expect("again"));
+        assert_eq!(
+            tokio::fs::metadata(&journal).await.expect("meta").len(),
+            len
+        );
         // Nothing written yet: sent whole.
         let mark = rt.input_mark(&h).await.expect("mark");
         assert!(rt.resume_message(&h, "third", mark).await.expect("third"));

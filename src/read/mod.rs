@@ -139,8 +139,16 @@ impl ReadModel {
     ///
     /// # Errors
     /// `Store`.
-    pub async fn mark_webhook_processed(&self, platform: &str, delivery_id: &str) -> ReadResult<()> {
-        let (store, platform, id) = (self.store.clone(), platform.to_string(), delivery_id.to_string());
+    pub async fn mark_webhook_processed(
+        &self,
+        platform: &str,
+        delivery_id: &str,
+    ) -> ReadResult<()> {
+        let (store, platform, id) = (
+            self.store.clone(),
+            platform.to_string(),
+            delivery_id.to_string(),
+        );
         let task = tokio::spawn(async move {
             store
                 .mark_webhook_processed(&platform, &id, chrono::Utc::now())

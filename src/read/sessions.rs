@@ -95,8 +95,6 @@ impl ReadModel {
             )));
         }
         let rt = self.runtime(&s.runtime)?;
-        Ok(s.runtime_handle
-            .as_ref()
-            .and_then(|h| rt.attach_info(h)))
+        Ok(s.runtime_handle.as_ref().and_then(|h| rt.attach_info(h)))
     }
 }

@@ -436,7 +436,9 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
         number: 17,
         url: "https://github.com/acme/demo/pull/17".into(),
     });
-    session.runtime_handle = Some(crate::plugins::RuntimeHandle::from_json(&json!({ "tmux": "flotilla-demo-1", "pid": 4242 })));
+    session.runtime_handle = Some(crate::plugins::RuntimeHandle::from_json(
+        &json!({ "tmux": "flotilla-demo-1", "pid": 4242 }),
+    ));
     session.activity = Activity::WaitingInput;
     session.activity_at = Some(at(30) + Duration::microseconds(123_456));
     session.restart_count = 2;

@@ -171,14 +171,29 @@ fn scratch(runtime: &str) -> (Scratch, PathBuf) {
 }
 
 async fn start(s: &Scratch, agent_home: &Path) -> ServerProc {
-    ServerProc::start_with_env(
-        s.dir.path(),
-        &s.home,
-        &s.cfg,
+    let (dir, home, cfg, port) = (
+        s.dir.path().to_path_buf(),
+        s.home.clone(),
+        s.cfg.clone(),
         s.port,
-        &[("HOME", &agent_home.to_string_lossy())],
-    )
-    .await
+    );
+    let agent_home = agent_home.to_string_lossy().into_owned();
+    let started = tokio::spawn(async move {
+        ServerProc::start_with_env(&dir, &home, &cfg, port, &[("HOME", &agent_home)]).await
+    })
+    .await;
+    match started {
+        Ok(server) => server,
+        Err(e) => {
+            // The server's own words say why it did not come up.
+            let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "server did not start ({e}); its log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
 }
 
 /// Stops the test's tmux server with the test.
@@ -194,8 +209,15 @@ impl Drop for TmuxServer {
 
 /// What one operation did.
 enum Op {
-    Spawn { prompt: String, answer: Option<(u16, Value)> },
-    Send { id: String, token: String, answer: Option<(u16, Value)> },
+    Spawn {
+        prompt: String,
+        answer: Option<(u16, Value)>,
+    },
+    Send {
+        id: String,
+        token: String,
+        answer: Option<(u16, Value)>,
+    },
 }
 
 async fn crash_points(runtime: &str) {
@@ -234,11 +256,16 @@ async fn crash_points(runtime: &str) {
                 spawned += 1;
                 let prompt = format!("IDLE spawn-{spawned}");
                 tasks.push(tokio::spawn(async move {
-                    let answer =
-                        post(&base, "/api/v1/sessions", json!({"project": "demo", "prompt": prompt}))
-                            .await;
+                    let answer = post(
+                        &base,
+                        "/api/v1/sessions",
+                        json!({"project": "demo", "prompt": prompt}),
+                    )
+                    .await;
                     Op::Spawn { prompt, answer }
                 }));
+            } else if working.is_empty() {
+                continue;
             } else {
                 let id = working[rng.below(working.len() as u64) as usize].clone();
                 let token = format!("note-{round}-{i}");
@@ -269,13 +296,14 @@ async fn crash_points(runtime: &str) {
     let sessions: Vec<Value> = eventually(60, "every session started", || async {
         let list = get(&base, "/api/v1/sessions").await;
         let all = list["sessions"].as_array().cloned().unwrap_or_default();
-        all.iter()
-            .all(|v| v["state"] != "spawning")
-            .then_some(all)
+        all.iter().all(|v| v["state"] != "spawning").then_some(all)
     })
     .await;
     for v in &sessions {
-        assert_eq!(v["state"], "working", "every session runs (seed {seed}): {v}");
+        assert_eq!(
+            v["state"], "working",
+            "every session runs (seed {seed}): {v}"
+        );
     }
     let by_prompt: BTreeMap<String, Vec<String>> =
         sessions.iter().fold(BTreeMap::new(), |mut m, v| {
@@ -288,7 +316,11 @@ async fn crash_points(runtime: &str) {
     for (prompt, answer) in &spawns {
         let created = matches!(answer, Some((201, _)));
         let found = by_prompt.get(prompt).map(Vec::len).unwrap_or(0);
-        assert!(found <= 1, "duplicated session for {prompt}: {:?}", by_prompt[prompt]);
+        assert!(
+            found <= 1,
+            "duplicated session for {prompt}: {:?}",
+            by_prompt[prompt]
+        );
         if created && found == 0 {
             lost += 1;
         }
@@ -304,9 +336,15 @@ async fn crash_points(runtime: &str) {
     })
     .await;
     for (id, pids) in &agents {
-        assert!(pids.len() <= 1, "{id} has two live agents {pids:?} (seed {seed})");
+        assert!(
+            pids.len() <= 1,
+            "{id} has two live agents {pids:?} (seed {seed})"
+        );
         let v = get(&base, &format!("/api/v1/sessions/{id}")).await;
-        assert_ne!(v["state"], "errored", "{id} errored while its agent lives (seed {seed})");
+        assert_ne!(
+            v["state"], "errored",
+            "{id} errored while its agent lives (seed {seed})"
+        );
     }
 
     // Every send answered 200 arrived once; none arrived twice.
@@ -314,21 +352,34 @@ async fn crash_points(runtime: &str) {
         .iter()
         .filter(|(_, _, a)| matches!(a, Some((200, v)) if v["delivered"] == true))
         .collect();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, a) in &sends {
+        let k = match a {
+            Some((st, v)) => format!("{st} {}", v["error"]["message"].as_str().unwrap_or("")),
+            None => "no answer".into(),
+        };
+        *answers.entry(k).or_default() += 1;
+    }
     assert!(
         ok.len() >= OPERATIONS / 4,
-        "too few sends got through to test anything: {} (seed {seed})",
+        "too few sends got through to test anything: {} (seed {seed}); answers {answers:?}",
         ok.len()
     );
     let outs = eventually(30, "every confirmed send received", || async {
         let outs = outputs(&s.home);
         ok.iter()
-            .all(|(id, token, _)| received(outs.get(id).map(String::as_str).unwrap_or(""), token) >= 1)
+            .all(|(id, token, _)| {
+                received(outs.get(id).map(String::as_str).unwrap_or(""), token) >= 1
+            })
             .then_some(outs)
     })
     .await;
     for (id, token, answer) in &sends {
         let n = received(outs.get(id).map(String::as_str).unwrap_or(""), token);
-        assert!(n <= 1, "{token} delivered {n} times to {id} (answer {answer:?}, seed {seed})");
+        assert!(
+            n <= 1,
+            "{token} delivered {n} times to {id} (answer {answer:?}, seed {seed})"
+        );
     }
     let answered = sends.iter().filter(|(_, _, a)| a.is_some()).count();
     eprintln!(
@@ -357,7 +408,9 @@ async fn kill_dash_nine_at_random_points_tmux_runtime_keeps_one_driver_per_sessi
 async fn db(s: &Scratch) -> sqlx::SqliteConnection {
     use sqlx::Connection;
     let url = format!("sqlite://{}/flotilla.db", s.home.display());
-    sqlx::SqliteConnection::connect(&url).await.expect("open db")
+    sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("open db")
 }
 
 /// A timestamp as the SQLite store writes it.
@@ -367,9 +420,13 @@ fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Spawns one idle session and waits until it works; returns its id.
 async fn one_working(base: &str) -> String {
-    let (st, v) = post(base, "/api/v1/sessions", json!({"project": "demo", "prompt": "IDLE"}))
-        .await
-        .expect("spawn");
+    let (st, v) = post(
+        base,
+        "/api/v1/sessions",
+        json!({"project": "demo", "prompt": "IDLE"}),
+    )
+    .await
+    .expect("spawn");
     assert_eq!(st, 201, "{v}");
     let id = v["id"].as_str().expect("id").to_string();
     eventually(30, "working", || async {
@@ -412,12 +469,14 @@ async fn launch_is_adopted(runtime: &str) {
             .execute(&mut c)
             .await
             .expect("timers");
-        sqlx::query("INSERT INTO timers (session_id, kind, deadline) VALUES ($1, 'spawn_timeout', $2)")
-            .bind(&id)
-            .bind(ts(chrono::Utc::now() + chrono::Duration::minutes(5)))
-            .execute(&mut c)
-            .await
-            .expect("timer");
+        sqlx::query(
+            "INSERT INTO timers (session_id, kind, deadline) VALUES ($1, 'spawn_timeout', $2)",
+        )
+        .bind(&id)
+        .bind(ts(chrono::Utc::now() + chrono::Duration::minutes(5)))
+        .execute(&mut c)
+        .await
+        .expect("timer");
     }
     let server = start(&s, &agent_home).await;
     let base = server.address.clone();
@@ -428,7 +487,11 @@ async fn launch_is_adopted(runtime: &str) {
     .await;
     assert_eq!(v["state"], "working", "adopted, not errored: {v}");
     let after = live_agents(&agent_home);
-    assert_eq!(after.get(&id), before.get(&id), "the same one agent runs: {after:?}");
+    assert_eq!(
+        after.get(&id),
+        before.get(&id),
+        "the same one agent runs: {after:?}"
+    );
     drop(server);
 }
 
@@ -471,7 +534,10 @@ async fn interrupted_instruction_is_finished_once(runtime: &str) {
             let journal = s.home.join("runtime").join(&id).join("stdin.log");
             let mark = std::fs::metadata(&journal).expect("journal").len();
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&journal).expect("open");
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&journal)
+                .expect("open");
             f.write_all(b"finish-").expect("half");
             mark
         }
@@ -479,7 +545,15 @@ async fn interrupted_instruction_is_finished_once(runtime: &str) {
             let log = s.home.join("tmux").join(format!("{id}.log"));
             let mark = std::fs::metadata(&log).expect("log").len();
             let out = std::process::Command::new("tmux")
-                .args(["-L", &socket, "send-keys", "-t", &format!("={id}:"), "-l", "finish-"])
+                .args([
+                    "-L",
+                    &socket,
+                    "send-keys",
+                    "-t",
+                    &format!("={id}:"),
+                    "-l",
+                    "finish-",
+                ])
                 .output()
                 .expect("tmux");
             assert!(out.status.success(), "{out:?}");
@@ -503,9 +577,13 @@ async fn interrupted_instruction_is_finished_once(runtime: &str) {
     }
     let server = start(&s, &agent_home).await;
     let base = server.address.clone();
-    let (st, v) = post(&base, &format!("/api/v1/sessions/{id}/send"), json!({"message": "after"}))
-        .await
-        .expect("send after");
+    let (st, v) = post(
+        &base,
+        &format!("/api/v1/sessions/{id}/send"),
+        json!({"message": "after"}),
+    )
+    .await
+    .expect("send after");
     assert_eq!((st, &v["delivered"]), (200, &json!(true)), "{v}");
     let out = eventually(30, "both received", || async {
         let outs = outputs(&s.home);
@@ -516,7 +594,10 @@ async fn interrupted_instruction_is_finished_once(runtime: &str) {
     assert_eq!(received(&out, text), 1, "whole and once: {out}");
     assert_eq!(received(&out, "after"), 1, "{out}");
     assert_eq!(received(&out, "before"), 1, "{out}");
-    assert!(!out.contains("got: finish-finish"), "not typed onto the half line: {out}");
+    assert!(
+        !out.contains("got: finish-finish"),
+        "not typed onto the half line: {out}"
+    );
     drop(server);
 }
 
@@ -590,7 +671,9 @@ async fn a_stored_unprocessed_webhook_is_processed_at_start_up() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("flotilla_github_webhooks_total{") && l.contains("pull_request") && l.ends_with(" 1")),
+            .any(|l| l.starts_with("flotilla_github_webhooks_total{")
+                && l.contains("pull_request")
+                && l.ends_with(" 1")),
         "handed to the fleet once: {metrics}"
     );
     drop(server);
@@ -603,7 +686,9 @@ async fn a_restore_and_a_kill_at_the_same_moment_are_serialized() {
     let app = spawn_app().await;
     let id = app.spawn(json!({"project": "demo", "prompt": "x"})).await;
     app.wait_state(&id, "working").await;
-    let (st, v) = app.post(&format!("/api/v1/sessions/{id}/kill"), json!({})).await;
+    let (st, v) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
     assert_eq!(st, 200, "{v}");
     app.wait_state(&id, "killed").await;
     for _ in 0..5 {
@@ -621,7 +706,9 @@ async fn a_restore_and_a_kill_at_the_same_moment_are_serialized() {
         let (_, v) = app.get(&format!("/api/v1/sessions/{id}")).await;
         assert_ne!(v["state"], "errored", "{v}");
         // Whatever the order, one more kill leaves it killed.
-        let (st, v) = app.post(&format!("/api/v1/sessions/{id}/kill"), json!({})).await;
+        let (st, v) = app
+            .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+            .await;
         assert_eq!(st, 200, "{v}");
         let v = app.wait_state(&id, "killed").await;
         assert_ne!(v["reason"], "spawn_failed", "{v}");

@@ -91,10 +91,7 @@ pub async fn deliver_open(
         if ins.kind == InstructionKind::Reaction {
             record_reaction(fleet, rec, &ins, state).await;
         }
-        done.push(Delivery {
-            id: ins.id,
-            result,
-        });
+        done.push(Delivery { id: ins.id, result });
     }
     Ok(done)
 }

@@ -698,7 +698,8 @@ async fn run_effect(
             ..
         } => {
             // The restarted agent got it as its first prompt: only the record is left.
-            let data = serde_json::json!({"reaction": reaction, "delivered": true, "via": "restart"});
+            let data =
+                serde_json::json!({"reaction": reaction, "delivered": true, "via": "restart"});
             let _ = fleet
                 .journal
                 .append(&NewEvent {

@@ -19,7 +19,11 @@ const BATCH: i64 = 500;
 /// processed after the hand-over. Failures are logged (the next start-up tries again).
 pub(super) async fn unprocessed_webhooks(fleet: &Fleet, me: Addr<FleetSupervisor>) {
     loop {
-        let pending = match fleet.store.unprocessed_webhook_deliveries(GITHUB, BATCH).await {
+        let pending = match fleet
+            .store
+            .unprocessed_webhook_deliveries(GITHUB, BATCH)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = ?e, "reading unprocessed webhook deliveries failed");

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::{Effect, Machine, Outcome};
 use crate::domain::keys::{ReactionKey, TimerKey};
 use crate::domain::policy::Priority;
+use crate::domain::runtime_handle::RuntimeHandle;
 use crate::domain::session::{Activity, SessionSnapshot};
-use crate::plugins::RuntimeHandle;
 
 /// Where a session's [`PendingRestart`] lives in its `meta`.
 pub const RESTART_KEY: &str = "restart_for";

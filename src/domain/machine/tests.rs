@@ -1169,7 +1169,9 @@ fn an_answer_ends_only_the_question_it_answered() {
 /// after "done").
 fn exited(state: SessionState) -> SessionSnapshot {
     let mut s = fresh(state);
-    s.session.runtime_handle = Some(crate::plugins::RuntimeHandle::from_json(&serde_json::json!({"pid": 1})));
+    s.session.runtime_handle = Some(crate::domain::runtime_handle::RuntimeHandle::from_json(
+        &serde_json::json!({"pid": 1}),
+    ));
     s.session.activity = Activity::Exited;
     s
 }

@@ -8,8 +8,8 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::{write_err, Args, Conn, Db, Dialect, Row, SqlStore, Value};
 use crate::store::{
-    InstructionLog, InstructionRecord, InstructionState, NewInstruction, SessionId,
-    StoreError, StoreResult, WebhookDelivery,
+    InstructionLog, InstructionRecord, InstructionState, NewInstruction, SessionId, StoreError,
+    StoreResult, WebhookDelivery,
 };
 
 macro_rules! instruction_columns {
@@ -208,4 +208,3 @@ where
         Ok(())
     }
 }
-
