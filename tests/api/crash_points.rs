@@ -207,6 +207,9 @@ impl Drop for TmuxServer {
     }
 }
 
+/// A send: the session, its unique token, and the server's answer (`None`: it died first).
+type Send = (String, String, Option<(u16, Value)>);
+
 /// What one operation did.
 enum Op {
     Spawn {
@@ -234,7 +237,7 @@ async fn crash_points(runtime: &str) {
     let base = server.address.clone();
 
     let mut spawns: Vec<(String, Option<(u16, Value)>)> = Vec::new();
-    let mut sends: Vec<(String, String, Option<(u16, Value)>)> = Vec::new();
+    let mut sends: Vec<Send> = Vec::new();
     let per_round = OPERATIONS / CRASHES;
     let spawns_per_round = SPAWNS.div_ceil(CRASHES);
     let mut spawned = 0;
@@ -327,14 +330,24 @@ async fn crash_points(runtime: &str) {
     }
     assert_eq!(lost, 0, "sessions lost (seed {seed})");
 
-    let agents = eventually(30, "one live agent per session", || async {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let agents = loop {
         let agents = live_agents(&agent_home);
-        sessions
+        let wrong: Vec<(&str, usize)> = sessions
             .iter()
-            .all(|v| agents.get(v["id"].as_str().unwrap_or("")).map(Vec::len) == Some(1))
-            .then_some(agents)
-    })
-    .await;
+            .map(|v| v["id"].as_str().unwrap_or(""))
+            .map(|id| (id, agents.get(id).map(Vec::len).unwrap_or(0)))
+            .filter(|(_, n)| *n != 1)
+            .collect();
+        if wrong.is_empty() {
+            break agents;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sessions without exactly one live agent (seed {seed}): {wrong:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     for (id, pids) in &agents {
         assert!(
             pids.len() <= 1,
@@ -348,7 +361,7 @@ async fn crash_points(runtime: &str) {
     }
 
     // Every send answered 200 arrived once; none arrived twice.
-    let ok: Vec<&(String, String, Option<(u16, Value)>)> = sends
+    let ok: Vec<&Send> = sends
         .iter()
         .filter(|(_, _, a)| matches!(a, Some((200, v)) if v["delivered"] == true))
         .collect();
