@@ -25,7 +25,7 @@ const OPERATIONS: usize = 200;
 /// Sessions spawned per run (the other operations are sends).
 const SPAWNS: usize = 30;
 /// Longest random delay before a kill, in milliseconds.
-const MAX_DELAY_MS: u64 = 400;
+const MAX_DELAY_MS: u64 = 1500;
 
 /// A small deterministic generator (xorshift64*): the seed alone replays a run.
 struct Rng(u64);
