@@ -131,20 +131,24 @@ async fn read_from(path: &Path, offset: u64) -> PluginResult<Vec<u8>> {
     Ok(all[start..].to_vec())
 }
 
-/// When a process that started `ticks` clock ticks after boot started (whole seconds).
+/// When a process that started `ticks` clock ticks after boot started, on the wall clock.
+///
+/// Measured back from now through the uptime (10 ms resolution), not forward from the boot
+/// time in `/proc/stat`: that one is whole seconds and drifts from the wall clock as the clock
+/// is adjusted (here by 0.7 s), which made a launch's own agent look older than its intent.
 fn started_at(ticks: u64) -> Option<DateTime<Utc>> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let btime: i64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
         .parse()
         .ok()?;
     // SAFETY: sysconf takes a plain integer.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
-    let secs = i64::try_from(ticks / hz).ok()?;
-    DateTime::from_timestamp(btime + secs, 0)
+    let ago = uptime - ticks as f64 / hz as f64;
+    let ago = chrono::Duration::milliseconds((ago.max(0.0) * 1000.0) as i64);
+    Some(Utc::now() - ago)
 }
 
 /// Whether `pid` runs with `FLOTILLA_SESSION_ID=session_id` in its environment: a pid file
@@ -175,6 +179,8 @@ pub struct ProcessRuntime {
     dir: PathBuf,
     /// Children this process spawned, keyed by pid: reaped by their own task (no zombies).
     children: Arc<Mutex<HashMap<i32, ExitCell>>>,
+    /// One launch at a time per session: two `create`s of one session never both start.
+    launches: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ProcessRuntime {
@@ -183,7 +189,36 @@ impl ProcessRuntime {
         ProcessRuntime {
             dir,
             children: Arc::new(Mutex::new(HashMap::new())),
+            launches: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lock serializing launches of `session_id`.
+    fn launch_lock(&self, session_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.launches.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(session_id.to_string()).or_default().clone()
+    }
+
+    /// The live agent of `session_id` that the pid file names (whatever launch started it).
+    fn running(&self, session_id: &str) -> Option<ProcessHandle> {
+        let dir = self.dir.join(session_id);
+        let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let journal = dir.join(JOURNAL);
+        let handle = ProcessHandle {
+            pid,
+            start_ticks: start_ticks(pid)?,
+            log: dir.join("output.log"),
+            stdin: if journal.is_file() {
+                journal
+            } else {
+                dir.join("stdin")
+            },
+        };
+        (same_process_alive(&handle) && runs_session(pid, session_id)).then_some(handle)
     }
 
     fn child_cell(&self, pid: i32) -> Option<ExitCell> {
@@ -247,6 +282,14 @@ impl Runtime for ProcessRuntime {
             .argv
             .split_first()
             .ok_or_else(|| PluginError::Invalid("empty agent command".into()))?;
+        let lock = self.launch_lock(&spec.session_id);
+        let _one_launch = lock.lock().await;
+        // Exactly one agent per session: one already running (a launch a crash or a restarted
+        // actor did not see finish) is adopted, never joined by a second.
+        if let Some(h) = self.running(&spec.session_id) {
+            tracing::info!(session = %spec.session_id, pid = h.pid, "an agent of this session runs already; adopted instead of starting another");
+            return Ok(h.into());
+        }
         let dir = self.dir.join(&spec.session_id);
         tokio::fs::create_dir_all(&dir).await?;
         let log = dir.join("output.log");
@@ -469,34 +512,13 @@ impl Runtime for ProcessRuntime {
         session_id: &str,
         since: DateTime<Utc>,
     ) -> PluginResult<Option<RuntimeHandle>> {
-        let dir = self.dir.join(session_id);
-        let Ok(pid) = tokio::fs::read_to_string(dir.join("pid")).await else {
+        let Some(handle) = self.running(session_id) else {
             return Ok(None);
         };
-        let Ok(pid) = pid.trim().parse::<i32>() else {
-            return Ok(None);
-        };
-        let Some(ticks) = start_ticks(pid) else {
-            return Ok(None);
-        };
-        let journal = dir.join(JOURNAL);
-        let handle = ProcessHandle {
-            pid,
-            start_ticks: ticks,
-            log: dir.join("output.log"),
-            stdin: if journal.is_file() {
-                journal
-            } else {
-                dir.join("stdin")
-            },
-        };
-        let started = started_at(ticks);
-        // Whole seconds on both sides (boot time is in seconds): one second of slack.
-        let recent = started.is_some_and(|t| t + chrono::Duration::seconds(1) >= since);
-        if !recent || !same_process_alive(&handle) || !runs_session(pid, session_id) {
-            return Ok(None);
-        }
-        Ok(Some(handle.into()))
+        // Ticks at 10 ms, the launch intent at the microsecond: one second of slack.
+        let recent = started_at(handle.start_ticks)
+            .is_some_and(|t| t + chrono::Duration::seconds(1) >= since);
+        Ok(recent.then(|| handle.into()))
     }
 
     async fn list_live(&self) -> PluginResult<Vec<String>> {
@@ -627,6 +649,25 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(out, "got: first\ngot: second\ngot: third");
+        rt.destroy(&h).await.expect("destroy");
+    }
+
+    #[tokio::test]
+    async fn an_agent_started_right_after_its_intent_is_found_and_never_started_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = ProcessRuntime::new(dir.path().join("rt"));
+        let mut sp = spec(dir.path(), &["sleep", "600"]);
+        sp.env.insert("FLOTILLA_SESSION_ID".into(), "t-1".into());
+        // The intent is taken at the microsecond, the agent starts milliseconds later: the
+        // boot-time clock (whole seconds, drifting) once made it look older than its intent.
+        let since = Utc::now();
+        let h = rt.create(&sp).await.expect("create");
+        let found = rt.find("t-1", since).await.expect("find");
+        assert_eq!(found.as_ref(), Some(&h), "its own launch is found");
+        // A second create of the running session (a restarted actor, a crash before the
+        // handle was saved) adopts it.
+        let again = rt.create(&sp).await.expect("second create");
+        assert_eq!(again, h, "the running agent is adopted, not joined by a second");
         rt.destroy(&h).await.expect("destroy");
     }
 

@@ -715,6 +715,12 @@ impl Runtime for TmuxRuntime {
                     .map(|o| o.trim() == "1")
                     .unwrap_or(false);
                 if !dead {
+                    // Exactly one agent per session: the running one (a launch a crash or a
+                    // restarted actor did not see finish) is adopted, not refused.
+                    if let Some(h) = self.find(&spec.session_id, DateTime::<Utc>::MIN_UTC).await? {
+                        tracing::info!(session = %spec.session_id, "a tmux session of this agent runs already; adopted instead of starting another");
+                        return Ok(h);
+                    }
                     return Err(PluginError::Invalid(format!(
                         "tmux session {name} already exists on socket {}",
                         self.socket

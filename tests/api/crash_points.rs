@@ -404,6 +404,15 @@ async fn crash_points(runtime: &str) {
         ok.len(),
         sessions.len()
     );
+    // How the launches a crash interrupted ended: adopted by `find` after the restart, or by
+    // the runtime's own start (a start that found its session's agent already running).
+    let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    eprintln!(
+        "crash_points({runtime}): {} launches adopted after a restart, {} starts adopted a running agent",
+        count("adopting the agent started before the crash"),
+        count("adopted instead of starting another")
+    );
     drop(server);
 }
 
