@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -24,8 +26,10 @@ const CRASHES: usize = 20;
 const OPERATIONS: usize = 200;
 /// Sessions spawned per run (the other operations are sends).
 const SPAWNS: usize = 30;
-/// Longest random delay before a kill, in milliseconds.
+/// Longest random delay before a kill, in milliseconds (after the round's first answer).
 const MAX_DELAY_MS: u64 = 1500;
+/// Longest wait for a round's first answer before the delay starts anyway, in seconds.
+const FIRST_ANSWER_S: u64 = 3;
 
 /// A small deterministic generator (xorshift64*): the seed alone replays a run.
 struct Rng(u64);
@@ -170,12 +174,15 @@ fn scratch(runtime: &str) -> (Scratch, PathBuf) {
     (s, agent_home)
 }
 
+/// Starts the server on a port free now: while a killed server is down, its port is free for
+/// anything on a busy machine to take (an outgoing connection's ephemeral port, another test's
+/// server), and a restart on it then fails with "Address already in use".
 async fn start(s: &Scratch, agent_home: &Path) -> ServerProc {
     let (dir, home, cfg, port) = (
         s.dir.path().to_path_buf(),
         s.home.clone(),
         s.cfg.clone(),
-        s.port,
+        free_port(),
     );
     let agent_home = agent_home.to_string_lossy().into_owned();
     let started = tokio::spawn(async move {
@@ -236,7 +243,7 @@ async fn crash_points(runtime: &str) {
     let (s, agent_home) = scratch(runtime);
     let _tmux = TmuxServer(flotilla::app::tmux_socket(&s.home));
     let mut server = start(&s, &agent_home).await;
-    let base = server.address.clone();
+    let mut base = server.address.clone();
 
     let mut spawns: Vec<(String, Option<(u16, Value)>)> = Vec::new();
     let mut sends: Vec<Send> = Vec::new();
@@ -254,9 +261,11 @@ async fn crash_points(runtime: &str) {
             .filter_map(|v| v["id"].as_str().map(str::to_string))
             .collect();
         let mut tasks = Vec::new();
+        let answered = Arc::new(AtomicUsize::new(0));
         for i in 0..per_round {
             let spawn = spawned < SPAWNS && (i < spawns_per_round || working.is_empty());
             let base = base.clone();
+            let done = answered.clone();
             if spawn {
                 spawned += 1;
                 let prompt = format!("IDLE spawn-{spawned}");
@@ -267,6 +276,7 @@ async fn crash_points(runtime: &str) {
                         json!({"project": "demo", "prompt": prompt}),
                     )
                     .await;
+                    done.fetch_add(usize::from(answer.is_some()), Ordering::SeqCst);
                     Op::Spawn { prompt, answer }
                 }));
             } else if working.is_empty() {
@@ -281,11 +291,17 @@ async fn crash_points(runtime: &str) {
                         json!({"message": token}),
                     )
                     .await;
+                    done.fetch_add(usize::from(answer.is_some()), Ordering::SeqCst);
                     Op::Send { id, token, answer }
                 }));
             }
         }
-        // The crash point: a random moment while the operations run.
+        // The crash point: a random moment while the operations run, counted from the round's
+        // first answer, so that a loaded machine (slow sends) still lets some through.
+        let first = tokio::time::Instant::now() + std::time::Duration::from_secs(FIRST_ANSWER_S);
+        while answered.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < first {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(rng.below(MAX_DELAY_MS))).await;
         server.kill9();
         for t in tasks {
@@ -295,6 +311,7 @@ async fn crash_points(runtime: &str) {
             }
         }
         server = start(&s, &agent_home).await;
+        base = server.address.clone();
     }
 
     // Every session settles on its running agent.
@@ -664,7 +681,7 @@ async fn a_stored_unprocessed_webhook_is_processed_at_start_up() {
         s.dir.path(),
         &s.home,
         &s.cfg,
-        s.port,
+        free_port(),
         &[
             ("HOME", &agent_home.to_string_lossy()),
             ("FLOTILLA__GITHUB__POLL_INTERVAL", "0s"),
