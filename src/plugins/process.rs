@@ -667,7 +667,10 @@ mod tests {
         // A second create of the running session (a restarted actor, a crash before the
         // handle was saved) adopts it.
         let again = rt.create(&sp).await.expect("second create");
-        assert_eq!(again, h, "the running agent is adopted, not joined by a second");
+        assert_eq!(
+            again, h,
+            "the running agent is adopted, not joined by a second"
+        );
         rt.destroy(&h).await.expect("destroy");
     }
 

@@ -717,7 +717,10 @@ impl Runtime for TmuxRuntime {
                 if !dead {
                     // Exactly one agent per session: the running one (a launch a crash or a
                     // restarted actor did not see finish) is adopted, not refused.
-                    if let Some(h) = self.find(&spec.session_id, DateTime::<Utc>::MIN_UTC).await? {
+                    if let Some(h) = self
+                        .find(&spec.session_id, DateTime::<Utc>::MIN_UTC)
+                        .await?
+                    {
                         tracing::info!(session = %spec.session_id, "a tmux session of this agent runs already; adopted instead of starting another");
                         return Ok(h);
                     }

@@ -187,7 +187,10 @@ async fn start(s: &Scratch, agent_home: &Path) -> ServerProc {
     let agent_home = agent_home.to_string_lossy().into_owned();
     let started = tokio::spawn(async move {
         // At `info`: the log says what each restart restored and adopted.
-        let env = [("HOME", agent_home.as_str()), ("FLOTILLA__LOG__LEVEL", "info")];
+        let env = [
+            ("HOME", agent_home.as_str()),
+            ("FLOTILLA__LOG__LEVEL", "info"),
+        ];
         ServerProc::start_with_env(&dir, &home, &cfg, port, &env).await
     })
     .await;
