@@ -112,7 +112,9 @@ meta: serde_json::Value::Null,
                 .expect("create");
             let mut snap = store.load_snapshot(&rec.id).await.expect("load");
             snap.session.state = SessionState::Working;
-            snap.session.runtime_handle = Some(serde_json::json!({"idle": true}));
+            snap.session.runtime_handle = Some(flotilla::plugins::RuntimeHandle::from_json(
+                &serde_json::json!({"idle": true}),
+            ));
             snap.session.branch = Some(format!("session/{}", rec.id));
             snap.timers.insert(
                 "stuck_check".into(),
@@ -131,6 +133,7 @@ meta: serde_json::Value::Null,
                         at: Utc::now(),
                     },
                     notifications: Vec::new(),
+                    instructions: Vec::new(),
                 })
                 .await
                 .expect("commit");

@@ -300,6 +300,7 @@ fn step(snap: &SessionSnapshot, from: SessionState, to: SessionState) -> Transit
             at: Utc::now(),
         },
         notifications: Vec::new(),
+        instructions: Vec::new(),
     }
 }
 

@@ -116,6 +116,7 @@ fn main() {
                             at: Utc::now(),
                         },
                         notifications: vec![],
+                        instructions: Vec::new(),
                     })
                     .await
                     .expect("commit");

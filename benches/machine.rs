@@ -97,6 +97,7 @@ async fn run(store: &SharedStore, mut s: SessionSnapshot, policy: &Policy, n: us
                     at: ev.at,
                 },
                 notifications: Vec::new(),
+                instructions: Vec::new(),
             })
             .await
             .expect("commit");

@@ -55,11 +55,11 @@ fn commit_for(snapshot: &SessionSnapshot) -> TransitionCommit {
         number: 4821,
         url: "https://github.com/acme/platform/pull/4821".into(),
     });
-    s.runtime_handle = Some(json!({
+    s.runtime_handle = Some(flotilla::plugins::RuntimeHandle::from_json(&json!({
         "tmux_session": format!("flotilla-{}", s.id),
         "pid": 48213,
         "started": now.to_rfc3339(),
-    }));
+    })));
     s.activity = Activity::Active;
     s.activity_at = Some(now);
     s.updated_at = now;
@@ -112,6 +112,7 @@ fn commit_for(snapshot: &SessionSnapshot) -> TransitionCommit {
         },
         event,
         notifications: Vec::new(),
+        instructions: Vec::new(),
     }
 }
 

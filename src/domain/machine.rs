@@ -18,8 +18,25 @@ mod restart;
 pub use host::{unreachable_reason, HOST_KEY};
 pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestart, RESTART_KEY};
 
+/// Where a session's launch intent lives in its `meta`: when the machine decided to start a
+/// runtime, committed before the runtime starts. After a crash the actor asks the runtime for
+/// an agent of this session started since then (`Runtime::find`) and adopts it instead of
+/// starting a second one. The runtime's name for the agent is a function of the session id
+/// (the tmux session name, the process runtime's directory), so it is fixed before the start
+/// too.
+pub const LAUNCH_KEY: &str = "launch_at";
+
+/// When the session's latest runtime start was decided, if the machine recorded it.
+pub fn launch_intent(s: &SessionSnapshot) -> Option<DateTime<Utc>> {
+    s.session
+        .meta
+        .get(LAUNCH_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
 use super::keys::{ReactionKey, TimerKey};
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
+use crate::domain::runtime_handle::RuntimeHandle;
 use crate::domain::session::{
     Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord,
 };
@@ -539,6 +556,14 @@ impl Machine<'_> {
         }
     }
 
+    /// Records the launch intent ([`LAUNCH_KEY`]) with the step that asks for the start.
+    fn intend_launch(&mut self) {
+        if !self.s.session.meta.is_object() {
+            self.s.session.meta = json!({});
+        }
+        self.s.session.meta[LAUNCH_KEY] = json!(self.at);
+    }
+
     fn apply(&mut self, ev: &EventKind) -> Outcome {
         let st = self.state();
         match ev {
@@ -547,6 +572,7 @@ impl Machine<'_> {
                     return self.ignore("session.spawn_requested");
                 }
                 self.arm(TimerKey::Spawn, self.at + self.policy.spawn_timeout);
+                self.intend_launch();
                 self.effects.push(Effect::StartRuntime { resume: false });
                 Outcome::Applied
             }
@@ -557,7 +583,7 @@ impl Machine<'_> {
             } => {
                 if st.is_terminal() {
                     // Killed while it was starting: take the late runtime down too.
-                    self.s.session.runtime_handle = Some(handle.clone());
+                    self.s.session.runtime_handle = Some(RuntimeHandle::from_json(handle));
                     self.s.timers.clear();
                     self.effects.push(Effect::DestroyRuntime);
                     return Outcome::Applied;
@@ -568,11 +594,11 @@ impl Machine<'_> {
                     if self.s.session.runtime_handle.is_some() {
                         return self.ignore("runtime.started");
                     }
-                    self.s.session.runtime_handle = Some(handle.clone());
+                    self.s.session.runtime_handle = Some(RuntimeHandle::from_json(handle));
                     self.disarm(TimerKey::Spawn);
                     return Outcome::Applied;
                 }
-                self.s.session.runtime_handle = Some(handle.clone());
+                self.s.session.runtime_handle = Some(RuntimeHandle::from_json(handle));
                 if workspace.is_some() {
                     self.s.session.workspace = workspace.clone();
                 }
@@ -962,6 +988,7 @@ impl Machine<'_> {
                 self.s.session.activity_at = None;
                 self.s.timers.clear();
                 self.arm(TimerKey::Spawn, self.at + self.policy.spawn_timeout);
+                self.intend_launch();
                 self.effects.push(Effect::StartRuntime { resume: true });
                 Outcome::Applied
             }

@@ -10,6 +10,7 @@
 //! - [`policy`]: the reaction table and thresholds a machine runs under; notification
 //!   [`policy::Priority`]; the host variables an agent inherits ([`policy::BASE_ENV`]).
 //! - [`keys`]: reaction and timer keys as types (stored as the same text as ever).
+//! - [`runtime_handle`]: what a runtime persists about the agent it started (part of the row).
 //! - [`pr`]: a pull request as the lifecycle sees it (status, CI, review feedback).
 //! - [`pr_events`]: turns an observed PR into machine events.
 //! - [`chat`]: a chat conversation's assistant turn as a step function (budget, slot, turn,
@@ -23,4 +24,5 @@ pub mod placement;
 pub mod policy;
 pub mod pr;
 pub mod pr_events;
+pub mod runtime_handle;
 pub mod session;

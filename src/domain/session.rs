@@ -10,6 +10,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::runtime_handle::RuntimeHandle;
+
 use super::keys::{ReactionKey, TimerKey};
 
 /// A session id, `{prefix}-{N}`, reserved by the database (see `Store::create_session`).
@@ -240,8 +242,10 @@ pub struct SessionRecord {
     pub issue: Option<String>,
     /// The task prompt as given by the user.
     pub prompt: Option<String>,
-    /// Opaque handle the runtime plugin needs to find the agent again (pid, tmux name…).
-    pub runtime_handle: Option<serde_json::Value>,
+    /// What the runtime plugin needs to find the agent again (pid, tmux name…), stored as the
+    /// runtime's JSON (see [`RuntimeHandle`]).
+    #[schema(value_type = Option<Object>)]
+    pub runtime_handle: Option<RuntimeHandle>,
     /// Last observed activity.
     pub activity: Activity,
     /// When `activity` was observed.

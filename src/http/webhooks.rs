@@ -69,6 +69,7 @@ pub async fn github(
         payload,
         received_at: Utc::now(),
     };
+    let delivery_id = delivery.delivery_id.clone();
     let is_new = state.reads.record_webhook_delivery(delivery).await?;
     if !is_new {
         return Ok(HttpResponse::Ok().json(json!({"duplicate": true})));
@@ -79,14 +80,25 @@ pub async fn github(
             .github_webhooks
             .with_label_values(&[event.kind.as_str()])
             .inc();
+        state
+            .reads
+            .mark_webhook_processed("github", &delivery_id)
+            .await?;
         return Ok(HttpResponse::Ok().json(json!({"duplicate": false, "pong": true})));
     }
     let kind = event.kind.as_str();
     let intake = issue_intake(&state, &event_name, &body).await?;
     // The delivery is already persisted; a lost notification is recovered by polling, so a
     // busy supervisor must not turn into a 5xx (GitHub's redelivery would be a duplicate).
-    if let Err(e) = state.supervisor.send(GithubEventReceived { event }).await {
-        tracing::warn!(error = %e, "github event not handed to the supervisor");
+    match state.supervisor.send(GithubEventReceived { event }).await {
+        // Handed over: processed. A crash before this line leaves the delivery to start-up.
+        Ok(()) => {
+            state
+                .reads
+                .mark_webhook_processed("github", &delivery_id)
+                .await?
+        }
+        Err(e) => tracing::warn!(error = %e, "github event not handed to the supervisor"),
     }
     let mut answer = json!({"duplicate": false, "event": kind});
     if let Some(i) = intake {

@@ -243,6 +243,33 @@ pub trait Runtime: Send + Sync {
         self.send_message(handle, choice).await
     }
 
+    /// A position in the agent's input (or its output log) taken just before a message is
+    /// typed and stored with the message, so that after a crash [`Runtime::resume_message`]
+    /// can tell how far that delivery got. `None`: the runtime cannot tell.
+    ///
+    /// # Errors
+    /// `Io` when the position cannot be read.
+    async fn input_mark(&self, _handle: &RuntimeHandle) -> PluginResult<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Finishes delivering `text`, whose delivery began at `mark` and was cut short by a
+    /// crash: completes it when part of it got in, only confirms it when all of it did, and
+    /// sends it otherwise; never types it twice, nor onto a half-typed line. Default: sends it
+    /// (right for a runtime whose `input_mark` is `None` and whose agents do not outlive
+    /// Flotilla).
+    ///
+    /// # Errors
+    /// As [`Runtime::send_message`].
+    async fn resume_message(
+        &self,
+        handle: &RuntimeHandle,
+        text: &str,
+        _mark: Option<u64>,
+    ) -> PluginResult<bool> {
+        self.send_message(handle, text).await
+    }
+
     /// How a human attaches. Default: what the handle says ([`RuntimeHandle::attach`]).
     fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
         handle.attach()

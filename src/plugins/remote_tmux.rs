@@ -156,7 +156,12 @@ impl Runtime for RemoteTmuxRuntime {
             .open(self.host.mirror_log(&name))
             .await?;
         let log = self.host.remote_log(&name);
-        let (pane, pid) = self.tmux.launch(&spec, &name, &log).await?;
+        let Some((pane, pid)) = self.tmux.launch(&spec, &name, &log).await? else {
+            return Err(PluginError::Invalid(format!(
+                "tmux session {name} already exists on host {}",
+                self.host.name
+            )));
+        };
         self.host.pane_started(&name, &pane, pid);
         Ok(self.handle(name, pane, pid).into())
     }

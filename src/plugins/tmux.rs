@@ -366,6 +366,30 @@ impl TmuxRuntime {
         }
     }
 
+    /// Presses Enter on a pasted `draft` and confirms the submission (see `send_message`).
+    async fn submit(
+        &self,
+        h: &TmuxHandle,
+        draft: Option<Draft>,
+        needle: &str,
+    ) -> PluginResult<bool> {
+        for wait in SUBMIT_WAITS {
+            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+            let Some(d) = &draft else {
+                tracing::warn!(session = %h.session, "pasted message never appeared on screen");
+                return Ok(false);
+            };
+            let done = self
+                .wait_screen(&h.pane, wait, |s| submitted(d, s, needle).then_some(()))
+                .await?;
+            if done.is_some() {
+                return Ok(true);
+            }
+        }
+        tracing::warn!(session = %h.session, "message pasted but not confirmed as submitted");
+        Ok(false)
+    }
+
     async fn start(&self, spec: &LaunchSpec, name: &str, log: &Path) -> PluginResult<String> {
         let mut argv = spec.argv.clone();
         if argv.len() == 1 {
@@ -416,14 +440,14 @@ impl TmuxRuntime {
     }
 
     /// Starts the agent in tmux session `name`, its pane piped into `log` (a path where the
-    /// server runs); returns the pane id and pid. A dead session of that name left over is
-    /// replaced; a live one is refused.
+    /// server runs); returns the pane id and pid, or `None` when a live session of that name runs already
+    /// (the caller adopts or refuses it). A dead one left over is replaced.
     pub(crate) async fn launch(
         &self,
         spec: &LaunchSpec,
         name: &str,
         log: &Path,
-    ) -> PluginResult<(String, i32)> {
+    ) -> PluginResult<Option<(String, i32)>> {
         let out = match self.start(spec, name, log).await {
             Err(PluginError::Command { stderr, .. }) if stderr.contains("duplicate session") => {
                 // A session of this name is left over. A dead one (an earlier run that exited)
@@ -440,10 +464,8 @@ impl TmuxRuntime {
                     .map(|o| o.trim() == "1")
                     .unwrap_or(false);
                 if !dead {
-                    return Err(PluginError::Invalid(format!(
-                        "tmux session {name} already exists on socket {}",
-                        self.socket
-                    )));
+                    // Somebody's agent runs there: the caller adopts it or refuses.
+                    return Ok(None);
                 }
                 let _ = self
                     .tmux(&["kill-session", "-t", &format!("={name}")])
@@ -464,7 +486,7 @@ impl TmuxRuntime {
                 stderr: out.trim().to_string(),
             });
         };
-        Ok((pane.to_string(), pid))
+        Ok(Some((pane.to_string(), pid)))
     }
 
     /// The pane of tmux session `name` when it was created at or after `since`: its id, pid
@@ -807,6 +829,17 @@ pub fn strip_ansi(s: &str) -> String {
 }
 
 /// The last `lines` lines of the log, escapes removed.
+/// The pane log from byte `offset` on, as text.
+async fn read_log_from(path: &Path, offset: u64) -> PluginResult<String> {
+    let all = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
+    Ok(String::from_utf8_lossy(&all[start..]).into_owned())
+}
+
 async fn log_tail(path: &Path, lines: usize) -> PluginResult<String> {
     match super::activity::read_tail(path, LOG_TAIL_BYTES).await? {
         Some((text, _)) => {
@@ -837,7 +870,21 @@ impl Runtime for TmuxRuntime {
             .append(true)
             .open(&log)
             .await?;
-        let (pane, pid) = self.launch(spec, &name, &log).await?;
+        let Some((pane, pid)) = self.launch(spec, &name, &log).await? else {
+            // Exactly one agent per session: the running one (a launch a crash or a restarted
+            // actor did not see finish) is adopted, not refused.
+            if let Some(h) = self
+                .find(&spec.session_id, DateTime::<Utc>::MIN_UTC)
+                .await?
+            {
+                tracing::info!(session = %spec.session_id, "a tmux session of this agent runs already; adopted instead of starting another");
+                return Ok(h);
+            }
+            return Err(PluginError::Invalid(format!(
+                "tmux session {name} already exists on socket {}",
+                self.socket
+            )));
+        };
         let handle = TmuxHandle {
             socket: self.socket.clone(),
             session: name,
@@ -934,21 +981,57 @@ impl Runtime for TmuxRuntime {
         let draft = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| find_draft(s, &needle))
             .await?;
-        for wait in SUBMIT_WAITS {
-            self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
-            let Some(d) = &draft else {
-                tracing::warn!(session = %h.session, "pasted message never appeared on screen");
-                return Ok(false);
-            };
-            let done = self
-                .wait_screen(&h.pane, wait, |s| submitted(d, s, &needle).then_some(()))
-                .await?;
-            if done.is_some() {
+        self.submit(h, draft, &needle).await
+    }
+
+    /// The pane log's length: what the pane showed after it is what the delivery did.
+    async fn input_mark(&self, handle: &RuntimeHandle) -> PluginResult<Option<u64>> {
+        let h = TmuxHandle::parse(handle)?;
+        match tokio::fs::metadata(&h.log).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Finishes an interrupted delivery from what the pane shows: a draft of the message still
+    /// on the input line is submitted; a message whose draft appeared in the log since `mark`
+    /// but is no longer on the input line was submitted (only confirmed); otherwise whatever a
+    /// half-finished paste left on the input line is cleared (Ctrl-U) and the message sent.
+    async fn resume_message(
+        &self,
+        handle: &RuntimeHandle,
+        text: &str,
+        mark: Option<u64>,
+    ) -> PluginResult<bool> {
+        let h = TmuxHandle::parse(handle)?;
+        if !h.alive() {
+            return Err(PluginError::NotFound(format!(
+                "agent in tmux session {}",
+                h.session
+            )));
+        }
+        let needle = needle(text.trim_end_matches(['\n', '\r']));
+        if needle.is_empty() {
+            return self.send_message(handle, text).await;
+        }
+        let screen = self.screen(&h.pane).await?;
+        let on_input_line = screen
+            .rows
+            .get(screen.cursor)
+            .is_some_and(|r| shows_draft(r, None, &needle));
+        if on_input_line {
+            let draft = find_draft(&screen, &needle);
+            return self.submit(h, draft, &needle).await;
+        }
+        if let Some(mark) = mark {
+            let since = read_log_from(&h.log, mark).await?;
+            if strip_ansi(&since).contains(&needle) {
                 return Ok(true);
             }
         }
-        tracing::warn!(session = %h.session, "message pasted but not confirmed as submitted");
-        Ok(false)
+        self.tmux(&["send-keys", "-t", &h.pane, "C-u"]).await?;
+        self.send_message(handle, text).await
     }
 
     /// A menu number is typed as a key (the menu acts on it at once); other answers (`y`,

@@ -134,6 +134,33 @@ impl ReadModel {
         Ok(self.store.list_conversations().await?)
     }
 
+    /// Marks a webhook delivery processed once it was handed over (start-up processes those
+    /// that were not). On a task of its own, like the recording.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn mark_webhook_processed(
+        &self,
+        platform: &str,
+        delivery_id: &str,
+    ) -> ReadResult<()> {
+        let (store, platform, id) = (
+            self.store.clone(),
+            platform.to_string(),
+            delivery_id.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            store
+                .mark_webhook_processed(&platform, &id, chrono::Utc::now())
+                .await
+        });
+        match task.await {
+            Ok(r) => Ok(r?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(ReadError::Store(StoreError::Interrupted)),
+        }
+    }
+
     /// Records a verified webhook delivery before the endpoint answers 2xx; `false` means a
     /// redelivery (same platform and delivery id). Runs on a task of its own, so a client
     /// that hangs up mid-request cannot cancel the write half-way.

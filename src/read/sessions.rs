@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::{ReadError, ReadModel, ReadResult};
-use crate::plugins::{AttachInfo, PluginError, RuntimeHandle};
+use crate::plugins::{AttachInfo, PluginError};
 use crate::store::{EventRecord, SessionFilter, SessionId, SessionRecord, Store};
 
 /// A live event feed: the backlog after the requested id, then live events.
@@ -75,7 +75,7 @@ impl ReadModel {
             return Ok(String::new());
         };
         let rt = self.runtime(&s.runtime)?;
-        match rt.output(&RuntimeHandle::from_json(h), lines).await {
+        match rt.output(h, lines).await {
             Ok(o) => Ok(o),
             Err(PluginError::NotFound(_)) => Ok(String::new()),
             Err(e) => Err(ReadError::Plugin(e)),
@@ -95,8 +95,6 @@ impl ReadModel {
             )));
         }
         let rt = self.runtime(&s.runtime)?;
-        Ok(s.runtime_handle
-            .as_ref()
-            .and_then(|h| rt.attach_info(&RuntimeHandle::from_json(h))))
+        Ok(s.runtime_handle.as_ref().and_then(|h| rt.attach_info(h)))
     }
 }

@@ -178,6 +178,46 @@ pub trait WebhookLog: Send + Sync + 'static {
     /// Records a webhook delivery. Returns `false` if `(platform, delivery_id)` was already
     /// recorded (a replay), in which case nothing is written.
     async fn record_webhook_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<bool>;
+
+    /// Marks a delivery processed (handed to whoever acts on it). Idempotent.
+    async fn mark_webhook_processed(
+        &self,
+        platform: &str,
+        delivery_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// `platform`'s deliveries recorded but never marked processed (a crash came between the
+    /// 2xx and the hand-over), oldest first: what start-up processes again.
+    async fn unprocessed_webhook_deliveries(
+        &self,
+        platform: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+}
+
+/// Instructions for agents, stored before they are typed (see [`InstructionRecord`]).
+#[async_trait]
+pub trait InstructionLog: Send + Sync + 'static {
+    /// Queues an instruction as `pending`.
+    async fn queue_instruction(&self, new: &NewInstruction) -> StoreResult<InstructionRecord>;
+
+    /// One instruction.
+    ///
+    /// Errors: `NotFound` for an unknown id.
+    async fn load_instruction(&self, id: i64) -> StoreResult<InstructionRecord>;
+
+    /// The session's instructions still to deliver (`pending` or `typing`), in order.
+    async fn open_instructions(&self, session: &SessionId) -> StoreResult<Vec<InstructionRecord>>;
+
+    /// Records how far an instruction's delivery got (`mark` is kept when `None`).
+    async fn set_instruction_state(
+        &self,
+        id: i64,
+        state: InstructionState,
+        mark: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
 }
 
 /// What sessions have written back to their tracker issues (each write once).
@@ -413,6 +453,7 @@ pub trait Store:
     + EventLog
     + WebhookLog
     + WritebackMarks
+    + InstructionLog
     + ChatStore
     + TemplateStore
     + Outbox
@@ -426,6 +467,7 @@ impl<T> Store for T where
         + EventLog
         + WebhookLog
         + WritebackMarks
+        + InstructionLog
         + ChatStore
         + TemplateStore
         + Outbox

@@ -85,6 +85,9 @@ pub struct TransitionCommit {
     /// Outbox rows to add; one whose group already has a live row inside its dedupe window is
     /// skipped (see [`NotificationRecord::dedupe_until`]).
     pub notifications: Vec<NotificationRecord>,
+    /// Instructions for the agent the step decided on (a reaction's message), queued in the
+    /// step's transaction: stored before anything is typed (see [`InstructionRecord`]).
+    pub instructions: Vec<NewInstruction>,
 }
 
 /// Filter for `Store::list_sessions`.
@@ -313,4 +316,125 @@ pub struct ChatActivity {
     pub latest: Vec<ChatMessageRecord>,
     /// Messages queued or running, per conversation id (absent = none).
     pub pending: std::collections::BTreeMap<String, i64>,
+}
+
+/// What an instruction for an agent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstructionKind {
+    /// A human's message (`send`).
+    Message,
+    /// A human's answer to the question on screen (a menu number, y/n): typed as keys.
+    Answer,
+    /// A reaction's message (CI failed, review comments…).
+    Reaction,
+}
+
+/// How far an instruction's delivery got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstructionState {
+    /// Stored, nothing typed yet.
+    Pending,
+    /// Typing started (at the stored mark); a crash here is finished or re-sent at restart.
+    Typing,
+    /// Submitted and confirmed.
+    Delivered,
+    /// Typed, but the runtime could not confirm the submission (never typed again).
+    Unconfirmed,
+    /// Not delivered: the agent was gone.
+    Dropped,
+}
+
+impl InstructionKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstructionKind::Message => "message",
+            InstructionKind::Answer => "answer",
+            InstructionKind::Reaction => "reaction",
+        }
+    }
+}
+
+impl FromStr for InstructionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "message" => Ok(InstructionKind::Message),
+            "answer" => Ok(InstructionKind::Answer),
+            "reaction" => Ok(InstructionKind::Reaction),
+            other => Err(format!("unknown instruction kind `{other}`")),
+        }
+    }
+}
+
+impl InstructionState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstructionState::Pending => "pending",
+            InstructionState::Typing => "typing",
+            InstructionState::Delivered => "delivered",
+            InstructionState::Unconfirmed => "unconfirmed",
+            InstructionState::Dropped => "dropped",
+        }
+    }
+
+    /// Whether its delivery is still to do (or to finish).
+    pub fn is_open(self) -> bool {
+        matches!(self, InstructionState::Pending | InstructionState::Typing)
+    }
+}
+
+impl FromStr for InstructionState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(InstructionState::Pending),
+            "typing" => Ok(InstructionState::Typing),
+            "delivered" => Ok(InstructionState::Delivered),
+            "unconfirmed" => Ok(InstructionState::Unconfirmed),
+            "dropped" => Ok(InstructionState::Dropped),
+            other => Err(format!("unknown instruction state `{other}`")),
+        }
+    }
+}
+
+/// An instruction to queue (the id is assigned on insert; it starts `pending`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInstruction {
+    /// The session whose agent gets it.
+    pub session_id: SessionId,
+    /// What it is.
+    pub kind: InstructionKind,
+    /// The reaction key, for a reaction's message.
+    pub reaction: Option<String>,
+    /// The text to type.
+    pub body: String,
+    /// When it was decided.
+    pub at: DateTime<Utc>,
+}
+
+/// An instruction for an agent, stored before it is typed: intent before effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstructionRecord {
+    /// Monotonic id: a session's instructions are delivered in id order.
+    pub id: i64,
+    /// The session whose agent gets it.
+    pub session_id: SessionId,
+    /// What it is.
+    pub kind: InstructionKind,
+    /// The reaction key, for a reaction's message.
+    pub reaction: Option<String>,
+    /// The text to type.
+    pub body: String,
+    /// How far its delivery got.
+    pub state: InstructionState,
+    /// The runtime's input mark taken just before typing began (`Runtime::input_mark`).
+    pub mark: Option<i64>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When its state last changed.
+    pub updated_at: DateTime<Utc>,
 }

@@ -22,6 +22,8 @@ pub struct StoreParts {
     pub webhooks: Arc<dyn WebhookLog>,
     /// What sessions wrote back to their tracker issues.
     pub writebacks: Arc<dyn WritebackMarks>,
+    /// Instructions for agents, stored before they are typed.
+    pub instructions: Arc<dyn InstructionLog>,
     /// The chat bridge: conversations, their message inbox and their links to sessions.
     pub chat: Arc<dyn ChatStore>,
     /// Chat templates and per-codebase commands.
@@ -41,6 +43,7 @@ impl StoreParts {
             events: store.clone(),
             webhooks: store.clone(),
             writebacks: store.clone(),
+            instructions: store.clone(),
             chat: store.clone(),
             templates: store.clone(),
             outbox: store.clone(),
@@ -86,6 +89,15 @@ delegate! { EventLog to events {
 
 delegate! { WebhookLog to webhooks {
     fn record_webhook_delivery(delivery: &WebhookDelivery) -> bool;
+    fn mark_webhook_processed(platform: &str, delivery_id: &str, at: DateTime<Utc>) -> ();
+    fn unprocessed_webhook_deliveries(platform: &str, limit: i64) -> Vec<WebhookDelivery>;
+} }
+
+delegate! { InstructionLog to instructions {
+    fn queue_instruction(new: &NewInstruction) -> InstructionRecord;
+    fn load_instruction(id: i64) -> InstructionRecord;
+    fn open_instructions(session: &SessionId) -> Vec<InstructionRecord>;
+    fn set_instruction_state(id: i64, state: InstructionState, mark: Option<i64>, at: DateTime<Utc>) -> ();
 } }
 
 delegate! { WritebackMarks to writebacks {

@@ -216,6 +216,7 @@ fn bare_commit(session: &SessionRecord, state: SessionState, secs: i64) -> Trans
             timers: BTreeMap::new(),
         },
         notifications: Vec::new(),
+        instructions: Vec::new(),
     }
 }
 
@@ -436,7 +437,9 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
         number: 17,
         url: "https://github.com/acme/demo/pull/17".into(),
     });
-    session.runtime_handle = Some(json!({ "tmux": "flotilla-demo-1", "pid": 4242 }));
+    session.runtime_handle = Some(crate::domain::runtime_handle::RuntimeHandle::from_json(
+        &json!({ "tmux": "flotilla-demo-1", "pid": 4242 }),
+    ));
     session.activity = Activity::WaitingInput;
     session.activity_at = Some(at(30) + Duration::microseconds(123_456));
     session.restart_count = 2;
@@ -463,6 +466,7 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
             snapshot: first.clone(),
             event: transition_event(&created.id, SessionState::CiFailed, 31),
             notifications: Vec::new(),
+            instructions: Vec::new(),
         })
         .await
         .expect("commit");
@@ -489,6 +493,7 @@ async fn commit_transition_replaces_trackers_and_timers_and_appends_an_event(sto
             snapshot: second.clone(),
             event: transition_event(&created.id, SessionState::PrOpen, 40),
             notifications: Vec::new(),
+            instructions: Vec::new(),
         })
         .await
         .expect("commit");

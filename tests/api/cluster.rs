@@ -44,6 +44,7 @@ fn commit_to(snapshot: &SessionSnapshot, state: SessionState, by: &str) -> Trans
         },
         snapshot,
         notifications: Vec::new(),
+        instructions: Vec::new(),
     }
 }
 

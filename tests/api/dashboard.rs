@@ -74,6 +74,7 @@ async fn seed_ended_sessions(home: &Path, n: usize) {
                     at: chrono::Utc::now(),
                 },
                 notifications: Vec::new(),
+                instructions: Vec::new(),
             })
             .await
             .expect("commit");

@@ -700,6 +700,7 @@ async fn crash_during_a_restart(launched: bool) {
                 at: event.at,
             },
             notifications: vec![],
+            instructions: Vec::new(),
         })
         .await
         .expect("commit");

@@ -12,6 +12,7 @@ mod chat_platforms;
 mod cli;
 mod cluster;
 mod crash;
+mod crash_points;
 mod dashboard;
 mod events;
 #[path = "../support/fake_anthropic.rs"]

@@ -68,21 +68,34 @@ impl ServerProc {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("serve starts");
-        let s = ServerProc {
+        let mut s = ServerProc {
             child,
             address: format!("http://127.0.0.1:{port}"),
         };
         let url = format!("{}/readyz", s.address);
-        eventually(60, "server ready", || {
-            let url = url.clone();
-            async move {
-                match reqwest::get(&url).await {
-                    Ok(r) if r.status().is_success() => Some(()),
-                    _ => None,
-                }
+        // Each probe is bounded, and the last answer is kept: a server that never gets ready
+        // says how (refused, 503 and why, exited).
+        let probe = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut last: String;
+        loop {
+            match probe.get(&url).send().await {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = format!("{e:?}"),
             }
-        })
-        .await;
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("the server exited ({status}) before it was ready; last answer: {last}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for server ready; last /readyz answer: {last}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         s
     }
 

@@ -378,6 +378,13 @@ impl Term {
                     return Some(String::from_utf8_lossy(&draft).into_owned());
                 }
                 0x03 => self.exit(130),
+                0x15 => {
+                    // Ctrl-U clears the input line, as in readline and the agents' TUIs.
+                    for _ in 0..draft.len() {
+                        let _ = out.write_all(b"\x08 \x08");
+                    }
+                    draft.clear();
+                }
                 0x04 if draft.is_empty() => return None,
                 0x7f | 0x08 => {
                     if draft.pop().is_some() {

@@ -88,7 +88,7 @@ pub fn build_prompt(rules: Option<&str>, s: &SessionRecord) -> String {
 pub async fn start(fleet: Arc<Fleet>, s: SessionRecord, resume: bool) -> EventKind {
     match try_start(&fleet, &s, resume, None).await {
         Ok(st) => EventKind::RuntimeStarted {
-            handle: st.handle,
+            handle: st.handle.to_json(),
             workspace: Some(st.workspace),
             branch: Some(st.branch),
         },
@@ -123,7 +123,7 @@ pub async fn restart(fleet: Arc<Fleet>, s: SessionRecord, due: Vec<DueInstructio
     let prompted = message.is_some();
     match try_start(&fleet, &s, true, message).await {
         Ok(st) => EventKind::AgentRestarted {
-            handle: st.handle,
+            handle: st.handle.to_json(),
             prompted,
         },
         Err(e) => {
@@ -135,9 +135,27 @@ pub async fn restart(fleet: Arc<Fleet>, s: SessionRecord, due: Vec<DueInstructio
     }
 }
 
+/// Where a session's agent runs: its workspace path and branch, both functions of the stored
+/// session (so a launch and an adoption after a crash agree).
+pub fn place(fleet: &Fleet, s: &SessionRecord) -> (PathBuf, String) {
+    let branch = s
+        .branch
+        .clone()
+        .unwrap_or_else(|| format!("session/{}", s.id));
+    let path = s.workspace.as_ref().map(PathBuf::from).unwrap_or_else(|| {
+        let local = fleet.workspace_path(&s.project, s.id.as_str());
+        // A remote host's workspace puts it under the host's work directory.
+        match fleet.plugins.workspace(&s.workspace_kind) {
+            Ok(w) => w.place(&local),
+            Err(_) => local,
+        }
+    });
+    (path, branch)
+}
+
 /// What a launch produced.
 struct Started {
-    handle: serde_json::Value,
+    handle: crate::plugins::RuntimeHandle,
     workspace: String,
     branch: String,
 }
@@ -154,15 +172,7 @@ async fn try_start(
     let runtime = fleet.plugins.runtime(&s.runtime)?;
     let workspace = fleet.plugins.workspace(&s.workspace_kind)?;
     let agent = fleet.plugins.agent(&s.agent)?;
-    let branch = s
-        .branch
-        .clone()
-        .unwrap_or_else(|| format!("session/{}", s.id));
-    let path = s
-        .workspace
-        .as_ref()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.place(&fleet.workspace_path(&s.project, s.id.as_str())));
+    let (path, branch) = place(fleet, s);
     // Bounded: a batch of a hundred spawns does not run a hundred `git worktree add` at once.
     let _permit = fleet.spawn_permits.acquire().await.ok();
     let created = if workspace.exists(&path).await {
@@ -293,7 +303,7 @@ async fn try_start(
     };
     match runtime.create(&spec).await {
         Ok(handle) => Ok(Started {
-            handle: handle.to_json(),
+            handle,
             workspace: path.to_string_lossy().into_owned(),
             branch,
         }),

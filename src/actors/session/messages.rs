@@ -78,7 +78,7 @@ pub struct GetSnapshot;
 #[rtype(result = "()")]
 pub struct RuntimeEnded {
     /// The handle that was watched.
-    pub handle: serde_json::Value,
+    pub handle: crate::plugins::RuntimeHandle,
     /// Exit status, if known.
     pub code: Option<i32>,
     /// The agent's last output lines when it failed.

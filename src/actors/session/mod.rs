@@ -12,6 +12,7 @@
 //! A session that ends tells the supervisor, which drops the last address so the actor stops
 //! for good.
 
+pub mod deliver;
 pub mod launch;
 pub mod messages;
 mod sandboxed;
@@ -34,7 +35,8 @@ use crate::domain::machine::{self, Effect, Event, EventKind, Outcome};
 use crate::domain::policy::Policy;
 use crate::plugins::{PluginError, RuntimeHandle};
 use crate::store::{
-    NewEvent, SessionId, SessionSnapshot, SessionState, StoreError, TransitionCommit,
+    InstructionKind, InstructionState, NewEvent, NewInstruction, SessionId, SessionSnapshot,
+    SessionState, StoreError, TransitionCommit,
 };
 use crate::telemetry::METRICS;
 
@@ -81,6 +83,8 @@ pub struct SessionActor {
     scm: scm::CheckState,
     /// Another node owns the session now: this actor drives nothing, even after a restart.
     released: bool,
+    /// Held while typing into the agent: instructions never share its input line.
+    input: deliver::InputLock,
     span: tracing::Span,
 }
 
@@ -106,6 +110,7 @@ impl SessionActor {
             probe_pending: false,
             scm: scm::CheckState::default(),
             released: false,
+            input: deliver::InputLock::default(),
             span,
         }
     }
@@ -164,9 +169,10 @@ impl SessionActor {
         match (&s.session.runtime_handle, s.session.state) {
             (None, SessionState::Spawning) => {
                 if s.has_timer(TimerKey::Spawn) {
-                    // A spawn that was under way (or a restore): start the runtime again.
+                    // A spawn that was under way (or a restore): adopt the agent it started,
+                    // or start the runtime again.
                     let resume = s.session.reason.as_deref() == Some("restored");
-                    self.run_effects(ctx, vec![Effect::StartRuntime { resume }]);
+                    self.adopt_or_start(ctx, &s, resume);
                 } else {
                     ctx.notify(Apply {
                         event: EventKind::SpawnRequested,
@@ -175,6 +181,9 @@ impl SessionActor {
             }
             (Some(h), _) => {
                 self.watch(ctx, h.clone());
+                // Instructions a crash interrupted are finished before any new one is typed:
+                // the lock is taken now, before any message is handled.
+                self.deliver_open();
                 // An adopted sandboxed agent needs its egress proxy again.
                 let fleet = self.fleet.clone();
                 let id = self.id.to_string();
@@ -192,6 +201,74 @@ impl SessionActor {
             }
             (None, _) => {}
         }
+    }
+
+    /// Continues a spawn that a crash interrupted: an agent the runtime started for this
+    /// session since the launch intent is adopted (nothing is started twice); without one, the
+    /// runtime is started.
+    fn adopt_or_start(&mut self, ctx: &mut Context<Self>, s: &SessionSnapshot, resume: bool) {
+        let Ok(rt) = self.fleet.plugins.runtime(&s.session.runtime) else {
+            self.run_effects(ctx, vec![Effect::StartRuntime { resume }]);
+            return;
+        };
+        let since = machine::launch_intent(s).unwrap_or(s.session.updated_at);
+        let (workspace, branch) = launch::place(&self.fleet, &s.session);
+        let id = self.id.to_string();
+        let fut = async move { rt.find(&id, since).await }
+            .into_actor(self)
+            .map(move |found, act, ctx| match found {
+                Ok(Some(handle)) => {
+                    tracing::info!(parent: &act.span, "adopting the agent started before the crash");
+                    ctx.notify(Apply {
+                        event: EventKind::RuntimeStarted {
+                            handle: handle.to_json(),
+                            workspace: Some(workspace.to_string_lossy().into_owned()),
+                            branch: Some(branch),
+                        },
+                    });
+                }
+                Ok(None) => act.run_effects(ctx, vec![Effect::StartRuntime { resume }]),
+                Err(e) => ctx.notify(Apply {
+                    // Not knowing whether it started, it is not started again.
+                    event: EventKind::SpawnFailed {
+                        reason: format!("could not tell whether the agent started: {e}"),
+                    },
+                }),
+            });
+        ctx.spawn(fut);
+    }
+
+    /// Delivers the session's open instructions (those a crash interrupted, or queued while the
+    /// agent changed) on a detached task holding the input lock, taken here so that nothing
+    /// typed later can come first.
+    fn deliver_open(&mut self) {
+        let Some(s) = self.snapshot.clone() else {
+            return;
+        };
+        let Ok(guard) = self.input.clone().try_lock_owned() else {
+            // A delivery runs: it reads the open instructions when it gets to them.
+            let (fleet, lock) = (self.fleet.clone(), self.input.clone());
+            tokio::spawn(
+                async move {
+                    let _g = lock.lock().await;
+                    if let Err(e) = deliver::deliver_open(&fleet, &s.session, None).await {
+                        tracing::warn!(error = ?e, "delivering open instructions failed");
+                    }
+                }
+                .instrument(self.span.clone()),
+            );
+            return;
+        };
+        let fleet = self.fleet.clone();
+        tokio::spawn(
+            async move {
+                let _g = guard;
+                if let Err(e) = deliver::deliver_open(&fleet, &s.session, None).await {
+                    tracing::warn!(error = ?e, "delivering open instructions failed");
+                }
+            }
+            .instrument(self.span.clone()),
+        );
     }
 
     /// Finishes a restart for instructions that a crash interrupted: a runtime started since
@@ -255,13 +332,13 @@ impl SessionActor {
     }
 
     /// Watches the runtime for the agent's exit, without polling.
-    fn watch(&mut self, ctx: &mut Context<Self>, handle: serde_json::Value) {
+    fn watch(&mut self, ctx: &mut Context<Self>, handle: RuntimeHandle) {
         if let Some(w) = self.watcher.take() {
             ctx.cancel_future(w);
         }
         // Output changes wake the activity probe; both runtimes keep a `log` file.
         self.unwatch_output();
-        let typed = RuntimeHandle::from_json(&handle);
+        let typed = handle.clone();
         if let Some(log) = typed.log().map(std::path::Path::to_path_buf) {
             self.fleet
                 .output_watch
@@ -426,6 +503,25 @@ impl SessionActor {
             event.at,
         );
         let notify = !notifications.is_empty();
+        // A reaction's message is stored in the step's own transaction, before it is typed.
+        let instructions = step
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SendToAgent {
+                    reaction,
+                    message,
+                    given_at_launch: false,
+                } => Some(NewInstruction {
+                    session_id: self.id.clone(),
+                    kind: InstructionKind::Reaction,
+                    reaction: Some(reaction.as_str().to_string()),
+                    body: message.clone(),
+                    at: event.at,
+                }),
+                _ => None,
+            })
+            .collect();
         let commit = TransitionCommit {
             snapshot: step.snapshot.clone(),
             event: NewEvent {
@@ -435,6 +531,7 @@ impl SessionActor {
                 at: event.at,
             },
             notifications,
+            instructions,
         };
         let journal = self.fleet.journal.clone();
         let span = self.span.clone();
@@ -513,6 +610,7 @@ impl SessionActor {
         if handle_changed && !to.is_terminal() {
             if let Some(h) = new_handle {
                 self.watch(ctx, h);
+                self.deliver_open();
             }
         }
         self.run_effects(ctx, effects);
@@ -547,9 +645,10 @@ impl SessionActor {
         let id = self.id.clone();
         let ordered = effects.iter().any(Effect::is_lifecycle);
         let order = fleet.clone();
+        let input = self.input.clone();
         let fut = async move {
             for effect in effects {
-                let follow = run_effect(&fleet, &s, effect).await;
+                let follow = run_effect(&fleet, &s, effect, &input).await;
                 if let (Some(event), Some(a)) = (follow, addr.upgrade()) {
                     let _ = a.send(Apply { event }).await;
                 }
@@ -591,7 +690,12 @@ pub async fn cleanup_workspace(
 }
 
 /// Performs one effect; returns the event it produced, if any.
-async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> Option<EventKind> {
+async fn run_effect(
+    fleet: &Arc<Fleet>,
+    s: &SessionSnapshot,
+    effect: Effect,
+    input: &deliver::InputLock,
+) -> Option<EventKind> {
     let rec = &s.session;
     match effect {
         Effect::StartRuntime { resume } => {
@@ -599,7 +703,7 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
         }
         Effect::DestroyRuntime => {
             if let (Some(h), Ok(rt)) = (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
-                if let Err(e) = rt.destroy(&RuntimeHandle::from_json(h)).await {
+                if let Err(e) = rt.destroy(h).await {
                     tracing::warn!(error = %e, "destroying the runtime failed");
                 }
             }
@@ -639,22 +743,12 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
         }
         Effect::SendToAgent {
             reaction,
-            message,
-            given_at_launch,
+            given_at_launch: true,
+            ..
         } => {
-            let delivered = match (&rec.runtime_handle, fleet.plugins.runtime(&rec.runtime)) {
-                // The restarted agent got it as its first prompt: only the record is left.
-                _ if given_at_launch => true,
-                (Some(h), Ok(rt)) => rt
-                    .send_message(&RuntimeHandle::from_json(h), &message)
-                    .await
-                    .unwrap_or(false),
-                _ => false,
-            };
-            let mut data = serde_json::json!({"reaction": reaction, "delivered": delivered});
-            if given_at_launch {
-                data["via"] = "restart".into();
-            }
+            // The restarted agent got it as its first prompt: only the record is left.
+            let data =
+                serde_json::json!({"reaction": reaction, "delivered": true, "via": "restart"});
             let _ = fleet
                 .journal
                 .append(&NewEvent {
@@ -664,6 +758,14 @@ async fn run_effect(fleet: &Arc<Fleet>, s: &SessionSnapshot, effect: Effect) -> 
                     at: fleet.clock.now(),
                 })
                 .await;
+            None
+        }
+        Effect::SendToAgent { .. } => {
+            // Queued with the step; typed in order with whatever else is open.
+            let _g = input.lock().await;
+            if let Err(e) = deliver::deliver_open(fleet, rec, None).await {
+                tracing::warn!(error = ?e, "delivering a reaction's message failed");
+            }
             None
         }
         Effect::RestartAgent { due } => {
@@ -946,7 +1048,7 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
     use crate::store::Activity;
     let rec = &s.session;
     let (Some(h), Ok(rt), Ok(agent)) = (
-        rec.runtime_handle.as_ref().map(RuntimeHandle::from_json),
+        rec.runtime_handle.clone(),
         fleet.plugins.runtime(&rec.runtime),
         fleet.plugins.agent(&rec.agent),
     ) else {
@@ -1104,7 +1206,7 @@ impl Handler<Reconcile> for SessionActor {
             return Box::pin(fut::ready(()));
         }
         Box::pin(
-            async move { (rt.is_alive(&RuntimeHandle::from_json(&h)).await, h) }
+            async move { (rt.is_alive(&h).await, h) }
                 .into_actor(self)
                 .map(|(alive, h), _act, ctx| {
                     if let Ok(false) = alive {
@@ -1126,23 +1228,19 @@ impl Handler<SendMessage> for SessionActor {
             return Box::pin(fut::ready(Err(SessionError::NotLoaded)));
         };
         let st = s.session.state;
-        let handle = match (&s.session.runtime_handle, st) {
-            (Some(h), st)
-                if !st.is_terminal() && s.session.activity != crate::store::Activity::Exited =>
-            {
-                RuntimeHandle::from_json(h)
-            }
+        match (&s.session.runtime_handle, st) {
+            (Some(_), st)
+                if !st.is_terminal() && s.session.activity != crate::store::Activity::Exited => {}
             _ => {
                 return Box::pin(fut::ready(Err(SessionError::Rejected(format!(
                     "session {} has no running agent (state {st}); restore it first",
                     s.session.id
                 )))))
             }
-        };
-        let runtime = match self.fleet.plugins.runtime(&s.session.runtime) {
-            Ok(r) => r,
-            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
-        };
+        }
+        if let Err(e) = self.fleet.plugins.runtime(&s.session.runtime) {
+            return Box::pin(fut::ready(Err(e.into())));
+        }
         let journal = self.fleet.journal.clone();
         let id = self.id.clone();
         // A short answer to the question on screen is typed as keys (menus ignore pastes).
@@ -1150,13 +1248,36 @@ impl Handler<SendMessage> for SessionActor {
         let asked = s.session.meta["question"].as_str().map(str::to_string);
         let answer = waiting && is_choice(&msg.text);
         let addr = ctx.address();
+        let (fleet, input, rec) = (self.fleet.clone(), self.input.clone(), s.session);
         // Detached: the paste and its journal row finish even while an atomic step waits.
         Box::pin(
             crate::actors::detached(async move {
-                let delivered = if answer {
-                    runtime.answer(&handle, &msg.text).await?
-                } else {
-                    runtime.send_message(&handle, &msg.text).await?
+                // Stored before it is typed: a crash from here on finishes or re-sends it.
+                let queued = fleet
+                    .store
+                    .queue_instruction(&NewInstruction {
+                        session_id: id.clone(),
+                        kind: if answer {
+                            InstructionKind::Answer
+                        } else {
+                            InstructionKind::Message
+                        },
+                        reaction: None,
+                        body: msg.text.clone(),
+                        at: Utc::now(),
+                    })
+                    .await?;
+                let done = {
+                    let _g = input.lock().await;
+                    deliver::deliver_open(&fleet, &rec, Some(queued.id)).await?
+                };
+                let delivered = match done.into_iter().find(|d| d.id == queued.id) {
+                    Some(d) => d.result?,
+                    // Delivered by another run (e.g. the start-up one) meanwhile.
+                    None => {
+                        fleet.store.load_instruction(queued.id).await?.state
+                            == InstructionState::Delivered
+                    }
                 };
                 if waiting && delivered {
                     // The human answered this question; one the agent asked meanwhile (its

@@ -15,6 +15,7 @@
 
 mod cluster;
 pub mod messages;
+mod replay;
 pub mod request;
 pub mod spawn;
 
@@ -206,7 +207,9 @@ impl Actor for FleetSupervisor {
                     act.ready.store(true, Ordering::SeqCst);
                     tracing::info!(sessions = n, "fleet restored");
                     let fleet = act.fleet.clone();
+                    let me = ctx.address();
                     actix::spawn(async move {
+                        replay::unprocessed_webhooks(&fleet, me).await;
                         match fleet.read_model().orphans().await {
                             Ok(orphans) => {
                                 for o in orphans {
@@ -526,12 +529,15 @@ impl Handler<GetSession> for FleetSupervisor {
     }
 }
 
+/// Commands on a session without an actor (kill, restore) are atomic on the supervisor's
+/// mailbox: a restore and a kill of one session at the same moment run one after the other,
+/// each seeing what the other committed (a kill then goes to the restored session's actor).
 impl Handler<KillSession> for FleetSupervisor {
-    type Result = Reply<StepReport>;
+    type Result = AtomicResponse<Self, Result<StepReport, FleetError>>;
     fn handle(&mut self, msg: KillSession, _ctx: &mut Self::Context) -> Self::Result {
         let timeout = self.fleet.actor_timeout;
         if let Some(a) = self.sessions.get(&msg.id).cloned() {
-            return Box::pin(
+            return AtomicResponse::new(Box::pin(
                 async move {
                     Ok(a.send(Kill {
                         reason: "manually_killed".into(),
@@ -540,7 +546,7 @@ impl Handler<KillSession> for FleetSupervisor {
                     .await??)
                 }
                 .into_actor(self),
-            );
+            ));
         }
         // No actor: the session already ended. The machine says so (idempotent kill); a
         // workspace still on disk (e.g. of a done session) is removed, and the answer says so
@@ -549,7 +555,7 @@ impl Handler<KillSession> for FleetSupervisor {
         let policy = self.policy_for("");
         let fleet = self.fleet.clone();
         let cluster = self.cluster.clone();
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             async move {
                 // Another node drives it: the kill runs there.
                 if let Some(r) =
@@ -601,7 +607,7 @@ impl Handler<KillSession> for FleetSupervisor {
                 }
             }
             .into_actor(self),
-        )
+        ))
     }
 }
 
@@ -653,6 +659,7 @@ impl Handler<RestoreSession> for FleetSupervisor {
                         },
                         // Restoring never notifies anyone.
                         notifications: Vec::new(),
+                        instructions: Vec::new(),
                     })
                     .await?;
                 METRICS.transition(from, step.snapshot.session.state);

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{Effect, Machine, Outcome};
 use crate::domain::keys::{ReactionKey, TimerKey};
 use crate::domain::policy::Priority;
+use crate::domain::runtime_handle::RuntimeHandle;
 use crate::domain::session::{Activity, SessionSnapshot};
 
 /// Where a session's [`PendingRestart`] lives in its `meta`.
@@ -123,18 +124,19 @@ impl Machine<'_> {
         let st = self.state();
         if st.is_terminal() {
             // Killed while it restarted: take the late runtime down too.
-            self.s.session.runtime_handle = Some(handle.clone());
+            self.s.session.runtime_handle = Some(RuntimeHandle::from_json(handle));
             self.s.timers.clear();
             self.clear_restart();
             self.effects.push(Effect::DestroyRuntime);
             return Outcome::Applied;
         }
         let pending = pending_restart(&self.s);
-        if pending.is_none() && self.s.session.runtime_handle.as_ref() == Some(handle) {
+        let handle = RuntimeHandle::from_json(handle);
+        if pending.is_none() && self.s.session.runtime_handle.as_ref() == Some(&handle) {
             return Outcome::Noop("this restart is already recorded".into());
         }
         // A restart that came after its deadline passed still runs: it is adopted.
-        self.s.session.runtime_handle = Some(handle.clone());
+        self.s.session.runtime_handle = Some(handle);
         self.s.session.activity = Activity::Active;
         self.s.session.activity_at = Some(self.at);
         self.disarm(TimerKey::Spawn);

@@ -742,6 +742,11 @@ fn spawn_requested_arms_the_deadline_and_starts_the_runtime_once() {
     let first = step(&fresh(SessionState::Spawning), &ev, &p);
     assert_eq!(first.effects, vec![Effect::StartRuntime { resume: false }]);
     assert_eq!(first.snapshot.timers[TIMER_SPAWN].deadline, at(5));
+    assert_eq!(
+        crate::domain::machine::launch_intent(&first.snapshot),
+        Some(at(0)),
+        "the launch intent is committed with the step that starts the runtime"
+    );
     let again = step(&first.snapshot, &ev, &p);
     assert!(again.effects.is_empty());
 }
@@ -1174,7 +1179,9 @@ fn an_answer_ends_only_the_question_it_answered() {
 /// after "done").
 fn exited(state: SessionState) -> SessionSnapshot {
     let mut s = fresh(state);
-    s.session.runtime_handle = Some(serde_json::json!({"pid": 1}));
+    s.session.runtime_handle = Some(crate::domain::runtime_handle::RuntimeHandle::from_json(
+        &serde_json::json!({"pid": 1}),
+    ));
     s.session.activity = Activity::Exited;
     s
 }
@@ -1232,7 +1239,7 @@ fn an_instruction_for_an_exited_agent_restarts_it_and_is_counted_once() {
     );
     assert!(pending_restart(&s).is_none());
     assert_eq!(
-        s.session.runtime_handle,
+        s.session.runtime_handle.as_ref().map(|h| h.to_json()),
         Some(serde_json::json!({"pid": 2}))
     );
     assert_eq!(s.session.activity, Activity::Active);

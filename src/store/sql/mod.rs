@@ -76,6 +76,7 @@ macro_rules! sql_impl {
 }
 
 mod chat;
+mod instructions;
 mod leases;
 mod outbox;
 mod sessions;
@@ -268,7 +269,8 @@ sql_impl! { impl;
             prompt: Self::get(row, "prompt")?,
             runtime_handle: Self::get::<Option<D::Json>>(row, "runtime_handle")?
                 .map(|v| D::read_json("runtime_handle", v))
-                .transpose()?,
+                .transpose()?
+                .map(|v| crate::domain::runtime_handle::RuntimeHandle::from_json(&v)),
             activity: from_text("activity", &Self::get::<String>(row, "activity")?)?,
             activity_at: Self::get_opt_ts(row, "activity_at")?,
             restart_count: Self::get(row, "restart_count")?,

@@ -110,7 +110,7 @@ sql_impl! { impl;
         .bind(s.pr.as_ref().map(|p| p.url.as_str()))
         .bind(&s.issue)
         .bind(&s.prompt)
-        .bind(s.runtime_handle.as_ref().map(D::json))
+        .bind(s.runtime_handle.as_ref().map(|h| D::json(&h.to_json())))
         .bind(as_text(&s.activity))
         .bind(s.activity_at.map(D::ts))
         .bind(s.restart_count)
@@ -163,6 +163,9 @@ sql_impl! { impl;
 
         for n in &commit.notifications {
             Self::insert_notification(&mut tx, n).await?;
+        }
+        for i in &commit.instructions {
+            Self::insert_instruction(&mut tx, i).await?;
         }
 
         let e = &commit.event;
@@ -401,6 +404,25 @@ sql_impl! { #[async_trait] impl WebhookLog;
         .map_err(write_err)?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(platform))]
+    async fn mark_webhook_processed(
+        &self,
+        platform: &str,
+        delivery_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        self.webhook_processed(platform, delivery_id, at).await
+    }
+
+    #[tracing::instrument(skip_all, fields(platform))]
+    async fn unprocessed_webhook_deliveries(
+        &self,
+        platform: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.webhooks_unprocessed(platform, limit).await
     }
 }
 
