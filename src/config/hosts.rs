@@ -3,13 +3,15 @@
 //! ```yaml
 //! hosts:
 //!   build-1:
-//!     destination: agent@build-1.internal   # what `ssh` is given (user@host or a Host alias)
+//!     ssh: agent@build-1.internal           # the SSH destination (user@host or a Host alias)
 //!     port: 22                              # optional
-//!     work_dir: /srv/flotilla               # worktrees, logs and prompts live under it
+//!     workdir: /srv/flotilla                # worktrees, logs and prompts live under it
 //!     capacity: 8                           # most live sessions placed on it
 //!     identity_file: /etc/flotilla/id_ed25519  # optional (else ssh's own configuration)
 //!     known_hosts: /etc/flotilla/known_hosts   # optional (else ~/.ssh/known_hosts)
 //! ```
+//!
+//! `destination` and `work_dir` are accepted as other spellings of `ssh` and `workdir`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,13 +27,15 @@ pub const AUTO: &str = "auto";
 #[serde(deny_unknown_fields)]
 pub struct HostSettings {
     /// The SSH destination (`user@host`, `host`, or a `Host` alias of ssh's configuration).
-    pub destination: String,
+    #[serde(alias = "destination")]
+    pub ssh: String,
     /// SSH port; ssh's own default (or configuration) when absent.
     #[serde(default)]
     pub port: Option<u16>,
     /// Directory on the host under which Flotilla keeps repositories, worktrees, pane logs
     /// and prompts (absolute).
-    pub work_dir: PathBuf,
+    #[serde(alias = "work_dir")]
+    pub workdir: PathBuf,
     /// Most live sessions Flotilla places on the host (at least 1).
     #[serde(default = "default_capacity")]
     pub capacity: u32,
@@ -68,17 +72,17 @@ pub fn problems(hosts: &BTreeMap<String, HostSettings>) -> Vec<(String, String)>
                 format!("host name must match [A-Za-z0-9_-]+ and not be `{AUTO}`"),
             ));
         }
-        let d = h.destination.trim();
+        let d = h.ssh.trim();
         if d.is_empty() {
-            out.push((format!("{key}.destination"), "must not be empty".into()));
+            out.push((format!("{key}.ssh"), "must not be empty".into()));
         } else if d.starts_with('-') || d.chars().any(|c| c.is_whitespace() || c.is_control()) {
             out.push((
-                format!("{key}.destination"),
+                format!("{key}.ssh"),
                 "must be user@host or a host name (no leading `-`, no spaces)".into(),
             ));
         }
-        if !h.work_dir.is_absolute() {
-            out.push((format!("{key}.work_dir"), "must be an absolute path".into()));
+        if !h.workdir.is_absolute() {
+            out.push((format!("{key}.workdir"), "must be an absolute path".into()));
         }
         if h.capacity == 0 {
             out.push((format!("{key}.capacity"), "must be at least 1".into()));
@@ -134,9 +138,9 @@ mod tests {
 
     fn host(dest: &str, dir: &str, capacity: u32) -> HostSettings {
         HostSettings {
-            destination: dest.into(),
+            ssh: dest.into(),
             port: None,
-            work_dir: dir.into(),
+            workdir: dir.into(),
             capacity,
             identity_file: None,
             known_hosts: None,
@@ -153,8 +157,8 @@ mod tests {
             keys,
             [
                 "hosts.bad name",
-                "hosts.bad name.destination",
-                "hosts.bad name.work_dir",
+                "hosts.bad name.ssh",
+                "hosts.bad name.workdir",
                 "hosts.bad name.capacity"
             ]
         );

@@ -59,6 +59,24 @@ pub struct SessionView {
     /// What the agent waits for, in words, while the session is `needs_input` ("approve Bash:
     /// git push"); null otherwise.
     pub waiting_for: Option<String>,
+    /// The remote host (under `hosts:`) the agent runs on; null on this machine.
+    pub host: Option<String>,
+    /// The node that owns (drives) the session when several share one PostgreSQL
+    /// (`cluster.node_id`); null on a single node.
+    pub node: Option<String>,
+}
+
+impl SessionView {
+    /// The view with its owning node filled in from the leases (one read per session).
+    async fn owned(mut self, state: &AppState) -> Self {
+        match state.reads.session_node(&self.id).await {
+            Ok(node) => self.node = node,
+            Err(e) => {
+                tracing::warn!(session = %self.id, error = %e, "could not read the session's owner")
+            }
+        }
+        self
+    }
 }
 
 impl From<SessionRecord> for SessionView {
@@ -71,6 +89,8 @@ impl From<SessionRecord> for SessionView {
         });
         SessionView {
             waiting_for,
+            host: crate::plugins::hosts::host_of(&s.runtime).map(str::to_string),
+            node: None,
             id: s.id.0,
             project: s.project,
             state: s.state,
@@ -237,9 +257,11 @@ pub async fn list(
             active_only: false,
         })
         .await?;
-    Ok(web::Json(SessionList {
-        sessions: rows.into_iter().map(Into::into).collect(),
-    }))
+    let mut sessions = Vec::with_capacity(rows.len());
+    for row in rows {
+        sessions.push(SessionView::from(row).owned(&state).await);
+    }
+    Ok(web::Json(SessionList { sessions }))
 }
 
 /// Spawns a session: reserves its id and starts its actor; the agent starts asynchronously.
@@ -257,7 +279,9 @@ pub async fn spawn(
 ) -> Result<HttpResponse, ApiError> {
     let order = SpawnOrder::try_from(body.into_inner())?;
     let snap = state.supervisor.send(Spawn { order }).await??;
-    Ok(HttpResponse::Created().json(SessionDetail::from(snap)))
+    let mut detail = SessionDetail::from(snap);
+    detail.session = detail.session.owned(&state).await;
+    Ok(HttpResponse::Created().json(detail))
 }
 
 /// One session with its trackers and timers.
@@ -276,7 +300,9 @@ pub async fn get(
             id: sid(id.into_inner()),
         })
         .await??;
-    Ok(web::Json(snap.into()))
+    let mut detail = SessionDetail::from(snap);
+    detail.session = detail.session.owned(&state).await;
+    Ok(web::Json(detail))
 }
 
 /// Types a message into the agent and reports whether delivery was confirmed.
@@ -330,7 +356,9 @@ pub async fn kill(
             id: sid(id.into_inner()),
         })
         .await??;
-    Ok(web::Json(r.into()))
+    let mut result = ActionResult::from(r);
+    result.session.session = result.session.session.owned(&state).await;
+    Ok(web::Json(result))
 }
 
 /// Restores a killed, errored, done, terminated or stuck session.
@@ -349,7 +377,9 @@ pub async fn restore(
             id: sid(id.into_inner()),
         })
         .await??;
-    Ok(web::Json(r.into()))
+    let mut result = ActionResult::from(r);
+    result.session.session = result.session.session.owned(&state).await;
+    Ok(web::Json(result))
 }
 
 /// Merges the session's PR.
@@ -368,7 +398,9 @@ pub async fn merge(
             id: sid(id.into_inner()),
         })
         .await??;
-    Ok(web::Json(r.into()))
+    let mut result = ActionResult::from(r);
+    result.session.session = result.session.session.owned(&state).await;
+    Ok(web::Json(result))
 }
 
 /// The session's events, oldest first.

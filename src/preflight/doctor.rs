@@ -93,7 +93,83 @@ impl Doctor {
             .map(|(n, _)| n.clone())
             .collect();
         checks.push(self.sandbox(&sandboxed).await);
+        for (name, host) in &settings.hosts {
+            let needed_by: Vec<String> = settings
+                .projects
+                .iter()
+                .filter(|(_, p)| {
+                    p.host.as_deref() == Some(name.as_str())
+                        || p.host.as_deref() == Some(crate::config::hosts::AUTO)
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            checks.push(self.host(name, host, &needed_by).await);
+        }
         checks
+    }
+
+    /// A remote host answers over SSH without a prompt (`BatchMode`, the host key known) and
+    /// has tmux and git; a failure when a project runs there (by name or `auto`).
+    async fn host(
+        &self,
+        name: &str,
+        h: &crate::config::hosts::HostSettings,
+        needed_by: &[String],
+    ) -> Check {
+        let check = format!("host {name}");
+        let Resolved::Found(ssh) = resolve("ssh", self.host.path()) else {
+            return Check::fail(
+                &check,
+                "ssh: not found on PATH; remote hosts are reached with the system's OpenSSH client",
+                Some("install it (apt install openssh-client)".into()),
+            );
+        };
+        let mut argv: Vec<String> = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        argv.extend([
+            "-o".into(),
+            format!("ConnectTimeout={}", self.timeout.as_secs().max(1)),
+        ]);
+        if let Some(port) = h.port {
+            argv.extend(["-p".into(), port.to_string()]);
+        }
+        if let Some(id) = &h.identity_file {
+            argv.extend(["-i".into(), id.display().to_string()]);
+        }
+        if let Some(known) = &h.known_hosts {
+            argv.extend([
+                "-o".into(),
+                format!("UserKnownHostsFile={}", known.display()),
+            ]);
+        }
+        // One remote command line of fixed words: both tools' versions.
+        argv.extend([h.ssh.clone(), "tmux -V && git --version".into()]);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        match version(&ssh, &args, None, self.timeout * 2).await {
+            Ok(v) => Check::ok(&check, format!("{} answers: {v}", h.ssh)),
+            Err(e) => {
+                let detail = format!("{} over ssh: {e}", h.ssh);
+                let fix = Some(
+                    "check the destination, its key (ssh-copy-id) and known_hosts entry, and that \
+                     tmux and git are installed there"
+                        .to_string(),
+                );
+                if needed_by.is_empty() {
+                    Check::warn(&check, detail, fix)
+                } else {
+                    Check::fail(
+                        &check,
+                        format!(
+                            "{detail}; project {} runs its agents there",
+                            needed_by.join(", ")
+                        ),
+                        fix,
+                    )
+                }
+            }
+        }
     }
 
     /// A tool on Flotilla's `PATH` with its version; missing is a failure when `needed_by`
@@ -555,6 +631,34 @@ mod tests {
         assert_eq!(git.fix.as_deref(), Some("install it (apt install git)"));
     }
 
+    #[tokio::test]
+    async fn a_host_that_does_not_answer_fails_for_the_projects_placed_there_only() {
+        // A port nothing listens on: ssh is refused at once, whatever the machine.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = Doctor {
+            host: HostEnv::current(),
+            data_dir: dir.path().join("home"),
+            timeout: Duration::from_secs(5),
+        };
+        let yaml = format!(
+            "hosts:\n  gone: {{ ssh: \"nobody@127.0.0.1\", port: {port}, workdir: /srv/f }}\n"
+        );
+        let s = settings_from(&yaml);
+        let h = &s.hosts["gone"];
+        let c = d.host("gone", h, &[]).await;
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        let c = d.host("gone", h, &["demo".to_string()]).await;
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.detail.contains("nobody@127.0.0.1") && c.detail.contains("demo"),
+            "{c:?}"
+        );
+        assert!(c.fix.is_some());
+    }
     #[tokio::test]
     async fn the_sqlite_directory_must_be_writable() {
         let dir = tempfile::tempdir().expect("tmp");

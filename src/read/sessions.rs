@@ -34,6 +34,19 @@ impl ReadModel {
         list(self.store.as_ref(), filter).await
     }
 
+    /// The node that owns session `id` (its lease holder), or `None`: one node without
+    /// `cluster.node_id` leases nothing and owns everything.
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn session_node(&self, id: &str) -> ReadResult<Option<String>> {
+        let holder = self
+            .store
+            .lease_holder(crate::store::LeaseKind::Session, id)
+            .await?;
+        Ok(holder.map(|f| f.owner))
+    }
+
     /// Events after `after`, at most `limit`, oldest first: one session's, or everyone's.
     ///
     /// # Errors

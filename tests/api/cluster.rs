@@ -377,6 +377,26 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
     .await;
     assert!(after.values().all(|o| o != "node-a"));
     eprintln!("taken over after {:?}", t0.elapsed());
+    // The API names each session's owner (`node`), whichever node answers.
+    let moved = by_a.iter().next().expect("one of node-a's sessions");
+    let listed = reqwest::Client::new()
+        .get(format!("{}/api/v1/sessions", bases[2]))
+        .bearer_auth(crate::helpers::TOKEN)
+        .send()
+        .await
+        .expect("list")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let row = listed["sessions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["id"] == moved.as_str()))
+        .expect("listed");
+    assert_eq!(
+        row["node"].as_str(),
+        after.get(moved).map(String::as_str),
+        "{row}"
+    );
 
     // One instruction to every session, all through node-b (node-c's are forwarded to it
     // through the store).

@@ -76,6 +76,7 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
         .await;
     let v1 = app.wait_state(&s1, "working").await;
     assert_eq!(v1["runtime"], "ssh:a", "{v1}");
+    assert_eq!(v1["host"], "a", "the session names its host: {v1}");
     let ws1 = v1["workspace"].as_str().expect("workspace").to_string();
     assert!(ws1.starts_with(&wa.display().to_string()), "{ws1}");
     assert!(

@@ -157,7 +157,7 @@ impl Sshd {
     /// `hosts.<name>` YAML for this server, with `work_dir` and `capacity`.
     pub fn host_yaml(&self, name: &str, work_dir: &Path, capacity: u32) -> String {
         format!(
-            "  {name}: {{ destination: \"{user}@127.0.0.1\", port: {port}, work_dir: \"{wd}\", capacity: {capacity}, identity_file: \"{key}\", known_hosts: \"{kh}\" }}\n",
+            "  {name}: {{ ssh: \"{user}@127.0.0.1\", port: {port}, workdir: \"{wd}\", capacity: {capacity}, identity_file: \"{key}\", known_hosts: \"{kh}\" }}\n",
             user = self.user,
             port = self.port,
             wd = work_dir.display(),

@@ -344,6 +344,12 @@ impl SessionActor {
                 .output_watch
                 .watch(&log, ctx.address().recipient());
             self.watched_log = Some(log);
+            // What the agent wrote before the watch existed (a fast agent asks its question
+            // while the start is being recorded; an adopted one) raises no change: look once.
+            if !self.probe_pending {
+                self.probe_pending = true;
+                ctx.run_later(PROBE_DEBOUNCE, |act, ctx| act.probe(ctx));
+            }
         }
         let addr = ctx.address();
         let Ok(runtime) = self.fleet.plugins.runtime(

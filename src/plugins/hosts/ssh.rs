@@ -83,7 +83,7 @@ impl SshTransport {
         }
         SshTransport {
             name: name.to_string(),
-            destination: h.destination.clone(),
+            destination: h.ssh.clone(),
             options,
             calls: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CALLS)),
         }
@@ -191,9 +191,9 @@ mod tests {
         assert_eq!(shell_quote("$HOME"), "'$HOME'");
         assert_eq!(shell_quote("a\nb"), "'a\nb'");
         let h = HostSettings {
-            destination: "me@box".into(),
+            ssh: "me@box".into(),
             port: Some(2222),
-            work_dir: "/srv/f".into(),
+            workdir: "/srv/f".into(),
             capacity: 1,
             identity_file: None,
             known_hosts: None,

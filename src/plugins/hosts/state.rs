@@ -87,7 +87,7 @@ impl Host {
     }
 
     fn dir(&self, rel: &str) -> PathBuf {
-        self.settings.work_dir.join(rel)
+        self.settings.workdir.join(rel)
     }
 
     /// Pane logs on the host.
@@ -294,9 +294,9 @@ mod tests {
 
     fn host() -> Host {
         let s = HostSettings {
-            destination: "me@box".into(),
+            ssh: "me@box".into(),
             port: None,
-            work_dir: "/srv/it's".into(),
+            workdir: "/srv/it's".into(),
             capacity: 2,
             identity_file: None,
             known_hosts: None,
