@@ -11,111 +11,18 @@
 //!
 //! `cargo bench --bench spawn_cli` (`FLOTILLA_BENCH_ROUNDS`, default 10).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "support/proc.rs"]
 mod proc;
+#[path = "support/serve.rs"]
+mod serve;
 use proc::run;
+use serve::{free_port, repo_with_origin, serve};
 
 const TOKEN: &str = "bench-token";
-
-/// A repository with an origin (a bare clone) to fetch from.
-fn repo_with_origin(root: &Path, name: &str) -> PathBuf {
-    let seed = root.join(format!("{name}-seed"));
-    std::fs::create_dir_all(&seed).expect("mkdir");
-    run(&seed, &["git", "init", "-q", "-b", "main"]);
-    std::fs::write(seed.join("README.md"), "bench\n").expect("write");
-    run(&seed, &["git", "add", "."]);
-    run(
-        &seed,
-        &[
-            "git",
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "user.name=b",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
-    let origin = root.join(format!("{name}-origin.git"));
-    run(
-        root,
-        &[
-            "git",
-            "clone",
-            "-q",
-            "--bare",
-            seed.to_str().expect("utf-8"),
-            origin.to_str().expect("utf-8"),
-        ],
-    );
-    let repo = root.join(name);
-    run(
-        root,
-        &[
-            "git",
-            "clone",
-            "-q",
-            origin.to_str().expect("utf-8"),
-            repo.to_str().expect("utf-8"),
-        ],
-    );
-    repo
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(root: &Path, cfg: &Path, home: &Path, port: u16) -> Server {
-    let log = std::fs::File::create(root.join("server.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["serve", "--config"])
-        .arg(cfg)
-        .current_dir(root)
-        .env("FLOTILLA_HOME", home)
-        .env("FLOTILLA__SERVER__PORT", port.to_string())
-        .stdout(Stdio::from(log.try_clone().expect("clone")))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("serve");
-    // Owned at once: a panic below still kills and reaps it.
-    let server = Server { child };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
-            let mut buf = [0u8; 16];
-            s.read(&mut buf)
-                .is_ok_and(|n| buf[..n].windows(5).any(|w| w == b" 200 "))
-        });
-        if ready {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "server not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn spawn_cmd(root: &Path, cfg: &Path, home: &Path, port: u16, n: usize) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
