@@ -257,10 +257,16 @@ pub async fn list(
             active_only: false,
         })
         .await?;
-    let mut sessions = Vec::with_capacity(rows.len());
-    for row in rows {
-        sessions.push(SessionView::from(row).owned(&state).await);
-    }
+    // One read of the leases for the whole list, not one per session.
+    let mut nodes = state.reads.session_nodes().await?;
+    let sessions = rows
+        .into_iter()
+        .map(|row| {
+            let mut v = SessionView::from(row);
+            v.node = nodes.remove(&v.id);
+            v
+        })
+        .collect();
     Ok(web::Json(SessionList { sessions }))
 }
 

@@ -47,6 +47,18 @@ impl ReadModel {
         Ok(holder.map(|f| f.owner))
     }
 
+    /// The owning node of every leased session, by session id (one read for a list).
+    ///
+    /// # Errors
+    /// `Store`.
+    pub async fn session_nodes(&self) -> ReadResult<std::collections::HashMap<String, String>> {
+        let owners = self
+            .store
+            .lease_owners(crate::store::LeaseKind::Session)
+            .await?;
+        Ok(owners.into_iter().collect())
+    }
+
     /// Events after `after`, at most `limit`, oldest first: one session's, or everyone's.
     ///
     /// # Errors

@@ -113,6 +113,9 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// The current holder of a lease, unexpired or not.
     async fn lease_holder(&self, kind: LeaseKind, key: &str) -> StoreResult<Option<Fence>>;
 
+    /// Every lease of `kind` as (key, owner): one read for a whole list.
+    async fn lease_owners(&self, kind: LeaseKind) -> StoreResult<Vec<(String, String)>>;
+
     /// Deletes the leases `owner` holds on `keys` (a session that ended, a node stopping).
     async fn release_leases(
         &self,

@@ -149,6 +149,7 @@ delegate! { LeaseStore to leases {
     fn renew_leases(owner: &str, ttl: std::time::Duration) -> Vec<HeldLease>;
     fn take_over_expired(owner: &str, ttl: std::time::Duration, limit: i64) -> Vec<HeldLease>;
     fn lease_holder(kind: LeaseKind, key: &str) -> Option<Fence>;
+    fn lease_owners(kind: LeaseKind) -> Vec<(String, String)>;
     fn release_leases(kind: LeaseKind, keys: &[String], owner: &str) -> u64;
     fn commit_transition_fenced(commit: &TransitionCommit, fence: &Fence) -> EventRecord;
     fn enqueue_command(session: &SessionId, command: &str) -> i64;

@@ -196,6 +196,16 @@ sql_impl! { #[async_trait] impl LeaseStore;
         .transpose()
     }
 
+    async fn lease_owners(&self, kind: LeaseKind) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT key, owner FROM leases WHERE kind = $1")
+            .bind(kind.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((Self::get(r, "key")?, Self::get(r, "owner")?)))
+            .collect()
+    }
+
     #[tracing::instrument(skip_all)]
     async fn release_leases(
         &self,
