@@ -81,7 +81,8 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {dir}/authorized_keys\n\
                  PidFile {dir}/sshd.pid\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 UsePAM no\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n",
+                 UsePAM no\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n\
+                 SetEnv PYENV_REHASH_TIMEOUT=1\n",
                 hk = host_key.display(),
                 dir = dir.display()
             ),
@@ -147,8 +148,23 @@ impl Sshd {
             doomed.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
             i += 1;
         }
-        for pid in doomed {
+        // SIGTERM first, so that shells run their exit traps (a login shell killed inside
+        // `pyenv rehash` leaves its lock file behind, and every later ssh session on this
+        // machine then waits for it), then SIGKILL whatever is left.
+        for pid in doomed.iter().rev() {
             // SAFETY: plain syscall on pids of our own sshd's tree.
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline
+            && doomed[1..]
+                .iter()
+                .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in doomed {
+            // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         let _ = child.wait();
