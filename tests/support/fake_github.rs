@@ -26,16 +26,17 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::fake_server::{FakeServer, Seen};
 
 /// A forced rate-limit answer for the next requests.
 #[derive(Debug, Clone, Copy)]
@@ -211,7 +212,8 @@ pub struct FakeGithub {
     /// The token requests must carry (`Authorization: Bearer …`).
     pub token: String,
     state: Arc<Mutex<State>>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop).
+    server: FakeServer,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -1801,13 +1803,9 @@ impl FakeGithub {
     /// Starts the fake on `127.0.0.1:0`; requests must carry `Bearer {token}`.
     pub async fn start(token: &str) -> FakeGithub {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        );
         let state = Arc::new(Mutex::new(State {
-            base_url: url.clone(),
+            // Known once the server listens, before anyone can ask.
+            base_url: String::new(),
             token: token.to_string(),
             root: dir.path().to_path_buf(),
             repos: BTreeMap::new(),
@@ -1828,23 +1826,17 @@ impl FakeGithub {
             refusals: HashMap::new(),
         }));
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::default().limit(1 << 20))
-                .default_service(web::to(dispatch))
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(dispatch));
+        });
+        let url = server.url("");
+        lock(&state).base_url = url.clone();
         FakeGithub {
             url,
             token: token.to_string(),
             state,
-            handle,
+            server,
             http: hook_client(),
             _dir: dir,
         }
@@ -2390,6 +2382,12 @@ impl FakeGithub {
             .unwrap_or(0)
     }
 
+    /// Every request so far (method and path with query), in arrival order, log downloads
+    /// included.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.server.requests()
+    }
+
     /// All requests (excluding log downloads from the redirect target).
     pub fn total(&self) -> u64 {
         self.s()
@@ -2444,13 +2442,6 @@ impl FakeGithub {
         let d = send(&self.http, &url, &secret, &d.id, &d.event, &d.body).await;
         self.s().deliveries.push(d.clone());
         d
-    }
-}
-
-impl Drop for FakeGithub {
-    fn drop(&mut self) {
-        // Stopping returns a future; the server also dies with the test's actix system.
-        drop(self.handle.stop(false));
     }
 }
 
