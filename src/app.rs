@@ -451,6 +451,7 @@ impl Application {
             notifiers,
             OutboxSettings::from_settings(&settings.notifications),
         )
+        .on_clock(clock.clone())
         .claiming_as(
             cluster
                 .as_ref()
