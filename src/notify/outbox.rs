@@ -217,11 +217,7 @@ impl OutboxActor {
         let now = self.clock.now();
         let fut = detached(async move {
             let due = match claim_as {
-                Some((node, hold)) => {
-                    store
-                        .claim_due_notifications(&node, now, hold, batch)
-                        .await
-                }
+                Some((node, hold)) => store.claim_due_notifications(&node, now, hold, batch).await,
                 None => store.due_notifications(now, batch).await,
             };
             let counts = store.count_notifications().await;
@@ -382,12 +378,7 @@ impl OutboxActor {
     }
 
     /// Moves rows' next attempt to when their channel frees up, then releases them.
-    fn defer(
-        &mut self,
-        rows: Vec<NotificationRecord>,
-        at: DateTime<Utc>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn defer(&mut self, rows: Vec<NotificationRecord>, at: DateTime<Utc>, ctx: &mut Context<Self>) {
         if rows.is_empty() {
             return;
         }

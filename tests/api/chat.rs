@@ -656,7 +656,10 @@ async fn cancel_kills_the_running_turn_and_the_timeout_stops_a_slow_one() {
     })
     .await;
     assert!(
-        c.replies("t").await.iter().all(|r| !r.contains("took longer")),
+        c.replies("t")
+            .await
+            .iter()
+            .all(|r| !r.contains("took longer")),
         "not timed out before the clock moved"
     );
     c.app.clock.advance(std::time::Duration::from_secs(61));

@@ -181,8 +181,12 @@ struct State {
     deliveries: Vec<Delivery>,
     counts: BTreeMap<(String, u16), u64>,
     forced: Option<(Limit, u32)>,
-    /// A secondary limit was answered: until then GitHub keeps refusing (and counts it).
-    limited_until: Option<(std::time::Instant, Limit)>,
+    /// A secondary limit was answered: until then (on `now`) GitHub keeps refusing (and
+    /// counts it).
+    limited_until: Option<(chrono::DateTime<chrono::Utc>, Limit)>,
+    /// The time `retry-after` windows are kept on: the wall clock, or the app's clock under
+    /// test ([`FakeGithub::use_clock`]) so a test that moves it sees what the app waited.
+    now: flotilla::clock::Clock,
     /// Requests that arrived inside a `retry-after` window (a client that did not wait).
     early: u64,
     core_remaining: i64,
@@ -980,7 +984,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
         };
         let early = s
             .limited_until
-            .filter(|(until, _)| std::time::Instant::now() < *until)
+            .filter(|(until, _)| s.now.now() < *until)
             .map(|(_, l)| l);
         if early.is_some() {
             s.early += 1;
@@ -992,10 +996,9 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
             if early.is_none() {
                 s.forced = if n > 1 { Some((limit, n - 1)) } else { None };
                 if let Limit::Secondary { retry_after, .. } = limit {
-                    s.limited_until = Some((
-                        std::time::Instant::now() + std::time::Duration::from_secs(retry_after),
-                        limit,
-                    ));
+                    let secs = i64::try_from(retry_after).unwrap_or(i64::MAX);
+                    let until = s.now.now() + chrono::Duration::seconds(secs);
+                    s.limited_until = Some((until, limit));
                 }
             }
             match limit {
@@ -1816,6 +1819,7 @@ impl FakeGithub {
             counts: BTreeMap::new(),
             forced: None,
             limited_until: None,
+            now: flotilla::clock::Clock::system(),
             early: 0,
             core_remaining: RATE_LIMIT,
             graphql_remaining: RATE_LIMIT,
@@ -2344,6 +2348,11 @@ impl FakeGithub {
     /// The current body of issue comment `id` in `repo` (chat bridge edits).
     pub fn issue_comment_body(&self, repo: &str, id: i64) -> Option<String> {
         comment_body(&self.s(), repo, id)
+    }
+
+    /// Keeps `retry-after` windows on `clock` (the app's) instead of the wall clock.
+    pub fn use_clock(&self, clock: flotilla::clock::Clock) {
+        self.s().now = clock;
     }
 
     /// The next `n` API requests answer with `limit`.

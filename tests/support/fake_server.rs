@@ -168,10 +168,9 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn fake_server_basic_auth_is_the_rfc_7617_encoding() {
+        use super::basic_auth;
         // RFC 7617 §2's example, and the three padding lengths.
         assert_eq!(
             basic_auth("Aladdin", "open sesame"),

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
 use chrono::{DateTime, Utc};
 use flotilla::clock::Clock;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::fake_server::FakeServer;
