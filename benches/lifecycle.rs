@@ -10,6 +10,8 @@
 
 #[path = "../tests/support/fake_github.rs"]
 mod fake_github;
+#[path = "../tests/support/fake_server.rs"]
+mod fake_server;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

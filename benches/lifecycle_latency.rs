@@ -12,6 +12,8 @@
 
 #[path = "../tests/support/fake_github.rs"]
 mod fake_github;
+#[path = "../tests/support/fake_server.rs"]
+mod fake_server;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -172,7 +172,7 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
 
 /// Builds the plugin registry: the runtimes and workspaces of this build, every built-in agent
 /// kind under its own name, and an agent per `agents:` entry (which may shadow a built-in name).
-pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
+pub fn plugins_from(settings: &Settings, home: &Path, clock: &crate::clock::Clock) -> Plugins {
     let mut p = Plugins::default();
     p.runtimes.insert(
         "process".into(),
@@ -204,7 +204,7 @@ pub fn plugins_from(settings: &Settings, home: &Path) -> Plugins {
         }
     }
     p.agents = agents;
-    p.scm = scm_from(settings);
+    p.scm = scm_from(settings, clock);
     p.trackers = trackers_from(settings);
     p.writebacks = settings
         .projects
@@ -300,13 +300,17 @@ fn start_intake_poller(
     .start();
 }
 
-/// The GitHub SCM, when any project has a `github_repo`. Must run inside the runtime.
-fn scm_from(settings: &Settings) -> Option<Arc<dyn crate::plugins::Scm>> {
+/// The GitHub SCM, when any project has a `github_repo`, keeping rate-limit waits on `clock`.
+/// Must run inside the runtime.
+fn scm_from(
+    settings: &Settings,
+    clock: &crate::clock::Clock,
+) -> Option<Arc<dyn crate::plugins::Scm>> {
     if !settings.projects.values().any(|p| p.github_repo.is_some()) {
         return None;
     }
     match crate::plugins::github::GithubScm::new(&settings.github, settings.github.timeout.get()) {
-        Ok(scm) => Some(Arc::new(scm)),
+        Ok(scm) => Some(Arc::new(scm.on_clock(clock.clone()))),
         // `validate` reports a bad URL; without the plugin PRs are simply not followed.
         Err(e) => {
             tracing::error!(error = %e, "the github plugin could not be built: PRs are not followed");
@@ -451,6 +455,7 @@ impl Application {
             notifiers,
             OutboxSettings::from_settings(&settings.notifications),
         )
+        .on_clock(clock.clone())
         .claiming_as(
             cluster
                 .as_ref()
@@ -460,7 +465,7 @@ impl Application {
         let fleet = Arc::new(Fleet {
             journal: Arc::new(Journal::new(store.clone())),
             store: store.clone(),
-            plugins: plugins_from(&settings, &home),
+            plugins: plugins_from(&settings, &home, &clock),
             projects: projects_from(&settings),
             home: home.clone(),
             max_restarts: settings.lifecycle.max_restarts,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::time::Instant;
+use chrono::{DateTime, Utc};
 
 use crate::actors::fleet::Fleet;
 use crate::actors::supervisor::messages::ScmObserved;
@@ -33,7 +33,8 @@ pub struct GithubPoller {
     reconcile_every: u32,
     cycle: u64,
     running: bool,
-    backoff_until: Option<Instant>,
+    /// No request before this time on the fleet's clock (a rate limit's wait).
+    backoff_until: Option<DateTime<Utc>>,
 }
 
 /// What one poll cycle did (for logs and tests).
@@ -69,7 +70,8 @@ impl GithubPoller {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.running || self.backoff_until.is_some_and(|t| Instant::now() < t) {
+        let now = self.fleet.clock.now();
+        if self.running || self.backoff_until.is_some_and(|t| now < t) {
             return;
         }
         self.running = true;
@@ -87,11 +89,23 @@ impl GithubPoller {
                 act.running = false;
                 if let Some(wait) = report.backoff {
                     tracing::warn!(?wait, "GitHub rate limit: polling paused");
-                    act.backoff_until = Some(Instant::now() + wait);
+                    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                    act.backoff_until = act.fleet.clock.now().checked_add_signed(wait);
                 }
                 tracing::debug!(?report, "github poll");
             });
         ctx.spawn(fut);
+    }
+}
+
+impl GithubPoller {
+    /// Ticks every `interval` on the fleet's clock (a test advancing it polls at once).
+    fn tick_after_interval(&mut self, ctx: &mut Context<Self>) {
+        let wait = self.fleet.clock.sleep(self.interval);
+        ctx.spawn(wait.into_actor(self).map(|(), act, ctx| {
+            act.tick(ctx);
+            act.tick_after_interval(ctx);
+        }));
     }
 }
 
@@ -100,7 +114,7 @@ impl Actor for GithubPoller {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.tick(ctx);
-        ctx.run_interval(self.interval, |act, ctx| act.tick(ctx));
+        self.tick_after_interval(ctx);
     }
 }
 

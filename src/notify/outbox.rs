@@ -31,12 +31,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::clock::Instant;
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::messages::{ListNotifications, WakeOutbox};
+use crate::clock::Clock;
 use crate::config::NotificationsSettings;
 use crate::plugins::{Notification, Notifier, PostedMessage};
 use crate::store::{
@@ -48,7 +48,7 @@ use crate::telemetry::METRICS;
 pub const DIGEST_EVENT: &str = "notifications.digest";
 
 /// Added to a deferral, so that when the rows are due again the channel's window has surely
-/// moved on (the store's clock and the monotonic clock are read at slightly different times).
+/// moved on (the store's time and the channel's are read at slightly different moments).
 const DEFER_MARGIN: Duration = Duration::from_millis(25);
 
 /// The outbox's knobs, from `notifications:`.
@@ -119,9 +119,9 @@ struct Channel {
     /// Deliveries under way.
     in_flight: usize,
     /// When each message of the current rate window went out.
-    sent: VecDeque<Instant>,
+    sent: VecDeque<DateTime<Utc>>,
     /// Set by a `Retry-After`: nothing goes out before.
-    paused_until: Option<Instant>,
+    paused_until: Option<DateTime<Utc>>,
     /// A digest is being written; the channel waits for it.
     folding: bool,
 }
@@ -150,6 +150,8 @@ pub struct OutboxActor {
     /// Several nodes share the outbox: rows are claimed in the database as this node for this
     /// long before delivery, so each is delivered by one node (see `src/actors/cluster/`).
     claim_as: Option<(String, Duration)>,
+    /// The time polls, retries, deferrals and rate windows read.
+    clock: Clock,
 }
 
 impl OutboxActor {
@@ -185,7 +187,14 @@ impl OutboxActor {
             released_during_poll: HashSet::new(),
             poll_again: false,
             claim_as: None,
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads `clock` (the application's) instead of the system clock.
+    pub fn on_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Claims due rows in the database as `node` for `hold` instead of reading them (several
@@ -205,14 +214,11 @@ impl OutboxActor {
         let store = self.store.clone();
         let batch = i64::try_from(self.cfg.batch).unwrap_or(i64::MAX);
         let claim_as = self.claim_as.clone();
+        let now = self.clock.now();
         let fut = detached(async move {
             let due = match claim_as {
-                Some((node, hold)) => {
-                    store
-                        .claim_due_notifications(&node, Utc::now(), hold, batch)
-                        .await
-                }
-                None => store.due_notifications(Utc::now(), batch).await,
+                Some((node, hold)) => store.claim_due_notifications(&node, now, hold, batch).await,
+                None => store.due_notifications(now, batch).await,
             };
             let counts = store.count_notifications().await;
             (due, counts)
@@ -265,13 +271,14 @@ impl OutboxActor {
                 let reason = format!("notifier {} is not configured", r.notifier);
                 let store = self.store.clone();
                 let id = r.id.clone();
+                let now = self.clock.now();
                 let fut = detached(async move {
                     let res = store
                         .update_notification(
                             &r.id,
                             NotificationStatus::Failed,
                             r.attempts,
-                            Utc::now(),
+                            now,
                             Some(&reason),
                         )
                         .await;
@@ -307,7 +314,7 @@ impl OutboxActor {
     }
 
     fn dispatch_channel(&mut self, name: &str, ctx: &mut Context<Self>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let (rate_max, window, concurrency) = (
             self.cfg.rate_max,
             self.cfg.rate_window,
@@ -316,13 +323,13 @@ impl OutboxActor {
         let Some(ch) = self.channels.get_mut(name) else {
             return;
         };
-        while ch.sent.front().is_some_and(|t| *t + window <= now) {
+        while ch.sent.front().is_some_and(|t| after(*t, window) <= now) {
             ch.sent.pop_front();
         }
         // Paused by a Retry-After, or out of messages for this window: wait it out.
         let free_at = match ch.paused_until.filter(|p| *p > now) {
             Some(p) => Some(p),
-            None if ch.sent.len() >= rate_max => ch.sent.front().map(|t| *t + window),
+            None if ch.sent.len() >= rate_max => ch.sent.front().map(|t| after(*t, window)),
             None => None,
         };
         if let Some(at) = free_at {
@@ -371,12 +378,12 @@ impl OutboxActor {
     }
 
     /// Moves rows' next attempt to when their channel frees up, then releases them.
-    fn defer(&mut self, rows: Vec<NotificationRecord>, at: Instant, ctx: &mut Context<Self>) {
+    fn defer(&mut self, rows: Vec<NotificationRecord>, at: DateTime<Utc>, ctx: &mut Context<Self>) {
         if rows.is_empty() {
             return;
         }
-        let wait = at.saturating_duration_since(Instant::now()) + DEFER_MARGIN;
-        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let now = self.clock.now();
+        let until = after(at.max(now), DEFER_MARGIN);
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
         let store = self.store.clone();
         let fut = detached({
@@ -395,7 +402,7 @@ impl OutboxActor {
 
     /// Writes a digest of `members` (and marks them digested), then queues it first.
     fn fold(&mut self, name: String, members: Vec<NotificationRecord>, ctx: &mut Context<Self>) {
-        let digest = digest_of(&name, &members);
+        let digest = digest_of(&name, &members, self.clock.now());
         let ids: Vec<String> = members.into_iter().map(|m| m.id).collect();
         let store = self.store.clone();
         let fut = detached({
@@ -444,10 +451,11 @@ impl OutboxActor {
         let cfg = self.cfg.clone();
         let id = r.id.clone();
         let notifier_name = name.clone();
+        let clock = self.clock.clone();
         let fut = detached(async move {
             let n = to_notification(&r);
             let result = notifier.notify(&n).await;
-            let now = Utc::now();
+            let now = clock.now();
             if let (Ok(Some(posted)), Some(session)) = (&result, &r.session_id) {
                 remember_post(store.as_ref(), posted, session, &r.id, now).await;
             }
@@ -461,7 +469,7 @@ impl OutboxActor {
                         let delay = cfg
                             .jittered(attempts, rand::random::<f64>())
                             .max(wait.unwrap_or_default());
-                        let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                        let next = after(now, delay);
                         (NotificationStatus::Pending, next, err, "retried", wait)
                     } else {
                         (NotificationStatus::Failed, now, err, "failed", wait)
@@ -518,7 +526,7 @@ impl OutboxActor {
         if let Some(ch) = self.channels.get_mut(&a.notifier) {
             ch.in_flight = ch.in_flight.saturating_sub(1);
             if let (Some(p), true) = (a.pause, a.outcome != "delivered") {
-                let until = Instant::now() + p;
+                let until = after(self.clock.now(), p);
                 ch.paused_until = Some(ch.paused_until.map_or(until, |u| u.max(until)));
             }
         }
@@ -532,6 +540,14 @@ impl OutboxActor {
             self.poll(ctx);
         }
     }
+}
+
+/// `t` plus `d` (the end of time rather than an overflow).
+fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Runs `f` on its own Tokio task and waits for it (`None` if the task died). If the actor
@@ -597,8 +613,12 @@ fn rank(priority: &str) -> u8 {
 
 /// A digest row for `notifier` standing for `members`: the highest priority among them, their
 /// session when they share one, and the members themselves as `context.items`.
-pub fn digest_of(notifier: &str, members: &[NotificationRecord]) -> NotificationRecord {
-    let now = crate::domain::machine::micros(Utc::now());
+pub fn digest_of(
+    notifier: &str,
+    members: &[NotificationRecord],
+    now: DateTime<Utc>,
+) -> NotificationRecord {
+    let now = crate::domain::machine::micros(now);
     let id = uuid::Uuid::new_v4().to_string();
     let priority = members
         .iter()
@@ -640,7 +660,18 @@ impl Actor for OutboxActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Rows left pending by a crash are due already: deliver them first.
         self.poll(ctx);
-        ctx.run_interval(self.cfg.poll_interval, |act, ctx| act.poll(ctx));
+        self.poll_after_interval(ctx);
+    }
+}
+
+impl OutboxActor {
+    /// Polls every `poll_interval` on the clock (a test advancing it polls at once).
+    fn poll_after_interval(&mut self, ctx: &mut Context<Self>) {
+        let wait = self.clock.sleep(self.cfg.poll_interval);
+        ctx.spawn(wait.into_actor(self).map(|(), act, ctx| {
+            act.poll(ctx);
+            act.poll_after_interval(ctx);
+        }));
     }
 }
 
@@ -728,6 +759,7 @@ mod tests {
         let d = digest_of(
             "ops",
             &[row("a", "info", "demo-1"), row("b", "urgent", "demo-1")],
+            Utc::now(),
         );
         assert_eq!(d.event, DIGEST_EVENT);
         assert_eq!(d.priority, "urgent");
@@ -741,6 +773,7 @@ mod tests {
         let mixed = digest_of(
             "ops",
             &[row("a", "info", "demo-1"), row("b", "info", "demo-2")],
+            Utc::now(),
         );
         assert_eq!(mixed.session_id, None);
     }

@@ -64,9 +64,11 @@ pub struct GithubScm {
     /// URL → (ETag, body) of the last 200, for conditional requests.
     etags: Mutex<HashMap<String, (String, Value)>>,
     rate: Mutex<Option<RateLimit>>,
-    /// After a rate-limit answer, no request leaves before this instant, whoever asks (the
-    /// poller and every session share one budget; GitHub punishes retries inside the wait).
-    blocked_until: Mutex<Option<(tokio::time::Instant, &'static str)>>,
+    /// After a rate-limit answer, no request leaves before this time on `clock`, whoever asks
+    /// (the poller and every session share one budget; GitHub punishes retries inside the wait).
+    blocked_until: Mutex<Option<(chrono::DateTime<chrono::Utc>, &'static str)>>,
+    /// The time the rate-limit wait is kept on (the application's).
+    clock: crate::clock::Clock,
     /// `github.ignore_checks`.
     ignore: IgnoreList,
     /// `github.bot_login`: Flotilla's own comments are never feedback.
@@ -306,9 +308,17 @@ impl GithubScm {
             etags: Mutex::new(HashMap::new()),
             rate: Mutex::new(None),
             blocked_until: Mutex::new(None),
+            clock: crate::clock::Clock::system(),
             ignore: IgnoreList::new(&settings.ignore_checks),
             bot_login: settings.bot_login.clone(),
         })
+    }
+
+    /// Keeps rate-limit waits on `clock` (the application's) instead of the system clock.
+    #[must_use]
+    pub fn on_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sends one request; `kind` is the bounded metric label (method + path template).
@@ -321,23 +331,29 @@ impl GithubScm {
         body: Option<&Value>,
     ) -> PluginResult<Reply> {
         if let Some((until, limit)) = *lock(&self.blocked_until) {
-            let now = tokio::time::Instant::now();
-            if now < until {
-                METRICS
-                    .github_requests
-                    .with_label_values(&[kind, "held"])
-                    .inc();
-                return Err(PluginError::RateLimited {
-                    kind: limit,
-                    retry_after: until - now,
-                });
+            if let Ok(left) = (until - self.clock.now()).to_std() {
+                if !left.is_zero() {
+                    METRICS
+                        .github_requests
+                        .with_label_values(&[kind, "held"])
+                        .inc();
+                    return Err(PluginError::RateLimited {
+                        kind: limit,
+                        retry_after: left,
+                    });
+                }
             }
         }
         let fut = self.call_inner(method, kind, url, body);
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Err(PluginError::RateLimited { kind, retry_after })) => {
-                *lock(&self.blocked_until) =
-                    Some((tokio::time::Instant::now() + retry_after, kind));
+                let wait = chrono::Duration::from_std(retry_after).unwrap_or(chrono::Duration::MAX);
+                let until = self
+                    .clock
+                    .now()
+                    .checked_add_signed(wait)
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+                *lock(&self.blocked_until) = Some((until, kind));
                 Err(PluginError::RateLimited { kind, retry_after })
             }
             Ok(r) => r,

@@ -646,17 +646,28 @@ async fn cancel_kills_the_running_turn_and_the_timeout_stops_a_slow_one() {
     c.send("k", "after cancel").await;
     c.wait_reply("k", "echo: after cancel").await;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let base = dir.path().join("chat");
-    std::fs::create_dir_all(&base).expect("mkdir");
-    let extra = chat_yaml(&base, "").replace("turn_timeout: 60s", "turn_timeout: 1s");
-    let Some(app) = spawn_app_in(dir, Backend::Sqlite, &extra).await else {
-        return;
-    };
-    let c = Chat { app, base };
+    // The turn timeout (60s) runs on the app's clock: once the slow turn has started, moving
+    // the clock past it stops the turn without waiting a minute.
     c.with_codebase("t").await;
+    let before = c.starts().len();
     c.send("t", "slow SLEEP:60").await;
-    c.wait_reply("t", "took longer than 1s").await;
+    let pid = eventually(10, "second slow turn started", || async {
+        c.starts().get(before).and_then(|v| v["pid"].as_i64())
+    })
+    .await;
+    assert!(
+        c.replies("t")
+            .await
+            .iter()
+            .all(|r| !r.contains("took longer")),
+        "not timed out before the clock moved"
+    );
+    c.app.clock.advance(std::time::Duration::from_secs(61));
+    c.wait_reply("t", "took longer than 1m").await;
+    eventually(10, "timed-out assistant killed", || async {
+        (!alive(pid as i32)).then_some(())
+    })
+    .await;
     c.send("t", "next").await;
     c.wait_reply("t", "echo: next").await;
 }

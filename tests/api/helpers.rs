@@ -306,6 +306,33 @@ where
     }
 }
 
+/// [`eventually`], moving `clock` forward by `step` after each miss: the waits the
+/// application keeps on its clock (retries, backoffs, rate windows, poll intervals) pass in a
+/// few real milliseconds each, while the order of what happens stays the application's.
+pub async fn eventually_advancing<T, F, Fut>(
+    clock: &flotilla::clock::ManualClock,
+    step: Duration,
+    secs: u64,
+    what: &str,
+    mut f: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        clock.advance(step);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl TestApp {
     /// A request builder with the token.
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

@@ -3,13 +3,16 @@
 //! which types instructions into the agent's pane and finally merges for real.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::fake_github::{FakeGithub, Limit};
 use crate::fleet_plugins::{scripted_agent_path, user_messages};
 use crate::fleet_tmux::TmuxGuard;
-use crate::helpers::{eventually, git, require_tool, spawn_app_with_env, Backend, TestApp};
+use crate::helpers::{
+    eventually, eventually_advancing, git, require_tool, spawn_app_with_env, Backend, TestApp,
+};
 
 pub(crate) const REPO: &str = "acme/widgets";
 const TOKEN: &str = "ghp_lifecycle";
@@ -270,6 +273,8 @@ async fn a_secondary_rate_limit_pauses_polling_without_a_burst_and_loses_nothing
         .await;
     let s = l.wait_state(&id, "review_pending", 60).await;
     let branch = s["branch"].as_str().expect("branch").to_string();
+    // The fake keeps its 3 s on the app's clock, which the test moves.
+    l.gh.use_clock(l.app.clock.clock());
     // The next request is answered with a secondary limit asking for 3 s.
     l.gh.reset_counts();
     l.gh.limit_next(
@@ -282,8 +287,16 @@ async fn a_secondary_rate_limit_pauses_polling_without_a_burst_and_loses_nothing
     let head = l.head(&branch).expect("head");
     l.gh.add_check_run(REPO, &head, "lint", Some("failure"), Some("E501"))
         .await;
-    // The failure is still caught once the wait is over…
-    l.wait_state(&id, "ci_failed", 60).await;
+    // The failure is still caught once the wait is over: the clock runs ahead in 250 ms steps
+    // (the poller's 1 s interval and the 3 s wait pass in a few real steps)…
+    eventually_advancing(
+        &l.app.clock,
+        Duration::from_millis(250),
+        60,
+        "the failed check seen after the wait",
+        || async { (l.session(&id).await["state"] == "ci_failed").then_some(()) },
+    )
+    .await;
     l.wait_told("Failed check: lint", 30).await;
     // …and nobody (poller or session) sent anything inside the 3 s the limit asked for.
     assert_eq!(l.gh.early_requests(), 0, "{:?}", l.gh.counts());

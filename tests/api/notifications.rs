@@ -84,6 +84,27 @@ async fn settled(app: &TestApp, n: usize, secs: u64) -> Vec<Value> {
     .await
 }
 
+/// [`settled`], moving the app's clock `step` forward while waiting: retries, `Retry-After`
+/// pauses and rate windows pass without their real time.
+async fn settled_advancing(app: &TestApp, n: usize, step: Duration) -> Vec<Value> {
+    eventually_advancing(
+        &app.clock,
+        step,
+        30,
+        &format!("{n} notifications settled"),
+        || async {
+            let rows = outbox(app, "?limit=1000").await;
+            (rows.len() == n && rows.iter().all(|r| r["status"] != "pending")).then_some(rows)
+        },
+    )
+    .await
+}
+
+/// The time between two hits, on the app's clock.
+fn between(earlier: &Hit, later: &Hit) -> Duration {
+    (later.at - earlier.at).to_std().unwrap_or_default()
+}
+
 fn text_of(h: &Hit) -> String {
     h.body.to_string()
 }
@@ -261,10 +282,13 @@ async fn a_receiver_answering_500_then_429_gets_the_notification_after_the_wait_
     let (app, _sup) = start(Backend::Sqlite, &hook_only(&r, "hook", ""))
         .await
         .expect("app");
+    r.use_clock(app.clock.clock());
     let id = app
         .spawn(json!({"project": "demo", "agent": "failing"}))
         .await;
-    let rows = settled(&app, 1, 30).await;
+    // The app's clock runs ahead in 250 ms steps: a retry that ignored the 1 s wait would
+    // come a step or two after the 429.
+    let rows = settled_advancing(&app, 1, Duration::from_millis(250)).await;
     assert_eq!(rows[0]["status"], "delivered");
     assert_eq!(rows[0]["attempts"], 3);
     assert_eq!(rows[0]["session"], id.as_str());
@@ -272,7 +296,7 @@ async fn a_receiver_answering_500_then_429_gets_the_notification_after_the_wait_
     let hits = r.hits(Target::Webhook);
     let statuses: Vec<u16> = hits.iter().map(|h| h.status).collect();
     assert_eq!(statuses, [500, 429, 200]);
-    let waited = hits[2].at - hits[1].at;
+    let waited = between(&hits[1], &hits[2]);
     assert!(
         waited >= Duration::from_secs(1),
         "Retry-After: 1 was honoured (waited {waited:?}; the backoff alone is 200ms)"
@@ -296,9 +320,11 @@ notifications: {{ {FAST} }}
         r.service_yaml()
     );
     let (app, _sup) = start(Backend::Sqlite, &extra).await.expect("app");
+    r.use_clock(app.clock.clock());
     app.spawn(json!({"project": "demo", "agent": "failing"}))
         .await;
-    let rows = settled(&app, 2, 30).await;
+    // 100 ms steps: ignoring the bodies' waits would retry after the 100 ms backoff.
+    let rows = settled_advancing(&app, 2, Duration::from_millis(100)).await;
     assert!(rows
         .iter()
         .all(|r| r["status"] == "delivered" && r["attempts"] == 2));
@@ -309,7 +335,7 @@ notifications: {{ {FAST} }}
             [429, 200],
             "{target:?}"
         );
-        let waited = hits[1].at - hits[0].at;
+        let waited = between(&hits[0], &hits[1]);
         assert!(
             waited >= Duration::from_millis(min),
             "{target:?} waited {waited:?}"
@@ -346,14 +372,16 @@ async fn a_session_flapping_50_times_in_a_minute_produces_one_digest_not_50_mess
     )
     .await
     .expect("app");
-    let started = tokio::time::Instant::now();
+    let clock = app.clock.clock();
+    let started = clock.now();
     let id = flap(&app, &sup, 50).await;
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        clock.now() - started < chrono::Duration::seconds(10),
         "flapped within the window"
     );
-    // 50 notifications, then one digest row carrying 49 of them.
-    let rows = settled(&app, 51, 60).await;
+    // 50 notifications, then one digest row carrying 49 of them once the window moved on
+    // (on the app's clock, 1 s per step).
+    let rows = settled_advancing(&app, 51, Duration::from_secs(1)).await;
     let count = |status: &str| rows.iter().filter(|r| r["status"] == status).count();
     assert_eq!((count("delivered"), count("digested")), (2, 49), "{rows:?}");
     let digest = rows

@@ -26,16 +26,17 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::fake_server::{FakeServer, Seen};
 
 /// A forced rate-limit answer for the next requests.
 #[derive(Debug, Clone, Copy)]
@@ -180,8 +181,12 @@ struct State {
     deliveries: Vec<Delivery>,
     counts: BTreeMap<(String, u16), u64>,
     forced: Option<(Limit, u32)>,
-    /// A secondary limit was answered: until then GitHub keeps refusing (and counts it).
-    limited_until: Option<(std::time::Instant, Limit)>,
+    /// A secondary limit was answered: until then (on `now`) GitHub keeps refusing (and
+    /// counts it).
+    limited_until: Option<(chrono::DateTime<chrono::Utc>, Limit)>,
+    /// The time `retry-after` windows are kept on: the wall clock, or the app's clock under
+    /// test ([`FakeGithub::use_clock`]) so a test that moves it sees what the app waited.
+    now: flotilla::clock::Clock,
     /// Requests that arrived inside a `retry-after` window (a client that did not wait).
     early: u64,
     core_remaining: i64,
@@ -211,7 +216,8 @@ pub struct FakeGithub {
     /// The token requests must carry (`Authorization: Bearer …`).
     pub token: String,
     state: Arc<Mutex<State>>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop).
+    server: FakeServer,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -978,7 +984,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
         };
         let early = s
             .limited_until
-            .filter(|(until, _)| std::time::Instant::now() < *until)
+            .filter(|(until, _)| s.now.now() < *until)
             .map(|(_, l)| l);
         if early.is_some() {
             s.early += 1;
@@ -990,10 +996,9 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
             if early.is_none() {
                 s.forced = if n > 1 { Some((limit, n - 1)) } else { None };
                 if let Limit::Secondary { retry_after, .. } = limit {
-                    s.limited_until = Some((
-                        std::time::Instant::now() + std::time::Duration::from_secs(retry_after),
-                        limit,
-                    ));
+                    let secs = i64::try_from(retry_after).unwrap_or(i64::MAX);
+                    let until = s.now.now() + chrono::Duration::seconds(secs);
+                    s.limited_until = Some((until, limit));
                 }
             }
             match limit {
@@ -1801,13 +1806,9 @@ impl FakeGithub {
     /// Starts the fake on `127.0.0.1:0`; requests must carry `Bearer {token}`.
     pub async fn start(token: &str) -> FakeGithub {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        );
         let state = Arc::new(Mutex::new(State {
-            base_url: url.clone(),
+            // Known once the server listens, before anyone can ask.
+            base_url: String::new(),
             token: token.to_string(),
             root: dir.path().to_path_buf(),
             repos: BTreeMap::new(),
@@ -1818,6 +1819,7 @@ impl FakeGithub {
             counts: BTreeMap::new(),
             forced: None,
             limited_until: None,
+            now: flotilla::clock::Clock::system(),
             early: 0,
             core_remaining: RATE_LIMIT,
             graphql_remaining: RATE_LIMIT,
@@ -1828,23 +1830,17 @@ impl FakeGithub {
             refusals: HashMap::new(),
         }));
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::default().limit(1 << 20))
-                .default_service(web::to(dispatch))
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(dispatch));
+        });
+        let url = server.url("");
+        lock(&state).base_url = url.clone();
         FakeGithub {
             url,
             token: token.to_string(),
             state,
-            handle,
+            server,
             http: hook_client(),
             _dir: dir,
         }
@@ -2354,6 +2350,11 @@ impl FakeGithub {
         comment_body(&self.s(), repo, id)
     }
 
+    /// Keeps `retry-after` windows on `clock` (the app's) instead of the wall clock.
+    pub fn use_clock(&self, clock: flotilla::clock::Clock) {
+        self.s().now = clock;
+    }
+
     /// The next `n` API requests answer with `limit`.
     pub fn limit_next(&self, n: u32, limit: Limit) {
         self.s().forced = Some((limit, n));
@@ -2388,6 +2389,12 @@ impl FakeGithub {
             .get(&(kind.to_string(), status))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Every request so far (method and path with query), in arrival order, log downloads
+    /// included.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.server.requests()
     }
 
     /// All requests (excluding log downloads from the redirect target).
@@ -2444,13 +2451,6 @@ impl FakeGithub {
         let d = send(&self.http, &url, &secret, &d.id, &d.event, &d.body).await;
         self.s().deliveries.push(d.clone());
         d
-    }
-}
-
-impl Drop for FakeGithub {
-    fn drop(&mut self) {
-        // Stopping returns a future; the server also dies with the test's actix system.
-        drop(self.handle.stop(false));
     }
 }
 

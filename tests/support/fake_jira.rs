@@ -10,11 +10,12 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+
+use crate::fake_server::{basic_auth, FakeServer, Seen};
 
 /// A stored comment.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +42,8 @@ pub struct FakeJira {
     /// Site URL (`jira.base_url`).
     pub url: String,
     state: Arc<Mutex<State>>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop).
+    server: FakeServer,
 }
 
 fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -284,30 +286,21 @@ fn text_problem(n: &Value) -> Option<String> {
 impl FakeJira {
     /// Starts the fake; requests must carry Basic `email:token`; `issues` exist.
     pub async fn start(email: &str, token: &str, issues: &[&str]) -> FakeJira {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        );
-        let basic = base64(format!("{email}:{token}").as_bytes());
         let state = Arc::new(Mutex::new(State {
-            auth: format!("Basic {basic}"),
+            auth: basic_auth(email, token),
             issues: issues.iter().map(|i| i.to_string()).collect(),
             ..State::default()
         }));
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(dispatch))
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
-        FakeJira { url, state, handle }
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(dispatch));
+        });
+        FakeJira {
+            url: server.url(""),
+            state,
+            server,
+        }
     }
 
     /// Comments posted, in order.
@@ -319,12 +312,10 @@ impl FakeJira {
     pub fn limit_next(&self, n: u32) {
         lock(&self.state).limited = n;
     }
-}
 
-impl Drop for FakeJira {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        actix_web::rt::spawn(async move { h.stop(false).await });
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.server.requests()
     }
 }
 
@@ -360,24 +351,6 @@ pub async fn post_signed(url: &str, secret: &str, body: &Value) -> u16 {
         .expect("post webhook")
         .status()
         .as_u16()
-}
-
-/// Standard base64 with padding (for the Basic auth header the fake expects).
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in input.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

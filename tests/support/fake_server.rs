@@ -33,7 +33,6 @@ pub struct FakeServer {
     port: u16,
     handle: ServerHandle,
     seen: Arc<Mutex<Vec<Seen>>>,
-    own_thread: bool,
 }
 
 /// The largest request body a fake reads (prompts with whole files inside).
@@ -58,12 +57,7 @@ impl FakeServer {
         let server = server(routes, seen.clone(), listener, workers);
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        FakeServer {
-            port,
-            handle,
-            seen,
-            own_thread: false,
-        }
+        FakeServer { port, handle, seen }
     }
 
     /// Serves `routes` on an actix system of its own thread: for a fake whose client blocks
@@ -84,12 +78,7 @@ impl FakeServer {
             });
         });
         let handle = rx.recv().expect("fake server started");
-        FakeServer {
-            port,
-            handle,
-            seen,
-            own_thread: true,
-        }
+        FakeServer { port, handle, seen }
     }
 
     /// `http://127.0.0.1:PORT` followed by `path`.
@@ -110,14 +99,29 @@ impl FakeServer {
 
 impl Drop for FakeServer {
     fn drop(&mut self) {
-        let h = self.handle.clone();
-        if self.own_thread {
-            // The server lives on its own thread; stopping it only sends it a command.
-            std::thread::spawn(move || futures::executor::block_on(h.stop(false)));
-        } else {
-            actix_web::rt::spawn(async move { h.stop(false).await });
+        // `stop` sends the command before returning its future, so dropping the future stops
+        // the server from any thread, inside an actix system or not.
+        drop(self.handle.stop(false));
+    }
+}
+
+/// The `Authorization` value of HTTP Basic auth (RFC 7617): `Basic base64(user:secret)`.
+pub fn basic_auth(user: &str, secret: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{secret}");
+    let mut out = String::from("Basic ");
+    for c in input.as_bytes().chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
         }
     }
+    out
 }
 
 fn listen() -> (TcpListener, u16) {
@@ -160,4 +164,20 @@ where
     .listen(listener)
     .expect("listen")
     .run()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fake_server_basic_auth_is_the_rfc_7617_encoding() {
+        use super::basic_auth;
+        // RFC 7617 §2's example, and the three padding lengths.
+        assert_eq!(
+            basic_auth("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(basic_auth("a", "b"), "Basic YTpi");
+        assert_eq!(basic_auth("ab", "c"), "Basic YWI6Yw==");
+        assert_eq!(basic_auth("ab", "cd"), "Basic YWI6Y2Q=");
+    }
 }

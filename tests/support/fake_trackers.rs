@@ -16,11 +16,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+
+use crate::fake_server::{basic_auth, FakeServer, Seen};
 
 #[derive(Default)]
 struct State {
@@ -34,7 +35,6 @@ struct State {
     linear_comments: Vec<(String, String)>,
     /// Jira comments: (issue key, ADF body).
     jira_comments: Vec<(String, Value)>,
-    requests: u64,
 }
 
 /// Linear's workflow states of the fake team: (id, name, type).
@@ -85,7 +85,8 @@ pub struct FakeTrackers {
     /// Base URL: Linear at `{url}/graphql`, Jira at `{url}`.
     pub url: String,
     state: Arc<Mutex<State>>,
-    handle: actix_web::dev::ServerHandle,
+    /// The server (stopped on drop).
+    server: FakeServer,
 }
 
 fn lock(s: &Arc<Mutex<State>>) -> std::sync::MutexGuard<'_, State> {
@@ -94,7 +95,6 @@ fn lock(s: &Arc<Mutex<State>>) -> std::sync::MutexGuard<'_, State> {
 
 async fn linear(req: HttpRequest, body: web::Json<Value>, st: Shared) -> HttpResponse {
     let mut s = lock(&st);
-    s.requests += 1;
     let auth = req
         .headers()
         .get("authorization")
@@ -176,8 +176,7 @@ fn jira_missing() -> HttpResponse {
 }
 
 async fn jira(req: HttpRequest, key: web::Path<String>, st: Shared) -> HttpResponse {
-    let mut s = lock(&st);
-    s.requests += 1;
+    let s = lock(&st);
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -194,7 +193,6 @@ async fn jira_comment(
     st: Shared,
 ) -> HttpResponse {
     let mut s = lock(&st);
-    s.requests += 1;
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -214,8 +212,7 @@ async fn jira_comment(
 }
 
 async fn jira_transitions(req: HttpRequest, key: web::Path<String>, st: Shared) -> HttpResponse {
-    let mut s = lock(&st);
-    s.requests += 1;
+    let s = lock(&st);
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -242,7 +239,6 @@ async fn jira_transition(
     st: Shared,
 ) -> HttpResponse {
     let mut s = lock(&st);
-    s.requests += 1;
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -266,43 +262,17 @@ async fn jira_transition(
     HttpResponse::NoContent().finish()
 }
 
-/// Standard base64 with padding (HTTP basic auth).
-fn base64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 impl FakeTrackers {
     /// Starts on a random port; Linear accepts `linear_key`, Jira `email:token` (basic).
     pub async fn start(linear_key: &str, jira_email: &str, jira_token: &str) -> FakeTrackers {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        );
-        let basic = base64(format!("{jira_email}:{jira_token}").as_bytes());
         let state = Arc::new(Mutex::new(State {
             linear_key: linear_key.into(),
-            jira_auth: format!("Basic {basic}"),
+            jira_auth: basic_auth(jira_email, jira_token),
             ..Default::default()
         }));
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
+        let server = FakeServer::start(move |cfg| {
+            cfg.app_data(data.clone())
                 .route("/graphql", web::post().to(linear))
                 .route("/rest/api/3/issue/{key}", web::get().to(jira))
                 .route(
@@ -316,15 +286,13 @@ impl FakeTrackers {
                 .route(
                     "/rest/api/3/issue/{key}/transitions",
                     web::post().to(jira_transition),
-                )
-        })
-        .workers(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
-        FakeTrackers { url, state, handle }
+                );
+        });
+        FakeTrackers {
+            url: server.url(""),
+            state,
+            server,
+        }
     }
 
     /// Adds a Linear issue.
@@ -415,15 +383,8 @@ impl FakeTrackers {
         lock(&self.state).jira.insert(key.into(), issue);
     }
 
-    /// Requests served so far.
-    pub fn requests(&self) -> u64 {
-        lock(&self.state).requests
-    }
-}
-
-impl Drop for FakeTrackers {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        actix_web::rt::spawn(async move { h.stop(false).await });
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.server.requests()
     }
 }

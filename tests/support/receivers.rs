@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use flotilla::clock::Clock;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio::time::Instant;
 
 use crate::fake_server::FakeServer;
 
@@ -69,8 +70,8 @@ pub enum Scripted {
 pub struct Hit {
     /// Which fake.
     pub target: Target,
-    /// When it arrived.
-    pub at: Instant,
+    /// When it was answered, on the receivers' clock (see [`Receivers::use_clock`]).
+    pub at: DateTime<Utc>,
     /// Status answered.
     pub status: u16,
     /// The JSON body.
@@ -89,6 +90,8 @@ struct State {
     /// Webhook ids accepted, with how many times each came.
     webhook_ids: BTreeMap<String, usize>,
     next_id: u64,
+    /// What [`Hit::at`] reads.
+    clock: Clock,
 }
 
 /// The running fakes.
@@ -128,6 +131,12 @@ impl Receivers {
             state,
             _server: server,
         }
+    }
+
+    /// Times hits on `clock` (the application's), so a test that moves the application's
+    /// time measures the waits the application kept on it.
+    pub fn use_clock(&self, clock: Clock) {
+        self.lock().clock = clock;
     }
 
     /// Config lines pointing Slack, Discord and Telegram at the fakes, with their tokens.
@@ -228,9 +237,11 @@ async fn prologue(s: &Shared, target: Target) -> Option<Scripted> {
 }
 
 fn record(s: &Shared, target: Target, status: u16, body: &Value) {
-    lock(s).hits.push(Hit {
+    let mut st = lock(s);
+    let at = st.clock.now();
+    st.hits.push(Hit {
         target,
-        at: Instant::now(),
+        at,
         status,
         body: body.clone(),
     });
