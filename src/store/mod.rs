@@ -113,8 +113,6 @@ pub trait SessionCommands: Send + Sync + 'static {
 #[async_trait]
 pub trait SessionQueries: Send + Sync + 'static {
     /// Checks the database answers (used by `/readyz`).
-    ///
-    /// Errors: `Database` when it does not.
     async fn ping(&self) -> StoreResult<()>;
 
     /// Loads one session row.

@@ -125,17 +125,11 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// A timestamp as stored.
     fn ts(t: DateTime<Utc>) -> Self::Ts;
-    /// A stored timestamp read from `column`.
-    ///
-    /// # Errors
-    /// `Corrupt` when it does not parse.
+    /// A stored timestamp read from `column` (`Corrupt` when it does not parse).
     fn read_ts(column: &str, v: Self::Ts) -> StoreResult<DateTime<Utc>>;
     /// A JSON document as stored.
     fn json(v: &serde_json::Value) -> Self::Json;
-    /// A stored JSON document read from `column`.
-    ///
-    /// # Errors
-    /// `Corrupt` when it does not parse.
+    /// A stored JSON document read from `column` (`Corrupt` when it does not parse).
     fn read_json(column: &str, v: Self::Json) -> StoreResult<serde_json::Value>;
 }
 
