@@ -31,6 +31,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -278,7 +279,7 @@ pub trait ChatStore: Send + Sync + 'static {
         platform_message_id: &str,
         author: &str,
         body: &str,
-        meta: &std::collections::BTreeMap<String, String>,
+        meta: &BTreeMap<String, String>,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChatMessageRecord>>;
 
@@ -352,14 +353,11 @@ pub trait TemplateStore: Send + Sync + 'static {
     async fn add_codebase_commands(
         &self,
         codebase: &str,
-        commands: &std::collections::BTreeMap<String, String>,
+        commands: &BTreeMap<String, String>,
     ) -> StoreResult<()>;
 
     /// A codebase's commands, by name.
-    async fn codebase_commands(
-        &self,
-        codebase: &str,
-    ) -> StoreResult<std::collections::BTreeMap<String, String>>;
+    async fn codebase_commands(&self, codebase: &str) -> StoreResult<BTreeMap<String, String>>;
 }
 
 /// The notification outbox.

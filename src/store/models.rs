@@ -310,7 +310,7 @@ pub struct ChatActivity {
     /// The newest message of each conversation that has any, oldest conversation first.
     pub latest: Vec<ChatMessageRecord>,
     /// Messages queued or running, per conversation id (absent = none).
-    pub pending: std::collections::BTreeMap<String, i64>,
+    pub pending: BTreeMap<String, i64>,
 }
 
 /// What an instruction for an agent is.

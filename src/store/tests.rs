@@ -867,7 +867,14 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
 
     assert_eq!(store.next_chat_message(&conv.id).await.expect("next"), None);
     let first = store
-        .enqueue_chat_message_with_meta(&conv.id, "m1", "U1", "please fix the build", &BTreeMap::new(), at(10))
+        .enqueue_chat_message_with_meta(
+            &conv.id,
+            "m1",
+            "U1",
+            "please fix the build",
+            &BTreeMap::new(),
+            at(10),
+        )
         .await
         .expect("enqueue")
         .expect("stored");
@@ -885,7 +892,14 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
     );
     assert_eq!(first.received_at, at(10));
     let second = store
-        .enqueue_chat_message_with_meta(&conv.id, "m2", "U2", "and add a test", &BTreeMap::new(), at(11))
+        .enqueue_chat_message_with_meta(
+            &conv.id,
+            "m2",
+            "U2",
+            "and add a test",
+            &BTreeMap::new(),
+            at(11),
+        )
         .await
         .expect("enqueue")
         .expect("stored");
@@ -893,7 +907,14 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
     // A redelivery is not stored twice, even with another body.
     assert_eq!(
         store
-            .enqueue_chat_message_with_meta(&conv.id, "m1", "U1", "changed", &BTreeMap::new(), at(12))
+            .enqueue_chat_message_with_meta(
+                &conv.id,
+                "m1",
+                "U1",
+                "changed",
+                &BTreeMap::new(),
+                at(12)
+            )
             .await
             .expect("redelivery"),
         None
@@ -1672,7 +1693,14 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
     let mut ids = Vec::new();
     for (i, body) in ["one", "two", "three"].iter().enumerate() {
         let m = store
-            .enqueue_chat_message_with_meta(&a.id, &format!("m{i}"), "ada", body, &BTreeMap::new(), at(i as i64))
+            .enqueue_chat_message_with_meta(
+                &a.id,
+                &format!("m{i}"),
+                "ada",
+                body,
+                &BTreeMap::new(),
+                at(i as i64),
+            )
             .await
             .expect("enqueue")
             .expect("new");
