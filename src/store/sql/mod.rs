@@ -4,8 +4,8 @@
 //! starts (SQLite's `BEGIN IMMEDIATE` on its one-connection write pool), how a consistent read
 //! starts, the lock taken before appending events (PostgreSQL's advisory lock), how timestamps
 //! and JSON are stored (TEXT on SQLite, TIMESTAMPTZ and JSONB on PostgreSQL) and the one query
-//! that reads inside JSON. The area traits are implemented in [`sessions`], [`chat`] and
-//! [`outbox`].
+//! that reads inside JSON. The area traits are implemented in [`sessions`] (with events and
+//! webhook deliveries), [`instructions`], [`writebacks`], [`chat`], [`outbox`] and [`leases`].
 //!
 //! sqlx states per driver what it can bind, read and run, and Rust does not imply a trait's
 //! `where` clauses on other types, so every generic `impl` block needs the same bounds; they
