@@ -31,6 +31,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -63,7 +64,7 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     /// Migrations failed.
     #[error("migration failed")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    Migrate(#[from] sqlx::migrate::MigrateError),
     /// The writer no longer holds the lease of what it writes (another node took it over);
     /// nothing was written.
     #[error("{what} is owned by another node now (fenced at generation {generation})")]
@@ -84,12 +85,6 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => StoreError::NotFound { what: "row".into() },
             other => StoreError::Database(other),
         }
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Migrate(e)
     }
 }
 
@@ -119,8 +114,6 @@ pub trait SessionCommands: Send + Sync + 'static {
 #[async_trait]
 pub trait SessionQueries: Send + Sync + 'static {
     /// Checks the database answers (used by `/readyz`).
-    ///
-    /// Errors: `Database` when it does not.
     async fn ping(&self) -> StoreResult<()>;
 
     /// Loads one session row.
@@ -277,36 +270,16 @@ pub trait ChatStore: Send + Sync + 'static {
     /// its [`CHAT_TURN_USAGE`] events (turns without a known cost count nothing).
     async fn conversation_spend(&self, conversation_id: &str) -> StoreResult<f64>;
 
-    /// Stores an inbound message in the durable inbox. Returns `None` if this
-    /// `(conversation, platform_message_id)` was already stored (a redelivery).
-    async fn enqueue_chat_message(
-        &self,
-        conversation_id: &str,
-        platform_message_id: &str,
-        author: &str,
-        body: &str,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Option<ChatMessageRecord>> {
-        self.enqueue_chat_message_with_meta(
-            conversation_id,
-            platform_message_id,
-            author,
-            body,
-            &std::collections::BTreeMap::new(),
-            at,
-        )
-        .await
-    }
-
-    /// As [`ChatStore::enqueue_chat_message`], keeping the platform's extra facts with the
-    /// message.
+    /// Stores an inbound message, with the platform's extra facts, in the durable inbox.
+    /// Returns `None` if this `(conversation, platform_message_id)` was already stored (a
+    /// redelivery).
     async fn enqueue_chat_message_with_meta(
         &self,
         conversation_id: &str,
         platform_message_id: &str,
         author: &str,
         body: &str,
-        meta: &std::collections::BTreeMap<String, String>,
+        meta: &BTreeMap<String, String>,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChatMessageRecord>>;
 
@@ -380,14 +353,11 @@ pub trait TemplateStore: Send + Sync + 'static {
     async fn add_codebase_commands(
         &self,
         codebase: &str,
-        commands: &std::collections::BTreeMap<String, String>,
+        commands: &BTreeMap<String, String>,
     ) -> StoreResult<()>;
 
     /// A codebase's commands, by name.
-    async fn codebase_commands(
-        &self,
-        codebase: &str,
-    ) -> StoreResult<std::collections::BTreeMap<String, String>>;
+    async fn codebase_commands(&self, codebase: &str) -> StoreResult<BTreeMap<String, String>>;
 }
 
 /// The notification outbox.
@@ -515,11 +485,6 @@ fn terminal_states() -> impl Iterator<Item = SessionState> {
     SessionState::ALL.into_iter().filter(|s| s.is_terminal())
 }
 
-fn parse_state(s: &str) -> StoreResult<SessionState> {
-    s.parse()
-        .map_err(|e: UnknownState| StoreError::Corrupt(e.to_string()))
-}
-
 /// The stored text of a value kept under its serde name (`waiting_input`, `queued`).
 fn as_text<T: serde::Serialize>(v: &T) -> String {
     let v = serde_json::to_value(v).ok();
@@ -533,14 +498,6 @@ fn from_text<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> StoreResult
         .map_err(|_| StoreError::Corrupt(format!("unknown {what} `{s}`")))
 }
 
-fn parse_notification_status(s: &str) -> StoreResult<NotificationStatus> {
-    s.parse().map_err(StoreError::Corrupt)
-}
-
-/// The archived form of a dedupe key whose window has passed: unique because ids are.
-const ARCHIVED_KEY_SQL: &str = "UPDATE notifications SET dedupe_key = dedupe_key || '#' || id \
-     WHERE dedupe_key = $1 AND dedupe_until <= $2";
-
 /// Rebuilds a [`PrRef`] from its two columns; half a PR is corruption.
 fn pr_from_columns(number: Option<i64>, url: Option<String>) -> StoreResult<Option<PrRef>> {
     match (number, url) {
@@ -552,10 +509,8 @@ fn pr_from_columns(number: Option<i64>, url: Option<String>) -> StoreResult<Opti
     }
 }
 
-fn session_not_found(id: &SessionId) -> StoreError {
-    StoreError::NotFound {
-        what: format!("session {id}"),
-    }
+fn not_found(what: String) -> StoreError {
+    StoreError::NotFound { what }
 }
 
 /// Maps errors of writes: unique violations the caller did not handle become `Conflict`.
@@ -578,7 +533,7 @@ fn column_err(column: &str, e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Keeps ids, numbers and timestamps sane for callers passing a negative `limit`.
+/// A negative `limit` reads nothing.
 fn clamp_limit(limit: i64) -> i64 {
     limit.max(0)
 }

@@ -15,6 +15,31 @@ pub use crate::domain::session::{
     SessionState, TimerRecord, UnknownState,
 };
 
+/// Gives an enum stored as text its names, `as_str` and `FromStr` from one table so that the
+/// two cannot drift apart; an unknown name is refused with the list of known ones.
+macro_rules! stored_names {
+    ($ty:ident $what:literal { $($variant:ident => $name:literal,)+ }) => {
+        impl $ty {
+            /// The snake_case name stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(format!("unknown {} `{s}` ({})", $what, [$($name),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
 /// Input to `Store::create_session`: the id is assigned by the store.
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -189,17 +214,12 @@ pub enum MessageStatus {
     Failed,
 }
 
-impl MessageStatus {
-    /// The snake_case name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageStatus::Queued => "queued",
-            MessageStatus::Running => "running",
-            MessageStatus::Done => "done",
-            MessageStatus::Failed => "failed",
-        }
-    }
-}
+stored_names!(MessageStatus "message status" {
+    Queued => "queued",
+    Running => "running",
+    Done => "done",
+    Failed => "failed",
+});
 
 /// An inbound chat message in the durable inbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,37 +259,12 @@ pub enum NotificationStatus {
     Digested,
 }
 
-impl NotificationStatus {
-    /// Every status.
-    pub const ALL: [NotificationStatus; 4] = [
-        NotificationStatus::Pending,
-        NotificationStatus::Delivered,
-        NotificationStatus::Failed,
-        NotificationStatus::Digested,
-    ];
-
-    /// The snake_case name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotificationStatus::Pending => "pending",
-            NotificationStatus::Delivered => "delivered",
-            NotificationStatus::Failed => "failed",
-            NotificationStatus::Digested => "digested",
-        }
-    }
-}
-
-impl FromStr for NotificationStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NotificationStatus::ALL
-            .into_iter()
-            .find(|n| n.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown notification status `{s}` (pending, delivered, failed, digested)")
-            })
-    }
-}
+stored_names!(NotificationStatus "notification status" {
+    Pending => "pending",
+    Delivered => "delivered",
+    Failed => "failed",
+    Digested => "digested",
+});
 
 /// A notification for one notifier, delivered from the durable outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,7 +310,7 @@ pub struct ChatActivity {
     /// The newest message of each conversation that has any, oldest conversation first.
     pub latest: Vec<ChatMessageRecord>,
     /// Messages queued or running, per conversation id (absent = none).
-    pub pending: std::collections::BTreeMap<String, i64>,
+    pub pending: BTreeMap<String, i64>,
 }
 
 /// What an instruction for an agent is.
@@ -346,60 +341,19 @@ pub enum InstructionState {
     Dropped,
 }
 
-impl InstructionKind {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstructionKind::Message => "message",
-            InstructionKind::Answer => "answer",
-            InstructionKind::Reaction => "reaction",
-        }
-    }
-}
+stored_names!(InstructionKind "instruction kind" {
+    Message => "message",
+    Answer => "answer",
+    Reaction => "reaction",
+});
 
-impl FromStr for InstructionKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "message" => Ok(InstructionKind::Message),
-            "answer" => Ok(InstructionKind::Answer),
-            "reaction" => Ok(InstructionKind::Reaction),
-            other => Err(format!("unknown instruction kind `{other}`")),
-        }
-    }
-}
-
-impl InstructionState {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstructionState::Pending => "pending",
-            InstructionState::Typing => "typing",
-            InstructionState::Delivered => "delivered",
-            InstructionState::Unconfirmed => "unconfirmed",
-            InstructionState::Dropped => "dropped",
-        }
-    }
-
-    /// Whether its delivery is still to do (or to finish).
-    pub fn is_open(self) -> bool {
-        matches!(self, InstructionState::Pending | InstructionState::Typing)
-    }
-}
-
-impl FromStr for InstructionState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(InstructionState::Pending),
-            "typing" => Ok(InstructionState::Typing),
-            "delivered" => Ok(InstructionState::Delivered),
-            "unconfirmed" => Ok(InstructionState::Unconfirmed),
-            "dropped" => Ok(InstructionState::Dropped),
-            other => Err(format!("unknown instruction state `{other}`")),
-        }
-    }
-}
+stored_names!(InstructionState "instruction state" {
+    Pending => "pending",
+    Typing => "typing",
+    Delivered => "delivered",
+    Unconfirmed => "unconfirmed",
+    Dropped => "dropped",
+});
 
 /// An instruction to queue (the id is assigned on insert; it starts `pending`).
 #[derive(Debug, Clone, PartialEq)]

@@ -867,7 +867,14 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
 
     assert_eq!(store.next_chat_message(&conv.id).await.expect("next"), None);
     let first = store
-        .enqueue_chat_message(&conv.id, "m1", "U1", "please fix the build", at(10))
+        .enqueue_chat_message_with_meta(
+            &conv.id,
+            "m1",
+            "U1",
+            "please fix the build",
+            &BTreeMap::new(),
+            at(10),
+        )
         .await
         .expect("enqueue")
         .expect("stored");
@@ -885,7 +892,14 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
     );
     assert_eq!(first.received_at, at(10));
     let second = store
-        .enqueue_chat_message(&conv.id, "m2", "U2", "and add a test", at(11))
+        .enqueue_chat_message_with_meta(
+            &conv.id,
+            "m2",
+            "U2",
+            "and add a test",
+            &BTreeMap::new(),
+            at(11),
+        )
         .await
         .expect("enqueue")
         .expect("stored");
@@ -893,14 +907,21 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
     // A redelivery is not stored twice, even with another body.
     assert_eq!(
         store
-            .enqueue_chat_message(&conv.id, "m1", "U1", "changed", at(12))
+            .enqueue_chat_message_with_meta(
+                &conv.id,
+                "m1",
+                "U1",
+                "changed",
+                &BTreeMap::new(),
+                at(12)
+            )
             .await
             .expect("redelivery"),
         None
     );
     // The same platform id in another conversation is another message.
     assert!(store
-        .enqueue_chat_message(&quiet.id, "m1", "U3", "hi", at(12))
+        .enqueue_chat_message_with_meta(&quiet.id, "m1", "U3", "hi", &BTreeMap::new(), at(12))
         .await
         .expect("enqueue")
         .is_some());
@@ -946,12 +967,12 @@ async fn a_running_chat_message_is_served_again_after_a_crash(store: SharedStore
         .await
         .expect("upsert");
     let first = store
-        .enqueue_chat_message(&conv.id, "1", "U1", "one", at(1))
+        .enqueue_chat_message_with_meta(&conv.id, "1", "U1", "one", &BTreeMap::new(), at(1))
         .await
         .expect("enqueue")
         .expect("stored");
     store
-        .enqueue_chat_message(&conv.id, "2", "U1", "two", at(2))
+        .enqueue_chat_message_with_meta(&conv.id, "2", "U1", "two", &BTreeMap::new(), at(2))
         .await
         .expect("enqueue")
         .expect("stored");
@@ -987,7 +1008,7 @@ async fn chat_calls_on_unknown_rows_are_not_found(store: SharedStore) {
     );
     assert_not_found(
         store
-            .enqueue_chat_message("slack:nope", "m1", "U1", "hi", at(0))
+            .enqueue_chat_message_with_meta("slack:nope", "m1", "U1", "hi", &BTreeMap::new(), at(0))
             .await,
         "conversation slack:nope",
     );
@@ -1303,7 +1324,7 @@ async fn a_reopened_sqlite_file_still_has_everything() {
             .await
             .expect("conversation");
         store
-            .enqueue_chat_message(&conv.id, "m1", "U1", "hi", at(1))
+            .enqueue_chat_message_with_meta(&conv.id, "m1", "U1", "hi", &BTreeMap::new(), at(1))
             .await
             .expect("enqueue");
         store
@@ -1546,7 +1567,7 @@ async fn chat_state_templates_commands_and_meta_round_trip(store: SharedStore) {
         .expect("stored");
     assert_eq!(m.meta, meta);
     store
-        .enqueue_chat_message(&conv.id, "c2", "u", "hi", at(2))
+        .enqueue_chat_message_with_meta(&conv.id, "c2", "u", "hi", &BTreeMap::new(), at(2))
         .await
         .expect("enqueue");
     let pending = store
@@ -1672,7 +1693,14 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
     let mut ids = Vec::new();
     for (i, body) in ["one", "two", "three"].iter().enumerate() {
         let m = store
-            .enqueue_chat_message(&a.id, &format!("m{i}"), "ada", body, at(i as i64))
+            .enqueue_chat_message_with_meta(
+                &a.id,
+                &format!("m{i}"),
+                "ada",
+                body,
+                &BTreeMap::new(),
+                at(i as i64),
+            )
             .await
             .expect("enqueue")
             .expect("new");
@@ -1683,7 +1711,7 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
         .await
         .expect("status");
     let only = store
-        .enqueue_chat_message(&b.id, "x", "bob", "hello", at(5))
+        .enqueue_chat_message_with_meta(&b.id, "x", "bob", "hello", &BTreeMap::new(), at(5))
         .await
         .expect("enqueue")
         .expect("new");

@@ -85,11 +85,12 @@ async fn seed_ended_sessions(home: &Path, n: usize) {
         .await
         .expect("conversation");
     store
-        .enqueue_chat_message(
+        .enqueue_chat_message_with_meta(
             &conv.id,
             "m-1",
             "ada",
             "please fix the login page\nit 500s on submit",
+            &Default::default(),
             chrono::Utc::now(),
         )
         .await

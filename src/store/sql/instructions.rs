@@ -1,13 +1,11 @@
-//! Instructions for agents, stored before they are typed (intent before effect), and the
-//! webhook deliveries' "processed" mark.
+//! Instructions for agents, stored before they are typed (intent before effect).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{write_err, Conn, Row};
+use super::{not_found, write_err, Conn, ReadRows, Row, RowsAffected};
 use crate::store::{
-    InstructionLog, InstructionRecord, InstructionState, NewInstruction, SessionId, StoreError,
-    StoreResult, WebhookDelivery,
+    InstructionLog, InstructionRecord, InstructionState, NewInstruction, SessionId, StoreResult,
 };
 
 macro_rules! instruction_columns {
@@ -18,16 +16,13 @@ macro_rules! instruction_columns {
 
 sql_impl! { impl;
     fn instruction_from_row(row: &Row<D>) -> StoreResult<InstructionRecord> {
-        fn parse<T>(column: &str, v: Result<T, String>) -> StoreResult<T> {
-            v.map_err(|e| StoreError::Corrupt(format!("instructions.{column}: {e}")))
-        }
         Ok(InstructionRecord {
             id: Self::get(row, "id")?,
             session_id: SessionId(Self::get(row, "session_id")?),
-            kind: parse("kind", Self::get::<String>(row, "kind")?.parse())?,
+            kind: Self::get_parsed(row, "kind")?,
             reaction: Self::get(row, "reaction")?,
             body: Self::get(row, "body")?,
-            state: parse("state", Self::get::<String>(row, "state")?.parse())?,
+            state: Self::get_parsed(row, "state")?,
             mark: Self::get(row, "mark")?,
             created_at: Self::get_ts(row, "created_at")?,
             updated_at: Self::get_ts(row, "updated_at")?,
@@ -55,54 +50,6 @@ sql_impl! { impl;
         .map_err(write_err)?;
         Self::instruction_from_row(&row)
     }
-
-    fn delivery_from_row(row: &Row<D>) -> StoreResult<WebhookDelivery> {
-        Ok(WebhookDelivery {
-            platform: Self::get(row, "platform")?,
-            delivery_id: Self::get(row, "delivery_id")?,
-            event: Self::get(row, "event")?,
-            payload: Self::get(row, "payload")?,
-            received_at: Self::get_ts(row, "received_at")?,
-        })
-    }
-
-    pub(super) async fn webhook_processed(
-        &self,
-        platform: &str,
-        delivery_id: &str,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET processed_at = $3 \
-             WHERE platform = $1 AND delivery_id = $2 AND processed_at IS NULL",
-        )
-        .bind(platform)
-        .bind(delivery_id)
-        .bind(D::ts(at))
-        .execute(&self.write)
-        .await
-        .map_err(write_err)?;
-        Ok(())
-    }
-
-    pub(super) async fn webhooks_unprocessed(
-        &self,
-        platform: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<WebhookDelivery>> {
-        sqlx::query(
-            "SELECT platform, delivery_id, event, payload, received_at FROM webhook_deliveries \
-             WHERE platform = $1 AND processed_at IS NULL ORDER BY received_at, delivery_id \
-             LIMIT $2",
-        )
-        .bind(platform)
-        .bind(crate::store::clamp_limit(limit))
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(Self::delivery_from_row)
-        .collect()
-    }
 }
 
 sql_impl! { #[async_trait] impl InstructionLog;
@@ -124,9 +71,7 @@ sql_impl! { #[async_trait] impl InstructionLog;
         .bind(id)
         .fetch_optional(&self.read)
         .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: format!("instruction {id}"),
-        })?;
+        .ok_or_else(|| not_found(format!("instruction {id}")))?;
         Self::instruction_from_row(&row)
     }
 
@@ -143,9 +88,7 @@ sql_impl! { #[async_trait] impl InstructionLog;
         .bind(InstructionState::Typing.as_str())
         .fetch_all(&self.write)
         .await?
-        .iter()
-        .map(Self::instruction_from_row)
-        .collect()
+        .read(Self::instruction_from_row)
     }
 
     #[tracing::instrument(skip_all, fields(id, state = state.as_str()))]
@@ -166,11 +109,10 @@ sql_impl! { #[async_trait] impl InstructionLog;
         .bind(D::ts(at))
         .execute(&self.write)
         .await
-        .map_err(write_err)?;
-        if super::RowsAffected::rows_affected(&updated) == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("instruction {id}"),
-            });
+        .map_err(write_err)?
+        .rows_affected();
+        if updated == 0 {
+            return Err(not_found(format!("instruction {id}")));
         }
         Ok(())
     }

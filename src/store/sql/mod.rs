@@ -4,8 +4,8 @@
 //! starts (SQLite's `BEGIN IMMEDIATE` on its one-connection write pool), how a consistent read
 //! starts, the lock taken before appending events (PostgreSQL's advisory lock), how timestamps
 //! and JSON are stored (TEXT on SQLite, TIMESTAMPTZ and JSONB on PostgreSQL) and the one query
-//! that reads inside JSON. The area traits are implemented in [`sessions`], [`chat`] and
-//! [`outbox`].
+//! that reads inside JSON. The area traits are implemented in [`sessions`] (with events and
+//! webhook deliveries), [`instructions`], [`writebacks`], [`chat`], [`outbox`] and [`leases`].
 //!
 //! sqlx states per driver what it can bind, read and run, and Rust does not imply a trait's
 //! `where` clauses on other types, so every generic `impl` block needs the same bounds; they
@@ -89,10 +89,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Database, Decode, Encode, Pool, Row as _, Transaction, Type};
 
 use super::{
-    column_err, from_text, parse_notification_status, parse_state, pr_from_columns,
-    session_not_found, write_err, ChatMessageRecord, ChatTemplateRecord, ConversationRecord,
-    EventRecord, NotificationRecord, ReactionTracker, SessionId, SessionRecord, StoreError,
-    StoreResult, TimerRecord, ARCHIVED_KEY_SQL,
+    column_err, from_text, not_found, pr_from_columns, write_err, ChatMessageRecord,
+    ChatTemplateRecord, ConversationRecord, EventRecord, NewEvent, NotificationRecord,
+    ReactionTracker, SessionId, SessionRecord, StoreError, StoreResult, TimerRecord,
 };
 
 /// What differs between two SQL backends; everything else is in [`SqlStore`].
@@ -126,17 +125,11 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// A timestamp as stored.
     fn ts(t: DateTime<Utc>) -> Self::Ts;
-    /// A stored timestamp read from `column`.
-    ///
-    /// # Errors
-    /// `Corrupt` when it does not parse.
+    /// A stored timestamp read from `column` (`Corrupt` when it does not parse).
     fn read_ts(column: &str, v: Self::Ts) -> StoreResult<DateTime<Utc>>;
     /// A JSON document as stored.
     fn json(v: &serde_json::Value) -> Self::Json;
-    /// A stored JSON document read from `column`.
-    ///
-    /// # Errors
-    /// `Corrupt` when it does not parse.
+    /// A stored JSON document read from `column` (`Corrupt` when it does not parse).
     fn read_json(column: &str, v: Self::Json) -> StoreResult<serde_json::Value>;
 }
 
@@ -239,6 +232,16 @@ sql_impl! { impl;
         row.try_get(column).map_err(|e| column_err(column, e))
     }
 
+    /// A text column holding a name parsed with `FromStr` (a state, a status).
+    fn get_parsed<T>(row: &Row<D>, column: &str) -> StoreResult<T>
+    where
+        T: std::str::FromStr<Err: fmt::Display>,
+    {
+        let text: String = Self::get(row, column)?;
+        text.parse()
+            .map_err(|e| StoreError::Corrupt(format!("column `{column}`: {e}")))
+    }
+
     fn get_ts(row: &Row<D>, column: &str) -> StoreResult<DateTime<Utc>> {
         D::read_ts(column, Self::get(row, column)?)
     }
@@ -257,7 +260,7 @@ sql_impl! { impl;
         Ok(SessionRecord {
             id: SessionId(Self::get(row, "id")?),
             project: Self::get(row, "project")?,
-            state: parse_state(&Self::get::<String>(row, "state")?)?,
+            state: Self::get_parsed(row, "state")?,
             reason: Self::get(row, "reason")?,
             agent: Self::get(row, "agent")?,
             runtime: Self::get(row, "runtime")?,
@@ -342,7 +345,7 @@ sql_impl! { impl;
             body: Self::get(row, "body")?,
             meta: serde_json::from_str(&meta)
                 .map_err(|e| StoreError::Corrupt(format!("chat meta: {e}")))?,
-            status: from_text("message status", &Self::get::<String>(row, "status")?)?,
+            status: Self::get_parsed(row, "status")?,
             received_at: Self::get_ts(row, "received_at")?,
         })
     }
@@ -357,7 +360,7 @@ sql_impl! { impl;
             session_id: Self::get::<Option<String>>(row, "session_id")?.map(SessionId),
             message: Self::get(row, "message")?,
             dedupe_key: Self::get(row, "dedupe_key")?,
-            status: parse_notification_status(&Self::get::<String>(row, "status")?)?,
+            status: Self::get_parsed(row, "status")?,
             attempts: Self::get(row, "attempts")?,
             next_attempt_at: Self::get_ts(row, "next_attempt_at")?,
             created_at,
@@ -374,12 +377,16 @@ sql_impl! { impl;
     /// holder of its dedupe group, then inserts unless a live holder remains. Returns whether
     /// it was written.
     async fn insert_notification(conn: &mut Conn<D>, n: &NotificationRecord) -> StoreResult<bool> {
-        sqlx::query(ARCHIVED_KEY_SQL)
-            .bind(&n.dedupe_key)
-            .bind(D::ts(n.created_at))
-            .execute(&mut *conn)
-            .await
-            .map_err(write_err)?;
+        // The archived key is unique because ids are.
+        sqlx::query(
+            "UPDATE notifications SET dedupe_key = dedupe_key || '#' || id \
+             WHERE dedupe_key = $1 AND dedupe_until <= $2",
+        )
+        .bind(&n.dedupe_key)
+        .bind(D::ts(n.created_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(write_err)?;
         let inserted = sqlx::query(
             "INSERT INTO notifications (id, notifier, priority, event, session_id, message, \
              dedupe_key, status, attempts, next_attempt_at, created_at, last_error, dedupe_until, \
@@ -411,13 +418,7 @@ sql_impl! { impl;
 
     /// Appends one event inside the caller's transaction, after the dialect's event-log lock
     /// (if any) so the transaction commits before any later event id can.
-    async fn insert_event(
-        conn: &mut Conn<D>,
-        session_id: Option<&SessionId>,
-        kind: &str,
-        data: &serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> StoreResult<EventRecord> {
+    async fn insert_event(conn: &mut Conn<D>, event: &NewEvent) -> StoreResult<EventRecord> {
         if let Some((lock, key)) = D::LOCK_EVENT_LOG {
             sqlx::query(lock).bind(key).execute(&mut *conn).await?;
         }
@@ -425,15 +426,15 @@ sql_impl! { impl;
             "INSERT INTO events (session_id, kind, data, at) VALUES ($1, $2, $3, $4) RETURNING ",
             event_columns!()
         ))
-        .bind(session_id.map(SessionId::as_str))
-        .bind(kind)
-        .bind(D::json(data))
-        .bind(D::ts(at))
+        .bind(event.session_id.as_ref().map(SessionId::as_str))
+        .bind(&event.kind)
+        .bind(D::json(&event.data))
+        .bind(D::ts(event.at))
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| match (&e, session_id) {
+        .map_err(|e| match (&e, &event.session_id) {
             (sqlx::Error::Database(d), Some(id)) if d.is_foreign_key_violation() => {
-                session_not_found(id)
+                not_found(format!("session {id}"))
             }
             _ => write_err(e),
         })?;

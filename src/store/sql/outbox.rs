@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::{placeholders, ReadRows, RowsAffected};
 use crate::store::{
-    clamp_limit, parse_notification_status, NotificationRecord, NotificationStatus, Outbox,
-    StoreError, StoreResult,
+    clamp_limit, not_found, NotificationRecord, NotificationStatus, Outbox, StoreError, StoreResult,
 };
 
 sql_impl! { #[async_trait] impl Outbox;
@@ -60,9 +59,7 @@ sql_impl! { #[async_trait] impl Outbox;
         .await?
         .rows_affected();
         if updated == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("notification {id}"),
-            });
+            return Err(not_found(format!("notification {id}")));
         }
         Ok(())
     }
@@ -93,10 +90,7 @@ sql_impl! { #[async_trait] impl Outbox;
             .await?
             .iter()
             .map(|r| {
-                Ok((
-                    parse_notification_status(&Self::get::<String>(r, "status")?)?,
-                    Self::get(r, "n")?,
-                ))
+                Ok((Self::get_parsed(r, "status")?, Self::get(r, "n")?))
             })
             .collect()
     }

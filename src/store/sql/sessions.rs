@@ -2,12 +2,14 @@
 
 use async_trait::async_trait;
 
-use super::{placeholders, ReadRows, RowsAffected};
+use chrono::{DateTime, Utc};
+
+use super::{placeholders, Conn, ReadRows, RowsAffected};
 use crate::store::{
-    as_text, clamp_limit, parse_state, session_not_found, terminal_states, write_err, Activity,
-    EventLog, EventRecord, Fence, LeaseKind, NewEvent, NewSession, ReactionTracker,
-    SessionCommands, SessionFilter, SessionId, SessionQueries, SessionRecord, SessionSnapshot,
-    SessionState, StoreResult, TransitionCommit, WebhookDelivery, WebhookLog,
+    as_text, clamp_limit, not_found, terminal_states, write_err, Activity, EventLog, EventRecord,
+    Fence, LeaseKind, NewEvent, NewSession, ReactionTracker, SessionCommands, SessionFilter,
+    SessionId, SessionQueries, SessionRecord, SessionSnapshot, SessionState, StoreResult,
+    TransitionCommit, WebhookDelivery, WebhookLog,
 };
 
 sql_impl! { #[async_trait] impl SessionCommands;
@@ -61,13 +63,17 @@ sql_impl! { #[async_trait] impl SessionCommands;
         .await
         .map_err(write_err)?;
         let session = Self::session_from_row(&row)?;
-        let data = serde_json::json!({
-            "project": new.project,
-            "agent": new.agent,
-            "state": SessionState::Spawning.as_str(),
-        });
-        let event =
-            Self::insert_event(&mut tx, Some(&id), "session.created", &data, new.at).await?;
+        let created = NewEvent {
+            session_id: Some(id),
+            kind: "session.created".into(),
+            data: serde_json::json!({
+                "project": new.project,
+                "agent": new.agent,
+                "state": SessionState::Spawning.as_str(),
+            }),
+            at: new.at,
+        };
+        let event = Self::insert_event(&mut tx, &created).await?;
         tx.commit().await?;
         Ok((session, event))
     }
@@ -79,6 +85,20 @@ sql_impl! { #[async_trait] impl SessionCommands;
 }
 
 sql_impl! { impl;
+    /// One session row, read on `conn`.
+    async fn session_on(conn: &mut Conn<D>, id: &SessionId) -> StoreResult<SessionRecord> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| not_found(format!("session {id}")))?;
+        Self::session_from_row(&row)
+    }
+
     /// `commit_transition`, first checking in the same transaction that `fence` (when given)
     /// still holds the session's lease (see `leases.rs`).
     pub(super) async fn commit_transition_checked(
@@ -122,7 +142,7 @@ sql_impl! { impl;
         .rows_affected();
         if updated == 0 {
             tx.rollback().await?;
-            return Err(session_not_found(&s.id));
+            return Err(not_found(format!("session {}", s.id)));
         }
 
         sqlx::query("DELETE FROM reaction_trackers WHERE session_id = $1")
@@ -168,9 +188,7 @@ sql_impl! { impl;
             Self::insert_instruction(&mut tx, i).await?;
         }
 
-        let e = &commit.event;
-        let event =
-            Self::insert_event(&mut tx, e.session_id.as_ref(), &e.kind, &e.data, e.at).await?;
+        let event = Self::insert_event(&mut tx, &commit.event).await?;
         tx.commit().await?;
         Ok(event)
     }
@@ -185,32 +203,14 @@ sql_impl! { #[async_trait] impl SessionQueries;
 
     #[tracing::instrument(skip_all, fields(id = %id))]
     async fn load_session(&self, id: &SessionId) -> StoreResult<SessionRecord> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE id = $1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.read)
-        .await?
-        .ok_or_else(|| session_not_found(id))?;
-        Self::session_from_row(&row)
+        Self::session_on(&mut *self.read.acquire().await?, id).await
     }
 
     #[tracing::instrument(skip_all, fields(id = %id))]
     async fn load_snapshot(&self, id: &SessionId) -> StoreResult<SessionSnapshot> {
         // One read transaction: the three reads see the same commit.
         let mut tx = self.begin_snapshot().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE id = $1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| session_not_found(id))?;
-        let session = Self::session_from_row(&row)?;
+        let session = Self::session_on(&mut tx, id).await?;
         let trackers = sqlx::query(
             "SELECT reaction, attempts, first_triggered_at, last_triggered_at, fingerprint, \
              escalated FROM reaction_trackers WHERE session_id = $1 ORDER BY reaction",
@@ -261,8 +261,7 @@ sql_impl! { #[async_trait] impl SessionQueries;
         }
         sql.push_str(" ORDER BY created_at, number, id");
         let query = args.into_iter().fold(sqlx::query(&sql), |q, a| q.bind(a));
-        let rows = query.fetch_all(&self.read).await?;
-        rows.iter().map(Self::session_from_row).collect()
+        query.fetch_all(&self.read).await?.read(Self::session_from_row)
     }
 
     #[tracing::instrument(skip_all)]
@@ -272,10 +271,7 @@ sql_impl! { #[async_trait] impl SessionQueries;
             .await?
             .iter()
             .map(|r| {
-                Ok((
-                    parse_state(&Self::get::<String>(r, "state")?)?,
-                    Self::get(r, "n")?,
-                ))
+                Ok((Self::get_parsed(r, "state")?, Self::get(r, "n")?))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         counts.sort();
@@ -305,14 +301,7 @@ sql_impl! { #[async_trait] impl EventLog;
     #[tracing::instrument(skip_all, fields(kind = %event.kind))]
     async fn append_event(&self, event: &NewEvent) -> StoreResult<EventRecord> {
         let mut tx = self.begin_write().await?;
-        let record = Self::insert_event(
-            &mut tx,
-            event.session_id.as_ref(),
-            &event.kind,
-            &event.data,
-            event.at,
-        )
-        .await?;
+        let record = Self::insert_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -411,9 +400,19 @@ sql_impl! { #[async_trait] impl WebhookLog;
         &self,
         platform: &str,
         delivery_id: &str,
-        at: chrono::DateTime<chrono::Utc>,
+        at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.webhook_processed(platform, delivery_id, at).await
+        sqlx::query(
+            "UPDATE webhook_deliveries SET processed_at = $3 \
+             WHERE platform = $1 AND delivery_id = $2 AND processed_at IS NULL",
+        )
+        .bind(platform)
+        .bind(delivery_id)
+        .bind(D::ts(at))
+        .execute(&self.write)
+        .await
+        .map_err(write_err)?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(platform))]
@@ -422,7 +421,24 @@ sql_impl! { #[async_trait] impl WebhookLog;
         platform: &str,
         limit: i64,
     ) -> StoreResult<Vec<WebhookDelivery>> {
-        self.webhooks_unprocessed(platform, limit).await
+        sqlx::query(
+            "SELECT platform, delivery_id, event, payload, received_at FROM webhook_deliveries \
+             WHERE platform = $1 AND processed_at IS NULL ORDER BY received_at, delivery_id \
+             LIMIT $2",
+        )
+        .bind(platform)
+        .bind(clamp_limit(limit))
+        .fetch_all(&self.read)
+        .await?
+        .read(|row| {
+            Ok(WebhookDelivery {
+                platform: Self::get(row, "platform")?,
+                delivery_id: Self::get(row, "delivery_id")?,
+                event: Self::get(row, "event")?,
+                payload: Self::get(row, "payload")?,
+                received_at: Self::get_ts(row, "received_at")?,
+            })
+        })
     }
 }
 
