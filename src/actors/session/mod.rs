@@ -368,15 +368,24 @@ impl SessionActor {
         let fut = async move {
             // wait_exit answers at once (with the status when it is ours) if already gone.
             let code = runtime.wait_exit(&typed).await.unwrap_or(None);
-            if let Some(s) = snapshot {
-                if let Some(event) = final_usage(&fleet, &s).await {
+            if let Some(s) = &snapshot {
+                if let Some(event) = final_usage(&fleet, s).await {
                     let _ = addr.send(Apply { event }).await;
                 }
             }
-            // A failed agent's last words name the cause ("not logged in", "ENOTFOUND").
+            // A failed agent's last words name the cause ("not logged in", "ENOTFOUND"); an
+            // agent that recognizes them (Claude's first-run set-up) says it in words, last.
             let output = match code {
                 Some(0) => None,
                 _ => exit_output(runtime.as_ref(), &typed).await,
+            };
+            let cause = snapshot.as_ref().and_then(|s| {
+                let agent = fleet.plugins.agent(&s.session.agent).ok()?;
+                agent.exit_cause(output.as_deref()?)
+            });
+            let output = match (output, cause) {
+                (Some(o), Some(c)) => Some(format!("{o}\n{c}")),
+                (o, _) => o,
             };
             (handle, code, output)
         }
