@@ -469,7 +469,6 @@ async fn real_codex_tui_approval_prompt_is_waiting_input_from_the_screen() {
             .flatten()
             .map(|s| s.activity);
         let read = reading(&s, &ws).await;
-        eprintln!("DBG {activity:?} {read:?}\n{screen}\n----");
         let asked_again = matches!(read, Some(Reading::Waiting(_)));
         if !screen.contains("Would you like to run the following command?")
             && (activity.is_some_and(|a| a != Activity::WaitingInput) || asked_again)

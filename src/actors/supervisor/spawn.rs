@@ -84,7 +84,9 @@ pub(super) async fn branch_free(
 /// still stop the agent once started (an interactive `claude` without its first-run set-up)
 /// comes back as warnings, which the caller keeps in the session's `meta.preflight_warnings`.
 /// A few `stat`s and one small file read, on the blocking pool (never on the actor's thread).
-pub(super) async fn preflight_agent(launch: Option<AgentLaunch>) -> Result<Vec<String>, FleetError> {
+pub(super) async fn preflight_agent(
+    launch: Option<AgentLaunch>,
+) -> Result<Vec<String>, FleetError> {
     let Some(launch) = launch else {
         return Ok(Vec::new());
     };

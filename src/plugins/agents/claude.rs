@@ -797,7 +797,10 @@ mod tests {
              (Failed to connect to api.anthropic.com: ENOTFOUND); run `claude` once in a terminal \
              for this HOME, or set hasCompletedOnboarding in /h/.claude.json"
         );
-        assert_eq!(super::first_run_failure("error: unknown option '--x'", None), None);
+        assert_eq!(
+            super::first_run_failure("error: unknown option '--x'", None),
+            None
+        );
     }
 
     use super::super::test_support::{ctx, path, settings, PROMPT};
