@@ -1121,12 +1121,28 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
                     None => agent.question(&probe).await,
                 };
                 let asked = rec.meta["question"].as_str();
+                // The question just answered, on output unchanged since the answer (a log's
+                // tail the agent wrote nothing more to): not asked again.
+                let answered = rec.meta["answered"]["question"].as_str().zip(
+                    rec.meta["answered"]["at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                );
+                let stale_screen = sig.source == crate::plugins::activity::ActivitySource::Terminal
+                    && rec.activity != Activity::WaitingInput
+                    && crate::plugins::activity::answered_still_shown(
+                        answered,
+                        question.as_deref(),
+                        probe.last_output_at,
+                    );
                 // Only the agent's own log can show it moved on to another question; a
                 // redraw of the screen cannot.
                 let moved_on = sig.source == crate::plugins::activity::ActivitySource::Native
                     && rec.activity_at.is_none_or(|w| at > w);
-                (rec.activity != Activity::WaitingInput
-                    || (moved_on && question.is_some() && question.as_deref() != asked))
+                (!stale_screen
+                    && (rec.activity != Activity::WaitingInput
+                        || (moved_on && question.is_some() && question.as_deref() != asked)))
                     .then_some(EventKind::AgentWaitingInput { question })
             }
             Activity::Active | Activity::Idle if stale(at) => None,
