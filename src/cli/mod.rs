@@ -229,6 +229,9 @@ pub enum Command {
 pub enum HookAgent {
     /// Claude Code's hooks (`PermissionRequest`, `Notification`).
     ClaudeCode,
+    /// Aider's `--notifications-command`: aider now waits for its human (a question, or its
+    /// next message). Reads nothing (aider's stdin is the terminal).
+    Aider,
 }
 
 /// Parses arguments and runs; returns the process exit code.

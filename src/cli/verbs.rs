@@ -750,6 +750,20 @@ const MAX_HOOK_EVENT: u64 = 1024 * 1024;
 /// stderr.
 fn hook(agent: super::HookAgent) -> i32 {
     use std::io::Read;
+    if agent == super::HookAgent::Aider {
+        // Aider runs its notifications command as it starts waiting for the human, before it
+        // prints a question, with the terminal as stdin: nothing to read. Its turn is over
+        // (idle); the screen tells whether the wait is a question (needs input).
+        if let Err((_, why)) = send_report(
+            crate::domain::machine::ReportedState::Waiting,
+            Some("aider waits for input".into()),
+            None,
+            None,
+        ) {
+            eprintln!("flotilla hook: the report failed: {why}");
+        }
+        return 0;
+    }
     let mut text = String::new();
     if let Err(e) = std::io::stdin()
         .take(MAX_HOOK_EVENT)
@@ -764,6 +778,7 @@ fn hook(agent: super::HookAgent) -> i32 {
     };
     let question = match agent {
         super::HookAgent::ClaudeCode => claude_hook_question(&event),
+        super::HookAgent::Aider => None,
     };
     if let Some(q) = question {
         let note = crate::plugins::activity::mask_secrets(&q);

@@ -720,6 +720,11 @@ impl Machine<'_> {
                 // Back to work because a human answered (not because the agent showed life).
                 let to = self.state();
                 self.set_state(to, Some("input_answered"));
+                // What was answered, and when: output that has not changed since still shows
+                // this question, and that is not a new one (the session actor's probe).
+                let answered = self.s.session.meta["question"].clone();
+                self.s.session.meta["answered"] =
+                    serde_json::json!({"question": answered, "at": self.at});
                 out
             }
             EventKind::AgentExited { code, output } => {

@@ -218,6 +218,22 @@ pub fn combine(native: Option<ActivitySignal>, probe: &ActivityProbe) -> Option<
     }
 }
 
+/// Whether a question read from the screen is the one a human already answered, still
+/// shown only because the output has not changed since the answer was typed (`answered_at`):
+/// the tail of a log the agent wrote nothing more to after the answer, or a screen not yet
+/// redrawn. Such a screen is not a new wait. Any output after the answer, or another
+/// question, is.
+pub fn answered_still_shown(
+    answered: Option<(&str, DateTime<Utc>)>,
+    question: Option<&str>,
+    last_output_at: Option<DateTime<Utc>>,
+) -> bool {
+    match (answered, question, last_output_at) {
+        (Some((asked, at)), Some(q), Some(out)) => asked == q && out <= at,
+        _ => false,
+    }
+}
+
 /// Classifies from the screen alone: `waiting_input` for a live question, `idle` for a bare
 /// prompt on the last line, `active` when output changed within [`ACTIVE_WINDOW`], else
 /// nothing (the screen cannot tell).
@@ -678,5 +694,43 @@ Press enter to confirm or esc to cancel
         std::fs::write(dir.path().join("agent-1.jsonl"), "{}").expect("write");
         let newest = newest_jsonl(dir.path(), "agent-").expect("ok");
         assert_eq!(newest, Some(f));
+    }
+
+    #[test]
+    fn an_answered_question_on_unchanged_output_is_not_asked_again() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("ts")
+                .with_timezone(&Utc)
+        };
+        let answered = Some(("Proceed? (y/n)", t("2026-12-02T10:00:05Z")));
+        // Nothing written since the answer: the log's tail still ends on it.
+        assert!(answered_still_shown(
+            answered,
+            Some("Proceed? (y/n)"),
+            Some(t("2026-12-02T10:00:01Z"))
+        ));
+        // Output after the answer: whatever it shows is current.
+        assert!(!answered_still_shown(
+            answered,
+            Some("Proceed? (y/n)"),
+            Some(t("2026-12-02T10:00:06Z"))
+        ));
+        // Another question, or nothing answered yet, is a wait.
+        assert!(!answered_still_shown(
+            answered,
+            Some("Overwrite? (y/n)"),
+            Some(t("2026-12-02T10:00:01Z"))
+        ));
+        assert!(!answered_still_shown(
+            None,
+            Some("Proceed? (y/n)"),
+            Some(t("2026-12-02T10:00:01Z"))
+        ));
+        assert!(!answered_still_shown(
+            answered,
+            Some("Proceed? (y/n)"),
+            None
+        ));
     }
 }

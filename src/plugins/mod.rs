@@ -399,6 +399,14 @@ pub trait Agent: Send + Sync {
             .and_then(activity::terminal_question)
     }
 
+    /// The cause of a failed exit in words, from the agent's last output (`output`, its last
+    /// non-blank lines), when the agent recognizes it: e.g. Claude Code's first-run set-up
+    /// screen that could not reach the vendor. It becomes the last line the session's
+    /// `reason` names. Default: none (the last output line speaks for itself).
+    fn exit_cause(&self, _output: &str) -> Option<String> {
+        None
+    }
+
     /// Tokens used and their cost so far in the workspace's current conversation, where the
     /// agent's log reports them. `Ok(None)` for agents that do not.
     ///

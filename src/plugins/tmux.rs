@@ -794,18 +794,35 @@ fn signal_group(pid: i32, sig: i32) -> std::io::Result<()> {
     }
 }
 
-/// Removes terminal escape sequences (CSI, OSC, two-byte escapes) and carriage returns.
+/// Removes terminal escape sequences (CSI, OSC, two-byte escapes, character-set designations),
+/// carriage returns and other control characters but newlines and tabs; cursor movements
+/// along the line (`CSI n C`, `CSI n G`) become the spaces they skip.
 pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    // The cursor's column as far as the text tells (for `CSI n G`).
+    let mut col = 0usize;
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {
         match c {
             '\u{1b}' => match it.next() {
                 Some('[') => {
+                    let mut params = String::new();
                     for c in it.by_ref() {
                         if ('\u{40}'..='\u{7e}').contains(&c) {
+                            // Cursor movements are how TUIs (Ink) draw the spaces between
+                            // words: forward `n`, or to column `n`.
+                            let n: usize = params.parse().unwrap_or(1).clamp(1, 400);
+                            let pad = match c {
+                                'C' => n,
+                                'G' if n - 1 > col => n - 1 - col,
+                                'G' if !out.ends_with([' ', '\n']) && !out.is_empty() => 1,
+                                _ => 0,
+                            };
+                            out.extend(std::iter::repeat_n(' ', pad));
+                            col += pad;
                             break;
                         }
+                        params.push(c);
                     }
                 }
                 Some(']') | Some('P') | Some('_') => {
@@ -819,10 +836,23 @@ pub fn strip_ansi(s: &str) -> String {
                         }
                     }
                 }
+                // Character-set designations (`ESC ( B`, as TUIs reset on exit): one more.
+                Some('(' | ')' | '*' | '+') => {
+                    it.next();
+                }
                 _ => {}
             },
-            '\r' => {}
-            c => out.push(c),
+            '\r' => col = 0,
+            '\n' => {
+                out.push('\n');
+                col = 0;
+            }
+            // Other control characters (shift in/out, bell) are not text.
+            c if c.is_control() && c != '\t' => {}
+            c => {
+                out.push(c);
+                col += 1;
+            }
         }
     }
     out
@@ -1206,6 +1236,18 @@ mod tests {
         assert_eq!(
             strip_ansi("\u{1b}[1;32mok\u{1b}[0m\r\n\u{1b}]0;title\u{7}done"),
             "ok\ndone"
+        );
+        // What a TUI writes as it exits: a character-set reset and shift-in.
+        assert_eq!(strip_ansi("bye\n\u{1b}(B\u{f}\u{1b}[?25h"), "bye\n");
+        // Spaces drawn as cursor movements (Ink) stay spaces.
+        assert_eq!(
+            strip_ansi("Unable\u{1b}[1Cto\u{1b}[Cconnect\u{1b}[2Cnow"),
+            "Unable to connect  now"
+        );
+        // Claude Code 2.1.328 places each word at its column.
+        assert_eq!(
+            strip_ansi(" Claude\u{1b}[9GCode\u{1b}[14Gmight\r\nx\u{1b}[1Gy"),
+            " Claude Code might\nx y"
         );
     }
 

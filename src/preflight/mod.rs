@@ -2,9 +2,10 @@
 //!
 //! Two users:
 //! - a spawn ([`agent_ready`]): before any session row or worktree exists, the agent's CLI
-//!   must resolve on the `PATH` the agent will get, and an interactive `claude` must have done
-//!   its first-run set-up (else its TUI stops on a set-up screen no one answers). Cheap: a
-//!   `PATH` lookup and one small file read, no subprocess; callers run it off the actor thread.
+//!   must resolve on the `PATH` the agent will get; an interactive `claude` that has not done
+//!   its first-run set-up is a warning (the spawn goes ahead; the session then waits on the
+//!   set-up screen or errors with the CLI's own words). Cheap: a `PATH` lookup and one small
+//!   file read, no subprocess; callers run it off the actor thread.
 //! - `flotilla doctor` ([`doctor::run`]): every check, one [`Check`] per line, with the cause
 //!   and the fix in words; subprocesses (`--version`) only there, each with a timeout.
 //!
@@ -417,15 +418,17 @@ pub fn claude_onboarding(a: &AgentLaunch, host: &HostEnv) -> Onboarding {
 }
 
 /// The spawn-time preflight: `Ok` when the agent can start as far as cheap checks tell (its
-/// CLI resolves on the agent's `PATH`; an interactive `claude` has done its first-run set-up).
+/// CLI resolves on the agent's `PATH`), with warnings for what may still stop it once started:
+/// an interactive `claude` whose first-run set-up is not done (its TUI then shows a set-up
+/// screen, or exits when that screen cannot reach the vendor; the session says which).
 /// Blocking (a few `stat`s and one small file read): run it with `spawn_blocking`.
 ///
 /// # Errors
 /// [`PreflightError`] naming the agent, the cause and the fix.
-pub fn agent_ready(a: &AgentLaunch, host: &HostEnv) -> Result<(), PreflightError> {
+pub fn agent_ready(a: &AgentLaunch, host: &HostEnv) -> Result<Vec<String>, PreflightError> {
     let Some(program) = a.argv0() else {
         // An empty command is reported by validation; nothing to look up.
-        return Ok(());
+        return Ok(Vec::new());
     };
     match resolve(program, a.path(host)) {
         Resolved::Found(_) | Resolved::InWorkspace(_) => {}
@@ -446,12 +449,13 @@ pub fn agent_ready(a: &AgentLaunch, host: &HostEnv) -> Result<(), PreflightError
         }
     }
     match claude_onboarding(a, host) {
-        Onboarding::Done(_) | Onboarding::NotApplicable(_) => Ok(()),
-        Onboarding::NotDone { home, file } => Err(PreflightError::NotOnboarded {
+        Onboarding::Done(_) | Onboarding::NotApplicable(_) => Ok(Vec::new()),
+        Onboarding::NotDone { home, file } => Ok(vec![PreflightError::NotOnboarded {
             agent: a.name.clone(),
             home,
             file,
-        }),
+        }
+        .to_string()]),
         Onboarding::Unreadable { file, reason } => Err(PreflightError::Unreadable {
             agent: a.name.clone(),
             file,
@@ -566,7 +570,7 @@ mod tests {
         script(&dir.path().join("bin"), "my-agent", "true");
         let env_path = dir.path().join("bin").to_string_lossy().into_owned();
         let c = launch(AgentKind::Command, &["my-agent"], &[("PATH", &env_path)]);
-        assert_eq!(agent_ready(&c, &host), Ok(()));
+        assert_eq!(agent_ready(&c, &host), Ok(Vec::new()));
     }
 
     #[test]
@@ -582,8 +586,9 @@ mod tests {
         ]);
         let home_s = home.to_string_lossy().into_owned();
         let a = launch(AgentKind::ClaudeCode, &[], &[("HOME", &home_s)]);
-        let e = agent_ready(&a, &host).expect_err("not onboarded");
-        let msg = e.to_string();
+        let warnings = agent_ready(&a, &host).expect("a warning, not a refusal");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let msg = &warnings[0];
         assert!(
             msg.contains(&format!("first-run set-up for HOME={home_s}")),
             "{msg}"
@@ -609,7 +614,7 @@ mod tests {
             "{\"hasCompletedOnboarding\": true}",
         )
         .expect("write");
-        assert_eq!(agent_ready(&a, &host), Ok(()));
+        assert_eq!(agent_ready(&a, &host), Ok(Vec::new()));
 
         // CLAUDE_CONFIG_DIR moves the state file.
         let cfg = dir.path().join("cfg");

@@ -291,3 +291,95 @@ async fn real_aider_suggest_mode_answers_without_editing() {
     assert_eq!(git(&ws, &["log", "-1", "--format=%s"]).trim(), "init");
     assert!(agent.usage(&ws).await.expect("usage").is_some());
 }
+
+/// The whole fleet with the real aider: the aider plugin passes `--notifications-command
+/// '<flotilla> hook aider'`, so aider itself reports the moment it waits for its human (an
+/// `agent.reported` `waiting` event from the hook, before anything on the screen is read);
+/// the screen then names the question, the session needs input, and an answer lets aider
+/// finish.
+#[actix_web::test]
+async fn real_aider_reports_its_wait_through_the_notifications_command() {
+    use crate::fleet_tmux::TmuxGuard;
+    use crate::helpers::{spawn_app_with_env, Backend};
+    use crate::real_claude_fleet::wait_session;
+    use serde_json::json;
+
+    // The edit names a file not in the chat: aider asks to add it, then sends the request
+    // again with the file, and the edit applies.
+    let fake = FakeOpenAi::start(vec![edit_step(), edit_step(), Step::text(COMMIT_MESSAGE)]).await;
+    let Some(s) = Setup::new(&fake) else { return };
+    if !require_tool("tmux") {
+        return;
+    }
+    let agents = format!(
+        "  aider:\n    kind: aider\n    command: [\"{bin}\"]\n    permission_mode: default\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", OPENAI_API_BASE: \"{api}\", OPENAI_API_KEY: sk-fake-0123456789 }}\n",
+        bin = s.bin.display(),
+        home = s.home.display(),
+        api = s.api_base,
+    );
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let Some(app) = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "    runtime: tmux\n    agent: aider\n",
+        tempfile::tempdir().expect("tempdir"),
+        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+    )
+    .await
+    else {
+        return;
+    };
+    let _tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
+    // Aider rings only once a model answer is in: a task naming README.md would be asked
+    // about ("Add file to the chat?") before any request, which only the screen shows.
+    let task = "## Task\n\nChange the readme to say goodbye.\n";
+    let id = app.spawn(json!({"project": "demo", "prompt": task})).await;
+
+    // The model edits a file aider was not given: aider reports its wait, then asks.
+    let waiting = wait_session(&app, &id, 150, "needs_input", |v| {
+        v["state"] == "needs_input"
+    })
+    .await;
+    assert!(
+        waiting["waiting_for"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Add file to the chat?"),
+        "{waiting}"
+    );
+    let (_, screen) = app
+        .get(&format!("/api/v1/sessions/{id}/output?lines=60"))
+        .await;
+    let screen = screen["output"].as_str().unwrap_or("").to_string();
+    let (_, events) = app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    let events = events["events"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    let reported = kinds
+        .iter()
+        .position(|k| *k == "agent.reported")
+        .unwrap_or_else(|| {
+            panic!("no report from aider's notifications command: {kinds:?}\n{screen}")
+        });
+    let reported_data = &events[reported]["data"];
+    assert_eq!(
+        reported_data["event"]["state"], "waiting",
+        "{reported_data}"
+    );
+    let asked = kinds
+        .iter()
+        .position(|k| *k == "agent.waiting_input")
+        .expect("waiting_input");
+    assert!(reported < asked, "the report comes first: {kinds:?}");
+
+    // Answered, aider applies the edit, commits and exits 0: the session is done.
+    let (code, v) = app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "y"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let done = wait_session(&app, &id, 90, "done", |v| v["state"] == "done").await;
+    let ws = PathBuf::from(done["workspace"].as_str().expect("workspace"));
+    assert_committed(&ws);
+}

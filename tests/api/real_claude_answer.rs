@@ -1,6 +1,7 @@
 //! Answering the real `claude` from a phone: its permission prompt makes the session
-//! `needs_input`, the Telegram (or Slack) notifier posts the question, and a reply to that
-//! message (Telegram `reply_to_message`, a Slack thread reply) from an allowlisted user is typed
+//! `needs_input`, the Telegram (or Slack, or Discord) notifier posts the question, and a reply to
+//! that message (Telegram `reply_to_message`, a Slack thread reply, a Discord reply naming it in
+//! `message_reference`) from an allowlisted user is typed
 //! into the agent like `flotilla send`; the session goes back to `working`. A stranger's reply
 //! does nothing; a reply once the session no longer waits is told so.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::fake_anthropic::Step;
+use crate::fake_discord::FakeDiscord;
 use crate::fake_slack::{self, FakeSlack};
 use crate::fake_telegram::FakeTelegram;
 use crate::helpers::eventually;
@@ -203,4 +205,81 @@ async fn assert_answered_in_thread(r: &Real, sl: &FakeSlack, id: &str, ts: &str)
         })
     })
     .await;
+}
+
+#[actix_web::test]
+async fn a_discord_reply_to_the_needs_input_notification_answers_the_real_claude() {
+    const CHANNEL: &str = "1100";
+    const GUILD: &str = "1200";
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let env = [
+        ("FLOTILLA__DISCORD__API_URL", dc.api_url.as_str()),
+        ("FLOTILLA__DISCORD__GATEWAY_URL", dc.gateway_url.as_str()),
+        ("FLOTILLA__DISCORD__BOT_TOKEN", "bot-token"),
+    ];
+    let chat = "chat:\n  allow: { discord: [\"U1\"] }\n";
+    let notifier = format!("dc: {{ kind: discord, channel: \"{CHANNEL}\" }}");
+    let Some(r) = setup_notifying(script(), "auto-edit", "[]", chat, &env, &notifier, "").await
+    else {
+        return;
+    };
+    eventually(30, "the gateway's IDENTIFY", || async {
+        (dc.gateway_counts().0 >= 1).then_some(())
+    })
+    .await;
+    let id = spawn_until_waiting(&r).await;
+    let note = eventually(30, "the Discord notification", || async {
+        dc.posted().into_iter().find(|m| {
+            m.channel == CHANNEL
+                && m.content.contains(&id)
+                && m.content.contains("waiting for input")
+        })
+    })
+    .await;
+    assert!(note.content.contains("approve Bash"), "{}", note.content);
+
+    // A stranger's reply (in the guild channel, no mention, as from a phone) does nothing.
+    dc.message_reply(CHANNEL, Some(GUILD), "U9", "1", &note.id);
+    // A message in the channel that replies to nothing and mentions nobody is not for the bot.
+    dc.message_create(CHANNEL, Some(GUILD), "U1", "1");
+    // The allowed user's reply answers it: menu choice 1 (Yes).
+    dc.message_reply(CHANNEL, Some(GUILD), "U1", "1", &note.id);
+    assert_answered(&r, &id).await;
+    let confirmations = eventually(30, "the bot's confirmation", || async {
+        let c: Vec<_> = dc
+            .posted()
+            .into_iter()
+            .filter(|m| m.channel == CHANNEL && m.content.contains(&format!("Answered {id}")))
+            .collect();
+        (!c.is_empty()).then_some(c)
+    })
+    .await;
+    assert_eq!(confirmations.len(), 1, "answered once: {confirmations:?}");
+
+    // The same reply again: the session no longer waits, and the user is told.
+    dc.message_reply(CHANNEL, Some(GUILD), "U1", "1", &note.id);
+    let told = eventually(30, "the 'no longer waits' reply", || async {
+        dc.posted()
+            .into_iter()
+            .find(|m| m.content.contains("does not wait for an answer now"))
+    })
+    .await;
+    assert!(told.content.contains(&id), "{}", told.content);
+    // Had the stranger's reply answered, the allowed one would have been told so too.
+    let not_waiting = dc
+        .posted()
+        .into_iter()
+        .filter(|m| m.content.contains("does not wait for an answer now"))
+        .count();
+    assert_eq!(not_waiting, 1, "{:?}", dc.posted());
+    assert_eq!(
+        r.model.requests().len(),
+        2,
+        "nothing more reached the model"
+    );
+    assert_eq!(
+        session(&r.app, &id).await["state"],
+        "working",
+        "the session works on"
+    );
 }

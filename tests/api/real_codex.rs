@@ -468,13 +468,17 @@ async fn real_codex_tui_approval_prompt_is_waiting_input_from_the_screen() {
             .ok()
             .flatten()
             .map(|s| s.activity);
-        let asked_again = matches!(reading(&s, &ws).await, Some(Reading::Waiting(_)));
+        let read = reading(&s, &ws).await;
+        let asked_again = matches!(read, Some(Reading::Waiting(_)));
         if !screen.contains("Would you like to run the following command?")
             && (activity.is_some_and(|a| a != Activity::WaitingInput) || asked_again)
         {
             Ok(())
         } else {
-            Err(format!("{activity:?}\n{screen}"))
+            Err(format!(
+                "{activity:?} (rollout: {read:?})\nscreen:\n{screen}\nprobe's screen:\n{}",
+                probe.terminal.unwrap_or_default()
+            ))
         }
     })
     .await;

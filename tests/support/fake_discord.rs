@@ -11,7 +11,8 @@
 //!   (token checked; a wrong one closes with 4004) → READY with the bot user and a session
 //!   id, op 6 RESUME → missed dispatches replayed then RESUMED (unknown session → op 9
 //!   `false`). [`FakeDiscord::message_create`] dispatches a `MESSAGE_CREATE` to every
-//!   identified connection; [`FakeDiscord::reconnect_all`] sends op 7.
+//!   identified connection ([`FakeDiscord::message_reply`]: a reply, type 19 with
+//!   `message_reference` and `referenced_message`); [`FakeDiscord::reconnect_all`] sends op 7.
 //! - Mentions (Message resource, "Allowed Mentions Object"): each create and edit parses
 //!   `@everyone`/`@here`, `<@id>`/`<@!id>` and `<@&id>` from `content` under the request's
 //!   `allowed_mentions`; when the field is absent *all* types are parsed (the default for
@@ -645,6 +646,32 @@ impl FakeDiscord {
         author: &str,
         content: &str,
     ) -> String {
+        self.create(channel, guild, author, content, None)
+    }
+
+    /// Dispatches `MESSAGE_CREATE` for a *reply* (Message resource: type 19 `REPLY`, a
+    /// `message_reference` of type 0 `DEFAULT` naming the message, its channel and guild, and
+    /// the `referenced_message` object when the fake knows it) from `author` to message
+    /// `to` in `channel`; returns the reply's id. Unmentioned, as a phone's reply is.
+    pub fn message_reply(
+        &self,
+        channel: &str,
+        guild: Option<&str>,
+        author: &str,
+        content: &str,
+        to: &str,
+    ) -> String {
+        self.create(channel, guild, author, content, Some(to))
+    }
+
+    fn create(
+        &self,
+        channel: &str,
+        guild: Option<&str>,
+        author: &str,
+        content: &str,
+        reply_to: Option<&str>,
+    ) -> String {
         let mut s = lock(&self.state);
         s.next_id += 1;
         let id = format!("{}", 1_100_000_000_000_000_000u64 + s.next_id);
@@ -657,6 +684,20 @@ impl FakeDiscord {
         }
         if content.contains(&format!("<@{BOT_ID}>")) {
             d["mentions"] = json!([{"id": BOT_ID, "username": "flotilla", "bot": true}]);
+        }
+        if let Some(to) = reply_to {
+            d["type"] = json!(19);
+            let mut reference = json!({"type": 0, "message_id": to, "channel_id": channel});
+            if let Some(g) = guild {
+                reference["guild_id"] = json!(g);
+            }
+            d["message_reference"] = reference;
+            d["referenced_message"] = s
+                .posted
+                .iter()
+                .find(|p| p.id == to && p.channel == channel)
+                .map(|p| message_json(&p.id, &p.channel, &p.content, &[]))
+                .unwrap_or(Value::Null);
         }
         let n = id.parse().unwrap_or(0);
         s.log.push((channel.to_string(), n, d.clone()));

@@ -368,15 +368,24 @@ impl SessionActor {
         let fut = async move {
             // wait_exit answers at once (with the status when it is ours) if already gone.
             let code = runtime.wait_exit(&typed).await.unwrap_or(None);
-            if let Some(s) = snapshot {
-                if let Some(event) = final_usage(&fleet, &s).await {
+            if let Some(s) = &snapshot {
+                if let Some(event) = final_usage(&fleet, s).await {
                     let _ = addr.send(Apply { event }).await;
                 }
             }
-            // A failed agent's last words name the cause ("not logged in", "ENOTFOUND").
+            // A failed agent's last words name the cause ("not logged in", "ENOTFOUND"); an
+            // agent that recognizes them (Claude's first-run set-up) says it in words, last.
             let output = match code {
                 Some(0) => None,
                 _ => exit_output(runtime.as_ref(), &typed).await,
+            };
+            let cause = snapshot.as_ref().and_then(|s| {
+                let agent = fleet.plugins.agent(&s.session.agent).ok()?;
+                agent.exit_cause(output.as_deref()?)
+            });
+            let output = match (output, cause) {
+                (Some(o), Some(c)) => Some(format!("{o}\n{c}")),
+                (o, _) => o,
             };
             (handle, code, output)
         }
@@ -1112,12 +1121,28 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
                     None => agent.question(&probe).await,
                 };
                 let asked = rec.meta["question"].as_str();
+                // The question just answered, on output unchanged since the answer (a log's
+                // tail the agent wrote nothing more to): not asked again.
+                let answered = rec.meta["answered"]["question"].as_str().zip(
+                    rec.meta["answered"]["at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                );
+                let stale_screen = sig.source == crate::plugins::activity::ActivitySource::Terminal
+                    && rec.activity != Activity::WaitingInput
+                    && crate::plugins::activity::answered_still_shown(
+                        answered,
+                        question.as_deref(),
+                        probe.last_output_at,
+                    );
                 // Only the agent's own log can show it moved on to another question; a
                 // redraw of the screen cannot.
                 let moved_on = sig.source == crate::plugins::activity::ActivitySource::Native
                     && rec.activity_at.is_none_or(|w| at > w);
-                (rec.activity != Activity::WaitingInput
-                    || (moved_on && question.is_some() && question.as_deref() != asked))
+                (!stale_screen
+                    && (rec.activity != Activity::WaitingInput
+                        || (moved_on && question.is_some() && question.as_deref() != asked)))
                     .then_some(EventKind::AgentWaitingInput { question })
             }
             Activity::Active | Activity::Idle if stale(at) => None,

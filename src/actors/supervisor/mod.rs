@@ -30,7 +30,7 @@ use self::cluster::forward_step;
 pub use self::cluster::{AdoptSessions, ReleaseSessions};
 use self::messages::*;
 use self::request::InvalidField;
-use self::spawn::{branch_free, plan_branch, preflight_agent};
+use self::spawn::{branch_free, plan_branch, preflight_agent, with_warnings};
 use crate::actors::cluster::bus::ClusterCommand;
 use crate::actors::fleet::Fleet;
 use crate::actors::session::messages::{
@@ -290,7 +290,8 @@ impl Handler<Spawn> for FleetSupervisor {
         let store = self.fleet.store.clone();
         let plan = async move {
             // An agent that cannot start fails the spawn before anything is created.
-            preflight_agent(launch).await?;
+            let warnings = preflight_agent(launch).await?;
+            with_warnings(&mut new, &warnings);
             branch_free(&store, &new.project, new.branch.as_deref()).await?;
             // The issue is read before anything is created: an unknown issue or a tracker
             // outage fails the spawn cleanly.
@@ -346,7 +347,9 @@ impl Handler<BatchSpawn> for FleetSupervisor {
         let launch = self.agent_launch(&template.agent);
         let tracker = self.fleet.plugins.trackers.get(&r.project).cloned();
         let plan = async move {
-            preflight_agent(launch).await?;
+            let warnings = preflight_agent(launch).await?;
+            let mut template = template;
+            with_warnings(&mut template, &warnings);
             let live = store
                 .list_sessions(&SessionFilter {
                     project: Some(r.project.clone()),
@@ -482,7 +485,8 @@ impl Handler<EnsureOrchestrator> for FleetSupervisor {
                 Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            preflight_agent(launch).await?;
+            let mut new = new;
+            with_warnings(&mut new, &preflight_agent(launch).await?);
             Ok((vec![new], None))
         };
         let store = self.fleet.store.clone();

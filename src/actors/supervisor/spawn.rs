@@ -79,21 +79,35 @@ pub(super) async fn branch_free(
     }
 }
 
-/// The spawn-time preflight: the agent's CLI must resolve on the agent's `PATH` and an
-/// interactive `claude` must have done its first-run set-up, or the spawn fails with the cause
-/// (422 on `agent`) before any session row or worktree exists. A few `stat`s and one small
-/// file read, on the blocking pool (never on the actor's thread).
-pub(super) async fn preflight_agent(launch: Option<AgentLaunch>) -> Result<(), FleetError> {
+/// The spawn-time preflight: the agent's CLI must resolve on the agent's `PATH`, or the spawn
+/// fails with the cause (422 on `agent`) before any session row or worktree exists. What may
+/// still stop the agent once started (an interactive `claude` without its first-run set-up)
+/// comes back as warnings, which the caller keeps in the session's `meta.preflight_warnings`.
+/// A few `stat`s and one small file read, on the blocking pool (never on the actor's thread).
+pub(super) async fn preflight_agent(
+    launch: Option<AgentLaunch>,
+) -> Result<Vec<String>, FleetError> {
     let Some(launch) = launch else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    tokio::task::spawn_blocking(move || agent_ready(&launch, &HostEnv::current()))
+    let warnings = tokio::task::spawn_blocking(move || agent_ready(&launch, &HostEnv::current()))
         .await
         .map_err(|e| FleetError::Plugin(PluginError::Io(std::io::Error::other(e))))?
         .map_err(|e| FleetError::Invalid {
             field: "agent".into(),
             reason: e.to_string(),
-        })
+        })?;
+    for w in &warnings {
+        tracing::warn!(warning = %w, "spawn preflight");
+    }
+    Ok(warnings)
+}
+
+/// Keeps the preflight's warnings with a new session (`meta.preflight_warnings`).
+pub(super) fn with_warnings(new: &mut NewSession, warnings: &[String]) {
+    if !warnings.is_empty() {
+        new.meta["preflight_warnings"] = serde_json::json!(warnings);
+    }
 }
 
 /// Creates `news` in order; stops at the first failure, returning the rows created before

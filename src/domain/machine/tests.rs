@@ -1173,6 +1173,14 @@ fn an_answer_ends_only_the_question_it_answered() {
         done.snapshot.session.reason.as_deref(),
         Some("input_answered")
     );
+    assert_eq!(
+        done.snapshot.session.meta["answered"]["question"],
+        "approve Bash: b"
+    );
+    assert_eq!(
+        done.snapshot.session.meta["answered"]["at"],
+        serde_json::json!(at(5))
+    );
 }
 
 /// A session whose PR is open and whose agent has exited (aider after its answer, claude

@@ -18,8 +18,11 @@
 //! (any OpenAI-compatible endpoint), "Open documentation url for more info?". Flags checked
 //! by running aider 0.86.2.
 //!
-//! Observation: aider keeps no machine-readable log, so activity comes from the screen
-//! (its `(Y)es/(N)o … [Yes]:` prompts are waiting_input). Usage comes from the transcript it
+//! Observation: aider keeps no machine-readable log. Its structured signal is
+//! `--notifications-command` (see [`notifications`]): `flotilla hook aider` reports the moment
+//! it starts waiting for its human (the session goes idle), and the screen, the fallback,
+//! tells a question from the next-message prompt (its `(Y)es/(N)o … [Yes]:` prompts are
+//! waiting_input). Usage comes from the transcript it
 //! appends to in the repository, `.aider.chat.history.md` (`--chat-history-file`): after
 //! every answer a `> Tokens: 1.6k sent, 12 cache hit, 50 received. Cost: $0.0042 message,
 //! $0.0042 session.` line (the cost only when aider knows the model's price, e.g. from a
@@ -120,6 +123,28 @@ fn message_cost(text: &str) -> Option<f64> {
     amount.parse().ok()
 }
 
+/// `--notifications --notifications-command '<cli> hook aider'`: aider runs the command (a
+/// shell command line, its own format) each time it starts waiting for its human after the
+/// model answered, before it asks a question or for the next message; `flotilla hook aider`
+/// reports that. Nothing when Flotilla's executable is unknown or the user's `args` set
+/// notifications themselves.
+fn notifications(cli: Option<&Path>, args: &[String]) -> Vec<String> {
+    let theirs = args
+        .iter()
+        .any(|a| a.starts_with("--notifications") || a.starts_with("--no-notifications"));
+    match cli {
+        Some(cli) if !theirs => vec![
+            "--notifications".into(),
+            "--notifications-command".into(),
+            format!(
+                "{} hook aider",
+                crate::plugins::tmux::shell_quote(&cli.to_string_lossy())
+            ),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 #[async_trait]
 impl Agent for AiderAgent {
     fn name(&self) -> &str {
@@ -154,6 +179,7 @@ impl Agent for AiderAgent {
             ]
             .map(String::from),
         );
+        argv.extend(notifications(ctx.flotilla_cli.as_deref(), &s.args));
         argv.extend(s.args.iter().cloned());
         if ctx.resume {
             argv.push("--restore-chat-history".into());
@@ -241,6 +267,27 @@ mod tests {
             Some("--restore-chat-history")
         );
         assert!(!resumed.contains(&"--message-file".to_string()));
+
+        // With Flotilla's executable known, aider reports each wait through it.
+        c.resume = false;
+        c.flotilla_cli = Some(PathBuf::from("/opt/my tools/flotilla"));
+        let with = argv(PermissionMode::Default, &c);
+        let at = with
+            .iter()
+            .position(|a| a == "--notifications-command")
+            .expect("notifications command");
+        assert_eq!(with[at - 1], "--notifications");
+        assert_eq!(with[at + 1], "'/opt/my tools/flotilla' hook aider");
+        let mut s = settings(AgentKind::Aider, PermissionMode::Default, None);
+        s.args = vec!["--no-notifications".into()];
+        let theirs = AiderAgent::new("aider".into(), s)
+            .launch(&c)
+            .expect("launch")
+            .0;
+        assert!(
+            !theirs.iter().any(|a| a == "--notifications-command"),
+            "{theirs:?}"
+        );
     }
 
     #[test]

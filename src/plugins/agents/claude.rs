@@ -576,6 +576,36 @@ fn table_usage(log: &str, prices: &PriceTable) -> Usage {
     total
 }
 
+/// What Claude Code 2.1.328's first-run set-up prints when it exits 1 before any dialog: its
+/// set-up begins with a connectivity check of the vendor's own endpoints (not
+/// `ANTHROPIC_BASE_URL`), and offline it shows "Unable to connect to Anthropic services",
+/// the failure ("Failed to connect to api.anthropic.com: ENOTFOUND") and advice about
+/// networks and countries, then exits.
+const FIRST_RUN_OFFLINE: &str = "Unable to connect to Anthropic services";
+
+/// The cause of an exit during Claude Code's first-run set-up, in words, from its last
+/// output: the set-up screen's own failure line and the fix (`state_file`: where the set-up
+/// is recorded). `None` for any other output.
+pub fn first_run_failure(output: &str, state_file: Option<&Path>) -> Option<String> {
+    let mut lines = output.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines.find(|l| l.contains(FIRST_RUN_OFFLINE))?;
+    let detail = lines
+        .next()
+        .filter(|l| !l.starts_with("Check your internet"))
+        .map(|l| format!(" ({l})"))
+        .unwrap_or_default();
+    let fix = match state_file {
+        Some(f) => format!(
+            "run `claude` once in a terminal for this HOME, or set hasCompletedOnboarding in {}",
+            f.display()
+        ),
+        None => "run `claude` once in a terminal for this HOME".to_string(),
+    };
+    Some(format!(
+        "claude's first-run set-up could not finish: {FIRST_RUN_OFFLINE}{detail}; {fix}"
+    ))
+}
+
 #[async_trait]
 impl Agent for ClaudeCodeAgent {
     fn name(&self) -> &str {
@@ -587,6 +617,13 @@ impl Agent for ClaudeCodeAgent {
             &self.name,
             &self.settings,
         ))
+    }
+
+    fn exit_cause(&self, output: &str) -> Option<String> {
+        let file = self.preflight().and_then(|a| {
+            crate::preflight::claude_state_file(&a, &crate::preflight::HostEnv::current())
+        });
+        first_run_failure(output, file.as_deref())
     }
 
     fn launch(&self, ctx: &AgentContext) -> PluginResult<(Vec<String>, BTreeMap<String, String>)> {
@@ -748,6 +785,24 @@ impl Agent for ClaudeCodeAgent {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_first_run_set_up_that_cannot_reach_the_vendor_is_named() {
+        // Claude Code 2.1.328 with a fresh HOME, offline (recorded under tmux).
+        let out = "Welcome to Claude Code v2.1.328\n Unable to connect to Anthropic services\n Failed to connect to api.anthropic.com: ENOTFOUND\n Check your internet connection and network settings.\n Claude Code might not be available in your country. Check supported countries at https://anthropic.com/supported-countries";
+        let cause = super::first_run_failure(out, Some(std::path::Path::new("/h/.claude.json")))
+            .expect("recognized");
+        assert_eq!(
+            cause,
+            "claude's first-run set-up could not finish: Unable to connect to Anthropic services \
+             (Failed to connect to api.anthropic.com: ENOTFOUND); run `claude` once in a terminal \
+             for this HOME, or set hasCompletedOnboarding in /h/.claude.json"
+        );
+        assert_eq!(
+            super::first_run_failure("error: unknown option '--x'", None),
+            None
+        );
+    }
+
     use super::super::test_support::{ctx, path, settings, PROMPT};
     use super::*;
     use crate::config::AgentKind;
