@@ -483,6 +483,7 @@ impl Application {
         let supervisor = FleetSupervisor::new(fleet.clone(), ready)
             .with_cluster(cluster.clone())
             .start();
+        let chat_cluster = cluster.clone();
         if let Some(c) = cluster {
             crate::actors::cluster::lease_manager::LeaseManagerActor::new(c, supervisor.clone())
                 .start();
@@ -544,6 +545,7 @@ impl Application {
             Some(supervisor.clone()),
             Some(fleet.journal.clone()),
             clock,
+            chat_cluster,
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);

@@ -5,14 +5,32 @@ use async_trait::async_trait;
 use super::{placeholders, ReadRows, RowsAffected};
 use crate::store::{
     as_text, clamp_limit, parse_state, session_not_found, terminal_states, write_err, Activity,
-    EventLog, EventRecord, Fence, LeaseKind, NewEvent, NewSession, ReactionTracker,
+    EventLog, EventRecord, Fence, HeldLease, LeaseKind, NewEvent, NewSession, ReactionTracker,
     SessionCommands, SessionFilter, SessionId, SessionQueries, SessionRecord, SessionSnapshot,
-    SessionState, StoreResult, TransitionCommit, WebhookDelivery, WebhookLog,
+    SessionState, StoreError, StoreResult, TransitionCommit, WebhookDelivery, WebhookLog,
 };
 
 sql_impl! { #[async_trait] impl SessionCommands;
     #[tracing::instrument(skip_all, fields(prefix = %new.prefix))]
     async fn create_session(&self, new: &NewSession) -> StoreResult<(SessionRecord, EventRecord)> {
+        let (session, event, _) = self.create_session_checked(new, None).await?;
+        Ok((session, event))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %commit.snapshot.session.id))]
+    async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord> {
+        self.commit_transition_checked(commit, None).await
+    }
+}
+
+sql_impl! { impl;
+    /// `create_session`, and (when `lease` names an owner and a lease time) the new session's
+    /// lease in the same transaction (see `leases.rs`).
+    pub(super) async fn create_session_checked(
+        &self,
+        new: &NewSession,
+        lease: Option<(&str, std::time::Duration)>,
+    ) -> StoreResult<(SessionRecord, EventRecord, Option<HeldLease>)> {
         let mut tx = self.begin_write().await?;
         let number = if new.fixed_id.is_some() {
             // A fixed id (the orchestrator's) is reserved by the primary key alone.
@@ -68,17 +86,21 @@ sql_impl! { #[async_trait] impl SessionCommands;
         });
         let event =
             Self::insert_event(&mut tx, Some(&id), "session.created", &data, new.at).await?;
+        let held = match lease {
+            Some((owner, ttl)) => Some(
+                Self::acquire_in(&mut tx, LeaseKind::Session, id.as_str(), owner, ttl)
+                    .await?
+                    .ok_or_else(|| StoreError::Fenced {
+                        what: format!("session {id}"),
+                        generation: 0,
+                    })?,
+            ),
+            None => None,
+        };
         tx.commit().await?;
-        Ok((session, event))
+        Ok((session, event, held))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %commit.snapshot.session.id))]
-    async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord> {
-        self.commit_transition_checked(commit, None).await
-    }
-}
-
-sql_impl! { impl;
     /// `commit_transition`, first checking in the same transaction that `fence` (when given)
     /// still holds the session's lease (see `leases.rs`).
     pub(super) async fn commit_transition_checked(
