@@ -542,10 +542,12 @@ impl Application {
             store.clone(),
             &home,
             chat_platforms,
-            Some(supervisor.clone()),
-            Some(fleet.journal.clone()),
-            clock,
-            chat_cluster,
+            crate::actors::chat::ChatLinks {
+                fleet: Some(supervisor.clone()),
+                journal: Some(fleet.journal.clone()),
+                clock,
+                cluster: chat_cluster,
+            },
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);

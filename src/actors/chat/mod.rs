@@ -452,6 +452,18 @@ pub struct ChatBridge {
     pub platforms: ChatPlatforms,
 }
 
+/// What the chat bridge is wired to besides its store and platforms.
+pub struct ChatLinks {
+    /// The fleet, for `/spawn` and `/fleet`.
+    pub fleet: Option<Addr<FleetSupervisor>>,
+    /// The event log's writer (what turns cost).
+    pub journal: Option<Arc<Journal>>,
+    /// The clock turn timeouts read.
+    pub clock: crate::clock::Clock,
+    /// Several nodes: conversations are leased through it; `None` on one node.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
 /// Starts the chat bridge over `platforms` (from [`platforms::chat_platforms_from`]): the assistant, the supervisor (which seeds
 /// the workflow templates and resumes every conversation with pending messages), the inbox.
 /// Warns once per platform whose allowlist is empty. Must run inside an actix `System`.
@@ -463,11 +475,14 @@ pub fn start(
     store: SharedStore,
     home: &std::path::Path,
     platforms: ChatPlatforms,
-    fleet: Option<Addr<FleetSupervisor>>,
-    journal: Option<Arc<Journal>>,
-    clock: crate::clock::Clock,
-    cluster: Option<Arc<Cluster>>,
+    links: ChatLinks,
 ) -> Result<ChatBridge, crate::plugins::PluginError> {
+    let ChatLinks {
+        fleet,
+        journal,
+        clock,
+        cluster,
+    } = links;
     let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
     inbox::warn_empty_allowlists(&settings.chat);
     let mut ctx = ChatContext::new(
