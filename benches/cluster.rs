@@ -4,6 +4,8 @@
 //!
 //! - `renew_1000_leases`: one node's renewal of 1,000 session leases, which is **one** query
 //!   per `cluster.renew_interval` however many sessions it owns (plus one takeover query).
+//! - `renew_1000_sessions_and_1000_conversations`: the same renewal with 1,000 chat
+//!   conversation leases as well (still one query).
 //!   The printed upkeep is queries per second per 1,000 sessions at the default interval.
 //! - `takeover_1000_sessions`: node A holds 1,000 leases (1 s lease time) and dies (stops
 //!   renewing); node B ticks every 250 ms as the lease manager does (renew + take over, 32 a
@@ -103,6 +105,34 @@ fn bench_backend(c: &mut Criterion, rt: &Runtime, backend: &str, store: &SharedS
         per_tick.as_secs_f64() * 1e3,
         per_tick.as_secs_f64() / DEFAULT_RENEW.as_secs_f64() * 100.0,
     );
+    // Chat conversations are leased too and renewed in the same statement: the same node
+    // with 1,000 conversation leases on top of its 1,000 session leases.
+    rt.block_on(async {
+        for i in 0..SESSIONS {
+            store
+                .acquire_lease(
+                    LeaseKind::Conversation,
+                    &format!("test:bench-{i}"),
+                    "node-a",
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("acquire")
+                .expect("free");
+        }
+    });
+    group.bench_function("renew_1000_sessions_and_1000_conversations", |b| {
+        b.to_async(rt).iter(|| {
+            let store = store.clone();
+            async move {
+                let held = store
+                    .renew_leases("node-a", Duration::from_secs(60))
+                    .await
+                    .expect("renew");
+                assert_eq!(held.len(), 2 * SESSIONS);
+            }
+        });
+    });
     group.finish();
 }
 

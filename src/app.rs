@@ -488,6 +488,7 @@ impl Application {
         let supervisor = FleetSupervisor::new(fleet.clone(), ready)
             .with_cluster(cluster.clone())
             .start();
+        let chat_cluster = cluster.clone();
         if let Some(c) = cluster {
             crate::actors::cluster::lease_manager::LeaseManagerActor::new(c, supervisor.clone())
                 .start();
@@ -546,9 +547,12 @@ impl Application {
             store.clone(),
             &home,
             chat_platforms,
-            Some(supervisor.clone()),
-            Some(fleet.journal.clone()),
-            clock,
+            crate::actors::chat::ChatLinks {
+                fleet: Some(supervisor.clone()),
+                journal: Some(fleet.journal.clone()),
+                clock,
+                cluster: chat_cluster,
+            },
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
         let chat_http = http::chat_test::ChatHttp::from(&chat);

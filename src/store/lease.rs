@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{EventRecord, NotificationRecord, SessionId, StoreResult, TransitionCommit};
+use super::{
+    ChatMessageRecord, ConversationRecord, EventRecord, MessageStatus, NewSession,
+    NotificationRecord, SessionId, SessionRecord, StoreResult, TransitionCommit,
+};
 
 /// What a lease is held on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +60,15 @@ pub struct HeldLease {
     pub key: String,
     /// Its generation (the fencing token's number).
     pub generation: i64,
+}
+
+/// A chat message claimed for its turn by the owner of its conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedMessage {
+    /// The message, now `running`.
+    pub message: ChatMessageRecord,
+    /// It was `running` already: a turn a crash or a dead owner interrupted, run again.
+    pub resumed: bool,
 }
 
 /// A command queued for the owner of a session.
@@ -167,4 +179,64 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Wake-ups when a command is queued (PostgreSQL `LISTEN`), or `None` where the backend
     /// has no notifications (SQLite: one node, nothing to wake).
     async fn command_wakeups(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<()>>>;
+
+    /// [`super::SessionCommands::create_session`] and the new session's lease for `owner`
+    /// in **one** transaction: a node dying between the two leaves nothing unleased.
+    ///
+    /// Errors: `Fenced` when another owner holds a lease on that id (a fixed id reused while
+    /// its old lease lives); nothing is created then.
+    async fn create_session_leased(
+        &self,
+        new: &NewSession,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<(SessionRecord, EventRecord, HeldLease)>;
+
+    /// Claims the oldest pending message of `conversation` for its turn: a `queued` one is
+    /// marked `running` by one conditional `UPDATE` (never two claimers for one message); a
+    /// `running` one (its turn was interrupted) is handed out again as `resumed`. With a
+    /// `fence`, refused (`Fenced`) unless it still holds the conversation's lease, checked
+    /// in the same transaction. `None` when nothing is pending.
+    async fn claim_chat_message(
+        &self,
+        conversation: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Option<ClaimedMessage>>;
+
+    /// [`super::ChatStore::set_chat_message_status`] of a message of `conversation`, refused
+    /// (`Fenced`) unless `fence` still holds the conversation's lease.
+    async fn set_chat_message_status_fenced(
+        &self,
+        conversation: &str,
+        id: i64,
+        status: MessageStatus,
+        fence: &Fence,
+    ) -> StoreResult<()>;
+
+    /// [`super::ChatStore::update_conversation`], refused (`Fenced`) unless `fence` still
+    /// holds the conversation's lease.
+    async fn update_conversation_fenced(
+        &self,
+        c: &ConversationRecord,
+        fence: &Fence,
+    ) -> StoreResult<()>;
+
+    /// [`super::ChatStore::set_resume_id`], refused (`Fenced`) unless `fence` still holds the
+    /// conversation's lease.
+    async fn set_resume_id_fenced(
+        &self,
+        conversation: &str,
+        resume_id: Option<&str>,
+        fence: &Fence,
+    ) -> StoreResult<()>;
+
+    /// Wakes the owner of `conversation` (PostgreSQL `NOTIFY`; nothing on SQLite, where one
+    /// node owns everything). `cancel`: a `/cancel` arrived, stop the running turn.
+    async fn wake_conversation_owner(&self, conversation: &str, cancel: bool) -> StoreResult<()>;
+
+    /// The wake-ups of [`LeaseStore::wake_conversation_owner`]: `(conversation, cancel)`, or
+    /// `None` where the backend has no notifications.
+    async fn conversation_wakeups(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<(String, bool)>>>;
 }

@@ -158,4 +158,11 @@ delegate! { LeaseStore to leases {
     fn command_status(id: i64) -> CommandStatus;
     fn claim_due_notifications(owner: &str, now: DateTime<Utc>, hold: std::time::Duration, limit: i64) -> Vec<NotificationRecord>;
     fn command_wakeups() -> Option<tokio::sync::mpsc::Receiver<()>>;
+    fn create_session_leased(new: &NewSession, owner: &str, ttl: std::time::Duration) -> (SessionRecord, EventRecord, HeldLease);
+    fn claim_chat_message(conversation: &str, fence: Option<&Fence>) -> Option<ClaimedMessage>;
+    fn set_chat_message_status_fenced(conversation: &str, id: i64, status: MessageStatus, fence: &Fence) -> ();
+    fn update_conversation_fenced(c: &ConversationRecord, fence: &Fence) -> ();
+    fn set_resume_id_fenced(conversation: &str, resume_id: Option<&str>, fence: &Fence) -> ();
+    fn wake_conversation_owner(conversation: &str, cancel: bool) -> ();
+    fn conversation_wakeups() -> Option<tokio::sync::mpsc::Receiver<(String, bool)>>;
 } }

@@ -1734,3 +1734,319 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
         "two of a's wait; b's failed; quiet has none"
     );
 }
+
+// ---- several nodes: chat claims and session creation under leases ---------------------------
+
+/// A chat message is claimed (`queued` → `running`) only under the conversation's current
+/// lease; a node whose lease was taken over can neither claim, settle nor store reply state;
+/// the new owner gets the interrupted message again and then the rest, each once.
+async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
+    let ttl = std::time::Duration::from_millis(200);
+    let conv = store
+        .upsert_conversation("test", "t-1", at(0))
+        .await
+        .expect("upsert");
+    for (i, body) in ["one", "two", "three"].iter().enumerate() {
+        store
+            .enqueue_chat_message_with_meta(
+                &conv.id,
+                &format!("m{i}"),
+                "tester",
+                body,
+                &BTreeMap::new(),
+                at(1 + i as i64),
+            )
+            .await
+            .expect("enqueue")
+            .expect("stored");
+    }
+    let a = store
+        .acquire_lease(LeaseKind::Conversation, &conv.id, "node-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("a free lease is granted");
+    let fa = Fence {
+        owner: "node-a".into(),
+        generation: a.generation,
+    };
+    assert!(store
+        .acquire_lease(LeaseKind::Conversation, &conv.id, "node-b", ttl)
+        .await
+        .expect("acquire")
+        .is_none());
+    let first = store
+        .claim_chat_message(&conv.id, Some(&fa))
+        .await
+        .expect("claim")
+        .expect("a message");
+    assert_eq!(first.message.body, "one");
+    assert!(!first.resumed);
+    assert_eq!(first.message.status, MessageStatus::Running);
+    let forged = Fence {
+        owner: "node-b".into(),
+        generation: a.generation,
+    };
+    assert!(matches!(
+        store.claim_chat_message(&conv.id, Some(&forged)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+
+    // node-a stops renewing; node-b takes the conversation over once the lease expired.
+    let taken = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let t = store
+                .take_over_expired("node-b", std::time::Duration::from_secs(60), 10)
+                .await
+                .expect("take over");
+            if !t.is_empty() {
+                break t;
+            }
+            assert!(std::time::Instant::now() < deadline, "never taken over");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].kind, LeaseKind::Conversation);
+    assert_eq!(taken[0].generation, a.generation + 1);
+    let fb = Fence {
+        owner: "node-b".into(),
+        generation: taken[0].generation,
+    };
+
+    // The old owner's writes are refused and change nothing.
+    let refused = store
+        .set_chat_message_status_fenced(&conv.id, first.message.id, MessageStatus::Done, &fa)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    let mut state = store.get_conversation(&conv.id).await.expect("conv");
+    state.cwd = Some("/elsewhere".into());
+    assert!(matches!(
+        store.update_conversation_fenced(&state, &fa).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(matches!(
+        store.set_resume_id_fenced(&conv.id, Some("r-a"), &fa).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(matches!(
+        store.claim_chat_message(&conv.id, Some(&fa)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let unchanged = store.get_conversation(&conv.id).await.expect("conv");
+    assert_eq!(unchanged.cwd, None);
+    assert_eq!(unchanged.resume_id, None);
+    assert!(store
+        .renew_leases("node-a", ttl)
+        .await
+        .expect("renew")
+        .is_empty());
+
+    // The new owner re-runs the interrupted message, then claims the others once each.
+    let again = store
+        .claim_chat_message(&conv.id, Some(&fb))
+        .await
+        .expect("claim")
+        .expect("the interrupted message");
+    assert_eq!(again.message.id, first.message.id);
+    assert!(again.resumed, "a message left running is handed out again");
+    store
+        .update_conversation_fenced(&state, &fb)
+        .await
+        .expect("the owner stores reply state");
+    store
+        .set_resume_id_fenced(&conv.id, Some("r-b"), &fb)
+        .await
+        .expect("resume id");
+    let mut bodies = Vec::new();
+    let mut id = again.message.id;
+    loop {
+        store
+            .set_chat_message_status_fenced(&conv.id, id, MessageStatus::Done, &fb)
+            .await
+            .expect("settle");
+        match store
+            .claim_chat_message(&conv.id, Some(&fb))
+            .await
+            .expect("claim")
+        {
+            Some(c) => {
+                assert!(!c.resumed);
+                bodies.push(c.message.body.clone());
+                id = c.message.id;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(bodies, ["two", "three"]);
+    let after = store.get_conversation(&conv.id).await.expect("conv");
+    assert_eq!(after.cwd.as_deref(), Some("/elsewhere"));
+    assert_eq!(after.resume_id.as_deref(), Some("r-b"));
+    assert!(store
+        .pending_chat_messages(&conv.id)
+        .await
+        .expect("pending")
+        .is_empty());
+    // A settle naming another conversation than the message's writes nothing.
+    let other = store
+        .upsert_conversation("test", "t-2", at(0))
+        .await
+        .expect("upsert");
+    let m = store
+        .enqueue_chat_message_with_meta(&other.id, "x", "tester", "x", &BTreeMap::new(), at(9))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    assert!(matches!(
+        store
+            .set_chat_message_status_fenced(&conv.id, m.id, MessageStatus::Done, &fb)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// Claims racing on one conversation never hand one queued message to two claimers.
+async fn concurrent_chat_claims_take_each_message_once(store: SharedStore) {
+    let conv = store
+        .upsert_conversation("test", "race", at(0))
+        .await
+        .expect("upsert");
+    for i in 0..20 {
+        store
+            .enqueue_chat_message_with_meta(
+                &conv.id,
+                &format!("m{i}"),
+                "tester",
+                "x",
+                &BTreeMap::new(),
+                at(i),
+            )
+            .await
+            .expect("enqueue");
+    }
+    let lease = store
+        .acquire_lease(
+            LeaseKind::Conversation,
+            &conv.id,
+            "node-a",
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("acquire")
+        .expect("granted");
+    let fence = Fence {
+        owner: "node-a".into(),
+        generation: lease.generation,
+    };
+    // Each claimer settles what it claimed, so the next claim moves on.
+    let claimers = (0..4).map(|_| {
+        let store = store.clone();
+        let fence = fence.clone();
+        let conv = conv.id.clone();
+        tokio::spawn(async move {
+            let mut fresh = Vec::new();
+            while let Some(c) = store
+                .claim_chat_message(&conv, Some(&fence))
+                .await
+                .expect("claim")
+            {
+                if !c.resumed {
+                    fresh.push(c.message.id);
+                }
+                // A resumed one is another claimer's, being settled right now: settling it
+                // twice is harmless, running it twice is what the drain loop prevents.
+                let _ = store
+                    .set_chat_message_status_fenced(
+                        &conv,
+                        c.message.id,
+                        MessageStatus::Done,
+                        &fence,
+                    )
+                    .await;
+            }
+            fresh
+        })
+    });
+    let mut all = Vec::new();
+    for c in claimers.collect::<Vec<_>>() {
+        all.extend(c.await.expect("claimer"));
+    }
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "a message claimed twice: {all:?}"
+    );
+    assert_eq!(all.len(), 20, "every message claimed once");
+}
+
+/// A clustered node creates a session and its lease in one transaction; a fixed id whose
+/// lease another node holds creates nothing.
+async fn a_session_is_created_with_its_lease(store: SharedStore) {
+    let ttl = std::time::Duration::from_secs(60);
+    let (s, _, lease) = store
+        .create_session_leased(&new_session("lz", 0), "node-a", ttl)
+        .await
+        .expect("create");
+    assert_eq!(lease.key, s.id.0);
+    assert_eq!(lease.generation, 1);
+    assert_eq!(
+        store
+            .lease_holder(LeaseKind::Session, s.id.as_str())
+            .await
+            .expect("holder"),
+        Some(Fence {
+            owner: "node-a".into(),
+            generation: 1
+        })
+    );
+    store
+        .acquire_lease(LeaseKind::Session, "lz-orch", "node-b", ttl)
+        .await
+        .expect("acquire")
+        .expect("granted");
+    let mut fixed = new_session("lz", 1);
+    fixed.fixed_id = Some("lz-orch".into());
+    let refused = store.create_session_leased(&fixed, "node-a", ttl).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.load_session(&SessionId("lz-orch".into())).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+mod cluster_on_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chat_claims_are_fenced_by_the_conversation_lease() {
+        super::on_sqlite(super::chat_claims_are_fenced_by_the_conversation_lease).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_chat_claims_take_each_message_once() {
+        super::on_sqlite(super::concurrent_chat_claims_take_each_message_once).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_is_created_with_its_lease() {
+        super::on_sqlite(super::a_session_is_created_with_its_lease).await;
+    }
+}
+
+mod cluster_on_postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chat_claims_are_fenced_by_the_conversation_lease() {
+        super::on_postgres(super::chat_claims_are_fenced_by_the_conversation_lease).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_chat_claims_take_each_message_once() {
+        super::on_postgres(super::concurrent_chat_claims_take_each_message_once).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_is_created_with_its_lease() {
+        super::on_postgres(super::a_session_is_created_with_its_lease).await;
+    }
+}

@@ -11,6 +11,7 @@ mod chat_jira_repos;
 mod chat_platforms;
 mod cli;
 mod cluster;
+mod cluster_chat;
 mod crash;
 mod crash_points;
 mod dashboard;

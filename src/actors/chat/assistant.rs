@@ -200,11 +200,7 @@ async fn consume(
                 session_id: Some(session_id),
             } => {
                 if seen.session.as_deref() != Some(&session_id) {
-                    if let Err(e) = ctx
-                        .store
-                        .set_resume_id(conversation, Some(&session_id))
-                        .await
-                    {
+                    if let Err(e) = ctx.save_resume_id(conversation, Some(&session_id)).await {
                         tracing::warn!(error = %e, "cannot save the resume id");
                     }
                     seen.session = Some(session_id);

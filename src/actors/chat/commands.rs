@@ -92,7 +92,7 @@ pub async fn run(
         other => Action::Reply(format!("Unknown command: /{other}")),
     };
     if *conv != before {
-        if let Err(e) = ctx.store.update_conversation(conv).await {
+        if let Err(e) = ctx.save_conversation(conv).await {
             return Action::Fail(format!("cannot save the conversation: {e}"));
         }
     }

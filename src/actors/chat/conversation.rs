@@ -10,8 +10,11 @@ use actix::prelude::*;
 
 use super::drain::drain;
 use super::handles::TurnHandles;
-use super::messages::{CancelTurn, ConversationIdle, Process, StopConversation};
+use super::messages::{
+    CancelTurn, ConversationFenced, ConversationIdle, Process, StopConversation,
+};
 use super::{ChatContext, ChatSupervisor};
+use crate::store::StoreError;
 
 /// How long to wait before draining again after the store failed.
 const STORE_RETRY: Duration = Duration::from_secs(2);
@@ -26,6 +29,8 @@ pub struct ConversationActor {
     again: bool,
     handles: Arc<TurnHandles>,
     idle: Option<SpawnHandle>,
+    /// The supervisor forgot this actor (its lease was lost): stop once the drain ends.
+    stop_after: bool,
     span: tracing::Span,
 }
 
@@ -42,6 +47,7 @@ impl ConversationActor {
             again: false,
             handles: Arc::new(TurnHandles::default()),
             idle: None,
+            stop_after: false,
             span,
         }
     }
@@ -62,7 +68,22 @@ impl ConversationActor {
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.busy = false;
+                    if act.stop_after {
+                        ctx.stop();
+                        return;
+                    }
                     match res {
+                        Err(StoreError::Fenced { .. }) => {
+                            tracing::warn!(parent: &act.span, "another node owns the conversation now; stopping here");
+                            if let Some(c) = &act.ctx.cluster {
+                                c.forget_conversation(&act.id);
+                            }
+                            act.supervisor.do_send(ConversationFenced {
+                                conversation: act.id.clone(),
+                                actor: ctx.address(),
+                            });
+                            ctx.stop();
+                        }
                         Ok(()) if act.again => {
                             act.again = false;
                             act.drain(ctx);
@@ -80,15 +101,41 @@ impl ConversationActor {
 
     fn arm_idle(&mut self, ctx: &mut Context<Self>) {
         let after = self.ctx.settings.idle_after.get();
-        self.idle = Some(ctx.run_later(after, |act, _ctx| {
+        self.idle = Some(ctx.run_later(after, |act, ctx| {
             act.idle = None;
-            if !act.busy {
-                act.supervisor.do_send(ConversationIdle {
-                    conversation: act.id.clone(),
-                    wakes: act.wakes,
-                });
+            if act.busy {
+                return;
             }
+            let Some(cluster) = act.ctx.cluster.clone() else {
+                act.report_idle();
+                return;
+            };
+            // Clustered: give the conversation up first, so the next message makes whichever
+            // node receives it the owner. A wake meanwhile drains after (leasing it again).
+            act.busy = true;
+            let id = act.id.clone();
+            ctx.spawn(
+                async move { cluster.release_conversation(&id).await }
+                    .into_actor(act)
+                    .map(|_, act, ctx| {
+                        act.busy = false;
+                        if act.stop_after {
+                            ctx.stop();
+                        } else if std::mem::take(&mut act.again) {
+                            act.drain(ctx);
+                        } else {
+                            act.report_idle();
+                        }
+                    }),
+            );
         }));
+    }
+
+    fn report_idle(&self) {
+        self.supervisor.do_send(ConversationIdle {
+            conversation: self.id.clone(),
+            wakes: self.wakes,
+        });
     }
 }
 
@@ -114,7 +161,9 @@ impl Handler<CancelTurn> for ConversationActor {
 impl Handler<StopConversation> for ConversationActor {
     type Result = ();
     fn handle(&mut self, _msg: StopConversation, ctx: &mut Self::Context) {
-        if !self.busy {
+        if self.busy {
+            self.stop_after = true;
+        } else {
             ctx.stop();
         }
     }

@@ -253,7 +253,7 @@ async fn ready_for_prompt(
         conv.last_command = command;
     }
     workspace::repair_stale(ctx, conv).await;
-    if let Err(e) = ctx.store.update_conversation(conv).await {
+    if let Err(e) = ctx.save_conversation(conv).await {
         tracing::warn!(error = %e, "cannot save conversation state");
     }
 }

@@ -1,5 +1,5 @@
 //! The drain loop: a conversation's pending messages, oldest first, one at a time, each
-//! marked `running` before its turn and `done`/`failed` after.
+//! claimed (`running`) in the store before its turn and `done`/`failed` after.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,50 +8,65 @@ use super::dispatch;
 use super::handles::TurnHandles;
 use super::ChatContext;
 use crate::domain::chat::Outcome;
-use crate::store::{ChatMessageRecord, MessageStatus, StoreError};
+use crate::store::{Fence, MessageStatus, StoreError};
 use crate::telemetry::METRICS;
 
 /// Attempts at writing a message's final status before the drain gives up (and retries the
 /// whole drain later, which would re-run the message: avoided while the store answers).
 const STATUS_ATTEMPTS: u32 = 5;
 
-/// Processes the conversation's pending messages, oldest first, until none is left.
+/// Processes the conversation's pending messages, oldest first, until none is left. When
+/// clustered, only while this node holds the conversation's lease (acquired here when it is
+/// free or expired; nothing runs while another node holds it).
 ///
 /// # Errors
-/// The store failed (the actor drains again later).
+/// The store failed (the actor drains again later); `Fenced`: another node owns the
+/// conversation now (the actor stops).
 pub async fn drain(
     ctx: Arc<ChatContext>,
     conversation: String,
     handles: Arc<TurnHandles>,
 ) -> Result<(), StoreError> {
-    while let Some(msg) = ctx.store.next_chat_message(&conversation).await? {
-        mark_running(&ctx, &msg).await?;
+    loop {
+        let fence = match &ctx.cluster {
+            None => None,
+            Some(c) => match c.acquire_conversation(&conversation).await? {
+                Some(f) => Some(f),
+                None => return Ok(()),
+            },
+        };
+        let Some(claim) = ctx
+            .store
+            .claim_chat_message(&conversation, fence.as_ref())
+            .await?
+        else {
+            return Ok(());
+        };
+        let msg = claim.message;
+        if claim.resumed {
+            tracing::info!(
+                message = msg.id,
+                "re-running a message a restart or a dead owner interrupted"
+            );
+        }
         let outcome = dispatch::handle_message(&ctx, &conversation, &msg, &handles).await;
         METRICS
             .chat_turns
             .with_label_values(&[outcome.label()])
             .inc();
-        settle(&ctx, msg.id, outcome).await?;
+        settle(&ctx, &conversation, msg.id, outcome, fence.as_ref()).await?;
     }
-    Ok(())
 }
 
-/// Marks a message `running`; one left `running` by a restart runs again as it is.
-async fn mark_running(ctx: &ChatContext, msg: &ChatMessageRecord) -> Result<(), StoreError> {
-    if msg.status == MessageStatus::Running {
-        tracing::info!(
-            message = msg.id,
-            "re-running a message a restart interrupted"
-        );
-        return Ok(());
-    }
-    ctx.store
-        .set_chat_message_status(msg.id, MessageStatus::Running)
-        .await
-}
-
-/// Records a message's final status, retrying a failing store a few times.
-async fn settle(ctx: &ChatContext, id: i64, outcome: Outcome) -> Result<(), StoreError> {
+/// Records a message's final status (under the claim's fence when clustered), retrying a
+/// failing store a few times; a refused (fenced) write is not retried.
+async fn settle(
+    ctx: &ChatContext,
+    conversation: &str,
+    id: i64,
+    outcome: Outcome,
+    fence: Option<&Fence>,
+) -> Result<(), StoreError> {
     let status = if outcome.succeeded() {
         MessageStatus::Done
     } else {
@@ -59,8 +74,17 @@ async fn settle(ctx: &ChatContext, id: i64, outcome: Outcome) -> Result<(), Stor
     };
     let mut attempt = 0;
     loop {
-        match ctx.store.set_chat_message_status(id, status).await {
+        let r = match fence {
+            None => ctx.store.set_chat_message_status(id, status).await,
+            Some(f) => {
+                ctx.store
+                    .set_chat_message_status_fenced(conversation, id, status, f)
+                    .await
+            }
+        };
+        match r {
             Ok(()) => return Ok(()),
+            Err(e @ StoreError::Fenced { .. }) => return Err(e),
             Err(e) if attempt + 1 < STATUS_ATTEMPTS => {
                 attempt += 1;
                 tracing::warn!(attempt, error = %e, "cannot record a chat message's status");

@@ -175,6 +175,7 @@ impl ChatInbox for StoreInbox {
                 conversation: conv.id.clone(),
                 cancel: m.text.trim() == "/cancel",
                 ahead: position,
+                remote: false,
             });
         }
         Ok(InboxReceipt {
@@ -216,6 +217,7 @@ impl ChatInbox for StoreInbox {
                 conversation: conv.id,
                 cancel: false,
                 ahead: 0,
+                remote: false,
             });
         }
         Ok(stored.is_some())

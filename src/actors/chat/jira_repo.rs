@@ -52,8 +52,7 @@ pub async fn ensure(
             return Err(format!("cannot use {url} ({}): {e}", strategy.describe()));
         }
     }
-    ctx.store
-        .update_conversation(conv)
+    ctx.save_conversation(conv)
         .await
         .map_err(|e| format!("cannot save the conversation: {e}"))?;
     let name = conv.codebase.clone().unwrap_or_default();

@@ -16,6 +16,20 @@ pub struct Wake {
     /// Messages ahead of the new one in its conversation (0: it runs next); the user is told
     /// when it is more than 0.
     pub ahead: usize,
+    /// Clustered: the wake came from another node through the store (or the sweep), so it is
+    /// never sent on again when another node owns the conversation.
+    pub remote: bool,
+}
+
+/// Sent by a conversation actor whose write was refused: another node owns the conversation
+/// now. The supervisor forgets the actor (which stops).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ConversationFenced {
+    /// Conversation id.
+    pub conversation: String,
+    /// The actor that was fenced (a newer one for the same conversation is kept).
+    pub actor: Addr<super::conversation::ConversationActor>,
 }
 
 /// Sent by the supervisor to a conversation actor: process what is pending.

@@ -12,6 +12,14 @@
 //! after, one at a time per conversation, in id order. A message left `running` by a crash
 //! is **run again** on restart (at-least-once for a turn the crash interrupted, whose answer
 //! never reached the user; exactly once for every turn that finished).
+//!
+//! Several nodes (`cluster.node_id`): a conversation is run only by the node holding its
+//! lease (`LeaseKind::Conversation`, acquired by whichever node gets its message first,
+//! renewed with the node's other leases, released when the actor goes idle). The claim
+//! (`queued` → `running`) and every later write of the turn carry that lease's fence, so a
+//! node that lost the conversation writes nothing more; a message stored by another node
+//! wakes the owner through the store (`NOTIFY flotilla_chat`); a node taking over an expired
+//! lease drains the queue and re-runs the message the dead owner left `running`.
 
 pub mod action;
 pub mod answers;
@@ -42,16 +50,17 @@ use actix::prelude::*;
 
 use self::conversation::ConversationActor;
 use self::messages::{
-    CancelTurn, ChatStats, ConversationIdle, GetChatStats, GetConversations, Process,
-    StopConversation, Wake,
+    CancelTurn, ChatStats, ConversationFenced, ConversationIdle, GetChatStats, GetConversations,
+    Process, StopConversation, Wake,
 };
 use self::platforms::ChatPlatforms;
 use self::scheduler::Scheduler;
+use crate::actors::cluster::{Cluster, ConversationLeases};
 use crate::actors::journal::Journal;
 use crate::actors::supervisor::FleetSupervisor;
 use crate::config::ChatSettings;
 use crate::plugins::Assistant;
-use crate::store::SharedStore;
+use crate::store::{ConversationRecord, Fence, SharedStore, StoreError};
 
 /// What every conversation actor needs, resolved once from config.
 pub struct ChatContext {
@@ -84,9 +93,58 @@ pub struct ChatContext {
     pub jira_repositories: crate::config::JiraRepositories,
     /// The clock turn timeouts read (a test moves it).
     pub clock: crate::clock::Clock,
+    /// Several nodes: each conversation is run by the node holding its lease; `None` on one
+    /// node (it runs every conversation).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl ChatContext {
+    /// The fence of `conversation` when clustered: `Ok(None)` on one node; `Fenced` when
+    /// this node does not hold the conversation's lease.
+    fn fence(&self, conversation: &str) -> Result<Option<Fence>, StoreError> {
+        match &self.cluster {
+            None => Ok(None),
+            Some(c) => {
+                c.conversation_fence(conversation)
+                    .map(Some)
+                    .ok_or_else(|| StoreError::Fenced {
+                        what: format!("conversation {conversation}"),
+                        generation: 0,
+                    })
+            }
+        }
+    }
+
+    /// Saves a conversation's state; when clustered, only while this node holds its lease.
+    ///
+    /// # Errors
+    /// The store's; `Fenced` when another node owns the conversation now.
+    pub async fn save_conversation(&self, c: &ConversationRecord) -> Result<(), StoreError> {
+        match self.fence(&c.id)? {
+            None => self.store.update_conversation(c).await,
+            Some(f) => self.store.update_conversation_fenced(c, &f).await,
+        }
+    }
+
+    /// Sets a conversation's resume id; when clustered, only while this node holds its lease.
+    ///
+    /// # Errors
+    /// As [`ChatContext::save_conversation`].
+    pub async fn save_resume_id(
+        &self,
+        conversation: &str,
+        resume_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match self.fence(conversation)? {
+            None => self.store.set_resume_id(conversation, resume_id).await,
+            Some(f) => {
+                self.store
+                    .set_resume_id_fenced(conversation, resume_id, &f)
+                    .await
+            }
+        }
+    }
+
     /// The lock of the checkout at `repo`.
     pub fn repo_lock(&self, repo: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
         match self.repo_locks.lock() {
@@ -137,6 +195,7 @@ impl ChatContext {
             repo_locks: Default::default(),
             jira_repositories: Default::default(),
             clock: crate::clock::Clock::system(),
+            cluster: None,
         }
     }
 }
@@ -167,7 +226,66 @@ impl ChatSupervisor {
     }
 }
 
+/// Where a wake goes when clustered.
+enum Route {
+    /// This node holds the conversation: run it here.
+    Mine,
+    /// Another live node holds it.
+    Theirs,
+}
+
 impl ChatSupervisor {
+    /// Wakes `id` on this node when it runs the conversation: always on one node; when
+    /// clustered, when this node holds (or now acquired) its lease. Otherwise its owner is
+    /// woken through the store, unless the wake came from there (`remote`).
+    fn route(&mut self, id: String, cancel: bool, remote: bool, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            self.deliver(&id, cancel, ctx.address());
+            return;
+        };
+        if self.conversations.contains_key(&id) && cluster.conversation_fence(&id).is_some() {
+            self.deliver(&id, cancel, ctx.address());
+            return;
+        }
+        let store = self.ctx.store.clone();
+        let key = id.clone();
+        ctx.spawn(
+            async move {
+                match cluster.acquire_conversation(&key).await {
+                    Ok(Some(_)) => Ok(Route::Mine),
+                    Ok(None) => Ok(Route::Theirs),
+                    Err(e) => Err(e),
+                }
+            }
+            .into_actor(self)
+            .map(move |r, act, ctx| match r {
+                Ok(Route::Mine) => act.deliver(&id, cancel, ctx.address()),
+                Ok(Route::Theirs) if !remote => {
+                    actix::spawn(async move {
+                        if let Err(e) = store.wake_conversation_owner(&id, cancel).await {
+                            tracing::warn!(conversation = %id, error = %e,
+                                "cannot wake the conversation's owner; its sweep will find the message");
+                        }
+                    });
+                }
+                Ok(Route::Theirs) => {}
+                Err(e) => {
+                    tracing::warn!(conversation = %id, error = %e, "cannot lease the conversation; the sweep retries")
+                }
+            }),
+        );
+    }
+
+    /// Hands the wake to the conversation's actor (cancelling its turn first for `/cancel`).
+    fn deliver(&mut self, id: &str, cancel: bool, sup: Addr<ChatSupervisor>) {
+        if cancel {
+            if let Some((addr, _)) = self.conversations.get(id) {
+                addr.do_send(CancelTurn);
+            }
+        }
+        self.wake(id, sup);
+    }
+
     /// Wakes every conversation with pending messages. Runs at start-up (resuming what a
     /// crash or restart left) and then every [`SWEEP_INTERVAL`] as a safety net: a wake lost
     /// to a store hiccup at start-up or a dead mailbox still gets its messages processed. A
@@ -180,7 +298,8 @@ impl ChatSupervisor {
                 .map(|res, act, ctx| match res {
                     Ok(ids) => {
                         for id in ids {
-                            act.wake(&id, ctx.address());
+                            // Clustered: only those this node holds or can lease.
+                            act.route(id, false, true, ctx);
                         }
                     }
                     Err(e) => {
@@ -203,6 +322,63 @@ impl Actor for ChatSupervisor {
         ctx.wait(async move { seed_templates(&store).await }.into_actor(self));
         self.sweep(ctx);
         ctx.run_interval(SWEEP_INTERVAL, |act, ctx| act.sweep(ctx));
+        if self.ctx.cluster.is_some() {
+            listen_for_wakes(self.ctx.store.clone(), ctx.address());
+        }
+    }
+}
+
+/// Forwards the wake-ups other nodes send this node through the store (`NOTIFY`) as
+/// [`Wake`]s: a message stored there for a conversation this node owns.
+fn listen_for_wakes(store: SharedStore, me: Addr<ChatSupervisor>) {
+    actix::spawn(async move {
+        match store.conversation_wakeups().await {
+            Ok(Some(mut rx)) => {
+                while let Some((conversation, cancel)) = rx.recv().await {
+                    if !me.connected() {
+                        return;
+                    }
+                    me.do_send(Wake {
+                        conversation,
+                        cancel,
+                        ahead: 0,
+                        remote: true,
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e,
+                "cannot listen for chat wake-ups; other nodes' messages run at the next sweep"),
+        }
+    });
+}
+
+impl Handler<ConversationLeases> for ChatSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ConversationLeases, ctx: &mut Self::Context) {
+        for id in msg.lost {
+            if let Some((addr, _)) = self.conversations.remove(&id) {
+                // It stops once its drain ends; its next write is refused meanwhile.
+                addr.do_send(StopConversation);
+            }
+        }
+        for id in msg.taken {
+            // Drains its queue, re-running a message the dead owner left `running`.
+            self.wake(&id, ctx.address());
+        }
+    }
+}
+
+impl Handler<ConversationFenced> for ChatSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ConversationFenced, _ctx: &mut Self::Context) {
+        if self
+            .conversations
+            .get(&msg.conversation)
+            .is_some_and(|(a, _)| *a == msg.actor)
+        {
+            self.conversations.remove(&msg.conversation);
+        }
     }
 }
 
@@ -210,9 +386,7 @@ impl Handler<Wake> for ChatSupervisor {
     type Result = ();
     fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
         if msg.cancel {
-            if let Some((addr, _)) = self.conversations.get(&msg.conversation) {
-                addr.do_send(CancelTurn);
-            }
+            // The conversation's actor cancels its turn when it is here (`route`).
         } else if let Some(text) = crate::domain::chat::queued_notice(msg.ahead) {
             let ctx2 = self.ctx.clone();
             let id = msg.conversation.clone();
@@ -220,7 +394,7 @@ impl Handler<Wake> for ChatSupervisor {
                 reply::reply_to(&ctx2, &id, &text).await;
             });
         }
-        self.wake(&msg.conversation, ctx.address());
+        self.route(msg.conversation, msg.cancel, msg.remote, ctx);
     }
 }
 
@@ -278,6 +452,18 @@ pub struct ChatBridge {
     pub platforms: ChatPlatforms,
 }
 
+/// What the chat bridge is wired to besides its store and platforms.
+pub struct ChatLinks {
+    /// The fleet, for `/spawn` and `/fleet`.
+    pub fleet: Option<Addr<FleetSupervisor>>,
+    /// The event log's writer (what turns cost).
+    pub journal: Option<Arc<Journal>>,
+    /// The clock turn timeouts read.
+    pub clock: crate::clock::Clock,
+    /// Several nodes: conversations are leased through it; `None` on one node.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
 /// Starts the chat bridge over `platforms` (from [`platforms::chat_platforms_from`]): the assistant, the supervisor (which seeds
 /// the workflow templates and resumes every conversation with pending messages), the inbox.
 /// Warns once per platform whose allowlist is empty. Must run inside an actix `System`.
@@ -289,10 +475,14 @@ pub fn start(
     store: SharedStore,
     home: &std::path::Path,
     platforms: ChatPlatforms,
-    fleet: Option<Addr<FleetSupervisor>>,
-    journal: Option<Arc<Journal>>,
-    clock: crate::clock::Clock,
+    links: ChatLinks,
 ) -> Result<ChatBridge, crate::plugins::PluginError> {
+    let ChatLinks {
+        fleet,
+        journal,
+        clock,
+        cluster,
+    } = links;
     let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
     inbox::warn_empty_allowlists(&settings.chat);
     let mut ctx = ChatContext::new(
@@ -308,7 +498,11 @@ pub fn start(
     ctx.actor_timeout = settings.server.actor_timeout.get();
     ctx.prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
     ctx.jira_repositories = settings.jira.repositories.clone();
+    ctx.cluster = cluster.clone();
     let supervisor = ChatSupervisor::new(Arc::new(ctx)).start();
+    if let Some(c) = &cluster {
+        c.set_chat_hook(supervisor.clone().recipient());
+    }
     let inbox: Arc<dyn crate::plugins::ChatInbox> = Arc::new(inbox::StoreInbox::new(
         store,
         &settings.chat,

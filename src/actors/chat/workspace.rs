@@ -236,8 +236,7 @@ pub async fn ensure_thread_worktree(
 }
 
 async fn save(ctx: &ChatContext, conv: &ConversationRecord) -> Result<(), String> {
-    ctx.store
-        .update_conversation(conv)
+    ctx.save_conversation(conv)
         .await
         .map_err(|e| format!("cannot save the conversation: {e}"))
 }
@@ -247,7 +246,7 @@ async fn save(ctx: &ChatContext, conv: &ConversationRecord) -> Result<(), String
 pub async fn close_thread(ctx: &ChatContext, conv: &mut ConversationRecord) {
     let Some(w) = conv.worktree.take() else {
         conv.resume_id = None;
-        let _ = ctx.store.update_conversation(conv).await;
+        let _ = ctx.save_conversation(conv).await;
         return;
     };
     conv.resume_id = None;
@@ -255,7 +254,7 @@ pub async fn close_thread(ctx: &ChatContext, conv: &mut ConversationRecord) {
         .codebase
         .as_ref()
         .map(|c| codebase_dir(ctx, c).display().to_string());
-    if let Err(e) = ctx.store.update_conversation(conv).await {
+    if let Err(e) = ctx.save_conversation(conv).await {
         tracing::warn!(error = %e, "cannot save a closed conversation");
         return;
     }

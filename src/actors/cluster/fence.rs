@@ -28,15 +28,13 @@ impl FencedCommands {
 #[async_trait]
 impl SessionCommands for FencedCommands {
     async fn create_session(&self, new: &NewSession) -> StoreResult<(SessionRecord, EventRecord)> {
-        let (session, event) = self.inner.create_session(new).await?;
-        // A new id has no lease row yet, so nobody else can hold it: this only fails when
-        // the database does, and then no actor is started for it here.
-        if !self.cluster.acquire(&session.id).await? {
-            return Err(StoreError::Fenced {
-                what: format!("session {}", session.id),
-                generation: 0,
-            });
-        }
+        // The session and its lease in one transaction: a node dying in between would leave
+        // a live session nobody drives until another node's takeover sweep found it.
+        let (session, event, lease) = self
+            .inner
+            .create_session_leased(new, self.cluster.node().as_str(), self.cluster.timing().ttl)
+            .await?;
+        self.cluster.record_created(&lease);
         Ok((session, event))
     }
 

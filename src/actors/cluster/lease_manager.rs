@@ -13,7 +13,7 @@ use actix::prelude::*;
 use futures::future::join_all;
 
 use super::bus::{ClusterCommand, CommandAnswer};
-use super::Cluster;
+use super::{Cluster, ConversationLeases};
 use crate::actors::supervisor::messages::{
     KillSession, MergeSession, RestoreSession, SendToSession,
 };
@@ -68,22 +68,39 @@ impl LeaseManagerActor {
             let round = cluster.begin_round();
             match store.renew_leases(&node, ttl).await {
                 Ok(leases) => {
-                    let lost = cluster.renewed(round, &leases);
+                    let (lost, conversations) = cluster.renewed(round, &leases);
                     if !lost.is_empty() {
                         tracing::warn!(sessions = lost.len(), "leases lost to another node");
                         supervisor.do_send(ReleaseSessions { ids: lost });
+                    }
+                    if !conversations.is_empty() {
+                        tracing::warn!(
+                            conversations = conversations.len(),
+                            "conversation leases lost to another node"
+                        );
+                        cluster.tell_chat(ConversationLeases {
+                            taken: Vec::new(),
+                            lost: conversations,
+                        });
                     }
                 }
                 Err(e) => tracing::warn!(error = ?e, "renewing leases failed"),
             }
             match store.take_over_expired(&node, ttl, TAKEOVER_BATCH).await {
                 Ok(taken) if !taken.is_empty() => {
-                    let ids = cluster.taken(&taken);
+                    let (ids, conversations) = cluster.taken(&taken);
                     tracing::info!(
                         sessions = ids.len(),
-                        "sessions taken over from a node whose leases expired"
+                        conversations = conversations.len(),
+                        "leases taken over from a node whose leases expired"
                     );
-                    supervisor.do_send(AdoptSessions { ids });
+                    if !ids.is_empty() {
+                        supervisor.do_send(AdoptSessions { ids });
+                    }
+                    cluster.tell_chat(ConversationLeases {
+                        taken: conversations,
+                        lost: Vec::new(),
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = ?e, "taking over expired leases failed"),

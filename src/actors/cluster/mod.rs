@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::prelude::*;
+
 use crate::config::ClusterSettings;
 use crate::store::{
     Fence, HeldLease, LeaseKind, SessionId, SessionRecord, SharedStore, StoreParts, StoreResult,
@@ -72,8 +74,23 @@ pub struct Cluster {
     /// The store without fencing (lease queries themselves are not fenced).
     store: SharedStore,
     held: Mutex<HashMap<SessionId, Held>>,
+    /// The chat conversations this node holds (`LeaseKind::Conversation`).
+    conversations: Mutex<HashMap<String, Held>>,
+    /// Told about conversation leases taken over or lost (the chat supervisor).
+    chat_hook: Mutex<Option<Recipient<ConversationLeases>>>,
     /// Renewal rounds started so far.
     round: AtomicU64,
+}
+
+/// Sent by the lease manager to the chat bridge: conversation leases this node took over
+/// from a dead node (drain them) or lost to another node (stop running them).
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct ConversationLeases {
+    /// Taken over: their queues (and a turn the dead owner left `running`) run here now.
+    pub taken: Vec<String>,
+    /// Lost: another node runs them now.
+    pub lost: Vec<String>,
 }
 
 impl Cluster {
@@ -98,6 +115,8 @@ impl Cluster {
             timing,
             store,
             held: Mutex::new(HashMap::new()),
+            conversations: Mutex::new(HashMap::new()),
+            chat_hook: Mutex::new(None),
             round: AtomicU64::new(0),
         })
     }
@@ -171,6 +190,18 @@ impl Cluster {
             }
             None => Ok(false),
         }
+    }
+
+    /// Records a session lease acquired with the session's creation (same transaction).
+    pub fn record_created(&self, lease: &HeldLease) {
+        let round = self.round.load(Ordering::SeqCst);
+        self.held_map().insert(
+            SessionId(lease.key.clone()),
+            Held {
+                generation: lease.generation,
+                round,
+            },
+        );
     }
 
     /// Of the live sessions found at start-up, those this node could lease (free, expired or
@@ -254,45 +285,166 @@ impl Cluster {
         self.round.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Applies a renewal round's answer: updates generations and returns the sessions whose
-    /// lease was lost (held before the round began, missing from the answer).
-    fn renewed(&self, round: u64, leases: &[HeldLease]) -> Vec<SessionId> {
-        let mut held = self.held_map();
-        let answer: HashMap<&str, i64> = leases
-            .iter()
-            .filter(|l| l.kind == LeaseKind::Session)
-            .map(|l| (l.key.as_str(), l.generation))
-            .collect();
-        let lost: Vec<SessionId> = held
-            .iter()
-            .filter(|(id, h)| h.round < round && !answer.contains_key(id.as_str()))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &lost {
-            held.remove(id);
-        }
-        lost
+    /// Applies a renewal round's answer: updates generations and returns the sessions and
+    /// the conversations whose lease was lost (held before the round began, missing from the
+    /// answer).
+    fn renewed(&self, round: u64, leases: &[HeldLease]) -> (Vec<SessionId>, Vec<String>) {
+        let answer = |kind: LeaseKind| -> HashMap<&str, i64> {
+            leases
+                .iter()
+                .filter(|l| l.kind == kind)
+                .map(|l| (l.key.as_str(), l.generation))
+                .collect()
+        };
+        let lost_sessions = {
+            let answer = answer(LeaseKind::Session);
+            let mut held = self.held_map();
+            let lost: Vec<SessionId> = held
+                .iter()
+                .filter(|(id, h)| h.round < round && !answer.contains_key(id.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &lost {
+                held.remove(id);
+            }
+            lost
+        };
+        let lost_conversations = {
+            let answer = answer(LeaseKind::Conversation);
+            let mut held = self.conversation_map();
+            let lost: Vec<String> = held
+                .iter()
+                .filter(|(id, h)| h.round < round && !answer.contains_key(id.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &lost {
+                held.remove(id);
+            }
+            lost
+        };
+        (lost_sessions, lost_conversations)
     }
 
-    /// Records leases taken over from a dead node.
-    fn taken(&self, leases: &[HeldLease]) -> Vec<SessionId> {
+    /// Records leases taken over from a dead node: the sessions and the conversations.
+    fn taken(&self, leases: &[HeldLease]) -> (Vec<SessionId>, Vec<String>) {
         let round = self.round.load(Ordering::SeqCst);
-        let mut held = self.held_map();
-        leases
-            .iter()
-            .filter(|l| l.kind == LeaseKind::Session)
-            .map(|l| {
-                let id = SessionId(l.key.clone());
-                held.insert(
-                    id.clone(),
-                    Held {
-                        generation: l.generation,
-                        round,
-                    },
-                );
-                id
-            })
-            .collect()
+        let mut sessions = Vec::new();
+        let mut conversations = Vec::new();
+        for l in leases {
+            let h = Held {
+                generation: l.generation,
+                round,
+            };
+            match l.kind {
+                LeaseKind::Session => {
+                    let id = SessionId(l.key.clone());
+                    self.held_map().insert(id.clone(), h);
+                    sessions.push(id);
+                }
+                LeaseKind::Conversation => {
+                    self.conversation_map().insert(l.key.clone(), h);
+                    conversations.push(l.key.clone());
+                }
+            }
+        }
+        (sessions, conversations)
+    }
+
+    // ---- chat conversations ---------------------------------------------------------------
+
+    /// The fencing token of a conversation this node holds, if it does.
+    pub fn conversation_fence(&self, id: &str) -> Option<Fence> {
+        self.conversation_map().get(id).map(|h| Fence {
+            owner: self.node.0.clone(),
+            generation: h.generation,
+        })
+    }
+
+    /// Acquires a conversation's lease (free, expired or already ours) and returns its fence,
+    /// or `None` while another node holds it.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn acquire_conversation(&self, id: &str) -> StoreResult<Option<Fence>> {
+        if let Some(f) = self.conversation_fence(id) {
+            return Ok(Some(f));
+        }
+        let got = self
+            .store
+            .acquire_lease(
+                LeaseKind::Conversation,
+                id,
+                self.node.as_str(),
+                self.timing.ttl,
+            )
+            .await?;
+        Ok(got.map(|l| {
+            let round = self.round.load(Ordering::SeqCst);
+            self.conversation_map().insert(
+                id.to_string(),
+                Held {
+                    generation: l.generation,
+                    round,
+                },
+            );
+            Fence {
+                owner: self.node.0.clone(),
+                generation: l.generation,
+            }
+        }))
+    }
+
+    /// Forgets a conversation lease this node lost (a fenced write was refused).
+    pub fn forget_conversation(&self, id: &str) {
+        self.conversation_map().remove(id);
+    }
+
+    /// Releases the lease of a conversation gone idle here: the next message makes whichever
+    /// node receives it the owner.
+    pub async fn release_conversation(&self, id: &str) {
+        self.forget_conversation(id);
+        if let Err(e) = self
+            .store
+            .release_leases(
+                LeaseKind::Conversation,
+                &[id.to_string()],
+                self.node.as_str(),
+            )
+            .await
+        {
+            tracing::warn!(conversation = id, error = ?e, "releasing a lease failed (it expires by itself)");
+        }
+    }
+
+    /// Who is told when conversation leases are taken over or lost (the chat supervisor).
+    pub fn set_chat_hook(&self, hook: Recipient<ConversationLeases>) {
+        *self.chat_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// Tells the chat supervisor about conversation leases taken over or lost.
+    fn tell_chat(&self, change: ConversationLeases) {
+        if change.taken.is_empty() && change.lost.is_empty() {
+            return;
+        }
+        let hook = self
+            .chat_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match hook {
+            Some(h) => h.do_send(change),
+            // No chat bridge yet: the taken conversations are drained by its first sweep.
+            None => tracing::debug!("conversation leases changed before the chat bridge started"),
+        }
+    }
+
+    /// How many conversation leases this node holds.
+    pub fn held_conversations(&self) -> usize {
+        self.conversation_map().len()
+    }
+
+    fn conversation_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.conversations.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many session leases this node holds.

@@ -9,13 +9,21 @@ use sqlx::Transaction;
 
 use super::{Row, RowsAffected};
 use crate::store::{
-    clamp_limit, terminal_states, ClusterCommandRecord, CommandStatus, EventRecord, Fence,
-    HeldLease, LeaseKind, LeaseStore, NotificationRecord, NotificationStatus, SessionId,
-    StoreError, StoreResult, TransitionCommit,
+    clamp_limit, terminal_states, ClaimedMessage, ClusterCommandRecord, CommandStatus,
+    ConversationRecord, EventRecord, Fence, HeldLease, LeaseKind, LeaseStore, MessageStatus,
+    NewSession, NotificationRecord, NotificationStatus, SessionId, SessionRecord, StoreError,
+    StoreResult, TransitionCommit,
 };
 
 /// The channel a queued command is announced on.
 pub const COMMANDS_CHANNEL: &str = "flotilla_commands";
+
+/// The channel a conversation's owner is woken on (payload: the conversation id, after
+/// [`CANCEL_MARK`] for a `/cancel`).
+pub const CHAT_CHANNEL: &str = "flotilla_chat";
+
+/// Marks a chat wake-up that carries a `/cancel` (conversation ids never start with it).
+const CANCEL_MARK: &str = "!";
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -60,6 +68,35 @@ sql_impl! { impl;
         Ok(())
     }
 
+/// `acquire_lease` in the caller's transaction (a session's creation leases it in its own).
+    pub(super) async fn acquire_in(
+        tx: &mut Transaction<'static, D::Db>,
+        kind: LeaseKind,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<HeldLease>> {
+        let now = D::NOW_MS;
+        let sql = format!(
+            "INSERT INTO leases (kind, key, owner, generation, expires_at_ms) \
+             VALUES ($1, $2, $3, 1, {now} + $4) \
+             ON CONFLICT (kind, key) DO UPDATE SET \
+               generation = CASE WHEN leases.owner = excluded.owner \
+                 THEN leases.generation ELSE leases.generation + 1 END, \
+               owner = excluded.owner, expires_at_ms = excluded.expires_at_ms \
+             WHERE leases.owner = excluded.owner OR leases.expires_at_ms < {now} \
+             RETURNING kind, key, generation"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(owner)
+            .bind(millis(ttl))
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(Self::held_from_rows(&rows)?.pop())
+    }
+
     fn held_from_rows(rows: &[Row<D>]) -> StoreResult<Vec<HeldLease>> {
         rows.iter()
             .map(|row| {
@@ -85,27 +122,10 @@ sql_impl! { #[async_trait] impl LeaseStore;
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<HeldLease>> {
-        let now = D::NOW_MS;
-        let sql = format!(
-            "INSERT INTO leases (kind, key, owner, generation, expires_at_ms) \
-             VALUES ($1, $2, $3, 1, {now} + $4) \
-             ON CONFLICT (kind, key) DO UPDATE SET \
-               generation = CASE WHEN leases.owner = excluded.owner \
-                 THEN leases.generation ELSE leases.generation + 1 END, \
-               owner = excluded.owner, expires_at_ms = excluded.expires_at_ms \
-             WHERE leases.owner = excluded.owner OR leases.expires_at_ms < {now} \
-             RETURNING kind, key, generation"
-        );
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(&sql)
-            .bind(kind.as_str())
-            .bind(key)
-            .bind(owner)
-            .bind(millis(ttl))
-            .fetch_all(&mut *tx)
-            .await?;
+        let held = Self::acquire_in(&mut tx, kind, key, owner, ttl).await?;
         tx.commit().await?;
-        Ok(Self::held_from_rows(&rows)?.pop())
+        Ok(held)
     }
 
     #[tracing::instrument(skip_all)]
@@ -384,6 +404,112 @@ sql_impl! { #[async_trait] impl LeaseStore;
                     }
                     Err(e) => {
                         tracing::warn!(error = ?e, "listening for cluster commands failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix = %new.prefix))]
+    async fn create_session_leased(
+        &self,
+        new: &NewSession,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<(SessionRecord, EventRecord, HeldLease)> {
+        let (session, event, held) = self.create_session_checked(new, Some((owner, ttl))).await?;
+        let held = held.ok_or_else(|| StoreError::Fenced {
+            what: format!("session {}", session.id),
+            generation: 0,
+        })?;
+        Ok((session, event, held))
+    }
+
+    async fn claim_chat_message(
+        &self,
+        conversation: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Option<ClaimedMessage>> {
+        self.claim_chat_message_checked(conversation, fence).await
+    }
+
+    async fn set_chat_message_status_fenced(
+        &self,
+        conversation: &str,
+        id: i64,
+        status: MessageStatus,
+        fence: &Fence,
+    ) -> StoreResult<()> {
+        self.set_chat_message_status_checked(id, status, Some((conversation, fence)))
+            .await
+    }
+
+    async fn update_conversation_fenced(
+        &self,
+        c: &ConversationRecord,
+        fence: &Fence,
+    ) -> StoreResult<()> {
+        self.update_conversation_checked(c, Some(fence)).await
+    }
+
+    async fn set_resume_id_fenced(
+        &self,
+        conversation: &str,
+        resume_id: Option<&str>,
+        fence: &Fence,
+    ) -> StoreResult<()> {
+        self.set_resume_id_checked(conversation, resume_id, Some(fence))
+            .await
+    }
+
+    async fn wake_conversation_owner(&self, conversation: &str, cancel: bool) -> StoreResult<()> {
+        if !D::NOTIFIES {
+            return Ok(());
+        }
+        let payload = if cancel {
+            format!("{CANCEL_MARK}{conversation}")
+        } else {
+            conversation.to_string()
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHAT_CHANNEL)
+            .bind(payload)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn conversation_wakeups(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<(String, bool)>>> {
+        if !D::NOTIFIES {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(CHAT_CHANNEL).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                // As for commands: a wake-up lost to a reconnection is covered by the chat
+                // supervisor's periodic sweep.
+                match listener.recv().await {
+                    Ok(n) => {
+                        let p = n.payload();
+                        let wake = match p.strip_prefix(CANCEL_MARK) {
+                            Some(c) => (c.to_string(), true),
+                            None => (p.to_string(), false),
+                        };
+                        if tx.send(wake).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "listening for chat wake-ups failed");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         if tx.is_closed() {
                             return;

@@ -7,14 +7,32 @@ use chrono::{DateTime, Utc};
 use super::{placeholders, Conn, ReadRows, RowsAffected};
 use crate::store::{
     as_text, clamp_limit, not_found, terminal_states, write_err, Activity, EventLog, EventRecord,
-    Fence, LeaseKind, NewEvent, NewSession, ReactionTracker, SessionCommands, SessionFilter,
-    SessionId, SessionQueries, SessionRecord, SessionSnapshot, SessionState, StoreResult,
-    TransitionCommit, WebhookDelivery, WebhookLog,
+    Fence, HeldLease, LeaseKind, NewEvent, NewSession, ReactionTracker, SessionCommands,
+    SessionFilter, SessionId, SessionQueries, SessionRecord, SessionSnapshot, SessionState,
+    StoreError, StoreResult, TransitionCommit, WebhookDelivery, WebhookLog,
 };
 
 sql_impl! { #[async_trait] impl SessionCommands;
     #[tracing::instrument(skip_all, fields(prefix = %new.prefix))]
     async fn create_session(&self, new: &NewSession) -> StoreResult<(SessionRecord, EventRecord)> {
+        let (session, event, _) = self.create_session_checked(new, None).await?;
+        Ok((session, event))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %commit.snapshot.session.id))]
+    async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord> {
+        self.commit_transition_checked(commit, None).await
+    }
+}
+
+sql_impl! { impl;
+    /// `create_session`, and (when `lease` names an owner and a lease time) the new session's
+    /// lease in the same transaction (see `leases.rs`).
+    pub(super) async fn create_session_checked(
+        &self,
+        new: &NewSession,
+        lease: Option<(&str, std::time::Duration)>,
+    ) -> StoreResult<(SessionRecord, EventRecord, Option<HeldLease>)> {
         let mut tx = self.begin_write().await?;
         let number = if new.fixed_id.is_some() {
             // A fixed id (the orchestrator's) is reserved by the primary key alone.
@@ -64,7 +82,7 @@ sql_impl! { #[async_trait] impl SessionCommands;
         .map_err(write_err)?;
         let session = Self::session_from_row(&row)?;
         let created = NewEvent {
-            session_id: Some(id),
+            session_id: Some(id.clone()),
             kind: "session.created".into(),
             data: serde_json::json!({
                 "project": new.project,
@@ -74,17 +92,21 @@ sql_impl! { #[async_trait] impl SessionCommands;
             at: new.at,
         };
         let event = Self::insert_event(&mut tx, &created).await?;
+        let held = match lease {
+            Some((owner, ttl)) => Some(
+                Self::acquire_in(&mut tx, LeaseKind::Session, id.as_str(), owner, ttl)
+                    .await?
+                    .ok_or_else(|| StoreError::Fenced {
+                        what: format!("session {id}"),
+                        generation: 0,
+                    })?,
+            ),
+            None => None,
+        };
         tx.commit().await?;
-        Ok((session, event))
+        Ok((session, event, held))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %commit.snapshot.session.id))]
-    async fn commit_transition(&self, commit: &TransitionCommit) -> StoreResult<EventRecord> {
-        self.commit_transition_checked(commit, None).await
-    }
-}
-
-sql_impl! { impl;
     /// One session row, read on `conn`.
     async fn session_on(conn: &mut Conn<D>, id: &SessionId) -> StoreResult<SessionRecord> {
         let row = sqlx::query(concat!(

@@ -1,0 +1,383 @@
+//! Chat conversations on several nodes sharing one PostgreSQL (issue 14, part 2): three real
+//! `flotilla serve` processes with the test chat platform. Messages of many conversations
+//! arrive at random nodes and each is answered once, by the node owning its conversation;
+//! the owner of some conversations is killed with `kill -9` in the middle of their turns, the
+//! others take those conversations over, re-run only the interrupted turns and answer every
+//! queued message; a write by the fenced old owner is refused.
+//!
+//! Each node's test platform keeps the replies it sent in its own memory, so "answered once"
+//! is counted over the nodes' reply lists. On a laptop without `FLOTILLA_TEST_PG_URL` this
+//! skips; under `CI=true` it fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+use flotilla::store::{self, Fence, MessageStatus, StoreError};
+
+use crate::chat::chat_yaml;
+use crate::helpers::*;
+use crate::server::*;
+
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+/// Conversations answered in the first round (two messages each).
+const CONVERSATIONS: usize = 24;
+/// Conversations whose turns are under way when their owner is killed (at most
+/// `chat.max_concurrent` = 10 per node, so each starts whichever node owns it).
+const HELD: usize = 9;
+
+async fn post_message(base: &str, thread: &str, text: &str) -> Value {
+    let r = http_client()
+        .post(format!("{base}/api/v1/chat/test/messages"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"thread": thread, "text": text}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.expect("receipt")
+}
+
+/// The replies node `base` sent to `thread` (none when the node is gone).
+async fn replies(base: &str, thread: &str) -> Vec<String> {
+    let Ok(r) = http_client()
+        .get(format!("{base}/api/v1/chat/test/replies?thread={thread}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    v["replies"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["text"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The assistant's answers to `tag` sent by each node, in `(node, count)`.
+async fn answers(bases: &[(String, String)], thread: &str, tag: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (node, base) in bases {
+        let n = replies(base, thread)
+            .await
+            .iter()
+            .filter(|t| t.starts_with("echo:") && t.contains(&format!("{tag} ")))
+            .count();
+        if n > 0 {
+            out.insert(node.clone(), n);
+        }
+    }
+    out
+}
+
+/// `(tag, event)` of every scripted assistant run (`start`/`end`), from its shared log.
+fn runs(log: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            let prompt = v["prompt"].as_str().unwrap_or_default().to_string();
+            let tag = prompt
+                .split_whitespace()
+                .find(|w| w.starts_with("tag-"))?
+                .to_string();
+            Some((tag, v["event"].as_str().unwrap_or_default().to_string()))
+        })
+        .collect()
+}
+
+fn count(runs: &[(String, String)], tag: &str, event: &str) -> usize {
+    runs.iter().filter(|(t, e)| t == tag && e == event).count()
+}
+
+/// Status and claimer of every chat message, by its body's tag.
+async fn messages(url: &str) -> BTreeMap<String, (String, Option<String>)> {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    let rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT body, status, claimed_by FROM chat_messages")
+            .fetch_all(&mut c)
+            .await
+            .expect("messages");
+    rows.into_iter()
+        .filter_map(|(body, status, by)| {
+            let tag = body.split_whitespace().find(|w| w.starts_with("tag-"))?;
+            Some((tag.to_string(), (status, by)))
+        })
+        .collect()
+}
+
+/// Conversation lease owners and generations, by conversation id.
+async fn conversation_leases(url: &str) -> BTreeMap<String, (String, i64)> {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT key, owner, generation FROM leases WHERE kind = 'conversation'")
+            .fetch_all(&mut c)
+            .await
+            .expect("leases");
+    rows.into_iter().map(|(k, o, g)| (k, (o, g))).collect()
+}
+
+/// A node picked at random for each message.
+fn random_node() -> usize {
+    usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % NODES.len()
+}
+
+/// Polls `f` every 250 ms until it answers, failing after `secs`.
+async fn slowly<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[actix_web::test]
+async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kill_9() {
+    if !require_tool("git") {
+        return;
+    }
+    let Some(url) = fresh_pg_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let repo = make_repo(dir.path());
+    let base = dir.path().join("chat");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let log = base.join("assistant.log");
+    let gate = base.join("gate");
+    // Short idle time: conversations are given up and leased again by the next receiver.
+    let extra = format!(
+        "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
+        chat_yaml(&base, "  idle_after: 2s\n")
+    );
+    let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
+    let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
+    let mut nodes = Vec::new();
+    for name in NODES {
+        let cwd = dir.path().join(name);
+        std::fs::create_dir_all(&cwd).expect("node dir");
+        nodes.push(
+            ServerProc::start_with_env(
+                &cwd,
+                &home,
+                &cfg,
+                free_port(),
+                &[("FLOTILLA__CLUSTER__NODE_ID", name)],
+            )
+            .await,
+        );
+    }
+    let mut bases: Vec<(String, String)> = NODES
+        .iter()
+        .zip(&nodes)
+        .map(|(n, p)| (n.to_string(), p.address.clone()))
+        .collect();
+    // `/say <words>`: an assistant turn whose prompt is just the words (no codebase needed).
+    {
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
+        sqlx::query(
+            "INSERT INTO chat_templates (name, description, content, updated_at) \
+             VALUES ('say', 'say it', '$ARGUMENTS', now())",
+        )
+        .execute(&mut c)
+        .await
+        .expect("template");
+    }
+
+    // ---- round 1: messages at random nodes, each answered once by its owner ----------------
+    let mut first_tags = Vec::new();
+    for round in 0..2 {
+        for i in 0..CONVERSATIONS {
+            let tag = format!("tag-c{i}-m{round}");
+            let node = random_node();
+            post_message(&bases[node].1, &format!("c{i}"), &format!("/say {tag} end")).await;
+            first_tags.push((format!("c{i}"), tag));
+        }
+    }
+    slowly(180, "every first-round message done", || async {
+        let m = messages(&url).await;
+        first_tags
+            .iter()
+            .all(|(_, t)| m.get(t).is_some_and(|(s, _)| s == "done"))
+            .then_some(())
+    })
+    .await;
+    let m = messages(&url).await;
+    let r = runs(&log);
+    for (thread, tag) in &first_tags {
+        let a = answers(&bases, thread, tag).await;
+        let claimer = m
+            .get(tag)
+            .and_then(|(_, by)| by.clone())
+            .expect("claimed_by");
+        assert_eq!(
+            a,
+            BTreeMap::from([(claimer.clone(), 1)]),
+            "{tag}: answered once, by the node that claimed it"
+        );
+        assert_eq!(count(&r, tag, "start"), 1, "{tag} ran once");
+    }
+
+    // ---- round 2: turns under way when their owner dies -------------------------------------
+    let held: Vec<(String, String)> = (0..HELD)
+        .map(|i| (format!("h{i}"), format!("tag-h{i}")))
+        .collect();
+    for (thread, tag) in &held {
+        let node = random_node();
+        post_message(
+            &bases[node].1,
+            thread,
+            &format!("/say {tag} WAIT:{} end", gate.display()),
+        )
+        .await;
+    }
+    slowly(120, "every held turn started", || async {
+        let r = runs(&log);
+        held.iter()
+            .all(|(_, t)| count(&r, t, "start") == 1)
+            .then_some(())
+    })
+    .await;
+    let leases = conversation_leases(&url).await;
+    let mut by_owner: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (thread, tag) in &held {
+        let (owner, _) = leases
+            .get(&format!("test:{thread}"))
+            .cloned()
+            .expect("a running conversation is leased");
+        by_owner
+            .entry(owner)
+            .or_default()
+            .push((thread.clone(), tag.clone()));
+    }
+    let (victim, doomed) = by_owner
+        .iter()
+        .max_by_key(|(_, v)| v.len())
+        .map(|(o, v)| (o.clone(), v.clone()))
+        .expect("an owner");
+    let victim_index = NODES.iter().position(|n| *n == victim).expect("node");
+    let survivor = (victim_index + 1) % NODES.len();
+    // A second message behind each doomed turn, stored by another node: the owner is woken
+    // through the store and keeps it queued behind the running turn.
+    let behind: Vec<(String, String)> = doomed
+        .iter()
+        .map(|(thread, _)| (thread.clone(), format!("tag-{thread}-behind")))
+        .collect();
+    for (thread, tag) in &behind {
+        let receipt = post_message(&bases[survivor].1, thread, &format!("/say {tag} end")).await;
+        assert_eq!(receipt["position"], 1, "{receipt}");
+    }
+    let old_generation = leases
+        .get(&format!("test:{}", doomed[0].0))
+        .map(|(_, g)| *g)
+        .expect("generation");
+
+    nodes[victim_index].kill9();
+    bases.remove(victim_index);
+    // The interrupted turns' agents outlive their node; opening the gate lets them (and the
+    // re-runs) finish. What the orphans print goes nowhere.
+    std::fs::write(&gate, "open").expect("gate");
+
+    slowly(120, "the dead node's conversations taken over", || async {
+        let l = conversation_leases(&url).await;
+        doomed
+            .iter()
+            .all(|(t, _)| {
+                l.get(&format!("test:{t}"))
+                    .is_some_and(|(o, _)| *o != victim)
+            })
+            .then_some(())
+    })
+    .await;
+    let all_second: Vec<(String, String)> = held.iter().chain(&behind).cloned().collect();
+    slowly(180, "every message done", || async {
+        let m = messages(&url).await;
+        all_second
+            .iter()
+            .all(|(_, t)| m.get(t).is_some_and(|(s, _)| s == "done"))
+            .then_some(())
+    })
+    .await;
+
+    let m = messages(&url).await;
+    let r = runs(&log);
+    let doomed_tags: BTreeSet<&String> = doomed.iter().map(|(_, t)| t).collect();
+    for (thread, tag) in &all_second {
+        let a = answers(&bases, thread, tag).await;
+        let claimer = m
+            .get(tag)
+            .and_then(|(_, by)| by.clone())
+            .expect("claimed_by");
+        assert_ne!(claimer, victim, "{tag} finished by a survivor");
+        assert_eq!(
+            a,
+            BTreeMap::from([(claimer.clone(), 1)]),
+            "{tag}: answered once by a survivor"
+        );
+        let starts = count(&r, tag, "start");
+        if doomed_tags.contains(tag) {
+            assert_eq!(starts, 2, "{tag}: the interrupted turn ran again, once");
+        } else {
+            assert_eq!(starts, 1, "{tag} ran once");
+        }
+    }
+    // No finished turn ran again after the takeover.
+    for (_, tag) in &first_tags {
+        assert_eq!(count(&r, tag, "start"), 1, "{tag} ran once");
+    }
+
+    // The dead owner's fence is refused for its old conversation.
+    let store = store::open(&url).await.expect("store");
+    let conversation = format!("test:{}", doomed[0].0);
+    let id: i64 = {
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
+        sqlx::query_scalar("SELECT id FROM chat_messages WHERE conversation_id = $1 LIMIT 1")
+            .bind(&conversation)
+            .fetch_one(&mut c)
+            .await
+            .expect("a message")
+    };
+    let stale = Fence {
+        owner: victim.clone(),
+        generation: old_generation,
+    };
+    let refused = store
+        .set_chat_message_status_fenced(&conversation, id, MessageStatus::Failed, &stale)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.claim_chat_message(&conversation, Some(&stale)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(
+        messages(&url)
+            .await
+            .get(&doomed[0].1)
+            .map(|(s, _)| s.as_str()),
+        Some("done"),
+        "the refused write changed nothing"
+    );
+}
