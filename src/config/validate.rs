@@ -253,13 +253,17 @@ impl Settings {
                     &format!("{key}.host"),
                     crate::config::hosts::check_host_ref(&self.hosts, h),
                 );
-                if !p.setup.copy.is_empty()
-                    || !p.setup.symlinks.is_empty()
-                    || !p.setup.post_create.is_empty()
-                {
+                // The project's own agent's sandbox (the agent's `sandbox.enabled` over the
+                // project's); another agent asked for at spawn is refused there.
+                let agent_sandbox = p
+                    .agent
+                    .as_ref()
+                    .and_then(|a| self.agents.get(a))
+                    .and_then(|a| a.sandbox.enabled);
+                if agent_sandbox.or(p.sandbox.enabled) == Some(true) {
                     v.push(
-                        format!("{key}.setup"),
-                        "copy, symlinks and post_create are not supported on remote hosts yet",
+                        format!("{key}.sandbox"),
+                        "not supported on ssh hosts yet (the project names a host)",
                     );
                 }
             }
