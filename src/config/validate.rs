@@ -962,6 +962,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sandboxed_project_on_a_host_is_refused_naming_its_sandbox() {
+        let repo = git_dir();
+        let yaml = |sandbox: &str| {
+            format!(
+                "hosts:\n  box: {{ ssh: me@box, workdir: /srv/f }}\nagents: {{ s: {{ kind: command, command: [./a.sh] }} }}\nprojects:\n  demo:\n    repo: {}\n    agent: s\n    host: box\n{sandbox}",
+                repo.path().display()
+            )
+        };
+        let found = issues(&yaml("    sandbox: { enabled: true }\n"));
+        assert!(
+            found.iter().any(|i| i.key == "projects.demo.sandbox"
+                && i.reason.contains("not supported on ssh hosts yet")),
+            "{found:?}"
+        );
+        assert!(!keys(&yaml("")).contains(&"projects.demo.sandbox".to_string()));
+    }
+
+    #[test]
     fn the_chat_budget_must_be_positive() {
         assert_eq!(
             issues("chat: { budget_usd: 0 }\n"),

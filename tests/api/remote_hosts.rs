@@ -388,3 +388,62 @@ async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
     }
     drop((a, b));
 }
+
+/// The real `claude` on a host (an sshd on loopback), talking to the scripted model server:
+/// it reaches the model at once (no folder-trust or API-key dialog: both were written into its
+/// `.claude.json` over ssh, for the host's clone of the repository), and its permission prompt
+/// for a command makes the session `needs_input`.
+#[actix_web::test]
+async fn a_real_claude_on_a_host_starts_trusted_and_its_permission_prompt_is_needs_input() {
+    use crate::fake_anthropic::Step;
+    use std::time::Duration;
+    if !available() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let sshd = Sshd::start(&scratch.path().join("sshd-a"));
+    let wa = scratch.path().join("host-a");
+    let script = vec![
+        Step::tool(
+            "Bash",
+            json!({"command": "git commit -q --allow-empty -m 'Empty commit'", "description": "Commit"}),
+        ),
+        Step::text("Committed."),
+    ];
+    let on_host = format!("    host: a\nhosts:\n{}", sshd.host_yaml("a", &wa, 2));
+    let Some(r) =
+        crate::real_claude_fleet::setup_notifying(script, "auto-edit", "[]", &on_host, &[], "", "")
+            .await
+    else {
+        return;
+    };
+    let _g = TmuxGuard(format!("{}-a", flotilla::app::tmux_socket(&r.app.home)));
+    with_origin(&r.app);
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Make an empty commit."}))
+        .await;
+    r.model.wait_for_requests(1, Duration::from_secs(90)).await;
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(r.agent_home.join(".claude.json")).expect("read .claude.json"),
+    )
+    .expect("json");
+    let trusted = cfg["projects"].as_object().is_some_and(|p| {
+        p.iter().any(|(k, v)| {
+            k.starts_with(&format!("{}/repos/", wa.display()))
+                && v["hasTrustDialogAccepted"] == true
+        })
+    });
+    assert!(trusted, "the host's clone is trusted: {cfg}");
+    let s = crate::real_claude_fleet::wait_session(&r.app, &id, 90, "needs_input", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    assert_eq!(s["host"], "a", "{s}");
+    let (st, v) = r
+        .app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    drop(sshd);
+}
