@@ -143,15 +143,14 @@ pub async fn server_url(host: &Host, local_url: &str) -> PluginResult<String> {
             port: None,
         };
     }
-    let ports: Vec<u16> = match fwd.port {
-        Some(p) => vec![p],
-        None => {
-            let first = first_port(&host.name, target);
-            (0..FORWARD_TRIES)
-                .map(|i| 20_000 + (first - 20_000 + i * 997) % 40_000)
-                .collect()
-        }
-    };
+    // The port it had first (the same connection answers at once; a new one binds it
+    // again), then the candidates, should another program have taken it meanwhile.
+    let first = first_port(&host.name, target);
+    let ports: Vec<u16> = fwd
+        .port
+        .into_iter()
+        .chain((0..FORWARD_TRIES).map(|i| 20_000 + (first - 20_000 + i * 997) % 40_000))
+        .collect();
     let mut last = None;
     for p in ports {
         match request(&host.ssh, p, target).await {
