@@ -49,6 +49,19 @@ impl SandboxHost {
         }
     }
 
+    /// Why `agent` of `project` cannot run on a remote host, when it would be sandboxed: the
+    /// key that turns the sandbox on (the agent's when it decides, else the project's) and
+    /// that remote hosts do not support it yet. A sandboxed session is refused on a host,
+    /// never started there unsandboxed.
+    pub fn refusal_on_host(&self, project: &ProjectSpec, agent: &str) -> Option<String> {
+        self.sandbox_for(project, agent)?;
+        let key = match self.agents.get(agent).and_then(|a| a.enabled) {
+            Some(true) => format!("agents.{agent}.sandbox"),
+            _ => format!("projects.{}.sandbox", project.name),
+        };
+        Some(format!("{key}: not supported on ssh hosts yet"))
+    }
+
     /// A session's run directory under Flotilla's home.
     pub fn run_dir(home: &Path, session: &str) -> PathBuf {
         home.join("run").join(session)

@@ -253,13 +253,17 @@ impl Settings {
                     &format!("{key}.host"),
                     crate::config::hosts::check_host_ref(&self.hosts, h),
                 );
-                if !p.setup.copy.is_empty()
-                    || !p.setup.symlinks.is_empty()
-                    || !p.setup.post_create.is_empty()
-                {
+                // The project's own agent's sandbox (the agent's `sandbox.enabled` over the
+                // project's); another agent asked for at spawn is refused there.
+                let agent_sandbox = p
+                    .agent
+                    .as_ref()
+                    .and_then(|a| self.agents.get(a))
+                    .and_then(|a| a.sandbox.enabled);
+                if agent_sandbox.or(p.sandbox.enabled) == Some(true) {
                     v.push(
-                        format!("{key}.setup"),
-                        "copy, symlinks and post_create are not supported on remote hosts yet",
+                        format!("{key}.sandbox"),
+                        "not supported on ssh hosts yet (the project names a host)",
                     );
                 }
             }
@@ -955,6 +959,24 @@ mod tests {
         );
         let e = err("pricing:\n  my-model: { input: cheap, output: 1 }\n");
         assert!(e.starts_with("pricing.my-model.input"), "{e}");
+    }
+
+    #[test]
+    fn a_sandboxed_project_on_a_host_is_refused_naming_its_sandbox() {
+        let repo = git_dir();
+        let yaml = |sandbox: &str| {
+            format!(
+                "hosts:\n  box: {{ ssh: me@box, workdir: /srv/f }}\nagents: {{ s: {{ kind: command, command: [./a.sh] }} }}\nprojects:\n  demo:\n    repo: {}\n    agent: s\n    host: box\n{sandbox}",
+                repo.path().display()
+            )
+        };
+        let found = issues(&yaml("    sandbox: { enabled: true }\n"));
+        assert!(
+            found.iter().any(|i| i.key == "projects.demo.sandbox"
+                && i.reason.contains("not supported on ssh hosts yet")),
+            "{found:?}"
+        );
+        assert!(!keys(&yaml("")).contains(&"projects.demo.sandbox".to_string()));
     }
 
     #[test]

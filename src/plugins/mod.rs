@@ -333,6 +333,84 @@ impl AgentContext {
     }
 }
 
+/// The files of the machine an agent runs on, as [`Agent::prepare`] edits them: this
+/// machine's ([`LocalFiles`]) or a remote host's over SSH
+/// ([`crate::plugins::hosts::files::HostFiles`]).
+#[async_trait]
+pub trait AgentFiles: Send + Sync {
+    /// The file's text; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// `Io` (or the transport's error) when it exists but cannot be read.
+    async fn read(&self, path: &Path) -> PluginResult<Option<String>>;
+
+    /// Replaces the file with `text` atomically (a temporary file renamed over it, mode
+    /// 0600), making its directory when missing.
+    ///
+    /// # Errors
+    /// `Io` (or the transport's error) when it cannot be written.
+    async fn write(&self, path: &Path, text: &str) -> PluginResult<()>;
+
+    /// `path` with symbolic links resolved where possible (as given otherwise).
+    async fn canonical(&self, path: &Path) -> PathBuf {
+        path.to_path_buf()
+    }
+}
+
+/// This machine's files.
+pub struct LocalFiles;
+
+#[async_trait]
+impl AgentFiles for LocalFiles {
+    async fn read(&self, path: &Path) -> PluginResult<Option<String>> {
+        match tokio::fs::read_to_string(path).await {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write(&self, path: &Path, text: &str) -> PluginResult<()> {
+        let (path, text) = (path.to_path_buf(), text.to_string());
+        tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
+            .await
+            .map_err(|e| PluginError::Io(std::io::Error::other(e)))?
+            .map_err(PluginError::Io)
+    }
+
+    async fn canonical(&self, path: &Path) -> PathBuf {
+        tokio::fs::canonicalize(path)
+            .await
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// Writes `file` through a temporary file beside it (mode 0600, synced) renamed over it.
+///
+/// # Errors
+/// When the directory cannot be made or the file written or renamed.
+pub fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".flotilla-{}", std::process::id()));
+    let tmp = file.with_file_name(name);
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, file)
+}
+
 /// Which coding agent runs, how it is launched, and what it is doing.
 #[async_trait]
 pub trait Agent: Send + Sync {
@@ -374,11 +452,14 @@ pub trait Agent: Send + Sync {
     ///
     /// # Errors
     /// `Io` when the agent's configuration cannot be read or written.
+    /// `files` are those of the machine the agent runs on (this one, or a remote host's over
+    /// SSH), and `repo` is the repository as that machine sees it.
     async fn prepare(
         &self,
         _ctx: &AgentContext,
         _repo: &Path,
         _env: &BTreeMap<String, String>,
+        _files: &dyn AgentFiles,
     ) -> PluginResult<()> {
         Ok(())
     }

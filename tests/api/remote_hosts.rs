@@ -217,3 +217,233 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
         assert_eq!(st, 200, "{v}");
     }
 }
+
+/// The tmux pane's process on a host's server (the test's hosts are this machine).
+fn pane_cmdline(socket: &str, session: &str) -> String {
+    let (_, pid) = tmux(
+        socket,
+        &[
+            "display-message",
+            "-p",
+            "-t",
+            &format!("={session}:"),
+            "#{pane_pid}",
+        ],
+    );
+    std::fs::read(format!("/proc/{}/cmdline", pid.trim()))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// What a launch on a host needs beyond its worktree and tmux: a batch placed with `host: auto`
+/// is spread over both hosts; the project's workspace `setup` runs on the host in the new
+/// worktree; Claude Code's folder trust is written into the agent's `.claude.json` on the host
+/// for the host's clone; claude's hooks call the `flotilla` Flotilla copied to the host; an
+/// agent's `flotilla report` on the host reaches Flotilla through the reverse forward (the
+/// session goes `needs_input` with its note); a sandboxed agent is refused on a host, naming
+/// the key.
+#[actix_web::test]
+async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
+    if !available() || !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let a = Sshd::start(&scratch.path().join("sshd-a"));
+    let b = Sshd::start(&scratch.path().join("sshd-b"));
+    let (wa, wb) = (scratch.path().join("host-a"), scratch.path().join("host-b"));
+    let hosts = format!(
+        "hosts:\n{}{}",
+        a.host_yaml("a", &wa, 2),
+        b.host_yaml("b", &wb, 2)
+    );
+    let setup = "    host: auto\n    setup: { copy: [local.env], post_create: [[\"sh\", \"-c\", \"pwd > setup-ran.txt\"]] }\n";
+    let (mut agents, project) = config(scratch.path(), setup, &hosts);
+    agents.push_str(
+        "  reporter: { kind: command, command: [\"sh\", \"-c\", \"flotilla report needs_input --note 'asked from the host' && exec sleep 600\"] }\n\
+         \x20 boxed: { kind: command, command: [\"sleep\", \"600\"], sandbox: { enabled: true } }\n",
+    );
+    // The agent's Claude Code has done its first-run set-up, and trusts no folder yet.
+    let claude_json = scratch.path().join("agent-home").join(".claude.json");
+    std::fs::create_dir_all(claude_json.parent().expect("home")).expect("home");
+    std::fs::write(&claude_json, r#"{"hasCompletedOnboarding": true}"#).expect("claude.json");
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        &project,
+        scratch,
+        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+    )
+    .await
+    .expect("app");
+    let socket = flotilla::app::tmux_socket(&app.home);
+    let _ga = TmuxGuard(format!("{socket}-a"));
+    let _gb = TmuxGuard(format!("{socket}-b"));
+    with_origin(&app);
+    std::fs::write(app.repo.join("local.env"), "SECRET_FOR_DEV=1\n").expect("local.env");
+
+    // A batch with `host: auto` is spread over both hosts, not put on one.
+    let (st, v) = app
+        .post(
+            "/api/v1/sessions/batch",
+            json!({"project": "demo", "issues": ["7", "8"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let spawned = v["spawned"].as_array().expect("spawned").clone();
+    assert_eq!(spawned.len(), 2, "{v}");
+    let mut on: Vec<String> = Vec::new();
+    for s in &spawned {
+        let id = s["id"].as_str().expect("id");
+        let v = app.wait_state(id, "working").await;
+        on.push(v["host"].as_str().unwrap_or("local").to_string());
+    }
+    on.sort();
+    assert_eq!(on, ["a", "b"], "one session on each host: {v}");
+
+    for s in &spawned {
+        let id = s["id"].as_str().expect("id");
+        let v = session(&app, id).await;
+        let host = v["host"].as_str().expect("host");
+        let ws = Path::new(v["workspace"].as_str().expect("workspace")).to_path_buf();
+        // Setup ran on the host, in the new worktree.
+        assert_eq!(
+            std::fs::read_to_string(ws.join("local.env"))
+                .ok()
+                .as_deref(),
+            Some("SECRET_FOR_DEV=1\n"),
+            "setup.copy reached the worktree on host {host}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(ws.join("setup-ran.txt"))
+                .ok()
+                .map(|t| t.trim().to_string()),
+            Some(ws.display().to_string()),
+            "setup.post_create ran in the worktree on host {host}"
+        );
+        // claude's hooks run the flotilla copied to that host.
+        let cmd = pane_cmdline(&format!("{socket}-{host}"), id);
+        let work = if host == "a" { &wa } else { &wb };
+        assert!(
+            cmd.contains(&format!("{}/bin/", work.display())) && cmd.contains("hook claude-code"),
+            "the hook command is the host's flotilla: {cmd}"
+        );
+    }
+    // Folder trust for each host's clone of the repository, in the agent's .claude.json there.
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&claude_json).expect("read")).expect("json");
+    for work in [&wa, &wb] {
+        let trusted = doc["projects"].as_object().is_some_and(|p| {
+            p.iter().any(|(k, v)| {
+                k.starts_with(&format!("{}/repos/", work.display()))
+                    && v["hasTrustDialogAccepted"] == true
+            })
+        });
+        assert!(trusted, "the host's clone is trusted: {doc}");
+    }
+    assert_eq!(
+        doc["hasCompletedOnboarding"], true,
+        "other keys kept: {doc}"
+    );
+
+    // An agent on a host reports through `flotilla report`: its session goes needs_input.
+    let r = app
+        .spawn(json!({"project": "demo", "agent": "reporter", "prompt": "ask", "host": "b"}))
+        .await;
+    let v = app.wait_state(&r, "needs_input").await;
+    assert_eq!(v["host"], "b", "{v}");
+    assert!(
+        v.to_string().contains("asked from the host"),
+        "the report's note: {v}"
+    );
+    assert!(
+        std::fs::read_dir(wb.join("bin"))
+            .expect("bin dir on host b")
+            .flatten()
+            .any(|d| d.path().join("flotilla").is_file()),
+        "flotilla installed on host b"
+    );
+
+    // A sandboxed agent is refused on a host, naming the key; never run unsandboxed.
+    for body in [
+        json!({"project": "demo", "agent": "boxed", "prompt": "x", "host": "a"}),
+        json!({"project": "demo", "agent": "boxed", "prompt": "x"}),
+    ] {
+        let (st, v) = app.post("/api/v1/sessions", body).await;
+        assert_eq!(st, 422, "{v}");
+        assert!(
+            v.to_string()
+                .contains("agents.boxed.sandbox: not supported on ssh hosts yet"),
+            "{v}"
+        );
+    }
+
+    let (_, all) = app.get("/api/v1/sessions").await;
+    for s in all["sessions"].as_array().into_iter().flatten() {
+        let id = s["id"].as_str().expect("id");
+        let (st, v) = app
+            .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    drop((a, b));
+}
+
+/// The real `claude` on a host (an sshd on loopback), talking to the scripted model server:
+/// it reaches the model at once (no folder-trust or API-key dialog: both were written into its
+/// `.claude.json` over ssh, for the host's clone of the repository), and its permission prompt
+/// for a command makes the session `needs_input`.
+#[actix_web::test]
+async fn a_real_claude_on_a_host_starts_trusted_and_its_permission_prompt_is_needs_input() {
+    use crate::fake_anthropic::Step;
+    use std::time::Duration;
+    if !available() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let sshd = Sshd::start(&scratch.path().join("sshd-a"));
+    let wa = scratch.path().join("host-a");
+    let script = vec![
+        Step::tool(
+            "Bash",
+            json!({"command": "git commit -q --allow-empty -m 'Empty commit'", "description": "Commit"}),
+        ),
+        Step::text("Committed."),
+    ];
+    let on_host = format!("    host: a\nhosts:\n{}", sshd.host_yaml("a", &wa, 2));
+    let Some(r) =
+        crate::real_claude_fleet::setup_notifying(script, "auto-edit", "[]", &on_host, &[], "", "")
+            .await
+    else {
+        return;
+    };
+    let _g = TmuxGuard(format!("{}-a", flotilla::app::tmux_socket(&r.app.home)));
+    with_origin(&r.app);
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Make an empty commit."}))
+        .await;
+    r.model.wait_for_requests(1, Duration::from_secs(90)).await;
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(r.agent_home.join(".claude.json")).expect("read .claude.json"),
+    )
+    .expect("json");
+    let trusted = cfg["projects"].as_object().is_some_and(|p| {
+        p.iter().any(|(k, v)| {
+            k.starts_with(&format!("{}/repos/", wa.display()))
+                && v["hasTrustDialogAccepted"] == true
+        })
+    });
+    assert!(trusted, "the host's clone is trusted: {cfg}");
+    let s = crate::real_claude_fleet::wait_session(&r.app, &id, 90, "needs_input", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    assert_eq!(s["host"], "a", "{s}");
+    let (st, v) = r
+        .app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    drop(sshd);
+}

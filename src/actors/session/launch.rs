@@ -173,6 +173,18 @@ async fn try_start(
     let workspace = fleet.plugins.workspace(&s.workspace_kind)?;
     let agent = fleet.plugins.agent(&s.agent)?;
     let (path, branch) = place(fleet, s);
+    // A remote host's session (`ssh:<host>`): setup, preparation, hooks and API go there.
+    let host = crate::plugins::hosts::host_of(&s.runtime)
+        .and_then(|h| fleet.plugins.hosts.get(h))
+        .cloned();
+    let sandbox = fleet.sandbox.sandbox_for(project, &s.agent);
+    if host.is_some() {
+        // Never started unsandboxed: the spawn refuses this already; a configuration changed
+        // since (a restore) is refused here.
+        if let Some(why) = fleet.sandbox.refusal_on_host(project, &s.agent) {
+            return Err(PluginError::Invalid(why));
+        }
+    }
     // Bounded: a batch of a hundred spawns does not run a hundred `git worktree add` at once.
     let _permit = fleet.spawn_permits.acquire().await.ok();
     let created = if workspace.exists(&path).await {
@@ -203,10 +215,44 @@ async fn try_start(
         }
     };
     if created {
-        if let Err(e) = setup_workspace(&project.repo, &path, &project.setup).await {
+        let done = match &host {
+            Some(h) => {
+                let clone = crate::plugins::hosts::workspace::clone_dir(h, &project.repo);
+                crate::plugins::hosts::launch::setup(
+                    h,
+                    &project.repo,
+                    &clone,
+                    &path,
+                    &project.setup,
+                )
+                .await
+            }
+            None => setup_workspace(&project.repo, &path, &project.setup).await,
+        };
+        if let Err(e) = done {
             return Err(cleanup(e).await);
         }
     }
+    // On a host: Flotilla's executable there (the hooks') and its API through the forward.
+    let (cli, server_url) = match &host {
+        None => (fleet.cli_path.clone(), fleet.server_url.clone()),
+        Some(h) => {
+            let on_host = async {
+                let cli = match &fleet.cli_path {
+                    Some(local) => {
+                        Some(crate::plugins::hosts::launch::install_cli(h, local).await?)
+                    }
+                    None => None,
+                };
+                let url = crate::plugins::hosts::launch::server_url(h, &fleet.server_url).await?;
+                Ok::<_, PluginError>((cli, url))
+            };
+            match on_host.await {
+                Ok(v) => v,
+                Err(e) => return Err(cleanup(e).await),
+            }
+        }
+    };
     let mut with_branch = s.clone();
     with_branch.branch = Some(branch.clone());
     let prompt_file = fleet.prompt_path(s.id.as_str());
@@ -223,10 +269,9 @@ async fn try_start(
     if let Err(e) = write.await {
         return Err(cleanup(e.into()).await);
     }
-    let sandbox = fleet.sandbox.sandbox_for(project, &s.agent);
     let ctx = AgentContext {
         permission_mode: sandbox.as_ref().map(|b| b.permission_mode),
-        flotilla_cli: fleet.cli_path.clone(),
+        flotilla_cli: cli.clone(),
         session_id: s.id.to_string(),
         workspace: path.clone(),
         prompt_file: prompt_file.clone(),
@@ -254,7 +299,15 @@ async fn try_start(
         "FLOTILLA_REPORT_TOKEN".into(),
         fleet.report_token(s.id.as_str()),
     );
-    env.insert("FLOTILLA_SERVER".into(), fleet.server_url.clone());
+    env.insert("FLOTILLA_SERVER".into(), server_url);
+    if let (Some(_), Some(dir)) = (&host, cli.as_ref().and_then(|c| c.parent())) {
+        // `flotilla report` on the host is the installed one.
+        let path = env
+            .get("PATH")
+            .cloned()
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        env.insert("PATH".into(), format!("{}:{path}", dir.display()));
+    }
     if s.meta["role"] == "orchestrator" {
         // Steering workers is its job: it gets an API token of its own (never the admin one).
         env.insert(
@@ -275,7 +328,19 @@ async fn try_start(
         "FLOTILLA_PROMPT_FILE".into(),
         prompt_file.to_string_lossy().into_owned(),
     );
-    if let Err(e) = agent.prepare(&ctx, &project.repo, &env).await {
+    let prepared = match &host {
+        Some(h) => {
+            let clone = crate::plugins::hosts::workspace::clone_dir(h, &project.repo);
+            let files = crate::plugins::hosts::files::HostFiles(h.clone());
+            agent.prepare(&ctx, &clone, &env, &files).await
+        }
+        None => {
+            agent
+                .prepare(&ctx, &project.repo, &env, &crate::plugins::LocalFiles)
+                .await
+        }
+    };
+    if let Err(e) = prepared {
         return Err(cleanup(e).await);
     }
     let argv = match &sandbox {

@@ -346,6 +346,13 @@ impl Handler<BatchSpawn> for FleetSupervisor {
             .map(|p| (p.repo.clone(), p.remote.clone()));
         let launch = self.agent_launch(&template.agent);
         let tracker = self.fleet.plugins.trackers.get(&r.project).cloned();
+        // `host: auto`: the batch is spread over the hosts by load, not all on the host the
+        // template was placed on.
+        let spread = self
+            .fleet
+            .project(&r.project)
+            .is_some_and(|p| p.host.as_deref() == Some(crate::plugins::hosts::AUTO))
+            .then(|| self.fleet.plugins.hosts.clone());
         let plan = async move {
             let warnings = preflight_agent(launch).await?;
             let mut template = template;
@@ -427,6 +434,25 @@ impl Handler<BatchSpawn> for FleetSupervisor {
             }
             for new in &mut news {
                 plan_branch(new, &heads);
+            }
+            if let Some(hosts) = spread {
+                let picks = hosts.place_many(news.len());
+                let mut placed = Vec::with_capacity(news.len());
+                for (mut new, pick) in news.into_iter().zip(picks) {
+                    match pick {
+                        Some(h) => {
+                            new.runtime = crate::plugins::hosts::plugin_name(&h);
+                            new.workspace_kind.clone_from(&new.runtime);
+                            placed.push(new);
+                        }
+                        None => skipped.push(Skipped {
+                            issue: new.issue.unwrap_or_default(),
+                            reason: "every host is full or unreachable".into(),
+                            session: None,
+                        }),
+                    }
+                }
+                news = placed;
             }
             Ok((news, skipped))
         };

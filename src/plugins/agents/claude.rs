@@ -348,21 +348,31 @@ fn launch_settings(cli: Option<&Path>, mode: PermissionMode) -> Option<Value> {
 /// # Errors
 /// When the file cannot be read or replaced.
 pub fn trust_workspace(file: &Path, repo: &Path, api_key: Option<&str>) -> std::io::Result<()> {
-    let mut doc: Value = match std::fs::read_to_string(file) {
-        Ok(text) => match serde_json::from_str(&text) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                tracing::warn!(file = %file.display(), "not a JSON object; Claude Code's trust left unset");
-                return Ok(());
-            }
-        },
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
         // No configuration yet: Claude Code's own first-run set-up comes first (the spawn
         // preflight says so); a file made here would only change which screen it shows.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
+    match trusted(file, &text, &repo.to_string_lossy(), api_key) {
+        Some(out) => crate::plugins::write_atomically(file, out.as_bytes()),
+        None => Ok(()),
+    }
+}
+
+/// [`trust_workspace`]'s edit of the text of `.claude.json` (at `file`, for the log): the new
+/// text, or `None` when nothing changes or the text is not a JSON object (left alone).
+pub fn trusted(file: &Path, text: &str, repo: &str, api_key: Option<&str>) -> Option<String> {
+    let mut doc: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            tracing::warn!(file = %file.display(), "not a JSON object; Claude Code's trust left unset");
+            return None;
+        }
+    };
     let before = doc.clone();
-    let path = repo.to_string_lossy().into_owned();
+    let path = repo.to_string();
     if !doc["projects"].is_object() {
         doc["projects"] = serde_json::json!({});
     }
@@ -392,30 +402,7 @@ pub fn trust_workspace(file: &Path, repo: &Path, api_key: Option<&str>) -> std::
             }
         }
     }
-    if doc == before {
-        return Ok(());
-    }
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = file.with_extension(format!("json.flotilla-{}", std::process::id()));
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(
-            serde_json::to_string_pretty(&doc)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, file)
+    (doc != before).then(|| serde_json::to_string_pretty(&doc).unwrap_or_default())
 }
 
 /// The tool call the log ends on, if the last meaningful entry is one that has not been
@@ -701,6 +688,7 @@ impl Agent for ClaudeCodeAgent {
         _ctx: &AgentContext,
         repo: &Path,
         env: &BTreeMap<String, String>,
+        files: &dyn crate::plugins::AgentFiles,
     ) -> PluginResult<()> {
         let file = match env.get("CLAUDE_CONFIG_DIR").filter(|d| !d.is_empty()) {
             Some(dir) => PathBuf::from(dir).join(".claude.json"),
@@ -709,15 +697,19 @@ impl Agent for ClaudeCodeAgent {
                 None => return Ok(()),
             },
         };
-        let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
-        let key = env.get("ANTHROPIC_API_KEY").cloned();
+        let repo = files.canonical(repo).await;
+        let key = env.get("ANTHROPIC_API_KEY").map(String::as_str);
         // One writer at a time in this process; the file is replaced atomically.
         static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _guard = LOCK.lock().await;
-        tokio::task::spawn_blocking(move || trust_workspace(&file, &repo, key.as_deref()))
-            .await
-            .map_err(|e| PluginError::Io(std::io::Error::other(e)))?
-            .map_err(PluginError::Io)
+        // No configuration yet: Claude Code's own first-run set-up comes first.
+        let Some(text) = files.read(&file).await? else {
+            return Ok(());
+        };
+        match trusted(&file, &text, &repo.to_string_lossy(), key) {
+            Some(out) => files.write(&file, &out).await,
+            None => Ok(()),
+        }
     }
 
     async fn activity(&self, probe: &ActivityProbe) -> PluginResult<Option<ActivitySignal>> {

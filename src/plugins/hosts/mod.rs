@@ -10,12 +10,17 @@
 //!   events of the host's tmux server, filling the local mirrors and the state; it notices a
 //!   host going away and coming back ([`HostEvent`]).
 //! - [`workspace`]: git worktrees made on the host.
+//! - [`launch`]: what a launch on the host needs beyond its worktree and tmux: Flotilla's own
+//!   executable there (the agents' hooks), Flotilla's API through a reverse forward, the
+//!   project's workspace `setup`; [`files`]: the agent's configuration files there.
 //! - [`crate::actors::host_events`]: a host's loss and return, told to the sessions on it.
 //!
 //! A host `NAME` is registered as the runtime and the workspace plugin `ssh:NAME`
 //! ([`crate::plugins::remote_tmux`]): a session placed there stores those names, so its
 //! actor, restore and kill go to the host without knowing about SSH.
 
+pub mod files;
+pub mod launch;
 pub mod monitor;
 pub mod ssh;
 pub mod state;
@@ -144,8 +149,19 @@ impl HostSet {
                 false => Err(format!("unknown host `{wanted}`")),
             };
         }
-        let loads: Vec<crate::domain::placement::Load> = self
-            .hosts
+        crate::domain::placement::least_loaded(&self.loads())
+            .map(str::to_string)
+            .ok_or_else(|| "every host is full or unreachable".to_string())
+    }
+
+    /// Hosts for `n` sessions placed together with `auto` (a batch), spread by load; `None`
+    /// for a session no host has room for.
+    pub fn place_many(&self, n: usize) -> Vec<Option<String>> {
+        crate::domain::placement::place_many(&self.loads(), n)
+    }
+
+    fn loads(&self) -> Vec<crate::domain::placement::Load> {
+        self.hosts
             .iter()
             .map(|(name, h)| crate::domain::placement::Load {
                 host: name.clone(),
@@ -153,10 +169,7 @@ impl HostSet {
                 capacity: h.settings.capacity as usize,
                 reachable: h.reachable() != Some(false),
             })
-            .collect();
-        crate::domain::placement::least_loaded(&loads)
-            .map(str::to_string)
-            .ok_or_else(|| "every host is full or unreachable".to_string())
+            .collect()
     }
 }
 

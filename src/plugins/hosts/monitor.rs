@@ -164,6 +164,8 @@ async fn follow(host: &Host, ready: impl FnOnce()) -> Result<Ended, crate::plugi
     if let Err(e) = list(host).await {
         return Ok(Ended::Lost(e.to_string()));
     }
+    // A new control connection has none of the old one's forwards (a no-op on the same one).
+    super::launch::restore_forward(host).await;
     ready();
     let relist = tokio::time::sleep(RELIST);
     tokio::pin!(relist);

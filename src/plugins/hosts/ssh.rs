@@ -137,6 +137,25 @@ impl SshTransport {
         })?
     }
 
+    /// Asks the host's control connection (the master process, on this machine) to do `op`
+    /// with `args`, e.g. `forward -R 0:127.0.0.1:8080`; returns what it prints. Reaches the
+    /// host only for what the operation itself needs (a new forward's request).
+    ///
+    /// # Errors
+    /// `Command` when no master runs or it refuses; `Timeout` past `timeout`.
+    pub async fn control(
+        &self,
+        op: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> PluginResult<String> {
+        let mut argv = vec!["ssh".to_string(), "-O".into(), op.into()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv.extend(self.ssh_argv(false).into_iter().skip(1));
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        exec::run(&args, None, timeout).await
+    }
+
     /// A long-lived `ssh` running `remote`, its stdout piped (the host's event stream).
     ///
     /// # Errors

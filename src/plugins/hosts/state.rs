@@ -63,6 +63,10 @@ pub struct Host {
     changed: watch::Sender<u64>,
     /// Wakes the monitor to follow a new pane log.
     pub(crate) follow_more: Notify,
+    /// The `flotilla` executable installed on the host (see [`super::launch`]).
+    pub(crate) cli: tokio::sync::Mutex<Option<PathBuf>>,
+    /// The reverse forward to Flotilla's API (see [`super::launch`]).
+    pub(crate) forward: tokio::sync::Mutex<super::launch::Forward>,
 }
 
 impl Host {
@@ -83,6 +87,8 @@ impl Host {
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
             follow_more: Notify::new(),
+            cli: tokio::sync::Mutex::new(None),
+            forward: tokio::sync::Mutex::new(super::launch::Forward::default()),
         }
     }
 
@@ -118,6 +124,11 @@ impl Host {
     /// Worktrees on the host.
     pub fn worktrees_dir(&self) -> PathBuf {
         self.dir("worktrees")
+    }
+
+    /// Executables Flotilla installs on the host (its own, for the agents' hooks).
+    pub fn bin_dir(&self) -> PathBuf {
+        self.dir("bin")
     }
 
     /// Repository clones on the host.

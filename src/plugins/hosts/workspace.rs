@@ -33,28 +33,9 @@ impl RemoteWorktree {
         }
     }
 
-    /// The host's clone of the local repository `repo`: named after it and a hash of its path.
+    /// The host's clone of the local repository `repo` (see [`clone_dir`]).
     pub fn clone_dir(&self, repo: &Path) -> PathBuf {
-        let mut h: u32 = 0x811c_9dc5;
-        for b in repo.as_os_str().as_encoded_bytes() {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        let base = repo
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "repo".into());
-        let base: String = base
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.host.repos_dir().join(format!("{base}-{h:08x}"))
+        clone_dir(&self.host, repo)
     }
 
     async fn git(&self, dir: &Path, args: &[&str], timeout: Duration) -> PluginResult<String> {
@@ -64,22 +45,8 @@ impl RemoteWorktree {
         self.host.ssh.run(&argv, None, timeout).await
     }
 
-    async fn has_ref(&self, dir: &Path, r: &str) -> bool {
-        self.git(dir, &["show-ref", "--verify", "--quiet", r], GIT_TIMEOUT)
-            .await
-            .is_ok()
-    }
-
-    /// The host's clone of `repo`, made (from the URL of its `remote`) when missing.
-    async fn ensure_clone(&self, repo: &Path, remote: &str) -> PluginResult<PathBuf> {
-        let dir = self.clone_dir(repo);
-        if self
-            .git(&dir, &["rev-parse", "--git-dir"], GIT_TIMEOUT)
-            .await
-            .is_ok()
-        {
-            return Ok(dir);
-        }
+    /// The URL the host clones `repo` from: its `remote`'s.
+    async fn clone_url(repo: &Path, remote: &str) -> PluginResult<String> {
         let r = repo.to_string_lossy();
         let url = exec::run(
             &["git", "-C", &r, "remote", "get-url", remote],
@@ -94,18 +61,50 @@ impl RemoteWorktree {
                 repo.display()
             )));
         }
-        let d = dir.to_string_lossy();
-        self.host
-            .ssh
-            .run(
-                &["git", "clone", "--quiet", "--", url, &d],
-                None,
-                GIT_NET_TIMEOUT,
-            )
-            .await?;
-        Ok(dir)
+        Ok(url.to_string())
     }
 }
+
+/// The host's clone of the local repository `repo`: named after it and a hash of its path.
+pub fn clone_dir(host: &Host, repo: &Path) -> PathBuf {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in repo.as_os_str().as_encoded_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let base = repo
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "repo".into());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    host.repos_dir().join(format!("{base}-{h:08x}"))
+}
+
+/// Makes a worktree in one call: `$1` the clone (made from the URL `$2` when missing, then
+/// fetched), `$3` the worktree's parent, `$4` the worktree, `$5` the branch (the local one,
+/// else the remote's, else a new one from `origin/$6`). Every value is a quoted word.
+const CREATE: &str = r#"set -e
+if ! git -C "$1" rev-parse --git-dir >/dev/null 2>&1; then
+  git clone --quiet -- "$2" "$1"
+fi
+git -C "$1" fetch --quiet origin
+mkdir -p -- "$3"
+if git -C "$1" show-ref --verify --quiet "refs/heads/$5"; then
+  git -C "$1" worktree add --quiet "$4" "$5"
+elif git -C "$1" show-ref --verify --quiet "refs/remotes/origin/$5"; then
+  git -C "$1" worktree add --quiet --no-track -b "$5" "$4" "origin/$5"
+else
+  git -C "$1" worktree add --quiet --no-track -b "$5" "$4" "origin/$6"
+fi"#;
 
 #[async_trait]
 impl Workspace for RemoteWorktree {
@@ -123,45 +122,36 @@ impl Workspace for RemoteWorktree {
 
     async fn create(&self, req: &WorkspaceRequest) -> PluginResult<WorkspaceInfo> {
         check_branch_name(&req.branch)?;
-        let _held = self.lock.lock().await;
+        check_branch_name(&req.base_branch)?;
         // On the host the clone's remote is always `origin` (it was cloned from the URL).
-        let dir = self.ensure_clone(&req.repo, &req.remote).await?;
-        self.git(&dir, &["fetch", "--quiet", "origin"], GIT_NET_TIMEOUT)
-            .await?;
-        let path = req.path.to_string_lossy().into_owned();
-        if let Some(parent) = req.path.parent() {
-            let p = parent.to_string_lossy();
-            self.host
-                .ssh
-                .run(&["mkdir", "-p", "--", &p], None, GIT_TIMEOUT)
-                .await?;
-        }
-        let local_ref = format!("refs/heads/{}", req.branch);
-        let remote_ref = format!("refs/remotes/origin/{}", req.branch);
-        if self.has_ref(&dir, &local_ref).await {
-            self.git(&dir, &["worktree", "add", &path, &req.branch], GIT_TIMEOUT)
-                .await?;
-        } else {
-            let base = if self.has_ref(&dir, &remote_ref).await {
-                format!("origin/{}", req.branch)
-            } else {
-                format!("origin/{}", req.base_branch)
-            };
-            self.git(
-                &dir,
+        let url = Self::clone_url(&req.repo, &req.remote).await?;
+        let _held = self.lock.lock().await;
+        let dir = self.clone_dir(&req.repo);
+        let parent = req
+            .path
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into());
+        let (d, path) = (dir.to_string_lossy(), req.path.to_string_lossy());
+        self.host
+            .ssh
+            .run(
                 &[
-                    "worktree",
-                    "add",
-                    "--no-track",
-                    "-b",
-                    &req.branch,
+                    "sh",
+                    "-c",
+                    CREATE,
+                    "flotilla-worktree",
+                    &d,
+                    &url,
+                    &parent,
                     &path,
-                    &base,
+                    &req.branch,
+                    &req.base_branch,
                 ],
-                GIT_TIMEOUT,
+                None,
+                GIT_NET_TIMEOUT,
             )
             .await?;
-        }
         Ok(WorkspaceInfo {
             path: req.path.clone(),
             branch: req.branch.clone(),
