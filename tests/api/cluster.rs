@@ -504,24 +504,13 @@ async fn three_nodes_take_over_a_killed_node_and_double_nothing() {
     );
 }
 
-/// Like [`eventually`], polling every 250 ms: the cluster tests poll HTTP lists and the
-/// database, which a 20 ms loop would load as much as the nodes under test.
-async fn slowly<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+/// [`eventually_every`] at the cluster tests' 250 ms.
+async fn slowly<T, F, Fut>(secs: u64, what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually_every(Duration::from_millis(250), secs, what, f).await
 }
 
 /// Waits until every session of `all` is `working`; on timeout names the others and their

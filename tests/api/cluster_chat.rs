@@ -131,23 +131,13 @@ fn random_node() -> usize {
     usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % NODES.len()
 }
 
-/// Polls `f` every 250 ms until it answers, failing after `secs`.
-async fn slowly<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+/// [`eventually_every`] at the cluster tests' 250 ms.
+async fn slowly<T, F, Fut>(secs: u64, what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually_every(Duration::from_millis(250), secs, what, f).await
 }
 
 #[actix_web::test]

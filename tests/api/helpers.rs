@@ -289,7 +289,17 @@ pub async fn start_app(
 }
 
 /// Waits until `f` returns `Some`, polling every 20 ms, up to `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_every(Duration::from_millis(20), secs, what, f).await
+}
+
+/// [`eventually`], polling every `period`: the cluster tests poll HTTP lists and the
+/// database every 250 ms, which a 20 ms loop would load as much as the nodes under test.
+pub async fn eventually_every<T, F, Fut>(period: Duration, secs: u64, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -302,7 +312,7 @@ where
         if tokio::time::Instant::now() > deadline {
             panic!("timed out waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(period).await;
     }
 }
 

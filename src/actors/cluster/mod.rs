@@ -298,29 +298,15 @@ impl Cluster {
         };
         let lost_sessions = {
             let answer = answer(LeaseKind::Session);
-            let mut held = self.held_map();
-            let lost: Vec<SessionId> = held
-                .iter()
-                .filter(|(id, h)| h.round < round && !answer.contains_key(id.as_str()))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &lost {
-                held.remove(id);
-            }
-            lost
+            take_lost(&mut self.held_map(), round, |id| {
+                answer.contains_key(id.as_str())
+            })
         };
         let lost_conversations = {
             let answer = answer(LeaseKind::Conversation);
-            let mut held = self.conversation_map();
-            let lost: Vec<String> = held
-                .iter()
-                .filter(|(id, h)| h.round < round && !answer.contains_key(id.as_str()))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &lost {
-                held.remove(id);
-            }
-            lost
+            take_lost(&mut self.conversation_map(), round, |id| {
+                answer.contains_key(id.as_str())
+            })
         };
         (lost_sessions, lost_conversations)
     }
@@ -456,4 +442,22 @@ impl Cluster {
         // A poisoned map is still a map: the panicking holder changed at most one entry.
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Removes from `held` and returns what was held before `round` began but is missing from its
+/// answer (`kept` says whether the answer renewed it): those leases were lost.
+fn take_lost<K: Clone + Eq + std::hash::Hash>(
+    held: &mut HashMap<K, Held>,
+    round: u64,
+    kept: impl Fn(&K) -> bool,
+) -> Vec<K> {
+    let lost: Vec<K> = held
+        .iter()
+        .filter(|(k, h)| h.round < round && !kept(k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in &lost {
+        held.remove(k);
+    }
+    lost
 }

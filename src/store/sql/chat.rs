@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::{ReadRows, RowsAffected};
 use crate::store::{
-    write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord, ClaimedMessage,
-    ConversationRecord, Fence, LeaseKind, MessageStatus, NotificationPost, SessionId, StoreError,
-    StoreResult, TemplateStore, CHAT_TURN_USAGE,
+    not_found, write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord,
+    ClaimedMessage, ConversationRecord, Fence, LeaseKind, MessageStatus, NotificationPost,
+    SessionId, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
 };
 
 sql_impl! { #[async_trait] impl ChatStore;
@@ -331,9 +331,7 @@ sql_impl! { impl;
         .await?
         .rows_affected();
         if updated == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("conversation {}", c.id),
-            });
+            return Err(not_found(format!("conversation {}", c.id)));
         }
         tx.commit().await?;
         Ok(())
@@ -359,9 +357,7 @@ sql_impl! { impl;
                 .await?
                 .rows_affected();
         if updated == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("conversation {conversation_id}"),
-            });
+            return Err(not_found(format!("conversation {conversation_id}")));
         }
         tx.commit().await?;
         Ok(())
@@ -396,9 +392,7 @@ sql_impl! { impl;
         .await?
         .rows_affected();
         if updated == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("chat message {id}"),
-            });
+            return Err(not_found(format!("chat message {id}")));
         }
         tx.commit().await?;
         Ok(())
