@@ -12,16 +12,17 @@
 //!   tick like `TAKEOVER_BATCH`, then more at once while some are left). Time from A's last
 //!   renewal until B holds all of them: lease time + up to one tick + the queries.
 
+#[path = "support/backends.rs"]
+mod backends;
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use flotilla::actors::cluster::lease_manager::TAKEOVER_BATCH;
-use flotilla::store::{self, LeaseKind, NewSession, SharedStore};
-use sqlx::Connection;
+use flotilla::store::{LeaseKind, NewSession, SharedStore};
 use tokio::runtime::Runtime;
 
-const PG_ENV: &str = "FLOTILLA_TEST_PG_URL";
 /// Sessions per node in the benches.
 const SESSIONS: usize = 1000;
 /// The default `cluster.renew_interval`.
@@ -188,62 +189,17 @@ fn takeover(c: &mut Criterion, rt: &Runtime, store: &SharedStore) {
     group.finish();
 }
 
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let root = base[authority..]
-        .find('/')
-        .map_or(base, |slash| &base[..authority + slash]);
-    match query {
-        Some(q) => format!("{root}/{database}?{q}"),
-        None => format!("{root}/{database}"),
-    }
-}
-
 fn cluster_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let sqlite = rt.block_on(store::open(&url)).expect("open sqlite");
-    bench_backend(c, &rt, "sqlite", &sqlite);
-    drop(sqlite);
-
-    let Ok(admin_url) = std::env::var(PG_ENV) else {
-        eprintln!("note: PostgreSQL benches skipped; set {PG_ENV} to run them");
-        return;
-    };
-    let name = format!("flotilla_bench_{}", uuid::Uuid::new_v4().simple());
-    rt.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect admin");
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut admin)
-            .await
-            .expect("create bench database");
-    });
-    let pg = rt
-        .block_on(store::open(&with_database(&admin_url, &name)))
-        .expect("open postgres");
-    bench_backend(c, &rt, "postgres", &pg);
-    takeover(c, &rt, &pg);
-    drop(pg);
-    rt.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect admin");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .expect("drop bench database");
+    backends::on_each_backend(&rt, |backend, store| {
+        bench_backend(c, &rt, backend, store);
+        if backend == "postgres" {
+            takeover(c, &rt, store);
+        }
     });
 }
 

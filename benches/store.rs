@@ -7,6 +7,9 @@
 //! reaction trackers with fingerprints, 3 armed timers and a ~300 B transition event, so a
 //! commit writes ~2.5 KB across 8 rows.
 
+#[path = "support/backends.rs"]
+mod backends;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +17,11 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use flotilla::store::{
-    self, Activity, NewEvent, NewSession, PrRef, ReactionTracker, SessionSnapshot, SessionState,
+    Activity, NewEvent, NewSession, PrRef, ReactionTracker, SessionSnapshot, SessionState,
     SharedStore, TimerRecord, TransitionCommit,
 };
 use serde_json::json;
-use sqlx::Connection;
 use tokio::runtime::Runtime;
-
-const PG_ENV: &str = "FLOTILLA_TEST_PG_URL";
 
 fn new_session() -> NewSession {
     NewSession {
@@ -158,62 +158,13 @@ fn bench_backend(c: &mut Criterion, rt: &Runtime, backend: &str, store: &SharedS
     group.finish();
 }
 
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let root = base[authority..]
-        .find('/')
-        .map_or(base, |slash| &base[..authority + slash]);
-    match query {
-        Some(q) => format!("{root}/{database}?{q}"),
-        None => format!("{root}/{database}"),
-    }
-}
-
 fn store_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let sqlite = rt.block_on(store::open(&url)).expect("open sqlite");
-    bench_backend(c, &rt, "sqlite", &sqlite);
-    drop(sqlite);
-
-    let Ok(admin_url) = std::env::var(PG_ENV) else {
-        eprintln!("note: PostgreSQL benches skipped; set {PG_ENV} to run them");
-        return;
-    };
-    let name = format!("flotilla_bench_{}", uuid::Uuid::new_v4().simple());
-    rt.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect admin");
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut admin)
-            .await
-            .expect("create bench database");
-    });
-    let pg = rt
-        .block_on(store::open(&with_database(&admin_url, &name)))
-        .expect("open postgres");
-    bench_backend(c, &rt, "postgres", &pg);
-    drop(pg);
-    rt.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect admin");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .expect("drop bench database");
-    });
+    backends::on_each_backend(&rt, |backend, store| bench_backend(c, &rt, backend, store));
 }
 
 criterion_group! {
