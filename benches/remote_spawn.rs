@@ -7,7 +7,7 @@
 //! `cargo bench --bench remote_spawn` (`FLOTILLA_BENCH_ROUNDS`, default 10).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "support/proc.rs"]
@@ -16,9 +16,7 @@ mod proc;
 mod serve;
 #[path = "../tests/support/sshd.rs"]
 mod sshd;
-use serve::{free_port, repo_with_origin, serve};
-
-const TOKEN: &str = "bench-token";
+use serve::{free_port, repo_with_origin, serve, spawn_cmd, TOKEN};
 
 /// One `flotilla spawn` until the agent runs; its wall time.
 fn spawn(
@@ -29,22 +27,7 @@ fn spawn(
     n: usize,
     host: Option<&str>,
 ) -> Duration {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    c.args(["--config"])
-        .arg(cfg)
-        .args(["--server", &format!("http://127.0.0.1:{port}")])
-        .args(["--token", TOKEN])
-        .args([
-            "spawn",
-            "--project",
-            "bench",
-            "--prompt",
-            &format!("task {n}"),
-        ])
-        .current_dir(root)
-        .env("FLOTILLA_HOME", home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut c = spawn_cmd(root, cfg, home, port, n);
     if let Some(h) = host {
         c.args(["--host", h]);
     }

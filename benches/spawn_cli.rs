@@ -12,7 +12,7 @@
 //! `cargo bench --bench spawn_cli` (`FLOTILLA_BENCH_ROUNDS`, default 10).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 #[path = "support/proc.rs"]
@@ -20,29 +20,7 @@ mod proc;
 #[path = "support/serve.rs"]
 mod serve;
 use proc::run;
-use serve::{free_port, repo_with_origin, serve};
-
-const TOKEN: &str = "bench-token";
-
-fn spawn_cmd(root: &Path, cfg: &Path, home: &Path, port: u16, n: usize) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    c.args(["--config"])
-        .arg(cfg)
-        .args(["--server", &format!("http://127.0.0.1:{port}")])
-        .args(["--token", TOKEN])
-        .args([
-            "spawn",
-            "--project",
-            "bench",
-            "--prompt",
-            &format!("task {n}"),
-        ])
-        .current_dir(root)
-        .env("FLOTILLA_HOME", home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
+use serve::{free_port, repo_with_origin, serve, spawn_cmd, TOKEN};
 
 fn check(out: std::process::Output) {
     assert!(

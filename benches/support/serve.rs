@@ -105,3 +105,27 @@ pub fn serve(root: &Path, cfg: &Path, home: &Path, port: u16) -> Server {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The API token the benches' servers are configured with.
+pub const TOKEN: &str = "bench-token";
+
+/// `flotilla spawn` of task `n` against the server on `port`, output discarded.
+pub fn spawn_cmd(root: &Path, cfg: &Path, home: &Path, port: u16, n: usize) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    c.args(["--config"])
+        .arg(cfg)
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--token", TOKEN])
+        .args([
+            "spawn",
+            "--project",
+            "bench",
+            "--prompt",
+            &format!("task {n}"),
+        ])
+        .current_dir(root)
+        .env("FLOTILLA_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
