@@ -39,6 +39,53 @@ fn terminal_list() -> String {
 }
 
 sql_impl! { impl;
+    /// Listens on a PostgreSQL NOTIFY `channel` and passes each payload, read by `read`,
+    /// to the receiver; `None` on backends without notifications. `recv` reconnects by itself
+    /// after a lost connection; a notification lost then is covered by the listener's own
+    /// periodic look (the owner's claim, the chat sweep). With a `capacity` of 1 wake-ups
+    /// coalesce instead of queueing.
+    async fn listen<T: Send + 'static>(
+        &self,
+        channel: &'static str,
+        what: &'static str,
+        capacity: usize,
+        read: fn(&str) -> T,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<T>>> {
+        if !D::NOTIFIES {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(channel).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(n) => {
+                        let v = read(n.payload());
+                        let sent = match capacity {
+                            1 => match tx.try_send(v) {
+                                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(()),
+                                _ => Ok(()),
+                            },
+                            _ => tx.send(v).await.map_err(|_| ()),
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "listening for {what} failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
     /// Refuses (`Fenced`) unless `fence` holds the lease on `(kind, key)`. The check is an
     /// `UPDATE`: it locks the lease row until the caller's transaction ends, so a takeover
     /// waits for this write, or this write sees the takeover's new generation and is refused.
@@ -385,34 +432,9 @@ sql_impl! { #[async_trait] impl LeaseStore;
     }
 
     async fn command_wakeups(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<()>>> {
-        if !D::NOTIFIES {
-            return Ok(None);
-        }
-        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
-        listener.listen(COMMANDS_CHANNEL).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            loop {
-                // `recv` reconnects by itself after a lost connection; a wake-up may be lost
-                // then, which the owner's periodic claim covers.
-                match listener.recv().await {
-                    Ok(_) => {
-                        if tx.is_closed() {
-                            return;
-                        }
-                        let _ = tx.try_send(());
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = ?e, "listening for cluster commands failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        if tx.is_closed() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Some(rx))
+        // One pending wake-up is enough: the owner claims every queued command at once.
+        self.listen(COMMANDS_CHANNEL, "cluster commands", 1, |_| ())
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(prefix = %new.prefix))]
@@ -487,37 +509,12 @@ sql_impl! { #[async_trait] impl LeaseStore;
     async fn conversation_wakeups(
         &self,
     ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<(String, bool)>>> {
-        if !D::NOTIFIES {
-            return Ok(None);
-        }
-        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
-        listener.listen(CHAT_CHANNEL).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            loop {
-                // As for commands: a wake-up lost to a reconnection is covered by the chat
-                // supervisor's periodic sweep.
-                match listener.recv().await {
-                    Ok(n) => {
-                        let p = n.payload();
-                        let wake = match p.strip_prefix(CANCEL_MARK) {
-                            Some(c) => (c.to_string(), true),
-                            None => (p.to_string(), false),
-                        };
-                        if tx.send(wake).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = ?e, "listening for chat wake-ups failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        if tx.is_closed() {
-                            return;
-                        }
-                    }
-                }
+        self.listen(CHAT_CHANNEL, "chat wake-ups", 256, |p| {
+            match p.strip_prefix(CANCEL_MARK) {
+                Some(c) => (c.to_string(), true),
+                None => (p.to_string(), false),
             }
-        });
-        Ok(Some(rx))
+        })
+        .await
     }
 }
