@@ -43,6 +43,61 @@ async fn wait_reason(app: &TestApp, id: &str, what: &str, ok: impl Fn(&Value) ->
     .await
 }
 
+/// `host: auto` counts a session placed on a host as its load from the moment it is placed,
+/// not only once its pane runs: four spawns in quick succession (none started yet when the
+/// next is placed) fill two hosts of capacity 2 evenly, and a fifth finds no room.
+#[actix_web::test]
+async fn spawns_in_quick_succession_are_spread_over_the_hosts() {
+    if !available() || !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let a = Sshd::start(&scratch.path().join("sshd-a"));
+    let b = Sshd::start(&scratch.path().join("sshd-b"));
+    let (wa, wb) = (scratch.path().join("host-a"), scratch.path().join("host-b"));
+    let hosts = format!(
+        "hosts:\n{}{}",
+        a.host_yaml("a", &wa, 2),
+        b.host_yaml("b", &wb, 2)
+    );
+    let (mut agents, project) = config(scratch.path(), "    host: auto\n", &hosts);
+    agents.push_str("  sleeper: { kind: command, command: [\"sleep\", \"600\"] }\n");
+    let app = spawn_app_with_agents(Backend::Sqlite, &agents, &project, scratch)
+        .await
+        .expect("app");
+    let socket = flotilla::app::tmux_socket(&app.home);
+    let _ga = TmuxGuard(format!("{socket}-a"));
+    let _gb = TmuxGuard(format!("{socket}-b"));
+    with_origin(&app);
+
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let (st, v) = app
+            .post(
+                "/api/v1/sessions",
+                json!({"project": "demo", "agent": "sleeper", "prompt": format!("task {n}")}),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    let (st, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "agent": "sleeper", "prompt": "one too many"}),
+        )
+        .await;
+    assert_eq!(st, 422, "both hosts are full with four placed: {v}");
+    assert!(v.to_string().contains("full"), "{v}");
+    let mut on = Vec::new();
+    for id in &ids {
+        let v = app.wait_state(id, "working").await;
+        on.push(v["host"].as_str().unwrap_or("local").to_string());
+    }
+    on.sort();
+    assert_eq!(on, ["a", "a", "b", "b"], "two sessions on each host");
+}
+
 #[actix_web::test]
 async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
     if !available() || !require_tool("tmux") || !require_tool("git") {

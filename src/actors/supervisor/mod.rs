@@ -288,6 +288,9 @@ impl Handler<Spawn> for FleetSupervisor {
         let tracker = self.fleet.plugins.trackers.get(&new.project).cloned();
         let launch = self.agent_launch(&new.agent);
         let store = self.fleet.store.clone();
+        // Counted as the host's load from now, so the next spawn's `host: auto` sees it.
+        let placement = crate::plugins::hosts::host_of(&new.runtime)
+            .and_then(|h| self.fleet.plugins.hosts.reserve(h));
         let plan = async move {
             // An agent that cannot start fails the spawn before anything is created.
             let warnings = preflight_agent(launch).await?;
@@ -311,6 +314,9 @@ impl Handler<Spawn> for FleetSupervisor {
             if let Some((repo, remote)) = repo {
                 let heads = remote_heads(&repo, &remote).await;
                 plan_branch(&mut new, &heads);
+            }
+            if let Some(p) = placement {
+                p.keep();
             }
             Ok((vec![new], ()))
         };
@@ -441,6 +447,9 @@ impl Handler<BatchSpawn> for FleetSupervisor {
                 for (mut new, pick) in news.into_iter().zip(picks) {
                     match pick {
                         Some(h) => {
+                            if let Some(p) = hosts.reserve(&h) {
+                                p.keep();
+                            }
                             new.runtime = crate::plugins::hosts::plugin_name(&h);
                             new.workspace_kind.clone_from(&new.runtime);
                             placed.push(new);

@@ -160,6 +160,18 @@ impl HostSet {
         crate::domain::placement::place_many(&self.loads(), n)
     }
 
+    /// Counts a session placed on host `name` as that host's load until its pane starts (see
+    /// [`Host::reserve`]); `None` for a name that is no host.
+    pub fn reserve(&self, name: &str) -> Option<Placement> {
+        let host = self.hosts.get(name)?.clone();
+        let n = host.reserve();
+        Some(Placement {
+            host,
+            n,
+            kept: false,
+        })
+    }
+
     fn loads(&self) -> Vec<crate::domain::placement::Load> {
         self.hosts
             .iter()
@@ -170,6 +182,29 @@ impl HostSet {
                 reachable: h.reachable() != Some(false),
             })
             .collect()
+    }
+}
+
+/// A session placed on a host and not started yet. Dropped before [`Placement::keep`] (the
+/// spawn failed), it stops counting as the host's load at once.
+pub struct Placement {
+    host: Arc<Host>,
+    n: u64,
+    kept: bool,
+}
+
+impl Placement {
+    /// The session was created: it counts until its pane starts.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.host.release(self.n);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
@@ -45,7 +45,16 @@ struct State {
     /// By tmux session name, with when Flotilla added it (a listing older than that does not
     /// know it yet).
     panes: HashMap<String, (Pane, Instant)>,
+    /// Sessions placed here whose pane has not started yet (see [`Host::reserve`]), by
+    /// reservation number, with when they were placed.
+    reserved: Vec<(u64, Instant)>,
+    next_reservation: u64,
 }
+
+/// How long a placement counts as load before its pane starts: longer than a spawn takes
+/// (worktree, set-up, the first copy of Flotilla's binary), so a spawn that failed after
+/// placement stops counting by itself.
+const RESERVATION_TTL: Duration = Duration::from_secs(180);
 
 /// One configured host.
 pub struct Host {
@@ -190,9 +199,33 @@ impl Host {
         changed
     }
 
-    /// Live sessions on the host (placement's load).
+    /// Placement's load: live sessions on the host, plus sessions placed here whose pane has
+    /// not started yet (so spawns in quick succession see each other).
     pub fn live(&self) -> usize {
-        self.with(|s| s.panes.values().filter(|(p, _)| !p.dead).count())
+        self.with(|s| {
+            s.reserved.retain(|(_, at)| at.elapsed() < RESERVATION_TTL);
+            s.panes.values().filter(|(p, _)| !p.dead).count() + s.reserved.len()
+        })
+    }
+
+    /// Counts one session placed here as load until its pane starts (the oldest reservation
+    /// is taken by each new pane), [`Host::release`] gives it back, or [`RESERVATION_TTL`]
+    /// passes. Returns its number.
+    pub fn reserve(&self) -> u64 {
+        self.reserve_since(Instant::now())
+    }
+
+    fn reserve_since(&self, at: Instant) -> u64 {
+        self.with(|s| {
+            s.next_reservation += 1;
+            s.reserved.push((s.next_reservation, at));
+            s.next_reservation
+        })
+    }
+
+    /// Gives reservation `n` back (its spawn failed before anything started).
+    pub fn release(&self, n: u64) {
+        self.with(|s| s.reserved.retain(|(r, _)| *r != n));
     }
 
     /// Sessions whose logs the stream follows.
@@ -230,7 +263,13 @@ impl Host {
             dead: false,
             status: None,
         };
-        self.with(|s| s.panes.insert(session.to_string(), (pane, Instant::now())));
+        self.with(|s| {
+            // A new session's pane (not a restart of a known one) was a placement.
+            if !s.panes.contains_key(session) && !s.reserved.is_empty() {
+                s.reserved.remove(0);
+            }
+            s.panes.insert(session.to_string(), (pane, Instant::now()))
+        });
         self.bump();
         self.follow_more.notify_one();
     }
@@ -313,6 +352,26 @@ mod tests {
             known_hosts: None,
         };
         Host::new("box", &s, Path::new("/tmp"), "/tmp/m".into(), "sock".into())
+    }
+
+    #[test]
+    fn placements_count_as_load_until_their_pane_starts_is_released_or_expires() {
+        let h = host();
+        let first = h.reserve();
+        let second = h.reserve();
+        assert_eq!(h.live(), 2, "two placed, none started");
+        h.release(second);
+        assert_eq!(h.live(), 1, "a released placement is no load");
+        h.pane_started("a", "%1", 10);
+        assert_eq!(h.live(), 1, "the placement became its pane");
+        h.release(first);
+        assert_eq!(h.live(), 1, "releasing a started placement changes nothing");
+        h.reserve();
+        // A restart of a known session's pane is no placement: the reservation stays.
+        h.pane_started("a", "%2", 11);
+        assert_eq!(h.live(), 2);
+        h.reserve_since(Instant::now() - RESERVATION_TTL - Duration::from_secs(1));
+        assert_eq!(h.live(), 2, "an expired placement is no load");
     }
 
     #[test]
