@@ -108,7 +108,7 @@ fn main() {
                 .await
                 .expect("conversation");
             rec.cwd = Some(cwd.clone());
-            store.update_conversation(&rec).await.expect("cwd");
+            store.update_conversation(&rec, None).await.expect("cwd");
         }
         let started: Times = Arc::default();
         let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel::<Instant>();

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ChatMessageRecord, ConversationRecord, EventRecord, MessageStatus, NewSession,
-    NotificationRecord, SessionId, SessionRecord, StoreResult, TransitionCommit,
+    EventRecord, NewSession, NotificationRecord, SessionId, SessionRecord, StoreResult,
+    TransitionCommit,
 };
 
 /// What a lease is held on.
@@ -60,15 +60,6 @@ pub struct HeldLease {
     pub key: String,
     /// Its generation (the fencing token's number).
     pub generation: i64,
-}
-
-/// A chat message claimed for its turn by the owner of its conversation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClaimedMessage {
-    /// The message, now `running`.
-    pub message: ChatMessageRecord,
-    /// It was `running` already: a turn a crash or a dead owner interrupted, run again.
-    pub resumed: bool,
 }
 
 /// A command queued for the owner of a session.
@@ -191,44 +182,6 @@ pub trait LeaseStore: Send + Sync + 'static {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<(SessionRecord, EventRecord, HeldLease)>;
-
-    /// Claims the oldest pending message of `conversation` for its turn: a `queued` one is
-    /// marked `running` by one conditional `UPDATE` (never two claimers for one message); a
-    /// `running` one (its turn was interrupted) is handed out again as `resumed`. With a
-    /// `fence`, refused (`Fenced`) unless it still holds the conversation's lease, checked
-    /// in the same transaction. `None` when nothing is pending.
-    async fn claim_chat_message(
-        &self,
-        conversation: &str,
-        fence: Option<&Fence>,
-    ) -> StoreResult<Option<ClaimedMessage>>;
-
-    /// [`super::ChatStore::set_chat_message_status`] of a message of `conversation`, refused
-    /// (`Fenced`) unless `fence` still holds the conversation's lease.
-    async fn set_chat_message_status_fenced(
-        &self,
-        conversation: &str,
-        id: i64,
-        status: MessageStatus,
-        fence: &Fence,
-    ) -> StoreResult<()>;
-
-    /// [`super::ChatStore::update_conversation`], refused (`Fenced`) unless `fence` still
-    /// holds the conversation's lease.
-    async fn update_conversation_fenced(
-        &self,
-        c: &ConversationRecord,
-        fence: &Fence,
-    ) -> StoreResult<()>;
-
-    /// [`super::ChatStore::set_resume_id`], refused (`Fenced`) unless `fence` still holds the
-    /// conversation's lease.
-    async fn set_resume_id_fenced(
-        &self,
-        conversation: &str,
-        resume_id: Option<&str>,
-        fence: &Fence,
-    ) -> StoreResult<()>;
 
     /// Wakes the owner of `conversation` (PostgreSQL `NOTIFY`; nothing on SQLite, where one
     /// node owns everything). `cancel`: a `/cancel` arrived, stop the running turn.

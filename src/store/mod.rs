@@ -248,18 +248,27 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Errors: `NotFound` for an unknown id.
     async fn get_conversation(&self, id: &str) -> StoreResult<ConversationRecord>;
 
-    /// Saves a conversation's state: resume id, cwd, codebase, worktree, last command.
+    /// Saves a conversation's state: resume id, cwd, codebase, worktree, last command. With a
+    /// `fence` (clustered), refused unless it still holds the conversation's lease, checked in
+    /// the same transaction.
     ///
-    /// Errors: `NotFound` for an unknown conversation.
-    async fn update_conversation(&self, c: &ConversationRecord) -> StoreResult<()>;
+    /// Errors: `NotFound` for an unknown conversation; `Fenced` when the lease moved on
+    /// (nothing is written).
+    async fn update_conversation(
+        &self,
+        c: &ConversationRecord,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()>;
 
-    /// Sets (or clears) a conversation's resume id.
+    /// Sets (or clears) a conversation's resume id, fenced as
+    /// [`ChatStore::update_conversation`].
     ///
-    /// Errors: `NotFound` for an unknown conversation.
+    /// Errors: as `update_conversation`.
     async fn set_resume_id(
         &self,
         conversation_id: &str,
         resume_id: Option<&str>,
+        fence: Option<&Fence>,
     ) -> StoreResult<()>;
 
     /// Ids of the conversations whose worktree is `worktree` (a worktree is removed only
@@ -283,12 +292,16 @@ pub trait ChatStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChatMessageRecord>>;
 
-    /// The oldest queued or running message of a conversation (running ones are resumed after a
-    /// crash), if any.
-    async fn next_chat_message(
+    /// Claims the oldest pending message of `conversation` for its turn: a `queued` one is
+    /// marked `running` by one conditional `UPDATE` (never two claimers for one message); a
+    /// `running` one (its turn was interrupted) is handed out again as `resumed`. With a
+    /// `fence`, refused (`Fenced`) unless it still holds the conversation's lease, checked
+    /// in the same transaction. `None` when nothing is pending.
+    async fn claim_chat_message(
         &self,
-        conversation_id: &str,
-    ) -> StoreResult<Option<ChatMessageRecord>>;
+        conversation: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Option<ClaimedMessage>>;
 
     /// A conversation's queued and running messages, oldest first.
     async fn pending_chat_messages(
@@ -296,10 +309,17 @@ pub trait ChatStore: Send + Sync + 'static {
         conversation_id: &str,
     ) -> StoreResult<Vec<ChatMessageRecord>>;
 
-    /// Sets a message's status.
+    /// Sets the status of message `id` of `conversation`, fenced as
+    /// [`ChatStore::update_conversation`].
     ///
-    /// Errors: `NotFound` for an unknown message.
-    async fn set_chat_message_status(&self, id: i64, status: MessageStatus) -> StoreResult<()>;
+    /// Errors: `NotFound` for an unknown message (or one of another conversation); `Fenced`.
+    async fn set_chat_message_status(
+        &self,
+        conversation: &str,
+        id: i64,
+        status: MessageStatus,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()>;
 
     /// The newest message of every conversation that has one, and how many messages each
     /// has queued or running (for the conversations page: two reads, however many there are).

@@ -243,6 +243,15 @@ pub struct ChatMessageRecord {
     pub received_at: DateTime<Utc>,
 }
 
+/// A chat message claimed for its turn (by the owner of its conversation when clustered).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedMessage {
+    /// The message, now `running`.
+    pub message: ChatMessageRecord,
+    /// It was `running` already: a turn a crash or a dead owner interrupted, run again.
+    pub resumed: bool,
+}
+
 /// Delivery state of an outbox notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -109,14 +109,14 @@ delegate! { ChatStore to chat {
     fn upsert_conversation(platform: &str, thread: &str, at: DateTime<Utc>) -> ConversationRecord;
     fn list_conversations() -> Vec<ConversationRecord>;
     fn get_conversation(id: &str) -> ConversationRecord;
-    fn update_conversation(c: &ConversationRecord) -> ();
-    fn set_resume_id(conversation_id: &str, resume_id: Option<&str>) -> ();
+    fn update_conversation(c: &ConversationRecord, fence: Option<&Fence>) -> ();
+    fn set_resume_id(conversation_id: &str, resume_id: Option<&str>, fence: Option<&Fence>) -> ();
     fn conversations_with_worktree(worktree: &str) -> Vec<String>;
     fn conversation_spend(conversation_id: &str) -> f64;
     fn enqueue_chat_message_with_meta(conversation_id: &str, platform_message_id: &str, author: &str, body: &str, meta: &BTreeMap<String, String>, at: DateTime<Utc>) -> Option<ChatMessageRecord>;
-    fn next_chat_message(conversation_id: &str) -> Option<ChatMessageRecord>;
+    fn claim_chat_message(conversation: &str, fence: Option<&Fence>) -> Option<ClaimedMessage>;
     fn pending_chat_messages(conversation_id: &str) -> Vec<ChatMessageRecord>;
-    fn set_chat_message_status(id: i64, status: MessageStatus) -> ();
+    fn set_chat_message_status(conversation: &str, id: i64, status: MessageStatus, fence: Option<&Fence>) -> ();
     fn chat_activity() -> ChatActivity;
     fn conversations_with_pending() -> Vec<String>;
     fn link_session_to_conversation(session_id: &str, conversation_id: &str) -> ();
@@ -159,10 +159,6 @@ delegate! { LeaseStore to leases {
     fn claim_due_notifications(owner: &str, now: DateTime<Utc>, hold: std::time::Duration, limit: i64) -> Vec<NotificationRecord>;
     fn command_wakeups() -> Option<tokio::sync::mpsc::Receiver<()>>;
     fn create_session_leased(new: &NewSession, owner: &str, ttl: std::time::Duration) -> (SessionRecord, EventRecord, HeldLease);
-    fn claim_chat_message(conversation: &str, fence: Option<&Fence>) -> Option<ClaimedMessage>;
-    fn set_chat_message_status_fenced(conversation: &str, id: i64, status: MessageStatus, fence: &Fence) -> ();
-    fn update_conversation_fenced(c: &ConversationRecord, fence: &Fence) -> ();
-    fn set_resume_id_fenced(conversation: &str, resume_id: Option<&str>, fence: &Fence) -> ();
     fn wake_conversation_owner(conversation: &str, cancel: bool) -> ();
     fn conversation_wakeups() -> Option<tokio::sync::mpsc::Receiver<(String, bool)>>;
 } }

@@ -865,7 +865,13 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
         .await
         .expect("upsert");
 
-    assert_eq!(store.next_chat_message(&conv.id).await.expect("next"), None);
+    assert_eq!(
+        store
+            .claim_chat_message(&conv.id, None)
+            .await
+            .expect("claim"),
+        None
+    );
     let first = store
         .enqueue_chat_message_with_meta(
             &conv.id,
@@ -926,37 +932,59 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
         .expect("enqueue")
         .is_some());
 
+    // Claims come in order, each marking its message running.
+    let claimed = store
+        .claim_chat_message(&conv.id, None)
+        .await
+        .expect("claim");
+    let running = |m: &ChatMessageRecord| ChatMessageRecord {
+        status: MessageStatus::Running,
+        ..m.clone()
+    };
     assert_eq!(
-        store.next_chat_message(&conv.id).await.expect("next"),
-        Some(first.clone())
+        claimed,
+        Some(ClaimedMessage {
+            message: running(&first),
+            resumed: false
+        })
     );
     store
-        .set_chat_message_status(first.id, MessageStatus::Done)
+        .set_chat_message_status(&conv.id, first.id, MessageStatus::Done, None)
         .await
         .expect("done");
-    assert_eq!(
-        store.next_chat_message(&conv.id).await.expect("next"),
-        Some(second.clone())
-    );
+    let claimed = store
+        .claim_chat_message(&conv.id, None)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.map(|c| c.message), Some(running(&second)));
     store
-        .set_chat_message_status(second.id, MessageStatus::Failed)
+        .set_chat_message_status(&conv.id, second.id, MessageStatus::Failed, None)
         .await
         .expect("failed");
-    assert_eq!(store.next_chat_message(&conv.id).await.expect("next"), None);
+    assert_eq!(
+        store
+            .claim_chat_message(&conv.id, None)
+            .await
+            .expect("claim"),
+        None
+    );
     assert_eq!(
         store.conversations_with_pending().await.expect("pending"),
         [quiet.id.as_str()]
     );
 
     store
-        .set_resume_id(&conv.id, Some("claude-session-abc"))
+        .set_resume_id(&conv.id, Some("claude-session-abc"), None)
         .await
         .expect("set resume id");
     let listed = store.list_conversations().await.expect("list");
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].id, conv.id, "most recently updated first");
     assert_eq!(listed[0].resume_id.as_deref(), Some("claude-session-abc"));
-    store.set_resume_id(&conv.id, None).await.expect("clear");
+    store
+        .set_resume_id(&conv.id, None, None)
+        .await
+        .expect("clear");
     let listed = store.list_conversations().await.expect("list");
     assert_eq!(listed[0].resume_id, None);
 }
@@ -977,7 +1005,7 @@ async fn a_running_chat_message_is_served_again_after_a_crash(store: SharedStore
         .expect("enqueue")
         .expect("stored");
     store
-        .set_chat_message_status(first.id, MessageStatus::Running)
+        .set_chat_message_status(&conv.id, first.id, MessageStatus::Running, None)
         .await
         .expect("running");
 
@@ -988,21 +1016,24 @@ async fn a_running_chat_message_is_served_again_after_a_crash(store: SharedStore
         [conv.id.as_str()]
     );
     let next = store
-        .next_chat_message(&conv.id)
+        .claim_chat_message(&conv.id, None)
         .await
-        .expect("next")
+        .expect("claim")
         .expect("a message");
-    assert_eq!((next.id, next.status), (first.id, MessageStatus::Running));
+    assert_eq!(
+        (next.message.id, next.message.status, next.resumed),
+        (first.id, MessageStatus::Running, true)
+    );
 }
 
 async fn chat_calls_on_unknown_rows_are_not_found(store: SharedStore) {
     assert_not_found(
-        store.set_resume_id("slack:nope", Some("x")).await,
+        store.set_resume_id("slack:nope", Some("x"), None).await,
         "conversation slack:nope",
     );
     assert_not_found(
         store
-            .set_chat_message_status(987_654, MessageStatus::Done)
+            .set_chat_message_status("slack:nope", 987_654, MessageStatus::Done, None)
             .await,
         "chat message 987654",
     );
@@ -1529,7 +1560,10 @@ async fn chat_state_templates_commands_and_meta_round_trip(store: SharedStore) {
     conv.worktree = Some("/wt/widget/issue-7".into());
     conv.last_command = Some("plan".into());
     conv.resume_id = Some("s1".into());
-    store.update_conversation(&conv).await.expect("update");
+    store
+        .update_conversation(&conv, None)
+        .await
+        .expect("update");
     let back = store.get_conversation(&conv.id).await.expect("get");
     assert_eq!(
         (
@@ -1707,7 +1741,7 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
         ids.push(m.id);
     }
     store
-        .set_chat_message_status(ids[0], MessageStatus::Done)
+        .set_chat_message_status(&a.id, ids[0], MessageStatus::Done, None)
         .await
         .expect("status");
     let only = store
@@ -1716,7 +1750,7 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
         .expect("enqueue")
         .expect("new");
     store
-        .set_chat_message_status(only.id, MessageStatus::Failed)
+        .set_chat_message_status(&b.id, only.id, MessageStatus::Failed, None)
         .await
         .expect("status");
 
@@ -1816,7 +1850,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
 
     // The old owner's writes are refused and change nothing.
     let refused = store
-        .set_chat_message_status_fenced(&conv.id, first.message.id, MessageStatus::Done, &fa)
+        .set_chat_message_status(&conv.id, first.message.id, MessageStatus::Done, Some(&fa))
         .await;
     assert!(
         matches!(refused, Err(StoreError::Fenced { .. })),
@@ -1825,11 +1859,11 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
     let mut state = store.get_conversation(&conv.id).await.expect("conv");
     state.cwd = Some("/elsewhere".into());
     assert!(matches!(
-        store.update_conversation_fenced(&state, &fa).await,
+        store.update_conversation(&state, Some(&fa)).await,
         Err(StoreError::Fenced { .. })
     ));
     assert!(matches!(
-        store.set_resume_id_fenced(&conv.id, Some("r-a"), &fa).await,
+        store.set_resume_id(&conv.id, Some("r-a"), Some(&fa)).await,
         Err(StoreError::Fenced { .. })
     ));
     assert!(matches!(
@@ -1854,18 +1888,18 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
     assert_eq!(again.message.id, first.message.id);
     assert!(again.resumed, "a message left running is handed out again");
     store
-        .update_conversation_fenced(&state, &fb)
+        .update_conversation(&state, Some(&fb))
         .await
         .expect("the owner stores reply state");
     store
-        .set_resume_id_fenced(&conv.id, Some("r-b"), &fb)
+        .set_resume_id(&conv.id, Some("r-b"), Some(&fb))
         .await
         .expect("resume id");
     let mut bodies = Vec::new();
     let mut id = again.message.id;
     loop {
         store
-            .set_chat_message_status_fenced(&conv.id, id, MessageStatus::Done, &fb)
+            .set_chat_message_status(&conv.id, id, MessageStatus::Done, Some(&fb))
             .await
             .expect("settle");
         match store
@@ -1902,7 +1936,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
         .expect("stored");
     assert!(matches!(
         store
-            .set_chat_message_status_fenced(&conv.id, m.id, MessageStatus::Done, &fb)
+            .set_chat_message_status(&conv.id, m.id, MessageStatus::Done, Some(&fb))
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -1959,12 +1993,7 @@ async fn concurrent_chat_claims_take_each_message_once(store: SharedStore) {
                 // A resumed one is another claimer's, being settled right now: settling it
                 // twice is harmless, running it twice is what the drain loop prevents.
                 let _ = store
-                    .set_chat_message_status_fenced(
-                        &conv,
-                        c.message.id,
-                        MessageStatus::Done,
-                        &fence,
-                    )
+                    .set_chat_message_status(&conv, c.message.id, MessageStatus::Done, Some(&fence))
                     .await;
             }
             fresh

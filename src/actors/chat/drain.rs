@@ -74,14 +74,10 @@ async fn settle(
     };
     let mut attempt = 0;
     loop {
-        let r = match fence {
-            None => ctx.store.set_chat_message_status(id, status).await,
-            Some(f) => {
-                ctx.store
-                    .set_chat_message_status_fenced(conversation, id, status, f)
-                    .await
-            }
-        };
+        let r = ctx
+            .store
+            .set_chat_message_status(conversation, id, status, fence)
+            .await;
         match r {
             Ok(()) => return Ok(()),
             Err(e @ StoreError::Fenced { .. }) => return Err(e),

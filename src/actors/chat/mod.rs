@@ -120,10 +120,8 @@ impl ChatContext {
     /// # Errors
     /// The store's; `Fenced` when another node owns the conversation now.
     pub async fn save_conversation(&self, c: &ConversationRecord) -> Result<(), StoreError> {
-        match self.fence(&c.id)? {
-            None => self.store.update_conversation(c).await,
-            Some(f) => self.store.update_conversation_fenced(c, &f).await,
-        }
+        let fence = self.fence(&c.id)?;
+        self.store.update_conversation(c, fence.as_ref()).await
     }
 
     /// Sets a conversation's resume id; when clustered, only while this node holds its lease.
@@ -135,14 +133,10 @@ impl ChatContext {
         conversation: &str,
         resume_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        match self.fence(conversation)? {
-            None => self.store.set_resume_id(conversation, resume_id).await,
-            Some(f) => {
-                self.store
-                    .set_resume_id_fenced(conversation, resume_id, &f)
-                    .await
-            }
-        }
+        let fence = self.fence(conversation)?;
+        self.store
+            .set_resume_id(conversation, resume_id, fence.as_ref())
+            .await
     }
 
     /// The lock of the checkout at `repo`.

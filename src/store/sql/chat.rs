@@ -74,21 +74,6 @@ sql_impl! { #[async_trait] impl ChatStore;
     }
 
     #[tracing::instrument(skip_all)]
-    async fn update_conversation(&self, c: &ConversationRecord) -> StoreResult<()> {
-        self.update_conversation_checked(c, None).await
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn set_resume_id(
-        &self,
-        conversation_id: &str,
-        resume_id: Option<&str>,
-    ) -> StoreResult<()> {
-        self.set_resume_id_checked(conversation_id, resume_id, None)
-            .await
-    }
-
-    #[tracing::instrument(skip_all)]
     async fn conversations_with_worktree(&self, worktree: &str) -> StoreResult<Vec<String>> {
         Ok(
             sqlx::query_scalar("SELECT id FROM conversations WHERE worktree = $1 ORDER BY id")
@@ -155,24 +140,6 @@ sql_impl! { #[async_trait] impl ChatStore;
     }
 
     #[tracing::instrument(skip_all)]
-    async fn next_chat_message(
-        &self,
-        conversation_id: &str,
-    ) -> StoreResult<Option<ChatMessageRecord>> {
-        // The status literals match the partial index's predicate.
-        sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM chat_messages WHERE conversation_id = $1 \
-             AND status IN ('queued', 'running') ORDER BY id LIMIT 1"
-        ))
-        .bind(conversation_id)
-        .fetch_optional(&self.read)
-        .await?
-        .read(Self::message_from_row)
-    }
-
-    #[tracing::instrument(skip_all)]
     async fn pending_chat_messages(
         &self,
         conversation_id: &str,
@@ -190,8 +157,161 @@ sql_impl! { #[async_trait] impl ChatStore;
     }
 
     #[tracing::instrument(skip_all)]
-    async fn set_chat_message_status(&self, id: i64, status: MessageStatus) -> StoreResult<()> {
-        self.set_chat_message_status_checked(id, status, None).await
+    async fn update_conversation(
+        &self,
+        c: &ConversationRecord,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        if let Some(f) = fence {
+            Self::check_fence(&mut tx, LeaseKind::Conversation, &c.id, f).await?;
+        }
+        let updated = sqlx::query(
+            "UPDATE conversations SET resume_id = $2, cwd = $3, codebase = $4, worktree = $5, \
+             last_command = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&c.id)
+        .bind(&c.resume_id)
+        .bind(&c.cwd)
+        .bind(&c.codebase)
+        .bind(&c.worktree)
+        .bind(&c.last_command)
+        .bind(D::ts(Utc::now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(not_found(format!("conversation {}", c.id)));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_resume_id(
+        &self,
+        conversation_id: &str,
+        resume_id: Option<&str>,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        if let Some(f) = fence {
+            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation_id, f).await?;
+        }
+        let updated =
+            sqlx::query("UPDATE conversations SET resume_id = $2, updated_at = $3 WHERE id = $1")
+                .bind(conversation_id)
+                .bind(resume_id)
+                .bind(D::ts(Utc::now()))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            return Err(not_found(format!("conversation {conversation_id}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_chat_message_status(
+        &self,
+        conversation: &str,
+        id: i64,
+        status: MessageStatus,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        let started = (status == MessageStatus::Running).then_some(now);
+        let finished = matches!(status, MessageStatus::Done | MessageStatus::Failed).then_some(now);
+        let mut tx = self.begin_write().await?;
+        if let Some(f) = fence {
+            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation, f).await?;
+        }
+        let updated = sqlx::query(
+            "UPDATE chat_messages SET status = $2, started_at = COALESCE($3, started_at), \
+             finished_at = COALESCE($4, finished_at) WHERE id = $1 AND conversation_id = $5",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(started.map(D::ts))
+        .bind(finished.map(D::ts))
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(not_found(format!("chat message {id}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The fence check, then one conditional `UPDATE` (`queued` → `running`), in one
+    /// transaction. On PostgreSQL the fence check locks the conversation's lease row, so
+    /// claims of one conversation (and its takeover) run one after another.
+    #[tracing::instrument(skip_all)]
+    async fn claim_chat_message(
+        &self,
+        conversation: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Option<ClaimedMessage>> {
+        let mut tx = self.begin_write().await?;
+        if let Some(f) = fence {
+            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation, f).await?;
+        }
+        // The status literals match the partial index's predicate.
+        let head = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE conversation_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY id LIMIT 1"
+        ))
+        .bind(conversation)
+        .fetch_optional(&mut *tx)
+        .await?
+        .read(Self::message_from_row)?;
+        let Some(head) = head else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let owner = fence.map(|f| f.owner.as_str());
+        let generation = fence.map(|f| f.generation);
+        if head.status == MessageStatus::Running {
+            // Its turn was interrupted (a crash, a dead owner): run it again, now ours.
+            sqlx::query(
+                "UPDATE chat_messages SET claimed_by = $2, claim_generation = $3 WHERE id = $1",
+            )
+            .bind(head.id)
+            .bind(owner)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(ClaimedMessage {
+                message: head,
+                resumed: true,
+            }));
+        }
+        let claimed = sqlx::query(concat!(
+            "UPDATE chat_messages SET status = 'running', started_at = $2, claimed_by = $3, \
+             claim_generation = $4 WHERE id = $1 AND status = 'queued' RETURNING ",
+            message_columns!()
+        ))
+        .bind(head.id)
+        .bind(D::ts(Utc::now()))
+        .bind(owner)
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await?
+        .read(Self::message_from_row)?;
+        tx.commit().await?;
+        // Nothing claimed: another claimer won the message between the read and the update
+        // (only possible without a fence); the caller's next claim reads the next one.
+        Ok(claimed.map(|message| ClaimedMessage {
+            message,
+            resumed: false,
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -301,167 +421,6 @@ sql_impl! { #[async_trait] impl ChatStore;
             })
         })
         .transpose()
-    }
-}
-
-sql_impl! { impl;
-    /// `update_conversation`, refused (`Fenced`) unless `fence` (when given) still holds the
-    /// conversation's lease, checked in the same transaction.
-    pub(super) async fn update_conversation_checked(
-        &self,
-        c: &ConversationRecord,
-        fence: Option<&Fence>,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        if let Some(f) = fence {
-            Self::check_fence(&mut tx, LeaseKind::Conversation, &c.id, f).await?;
-        }
-        let updated = sqlx::query(
-            "UPDATE conversations SET resume_id = $2, cwd = $3, codebase = $4, worktree = $5, \
-             last_command = $6, updated_at = $7 WHERE id = $1",
-        )
-        .bind(&c.id)
-        .bind(&c.resume_id)
-        .bind(&c.cwd)
-        .bind(&c.codebase)
-        .bind(&c.worktree)
-        .bind(&c.last_command)
-        .bind(D::ts(Utc::now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(not_found(format!("conversation {}", c.id)));
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// `set_resume_id`, fenced as [`Self::update_conversation_checked`].
-    pub(super) async fn set_resume_id_checked(
-        &self,
-        conversation_id: &str,
-        resume_id: Option<&str>,
-        fence: Option<&Fence>,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        if let Some(f) = fence {
-            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation_id, f).await?;
-        }
-        let updated =
-            sqlx::query("UPDATE conversations SET resume_id = $2, updated_at = $3 WHERE id = $1")
-                .bind(conversation_id)
-                .bind(resume_id)
-                .bind(D::ts(Utc::now()))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if updated == 0 {
-            return Err(not_found(format!("conversation {conversation_id}")));
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// `set_chat_message_status`; with `fenced` = (its conversation, a fence), refused
-    /// (`Fenced`) unless the fence still holds that conversation's lease.
-    pub(super) async fn set_chat_message_status_checked(
-        &self,
-        id: i64,
-        status: MessageStatus,
-        fenced: Option<(&str, &Fence)>,
-    ) -> StoreResult<()> {
-        let now = Utc::now();
-        let started = (status == MessageStatus::Running).then_some(now);
-        let finished = matches!(status, MessageStatus::Done | MessageStatus::Failed).then_some(now);
-        let mut tx = self.begin_write().await?;
-        if let Some((conversation, f)) = fenced {
-            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation, f).await?;
-        }
-        let updated = sqlx::query(
-            "UPDATE chat_messages SET status = $2, started_at = COALESCE($3, started_at), \
-             finished_at = COALESCE($4, finished_at) WHERE id = $1 \
-             AND ($5 IS NULL OR conversation_id = $5)",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(started.map(D::ts))
-        .bind(finished.map(D::ts))
-        .bind(fenced.map(|(c, _)| c))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(not_found(format!("chat message {id}")));
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// `claim_chat_message`: the fence check, then one conditional `UPDATE` (`queued` →
-    /// `running`), in one transaction. On PostgreSQL the fence check locks the conversation's
-    /// lease row, so claims of one conversation (and its takeover) run one after another.
-    pub(super) async fn claim_chat_message_checked(
-        &self,
-        conversation: &str,
-        fence: Option<&Fence>,
-    ) -> StoreResult<Option<ClaimedMessage>> {
-        let mut tx = self.begin_write().await?;
-        if let Some(f) = fence {
-            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation, f).await?;
-        }
-        // The status literals match the partial index's predicate.
-        let head = sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM chat_messages WHERE conversation_id = $1 \
-             AND status IN ('queued', 'running') ORDER BY id LIMIT 1"
-        ))
-        .bind(conversation)
-        .fetch_optional(&mut *tx)
-        .await?
-        .read(Self::message_from_row)?;
-        let Some(head) = head else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let owner = fence.map(|f| f.owner.as_str());
-        let generation = fence.map(|f| f.generation);
-        if head.status == MessageStatus::Running {
-            // Its turn was interrupted (a crash, a dead owner): run it again, now ours.
-            sqlx::query(
-                "UPDATE chat_messages SET claimed_by = $2, claim_generation = $3 WHERE id = $1",
-            )
-            .bind(head.id)
-            .bind(owner)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Some(ClaimedMessage {
-                message: head,
-                resumed: true,
-            }));
-        }
-        let claimed = sqlx::query(concat!(
-            "UPDATE chat_messages SET status = 'running', started_at = $2, claimed_by = $3, \
-             claim_generation = $4 WHERE id = $1 AND status = 'queued' RETURNING ",
-            message_columns!()
-        ))
-        .bind(head.id)
-        .bind(D::ts(Utc::now()))
-        .bind(owner)
-        .bind(generation)
-        .fetch_optional(&mut *tx)
-        .await?
-        .read(Self::message_from_row)?;
-        tx.commit().await?;
-        // Nothing claimed: another claimer won the message between the read and the update
-        // (only possible without a fence); the caller's next claim reads the next one.
-        Ok(claimed.map(|message| ClaimedMessage {
-            message,
-            resumed: false,
-        }))
     }
 }
 

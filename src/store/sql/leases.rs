@@ -9,10 +9,9 @@ use sqlx::Transaction;
 
 use super::{Row, RowsAffected};
 use crate::store::{
-    clamp_limit, terminal_states, ClaimedMessage, ClusterCommandRecord, CommandStatus,
-    ConversationRecord, EventRecord, Fence, HeldLease, LeaseKind, LeaseStore, MessageStatus,
-    NewSession, NotificationRecord, NotificationStatus, SessionId, SessionRecord, StoreError,
-    StoreResult, TransitionCommit,
+    clamp_limit, terminal_states, ClusterCommandRecord, CommandStatus, EventRecord, Fence,
+    HeldLease, LeaseKind, LeaseStore, NewSession, NotificationRecord, NotificationStatus,
+    SessionId, SessionRecord, StoreError, StoreResult, TransitionCommit,
 };
 
 /// The channel a queued command is announced on.
@@ -450,43 +449,6 @@ sql_impl! { #[async_trait] impl LeaseStore;
             generation: 0,
         })?;
         Ok((session, event, held))
-    }
-
-    async fn claim_chat_message(
-        &self,
-        conversation: &str,
-        fence: Option<&Fence>,
-    ) -> StoreResult<Option<ClaimedMessage>> {
-        self.claim_chat_message_checked(conversation, fence).await
-    }
-
-    async fn set_chat_message_status_fenced(
-        &self,
-        conversation: &str,
-        id: i64,
-        status: MessageStatus,
-        fence: &Fence,
-    ) -> StoreResult<()> {
-        self.set_chat_message_status_checked(id, status, Some((conversation, fence)))
-            .await
-    }
-
-    async fn update_conversation_fenced(
-        &self,
-        c: &ConversationRecord,
-        fence: &Fence,
-    ) -> StoreResult<()> {
-        self.update_conversation_checked(c, Some(fence)).await
-    }
-
-    async fn set_resume_id_fenced(
-        &self,
-        conversation: &str,
-        resume_id: Option<&str>,
-        fence: &Fence,
-    ) -> StoreResult<()> {
-        self.set_resume_id_checked(conversation, resume_id, Some(fence))
-            .await
     }
 
     async fn wake_conversation_owner(&self, conversation: &str, cancel: bool) -> StoreResult<()> {
