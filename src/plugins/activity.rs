@@ -21,9 +21,9 @@
 //! - Assistant text without an end-of-turn marker may be mid-turn: `active` for
 //!   [`ACTIVE_WINDOW`], then `idle`.
 //! - The **screen** says `waiting_input` only when its bottom shows a live question: a yes/no
-//!   prompt on the last line, or a numbered option list under a question (see
-//!   [`terminal_waiting`]). A question that has scrolled up, or prose ending with `?`, does not
-//!   count.
+//!   prompt on the last line with nothing typed after it, or a numbered option list under a
+//!   question (see [`terminal_waiting`]). A question that has scrolled up, a prompt with its
+//!   answer after it (`… [Yes]: y`), or prose ending with `?`, does not count.
 //! - An agent's own log wins over the screen, except that a live question on the screen
 //!   beats "active" (Claude's log shows a tool call, not the permission dialog in front of it).
 //! - A **model API failure** the agent retries (Claude's `system`/`api_error` entries) is
@@ -295,17 +295,21 @@ fn is_footer(line: &str) -> bool {
     .any(|f| l.contains(f))
 }
 
-/// A yes/no prompt: `(y/n)`, `[Y/n]`, `(yes/no)`, aider's `(Y)es/(N)o … [Yes]:`.
+/// A yes/no prompt still open: `(y/n)`, `[Y/n]`, `(yes/no)`, aider's `(Y)es/(N)o … [Yes]:`,
+/// with nothing typed after it. A prompt followed by an answer (`… [Yes]: y`, left on the
+/// screen while the agent works on without printing) was answered: the agent echoed the
+/// answer and moved on, so the line is no longer a question.
 fn is_yes_no(line: &str) -> bool {
     let l = line.to_lowercase();
     let l = l.trim_end();
-    [
+    let asks = [
         "(y/n)", "[y/n]", "(yes/no)", "[yes/no]", "(y)es", "[y/n]:", "y/n?",
     ]
     .iter()
     .any(|p| l.contains(p))
         || l.ends_with("[yes]:")
-        || l.ends_with("[no]:")
+        || l.ends_with("[no]:");
+    asks && l.ends_with([')', ']', ':', '?'])
 }
 
 /// A numbered choice: `❯ 1. Yes`, `  2. No, and tell Claude…`, `› 1. Yes, proceed (y)`.
@@ -631,6 +635,17 @@ Press enter to confirm or esc to cancel
         ));
         // A numbered list in prose, with no question above it.
         assert!(!terminal_waiting("Steps:\n1. build\n2. test"));
+        // The prompt with the answer typed after it, left on screen while the agent works on
+        // without printing (aider waiting for the model after "y").
+        assert!(!terminal_waiting(
+            "README.md\nAdd file to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: y"
+        ));
+        assert!(!terminal_waiting("Do you want to proceed? (y/n) yes"));
+        // Asked again: a fresh prompt under the answered one is a question.
+        assert!(terminal_waiting(
+            "Add file to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: y\n\
+             src/lib.rs\nAdd file to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: "
+        ));
     }
 
     #[test]

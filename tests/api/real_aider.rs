@@ -299,47 +299,16 @@ async fn real_aider_suggest_mode_answers_without_editing() {
 /// finish.
 #[actix_web::test]
 async fn real_aider_reports_its_wait_through_the_notifications_command() {
-    use crate::fleet_tmux::TmuxGuard;
-    use crate::helpers::{spawn_app_with_env, Backend};
     use crate::real_claude_fleet::wait_session;
-    use serde_json::json;
 
     // The edit names a file not in the chat: aider asks to add it, then sends the request
     // again with the file, and the edit applies.
-    let fake = FakeOpenAi::start(vec![edit_step(), edit_step(), Step::text(COMMIT_MESSAGE)]).await;
-    let Some(s) = Setup::new(&fake) else { return };
-    if !require_tool("tmux") {
-        return;
-    }
-    let agents = format!(
-        "  aider:\n    kind: aider\n    command: [\"{bin}\"]\n    permission_mode: default\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", OPENAI_API_BASE: \"{api}\", OPENAI_API_KEY: sk-fake-0123456789 }}\n",
-        bin = s.bin.display(),
-        home = s.home.display(),
-        api = s.api_base,
-    );
-    let cli = env!("CARGO_BIN_EXE_flotilla");
-    let Some(app) = spawn_app_with_env(
-        Backend::Sqlite,
-        &agents,
-        "    runtime: tmux\n    agent: aider\n",
-        tempfile::tempdir().expect("tempdir"),
-        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-    )
-    .await
+    let Some(f) =
+        AiderFleet::start(vec![edit_step(), edit_step(), Step::text(COMMIT_MESSAGE)]).await
     else {
         return;
     };
-    let _tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
-    // Aider rings only once a model answer is in: a task naming README.md would be asked
-    // about ("Add file to the chat?") before any request, which only the screen shows.
-    let task = "## Task\n\nChange the readme to say goodbye.\n";
-    let id = app.spawn(json!({"project": "demo", "prompt": task})).await;
-
-    // The model edits a file aider was not given: aider reports its wait, then asks.
-    let waiting = wait_session(&app, &id, 150, "needs_input", |v| {
-        v["state"] == "needs_input"
-    })
-    .await;
+    let (app, id, waiting) = (&f.app, &f.id, &f.waiting);
     assert!(
         waiting["waiting_for"]
             .as_str()
@@ -372,14 +341,165 @@ async fn real_aider_reports_its_wait_through_the_notifications_command() {
     assert!(reported < asked, "the report comes first: {kinds:?}");
 
     // Answered, aider applies the edit, commits and exits 0: the session is done.
-    let (code, v) = app
-        .post(
-            &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "y"}),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
-    let done = wait_session(&app, &id, 90, "done", |v| v["state"] == "done").await;
+    f.answer("y").await;
+    let done = wait_session(app, id, 90, "done", |v| v["state"] == "done").await;
     let ws = PathBuf::from(done["workspace"].as_str().expect("workspace"));
     assert_committed(&ws);
+}
+
+/// The whole fleet with the real aider under tmux (`permission_mode: default`, the model
+/// scripted by `steps`), spawned on a task whose first answer edits a file aider was not
+/// given, and waited for until the session needs input.
+struct AiderFleet {
+    _tmux: crate::fleet_tmux::TmuxGuard,
+    app: crate::helpers::TestApp,
+    fake: FakeOpenAi,
+    _setup: Setup,
+    id: String,
+    /// The session as it first needed input.
+    waiting: Value,
+}
+
+impl AiderFleet {
+    async fn start(steps: Vec<Step>) -> Option<AiderFleet> {
+        use crate::helpers::{spawn_app_with_env, Backend};
+        use crate::real_claude_fleet::wait_session;
+        use serde_json::json;
+
+        let fake = FakeOpenAi::start(steps).await;
+        let s = Setup::new(&fake)?;
+        if !require_tool("tmux") {
+            return None;
+        }
+        let agents = format!(
+            "  aider:\n    kind: aider\n    command: [\"{bin}\"]\n    permission_mode: default\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", OPENAI_API_BASE: \"{api}\", OPENAI_API_KEY: sk-fake-0123456789 }}\n",
+            bin = s.bin.display(),
+            home = s.home.display(),
+            api = s.api_base,
+        );
+        let cli = env!("CARGO_BIN_EXE_flotilla");
+        let app = spawn_app_with_env(
+            Backend::Sqlite,
+            &agents,
+            "    runtime: tmux\n    agent: aider\n",
+            tempfile::tempdir().expect("tempdir"),
+            &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+        )
+        .await?;
+        let tmux = crate::fleet_tmux::TmuxGuard(flotilla::app::tmux_socket(&app.home));
+        // Aider rings only once a model answer is in: a task naming README.md would be asked
+        // about ("Add file to the chat?") before any request, which only the screen shows.
+        let task = "## Task\n\nChange the readme to say goodbye.\n";
+        let id = app.spawn(json!({"project": "demo", "prompt": task})).await;
+        // The model edits a file aider was not given: aider reports its wait, then asks.
+        let waiting = wait_session(&app, &id, 150, "needs_input", |v| {
+            v["state"] == "needs_input"
+        })
+        .await;
+        Some(AiderFleet {
+            _tmux: tmux,
+            app,
+            fake,
+            _setup: s,
+            id,
+            waiting,
+        })
+    }
+
+    /// Answers the question as a human does: `send` while the session needs input.
+    async fn answer(&self, text: &str) {
+        let (code, v) = self
+            .app
+            .post(
+                &format!("/api/v1/sessions/{}/send", self.id),
+                serde_json::json!({"message": text}),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["delivered"], true, "{v}");
+    }
+
+    async fn screen(&self) -> String {
+        let (_, v) = self
+            .app
+            .get(&format!("/api/v1/sessions/{}/output?lines=30", self.id))
+            .await;
+        v["output"].as_str().unwrap_or("").to_string()
+    }
+
+    async fn event_kinds(&self) -> Vec<String> {
+        let (_, v) = self
+            .app
+            .get(&format!("/api/v1/sessions/{}/events", self.id))
+            .await;
+        v["events"]
+            .as_array()
+            .map(|es| {
+                es.iter()
+                    .filter_map(|e| e["kind"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The answered question left on screen is not asked again: after `send` answers aider's
+/// "Add file to the chat?", aider echoes the answer after the prompt (`… [Yes]: y`) and
+/// sends the model its request again; while the model takes its time (here it never
+/// answers) aider prints nothing more, so that line stays at the bottom of the screen. The
+/// session went back to work on the answer and must not read that line as a new question,
+/// nor notify the human again.
+#[actix_web::test]
+async fn real_aider_answered_question_left_on_screen_is_not_asked_again() {
+    use crate::real_claude_fleet::session;
+
+    let Some(f) = AiderFleet::start(vec![edit_step(), Step::Hang]).await else {
+        return;
+    };
+    let asked = f.waiting["waiting_for"].as_str().unwrap_or("").to_string();
+    assert!(asked.contains("Add file to the chat?"), "{}", f.waiting);
+    f.answer("y").await;
+    // Aider took the answer: it asks the model again, with the file.
+    f.fake
+        .wait_for_turn_requests(2, Duration::from_secs(60))
+        .await
+        .expect("the request aider sends after the answer");
+    within(
+        30,
+        "the answered prompt at the bottom of the screen",
+        || async {
+            let screen = f.screen().await;
+            let last = screen.lines().rev().find(|l| !l.trim().is_empty());
+            match last {
+                Some(l) if l.contains("Add file to the chat?") && l.trim_end().ends_with(": y") => {
+                    Ok(())
+                }
+                _ => Err(screen),
+            }
+        },
+    )
+    .await;
+    // The screen stays so (the model never answers); the session reads it (on the output
+    // that ended with it, after the 500 ms debounce) and is never waiting again meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let s = session(&f.app, &f.id).await;
+        assert_ne!(
+            s["state"],
+            "needs_input",
+            "the answered question was asked again: {s}\n{}",
+            f.screen().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kinds = f.event_kinds().await;
+    let answered = kinds
+        .iter()
+        .position(|k| k == "agent.input_answered")
+        .unwrap_or_else(|| panic!("no answer recorded: {kinds:?}"));
+    assert!(
+        !kinds[answered..].iter().any(|k| k == "agent.waiting_input"),
+        "waiting again after the answer: {kinds:?}\n{}",
+        f.screen().await
+    );
 }
