@@ -165,4 +165,9 @@ delegate! { LeaseStore to leases {
     fn set_resume_id_fenced(conversation: &str, resume_id: Option<&str>, fence: &Fence) -> ();
     fn wake_conversation_owner(conversation: &str, cancel: bool) -> ();
     fn conversation_wakeups() -> Option<tokio::sync::mpsc::Receiver<(String, bool)>>;
+    fn prepare_turn_slots(owner: &str, cap: usize) -> ();
+    fn claim_turn_slot(owner: &str, token: &str, conversation: &str, cap: usize, ttl: std::time::Duration) -> Option<i64>;
+    fn release_turn_slot(token: &str) -> bool;
+    fn turn_slots_in_use() -> usize;
+    fn turn_slot_wakeups() -> Option<tokio::sync::mpsc::Receiver<()>>;
 } }
