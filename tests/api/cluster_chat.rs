@@ -371,3 +371,266 @@ async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kil
         "the refused write changed nothing"
     );
 }
+
+/// Turns running on every node together, as the database's slots say.
+async fn slots_in_use(url: &str) -> i64 {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM chat_turn_slots WHERE holder IS NOT NULL \
+         AND expires_at_ms >= (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+    )
+    .fetch_one(&mut c)
+    .await
+    .expect("slots")
+}
+
+/// The nodes holding a slot (expired or not), by conversation id.
+async fn slot_holders(url: &str) -> BTreeMap<String, String> {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT conversation, holder FROM chat_turn_slots WHERE holder IS NOT NULL")
+            .fetch_all(&mut c)
+            .await
+            .expect("slots");
+    rows.into_iter().collect()
+}
+
+/// The most runs of live nodes the scripted assistant ever counted at once (`RUNNING:`).
+fn peak_running(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["running"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Tags of `tags` whose run started and has not ended (runs of every node, dead ones too).
+fn running_tags(log: &Path, tags: &[(String, String)]) -> Vec<String> {
+    let r = runs(log);
+    tags.iter()
+        .filter(|(_, t)| count(&r, t, "start") > count(&r, t, "end"))
+        .map(|(_, t)| t.clone())
+        .collect()
+}
+
+/// Whether a node told `thread` that every slot is busy.
+async fn told_busy(bases: &[(String, String)], thread: &str) -> bool {
+    for (_, base) in bases {
+        if replies(base, thread)
+            .await
+            .iter()
+            .any(|t| t.contains("assistant slots are busy"))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[actix_web::test]
+async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire() {
+    const CAP: u64 = 2;
+    if !require_tool("git") {
+        return;
+    }
+    let Some(url) = fresh_pg_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let repo = make_repo(dir.path());
+    let base = dir.path().join("chat");
+    let gates = base.join("gates");
+    let counted = base.join("running");
+    std::fs::create_dir_all(&gates).expect("mkdir");
+    let log = base.join("assistant.log");
+    let extra = format!(
+        "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
+        chat_yaml(&base, "").replace("max_concurrent: 10", &format!("max_concurrent: {CAP}"))
+    );
+    let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
+    let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
+    let mut nodes = Vec::new();
+    for name in NODES {
+        let cwd = dir.path().join(name);
+        std::fs::create_dir_all(&cwd).expect("node dir");
+        nodes.push(
+            ServerProc::start_with_env(
+                &cwd,
+                &home,
+                &cfg,
+                free_port(),
+                &[("FLOTILLA__CLUSTER__NODE_ID", name)],
+            )
+            .await,
+        );
+    }
+    let mut bases: Vec<(String, String)> = NODES
+        .iter()
+        .zip(&nodes)
+        .map(|(n, p)| (n.to_string(), p.address.clone()))
+        .collect();
+    {
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
+        sqlx::query(
+            "INSERT INTO chat_templates (name, description, content, updated_at) \
+             VALUES ('say', 'say it', '$ARGUMENTS', now())",
+        )
+        .execute(&mut c)
+        .await
+        .expect("template");
+    }
+    // A turn that runs until the test opens its gate, counted by the scripted assistant.
+    let held = |tag: &str| {
+        format!(
+            "/say {tag} RUNNING:{} WAIT:{} end",
+            counted.display(),
+            gates.join(tag).display()
+        )
+    };
+    let open = |tag: &str| std::fs::write(gates.join(tag), "open").expect("gate");
+
+    // ---- many conversations on every node: never more than CAP turns at once --------------
+    let tags: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("k{i}"), format!("tag-k{i}")))
+        .collect();
+    for (i, (thread, tag)) in tags.iter().enumerate() {
+        post_message(&bases[i % NODES.len()].1, thread, &held(tag)).await;
+    }
+    slowly(120, "the cap's turns running", || async {
+        (running_tags(&log, &tags).len() == CAP as usize).then_some(())
+    })
+    .await;
+    let mut opened = BTreeSet::new();
+    loop {
+        // Holds every turn until the cap is full or nothing is left, then frees the oldest.
+        let next = slowly(120, "a full cap or every message done", || async {
+            let in_db = slots_in_use(&url).await;
+            assert!(in_db <= CAP as i64, "{in_db} slots held at once");
+            let running: Vec<String> = running_tags(&log, &tags)
+                .into_iter()
+                .filter(|t| !opened.contains(t))
+                .collect();
+            assert!(
+                running.len() <= CAP as usize,
+                "running at once: {running:?}"
+            );
+            let m = messages(&url).await;
+            let done = tags
+                .iter()
+                .filter(|(_, t)| m.get(t).is_some_and(|(s, _)| s == "done"))
+                .count();
+            let left = tags.len() - done - running.len();
+            if done == tags.len() {
+                Some(None)
+            } else if running.len() == CAP as usize || (!running.is_empty() && left == 0) {
+                Some(running.first().cloned())
+            } else {
+                None
+            }
+        })
+        .await;
+        let Some(tag) = next else { break };
+        open(&tag);
+        opened.insert(tag);
+    }
+    assert!(
+        peak_running(&log) <= CAP,
+        "the assistant counted {} turns at once",
+        peak_running(&log)
+    );
+    let r = runs(&log);
+    let mut busy = 0;
+    for (thread, tag) in &tags {
+        assert_eq!(count(&r, tag, "start"), 1, "{tag} ran once");
+        assert_eq!(
+            answers(&bases, thread, tag).await.values().sum::<usize>(),
+            1,
+            "{tag} answered once"
+        );
+        if told_busy(&bases, thread).await {
+            busy += 1;
+        }
+    }
+    assert!(
+        busy > 0,
+        "a waiting conversation is told the slots are busy"
+    );
+
+    // ---- a node dies holding a slot: the slot frees itself after the lease time ------------
+    let victim = 0;
+    let dying = vec![("x1".to_string(), "tag-x1".to_string())];
+    post_message(&bases[victim].1, "x1", &held("tag-x1")).await;
+    slowly(60, "x1 running on the doomed node", || async {
+        (running_tags(&log, &dying).len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        slot_holders(&url).await.get("test:x1").map(String::as_str),
+        Some(NODES[victim]),
+        "x1's slot is held by the node that runs it"
+    );
+    let keeper = vec![("x2".to_string(), "tag-x2".to_string())];
+    post_message(&bases[1].1, "x2", &held("tag-x2")).await;
+    slowly(60, "x2 running", || async {
+        (running_tags(&log, &keeper).len() == 1).then_some(())
+    })
+    .await;
+    // The cap is full: x3 waits, and is told so.
+    post_message(
+        &bases[2].1,
+        "x3",
+        &format!("/say tag-x3 RUNNING:{} end", counted.display()),
+    )
+    .await;
+    slowly(60, "x3 told every slot is busy", || async {
+        told_busy(&bases[2..], "x3").await.then_some(())
+    })
+    .await;
+    assert_eq!(count(&runs(&log), "tag-x3", "start"), 0, "x3 waits");
+
+    nodes[victim].kill9();
+    bases.remove(victim);
+    // The orphaned run may finish; its node is dead, so the assistant no longer counts it
+    // and the database's slot of it is only freed by expiry.
+    open("tag-x1");
+    slowly(120, "x3 run and x1 re-run by a survivor", || async {
+        let m = messages(&url).await;
+        ["tag-x1", "tag-x3"]
+            .iter()
+            .all(|t| m.get(*t).is_some_and(|(s, _)| s == "done"))
+            .then_some(())
+    })
+    .await;
+    let r = runs(&log);
+    assert_eq!(
+        count(&r, "tag-x2", "end"),
+        0,
+        "x2 still holds its slot: x3 and x1's re-run ran in the dead node's expired slot"
+    );
+    assert!(
+        !slot_holders(&url)
+            .await
+            .values()
+            .any(|h| h == NODES[victim]),
+        "the dead node holds no slot any more"
+    );
+    assert!(slots_in_use(&url).await <= CAP as i64);
+    open("tag-x2");
+    slowly(60, "x2 done", || async {
+        messages(&url)
+            .await
+            .get("tag-x2")
+            .is_some_and(|(s, _)| s == "done")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        peak_running(&log) <= CAP,
+        "the assistant counted {} turns of live nodes at once",
+        peak_running(&log)
+    );
+    assert_eq!(slots_in_use(&url).await, 0, "every slot freed");
+}

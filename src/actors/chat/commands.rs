@@ -100,14 +100,14 @@ pub async fn run(
 }
 
 async fn status(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
-    let stats = ctx.scheduler.stats();
+    let stats = super::scheduler_stats(ctx).await;
     let session = conv
         .resume_id
         .as_deref()
         .map(|s| s.chars().take(8).collect::<String>())
         .unwrap_or_else(|| "none".into());
     Action::Reply(format!(
-        "Platform: {}\nAssistant: {}\nCodebase: {}\nDirectory: {}\nWorktree: {}\nSession: {}\nLast command: {}\nQueue: {} running, {} waiting (max {})",
+        "Platform: {}\nAssistant: {}\nCodebase: {}\nDirectory: {}\nWorktree: {}\nSession: {}\nLast command: {}\nQueue: {}",
         conv.platform,
         ctx.assistant.kind(),
         conv.codebase.as_deref().unwrap_or("No codebase configured"),
@@ -115,10 +115,27 @@ async fn status(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
         conv.worktree.as_deref().unwrap_or("none"),
         session,
         conv.last_command.as_deref().unwrap_or("none"),
-        stats.active,
-        stats.queued,
-        stats.max_concurrent,
+        queue_line(&stats),
     ))
+}
+
+/// The queue's counts as `/status` shows them; clustered, the cap is the cluster's.
+fn queue_line(stats: &super::scheduler::SchedulerStats) -> String {
+    match stats.cap_scope {
+        super::scheduler::CapScope::Node => format!(
+            "{} running, {} waiting (max {})",
+            stats.active, stats.queued, stats.max_concurrent
+        ),
+        super::scheduler::CapScope::Cluster => format!(
+            "{} running here, {} waiting here; {} running across the cluster (max {} across the cluster)",
+            stats.active,
+            stats.queued,
+            stats
+                .cluster_active
+                .map_or_else(|| "?".to_string(), |n| n.to_string()),
+            stats.max_concurrent
+        ),
+    }
 }
 
 fn setcwd(ctx: &ChatContext, conv: &mut ConversationRecord, rest: &str) -> Action {

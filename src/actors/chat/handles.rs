@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 pub struct TurnHandles {
     current: Mutex<Option<Arc<Notify>>>,
     cancelled: AtomicBool,
+    /// The conversation's lease was lost: every turn from now on stops at once, silently.
+    abandoned: AtomicBool,
 }
 
 impl TurnHandles {
@@ -24,9 +26,29 @@ impl TurnHandles {
         }
     }
 
+    /// Stops the running (or slot-waiting) turn, and any later one, without telling the user:
+    /// the conversation's lease was lost and its new owner runs the message again.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        if let Ok(cur) = self.current.lock() {
+            if let Some(n) = cur.as_ref() {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Whether the turns were abandoned ([`TurnHandles::abandon`]).
+    pub(super) fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
     /// Marks a turn as running; its cancel switch fires on [`TurnHandles::cancel`].
     pub(super) fn begin(&self) -> Arc<Notify> {
         let n = Arc::new(Notify::new());
+        if self.abandoned() {
+            // Stored: the turn's first wait ends at once.
+            n.notify_one();
+        }
         if let Ok(mut cur) = self.current.lock() {
             *cur = Some(n.clone());
         }
