@@ -590,6 +590,23 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
     })
     .await;
     assert_eq!(count(&runs(&log), "tag-x3", "start"), 0, "x3 waits");
+    let stats: Value = http_client()
+        .get(format!("{}/api/v1/chat/stats", bases[2].1))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats json");
+    assert_eq!(stats["cap_scope"], "cluster", "{stats}");
+    assert_eq!(stats["max_concurrent"], CAP, "{stats}");
+    assert_eq!(
+        stats["cluster_active"], 2,
+        "x1 and x2, on other nodes: {stats}"
+    );
+    assert_eq!(stats["active"], 0, "{stats}");
+    assert_eq!(stats["queued"], 1, "x3 waits here: {stats}");
 
     nodes[victim].kill9();
     bases.remove(victim);
