@@ -651,3 +651,149 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
     );
     assert_eq!(slots_in_use(&url).await, 0, "every slot freed");
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Whether process `pid` is gone (or a zombie).
+fn gone(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Every held slot as (conversation, holder).
+async fn slot_rows(url: &str) -> Vec<(String, String)> {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    sqlx::query_as("SELECT conversation, holder FROM chat_turn_slots WHERE holder IS NOT NULL")
+        .fetch_all(&mut c)
+        .await
+        .expect("slots")
+}
+
+/// A node paused past the lease time loses the conversation whose turn it runs: once it
+/// resumes and learns the lease is lost, it stops that turn (its assistant is killed, no
+/// reply) and holds no slot, while the new owner runs the message again in its own slot.
+#[actix_web::test]
+async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
+    if !require_tool("git") {
+        return;
+    }
+    let Some(url) = fresh_pg_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let repo = make_repo(dir.path());
+    let base = dir.path().join("chat");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let log = base.join("assistant.log");
+    let gate = base.join("gate-y1");
+    let extra = format!(
+        "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
+        chat_yaml(&base, "").replace("max_concurrent: 10", "max_concurrent: 2")
+    );
+    let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
+    let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
+    let mut nodes = Vec::new();
+    for name in &NODES[..2] {
+        let cwd = dir.path().join(name);
+        std::fs::create_dir_all(&cwd).expect("node dir");
+        nodes.push(
+            ServerProc::start_with_env(
+                &cwd,
+                &home,
+                &cfg,
+                free_port(),
+                &[("FLOTILLA__CLUSTER__NODE_ID", name)],
+            )
+            .await,
+        );
+    }
+    let bases: Vec<(String, String)> = NODES
+        .iter()
+        .zip(&nodes)
+        .map(|(n, p)| (n.to_string(), p.address.clone()))
+        .collect();
+    {
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
+        sqlx::query(
+            "INSERT INTO chat_templates (name, description, content, updated_at) \
+             VALUES ('say', 'say it', '$ARGUMENTS', now())",
+        )
+        .execute(&mut c)
+        .await
+        .expect("template");
+    }
+    post_message(
+        &bases[0].1,
+        "y1",
+        &format!("/say tag-y1 WAIT:{} end", gate.display()),
+    )
+    .await;
+    let first_pid = slowly(60, "y1 running on node-a", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| {
+                v["event"] == "start" && v["prompt"].as_str().unwrap_or("").contains("tag-y1")
+            })
+            .and_then(|v| v["pid"].as_u64())
+    })
+    .await;
+    assert_eq!(
+        slot_rows(&url).await,
+        [("test:y1".to_string(), NODES[0].to_string())]
+    );
+
+    // node-a freezes past the lease time: node-b takes the conversation and runs y1 again.
+    signal(nodes[0].pid(), "STOP");
+    slowly(60, "y1 taken over and re-run by node-b", || async {
+        let owner = conversation_leases(&url).await.get("test:y1").cloned();
+        (owner.is_some_and(|(o, _)| o == NODES[1]) && count(&runs(&log), "tag-y1", "start") == 2)
+            .then_some(())
+    })
+    .await;
+    signal(nodes[0].pid(), "CONT");
+    // Well within `chat.turn_timeout` (60 s), which would also stop it.
+    slowly(30, "node-a stopped its turn of y1", || async {
+        gone(first_pid).then_some(())
+    })
+    .await;
+    slowly(60, "node-a holds no slot", || async {
+        let rows = slot_rows(&url).await;
+        (rows == [("test:y1".to_string(), NODES[1].to_string())]).then_some(())
+    })
+    .await;
+    let said = replies(&bases[0].1, "y1").await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("is on the case"),
+        "node-a said nothing after its turn's notice about the turn it gave up: {said:?}"
+    );
+    std::fs::write(&gate, "open").expect("gate");
+    slowly(60, "y1 done", || async {
+        messages(&url)
+            .await
+            .get("tag-y1")
+            .is_some_and(|(s, _)| s == "done")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        answers(&bases, "y1", "tag-y1").await,
+        BTreeMap::from([(NODES[1].to_string(), 1)]),
+        "answered once, by the new owner"
+    );
+    assert!(slot_rows(&url).await.is_empty(), "every slot freed");
+}

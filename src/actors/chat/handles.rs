@@ -67,3 +67,21 @@ impl TurnHandles {
         self.cancelled.swap(false, Ordering::SeqCst)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn abandon_stops_the_running_turn_and_every_later_one_without_a_cancel() {
+        let h = TurnHandles::default();
+        let running = h.begin();
+        h.abandon();
+        running.notified().await;
+        assert!(h.abandoned());
+        assert!(!h.take_cancelled(), "not a /cancel: nobody is told");
+        h.end();
+        let next = h.begin();
+        next.notified().await;
+    }
+}

@@ -191,3 +191,86 @@ impl ClusterSlots {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::chat::scheduler::{CapScope, Scheduler};
+    use crate::actors::cluster::{LeaseTiming, NodeId};
+
+    fn node(name: &str, store: &SharedStore) -> Scheduler {
+        let cluster = Cluster::new(
+            NodeId(name.into()),
+            LeaseTiming {
+                ttl: Duration::from_secs(60),
+                renew_every: Duration::from_millis(20),
+            },
+            store.clone(),
+        );
+        Scheduler::clustered(ClusterSlots::start(&cluster, 1, Clock::system()))
+    }
+
+    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Two nodes on one database with a cap of one: the second node's turn waits (told its
+    /// place) until the first node's slot is freed; a wait given up leaves no slot held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_cap_for_two_nodes() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("f.db").display());
+        let store = crate::store::open(&url).await.expect("store");
+        let a = node("node-a", &store);
+        let b = Arc::new(node("node-b", &store));
+        let held = a.acquire("test:a", "test", |_| panic!("a free slot")).await;
+        assert_eq!(store.turn_slots_in_use().await.expect("count"), 1);
+        let (told_tx, told_rx) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.acquire("test:b", "test", move |position| {
+                    let _ = told_tx.send(position);
+                })
+                .await
+            })
+        };
+        assert_eq!(told_rx.await.ok(), Some(1), "told it is first in line");
+        let stats = b.stats();
+        assert_eq!(
+            (stats.active, stats.queued, stats.cap_scope),
+            (0, 1, CapScope::Cluster),
+            "its local permit is not a running turn"
+        );
+        drop(held);
+        let got = waiter.await.expect("waiter");
+        assert_eq!(b.stats().active, 1);
+        assert_eq!(store.turn_slots_in_use().await.expect("count"), 1);
+
+        // A wait dropped (a /cancel) while the slot is busy: no slot leaks.
+        let gave_up = {
+            let a = Arc::new(a);
+            let a2 = a.clone();
+            let t = tokio::spawn(async move { a2.acquire("test:c", "test", |_| {}).await });
+            eventually("c waits", || a.stats().queued == 1).await;
+            t.abort();
+            let _ = t.await;
+            a
+        };
+        eventually("c left the line", || gave_up.stats().queued == 0).await;
+        drop(got);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.turn_slots_in_use().await.expect("count") != 0 {
+            assert!(tokio::time::Instant::now() < deadline, "a slot leaked");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let again = gave_up
+            .acquire("test:d", "test", |_| panic!("the freed slot"))
+            .await;
+        drop(again);
+    }
+}
