@@ -690,3 +690,27 @@ async fn fleet(ctx: &ChatContext) -> Action {
         Err(_) => Action::Fail("the fleet did not answer in time".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::scheduler::{CapScope, SchedulerStats};
+    use super::queue_line;
+
+    #[test]
+    fn status_says_whether_the_cap_is_the_nodes_or_the_clusters() {
+        let mut stats = SchedulerStats {
+            active: 1,
+            queued: 2,
+            max_concurrent: 3,
+            cap_scope: CapScope::Node,
+            cluster_active: None,
+        };
+        assert_eq!(queue_line(&stats), "1 running, 2 waiting (max 3)");
+        stats.cap_scope = CapScope::Cluster;
+        stats.cluster_active = Some(3);
+        assert_eq!(
+            queue_line(&stats),
+            "1 running here, 2 waiting here; 3 running across the cluster (max 3 across the cluster)"
+        );
+    }
+}
