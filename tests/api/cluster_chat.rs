@@ -3,14 +3,17 @@
 //! arrive at random nodes and each is answered once, by the node owning its conversation;
 //! the owner of some conversations is killed with `kill -9` in the middle of their turns, the
 //! others take those conversations over, re-run only the interrupted turns and answer every
-//! queued message; a write by the fenced old owner is refused.
+//! queued message; a write by the fenced old owner is refused. `chat.max_concurrent` caps
+//! the turns of all nodes together (the assistant counts them), a dead node's slots free
+//! themselves after the lease time, and a node paused past it stops the turn of the
+//! conversation it lost.
 //!
 //! Each node's test platform keeps the replies it sent in its own memory, so "answered once"
 //! is counted over the nodes' reply lists. On a laptop without `FLOTILLA_TEST_PG_URL` this
 //! skips; under `CI=true` it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -140,59 +143,99 @@ where
     eventually_every(Duration::from_millis(250), secs, what, f).await
 }
 
+/// Real `flotilla serve` nodes on one fresh PostgreSQL database with the test platform and
+/// the scripted assistant, leases of 3 s renewed every 300 ms, and the `/say` template.
+struct Nodes {
+    /// The nodes, in [`NODES`] order (first field: they stop before the directory goes).
+    procs: Vec<ServerProc>,
+    /// `(node name, address)` of the nodes still alive.
+    bases: Vec<(String, String)>,
+    url: String,
+    /// The chat directory (`chat_yaml`'s base).
+    base: PathBuf,
+    /// The scripted assistant's log.
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Nodes {
+    /// `count` nodes with `chat.max_concurrent: cap` and `more` under `chat:`; `None` when
+    /// skipped (no git, or no PostgreSQL outside CI).
+    async fn start(count: usize, cap: usize, more: &str) -> Option<Nodes> {
+        if !require_tool("git") {
+            return None;
+        }
+        let url = fresh_pg_url().await?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let repo = make_repo(dir.path());
+        let base = dir.path().join("chat");
+        std::fs::create_dir_all(&base).expect("mkdir");
+        let extra = format!(
+            "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
+            chat_yaml(&base, more).replace("max_concurrent: 10", &format!("max_concurrent: {cap}"))
+        );
+        let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
+        let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
+        let mut procs = Vec::new();
+        for name in &NODES[..count] {
+            let cwd = dir.path().join(name);
+            std::fs::create_dir_all(&cwd).expect("node dir");
+            procs.push(
+                ServerProc::start_with_env(
+                    &cwd,
+                    &home,
+                    &cfg,
+                    free_port(),
+                    &[("FLOTILLA__CLUSTER__NODE_ID", name)],
+                )
+                .await,
+            );
+        }
+        let bases = NODES
+            .iter()
+            .zip(&procs)
+            .map(|(n, p)| (n.to_string(), p.address.clone()))
+            .collect();
+        // `/say <words>`: an assistant turn whose prompt is just the words (no codebase needed).
+        {
+            let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
+            sqlx::query(
+                "INSERT INTO chat_templates (name, description, content, updated_at) \
+                 VALUES ('say', 'say it', '$ARGUMENTS', now())",
+            )
+            .execute(&mut c)
+            .await
+            .expect("template");
+        }
+        Some(Nodes {
+            procs,
+            bases,
+            url,
+            log: base.join("assistant.log"),
+            base,
+            _dir: dir,
+        })
+    }
+
+    /// `kill -9` of node `i`; it leaves `bases`.
+    fn kill9(&mut self, i: usize) {
+        self.procs[i].kill9();
+        let name = NODES[i];
+        self.bases.retain(|(n, _)| n != name);
+    }
+}
+
 #[actix_web::test]
 async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kill_9() {
-    if !require_tool("git") {
-        return;
-    }
-    let Some(url) = fresh_pg_url().await else {
+    // Short idle time: conversations are given up and leased again by the next receiver.
+    let Some(mut nodes) = Nodes::start(NODES.len(), 10, "  idle_after: 2s\n").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    let repo = make_repo(dir.path());
-    let base = dir.path().join("chat");
-    std::fs::create_dir_all(&base).expect("mkdir");
-    let log = base.join("assistant.log");
-    let gate = base.join("gate");
-    // Short idle time: conversations are given up and leased again by the next receiver.
-    let extra = format!(
-        "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
-        chat_yaml(&base, "  idle_after: 2s\n")
-    );
-    let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
-    let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
-    let mut nodes = Vec::new();
-    for name in NODES {
-        let cwd = dir.path().join(name);
-        std::fs::create_dir_all(&cwd).expect("node dir");
-        nodes.push(
-            ServerProc::start_with_env(
-                &cwd,
-                &home,
-                &cfg,
-                free_port(),
-                &[("FLOTILLA__CLUSTER__NODE_ID", name)],
-            )
-            .await,
-        );
-    }
-    let mut bases: Vec<(String, String)> = NODES
-        .iter()
-        .zip(&nodes)
-        .map(|(n, p)| (n.to_string(), p.address.clone()))
-        .collect();
-    // `/say <words>`: an assistant turn whose prompt is just the words (no codebase needed).
-    {
-        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
-        sqlx::query(
-            "INSERT INTO chat_templates (name, description, content, updated_at) \
-             VALUES ('say', 'say it', '$ARGUMENTS', now())",
-        )
-        .execute(&mut c)
-        .await
-        .expect("template");
-    }
+    let url = nodes.url.clone();
+    let log = nodes.log.clone();
+    let gate = nodes.base.join("gate");
+    let bases = nodes.bases.clone();
 
     // ---- round 1: messages at random nodes, each answered once by its owner ----------------
     let mut first_tags = Vec::new();
@@ -282,8 +325,8 @@ async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kil
         .map(|(_, g)| *g)
         .expect("generation");
 
-    nodes[victim_index].kill9();
-    bases.remove(victim_index);
+    nodes.kill9(victim_index);
+    let bases = nodes.bases.clone();
     // The interrupted turns' agents outlive their node; opening the gate lets them (and the
     // re-runs) finish. What the orphans print goes nowhere.
     std::fs::write(&gate, "open").expect("gate");
@@ -384,15 +427,13 @@ async fn slots_in_use(url: &str) -> i64 {
     .expect("slots")
 }
 
-/// The nodes holding a slot (expired or not), by conversation id.
-async fn slot_holders(url: &str) -> BTreeMap<String, String> {
+/// Every held slot as (conversation, holder).
+async fn slot_rows(url: &str) -> Vec<(String, String)> {
     let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT conversation, holder FROM chat_turn_slots WHERE holder IS NOT NULL")
-            .fetch_all(&mut c)
-            .await
-            .expect("slots");
-    rows.into_iter().collect()
+    sqlx::query_as("SELECT conversation, holder FROM chat_turn_slots WHERE holder IS NOT NULL")
+        .fetch_all(&mut c)
+        .await
+        .expect("slots")
 }
 
 /// The most runs of live nodes the scripted assistant ever counted at once (`RUNNING:`).
@@ -432,56 +473,15 @@ async fn told_busy(bases: &[(String, String)], thread: &str) -> bool {
 #[actix_web::test]
 async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire() {
     const CAP: u64 = 2;
-    if !require_tool("git") {
-        return;
-    }
-    let Some(url) = fresh_pg_url().await else {
+    let Some(mut nodes) = Nodes::start(NODES.len(), CAP as usize, "").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    let repo = make_repo(dir.path());
-    let base = dir.path().join("chat");
-    let gates = base.join("gates");
-    let counted = base.join("running");
+    let url = nodes.url.clone();
+    let log = nodes.log.clone();
+    let gates = nodes.base.join("gates");
+    let counted = nodes.base.join("running");
     std::fs::create_dir_all(&gates).expect("mkdir");
-    let log = base.join("assistant.log");
-    let extra = format!(
-        "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
-        chat_yaml(&base, "").replace("max_concurrent: 10", &format!("max_concurrent: {CAP}"))
-    );
-    let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
-    let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
-    let mut nodes = Vec::new();
-    for name in NODES {
-        let cwd = dir.path().join(name);
-        std::fs::create_dir_all(&cwd).expect("node dir");
-        nodes.push(
-            ServerProc::start_with_env(
-                &cwd,
-                &home,
-                &cfg,
-                free_port(),
-                &[("FLOTILLA__CLUSTER__NODE_ID", name)],
-            )
-            .await,
-        );
-    }
-    let mut bases: Vec<(String, String)> = NODES
-        .iter()
-        .zip(&nodes)
-        .map(|(n, p)| (n.to_string(), p.address.clone()))
-        .collect();
-    {
-        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
-        sqlx::query(
-            "INSERT INTO chat_templates (name, description, content, updated_at) \
-             VALUES ('say', 'say it', '$ARGUMENTS', now())",
-        )
-        .execute(&mut c)
-        .await
-        .expect("template");
-    }
+    let bases = nodes.bases.clone();
     // A turn that runs until the test opens its gate, counted by the scripted assistant.
     let held = |tag: &str| {
         format!(
@@ -568,8 +568,8 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
     })
     .await;
     assert_eq!(
-        slot_holders(&url).await.get("test:x1").map(String::as_str),
-        Some(NODES[victim]),
+        slot_rows(&url).await,
+        [("test:x1".to_string(), NODES[victim].to_string())],
         "x1's slot is held by the node that runs it"
     );
     let keeper = vec![("x2".to_string(), "tag-x2".to_string())];
@@ -608,8 +608,8 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
     assert_eq!(stats["active"], 0, "{stats}");
     assert_eq!(stats["queued"], 1, "x3 waits here: {stats}");
 
-    nodes[victim].kill9();
-    bases.remove(victim);
+    nodes.kill9(victim);
+    let bases = nodes.bases.clone();
     // The orphaned run may finish; its node is dead, so the assistant no longer counts it
     // and the database's slot of it is only freed by expiry.
     open("tag-x1");
@@ -621,6 +621,13 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
             .then_some(())
     })
     .await;
+    for (thread, tag) in [("x1", "tag-x1"), ("x3", "tag-x3")] {
+        assert_eq!(
+            answers(&bases, thread, tag).await.values().sum::<usize>(),
+            1,
+            "{tag} answered once, by a survivor"
+        );
+    }
     let r = runs(&log);
     assert_eq!(
         count(&r, "tag-x2", "end"),
@@ -628,10 +635,10 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
         "x2 still holds its slot: x3 and x1's re-run ran in the dead node's expired slot"
     );
     assert!(
-        !slot_holders(&url)
+        !slot_rows(&url)
             .await
-            .values()
-            .any(|h| h == NODES[victim]),
+            .iter()
+            .any(|(_, h)| h == NODES[victim]),
         "the dead node holds no slot any more"
     );
     assert!(slots_in_use(&url).await <= CAP as i64);
@@ -671,69 +678,18 @@ fn gone(pid: u64) -> bool {
         .unwrap_or(true)
 }
 
-/// Every held slot as (conversation, holder).
-async fn slot_rows(url: &str) -> Vec<(String, String)> {
-    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
-    sqlx::query_as("SELECT conversation, holder FROM chat_turn_slots WHERE holder IS NOT NULL")
-        .fetch_all(&mut c)
-        .await
-        .expect("slots")
-}
-
 /// A node paused past the lease time loses the conversation whose turn it runs: once it
 /// resumes and learns the lease is lost, it stops that turn (its assistant is killed, no
 /// reply) and holds no slot, while the new owner runs the message again in its own slot.
 #[actix_web::test]
 async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
-    if !require_tool("git") {
-        return;
-    }
-    let Some(url) = fresh_pg_url().await else {
+    let Some(nodes) = Nodes::start(2, 2, "").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    let repo = make_repo(dir.path());
-    let base = dir.path().join("chat");
-    std::fs::create_dir_all(&base).expect("mkdir");
-    let log = base.join("assistant.log");
-    let gate = base.join("gate-y1");
-    let extra = format!(
-        "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
-        chat_yaml(&base, "").replace("max_concurrent: 10", "max_concurrent: 2")
-    );
-    let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
-    let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
-    let mut nodes = Vec::new();
-    for name in &NODES[..2] {
-        let cwd = dir.path().join(name);
-        std::fs::create_dir_all(&cwd).expect("node dir");
-        nodes.push(
-            ServerProc::start_with_env(
-                &cwd,
-                &home,
-                &cfg,
-                free_port(),
-                &[("FLOTILLA__CLUSTER__NODE_ID", name)],
-            )
-            .await,
-        );
-    }
-    let bases: Vec<(String, String)> = NODES
-        .iter()
-        .zip(&nodes)
-        .map(|(n, p)| (n.to_string(), p.address.clone()))
-        .collect();
-    {
-        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
-        sqlx::query(
-            "INSERT INTO chat_templates (name, description, content, updated_at) \
-             VALUES ('say', 'say it', '$ARGUMENTS', now())",
-        )
-        .execute(&mut c)
-        .await
-        .expect("template");
-    }
+    let url = nodes.url.clone();
+    let log = nodes.log.clone();
+    let gate = nodes.base.join("gate-y1");
+    let bases = nodes.bases.clone();
     post_message(
         &bases[0].1,
         "y1",
@@ -757,14 +713,14 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     );
 
     // node-a freezes past the lease time: node-b takes the conversation and runs y1 again.
-    signal(nodes[0].pid(), "STOP");
+    signal(nodes.procs[0].pid(), "STOP");
     slowly(60, "y1 taken over and re-run by node-b", || async {
         let owner = conversation_leases(&url).await.get("test:y1").cloned();
         (owner.is_some_and(|(o, _)| o == NODES[1]) && count(&runs(&log), "tag-y1", "start") == 2)
             .then_some(())
     })
     .await;
-    signal(nodes[0].pid(), "CONT");
+    signal(nodes.procs[0].pid(), "CONT");
     // Well within `chat.turn_timeout` (60 s), which would also stop it.
     slowly(30, "node-a stopped its turn of y1", || async {
         gone(first_pid).then_some(())
