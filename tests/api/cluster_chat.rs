@@ -28,8 +28,8 @@ use crate::server::*;
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// Conversations answered in the first round (two messages each).
 const CONVERSATIONS: usize = 24;
-/// Conversations whose turns are under way when their owner is killed (at most
-/// `chat.max_concurrent` = 10 per node, so each starts whichever node owns it).
+/// Conversations whose turns are under way when their owner is killed (fewer than
+/// `chat.max_concurrent` = 10, the cluster's cap, so all of them start at once).
 const HELD: usize = 9;
 
 async fn post_message(base: &str, thread: &str, text: &str) -> Value {
