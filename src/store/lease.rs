@@ -99,7 +99,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     ) -> StoreResult<Option<HeldLease>>;
 
     /// Extends every lease `owner` holds by `ttl` in **one** query and returns them (a lease
-    /// missing from the answer was taken over: its owner must stop driving it).
+    /// missing from the answer was taken over: its owner must stop driving it). The chat turn
+    /// slots `owner` holds are extended in the same transaction.
     async fn renew_leases(&self, owner: &str, ttl: Duration) -> StoreResult<Vec<HeldLease>>;
 
     /// Takes over at most `limit` expired leases held by others (leases of ended sessions are
@@ -192,4 +193,38 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn conversation_wakeups(
         &self,
     ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<(String, bool)>>>;
+
+    // ---- the cluster-wide cap on chat turns (`chat_turn_slots`) ----------------------------
+    //
+    // `cap` numbered slots shared by every node; a turn runs only while its node holds one.
+    // [`LeaseStore::renew_leases`] renews the slots its owner holds in the same transaction,
+    // so a dead node's slots expire with its leases.
+
+    /// Makes sure slots `0..cap` exist and frees the slots `owner` held before (a restarted
+    /// node holds none yet: its renewal must not keep its former turns' slots alive).
+    async fn prepare_turn_slots(&self, owner: &str, cap: usize) -> StoreResult<()>;
+
+    /// Takes a free or expired slot below `cap` for `owner` until `ttl` from now, marked with
+    /// `token` (unique per claim): **one** conditional `UPDATE`, never two claimers for one
+    /// slot. Returns the slot's number, or `None` when every slot below `cap` is held.
+    async fn claim_turn_slot(
+        &self,
+        owner: &str,
+        token: &str,
+        conversation: &str,
+        cap: usize,
+        ttl: Duration,
+    ) -> StoreResult<Option<i64>>;
+
+    /// Frees the slot the claim `token` holds (nothing when it expired and another node took
+    /// it) and wakes the nodes waiting for one (PostgreSQL `NOTIFY`). Returns whether it was
+    /// still held.
+    async fn release_turn_slot(&self, token: &str) -> StoreResult<bool>;
+
+    /// How many slots are held and unexpired, by every node.
+    async fn turn_slots_in_use(&self) -> StoreResult<usize>;
+
+    /// Wake-ups when a slot is freed (PostgreSQL `LISTEN`), or `None` where the backend has no
+    /// notifications.
+    async fn turn_slot_wakeups(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<()>>>;
 }

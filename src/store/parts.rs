@@ -161,4 +161,9 @@ delegate! { LeaseStore to leases {
     fn create_session_leased(new: &NewSession, owner: &str, ttl: std::time::Duration) -> (SessionRecord, EventRecord, HeldLease);
     fn wake_conversation_owner(conversation: &str, cancel: bool) -> ();
     fn conversation_wakeups() -> Option<tokio::sync::mpsc::Receiver<(String, bool)>>;
+    fn prepare_turn_slots(owner: &str, cap: usize) -> ();
+    fn claim_turn_slot(owner: &str, token: &str, conversation: &str, cap: usize, ttl: std::time::Duration) -> Option<i64>;
+    fn release_turn_slot(token: &str) -> bool;
+    fn turn_slots_in_use() -> usize;
+    fn turn_slot_wakeups() -> Option<tokio::sync::mpsc::Receiver<()>>;
 } }

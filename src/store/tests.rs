@@ -2050,7 +2050,162 @@ async fn a_session_is_created_with_its_lease(store: SharedStore) {
     ));
 }
 
+/// The cluster-wide turn cap: `cap` slots shared by every node, each taken by one claim, freed
+/// by its own token only, renewed with its holder's leases, and free again once its holder
+/// stops renewing for a lease time (a dead node) or restarts.
+async fn turn_slots_cap_turns_across_nodes(store: SharedStore) {
+    let long = std::time::Duration::from_secs(60);
+    let short = std::time::Duration::from_millis(300);
+    for node in ["node-a", "node-b", "node-c"] {
+        store.prepare_turn_slots(node, 2).await.expect("prepare");
+    }
+    let a = store
+        .claim_turn_slot("node-a", "tok-a", "test:a", 2, long)
+        .await
+        .expect("claim");
+    let b = store
+        .claim_turn_slot("node-b", "tok-b", "test:b", 2, long)
+        .await
+        .expect("claim");
+    assert_eq!((a, b), (Some(0), Some(1)), "two free slots, two claims");
+    assert_eq!(
+        store
+            .claim_turn_slot("node-c", "tok-c", "test:c", 2, long)
+            .await
+            .expect("claim"),
+        None,
+        "the cap is reached whoever asks"
+    );
+    assert_eq!(store.turn_slots_in_use().await.expect("count"), 2);
+    assert!(store.release_turn_slot("tok-b").await.expect("release"));
+    assert!(
+        !store.release_turn_slot("tok-b").await.expect("release"),
+        "freed once"
+    );
+    assert_eq!(store.turn_slots_in_use().await.expect("count"), 1);
+
+    // node-c takes the freed slot for a short time and stops renewing it (it died); node-a
+    // renews its own with its leases and keeps it.
+    assert_eq!(
+        store
+            .claim_turn_slot("node-c", "tok-c", "test:c", 2, short)
+            .await
+            .expect("claim"),
+        Some(1)
+    );
+    store.renew_leases("node-a", long).await.expect("renew");
+    let taken = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(slot) = store
+                .claim_turn_slot("node-b", "tok-b2", "test:b", 2, long)
+                .await
+                .expect("claim")
+            {
+                break slot;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dead node's slot never freed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(taken, 1, "the expired slot, not node-a's renewed one");
+    assert!(
+        !store.release_turn_slot("tok-c").await.expect("release"),
+        "the dead node's stale token frees nothing"
+    );
+    assert_eq!(store.turn_slots_in_use().await.expect("count"), 2);
+    store.renew_leases("node-c", long).await.expect("renew");
+    assert_eq!(
+        store
+            .claim_turn_slot("node-c", "tok-c2", "test:c", 2, long)
+            .await
+            .expect("claim"),
+        None,
+        "renewing a lost slot does not take it back"
+    );
+
+    // A restarted node-a starts with none of its former slots.
+    store
+        .prepare_turn_slots("node-a", 2)
+        .await
+        .expect("prepare");
+    assert_eq!(store.turn_slots_in_use().await.expect("count"), 1);
+    assert_eq!(
+        store
+            .claim_turn_slot("node-c", "tok-c3", "test:c", 2, long)
+            .await
+            .expect("claim"),
+        Some(0)
+    );
+    // A larger cap on one node adds slots; a smaller one never uses those above it.
+    store
+        .prepare_turn_slots("node-d", 3)
+        .await
+        .expect("prepare");
+    assert_eq!(
+        store
+            .claim_turn_slot("node-d", "tok-d", "test:d", 2, long)
+            .await
+            .expect("claim"),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_turn_slot("node-d", "tok-d", "test:d", 3, long)
+            .await
+            .expect("claim"),
+        Some(2)
+    );
+}
+
+/// Many concurrent claimers on several nodes: exactly `cap` get a slot.
+async fn concurrent_turn_slot_claims_never_exceed_the_cap(store: SharedStore) {
+    store
+        .prepare_turn_slots("node-a", 3)
+        .await
+        .expect("prepare");
+    let claimers = (0..24).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_turn_slot(
+                    &format!("node-{}", i % 3),
+                    &format!("tok-{i}"),
+                    &format!("test:{i}"),
+                    3,
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+                .expect("claim")
+        })
+    });
+    let mut got = Vec::new();
+    for c in claimers.collect::<Vec<_>>() {
+        if let Some(slot) = c.await.expect("claimer") {
+            got.push(slot);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [0, 1, 2],
+        "each slot claimed once, no more than the cap"
+    );
+    assert_eq!(store.turn_slots_in_use().await.expect("count"), 3);
+}
+
 mod cluster_on_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turn_slots_cap_turns_across_nodes() {
+        super::on_sqlite(super::turn_slots_cap_turns_across_nodes).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_turn_slot_claims_never_exceed_the_cap() {
+        super::on_sqlite(super::concurrent_turn_slot_claims_never_exceed_the_cap).await;
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chat_claims_are_fenced_by_the_conversation_lease() {
         super::on_sqlite(super::chat_claims_are_fenced_by_the_conversation_lease).await;
@@ -2066,6 +2221,14 @@ mod cluster_on_sqlite {
 }
 
 mod cluster_on_postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turn_slots_cap_turns_across_nodes() {
+        super::on_postgres(super::turn_slots_cap_turns_across_nodes).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_turn_slot_claims_never_exceed_the_cap() {
+        super::on_postgres(super::concurrent_turn_slot_claims_never_exceed_the_cap).await;
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chat_claims_are_fenced_by_the_conversation_lease() {
         super::on_postgres(super::chat_claims_are_fenced_by_the_conversation_lease).await;

@@ -3,14 +3,17 @@
 //! arrive at random nodes and each is answered once, by the node owning its conversation;
 //! the owner of some conversations is killed with `kill -9` in the middle of their turns, the
 //! others take those conversations over, re-run only the interrupted turns and answer every
-//! queued message; a write by the fenced old owner is refused.
+//! queued message; a write by the fenced old owner is refused. `chat.max_concurrent` caps
+//! the turns of all nodes together (the assistant counts them), a dead node's slots free
+//! themselves after the lease time, and a node paused past it stops the turn of the
+//! conversation it lost.
 //!
 //! Each node's test platform keeps the replies it sent in its own memory, so "answered once"
 //! is counted over the nodes' reply lists. On a laptop without `FLOTILLA_TEST_PG_URL` this
 //! skips; under `CI=true` it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -25,8 +28,8 @@ use crate::server::*;
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// Conversations answered in the first round (two messages each).
 const CONVERSATIONS: usize = 24;
-/// Conversations whose turns are under way when their owner is killed (at most
-/// `chat.max_concurrent` = 10 per node, so each starts whichever node owns it).
+/// Conversations whose turns are under way when their owner is killed (fewer than
+/// `chat.max_concurrent` = 10, the cluster's cap, so all of them start at once).
 const HELD: usize = 9;
 
 async fn post_message(base: &str, thread: &str, text: &str) -> Value {
@@ -140,59 +143,99 @@ where
     eventually_every(Duration::from_millis(250), secs, what, f).await
 }
 
+/// Real `flotilla serve` nodes on one fresh PostgreSQL database with the test platform and
+/// the scripted assistant, leases of 3 s renewed every 300 ms, and the `/say` template.
+struct Nodes {
+    /// The nodes, in [`NODES`] order (first field: they stop before the directory goes).
+    procs: Vec<ServerProc>,
+    /// `(node name, address)` of the nodes still alive.
+    bases: Vec<(String, String)>,
+    url: String,
+    /// The chat directory (`chat_yaml`'s base).
+    base: PathBuf,
+    /// The scripted assistant's log.
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Nodes {
+    /// `count` nodes with `chat.max_concurrent: cap` and `more` under `chat:`; `None` when
+    /// skipped (no git, or no PostgreSQL outside CI).
+    async fn start(count: usize, cap: usize, more: &str) -> Option<Nodes> {
+        if !require_tool("git") {
+            return None;
+        }
+        let url = fresh_pg_url().await?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let repo = make_repo(dir.path());
+        let base = dir.path().join("chat");
+        std::fs::create_dir_all(&base).expect("mkdir");
+        let extra = format!(
+            "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
+            chat_yaml(&base, more).replace("max_concurrent: 10", &format!("max_concurrent: {cap}"))
+        );
+        let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
+        let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
+        let mut procs = Vec::new();
+        for name in &NODES[..count] {
+            let cwd = dir.path().join(name);
+            std::fs::create_dir_all(&cwd).expect("node dir");
+            procs.push(
+                ServerProc::start_with_env(
+                    &cwd,
+                    &home,
+                    &cfg,
+                    free_port(),
+                    &[("FLOTILLA__CLUSTER__NODE_ID", name)],
+                )
+                .await,
+            );
+        }
+        let bases = NODES
+            .iter()
+            .zip(&procs)
+            .map(|(n, p)| (n.to_string(), p.address.clone()))
+            .collect();
+        // `/say <words>`: an assistant turn whose prompt is just the words (no codebase needed).
+        {
+            let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
+            sqlx::query(
+                "INSERT INTO chat_templates (name, description, content, updated_at) \
+                 VALUES ('say', 'say it', '$ARGUMENTS', now())",
+            )
+            .execute(&mut c)
+            .await
+            .expect("template");
+        }
+        Some(Nodes {
+            procs,
+            bases,
+            url,
+            log: base.join("assistant.log"),
+            base,
+            _dir: dir,
+        })
+    }
+
+    /// `kill -9` of node `i`; it leaves `bases`.
+    fn kill9(&mut self, i: usize) {
+        self.procs[i].kill9();
+        let name = NODES[i];
+        self.bases.retain(|(n, _)| n != name);
+    }
+}
+
 #[actix_web::test]
 async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kill_9() {
-    if !require_tool("git") {
-        return;
-    }
-    let Some(url) = fresh_pg_url().await else {
+    // Short idle time: conversations are given up and leased again by the next receiver.
+    let Some(mut nodes) = Nodes::start(NODES.len(), 10, "  idle_after: 2s\n").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    let repo = make_repo(dir.path());
-    let base = dir.path().join("chat");
-    std::fs::create_dir_all(&base).expect("mkdir");
-    let log = base.join("assistant.log");
-    let gate = base.join("gate");
-    // Short idle time: conversations are given up and leased again by the next receiver.
-    let extra = format!(
-        "{}cluster: {{ lease_ttl: 3s, renew_interval: 300ms }}\n",
-        chat_yaml(&base, "  idle_after: 2s\n")
-    );
-    let agent = "  scripted: { kind: command, command: [\"cat\"] }\n";
-    let cfg = write_config_agents(dir.path(), &repo, &url, agent, &extra);
-    let mut nodes = Vec::new();
-    for name in NODES {
-        let cwd = dir.path().join(name);
-        std::fs::create_dir_all(&cwd).expect("node dir");
-        nodes.push(
-            ServerProc::start_with_env(
-                &cwd,
-                &home,
-                &cfg,
-                free_port(),
-                &[("FLOTILLA__CLUSTER__NODE_ID", name)],
-            )
-            .await,
-        );
-    }
-    let mut bases: Vec<(String, String)> = NODES
-        .iter()
-        .zip(&nodes)
-        .map(|(n, p)| (n.to_string(), p.address.clone()))
-        .collect();
-    // `/say <words>`: an assistant turn whose prompt is just the words (no codebase needed).
-    {
-        let mut c = sqlx::PgConnection::connect(&url).await.expect("pg");
-        sqlx::query(
-            "INSERT INTO chat_templates (name, description, content, updated_at) \
-             VALUES ('say', 'say it', '$ARGUMENTS', now())",
-        )
-        .execute(&mut c)
-        .await
-        .expect("template");
-    }
+    let url = nodes.url.clone();
+    let log = nodes.log.clone();
+    let gate = nodes.base.join("gate");
+    let bases = nodes.bases.clone();
 
     // ---- round 1: messages at random nodes, each answered once by its owner ----------------
     let mut first_tags = Vec::new();
@@ -282,8 +325,8 @@ async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kil
         .map(|(_, g)| *g)
         .expect("generation");
 
-    nodes[victim_index].kill9();
-    bases.remove(victim_index);
+    nodes.kill9(victim_index);
+    let bases = nodes.bases.clone();
     // The interrupted turns' agents outlive their node; opening the gate lets them (and the
     // re-runs) finish. What the orphans print goes nowhere.
     std::fs::write(&gate, "open").expect("gate");
@@ -370,4 +413,343 @@ async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kil
         Some("done"),
         "the refused write changed nothing"
     );
+}
+
+/// Turns running on every node together, as the database's slots say.
+async fn slots_in_use(url: &str) -> i64 {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM chat_turn_slots WHERE holder IS NOT NULL \
+         AND expires_at_ms >= (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+    )
+    .fetch_one(&mut c)
+    .await
+    .expect("slots")
+}
+
+/// Every held slot as (conversation, holder).
+async fn slot_rows(url: &str) -> Vec<(String, String)> {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+    sqlx::query_as("SELECT conversation, holder FROM chat_turn_slots WHERE holder IS NOT NULL")
+        .fetch_all(&mut c)
+        .await
+        .expect("slots")
+}
+
+/// The most runs of live nodes the scripted assistant ever counted at once (`RUNNING:`).
+fn peak_running(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["running"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Tags of `tags` whose run started and has not ended (runs of every node, dead ones too).
+fn running_tags(log: &Path, tags: &[(String, String)]) -> Vec<String> {
+    let r = runs(log);
+    tags.iter()
+        .filter(|(_, t)| count(&r, t, "start") > count(&r, t, "end"))
+        .map(|(_, t)| t.clone())
+        .collect()
+}
+
+/// Whether a node told `thread` that every slot is busy.
+async fn told_busy(bases: &[(String, String)], thread: &str) -> bool {
+    for (_, base) in bases {
+        if replies(base, thread)
+            .await
+            .iter()
+            .any(|t| t.contains("assistant slots are busy"))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[actix_web::test]
+async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire() {
+    const CAP: u64 = 2;
+    let Some(mut nodes) = Nodes::start(NODES.len(), CAP as usize, "").await else {
+        return;
+    };
+    let url = nodes.url.clone();
+    let log = nodes.log.clone();
+    let gates = nodes.base.join("gates");
+    let counted = nodes.base.join("running");
+    std::fs::create_dir_all(&gates).expect("mkdir");
+    let bases = nodes.bases.clone();
+    // A turn that runs until the test opens its gate, counted by the scripted assistant.
+    let held = |tag: &str| {
+        format!(
+            "/say {tag} RUNNING:{} WAIT:{} end",
+            counted.display(),
+            gates.join(tag).display()
+        )
+    };
+    let open = |tag: &str| std::fs::write(gates.join(tag), "open").expect("gate");
+
+    // ---- many conversations on every node: never more than CAP turns at once --------------
+    let tags: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("k{i}"), format!("tag-k{i}")))
+        .collect();
+    for (i, (thread, tag)) in tags.iter().enumerate() {
+        post_message(&bases[i % NODES.len()].1, thread, &held(tag)).await;
+    }
+    slowly(120, "the cap's turns running", || async {
+        (running_tags(&log, &tags).len() == CAP as usize).then_some(())
+    })
+    .await;
+    let mut opened = BTreeSet::new();
+    loop {
+        // Holds every turn until the cap is full or nothing is left, then frees the oldest.
+        let next = slowly(120, "a full cap or every message done", || async {
+            let in_db = slots_in_use(&url).await;
+            assert!(in_db <= CAP as i64, "{in_db} slots held at once");
+            let running: Vec<String> = running_tags(&log, &tags)
+                .into_iter()
+                .filter(|t| !opened.contains(t))
+                .collect();
+            assert!(
+                running.len() <= CAP as usize,
+                "running at once: {running:?}"
+            );
+            let m = messages(&url).await;
+            let done = tags
+                .iter()
+                .filter(|(_, t)| m.get(t).is_some_and(|(s, _)| s == "done"))
+                .count();
+            let left = tags.len() - done - running.len();
+            if done == tags.len() {
+                Some(None)
+            } else if running.len() == CAP as usize || (!running.is_empty() && left == 0) {
+                Some(running.first().cloned())
+            } else {
+                None
+            }
+        })
+        .await;
+        let Some(tag) = next else { break };
+        open(&tag);
+        opened.insert(tag);
+    }
+    assert!(
+        peak_running(&log) <= CAP,
+        "the assistant counted {} turns at once",
+        peak_running(&log)
+    );
+    let r = runs(&log);
+    let mut busy = 0;
+    for (thread, tag) in &tags {
+        assert_eq!(count(&r, tag, "start"), 1, "{tag} ran once");
+        assert_eq!(
+            answers(&bases, thread, tag).await.values().sum::<usize>(),
+            1,
+            "{tag} answered once"
+        );
+        if told_busy(&bases, thread).await {
+            busy += 1;
+        }
+    }
+    assert!(
+        busy > 0,
+        "a waiting conversation is told the slots are busy"
+    );
+
+    // ---- a node dies holding a slot: the slot frees itself after the lease time ------------
+    let victim = 0;
+    let dying = vec![("x1".to_string(), "tag-x1".to_string())];
+    post_message(&bases[victim].1, "x1", &held("tag-x1")).await;
+    slowly(60, "x1 running on the doomed node", || async {
+        (running_tags(&log, &dying).len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        slot_rows(&url).await,
+        [("test:x1".to_string(), NODES[victim].to_string())],
+        "x1's slot is held by the node that runs it"
+    );
+    let keeper = vec![("x2".to_string(), "tag-x2".to_string())];
+    post_message(&bases[1].1, "x2", &held("tag-x2")).await;
+    slowly(60, "x2 running", || async {
+        (running_tags(&log, &keeper).len() == 1).then_some(())
+    })
+    .await;
+    // The cap is full: x3 waits, and is told so.
+    post_message(
+        &bases[2].1,
+        "x3",
+        &format!("/say tag-x3 RUNNING:{} end", counted.display()),
+    )
+    .await;
+    slowly(60, "x3 told every slot is busy", || async {
+        told_busy(&bases[2..], "x3").await.then_some(())
+    })
+    .await;
+    assert_eq!(count(&runs(&log), "tag-x3", "start"), 0, "x3 waits");
+    let stats: Value = http_client()
+        .get(format!("{}/api/v1/chat/stats", bases[2].1))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats json");
+    assert_eq!(stats["cap_scope"], "cluster", "{stats}");
+    assert_eq!(stats["max_concurrent"], CAP, "{stats}");
+    assert_eq!(
+        stats["cluster_active"], 2,
+        "x1 and x2, on other nodes: {stats}"
+    );
+    assert_eq!(stats["active"], 0, "{stats}");
+    assert_eq!(stats["queued"], 1, "x3 waits here: {stats}");
+
+    nodes.kill9(victim);
+    let bases = nodes.bases.clone();
+    // The orphaned run may finish; its node is dead, so the assistant no longer counts it
+    // and the database's slot of it is only freed by expiry.
+    open("tag-x1");
+    slowly(120, "x3 run and x1 re-run by a survivor", || async {
+        let m = messages(&url).await;
+        ["tag-x1", "tag-x3"]
+            .iter()
+            .all(|t| m.get(*t).is_some_and(|(s, _)| s == "done"))
+            .then_some(())
+    })
+    .await;
+    for (thread, tag) in [("x1", "tag-x1"), ("x3", "tag-x3")] {
+        assert_eq!(
+            answers(&bases, thread, tag).await.values().sum::<usize>(),
+            1,
+            "{tag} answered once, by a survivor"
+        );
+    }
+    let r = runs(&log);
+    assert_eq!(
+        count(&r, "tag-x2", "end"),
+        0,
+        "x2 still holds its slot: x3 and x1's re-run ran in the dead node's expired slot"
+    );
+    assert!(
+        !slot_rows(&url)
+            .await
+            .iter()
+            .any(|(_, h)| h == NODES[victim]),
+        "the dead node holds no slot any more"
+    );
+    assert!(slots_in_use(&url).await <= CAP as i64);
+    open("tag-x2");
+    slowly(60, "x2 done", || async {
+        messages(&url)
+            .await
+            .get("tag-x2")
+            .is_some_and(|(s, _)| s == "done")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        peak_running(&log) <= CAP,
+        "the assistant counted {} turns of live nodes at once",
+        peak_running(&log)
+    );
+    assert_eq!(slots_in_use(&url).await, 0, "every slot freed");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Whether process `pid` is gone (or a zombie).
+fn gone(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// A node paused past the lease time loses the conversation whose turn it runs: once it
+/// resumes and learns the lease is lost, it stops that turn (its assistant is killed, no
+/// reply) and holds no slot, while the new owner runs the message again in its own slot.
+#[actix_web::test]
+async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
+    let Some(nodes) = Nodes::start(2, 2, "").await else {
+        return;
+    };
+    let url = nodes.url.clone();
+    let log = nodes.log.clone();
+    let gate = nodes.base.join("gate-y1");
+    let bases = nodes.bases.clone();
+    post_message(
+        &bases[0].1,
+        "y1",
+        &format!("/say tag-y1 WAIT:{} end", gate.display()),
+    )
+    .await;
+    let first_pid = slowly(60, "y1 running on node-a", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| {
+                v["event"] == "start" && v["prompt"].as_str().unwrap_or("").contains("tag-y1")
+            })
+            .and_then(|v| v["pid"].as_u64())
+    })
+    .await;
+    assert_eq!(
+        slot_rows(&url).await,
+        [("test:y1".to_string(), NODES[0].to_string())]
+    );
+
+    // node-a freezes past the lease time: node-b takes the conversation and runs y1 again.
+    signal(nodes.procs[0].pid(), "STOP");
+    slowly(60, "y1 taken over and re-run by node-b", || async {
+        let owner = conversation_leases(&url).await.get("test:y1").cloned();
+        (owner.is_some_and(|(o, _)| o == NODES[1]) && count(&runs(&log), "tag-y1", "start") == 2)
+            .then_some(())
+    })
+    .await;
+    signal(nodes.procs[0].pid(), "CONT");
+    // Well within `chat.turn_timeout` (60 s), which would also stop it.
+    slowly(30, "node-a stopped its turn of y1", || async {
+        gone(first_pid).then_some(())
+    })
+    .await;
+    slowly(60, "node-a holds no slot", || async {
+        let rows = slot_rows(&url).await;
+        (rows == [("test:y1".to_string(), NODES[1].to_string())]).then_some(())
+    })
+    .await;
+    let said = replies(&bases[0].1, "y1").await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("is on the case"),
+        "node-a said nothing after its turn's notice about the turn it gave up: {said:?}"
+    );
+    std::fs::write(&gate, "open").expect("gate");
+    slowly(60, "y1 done", || async {
+        messages(&url)
+            .await
+            .get("tag-y1")
+            .is_some_and(|(s, _)| s == "done")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        answers(&bases, "y1", "tag-y1").await,
+        BTreeMap::from([(NODES[1].to_string(), 1)]),
+        "answered once, by the new owner"
+    );
+    assert!(slot_rows(&url).await.is_empty(), "every slot freed");
 }

@@ -17,6 +17,11 @@
 //!   out of turns: a `result` with subtype `error_max_turns`, `is_error`, a
 //!   `permission_denials` entry (Bash `make deploy`) and `total_cost_usd` 0.25, exit 0.
 //!
+//! - `RUNNING:<dir>`: counts the turns running at once: the run keeps a file `<dir>/<pid>`
+//!   (holding its parent's pid, the Flotilla node) while it runs, and its `start` and `end`
+//!   log lines carry `running`, the number of such files whose node is alive (orphans of a
+//!   node killed with `kill -9` do not count). Counted after its own file is written and
+//!   before it is removed, so of any runs that overlap, the first to end sees them all.
 //! - `NOCOST`: the `result` reports tokens (10 in, 5 out) and no cost;
 //! - `MODEL:<name>`: the model `system/init` names (default `scripted-model`).
 //!
@@ -46,6 +51,31 @@ fn log(event: &str, extra: serde_json::Value) {
             let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
+}
+
+/// Whether process `pid` is alive (not gone, not a zombie).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs in `dir` whose node is alive.
+fn running(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_to_string(e.path()).is_ok_and(|parent| alive(parent.trim()))
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn emit(v: serde_json::Value) {
@@ -89,10 +119,26 @@ fn main() {
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    let counted = word_after(&prompt, "RUNNING:").map(|dir| {
+        let dir = Path::new(dir).to_path_buf();
+        let _ = std::fs::create_dir_all(&dir);
+        let me = dir.join(std::process::id().to_string());
+        let _ = std::fs::write(&me, std::os::unix::process::parent_id().to_string());
+        (dir, me)
+    });
+    let now_running = || counted.as_ref().map(|(dir, _)| running(dir));
     log(
         "start",
-        json!({ "argv": argv, "cwd": cwd, "prompt": prompt, "resume": resume }),
+        json!({ "argv": argv, "cwd": cwd, "prompt": prompt, "resume": resume,
+            "running": now_running() }),
     );
+    let finish = || {
+        let line = json!({ "prompt": prompt, "running": now_running() });
+        if let Some((_, me)) = &counted {
+            let _ = std::fs::remove_file(me);
+        }
+        log("end", line);
+    };
     let session = resume.clone().unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -105,6 +151,9 @@ fn main() {
         json!({"type": "system", "subtype": "init", "session_id": session, "cwd": cwd, "model": model}),
     );
     if prompt.contains("FAIL") {
+        if let Some((_, me)) = &counted {
+            let _ = std::fs::remove_file(me);
+        }
         eprintln!("scripted failure: the model is unavailable");
         std::process::exit(3);
     }
@@ -136,7 +185,7 @@ fn main() {
             "permission_denials": [{"tool_name": "Bash", "tool_use_id": "t9",
                 "tool_input": {"command": "make deploy"}}]}),
         );
-        log("end", json!({ "prompt": prompt }));
+        finish();
         return;
     } else if prompt.contains("ENV") {
         let mut names: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
@@ -152,5 +201,5 @@ fn main() {
         result["usage"] = json!({"input_tokens": 10, "output_tokens": 5});
     }
     emit(result);
-    log("end", json!({ "prompt": prompt }));
+    finish();
 }

@@ -33,6 +33,10 @@ pub(super) async fn run(
     let cancel = handles.begin();
     let Some(slot) = wait_for_slot(ctx, conv, &cancel).await else {
         handles.end();
+        if handles.abandoned() {
+            // The lease was lost: the new owner runs the message; nothing to tell here.
+            return Outcome::Cancelled;
+        }
         turn.feed(TurnEvent::CancelRequested).await;
         return turn.outcome().unwrap_or(Outcome::Cancelled);
     };
@@ -49,6 +53,10 @@ pub(super) async fn run(
         Some(u) => spend::record_usage(ctx, conv, message, seen.session.as_deref(), u).await,
         None => false,
     };
+    if ended == TurnEvent::CancelRequested && handles.abandoned() {
+        // Stopped because the lease was lost: no reply from a node that no longer owns it.
+        return Outcome::Cancelled;
+    }
     turn.feed(ended).await;
     if recorded {
         if let Some((spent, max)) = budget_spent(ctx, &conv.id).await {

@@ -100,14 +100,14 @@ pub async fn run(
 }
 
 async fn status(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
-    let stats = ctx.scheduler.stats();
+    let stats = super::scheduler_stats(ctx).await;
     let session = conv
         .resume_id
         .as_deref()
         .map(|s| s.chars().take(8).collect::<String>())
         .unwrap_or_else(|| "none".into());
     Action::Reply(format!(
-        "Platform: {}\nAssistant: {}\nCodebase: {}\nDirectory: {}\nWorktree: {}\nSession: {}\nLast command: {}\nQueue: {} running, {} waiting (max {})",
+        "Platform: {}\nAssistant: {}\nCodebase: {}\nDirectory: {}\nWorktree: {}\nSession: {}\nLast command: {}\nQueue: {}",
         conv.platform,
         ctx.assistant.kind(),
         conv.codebase.as_deref().unwrap_or("No codebase configured"),
@@ -115,10 +115,27 @@ async fn status(ctx: &ChatContext, conv: &ConversationRecord) -> Action {
         conv.worktree.as_deref().unwrap_or("none"),
         session,
         conv.last_command.as_deref().unwrap_or("none"),
-        stats.active,
-        stats.queued,
-        stats.max_concurrent,
+        queue_line(&stats),
     ))
+}
+
+/// The queue's counts as `/status` shows them; clustered, the cap is the cluster's.
+fn queue_line(stats: &super::scheduler::SchedulerStats) -> String {
+    match stats.cap_scope {
+        super::scheduler::CapScope::Node => format!(
+            "{} running, {} waiting (max {})",
+            stats.active, stats.queued, stats.max_concurrent
+        ),
+        super::scheduler::CapScope::Cluster => format!(
+            "{} running here, {} waiting here; {} running across the cluster (max {} across the cluster)",
+            stats.active,
+            stats.queued,
+            stats
+                .cluster_active
+                .map_or_else(|| "?".to_string(), |n| n.to_string()),
+            stats.max_concurrent
+        ),
+    }
 }
 
 fn setcwd(ctx: &ChatContext, conv: &mut ConversationRecord, rest: &str) -> Action {
@@ -671,5 +688,29 @@ async fn fleet(ctx: &ChatContext) -> Action {
         )),
         Ok(Err(e)) => Action::Fail(format!("cannot list sessions: {e}")),
         Err(_) => Action::Fail("the fleet did not answer in time".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scheduler::{CapScope, SchedulerStats};
+    use super::queue_line;
+
+    #[test]
+    fn status_says_whether_the_cap_is_the_nodes_or_the_clusters() {
+        let mut stats = SchedulerStats {
+            active: 1,
+            queued: 2,
+            max_concurrent: 3,
+            cap_scope: CapScope::Node,
+            cluster_active: None,
+        };
+        assert_eq!(queue_line(&stats), "1 running, 2 waiting (max 3)");
+        stats.cap_scope = CapScope::Cluster;
+        stats.cluster_active = Some(3);
+        assert_eq!(
+            queue_line(&stats),
+            "1 running here, 2 waiting here; 3 running across the cluster (max 3 across the cluster)"
+        );
     }
 }

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use super::drain::drain;
 use super::handles::TurnHandles;
 use super::messages::{
-    CancelTurn, ConversationFenced, ConversationIdle, Process, StopConversation,
+    AbandonTurn, CancelTurn, ConversationFenced, ConversationIdle, Process, StopConversation,
 };
 use super::{ChatContext, ChatSupervisor};
 use crate::store::StoreError;
@@ -155,6 +155,13 @@ impl Handler<CancelTurn> for ConversationActor {
     type Result = ();
     fn handle(&mut self, _msg: CancelTurn, _ctx: &mut Self::Context) {
         self.handles.cancel();
+    }
+}
+
+impl Handler<AbandonTurn> for ConversationActor {
+    type Result = ();
+    fn handle(&mut self, _msg: AbandonTurn, _ctx: &mut Self::Context) {
+        self.handles.abandon();
     }
 }
 

@@ -42,6 +42,13 @@ pub struct Process;
 #[rtype(result = "()")]
 pub struct CancelTurn;
 
+/// Sent by the supervisor to a conversation actor whose lease another node took: stop the
+/// running (or slot-waiting) turn without a word to the user (the new owner runs the message
+/// again), freeing its slot.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct AbandonTurn;
+
 /// Sent by a conversation actor that has had nothing to do for `chat.idle_after`. `wakes`
 /// is how many `Process` messages it has received; the supervisor stops it only if that is
 /// all it sent (otherwise a wake is in flight and the actor stays).

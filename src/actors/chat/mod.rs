@@ -39,6 +39,7 @@ pub mod reply;
 pub mod scheduler;
 pub mod spend;
 pub mod test_platform;
+pub mod turn_slots;
 pub mod workspace;
 
 use std::collections::HashMap;
@@ -50,8 +51,8 @@ use actix::prelude::*;
 
 use self::conversation::ConversationActor;
 use self::messages::{
-    CancelTurn, ChatStats, ConversationFenced, ConversationIdle, GetChatStats, GetConversations,
-    Process, StopConversation, Wake,
+    AbandonTurn, CancelTurn, ChatStats, ConversationFenced, ConversationIdle, GetChatStats,
+    GetConversations, Process, StopConversation, Wake,
 };
 use self::platforms::ChatPlatforms;
 use self::scheduler::Scheduler;
@@ -352,7 +353,9 @@ impl Handler<ConversationLeases> for ChatSupervisor {
     fn handle(&mut self, msg: ConversationLeases, ctx: &mut Self::Context) {
         for id in msg.lost {
             if let Some((addr, _)) = self.conversations.remove(&id) {
-                // It stops once its drain ends; its next write is refused meanwhile.
+                // Its turn stops now (freeing its slot: the new owner runs the message
+                // again); it stops once its drain ends; its next write is refused meanwhile.
+                addr.do_send(AbandonTurn);
                 addr.do_send(StopConversation);
             }
         }
@@ -426,13 +429,26 @@ impl Handler<GetConversations> for ChatSupervisor {
 }
 
 impl Handler<GetChatStats> for ChatSupervisor {
-    type Result = MessageResult<GetChatStats>;
+    type Result = ResponseFuture<ChatStats>;
     fn handle(&mut self, _msg: GetChatStats, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(ChatStats {
-            scheduler: self.ctx.scheduler.stats(),
-            actors: self.conversations.len(),
+        let ctx = self.ctx.clone();
+        let actors = self.conversations.len();
+        Box::pin(async move {
+            ChatStats {
+                scheduler: scheduler_stats(&ctx).await,
+                actors,
+            }
         })
     }
+}
+
+/// The scheduler's counts; clustered, with the turns running on every node.
+pub async fn scheduler_stats(ctx: &ChatContext) -> scheduler::SchedulerStats {
+    let mut stats = ctx.scheduler.stats();
+    if let Some(c) = ctx.scheduler.cluster() {
+        stats.cluster_active = c.in_use().await;
+    }
+    stats
 }
 
 /// The running chat bridge: what `app.rs` wires into the HTTP edge.
@@ -493,6 +509,14 @@ pub fn start(
     ctx.prices = Arc::new(crate::pricing::PriceTable::from_settings(&settings.pricing));
     ctx.jira_repositories = settings.jira.repositories.clone();
     ctx.cluster = cluster.clone();
+    if let Some(c) = &cluster {
+        // The cap is the cluster's: every node's turns together.
+        ctx.scheduler = Scheduler::clustered(turn_slots::ClusterSlots::start(
+            c,
+            settings.chat.max_concurrent,
+            ctx.clock.clone(),
+        ));
+    }
     let supervisor = ChatSupervisor::new(Arc::new(ctx)).start();
     if let Some(c) = &cluster {
         c.set_chat_hook(supervisor.clone().recipient());

@@ -1,24 +1,45 @@
 //! The turn scheduler: at most `chat.max_concurrent` conversations run an assistant turn at
 //! once; the others wait in FIFO order (tokio's semaphore hands permits out in request order,
 //! and a released permit goes to the oldest waiter, never to a newcomer).
+//!
+//! Clustered ([`Scheduler::clustered`]), the cap is the cluster's: a conversation holding a
+//! local permit also waits for one of the database's slots ([`ClusterSlots`]); while it does,
+//! it stays in this node's line (its place is told to the user as on one node).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::turn_slots::{ClusterSlots, GlobalSlot};
 pub use crate::chat::overview::Standing;
 use crate::telemetry::METRICS;
+
+/// Whom `max_concurrent` caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapScope {
+    /// This node's turns (one node, or no cluster).
+    Node,
+    /// Every node's turns together (several nodes on one PostgreSQL).
+    Cluster,
+}
 
 /// Active and waiting conversations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SchedulerStats {
-    /// Conversations running a turn.
+    /// Conversations running a turn (on this node).
     pub active: usize,
-    /// Conversations waiting for a slot.
+    /// Conversations waiting for a slot (on this node).
     pub queued: usize,
     /// The cap.
     pub max_concurrent: usize,
+    /// Whether the cap is this node's or the whole cluster's.
+    pub cap_scope: CapScope,
+    /// Clustered: turns running on every node together (the slots held in the database);
+    /// filled in by the chat supervisor, `None` on one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_active: Option<usize>,
 }
 
 /// Who holds and who waits for the slots.
@@ -35,11 +56,15 @@ pub struct Scheduler {
     slots: Arc<Semaphore>,
     max: usize,
     board: Arc<Mutex<Board>>,
+    /// Clustered: the database's slots every turn also needs.
+    cluster: Option<Arc<ClusterSlots>>,
 }
 
-/// A running turn's slot; dropping it (even on an error or a panic unwinding) frees it.
+/// A running turn's slot; dropping it (even on an error or a panic unwinding) frees it, and
+/// its cluster slot with it.
 pub struct TurnSlot {
     _permit: OwnedSemaphorePermit,
+    _global: Option<GlobalSlot>,
     board: Arc<Mutex<Board>>,
     conversation: String,
 }
@@ -69,67 +94,122 @@ impl Scheduler {
             slots: Arc::new(Semaphore::new(max)),
             max,
             board: Arc::default(),
+            cluster: None,
         }
     }
 
-    fn slot(&self, permit: OwnedSemaphorePermit, conversation: &str) -> TurnSlot {
+    /// A scheduler whose cap is the cluster's (`slots`); this node orders its own waiters.
+    pub fn clustered(slots: Arc<ClusterSlots>) -> Self {
+        Scheduler {
+            cluster: Some(slots.clone()),
+            ..Scheduler::new(slots.cap())
+        }
+    }
+
+    /// Puts `conversation` in this node's line (ordered by `ticket`: who asked first) and
+    /// returns its 1-based place; it leaves the line when the guard drops, even when the
+    /// waiting future is dropped (the actor stopped).
+    fn wait_in_line(&self, ticket: u64, conversation: &str, platform: &str) -> (InLine, usize) {
+        let position = {
+            let mut b = lock(&self.board);
+            let at = b.waiting.partition_point(|(t, _)| *t < ticket);
+            b.waiting.insert(at, (ticket, conversation.to_string()));
+            at + 1
+        };
+        let gauge = METRICS.chat_queue_depth.with_label_values(&[platform]);
+        gauge.inc();
+        (InLine(self.board.clone(), ticket, gauge), position)
+    }
+
+    fn slot(
+        &self,
+        permit: OwnedSemaphorePermit,
+        global: Option<GlobalSlot>,
+        conversation: &str,
+    ) -> TurnSlot {
         *lock(&self.board)
             .running
             .entry(conversation.to_string())
             .or_default() += 1;
         TurnSlot {
             _permit: permit,
+            _global: global,
             board: self.board.clone(),
             conversation: conversation.to_string(),
         }
     }
 
     /// Waits for a slot for `conversation`. When none is free, `on_queued(position)` is called
-    /// first with its 1-based place in the queue (to tell the user).
+    /// first with its 1-based place in the queue (to tell the user). Clustered, a turn needs a
+    /// slot of the cluster too; waiting for it counts as waiting in line.
     pub async fn acquire(
         &self,
         conversation: &str,
         platform: &str,
         on_queued: impl FnOnce(usize),
     ) -> TurnSlot {
-        if let Ok(p) = self.slots.clone().try_acquire_owned() {
-            return self.slot(p, conversation);
-        }
-        let (ticket, position) = {
+        let ticket = {
             let mut b = lock(&self.board);
-            let t = b.next_ticket;
             b.next_ticket += 1;
-            b.waiting.push_back((t, conversation.to_string()));
-            (t, b.waiting.len())
+            b.next_ticket
         };
-        let gauge = METRICS.chat_queue_depth.with_label_values(&[platform]);
-        gauge.inc();
-        // Leaves the queue even when the waiting future is dropped (the actor stopped).
-        struct Waiting<'a>(&'a Mutex<Board>, u64, prometheus::IntGauge);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                lock(self.0).waiting.retain(|(t, _)| *t != self.1);
-                self.2.dec();
+        let mut on_queued = Some(on_queued);
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let (guard, position) = self.wait_in_line(ticket, conversation, platform);
+                if let Some(f) = on_queued.take() {
+                    f(position);
+                }
+                let permit = self.slots.clone().acquire_owned().await;
+                drop(guard);
+                match permit {
+                    Ok(p) => p,
+                    // The semaphore is never closed.
+                    Err(_) => return unreachable_slot(self.board.clone(), conversation),
+                }
             }
-        }
-        let guard = Waiting(&self.board, ticket, gauge);
-        on_queued(position);
-        let permit = self.slots.clone().acquire_owned().await;
-        drop(guard);
-        match permit {
-            Ok(p) => self.slot(p, conversation),
-            // The semaphore is never closed.
-            Err(_) => unreachable_slot(self.board.clone(), conversation),
-        }
+        };
+        let global = match &self.cluster {
+            None => None,
+            Some(cluster) => {
+                let mut guard = None;
+                let slot = cluster
+                    .acquire(conversation, || {
+                        let (g, position) = self.wait_in_line(ticket, conversation, platform);
+                        if let Some(f) = on_queued.take() {
+                            f(position);
+                        }
+                        guard = Some(g);
+                    })
+                    .await;
+                drop(guard);
+                Some(slot)
+            }
+        };
+        self.slot(permit, global, conversation)
     }
 
     /// Current counts.
     pub fn stats(&self) -> SchedulerStats {
+        let b = lock(&self.board);
+        let (active, cap_scope) = match self.cluster {
+            None => (self.max - self.slots.available_permits(), CapScope::Node),
+            // A local permit waiting for the cluster's slot is not running yet.
+            Some(_) => (b.running.values().sum(), CapScope::Cluster),
+        };
         SchedulerStats {
-            active: self.max - self.slots.available_permits(),
-            queued: lock(&self.board).waiting.len(),
+            active,
+            queued: b.waiting.len(),
             max_concurrent: self.max,
+            cap_scope,
+            cluster_active: None,
         }
+    }
+
+    /// Clustered: the cluster's slots.
+    pub fn cluster(&self) -> Option<&Arc<ClusterSlots>> {
+        self.cluster.as_ref()
     }
 
     /// Which conversations run and which wait, in queue order.
@@ -142,12 +222,23 @@ impl Scheduler {
     }
 }
 
+/// A place in line; leaving it (dropped) takes the conversation out of the board.
+struct InLine(Arc<Mutex<Board>>, u64, prometheus::IntGauge);
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        lock(&self.0).waiting.retain(|(t, _)| *t != self.1);
+        self.2.dec();
+    }
+}
+
 fn unreachable_slot(board: Arc<Mutex<Board>>, conversation: &str) -> TurnSlot {
     // A closed semaphore would be a programming error; a fresh permit keeps the turn going.
     let s = Arc::new(Semaphore::new(1));
     match s.try_acquire_owned() {
         Ok(p) => TurnSlot {
             _permit: p,
+            _global: None,
             board,
             conversation: conversation.to_string(),
         },
@@ -186,7 +277,9 @@ mod tests {
             SchedulerStats {
                 active: 2,
                 queued: 3,
-                max_concurrent: 2
+                max_concurrent: 2,
+                cap_scope: CapScope::Node,
+                cluster_active: None,
             }
         );
         assert_eq!(

@@ -21,6 +21,9 @@ pub const COMMANDS_CHANNEL: &str = "flotilla_commands";
 /// [`CANCEL_MARK`] for a `/cancel`).
 pub const CHAT_CHANNEL: &str = "flotilla_chat";
 
+/// The channel a freed chat turn slot is announced on.
+pub const TURN_SLOTS_CHANNEL: &str = "flotilla_turn_slots";
+
 /// Marks a chat wake-up that carries a `/cancel` (conversation ids never start with it).
 const CANCEL_MARK: &str = "!";
 
@@ -181,11 +184,20 @@ sql_impl! { #[async_trait] impl LeaseStore;
              RETURNING kind, key, generation",
             D::NOW_MS
         );
+        let slots = format!(
+            "UPDATE chat_turn_slots SET expires_at_ms = {} + $2 WHERE holder = $1",
+            D::NOW_MS
+        );
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(&sql)
             .bind(owner)
             .bind(millis(ttl))
             .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query(&slots)
+            .bind(owner)
+            .bind(millis(ttl))
+            .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Self::held_from_rows(&rows)
@@ -478,5 +490,101 @@ sql_impl! { #[async_trait] impl LeaseStore;
             }
         })
         .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn prepare_turn_slots(&self, owner: &str, cap: usize) -> StoreResult<()> {
+        let cap = i64::try_from(cap.max(1)).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        for slot in 0..cap {
+            sqlx::query(
+                "INSERT INTO chat_turn_slots (slot, expires_at_ms) VALUES ($1, 0) \
+                 ON CONFLICT (slot) DO NOTHING",
+            )
+            .bind(slot)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE chat_turn_slots SET holder = NULL, token = NULL, conversation = NULL, \
+               expires_at_ms = 0 WHERE holder = $1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(conversation))]
+    async fn claim_turn_slot(
+        &self,
+        owner: &str,
+        token: &str,
+        conversation: &str,
+        cap: usize,
+        ttl: Duration,
+    ) -> StoreResult<Option<i64>> {
+        let now = D::NOW_MS;
+        // Locked rows are skipped: another node is claiming, renewing or freeing that slot;
+        // a freed one wakes the waiters, who try again.
+        let sql = format!(
+            "UPDATE chat_turn_slots SET holder = $1, token = $2, conversation = $3, \
+               expires_at_ms = {now} + $4 \
+             WHERE slot IN (SELECT s.slot FROM chat_turn_slots s WHERE s.slot < $5 \
+               AND (s.holder IS NULL OR s.expires_at_ms < {now}) \
+               ORDER BY s.slot LIMIT 1{skip}) \
+             RETURNING slot",
+            skip = D::SKIP_LOCKED,
+        );
+        let mut tx = self.begin_write().await?;
+        let slot: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(owner)
+            .bind(token)
+            .bind(conversation)
+            .bind(millis(ttl))
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(slot)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_turn_slot(&self, token: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let freed = sqlx::query(
+            "UPDATE chat_turn_slots SET holder = NULL, token = NULL, conversation = NULL, \
+               expires_at_ms = 0 WHERE token = $1",
+        )
+        .bind(token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if D::NOTIFIES {
+            // Delivered at commit, to every listening node.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(TURN_SLOTS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(freed > 0)
+    }
+
+    async fn turn_slots_in_use(&self) -> StoreResult<usize> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM chat_turn_slots \
+             WHERE holder IS NOT NULL AND expires_at_ms >= {}",
+            D::NOW_MS
+        );
+        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&self.read).await?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn turn_slot_wakeups(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<()>>> {
+        // One pending wake-up is enough: a waiter tries for any free slot.
+        self.listen(TURN_SLOTS_CHANNEL, "freed chat turn slots", 1, |_| ())
+            .await
     }
 }
