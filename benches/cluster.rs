@@ -7,6 +7,9 @@
 //! - `renew_1000_sessions_and_1000_conversations`: the same renewal with 1,000 chat
 //!   conversation leases as well (still one query).
 //!   The printed upkeep is queries per second per 1,000 sessions at the default interval.
+//! - `turn_slot_claim_and_release`: what the cluster-wide chat cap adds to one assistant turn:
+//!   claiming one of the `chat.max_concurrent` slots (cap 10, one held by another node) and
+//!   freeing it (with its `NOTIFY` on PostgreSQL).
 //! - `takeover_1000_sessions`: node A holds 1,000 leases (1 s lease time) and dies (stops
 //!   renewing); node B ticks every 250 ms as the lease manager does (renew + take over, 32 a
 //!   tick like `TAKEOVER_BATCH`, then more at once while some are left). Time from A's last
@@ -131,6 +134,36 @@ fn bench_backend(c: &mut Criterion, rt: &Runtime, backend: &str, store: &SharedS
                     .await
                     .expect("renew");
                 assert_eq!(held.len(), 2 * SESSIONS);
+            }
+        });
+    });
+    rt.block_on(async {
+        store.prepare_turn_slots("node-a", 10).await.expect("slots");
+        store
+            .claim_turn_slot(
+                "node-b",
+                "held-by-b",
+                "test:other",
+                10,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("claim")
+            .expect("a free slot");
+    });
+    let mut turn = 0u64;
+    group.bench_function("turn_slot_claim_and_release", |b| {
+        b.to_async(rt).iter(|| {
+            turn += 1;
+            let token = format!("turn-{turn}");
+            let store = store.clone();
+            async move {
+                let slot = store
+                    .claim_turn_slot("node-a", &token, "test:bench", 10, Duration::from_secs(60))
+                    .await
+                    .expect("claim");
+                assert!(slot.is_some(), "a free slot");
+                assert!(store.release_turn_slot(&token).await.expect("release"));
             }
         });
     });
