@@ -160,13 +160,9 @@ impl FleetSupervisor {
             .plugins
             .agent(&agent)
             .map_err(|_| invalid("agent", format!("unknown agent `{agent}`")))?;
-        let (runtime, workspace_kind) = crate::actors::placement::plugins_for(
-            &self.fleet.plugins.hosts,
-            project,
-            r.host,
-            self.fleet.sandbox.refusal_on_host(project, &agent),
-        )
-        .map_err(|(field, reason)| invalid(field, reason))?;
+        let (runtime, workspace_kind) =
+            crate::actors::placement::plugins_for(&self.fleet.plugins.hosts, project, r.host)
+                .map_err(|(field, reason)| invalid(field, reason))?;
         self.fleet
             .plugins
             .runtime(&runtime)

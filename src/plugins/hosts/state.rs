@@ -67,6 +67,8 @@ pub struct Host {
     pub(crate) cli: tokio::sync::Mutex<Option<PathBuf>>,
     /// The reverse forward to Flotilla's API (see [`super::launch`]).
     pub(crate) forward: tokio::sync::Mutex<super::launch::Forward>,
+    /// The reverse forwards of sandboxed sessions' proxy sockets (see [`super::sandbox`]).
+    pub(crate) proxy_forwards: tokio::sync::Mutex<super::sandbox::ProxyForwards>,
 }
 
 impl Host {
@@ -89,6 +91,7 @@ impl Host {
             follow_more: Notify::new(),
             cli: tokio::sync::Mutex::new(None),
             forward: tokio::sync::Mutex::new(super::launch::Forward::default()),
+            proxy_forwards: tokio::sync::Mutex::new(super::sandbox::ProxyForwards::default()),
         }
     }
 
