@@ -116,6 +116,29 @@ pub async fn probe(
     Ok(Probe::parse(&out))
 }
 
+/// Whether `bwrap` is on the login `PATH` of `host` (the spawn's early check; the launch
+/// looks again). A yes is remembered for the host; a no is asked again next time.
+///
+/// # Errors
+/// The transport's when the host does not answer.
+pub async fn has_bwrap(host: &Host) -> PluginResult<bool> {
+    use std::sync::atomic::Ordering;
+    if host.bwrap_seen.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
+    let out = host
+        .ssh
+        .run(
+            &["sh", "-c", "command -v bwrap || true"],
+            None,
+            CALL_TIMEOUT,
+        )
+        .await?;
+    let found = out.lines().any(|l| l.trim_start().starts_with('/'));
+    host.bwrap_seen.store(found, Ordering::Relaxed);
+    Ok(found)
+}
+
 /// The error of a sandboxed launch on a host without bubblewrap: it names the host and the
 /// key that turns the sandbox on; the agent is never started unsandboxed.
 pub fn no_bwrap(host: &str, key: &str) -> PluginError {

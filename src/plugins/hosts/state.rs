@@ -69,6 +69,8 @@ pub struct Host {
     pub(crate) forward: tokio::sync::Mutex<super::launch::Forward>,
     /// The reverse forwards of sandboxed sessions' proxy sockets (see [`super::sandbox`]).
     pub(crate) proxy_forwards: tokio::sync::Mutex<super::sandbox::ProxyForwards>,
+    /// Whether `bwrap` was found on the host (see [`super::sandbox::has_bwrap`]).
+    pub(crate) bwrap_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -92,6 +94,7 @@ impl Host {
             cli: tokio::sync::Mutex::new(None),
             forward: tokio::sync::Mutex::new(super::launch::Forward::default()),
             proxy_forwards: tokio::sync::Mutex::new(super::sandbox::ProxyForwards::default()),
+            bwrap_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
