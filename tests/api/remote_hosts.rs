@@ -396,7 +396,7 @@ exec sleep 600
 /// agent's key or another session's worktree, reaches an allowed server only through the
 /// egress proxy, which stays in Flotilla (its socket reverse-forwarded to the host): the
 /// refused server is a `sandbox.refused` event on the session, never reached. A kill removes
-/// the host's run directory.
+/// the host's run directory. A host without bubblewrap refuses the spawn (422).
 #[actix_web::test]
 async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_proxy() {
     // Under CI=true each of these fails the test when missing, never skips it.
@@ -414,6 +414,19 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
     let root = std::fs::canonicalize(scratch.path()).expect("canonical");
     let sshd = Sshd::start(&root.join("sshd-a"));
     let wa = root.join("host-a");
+    // Host `plain` has everything but bubblewrap on its PATH.
+    let plain_bin = root.join("plain-bin");
+    std::fs::create_dir_all(&plain_bin).expect("mkdir");
+    for dir in ["/usr/bin", "/bin", "/usr/local/bin"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let to = plain_bin.join(e.file_name());
+            if e.file_name() != "bwrap" && !to.exists() {
+                std::os::unix::fs::symlink(e.path(), to).expect("symlink");
+            }
+        }
+    }
+    let plain_path = plain_bin.display().to_string();
+    let plain = Sshd::start_with_env(&root.join("sshd-plain"), &[("PATH", &plain_path)]);
     // The agent's home holds a key it must not read.
     let home = root.join("agent-home");
     std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
@@ -441,9 +454,10 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
         ro = tools.join("written.txt").display(),
     );
     let project = format!(
-        "    runtime: tmux\n    agent: probe\n    host: a\n    sandbox:\n      enabled: true\n      network: proxy\n      allow_hosts: [\"127.0.0.1:{port_ok}\"]\n      mounts: [{{ path: \"{tools}\" }}]\nhosts:\n{host}",
+        "    runtime: tmux\n    agent: probe\n    host: a\n    sandbox:\n      enabled: true\n      network: proxy\n      allow_hosts: [\"127.0.0.1:{port_ok}\"]\n      mounts: [{{ path: \"{tools}\" }}]\nhosts:\n{host}{plain}",
         tools = tools.display(),
         host = sshd.host_yaml("a", &wa, 2),
+        plain = plain.host_yaml("plain", &root.join("host-plain"), 2),
     );
     let cli = env!("CARGO_BIN_EXE_flotilla");
     let app = spawn_app_with_env(
@@ -457,7 +471,25 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
     .expect("app");
     let socket = format!("{}-a", flotilla::app::tmux_socket(&app.home));
     let _g = TmuxGuard(socket.clone());
+    let _gp = TmuxGuard(format!("{}-plain", flotilla::app::tmux_socket(&app.home)));
     with_origin(&app);
+
+    // A host without bubblewrap refuses the spawn, naming the host and the key; nothing is
+    // started there, sandboxed or not.
+    let (st, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "prompt": "x", "host": "plain"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let why = v.to_string();
+    assert!(
+        why.contains("projects.demo.sandbox") && why.contains("host plain") && why.contains("bwrap"),
+        "{v}"
+    );
+    let (_, all) = app.get("/api/v1/sessions").await;
+    assert_eq!(all["sessions"].as_array().map(Vec::len), Some(0), "{all}");
 
     let id = app
         .spawn(json!({"project": "demo", "prompt": "probe the sandbox"}))
@@ -538,7 +570,7 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
         (!run_dir.exists()).then_some(())
     })
     .await;
-    drop(sshd);
+    drop((sshd, plain));
 }
 
 /// The real `claude` on a host (an sshd on loopback), talking to the scripted model server:
