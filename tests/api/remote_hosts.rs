@@ -388,6 +388,9 @@ try refused_via_proxy "curl -sf --max-time 10 --noproxy '' -x \"$HTTP_PROXY\" ht
 try direct_host "curl -sf --max-time 5 --noproxy '*' http://127.0.0.1:$PORT_NO/"
 try flotilla_api "curl -sf --max-time 10 --noproxy '*' \"$FLOTILLA_SERVER/healthz\""
 echo "PROBE DONE"
+while read -r word; do
+  try "again_$word" "curl -sf --max-time 10 --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:$PORT_OK/"
+done
 exec sleep 600
 "#;
 
@@ -396,7 +399,8 @@ exec sleep 600
 /// agent's key or another session's worktree, reaches an allowed server only through the
 /// egress proxy, which stays in Flotilla (its socket reverse-forwarded to the host): the
 /// refused server is a `sandbox.refused` event on the session, never reached. A kill removes
-/// the host's run directory. A host without bubblewrap refuses the spawn (422).
+/// the host's run directory. The proxy is reached again after the host's connection drops and
+/// comes back. A host without bubblewrap refuses the spawn (422).
 #[actix_web::test]
 async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_proxy() {
     // Under CI=true each of these fails the test when missing, never skips it.
@@ -561,6 +565,36 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
         run_dir.join("proxy.sock").exists(),
         "the proxy's socket on the host"
     );
+
+    // The host's connection drops (its sshd and connections killed; the agent runs on) and
+    // comes back: the proxy's forward is asked for again, so the agent reaches it again.
+    let mut sshd = sshd;
+    sshd.vanish();
+    wait_reason(&app, &id, "marked host_unreachable", |r| {
+        r == "host_unreachable: a"
+    })
+    .await;
+    sshd.restart();
+    wait_reason(&app, &id, "host_unreachable cleared", |r| {
+        r != "host_unreachable: a"
+    })
+    .await;
+    let before = hits_ok.load(Ordering::SeqCst);
+    eventually(60, "the allowed server reached again after the reconnection", || async {
+        let (st, _) = app
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({"message": "back"}),
+            )
+            .await;
+        let (_, o) = app
+            .get(&format!("/api/v1/sessions/{id}/output?lines=200"))
+            .await;
+        let out = o["output"].as_str().unwrap_or_default().to_string();
+        (st == 200 && out.contains("again_back=yes")).then_some(())
+    })
+    .await;
+    assert!(hits_ok.load(Ordering::SeqCst) > before);
 
     let (st, v) = app
         .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
