@@ -489,7 +489,9 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
     assert_eq!(st, 422, "{v}");
     let why = v.to_string();
     assert!(
-        why.contains("projects.demo.sandbox") && why.contains("host plain") && why.contains("bwrap"),
+        why.contains("projects.demo.sandbox")
+            && why.contains("host plain")
+            && why.contains("bwrap"),
         "{v}"
     );
     let (_, all) = app.get("/api/v1/sessions").await;
@@ -580,19 +582,23 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
     })
     .await;
     let before = hits_ok.load(Ordering::SeqCst);
-    eventually(60, "the allowed server reached again after the reconnection", || async {
-        let (st, _) = app
-            .post(
-                &format!("/api/v1/sessions/{id}/send"),
-                json!({"message": "back"}),
-            )
-            .await;
-        let (_, o) = app
-            .get(&format!("/api/v1/sessions/{id}/output?lines=200"))
-            .await;
-        let out = o["output"].as_str().unwrap_or_default().to_string();
-        (st == 200 && out.contains("again_back=yes")).then_some(())
-    })
+    eventually(
+        60,
+        "the allowed server reached again after the reconnection",
+        || async {
+            let (st, _) = app
+                .post(
+                    &format!("/api/v1/sessions/{id}/send"),
+                    json!({"message": "back"}),
+                )
+                .await;
+            let (_, o) = app
+                .get(&format!("/api/v1/sessions/{id}/output?lines=200"))
+                .await;
+            let out = o["output"].as_str().unwrap_or_default().to_string();
+            (st == 200 && out.contains("again_back=yes")).then_some(())
+        },
+    )
     .await;
     assert!(hits_ok.load(Ordering::SeqCst) > before);
 
