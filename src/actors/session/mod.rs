@@ -187,28 +187,9 @@ impl SessionActor {
                 // An adopted sandboxed agent needs its egress proxy again.
                 let fleet = self.fleet.clone();
                 let id = self.id.to_string();
-                let host = crate::plugins::hosts::host_of(&s.session.runtime)
-                    .and_then(|h| fleet.plugins.hosts.get(h))
-                    .cloned();
+                let runtime = s.session.runtime.clone();
                 actix::spawn(async move {
-                    let run_dir =
-                        crate::actors::sandbox_host::SandboxHost::run_dir(&fleet.home, &id);
-                    let restored = fleet
-                        .sandbox
-                        .restore_proxy(fleet.journal.clone(), &run_dir, &id)
-                        .await;
-                    let forwarded = match (restored, host) {
-                        // On a host, its socket there leads to the proxy again.
-                        (Ok(true), Some(h)) => {
-                            let remote = crate::plugins::hosts::sandbox::run_dir(&h, &id)
-                                .join(crate::actors::sandbox_host::PROXY_SOCKET);
-                            let local = run_dir.join(crate::actors::sandbox_host::PROXY_SOCKET);
-                            crate::plugins::hosts::sandbox::forward_proxy(&h, &id, &remote, &local)
-                                .await
-                        }
-                        (r, _) => r.map(drop),
-                    };
-                    if let Err(e) = forwarded {
+                    if let Err(e) = sandboxed::readopt(&fleet, &id, &runtime).await {
                         tracing::warn!(session = %id, error = %e, "restarting the sandbox proxy failed");
                     }
                 });
@@ -736,27 +717,7 @@ async fn run_effect(
                     tracing::warn!(error = %e, "destroying the runtime failed");
                 }
             }
-            fleet.sandbox.stop(rec.id.as_str());
-            // On a host, the proxy's forward and the run directory there go too.
-            if let Some(h) = crate::plugins::hosts::host_of(&rec.runtime)
-                .and_then(|h| fleet.plugins.hosts.get(h))
-            {
-                if fleet
-                    .project(&rec.project)
-                    .and_then(|p| fleet.sandbox.sandbox_for(p, &rec.agent))
-                    .is_some()
-                {
-                    crate::plugins::hosts::sandbox::drop_proxy(h, rec.id.as_str()).await;
-                }
-            }
-            // The sandbox's run directory (proxy socket, allow list) goes with the agent.
-            let run_dir =
-                crate::actors::sandbox_host::SandboxHost::run_dir(&fleet.home, rec.id.as_str());
-            if let Err(e) = tokio::fs::remove_dir_all(&run_dir).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, "removing the sandbox run directory failed");
-                }
-            }
+            sandboxed::release(fleet, rec).await;
             None
         }
         Effect::CleanupWorkspace => {

@@ -248,6 +248,49 @@ async fn host_layout(
     Ok((bwrap, layout))
 }
 
+/// An adopted agent's sandbox after a restart of Flotilla: its egress proxy served again
+/// (from the allow list its launch saved; nothing when it was not sandboxed) and, on a host
+/// (`runtime` is `ssh:<host>`), the proxy's socket there forwarded again.
+///
+/// # Errors
+/// The proxy's or the forward's.
+pub async fn readopt(fleet: &Fleet, session: &str, runtime: &str) -> PluginResult<()> {
+    let run_dir = SandboxHost::run_dir(&fleet.home, session);
+    let sandboxed = fleet
+        .sandbox
+        .restore_proxy(fleet.journal.clone(), &run_dir, session)
+        .await?;
+    let host = hosts::host_of(runtime).and_then(|h| fleet.plugins.hosts.get(h));
+    match host {
+        Some(h) if sandboxed => {
+            let remote = hosts::sandbox::run_dir(h, session).join(PROXY_SOCKET);
+            hosts::sandbox::forward_proxy(h, session, &remote, &run_dir.join(PROXY_SOCKET)).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The agent of `rec` is gone: its proxy stops, its run directory goes, and on a host the
+/// proxy's forward and the run directory there too.
+pub async fn release(fleet: &Fleet, rec: &crate::store::SessionRecord) {
+    let id = rec.id.as_str();
+    fleet.sandbox.stop(id);
+    let host = hosts::host_of(&rec.runtime).and_then(|h| fleet.plugins.hosts.get(h));
+    let sandboxed = fleet
+        .project(&rec.project)
+        .and_then(|p| fleet.sandbox.sandbox_for(p, &rec.agent))
+        .is_some();
+    if let (Some(h), true) = (host, sandboxed) {
+        hosts::sandbox::drop_proxy(h, id).await;
+    }
+    let run_dir = SandboxHost::run_dir(&fleet.home, id);
+    if let Err(e) = tokio::fs::remove_dir_all(&run_dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, "removing the sandbox run directory failed");
+        }
+    }
+}
+
 /// The loopback addresses to forward into the sandbox and the proxy entries they need, from
 /// the URLs in `env`; a non-loopback host is only allowed (reached through the proxy).
 fn reachable(env: &BTreeMap<String, String>) -> (Vec<SocketAddr>, Vec<String>) {
