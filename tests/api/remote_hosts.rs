@@ -380,6 +380,7 @@ try() { if sh -c "$2" >/dev/null 2>&1; then echo "$1=yes"; else echo "$1=no"; fi
 try ssh_key "cat \"$HOME/.ssh/id_test\""
 try other_worktree "cat \"$PROBE_OTHER\""
 try write_worktree "echo inside > inside.txt && test -s inside.txt"
+try prompt "grep -q 'probe the sandbox' \"$FLOTILLA_PROMPT_FILE\""
 try write_outside "echo outside > \"$PROBE_OUTSIDE\""
 try write_read_only "echo outside > \"$PROBE_READ_ONLY\""
 try write_workdir "echo outside > \"$PROBE_WORKDIR_FILE\" && test -s \"$PROBE_WORKDIR_FILE\""
@@ -509,6 +510,8 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
         ("ssh_key", "no"),
         ("other_worktree", "no"),
         ("write_worktree", "yes"),
+        // The prompt, copied into the hidden work directory, is shown read-only.
+        ("prompt", "yes"),
         // A path mounted read-only (`sandbox.mounts`).
         ("write_read_only", "no"),
         ("allowed_via_proxy", "yes"),
