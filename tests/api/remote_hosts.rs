@@ -616,6 +616,113 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
     drop((sshd, plain));
 }
 
+/// A sandboxed agent on a host outlives Flotilla and its ssh connection: `kill -9` of the
+/// server while the host's connection drops too (so the new one has no forward), then both
+/// come back: the adopted session's proxy is served again and its socket forwarded to the
+/// host again, so the agent reaches an allowed server through it.
+#[actix_web::test]
+async fn a_sandboxed_agent_on_a_host_reaches_its_proxy_again_after_flotilla_restarts() {
+    if !available()
+        || !require_tool("bwrap")
+        || !require_tool("tmux")
+        || !require_tool("git")
+        || !require_tool("curl")
+    {
+        return;
+    }
+    use crate::crash::{get, post};
+    use crate::sandbox::{http_server, line};
+    use crate::server::{Scratch, ServerProc};
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(dir.path()).expect("canonical");
+    let mut sshd = Sshd::start(&root.join("sshd-a"));
+    let wa = root.join("host-a");
+    let home = root.join("agent-home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let tools = root.join("tools");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    let probe = tools.join("probe.sh");
+    std::fs::write(&probe, HOST_PROBE).expect("probe");
+    let (port_ok, hits_ok) = http_server().await;
+    let (port_no, _) = http_server().await;
+    let agents = format!(
+        "  probe:\n    kind: command\n    command: [\"sh\", \"{probe}\"]\n    env: {{ HOME: \"{home}\", PORT_OK: \"{port_ok}\", PORT_NO: \"{port_no}\" }}\n",
+        probe = probe.display(),
+        home = home.display(),
+    );
+    let extra = format!(
+        "    runtime: tmux\n    agent: probe\n    host: a\n    sandbox:\n      enabled: true\n      allow_hosts: [\"127.0.0.1:{port_ok}\"]\n      mounts: [{{ path: \"{tools}\" }}]\nhosts:\n{host}",
+        tools = tools.display(),
+        host = sshd.host_yaml("a", &wa, 2),
+    );
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let repo = s.dir.path().join("repo");
+    let origin = s.dir.path().join("origin.git");
+    let out = std::process::Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&origin)
+        .output()
+        .expect("git");
+    assert!(out.status.success());
+    git(
+        &repo,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    git(&repo, &["push", "-q", "origin", "main"]);
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let env = [("FLOTILLA__SERVER__CLI_PATH", cli)];
+    let _g = TmuxGuard(format!("{}-a", flotilla::app::tmux_socket(&s.home)));
+    let mut server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    let base = server.address.clone();
+    let (st, v) = post(
+        &base,
+        "/api/v1/sessions",
+        json!({"project": "demo", "prompt": "probe"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let output = |base: String, id: String| async move {
+        let o = get(&base, &format!("/api/v1/sessions/{id}/output?lines=200")).await;
+        o["output"].as_str().unwrap_or_default().to_string()
+    };
+    let first = eventually(60, "the probe done", || async {
+        let out = output(base.clone(), id.clone()).await;
+        out.contains("PROBE DONE").then_some(out)
+    })
+    .await;
+    assert_eq!(line(&first, "allowed_via_proxy"), "yes", "{first}");
+
+    // Flotilla dies, and so does its connection to the host (the master and its forwards).
+    server.kill9();
+    sshd.vanish();
+    sshd.restart();
+    let server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    let base = server.address.clone();
+    let before = hits_ok.load(Ordering::SeqCst);
+    eventually(
+        60,
+        "the allowed server reached again after the restart",
+        || async {
+            let (st, _) = post(
+                &base,
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({"message": "restarted"}),
+            )
+            .await;
+            let out = output(base.clone(), id.clone()).await;
+            (st == 200 && out.contains("again_restarted=yes")).then_some(())
+        },
+    )
+    .await;
+    assert!(hits_ok.load(Ordering::SeqCst) > before);
+    let (st, v) = post(&base, &format!("/api/v1/sessions/{id}/kill"), json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    drop(server);
+    drop(sshd);
+}
+
 /// The real `claude` on a host (an sshd on loopback), talking to the scripted model server:
 /// it reaches the model at once (no folder-trust or API-key dialog: both were written into its
 /// `.claude.json` over ssh, for the host's clone of the repository), and its permission prompt
