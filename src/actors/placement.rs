@@ -7,21 +7,15 @@
 ///
 /// # Errors
 /// (`field`, reason): `host` for the spawn's host, `project` for the project's.
-/// `sandboxed`: why the session's sandbox refuses a remote host, if it has one (see
-/// `SandboxHost::refusal_on_host`).
 pub fn plugins_for(
     hosts: &crate::plugins::hosts::HostSet,
     project: &crate::actors::fleet::ProjectSpec,
     wanted: Option<String>,
-    sandboxed: Option<String>,
 ) -> Result<(String, String), (&'static str, String)> {
     let field = if wanted.is_some() { "host" } else { "project" };
     let Some(host) = wanted.or_else(|| project.host.clone()) else {
         return Ok((project.runtime.clone(), project.workspace.clone()));
     };
-    if let Some(why) = sandboxed {
-        return Err((field, why));
-    }
     let name = hosts.resolve(&host).map_err(|e| (field, e))?;
     let plugin = crate::plugins::hosts::plugin_name(&name);
     Ok((plugin.clone(), plugin))

@@ -49,17 +49,13 @@ impl SandboxHost {
         }
     }
 
-    /// Why `agent` of `project` cannot run on a remote host, when it would be sandboxed: the
-    /// key that turns the sandbox on (the agent's when it decides, else the project's) and
-    /// that remote hosts do not support it yet. A sandboxed session is refused on a host,
-    /// never started there unsandboxed.
-    pub fn refusal_on_host(&self, project: &ProjectSpec, agent: &str) -> Option<String> {
-        self.sandbox_for(project, agent)?;
-        let key = match self.agents.get(agent).and_then(|a| a.enabled) {
+    /// The key that turns `agent`'s sandbox on for `project` (the agent's when it decides,
+    /// else the project's), for errors about the sandbox to name.
+    pub fn key(&self, project: &ProjectSpec, agent: &str) -> String {
+        match self.agents.get(agent).and_then(|a| a.enabled) {
             Some(true) => format!("agents.{agent}.sandbox"),
             _ => format!("projects.{}.sandbox", project.name),
-        };
-        Some(format!("{key}: not supported on ssh hosts yet"))
+        }
     }
 
     /// A session's run directory under Flotilla's home.
@@ -109,7 +105,7 @@ impl SandboxHost {
     }
 
     /// Serves an adopted session's proxy again after a restart of Flotilla, from the allow
-    /// list its launch saved; nothing when it was not sandboxed.
+    /// list its launch saved; nothing when it was not sandboxed. Whether it is sandboxed.
     ///
     /// # Errors
     /// As [`SandboxHost::start_proxy`].
@@ -118,16 +114,17 @@ impl SandboxHost {
         journal: Arc<Journal>,
         run_dir: &Path,
         session: &str,
-    ) -> PluginResult<()> {
+    ) -> PluginResult<bool> {
         if self.lock().contains_key(session) {
-            return Ok(());
+            return Ok(true);
         }
         let Ok(saved) = tokio::fs::read(run_dir.join(ALLOW_FILE)).await else {
-            return Ok(());
+            return Ok(false);
         };
         let allow: Vec<String> =
             serde_json::from_slice(&saved).map_err(|e| PluginError::Io(e.into()))?;
-        self.start_proxy(journal, run_dir, session, &allow).await
+        self.start_proxy(journal, run_dir, session, &allow).await?;
+        Ok(true)
     }
 
     /// Stops `session`'s proxy (its agent is gone).

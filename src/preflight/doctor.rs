@@ -78,43 +78,52 @@ impl Doctor {
                 checks.push(c);
             }
         }
-        let sandboxed: Vec<String> = settings
+        let sandboxed = |p: &crate::config::ProjectSettings| {
+            let agent = p.agent(&settings.defaults);
+            let own = settings
+                .agents
+                .get(agent)
+                .map(|a| a.sandbox.clone())
+                .unwrap_or_default();
+            p.sandbox.overlay(&own).resolve().is_some()
+        };
+        // bubblewrap here for the sandboxed projects that run here; on its host for the others.
+        let local: Vec<String> = settings
             .projects
             .iter()
-            .filter(|(_, p)| {
-                let agent = p.agent(&settings.defaults);
-                let own = settings
-                    .agents
-                    .get(agent)
-                    .map(|a| a.sandbox.clone())
-                    .unwrap_or_default();
-                p.sandbox.overlay(&own).resolve().is_some()
-            })
+            .filter(|(_, p)| p.host.is_none() && sandboxed(p))
             .map(|(n, _)| n.clone())
             .collect();
-        checks.push(self.sandbox(&sandboxed).await);
+        checks.push(self.sandbox(&local).await);
         for (name, host) in &settings.hosts {
-            let needed_by: Vec<String> = settings
+            let placed: Vec<(&String, &crate::config::ProjectSettings)> = settings
                 .projects
                 .iter()
                 .filter(|(_, p)| {
                     p.host.as_deref() == Some(name.as_str())
                         || p.host.as_deref() == Some(crate::config::hosts::AUTO)
                 })
-                .map(|(n, _)| n.clone())
                 .collect();
-            checks.push(self.host(name, host, &needed_by).await);
+            let needed_by: Vec<String> = placed.iter().map(|(n, _)| (*n).clone()).collect();
+            let sandboxed_by: Vec<String> = placed
+                .iter()
+                .filter(|(_, p)| sandboxed(p))
+                .map(|(n, _)| (*n).clone())
+                .collect();
+            checks.push(self.host(name, host, &needed_by, &sandboxed_by).await);
         }
         checks
     }
 
     /// A remote host answers over SSH without a prompt (`BatchMode`, the host key known) and
-    /// has tmux and git; a failure when a project runs there (by name or `auto`).
+    /// has tmux and git, and bubblewrap when a project placed there (`sandboxed_by`) runs its
+    /// agents in a sandbox; a failure when a project runs there (by name or `auto`).
     async fn host(
         &self,
         name: &str,
         h: &crate::config::hosts::HostSettings,
         needed_by: &[String],
+        sandboxed_by: &[String],
     ) -> Check {
         let check = format!("host {name}");
         let Resolved::Found(ssh) = resolve("ssh", self.host.path()) else {
@@ -144,18 +153,35 @@ impl Doctor {
                 format!("UserKnownHostsFile={}", known.display()),
             ]);
         }
-        // One remote command line of fixed words: both tools' versions.
-        argv.extend([h.ssh.clone(), "tmux -V && git --version".into()]);
+        // One remote command line of fixed words: the tools' versions.
+        let line = if sandboxed_by.is_empty() {
+            "tmux -V && git --version"
+        } else {
+            // bubblewrap first, so that its absence is the line the failure shows.
+            "command -v bwrap >/dev/null 2>&1 || { echo 'bubblewrap (bwrap) is not installed'; \
+             exit 127; }; tmux -V && git --version"
+        };
+        argv.extend([h.ssh.clone(), line.into()]);
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         match version(&ssh, &args, None, self.timeout * 2).await {
             Ok(v) => Check::ok(&check, format!("{} answers: {v}", h.ssh)),
             Err(e) => {
-                let detail = format!("{} over ssh: {e}", h.ssh);
-                let fix = Some(
+                let mut detail = format!("{} over ssh: {e}", h.ssh);
+                if !sandboxed_by.is_empty() {
+                    detail.push_str(&format!(
+                        "; project {} runs its agents in a sandbox there (bubblewrap)",
+                        sandboxed_by.join(", ")
+                    ));
+                }
+                let fix = Some(if sandboxed_by.is_empty() {
                     "check the destination, its key (ssh-copy-id) and known_hosts entry, and that \
                      tmux and git are installed there"
-                        .to_string(),
-                );
+                        .to_string()
+                } else {
+                    "check the destination, its key (ssh-copy-id) and known_hosts entry, and that \
+                     tmux, git and bubblewrap (apt install bubblewrap) are installed there"
+                        .to_string()
+                });
                 if needed_by.is_empty() {
                     Check::warn(&check, detail, fix)
                 } else {
@@ -651,15 +677,25 @@ mod tests {
         );
         let s = settings_from(&yaml);
         let h = &s.hosts["gone"];
-        let c = d.host("gone", h, &[]).await;
+        let c = d.host("gone", h, &[], &[]).await;
         assert_eq!(c.status, Status::Warn, "{c:?}");
-        let c = d.host("gone", h, &["demo".to_string()]).await;
+        let c = d.host("gone", h, &["demo".to_string()], &[]).await;
         assert_eq!(c.status, Status::Fail, "{c:?}");
         assert!(
             c.detail.contains("nobody@127.0.0.1") && c.detail.contains("demo"),
             "{c:?}"
         );
         assert!(c.fix.is_some());
+        // A project sandboxed there needs bubblewrap on the host: the check says so.
+        let c = d
+            .host("gone", h, &["demo".to_string()], &["demo".to_string()])
+            .await;
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.detail.contains("sandbox"), "{c:?}");
+        assert!(
+            c.fix.as_deref().is_some_and(|f| f.contains("bubblewrap")),
+            "{c:?}"
+        );
     }
     #[tokio::test]
     async fn the_sqlite_directory_must_be_writable() {

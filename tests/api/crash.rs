@@ -11,7 +11,8 @@ use crate::events::{ids, Sse};
 use crate::helpers::*;
 use crate::server::*;
 
-async fn get(base: &str, path: &str) -> Value {
+/// `GET base+path` with the API token; the JSON answer.
+pub async fn get(base: &str, path: &str) -> Value {
     crate::helpers::http_client()
         .get(format!("{base}{path}"))
         .bearer_auth(TOKEN)
@@ -23,7 +24,8 @@ async fn get(base: &str, path: &str) -> Value {
         .expect("json")
 }
 
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+/// `POST base+path` with the API token; the status and the JSON answer.
+pub async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = crate::helpers::http_client()
         .post(format!("{base}{path}"))
         .bearer_auth(TOKEN)

@@ -295,8 +295,7 @@ fn pane_cmdline(socket: &str, session: &str) -> String {
 /// worktree; Claude Code's folder trust is written into the agent's `.claude.json` on the host
 /// for the host's clone; claude's hooks call the `flotilla` Flotilla copied to the host; an
 /// agent's `flotilla report` on the host reaches Flotilla through the reverse forward (the
-/// session goes `needs_input` with its note); a sandboxed agent is refused on a host, naming
-/// the key.
+/// session goes `needs_input` with its note).
 #[actix_web::test]
 async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
     if !available() || !require_tool("tmux") || !require_tool("git") {
@@ -314,8 +313,7 @@ async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
     let setup = "    host: auto\n    setup: { copy: [local.env], post_create: [[\"sh\", \"-c\", \"pwd > setup-ran.txt\"]] }\n";
     let (mut agents, project) = config(scratch.path(), setup, &hosts);
     agents.push_str(
-        "  reporter: { kind: command, command: [\"sh\", \"-c\", \"flotilla report needs_input --note 'asked from the host' && exec sleep 600\"] }\n\
-         \x20 boxed: { kind: command, command: [\"sleep\", \"600\"], sandbox: { enabled: true } }\n",
+        "  reporter: { kind: command, command: [\"sh\", \"-c\", \"flotilla report needs_input --note 'asked from the host' && exec sleep 600\"] }\n",
     );
     // The agent's Claude Code has done its first-run set-up, and trusts no folder yet.
     let claude_json = scratch.path().join("agent-home").join(".claude.json");
@@ -419,20 +417,6 @@ async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
         "flotilla installed on host b"
     );
 
-    // A sandboxed agent is refused on a host, naming the key; never run unsandboxed.
-    for body in [
-        json!({"project": "demo", "agent": "boxed", "prompt": "x", "host": "a"}),
-        json!({"project": "demo", "agent": "boxed", "prompt": "x"}),
-    ] {
-        let (st, v) = app.post("/api/v1/sessions", body).await;
-        assert_eq!(st, 422, "{v}");
-        assert!(
-            v.to_string()
-                .contains("agents.boxed.sandbox: not supported on ssh hosts yet"),
-            "{v}"
-        );
-    }
-
     let (_, all) = app.get("/api/v1/sessions").await;
     for s in all["sessions"].as_array().into_iter().flatten() {
         let id = s["id"].as_str().expect("id");
@@ -442,6 +426,356 @@ async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
         assert_eq!(st, 200, "{v}");
     }
     drop((a, b));
+}
+
+/// The probe a sandboxed agent on a host runs (as `tests/api/sandbox.rs`'s): one
+/// `name=yes|no` line per attempt, then `PROBE DONE`, then it waits.
+const HOST_PROBE: &str = r#"#!/bin/sh
+try() { if sh -c "$2" >/dev/null 2>&1; then echo "$1=yes"; else echo "$1=no"; fi; }
+try ssh_key "cat \"$HOME/.ssh/id_test\""
+try other_worktree "cat \"$PROBE_OTHER\""
+try write_worktree "echo inside > inside.txt && test -s inside.txt"
+try prompt "grep -q 'probe the sandbox' \"$FLOTILLA_PROMPT_FILE\""
+try write_outside "echo outside > \"$PROBE_OUTSIDE\""
+try write_read_only "echo outside > \"$PROBE_READ_ONLY\""
+try write_workdir "echo outside > \"$PROBE_WORKDIR_FILE\" && test -s \"$PROBE_WORKDIR_FILE\""
+try allowed_via_proxy "curl -sf --max-time 10 --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:$PORT_OK/"
+try refused_via_proxy "curl -sf --max-time 10 --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:$PORT_NO/"
+try direct_host "curl -sf --max-time 5 --noproxy '*' http://127.0.0.1:$PORT_NO/"
+try flotilla_api "curl -sf --max-time 10 --noproxy '*' \"$FLOTILLA_SERVER/healthz\""
+echo "PROBE DONE"
+while read -r word; do
+  try "again_$word" "curl -sf --max-time 10 --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:$PORT_OK/"
+done
+exec sleep 600
+"#;
+
+/// A sandboxed session on a host: its agent runs under bubblewrap on the host (the pane's
+/// process is `bwrap`), writes in its worktree there and nowhere else, cannot read the
+/// agent's key or another session's worktree, reaches an allowed server only through the
+/// egress proxy, which stays in Flotilla (its socket reverse-forwarded to the host): the
+/// refused server is a `sandbox.refused` event on the session, never reached. A kill removes
+/// the host's run directory. The proxy is reached again after the host's connection drops and
+/// comes back. A host without bubblewrap refuses the spawn (422).
+#[actix_web::test]
+async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_proxy() {
+    // Under CI=true each of these fails the test when missing, never skips it.
+    if !available()
+        || !require_tool("bwrap")
+        || !require_tool("tmux")
+        || !require_tool("git")
+        || !require_tool("curl")
+    {
+        return;
+    }
+    use crate::sandbox::{http_server, line};
+    use std::sync::atomic::Ordering;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(scratch.path()).expect("canonical");
+    let sshd = Sshd::start(&root.join("sshd-a"));
+    let wa = root.join("host-a");
+    // Host `plain` has everything but bubblewrap on its PATH.
+    let plain_bin = root.join("plain-bin");
+    std::fs::create_dir_all(&plain_bin).expect("mkdir");
+    for dir in ["/usr/bin", "/bin", "/usr/local/bin"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let to = plain_bin.join(e.file_name());
+            if e.file_name() != "bwrap" && !to.exists() {
+                std::os::unix::fs::symlink(e.path(), to).expect("symlink");
+            }
+        }
+    }
+    let plain_path = plain_bin.display().to_string();
+    let plain = Sshd::start_with_env(&root.join("sshd-plain"), &[("PATH", &plain_path)]);
+    // The agent's home holds a key it must not read.
+    let home = root.join("agent-home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+    std::fs::write(home.join(".ssh/id_test"), "PRIVATE KEY").expect("key");
+    let tools = root.join("tools");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    let probe = tools.join("probe.sh");
+    std::fs::write(&probe, HOST_PROBE).expect("probe");
+    // Another session's work on the host, and places outside the worktree.
+    let other = wa.join("worktrees/demo/other-1/secret.txt");
+    std::fs::create_dir_all(other.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&other, "another session's work").expect("write");
+    let outside = root.join("outside.txt");
+    let workdir_file = wa.join("written-by-agent.txt");
+    let (port_ok, hits_ok) = http_server().await;
+    let (port_no, hits_no) = http_server().await;
+
+    let agents = format!(
+        "  probe:\n    kind: command\n    command: [\"sh\", \"{probe}\"]\n    env: {{ HOME: \"{home}\", PROBE_OTHER: \"{other}\", PROBE_OUTSIDE: \"{outside}\", PROBE_WORKDIR_FILE: \"{wf}\", PROBE_READ_ONLY: \"{ro}\", PORT_OK: \"{port_ok}\", PORT_NO: \"{port_no}\" }}\n",
+        probe = probe.display(),
+        home = home.display(),
+        other = other.display(),
+        outside = outside.display(),
+        wf = workdir_file.display(),
+        ro = tools.join("written.txt").display(),
+    );
+    let project = format!(
+        "    runtime: tmux\n    agent: probe\n    host: a\n    sandbox:\n      enabled: true\n      network: proxy\n      allow_hosts: [\"127.0.0.1:{port_ok}\"]\n      mounts: [{{ path: \"{tools}\" }}]\nhosts:\n{host}{plain}",
+        tools = tools.display(),
+        host = sshd.host_yaml("a", &wa, 2),
+        plain = plain.host_yaml("plain", &root.join("host-plain"), 2),
+    );
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        &project,
+        scratch,
+        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+    )
+    .await
+    .expect("app");
+    let socket = format!("{}-a", flotilla::app::tmux_socket(&app.home));
+    let _g = TmuxGuard(socket.clone());
+    let _gp = TmuxGuard(format!("{}-plain", flotilla::app::tmux_socket(&app.home)));
+    with_origin(&app);
+
+    // A host without bubblewrap refuses the spawn, naming the host and the key; nothing is
+    // started there, sandboxed or not.
+    let (st, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "prompt": "x", "host": "plain"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let why = v.to_string();
+    assert!(
+        why.contains("projects.demo.sandbox")
+            && why.contains("host plain")
+            && why.contains("bwrap"),
+        "{v}"
+    );
+    let (_, all) = app.get("/api/v1/sessions").await;
+    assert_eq!(all["sessions"].as_array().map(Vec::len), Some(0), "{all}");
+
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "probe the sandbox"}))
+        .await;
+    let output = app.wait_output(&id, "PROBE DONE").await;
+    let v = session(&app, &id).await;
+    assert_eq!(v["host"], "a", "{v}");
+    let ws = Path::new(v["workspace"].as_str().expect("workspace")).to_path_buf();
+    assert!(ws.starts_with(&wa), "the worktree is on the host: {v}");
+    for (name, want) in [
+        ("ssh_key", "no"),
+        ("other_worktree", "no"),
+        ("write_worktree", "yes"),
+        // The prompt, copied into the hidden work directory, is shown read-only.
+        ("prompt", "yes"),
+        // A path mounted read-only (`sandbox.mounts`).
+        ("write_read_only", "no"),
+        ("allowed_via_proxy", "yes"),
+        ("refused_via_proxy", "no"),
+        ("direct_host", "no"),
+        ("flotilla_api", "yes"),
+    ] {
+        assert_eq!(line(&output, name), want, "{name}: {output}");
+    }
+    // Written in the worktree on the host; nothing written outside it: `/tmp` and the host's
+    // work directory are private tmpfs inside (what the agent wrote there is gone), a mount
+    // is read-only.
+    assert_eq!(
+        std::fs::read_to_string(ws.join("inside.txt"))
+            .ok()
+            .as_deref(),
+        Some("inside\n")
+    );
+    assert!(!outside.exists(), "written outside the worktree");
+    assert!(
+        !workdir_file.exists(),
+        "written into the host's work directory"
+    );
+    assert!(
+        !tools.join("written.txt").exists(),
+        "written into a read-only mount"
+    );
+    // The agent on the host is bubblewrap's child: the pane runs `bwrap … sandbox-exec`.
+    let cmd = pane_cmdline(&socket, &id);
+    assert!(
+        cmd.contains("bwrap") && cmd.contains("sandbox-exec") && cmd.contains("--unshare-net"),
+        "{cmd}"
+    );
+    assert!(
+        cmd.contains(&format!("{}/bin/", wa.display())),
+        "sandbox-exec is the flotilla copied to the host: {cmd}"
+    );
+    assert!(hits_ok.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        hits_no.load(Ordering::SeqCst),
+        0,
+        "the refused server was reached"
+    );
+    // The refused connection is an event on the session, from the proxy in Flotilla.
+    eventually(10, "a sandbox.refused event on the session", || async {
+        let (_, v) = app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        v["events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "sandbox.refused" && e["data"]["port"] == port_no)
+            .then_some(())
+    })
+    .await;
+    let run_dir = wa.join("run").join(&id);
+    assert!(
+        run_dir.join("proxy.sock").exists(),
+        "the proxy's socket on the host"
+    );
+
+    // The host's connection drops (its sshd and connections killed; the agent runs on) and
+    // comes back: the proxy's forward is asked for again, so the agent reaches it again.
+    let mut sshd = sshd;
+    sshd.vanish();
+    wait_reason(&app, &id, "marked host_unreachable", |r| {
+        r == "host_unreachable: a"
+    })
+    .await;
+    sshd.restart();
+    wait_reason(&app, &id, "host_unreachable cleared", |r| {
+        r != "host_unreachable: a"
+    })
+    .await;
+    let before = hits_ok.load(Ordering::SeqCst);
+    eventually(
+        60,
+        "the allowed server reached again after the reconnection",
+        || async {
+            let (st, _) = app
+                .post(
+                    &format!("/api/v1/sessions/{id}/send"),
+                    json!({"message": "back"}),
+                )
+                .await;
+            let (_, o) = app
+                .get(&format!("/api/v1/sessions/{id}/output?lines=200"))
+                .await;
+            let out = o["output"].as_str().unwrap_or_default().to_string();
+            (st == 200 && out.contains("again_back=yes")).then_some(())
+        },
+    )
+    .await;
+    assert!(hits_ok.load(Ordering::SeqCst) > before);
+
+    let (st, v) = app
+        .post(&format!("/api/v1/sessions/{id}/kill"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    eventually(30, "the host's sandbox run directory removed", || async {
+        (!run_dir.exists()).then_some(())
+    })
+    .await;
+    drop((sshd, plain));
+}
+
+/// A sandboxed agent on a host outlives Flotilla and its ssh connection: `kill -9` of the
+/// server while the host's connection drops too (so the new one has no forward), then both
+/// come back: the adopted session's proxy is served again and its socket forwarded to the
+/// host again, so the agent reaches an allowed server through it.
+#[actix_web::test]
+async fn a_sandboxed_agent_on_a_host_reaches_its_proxy_again_after_flotilla_restarts() {
+    if !available()
+        || !require_tool("bwrap")
+        || !require_tool("tmux")
+        || !require_tool("git")
+        || !require_tool("curl")
+    {
+        return;
+    }
+    use crate::crash::{get, post};
+    use crate::sandbox::{http_server, line};
+    use crate::server::{Scratch, ServerProc};
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(dir.path()).expect("canonical");
+    let mut sshd = Sshd::start(&root.join("sshd-a"));
+    let wa = root.join("host-a");
+    let home = root.join("agent-home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let tools = root.join("tools");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    let probe = tools.join("probe.sh");
+    std::fs::write(&probe, HOST_PROBE).expect("probe");
+    let (port_ok, hits_ok) = http_server().await;
+    let (port_no, _) = http_server().await;
+    let agents = format!(
+        "  probe:\n    kind: command\n    command: [\"sh\", \"{probe}\"]\n    env: {{ HOME: \"{home}\", PORT_OK: \"{port_ok}\", PORT_NO: \"{port_no}\" }}\n",
+        probe = probe.display(),
+        home = home.display(),
+    );
+    let extra = format!(
+        "    runtime: tmux\n    agent: probe\n    host: a\n    sandbox:\n      enabled: true\n      allow_hosts: [\"127.0.0.1:{port_ok}\"]\n      mounts: [{{ path: \"{tools}\" }}]\nhosts:\n{host}",
+        tools = tools.display(),
+        host = sshd.host_yaml("a", &wa, 2),
+    );
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let repo = s.dir.path().join("repo");
+    let origin = s.dir.path().join("origin.git");
+    let out = std::process::Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&origin)
+        .output()
+        .expect("git");
+    assert!(out.status.success());
+    git(
+        &repo,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    git(&repo, &["push", "-q", "origin", "main"]);
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let env = [("FLOTILLA__SERVER__CLI_PATH", cli)];
+    let _g = TmuxGuard(format!("{}-a", flotilla::app::tmux_socket(&s.home)));
+    let mut server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    let base = server.address.clone();
+    let (st, v) = post(
+        &base,
+        "/api/v1/sessions",
+        json!({"project": "demo", "prompt": "probe"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let output = |base: String, id: String| async move {
+        let o = get(&base, &format!("/api/v1/sessions/{id}/output?lines=200")).await;
+        o["output"].as_str().unwrap_or_default().to_string()
+    };
+    let first = eventually(60, "the probe done", || async {
+        let out = output(base.clone(), id.clone()).await;
+        out.contains("PROBE DONE").then_some(out)
+    })
+    .await;
+    assert_eq!(line(&first, "allowed_via_proxy"), "yes", "{first}");
+
+    // Flotilla dies, and so does its connection to the host (the master and its forwards).
+    server.kill9();
+    sshd.vanish();
+    sshd.restart();
+    let server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    let base = server.address.clone();
+    let before = hits_ok.load(Ordering::SeqCst);
+    eventually(
+        60,
+        "the allowed server reached again after the restart",
+        || async {
+            let (st, _) = post(
+                &base,
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({"message": "restarted"}),
+            )
+            .await;
+            let out = output(base.clone(), id.clone()).await;
+            (st == 200 && out.contains("again_restarted=yes")).then_some(())
+        },
+    )
+    .await;
+    assert!(hits_ok.load(Ordering::SeqCst) > before);
+    let (st, v) = post(&base, &format!("/api/v1/sessions/{id}/kill"), json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    drop(server);
+    drop(sshd);
 }
 
 /// The real `claude` on a host (an sshd on loopback), talking to the scripted model server:

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// An HTTP server on loopback answering `ok` to anything, counting its connections.
-async fn http_server() -> (u16, Arc<AtomicUsize>) {
+pub async fn http_server() -> (u16, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -56,7 +56,8 @@ echo "PROBE DONE"
 exec sleep 600
 "#;
 
-fn line(output: &str, name: &str) -> String {
+/// The value of the probe's `name=` line in `output`.
+pub fn line(output: &str, name: &str) -> String {
     output
         .lines()
         .find_map(|l| l.trim().strip_prefix(&format!("{name}=")))

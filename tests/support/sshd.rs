@@ -67,6 +67,12 @@ pub fn available() -> bool {
 impl Sshd {
     /// Generates keys and a config in `dir` and starts the server.
     pub fn start(dir: &Path) -> Sshd {
+        Sshd::start_with_env(dir, &[])
+    }
+
+    /// As [`Sshd::start`], its sessions getting `env` too (`SetEnv`: a `PATH` here replaces
+    /// the login's, say to leave a tool out).
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Sshd {
         std::fs::create_dir_all(dir).expect("mkdir");
         let host_key = dir.join("host_key");
         let key = dir.join("client_key");
@@ -82,9 +88,13 @@ impl Sshd {
                  PidFile {dir}/sshd.pid\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  UsePAM no\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n\
-                 SetEnv PYENV_REHASH_TIMEOUT=1\n",
+                 SetEnv PYENV_REHASH_TIMEOUT=1{extra}\n",
                 hk = host_key.display(),
-                dir = dir.display()
+                dir = dir.display(),
+                extra = env
+                    .iter()
+                    .map(|(k, v)| format!(" {k}={v}"))
+                    .collect::<String>(),
             ),
         )
         .expect("sshd_config");

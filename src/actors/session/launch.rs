@@ -178,13 +178,6 @@ async fn try_start(
         .and_then(|h| fleet.plugins.hosts.get(h))
         .cloned();
     let sandbox = fleet.sandbox.sandbox_for(project, &s.agent);
-    if host.is_some() {
-        // Never started unsandboxed: the spawn refuses this already; a configuration changed
-        // since (a restore) is refused here.
-        if let Some(why) = fleet.sandbox.refusal_on_host(project, &s.agent) {
-            return Err(PluginError::Invalid(why));
-        }
-    }
     // Bounded: a batch of a hundred spawns does not run a hundred `git worktree add` at once.
     let _permit = fleet.spawn_permits.acquire().await.ok();
     let created = if workspace.exists(&path).await {
@@ -233,7 +226,9 @@ async fn try_start(
             return Err(cleanup(e).await);
         }
     }
-    // On a host: Flotilla's executable there (the hooks') and its API through the forward.
+    // On a host: Flotilla's executable there (the hooks') and its API through the forward;
+    // a sandboxed agent reaches the API through its egress proxy, which runs here, at
+    // Flotilla's own address.
     let (cli, server_url) = match &host {
         None => (fleet.cli_path.clone(), fleet.server_url.clone()),
         Some(h) => {
@@ -244,7 +239,11 @@ async fn try_start(
                     }
                     None => None,
                 };
-                let url = crate::plugins::hosts::launch::server_url(h, &fleet.server_url).await?;
+                let url = if sandbox.is_some() {
+                    fleet.server_url.clone()
+                } else {
+                    crate::plugins::hosts::launch::server_url(h, &fleet.server_url).await?
+                };
                 Ok::<_, PluginError>((cli, url))
             };
             match on_host.await {
@@ -346,13 +345,17 @@ async fn try_start(
     let argv = match &sandbox {
         None => argv,
         Some(b) => {
+            let key = fleet.sandbox.key(project, &s.agent);
             let req = super::sandboxed::Request {
                 fleet,
                 session: s.id.as_str(),
                 sandbox: b,
+                key: &key,
                 agent: agent.as_ref(),
                 workspace: &path,
                 prompt_file: &prompt_file,
+                cli: cli.as_deref(),
+                host: host.as_ref(),
             };
             match super::sandboxed::wrap(&req, argv, &mut env).await {
                 Ok(a) => a,

@@ -187,14 +187,9 @@ impl SessionActor {
                 // An adopted sandboxed agent needs its egress proxy again.
                 let fleet = self.fleet.clone();
                 let id = self.id.to_string();
+                let runtime = s.session.runtime.clone();
                 actix::spawn(async move {
-                    let run_dir =
-                        crate::actors::sandbox_host::SandboxHost::run_dir(&fleet.home, &id);
-                    if let Err(e) = fleet
-                        .sandbox
-                        .restore_proxy(fleet.journal.clone(), &run_dir, &id)
-                        .await
-                    {
+                    if let Err(e) = sandboxed::readopt(&fleet, &id, &runtime).await {
                         tracing::warn!(session = %id, error = %e, "restarting the sandbox proxy failed");
                     }
                 });
@@ -722,15 +717,7 @@ async fn run_effect(
                     tracing::warn!(error = %e, "destroying the runtime failed");
                 }
             }
-            fleet.sandbox.stop(rec.id.as_str());
-            // The sandbox's run directory (proxy socket, allow list) goes with the agent.
-            let run_dir =
-                crate::actors::sandbox_host::SandboxHost::run_dir(&fleet.home, rec.id.as_str());
-            if let Err(e) = tokio::fs::remove_dir_all(&run_dir).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, "removing the sandbox run directory failed");
-                }
-            }
+            sandboxed::release(fleet, rec).await;
             None
         }
         Effect::CleanupWorkspace => {

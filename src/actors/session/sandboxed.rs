@@ -1,14 +1,19 @@
-//! Puts one launch in its sandbox: finds the paths the agent needs and must not see, starts
-//! the session's egress proxy, and turns the agent's argv into `bwrap … -- flotilla
-//! sandbox-exec … -- agent …` (see `crate::sandbox`).
+//! Puts one launch in its sandbox: finds the paths the agent needs and must not see (on this
+//! machine, or on the agent's ssh host in one call: `plugins::hosts::sandbox::probe`), starts
+//! the session's egress proxy (always here, in Flotilla: a refusal is an event on the
+//! session; on a host its socket is reverse-forwarded there), and turns the agent's argv into
+//! `bwrap … -- flotilla sandbox-exec … -- agent …` (see `crate::sandbox`), the same builder
+//! for both.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::actors::fleet::Fleet;
 use crate::actors::sandbox_host::{SandboxHost, PROXY_SOCKET};
 use crate::config::{Sandbox, SandboxNetwork};
+use crate::plugins::hosts::{self, Host};
 use crate::plugins::{exec, Agent, PluginError, PluginResult};
 use crate::preflight::{resolve, Resolved};
 use crate::sandbox::bwrap::{self, Hidden, Layout, INNER_PROXY_PORT};
@@ -31,19 +36,28 @@ pub struct Request<'a> {
     pub session: &'a str,
     /// The sandbox.
     pub sandbox: &'a Sandbox,
+    /// The key that turns it on (`projects.<name>.sandbox` / `agents.<name>.sandbox`), named
+    /// by errors.
+    pub key: &'a str,
     /// The agent plugin (for its state paths).
     pub agent: &'a dyn Agent,
     /// The session's worktree.
     pub workspace: &'a Path,
     /// The prompt file.
     pub prompt_file: &'a Path,
+    /// The `flotilla` executable as the agent sees it (on a host: the copy there).
+    pub cli: Option<&'a Path>,
+    /// The ssh host the agent runs on; `None` for this machine.
+    pub host: Option<&'a Arc<Host>>,
 }
 
-/// Wraps `argv` in the sandbox and adds the proxy settings to `env`.
+/// Wraps `argv` in the sandbox and adds the proxy settings to `env`. On a host, `env`'s
+/// `FLOTILLA_SERVER` is Flotilla's own address: the sandbox reaches it through the proxy.
 ///
 /// # Errors
-/// `Invalid` when bubblewrap or the `flotilla` executable is missing (naming what to
-/// install or set), or the allow list is bad; `Io`/`Command` when the proxy or git fails.
+/// `Invalid` when bubblewrap (naming the host and the key on a host) or the `flotilla`
+/// executable is missing (naming what to install or set), or the allow list is bad;
+/// `Io`/`Command` when the proxy, its forward, git or the host fails.
 pub async fn wrap(
     r: &Request<'_>,
     argv: Vec<String>,
@@ -53,21 +67,16 @@ pub async fn wrap(
         .get("PATH")
         .cloned()
         .unwrap_or_else(|| std::env::var("PATH").unwrap_or_default());
-    let bwrap =
-        match resolve("bwrap", &path_var) {
-            Resolved::Found(p) => p,
-            _ => return Err(PluginError::Invalid(
-                "the sandbox needs bubblewrap: `bwrap` is not on PATH (Debian: apt-get install \
-                 bubblewrap), or set sandbox.enabled: false"
-                    .into(),
-            )),
-        };
-    let cli = r.fleet.cli_path.clone().ok_or_else(|| {
+    let cli = r.cli.map(Path::to_path_buf).ok_or_else(|| {
         PluginError::Invalid(
             "the sandbox needs the flotilla executable: set server.cli_path".into(),
         )
     })?;
-    let run_dir = SandboxHost::run_dir(&r.fleet.home, r.session);
+    let (bwrap, layout) = match r.host {
+        None => local_layout(r, &cli, &argv, &path_var, env).await?,
+        Some(h) => host_layout(r, h, &cli, &argv, &path_var, env).await?,
+    };
+    let local_run = SandboxHost::run_dir(&r.fleet.home, r.session);
 
     let (forwards, mut allow) = reachable(env);
     if r.sandbox.network == SandboxNetwork::Proxy {
@@ -75,20 +84,69 @@ pub async fn wrap(
     }
     r.fleet
         .sandbox
-        .start_proxy(r.fleet.journal.clone(), &run_dir, r.session, &allow)
+        .start_proxy(r.fleet.journal.clone(), &local_run, r.session, &allow)
         .await?;
+    if let Some(h) = r.host {
+        hosts::sandbox::forward_proxy(
+            h,
+            r.session,
+            &layout.run_dir.join(PROXY_SOCKET),
+            &local_run.join(PROXY_SOCKET),
+        )
+        .await?;
+    }
+    let limits = &r.sandbox.limits;
+    if limits.processes.is_some() && layout.as_root {
+        tracing::warn!(
+            session = r.session,
+            "sandbox.limits.processes is not applied when the agent's user is root (the kernel \
+             counts every process of the real user)"
+        );
+    }
+    let opts = ExecOptions {
+        proxy: Some(PathBuf::from(bwrap::INNER_RUN).join(PROXY_SOCKET)),
+        bridge: (r.sandbox.network == SandboxNetwork::Proxy)
+            .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), INNER_PROXY_PORT)),
+        forward: forwards,
+        processes: limits.processes.filter(|_| !layout.as_root),
+        memory_mb: limits.memory_mb,
+        cpu_seconds: limits.cpu_seconds,
+        command: argv,
+    };
+    let mut inner = vec![cli.to_string_lossy().into_owned(), "sandbox-exec".into()];
+    inner.extend(opts.to_args());
+    env.extend(bwrap::proxy_env(r.sandbox));
+    Ok(bwrap::command(&bwrap, r.sandbox, &layout, &inner))
+}
 
+/// `bwrap` and the layout of a sandbox on this machine, `cli` being the `flotilla` executable.
+async fn local_layout(
+    r: &Request<'_>,
+    cli: &Path,
+    argv: &[String],
+    path_var: &str,
+    env: &BTreeMap<String, String>,
+) -> PluginResult<(PathBuf, Layout)> {
+    let bwrap =
+        match resolve("bwrap", path_var) {
+            Resolved::Found(p) => p,
+            _ => return Err(PluginError::Invalid(
+                "the sandbox needs bubblewrap: `bwrap` is not on PATH (Debian: apt-get install \
+                 bubblewrap), or set sandbox.enabled: false"
+                    .into(),
+            )),
+        };
     let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-    let mut readable = vec![cli.clone(), r.prompt_file.to_path_buf()];
+    let mut readable = vec![cli.to_path_buf(), r.prompt_file.to_path_buf()];
     if let Some(program) = argv.first() {
-        if let Resolved::Found(p) = resolve(program, &path_var) {
+        if let Resolved::Found(p) = resolve(program, path_var) {
             readable.push(install_root(&p));
         }
     }
     // Tools installed under a home (nvm, ~/.local/bin, cargo) stay runnable.
     let homes: Vec<PathBuf> = home.iter().cloned().chain(dirs::home_dir()).collect();
     readable.extend(
-        std::env::split_paths(&path_var)
+        std::env::split_paths(path_var)
             .filter(|d| homes.iter().any(|h| d.starts_with(h)) && d.is_dir()),
     );
     // Flotilla's home, and the home of the user Flotilla runs as when the agent was given
@@ -118,31 +176,119 @@ pub async fn wrap(
         hidden,
         writable: r.agent.state_paths(env),
         readable,
-        run_dir,
+        run_dir: SandboxHost::run_dir(&r.fleet.home, r.session),
         as_root: is_root(),
     };
-    let limits = &r.sandbox.limits;
-    if limits.processes.is_some() && layout.as_root {
-        tracing::warn!(
-            session = r.session,
-            "sandbox.limits.processes is not applied when Flotilla runs as root (the kernel \
-             counts every process of the real user)"
-        );
+    Ok((bwrap, layout))
+}
+
+/// `bwrap` and the layout of a sandbox on `host`, from one look at it: the same rules as
+/// [`local_layout`] with the host's paths. Hidden: the host's work directory (other
+/// sessions' worktrees, logs, prompts, clones; the session's own worktree, git directory,
+/// prompt and Flotilla's executable are bound back), the login user's home when the agent
+/// has another, and Flotilla's home, config and database should they exist there too.
+async fn host_layout(
+    r: &Request<'_>,
+    host: &Host,
+    cli: &Path,
+    argv: &[String],
+    path_var: &str,
+    env: &BTreeMap<String, String>,
+) -> PluginResult<(PathBuf, Layout)> {
+    let home = env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let own_files: Vec<PathBuf> = std::iter::once(r.fleet.home.clone())
+        .chain(r.fleet.sandbox.hidden.iter().cloned())
+        .collect();
+    let candidates: Vec<PathBuf> = own_files
+        .iter()
+        .cloned()
+        .chain(std::env::split_paths(path_var))
+        .collect();
+    let program = argv.first().map(String::as_str).unwrap_or_default();
+    let found = hosts::sandbox::probe(host, path_var, program, r.workspace, &candidates).await?;
+    let bwrap = found
+        .bwrap
+        .clone()
+        .ok_or_else(|| hosts::sandbox::no_bwrap(&host.name, r.key))?;
+    let mut hidden = vec![Hidden {
+        path: host.settings.workdir.clone(),
+        is_dir: true,
+    }];
+    if let Some(own) = found.home.clone().filter(|h| Some(h) != home.as_ref()) {
+        hidden.push(Hidden {
+            path: own,
+            is_dir: true,
+        });
     }
-    let opts = ExecOptions {
-        proxy: Some(PathBuf::from(bwrap::INNER_RUN).join(PROXY_SOCKET)),
-        bridge: (r.sandbox.network == SandboxNetwork::Proxy)
-            .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), INNER_PROXY_PORT)),
-        forward: forwards,
-        processes: limits.processes.filter(|_| !layout.as_root),
-        memory_mb: limits.memory_mb,
-        cpu_seconds: limits.cpu_seconds,
-        command: argv,
+    for p in &own_files {
+        if let Some(is_dir) = found.existing.get(p) {
+            hidden.push(Hidden {
+                path: p.clone(),
+                is_dir: *is_dir,
+            });
+        }
+    }
+    // The prompt's local path: the remote runtime puts the host's copy in its place.
+    let mut readable = vec![cli.to_path_buf(), r.prompt_file.to_path_buf()];
+    readable.extend(found.install.clone());
+    let homes: Vec<&PathBuf> = home.iter().chain(found.home.iter()).collect();
+    readable.extend(std::env::split_paths(path_var).filter(|d| {
+        homes.iter().any(|h| d.starts_with(h)) && found.existing.get(d) == Some(&true)
+    }));
+    let layout = Layout {
+        workspace: r.workspace.to_path_buf(),
+        git_dir: found.git_dir.clone(),
+        home,
+        hidden,
+        writable: r.agent.state_paths(env),
+        readable,
+        run_dir: hosts::sandbox::run_dir(host, r.session),
+        as_root: found.root,
     };
-    let mut inner = vec![cli.to_string_lossy().into_owned(), "sandbox-exec".into()];
-    inner.extend(opts.to_args());
-    env.extend(bwrap::proxy_env(r.sandbox));
-    Ok(bwrap::command(&bwrap, r.sandbox, &layout, &inner))
+    Ok((bwrap, layout))
+}
+
+/// An adopted agent's sandbox after a restart of Flotilla: its egress proxy served again
+/// (from the allow list its launch saved; nothing when it was not sandboxed) and, on a host
+/// (`runtime` is `ssh:<host>`), the proxy's socket there forwarded again.
+///
+/// # Errors
+/// The proxy's or the forward's.
+pub async fn readopt(fleet: &Fleet, session: &str, runtime: &str) -> PluginResult<()> {
+    let run_dir = SandboxHost::run_dir(&fleet.home, session);
+    let sandboxed = fleet
+        .sandbox
+        .restore_proxy(fleet.journal.clone(), &run_dir, session)
+        .await?;
+    let host = hosts::host_of(runtime).and_then(|h| fleet.plugins.hosts.get(h));
+    match host {
+        Some(h) if sandboxed => {
+            let remote = hosts::sandbox::run_dir(h, session).join(PROXY_SOCKET);
+            hosts::sandbox::forward_proxy(h, session, &remote, &run_dir.join(PROXY_SOCKET)).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The agent of `rec` is gone: its proxy stops, its run directory goes, and on a host the
+/// proxy's forward and the run directory there too.
+pub async fn release(fleet: &Fleet, rec: &crate::store::SessionRecord) {
+    let id = rec.id.as_str();
+    fleet.sandbox.stop(id);
+    let host = hosts::host_of(&rec.runtime).and_then(|h| fleet.plugins.hosts.get(h));
+    let sandboxed = fleet
+        .project(&rec.project)
+        .and_then(|p| fleet.sandbox.sandbox_for(p, &rec.agent))
+        .is_some();
+    if let (Some(h), true) = (host, sandboxed) {
+        hosts::sandbox::drop_proxy(h, id).await;
+    }
+    let run_dir = SandboxHost::run_dir(&fleet.home, id);
+    if let Err(e) = tokio::fs::remove_dir_all(&run_dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, "removing the sandbox run directory failed");
+        }
+    }
 }
 
 /// The loopback addresses to forward into the sandbox and the proxy entries they need, from

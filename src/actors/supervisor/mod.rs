@@ -30,7 +30,7 @@ use self::cluster::forward_step;
 pub use self::cluster::{AdoptSessions, ReleaseSessions};
 use self::messages::*;
 use self::request::InvalidField;
-use self::spawn::{branch_free, plan_branch, preflight_agent, with_warnings};
+use self::spawn::{branch_free, bwrap_on_host, plan_branch, preflight_agent, with_warnings};
 use crate::actors::cluster::bus::ClusterCommand;
 use crate::actors::fleet::Fleet;
 use crate::actors::session::messages::{
@@ -291,10 +291,18 @@ impl Handler<Spawn> for FleetSupervisor {
         // Counted as the host's load from now, so the next spawn's `host: auto` sees it.
         let placement = crate::plugins::hosts::host_of(&new.runtime)
             .and_then(|h| self.fleet.plugins.hosts.reserve(h));
+        let sandbox_key = self.sandbox_key(&new.project, &new.agent);
+        let hosts = self.fleet.plugins.hosts.clone();
         let plan = async move {
             // An agent that cannot start fails the spawn before anything is created.
             let warnings = preflight_agent(launch).await?;
             with_warnings(&mut new, &warnings);
+            bwrap_on_host(&hosts, &new.runtime, sandbox_key.as_deref())
+                .await
+                .map_err(|reason| FleetError::Invalid {
+                    field: "host".into(),
+                    reason,
+                })?;
             branch_free(&store, &new.project, new.branch.as_deref()).await?;
             // The issue is read before anything is created: an unknown issue or a tracker
             // outage fails the spawn cleanly.
@@ -351,6 +359,8 @@ impl Handler<BatchSpawn> for FleetSupervisor {
             .project(&r.project)
             .map(|p| (p.repo.clone(), p.remote.clone()));
         let launch = self.agent_launch(&template.agent);
+        let sandbox_key = self.sandbox_key(&template.project, &template.agent);
+        let hosts = self.fleet.plugins.hosts.clone();
         let tracker = self.fleet.plugins.trackers.get(&r.project).cloned();
         // `host: auto`: the batch is spread over the hosts by load, not all on the host the
         // template was placed on.
@@ -447,9 +457,6 @@ impl Handler<BatchSpawn> for FleetSupervisor {
                 for (mut new, pick) in news.into_iter().zip(picks) {
                     match pick {
                         Some(h) => {
-                            if let Some(p) = hosts.reserve(&h) {
-                                p.keep();
-                            }
                             new.runtime = crate::plugins::hosts::plugin_name(&h);
                             new.workspace_kind.clone_from(&new.runtime);
                             placed.push(new);
@@ -463,7 +470,34 @@ impl Handler<BatchSpawn> for FleetSupervisor {
                 }
                 news = placed;
             }
-            Ok((news, skipped))
+            // A sandboxed batch on hosts: those placed on a host without bubblewrap are
+            // skipped (asked once per host).
+            let mut refused: std::collections::HashMap<String, Result<(), String>> =
+                std::collections::HashMap::new();
+            let mut ready = Vec::with_capacity(news.len());
+            for new in news {
+                if !refused.contains_key(&new.runtime) {
+                    let r = bwrap_on_host(&hosts, &new.runtime, sandbox_key.as_deref()).await;
+                    refused.insert(new.runtime.clone(), r);
+                }
+                match refused.get(&new.runtime) {
+                    Some(Err(reason)) => skipped.push(Skipped {
+                        issue: new.issue.unwrap_or_default(),
+                        reason: reason.clone(),
+                        session: None,
+                    }),
+                    _ => ready.push(new),
+                }
+            }
+            // What is placed on a host counts as its load until its pane starts.
+            for new in &ready {
+                let placed =
+                    crate::plugins::hosts::host_of(&new.runtime).and_then(|h| hosts.reserve(h));
+                if let Some(p) = placed {
+                    p.keep();
+                }
+            }
+            Ok((ready, skipped))
         };
         self.create_and_start(plan)
     }

@@ -103,6 +103,31 @@ pub(super) async fn preflight_agent(
     Ok(warnings)
 }
 
+/// A sandboxed session (`key`: the key that turns its sandbox on) placed on a host (its
+/// `runtime` is `ssh:<host>`) needs bubblewrap there: asked before anything is created, so
+/// a host without it refuses the spawn naming the host and the key. A host that does not
+/// answer is left to the launch, which looks again (and never starts the agent unsandboxed).
+///
+/// # Errors
+/// The refusal's reason.
+pub(super) async fn bwrap_on_host(
+    hosts: &crate::plugins::hosts::HostSet,
+    runtime: &str,
+    key: Option<&str>,
+) -> Result<(), String> {
+    use crate::plugins::hosts::{host_of, sandbox};
+    let (Some(key), Some(name)) = (key, host_of(runtime)) else {
+        return Ok(());
+    };
+    let Some(host) = hosts.get(name) else {
+        return Ok(());
+    };
+    match sandbox::has_bwrap(host).await {
+        Ok(false) => Err(sandbox::no_bwrap(name, key).to_string()),
+        _ => Ok(()),
+    }
+}
+
 /// Keeps the preflight's warnings with a new session (`meta.preflight_warnings`).
 pub(super) fn with_warnings(new: &mut NewSession, warnings: &[String]) {
     if !warnings.is_empty() {
@@ -136,6 +161,15 @@ fn fresh(session: SessionRecord) -> SessionSnapshot {
 }
 
 impl FleetSupervisor {
+    /// The key that turns the sandbox of `agent` in `project` on, when it runs in one.
+    pub(super) fn sandbox_key(&self, project: &str, agent: &str) -> Option<String> {
+        let p = self.fleet.project(project)?;
+        self.fleet
+            .sandbox
+            .sandbox_for(p, agent)
+            .map(|_| self.fleet.sandbox.key(p, agent))
+    }
+
     /// What the preflight checks for agent `name` (`None`: unknown agent or nothing to check).
     pub(super) fn agent_launch(&self, name: &str) -> Option<AgentLaunch> {
         self.fleet.plugins.agent(name).ok()?.preflight()
@@ -160,13 +194,9 @@ impl FleetSupervisor {
             .plugins
             .agent(&agent)
             .map_err(|_| invalid("agent", format!("unknown agent `{agent}`")))?;
-        let (runtime, workspace_kind) = crate::actors::placement::plugins_for(
-            &self.fleet.plugins.hosts,
-            project,
-            r.host,
-            self.fleet.sandbox.refusal_on_host(project, &agent),
-        )
-        .map_err(|(field, reason)| invalid(field, reason))?;
+        let (runtime, workspace_kind) =
+            crate::actors::placement::plugins_for(&self.fleet.plugins.hosts, project, r.host)
+                .map_err(|(field, reason)| invalid(field, reason))?;
         self.fleet
             .plugins
             .runtime(&runtime)

@@ -13,6 +13,8 @@
 //! - [`launch`]: what a launch on the host needs beyond its worktree and tmux: Flotilla's own
 //!   executable there (the agents' hooks), Flotilla's API through a reverse forward, the
 //!   project's workspace `setup`; [`files`]: the agent's configuration files there.
+//! - [`sandbox`]: what an agent sandbox on the host needs there: a look at the host (bwrap,
+//!   paths) and the egress proxy's socket, reverse-forwarded from Flotilla.
 //! - [`crate::actors::host_events`]: a host's loss and return, told to the sessions on it.
 //!
 //! A host `NAME` is registered as the runtime and the workspace plugin `ssh:NAME`
@@ -22,6 +24,7 @@
 pub mod files;
 pub mod launch;
 pub mod monitor;
+pub mod sandbox;
 pub mod ssh;
 pub mod state;
 pub mod workspace;

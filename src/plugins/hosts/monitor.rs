@@ -166,6 +166,7 @@ async fn follow(host: &Host, ready: impl FnOnce()) -> Result<Ended, crate::plugi
     }
     // A new control connection has none of the old one's forwards (a no-op on the same one).
     super::launch::restore_forward(host).await;
+    super::sandbox::restore_forwards(host).await;
     ready();
     let relist = tokio::time::sleep(RELIST);
     tokio::pin!(relist);

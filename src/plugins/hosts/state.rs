@@ -76,6 +76,10 @@ pub struct Host {
     pub(crate) cli: tokio::sync::Mutex<Option<PathBuf>>,
     /// The reverse forward to Flotilla's API (see [`super::launch`]).
     pub(crate) forward: tokio::sync::Mutex<super::launch::Forward>,
+    /// The reverse forwards of sandboxed sessions' proxy sockets (see [`super::sandbox`]).
+    pub(crate) proxy_forwards: tokio::sync::Mutex<super::sandbox::ProxyForwards>,
+    /// Whether `bwrap` was found on the host (see [`super::sandbox::has_bwrap`]).
+    pub(crate) bwrap_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -98,6 +102,8 @@ impl Host {
             follow_more: Notify::new(),
             cli: tokio::sync::Mutex::new(None),
             forward: tokio::sync::Mutex::new(super::launch::Forward::default()),
+            proxy_forwards: tokio::sync::Mutex::new(super::sandbox::ProxyForwards::default()),
+            bwrap_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
