@@ -753,3 +753,77 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     );
     assert!(slot_rows(&url).await.is_empty(), "every slot freed");
 }
+
+/// Chat messages node `base` finished handling (any outcome), from its `/metrics`.
+async fn turns_ended(base: &str) -> u64 {
+    let Ok(r) = http_client().get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("flotilla_chat_turns_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A node paused past the lease time while its assistant finished (the answer waiting in
+/// the pipe) says nothing of that turn when it resumes: its fence no longer holds the
+/// conversation's lease, so the reply is dropped, and the new owner's answer is the only one.
+#[actix_web::test]
+async fn a_node_that_lost_a_conversation_does_not_post_the_answer_its_assistant_finished() {
+    let Some(nodes) = Nodes::start(2, 2, "").await else {
+        return;
+    };
+    let url = nodes.url.clone();
+    let log = nodes.log.clone();
+    let gate = nodes.base.join("gate-z1");
+    let bases = nodes.bases.clone();
+    post_message(
+        &bases[0].1,
+        "z1",
+        &format!("/say tag-z1 WAIT:{} end", gate.display()),
+    )
+    .await;
+    let first_pid = slowly(60, "z1 running on node-a", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| {
+                v["event"] == "start" && v["prompt"].as_str().unwrap_or("").contains("tag-z1")
+            })
+            .and_then(|v| v["pid"].as_u64())
+    })
+    .await;
+
+    // Read before the pause: a frozen node answers no request.
+    let before = turns_ended(&bases[0].1).await;
+    signal(nodes.procs[0].pid(), "STOP");
+    slowly(60, "z1 taken over and re-run by node-b", || async {
+        let owner = conversation_leases(&url).await.get("test:z1").cloned();
+        (owner.is_some_and(|(o, _)| o == NODES[1]) && count(&runs(&log), "tag-z1", "start") == 2)
+            .then_some(())
+    })
+    .await;
+    // Both runs answer now; node-a's answer waits in its pipe while node-a is frozen.
+    std::fs::write(&gate, "open").expect("gate");
+    slowly(
+        60,
+        "node-b answered and node-a's assistant ended",
+        || async {
+            let by_b = answers(&bases[1..], "z1", "tag-z1").await;
+            (by_b.get(NODES[1]) == Some(&1) && gone(first_pid)).then_some(())
+        },
+    )
+    .await;
+    signal(nodes.procs[0].pid(), "CONT");
+    slowly(60, "node-a finished handling z1", || async {
+        (turns_ended(&bases[0].1).await > before).then_some(())
+    })
+    .await;
+    assert_eq!(
+        answers(&bases, "z1", "tag-z1").await,
+        BTreeMap::from([(NODES[1].to_string(), 1)]),
+        "answered once, by the new owner; node-a's reply was dropped"
+    );
+}

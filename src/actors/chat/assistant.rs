@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::handles::TurnHandles;
 use super::replier::Replier;
-use super::reply::reply_to;
+use super::reply::turn_reply;
 use super::scheduler::TurnSlot;
 use super::workspace::turn_dir;
 use super::{spend, ChatContext};
@@ -103,7 +103,7 @@ impl<'a> Turn<'a> {
         self.state = state;
         for effect in effects {
             match effect {
-                TurnEffect::Reply(text) => reply_to(self.ctx, self.conversation, &text).await,
+                TurnEffect::Reply(text) => turn_reply(self.ctx, self.conversation, &text).await,
                 TurnEffect::StartTurn => self.replier.start().await,
                 TurnEffect::FlushReplies => self.replier.finish().await,
             }
@@ -136,7 +136,7 @@ async fn wait_for_slot(
             actix::spawn(async move {
                 for effect in effects {
                     if let TurnEffect::Reply(text) = effect {
-                        reply_to(&queued_ctx, &queued_id, &text).await;
+                        turn_reply(&queued_ctx, &queued_id, &text).await;
                     }
                 }
             });

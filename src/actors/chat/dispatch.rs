@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::action::Action;
 use super::handles::TurnHandles;
 use super::jira_repo::{self, JiraRepo};
-use super::reply::{reply_to, split_id};
+use super::reply::{split_id, turn_reply};
 use super::{answers, assistant, commands, workspace, ChatContext};
 use crate::chat::parse::{parse, Parsed};
 use crate::chat::template::{execute_now, strip_front_matter, substitute};
@@ -93,7 +93,7 @@ async fn prepare_worktree(
         Ok(()) => Ok(()),
         Err(e) => {
             let text = format!("⚠️ Could not prepare a worktree: {e}");
-            reply_to(ctx, &conv.id, &text).await;
+            turn_reply(ctx, &conv.id, &text).await;
             Err(Outcome::Failed)
         }
     }
@@ -110,19 +110,19 @@ async fn jira_repository(
     match jira_repo::ensure(ctx, conv, &msg.meta).await {
         Ok(JiraRepo::Unchanged) => Ok(()),
         Ok(JiraRepo::Linked(text)) => {
-            reply_to(ctx, &conv.id, &text).await;
+            turn_reply(ctx, &conv.id, &text).await;
             Ok(())
         }
         Ok(JiraRepo::NoneApplies(text)) => {
             if matches!(parsed, Parsed::Plain(_) | Parsed::Template { .. }) {
-                reply_to(ctx, &conv.id, &text).await;
+                turn_reply(ctx, &conv.id, &text).await;
                 Err(Outcome::Done)
             } else {
                 Ok(())
             }
         }
         Err(e) => {
-            reply_to(ctx, &conv.id, &format!("⚠️ {e}")).await;
+            turn_reply(ctx, &conv.id, &format!("⚠️ {e}")).await;
             Err(Outcome::Failed)
         }
     }
@@ -220,11 +220,11 @@ async fn perform(
 ) -> Outcome {
     match action {
         Action::Reply(text) => {
-            reply_to(ctx, &conv.id, &text).await;
+            turn_reply(ctx, &conv.id, &text).await;
             Outcome::Done
         }
         Action::Fail(text) => {
-            reply_to(ctx, &conv.id, &format!("⚠️ {text}")).await;
+            turn_reply(ctx, &conv.id, &format!("⚠️ {text}")).await;
             Outcome::Failed
         }
         Action::Prompt {

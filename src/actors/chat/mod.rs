@@ -61,7 +61,7 @@ use crate::actors::journal::Journal;
 use crate::actors::supervisor::FleetSupervisor;
 use crate::config::ChatSettings;
 use crate::plugins::Assistant;
-use crate::store::{ConversationRecord, Fence, SharedStore, StoreError};
+use crate::store::{ConversationRecord, Fence, LeaseKind, SharedStore, StoreError};
 
 /// What every conversation actor needs, resolved once from config.
 pub struct ChatContext {
@@ -112,6 +112,31 @@ impl ChatContext {
                         what: format!("conversation {conversation}"),
                         generation: 0,
                     })
+            }
+        }
+    }
+
+    /// Whether this node may still speak for `conversation`'s turn: always on one node; when
+    /// clustered, only while the database says this node's fence still holds the
+    /// conversation's lease, so a node paused past the lease time does not post the reply of
+    /// a turn another node now runs again. A store that cannot answer counts as yes: a reply
+    /// said twice is better than none.
+    pub async fn still_owns(&self, conversation: &str) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return true;
+        };
+        let Some(mine) = cluster.conversation_fence(conversation) else {
+            return false;
+        };
+        match self
+            .store
+            .lease_holder(LeaseKind::Conversation, conversation)
+            .await
+        {
+            Ok(holder) => holder.as_ref() == Some(&mine),
+            Err(e) => {
+                tracing::warn!(conversation, error = %e, "cannot read the conversation's lease; replying");
+                true
             }
         }
     }

@@ -45,6 +45,7 @@ pub fn denial_notice(kind: &str, mode: PermissionMode, denials: &[String]) -> St
 /// Shapes a turn's chunks into chat messages.
 pub(super) struct Replier {
     ctx: Arc<ChatContext>,
+    conversation: String,
     platform: Option<Arc<dyn ChatPlatform>>,
     thread: String,
     mode: ChatReplyMode,
@@ -66,6 +67,7 @@ impl Replier {
         let platform = ctx.platforms.get(&conv.platform);
         Replier {
             ctx,
+            conversation: conv.id.clone(),
             platform,
             thread: conv.thread.clone(),
             mode,
@@ -79,13 +81,27 @@ impl Replier {
 
     pub(super) async fn start(&mut self) {
         if self.mode == ChatReplyMode::Batch {
-            if let Some(p) = &self.platform {
+            if let Some(p) = self.speaking().await {
                 let notice = format!("{} is on the case...", self.ctx.settings.bot_name);
                 if let Err(e) = send(p.as_ref(), &self.thread, &notice).await {
                     tracing::warn!(error = %e, "chat notice failed");
                 }
             }
         }
+    }
+
+    /// The platform to speak on, while this node still owns the conversation (a node that
+    /// lost it says nothing more of this turn).
+    async fn speaking(&self) -> Option<Arc<dyn ChatPlatform>> {
+        let p = self.platform.clone()?;
+        if self.ctx.still_owns(&self.conversation).await {
+            return Some(p);
+        }
+        tracing::info!(
+            conversation = %self.conversation,
+            "the conversation moved to another node: the turn's reply is dropped"
+        );
+        None
     }
 
     fn current(&self) -> String {
@@ -107,6 +123,13 @@ impl Replier {
             // Too long to edit in place: the rest goes out at the end.
             return;
         }
+        let due = match &self.streaming {
+            None => true,
+            Some((_, last)) => now.duration_since(*last) >= interval,
+        };
+        if !due || self.speaking().await.is_none() {
+            return;
+        }
         match &self.streaming {
             None => match send(p.as_ref(), &self.thread, &body).await {
                 Ok(id) => {
@@ -115,7 +138,7 @@ impl Replier {
                 }
                 Err(e) => tracing::warn!(error = %e, "chat stream send failed"),
             },
-            Some((id, last)) if now.duration_since(*last) >= interval => {
+            Some((id, _)) => {
                 let id = id.clone();
                 match edit(p.as_ref(), &self.thread, &id, &body).await {
                     Ok(()) => {
@@ -125,7 +148,6 @@ impl Replier {
                     Err(e) => tracing::warn!(error = %e, "chat stream edit failed"),
                 }
             }
-            Some(_) => {}
         }
     }
 
@@ -145,7 +167,7 @@ impl Replier {
     }
 
     pub(super) async fn finish(&mut self) {
-        let Some(p) = self.platform.clone() else {
+        let Some(p) = self.speaking().await else {
             return;
         };
         let mut body = batch_reply(&self.texts, &self.tools);

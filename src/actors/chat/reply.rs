@@ -40,6 +40,19 @@ pub async fn reply_to(ctx: &ChatContext, conversation: &str, text: &str) {
     }
 }
 
+/// Sends a reply of the conversation's turn (or of a command it runs): only while this node
+/// still owns the conversation (see [`ChatContext::still_owns`]); otherwise it is dropped.
+pub async fn turn_reply(ctx: &ChatContext, conversation: &str, text: &str) {
+    if !ctx.still_owns(conversation).await {
+        tracing::info!(
+            conversation,
+            "the conversation moved to another node: reply dropped"
+        );
+        return;
+    }
+    reply_to(ctx, conversation, text).await;
+}
+
 /// One platform send, with a timeout and waits on rate limits.
 pub(super) async fn send(
     p: &dyn ChatPlatform,
