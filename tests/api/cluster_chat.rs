@@ -560,38 +560,56 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
     );
 
     // ---- a node dies holding a slot: the slot frees itself after the lease time ------------
-    let victim = 0;
+    // The receiving node normally runs a conversation, but another node's sweep may win a
+    // free one: which node runs what is read back, not assumed.
     let dying = vec![("x1".to_string(), "tag-x1".to_string())];
-    post_message(&bases[victim].1, "x1", &held("tag-x1")).await;
+    post_message(&bases[0].1, "x1", &held("tag-x1")).await;
     slowly(60, "x1 running on the doomed node", || async {
         (running_tags(&log, &dying).len() == 1).then_some(())
     })
     .await;
-    assert_eq!(
-        slot_rows(&url).await,
-        [("test:x1".to_string(), NODES[victim].to_string())],
-        "x1's slot is held by the node that runs it"
-    );
+    let rows = slot_rows(&url).await;
+    assert_eq!(rows.len(), 1, "x1's slot: {rows:?}");
+    assert_eq!(rows[0].0, "test:x1");
+    let victim = NODES
+        .iter()
+        .position(|n| *n == rows[0].1)
+        .expect("x1's slot is held by a node");
     let keeper = vec![("x2".to_string(), "tag-x2".to_string())];
-    post_message(&bases[1].1, "x2", &held("tag-x2")).await;
+    post_message(&bases[(victim + 1) % 3].1, "x2", &held("tag-x2")).await;
     slowly(60, "x2 running", || async {
         (running_tags(&log, &keeper).len() == 1).then_some(())
     })
     .await;
     // The cap is full: x3 waits, and is told so.
     post_message(
-        &bases[2].1,
+        &bases[(victim + 2) % 3].1,
         "x3",
         &format!("/say tag-x3 RUNNING:{} end", counted.display()),
     )
     .await;
     slowly(60, "x3 told every slot is busy", || async {
-        told_busy(&bases[2..], "x3").await.then_some(())
+        told_busy(&bases, "x3").await.then_some(())
     })
     .await;
     assert_eq!(count(&runs(&log), "tag-x3", "start"), 0, "x3 waits");
+    let x3_owner = conversation_leases(&url)
+        .await
+        .get("test:x3")
+        .map(|(o, _)| o.clone())
+        .expect("x3 is leased while it waits");
+    let here = bases
+        .iter()
+        .find(|(n, _)| *n == x3_owner)
+        .map(|(_, b)| b.clone())
+        .expect("x3's owner");
+    let running_here = slot_rows(&url)
+        .await
+        .iter()
+        .filter(|(_, n)| *n == x3_owner)
+        .count();
     let stats: Value = http_client()
-        .get(format!("{}/api/v1/chat/stats", bases[2].1))
+        .get(format!("{here}/api/v1/chat/stats"))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -601,12 +619,9 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
         .expect("stats json");
     assert_eq!(stats["cap_scope"], "cluster", "{stats}");
     assert_eq!(stats["max_concurrent"], CAP, "{stats}");
-    assert_eq!(
-        stats["cluster_active"], 2,
-        "x1 and x2, on other nodes: {stats}"
-    );
-    assert_eq!(stats["active"], 0, "{stats}");
-    assert_eq!(stats["queued"], 1, "x3 waits here: {stats}");
+    assert_eq!(stats["cluster_active"], 2, "x1 and x2: {stats}");
+    assert_eq!(stats["active"], running_here, "{stats}");
+    assert_eq!(stats["queued"], 1, "x3 waits there: {stats}");
 
     nodes.kill9(victim);
     let bases = nodes.bases.clone();
@@ -678,6 +693,36 @@ fn gone(pid: u64) -> bool {
         .unwrap_or(true)
 }
 
+/// Posts `/say <tag> WAIT:<gate> end` to `thread` (received by the first node) and waits for
+/// its assistant run to start. Returns the run's pid and the index of the node running it: the
+/// receiver takes the conversation when it is free, but another node's sweep may win it.
+async fn held_turn(nodes: &Nodes, thread: &str, tag: &str, gate: &Path) -> (u64, usize) {
+    post_message(
+        &nodes.bases[0].1,
+        thread,
+        &format!("/say {tag} WAIT:{} end", gate.display()),
+    )
+    .await;
+    let pid = slowly(60, &format!("{tag} running"), || async {
+        std::fs::read_to_string(&nodes.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == "start" && v["prompt"].as_str().unwrap_or("").contains(tag))
+            .and_then(|v| v["pid"].as_u64())
+    })
+    .await;
+    let rows = slot_rows(&nodes.url).await;
+    let conversation = format!("test:{thread}");
+    assert_eq!(rows.len(), 1, "one slot, held for {conversation}: {rows:?}");
+    assert_eq!(rows[0].0, conversation);
+    let owner = NODES
+        .iter()
+        .position(|n| *n == rows[0].1)
+        .expect("a node holds the slot");
+    (pid, owner)
+}
+
 /// A node paused past the lease time loses the conversation whose turn it runs: once it
 /// resumes and learns the lease is lost, it stops that turn (its assistant is killed, no
 /// reply) and holds no slot, while the new owner runs the message again in its own slot.
@@ -686,56 +731,36 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     let Some(nodes) = Nodes::start(2, 2, "").await else {
         return;
     };
-    let url = nodes.url.clone();
-    let log = nodes.log.clone();
+    let (url, log, bases) = (nodes.url.clone(), nodes.log.clone(), nodes.bases.clone());
     let gate = nodes.base.join("gate-y1");
-    let bases = nodes.bases.clone();
-    post_message(
-        &bases[0].1,
-        "y1",
-        &format!("/say tag-y1 WAIT:{} end", gate.display()),
-    )
-    .await;
-    let first_pid = slowly(60, "y1 running on node-a", || async {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| {
-                v["event"] == "start" && v["prompt"].as_str().unwrap_or("").contains("tag-y1")
-            })
-            .and_then(|v| v["pid"].as_u64())
-    })
-    .await;
-    assert_eq!(
-        slot_rows(&url).await,
-        [("test:y1".to_string(), NODES[0].to_string())]
-    );
+    let (first_pid, a) = held_turn(&nodes, "y1", "tag-y1", &gate).await;
+    let b = 1 - a;
 
-    // node-a freezes past the lease time: node-b takes the conversation and runs y1 again.
-    signal(nodes.procs[0].pid(), "STOP");
-    slowly(60, "y1 taken over and re-run by node-b", || async {
+    // The owner freezes past the lease time: the other node takes the conversation and runs
+    // y1 again.
+    signal(nodes.procs[a].pid(), "STOP");
+    slowly(60, "y1 taken over and re-run by the other node", || async {
         let owner = conversation_leases(&url).await.get("test:y1").cloned();
-        (owner.is_some_and(|(o, _)| o == NODES[1]) && count(&runs(&log), "tag-y1", "start") == 2)
+        (owner.is_some_and(|(o, _)| o == NODES[b]) && count(&runs(&log), "tag-y1", "start") == 2)
             .then_some(())
     })
     .await;
-    signal(nodes.procs[0].pid(), "CONT");
+    signal(nodes.procs[a].pid(), "CONT");
     // Well within `chat.turn_timeout` (60 s), which would also stop it.
-    slowly(30, "node-a stopped its turn of y1", || async {
+    slowly(30, "the old owner stopped its turn of y1", || async {
         gone(first_pid).then_some(())
     })
     .await;
-    slowly(60, "node-a holds no slot", || async {
+    slowly(60, "the old owner holds no slot", || async {
         let rows = slot_rows(&url).await;
-        (rows == [("test:y1".to_string(), NODES[1].to_string())]).then_some(())
+        (rows == [("test:y1".to_string(), NODES[b].to_string())]).then_some(())
     })
     .await;
-    let said = replies(&bases[0].1, "y1").await;
+    let said = replies(&bases[a].1, "y1").await;
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(
         said[0].contains("is on the case"),
-        "node-a said nothing after its turn's notice about the turn it gave up: {said:?}"
+        "the old owner said nothing after its turn's notice about the turn it gave up: {said:?}"
     );
     std::fs::write(&gate, "open").expect("gate");
     slowly(60, "y1 done", || async {
@@ -748,7 +773,7 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     .await;
     assert_eq!(
         answers(&bases, "y1", "tag-y1").await,
-        BTreeMap::from([(NODES[1].to_string(), 1)]),
+        BTreeMap::from([(NODES[b].to_string(), 1)]),
         "answered once, by the new owner"
     );
     assert!(slot_rows(&url).await.is_empty(), "every slot freed");
@@ -774,56 +799,39 @@ async fn a_node_that_lost_a_conversation_does_not_post_the_answer_its_assistant_
     let Some(nodes) = Nodes::start(2, 2, "").await else {
         return;
     };
-    let url = nodes.url.clone();
-    let log = nodes.log.clone();
+    let (url, log, bases) = (nodes.url.clone(), nodes.log.clone(), nodes.bases.clone());
     let gate = nodes.base.join("gate-z1");
-    let bases = nodes.bases.clone();
-    post_message(
-        &bases[0].1,
-        "z1",
-        &format!("/say tag-z1 WAIT:{} end", gate.display()),
-    )
-    .await;
-    let first_pid = slowly(60, "z1 running on node-a", || async {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| {
-                v["event"] == "start" && v["prompt"].as_str().unwrap_or("").contains("tag-z1")
-            })
-            .and_then(|v| v["pid"].as_u64())
-    })
-    .await;
+    let (first_pid, a) = held_turn(&nodes, "z1", "tag-z1", &gate).await;
+    let b = 1 - a;
 
     // Read before the pause: a frozen node answers no request.
-    let before = turns_ended(&bases[0].1).await;
-    signal(nodes.procs[0].pid(), "STOP");
-    slowly(60, "z1 taken over and re-run by node-b", || async {
+    let before = turns_ended(&bases[a].1).await;
+    signal(nodes.procs[a].pid(), "STOP");
+    slowly(60, "z1 taken over and re-run by the other node", || async {
         let owner = conversation_leases(&url).await.get("test:z1").cloned();
-        (owner.is_some_and(|(o, _)| o == NODES[1]) && count(&runs(&log), "tag-z1", "start") == 2)
+        (owner.is_some_and(|(o, _)| o == NODES[b]) && count(&runs(&log), "tag-z1", "start") == 2)
             .then_some(())
     })
     .await;
-    // Both runs answer now; node-a's answer waits in its pipe while node-a is frozen.
+    // Both runs answer now; the old owner's answer waits in its pipe while it is frozen.
     std::fs::write(&gate, "open").expect("gate");
     slowly(
         60,
-        "node-b answered and node-a's assistant ended",
+        "the new owner answered and the old owner's assistant ended",
         || async {
-            let by_b = answers(&bases[1..], "z1", "tag-z1").await;
-            (by_b.get(NODES[1]) == Some(&1) && gone(first_pid)).then_some(())
+            let by_b = answers(&bases[b..=b], "z1", "tag-z1").await;
+            (by_b.get(NODES[b]) == Some(&1) && gone(first_pid)).then_some(())
         },
     )
     .await;
-    signal(nodes.procs[0].pid(), "CONT");
-    slowly(60, "node-a finished handling z1", || async {
-        (turns_ended(&bases[0].1).await > before).then_some(())
+    signal(nodes.procs[a].pid(), "CONT");
+    slowly(60, "the old owner finished handling z1", || async {
+        (turns_ended(&bases[a].1).await > before).then_some(())
     })
     .await;
     assert_eq!(
         answers(&bases, "z1", "tag-z1").await,
-        BTreeMap::from([(NODES[1].to_string(), 1)]),
-        "answered once, by the new owner; node-a's reply was dropped"
+        BTreeMap::from([(NODES[b].to_string(), 1)]),
+        "answered once, by the new owner; the old owner's reply was dropped"
     );
 }
