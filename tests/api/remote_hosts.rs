@@ -13,6 +13,34 @@ use crate::fleet_tmux::{config, tmux, TmuxGuard};
 use crate::helpers::*;
 use crate::sshd::{available, Sshd};
 
+/// Two hosts `a` and `b` of capacity 2, each an sshd of its own with its work directory
+/// under `dir`, and their `hosts:` section.
+struct TwoHosts {
+    a: Sshd,
+    b: Sshd,
+    wa: std::path::PathBuf,
+    wb: std::path::PathBuf,
+}
+
+impl TwoHosts {
+    fn start(dir: &Path) -> TwoHosts {
+        TwoHosts {
+            a: Sshd::start(&dir.join("sshd-a")),
+            b: Sshd::start(&dir.join("sshd-b")),
+            wa: dir.join("host-a"),
+            wb: dir.join("host-b"),
+        }
+    }
+
+    fn yaml(&self) -> String {
+        format!(
+            "{}{}",
+            self.a.host_yaml("a", &self.wa, 2),
+            self.b.host_yaml("b", &self.wb, 2)
+        )
+    }
+}
+
 /// Sets up the bare origin the agents push to (as `fleet_tmux` does).
 fn with_origin(app: &TestApp) -> std::path::PathBuf {
     let origin = app.home.parent().expect("dir").join("origin.git");
@@ -52,14 +80,8 @@ async fn spawns_in_quick_succession_are_spread_over_the_hosts() {
         return;
     }
     let scratch = tempfile::tempdir().expect("tempdir");
-    let a = Sshd::start(&scratch.path().join("sshd-a"));
-    let b = Sshd::start(&scratch.path().join("sshd-b"));
-    let (wa, wb) = (scratch.path().join("host-a"), scratch.path().join("host-b"));
-    let hosts = format!(
-        "hosts:\n{}{}",
-        a.host_yaml("a", &wa, 2),
-        b.host_yaml("b", &wb, 2)
-    );
+    let two = TwoHosts::start(scratch.path());
+    let hosts = format!("hosts:\n{}", two.yaml());
     let (mut agents, project) = config(scratch.path(), "    host: auto\n", &hosts);
     agents.push_str("  sleeper: { kind: command, command: [\"sleep\", \"600\"] }\n");
     let app = spawn_app_with_agents(Backend::Sqlite, &agents, &project, scratch)
@@ -302,14 +324,9 @@ async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
         return;
     }
     let scratch = tempfile::tempdir().expect("tempdir");
-    let a = Sshd::start(&scratch.path().join("sshd-a"));
-    let b = Sshd::start(&scratch.path().join("sshd-b"));
-    let (wa, wb) = (scratch.path().join("host-a"), scratch.path().join("host-b"));
-    let hosts = format!(
-        "hosts:\n{}{}",
-        a.host_yaml("a", &wa, 2),
-        b.host_yaml("b", &wb, 2)
-    );
+    let two = TwoHosts::start(scratch.path());
+    let (wa, wb) = (two.wa.clone(), two.wb.clone());
+    let hosts = format!("hosts:\n{}", two.yaml());
     let setup = "    host: auto\n    setup: { copy: [local.env], post_create: [[\"sh\", \"-c\", \"pwd > setup-ran.txt\"]] }\n";
     let (mut agents, project) = config(scratch.path(), setup, &hosts);
     agents.push_str(
@@ -425,7 +442,7 @@ async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
             .await;
         assert_eq!(st, 200, "{v}");
     }
-    drop((a, b));
+    drop(two);
 }
 
 /// The probe a sandboxed agent on a host runs (as `tests/api/sandbox.rs`'s): one
