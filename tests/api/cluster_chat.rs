@@ -658,14 +658,7 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
     );
     assert!(slots_in_use(&url).await <= CAP as i64);
     open("tag-x2");
-    slowly(60, "x2 done", || async {
-        messages(&url)
-            .await
-            .get("tag-x2")
-            .is_some_and(|(s, _)| s == "done")
-            .then_some(())
-    })
-    .await;
+    wait_done(&url, "tag-x2").await;
     assert!(
         peak_running(&log) <= CAP,
         "the assistant counted {} turns of live nodes at once",
@@ -691,6 +684,38 @@ fn gone(pid: u64) -> bool {
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
+}
+
+/// Waits until the message tagged `tag` is done.
+async fn wait_done(url: &str, tag: &str) {
+    slowly(60, &format!("{tag} done"), || async {
+        messages(url)
+            .await
+            .get(tag)
+            .is_some_and(|(s, _)| s == "done")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until node `by` holds `thread`'s conversation and has started `tag`'s run again
+/// (the second run of it).
+async fn wait_rerun_by(nodes: &Nodes, thread: &str, tag: &str, by: usize) {
+    let conversation = format!("test:{thread}");
+    slowly(
+        60,
+        &format!("{thread} taken over and re-run by {}", NODES[by]),
+        || async {
+            let owner = conversation_leases(&nodes.url)
+                .await
+                .get(&conversation)
+                .cloned();
+            (owner.is_some_and(|(o, _)| o == NODES[by])
+                && count(&runs(&nodes.log), tag, "start") == 2)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Posts `/say <tag> WAIT:<gate> end` to `thread` (received by the first node) and waits for
@@ -731,7 +756,7 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     let Some(nodes) = Nodes::start(2, 2, "").await else {
         return;
     };
-    let (url, log, bases) = (nodes.url.clone(), nodes.log.clone(), nodes.bases.clone());
+    let (url, bases) = (nodes.url.clone(), nodes.bases.clone());
     let gate = nodes.base.join("gate-y1");
     let (first_pid, a) = held_turn(&nodes, "y1", "tag-y1", &gate).await;
     let b = 1 - a;
@@ -739,12 +764,7 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     // The owner freezes past the lease time: the other node takes the conversation and runs
     // y1 again.
     signal(nodes.procs[a].pid(), "STOP");
-    slowly(60, "y1 taken over and re-run by the other node", || async {
-        let owner = conversation_leases(&url).await.get("test:y1").cloned();
-        (owner.is_some_and(|(o, _)| o == NODES[b]) && count(&runs(&log), "tag-y1", "start") == 2)
-            .then_some(())
-    })
-    .await;
+    wait_rerun_by(&nodes, "y1", "tag-y1", b).await;
     signal(nodes.procs[a].pid(), "CONT");
     // Well within `chat.turn_timeout` (60 s), which would also stop it.
     slowly(30, "the old owner stopped its turn of y1", || async {
@@ -763,14 +783,7 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
         "the old owner said nothing after its turn's notice about the turn it gave up: {said:?}"
     );
     std::fs::write(&gate, "open").expect("gate");
-    slowly(60, "y1 done", || async {
-        messages(&url)
-            .await
-            .get("tag-y1")
-            .is_some_and(|(s, _)| s == "done")
-            .then_some(())
-    })
-    .await;
+    wait_done(&url, "tag-y1").await;
     assert_eq!(
         answers(&bases, "y1", "tag-y1").await,
         BTreeMap::from([(NODES[b].to_string(), 1)]),
@@ -799,7 +812,7 @@ async fn a_node_that_lost_a_conversation_does_not_post_the_answer_its_assistant_
     let Some(nodes) = Nodes::start(2, 2, "").await else {
         return;
     };
-    let (url, log, bases) = (nodes.url.clone(), nodes.log.clone(), nodes.bases.clone());
+    let bases = nodes.bases.clone();
     let gate = nodes.base.join("gate-z1");
     let (first_pid, a) = held_turn(&nodes, "z1", "tag-z1", &gate).await;
     let b = 1 - a;
@@ -807,12 +820,7 @@ async fn a_node_that_lost_a_conversation_does_not_post_the_answer_its_assistant_
     // Read before the pause: a frozen node answers no request.
     let before = turns_ended(&bases[a].1).await;
     signal(nodes.procs[a].pid(), "STOP");
-    slowly(60, "z1 taken over and re-run by the other node", || async {
-        let owner = conversation_leases(&url).await.get("test:z1").cloned();
-        (owner.is_some_and(|(o, _)| o == NODES[b]) && count(&runs(&log), "tag-z1", "start") == 2)
-            .then_some(())
-    })
-    .await;
+    wait_rerun_by(&nodes, "z1", "tag-z1", b).await;
     // Both runs answer now; the old owner's answer waits in its pipe while it is frozen.
     std::fs::write(&gate, "open").expect("gate");
     slowly(

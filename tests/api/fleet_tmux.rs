@@ -12,19 +12,10 @@ use crate::helpers::*;
 
 /// A repo with a bare `origin` the agents push to.
 fn with_origin(app: &TestApp) -> PathBuf {
-    let origin = app.home.parent().expect("dir").join("origin.git");
-    let out = Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&origin)
-        .output()
-        .expect("git");
-    assert!(out.status.success());
-    git(
+    push_to_bare_origin(
         &app.repo,
-        &["remote", "add", "origin", &origin.display().to_string()],
-    );
-    git(&app.repo, &["push", "-q", "origin", "main"]);
-    origin
+        &app.home.parent().expect("dir").join("origin.git"),
+    )
 }
 
 pub fn tmux(socket: &str, args: &[&str]) -> (bool, String) {

@@ -92,6 +92,20 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Makes a bare repository at `origin`, adds it to `repo` as its `origin` remote and pushes
+/// `main` there (the remote the agents push their branches to). Returns `origin`.
+pub fn push_to_bare_origin(repo: &Path, origin: &Path) -> std::path::PathBuf {
+    let dir = origin.parent().expect("origin's directory");
+    let name = origin.file_name().expect("origin's name").to_string_lossy();
+    git(dir, &["init", "-q", "--bare", "-b", "main", &name]);
+    git(
+        repo,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    git(repo, &["push", "-q", "origin", "main"]);
+    origin.to_path_buf()
+}
+
 /// A fresh repository with one commit on `main`.
 pub fn make_repo(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");

@@ -41,21 +41,12 @@ impl TwoHosts {
     }
 }
 
-/// Sets up the bare origin the agents push to (as `fleet_tmux` does).
+/// Sets up the bare origin the agents push to.
 fn with_origin(app: &TestApp) -> std::path::PathBuf {
-    let origin = app.home.parent().expect("dir").join("origin.git");
-    let out = std::process::Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&origin)
-        .output()
-        .expect("git");
-    assert!(out.status.success());
-    git(
+    push_to_bare_origin(
         &app.repo,
-        &["remote", "add", "origin", &origin.display().to_string()],
-    );
-    git(&app.repo, &["push", "-q", "origin", "main"]);
-    origin
+        &app.home.parent().expect("dir").join("origin.git"),
+    )
 }
 
 async fn session(app: &TestApp, id: &str) -> Value {
@@ -730,18 +721,7 @@ async fn a_sandboxed_agent_on_a_host_reaches_its_proxy_again_after_flotilla_rest
     );
     let s = Scratch::with_agents(dir, &agents, &extra);
     let repo = s.dir.path().join("repo");
-    let origin = s.dir.path().join("origin.git");
-    let out = std::process::Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&origin)
-        .output()
-        .expect("git");
-    assert!(out.status.success());
-    git(
-        &repo,
-        &["remote", "add", "origin", &origin.display().to_string()],
-    );
-    git(&repo, &["push", "-q", "origin", "main"]);
+    push_to_bare_origin(&repo, &s.dir.path().join("origin.git"));
     let cli = env!("CARGO_BIN_EXE_flotilla");
     let env = [("FLOTILLA__SERVER__CLI_PATH", cli)];
     let _g = TmuxGuard(format!("{}-a", flotilla::app::tmux_socket(&s.home)));
