@@ -253,11 +253,16 @@ async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it
             .any(|b| b["type"] == "tool_result" && b["is_error"] != true)),
         "the approved command's result: {last}"
     );
-    assert_eq!(
-        notifications_with(&r.hooks, "waiting for input").len(),
-        1,
-        "no second notification"
-    );
+    let waits = notifications_with(&r.hooks, "waiting for input");
+    if waits.len() != 1 {
+        // What led to a second wait: the session's events and the screen.
+        let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        let (_, output) = r
+            .app
+            .get(&format!("/api/v1/sessions/{id}/output?lines=60"))
+            .await;
+        panic!("no second notification: {waits:#?}\nevents: {events:#}\nscreen: {output}");
+    }
     // While it runs, the tokens are priced from the table (Claude Code writes its own figure
     // only as it exits; `claude::usage` prefers that one, see its unit test).
     let s = wait_session(&r.app, &id, 60, "usage", |s| {
