@@ -46,6 +46,9 @@ use crate::domain::session::{
 pub const EPISODE_OVER: &str = "#cleared";
 /// Failed automatic merges retried before a human is told (approved-and-green `retries`).
 const DEFAULT_MERGE_RETRIES: u32 = 2;
+/// How late an agent's report of a question may arrive after that question was answered:
+/// Flotilla's Claude hooks time out after 10 s, so a report of the dialog is sent by then.
+const LATE_REPORT: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
 /// Something that happened to a session, stamped with the time it was observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1061,6 +1064,11 @@ impl Machine<'_> {
             ));
         }
         use ReportedState as R;
+        // An agent's hook runs beside the dialog it reports: on a loaded machine its report
+        // can land after a human answered that very dialog. Taken as a new question it would
+        // page the human again; a real repeat of the question is new output, which the
+        // screen probe reports.
+        let late = state == R::NeedsInput && st != S::NeedsInput && self.just_answered(note);
         let kind = match state {
             R::NeedsInput => EventKind::AgentWaitingInput {
                 question: note.map(str::to_string),
@@ -1078,13 +1086,28 @@ impl Machine<'_> {
             }
             _ => EventKind::AgentActive,
         };
-        let out = self.apply(&kind);
+        let out = if late {
+            Outcome::Noop("the question just answered, reported late".into())
+        } else {
+            self.apply(&kind)
+        };
         // A report is recorded even when it changes nothing else.
         self.s.session.meta["last_report"] = serde_json::json!({"state": state, "at": self.at});
         match out {
             Outcome::Noop(_) => Outcome::Applied,
             o => o,
         }
+    }
+
+    /// Whether `question` is the one a human answered less than [`LATE_REPORT`] ago.
+    fn just_answered(&self, question: Option<&str>) -> bool {
+        let answered = &self.s.session.meta["answered"];
+        let at = answered["at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        question.is_some()
+            && answered["question"].as_str() == question
+            && at.is_some_and(|t| self.at - t.with_timezone(&Utc) < LATE_REPORT)
     }
 
     /// Records spend; crossing the budget stops the agent or escalates, as configured. Spend

@@ -1183,6 +1183,69 @@ fn an_answer_ends_only_the_question_it_answered() {
     );
 }
 
+#[test]
+fn a_report_of_the_question_just_answered_arriving_late_asks_nothing() {
+    let policy = Policy::defaults();
+    let ev = |at: DateTime<Utc>, kind: EventKind| Event { at, kind };
+    let report = |q: &str| EventKind::AgentReported {
+        state: ReportedState::NeedsInput,
+        note: Some(q.into()),
+        pr: None,
+    };
+    let t0 = at(1);
+    let asked = step(
+        &base(SessionState::Working),
+        &ev(
+            t0,
+            EventKind::AgentWaitingInput {
+                question: Some("approve Bash: a".into()),
+            },
+        ),
+        &policy,
+    );
+    let t1 = t0 + Duration::seconds(2);
+    let answered = step(
+        &asked.snapshot,
+        &ev(
+            t1,
+            EventKind::InputAnswered {
+                question: Some("approve Bash: a".into()),
+            },
+        ),
+        &policy,
+    );
+    assert_eq!(answered.snapshot.session.state, SessionState::Working);
+    // The hook's report of that dialog, a few seconds after the answer: recorded, no page.
+    let late = step(
+        &answered.snapshot,
+        &ev(t1 + Duration::seconds(3), report("approve Bash: a")),
+        &policy,
+    );
+    assert_eq!(late.snapshot.session.state, SessionState::Working);
+    assert!(late
+        .effects
+        .iter()
+        .all(|e| !matches!(e, Effect::Notify { .. })));
+    // Another question at once is a new wait.
+    let other = step(
+        &answered.snapshot,
+        &ev(t1 + Duration::seconds(3), report("approve Bash: b")),
+        &policy,
+    );
+    assert_eq!(other.snapshot.session.state, SessionState::NeedsInput);
+    // The same question long after the answer is asked again.
+    let again = step(
+        &answered.snapshot,
+        &ev(t1 + Duration::minutes(5), report("approve Bash: a")),
+        &policy,
+    );
+    assert_eq!(again.snapshot.session.state, SessionState::NeedsInput);
+    assert!(again
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Notify { .. })));
+}
+
 /// A session whose PR is open and whose agent has exited (aider after its answer, claude
 /// after "done").
 fn exited(state: SessionState) -> SessionSnapshot {
