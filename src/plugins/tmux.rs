@@ -1090,9 +1090,14 @@ impl Runtime for TmuxRuntime {
             if !choice.chars().all(|c| c.is_ascii_digit()) {
                 self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             }
+            // A capture taken while the TUI redraws can miss the dialog for one frame: the
+            // question counts as gone once two captures in a row lack it.
+            let gone_before = std::sync::atomic::AtomicBool::new(false);
             let moved = self
                 .wait_screen(&h.pane, ANSWER_WAIT, |s| {
-                    (question(s).as_ref() != Some(&asked)).then_some(())
+                    let gone = question(s).as_ref() != Some(&asked);
+                    let before = gone_before.swap(gone, std::sync::atomic::Ordering::Relaxed);
+                    (gone && before).then_some(())
                 })
                 .await?;
             if moved.is_some() {
