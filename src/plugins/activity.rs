@@ -322,6 +322,70 @@ fn is_option(line: &str) -> bool {
     digits > 0 && t[digits..].starts_with(". ")
 }
 
+/// Whether the question at the bottom of the screen is a line prompt (`[Yes]:`, `(y/n)`),
+/// which reads a whole line: a letter typed to it needs an Enter. A menu takes a letter as a
+/// key of its own (Codex's `(y)`), and an Enter there would go to the next thing drawn.
+pub fn line_prompt(text: &str) -> bool {
+    above_footers(text).0.last().is_some_and(|l| is_yes_no(l))
+}
+
+/// A key that picks a menu option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MenuKey {
+    /// Typed as text: the option's number or the letter it names.
+    Literal(String),
+    /// The Escape key (an option marked `(esc)`).
+    Escape,
+}
+
+/// The key that picks what a `y`/`yes`/`n`/`no` answer means in the numbered menu `question`
+/// (as [`terminal_question`] words it, `Proceed? [1. Yes | 2. No, and tell … (esc)]`): the
+/// first option starting with that word, by the key it names (`(y)`, `(esc)`) or else by its
+/// number. `None` for another answer or a menu without such an option: a word typed into a
+/// menu would act letter by letter.
+pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
+    let word = match choice.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => "yes",
+        "n" | "no" => "no",
+        _ => return None,
+    };
+    let (_, options) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
+    options.split(" | ").find_map(|o| {
+        let (number, label) = o.split_once(". ")?;
+        let starts = label
+            .get(..word.len())
+            .is_some_and(|l| l.eq_ignore_ascii_case(word))
+            && !label[word.len()..].starts_with(|c: char| c.is_alphanumeric());
+        if !starts || number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let hint = label
+            .trim_end()
+            .strip_suffix(')')
+            .and_then(|l| l.rsplit_once('('))
+            .map(|(_, k)| k);
+        Some(match hint {
+            Some("esc") => MenuKey::Escape,
+            Some(k) if k.chars().count() == 1 => MenuKey::Literal(k.to_string()),
+            _ => MenuKey::Literal(number.to_string()),
+        })
+    })
+}
+
+/// The bottom lines of the screen above its footers, and whether a footer says "enter to
+/// confirm" (a modal menu).
+fn above_footers(text: &str) -> (Vec<&str>, bool) {
+    let mut lines = bottom_lines(text);
+    let mut confirm_footer = false;
+    while lines.last().is_some_and(|l| is_footer(l)) {
+        confirm_footer |= lines
+            .last()
+            .is_some_and(|l| l.to_lowercase().contains("enter to confirm"));
+        lines.pop();
+    }
+    (lines, confirm_footer)
+}
+
 /// Whether the bottom of the screen shows a question waiting for the human (see
 /// [`terminal_question`]).
 pub fn terminal_waiting(text: &str) -> bool {
@@ -335,14 +399,7 @@ pub fn terminal_waiting(text: &str) -> bool {
 /// menu of unnumbered options with a `❯` cursor (Claude Code's trust and API-key dialogs).
 /// Secrets that a dialog shows (an API key's tail) are masked.
 pub fn terminal_question(text: &str) -> Option<String> {
-    let mut lines = bottom_lines(text);
-    let mut confirm_footer = false;
-    while lines.last().is_some_and(|l| is_footer(l)) {
-        confirm_footer |= lines
-            .last()
-            .is_some_and(|l| l.to_lowercase().contains("enter to confirm"));
-        lines.pop();
-    }
+    let (lines, confirm_footer) = above_footers(text);
     let last = lines.last()?;
     if is_yes_no(last) {
         return Some(mask_secrets(last.trim()));
@@ -570,6 +627,28 @@ Would you like to run the following command?
 Press enter to confirm or esc to cancel
 ";
         assert!(terminal_waiting(codex));
+        assert!(
+            !line_prompt(claude) && !line_prompt(codex),
+            "menus take keys"
+        );
+        assert!(line_prompt(
+            "Add src/main.rs to the chat? (Y)es/(N)o/(D)on't ask again [Yes]: "
+        ));
+        assert!(line_prompt("working...\nDo you want to proceed? (y/n) "));
+        // A yes or no answers a menu by the option it names.
+        let claude_q = terminal_question(claude).expect("claude question");
+        let codex_q = terminal_question(codex).expect("codex question");
+        let key = |q: &str, c: &str| menu_key(q, c);
+        assert_eq!(key(&claude_q, "yes"), Some(MenuKey::Literal("1".into())));
+        assert_eq!(
+            key(&claude_q, "n"),
+            Some(MenuKey::Escape),
+            "its No says (esc)"
+        );
+        assert_eq!(key(&codex_q, "y"), Some(MenuKey::Literal("y".into())));
+        assert_eq!(key(&codex_q, "No"), Some(MenuKey::Escape));
+        assert_eq!(key(&claude_q, "2"), None, "a number is typed as it is");
+        assert_eq!(key("Proceed? [1. Nothing | 2. Yesterday]", "no"), None);
     }
 
     /// Screens captured from the real `claude` 2.1.328 under tmux (tests/fixtures/screens).

@@ -47,6 +47,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::io::unix::AsyncFd;
 
+use super::activity::MenuKey;
 pub use super::runtime_handle::TmuxHandle;
 use super::{exec, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
 
@@ -1077,17 +1078,32 @@ impl Runtime for TmuxRuntime {
             )));
         }
         let question = |s: &Screen| super::activity::terminal_question(&s.rows.join("\n"));
-        let Some(asked) = self.wait_screen(&h.pane, DRAFT_WAIT, question).await? else {
+        let asked = self
+            .wait_screen(&h.pane, DRAFT_WAIT, |s| {
+                let text = s.rows.join("\n");
+                super::activity::terminal_question(&text)
+                    .map(|q| (q, super::activity::line_prompt(&text)))
+            })
+            .await?;
+        let Some((asked, line_prompt)) = asked else {
             // No question on screen: delivered as a message instead.
             return self.send_message(handle, choice).await;
         };
+        // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
+        // yes or no picks the option saying so.
         let choice = choice.trim();
+        let key = (!line_prompt)
+            .then(|| super::activity::menu_key(&asked, choice))
+            .flatten()
+            .unwrap_or_else(|| MenuKey::Literal(choice.to_string()));
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): while the same question stays on screen, the answer is typed again.
         for _ in 0..ANSWER_TRIES {
-            self.tmux(&["send-keys", "-t", &h.pane, "-l", choice])
-                .await?;
-            if !choice.chars().all(|c| c.is_ascii_digit()) {
+            match &key {
+                MenuKey::Literal(k) => self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?,
+                MenuKey::Escape => self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?,
+            };
+            if line_prompt {
                 self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             }
             // A capture taken while the TUI redraws can miss the dialog for one frame: the

@@ -302,6 +302,52 @@ async fn a_message_nobody_reads_is_not_reported_as_submitted() {
     t.rt.destroy(&h2).await.expect("destroy");
 }
 
+/// A menu that reads one raw key, shown as Codex draws its approval dialog: what key came,
+/// and whether anything was typed after it.
+const KEY_MENU: &str = r#"clear; printf 'Would you like to run the following command?\n\n  $ cargo test\n\n› 1. Yes, proceed (y)\n  2. No, and tell Codex what to do differently (esc)\n\nPress enter to confirm or esc to cancel\n'; IFS= read -rsn1 k; clear; [ "$k" = "$(printf '\033')" ] && k=esc; echo "key:[$k]"; IFS= read -rsn1 -t 2 n; echo "next:[$n]"; sleep 600"#;
+
+#[tokio::test]
+async fn an_answer_to_a_menu_is_one_key_and_to_a_line_prompt_a_line() {
+    let Some(t) = Tmux::new() else { return };
+    let menu = |id: &str| t.spec(id, t.dir.path(), &["bash", "-c", KEY_MENU]);
+    // "yes" picks the option saying Yes by the key it names, and nothing follows it (no
+    // Enter, no "es" for the composer behind the dialog).
+    let h = t.rt.create(&menu("menu-1")).await.expect("create");
+    output_containing(&t.rt, &h, "Press enter to confirm").await;
+    assert!(t.rt.answer(&h, "yes").await.expect("answer"));
+    let out = output_containing(&t.rt, &h, "next:[").await;
+    assert!(out.contains("key:[y]") && out.contains("next:[]"), "{out}");
+    // "no" picks the option marked (esc).
+    let h2 = t.rt.create(&menu("menu-2")).await.expect("create");
+    output_containing(&t.rt, &h2, "Press enter to confirm").await;
+    assert!(t.rt.answer(&h2, "no").await.expect("answer"));
+    let out = output_containing(&t.rt, &h2, "next:[").await;
+    assert!(
+        out.contains("key:[esc]") && out.contains("next:[]"),
+        "{out}"
+    );
+    // A line prompt reads the answer up to Enter.
+    let h3 =
+        t.rt.create(&t.spec(
+            "line-1",
+            t.dir.path(),
+            &[
+                "bash",
+                "-c",
+                "printf 'Overwrite notes.txt? (y/n) '; read -r l; echo \"line:[$l]\"; sleep 600",
+            ],
+        ))
+        .await
+        .expect("create");
+    output_containing(&t.rt, &h3, "(y/n)").await;
+    assert!(t.rt.answer(&h3, "y").await.expect("answer"));
+    let out = output_containing(&t.rt, &h3, "line:[").await;
+    assert!(out.contains("line:[y]"), "{out}");
+    for h in [h, h2, h3] {
+        t.rt.destroy(&h).await.expect("destroy");
+    }
+}
+
 #[tokio::test]
 async fn destroy_is_idempotent_and_leaves_nothing_running() {
     let Some(t) = Tmux::new() else { return };
