@@ -759,6 +759,7 @@ fn hook(agent: super::HookAgent) -> i32 {
             Some("aider waits for input".into()),
             None,
             None,
+            true,
         ) {
             eprintln!("flotilla hook: the report failed: {why}");
         }
@@ -788,6 +789,7 @@ fn hook(agent: super::HookAgent) -> i32 {
             Some(note),
             None,
             None,
+            true,
         ) {
             eprintln!("flotilla hook: the report failed: {why}");
         }
@@ -849,7 +851,7 @@ fn report(
     pr_url: Option<String>,
     pr_number: Option<i64>,
 ) -> i32 {
-    match send_report(state, note, pr_url, pr_number) {
+    match send_report(state, note, pr_url, pr_number, false) {
         Ok(v) => {
             println!(
                 "{} {}",
@@ -872,6 +874,7 @@ fn send_report(
     note: Option<String>,
     pr_url: Option<String>,
     pr_number: Option<i64>,
+    hook: bool,
 ) -> Result<Value, (i32, String)> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (Some(id), Some(token), Some(server)) = (
@@ -892,7 +895,7 @@ fn send_report(
         .enable_all()
         .build()
         .map_err(|e| failed(&e))?;
-    let body = json!({"state": state, "note": note, "pr_url": pr_url, "pr_number": pr_number});
+    let body = json!({"state": state, "note": note, "pr_url": pr_url, "pr_number": pr_number, "hook": hook});
     rt.block_on(client.post::<Value>(&format!("/agent/v1/sessions/{id}/report"), &body))
         .map_err(|e| failed(&e))
 }

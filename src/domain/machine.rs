@@ -46,7 +46,7 @@ use crate::domain::session::{
 pub const EPISODE_OVER: &str = "#cleared";
 /// Failed automatic merges retried before a human is told (approved-and-green `retries`).
 const DEFAULT_MERGE_RETRIES: u32 = 2;
-/// How late an agent's report of a question may arrive after that question was answered:
+/// How late a hook's report of a dialog may arrive after the dialog was seen or answered:
 /// Flotilla's Claude hooks time out after 10 s, so a report of the dialog is sent by then.
 const LATE_REPORT: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
@@ -211,6 +211,10 @@ pub enum EventKind {
         note: Option<String>,
         /// The PR it opened, if it says so.
         pr: Option<PrRef>,
+        /// Sent by the agent's hook (`flotilla hook`), which runs beside the dialog it
+        /// reports and so may land after the screen showed it, or after it was answered.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hook: bool,
     },
     /// The agent's log shows a failed model API request: one it retries (`attempt` of
     /// `max_retries`), or the one it gave up on (`attempt: None`; the wait for a human that
@@ -1008,9 +1012,12 @@ impl Machine<'_> {
                 self.restart_failed(reason);
                 Outcome::Applied
             }
-            EventKind::AgentReported { state, note, pr } => {
-                self.reported(*state, note.as_deref(), pr.as_ref())
-            }
+            EventKind::AgentReported {
+                state,
+                note,
+                pr,
+                hook,
+            } => self.reported(*state, note.as_deref(), pr.as_ref(), *hook),
             EventKind::UsageObserved {
                 usage,
                 project_usd,
@@ -1052,6 +1059,7 @@ impl Machine<'_> {
         state: ReportedState,
         note: Option<&str>,
         pr: Option<&PrRef>,
+        hook: bool,
     ) -> Outcome {
         let st = self.state();
         if is_orchestrator(&self.s) {
@@ -1064,11 +1072,6 @@ impl Machine<'_> {
             ));
         }
         use ReportedState as R;
-        // An agent's hook runs beside the dialog it reports: on a loaded machine its report
-        // can land after a human answered that very dialog. Taken as a new question it would
-        // page the human again; a real repeat of the question is new output, which the
-        // screen probe reports.
-        let late = state == R::NeedsInput && st != S::NeedsInput && self.just_answered(note);
         let kind = match state {
             R::NeedsInput => EventKind::AgentWaitingInput {
                 question: note.map(str::to_string),
@@ -1086,8 +1089,9 @@ impl Machine<'_> {
             }
             _ => EventKind::AgentActive,
         };
-        let out = if late {
-            Outcome::Noop("the question just answered, reported late".into())
+        let out = if hook && state == R::NeedsInput && self.hook_late() {
+            // Late news of a wait already seen or answered: recorded, not a wait of its own.
+            Outcome::Noop("the hook reported a dialog already seen or answered".into())
         } else {
             self.apply(&kind)
         };
@@ -1099,15 +1103,21 @@ impl Machine<'_> {
         }
     }
 
-    /// Whether `question` is the one a human answered less than [`LATE_REPORT`] ago.
-    fn just_answered(&self, question: Option<&str>) -> bool {
-        let answered = &self.s.session.meta["answered"];
-        let at = answered["at"]
+    /// Whether a hook's report of a wait can only be late news: the wait it reports is on
+    /// already (seen on screen less than [`LATE_REPORT`] ago; the hook words the same dialog
+    /// otherwise), or a human answered less than [`LATE_REPORT`] ago (the dialog answered; a
+    /// new one is new output, which the screen probe reports).
+    fn hook_late(&self) -> bool {
+        let recent = |t: Option<DateTime<Utc>>| t.is_some_and(|t| self.at - t < LATE_REPORT);
+        let session = &self.s.session;
+        if self.state() == S::NeedsInput {
+            return session.activity == Activity::WaitingInput && recent(session.activity_at);
+        }
+        let answered = session.meta["answered"]["at"]
             .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        question.is_some()
-            && answered["question"].as_str() == question
-            && at.is_some_and(|t| self.at - t.with_timezone(&Utc) < LATE_REPORT)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        recent(answered)
     }
 
     /// Records spend; crossing the budget stops the agent or escalates, as configured. Spend

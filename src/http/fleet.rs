@@ -135,6 +135,10 @@ pub struct ReportBody {
     /// Its PR's number.
     #[serde(default)]
     pub pr_number: Option<i64>,
+    /// Sent by the agent's hook (`flotilla hook`) rather than by the agent itself: a wait it
+    /// reports may be one already seen on screen or just answered.
+    #[serde(default)]
+    pub hook: bool,
 }
 
 /// An agent reports its state, authenticated by its own session token (`$FLOTILLA_REPORT_TOKEN`,
@@ -179,6 +183,7 @@ pub async fn report(
                 state: b.state,
                 note: b.note,
                 pr,
+                hook: b.hook,
             },
         })
         .await??;

@@ -273,6 +273,100 @@ async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it
     assert!(s["meta"]["usage"]["cost_usd"].as_f64() > Some(0.0), "{s}");
 }
 
+/// A stand-in for `server.cli_path` that holds each of Claude's hook events back until
+/// `dir/answered` exists, then hands it to the real `flotilla hook` and marks it done: a hook
+/// that a loaded machine ran late.
+fn late_hook(dir: &Path) -> PathBuf {
+    let path = dir.join("late-hook.sh");
+    let script = format!(
+        "#!/bin/sh\nev=$(mktemp \"{d}/event.XXXXXX\")\ncat > \"$ev\"\n(\n  while [ ! -e \"{d}/answered\" ]; do sleep 0.05; done\n  \"{cli}\" \"$@\" < \"$ev\"\n  touch \"$ev.done\"\n) </dev/null >/dev/null 2>&1 &\nexit 0\n",
+        d = dir.display(),
+        cli = env!("CARGO_BIN_EXE_flotilla"),
+    );
+    std::fs::write(&path, script).expect("hook script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+#[actix_web::test]
+async fn a_hook_report_landing_after_the_answer_does_not_ask_again() {
+    let script = vec![
+        Step::tool(
+            "Bash",
+            json!({"command": "git commit -q --allow-empty -m 'Empty'", "description": "Commit"}),
+        ),
+        Step::text("Committed."),
+    ];
+    let hooks_dir = tempfile::tempdir().expect("tempdir");
+    let hook = late_hook(hooks_dir.path());
+    let env = [("FLOTILLA__SERVER__CLI_PATH", hook.to_str().expect("path"))];
+    let Some(r) = setup_with(script, "auto-edit", "[]", "", &env).await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Commit an empty commit."}))
+        .await;
+    // The dialog is seen on screen while its hook is held back.
+    let s = wait_session(&r.app, &id, 90, "needs_input", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    let question = s["meta"]["question"].as_str().unwrap_or("").to_string();
+    assert!(question.contains("approve Bash: git commit"), "{s}");
+    let (code, v) = r
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "1"}),
+        )
+        .await;
+    assert!(code < 300, "{code} {v}");
+    wait_session(&r.app, &id, 60, "working after the answer", |s| {
+        s["state"] == "working"
+    })
+    .await;
+    // Now the held hook reports the dialog that was answered.
+    std::fs::write(hooks_dir.path().join("answered"), "").expect("release the hook");
+    let dir = hooks_dir.path().to_path_buf();
+    eventually(60, "every held hook event reported", || {
+        let events: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        let held = events
+            .iter()
+            .filter(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                name.is_some_and(|n| n.starts_with("event.") && !n.ends_with(".done"))
+            })
+            .count();
+        let done = events
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".done"))
+            .count();
+        async move { (held > 0 && done == held).then_some(()) }
+    })
+    .await;
+    // The late report was received (recorded) and asked nothing: still working, and one
+    // notification in all.
+    let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    let answered = kinds.iter().position(|k| *k == "agent.input_answered");
+    let reported = kinds.iter().rposition(|k| *k == "agent.reported");
+    assert!(
+        answered.is_some() && reported > answered,
+        "a report after the answer: {events:#}"
+    );
+    let s = session(&r.app, &id).await;
+    assert_ne!(s["state"], "needs_input", "{s}");
+    let waits = notifications_with(&r.hooks, "waiting for input");
+    assert_eq!(waits.len(), 1, "{waits:#?}\nevents: {events:#}");
+}
+
 #[actix_web::test]
 async fn a_real_claude_that_cannot_start_errors_with_its_own_words() {
     // A flag this version does not know: the CLI says so and exits 1.

@@ -206,6 +206,7 @@ fn samples() -> Vec<(&'static str, EventKind)> {
                 state: ReportedState::Working,
                 note: None,
                 pr: None,
+                hook: false,
             },
         ),
         (
@@ -775,6 +776,7 @@ fn orchestrators_are_never_stuck_and_do_not_report() {
                 state: ReportedState::NeedsInput,
                 note: None,
                 pr: None,
+                hook: false,
             },
         },
         &p,
@@ -793,6 +795,7 @@ fn a_needs_input_report_moves_a_worker_to_needs_input() {
                 state: ReportedState::NeedsInput,
                 note: Some("which db?".into()),
                 pr: None,
+                hook: false,
             },
         },
         &p,
@@ -1184,66 +1187,91 @@ fn an_answer_ends_only_the_question_it_answered() {
 }
 
 #[test]
-fn a_report_of_the_question_just_answered_arriving_late_asks_nothing() {
+fn a_hooks_late_news_of_a_dialog_seen_or_answered_pages_nobody_again() {
     let policy = Policy::defaults();
     let ev = |at: DateTime<Utc>, kind: EventKind| Event { at, kind };
-    let report = |q: &str| EventKind::AgentReported {
+    let report = |q: &str, hook: bool| EventKind::AgentReported {
         state: ReportedState::NeedsInput,
         note: Some(q.into()),
         pr: None,
+        hook,
     };
+    let pages = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Notify { .. }))
+            .count()
+    };
+    // The screen shows the dialog first, in its own words.
     let t0 = at(1);
-    let asked = step(
+    let seen = step(
         &base(SessionState::Working),
         &ev(
             t0,
             EventKind::AgentWaitingInput {
-                question: Some("approve Bash: a".into()),
+                question: Some("Do you want to proceed? [1. Yes | 2. No]".into()),
             },
         ),
         &policy,
     );
-    let t1 = t0 + Duration::seconds(2);
+    assert_eq!(pages(&seen.effects), 1);
+    // The hook's words for the same dialog, a moment later: recorded, not a second page.
+    let worded = step(
+        &seen.snapshot,
+        &ev(t0 + Duration::seconds(3), report("approve Bash: a", true)),
+        &policy,
+    );
+    assert_eq!(worded.outcome, Outcome::Applied, "the report is recorded");
+    assert_eq!(pages(&worded.effects), 0);
+    assert_eq!(
+        worded.snapshot.session.meta["last_report"]["state"],
+        "needs_input"
+    );
+    // Long after, another question from the hook is a new wait.
+    let later = step(
+        &seen.snapshot,
+        &ev(t0 + Duration::minutes(5), report("approve Bash: b", true)),
+        &policy,
+    );
+    assert_eq!(pages(&later.effects), 1);
+    assert_eq!(later.snapshot.session.meta["question"], "approve Bash: b");
+
+    // Answered; then the hook of that dialog lands.
+    let t1 = t0 + Duration::seconds(4);
     let answered = step(
-        &asked.snapshot,
+        &seen.snapshot,
         &ev(
             t1,
             EventKind::InputAnswered {
-                question: Some("approve Bash: a".into()),
+                question: Some("Do you want to proceed? [1. Yes | 2. No]".into()),
             },
         ),
         &policy,
     );
     assert_eq!(answered.snapshot.session.state, SessionState::Working);
-    // The hook's report of that dialog, a few seconds after the answer: recorded, no page.
     let late = step(
         &answered.snapshot,
-        &ev(t1 + Duration::seconds(3), report("approve Bash: a")),
+        &ev(t1 + Duration::seconds(3), report("approve Bash: a", true)),
         &policy,
     );
     assert_eq!(late.snapshot.session.state, SessionState::Working);
-    assert!(late
-        .effects
-        .iter()
-        .all(|e| !matches!(e, Effect::Notify { .. })));
-    // Another question at once is a new wait.
-    let other = step(
+    assert_eq!(pages(&late.effects), 0);
+    // An agent reporting a wait itself (not a hook) is believed at once.
+    let own = step(
         &answered.snapshot,
-        &ev(t1 + Duration::seconds(3), report("approve Bash: b")),
+        &ev(t1 + Duration::seconds(3), report("Which database?", false)),
         &policy,
     );
-    assert_eq!(other.snapshot.session.state, SessionState::NeedsInput);
-    // The same question long after the answer is asked again.
+    assert_eq!(own.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(pages(&own.effects), 1);
+    // A hook's report long after the answer is a new wait.
     let again = step(
         &answered.snapshot,
-        &ev(t1 + Duration::minutes(5), report("approve Bash: a")),
+        &ev(t1 + Duration::minutes(5), report("approve Bash: a", true)),
         &policy,
     );
     assert_eq!(again.snapshot.session.state, SessionState::NeedsInput);
-    assert!(again
-        .effects
-        .iter()
-        .any(|e| matches!(e, Effect::Notify { .. })));
+    assert_eq!(pages(&again.effects), 1);
 }
 
 /// A session whose PR is open and whose agent has exited (aider after its answer, claude
