@@ -456,29 +456,9 @@ impl GithubScm {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        if status == 403 || status == 429 {
-            let message = body["message"].as_str().unwrap_or_default().to_lowercase();
-            let retry_after = header_i64(&headers, "retry-after");
-            if let Some(secs) = retry_after {
-                return Err(PluginError::RateLimited {
-                    kind: "secondary",
-                    retry_after: Duration::from_secs(secs.max(0) as u64),
-                });
-            }
-            if remaining == Some(0) {
-                let reset = header_i64(&headers, "x-ratelimit-reset").unwrap_or(0);
-                let wait = (reset - chrono::Utc::now().timestamp()).max(1) as u64;
-                return Err(PluginError::RateLimited {
-                    kind: "primary",
-                    retry_after: Duration::from_secs(wait),
-                });
-            }
-            if message.contains("secondary rate limit") {
-                return Err(PluginError::RateLimited {
-                    kind: "secondary",
-                    retry_after: SECONDARY_DEFAULT_WAIT,
-                });
-            }
+        let now = chrono::Utc::now().timestamp();
+        if let Some(limited) = rate_limited(status, &headers, &body, now) {
+            return Err(limited);
         }
         if is_get && status == 200 {
             if let Some(etag) = headers
@@ -659,6 +639,63 @@ impl GithubScm {
         };
         Some(excerpt(&text))
     }
+}
+
+/// Whether an answer is a rate limit, and how long to wait (wire-formats §1.4):
+/// - REST, primary: 403 or 429 with `x-ratelimit-remaining: 0`, until `x-ratelimit-reset`;
+/// - secondary: 403 or 429 naming it, `retry-after` seconds when sent, else until the reset
+///   when the budget is spent, else a minute;
+/// - GraphQL answers an exceeded limit with **200** and an `errors` entry (`type:
+///   RATE_LIMITED`, or a message naming the limit), with `x-ratelimit-remaining: 0` for the
+///   primary one ("Rate limits and node limits for the GraphQL API").
+fn rate_limited(
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &Value,
+    now: i64,
+) -> Option<PluginError> {
+    let messages: Vec<String> = std::iter::once(&body["message"])
+        .chain(
+            body["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| &e["message"]),
+        )
+        .filter_map(Value::as_str)
+        .map(str::to_lowercase)
+        .collect();
+    let secondary = messages.iter().any(|m| m.contains("secondary rate limit"));
+    let graphql_limited = status == 200
+        && body["errors"].as_array().is_some_and(|es| {
+            es.iter().any(|e| {
+                e["type"] == "RATE_LIMITED"
+                    || e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.to_lowercase().contains("rate limit"))
+            })
+        });
+    if !(status == 403 || status == 429 || graphql_limited) {
+        return None;
+    }
+    let remaining = header_i64(headers, "x-ratelimit-remaining");
+    if let Some(secs) = header_i64(headers, "retry-after") {
+        return Some(PluginError::RateLimited {
+            kind: "secondary",
+            retry_after: Duration::from_secs(secs.max(0).unsigned_abs()),
+        });
+    }
+    if remaining == Some(0) {
+        let reset = header_i64(headers, "x-ratelimit-reset").unwrap_or(0);
+        return Some(PluginError::RateLimited {
+            kind: if secondary { "secondary" } else { "primary" },
+            retry_after: Duration::from_secs((reset - now).max(1).unsigned_abs()),
+        });
+    }
+    (secondary || graphql_limited).then_some(PluginError::RateLimited {
+        kind: if secondary { "secondary" } else { "primary" },
+        retry_after: SECONDARY_DEFAULT_WAIT,
+    })
 }
 
 fn api_error(status: u16, body: &Value) -> PluginError {
@@ -934,6 +971,72 @@ mod tests {
         };
         let scm = GithubScm::new(&s, Duration::from_secs(1)).expect("builds");
         assert!(!format!("{scm:?}").contains("ghp_secret"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn github_graphql_rate_limit_answered_200_is_a_rate_limit() {
+        let now = 1_000;
+        // "Rate limits and node limits for the GraphQL API": an exceeded primary limit is a
+        // 200 with an error and `x-ratelimit-remaining: 0`.
+        let body = json!({"errors": [{"type": "RATE_LIMITED", "code": "graphql_rate_limit",
+            "message": "API rate limit already exceeded for user ID 1."}]});
+        let h = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1030"),
+        ]);
+        let e = rate_limited(200, &h, &body, now).expect("limited");
+        assert!(
+            matches!(
+                e,
+                PluginError::RateLimited {
+                    kind: "primary",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
+        // A secondary limit in a 200 with `retry-after`.
+        let body = json!({"errors": [{"message": "You have exceeded a secondary rate limit."}]});
+        let e = rate_limited(200, &headers(&[("retry-after", "9")]), &body, now).expect("limited");
+        assert!(
+            matches!(
+                e,
+                PluginError::RateLimited {
+                    kind: "secondary",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(9)));
+        // Other GraphQL errors and a plain 403 are not limits.
+        let body = json!({"data": {"repository": null}, "errors": [{"type": "NOT_FOUND",
+            "message": "Could not resolve to a Repository with the name 'a/b'."}]});
+        assert!(rate_limited(
+            200,
+            &headers(&[("x-ratelimit-remaining", "4999")]),
+            &body,
+            now
+        )
+        .is_none());
+        let body = json!({"message": "Resource not accessible by integration"});
+        assert!(rate_limited(
+            403,
+            &headers(&[("x-ratelimit-remaining", "4999")]),
+            &body,
+            now
+        )
+        .is_none());
+        assert!(rate_limited(200, &headers(&[]), &json!({"data": {}}), now).is_none());
     }
 
     #[test]

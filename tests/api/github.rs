@@ -466,6 +466,40 @@ async fn github_rate_limits_surface_as_retriable_errors_with_the_wait() {
     );
 }
 
+/// GraphQL answers an exceeded primary limit with HTTP 200, an `errors` entry and
+/// `x-ratelimit-remaining: 0` ("Rate limits and node limits for the GraphQL API"): that is a
+/// rate limit with the wait until the reset, and nothing leaves before it, not an API error.
+#[actix_web::test]
+async fn github_graphql_primary_limit_answered_200_is_a_rate_limit_held_until_the_reset() {
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
+    gh.push(REPO, "feat/gq", "main", &[("gq.txt", "g\n")], "g")
+        .await;
+    let n = gh.open_pr(REPO, "feat/gq", "main", "GQ").await;
+    gh.limit_next(1, Limit::Primary);
+    let e = scm.pr_status(REPO, n).await.expect_err("limited");
+    assert_eq!(gh.count_status(GRAPHQL, 200), 1, "GitHub answered 200");
+    assert!(
+        matches!(
+            e,
+            PluginError::RateLimited {
+                kind: "primary",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e
+        .retry_after()
+        .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)));
+    assert_eq!(scm.rate_limit().map(|r| r.remaining), Some(0));
+    let sent = gh.total();
+    let e = scm.batch_status(REPO, &[n]).await.expect_err("held");
+    assert!(e.is_retriable(), "{e:?}");
+    assert_eq!(gh.total(), sent, "a held call sends no request");
+}
+
 #[actix_web::test]
 async fn github_a_wrong_token_is_an_api_error_that_never_shows_the_token() {
     let Some((gh, _)) = setup().await else { return };

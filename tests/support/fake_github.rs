@@ -14,7 +14,7 @@
 //! - Mergeability can be "still computing" for a while (`mergeable: null`, `UNKNOWN`).
 //! - ETags are a hash of the body: `If-None-Match` with an unchanged one answers 304, which
 //!   costs no quota. `x-ratelimit-*` on every answer; forced primary/secondary limits for the
-//!   next N requests; `Link` pagination with `per_page`/`page`.
+//!   next N requests (a primary limit on GraphQL is a 200 with a `RATE_LIMITED` error); `Link` pagination with `per_page`/`page`.
 //! - Signed webhooks (`X-Hub-Signature-256`) to a configured URL on every state change, and
 //!   redelivery of a past delivery with the same id.
 //! - Every request is counted by kind (`GET /repos/{owner}/{repo}/pulls`, `graphql`) and status.
@@ -41,7 +41,8 @@ use crate::fake_server::{FakeServer, Seen};
 /// A forced rate-limit answer for the next requests.
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
-    /// 403 with `x-ratelimit-remaining: 0` and the reset time.
+    /// `x-ratelimit-remaining: 0` and the reset time: 403 on REST, 200 with a `RATE_LIMITED`
+    /// error on GraphQL.
     Primary,
     /// `status` (403 or 429) with `retry-after: secs`.
     Secondary {
@@ -1002,6 +1003,15 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
                 }
             }
             match limit {
+                // REST answers 403; GraphQL answers 200 with the error in `errors` ("Rate
+                // limits and node limits for the GraphQL API"). Both say remaining 0.
+                Limit::Primary if resource == "graphql" => {
+                    let mut a = Answer::ok(json!({"errors": [{"type": "RATE_LIMITED",
+                        "code": "graphql_rate_limit",
+                        "message": "API rate limit already exceeded for user ID 1."}]}));
+                    a.headers.push(("x-ratelimit-remaining".into(), "0".into()));
+                    a
+                }
                 Limit::Primary => {
                     let mut a = Answer::msg(403, "API rate limit exceeded for user ID 1.");
                     a.headers.push(("x-ratelimit-remaining".into(), "0".into()));
@@ -1048,6 +1058,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
             a.status = 304;
         }
         let spends = !not_modified
+            && forced.is_none()
             && a.status != 401
             && !kind.starts_with("GET /_logs")
             && kind != "GET /rate_limit"
