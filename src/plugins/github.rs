@@ -124,6 +124,19 @@ pub fn next_link(link: &str) -> Option<String> {
     })
 }
 
+/// `v` as one query-string value: a branch may hold `+`, `&`, `#` or `%`, which a query
+/// would read as a space, a new parameter, the fragment or an escape.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn review_word(decision: Option<&str>) -> &'static str {
     match decision {
         Some("APPROVED") => "approved",
@@ -714,8 +727,9 @@ impl Scm for GithubScm {
     async fn find_pr(&self, repo: &str, branch: &str) -> PluginResult<Option<PrStatus>> {
         let (owner, _) = split_repo(repo)?;
         let url = format!(
-            "{}/pulls?state=open&head={owner}:{branch}&per_page=1",
-            self.repo_url(repo)?
+            "{}/pulls?state=open&head={}&per_page=1",
+            self.repo_url(repo)?,
+            query_value(&format!("{owner}:{branch}"))
         );
         let r = self.get("GET /repos/{owner}/{repo}/pulls", &url).await?;
         let Some(n) = r.body.get(0).and_then(|p| p["number"].as_i64()) else {
@@ -914,6 +928,13 @@ mod tests {
             Some("http://x/r?page=3&per_page=2")
         );
         assert_eq!(next_link(r#"<http://x/r?page=1>; rel="first""#), None);
+    }
+
+    #[test]
+    fn github_query_values_escape_what_a_query_would_misread() {
+        assert_eq!(query_value("acme:feat/c++"), "acme:feat/c%2B%2B");
+        assert_eq!(query_value("acme:a&b#c%d e"), "acme:a%26b%23c%25d%20e");
+        assert_eq!(query_value("acme:feat/x-1.2_y"), "acme:feat/x-1.2_y");
     }
 
     #[test]

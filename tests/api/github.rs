@@ -73,6 +73,29 @@ async fn github_find_pr_returns_the_open_pr_of_a_branch() {
     assert_eq!(rl.remaining, 5000 - 2);
 }
 
+/// `head` is a query parameter (`user:ref-name`, "List pull requests"): a branch holding `+`
+/// or `&` (both valid in git refs) must reach GitHub as written, not as a space or a new
+/// parameter.
+#[actix_web::test]
+async fn github_find_pr_finds_a_branch_whose_name_a_query_would_misread() {
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
+    for branch in ["feat/c++", "fix/a&b"] {
+        gh.push(
+            REPO,
+            branch,
+            "main",
+            &[("c.txt", &format!("{branch}\n"))],
+            "c",
+        )
+        .await;
+        let n = gh.open_pr(REPO, branch, "main", branch).await;
+        let p = scm.find_pr(REPO, branch).await.expect("ok");
+        assert_eq!(p.map(|p| p.number), Some(n), "{branch}");
+    }
+}
+
 #[actix_web::test]
 async fn github_ci_names_failed_checks_with_urls_and_log_excerpts() {
     let Some((gh, scm)) = setup().await else {
