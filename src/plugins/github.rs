@@ -705,7 +705,8 @@ fn rate_limited(
             retry_after: Duration::from_secs((reset - now).max(1).unsigned_abs()),
         });
     }
-    (secondary || graphql_limited).then_some(PluginError::RateLimited {
+    // A 429 is always a limit, even without a wait or a message naming it.
+    (secondary || graphql_limited || status == 429).then_some(PluginError::RateLimited {
         kind: if secondary { "secondary" } else { "primary" },
         retry_after: SECONDARY_DEFAULT_WAIT,
     })
@@ -1058,6 +1059,9 @@ mod tests {
         )
         .is_none());
         assert!(rate_limited(200, &headers(&[]), &json!({"data": {}}), now).is_none());
+        // A bare 429 is a limit all the same (a minute).
+        let e = rate_limited(429, &headers(&[]), &json!({}), now).expect("limited");
+        assert_eq!(e.retry_after(), Some(SECONDARY_DEFAULT_WAIT));
     }
 
     #[test]
