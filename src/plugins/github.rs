@@ -64,9 +64,11 @@ pub struct GithubScm {
     /// URL → (ETag, body) of the last 200, for conditional requests.
     etags: Mutex<HashMap<String, (String, Value)>>,
     rate: Mutex<Option<RateLimit>>,
-    /// After a rate-limit answer, no request leaves before this time on `clock`, whoever asks
-    /// (the poller and every session share one budget; GitHub punishes retries inside the wait).
-    blocked_until: Mutex<Option<(chrono::DateTime<chrono::Utc>, &'static str)>>,
+    /// After a rate-limit answer, no request of the limited budget leaves before this time on
+    /// `clock`, whoever asks (the poller and every session share it; GitHub punishes retries
+    /// inside the wait). REST (`core`) and GraphQL have primary budgets of their own; a
+    /// secondary limit holds both.
+    blocked_until: Mutex<HashMap<Budget, (chrono::DateTime<chrono::Utc>, &'static str)>>,
     /// The time the rate-limit wait is kept on (the application's).
     clock: crate::clock::Clock,
     /// `github.ignore_checks`.
@@ -83,6 +85,15 @@ impl std::fmt::Debug for GithubScm {
             .field("token", &self.auth.as_ref().map(|_| "***"))
             .finish()
     }
+}
+
+/// GitHub's primary rate-limit budgets (`x-ratelimit-resource`): REST's `core` and `graphql`
+/// are counted and reset apart ("Rate limits for the REST API": "The GraphQL API also has a
+/// separate primary rate limit").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Budget {
+    Core,
+    Graphql,
 }
 
 /// A response after rate-limit and error handling.
@@ -320,7 +331,7 @@ impl GithubScm {
             timeout,
             etags: Mutex::new(HashMap::new()),
             rate: Mutex::new(None),
-            blocked_until: Mutex::new(None),
+            blocked_until: Mutex::new(HashMap::new()),
             clock: crate::clock::Clock::system(),
             ignore: IgnoreList::new(&settings.ignore_checks),
             bot_login: settings.bot_login.clone(),
@@ -343,7 +354,13 @@ impl GithubScm {
         url: &str,
         body: Option<&Value>,
     ) -> PluginResult<Reply> {
-        if let Some((until, limit)) = *lock(&self.blocked_until) {
+        let budget = if url == self.graphql_url {
+            Budget::Graphql
+        } else {
+            Budget::Core
+        };
+        let held = lock(&self.blocked_until).get(&budget).copied();
+        if let Some((until, limit)) = held {
             if let Ok(left) = (until - self.clock.now()).to_std() {
                 if !left.is_zero() {
                     METRICS
@@ -366,7 +383,16 @@ impl GithubScm {
                     .now()
                     .checked_add_signed(wait)
                     .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-                *lock(&self.blocked_until) = Some((until, kind));
+                let mut holds = lock(&self.blocked_until);
+                // A primary limit spends one budget; a secondary one is about the client.
+                let budgets: &[Budget] = if kind == "primary" {
+                    std::slice::from_ref(&budget)
+                } else {
+                    &[Budget::Core, Budget::Graphql]
+                };
+                for b in budgets {
+                    holds.insert(*b, (until, kind));
+                }
                 Err(PluginError::RateLimited { kind, retry_after })
             }
             Ok(r) => r,

@@ -521,6 +521,44 @@ async fn github_graphql_primary_limit_answered_200_is_a_rate_limit_held_until_th
     let e = scm.batch_status(REPO, &[n]).await.expect_err("held");
     assert!(e.is_retriable(), "{e:?}");
     assert_eq!(gh.total(), sent, "a held call sends no request");
+    // REST has a primary budget of its own: it is not held by GraphQL's.
+    let ci = scm.ci(REPO, "feat/gq").await.expect("REST is not limited");
+    assert_eq!(ci.state, "none");
+    assert_eq!(gh.total(), sent + 2, "check runs and combined status");
+}
+
+/// The REST primary limit spends the `core` budget only: GraphQL, counted apart
+/// (`x-ratelimit-resource: graphql`), still answers.
+#[actix_web::test]
+async fn github_rest_primary_limit_does_not_hold_graphql() {
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
+    gh.push(REPO, "feat/rp", "main", &[("rp.txt", "r\n")], "r")
+        .await;
+    let n = gh.open_pr(REPO, "feat/rp", "main", "RP").await;
+    gh.limit_next(1, Limit::Primary);
+    let e = scm.repo_changed(REPO).await.expect_err("limited");
+    assert!(
+        matches!(
+            e,
+            PluginError::RateLimited {
+                kind: "primary",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let sent = gh.total();
+    assert!(scm.repo_changed(REPO).await.is_err(), "REST is held");
+    assert_eq!(gh.total(), sent);
+    assert_eq!(
+        scm.pr_status(REPO, n)
+            .await
+            .expect("GraphQL answers")
+            .number,
+        n
+    );
 }
 
 #[actix_web::test]
