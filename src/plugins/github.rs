@@ -51,6 +51,8 @@ const LOG_LINES: usize = 40;
 const LOG_CHARS: usize = 6000;
 /// Wait when GitHub names a secondary limit without `retry-after` or a spent budget.
 const SECONDARY_DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// Doublings of [`SECONDARY_DEFAULT_WAIT`] while such limits go on (60 s … 16 min).
+const SECONDARY_MAX_DOUBLINGS: u32 = 4;
 
 /// The GitHub SCM plugin.
 pub struct GithubScm {
@@ -69,6 +71,9 @@ pub struct GithubScm {
     /// inside the wait). REST (`core`) and GraphQL have primary budgets of their own; a
     /// secondary limit holds both.
     blocked_until: Mutex<HashMap<Budget, (chrono::DateTime<chrono::Utc>, &'static str)>>,
+    /// Secondary limits in a row that came without a wait: each doubles the next guess
+    /// ("wait for an exponentially increasing amount of time"); any other answer resets it.
+    unannounced_strikes: Mutex<u32>,
     /// The time the rate-limit wait is kept on (the application's).
     clock: crate::clock::Clock,
     /// `github.ignore_checks`.
@@ -332,6 +337,7 @@ impl GithubScm {
             etags: Mutex::new(HashMap::new()),
             rate: Mutex::new(None),
             blocked_until: Mutex::new(HashMap::new()),
+            unannounced_strikes: Mutex::new(0),
             clock: crate::clock::Clock::system(),
             ignore: IgnoreList::new(&settings.ignore_checks),
             bot_login: settings.bot_login.clone(),
@@ -496,8 +502,22 @@ impl GithubScm {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         let now = chrono::Utc::now().timestamp();
-        if let Some(limited) = rate_limited(status, &headers, &body, now) {
-            return Err(limited);
+        match rate_limited(status, &headers, &body, now) {
+            Some(PluginError::RateLimited {
+                kind: "secondary",
+                retry_after,
+            }) if header_i64(&headers, "retry-after").is_none() && remaining != Some(0) => {
+                // No wait given: at least a minute, doubling while it goes on.
+                let mut strikes = lock(&self.unannounced_strikes);
+                let wait = retry_after.saturating_mul(1 << *strikes);
+                *strikes = (*strikes + 1).min(SECONDARY_MAX_DOUBLINGS);
+                return Err(PluginError::RateLimited {
+                    kind: "secondary",
+                    retry_after: wait,
+                });
+            }
+            Some(limited) => return Err(limited),
+            None => *lock(&self.unannounced_strikes) = 0,
         }
         if is_get && status == 200 {
             if let Some(etag) = headers
@@ -683,7 +703,8 @@ impl GithubScm {
 /// Whether an answer is a rate limit, and how long to wait (wire-formats §1.4):
 /// - REST, primary: 403 or 429 with `x-ratelimit-remaining: 0`, until `x-ratelimit-reset`;
 /// - secondary: 403 or 429 naming it, `retry-after` seconds when sent, else until the reset
-///   when the budget is spent, else a minute;
+///   when the budget is spent, else a minute (which the caller doubles while such limits go
+///   on: "wait for an exponentially increasing amount of time between retries");
 /// - GraphQL answers an exceeded limit with **200** and an `errors` entry (`type:
 ///   RATE_LIMITED`, or a message naming the limit), with `x-ratelimit-remaining: 0` for the
 ///   primary one ("Rate limits and node limits for the GraphQL API").

@@ -561,6 +561,53 @@ async fn github_rest_primary_limit_does_not_hold_graphql() {
     );
 }
 
+/// A secondary limit without `retry-after` (and with budget left): "wait for at least one
+/// minute before retrying. If your request continues to fail due to a secondary rate limit,
+/// wait for an exponentially increasing amount of time between retries" (GitHub's REST rate
+/// limit docs). The client waits 60 s, then 120 s, and starts over after an answer.
+#[actix_web::test]
+async fn github_unannounced_secondary_limits_back_off_exponentially() {
+    let Some((gh, _)) = setup().await else {
+        return;
+    };
+    let clock = flotilla::clock::ManualClock::new();
+    gh.use_clock(clock.clock());
+    let settings = GithubSettings {
+        api_url: gh.url.clone(),
+        graphql_url: format!("{}/graphql", gh.url),
+        token: Some(Secret::new("ghp_test")),
+        webhook_secret: None,
+        bot_login: None,
+        poll_interval: HumanDuration::from_secs(30),
+        reconcile_every: 10,
+        timeout: HumanDuration::from_secs(10),
+        ignore_checks: vec![],
+    };
+    let scm = GithubScm::new(&settings, Duration::from_secs(10))
+        .expect("plugin")
+        .on_clock(clock.clock());
+    gh.limit_next(2, Limit::SecondaryUnannounced { status: 403 });
+    let e = scm.repo_changed(REPO).await.expect_err("limited");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(60)), "{e:?}");
+    clock.advance(Duration::from_secs(61));
+    let e = scm.repo_changed(REPO).await.expect_err("limited again");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(120)), "{e:?}");
+    // Still inside the doubled wait: held, nothing sent.
+    clock.advance(Duration::from_secs(61));
+    let sent = gh.total();
+    assert!(scm.repo_changed(REPO).await.is_err());
+    assert_eq!(gh.total(), sent);
+    clock.advance(Duration::from_secs(60));
+    scm.repo_changed(REPO)
+        .await
+        .expect("answers after the wait");
+    assert_eq!(gh.early_requests(), 0, "no request inside a wait");
+    // An answer in between: the next unannounced limit starts over at a minute.
+    gh.limit_next(1, Limit::SecondaryUnannounced { status: 429 });
+    let e = scm.repo_changed(REPO).await.expect_err("limited");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(60)), "{e:?}");
+}
+
 #[actix_web::test]
 async fn github_a_wrong_token_is_an_api_error_that_never_shows_the_token() {
     let Some((gh, _)) = setup().await else { return };

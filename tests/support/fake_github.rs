@@ -51,6 +51,13 @@ pub enum Limit {
         /// Seconds in `retry-after`.
         retry_after: u64,
     },
+    /// `status` (403 or 429) naming a secondary limit without `retry-after` (and with budget
+    /// left): GitHub then asks for at least a minute, exponentially more while it goes on.
+    /// The fake counts requests inside that minute as early.
+    SecondaryUnannounced {
+        /// 403 or 429.
+        status: u16,
+    },
 }
 
 /// Merge methods the fake implements for real.
@@ -996,8 +1003,13 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
         } else if let Some((limit, n)) = forced {
             if early.is_none() {
                 s.forced = if n > 1 { Some((limit, n - 1)) } else { None };
-                if let Limit::Secondary { retry_after, .. } = limit {
-                    let secs = i64::try_from(retry_after).unwrap_or(i64::MAX);
+                let window = match limit {
+                    Limit::Secondary { retry_after, .. } => Some(retry_after),
+                    Limit::SecondaryUnannounced { .. } => Some(60),
+                    Limit::Primary => None,
+                };
+                if let Some(secs) = window {
+                    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
                     let until = s.now.now() + chrono::Duration::seconds(secs);
                     s.limited_until = Some((until, limit));
                 }
@@ -1029,6 +1041,10 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
                         .push(("retry-after".into(), retry_after.to_string()));
                     a
                 }
+                Limit::SecondaryUnannounced { status } => Answer::msg(
+                    status,
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                ),
             }
         } else if req
             .headers()
