@@ -85,6 +85,20 @@ fn header_i64(h: &reqwest::header::HeaderMap, name: &str) -> Option<i64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// `X-RateLimit-Reset` as Jira Cloud sends it: an ISO 8601 instant, to the minute
+/// (`2026-12-02T16:40Z`) or finer.
+fn iso_reset(h: &reqwest::header::HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v = h.get("x-ratelimit-reset")?.to_str().ok()?.trim();
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%MZ")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
 /// When `reset` (epoch seconds, or milliseconds when that large) comes, from `now_ms`.
 fn until(reset: i64, now_ms: i64) -> Duration {
     let reset_ms = if reset > 100_000_000_000 {
@@ -96,7 +110,8 @@ fn until(reset: i64, now_ms: i64) -> Duration {
 }
 
 /// Whether an answer is a rate limit, and the wait, as each tracker publishes it:
-/// - Jira Cloud: 429 with `Retry-After` seconds ("Rate limiting").
+/// - Jira Cloud: 429 with `Retry-After` seconds, else its `X-RateLimit-Reset` ISO instant
+///   ("Rate limiting").
 /// - GitHub REST: 403 or 429; `retry-after` seconds (secondary), else with
 ///   `x-ratelimit-remaining: 0` until `x-ratelimit-reset` (primary).
 /// - Linear: a GraphQL error whose `extensions.code` is `RATELIMITED` (`extensions.type`
@@ -136,6 +151,9 @@ fn rate_limited(
         .filter(|_| graphql_limited)
     {
         ("primary", until(reset, now_ms))
+    } else if let (429, Some(at)) = (status, iso_reset(headers)) {
+        // Jira: `X-RateLimit-Reset` is an ISO 8601 instant (`yyyy-MM-ddTHH:mmZ`).
+        ("secondary", until(at.timestamp_millis(), now_ms))
     } else if spent {
         ("primary", Duration::from_secs(60))
     } else {
@@ -175,6 +193,15 @@ mod tests {
         // Jira: 429 + Retry-After.
         let jira = rate_limited(429, &headers(&[("retry-after", "5")]), None, now_ms);
         assert_eq!(wait(jira), Some(Duration::from_secs(5)));
+        // Jira without Retry-After: until X-RateLimit-Reset, an ISO instant to the minute.
+        // now_ms is 2023-11-14T22:13:20Z.
+        let jira = rate_limited(
+            429,
+            &headers(&[("x-ratelimit-reset", "2023-11-14T22:15Z")]),
+            None,
+            now_ms,
+        );
+        assert_eq!(wait(jira), Some(Duration::from_secs(100)));
         // GitHub primary: 403, remaining 0, until the reset (epoch seconds).
         let gh = rate_limited(
             403,
