@@ -8,7 +8,9 @@
 //! Order matters: verify → parse → persist (an idempotent append through the read side's
 //! delivery log; no actor involved) → answer. A delivery is stored before the 2xx, so a crash after the answer loses nothing,
 //! and a redelivery (same `X-GitHub-Delivery`) answers `{"duplicate": true}` and does nothing
-//! more. The body size limit is the server's `max_body_bytes`.
+//! more. The body size limit is the server's `max_body_bytes`. A hook configured with the
+//! form content type sends the JSON in a `payload` field; it is read from there (and stored
+//! as JSON) once the signature over the raw form body has been checked.
 //!
 //! Issue intake: a new `issues` delivery (`opened`, `labeled`, `assigned`, `reopened`) whose
 //! issue carries `projects.<name>.intake.label` or is assigned to `intake.assignee` starts one
@@ -27,6 +29,33 @@ use crate::store::WebhookDelivery;
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The delivery's JSON. A hook's content type is `application/json` (the body is the JSON)
+/// or `application/x-www-form-urlencoded`, which sends the JSON "as a form parameter called
+/// `payload`" (GitHub's "Webhook events and payloads"). The signature covers the raw body as
+/// sent, so this runs after it is checked.
+///
+/// # Errors
+/// 400 for a form without a `payload` field.
+fn json_body(req: &HttpRequest, body: web::Bytes) -> Result<web::Bytes, ApiError> {
+    let form = header(req, "content-type").is_some_and(|c| {
+        c.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    });
+    if !form {
+        return Ok(body);
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("payload is not UTF-8".into()))?;
+    let fields = web::Query::<std::collections::HashMap<String, String>>::from_query(text)
+        .map_err(|_| ApiError::BadRequest("form body is not url-encoded".into()))?;
+    fields
+        .get("payload")
+        .map(|p| web::Bytes::from(p.clone()))
+        .ok_or_else(|| ApiError::BadRequest("form body has no `payload` field".into()))
 }
 
 /// Receives one GitHub webhook delivery.
@@ -56,6 +85,7 @@ pub async fn github(
         .filter(|d| !d.is_empty() && d.len() <= 128)
         .ok_or_else(|| ApiError::BadRequest("missing or invalid X-GitHub-Delivery".into()))?
         .to_string();
+    let body = json_body(&req, body)?;
     let event = GithubEvent::parse(&event_name, &delivery_id, &body)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Chat bridge: a new comment mentioning the bot is stored before the delivery is recorded.

@@ -51,6 +51,8 @@ const LOG_LINES: usize = 40;
 const LOG_CHARS: usize = 6000;
 /// Wait when GitHub names a secondary limit without `retry-after` or a spent budget.
 const SECONDARY_DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// Doublings of [`SECONDARY_DEFAULT_WAIT`] while such limits go on (60 s … 16 min).
+const SECONDARY_MAX_DOUBLINGS: u32 = 4;
 
 /// The GitHub SCM plugin.
 pub struct GithubScm {
@@ -64,9 +66,14 @@ pub struct GithubScm {
     /// URL → (ETag, body) of the last 200, for conditional requests.
     etags: Mutex<HashMap<String, (String, Value)>>,
     rate: Mutex<Option<RateLimit>>,
-    /// After a rate-limit answer, no request leaves before this time on `clock`, whoever asks
-    /// (the poller and every session share one budget; GitHub punishes retries inside the wait).
-    blocked_until: Mutex<Option<(chrono::DateTime<chrono::Utc>, &'static str)>>,
+    /// After a rate-limit answer, no request of the limited budget leaves before this time on
+    /// `clock`, whoever asks (the poller and every session share it; GitHub punishes retries
+    /// inside the wait). REST (`core`) and GraphQL have primary budgets of their own; a
+    /// secondary limit holds both.
+    blocked_until: Mutex<HashMap<Budget, (chrono::DateTime<chrono::Utc>, &'static str)>>,
+    /// Secondary limits in a row that came without a wait: each doubles the next guess
+    /// ("wait for an exponentially increasing amount of time"); any other answer resets it.
+    unannounced_strikes: Mutex<u32>,
     /// The time the rate-limit wait is kept on (the application's).
     clock: crate::clock::Clock,
     /// `github.ignore_checks`.
@@ -83,6 +90,15 @@ impl std::fmt::Debug for GithubScm {
             .field("token", &self.auth.as_ref().map(|_| "***"))
             .finish()
     }
+}
+
+/// GitHub's primary rate-limit budgets (`x-ratelimit-resource`): REST's `core` and `graphql`
+/// are counted and reset apart ("Rate limits for the REST API": "The GraphQL API also has a
+/// separate primary rate limit").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Budget {
+    Core,
+    Graphql,
 }
 
 /// A response after rate-limit and error handling.
@@ -122,6 +138,19 @@ pub fn next_link(link: &str) -> Option<String> {
                 .to_string()
         })
     })
+}
+
+/// `v` as one query-string value: a branch may hold `+`, `&`, `#` or `%`, which a query
+/// would read as a space, a new parameter, the fragment or an escape.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn review_word(decision: Option<&str>) -> &'static str {
@@ -307,7 +336,8 @@ impl GithubScm {
             timeout,
             etags: Mutex::new(HashMap::new()),
             rate: Mutex::new(None),
-            blocked_until: Mutex::new(None),
+            blocked_until: Mutex::new(HashMap::new()),
+            unannounced_strikes: Mutex::new(0),
             clock: crate::clock::Clock::system(),
             ignore: IgnoreList::new(&settings.ignore_checks),
             bot_login: settings.bot_login.clone(),
@@ -330,7 +360,13 @@ impl GithubScm {
         url: &str,
         body: Option<&Value>,
     ) -> PluginResult<Reply> {
-        if let Some((until, limit)) = *lock(&self.blocked_until) {
+        let budget = if url == self.graphql_url {
+            Budget::Graphql
+        } else {
+            Budget::Core
+        };
+        let held = lock(&self.blocked_until).get(&budget).copied();
+        if let Some((until, limit)) = held {
             if let Ok(left) = (until - self.clock.now()).to_std() {
                 if !left.is_zero() {
                     METRICS
@@ -353,7 +389,16 @@ impl GithubScm {
                     .now()
                     .checked_add_signed(wait)
                     .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-                *lock(&self.blocked_until) = Some((until, kind));
+                let mut holds = lock(&self.blocked_until);
+                // A primary limit spends one budget; a secondary one is about the client.
+                let budgets: &[Budget] = if kind == "primary" {
+                    std::slice::from_ref(&budget)
+                } else {
+                    &[Budget::Core, Budget::Graphql]
+                };
+                for b in budgets {
+                    holds.insert(*b, (until, kind));
+                }
                 Err(PluginError::RateLimited { kind, retry_after })
             }
             Ok(r) => r,
@@ -456,29 +501,23 @@ impl GithubScm {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        if status == 403 || status == 429 {
-            let message = body["message"].as_str().unwrap_or_default().to_lowercase();
-            let retry_after = header_i64(&headers, "retry-after");
-            if let Some(secs) = retry_after {
+        let now = chrono::Utc::now().timestamp();
+        match rate_limited(status, &headers, &body, now) {
+            Some(PluginError::RateLimited {
+                kind: "secondary",
+                retry_after,
+            }) if header_i64(&headers, "retry-after").is_none() && remaining != Some(0) => {
+                // No wait given: at least a minute, doubling while it goes on.
+                let mut strikes = lock(&self.unannounced_strikes);
+                let wait = retry_after.saturating_mul(1 << *strikes);
+                *strikes = (*strikes + 1).min(SECONDARY_MAX_DOUBLINGS);
                 return Err(PluginError::RateLimited {
                     kind: "secondary",
-                    retry_after: Duration::from_secs(secs.max(0) as u64),
+                    retry_after: wait,
                 });
             }
-            if remaining == Some(0) {
-                let reset = header_i64(&headers, "x-ratelimit-reset").unwrap_or(0);
-                let wait = (reset - chrono::Utc::now().timestamp()).max(1) as u64;
-                return Err(PluginError::RateLimited {
-                    kind: "primary",
-                    retry_after: Duration::from_secs(wait),
-                });
-            }
-            if message.contains("secondary rate limit") {
-                return Err(PluginError::RateLimited {
-                    kind: "secondary",
-                    retry_after: SECONDARY_DEFAULT_WAIT,
-                });
-            }
+            Some(limited) => return Err(limited),
+            None => *lock(&self.unannounced_strikes) = 0,
         }
         if is_get && status == 200 {
             if let Some(etag) = headers
@@ -661,6 +700,65 @@ impl GithubScm {
     }
 }
 
+/// Whether an answer is a rate limit, and how long to wait (wire-formats §1.4):
+/// - REST, primary: 403 or 429 with `x-ratelimit-remaining: 0`, until `x-ratelimit-reset`;
+/// - secondary: 403 or 429 naming it, `retry-after` seconds when sent, else until the reset
+///   when the budget is spent, else a minute (which the caller doubles while such limits go
+///   on: "wait for an exponentially increasing amount of time between retries");
+/// - GraphQL answers an exceeded limit with **200** and an `errors` entry (`type:
+///   RATE_LIMITED`, or a message naming the limit), with `x-ratelimit-remaining: 0` for the
+///   primary one ("Rate limits and node limits for the GraphQL API").
+fn rate_limited(
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &Value,
+    now: i64,
+) -> Option<PluginError> {
+    let messages: Vec<String> = std::iter::once(&body["message"])
+        .chain(
+            body["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| &e["message"]),
+        )
+        .filter_map(Value::as_str)
+        .map(str::to_lowercase)
+        .collect();
+    let secondary = messages.iter().any(|m| m.contains("secondary rate limit"));
+    let graphql_limited = status == 200
+        && body["errors"].as_array().is_some_and(|es| {
+            es.iter().any(|e| {
+                e["type"] == "RATE_LIMITED"
+                    || e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.to_lowercase().contains("rate limit"))
+            })
+        });
+    if !(status == 403 || status == 429 || graphql_limited) {
+        return None;
+    }
+    let remaining = header_i64(headers, "x-ratelimit-remaining");
+    if let Some(secs) = header_i64(headers, "retry-after") {
+        return Some(PluginError::RateLimited {
+            kind: "secondary",
+            retry_after: Duration::from_secs(secs.max(0).unsigned_abs()),
+        });
+    }
+    if remaining == Some(0) {
+        let reset = header_i64(headers, "x-ratelimit-reset").unwrap_or(0);
+        return Some(PluginError::RateLimited {
+            kind: if secondary { "secondary" } else { "primary" },
+            retry_after: Duration::from_secs((reset - now).max(1).unsigned_abs()),
+        });
+    }
+    // A 429 is always a limit, even without a wait or a message naming it.
+    (secondary || graphql_limited || status == 429).then_some(PluginError::RateLimited {
+        kind: if secondary { "secondary" } else { "primary" },
+        retry_after: SECONDARY_DEFAULT_WAIT,
+    })
+}
+
 fn api_error(status: u16, body: &Value) -> PluginError {
     PluginError::Api {
         status,
@@ -677,8 +775,9 @@ impl Scm for GithubScm {
     async fn find_pr(&self, repo: &str, branch: &str) -> PluginResult<Option<PrStatus>> {
         let (owner, _) = split_repo(repo)?;
         let url = format!(
-            "{}/pulls?state=open&head={owner}:{branch}&per_page=1",
-            self.repo_url(repo)?
+            "{}/pulls?state=open&head={}&per_page=1",
+            self.repo_url(repo)?,
+            query_value(&format!("{owner}:{branch}"))
         );
         let r = self.get("GET /repos/{owner}/{repo}/pulls", &url).await?;
         let Some(n) = r.body.get(0).and_then(|p| p["number"].as_i64()) else {
@@ -880,6 +979,13 @@ mod tests {
     }
 
     #[test]
+    fn github_query_values_escape_what_a_query_would_misread() {
+        assert_eq!(query_value("acme:feat/c++"), "acme:feat/c%2B%2B");
+        assert_eq!(query_value("acme:a&b#c%d e"), "acme:a%26b%23c%25d%20e");
+        assert_eq!(query_value("acme:feat/x-1.2_y"), "acme:feat/x-1.2_y");
+    }
+
+    #[test]
     fn github_batch_query_aliases_every_pr() {
         let q = batch_query(&[3, 17]);
         assert!(q.contains("pr3: pullRequest(number: 3)"));
@@ -934,6 +1040,75 @@ mod tests {
         };
         let scm = GithubScm::new(&s, Duration::from_secs(1)).expect("builds");
         assert!(!format!("{scm:?}").contains("ghp_secret"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn github_graphql_rate_limit_answered_200_is_a_rate_limit() {
+        let now = 1_000;
+        // "Rate limits and node limits for the GraphQL API": an exceeded primary limit is a
+        // 200 with an error and `x-ratelimit-remaining: 0`.
+        let body = json!({"errors": [{"type": "RATE_LIMITED", "code": "graphql_rate_limit",
+            "message": "API rate limit already exceeded for user ID 1."}]});
+        let h = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1030"),
+        ]);
+        let e = rate_limited(200, &h, &body, now).expect("limited");
+        assert!(
+            matches!(
+                e,
+                PluginError::RateLimited {
+                    kind: "primary",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
+        // A secondary limit in a 200 with `retry-after`.
+        let body = json!({"errors": [{"message": "You have exceeded a secondary rate limit."}]});
+        let e = rate_limited(200, &headers(&[("retry-after", "9")]), &body, now).expect("limited");
+        assert!(
+            matches!(
+                e,
+                PluginError::RateLimited {
+                    kind: "secondary",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(9)));
+        // Other GraphQL errors and a plain 403 are not limits.
+        let body = json!({"data": {"repository": null}, "errors": [{"type": "NOT_FOUND",
+            "message": "Could not resolve to a Repository with the name 'a/b'."}]});
+        assert!(rate_limited(
+            200,
+            &headers(&[("x-ratelimit-remaining", "4999")]),
+            &body,
+            now
+        )
+        .is_none());
+        let body = json!({"message": "Resource not accessible by integration"});
+        assert!(rate_limited(
+            403,
+            &headers(&[("x-ratelimit-remaining", "4999")]),
+            &body,
+            now
+        )
+        .is_none());
+        assert!(rate_limited(200, &headers(&[]), &json!({"data": {}}), now).is_none());
+        // A bare 429 is a limit all the same (a minute).
+        let e = rate_limited(429, &headers(&[]), &json!({}), now).expect("limited");
+        assert_eq!(e.retry_after(), Some(SECONDARY_DEFAULT_WAIT));
     }
 
     #[test]

@@ -73,6 +73,29 @@ async fn github_find_pr_returns_the_open_pr_of_a_branch() {
     assert_eq!(rl.remaining, 5000 - 2);
 }
 
+/// `head` is a query parameter (`user:ref-name`, "List pull requests"): a branch holding `+`
+/// or `&` (both valid in git refs) must reach GitHub as written, not as a space or a new
+/// parameter.
+#[actix_web::test]
+async fn github_find_pr_finds_a_branch_whose_name_a_query_would_misread() {
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
+    for branch in ["feat/c++", "fix/a&b"] {
+        gh.push(
+            REPO,
+            branch,
+            "main",
+            &[("c.txt", &format!("{branch}\n"))],
+            "c",
+        )
+        .await;
+        let n = gh.open_pr(REPO, branch, "main", branch).await;
+        let p = scm.find_pr(REPO, branch).await.expect("ok");
+        assert_eq!(p.map(|p| p.number), Some(n), "{branch}");
+    }
+}
+
 #[actix_web::test]
 async fn github_ci_names_failed_checks_with_urls_and_log_excerpts() {
     let Some((gh, scm)) = setup().await else {
@@ -464,6 +487,125 @@ async fn github_rate_limits_surface_as_retriable_errors_with_the_wait() {
             .get(),
         0
     );
+}
+
+/// GraphQL answers an exceeded primary limit with HTTP 200, an `errors` entry and
+/// `x-ratelimit-remaining: 0` ("Rate limits and node limits for the GraphQL API"): that is a
+/// rate limit with the wait until the reset, and nothing leaves before it, not an API error.
+#[actix_web::test]
+async fn github_graphql_primary_limit_answered_200_is_a_rate_limit_held_until_the_reset() {
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
+    gh.push(REPO, "feat/gq", "main", &[("gq.txt", "g\n")], "g")
+        .await;
+    let n = gh.open_pr(REPO, "feat/gq", "main", "GQ").await;
+    gh.limit_next(1, Limit::Primary);
+    let e = scm.pr_status(REPO, n).await.expect_err("limited");
+    assert_eq!(gh.count_status(GRAPHQL, 200), 1, "GitHub answered 200");
+    assert!(
+        matches!(
+            e,
+            PluginError::RateLimited {
+                kind: "primary",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e
+        .retry_after()
+        .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)));
+    assert_eq!(scm.rate_limit().map(|r| r.remaining), Some(0));
+    let sent = gh.total();
+    let e = scm.batch_status(REPO, &[n]).await.expect_err("held");
+    assert!(e.is_retriable(), "{e:?}");
+    assert_eq!(gh.total(), sent, "a held call sends no request");
+    // REST has a primary budget of its own: it is not held by GraphQL's.
+    let ci = scm.ci(REPO, "feat/gq").await.expect("REST is not limited");
+    assert_eq!(ci.state, "none");
+    assert_eq!(gh.total(), sent + 2, "check runs and combined status");
+}
+
+/// The REST primary limit spends the `core` budget only: GraphQL, counted apart
+/// (`x-ratelimit-resource: graphql`), still answers.
+#[actix_web::test]
+async fn github_rest_primary_limit_does_not_hold_graphql() {
+    let Some((gh, scm)) = setup().await else {
+        return;
+    };
+    gh.push(REPO, "feat/rp", "main", &[("rp.txt", "r\n")], "r")
+        .await;
+    let n = gh.open_pr(REPO, "feat/rp", "main", "RP").await;
+    gh.limit_next(1, Limit::Primary);
+    let e = scm.repo_changed(REPO).await.expect_err("limited");
+    assert!(
+        matches!(
+            e,
+            PluginError::RateLimited {
+                kind: "primary",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let sent = gh.total();
+    assert!(scm.repo_changed(REPO).await.is_err(), "REST is held");
+    assert_eq!(gh.total(), sent);
+    assert_eq!(
+        scm.pr_status(REPO, n)
+            .await
+            .expect("GraphQL answers")
+            .number,
+        n
+    );
+}
+
+/// A secondary limit without `retry-after` (and with budget left): "wait for at least one
+/// minute before retrying. If your request continues to fail due to a secondary rate limit,
+/// wait for an exponentially increasing amount of time between retries" (GitHub's REST rate
+/// limit docs). The client waits 60 s, then 120 s, and starts over after an answer.
+#[actix_web::test]
+async fn github_unannounced_secondary_limits_back_off_exponentially() {
+    let Some((gh, _)) = setup().await else {
+        return;
+    };
+    let clock = flotilla::clock::ManualClock::new();
+    gh.use_clock(clock.clock());
+    let settings = GithubSettings {
+        api_url: gh.url.clone(),
+        graphql_url: format!("{}/graphql", gh.url),
+        token: Some(Secret::new("ghp_test")),
+        webhook_secret: None,
+        bot_login: None,
+        poll_interval: HumanDuration::from_secs(30),
+        reconcile_every: 10,
+        timeout: HumanDuration::from_secs(10),
+        ignore_checks: vec![],
+    };
+    let scm = GithubScm::new(&settings, Duration::from_secs(10))
+        .expect("plugin")
+        .on_clock(clock.clock());
+    gh.limit_next(2, Limit::SecondaryUnannounced { status: 403 });
+    let e = scm.repo_changed(REPO).await.expect_err("limited");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(60)), "{e:?}");
+    clock.advance(Duration::from_secs(61));
+    let e = scm.repo_changed(REPO).await.expect_err("limited again");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(120)), "{e:?}");
+    // Still inside the doubled wait: held, nothing sent.
+    clock.advance(Duration::from_secs(61));
+    let sent = gh.total();
+    assert!(scm.repo_changed(REPO).await.is_err());
+    assert_eq!(gh.total(), sent);
+    clock.advance(Duration::from_secs(60));
+    scm.repo_changed(REPO)
+        .await
+        .expect("answers after the wait");
+    assert_eq!(gh.early_requests(), 0, "no request inside a wait");
+    // An answer in between: the next unannounced limit starts over at a minute.
+    gh.limit_next(1, Limit::SecondaryUnannounced { status: 429 });
+    let e = scm.repo_changed(REPO).await.expect_err("limited");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(60)), "{e:?}");
 }
 
 #[actix_web::test]

@@ -232,3 +232,72 @@ async fn github_fake_signed_webhooks_reach_a_real_app_and_redelivery_is_deduplic
         "{metrics}"
     );
 }
+
+/// `application/x-www-form-urlencoded`, the body as `payload=<url-encoded JSON>`.
+fn form(json: &str) -> String {
+    let enc: String = json
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("payload={enc}")
+}
+
+/// A hook created with content type `application/x-www-form-urlencoded` sends the JSON "as
+/// a form parameter called `payload`" and signs the raw form body (GitHub's "Webhook events
+/// and payloads" and "Validating webhook deliveries"): such a delivery is read like a JSON
+/// one, and its signature is still checked over the bytes sent.
+#[actix_web::test]
+async fn github_webhook_form_encoded_delivery_is_read_from_its_payload_field() {
+    let app = app(Some(SECRET)).await;
+    let post = |id: &'static str, body: String, sig: String| {
+        let r = app
+            .client
+            .post(format!("{}/webhooks/github", app.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", id)
+            .header("x-hub-signature-256", sig)
+            .body(body);
+        async move {
+            let r = r.send().await.expect("post");
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let body = form(&pr_body());
+    let (s, v) = post(
+        "form-1",
+        body.clone(),
+        sign(SECRET.as_bytes(), body.as_bytes()),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["event"], "pull_request", "{v}");
+    assert!(stored(&app, "form-1").await);
+    // Signed over the JSON instead of the form body: refused, nothing stored.
+    let (s, _) = post(
+        "form-2",
+        body.clone(),
+        sign(SECRET.as_bytes(), pr_body().as_bytes()),
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert!(!stored(&app, "form-2").await);
+    // A form without `payload`.
+    let bad = "other=1".to_string();
+    let (s, _) = post(
+        "form-3",
+        bad.clone(),
+        sign(SECRET.as_bytes(), bad.as_bytes()),
+    )
+    .await;
+    assert_eq!(s, 400);
+}

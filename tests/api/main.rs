@@ -70,6 +70,7 @@ mod sessions;
 mod spawn_branches;
 #[path = "../support/sshd.rs"]
 mod sshd;
+mod tracker_contracts;
 mod tracker_intake;
 mod tracker_writeback;
 mod trackers;

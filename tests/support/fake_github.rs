@@ -14,7 +14,7 @@
 //! - Mergeability can be "still computing" for a while (`mergeable: null`, `UNKNOWN`).
 //! - ETags are a hash of the body: `If-None-Match` with an unchanged one answers 304, which
 //!   costs no quota. `x-ratelimit-*` on every answer; forced primary/secondary limits for the
-//!   next N requests; `Link` pagination with `per_page`/`page`.
+//!   next N requests (a primary limit on GraphQL is a 200 with a `RATE_LIMITED` error); `Link` pagination with `per_page`/`page`.
 //! - Signed webhooks (`X-Hub-Signature-256`) to a configured URL on every state change, and
 //!   redelivery of a past delivery with the same id.
 //! - Every request is counted by kind (`GET /repos/{owner}/{repo}/pulls`, `graphql`) and status.
@@ -41,7 +41,8 @@ use crate::fake_server::{FakeServer, Seen};
 /// A forced rate-limit answer for the next requests.
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
-    /// 403 with `x-ratelimit-remaining: 0` and the reset time.
+    /// `x-ratelimit-remaining: 0` and the reset time: 403 on REST, 200 with a `RATE_LIMITED`
+    /// error on GraphQL.
     Primary,
     /// `status` (403 or 429) with `retry-after: secs`.
     Secondary {
@@ -49,6 +50,13 @@ pub enum Limit {
         status: u16,
         /// Seconds in `retry-after`.
         retry_after: u64,
+    },
+    /// `status` (403 or 429) naming a secondary limit without `retry-after` (and with budget
+    /// left): GitHub then asks for at least a minute, exponentially more while it goes on.
+    /// The fake counts requests inside that minute as early.
+    SecondaryUnannounced {
+        /// 403 or 429.
+        status: u16,
     },
 }
 
@@ -995,13 +1003,27 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
         } else if let Some((limit, n)) = forced {
             if early.is_none() {
                 s.forced = if n > 1 { Some((limit, n - 1)) } else { None };
-                if let Limit::Secondary { retry_after, .. } = limit {
-                    let secs = i64::try_from(retry_after).unwrap_or(i64::MAX);
+                let window = match limit {
+                    Limit::Secondary { retry_after, .. } => Some(retry_after),
+                    Limit::SecondaryUnannounced { .. } => Some(60),
+                    Limit::Primary => None,
+                };
+                if let Some(secs) = window {
+                    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
                     let until = s.now.now() + chrono::Duration::seconds(secs);
                     s.limited_until = Some((until, limit));
                 }
             }
             match limit {
+                // REST answers 403; GraphQL answers 200 with the error in `errors` ("Rate
+                // limits and node limits for the GraphQL API"). Both say remaining 0.
+                Limit::Primary if resource == "graphql" => {
+                    let mut a = Answer::ok(json!({"errors": [{"type": "RATE_LIMITED",
+                        "code": "graphql_rate_limit",
+                        "message": "API rate limit already exceeded for user ID 1."}]}));
+                    a.headers.push(("x-ratelimit-remaining".into(), "0".into()));
+                    a
+                }
                 Limit::Primary => {
                     let mut a = Answer::msg(403, "API rate limit exceeded for user ID 1.");
                     a.headers.push(("x-ratelimit-remaining".into(), "0".into()));
@@ -1019,6 +1041,10 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
                         .push(("retry-after".into(), retry_after.to_string()));
                     a
                 }
+                Limit::SecondaryUnannounced { status } => Answer::msg(
+                    status,
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                ),
             }
         } else if req
             .headers()
@@ -1048,6 +1074,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
             a.status = 304;
         }
         let spends = !not_modified
+            && forced.is_none()
             && a.status != 401
             && !kind.starts_with("GET /_logs")
             && kind != "GET /rate_limit"

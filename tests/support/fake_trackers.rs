@@ -5,7 +5,9 @@
 //!   answers the issue node (with `state { type }` and its team's workflow `states`); the
 //!   `commentCreate(input: {issueId, body})` and `issueUpdate(id, input: {stateId})`
 //!   mutations answer `{success, …}`; an unknown issue or state is a GraphQL error
-//!   (`Entity not found`, code `NOT_FOUND`) answered 200, a missing key 400.
+//!   (`Entity not found`, code `NOT_FOUND`) answered 200, a missing key 400; a rate limit
+//!   ([`FakeTrackers::limit_linear_next`]) is an error with code `RATELIMITED` and the
+//!   `X-RateLimit-Requests-*` headers.
 //! - Jira: `GET /rest/api/3/issue/{key}` (fields with `status.statusCategory`),
 //!   `POST …/comment` (body an ADF document, 400 otherwise; 201 with the comment),
 //!   `GET …/transitions` (the transitions available from the issue's status: Jira Cloud's
@@ -35,6 +37,8 @@ struct State {
     linear_comments: Vec<(String, String)>,
     /// Jira comments: (issue key, ADF body).
     jira_comments: Vec<(String, Value)>,
+    /// Linear requests still to answer with a rate limit.
+    linear_limited: u32,
 }
 
 /// Linear's workflow states of the fake team: (id, name, type).
@@ -104,6 +108,19 @@ async fn linear(req: HttpRequest, body: web::Json<Value>, st: Shared) -> HttpRes
         return HttpResponse::BadRequest().json(json!({"errors": [{
             "message": "Authentication required, not authenticated",
             "extensions": {"code": "AUTHENTICATION_ERROR", "type": "authentication error"}}]}));
+    }
+    if s.linear_limited > 0 {
+        // Linear's rate limit: a GraphQL error with code RATELIMITED and the
+        // `X-RateLimit-Requests-*` headers (reset in UTC epoch milliseconds).
+        s.linear_limited -= 1;
+        let reset = chrono::Utc::now().timestamp_millis() + 30_000;
+        return HttpResponse::BadRequest()
+            .insert_header(("x-ratelimit-requests-limit", "1500"))
+            .insert_header(("x-ratelimit-requests-remaining", "0"))
+            .insert_header(("x-ratelimit-requests-reset", reset.to_string()))
+            .json(json!({"errors": [{"message": "Rate limit exceeded",
+                "extensions": {"code": "RATELIMITED", "type": "ratelimited",
+                    "userPresentableMessage": "Rate limit exceeded. Please try again later."}}]}));
     }
     let query = body["query"].as_str().unwrap_or("");
     let vars = &body["variables"];
@@ -318,6 +335,11 @@ impl FakeTrackers {
             "labels": {"nodes": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>()},
         });
         lock(&self.state).linear.insert(identifier.into(), issue);
+    }
+
+    /// The next `n` Linear requests are refused with Linear's rate limit (`RATELIMITED`).
+    pub fn limit_linear_next(&self, n: u32) {
+        lock(&self.state).linear_limited = n;
     }
 
     /// Moves Linear issue `identifier` to workflow state `name` (as a person would).

@@ -45,18 +45,7 @@ async fn send_json(what: &str, req: RequestBuilder, timeout: Duration) -> Plugin
     if status == StatusCode::NOT_FOUND {
         return Err(PluginError::NotFound(what.to_string()));
     }
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(PluginError::RateLimited {
-            kind: "secondary",
-            retry_after: retry_after.unwrap_or(Duration::from_secs(60)),
-        });
-    }
+    let headers = resp.headers().clone();
     let body = tokio::time::timeout(timeout, resp.text())
         .await
         .map_err(|_| PluginError::Timeout {
@@ -64,13 +53,19 @@ async fn send_json(what: &str, req: RequestBuilder, timeout: Duration) -> Plugin
             after: timeout,
         })?
         .unwrap_or_default();
+    let json = serde_json::from_str::<Value>(&body).ok();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    if let Some(limited) = rate_limited(status.as_u16(), &headers, json.as_ref(), now_ms) {
+        return Err(limited);
+    }
     if !status.is_success() {
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
+        let message = json
+            .as_ref()
             .and_then(|v| {
                 v["message"]
                     .as_str()
                     .or_else(|| v["errorMessages"][0].as_str())
+                    .or_else(|| v["errors"][0]["message"].as_str())
                     .map(str::to_string)
             })
             .unwrap_or_else(|| body.chars().take(200).collect());
@@ -83,8 +78,91 @@ async fn send_json(what: &str, req: RequestBuilder, timeout: Duration) -> Plugin
         // 204 No Content (a Jira transition, a deleted label…).
         return Ok(Value::Null);
     }
-    serde_json::from_str(&body)
-        .map_err(|e| PluginError::Invalid(format!("{what}: the answer is not JSON: {e}")))
+    json.ok_or_else(|| PluginError::Invalid(format!("{what}: the answer is not JSON")))
+}
+
+fn header_i64(h: &reqwest::header::HeaderMap, name: &str) -> Option<i64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `X-RateLimit-Reset` as Jira Cloud sends it: an ISO 8601 instant, to the minute
+/// (`2026-12-02T16:40Z`) or finer.
+fn iso_reset(h: &reqwest::header::HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v = h.get("x-ratelimit-reset")?.to_str().ok()?.trim();
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%MZ")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
+/// When `reset` (epoch seconds, or milliseconds when that large) comes, from `now_ms`.
+fn until(reset: i64, now_ms: i64) -> Duration {
+    let reset_ms = if reset > 100_000_000_000 {
+        reset
+    } else {
+        reset.saturating_mul(1000)
+    };
+    Duration::from_millis(reset_ms.saturating_sub(now_ms).max(1000).unsigned_abs())
+}
+
+/// Whether an answer is a rate limit, and the wait, as each tracker publishes it:
+/// - Jira Cloud: 429 with `Retry-After` seconds, else its `X-RateLimit-Reset` ISO instant
+///   ("Rate limiting").
+/// - GitHub REST: 403 or 429; `retry-after` seconds (secondary), else with
+///   `x-ratelimit-remaining: 0` until `x-ratelimit-reset` (primary).
+/// - Linear: a GraphQL error whose `extensions.code` is `RATELIMITED` (`extensions.type`
+///   `ratelimited` in the SDK), whatever the HTTP status, or a 429; the wait is `retry-after`,
+///   else the `x-ratelimit-requests-reset` / `x-ratelimit-complexity-reset` instant.
+///
+/// Without a wait in the answer, a minute.
+fn rate_limited(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: Option<&Value>,
+    now_ms: i64,
+) -> Option<PluginError> {
+    let graphql_limited = body.and_then(|v| v["errors"].as_array()).is_some_and(|es| {
+        es.iter().any(|e| {
+            e["extensions"]["code"] == "RATELIMITED" || e["extensions"]["type"] == "ratelimited"
+        })
+    });
+    let spent = header_i64(headers, "x-ratelimit-remaining") == Some(0);
+    let limited = graphql_limited || status == 429 || (status == 403 && spent);
+    let secondary_403 = status == 403
+        && body
+            .and_then(|v| v["message"].as_str())
+            .is_some_and(|m| m.to_lowercase().contains("secondary rate limit"));
+    let retry_after = header_i64(headers, "retry-after");
+    if !(limited || (status == 403 && retry_after.is_some()) || secondary_403) {
+        return None;
+    }
+    let (kind, wait) = if let Some(secs) = retry_after {
+        ("secondary", Duration::from_secs(secs.max(0).unsigned_abs()))
+    } else if let (true, Some(reset)) = (spent, header_i64(headers, "x-ratelimit-reset")) {
+        ("primary", until(reset, now_ms))
+    } else if let Some(reset) = ["x-ratelimit-requests-reset", "x-ratelimit-complexity-reset"]
+        .iter()
+        .filter_map(|h| header_i64(headers, h))
+        .max()
+        .filter(|_| graphql_limited)
+    {
+        ("primary", until(reset, now_ms))
+    } else if let (429, Some(at)) = (status, iso_reset(headers)) {
+        // Jira: `X-RateLimit-Reset` is an ISO 8601 instant (`yyyy-MM-ddTHH:mmZ`).
+        ("secondary", until(at.timestamp_millis(), now_ms))
+    } else if spent {
+        ("primary", Duration::from_secs(60))
+    } else {
+        ("secondary", Duration::from_secs(60))
+    };
+    Some(PluginError::RateLimited {
+        kind,
+        retry_after: wait,
+    })
 }
 
 fn client() -> PluginResult<reqwest::Client> {
@@ -92,4 +170,86 @@ fn client() -> PluginResult<reqwest::Client> {
         .user_agent("flotilla")
         .build()
         .map_err(|e| PluginError::Invalid(format!("http client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use serde_json::json;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn tracker_rate_limits_of_each_vendor_carry_their_wait() {
+        let now_ms = 1_700_000_000_000;
+        let wait = |e: Option<PluginError>| e.and_then(|e| e.retry_after());
+        // Jira: 429 + Retry-After.
+        let jira = rate_limited(429, &headers(&[("retry-after", "5")]), None, now_ms);
+        assert_eq!(wait(jira), Some(Duration::from_secs(5)));
+        // Jira without Retry-After: until X-RateLimit-Reset, an ISO instant to the minute.
+        // now_ms is 2023-11-14T22:13:20Z.
+        let jira = rate_limited(
+            429,
+            &headers(&[("x-ratelimit-reset", "2023-11-14T22:15Z")]),
+            None,
+            now_ms,
+        );
+        assert_eq!(wait(jira), Some(Duration::from_secs(100)));
+        // GitHub primary: 403, remaining 0, until the reset (epoch seconds).
+        let gh = rate_limited(
+            403,
+            &headers(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000042"),
+            ]),
+            Some(&json!({"message": "API rate limit exceeded for user ID 1."})),
+            now_ms,
+        );
+        assert!(matches!(
+            gh,
+            Some(PluginError::RateLimited {
+                kind: "primary",
+                ..
+            })
+        ));
+        assert_eq!(wait(gh), Some(Duration::from_secs(42)));
+        // GitHub secondary: 403 + retry-after.
+        let gh = rate_limited(
+            403,
+            &headers(&[("retry-after", "3"), ("x-ratelimit-remaining", "4000")]),
+            Some(&json!({"message": "You have exceeded a secondary rate limit."})),
+            now_ms,
+        );
+        assert_eq!(wait(gh), Some(Duration::from_secs(3)));
+        // Linear: RATELIMITED in `errors`, answered 200 or 400; reset in epoch ms.
+        let body = json!({"errors": [{"message": "Rate limit exceeded",
+            "extensions": {"code": "RATELIMITED", "type": "ratelimited"}}]});
+        for status in [200, 400] {
+            let l = rate_limited(
+                status,
+                &headers(&[
+                    ("x-ratelimit-requests-remaining", "0"),
+                    ("x-ratelimit-requests-reset", "1700000010000"),
+                ]),
+                Some(&body),
+                now_ms,
+            );
+            assert_eq!(wait(l), Some(Duration::from_secs(10)), "status {status}");
+        }
+        // Not limits: a permission 403, a not-found GraphQL error, a plain 400.
+        let h = headers(&[("x-ratelimit-remaining", "4999")]);
+        let forbidden = json!({"message": "Resource not accessible by integration"});
+        assert!(rate_limited(403, &h, Some(&forbidden), now_ms).is_none());
+        let nf = json!({"errors": [{"message": "Entity not found",
+            "extensions": {"code": "NOT_FOUND", "type": "invalid input"}}]});
+        assert!(rate_limited(200, &h, Some(&nf), now_ms).is_none());
+        assert!(rate_limited(400, &headers(&[]), None, now_ms).is_none());
+    }
 }

@@ -1,0 +1,104 @@
+//! The trackers against their published wire contracts: rate limits as each vendor answers
+//! them are retriable errors with the vendor's wait, never plain API failures.
+
+use std::time::Duration;
+
+use flotilla::config::{GithubSettings, HumanDuration, LinearSettings, Secret};
+use flotilla::plugins::trackers::github::GithubIssues;
+use flotilla::plugins::trackers::linear::LinearIssues;
+use flotilla::plugins::{PluginError, Tracker};
+
+use crate::fake_github::{FakeGithub, Limit};
+use crate::fake_trackers::FakeTrackers;
+use crate::helpers::require_tool;
+
+const REPO: &str = "acme/widgets";
+
+fn github_settings(url: &str) -> GithubSettings {
+    GithubSettings {
+        api_url: url.to_string(),
+        graphql_url: format!("{url}/graphql"),
+        token: Some(Secret::new("ghp_test")),
+        webhook_secret: None,
+        bot_login: None,
+        poll_interval: HumanDuration::from_secs(30),
+        reconcile_every: 10,
+        timeout: HumanDuration::from_secs(10),
+        ignore_checks: vec![],
+    }
+}
+
+/// GitHub's REST rate limits ("Rate limits for the REST API"): the primary one is a 403 with
+/// `x-ratelimit-remaining: 0` (wait for `x-ratelimit-reset`), a secondary one a 403 with
+/// `retry-after`. Reading an issue under either is `RateLimited` with that wait.
+#[actix_web::test]
+async fn tracker_github_issue_reads_under_a_403_rate_limit_are_rate_limited() {
+    if !require_tool("git") {
+        return;
+    }
+    let gh = FakeGithub::start("ghp_test").await;
+    gh.create_repo(REPO);
+    let n = gh.create_issue(REPO, "Flaky test", "It fails on Tuesdays.");
+    let issues = GithubIssues::new(&github_settings(&gh.url), REPO).expect("tracker");
+    assert_eq!(
+        issues.issue(&n.to_string()).await.expect("read").title,
+        "Flaky test"
+    );
+
+    gh.limit_next(1, Limit::Primary);
+    let e = issues.issue(&n.to_string()).await.expect_err("limited");
+    assert!(
+        matches!(
+            e,
+            PluginError::RateLimited {
+                kind: "primary",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e
+        .retry_after()
+        .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)));
+
+    gh.limit_next(
+        1,
+        Limit::Secondary {
+            status: 403,
+            retry_after: 4,
+        },
+    );
+    let e = issues.labelled("flotilla").await.expect_err("limited");
+    assert!(e.is_retriable(), "{e:?}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(4)), "{e:?}");
+}
+
+/// Linear's rate limit is a GraphQL error with `extensions.code: RATELIMITED` and the
+/// `X-RateLimit-Requests-Reset` instant (epoch ms): a retriable error with the wait until
+/// then; the next request, after it, reads the issue.
+#[actix_web::test]
+async fn tracker_linear_ratelimited_is_a_rate_limit_with_the_reset_wait() {
+    let t = FakeTrackers::start("lin_api_key", "dev@acme.test", "jira-token").await;
+    t.add_linear("ENG-7", "Cache misses", "Twice as many.", "dev/eng-7", &[]);
+    let settings = LinearSettings {
+        api_url: format!("{}/graphql", t.url),
+        api_key: Some(Secret::new("lin_api_key")),
+        webhook_secret: None,
+    };
+    let linear = LinearIssues::new(&settings, Duration::from_secs(10)).expect("tracker");
+    t.limit_linear_next(1);
+    let e = linear.issue("ENG-7").await.expect_err("limited");
+    assert!(
+        matches!(e, PluginError::RateLimited { .. }),
+        "RATELIMITED is a rate limit, not an API error: {e:?}"
+    );
+    assert!(
+        e.retry_after()
+            .is_some_and(|d| d >= Duration::from_secs(1) && d <= Duration::from_secs(30)),
+        "{e:?}"
+    );
+    assert_eq!(
+        linear.issue("ENG-7").await.expect("read").title,
+        "Cache misses"
+    );
+}
