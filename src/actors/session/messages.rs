@@ -107,10 +107,10 @@ pub struct ScmCheck {
 pub struct ScmHint {
     /// `owner/name`.
     pub repo: String,
-    /// The PR the event names.
-    pub pr: Option<i64>,
-    /// The head branch the event names.
-    pub branch: Option<String>,
+    /// The PRs the event names.
+    pub prs: Vec<i64>,
+    /// The head branches the event names.
+    pub branches: Vec<String>,
 }
 
 /// Merge the session's PR now (a human asked, through the API).

@@ -156,11 +156,16 @@ impl SessionActor {
             .project(&s.session.project)
             .and_then(|p| p.github_repo.as_deref())
             == Some(h.repo.as_str());
-        let pr = match (&s.session.pr, h.pr) {
-            (Some(mine), Some(n)) => mine.number == n,
-            _ => false,
-        };
-        let branch = s.session.branch.is_some() && s.session.branch == h.branch;
+        let pr = s
+            .session
+            .pr
+            .as_ref()
+            .is_some_and(|p| h.prs.contains(&p.number));
+        let branch = s
+            .session
+            .branch
+            .as_ref()
+            .is_some_and(|b| h.branches.contains(b));
         ours && (pr || branch)
     }
 }

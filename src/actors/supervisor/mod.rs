@@ -1002,21 +1002,21 @@ impl Handler<GithubEventReceived> for FleetSupervisor {
             kind = e.kind.as_str(),
             action = e.action.as_deref().unwrap_or(""),
             repo = e.repo.as_deref().unwrap_or(""),
-            pr = e.pr_number.unwrap_or(0),
+            prs = ?e.prs,
             "github event received"
         );
         let Some(repo) = e.repo else {
             return;
         };
-        if e.pr_number.is_none() && e.head_branch.is_none() {
+        if e.prs.is_empty() && e.head_branches.is_empty() {
             return;
         }
         // Each actor knows its own PR and branch and ignores hints about others: a mailbox
         // message per live session is cheaper than keeping an index in step with every PR.
         let hint = ScmHint {
             repo,
-            pr: e.pr_number,
-            branch: e.head_branch,
+            prs: e.prs,
+            branches: e.head_branches,
         };
         for a in self.sessions.values() {
             a.do_send(hint.clone());

@@ -128,11 +128,12 @@ pub struct GithubEvent {
     pub action: Option<String>,
     /// `repository.full_name` (`owner/name`).
     pub repo: Option<String>,
-    /// The PR this is about: `pull_request.number`, an issue comment's issue when it is a PR,
-    /// or the first of a check's `pull_requests[]`.
-    pub pr_number: Option<i64>,
-    /// The PR's or check's head branch.
-    pub head_branch: Option<String>,
+    /// The PRs this is about: `pull_request.number`, an issue comment's issue when it is a
+    /// PR, or every one of a check's `pull_requests[]`.
+    pub prs: Vec<i64>,
+    /// The PR's or check's head branch, or every branch a `status`'s commit is on (GitHub
+    /// lists up to ten, in no particular order).
+    pub head_branches: Vec<String>,
     /// The head commit.
     pub head_sha: Option<String>,
     /// A check's conclusion (`success`, `failure`…) or a status's state.
@@ -153,8 +154,16 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |cur, k| cur.get(*k))
 }
 
-fn first_pr(v: Option<&Value>) -> Option<i64> {
-    v?.as_array()?.first()?.get("number")?.as_i64()
+/// The numbers of a check's `pull_requests[]`.
+fn pr_numbers(v: Option<&Value>) -> Vec<i64> {
+    let items = v
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    items
+        .iter()
+        .filter_map(|p| p.get("number")?.as_i64())
+        .collect()
 }
 
 impl GithubEvent {
@@ -174,8 +183,8 @@ impl GithubEvent {
             kind,
             action: s(&v, &["action"]),
             repo: s(&v, &["repository", "full_name"]),
-            pr_number: None,
-            head_branch: None,
+            prs: Vec::new(),
+            head_branches: Vec::new(),
             head_sha: None,
             conclusion: None,
             review_state: None,
@@ -186,34 +195,45 @@ impl GithubEvent {
             GithubEventKind::PullRequest
             | GithubEventKind::PullRequestReview
             | GithubEventKind::PullRequestReviewComment => {
-                ev.pr_number = get(&v, &["pull_request", "number"])
+                ev.prs = get(&v, &["pull_request", "number"])
                     .or_else(|| v.get("number"))
-                    .and_then(Value::as_i64);
-                ev.head_branch = s(&v, &["pull_request", "head", "ref"]);
+                    .and_then(Value::as_i64)
+                    .into_iter()
+                    .collect();
+                ev.head_branches = s(&v, &["pull_request", "head", "ref"])
+                    .into_iter()
+                    .collect();
                 ev.head_sha = s(&v, &["pull_request", "head", "sha"]);
                 ev.merged = get(&v, &["pull_request", "merged"]).and_then(Value::as_bool);
                 ev.review_state = s(&v, &["review", "state"]);
             }
             GithubEventKind::IssueComment | GithubEventKind::Issues => {
                 if get(&v, &["issue", "pull_request"]).is_some() {
-                    ev.pr_number = get(&v, &["issue", "number"]).and_then(Value::as_i64);
+                    ev.prs = get(&v, &["issue", "number"])
+                        .and_then(Value::as_i64)
+                        .into_iter()
+                        .collect();
                 }
             }
             GithubEventKind::CheckRun => {
-                ev.pr_number = first_pr(get(&v, &["check_run", "pull_requests"]));
-                ev.head_branch = s(&v, &["check_run", "check_suite", "head_branch"]);
+                ev.prs = pr_numbers(get(&v, &["check_run", "pull_requests"]));
+                ev.head_branches = s(&v, &["check_run", "check_suite", "head_branch"])
+                    .into_iter()
+                    .collect();
                 ev.head_sha = s(&v, &["check_run", "head_sha"]);
                 ev.conclusion = s(&v, &["check_run", "conclusion"]);
             }
             GithubEventKind::CheckSuite => {
-                ev.pr_number = first_pr(get(&v, &["check_suite", "pull_requests"]));
-                ev.head_branch = s(&v, &["check_suite", "head_branch"]);
+                ev.prs = pr_numbers(get(&v, &["check_suite", "pull_requests"]));
+                ev.head_branches = s(&v, &["check_suite", "head_branch"]).into_iter().collect();
                 ev.head_sha = s(&v, &["check_suite", "head_sha"]);
                 ev.conclusion = s(&v, &["check_suite", "conclusion"]);
             }
             GithubEventKind::WorkflowRun => {
-                ev.pr_number = first_pr(get(&v, &["workflow_run", "pull_requests"]));
-                ev.head_branch = s(&v, &["workflow_run", "head_branch"]);
+                ev.prs = pr_numbers(get(&v, &["workflow_run", "pull_requests"]));
+                ev.head_branches = s(&v, &["workflow_run", "head_branch"])
+                    .into_iter()
+                    .collect();
                 ev.head_sha = s(&v, &["workflow_run", "head_sha"]);
                 ev.conclusion = s(&v, &["workflow_run", "conclusion"]);
             }
@@ -223,17 +243,20 @@ impl GithubEvent {
                 ev.repo = ev.repo.or_else(|| s(&v, &["name"]));
                 ev.head_sha = s(&v, &["sha"]);
                 ev.conclusion = s(&v, &["state"]);
-                ev.head_branch = get(&v, &["branches"])
-                    .and_then(Value::as_array)
-                    .and_then(|b| b.first())
-                    .and_then(|b| b.get("name"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                let branches = get(&v, &["branches"]).and_then(Value::as_array);
+                ev.head_branches = branches
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(|b| Some(b.get("name")?.as_str()?.to_string()))
+                    .collect();
             }
             GithubEventKind::Push => {
                 ev.head_sha = s(&v, &["after"]);
-                ev.head_branch =
-                    s(&v, &["ref"]).map(|r| r.trim_start_matches("refs/heads/").to_string());
+                ev.head_branches = s(&v, &["ref"])
+                    .map(|r| r.trim_start_matches("refs/heads/").to_string())
+                    .into_iter()
+                    .collect();
             }
             GithubEventKind::Ping | GithubEventKind::Other => {}
         }
@@ -275,8 +298,8 @@ mod tests {
         assert_eq!(e.kind, GithubEventKind::PullRequest);
         assert_eq!(e.action.as_deref(), Some("synchronize"));
         assert_eq!(e.repo.as_deref(), Some("acme/widgets"));
-        assert_eq!(e.pr_number, Some(7));
-        assert_eq!(e.head_branch.as_deref(), Some("feat/x"));
+        assert_eq!(e.prs, [7]);
+        assert_eq!(e.head_branches, ["feat/x"]);
         assert_eq!(e.head_sha.as_deref(), Some("b"));
     }
 
@@ -284,33 +307,34 @@ mod tests {
     fn github_check_run_status_and_comment_events_parse() {
         let cr = br#"{"action":"completed","check_run":{"name":"ci","head_sha":"s",
             "conclusion":"failure","check_suite":{"head_branch":"feat/x"},
-            "pull_requests":[{"number":3}]},"repository":{"full_name":"a/b"}}"#;
+            "pull_requests":[{"number":3},{"number":4}]},"repository":{"full_name":"a/b"}}"#;
         let e = GithubEvent::parse("check_run", "d", cr).expect("parses");
         assert_eq!(
-            (
-                e.pr_number,
-                e.conclusion.as_deref(),
-                e.head_branch.as_deref()
-            ),
-            (Some(3), Some("failure"), Some("feat/x"))
+            (e.prs, e.conclusion.as_deref(), e.head_branches),
+            (vec![3, 4], Some("failure"), vec!["feat/x".to_string()])
         );
-        let st = br#"{"sha":"s","name":"a/b","state":"error","branches":[{"name":"f"}]}"#;
+        let st = br#"{"sha":"s","name":"a/b","state":"error","branches":[{"name":"main"},{"name":"f"}]}"#;
         let e = GithubEvent::parse("status", "d", st).expect("parses");
         assert_eq!(e.repo.as_deref(), Some("a/b"));
+        assert_eq!(
+            e.head_branches,
+            ["main", "f"],
+            "every branch the commit is on"
+        );
         assert_eq!(e.conclusion.as_deref(), Some("error"));
         let ic = br#"{"action":"created","issue":{"number":9,"pull_request":{}},"comment":{}}"#;
         assert_eq!(
             GithubEvent::parse("issue_comment", "d", ic)
                 .expect("parses")
-                .pr_number,
-            Some(9)
+                .prs,
+            [9]
         );
         let plain = br#"{"action":"created","issue":{"number":9},"comment":{}}"#;
         assert_eq!(
             GithubEvent::parse("issue_comment", "d", plain)
                 .expect("parses")
-                .pr_number,
-            None
+                .prs,
+            Vec::<i64>::new()
         );
     }
 
