@@ -90,6 +90,28 @@ pub fn render(text: &str) -> (String, Vec<String>) {
     (out, pinged)
 }
 
+/// The `text` an Events API message carries for what a person typed ("Formatting text for
+/// app surfaces"): `&`, `<`, `>` come as `&amp;`, `&lt;`, `&gt;`, and each URL Slack
+/// linked as `<url>` (the control characters are Slack's own).
+pub fn as_delivered(typed: &str) -> String {
+    let escaped = typed
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let mut out = String::with_capacity(escaped.len());
+    for (i, word) in escaped.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.starts_with("https://") || word.starts_with("http://") {
+            out.push_str(&format!("<{word}>"));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 /// The three entities Slack decodes for display, and only those.
 fn decode(s: &str) -> String {
     s.replace("&lt;", "<")
