@@ -7,10 +7,13 @@
 use std::time::Duration;
 
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
+use flotilla::plugins::chat::telegram::{Poller, TelegramPlatform};
 use flotilla::plugins::ChatPlatform;
 use serde_json::json;
 
+use crate::chat_platforms::RecordingInbox;
 use crate::fake_slack::{self, FakeSlack};
+use crate::fake_telegram::FakeTelegram;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,5 +68,77 @@ async fn chat_platforms_slack_text_arrives_as_the_person_wrote_it() {
         h.iter()
             .any(|m| m.text == "see https://x.example/a & use Box<dyn Error>"),
         "{h:?}"
+    );
+}
+
+/// A message in a forum topic (`is_topic_message`, `message_thread_id`) is a conversation of
+/// its own, and the reply goes to that topic: without `message_thread_id` Telegram posts it
+/// in the forum's General topic.
+#[actix_web::test]
+async fn chat_platforms_telegram_replies_in_the_forum_topic_the_message_came_from() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let settings = flotilla::config::TelegramSettings {
+        api_url: tg.url.clone(),
+        bot_token: Some(flotilla::config::Secret::new("123:ABC")),
+        secret_token: None,
+        webhook_url: None,
+    };
+    let mut poller = Poller::from_settings(&settings, TIMEOUT)
+        .expect("client")
+        .expect("poll mode");
+    let inbox = RecordingInbox::default();
+    tg.push_topic_message(-1001, 7, 42, "/status");
+    tg.push_topic_message(-1001, 9, 42, "/status");
+    tg.push_message(-1002, 42, "/status");
+    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 3);
+    let threads: Vec<String> = inbox
+        .messages
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| m.thread.clone())
+        .collect();
+    assert_eq!(threads, vec!["-1001:7", "-1001:9", "-1002"]);
+
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT).expect("platform");
+    let id = p.send(&threads[0], "Thinking").await.expect("sent");
+    p.edit(&threads[0], &id, "Thinking… done.")
+        .await
+        .expect("edited");
+    p.send(&threads[2], "plain group").await.expect("sent");
+    let sent = tg.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        (sent[0].chat_id, sent[0].message_thread_id),
+        (-1001, Some(7))
+    );
+    assert_eq!(
+        (sent[0].text.as_str(), sent[0].edits),
+        ("Thinking… done.", 1)
+    );
+    assert_eq!((sent[1].chat_id, sent[1].message_thread_id), (-1002, None));
+}
+
+/// A group upgraded to a supergroup answers `parameters.migrate_to_chat_id` (Bot API,
+/// `ResponseParameters`): the reply goes to the new chat, and later calls go there at once.
+#[actix_web::test]
+async fn chat_platforms_telegram_follows_a_group_migrated_to_a_supergroup() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.migrate(-555, -100_555);
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT).expect("platform");
+    let id = p
+        .send("-555", "first")
+        .await
+        .expect("sent after the migration");
+    p.edit("-555", &id, "first, edited").await.expect("edited");
+    p.send("-555", "second").await.expect("sent");
+    let sent = tg.sent();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|m| m.chat_id == -100_555), "{sent:?}");
+    assert_eq!(sent[0].text, "first, edited");
+    assert_eq!(
+        tg.calls("sendmessage") + tg.calls("editmessagetext"),
+        4,
+        "the old chat refused once, then every call went to the new one"
     );
 }
