@@ -6,14 +6,17 @@
 
 use std::time::Duration;
 
+use flotilla::plugins::chat::discord::DiscordPlatform;
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
 use flotilla::plugins::chat::telegram::{Poller, TelegramPlatform};
 use flotilla::plugins::ChatPlatform;
 use serde_json::json;
 
 use crate::chat_platforms::RecordingInbox;
+use crate::fake_discord::FakeDiscord;
 use crate::fake_slack::{self, FakeSlack};
 use crate::fake_telegram::FakeTelegram;
+use crate::helpers::eventually;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -141,4 +144,27 @@ async fn chat_platforms_telegram_follows_a_group_migrated_to_a_supergroup() {
         4,
         "the old chat refused once, then every call went to the new one"
     );
+}
+
+/// A global 429 ("Rate Limits": `X-RateLimit-Global`, `"global": true`) holds every route
+/// of the bot: a message for another channel waits it out instead of meeting another 429
+/// (Discord counts each as an invalid request).
+#[actix_web::test]
+async fn chat_platforms_discord_global_rate_limit_holds_every_channel() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let p = std::sync::Arc::new(
+        DiscordPlatform::new(&dc.api_url, "bot-token", TIMEOUT).expect("platform"),
+    );
+    dc.limit_global(1.0);
+    let first = {
+        let p = p.clone();
+        tokio::spawn(async move { p.send("C1", "one").await })
+    };
+    eventually(10, "the global hold", || async { p.global_hold() }).await;
+    p.send("C2", "two").await.expect("sent after the hold");
+    first.await.expect("task").expect("sent after the wait");
+    assert_eq!(dc.rate_limited(), 1, "only the first request met the limit");
+    let channels: Vec<String> = dc.posted().into_iter().map(|m| m.channel).collect();
+    assert_eq!(channels.len(), 2);
+    assert!(channels.contains(&"C1".to_string()) && channels.contains(&"C2".to_string()));
 }
