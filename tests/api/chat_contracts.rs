@@ -9,7 +9,8 @@ use std::time::Duration;
 use flotilla::plugins::chat::discord::DiscordPlatform;
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
 use flotilla::plugins::chat::telegram::{Poller, TelegramPlatform};
-use flotilla::plugins::ChatPlatform;
+use flotilla::plugins::notifiers::telegram::TelegramNotifier;
+use flotilla::plugins::{ChatPlatform, Notification, Notifier};
 use serde_json::json;
 
 use crate::chat_platforms::RecordingInbox;
@@ -144,6 +145,44 @@ async fn chat_platforms_telegram_follows_a_group_migrated_to_a_supergroup() {
         4,
         "the old chat refused once, then every call went to the new one"
     );
+}
+
+/// The Telegram notifier follows the migration too: a notification for the old group lands
+/// in the supergroup, and the post key it answers is the new chat's (replies come from
+/// there).
+#[actix_web::test]
+async fn chat_platforms_telegram_notifier_follows_a_group_migrated_to_a_supergroup() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.migrate(-555, -100_555);
+    let n = TelegramNotifier::new(
+        reqwest::Client::new(),
+        tg.url.clone(),
+        "123:ABC".into(),
+        "-555".into(),
+    );
+    let note = Notification {
+        id: "n1".into(),
+        priority: "action".into(),
+        event: "merge.ready".into(),
+        session: Some("demo-1".into()),
+        message: "Ready to merge.".into(),
+        ..Notification::default()
+    };
+    let posted = n
+        .notify(&note)
+        .await
+        .expect("sent to the supergroup")
+        .expect("posted");
+    assert_eq!(posted.chat, "-100555");
+    n.notify(&Notification {
+        id: "n2".into(),
+        ..note
+    })
+    .await
+    .expect("second");
+    assert!(tg.sent().iter().all(|m| m.chat_id == -100_555));
+    assert_eq!(tg.sent().len(), 2);
+    assert_eq!(tg.calls("sendmessage"), 3, "the old group refused once");
 }
 
 /// A global 429 ("Rate Limits": `X-RateLimit-Global`, `"global": true`) holds every route
