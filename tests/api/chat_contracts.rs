@@ -75,6 +75,26 @@ async fn chat_platforms_slack_text_arrives_as_the_person_wrote_it() {
     );
 }
 
+/// `chat.postMessage`'s `rate_limited` ("Application has posted too many messages") comes
+/// as a Web API error in an HTTP 200: the reply waits and goes out instead of being lost.
+#[actix_web::test]
+async fn chat_platforms_slack_reply_waits_out_rate_limited_in_a_200() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let p = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    sl.too_many_posts(1);
+    p.send("C1:1700.1", "Working")
+        .await
+        .expect("posted after the wait");
+    assert_eq!(sl.posted().len(), 1);
+    assert_eq!(sl.calls("chat.postMessage"), 2, "one refusal, one post");
+    let e = p
+        .send("C9:1700.1", "x")
+        .await
+        .expect_err("channel_not_found");
+    assert!(e.to_string().contains("channel_not_found"), "{e}");
+    assert!(!e.is_retriable());
+}
+
 /// A message in a forum topic (`is_topic_message`, `message_thread_id`) is a conversation of
 /// its own, and the reply goes to that topic: without `message_thread_id` Telegram posts it
 /// in the forum's General topic.

@@ -16,7 +16,10 @@
 //!   (added with [`FakeSlack::add_message`]) and the bot's; `thread_not_found` for an
 //!   unknown `ts`; `has_more` past `limit` (default 1000, at most 1000).
 //! - Rate limit on demand: [`FakeSlack::limit_next`] makes the next N calls answer HTTP 429,
-//!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`.
+//!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`; [`FakeSlack::too_many_posts`]
+//!   makes the next N `chat.postMessage` calls answer `{"ok": false, "error":
+//!   "rate_limited"}` ("Application has posted too many messages") with HTTP 200, as Web API
+//!   errors come.
 
 #![allow(dead_code)]
 
@@ -127,6 +130,8 @@ struct State {
     seq: u64,
     limited: u32,
     limit_secs: u64,
+    /// `chat.postMessage` calls still to refuse with `rate_limited`.
+    too_many: u32,
     calls: BTreeMap<String, u64>,
     /// Messages people wrote: (channel, ts, thread_ts, user, text).
     others: Vec<(String, String, Option<String>, String, String)>,
@@ -200,6 +205,10 @@ async fn dispatch(
     };
     let (rendered, pinged) = render(&text);
     match method.as_str() {
+        "chat.postMessage" if s.too_many > 0 => {
+            s.too_many -= 1;
+            err("rate_limited")
+        }
         "chat.postMessage" => {
             s.seq += 1;
             let ts = format!("1700000000.{:06}", s.seq);
@@ -352,6 +361,11 @@ impl FakeSlack {
         let mut s = lock(&self.state);
         s.limited = n;
         s.limit_secs = secs;
+    }
+
+    /// The next `n` `chat.postMessage` calls answer `rate_limited` (HTTP 200).
+    pub fn too_many_posts(&self, n: u32) {
+        lock(&self.state).too_many = n;
     }
 
     /// A message someone wrote in `channel` at `ts` (in `thread_ts`'s thread, if any), as

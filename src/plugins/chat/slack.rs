@@ -59,30 +59,59 @@ impl SlackPlatform {
 
     async fn call(&self, method: &str, body: &Value) -> PluginResult<Value> {
         let url = format!("{}/{method}", self.api_url);
-        let r = self
-            .http
-            .call(|c| c.post(&url).bearer_auth(&self.token).json(body))
-            .await?;
-        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
-            return Ok(r.json);
-        }
-        Err(r.error("slack", r.json["error"].as_str()))
+        self.answered(|| {
+            self.http
+                .call(|c| c.post(&url).bearer_auth(&self.token).json(body))
+        })
+        .await
     }
 
     /// A read method (`conversations.replies`): form-encoded query parameters, as Slack's
     /// read methods take them (JSON bodies are for write methods).
     async fn call_get(&self, method: &str, query: &[(&str, String)]) -> PluginResult<Value> {
         let url = format!("{}/{method}", self.api_url);
-        let r = self
-            .http
-            .call(|c| c.get(&url).bearer_auth(&self.token).query(query))
-            .await?;
-        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
-            return Ok(r.json);
+        self.answered(|| {
+            self.http
+                .call(|c| c.get(&url).bearer_auth(&self.token).query(query))
+        })
+        .await
+    }
+
+    /// The `{"ok": true}` answer of `request`, made again while Slack refuses it for a rate
+    /// limit inside an HTTP 200: `chat.postMessage`'s `rate_limited` ("Application has
+    /// posted too many messages", no `Retry-After`: about one message a second per
+    /// channel) or `ratelimited`. The HTTP 429s are waited out by [`Http`] already.
+    async fn answered<F, Fut>(&self, request: F) -> PluginResult<Value>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = PluginResult<super::Reply>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let r = request().await?;
+            if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
+                return Ok(r.json);
+            }
+            let code = r.json["error"].as_str();
+            if !matches!(code, Some("rate_limited" | "ratelimited")) {
+                return Err(r.error("slack", code));
+            }
+            let wait = super::rate_limit_wait(&r.headers, &r.json).unwrap_or(RATE_LIMITED_WAIT);
+            if attempt >= super::MAX_ATTEMPTS || wait > super::MAX_RATE_LIMIT_WAIT {
+                return Err(PluginError::RateLimited {
+                    kind: "secondary",
+                    retry_after: wait,
+                });
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
-        Err(r.error("slack", r.json["error"].as_str()))
     }
 }
+
+/// Wait after a `rate_limited` answer that names none: `chat.postMessage` allows about one
+/// message a second per channel.
+const RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
 
 /// Most replies read in one `conversations.replies` page for a thread's history.
 const HISTORY_PAGE: usize = 200;
