@@ -17,9 +17,10 @@ use crate::chat_platforms::RecordingInbox;
 use crate::fake_discord::FakeDiscord;
 use crate::fake_slack::{self, FakeSlack};
 use crate::fake_telegram::FakeTelegram;
-use crate::helpers::eventually;
+use crate::helpers::{eventually, spawn_app_with_env, Backend, ECHO_AGENT};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 /// Slack delivers `&`, `<`, `>` as entities and wraps every URL in `<…>` ("Formatting text
 /// for app surfaces"): the assistant and the commands get the text as the person wrote it,
@@ -73,6 +74,73 @@ async fn chat_platforms_slack_text_arrives_as_the_person_wrote_it() {
             .any(|m| m.text == "see https://x.example/a & use Box<dyn Error>"),
         "{h:?}"
     );
+}
+
+/// Slack retries an event it thinks was not acknowledged, with `X-Slack-Retry-Num` and
+/// `X-Slack-Retry-Reason` (Events API, "Retries"): the retry is acknowledged with a 2xx and
+/// the message is served once.
+#[actix_web::test]
+async fn chat_platforms_slack_retried_event_is_served_once() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "chat:\n  allow:\n    slack: [U1]\n",
+        dir,
+        &[
+            ("FLOTILLA__SLACK__API_URL", sl.api_url.as_str()),
+            ("FLOTILLA__SLACK__BOT_TOKEN", "xoxb-test"),
+            ("FLOTILLA__SLACK__SIGNING_SECRET", SLACK_SECRET),
+        ],
+    )
+    .await
+    .expect("app");
+    let url = format!("{}/webhooks/slack/events", app.address);
+    let ev = fake_slack::envelope(json!({"type": "app_mention", "user": "U1",
+        "text": "<@U0BOT> /status", "ts": "1700.7", "channel": "C1"}));
+    let raw = ev.to_string();
+    let (status, body) = fake_slack::post_signed(&url, SLACK_SECRET, &ev).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"new\":true"), "{body}");
+    for (n, reason) in [("1", "http_timeout"), ("2", "http_error")] {
+        let ts = chrono::Utc::now().timestamp();
+        let r = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header(
+                "x-slack-signature",
+                fake_slack::sign(SLACK_SECRET, ts, &raw),
+            )
+            .header("x-slack-retry-num", n)
+            .header("x-slack-retry-reason", reason)
+            .body(raw.clone())
+            .send()
+            .await
+            .expect("retry");
+        assert_eq!(r.status().as_u16(), 200, "retry {n}");
+        let answer: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(
+            answer["new"],
+            json!(false),
+            "retry {n} stored again: {answer}"
+        );
+    }
+    eventually(30, "a Slack reply", || async {
+        sl.posted()
+            .into_iter()
+            .find(|p| p.thread_ts.as_deref() == Some("1700.7"))
+    })
+    .await;
+    assert_eq!(app.store.list_conversations().await.expect("list").len(), 1);
+    let replies = sl
+        .posted()
+        .into_iter()
+        .filter(|p| p.thread_ts.as_deref() == Some("1700.7"))
+        .count();
+    assert_eq!(replies, 1, "one message, one reply");
 }
 
 /// `chat.postMessage`'s `rate_limited` ("Application has posted too many messages") comes
