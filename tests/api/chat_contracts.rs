@@ -211,6 +211,77 @@ async fn chat_platforms_telegram_replies_in_the_forum_topic_the_message_came_fro
     assert_eq!((sent[1].chat_id, sent[1].message_thread_id), (-1002, None));
 }
 
+/// In a group with several bots a command names its bot (`/cmd@botname`): one for another
+/// bot is not ours, in the long poll and on the webhook alike (our name from `getMe`).
+#[actix_web::test]
+async fn chat_platforms_telegram_commands_for_another_bot_are_not_taken() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let settings = flotilla::config::TelegramSettings {
+        api_url: tg.url.clone(),
+        bot_token: Some(flotilla::config::Secret::new("123:ABC")),
+        secret_token: None,
+        webhook_url: None,
+    };
+    let mut poller = Poller::from_settings(&settings, TIMEOUT)
+        .expect("client")
+        .expect("poll mode");
+    poller.learn_username().await;
+    let inbox = RecordingInbox::default();
+    tg.push_message(-100, 42, "/status@OtherBot");
+    tg.push_message(-100, 42, "/help@FlotillaBot");
+    tg.push_message(-100, 42, "/status");
+    poller.poll_once(&inbox).await.expect("poll");
+    let texts: Vec<String> = inbox
+        .messages
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, vec!["/help", "/status"]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "chat:\n  allow:\n    telegram: [\"42\"]\n",
+        dir,
+        &[
+            ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+            ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+            ("FLOTILLA__TELEGRAM__SECRET_TOKEN", "abc_DEF-123"),
+        ],
+    )
+    .await
+    .expect("app");
+    let post = |id: i64, text: &str| {
+        let update = json!({"update_id": id, "message": {"message_id": id,
+            "from": {"id": 42, "is_bot": false, "first_name": "U"},
+            "chat": {"id": -200, "type": "group", "title": "G"}, "date": 1, "text": text}});
+        app.client
+            .post(format!("{}/webhooks/telegram", app.address))
+            .header("x-telegram-bot-api-secret-token", "abc_DEF-123")
+            .json(&update)
+            .send()
+    };
+    assert_eq!(
+        post(1, "/status@OtherBot").await.expect("post").status(),
+        200
+    );
+    assert!(app
+        .store
+        .list_conversations()
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        post(2, "/status@FlotillaBot").await.expect("post").status(),
+        200
+    );
+    assert_eq!(app.store.list_conversations().await.expect("list").len(), 1);
+}
+
 /// A group upgraded to a supergroup answers `parameters.migrate_to_chat_id` (Bot API,
 /// `ResponseParameters`): the reply goes to the new chat, and later calls go there at once.
 #[actix_web::test]

@@ -15,6 +15,8 @@
 //!   a forum lands in its General topic) and answers it in the sent Message.
 //! - A group upgraded to a supergroup ([`FakeTelegram::migrate`]): calls naming the old chat
 //!   answer 400 with `parameters.migrate_to_chat_id` (Bot API, `ResponseParameters`).
+//! - `getMe` answers the bot ([`BOT_USERNAME`]); commands in groups name it
+//!   (`/cmd@FlotillaBot`).
 //! - Flood control on demand: [`FakeTelegram::flood_next`] makes the next N send/edit calls
 //!   answer 429 with `parameters.retry_after`.
 //!
@@ -36,6 +38,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::fake_server::FakeServer;
+
+/// The bot's username (`getMe`).
+pub const BOT_USERNAME: &str = "FlotillaBot";
 
 /// One message the bot sent (its current text after edits).
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +262,9 @@ async fn dispatch(
             s.webhook = Some((url, secret));
             ok(json!(true))
         }
+        "getme" => ok(json!({"id": 1, "is_bot": true, "first_name": "Flotilla",
+            "username": BOT_USERNAME, "can_join_groups": true,
+            "can_read_all_group_messages": false, "supports_inline_queries": false})),
         "deletewebhook" => {
             lock(state).webhook = None;
             ok(json!(true))

@@ -118,6 +118,18 @@ impl TelegramPlatform {
         Err(e)
     }
 
+    /// The bot's username (`getMe`), which commands in groups name (`/cmd@username`).
+    ///
+    /// # Errors
+    /// A failed call, or an answer without a username.
+    pub async fn get_me(&self) -> PluginResult<String> {
+        let me = self.call("getMe", &json!({})).await?;
+        me["username"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| PluginError::Invalid("telegram: getMe has no username".into()))
+    }
+
     /// The supergroup a group `chat` became, if Telegram said so.
     fn migrated_to(&self, chat: i64) -> Option<i64> {
         self.migrated.lock().ok()?.get(&chat).copied()
@@ -298,6 +310,13 @@ fn escape_code(s: &str) -> String {
 /// (`sendMessage`'s `message_thread_id`). A reply thread in a group that is not a forum also
 /// has a `message_thread_id`, but `sendMessage` takes one for forum topics only.
 pub fn parse_update(update: &Value) -> Option<InboundMessage> {
+    parse_update_for(update, None)
+}
+
+/// [`parse_update`] for the bot whose username is `bot` (`getMe`): a command addressed to
+/// another bot (`/cmd@OtherBot`, Telegram's form for commands in groups with several bots)
+/// is not for us. Without the username every command is taken.
+pub fn parse_update_for(update: &Value, bot: Option<&str>) -> Option<InboundMessage> {
     let m = update.get("message")?;
     if m["from"]["is_bot"].as_bool().unwrap_or(false) {
         return None;
@@ -305,6 +324,11 @@ pub fn parse_update(update: &Value) -> Option<InboundMessage> {
     let text = m["text"].as_str()?.trim();
     if text.is_empty() {
         return None;
+    }
+    if let (Some(bot), Some(to)) = (bot, command_addressee(text)) {
+        if !to.eq_ignore_ascii_case(bot.trim_start_matches('@')) {
+            return None;
+        }
     }
     let chat = m["chat"]["id"].as_i64()?;
     let id = m["message_id"].as_i64()?;
@@ -325,6 +349,12 @@ pub fn parse_update(update: &Value) -> Option<InboundMessage> {
         text: strip_bot_suffix(text),
         meta,
     })
+}
+
+/// The bot a command names: `/status@FlotillaBot now` → `FlotillaBot`.
+fn command_addressee(text: &str) -> Option<&str> {
+    let first = text.strip_prefix('/')?.split(char::is_whitespace).next()?;
+    first.split_once('@').map(|(_, bot)| bot)
 }
 
 /// `/status@FlotillaBot now` → `/status now`.
@@ -348,6 +378,8 @@ pub struct Poller {
     token: String,
     /// The next update id to ask for; advanced only past updates the inbox stored.
     offset: Option<i64>,
+    /// The bot's username (`getMe`), once known: commands for other bots are skipped.
+    username: Option<String>,
 }
 
 impl Poller {
@@ -369,6 +401,7 @@ impl Poller {
             api_url: s.api_url.trim_end_matches('/').to_string(),
             token: token.expose().to_string(),
             offset: None,
+            username: None,
         }))
     }
 
@@ -384,11 +417,25 @@ impl Poller {
                 }
             }
         }
+        self.learn_username().await;
         loop {
             if let Err(e) = self.poll_once(inbox.as_ref()).await {
                 tracing::warn!(error = %e, "telegram poll failed");
                 tokio::time::sleep(POLL_BACKOFF).await;
             }
+        }
+    }
+
+    /// Asks `getMe` for the bot's username (kept for [`Poller::poll_once`]); a failure is
+    /// logged and every command is taken meanwhile.
+    pub async fn learn_username(&mut self) {
+        let url = format!("{}/bot{}/getMe", self.api_url, self.token);
+        match self.http.call(|c| c.post(&url).json(&json!({}))).await {
+            Ok(r) if r.json["ok"] == json!(true) => {
+                self.username = r.json["result"]["username"].as_str().map(str::to_string);
+            }
+            Ok(r) => tracing::warn!(status = r.status, "telegram getMe refused"),
+            Err(e) => tracing::warn!(error = %e, "telegram getMe failed"),
         }
     }
 
@@ -427,7 +474,7 @@ impl Poller {
             let Some(id) = u["update_id"].as_i64() else {
                 continue;
             };
-            if let Some(msg) = parse_update(u) {
+            if let Some(msg) = parse_update_for(u, self.username.as_deref()) {
                 inbox.receive(msg).await?;
                 stored += 1;
             }
@@ -479,6 +526,12 @@ mod tests {
         assert!(parse_update(&bot).is_none());
         let edit = json!({"update_id": 8, "edited_message": u["message"].clone()});
         assert!(parse_update(&edit).is_none());
+        // A command for another bot is not ours once we know our name.
+        let mut other = u.clone();
+        other["message"]["text"] = json!("/status@OtherBot");
+        assert!(parse_update_for(&other, Some("FlotillaBot")).is_none());
+        assert!(parse_update_for(&u, Some("flotillabot")).is_some());
+        assert!(parse_update(&other).is_some(), "unknown name: taken");
         // A forum topic is its own thread; a reply thread of a plain group is not.
         let mut topic = u.clone();
         topic["message"]["message_thread_id"] = json!(5);
