@@ -9,13 +9,15 @@
 //! `None`) or when the inbox refuses, the answer is 503 so the platform redelivers later;
 //! redeliveries are deduped by the inbox on the platform's message id.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::actors::intake::start_once;
-use crate::config::{Secret, Settings};
+use crate::config::{Secret, Settings, TelegramSettings};
 use crate::plugins::chat::{discord, github, jira, slack, telegram, verify};
 use crate::plugins::{InboundMessage, InboxReceipt};
 
@@ -37,6 +39,12 @@ pub struct ChatWebhookSettings {
     pub github_bot_login: Option<String>,
     /// `slack.require_mention`.
     pub slack_require_mention: bool,
+    /// `telegram:`, to ask `getMe` for the bot's username once (commands in groups name
+    /// their bot: `/cmd@OtherBot` is not ours).
+    pub telegram: Option<TelegramSettings>,
+    /// The bot's Telegram username, once asked (`None` inside: `getMe` failed, every command
+    /// is taken).
+    pub telegram_username: Arc<tokio::sync::OnceCell<Option<String>>>,
 }
 
 impl ChatWebhookSettings {
@@ -50,9 +58,33 @@ impl ChatWebhookSettings {
             jira_bot_account_id: settings.jira.bot_account_id.clone(),
             github_bot_login: settings.github.bot_login.clone(),
             slack_require_mention: settings.slack.require_mention,
+            telegram: Some(settings.telegram.clone()),
+            telegram_username: Arc::default(),
         }
     }
+
+    /// The bot's Telegram username, asked of `getMe` at the first update (with a short
+    /// timeout, since Telegram waits for our answer) and kept for the process's life.
+    async fn telegram_username(&self) -> Option<&str> {
+        self.telegram_username
+            .get_or_init(|| async {
+                let tg = self.telegram.as_ref()?;
+                let p = telegram::TelegramPlatform::from_settings(tg, GET_ME_TIMEOUT).ok()??;
+                match p.get_me().await {
+                    Ok(name) => Some(name),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "telegram getMe failed; taking every command");
+                        None
+                    }
+                }
+            })
+            .await
+            .as_deref()
+    }
 }
+
+/// Timeout of the one `getMe` the Telegram webhook makes.
+const GET_ME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -138,7 +170,8 @@ pub async fn telegram(
         return Err(refused("telegram"));
     }
     let update = json_body(&body)?;
-    if let Some(m) = telegram::parse_update(&update) {
+    let bot = cfg.telegram_username().await;
+    if let Some(m) = telegram::parse_update_for(&update, bot) {
         deliver(&state, m).await?;
     }
     Ok(HttpResponse::Ok().json(json!({"ok": true})))

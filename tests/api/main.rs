@@ -5,6 +5,7 @@ mod app_builder;
 mod bad_input;
 mod chat;
 mod chat_bridge;
+mod chat_contracts;
 mod chat_driver;
 mod chat_fidelity;
 mod chat_jira_repos;

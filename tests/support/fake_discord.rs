@@ -6,7 +6,11 @@
 //!   `Invalid Form Body`, code 50035, past it); `X-RateLimit-*` bucket headers on every
 //!   answer; [`FakeDiscord::limit_next`] makes the next N calls answer 429 with `Retry-After`,
 //!   `X-RateLimit-Scope: user` and `{"message": "You are being rate limited.", "retry_after",
-//!   "global": false}`.
+//!   "global": false}`. [`FakeDiscord::limit_global`] opens a window of the global limit
+//!   ("Rate Limits", global rate limit: it holds every route of the bot): each REST call
+//!   inside it answers 429 with only `Retry-After`, `X-RateLimit-Global: true` and
+//!   `X-RateLimit-Scope: global`, and `"global": true` with the time left; every 429 served
+//!   is counted ([`FakeDiscord::rate_limited`]: Discord counts them as invalid requests).
 //! - Gateway at `ws://…/gateway`: op 10 HELLO on connect, op 1 → op 11 ACK, op 2 IDENTIFY
 //!   (token checked; a wrong one closes with 4004) → READY with the bot user and a session
 //!   id, op 6 RESUME → missed dispatches replayed then RESUMED (unknown session → op 9
@@ -142,6 +146,10 @@ struct State {
     next_id: u64,
     limited: u32,
     limit_secs: f64,
+    /// End of a global rate-limit window.
+    global_until: Option<std::time::Instant>,
+    /// 429s answered.
+    rate_limited: u32,
     seq: i64,
     /// Every dispatch sent, with its sequence number (for RESUME replays).
     events: Vec<(i64, String)>,
@@ -525,8 +533,21 @@ async fn dispatch(
             json!({"message": "401: Unauthorized", "code": 0}),
         ));
     }
+    if let Some(left) = s
+        .global_until
+        .and_then(|t| t.checked_duration_since(std::time::Instant::now()))
+    {
+        s.rate_limited += 1;
+        let secs = left.as_secs_f64();
+        return Ok(HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", format!("{}", secs.ceil() as u64)))
+            .insert_header(("X-RateLimit-Global", "true"))
+            .insert_header(("X-RateLimit-Scope", "global"))
+            .json(json!({"message": "You are being rate limited.", "retry_after": (secs * 1000.0).round() / 1000.0, "global": true})));
+    }
     if s.limited > 0 {
         s.limited -= 1;
+        s.rate_limited += 1;
         let secs = s.limit_secs;
         return Ok(HttpResponse::TooManyRequests()
             .insert_header(("Retry-After", format!("{}", secs.ceil() as u64)))
@@ -719,6 +740,17 @@ impl FakeDiscord {
     /// Messages posted through REST.
     pub fn posted(&self) -> Vec<Posted> {
         lock(&self.state).posted.clone()
+    }
+
+    /// For the next `secs`, every REST call meets the global rate limit (429, `global`).
+    pub fn limit_global(&self, secs: f64) {
+        lock(&self.state).global_until =
+            Some(std::time::Instant::now() + std::time::Duration::from_secs_f64(secs));
+    }
+
+    /// How many 429s were answered.
+    pub fn rate_limited(&self) -> u32 {
+        lock(&self.state).rate_limited
     }
 
     /// The next `n` REST calls answer 429 asking to wait `secs`.

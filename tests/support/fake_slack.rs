@@ -16,7 +16,10 @@
 //!   (added with [`FakeSlack::add_message`]) and the bot's; `thread_not_found` for an
 //!   unknown `ts`; `has_more` past `limit` (default 1000, at most 1000).
 //! - Rate limit on demand: [`FakeSlack::limit_next`] makes the next N calls answer HTTP 429,
-//!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`.
+//!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`; [`FakeSlack::too_many_posts`]
+//!   makes the next N `chat.postMessage` calls answer `{"ok": false, "error":
+//!   "rate_limited"}` ("Application has posted too many messages") with HTTP 200, as Web API
+//!   errors come.
 
 #![allow(dead_code)]
 
@@ -90,6 +93,28 @@ pub fn render(text: &str) -> (String, Vec<String>) {
     (out, pinged)
 }
 
+/// The `text` an Events API message carries for what a person typed ("Formatting text for
+/// app surfaces"): `&`, `<`, `>` come as `&amp;`, `&lt;`, `&gt;`, and each URL Slack
+/// linked as `<url>` (the control characters are Slack's own).
+pub fn as_delivered(typed: &str) -> String {
+    let escaped = typed
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let mut out = String::with_capacity(escaped.len());
+    for (i, word) in escaped.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.starts_with("https://") || word.starts_with("http://") {
+            out.push_str(&format!("<{word}>"));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 /// The three entities Slack decodes for display, and only those.
 fn decode(s: &str) -> String {
     s.replace("&lt;", "<")
@@ -105,6 +130,8 @@ struct State {
     seq: u64,
     limited: u32,
     limit_secs: u64,
+    /// `chat.postMessage` calls still to refuse with `rate_limited`.
+    too_many: u32,
     calls: BTreeMap<String, u64>,
     /// Messages people wrote: (channel, ts, thread_ts, user, text).
     others: Vec<(String, String, Option<String>, String, String)>,
@@ -178,6 +205,10 @@ async fn dispatch(
     };
     let (rendered, pinged) = render(&text);
     match method.as_str() {
+        "chat.postMessage" if s.too_many > 0 => {
+            s.too_many -= 1;
+            err("rate_limited")
+        }
         "chat.postMessage" => {
             s.seq += 1;
             let ts = format!("1700000000.{:06}", s.seq);
@@ -330,6 +361,11 @@ impl FakeSlack {
         let mut s = lock(&self.state);
         s.limited = n;
         s.limit_secs = secs;
+    }
+
+    /// The next `n` `chat.postMessage` calls answer `rate_limited` (HTTP 200).
+    pub fn too_many_posts(&self, n: u32) {
+        lock(&self.state).too_many = n;
     }
 
     /// A message someone wrote in `channel` at `ts` (in `thread_ts`'s thread, if any), as

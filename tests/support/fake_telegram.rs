@@ -9,6 +9,14 @@
 //!   (400 "message is too long"), a MarkdownV2 parser that refuses unescaped reserved
 //!   characters and unclosed entities with the real 400 "can't parse entities" text, "message
 //!   is not modified" for an identical edit, "message to edit not found".
+//! - Forum topics: [`FakeTelegram::push_topic_message`] writes in a topic of a forum
+//!   supergroup (`message_thread_id`, `is_topic_message: true`); `sendMessage` keeps the
+//!   `message_thread_id` it was given ([`Sent::message_thread_id`]; without one a message to
+//!   a forum lands in its General topic) and answers it in the sent Message.
+//! - A group upgraded to a supergroup ([`FakeTelegram::migrate`]): calls naming the old chat
+//!   answer 400 with `parameters.migrate_to_chat_id` (Bot API, `ResponseParameters`).
+//! - `getMe` answers the bot ([`BOT_USERNAME`]); commands in groups name it
+//!   (`/cmd@FlotillaBot`).
 //! - Flood control on demand: [`FakeTelegram::flood_next`] makes the next N send/edit calls
 //!   answer 429 with `parameters.retry_after`.
 //!
@@ -31,6 +39,9 @@ use serde_json::{json, Value};
 
 use crate::fake_server::FakeServer;
 
+/// The bot's username (`getMe`).
+pub const BOT_USERNAME: &str = "FlotillaBot";
+
 /// One message the bot sent (its current text after edits).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
@@ -44,6 +55,8 @@ pub struct Sent {
     pub parse_mode: Option<String>,
     /// How many accepted edits.
     pub edits: u32,
+    /// The forum topic it was sent to (`None`: the chat, or a forum's General topic).
+    pub message_thread_id: Option<i64>,
 }
 
 #[derive(Default)]
@@ -64,6 +77,8 @@ struct State {
     calls: BTreeMap<String, u64>,
     /// The webhook set by `setWebhook`: (url, secret_token).
     webhook: Option<(String, Option<String>)>,
+    /// Groups upgraded to supergroups: (old chat id, new chat id).
+    migrated: Vec<(i64, i64)>,
 }
 
 /// The fake.
@@ -247,6 +262,9 @@ async fn dispatch(
             s.webhook = Some((url, secret));
             ok(json!(true))
         }
+        "getme" => ok(json!({"id": 1, "is_bot": true, "first_name": "Flotilla",
+            "username": BOT_USERNAME, "can_join_groups": true,
+            "can_read_all_group_messages": false, "supports_inline_queries": false})),
         "deletewebhook" => {
             lock(state).webhook = None;
             ok(json!(true))
@@ -299,6 +317,11 @@ async fn dispatch(
             else {
                 return fail(400, "Bad Request: chat not found");
             };
+            if let Some(&(_, to)) = s.migrated.iter().find(|m| m.0 == chat) {
+                return HttpResponse::BadRequest().json(json!({"ok": false, "error_code": 400,
+                    "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                    "parameters": {"migrate_to_chat_id": to}}));
+            }
             let Some(raw) = p["text"].as_str() else {
                 return fail(400, "Bad Request: message text is empty");
             };
@@ -327,16 +350,22 @@ async fn dispatch(
             if method == "sendmessage" {
                 s.next_message += 1;
                 let id = s.next_message;
+                let topic = p["message_thread_id"].as_i64();
                 s.sent.push(Sent {
                     chat_id: chat,
                     message_id: id,
                     text: text.clone(),
                     parse_mode: mode,
                     edits: 0,
+                    message_thread_id: topic,
                 });
-                return ok(
-                    json!({"message_id": id, "chat": {"id": chat, "type": "private"}, "date": 1_700_000_000, "text": text}),
-                );
+                let mut m = json!({"message_id": id, "chat": {"id": chat, "type": "private"}, "date": 1_700_000_000, "text": text});
+                if let Some(t) = topic {
+                    m["message_thread_id"] = json!(t);
+                    m["is_topic_message"] = json!(true);
+                    m["chat"] = json!({"id": chat, "type": "supergroup", "is_forum": true});
+                }
+                return ok(m);
             }
             let Some(id) = p["message_id"].as_i64() else {
                 return fail(400, "Bad Request: message identifier is not specified");
@@ -416,6 +445,31 @@ impl FakeTelegram {
         };
         self.wake.notify_waiters();
         u
+    }
+
+    /// A user writes `text` in forum topic `topic` of the forum supergroup `chat`; returns
+    /// the update.
+    pub fn push_topic_message(&self, chat: i64, topic: i64, from: i64, text: &str) -> Value {
+        let u = {
+            let mut s = self.s();
+            s.next_update += 1;
+            s.next_message += 1;
+            let u = json!({"update_id": s.next_update, "message": {"message_id": s.next_message,
+                "message_thread_id": topic, "is_topic_message": true,
+                "from": {"id": from, "is_bot": false, "first_name": "User"},
+                "chat": {"id": chat, "type": "supergroup", "title": "Forum", "is_forum": true},
+                "date": 1_700_000_000, "text": text}});
+            s.pending.push(u.clone());
+            u
+        };
+        self.wake.notify_waiters();
+        u
+    }
+
+    /// Group `old` became the supergroup `new`: calls naming `old` are refused with
+    /// `migrate_to_chat_id`.
+    pub fn migrate(&self, old: i64, new: i64) {
+        self.s().migrated.push((old, new));
     }
 
     /// A user replies to message `reply_to` of `chat` (Telegram's `reply_to_message`, which

@@ -55,6 +55,9 @@ pub struct DiscordPlatform {
     token: String,
     /// Per-route (channel) time before which the bucket is empty.
     buckets: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Time before which no request may leave: a global 429 ("Rate Limits", global rate
+    /// limit) holds every route of the bot, not only the one that met it.
+    global: Arc<Mutex<Option<Instant>>>,
 }
 
 impl DiscordPlatform {
@@ -79,13 +82,48 @@ impl DiscordPlatform {
             api_url: api_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
             buckets: Arc::new(Mutex::new(HashMap::new())),
+            global: Arc::new(Mutex::new(None)),
         })
     }
 
     async fn wait_bucket(&self, route: &str) {
-        let until = self.buckets.lock().ok().and_then(|b| b.get(route).copied());
-        if let Some(t) = until {
+        let global = self.global.lock().ok().and_then(|g| *g);
+        let route = self.buckets.lock().ok().and_then(|b| b.get(route).copied());
+        if let Some(t) = global.into_iter().chain(route).max() {
             tokio::time::sleep_until(t).await;
+        }
+    }
+
+    /// Until when every request waits for a global rate limit Discord reported, if one
+    /// holds now.
+    pub fn global_hold(&self) -> Option<Instant> {
+        self.global
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .filter(|t| *t > Instant::now())
+    }
+
+    /// A 429 for the global limit (`X-RateLimit-Global`, or `"global": true` in the body)
+    /// holds every request until its `retry_after` is over.
+    fn note_global(&self, reply: &super::Reply) {
+        if reply.status != 429 {
+            return;
+        }
+        let header = reply
+            .headers
+            .get("x-ratelimit-global")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        if !(header || reply.json["global"] == json!(true)) {
+            return;
+        }
+        let Some(wait) = super::rate_limit_wait(&reply.headers, &reply.json) else {
+            return;
+        };
+        let until = Instant::now() + wait.min(super::MAX_RATE_LIMIT_WAIT);
+        if let Ok(mut g) = self.global.lock() {
+            *g = Some(g.map_or(until, |t| t.max(until)));
         }
     }
 
@@ -126,18 +164,21 @@ impl DiscordPlatform {
         let auth = format!("Bot {}", self.token);
         let r = self
             .http
-            .call(|c| {
-                let req = c
-                    .request(method.clone(), &url)
-                    .header(reqwest::header::AUTHORIZATION, &auth)
-                    .header(reqwest::header::USER_AGENT, USER_AGENT);
-                // GETs carry no body.
-                if body.is_null() {
-                    req
-                } else {
-                    req.json(&body)
-                }
-            })
+            .call_observed(
+                |c| {
+                    let req = c
+                        .request(method.clone(), &url)
+                        .header(reqwest::header::AUTHORIZATION, &auth)
+                        .header(reqwest::header::USER_AGENT, USER_AGENT);
+                    // GETs carry no body.
+                    if body.is_null() {
+                        req
+                    } else {
+                        req.json(&body)
+                    }
+                },
+                |reply| self.note_global(reply),
+            )
             .await?;
         self.note_bucket(&route, &r.headers);
         if (200..300).contains(&r.status) {

@@ -107,6 +107,20 @@ impl Http {
         &self,
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> PluginResult<Reply> {
+        self.call_observed(make, |_| {}).await
+    }
+
+    /// As [`Http::call`], showing `observe` every answer, the 429s waited out included (a
+    /// platform whose limits are wider than one request, Discord's global limit, learns of
+    /// them there).
+    ///
+    /// # Errors
+    /// As [`Http::call`].
+    pub(crate) async fn call_observed(
+        &self,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        observe: impl Fn(&Reply),
+    ) -> PluginResult<Reply> {
         let mut attempt = 1;
         loop {
             let resp = make(&self.client)
@@ -126,6 +140,7 @@ impl Http {
                 json,
                 text,
             };
+            observe(&reply);
             if status != 429 {
                 return Ok(reply);
             }

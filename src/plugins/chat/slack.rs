@@ -59,30 +59,59 @@ impl SlackPlatform {
 
     async fn call(&self, method: &str, body: &Value) -> PluginResult<Value> {
         let url = format!("{}/{method}", self.api_url);
-        let r = self
-            .http
-            .call(|c| c.post(&url).bearer_auth(&self.token).json(body))
-            .await?;
-        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
-            return Ok(r.json);
-        }
-        Err(r.error("slack", r.json["error"].as_str()))
+        self.answered(|| {
+            self.http
+                .call(|c| c.post(&url).bearer_auth(&self.token).json(body))
+        })
+        .await
     }
 
     /// A read method (`conversations.replies`): form-encoded query parameters, as Slack's
     /// read methods take them (JSON bodies are for write methods).
     async fn call_get(&self, method: &str, query: &[(&str, String)]) -> PluginResult<Value> {
         let url = format!("{}/{method}", self.api_url);
-        let r = self
-            .http
-            .call(|c| c.get(&url).bearer_auth(&self.token).query(query))
-            .await?;
-        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
-            return Ok(r.json);
+        self.answered(|| {
+            self.http
+                .call(|c| c.get(&url).bearer_auth(&self.token).query(query))
+        })
+        .await
+    }
+
+    /// The `{"ok": true}` answer of `request`, made again while Slack refuses it for a rate
+    /// limit inside an HTTP 200: `chat.postMessage`'s `rate_limited` ("Application has
+    /// posted too many messages", no `Retry-After`: about one message a second per
+    /// channel) or `ratelimited`. The HTTP 429s are waited out by [`Http`] already.
+    async fn answered<F, Fut>(&self, request: F) -> PluginResult<Value>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = PluginResult<super::Reply>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let r = request().await?;
+            if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
+                return Ok(r.json);
+            }
+            let code = r.json["error"].as_str();
+            if !matches!(code, Some("rate_limited" | "ratelimited")) {
+                return Err(r.error("slack", code));
+            }
+            let wait = super::rate_limit_wait(&r.headers, &r.json).unwrap_or(RATE_LIMITED_WAIT);
+            if attempt >= super::MAX_ATTEMPTS || wait > super::MAX_RATE_LIMIT_WAIT {
+                return Err(PluginError::RateLimited {
+                    kind: "secondary",
+                    retry_after: wait,
+                });
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
-        Err(r.error("slack", r.json["error"].as_str()))
     }
 }
+
+/// Wait after a `rate_limited` answer that names none: `chat.postMessage` allows about one
+/// message a second per channel.
+const RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
 
 /// Most replies read in one `conversations.replies` page for a thread's history.
 const HISTORY_PAGE: usize = 200;
@@ -200,7 +229,7 @@ impl ChatPlatform for SlackPlatform {
                     .unwrap_or("someone")
                     .to_string(),
                 bot: m.get("bot_id").is_some_and(|b| !b.is_null()),
-                text: unescape(m["text"].as_str().unwrap_or_default()),
+                text: plain_text(m["text"].as_str().unwrap_or_default()),
             })
             .collect();
         out.reverse();
@@ -209,11 +238,71 @@ impl ChatPlatform for SlackPlatform {
     }
 }
 
-/// Slack's three entities back to characters (history text as people wrote it).
+/// Slack's three entities back to characters.
 fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
+}
+
+/// A message's `text` as its author wrote it. Slack delivers text in its own markup
+/// ("Formatting text for app surfaces": `&`, `<` and `>` are control characters): what a
+/// person typed as `&`, `<`, `>` arrives as `&amp;`, `&lt;`, `&gt;`, and every `<…>` is a
+/// control sequence: `<@U…>` a user, `<#C…|name>` a channel, `<!here>` a special mention,
+/// `<https://…>` or `<https://…|label>` a link (Slack wraps every URL someone types).
+/// Links become their URL (with the label first when it says something else), mentions
+/// `@…`/`#…`, and the entities their characters.
+pub fn plain_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&unescape(&rest[..i]));
+        let after = &rest[i + 1..];
+        let Some(end) = after.find('>') else {
+            out.push_str(&unescape(&rest[i..]));
+            return out;
+        };
+        out.push_str(&control_sequence(&after[..end]));
+        rest = &after[end + 1..];
+    }
+    out.push_str(&unescape(rest));
+    out
+}
+
+/// What one `<…>` control sequence (without its brackets) reads as.
+fn control_sequence(inner: &str) -> String {
+    let (target, label) = match inner.split_once('|') {
+        Some((t, l)) => (t, Some(unescape(l))),
+        None => (inner, None),
+    };
+    if let Some(id) = target.strip_prefix('@') {
+        return format!("@{}", label.unwrap_or_else(|| id.to_string()));
+    }
+    if let Some(id) = target.strip_prefix('#') {
+        return format!("#{}", label.unwrap_or_else(|| id.to_string()));
+    }
+    if let Some(cmd) = target.strip_prefix('!') {
+        // `<!here>`, `<!subteam^S…|@team>`, `<!date^…|fallback>`: the label when there is one.
+        return label.unwrap_or_else(|| format!("@{}", cmd.split('^').next().unwrap_or(cmd)));
+    }
+    let url = unescape(target);
+    match label {
+        None => url,
+        Some(l) if l.is_empty() || l == url => url,
+        // `<mailto:a@b.c|a@b.c>` and `<http://example.com|example.com>` say the same twice.
+        Some(l)
+            if url
+                .split_once(':')
+                .is_some_and(|(_, r)| r.trim_start_matches('/') == l) =>
+        {
+            if url.starts_with("mailto:") {
+                l
+            } else {
+                url
+            }
+        }
+        Some(l) => format!("{l} ({url})"),
+    }
 }
 
 /// What a verified Events API body asks of us.
@@ -287,7 +376,7 @@ pub fn parse_event(body: &[u8], require_mention: bool) -> Result<SlackEvent, Str
     if unaddressed {
         meta.insert("unaddressed".to_string(), "true".to_string());
     }
-    let text = strip_user_mentions(text);
+    let text = plain_text(&strip_user_mentions(text)).trim().to_string();
     if text.is_empty() {
         return Ok(SlackEvent::Ignored);
     }
@@ -327,6 +416,28 @@ mod tests {
         let parts = split_escaped(&text, 40);
         assert!(parts.iter().all(|p| p.chars().count() <= 40), "{parts:?}");
         assert_eq!(parts.concat(), escape(&text));
+    }
+
+    #[test]
+    fn received_text_reads_as_written() {
+        assert_eq!(plain_text("Vec&lt;T&gt; &amp;&amp; x"), "Vec<T> && x");
+        assert_eq!(
+            plain_text("/clone <https://github.com/a/b>"),
+            "/clone https://github.com/a/b"
+        );
+        assert_eq!(
+            plain_text("<http://example.com|example.com> <https://x.io/q?a=1&amp;b=2|logs>"),
+            "http://example.com logs (https://x.io/q?a=1&b=2)"
+        );
+        assert_eq!(
+            plain_text("<@U1> <@U2|bob> <#C1|ops> <#C2> <!here> <!subteam^S1|@devs>"),
+            "@U1 @bob #ops #C2 @here @devs"
+        );
+        assert_eq!(
+            plain_text("<mailto:a@b.io|a@b.io> a &lt; b"),
+            "a@b.io a < b"
+        );
+        assert_eq!(plain_text("unclosed <https://x"), "unclosed <https://x");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! lost and nothing runs twice, without a table of our own. The bot token is part of every
 //! URL, so errors never carry URLs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,6 +43,9 @@ pub struct TelegramPlatform {
     http: Http,
     api_url: String,
     token: String,
+    /// Groups that became supergroups: old chat id → new (learnt from
+    /// `parameters.migrate_to_chat_id`), so later calls go to the new chat at once.
+    migrated: Mutex<HashMap<i64, i64>>,
 }
 
 impl TelegramPlatform {
@@ -65,6 +69,7 @@ impl TelegramPlatform {
             http: Http::new("telegram", timeout)?,
             api_url: api_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            migrated: Mutex::new(HashMap::new()),
         })
     }
 
@@ -72,10 +77,33 @@ impl TelegramPlatform {
         format!("{}/bot{}/{method}", self.api_url, self.token)
     }
 
-    /// Calls `method` with `body`; `Ok(result)` on `{"ok": true}`.
+    /// Calls `method` with `body`; `Ok(result)` on `{"ok": true}`. A group upgraded to a
+    /// supergroup refuses with `parameters.migrate_to_chat_id` (Bot API,
+    /// `ResponseParameters`): the call is made again there, and so is every later one.
     async fn call(&self, method: &str, body: &Value) -> PluginResult<Value> {
         let url = self.url(method);
-        let r = self.http.call(|c| c.post(&url).json(body)).await?;
+        let mut body = body.clone();
+        if let Some(old) = body["chat_id"].as_i64() {
+            if let Some(new) = self.migrated_to(old) {
+                body["chat_id"] = json!(new);
+            }
+        }
+        let mut r = self.http.call(|c| c.post(&url).json(&body)).await?;
+        let migrate = if r.json["ok"] == json!(true) {
+            None
+        } else {
+            r.json["parameters"]["migrate_to_chat_id"].as_i64()
+        };
+        if let (Some(new), Some(old)) = (migrate, body["chat_id"].as_i64()) {
+            if new != old {
+                tracing::info!(method, "telegram group became a supergroup; sending there");
+                if let Ok(mut m) = self.migrated.lock() {
+                    m.insert(old, new);
+                }
+                body["chat_id"] = json!(new);
+                r = self.http.call(|c| c.post(&url).json(&body)).await?;
+            }
+        }
         if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
             return Ok(r.json["result"].clone());
         }
@@ -88,6 +116,23 @@ impl TelegramPlatform {
             *s = status;
         }
         Err(e)
+    }
+
+    /// The bot's username (`getMe`), which commands in groups name (`/cmd@username`).
+    ///
+    /// # Errors
+    /// A failed call, or an answer without a username.
+    pub async fn get_me(&self) -> PluginResult<String> {
+        let me = self.call("getMe", &json!({})).await?;
+        me["username"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| PluginError::Invalid("telegram: getMe has no username".into()))
+    }
+
+    /// The supergroup a group `chat` became, if Telegram said so.
+    fn migrated_to(&self, chat: i64) -> Option<i64> {
+        self.migrated.lock().ok()?.get(&chat).copied()
     }
 
     /// `setWebhook`: Telegram posts updates (messages only) to `url` with `secret_token` in
@@ -145,6 +190,18 @@ fn chat_id(thread: &str) -> Value {
         .unwrap_or_else(|_| Value::from(thread))
 }
 
+/// A thread → its chat id and forum topic: `{chat}` is a whole chat, `{chat}:{topic}` one
+/// topic of a forum supergroup ([`parse_update`]), whose messages carry its
+/// `message_thread_id`.
+fn target(thread: &str) -> (Value, Option<i64>) {
+    if let Some((chat, topic)) = thread.rsplit_once(':') {
+        if let (Ok(chat), Ok(topic)) = (chat.parse::<i64>(), topic.parse::<i64>()) {
+            return (Value::from(chat), Some(topic));
+        }
+    }
+    (chat_id(thread), None)
+}
+
 #[async_trait]
 impl ChatPlatform for TelegramPlatform {
     fn name(&self) -> &'static str {
@@ -157,9 +214,13 @@ impl ChatPlatform for TelegramPlatform {
 
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
         let mut last = None;
+        let (chat, topic) = target(thread);
         for chunk in split_message(text, MAX_MESSAGE) {
-            let body =
-                json!({"chat_id": chat_id(thread), "link_preview_options": {"is_disabled": true}});
+            let mut body = json!({"chat_id": chat, "link_preview_options": {"is_disabled": true}});
+            // Without it a reply to a forum topic lands in the forum's General topic.
+            if let Some(t) = topic {
+                body["message_thread_id"] = json!(t);
+            }
             let m = self.deliver("sendMessage", body, &chunk).await?;
             last = m["message_id"].as_i64();
         }
@@ -177,7 +238,7 @@ impl ChatPlatform for TelegramPlatform {
         let Some(first) = first else {
             return Ok(());
         };
-        let body = json!({"chat_id": chat_id(thread), "message_id": id});
+        let body = json!({"chat_id": target(thread).0, "message_id": id});
         match self.deliver("editMessageText", body, &first).await {
             Err(PluginError::Http {
                 status: 400,
@@ -243,7 +304,19 @@ fn escape_code(s: &str) -> String {
 /// Edits, channel posts, bots and non-text messages give `None`. `/cmd@BotName` becomes
 /// `/cmd` (group chats address commands to a bot that way). A reply names the message it
 /// replies to in `meta.reply_to` (`{chat}:{message_id}`, a notification's post key).
+///
+/// The thread is the chat, or `{chat}:{message_thread_id}` for a message in a forum topic
+/// (`is_topic_message`): each topic is a conversation of its own, and replies go to it
+/// (`sendMessage`'s `message_thread_id`). A reply thread in a group that is not a forum also
+/// has a `message_thread_id`, but `sendMessage` takes one for forum topics only.
 pub fn parse_update(update: &Value) -> Option<InboundMessage> {
+    parse_update_for(update, None)
+}
+
+/// [`parse_update`] for the bot whose username is `bot` (`getMe`): a command addressed to
+/// another bot (`/cmd@OtherBot`, Telegram's form for commands in groups with several bots)
+/// is not for us. Without the username every command is taken.
+pub fn parse_update_for(update: &Value, bot: Option<&str>) -> Option<InboundMessage> {
     let m = update.get("message")?;
     if m["from"]["is_bot"].as_bool().unwrap_or(false) {
         return None;
@@ -252,6 +325,11 @@ pub fn parse_update(update: &Value) -> Option<InboundMessage> {
     if text.is_empty() {
         return None;
     }
+    if let (Some(bot), Some(to)) = (bot, command_addressee(text)) {
+        if !to.eq_ignore_ascii_case(bot.trim_start_matches('@')) {
+            return None;
+        }
+    }
     let chat = m["chat"]["id"].as_i64()?;
     let id = m["message_id"].as_i64()?;
     let author = m["from"]["id"].as_i64()?;
@@ -259,14 +337,24 @@ pub fn parse_update(update: &Value) -> Option<InboundMessage> {
     if let Some(replied) = m["reply_to_message"]["message_id"].as_i64() {
         meta.insert("reply_to".to_string(), format!("{chat}:{replied}"));
     }
+    let thread = match m["message_thread_id"].as_i64() {
+        Some(topic) if m["is_topic_message"].as_bool() == Some(true) => format!("{chat}:{topic}"),
+        _ => chat.to_string(),
+    };
     Some(InboundMessage {
         platform: "telegram".into(),
-        thread: chat.to_string(),
+        thread,
         message_id: format!("{chat}:{id}"),
         author: author.to_string(),
         text: strip_bot_suffix(text),
         meta,
     })
+}
+
+/// The bot a command names: `/status@FlotillaBot now` → `FlotillaBot`.
+fn command_addressee(text: &str) -> Option<&str> {
+    let first = text.strip_prefix('/')?.split(char::is_whitespace).next()?;
+    first.split_once('@').map(|(_, bot)| bot)
 }
 
 /// `/status@FlotillaBot now` → `/status now`.
@@ -290,6 +378,8 @@ pub struct Poller {
     token: String,
     /// The next update id to ask for; advanced only past updates the inbox stored.
     offset: Option<i64>,
+    /// The bot's username (`getMe`), once known: commands for other bots are skipped.
+    username: Option<String>,
 }
 
 impl Poller {
@@ -311,6 +401,7 @@ impl Poller {
             api_url: s.api_url.trim_end_matches('/').to_string(),
             token: token.expose().to_string(),
             offset: None,
+            username: None,
         }))
     }
 
@@ -326,11 +417,25 @@ impl Poller {
                 }
             }
         }
+        self.learn_username().await;
         loop {
             if let Err(e) = self.poll_once(inbox.as_ref()).await {
                 tracing::warn!(error = %e, "telegram poll failed");
                 tokio::time::sleep(POLL_BACKOFF).await;
             }
+        }
+    }
+
+    /// Asks `getMe` for the bot's username (kept for [`Poller::poll_once`]); a failure is
+    /// logged and every command is taken meanwhile.
+    pub async fn learn_username(&mut self) {
+        let url = format!("{}/bot{}/getMe", self.api_url, self.token);
+        match self.http.call(|c| c.post(&url).json(&json!({}))).await {
+            Ok(r) if r.json["ok"] == json!(true) => {
+                self.username = r.json["result"]["username"].as_str().map(str::to_string);
+            }
+            Ok(r) => tracing::warn!(status = r.status, "telegram getMe refused"),
+            Err(e) => tracing::warn!(error = %e, "telegram getMe failed"),
         }
     }
 
@@ -369,7 +474,7 @@ impl Poller {
             let Some(id) = u["update_id"].as_i64() else {
                 continue;
             };
-            if let Some(msg) = parse_update(u) {
+            if let Some(msg) = parse_update_for(u, self.username.as_deref()) {
                 inbox.receive(msg).await?;
                 stored += 1;
             }
@@ -421,6 +526,22 @@ mod tests {
         assert!(parse_update(&bot).is_none());
         let edit = json!({"update_id": 8, "edited_message": u["message"].clone()});
         assert!(parse_update(&edit).is_none());
+        // A command for another bot is not ours once we know our name.
+        let mut other = u.clone();
+        other["message"]["text"] = json!("/status@OtherBot");
+        assert!(parse_update_for(&other, Some("FlotillaBot")).is_none());
+        assert!(parse_update_for(&u, Some("flotillabot")).is_some());
+        assert!(parse_update(&other).is_some(), "unknown name: taken");
+        // A forum topic is its own thread; a reply thread of a plain group is not.
+        let mut topic = u.clone();
+        topic["message"]["message_thread_id"] = json!(5);
+        topic["message"]["is_topic_message"] = json!(true);
+        assert_eq!(parse_update(&topic).expect("topic").thread, "-100:5");
+        assert_eq!(target("-100:5"), (json!(-100), Some(5)));
+        assert_eq!(target("-100"), (json!(-100), None));
+        assert_eq!(target("@ops"), (json!("@ops"), None));
+        topic["message"]["is_topic_message"] = json!(null);
+        assert_eq!(parse_update(&topic).expect("reply thread").thread, "-100");
         let photo = json!({"update_id": 9, "message": {"message_id": 4, "from": {"id": 42},
             "chat": {"id": 1}, "photo": []}});
         assert!(parse_update(&photo).is_none());

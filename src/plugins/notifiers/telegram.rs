@@ -5,11 +5,13 @@
 //! "parameters": {"retry_after"}}`; flood control is a 429 with `parameters.retry_after`.
 //! The request URL holds the bot token, so errors never carry it.
 
+use std::sync::Mutex;
+
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use super::{excerpt, plain_text, post_json, seconds, status_error, truncate};
+use super::{excerpt, plain_text, post_json, seconds, status_error, truncate, Answer};
 use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Telegram's text limit, with room for escapes (counted before escaping).
@@ -21,6 +23,9 @@ pub struct TelegramNotifier {
     api_url: String,
     token: String,
     chat_id: String,
+    /// The supergroup the configured group became (`parameters.migrate_to_chat_id`), once
+    /// Telegram said so: later notifications go there at once.
+    migrated: Mutex<Option<i64>>,
 }
 
 impl TelegramNotifier {
@@ -31,7 +36,30 @@ impl TelegramNotifier {
             api_url,
             token,
             chat_id,
+            migrated: Mutex::new(None),
         }
+    }
+
+    /// The chat to send to: the configured one, or the supergroup it became.
+    fn target(&self) -> String {
+        match self.migrated.lock().ok().and_then(|m| *m) {
+            Some(id) => id.to_string(),
+            None => self.chat_id.clone(),
+        }
+    }
+
+    /// One `sendMessage` to `chat`: the answer's status and JSON (`Null` when not JSON).
+    async fn send(&self, n: &Notification, chat: &str) -> PluginResult<(Answer, Value)> {
+        let bytes =
+            serde_json::to_vec(&body(n, chat)).map_err(|e| PluginError::Invalid(e.to_string()))?;
+        let url = format!(
+            "{}/bot{}/sendMessage",
+            self.api_url.trim_end_matches('/'),
+            self.token
+        );
+        let a = post_json(&self.client, "telegram", &url, HeaderMap::new(), bytes).await?;
+        let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+        Ok((a, v))
     }
 }
 
@@ -108,15 +136,21 @@ impl Notifier for TelegramNotifier {
     }
 
     async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
-        let bytes = serde_json::to_vec(&body(n, &self.chat_id))
-            .map_err(|e| PluginError::Invalid(e.to_string()))?;
-        let url = format!(
-            "{}/bot{}/sendMessage",
-            self.api_url.trim_end_matches('/'),
-            self.token
-        );
-        let a = post_json(&self.client, "telegram", &url, HeaderMap::new(), bytes).await?;
-        let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+        let chat = self.target();
+        let (mut a, mut v) = self.send(n, &chat).await?;
+        // A group upgraded to a supergroup refuses with `parameters.migrate_to_chat_id`
+        // (Bot API, `ResponseParameters`): send there, now and from now on.
+        if let Some(new) = v["parameters"]["migrate_to_chat_id"].as_i64() {
+            if v["ok"] != json!(true) && new.to_string() != chat {
+                tracing::warn!(
+                    "telegram notifier: the group became a supergroup; update its chat_id"
+                );
+                if let Ok(mut m) = self.migrated.lock() {
+                    *m = Some(new);
+                }
+                (a, v) = self.send(n, &new.to_string()).await?;
+            }
+        }
         if (200..300).contains(&a.status) && v["ok"] == json!(true) {
             return Ok(posted(&v["result"]));
         }

@@ -1,0 +1,368 @@
+//! The chat adapters against what the platforms' published references make a client
+//! responsible for: Slack's text markup on the way in, Telegram's forum topics and group
+//! migrations, Discord's global rate limit.
+//!
+//! Test names start with `chat_platforms_` so the `chat_platforms` group runs them.
+
+use std::time::Duration;
+
+use flotilla::plugins::chat::discord::DiscordPlatform;
+use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
+use flotilla::plugins::chat::telegram::{Poller, TelegramPlatform};
+use flotilla::plugins::notifiers::telegram::TelegramNotifier;
+use flotilla::plugins::{ChatPlatform, Notification, Notifier};
+use serde_json::json;
+
+use crate::chat_platforms::RecordingInbox;
+use crate::fake_discord::FakeDiscord;
+use crate::fake_slack::{self, FakeSlack};
+use crate::fake_telegram::FakeTelegram;
+use crate::helpers::{eventually, spawn_app_with_env, Backend, ECHO_AGENT};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+/// Slack delivers `&`, `<`, `>` as entities and wraps every URL in `<…>` ("Formatting text
+/// for app surfaces"): the assistant and the commands get the text as the person wrote it,
+/// in events and in a thread's history alike.
+#[actix_web::test]
+async fn chat_platforms_slack_text_arrives_as_the_person_wrote_it() {
+    let typed = "/clone https://github.com/acme/w then fix Vec<T> & Option<&str> for <@U2>";
+    let delivered = format!("<@U0BOT> {}", fake_slack::as_delivered(typed));
+    assert!(delivered.contains("<https://github.com/acme/w>"));
+    let body = fake_slack::envelope(json!({"type": "app_mention", "user": "U1",
+        "text": delivered, "ts": "1700.1", "channel": "C1"}));
+    let Ok(SlackEvent::Message(m)) = slack::parse_event(body.to_string().as_bytes(), true) else {
+        panic!("a mention is a message");
+    };
+    assert_eq!(m.text, typed);
+
+    // Mentions, channels and labelled links as Slack writes them.
+    let body = fake_slack::envelope(json!({"type": "app_mention", "user": "U1",
+        "text": "<@U0BOT> ask <@U2> in <#C9|ops>, see <https://ci.example/run?a=1&amp;b=2|the run> and <mailto:a@b.io|a@b.io> <!here>",
+        "ts": "1700.2", "channel": "C1"}));
+    let Ok(SlackEvent::Message(m)) = slack::parse_event(body.to_string().as_bytes(), true) else {
+        panic!("a mention is a message");
+    };
+    assert_eq!(
+        m.text,
+        "ask @U2 in #ops, see the run (https://ci.example/run?a=1&b=2) and a@b.io @here"
+    );
+
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    sl.add_message(
+        "C1",
+        "1700.000001",
+        None,
+        "U1",
+        &fake_slack::as_delivered("start"),
+    );
+    sl.add_message(
+        "C1",
+        "1700.000002",
+        Some("1700.000001"),
+        "U1",
+        &fake_slack::as_delivered("see https://x.example/a & use Box<dyn Error>"),
+    );
+    let p = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    let h = p
+        .history("C1:1700.000001", "C1:1700.000003", 10)
+        .await
+        .expect("history");
+    assert!(
+        h.iter()
+            .any(|m| m.text == "see https://x.example/a & use Box<dyn Error>"),
+        "{h:?}"
+    );
+}
+
+/// Slack retries an event it thinks was not acknowledged, with `X-Slack-Retry-Num` and
+/// `X-Slack-Retry-Reason` (Events API, "Retries"): the retry is acknowledged with a 2xx and
+/// the message is served once.
+#[actix_web::test]
+async fn chat_platforms_slack_retried_event_is_served_once() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "chat:\n  allow:\n    slack: [U1]\n",
+        dir,
+        &[
+            ("FLOTILLA__SLACK__API_URL", sl.api_url.as_str()),
+            ("FLOTILLA__SLACK__BOT_TOKEN", "xoxb-test"),
+            ("FLOTILLA__SLACK__SIGNING_SECRET", SLACK_SECRET),
+        ],
+    )
+    .await
+    .expect("app");
+    let url = format!("{}/webhooks/slack/events", app.address);
+    let ev = fake_slack::envelope(json!({"type": "app_mention", "user": "U1",
+        "text": "<@U0BOT> /status", "ts": "1700.7", "channel": "C1"}));
+    let raw = ev.to_string();
+    let (status, body) = fake_slack::post_signed(&url, SLACK_SECRET, &ev).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"new\":true"), "{body}");
+    for (n, reason) in [("1", "http_timeout"), ("2", "http_error")] {
+        let ts = chrono::Utc::now().timestamp();
+        let r = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header(
+                "x-slack-signature",
+                fake_slack::sign(SLACK_SECRET, ts, &raw),
+            )
+            .header("x-slack-retry-num", n)
+            .header("x-slack-retry-reason", reason)
+            .body(raw.clone())
+            .send()
+            .await
+            .expect("retry");
+        assert_eq!(r.status().as_u16(), 200, "retry {n}");
+        let answer: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(
+            answer["new"],
+            json!(false),
+            "retry {n} stored again: {answer}"
+        );
+    }
+    eventually(30, "a Slack reply", || async {
+        sl.posted()
+            .into_iter()
+            .find(|p| p.thread_ts.as_deref() == Some("1700.7"))
+    })
+    .await;
+    assert_eq!(app.store.list_conversations().await.expect("list").len(), 1);
+    let replies = sl
+        .posted()
+        .into_iter()
+        .filter(|p| p.thread_ts.as_deref() == Some("1700.7"))
+        .count();
+    assert_eq!(replies, 1, "one message, one reply");
+}
+
+/// `chat.postMessage`'s `rate_limited` ("Application has posted too many messages") comes
+/// as a Web API error in an HTTP 200: the reply waits and goes out instead of being lost.
+#[actix_web::test]
+async fn chat_platforms_slack_reply_waits_out_rate_limited_in_a_200() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let p = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    sl.too_many_posts(1);
+    p.send("C1:1700.1", "Working")
+        .await
+        .expect("posted after the wait");
+    assert_eq!(sl.posted().len(), 1);
+    assert_eq!(sl.calls("chat.postMessage"), 2, "one refusal, one post");
+    let e = p
+        .send("C9:1700.1", "x")
+        .await
+        .expect_err("channel_not_found");
+    assert!(e.to_string().contains("channel_not_found"), "{e}");
+    assert!(!e.is_retriable());
+}
+
+/// A message in a forum topic (`is_topic_message`, `message_thread_id`) is a conversation of
+/// its own, and the reply goes to that topic: without `message_thread_id` Telegram posts it
+/// in the forum's General topic.
+#[actix_web::test]
+async fn chat_platforms_telegram_replies_in_the_forum_topic_the_message_came_from() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let settings = flotilla::config::TelegramSettings {
+        api_url: tg.url.clone(),
+        bot_token: Some(flotilla::config::Secret::new("123:ABC")),
+        secret_token: None,
+        webhook_url: None,
+    };
+    let mut poller = Poller::from_settings(&settings, TIMEOUT)
+        .expect("client")
+        .expect("poll mode");
+    let inbox = RecordingInbox::default();
+    tg.push_topic_message(-1001, 7, 42, "/status");
+    tg.push_topic_message(-1001, 9, 42, "/status");
+    tg.push_message(-1002, 42, "/status");
+    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 3);
+    let threads: Vec<String> = inbox
+        .messages
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| m.thread.clone())
+        .collect();
+    assert_eq!(threads, vec!["-1001:7", "-1001:9", "-1002"]);
+
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT).expect("platform");
+    let id = p.send(&threads[0], "Thinking").await.expect("sent");
+    p.edit(&threads[0], &id, "Thinking… done.")
+        .await
+        .expect("edited");
+    p.send(&threads[2], "plain group").await.expect("sent");
+    let sent = tg.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        (sent[0].chat_id, sent[0].message_thread_id),
+        (-1001, Some(7))
+    );
+    assert_eq!(
+        (sent[0].text.as_str(), sent[0].edits),
+        ("Thinking… done.", 1)
+    );
+    assert_eq!((sent[1].chat_id, sent[1].message_thread_id), (-1002, None));
+}
+
+/// In a group with several bots a command names its bot (`/cmd@botname`): one for another
+/// bot is not ours, in the long poll and on the webhook alike (our name from `getMe`).
+#[actix_web::test]
+async fn chat_platforms_telegram_commands_for_another_bot_are_not_taken() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let settings = flotilla::config::TelegramSettings {
+        api_url: tg.url.clone(),
+        bot_token: Some(flotilla::config::Secret::new("123:ABC")),
+        secret_token: None,
+        webhook_url: None,
+    };
+    let mut poller = Poller::from_settings(&settings, TIMEOUT)
+        .expect("client")
+        .expect("poll mode");
+    poller.learn_username().await;
+    let inbox = RecordingInbox::default();
+    tg.push_message(-100, 42, "/status@OtherBot");
+    tg.push_message(-100, 42, "/help@FlotillaBot");
+    tg.push_message(-100, 42, "/status");
+    poller.poll_once(&inbox).await.expect("poll");
+    let texts: Vec<String> = inbox
+        .messages
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, vec!["/help", "/status"]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "chat:\n  allow:\n    telegram: [\"42\"]\n",
+        dir,
+        &[
+            ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+            ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+            ("FLOTILLA__TELEGRAM__SECRET_TOKEN", "abc_DEF-123"),
+        ],
+    )
+    .await
+    .expect("app");
+    let post = |id: i64, text: &str| {
+        let update = json!({"update_id": id, "message": {"message_id": id,
+            "from": {"id": 42, "is_bot": false, "first_name": "U"},
+            "chat": {"id": -200, "type": "group", "title": "G"}, "date": 1, "text": text}});
+        app.client
+            .post(format!("{}/webhooks/telegram", app.address))
+            .header("x-telegram-bot-api-secret-token", "abc_DEF-123")
+            .json(&update)
+            .send()
+    };
+    assert_eq!(
+        post(1, "/status@OtherBot").await.expect("post").status(),
+        200
+    );
+    assert!(app
+        .store
+        .list_conversations()
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        post(2, "/status@FlotillaBot").await.expect("post").status(),
+        200
+    );
+    assert_eq!(app.store.list_conversations().await.expect("list").len(), 1);
+}
+
+/// A group upgraded to a supergroup answers `parameters.migrate_to_chat_id` (Bot API,
+/// `ResponseParameters`): the reply goes to the new chat, and later calls go there at once.
+#[actix_web::test]
+async fn chat_platforms_telegram_follows_a_group_migrated_to_a_supergroup() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.migrate(-555, -100_555);
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT).expect("platform");
+    let id = p
+        .send("-555", "first")
+        .await
+        .expect("sent after the migration");
+    p.edit("-555", &id, "first, edited").await.expect("edited");
+    p.send("-555", "second").await.expect("sent");
+    let sent = tg.sent();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|m| m.chat_id == -100_555), "{sent:?}");
+    assert_eq!(sent[0].text, "first, edited");
+    assert_eq!(
+        tg.calls("sendmessage") + tg.calls("editmessagetext"),
+        4,
+        "the old chat refused once, then every call went to the new one"
+    );
+}
+
+/// The Telegram notifier follows the migration too: a notification for the old group lands
+/// in the supergroup, and the post key it answers is the new chat's (replies come from
+/// there).
+#[actix_web::test]
+async fn chat_platforms_telegram_notifier_follows_a_group_migrated_to_a_supergroup() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.migrate(-555, -100_555);
+    let n = TelegramNotifier::new(
+        reqwest::Client::new(),
+        tg.url.clone(),
+        "123:ABC".into(),
+        "-555".into(),
+    );
+    let note = Notification {
+        id: "n1".into(),
+        priority: "action".into(),
+        event: "merge.ready".into(),
+        session: Some("demo-1".into()),
+        message: "Ready to merge.".into(),
+        ..Notification::default()
+    };
+    let posted = n
+        .notify(&note)
+        .await
+        .expect("sent to the supergroup")
+        .expect("posted");
+    assert_eq!(posted.chat, "-100555");
+    n.notify(&Notification {
+        id: "n2".into(),
+        ..note
+    })
+    .await
+    .expect("second");
+    assert!(tg.sent().iter().all(|m| m.chat_id == -100_555));
+    assert_eq!(tg.sent().len(), 2);
+    assert_eq!(tg.calls("sendmessage"), 3, "the old group refused once");
+}
+
+/// A global 429 ("Rate Limits": `X-RateLimit-Global`, `"global": true`) holds every route
+/// of the bot: a message for another channel waits it out instead of meeting another 429
+/// (Discord counts each as an invalid request).
+#[actix_web::test]
+async fn chat_platforms_discord_global_rate_limit_holds_every_channel() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let p = std::sync::Arc::new(
+        DiscordPlatform::new(&dc.api_url, "bot-token", TIMEOUT).expect("platform"),
+    );
+    dc.limit_global(1.0);
+    let first = {
+        let p = p.clone();
+        tokio::spawn(async move { p.send("C1", "one").await })
+    };
+    eventually(10, "the global hold", || async { p.global_hold() }).await;
+    p.send("C2", "two").await.expect("sent after the hold");
+    first.await.expect("task").expect("sent after the wait");
+    assert_eq!(dc.rate_limited(), 1, "only the first request met the limit");
+    let channels: Vec<String> = dc.posted().into_iter().map(|m| m.channel).collect();
+    assert_eq!(channels.len(), 2);
+    assert!(channels.contains(&"C1".to_string()) && channels.contains(&"C2".to_string()));
+}
