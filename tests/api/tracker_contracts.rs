@@ -73,6 +73,32 @@ async fn tracker_github_issue_reads_under_a_403_rate_limit_are_rate_limited() {
     assert_eq!(e.retry_after(), Some(Duration::from_secs(4)), "{e:?}");
 }
 
+/// "Get an issue" answers a pull request's number too ("every pull request is an issue, but
+/// not every issue is a pull request"), marked by its `pull_request` key: the tracker refuses
+/// it rather than hand a PR's description over as an issue to work on.
+#[actix_web::test]
+async fn tracker_github_a_pull_request_number_is_not_an_issue() {
+    if !require_tool("git") {
+        return;
+    }
+    let gh = FakeGithub::start("ghp_test").await;
+    gh.create_repo(REPO);
+    gh.push(REPO, "feat/a", "main", &[("a.txt", "a\n")], "a")
+        .await;
+    let pr = gh.open_pr(REPO, "feat/a", "main", "A change").await;
+    let issues = GithubIssues::new(&github_settings(&gh.url), REPO).expect("tracker");
+    let e = issues.issue(&pr.to_string()).await.expect_err("a PR");
+    assert!(
+        matches!(&e, PluginError::Invalid(m) if m.contains("is a pull request")),
+        "{e:?}"
+    );
+    let n = gh.create_issue(REPO, "Flaky test", "It fails on Tuesdays.");
+    assert_eq!(
+        issues.issue(&n.to_string()).await.expect("an issue").title,
+        "Flaky test"
+    );
+}
+
 /// Linear's rate limit is a GraphQL error with `extensions.code: RATELIMITED` and the
 /// `X-RateLimit-Requests-Reset` instant (epoch ms): a retriable error with the wait until
 /// then; the next request, after it, reads the issue.

@@ -312,6 +312,11 @@ impl Handler<Spawn> for FleetSupervisor {
                         field: "issue".into(),
                         reason: format!("issue {id} was not found in the project's tracker"),
                     },
+                    // E.g. a pull request's number given for an issue.
+                    PluginError::Invalid(reason) => FleetError::Invalid {
+                        field: "issue".into(),
+                        reason,
+                    },
                     other => FleetError::Plugin(other),
                 })?;
                 if issue.closed {

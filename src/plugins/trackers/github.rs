@@ -98,6 +98,14 @@ impl Tracker for GithubIssues {
             self.timeout,
         )
         .await?;
+        // GitHub answers a pull request's number here too (with `pull_request`): a session
+        // for it would take the PR's description for an issue to work on.
+        if v.get("pull_request").is_some() {
+            return Err(PluginError::Invalid(format!(
+                "{}#{n} is a pull request, not an issue",
+                self.repo
+            )));
+        }
         Ok(Issue {
             id: n.to_string(),
             title: v["title"].as_str().unwrap_or_default().to_string(),
