@@ -42,9 +42,8 @@ pub struct ChatWebhookSettings {
     /// `telegram:`, to ask `getMe` for the bot's username once (commands in groups name
     /// their bot: `/cmd@OtherBot` is not ours).
     pub telegram: Option<TelegramSettings>,
-    /// The bot's Telegram username, once asked (`None` inside: `getMe` failed, every command
-    /// is taken).
-    pub telegram_username: Arc<tokio::sync::OnceCell<Option<String>>>,
+    /// The bot's Telegram username, as far as `getMe` told it.
+    pub telegram_username: Arc<tokio::sync::Mutex<BotName>>,
 }
 
 impl ChatWebhookSettings {
@@ -64,27 +63,47 @@ impl ChatWebhookSettings {
     }
 
     /// The bot's Telegram username, asked of `getMe` at the first update (with a short
-    /// timeout, since Telegram waits for our answer) and kept for the process's life.
-    async fn telegram_username(&self) -> Option<&str> {
-        self.telegram_username
-            .get_or_init(|| async {
-                let tg = self.telegram.as_ref()?;
-                let p = telegram::TelegramPlatform::from_settings(tg, GET_ME_TIMEOUT).ok()??;
-                match p.get_me().await {
-                    Ok(name) => Some(name),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "telegram getMe failed; taking every command");
-                        None
-                    }
-                }
-            })
-            .await
-            .as_deref()
+    /// timeout, since Telegram waits for our answer) and kept for the process's life. After a
+    /// failure every command is taken, and `getMe` is asked again a minute later.
+    async fn telegram_username(&self) -> Option<String> {
+        let mut name = self.telegram_username.lock().await;
+        match &*name {
+            BotName::Known(n) => return Some(n.clone()),
+            BotName::Failed(at) if at.elapsed() < GET_ME_RETRY => return None,
+            _ => {}
+        }
+        let tg = self.telegram.as_ref()?;
+        let p = telegram::TelegramPlatform::from_settings(tg, GET_ME_TIMEOUT).ok()??;
+        match p.get_me().await {
+            Ok(n) => {
+                *name = BotName::Known(n.clone());
+                Some(n)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "telegram getMe failed; taking every command");
+                *name = BotName::Failed(std::time::Instant::now());
+                None
+            }
+        }
     }
 }
 
-/// Timeout of the one `getMe` the Telegram webhook makes.
+/// What the Telegram webhook knows of its bot's username.
+#[derive(Debug, Default)]
+pub enum BotName {
+    /// Not asked yet.
+    #[default]
+    Unknown,
+    /// `getMe`'s answer.
+    Known(String),
+    /// `getMe` failed then.
+    Failed(std::time::Instant),
+}
+
+/// Timeout of a `getMe` the Telegram webhook makes.
 const GET_ME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long after a failed `getMe` it is asked again.
+const GET_ME_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -171,7 +190,7 @@ pub async fn telegram(
     }
     let update = json_body(&body)?;
     let bot = cfg.telegram_username().await;
-    if let Some(m) = telegram::parse_update_for(&update, bot) {
+    if let Some(m) = telegram::parse_update_for(&update, bot.as_deref()) {
         deliver(&state, m).await?;
     }
     Ok(HttpResponse::Ok().json(json!({"ok": true})))

@@ -35,6 +35,8 @@ pub const MAX_MESSAGE: usize = 4096;
 pub const POLL_SECS: u64 = 25;
 /// Pause after a failed poll or a refused `receive`, before trying again.
 const POLL_BACKOFF: Duration = Duration::from_secs(2);
+/// How long after a failed `getMe` the poller asks again.
+const GET_ME_RETRY: Duration = Duration::from_secs(60);
 /// Tries of `setWebhook`/`deleteWebhook` at start before giving up (logged).
 pub const WEBHOOK_TRIES: u32 = 5;
 
@@ -418,7 +420,13 @@ impl Poller {
             }
         }
         self.learn_username().await;
+        let mut asked = tokio::time::Instant::now();
         loop {
+            // A failed `getMe` is asked again now and then (every command is taken meanwhile).
+            if self.username.is_none() && asked.elapsed() >= GET_ME_RETRY {
+                self.learn_username().await;
+                asked = tokio::time::Instant::now();
+            }
             if let Err(e) = self.poll_once(inbox.as_ref()).await {
                 tracing::warn!(error = %e, "telegram poll failed");
                 tokio::time::sleep(POLL_BACKOFF).await;
