@@ -599,14 +599,7 @@ impl GithubScm {
         }
         let data = &r.body["data"]["repository"];
         if data.is_null() {
-            let msg = r.body["errors"][0]["message"]
-                .as_str()
-                .unwrap_or("no data")
-                .to_string();
-            return Err(PluginError::Api {
-                status: 200,
-                message: msg,
-            });
+            return Err(graphql_error(&r.body, "no data"));
         }
         let partials: Vec<Partial> = numbers
             .iter()
@@ -656,14 +649,7 @@ impl GithubScm {
             let conn =
                 &r.body["data"]["repository"]["pullRequest"]["statusCheckRollup"]["contexts"];
             if conn.is_null() {
-                let message = r.body["errors"][0]["message"]
-                    .as_str()
-                    .unwrap_or("no contexts page")
-                    .to_string();
-                return Err(PluginError::Api {
-                    status: 200,
-                    message,
-                });
+                return Err(graphql_error(&r.body, "no contexts page"));
             }
             let (nodes, next) = checks::page(conn);
             p.status.checks.extend(nodes);
@@ -697,6 +683,20 @@ impl GithubScm {
             return None;
         };
         Some(excerpt(&text))
+    }
+}
+
+/// The error of a GraphQL answer without the data asked for (HTTP 200): its first error, a
+/// `NOT_FOUND` (an unknown repository or PR) as [`PluginError::NotFound`].
+fn graphql_error(body: &Value, no_message: &str) -> PluginError {
+    let first = &body["errors"][0];
+    let message = first["message"].as_str().unwrap_or(no_message).to_string();
+    match first["type"].as_str() {
+        Some("NOT_FOUND") => PluginError::NotFound(message),
+        _ => PluginError::Api {
+            status: 200,
+            message,
+        },
     }
 }
 
@@ -1087,9 +1087,14 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.retry_after(), Some(Duration::from_secs(9)));
-        // Other GraphQL errors and a plain 403 are not limits.
+        // Other GraphQL errors and a plain 403 are not limits; an unknown repository is
+        // not found.
         let body = json!({"data": {"repository": null}, "errors": [{"type": "NOT_FOUND",
             "message": "Could not resolve to a Repository with the name 'a/b'."}]});
+        assert!(matches!(
+            graphql_error(&body, "no data"),
+            PluginError::NotFound(m) if m.contains("Could not resolve")
+        ));
         assert!(rate_limited(
             200,
             &headers(&[("x-ratelimit-remaining", "4999")]),
