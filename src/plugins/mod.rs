@@ -559,6 +559,19 @@ pub trait Workspace: Send + Sync {
     /// Whether the workspace exists.
     async fn exists(&self, path: &Path) -> bool;
 
+    /// Makes the workspace of `req` unless it exists (a restart's, a restore's); `true` when
+    /// it made it, so a failed launch removes only what it made. Default: [`Workspace::exists`]
+    /// then [`Workspace::create`]; a remote host's asks once for both.
+    ///
+    /// # Errors
+    /// As [`Workspace::create`].
+    async fn ensure(&self, req: &WorkspaceRequest) -> PluginResult<bool> {
+        if self.exists(&req.path).await {
+            return Ok(false);
+        }
+        self.create(req).await.map(|_| true)
+    }
+
     /// Where a session's workspace goes, given where Flotilla would put it on this machine
     /// (`<home>/worktrees/<project>/<session>`). Default: there; a remote host's workspace
     /// maps it under the host's work directory.

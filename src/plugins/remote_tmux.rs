@@ -10,25 +10,21 @@
 //! - **liveness** ([`Runtime::is_alive`]) answers from the state; while the host cannot be
 //!   reached it answers an error (`host_unreachable: NAME`), never "gone".
 //!
-//! The prompt file is copied to the host (`<work_dir>/prompts/`), and `FLOTILLA_PROMPT_FILE`
-//! points there. Sends, answers, output and attach are the tmux runtime's, over SSH.
+//! The prompt file is copied to the host (`<work_dir>/prompts/`) by the call that starts tmux
+//! (its bytes ahead of tmux's script on stdin), and `FLOTILLA_PROMPT_FILE` points there.
+//! Sends, answers, output and attach are the tmux runtime's, over SSH.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::tmux::{session_name, TmuxRuntime};
+use super::tmux::{session_name, RemoteFile, TmuxRuntime};
 use super::{
     AttachInfo, LaunchSpec, PluginError, PluginResult, RemoteTmuxHandle, Runtime, RuntimeHandle,
     TmuxHandle,
 };
 use crate::plugins::hosts::state::{Host, PaneStatus};
-
-/// Timeout of copying a prompt to the host.
-const COPY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Agents in tmux on one remote host.
 pub struct RemoteTmuxRuntime {
@@ -79,31 +75,6 @@ impl RemoteTmuxRuntime {
         }
     }
 
-    /// Makes the host's log and prompt directories and copies the prompt file there (one
-    /// call); returns the prompt's path on the host.
-    async fn prepare(&self, local_prompt: Option<&str>, name: &str) -> PluginResult<PathBuf> {
-        let text = match local_prompt {
-            Some(p) => tokio::fs::read(p).await?,
-            None => Vec::new(),
-        };
-        let remote = self.host.prompts_dir().join(format!("{name}.md"));
-        let (r, logs, prompts) = (
-            remote.to_string_lossy(),
-            self.host.logs_dir().to_string_lossy().into_owned(),
-            self.host.prompts_dir().to_string_lossy().into_owned(),
-        );
-        let script = "umask 077 && mkdir -p -- \"$1\" \"$2\" && cat > \"$0\"";
-        self.host
-            .ssh
-            .run(
-                &["sh", "-c", script, &r, &logs, &prompts],
-                Some(&text),
-                COPY_TIMEOUT,
-            )
-            .await?;
-        Ok(remote)
-    }
-
     fn local_handle(h: &RemoteTmuxHandle) -> RuntimeHandle {
         RuntimeHandle::Tmux(h.tmux.clone())
     }
@@ -141,7 +112,11 @@ impl Runtime for RemoteTmuxRuntime {
         let name = session_name(&spec.session_id);
         let mut spec = spec.clone();
         let local = spec.env.get("FLOTILLA_PROMPT_FILE").cloned();
-        let remote = self.prepare(local.as_deref(), &name).await?;
+        let text = match &local {
+            Some(p) => tokio::fs::read(p).await?,
+            None => Vec::new(),
+        };
+        let remote = self.host.prompts_dir().join(format!("{name}.md"));
         if let Some(local) = local {
             let remote = remote.to_string_lossy().into_owned();
             for a in spec.argv.iter_mut().filter(|a| **a == local) {
@@ -156,7 +131,14 @@ impl Runtime for RemoteTmuxRuntime {
             .open(self.host.mirror_log(&name))
             .await?;
         let log = self.host.remote_log(&name);
-        let Some((pane, pid)) = self.tmux.launch(&spec, &name, &log).await? else {
+        // The prompt goes with the launch: one ssh call writes it and starts tmux.
+        let (logs, prompts) = (self.host.logs_dir(), self.host.prompts_dir());
+        let prompt = RemoteFile {
+            path: &remote,
+            dirs: [&logs, &prompts],
+            bytes: &text,
+        };
+        let Some((pane, pid)) = self.tmux.launch(&spec, &name, &log, Some(&prompt)).await? else {
             return Err(PluginError::Invalid(format!(
                 "tmux session {name} already exists on host {}",
                 self.host.name

@@ -53,6 +53,8 @@ use super::{exec, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle}
 
 /// Timeout of every tmux command.
 pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of a launch on a remote host that also copies a file there (see [`RemoteFile`]).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// New sessions are this wide and tall (a detached session has no client to size it).
 const WIDTH: &str = "200";
 const HEIGHT: &str = "50";
@@ -103,6 +105,17 @@ const NEEDLE_CHARS: usize = 24;
 /// Marker TUIs show instead of a long paste (`[Pasted text #1 +40 lines]` in Claude Code,
 /// `[Pasted Content 5000 chars]` in Codex).
 const PASTE_PLACEHOLDER: &str = "[Pasted";
+
+/// A file a launch on a remote host writes there in the same ssh call that starts tmux (the
+/// prompt): its path, two directories made first (private, as the file), its bytes.
+pub(crate) struct RemoteFile<'a> {
+    /// Where it goes on the host.
+    pub path: &'a Path,
+    /// Directories made first.
+    pub dirs: [&'a Path; 2],
+    /// What it holds.
+    pub bytes: &'a [u8],
+}
 
 impl TmuxHandle {
     fn parse(h: &RuntimeHandle) -> PluginResult<&Self> {
@@ -197,11 +210,32 @@ impl TmuxRuntime {
     }
 
     /// Runs the tmux commands in `script` (tmux's configuration syntax, see [`tmux_quote`]),
-    /// given on stdin, starting the server if needed; returns what they print.
-    async fn tmux_script(&self, script: &str) -> PluginResult<String> {
-        if self.remote.is_some() {
+    /// given on stdin, starting the server if needed; returns what they print. On a remote
+    /// host `file` is written there first, by the same call (its bytes before the script on
+    /// stdin: [`crate::plugins::hosts::ssh::WRITE_THEN_RUN`]).
+    async fn tmux_script(
+        &self,
+        script: &str,
+        file: Option<&RemoteFile<'_>>,
+    ) -> PluginResult<String> {
+        if let Some(ssh) = &self.remote {
             let args = ["start-server", ";", "source-file", "-"];
-            return self.tmux_input(&args, Some(script.as_bytes())).await;
+            let Some(f) = file else {
+                return self.tmux_input(&args, Some(script.as_bytes())).await;
+            };
+            use crate::plugins::hosts::ssh::{printf_b_line, WRITE_THEN_RUN};
+            let (path, d0, d1) = (
+                f.path.to_string_lossy(),
+                f.dirs[0].to_string_lossy(),
+                f.dirs[1].to_string_lossy(),
+            );
+            let mut argv: Vec<&str> = vec!["sh", "-c", WRITE_THEN_RUN, "flotilla-launch"];
+            argv.extend([&*path, &*d0, &*d1]);
+            argv.extend(["env", "-i", "tmux", "-L", &self.socket, "-f", "/dev/null"]);
+            argv.extend(args);
+            let mut input = printf_b_line(f.bytes);
+            input.extend_from_slice(script.as_bytes());
+            return ssh.run(&argv, Some(&input), UPLOAD_TIMEOUT).await;
         }
         let mut argv: Vec<&str> = vec!["env", "-i"];
         let tmpdir = std::env::var("TMUX_TMPDIR")
@@ -391,7 +425,13 @@ impl TmuxRuntime {
         Ok(false)
     }
 
-    async fn start(&self, spec: &LaunchSpec, name: &str, log: &Path) -> PluginResult<String> {
+    async fn start(
+        &self,
+        spec: &LaunchSpec,
+        name: &str,
+        log: &Path,
+        file: Option<&RemoteFile<'_>>,
+    ) -> PluginResult<String> {
         let mut argv = spec.argv.clone();
         if argv.len() == 1 {
             // tmux runs a single argument through `$SHELL -c`; two arguments are exec'd.
@@ -437,19 +477,21 @@ impl TmuxRuntime {
         let mut script = self.prelude.clone();
         script.push_str(&words.join(" "));
         script.push('\n');
-        self.tmux_script(&script).await
+        self.tmux_script(&script, file).await
     }
 
     /// Starts the agent in tmux session `name`, its pane piped into `log` (a path where the
     /// server runs); returns the pane id and pid, or `None` when a live session of that name runs already
-    /// (the caller adopts or refuses it). A dead one left over is replaced.
+    /// (the caller adopts or refuses it). A dead one left over is replaced. On a remote host,
+    /// `file` is written there by the same call, before tmux starts (locally it must be `None`).
     pub(crate) async fn launch(
         &self,
         spec: &LaunchSpec,
         name: &str,
         log: &Path,
+        file: Option<&RemoteFile<'_>>,
     ) -> PluginResult<Option<(String, i32)>> {
-        let out = match self.start(spec, name, log).await {
+        let out = match self.start(spec, name, log, file).await {
             Err(PluginError::Command { stderr, .. }) if stderr.contains("duplicate session") => {
                 // A session of this name is left over. A dead one (an earlier run that exited)
                 // may go; a live one is somebody's agent.
@@ -471,7 +513,7 @@ impl TmuxRuntime {
                 let _ = self
                     .tmux(&["kill-session", "-t", &format!("={name}")])
                     .await;
-                self.start(spec, name, log).await?
+                self.start(spec, name, log, file).await?
             }
             other => other?,
         };
@@ -901,7 +943,7 @@ impl Runtime for TmuxRuntime {
             .append(true)
             .open(&log)
             .await?;
-        let Some((pane, pid)) = self.launch(spec, &name, &log).await? else {
+        let Some((pane, pid)) = self.launch(spec, &name, &log, None).await? else {
             // Exactly one agent per session: the running one (a launch a crash or a restarted
             // actor did not see finish) is adopted, not refused.
             if let Some(h) = self

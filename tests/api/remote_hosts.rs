@@ -833,3 +833,95 @@ async fn a_real_claude_on_a_host_starts_trusted_and_its_permission_prompt_is_nee
     assert_eq!(st, 200, "{v}");
     drop(sshd);
 }
+
+/// Whether an ssh command is the host monitor's (its event stream, its listing of the panes,
+/// the host's directories made at a connection) rather than a spawn's.
+fn monitor_command(c: &str) -> bool {
+    c.contains("tail -n 0 -v -F") || c.contains("list-panes -a") || c.contains("touch --")
+}
+
+/// Waits until the host's monitor follows `session`'s pane log (its event stream was started
+/// again naming it, and the panes listed after that), so what it does for a new pane is done.
+async fn wait_followed(sshd: &Sshd, session: &str) {
+    let log = format!("/{session}.log");
+    eventually(60, "the monitor follows the new pane", || async {
+        let cmds = sshd.commands();
+        let tail = cmds
+            .iter()
+            .rposition(|c| c.contains("tail -n 0 -v -F") && c.contains(&log))?;
+        cmds[tail..]
+            .iter()
+            .any(|c| c.contains("list-panes -a"))
+            .then_some(())
+    })
+    .await;
+}
+
+/// What one spawn on a host costs in ssh round trips (each a remote command on the shared
+/// connection, a login shell on the host), counted by the host's sshd. After a first spawn
+/// (which clones the repository and copies Flotilla's executable there), a spawn runs two
+/// commands: the worktree made (or found) in one, the prompt copied and tmux started in the
+/// other; the monitor then starts its stream again naming the new pane's log and lists the
+/// panes, without making the host's directories again (that is done once per connection).
+#[actix_web::test]
+async fn a_spawn_on_a_host_costs_two_ssh_round_trips() {
+    if !available() || !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let sshd = Sshd::start_logged(&scratch.path().join("sshd-n"));
+    let work = scratch.path().join("host-n");
+    let hosts = format!("hosts:\n{}", sshd.host_yaml("n", &work, 4));
+    let (mut agents, project) = config(scratch.path(), "    host: n\n", &hosts);
+    agents.push_str("  sleeper: { kind: command, command: [\"sleep\", \"600\"] }\n");
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        &project,
+        scratch,
+        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+    )
+    .await
+    .expect("app");
+    let socket = flotilla::app::tmux_socket(&app.home);
+    let _g = TmuxGuard(format!("{socket}-n"));
+    with_origin(&app);
+
+    let first = app
+        .spawn(json!({"project": "demo", "agent": "sleeper", "prompt": "warm up"}))
+        .await;
+    app.wait_state(&first, "working").await;
+    wait_followed(&sshd, &first).await;
+    let before = sshd.commands().len();
+    let second = app
+        .spawn(json!({"project": "demo", "agent": "sleeper", "prompt": "it's a `task`; $HOME\n\\ ünïcode"}))
+        .await;
+    app.wait_state(&second, "working").await;
+    wait_followed(&sshd, &second).await;
+    let cmds = sshd.commands().split_off(before);
+    // The session's activity probe reads the new pane's screen once (`capture-pane`), when
+    // its output first changes, and a reconciliation lists the sessions: observations, not
+    // the spawn's.
+    let (monitor, spawn): (Vec<&String>, Vec<&String>) = cmds
+        .iter()
+        .filter(|c| !c.contains("capture-pane") && !c.contains("list-sessions"))
+        .partition(|c| monitor_command(c));
+    assert_eq!(
+        spawn.len(),
+        2,
+        "the spawn's ssh commands: {spawn:#?}\nall: {:#?}",
+        sshd.commands()
+    );
+    assert!(
+        !monitor.iter().any(|c| c.contains("touch --")),
+        "the monitor made the host's directories again: {monitor:#?}"
+    );
+    // The prompt reached the host intact.
+    let prompt = std::fs::read_to_string(work.join("prompts").join(format!("{second}.md")))
+        .expect("the prompt on the host");
+    assert!(
+        prompt.contains("it's a `task`; $HOME\n\\ ünïcode"),
+        "{prompt}"
+    );
+}

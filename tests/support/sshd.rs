@@ -27,6 +27,8 @@ pub struct Sshd {
     pub known_hosts: PathBuf,
     /// The user to log in as (the current one).
     pub user: String,
+    /// Where every command a client runs is logged, when started with [`Sshd::start_logged`].
+    log: Option<PathBuf>,
     config: PathBuf,
     child: Option<Child>,
 }
@@ -73,6 +75,27 @@ impl Sshd {
     /// As [`Sshd::start`], its sessions getting `env` too (`SetEnv`: a `PATH` here replaces
     /// the login's, say to leave a tool out).
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Sshd {
+        Sshd::start_inner(dir, env, false)
+    }
+
+    /// As [`Sshd::start`], every command a client runs also logged, one line each (its
+    /// newlines as spaces), for [`Sshd::commands`]: the server runs a `ForceCommand` that
+    /// appends `SSH_ORIGINAL_COMMAND` to the log and then runs it with `sh -c`. The control
+    /// connection's own requests (`ssh -O forward`) are no commands and are not logged.
+    pub fn start_logged(dir: &Path) -> Sshd {
+        Sshd::start_inner(dir, &[], true)
+    }
+
+    /// The commands run so far (see [`Sshd::start_logged`]; empty otherwise), in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn start_inner(dir: &Path, env: &[(&str, &str)], logged: bool) -> Sshd {
         std::fs::create_dir_all(dir).expect("mkdir");
         let host_key = dir.join("host_key");
         let key = dir.join("client_key");
@@ -80,6 +103,27 @@ impl Sshd {
         keygen(&key);
         std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).expect("keys");
         let port = free_port();
+        let log = logged.then(|| dir.join("commands.log"));
+        let force = match &log {
+            Some(l) => {
+                let wrapper = dir.join("log-command");
+                // One `printf` per command: one write, so concurrent sessions' lines never mix.
+                std::fs::write(
+                    &wrapper,
+                    format!(
+                        "#!/bin/sh\nc=$(printf '%s' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ')\n\
+                         printf '%s\\n' \"$c\" >> '{}'\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                        l.display()
+                    ),
+                )
+                .expect("log-command");
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
+                format!("ForceCommand {}\n", wrapper.display())
+            }
+            None => String::new(),
+        };
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
@@ -88,7 +132,7 @@ impl Sshd {
                  PidFile {dir}/sshd.pid\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  UsePAM no\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n\
-                 SetEnv PYENV_REHASH_TIMEOUT=1{extra}\n",
+                 {force}SetEnv PYENV_REHASH_TIMEOUT=1{extra}\n",
                 hk = host_key.display(),
                 dir = dir.display(),
                 extra = env
@@ -113,6 +157,7 @@ impl Sshd {
             key,
             known_hosts,
             user,
+            log,
             config,
             child: None,
         };

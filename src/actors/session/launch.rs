@@ -180,20 +180,15 @@ async fn try_start(
     let sandbox = fleet.sandbox.sandbox_for(project, &s.agent);
     // Bounded: a batch of a hundred spawns does not run a hundred `git worktree add` at once.
     let _permit = fleet.spawn_permits.acquire().await.ok();
-    let created = if workspace.exists(&path).await {
-        false
-    } else {
-        workspace
-            .create(&WorkspaceRequest {
-                repo: project.repo.clone(),
-                remote: project.remote.clone(),
-                base_branch: project.default_branch.clone(),
-                branch: branch.clone(),
-                path: path.clone(),
-            })
-            .await?;
-        true
-    };
+    let created = workspace
+        .ensure(&WorkspaceRequest {
+            repo: project.repo.clone(),
+            remote: project.remote.clone(),
+            base_branch: project.default_branch.clone(),
+            branch: branch.clone(),
+            path: path.clone(),
+        })
+        .await?;
     let cleanup = |e: PluginError| {
         let ws = workspace.clone();
         let repo = project.repo.clone();

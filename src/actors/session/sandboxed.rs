@@ -205,7 +205,9 @@ async fn host_layout(
         .chain(std::env::split_paths(path_var))
         .collect();
     let program = argv.first().map(String::as_str).unwrap_or_default();
-    let found = hosts::sandbox::probe(host, path_var, program, r.workspace, &candidates).await?;
+    let run_dir = hosts::sandbox::run_dir(host, r.session);
+    let found =
+        hosts::sandbox::probe(host, path_var, program, r.workspace, &run_dir, &candidates).await?;
     let bwrap = found
         .bwrap
         .clone()
@@ -242,7 +244,7 @@ async fn host_layout(
         hidden,
         writable: r.agent.state_paths(env),
         readable,
-        run_dir: hosts::sandbox::run_dir(host, r.session),
+        run_dir,
         as_root: found.root,
     };
     Ok((bwrap, layout))

@@ -14,7 +14,8 @@
 //!   command line.
 //! - **The project's workspace `setup`** ([`setup`]) in the new worktree on the host: `copy`
 //!   uploads the repository's (ignored) files, `symlinks` point into the host's clone of the
-//!   repository, `post_create` commands run in the worktree (each an argv, quoted word by word).
+//!   repository (both in one call, the files' bytes on its stdin), `post_create` commands run
+//!   in the worktree (each an argv, quoted word by word, a call of its own with its timeout).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,9 +36,22 @@ const FORWARD_TRIES: u16 = 8;
 const WRITE_EXE: &str = "umask 022 && mkdir -p -- \"$1\" && cat > \"$0.flotilla-tmp\" && chmod 755 \"$0.flotilla-tmp\" && mv -f -- \"$0.flotilla-tmp\" \"$0\"";
 /// `$0` a file's path, `$1` its directory; the bytes on stdin.
 const WRITE_FILE: &str = "mkdir -p -- \"$1\" && cat > \"$0\"";
-/// `$0` the link's target, `$1` the link, `$2` its directory: made unless something is there.
-const LINK: &str =
-    "[ -e \"$1\" ] || [ -L \"$1\" ] || { mkdir -p -- \"$2\" && ln -s -- \"$0\" \"$1\"; }";
+/// The copies and links of a workspace `setup` in one call: `$1` the number N of files, then
+/// N pairs (a file's path, its directory), each file's bytes one line of stdin as
+/// [`super::ssh::printf_b_line`] encodes them; then triples (a link's target, the link, its
+/// directory), each link made unless something is there.
+const COPY_AND_LINK: &str = r#"n=$1; shift
+while [ "$n" -gt 0 ]; do
+  { IFS= read -r b && mkdir -p -- "$2" && printf '%b' "$b" > "$1"; } || exit 1
+  shift 2; n=$((n - 1))
+done
+while [ $# -ge 3 ]; do
+  [ -e "$2" ] || [ -L "$2" ] || { mkdir -p -- "$3" && ln -s -- "$1" "$2"; } || exit 1
+  shift 3
+done"#;
+/// Files larger than this are copied by a call of their own (`cat`, not one line the host's
+/// shell reads byte by byte).
+const INLINE_COPY_MAX: usize = 256 * 1024;
 /// `$0` the directory, `$@` the command.
 const RUN_IN: &str = "cd -- \"$0\" && exec \"$@\"";
 
@@ -195,6 +209,9 @@ pub async fn setup(
             .unwrap_or_else(|| "/".into());
         (p.to_string_lossy().into_owned(), parent)
     };
+    // The copies (all but large files) and the links in one call.
+    let mut inline: Vec<String> = Vec::new();
+    let mut input: Vec<u8> = Vec::new();
     for rel in &setup.copy {
         let bytes = match tokio::fs::read(repo.join(rel)).await {
             Ok(b) => b,
@@ -205,20 +222,32 @@ pub async fn setup(
             Err(e) => return Err(e.into()),
         };
         let (to, dir) = words(&ws.join(rel));
-        host.ssh
-            .run(
-                &["sh", "-c", WRITE_FILE, &to, &dir],
-                Some(&bytes),
-                UPLOAD_TIMEOUT,
-            )
-            .await?;
+        if bytes.len() > INLINE_COPY_MAX {
+            host.ssh
+                .run(
+                    &["sh", "-c", WRITE_FILE, &to, &dir],
+                    Some(&bytes),
+                    UPLOAD_TIMEOUT,
+                )
+                .await?;
+            continue;
+        }
+        input.extend(super::ssh::printf_b_line(&bytes));
+        inline.extend([to, dir]);
     }
-    for rel in &setup.symlinks {
-        let from = clone.join(rel).to_string_lossy().into_owned();
-        let (to, dir) = words(&ws.join(rel));
-        host.ssh
-            .run(&["sh", "-c", LINK, &from, &to, &dir], None, CALL_TIMEOUT)
-            .await?;
+    if !inline.is_empty() || !setup.symlinks.is_empty() {
+        let mut argv: Vec<String> = ["sh", "-c", COPY_AND_LINK, "flotilla-setup"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        argv.push((inline.len() / 2).to_string());
+        argv.append(&mut inline);
+        for rel in &setup.symlinks {
+            let from = clone.join(rel).to_string_lossy().into_owned();
+            let (to, dir) = words(&ws.join(rel));
+            argv.extend([from, to, dir]);
+        }
+        host.ssh.run(&argv, Some(&input), UPLOAD_TIMEOUT).await?;
     }
     let dir = ws.to_string_lossy();
     for (i, argv) in setup.post_create.iter().enumerate() {
@@ -241,6 +270,49 @@ pub async fn setup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The copy-and-link script as a host's shell runs it: every file's bytes in place, its
+    /// directory made, a link made where nothing is and left alone where something is.
+    #[tokio::test]
+    async fn copies_and_links_are_made_in_one_call() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        std::fs::write(d.join("taken"), "mine").expect("write");
+        let files: [(&str, &[u8]); 2] =
+            [("a/b/one.env", b"K=it's $x\n"), ("two", &[0, 255, 92, 10])];
+        let mut input = Vec::new();
+        let mut argv: Vec<String> = ["sh", "-c", COPY_AND_LINK, "t", "2"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        for (rel, bytes) in files {
+            let p = d.join(rel);
+            argv.push(p.to_string_lossy().into_owned());
+            argv.push(p.parent().expect("dir").to_string_lossy().into_owned());
+            input.extend(crate::plugins::hosts::ssh::printf_b_line(bytes));
+        }
+        for link in ["l/new", "taken"] {
+            let p = d.join(link);
+            argv.push("/target".into());
+            argv.push(p.to_string_lossy().into_owned());
+            argv.push(p.parent().expect("dir").to_string_lossy().into_owned());
+        }
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        exec::run_with_input(&args, Some(&input), None, exec::QUICK)
+            .await
+            .expect("script");
+        for (rel, bytes) in files {
+            assert_eq!(std::fs::read(d.join(rel)).expect(rel), bytes);
+        }
+        assert_eq!(
+            std::fs::read_link(d.join("l/new")).expect("link"),
+            Path::new("/target")
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("taken")).expect("kept"),
+            "mine"
+        );
+    }
 
     #[test]
     fn the_server_url_splits_and_the_forward_port_is_stable_and_in_range() {

@@ -32,6 +32,9 @@ const RELIST: Duration = Duration::from_secs(30);
 /// Runs the monitor of `host` forever, announcing changes on `events`.
 pub async fn run(host: Arc<Host>, events: tokio::sync::broadcast::Sender<HostEvent>) {
     let mut pause = RETRY_FIRST;
+    // Whether the last stream ended on purpose: the connection is up and the host's
+    // directories are there, so the next stream need not make them again.
+    let mut restarted = false;
     loop {
         let announce = |up: bool, detail: Option<String>| {
             if host.set_reachable(up) {
@@ -46,7 +49,9 @@ pub async fn run(host: Arc<Host>, events: tokio::sync::broadcast::Sender<HostEve
                 });
             }
         };
-        match follow(&host, || announce(true, None)).await {
+        let ended = follow(&host, !restarted, || announce(true, None)).await;
+        restarted = matches!(ended, Ok(Ended::Restart));
+        match ended {
             Ok(Ended::Restart) => {
                 pause = RETRY_FIRST;
                 continue;
@@ -127,8 +132,15 @@ pub async fn list(host: &Host) -> PluginResult<()> {
 
 /// Starts the stream (exit events and pane logs), lists the host's panes once the stream
 /// is set up (so no exit falls between the two), calls `ready`, then follows the stream until
-/// it ends, a new pane is to be followed, or the re-listing is due.
-async fn follow(host: &Host, ready: impl FnOnce()) -> Result<Ended, crate::plugins::PluginError> {
+/// it ends, a new pane is to be followed, or the re-listing is due. `connect`: the stream
+/// follows a (re)connection, so the host's directories are made first (a stream started
+/// again on purpose finds them: one ssh call less per new pane; should they be gone, the
+/// stream does not start and the next attempt connects afresh).
+async fn follow(
+    host: &Host,
+    connect: bool,
+    ready: impl FnOnce(),
+) -> Result<Ended, crate::plugins::PluginError> {
     let events = host.events_path().to_string_lossy().into_owned();
     let sessions = host.followed();
     let logs: HashMap<String, String> = sessions
@@ -140,11 +152,14 @@ async fn follow(host: &Host, ready: impl FnOnce()) -> Result<Ended, crate::plugi
         .map(|s| s.to_string())
         .collect();
     argv.extend(logs.keys().cloned());
-    // The directories first: the first call also opens the shared control connection.
-    let mut child = match make_dirs(host).await {
-        Ok(()) => host.ssh.stream(&argv)?,
-        Err(e) => return Ok(Ended::Lost(e.to_string())),
-    };
+    // The directories first: the first call also opens the shared control connection (and
+    // says why when it cannot).
+    if connect {
+        if let Err(e) = make_dirs(host).await {
+            return Ok(Ended::Lost(e.to_string()));
+        }
+    }
+    let mut child = host.ssh.stream(&argv)?;
     let Some(stdout) = child.stdout.take() else {
         return Ok(Ended::Lost("no stream".into()));
     };

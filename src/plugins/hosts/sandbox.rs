@@ -3,7 +3,8 @@
 //!
 //! - **A look at the host** ([`probe`]): in one ssh call, where `bwrap` is, the login user's
 //!   home and uid, the worktree's git directory, the agent program's install directory, and
-//!   which of the paths to hide or show exist there.
+//!   which of the paths to hide or show exist there; the same call makes the session's run
+//!   directory (private), where the proxy's socket goes.
 //! - **The egress proxy's socket on the host** ([`forward_proxy`]): the proxy stays in
 //!   Flotilla (a refusal is an event on the session); its Unix socket is made reachable at
 //!   `workdir/run/<session>/proxy.sock` on the host by a Unix-socket reverse forward on the
@@ -23,12 +24,16 @@ use crate::plugins::{PluginError, PluginResult};
 /// Timeout of the calls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `$0` the agent's `PATH`, `$1` its program, `$2` its worktree, then paths to look for. Prints
-/// `key=value` lines (see [`Probe::parse`]). The install directory is found as
+/// `$0` the agent's `PATH`, `$1` its program, `$2` its worktree, `$3` the session's run
+/// directory (made, mode 0700, when `bwrap` is there), then paths to look for. Prints `key=value` lines (see
+/// [`Probe::parse`]). The install directory is found as
 /// `session::sandboxed::install_root` finds it locally: the `node_modules` or Python venv that
 /// holds the program, else its directory.
 const PROBE: &str = r#"PATH="$0:$PATH"
-b=$(command -v bwrap) && echo "bwrap=$b"
+if b=$(command -v bwrap); then
+  echo "bwrap=$b"
+  mkdir -p -m 700 -- "$3" || exit 1
+fi
 [ -d "$HOME" ] && echo "home=$HOME"
 echo "uid=$(id -u)"
 g=$(git -C "$2" rev-parse --path-format=absolute --git-common-dir 2>/dev/null) && echo "git=$g"
@@ -41,7 +46,7 @@ if x=$(command -v "$1") && x=$(readlink -f "$x"); then
   done
   echo "install=$r"
 fi
-shift 3
+shift 4
 for p; do if [ -d "$p" ]; then echo "dir=$p"; elif [ -e "$p" ]; then echo "file=$p"; fi; done
 "#;
 
@@ -95,7 +100,8 @@ impl Probe {
 }
 
 /// Looks at `host` for a sandboxed launch of `program` (on `path_var`, the agent's `PATH`,
-/// before the login's) in `workspace`; `candidates` are reported when they exist.
+/// before the login's) in `workspace`; `candidates` are reported when they exist. Makes
+/// `run_dir` there on the way (see [`forward_proxy`]).
 ///
 /// # Errors
 /// The transport's.
@@ -104,10 +110,11 @@ pub async fn probe(
     path_var: &str,
     program: &str,
     workspace: &Path,
+    run_dir: &Path,
     candidates: &[PathBuf],
 ) -> PluginResult<Probe> {
-    let ws = workspace.to_string_lossy();
-    let mut argv: Vec<String> = ["sh", "-c", PROBE, path_var, program, &ws]
+    let (ws, run) = (workspace.to_string_lossy(), run_dir.to_string_lossy());
+    let mut argv: Vec<String> = ["sh", "-c", PROBE, path_var, program, &ws, &run]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -185,7 +192,8 @@ async fn establish(host: &Host, remote: &Path, local: &Path) -> PluginResult<()>
 }
 
 /// Makes `session`'s proxy socket `local` reachable at `remote` on `host`, and remembers it
-/// for reconnections.
+/// for reconnections. The socket's directory is the probe's (a new session's) or made when
+/// the host refuses the forward for want of it (an adopted session's, see [`establish`]).
 ///
 /// # Errors
 /// The transport's when the host cannot take the forward.
@@ -196,13 +204,6 @@ pub async fn forward_proxy(
     local: &Path,
 ) -> PluginResult<()> {
     let mut fwd = host.proxy_forwards.lock().await;
-    // The directory first (a new session's has none yet); a live socket in it is kept.
-    if let Some(dir) = remote.parent() {
-        let d = dir.to_string_lossy();
-        host.ssh
-            .run(&["mkdir", "-p", "-m", "700", "--", &d], None, CALL_TIMEOUT)
-            .await?;
-    }
     establish(host, remote, local).await?;
     fwd.0.insert(
         session.to_string(),

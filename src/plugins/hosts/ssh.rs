@@ -53,6 +53,30 @@ pub fn shell_join<S: AsRef<str>>(argv: &[S]) -> String {
         .join(" ")
 }
 
+/// `sh -c` script that writes a file and then runs a command, in one call: `$1` the file,
+/// `$2` and `$3` directories made first (private, as the file), the file's bytes the first
+/// line of stdin as [`printf_b_line`] encodes them; then the words after `$3` are run (not
+/// through a shell) with the rest of stdin. A file that cannot be written runs nothing.
+pub const WRITE_THEN_RUN: &str = "(umask 077 && mkdir -p -- \"$2\" \"$3\" && IFS= read -r b && printf '%b' \"$b\" > \"$1\") || exit 1; shift 3; exec \"$@\"";
+
+/// `bytes` as one line of stdin that `IFS= read -r b; printf '%b' "$b"` turns back into
+/// them in any POSIX shell: printable ASCII other than `\` as it is, every other byte as
+/// `\0ooo`; then a newline. (The shell reads a line byte by byte and never past its end,
+/// so what follows on stdin is left for the next command: no length to read exactly, which
+/// `head -c` does not promise on every system.)
+pub fn printf_b_line(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    for &b in bytes {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("\\0{b:03o}").as_bytes());
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
 impl SshTransport {
     /// The transport of host `name`, its control sockets in `control_dir`.
     pub fn new(name: &str, h: &HostSettings, control_dir: &Path) -> Self {
@@ -192,6 +216,39 @@ pub fn remote_path(dir: &Path, rel: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a host's shell makes of [`printf_b_line`] followed by more input, through
+    /// [`WRITE_THEN_RUN`] (`cat` takes the rest): every byte back, the rest untouched.
+    #[tokio::test]
+    async fn a_file_and_the_input_after_it_travel_on_one_stdin() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("d/prompt.md");
+        let (d1, d2) = (dir.path().join("d"), dir.path().join("logs"));
+        let mut bytes: Vec<u8> = (0u8..=255).collect();
+        bytes.extend_from_slice("it's `x`; $HOME %s %b \\c \\0101 \n\n ünï \n".as_bytes());
+        for shell in ["sh", "bash"] {
+            let mut input = printf_b_line(&bytes);
+            input.extend_from_slice(b"the rest\nof it");
+            let (f, a, b) = (
+                file.to_string_lossy(),
+                d1.to_string_lossy(),
+                d2.to_string_lossy(),
+            );
+            let out = crate::plugins::exec::run_with_input(
+                &[shell, "-c", WRITE_THEN_RUN, "t", &f, &a, &b, "cat"],
+                Some(&input),
+                None,
+                crate::plugins::exec::QUICK,
+            )
+            .await
+            .expect(shell);
+            assert_eq!(out, "the rest\nof it", "{shell}");
+            assert_eq!(std::fs::read(&file).expect("file"), bytes, "{shell}");
+            assert!(d2.is_dir());
+            std::fs::remove_file(&file).expect("rm");
+        }
+        assert!(printf_b_line(b"a\\b\n").ends_with(b"a\\0134b\\0012\n"));
+    }
 
     #[test]
     fn an_argv_becomes_one_quoted_remote_command() {

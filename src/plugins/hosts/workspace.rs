@@ -38,13 +38,6 @@ impl RemoteWorktree {
         clone_dir(&self.host, repo)
     }
 
-    async fn git(&self, dir: &Path, args: &[&str], timeout: Duration) -> PluginResult<String> {
-        let d = dir.to_string_lossy();
-        let mut argv = vec!["git", "-C", &d];
-        argv.extend_from_slice(args);
-        self.host.ssh.run(&argv, None, timeout).await
-    }
-
     /// The URL the host clones `repo` from: its `remote`'s.
     async fn clone_url(repo: &Path, remote: &str) -> PluginResult<String> {
         let r = repo.to_string_lossy();
@@ -106,6 +99,57 @@ else
   git -C "$1" worktree add --quiet --no-track -b "$5" "$4" "origin/$6"
 fi"#;
 
+/// Removes a worktree in one call: `$0` the clone, `$1` the worktree (when it is there), then
+/// prunes the clone's list of worktrees (its failure ignored).
+const DESTROY: &str = r#"if [ -e "$1/.git" ]; then git -C "$0" worktree remove --force "$1" || exit 1; fi
+git -C "$0" worktree prune || true"#;
+
+/// Deletes branch `$1` of the clone `$0` when it is there.
+const DELETE_BRANCH: &str = r#"git -C "$0" show-ref --verify --quiet "refs/heads/$1" || exit 0
+git -C "$0" branch -D "$1""#;
+
+/// [`CREATE`] unless the worktree `$4` is there already, printing `made` when it made it: what
+/// [`Workspace::ensure`] asks in one call instead of two.
+fn ensure_script() -> String {
+    format!("if [ -e \"$4/.git\" ]; then exit 0; fi\n{CREATE}\necho made")
+}
+
+impl RemoteWorktree {
+    /// Runs `script` (one of the scripts above) for `req` on the host, cloning from `url`;
+    /// returns its output.
+    async fn make(&self, req: &WorkspaceRequest, script: &str, url: &str) -> PluginResult<String> {
+        check_branch_name(&req.branch)?;
+        check_branch_name(&req.base_branch)?;
+        let _held = self.lock.lock().await;
+        let dir = self.clone_dir(&req.repo);
+        let parent = req
+            .path
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into());
+        let (d, path) = (dir.to_string_lossy(), req.path.to_string_lossy());
+        self.host
+            .ssh
+            .run(
+                &[
+                    "sh",
+                    "-c",
+                    script,
+                    "flotilla-worktree",
+                    &d,
+                    url,
+                    &parent,
+                    &path,
+                    &req.branch,
+                    &req.base_branch,
+                ],
+                None,
+                GIT_NET_TIMEOUT,
+            )
+            .await
+    }
+}
+
 #[async_trait]
 impl Workspace for RemoteWorktree {
     fn name(&self) -> &'static str {
@@ -121,55 +165,39 @@ impl Workspace for RemoteWorktree {
     }
 
     async fn create(&self, req: &WorkspaceRequest) -> PluginResult<WorkspaceInfo> {
-        check_branch_name(&req.branch)?;
-        check_branch_name(&req.base_branch)?;
         // On the host the clone's remote is always `origin` (it was cloned from the URL).
         let url = Self::clone_url(&req.repo, &req.remote).await?;
-        let _held = self.lock.lock().await;
-        let dir = self.clone_dir(&req.repo);
-        let parent = req
-            .path
-            .parent()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "/".into());
-        let (d, path) = (dir.to_string_lossy(), req.path.to_string_lossy());
-        self.host
-            .ssh
-            .run(
-                &[
-                    "sh",
-                    "-c",
-                    CREATE,
-                    "flotilla-worktree",
-                    &d,
-                    &url,
-                    &parent,
-                    &path,
-                    &req.branch,
-                    &req.base_branch,
-                ],
-                None,
-                GIT_NET_TIMEOUT,
-            )
-            .await?;
+        self.make(req, CREATE, &url).await?;
         Ok(WorkspaceInfo {
             path: req.path.clone(),
             branch: req.branch.clone(),
         })
     }
 
+    async fn ensure(&self, req: &WorkspaceRequest) -> PluginResult<bool> {
+        let url = match Self::clone_url(&req.repo, &req.remote).await {
+            Ok(u) => u,
+            // A worktree made earlier needs no URL.
+            Err(e) if self.exists(&req.path).await => {
+                tracing::debug!(error = %e, "no clone URL; the worktree is there");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let out = self.make(req, &ensure_script(), &url).await?;
+        Ok(out.lines().any(|l| l.trim() == "made"))
+    }
+
     async fn destroy(&self, repo: &Path, path: &Path) -> PluginResult<()> {
         let _held = self.lock.lock().await;
         let dir = self.clone_dir(repo);
-        let p = path.to_string_lossy();
-        if self.exists(path).await {
-            self.git(&dir, &["worktree", "remove", "--force", &p], GIT_TIMEOUT)
-                .await?;
-        }
-        match self.git(&dir, &["worktree", "prune"], GIT_TIMEOUT).await {
-            Err(e) if super::ssh::is_unreachable(&e) => Err(e),
-            _ => Ok(()),
-        }
+        let (d, p) = (dir.to_string_lossy(), path.to_string_lossy());
+        // A prune that fails on a host that answers is no failure (as locally).
+        self.host
+            .ssh
+            .run(&["sh", "-c", DESTROY, &d, &p], None, GIT_TIMEOUT)
+            .await
+            .map(drop)
     }
 
     async fn exists(&self, path: &Path) -> bool {
@@ -185,19 +213,10 @@ impl Workspace for RemoteWorktree {
     async fn delete_branch(&self, repo: &Path, branch: &str) -> PluginResult<()> {
         check_branch_name(branch)?;
         let dir = self.clone_dir(repo);
-        let local = format!("refs/heads/{branch}");
-        if self
-            .git(
-                &dir,
-                &["show-ref", "--verify", "--quiet", &local],
-                GIT_TIMEOUT,
-            )
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
-        self.git(&dir, &["branch", "-D", branch], GIT_TIMEOUT)
+        let d = dir.to_string_lossy();
+        self.host
+            .ssh
+            .run(&["sh", "-c", DELETE_BRANCH, &d, branch], None, GIT_TIMEOUT)
             .await
             .map(drop)
     }
