@@ -46,7 +46,7 @@ use crate::domain::session::{
 pub const EPISODE_OVER: &str = "#cleared";
 /// Failed automatic merges retried before a human is told (approved-and-green `retries`).
 const DEFAULT_MERGE_RETRIES: u32 = 2;
-/// How late a hook's report of a dialog may arrive after the dialog was seen or answered:
+/// How late a hook's report of a dialog may arrive after the dialog was answered:
 /// Flotilla's Claude hooks time out after 10 s, so a report of the dialog is sent by then.
 const LATE_REPORT: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
@@ -212,7 +212,7 @@ pub enum EventKind {
         /// The PR it opened, if it says so.
         pr: Option<PrRef>,
         /// Sent by the agent's hook (`flotilla hook`), which runs beside the dialog it
-        /// reports and so may land after the screen showed it, or after it was answered.
+        /// reports and so may land after that dialog was answered.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         hook: bool,
     },
@@ -1089,12 +1089,15 @@ impl Machine<'_> {
             }
             _ => EventKind::AgentActive,
         };
-        let out = if hook && state == R::NeedsInput && self.hook_late() {
-            // Late news of a wait already seen or answered: recorded, not a wait of its own.
-            Outcome::Noop("the hook reported a dialog already seen or answered".into())
-        } else {
-            self.apply(&kind)
-        };
+        // A hook runs beside the dialog it reports, so its report can land after a human
+        // answered that dialog: recorded, not a wait of its own. (Another question is a new
+        // wait, however soon it comes.)
+        let out =
+            if hook && state == R::NeedsInput && st != S::NeedsInput && self.just_answered(note) {
+                Outcome::Noop("the hook reported the dialog just answered".into())
+            } else {
+                self.apply(&kind)
+            };
         // A report is recorded even when it changes nothing else.
         self.s.session.meta["last_report"] = serde_json::json!({"state": state, "at": self.at});
         match out {
@@ -1103,21 +1106,15 @@ impl Machine<'_> {
         }
     }
 
-    /// Whether a hook's report of a wait can only be late news: the wait it reports is on
-    /// already (seen on screen less than [`LATE_REPORT`] ago; the hook words the same dialog
-    /// otherwise), or a human answered less than [`LATE_REPORT`] ago (the dialog answered; a
-    /// new one is new output, which the screen probe reports).
-    fn hook_late(&self) -> bool {
-        let recent = |t: Option<DateTime<Utc>>| t.is_some_and(|t| self.at - t < LATE_REPORT);
-        let session = &self.s.session;
-        if self.state() == S::NeedsInput {
-            return session.activity == Activity::WaitingInput && recent(session.activity_at);
-        }
-        let answered = session.meta["answered"]["at"]
+    /// Whether `question` is the one a human answered less than [`LATE_REPORT`] ago.
+    fn just_answered(&self, question: Option<&str>) -> bool {
+        let answered = &self.s.session.meta["answered"];
+        let at = answered["at"]
             .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc));
-        recent(answered)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        question.is_some()
+            && answered["question"].as_str() == question
+            && at.is_some_and(|t| self.at - t.with_timezone(&Utc) < LATE_REPORT)
     }
 
     /// Records spend; crossing the budget stops the agent or escalates, as configured. Spend

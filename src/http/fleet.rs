@@ -135,8 +135,8 @@ pub struct ReportBody {
     /// Its PR's number.
     #[serde(default)]
     pub pr_number: Option<i64>,
-    /// Sent by the agent's hook (`flotilla hook`) rather than by the agent itself: a wait it
-    /// reports may be one already seen on screen or just answered.
+    /// Sent by the agent's hook (`flotilla hook`) rather than by the agent itself: the wait
+    /// it reports may be one a human just answered.
     #[serde(default)]
     pub hook: bool,
 }

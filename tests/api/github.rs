@@ -8,7 +8,7 @@ use flotilla::plugins::github::GithubScm;
 use flotilla::plugins::{MergeMethod, PluginError, Scm};
 
 use crate::fake_github::{FakeGithub, Limit};
-use crate::helpers::require_tool;
+use crate::helpers::{assert_primary_rate_limit, require_tool};
 
 const REPO: &str = "acme/widgets";
 const PULLS: &str = "GET /repos/{owner}/{repo}/pulls";
@@ -467,19 +467,7 @@ async fn github_rate_limits_surface_as_retriable_errors_with_the_wait() {
     assert!(scm.rate_limit().expect("seen").remaining > 0);
     gh.limit_next(1, Limit::Primary);
     let e = scm.ci(REPO, "feat/rl").await.expect_err("limited");
-    assert!(
-        matches!(
-            e,
-            PluginError::RateLimited {
-                kind: "primary",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert!(e
-        .retry_after()
-        .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)));
+    assert_primary_rate_limit(&e);
     assert_eq!(scm.rate_limit().map(|r| r.remaining), Some(0));
     assert_eq!(
         flotilla::telemetry::METRICS
@@ -503,19 +491,7 @@ async fn github_graphql_primary_limit_answered_200_is_a_rate_limit_held_until_th
     gh.limit_next(1, Limit::Primary);
     let e = scm.pr_status(REPO, n).await.expect_err("limited");
     assert_eq!(gh.count_status(GRAPHQL, 200), 1, "GitHub answered 200");
-    assert!(
-        matches!(
-            e,
-            PluginError::RateLimited {
-                kind: "primary",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert!(e
-        .retry_after()
-        .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)));
+    assert_primary_rate_limit(&e);
     assert_eq!(scm.rate_limit().map(|r| r.remaining), Some(0));
     let sent = gh.total();
     let e = scm.batch_status(REPO, &[n]).await.expect_err("held");
@@ -539,16 +515,7 @@ async fn github_rest_primary_limit_does_not_hold_graphql() {
     let n = gh.open_pr(REPO, "feat/rp", "main", "RP").await;
     gh.limit_next(1, Limit::Primary);
     let e = scm.repo_changed(REPO).await.expect_err("limited");
-    assert!(
-        matches!(
-            e,
-            PluginError::RateLimited {
-                kind: "primary",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_primary_rate_limit(&e);
     let sent = gh.total();
     assert!(scm.repo_changed(REPO).await.is_err(), "REST is held");
     assert_eq!(gh.total(), sent);

@@ -503,3 +503,24 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// Asserts `e` is GitHub's primary rate limit, with a wait until its reset (within the hour
+/// a primary budget lasts).
+#[track_caller]
+pub fn assert_primary_rate_limit(e: &flotilla::plugins::PluginError) {
+    assert!(
+        matches!(
+            e,
+            flotilla::plugins::PluginError::RateLimited {
+                kind: "primary",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.retry_after()
+            .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)),
+        "{e:?}"
+    );
+}

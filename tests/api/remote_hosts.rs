@@ -327,16 +327,7 @@ async fn hosts_run_setup_trust_claude_report_back_and_take_a_batch_spread() {
     let claude_json = scratch.path().join("agent-home").join(".claude.json");
     std::fs::create_dir_all(claude_json.parent().expect("home")).expect("home");
     std::fs::write(&claude_json, r#"{"hasCompletedOnboarding": true}"#).expect("claude.json");
-    let cli = env!("CARGO_BIN_EXE_flotilla");
-    let app = spawn_app_with_env(
-        Backend::Sqlite,
-        &agents,
-        &project,
-        scratch,
-        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-    )
-    .await
-    .expect("app");
+    let app = reporting_app(&agents, &project, scratch).await;
     let socket = flotilla::app::tmux_socket(&app.home);
     let _ga = TmuxGuard(format!("{socket}-a"));
     let _gb = TmuxGuard(format!("{socket}-b"));
@@ -527,16 +518,7 @@ async fn a_sandboxed_session_on_a_host_runs_in_bwrap_there_behind_flotillas_prox
         host = sshd.host_yaml("a", &wa, 2),
         plain = plain.host_yaml("plain", &root.join("host-plain"), 2),
     );
-    let cli = env!("CARGO_BIN_EXE_flotilla");
-    let app = spawn_app_with_env(
-        Backend::Sqlite,
-        &agents,
-        &project,
-        scratch,
-        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-    )
-    .await
-    .expect("app");
+    let app = reporting_app(&agents, &project, scratch).await;
     let socket = format!("{}-a", flotilla::app::tmux_socket(&app.home));
     let _g = TmuxGuard(socket.clone());
     let _gp = TmuxGuard(format!("{}-plain", flotilla::app::tmux_socket(&app.home)));
@@ -874,16 +856,7 @@ async fn a_spawn_on_a_host_costs_two_ssh_round_trips() {
     let hosts = format!("hosts:\n{}", sshd.host_yaml("n", &work, 4));
     let (mut agents, project) = config(scratch.path(), "    host: n\n", &hosts);
     agents.push_str("  sleeper: { kind: command, command: [\"sleep\", \"600\"] }\n");
-    let cli = env!("CARGO_BIN_EXE_flotilla");
-    let app = spawn_app_with_env(
-        Backend::Sqlite,
-        &agents,
-        &project,
-        scratch,
-        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-    )
-    .await
-    .expect("app");
+    let app = reporting_app(&agents, &project, scratch).await;
     let socket = flotilla::app::tmux_socket(&app.home);
     let _g = TmuxGuard(format!("{socket}-n"));
     with_origin(&app);
@@ -924,4 +897,13 @@ async fn a_spawn_on_a_host_costs_two_ssh_round_trips() {
         prompt.contains("it's a `task`; $HOME\n\\ ünïcode"),
         "{prompt}"
     );
+}
+
+/// An app on SQLite whose agents report back through the `flotilla` binary cargo built.
+async fn reporting_app(agents: &str, project: &str, scratch: tempfile::TempDir) -> TestApp {
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let env = [("FLOTILLA__SERVER__CLI_PATH", cli)];
+    spawn_app_with_env(Backend::Sqlite, agents, project, scratch, &env)
+        .await
+        .expect("app")
 }

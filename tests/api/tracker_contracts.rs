@@ -10,7 +10,7 @@ use flotilla::plugins::{PluginError, Tracker};
 
 use crate::fake_github::{FakeGithub, Limit};
 use crate::fake_trackers::FakeTrackers;
-use crate::helpers::require_tool;
+use crate::helpers::{assert_primary_rate_limit, require_tool};
 
 const REPO: &str = "acme/widgets";
 
@@ -47,19 +47,7 @@ async fn tracker_github_issue_reads_under_a_403_rate_limit_are_rate_limited() {
 
     gh.limit_next(1, Limit::Primary);
     let e = issues.issue(&n.to_string()).await.expect_err("limited");
-    assert!(
-        matches!(
-            e,
-            PluginError::RateLimited {
-                kind: "primary",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert!(e
-        .retry_after()
-        .is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(3600)));
+    assert_primary_rate_limit(&e);
 
     gh.limit_next(
         1,

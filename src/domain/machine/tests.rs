@@ -1187,7 +1187,7 @@ fn an_answer_ends_only_the_question_it_answered() {
 }
 
 #[test]
-fn a_hooks_late_news_of_a_dialog_seen_or_answered_pages_nobody_again() {
+fn a_hooks_late_report_of_the_dialog_just_answered_pages_nobody_again() {
     let policy = Policy::defaults();
     let ev = |at: DateTime<Utc>, kind: EventKind| Event { at, kind };
     let report = |q: &str, hook: bool| EventKind::AgentReported {
@@ -1202,69 +1202,55 @@ fn a_hooks_late_news_of_a_dialog_seen_or_answered_pages_nobody_again() {
             .filter(|e| matches!(e, Effect::Notify { .. }))
             .count()
     };
-    // The screen shows the dialog first, in its own words.
     let t0 = at(1);
     let seen = step(
         &base(SessionState::Working),
         &ev(
             t0,
             EventKind::AgentWaitingInput {
-                question: Some("Do you want to proceed? [1. Yes | 2. No]".into()),
+                question: Some("approve Bash: a".into()),
             },
         ),
         &policy,
     );
     assert_eq!(pages(&seen.effects), 1);
-    // The hook's words for the same dialog, a moment later: recorded, not a second page.
-    let worded = step(
-        &seen.snapshot,
-        &ev(t0 + Duration::seconds(3), report("approve Bash: a", true)),
-        &policy,
-    );
-    assert_eq!(worded.outcome, Outcome::Applied, "the report is recorded");
-    assert_eq!(pages(&worded.effects), 0);
-    assert_eq!(
-        worded.snapshot.session.meta["last_report"]["state"],
-        "needs_input"
-    );
-    // Long after, another question from the hook is a new wait.
-    let later = step(
-        &seen.snapshot,
-        &ev(t0 + Duration::minutes(5), report("approve Bash: b", true)),
-        &policy,
-    );
-    assert_eq!(pages(&later.effects), 1);
-    assert_eq!(later.snapshot.session.meta["question"], "approve Bash: b");
-
-    // Answered; then the hook of that dialog lands.
-    let t1 = t0 + Duration::seconds(4);
+    let t1 = t0 + Duration::seconds(2);
     let answered = step(
         &seen.snapshot,
         &ev(
             t1,
             EventKind::InputAnswered {
-                question: Some("Do you want to proceed? [1. Yes | 2. No]".into()),
+                question: Some("approve Bash: a".into()),
             },
         ),
         &policy,
     );
     assert_eq!(answered.snapshot.session.state, SessionState::Working);
+    // The hook of that dialog lands after the answer: recorded, no page.
     let late = step(
         &answered.snapshot,
         &ev(t1 + Duration::seconds(3), report("approve Bash: a", true)),
         &policy,
     );
+    assert_eq!(late.outcome, Outcome::Applied, "the report is recorded");
     assert_eq!(late.snapshot.session.state, SessionState::Working);
     assert_eq!(pages(&late.effects), 0);
+    // The next dialog's hook, however soon, is a new wait.
+    let next = step(
+        &answered.snapshot,
+        &ev(t1 + Duration::seconds(1), report("approve Bash: b", true)),
+        &policy,
+    );
+    assert_eq!(next.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(pages(&next.effects), 1);
     // An agent reporting a wait itself (not a hook) is believed at once.
     let own = step(
         &answered.snapshot,
-        &ev(t1 + Duration::seconds(3), report("Which database?", false)),
+        &ev(t1 + Duration::seconds(3), report("approve Bash: a", false)),
         &policy,
     );
     assert_eq!(own.snapshot.session.state, SessionState::NeedsInput);
-    assert_eq!(pages(&own.effects), 1);
-    // A hook's report long after the answer is a new wait.
+    // The same question long after the answer is asked again.
     let again = step(
         &answered.snapshot,
         &ev(t1 + Duration::minutes(5), report("approve Bash: a", true)),
