@@ -12,6 +12,25 @@ use super::{PluginError, PluginResult};
 /// Default timeout for quick tool calls (git plumbing, tmux commands).
 pub const QUICK: Duration = Duration::from_secs(30);
 
+/// Starts `cmd`. A program being written cannot run for a moment (`ETXTBSY`: an update in
+/// progress, or a file another process still holds open for writing across its fork): that
+/// start is tried again a few times, 20 ms apart.
+///
+/// # Errors
+/// The start failed.
+pub async fn spawn(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `argv` in `cwd` and returns its stdout.
 ///
 /// # Errors
@@ -50,7 +69,7 @@ pub async fn run_with_input(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn()?;
+    let mut child = spawn(&mut cmd).await?;
     let feed = async {
         if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
             use tokio::io::AsyncWriteExt;

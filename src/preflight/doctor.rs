@@ -566,7 +566,19 @@ pub async fn version(
     if let Some(env) = env {
         cmd.env_clear().envs(env);
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    // A program being written (an update in progress, or a file another process still holds
+    // open for writing across its fork) cannot run for a moment: tried again briefly, as
+    // `plugins::exec::spawn` does (which preflight cannot use: plugins depend on it).
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.map_err(|e| format!("cannot run it: {e}"))?,
+        }
+    };
     let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .map_err(|_| format!("no answer within {}s", timeout.as_secs_f32()))?
