@@ -123,7 +123,7 @@ fn split_repo(repo: &str) -> PluginResult<(&str, &str)> {
     }
 }
 
-fn header_i64(h: &http::HeaderMap, name: &str) -> Option<i64> {
+pub(crate) fn header_i64(h: &http::HeaderMap, name: &str) -> Option<i64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -708,7 +708,7 @@ fn graphql_error(body: &Value, no_message: &str) -> PluginError {
 /// - GraphQL answers an exceeded limit with **200** and an `errors` entry (`type:
 ///   RATE_LIMITED`, or a message naming the limit), with `x-ratelimit-remaining: 0` for the
 ///   primary one ("Rate limits and node limits for the GraphQL API").
-fn rate_limited(
+pub(crate) fn rate_limited(
     status: u16,
     headers: &http::HeaderMap,
     body: &Value,

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use flotilla::plugins::chat::discord::DiscordPlatform;
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
-use flotilla::plugins::chat::telegram::{Poller, TelegramPlatform};
+use flotilla::plugins::chat::telegram::TelegramPlatform;
 use flotilla::plugins::notifiers::telegram::TelegramNotifier;
 use flotilla::plugins::{ChatPlatform, Notification, Notifier};
 use serde_json::json;
 
-use crate::chat_platforms::RecordingInbox;
+use crate::chat_platforms::{telegram_poller, RecordingInbox};
 use crate::fake_discord::FakeDiscord;
 use crate::fake_slack::{self, FakeSlack};
 use crate::fake_telegram::FakeTelegram;
@@ -169,15 +169,7 @@ async fn chat_platforms_slack_reply_waits_out_rate_limited_in_a_200() {
 #[actix_web::test]
 async fn chat_platforms_telegram_replies_in_the_forum_topic_the_message_came_from() {
     let tg = FakeTelegram::start("123:ABC").await;
-    let settings = flotilla::config::TelegramSettings {
-        api_url: tg.url.clone(),
-        bot_token: Some(flotilla::config::Secret::new("123:ABC")),
-        secret_token: None,
-        webhook_url: None,
-    };
-    let mut poller = Poller::from_settings(&settings, TIMEOUT)
-        .expect("client")
-        .expect("poll mode");
+    let mut poller = telegram_poller(&tg);
     let inbox = RecordingInbox::default();
     tg.push_topic_message(-1001, 7, 42, "/status");
     tg.push_topic_message(-1001, 9, 42, "/status");
@@ -216,15 +208,7 @@ async fn chat_platforms_telegram_replies_in_the_forum_topic_the_message_came_fro
 #[actix_web::test]
 async fn chat_platforms_telegram_commands_for_another_bot_are_not_taken() {
     let tg = FakeTelegram::start("123:ABC").await;
-    let settings = flotilla::config::TelegramSettings {
-        api_url: tg.url.clone(),
-        bot_token: Some(flotilla::config::Secret::new("123:ABC")),
-        secret_token: None,
-        webhook_url: None,
-    };
-    let mut poller = Poller::from_settings(&settings, TIMEOUT)
-        .expect("client")
-        .expect("poll mode");
+    let mut poller = telegram_poller(&tg);
     poller.learn_username().await;
     let inbox = RecordingInbox::default();
     tg.push_message(-100, 42, "/status@OtherBot");

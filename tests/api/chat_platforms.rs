@@ -136,19 +136,24 @@ async fn chat_platforms_telegram_flood_control_mid_stream_completes_after_the_wa
     );
 }
 
-/// The long poll confirms an update only after the inbox stored it.
-#[actix_web::test]
-async fn chat_platforms_telegram_poll_advances_the_offset_only_after_the_inbox_stored() {
-    let tg = FakeTelegram::start("123:ABC").await;
+/// A long-poll client of the fake Telegram `tg` (bot token `123:ABC`).
+pub(crate) fn telegram_poller(tg: &FakeTelegram) -> Poller {
     let settings = flotilla::config::TelegramSettings {
         api_url: tg.url.clone(),
         bot_token: Some(flotilla::config::Secret::new("123:ABC")),
         secret_token: None,
         webhook_url: None,
     };
-    let mut poller = Poller::from_settings(&settings, TIMEOUT)
+    Poller::from_settings(&settings, TIMEOUT)
         .expect("client")
-        .expect("poll mode");
+        .expect("poll mode")
+}
+
+/// The long poll confirms an update only after the inbox stored it.
+#[actix_web::test]
+async fn chat_platforms_telegram_poll_advances_the_offset_only_after_the_inbox_stored() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let mut poller = telegram_poller(&tg);
     let inbox = RecordingInbox::default();
     tg.push_message(555, 42, "/status@FlotillaBot");
     inbox.refuse.store(1, Ordering::SeqCst);

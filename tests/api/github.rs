@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use flotilla::config::{GithubSettings, HumanDuration, Secret};
 use flotilla::plugins::github::GithubScm;
 use flotilla::plugins::{MergeMethod, PluginError, Scm};
 
 use crate::fake_github::{FakeGithub, Limit};
-use crate::helpers::{assert_primary_rate_limit, require_tool};
+use crate::helpers::{assert_primary_rate_limit, github_settings, require_tool};
 
 const REPO: &str = "acme/widgets";
 const PULLS: &str = "GET /repos/{owner}/{repo}/pulls";
@@ -20,17 +19,7 @@ async fn setup() -> Option<(FakeGithub, GithubScm)> {
     }
     let gh = FakeGithub::start("ghp_test").await;
     gh.create_repo(REPO);
-    let settings = GithubSettings {
-        api_url: gh.url.clone(),
-        graphql_url: format!("{}/graphql", gh.url),
-        token: Some(Secret::new("ghp_test")),
-        webhook_secret: None,
-        bot_login: None,
-        poll_interval: HumanDuration::from_secs(30),
-        reconcile_every: 10,
-        timeout: HumanDuration::from_secs(10),
-        ignore_checks: vec![],
-    };
+    let settings = github_settings(&gh.url, "ghp_test");
     let scm = GithubScm::new(&settings, Duration::from_secs(10)).expect("plugin");
     Some((gh, scm))
 }
@@ -539,17 +528,7 @@ async fn github_unannounced_secondary_limits_back_off_exponentially() {
     };
     let clock = flotilla::clock::ManualClock::new();
     gh.use_clock(clock.clock());
-    let settings = GithubSettings {
-        api_url: gh.url.clone(),
-        graphql_url: format!("{}/graphql", gh.url),
-        token: Some(Secret::new("ghp_test")),
-        webhook_secret: None,
-        bot_login: None,
-        poll_interval: HumanDuration::from_secs(30),
-        reconcile_every: 10,
-        timeout: HumanDuration::from_secs(10),
-        ignore_checks: vec![],
-    };
+    let settings = github_settings(&gh.url, "ghp_test");
     let scm = GithubScm::new(&settings, Duration::from_secs(10))
         .expect("plugin")
         .on_clock(clock.clock());
@@ -578,17 +557,7 @@ async fn github_unannounced_secondary_limits_back_off_exponentially() {
 #[actix_web::test]
 async fn github_a_wrong_token_is_an_api_error_that_never_shows_the_token() {
     let Some((gh, _)) = setup().await else { return };
-    let settings = GithubSettings {
-        api_url: gh.url.clone(),
-        graphql_url: format!("{}/graphql", gh.url),
-        token: Some(Secret::new("ghp_wrong_and_secret")),
-        webhook_secret: None,
-        bot_login: None,
-        poll_interval: HumanDuration::from_secs(30),
-        reconcile_every: 10,
-        timeout: HumanDuration::from_secs(10),
-        ignore_checks: vec![],
-    };
+    let settings = github_settings(&gh.url, "ghp_wrong_and_secret");
     let scm = GithubScm::new(&settings, Duration::from_secs(5)).expect("plugin");
     let e = scm.repo_changed(REPO).await.expect_err("401");
     assert!(matches!(e, PluginError::Api { status: 401, .. }), "{e:?}");

@@ -524,3 +524,19 @@ pub fn assert_primary_rate_limit(e: &flotilla::plugins::PluginError) {
         "{e:?}"
     );
 }
+
+/// GitHub settings pointing at a fake GitHub at `url`, with `token`.
+pub fn github_settings(url: &str, token: &str) -> flotilla::config::GithubSettings {
+    use flotilla::config::{HumanDuration, Secret};
+    flotilla::config::GithubSettings {
+        api_url: url.to_string(),
+        graphql_url: format!("{url}/graphql"),
+        token: Some(Secret::new(token)),
+        webhook_secret: None,
+        bot_login: None,
+        poll_interval: HumanDuration::from_secs(30),
+        reconcile_every: 10,
+        timeout: HumanDuration::from_secs(10),
+        ignore_checks: vec![],
+    }
+}

@@ -3,30 +3,16 @@
 
 use std::time::Duration;
 
-use flotilla::config::{GithubSettings, HumanDuration, LinearSettings, Secret};
+use flotilla::config::{LinearSettings, Secret};
 use flotilla::plugins::trackers::github::GithubIssues;
 use flotilla::plugins::trackers::linear::LinearIssues;
 use flotilla::plugins::{PluginError, Tracker};
 
 use crate::fake_github::{FakeGithub, Limit};
 use crate::fake_trackers::FakeTrackers;
-use crate::helpers::{assert_primary_rate_limit, require_tool};
+use crate::helpers::{assert_primary_rate_limit, github_settings, require_tool};
 
 const REPO: &str = "acme/widgets";
-
-fn github_settings(url: &str) -> GithubSettings {
-    GithubSettings {
-        api_url: url.to_string(),
-        graphql_url: format!("{url}/graphql"),
-        token: Some(Secret::new("ghp_test")),
-        webhook_secret: None,
-        bot_login: None,
-        poll_interval: HumanDuration::from_secs(30),
-        reconcile_every: 10,
-        timeout: HumanDuration::from_secs(10),
-        ignore_checks: vec![],
-    }
-}
 
 /// GitHub's REST rate limits ("Rate limits for the REST API"): the primary one is a 403 with
 /// `x-ratelimit-remaining: 0` (wait for `x-ratelimit-reset`), a secondary one a 403 with
@@ -39,7 +25,7 @@ async fn tracker_github_issue_reads_under_a_403_rate_limit_are_rate_limited() {
     let gh = FakeGithub::start("ghp_test").await;
     gh.create_repo(REPO);
     let n = gh.create_issue(REPO, "Flaky test", "It fails on Tuesdays.");
-    let issues = GithubIssues::new(&github_settings(&gh.url), REPO).expect("tracker");
+    let issues = GithubIssues::new(&github_settings(&gh.url, "ghp_test"), REPO).expect("tracker");
     assert_eq!(
         issues.issue(&n.to_string()).await.expect("read").title,
         "Flaky test"
@@ -74,7 +60,7 @@ async fn tracker_github_a_pull_request_number_is_not_an_issue() {
     gh.push(REPO, "feat/a", "main", &[("a.txt", "a\n")], "a")
         .await;
     let pr = gh.open_pr(REPO, "feat/a", "main", "A change").await;
-    let issues = GithubIssues::new(&github_settings(&gh.url), REPO).expect("tracker");
+    let issues = GithubIssues::new(&github_settings(&gh.url, "ghp_test"), REPO).expect("tracker");
     let e = issues.issue(&pr.to_string()).await.expect_err("a PR");
     assert!(
         matches!(&e, PluginError::Invalid(m) if m.contains("is a pull request")),

@@ -81,10 +81,6 @@ async fn send_json(what: &str, req: RequestBuilder, timeout: Duration) -> Plugin
     json.ok_or_else(|| PluginError::Invalid(format!("{what}: the answer is not JSON")))
 }
 
-fn header_i64(h: &reqwest::header::HeaderMap, name: &str) -> Option<i64> {
-    h.get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
 /// `X-RateLimit-Reset` as Jira Cloud sends it: an ISO 8601 instant, to the minute
 /// (`2026-12-02T16:40Z`) or finer.
 fn iso_reset(h: &reqwest::header::HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -99,70 +95,54 @@ fn iso_reset(h: &reqwest::header::HeaderMap) -> Option<chrono::DateTime<chrono::
         })
 }
 
-/// When `reset` (epoch seconds, or milliseconds when that large) comes, from `now_ms`.
-fn until(reset: i64, now_ms: i64) -> Duration {
-    let reset_ms = if reset > 100_000_000_000 {
-        reset
-    } else {
-        reset.saturating_mul(1000)
-    };
+/// The wait until `reset_ms` (epoch milliseconds) from `now_ms`, at least a second.
+fn until(reset_ms: i64, now_ms: i64) -> Duration {
     Duration::from_millis(reset_ms.saturating_sub(now_ms).max(1000).unsigned_abs())
 }
 
 /// Whether an answer is a rate limit, and the wait, as each tracker publishes it:
+/// - Linear: a GraphQL error whose `extensions.code` is `RATELIMITED` (`extensions.type`
+///   `ratelimited` in the SDK), whatever the HTTP status; the wait is `retry-after`, else the
+///   `x-ratelimit-requests-reset` / `x-ratelimit-complexity-reset` instant (epoch ms).
 /// - Jira Cloud: 429 with `Retry-After` seconds, else its `X-RateLimit-Reset` ISO instant
 ///   ("Rate limiting").
-/// - GitHub REST: 403 or 429; `retry-after` seconds (secondary), else with
-///   `x-ratelimit-remaining: 0` until `x-ratelimit-reset` (primary).
-/// - Linear: a GraphQL error whose `extensions.code` is `RATELIMITED` (`extensions.type`
-///   `ratelimited` in the SDK), whatever the HTTP status, or a 429; the wait is `retry-after`,
-///   else the `x-ratelimit-requests-reset` / `x-ratelimit-complexity-reset` instant.
-///
-/// Without a wait in the answer, a minute.
+/// - GitHub REST: as the SCM reads it ([`crate::plugins::github::rate_limited`]): 403 or 429,
+///   `retry-after` seconds (secondary), else with `x-ratelimit-remaining: 0` until
+///   `x-ratelimit-reset` (primary), else a minute.
 fn rate_limited(
     status: u16,
     headers: &reqwest::header::HeaderMap,
     body: Option<&Value>,
     now_ms: i64,
 ) -> Option<PluginError> {
-    let graphql_limited = body.and_then(|v| v["errors"].as_array()).is_some_and(|es| {
+    use crate::plugins::github::header_i64;
+    let linear = body.and_then(|v| v["errors"].as_array()).is_some_and(|es| {
         es.iter().any(|e| {
             e["extensions"]["code"] == "RATELIMITED" || e["extensions"]["type"] == "ratelimited"
         })
     });
-    let spent = header_i64(headers, "x-ratelimit-remaining") == Some(0);
-    let limited = graphql_limited || status == 429 || (status == 403 && spent);
-    let secondary_403 = status == 403
-        && body
-            .and_then(|v| v["message"].as_str())
-            .is_some_and(|m| m.to_lowercase().contains("secondary rate limit"));
     let retry_after = header_i64(headers, "retry-after");
-    if !(limited || (status == 403 && retry_after.is_some()) || secondary_403) {
-        return None;
+    let limit = |kind, retry_after| Some(PluginError::RateLimited { kind, retry_after });
+    if linear {
+        let reset = ["x-ratelimit-requests-reset", "x-ratelimit-complexity-reset"]
+            .iter()
+            .filter_map(|h| header_i64(headers, h))
+            .max();
+        return match (retry_after, reset) {
+            (Some(secs), _) => limit("secondary", Duration::from_secs(secs.max(0).unsigned_abs())),
+            (None, Some(reset)) => limit("primary", until(reset, now_ms)),
+            (None, None) => limit("secondary", Duration::from_secs(60)),
+        };
     }
-    let (kind, wait) = if let Some(secs) = retry_after {
-        ("secondary", Duration::from_secs(secs.max(0).unsigned_abs()))
-    } else if let (true, Some(reset)) = (spent, header_i64(headers, "x-ratelimit-reset")) {
-        ("primary", until(reset, now_ms))
-    } else if let Some(reset) = ["x-ratelimit-requests-reset", "x-ratelimit-complexity-reset"]
-        .iter()
-        .filter_map(|h| header_i64(headers, h))
-        .max()
-        .filter(|_| graphql_limited)
-    {
-        ("primary", until(reset, now_ms))
-    } else if let (429, Some(at)) = (status, iso_reset(headers)) {
-        // Jira: `X-RateLimit-Reset` is an ISO 8601 instant (`yyyy-MM-ddTHH:mmZ`).
-        ("secondary", until(at.timestamp_millis(), now_ms))
-    } else if spent {
-        ("primary", Duration::from_secs(60))
-    } else {
-        ("secondary", Duration::from_secs(60))
-    };
-    Some(PluginError::RateLimited {
-        kind,
-        retry_after: wait,
-    })
+    if let (429, None, Some(at)) = (status, retry_after, iso_reset(headers)) {
+        return limit("secondary", until(at.timestamp_millis(), now_ms));
+    }
+    crate::plugins::github::rate_limited(
+        status,
+        headers,
+        body.unwrap_or(&Value::Null),
+        now_ms / 1000,
+    )
 }
 
 fn client() -> PluginResult<reqwest::Client> {
