@@ -230,7 +230,10 @@ async fn chat_platforms_slack_forged_slash_command_is_refused_and_not_stored() {
         .post(&url)
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", now.to_string())
-        .header("x-slack-signature", fake_slack::sign(SLACK_SECRET, now, &form))
+        .header(
+            "x-slack-signature",
+            fake_slack::sign(SLACK_SECRET, now, &form),
+        )
         .body(form.replace("text=status", "text=spawn+demo+rm+-rf"))
         .send()
         .await
@@ -516,4 +519,58 @@ async fn chat_platforms_discord_global_rate_limit_holds_every_channel() {
     let channels: Vec<String> = dc.posted().into_iter().map(|m| m.channel).collect();
     assert_eq!(channels.len(), 2);
     assert!(channels.contains(&"C1".to_string()) && channels.contains(&"C2".to_string()));
+}
+
+/// Discord's per-route limits ("Rate Limits") are kept per `X-RateLimit-Bucket` and major
+/// parameter (the channel): after an answer with `X-RateLimit-Remaining: 0` and
+/// `X-RateLimit-Reset-After`, the next request on that bucket waits for the reset instead of
+/// meeting a 429 (each one an invalid request to Discord). An answer from another bucket of
+/// the same channel (an edit in flight meanwhile) does not free it, and the same bucket of
+/// another channel is not held.
+#[actix_web::test]
+async fn chat_platforms_discord_spent_bucket_waits_for_its_reset_per_bucket_and_channel() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let p = std::sync::Arc::new(
+        DiscordPlatform::new(&dc.api_url, "bot-token", TIMEOUT).expect("platform"),
+    );
+    dc.limit_buckets(2, 3.0);
+    let first = p.send("C1", "one").await.expect("sent");
+    assert!(p.hold("POST", "/channels/C1/messages").is_none());
+    dc.hold_edits();
+    let edit = {
+        let (p, first) = (p.clone(), first.clone());
+        tokio::spawn(async move { p.edit("C1", &first, "one, edited").await })
+    };
+    eventually(10, "the edit in flight", || async {
+        (dc.edits_waiting() == 1).then_some(())
+    })
+    .await;
+    p.send("C1", "two").await.expect("sent");
+    assert!(
+        p.hold("POST", "/channels/C1/messages").is_some(),
+        "Remaining 0 holds the bucket"
+    );
+    assert!(
+        p.hold("POST", "/channels/C2/messages").is_none(),
+        "another channel's bucket is its own"
+    );
+    dc.release_edits();
+    edit.await.expect("task").expect("edited");
+    assert!(
+        p.hold("POST", "/channels/C1/messages").is_some(),
+        "the edit bucket's answer freed the create bucket"
+    );
+    assert!(p
+        .hold("PATCH", &format!("/channels/C1/messages/{first}"))
+        .is_none());
+    p.send("C2", "elsewhere").await.expect("sent at once");
+    p.send("C1", "three").await.expect("sent after the reset");
+    assert_eq!(dc.rate_limited(), 0, "a request met a 429");
+    let c1: Vec<String> = dc
+        .posted()
+        .into_iter()
+        .filter(|m| m.channel == "C1")
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(c1, ["one, edited", "two", "three"]);
 }

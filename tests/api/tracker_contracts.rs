@@ -135,17 +135,18 @@ async fn tracker_jira_503_with_retry_after_is_a_rate_limit_held_until_then() {
     );
     assert_eq!(t.jira_503s(), 1);
     let held = jira.issue("OPS-9").await.expect_err("held");
-    assert!(
-        matches!(held, PluginError::RateLimited { .. }),
-        "{held:?}"
-    );
+    assert!(matches!(held, PluginError::RateLimited { .. }), "{held:?}");
     assert_eq!(t.jira_503s(), 1, "asked again inside the wait");
     let issue = eventually(10, "the issue after the wait", || async {
         jira.issue("OPS-9").await.ok()
     })
     .await;
     assert_eq!(issue.title, "Disk full");
-    assert_eq!(t.jira_503s(), 1, "every request waited for the end of the wait");
+    assert_eq!(
+        t.jira_503s(),
+        1,
+        "every request waited for the end of the wait"
+    );
 
     t.jira_down_next(1);
     let e = jira.issue("OPS-9").await.expect_err("down");

@@ -441,7 +441,12 @@ pub fn slash_command(
 ) -> String {
     let trigger = trigger_id.map(str::to_string).unwrap_or_else(|| {
         let n = uuid::Uuid::new_v4().as_u128();
-        format!("{}.{}.{:032x}", n % 1_000_000_000_000, 47_445_629_121_u64, n)
+        format!(
+            "{}.{}.{:032x}",
+            n % 1_000_000_000_000,
+            47_445_629_121_u64,
+            n
+        )
     });
     let response_url = format!(
         "https://hooks.slack.com/commands/T123ABC456/{}/{}",

@@ -565,7 +565,10 @@ mod tests {
             "why is CI red?"
         );
         assert_eq!(command_text("/status", "", u), "/status");
-        assert_eq!(command_text("/spawn", "demo fix it", u), "/spawn demo fix it");
+        assert_eq!(
+            command_text("/spawn", "demo fix it", u),
+            "/spawn demo fix it"
+        );
         assert_eq!(command_text("/plan", "add X", u), "/plan add X");
     }
 

@@ -200,7 +200,8 @@ impl Tracker for JiraIssues {
             let req = self
                 .request(reqwest::Method::POST, &format!("/issue/{id}/transitions"))
                 .json(&json!({ "transition": { "id": transition } }));
-            self.send(&format!("Jira issue {id}: transition"), req).await?;
+            self.send(&format!("Jira issue {id}: transition"), req)
+                .await?;
         }
         Ok(())
     }
