@@ -9,6 +9,7 @@ use std::time::Duration;
 use flotilla::plugins::chat::discord::DiscordPlatform;
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
 use flotilla::plugins::chat::telegram::TelegramPlatform;
+use flotilla::plugins::notifiers::discord::{DiscordNotifier, Target};
 use flotilla::plugins::notifiers::telegram::TelegramNotifier;
 use flotilla::plugins::{ChatPlatform, Notification, Notifier};
 use serde_json::json;
@@ -573,4 +574,34 @@ async fn chat_platforms_discord_spent_bucket_waits_for_its_reset_per_bucket_and_
         .map(|m| m.content)
         .collect();
     assert_eq!(c1, ["one, edited", "two", "three"]);
+}
+
+/// The Discord notifier keeps the bucket too: after an answer with `X-RateLimit-Remaining: 0`
+/// the next notification to that channel waits for `X-RateLimit-Reset-After` and is posted,
+/// instead of meeting a 429 and going back to the outbox.
+#[actix_web::test]
+async fn chat_platforms_discord_notifier_waits_for_a_spent_bucket() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    dc.limit_buckets(1, 2.0);
+    let n = DiscordNotifier::new(
+        reqwest::Client::new(),
+        Target::Channel {
+            api_url: dc.api_url.clone(),
+            token: "bot-token".into(),
+            channel: "C7".into(),
+        },
+    );
+    let note = |id: &str| Notification {
+        id: id.into(),
+        priority: "action".into(),
+        event: "merge.ready".into(),
+        session: Some("demo-1".into()),
+        message: format!("Ready to merge ({id})."),
+        ..Notification::default()
+    };
+    n.notify(&note("n1")).await.expect("posted");
+    assert!(n.hold().is_some(), "Remaining 0 holds the bucket");
+    n.notify(&note("n2")).await.expect("posted after the reset");
+    assert_eq!(dc.rate_limited(), 0, "a notification met a 429");
+    assert_eq!(dc.posted().len(), 2);
 }

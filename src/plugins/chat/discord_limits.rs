@@ -51,13 +51,9 @@ impl Route {
                 _ => None,
             };
             if let Some(kind) = kind {
-                // A webhook's limits are counted per webhook id and token.
-                let token = (kind == "webhook")
-                    .then(|| parts.get(i + 1).copied())
-                    .flatten()
-                    .map(|t| format!("/{t}"))
-                    .unwrap_or_default();
-                major = format!("{kind}:{p}{token}");
+                // A webhook's limits are counted per id and token; the id alone names it
+                // here (the token is a credential, and belongs to that one id).
+                major = format!("{kind}:{p}");
                 shape.push(format!("{{{kind}}}"));
             } else if i > 0 && parts[0] == "webhooks" && i == 2 {
                 shape.push("{token}".into());
@@ -207,7 +203,7 @@ mod tests {
         let w = Route::of("POST", "/webhooks/77/tok-en");
         assert_eq!(
             (w.route.as_str(), w.major.as_str()),
-            ("POST /webhooks/{webhook}/{token}", "webhook:77/tok-en")
+            ("POST /webhooks/{webhook}/{token}", "webhook:77")
         );
         let a = Route::of("PUT", "/applications/900/commands");
         assert_eq!(
