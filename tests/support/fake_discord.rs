@@ -213,7 +213,7 @@ fn take_bucket(
     s: &mut State,
     method: &str,
     parts: &[&str],
-) -> Result<Vec<(&'static str, String)>, HttpResponse> {
+) -> Result<Vec<(&'static str, String)>, Box<HttpResponse>> {
     let (Some((limit, window)), Some((bucket, ch))) =
         (s.bucket_limit, message_bucket(method, parts))
     else {
@@ -231,15 +231,17 @@ fn take_bucket(
     let left = (w.0 + length).saturating_duration_since(now).as_secs_f64();
     if w.1 >= limit {
         s.rate_limited += 1;
-        return Err(HttpResponse::TooManyRequests()
-            .insert_header(("Retry-After", format!("{}", left.ceil() as u64)))
-            .insert_header(("X-RateLimit-Limit", limit.to_string()))
-            .insert_header(("X-RateLimit-Remaining", "0"))
-            .insert_header(("X-RateLimit-Reset-After", format!("{left:.3}")))
-            .insert_header(("X-RateLimit-Bucket", bucket))
-            .insert_header(("X-RateLimit-Scope", "user"))
-            .json(json!({"message": "You are being rate limited.",
-                "retry_after": (left * 1000.0).round() / 1000.0, "global": false})));
+        return Err(Box::new(
+            HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", format!("{}", left.ceil() as u64)))
+                .insert_header(("X-RateLimit-Limit", limit.to_string()))
+                .insert_header(("X-RateLimit-Remaining", "0"))
+                .insert_header(("X-RateLimit-Reset-After", format!("{left:.3}")))
+                .insert_header(("X-RateLimit-Bucket", bucket))
+                .insert_header(("X-RateLimit-Scope", "user"))
+                .json(json!({"message": "You are being rate limited.",
+                "retry_after": (left * 1000.0).round() / 1000.0, "global": false})),
+        ));
     }
     w.1 += 1;
     Ok(vec![
@@ -666,7 +668,7 @@ async fn dispatch(
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let bucket = match take_bucket(&mut s, req.method().as_str(), &parts) {
         Ok(h) => h,
-        Err(limited) => return Ok(limited),
+        Err(limited) => return Ok(*limited),
     };
     if let Some(answer) = reads_and_commands(&mut s, req.method().as_str(), &parts, &req, &body) {
         return Ok(with_headers(answer, &bucket));
