@@ -442,8 +442,6 @@ pub fn parse_command(body: &[u8], umbrella: &str) -> Result<InboundMessage, Stri
     let need = |k: &str| get(k).ok_or_else(|| format!("form has no `{k}`"));
     let command = need("command")?;
     let (channel, user, trigger) = (need("channel_id")?, need("user_id")?, need("trigger_id")?);
-    let mut meta = std::collections::BTreeMap::new();
-    meta.insert("slash_command".to_string(), command.to_string());
     Ok(InboundMessage {
         platform: "slack".into(),
         thread: channel.to_string(),
@@ -454,7 +452,7 @@ pub fn parse_command(body: &[u8], umbrella: &str) -> Result<InboundMessage, Stri
             &plain_text(fields.get("text").map(String::as_str).unwrap_or_default()),
             umbrella,
         ),
-        meta,
+        meta: Default::default(),
     })
 }
 
