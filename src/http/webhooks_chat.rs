@@ -1,6 +1,7 @@
 //! The chat platforms' inbound webhooks: `POST /webhooks/slack/events`,
 //! `POST /webhooks/slack/commands`, `POST /webhooks/telegram`,
-//! `POST /webhooks/discord/interactions`, `POST /webhooks/jira`, plus the GitHub-comment hook [`github_comment`] called from [`super::webhooks::github`].
+//! `POST /webhooks/discord/interactions`, `POST /webhooks/jira`, plus the GitHub-comment hook
+//! [`github_comment`] called from [`super::webhooks::github`].
 //!
 //! Outside bearer auth: each platform authenticates by its own scheme
 //! ([`crate::plugins::chat::verify`]). Order: verify → parse → `ChatInbox::receive` (the
