@@ -672,12 +672,21 @@ pub struct SlackSettings {
     pub api_url: String,
     /// Bot token (`xoxb-…`).
     pub bot_token: Option<Secret>,
-    /// Signing secret verifying `/webhooks/slack/events`.
+    /// Signing secret verifying `/webhooks/slack/events` and `/webhooks/slack/commands`.
     pub signing_secret: Option<Secret>,
     /// Channel messages are taken only when they mention the bot (`app_mention`); direct
     /// messages always. `false`: every message in a thread is taken as well.
     #[serde(default = "default_true")]
     pub require_mention: bool,
+    /// The one slash command a team registers for Flotilla (`/flotilla status`): its text is
+    /// read as a message typed to the bot. Any other command reaching
+    /// `/webhooks/slack/commands` is taken as typed (`/status`, `/spawn …`, a template).
+    #[serde(default = "default_slack_slash_command")]
+    pub slash_command: String,
+}
+
+fn default_slack_slash_command() -> String {
+    "/flotilla".to_string()
 }
 
 /// `telegram:` — Telegram Bot API.

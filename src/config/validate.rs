@@ -316,6 +316,10 @@ impl Settings {
             "slack.signing_secret",
             self.slack.signing_secret.as_ref(),
         );
+        v.check(
+            "slack.slash_command",
+            check_slash_command(&self.slack.slash_command),
+        );
 
         v.check("telegram.api_url", check_url(&self.telegram.api_url, http));
         check_secret(v, "telegram.bot_token", self.telegram.bot_token.as_ref());
@@ -690,6 +694,17 @@ fn check_reaction_numbers(
     }
 }
 
+/// A Slack slash command as typed: `/` and a name without spaces.
+fn check_slash_command(c: &str) -> Result<(), String> {
+    let name = c.strip_prefix('/').unwrap_or_default();
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "`{c}` is not a slash command: `/` and a name without spaces (e.g. /flotilla)"
+        ));
+    }
+    Ok(())
+}
+
 fn check_secret(v: &mut Issues, key: &str, secret: Option<&Secret>) {
     if secret.is_some_and(Secret::is_empty) {
         v.push(
@@ -966,6 +981,18 @@ mod tests {
             "{found:?}"
         );
         assert!(!keys(&yaml("")).contains(&"projects.demo.sandbox".to_string()));
+    }
+
+    #[test]
+    fn the_slack_slash_command_is_a_command_name() {
+        assert!(keys("slack: { slash_command: /deploy-bot }\n").is_empty());
+        for bad in ["flotilla", "/", "\"/flo tilla\""] {
+            assert_eq!(
+                keys(&format!("slack: {{ slash_command: {bad} }}\n")),
+                ["slack.slash_command"],
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! | [`chat_test`] | `/api/v1/chat/stats`, the HTTP test platform `/api/v1/chat/test/…` |
 //! | [`notifications`] | `/api/v1/notifications` (the outbox, dead letters included) |
 //! | [`webhooks`] | `/webhooks/github` (signed by HMAC, outside bearer auth) |
-//! | [`webhooks_chat`] | `/webhooks/{slack/events,telegram,discord/interactions,jira}` (chat platforms, each by its own signature) |
+//! | [`webhooks_chat`] | `/webhooks/{slack/events,slack/commands,telegram,discord/interactions,jira}` (chat platforms, each by its own signature) |
 //! | [`dashboard`] | `/` and `/assets/*` (the web dashboard, embedded), `/api/v1/board` |
 //! | [`terminal`] | `/api/v1/sessions/{id}/terminal` (a session's terminal over WebSocket) |
 //! | [`openapi`] | `/api/v1/openapi.json`, generated from the handlers |
@@ -167,6 +167,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
         .route(
             "/webhooks/slack/events",
             web::post().to(webhooks_chat::slack_events),
+        )
+        .route(
+            "/webhooks/slack/commands",
+            web::post().to(webhooks_chat::slack_commands),
         )
         .route(
             "/webhooks/telegram",

@@ -1,6 +1,7 @@
 //! The chat platforms' inbound webhooks: `POST /webhooks/slack/events`,
-//! `POST /webhooks/telegram`, `POST /webhooks/discord/interactions`, `POST /webhooks/jira`,
-//! plus the GitHub-comment hook [`github_comment`] called from [`super::webhooks::github`].
+//! `POST /webhooks/slack/commands`, `POST /webhooks/telegram`,
+//! `POST /webhooks/discord/interactions`, `POST /webhooks/jira`, plus the GitHub-comment hook
+//! [`github_comment`] called from [`super::webhooks::github`].
 //!
 //! Outside bearer auth: each platform authenticates by its own scheme
 //! ([`crate::plugins::chat::verify`]). Order: verify → parse → `ChatInbox::receive` (the
@@ -39,6 +40,8 @@ pub struct ChatWebhookSettings {
     pub github_bot_login: Option<String>,
     /// `slack.require_mention`.
     pub slack_require_mention: bool,
+    /// `slack.slash_command`: the command whose text is the bridge's command.
+    pub slack_slash_command: String,
     /// `telegram:`, to ask `getMe` for the bot's username once (commands in groups name
     /// their bot: `/cmd@OtherBot` is not ours).
     pub telegram: Option<TelegramSettings>,
@@ -57,6 +60,7 @@ impl ChatWebhookSettings {
             jira_bot_account_id: settings.jira.bot_account_id.clone(),
             github_bot_login: settings.github.bot_login.clone(),
             slack_require_mention: settings.slack.require_mention,
+            slack_slash_command: settings.slack.slash_command.clone(),
             telegram: Some(settings.telegram.clone()),
             telegram_username: Arc::default(),
         }
@@ -169,6 +173,47 @@ pub async fn slack_events(
             Ok(HttpResponse::Ok().json(json!({"ok": true, "new": r.new})))
         }
     }
+}
+
+/// `POST /webhooks/slack/commands`: a slash command (Slack's "Implementing slash commands"),
+/// a signed `application/x-www-form-urlencoded` POST. Slack shows the user an error unless
+/// it gets a 200 within three seconds, so the command is only stored (the same inbox as an
+/// Events API message, conversation `slack:{channel}`) and acknowledged with an ephemeral
+/// note to the one who typed it; the answer is posted in the channel by `chat.postMessage`
+/// like every reply. A command stored already (a POST made again, same `trigger_id`), or
+/// from someone not in `chat.allow.slack`, gets an empty 200: Slack shows nothing.
+///
+/// # Errors
+/// 401 for a bad or stale signature, 400 for a form without the command's fields, 503 when
+/// the command cannot be stored now.
+pub async fn slack_commands(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if slack::is_ssl_check(&body) {
+        return Ok(HttpResponse::Ok().finish());
+    }
+    let cfg = &state.chat_webhooks;
+    if !verify::slack(
+        secret_bytes(&cfg.slack_signing_secret),
+        header(&req, "x-slack-request-timestamp"),
+        header(&req, "x-slack-signature"),
+        &body,
+        chrono::Utc::now().timestamp(),
+    ) {
+        return Err(refused("slack"));
+    }
+    let m = slack::parse_command(&body, &cfg.slack_slash_command).map_err(ApiError::BadRequest)?;
+    let r = deliver(&state, m).await?;
+    if !r.new {
+        return Ok(HttpResponse::Ok().finish());
+    }
+    let text = match r.position {
+        0 => "On it: the answer will be posted in this channel.".to_string(),
+        n => format!("Queued ({n} ahead): the answer will be posted in this channel."),
+    };
+    Ok(HttpResponse::Ok().json(json!({"response_type": "ephemeral", "text": text})))
 }
 
 /// `POST /webhooks/telegram`: one `Update` (setWebhook mode, wire-formats §3.3).

@@ -1,6 +1,6 @@
 //! The chat adapters against what the platforms' published references make a client
-//! responsible for: Slack's text markup on the way in, Telegram's forum topics and group
-//! migrations, Discord's global rate limit.
+//! responsible for: Slack's text markup on the way in and its slash commands, Telegram's
+//! forum topics and group migrations, Discord's global and per-bucket rate limits.
 //!
 //! Test names start with `chat_platforms_` so the `chat_platforms` group runs them.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 use flotilla::plugins::chat::discord::DiscordPlatform;
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
 use flotilla::plugins::chat::telegram::TelegramPlatform;
+use flotilla::plugins::notifiers::discord::{DiscordNotifier, Target};
 use flotilla::plugins::notifiers::telegram::TelegramNotifier;
 use flotilla::plugins::{ChatPlatform, Notification, Notifier};
 use serde_json::json;
@@ -17,7 +18,7 @@ use crate::chat_platforms::{telegram_poller, RecordingInbox};
 use crate::fake_discord::FakeDiscord;
 use crate::fake_slack::{self, FakeSlack};
 use crate::fake_telegram::FakeTelegram;
-use crate::helpers::{eventually, spawn_app_with_env, Backend, ECHO_AGENT};
+use crate::helpers::{eventually, spawn_app_with_env, Backend, TestApp, ECHO_AGENT};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -141,6 +142,176 @@ async fn chat_platforms_slack_retried_event_is_served_once() {
         .filter(|p| p.thread_ts.as_deref() == Some("1700.7"))
         .count();
     assert_eq!(replies, 1, "one message, one reply");
+}
+
+/// An app whose Slack is `sl`, taking messages from `U1`.
+async fn slack_app(sl: &FakeSlack) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "chat:\n  allow:\n    slack: [U1]\n",
+        dir,
+        &[
+            ("FLOTILLA__SLACK__API_URL", sl.api_url.as_str()),
+            ("FLOTILLA__SLACK__BOT_TOKEN", "xoxb-test"),
+            ("FLOTILLA__SLACK__SIGNING_SECRET", SLACK_SECRET),
+        ],
+    )
+    .await
+    .expect("app")
+}
+
+/// Replies posted in `channel` itself (not in a thread) whose text contains `needle`.
+fn channel_replies(sl: &FakeSlack, channel: &str, needle: &str) -> usize {
+    sl.posted()
+        .into_iter()
+        .filter(|p| p.channel == channel && p.thread_ts.is_none() && p.text.contains(needle))
+        .count()
+}
+
+/// In Slack a message starting with `/` is a slash command, so the bridge's commands reach
+/// it as slash commands ("Implementing slash commands"): a signed form POST that Slack shows
+/// as an error unless answered 200 within three seconds. The command is acknowledged as
+/// soon as it is stored (an ephemeral note, before the answer: here the answer meets a
+/// 429 and waits three seconds), and the answer is posted in the channel by
+/// `chat.postMessage`. The team's one command (`/flotilla status`) and a command registered
+/// under the bridge's own name (`/status`) are the same conversation: the channel's.
+#[actix_web::test]
+async fn chat_platforms_slack_slash_command_is_acknowledged_then_answered_in_the_channel() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let app = slack_app(&sl).await;
+    let url = format!("{}/webhooks/slack/commands", app.address);
+    sl.limit_next(1, 3);
+    let form = fake_slack::slash_command("/flotilla", "status", "C1", "U1", None);
+    let (status, body) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        sl.posted().is_empty(),
+        "the acknowledgement waited for the answer"
+    );
+    let ack: serde_json::Value = serde_json::from_str(&body).expect("a JSON acknowledgement");
+    assert_eq!(ack["response_type"], json!("ephemeral"), "{ack}");
+    assert!(ack["text"].as_str().is_some_and(|t| !t.is_empty()), "{ack}");
+    eventually(30, "the answer in the channel", || async {
+        (channel_replies(&sl, "C1", "Platform: slack") == 1).then_some(())
+    })
+    .await;
+    let form = fake_slack::slash_command("/status", "", "C1", "U1", None);
+    let (status, body) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(30, "the second answer", || async {
+        (channel_replies(&sl, "C1", "Platform: slack") == 2).then_some(())
+    })
+    .await;
+    let convs = app.store.list_conversations().await.expect("list");
+    assert_eq!(
+        convs.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec!["slack:C1"]
+    );
+}
+
+/// Slash commands are signed like events ("Verifying requests from Slack"): a wrong
+/// signature, a tampered body or a timestamp older than five minutes is refused with 401
+/// and nothing is stored or answered. Slack's check of the URL's certificate
+/// (`ssl_check=1`, no command) is answered 200 and changes nothing.
+#[actix_web::test]
+async fn chat_platforms_slack_forged_slash_command_is_refused_and_not_stored() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let app = slack_app(&sl).await;
+    let url = format!("{}/webhooks/slack/commands", app.address);
+    let form = fake_slack::slash_command("/flotilla", "status", "C1", "U1", None);
+    let (status, _) = fake_slack::post_form_signed(&url, "not-the-secret", &form).await;
+    assert_eq!(status, 401, "wrong secret");
+    let now = chrono::Utc::now().timestamp();
+    let (status, _) = fake_slack::post_form_signed_at(&url, SLACK_SECRET, &form, now - 600).await;
+    assert_eq!(status, 401, "stale timestamp");
+    let tampered = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            fake_slack::sign(SLACK_SECRET, now, &form),
+        )
+        .body(form.replace("text=status", "text=spawn+demo+rm+-rf"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(tampered.status().as_u16(), 401, "tampered body");
+    let unsigned = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unsigned.status().as_u16(), 401, "unsigned");
+    let ssl = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("ssl_check=1&token=gIkuvaNzQIHg97ATvDxqgjtO")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(ssl.status().as_u16(), 200, "ssl_check");
+    assert!(app
+        .store
+        .list_conversations()
+        .await
+        .expect("list")
+        .is_empty());
+    // A signed command from the same app is taken: the refusals were the signatures'.
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200);
+    eventually(30, "the answer", || async {
+        (channel_replies(&sl, "C1", "Platform: slack") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(sl.posted().len(), 1, "{:?}", sl.posted());
+}
+
+/// A slash command has no event id; its `trigger_id` is unique to the invocation. A POST
+/// made again with the same `trigger_id` is acknowledged (an empty 200: Slack shows
+/// nothing) and stored once, so the command runs and is answered once.
+#[actix_web::test]
+async fn chat_platforms_slack_slash_command_posted_again_is_stored_once() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let app = slack_app(&sl).await;
+    let url = format!("{}/webhooks/slack/commands", app.address);
+    let form = fake_slack::slash_command(
+        "/flotilla",
+        "status",
+        "C1",
+        "U1",
+        Some("398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"),
+    );
+    let (status, first) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first.contains("ephemeral"), "{first}");
+    for n in 1..=2 {
+        let (status, again) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+        assert_eq!(status, 200, "again {n}: {again}");
+        assert!(again.is_empty(), "again {n} taken as new: {again}");
+    }
+    eventually(30, "the answer", || async {
+        (channel_replies(&sl, "C1", "Platform: slack") == 1).then_some(())
+    })
+    .await;
+    // A different invocation of the same command is a new message.
+    let form = fake_slack::slash_command("/flotilla", "status", "C1", "U1", None);
+    let (_, second) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert!(second.contains("ephemeral"), "{second}");
+    eventually(30, "the second answer", || async {
+        (channel_replies(&sl, "C1", "Platform: slack") == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        channel_replies(&sl, "C1", "Platform: slack"),
+        2,
+        "one answer per invocation"
+    );
 }
 
 /// `chat.postMessage`'s `rate_limited` ("Application has posted too many messages") comes
@@ -349,4 +520,88 @@ async fn chat_platforms_discord_global_rate_limit_holds_every_channel() {
     let channels: Vec<String> = dc.posted().into_iter().map(|m| m.channel).collect();
     assert_eq!(channels.len(), 2);
     assert!(channels.contains(&"C1".to_string()) && channels.contains(&"C2".to_string()));
+}
+
+/// Discord's per-route limits ("Rate Limits") are kept per `X-RateLimit-Bucket` and major
+/// parameter (the channel): after an answer with `X-RateLimit-Remaining: 0` and
+/// `X-RateLimit-Reset-After`, the next request on that bucket waits for the reset instead of
+/// meeting a 429 (each one an invalid request to Discord). An answer from another bucket of
+/// the same channel (an edit in flight meanwhile) does not free it, and the same bucket of
+/// another channel is not held.
+#[actix_web::test]
+async fn chat_platforms_discord_spent_bucket_waits_for_its_reset_per_bucket_and_channel() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let p = std::sync::Arc::new(
+        DiscordPlatform::new(&dc.api_url, "bot-token", TIMEOUT).expect("platform"),
+    );
+    dc.limit_buckets(2, 3.0);
+    let first = p.send("C1", "one").await.expect("sent");
+    assert!(p.hold("POST", "/channels/C1/messages").is_none());
+    dc.hold_edits();
+    let edit = {
+        let (p, first) = (p.clone(), first.clone());
+        tokio::spawn(async move { p.edit("C1", &first, "one, edited").await })
+    };
+    eventually(10, "the edit in flight", || async {
+        (dc.edits_waiting() == 1).then_some(())
+    })
+    .await;
+    p.send("C1", "two").await.expect("sent");
+    assert!(
+        p.hold("POST", "/channels/C1/messages").is_some(),
+        "Remaining 0 holds the bucket"
+    );
+    assert!(
+        p.hold("POST", "/channels/C2/messages").is_none(),
+        "another channel's bucket is its own"
+    );
+    dc.release_edits();
+    edit.await.expect("task").expect("edited");
+    assert!(
+        p.hold("POST", "/channels/C1/messages").is_some(),
+        "the edit bucket's answer freed the create bucket"
+    );
+    assert!(p
+        .hold("PATCH", &format!("/channels/C1/messages/{first}"))
+        .is_none());
+    p.send("C2", "elsewhere").await.expect("sent at once");
+    p.send("C1", "three").await.expect("sent after the reset");
+    assert_eq!(dc.rate_limited(), 0, "a request met a 429");
+    let c1: Vec<String> = dc
+        .posted()
+        .into_iter()
+        .filter(|m| m.channel == "C1")
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(c1, ["one, edited", "two", "three"]);
+}
+
+/// The Discord notifier keeps the bucket too: after an answer with `X-RateLimit-Remaining: 0`
+/// the next notification to that channel waits for `X-RateLimit-Reset-After` and is posted,
+/// instead of meeting a 429 and going back to the outbox.
+#[actix_web::test]
+async fn chat_platforms_discord_notifier_waits_for_a_spent_bucket() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    dc.limit_buckets(1, 2.0);
+    let n = DiscordNotifier::new(
+        reqwest::Client::new(),
+        Target::Channel {
+            api_url: dc.api_url.clone(),
+            token: "bot-token".into(),
+            channel: "C7".into(),
+        },
+    );
+    let note = |id: &str| Notification {
+        id: id.into(),
+        priority: "action".into(),
+        event: "merge.ready".into(),
+        session: Some("demo-1".into()),
+        message: format!("Ready to merge ({id})."),
+        ..Notification::default()
+    };
+    n.notify(&note("n1")).await.expect("posted");
+    assert!(n.hold().is_some(), "Remaining 0 holds the bucket");
+    n.notify(&note("n2")).await.expect("posted after the reset");
+    assert_eq!(dc.rate_limited(), 0, "a notification met a 429");
+    assert_eq!(dc.posted().len(), 2);
 }

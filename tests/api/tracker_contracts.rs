@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use flotilla::config::{LinearSettings, Secret};
+use flotilla::config::{JiraSettings, LinearSettings, Secret};
 use flotilla::plugins::trackers::github::GithubIssues;
+use flotilla::plugins::trackers::jira::JiraIssues;
 use flotilla::plugins::trackers::linear::LinearIssues;
 use flotilla::plugins::{PluginError, Tracker};
 
 use crate::fake_github::{FakeGithub, Limit};
 use crate::fake_trackers::FakeTrackers;
-use crate::helpers::{assert_primary_rate_limit, github_settings, require_tool};
+use crate::helpers::{assert_primary_rate_limit, eventually, github_settings, require_tool};
 
 const REPO: &str = "acme/widgets";
 
@@ -100,5 +101,62 @@ async fn tracker_linear_ratelimited_is_a_rate_limit_with_the_reset_wait() {
     assert_eq!(
         linear.issue("ENG-7").await.expect("read").title,
         "Cache misses"
+    );
+}
+
+/// Jira Cloud at a resource limit answers 503 with `Retry-After` ("Rate limiting": "not rate
+/// limit responses, [but] handled with similar logic"), and a request made before the wait is
+/// over fails again with the same or a longer one. Reading an issue is then `RateLimited`
+/// with that wait, and nothing is asked of Jira until it is over; after it the issue reads.
+/// A 503 without `Retry-After` (an outage) stays an API error and holds nothing.
+#[actix_web::test]
+async fn tracker_jira_503_with_retry_after_is_a_rate_limit_held_until_then() {
+    let t = FakeTrackers::start("lin_api_key", "dev@acme.test", "jira-token").await;
+    t.add_jira("OPS-9", "Disk full", serde_json::json!(null), &[]);
+    let settings = JiraSettings {
+        base_url: Some(t.url.clone()),
+        email: Some("dev@acme.test".into()),
+        api_token: Some(Secret::new("jira-token")),
+        webhook_secret: None,
+        bot_account_id: None,
+        repositories: Default::default(),
+    };
+    let jira = JiraIssues::new(&settings, Duration::from_secs(10)).expect("tracker");
+    t.jira_busy_for(2);
+    let e = jira.issue("OPS-9").await.expect_err("busy");
+    assert!(
+        matches!(e, PluginError::RateLimited { .. }),
+        "a 503 with Retry-After is a rate limit: {e:?}"
+    );
+    assert!(
+        e.retry_after()
+            .is_some_and(|d| d >= Duration::from_secs(1) && d <= Duration::from_secs(2)),
+        "{e:?}"
+    );
+    assert_eq!(t.jira_503s(), 1);
+    let held = jira.issue("OPS-9").await.expect_err("held");
+    assert!(matches!(held, PluginError::RateLimited { .. }), "{held:?}");
+    assert_eq!(t.jira_503s(), 1, "asked again inside the wait");
+    let issue = eventually(10, "the issue after the wait", || async {
+        jira.issue("OPS-9").await.ok()
+    })
+    .await;
+    assert_eq!(issue.title, "Disk full");
+    assert_eq!(
+        t.jira_503s(),
+        1,
+        "every request waited for the end of the wait"
+    );
+
+    t.jira_down_next(1);
+    let e = jira.issue("OPS-9").await.expect_err("down");
+    assert!(
+        matches!(e, PluginError::Api { status: 503, .. }),
+        "a bare 503 is an API error: {e:?}"
+    );
+    assert_eq!(
+        jira.issue("OPS-9").await.expect("read at once").title,
+        "Disk full",
+        "a bare 503 holds nothing"
     );
 }

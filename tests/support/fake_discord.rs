@@ -11,6 +11,14 @@
 //!   inside it answers 429 with only `Retry-After`, `X-RateLimit-Global: true` and
 //!   `X-RateLimit-Scope: global`, and `"global": true` with the time left; every 429 served
 //!   is counted ([`FakeDiscord::rate_limited`]: Discord counts them as invalid requests).
+//!   [`FakeDiscord::limit_buckets`] turns on per-route limits as "Rate Limits" describes
+//!   them: create (`POST`), edit (`PATCH`) and read (`GET`) messages are three buckets, each
+//!   with its own `X-RateLimit-Bucket` hash, counted per channel (the major parameter): N
+//!   requests a window, every answer telling `X-RateLimit-Limit`, `X-RateLimit-Remaining`
+//!   and `X-RateLimit-Reset-After` (seconds left in the window); a request on a spent bucket
+//!   answers 429 with `X-RateLimit-Scope: user`, `Retry-After` and `{"retry_after": <seconds
+//!   left>, "global": false}`. [`FakeDiscord::hold_edits`] keeps edits' answers back until
+//!   [`FakeDiscord::release_edits`] (to order answers in a test).
 //! - Gateway at `ws://…/gateway`: op 10 HELLO on connect, op 1 → op 11 ACK, op 2 IDENTIFY
 //!   (token checked; a wrong one closes with 4004) → READY with the bot user and a session
 //!   id, op 6 RESUME → missed dispatches replayed then RESUMED (unknown session → op 9
@@ -173,6 +181,89 @@ struct State {
     command_writes: u32,
     /// `GET /applications/{id}/commands` calls.
     command_reads: u32,
+    /// Per-route limits, when on: (requests per window, window in seconds).
+    bucket_limit: Option<(u32, f64)>,
+    /// Each bucket's window per channel: (bucket, channel) → (start, requests in it).
+    windows: std::collections::HashMap<(String, String), (std::time::Instant, u32)>,
+    /// Edits answer only while this is `true` ([`FakeDiscord::hold_edits`]).
+    edits_open: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Edits received and waiting for [`FakeDiscord::release_edits`].
+    edits_waiting: u32,
+}
+
+/// The bucket hashes of the message routes (`X-RateLimit-Bucket`), per method.
+fn message_bucket(method: &str, parts: &[&str]) -> Option<(&'static str, String)> {
+    let ch = match parts {
+        ["api", "v10", "channels", ch, "messages"]
+        | ["api", "v10", "channels", ch, "messages", _] => ch.to_string(),
+        _ => return None,
+    };
+    let bucket = match method {
+        "POST" => "d721dea6054f6322373d361f98e5c38b",
+        "PATCH" => "80c17d2f203122d936070c88c8d10f33",
+        "GET" => "c5b1d4d0ba3d1e2b3f0d3e8d1b2a0f7e",
+        _ => return None,
+    };
+    Some((bucket, ch))
+}
+
+/// Counts a request against its bucket when per-route limits are on: `Err` is the 429 of a
+/// spent bucket, `Ok` the headers its answer carries.
+fn take_bucket(
+    s: &mut State,
+    method: &str,
+    parts: &[&str],
+) -> Result<Vec<(&'static str, String)>, Box<HttpResponse>> {
+    let (Some((limit, window)), Some((bucket, ch))) =
+        (s.bucket_limit, message_bucket(method, parts))
+    else {
+        return Ok(Vec::new());
+    };
+    let now = std::time::Instant::now();
+    let w = s
+        .windows
+        .entry((bucket.to_string(), ch))
+        .or_insert((now, 0));
+    let length = std::time::Duration::from_secs_f64(window);
+    if now >= w.0 + length {
+        *w = (now, 0);
+    }
+    let left = (w.0 + length).saturating_duration_since(now).as_secs_f64();
+    if w.1 >= limit {
+        s.rate_limited += 1;
+        return Err(Box::new(
+            HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", format!("{}", left.ceil() as u64)))
+                .insert_header(("X-RateLimit-Limit", limit.to_string()))
+                .insert_header(("X-RateLimit-Remaining", "0"))
+                .insert_header(("X-RateLimit-Reset-After", format!("{left:.3}")))
+                .insert_header(("X-RateLimit-Bucket", bucket))
+                .insert_header(("X-RateLimit-Scope", "user"))
+                .json(json!({"message": "You are being rate limited.",
+                "retry_after": (left * 1000.0).round() / 1000.0, "global": false})),
+        ));
+    }
+    w.1 += 1;
+    Ok(vec![
+        ("X-RateLimit-Limit", limit.to_string()),
+        ("X-RateLimit-Remaining", (limit - w.1).to_string()),
+        ("X-RateLimit-Reset-After", format!("{left:.3}")),
+        ("X-RateLimit-Bucket", bucket.to_string()),
+    ])
+}
+
+/// `r` with the bucket's headers in place of the fake's defaults.
+fn with_headers(mut r: HttpResponse, headers: &[(&'static str, String)]) -> HttpResponse {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
 }
 
 /// The fake.
@@ -182,6 +273,8 @@ pub struct FakeDiscord {
     /// Gateway URL (`discord.gateway_url`).
     pub gateway_url: String,
     state: Arc<Mutex<State>>,
+    /// Opens the edits held back by [`FakeDiscord::hold_edits`].
+    edits_gate: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     /// The server (stopped on drop).
     _server: FakeServer,
 }
@@ -513,6 +606,20 @@ async fn dispatch(
         return ws::start(session, &req, stream);
     }
     let body = stream.to_bytes().await.unwrap_or_default();
+    if req.method() == actix_web::http::Method::PATCH {
+        let gate = {
+            let mut s = lock(&st);
+            let gate = s.edits_open.clone().filter(|g| !*g.borrow());
+            if gate.is_some() {
+                s.edits_waiting += 1;
+            }
+            gate
+        };
+        if let Some(mut g) = gate {
+            let _ = g.wait_for(|open| *open).await;
+            lock(&st).edits_waiting -= 1;
+        }
+    }
     let mut s = lock(&st);
     let auth = req
         .headers()
@@ -559,8 +666,12 @@ async fn dispatch(
             .json(json!({"message": "You are being rate limited.", "retry_after": secs, "global": false})));
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let bucket = match take_bucket(&mut s, req.method().as_str(), &parts) {
+        Ok(h) => h,
+        Err(limited) => return Ok(*limited),
+    };
     if let Some(answer) = reads_and_commands(&mut s, req.method().as_str(), &parts, &req, &body) {
-        return Ok(answer);
+        return Ok(with_headers(answer, &bucket));
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or_default();
     let content = v["content"].as_str().unwrap_or_default().to_string();
@@ -625,12 +736,15 @@ async fn dispatch(
             ))
         }
     };
-    Ok(HttpResponse::Ok()
-        .insert_header(("X-RateLimit-Limit", "5"))
-        .insert_header(("X-RateLimit-Remaining", "4"))
-        .insert_header(("X-RateLimit-Reset-After", "1.000"))
-        .insert_header(("X-RateLimit-Bucket", "fakebucket"))
-        .json(answer))
+    Ok(with_headers(
+        HttpResponse::Ok()
+            .insert_header(("X-RateLimit-Limit", "5"))
+            .insert_header(("X-RateLimit-Remaining", "4"))
+            .insert_header(("X-RateLimit-Reset-After", "1.000"))
+            .insert_header(("X-RateLimit-Bucket", "fakebucket"))
+            .json(answer),
+        &bucket,
+    ))
 }
 
 impl FakeDiscord {
@@ -654,6 +768,7 @@ impl FakeDiscord {
             api_url: server.url("/api/v10"),
             gateway_url,
             state,
+            edits_gate: Mutex::new(None),
             _server: server,
         }
     }
@@ -758,6 +873,39 @@ impl FakeDiscord {
         let mut s = lock(&self.state);
         s.limited = n;
         s.limit_secs = secs;
+    }
+
+    /// Per-route limits from now on: `limit` requests per `window_secs` for each message
+    /// bucket (create, edit, read) of each channel.
+    pub fn limit_buckets(&self, limit: u32, window_secs: f64) {
+        lock(&self.state).bucket_limit = Some((limit, window_secs));
+    }
+
+    /// Edits wait for [`FakeDiscord::release_edits`] before they are answered.
+    pub fn hold_edits(&self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut s = lock(&self.state);
+        s.edits_open = Some(rx);
+        drop(s);
+        *self.edits_gate.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// Answers the edits held back, and every later one at once.
+    pub fn release_edits(&self) {
+        if let Some(tx) = self
+            .edits_gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = tx.send(true);
+        }
+        lock(&self.state).edits_open = None;
+    }
+
+    /// Edits received and held back.
+    pub fn edits_waiting(&self) -> u32 {
+        lock(&self.state).edits_waiting
     }
 
     /// IDENTIFY asking for the privileged Message Content intent is closed with 4014, as

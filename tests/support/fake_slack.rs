@@ -1,5 +1,9 @@
 //! A stateful fake of the Slack Web API methods the chat bridge uses (wire-formats §2.3),
-//! plus a signer that POSTs Events API envelopes the way Slack does (§2.1, §2.2).
+//! plus a signer that POSTs Events API envelopes the way Slack does (§2.1, §2.2), and one
+//! that POSTs slash commands as Slack does ("Implementing slash commands": an
+//! `application/x-www-form-urlencoded` body with `token`, `team_id`, `team_domain`,
+//! `channel_id`, `channel_name`, `user_id`, `user_name`, `command`, `text`, `api_app_id`,
+//! `response_url`, `trigger_id`, signed like events; [`slash_command`], [`post_form_signed`]).
 //!
 //! - `POST /api/chat.postMessage`, `POST /api/chat.update` (JSON or form bodies) with
 //!   `Authorization: Bearer <token>`; errors are `{"ok": false, "error"}` with HTTP 200
@@ -424,4 +428,91 @@ pub async fn post_signed(url: &str, secret: &str, body: &Value) -> (u16, String)
         .expect("post event");
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
+}
+
+/// A slash command's form body as Slack POSTs it: `/command text` typed by `user` in
+/// `channel`, with a fresh `trigger_id` unless one is given.
+pub fn slash_command(
+    command: &str,
+    text: &str,
+    channel: &str,
+    user: &str,
+    trigger_id: Option<&str>,
+) -> String {
+    let trigger = trigger_id.map(str::to_string).unwrap_or_else(|| {
+        let n = uuid::Uuid::new_v4().as_u128();
+        format!(
+            "{}.{}.{:032x}",
+            n % 1_000_000_000_000,
+            47_445_629_121_u64,
+            n
+        )
+    });
+    let response_url = format!(
+        "https://hooks.slack.com/commands/T123ABC456/{}/{}",
+        uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000,
+        uuid::Uuid::new_v4().simple()
+    );
+    let fields = [
+        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
+        ("team_id", "T123ABC456"),
+        ("team_domain", "acme"),
+        ("enterprise_id", ""),
+        ("enterprise_name", ""),
+        ("channel_id", channel),
+        ("channel_name", "ops"),
+        ("user_id", user),
+        ("user_name", "steve"),
+        ("command", command),
+        ("text", text),
+        ("api_app_id", "A123ABC456"),
+        ("is_enterprise_install", "false"),
+        ("response_url", response_url.as_str()),
+        ("trigger_id", trigger.as_str()),
+    ];
+    let mut form = String::new();
+    for (k, v) in fields {
+        if !form.is_empty() {
+            form.push('&');
+        }
+        form.push_str(k);
+        form.push('=');
+        form.push_str(&form_encode(v));
+    }
+    form
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value (space as `+`).
+fn form_encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// POSTs a form `body` to `url` signed like Slack at `ts`, returning status and body text.
+pub async fn post_form_signed_at(url: &str, secret: &str, body: &str, ts: i64) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", sign(secret, ts, body))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post command");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// [`post_form_signed_at`] now.
+pub async fn post_form_signed(url: &str, secret: &str, body: &str) -> (u16, String) {
+    post_form_signed_at(url, secret, body, chrono::Utc::now().timestamp()).await
 }

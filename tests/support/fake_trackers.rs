@@ -14,6 +14,12 @@
 //!   default workflow lets any status go to any other, transition ids 11/21/31/41) and
 //!   `POST …/transitions` (`{"transition": {"id"}}`; 204 No Content, 400 for an id not
 //!   available from the status, 404 for an unknown issue).
+//!   At a resource limit ("Rate limiting": "a 503 response may be returned when a resource
+//!   limit has been reached", with `Retry-After`; one made before the period ends "will fail
+//!   and return the same or longer `Retry-After` period"): [`FakeTrackers::jira_busy_for`]
+//!   makes every Jira request answer 503 with `Retry-After` (whole seconds, rounded up) until
+//!   the window ends; [`FakeTrackers::jira_down_next`] makes the next N answer a bare 503
+//!   (an outage: no `Retry-After`). Every 503 is counted ([`FakeTrackers::jira_503s`]).
 
 #![allow(dead_code)]
 
@@ -39,6 +45,36 @@ struct State {
     jira_comments: Vec<(String, Value)>,
     /// Linear requests still to answer with a rate limit.
     linear_limited: u32,
+    /// End of a Jira resource-limit window (503 + `Retry-After`).
+    jira_busy_until: Option<std::time::Instant>,
+    /// Jira requests still to answer with a bare 503.
+    jira_down: u32,
+    /// Jira 503s answered.
+    jira_503s: u32,
+}
+
+/// Jira's 503 while a resource limit holds or the site is down, if it is.
+fn jira_unavailable(s: &mut State) -> Option<HttpResponse> {
+    let body = json!({"errorMessages": ["Service Unavailable"], "errors": {}});
+    if let Some(left) = s
+        .jira_busy_until
+        .and_then(|t| t.checked_duration_since(std::time::Instant::now()))
+        .filter(|d| !d.is_zero())
+    {
+        s.jira_503s += 1;
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        return Some(
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", secs.to_string()))
+                .json(body),
+        );
+    }
+    if s.jira_down > 0 {
+        s.jira_down -= 1;
+        s.jira_503s += 1;
+        return Some(HttpResponse::ServiceUnavailable().json(body));
+    }
+    None
 }
 
 /// Linear's workflow states of the fake team: (id, name, type).
@@ -193,7 +229,10 @@ fn jira_missing() -> HttpResponse {
 }
 
 async fn jira(req: HttpRequest, key: web::Path<String>, st: Shared) -> HttpResponse {
-    let s = lock(&st);
+    let mut s = lock(&st);
+    if let Some(r) = jira_unavailable(&mut s) {
+        return r;
+    }
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -210,6 +249,9 @@ async fn jira_comment(
     st: Shared,
 ) -> HttpResponse {
     let mut s = lock(&st);
+    if let Some(r) = jira_unavailable(&mut s) {
+        return r;
+    }
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -229,7 +271,10 @@ async fn jira_comment(
 }
 
 async fn jira_transitions(req: HttpRequest, key: web::Path<String>, st: Shared) -> HttpResponse {
-    let s = lock(&st);
+    let mut s = lock(&st);
+    if let Some(r) = jira_unavailable(&mut s) {
+        return r;
+    }
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -256,6 +301,9 @@ async fn jira_transition(
     st: Shared,
 ) -> HttpResponse {
     let mut s = lock(&st);
+    if let Some(r) = jira_unavailable(&mut s) {
+        return r;
+    }
     if let Some(r) = jira_auth(&req, &s) {
         return r;
     }
@@ -340,6 +388,23 @@ impl FakeTrackers {
     /// The next `n` Linear requests are refused with Linear's rate limit (`RATELIMITED`).
     pub fn limit_linear_next(&self, n: u32) {
         lock(&self.state).linear_limited = n;
+    }
+
+    /// For the next `secs` seconds every Jira request answers 503 with `Retry-After` (a
+    /// resource limit reached).
+    pub fn jira_busy_for(&self, secs: u64) {
+        lock(&self.state).jira_busy_until =
+            Some(std::time::Instant::now() + std::time::Duration::from_secs(secs));
+    }
+
+    /// The next `n` Jira requests answer a bare 503 (no `Retry-After`).
+    pub fn jira_down_next(&self, n: u32) {
+        lock(&self.state).jira_down = n;
+    }
+
+    /// Jira 503s answered so far.
+    pub fn jira_503s(&self) -> u32 {
+        lock(&self.state).jira_503s
     }
 
     /// Moves Linear issue `identifier` to workflow state `name` (as a person would).

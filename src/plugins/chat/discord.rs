@@ -3,9 +3,11 @@
 //! characters; inbound messages from the Gateway ([`super::gateway`]) and application
 //! commands from `POST /webhooks/discord/interactions` (Ed25519-verified, [`super::verify`]).
 //!
-//! Rate limits: each answer's `X-RateLimit-Remaining`/`X-RateLimit-Reset-After` are kept per
-//! route (channel); a request on a route whose bucket is empty waits for its reset first,
-//! and a 429 (`retry_after` float, `Retry-After`) is waited out by [`super::Http`].
+//! Rate limits ([`super::discord_limits`]): each answer's `X-RateLimit-Bucket`,
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset-After` are kept per bucket and major
+//! parameter (the channel); a request on a spent bucket waits for its reset first instead of
+//! meeting a 429, a global 429 holds every route, and a 429 (`retry_after` float,
+//! `Retry-After`) is waited out by [`super::Http`].
 //!
 //! Application commands ([`COMMANDS`]) are registered at start when interactions are
 //! configured (`discord.public_key`), only when Discord's list differs
@@ -16,15 +18,14 @@
 //! (`<@id>` or `<@!id>`, stripped); in a DM no mention is needed; a message that is only the
 //! mention is ignored.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::discord_limits::{RateLimits, Route};
 use super::split::split_message;
 use super::Http;
 use crate::config::DiscordSettings;
@@ -53,11 +54,9 @@ pub struct DiscordPlatform {
     http: Http,
     api_url: String,
     token: String,
-    /// Per-route (channel) time before which the bucket is empty.
-    buckets: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Time before which no request may leave: a global 429 ("Rate Limits", global rate
-    /// limit) holds every route of the bot, not only the one that met it.
-    global: Arc<Mutex<Option<Instant>>>,
+    /// The bot's rate limits: spent buckets per channel, and the global hold (a global 429
+    /// holds every route of the bot, not only the one that met it).
+    limits: Arc<Mutex<RateLimits>>,
 }
 
 impl DiscordPlatform {
@@ -81,85 +80,48 @@ impl DiscordPlatform {
             http: Http::new("discord", timeout)?,
             api_url: api_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            buckets: Arc::new(Mutex::new(HashMap::new())),
-            global: Arc::new(Mutex::new(None)),
+            limits: Arc::new(Mutex::new(RateLimits::default())),
         })
     }
 
-    async fn wait_bucket(&self, route: &str) {
-        let global = self.global.lock().ok().and_then(|g| *g);
-        let route = self.buckets.lock().ok().and_then(|b| b.get(route).copied());
-        if let Some(t) = global.into_iter().chain(route).max() {
-            tokio::time::sleep_until(t).await;
+    /// Waits while `route`'s bucket is spent or a global limit holds (again after each
+    /// wait: another answer may have spent it meanwhile).
+    async fn wait_limits(&self, route: &Route) {
+        loop {
+            let until = self
+                .limits
+                .lock()
+                .ok()
+                .and_then(|l| l.wait_until(route, Instant::now()));
+            match until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => return,
+            }
         }
+    }
+
+    /// Until when a request `method path` (`POST`, `/channels/1/messages`) waits for its
+    /// spent bucket or the global limit, if it must wait now.
+    pub fn hold(&self, method: &str, path: &str) -> Option<Instant> {
+        let route = Route::of(method, path);
+        self.limits
+            .lock()
+            .ok()
+            .and_then(|l| l.wait_until(&route, Instant::now()))
     }
 
     /// Until when every request waits for a global rate limit Discord reported, if one
     /// holds now.
     pub fn global_hold(&self) -> Option<Instant> {
-        self.global
+        self.limits
             .lock()
             .ok()
-            .and_then(|g| *g)
-            .filter(|t| *t > Instant::now())
-    }
-
-    /// A 429 for the global limit (`X-RateLimit-Global`, or `"global": true` in the body)
-    /// holds every request until its `retry_after` is over.
-    fn note_global(&self, reply: &super::Reply) {
-        if reply.status != 429 {
-            return;
-        }
-        let header = reply
-            .headers
-            .get("x-ratelimit-global")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        if !(header || reply.json["global"] == json!(true)) {
-            return;
-        }
-        let Some(wait) = super::rate_limit_wait(&reply.headers, &reply.json) else {
-            return;
-        };
-        let until = Instant::now() + wait.min(super::MAX_RATE_LIMIT_WAIT);
-        if let Ok(mut g) = self.global.lock() {
-            *g = Some(g.map_or(until, |t| t.max(until)));
-        }
-    }
-
-    fn note_bucket(&self, route: &str, headers: &HeaderMap) {
-        let get = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
-        let Ok(mut b) = self.buckets.lock() else {
-            return;
-        };
-        match (get("x-ratelimit-remaining"), get("x-ratelimit-reset-after")) {
-            (Some(rem), Some(after)) if rem <= 0.0 && after.is_finite() && after >= 0.0 => {
-                b.insert(
-                    route.to_string(),
-                    Instant::now() + Duration::from_secs_f64(after.min(60.0)),
-                );
-            }
-            _ => {
-                b.remove(route);
-            }
-        }
+            .and_then(|l| l.global_hold(Instant::now()))
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> PluginResult<Value> {
-        let route = path
-            .split(['?', '#'])
-            .next()
-            .unwrap_or(path)
-            .split("/messages")
-            .next()
-            .unwrap_or(path)
-            .to_string();
-        self.wait_bucket(&route).await;
+        let route = Route::of(method.as_str(), path);
+        self.wait_limits(&route).await;
         let url = format!("{}{path}", self.api_url);
         let auth = format!("Bot {}", self.token);
         let r = self
@@ -177,10 +139,19 @@ impl DiscordPlatform {
                         req.json(&body)
                     }
                 },
-                |reply| self.note_global(reply),
+                |reply| {
+                    if let Ok(mut l) = self.limits.lock() {
+                        l.observe(
+                            &route,
+                            reply.status,
+                            &reply.headers,
+                            &reply.json,
+                            Instant::now(),
+                        );
+                    }
+                },
             )
             .await?;
-        self.note_bucket(&route, &r.headers);
         if (200..300).contains(&r.status) {
             return Ok(r.json);
         }

@@ -4,8 +4,8 @@
 //! | platform | file | inbound | outbound |
 //! |---|---|---|---|
 //! | `telegram` | [`telegram`] | `getUpdates` long poll or `POST /webhooks/telegram` | `sendMessage`, `editMessageText`, MarkdownV2 |
-//! | `discord` | [`discord`] (+ [`gateway`]) | Gateway `MESSAGE_CREATE`, `POST /webhooks/discord/interactions` | `POST/PATCH /channels/{id}/messages` |
-//! | `slack` | [`slack`] | `POST /webhooks/slack/events` | `chat.postMessage`, `chat.update` |
+//! | `discord` | [`discord`] (+ [`gateway`], [`discord_limits`]) | Gateway `MESSAGE_CREATE`, `POST /webhooks/discord/interactions` | `POST/PATCH /channels/{id}/messages` |
+//! | `slack` | [`slack`] | `POST /webhooks/slack/events`, `POST /webhooks/slack/commands` | `chat.postMessage`, `chat.update` |
 //! | `github` | [`github`] | `issue_comment`/`pull_request_review_comment` on `/webhooks/github` | issue comments |
 //! | `jira` | [`jira`] (+ [`adf`]) | `comment_created` on `/webhooks/jira` | REST v3 comments in ADF |
 //!
@@ -24,6 +24,7 @@
 
 pub mod adf;
 pub mod discord;
+pub mod discord_limits;
 pub mod gateway;
 pub mod github;
 pub mod history;

@@ -1,10 +1,14 @@
-//! Slack (wire-formats §2): events in at `POST /webhooks/slack/events` (signing-secret
-//! verified in [`super::verify::slack`]), replies by `chat.postMessage` in the thread and
+//! Slack (wire-formats §2): events in at `POST /webhooks/slack/events` and slash commands at
+//! `POST /webhooks/slack/commands` (both signing-secret verified in
+//! [`super::verify::slack`]), replies by `chat.postMessage` in the thread and
 //! streaming by `chat.update`. Web API errors are `{"ok": false, "error"}` (usually HTTP
 //! 200); a 429 with `Retry-After` is waited out by [`super::Http`].
 //!
 //! A conversation is a thread: `{channel}:{thread_ts}`, where a top-level mention starts the
-//! thread at its own `ts`. `app_mention` events and direct messages are taken; other
+//! thread at its own `ts`. A slash command has no message and no thread (Slack does not let
+//! an app's commands be invoked in threads): its conversation is the channel, `{channel}`,
+//! shared by every command typed there, and its replies are posted in the channel itself
+//! ([`parse_command`]). `app_mention` events and direct messages are taken; other
 //! messages inside threads only with `slack.require_mention: false`; including the `thread_broadcast` and `file_share` subtypes (people wrote them);
 //! bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
 //! `message` for a mention in a thread: both carry the same `{channel}:{ts}` message id, so
@@ -149,11 +153,17 @@ fn push_escaped(raw: &str, max: usize, out: &mut Vec<String>) {
     }
 }
 
-/// `{channel}:{thread_ts}` → its parts.
-fn parse_thread(thread: &str) -> PluginResult<(&str, &str)> {
-    thread
-        .split_once(':')
-        .ok_or_else(|| PluginError::Invalid(format!("bad Slack thread {thread}")))
+/// `{channel}:{thread_ts}` → its parts; a slash command's conversation, `{channel}`, has no
+/// thread (its replies go to the channel itself).
+fn parse_thread(thread: &str) -> PluginResult<(&str, Option<&str>)> {
+    let (channel, ts) = match thread.split_once(':') {
+        Some((c, ts)) => (c, Some(ts)),
+        None => (thread, None),
+    };
+    if channel.is_empty() || ts.is_some_and(str::is_empty) {
+        return Err(PluginError::Invalid(format!("bad Slack thread {thread}")));
+    }
+    Ok((channel, ts))
 }
 
 #[async_trait]
@@ -170,12 +180,11 @@ impl ChatPlatform for SlackPlatform {
         let (channel, ts) = parse_thread(thread)?;
         let mut last = None;
         for chunk in split_escaped(text, MAX_MESSAGE) {
-            let v = self
-                .call(
-                    "chat.postMessage",
-                    &json!({"channel": channel, "thread_ts": ts, "text": chunk}),
-                )
-                .await?;
+            let mut body = json!({"channel": channel, "text": chunk});
+            if let Some(ts) = ts {
+                body["thread_ts"] = json!(ts);
+            }
+            let v = self.call("chat.postMessage", &body).await?;
             last = v["ts"].as_str().map(str::to_string);
         }
         last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
@@ -203,6 +212,11 @@ impl ChatPlatform for SlackPlatform {
         limit: usize,
     ) -> PluginResult<Vec<HistoryMessage>> {
         let (channel, thread_ts) = parse_thread(thread)?;
+        // A slash command's conversation is the whole channel, not a thread: no history is
+        // read for it (the channel's other talk is not this conversation's).
+        let Some(thread_ts) = thread_ts else {
+            return Ok(Vec::new());
+        };
         // `conversations.replies` answers the thread oldest first (parent included); the
         // messages up to `latest` (exclusive) are read in one page and the newest kept.
         let mut query = vec![
@@ -390,6 +404,87 @@ pub fn parse_event(body: &[u8], require_mention: bool) -> Result<SlackEvent, Str
     }))
 }
 
+/// Whether `body` is Slack's check of the Request URL's certificate (`ssl_check=1` and no
+/// `command`): it carries no command and changes nothing, so it is answered 200 before the
+/// signature is looked at (as Slack's Bolt does).
+pub fn is_ssl_check(body: &[u8]) -> bool {
+    let mut ssl = false;
+    for (k, v) in form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "command" => return false,
+            "ssl_check" => ssl = v == "1",
+            _ => {}
+        }
+    }
+    ssl
+}
+
+/// Reads a slash-command POST (already verified): Slack's `application/x-www-form-urlencoded`
+/// fields `command`, `text`, `channel_id`, `user_id` and `trigger_id` (Slack's "Implementing
+/// slash commands"). The message is the channel's (`thread` = `{channel}`: commands cannot be
+/// invoked in threads), with `trigger_id` as its message id so a POST made again is stored
+/// once; the author is `user_id`, as for events (the same `chat.allow.slack` list).
+///
+/// The text is what the person would have typed to the bot ([`command_text`]): `umbrella`
+/// (`slack.slash_command`, `/flotilla`) carries the bridge's command in its text; any other
+/// command is taken as typed.
+///
+/// # Errors
+/// The body is not a form, or a field the bridge needs is missing.
+pub fn parse_command(body: &[u8], umbrella: &str) -> Result<InboundMessage, String> {
+    if std::str::from_utf8(body).is_err() {
+        return Err("form body is not UTF-8".into());
+    }
+    let fields: std::collections::BTreeMap<String, String> = form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let need = |k: &str| get(k).ok_or_else(|| format!("form has no `{k}`"));
+    let command = need("command")?;
+    let (channel, user, trigger) = (need("channel_id")?, need("user_id")?, need("trigger_id")?);
+    Ok(InboundMessage {
+        platform: "slack".into(),
+        thread: channel.to_string(),
+        message_id: trigger.to_string(),
+        author: user.to_string(),
+        text: command_text(
+            command,
+            &plain_text(fields.get("text").map(String::as_str).unwrap_or_default()),
+            umbrella,
+        ),
+        meta: Default::default(),
+    })
+}
+
+/// The message a slash command stands for. `umbrella` (`/flotilla`): its text is what the
+/// person would have typed to the bot, a bridge command named without its slash included
+/// (`/flotilla status` → `/status`, `/flotilla spawn demo fix it` → `/spawn demo fix it`,
+/// `/flotilla /plan X` → `/plan X`, `/flotilla why is CI red?` → the question, nothing →
+/// `/help`). Any other command is the message as typed (`/status`, `/spawn demo …`, a
+/// template's `/plan X`), parsed by the bridge like any message; one it does not know is
+/// answered "Unknown command".
+pub fn command_text(command: &str, text: &str, umbrella: &str) -> String {
+    let text = text.trim();
+    let name = |c: &str| c.trim().trim_start_matches('/').to_lowercase();
+    if name(command) != name(umbrella) {
+        return if text.is_empty() {
+            command.trim().to_string()
+        } else {
+            format!("{} {text}", command.trim())
+        };
+    }
+    let first = text.split_whitespace().next().unwrap_or_default();
+    if text.is_empty() {
+        "/help".to_string()
+    } else if text.starts_with('/') {
+        text.to_string()
+    } else if crate::chat::parse::DETERMINISTIC.contains(&first.to_lowercase().as_str()) {
+        format!("/{}{}", first.to_lowercase(), &text[first.len()..])
+    } else {
+        text.to_string()
+    }
+}
+
 /// Removes leading `<@U…>` mentions (the bot being addressed).
 fn strip_user_mentions(text: &str) -> String {
     let mut t = text.trim();
@@ -438,6 +533,41 @@ mod tests {
             "a@b.io a < b"
         );
         assert_eq!(plain_text("unclosed <https://x"), "unclosed <https://x");
+    }
+
+    #[test]
+    fn a_slash_command_is_the_message_its_user_would_have_typed() {
+        // Slack's documented example ("Verifying requests from Slack"), text filled in.
+        let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fflotilla&text=spawn+demo+fix+%26lt%3Bthe%26gt%3B+%3Chttps%3A%2F%2Fx.io%3E&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let m = parse_command(body.as_bytes(), "/flotilla").expect("parse");
+        assert_eq!(
+            (m.platform.as_str(), m.thread.as_str(), m.author.as_str()),
+            ("slack", "G8PSS9T3V", "U2CERLKJA")
+        );
+        assert_eq!(
+            m.message_id,
+            "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
+        );
+        assert_eq!(m.text, "/spawn demo fix <the> https://x.io");
+        assert!(parse_command(b"command=%2Fx&user_id=U1&trigger_id=t", "/flotilla").is_err());
+        assert!(is_ssl_check(b"ssl_check=1&token=x"));
+        assert!(!is_ssl_check(b"ssl_check=1&command=%2Fx"));
+
+        let u = "/flotilla";
+        assert_eq!(command_text("/flotilla", "status", u), "/status");
+        assert_eq!(command_text("/Flotilla", "  ", u), "/help");
+        assert_eq!(command_text("/flotilla", "/plan add X", u), "/plan add X");
+        assert_eq!(command_text("/flotilla", "Cancel", u), "/cancel");
+        assert_eq!(
+            command_text("/flotilla", "why is CI red?", u),
+            "why is CI red?"
+        );
+        assert_eq!(command_text("/status", "", u), "/status");
+        assert_eq!(
+            command_text("/spawn", "demo fix it", u),
+            "/spawn demo fix it"
+        );
+        assert_eq!(command_text("/plan", "add X", u), "/plan add X");
     }
 
     #[test]

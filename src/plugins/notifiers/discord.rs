@@ -4,13 +4,20 @@
 //! `DiscordBot (url, version)` User-Agent Discord requires of bots.
 //!
 //! A 429 carries `Retry-After` and a JSON body `{"retry_after": <float seconds>, "global"}`
-//! (§4.2); the body's value is the more precise, so it wins.
+//! (§4.2); the body's value is the more precise, so it wins. The notifier keeps Discord's
+//! limits as the chat platform does ([`crate::plugins::chat::discord_limits`]): after an
+//! answer saying its bucket is spent (`X-RateLimit-Remaining: 0`, `X-RateLimit-Reset-After`)
+//! or a 429, the next notification waits for the reset instead of meeting a 429.
+
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, USER_AGENT};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::{plain_text, post_json, seconds, status_error, truncate};
+use crate::plugins::chat::discord_limits::{RateLimits, Route};
 use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Discord's `content` limit.
@@ -38,12 +45,56 @@ pub enum Target {
 pub struct DiscordNotifier {
     client: reqwest::Client,
     target: Target,
+    /// What Discord said of this target's limits.
+    limits: Mutex<RateLimits>,
 }
 
 impl DiscordNotifier {
     /// A notifier posting to `target`.
     pub fn new(client: reqwest::Client, target: Target) -> Self {
-        DiscordNotifier { client, target }
+        DiscordNotifier {
+            client,
+            target,
+            limits: Mutex::new(RateLimits::default()),
+        }
+    }
+
+    /// The route of this notifier's one request, for its rate limits.
+    fn route(&self) -> Route {
+        match &self.target {
+            Target::Channel { channel, .. } => {
+                Route::of("POST", &format!("/channels/{channel}/messages"))
+            }
+            Target::Webhook { url } => {
+                let path = url.split_once("/webhooks/").map_or("", |(_, p)| p);
+                Route::of("POST", &format!("/webhooks/{path}"))
+            }
+        }
+    }
+
+    /// Waits while this target's bucket is spent or a global limit holds.
+    async fn wait_limits(&self, route: &Route) {
+        loop {
+            let until = self
+                .limits
+                .lock()
+                .ok()
+                .and_then(|l| l.wait_until(route, Instant::now()));
+            match until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => return,
+            }
+        }
+    }
+
+    /// Until when the next notification waits for a spent bucket or the global limit, if it
+    /// must wait now.
+    pub fn hold(&self) -> Option<Instant> {
+        let route = self.route();
+        self.limits
+            .lock()
+            .ok()
+            .and_then(|l| l.wait_until(&route, Instant::now()))
     }
 }
 
@@ -98,7 +149,13 @@ impl Notifier for DiscordNotifier {
                 )
             }
         };
+        let route = self.route();
+        self.wait_limits(&route).await;
         let a = post_json(&self.client, "discord", &url, headers, bytes).await?;
+        if let Ok(mut l) = self.limits.lock() {
+            let json: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+            l.observe(&route, a.status, &a.headers, &json, Instant::now());
+        }
         if (200..300).contains(&a.status) {
             // A channel post answers the message; a webhook's (without `?wait`) answers
             // nothing, and a reply to it would not be to the bot anyway.

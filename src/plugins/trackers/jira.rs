@@ -1,7 +1,13 @@
 //! Jira Cloud issues as tasks (REST v3; descriptions in Atlassian Document Format), and
 //! write-back to them: a comment in ADF, a workflow transition (`GET`/`POST …/transitions`).
+//!
+//! A rate limit (429) or a resource limit (503 with `Retry-After`) holds the site's every
+//! request until its wait is over: Jira answers a request made earlier with "the same or
+//! longer `Retry-After` period" ("Rate limiting"), so until then a call fails at once with
+//! the time left, without asking.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -17,6 +23,8 @@ pub struct JiraIssues {
     email: String,
     token: String,
     timeout: Duration,
+    /// Until when no request leaves: the end of the last rate or resource limit's wait.
+    hold: Mutex<Option<Instant>>,
 }
 
 impl JiraIssues {
@@ -42,7 +50,34 @@ impl JiraIssues {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(missing)?,
             timeout,
+            hold: Mutex::new(None),
         })
+    }
+
+    /// Sends `req` unless a limit holds (then `RateLimited` with the time left), and starts a
+    /// hold when Jira answers with one.
+    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> PluginResult<Value> {
+        let now = Instant::now();
+        let held = self
+            .hold
+            .lock()
+            .ok()
+            .and_then(|h| *h)
+            .filter(|until| *until > now);
+        if let Some(until) = held {
+            return Err(PluginError::RateLimited {
+                kind: "secondary",
+                retry_after: until - now,
+            });
+        }
+        let r = send_json(what, req, self.timeout).await;
+        if let Err(PluginError::RateLimited { retry_after, .. }) = &r {
+            let until = Instant::now() + *retry_after;
+            if let Ok(mut h) = self.hold.lock() {
+                *h = Some(h.map_or(until, |t| t.max(until)));
+            }
+        }
+        r
     }
 }
 
@@ -105,7 +140,7 @@ impl JiraIssues {
     async fn transition(&self, id: &str, wanted: &str) -> PluginResult<String> {
         let what = format!("Jira issue {id}: transitions");
         let req = self.request(reqwest::Method::GET, &format!("/issue/{id}/transitions"));
-        let v = send_json(&what, req, self.timeout).await?;
+        let v = self.send(&what, req).await?;
         let eq = |x: &Value| x.as_str().is_some_and(|n| n.eq_ignore_ascii_case(wanted));
         v["transitions"]
             .as_array()
@@ -129,7 +164,7 @@ impl Tracker for JiraIssues {
             reqwest::Method::GET,
             &format!("/issue/{id}?fields=summary,description,labels,status"),
         );
-        let v = send_json(&format!("Jira issue {id}"), req, self.timeout).await?;
+        let v = self.send(&format!("Jira issue {id}"), req).await?;
         let f = &v["fields"];
         let key = v["key"].as_str().unwrap_or(id).to_string();
         Ok(Issue {
@@ -157,7 +192,7 @@ impl Tracker for JiraIssues {
             let req = self
                 .request(reqwest::Method::POST, &format!("/issue/{id}/comment"))
                 .json(&json!({ "body": crate::plugins::chat::adf::markdown_to_adf(text) }));
-            send_json(&format!("Jira issue {id}: comment"), req, self.timeout).await?;
+            self.send(&format!("Jira issue {id}: comment"), req).await?;
         }
         if let Some(wanted) = &w.state {
             let transition = self.transition(id, wanted).await?;
@@ -165,7 +200,8 @@ impl Tracker for JiraIssues {
             let req = self
                 .request(reqwest::Method::POST, &format!("/issue/{id}/transitions"))
                 .json(&json!({ "transition": { "id": transition } }));
-            send_json(&format!("Jira issue {id}: transition"), req, self.timeout).await?;
+            self.send(&format!("Jira issue {id}: transition"), req)
+                .await?;
         }
         Ok(())
     }

@@ -105,7 +105,9 @@ fn until(reset_ms: i64, now_ms: i64) -> Duration {
 ///   `ratelimited` in the SDK), whatever the HTTP status; the wait is `retry-after`, else the
 ///   `x-ratelimit-requests-reset` / `x-ratelimit-complexity-reset` instant (epoch ms).
 /// - Jira Cloud: 429 with `Retry-After` seconds, else its `X-RateLimit-Reset` ISO instant
-///   ("Rate limiting").
+///   ("Rate limiting"); and a 503 with `Retry-After` (a resource limit reached: "not rate
+///   limit responses, [but] handled with similar logic"). A 503 without it is an outage, an
+///   API error like any 5xx. Any tracker's 503 with `Retry-After` is read the same way.
 /// - GitHub REST: as the SCM reads it ([`crate::plugins::github::rate_limited`]): 403 or 429,
 ///   `retry-after` seconds (secondary), else with `x-ratelimit-remaining: 0` until
 ///   `x-ratelimit-reset` (primary), else a minute.
@@ -133,6 +135,9 @@ fn rate_limited(
             (None, Some(reset)) => limit("primary", until(reset, now_ms)),
             (None, None) => limit("secondary", Duration::from_secs(60)),
         };
+    }
+    if let (503, Some(secs)) = (status, retry_after) {
+        return limit("secondary", Duration::from_secs(secs.max(0).unsigned_abs()));
     }
     if let (429, None, Some(at)) = (status, retry_after, iso_reset(headers)) {
         return limit("secondary", until(at.timestamp_millis(), now_ms));
@@ -182,6 +187,15 @@ mod tests {
             now_ms,
         );
         assert_eq!(wait(jira), Some(Duration::from_secs(100)));
+        // Jira at a resource limit: 503 + Retry-After is waited out like a rate limit; a
+        // 503 without it is not a rate limit.
+        let busy = rate_limited(503, &headers(&[("retry-after", "7")]), None, now_ms);
+        assert!(
+            matches!(busy, Some(PluginError::RateLimited { .. })),
+            "{busy:?}"
+        );
+        assert_eq!(wait(busy), Some(Duration::from_secs(7)));
+        assert!(rate_limited(503, &headers(&[]), None, now_ms).is_none());
         // GitHub primary: 403, remaining 0, until the reset (epoch seconds).
         let gh = rate_limited(
             403,
