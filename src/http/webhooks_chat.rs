@@ -18,6 +18,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::actors::intake::start_once;
 use crate::config::{Secret, Settings, TelegramSettings};
+use crate::plugins::chat::telegram_api::{BotApi, MovedChats};
 use crate::plugins::chat::{discord, github, jira, slack, telegram, verify};
 use crate::plugins::{InboundMessage, InboxReceipt};
 
@@ -44,6 +45,9 @@ pub struct ChatWebhookSettings {
     pub telegram: Option<TelegramSettings>,
     /// The bot's Telegram username, as far as `getMe` told it.
     pub telegram_username: Arc<tokio::sync::Mutex<BotName>>,
+    /// Telegram chats that moved (groups upgraded to supergroups): a service message saying
+    /// so is recorded here, where the chat adapter and the notifier look.
+    pub telegram_moves: MovedChats,
 }
 
 impl ChatWebhookSettings {
@@ -59,6 +63,16 @@ impl ChatWebhookSettings {
             slack_require_mention: settings.slack.require_mention,
             telegram: Some(settings.telegram.clone()),
             telegram_username: Arc::default(),
+            telegram_moves: MovedChats::in_memory(),
+        }
+    }
+
+    /// The same settings, recording Telegram chat moves in `moves` (the app's, kept in the
+    /// store).
+    pub fn with_telegram_moves(self, moves: MovedChats) -> Self {
+        ChatWebhookSettings {
+            telegram_moves: moves,
+            ..self
         }
     }
 
@@ -73,8 +87,8 @@ impl ChatWebhookSettings {
             _ => {}
         }
         let tg = self.telegram.as_ref()?;
-        let p = telegram::TelegramPlatform::from_settings(tg, GET_ME_TIMEOUT).ok()??;
-        match p.get_me().await {
+        let api = BotApi::from_settings(tg, GET_ME_TIMEOUT).ok()??;
+        match api.get_me().await {
             Ok(n) => {
                 *name = BotName::Known(n.clone());
                 Some(n)
@@ -175,7 +189,8 @@ pub async fn slack_events(
 ///
 /// # Errors
 /// 401 when `X-Telegram-Bot-Api-Secret-Token` is not `telegram.secret_token`, 400 for a
-/// body that is not JSON, 503 when the message cannot be stored now (Telegram retries).
+/// body that is not JSON, 503 when the message (or the chat move a service message
+/// announces) cannot be stored now (Telegram retries).
 pub async fn telegram(
     req: HttpRequest,
     body: web::Bytes,
@@ -189,6 +204,12 @@ pub async fn telegram(
         return Err(refused("telegram"));
     }
     let update = json_body(&body)?;
+    if let Some((from, to)) = telegram::chat_move(&update) {
+        cfg.telegram_moves.record(from, to).await.map_err(|e| {
+            tracing::warn!(error = %e, "telegram chat move not stored");
+            ApiError::Unavailable("the chat move cannot be stored now; retry".into())
+        })?;
+    }
     let bot = cfg.telegram_username().await;
     if let Some(m) = telegram::parse_update_for(&update, bot.as_deref()) {
         deliver(&state, m).await?;

@@ -4,20 +4,22 @@
 //!
 //! Test names start with `chat_platforms_` so the `chat_platforms` group runs them.
 
+use std::path::Path;
 use std::time::Duration;
 
 use flotilla::plugins::chat::discord::DiscordPlatform;
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
 use flotilla::plugins::chat::telegram::TelegramPlatform;
+use flotilla::plugins::chat::telegram_api::MovedChats;
 use flotilla::plugins::notifiers::telegram::TelegramNotifier;
 use flotilla::plugins::{ChatPlatform, Notification, Notifier};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::chat_platforms::{telegram_poller, RecordingInbox};
 use crate::fake_discord::FakeDiscord;
 use crate::fake_slack::{self, FakeSlack};
-use crate::fake_telegram::FakeTelegram;
-use crate::helpers::{eventually, spawn_app_with_env, Backend, ECHO_AGENT};
+use crate::fake_telegram::{ChatCall, FakeTelegram};
+use crate::helpers::{eventually, spawn_app_with_env, Backend, TestApp, ECHO_AGENT};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -326,6 +328,168 @@ async fn chat_platforms_telegram_notifier_follows_a_group_migrated_to_a_supergro
     assert!(tg.sent().iter().all(|m| m.chat_id == -100_555));
     assert_eq!(tg.sent().len(), 2);
     assert_eq!(tg.calls("sendmessage"), 3, "the old group refused once");
+}
+
+const TG_SECRET: &str = "abc_DEF-123";
+
+/// An app taking Telegram updates on its webhook (no long poll: the test posts each update)
+/// from user 42, on the SQLite database in `db`, which outlives the app.
+async fn telegram_app(tg: &FakeTelegram, db: &Path) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let db_url = format!("sqlite://{}", db.join("flotilla.db").display());
+    spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "chat:\n  allow:\n    telegram: [\"42\"]\n",
+        dir,
+        &[
+            ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+            ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+            ("FLOTILLA__TELEGRAM__SECRET_TOKEN", TG_SECRET),
+            ("FLOTILLA__DATABASE__URL", db_url.as_str()),
+        ],
+    )
+    .await
+    .expect("app")
+}
+
+/// Posts one update to the app's Telegram webhook; returns the status.
+async fn post_update(app: &TestApp, update: &Value) -> u16 {
+    app.client
+        .post(format!("{}/webhooks/telegram", app.address))
+        .header("x-telegram-bot-api-secret-token", TG_SECRET)
+        .json(update)
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+/// User 42 writes `text` in group `chat` (update and message id `id`).
+fn group_message(id: i64, chat: i64, text: &str) -> Value {
+    json!({"update_id": id, "message": {"message_id": id,
+        "from": {"id": 42, "is_bot": false, "first_name": "U"},
+        "chat": {"id": chat, "type": "group", "title": "G"}, "date": 1, "text": text}})
+}
+
+/// Waits until `n` messages were sent to chat `chat`.
+async fn sent_to(tg: &FakeTelegram, chat: i64, n: usize) {
+    eventually(30, "the replies in the chat", || async {
+        (tg.sent().iter().filter(|m| m.chat_id == chat).count() >= n).then_some(())
+    })
+    .await;
+}
+
+/// The move a refusal taught is kept in the store: after a restart on the same database the
+/// conversation of the old group still gets its replies in the supergroup, and the first one
+/// goes there at once, without meeting the refusal again.
+#[actix_web::test]
+async fn chat_platforms_telegram_migration_is_remembered_across_a_restart() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.migrate(-555, -100_555);
+    let db = tempfile::tempdir().expect("tempdir");
+    let app = telegram_app(&tg, db.path()).await;
+    assert_eq!(post_update(&app, &group_message(1, -555, "/status")).await, 200);
+    sent_to(&tg, -100_555, 1).await;
+    let refused = |calls: &[ChatCall]| calls.iter().filter(|c| c.refused_migrated).count();
+    assert_eq!(refused(&tg.chat_calls()), 1, "learnt from one refusal");
+    app._handle.stop(true).await;
+    drop(app);
+
+    let before = tg.chat_calls().len();
+    let app = telegram_app(&tg, db.path()).await;
+    assert_eq!(post_update(&app, &group_message(2, -555, "/status")).await, 200);
+    sent_to(&tg, -100_555, 2).await;
+    let after = tg.chat_calls().split_off(before);
+    assert!(!after.is_empty());
+    assert!(
+        after
+            .iter()
+            .all(|c| c.chat_id == Some(-100_555) && !c.refused_migrated),
+        "after the restart every call went to the supergroup at once: {after:?}"
+    );
+    assert!(tg.sent().iter().all(|m| m.chat_id == -100_555));
+    assert_eq!(
+        app.store.list_conversations().await.expect("list").len(),
+        1,
+        "one conversation: the old group's"
+    );
+}
+
+/// Telegram announces the upgrade in a service message (`migrate_to_chat_id` in the old
+/// group): the move is recorded when it arrives, before any send could be refused, and it is
+/// no message for the bridge.
+#[actix_web::test]
+async fn chat_platforms_telegram_service_message_records_the_migration_before_any_send() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let notices = tg.push_migration(-555, -100_555);
+    let db = tempfile::tempdir().expect("tempdir");
+    let app = telegram_app(&tg, db.path()).await;
+    assert_eq!(post_update(&app, &notices[0]).await, 200);
+    assert_eq!(
+        app.store
+            .chat_moved_to("telegram", "-555")
+            .await
+            .expect("read")
+            .as_deref(),
+        Some("-100555")
+    );
+    assert!(app
+        .store
+        .list_conversations()
+        .await
+        .expect("list")
+        .is_empty());
+    // A message of the old group delivered late (sent just before the upgrade).
+    assert_eq!(post_update(&app, &group_message(1, -555, "/status")).await, 200);
+    sent_to(&tg, -100_555, 1).await;
+    let calls = tg.chat_calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.chat_id == Some(-100_555) && !c.refused_migrated),
+        "no call was refused: {calls:?}"
+    );
+
+    // The long poll records the notice the new supergroup gets (`migrate_from_chat_id`)
+    // where the chat adapter and the notifier look.
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.push_migration(-777, -100_777);
+    let moves = MovedChats::in_memory();
+    let mut poller = telegram_poller(&tg).with_moves(moves.clone());
+    let inbox = RecordingInbox::default();
+    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 0, "no message");
+    assert_eq!(moves.moved_to(-777).await, Some(-100_777));
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT)
+        .expect("platform")
+        .with_moves(moves.clone());
+    p.send("-777", "reply").await.expect("sent");
+    let n = TelegramNotifier::new(
+        reqwest::Client::new(),
+        tg.url.clone(),
+        "123:ABC".into(),
+        "-777".into(),
+    )
+    .with_moves(moves);
+    let note = Notification {
+        id: "n1".into(),
+        priority: "action".into(),
+        event: "merge.ready".into(),
+        session: Some("demo-1".into()),
+        message: "Ready to merge.".into(),
+        ..Notification::default()
+    };
+    n.notify(&note).await.expect("notified");
+    let calls = tg.chat_calls();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.chat_id == Some(-100_777) && !c.refused_migrated),
+        "{calls:?}"
+    );
 }
 
 /// A global 429 ("Rate Limits": `X-RateLimit-Global`, `"global": true`) holds every route
