@@ -438,8 +438,7 @@ impl Application {
         };
         // Telegram chats that moved (groups upgraded to supergroups), shared by every Telegram
         // client of the process and kept in the store.
-        let telegram_moves =
-            crate::plugins::chat::telegram_api::MovedChats::stored(store.clone());
+        let telegram_moves = crate::plugins::chat::telegram_api::MovedChats::stored(store.clone());
         let mut notifiers = notify::build_notifiers(&settings, &telegram_moves)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let chat_platforms =

@@ -858,8 +858,16 @@ async fn a_chat_move_is_kept_per_platform_and_replaced_by_a_later_one(store: Sha
         .record_chat_move("telegram", "-555", "-100555", at(1))
         .await
         .expect("recording it again is no error");
-    assert_eq!(moved("telegram", "-100555").await, None, "the new chat did not move");
-    assert_eq!(moved("slack", "-555").await, None, "another platform's chat");
+    assert_eq!(
+        moved("telegram", "-100555").await,
+        None,
+        "the new chat did not move"
+    );
+    assert_eq!(
+        moved("slack", "-555").await,
+        None,
+        "another platform's chat"
+    );
     store
         .record_chat_move("telegram", "-555", "-100777", at(2))
         .await

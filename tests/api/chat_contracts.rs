@@ -391,7 +391,10 @@ async fn chat_platforms_telegram_migration_is_remembered_across_a_restart() {
     tg.migrate(-555, -100_555);
     let db = tempfile::tempdir().expect("tempdir");
     let app = telegram_app(&tg, db.path()).await;
-    assert_eq!(post_update(&app, &group_message(1, -555, "/status")).await, 200);
+    assert_eq!(
+        post_update(&app, &group_message(1, -555, "/status")).await,
+        200
+    );
     sent_to(&tg, -100_555, 1).await;
     let refused = |calls: &[ChatCall]| calls.iter().filter(|c| c.refused_migrated).count();
     assert_eq!(refused(&tg.chat_calls()), 1, "learnt from one refusal");
@@ -400,7 +403,10 @@ async fn chat_platforms_telegram_migration_is_remembered_across_a_restart() {
 
     let before = tg.chat_calls().len();
     let app = telegram_app(&tg, db.path()).await;
-    assert_eq!(post_update(&app, &group_message(2, -555, "/status")).await, 200);
+    assert_eq!(
+        post_update(&app, &group_message(2, -555, "/status")).await,
+        200
+    );
     sent_to(&tg, -100_555, 2).await;
     let after = tg.chat_calls().split_off(before);
     assert!(!after.is_empty());
@@ -443,7 +449,10 @@ async fn chat_platforms_telegram_service_message_records_the_migration_before_an
         .expect("list")
         .is_empty());
     // A message of the old group delivered late (sent just before the upgrade).
-    assert_eq!(post_update(&app, &group_message(1, -555, "/status")).await, 200);
+    assert_eq!(
+        post_update(&app, &group_message(1, -555, "/status")).await,
+        200
+    );
     sent_to(&tg, -100_555, 1).await;
     let calls = tg.chat_calls();
     assert!(
@@ -460,7 +469,11 @@ async fn chat_platforms_telegram_service_message_records_the_migration_before_an
     let moves = MovedChats::in_memory();
     let mut poller = telegram_poller(&tg).with_moves(moves.clone());
     let inbox = RecordingInbox::default();
-    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 0, "no message");
+    assert_eq!(
+        poller.poll_once(&inbox).await.expect("poll"),
+        0,
+        "no message"
+    );
     assert_eq!(moves.moved_to(-777).await, Some(-100_777));
     let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT)
         .expect("platform")

@@ -493,4 +493,21 @@ mod tests {
             "chat": {"id": 1}, "photo": []}});
         assert!(parse_update(&photo).is_none());
     }
+
+    #[test]
+    fn the_upgrade_to_a_supergroup_is_read_from_either_service_message() {
+        let to = json!({"update_id": 1, "message": {"message_id": 5, "date": 1,
+            "chat": {"id": -555, "type": "group"}, "migrate_to_chat_id": -100_555_i64}});
+        let from = json!({"update_id": 2, "message": {"message_id": 1, "date": 1,
+            "chat": {"id": -100_555_i64, "type": "supergroup"}, "migrate_from_chat_id": -555}});
+        assert_eq!(chat_move(&to), Some((-555, -100_555)));
+        assert_eq!(chat_move(&from), Some((-555, -100_555)));
+        assert!(
+            parse_update(&to).is_none(),
+            "a service message is no message"
+        );
+        let text = json!({"update_id": 3, "message": {"message_id": 2, "date": 1,
+            "from": {"id": 42}, "chat": {"id": -555}, "text": "hi"}});
+        assert_eq!(chat_move(&text), None);
+    }
 }

@@ -204,7 +204,11 @@ impl BotApi {
     ///
     /// # Errors
     /// A failed call (409 while a webhook is set).
-    pub async fn get_updates(&self, offset: Option<i64>, wait_secs: u64) -> PluginResult<Vec<Value>> {
+    pub async fn get_updates(
+        &self,
+        offset: Option<i64>,
+        wait_secs: u64,
+    ) -> PluginResult<Vec<Value>> {
         let mut body = json!({"timeout": wait_secs, "allowed_updates": ["message"]});
         if let Some(o) = offset {
             body["offset"] = json!(o);
