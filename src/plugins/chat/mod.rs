@@ -14,7 +14,9 @@
 //! parsers turn a platform's payload into an [`InboundMessage`] (or `None`: not for us);
 //! request verification lives in [`verify`], splitting in [`split`]. Adapters never touch the
 //! store or actors: inbound messages go to a [`ChatInbox`], and the platform is acknowledged
-//! only after `receive` returned Ok.
+//! only after `receive` returned Ok. One exception, handed in at construction: Telegram's
+//! chat moves ([`telegram_api::MovedChats`] over `store::ChatMoves`), which the Bot API client
+//! shared by the Telegram adapter and notifier ([`telegram_api`]) reads and writes.
 //!
 //! Rate limits: a 429 (Telegram flood control, Slack `ratelimited`, Discord buckets, GitHub
 //! secondary limits) is waited out and retried inside the adapter ([`MAX_ATTEMPTS`] tries, a
