@@ -370,6 +370,10 @@ pub trait ChatMoves: Send + Sync + 'static {
 
     /// The chat `platform`'s chat `chat` moved to, if it moved.
     async fn chat_moved_to(&self, platform: &str, chat: &str) -> StoreResult<Option<String>>;
+
+    /// The chat that moved to `platform`'s chat `chat` (the reverse of
+    /// [`ChatMoves::chat_moved_to`]), if one did: the latest such move when several did.
+    async fn chat_moved_from(&self, platform: &str, chat: &str) -> StoreResult<Option<String>>;
 }
 
 /// Chat templates and per-codebase commands.

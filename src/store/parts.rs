@@ -131,6 +131,7 @@ delegate! { ChatStore to chat {
 delegate! { ChatMoves to chat_moves {
     fn record_chat_move(platform: &str, from: &str, to: &str, at: DateTime<Utc>) -> ();
     fn chat_moved_to(platform: &str, chat: &str) -> Option<String>;
+    fn chat_moved_from(platform: &str, chat: &str) -> Option<String>;
 } }
 
 delegate! { TemplateStore to templates {

@@ -40,4 +40,17 @@ sql_impl! { #[async_trait] impl ChatMoves;
         .await?;
         Ok(row.map(|(to,)| to))
     }
+
+    #[tracing::instrument(skip_all, fields(platform))]
+    async fn chat_moved_from(&self, platform: &str, chat: &str) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT from_chat FROM chat_moves WHERE platform = $1 AND to_chat = $2 \
+             ORDER BY moved_at DESC, from_chat LIMIT 1",
+        )
+        .bind(platform)
+        .bind(chat)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|(from,)| from))
+    }
 }
