@@ -190,7 +190,7 @@ pub async fn slack_events(
 /// # Errors
 /// 401 when `X-Telegram-Bot-Api-Secret-Token` is not `telegram.secret_token`, 400 for a
 /// body that is not JSON, 503 when the message (or the chat move a service message
-/// announces) cannot be stored now (Telegram retries).
+/// announces) cannot be stored now, or the chat moves cannot be read (Telegram retries).
 pub async fn telegram(
     req: HttpRequest,
     body: web::Bytes,
@@ -211,7 +211,14 @@ pub async fn telegram(
         })?;
     }
     let bot = cfg.telegram_username().await;
-    if let Some(m) = telegram::parse_update_for(&update, bot.as_deref()) {
+    if let Some(mut m) = telegram::parse_update_for(&update, bot.as_deref()) {
+        // A message from a supergroup a group became joins the group's conversation.
+        telegram::mark_moved_from(&mut m, &cfg.telegram_moves)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "telegram chat moves cannot be read");
+                ApiError::Unavailable("the chat moves cannot be read now; retry".into())
+            })?;
         deliver(&state, m).await?;
     }
     Ok(HttpResponse::Ok().json(json!({"ok": true})))

@@ -335,13 +335,18 @@ const TG_SECRET: &str = "abc_DEF-123";
 /// An app taking Telegram updates on its webhook (no long poll: the test posts each update)
 /// from user 42, on the SQLite database in `db`, which outlives the app.
 async fn telegram_app(tg: &FakeTelegram, db: &Path) -> TestApp {
+    telegram_app_with(tg, db, "").await
+}
+
+/// [`telegram_app`] with more `chat:` keys (`chat_keys`, indented by two).
+async fn telegram_app_with(tg: &FakeTelegram, db: &Path, chat_keys: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
     let db_url = format!("sqlite://{}", db.join("flotilla.db").display());
     spawn_app_with_env(
         Backend::Sqlite,
         &agents,
-        "chat:\n  allow:\n    telegram: [\"42\"]\n",
+        &format!("chat:\n  allow:\n    telegram: [\"42\"]\n{chat_keys}"),
         dir,
         &[
             ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
@@ -372,6 +377,24 @@ fn group_message(id: i64, chat: i64, text: &str) -> Value {
     json!({"update_id": id, "message": {"message_id": id,
         "from": {"id": 42, "is_bot": false, "first_name": "U"},
         "chat": {"id": chat, "type": "group", "title": "G"}, "date": 1, "text": text}})
+}
+
+/// User 42 writes `text` in supergroup `chat` (update and message id `id`).
+fn supergroup_message(id: i64, chat: i64, text: &str) -> Value {
+    let mut u = group_message(id, chat, text);
+    u["message"]["chat"]["type"] = json!("supergroup");
+    u
+}
+
+/// Waits until a message containing `needle` was sent to chat `chat`.
+async fn sent_containing(tg: &FakeTelegram, chat: i64, needle: &str) {
+    eventually(60, &format!("{needle:?} sent to {chat}"), || async {
+        tg.sent()
+            .iter()
+            .any(|m| m.chat_id == chat && m.text.contains(needle))
+            .then_some(())
+    })
+    .await;
 }
 
 /// Waits until `n` messages were sent to chat `chat`.
@@ -526,4 +549,135 @@ async fn chat_platforms_discord_global_rate_limit_holds_every_channel() {
     let channels: Vec<String> = dc.posted().into_iter().map(|m| m.channel).collect();
     assert_eq!(channels.len(), 2);
     assert!(channels.contains(&"C1".to_string()) && channels.contains(&"C2".to_string()));
+}
+
+/// After Telegram upgraded a group to a supergroup, what people write in the supergroup goes
+/// on in the group's conversation: same conversation, its codebase and resume id, replies
+/// sent to the supergroup. A supergroup whose old group had no conversation starts one of
+/// its own.
+#[actix_web::test]
+async fn chat_platforms_telegram_messages_from_the_supergroup_continue_the_groups_conversation() {
+    if !crate::helpers::require_tool("git") {
+        return;
+    }
+    let tg = FakeTelegram::start("123:ABC").await;
+    let db = tempfile::tempdir().expect("tempdir");
+    let base = db.path().join("chat");
+    let log = base.join("assistant.log");
+    let keys = format!(
+        "  turn_timeout: 60s\n  workspace: {ws}\n  worktrees: {wt}\n  \
+         assistant: {{ kind: claude, command: [\"{bin}\"], env: {{ SCRIPTED_LOG: \"{log}\" }} }}\n",
+        ws = base.join("ws").display(),
+        wt = base.join("worktrees").display(),
+        bin = crate::chat::scripted_assistant_path().display(),
+        log = log.display(),
+    );
+    let app = telegram_app_with(&tg, db.path(), &keys).await;
+    let owner = base.join("src").join("acme");
+    std::fs::create_dir_all(&owner).expect("mkdir");
+    crate::helpers::git(
+        &owner,
+        &["clone", "-q", &app.repo.display().to_string(), "widget"],
+    );
+    let clone = format!("/clone {}", owner.join("widget").display());
+    assert_eq!(
+        post_update(&app, &group_message(1, -555, &clone)).await,
+        200
+    );
+    sent_containing(&tg, -555, "acme/widget").await;
+    assert_eq!(
+        post_update(&app, &group_message(2, -555, "first")).await,
+        200
+    );
+    sent_containing(&tg, -555, "echo: first").await;
+    let before = app
+        .store
+        .get_conversation("telegram:-555")
+        .await
+        .expect("the group's conversation");
+    let resume = before.resume_id.clone().expect("a resume id after a turn");
+
+    // The upgrade: Telegram says so in both chats, then people write in the supergroup.
+    for notice in tg.push_migration(-555, -100_555) {
+        assert_eq!(post_update(&app, &notice).await, 200);
+    }
+    assert_eq!(
+        post_update(&app, &supergroup_message(3, -100_555, "second")).await,
+        200
+    );
+    sent_containing(&tg, -100_555, "echo: second").await;
+    let starts: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "start")
+        .collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_eq!(
+        starts[1]["resume"].as_str(),
+        Some(resume.as_str()),
+        "the second turn resumed the group's assistant session"
+    );
+    assert_eq!(starts[1]["cwd"], starts[0]["cwd"], "in the same checkout");
+    let list = app.store.list_conversations().await.expect("list");
+    let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["telegram:-555"], "one conversation: the group's");
+    let after = app
+        .store
+        .get_conversation("telegram:-555")
+        .await
+        .expect("conversation");
+    assert_eq!(after.codebase, before.codebase);
+    assert!(
+        tg.sent()
+            .iter()
+            .filter(|m| m.text.contains("echo: second"))
+            .all(|m| m.chat_id == -100_555),
+        "the reply went to the supergroup"
+    );
+
+    // A group without a conversation here: its supergroup's conversation is its own.
+    for notice in tg.push_migration(-777, -100_777) {
+        assert_eq!(post_update(&app, &notice).await, 200);
+    }
+    assert_eq!(
+        post_update(&app, &supergroup_message(4, -100_777, "/status")).await,
+        200
+    );
+    sent_to(&tg, -100_777, 1).await;
+    let list = app.store.list_conversations().await.expect("list");
+    let mut ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["telegram:-100777", "telegram:-555"]);
+}
+
+/// The long poll marks a message from a supergroup a group became (a forum topic of it too)
+/// with the group's thread, `meta.moved_from`, for the inbox; other chats' messages are
+/// left as they are.
+#[actix_web::test]
+async fn chat_platforms_telegram_poll_names_the_group_a_supergroup_message_comes_from() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.push_migration(-555, -100_555);
+    tg.push_message(-100_555, 42, "in the supergroup");
+    tg.push_topic_message(-100_555, 5, 42, "in a topic");
+    tg.push_message(-100_999, 42, "elsewhere");
+    let moves = MovedChats::in_memory();
+    let mut poller = telegram_poller(&tg).with_moves(moves.clone());
+    let inbox = RecordingInbox::default();
+    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 3);
+    let got: Vec<(String, Option<String>)> = inbox
+        .messages
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| (m.thread.clone(), m.meta.get("moved_from").cloned()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("-100555".to_string(), Some("-555".to_string())),
+            ("-100555:5".to_string(), Some("-555:5".to_string())),
+            ("-100999".to_string(), None),
+        ]
+    );
 }

@@ -304,6 +304,29 @@ pub fn chat_move(update: &Value) -> Option<(i64, i64)> {
     (from != to).then_some((from, to))
 }
 
+/// Marks a message written in a chat another chat moved to (a supergroup a group became) with
+/// the thread it would have had in the old chat, `meta.moved_from` (`{old}` or
+/// `{old}:{topic}`): the inbox puts it in that thread's conversation when one exists, so the
+/// conversation goes on after the upgrade (its replies still go to the new chat,
+/// [`BotApi::call`]). A message of a chat nothing moved to is left as it is.
+///
+/// # Errors
+/// `Unreachable` when the moves cannot be read (the update must not be acknowledged).
+pub async fn mark_moved_from(m: &mut InboundMessage, moves: &MovedChats) -> PluginResult<()> {
+    let (chat, topic) = target(&m.thread);
+    let Some(chat) = chat.as_i64() else {
+        return Ok(());
+    };
+    if let Some(old) = moves.moved_from(chat).await? {
+        let thread = match topic {
+            Some(t) => format!("{old}:{t}"),
+            None => old.to_string(),
+        };
+        m.meta.insert("moved_from".to_string(), thread);
+    }
+    Ok(())
+}
+
 /// The bot a command names: `/status@FlotillaBot now` → `FlotillaBot`.
 fn command_addressee(text: &str) -> Option<&str> {
     let first = text.strip_prefix('/')?.split(char::is_whitespace).next()?;
@@ -405,8 +428,9 @@ impl Poller {
     }
 
     /// One `getUpdates`, each update handed to `inbox` in order; a service message saying a
-    /// group became a supergroup ([`chat_move`]) is recorded first. Returns how many
-    /// messages were stored.
+    /// group became a supergroup ([`chat_move`]) is recorded first, and a message from such
+    /// a supergroup names the group it was ([`mark_moved_from`]). Returns how many messages
+    /// were stored.
     ///
     /// # Errors
     /// The poll failed, or the inbox (or the store, for a move) refused an update (the
@@ -421,7 +445,8 @@ impl Poller {
             if let Some((from, to)) = chat_move(u) {
                 self.api.moves().record(from, to).await?;
             }
-            if let Some(msg) = parse_update_for(u, self.username.as_deref()) {
+            if let Some(mut msg) = parse_update_for(u, self.username.as_deref()) {
+                mark_moved_from(&mut msg, self.api.moves()).await?;
                 inbox.receive(msg).await?;
                 stored += 1;
             }

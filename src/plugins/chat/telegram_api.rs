@@ -238,8 +238,10 @@ fn judge(r: Reply) -> PluginResult<Value> {
 
 /// Telegram chats that moved (old id → new id), shared by every Telegram client of the
 /// process: what one learns, the others use at once. With a store, a move is written there
-/// too and a chat not seen yet is looked up there (once per chat and process), so the moves
-/// outlive a restart. Cheap to clone.
+/// too and a chat not seen yet is looked up there (once per chat and direction and process),
+/// so the moves outlive a restart. Both directions are asked: sends to the old chat go to
+/// the new one ([`MovedChats::moved_to`]), and messages from the new chat find the old
+/// chat's conversation ([`MovedChats::moved_from`]). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct MovedChats {
     inner: Arc<Moves>,
@@ -258,6 +260,8 @@ struct Moves {
     store: Option<Arc<dyn ChatMoves>>,
     /// What is known of each chat asked about: `Some(new)` moved, `None` did not.
     known: Mutex<HashMap<i64, Option<i64>>>,
+    /// The reverse: `Some(old)` the chat old moved to this one, `None` none did.
+    known_from: Mutex<HashMap<i64, Option<i64>>>,
 }
 
 impl MovedChats {
@@ -272,6 +276,7 @@ impl MovedChats {
             inner: Arc::new(Moves {
                 store: Some(store),
                 known: Mutex::default(),
+                known_from: Mutex::default(),
             }),
         }
     }
@@ -306,6 +311,38 @@ impl MovedChats {
         }
     }
 
+    /// The chat that moved to `chat` (a group that became this supergroup), if one did.
+    ///
+    /// # Errors
+    /// `Unreachable` (retriable) when the store cannot be read: the message must not be
+    /// taken as one of a new conversation meanwhile. Asked again next time.
+    pub async fn moved_from(&self, chat: i64) -> PluginResult<Option<i64>> {
+        if let Some(k) = self
+            .inner
+            .known_from
+            .lock()
+            .ok()
+            .and_then(|k| k.get(&chat).copied())
+        {
+            return Ok(k);
+        }
+        let Some(store) = self.inner.store.as_ref() else {
+            return Ok(None);
+        };
+        let from = store
+            .chat_moved_from(PLATFORM, &chat.to_string())
+            .await
+            .map_err(|e| PluginError::Unreachable {
+                service: "store",
+                detail: format!("telegram chat moves cannot be read: {e}"),
+            })?
+            .and_then(|f| f.parse::<i64>().ok());
+        if let Ok(mut k) = self.inner.known_from.lock() {
+            k.insert(chat, from);
+        }
+        Ok(from)
+    }
+
     /// Records that chat `from` is now chat `to`: in memory at once, then in the store.
     ///
     /// # Errors
@@ -319,6 +356,11 @@ impl MovedChats {
         // A chat already known to be the new one needs no look-up.
         if let Ok(mut k) = self.inner.known.lock() {
             k.entry(to).or_insert(None);
+        }
+        if let Ok(mut k) = self.inner.known_from.lock() {
+            // A chat `from` had moved to before now comes from nothing known here.
+            k.retain(|new, old| *old != Some(from) || *new == to);
+            k.insert(to, Some(from));
         }
         let Some(store) = &self.inner.store else {
             return Ok(());
@@ -346,5 +388,11 @@ mod tests {
         other.record(-555, -100_555).await.expect("record");
         assert_eq!(m.moved_to(-555).await, Some(-100_555));
         assert_eq!(m.moved_to(-100_555).await, None);
+        assert_eq!(m.moved_from(-100_555).await.expect("read"), Some(-555));
+        assert_eq!(m.moved_from(-555).await.expect("read"), None);
+        // The group moved on: its first supergroup no longer names it.
+        m.record(-555, -100_777).await.expect("record");
+        assert_eq!(m.moved_from(-100_777).await.expect("read"), Some(-555));
+        assert_eq!(m.moved_from(-100_555).await.expect("read"), None);
     }
 }
