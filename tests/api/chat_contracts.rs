@@ -553,8 +553,8 @@ async fn chat_platforms_discord_global_rate_limit_holds_every_channel() {
 
 /// After Telegram upgraded a group to a supergroup, what people write in the supergroup goes
 /// on in the group's conversation: same conversation, its codebase and resume id, replies
-/// sent to the supergroup. A supergroup whose old group had no conversation starts one of
-/// its own.
+/// sent to the supergroup; also after a restart. A supergroup whose old group had no
+/// conversation starts one of its own.
 #[actix_web::test]
 async fn chat_platforms_telegram_messages_from_the_supergroup_continue_the_groups_conversation() {
     if !crate::helpers::require_tool("git") {
@@ -636,12 +636,29 @@ async fn chat_platforms_telegram_messages_from_the_supergroup_continue_the_group
         "the reply went to the supergroup"
     );
 
+    // After a restart the move is read back from the store: still the group's conversation.
+    app._handle.stop(true).await;
+    drop(app);
+    let app = telegram_app_with(&tg, db.path(), &keys).await;
+    assert_eq!(
+        post_update(&app, &supergroup_message(4, -100_555, "third")).await,
+        200
+    );
+    sent_containing(&tg, -100_555, "echo: third").await;
+    let list = app.store.list_conversations().await.expect("list");
+    let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["telegram:-555"],
+        "still one conversation after a restart"
+    );
+
     // A group without a conversation here: its supergroup's conversation is its own.
     for notice in tg.push_migration(-777, -100_777) {
         assert_eq!(post_update(&app, &notice).await, 200);
     }
     assert_eq!(
-        post_update(&app, &supergroup_message(4, -100_777, "/status")).await,
+        post_update(&app, &supergroup_message(5, -100_777, "/status")).await,
         200
     );
     sent_to(&tg, -100_777, 1).await;
