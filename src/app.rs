@@ -436,9 +436,13 @@ impl Application {
             }
             None => store,
         };
-        let mut notifiers =
-            notify::build_notifiers(&settings).map_err(|e| StartError::Config(e.to_string()))?;
-        let chat_platforms = crate::actors::chat::platforms::chat_platforms_from(&settings);
+        // Telegram chats that moved (groups upgraded to supergroups), shared by every Telegram
+        // client of the process and kept in the store.
+        let telegram_moves = crate::plugins::chat::telegram_api::MovedChats::stored(store.clone());
+        let mut notifiers = notify::build_notifiers(&settings, &telegram_moves)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let chat_platforms =
+            crate::actors::chat::platforms::chat_platforms_from(&settings, &telegram_moves);
         crate::actors::chat::replace_chat_notifiers(
             &settings,
             &mut notifiers,
@@ -562,6 +566,7 @@ impl Application {
             &settings,
             chat.inbox.clone(),
             crate::plugins::chat::CALL_TIMEOUT,
+            &telegram_moves,
         )
         .map_err(|e| StartError::Config(format!("chat platforms: {e}")))?;
         let checker = fleet.clone();
@@ -597,7 +602,8 @@ impl Application {
             intake: Arc::new(intake),
             chat_inbox: Some(chat.inbox.clone()),
             chat_conversations: Some(chat.supervisor.clone().recipient()),
-            chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings),
+            chat_webhooks: http::webhooks_chat::ChatWebhookSettings::from_settings(&settings)
+                .with_telegram_moves(telegram_moves),
         };
         let shutdown = settings.server.shutdown_timeout.get();
         let body_timeout = settings.server.body_timeout.get();

@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::actors::intake::start_once;
 use crate::config::{Secret, Settings, TelegramSettings};
+use crate::plugins::chat::telegram_api::{BotApi, MovedChats};
 use crate::plugins::chat::{discord, github, jira, slack, telegram, verify};
 use crate::plugins::{InboundMessage, InboxReceipt};
 
@@ -47,6 +48,9 @@ pub struct ChatWebhookSettings {
     pub telegram: Option<TelegramSettings>,
     /// The bot's Telegram username, as far as `getMe` told it.
     pub telegram_username: Arc<tokio::sync::Mutex<BotName>>,
+    /// Telegram chats that moved (groups upgraded to supergroups): a service message saying
+    /// so is recorded here, where the chat adapter and the notifier look.
+    pub telegram_moves: MovedChats,
 }
 
 impl ChatWebhookSettings {
@@ -63,6 +67,16 @@ impl ChatWebhookSettings {
             slack_slash_command: settings.slack.slash_command.clone(),
             telegram: Some(settings.telegram.clone()),
             telegram_username: Arc::default(),
+            telegram_moves: MovedChats::in_memory(),
+        }
+    }
+
+    /// The same settings, recording Telegram chat moves in `moves` (the app's, kept in the
+    /// store).
+    pub fn with_telegram_moves(self, moves: MovedChats) -> Self {
+        ChatWebhookSettings {
+            telegram_moves: moves,
+            ..self
         }
     }
 
@@ -77,8 +91,8 @@ impl ChatWebhookSettings {
             _ => {}
         }
         let tg = self.telegram.as_ref()?;
-        let p = telegram::TelegramPlatform::from_settings(tg, GET_ME_TIMEOUT).ok()??;
-        match p.get_me().await {
+        let api = BotApi::from_settings(tg, GET_ME_TIMEOUT).ok()??;
+        match api.get_me().await {
             Ok(n) => {
                 *name = BotName::Known(n.clone());
                 Some(n)
@@ -220,7 +234,8 @@ pub async fn slack_commands(
 ///
 /// # Errors
 /// 401 when `X-Telegram-Bot-Api-Secret-Token` is not `telegram.secret_token`, 400 for a
-/// body that is not JSON, 503 when the message cannot be stored now (Telegram retries).
+/// body that is not JSON, 503 when the message (or the chat move a service message
+/// announces) cannot be stored now, or the chat moves cannot be read (Telegram retries).
 pub async fn telegram(
     req: HttpRequest,
     body: web::Bytes,
@@ -234,8 +249,21 @@ pub async fn telegram(
         return Err(refused("telegram"));
     }
     let update = json_body(&body)?;
+    if let Some((from, to)) = telegram::chat_move(&update) {
+        cfg.telegram_moves.record(from, to).await.map_err(|e| {
+            tracing::warn!(error = %e, "telegram chat move not stored");
+            ApiError::Unavailable("the chat move cannot be stored now; retry".into())
+        })?;
+    }
     let bot = cfg.telegram_username().await;
-    if let Some(m) = telegram::parse_update_for(&update, bot.as_deref()) {
+    if let Some(mut m) = telegram::parse_update_for(&update, bot.as_deref()) {
+        // A message from a supergroup a group became joins the group's conversation.
+        telegram::mark_moved_from(&mut m, &cfg.telegram_moves)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "telegram chat moves cannot be read");
+                ApiError::Unavailable("the chat moves cannot be read now; retry".into())
+            })?;
         deliver(&state, m).await?;
     }
     Ok(HttpResponse::Ok().json(json!({"ok": true})))

@@ -77,19 +77,21 @@ impl Notifications {
     }
 }
 
-/// Builds every configured notifier, by name.
+/// Builds every configured notifier, by name. Telegram notifiers follow chat moves through
+/// `telegram_moves` (shared with the chat adapter).
 ///
 /// # Errors
 /// `Build` naming the first notifier that cannot be built.
 pub fn build_notifiers(
     settings: &Settings,
+    telegram_moves: &crate::plugins::chat::telegram_api::MovedChats,
 ) -> Result<BTreeMap<String, Arc<dyn Notifier>>, NotifyError> {
     let timeout = settings.notifications.timeout.get();
     settings
         .notifiers
         .iter()
         .map(|(name, n)| {
-            notifiers::build(name, n, settings, timeout)
+            notifiers::build(name, n, settings, timeout, telegram_moves)
                 .map(|built| (name.clone(), built))
                 .map_err(|source| NotifyError::Build {
                     name: name.clone(),

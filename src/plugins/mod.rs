@@ -844,7 +844,9 @@ pub struct InboundMessage {
     /// `reply_to` (the [`PostedMessage::key`] of the message this one replies to, or of the
     /// thread it was written in), `unaddressed` (`true`: the bot was not mentioned; taken only
     /// as a reply to a notification), `answers` (set by the inbox: the session whose
-    /// notification this replies to).
+    /// notification this replies to), `moved_from` (the thread this chat had before the
+    /// platform gave it a new id, a Telegram group upgraded to a supergroup: the message joins
+    /// that thread's conversation when one exists).
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
 }

@@ -1,7 +1,8 @@
 //! The durable store: the only place that knows SQL.
 //!
 //! The interface is split by area ([`SessionCommands`], [`SessionQueries`], [`EventLog`],
-//! [`WebhookLog`], [`ChatStore`], [`TemplateStore`], [`Outbox`], [`LeaseStore`]); [`Store`] is all
+//! [`WebhookLog`], [`ChatStore`], [`ChatMoves`], [`TemplateStore`], [`Outbox`], [`LeaseStore`]);
+//! [`Store`] is all
 //! of them, and anything implementing every area is a `Store`. A test that injects a fault fakes one area
 //! and takes the rest from a real store through [`StoreParts`].
 //!
@@ -353,6 +354,28 @@ pub trait ChatStore: Send + Sync + 'static {
     ) -> StoreResult<Option<NotificationPost>>;
 }
 
+/// Chats a platform gave a new id (a Telegram group upgraded to a supergroup), so sends to
+/// the old id go to the new one at once, also after a restart.
+#[async_trait]
+pub trait ChatMoves: Send + Sync + 'static {
+    /// Records that `platform`'s chat `from` is now chat `to`. Idempotent; a later move of
+    /// the same `from` replaces the earlier one.
+    async fn record_chat_move(
+        &self,
+        platform: &str,
+        from: &str,
+        to: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The chat `platform`'s chat `chat` moved to, if it moved.
+    async fn chat_moved_to(&self, platform: &str, chat: &str) -> StoreResult<Option<String>>;
+
+    /// The chat that moved to `platform`'s chat `chat` (the reverse of
+    /// [`ChatMoves::chat_moved_to`]), if one did: the latest such move when several did.
+    async fn chat_moved_from(&self, platform: &str, chat: &str) -> StoreResult<Option<String>>;
+}
+
 /// Chat templates and per-codebase commands.
 #[async_trait]
 pub trait TemplateStore: Send + Sync + 'static {
@@ -445,6 +468,7 @@ pub trait Store:
     + WritebackMarks
     + InstructionLog
     + ChatStore
+    + ChatMoves
     + TemplateStore
     + Outbox
     + LeaseStore
@@ -459,6 +483,7 @@ impl<T> Store for T where
         + WritebackMarks
         + InstructionLog
         + ChatStore
+        + ChatMoves
         + TemplateStore
         + Outbox
         + LeaseStore

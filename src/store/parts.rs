@@ -26,6 +26,8 @@ pub struct StoreParts {
     pub instructions: Arc<dyn InstructionLog>,
     /// The chat bridge: conversations, their message inbox and their links to sessions.
     pub chat: Arc<dyn ChatStore>,
+    /// Chats a platform gave a new id.
+    pub chat_moves: Arc<dyn ChatMoves>,
     /// Chat templates and per-codebase commands.
     pub templates: Arc<dyn TemplateStore>,
     /// The notification outbox.
@@ -45,6 +47,7 @@ impl StoreParts {
             writebacks: store.clone(),
             instructions: store.clone(),
             chat: store.clone(),
+            chat_moves: store.clone(),
             templates: store.clone(),
             outbox: store.clone(),
             leases: store.clone(),
@@ -123,6 +126,12 @@ delegate! { ChatStore to chat {
     fn conversation_for_session(session_id: &str) -> Option<String>;
     fn record_notification_post(post: &NotificationPost) -> ();
     fn notification_post(platform: &str, key: &str) -> Option<NotificationPost>;
+} }
+
+delegate! { ChatMoves to chat_moves {
+    fn record_chat_move(platform: &str, from: &str, to: &str, at: DateTime<Utc>) -> ();
+    fn chat_moved_to(platform: &str, chat: &str) -> Option<String>;
+    fn chat_moved_from(platform: &str, chat: &str) -> Option<String>;
 } }
 
 delegate! { TemplateStore to templates {

@@ -145,6 +145,8 @@ store_suite!(
     list_sessions_filters_by_project_state_and_activity,
     a_replayed_webhook_delivery_is_ignored,
     a_writeback_mark_is_claimed_once_until_released,
+    a_chat_move_is_kept_per_platform_and_replaced_by_a_later_one,
+    a_chat_move_is_found_from_the_chat_it_moved_to,
     the_chat_inbox_dedupes_and_serves_the_oldest_message_first,
     a_running_chat_message_is_served_again_after_a_crash,
     chat_calls_on_unknown_rows_are_not_found,
@@ -840,6 +842,79 @@ async fn a_writeback_mark_is_claimed_once_until_released(store: SharedStore) {
         "a released mark is claimed again"
     );
     assert!(!claim("opened.comment").await);
+}
+
+async fn a_chat_move_is_kept_per_platform_and_replaced_by_a_later_one(store: SharedStore) {
+    let moved = |platform: &'static str, chat: &'static str| {
+        let store = store.clone();
+        async move { store.chat_moved_to(platform, chat).await.expect("read") }
+    };
+    assert_eq!(moved("telegram", "-555").await, None, "nothing moved yet");
+    store
+        .record_chat_move("telegram", "-555", "-100555", at(0))
+        .await
+        .expect("record");
+    assert_eq!(moved("telegram", "-555").await.as_deref(), Some("-100555"));
+    store
+        .record_chat_move("telegram", "-555", "-100555", at(1))
+        .await
+        .expect("recording it again is no error");
+    assert_eq!(
+        moved("telegram", "-100555").await,
+        None,
+        "the new chat did not move"
+    );
+    assert_eq!(
+        moved("slack", "-555").await,
+        None,
+        "another platform's chat"
+    );
+    store
+        .record_chat_move("telegram", "-555", "-100777", at(2))
+        .await
+        .expect("a later move");
+    assert_eq!(moved("telegram", "-555").await.as_deref(), Some("-100777"));
+}
+
+async fn a_chat_move_is_found_from_the_chat_it_moved_to(store: SharedStore) {
+    let from = |platform: &'static str, chat: &'static str| {
+        let store = store.clone();
+        async move { store.chat_moved_from(platform, chat).await.expect("read") }
+    };
+    assert_eq!(from("telegram", "-100555").await, None, "nothing moved yet");
+    store
+        .record_chat_move("telegram", "-555", "-100555", at(0))
+        .await
+        .expect("record");
+    assert_eq!(from("telegram", "-100555").await.as_deref(), Some("-555"));
+    assert_eq!(
+        from("telegram", "-555").await,
+        None,
+        "nothing moved to the old chat"
+    );
+    assert_eq!(
+        from("slack", "-100555").await,
+        None,
+        "another platform's chat"
+    );
+    store
+        .record_chat_move("telegram", "-555", "-100555", at(1))
+        .await
+        .expect("recording it again is no error");
+    assert_eq!(from("telegram", "-100555").await.as_deref(), Some("-555"));
+    // Another chat moved to the same one later: the latest move names it.
+    store
+        .record_chat_move("telegram", "-666", "-100555", at(2))
+        .await
+        .expect("a later move");
+    assert_eq!(from("telegram", "-100555").await.as_deref(), Some("-666"));
+    // The old chat moved on: the chat it left no longer names it.
+    store
+        .record_chat_move("telegram", "-666", "-100777", at(3))
+        .await
+        .expect("moved on");
+    assert_eq!(from("telegram", "-100777").await.as_deref(), Some("-666"));
+    assert_eq!(from("telegram", "-100555").await.as_deref(), Some("-555"));
 }
 
 async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: SharedStore) {

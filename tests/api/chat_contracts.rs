@@ -4,20 +4,22 @@
 //!
 //! Test names start with `chat_platforms_` so the `chat_platforms` group runs them.
 
+use std::path::Path;
 use std::time::Duration;
 
 use flotilla::plugins::chat::discord::DiscordPlatform;
 use flotilla::plugins::chat::slack::{self, SlackEvent, SlackPlatform};
 use flotilla::plugins::chat::telegram::TelegramPlatform;
+use flotilla::plugins::chat::telegram_api::MovedChats;
 use flotilla::plugins::notifiers::discord::{DiscordNotifier, Target};
 use flotilla::plugins::notifiers::telegram::TelegramNotifier;
 use flotilla::plugins::{ChatPlatform, Notification, Notifier};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::chat_platforms::{telegram_poller, RecordingInbox};
 use crate::fake_discord::FakeDiscord;
 use crate::fake_slack::{self, FakeSlack};
-use crate::fake_telegram::FakeTelegram;
+use crate::fake_telegram::{ChatCall, FakeTelegram};
 use crate::helpers::{eventually, spawn_app_with_env, Backend, TestApp, ECHO_AGENT};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -499,6 +501,204 @@ async fn chat_platforms_telegram_notifier_follows_a_group_migrated_to_a_supergro
     assert_eq!(tg.calls("sendmessage"), 3, "the old group refused once");
 }
 
+const TG_SECRET: &str = "abc_DEF-123";
+
+/// An app taking Telegram updates on its webhook (no long poll: the test posts each update)
+/// from user 42, on the SQLite database in `db`, which outlives the app.
+async fn telegram_app(tg: &FakeTelegram, db: &Path) -> TestApp {
+    telegram_app_with(tg, db, "").await
+}
+
+/// [`telegram_app`] with more `chat:` keys (`chat_keys`, indented by two).
+async fn telegram_app_with(tg: &FakeTelegram, db: &Path, chat_keys: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let db_url = format!("sqlite://{}", db.join("flotilla.db").display());
+    spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        &format!("chat:\n  allow:\n    telegram: [\"42\"]\n{chat_keys}"),
+        dir,
+        &[
+            ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+            ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+            ("FLOTILLA__TELEGRAM__SECRET_TOKEN", TG_SECRET),
+            ("FLOTILLA__DATABASE__URL", db_url.as_str()),
+        ],
+    )
+    .await
+    .expect("app")
+}
+
+/// Posts one update to the app's Telegram webhook; returns the status.
+async fn post_update(app: &TestApp, update: &Value) -> u16 {
+    app.client
+        .post(format!("{}/webhooks/telegram", app.address))
+        .header("x-telegram-bot-api-secret-token", TG_SECRET)
+        .json(update)
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+/// User 42 writes `text` in group `chat` (update and message id `id`).
+fn group_message(id: i64, chat: i64, text: &str) -> Value {
+    json!({"update_id": id, "message": {"message_id": id,
+        "from": {"id": 42, "is_bot": false, "first_name": "U"},
+        "chat": {"id": chat, "type": "group", "title": "G"}, "date": 1, "text": text}})
+}
+
+/// User 42 writes `text` in supergroup `chat` (update and message id `id`).
+fn supergroup_message(id: i64, chat: i64, text: &str) -> Value {
+    let mut u = group_message(id, chat, text);
+    u["message"]["chat"]["type"] = json!("supergroup");
+    u
+}
+
+/// Waits until a message containing `needle` was sent to chat `chat`.
+async fn sent_containing(tg: &FakeTelegram, chat: i64, needle: &str) {
+    eventually(60, &format!("{needle:?} sent to {chat}"), || async {
+        tg.sent()
+            .iter()
+            .any(|m| m.chat_id == chat && m.text.contains(needle))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until `n` messages were sent to chat `chat`.
+async fn sent_to(tg: &FakeTelegram, chat: i64, n: usize) {
+    eventually(30, "the replies in the chat", || async {
+        (tg.sent().iter().filter(|m| m.chat_id == chat).count() >= n).then_some(())
+    })
+    .await;
+}
+
+/// The move a refusal taught is kept in the store: after a restart on the same database the
+/// conversation of the old group still gets its replies in the supergroup, and the first one
+/// goes there at once, without meeting the refusal again.
+#[actix_web::test]
+async fn chat_platforms_telegram_migration_is_remembered_across_a_restart() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.migrate(-555, -100_555);
+    let db = tempfile::tempdir().expect("tempdir");
+    let app = telegram_app(&tg, db.path()).await;
+    assert_eq!(
+        post_update(&app, &group_message(1, -555, "/status")).await,
+        200
+    );
+    sent_to(&tg, -100_555, 1).await;
+    let refused = |calls: &[ChatCall]| calls.iter().filter(|c| c.refused_migrated).count();
+    assert_eq!(refused(&tg.chat_calls()), 1, "learnt from one refusal");
+    app._handle.stop(true).await;
+    drop(app);
+
+    let before = tg.chat_calls().len();
+    let app = telegram_app(&tg, db.path()).await;
+    assert_eq!(
+        post_update(&app, &group_message(2, -555, "/status")).await,
+        200
+    );
+    sent_to(&tg, -100_555, 2).await;
+    let after = tg.chat_calls().split_off(before);
+    assert!(!after.is_empty());
+    assert!(
+        after
+            .iter()
+            .all(|c| c.chat_id == Some(-100_555) && !c.refused_migrated),
+        "after the restart every call went to the supergroup at once: {after:?}"
+    );
+    assert!(tg.sent().iter().all(|m| m.chat_id == -100_555));
+    assert_eq!(
+        app.store.list_conversations().await.expect("list").len(),
+        1,
+        "one conversation: the old group's"
+    );
+}
+
+/// Telegram announces the upgrade in a service message (`migrate_to_chat_id` in the old
+/// group): the move is recorded when it arrives, before any send could be refused, and it is
+/// no message for the bridge.
+#[actix_web::test]
+async fn chat_platforms_telegram_service_message_records_the_migration_before_any_send() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    let notices = tg.push_migration(-555, -100_555);
+    let db = tempfile::tempdir().expect("tempdir");
+    let app = telegram_app(&tg, db.path()).await;
+    assert_eq!(post_update(&app, &notices[0]).await, 200);
+    assert_eq!(
+        app.store
+            .chat_moved_to("telegram", "-555")
+            .await
+            .expect("read")
+            .as_deref(),
+        Some("-100555")
+    );
+    assert!(app
+        .store
+        .list_conversations()
+        .await
+        .expect("list")
+        .is_empty());
+    // A message of the old group delivered late (sent just before the upgrade).
+    assert_eq!(
+        post_update(&app, &group_message(1, -555, "/status")).await,
+        200
+    );
+    sent_to(&tg, -100_555, 1).await;
+    let calls = tg.chat_calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.chat_id == Some(-100_555) && !c.refused_migrated),
+        "no call was refused: {calls:?}"
+    );
+
+    // The long poll records the notice the new supergroup gets (`migrate_from_chat_id`)
+    // where the chat adapter and the notifier look.
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.push_migration(-777, -100_777);
+    let moves = MovedChats::in_memory();
+    let mut poller = telegram_poller(&tg).with_moves(moves.clone());
+    let inbox = RecordingInbox::default();
+    assert_eq!(
+        poller.poll_once(&inbox).await.expect("poll"),
+        0,
+        "no message"
+    );
+    assert_eq!(moves.moved_to(-777).await, Some(-100_777));
+    let p = TelegramPlatform::new(&tg.url, "123:ABC", TIMEOUT)
+        .expect("platform")
+        .with_moves(moves.clone());
+    p.send("-777", "reply").await.expect("sent");
+    let n = TelegramNotifier::new(
+        reqwest::Client::new(),
+        tg.url.clone(),
+        "123:ABC".into(),
+        "-777".into(),
+    )
+    .with_moves(moves);
+    let note = Notification {
+        id: "n1".into(),
+        priority: "action".into(),
+        event: "merge.ready".into(),
+        session: Some("demo-1".into()),
+        message: "Ready to merge.".into(),
+        ..Notification::default()
+    };
+    n.notify(&note).await.expect("notified");
+    let calls = tg.chat_calls();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.chat_id == Some(-100_777) && !c.refused_migrated),
+        "{calls:?}"
+    );
+}
+
 /// A global 429 ("Rate Limits": `X-RateLimit-Global`, `"global": true`) holds every route
 /// of the bot: a message for another channel waits it out instead of meeting another 429
 /// (Discord counts each as an invalid request).
@@ -604,4 +804,152 @@ async fn chat_platforms_discord_notifier_waits_for_a_spent_bucket() {
     n.notify(&note("n2")).await.expect("posted after the reset");
     assert_eq!(dc.rate_limited(), 0, "a notification met a 429");
     assert_eq!(dc.posted().len(), 2);
+}
+
+/// After Telegram upgraded a group to a supergroup, what people write in the supergroup goes
+/// on in the group's conversation: same conversation, its codebase and resume id, replies
+/// sent to the supergroup; also after a restart. A supergroup whose old group had no
+/// conversation starts one of its own.
+#[actix_web::test]
+async fn chat_platforms_telegram_messages_from_the_supergroup_continue_the_groups_conversation() {
+    if !crate::helpers::require_tool("git") {
+        return;
+    }
+    let tg = FakeTelegram::start("123:ABC").await;
+    let db = tempfile::tempdir().expect("tempdir");
+    let base = db.path().join("chat");
+    let log = base.join("assistant.log");
+    let keys = format!(
+        "  turn_timeout: 60s\n  workspace: {ws}\n  worktrees: {wt}\n  \
+         assistant: {{ kind: claude, command: [\"{bin}\"], env: {{ SCRIPTED_LOG: \"{log}\" }} }}\n",
+        ws = base.join("ws").display(),
+        wt = base.join("worktrees").display(),
+        bin = crate::chat::scripted_assistant_path().display(),
+        log = log.display(),
+    );
+    let app = telegram_app_with(&tg, db.path(), &keys).await;
+    let owner = base.join("src").join("acme");
+    std::fs::create_dir_all(&owner).expect("mkdir");
+    crate::helpers::git(
+        &owner,
+        &["clone", "-q", &app.repo.display().to_string(), "widget"],
+    );
+    let clone = format!("/clone {}", owner.join("widget").display());
+    assert_eq!(
+        post_update(&app, &group_message(1, -555, &clone)).await,
+        200
+    );
+    sent_containing(&tg, -555, "acme/widget").await;
+    assert_eq!(
+        post_update(&app, &group_message(2, -555, "first")).await,
+        200
+    );
+    sent_containing(&tg, -555, "echo: first").await;
+    let before = app
+        .store
+        .get_conversation("telegram:-555")
+        .await
+        .expect("the group's conversation");
+    let resume = before.resume_id.clone().expect("a resume id after a turn");
+
+    // The upgrade: Telegram says so in both chats, then people write in the supergroup.
+    for notice in tg.push_migration(-555, -100_555) {
+        assert_eq!(post_update(&app, &notice).await, 200);
+    }
+    assert_eq!(
+        post_update(&app, &supergroup_message(3, -100_555, "second")).await,
+        200
+    );
+    sent_containing(&tg, -100_555, "echo: second").await;
+    let starts: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "start")
+        .collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_eq!(
+        starts[1]["resume"].as_str(),
+        Some(resume.as_str()),
+        "the second turn resumed the group's assistant session"
+    );
+    assert_eq!(starts[1]["cwd"], starts[0]["cwd"], "in the same checkout");
+    let list = app.store.list_conversations().await.expect("list");
+    let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["telegram:-555"], "one conversation: the group's");
+    let after = app
+        .store
+        .get_conversation("telegram:-555")
+        .await
+        .expect("conversation");
+    assert_eq!(after.codebase, before.codebase);
+    assert!(
+        tg.sent()
+            .iter()
+            .filter(|m| m.text.contains("echo: second"))
+            .all(|m| m.chat_id == -100_555),
+        "the reply went to the supergroup"
+    );
+
+    // After a restart the move is read back from the store: still the group's conversation.
+    app._handle.stop(true).await;
+    drop(app);
+    let app = telegram_app_with(&tg, db.path(), &keys).await;
+    assert_eq!(
+        post_update(&app, &supergroup_message(4, -100_555, "third")).await,
+        200
+    );
+    sent_containing(&tg, -100_555, "echo: third").await;
+    let list = app.store.list_conversations().await.expect("list");
+    let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["telegram:-555"],
+        "still one conversation after a restart"
+    );
+
+    // A group without a conversation here: its supergroup's conversation is its own.
+    for notice in tg.push_migration(-777, -100_777) {
+        assert_eq!(post_update(&app, &notice).await, 200);
+    }
+    assert_eq!(
+        post_update(&app, &supergroup_message(5, -100_777, "/status")).await,
+        200
+    );
+    sent_to(&tg, -100_777, 1).await;
+    let list = app.store.list_conversations().await.expect("list");
+    let mut ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["telegram:-100777", "telegram:-555"]);
+}
+
+/// The long poll marks a message from a supergroup a group became (a forum topic of it too)
+/// with the group's thread, `meta.moved_from`, for the inbox; other chats' messages are
+/// left as they are.
+#[actix_web::test]
+async fn chat_platforms_telegram_poll_names_the_group_a_supergroup_message_comes_from() {
+    let tg = FakeTelegram::start("123:ABC").await;
+    tg.push_migration(-555, -100_555);
+    tg.push_message(-100_555, 42, "in the supergroup");
+    tg.push_topic_message(-100_555, 5, 42, "in a topic");
+    tg.push_message(-100_999, 42, "elsewhere");
+    let moves = MovedChats::in_memory();
+    let mut poller = telegram_poller(&tg).with_moves(moves.clone());
+    let inbox = RecordingInbox::default();
+    assert_eq!(poller.poll_once(&inbox).await.expect("poll"), 3);
+    let got: Vec<(String, Option<String>)> = inbox
+        .messages
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| (m.thread.clone(), m.meta.get("moved_from").cloned()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("-100555".to_string(), Some("-555".to_string())),
+            ("-100555:5".to_string(), Some("-555:5".to_string())),
+            ("-100999".to_string(), None),
+        ]
+    );
 }

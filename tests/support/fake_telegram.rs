@@ -14,7 +14,11 @@
 //!   `message_thread_id` it was given ([`Sent::message_thread_id`]; without one a message to
 //!   a forum lands in its General topic) and answers it in the sent Message.
 //! - A group upgraded to a supergroup ([`FakeTelegram::migrate`]): calls naming the old chat
-//!   answer 400 with `parameters.migrate_to_chat_id` (Bot API, `ResponseParameters`).
+//!   answer 400 with `parameters.migrate_to_chat_id` (Bot API, `ResponseParameters`);
+//!   [`FakeTelegram::push_migration`] also delivers the service messages Telegram sends then
+//!   (`migrate_to_chat_id` in the old group, `migrate_from_chat_id` in the new supergroup).
+//!   Every send and edit is logged with the chat it named and whether it was refused so
+//!   ([`FakeTelegram::chat_calls`]).
 //! - `getMe` answers the bot ([`BOT_USERNAME`]); commands in groups name it
 //!   (`/cmd@FlotillaBot`).
 //! - Flood control on demand: [`FakeTelegram::flood_next`] makes the next N send/edit calls
@@ -59,6 +63,17 @@ pub struct Sent {
     pub message_thread_id: Option<i64>,
 }
 
+/// One `sendMessage`/`editMessageText` as it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatCall {
+    /// `sendmessage` or `editmessagetext`.
+    pub method: String,
+    /// The chat it named (`None`: not a number).
+    pub chat_id: Option<i64>,
+    /// Refused because that chat became a supergroup (`migrate_to_chat_id`).
+    pub refused_migrated: bool,
+}
+
 #[derive(Default)]
 struct State {
     token: String,
@@ -79,6 +94,8 @@ struct State {
     webhook: Option<(String, Option<String>)>,
     /// Groups upgraded to supergroups: (old chat id, new chat id).
     migrated: Vec<(i64, i64)>,
+    /// Every send and edit, in order.
+    chat_calls: Vec<ChatCall>,
 }
 
 /// The fake.
@@ -302,6 +319,14 @@ async fn dispatch(
         }
         "sendmessage" | "editmessagetext" => {
             let mut s = lock(state);
+            let named = p["chat_id"]
+                .as_i64()
+                .or_else(|| p["chat_id"].as_str()?.parse().ok());
+            s.chat_calls.push(ChatCall {
+                method: method.clone(),
+                chat_id: named,
+                refused_migrated: false,
+            });
             if s.flood > 0 {
                 s.flood -= 1;
                 let secs = s.flood_secs;
@@ -318,6 +343,9 @@ async fn dispatch(
                 return fail(400, "Bad Request: chat not found");
             };
             if let Some(&(_, to)) = s.migrated.iter().find(|m| m.0 == chat) {
+                if let Some(c) = s.chat_calls.last_mut() {
+                    c.refused_migrated = true;
+                }
                 return HttpResponse::BadRequest().json(json!({"ok": false, "error_code": 400,
                     "description": "Bad Request: group chat was upgraded to a supergroup chat",
                     "parameters": {"migrate_to_chat_id": to}}));
@@ -470,6 +498,40 @@ impl FakeTelegram {
     /// `migrate_to_chat_id`.
     pub fn migrate(&self, old: i64, new: i64) {
         self.s().migrated.push((old, new));
+    }
+
+    /// Group `old` becomes the supergroup `new` as Telegram tells a bot: calls naming `old`
+    /// are refused ([`FakeTelegram::migrate`]), and two service messages arrive, one in the
+    /// old group (`migrate_to_chat_id`) and one in the new supergroup
+    /// (`migrate_from_chat_id`). Returns those updates.
+    pub fn push_migration(&self, old: i64, new: i64) -> Vec<Value> {
+        let out = {
+            let mut s = self.s();
+            s.migrated.push((old, new));
+            let mut out = Vec::new();
+            for (chat, kind, field, other) in [
+                (old, "group", "migrate_to_chat_id", new),
+                (new, "supergroup", "migrate_from_chat_id", old),
+            ] {
+                s.next_update += 1;
+                s.next_message += 1;
+                let u = json!({"update_id": s.next_update, "message": {
+                    "message_id": s.next_message,
+                    "from": {"id": 42, "is_bot": false, "first_name": "User"},
+                    "chat": {"id": chat, "type": kind, "title": "G"},
+                    "date": 1_700_000_000, field: other}});
+                s.pending.push(u.clone());
+                out.push(u);
+            }
+            out
+        };
+        self.wake.notify_waiters();
+        out
+    }
+
+    /// Every `sendMessage`/`editMessageText` so far, in order.
+    pub fn chat_calls(&self) -> Vec<ChatCall> {
+        self.s().chat_calls.clone()
     }
 
     /// A user replies to message `reply_to` of `chat` (Telegram's `reply_to_message`, which

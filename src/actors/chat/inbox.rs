@@ -11,6 +11,11 @@
 //! conversation to deliver as the session's answer. A message that did not address the bot
 //! (`meta.unaddressed`: an unmentioned thread message) is taken only as such a reply, and
 //! otherwise dropped without a trace, before the allowlist (it was not for us).
+//!
+//! A message from a chat the platform gave a new id (a Telegram group upgraded to a
+//! supergroup) names the thread it had before, `meta.moved_from`: it joins that thread's
+//! conversation when one exists (same resume id, worktree, queue), else it starts one of its
+//! own thread. The key is consumed here, not stored.
 
 use std::collections::{HashMap, HashSet};
 
@@ -80,6 +85,25 @@ impl StoreInbox {
         Ok(post.map(|p| p.session_id))
     }
 
+    /// Whether `platform`'s thread `thread` has a conversation.
+    ///
+    /// # Errors
+    /// The store could not be read (the adapter must not acknowledge).
+    async fn conversation_exists(&self, platform: &str, thread: &str) -> PluginResult<bool> {
+        match self
+            .store
+            .get_conversation(&format!("{platform}:{thread}"))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(crate::store::StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(PluginError::Unreachable {
+                service: "store",
+                detail: e.to_string(),
+            }),
+        }
+    }
+
     /// Whether `author` may talk to Flotilla on `platform`.
     pub fn allowed(&self, platform: &str, author: &str) -> bool {
         self.allow
@@ -115,6 +139,11 @@ pub fn warn_empty_allowlists(settings: &ChatSettings) {
 #[async_trait]
 impl ChatInbox for StoreInbox {
     async fn receive(&self, mut m: InboundMessage) -> PluginResult<InboxReceipt> {
+        if let Some(old) = m.meta.remove("moved_from") {
+            if self.conversation_exists(&m.platform, &old).await? {
+                m.thread = old;
+            }
+        }
         let conversation = format!("{}:{}", m.platform, m.thread);
         // Only this inbox says which session a message answers.
         m.meta.remove("answers");

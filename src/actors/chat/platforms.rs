@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::test_platform::TestPlatform;
 use crate::config::Settings;
+use crate::plugins::chat::telegram_api::MovedChats;
 use crate::plugins::ChatPlatform;
 
 /// Platforms by name (`telegram`, `slack`, `test`…).
@@ -37,15 +38,17 @@ impl ChatPlatforms {
     }
 }
 
-/// Builds the platforms configured in `settings`. Platform adapters add one line each here.
-pub fn chat_platforms_from(settings: &Settings) -> ChatPlatforms {
+/// Builds the platforms configured in `settings` (Telegram following chat moves through
+/// `telegram_moves`). Platform adapters add one line each here.
+pub fn chat_platforms_from(settings: &Settings, telegram_moves: &MovedChats) -> ChatPlatforms {
     let mut p = ChatPlatforms::default();
     if settings.chat.test_adapter {
         let t = Arc::new(TestPlatform::new());
         p.register(t.clone());
         p.test = Some(t);
     }
-    match crate::plugins::chat::platforms_from(settings, crate::plugins::chat::CALL_TIMEOUT) {
+    let timeout = crate::plugins::chat::CALL_TIMEOUT;
+    match crate::plugins::chat::platforms_from(settings, timeout, telegram_moves) {
         Ok(list) => list.into_iter().for_each(|pl| p.register(pl)),
         Err(e) => tracing::error!(error = %e, "chat platforms could not be built"),
     }

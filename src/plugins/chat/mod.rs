@@ -14,7 +14,9 @@
 //! parsers turn a platform's payload into an [`InboundMessage`] (or `None`: not for us);
 //! request verification lives in [`verify`], splitting in [`split`]. Adapters never touch the
 //! store or actors: inbound messages go to a [`ChatInbox`], and the platform is acknowledged
-//! only after `receive` returned Ok.
+//! only after `receive` returned Ok. One exception, handed in at construction: Telegram's
+//! chat moves ([`telegram_api::MovedChats`] over `store::ChatMoves`), which the Bot API client
+//! shared by the Telegram adapter and notifier ([`telegram_api`]) reads and writes.
 //!
 //! Rate limits: a 429 (Telegram flood control, Slack `ratelimited`, Discord buckets, GitHub
 //! secondary limits) is waited out and retried inside the adapter ([`MAX_ATTEMPTS`] tries, a
@@ -32,6 +34,7 @@ pub mod jira;
 pub mod slack;
 pub mod split;
 pub mod telegram;
+pub mod telegram_api;
 pub mod verify;
 
 use std::sync::Arc;
@@ -92,10 +95,15 @@ pub(crate) struct Http {
 impl Http {
     /// A client for `service` whose every request is bounded by `timeout`.
     pub(crate) fn new(service: &'static str, timeout: Duration) -> PluginResult<Self> {
-        Ok(Http {
-            client: super::notifiers::http_client(timeout)?,
+        Ok(Self::with_client(
             service,
-        })
+            super::notifiers::http_client(timeout)?,
+        ))
+    }
+
+    /// A client for `service` over `client` (its timeouts are the caller's).
+    pub(crate) fn with_client(service: &'static str, client: reqwest::Client) -> Self {
+        Http { client, service }
     }
 
     /// Sends the request `make` builds, again after the platform's wait while it answers 429.
@@ -124,25 +132,9 @@ impl Http {
     ) -> PluginResult<Reply> {
         let mut attempt = 1;
         loop {
-            let resp = make(&self.client)
-                .send()
-                .await
-                .map_err(|e| transport_error(self.service, e))?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| transport_error(self.service, e))?;
-            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let reply = Reply {
-                status,
-                headers,
-                json,
-                text,
-            };
+            let reply = self.call_once(&make).await?;
             observe(&reply);
-            if status != 429 {
+            if reply.status != 429 {
                 return Ok(reply);
             }
             let wait =
@@ -162,6 +154,34 @@ impl Http {
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+
+    /// Sends the request `make` builds once: a 429 is returned like any other answer (for a
+    /// caller that leaves the waiting to somebody else, as the notification outbox does).
+    ///
+    /// # Errors
+    /// `Unreachable` on transport failure (URL stripped).
+    pub(crate) async fn call_once(
+        &self,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> PluginResult<Reply> {
+        let resp = make(&self.client)
+            .send()
+            .await
+            .map_err(|e| transport_error(self.service, e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| transport_error(self.service, e))?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Reply {
+            status,
+            headers,
+            json,
+            text,
+        })
     }
 }
 
@@ -231,17 +251,19 @@ fn collapse_spaces(s: &str) -> String {
 }
 
 /// Every chat platform configured in `settings` (those with credentials), each bounding its
-/// calls with `timeout`. A platform without its token is left out, not an error.
+/// calls with `timeout`; Telegram follows chat moves through `telegram_moves`. A platform
+/// without its token is left out, not an error.
 ///
 /// # Errors
 /// `Invalid` when an HTTP client cannot be built.
 pub fn platforms_from(
     settings: &Settings,
     timeout: Duration,
+    telegram_moves: &telegram_api::MovedChats,
 ) -> PluginResult<Vec<Arc<dyn ChatPlatform>>> {
     let mut out: Vec<Arc<dyn ChatPlatform>> = Vec::new();
     if let Some(p) = telegram::TelegramPlatform::from_settings(&settings.telegram, timeout)? {
-        out.push(Arc::new(p));
+        out.push(Arc::new(p.with_moves(telegram_moves.clone())));
     }
     if let Some(p) = discord::DiscordPlatform::from_settings(&settings.discord, timeout)? {
         out.push(Arc::new(p));
@@ -311,11 +333,12 @@ pub fn start_listeners(
     settings: &Settings,
     inbox: Arc<dyn ChatInbox>,
     timeout: Duration,
+    telegram_moves: &telegram_api::MovedChats,
 ) -> PluginResult<Listeners> {
     let mut out = Listeners::default();
     let allowed = |ids: &Vec<String>| !ids.is_empty();
     if allowed(&settings.chat.allow.telegram) {
-        start_telegram(settings, inbox.clone(), timeout, &mut out)?;
+        start_telegram(settings, inbox.clone(), timeout, telegram_moves, &mut out)?;
     }
     if allowed(&settings.chat.allow.discord) {
         if let Some(gw) = gateway::Gateway::from_settings(&settings.discord) {
@@ -344,9 +367,11 @@ fn start_telegram(
     settings: &Settings,
     inbox: Arc<dyn ChatInbox>,
     timeout: Duration,
+    moves: &telegram_api::MovedChats,
     out: &mut Listeners,
 ) -> PluginResult<()> {
     if let Some(poller) = telegram::Poller::from_settings(&settings.telegram, timeout)? {
+        let poller = poller.with_moves(moves.clone());
         out.tasks.push(actix_rt::spawn(async move {
             poller.run(inbox).await;
         }));

@@ -5,9 +5,12 @@
 //! at start and `deleteWebhook` at stop; the poller calls `deleteWebhook` before its first
 //! poll (a webhook left from webhook mode would make `getUpdates` answer 409).
 //!
+//! Every Bot API call goes through [`BotApi`] ([`super::telegram_api`]): errors, flood control
+//! (429, `parameters.retry_after`, waited out here) and groups upgraded to supergroups
+//! (sent to the new chat; the move is recorded, in the store when the app gives one).
+//!
 //! MarkdownV2 is strict: a chunk Telegram refuses with 400 "can't parse entities" is sent
-//! again as plain text (no `parse_mode`), so a reply is never lost to formatting. Flood
-//! control (429, `parameters.retry_after`) is waited out by [`super::Http`].
+//! again as plain text (no `parse_mode`), so a reply is never lost to formatting.
 //!
 //! The poll's offset: an update is confirmed (the next `getUpdates` carries a higher offset)
 //! only after [`ChatInbox::receive`] stored it. The offset is kept in memory, not in the
@@ -16,15 +19,14 @@
 //! lost and nothing runs twice, without a table of our own. The bot token is part of every
 //! URL, so errors never carry URLs.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::split::split_message;
-use super::Http;
+use super::telegram_api::{BotApi, MovedChats};
 use crate::config::TelegramSettings;
 use crate::plugins::notifiers::telegram::escape_markdown_v2;
 use crate::plugins::{ChatInbox, ChatPlatform, InboundMessage, PluginError, PluginResult};
@@ -42,12 +44,7 @@ pub const WEBHOOK_TRIES: u32 = 5;
 
 /// Replies on Telegram.
 pub struct TelegramPlatform {
-    http: Http,
-    api_url: String,
-    token: String,
-    /// Groups that became supergroups: old chat id → new (learnt from
-    /// `parameters.migrate_to_chat_id`), so later calls go to the new chat at once.
-    migrated: Mutex<HashMap<i64, i64>>,
+    api: BotApi,
 }
 
 impl TelegramPlatform {
@@ -56,10 +53,7 @@ impl TelegramPlatform {
     /// # Errors
     /// `Invalid` when the HTTP client cannot be built.
     pub fn from_settings(s: &TelegramSettings, timeout: Duration) -> PluginResult<Option<Self>> {
-        let Some(token) = s.bot_token.as_ref().filter(|t| !t.is_empty()) else {
-            return Ok(None);
-        };
-        Ok(Some(Self::new(&s.api_url, token.expose(), timeout)?))
+        Ok(BotApi::from_settings(s, timeout)?.map(|api| TelegramPlatform { api }))
     }
 
     /// A platform talking to the Bot API at `api_url` with `token`.
@@ -68,56 +62,16 @@ impl TelegramPlatform {
     /// `Invalid` when the HTTP client cannot be built.
     pub fn new(api_url: &str, token: &str, timeout: Duration) -> PluginResult<Self> {
         Ok(TelegramPlatform {
-            http: Http::new("telegram", timeout)?,
-            api_url: api_url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            migrated: Mutex::new(HashMap::new()),
+            api: BotApi::new(api_url, token, timeout)?,
         })
     }
 
-    fn url(&self, method: &str) -> String {
-        format!("{}/bot{}/{method}", self.api_url, self.token)
-    }
-
-    /// Calls `method` with `body`; `Ok(result)` on `{"ok": true}`. A group upgraded to a
-    /// supergroup refuses with `parameters.migrate_to_chat_id` (Bot API,
-    /// `ResponseParameters`): the call is made again there, and so is every later one.
-    async fn call(&self, method: &str, body: &Value) -> PluginResult<Value> {
-        let url = self.url(method);
-        let mut body = body.clone();
-        if let Some(old) = body["chat_id"].as_i64() {
-            if let Some(new) = self.migrated_to(old) {
-                body["chat_id"] = json!(new);
-            }
+    /// The same platform, following chat moves (groups that became supergroups) through
+    /// `moves`: sends to the old chat go to the new one.
+    pub fn with_moves(self, moves: MovedChats) -> Self {
+        TelegramPlatform {
+            api: self.api.with_moves(moves),
         }
-        let mut r = self.http.call(|c| c.post(&url).json(&body)).await?;
-        let migrate = if r.json["ok"] == json!(true) {
-            None
-        } else {
-            r.json["parameters"]["migrate_to_chat_id"].as_i64()
-        };
-        if let (Some(new), Some(old)) = (migrate, body["chat_id"].as_i64()) {
-            if new != old {
-                tracing::info!(method, "telegram group became a supergroup; sending there");
-                if let Ok(mut m) = self.migrated.lock() {
-                    m.insert(old, new);
-                }
-                body["chat_id"] = json!(new);
-                r = self.http.call(|c| c.post(&url).json(&body)).await?;
-            }
-        }
-        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
-            return Ok(r.json["result"].clone());
-        }
-        let status = r.json["error_code"]
-            .as_u64()
-            .and_then(|c| u16::try_from(c).ok())
-            .unwrap_or(r.status);
-        let mut e = r.error("telegram", r.json["description"].as_str());
-        if let PluginError::Http { status: s, .. } = &mut e {
-            *s = status;
-        }
-        Err(e)
     }
 
     /// The bot's username (`getMe`), which commands in groups name (`/cmd@username`).
@@ -125,30 +79,15 @@ impl TelegramPlatform {
     /// # Errors
     /// A failed call, or an answer without a username.
     pub async fn get_me(&self) -> PluginResult<String> {
-        let me = self.call("getMe", &json!({})).await?;
-        me["username"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| PluginError::Invalid("telegram: getMe has no username".into()))
+        self.api.get_me().await
     }
 
-    /// The supergroup a group `chat` became, if Telegram said so.
-    fn migrated_to(&self, chat: i64) -> Option<i64> {
-        self.migrated.lock().ok()?.get(&chat).copied()
-    }
-
-    /// `setWebhook`: Telegram posts updates (messages only) to `url` with `secret_token` in
-    /// `X-Telegram-Bot-Api-Secret-Token`. Idempotent.
+    /// `setWebhook` ([`BotApi::set_webhook`]).
     ///
     /// # Errors
     /// Telegram's 400 ("bad webhook: …") for a URL it will not use, or a failed call.
     pub async fn set_webhook(&self, url: &str, secret_token: &str) -> PluginResult<()> {
-        self.call(
-            "setWebhook",
-            &json!({"url": url, "secret_token": secret_token, "allowed_updates": ["message"]}),
-        )
-        .await
-        .map(|_| ())
+        self.api.set_webhook(url, secret_token).await
     }
 
     /// `deleteWebhook` (pending updates kept). Idempotent.
@@ -156,16 +95,14 @@ impl TelegramPlatform {
     /// # Errors
     /// A failed call.
     pub async fn delete_webhook(&self) -> PluginResult<()> {
-        self.call("deleteWebhook", &json!({"drop_pending_updates": false}))
-            .await
-            .map(|_| ())
+        self.api.delete_webhook().await
     }
 
     /// Sends or edits one chunk: MarkdownV2 first, plain text when Telegram cannot parse it.
     async fn deliver(&self, method: &str, mut body: Value, text: &str) -> PluginResult<Value> {
         body["text"] = json!(to_markdown_v2(text));
         body["parse_mode"] = json!("MarkdownV2");
-        match self.call(method, &body).await {
+        match self.api.call(method, &body).await {
             Err(PluginError::Http {
                 status: 400,
                 detail,
@@ -177,7 +114,7 @@ impl TelegramPlatform {
                 if let Some(o) = plain.as_object_mut() {
                     o.remove("parse_mode");
                 }
-                self.call(method, &plain).await
+                self.api.call(method, &plain).await
             }
             other => other,
         }
@@ -353,6 +290,43 @@ pub fn parse_update_for(update: &Value, bot: Option<&str>) -> Option<InboundMess
     })
 }
 
+/// The move a service message in `update` announces, as (old chat, new chat): a group
+/// upgraded to a supergroup says `migrate_to_chat_id` in the old group and
+/// `migrate_from_chat_id` in the new supergroup (Bot API, `Message`).
+pub fn chat_move(update: &Value) -> Option<(i64, i64)> {
+    let m = update.get("message")?;
+    let chat = m["chat"]["id"].as_i64()?;
+    let (from, to) = if let Some(to) = m["migrate_to_chat_id"].as_i64() {
+        (chat, to)
+    } else {
+        (m["migrate_from_chat_id"].as_i64()?, chat)
+    };
+    (from != to).then_some((from, to))
+}
+
+/// Marks a message written in a chat another chat moved to (a supergroup a group became) with
+/// the thread it would have had in the old chat, `meta.moved_from` (`{old}` or
+/// `{old}:{topic}`): the inbox puts it in that thread's conversation when one exists, so the
+/// conversation goes on after the upgrade (its replies still go to the new chat,
+/// [`BotApi::call`]). A message of a chat nothing moved to is left as it is.
+///
+/// # Errors
+/// `Unreachable` when the moves cannot be read (the update must not be acknowledged).
+pub async fn mark_moved_from(m: &mut InboundMessage, moves: &MovedChats) -> PluginResult<()> {
+    let (chat, topic) = target(&m.thread);
+    let Some(chat) = chat.as_i64() else {
+        return Ok(());
+    };
+    if let Some(old) = moves.moved_from(chat).await? {
+        let thread = match topic {
+            Some(t) => format!("{old}:{t}"),
+            None => old.to_string(),
+        };
+        m.meta.insert("moved_from".to_string(), thread);
+    }
+    Ok(())
+}
+
 /// The bot a command names: `/status@FlotillaBot now` → `FlotillaBot`.
 fn command_addressee(text: &str) -> Option<&str> {
     let first = text.strip_prefix('/')?.split(char::is_whitespace).next()?;
@@ -375,9 +349,7 @@ fn strip_bot_suffix(text: &str) -> String {
 
 /// The `getUpdates` long poll.
 pub struct Poller {
-    http: Http,
-    api_url: String,
-    token: String,
+    api: BotApi,
     /// The next update id to ask for; advanced only past updates the inbox stored.
     offset: Option<i64>,
     /// The bot's username (`getMe`), once known: commands for other bots are skipped.
@@ -391,20 +363,24 @@ impl Poller {
     /// # Errors
     /// `Invalid` when the HTTP client cannot be built.
     pub fn from_settings(s: &TelegramSettings, timeout: Duration) -> PluginResult<Option<Self>> {
-        let Some(token) = s.bot_token.as_ref().filter(|t| !t.is_empty()) else {
-            return Ok(None);
-        };
         if s.secret_token.as_ref().is_some_and(|t| !t.is_empty()) {
             return Ok(None);
         }
-        Ok(Some(Poller {
-            // The request outlives the long poll itself.
-            http: Http::new("telegram", timeout + Duration::from_secs(POLL_SECS))?,
-            api_url: s.api_url.trim_end_matches('/').to_string(),
-            token: token.expose().to_string(),
+        // The request outlives the long poll itself.
+        let api = BotApi::from_settings(s, timeout + Duration::from_secs(POLL_SECS))?;
+        Ok(api.map(|api| Poller {
+            api,
             offset: None,
             username: None,
         }))
+    }
+
+    /// The same poller, recording the chat moves service messages announce in `moves`.
+    pub fn with_moves(self, moves: MovedChats) -> Self {
+        Poller {
+            api: self.api.with_moves(moves),
+            ..self
+        }
     }
 
     /// Removes any webhook (one left by webhook mode would make every `getUpdates` answer
@@ -437,12 +413,8 @@ impl Poller {
     /// Asks `getMe` for the bot's username (kept for [`Poller::poll_once`]); a failure is
     /// logged and every command is taken meanwhile.
     pub async fn learn_username(&mut self) {
-        let url = format!("{}/bot{}/getMe", self.api_url, self.token);
-        match self.http.call(|c| c.post(&url).json(&json!({}))).await {
-            Ok(r) if r.json["ok"] == json!(true) => {
-                self.username = r.json["result"]["username"].as_str().map(str::to_string);
-            }
-            Ok(r) => tracing::warn!(status = r.status, "telegram getMe refused"),
+        match self.api.get_me().await {
+            Ok(name) => self.username = Some(name),
             Err(e) => tracing::warn!(error = %e, "telegram getMe failed"),
         }
     }
@@ -452,37 +424,29 @@ impl Poller {
     /// # Errors
     /// The call failed.
     pub async fn delete_webhook(&self) -> PluginResult<()> {
-        let url = format!("{}/bot{}/deleteWebhook", self.api_url, self.token);
-        let body = json!({"drop_pending_updates": false});
-        let r = self.http.call(|c| c.post(&url).json(&body)).await?;
-        if (200..300).contains(&r.status) && r.json["ok"] == json!(true) {
-            return Ok(());
-        }
-        Err(r.error("telegram", r.json["description"].as_str()))
+        self.api.delete_webhook().await
     }
 
-    /// One `getUpdates`, each update handed to `inbox` in order. Returns how many were
-    /// stored.
+    /// One `getUpdates`, each update handed to `inbox` in order; a service message saying a
+    /// group became a supergroup ([`chat_move`]) is recorded first, and a message from such
+    /// a supergroup names the group it was ([`mark_moved_from`]). Returns how many messages
+    /// were stored.
     ///
     /// # Errors
-    /// The poll failed, or the inbox refused an update (the offset stays before it, so the
-    /// next poll gets it again).
+    /// The poll failed, or the inbox (or the store, for a move) refused an update (the
+    /// offset stays before it, so the next poll gets it again).
     pub async fn poll_once(&mut self, inbox: &dyn ChatInbox) -> PluginResult<usize> {
-        let url = format!("{}/bot{}/getUpdates", self.api_url, self.token);
-        let mut body = json!({"timeout": POLL_SECS, "allowed_updates": ["message"]});
-        if let Some(o) = self.offset {
-            body["offset"] = json!(o);
-        }
-        let r = self.http.call(|c| c.post(&url).json(&body)).await?;
-        if !(200..300).contains(&r.status) || r.json["ok"] != json!(true) {
-            return Err(r.error("telegram", r.json["description"].as_str()));
-        }
+        let updates = self.api.get_updates(self.offset, POLL_SECS).await?;
         let mut stored = 0;
-        for u in r.json["result"].as_array().into_iter().flatten() {
+        for u in &updates {
             let Some(id) = u["update_id"].as_i64() else {
                 continue;
             };
-            if let Some(msg) = parse_update_for(u, self.username.as_deref()) {
+            if let Some((from, to)) = chat_move(u) {
+                self.api.moves().record(from, to).await?;
+            }
+            if let Some(mut msg) = parse_update_for(u, self.username.as_deref()) {
+                mark_moved_from(&mut msg, self.api.moves()).await?;
                 inbox.receive(msg).await?;
                 stored += 1;
             }
@@ -553,5 +517,22 @@ mod tests {
         let photo = json!({"update_id": 9, "message": {"message_id": 4, "from": {"id": 42},
             "chat": {"id": 1}, "photo": []}});
         assert!(parse_update(&photo).is_none());
+    }
+
+    #[test]
+    fn the_upgrade_to_a_supergroup_is_read_from_either_service_message() {
+        let to = json!({"update_id": 1, "message": {"message_id": 5, "date": 1,
+            "chat": {"id": -555, "type": "group"}, "migrate_to_chat_id": -100_555_i64}});
+        let from = json!({"update_id": 2, "message": {"message_id": 1, "date": 1,
+            "chat": {"id": -100_555_i64, "type": "supergroup"}, "migrate_from_chat_id": -555}});
+        assert_eq!(chat_move(&to), Some((-555, -100_555)));
+        assert_eq!(chat_move(&from), Some((-555, -100_555)));
+        assert!(
+            parse_update(&to).is_none(),
+            "a service message is no message"
+        );
+        let text = json!({"update_id": 3, "message": {"message_id": 2, "date": 1,
+            "from": {"id": 42}, "chat": {"id": -555}, "text": "hi"}});
+        assert_eq!(chat_move(&text), None);
     }
 }

@@ -34,7 +34,8 @@ use crate::config::{NotifierKind, NotifierSettings, Settings};
 /// Longest excerpt of an error body kept in `last_error`.
 const ERROR_EXCERPT: usize = 200;
 
-/// Builds the notifier `name` from its settings. `timeout` bounds every call it makes.
+/// Builds the notifier `name` from its settings. `timeout` bounds every call it makes; a
+/// Telegram notifier follows chat moves through `telegram_moves`.
 ///
 /// # Errors
 /// `Invalid` when a setting the kind needs is missing (validation reports these first) or the
@@ -44,6 +45,7 @@ pub fn build(
     n: &NotifierSettings,
     settings: &Settings,
     timeout: Duration,
+    telegram_moves: &super::chat::telegram_api::MovedChats,
 ) -> PluginResult<Arc<dyn Notifier>> {
     let missing =
         |what: &str| PluginError::Invalid(format!("notifiers.{name}: {what} is required"));
@@ -82,13 +84,16 @@ pub fn build(
             };
             Arc::new(discord::DiscordNotifier::new(http_client(timeout)?, target))
         }
-        NotifierKind::Telegram => Arc::new(telegram::TelegramNotifier::new(
-            http_client(timeout)?,
-            settings.telegram.api_url.clone(),
-            secret(settings.telegram.bot_token.as_ref())
-                .ok_or_else(|| missing("telegram.bot_token"))?,
-            n.chat_id.clone().ok_or_else(|| missing("chat_id"))?,
-        )),
+        NotifierKind::Telegram => Arc::new(
+            telegram::TelegramNotifier::new(
+                http_client(timeout)?,
+                settings.telegram.api_url.clone(),
+                secret(settings.telegram.bot_token.as_ref())
+                    .ok_or_else(|| missing("telegram.bot_token"))?,
+                n.chat_id.clone().ok_or_else(|| missing("chat_id"))?,
+            )
+            .with_moves(telegram_moves.clone()),
+        ),
         NotifierKind::Desktop => Arc::new(desktop::DesktopNotifier::new(timeout)),
         NotifierKind::Chat => Arc::new(chat::ChatNotifier),
     })

@@ -1,65 +1,45 @@
 //! `telegram`: `sendMessage` to a chat id (wire-formats §3.4), in MarkdownV2 with every
 //! reserved character escaped (§3.5), at most 4,096 characters.
 //!
-//! Answers are `{"ok": true, "result": …}` or `{"ok": false, "error_code", "description",
-//! "parameters": {"retry_after"}}`; flood control is a 429 with `parameters.retry_after`.
-//! The request URL holds the bot token, so errors never carry it.
-
-use std::sync::Mutex;
+//! The call goes through the Bot API client ([`BotApi`]): its errors carry `error_code`,
+//! `description` and flood control's `parameters.retry_after`, returned at once for the
+//! outbox to wait out ([`Flood::Report`]); a group upgraded to a supergroup is followed to
+//! the new chat, and the move is kept for later notifications (in the store when the app
+//! gives one, so also after a restart). The request URL holds the bot token, so errors never
+//! carry it.
 
 use async_trait::async_trait;
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use super::{excerpt, plain_text, post_json, seconds, status_error, truncate, Answer};
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
+use super::{plain_text, truncate};
+use crate::plugins::chat::telegram_api::{BotApi, Flood, MovedChats};
+use crate::plugins::{Notification, Notifier, PluginResult, PostedMessage};
 
 /// Telegram's text limit, with room for escapes (counted before escaping).
 const MAX_TEXT: usize = 3_500;
 
 /// Sends to one Telegram chat.
 pub struct TelegramNotifier {
-    client: reqwest::Client,
-    api_url: String,
-    token: String,
+    api: BotApi,
     chat_id: String,
-    /// The supergroup the configured group became (`parameters.migrate_to_chat_id`), once
-    /// Telegram said so: later notifications go there at once.
-    migrated: Mutex<Option<i64>>,
 }
 
 impl TelegramNotifier {
     /// A notifier sending to `chat_id` through the Bot API at `api_url`.
     pub fn new(client: reqwest::Client, api_url: String, token: String, chat_id: String) -> Self {
         TelegramNotifier {
-            client,
-            api_url,
-            token,
+            api: BotApi::with_client(client, &api_url, &token).on_flood(Flood::Report),
             chat_id,
-            migrated: Mutex::new(None),
         }
     }
 
-    /// The chat to send to: the configured one, or the supergroup it became.
-    fn target(&self) -> String {
-        match self.migrated.lock().ok().and_then(|m| *m) {
-            Some(id) => id.to_string(),
-            None => self.chat_id.clone(),
+    /// The same notifier, following chat moves through `moves` (shared with the chat
+    /// adapter, and the store behind it).
+    pub fn with_moves(self, moves: MovedChats) -> Self {
+        TelegramNotifier {
+            api: self.api.with_moves(moves),
+            ..self
         }
-    }
-
-    /// One `sendMessage` to `chat`: the answer's status and JSON (`Null` when not JSON).
-    async fn send(&self, n: &Notification, chat: &str) -> PluginResult<(Answer, Value)> {
-        let bytes =
-            serde_json::to_vec(&body(n, chat)).map_err(|e| PluginError::Invalid(e.to_string()))?;
-        let url = format!(
-            "{}/bot{}/sendMessage",
-            self.api_url.trim_end_matches('/'),
-            self.token
-        );
-        let a = post_json(&self.client, "telegram", &url, HeaderMap::new(), bytes).await?;
-        let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
-        Ok((a, v))
     }
 }
 
@@ -136,37 +116,11 @@ impl Notifier for TelegramNotifier {
     }
 
     async fn notify(&self, n: &Notification) -> PluginResult<Option<PostedMessage>> {
-        let chat = self.target();
-        let (mut a, mut v) = self.send(n, &chat).await?;
-        // A group upgraded to a supergroup refuses with `parameters.migrate_to_chat_id`
-        // (Bot API, `ResponseParameters`): send there, now and from now on.
-        if let Some(new) = v["parameters"]["migrate_to_chat_id"].as_i64() {
-            if v["ok"] != json!(true) && new.to_string() != chat {
-                tracing::warn!(
-                    "telegram notifier: the group became a supergroup; update its chat_id"
-                );
-                if let Ok(mut m) = self.migrated.lock() {
-                    *m = Some(new);
-                }
-                (a, v) = self.send(n, &new.to_string()).await?;
-            }
-        }
-        if (200..300).contains(&a.status) && v["ok"] == json!(true) {
-            return Ok(posted(&v["result"]));
-        }
-        if v.is_null() {
-            return Err(status_error("telegram", &a));
-        }
-        let status = v["error_code"]
-            .as_u64()
-            .and_then(|c| u16::try_from(c).ok())
-            .unwrap_or(a.status);
-        Err(PluginError::Http {
-            service: "telegram",
-            status,
-            detail: excerpt(v["description"].as_str().unwrap_or("unexpected answer")),
-            retry_after: v["parameters"]["retry_after"].as_f64().and_then(seconds),
-        })
+        let result = self
+            .api
+            .call("sendMessage", &body(n, &self.chat_id))
+            .await?;
+        Ok(posted(&result))
     }
 }
 
