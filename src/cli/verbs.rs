@@ -506,6 +506,11 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
                 .await?;
             if r.delivered {
                 println!("delivered to {}", r.session);
+            } else if r.pending {
+                println!(
+                    "queued for {}: still being typed (do not send it again)",
+                    r.session
+                );
             } else {
                 println!("sent to {} but delivery was not confirmed", r.session);
             }

@@ -190,6 +190,10 @@ pub struct SendResult {
     /// Whether the session was dead and restored first.
     #[serde(default)]
     pub restored: bool,
+    /// Stored and still being typed when this answer was due (a slow runtime, e.g. an ssh
+    /// host under load): it will be typed once; do not send it again.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// Paging of events.
@@ -342,6 +346,7 @@ pub async fn send(
         session: r.session,
         delivered: r.delivered,
         restored: r.restored,
+        pending: r.pending,
     }))
 }
 

@@ -639,7 +639,8 @@ async fn relay_log(
                             .send(SendToSession { id: id.clone(), text, allow_restore: false })
                             .await;
                         let note = match r {
-                            Ok(Ok(rep)) if rep.delivered => None,
+                            // Pending: stored and still being typed; it will arrive.
+                            Ok(Ok(rep)) if rep.delivered || rep.pending => None,
                             Ok(Ok(_)) => Some("not confirmed".to_string()),
                             Ok(Err(e)) => Some(e.to_string()),
                             Err(e) => Some(e.to_string()),

@@ -398,3 +398,61 @@ async fn session(c: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
         .await
         .ok()
 }
+
+/// A message whose typing takes longer than the request may wait (here the agent does not
+/// echo its input, so the draft never shows and the runtime waits it out) is answered
+/// `pending`: stored and still being typed. Before, the sender got a 503 "busy; try again",
+/// and trying again queued the message twice. It is typed, and journaled, once.
+#[actix_web::test]
+async fn a_send_slower_than_the_request_is_answered_pending_and_typed_once() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let agents = "  mute: { kind: command, command: [\"sh\", \"-c\", \"stty -echo; echo ready; exec sleep 600\"] }\n";
+    let Some(app) = spawn_app_with_env(
+        Backend::Sqlite,
+        agents,
+        "    runtime: tmux\n    agent: mute\n",
+        scratch,
+        &[("FLOTILLA__SERVER__ACTOR_TIMEOUT", "2s")],
+    )
+    .await
+    else {
+        return;
+    };
+    let _guard = TmuxGuard(socket(&app));
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "wait"}))
+        .await;
+    app.wait_output(&id, "ready").await;
+
+    let (st, v) = app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "only once please"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["pending"].as_bool(), v["delivered"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+
+    // The typing goes on without the request and ends in one journaled send.
+    let sent = eventually(60, "the send journaled", || async {
+        let (_, v) = app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        let sent: Vec<Value> = v["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["kind"] == "agent.message_sent")
+            .collect();
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["data"]["chars"], 16, "{sent:?}");
+}

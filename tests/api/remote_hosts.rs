@@ -194,7 +194,8 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
             json!({"message": "hello over ssh"}),
         )
         .await;
-    assert_eq!((st, v["delivered"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(st, 200, "{v}");
+    assert!(v["delivered"] == true || v["pending"] == true, "{v}");
     app.wait_output(&s1, "got: hello over ssh").await;
     // Attach goes through ssh.
     let (st, v) = app.get(&format!("/api/v1/sessions/{s1}/attach")).await;
@@ -275,7 +276,9 @@ async fn sessions_run_on_two_ssh_hosts_and_survive_one_going_away() {
             json!({"message": "welcome back"}),
         )
         .await;
-    assert_eq!((st, v["delivered"].as_bool()), (200, Some(true)), "{v}");
+    // Over ssh on a loaded machine the typing may outlast the request: then it is pending.
+    assert_eq!(st, 200, "{v}");
+    assert!(v["delivered"] == true || v["pending"] == true, "{v}");
     app.wait_output(&s1, "got: welcome back").await;
 
     for id in [&s1, &s2] {

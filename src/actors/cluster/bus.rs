@@ -40,6 +40,9 @@ pub enum CommandAnswer {
         delivered: bool,
         /// Whether the session was restored first.
         restored: bool,
+        /// Whether it was still being typed when the owner answered.
+        #[serde(default)]
+        pending: bool,
     },
     /// A kill, restore or merge ran; the session's row holds the result.
     Stepped {
@@ -64,6 +67,7 @@ impl CommandAnswer {
             Ok(rep) => CommandAnswer::Sent {
                 delivered: rep.delivered,
                 restored: rep.restored,
+                pending: rep.pending,
             },
             Err(e) => Self::failed(&e),
         }
@@ -115,10 +119,12 @@ impl CommandAnswer {
             CommandAnswer::Sent {
                 delivered,
                 restored,
+                pending,
             } => Ok(SendReport {
                 session: id.0.clone(),
                 delivered,
                 restored,
+                pending,
             }),
             CommandAnswer::Failed { class, message } => Err(Self::into_error(&class, message, id)),
             CommandAnswer::Stepped { .. } => Err(FleetError::Conflict(format!(

@@ -29,6 +29,10 @@ pub struct SendReport {
     /// Whether the session was dead and restored first.
     #[serde(default)]
     pub restored: bool,
+    /// Stored, and still being typed when the answer was due (a slow runtime): it is typed
+    /// once, so the sender must not send it again.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// Applies one event through the machine. Sent by the supervisor (observations from webhooks

@@ -1285,40 +1285,73 @@ impl Handler<SendMessage> for SessionActor {
                         at: Utc::now(),
                     })
                     .await?;
-                let done = {
-                    let _g = input.lock().await;
-                    deliver::deliver_open(&fleet, &rec, Some(queued.id)).await?
-                };
-                let delivered = match done.into_iter().find(|d| d.id == queued.id) {
-                    Some(d) => d.result?,
-                    // Delivered by another run (e.g. the start-up one) meanwhile.
-                    None => {
-                        fleet.store.load_instruction(queued.id).await?.state
-                            == InstructionState::Delivered
+                // Typed in its own task: a slow runtime (an ssh host under load) answers the
+                // sender "pending" at the deadline instead of a timeout that says "try again",
+                // which would queue the message twice.
+                let margin = (fleet.actor_timeout / 4).min(std::time::Duration::from_secs(1));
+                let deadline = fleet.actor_timeout - margin;
+                let typing = tokio::spawn(async move {
+                    let r =
+                        type_message(&fleet, &input, &journal, &rec, queued.id, &msg.text).await;
+                    match r {
+                        Ok(delivered) if waiting && delivered => {
+                            // The human answered this question; one the agent asked meanwhile
+                            // (its hook can be that quick) keeps the session waiting.
+                            addr.do_send(Apply {
+                                event: EventKind::InputAnswered { question: asked },
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(ref e) => {
+                            tracing::warn!(session = %rec.id, error = %e, "message not typed")
+                        }
                     }
+                    r
+                });
+                let (delivered, pending) = match tokio::time::timeout(deadline, typing).await {
+                    Ok(Ok(r)) => (r?, false),
+                    Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Ok(Err(_)) => return Err(SessionError::NotLoaded),
+                    Err(_) => (false, true),
                 };
-                if waiting && delivered {
-                    // The human answered this question; one the agent asked meanwhile (its
-                    // hook can be that quick) keeps the session waiting.
-                    addr.do_send(Apply {
-                        event: EventKind::InputAnswered { question: asked },
-                    });
-                }
-                journal
-                    .append(&NewEvent {
-                        session_id: Some(id.clone()),
-                        kind: "agent.message_sent".into(),
-                        data: serde_json::json!({"chars": msg.text.chars().count(), "delivered": delivered}),
-                        at: Utc::now(),
-                    })
-                    .await?;
                 Ok(SendReport {
                     session: id.to_string(),
                     delivered,
                     restored: false,
+                    pending,
                 })
             })
             .into_actor(self),
         )
     }
+}
+
+/// Types stored instruction `queued` into the session's runtime (with every instruction still
+/// open before it) and journals the send. Returns whether the runtime confirmed it.
+async fn type_message(
+    fleet: &Fleet,
+    input: &deliver::InputLock,
+    journal: &crate::actors::journal::Journal,
+    rec: &crate::store::SessionRecord,
+    queued: i64,
+    text: &str,
+) -> Result<bool, SessionError> {
+    let done = {
+        let _g = input.lock().await;
+        deliver::deliver_open(fleet, rec, Some(queued)).await?
+    };
+    let delivered = match done.into_iter().find(|d| d.id == queued) {
+        Some(d) => d.result?,
+        // Delivered by another run (e.g. the start-up one) meanwhile.
+        None => fleet.store.load_instruction(queued).await?.state == InstructionState::Delivered,
+    };
+    journal
+        .append(&NewEvent {
+            session_id: Some(rec.id.clone()),
+            kind: "agent.message_sent".into(),
+            data: serde_json::json!({"chars": text.chars().count(), "delivered": delivered}),
+            at: Utc::now(),
+        })
+        .await?;
+    Ok(delivered)
 }
