@@ -80,6 +80,9 @@ const ANSWER_WAIT: Wait = Wait {
     settled: false,
 };
 const ANSWER_TRIES: usize = 3;
+/// The most arrow keys one answer to an unnumbered menu sends (a menu longer than a screen is
+/// not read as one).
+const MAX_CURSOR_MOVES: usize = 64;
 /// How long to wait for the draft to be consumed after each Enter (first, then retries).
 const SUBMIT_WAITS: [Wait; 3] = [
     Wait {
@@ -604,6 +607,33 @@ impl TmuxRuntime {
 
     /// Whether the handle's agent may still take keys: from `/proc` locally; a remote
     /// runtime checks before it delegates.
+    /// Moves the cursor of the unnumbered menu on screen to the option `choice` names, one
+    /// arrow key at a time, each confirmed by the cursor moving on screen (keys sent at once
+    /// could outrun a TUI that redraws between them), then presses Enter. Stops without Enter
+    /// when the menu went away or the cursor did not follow: the caller sees whether the
+    /// question is still asked.
+    async fn pick_by_cursor(&self, pane: &str, choice: &str) -> PluginResult<()> {
+        let read = |s: &Screen| super::activity::cursor_menu_move(&s.rows.join("\n"), choice);
+        let Some(mut at) = read(&self.screen(pane).await?) else {
+            return Ok(());
+        };
+        for _ in 0..MAX_CURSOR_MOVES {
+            self.tmux(&["send-keys", "-t", pane, at.next_key()]).await?;
+            if at.arrived() {
+                return Ok(());
+            }
+            let before = at;
+            match self
+                .wait_screen(pane, ANSWER_WAIT, |s| read(s).filter(|m| *m != before))
+                .await?
+            {
+                Some(next) => at = next,
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
     fn takes_keys(&self, h: &TmuxHandle) -> bool {
         self.remote.is_some() || h.alive()
     }
@@ -1107,7 +1137,8 @@ impl Runtime for TmuxRuntime {
         self.send_message(handle, text).await
     }
 
-    /// A menu number is typed as a key (the menu acts on it at once); other answers (`y`,
+    /// A menu number is typed as a key (the menu acts on it at once); a menu without numbers
+    /// has its cursor moved to the option (arrow keys, then Enter); other answers (`y`,
     /// `no`) are typed and submitted with Enter. The keys go only once the question is on
     /// screen (an agent's hook may report the wait before its dialog is drawn, and a key typed
     /// then is lost); confirmed when the screen changed.
@@ -1120,31 +1151,44 @@ impl Runtime for TmuxRuntime {
             )));
         }
         let question = |s: &Screen| super::activity::terminal_question(&s.rows.join("\n"));
+        let choice = choice.trim();
         let asked = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| {
                 let text = s.rows.join("\n");
-                super::activity::terminal_question(&text)
-                    .map(|q| (q, super::activity::line_prompt(&text)))
+                super::activity::terminal_question(&text).map(|q| {
+                    let line_prompt = super::activity::line_prompt(&text);
+                    let cursor = super::activity::cursor_menu_move(&text, choice);
+                    (q, line_prompt, cursor)
+                })
             })
             .await?;
-        let Some((asked, line_prompt)) = asked else {
+        let Some((asked, line_prompt, cursor)) = asked else {
             // No question on screen: delivered as a message instead.
             return self.send_message(handle, choice).await;
         };
         // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
-        // yes or no picks the option saying so.
-        let choice = choice.trim();
-        let key = (!line_prompt)
-            .then(|| super::activity::menu_key(&asked, choice))
-            .flatten()
-            .unwrap_or_else(|| MenuKey::Literal(choice.to_string()));
+        // yes or no picks the option saying so. A menu without keys (a `❯` cursor on
+        // unnumbered options) is answered by moving its cursor to the option, then Enter.
+        let key = if line_prompt {
+            MenuKey::Literal(choice.to_string())
+        } else {
+            super::activity::menu_key(&asked, choice)
+                .or_else(|| cursor.map(MenuKey::Move))
+                .unwrap_or_else(|| MenuKey::Literal(choice.to_string()))
+        };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): while the same question stays on screen, the answer is typed again.
         for _ in 0..ANSWER_TRIES {
             match &key {
-                MenuKey::Literal(k) => self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?,
-                MenuKey::Escape => self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?,
-            };
+                MenuKey::Literal(k) => {
+                    self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?;
+                }
+                MenuKey::Escape => {
+                    self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?;
+                }
+                // From where the cursor is now (a try before may have moved it part of the way).
+                MenuKey::Move(_) => self.pick_by_cursor(&h.pane, choice).await?,
+            }
             if line_prompt {
                 self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             }
