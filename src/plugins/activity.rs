@@ -263,10 +263,11 @@ pub fn terminal_activity(probe: &ActivityProbe) -> Option<ActivitySignal> {
     }
 }
 
-/// The last [`SCREEN_LINES`] non-empty lines, right-trimmed, oldest first.
+/// The last [`SCREEN_LINES`] non-empty lines, right-trimmed, oldest first, without a side
+/// panel (see [`screen_lines`]).
 fn bottom_lines(text: &str) -> Vec<&str> {
-    let mut v: Vec<&str> = text
-        .lines()
+    let mut v: Vec<&str> = screen_lines(text)
+        .into_iter()
         .rev()
         .map(str::trim_end)
         .filter(|l| !l.trim().is_empty())
@@ -274,6 +275,50 @@ fn bottom_lines(text: &str) -> Vec<&str> {
         .collect();
     v.reverse();
     v
+}
+
+/// The lines of a screen, each cut where a side panel begins: a TUI may draw a second
+/// column beside its main one (Claude Code's "1 file changed" diff panel, right of a `│`
+/// drawn down the whole screen), whose text would end every line of a dialog. A column counts
+/// as a panel's border when a `│` stands in it on at least four in five non-empty lines (eight
+/// at least) and something is drawn right of it; a box's right edge has nothing beyond it.
+pub fn screen_lines(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    match side_panel_column(&lines) {
+        Some(col) => lines
+            .iter()
+            .map(|l| match l.char_indices().nth(col) {
+                Some((at, _)) => &l[..at],
+                None => l,
+            })
+            .collect(),
+        None => lines,
+    }
+}
+
+/// The character column of a side panel's border in `lines`, if there is one.
+fn side_panel_column(lines: &[&str]) -> Option<usize> {
+    let rows: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if rows.len() < 8 {
+        return None;
+    }
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for r in &rows {
+        for (i, c) in r.chars().enumerate() {
+            if c == '│' && i >= 20 {
+                *counts.entry(i).or_default() += 1;
+            }
+        }
+    }
+    let (col, n) = counts.into_iter().max_by_key(|&(_, n)| n)?;
+    let beside = rows
+        .iter()
+        .any(|r| r.chars().skip(col + 1).any(|c| !c.is_whitespace()));
+    (n * 5 >= rows.len() * 4 && beside).then_some(col)
 }
 
 fn is_bare_prompt(line: &str) -> bool {
