@@ -624,16 +624,27 @@ fn cursor_menu<'a>(lines: &[&'a str]) -> Option<Vec<&'a str>> {
 /// Masks what looks like a credential in text taken from a screen: words with a known key
 /// prefix, and long runs of letters and digits mixed.
 pub fn mask_secrets(text: &str) -> String {
+    let secret = |w: &str| {
+        let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        let prefixed = ["sk-", "ghp_", "gho_", "xox", "github_pat_"]
+            .iter()
+            .any(|p| core.starts_with(p));
+        let long = core.len() >= 24
+            && core.chars().any(|c| c.is_ascii_digit())
+            && core.chars().any(|c| c.is_ascii_alphabetic());
+        prefixed || long
+    };
     text.split(' ')
         .map(|w| {
-            let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-            let prefixed = ["sk-", "ghp_", "gho_", "xox", "github_pat_"]
-                .iter()
-                .any(|p| core.starts_with(p));
-            let long = core.len() >= 24
-                && core.chars().any(|c| c.is_ascii_digit())
-                && core.chars().any(|c| c.is_ascii_alphabetic());
-            if prefixed || long {
+            // A path (a permission dialog's file) is long and mixed as a whole: its parts are
+            // what may be a secret.
+            let path = ["/", "~/", "./"].iter().any(|p| w.starts_with(p));
+            let masked = if path {
+                w.split('/').any(secret)
+            } else {
+                secret(w)
+            };
+            if masked {
                 "[secret]".to_string()
             } else {
                 w.to_string()
@@ -887,6 +898,14 @@ Press enter to confirm or esc to cancel
             "ANTHROPIC_API_KEY: [secret] ok"
         );
         assert_eq!(mask_secrets("git commit -m wip"), "git commit -m wip");
+        // A path is judged by its parts: a long one is no secret, a key in it is.
+        let path = "approve Write: /tmp/.tmpZdmhIb/home/worktrees/demo/demo-1/notes.txt";
+        assert_eq!(mask_secrets(path), path);
+        assert_eq!(
+            mask_secrets("cat /srv/keys/sk-ant-0123456789abcdef"),
+            "cat [secret]"
+        );
+        assert_eq!(mask_secrets("/k/a1b2c3d4e5f6a1b2c3d4e5f6a1b2"), "[secret]");
     }
 
     #[test]
