@@ -281,7 +281,7 @@ fn bottom_lines(text: &str) -> Vec<&str> {
 /// column beside its main one (Claude Code's "1 file changed" diff panel, right of a `│`
 /// drawn down the whole screen), whose text would end every line of a dialog. A column counts
 /// as a panel's border when a `│` stands in it on at least four in five non-empty lines (eight
-/// at least) and something is drawn right of it; a box's right edge has nothing beyond it.
+/// at least), most of which do not start with a `│` (a box's right edge has its left one).
 pub fn screen_lines(text: &str) -> Vec<&str> {
     let lines: Vec<&str> = text.lines().collect();
     match side_panel_column(&lines) {
@@ -315,10 +315,16 @@ fn side_panel_column(lines: &[&str]) -> Option<usize> {
         }
     }
     let (col, n) = counts.into_iter().max_by_key(|&(_, n)| n)?;
-    let beside = rows
+    // A box (a composer, a dialog) has its left edge on the same rows; a panel does not.
+    let boxed = rows
         .iter()
-        .any(|r| r.chars().skip(col + 1).any(|c| !c.is_whitespace()));
-    (n * 5 >= rows.len() * 4 && beside).then_some(col)
+        .filter(|r| {
+            r.chars()
+                .position(|c| !c.is_whitespace())
+                .is_some_and(|i| i < col && matches!(r.chars().nth(i), Some('│' | '┃' | '║')))
+        })
+        .count();
+    (n * 5 >= rows.len() * 4 && boxed * 2 < rows.len()).then_some(col)
 }
 
 fn is_bare_prompt(line: &str) -> bool {
@@ -889,6 +895,21 @@ Press enter to confirm or esc to cancel
         assert_eq!(mv(&screen("claude-idle.txt"), "yes"), None);
         // Ambiguous text picks nothing.
         assert_eq!(mv(gt, "a"), None);
+    }
+
+    #[test]
+    fn a_side_panel_is_cut_off_and_a_box_is_not() {
+        let left = format!("{:<40}", "Do you want to proceed?");
+        let mut panel: Vec<String> = (0..9).map(|i| format!("{:<40}│ diff {i}", "")).collect();
+        panel.push(format!("{left}│ more"));
+        let text = panel.join("\n");
+        let cut = screen_lines(&text);
+        assert_eq!(cut.len(), 10);
+        assert_eq!(cut[9].trim_end(), "Do you want to proceed?");
+        assert!(cut.iter().all(|l| !l.contains('│')));
+        let boxed: Vec<String> = (0..10).map(|i| format!("│ line {i:<30}│")).collect();
+        let text = boxed.join("\n");
+        assert_eq!(screen_lines(&text), text.lines().collect::<Vec<_>>());
     }
 
     #[test]

@@ -639,6 +639,24 @@ impl TmuxRuntime {
     }
 }
 
+/// The last `n` rows of a capture above the blank rows at its bottom. A row blank but for a
+/// side panel drawn beside the main column ([`super::activity::screen_lines`]: Claude Code's
+/// diff panel runs down the whole screen) counts as blank: otherwise the panel's empty rows
+/// under a dialog would push the dialog out of the rows the activity probe reads.
+fn last_rows(screen: &str, n: usize) -> String {
+    let all: Vec<&str> = screen.lines().collect();
+    let main = super::activity::screen_lines(screen);
+    let end = main
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .map_or(0, |i| i + 1);
+    let all = &all[..end.min(all.len())];
+    all[all.len().saturating_sub(n)..]
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
 /// One capture of the visible screen.
 #[derive(Debug, Clone, PartialEq)]
 struct Screen {
@@ -1037,10 +1055,7 @@ impl Runtime for TmuxRuntime {
             .tmux(&["capture-pane", "-p", "-J", "-t", &h.pane, "-S", &start])
             .await
         {
-            Ok(screen) => {
-                let all: Vec<&str> = screen.trim_end().lines().collect();
-                Ok(all[all.len().saturating_sub(lines)..].join("\n"))
-            }
+            Ok(screen) => Ok(last_rows(&screen, lines)),
             Err(e) if is_gone(&e) => log_tail(&h.log, lines).await,
             Err(e) => Err(e),
         }
@@ -1255,6 +1270,30 @@ pub fn socket_name(home: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real `claude` 2.1.328 with its diff panel beside an overwrite dialog: the rows the
+    /// activity probe reads (the last 20) hold the dialog, not the panel's empty rows below it.
+    #[test]
+    fn the_last_rows_of_a_screen_with_a_side_panel_hold_its_dialog() {
+        let screen = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/screens/claude-overwrite-file-panel.txt"),
+        )
+        .expect("fixture");
+        let rows = last_rows(&screen, 20);
+        assert!(rows.lines().count() <= 20);
+        assert!(
+            rows.contains("Do you want to overwrite README.md?"),
+            "{rows}"
+        );
+        assert!(
+            super::super::activity::terminal_question(&rows).is_some(),
+            "{rows}"
+        );
+        // Without a panel: the blank rows at the bottom go, the last n stay.
+        assert_eq!(last_rows("a\nb\nc\n\n   \n", 2), "b\nc");
+        assert_eq!(last_rows("", 5), "");
+    }
 
     fn screen(rows: &[&str], cursor: usize) -> Screen {
         Screen {
