@@ -144,13 +144,15 @@ fn workdir_in(body: &Value) -> Option<String> {
     })
 }
 
+/// Finds what a placeholder stands for in a request body.
+type Finder = fn(&Value) -> Option<String>;
+
 /// `step` with [`PLAN_FILE`] and [`WORKDIR`] in its tool input replaced by the plan file and
 /// the working directory `body` names.
 fn with_plan_file(step: Step, body: &Value) -> Step {
     let fill = |input: Value| -> Value {
         let mut text = input.to_string();
-        let finders: [(&str, fn(&Value) -> Option<String>); 2] =
-            [(PLAN_FILE, plan_file_in), (WORKDIR, workdir_in)];
+        let finders: [(&str, Finder); 2] = [(PLAN_FILE, plan_file_in), (WORKDIR, workdir_in)];
         for (mark, found) in finders {
             if text.contains(mark) {
                 if let Some(path) = found(body) {
