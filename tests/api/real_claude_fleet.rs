@@ -352,9 +352,16 @@ async fn a_hook_report_landing_after_the_answer_does_not_ask_again() {
         s["state"] == "working"
     })
     .await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
+}
+
+/// Releases the hook events [`late_hook`] held in `dir`, waits until each was reported, and
+/// checks that the late reports of the dialog just answered asked nothing: the session is not
+/// waiting again, and one notification was sent in all.
+async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Path) {
     // Now the held hook reports the dialog that was answered.
-    std::fs::write(hooks_dir.path().join("answered"), "").expect("release the hook");
-    let dir = hooks_dir.path().to_path_buf();
+    std::fs::write(hooks_dir.join("answered"), "").expect("release the hook");
+    let dir = hooks_dir.to_path_buf();
     eventually(60, "every held hook event reported", || {
         let events: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -386,7 +393,7 @@ async fn a_hook_report_landing_after_the_answer_does_not_ask_again() {
         answered.is_some() && reported > answered,
         "a report after the answer: {events:#}"
     );
-    let s = session(&r.app, &id).await;
+    let s = session(&r.app, id).await;
     assert_ne!(s["state"], "needs_input", "{s}");
     let waits = notifications_with(&r.hooks, "waiting for input");
     assert_eq!(waits.len(), 1, "{waits:#?}\nevents: {events:#}");
@@ -887,4 +894,47 @@ async fn real_claude_trust_and_key_dialogs_are_answered_by_moving_their_cursor()
             .is_some_and(|a| a.iter().any(|k| k == tail)),
         "{cfg}"
     );
+}
+
+/// A fetch dialog (not Bash) seen on screen while its hook is held back, beside the diff panel
+/// of a file written just before: asked in the hook's words, answered, and the hook's late
+/// report of it asks nothing again.
+#[actix_web::test]
+async fn a_late_hook_report_of_a_fetch_dialog_answered_from_the_screen_asks_nothing() {
+    use crate::fake_anthropic::WORKDIR;
+    let url = "https://example.com/docs/page";
+    let script = vec![
+        Step::tool(
+            "Write",
+            json!({"file_path": format!("{WORKDIR}/notes.txt"), "content": "one\n"}),
+        ),
+        Step::tool("WebFetch", json!({"url": url, "prompt": "Summarize it"})),
+        Step::text("Fetched."),
+    ];
+    let hooks_dir = tempfile::tempdir().expect("tempdir");
+    let hook = late_hook(hooks_dir.path());
+    let env = [("FLOTILLA__SERVER__CLI_PATH", hook.to_str().expect("path"))];
+    let Some(r) = setup_with(script, "auto-edit", "[]", "", &env).await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Write notes.txt, then fetch the page."}))
+        .await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the fetch", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    assert_eq!(
+        s["meta"]["question"],
+        format!("approve WebFetch: {url}"),
+        "{s}"
+    );
+    send(&r.app, &id, "1").await;
+    r.model.wait_for_requests(3, Duration::from_secs(60)).await;
+    wait_session(&r.app, &id, 60, "working after the answer", |s| {
+        s["state"] != "needs_input"
+    })
+    .await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
 }
