@@ -15,9 +15,9 @@
 //! | `Read file` | `Read` | the path in the body's `Read(<path>)` |
 //! | `Fetch` | `WebFetch` | the URL in the body's `url: …` |
 //!
-//! The dialog shows a file in the working directory by its path relative to it (the hook's
-//! `file_path` is absolute): it is joined to the session's workspace as the CLI sees it
-//! (resolved). Another dialog (an MCP tool's, whose hook names its whole input) is not worded
+//! The dialog shows a file by its path relative to the working directory (`notes.txt`, or
+//! `../../x` outside it; the hook's `file_path` is absolute): it is joined to the session's
+//! workspace as the CLI sees it (resolved). Another dialog (an MCP tool's, whose hook names its whole input) is not worded
 //! here: its question is the dialog's own text.
 
 use std::path::Path;
@@ -85,9 +85,12 @@ fn nonempty(s: String) -> Option<String> {
     (!s.trim().is_empty()).then_some(s)
 }
 
-/// A path as the hook names it: absolute as shown, or the shown relative path under the
-/// workspace. `None` for a path the dialog abbreviates (`~/…`, `…`) or none at all.
+/// A path as the hook names it: absolute as shown, or the shown relative path joined to the
+/// workspace, `..` taken lexically (a file outside it is shown as `../../x`; the workspace is
+/// resolved, so no symbolic link is stepped over). `None` for a path the dialog abbreviates
+/// (`~/…`, `…`) or none at all.
 fn absolute(shown: &str, workspace: &Path) -> Option<String> {
+    use std::path::{Component, PathBuf};
     let shown = shown.trim();
     if shown.is_empty() || shown.starts_with('~') || shown.contains('…') {
         return None;
@@ -95,7 +98,17 @@ fn absolute(shown: &str, workspace: &Path) -> Option<String> {
     if shown.starts_with('/') {
         return Some(shown.to_string());
     }
-    Some(workspace.join(shown).to_string_lossy().into_owned())
+    let mut path = PathBuf::new();
+    for c in workspace.join(shown).components() {
+        match c {
+            Component::ParentDir => {
+                path.pop();
+            }
+            Component::CurDir => {}
+            other => path.push(other),
+        }
+    }
+    Some(path.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -163,6 +176,18 @@ mod tests {
         ] {
             assert!(terminal_question(&screen(name)).is_some(), "{name}");
         }
+        // A file outside the working directory is shown relative to it; a long path whole.
+        let ws3 = Path::new("/tmp/.tmpBJ18j3/home/worktrees/demo/demo-1");
+        assert_eq!(
+            screen_tool_question(&screen("claude-create-outside.txt"), ws3).as_deref(),
+            Some("approve Write: /tmp/flotilla-outside-capture.txt")
+        );
+        let long = "a-rather-long-directory-name-for-wrapping/another-long-directory-name-here/\
+                    yet-another-directory-with-a-long-name/and-the-file-itself-has-a-long-name-too.txt";
+        assert_eq!(
+            screen_tool_question(&screen("claude-create-long.txt"), ws3),
+            hook("Write", json!({"file_path": ws3.join(long)}))
+        );
         // Other screens are not a tool dialog.
         for name in ["claude-trust.txt", "claude-idle.txt", "claude-ask.txt"] {
             assert_eq!(q(name), None, "{name}");
@@ -177,5 +202,13 @@ mod tests {
         assert_eq!(absolute("~/x", ws), None);
         assert_eq!(absolute("…/deep/x", ws), None);
         assert_eq!(absolute(" ", ws), None);
+        assert_eq!(
+            absolute("../../x", Path::new("/a/b/c")).as_deref(),
+            Some("/a/x")
+        );
+        assert_eq!(
+            absolute("./d/../e", Path::new("/a")).as_deref(),
+            Some("/a/e")
+        );
     }
 }
