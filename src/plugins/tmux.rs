@@ -605,8 +605,6 @@ impl TmuxRuntime {
         pasted.map(drop)
     }
 
-    /// Whether the handle's agent may still take keys: from `/proc` locally; a remote
-    /// runtime checks before it delegates.
     /// Moves the cursor of the unnumbered menu on screen to the option `choice` names, one
     /// arrow key at a time, each confirmed by the cursor moving on screen (keys sent at once
     /// could outrun a TUI that redraws between them), then presses Enter. Stops without Enter
@@ -634,6 +632,8 @@ impl TmuxRuntime {
         Ok(())
     }
 
+    /// Whether the handle's agent may still take keys: from `/proc` locally; a remote
+    /// runtime checks before it delegates.
     fn takes_keys(&self, h: &TmuxHandle) -> bool {
         self.remote.is_some() || h.alive()
     }
@@ -1166,13 +1166,12 @@ impl Runtime for TmuxRuntime {
             )));
         }
         let question = |s: &Screen| super::activity::terminal_question(&s.rows.join("\n"));
-        let choice = choice.trim();
         let asked = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| {
                 let text = s.rows.join("\n");
                 super::activity::terminal_question(&text).map(|q| {
                     let line_prompt = super::activity::line_prompt(&text);
-                    let cursor = super::activity::cursor_menu_move(&text, choice);
+                    let cursor = super::activity::cursor_menu_move(&text, choice.trim());
                     (q, line_prompt, cursor)
                 })
             })
@@ -1181,6 +1180,7 @@ impl Runtime for TmuxRuntime {
             // No question on screen: delivered as a message instead.
             return self.send_message(handle, choice).await;
         };
+        let choice = choice.trim();
         // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
         // yes or no picks the option saying so. A menu without keys (a `❯` cursor on
         // unnumbered options) is answered by moving its cursor to the option, then Enter.
