@@ -263,10 +263,11 @@ pub fn terminal_activity(probe: &ActivityProbe) -> Option<ActivitySignal> {
     }
 }
 
-/// The last [`SCREEN_LINES`] non-empty lines, right-trimmed, oldest first.
+/// The last [`SCREEN_LINES`] non-empty lines, right-trimmed, oldest first, without a side
+/// panel (see [`screen_lines`]).
 fn bottom_lines(text: &str) -> Vec<&str> {
-    let mut v: Vec<&str> = text
-        .lines()
+    let mut v: Vec<&str> = screen_lines(text)
+        .into_iter()
         .rev()
         .map(str::trim_end)
         .filter(|l| !l.trim().is_empty())
@@ -274,6 +275,56 @@ fn bottom_lines(text: &str) -> Vec<&str> {
         .collect();
     v.reverse();
     v
+}
+
+/// The lines of a screen, each cut where a side panel begins: a TUI may draw a second
+/// column beside its main one (Claude Code's "1 file changed" diff panel, right of a `│`
+/// drawn down the whole screen), whose text would end every line of a dialog. A column counts
+/// as a panel's border when a `│` stands in it on at least four in five non-empty lines (eight
+/// at least), most of which do not start with a `│` (a box's right edge has its left one).
+pub fn screen_lines(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    match side_panel_column(&lines) {
+        Some(col) => lines
+            .iter()
+            .map(|l| match l.char_indices().nth(col) {
+                Some((at, _)) => &l[..at],
+                None => l,
+            })
+            .collect(),
+        None => lines,
+    }
+}
+
+/// The character column of a side panel's border in `lines`, if there is one.
+fn side_panel_column(lines: &[&str]) -> Option<usize> {
+    let rows: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if rows.len() < 8 {
+        return None;
+    }
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for r in &rows {
+        for (i, c) in r.chars().enumerate() {
+            if c == '│' && i >= 20 {
+                *counts.entry(i).or_default() += 1;
+            }
+        }
+    }
+    let (col, n) = counts.into_iter().max_by_key(|&(_, n)| n)?;
+    // A box (a composer, a dialog) has its left edge on the same rows; a panel does not.
+    let boxed = rows
+        .iter()
+        .filter(|r| {
+            r.chars()
+                .position(|c| !c.is_whitespace())
+                .is_some_and(|i| i < col && matches!(r.chars().nth(i), Some('│' | '┃' | '║')))
+        })
+        .count();
+    (n * 5 >= rows.len() * 4 && boxed * 2 < rows.len()).then_some(col)
 }
 
 fn is_bare_prompt(line: &str) -> bool {
@@ -336,6 +387,102 @@ pub enum MenuKey {
     Literal(String),
     /// The Escape key (an option marked `(esc)`).
     Escape,
+    /// A menu without keys of its own (a `❯` cursor on unnumbered options): the cursor moves
+    /// this way, one row per key, then Enter picks the option under it.
+    Move(CursorMove),
+}
+
+/// How far the cursor of an unnumbered menu must move to reach the option wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorMove {
+    /// This many rows up.
+    Up(usize),
+    /// This many rows down (`Down(0)`: the cursor is on it; Enter alone picks it).
+    Down(usize),
+}
+
+impl CursorMove {
+    /// The next key to send (tmux `send-keys` key names): one arrow while the cursor is not on
+    /// the option, then `Enter`.
+    pub fn next_key(self) -> &'static str {
+        match self {
+            CursorMove::Up(n) if n > 0 => "Up",
+            CursorMove::Down(n) if n > 0 => "Down",
+            _ => "Enter",
+        }
+    }
+
+    /// Whether the cursor is on the option wanted (the next key is Enter).
+    pub fn arrived(self) -> bool {
+        self.next_key() == "Enter"
+    }
+}
+
+/// The move that picks what `choice` means in the unnumbered `❯`-cursor menu at the bottom of
+/// `screen` (as [`terminal_question`] reads it above an "Enter to confirm" footer): a
+/// `y`/`yes`/`n`/`no` picks the first option starting with that word; other text picks the
+/// option it names (the whole label, or the one label containing it); a number `n` picks the
+/// n-th option. `None` when the screen shows no such menu (a numbered one takes
+/// [`menu_key`]'s key) or no option matches.
+pub fn cursor_menu_move(screen: &str, choice: &str) -> Option<CursorMove> {
+    let (lines, confirm_footer) = above_footers(screen);
+    if !confirm_footer || lines.last().is_some_and(|l| is_option(l)) {
+        return None;
+    }
+    let menu = cursor_menu(&lines)?;
+    // Top to bottom: (has the cursor, label).
+    let options: Vec<(bool, String)> = menu
+        .iter()
+        .rev()
+        .map(|l| {
+            let t = l.trim_start();
+            let label = t.trim_start_matches(CURSOR_MARKS).trim();
+            (t.starts_with(CURSOR_MARKS), label.to_string())
+        })
+        .collect();
+    let cursor = options.iter().position(|(c, _)| *c)?;
+    let choice = choice.trim();
+    let lower = choice.to_lowercase();
+    let word = match lower.as_str() {
+        "y" | "yes" => Some("yes"),
+        "n" | "no" => Some("no"),
+        _ => None,
+    };
+    let target = match (word, choice.parse::<usize>()) {
+        (Some(word), _) => options
+            .iter()
+            .position(|(_, l)| starts_with_word(l, word))?,
+        (None, Ok(n)) if (1..=options.len()).contains(&n) => n - 1,
+        _ => match options.iter().position(|(_, l)| l.to_lowercase() == lower) {
+            Some(i) => i,
+            None if lower.is_empty() => return None,
+            None => {
+                let mut hits = options
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, l))| l.to_lowercase().contains(&lower));
+                let (i, _) = hits.next()?;
+                if hits.next().is_some() {
+                    return None;
+                }
+                i
+            }
+        },
+    };
+    Some(if target < cursor {
+        CursorMove::Up(cursor - target)
+    } else {
+        CursorMove::Down(target - cursor)
+    })
+}
+
+/// Whether `label` starts with `word` as a whole word (`Yes, proceed` with `yes`, not
+/// `Yesterday`), ignoring case.
+fn starts_with_word(label: &str, word: &str) -> bool {
+    label
+        .get(..word.len())
+        .is_some_and(|l| l.eq_ignore_ascii_case(word))
+        && !label[word.len()..].starts_with(|c: char| c.is_alphanumeric())
 }
 
 /// The key that picks what a `y`/`yes`/`n`/`no` answer means in the numbered menu `question`
@@ -352,10 +499,7 @@ pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
     let (_, options) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
     options.split(" | ").find_map(|o| {
         let (number, label) = o.split_once(". ")?;
-        let starts = label
-            .get(..word.len())
-            .is_some_and(|l| l.eq_ignore_ascii_case(word))
-            && !label[word.len()..].starts_with(|c: char| c.is_alphanumeric());
+        let starts = starts_with_word(label, word);
         if !starts || number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
             return None;
         }
@@ -456,17 +600,20 @@ fn is_rule(line: &str) -> bool {
     !t.is_empty() && t.chars().all(|c| matches!(c, '─' | '━' | '╌' | '-' | '═'))
 }
 
+/// What marks the highlighted option of a menu without numbers.
+const CURSOR_MARKS: [char; 3] = ['❯', '›', '>'];
+
 /// An unnumbered menu ending on the last line: the line holding the `❯` cursor and its
 /// neighbours whose text starts in the same column. Newest first, like the numbered block.
 fn cursor_menu<'a>(lines: &[&'a str]) -> Option<Vec<&'a str>> {
     let text_col = |l: &str| -> usize {
         l.chars()
-            .take_while(|c| c.is_whitespace() || matches!(c, '❯' | '›'))
+            .take_while(|c| c.is_whitespace() || CURSOR_MARKS.contains(c))
             .count()
     };
     let cursor = lines
         .iter()
-        .rposition(|l| matches!(l.trim_start().chars().next(), Some('❯' | '›')))?;
+        .rposition(|l| l.trim_start().starts_with(CURSOR_MARKS))?;
     let col = text_col(lines[cursor]);
     // The menu must reach the bottom: everything below the cursor is an option too.
     if lines[cursor + 1..].iter().any(|l| text_col(l) != col) {
@@ -483,16 +630,27 @@ fn cursor_menu<'a>(lines: &[&'a str]) -> Option<Vec<&'a str>> {
 /// Masks what looks like a credential in text taken from a screen: words with a known key
 /// prefix, and long runs of letters and digits mixed.
 pub fn mask_secrets(text: &str) -> String {
+    let secret = |w: &str| {
+        let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        let prefixed = ["sk-", "ghp_", "gho_", "xox", "github_pat_"]
+            .iter()
+            .any(|p| core.starts_with(p));
+        let long = core.len() >= 24
+            && core.chars().any(|c| c.is_ascii_digit())
+            && core.chars().any(|c| c.is_ascii_alphabetic());
+        prefixed || long
+    };
     text.split(' ')
         .map(|w| {
-            let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-            let prefixed = ["sk-", "ghp_", "gho_", "xox", "github_pat_"]
-                .iter()
-                .any(|p| core.starts_with(p));
-            let long = core.len() >= 24
-                && core.chars().any(|c| c.is_ascii_digit())
-                && core.chars().any(|c| c.is_ascii_alphabetic());
-            if prefixed || long {
+            // A path (a permission dialog's file) is long and mixed as a whole: its parts are
+            // what may be a secret.
+            let path = ["/", "~/", "./"].iter().any(|p| w.starts_with(p));
+            let masked = if path {
+                w.split('/').any(secret)
+            } else {
+                secret(w)
+            };
+            if masked {
                 "[secret]".to_string()
             } else {
                 w.to_string()
@@ -693,6 +851,67 @@ Press enter to confirm or esc to cancel
         );
     }
 
+    /// Claude's trust, API-key and bypass dialogs (real screens) have no keys of their own: an
+    /// answer moves the `❯` cursor to the option it names, then Enter picks it.
+    #[test]
+    fn an_answer_to_an_unnumbered_menu_moves_its_cursor() {
+        let screen = |name: &str| {
+            std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/screens")
+                    .join(name),
+            )
+            .expect("fixture")
+        };
+        let trust = screen("claude-trust.txt");
+        let mv = |s: &str, c: &str| cursor_menu_move(s, c);
+        assert_eq!(mv(&trust, "yes"), Some(CursorMove::Down(1)));
+        assert_eq!(mv(&trust, "Y"), Some(CursorMove::Down(1)));
+        assert_eq!(mv(&trust, "no"), Some(CursorMove::Down(0)));
+        assert_eq!(
+            mv(&trust, "Yes, I trust this folder"),
+            Some(CursorMove::Down(1))
+        );
+        assert_eq!(mv(&trust, "trust"), Some(CursorMove::Down(1)));
+        assert_eq!(mv(&trust, "2"), Some(CursorMove::Down(1)));
+        assert_eq!(mv(&trust, "3"), None, "no third option");
+        assert_eq!(mv(&trust, "maybe"), None);
+        let key = screen("claude-apikey.txt");
+        assert_eq!(mv(&key, "yes"), Some(CursorMove::Up(1)));
+        assert_eq!(mv(&key, "No"), Some(CursorMove::Down(0)));
+        let bypass = screen("claude-bypass-disclaimer.txt");
+        assert_eq!(mv(&bypass, "yes"), Some(CursorMove::Down(1)));
+        // The keys: one arrow per row, Enter once there.
+        assert_eq!(CursorMove::Up(2).next_key(), "Up");
+        assert_eq!(CursorMove::Down(1).next_key(), "Down");
+        assert!(CursorMove::Down(0).arrived() && CursorMove::Up(0).arrived());
+        // Another marker, another position.
+        let gt = "Apply these changes?\n  Apply\n> Skip\n  Cancel\n\nEnter to confirm";
+        assert!(terminal_waiting(gt));
+        assert_eq!(mv(gt, "apply"), Some(CursorMove::Up(1)));
+        assert_eq!(mv(gt, "Cancel"), Some(CursorMove::Down(1)));
+        // A numbered menu is answered by its keys, not by moving.
+        assert_eq!(mv(&screen("claude-bash-permission.txt"), "yes"), None);
+        assert_eq!(mv(&screen("claude-idle.txt"), "yes"), None);
+        // Ambiguous text picks nothing.
+        assert_eq!(mv(gt, "a"), None);
+    }
+
+    #[test]
+    fn a_side_panel_is_cut_off_and_a_box_is_not() {
+        let left = format!("{:<40}", "Do you want to proceed?");
+        let mut panel: Vec<String> = (0..9).map(|i| format!("{:<40}│ diff {i}", "")).collect();
+        panel.push(format!("{left}│ more"));
+        let text = panel.join("\n");
+        let cut = screen_lines(&text);
+        assert_eq!(cut.len(), 10);
+        assert_eq!(cut[9].trim_end(), "Do you want to proceed?");
+        assert!(cut.iter().all(|l| !l.contains('│')));
+        let boxed: Vec<String> = (0..10).map(|i| format!("│ line {i:<30}│")).collect();
+        let text = boxed.join("\n");
+        assert_eq!(screen_lines(&text), text.lines().collect::<Vec<_>>());
+    }
+
     #[test]
     fn secrets_on_screen_are_masked() {
         assert_eq!(
@@ -700,6 +919,14 @@ Press enter to confirm or esc to cancel
             "ANTHROPIC_API_KEY: [secret] ok"
         );
         assert_eq!(mask_secrets("git commit -m wip"), "git commit -m wip");
+        // A path is judged by its parts: a long one is no secret, a key in it is.
+        let path = "approve Write: /tmp/.tmpZdmhIb/home/worktrees/demo/demo-1/notes.txt";
+        assert_eq!(mask_secrets(path), path);
+        assert_eq!(
+            mask_secrets("cat /srv/keys/sk-ant-0123456789abcdef"),
+            "cat [secret]"
+        );
+        assert_eq!(mask_secrets("/k/a1b2c3d4e5f6a1b2c3d4e5f6a1b2"), "[secret]");
     }
 
     #[test]

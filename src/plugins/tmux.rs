@@ -80,6 +80,9 @@ const ANSWER_WAIT: Wait = Wait {
     settled: false,
 };
 const ANSWER_TRIES: usize = 3;
+/// The most arrow keys one answer to an unnumbered menu sends (a menu longer than a screen is
+/// not read as one).
+const MAX_CURSOR_MOVES: usize = 64;
 /// How long to wait for the draft to be consumed after each Enter (first, then retries).
 const SUBMIT_WAITS: [Wait; 3] = [
     Wait {
@@ -602,11 +605,56 @@ impl TmuxRuntime {
         pasted.map(drop)
     }
 
+    /// Moves the cursor of the unnumbered menu on screen to the option `choice` names, one
+    /// arrow key at a time, each confirmed by the cursor moving on screen (keys sent at once
+    /// could outrun a TUI that redraws between them), then presses Enter. Stops without Enter
+    /// when the menu went away or the cursor did not follow: the caller sees whether the
+    /// question is still asked.
+    async fn pick_by_cursor(&self, pane: &str, choice: &str) -> PluginResult<()> {
+        let read = |s: &Screen| super::activity::cursor_menu_move(&s.rows.join("\n"), choice);
+        let Some(mut at) = read(&self.screen(pane).await?) else {
+            return Ok(());
+        };
+        for _ in 0..MAX_CURSOR_MOVES {
+            self.tmux(&["send-keys", "-t", pane, at.next_key()]).await?;
+            if at.arrived() {
+                return Ok(());
+            }
+            let before = at;
+            match self
+                .wait_screen(pane, ANSWER_WAIT, |s| read(s).filter(|m| *m != before))
+                .await?
+            {
+                Some(next) => at = next,
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the handle's agent may still take keys: from `/proc` locally; a remote
     /// runtime checks before it delegates.
     fn takes_keys(&self, h: &TmuxHandle) -> bool {
         self.remote.is_some() || h.alive()
     }
+}
+
+/// The last `n` rows of a capture above the blank rows at its bottom. A row blank but for a
+/// side panel drawn beside the main column ([`super::activity::screen_lines`]: Claude Code's
+/// diff panel runs down the whole screen) counts as blank: otherwise the panel's empty rows
+/// under a dialog would push the dialog out of the rows the activity probe reads.
+fn last_rows(screen: &str, n: usize) -> String {
+    let all: Vec<&str> = screen.lines().collect();
+    let main = super::activity::screen_lines(screen);
+    let end = main
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .map_or(0, |i| i + 1);
+    let all = &all[..end.min(all.len())];
+    all[all.len().saturating_sub(n)..]
+        .join("\n")
+        .trim_end()
+        .to_string()
 }
 
 /// One capture of the visible screen.
@@ -1007,10 +1055,7 @@ impl Runtime for TmuxRuntime {
             .tmux(&["capture-pane", "-p", "-J", "-t", &h.pane, "-S", &start])
             .await
         {
-            Ok(screen) => {
-                let all: Vec<&str> = screen.trim_end().lines().collect();
-                Ok(all[all.len().saturating_sub(lines)..].join("\n"))
-            }
+            Ok(screen) => Ok(last_rows(&screen, lines)),
             Err(e) if is_gone(&e) => log_tail(&h.log, lines).await,
             Err(e) => Err(e),
         }
@@ -1107,7 +1152,8 @@ impl Runtime for TmuxRuntime {
         self.send_message(handle, text).await
     }
 
-    /// A menu number is typed as a key (the menu acts on it at once); other answers (`y`,
+    /// A menu number is typed as a key (the menu acts on it at once); a menu without numbers
+    /// has its cursor moved to the option (arrow keys, then Enter); other answers (`y`,
     /// `no`) are typed and submitted with Enter. The keys go only once the question is on
     /// screen (an agent's hook may report the wait before its dialog is drawn, and a key typed
     /// then is lost); confirmed when the screen changed.
@@ -1123,28 +1169,41 @@ impl Runtime for TmuxRuntime {
         let asked = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| {
                 let text = s.rows.join("\n");
-                super::activity::terminal_question(&text)
-                    .map(|q| (q, super::activity::line_prompt(&text)))
+                super::activity::terminal_question(&text).map(|q| {
+                    let line_prompt = super::activity::line_prompt(&text);
+                    let cursor = super::activity::cursor_menu_move(&text, choice.trim());
+                    (q, line_prompt, cursor)
+                })
             })
             .await?;
-        let Some((asked, line_prompt)) = asked else {
+        let Some((asked, line_prompt, cursor)) = asked else {
             // No question on screen: delivered as a message instead.
             return self.send_message(handle, choice).await;
         };
-        // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
-        // yes or no picks the option saying so.
         let choice = choice.trim();
-        let key = (!line_prompt)
-            .then(|| super::activity::menu_key(&asked, choice))
-            .flatten()
-            .unwrap_or_else(|| MenuKey::Literal(choice.to_string()));
+        // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
+        // yes or no picks the option saying so. A menu without keys (a `❯` cursor on
+        // unnumbered options) is answered by moving its cursor to the option, then Enter.
+        let key = if line_prompt {
+            MenuKey::Literal(choice.to_string())
+        } else {
+            super::activity::menu_key(&asked, choice)
+                .or_else(|| cursor.map(MenuKey::Move))
+                .unwrap_or_else(|| MenuKey::Literal(choice.to_string()))
+        };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): while the same question stays on screen, the answer is typed again.
         for _ in 0..ANSWER_TRIES {
             match &key {
-                MenuKey::Literal(k) => self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?,
-                MenuKey::Escape => self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?,
-            };
+                MenuKey::Literal(k) => {
+                    self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?;
+                }
+                MenuKey::Escape => {
+                    self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?;
+                }
+                // From where the cursor is now (a try before may have moved it part of the way).
+                MenuKey::Move(_) => self.pick_by_cursor(&h.pane, choice).await?,
+            }
             if line_prompt {
                 self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             }
@@ -1211,6 +1270,30 @@ pub fn socket_name(home: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real `claude` 2.1.328 with its diff panel beside an overwrite dialog: the rows the
+    /// activity probe reads (the last 20) hold the dialog, not the panel's empty rows below it.
+    #[test]
+    fn the_last_rows_of_a_screen_with_a_side_panel_hold_its_dialog() {
+        let screen = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/screens/claude-overwrite-file-panel.txt"),
+        )
+        .expect("fixture");
+        let rows = last_rows(&screen, 20);
+        assert!(rows.lines().count() <= 20);
+        assert!(
+            rows.contains("Do you want to overwrite README.md?"),
+            "{rows}"
+        );
+        assert!(
+            super::super::activity::terminal_question(&rows).is_some(),
+            "{rows}"
+        );
+        // Without a panel: the blank rows at the bottom go, the last n stay.
+        assert_eq!(last_rows("a\nb\nc\n\n   \n", 2), "b\nc");
+        assert_eq!(last_rows("", 5), "");
+    }
 
     fn screen(rows: &[&str], cursor: usize) -> Screen {
         Screen {

@@ -348,6 +348,69 @@ async fn an_answer_to_a_menu_is_one_key_and_to_a_line_prompt_a_line() {
     }
 }
 
+/// A menu without numbers or letters, only a cursor (`$2`: `heavy` ❯, `angle` ›, else `>`; as
+/// octal bytes, an argument reaching tmux being ASCII) on the option `$1` (0-based), as
+/// Claude draws its trust dialog: arrow keys move the cursor (redrawn), Enter picks. It prints
+/// the option picked and every key it read, then whether anything came after the Enter.
+const CURSOR_MENU: &str = r#"opts=("No, exit" "Yes, I trust this folder" "Cancel"); n=${#opts[@]}; c=$1; keys=""
+case "$2" in heavy) m=$'\342\235\257';; angle) m=$'\342\200\272';; *) m='>';; esac
+draw() { clear; printf 'Is this a project you created or one you trust?\n\n'; for ((i = 0; i < n; i++)); do if [ "$i" = "$c" ]; then printf ' %s %s\n' "$m" "${opts[$i]}"; else printf '   %s\n' "${opts[$i]}"; fi; done; printf '\n Enter to confirm, Esc to cancel\n'; }
+draw
+while IFS= read -rsn1 k; do
+  if [ "$k" = "$(printf '\033')" ]; then IFS= read -rsn2 r
+    case "$r" in "[A") keys="$keys up"; [ "$c" -gt 0 ] && c=$((c - 1));; "[B") keys="$keys down"; [ "$c" -lt $((n - 1)) ] && c=$((c + 1));; *) keys="$keys esc$r";; esac; draw
+  elif [ -z "$k" ]; then keys="$keys enter"; break
+  else keys="$keys [$k]"; draw; fi
+done
+clear; echo "picked:[${opts[$c]}] keys:[${keys# }]"; IFS= read -rsn1 -t 2 x; echo "next:[$x]"; sleep 600"#;
+
+#[tokio::test]
+async fn an_answer_to_a_menu_without_numbers_moves_its_cursor_then_enters() {
+    let Some(t) = Tmux::new() else { return };
+    let menu = |id: &str, at: &str, mark: &str| {
+        t.spec(
+            id,
+            t.dir.path(),
+            &["bash", "-c", CURSOR_MENU, "menu", at, mark],
+        )
+    };
+    let answer = |id: &'static str, at: &'static str, mark: &'static str, choice: &'static str| {
+        let spec = menu(id, at, mark);
+        let rt = t.rt.clone();
+        async move {
+            let h = rt.create(&spec).await.expect("create");
+            output_containing(&rt, &h, "Enter to confirm").await;
+            assert!(rt.answer(&h, choice).await.expect("answer"), "{choice}");
+            let out = output_containing(&rt, &h, "next:[").await;
+            rt.destroy(&h).await.expect("destroy");
+            out
+        }
+    };
+    // "yes" with the cursor on "No, exit": one Down, then Enter, and nothing after it (no
+    // letters typed into the dialog, no second Enter for what is drawn next).
+    let out = answer("cur-1", "0", "heavy", "yes").await;
+    assert!(
+        out.contains("picked:[Yes, I trust this folder] keys:[down enter]")
+            && out.contains("next:[]"),
+        "{out}"
+    );
+    // "no" with the cursor already on it: Enter alone.
+    let out = answer("cur-2", "0", "heavy", "no").await;
+    assert!(out.contains("picked:[No, exit] keys:[enter]"), "{out}");
+    // Upwards, under another cursor mark, by the option's own words.
+    let out = answer("cur-3", "2", "plain", "No, exit").await;
+    assert!(
+        out.contains("picked:[No, exit] keys:[up up enter]"),
+        "{out}"
+    );
+    // By its place in the list.
+    let out = answer("cur-4", "0", "angle", "3").await;
+    assert!(
+        out.contains("picked:[Cancel] keys:[down down enter]"),
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn destroy_is_idempotent_and_leaves_nothing_running() {
     let Some(t) = Tmux::new() else { return };

@@ -76,6 +76,31 @@ pub(crate) async fn setup_notifying(
     agent_env: &str,
 ) -> Option<Real> {
     let claude = claude_bin()?;
+    setup_full(
+        script,
+        mode,
+        args,
+        extra_project,
+        extra_env,
+        notifiers,
+        agent_env,
+        &claude,
+    )
+    .await
+}
+
+/// [`setup_notifying`] running `command` as the agent (a wrapper around the real CLI).
+#[allow(clippy::too_many_arguments)]
+async fn setup_full(
+    script: Vec<Step>,
+    mode: &str,
+    args: &str,
+    extra_project: &str,
+    extra_env: &[(&str, &str)],
+    notifiers: &str,
+    agent_env: &str,
+    claude: &Path,
+) -> Option<Real> {
     if !require_tool("tmux") || !require_tool("git") {
         return None;
     }
@@ -327,9 +352,16 @@ async fn a_hook_report_landing_after_the_answer_does_not_ask_again() {
         s["state"] == "working"
     })
     .await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
+}
+
+/// Releases the hook events [`late_hook`] held in `dir`, waits until each was reported, and
+/// checks that the late reports of the dialog just answered asked nothing: the session is not
+/// waiting again, and one notification was sent in all.
+async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Path) {
     // Now the held hook reports the dialog that was answered.
-    std::fs::write(hooks_dir.path().join("answered"), "").expect("release the hook");
-    let dir = hooks_dir.path().to_path_buf();
+    std::fs::write(hooks_dir.join("answered"), "").expect("release the hook");
+    let dir = hooks_dir.to_path_buf();
     eventually(60, "every held hook event reported", || {
         let events: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -361,7 +393,7 @@ async fn a_hook_report_landing_after_the_answer_does_not_ask_again() {
         answered.is_some() && reported > answered,
         "a report after the answer: {events:#}"
     );
-    let s = session(&r.app, &id).await;
+    let s = session(&r.app, id).await;
     assert_ne!(s["state"], "needs_input", "{s}");
     let waits = notifications_with(&r.hooks, "waiting for input");
     assert_eq!(waits.len(), 1, "{waits:#?}\nevents: {events:#}");
@@ -709,4 +741,200 @@ async fn a_real_claude_question_with_choices_is_needs_input_and_the_choice_reach
         s["state"] != "needs_input" && s["activity"] != "waiting_input"
     })
     .await;
+}
+
+/// A hook command that reports nothing: every hook event is lost, so what the session knows of
+/// a dialog comes from the agent's log and its screen alone.
+fn lost_hook(dir: &Path) -> PathBuf {
+    let path = dir.join("lost-hook.sh");
+    std::fs::write(&path, "#!/bin/sh\ncat >/dev/null\nexit 0\n").expect("hook script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Claude asks before creating and before editing a file (its `default` permission mode). With
+/// no hook report, the screen alone makes each dialog a wait: the edit's dialog is drawn beside
+/// the diff panel Claude opens once a file changed. Each is worded as the hook words it, and a
+/// "1" answers it.
+#[actix_web::test]
+async fn real_claude_file_dialogs_seen_on_screen_are_asked_as_the_hook_asks_them() {
+    use crate::fake_anthropic::WORKDIR;
+    let script = vec![
+        Step::tool(
+            "Write",
+            json!({"file_path": format!("{WORKDIR}/notes.txt"), "content": "one\ntwo\n"}),
+        ),
+        Step::tool(
+            "Edit",
+            json!({"file_path": format!("{WORKDIR}/notes.txt"), "old_string": "two", "new_string": "three"}),
+        ),
+        Step::text("Wrote notes.txt."),
+    ];
+    let hooks_dir = tempfile::tempdir().expect("tempdir");
+    let hook = lost_hook(hooks_dir.path());
+    let env = [("FLOTILLA__SERVER__CLI_PATH", hook.to_str().expect("path"))];
+    let args = r#"["--permission-mode", "default"]"#;
+    let Some(r) = setup_with(script, "default", args, "", &env).await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Write notes.txt, then edit it."}))
+        .await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the new file", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    let ws = std::fs::canonicalize(s["workspace"].as_str().expect("workspace")).expect("ws");
+    let file = ws.join("notes.txt");
+    assert_eq!(
+        s["meta"]["question"],
+        format!("approve Write: {}", file.display()),
+        "{s}"
+    );
+    send(&r.app, &id, "1").await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the edit", |s| {
+        s["state"] == "needs_input"
+            && s["meta"]["question"]
+                .as_str()
+                .is_some_and(|q| q.contains("Edit"))
+    })
+    .await;
+    assert_eq!(
+        s["meta"]["question"],
+        format!("approve Edit: {}", file.display()),
+        "{s}"
+    );
+    send(&r.app, &id, "1").await;
+    r.model.wait_for_requests(3, Duration::from_secs(60)).await;
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("notes.txt"),
+        "one\nthree\n"
+    );
+    wait_session(&r.app, &id, 60, "no longer waiting", |s| {
+        s["state"] != "needs_input"
+    })
+    .await;
+}
+
+/// A wrapper that starts the real CLI with Claude Code's settings as a fresh install has them
+/// (onboarded, nothing else): the folder not trusted, the API key not approved, whatever
+/// Flotilla recorded before the launch.
+fn untrusting_wrapper(dir: &Path, claude: &Path) -> PathBuf {
+    let path = dir.join("claude-untrusted.sh");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s' '{{\"hasCompletedOnboarding\":true,\"theme\":\"dark\"}}' > \"$HOME/.claude.json\"\nexec \"{}\" \"$@\"\n",
+        claude.display()
+    );
+    std::fs::write(&path, script).expect("wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Claude's trust and API-key dialogs are menus without numbers (a `❯` cursor on "No, exit" /
+/// "Yes, I trust this folder"; on "No (recommended)" under "Yes"): each makes the session wait,
+/// and a "yes" from the human moves the cursor to Yes and confirms it, after which the agent
+/// reaches the model.
+#[actix_web::test]
+async fn real_claude_trust_and_key_dialogs_are_answered_by_moving_their_cursor() {
+    let Some(claude) = claude_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrapper = untrusting_wrapper(dir.path(), &claude);
+    let script = vec![Step::text("Hello from the model.")];
+    let Some(r) = setup_full(script, "auto-edit", "[]", "", &[], "", "", &wrapper).await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
+        .await;
+    let mut asked: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let before = asked.last().cloned();
+        let s = wait_session(&r.app, &id, 90, "a dialog to answer", |s| {
+            s["state"] == "needs_input" && s["meta"]["question"].as_str() != before.as_deref()
+        })
+        .await;
+        asked.push(s["meta"]["question"].as_str().unwrap_or("").to_string());
+        send(&r.app, &id, "yes").await;
+    }
+    assert!(
+        asked.iter().any(|q| q.contains("one you trust?")),
+        "the trust dialog: {asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.starts_with("Do you want to use this API key? [Yes | No")),
+        "the API-key dialog: {asked:?}"
+    );
+    // Both answered Yes: the agent reached the model, and the CLI recorded both choices.
+    r.model.wait_for_requests(1, Duration::from_secs(90)).await;
+    let s = wait_session(&r.app, &id, 60, "working", |s| s["state"] != "needs_input").await;
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(r.agent_home.join(".claude.json")).expect("read .claude.json"),
+    )
+    .expect("json");
+    assert_ne!(s["state"], "errored", "{s}");
+    // Claude records a worktree's trust on its repository (wiped by the wrapper at launch).
+    let repo = std::fs::canonicalize(&r.app.repo).expect("repo");
+    assert_eq!(
+        cfg["projects"][repo.to_string_lossy().as_ref()]["hasTrustDialogAccepted"],
+        true,
+        "{cfg}"
+    );
+    let tail = &KEY[KEY.len() - 20..];
+    assert!(
+        cfg["customApiKeyResponses"]["approved"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|k| k == tail)),
+        "{cfg}"
+    );
+}
+
+/// A fetch dialog (not Bash) seen on screen while its hook is held back, beside the diff panel
+/// of a file written just before: asked in the hook's words, answered, and the hook's late
+/// report of it asks nothing again.
+#[actix_web::test]
+async fn a_late_hook_report_of_a_fetch_dialog_answered_from_the_screen_asks_nothing() {
+    use crate::fake_anthropic::WORKDIR;
+    let url = "https://example.com/docs/page";
+    let script = vec![
+        Step::tool(
+            "Write",
+            json!({"file_path": format!("{WORKDIR}/notes.txt"), "content": "one\n"}),
+        ),
+        Step::tool("WebFetch", json!({"url": url, "prompt": "Summarize it"})),
+        Step::text("Fetched."),
+    ];
+    let hooks_dir = tempfile::tempdir().expect("tempdir");
+    let hook = late_hook(hooks_dir.path());
+    let env = [("FLOTILLA__SERVER__CLI_PATH", hook.to_str().expect("path"))];
+    let Some(r) = setup_with(script, "auto-edit", "[]", "", &env).await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Write notes.txt, then fetch the page."}))
+        .await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the fetch", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    assert_eq!(
+        s["meta"]["question"],
+        format!("approve WebFetch: {url}"),
+        "{s}"
+    );
+    send(&r.app, &id, "1").await;
+    r.model.wait_for_requests(3, Duration::from_secs(60)).await;
+    wait_session(&r.app, &id, 60, "working after the answer", |s| {
+        s["state"] != "needs_input"
+    })
+    .await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
 }

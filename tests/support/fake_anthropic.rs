@@ -129,15 +129,38 @@ fn plan_file_in(body: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `step` with [`PLAN_FILE`] in its tool input replaced by the plan file `body` names.
+/// Stands for the agent's working directory in a scripted tool input (a file in the session's
+/// worktree, whose path a test does not know before the spawn).
+pub const WORKDIR: &str = "{{workdir}}";
+
+/// The working directory Claude Code's system prompt names ("Primary working directory: /…").
+fn workdir_in(body: &Value) -> Option<String> {
+    let text = request_text(body);
+    text.lines().find_map(|l| {
+        let (label, path) = l.split_once(": ")?;
+        let path = path.trim();
+        (label.to_lowercase().ends_with("working directory") && path.starts_with('/'))
+            .then(|| path.to_string())
+    })
+}
+
+/// Finds what a placeholder stands for in a request body.
+type Finder = fn(&Value) -> Option<String>;
+
+/// `step` with [`PLAN_FILE`] and [`WORKDIR`] in its tool input replaced by the plan file and
+/// the working directory `body` names.
 fn with_plan_file(step: Step, body: &Value) -> Step {
     let fill = |input: Value| -> Value {
-        match plan_file_in(body) {
-            Some(path) if input.to_string().contains(PLAN_FILE) => {
-                serde_json::from_str(&input.to_string().replace(PLAN_FILE, &path)).unwrap_or(input)
+        let mut text = input.to_string();
+        let finders: [(&str, Finder); 2] = [(PLAN_FILE, plan_file_in), (WORKDIR, workdir_in)];
+        for (mark, found) in finders {
+            if text.contains(mark) {
+                if let Some(path) = found(body) {
+                    text = text.replace(mark, &path);
+                }
             }
-            _ => input,
         }
+        serde_json::from_str(&text).unwrap_or(input)
     };
     match step {
         Step::Tool { name, input } => Step::Tool {

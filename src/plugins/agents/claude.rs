@@ -18,6 +18,7 @@
 //! for activity; usage reads the whole file, deduplicating the per-content-block copies of a
 //! message by message id.
 
+pub mod dialog;
 pub mod plan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -425,34 +426,6 @@ pub fn pending_tool(log: &str) -> Option<(String, Value)> {
     Some((tool["name"].as_str()?.to_string(), tool["input"].clone()))
 }
 
-/// The Bash command of the permission dialog on `screen`, worded as [`waiting_question`]
-/// words it (`approve Bash: git commit …`): the screen and the hook then name one dialog
-/// alike, whichever sees it first. Claude draws the command between two dashed rules under a
-/// `Bash command` title, above "Do you want to proceed?".
-pub fn screen_bash_question(screen: &str) -> Option<String> {
-    let lines: Vec<&str> = screen.lines().collect();
-    let asks = lines
-        .iter()
-        .rposition(|l| l.trim() == "Do you want to proceed?")?;
-    let title = lines[..asks]
-        .iter()
-        .rposition(|l| l.trim() == "Bash command")?;
-    let is_rule = |l: &&str| {
-        let t = l.trim();
-        !t.is_empty() && t.chars().all(|c| c == '╌')
-    };
-    let body = &lines[title..asks];
-    let open = body.iter().position(is_rule)?;
-    let close = open + 1 + body[open + 1..].iter().position(is_rule)?;
-    let command = body[open + 1..close]
-        .iter()
-        .map(|l| l.trim())
-        .collect::<Vec<_>>()
-        .join(" ");
-    (!command.trim().is_empty())
-        .then(|| waiting_question("Bash", &serde_json::json!({ "command": command })))
-}
-
 /// What a human is asked to decide about a tool call, as one line: "approve Bash: git push",
 /// "Which color? [Red | Blue]", "approve the plan: …".
 pub fn waiting_question(name: &str, input: &Value) -> String {
@@ -777,12 +750,20 @@ impl Agent for ClaudeCodeAgent {
             Some((name, input)) => Some(crate::plugins::activity::mask_secrets(&waiting_question(
                 &name, &input,
             ))),
-            None => probe.terminal.as_deref().and_then(|t| {
-                crate::plugins::activity::terminal_question(t)?;
-                screen_bash_question(t)
-                    .map(|q| crate::plugins::activity::mask_secrets(&q))
-                    .or_else(|| crate::plugins::activity::terminal_question(t))
-            }),
+            None => {
+                let t = probe.terminal.as_deref()?;
+                let asked = crate::plugins::activity::terminal_question(t)?;
+                // A file in the working directory is shown relative to it as the CLI sees it
+                // (symbolic links resolved).
+                let cwd = tokio::fs::canonicalize(&probe.workspace)
+                    .await
+                    .unwrap_or_else(|_| probe.workspace.clone());
+                Some(
+                    dialog::screen_tool_question(t, &cwd)
+                        .map(|q| crate::plugins::activity::mask_secrets(&q))
+                        .unwrap_or(asked),
+                )
+            }
         }
     }
 
@@ -910,31 +891,6 @@ mod tests {
         assert_eq!(waiting_question(&name, &input), "approve Bash: ls");
         // Answered: the tool result comes after it.
         assert_eq!(pending_tool(&[USER, tool, USER].join("\n")), None);
-    }
-
-    /// The screen of the real `claude` 2.1.328's Bash dialog (tests/fixtures/screens) words
-    /// the question as the hook does.
-    #[test]
-    fn a_bash_dialog_on_screen_is_worded_as_its_hook_words_it() {
-        let screen = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/screens/claude-bash-permission.txt"),
-        )
-        .expect("fixture");
-        assert_eq!(
-            screen_bash_question(&screen).as_deref(),
-            Some("approve Bash: git commit --allow-empty -m wip")
-        );
-        let hook = waiting_question(
-            "Bash",
-            &serde_json::json!({"command": "git commit --allow-empty -m wip"}),
-        );
-        assert_eq!(screen_bash_question(&screen), Some(hook));
-        let trust = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/screens/claude-trust.txt"),
-        )
-        .expect("fixture");
-        assert_eq!(screen_bash_question(&trust), None);
     }
 
     #[test]

@@ -1,0 +1,214 @@
+//! Claude Code's tool permission dialogs read from the screen, worded as its
+//! `PermissionRequest` hook words them ([`super::waiting_question`]: `approve Write: /w/a.rs`):
+//! the screen and the hook then name one dialog alike, whichever sees it first, so a hook
+//! report landing after the answer is known for the question just answered.
+//!
+//! What Claude Code 2.1.328 draws (fixtures in `tests/fixtures/screens`): under a full-width
+//! `─` rule, a title line, maybe a line or two under it, a body between two dashed `╌` rules,
+//! then the question ("Do you want to …?") and its numbered options.
+//!
+//! | title | tool | what the hook names, as the dialog shows it |
+//! |---|---|---|
+//! | `Bash command` | `Bash` | the command, the body's lines joined by spaces |
+//! | `Create file`, `Overwrite file` | `Write` | the path, the line(s) under the title |
+//! | `Edit file` | `Edit` | the path, the line(s) under the title |
+//! | `Read file` | `Read` | the path in the body's `Read(<path>)` |
+//! | `Fetch` | `WebFetch` | the URL in the body's `url: …` |
+//!
+//! The dialog shows a file by its path relative to the working directory (`notes.txt`, or
+//! `../../x` outside it; the hook's `file_path` is absolute): it is joined to the session's
+//! workspace as the CLI sees it (resolved). Another dialog (an MCP tool's, whose hook names its whole input) is not worded
+//! here: its question is the dialog's own text.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::plugins::activity::screen_lines;
+
+/// The permission dialog at the bottom of `screen`, worded as its hook words it, or `None` for
+/// another screen or dialog. `workspace` is the agent's working directory (resolved).
+pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
+    let lines: Vec<&str> = screen_lines(screen)
+        .into_iter()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let asks = lines
+        .iter()
+        .rposition(|l| l.starts_with("Do you want") && l.ends_with('?'))?;
+    let (title, tool) = lines[..asks].iter().enumerate().rev().find_map(|(i, l)| {
+        let tool = match *l {
+            "Bash command" => "Bash",
+            "Create file" | "Overwrite file" => "Write",
+            "Edit file" => "Edit",
+            "Read file" => "Read",
+            "Fetch" => "WebFetch",
+            _ => return None,
+        };
+        Some((i, tool))
+    })?;
+    let dialog = &lines[title + 1..asks];
+    let rules: Vec<usize> = dialog
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.chars().all(|c| c == '╌'))
+        .map(|(i, _)| i)
+        .collect();
+    let head = &dialog[..rules.first().copied().unwrap_or(dialog.len())];
+    let body = match rules.as_slice() {
+        [open, close, ..] => &dialog[open + 1..*close],
+        _ => &[][..],
+    };
+    let input = match tool {
+        "Bash" => json!({ "command": nonempty(body.join(" "))? }),
+        "Write" | "Edit" => json!({ "file_path": absolute(&head.concat(), workspace)? }),
+        "Read" => {
+            let shown = body.concat();
+            let path = shown.strip_prefix("Read(")?.strip_suffix(')')?;
+            json!({ "file_path": absolute(path, workspace)? })
+        }
+        _ => {
+            let start = body.iter().position(|l| l.starts_with("url: "))?;
+            let end = body
+                .iter()
+                .position(|l| l.starts_with("prompt: "))
+                .unwrap_or(body.len());
+            let url = body.get(start..end)?.concat();
+            json!({ "url": nonempty(url.trim_start_matches("url: ").to_string())? })
+        }
+    };
+    Some(super::waiting_question(tool, &input))
+}
+
+fn nonempty(s: String) -> Option<String> {
+    (!s.trim().is_empty()).then_some(s)
+}
+
+/// A path as the hook names it: absolute as shown, or the shown relative path joined to the
+/// workspace, `..` taken lexically (a file outside it is shown as `../../x`; the workspace is
+/// resolved, so no symbolic link is stepped over). `None` for a path the dialog abbreviates
+/// (`~/…`, `…`) or none at all.
+fn absolute(shown: &str, workspace: &Path) -> Option<String> {
+    use std::path::{Component, PathBuf};
+    let shown = shown.trim();
+    if shown.is_empty() || shown.starts_with('~') || shown.contains('…') {
+        return None;
+    }
+    if shown.starts_with('/') {
+        return Some(shown.to_string());
+    }
+    let mut path = PathBuf::new();
+    for c in workspace.join(shown).components() {
+        match c {
+            Component::ParentDir => {
+                path.pop();
+            }
+            Component::CurDir => {}
+            other => path.push(other),
+        }
+    }
+    Some(path.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::activity::terminal_question;
+
+    fn screen(name: &str) -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/screens")
+                .join(name),
+        )
+        .expect("fixture")
+    }
+
+    fn hook(tool: &str, input: serde_json::Value) -> Option<String> {
+        Some(super::super::waiting_question(tool, &input))
+    }
+
+    /// Real screens of `claude` 2.1.328, each against what its hook reported for that dialog.
+    #[test]
+    fn each_dialog_on_screen_is_worded_as_its_hook_words_it() {
+        let ws = Path::new("/tmp/.tmpZdmhIb/home/worktrees/demo/demo-1");
+        let q = |name: &str| screen_tool_question(&screen(name), ws);
+        assert_eq!(
+            q("claude-bash-permission.txt"),
+            hook(
+                "Bash",
+                json!({"command": "git commit --allow-empty -m wip"})
+            )
+        );
+        assert_eq!(
+            q("claude-create-file.txt"),
+            hook("Write", json!({"file_path": ws.join("notes.txt")}))
+        );
+        assert_eq!(
+            q("claude-edit-file.txt"),
+            hook("Edit", json!({"file_path": ws.join("README.md")}))
+        );
+        assert_eq!(
+            q("claude-edit-file.txt").as_deref(),
+            Some("approve Edit: /tmp/.tmpZdmhIb/home/worktrees/demo/demo-1/README.md")
+        );
+        // With Claude's diff panel drawn beside the dialog.
+        assert_eq!(
+            q("claude-overwrite-file-panel.txt"),
+            hook("Write", json!({"file_path": ws.join("README.md")}))
+        );
+        assert_eq!(
+            q("claude-fetch-panel.txt").as_deref(),
+            Some("approve WebFetch: https://example.com/docs/page")
+        );
+        assert_eq!(
+            q("claude-read-outside-panel.txt").as_deref(),
+            Some("approve Read: /etc/hostname")
+        );
+        // Each is also a question on screen (the panel beside it notwithstanding).
+        for name in [
+            "claude-create-file.txt",
+            "claude-edit-file.txt",
+            "claude-overwrite-file-panel.txt",
+            "claude-fetch-panel.txt",
+            "claude-read-outside-panel.txt",
+        ] {
+            assert!(terminal_question(&screen(name)).is_some(), "{name}");
+        }
+        // A file outside the working directory is shown relative to it; a long path whole.
+        let ws3 = Path::new("/tmp/.tmpBJ18j3/home/worktrees/demo/demo-1");
+        assert_eq!(
+            screen_tool_question(&screen("claude-create-outside.txt"), ws3).as_deref(),
+            Some("approve Write: /tmp/flotilla-outside-capture.txt")
+        );
+        let long = "a-rather-long-directory-name-for-wrapping/another-long-directory-name-here/\
+                    yet-another-directory-with-a-long-name/and-the-file-itself-has-a-long-name-too.txt";
+        assert_eq!(
+            screen_tool_question(&screen("claude-create-long.txt"), ws3),
+            hook("Write", json!({"file_path": ws3.join(long)}))
+        );
+        // Other screens are not a tool dialog.
+        for name in ["claude-trust.txt", "claude-idle.txt", "claude-ask.txt"] {
+            assert_eq!(q(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn paths_are_absolute_as_the_hook_names_them() {
+        let ws = Path::new("/w");
+        assert_eq!(absolute("src/a.rs", ws).as_deref(), Some("/w/src/a.rs"));
+        assert_eq!(absolute("/etc/x", ws).as_deref(), Some("/etc/x"));
+        assert_eq!(absolute("~/x", ws), None);
+        assert_eq!(absolute("…/deep/x", ws), None);
+        assert_eq!(absolute(" ", ws), None);
+        assert_eq!(
+            absolute("../../x", Path::new("/a/b/c")).as_deref(),
+            Some("/a/x")
+        );
+        assert_eq!(
+            absolute("./d/../e", Path::new("/a")).as_deref(),
+            Some("/a/e")
+        );
+    }
+}
