@@ -170,15 +170,7 @@ pub async fn slack_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let cfg = &state.chat_webhooks;
-    if !verify::slack(
-        secret_bytes(&cfg.slack_signing_secret),
-        header(&req, "x-slack-request-timestamp"),
-        header(&req, "x-slack-signature"),
-        &body,
-        chrono::Utc::now().timestamp(),
-    ) {
-        return Err(refused("slack"));
-    }
+    slack_signed(&req, &body, cfg)?;
     match slack::parse_event(&body, cfg.slack_require_mention).map_err(ApiError::BadRequest)? {
         slack::SlackEvent::Challenge(c) => Ok(HttpResponse::Ok().json(json!({"challenge": c}))),
         slack::SlackEvent::Ignored => Ok(HttpResponse::Ok().json(json!({"ok": true}))),
@@ -186,6 +178,22 @@ pub async fn slack_events(
             let r = deliver(&state, m).await?;
             Ok(HttpResponse::Ok().json(json!({"ok": true, "new": r.new})))
         }
+    }
+}
+
+/// Slack's v0 signature over the raw body, fresh (events and slash commands alike).
+fn slack_signed(req: &HttpRequest, body: &[u8], cfg: &ChatWebhookSettings) -> Result<(), ApiError> {
+    let signed = verify::slack(
+        secret_bytes(&cfg.slack_signing_secret),
+        header(req, "x-slack-request-timestamp"),
+        header(req, "x-slack-signature"),
+        body,
+        chrono::Utc::now().timestamp(),
+    );
+    if signed {
+        Ok(())
+    } else {
+        Err(refused("slack"))
     }
 }
 
@@ -209,15 +217,7 @@ pub async fn slack_commands(
         return Ok(HttpResponse::Ok().finish());
     }
     let cfg = &state.chat_webhooks;
-    if !verify::slack(
-        secret_bytes(&cfg.slack_signing_secret),
-        header(&req, "x-slack-request-timestamp"),
-        header(&req, "x-slack-signature"),
-        &body,
-        chrono::Utc::now().timestamp(),
-    ) {
-        return Err(refused("slack"));
-    }
+    slack_signed(&req, &body, cfg)?;
     let m = slack::parse_command(&body, &cfg.slack_slash_command).map_err(ApiError::BadRequest)?;
     let r = deliver(&state, m).await?;
     if !r.new {

@@ -740,6 +740,18 @@ pub fn agent_home(env: &BTreeMap<String, String>) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// A real agent's screen captured under tmux, from `tests/fixtures/screens` (the unit tests'
+/// fixtures).
+#[cfg(test)]
+pub(crate) fn screen_fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/screens")
+            .join(name),
+    )
+    .expect("fixture")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -812,14 +824,7 @@ Press enter to confirm or esc to cancel
     /// Screens captured from the real `claude` 2.1.328 under tmux (tests/fixtures/screens).
     #[test]
     fn real_claude_dialogs_are_questions() {
-        let screen = |name: &str| {
-            std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/screens")
-                    .join(name),
-            )
-            .expect("fixture")
-        };
+        let screen = screen_fixture;
         let trust = terminal_question(&screen("claude-trust.txt")).expect("trust dialog");
         assert!(trust.contains("one you trust?"), "{trust}");
         assert!(
@@ -855,14 +860,7 @@ Press enter to confirm or esc to cancel
     /// answer moves the `❯` cursor to the option it names, then Enter picks it.
     #[test]
     fn an_answer_to_an_unnumbered_menu_moves_its_cursor() {
-        let screen = |name: &str| {
-            std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/screens")
-                    .join(name),
-            )
-            .expect("fixture")
-        };
+        let screen = screen_fixture;
         let trust = screen("claude-trust.txt");
         let mv = |s: &str, c: &str| cursor_menu_move(s, c);
         assert_eq!(mv(&trust, "yes"), Some(CursorMove::Down(1)));

@@ -1275,11 +1275,7 @@ mod tests {
     /// activity probe reads (the last 20) hold the dialog, not the panel's empty rows below it.
     #[test]
     fn the_last_rows_of_a_screen_with_a_side_panel_hold_its_dialog() {
-        let screen = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/screens/claude-overwrite-file-panel.txt"),
-        )
-        .expect("fixture");
+        let screen = crate::plugins::activity::screen_fixture("claude-overwrite-file-panel.txt");
         let rows = last_rows(&screen, 20);
         assert!(rows.lines().count() <= 20);
         assert!(

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::discord_limits::{RateLimits, Route};
+use super::discord_limits::{self, RateLimits, Route};
 use super::split::split_message;
 use super::Http;
 use crate::config::DiscordSettings;
@@ -84,22 +84,6 @@ impl DiscordPlatform {
         })
     }
 
-    /// Waits while `route`'s bucket is spent or a global limit holds (again after each
-    /// wait: another answer may have spent it meanwhile).
-    async fn wait_limits(&self, route: &Route) {
-        loop {
-            let until = self
-                .limits
-                .lock()
-                .ok()
-                .and_then(|l| l.wait_until(route, Instant::now()));
-            match until {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => return,
-            }
-        }
-    }
-
     /// Until when a request `method path` (`POST`, `/channels/1/messages`) waits for its
     /// spent bucket or the global limit, if it must wait now.
     pub fn hold(&self, method: &str, path: &str) -> Option<Instant> {
@@ -121,7 +105,7 @@ impl DiscordPlatform {
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> PluginResult<Value> {
         let route = Route::of(method.as_str(), path);
-        self.wait_limits(&route).await;
+        discord_limits::wait_for(&self.limits, &route).await;
         let url = format!("{}{path}", self.api_url);
         let auth = format!("Bot {}", self.token);
         let r = self

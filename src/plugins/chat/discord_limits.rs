@@ -96,6 +96,21 @@ fn header_f64(headers: &HeaderMap, name: &str) -> Option<f64> {
         .filter(|v| v.is_finite() && *v >= 0.0)
 }
 
+/// Waits while `r`'s bucket is spent or a global limit holds (again after each wait: another
+/// answer may have spent it meanwhile). The one wait of the chat platform and the notifier.
+pub async fn wait_for(limits: &std::sync::Mutex<RateLimits>, r: &Route) {
+    loop {
+        let until = limits
+            .lock()
+            .ok()
+            .and_then(|l| l.wait_until(r, Instant::now()));
+        match until {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => return,
+        }
+    }
+}
+
 impl RateLimits {
     fn key(&self, r: &Route) -> (String, String) {
         let limit = self

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::{plain_text, post_json, seconds, status_error, truncate};
-use crate::plugins::chat::discord_limits::{RateLimits, Route};
+use crate::plugins::chat::discord_limits::{self, RateLimits, Route};
 use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Discord's `content` limit.
@@ -68,21 +68,6 @@ impl DiscordNotifier {
             Target::Webhook { url } => {
                 let path = url.split_once("/webhooks/").map_or("", |(_, p)| p);
                 Route::of("POST", &format!("/webhooks/{path}"))
-            }
-        }
-    }
-
-    /// Waits while this target's bucket is spent or a global limit holds.
-    async fn wait_limits(&self, route: &Route) {
-        loop {
-            let until = self
-                .limits
-                .lock()
-                .ok()
-                .and_then(|l| l.wait_until(route, Instant::now()));
-            match until {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => return,
             }
         }
     }
@@ -150,7 +135,7 @@ impl Notifier for DiscordNotifier {
             }
         };
         let route = self.route();
-        self.wait_limits(&route).await;
+        discord_limits::wait_for(&self.limits, &route).await;
         let a = post_json(&self.client, "discord", &url, headers, bytes).await?;
         if let Ok(mut l) = self.limits.lock() {
             let json: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);

@@ -114,16 +114,7 @@ fn absolute(shown: &str, workspace: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::activity::terminal_question;
-
-    fn screen(name: &str) -> String {
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/screens")
-                .join(name),
-        )
-        .expect("fixture")
-    }
+    use crate::plugins::activity::{screen_fixture as screen, terminal_question};
 
     fn hook(tool: &str, input: serde_json::Value) -> Option<String> {
         Some(super::super::waiting_question(tool, &input))
