@@ -49,6 +49,9 @@ const DEFAULT_MERGE_RETRIES: u32 = 2;
 /// How late a hook's report of a dialog may arrive after the dialog was answered:
 /// Flotilla's Claude hooks time out after 10 s, so a report of the dialog is sent by then.
 const LATE_REPORT: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
+/// Questions answered before the last one still kept (`meta.answered.earlier`) while their
+/// hooks' reports may land: dialogs answered in quick succession.
+const EARLIER_ANSWERED: usize = 4;
 
 /// Something that happened to a session, stamped with the time it was observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -729,9 +732,16 @@ impl Machine<'_> {
                 self.set_state(to, Some("input_answered"));
                 // What was answered, and when: output that has not changed since still shows
                 // this question, and that is not a new one (the session actor's probe).
+                // The questions answered before it within [`LATE_REPORT`] are kept too (newest
+                // first): each dialog's hook may still report it.
                 let answered = self.s.session.meta["question"].clone();
+                let earlier: Vec<serde_json::Value> = self
+                    .answered_recently()
+                    .map(|(q, at)| serde_json::json!({"question": q, "at": at}))
+                    .take(EARLIER_ANSWERED)
+                    .collect();
                 self.s.session.meta["answered"] =
-                    serde_json::json!({"question": answered, "at": self.at});
+                    serde_json::json!({"question": answered, "at": self.at, "earlier": earlier});
                 out
             }
             EventKind::AgentExited { code, output } => {
@@ -1106,15 +1116,25 @@ impl Machine<'_> {
         }
     }
 
-    /// Whether `question` is the one a human answered less than [`LATE_REPORT`] ago.
+    /// Whether `question` is one a human answered less than [`LATE_REPORT`] ago: the last
+    /// answered or one answered just before it (two dialogs answered in quick succession,
+    /// both hooks late).
     fn just_answered(&self, question: Option<&str>) -> bool {
+        question.is_some_and(|q| self.answered_recently().any(|(a, _)| a == q))
+    }
+
+    /// The questions answered less than [`LATE_REPORT`] ago, newest first, with when:
+    /// `meta.answered` and its `earlier` ones (absent in a record written before them).
+    fn answered_recently(&self) -> impl Iterator<Item = (&str, DateTime<Utc>)> + '_ {
         let answered = &self.s.session.meta["answered"];
-        let at = answered["at"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        question.is_some()
-            && answered["question"].as_str() == question
-            && at.is_some_and(|t| self.at - t.with_timezone(&Utc) < LATE_REPORT)
+        let earlier = answered["earlier"].as_array().into_iter().flatten();
+        std::iter::once(answered)
+            .chain(earlier)
+            .filter_map(|a| {
+                let at = DateTime::parse_from_rfc3339(a["at"].as_str()?).ok()?;
+                Some((a["question"].as_str()?, at.with_timezone(&Utc)))
+            })
+            .filter(|(_, at)| self.at - *at < LATE_REPORT)
     }
 
     /// Records spend; crossing the budget stops the agent or escalates, as configured. Spend

@@ -485,35 +485,86 @@ fn starts_with_word(label: &str, word: &str) -> bool {
         && !label[word.len()..].starts_with(|c: char| c.is_alphanumeric())
 }
 
-/// The key that picks what a `y`/`yes`/`n`/`no` answer means in the numbered menu `question`
-/// (as [`terminal_question`] words it, `Proceed? [1. Yes | 2. No, and tell … (esc)]`): the
-/// first option starting with that word, by the key it names (`(y)`, `(esc)`) or else by its
-/// number. `None` for another answer or a menu without such an option: a word typed into a
-/// menu would act letter by letter.
+/// The key that picks what an answer means in the numbered menu `question` (as
+/// [`terminal_question`] words it, `Proceed? [1. Yes | 2. No, and tell … (esc)]`): a
+/// `y`/`yes`/`n`/`no` picks the first option starting with that word; other text picks the
+/// option it names: the one whose label is the answer (ignoring case, and the key hint
+/// `(a)`), else the only one whose label holds the answer as whole words (`don't ask again`,
+/// `always`). The option is picked by the key it names (`(y)`, `(esc)`) or else by its number.
+/// `None` for a number, an ambiguous answer or one no option names: typed as it is.
 pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
-    let word = match choice.trim().to_ascii_lowercase().as_str() {
-        "y" | "yes" => "yes",
-        "n" | "no" => "no",
-        _ => return None,
+    let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
+    // (number, label) of each numbered option.
+    let options: Vec<(&str, &str)> = listed
+        .split(" | ")
+        .filter_map(|o| o.split_once(". "))
+        .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    let answer = normalized(choice);
+    let word = match answer.as_str() {
+        "y" | "yes" => Some("yes"),
+        "n" | "no" => Some("no"),
+        _ => None,
     };
-    let (_, options) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
-    options.split(" | ").find_map(|o| {
-        let (number, label) = o.split_once(". ")?;
-        let starts = starts_with_word(label, word);
-        if !starts || number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
-            return None;
+    let (number, label) = match word {
+        Some(word) => *options.iter().find(|(_, l)| starts_with_word(l, word))?,
+        None if answer.is_empty() || answer.chars().all(|c| c.is_ascii_digit()) => return None,
+        None => {
+            let bare = |l: &str| normalized(key_hint(l).map_or(l, |(rest, _)| rest));
+            match options
+                .iter()
+                .find(|(_, l)| normalized(l) == answer || bare(l) == answer)
+            {
+                Some(o) => *o,
+                None => {
+                    let mut hits = options
+                        .iter()
+                        .filter(|(_, l)| holds_phrase(&normalized(l), &answer));
+                    let only = *hits.next()?;
+                    if hits.next().is_some() {
+                        return None;
+                    }
+                    only
+                }
+            }
         }
-        let hint = label
-            .trim_end()
-            .strip_suffix(')')
-            .and_then(|l| l.rsplit_once('('))
-            .map(|(_, k)| k);
-        Some(match hint {
-            Some("esc") => MenuKey::Escape,
-            Some(k) if k.chars().count() == 1 => MenuKey::Literal(k.to_string()),
-            _ => MenuKey::Literal(number.to_string()),
-        })
+    };
+    Some(match key_hint(label).map(|(_, k)| k) {
+        Some("esc") => MenuKey::Escape,
+        Some(k) if k.chars().count() == 1 => MenuKey::Literal(k.to_string()),
+        _ => MenuKey::Literal(number.to_string()),
     })
+}
+
+/// An option's label without its key hint, and the hint: `Yes, proceed (y)` → (`Yes,
+/// proceed`, `y`).
+fn key_hint(label: &str) -> Option<(&str, &str)> {
+    label
+        .trim_end()
+        .strip_suffix(')')
+        .and_then(|l| l.rsplit_once('('))
+        .map(|(rest, k)| (rest.trim_end(), k))
+}
+
+/// Text compared as a human would type it: trimmed, lower case, a typographic apostrophe
+/// (`don’t`, as Claude draws it) as a plain one, runs of spaces as one.
+fn normalized(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+        .replace(['’', '‘'], "'")
+}
+
+/// Whether `phrase` occurs in `text` as whole words (`ask again` in `don't ask again for`,
+/// not `ask` in `asking`).
+fn holds_phrase(text: &str, phrase: &str) -> bool {
+    !phrase.is_empty()
+        && text.match_indices(phrase).any(|(i, _)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + phrase.len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
 }
 
 /// The bottom lines of the screen above its footers, and whether a footer says "enter to
@@ -819,6 +870,58 @@ Press enter to confirm or esc to cancel
         assert_eq!(key(&codex_q, "No"), Some(MenuKey::Escape));
         assert_eq!(key(&claude_q, "2"), None, "a number is typed as it is");
         assert_eq!(key("Proceed? [1. Nothing | 2. Yesterday]", "no"), None);
+    }
+
+    /// A numbered menu answered in its own words: the option named, by its key or number.
+    #[test]
+    fn an_answer_naming_a_numbered_option_picks_it() {
+        let lit = |k: &str| Some(MenuKey::Literal(k.into()));
+        let bash = terminal_question(&screen_fixture("claude-bash-permission.txt")).expect("q");
+        let ask = terminal_question(&screen_fixture("claude-ask.txt")).expect("q");
+        let codex = "Would you like to run the following command? [1. Yes, proceed (y) | \
+                     2. Yes, and don't ask again for this command (a) | \
+                     3. No, and tell Codex what to do differently (esc)]";
+        let trust = "Do you trust the contents of this directory? [1. Yes, continue | \
+                     2. No, quit]";
+        let trust_new = "Do you trust the files in this folder? [1. Trust and continue | \
+                         2. Quit without trusting]";
+        let cases: &[(&str, &str, Option<MenuKey>)] = &[
+            // Claude draws `don’t`; a human types `don't`.
+            (&bash, "don't ask again", lit("2")),
+            (&bash, "  Don’t ask  again ", lit("2")),
+            (&bash, "auto mode", lit("3")),
+            (&bash, "switch to auto mode", lit("3")),
+            (&bash, "No", lit("4")),
+            (&ask, "blue", lit("2")),
+            (&ask, "Chat about this", lit("4")),
+            (codex, "don't ask again", lit("a")),
+            (codex, "Yes, proceed", lit("y")),
+            (codex, "yes, proceed (y)", lit("y")),
+            (
+                codex,
+                "tell Codex what to do differently",
+                Some(MenuKey::Escape),
+            ),
+            (trust, "continue", lit("1")),
+            (trust_new, "Trust and continue", lit("1")),
+            (trust_new, "trust and continue", lit("1")),
+            (trust_new, "quit", lit("2")),
+            // Ambiguous, unnamed, a part of a word, or a number: typed as it is.
+            (&bash, "yes, and", None),
+            (&bash, "ask", lit("2")),
+            (&bash, "as", None),
+            (codex, "and", None),
+            (&ask, "green", None),
+            (&ask, "3", None),
+            (trust_new, "trust", lit("1")),
+            (trust_new, "trusting and", None),
+            ("Proceed? [1. Always | 2. Always here]", "always", lit("1")),
+            ("Proceed? [1. Always now | 2. Always here]", "always", None),
+            ("Proceed? (y/n)", "always", None),
+        ];
+        for (q, answer, want) in cases {
+            assert_eq!(&menu_key(q, answer), want, "{answer:?} to {q}");
+        }
     }
 
     /// Screens captured from the real `claude` 2.1.328 under tmux (tests/fixtures/screens).

@@ -1153,8 +1153,9 @@ impl Runtime for TmuxRuntime {
     }
 
     /// A menu number is typed as a key (the menu acts on it at once); a menu without numbers
-    /// has its cursor moved to the option (arrow keys, then Enter); other answers (`y`,
-    /// `no`) are typed and submitted with Enter. The keys go only once the question is on
+    /// has its cursor moved to the option (arrow keys, then Enter); a numbered menu takes the
+    /// key of the option a `y`/`no` or the option's own words name; a line prompt's answer is
+    /// typed and submitted with Enter. The keys go only once the question is on
     /// screen (an agent's hook may report the wait before its dialog is drawn, and a key typed
     /// then is lost); confirmed when the screen changed.
     async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
@@ -1182,7 +1183,7 @@ impl Runtime for TmuxRuntime {
         };
         let choice = choice.trim();
         // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
-        // yes or no picks the option saying so. A menu without keys (a `❯` cursor on
+        // yes or no picks the option saying so, other words the option they name. A menu without keys (a `❯` cursor on
         // unnumbered options) is answered by moving its cursor to the option, then Enter.
         let key = if line_prompt {
             MenuKey::Literal(choice.to_string())

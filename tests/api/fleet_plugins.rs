@@ -348,6 +348,44 @@ async fn an_answer_to_a_menu_is_one_key_and_to_a_line_prompt_a_line() {
     }
 }
 
+/// A numbered menu whose options (`$1`, `printf %b` text) are drawn under Codex's question;
+/// it reads one raw key and prints it, then whether anything was typed after it.
+const OPTIONS_MENU: &str = r#"clear; printf 'Would you like to run the following command?\n\n  $ cargo test\n\n%b\nPress enter to confirm or esc to cancel\n' "$1"; IFS= read -rsn1 k; clear; [ "$k" = "$(printf '\033')" ] && k=esc; echo "key:[$k]"; IFS= read -rsn1 -t 2 n; echo "next:[$n]"; sleep 600"#;
+
+#[tokio::test]
+async fn an_answer_naming_a_numbered_option_is_its_key() {
+    let Some(t) = Tmux::new() else { return };
+    // `\n` and `\342\200\272` (›) for printf: an argument reaching tmux is ASCII.
+    let codex = r"\342\200\272 1. Yes, proceed (y)\n  2. Yes, and don't ask again for this command (a)\n  3. No, and tell Codex what to do differently (esc)\n";
+    let trust = r"\342\200\272 1. Trust and continue\n  2. Quit without trusting\n";
+    let cases = [
+        ("words-1", codex, "don't ask again", "key:[a]"),
+        ("words-2", trust, "Trust and continue", "key:[1]"),
+        ("words-3", codex, "tell Codex", "key:[esc]"),
+    ];
+    let mut handles = Vec::new();
+    for (id, options, answer, want) in cases {
+        let spec = t.spec(
+            id,
+            t.dir.path(),
+            &["bash", "-c", OPTIONS_MENU, "menu", options],
+        );
+        let h = t.rt.create(&spec).await.expect("create");
+        output_containing(&t.rt, &h, "Press enter to confirm").await;
+        assert!(t.rt.answer(&h, answer).await.expect("answer"), "{answer}");
+        // The option's one key, and nothing after it (no letters of the words, no Enter).
+        let out = output_containing(&t.rt, &h, "next:[").await;
+        assert!(
+            out.contains(want) && out.contains("next:[]"),
+            "{answer}: {out}"
+        );
+        handles.push(h);
+    }
+    for h in handles {
+        t.rt.destroy(&h).await.expect("destroy");
+    }
+}
+
 /// A menu without numbers or letters, only a cursor (`$2`: `heavy` ❯, `angle` ›, else `>`; as
 /// octal bytes, an argument reaching tmux being ASCII) on the option `$1` (0-based), as
 /// Claude draws its trust dialog: arrow keys move the cursor (redrawn), Enter picks. It prints

@@ -1258,6 +1258,67 @@ fn a_hooks_late_report_of_the_dialog_just_answered_pages_nobody_again() {
     );
     assert_eq!(again.snapshot.session.state, SessionState::NeedsInput);
     assert_eq!(pages(&again.effects), 1);
+    // Two dialogs answered in quick succession, both hooks late: neither pages again.
+    let answer = |snap: &SessionSnapshot, at: DateTime<Utc>, q: &str| {
+        step(
+            snap,
+            &ev(
+                at,
+                EventKind::InputAnswered {
+                    question: Some(q.into()),
+                },
+            ),
+            &policy,
+        )
+    };
+    let b_answered = answer(&next.snapshot, t1 + Duration::seconds(2), "approve Bash: b");
+    assert_eq!(b_answered.snapshot.session.state, SessionState::Working);
+    let mut snap = b_answered.snapshot.clone();
+    for (secs, q) in [(4, "approve Bash: a"), (5, "approve Bash: b")] {
+        let late = step(
+            &snap,
+            &ev(t1 + Duration::seconds(secs), report(q, true)),
+            &policy,
+        );
+        assert_eq!(late.outcome, Outcome::Applied, "{q}: recorded");
+        assert_eq!(late.snapshot.session.state, SessionState::Working, "{q}");
+        assert_eq!(pages(&late.effects), 0, "{q} pages nobody again");
+        snap = late.snapshot;
+    }
+    // Still, a third dialog is a new wait; and the first, once its window is over, is asked.
+    let third = step(
+        &snap,
+        &ev(t1 + Duration::seconds(6), report("approve Bash: c", true)),
+        &policy,
+    );
+    assert_eq!(third.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(pages(&third.effects), 1);
+    let a_later = step(
+        &snap,
+        &ev(t1 + Duration::seconds(17), report("approve Bash: a", true)),
+        &policy,
+    );
+    assert_eq!(a_later.snapshot.session.state, SessionState::NeedsInput);
+    // The earlier answers kept are the recent ones, a handful at most, in the session's meta
+    // (stored with the session, as the last answer is).
+    let mut snap = answered.snapshot.clone();
+    for i in 0..8 {
+        let q = format!("approve Bash: {i}");
+        let at = t1 + Duration::seconds(3 + i);
+        let asked = step(&snap, &ev(at, report(&q, false)), &policy);
+        snap = answer(&asked.snapshot, at, &q).snapshot;
+    }
+    let earlier = snap.session.meta["answered"]["earlier"]
+        .as_array()
+        .expect("earlier answers")
+        .clone();
+    assert_eq!(earlier.len(), EARLIER_ANSWERED);
+    assert_eq!(earlier[0]["question"], "approve Bash: 6", "newest first");
+    let after = t1 + Duration::seconds(11);
+    let late = step(&snap, &ev(after, report("approve Bash: 3", true)), &policy);
+    assert_eq!(pages(&late.effects), 0, "one of the last five");
+    let late = step(&snap, &ev(after, report("approve Bash: 2", true)), &policy);
+    assert_eq!(pages(&late.effects), 1, "beyond the handful kept");
 }
 
 /// A session whose PR is open and whose agent has exited (aider after its answer, claude
