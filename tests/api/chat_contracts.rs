@@ -313,6 +313,52 @@ async fn chat_platforms_slack_slash_command_where_the_bot_is_not_in_is_answered_
     assert_eq!(sl.responses().len(), 1, "{:?}", sl.responses());
 }
 
+/// A reply for a channel the bot is not in goes through the conversation's newest
+/// `response_url` still valid: a later command that carries none (here stripped) is
+/// answered through the earlier command's URL while it is younger than Slack's 30 minutes,
+/// and not at all once it is older (Slack would refuse it).
+#[actix_web::test]
+async fn chat_platforms_slack_reply_uses_the_newest_response_url_only_within_30_minutes() {
+    let sl = FakeSlack::start("xoxb-test", &["G1"]).await;
+    sl.not_in("G1");
+    let app = slack_app(&sl).await;
+    let url = format!("{}/webhooks/slack/commands", app.address);
+    let form = sl.slash_command("/flotilla", "status", "G1", "U1");
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200);
+    eventually(30, "the first answer", || async {
+        (sl.responses().len() == 1).then_some(())
+    })
+    .await;
+    let bare = fake_slack::slash_command_with_url("/status", "", "G1", "U1", None, "");
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &bare).await;
+    assert_eq!(status, 200);
+    let both = eventually(30, "the second answer through the first URL", || async {
+        let r = sl.responses();
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(both[0].path, both[1].path);
+    app.clock.advance(Duration::from_secs(31 * 60));
+    let bare = fake_slack::slash_command_with_url("/status", "", "G1", "U1", None, "");
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &bare).await;
+    assert_eq!(status, 200);
+    eventually(30, "the third command handled", || async {
+        let pending = app
+            .store
+            .pending_chat_messages("slack:G1")
+            .await
+            .expect("pending");
+        pending.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        sl.calls("chat.postMessage") >= 3,
+        "every answer tried the channel"
+    );
+    assert_eq!(sl.responses().len(), 2, "an expired URL was used");
+}
+
 /// A `response_url` is a capability (anyone holding it may post in the channel for 30
 /// minutes): it is kept with the stored command only, and no API answer, event or
 /// acknowledgement shows it.
