@@ -8,7 +8,10 @@
 //! thread at its own `ts`. A slash command has no message and no thread (Slack does not let
 //! an app's commands be invoked in threads): its conversation is the channel, `{channel}`,
 //! shared by every command typed there, and its replies are posted in the channel itself
-//! ([`parse_command`]). `app_mention` events and direct messages are taken; other
+//! ([`parse_command`]). Where the bot cannot post (`not_in_channel`, `channel_not_found`,
+//! `is_archived`: a private channel or DM it is not in), the bridge posts the reply to the
+//! command's `response_url` instead ([`ChatPlatform::send_to_address`]; kept in the
+//! message's meta, never logged). `app_mention` events and direct messages are taken; other
 //! messages inside threads only with `slack.require_mention: false`; including the `thread_broadcast` and `file_share` subtypes (people wrote them);
 //! bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
 //! `message` for a mention in a thread: both carry the same `{channel}:{ts}` message id, so
