@@ -313,6 +313,46 @@ async fn chat_platforms_slack_slash_command_where_the_bot_is_not_in_is_answered_
     assert_eq!(sl.responses().len(), 1, "{:?}", sl.responses());
 }
 
+/// The adapter's side of a `response_url`: `not_in_channel` from `chat.postMessage` is a
+/// refusal `cannot_post_here` recognises (a rate limit or a bad token is not), and a long
+/// reply posted to the URL is split under Slack's limit, escaped, `in_channel`, in no more
+/// posts than asked; Slack's sixth post is refused (`used_url`) and fails the call.
+#[actix_web::test]
+async fn chat_platforms_slack_response_url_posts_are_split_escaped_and_capped() {
+    let sl = FakeSlack::start("xoxb-test", &["C1", "G1"]).await;
+    sl.not_in("G1");
+    let p = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    let refused = p.send("G1", "hi").await.expect_err("not in the channel");
+    assert!(p.cannot_post_here(&refused), "{refused}");
+    let other = SlackPlatform::new(&sl.api_url, "xoxb-wrong", TIMEOUT).expect("platform");
+    let bad_token = other.send("C1", "hi").await.expect_err("invalid_auth");
+    assert!(!p.cannot_post_here(&bad_token), "{bad_token}");
+
+    let url = sl.response_url("G1");
+    let long = format!("Vec<T> {}", "word ".repeat(5_000));
+    let posts = p.send_to_address(&url, &long, 4).await.expect("posted");
+    assert_eq!(posts, 4);
+    let r = sl.responses();
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert!(r
+        .iter()
+        .all(|m| m.response_type == "in_channel" && m.channel == "G1"));
+    assert!(r
+        .iter()
+        .all(|m| m.text.chars().count() <= slack::MAX_MESSAGE));
+    assert!(r[0].text.starts_with("Vec&lt;T&gt; word"), "{}", r[0].text);
+    assert_eq!(p.send_to_address(&url, "fifth", 5).await.expect("fifth"), 1);
+    let used = p
+        .send_to_address(&url, "sixth", 5)
+        .await
+        .expect_err("used_url");
+    assert!(
+        !used.to_string().contains(&url),
+        "the error names the URL: {used}"
+    );
+    assert_eq!(sl.responses().len(), 5);
+}
+
 /// A reply for a channel the bot is not in goes through the conversation's newest
 /// `response_url` still valid: a later command that carries none (here stripped) is
 /// answered through the earlier command's URL while it is younger than Slack's 30 minutes,
