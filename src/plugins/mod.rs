@@ -921,7 +921,39 @@ pub trait ChatPlatform: Send + Sync {
     ) -> PluginResult<Vec<HistoryMessage>> {
         Ok(Vec::new())
     }
+
+    /// Whether `error` (from [`ChatPlatform::send`]) says the bot cannot post in the thread
+    /// at all (Slack's `not_in_channel`, `channel_not_found`, `is_archived`): a reply
+    /// address handed out with a message ([`META_RESPONSE_URL`]) may carry the reply
+    /// instead. None by default.
+    fn cannot_post_here(&self, _error: &PluginError) -> bool {
+        false
+    }
+
+    /// Posts `text` through a reply address the platform handed out with a message
+    /// ([`META_RESPONSE_URL`], a capability URL: never logged), split under the platform's
+    /// limit, in at most `max_posts` posts (pieces past that are dropped). Returns the
+    /// posts made. Platforms without reply addresses (the default) refuse.
+    ///
+    /// # Errors
+    /// As `send`; `Unavailable` on a platform without reply addresses.
+    async fn send_to_address(
+        &self,
+        _address: &str,
+        _text: &str,
+        _max_posts: usize,
+    ) -> PluginResult<usize> {
+        Err(PluginError::Unavailable {
+            slot: "chat reply address",
+            name: self.name().to_string(),
+        })
+    }
 }
+
+/// Message meta key of a reply address a platform hands out with a message: Slack's slash
+/// command `response_url` (valid 30 minutes, 5 posts). A capability URL: kept in the inbox
+/// only, never logged, never shown by an API or put in an event.
+pub const META_RESPONSE_URL: &str = "response_url";
 
 /// An earlier message of a chat thread ([`ChatPlatform::history`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

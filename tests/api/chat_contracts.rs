@@ -274,6 +274,190 @@ async fn chat_platforms_slack_forged_slash_command_is_refused_and_not_stored() {
     assert_eq!(sl.posted().len(), 1, "{:?}", sl.posted());
 }
 
+/// A slash command typed where the bot is not a member (a private channel, a DM between
+/// other people): `chat.postMessage` answers `not_in_channel`, so the answer goes through
+/// the command's `response_url` ("Handling user interaction", message responses: a JSON
+/// POST of `text` and `response_type`), posted in the channel, instead of being lost after
+/// the acknowledgement.
+#[actix_web::test]
+async fn chat_platforms_slack_slash_command_where_the_bot_is_not_in_is_answered_through_its_response_url(
+) {
+    let sl = FakeSlack::start("xoxb-test", &["C1", "G1"]).await;
+    sl.not_in("G1");
+    let app = slack_app(&sl).await;
+    let url = format!("{}/webhooks/slack/commands", app.address);
+    let form = sl.slash_command("/flotilla", "status", "G1", "U1");
+    let (status, body) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200, "{body}");
+    let answer = eventually(30, "the answer through the response_url", || async {
+        sl.responses()
+            .into_iter()
+            .find(|r| r.text.contains("Platform: slack"))
+    })
+    .await;
+    assert_eq!(answer.channel, "G1");
+    assert_eq!(answer.response_type, "in_channel");
+    assert!(
+        sl.calls("chat.postMessage") >= 1,
+        "the channel was tried first"
+    );
+    assert!(sl.posted().is_empty(), "{:?}", sl.posted());
+    // A command in a channel the bot is in is still answered there, not through its URL.
+    let form = sl.slash_command("/status", "", "C1", "U1");
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200);
+    eventually(30, "the answer in C1", || async {
+        (channel_replies(&sl, "C1", "Platform: slack") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(sl.responses().len(), 1, "{:?}", sl.responses());
+}
+
+/// The adapter's side of a `response_url`: `not_in_channel` from `chat.postMessage` is a
+/// refusal `cannot_post_here` recognises (a rate limit or a bad token is not), and a long
+/// reply posted to the URL is split under Slack's limit, escaped, `in_channel`, in no more
+/// posts than asked; Slack's sixth post is refused (`used_url`) and fails the call.
+#[actix_web::test]
+async fn chat_platforms_slack_response_url_posts_are_split_escaped_and_capped() {
+    let sl = FakeSlack::start("xoxb-test", &["C1", "G1"]).await;
+    sl.not_in("G1");
+    let p = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    let refused = p.send("G1", "hi").await.expect_err("not in the channel");
+    assert!(p.cannot_post_here(&refused), "{refused}");
+    let other = SlackPlatform::new(&sl.api_url, "xoxb-wrong", TIMEOUT).expect("platform");
+    let bad_token = other.send("C1", "hi").await.expect_err("invalid_auth");
+    assert!(!p.cannot_post_here(&bad_token), "{bad_token}");
+
+    let url = sl.response_url("G1");
+    let long = format!("Vec<T> {}", "word ".repeat(5_000));
+    let posts = p.send_to_address(&url, &long, 4).await.expect("posted");
+    assert_eq!(posts, 4);
+    let r = sl.responses();
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert!(r
+        .iter()
+        .all(|m| m.response_type == "in_channel" && m.channel == "G1"));
+    assert!(r
+        .iter()
+        .all(|m| m.text.chars().count() <= slack::MAX_MESSAGE));
+    assert!(r[0].text.starts_with("Vec&lt;T&gt; word"), "{}", r[0].text);
+    assert_eq!(p.send_to_address(&url, "fifth", 5).await.expect("fifth"), 1);
+    let used = p
+        .send_to_address(&url, "sixth", 5)
+        .await
+        .expect_err("used_url");
+    assert!(
+        !used.to_string().contains(&url),
+        "the error names the URL: {used}"
+    );
+    assert_eq!(sl.responses().len(), 5);
+}
+
+/// A reply for a channel the bot is not in goes through the conversation's newest
+/// `response_url` still valid: a later command that carries none (here stripped) is
+/// answered through the earlier command's URL while it is younger than Slack's 30 minutes,
+/// and not at all once it is older (Slack would refuse it).
+#[actix_web::test]
+async fn chat_platforms_slack_reply_uses_the_newest_response_url_only_within_30_minutes() {
+    let sl = FakeSlack::start("xoxb-test", &["G1"]).await;
+    sl.not_in("G1");
+    let app = slack_app(&sl).await;
+    let url = format!("{}/webhooks/slack/commands", app.address);
+    let form = sl.slash_command("/flotilla", "status", "G1", "U1");
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200);
+    eventually(30, "the first answer", || async {
+        (sl.responses().len() == 1).then_some(())
+    })
+    .await;
+    let bare = fake_slack::slash_command_with_url("/status", "", "G1", "U1", None, "");
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &bare).await;
+    assert_eq!(status, 200);
+    let both = eventually(30, "the second answer through the first URL", || async {
+        let r = sl.responses();
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(both[0].path, both[1].path);
+    app.clock.advance(Duration::from_secs(31 * 60));
+    let bare = fake_slack::slash_command_with_url("/status", "", "G1", "U1", None, "");
+    let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &bare).await;
+    assert_eq!(status, 200);
+    eventually(30, "the third command handled", || async {
+        let pending = app
+            .store
+            .pending_chat_messages("slack:G1")
+            .await
+            .expect("pending");
+        pending.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        sl.calls("chat.postMessage") >= 3,
+        "every answer tried the channel"
+    );
+    assert_eq!(sl.responses().len(), 2, "an expired URL was used");
+}
+
+/// A `response_url` is a capability (anyone holding it may post in the channel for 30
+/// minutes): it is kept with the stored command only, and no API answer, event or
+/// acknowledgement shows it.
+#[actix_web::test]
+async fn chat_platforms_slack_response_url_is_shown_by_no_api_or_event() {
+    let sl = FakeSlack::start("xoxb-test", &["G1"]).await;
+    sl.not_in("G1");
+    let app = slack_app(&sl).await;
+    let hook = sl.response_url("G1");
+    let secret = hook
+        .rsplit('/')
+        .next()
+        .expect("the URL's last part")
+        .to_string();
+    let form = fake_slack::slash_command_with_url("/flotilla", "status", "G1", "U1", None, &hook);
+    let url = format!("{}/webhooks/slack/commands", app.address);
+    let (status, ack) = fake_slack::post_form_signed(&url, SLACK_SECRET, &form).await;
+    assert_eq!(status, 200, "{ack}");
+    eventually(30, "the answer through the response_url", || async {
+        (!sl.responses().is_empty()).then_some(())
+    })
+    .await;
+    let mut shown = vec![("ack".to_string(), ack)];
+    for path in [
+        "/api/v1/conversations",
+        "/api/v1/conversations/slack:G1",
+        "/api/v1/board",
+        "/api/v1/notifications",
+        "/api/v1/sessions",
+    ] {
+        let (status, v) = app.get(path).await;
+        assert_eq!(status, 200, "{path}: {v}");
+        shown.push((path.to_string(), v.to_string()));
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics");
+    shown.push(("metrics".into(), metrics.text().await.unwrap_or_default()));
+    let events = app.store.events_after(0, 10_000).await.expect("events");
+    shown.push((
+        "events".into(),
+        serde_json::to_string(&events).expect("events as JSON"),
+    ));
+    assert!(
+        shown[1].1.contains("slack:G1"),
+        "the conversation is listed: {}",
+        shown[1].1
+    );
+    for (what, text) in &shown {
+        assert!(
+            !text.contains(&secret),
+            "{what} shows the response_url: {text}"
+        );
+    }
+}
+
 /// A slash command has no event id; its `trigger_id` is unique to the invocation. A POST
 /// made again with the same `trigger_id` is acknowledged (an empty 200: Slack shows
 /// nothing) and stored once, so the command runs and is answered once.

@@ -24,6 +24,16 @@
 //!   makes the next N `chat.postMessage` calls answer `{"ok": false, "error":
 //!   "rate_limited"}` ("Application has posted too many messages") with HTTP 200, as Web API
 //!   errors come.
+//! - Membership: [`FakeSlack::not_in`] makes a channel one the bot is not in (a private
+//!   channel, somebody else's DM): `chat.postMessage` and `chat.update` there answer
+//!   `{"ok": false, "error": "not_in_channel"}`.
+//! - Slash commands' `response_url`s ("Handling user interaction", message responses):
+//!   [`FakeSlack::response_url`] hands one out for a channel (its path, `/commands/…`, is
+//!   served by this fake) and [`FakeSlack::slash_command`] builds a command carrying one.
+//!   A POST of `{"text", "response_type"}` (JSON, no token) is answered `ok` and recorded
+//!   ([`FakeSlack::responses`]) for at most five uses, then `used_url` (HTTP 404); an
+//!   unknown path answers 404 `no_service`, a body without text 400 `no_text`. (Slack also
+//!   expires them after 30 minutes; the fake's time does not move.)
 
 #![allow(dead_code)]
 
@@ -54,6 +64,22 @@ pub struct Posted {
     /// `everyone`), in order: each one a notification Slack would have sent.
     pub pinged: Vec<String>,
 }
+
+/// A message posted through a slash command's `response_url`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Responded {
+    /// The channel the command was typed in.
+    pub channel: String,
+    /// The URL's path (`/commands/…`).
+    pub path: String,
+    /// Its text.
+    pub text: String,
+    /// `in_channel` or `ephemeral` (Slack's default when absent).
+    pub response_type: String,
+}
+
+/// Posts one `response_url` takes ("up to 5 times within 30 minutes").
+const RESPONSE_USES: u32 = 5;
 
 /// How Slack reads `text`: (what it renders as, the mentions it parsed).
 pub fn render(text: &str) -> (String, Vec<String>) {
@@ -139,12 +165,20 @@ struct State {
     calls: BTreeMap<String, u64>,
     /// Messages people wrote: (channel, ts, thread_ts, user, text).
     others: Vec<(String, String, Option<String>, String, String)>,
+    /// Channels the bot is not in.
+    not_member: Vec<String>,
+    /// Handed-out `response_url` paths: (channel, posts made).
+    hooks: BTreeMap<String, (String, u32)>,
+    /// Posts made through them.
+    responses: Vec<Responded>,
 }
 
 /// The fake.
 pub struct FakeSlack {
     /// Web API base URL (`slack.api_url`), `…/api`.
     pub api_url: String,
+    /// The server's root, where handed-out `response_url`s live.
+    base_url: String,
     state: Arc<Mutex<State>>,
     /// The server (stopped on drop).
     _server: FakeServer,
@@ -163,6 +197,9 @@ async fn dispatch(
     body: web::Bytes,
     st: web::Data<Arc<Mutex<State>>>,
 ) -> HttpResponse {
+    if req.path().starts_with("/commands/") {
+        return respond(&mut lock(&st), req.path(), &body);
+    }
     let method = req.path().trim_start_matches("/api/").to_string();
     let mut s = lock(&st);
     *s.calls.entry(method.clone()).or_default() += 1;
@@ -208,6 +245,9 @@ async fn dispatch(
         return err("no_text");
     };
     let (rendered, pinged) = render(&text);
+    if s.not_member.contains(&channel) && method.starts_with("chat.") {
+        return err("not_in_channel");
+    }
     match method.as_str() {
         "chat.postMessage" if s.too_many > 0 => {
             s.too_many -= 1;
@@ -259,6 +299,32 @@ async fn dispatch(
         }
         _ => err("unknown_method"),
     }
+}
+
+/// A POST to a handed-out `response_url`: no token (the URL is the capability).
+fn respond(s: &mut State, path: &str, body: &[u8]) -> HttpResponse {
+    let Some((channel, uses)) = s.hooks.get_mut(path) else {
+        return HttpResponse::NotFound().body("no_service");
+    };
+    if *uses >= RESPONSE_USES {
+        return HttpResponse::NotFound().body("used_url");
+    }
+    let p: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(text) = p["text"].as_str().filter(|t| !t.is_empty()) else {
+        return HttpResponse::BadRequest().body("no_text");
+    };
+    *uses += 1;
+    let r = Responded {
+        channel: channel.clone(),
+        path: path.to_string(),
+        text: text.to_string(),
+        response_type: p["response_type"]
+            .as_str()
+            .unwrap_or("ephemeral")
+            .to_string(),
+    };
+    s.responses.push(r);
+    HttpResponse::Ok().body("ok")
 }
 
 /// `conversations.replies`: the thread at `ts`, oldest first, within `oldest`/`latest`.
@@ -350,6 +416,7 @@ impl FakeSlack {
         });
         FakeSlack {
             api_url: server.url("/api"),
+            base_url: server.url(""),
             state,
             _server: server,
         }
@@ -395,6 +462,35 @@ impl FakeSlack {
     pub fn calls(&self, method: &str) -> u64 {
         lock(&self.state).calls.get(method).copied().unwrap_or(0)
     }
+
+    /// The bot is not in `channel` (it exists): posts there answer `not_in_channel`.
+    pub fn not_in(&self, channel: &str) {
+        lock(&self.state).not_member.push(channel.to_string());
+    }
+
+    /// A fresh `response_url` for a command typed in `channel`, served by this fake.
+    pub fn response_url(&self, channel: &str) -> String {
+        let path = format!(
+            "/commands/T123ABC456/{}/{}",
+            uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000,
+            uuid::Uuid::new_v4().simple()
+        );
+        lock(&self.state)
+            .hooks
+            .insert(path.clone(), (channel.to_string(), 0));
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A slash command's form body ([`slash_command`]) whose `response_url` is this fake's.
+    pub fn slash_command(&self, command: &str, text: &str, channel: &str, user: &str) -> String {
+        let url = self.response_url(channel);
+        slash_command_with_url(command, text, channel, user, None, &url)
+    }
+
+    /// Posts made through `response_url`s, in order.
+    pub fn responses(&self) -> Vec<Responded> {
+        lock(&self.state).responses.clone()
+    }
 }
 
 /// Slack's `v0=` signature of `body` at `ts` under `secret`.
@@ -439,6 +535,23 @@ pub fn slash_command(
     user: &str,
     trigger_id: Option<&str>,
 ) -> String {
+    let response_url = format!(
+        "https://hooks.slack.com/commands/T123ABC456/{}/{}",
+        uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000,
+        uuid::Uuid::new_v4().simple()
+    );
+    slash_command_with_url(command, text, channel, user, trigger_id, &response_url)
+}
+
+/// [`slash_command`] carrying `response_url`.
+pub fn slash_command_with_url(
+    command: &str,
+    text: &str,
+    channel: &str,
+    user: &str,
+    trigger_id: Option<&str>,
+    response_url: &str,
+) -> String {
     let trigger = trigger_id.map(str::to_string).unwrap_or_else(|| {
         let n = uuid::Uuid::new_v4().as_u128();
         format!(
@@ -448,11 +561,6 @@ pub fn slash_command(
             n
         )
     });
-    let response_url = format!(
-        "https://hooks.slack.com/commands/T123ABC456/{}/{}",
-        uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000,
-        uuid::Uuid::new_v4().simple()
-    );
     let fields = [
         ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
         ("team_id", "T123ABC456"),
@@ -467,7 +575,7 @@ pub fn slash_command(
         ("text", text),
         ("api_app_id", "A123ABC456"),
         ("is_enterprise_install", "false"),
-        ("response_url", response_url.as_str()),
+        ("response_url", response_url),
         ("trigger_id", trigger.as_str()),
     ];
     let mut form = String::new();

@@ -27,6 +27,9 @@ pub(super) async fn handle_message(
             return Outcome::Failed;
         }
     };
+    if let Some(url) = msg.meta.get(crate::plugins::META_RESPONSE_URL) {
+        ctx.reply_addresses.keep(conversation, url, msg.received_at);
+    }
     if msg.meta.get("event").map(String::as_str) == Some("closed") {
         workspace::close_thread(ctx, &mut conv).await;
         return Outcome::Done;

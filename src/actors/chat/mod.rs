@@ -36,6 +36,7 @@ pub mod notifier;
 pub mod platforms;
 mod replier;
 pub mod reply;
+pub mod reply_addresses;
 pub mod scheduler;
 pub mod spend;
 pub mod test_platform;
@@ -97,6 +98,9 @@ pub struct ChatContext {
     /// Several nodes: each conversation is run by the node holding its lease; `None` on one
     /// node (it runs every conversation).
     pub cluster: Option<Arc<Cluster>>,
+    /// Reply addresses handed out with messages (Slack's `response_url`): where a reply goes
+    /// when the bot cannot post in the thread.
+    pub reply_addresses: reply_addresses::ReplyAddresses,
 }
 
 impl ChatContext {
@@ -216,6 +220,7 @@ impl ChatContext {
             jira_repositories: Default::default(),
             clock: crate::clock::Clock::system(),
             cluster: None,
+            reply_addresses: Default::default(),
         }
     }
 }

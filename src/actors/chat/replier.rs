@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::reply::{edit, send};
+use super::reply::{edit, send, send_parts};
 use super::ChatContext;
 use crate::chat::paths::{batch_reply, split_reply};
 use crate::config::{ChatReplyMode, PermissionMode};
@@ -195,11 +195,17 @@ impl Replier {
                 rest = tail;
             }
         }
-        for part in rest {
-            if let Err(e) = send(p.as_ref(), &self.thread, part).await {
-                tracing::warn!(error = %e, "chat reply failed");
-                return;
-            }
+        // A thread the bot cannot post in gets the rest through the message's reply address.
+        if let Err(e) = send_parts(
+            &self.ctx,
+            &self.conversation,
+            p.as_ref(),
+            &self.thread,
+            rest,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "chat reply failed");
         }
     }
 }

@@ -32,12 +32,80 @@ pub async fn reply_to(ctx: &ChatContext, conversation: &str, text: &str) {
         );
         return;
     };
-    for part in split_reply(text, p.max_message_len()) {
-        if let Err(e) = send(p.as_ref(), thread, &part).await {
-            tracing::warn!(platform, error = %e, "chat reply failed");
-            return;
+    let parts = split_reply(text, p.max_message_len());
+    if let Err(e) = send_parts(ctx, conversation, p.as_ref(), thread, &parts).await {
+        tracing::warn!(platform, error = %e, "chat reply failed");
+    }
+}
+
+/// Sends `parts` to the thread in order. When the platform says the bot cannot post there
+/// at all ([`ChatPlatform::cannot_post_here`]: Slack's `not_in_channel`), the part refused
+/// and the rest go through the conversation's newest still-usable reply address (a slash
+/// command's `response_url`, see [`super::reply_addresses`]); without one the refusal
+/// stands.
+///
+/// # Errors
+/// The first failed send, or the refusal when no reply address could carry the rest.
+pub(super) async fn send_parts(
+    ctx: &ChatContext,
+    conversation: &str,
+    p: &dyn ChatPlatform,
+    thread: &str,
+    parts: &[String],
+) -> Result<(), PluginError> {
+    for (i, part) in parts.iter().enumerate() {
+        match send(p, thread, part).await {
+            Ok(_) => {}
+            Err(e) if p.cannot_post_here(&e) => {
+                return through_addresses(ctx, conversation, p, &parts[i..], e).await
+            }
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// `parts` posted through the conversation's reply addresses, newest first; an address that
+/// refuses is not used again and the next one is tried.
+async fn through_addresses(
+    ctx: &ChatContext,
+    conversation: &str,
+    p: &dyn ChatPlatform,
+    parts: &[String],
+    refused: PluginError,
+) -> Result<(), PluginError> {
+    let addresses = &ctx.reply_addresses;
+    let mut parts = parts.iter().peekable();
+    while let Some(part) = parts.peek() {
+        let Some(a) = addresses.newest(conversation, ctx.clock.now()) else {
+            return Err(refused);
+        };
+        let sent = tokio::time::timeout(PLATFORM_TIMEOUT, p.send_to_address(&a.url, part, a.left))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PluginError::Timeout {
+                    what: "chat reply address".into(),
+                    after: PLATFORM_TIMEOUT,
+                })
+            });
+        match sent {
+            Ok(posts) => {
+                addresses.used(conversation, &a.url, posts.max(1));
+                parts.next();
+            }
+            Err(e) => {
+                // The URL is a capability: the error names the platform's code, never it.
+                tracing::warn!(conversation, error = %e, "a reply address refused the reply");
+                addresses.spent(conversation, &a.url);
+            }
+        }
+    }
+    tracing::info!(
+        conversation,
+        error = %refused,
+        "the bot cannot post in the thread: the reply went through the message's reply address"
+    );
+    Ok(())
 }
 
 /// Sends a reply of the conversation's turn (or of a command it runs): only while this node

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `telegram` | [`telegram`] | `getUpdates` long poll or `POST /webhooks/telegram` | `sendMessage`, `editMessageText`, MarkdownV2 |
 //! | `discord` | [`discord`] (+ [`gateway`], [`discord_limits`]) | Gateway `MESSAGE_CREATE`, `POST /webhooks/discord/interactions` | `POST/PATCH /channels/{id}/messages` |
-//! | `slack` | [`slack`] | `POST /webhooks/slack/events`, `POST /webhooks/slack/commands` | `chat.postMessage`, `chat.update` |
+//! | `slack` | [`slack`] | `POST /webhooks/slack/events`, `POST /webhooks/slack/commands` | `chat.postMessage`, `chat.update`; a command's `response_url` where the bot is not in the channel |
 //! | `github` | [`github`] | `issue_comment`/`pull_request_review_comment` on `/webhooks/github` | issue comments |
 //! | `jira` | [`jira`] (+ [`adf`]) | `comment_created` on `/webhooks/jira` | REST v3 comments in ADF |
 //!

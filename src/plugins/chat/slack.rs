@@ -8,7 +8,10 @@
 //! thread at its own `ts`. A slash command has no message and no thread (Slack does not let
 //! an app's commands be invoked in threads): its conversation is the channel, `{channel}`,
 //! shared by every command typed there, and its replies are posted in the channel itself
-//! ([`parse_command`]). `app_mention` events and direct messages are taken; other
+//! ([`parse_command`]). Where the bot cannot post (`not_in_channel`, `channel_not_found`,
+//! `is_archived`: a private channel or DM it is not in), the bridge posts the reply to the
+//! command's `response_url` instead ([`ChatPlatform::send_to_address`]; kept in the
+//! message's meta, never logged). `app_mention` events and direct messages are taken; other
 //! messages inside threads only with `slack.require_mention: false`; including the `thread_broadcast` and `file_share` subtypes (people wrote them);
 //! bot messages, edits and other subtypes are not. Slack sends both `app_mention` and
 //! `message` for a mention in a thread: both carry the same `{channel}:{ts}` message id, so
@@ -25,7 +28,9 @@ use serde_json::{json, Value};
 use super::split::split_message;
 use super::Http;
 use crate::config::SlackSettings;
-use crate::plugins::{ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult};
+use crate::plugins::{
+    ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult, META_RESPONSE_URL,
+};
 
 /// Slack's advice for `text` (`chat.update` refuses more), in characters.
 pub const MAX_MESSAGE: usize = 4000;
@@ -117,6 +122,16 @@ impl SlackPlatform {
 /// message a second per channel.
 const RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
 
+/// `chat.postMessage` errors that say the bot cannot post in the channel at all (not a
+/// member of a private channel or of somebody else's DM, the channel gone or archived): a
+/// slash command's reply then goes through its `response_url`.
+const CANNOT_POST: &[&str] = &[
+    "not_in_channel",
+    "channel_not_found",
+    "is_archived",
+    "restricted_action",
+];
+
 /// Most replies read in one `conversations.replies` page for a thread's history.
 const HISTORY_PAGE: usize = 200;
 
@@ -188,6 +203,40 @@ impl ChatPlatform for SlackPlatform {
             last = v["ts"].as_str().map(str::to_string);
         }
         last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+    }
+
+    fn cannot_post_here(&self, error: &PluginError) -> bool {
+        matches!(error, PluginError::Http { service: "slack", detail, .. }
+            if CANNOT_POST.contains(&detail.as_str()))
+    }
+
+    /// A slash command's `response_url` ("Handling user interaction", message responses): a
+    /// JSON POST of `{"text", "response_type": "in_channel"}`, no token; each piece is one of
+    /// the URL's five uses. Its answer is `ok` (or `{"ok": true}`) with a 2xx; anything
+    /// else (`expired_url`, `used_url`, a 404) fails the post. The URL never appears in an
+    /// error.
+    async fn send_to_address(
+        &self,
+        address: &str,
+        text: &str,
+        max_posts: usize,
+    ) -> PluginResult<usize> {
+        if !(address.starts_with("https://") || address.starts_with("http://")) {
+            return Err(PluginError::Invalid(
+                "a response_url is not an http(s) URL".into(),
+            ));
+        }
+        let mut posts = 0;
+        for chunk in split_escaped(text, MAX_MESSAGE).into_iter().take(max_posts) {
+            let body = json!({"text": chunk, "response_type": "in_channel"});
+            let r = self.http.call(|c| c.post(address).json(&body)).await?;
+            let refused = r.json["ok"] == json!(false);
+            if !(200..300).contains(&r.status) || refused {
+                return Err(r.error("slack", r.json["error"].as_str()));
+            }
+            posts += 1;
+        }
+        Ok(posts)
     }
 
     async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
@@ -423,7 +472,9 @@ pub fn is_ssl_check(body: &[u8]) -> bool {
 /// fields `command`, `text`, `channel_id`, `user_id` and `trigger_id` (Slack's "Implementing
 /// slash commands"). The message is the channel's (`thread` = `{channel}`: commands cannot be
 /// invoked in threads), with `trigger_id` as its message id so a POST made again is stored
-/// once; the author is `user_id`, as for events (the same `chat.allow.slack` list).
+/// once; the author is `user_id`, as for events (the same `chat.allow.slack` list). Its
+/// `response_url` is kept in `meta` ([`META_RESPONSE_URL`]): the reply's way in when the bot
+/// cannot post in the channel.
 ///
 /// The text is what the person would have typed to the bot ([`command_text`]): `umbrella`
 /// (`slack.slash_command`, `/flotilla`) carries the bridge's command in its text; any other
@@ -452,7 +503,11 @@ pub fn parse_command(body: &[u8], umbrella: &str) -> Result<InboundMessage, Stri
             &plain_text(fields.get("text").map(String::as_str).unwrap_or_default()),
             umbrella,
         ),
-        meta: Default::default(),
+        meta: get("response_url")
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .map(|u| (META_RESPONSE_URL.to_string(), u.to_string()))
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -549,6 +604,12 @@ mod tests {
             "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
         );
         assert_eq!(m.text, "/spawn demo fix <the> https://x.io");
+        assert_eq!(
+            m.meta.get(META_RESPONSE_URL).map(String::as_str),
+            Some(
+                "https://hooks.slack.com/commands/T1DC2JH3J/397700885554/96rGlfmibIGlgcZRskXaIFfN"
+            )
+        );
         assert!(parse_command(b"command=%2Fx&user_id=U1&trigger_id=t", "/flotilla").is_err());
         assert!(is_ssl_check(b"ssl_check=1&token=x"));
         assert!(!is_ssl_check(b"ssl_check=1&command=%2Fx"));
