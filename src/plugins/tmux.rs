@@ -41,6 +41,7 @@
 use std::io::ErrorKind;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -607,29 +608,29 @@ impl TmuxRuntime {
 
     /// Moves the cursor of the unnumbered menu on screen to the option `choice` names, one
     /// arrow key at a time, each confirmed by the cursor moving on screen (keys sent at once
-    /// could outrun a TUI that redraws between them), then presses Enter. Stops without Enter
-    /// when the menu went away or the cursor did not follow: the caller sees whether the
-    /// question is still asked.
-    async fn pick_by_cursor(&self, pane: &str, choice: &str) -> PluginResult<()> {
+    /// could outrun a TUI that redraws between them). `true` when the cursor is on it (the
+    /// caller then presses Enter); `false` when the menu went away or the cursor did not
+    /// follow: the caller sees whether the question is still asked.
+    async fn move_cursor_to(&self, pane: &str, choice: &str) -> PluginResult<bool> {
         let read = |s: &Screen| super::activity::cursor_menu_move(&s.rows.join("\n"), choice);
         let Some(mut at) = read(&self.screen(pane).await?) else {
-            return Ok(());
+            return Ok(false);
         };
         for _ in 0..MAX_CURSOR_MOVES {
-            self.tmux(&["send-keys", "-t", pane, at.next_key()]).await?;
             if at.arrived() {
-                return Ok(());
+                return Ok(true);
             }
+            self.tmux(&["send-keys", "-t", pane, at.next_key()]).await?;
             let before = at;
             match self
                 .wait_screen(pane, ANSWER_WAIT, |s| read(s).filter(|m| *m != before))
                 .await?
             {
                 Some(next) => at = next,
-                None => return Ok(()),
+                None => return Ok(false),
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Whether the handle's agent may still take keys: from `/proc` locally; a remote
@@ -1193,33 +1194,61 @@ impl Runtime for TmuxRuntime {
                 .unwrap_or_else(|| MenuKey::Literal(choice.to_string()))
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
-        // approvals): while the same question stays on screen, the answer is typed again.
+        // approvals): the answer is typed again, but only while the screen the key landed on
+        // stays exactly as it was. An agent that took the key and at once asks again in the
+        // same words (the next `git commit`, the same menu) moved the screen meanwhile (its
+        // transcript, the dialog's command): typing again there would approve a dialog nobody
+        // has seen.
         for _ in 0..ANSWER_TRIES {
-            match &key {
+            let landed_on = match &key {
                 MenuKey::Literal(k) => {
+                    let landed_on = self.screen(&h.pane).await?;
                     self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?;
+                    Some(landed_on)
                 }
                 MenuKey::Escape => {
+                    let landed_on = self.screen(&h.pane).await?;
                     self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?;
+                    Some(landed_on)
                 }
-                // From where the cursor is now (a try before may have moved it part of the way).
-                MenuKey::Move(_) => self.pick_by_cursor(&h.pane, choice).await?,
-            }
+                // From where the cursor is now (a try before may have moved it part of the
+                // way); the Enter is the key that answers.
+                MenuKey::Move(_) => {
+                    if self.move_cursor_to(&h.pane, choice).await? {
+                        let landed_on = self.screen(&h.pane).await?;
+                        self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+                        Some(landed_on)
+                    } else {
+                        None
+                    }
+                }
+            };
             if line_prompt {
                 self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             }
-            // A capture taken while the TUI redraws can miss the dialog for one frame: the
-            // question counts as gone once two captures in a row lack it.
-            let gone_before = std::sync::atomic::AtomicBool::new(false);
-            let moved = self
+            // Taken: the question gone, or the screen moved away from the one the key landed
+            // on. Both are read in two captures in a row: a capture taken while the TUI
+            // redraws can miss the dialog, or show half a frame, for one frame.
+            let gone_before = AtomicBool::new(false);
+            let moved_before = AtomicBool::new(false);
+            let moved_ever = AtomicBool::new(false);
+            let taken = self
                 .wait_screen(&h.pane, ANSWER_WAIT, |s| {
                     let gone = question(s).as_ref() != Some(&asked);
-                    let before = gone_before.swap(gone, std::sync::atomic::Ordering::Relaxed);
-                    (gone && before).then_some(())
+                    let moved = landed_on.as_ref().is_some_and(|l| l.rows != s.rows);
+                    moved_ever.fetch_or(moved, Ordering::Relaxed);
+                    let gone_too = gone_before.swap(gone, Ordering::Relaxed);
+                    let moved_too = moved_before.swap(moved, Ordering::Relaxed);
+                    ((gone && gone_too) || (moved && moved_too)).then_some(())
                 })
                 .await?;
-            if moved.is_some() {
+            if taken.is_some() {
                 return Ok(true);
+            }
+            if moved_ever.load(Ordering::Relaxed) {
+                // The screen moved but did not settle away from the key's screen: not
+                // confirmed, and not typed again either.
+                break;
             }
         }
         tracing::warn!(session = %h.session, "an answer was typed but the question stayed");

@@ -386,6 +386,46 @@ async fn an_answer_naming_a_numbered_option_is_its_key() {
     }
 }
 
+/// A permission dialog as Claude draws it, read one raw key at a time. `$1` keys are ignored
+/// while nothing is redrawn (a TUI guarding against accidental approvals); every key after
+/// that is taken: `1` approves, the transcript says so and the same dialog is drawn again at
+/// once (the agent's next `git commit`). After 3 s without a key it prints every key it read.
+const REPEAT_MENU: &str = r#"ignore=$1; n=0; keys=""
+draw() { clear; printf '● approved %s\n\n Bash command\n\n   git commit -m wip\n\n Do you want to proceed?\n \342\235\257 1. Yes\n   2. No\n\n Esc to cancel\n' "$n"; }
+draw
+while IFS= read -rsn1 -t 3 k; do keys="$keys[$k]"; if [ "$ignore" -gt 0 ]; then ignore=$((ignore - 1)); continue; fi; [ "$k" = 1 ] && n=$((n + 1)); draw; done
+clear; echo "keys:$keys approved:$n"; sleep 600"#;
+
+/// An answer is typed again only onto the screen it first landed on: a dialog that ignored
+/// the key gets it again, but an agent that took it and asked the same question again at
+/// once (its transcript moved) does not get a second approval nobody gave.
+#[tokio::test]
+async fn an_answer_is_typed_again_only_while_its_screen_stays_unchanged() {
+    let Some(t) = Tmux::new() else { return };
+    let menu = |id: &str, ignore: &str| {
+        t.spec(
+            id,
+            t.dir.path(),
+            &["bash", "-c", REPEAT_MENU, "menu", ignore],
+        )
+    };
+    // Taken at once, then asked again in the same words: one approval.
+    let h = t.rt.create(&menu("repeat-1", "0")).await.expect("create");
+    output_containing(&t.rt, &h, "Esc to cancel").await;
+    assert!(t.rt.answer(&h, "1").await.expect("answer"));
+    let out = output_containing(&t.rt, &h, "keys:").await;
+    assert!(out.contains("keys:[1] approved:1"), "{out}");
+    // Ignored the first time, nothing redrawn: typed again, taken once.
+    let h2 = t.rt.create(&menu("repeat-2", "1")).await.expect("create");
+    output_containing(&t.rt, &h2, "Esc to cancel").await;
+    assert!(t.rt.answer(&h2, "1").await.expect("answer"));
+    let out = output_containing(&t.rt, &h2, "keys:").await;
+    assert!(out.contains("keys:[1][1] approved:1"), "{out}");
+    for h in [h, h2] {
+        t.rt.destroy(&h).await.expect("destroy");
+    }
+}
+
 /// A menu without numbers or letters, only a cursor (`$2`: `heavy` ❯, `angle` ›, else `>`; as
 /// octal bytes, an argument reaching tmux being ASCII) on the option `$1` (0-based), as
 /// Claude draws its trust dialog: arrow keys move the cursor (redrawn), Enter picks. It prints
