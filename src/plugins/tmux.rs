@@ -665,6 +665,20 @@ struct Screen {
     cursor: usize,
 }
 
+impl Screen {
+    /// The screen's words: each row's letters, blank rows dropped. What an agent blinks or
+    /// counts while it waits (Claude Code's `●` beside a pending tool call, spinner glyphs, a
+    /// seconds counter) is not a word, so it does not count as the screen moving; a tool's
+    /// result or a new call in the transcript does.
+    fn words(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|r| r.chars().filter(|c| c.is_alphabetic()).collect::<String>())
+            .filter(|r| !r.is_empty())
+            .collect()
+    }
+}
+
 /// A wait on the screen that gives up only once the screen has stopped changing for `quiet`
 /// (an agent still drawing a long paste on a loaded machine is progress, not failure), and in
 /// any case after `cap`.
@@ -1195,19 +1209,19 @@ impl Runtime for TmuxRuntime {
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): the answer is typed again, but only while the screen the key landed on
-        // stays exactly as it was. An agent that took the key and at once asks again in the
+        // keeps its words (`Screen::words`). An agent that took the key and at once asks again in the
         // same words (the next `git commit`, the same menu) moved the screen meanwhile (its
         // transcript, the dialog's command): typing again there would approve a dialog nobody
         // has seen.
         for _ in 0..ANSWER_TRIES {
             let landed_on = match &key {
                 MenuKey::Literal(k) => {
-                    let landed_on = self.screen(&h.pane).await?;
+                    let landed_on = self.screen(&h.pane).await?.words();
                     self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?;
                     Some(landed_on)
                 }
                 MenuKey::Escape => {
-                    let landed_on = self.screen(&h.pane).await?;
+                    let landed_on = self.screen(&h.pane).await?.words();
                     self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?;
                     Some(landed_on)
                 }
@@ -1215,7 +1229,7 @@ impl Runtime for TmuxRuntime {
                 // way); the Enter is the key that answers.
                 MenuKey::Move(_) => {
                     if self.move_cursor_to(&h.pane, choice).await? {
-                        let landed_on = self.screen(&h.pane).await?;
+                        let landed_on = self.screen(&h.pane).await?.words();
                         self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
                         Some(landed_on)
                     } else {
@@ -1235,7 +1249,7 @@ impl Runtime for TmuxRuntime {
             let taken = self
                 .wait_screen(&h.pane, ANSWER_WAIT, |s| {
                     let gone = question(s).as_ref() != Some(&asked);
-                    let moved = landed_on.as_ref().is_some_and(|l| l.rows != s.rows);
+                    let moved = landed_on.as_ref().is_some_and(|l| *l != s.words());
                     moved_ever.fetch_or(moved, Ordering::Relaxed);
                     let gone_too = gone_before.swap(gone, Ordering::Relaxed);
                     let moved_too = moved_before.swap(moved, Ordering::Relaxed);

@@ -387,13 +387,16 @@ async fn an_answer_naming_a_numbered_option_is_its_key() {
 }
 
 /// A permission dialog as Claude draws it, read one raw key at a time. `$1` keys are ignored
-/// while nothing is redrawn (a TUI guarding against accidental approvals); every key after
-/// that is taken: `1` approves, the transcript says so and the same dialog is drawn again at
-/// once (the agent's next `git commit`). After 3 s without a key it prints every key it read.
-const REPEAT_MENU: &str = r#"ignore=$1; n=0; keys=""
-draw() { clear; printf '● approved %s\n\n Bash command\n\n   git commit -m wip\n\n Do you want to proceed?\n \342\235\257 1. Yes\n   2. No\n\n Esc to cancel\n' "$n"; }
+/// (a TUI guarding against accidental approvals), each only blinking the pending call's `●`;
+/// every key after that is taken: `1` approves, the transcript grows a line and the same
+/// dialog is drawn again at once (the agent's next `git commit`). After 3 s without a key it
+/// prints every key it read.
+const REPEAT_MENU: &str = r#"ignore=$1; n=0; keys=""; dot=$'\342\227\217'; done=""
+draw() { clear; printf '%b%s Committing\n\n Bash command\n\n   git commit -m wip\n\n Do you want to proceed?\n \342\235\257 1. Yes\n   2. No\n\n Esc to cancel\n' "$done" "$dot"; }
 draw
-while IFS= read -rsn1 -t 3 k; do keys="$keys[$k]"; if [ "$ignore" -gt 0 ]; then ignore=$((ignore - 1)); continue; fi; [ "$k" = 1 ] && n=$((n + 1)); draw; done
+while IFS= read -rsn1 -t 3 k; do keys="$keys[$k]"
+  if [ "$ignore" -gt 0 ]; then ignore=$((ignore - 1)); [ "$dot" = " " ] && dot=$'\342\227\217' || dot=" "; draw; continue; fi
+  [ "$k" = 1 ] && n=$((n + 1)) && done="$done  git commit: done\n"; draw; done
 clear; echo "keys:$keys approved:$n"; sleep 600"#;
 
 /// An answer is typed again only onto the screen it first landed on: a dialog that ignored
@@ -415,7 +418,7 @@ async fn an_answer_is_typed_again_only_while_its_screen_stays_unchanged() {
     assert!(t.rt.answer(&h, "1").await.expect("answer"));
     let out = output_containing(&t.rt, &h, "keys:").await;
     assert!(out.contains("keys:[1] approved:1"), "{out}");
-    // Ignored the first time, nothing redrawn: typed again, taken once.
+    // Ignored the first time, only a blink redrawn: typed again, taken once.
     let h2 = t.rt.create(&menu("repeat-2", "1")).await.expect("create");
     output_containing(&t.rt, &h2, "Esc to cancel").await;
     assert!(t.rt.answer(&h2, "1").await.expect("answer"));
