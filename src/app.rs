@@ -493,6 +493,22 @@ impl Application {
             .with_cluster(cluster.clone())
             .start();
         let chat_cluster = cluster.clone();
+        // Each chat turn's assistant runs under `flotilla turn-guard`, which kills it when
+        // this node dies or, clustered, stops renewing its leases (the heartbeat file).
+        let turn_guard = cli_path(&settings.server).map(|exe| {
+            let alive = cluster.as_ref().and_then(|c| {
+                let file =
+                    crate::actors::cluster::heartbeat::HeartbeatFile::in_home(&home, c.node());
+                match c.keep_heartbeat(file) {
+                    Ok(()) => c.guard_heartbeat(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reset the cluster heartbeat file");
+                        None
+                    }
+                }
+            });
+            crate::plugins::assistants::TurnGuard::new(exe, alive)
+        });
         if let Some(c) = cluster {
             crate::actors::cluster::lease_manager::LeaseManagerActor::new(c, supervisor.clone())
                 .start();
@@ -556,6 +572,7 @@ impl Application {
                 journal: Some(fleet.journal.clone()),
                 clock,
                 cluster: chat_cluster,
+                turn_guard,
             },
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;
