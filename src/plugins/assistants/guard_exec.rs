@@ -33,11 +33,11 @@ pub struct GuardOptions {
 /// killed the assistant, or of the group kill.
 pub fn run(opts: GuardOptions) -> i32 {
     let Some((program, args)) = opts.command.split_first() else {
-        eprintln!("flotilla turn-guard: no command");
+        say("flotilla turn-guard: no command");
         return 2;
     };
     if opts.alive.is_some() != opts.within_ms.is_some() {
-        eprintln!("flotilla turn-guard: --alive and --within-ms go together");
+        say("flotilla turn-guard: --alive and --within-ms go together");
         return 2;
     }
     let parent = opts
@@ -56,7 +56,10 @@ pub fn run(opts: GuardOptions) -> i32 {
     let mut child = match std::process::Command::new(program).args(args).spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{SPAWN_FAILED}{}", e.raw_os_error().unwrap_or(libc::EIO));
+            say(&format!(
+                "{SPAWN_FAILED}{}",
+                e.raw_os_error().unwrap_or(libc::EIO)
+            ));
             return SPAWN_FAILED_CODE;
         }
     };
@@ -76,7 +79,9 @@ pub fn run(opts: GuardOptions) -> i32 {
             Ok(Some(status)) => return forward(Exit::of(status)),
             Ok(None) => {}
             Err(e) => {
-                eprintln!("flotilla turn-guard: cannot wait for the assistant: {e}");
+                say(&format!(
+                    "flotilla turn-guard: cannot wait for the assistant: {e}"
+                ));
                 stop(&mut child);
             }
         }
@@ -86,7 +91,9 @@ pub fn run(opts: GuardOptions) -> i32 {
         };
         match decide(seen, within) {
             Decision::Stop(reason) => {
-                eprintln!("flotilla turn-guard: stopped the assistant: {reason}");
+                say(&format!(
+                    "flotilla turn-guard: stopped the assistant: {reason}"
+                ));
                 stop(&mut child);
             }
             Decision::Wait(d) => {
@@ -99,6 +106,13 @@ pub fn run(opts: GuardOptions) -> i32 {
             }
         }
     }
+}
+
+/// One line on stderr, if anybody still reads it: the node that read the pipe may be dead,
+/// and a failed write must not keep the guard from killing (`eprintln!` would panic).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Whether the node is still the guard's parent.
