@@ -56,7 +56,7 @@ pub fn within(ttl: Duration, renew: Duration) -> Duration {
 /// How the node asks for a guarded turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnGuard {
-    /// The `flotilla` executable (`server.cli_path`, else this one when it is `flotilla`).
+    /// The `flotilla` executable (this one when it is `flotilla`, else `server.cli_path`).
     pub exe: PathBuf,
     /// The node's pid: the guard's parent while the node lives.
     pub parent: u32,
