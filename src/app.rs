@@ -43,6 +43,15 @@ fn cli_path(s: &crate::config::ServerSettings) -> Option<PathBuf> {
     (exe.file_stem()? == "flotilla").then_some(exe)
 }
 
+/// The `flotilla` executable chat turns run their guard with: this executable when it is
+/// `flotilla` (the guard must be this version, whatever `server.cli_path` wraps for hooks),
+/// else the configured one (a program embedding Flotilla, such as a test binary).
+fn turn_guard_exe(s: &crate::config::ServerSettings) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    exe.filter(|e| e.file_stem().is_some_and(|n| n == "flotilla"))
+        .or_else(|| cli_path(s))
+}
+
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -493,6 +502,22 @@ impl Application {
             .with_cluster(cluster.clone())
             .start();
         let chat_cluster = cluster.clone();
+        // Each chat turn's assistant runs under `flotilla turn-guard`, which kills it when
+        // this node dies or, clustered, stops renewing its leases (the heartbeat file).
+        let turn_guard = turn_guard_exe(&settings.server).map(|exe| {
+            let alive = cluster.as_ref().and_then(|c| {
+                let file =
+                    crate::actors::cluster::heartbeat::HeartbeatFile::in_home(&home, c.node());
+                match c.keep_heartbeat(file) {
+                    Ok(()) => c.guard_heartbeat(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reset the cluster heartbeat file");
+                        None
+                    }
+                }
+            });
+            crate::plugins::assistants::TurnGuard::new(exe, alive)
+        });
         if let Some(c) = cluster {
             crate::actors::cluster::lease_manager::LeaseManagerActor::new(c, supervisor.clone())
                 .start();
@@ -556,6 +581,7 @@ impl Application {
                 journal: Some(fleet.journal.clone()),
                 clock,
                 cluster: chat_cluster,
+                turn_guard,
             },
         )
         .map_err(|e| StartError::Config(format!("chat.assistant: {e}")))?;

@@ -155,6 +155,24 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// (Run by the node around each chat assistant) start the assistant in this process's
+    /// group, forward its exit status, and kill the group when the node is gone or its
+    /// cluster heartbeat file is older than `--within-ms`.
+    #[command(hide = true)]
+    TurnGuard {
+        /// The node's pid (default: this process's parent when it starts).
+        #[arg(long)]
+        parent: Option<u32>,
+        /// The node's heartbeat file (clustered), touched after each lease renewal.
+        #[arg(long, requires = "within_ms")]
+        alive: Option<std::path::PathBuf>,
+        /// How old the heartbeat file may get, in milliseconds.
+        #[arg(long, requires = "alive")]
+        within_ms: Option<u64>,
+        /// The assistant's argument vector, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// (For agents) report your own state; uses $FLOTILLA_SESSION_ID, $FLOTILLA_REPORT_TOKEN
     /// and $FLOTILLA_SERVER.
     Report {

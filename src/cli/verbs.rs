@@ -53,6 +53,20 @@ pub fn run(cli: Cli) -> i32 {
             cpu_seconds,
             command,
         }),
+        // Before anything starts a thread, like `sandbox-exec`.
+        Command::TurnGuard {
+            parent,
+            alive,
+            within_ms,
+            command,
+        } => crate::plugins::assistants::guard_exec::run(
+            crate::plugins::assistants::guard_exec::GuardOptions {
+                parent,
+                alive,
+                within_ms,
+                command,
+            },
+        ),
         Command::Doctor { json } => doctor(cli.config, json),
         ref other => {
             // A client run by an agent (orchestrator, `report`) has the server and a token in
@@ -541,6 +555,7 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
         | Command::Completions { .. }
         | Command::Report { .. }
         | Command::SandboxExec { .. }
+        | Command::TurnGuard { .. }
         | Command::Hook { .. } => {}
     }
     Ok(())

@@ -185,10 +185,11 @@ fn urlenc(s: &str) -> String {
         .collect()
 }
 
-/// Like `spawn_app_with`, but in a directory the caller prepared.
+/// Like `spawn_app_with`, but in a directory the caller prepared; chat turns run under the
+/// turn guard.
 async fn spawn_app_in(dir: tempfile::TempDir, backend: Backend, extra: &str) -> Option<TestApp> {
     let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
-    spawn_app_with_agents(backend, &agents, extra, dir).await
+    spawn_app_guarded(backend, &agents, extra, dir).await
 }
 
 #[actix_web::test]
@@ -1008,7 +1009,7 @@ async fn a_plain_reply_in_the_thread_answers_the_session_that_asked_there() {
         "{project}{}notifiers:\n  chatback: {{ kind: chat }}\ndefaults: {{ notifiers: [chatback] }}\n",
         chat_yaml(&base, "")
     );
-    let Some(app) = spawn_app_with_agents(Backend::Sqlite, &agents, &extra, dir).await else {
+    let Some(app) = spawn_app_guarded(Backend::Sqlite, &agents, &extra, dir).await else {
         return;
     };
     let _tmux = crate::fleet_tmux::TmuxGuard(flotilla::app::tmux_socket(&app.home));

@@ -10,7 +10,9 @@ use serde_json::json;
 use crate::fake_discord::{FakeDiscord, BOT_ID};
 use crate::fake_slack::{self, FakeSlack};
 use crate::fake_telegram::FakeTelegram;
-use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, TestApp, ECHO_AGENT};
+use crate::helpers::{
+    eventually, require_tool, spawn_app_with_env, Backend, TestApp, ECHO_AGENT, GUARDED_TURNS,
+};
 
 const TG_SECRET: &str = "abc_DEF-123";
 const TG_HOOK: &str = "https://flotilla.example.com/webhooks/telegram";
@@ -21,13 +23,15 @@ const DISCORD_KEY: [u8; 32] = [7u8; 32];
 /// `chat:` (indented two spaces).
 async fn app_with(env: &[(&str, &str)], chat: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Assistant turns run under the turn guard, as in `flotilla serve`.
+    let env: Vec<(&str, &str)> = env.iter().copied().chain([GUARDED_TURNS]).collect();
     let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
     spawn_app_with_env(
         Backend::Sqlite,
         &agents,
         &format!("chat:\n{chat}"),
         dir,
-        env,
+        &env,
     )
     .await
     .expect("app")

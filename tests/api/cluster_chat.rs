@@ -327,8 +327,8 @@ async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kil
 
     nodes.kill9(victim_index);
     let bases = nodes.bases.clone();
-    // The interrupted turns' agents outlive their node; opening the gate lets them (and the
-    // re-runs) finish. What the orphans print goes nowhere.
+    // The interrupted turns' assistants die with their node (their turn guards see it gone);
+    // opening the gate lets the re-runs finish.
     std::fs::write(&gate, "open").expect("gate");
 
     slowly(120, "the dead node's conversations taken over", || async {
@@ -625,8 +625,8 @@ async fn chat_turns_are_capped_across_the_cluster_and_a_dead_nodes_slots_expire(
 
     nodes.kill9(victim);
     let bases = nodes.bases.clone();
-    // The orphaned run may finish; its node is dead, so the assistant no longer counts it
-    // and the database's slot of it is only freed by expiry.
+    // The dead node's run died with it (its turn guard); the database's slot of it is only
+    // freed by expiry.
     open("tag-x1");
     slowly(120, "x3 run and x1 re-run by a survivor", || async {
         let m = messages(&url).await;
@@ -722,10 +722,21 @@ async fn wait_rerun_by(nodes: &Nodes, thread: &str, tag: &str, by: usize) {
 /// its assistant run to start. Returns the run's pid and the index of the node running it: the
 /// receiver takes the conversation when it is free, but another node's sweep may win it.
 async fn held_turn(nodes: &Nodes, thread: &str, tag: &str, gate: &Path) -> (u64, usize) {
+    held_turn_saying(nodes, thread, tag, "", gate).await
+}
+
+/// [`held_turn`] with `words` (scripted assistant keywords) before the gate.
+async fn held_turn_saying(
+    nodes: &Nodes,
+    thread: &str,
+    tag: &str,
+    words: &str,
+    gate: &Path,
+) -> (u64, usize) {
     post_message(
         &nodes.bases[0].1,
         thread,
-        &format!("/say {tag} WAIT:{} end", gate.display()),
+        &format!("/say {tag} {words}WAIT:{} end", gate.display()),
     )
     .await;
     let pid = slowly(60, &format!("{tag} running"), || async {
@@ -748,9 +759,12 @@ async fn held_turn(nodes: &Nodes, thread: &str, tag: &str, gate: &Path) -> (u64,
     (pid, owner)
 }
 
-/// A node paused past the lease time loses the conversation whose turn it runs: once it
-/// resumes and learns the lease is lost, it stops that turn (its assistant is killed, no
-/// reply) and holds no slot, while the new owner runs the message again in its own slot.
+/// A node paused past the lease time loses the conversation whose turn it runs: its
+/// assistant is already gone (its turn guard saw the heartbeat go stale, see
+/// [`a_paused_nodes_assistant_dies_before_another_node_runs_the_message_again`]); once it
+/// resumes and learns the lease is lost, it ends that turn without a reply (neither the
+/// answer nor the failure of the killed assistant) and holds no slot, while the new owner
+/// runs the message again in its own slot.
 #[actix_web::test]
 async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     let Some(nodes) = Nodes::start(2, 2, "").await else {
@@ -767,7 +781,7 @@ async fn a_node_that_lost_a_conversation_stops_its_turn_and_frees_the_slot() {
     wait_rerun_by(&nodes, "y1", "tag-y1", b).await;
     signal(nodes.procs[a].pid(), "CONT");
     // Well within `chat.turn_timeout` (60 s), which would also stop it.
-    slowly(30, "the old owner stopped its turn of y1", || async {
+    slowly(30, "the old owner's run of y1 stopped", || async {
         gone(first_pid).then_some(())
     })
     .await;
@@ -804,9 +818,13 @@ async fn turns_ended(base: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// A node paused past the lease time while its assistant finished (the answer waiting in
-/// the pipe) says nothing of that turn when it resumes: its fence no longer holds the
-/// conversation's lease, so the reply is dropped, and the new owner's answer is the only one.
+/// A node paused past the lease time says nothing of that turn when it resumes: its fence no
+/// longer holds the conversation's lease, so whatever its turn ended with is dropped, and the
+/// new owner's answer is the only one. Before the turn guard its assistant finished while the
+/// node was frozen (the answer waiting in the pipe); now the guard kills it while the node is
+/// still paused, so what waits in the pipe is that assistant's end (killed), whose failure
+/// reply is dropped the same way. Opening the gate while the node is frozen still lets an old
+/// run answer if the guard were late, and the fence would drop that answer too.
 #[actix_web::test]
 async fn a_node_that_lost_a_conversation_does_not_post_the_answer_its_assistant_finished() {
     let Some(nodes) = Nodes::start(2, 2, "").await else {
@@ -842,4 +860,74 @@ async fn a_node_that_lost_a_conversation_does_not_post_the_answer_its_assistant_
         BTreeMap::from([(NODES[b].to_string(), 1)]),
         "answered once, by the new owner; the old owner's reply was dropped"
     );
+}
+
+/// The runs of `tag` that started, as their `start` log lines, in order.
+fn starts_of(log: &Path, tag: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["event"] == "start"
+                && v["prompt"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .any(|w| w == tag)
+        })
+        .collect()
+}
+
+/// A node paused past the lease time: its assistant's turn guard sees the node's heartbeat
+/// (touched after each committed lease renewal) go stale and kills the assistant while the
+/// node is still stopped, before the lease and the turn slot expire. So when the other node
+/// takes the conversation over and runs the message again there is never a second run beside
+/// the first: the cap (1 here) holds across the cluster, as the re-run itself counts at its
+/// start. Before the guard the paused node's assistant ran on until the node resumed.
+#[actix_web::test]
+async fn a_paused_nodes_assistant_dies_before_another_node_runs_the_message_again() {
+    let Some(nodes) = Nodes::start(2, 1, "").await else {
+        return;
+    };
+    let (url, bases) = (nodes.url.clone(), nodes.bases.clone());
+    let gate = nodes.base.join("gate-p1");
+    let counted = nodes.base.join("running-p1");
+    let words = format!("RUNNING:{} ", counted.display());
+    let (first_pid, a) = held_turn_saying(&nodes, "p1", "tag-p1", &words, &gate).await;
+    let b = 1 - a;
+
+    signal(nodes.procs[a].pid(), "STOP");
+    // Within a lease time or two: the guard acts before the lease (3 s) can expire.
+    slowly(
+        30,
+        "the paused node's assistant gone while the node is stopped",
+        || async { gone(first_pid).then_some(()) },
+    )
+    .await;
+    wait_rerun_by(&nodes, "p1", "tag-p1", b).await;
+    let starts = starts_of(&nodes.log, "tag-p1");
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_eq!(
+        starts[1]["running"], 1,
+        "the re-run started alone: the paused node's run was gone by then: {starts:?}"
+    );
+    signal(nodes.procs[a].pid(), "CONT");
+
+    std::fs::write(&gate, "open").expect("gate");
+    wait_done(&url, "tag-p1").await;
+    assert_eq!(
+        answers(&bases, "p1", "tag-p1").await,
+        BTreeMap::from([(NODES[b].to_string(), 1)]),
+        "answered once, by the new owner"
+    );
+    assert!(
+        peak_running(&nodes.log) <= 1,
+        "the assistant counted {} runs at once (cap 1)",
+        peak_running(&nodes.log)
+    );
+    slowly(60, "every slot freed", || async {
+        slot_rows(&url).await.is_empty().then_some(())
+    })
+    .await;
 }

@@ -200,3 +200,98 @@ async fn kill_dash_nine_and_restart_loses_nothing() {
     assert!(ids(&after_resume)[0] > last_seen);
     assert!(ids(&after_resume).iter().all(|i| *i > last_seen));
 }
+
+/// Whether process `pid` is gone (or a zombie).
+fn gone(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// A node killed with `-9` in the middle of a chat turn: its assistant (under `flotilla
+/// turn-guard`) dies by itself while the node is down, so when the restarted node runs the
+/// interrupted message again (`resumed`) there is one assistant on it, and the message is
+/// answered once. Before the guard the orphan ran on (nobody kills its process group) and
+/// finished beside the re-run.
+#[actix_web::test]
+async fn a_chat_turns_assistant_dies_with_its_node_killed_9_and_the_restart_answers_once() {
+    if !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("chat");
+    std::fs::create_dir_all(base.join("ws")).expect("mkdir");
+    let extra = crate::chat::chat_yaml(&base, "");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let gate = base.join("gate");
+    let say = |address: String, text: String| async move {
+        let (st, v) = post(
+            &address,
+            "/api/v1/chat/test/messages",
+            json!({"thread": "k1", "text": text, "author": "tester"}),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+    };
+    say(
+        server.address.clone(),
+        format!("/setcwd {}", base.join("ws").display()),
+    )
+    .await;
+    say(
+        server.address.clone(),
+        format!("tag-k1 WAIT:{}", gate.display()),
+    )
+    .await;
+    let log = base.join("assistant.log");
+    let runs = |event: &str| -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| {
+                v["event"] == event && v["prompt"].as_str().unwrap_or("").contains("tag-k1")
+            })
+            .collect()
+    };
+    let first = eventually(30, "the turn's assistant running", || async {
+        runs("start").first().and_then(|v| v["pid"].as_u64())
+    })
+    .await;
+
+    server.kill9();
+    eventually(
+        30,
+        "the orphaned assistant gone while its node is down",
+        || async { gone(first).then_some(()) },
+    )
+    .await;
+
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    eventually(30, "the interrupted message run again", || async {
+        (runs("start").len() == 2).then_some(())
+    })
+    .await;
+    std::fs::write(&gate, "open").expect("gate");
+    let answers = eventually(30, "the answer", || async {
+        let v = get(&server.address, "/api/v1/chat/test/replies?thread=k1").await;
+        let answers: Vec<String> = v["replies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["text"].as_str())
+            .filter(|t| t.contains("echo: tag-k1"))
+            .map(str::to_string)
+            .collect();
+        (!answers.is_empty()).then_some(answers)
+    })
+    .await;
+    assert_eq!(answers.len(), 1, "answered once: {answers:?}");
+    assert_eq!(runs("end").len(), 1, "one run finished: the re-run");
+    assert_eq!(runs("start").len(), 2, "the interrupted run and its re-run");
+}

@@ -218,6 +218,22 @@ pub struct TestApp {
     pub _dir: TempDir,
 }
 
+/// The `FLOTILLA__…` override naming the cargo-built `flotilla` as `server.cli_path`: an app
+/// in this test binary then runs its chat assistants under `flotilla turn-guard`, as
+/// `flotilla serve` does (its own executable).
+pub const GUARDED_TURNS: (&str, &str) =
+    ("FLOTILLA__SERVER__CLI_PATH", env!("CARGO_BIN_EXE_flotilla"));
+
+/// [`spawn_app_with_agents`] whose chat turns run under the turn guard ([`GUARDED_TURNS`]).
+pub async fn spawn_app_guarded(
+    backend: Backend,
+    agents: &str,
+    extra: &str,
+    dir: TempDir,
+) -> Option<TestApp> {
+    spawn_app_with_env(backend, agents, extra, dir, &[GUARDED_TURNS]).await
+}
+
 /// Starts an app on SQLite with the echo agent.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Backend::Sqlite, ECHO_AGENT, "")

@@ -75,3 +75,4 @@ mod tracker_contracts;
 mod tracker_intake;
 mod tracker_writeback;
 mod trackers;
+mod turn_guard;

@@ -63,7 +63,7 @@ impl RealChat {
             url = fake.url(),
         );
         let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
-        let app = spawn_app_with_agents(Backend::Sqlite, &agents, &extra, dir).await?;
+        let app = spawn_app_guarded(Backend::Sqlite, &agents, &extra, dir).await?;
         Some(RealChat {
             chat: ChatDriver { app, base },
             fake,

@@ -87,7 +87,7 @@ stream_max_retries = 0
             codex_home = codex_home.display(),
         );
         let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
-        let app = spawn_app_with_agents(Backend::Sqlite, &agents, &extra, dir).await?;
+        let app = spawn_app_guarded(Backend::Sqlite, &agents, &extra, dir).await?;
         Some(CodexChat {
             chat: ChatDriver { app, base },
             fake,

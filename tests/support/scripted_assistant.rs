@@ -18,7 +18,8 @@
 //!   `permission_denials` entry (Bash `make deploy`) and `total_cost_usd` 0.25, exit 0.
 //!
 //! - `RUNNING:<dir>`: counts the turns running at once: the run keeps a file `<dir>/<pid>`
-//!   (holding its parent's pid, the Flotilla node) while it runs, and its `start` and `end`
+//!   (holding its parent's pid: the Flotilla node's turn guard, which dies with the node, or
+//!   the node itself) while it runs, and its `start` and `end`
 //!   log lines carry `running`, the number of such files whose node is alive (orphans of a
 //!   node killed with `kill -9` do not count). Counted after its own file is written and
 //!   before it is removed, so of any runs that overlap, the first to end sees them all.

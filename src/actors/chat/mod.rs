@@ -502,6 +502,9 @@ pub struct ChatLinks {
     pub clock: crate::clock::Clock,
     /// Several nodes: conversations are leased through it; `None` on one node.
     pub cluster: Option<Arc<Cluster>>,
+    /// Runs each assistant under `flotilla turn-guard`; `None` only when no `flotilla`
+    /// executable is known (a program embedding Flotilla).
+    pub turn_guard: Option<crate::plugins::assistants::TurnGuard>,
 }
 
 /// Starts the chat bridge over `platforms` (from [`platforms::chat_platforms_from`]): the assistant, the supervisor (which seeds
@@ -522,8 +525,16 @@ pub fn start(
         journal,
         clock,
         cluster,
+        turn_guard,
     } = links;
-    let assistant = crate::plugins::assistants::from_settings(&settings.chat.assistant)?;
+    if turn_guard.is_none() {
+        tracing::warn!(
+            "no flotilla executable known (server.cli_path): chat assistants run without a \
+             turn guard and outlive a node killed with -9"
+        );
+    }
+    let assistant =
+        crate::plugins::assistants::from_settings(&settings.chat.assistant, turn_guard)?;
     inbox::warn_empty_allowlists(&settings.chat);
     let mut ctx = ChatContext::new(
         store.clone(),

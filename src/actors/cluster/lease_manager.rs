@@ -1,6 +1,7 @@
 //! `LeaseManagerActor`: keeps this node's leases and takes over a dead node's.
 //!
-//! Every `cluster.renew_interval` it renews all of the node's leases in one query, tells the
+//! Every `cluster.renew_interval` it renews all of the node's leases in one query (and, once
+//! that committed, touches the node's heartbeat file that chat turn guards watch), tells the
 //! supervisor to let go of sessions whose lease was lost (their agents keep running: the new
 //! owner adopts them), takes over expired leases of other nodes and has the supervisor adopt
 //! those sessions, and runs the commands queued for the sessions it owns. A `NOTIFY` on the
@@ -66,8 +67,17 @@ impl LeaseManagerActor {
             let node = cluster.node().0.clone();
             let ttl = cluster.timing().ttl;
             let round = cluster.begin_round();
+            // Before the query: the database stamps the new expiries after this instant, so
+            // the heartbeat never claims more than the leases hold.
+            let sent = std::time::SystemTime::now();
             match store.renew_leases(&node, ttl).await {
                 Ok(leases) => {
+                    // Committed: the turn guards may let the assistants run on.
+                    if let Some(h) = cluster.heartbeat() {
+                        if let Err(e) = h.beat(sent).await {
+                            tracing::warn!(error = %e, "cannot write the cluster heartbeat file");
+                        }
+                    }
                     let (lost, conversations) = cluster.renewed(round, &leases);
                     if !lost.is_empty() {
                         tracing::warn!(sessions = lost.len(), "leases lost to another node");

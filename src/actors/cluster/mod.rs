@@ -15,11 +15,12 @@
 
 pub mod bus;
 pub mod fence;
+pub mod heartbeat;
 pub mod lease_manager;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -80,6 +81,8 @@ pub struct Cluster {
     chat_hook: Mutex<Option<Recipient<ConversationLeases>>>,
     /// Renewal rounds started so far.
     round: AtomicU64,
+    /// Touched after each committed renewal; read by the chat turns' guards.
+    heartbeat: OnceLock<heartbeat::HeartbeatFile>,
 }
 
 /// Sent by the lease manager to the chat bridge: conversation leases this node took over
@@ -118,7 +121,31 @@ impl Cluster {
             conversations: Mutex::new(HashMap::new()),
             chat_hook: Mutex::new(None),
             round: AtomicU64::new(0),
+            heartbeat: OnceLock::new(),
         })
+    }
+
+    /// Keeps this node's heartbeat in `file` (an earlier run's is removed first). Set once,
+    /// before the lease manager starts.
+    ///
+    /// # Errors
+    /// The earlier file cannot be removed.
+    pub fn keep_heartbeat(&self, file: heartbeat::HeartbeatFile) -> std::io::Result<()> {
+        file.reset()?;
+        let _ = self.heartbeat.set(file);
+        Ok(())
+    }
+
+    /// The heartbeat file, if kept.
+    pub fn heartbeat(&self) -> Option<&heartbeat::HeartbeatFile> {
+        self.heartbeat.get()
+    }
+
+    /// What a chat turn's guard watches: the heartbeat file and how old it may get.
+    pub fn guard_heartbeat(&self) -> Option<crate::plugins::assistants::guard::Heartbeat> {
+        self.heartbeat
+            .get()
+            .map(|h| h.for_guard(self.timing.ttl, self.timing.renew_every))
     }
 
     /// This node's name.

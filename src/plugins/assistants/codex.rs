@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::guard::TurnGuard;
 use super::{run_turn, ParseState, MAX_ARG_PROMPT};
 use crate::config::PermissionMode;
 use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest, TurnUsage};
@@ -21,6 +22,8 @@ pub struct CodexAssistant {
     env: BTreeMap<String, String>,
     /// `--model` for every turn; `None`: the CLI's default.
     model: Option<String>,
+    /// Runs each turn under `flotilla turn-guard`.
+    guard: Option<TurnGuard>,
 }
 
 impl CodexAssistant {
@@ -31,12 +34,19 @@ impl CodexAssistant {
             mode,
             env,
             model: None,
+            guard: None,
         }
     }
 
     /// Runs every turn on `model` (`--model`).
     pub fn with_model(mut self, model: Option<String>) -> Self {
         self.model = model;
+        self
+    }
+
+    /// Runs every turn under `guard` (`None`: as a plain child).
+    pub fn with_guard(mut self, guard: Option<TurnGuard>) -> Self {
+        self.guard = guard;
         self
     }
 
@@ -164,7 +174,8 @@ impl Assistant for CodexAssistant {
     async fn turn(&self, request: &TurnRequest, chunks: mpsc::Sender<Chunk>) -> PluginResult<()> {
         let (argv, on_stdin) = self.argv(request);
         let stdin = on_stdin.then_some(request.prompt.as_str());
-        run_turn(&argv, &self.env, request, stdin, parse_line, chunks).await
+        let guard = self.guard.as_ref();
+        run_turn(&argv, &self.env, guard, request, stdin, parse_line, chunks).await
     }
 }
 

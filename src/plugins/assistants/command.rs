@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use super::guard::TurnGuard;
 use super::{run_turn, ParseState};
 use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest};
 
@@ -17,12 +18,24 @@ use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest};
 pub struct CommandAssistant {
     argv: Vec<String>,
     env: BTreeMap<String, String>,
+    /// Runs each turn under `flotilla turn-guard`.
+    guard: Option<TurnGuard>,
 }
 
 impl CommandAssistant {
     /// An assistant running `argv`.
     pub fn new(argv: Vec<String>, env: BTreeMap<String, String>) -> Self {
-        CommandAssistant { argv, env }
+        CommandAssistant {
+            argv,
+            env,
+            guard: None,
+        }
+    }
+
+    /// Runs every turn under `guard` (`None`: as a plain child).
+    pub fn with_guard(mut self, guard: Option<TurnGuard>) -> Self {
+        self.guard = guard;
+        self
     }
 }
 
@@ -63,6 +76,7 @@ impl Assistant for CommandAssistant {
         run_turn(
             &self.argv,
             &env,
+            self.guard.as_ref(),
             request,
             Some(&request.prompt),
             parse_line,

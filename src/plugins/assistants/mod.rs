@@ -16,11 +16,17 @@
 //!
 //! Every assistant runs from an argument vector (never a shell), in its own process group,
 //! with a scrubbed environment (`PATH`, `HOME`, `LANG` plus what `chat.assistant` lists);
-//! dropping the turn's future kills the whole group (cancel, timeout).
+//! dropping the turn's future kills the whole group (cancel, timeout). With a [`TurnGuard`]
+//! (always when Flotilla runs as its `flotilla` binary) the group's leader is `flotilla
+//! turn-guard`, which runs the assistant and kills the group by itself when the node dies or,
+//! clustered, stops renewing its leases ([`guard`]); the turn sees the assistant's own
+//! output, exit status and errors.
 
 pub mod claude;
 pub mod codex;
 pub mod command;
+pub mod guard;
+pub mod guard_exec;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -30,6 +36,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+pub use self::guard::TurnGuard;
 use super::{Assistant, Chunk, PluginError, PluginResult, TurnRequest};
 use crate::config::ChatAssistantSettings;
 
@@ -40,20 +47,26 @@ pub const BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 /// 128 KiB).
 pub const MAX_ARG_PROMPT: usize = 64 * 1024;
 
-/// Builds the configured assistant.
+/// Builds the configured assistant, its turns run under `guard` (`None`: as plain
+/// children, for a program embedding Flotilla without its `flotilla` binary).
 ///
 /// # Errors
 /// `Unavailable` for an unknown kind; `Invalid` for a `command` without argv.
-pub fn from_settings(s: &ChatAssistantSettings) -> PluginResult<Arc<dyn Assistant>> {
+pub fn from_settings(
+    s: &ChatAssistantSettings,
+    guard: Option<TurnGuard>,
+) -> PluginResult<Arc<dyn Assistant>> {
     let env = scrubbed_env(s);
     match s.kind.as_str() {
         "claude" => Ok(Arc::new(
             claude::ClaudeAssistant::new(program(s, "claude"), s.permission_mode, env)
-                .with_model(s.model.clone()),
+                .with_model(s.model.clone())
+                .with_guard(guard),
         )),
         "codex" => Ok(Arc::new(
             codex::CodexAssistant::new(program(s, "codex"), s.permission_mode, env)
-                .with_model(s.model.clone()),
+                .with_model(s.model.clone())
+                .with_guard(guard),
         )),
         "command" => {
             if s.command.is_empty() {
@@ -61,10 +74,9 @@ pub fn from_settings(s: &ChatAssistantSettings) -> PluginResult<Arc<dyn Assistan
                     "chat.assistant.command is empty".into(),
                 ));
             }
-            Ok(Arc::new(command::CommandAssistant::new(
-                s.command.clone(),
-                env,
-            )))
+            Ok(Arc::new(
+                command::CommandAssistant::new(s.command.clone(), env).with_guard(guard),
+            ))
         }
         other => Err(PluginError::Unavailable {
             slot: "assistant",
@@ -131,15 +143,16 @@ pub struct ParseState {
     pub model: Option<String>,
 }
 
-/// Runs `argv` as one turn: `stdin_text` (if any) on stdin, each stdout line through `parse`,
-/// chunks sent in order. A `Result` chunk is always sent last (with the last seen session id)
-/// when the process exits 0 and the parser saw none.
+/// Runs `argv` as one turn (under `guard` when given): `stdin_text` (if any) on stdin, each
+/// stdout line through `parse`, chunks sent in order. A `Result` chunk is always sent last
+/// (with the last seen session id) when the process exits 0 and the parser saw none.
 ///
 /// # Errors
 /// `Io` if it cannot start; `Command` on a non-zero exit or an in-band error.
 pub async fn run_turn(
     argv: &[String],
     env: &BTreeMap<String, String>,
+    guard: Option<&TurnGuard>,
     request: &TurnRequest,
     stdin_text: Option<&str>,
     parse: LineParser,
@@ -148,10 +161,17 @@ pub async fn run_turn(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| PluginError::Invalid("empty assistant command".into()))?;
-    tracing::debug!(program = %program, args = args.len(), "assistant turn");
+    tracing::debug!(program = %program, args = args.len(), guarded = guard.is_some(), "assistant turn");
     crate::telemetry::METRICS.subprocess(program);
-    let mut cmd = Command::new(program);
-    cmd.args(args)
+    // The guard leads the process group and the assistant runs in it: killing the group
+    // (cancel, timeout, abandonment) still kills both.
+    let guarded = guard.map(|g| g.wrap(argv));
+    let (exe, exe_args) = match &guarded {
+        Some(g) => (&g[0], &g[1..]),
+        None => (program, args),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(exe_args)
         .env_clear()
         .envs(env)
         .current_dir(&request.cwd)
@@ -165,7 +185,7 @@ pub async fn run_turn(
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
-    let guard = GroupGuard {
+    let group = GroupGuard {
         pgid: child.id().and_then(|p| i32::try_from(p).ok()),
     };
     if let (Some(text), Some(mut stdin)) = (stdin_text, child.stdin.take()) {
@@ -200,9 +220,15 @@ pub async fn run_turn(
         }
     }
     let status = child.wait().await?;
-    let mut guard = guard;
-    guard.pgid = None;
+    let mut group = group;
+    group.pgid = None;
     let stderr = stderr_task.await.unwrap_or_default();
+    if guard.is_some() {
+        // The assistant could not start: the same error as starting it here.
+        if let Some(e) = guard::spawn_error(status.code(), &stderr) {
+            return Err(PluginError::Io(e));
+        }
+    }
     if let Some(e) = state.error.take() {
         return Err(PluginError::Command {
             program: program.clone(),
