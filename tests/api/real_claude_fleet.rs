@@ -352,13 +352,13 @@ async fn a_hook_report_landing_after_the_answer_does_not_ask_again() {
         s["state"] == "working"
     })
     .await;
-    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path(), 1).await;
 }
 
 /// Releases the hook events [`late_hook`] held in `dir`, waits until each was reported, and
-/// checks that the late reports of the dialog just answered asked nothing: the session is not
-/// waiting again, and one notification was sent in all.
-async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Path) {
+/// checks that the late reports of the dialogs just answered asked nothing: the session is not
+/// waiting again, and one notification per dialog (`dialogs`) was sent in all.
+async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Path, dialogs: usize) {
     // Now the held hook reports the dialog that was answered.
     std::fs::write(hooks_dir.join("answered"), "").expect("release the hook");
     let dir = hooks_dir.to_path_buf();
@@ -380,8 +380,8 @@ async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Pat
         async move { (held > 0 && done == held).then_some(()) }
     })
     .await;
-    // The late report was received (recorded) and asked nothing: still working, and one
-    // notification in all.
+    // The late reports were received (recorded) and asked nothing: still working, and one
+    // notification per dialog.
     let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
     let kinds: Vec<&str> = events["events"]
         .as_array()
@@ -395,8 +395,14 @@ async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Pat
     );
     let s = session(&r.app, id).await;
     assert_ne!(s["state"], "needs_input", "{s}");
+    // One wait per dialog (each pages), however many sources saw it.
+    let waits = kinds
+        .iter()
+        .filter(|k| **k == "agent.waiting_input")
+        .count();
+    assert_eq!(waits, dialogs, "{events:#}");
     let waits = notifications_with(&r.hooks, "waiting for input");
-    assert_eq!(waits.len(), 1, "{waits:#?}\nevents: {events:#}");
+    assert_eq!(waits.len(), dialogs, "{waits:#?}\nevents: {events:#}");
 }
 
 #[actix_web::test]
@@ -936,5 +942,125 @@ async fn a_late_hook_report_of_a_fetch_dialog_answered_from_the_screen_asks_noth
         s["state"] != "needs_input"
     })
     .await;
-    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path(), 1).await;
+}
+
+/// An MCP configuration for `--mcp-config` naming one stdio server, `probe`
+/// (`tests/fixtures/mcp/probe-server.js`, one tool: `echo`), written in `dir`.
+fn probe_mcp_config(dir: &Path) -> Option<PathBuf> {
+    if !require_tool("node") {
+        return None;
+    }
+    let node = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("node"))
+                .find(|n| n.is_file())
+        })
+        .expect("node on PATH");
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/probe-server.js");
+    let path = dir.join("mcp.json");
+    let config =
+        json!({"mcpServers": {"probe": {"type": "stdio", "command": node, "args": [server]}}});
+    std::fs::write(&path, config.to_string()).expect("mcp.json");
+    Some(path)
+}
+
+/// An MCP tool's dialog and a notebook edit's, the first dialogs of a session (Claude has not
+/// yet written its transcript): seen on screen while their hooks are held back, each asked in
+/// the words its hook then reports, answered, and the hooks' late reports ask nothing again.
+/// One notification per dialog (deduplication off, so that a second page would be seen).
+#[actix_web::test]
+async fn real_claude_mcp_tool_and_notebook_dialogs_are_asked_once_in_their_hooks_words() {
+    use crate::fake_anthropic::WORKDIR;
+    let notebook = format!("{WORKDIR}/nb.ipynb");
+    let script = vec![
+        Step::tool("mcp__probe__echo", json!({"text": "hello from the model"})),
+        Step::tool("Read", json!({"file_path": notebook})),
+        Step::tool(
+            "NotebookEdit",
+            json!({"notebook_path": notebook, "cell_id": "c1", "new_source": "print(2)", "edit_mode": "replace"}),
+        ),
+        Step::text("Done."),
+    ];
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let Some(mcp) = probe_mcp_config(scratch.path()) else {
+        return;
+    };
+    let hook = late_hook(scratch.path());
+    let env = [
+        ("FLOTILLA__SERVER__CLI_PATH", hook.to_str().expect("path")),
+        ("FLOTILLA__NOTIFICATIONS__DEDUPE_WINDOW", "0s"),
+    ];
+    let args = format!(
+        r#"["--permission-mode", "default", "--mcp-config", "{}"]"#,
+        mcp.display()
+    );
+    let Some(r) = setup_with(script, "default", &args, "", &env).await else {
+        return;
+    };
+    let cell = json!({"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": null,
+                      "outputs": [], "source": ["print(1)"]});
+    let nb = json!({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    std::fs::write(r.app.repo.join("nb.ipynb"), nb.to_string()).expect("nb.ipynb");
+    git(&r.app.repo, &["add", "nb.ipynb"]);
+    git(&r.app.repo, &["commit", "-qm", "A notebook"]);
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Echo a greeting, then edit the notebook."}))
+        .await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the MCP tool", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    // As the hook words `mcp__probe__echo` (what it reports once released).
+    assert_eq!(
+        s["meta"]["question"], "approve a tool of MCP server probe",
+        "{s}"
+    );
+    send(&r.app, &id, "1").await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the notebook", |s| {
+        s["state"] == "needs_input"
+            && s["meta"]["question"]
+                .as_str()
+                .is_some_and(|q| q.contains("NotebookEdit"))
+    })
+    .await;
+    let ws = std::fs::canonicalize(s["workspace"].as_str().expect("workspace")).expect("ws");
+    assert_eq!(
+        s["meta"]["question"],
+        format!("approve NotebookEdit: {}", ws.join("nb.ipynb").display()),
+        "{s}"
+    );
+    send(&r.app, &id, "1").await;
+    // Both tools ran: the server's answer reached the model, the cell was replaced.
+    r.model.wait_for_requests(4, Duration::from_secs(60)).await;
+    assert!(
+        r.model.request_contains("echo: hello from the model"),
+        "the MCP tool's result reached the model"
+    );
+    let edited = std::fs::read_to_string(ws.join("nb.ipynb")).expect("nb.ipynb");
+    assert!(edited.contains("print(2)"), "{edited}");
+    wait_session(&r.app, &id, 60, "working after the answers", |s| {
+        s["state"] != "needs_input"
+    })
+    .await;
+    release_late_hooks_and_assert_quiet(&r, &id, scratch.path(), 2).await;
+    // The hooks worded each dialog as the session had asked it.
+    let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    let mut notes: Vec<&str> = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "agent.reported")
+        .filter_map(|e| e["data"]["event"]["note"].as_str())
+        .collect();
+    notes.sort_unstable();
+    let notebook_question = format!("approve NotebookEdit: {}", ws.join("nb.ipynb").display());
+    let mut asked = vec![
+        "approve a tool of MCP server probe",
+        notebook_question.as_str(),
+    ];
+    asked.sort_unstable();
+    assert_eq!(notes, asked, "{events:#}");
 }
