@@ -393,14 +393,25 @@ async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Pat
         answered.is_some() && reported > answered,
         "a report after the answer: {events:#}"
     );
+    assert_one_wait_per_dialog(r, id, dialogs).await;
+}
+
+/// The session no longer waits, and each of its `dialogs` was one wait and one notification,
+/// however many sources (hook, log, screen) saw it.
+async fn assert_one_wait_per_dialog(r: &Real, id: &str, dialogs: usize) {
+    let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
     let s = session(&r.app, id).await;
     assert_ne!(s["state"], "needs_input", "{s}");
-    // One wait per dialog (each pages), however many sources saw it.
-    let waits = kinds
-        .iter()
-        .filter(|k| **k == "agent.waiting_input")
+    // Each page is a recorded `notify` effect of the needs-input reaction (from the hook's
+    // report, the log or the screen, whichever came first).
+    let pages = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["data"]["effects"].as_array().into_iter().flatten())
+        .filter(|f| f["type"] == "notify" && f["reaction"] == "agent-needs-input")
         .count();
-    assert_eq!(waits, dialogs, "{events:#}");
+    assert_eq!(pages, dialogs, "{events:#}");
     let waits = notifications_with(&r.hooks, "waiting for input");
     assert_eq!(waits.len(), dialogs, "{waits:#?}\nevents: {events:#}");
 }
@@ -972,6 +983,20 @@ fn probe_mcp_config(dir: &Path) -> Option<PathBuf> {
 /// One notification per dialog (deduplication off, so that a second page would be seen).
 #[actix_web::test]
 async fn real_claude_mcp_tool_and_notebook_dialogs_are_asked_once_in_their_hooks_words() {
+    mcp_tool_and_notebook_dialogs(true).await;
+}
+
+/// [`real_claude_mcp_tool_and_notebook_dialogs_are_asked_once_in_their_hooks_words`] with the
+/// hooks reporting as Claude runs them: the hook and the screen (or the log) see each dialog,
+/// and it is still one question, one notification.
+#[actix_web::test]
+async fn real_claude_mcp_tool_and_notebook_dialogs_seen_by_hook_and_screen_page_once() {
+    mcp_tool_and_notebook_dialogs(false).await;
+}
+
+/// Claude calls the probe MCP server's `echo`, then edits a notebook's cell, each after a "1"
+/// to its dialog; the hooks are held until the answers when `late`.
+async fn mcp_tool_and_notebook_dialogs(late: bool) {
     use crate::fake_anthropic::WORKDIR;
     let notebook = format!("{WORKDIR}/nb.ipynb");
     let script = vec![
@@ -987,7 +1012,11 @@ async fn real_claude_mcp_tool_and_notebook_dialogs_are_asked_once_in_their_hooks
     let Some(mcp) = probe_mcp_config(scratch.path()) else {
         return;
     };
-    let hook = late_hook(scratch.path());
+    let hook = if late {
+        late_hook(scratch.path())
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+    };
     let env = [
         ("FLOTILLA__SERVER__CLI_PATH", hook.to_str().expect("path")),
         ("FLOTILLA__NOTIFICATIONS__DEDUPE_WINDOW", "0s"),
@@ -1013,11 +1042,9 @@ async fn real_claude_mcp_tool_and_notebook_dialogs_are_asked_once_in_their_hooks
         s["state"] == "needs_input"
     })
     .await;
-    // As the hook words `mcp__probe__echo` (what it reports once released).
-    assert_eq!(
-        s["meta"]["question"], "approve a tool of MCP server probe",
-        "{s}"
-    );
+    // As the hook words `mcp__probe__echo`.
+    let mcp_question = "approve a tool of MCP server probe";
+    assert_eq!(s["meta"]["question"], mcp_question, "{s}");
     send(&r.app, &id, "1").await;
     let s = wait_session(&r.app, &id, 90, "needs_input on the notebook", |s| {
         s["state"] == "needs_input"
@@ -1027,11 +1054,8 @@ async fn real_claude_mcp_tool_and_notebook_dialogs_are_asked_once_in_their_hooks
     })
     .await;
     let ws = std::fs::canonicalize(s["workspace"].as_str().expect("workspace")).expect("ws");
-    assert_eq!(
-        s["meta"]["question"],
-        format!("approve NotebookEdit: {}", ws.join("nb.ipynb").display()),
-        "{s}"
-    );
+    let notebook_question = format!("approve NotebookEdit: {}", ws.join("nb.ipynb").display());
+    assert_eq!(s["meta"]["question"], notebook_question, "{s}");
     send(&r.app, &id, "1").await;
     // Both tools ran: the server's answer reached the model, the cell was replaced.
     r.model.wait_for_requests(4, Duration::from_secs(60)).await;
@@ -1045,22 +1069,30 @@ async fn real_claude_mcp_tool_and_notebook_dialogs_are_asked_once_in_their_hooks
         s["state"] != "needs_input"
     })
     .await;
-    release_late_hooks_and_assert_quiet(&r, &id, scratch.path(), 2).await;
+    let reported = || async {
+        let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        let mut notes: Vec<String> = events["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == "agent.reported")
+            .filter_map(|e| e["data"]["event"]["note"].as_str().map(str::to_string))
+            .collect();
+        notes.sort_unstable();
+        (notes, events)
+    };
+    if late {
+        release_late_hooks_and_assert_quiet(&r, &id, scratch.path(), 2).await;
+    } else {
+        eventually(60, "both hooks reported", || async {
+            (reported().await.0.len() >= 2).then_some(())
+        })
+        .await;
+        assert_one_wait_per_dialog(&r, &id, 2).await;
+    }
     // The hooks worded each dialog as the session had asked it.
-    let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
-    let mut notes: Vec<&str> = events["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["kind"] == "agent.reported")
-        .filter_map(|e| e["data"]["event"]["note"].as_str())
-        .collect();
-    notes.sort_unstable();
-    let notebook_question = format!("approve NotebookEdit: {}", ws.join("nb.ipynb").display());
-    let mut asked = vec![
-        "approve a tool of MCP server probe",
-        notebook_question.as_str(),
-    ];
+    let (notes, events) = reported().await;
+    let mut asked = vec![mcp_question.to_string(), notebook_question];
     asked.sort_unstable();
     assert_eq!(notes, asked, "{events:#}");
 }
