@@ -956,6 +956,22 @@ async fn a_late_hook_report_of_a_fetch_dialog_answered_from_the_screen_asks_noth
     release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path(), 1).await;
 }
 
+/// A wrapper that starts the real CLI with its transcripts where Flotilla does not look
+/// (`CLAUDE_CONFIG_DIR` set behind Flotilla's back, Flotilla's `.claude.json` copied there):
+/// what Flotilla knows of a dialog then comes from the hook and the screen alone, as while the
+/// CLI has not yet written its transcript.
+fn hidden_transcript_wrapper(dir: &Path, claude: &Path) -> PathBuf {
+    let path = dir.join("claude-hidden-transcript.sh");
+    let script = format!(
+        "#!/bin/sh\nhidden=\"$HOME/.claude-hidden\"\nmkdir -p \"$hidden\"\ncp \"$HOME/.claude.json\" \"$hidden/.claude.json\"\nexport CLAUDE_CONFIG_DIR=\"$hidden\"\nexec \"{}\" \"$@\"\n",
+        claude.display()
+    );
+    std::fs::write(&path, script).expect("wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
 /// An MCP configuration for `--mcp-config` naming one stdio server, `probe`
 /// (`tests/fixtures/mcp/probe-server.js`, one tool: `echo`), written in `dir`.
 fn probe_mcp_config(dir: &Path) -> Option<PathBuf> {
@@ -1025,7 +1041,16 @@ async fn mcp_tool_and_notebook_dialogs(late: bool) {
         r#"["--permission-mode", "default", "--mcp-config", "{}"]"#,
         mcp.display()
     );
-    let Some(r) = setup_with(script, "default", &args, "", &env).await else {
+    let Some(claude) = claude_bin() else {
+        return;
+    };
+    // Held hooks: the screen alone sees each dialog first (the transcript hidden).
+    let command = if late {
+        hidden_transcript_wrapper(scratch.path(), &claude)
+    } else {
+        claude
+    };
+    let Some(r) = setup_full(script, "default", &args, "", &env, "", "", &command).await else {
         return;
     };
     let cell = json!({"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": null,
