@@ -472,26 +472,14 @@ pub fn waiting_question(name: &str, input: &Value) -> String {
         "NotebookEdit" => format!("approve NotebookEdit: {}", s("notebook_path")),
         "WebFetch" => format!("approve WebFetch: {}", s("url")),
         "WebSearch" => format!("approve WebSearch: {}", cut(s("query"), 200)),
-        _ => match mcp_server(name) {
-            // Worded by its server alone, as its dialog on screen can word it too (the screen
-            // shows the tool by its title and its input abridged, neither of which the hook
-            // knows): one dialog, one question, whichever sees it first.
-            Some(server) => format!("approve a tool of MCP server {server}"),
-            None => format!("approve {name}: {}", cut(&input.to_string(), 120)),
-        },
+        // An MCP tool's too (`approve mcp__probe__echo: {"text":"hi"}`): its dialog on screen
+        // words it cut short (`approve mcp__probe__…`, see `dialog.rs`).
+        _ => format!("approve {name}: {}", cut(&input.to_string(), 120)),
     }
 }
 
-/// The server of an MCP tool (`mcp__<server>__<tool>`), as Claude Code names it in the tool's
-/// name: each character other than a letter, digit, `_` or `-` made `_`
-/// ([`mcp_server_name`] of the name it was configured with).
-fn mcp_server(tool: &str) -> Option<&str> {
-    let rest = tool.strip_prefix("mcp__")?;
-    let server = rest.split_once("__").map_or(rest, |(s, _)| s);
-    (!server.is_empty()).then_some(server)
-}
-
-/// An MCP server's name as Claude Code puts it in its tools' names (`my server` → `my_server`).
+/// An MCP server's name as Claude Code puts it in its tools' names (`mcp__<server>__<tool>`):
+/// each character other than a letter, digit, `_` or `-` made `_` (`my server` → `my_server`).
 pub fn mcp_server_name(configured: &str) -> String {
     configured
         .chars()

@@ -20,7 +20,10 @@
 //!
 //! An MCP tool's dialog shows the tool by its title (the server's annotation, or its name
 //! reworded) and its input abridged: neither gives back the tool's name or its input as the
-//! hook has them. So both word it by its server alone (`approve a tool of MCP server probe`).
+//! hook has them. So it is worded cut short, as far as the screen knows the hook's wording:
+//! `approve mcp__probe__…` for the hook's `approve mcp__probe__echo: {"text":"hi"}`, which the
+//! session takes for the same question ([`crate::domain::question`]): one wait, one page, and
+//! the hook's wording kept once it is reported.
 //!
 //! The dialog shows a file by its path relative to the working directory (`notes.txt`, or
 //! `../../x` outside it; the hook's `file_path` is absolute): it is joined to the session's
@@ -102,15 +105,14 @@ pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
     Some(super::waiting_question(tool, &input))
 }
 
-/// A `Tool use` dialog: an MCP tool's (`<server> — <title> Tool: (MCP)` under the title; the
-/// question names its server, see [`super::waiting_question`]) or a web search's (the body's
-/// `Web Search("<query>")`). `None` for another tool's.
+/// A `Tool use` dialog: an MCP tool's (`<server> — <title> Tool: (MCP)` under the title,
+/// worded cut short after its server) or a web search's (the body's `Web Search("<query>")`).
+/// `None` for another tool's.
 fn tool_use_question(head: &[&str], body: &[&str]) -> Option<String> {
     if let Some(named) = head.first().and_then(|l| l.strip_suffix("(MCP)")) {
         let (server, _) = named.split_once(" — ")?;
-        let name = super::mcp_server_name(server.trim());
-        let tool = format!("mcp__{}__tool", nonempty(name)?);
-        return Some(super::waiting_question(&tool, &json!({})));
+        let server = nonempty(super::mcp_server_name(server.trim()))?;
+        return Some(format!("approve mcp__{server}__…"));
     }
     let shown = body.join(" ");
     let query = shown.strip_prefix("Web Search(\"")?.strip_suffix("\")")?;
@@ -153,6 +155,7 @@ fn absolute(shown: &str, workspace: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::question::abridges;
     use crate::plugins::activity::{screen_fixture as screen, terminal_question};
 
     fn hook(tool: &str, input: serde_json::Value) -> Option<String> {
@@ -242,17 +245,13 @@ mod tests {
             q4("claude-web-search-panel.txt").as_deref(),
             Some("approve WebSearch: rust tmux crate")
         );
+        // The MCP tool's is cut short: the same question as the hook's, which says more.
+        let mcp =
+            hook("mcp__probe__echo", json!({"text": "hello from the model"})).expect("worded");
         for name in ["claude-mcp-tool.txt", "claude-mcp-tool-panel.txt"] {
-            assert_eq!(
-                q4(name),
-                hook("mcp__probe__echo", json!({"text": "hello from the model"})),
-                "{name}"
-            );
-            assert_eq!(
-                q4(name).as_deref(),
-                Some("approve a tool of MCP server probe"),
-                "{name}"
-            );
+            let seen = q4(name).expect(name);
+            assert_eq!(seen, "approve mcp__probe__…", "{name}");
+            assert!(abridges(&seen, &mcp), "{name}: {seen} / {mcp}");
         }
         for name in [
             "claude-notebook-edit.txt",
@@ -269,18 +268,16 @@ mod tests {
     }
 
     /// An MCP server's name with characters a tool name cannot hold is shown as configured
-    /// and put in its tools' names with `_` for them: worded alike.
+    /// and put in its tools' names with `_` for them: the screen's wording still starts the
+    /// hook's, and not another server's.
     #[test]
-    fn an_mcp_dialog_is_worded_by_its_server_as_the_tool_names_it() {
+    fn an_mcp_dialog_is_cut_short_after_its_server_as_its_tools_name_it() {
         let shown = screen("claude-mcp-tool.txt").replace("probe — Echo", "my probe.v2 — Echo");
-        assert_eq!(
-            screen_tool_question(&shown, Path::new("/w")),
-            hook("mcp__my_probe_v2__echo", json!({"text": "x"}))
-        );
-        assert_eq!(
-            hook("mcp__my_probe_v2__echo", json!({})).as_deref(),
-            Some("approve a tool of MCP server my_probe_v2")
-        );
+        let seen = screen_tool_question(&shown, Path::new("/w")).expect("worded");
+        let mine = hook("mcp__my_probe_v2__echo", json!({"text": "x"})).expect("worded");
+        let other = hook("mcp__my_probe_v2_b__echo", json!({"text": "x"})).expect("worded");
+        assert!(abridges(&seen, &mine), "{seen} / {mine}");
+        assert!(!abridges(&seen, &other), "{seen} / {other}");
     }
 
     #[test]
