@@ -698,9 +698,11 @@ impl Machine<'_> {
                 {
                     // The same wait seen again (by the hook, then the screen): its start stays.
                     // A fuller wording of it (the hook's, after the screen's cut short) is
-                    // kept, and asks nothing again.
+                    // kept, and asks nothing again; unless a dialog just answered had that
+                    // wording too (its hook's late report would name another tool of the
+                    // server).
                     if let (Some(q), Some(a)) = (question, asked.as_deref()) {
-                        if abridges(a, q) {
+                        if abridges(a, q) && !self.just_answered(Some(q)) {
                             self.s.session.meta["question"] = serde_json::json!(q);
                             return Outcome::Applied;
                         }

@@ -1604,6 +1604,21 @@ fn a_question_cut_short_and_its_full_wording_are_one_question() {
     );
     assert_eq!(late.snapshot.session.state, SessionState::Working);
     assert_eq!(pages(&late.effects), 0);
+    // Two calls to the server's tools, the first answered from the screen: the second on
+    // screen is a new wait, and the first's late hook report does not reword it.
+    let second = step(
+        &screen_only.snapshot,
+        &ev(t0 + Duration::seconds(3), waiting(cut)),
+        &policy,
+    );
+    assert_eq!(pages(&second.effects), 1);
+    let first_late = step(
+        &second.snapshot,
+        &ev(t0 + Duration::seconds(4), report(full)),
+        &policy,
+    );
+    assert_eq!(pages(&first_late.effects), 0);
+    assert_eq!(first_late.snapshot.session.meta["question"], cut);
     // Another server's tool is another question.
     let other = step(
         &seen.snapshot,
