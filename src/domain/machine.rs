@@ -36,6 +36,7 @@ pub fn launch_intent(s: &SessionSnapshot) -> Option<DateTime<Utc>> {
 
 use super::keys::{ReactionKey, TimerKey};
 use super::policy::{BudgetAction, EscalateAfter, MergeMethod, Policy, Priority, ReactionAction};
+use super::question::{abridges, same_question};
 use crate::domain::runtime_handle::RuntimeHandle;
 use crate::domain::session::{
     Activity, PrRef, ReactionTracker, SessionSnapshot, SessionState, TimerRecord,
@@ -686,13 +687,26 @@ impl Machine<'_> {
                 if st.is_terminal() || st == S::Merged {
                     return self.ignore("agent.waiting_input");
                 }
-                let asked = self.s.session.meta["question"].as_str();
-                let newer = question.is_some() && question.as_deref() != asked;
+                let asked = self.s.session.meta["question"].as_str().map(str::to_string);
+                let newer = match (question.as_deref(), asked.as_deref()) {
+                    (Some(q), Some(a)) => !same_question(a, q),
+                    (q, _) => q.is_some(),
+                };
                 if st == S::NeedsInput
                     && self.s.session.activity == Activity::WaitingInput
                     && !newer
                 {
                     // The same wait seen again (by the hook, then the screen): its start stays.
+                    // A fuller wording of it (the hook's, after the screen's cut short) is
+                    // kept, and asks nothing again; unless a dialog just answered had that
+                    // wording too (its hook's late report would name another tool of the
+                    // server).
+                    if let (Some(q), Some(a)) = (question, asked.as_deref()) {
+                        if abridges(a, q) && !self.just_answered(Some(q)) {
+                            self.s.session.meta["question"] = serde_json::json!(q);
+                            return Outcome::Applied;
+                        }
+                    }
                     return Outcome::Noop("already needs input".into());
                 }
                 self.s.session.activity = Activity::WaitingInput;
@@ -723,8 +737,10 @@ impl Machine<'_> {
                     return self.ignore("agent.input_answered");
                 }
                 let asked = self.s.session.meta["question"].as_str();
-                if question.is_some() && asked.is_some() && question.as_deref() != asked {
-                    return Outcome::Noop("a newer question waits".into());
+                if let (Some(q), Some(a)) = (question.as_deref(), asked) {
+                    if !same_question(a, q) {
+                        return Outcome::Noop("a newer question waits".into());
+                    }
                 }
                 let out = self.apply(&EventKind::AgentActive);
                 // Back to work because a human answered (not because the agent showed life).
@@ -1120,7 +1136,7 @@ impl Machine<'_> {
     /// answered or one answered just before it (two dialogs answered in quick succession,
     /// both hooks late).
     fn just_answered(&self, question: Option<&str>) -> bool {
-        question.is_some_and(|q| self.answered_recently().any(|(a, _)| a == q))
+        question.is_some_and(|q| self.answered_recently().any(|(a, _)| same_question(a, q)))
     }
 
     /// The questions answered less than [`LATE_REPORT`] ago, newest first, with when:

@@ -13,6 +13,7 @@
 //! - [`runtime_handle`]: what a runtime persists about the agent it started (part of the row).
 //! - [`pr`]: a pull request as the lifecycle sees it (status, CI, review feedback).
 //! - [`pr_events`]: turns an observed PR into machine events.
+//! - [`question`]: whether two wordings (one cut short, `…`) name one question.
 //! - [`chat`]: a chat conversation's assistant turn as a step function (budget, slot, turn,
 //!   timeout, cancel, cap reached) and its replies.
 
@@ -24,5 +25,6 @@ pub mod placement;
 pub mod policy;
 pub mod pr;
 pub mod pr_events;
+pub mod question;
 pub mod runtime_handle;
 pub mod session;

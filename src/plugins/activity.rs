@@ -40,6 +40,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::PluginResult;
+use crate::domain::question::same_question;
 use crate::store::Activity;
 
 /// Work newer than this is `active` even without an end-of-work marker.
@@ -218,7 +219,8 @@ pub fn combine(native: Option<ActivitySignal>, probe: &ActivityProbe) -> Option<
     }
 }
 
-/// Whether a question read from the screen is the one a human already answered, still
+/// Whether a question read from the screen is the one a human already answered (in any of its
+/// wordings, see [`same_question`]), still
 /// shown only because the output has not changed since the answer was typed (`answered_at`):
 /// the tail of a log the agent wrote nothing more to after the answer, or a screen not yet
 /// redrawn. Such a screen is not a new wait. Any output after the answer, or another
@@ -229,7 +231,7 @@ pub fn answered_still_shown(
     last_output_at: Option<DateTime<Utc>>,
 ) -> bool {
     match (answered, question, last_output_at) {
-        (Some((asked, at)), Some(q), Some(out)) => asked == q && out <= at,
+        (Some((asked, at)), Some(q), Some(out)) => same_question(asked, q) && out <= at,
         _ => false,
     }
 }
@@ -1153,6 +1155,16 @@ Press enter to confirm or esc to cancel
             answered,
             Some("Proceed? (y/n)"),
             None
+        ));
+        // The answered question as its hook worded it, on a screen that words it cut short.
+        let full = Some((
+            r#"approve mcp__probe__echo: {"text":"hi"}"#,
+            t("2026-12-02T10:00:05Z"),
+        ));
+        assert!(answered_still_shown(
+            full,
+            Some("approve mcp__probe__…"),
+            Some(t("2026-12-02T10:00:01Z"))
         ));
     }
 }

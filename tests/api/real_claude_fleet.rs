@@ -352,13 +352,13 @@ async fn a_hook_report_landing_after_the_answer_does_not_ask_again() {
         s["state"] == "working"
     })
     .await;
-    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path(), 1).await;
 }
 
 /// Releases the hook events [`late_hook`] held in `dir`, waits until each was reported, and
-/// checks that the late reports of the dialog just answered asked nothing: the session is not
-/// waiting again, and one notification was sent in all.
-async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Path) {
+/// checks that the late reports of the dialogs just answered asked nothing: the session is not
+/// waiting again, and one notification per dialog (`dialogs`) was sent in all.
+async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Path, dialogs: usize) {
     // Now the held hook reports the dialog that was answered.
     std::fs::write(hooks_dir.join("answered"), "").expect("release the hook");
     let dir = hooks_dir.to_path_buf();
@@ -380,8 +380,8 @@ async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Pat
         async move { (held > 0 && done == held).then_some(()) }
     })
     .await;
-    // The late report was received (recorded) and asked nothing: still working, and one
-    // notification in all.
+    // The late reports were received (recorded) and asked nothing: still working, and one
+    // notification per dialog.
     let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
     let kinds: Vec<&str> = events["events"]
         .as_array()
@@ -393,10 +393,27 @@ async fn release_late_hooks_and_assert_quiet(r: &Real, id: &str, hooks_dir: &Pat
         answered.is_some() && reported > answered,
         "a report after the answer: {events:#}"
     );
+    assert_one_wait_per_dialog(r, id, dialogs).await;
+}
+
+/// The session no longer waits, and each of its `dialogs` was one wait and one notification,
+/// however many sources (hook, log, screen) saw it.
+async fn assert_one_wait_per_dialog(r: &Real, id: &str, dialogs: usize) {
+    let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
     let s = session(&r.app, id).await;
     assert_ne!(s["state"], "needs_input", "{s}");
+    // Each page is a recorded `notify` effect of the needs-input reaction (from the hook's
+    // report, the log or the screen, whichever came first).
+    let pages = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["data"]["effects"].as_array().into_iter().flatten())
+        .filter(|f| f["type"] == "notify" && f["reaction"] == "agent-needs-input")
+        .count();
+    assert_eq!(pages, dialogs, "{events:#}");
     let waits = notifications_with(&r.hooks, "waiting for input");
-    assert_eq!(waits.len(), 1, "{waits:#?}\nevents: {events:#}");
+    assert_eq!(waits.len(), dialogs, "{waits:#?}\nevents: {events:#}");
 }
 
 #[actix_web::test]
@@ -936,5 +953,185 @@ async fn a_late_hook_report_of_a_fetch_dialog_answered_from_the_screen_asks_noth
         s["state"] != "needs_input"
     })
     .await;
-    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path()).await;
+    release_late_hooks_and_assert_quiet(&r, &id, hooks_dir.path(), 1).await;
+}
+
+/// A wrapper that starts the real CLI with its transcripts where Flotilla does not look
+/// (`CLAUDE_CONFIG_DIR` set behind Flotilla's back, Flotilla's `.claude.json` copied there):
+/// what Flotilla knows of a dialog then comes from the hook and the screen alone, as while the
+/// CLI has not yet written its transcript.
+fn hidden_transcript_wrapper(dir: &Path, claude: &Path) -> PathBuf {
+    let path = dir.join("claude-hidden-transcript.sh");
+    let script = format!(
+        "#!/bin/sh\nhidden=\"$HOME/.claude-hidden\"\nmkdir -p \"$hidden\"\ncp \"$HOME/.claude.json\" \"$hidden/.claude.json\"\nexport CLAUDE_CONFIG_DIR=\"$hidden\"\nexec \"{}\" \"$@\"\n",
+        claude.display()
+    );
+    std::fs::write(&path, script).expect("wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// An MCP configuration for `--mcp-config` naming one stdio server, `probe`
+/// (`tests/fixtures/mcp/probe-server.js`, one tool: `echo`), written in `dir`.
+fn probe_mcp_config(dir: &Path) -> Option<PathBuf> {
+    if !require_tool("node") {
+        return None;
+    }
+    let node = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("node"))
+                .find(|n| n.is_file())
+        })
+        .expect("node on PATH");
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp/probe-server.js");
+    let path = dir.join("mcp.json");
+    let config =
+        json!({"mcpServers": {"probe": {"type": "stdio", "command": node, "args": [server]}}});
+    std::fs::write(&path, config.to_string()).expect("mcp.json");
+    Some(path)
+}
+
+/// An MCP tool's dialog and a notebook edit's, seen on screen first (Claude's transcript
+/// hidden, their hooks held back): the notebook edit asked in the words its hook then reports,
+/// the MCP tool's cut short (`approve mcp__probe__…`: the screen shows its server, not the
+/// tool's name and input), both answered, and the hooks' late reports ask nothing again. One
+/// notification per dialog (deduplication off, so that a second page would be seen).
+#[actix_web::test]
+async fn real_claude_mcp_tool_and_notebook_dialogs_seen_on_screen_first_page_once() {
+    mcp_tool_and_notebook_dialogs(true).await;
+}
+
+/// [`real_claude_mcp_tool_and_notebook_dialogs_seen_on_screen_first_page_once`] with the
+/// hooks reporting as Claude runs them: the hook and the screen (or the log) see each dialog,
+/// and it is still one question, in the hook's words, and one notification.
+#[actix_web::test]
+async fn real_claude_mcp_tool_and_notebook_dialogs_seen_by_hook_and_screen_page_once() {
+    mcp_tool_and_notebook_dialogs(false).await;
+}
+
+/// Claude calls the probe MCP server's `echo`, then edits a notebook's cell, each after a "1"
+/// to its dialog; the hooks are held until the answers when `late`.
+async fn mcp_tool_and_notebook_dialogs(late: bool) {
+    use crate::fake_anthropic::WORKDIR;
+    let notebook = format!("{WORKDIR}/nb.ipynb");
+    let script = vec![
+        Step::tool("mcp__probe__echo", json!({"text": "hello from the model"})),
+        Step::tool("Read", json!({"file_path": notebook})),
+        Step::tool(
+            "NotebookEdit",
+            json!({"notebook_path": notebook, "cell_id": "c1", "new_source": "print(2)", "edit_mode": "replace"}),
+        ),
+        Step::text("Done."),
+    ];
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let Some(mcp) = probe_mcp_config(scratch.path()) else {
+        return;
+    };
+    let hook = if late {
+        late_hook(scratch.path())
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+    };
+    let env = [
+        ("FLOTILLA__SERVER__CLI_PATH", hook.to_str().expect("path")),
+        ("FLOTILLA__NOTIFICATIONS__DEDUPE_WINDOW", "0s"),
+    ];
+    let args = format!(
+        r#"["--permission-mode", "default", "--mcp-config", "{}"]"#,
+        mcp.display()
+    );
+    let Some(claude) = claude_bin() else {
+        return;
+    };
+    // Held hooks: the screen alone sees each dialog first (the transcript hidden).
+    let command = if late {
+        hidden_transcript_wrapper(scratch.path(), &claude)
+    } else {
+        claude
+    };
+    let Some(r) = setup_full(script, "default", &args, "", &env, "", "", &command).await else {
+        return;
+    };
+    let cell = json!({"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": null,
+                      "outputs": [], "source": ["print(1)"]});
+    let nb = json!({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    std::fs::write(r.app.repo.join("nb.ipynb"), nb.to_string()).expect("nb.ipynb");
+    git(&r.app.repo, &["add", "nb.ipynb"]);
+    git(&r.app.repo, &["commit", "-qm", "A notebook"]);
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Echo a greeting, then edit the notebook."}))
+        .await;
+    // As the hook words `mcp__probe__echo`; the screen alone words it cut short (it shows the
+    // server, not the tool's name and input), one question with the hook's.
+    let mcp_question = r#"approve mcp__probe__echo: {"text":"hello from the model"}"#;
+    let asked = if late {
+        "approve mcp__probe__…"
+    } else {
+        mcp_question
+    };
+    let s = wait_session(&r.app, &id, 90, "needs_input on the MCP tool", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    if late {
+        assert_eq!(s["meta"]["question"], asked, "{s}");
+    } else {
+        wait_session(&r.app, &id, 30, "the hook's wording", |s| {
+            s["state"] == "needs_input" && s["meta"]["question"] == asked
+        })
+        .await;
+    }
+    send(&r.app, &id, "1").await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the notebook", |s| {
+        s["state"] == "needs_input"
+            && s["meta"]["question"]
+                .as_str()
+                .is_some_and(|q| q.contains("NotebookEdit"))
+    })
+    .await;
+    let ws = std::fs::canonicalize(s["workspace"].as_str().expect("workspace")).expect("ws");
+    let notebook_question = format!("approve NotebookEdit: {}", ws.join("nb.ipynb").display());
+    assert_eq!(s["meta"]["question"], notebook_question, "{s}");
+    send(&r.app, &id, "1").await;
+    // Both tools ran: the server's answer reached the model, the cell was replaced.
+    r.model.wait_for_requests(4, Duration::from_secs(60)).await;
+    assert!(
+        r.model.request_contains("echo: hello from the model"),
+        "the MCP tool's result reached the model"
+    );
+    let edited = std::fs::read_to_string(ws.join("nb.ipynb")).expect("nb.ipynb");
+    assert!(edited.contains("print(2)"), "{edited}");
+    wait_session(&r.app, &id, 60, "working after the answers", |s| {
+        s["state"] != "needs_input"
+    })
+    .await;
+    let reported = || async {
+        let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        let mut notes: Vec<String> = events["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == "agent.reported")
+            .filter_map(|e| e["data"]["event"]["note"].as_str().map(str::to_string))
+            .collect();
+        notes.sort_unstable();
+        (notes, events)
+    };
+    if late {
+        release_late_hooks_and_assert_quiet(&r, &id, scratch.path(), 2).await;
+    } else {
+        eventually(60, "both hooks reported", || async {
+            (reported().await.0.len() >= 2).then_some(())
+        })
+        .await;
+        assert_one_wait_per_dialog(&r, &id, 2).await;
+    }
+    // The hooks worded each dialog as the session had asked it (the MCP tool's in full).
+    let (notes, events) = reported().await;
+    let mut asked = vec![mcp_question.to_string(), notebook_question];
+    asked.sort_unstable();
+    assert_eq!(notes, asked, "{events:#}");
 }

@@ -1129,8 +1129,11 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
                     && rec.activity_at.is_none_or(|w| at > w);
                 (!stale_screen
                     && (rec.activity != Activity::WaitingInput
-                        || (moved_on && question.is_some() && question.as_deref() != asked)))
-                    .then_some(EventKind::AgentWaitingInput { question })
+                        || (moved_on
+                            && question.as_deref().is_some_and(|q| {
+                                !asked.is_some_and(|a| crate::domain::question::same_question(a, q))
+                            }))))
+                .then_some(EventKind::AgentWaitingInput { question })
             }
             Activity::Active | Activity::Idle if stale(at) => None,
             Activity::Active

@@ -1537,3 +1537,93 @@ fn a_restart_that_fails_or_never_starts_tells_a_human_once() {
         "not errored"
     );
 }
+
+/// The screen words an MCP tool's dialog cut short (`approve mcp__probe__…`), its hook in full:
+/// one question. Whichever comes first pages once, the fuller wording is kept, an answer to
+/// either ends the wait, and the hook's late report of it pages nobody.
+#[test]
+fn a_question_cut_short_and_its_full_wording_are_one_question() {
+    let policy = Policy::defaults();
+    let ev = |at: DateTime<Utc>, kind: EventKind| Event { at, kind };
+    let cut = "approve mcp__probe__…";
+    let full = r#"approve mcp__probe__echo: {"text":"hi"}"#;
+    let report = |q: &str| EventKind::AgentReported {
+        state: ReportedState::NeedsInput,
+        note: Some(q.into()),
+        pr: None,
+        hook: true,
+    };
+    let waiting = |q: &str| EventKind::AgentWaitingInput {
+        question: Some(q.into()),
+    };
+    let pages = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Notify { .. }))
+            .count()
+    };
+    let t0 = at(1);
+    // The screen first, then the hook: one page, the hook's wording kept.
+    let seen = step(&base(SessionState::Working), &ev(t0, waiting(cut)), &policy);
+    assert_eq!(pages(&seen.effects), 1);
+    let hooked = step(&seen.snapshot, &ev(t0, report(full)), &policy);
+    assert_eq!(pages(&hooked.effects), 0);
+    assert_eq!(hooked.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(hooked.snapshot.session.meta["question"], full);
+    // The screen again: not newer, and the fuller wording stays.
+    let again = step(&hooked.snapshot, &ev(t0, waiting(cut)), &policy);
+    assert_eq!(pages(&again.effects), 0);
+    assert_eq!(again.snapshot.session.meta["question"], full);
+    // Answered as the human saw it (cut short) while the fuller wording is recorded: answered.
+    let answered = step(
+        &again.snapshot,
+        &ev(
+            t0 + Duration::seconds(2),
+            EventKind::InputAnswered {
+                question: Some(cut.into()),
+            },
+        ),
+        &policy,
+    );
+    assert_eq!(answered.snapshot.session.state, SessionState::Working);
+    // Only the screen saw it before the answer; the hook's report lands after: no page.
+    let screen_only = step(
+        &seen.snapshot,
+        &ev(
+            t0 + Duration::seconds(2),
+            EventKind::InputAnswered {
+                question: Some(cut.into()),
+            },
+        ),
+        &policy,
+    );
+    let late = step(
+        &screen_only.snapshot,
+        &ev(t0 + Duration::seconds(4), report(full)),
+        &policy,
+    );
+    assert_eq!(late.snapshot.session.state, SessionState::Working);
+    assert_eq!(pages(&late.effects), 0);
+    // Two calls to the server's tools, the first answered from the screen: the second on
+    // screen is a new wait, and the first's late hook report does not reword it.
+    let second = step(
+        &screen_only.snapshot,
+        &ev(t0 + Duration::seconds(3), waiting(cut)),
+        &policy,
+    );
+    assert_eq!(pages(&second.effects), 1);
+    let first_late = step(
+        &second.snapshot,
+        &ev(t0 + Duration::seconds(4), report(full)),
+        &policy,
+    );
+    assert_eq!(pages(&first_late.effects), 0);
+    assert_eq!(first_late.snapshot.session.meta["question"], cut);
+    // Another server's tool is another question.
+    let other = step(
+        &seen.snapshot,
+        &ev(t0, report(r#"approve mcp__other__echo: {}"#)),
+        &policy,
+    );
+    assert_eq!(pages(&other.effects), 1);
+}

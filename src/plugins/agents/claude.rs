@@ -466,12 +466,31 @@ pub fn waiting_question(name: &str, input: &Value) -> String {
         }
         "ExitPlanMode" => format!("approve the plan: {}", cut(s("plan"), 200)),
         "Bash" => format!("approve Bash: {}", cut(s("command"), 200)),
-        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" | "Read" => {
+        "Write" | "Edit" | "MultiEdit" | "Read" => {
             format!("approve {name}: {}", s("file_path"))
         }
+        "NotebookEdit" => format!("approve NotebookEdit: {}", s("notebook_path")),
         "WebFetch" => format!("approve WebFetch: {}", s("url")),
+        "WebSearch" => format!("approve WebSearch: {}", cut(s("query"), 200)),
+        // An MCP tool's too (`approve mcp__probe__echo: {"text":"hi"}`): its dialog on screen
+        // words it cut short (`approve mcp__probe__…`, see `dialog.rs`).
         _ => format!("approve {name}: {}", cut(&input.to_string(), 120)),
     }
+}
+
+/// An MCP server's name as Claude Code puts it in its tools' names (`mcp__<server>__<tool>`):
+/// each character other than a letter, digit, `_` or `-` made `_` (`my server` → `my_server`).
+pub fn mcp_server_name(configured: &str) -> String {
+    configured
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Sums `message.usage` over a Claude Code JSONL log. Claude writes one line per content

@@ -12,13 +12,23 @@
 //! | `Bash command` | `Bash` | the command, the body's lines joined by spaces |
 //! | `Create file`, `Overwrite file` | `Write` | the path, the line(s) under the title |
 //! | `Edit file` | `Edit` | the path, the line(s) under the title |
+//! | `Edit notebook` | `NotebookEdit` | the path, the line(s) under the title but the last (what is done to which cell) |
 //! | `Read file` | `Read` | the path in the body's `Read(<path>)` |
 //! | `Fetch` | `WebFetch` | the URL in the body's `url: …` |
+//! | `Tool use` | `WebSearch` | the query in the body's `Web Search("<query>")` |
+//! | `Tool use` | `mcp__<server>__<tool>` | the server, in `<server> — <title> Tool: (MCP)` under the title |
+//!
+//! An MCP tool's dialog shows the tool by its title (the server's annotation, or its name
+//! reworded) and its input abridged: neither gives back the tool's name or its input as the
+//! hook has them. So it is worded cut short, as far as the screen knows the hook's wording:
+//! `approve mcp__probe__…` for the hook's `approve mcp__probe__echo: {"text":"hi"}`, which the
+//! session takes for the same question ([`crate::domain::question`]): one wait, one page, and
+//! the hook's wording kept once it is reported.
 //!
 //! The dialog shows a file by its path relative to the working directory (`notes.txt`, or
 //! `../../x` outside it; the hook's `file_path` is absolute): it is joined to the session's
-//! workspace as the CLI sees it (resolved). Another dialog (an MCP tool's, whose hook names its whole input) is not worded
-//! here: its question is the dialog's own text.
+//! workspace as the CLI sees it (resolved). Another dialog is not worded here: its question is
+//! the dialog's own text.
 
 use std::path::Path;
 
@@ -42,8 +52,11 @@ pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
             "Bash command" => "Bash",
             "Create file" | "Overwrite file" => "Write",
             "Edit file" => "Edit",
+            "Edit notebook" => "NotebookEdit",
             "Read file" => "Read",
             "Fetch" => "WebFetch",
+            // An MCP tool's, a web search's (and others' not worded here).
+            "Tool use" => "",
             _ => return None,
         };
         Some((i, tool))
@@ -60,9 +73,20 @@ pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
         [open, close, ..] => &dialog[open + 1..*close],
         _ => &[][..],
     };
+    if tool.is_empty() {
+        return tool_use_question(head, body);
+    }
     let input = match tool {
         "Bash" => json!({ "command": nonempty(body.join(" "))? }),
         "Write" | "Edit" => json!({ "file_path": absolute(&head.concat(), workspace)? }),
+        // The path, then what is done to which cell.
+        "NotebookEdit" => {
+            let path = match head {
+                [path @ .., _what] if !path.is_empty() => path,
+                all => all,
+            };
+            json!({ "notebook_path": absolute(&path.concat(), workspace)? })
+        }
         "Read" => {
             let shown = body.concat();
             let path = shown.strip_prefix("Read(")?.strip_suffix(')')?;
@@ -79,6 +103,23 @@ pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
         }
     };
     Some(super::waiting_question(tool, &input))
+}
+
+/// A `Tool use` dialog: an MCP tool's (`<server> — <title> Tool: (MCP)` under the title,
+/// worded cut short after its server) or a web search's (the body's `Web Search("<query>")`).
+/// `None` for another tool's.
+fn tool_use_question(head: &[&str], body: &[&str]) -> Option<String> {
+    if let Some(named) = head.first().and_then(|l| l.strip_suffix("(MCP)")) {
+        let (server, _) = named.split_once(" — ")?;
+        let server = nonempty(super::mcp_server_name(server.trim()))?;
+        return Some(format!("approve mcp__{server}__…"));
+    }
+    let shown = body.join(" ");
+    let query = shown.strip_prefix("Web Search(\"")?.strip_suffix("\")")?;
+    Some(super::waiting_question(
+        "WebSearch",
+        &json!({ "query": nonempty(query.to_string())? }),
+    ))
 }
 
 fn nonempty(s: String) -> Option<String> {
@@ -114,6 +155,7 @@ fn absolute(shown: &str, workspace: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::question::abridges;
     use crate::plugins::activity::{screen_fixture as screen, terminal_question};
 
     fn hook(tool: &str, input: serde_json::Value) -> Option<String> {
@@ -179,10 +221,63 @@ mod tests {
             screen_tool_question(&screen("claude-create-long.txt"), ws3),
             hook("Write", json!({"file_path": ws3.join(long)}))
         );
+        // A notebook edit, a web search (beside the diff panel), an MCP tool's call (also
+        // beside the panel): as their hooks reported them.
+        let ws4 = Path::new("/tmp/.tmp1zYUxT/home/worktrees/demo/demo-1");
+        let q4 = |name: &str| screen_tool_question(&screen(name), ws4);
+        assert_eq!(
+            q4("claude-notebook-edit.txt"),
+            hook(
+                "NotebookEdit",
+                json!({"notebook_path": ws4.join("nb.ipynb"), "cell_id": "c1",
+                       "new_source": "print(2)", "edit_mode": "replace"})
+            )
+        );
+        assert_eq!(
+            q4("claude-notebook-edit.txt").as_deref(),
+            Some("approve NotebookEdit: /tmp/.tmp1zYUxT/home/worktrees/demo/demo-1/nb.ipynb")
+        );
+        assert_eq!(
+            q4("claude-web-search-panel.txt"),
+            hook("WebSearch", json!({"query": "rust tmux crate"}))
+        );
+        assert_eq!(
+            q4("claude-web-search-panel.txt").as_deref(),
+            Some("approve WebSearch: rust tmux crate")
+        );
+        // The MCP tool's is cut short: the same question as the hook's, which says more.
+        let mcp =
+            hook("mcp__probe__echo", json!({"text": "hello from the model"})).expect("worded");
+        for name in ["claude-mcp-tool.txt", "claude-mcp-tool-panel.txt"] {
+            let seen = q4(name).expect(name);
+            assert_eq!(seen, "approve mcp__probe__…", "{name}");
+            assert!(abridges(&seen, &mcp), "{name}: {seen} / {mcp}");
+        }
+        for name in [
+            "claude-notebook-edit.txt",
+            "claude-web-search-panel.txt",
+            "claude-mcp-tool.txt",
+            "claude-mcp-tool-panel.txt",
+        ] {
+            assert!(terminal_question(&screen(name)).is_some(), "{name}");
+        }
         // Other screens are not a tool dialog.
         for name in ["claude-trust.txt", "claude-idle.txt", "claude-ask.txt"] {
             assert_eq!(q(name), None, "{name}");
         }
+    }
+
+    /// An MCP server's name with characters a tool name cannot hold is shown as configured
+    /// and put in its tools' names with `_` for them: the screen's wording still starts the
+    /// hook's, and not another server's.
+    #[test]
+    fn an_mcp_dialog_is_cut_short_after_its_server_as_its_tools_name_it() {
+        let shown = screen("claude-mcp-tool.txt").replace("probe — Echo", "my probe.v2 — Echo");
+        let seen = screen_tool_question(&shown, Path::new("/w")).expect("worded");
+        let mine = hook("mcp__my_probe_v2__echo", json!({"text": "x"})).expect("worded");
+        let other = hook("mcp__my_probe_v2_b__echo", json!({"text": "x"})).expect("worded");
+        assert!(abridges(&seen, &mine), "{seen} / {mine}");
+        assert!(!abridges(&seen, &other), "{seen} / {other}");
     }
 
     #[test]
