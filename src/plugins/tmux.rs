@@ -1240,28 +1240,39 @@ impl Runtime for TmuxRuntime {
             if line_prompt {
                 self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             }
-            // Taken: the question gone, or the screen moved away from the one the key landed
-            // on. Both are read in two captures in a row: a capture taken while the TUI
-            // redraws can miss the dialog, or show half a frame, for one frame.
-            let gone_before = AtomicBool::new(false);
-            let moved_before = AtomicBool::new(false);
-            let moved_ever = AtomicBool::new(false);
+            // Taken: the question gone, or the screen's words moved away from the ones the key
+            // landed on, in two captures in a row (a capture taken while the TUI redraws can
+            // miss the dialog for one frame); or away, then the same question back: the agent
+            // took the key, ran the call and asks again in the same words (Claude's next `git
+            // commit` is drawn within a capture or two).
+            let away_before = AtomicBool::new(false);
+            let away_ever = AtomicBool::new(false);
+            // An agent that blinks under its dialog never leaves the screen quiet: the wait
+            // for a dropped key ends when the words have stayed for `ANSWER_WAIT.quiet`.
+            let since = tokio::time::Instant::now();
             let taken = self
                 .wait_screen(&h.pane, ANSWER_WAIT, |s| {
                     let gone = question(s).as_ref() != Some(&asked);
                     let moved = landed_on.as_ref().is_some_and(|l| *l != s.words());
-                    moved_ever.fetch_or(moved, Ordering::Relaxed);
-                    let gone_too = gone_before.swap(gone, Ordering::Relaxed);
-                    let moved_too = moved_before.swap(moved, Ordering::Relaxed);
-                    ((gone && gone_too) || (moved && moved_too)).then_some(())
+                    let away = gone || moved;
+                    let away_too = away_before.swap(away, Ordering::Relaxed);
+                    let was_away = away_ever.fetch_or(away, Ordering::Relaxed);
+                    let back = !away && was_away && landed_on.is_some();
+                    if (away && away_too) || back {
+                        Some(true)
+                    } else if !was_away && !away && since.elapsed() >= ANSWER_WAIT.quiet {
+                        Some(false)
+                    } else {
+                        None
+                    }
                 })
                 .await?;
-            if taken.is_some() {
+            if taken == Some(true) {
                 return Ok(true);
             }
-            if moved_ever.load(Ordering::Relaxed) {
-                // The screen moved but did not settle away from the key's screen: not
-                // confirmed, and not typed again either.
+            if landed_on.is_some() && away_ever.load(Ordering::Relaxed) {
+                // The screen left the key's screen without settling: not confirmed, and not
+                // typed again either.
                 break;
             }
         }

@@ -389,10 +389,10 @@ async fn an_answer_naming_a_numbered_option_is_its_key() {
 /// A permission dialog as Claude draws it, read one raw key at a time. `$1` keys are ignored
 /// (a TUI guarding against accidental approvals), each only blinking the pending call's `●`;
 /// every key after that is taken: `1` approves, the transcript grows a line and the same
-/// dialog is drawn again at once (the agent's next `git commit`). After 3 s without a key it
-/// prints every key it read.
+/// dialog is drawn again at once (the agent's next `git commit`). Each frame is one write, as
+/// a TUI draws it. After 3 s without a key it prints every key it read.
 const REPEAT_MENU: &str = r#"ignore=$1; n=0; keys=""; dot=$'\342\227\217'; done=""
-draw() { clear; printf '%b%s Committing\n\n Bash command\n\n   git commit -m wip\n\n Do you want to proceed?\n \342\235\257 1. Yes\n   2. No\n\n Esc to cancel\n' "$done" "$dot"; }
+draw() { f=$(printf '%b%s Committing\n\n Bash command\n\n   git commit -m wip\n\n Do you want to proceed?\n \342\235\257 1. Yes\n   2. No\n\n Esc to cancel' "$done" "$dot"); printf '\033[H\033[2J%s\n' "$f"; }
 draw
 while IFS= read -rsn1 -t 3 k; do keys="$keys[$k]"
   if [ "$ignore" -gt 0 ]; then ignore=$((ignore - 1)); [ "$dot" = " " ] && dot=$'\342\227\217' || dot=" "; draw; continue; fi
