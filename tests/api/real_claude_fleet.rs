@@ -304,11 +304,12 @@ async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it
 
 /// A stand-in for `server.cli_path` that holds each of Claude's hook events back until
 /// `dir/answered` exists, then hands it to the real `flotilla hook` and marks it done: a hook
-/// that a loaded machine ran late.
+/// that a loaded machine ran late. A held event whose test ended (its `dir` removed) is
+/// dropped, not waited on forever.
 fn late_hook(dir: &Path) -> PathBuf {
     let path = dir.join("late-hook.sh");
     let script = format!(
-        "#!/bin/sh\nev=$(mktemp \"{d}/event.XXXXXX\")\ncat > \"$ev\"\n(\n  while [ ! -e \"{d}/answered\" ]; do sleep 0.05; done\n  \"{cli}\" \"$@\" < \"$ev\"\n  touch \"$ev.done\"\n) </dev/null >/dev/null 2>&1 &\nexit 0\n",
+        "#!/bin/sh\nev=$(mktemp \"{d}/event.XXXXXX\")\ncat > \"$ev\"\n(\n  while [ ! -e \"{d}/answered\" ]; do [ -d \"{d}\" ] || exit 0; sleep 0.05; done\n  \"{cli}\" \"$@\" < \"$ev\"\n  touch \"$ev.done\"\n) </dev/null >/dev/null 2>&1 &\nexit 0\n",
         d = dir.display(),
         cli = env!("CARGO_BIN_EXE_flotilla"),
     );
