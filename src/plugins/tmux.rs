@@ -81,6 +81,8 @@ const ANSWER_WAIT: Wait = Wait {
     settled: false,
 };
 const ANSWER_TRIES: usize = 3;
+/// How long a question is on screen before its answer is typed.
+const KEY_READY: Duration = Duration::from_millis(300);
 /// The most arrow keys one answer to an unnumbered menu sends (a menu longer than a screen is
 /// not read as one).
 const MAX_CURSOR_MOVES: usize = 64;
@@ -1196,6 +1198,9 @@ impl Runtime for TmuxRuntime {
             // No question on screen: delivered as a message instead.
             return self.send_message(handle, choice).await;
         };
+        // Claude Code and Codex drop a key typed just as their dialog is drawn (a hook may
+        // report the wait that early); one typed a moment later is taken the first time.
+        tokio::time::sleep(KEY_READY).await;
         let choice = choice.trim();
         // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
         // yes or no picks the option saying so, other words the option they name. A menu without keys (a `❯` cursor on
