@@ -733,10 +733,22 @@ impl Machine<'_> {
                 Outcome::Applied
             }
             EventKind::InputAnswered { question } => {
-                if st != S::NeedsInput {
-                    return self.ignore("agent.input_answered");
-                }
                 let asked = self.s.session.meta["question"].as_str();
+                if st != S::NeedsInput {
+                    // The agent was seen back at work (its dialog gone from the screen) before
+                    // the answer's own event: the answer is still recorded, once, so that the
+                    // dialog's late hook report asks nobody again.
+                    let recorded = self.answered_recently().any(|(q, _)| Some(q) == asked);
+                    return match (question.as_deref(), asked) {
+                        (Some(q), Some(a))
+                            if same_question(a, q) && !st.is_terminal() && !recorded =>
+                        {
+                            self.record_answered();
+                            Outcome::Applied
+                        }
+                        _ => self.ignore("agent.input_answered"),
+                    };
+                }
                 if let (Some(q), Some(a)) = (question.as_deref(), asked) {
                     if !same_question(a, q) {
                         return Outcome::Noop("a newer question waits".into());
@@ -746,18 +758,7 @@ impl Machine<'_> {
                 // Back to work because a human answered (not because the agent showed life).
                 let to = self.state();
                 self.set_state(to, Some("input_answered"));
-                // What was answered, and when: output that has not changed since still shows
-                // this question, and that is not a new one (the session actor's probe).
-                // The questions answered before it within [`LATE_REPORT`] are kept too (newest
-                // first): each dialog's hook may still report it.
-                let answered = self.s.session.meta["question"].clone();
-                let earlier: Vec<serde_json::Value> = self
-                    .answered_recently()
-                    .map(|(q, at)| serde_json::json!({"question": q, "at": at}))
-                    .take(EARLIER_ANSWERED)
-                    .collect();
-                self.s.session.meta["answered"] =
-                    serde_json::json!({"question": answered, "at": self.at, "earlier": earlier});
+                self.record_answered();
                 out
             }
             EventKind::AgentExited { code, output } => {
@@ -1137,6 +1138,21 @@ impl Machine<'_> {
     /// both hooks late).
     fn just_answered(&self, question: Option<&str>) -> bool {
         question.is_some_and(|q| self.answered_recently().any(|(a, _)| same_question(a, q)))
+    }
+
+    /// Records the question asked as answered now: output that has not changed since still
+    /// shows it, and that is not a new one (the session actor's probe). The questions
+    /// answered before it within [`LATE_REPORT`] are kept too (newest first): each dialog's
+    /// hook may still report it.
+    fn record_answered(&mut self) {
+        let answered = self.s.session.meta["question"].clone();
+        let earlier: Vec<serde_json::Value> = self
+            .answered_recently()
+            .map(|(q, at)| serde_json::json!({"question": q, "at": at}))
+            .take(EARLIER_ANSWERED)
+            .collect();
+        self.s.session.meta["answered"] =
+            serde_json::json!({"question": answered, "at": self.at, "earlier": earlier});
     }
 
     /// The questions answered less than [`LATE_REPORT`] ago, newest first, with when:

@@ -1627,3 +1627,93 @@ fn a_question_cut_short_and_its_full_wording_are_one_question() {
     );
     assert_eq!(pages(&other.effects), 1);
 }
+
+/// The screen saw the dialog go (the agent back at work) before the answer's own event: the
+/// answer is still recorded, once, and the dialog's late hook report pages nobody.
+#[test]
+fn an_answer_recorded_after_the_agent_was_seen_at_work_still_quiets_the_late_hook() {
+    let policy = Policy::defaults();
+    let ev = |at: DateTime<Utc>, kind: EventKind| Event { at, kind };
+    let pages = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Notify { .. }))
+            .count()
+    };
+    let q = "approve mcp__probe__…";
+    let t0 = at(1);
+    let seen = step(
+        &base(SessionState::Working),
+        &ev(
+            t0,
+            EventKind::AgentWaitingInput {
+                question: Some(q.into()),
+            },
+        ),
+        &policy,
+    );
+    assert_eq!(pages(&seen.effects), 1);
+    let t1 = t0 + Duration::seconds(1);
+    let active = step(&seen.snapshot, &ev(t1, EventKind::AgentActive), &policy);
+    assert_eq!(active.snapshot.session.state, SessionState::Working);
+    let answered = step(
+        &active.snapshot,
+        &ev(
+            t1 + Duration::milliseconds(200),
+            EventKind::InputAnswered {
+                question: Some(q.into()),
+            },
+        ),
+        &policy,
+    );
+    assert_eq!(answered.outcome, Outcome::Applied, "recorded");
+    assert_eq!(answered.snapshot.session.state, SessionState::Working);
+    assert_eq!(answered.snapshot.session.meta["answered"]["question"], q);
+    // Once: the same answer's event again changes nothing.
+    let again = step(
+        &answered.snapshot,
+        &ev(
+            t1 + Duration::milliseconds(300),
+            EventKind::InputAnswered {
+                question: Some(q.into()),
+            },
+        ),
+        &policy,
+    );
+    assert!(
+        matches!(again.outcome, Outcome::Noop(_)),
+        "{:?}",
+        again.outcome
+    );
+    // The hook's late report, in its fuller words: recorded, no page.
+    let late = step(
+        &answered.snapshot,
+        &ev(
+            t1 + Duration::seconds(2),
+            EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: Some(r#"approve mcp__probe__echo: {"text":"hi"}"#.into()),
+                pr: None,
+                hook: true,
+            },
+        ),
+        &policy,
+    );
+    assert_eq!(late.snapshot.session.state, SessionState::Working);
+    assert_eq!(pages(&late.effects), 0);
+    // Without the recorded answer, that report would have been a new wait.
+    let unrecorded = step(&active.snapshot, &late_event(t1), &policy);
+    assert_eq!(unrecorded.snapshot.session.state, SessionState::NeedsInput);
+
+    fn late_event(t1: DateTime<Utc>) -> Event {
+        Event {
+            at: t1 + Duration::seconds(2),
+            kind: EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: Some(r#"approve mcp__probe__echo: {"text":"hi"}"#.into()),
+                pr: None,
+                hook: true,
+            },
+        }
+    }
+}
