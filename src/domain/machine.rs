@@ -738,10 +738,11 @@ impl Machine<'_> {
                     // The agent was seen back at work (its dialog gone from the screen) before
                     // the answer's own event: the answer is still recorded, once, so that the
                     // dialog's late hook report asks nobody again.
-                    let recorded = self.answered_recently().any(|(q, _)| Some(q) == asked);
                     return match (question.as_deref(), asked) {
                         (Some(q), Some(a))
-                            if same_question(a, q) && !st.is_terminal() && !recorded =>
+                            if same_question(a, q)
+                                && !st.is_terminal()
+                                && !self.just_answered(Some(a)) =>
                         {
                             self.record_answered();
                             Outcome::Applied

@@ -23,6 +23,7 @@ pub mod exec;
 pub mod github;
 pub mod hosts;
 pub mod notifiers;
+pub mod pidfd;
 pub mod process;
 pub mod remote_tmux;
 pub mod repo_lock;

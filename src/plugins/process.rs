@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::ErrorKind;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -248,16 +247,6 @@ fn same_process_alive(h: &ProcessHandle) -> bool {
     }
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall with integer arguments; the returned fd is owned by us.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 fn signal_group(pid: i32, sig: i32) -> std::io::Result<()> {
     // SAFETY: killpg takes plain integers.
     if unsafe { libc::killpg(pid, sig) } == 0 {
@@ -403,7 +392,7 @@ impl Runtime for ProcessRuntime {
             return Ok(code);
         }
         // Not our child (adopted after a restart): the exit status is not ours to read.
-        let fd = match pidfd_open(h.pid) {
+        let fd = match super::pidfd::open(h.pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
             Err(e) => return Err(e.into()),

@@ -39,7 +39,6 @@
 //! ([`super::remote_tmux`]), and messages reach the pane's buffer through stdin, not a file.
 
 use std::io::ErrorKind;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -860,19 +859,9 @@ fn zombie_exit_status(pid: i32, ticks: u64) -> Option<Option<i32>> {
     })
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall with integer arguments; the returned fd is owned by us.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Resolves when the process `pid` (started at `ticks`) has ended; at once if it already has.
 async fn process_ended(pid: i32, ticks: u64) -> PluginResult<()> {
-    let fd = match pidfd_open(pid) {
+    let fd = match super::pidfd::open(pid) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -1203,8 +1192,9 @@ impl Runtime for TmuxRuntime {
         tokio::time::sleep(KEY_READY).await;
         let choice = choice.trim();
         // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
-        // yes or no picks the option saying so, other words the option they name. A menu without keys (a `❯` cursor on
-        // unnumbered options) is answered by moving its cursor to the option, then Enter.
+        // yes or no picks the option saying so, other words the option they name. A menu
+        // without keys (a `❯` cursor on unnumbered options) is answered by moving its cursor
+        // to the option, then Enter.
         let key = if line_prompt {
             MenuKey::Literal(choice.to_string())
         } else {
@@ -1214,34 +1204,28 @@ impl Runtime for TmuxRuntime {
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): the answer is typed again, but only while the screen the key landed on
-        // keeps its words (`Screen::words`). An agent that took the key and at once asks again in the
-        // same words (the next `git commit`, the same menu) moved the screen meanwhile (its
-        // transcript, the dialog's command): typing again there would approve a dialog nobody
-        // has seen.
+        // keeps its words (`Screen::words`). An agent that took the key and at once asks again
+        // in the same words (the next `git commit`, the same menu) moved the screen meanwhile
+        // (its transcript, the dialog's command): typing again there would approve a dialog
+        // nobody has seen.
         for _ in 0..ANSWER_TRIES {
-            let landed_on = match &key {
-                MenuKey::Literal(k) => {
-                    let landed_on = self.screen(&h.pane).await?.words();
-                    self.tmux(&["send-keys", "-t", &h.pane, "-l", k]).await?;
-                    Some(landed_on)
-                }
-                MenuKey::Escape => {
-                    let landed_on = self.screen(&h.pane).await?.words();
-                    self.tmux(&["send-keys", "-t", &h.pane, "Escape"]).await?;
-                    Some(landed_on)
-                }
+            let keys: Option<Vec<&str>> = match &key {
+                MenuKey::Literal(k) => Some(vec!["-l", k]),
+                MenuKey::Escape => Some(vec!["Escape"]),
                 // From where the cursor is now (a try before may have moved it part of the
                 // way); the Enter is the key that answers.
-                MenuKey::Move(_) => {
-                    if self.move_cursor_to(&h.pane, choice).await? {
-                        let landed_on = self.screen(&h.pane).await?.words();
-                        self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
-                        Some(landed_on)
-                    } else {
-                        None
-                    }
-                }
+                MenuKey::Move(_) => self
+                    .move_cursor_to(&h.pane, choice)
+                    .await?
+                    .then(|| vec!["Enter"]),
             };
+            let mut landed_on = None;
+            if let Some(keys) = keys {
+                landed_on = Some(self.screen(&h.pane).await?.words());
+                let mut args = vec!["send-keys", "-t", &h.pane];
+                args.extend(keys);
+                self.tmux(&args).await?;
+            }
             if line_prompt {
                 self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
             }

@@ -6,7 +6,7 @@
 //! (readable when they end) until the heartbeat would go stale, then looks at the file
 //! again. Without pidfds (Linux before 5.3) it looks every [`FALLBACK_TICK`].
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, SystemTime};
@@ -63,9 +63,9 @@ pub fn run(opts: GuardOptions) -> i32 {
             return SPAWN_FAILED_CODE;
         }
     };
-    let child_fd = pidfd_open(child.id());
+    let child_fd = pidfd(child.id());
     // Opened, then checked: while the node is our parent, its pid is not reused.
-    let parent_fd = pidfd_open(parent).filter(|_| parent_alive(parent));
+    let parent_fd = pidfd(parent).filter(|_| parent_alive(parent));
     let tick = if child_fd.is_some() && parent_fd.is_some() {
         None
     } else {
@@ -163,13 +163,8 @@ fn forward(exit: Exit) -> i32 {
 }
 
 /// A pidfd for `pid` (readable once it ends), when the kernel has them.
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).ok()?;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: `fd` was just returned to us and is owned by nobody else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    crate::plugins::pidfd::open(i32::try_from(pid).ok()?).ok()
 }
 
 /// Sleeps until one of `fds` is readable or `timeout` passed (`None`: no timeout); returns
