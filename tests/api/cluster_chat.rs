@@ -676,16 +676,6 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// Whether process `pid` is gone (or a zombie).
-fn gone(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|st| {
-            st.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
 /// Waits until the message tagged `tag` is done.
 async fn wait_done(url: &str, tag: &str) {
     slowly(60, &format!("{tag} done"), || async {

@@ -201,16 +201,6 @@ async fn kill_dash_nine_and_restart_loses_nothing() {
     assert!(ids(&after_resume).iter().all(|i| *i > last_seen));
 }
 
-/// Whether process `pid` is gone (or a zombie).
-fn gone(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|st| {
-            st.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
 /// A node killed with `-9` in the middle of a chat turn: its assistant (under `flotilla
 /// turn-guard`) dies by itself while the node is down, so when the restarted node runs the
 /// interrupted message again (`resumed`) there is one assistant on it, and the message is

@@ -501,6 +501,11 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Whether process `pid` is gone (or a zombie).
+pub fn gone(pid: impl TryInto<i32>) -> bool {
+    pid.try_into().map_or(true, |p| !alive(p))
+}
+
 /// The pid the process runtime recorded for a session.
 pub fn agent_pid(home: &Path, id: &str) -> i32 {
     std::fs::read_to_string(home.join("runtime").join(id).join("pid"))

@@ -10,16 +10,6 @@ use std::process::{Command, Stdio};
 use crate::helpers::*;
 use crate::server::bin;
 
-/// Whether process `pid` is gone (or a zombie).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|st| {
-            st.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
 fn guard(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.arg("turn-guard").args(args);
