@@ -841,14 +841,7 @@ mod tests {
    3. No, and tell Claude what to do differently (esc)
 ";
         assert!(terminal_waiting(claude));
-        let codex = "\
-Would you like to run the following command?
-  $ cargo test
-› 1. Yes, proceed (y)
-  2. No, and tell Codex what to do differently (esc)
-
-Press enter to confirm or esc to cancel
-";
+        let codex = &screen_fixture("codex-run-command.txt");
         assert!(terminal_waiting(codex));
         assert!(
             !line_prompt(claude) && !line_prompt(codex),

@@ -58,6 +58,7 @@ mod real_claude_pr_loop;
 mod real_claude_workflows;
 mod real_codex;
 mod real_codex_chat;
+mod real_codex_fleet;
 mod real_opencode;
 mod real_tmux;
 #[path = "../support/receivers.rs"]

@@ -25,23 +25,23 @@ use tempfile::TempDir;
 use crate::fake_openai::{tool_outputs, FakeOpenAi, Step};
 use crate::helpers::{git, make_repo, real_cli, require_tool};
 
-const MODEL: &str = "gpt-5-codex";
+pub(crate) const MODEL: &str = "gpt-5-codex";
 /// The real `codex` (see [`real_cli`]).
 fn codex_bin() -> Option<PathBuf> {
     real_cli("codex", "FLOTILLA_CODEX_BIN")
 }
 
 /// A scratch directory with a `CODEX_HOME` configured for the fake, and a repository.
-struct Setup {
+pub(crate) struct Setup {
     dir: TempDir,
-    bin: PathBuf,
-    codex_home: PathBuf,
-    home: PathBuf,
+    pub(crate) bin: PathBuf,
+    pub(crate) codex_home: PathBuf,
+    pub(crate) home: PathBuf,
     repo: PathBuf,
 }
 
 impl Setup {
-    fn new(fake: &FakeOpenAi) -> Option<Setup> {
+    pub(crate) fn new(fake: &FakeOpenAi) -> Option<Setup> {
         let bin = codex_bin()?;
         if !require_tool("git") {
             return None;
@@ -85,7 +85,7 @@ wire_api = "responses"
         })
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         std::fs::canonicalize(self.dir.path()).expect("canonical")
     }
 

@@ -22,6 +22,8 @@
 //! the price of the model each `turn_context` names, from the `pricing:` table over the
 //! built-in list prices ([`usage`]).
 
+pub mod dialog;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -34,8 +36,8 @@ use serde_json::Value;
 use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{
-    agent_home, combine, parse_ts, read_tail, ActivityProbe, ActivitySignal, Reading, Usage,
-    TAIL_BYTES,
+    agent_home, combine, parse_ts, read_tail, terminal_question, ActivityProbe, ActivitySignal,
+    Reading, Usage, TAIL_BYTES,
 };
 use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
 use crate::pricing::{PriceTable, Priced, Tokens};
@@ -489,6 +491,11 @@ impl Agent for CodexAgent {
             None => None,
         };
         Ok(combine(native, probe))
+    }
+
+    async fn question(&self, probe: &ActivityProbe) -> Option<String> {
+        let screen = probe.terminal.as_deref()?;
+        dialog::screen_question(screen).or_else(|| terminal_question(screen))
     }
 
     async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {
