@@ -382,6 +382,16 @@ pub fn line_prompt(text: &str) -> bool {
     above_footers(text).0.last().is_some_and(|l| is_yes_no(l))
 }
 
+/// Whether an answer is a bare choice: a number, or y/n/yes/no. Typed as it is onto a menu
+/// whose options do not name it (a menu with keys of its own); other words never are.
+pub fn is_choice(text: &str) -> bool {
+    let t = text.trim();
+    (!t.is_empty() && t.len() <= 2 && t.chars().all(|c| c.is_ascii_digit()))
+        || ["y", "n", "yes", "no"]
+            .iter()
+            .any(|w| t.eq_ignore_ascii_case(w))
+}
+
 /// A key that picks a menu option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MenuKey {
@@ -389,18 +399,23 @@ pub enum MenuKey {
     Literal(String),
     /// The Escape key (an option marked `(esc)`).
     Escape,
-    /// A menu without keys of its own (a `❯` cursor on unnumbered options): the cursor moves
-    /// this way, one row per key, then Enter picks the option under it.
-    Move(CursorMove),
+    /// A menu without keys of its own (a `❯` cursor on unnumbered options, a row of buttons):
+    /// the cursor moves to the option, one arrow key at a time, then Enter picks it.
+    Move,
 }
 
-/// How far the cursor of an unnumbered menu must move to reach the option wanted.
+/// How far the cursor of an unnumbered menu (or the selection of a row of buttons, see
+/// [`super::button_row`]) must move to reach the option wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CursorMove {
     /// This many rows up.
     Up(usize),
     /// This many rows down (`Down(0)`: the cursor is on it; Enter alone picks it).
     Down(usize),
+    /// This many buttons left.
+    Left(usize),
+    /// This many buttons right (`Right(0)`: it is selected).
+    Right(usize),
 }
 
 impl CursorMove {
@@ -410,6 +425,8 @@ impl CursorMove {
         match self {
             CursorMove::Up(n) if n > 0 => "Up",
             CursorMove::Down(n) if n > 0 => "Down",
+            CursorMove::Left(n) if n > 0 => "Left",
+            CursorMove::Right(n) if n > 0 => "Right",
             _ => "Enter",
         }
     }
@@ -594,8 +611,14 @@ pub fn terminal_waiting(text: &str) -> bool {
 /// prompt on the last (non-footer) line; a block of numbered options directly under a line
 /// that asks something (`Do you want to proceed?`); or, above a "Enter to confirm" footer, a
 /// menu of unnumbered options with a `❯` cursor (Claude Code's trust and API-key dialogs).
-/// Secrets that a dialog shows (an API key's tail) are masked.
+/// Secrets that a dialog shows (an API key's tail) are masked. Else a row of buttons picked
+/// with ⇆ ([`super::button_row`], OpenCode's prompts): the line above it and its buttons.
 pub fn terminal_question(text: &str) -> Option<String> {
+    listed_question(text).or_else(|| super::button_row::question(text).map(|q| mask_secrets(&q)))
+}
+
+/// [`terminal_question`] for a prompt on the last line or options listed one a line.
+fn listed_question(text: &str) -> Option<String> {
     let (lines, confirm_footer) = above_footers(text);
     let last = lines.last()?;
     if is_yes_no(last) {

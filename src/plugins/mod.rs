@@ -17,6 +17,7 @@
 pub mod activity;
 pub mod agents;
 pub mod assistants;
+pub mod button_row;
 pub mod chat;
 pub mod clone;
 pub mod exec;

@@ -614,7 +614,11 @@ impl TmuxRuntime {
     /// follow: the caller sees whether the question is still asked.
     async fn move_cursor_to(&self, pane: &str, choice: &str) -> PluginResult<bool> {
         let read = |s: &Screen| super::activity::cursor_menu_move(&s.rows.join("\n"), choice);
-        let Some(mut at) = read(&self.screen(pane).await?) else {
+        let screen = self.screen(pane).await?;
+        if super::button_row::labels(&screen.rows.join("\n")).is_some() {
+            return self.move_button_to(pane, choice).await;
+        }
+        let Some(mut at) = read(&screen) else {
             return Ok(false);
         };
         for _ in 0..MAX_CURSOR_MOVES {
@@ -632,6 +636,39 @@ impl TmuxRuntime {
             }
         }
         Ok(false)
+    }
+
+    /// [`Self::move_cursor_to`] for a row of buttons ([`super::button_row`]): the selection
+    /// is read from the screen's colours before each key, and Enter is left to the caller
+    /// only once the button named is the one selected.
+    async fn move_button_to(&self, pane: &str, choice: &str) -> PluginResult<bool> {
+        let read = |styled: &str| super::button_row::move_to(styled, choice);
+        let Some(mut at) = read(&self.styled_capture(pane).await?) else {
+            return Ok(false);
+        };
+        for _ in 0..MAX_CURSOR_MOVES {
+            if at.arrived() {
+                return Ok(true);
+            }
+            self.tmux(&["send-keys", "-t", pane, at.next_key()]).await?;
+            let before = at;
+            let deadline = tokio::time::Instant::now() + ANSWER_WAIT.cap;
+            at = loop {
+                // A frame caught mid-redraw may lack the row: wait for one that has it.
+                match read(&self.styled_capture(pane).await?) {
+                    Some(next) if next != before => break next,
+                    _ if tokio::time::Instant::now() >= deadline => return Ok(false),
+                    _ => tokio::time::sleep(POLL).await,
+                }
+            };
+        }
+        Ok(false)
+    }
+
+    /// The pane's visible screen with its colours (SGR sequences), for what only colours
+    /// show: the selected button of a row.
+    async fn styled_capture(&self, pane: &str) -> PluginResult<String> {
+        self.tmux(&["capture-pane", "-p", "-e", "-t", pane]).await
     }
 
     /// Whether the handle's agent may still take keys: from `/proc` locally; a remote
@@ -1178,15 +1215,25 @@ impl Runtime for TmuxRuntime {
                 let text = s.rows.join("\n");
                 super::activity::terminal_question(&text).map(|q| {
                     let line_prompt = super::activity::line_prompt(&text);
-                    let cursor = super::activity::cursor_menu_move(&text, choice.trim());
-                    (q, line_prompt, cursor)
+                    let buttons = super::button_row::labels(&text);
+                    let movable = match &buttons {
+                        Some(labels) => super::button_row::pick(labels, choice).is_some(),
+                        None => super::activity::cursor_menu_move(&text, choice.trim()).is_some(),
+                    };
+                    (q, line_prompt, buttons.is_some(), movable)
                 })
             })
             .await?;
-        let Some((asked, line_prompt, cursor)) = asked else {
+        let Some((asked, line_prompt, buttons, movable)) = asked else {
             // No question on screen: delivered as a message instead.
             return self.send_message(handle, choice).await;
         };
+        if buttons && !movable {
+            // Enter confirms the selected button and letters may move it: an answer naming
+            // none is not typed there.
+            tracing::warn!(session = %h.session, "the answer names none of the buttons on screen");
+            return Ok(false);
+        }
         // Claude Code and Codex drop a key typed just as their dialog is drawn (a hook may
         // report the wait that early); one typed a moment later is taken the first time.
         tokio::time::sleep(KEY_READY).await;
@@ -1195,12 +1242,19 @@ impl Runtime for TmuxRuntime {
         // yes or no picks the option saying so, other words the option they name. A menu
         // without keys (a `❯` cursor on unnumbered options) is answered by moving its cursor
         // to the option, then Enter.
-        let key = if line_prompt {
-            MenuKey::Literal(choice.to_string())
-        } else {
-            super::activity::menu_key(&asked, choice)
-                .or_else(|| cursor.map(MenuKey::Move))
-                .unwrap_or_else(|| MenuKey::Literal(choice.to_string()))
+        let named = super::activity::menu_key(&asked, choice).or(movable.then_some(MenuKey::Move));
+        let key = match named {
+            _ if line_prompt => MenuKey::Literal(choice.to_string()),
+            Some(key) => key,
+            // A number or yes/no no option names is typed as it is (a menu with keys of its
+            // own). Other words are never typed onto a menu: their letters may be its keys
+            // (Codex's `p` allows a command for good), and an Enter confirms the highlighted
+            // option.
+            None if super::activity::is_choice(choice) => MenuKey::Literal(choice.to_string()),
+            None => {
+                tracing::warn!(session = %h.session, "the answer names none of the options on screen");
+                return Ok(false);
+            }
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): the answer is typed again, but only while the screen the key landed on
@@ -1214,7 +1268,7 @@ impl Runtime for TmuxRuntime {
                 MenuKey::Escape => Some(vec!["Escape"]),
                 // From where the cursor is now (a try before may have moved it part of the
                 // way); the Enter is the key that answers.
-                MenuKey::Move(_) => self
+                MenuKey::Move => self
                     .move_cursor_to(&h.pane, choice)
                     .await?
                     .then(|| vec!["Enter"]),

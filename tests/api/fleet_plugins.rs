@@ -343,7 +343,22 @@ async fn an_answer_to_a_menu_is_one_key_and_to_a_line_prompt_a_line() {
     assert!(t.rt.answer(&h3, "y").await.expect("answer"));
     let out = output_containing(&t.rt, &h3, "line:[").await;
     assert!(out.contains("line:[y]"), "{out}");
-    for h in [h, h2, h3] {
+    // Words that name no option are not typed onto a menu: "please" starts with Codex's `p`
+    // (allow for good), and an Enter would confirm the highlighted option.
+    let h4 = t.rt.create(&menu("menu-3")).await.expect("create");
+    output_containing(&t.rt, &h4, "Press enter to confirm").await;
+    assert!(!t
+        .rt
+        .answer(&h4, "please run cargo check instead")
+        .await
+        .expect("answer"));
+    assert!(t.rt.answer(&h4, "no").await.expect("answer"));
+    let out = output_containing(&t.rt, &h4, "next:[").await;
+    assert!(
+        out.contains("key:[esc]") && out.contains("next:[]"),
+        "only the later answer's key: {out}"
+    );
+    for h in [h, h2, h3, h4] {
         t.rt.destroy(&h).await.expect("destroy");
     }
 }

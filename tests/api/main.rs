@@ -60,6 +60,7 @@ mod real_codex;
 mod real_codex_chat;
 mod real_codex_fleet;
 mod real_opencode;
+mod real_opencode_fleet;
 mod real_tmux;
 #[path = "../support/receivers.rs"]
 mod receivers;

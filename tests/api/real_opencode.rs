@@ -28,22 +28,22 @@ use crate::fake_openai::{tool_outputs, FakeOpenAi, Step};
 use crate::helpers::{git, make_repo, real_cli, require_tool};
 use crate::real_tmux::{within, Tmux};
 
-const MODEL: &str = "fake/fake-model";
+pub(crate) const MODEL: &str = "fake/fake-model";
 const TASK: &str = "## Task\n\nWrite out.txt.\n";
 /// The model's price in the provider config, dollars per million tokens (no cache price).
 const INPUT_PER_MTOK: f64 = 2.0;
 const OUTPUT_PER_MTOK: f64 = 10.0;
 
 /// A scratch `HOME` with OpenCode configured for the fake, and a repository.
-struct Setup {
+pub(crate) struct Setup {
     dir: TempDir,
-    bin: PathBuf,
-    home: PathBuf,
+    pub(crate) bin: PathBuf,
+    pub(crate) home: PathBuf,
     repo: PathBuf,
 }
 
 impl Setup {
-    fn new(fake: &FakeOpenAi) -> Option<Setup> {
+    pub(crate) fn new(fake: &FakeOpenAi) -> Option<Setup> {
         let bin = real_cli("opencode", "FLOTILLA_OPENCODE_BIN")?;
         if !require_tool("git") {
             return None;
@@ -78,7 +78,7 @@ impl Setup {
         })
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         std::fs::canonicalize(self.dir.path()).expect("canonical")
     }
 
@@ -127,7 +127,7 @@ fn write_step(path: &Path) -> Step {
 }
 
 /// A command that writes a file and prints what only a shell computes.
-fn bash_step() -> Step {
+pub(crate) fn bash_step() -> Step {
     Step::tool(
         "bash",
         json!({"command": "printf made > cmd.txt && echo WROTE-$((20+22))",

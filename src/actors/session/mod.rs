@@ -955,16 +955,6 @@ fn record_usage(old: &SessionSnapshot, new: &SessionSnapshot) {
     }
 }
 
-/// Whether a message sent to a session that waits for input is an answer to a menu or a
-/// yes/no prompt: a number, or y/n/yes/no.
-fn is_choice(text: &str) -> bool {
-    let t = text.trim();
-    (!t.is_empty() && t.len() <= 2 && t.chars().all(|c| c.is_ascii_digit()))
-        || ["y", "n", "yes", "no"]
-            .iter()
-            .any(|w| t.eq_ignore_ascii_case(w))
-}
-
 /// How many lines of a failed agent's output are kept with its exit.
 const EXIT_OUTPUT_LINES: usize = 12;
 
@@ -1264,10 +1254,13 @@ impl Handler<SendMessage> for SessionActor {
         }
         let journal = self.fleet.journal.clone();
         let id = self.id.clone();
-        // A short answer to the question on screen is typed as keys (menus ignore pastes).
+        // While the agent waits, whatever is sent answers what is on screen: a menu's option
+        // as its key (a paste and its Enter would confirm whichever option is highlighted), a
+        // line prompt's answer as a line, and anything else, when no question is drawn, as a
+        // message (see `Runtime::answer`).
         let waiting = st == crate::store::SessionState::NeedsInput;
         let asked = s.session.meta["question"].as_str().map(str::to_string);
-        let answer = waiting && is_choice(&msg.text);
+        let answer = waiting;
         let addr = ctx.address();
         let (fleet, input, rec) = (self.fleet.clone(), self.input.clone(), s.session);
         // Detached: the paste and its journal row finish even while an atomic step waits.

@@ -16,11 +16,12 @@
 //! Observation: activity comes from the screen. Usage and the session id for `--session` come
 //! from OpenCode's own database ([`super::opencode_db`]): the sessions it ran in the
 //! workspace, with the tokens and cost OpenCode counted (priced from the provider's model
-//! `cost` in its config or its models.dev catalogue). Its permission dialog (1.18.33: "△ Permission required",
-//! what it wants on the next line, then "Allow once   Allow always   Reject" with "⇆ select
-//! enter confirm" on the same line) matches none of the generic question rules, so it is read
-//! here: `waiting_input`, with the question "Permission required: <what>: <details> [Allow
-//! once | Allow always | Reject]" (e.g. "Shell command: $ git push"). By default OpenCode asks before touching anything outside the project
+//! `cost` in its config or its models.dev catalogue). Its permission dialog (1.18.33: "△
+//! Permission required", what it wants on the next line, then "Allow once   Allow always
+//! Reject" with "⇆ select  enter confirm" on the same line, a row of buttons answered by
+//! [`crate::plugins::button_row`]) is read here: `waiting_input`, with the question
+//! "Permission required: <what>: <details> [Allow once | Allow always | Reject]" (e.g. "Shell
+//! command: $ git push"), without the sidebar a wide terminal shows beside it. By default OpenCode asks before touching anything outside the project
 //! (`external_directory`) and for a repeated identical call (`doom_loop`); edits and commands
 //! inside it are allowed.
 
@@ -32,6 +33,7 @@ use async_trait::async_trait;
 use super::{opencode_db, program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{self, ActivityProbe, ActivitySignal, ActivitySource};
+use crate::plugins::button_row;
 use crate::plugins::{Agent, AgentContext, PluginResult};
 use crate::store::Activity;
 
@@ -40,29 +42,30 @@ pub const PERMISSION_ENV: &str = "OPENCODE_PERMISSION";
 
 /// How many of the screen's last non-empty lines are searched for the permission dialog.
 const DIALOG_LINES: usize = 20;
+/// How many lines must start text in one column for it to be the sidebar's.
+const SIDEBAR_LINES: usize = 3;
 
 /// OpenCode's permission dialog at the bottom of `screen`, as one line for a human: its
-/// request and its three answers. `None` when the screen's bottom shows no such dialog.
+/// request and its buttons. The "Always allow" step that "Allow always" opens (its patterns,
+/// `Confirm`, `Cancel`) is worded the same way. `None` when the screen's bottom shows no such
+/// dialog.
 pub fn permission_question(screen: &str) -> Option<String> {
+    let screen = without_sidebar(screen);
+    let buttons = button_row::labels(&screen)?;
     let lines: Vec<&str> = screen
         .lines()
         .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
         .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '▀'))
         .collect();
     let lines = &lines[lines.len().saturating_sub(DIALOG_LINES)..];
-    // The answers are on the dialog's last line, under everything else it shows.
-    let answers = lines
-        .iter()
-        .rposition(|l| l.contains("Allow once") && l.contains("Reject"))?;
-    if answers + 3 < lines.len() {
-        return None;
-    }
+    // The buttons are on the dialog's last line, under everything else it shows.
+    let answers = lines.iter().rposition(|l| l.contains("enter confirm"))?;
     let head = lines[..answers]
         .iter()
-        .rposition(|l| l.ends_with("Permission required"))?;
+        .rposition(|l| l.ends_with("Permission required") || l.ends_with("Always allow"))?;
     // What it wants: a title ("← Access external directory /x", "# Shell command"), then its
     // details (the command; "Patterns" and the paths).
-    let mut q = "Permission required".to_string();
+    let mut q = lines[head].trim_start_matches(['△', ' ']).to_string();
     for (i, line) in lines[head + 1..answers].iter().enumerate() {
         let text = if i == 0 {
             line.trim_start_matches(['←', '→', '#', '⚙', ' '])
@@ -74,8 +77,60 @@ pub fn permission_question(screen: &str) -> Option<String> {
             q.push_str(text.trim());
         }
     }
-    q.push_str(" [Allow once | Allow always | Reject]");
+    q.push_str(&format!(" [{}]", buttons.join(" | ")));
     Some(activity::mask_secrets(&q))
+}
+
+/// The screen without OpenCode's sidebar (the session's title, context, cost, directory and
+/// branch, drawn without a border right of the session when the terminal is wide): cut at
+/// the column where, on at least [`SIDEBAR_LINES`] lines, text starts after a gap of four
+/// blanks or more in the right half of the screen.
+fn without_sidebar(screen: &str) -> String {
+    let lines: Vec<Vec<char>> = screen.lines().map(|l| l.chars().collect()).collect();
+    let width = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let mut starts: BTreeMap<usize, usize> = BTreeMap::new();
+    for l in &lines {
+        if let Some(col) = last_island(l).filter(|&c| c >= width / 2) {
+            *starts.entry(col).or_default() += 1;
+        }
+    }
+    let Some((&col, _)) = starts
+        .iter()
+        .filter(|(_, &n)| n >= SIDEBAR_LINES)
+        .max_by_key(|(_, &n)| n)
+    else {
+        return screen.to_string();
+    };
+    let cut = |l: &Vec<char>| -> String {
+        let blank_before = col >= 2
+            && l.get(col - 2..col)
+                .is_some_and(|g| g.iter().all(|c| *c == ' '));
+        if l.len() > col && blank_before {
+            l[..col].iter().collect()
+        } else {
+            l.iter().collect()
+        }
+    };
+    lines.iter().map(cut).collect::<Vec<_>>().join("\n")
+}
+
+/// Where the last run of text on a line starts, when four blanks or more stand before it.
+fn last_island(line: &[char]) -> Option<usize> {
+    let end = line.iter().rposition(|c| !c.is_whitespace())? + 1;
+    let mut blanks = 0;
+    for i in (0..end).rev() {
+        if line[i] == ' ' {
+            blanks += 1;
+            if blanks == 4 {
+                // The run starts after the blanks that precede it.
+                let start = line[i..end].iter().position(|c| *c != ' ')?;
+                return Some(i + start);
+            }
+        } else {
+            blanks = 0;
+        }
+    }
+    None
 }
 
 /// Launches OpenCode.
@@ -283,6 +338,22 @@ mod tests {
         // Answered: the transcript scrolls on and the dialog is gone.
         let done = "  ┃  # Wrote /tmp/x/outside.txt\n  ┃\n     Wrote it.\n     ▣  Build · Fake model · 20.1s\n  ┃  Build · Fake model Fake\n  ╹▀▀▀▀▀▀▀▀\n   /tmp/x   1.1K (1%) · $0.00  ctrl+p commands\n";
         assert_eq!(permission_question(done), None);
+        // Real screens of 1.18.33 in a 200-column pane, its sidebar beside the dialog.
+        assert_eq!(
+            permission_question(&activity::screen_fixture("opencode-bash-permission.txt"))
+                .as_deref(),
+            Some(
+                "Permission required: Shell command: $ printf made > cmd.txt && echo \
+                 WROTE-$((20+22)) [Allow once | Allow always | Reject]"
+            )
+        );
+        assert_eq!(
+            permission_question(&activity::screen_fixture("opencode-always-allow.txt")).as_deref(),
+            Some(
+                "Always allow: This will allow the following patterns until OpenCode is \
+                 restarted: - printf *: - echo * [Confirm | Cancel]"
+            )
+        );
         assert_eq!(permission_question(""), None);
     }
 

@@ -1,0 +1,216 @@
+//! The real OpenCode (npm `opencode-ai`, its TUI under tmux) as a fleet agent, configured as a
+//! user would (a provider in `~/.config/opencode/opencode.json` pointed at the scripted Chat
+//! Completions server, see `real_opencode`), spawned and answered through the HTTP API.
+//!
+//! Runs under `CI=true` (a missing CLI fails it), or wherever the CLI is found, else skips.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::fake_openai::{tool_outputs, FakeOpenAi, Step};
+use crate::fleet_tmux::TmuxGuard;
+use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, TestApp};
+use crate::real_claude_fleet::{notifications_with, wait_session};
+use crate::real_opencode::{bash_step, Setup, MODEL};
+use crate::receivers::Receivers;
+
+/// The fleet with one `opencode` agent in `mode`, the model scripted by `script`.
+struct OpencodeFleet {
+    app: TestApp,
+    model: FakeOpenAi,
+    hooks: Receivers,
+    _setup: Setup,
+    _tmux: TmuxGuard,
+}
+
+impl OpencodeFleet {
+    async fn start(script: Vec<Step>, mode: &str) -> Option<OpencodeFleet> {
+        let model = FakeOpenAi::start(script).await;
+        let setup = Setup::new(&model)?;
+        if !require_tool("tmux") {
+            return None;
+        }
+        let hooks = Receivers::start().await;
+        let agents = format!(
+            "  opencode:\n    kind: opencode\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", FAKE_KEY: sk-fake-0123456789, OPENCODE_DISABLE_MODELS_FETCH: \"1\" }}\n",
+            bin = setup.bin.display(),
+            home = setup.home.display(),
+        );
+        let project = format!(
+            "    runtime: tmux\n    agent: opencode\n{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
+            services = hooks.service_yaml(),
+            hook = hooks.webhook_url(),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cli = env!("CARGO_BIN_EXE_flotilla");
+        let app = spawn_app_with_env(
+            Backend::Sqlite,
+            &agents,
+            &project,
+            dir,
+            &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+        )
+        .await?;
+        let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
+        Some(OpencodeFleet {
+            app,
+            model,
+            hooks,
+            _setup: setup,
+            _tmux: tmux,
+        })
+    }
+
+    async fn screen(&self, id: &str) -> String {
+        let (_, v) = self
+            .app
+            .get(&format!("/api/v1/sessions/{id}/output?lines=60"))
+            .await;
+        v["output"].as_str().unwrap_or("").to_string()
+    }
+
+    /// `send` as a human does; the API's answer.
+    async fn send(&self, id: &str, text: &str) -> Value {
+        let (code, v) = self
+            .app
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({ "message": text }),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    /// Spawns the task and waits until the session needs input; the session.
+    async fn spawn_until_asked(&self, task: &str) -> (String, Value) {
+        let id = self
+            .app
+            .spawn(json!({"project": "demo", "prompt": task}))
+            .await;
+        let waiting = wait_session(&self.app, &id, 150, "needs_input", |s| {
+            s["state"] == "needs_input" && s["waiting_for"].is_string()
+        })
+        .await;
+        (id, waiting)
+    }
+
+    /// Waits for the session to need input again, asking something else than `before`.
+    async fn asked_again(&self, id: &str, before: &str) -> String {
+        let s = wait_session(&self.app, id, 60, "the next question", |s| {
+            s["state"] == "needs_input" && s["waiting_for"].as_str().is_some_and(|q| q != before)
+        })
+        .await;
+        s["waiting_for"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// The question OpenCode's bash permission asks for [`bash_step`], as the session words it
+/// (no sidebar text, its buttons as they are drawn).
+const BASH_QUESTION: &str = "Permission required: Shell command: $ printf made > cmd.txt && \
+    echo WROTE-$((20+22)) [Allow once | Allow always | Reject]";
+
+/// `send no` to OpenCode's permission dialog presses its Reject button: the command never
+/// runs. (Before, the answer was pasted as a message: its Enter confirmed the selected button,
+/// "Allow once", and the command ran.) The next message then reaches OpenCode as a prompt,
+/// and the model hears the call was rejected.
+#[actix_web::test]
+async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
+    let Some(f) =
+        OpencodeFleet::start(vec![bash_step(), Step::text("Understood.")], "auto-edit").await
+    else {
+        return;
+    };
+    let (id, waiting) = f.spawn_until_asked("Write cmd.txt.").await;
+    assert_eq!(waiting["waiting_for"], BASH_QUESTION, "{waiting}");
+    let ws = std::path::PathBuf::from(waiting["workspace"].as_str().expect("workspace"));
+    let pages = eventually(30, "the page", || {
+        let n = notifications_with(&f.hooks, "waiting for input");
+        async move { (!n.is_empty()).then_some(n) }
+    })
+    .await;
+    assert!(
+        pages[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(BASH_QUESTION)),
+        "{pages:#?}"
+    );
+
+    let sent = f.send(&id, "no").await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    wait_session(&f.app, &id, 60, "back from the question", |s| {
+        s["state"] == "working"
+    })
+    .await;
+    let sent = f.send(&id, "Leave cmd.txt alone.").await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let turns = match f
+        .model
+        .wait_for_turn_requests(2, Duration::from_secs(60))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => panic!("{e}\n{}", f.screen(&id).await),
+    };
+    let outputs = tool_outputs(&turns[1]);
+    assert!(
+        outputs.iter().all(|o| !o.contains("WROTE-42"))
+            && outputs.iter().any(|o| o.to_lowercase().contains("reject")),
+        "{outputs:?}"
+    );
+    assert!(turns[1].to_string().contains("Leave cmd.txt alone."));
+    assert!(!ws.join("cmd.txt").exists(), "a refused command ran");
+    assert_eq!(notifications_with(&f.hooks, "waiting for input").len(), 1);
+}
+
+/// `send "allow always"` presses that button; OpenCode then asks to confirm the patterns it
+/// will allow (a second row of buttons, a second question for the human), `send yes` confirms,
+/// and the command runs once.
+#[actix_web::test]
+async fn a_real_opencode_command_allowed_always_asks_to_confirm_and_then_runs() {
+    let Some(f) = OpencodeFleet::start(vec![bash_step(), Step::text("Ran it.")], "auto-edit").await
+    else {
+        return;
+    };
+    let (id, waiting) = f.spawn_until_asked("Write cmd.txt.").await;
+    assert_eq!(waiting["waiting_for"], BASH_QUESTION, "{waiting}");
+    let ws = std::path::PathBuf::from(waiting["workspace"].as_str().expect("workspace"));
+
+    let sent = f.send(&id, "allow always").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let confirm = f.asked_again(&id, BASH_QUESTION).await;
+    assert!(
+        confirm.starts_with("Always allow: This will allow the following patterns")
+            && confirm.contains("- printf *")
+            && confirm.ends_with("[Confirm | Cancel]"),
+        "{confirm}"
+    );
+    assert!(!ws.join("cmd.txt").exists(), "ran before it was confirmed");
+
+    let sent = f.send(&id, "yes").await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let turns = f
+        .model
+        .wait_for_turn_requests(2, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("no request after the confirmation: {e}"));
+    assert!(
+        tool_outputs(&turns[1])
+            .iter()
+            .any(|o| o.contains("WROTE-42")),
+        "{:?}",
+        tool_outputs(&turns[1])
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("cmd.txt")).ok().as_deref(),
+        Some("made")
+    );
+    eventually(60, "the closing reply", || {
+        let screen = f.screen(&id);
+        async move { screen.await.contains("Ran it.").then_some(()) }
+    })
+    .await;
+    // (The confirmation is asked within the notifications' dedupe window of the first
+    // question: the session shows it, the page of the first stands.)
+}
