@@ -20,8 +20,30 @@ struct OpencodeFleet {
     app: TestApp,
     model: FakeOpenAi,
     hooks: Receivers,
-    _setup: Setup,
+    setup: Setup,
     _tmux: TmuxGuard,
+}
+
+/// The state OpenCode recorded for the `bash` call of [`bash_step`] once it ended (`status`
+/// `completed` or `error`, with its `error`), from its SQLite database.
+async fn bash_call_state(db: &std::path::Path) -> Option<Value> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .ok()?;
+    let parts: Vec<String> = sqlx::query_scalar("SELECT data FROM part")
+        .fetch_all(&mut conn)
+        .await
+        .ok()?;
+    parts
+        .iter()
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .filter(|p| p["type"] == "tool" && p["tool"] == "bash")
+        .map(|p| p["state"].clone())
+        .find(|s| s["status"] == "completed" || s["status"] == "error")
 }
 
 impl OpencodeFleet {
@@ -57,7 +79,7 @@ impl OpencodeFleet {
             app,
             model,
             hooks,
-            _setup: setup,
+            setup,
             _tmux: tmux,
         })
     }
@@ -112,9 +134,8 @@ const BASH_QUESTION: &str = "Permission required: Shell command: $ printf made >
     echo WROTE-$((20+22)) [Allow once | Allow always | Reject]";
 
 /// `send no` to OpenCode's permission dialog presses its Reject button: the command never
-/// runs. (Before, the answer was pasted as a message: its Enter confirmed the selected button,
-/// "Allow once", and the command ran.) The next message then reaches OpenCode as a prompt,
-/// and the model hears the call was rejected.
+/// runs, and OpenCode records the call as rejected. (Before, the answer was pasted as a
+/// message: its Enter confirmed the selected button, "Allow once", and the command ran.)
 #[actix_web::test]
 async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
     let Some(f) =
@@ -143,24 +164,25 @@ async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
         s["state"] == "working"
     })
     .await;
-    let sent = f.send(&id, "Leave cmd.txt alone.").await;
-    assert_eq!(sent["delivered"], true, "{sent}");
-    let turns = match f
-        .model
-        .wait_for_turn_requests(2, Duration::from_secs(60))
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => panic!("{e}\n{}", f.screen(&id).await),
-    };
-    let outputs = tool_outputs(&turns[1]);
+    // OpenCode records how the call ended (its database, as the plugin reads usage there).
+    let ended = eventually(60, "the call's end in OpenCode's records", || {
+        let db = f.setup.home.join(".local/share/opencode/opencode.db");
+        async move { bash_call_state(&db).await }
+    })
+    .await;
+    assert_eq!(ended["status"], "error", "{ended}");
     assert!(
-        outputs.iter().all(|o| !o.contains("WROTE-42"))
-            && outputs.iter().any(|o| o.to_lowercase().contains("reject")),
-        "{outputs:?}"
+        ended["error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("rejected")),
+        "{ended}"
     );
-    assert!(turns[1].to_string().contains("Leave cmd.txt alone."));
     assert!(!ws.join("cmd.txt").exists(), "a refused command ran");
+    assert_eq!(
+        f.model.turn_requests().len(),
+        1,
+        "the model heard of no run"
+    );
     assert_eq!(notifications_with(&f.hooks, "waiting for input").len(), 1);
 }
 
