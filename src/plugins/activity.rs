@@ -392,6 +392,30 @@ pub fn is_choice(text: &str) -> bool {
             .any(|w| t.eq_ignore_ascii_case(w))
 }
 
+/// The instruction in a refusal that says what to do instead (`no, run cargo check instead`),
+/// when the numbered menu `question` (as [`terminal_question`] words it) has the option for
+/// it: a bare No (Claude Code 2.1's) or one that has the agent told what to do (Codex's "No,
+/// and tell Codex what to do differently (esc)"). Picking it leaves the agent waiting for the
+/// instruction; another No (`No, exit`) would lose it.
+pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&'a str> {
+    let t = choice.trim();
+    let head = t.get(..2)?;
+    let rest = &t[2..];
+    if !head.eq_ignore_ascii_case("no")
+        || !rest.starts_with(|c: char| c.is_whitespace() || ",.:;!-—–".contains(c))
+    {
+        return None;
+    }
+    let instruction = rest.trim_start_matches(|c: char| c.is_whitespace() || ",.:;!-—–".contains(c));
+    let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
+    let asks_instead = listed.split(" | ").any(|o| {
+        let label = o.split_once(". ").map_or(o, |(_, l)| l);
+        let label = normalized(key_hint(label).map_or(label, |(rest, _)| rest));
+        label == "no" || (starts_with_word(&label, "no") && holds_phrase(&label, "tell"))
+    });
+    (asks_instead && !instruction.is_empty()).then_some(instruction)
+}
+
 /// A key that picks a menu option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MenuKey {
@@ -888,6 +912,30 @@ mod tests {
         assert_eq!(key(&codex_q, "No"), Some(MenuKey::Escape));
         assert_eq!(key(&claude_q, "2"), None, "a number is typed as it is");
         assert_eq!(key("Proceed? [1. Nothing | 2. Yesterday]", "no"), None);
+    }
+
+    #[test]
+    fn a_refusal_carries_an_instruction_only_to_a_menu_that_asks_for_one() {
+        let q = |name: &str| terminal_question(&screen_fixture(name)).expect(name);
+        let bash = q("claude-bash-permission.txt");
+        let codex = q("codex-run-command.txt");
+        for (answer, want) in [
+            ("no, run cargo check instead", Some("run cargo check instead")),
+            ("No - just print it", Some("just print it")),
+            ("NO: stop", Some("stop")),
+            ("no leave it", Some("leave it")),
+            ("no", None),
+            ("no, ", None),
+            ("nope, later", None),
+            ("not now", None),
+            ("yes, and run it twice", None),
+        ] {
+            assert_eq!(refusal_with_instruction(&bash, answer), want, "{answer:?}");
+            assert_eq!(refusal_with_instruction(&codex, answer), want, "{answer:?}");
+        }
+        // Claude's folder-trust "No, exit" ends the agent: nothing would read an instruction.
+        let trust = q("claude-trust.txt");
+        assert_eq!(refusal_with_instruction(&trust, "no, use another folder"), None);
     }
 
     /// A numbered menu answered in its own words: the option named, by its key or number.

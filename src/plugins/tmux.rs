@@ -1251,10 +1251,20 @@ impl Runtime for TmuxRuntime {
             // (Codex's `p` allows a command for good), and an Enter confirms the highlighted
             // option.
             None if super::activity::is_choice(choice) => MenuKey::Literal(choice.to_string()),
-            None => {
-                tracing::warn!(session = %h.session, "the answer names none of the options on screen");
-                return Ok(false);
-            }
+            // "no, run cargo check instead": the option that refuses and has the agent ask
+            // what to do, then the instruction as a message.
+            None => match super::activity::refusal_with_instruction(&asked, choice) {
+                Some(instruction) => {
+                    if !self.answer(handle, "no").await? {
+                        return Ok(false);
+                    }
+                    return self.send_message(handle, instruction).await;
+                }
+                None => {
+                    tracing::warn!(session = %h.session, "the answer names none of the options on screen");
+                    return Ok(false);
+                }
+            },
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): the answer is typed again, but only while the screen the key landed on

@@ -455,6 +455,52 @@ fn conversation(request: &Value) -> String {
     crate::fake_anthropic::request_text(request)
 }
 
+/// A human refuses Claude's command with what to do instead (`no, …`, as one would reply to
+/// the page): Flotilla picks the dialog's No, the command never runs, and the words reach
+/// Claude as its next prompt. (They used to be pasted onto the dialog, whose Enter approved
+/// the command.)
+#[actix_web::test]
+async fn a_real_claude_refused_with_an_instruction_runs_nothing_and_gets_the_instruction() {
+    let script = vec![
+        Step::tool(
+            "Bash",
+            json!({"command": "git commit --allow-empty -q -m wip", "description": "Commit"}),
+        ),
+        Step::text("Understood: nothing committed."),
+    ];
+    let Some(r) = setup(script, "auto-edit", "[]").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Commit your work."}))
+        .await;
+    let s = wait_session(&r.app, &id, 120, "needs_input", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    let ws = PathBuf::from(s["workspace"].as_str().expect("workspace"));
+    let head = git(&ws, &["rev-parse", "HEAD"]);
+    let before = r.model.requests().len();
+
+    send(&r.app, &id, "no, leave the tree as it is").await;
+    let all = r
+        .model
+        .wait_for_requests(before + 1, Duration::from_secs(60))
+        .await;
+    let next = conversation(&all[before]);
+    assert!(next.contains("leave the tree as it is"), "{next}");
+    assert_eq!(git(&ws, &["rev-parse", "HEAD"]), head, "the refused commit ran");
+    let last = all[before]["messages"].as_array().cloned().unwrap_or_default();
+    assert!(
+        last.iter().any(|m| m["content"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|b| b["type"] == "tool_result" && b["is_error"] == true))),
+        "the call came back refused: {last:?}"
+    );
+    wait_session(&r.app, &id, 60, "back to work", |s| s["state"] == "working").await;
+}
+
 #[actix_web::test]
 async fn a_real_claude_that_exited_is_resumed_with_the_failed_check_as_its_next_prompt() {
     const REPO: &str = "acme/widgets";

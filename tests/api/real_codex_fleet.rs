@@ -191,10 +191,11 @@ async fn a_real_codex_asking_to_run_a_command_needs_input_and_a_send_approves_it
 }
 
 /// An edit the model asks for (an `apply_patch` command, which Codex turns into an edit under
-/// its read-only sandbox) is worded with the file it would write; `send no` refuses it
-/// (Codex's `esc`), nothing is written, and the next `send` is the agent's next prompt.
+/// its read-only sandbox) is worded with the file it would write; `send "no, …"` refuses it
+/// (Codex's `esc`), nothing is written, and the words after the no are the agent's next
+/// prompt.
 #[actix_web::test]
-async fn a_real_codex_edit_refused_through_send_writes_nothing_and_takes_the_next_message() {
+async fn a_real_codex_edit_refused_with_an_instruction_writes_nothing_and_takes_the_instruction() {
     let patch =
         "apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\nEOF";
     let Some(f) = CodexFleet::start(
@@ -227,31 +228,22 @@ async fn a_real_codex_edit_refused_through_send_writes_nothing_and_takes_the_nex
         "{question}"
     );
 
-    let sent = f.send(&id, "no").await;
-    assert_eq!(sent["delivered"], true, "{sent}");
-    wait_session(&f.app, &id, 60, "back from the question", |s| {
-        s["state"] == "working"
-    })
-    .await;
-    // Refused, Codex drops the turn and waits for what to do instead: the model is not asked.
-    screen_with(&f, &id, 30, "Conversation interrupted").await;
-    assert!(!ws.join("hello.txt").exists(), "a refused edit was written");
-    assert_eq!(f.model.turn_requests().len(), 1);
-
-    let before = f.model.turn_requests().len();
-    let sent = f.send(&id, "Leave the readme as it is.").await;
+    // Refused with what to do instead: Codex's "No, and tell Codex what to do differently"
+    // (esc) drops the turn and waits for the words, which start the next one.
+    let sent = f.send(&id, "no, leave the readme as it is").await;
     assert_eq!(sent["delivered"], true, "{sent}");
     let turns = f
         .model
-        .wait_for_turn_requests(before + 1, Duration::from_secs(60))
+        .wait_for_turn_requests(2, Duration::from_secs(60))
         .await
         .expect("the next prompt");
     assert!(
-        turns[before]
-            .to_string()
-            .contains("Leave the readme as it is."),
+        turns[1].to_string().contains("leave the readme as it is"),
         "{}",
-        turns[before]
+        turns[1]
     );
+    assert!(!ws.join("hello.txt").exists(), "a refused edit was written");
+    screen_with(&f, &id, 30, "Conversation interrupted").await;
+    wait_session(&f.app, &id, 60, "back at work", |s| s["state"] == "working").await;
     assert_eq!(notifications_with(&f.hooks, "waiting for input").len(), 1);
 }

@@ -1296,6 +1296,11 @@ impl Handler<SendMessage> for SessionActor {
                             addr.do_send(Apply {
                                 event: EventKind::InputAnswered { question: asked },
                             });
+                            // A next dialog drawn while the answer was confirmed was seen
+                            // while the last one still waited (a redraw cannot end a wait),
+                            // and a still screen raises no change: look again once it is
+                            // recorded (OpenCode's "Always allow" step, Codex's next approval).
+                            addr.do_send(OutputChanged);
                         }
                         Ok(_) => {}
                         Err(ref e) => {
