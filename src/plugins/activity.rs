@@ -406,7 +406,8 @@ pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&
     {
         return None;
     }
-    let instruction = rest.trim_start_matches(|c: char| c.is_whitespace() || ",.:;!-—–".contains(c));
+    let instruction =
+        rest.trim_start_matches(|c: char| c.is_whitespace() || ",.:;!-—–".contains(c));
     let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
     let asks_instead = listed.split(" | ").any(|o| {
         let label = o.split_once(". ").map_or(o, |(_, l)| l);
@@ -920,7 +921,10 @@ mod tests {
         let bash = q("claude-bash-permission.txt");
         let codex = q("codex-run-command.txt");
         for (answer, want) in [
-            ("no, run cargo check instead", Some("run cargo check instead")),
+            (
+                "no, run cargo check instead",
+                Some("run cargo check instead"),
+            ),
             ("No - just print it", Some("just print it")),
             ("NO: stop", Some("stop")),
             ("no leave it", Some("leave it")),
@@ -935,7 +939,10 @@ mod tests {
         }
         // Claude's folder-trust "No, exit" ends the agent: nothing would read an instruction.
         let trust = q("claude-trust.txt");
-        assert_eq!(refusal_with_instruction(&trust, "no, use another folder"), None);
+        assert_eq!(
+            refusal_with_instruction(&trust, "no, use another folder"),
+            None
+        );
     }
 
     /// A numbered menu answered in its own words: the option named, by its key or number.

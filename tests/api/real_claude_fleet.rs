@@ -490,12 +490,20 @@ async fn a_real_claude_refused_with_an_instruction_runs_nothing_and_gets_the_ins
         .await;
     let next = conversation(&all[before]);
     assert!(next.contains("leave the tree as it is"), "{next}");
-    assert_eq!(git(&ws, &["rev-parse", "HEAD"]), head, "the refused commit ran");
-    let last = all[before]["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        git(&ws, &["rev-parse", "HEAD"]),
+        head,
+        "the refused commit ran"
+    );
+    let last = all[before]["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        last.iter().any(|m| m["content"].as_array().is_some_and(|c| c
-            .iter()
-            .any(|b| b["type"] == "tool_result" && b["is_error"] == true))),
+        last.iter()
+            .any(|m| m["content"].as_array().is_some_and(|c| c
+                .iter()
+                .any(|b| b["type"] == "tool_result" && b["is_error"] == true))),
         "the call came back refused: {last:?}"
     );
     wait_session(&r.app, &id, 60, "back to work", |s| s["state"] == "working").await;
