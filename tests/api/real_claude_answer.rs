@@ -108,6 +108,18 @@ async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claud
     .await;
     assert_eq!(session(&r.app, &id).await["state"], "needs_input");
 
+    // Words that name none of the dialog's options are not typed onto it (an Enter would
+    // approve the highlighted Yes), and the user is told so.
+    tg.push_reply(TG_CHAT, 42, "maybe later", note.message_id);
+    let refused = eventually(60, "the 'could not answer' reply", || async {
+        tg.sent()
+            .into_iter()
+            .find(|m| m.text.contains(&format!("Could not answer {id}")))
+    })
+    .await;
+    assert!(refused.text.contains("maybe later"), "{}", refused.text);
+    assert_eq!(session(&r.app, &id).await["state"], "needs_input");
+
     // The allowed user's reply answers it: menu choice 1 (Yes).
     tg.push_reply(TG_CHAT, 42, "1", note.message_id);
     assert_answered(&r, &id).await;

@@ -108,7 +108,15 @@ async fn send(ctx: &ChatContext, id: SessionId, text: &str) -> Action {
         allow_restore: false,
     };
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(msg)).await {
-        Ok(Ok(Ok(_))) => Action::Reply(format!("Answered {id}: {text}")),
+        Ok(Ok(Ok(r))) if r.delivered => Action::Reply(format!("Answered {id}: {text}")),
+        Ok(Ok(Ok(r))) if r.pending => Action::Reply(format!(
+            "Answering {id}: {text} (still being typed; it is typed once, do not send it again)"
+        )),
+        // Not taken: words that name none of a menu's options are never typed onto it.
+        Ok(Ok(Ok(_))) => Action::Reply(format!(
+            "Could not answer {id}: the agent did not take \"{text}\". Answer with one of the \
+             options on its screen (its words or number), or \"no, <what to do instead>\"."
+        )),
         Ok(Ok(Err(e))) => Action::Reply(format!("Could not answer {id}: {e}")),
         _ => Action::Fail("the fleet did not answer in time".into()),
     }
