@@ -59,6 +59,7 @@ mod real_claude_workflows;
 mod real_codex;
 mod real_codex_chat;
 mod real_codex_fleet;
+mod real_fleet;
 mod real_opencode;
 mod real_opencode_fleet;
 mod real_tmux;

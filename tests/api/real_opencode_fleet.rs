@@ -6,22 +6,44 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::fake_openai::{tool_outputs, FakeOpenAi, Step};
-use crate::fleet_tmux::TmuxGuard;
-use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, TestApp};
-use crate::real_claude_fleet::{notifications_with, wait_session};
+use crate::helpers::eventually;
+use crate::real_claude_fleet::wait_session;
+use crate::real_fleet::AgentFleet;
 use crate::real_opencode::{bash_step, Setup, MODEL};
-use crate::receivers::Receivers;
 
 /// The fleet with one `opencode` agent in `mode`, the model scripted by `script`.
 struct OpencodeFleet {
-    app: TestApp,
+    fleet: AgentFleet,
     model: FakeOpenAi,
-    hooks: Receivers,
     setup: Setup,
-    _tmux: TmuxGuard,
+}
+
+impl std::ops::Deref for OpencodeFleet {
+    type Target = AgentFleet;
+    fn deref(&self) -> &AgentFleet {
+        &self.fleet
+    }
+}
+
+impl OpencodeFleet {
+    async fn start(script: Vec<Step>, mode: &str) -> Option<OpencodeFleet> {
+        let model = FakeOpenAi::start(script).await;
+        let setup = Setup::new(&model)?;
+        let agents = format!(
+            "  opencode:\n    kind: opencode\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", FAKE_KEY: sk-fake-0123456789, OPENCODE_DISABLE_MODELS_FETCH: \"1\" }}\n",
+            bin = setup.bin.display(),
+            home = setup.home.display(),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        Some(OpencodeFleet {
+            fleet: AgentFleet::start(&agents, "opencode", dir).await?,
+            model,
+            setup,
+        })
+    }
 }
 
 /// The state OpenCode recorded for the `bash` call of [`bash_step`] once it ended (`status`
@@ -46,88 +68,6 @@ async fn bash_call_state(db: &std::path::Path) -> Option<Value> {
         .find(|s| s["status"] == "completed" || s["status"] == "error")
 }
 
-impl OpencodeFleet {
-    async fn start(script: Vec<Step>, mode: &str) -> Option<OpencodeFleet> {
-        let model = FakeOpenAi::start(script).await;
-        let setup = Setup::new(&model)?;
-        if !require_tool("tmux") {
-            return None;
-        }
-        let hooks = Receivers::start().await;
-        let agents = format!(
-            "  opencode:\n    kind: opencode\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", FAKE_KEY: sk-fake-0123456789, OPENCODE_DISABLE_MODELS_FETCH: \"1\" }}\n",
-            bin = setup.bin.display(),
-            home = setup.home.display(),
-        );
-        let project = format!(
-            "    runtime: tmux\n    agent: opencode\n{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
-            services = hooks.service_yaml(),
-            hook = hooks.webhook_url(),
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cli = env!("CARGO_BIN_EXE_flotilla");
-        let app = spawn_app_with_env(
-            Backend::Sqlite,
-            &agents,
-            &project,
-            dir,
-            &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-        )
-        .await?;
-        let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
-        Some(OpencodeFleet {
-            app,
-            model,
-            hooks,
-            setup,
-            _tmux: tmux,
-        })
-    }
-
-    async fn screen(&self, id: &str) -> String {
-        let (_, v) = self
-            .app
-            .get(&format!("/api/v1/sessions/{id}/output?lines=60"))
-            .await;
-        v["output"].as_str().unwrap_or("").to_string()
-    }
-
-    /// `send` as a human does; the API's answer.
-    async fn send(&self, id: &str, text: &str) -> Value {
-        let (code, v) = self
-            .app
-            .post(
-                &format!("/api/v1/sessions/{id}/send"),
-                json!({ "message": text }),
-            )
-            .await;
-        assert_eq!(code, 200, "{v}");
-        v
-    }
-
-    /// Spawns the task and waits until the session needs input; the session.
-    async fn spawn_until_asked(&self, task: &str) -> (String, Value) {
-        let id = self
-            .app
-            .spawn(json!({"project": "demo", "prompt": task}))
-            .await;
-        let waiting = wait_session(&self.app, &id, 150, "needs_input", |s| {
-            s["state"] == "needs_input" && s["waiting_for"].is_string()
-        })
-        .await;
-        (id, waiting)
-    }
-
-    /// Waits for the session to need input again, asking something else than `before`.
-    async fn asked_again(&self, id: &str, before: &str) -> String {
-        let s = wait_session(&self.app, id, 60, "the next question", |s| {
-            s["state"] == "needs_input" && s["waiting_for"].as_str().is_some_and(|q| q != before)
-        })
-        .await;
-        s["waiting_for"].as_str().unwrap_or_default().to_string()
-    }
-}
-
 /// The question OpenCode's bash permission asks for [`bash_step`], as the session words it
 /// (no sidebar text, its buttons as they are drawn).
 const BASH_QUESTION: &str = "Permission required: Shell command: $ printf made > cmd.txt && \
@@ -146,16 +86,12 @@ async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
     let (id, waiting) = f.spawn_until_asked("Write cmd.txt.").await;
     assert_eq!(waiting["waiting_for"], BASH_QUESTION, "{waiting}");
     let ws = std::path::PathBuf::from(waiting["workspace"].as_str().expect("workspace"));
-    let pages = eventually(30, "the page", || {
-        let n = notifications_with(&f.hooks, "waiting for input");
-        async move { (!n.is_empty()).then_some(n) }
-    })
-    .await;
+    let page = f.first_page().await;
     assert!(
-        pages[0]["message"]
+        page["message"]
             .as_str()
             .is_some_and(|m| m.contains(BASH_QUESTION)),
-        "{pages:#?}"
+        "{page:#}"
     );
 
     let sent = f.send(&id, "no").await;
@@ -183,7 +119,7 @@ async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
         1,
         "the model heard of no run"
     );
-    assert_eq!(notifications_with(&f.hooks, "waiting for input").len(), 1);
+    assert_eq!(f.pages().len(), 1);
 }
 
 /// `send "allow always"` presses that button; OpenCode then asks to confirm the patterns it
@@ -228,11 +164,7 @@ async fn a_real_opencode_command_allowed_always_asks_to_confirm_and_then_runs() 
         std::fs::read_to_string(ws.join("cmd.txt")).ok().as_deref(),
         Some("made")
     );
-    eventually(60, "the closing reply", || {
-        let screen = f.screen(&id);
-        async move { screen.await.contains("Ran it.").then_some(()) }
-    })
-    .await;
+    f.screen_with(&id, 60, "Ran it.").await;
     // (The confirmation is asked within the notifications' dedupe window of the first
     // question: the session shows it, the page of the first stands.)
 }

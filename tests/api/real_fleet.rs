@@ -1,0 +1,119 @@
+//! The whole fleet with one real agent CLI under tmux, as the `real_*_fleet` tests drive it:
+//! an app whose only agent is the one configured, a webhook notifier that catches its pages,
+//! and the HTTP calls a human makes (spawn, send, read the screen).
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::fleet_tmux::TmuxGuard;
+use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, TestApp};
+use crate::real_claude_fleet::{notifications_with, wait_session};
+use crate::receivers::Receivers;
+
+/// The app, its pages, and its private tmux server (killed on drop).
+pub(crate) struct AgentFleet {
+    pub(crate) app: TestApp,
+    pub(crate) hooks: Receivers,
+    _tmux: TmuxGuard,
+}
+
+impl AgentFleet {
+    /// An app in `dir` with the agents of `agents` (YAML under `agents:`), projects running
+    /// `agent` under tmux, every page to a webhook, and hooks through the `flotilla` binary.
+    pub(crate) async fn start(agents: &str, agent: &str, dir: TempDir) -> Option<AgentFleet> {
+        if !require_tool("tmux") || !require_tool("git") {
+            return None;
+        }
+        let hooks = Receivers::start().await;
+        let project = format!(
+            "    runtime: tmux\n    agent: {agent}\n{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
+            services = hooks.service_yaml(),
+            hook = hooks.webhook_url(),
+        );
+        let cli = env!("CARGO_BIN_EXE_flotilla");
+        let app = spawn_app_with_env(
+            Backend::Sqlite,
+            agents,
+            &project,
+            dir,
+            &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+        )
+        .await?;
+        let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
+        Some(AgentFleet {
+            app,
+            hooks,
+            _tmux: tmux,
+        })
+    }
+
+    /// Spawns `task` and waits until the session needs input; its id and the session.
+    pub(crate) async fn spawn_until_asked(&self, task: &str) -> (String, Value) {
+        let id = self
+            .app
+            .spawn(json!({"project": "demo", "prompt": task}))
+            .await;
+        let waiting = wait_session(&self.app, &id, 150, "needs_input", |s| {
+            s["state"] == "needs_input" && s["waiting_for"].is_string()
+        })
+        .await;
+        (id, waiting)
+    }
+
+    /// Waits until the session needs input again, asking something else than `before`.
+    pub(crate) async fn asked_again(&self, id: &str, before: &str) -> String {
+        let s = wait_session(&self.app, id, 60, "the next question", |s| {
+            s["state"] == "needs_input" && s["waiting_for"].as_str().is_some_and(|q| q != before)
+        })
+        .await;
+        s["waiting_for"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// `send` as a human does; the API's answer.
+    pub(crate) async fn send(&self, id: &str, text: &str) -> Value {
+        let (code, v) = self
+            .app
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({ "message": text }),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    /// The session's screen (its last 60 rows).
+    pub(crate) async fn screen(&self, id: &str) -> String {
+        let (_, v) = self
+            .app
+            .get(&format!("/api/v1/sessions/{id}/output?lines=60"))
+            .await;
+        v["output"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Waits until the screen holds `needle`; the screen.
+    pub(crate) async fn screen_with(&self, id: &str, secs: u64, needle: &str) -> String {
+        eventually(secs, needle, || {
+            let screen = self.screen(id);
+            async move {
+                let screen = screen.await;
+                screen.contains(needle).then_some(screen)
+            }
+        })
+        .await
+    }
+
+    /// The pages saying the agent waits for input.
+    pub(crate) fn pages(&self) -> Vec<Value> {
+        notifications_with(&self.hooks, "waiting for input")
+    }
+
+    /// Waits for the first page.
+    pub(crate) async fn first_page(&self) -> Value {
+        eventually(30, "the page", || {
+            let pages = self.pages();
+            async move { pages.into_iter().next() }
+        })
+        .await
+    }
+}
