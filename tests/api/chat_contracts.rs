@@ -316,7 +316,8 @@ async fn chat_platforms_slack_slash_command_where_the_bot_is_not_in_is_answered_
 /// The adapter's side of a `response_url`: `not_in_channel` from `chat.postMessage` is a
 /// refusal `cannot_post_here` recognises (a rate limit or a bad token is not), and a long
 /// reply posted to the URL is split under Slack's limit, escaped, `in_channel`, in no more
-/// posts than asked; Slack's sixth post is refused (`used_url`) and fails the call.
+/// posts than asked, the last saying the rest is cut; Slack's sixth post is refused
+/// (`used_url`) and fails the call.
 #[actix_web::test]
 async fn chat_platforms_slack_response_url_posts_are_split_escaped_and_capped() {
     let sl = FakeSlack::start("xoxb-test", &["C1", "G1"]).await;
@@ -341,6 +342,9 @@ async fn chat_platforms_slack_response_url_posts_are_split_escaped_and_capped() 
         .iter()
         .all(|m| m.text.chars().count() <= slack::MAX_MESSAGE));
     assert!(r[0].text.starts_with("Vec&lt;T&gt; word"), "{}", r[0].text);
+    // The reply needed more posts than asked: the last says it is cut.
+    assert!(r[3].text.ends_with(slack::CUT_NOTICE), "{}", r[3].text);
+    assert!(!r[2].text.contains("is cut"), "{}", r[2].text);
     assert_eq!(p.send_to_address(&url, "fifth", 5).await.expect("fifth"), 1);
     let used = p
         .send_to_address(&url, "sixth", 5)

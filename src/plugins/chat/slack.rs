@@ -34,6 +34,9 @@ use crate::plugins::{
 
 /// Slack's advice for `text` (`chat.update` refuses more), in characters.
 pub const MAX_MESSAGE: usize = 4000;
+/// Ends the last post of a reply cut to the posts a slash command's `response_url` still takes.
+pub const CUT_NOTICE: &str = "\n… (the rest of this reply is cut: a slash command's reply \
+    takes only a few posts; add the bot to this channel for whole replies)";
 
 /// Replies on Slack.
 pub struct SlackPlatform {
@@ -212,7 +215,8 @@ impl ChatPlatform for SlackPlatform {
 
     /// A slash command's `response_url` ("Handling user interaction", message responses): a
     /// JSON POST of `{"text", "response_type": "in_channel"}`, no token; each piece is one of
-    /// the URL's five uses. Its answer is `ok` (or `{"ok": true}`) with a 2xx; anything
+    /// the URL's five uses (a reply needing more is cut, its last post ending on
+    /// [`CUT_NOTICE`]). Its answer is `ok` (or `{"ok": true}`) with a 2xx; anything
     /// else (`expired_url`, `used_url`, a 404) fails the post. The URL never appears in an
     /// error.
     async fn send_to_address(
@@ -226,8 +230,17 @@ impl ChatPlatform for SlackPlatform {
                 "a response_url is not an http(s) URL".into(),
             ));
         }
+        let mut chunks = split_escaped(text, MAX_MESSAGE);
+        if chunks.len() > max_posts {
+            // More than the URL still takes: the last post says where the reply stops.
+            chunks = split_escaped(text, MAX_MESSAGE - CUT_NOTICE.chars().count());
+            chunks.truncate(max_posts);
+            if let Some(last) = chunks.last_mut() {
+                last.push_str(CUT_NOTICE);
+            }
+        }
         let mut posts = 0;
-        for chunk in split_escaped(text, MAX_MESSAGE).into_iter().take(max_posts) {
+        for chunk in chunks {
             let body = json!({"text": chunk, "response_type": "in_channel"});
             let r = self.http.call(|c| c.post(address).json(&body)).await?;
             let refused = r.json["ok"] == json!(false);
