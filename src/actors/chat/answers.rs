@@ -115,7 +115,7 @@ async fn send(ctx: &ChatContext, id: SessionId, text: &str) -> Action {
         // Not taken: words that name none of a menu's options are never typed onto it.
         Ok(Ok(Ok(_))) => Action::Reply(format!(
             "Could not answer {id}: the agent did not take \"{text}\". Answer with one of the \
-             options on its screen (its words or number), or \"no, <what to do instead>\"."
+             options on its screen, by its words or its number."
         )),
         Ok(Ok(Err(e))) => Action::Reply(format!("Could not answer {id}: {e}")),
         _ => Action::Fail("the fleet did not answer in time".into()),
