@@ -417,6 +417,20 @@ pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&
     (asks_instead && !instruction.is_empty()).then_some(instruction)
 }
 
+/// The number of the option of the numbered menu `question` that takes words of the human's
+/// own (Claude's `Type something.`, an `Other`), if it has one.
+pub fn free_text_option(question: &str) -> Option<String> {
+    let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
+    listed.split(" | ").find_map(|o| {
+        let (number, label) = o.split_once(". ")?;
+        let label = normalized(label);
+        let label = label.trim_end_matches('.');
+        (number.chars().all(|c| c.is_ascii_digit())
+            && (label == "type something" || label == "other"))
+            .then(|| number.to_string())
+    })
+}
+
 /// A key that picks a menu option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MenuKey {
@@ -913,6 +927,18 @@ mod tests {
         assert_eq!(key(&codex_q, "No"), Some(MenuKey::Escape));
         assert_eq!(key(&claude_q, "2"), None, "a number is typed as it is");
         assert_eq!(key("Proceed? [1. Nothing | 2. Yesterday]", "no"), None);
+    }
+
+    #[test]
+    fn a_menu_that_takes_the_humans_own_words_names_its_option() {
+        let ask = terminal_question(&screen_fixture("claude-ask.txt")).expect("ask");
+        assert_eq!(free_text_option(&ask).as_deref(), Some("3"));
+        let bash = terminal_question(&screen_fixture("claude-bash-permission.txt")).expect("q");
+        assert_eq!(free_text_option(&bash), None);
+        assert_eq!(
+            free_text_option("Pick? [1. Red | 2. Other]").as_deref(),
+            Some("2")
+        );
     }
 
     #[test]

@@ -1260,10 +1260,30 @@ impl Runtime for TmuxRuntime {
                     }
                     return self.send_message(handle, instruction).await;
                 }
-                None => {
-                    tracing::warn!(session = %h.session, "the answer names none of the options on screen");
-                    return Ok(false);
-                }
+                // Words of the human's own, where the menu takes them (Claude's "Type
+                // something."): that option, then the words and Enter.
+                None => match super::activity::free_text_option(&asked) {
+                    Some(option) => {
+                        if !self.answer(handle, &option).await? {
+                            return Ok(false);
+                        }
+                        let typing = self.screen(&h.pane).await?;
+                        self.tmux(&["send-keys", "-t", &h.pane, "-l", choice])
+                            .await?;
+                        self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
+                        let before = question(&typing);
+                        let gone = self
+                            .wait_screen(&h.pane, ANSWER_WAIT, |s| {
+                                (question(s) != before).then_some(())
+                            })
+                            .await?;
+                        return Ok(gone.is_some());
+                    }
+                    None => {
+                        tracing::warn!(session = %h.session, "the answer names none of the options on screen");
+                        return Ok(false);
+                    }
+                },
             },
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
