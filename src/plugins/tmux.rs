@@ -665,6 +665,40 @@ impl TmuxRuntime {
         Ok(false)
     }
 
+    /// An answer in words that name no option of the menu `asked` on screen: `no, <what to
+    /// do instead>` presses a No that has the agent ask for an instruction, then sends the
+    /// words as a message; other words go to the menu's free-text option (Claude's "Type
+    /// something."), typed there and entered. Otherwise nothing is typed: `Ok(false)`.
+    async fn answer_in_words(
+        &self,
+        handle: &RuntimeHandle,
+        pane: &str,
+        asked: &str,
+        words: &str,
+    ) -> PluginResult<bool> {
+        if let Some(instruction) = super::activity::refusal_with_instruction(asked, words) {
+            if !self.answer(handle, "no").await? {
+                return Ok(false);
+            }
+            return self.send_message(handle, instruction).await;
+        }
+        let Some(option) = super::activity::free_text_option(asked) else {
+            tracing::warn!(pane, "the answer names none of the options on screen");
+            return Ok(false);
+        };
+        if !self.answer(handle, &option).await? {
+            return Ok(false);
+        }
+        let question = |s: &Screen| super::activity::terminal_question(&s.rows.join("\n"));
+        let typing = question(&self.screen(pane).await?);
+        self.tmux(&["send-keys", "-t", pane, "-l", words]).await?;
+        self.tmux(&["send-keys", "-t", pane, "Enter"]).await?;
+        let entered = self
+            .wait_screen(pane, ANSWER_WAIT, |s| (question(s) != typing).then_some(()))
+            .await?;
+        Ok(entered.is_some())
+    }
+
     /// The pane's visible screen with its colours (SGR sequences), for what only colours
     /// show: the selected button of a row.
     async fn styled_capture(&self, pane: &str) -> PluginResult<String> {
@@ -1247,44 +1281,11 @@ impl Runtime for TmuxRuntime {
             _ if line_prompt => MenuKey::Literal(choice.to_string()),
             Some(key) => key,
             // A number or yes/no no option names is typed as it is (a menu with keys of its
-            // own). Other words are never typed onto a menu: their letters may be its keys
-            // (Codex's `p` allows a command for good), and an Enter confirms the highlighted
-            // option.
+            // own). Other words are never typed onto a menu as they are: their letters may be
+            // its keys (Codex's `p` allows a command for good), and an Enter confirms the
+            // highlighted option.
             None if super::activity::is_choice(choice) => MenuKey::Literal(choice.to_string()),
-            // "no, run cargo check instead": the option that refuses and has the agent ask
-            // what to do, then the instruction as a message.
-            None => match super::activity::refusal_with_instruction(&asked, choice) {
-                Some(instruction) => {
-                    if !self.answer(handle, "no").await? {
-                        return Ok(false);
-                    }
-                    return self.send_message(handle, instruction).await;
-                }
-                // Words of the human's own, where the menu takes them (Claude's "Type
-                // something."): that option, then the words and Enter.
-                None => match super::activity::free_text_option(&asked) {
-                    Some(option) => {
-                        if !self.answer(handle, &option).await? {
-                            return Ok(false);
-                        }
-                        let typing = self.screen(&h.pane).await?;
-                        self.tmux(&["send-keys", "-t", &h.pane, "-l", choice])
-                            .await?;
-                        self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
-                        let before = question(&typing);
-                        let gone = self
-                            .wait_screen(&h.pane, ANSWER_WAIT, |s| {
-                                (question(s) != before).then_some(())
-                            })
-                            .await?;
-                        return Ok(gone.is_some());
-                    }
-                    None => {
-                        tracing::warn!(session = %h.session, "the answer names none of the options on screen");
-                        return Ok(false);
-                    }
-                },
-            },
+            None => return self.answer_in_words(handle, &h.pane, &asked, choice).await,
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): the answer is typed again, but only while the screen the key landed on
