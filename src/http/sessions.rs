@@ -185,7 +185,8 @@ pub struct SendBody {
 pub struct SendResult {
     /// Session id.
     pub session: String,
-    /// Whether delivery was confirmed.
+    /// Whether delivery was confirmed (`false` too for an answer that names none of the
+    /// options of the menu on screen: nothing was typed).
     pub delivered: bool,
     /// Whether the session was dead and restored first.
     #[serde(default)]
@@ -315,7 +316,11 @@ pub async fn get(
     Ok(web::Json(detail))
 }
 
-/// Types a message into the agent and reports whether delivery was confirmed.
+/// Types a message into the agent and reports whether delivery was confirmed. While the
+/// session needs input, the message answers the question on screen: a menu gets the key of
+/// the option it names (`1`, `yes`, `no`, an option's words; `no, <what to do instead>`
+/// where the No asks for an instruction), a line prompt the text and Enter; words that name
+/// no option are not typed onto a menu (`delivered: false`).
 ///
 /// # Errors
 /// 404 unknown; 409 when the session has no running agent.

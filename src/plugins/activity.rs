@@ -382,6 +382,26 @@ pub fn line_prompt(text: &str) -> bool {
     above_footers(text).0.last().is_some_and(|l| is_yes_no(l))
 }
 
+/// The options a question lists as [`terminal_question`] words it (`Proceed? [1. Yes | 2. No,
+/// and tell … (esc)]`), in order: each one's number (`None` for an unnumbered menu's) and label.
+fn listed_options(question: &str) -> Option<Vec<(Option<&str>, &str)>> {
+    let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
+    Some(
+        listed
+            .split(" | ")
+            .map(|o| match o.split_once(". ") {
+                Some((n, label)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
+                    (Some(n), label)
+                }
+                _ => (None, o),
+            })
+            .collect(),
+    )
+}
+
+/// What may stand between a refusal's `no` and its instruction (`no, …`, `no - …`).
+const REFUSAL_SEPARATORS: &str = ",.:;!-—–";
+
 /// Whether an answer is a bare choice: a number, or y/n/yes/no. Typed as it is onto a menu
 /// whose options do not name it (a menu with keys of its own); other words never are.
 pub fn is_choice(text: &str) -> bool {
@@ -398,19 +418,15 @@ pub fn is_choice(text: &str) -> bool {
 /// and tell Codex what to do differently (esc)"). Picking it leaves the agent waiting for the
 /// instruction; another No (`No, exit`) would lose it.
 pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&'a str> {
+    let separator = |c: char| c.is_whitespace() || REFUSAL_SEPARATORS.contains(c);
     let t = choice.trim();
     let head = t.get(..2)?;
     let rest = &t[2..];
-    if !head.eq_ignore_ascii_case("no")
-        || !rest.starts_with(|c: char| c.is_whitespace() || ",.:;!-—–".contains(c))
-    {
+    if !head.eq_ignore_ascii_case("no") || !rest.starts_with(separator) {
         return None;
     }
-    let instruction =
-        rest.trim_start_matches(|c: char| c.is_whitespace() || ",.:;!-—–".contains(c));
-    let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
-    let asks_instead = listed.split(" | ").any(|o| {
-        let label = o.split_once(". ").map_or(o, |(_, l)| l);
+    let instruction = rest.trim_start_matches(separator);
+    let asks_instead = listed_options(question)?.into_iter().any(|(_, label)| {
         let label = normalized(key_hint(label).map_or(label, |(rest, _)| rest));
         label == "no" || (starts_with_word(&label, "no") && holds_phrase(&label, "tell"))
     });
@@ -420,15 +436,13 @@ pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&
 /// The number of the option of the numbered menu `question` that takes words of the human's
 /// own (Claude's `Type something.`, an `Other`), if it has one.
 pub fn free_text_option(question: &str) -> Option<String> {
-    let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
-    listed.split(" | ").find_map(|o| {
-        let (number, label) = o.split_once(". ")?;
-        let label = normalized(label);
-        let label = label.trim_end_matches('.');
-        (number.chars().all(|c| c.is_ascii_digit())
-            && (label == "type something" || label == "other"))
-            .then(|| number.to_string())
-    })
+    listed_options(question)?
+        .into_iter()
+        .find_map(|(number, label)| {
+            let label = normalized(label);
+            matches!(label.trim_end_matches('.'), "type something" | "other")
+                .then(|| number.map(str::to_string))?
+        })
 }
 
 /// A key that picks a menu option.
@@ -551,12 +565,10 @@ fn starts_with_word(label: &str, word: &str) -> bool {
 /// `always`). The option is picked by the key it names (`(y)`, `(esc)`) or else by its number.
 /// `None` for a number, an ambiguous answer or one no option names: typed as it is.
 pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
-    let (_, listed) = question.trim_end().strip_suffix(']')?.rsplit_once(" [")?;
     // (number, label) of each numbered option.
-    let options: Vec<(&str, &str)> = listed
-        .split(" | ")
-        .filter_map(|o| o.split_once(". "))
-        .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    let options: Vec<(&str, &str)> = listed_options(question)?
+        .into_iter()
+        .filter_map(|(n, label)| Some((n?, label)))
         .collect();
     let answer = normalized(choice);
     let word = match answer.as_str() {

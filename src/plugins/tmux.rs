@@ -47,7 +47,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::io::unix::AsyncFd;
 
-use super::activity::MenuKey;
+use super::activity::{CursorMove, MenuKey};
 pub use super::runtime_handle::TmuxHandle;
 use super::{exec, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
 
@@ -607,43 +607,21 @@ impl TmuxRuntime {
         pasted.map(drop)
     }
 
-    /// Moves the cursor of the unnumbered menu on screen to the option `choice` names, one
-    /// arrow key at a time, each confirmed by the cursor moving on screen (keys sent at once
-    /// could outrun a TUI that redraws between them). `true` when the cursor is on it (the
-    /// caller then presses Enter); `false` when the menu went away or the cursor did not
-    /// follow: the caller sees whether the question is still asked.
+    /// Moves the cursor of the unnumbered menu on screen (a `❯` list, or a row of buttons, see
+    /// [`super::button_row`]) to the option `choice` names, one arrow key at a time, each
+    /// confirmed by the cursor moving on screen (keys sent at once could outrun a TUI that
+    /// redraws between them). `true` when the cursor is on it (the caller then presses
+    /// Enter); `false` when the menu went away or the cursor did not follow: the caller sees
+    /// whether the question is still asked.
     async fn move_cursor_to(&self, pane: &str, choice: &str) -> PluginResult<bool> {
-        let read = |s: &Screen| super::activity::cursor_menu_move(&s.rows.join("\n"), choice);
-        let screen = self.screen(pane).await?;
-        if super::button_row::labels(&screen.rows.join("\n")).is_some() {
-            return self.move_button_to(pane, choice).await;
-        }
-        let Some(mut at) = read(&screen) else {
-            return Ok(false);
+        let text = self.screen(pane).await?.rows.join("\n");
+        let buttons = super::button_row::labels(&text).is_some();
+        let first = if buttons {
+            self.cursor_at(pane, choice, true).await?
+        } else {
+            super::activity::cursor_menu_move(&text, choice)
         };
-        for _ in 0..MAX_CURSOR_MOVES {
-            if at.arrived() {
-                return Ok(true);
-            }
-            self.tmux(&["send-keys", "-t", pane, at.next_key()]).await?;
-            let before = at;
-            match self
-                .wait_screen(pane, ANSWER_WAIT, |s| read(s).filter(|m| *m != before))
-                .await?
-            {
-                Some(next) => at = next,
-                None => return Ok(false),
-            }
-        }
-        Ok(false)
-    }
-
-    /// [`Self::move_cursor_to`] for a row of buttons ([`super::button_row`]): the selection
-    /// is read from the screen's colours before each key, and Enter is left to the caller
-    /// only once the button named is the one selected.
-    async fn move_button_to(&self, pane: &str, choice: &str) -> PluginResult<bool> {
-        let read = |styled: &str| super::button_row::move_to(styled, choice);
-        let Some(mut at) = read(&self.styled_capture(pane).await?) else {
+        let Some(mut at) = first else {
             return Ok(false);
         };
         for _ in 0..MAX_CURSOR_MOVES {
@@ -654,8 +632,8 @@ impl TmuxRuntime {
             let before = at;
             let deadline = tokio::time::Instant::now() + ANSWER_WAIT.cap;
             at = loop {
-                // A frame caught mid-redraw may lack the row: wait for one that has it.
-                match read(&self.styled_capture(pane).await?) {
+                // A frame caught mid-redraw may lack the menu: wait for one that has it moved.
+                match self.cursor_at(pane, choice, buttons).await? {
                     Some(next) if next != before => break next,
                     _ if tokio::time::Instant::now() >= deadline => return Ok(false),
                     _ => tokio::time::sleep(POLL).await,
@@ -663,6 +641,23 @@ impl TmuxRuntime {
             };
         }
         Ok(false)
+    }
+
+    /// Where the menu's cursor is, as the move to `choice`: a row of buttons shows its
+    /// selection only in colour, so it is read from a capture with them (`capture-pane -e`).
+    async fn cursor_at(
+        &self,
+        pane: &str,
+        choice: &str,
+        buttons: bool,
+    ) -> PluginResult<Option<CursorMove>> {
+        Ok(if buttons {
+            let styled = self.tmux(&["capture-pane", "-p", "-e", "-t", pane]).await?;
+            super::button_row::move_to(&styled, choice)
+        } else {
+            let text = self.screen(pane).await?.rows.join("\n");
+            super::activity::cursor_menu_move(&text, choice)
+        })
     }
 
     /// An answer in words that name no option of the menu `asked` on screen: `no, <what to
@@ -697,12 +692,6 @@ impl TmuxRuntime {
             .wait_screen(pane, ANSWER_WAIT, |s| (question(s) != typing).then_some(()))
             .await?;
         Ok(entered.is_some())
-    }
-
-    /// The pane's visible screen with its colours (SGR sequences), for what only colours
-    /// show: the selected button of a row.
-    async fn styled_capture(&self, pane: &str) -> PluginResult<String> {
-        self.tmux(&["capture-pane", "-p", "-e", "-t", pane]).await
     }
 
     /// Whether the handle's agent may still take keys: from `/proc` locally; a remote

@@ -1260,7 +1260,6 @@ impl Handler<SendMessage> for SessionActor {
         // message (see `Runtime::answer`).
         let waiting = st == crate::store::SessionState::NeedsInput;
         let asked = s.session.meta["question"].as_str().map(str::to_string);
-        let answer = waiting;
         let addr = ctx.address();
         let (fleet, input, rec) = (self.fleet.clone(), self.input.clone(), s.session);
         // Detached: the paste and its journal row finish even while an atomic step waits.
@@ -1271,7 +1270,7 @@ impl Handler<SendMessage> for SessionActor {
                     .store
                     .queue_instruction(&NewInstruction {
                         session_id: id.clone(),
-                        kind: if answer {
+                        kind: if waiting {
                             InstructionKind::Answer
                         } else {
                             InstructionKind::Message
