@@ -746,10 +746,10 @@ async fn a_real_claude_plan_waiting_for_approval_is_needs_input_and_an_approval_
     assert_eq!(s["waiting_for"], Value::Null, "{s}");
 }
 
-/// `AskUserQuestion`: the session says the question and its choices; the chosen answer reaches
-/// the model.
-#[actix_web::test]
-async fn a_real_claude_question_with_choices_is_needs_input_and_the_choice_reaches_the_model() {
+/// `AskUserQuestion` ("Which colour should the button be?", Red or Blue): the session says
+/// the question and its choices; `answer` is sent as `flotilla send` sends it. The message
+/// that carries the answer back to the model, once the session no longer waits.
+async fn answer_the_colour_question(answer: &str) -> Option<Value> {
     let script = vec![
         Step::tool(
             "AskUserQuestion",
@@ -763,11 +763,9 @@ async fn a_real_claude_question_with_choices_is_needs_input_and_the_choice_reach
                 ]
             }]}),
         ),
-        Step::text("Blue it is."),
+        Step::text("Noted."),
     ];
-    let Some(r) = setup(script, "auto-edit", "[]").await else {
-        return;
-    };
+    let r = setup(script, "auto-edit", "[]").await?;
     let id = r
         .app
         .spawn(json!({"project": "demo", "prompt": "Add a button."}))
@@ -790,29 +788,39 @@ async fn a_real_claude_question_with_choices_is_needs_input_and_the_choice_reach
     })
     .await;
 
-    // The second choice, as typed from `flotilla send`.
     let (code, v) = r
         .app
         .post(
             &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "2"}),
+            json!({ "message": answer }),
         )
         .await;
     assert!(code < 300, "{code} {v}");
+    assert_eq!(v["delivered"], true, "{v}");
     let reqs = r.model.wait_for_requests(2, Duration::from_secs(60)).await;
-    let last = reqs[1]["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        last.to_string().contains("Blue"),
-        "the chosen answer reaches the model: {last}"
-    );
     wait_session(&r.app, &id, 60, "no longer waiting", |s| {
         s["state"] != "needs_input" && s["activity"] != "waiting_input"
     })
     .await;
+    Some(
+        reqs[1]["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+/// The second choice, by its number, reaches the model.
+#[actix_web::test]
+async fn a_real_claude_question_with_choices_is_needs_input_and_the_choice_reaches_the_model() {
+    let Some(last) = answer_the_colour_question("2").await else {
+        return;
+    };
+    assert!(
+        last.to_string().contains("Blue"),
+        "the chosen answer reaches the model: {last}"
+    );
 }
 
 /// A hook command that reports nothing: every hook event is lost, so what the session knows of
@@ -1191,74 +1199,17 @@ async fn mcp_tool_and_notebook_dialogs(late: bool) {
     assert_eq!(notes, asked, "{events:#}");
 }
 
-/// A question with choices answered in the human's own words: the menu's free-text option,
-/// then the words, reach Claude as the answer.
+/// A question with choices answered in the human's own words: the menu's free-text option
+/// ("Type something."), then the words, reach Claude as the answer. (They used to be pasted
+/// with an Enter that picked the highlighted Red.)
 #[actix_web::test]
 async fn a_real_claude_question_answered_in_the_humans_own_words_takes_them_as_typed() {
-    let script = vec![
-        Step::tool(
-            "AskUserQuestion",
-            json!({"questions": [{
-                "question": "Which colour should the button be?",
-                "header": "Colour",
-                "multiSelect": false,
-                "options": [
-                    {"label": "Red", "description": "A red button"},
-                    {"label": "Blue", "description": "A blue button"}
-                ]
-            }]}),
-        ),
-        Step::text("Blue it is."),
-    ];
-    let Some(r) = setup(script, "auto-edit", "[]").await else {
+    let Some(last) = answer_the_colour_question("Green, please").await else {
         return;
     };
-    let id = r
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Add a button."}))
-        .await;
-    r.model.wait_for_requests(1, Duration::from_secs(90)).await;
-    let s = wait_session(&r.app, &id, 90, "needs_input on the question", |s| {
-        s["state"] == "needs_input"
-    })
-    .await;
-    let question = s["meta"]["question"].as_str().unwrap_or("").to_string();
-    assert!(
-        question.contains("Which colour should the button be?")
-            && question.contains("Red")
-            && question.contains("Blue"),
-        "question: {question}; session: {s}"
-    );
-    eventually(30, "the question's notification", || {
-        let n = notifications_with(&r.hooks, "Which colour should the button be?");
-        async move { (!n.is_empty()).then_some(n) }
-    })
-    .await;
-
-    // Words that are no option: Claude's "Type something." takes them (they used to be
-    // pasted with an Enter that picked the highlighted Red).
-    let (code, v) = r
-        .app
-        .post(
-            &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "Green, please"}),
-        )
-        .await;
-    assert!(code < 300, "{code} {v}");
-    assert_eq!(v["delivered"], true, "{v}");
-    let reqs = r.model.wait_for_requests(2, Duration::from_secs(60)).await;
-    let last = reqs[1]["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .cloned()
-        .unwrap_or_default();
     assert!(
         last.to_string().contains("The user answered")
             && last.to_string().contains("Green, please"),
         "the words reach the model as the answer: {last}"
     );
-    wait_session(&r.app, &id, 60, "no longer waiting", |s| {
-        s["state"] != "needs_input" && s["activity"] != "waiting_input"
-    })
-    .await;
 }
