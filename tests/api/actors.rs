@@ -45,6 +45,34 @@ impl SessionCommands for FlakyCommits {
     }
 }
 
+/// A fleet over `store` with these plugins and projects, every other setting a test default.
+pub(crate) fn fleet_over(
+    store: SharedStore,
+    plugins: Plugins,
+    projects: BTreeMap<String, ProjectSpec>,
+    home: &std::path::Path,
+) -> Arc<Fleet> {
+    Arc::new(Fleet {
+        journal: Arc::new(Journal::new(store.clone())),
+        store,
+        plugins,
+        projects,
+        home: home.to_path_buf(),
+        max_restarts: 3,
+        actor_timeout: Duration::from_secs(10),
+        agent_env_passthrough: Vec::new(),
+        report_key: vec![7; 32],
+        server_url: "http://127.0.0.1:1".into(),
+        cli_path: None,
+        sandbox: Default::default(),
+        spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
+        lifecycle_order: Default::default(),
+        clock: flotilla::clock::Clock::system(),
+        output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
+        notifications: Default::default(),
+    })
+}
+
 #[actix_web::test]
 async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -85,25 +113,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
             ..ProjectSpec::simple("demo", repo, "scripted", "process")
         },
     );
-    let fleet = Arc::new(Fleet {
-        journal: Arc::new(Journal::new(store.clone())),
-        store: store.clone(),
-        plugins,
-        projects,
-        home: home.clone(),
-        max_restarts: 3,
-        actor_timeout: Duration::from_secs(10),
-        agent_env_passthrough: Vec::new(),
-        report_key: vec![7; 32],
-        server_url: "http://127.0.0.1:1".into(),
-        cli_path: None,
-        sandbox: Default::default(),
-        spawn_permits: Arc::new(tokio::sync::Semaphore::new(8)),
-        lifecycle_order: Default::default(),
-        clock: flotilla::clock::Clock::system(),
-        output_watch: Arc::new(flotilla::actors::watch::OutputWatch::new()),
-        notifications: Default::default(),
-    });
+    let fleet = fleet_over(store.clone(), plugins, projects, &home);
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
     let snap = sup
         .send(Spawn {
