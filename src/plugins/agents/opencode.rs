@@ -13,10 +13,12 @@
 //! else `--continue` (OpenCode's last session of this directory). Flags checked against
 //! opencode 1.18.33.
 //!
-//! Observation: activity comes from the screen. Usage and the session id for `--session` come
+//! Observation: whether a turn runs or ended, its usage and the session id for `--session` come
 //! from OpenCode's own database ([`super::opencode_db`]): the sessions it ran in the
 //! workspace, with the tokens and cost OpenCode counted (priced from the provider's model
-//! `cost` in its config or its models.dev catalogue). Its permission dialog (1.18.33: "△
+//! `cost` in its config or its models.dev catalogue), and the newest one's newest message (a
+//! turn ends with an assistant message completed other than to call tools; the screen shows
+//! no such end, so a finished OpenCode was `active` until its stuck timer). Its permission dialog (1.18.33: "△
 //! Permission required", what it wants on the next line, then "Allow once   Allow always
 //! Reject" with "⇆ select  enter confirm" on the same line, a row of buttons answered by
 //! [`crate::plugins::button_row`]) is read here: `waiting_input`, with the question
@@ -215,7 +217,15 @@ impl Agent for OpencodeAgent {
                 api_failure: None,
             }));
         }
-        Ok(activity::terminal_activity(probe))
+        // OpenCode's own record of the turn (the screen shows no end of a turn); without a
+        // database, the screen alone.
+        let native = match opencode_db::db_path(&self.settings.env) {
+            Some(db) => opencode_db::last_turn(&db, &probe.workspace)
+                .await?
+                .map(|r| r.signal(probe.now)),
+            None => None,
+        };
+        Ok(activity::combine(native, probe))
     }
 
     async fn question(&self, probe: &ActivityProbe) -> Option<String> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Row};
 
-use crate::plugins::activity::{agent_home, Usage};
+use crate::plugins::activity::{agent_home, Reading, Usage};
 use crate::plugins::{PluginError, PluginResult};
 
 /// How long one read of the database may take.
@@ -39,20 +39,89 @@ pub fn db_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
     Some(data.join("opencode/opencode.db"))
 }
 
-/// What the database says about the conversations run in `workspace`: their summed usage and
-/// the newest top-level conversation's id. `None` when there is no database or no session of
-/// that directory.
-pub async fn sessions_of(db: &Path, workspace: &Path) -> PluginResult<Option<(Usage, String)>> {
+/// The newest top-level conversation of a directory (`?1`).
+const NEWEST_SESSION: &str = "SELECT id FROM session WHERE directory = ?1 AND parent_id IS NULL \
+     ORDER BY time_updated DESC LIMIT 1";
+
+/// Runs `query` on a read-only connection to `db`, within [`TIMEOUT`]. `None` when there is no
+/// database, or when it is not readable as 1.18's (another version's schema).
+async fn read<T, F, Fut>(db: &Path, query: F) -> PluginResult<Option<T>>
+where
+    F: FnOnce(sqlx::SqliteConnection) -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
     if tokio::fs::metadata(db).await.is_err() {
         return Ok(None);
     }
-    let dir = workspace.to_string_lossy().into_owned();
-    let read = async {
-        let mut conn = SqliteConnectOptions::new()
+    let run = async {
+        let conn = SqliteConnectOptions::new()
             .filename(db)
             .read_only(true)
             .connect()
             .await?;
+        query(conn).await
+    };
+    match tokio::time::timeout(TIMEOUT, run).await {
+        Err(_) => Err(PluginError::Timeout {
+            what: format!("reading {}", db.display()),
+            after: TIMEOUT,
+        }),
+        Ok(Err(e)) => {
+            tracing::debug!(db = %db.display(), error = %e, "opencode database not readable as 1.18's");
+            Ok(None)
+        }
+        Ok(Ok(v)) => Ok(Some(v)),
+    }
+}
+
+/// Where the newest conversation run in `workspace` stands, from its newest message: a user
+/// message, or an assistant message not completed or completed to call tools (OpenCode's
+/// `finish: "tool-calls"`, another step follows), is work going on since the message last
+/// changed; an assistant message completed otherwise (`stop`, a length cut, an error) ended
+/// the turn at its completion. `None` without a database or a conversation there.
+pub async fn last_turn(db: &Path, workspace: &Path) -> PluginResult<Option<Reading>> {
+    let dir = workspace.to_string_lossy().into_owned();
+    let newest = read(db, |mut conn| async move {
+        let Some(session): Option<String> = sqlx::query_scalar(NEWEST_SESSION)
+            .bind(&dir)
+            .fetch_optional(&mut conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT data, time_updated FROM message WHERE session_id = ?1 \
+             ORDER BY time_created DESC, id DESC LIMIT 1",
+        )
+        .bind(session)
+        .fetch_optional(&mut conn)
+        .await
+    });
+    Ok(newest.await?.flatten().and_then(|(data, updated)| {
+        let message: serde_json::Value = serde_json::from_str(&data).ok()?;
+        reading(&message, updated)
+    }))
+}
+
+/// The [`Reading`] of a conversation whose newest message is `message` (OpenCode's `data`
+/// JSON), last updated at `updated_ms`.
+fn reading(message: &serde_json::Value, updated_ms: i64) -> Option<Reading> {
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms);
+    let completed = message["time"]["completed"].as_i64();
+    match (message["role"].as_str()?, completed) {
+        ("assistant", Some(done)) if message["finish"] != "tool-calls" => {
+            Some(Reading::Finished(at(done)?))
+        }
+        _ => Some(Reading::Working(at(updated_ms)?)),
+    }
+}
+
+/// What the database says about the conversations run in `workspace`: their summed usage and
+/// the newest top-level conversation's id. `None` when there is no database or no session of
+/// that directory.
+pub async fn sessions_of(db: &Path, workspace: &Path) -> PluginResult<Option<(Usage, String)>> {
+    let dir = workspace.to_string_lossy().into_owned();
+    let read = read(db, |mut conn| async move {
         let totals = sqlx::query(
             "SELECT COUNT(*), COALESCE(SUM(cost), 0.0), COALESCE(SUM(tokens_input), 0), \
              COALESCE(SUM(tokens_output), 0), COALESCE(SUM(tokens_cache_read), 0), \
@@ -62,27 +131,14 @@ pub async fn sessions_of(db: &Path, workspace: &Path) -> PluginResult<Option<(Us
         .bind(&dir)
         .fetch_one(&mut conn)
         .await?;
-        let newest: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM session WHERE directory = ?1 AND parent_id IS NULL \
-             ORDER BY time_updated DESC LIMIT 1",
-        )
-        .bind(&dir)
-        .fetch_optional(&mut conn)
-        .await?;
-        Ok::<_, sqlx::Error>((totals, newest))
-    };
-    let (totals, newest) = match tokio::time::timeout(TIMEOUT, read).await {
-        Err(_) => {
-            return Err(PluginError::Timeout {
-                what: format!("reading {}", db.display()),
-                after: TIMEOUT,
-            })
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(db = %db.display(), error = %e, "opencode database not readable as 1.18's");
-            return Ok(None);
-        }
-        Ok(Ok(v)) => v,
+        let newest: Option<String> = sqlx::query_scalar(NEWEST_SESSION)
+            .bind(&dir)
+            .fetch_optional(&mut conn)
+            .await?;
+        Ok((totals, newest))
+    });
+    let Some((totals, newest)) = read.await? else {
+        return Ok(None);
     };
     let count: i64 = totals.try_get(0).unwrap_or(0);
     let Some(id) = newest.filter(|_| count > 0) else {
@@ -191,5 +247,104 @@ mod tests {
             .await
             .expect("drop");
         assert_eq!(sessions_of(&db, Path::new("/w")).await.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn the_last_turn_is_read_from_the_newest_message_of_the_newest_conversation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = dir.path().join("opencode.db");
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("create");
+        // The columns Flotilla reads, as OpenCode 1.18.33 declares them.
+        for ddl in [
+            "CREATE TABLE session (id text PRIMARY KEY, parent_id text, directory text NOT NULL, \
+             time_updated integer NOT NULL)",
+            "CREATE TABLE message (id text PRIMARY KEY, session_id text NOT NULL, \
+             time_created integer NOT NULL, time_updated integer NOT NULL, data text NOT NULL)",
+        ] {
+            sqlx::query(ddl).execute(&mut conn).await.expect("table");
+        }
+        assert_eq!(last_turn(&db, Path::new("/w")).await.expect("read"), None);
+        let session = |id: &'static str, parent: Option<&'static str>, updated: i64| {
+            sqlx::query("INSERT OR REPLACE INTO session VALUES (?1, ?2, '/w', ?3)")
+                .bind(id)
+                .bind(parent)
+                .bind(updated)
+        };
+        let message = |id: &'static str, session: &'static str, t: i64, data: &'static str| {
+            sqlx::query("INSERT OR REPLACE INTO message VALUES (?1, ?2, ?3, ?4, ?5)")
+                .bind(id)
+                .bind(session)
+                .bind(t)
+                .bind(t + 5)
+                .bind(data)
+        };
+        let ms = |t: i64| chrono::DateTime::from_timestamp_millis(t).expect("time");
+        session("ses_a", None, 10)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        // A turn as OpenCode 1.18.33 records it (a step that called tools, then one that
+        // stopped), in the order it writes them; the error is its schema's `error` field.
+        let user = r#"{"role":"user","time":{"created":1000},"agent":"build"}"#;
+        let steps = [
+            (user, Reading::Working(ms(1005))),
+            (
+                r#"{"parentID":"msg_1","role":"assistant","time":{"created":2000}}"#,
+                Reading::Working(ms(2005)),
+            ),
+            (
+                r#"{"role":"assistant","time":{"created":2000,"completed":2900},"finish":"tool-calls"}"#,
+                Reading::Working(ms(2005)),
+            ),
+            (
+                r#"{"role":"assistant","time":{"created":2000,"completed":2900},"finish":"stop"}"#,
+                Reading::Finished(ms(2900)),
+            ),
+            (
+                r#"{"role":"assistant","time":{"created":2000,"completed":2950},"error":{"name":"APIError"}}"#,
+                Reading::Finished(ms(2950)),
+            ),
+        ];
+        message("msg_1", "ses_a", 1000, user)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        for (data, want) in steps.iter().cloned().skip(1) {
+            message("msg_2", "ses_a", 2000, data)
+                .execute(&mut conn)
+                .await
+                .expect("insert");
+            assert_eq!(
+                last_turn(&db, Path::new("/w")).await.expect("read"),
+                Some(want),
+                "{data}"
+            );
+        }
+        // A new prompt starts the next turn; a sub-agent's conversation is not the one shown.
+        message("msg_3", "ses_a", 3000, user)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        session("ses_sub", Some("ses_a"), 99)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        message("msg_4", "ses_sub", 4000, steps[3].0)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        assert_eq!(
+            last_turn(&db, Path::new("/w")).await.expect("read"),
+            Some(Reading::Working(ms(3005)))
+        );
+        assert_eq!(
+            last_turn(&db, Path::new("/other")).await.expect("read"),
+            None
+        );
     }
 }
