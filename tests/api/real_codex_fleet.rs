@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::fake_openai::{FakeOpenAi, Step};
+use crate::helpers::eventually;
 use crate::real_claude_fleet::wait_session;
 use crate::real_codex::{Setup, MODEL};
 use crate::real_fleet::AgentFleet;
@@ -155,4 +156,100 @@ async fn a_real_codex_edit_refused_with_an_instruction_writes_nothing_and_takes_
     f.screen_with(&id, 30, "Conversation interrupted").await;
     wait_session(&f.app, &id, 60, "back at work", |s| s["state"] == "working").await;
     assert_eq!(f.pages().len(), 1);
+}
+
+/// A Codex whose tmux session is gone (a reboot, a killed server) is restored into its own
+/// conversation: the restore relaunches `codex resume <its session id>` in the same worktree,
+/// and the next message reaches the model with the earlier turn as its history.
+#[actix_web::test]
+async fn a_real_codex_restored_after_its_terminal_died_resumes_its_conversation() {
+    let Some(f) = CodexFleet::start(
+        vec![
+            Step::text("Noted: the number is 4217."),
+            Step::text("It was 4217."),
+        ],
+        "auto-edit",
+    )
+    .await
+    else {
+        return;
+    };
+    let id = f
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Remember the number 4217."}))
+        .await;
+    f.screen_with(&id, 90, "Noted: the number is 4217.").await;
+    let before = wait_session(&f.app, &id, 60, "the first turn's end", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+
+    // Its terminal dies with it (as on a reboot): the session says the agent exited.
+    let socket = flotilla::app::tmux_socket(&f.app.home);
+    let (killed, _) = crate::fleet_tmux::tmux(&socket, &["kill-session", "-t", &id]);
+    assert!(killed, "tmux kill-session");
+    wait_session(&f.app, &id, 60, "the agent exited", |s| {
+        s["activity"] == "exited"
+    })
+    .await;
+
+    let (code, v) = f
+        .app
+        .post(&format!("/api/v1/sessions/{id}/restore"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let panes = eventually(60, "codex resumed in tmux", || {
+        let (ok, out) = crate::fleet_tmux::tmux(
+            &socket,
+            &["list-panes", "-t", &id, "-F", "#{pane_start_command}"],
+        );
+        async move { (ok && out.contains("resume")).then_some(out) }
+    })
+    .await;
+    // Codex names its session log `rollout-<time>-<session id>.jsonl`.
+    let rollouts = rollout_ids(&f._setup.codex_home.join("sessions"));
+    assert_eq!(rollouts.len(), 1, "{rollouts:?}");
+    assert!(
+        panes.contains(&rollouts[0]),
+        "resumed by its id {}: {panes}",
+        rollouts[0]
+    );
+    f.screen_with(&id, 60, "Noted: the number is 4217.").await;
+    let back = wait_session(&f.app, &id, 60, "the agent back", |s| {
+        s["activity"] != "exited"
+    })
+    .await;
+    assert_eq!(back["workspace"], before["workspace"], "{back}");
+
+    let sent = f.send(&id, "Which number was it?").await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let turns = f
+        .model
+        .wait_for_turn_requests(2, Duration::from_secs(90))
+        .await
+        .expect("the resumed turn");
+    let history = turns[1].to_string();
+    assert!(
+        history.contains("Remember the number 4217.")
+            && history.contains("Noted: the number is 4217.")
+            && history.contains("Which number was it?"),
+        "the resumed turn carries the conversation: {history}"
+    );
+    f.screen_with(&id, 60, "It was 4217.").await;
+}
+
+/// The session ids of the rollouts under `dir` (any depth).
+fn rollout_ids(dir: &std::path::Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            ids.extend(rollout_ids(&p));
+        } else if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+            if let Some(stem) = name.strip_suffix(".jsonl") {
+                ids.push(stem[stem.len().saturating_sub(36)..].to_string());
+            }
+        }
+    }
+    ids
 }
