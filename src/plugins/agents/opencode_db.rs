@@ -314,7 +314,7 @@ mod tests {
             .execute(&mut conn)
             .await
             .expect("insert");
-        for (data, want) in steps.iter().cloned().skip(1) {
+        for (data, want) in steps.iter().skip(1).cloned() {
             message("msg_2", "ses_a", 2000, data)
                 .execute(&mut conn)
                 .await
