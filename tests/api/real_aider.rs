@@ -503,3 +503,87 @@ async fn real_aider_answered_question_left_on_screen_is_not_asked_again() {
         f.screen().await
     );
 }
+
+/// An aider whose tmux session died while it asked something (a reboot, a killed server) is
+/// restored with its chat history (`--restore-chat-history`, no message: interactive), and the
+/// next message reaches the model with the earlier exchange in its conversation.
+#[actix_web::test]
+async fn real_aider_restored_after_its_terminal_died_resumes_its_chat() {
+    use crate::real_claude_fleet::wait_session;
+
+    let Some(f) = AiderFleet::start(vec![edit_step(), Step::text("I changed README.md.")]).await
+    else {
+        return;
+    };
+    let socket = flotilla::app::tmux_socket(&f.app.home);
+    let (killed, _) = crate::fleet_tmux::tmux(&socket, &["kill-session", "-t", &f.id]);
+    assert!(killed, "tmux kill-session");
+    wait_session(&f.app, &f.id, 60, "the agent exited", |s| {
+        s["activity"] == "exited"
+    })
+    .await;
+
+    let (code, v) = f
+        .app
+        .post(
+            &format!("/api/v1/sessions/{}/restore", f.id),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let panes = within(60, "aider restored in tmux", || async {
+        let (ok, out) = crate::fleet_tmux::tmux(
+            &socket,
+            &["list-panes", "-t", &f.id, "-F", "#{pane_start_command}"],
+        );
+        if ok && out.contains("--restore-chat-history") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert!(!panes.contains("--message-file"), "{panes}");
+    wait_session(&f.app, &f.id, 90, "aider waiting for a message", |s| {
+        s["activity"] != "exited" && s["state"] != "needs_input"
+    })
+    .await;
+    within(90, "aider's prompt", || async {
+        let screen = f.screen().await;
+        let last = screen.lines().rev().find(|l| !l.trim().is_empty());
+        match last {
+            Some(l) if l.trim_end().ends_with('>') => Ok(()),
+            _ => Err(screen),
+        }
+    })
+    .await;
+
+    let (code, v) = f
+        .app
+        .post(
+            &format!("/api/v1/sessions/{}/send", f.id),
+            serde_json::json!({"message": "What did you change?"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["delivered"], true, "{v}");
+    let turns = f
+        .fake
+        .wait_for_turn_requests(2, Duration::from_secs(90))
+        .await
+        .expect("the restored chat's request");
+    // Aider's restored chat: the task, and the model's earlier answer as its own turn.
+    let messages = turns[1]["messages"].as_array().cloned().unwrap_or_default();
+    let said = |role: &str, text: &str| {
+        messages
+            .iter()
+            .any(|m| m["role"] == role && m["content"].as_str().is_some_and(|c| c.contains(text)))
+    };
+    assert!(
+        said("user", "Change the readme to say goodbye.")
+            && said("assistant", "README.md\n```\ngoodbye\n```")
+            && said("user", "What did you change?"),
+        "the restored chat carries the earlier exchange: {:#}",
+        turns[1]["messages"]
+    );
+}
