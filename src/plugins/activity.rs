@@ -434,14 +434,18 @@ pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&
 }
 
 /// The number of the option of the numbered menu `question` that takes words of the human's
-/// own (Claude's `Type something.`, an `Other`), if it has one.
+/// own (Claude's `Type something.`, OpenCode's `Type your own answer`, an `Other`), if it has
+/// one.
 pub fn free_text_option(question: &str) -> Option<String> {
     listed_options(question)?
         .into_iter()
         .find_map(|(number, label)| {
             let label = normalized(label);
-            matches!(label.trim_end_matches('.'), "type something" | "other")
-                .then(|| number.map(str::to_string))?
+            matches!(
+                label.trim_end_matches('.'),
+                "type something" | "other" | "type your own answer"
+            )
+            .then(|| number.map(str::to_string))?
         })
 }
 

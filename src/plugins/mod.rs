@@ -185,6 +185,11 @@ pub struct AttachInfo {
     pub command: Vec<String>,
 }
 
+/// Reads the question at the bottom of an agent's screen, worded with its options listed
+/// (`Proceed? [1. Yes | 2. No]`, see [`activity::terminal_question`]); `None` when none is
+/// drawn. What a runtime answering keys onto a screen looks for.
+pub type ScreenQuestion = fn(&str) -> Option<String>;
+
 /// Where agents run. Implementations must survive a Flotilla restart: a handle persisted
 /// before a crash still finds (or reports gone) the same agent afterwards.
 #[async_trait]
@@ -236,12 +241,18 @@ pub trait Runtime: Send + Sync {
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool>;
 
     /// Answers a question the agent shows (a menu choice like `1`, or `y`/`n`), as keys rather
-    /// than a pasted message: TUI menus take key presses and ignore pastes. Default: delivered
-    /// like a message (a line on stdin).
+    /// than a pasted message: TUI menus take key presses and ignore pastes. `read` finds the
+    /// question on the agent's screen as its plugin reads it ([`Agent::screen_question`]).
+    /// Default: delivered like a message (a line on stdin).
     ///
     /// # Errors
     /// As [`Runtime::send_message`].
-    async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
+    async fn answer(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        _read: ScreenQuestion,
+    ) -> PluginResult<bool> {
         self.send_message(handle, choice).await
     }
 
@@ -471,6 +482,13 @@ pub trait Agent: Send + Sync {
     /// home. Default: nothing.
     fn state_paths(&self, _env: &BTreeMap<String, String>) -> Vec<PathBuf> {
         Vec::new()
+    }
+
+    /// How the agent's screen is read for a question to answer with keys (by a runtime's
+    /// [`Runtime::answer`]): by default [`activity::terminal_question`]; an agent whose
+    /// dialogs that reading misses reads them itself.
+    fn screen_question(&self) -> ScreenQuestion {
+        activity::terminal_question
     }
 
     /// What the agent waits for, as one line for a human, when `activity` said

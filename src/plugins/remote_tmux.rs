@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use super::tmux::{session_name, RemoteFile, TmuxRuntime};
 use super::{
     AttachInfo, LaunchSpec, PluginError, PluginResult, RemoteTmuxHandle, Runtime, RuntimeHandle,
-    TmuxHandle,
+    ScreenQuestion, TmuxHandle,
 };
 use crate::plugins::hosts::state::{Host, PaneStatus};
 
@@ -203,10 +203,15 @@ impl Runtime for RemoteTmuxRuntime {
         self.tmux.send_message(&Self::local_handle(h), text).await
     }
 
-    async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
+    async fn answer(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        read: ScreenQuestion,
+    ) -> PluginResult<bool> {
         let h = self.parse(handle)?;
         self.check_alive(h)?;
-        self.tmux.answer(&Self::local_handle(h), choice).await
+        self.tmux.answer(&Self::local_handle(h), choice, read).await
     }
 
     /// `ssh -t … tmux -L SOCKET attach-session -t NAME`.

@@ -49,7 +49,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::activity::{CursorMove, MenuKey};
 pub use super::runtime_handle::TmuxHandle;
-use super::{exec, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
+use super::{exec, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle, ScreenQuestion};
 
 /// Timeout of every tmux command.
 pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
@@ -668,11 +668,11 @@ impl TmuxRuntime {
         &self,
         handle: &RuntimeHandle,
         pane: &str,
-        asked: &str,
+        (asked, read): (&str, ScreenQuestion),
         words: &str,
     ) -> PluginResult<bool> {
         if let Some(instruction) = super::activity::refusal_with_instruction(asked, words) {
-            if !self.answer(handle, "no").await? {
+            if !self.answer(handle, "no", read).await? {
                 return Ok(false);
             }
             return self.send_message(handle, instruction).await;
@@ -681,10 +681,10 @@ impl TmuxRuntime {
             tracing::warn!(pane, "the answer names none of the options on screen");
             return Ok(false);
         };
-        if !self.answer(handle, &option).await? {
+        if !self.answer(handle, &option, read).await? {
             return Ok(false);
         }
-        let question = |s: &Screen| super::activity::terminal_question(&s.rows.join("\n"));
+        let question = |s: &Screen| read(&s.rows.join("\n"));
         let typing = question(&self.screen(pane).await?);
         self.tmux(&["send-keys", "-t", pane, "-l", words]).await?;
         self.tmux(&["send-keys", "-t", pane, "Enter"]).await?;
@@ -1224,7 +1224,12 @@ impl Runtime for TmuxRuntime {
     /// typed and submitted with Enter. The keys go only once the question is on
     /// screen (an agent's hook may report the wait before its dialog is drawn, and a key typed
     /// then is lost); confirmed when the screen changed.
-    async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
+    async fn answer(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        read: ScreenQuestion,
+    ) -> PluginResult<bool> {
         let h = TmuxHandle::parse(handle)?;
         if !self.takes_keys(h) {
             return Err(PluginError::NotFound(format!(
@@ -1232,11 +1237,11 @@ impl Runtime for TmuxRuntime {
                 h.session
             )));
         }
-        let question = |s: &Screen| super::activity::terminal_question(&s.rows.join("\n"));
+        let question = |s: &Screen| read(&s.rows.join("\n"));
         let asked = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| {
                 let text = s.rows.join("\n");
-                super::activity::terminal_question(&text).map(|q| {
+                read(&text).map(|q| {
                     let line_prompt = super::activity::line_prompt(&text);
                     let buttons = super::button_row::labels(&text);
                     let movable = match &buttons {
@@ -1274,7 +1279,11 @@ impl Runtime for TmuxRuntime {
             // its keys (Codex's `p` allows a command for good), and an Enter confirms the
             // highlighted option.
             None if super::activity::is_choice(choice) => MenuKey::Literal(choice.to_string()),
-            None => return self.answer_in_words(handle, &h.pane, &asked, choice).await,
+            None => {
+                return self
+                    .answer_in_words(handle, &h.pane, (&asked, read), choice)
+                    .await
+            }
         };
         // A TUI may ignore keys for a moment after drawing a dialog (against accidental
         // approvals): the answer is typed again, but only while the screen the key landed on

@@ -21,7 +21,9 @@ use flotilla::actors::supervisor::FleetSupervisor;
 use flotilla::plugins::agent::CommandAgent;
 use flotilla::plugins::tmux::TmuxRuntime;
 use flotilla::plugins::worktree::WorktreeWorkspace;
-use flotilla::plugins::{AttachInfo, LaunchSpec, PluginResult, Runtime, RuntimeHandle};
+use flotilla::plugins::{
+    AttachInfo, LaunchSpec, PluginResult, Runtime, RuntimeHandle, ScreenQuestion,
+};
 use flotilla::store::*;
 
 use crate::actors::fleet_over;
@@ -68,8 +70,13 @@ impl Runtime for SeenBeforeRecorded {
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
         self.inner.send_message(handle, text).await
     }
-    async fn answer(&self, handle: &RuntimeHandle, choice: &str) -> PluginResult<bool> {
-        let taken = self.inner.answer(handle, choice).await?;
+    async fn answer(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        read: ScreenQuestion,
+    ) -> PluginResult<bool> {
+        let taken = self.inner.answer(handle, choice, read).await?;
         eventually(
             30,
             "a look at the second dialog before the answer is recorded",

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use flotilla::config::{AgentKind, AgentSettings, PermissionMode};
+use flotilla::plugins::activity::terminal_question;
 use flotilla::plugins::activity::ActivityProbe;
 use flotilla::plugins::agents::{self, ClaudeCodeAgent};
 use flotilla::plugins::tmux::TmuxRuntime;
@@ -314,13 +315,21 @@ async fn an_answer_to_a_menu_is_one_key_and_to_a_line_prompt_a_line() {
     // Enter, no "es" for the composer behind the dialog).
     let h = t.rt.create(&menu("menu-1")).await.expect("create");
     output_containing(&t.rt, &h, "Press enter to confirm").await;
-    assert!(t.rt.answer(&h, "yes").await.expect("answer"));
+    assert!(t
+        .rt
+        .answer(&h, "yes", terminal_question)
+        .await
+        .expect("answer"));
     let out = output_containing(&t.rt, &h, "next:[").await;
     assert!(out.contains("key:[y]") && out.contains("next:[]"), "{out}");
     // "no" picks the option marked (esc).
     let h2 = t.rt.create(&menu("menu-2")).await.expect("create");
     output_containing(&t.rt, &h2, "Press enter to confirm").await;
-    assert!(t.rt.answer(&h2, "no").await.expect("answer"));
+    assert!(t
+        .rt
+        .answer(&h2, "no", terminal_question)
+        .await
+        .expect("answer"));
     let out = output_containing(&t.rt, &h2, "next:[").await;
     assert!(
         out.contains("key:[esc]") && out.contains("next:[]"),
@@ -340,7 +349,11 @@ async fn an_answer_to_a_menu_is_one_key_and_to_a_line_prompt_a_line() {
         .await
         .expect("create");
     output_containing(&t.rt, &h3, "(y/n)").await;
-    assert!(t.rt.answer(&h3, "y").await.expect("answer"));
+    assert!(t
+        .rt
+        .answer(&h3, "y", terminal_question)
+        .await
+        .expect("answer"));
     let out = output_containing(&t.rt, &h3, "line:[").await;
     assert!(out.contains("line:[y]"), "{out}");
     // Words that name no option are not typed onto a menu: "please" starts with Codex's `p`
@@ -349,10 +362,14 @@ async fn an_answer_to_a_menu_is_one_key_and_to_a_line_prompt_a_line() {
     output_containing(&t.rt, &h4, "Press enter to confirm").await;
     assert!(!t
         .rt
-        .answer(&h4, "please run cargo check instead")
+        .answer(&h4, "please run cargo check instead", terminal_question)
         .await
         .expect("answer"));
-    assert!(t.rt.answer(&h4, "no").await.expect("answer"));
+    assert!(t
+        .rt
+        .answer(&h4, "no", terminal_question)
+        .await
+        .expect("answer"));
     let out = output_containing(&t.rt, &h4, "next:[").await;
     assert!(
         out.contains("key:[esc]") && out.contains("next:[]"),
@@ -387,7 +404,12 @@ async fn an_answer_naming_a_numbered_option_is_its_key() {
         );
         let h = t.rt.create(&spec).await.expect("create");
         output_containing(&t.rt, &h, "Press enter to confirm").await;
-        assert!(t.rt.answer(&h, answer).await.expect("answer"), "{answer}");
+        assert!(
+            t.rt.answer(&h, answer, terminal_question)
+                .await
+                .expect("answer"),
+            "{answer}"
+        );
         // The option's one key, and nothing after it (no letters of the words, no Enter).
         let out = output_containing(&t.rt, &h, "next:[").await;
         assert!(
@@ -430,13 +452,21 @@ async fn an_answer_is_typed_again_only_while_its_screen_stays_unchanged() {
     // Taken at once, then asked again in the same words: one approval.
     let h = t.rt.create(&menu("repeat-1", "0")).await.expect("create");
     output_containing(&t.rt, &h, "Esc to cancel").await;
-    assert!(t.rt.answer(&h, "1").await.expect("answer"));
+    assert!(t
+        .rt
+        .answer(&h, "1", terminal_question)
+        .await
+        .expect("answer"));
     let out = output_containing(&t.rt, &h, "keys:").await;
     assert!(out.contains("keys:[1] approved:1"), "{out}");
     // Ignored the first time, only a blink redrawn: typed again, taken once.
     let h2 = t.rt.create(&menu("repeat-2", "1")).await.expect("create");
     output_containing(&t.rt, &h2, "Esc to cancel").await;
-    assert!(t.rt.answer(&h2, "1").await.expect("answer"));
+    assert!(t
+        .rt
+        .answer(&h2, "1", terminal_question)
+        .await
+        .expect("answer"));
     let out = output_containing(&t.rt, &h2, "keys:").await;
     assert!(out.contains("keys:[1][1] approved:1"), "{out}");
     for h in [h, h2] {
@@ -476,7 +506,12 @@ async fn an_answer_to_a_menu_without_numbers_moves_its_cursor_then_enters() {
         async move {
             let h = rt.create(&spec).await.expect("create");
             output_containing(&rt, &h, "Enter to confirm").await;
-            assert!(rt.answer(&h, choice).await.expect("answer"), "{choice}");
+            assert!(
+                rt.answer(&h, choice, terminal_question)
+                    .await
+                    .expect("answer"),
+                "{choice}"
+            );
             let out = output_containing(&rt, &h, "next:[").await;
             rt.destroy(&h).await.expect("destroy");
             out

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla::config::{AgentKind, AgentSettings, PermissionMode};
+use flotilla::plugins::activity::terminal_question;
 use flotilla::plugins::activity::{read_tail, ActivityProbe, ActivitySource, Reading, TAIL_BYTES};
 use flotilla::plugins::agents::codex::{self, CodexAgent};
 use flotilla::plugins::tmux::TmuxRuntime;
@@ -457,7 +458,10 @@ async fn real_codex_tui_approval_prompt_is_waiting_input_from_the_screen() {
     // while a session needs input), not one raw keystroke: Codex 0.169 sometimes drops a key
     // typed just as its dialog appears (the dialog stays, nothing is redrawn), and the answer
     // path types it again while the same question stays on screen.
-    let approved = t.rt.answer(&h, "y").await.expect("answer");
+    let approved =
+        t.rt.answer(&h, "y", terminal_question)
+            .await
+            .expect("answer");
     assert!(approved, "the question stayed after the answer was typed");
     within(60, "the answered question to leave the screen", || async {
         let screen = t.screen(&h).await;

@@ -250,3 +250,79 @@ async fn a_real_opencode_restored_after_its_terminal_died_resumes_its_conversati
     );
     f.screen_with(&id, 60, "It was 4217.").await;
 }
+
+/// A question step of OpenCode's `question` tool: `question` with two options.
+fn question_step(question: &str, options: [&str; 2]) -> Step {
+    Step::tool(
+        "question",
+        serde_json::json!({"questions": [{"question": question, "header": "Choice",
+            "options": options.map(|o| serde_json::json!({"label": o, "description": "one"}))}]}),
+    )
+}
+
+/// The model asks the human with OpenCode's `question` tool: the session needs input with the
+/// question and its options (the screen's dialog, beside OpenCode's sidebar, which the generic
+/// reading missed: the session said `active`), `send Blue` picks that option by its number
+/// key, and words of the human's own go to its "Type your own answer" and are taken as typed.
+#[actix_web::test]
+async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_words() {
+    const COLOUR: &str = "Which colour should the button be?";
+    const SIZE: &str = "Which size should the button be?";
+    let Some(f) = OpencodeFleet::start(
+        vec![
+            question_step(COLOUR, ["Red", "Blue"]),
+            question_step(SIZE, ["Small", "Large"]),
+            Step::text("A medium blue button it is."),
+        ],
+        "default",
+    )
+    .await
+    else {
+        return;
+    };
+    let (id, waiting) = f.spawn_until_asked("Ask me about the button.").await;
+    assert_eq!(
+        waiting["waiting_for"],
+        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer]"),
+        "{waiting}"
+    );
+    let sent = f.send(&id, "Blue").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let turns = f
+        .model
+        .wait_for_turn_requests(2, Duration::from_secs(60))
+        .await
+        .expect("the request after the first answer");
+    let answer = format!("\"{COLOUR}\"=\"Blue\"");
+    assert!(
+        tool_outputs(&turns[1]).iter().any(|o| o.contains(&answer)),
+        "{:?}",
+        tool_outputs(&turns[1])
+    );
+
+    let asked = f
+        .asked_again(&id, waiting["waiting_for"].as_str().unwrap_or_default())
+        .await;
+    assert_eq!(
+        asked,
+        format!("{SIZE} [1. Small | 2. Large | 3. Type your own answer]")
+    );
+    let sent = f.send(&id, "Medium, please").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let turns = f
+        .model
+        .wait_for_turn_requests(3, Duration::from_secs(60))
+        .await
+        .expect("the request after the second answer");
+    let answer = format!("\"{SIZE}\"=\"Medium, please\"");
+    assert!(
+        tool_outputs(&turns[2]).iter().any(|o| o.contains(&answer)),
+        "{:?}",
+        tool_outputs(&turns[2])
+    );
+    f.screen_with(&id, 60, "A medium blue button it is.").await;
+    wait_session(&f.app, &id, 60, "the turn's end", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+}

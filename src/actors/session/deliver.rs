@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::actors::fleet::Fleet;
-use crate::plugins::PluginError;
+use crate::plugins::{PluginError, ScreenQuestion};
 use crate::store::{
     InstructionKind, InstructionRecord, InstructionState, NewEvent, SessionRecord, StoreError,
 };
@@ -78,7 +78,14 @@ pub async fn deliver_open(
                     )
                     .await?;
                 match ins.kind {
-                    InstructionKind::Answer => runtime.answer(handle, &ins.body).await,
+                    InstructionKind::Answer => {
+                        // The question on screen as the agent's plugin reads it.
+                        let read = fleet.plugins.agent(&rec.agent).map_or(
+                            crate::plugins::activity::terminal_question as ScreenQuestion,
+                            |a| a.screen_question(),
+                        );
+                        runtime.answer(handle, &ins.body, read).await
+                    }
                     _ => runtime.send_message(handle, &ins.body).await,
                 }
             }

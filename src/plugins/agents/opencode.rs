@@ -83,6 +83,63 @@ pub fn permission_question(screen: &str) -> Option<String> {
     Some(activity::mask_secrets(&q))
 }
 
+/// The question of OpenCode's `question` tool at the bottom of `screen`, worded as a numbered
+/// menu ("Which colour? [1. Red | 2. Blue | 3. Type your own answer]"). OpenCode 1.18.33 draws
+/// it right of a `┃` border: the question, a blank line, each option with its description on
+/// the line under it, its own "Type your own answer" last, then "↑↓ select  enter submit  esc
+/// dismiss"; an option's number key picks it at once. `None` when no such dialog is drawn.
+pub fn question_dialog(screen: &str) -> Option<String> {
+    let screen = without_sidebar(screen);
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
+        .collect();
+    let footer = lines.iter().rposition(|l| !l.is_empty())?;
+    if !(lines[footer].contains("enter submit") && lines[footer].contains("esc dismiss")) {
+        return None;
+    }
+    // The options, with their descriptions; then the question above a blank line.
+    let block = |end: usize| -> (usize, usize) {
+        let end = lines[..end]
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(0, |i| i + 1);
+        let start = lines[..end]
+            .iter()
+            .rposition(|l| l.is_empty())
+            .map_or(0, |i| i + 1);
+        (start, end)
+    };
+    let (start, end) = block(footer);
+    let is_option = |l: &&str| {
+        let digits = l.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && l[digits..].starts_with(". ")
+    };
+    let options: Vec<&str> = lines[start..end]
+        .iter()
+        .copied()
+        .filter(is_option)
+        .collect();
+    if options.is_empty() || !is_option(&lines[start]) {
+        return None;
+    }
+    let (q_start, q_end) = block(start);
+    if q_start == q_end || q_end - q_start > 4 {
+        return None;
+    }
+    let question = lines[q_start..q_end].join(" ");
+    Some(activity::mask_secrets(&format!(
+        "{question} [{}]",
+        options.join(" | ")
+    )))
+}
+
+/// How OpenCode's screen is read for a question to answer with keys: its question dialog,
+/// which the generic reading misses (its border and sidebar), else that reading.
+fn screen_question(screen: &str) -> Option<String> {
+    question_dialog(screen).or_else(|| activity::terminal_question(screen))
+}
+
 /// The screen without OpenCode's sidebar (the session's title, context, cost, directory and
 /// branch, drawn without a border right of the session when the terminal is wide): cut at
 /// the column where, on at least [`SIDEBAR_LINES`] lines, text starts after a gap of four
@@ -209,7 +266,7 @@ impl Agent for OpencodeAgent {
 
     async fn activity(&self, probe: &ActivityProbe) -> PluginResult<Option<ActivitySignal>> {
         let screen = probe.terminal.as_deref().unwrap_or_default();
-        if permission_question(screen).is_some() {
+        if permission_question(screen).is_some() || question_dialog(screen).is_some() {
             return Ok(Some(ActivitySignal {
                 activity: Activity::WaitingInput,
                 at: probe.last_output_at.unwrap_or(probe.now),
@@ -230,7 +287,11 @@ impl Agent for OpencodeAgent {
 
     async fn question(&self, probe: &ActivityProbe) -> Option<String> {
         let screen = probe.terminal.as_deref()?;
-        permission_question(screen).or_else(|| activity::terminal_question(screen))
+        permission_question(screen).or_else(|| screen_question(screen))
+    }
+
+    fn screen_question(&self) -> crate::plugins::ScreenQuestion {
+        screen_question
     }
 
     async fn usage(&self, workspace: &Path) -> PluginResult<Option<activity::Usage>> {
@@ -385,5 +446,32 @@ mod tests {
             .question(&probe)
             .await
             .is_some_and(|q| q.starts_with("Permission required: Access external directory")));
+    }
+
+    /// The real OpenCode 1.18.33 asking with its `question` tool (sidebar beside it).
+    #[test]
+    fn the_question_tools_dialog_is_a_numbered_menu() {
+        let screen = activity::screen_fixture("opencode-question.txt");
+        let q = question_dialog(&screen).expect("the question");
+        assert_eq!(
+            q,
+            "Which colour should the button be? [1. Red | 2. Blue | 3. Type your own answer]"
+        );
+        // The generic reading misses it (its border, the sidebar beside its options).
+        assert_eq!(activity::terminal_question(&screen), None);
+        assert_eq!(screen_question(&screen).as_deref(), Some(q.as_str()));
+        // Answered as any numbered menu: an option's number key, or the free-text option.
+        assert_eq!(
+            activity::menu_key(&q, "Blue"),
+            Some(activity::MenuKey::Literal("2".into()))
+        );
+        assert_eq!(activity::free_text_option(&q).as_deref(), Some("3"));
+        for other in ["opencode-bash-permission.txt", "opencode-always-allow.txt"] {
+            assert_eq!(
+                question_dialog(&activity::screen_fixture(other)),
+                None,
+                "{other}"
+            );
+        }
     }
 }
