@@ -456,6 +456,8 @@ pub enum MenuKey {
     Literal(String),
     /// The Escape key (an option marked `(esc)`).
     Escape,
+    /// The Enter key (an option marked `(enter)`).
+    Enter,
     /// A menu without keys of its own (a `❯` cursor on unnumbered options, a row of buttons):
     /// the cursor moves to the option, one arrow key at a time, then Enter picks it.
     Move,
@@ -566,13 +568,16 @@ fn starts_with_word(label: &str, word: &str) -> bool {
 /// `y`/`yes`/`n`/`no` picks the first option starting with that word; other text picks the
 /// option it names: the one whose label is the answer (ignoring case, and the key hint
 /// `(a)`), else the only one whose label holds the answer as whole words (`don't ask again`,
-/// `always`). The option is picked by the key it names (`(y)`, `(esc)`) or else by its number.
+/// `always`). The option is picked by the key it names (`(y)`, `(esc)`, `(enter)`) or else by
+/// its number. An unnumbered option counts only with an Enter or Esc key hint (OpenCode's
+/// `Submit (enter)`), and a yes or no no option starts with picks the Enter or the Esc one.
 /// `None` for a number, an ambiguous answer or one no option names: typed as it is.
 pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
-    // (number, label) of each numbered option.
-    let options: Vec<(&str, &str)> = listed_options(question)?
+    let hint = |label: &str| key_hint(label).map(|(_, k)| k.to_ascii_lowercase());
+    // (number, label) of each option a key picks.
+    let options: Vec<(Option<&str>, &str)> = listed_options(question)?
         .into_iter()
-        .filter_map(|(n, label)| Some((n?, label)))
+        .filter(|(n, label)| n.is_some() || matches!(hint(label).as_deref(), Some("enter" | "esc")))
         .collect();
     let answer = normalized(choice);
     let word = match answer.as_str() {
@@ -581,7 +586,15 @@ pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
         _ => None,
     };
     let (number, label) = match word {
-        Some(word) => *options.iter().find(|(_, l)| starts_with_word(l, word))?,
+        Some(word) => *options
+            .iter()
+            .find(|(_, l)| starts_with_word(l, word))
+            .or_else(|| {
+                let key = if word == "yes" { "enter" } else { "esc" };
+                options
+                    .iter()
+                    .find(|(_, l)| hint(l).as_deref() == Some(key))
+            })?,
         None if answer.is_empty() || answer.chars().all(|c| c.is_ascii_digit()) => return None,
         None => {
             let bare = |l: &str| normalized(key_hint(l).map_or(l, |(rest, _)| rest));
@@ -604,9 +617,10 @@ pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
         }
     };
     Some(match key_hint(label).map(|(_, k)| k) {
-        Some("esc") => MenuKey::Escape,
+        Some(k) if k.eq_ignore_ascii_case("esc") => MenuKey::Escape,
+        Some(k) if k.eq_ignore_ascii_case("enter") => MenuKey::Enter,
         Some(k) if k.chars().count() == 1 => MenuKey::Literal(k.to_string()),
-        _ => MenuKey::Literal(number.to_string()),
+        _ => MenuKey::Literal(number?.to_string()),
     })
 }
 

@@ -1295,6 +1295,7 @@ impl Runtime for TmuxRuntime {
             let keys: Option<Vec<&str>> = match &key {
                 MenuKey::Literal(k) => Some(vec!["-l", k]),
                 MenuKey::Escape => Some(vec!["Escape"]),
+                MenuKey::Enter => Some(vec!["Enter"]),
                 // From where the cursor is now (a try before may have moved it part of the
                 // way); the Enter is the key that answers.
                 MenuKey::Move => self

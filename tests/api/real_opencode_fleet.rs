@@ -326,3 +326,64 @@ async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_word
     })
     .await;
 }
+
+/// Several questions in one call are tabs in OpenCode's dialog: each is asked in turn (a
+/// number key answers one and shows the next), then OpenCode shows the answers for review; the
+/// session asks the human each question and the review, and `send yes` submits them.
+#[actix_web::test]
+async fn a_real_opencodes_questions_are_asked_one_by_one_then_reviewed() {
+    const COLOUR: &str = "Which colour should the button be?";
+    const SIZE: &str = "Which size should the button be?";
+    let two = serde_json::json!({"questions": [
+        {"question": COLOUR, "header": "Colour", "options": [
+            {"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}]},
+        {"question": SIZE, "header": "Size", "options": [
+            {"label": "Small", "description": "s"}, {"label": "Large", "description": "l"}]}]});
+    let Some(f) = OpencodeFleet::start(
+        vec![Step::tool("question", two), Step::text("Noted.")],
+        "default",
+    )
+    .await
+    else {
+        return;
+    };
+    let (id, waiting) = f.spawn_until_asked("Ask me about the button.").await;
+    let first = waiting["waiting_for"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        first,
+        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer]")
+    );
+    // Before, "Blue" went as a message: its Enter confirmed the highlighted "Red".
+    let sent = f.send(&id, "Blue").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let second = f.asked_again(&id, &first).await;
+    assert_eq!(
+        second,
+        format!("{SIZE} [1. Small | 2. Large | 3. Type your own answer]")
+    );
+    let sent = f.send(&id, "Medium, please").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let review = f.asked_again(&id, &second).await;
+    assert_eq!(
+        review,
+        "Review: Colour: Blue · Size: Medium, please [Submit (enter) | Dismiss (esc)]"
+    );
+    assert_eq!(f.model.turn_requests().len(), 1, "sent before the review");
+    let sent = f.send(&id, "yes").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let turns = f
+        .model
+        .wait_for_turn_requests(2, Duration::from_secs(60))
+        .await
+        .expect("the request after the review");
+    let answers = format!("\"{COLOUR}\"=\"Blue\", \"{SIZE}\"=\"Medium, please\"");
+    assert!(
+        tool_outputs(&turns[1]).iter().any(|o| o.contains(&answers)),
+        "{:?}",
+        tool_outputs(&turns[1])
+    );
+    f.screen_with(&id, 60, "Noted.").await;
+}

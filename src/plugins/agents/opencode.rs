@@ -86,8 +86,13 @@ pub fn permission_question(screen: &str) -> Option<String> {
 /// The question of OpenCode's `question` tool at the bottom of `screen`, worded as a numbered
 /// menu ("Which colour? [1. Red | 2. Blue | 3. Type your own answer]"). OpenCode 1.18.33 draws
 /// it right of a `┃` border: the question, a blank line, each option with its description on
-/// the line under it, its own "Type your own answer" last, then "↑↓ select  enter submit  esc
-/// dismiss"; an option's number key picks it at once. `None` when no such dialog is drawn.
+/// the line under it, its own "Type your own answer" last (unless the model turned it off),
+/// then "↑↓ select  enter submit  esc dismiss"; an option's number key picks it at once.
+/// Several questions are tabs ("Colour   Size   Confirm" above the question, "⇆ tab … enter
+/// confirm" under it): a number key answers one and shows the next, and the last tab, "Review",
+/// lists the answers to send with Enter ("⇆ tab  enter submit  esc dismiss"), worded "Review:
+/// Colour: Blue · Size: Large [Submit (enter) | Dismiss (esc)]". `None` when no such dialog
+/// is drawn.
 pub fn question_dialog(screen: &str) -> Option<String> {
     let screen = without_sidebar(screen);
     let lines: Vec<&str> = screen
@@ -95,43 +100,47 @@ pub fn question_dialog(screen: &str) -> Option<String> {
         .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
         .collect();
     let footer = lines.iter().rposition(|l| !l.is_empty())?;
-    if !(lines[footer].contains("enter submit") && lines[footer].contains("esc dismiss")) {
+    let hints = lines[footer];
+    let submits = hints.contains("enter submit");
+    if !hints.contains("esc dismiss") || !(submits || hints.contains("enter confirm")) {
         return None;
     }
-    // The options, with their descriptions; then the question above a blank line.
-    let block = |end: usize| -> (usize, usize) {
-        let end = lines[..end]
-            .iter()
-            .rposition(|l| !l.is_empty())
-            .map_or(0, |i| i + 1);
-        let start = lines[..end]
-            .iter()
-            .rposition(|l| l.is_empty())
-            .map_or(0, |i| i + 1);
-        (start, end)
-    };
-    let (start, end) = block(footer);
+    // The runs of lines between blank ones, nearest the footer first.
+    let mut blocks = lines[..footer]
+        .split(|l| l.is_empty())
+        .filter(|b| !b.is_empty())
+        .rev();
+    let options = blocks.next()?;
     let is_option = |l: &&str| {
         let digits = l.chars().take_while(char::is_ascii_digit).count();
         digits > 0 && l[digits..].starts_with(". ")
     };
-    let options: Vec<&str> = lines[start..end]
-        .iter()
-        .copied()
-        .filter(is_option)
-        .collect();
-    if options.is_empty() || !is_option(&lines[start]) {
-        return None;
+    if !is_option(&options[0]) {
+        return submits.then(|| review(&lines[..footer])).flatten();
     }
-    let (q_start, q_end) = block(start);
-    if q_start == q_end || q_end - q_start > 4 {
-        return None;
-    }
-    let question = lines[q_start..q_end].join(" ");
+    let question = blocks.next().filter(|q| q.len() <= 4)?.join(" ");
+    let options: Vec<&str> = options.iter().copied().filter(is_option).collect();
     Some(activity::mask_secrets(&format!(
         "{question} [{}]",
         options.join(" | ")
     )))
+}
+
+/// The "Review" tab of OpenCode's questions (the lines above its footer): its answers, and the
+/// keys that send or drop them.
+fn review(lines: &[&str]) -> Option<String> {
+    let at = lines.iter().rposition(|l| *l == "Review")?;
+    let answers: Vec<&str> = lines[at + 1..]
+        .iter()
+        .copied()
+        .filter(|l| !l.is_empty())
+        .collect();
+    (!answers.is_empty()).then(|| {
+        activity::mask_secrets(&format!(
+            "Review: {} [Submit (enter) | Dismiss (esc)]",
+            answers.join(" · ")
+        ))
+    })
 }
 
 /// How OpenCode's screen is read for a question to answer with keys: its question dialog,
@@ -466,6 +475,27 @@ mod tests {
             Some(activity::MenuKey::Literal("2".into()))
         );
         assert_eq!(activity::free_text_option(&q).as_deref(), Some("3"));
+        // Several questions: a tab each, answered the same way, then a review of the answers.
+        let tab = activity::screen_fixture("opencode-questions-tab.txt");
+        assert_eq!(
+            question_dialog(&tab).as_deref(),
+            Some("Which colour should the button be? [1. Red | 2. Blue | 3. Type your own answer]")
+        );
+        let review = question_dialog(&activity::screen_fixture("opencode-questions-review.txt"))
+            .expect("the review");
+        assert_eq!(
+            review,
+            "Review: Colour: Blue · Size: Large [Submit (enter) | Dismiss (esc)]"
+        );
+        for (answer, key) in [
+            ("yes", activity::MenuKey::Enter),
+            ("Submit", activity::MenuKey::Enter),
+            ("no", activity::MenuKey::Escape),
+            ("dismiss", activity::MenuKey::Escape),
+        ] {
+            assert_eq!(activity::menu_key(&review, answer), Some(key), "{answer}");
+        }
+        assert_eq!(activity::menu_key(&review, "Blue"), None);
         for other in ["opencode-bash-permission.txt", "opencode-always-allow.txt"] {
             assert_eq!(
                 question_dialog(&activity::screen_fixture(other)),
