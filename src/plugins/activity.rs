@@ -570,7 +570,8 @@ fn starts_with_word(label: &str, word: &str) -> bool {
 /// `(a)`), else the only one whose label holds the answer as whole words (`don't ask again`,
 /// `always`). The option is picked by the key it names (`(y)`, `(esc)`, `(enter)`) or else by
 /// its number. An unnumbered option counts only with an Enter or Esc key hint (OpenCode's
-/// `Submit (enter)`), and a yes or no no option starts with picks the Enter or the Esc one.
+/// `Submit (enter)`). A yes or no that no option starts with picks a review's Submit/Confirm or
+/// Cancel/Dismiss (or the option marked Enter or Esc).
 /// `None` for a number, an ambiguous answer or one no option names: typed as it is.
 pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
     let hint = |label: &str| key_hint(label).map(|(_, k)| k.to_ascii_lowercase());
@@ -590,10 +591,15 @@ pub fn menu_key(question: &str, choice: &str) -> Option<MenuKey> {
             .iter()
             .find(|(_, l)| starts_with_word(l, word))
             .or_else(|| {
-                let key = if word == "yes" { "enter" } else { "esc" };
-                options
-                    .iter()
-                    .find(|(_, l)| hint(l).as_deref() == Some(key))
+                // A review step's options (Claude's "Submit answers" / "Cancel", OpenCode's
+                // "Submit (enter)" / "Dismiss (esc)").
+                let (key, words) = match word {
+                    "yes" => ("enter", ["submit", "confirm"]),
+                    _ => ("esc", ["cancel", "dismiss"]),
+                };
+                options.iter().find(|(_, l)| {
+                    hint(l).as_deref() == Some(key) || words.iter().any(|w| starts_with_word(l, w))
+                })
             })?,
         None if answer.is_empty() || answer.chars().all(|c| c.is_ascii_digit()) => return None,
         None => {
@@ -957,6 +963,15 @@ mod tests {
         assert_eq!(key(&codex_q, "No"), Some(MenuKey::Escape));
         assert_eq!(key(&claude_q, "2"), None, "a number is typed as it is");
         assert_eq!(key("Proceed? [1. Nothing | 2. Yesterday]", "no"), None);
+        // A review step (the real Claude's, after two questions): yes submits, no cancels.
+        let review =
+            terminal_question(&screen_fixture("claude-questions-review.txt")).expect("the review");
+        assert!(
+            review.ends_with("[1. Submit answers | 2. Cancel]"),
+            "{review}"
+        );
+        assert_eq!(key(&review, "yes"), Some(MenuKey::Literal("1".into())));
+        assert_eq!(key(&review, "no"), Some(MenuKey::Literal("2".into())));
     }
 
     #[test]

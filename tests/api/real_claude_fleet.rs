@@ -1213,3 +1213,94 @@ async fn a_real_claude_question_answered_in_the_humans_own_words_takes_them_as_t
         "the words reach the model as the answer: {last}"
     );
 }
+
+/// AskUserQuestion asking two things: Claude Code shows a tab per question, then "Review your
+/// answers" (`1. Submit answers` / `2. Cancel`). Each `send` answers the tab on screen (the
+/// screen is read at each answer, the hook reported both questions at once), and `send yes`
+/// submits the review: the model gets both answers.
+#[actix_web::test]
+async fn a_real_claudes_two_questions_are_answered_tab_by_tab_and_submitted() {
+    let q = |question: &str, header: &str, a: &str, b: &str| {
+        json!({"question": question, "header": header, "multiSelect": false,
+            "options": [{"label": a, "description": "one"}, {"label": b, "description": "two"}]})
+    };
+    let script = vec![
+        Step::tool(
+            "AskUserQuestion",
+            json!({"questions": [
+                q("Which colour should the button be?", "Colour", "Red", "Blue"),
+                q("Which size should the button be?", "Size", "Small", "Large")]}),
+        ),
+        Step::text("Noted."),
+    ];
+    let Some(r) = setup(script, "auto-edit", "[]").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Add a button."}))
+        .await;
+    let s = wait_session(&r.app, &id, 90, "needs_input on the questions", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    assert_eq!(
+        s["waiting_for"],
+        "Which colour should the button be? [Red | Blue]; Which size should the button be? \
+         [Small | Large]",
+        "{s}"
+    );
+    // What a human answers: a session waiting, with this on its screen.
+    let screen = |needle: &'static str| {
+        let (app, id) = (&r.app, id.clone());
+        eventually(30, needle, move || {
+            let (app, id) = (app, id.clone());
+            async move {
+                let (_, o) = app
+                    .get(&format!("/api/v1/sessions/{id}/output?lines=40"))
+                    .await;
+                let waiting = session(app, &id).await["state"] == "needs_input";
+                o["output"]
+                    .as_str()
+                    .filter(|o| waiting && o.contains(needle))
+                    .map(str::to_string)
+            }
+        })
+    };
+    let send = |text: &'static str| {
+        let (app, id) = (&r.app, id.clone());
+        async move {
+            let (code, v) = app
+                .post(
+                    &format!("/api/v1/sessions/{id}/send"),
+                    json!({ "message": text }),
+                )
+                .await;
+            assert!(code < 300, "{code} {v}");
+            assert_eq!(v["delivered"], true, "{text}: {v}");
+        }
+    };
+    screen("Which colour should the button be?").await;
+    send("Blue").await;
+    screen("Which size should the button be?").await;
+    send("Large").await;
+    screen("Review your answers").await;
+    assert_eq!(
+        r.model.requests().len(),
+        1,
+        "nothing sent before the review"
+    );
+    send("yes").await;
+    let reqs = r.model.wait_for_requests(2, Duration::from_secs(60)).await;
+    let answer = reqs[1]["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        answer.contains(r#"\"Which colour should the button be?\"=\"Blue\""#)
+            && answer.contains(r#"\"Which size should the button be?\"=\"Large\""#),
+        "{answer}"
+    );
+}
