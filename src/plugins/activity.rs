@@ -79,6 +79,10 @@ pub struct ActivitySignal {
     pub api_failure: Option<ApiFailure>,
 }
 
+/// How [`ApiFailure::question`] begins and ends.
+const API_FAILED: &str = "the model API failed ";
+const TRY_AGAIN: &str = "; answer to try again";
+
 /// A model API failure an agent logged (a 5xx, a 429, a timeout…).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiFailure {
@@ -104,9 +108,15 @@ impl ApiFailure {
     /// What a human is asked once the agent gave up.
     pub fn question(&self) -> String {
         format!(
-            "the model API failed ({}); answer to try again",
+            "{API_FAILED}({}){TRY_AGAIN}",
             crate::plugins::notifiers::truncate(self.message.trim(), 200)
         )
+    }
+
+    /// Whether a session's question is the one [`ApiFailure::question`] asks: no dialog is
+    /// drawn, the agent waits for its next prompt.
+    pub fn asked(question: &str) -> bool {
+        question.starts_with(API_FAILED) && question.ends_with(TRY_AGAIN)
     }
 }
 

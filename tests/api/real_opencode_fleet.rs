@@ -387,3 +387,52 @@ async fn a_real_opencodes_questions_are_asked_one_by_one_then_reviewed() {
     );
     f.screen_with(&id, 60, "Noted.").await;
 }
+
+/// A turn OpenCode ends on the model API's error (a 401: a bad key) waits for a human, as a
+/// Claude turn that gave up does: the session needs input saying what failed, an
+/// `agent.api_error` event records it, and a message sent then is OpenCode's next prompt.
+/// (Before, the session said `active` until its stuck timer: OpenCode's screen shows no end
+/// of a turn.)
+#[actix_web::test]
+async fn a_real_opencode_turn_ended_on_an_api_error_waits_for_a_human() {
+    let Some(f) = OpencodeFleet::start(Vec::new(), "default").await else {
+        return;
+    };
+    f.model.set_default(Step::Error {
+        status: 401,
+        retry_after: None,
+    });
+    let (id, waiting) = f.spawn_until_asked("Hello.").await;
+    assert_eq!(
+        waiting["waiting_for"],
+        "the model API failed (Incorrect API key provided.); answer to try again",
+        "{waiting}"
+    );
+    let (_, events) = f.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    let failure = events["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == "agent.api_error"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failure["data"]["event"]["status"], 401, "{events}");
+
+    let before = f.model.turn_requests().len();
+    f.model.set_default(Step::text("Working again."));
+    let sent = f.send(&id, "Try again.").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let turns = f
+        .model
+        .wait_for_turn_requests(before + 1, Duration::from_secs(60))
+        .await
+        .expect("the prompt after the failure");
+    assert!(
+        turns[before].to_string().contains("Try again."),
+        "{}",
+        turns[before]
+    );
+    f.screen_with(&id, 60, "Working again.").await;
+    wait_session(&f.app, &id, 60, "the turn's end", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+}

@@ -1258,8 +1258,13 @@ impl Handler<SendMessage> for SessionActor {
         // as its key (a paste and its Enter would confirm whichever option is highlighted), a
         // line prompt's answer as a line, and anything else, when no question is drawn, as a
         // message (see `Runtime::answer`).
-        let waiting = st == crate::store::SessionState::NeedsInput;
         let asked = s.session.meta["question"].as_str().map(str::to_string);
+        // A turn that ended on the model API's failure draws no dialog: the agent waits for its
+        // next prompt, which the text is (its log then ends the wait).
+        let waiting = st == crate::store::SessionState::NeedsInput
+            && !asked
+                .as_deref()
+                .is_some_and(crate::plugins::activity::ApiFailure::asked);
         let addr = ctx.address();
         let (fleet, input, rec) = (self.fleet.clone(), self.input.clone(), s.session);
         // Detached: the paste and its journal row finish even while an atomic step waits.

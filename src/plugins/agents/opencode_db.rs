@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Row};
 
-use crate::plugins::activity::{agent_home, Reading, Usage};
+use crate::plugins::activity::{agent_home, ApiFailure, Reading, Usage};
 use crate::plugins::{PluginError, PluginResult};
 
 /// How long one read of the database may take.
@@ -104,13 +104,35 @@ pub async fn last_turn(db: &Path, workspace: &Path) -> PluginResult<Option<Readi
 }
 
 /// The [`Reading`] of a conversation whose newest message is `message` (OpenCode's `data`
-/// JSON), last updated at `updated_ms`.
+/// JSON), last updated at `updated_ms`. A turn that ended on the model API's error (OpenCode's
+/// `error` of name `APIError` or `ProviderAuthError`, e.g. a 401 for a bad key) ended failed:
+/// a human decides whether to try again.
 fn reading(message: &serde_json::Value, updated_ms: i64) -> Option<Reading> {
     let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms);
     let completed = message["time"]["completed"].as_i64();
     match (message["role"].as_str()?, completed) {
         ("assistant", Some(done)) if message["finish"] != "tool-calls" => {
-            Some(Reading::Finished(at(done)?))
+            let at = at(done)?;
+            let error = &message["error"];
+            Some(match error["name"].as_str() {
+                Some("APIError" | "ProviderAuthError") => Reading::ApiFailed(
+                    at,
+                    ApiFailure {
+                        logged_at: at,
+                        status: error["data"]["statusCode"]
+                            .as_u64()
+                            .and_then(|s| u16::try_from(s).ok()),
+                        message: error["data"]["message"]
+                            .as_str()
+                            .or(error["name"].as_str())
+                            .unwrap_or_default()
+                            .to_string(),
+                        attempt: None,
+                        max_retries: None,
+                    },
+                ),
+                _ => Reading::Finished(at),
+            })
         }
         _ => Some(Reading::Working(at(updated_ms)?)),
     }
@@ -289,7 +311,8 @@ mod tests {
             .await
             .expect("insert");
         // A turn as OpenCode 1.18.33 records it (a step that called tools, then one that
-        // stopped), in the order it writes them; the error is its schema's `error` field.
+        // stopped), in the order it writes them; then an interrupted step, and one that ended
+        // on the model API's 401 (as the real OpenCode records it, headers aside).
         let user = r#"{"role":"user","time":{"created":1000},"agent":"build"}"#;
         let steps = [
             (user, Reading::Working(ms(1005))),
@@ -306,8 +329,21 @@ mod tests {
                 Reading::Finished(ms(2900)),
             ),
             (
-                r#"{"role":"assistant","time":{"created":2000,"completed":2950},"error":{"name":"APIError"}}"#,
+                r#"{"role":"assistant","time":{"created":2000,"completed":2950},"error":{"name":"MessageAbortedError"}}"#,
                 Reading::Finished(ms(2950)),
+            ),
+            (
+                r#"{"role":"assistant","time":{"created":2000,"completed":2960},"error":{"name":"APIError","data":{"message":"Incorrect API key provided.","statusCode":401,"isRetryable":false}}}"#,
+                Reading::ApiFailed(
+                    ms(2960),
+                    ApiFailure {
+                        logged_at: ms(2960),
+                        status: Some(401),
+                        message: "Incorrect API key provided.".into(),
+                        attempt: None,
+                        max_retries: None,
+                    },
+                ),
             ),
         ];
         message("msg_1", "ses_a", 1000, user)
