@@ -503,7 +503,7 @@ async fn real_codex_tui_model_errors_end_the_turn_as_failed() {
         let probe = t.probe(&h, &ws).await;
         let r = reading(&s, &ws).await;
         match (r, agent.activity(&probe).await) {
-            (Some(Reading::Failed(_)), Ok(Some(sig))) => Ok(sig),
+            (Some(Reading::ApiFailed(..)), Ok(Some(sig))) => Ok(sig),
             (Some(Reading::Finished(_)), _) => panic!("a model error read as a finished turn"),
             (r, a) => Err(format!(
                 "{r:?} {a:?}\n{}",
@@ -512,8 +512,15 @@ async fn real_codex_tui_model_errors_end_the_turn_as_failed() {
         }
     })
     .await;
-    assert_eq!(sig.activity, Activity::Idle);
+    // Given up: a human decides whether to try again (as for Claude).
+    assert_eq!(sig.activity, Activity::WaitingInput);
     assert_eq!(sig.source, ActivitySource::Native);
+    assert!(
+        sig.api_failure
+            .as_ref()
+            .is_some_and(|f| f.question().starts_with("the model API failed (")),
+        "{sig:?}"
+    );
     let turns = fake.turn_requests();
     assert!(turns.len() > 1, "no retries: {} requests", turns.len());
     assert!(!ws.join("out.txt").exists());

@@ -253,3 +253,42 @@ fn rollout_ids(dir: &std::path::Path) -> Vec<String> {
     }
     ids
 }
+
+/// A turn Codex gives up on after the model API's errors waits for a human (as Claude's and
+/// OpenCode's do): the session needs input saying what failed, and a message sent then starts
+/// Codex's next turn. (Before, the session went idle: nobody was told.)
+#[actix_web::test]
+async fn a_real_codex_turn_ended_on_an_api_error_waits_for_a_human() {
+    let Some(f) = CodexFleet::start(Vec::new(), "auto-edit").await else {
+        return;
+    };
+    // Codex's own retries off (0.169 makes about 30 over 25 s by default).
+    let config = f._setup.codex_home.join("config.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("config.toml");
+    toml.push_str("request_max_retries = 0\nstream_max_retries = 0\n");
+    std::fs::write(&config, toml).expect("config.toml");
+    f.model.set_default(Step::error(500));
+    let (id, waiting) = f.spawn_until_asked("Write out.txt.").await;
+    let question = waiting["waiting_for"].as_str().unwrap_or_default();
+    assert!(
+        question.starts_with("the model API failed (")
+            && question.ends_with("; answer to try again"),
+        "{waiting}"
+    );
+
+    let before = f.model.turn_requests().len();
+    f.model.set_default(Step::text("Working again."));
+    let sent = f.send(&id, "Try again.").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let turns = f
+        .model
+        .wait_for_turn_requests(before + 1, Duration::from_secs(60))
+        .await
+        .expect("the prompt after the failure");
+    assert!(
+        turns[before].to_string().contains("Try again."),
+        "{}",
+        turns[before]
+    );
+    f.screen_with(&id, 60, "Working again.").await;
+}

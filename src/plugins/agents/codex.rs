@@ -188,7 +188,11 @@ pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
                 "session_meta" => Some(Reading::Finished(at)),
                 "turn_context" | "compacted" => Some(Reading::Working(at)),
                 "event_msg" => match kind {
-                    "task_complete" if is_error(&p["error"]) => Some(Reading::Failed(at)),
+                    // The turn died on the model API (after Codex's retries): a human decides
+                    // whether to try again, as for Claude.
+                    "task_complete" if is_error(&p["error"]) => {
+                        Some(Reading::ApiFailed(at, api_gave_up(&p["error"], at)))
+                    }
                     "task_complete" | "turn_aborted" => Some(Reading::Finished(at)),
                     "exec_approval_request"
                     | "apply_patch_approval_request"
@@ -238,6 +242,21 @@ pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
 }
 
 /// Whether a `task_complete.error` is an actual error (absent and `null` are not).
+/// The failure a turn's `task_complete.error` names (`{"message": …, "codex_error_info": …}`).
+fn api_gave_up(error: &Value, at: DateTime<Utc>) -> crate::plugins::activity::ApiFailure {
+    crate::plugins::activity::ApiFailure {
+        logged_at: at,
+        status: None,
+        message: error["message"]
+            .as_str()
+            .or(error["codex_error_info"].as_str())
+            .unwrap_or("the turn failed")
+            .to_string(),
+        attempt: None,
+        max_retries: None,
+    }
+}
+
 fn is_error(e: &Value) -> bool {
     !(e.is_null() || e.as_object().is_some_and(|o| o.is_empty()))
 }
@@ -617,14 +636,21 @@ mod tests {
                 parse_ts("2026-12-01T22:00:51.877Z").expect("ts")
             ))
         );
-        // A model error after Codex's retries ends the turn with `error`: failed, not finished.
+        // A model error after Codex's retries ends the turn with `error`: failed, not
+        // finished, and a human is asked whether to try again.
+        let at = parse_ts("2026-12-01T21:58:37.288Z").expect("ts");
+        let Some(Reading::ApiFailed(t, failure)) =
+            classify(&[META, TURN, USER, USER_ITEM, FAILED].join("\n"), now())
+        else {
+            panic!("a failed turn")
+        };
+        assert_eq!(t, at);
         assert_eq!(
-            classify(&[META, TURN, USER, USER_ITEM, FAILED].join("\n"), now()),
-            Some(Reading::Failed(
-                parse_ts("2026-12-01T21:58:37.288Z").expect("ts")
-            ))
+            failure.question(),
+            "the model API failed (We’re currently experiencing high demand, which may cause \
+             temporary errors.); answer to try again"
         );
-        assert_eq!(s(&[META, USER_ITEM, FAILED]), Some(Activity::Idle));
+        assert_eq!(s(&[META, USER_ITEM, FAILED]), Some(Activity::WaitingInput));
         // A pending call goes quiet after the weak window (an approval nobody answers too:
         // only the screen can tell).
         assert_eq!(
