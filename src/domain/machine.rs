@@ -113,6 +113,10 @@ pub enum EventKind {
         /// The last lines the agent printed, so an error names its cause.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<String>,
+        /// Why a run that exited 0 failed all the same, in the agent's words (aider exits 0
+        /// after the model API refused it): the task was not done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
     },
     /// The session's PR was found.
     PrOpened {
@@ -762,7 +766,11 @@ impl Machine<'_> {
                 self.record_answered();
                 out
             }
-            EventKind::AgentExited { code, output } => {
+            EventKind::AgentExited {
+                code,
+                output,
+                failure,
+            } => {
                 if st.is_terminal() {
                     return self.ignore("agent.exited");
                 }
@@ -774,9 +782,20 @@ impl Machine<'_> {
                     self.disarm(TimerKey::Idle);
                     return Outcome::Applied;
                 }
-                match code {
-                    Some(0) => self.end(S::Done, "agent_exited_0"),
-                    Some(c) => {
+                match (code, failure) {
+                    (Some(0), None) => self.end(S::Done, "agent_exited_0"),
+                    (Some(0), Some(failure)) => {
+                        let failure: String = failure.trim().chars().take(200).collect();
+                        self.end(S::Errored, &format!("agent_failed: {failure}"));
+                        self.react(
+                            ReactionKey::AgentExited,
+                            None,
+                            &format!(
+                                "The agent exited after an error it could not get past: {failure}"
+                            ),
+                        );
+                    }
+                    (Some(c), _) => {
                         // The reason names the cause: the agent's last line of output.
                         let last = output
                             .as_deref()
@@ -795,7 +814,7 @@ impl Machine<'_> {
                         };
                         self.react(ReactionKey::AgentExited, None, &message);
                     }
-                    None => {
+                    (None, _) => {
                         self.end(S::Killed, "runtime_lost");
                         self.react(
                             ReactionKey::AgentExited,

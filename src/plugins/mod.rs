@@ -508,6 +508,13 @@ pub trait Agent: Send + Sync {
         None
     }
 
+    /// Why a run that exited 0 failed all the same, when the agent's last output (`output`)
+    /// says so: the task was not done (aider exits 0 after the model API refused it). Default:
+    /// none (an exit 0 is a finished run).
+    fn failed_run(&self, _output: &str) -> Option<String> {
+        None
+    }
+
     /// Tokens used and their cost so far in the workspace's current conversation, where the
     /// agent's log reports them. `Ok(None)` for agents that do not.
     ///

@@ -360,33 +360,44 @@ struct AiderFleet {
     waiting: Value,
 }
 
+/// The fleet with the real aider under tmux in `mode`, its model the fake `fake`: the app, its
+/// tmux server (killed on drop) and aider's scratch home.
+async fn aider_app(
+    fake: &FakeOpenAi,
+    mode: &str,
+) -> Option<(crate::fleet_tmux::TmuxGuard, crate::helpers::TestApp, Setup)> {
+    use crate::helpers::{spawn_app_with_env, Backend};
+
+    let s = Setup::new(fake)?;
+    if !require_tool("tmux") {
+        return None;
+    }
+    let agents = format!(
+        "  aider:\n    kind: aider\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", OPENAI_API_BASE: \"{api}\", OPENAI_API_KEY: sk-fake-0123456789 }}\n",
+        bin = s.bin.display(),
+        home = s.home.display(),
+        api = s.api_base,
+    );
+    let cli = env!("CARGO_BIN_EXE_flotilla");
+    let app = spawn_app_with_env(
+        Backend::Sqlite,
+        &agents,
+        "    runtime: tmux\n    agent: aider\n",
+        tempfile::tempdir().expect("tempdir"),
+        &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+    )
+    .await?;
+    let tmux = crate::fleet_tmux::TmuxGuard(flotilla::app::tmux_socket(&app.home));
+    Some((tmux, app, s))
+}
+
 impl AiderFleet {
     async fn start(steps: Vec<Step>) -> Option<AiderFleet> {
-        use crate::helpers::{spawn_app_with_env, Backend};
         use crate::real_claude_fleet::wait_session;
         use serde_json::json;
 
         let fake = FakeOpenAi::start(steps).await;
-        let s = Setup::new(&fake)?;
-        if !require_tool("tmux") {
-            return None;
-        }
-        let agents = format!(
-            "  aider:\n    kind: aider\n    command: [\"{bin}\"]\n    permission_mode: default\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", OPENAI_API_BASE: \"{api}\", OPENAI_API_KEY: sk-fake-0123456789 }}\n",
-            bin = s.bin.display(),
-            home = s.home.display(),
-            api = s.api_base,
-        );
-        let cli = env!("CARGO_BIN_EXE_flotilla");
-        let app = spawn_app_with_env(
-            Backend::Sqlite,
-            &agents,
-            "    runtime: tmux\n    agent: aider\n",
-            tempfile::tempdir().expect("tempdir"),
-            &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-        )
-        .await?;
-        let tmux = crate::fleet_tmux::TmuxGuard(flotilla::app::tmux_socket(&app.home));
+        let (tmux, app, s) = aider_app(&fake, "default").await?;
         // Aider rings only once a model answer is in: a task naming README.md would be asked
         // about ("Add file to the chat?") before any request, which only the screen shows.
         let task = "## Task\n\nChange the readme to say goodbye.\n";
@@ -586,4 +597,32 @@ async fn real_aider_restored_after_its_terminal_died_resumes_its_chat() {
         "the restored chat carries the earlier exchange: {:#}",
         turns[1]["messages"]
     );
+}
+
+/// Aider gives up on its message when the model API refuses it (a 401) and exits 0 all the
+/// same: the session ends `errored`, naming the error, not `done` (the task was not done).
+#[actix_web::test]
+async fn real_aider_that_exits_0_after_the_model_api_refused_it_is_not_done() {
+    use crate::real_claude_fleet::wait_session;
+
+    let fake = FakeOpenAi::start(Vec::new()).await;
+    fake.set_default(Step::error(401));
+    let Some((_tmux, app, _setup)) = aider_app(&fake, "permissionless").await else {
+        return;
+    };
+    let id = app
+        .spawn(serde_json::json!({"project": "demo", "prompt": TASK}))
+        .await;
+    let ended = wait_session(&app, &id, 120, "the session's end", |s| {
+        s["state"] != "working" && s["state"] != "spawning"
+    })
+    .await;
+    assert_eq!(ended["state"], "errored", "{ended}");
+    let reason = ended["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("agent_failed: litellm.AuthenticationError")
+            && reason.contains("Incorrect API key provided."),
+        "{ended}"
+    );
+    assert_eq!(ended["activity"], "exited", "{ended}");
 }

@@ -87,6 +87,8 @@ pub struct RuntimeEnded {
     pub code: Option<i32>,
     /// The agent's last output lines when it failed.
     pub output: Option<String>,
+    /// Why a run that exited 0 failed, when the agent's output says so.
+    pub failure: Option<String>,
 }
 
 /// Sent by the supervisor on every reconcile tick: a cheap check (no subprocess) that the

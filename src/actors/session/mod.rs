@@ -370,26 +370,41 @@ impl SessionActor {
             }
             // A failed agent's last words name the cause ("not logged in", "ENOTFOUND"); an
             // agent that recognizes them (Claude's first-run set-up) says it in words, last.
-            let output = match code {
-                Some(0) => None,
-                _ => exit_output(runtime.as_ref(), &typed).await,
+            // One that exited 0 may have failed all the same (aider, after the model API
+            // refused it): its agent reads its last words for that.
+            let output = exit_output(runtime.as_ref(), &typed).await;
+            let agent = snapshot
+                .as_ref()
+                .and_then(|s| fleet.plugins.agent(&s.session.agent).ok());
+            let (output, failure) = match code {
+                Some(0) => {
+                    let failure = agent
+                        .as_ref()
+                        .zip(output.as_deref())
+                        .and_then(|(a, o)| a.failed_run(o));
+                    (output.filter(|_| failure.is_some()), failure)
+                }
+                _ => {
+                    let cause = agent
+                        .as_ref()
+                        .zip(output.as_deref())
+                        .and_then(|(a, o)| a.exit_cause(o));
+                    let output = match (output, cause) {
+                        (Some(o), Some(c)) => Some(format!("{o}\n{c}")),
+                        (o, _) => o,
+                    };
+                    (output, None)
+                }
             };
-            let cause = snapshot.as_ref().and_then(|s| {
-                let agent = fleet.plugins.agent(&s.session.agent).ok()?;
-                agent.exit_cause(output.as_deref()?)
-            });
-            let output = match (output, cause) {
-                (Some(o), Some(c)) => Some(format!("{o}\n{c}")),
-                (o, _) => o,
-            };
-            (handle, code, output)
+            (handle, code, output, failure)
         }
         .into_actor(self)
-        .map(|(handle, code, output), _act, ctx| {
+        .map(|(handle, code, output, failure), _act, ctx| {
             ctx.notify(RuntimeEnded {
                 handle,
                 code,
                 output,
+                failure,
             });
         });
         self.watcher = Some(ctx.spawn(fut));
@@ -930,6 +945,7 @@ impl Handler<RuntimeEnded> for SessionActor {
             event: EventKind::AgentExited {
                 code: msg.code,
                 output: msg.output,
+                failure: msg.failure,
             },
         });
     }
@@ -1225,6 +1241,7 @@ impl Handler<Reconcile> for SessionActor {
                             handle: h,
                             code: None,
                             output: None,
+                            failure: None,
                         });
                     }
                 }),

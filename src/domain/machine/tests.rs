@@ -123,6 +123,7 @@ fn samples() -> Vec<(&'static str, EventKind)> {
             EventKind::AgentExited {
                 code: Some(0),
                 output: None,
+                failure: None,
             },
         ),
         (
@@ -130,6 +131,7 @@ fn samples() -> Vec<(&'static str, EventKind)> {
             EventKind::AgentExited {
                 code: Some(1),
                 output: None,
+                failure: None,
             },
         ),
         (
@@ -137,6 +139,7 @@ fn samples() -> Vec<(&'static str, EventKind)> {
             EventKind::AgentExited {
                 code: None,
                 output: None,
+                failure: None,
             },
         ),
         ("pr_opened", EventKind::PrOpened { pr: pr(8) }),
@@ -1716,4 +1719,31 @@ fn an_answer_recorded_after_the_agent_was_seen_at_work_still_quiets_the_late_hoo
             },
         }
     }
+}
+
+#[test]
+fn an_exit_0_after_a_failure_the_agent_could_not_get_past_is_an_error_not_done() {
+    let p = Policy::defaults();
+    let exit = |failure: Option<&str>| {
+        step(
+            &base(SessionState::Working),
+            &Event {
+                at: t0(),
+                kind: EventKind::AgentExited {
+                    code: Some(0),
+                    output: Some("litellm.AuthenticationError: bad key".into()),
+                    failure: failure.map(str::to_string),
+                },
+            },
+            &p,
+        )
+    };
+    let failed = exit(Some("litellm.AuthenticationError: bad key"));
+    assert_eq!(failed.snapshot.session.state, SessionState::Errored);
+    assert_eq!(
+        failed.snapshot.session.reason.as_deref(),
+        Some("agent_failed: litellm.AuthenticationError: bad key")
+    );
+    let done = exit(None);
+    assert_eq!(done.snapshot.session.state, SessionState::Done);
 }

@@ -145,10 +145,36 @@ fn notifications(cli: Option<&Path>, args: &[String]) -> Vec<String> {
     }
 }
 
+/// How many of the last output lines may stand after the model API error a run ended on
+/// (aider's advice under it, "The API provider is not able to authenticate you…").
+const FAILED_RUN_TAIL: usize = 3;
+
+/// The model API error an aider run ended on, from its last output lines: aider 0.86 prints
+/// the litellm exception (`litellm.AuthenticationError: …`) and exits 0 when it gives up on a
+/// message. An error it retried past is followed by the rest of the run, so only one among
+/// the last [`FAILED_RUN_TAIL`] lines counts.
+pub fn failed_run(output: &str) -> Option<String> {
+    output
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(FAILED_RUN_TAIL)
+        .find_map(|l| {
+            let at = l.find("litellm.")?;
+            let error = &l[at..];
+            let class = error["litellm.".len()..].split(':').next()?;
+            class.ends_with("Error").then(|| error.trim().to_string())
+        })
+}
+
 #[async_trait]
 impl Agent for AiderAgent {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn failed_run(&self, output: &str) -> Option<String> {
+        failed_run(output)
     }
 
     fn preflight(&self) -> Option<crate::preflight::AgentLaunch> {
@@ -332,5 +358,26 @@ mod tests {
             AiderAgent::new("a".into(), s).chat_history(ws),
             PathBuf::from("/abs/h.md")
         );
+    }
+
+    /// The real aider 0.86.2's last screen after the model API refused its key (exit 0).
+    #[test]
+    fn a_run_that_ended_on_the_model_apis_error_failed() {
+        let screen = "Repo-map: using 4096 tokens, auto refresh\nREADME.md\n\
+            ░█  ░█  litellm.AuthenticationError: AuthenticationError: OpenAIException - \
+            Incorrect API key provided.\n\
+            The API provider is not able to authenticate you. Check your API key.\n";
+        assert_eq!(
+            failed_run(screen).as_deref(),
+            Some(
+                "litellm.AuthenticationError: AuthenticationError: OpenAIException - \
+                 Incorrect API key provided."
+            )
+        );
+        // Retried past: the run went on (an edit, a commit) after the error.
+        let recovered = "litellm.InternalServerError: boom\nRetrying in 0.2 seconds...\n\
+            Applied edit to README.md\nCommit 1a2b3c4 Say goodbye\nTokens: 1k sent\n";
+        assert_eq!(failed_run(recovered), None);
+        assert_eq!(failed_run("Applied edit to README.md\n"), None);
     }
 }
