@@ -73,6 +73,25 @@ pub(crate) fn fleet_over(
     })
 }
 
+/// Spawns a session of project `demo` (prompt `p`) through the supervisor.
+pub(crate) async fn spawn_demo(sup: &actix::Addr<FleetSupervisor>) -> SessionSnapshot {
+    sup.send(Spawn {
+        order: SpawnRequest {
+            project: "demo".into(),
+            prompt: Some("p".into()),
+            issue: None,
+            agent: None,
+            branch: None,
+            host: None,
+        }
+        .try_into()
+        .expect("a valid request"),
+    })
+    .await
+    .expect("mailbox")
+    .expect("spawn")
+}
+
 #[actix_web::test]
 async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -115,22 +134,7 @@ async fn an_actor_restarted_after_a_store_error_reloads_its_state() {
     );
     let fleet = fleet_over(store.clone(), plugins, projects, &home);
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
-    let snap = sup
-        .send(Spawn {
-            order: SpawnRequest {
-                project: "demo".into(),
-                prompt: Some("p".into()),
-                issue: None,
-                agent: None,
-                branch: None,
-                host: None,
-            }
-            .try_into()
-            .expect("a valid request"),
-        })
-        .await
-        .expect("mailbox")
-        .expect("spawn");
+    let snap = spawn_demo(&sup).await;
     let id = snap.session.id.clone();
     let working = eventually(30, "working", || async {
         let s = sup.send(GetSession { id: id.clone() }).await.ok()?.ok()?;

@@ -16,7 +16,7 @@ use actix::Actor;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flotilla::actors::fleet::{Plugins, ProjectSpec};
-use flotilla::actors::supervisor::messages::{GetSession, SendToSession, Spawn, SpawnRequest};
+use flotilla::actors::supervisor::messages::{GetSession, SendToSession};
 use flotilla::actors::supervisor::FleetSupervisor;
 use flotilla::plugins::agent::CommandAgent;
 use flotilla::plugins::tmux::TmuxRuntime;
@@ -26,7 +26,7 @@ use flotilla::plugins::{
 };
 use flotilla::store::*;
 
-use crate::actors::fleet_over;
+use crate::actors::{fleet_over, spawn_demo};
 use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::*;
 
@@ -150,22 +150,7 @@ async fn a_dialog_drawn_while_an_answer_is_confirmed_is_asked_once_the_answer_is
     );
     let fleet = fleet_over(store, plugins(&home, &socket), projects, &home);
     let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
-    let snap = sup
-        .send(Spawn {
-            order: SpawnRequest {
-                project: "demo".into(),
-                prompt: Some("p".into()),
-                issue: None,
-                agent: None,
-                branch: None,
-                host: None,
-            }
-            .try_into()
-            .expect("a valid request"),
-        })
-        .await
-        .expect("mailbox")
-        .expect("spawn");
+    let snap = spawn_demo(&sup).await;
     let id = snap.session.id.clone();
     let question = |want: &'static str| {
         let (sup, id) = (sup.clone(), id.clone());

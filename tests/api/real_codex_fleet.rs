@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::fake_openai::{FakeOpenAi, Step};
-use crate::helpers::eventually;
 use crate::real_claude_fleet::wait_session;
 use crate::real_codex::{Setup, MODEL};
 use crate::real_fleet::AgentFleet;
@@ -184,28 +183,8 @@ async fn a_real_codex_restored_after_its_terminal_died_resumes_its_conversation(
     })
     .await;
 
-    // Its terminal dies with it (as on a reboot): the session says the agent exited.
-    let socket = flotilla::app::tmux_socket(&f.app.home);
-    let (killed, _) = crate::fleet_tmux::tmux(&socket, &["kill-session", "-t", &id]);
-    assert!(killed, "tmux kill-session");
-    wait_session(&f.app, &id, 60, "the agent exited", |s| {
-        s["activity"] == "exited"
-    })
-    .await;
-
-    let (code, v) = f
-        .app
-        .post(&format!("/api/v1/sessions/{id}/restore"), json!({}))
-        .await;
-    assert_eq!(code, 200, "{v}");
-    let panes = eventually(60, "codex resumed in tmux", || {
-        let (ok, out) = crate::fleet_tmux::tmux(
-            &socket,
-            &["list-panes", "-t", &id, "-F", "#{pane_start_command}"],
-        );
-        async move { (ok && out.contains("resume")).then_some(out) }
-    })
-    .await;
+    // Its terminal dies with it (as on a reboot), and it is restored.
+    let panes = f.kill_terminal_and_restore(&id, "codex resume").await;
     // Codex names its session log `rollout-<time>-<session id>.jsonl`.
     let rollouts = rollout_ids(&f._setup.codex_home.join("sessions"));
     assert_eq!(rollouts.len(), 1, "{rollouts:?}");
@@ -214,28 +193,7 @@ async fn a_real_codex_restored_after_its_terminal_died_resumes_its_conversation(
         "resumed by its id {}: {panes}",
         rollouts[0]
     );
-    f.screen_with(&id, 60, "Noted: the number is 4217.").await;
-    let back = wait_session(&f.app, &id, 60, "the agent back", |s| {
-        s["activity"] != "exited"
-    })
-    .await;
-    assert_eq!(back["workspace"], before["workspace"], "{back}");
-
-    let sent = f.send(&id, "Which number was it?").await;
-    assert_eq!(sent["delivered"], true, "{sent}");
-    let turns = f
-        .model
-        .wait_for_turn_requests(2, Duration::from_secs(90))
-        .await
-        .expect("the resumed turn");
-    let history = turns[1].to_string();
-    assert!(
-        history.contains("Remember the number 4217.")
-            && history.contains("Noted: the number is 4217.")
-            && history.contains("Which number was it?"),
-        "the resumed turn carries the conversation: {history}"
-    );
-    f.screen_with(&id, 60, "It was 4217.").await;
+    f.resumes_the_number(&id, &before, &f.model).await;
 }
 
 /// The session ids of the rollouts under `dir` (any depth).

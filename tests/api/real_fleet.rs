@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::fake_openai::FakeOpenAi;
 use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, TestApp};
 use crate::real_claude_fleet::{notifications_with, wait_session};
@@ -101,6 +102,57 @@ impl AgentFleet {
             }
         })
         .await
+    }
+
+    /// The agent's tmux session killed (as on a reboot), seen as exited, then restored through
+    /// the API; the command its pane was started with again, once it holds `relaunched`.
+    pub(crate) async fn kill_terminal_and_restore(&self, id: &str, relaunched: &str) -> String {
+        let socket = flotilla::app::tmux_socket(&self.app.home);
+        let (killed, _) = crate::fleet_tmux::tmux(&socket, &["kill-session", "-t", id]);
+        assert!(killed, "tmux kill-session");
+        wait_session(&self.app, id, 60, "the agent exited", |s| {
+            s["activity"] == "exited"
+        })
+        .await;
+        let (code, v) = self
+            .app
+            .post(&format!("/api/v1/sessions/{id}/restore"), json!({}))
+            .await;
+        assert_eq!(code, 200, "{v}");
+        eventually(60, "the agent relaunched in tmux", || {
+            let (ok, out) = crate::fleet_tmux::tmux(
+                &socket,
+                &["list-panes", "-t", id, "-F", "#{pane_start_command}"],
+            );
+            async move { (ok && out.contains(relaunched)).then_some(out) }
+        })
+        .await
+    }
+
+    /// After [`AgentFleet::kill_terminal_and_restore`] of an agent told "Remember the number
+    /// 4217." (answered "Noted: the number is 4217."): it shows its conversation again, in the
+    /// same worktree as `before`, and the next message's request to `model` carries it.
+    pub(crate) async fn resumes_the_number(&self, id: &str, before: &Value, model: &FakeOpenAi) {
+        self.screen_with(id, 60, "Noted: the number is 4217.").await;
+        let back = wait_session(&self.app, id, 60, "the agent back", |s| {
+            s["activity"] != "exited"
+        })
+        .await;
+        assert_eq!(back["workspace"], before["workspace"], "{back}");
+        let sent = self.send(id, "Which number was it?").await;
+        assert_eq!(sent["delivered"], true, "{sent}");
+        let turns = model
+            .wait_for_turn_requests(2, std::time::Duration::from_secs(90))
+            .await
+            .expect("the resumed turn");
+        let history = turns[1].to_string();
+        assert!(
+            history.contains("Remember the number 4217.")
+                && history.contains("Noted: the number is 4217.")
+                && history.contains("Which number was it?"),
+            "the resumed turn carries the conversation: {history}"
+        );
+        self.screen_with(id, 60, "It was 4217.").await;
     }
 
     /// The pages saying the agent waits for input.

@@ -197,58 +197,14 @@ async fn a_real_opencode_restored_after_its_terminal_died_resumes_its_conversati
     })
     .await;
 
-    // Its terminal dies with it (as on a reboot): the session says the agent exited.
-    let socket = flotilla::app::tmux_socket(&f.app.home);
-    let (killed, _) = crate::fleet_tmux::tmux(&socket, &["kill-session", "-t", &id]);
-    assert!(killed, "tmux kill-session");
-    wait_session(&f.app, &id, 60, "the agent exited", |s| {
-        s["activity"] == "exited"
-    })
-    .await;
-
-    let (code, v) = f
-        .app
-        .post(
-            &format!("/api/v1/sessions/{id}/restore"),
-            serde_json::json!({}),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
-    let panes = eventually(60, "opencode resumed in tmux", || {
-        let (ok, out) = crate::fleet_tmux::tmux(
-            &socket,
-            &["list-panes", "-t", &id, "-F", "#{pane_start_command}"],
-        );
-        async move { (ok && out.contains("opencode")).then_some(out) }
-    })
-    .await;
+    // Its terminal dies with it (as on a reboot), and it is restored.
+    let panes = f.kill_terminal_and_restore(&id, "opencode").await;
     assert!(
         panes.contains("--session ses_") || panes.contains("--continue"),
         "resumed: {panes}"
     );
     assert!(!panes.contains("--prompt"), "not started afresh: {panes}");
-    f.screen_with(&id, 60, "Noted: the number is 4217.").await;
-    let back = wait_session(&f.app, &id, 60, "the agent back", |s| {
-        s["activity"] != "exited"
-    })
-    .await;
-    assert_eq!(back["workspace"], before["workspace"], "{back}");
-
-    let sent = f.send(&id, "Which number was it?").await;
-    assert_eq!(sent["delivered"], true, "{sent}");
-    let turns = f
-        .model
-        .wait_for_turn_requests(2, Duration::from_secs(90))
-        .await
-        .expect("the resumed turn");
-    let history = turns[1].to_string();
-    assert!(
-        history.contains("Remember the number 4217.")
-            && history.contains("Noted: the number is 4217.")
-            && history.contains("Which number was it?"),
-        "the resumed turn carries the conversation: {history}"
-    );
-    f.screen_with(&id, 60, "It was 4217.").await;
+    f.resumes_the_number(&id, &before, &f.model).await;
 }
 
 /// A question step of OpenCode's `question` tool: `question` with two options.
