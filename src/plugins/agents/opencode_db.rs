@@ -206,16 +206,22 @@ mod tests {
         assert_eq!(db_path(&env), Some(PathBuf::from("/x/o.db")));
     }
 
-    #[tokio::test]
-    async fn usage_sums_the_sessions_of_the_directory() {
+    /// An empty database file in a scratch directory, and a connection to it.
+    async fn scratch_db() -> (tempfile::TempDir, PathBuf, sqlx::SqliteConnection) {
         let dir = tempfile::tempdir().expect("tmp");
         let db = dir.path().join("opencode.db");
-        let mut conn = SqliteConnectOptions::new()
+        let conn = SqliteConnectOptions::new()
             .filename(&db)
             .create_if_missing(true)
             .connect()
             .await
             .expect("create");
+        (dir, db, conn)
+    }
+
+    #[tokio::test]
+    async fn usage_sums_the_sessions_of_the_directory() {
+        let (dir, db, mut conn) = scratch_db().await;
         // The columns Flotilla reads, as OpenCode 1.18.33 declares them.
         sqlx::query(
             "CREATE TABLE session (id text PRIMARY KEY, parent_id text, directory text NOT NULL, \
@@ -273,14 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_turn_is_read_from_the_newest_message_of_the_newest_conversation() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let db = dir.path().join("opencode.db");
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&db)
-            .create_if_missing(true)
-            .connect()
-            .await
-            .expect("create");
+        let (_dir, db, mut conn) = scratch_db().await;
         // The columns Flotilla reads, as OpenCode 1.18.33 declares them.
         for ddl in [
             "CREATE TABLE session (id text PRIMARY KEY, parent_id text, directory text NOT NULL, \
