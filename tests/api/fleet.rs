@@ -115,11 +115,10 @@ async fn the_orchestrator_is_started_once_and_gets_its_own_token() {
         .await;
     assert_eq!(s2, 200);
     assert_eq!(v2["created"], false, "never two");
-    let out = app.wait_output("demo-orchestrator", "TOKEN=set").await;
-    assert!(
-        out.contains("flotilla spawn"),
-        "the prompt teaches the CLI: {out}"
-    );
+    // The prompt (which teaches the CLI) is printed after the token line: waiting for it, not
+    // for the token line, leaves no race with `cat`.
+    let out = app.wait_output("demo-orchestrator", "flotilla spawn").await;
+    assert!(out.contains("TOKEN=set"), "its own token: {out}");
     // With its own token, the orchestrator drives the API through the CLI.
     let out = app.wait_output("demo-orchestrator", "\"sessions\"").await;
     assert!(out.contains("\"id\": \"demo-orchestrator\""), "{out}");
