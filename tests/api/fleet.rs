@@ -120,8 +120,11 @@ async fn the_orchestrator_is_started_once_and_gets_its_own_token() {
     let out = app.wait_output("demo-orchestrator", "flotilla spawn").await;
     assert!(out.contains("TOKEN=set"), "its own token: {out}");
     // With its own token, the orchestrator drives the API through the CLI.
-    let out = app.wait_output("demo-orchestrator", "\"sessions\"").await;
-    assert!(out.contains("\"id\": \"demo-orchestrator\""), "{out}");
+    // (Its JSON is written a line at a time: waited for down to the line that matters.)
+    let out = app
+        .wait_output("demo-orchestrator", "\"id\": \"demo-orchestrator\"")
+        .await;
+    assert!(out.contains("\"sessions\""), "{out}");
     let (_, list) = app.get("/api/v1/sessions").await;
     assert_eq!(list["sessions"].as_array().map(Vec::len), Some(1));
     let (s, _) = app
