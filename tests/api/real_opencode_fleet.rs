@@ -392,3 +392,32 @@ async fn a_real_opencode_turn_ended_on_an_api_error_waits_for_a_human() {
     })
     .await;
 }
+
+/// A model request OpenCode retries (a 500) is recorded as the model API's failure (an
+/// `agent.api_error` event, `meta.api_error`), not as work: OpenCode shows it only on its
+/// status line ("… [retrying in 1s attempt #2]"), and the session said `active` throughout.
+#[actix_web::test]
+async fn a_real_opencode_retrying_the_model_api_records_the_failure() {
+    let Some(f) = OpencodeFleet::start(Vec::new(), "default").await else {
+        return;
+    };
+    f.model.set_default(Step::error(500));
+    let id = f
+        .app
+        .spawn(serde_json::json!({"project": "demo", "prompt": "Hello."}))
+        .await;
+    let s = wait_session(&f.app, &id, 90, "the retried failure recorded", |s| {
+        s["meta"]["api_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("The server had an error"))
+    })
+    .await;
+    assert_eq!(s["state"], "working", "{s}");
+    assert!(s["meta"]["api_error"]["attempt"].as_u64() >= Some(1), "{s}");
+    let (_, events) = f.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    let failures = events["events"]
+        .as_array()
+        .map(|e| e.iter().filter(|e| e["kind"] == "agent.api_error").count())
+        .unwrap_or(0);
+    assert!(failures >= 1, "{events}");
+}

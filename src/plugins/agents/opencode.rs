@@ -34,7 +34,7 @@ use async_trait::async_trait;
 
 use super::{opencode_db, program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
-use crate::plugins::activity::{self, ActivityProbe, ActivitySignal, ActivitySource};
+use crate::plugins::activity::{self, ActivityProbe, ActivitySignal, ActivitySource, Reading};
 use crate::plugins::button_row;
 use crate::plugins::{Agent, AgentContext, PluginResult};
 use crate::store::Activity;
@@ -140,6 +140,25 @@ fn review(lines: &[&str]) -> Option<String> {
             "Review: {} [Submit (enter) | Dismiss (esc)]",
             answers.join(" · ")
         ))
+    })
+}
+
+/// A model request OpenCode 1.18.33 retries, from its status line: the error's message and the
+/// attempt ("The server had an error … [retrying in 1s attempt #2]").
+fn retrying(screen: &str) -> Option<(String, u32)> {
+    screen.lines().rev().find_map(|l| {
+        let (before, after) = l.split_once(" [retrying in ")?;
+        let attempt = after.split_once(" attempt #")?.1;
+        let attempt: u32 = attempt
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()?;
+        let message = before
+            .trim_start_matches(|c: char| !c.is_alphanumeric())
+            .trim();
+        (!message.is_empty()).then(|| (message.to_string(), attempt))
     })
 }
 
@@ -285,13 +304,33 @@ impl Agent for OpencodeAgent {
         }
         // OpenCode's own record of the turn (the screen shows no end of a turn); without a
         // database, the screen alone.
-        let native = match opencode_db::db_path(&self.settings.env) {
-            Some(db) => opencode_db::last_turn(&db, &probe.workspace)
-                .await?
-                .map(|r| r.signal(probe.now)),
+        let reading = match opencode_db::db_path(&self.settings.env) {
+            Some(db) => opencode_db::last_turn(&db, &probe.workspace).await?,
             None => None,
         };
-        Ok(activity::combine(native, probe))
+        // A model request OpenCode retries shows only on its status line; the turn's record
+        // stands still meanwhile. Recorded as the failure at that record's time (one event
+        // for the run of retries), never as a sign of life.
+        if let (Some(Reading::Working(at)), Some((message, attempt))) = (&reading, retrying(screen))
+        {
+            return Ok(Some(
+                Reading::ApiRetrying(
+                    *at,
+                    activity::ApiFailure {
+                        logged_at: *at,
+                        status: None,
+                        message,
+                        attempt: Some(attempt),
+                        max_retries: None,
+                    },
+                )
+                .signal(probe.now),
+            ));
+        }
+        Ok(activity::combine(
+            reading.map(|r| r.signal(probe.now)),
+            probe,
+        ))
     }
 
     async fn question(&self, probe: &ActivityProbe) -> Option<String> {
@@ -503,5 +542,22 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    /// The real OpenCode 1.18.33's status line while it retries a model request.
+    #[test]
+    fn a_retried_model_request_is_read_from_the_status_line() {
+        let screen = "  ┃  Build · Fake model Fake\n   ⬝⬝⬝⬝⬝⬝⬝⬝ The server had an error while \
+            processing your request. Sorry about that! [retrying in 1s attempt #2]       \
+            esc interrupt\n";
+        assert_eq!(
+            retrying(screen),
+            Some((
+                "The server had an error while processing your request. Sorry about that!"
+                    .to_string(),
+                2
+            ))
+        );
+        assert_eq!(retrying("  ┃  Build · Fake model Fake\n"), None);
     }
 }
