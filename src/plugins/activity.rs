@@ -109,8 +109,14 @@ impl ApiFailure {
     pub fn question(&self) -> String {
         format!(
             "{API_FAILED}({}){TRY_AGAIN}",
-            crate::plugins::notifiers::truncate(self.message.trim(), 200)
+            crate::plugins::notifiers::truncate(&self.said(), 200)
         )
+    }
+
+    /// The agent's words for it, without what looks like a credential (a provider's error
+    /// may quote the key it refused).
+    pub fn said(&self) -> String {
+        mask_secrets(self.message.trim())
     }
 
     /// Whether a session's question is the one [`ApiFailure::question`] asks: no dialog is
@@ -376,7 +382,7 @@ fn is_yes_no(line: &str) -> bool {
 }
 
 /// A numbered choice: `❯ 1. Yes`, `  2. No, and tell Claude…`, `› 1. Yes, proceed (y)`.
-fn is_option(line: &str) -> bool {
+pub fn is_option(line: &str) -> bool {
     let t = line
         .trim_start()
         .trim_start_matches(['❯', '›', '>', '│', '*'])
@@ -1318,5 +1324,23 @@ mod tests {
             Some("approve mcp__probe__…"),
             Some(t("2026-12-02T10:00:01Z"))
         ));
+    }
+
+    #[test]
+    fn a_model_api_failure_never_quotes_the_key_it_refused() {
+        let f = ApiFailure {
+            logged_at: Utc::now(),
+            status: Some(401),
+            message: "Incorrect API key provided: sk-proj-0123456789abcdefghijklmnop.".into(),
+            attempt: None,
+            max_retries: None,
+        };
+        assert!(!f.said().contains("0123456789abcdef"), "{}", f.said());
+        assert!(f.said().starts_with("Incorrect API key provided:"));
+        assert!(
+            !f.question().contains("0123456789abcdef"),
+            "{}",
+            f.question()
+        );
     }
 }

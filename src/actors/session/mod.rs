@@ -1175,7 +1175,7 @@ fn api_error_event(
     (known != Some(at)).then(|| EventKind::AgentApiError {
         logged_at: at,
         status: f.status,
-        message: f.message.clone(),
+        message: f.said(),
         attempt: f.attempt,
         max_retries: f.max_retries,
     })

@@ -54,9 +54,7 @@ const SIDEBAR_LINES: usize = 3;
 pub fn permission_question(screen: &str) -> Option<String> {
     let screen = without_sidebar(screen);
     let buttons = button_row::labels(&screen)?;
-    let lines: Vec<&str> = screen
-        .lines()
-        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
+    let lines: Vec<&str> = dialog_lines(&screen)
         .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '▀'))
         .collect();
     let lines = &lines[lines.len().saturating_sub(DIALOG_LINES)..];
@@ -95,10 +93,7 @@ pub fn permission_question(screen: &str) -> Option<String> {
 /// is drawn.
 pub fn question_dialog(screen: &str) -> Option<String> {
     let screen = without_sidebar(screen);
-    let lines: Vec<&str> = screen
-        .lines()
-        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
-        .collect();
+    let lines: Vec<&str> = dialog_lines(&screen).collect();
     let footer = lines.iter().rposition(|l| !l.is_empty())?;
     let hints = lines[footer];
     let submits = hints.contains("enter submit");
@@ -111,15 +106,15 @@ pub fn question_dialog(screen: &str) -> Option<String> {
         .filter(|b| !b.is_empty())
         .rev();
     let options = blocks.next()?;
-    let is_option = |l: &&str| {
-        let digits = l.chars().take_while(char::is_ascii_digit).count();
-        digits > 0 && l[digits..].starts_with(". ")
-    };
-    if !is_option(&options[0]) {
+    if !activity::is_option(options[0]) {
         return submits.then(|| review(&lines[..footer])).flatten();
     }
     let question = blocks.next().filter(|q| q.len() <= 4)?.join(" ");
-    let options: Vec<&str> = options.iter().copied().filter(is_option).collect();
+    let options: Vec<&str> = options
+        .iter()
+        .copied()
+        .filter(|l| activity::is_option(l))
+        .collect();
     Some(activity::mask_secrets(&format!(
         "{question} [{}]",
         options.join(" | ")
@@ -166,6 +161,14 @@ fn retrying(screen: &str) -> Option<(String, u32)> {
 /// which the generic reading misses (its border and sidebar), else that reading.
 fn screen_question(screen: &str) -> Option<String> {
     question_dialog(screen).or_else(|| activity::terminal_question(screen))
+}
+
+/// The lines of a screen (its sidebar already cut) without OpenCode's left border (`┃`, `╹`)
+/// and the blanks around the text.
+fn dialog_lines(screen: &str) -> impl Iterator<Item = &str> {
+    screen
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || matches!(c, '┃' | '│' | '╹')))
 }
 
 /// The screen without OpenCode's sidebar (the session's title, context, cost, directory and
