@@ -12,23 +12,13 @@ use serde_json::json;
 use crate::fake_openai::{FakeOpenAi, Step};
 use crate::real_claude_fleet::wait_session;
 use crate::real_codex::{Setup, MODEL};
-use crate::real_fleet::AgentFleet;
+use crate::real_fleet::{AgentFleet, ModelFleet};
 
-/// The fleet with one `codex` agent in `mode`, the model scripted by `script`.
-struct CodexFleet {
-    fleet: AgentFleet,
-    model: FakeOpenAi,
-    _setup: Setup,
-}
-
-impl std::ops::Deref for CodexFleet {
-    type Target = AgentFleet;
-    fn deref(&self) -> &AgentFleet {
-        &self.fleet
-    }
-}
+/// The fleet with one `codex` agent.
+type CodexFleet = ModelFleet<Setup>;
 
 impl CodexFleet {
+    /// The fleet with one `codex` agent in `mode`, the model scripted by `script`.
     async fn start(script: Vec<Step>, mode: &str) -> Option<CodexFleet> {
         let model = FakeOpenAi::start(script).await;
         let setup = Setup::new(&model)?;
@@ -46,7 +36,7 @@ impl CodexFleet {
         Some(CodexFleet {
             fleet: AgentFleet::start(&agents, "codex", dir).await?,
             model,
-            _setup: setup,
+            setup,
         })
     }
 }
@@ -186,7 +176,7 @@ async fn a_real_codex_restored_after_its_terminal_died_resumes_its_conversation(
     // Its terminal dies with it (as on a reboot), and it is restored.
     let panes = f.kill_terminal_and_restore(&id, "codex resume").await;
     // Codex names its session log `rollout-<time>-<session id>.jsonl`.
-    let rollouts = rollout_ids(&f._setup.codex_home.join("sessions"));
+    let rollouts = rollout_ids(&f.setup.codex_home.join("sessions"));
     assert_eq!(rollouts.len(), 1, "{rollouts:?}");
     assert!(
         panes.contains(&rollouts[0]),
@@ -221,7 +211,7 @@ async fn a_real_codex_turn_ended_on_an_api_error_waits_for_a_human() {
         return;
     };
     // Codex's own retries off (0.169 makes about 30 over 25 s by default).
-    let config = f._setup.codex_home.join("config.toml");
+    let config = f.setup.codex_home.join("config.toml");
     let mut toml = std::fs::read_to_string(&config).expect("config.toml");
     toml.push_str("request_max_retries = 0\nstream_max_retries = 0\n");
     std::fs::write(&config, toml).expect("config.toml");

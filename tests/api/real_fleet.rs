@@ -11,6 +11,21 @@ use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, Test
 use crate::real_claude_fleet::{notifications_with, wait_session};
 use crate::receivers::Receivers;
 
+/// An [`AgentFleet`] whose agent talks to the scripted OpenAI-style model `model`, with the
+/// agent's scratch set-up (`S`: its home, kept for the test's length).
+pub(crate) struct ModelFleet<S> {
+    pub(crate) fleet: AgentFleet,
+    pub(crate) model: FakeOpenAi,
+    pub(crate) setup: S,
+}
+
+impl<S> std::ops::Deref for ModelFleet<S> {
+    type Target = AgentFleet;
+    fn deref(&self) -> &AgentFleet {
+        &self.fleet
+    }
+}
+
 /// The app, its pages, and its private tmux server (killed on drop).
 pub(crate) struct AgentFleet {
     pub(crate) app: TestApp,

@@ -11,24 +11,14 @@ use serde_json::Value;
 use crate::fake_openai::{tool_outputs, FakeOpenAi, Step};
 use crate::helpers::eventually;
 use crate::real_claude_fleet::wait_session;
-use crate::real_fleet::AgentFleet;
+use crate::real_fleet::{AgentFleet, ModelFleet};
 use crate::real_opencode::{bash_step, Setup, MODEL};
 
-/// The fleet with one `opencode` agent in `mode`, the model scripted by `script`.
-struct OpencodeFleet {
-    fleet: AgentFleet,
-    model: FakeOpenAi,
-    setup: Setup,
-}
-
-impl std::ops::Deref for OpencodeFleet {
-    type Target = AgentFleet;
-    fn deref(&self) -> &AgentFleet {
-        &self.fleet
-    }
-}
+/// The fleet with one `opencode` agent.
+type OpencodeFleet = ModelFleet<Setup>;
 
 impl OpencodeFleet {
+    /// The fleet with one `opencode` agent in `mode`, the model scripted by `script`.
     async fn start(script: Vec<Step>, mode: &str) -> Option<OpencodeFleet> {
         let model = FakeOpenAi::start(script).await;
         let setup = Setup::new(&model)?;
