@@ -429,10 +429,11 @@ pub fn is_choice(text: &str) -> bool {
 }
 
 /// The instruction in a refusal that says what to do instead (`no, run cargo check instead`),
-/// when the numbered menu `question` (as [`terminal_question`] words it) has the option for
-/// it: a bare No (Claude Code 2.1's) or one that has the agent told what to do (Codex's "No,
-/// and tell Codex what to do differently (esc)"). Picking it leaves the agent waiting for the
-/// instruction; another No (`No, exit`) would lose it.
+/// when the menu `question` (as [`terminal_question`] or an agent's reader words it) has the
+/// option for it: a bare No (Claude Code 2.1's) or one that has the agent told what to do
+/// (Codex's "No, and tell Codex what to do differently (esc)"), which leave the agent waiting
+/// for the instruction, or a Reject (OpenCode's), which ends its turn: the instruction is then
+/// its next prompt. Another No (`No, exit`) would lose it.
 pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&'a str> {
     let separator = |c: char| c.is_whitespace() || REFUSAL_SEPARATORS.contains(c);
     let t = choice.trim();
@@ -444,9 +445,28 @@ pub fn refusal_with_instruction<'a>(question: &str, choice: &'a str) -> Option<&
     let instruction = rest.trim_start_matches(separator);
     let asks_instead = listed_options(question)?.into_iter().any(|(_, label)| {
         let label = normalized(key_hint(label).map_or(label, |(rest, _)| rest));
-        label == "no" || (starts_with_word(&label, "no") && holds_phrase(&label, "tell"))
+        label == "no"
+            || label == "reject"
+            || (starts_with_word(&label, "no") && holds_phrase(&label, "tell"))
     });
     (asks_instead && !instruction.is_empty()).then_some(instruction)
+}
+
+/// How many rows at the bottom of a screen hold an agent's "busy" line (Claude Code's
+/// spinner line sits above its input box and status rows).
+const BUSY_ROWS: usize = 10;
+
+/// Whether the bottom of the screen says the agent is busy with a turn: Claude Code's and
+/// Codex's "esc to interrupt", OpenCode's "esc interrupt". A prompt typed while a turn winds
+/// down can be lost (OpenCode stores it, but the ending loop never runs it).
+pub fn shows_busy(screen: &str) -> bool {
+    let rows: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    rows[rows.len().saturating_sub(BUSY_ROWS)..]
+        .iter()
+        .any(|r| {
+            let r = r.to_lowercase();
+            r.contains("esc to interrupt") || r.contains("esc interrupt")
+        })
 }
 
 /// The number of the option of the numbered menu `question` that takes words of the human's
@@ -1007,6 +1027,12 @@ mod tests {
         let q = |name: &str| terminal_question(&screen_fixture(name)).expect(name);
         let bash = q("claude-bash-permission.txt");
         let codex = q("codex-run-command.txt");
+        // OpenCode's permission buttons, as its plugin words them: Reject ends the turn, and
+        // the instruction is its next prompt.
+        let opencode = crate::plugins::agents::opencode::permission_question(&screen_fixture(
+            "opencode-bash-permission.txt",
+        ))
+        .expect("opencode");
         for (answer, want) in [
             (
                 "no, run cargo check instead",
@@ -1023,6 +1049,11 @@ mod tests {
         ] {
             assert_eq!(refusal_with_instruction(&bash, answer), want, "{answer:?}");
             assert_eq!(refusal_with_instruction(&codex, answer), want, "{answer:?}");
+            assert_eq!(
+                refusal_with_instruction(&opencode, answer),
+                want,
+                "{answer:?}"
+            );
         }
         // Claude's folder-trust "No, exit" ends the agent: nothing would read an instruction.
         let trust = q("claude-trust.txt");
@@ -1030,6 +1061,23 @@ mod tests {
             refusal_with_instruction(&trust, "no, use another folder"),
             None
         );
+    }
+
+    /// The real agents' busy lines (Claude Code's and Codex's above their input, OpenCode's
+    /// under it); a transcript that merely mentions the words far up is not busy.
+    #[test]
+    fn a_busy_agent_is_read_from_the_bottom_of_its_screen() {
+        for busy in [
+            "● Bash(ls)\n\n✻ Thinking… (esc to interrupt)\n╭──╮\n│ > │\n╰──╯\n  ? for shortcuts",
+            "• Working (3s • esc to interrupt)\n\n› Ask Codex\n\n  100% context left",
+            "  ┃  Build · Fake model Fake\n   ⬝⬝⬝⬝■■■■  esc interrupt\n ╹▀▀▀▀\n  ctrl+p commands",
+        ] {
+            assert!(shows_busy(busy), "{busy}");
+        }
+        let idle = screen_fixture("opencode-bash-permission.txt");
+        assert!(!shows_busy(&idle));
+        let mentioned = format!("Press esc to interrupt a turn.{}\n> ", "\nline".repeat(12));
+        assert!(!shows_busy(&mentioned));
     }
 
     /// A numbered menu answered in its own words: the option named, by its key or number.

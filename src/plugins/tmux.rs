@@ -661,9 +661,10 @@ impl TmuxRuntime {
     }
 
     /// An answer in words that name no option of the menu `asked` on screen: `no, <what to
-    /// do instead>` presses a No that has the agent ask for an instruction, then sends the
-    /// words as a message; other words go to the menu's free-text option (Claude's "Type
-    /// something."), typed there and entered. Otherwise nothing is typed: `Ok(false)`.
+    /// do instead>` presses a No that has the agent ask for an instruction (or a Reject that
+    /// ends its turn), then sends the words as a message once the agent is no longer busy;
+    /// other words go to the menu's free-text option (Claude's "Type something."), typed
+    /// there and entered. Otherwise nothing is typed: `Ok(false)`.
     async fn answer_in_words(
         &self,
         handle: &RuntimeHandle,
@@ -673,6 +674,17 @@ impl TmuxRuntime {
     ) -> PluginResult<bool> {
         if let Some(instruction) = super::activity::refusal_with_instruction(asked, words) {
             if !self.answer(handle, "no", read).await? {
+                return Ok(false);
+            }
+            // OpenCode stores a prompt typed while its refused turn winds down, but never
+            // runs it.
+            let idle =
+                |s: &Screen| (!super::activity::shows_busy(&s.rows.join("\n"))).then_some(());
+            if self.wait_screen(pane, DRAFT_WAIT, idle).await?.is_none() {
+                tracing::warn!(
+                    pane,
+                    "the agent stayed busy after the refusal; instruction not sent"
+                );
                 return Ok(false);
             }
             return self.send_message(handle, instruction).await;
@@ -1258,7 +1270,12 @@ impl Runtime for TmuxRuntime {
         };
         if buttons && !movable {
             // Enter confirms the selected button and letters may move it: an answer naming
-            // none is not typed there.
+            // none is not typed there, unless it refuses with an instruction (its Reject).
+            if super::activity::refusal_with_instruction(&asked, choice).is_some() {
+                return self
+                    .answer_in_words(handle, &h.pane, (&asked, read), choice.trim())
+                    .await;
+            }
             tracing::warn!(session = %h.session, "the answer names none of the buttons on screen");
             return Ok(false);
         }

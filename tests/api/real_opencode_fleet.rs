@@ -64,8 +64,10 @@ const BASH_QUESTION: &str = "Permission required: Shell command: $ printf made >
     echo WROTE-$((20+22)) [Allow once | Allow always | Reject]";
 
 /// `send no` to OpenCode's permission dialog presses its Reject button: the command never
-/// runs, and OpenCode records the call as rejected. (Before, the answer was pasted as a
-/// message: its Enter confirmed the selected button, "Allow once", and the command ran.)
+/// runs, OpenCode records the call as rejected, and its turn ends there (no model request
+/// follows), so the session is idle. (Before, the answer was pasted as a message: its Enter
+/// confirmed the selected button, "Allow once", and the command ran; then the session said
+/// `active` until its stuck timer, a refused step being one that "finished to call tools".)
 #[actix_web::test]
 async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
     let Some(f) =
@@ -104,11 +106,63 @@ async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
         "{ended}"
     );
     assert!(!ws.join("cmd.txt").exists(), "a refused command ran");
+    wait_session(&f.app, &id, 60, "idle after the refused call", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
     assert_eq!(
         f.model.turn_requests().len(),
         1,
         "the model heard of no run"
     );
+    assert_eq!(f.pages().len(), 1);
+}
+
+/// `send "no, <instruction>"` to OpenCode's permission dialog: OpenCode's Reject ends the turn
+/// (1.18.33 asks a top-level conversation for no feedback), so the instruction is its next
+/// prompt, typed once the refused turn has wound down. The command never runs and the model
+/// gets the instruction. (Before, the words named none of the buttons: nothing was typed and
+/// the send said `delivered: false`; a prompt typed right after the Reject was stored by
+/// OpenCode but never run.)
+#[actix_web::test]
+async fn a_real_opencode_command_refused_with_an_instruction_runs_nothing_and_takes_the_instruction(
+) {
+    let Some(f) = OpencodeFleet::start(
+        vec![bash_step(), Step::text("Printing it instead.")],
+        "auto-edit",
+    )
+    .await
+    else {
+        return;
+    };
+    let (id, waiting) = f.spawn_until_asked("Write cmd.txt.").await;
+    assert_eq!(waiting["waiting_for"], BASH_QUESTION, "{waiting}");
+    let ws = std::path::PathBuf::from(waiting["workspace"].as_str().expect("workspace"));
+
+    let sent = f.send(&id, "no, just print it to the terminal").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let turns = f
+        .model
+        .wait_for_turn_requests(2, Duration::from_secs(60))
+        .await
+        .expect("the instruction as the next prompt");
+    assert!(
+        turns[1]
+            .to_string()
+            .contains("just print it to the terminal"),
+        "{}",
+        turns[1]
+    );
+    f.screen_with(&id, 30, "Printing it instead.").await;
+    let ended = bash_call_state(&f.setup.home.join(".local/share/opencode/opencode.db"))
+        .await
+        .expect("the call's end");
+    assert_eq!(ended["status"], "error", "{ended}");
+    assert!(!ws.join("cmd.txt").exists(), "a refused command ran");
+    wait_session(&f.app, &id, 60, "idle after the instruction's turn", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
     assert_eq!(f.pages().len(), 1);
 }
 

@@ -74,11 +74,20 @@ where
     }
 }
 
+/// The errors OpenCode 1.18.33 records on a tool call a human refused (its
+/// `PermissionRejectedError` and `QuestionRejectedError`): its loop stops on them, so the step
+/// that called the tool is the turn's last although it finished to call tools.
+const REFUSALS: [&str; 2] = [
+    "The user rejected permission to use this specific tool call.",
+    "The user dismissed this question",
+];
+
 /// Where the newest conversation run in `workspace` stands, from its newest message: a user
 /// message, or an assistant message not completed or completed to call tools (OpenCode's
 /// `finish: "tool-calls"`, another step follows), is work going on since the message last
-/// changed; an assistant message completed otherwise (`stop`, a length cut, an error) ended
-/// the turn at its completion. `None` without a database or a conversation there.
+/// changed; an assistant message completed otherwise (`stop`, a length cut, an error), or one
+/// whose tool call a human refused (see [`REFUSALS`]), ended the turn at its completion.
+/// `None` without a database or a conversation there.
 pub async fn last_turn(db: &Path, workspace: &Path) -> PluginResult<Option<Reading>> {
     let dir = workspace.to_string_lossy().into_owned();
     let newest = read(db, |mut conn| async move {
@@ -89,29 +98,58 @@ pub async fn last_turn(db: &Path, workspace: &Path) -> PluginResult<Option<Readi
         else {
             return Ok(None);
         };
-        sqlx::query_as::<_, (String, i64)>(
-            "SELECT data, time_updated FROM message WHERE session_id = ?1 \
+        let Some((id, data, updated)) = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT id, data, time_updated FROM message WHERE session_id = ?1 \
              ORDER BY time_created DESC, id DESC LIMIT 1",
         )
         .bind(session)
         .fetch_optional(&mut conn)
-        .await
+        .await?
+        else {
+            return Ok(None);
+        };
+        let message: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+        // Only a step that called tools can have stopped on a refusal.
+        let parts: Vec<String> = if message["finish"] == "tool-calls" {
+            sqlx::query_scalar("SELECT data FROM part WHERE message_id = ?1")
+                .bind(&id)
+                .fetch_all(&mut conn)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let refused = parts.iter().any(|p| refused_call(p));
+        Ok(Some((message, refused, updated)))
     });
-    Ok(newest.await?.flatten().and_then(|(data, updated)| {
-        let message: serde_json::Value = serde_json::from_str(&data).ok()?;
-        reading(&message, updated)
-    }))
+    Ok(newest
+        .await?
+        .flatten()
+        .and_then(|(message, refused, updated)| reading(&message, refused, updated)))
+}
+
+/// Whether a message part (its `data` JSON) is a tool call a human refused.
+fn refused_call(part: &str) -> bool {
+    let Ok(part) = serde_json::from_str::<serde_json::Value>(part) else {
+        return false;
+    };
+    let state = &part["state"];
+    part["type"] == "tool"
+        && state["status"] == "error"
+        && state["error"]
+            .as_str()
+            .is_some_and(|e| REFUSALS.contains(&e.trim()))
 }
 
 /// The [`Reading`] of a conversation whose newest message is `message` (OpenCode's `data`
-/// JSON), last updated at `updated_ms`. A turn that ended on the model API's error (OpenCode's
-/// `error` of name `APIError` or `ProviderAuthError`, e.g. a 401 for a bad key) ended failed:
-/// a human decides whether to try again.
-fn reading(message: &serde_json::Value, updated_ms: i64) -> Option<Reading> {
+/// JSON), last updated at `updated_ms`, `refused` when a tool call of that step was refused.
+/// A turn that ended on the model API's error (OpenCode's `error` of name `APIError` or
+/// `ProviderAuthError`, e.g. a 401 for a bad key) ended failed: a human decides whether to
+/// try again.
+fn reading(message: &serde_json::Value, refused: bool, updated_ms: i64) -> Option<Reading> {
     let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms);
     let completed = message["time"]["completed"].as_i64();
     match (message["role"].as_str()?, completed) {
-        ("assistant", Some(done)) if message["finish"] != "tool-calls" => {
+        ("assistant", Some(done)) if message["finish"] != "tool-calls" || refused => {
             let at = at(done)?;
             let error = &message["error"];
             Some(match error["name"].as_str() {
@@ -286,6 +324,8 @@ mod tests {
              time_updated integer NOT NULL)",
             "CREATE TABLE message (id text PRIMARY KEY, session_id text NOT NULL, \
              time_created integer NOT NULL, time_updated integer NOT NULL, data text NOT NULL)",
+            "CREATE TABLE part (id text PRIMARY KEY, message_id text NOT NULL, \
+             data text NOT NULL)",
         ] {
             sqlx::query(ddl).execute(&mut conn).await.expect("table");
         }
@@ -358,6 +398,38 @@ mod tests {
                 last_turn(&db, Path::new("/w")).await.expect("read"),
                 Some(want),
                 "{data}"
+            );
+        }
+        // A step that called a tool a human refused is the turn's last (OpenCode stops its
+        // loop); one whose tool merely failed goes on (the model is told the error).
+        message("msg_2", "ses_a", 2000, steps[2].0)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        let part = |id: &'static str, error: &'static str| {
+            sqlx::query("INSERT OR REPLACE INTO part VALUES (?1, 'msg_2', ?2)")
+                .bind(id)
+                .bind(format!(
+                    r#"{{"type":"tool","tool":"bash","callID":"call_2","state":{{"status":"error","error":"{error}"}}}}"#
+                ))
+        };
+        part("prt_1", "Command failed: exit 1")
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        assert_eq!(
+            last_turn(&db, Path::new("/w")).await.expect("read"),
+            Some(Reading::Working(ms(2005)))
+        );
+        for refusal in REFUSALS {
+            part("prt_2", refusal)
+                .execute(&mut conn)
+                .await
+                .expect("insert");
+            assert_eq!(
+                last_turn(&db, Path::new("/w")).await.expect("read"),
+                Some(Reading::Finished(ms(2900))),
+                "{refusal}"
             );
         }
         // A new prompt starts the next turn; a sub-agent's conversation is not the one shown.
