@@ -52,10 +52,18 @@ async fn wait_until(
         if pred(&s) {
             return Instant::now();
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s}"
-        );
+        if Instant::now() >= deadline {
+            let events: serde_json::Value = http
+                .get(format!("{base}/api/v1/sessions/{id}/events?limit=500"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            panic!("timed out waiting for {what}: {s}\nevents: {events}");
+        }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -184,7 +192,7 @@ projects:
                 .nth(k)
                 .expect("request")
                 .at;
-            let seen = wait_until(&http, &base, &id, "needs_input", |s| {
+            let seen = wait_until(&http, &base, &id, &format!("needs_input {k}"), |s| {
                 s["state"] == "needs_input" && s["activity_at"] != last_wait
             })
             .await;
@@ -198,6 +206,10 @@ projects:
                 .await
                 .expect("send");
             assert!(r.status().is_success(), "send: {}", r.status());
+            if std::env::var_os("FLOTILLA_BENCH_TRACE").is_some() {
+                let r: serde_json::Value = r.json().await.expect("json");
+                eprintln!("round {k}: answered at {} -> {r}", chrono::Utc::now());
+            }
         }
         // Every prompt is one wait: a flapping session would count more.
         let s = state(&http, &base, &id).await;

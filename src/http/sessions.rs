@@ -319,7 +319,8 @@ pub async fn get(
 /// Types a message into the agent and reports whether delivery was confirmed. While the
 /// session needs input, the message answers the question on screen: a menu gets the key of
 /// the option it names (`1`, `yes`, `no`, an option's words; `no, <what to do instead>`
-/// where the No asks for an instruction; `yes`/`no` to a review submit or cancel it), a line
+/// where the No asks for an instruction or a Reject ends the turn, the words then being the
+/// agent's next prompt; `yes`/`no` to a review submit or cancel it), a line
 /// prompt the text and Enter; words that name no option are not typed onto a menu
 /// (`delivered: false`). A session waiting because the model API failed gets the text as the
 /// agent's next prompt.
