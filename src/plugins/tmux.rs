@@ -739,14 +739,19 @@ struct Screen {
 }
 
 impl Screen {
-    /// The screen's words: each row's letters, blank rows dropped. What an agent blinks or
-    /// counts while it waits (Claude Code's `●` beside a pending tool call, spinner glyphs, a
-    /// seconds counter) is not a word, so it does not count as the screen moving; a tool's
-    /// result or a new call in the transcript does.
+    /// The screen's words: each row's letters and digits, blank rows dropped. What an agent
+    /// blinks while it waits (Claude Code's `●` beside a pending tool call, spinner glyphs) is
+    /// not a word, so it does not count as the screen moving; a tool's result or a new call in
+    /// the transcript does, even one that differs from the last only by a number (`git commit
+    /// -m round-14` after `round-13`: Claude words both dialogs "Do you want to proceed?").
     fn words(&self) -> Vec<String> {
         self.rows
             .iter()
-            .map(|r| r.chars().filter(|c| c.is_alphabetic()).collect::<String>())
+            .map(|r| {
+                r.chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .collect::<String>()
+            })
             .filter(|r| !r.is_empty())
             .collect()
     }

@@ -425,32 +425,53 @@ async fn an_answer_naming_a_numbered_option_is_its_key() {
 
 /// A permission dialog as Claude draws it, read one raw key at a time. `$1` keys are ignored
 /// (a TUI guarding against accidental approvals), each only blinking the pending call's `●`;
-/// every key after that is taken: `1` approves, the transcript grows a line and the same
-/// dialog is drawn again at once (the agent's next `git commit`). Each frame is one write, as
-/// a TUI draws it. After 3 s without a key it prints every key it read.
-const REPEAT_MENU: &str = r#"ignore=$1; n=0; keys=""; dot=$'\342\227\217'; done=""
-draw() { f=$(printf '%b%s Committing\n\n Bash command\n\n   git commit -m wip\n\n Do you want to proceed?\n \342\235\257 1. Yes\n   2. No\n\n Esc to cancel' "$done" "$dot"); printf '\033[H\033[2J%s\n' "$f"; }
+/// every key after that is taken: `1` approves, and the next dialog is drawn at once (the
+/// agent's next `git commit`, its round one more), with the transcript grown a line unless
+/// `$2` is `number` (a transcript scrolled as much as it grew). Each frame is one write, as a
+/// TUI draws it. After 3 s without a key it prints every key it read.
+const REPEAT_MENU: &str = r#"ignore=$1; mode=$2; n=0; keys=""; dot=$'\342\227\217'; done=""
+draw() { f=$(printf '%b%s Committing\n\n Bash command\n\n   git commit -m round-%s\n\n Do you want to proceed?\n \342\235\257 1. Yes\n   2. No\n\n Esc to cancel' "$done" "$dot" "$n"); printf '\033[H\033[2J%s\n' "$f"; }
 draw
 while IFS= read -rsn1 -t 3 k; do keys="$keys[$k]"
   if [ "$ignore" -gt 0 ]; then ignore=$((ignore - 1)); [ "$dot" = " " ] && dot=$'\342\227\217' || dot=" "; draw; continue; fi
-  [ "$k" = 1 ] && n=$((n + 1)) && done="$done  git commit: done\n"; draw; done
+  if [ "$k" = 1 ]; then n=$((n + 1)); [ "$mode" = number ] || done="$done  git commit: done\n"; fi; draw; done
 clear; echo "keys:$keys approved:$n"; sleep 600"#;
 
 /// An answer is typed again only onto the screen it first landed on: a dialog that ignored
 /// the key gets it again, but an agent that took it and asked the same question again at
-/// once (its transcript moved) does not get a second approval nobody gave.
+/// once (its transcript moved, or only the command's number) does not get a second approval
+/// nobody gave.
 #[tokio::test]
 async fn an_answer_is_typed_again_only_while_its_screen_stays_unchanged() {
     let Some(t) = Tmux::new() else { return };
-    let menu = |id: &str, ignore: &str| {
+    let menu = |id: &str, ignore: &str, mode: &str| {
         t.spec(
             id,
             t.dir.path(),
-            &["bash", "-c", REPEAT_MENU, "menu", ignore],
+            &["bash", "-c", REPEAT_MENU, "menu", ignore, mode],
         )
     };
+    // Taken at once, and the next dialog differs from it only by its round's number (as the
+    // real Claude under load drew the bench's `git commit -m round-14` straight after
+    // `round-13`): one approval. Before, digits did not count as the screen moving, and the
+    // key was typed twice more, approving two dialogs nobody saw.
+    let h0 =
+        t.rt.create(&menu("repeat-0", "0", "number"))
+            .await
+            .expect("create");
+    output_containing(&t.rt, &h0, "Esc to cancel").await;
+    assert!(t
+        .rt
+        .answer(&h0, "1", terminal_question)
+        .await
+        .expect("answer"));
+    let out = output_containing(&t.rt, &h0, "keys:").await;
+    assert!(out.contains("keys:[1] approved:1"), "{out}");
     // Taken at once, then asked again in the same words: one approval.
-    let h = t.rt.create(&menu("repeat-1", "0")).await.expect("create");
+    let h =
+        t.rt.create(&menu("repeat-1", "0", "grow"))
+            .await
+            .expect("create");
     output_containing(&t.rt, &h, "Esc to cancel").await;
     assert!(t
         .rt
@@ -460,7 +481,10 @@ async fn an_answer_is_typed_again_only_while_its_screen_stays_unchanged() {
     let out = output_containing(&t.rt, &h, "keys:").await;
     assert!(out.contains("keys:[1] approved:1"), "{out}");
     // Ignored the first time, only a blink redrawn: typed again, taken once.
-    let h2 = t.rt.create(&menu("repeat-2", "1")).await.expect("create");
+    let h2 =
+        t.rt.create(&menu("repeat-2", "1", "grow"))
+            .await
+            .expect("create");
     output_containing(&t.rt, &h2, "Esc to cancel").await;
     assert!(t
         .rt
@@ -469,7 +493,7 @@ async fn an_answer_is_typed_again_only_while_its_screen_stays_unchanged() {
         .expect("answer"));
     let out = output_containing(&t.rt, &h2, "keys:").await;
     assert!(out.contains("keys:[1][1] approved:1"), "{out}");
-    for h in [h, h2] {
+    for h in [h0, h, h2] {
         t.rt.destroy(&h).await.expect("destroy");
     }
 }
