@@ -863,7 +863,8 @@ impl RoutingSettings {
 #[serde(deny_unknown_fields)]
 pub struct NotificationsSettings {
     /// The same session, event, reaction and priority within this window is one notification
-    /// per notifier; `0s` turns deduplication off.
+    /// per notifier (a wait for a human counts as its own reaction: each new question pages);
+    /// `0s` turns deduplication off.
     pub dedupe_window: HumanDuration,
     /// Delivery attempts before a notification is dead-lettered (status `failed`).
     pub max_attempts: u32,

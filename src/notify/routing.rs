@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::config::{self, Settings};
+use crate::domain::keys::ReactionKey;
 use crate::domain::machine::Effect;
 use crate::domain::policy::Priority;
 use crate::store::{NotificationRecord, NotificationStatus, SessionRecord};
@@ -156,6 +157,15 @@ impl Router {
         };
         let event = if *escalation { ESCALATION_EVENT } else { cause };
         let prio = priority_name(*priority);
+        // Each wait for a human asks its own question: one answered is no reason to keep
+        // quiet about the next, asked seconds later (one wait seen twice, by the agent's hook
+        // and on its screen, keeps its start and stays one notification).
+        let group = match (reaction, session.activity_at) {
+            (Some(r @ ReactionKey::AgentNeedsInput), Some(wait)) if !*escalation => {
+                Some(format!("{}@{}", r.as_str(), wait.timestamp_millis()))
+            }
+            _ => reaction.map(|r| r.as_str().to_string()),
+        };
         let until = at.checked_add_signed(self.dedupe_window).unwrap_or(at);
         let context = json!({
             "project": session.project,
@@ -179,7 +189,7 @@ impl Router {
                     notifier,
                     session.id.as_str(),
                     event,
-                    reaction.map(|r| r.as_str()),
+                    group.as_deref(),
                     prio,
                 ),
                 dedupe_until: until,
@@ -195,7 +205,8 @@ impl Router {
     }
 }
 
-/// The dedupe group: the same notifier, session, event, reaction and priority.
+/// The dedupe group: the same notifier, session, event, reaction (for a wait for a human, the
+/// same wait) and priority.
 pub fn dedupe_key(
     notifier: &str,
     session: &str,
@@ -295,6 +306,43 @@ mod tests {
         assert_eq!(r.context["reaction"], "agent-exited");
         assert_eq!(r.context["state"], "errored");
         assert_ne!(rows[0].id, rows[1].id, "ids are unique");
+    }
+
+    /// Two waits for a human are two notifications, however close; one wait reported again
+    /// (same start) is one.
+    #[test]
+    fn each_wait_for_a_human_is_its_own_dedupe_group() {
+        let mut s = session("demo");
+        let at = s.created_at;
+        let asks = Effect::Notify {
+            reaction: Some(ReactionKey::AgentNeedsInput),
+            priority: Priority::Urgent,
+            message: "The agent is waiting for input: approve Bash: git push".into(),
+            escalation: false,
+        };
+        let key = |s: &SessionRecord| {
+            router().route(s, "agent.reported", &asks, at)[0]
+                .dedupe_key
+                .clone()
+        };
+        s.activity_at = Some(at);
+        let first = key(&s);
+        assert_eq!(first, key(&s), "the same wait");
+        s.activity_at = Some(at + chrono::Duration::seconds(5));
+        assert_ne!(first, key(&s), "the next wait");
+        assert!(
+            first.starts_with("pager|demo-3|agent.reported|agent-needs-input@"),
+            "{first}"
+        );
+        // Other reactions keep one group for the window (a flapping check pages once).
+        let exited = |s: &SessionRecord| {
+            router().route(s, "agent.exited", &notify(Priority::Urgent, false), at)[0]
+                .dedupe_key
+                .clone()
+        };
+        let before = exited(&s);
+        s.activity_at = Some(at + chrono::Duration::seconds(9));
+        assert_eq!(before, exited(&s));
     }
 
     #[test]

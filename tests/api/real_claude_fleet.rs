@@ -193,6 +193,47 @@ pub(crate) fn notifications_with(hooks: &Receivers, needle: &str) -> Vec<Value> 
         .collect()
 }
 
+/// Two permission prompts in a row, the second seconds after the first was answered: each is
+/// a question only a human can answer, so each pages, naming its own command. (Before, the
+/// second fell in the first's dedupe window, one minute by default, whenever the same
+/// detector, here the hook, saw both: the human who had just answered was not told the agent
+/// waited again.) The dialogs differ only by a number, as the bench's do.
+#[actix_web::test]
+async fn a_real_claudes_next_prompt_right_after_an_answer_pages_again() {
+    let commit = |k: u32| {
+        Step::tool(
+            "Bash",
+            json!({"command": format!("git commit --allow-empty -q -m round-{k}"), "description": "Commit"}),
+        )
+    };
+    let script = vec![commit(1), commit(2), Step::text("Committed twice.")];
+    let Some(r) = setup(script, "auto-edit", "[]").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Commit twice."}))
+        .await;
+    for k in 1..=2 {
+        let needle = format!("approve Bash: git commit --allow-empty -q -m round-{k}");
+        wait_session(&r.app, &id, 90, &needle, |s| {
+            s["state"] == "needs_input"
+                && s["meta"]["question"]
+                    .as_str()
+                    .is_some_and(|q| q.contains(&needle))
+        })
+        .await;
+        eventually(30, "the page for this prompt", || {
+            let n = notifications_with(&r.hooks, &needle);
+            async move { (n.len() == 1).then_some(()) }
+        })
+        .await;
+        send(&r.app, &id, "1").await;
+    }
+    r.model.wait_for_requests(3, Duration::from_secs(60)).await;
+    assert_one_wait_per_dialog(&r, &id, 2).await;
+}
+
 #[actix_web::test]
 async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it() {
     let script = vec![
