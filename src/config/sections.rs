@@ -863,7 +863,7 @@ impl RoutingSettings {
 #[serde(deny_unknown_fields)]
 pub struct NotificationsSettings {
     /// The same session, event, reaction and priority within this window is one notification
-    /// per notifier (a wait for a human counts as its own reaction: each new question pages);
+    /// per notifier (a question for a human counts as its own reaction: each new one pages);
     /// `0s` turns deduplication off.
     pub dedupe_window: HumanDuration,
     /// Delivery attempts before a notification is dead-lettered (status `failed`).

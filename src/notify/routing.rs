@@ -157,12 +157,9 @@ impl Router {
         };
         let event = if *escalation { ESCALATION_EVENT } else { cause };
         let prio = priority_name(*priority);
-        // Each wait for a human asks its own question: one answered is no reason to keep
-        // quiet about the next, asked seconds later (one wait seen twice, by the agent's hook
-        // and on its screen, keeps its start and stays one notification).
-        let group = match (reaction, session.activity_at) {
-            (Some(r @ ReactionKey::AgentNeedsInput), Some(wait)) if !*escalation => {
-                Some(format!("{}@{}", r.as_str(), wait.timestamp_millis()))
+        let group = match reaction {
+            Some(r @ ReactionKey::AgentNeedsInput) if !*escalation => {
+                Some(format!("{}@{}", r.as_str(), question_group(session)))
             }
             _ => reaction.map(|r| r.as_str().to_string()),
         };
@@ -205,8 +202,20 @@ impl Router {
     }
 }
 
+/// Which wait for a human a needs-input notification is about, for its dedupe group: the
+/// question asked and the last answer recorded. A new question, or the same one asked again
+/// after a human answered it, is a new group: one answered is no reason to keep quiet about
+/// the next, asked seconds later. A session flapping between waiting and working on one
+/// question, unanswered, stays one group (one page per window). A digest of them, so that a
+/// long question does not make a long key.
+fn question_group(session: &SessionRecord) -> String {
+    use sha2::Digest;
+    let wait = json!([session.meta["question"], session.meta["answered"]["at"]]);
+    hex::encode(&sha2::Sha256::digest(wait.to_string().as_bytes())[..8])
+}
+
 /// The dedupe group: the same notifier, session, event, reaction (for a wait for a human, the
-/// same wait) and priority.
+/// same question, see [`question_group`]) and priority.
 pub fn dedupe_key(
     notifier: &str,
     session: &str,
@@ -308,10 +317,10 @@ mod tests {
         assert_ne!(rows[0].id, rows[1].id, "ids are unique");
     }
 
-    /// Two waits for a human are two notifications, however close; one wait reported again
-    /// (same start) is one.
+    /// Two questions are two notifications, however close, and so is one asked again after
+    /// it was answered; one question reported again, unanswered, is one.
     #[test]
-    fn each_wait_for_a_human_is_its_own_dedupe_group() {
+    fn each_question_for_a_human_is_its_own_dedupe_group() {
         let mut s = session("demo");
         let at = s.created_at;
         let asks = Effect::Notify {
@@ -325,11 +334,19 @@ mod tests {
                 .dedupe_key
                 .clone()
         };
-        s.activity_at = Some(at);
+        s.meta = json!({"question": "approve Bash: git commit -m round-1"});
         let first = key(&s);
-        assert_eq!(first, key(&s), "the same wait");
         s.activity_at = Some(at + chrono::Duration::seconds(5));
-        assert_ne!(first, key(&s), "the next wait");
+        assert_eq!(first, key(&s), "the same question, unanswered (a flap)");
+        s.meta = json!({"question": "approve Bash: git commit -m round-2"});
+        let second = key(&s);
+        assert_ne!(first, second, "the next question");
+        s.meta["answered"] = json!({"question": "approve Bash: git commit -m round-2", "at": at});
+        assert_ne!(
+            second,
+            key(&s),
+            "the same question asked again after an answer"
+        );
         assert!(
             first.starts_with("pager|demo-3|agent.reported|agent-needs-input@"),
             "{first}"
@@ -341,7 +358,7 @@ mod tests {
                 .clone()
         };
         let before = exited(&s);
-        s.activity_at = Some(at + chrono::Duration::seconds(9));
+        s.meta = json!({"question": "approve Bash: git push"});
         assert_eq!(before, exited(&s));
     }
 

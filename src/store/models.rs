@@ -157,6 +157,9 @@ pub struct NotificationPost {
     pub notification_id: String,
     /// When it was delivered.
     pub created_at: DateTime<Utc>,
+    /// When the notification it delivered was made (for a question, as its wait began), read
+    /// from the outbox while it holds the row; `record_notification_post` ignores it.
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 /// A chat conversation (platform + thread).

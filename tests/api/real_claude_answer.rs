@@ -146,6 +146,99 @@ async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claud
     );
 }
 
+/// A late reply to an earlier question's notification does not answer the next question.
+/// The human approves the real Claude's first command from elsewhere (the API, as the
+/// dashboard does); the agent at once asks about a second command, which pages on its own;
+/// a Telegram reply "1" to the *first* notification, meant for the command it named, is not
+/// typed onto the second dialog (it would approve a command its author never read): the bot
+/// says which question now waits. A reply to the second notification answers it. (Before, the
+/// late reply approved the second command.)
+#[actix_web::test]
+async fn a_late_reply_to_an_earlier_questions_notification_does_not_answer_the_next_one() {
+    let tg = FakeTelegram::start(TG_TOKEN).await;
+    let env = [
+        ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+        ("FLOTILLA__TELEGRAM__BOT_TOKEN", TG_TOKEN),
+    ];
+    let chat = "chat:\n  allow: { telegram: [\"42\"] }\n";
+    let notifier = format!("tg: {{ kind: telegram, chat_id: \"{TG_CHAT}\" }}");
+    let mut steps = script();
+    steps.insert(
+        1,
+        Step::tool(
+            "Bash",
+            json!({"command": "git commit -q -m 'Add phone.txt'", "description": "Commit"}),
+        ),
+    );
+    let Some(r) = setup_notifying(steps, "auto-edit", "[]", chat, &env, &notifier, "").await else {
+        return;
+    };
+    let id = spawn_until_waiting(&r).await;
+    let page = |needle: &'static str| {
+        let tg = &tg;
+        let id = id.clone();
+        eventually(30, needle, move || {
+            let found = tg.sent().into_iter().find(|m| {
+                m.text.contains(&id)
+                    && m.text.contains("waiting for input")
+                    && m.text.contains(needle)
+            });
+            async move { found }
+        })
+    };
+    let first = page("git add phone.txt").await;
+
+    // Answered elsewhere; the agent asks about the commit at once, and that pages too.
+    let (code, sent) = r
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "1"}),
+        )
+        .await;
+    assert_eq!((code, &sent["delivered"]), (200, &json!(true)), "{sent}");
+    wait_session(&r.app, &id, 90, "needs_input on the commit", |s| {
+        s["state"] == "needs_input"
+            && s["meta"]["question"]
+                .as_str()
+                .is_some_and(|q| q.contains("git commit"))
+    })
+    .await;
+    let second = page("git commit").await;
+
+    // The late reply to the first page is not typed: the commit still waits, unrun.
+    tg.push_reply(TG_CHAT, 42, "1", first.message_id);
+    let told = eventually(60, "the 'newer question' reply", || async {
+        tg.sent()
+            .into_iter()
+            .find(|m| m.text.contains("now waits on a newer question"))
+    })
+    .await;
+    assert!(
+        told.text.contains(&id) && told.text.contains("git commit"),
+        "{}",
+        told.text
+    );
+    let s = session(&r.app, &id).await;
+    assert_eq!(s["state"], "needs_input", "{s}");
+    assert_eq!(r.model.requests().len(), 2, "the commit did not run");
+
+    // A reply to the commit's own page answers it.
+    tg.push_reply(TG_CHAT, 42, "1", second.message_id);
+    r.model.wait_for_requests(3, Duration::from_secs(60)).await;
+    let s = wait_session(&r.app, &id, 60, "back to working", |s| {
+        s["state"] == "working" && s["waiting_for"].is_null()
+    })
+    .await;
+    let ws = std::path::PathBuf::from(s["workspace"].as_str().expect("workspace"));
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%s", "-1"])
+        .current_dir(&ws)
+        .output()
+        .expect("git log");
+    assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), "Add phone.txt");
+}
+
 #[actix_web::test]
 async fn a_slack_thread_reply_to_the_needs_input_notification_answers_the_real_claude() {
     let sl = FakeSlack::start("xoxb-test", &["C1"]).await;

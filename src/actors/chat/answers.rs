@@ -6,10 +6,15 @@
 //!
 //! A reply to a notification a Telegram, Slack or Discord notifier posted (the inbox marks it
 //! `meta.answers`) answers that notification's session the same way, wherever the session was
-//! started; a session that no longer waits gets nothing, and the reply says so.
+//! started; a session that no longer waits gets nothing, and the reply says so. Nor does one
+//! that waits on a question asked after that notification was made (the human answered the
+//! earlier one elsewhere, and the agent asked again): the reply was meant for a question no
+//! longer on screen, and typing it would answer one its author has not read.
 
 use crate::actors::supervisor::messages::SendToSession;
-use crate::store::{ConversationRecord, SessionFilter, SessionId, SessionState};
+use chrono::{DateTime, Utc};
+
+use crate::store::{ConversationRecord, SessionFilter, SessionId, SessionRecord, SessionState};
 
 use super::action::Action;
 use super::ChatContext;
@@ -64,12 +69,25 @@ pub async fn plain_reply(
     }
 }
 
-/// A reply to a notification about `session`: the answer when the session waits for one,
-/// else a reply saying it does not (nothing is typed into the agent).
-pub async fn notification_reply(ctx: &ChatContext, session: &str, text: &str) -> Action {
+/// A reply to a notification about `session`, made at `asked_at` (when the outbox still
+/// knows): the answer when the session waits for one that began by then, else a reply saying
+/// why nothing was typed into the agent.
+pub async fn notification_reply(
+    ctx: &ChatContext,
+    session: &str,
+    asked_at: Option<DateTime<Utc>>,
+    text: &str,
+) -> Action {
     let id = SessionId(session.to_string());
     let record = tokio::time::timeout(ctx.actor_timeout, ctx.store.load_session(&id)).await;
     match record {
+        Ok(Ok(s)) if s.state == SessionState::NeedsInput && asked_before(asked_at, &s) => {
+            Action::Reply(format!(
+                "{id} now waits on a newer question: {}. Nothing was sent: reply to that \
+                 question's message to answer it.",
+                s.meta["question"].as_str().unwrap_or("see its screen")
+            ))
+        }
         Ok(Ok(s)) if s.state == SessionState::NeedsInput => send(ctx, id, text.trim()).await,
         Ok(Ok(s)) => Action::Reply(format!(
             "{id} does not wait for an answer now (it is {}): nothing was sent. \
@@ -82,6 +100,13 @@ pub async fn notification_reply(ctx: &ChatContext, session: &str, text: &str) ->
         Ok(Err(e)) => Action::Fail(format!("cannot read {id}: {e}")),
         Err(_) => Action::Fail("the store did not answer in time".into()),
     }
+}
+
+/// Whether the session's current wait began after a notification made at `asked_at`, which
+/// then asked another question (the wait's own notification is made in the step that starts
+/// it, at the same time).
+fn asked_before(asked_at: Option<DateTime<Utc>>, s: &SessionRecord) -> bool {
+    matches!((asked_at, s.activity_at), (Some(asked), Some(wait)) if wait > asked)
 }
 
 /// `/answer <session> <text>`: answers that session, if it was started here.

@@ -7,7 +7,7 @@ use super::action::Action;
 use super::handles::TurnHandles;
 use super::jira_repo::{self, JiraRepo};
 use super::reply::{split_id, turn_reply};
-use super::{answers, assistant, commands, workspace, ChatContext};
+use super::{answers, assistant, commands, inbox, workspace, ChatContext};
 use crate::chat::parse::{parse, Parsed};
 use crate::chat::template::{execute_now, strip_front_matter, substitute};
 use crate::domain::chat::Outcome;
@@ -34,8 +34,13 @@ pub(super) async fn handle_message(
         workspace::close_thread(ctx, &mut conv).await;
         return Outcome::Done;
     }
-    if let Some(session) = msg.meta.get("answers") {
-        let action = answers::notification_reply(ctx, session, &msg.body).await;
+    if let Some(session) = msg.meta.get(inbox::ANSWERS) {
+        let asked_at = msg
+            .meta
+            .get(inbox::ANSWERS_ASKED_AT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        let action = answers::notification_reply(ctx, session, asked_at, &msg.body).await;
         return perform(ctx, conv, msg.id, action, handles).await;
     }
     let parsed = parse(&msg.body);

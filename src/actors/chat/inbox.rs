@@ -7,8 +7,9 @@
 //! ever served. Nothing of an unknown author's is kept.
 //!
 //! A message that replies to a notification Flotilla posted (its `meta.reply_to` names a
-//! recorded `notification_posts` row) is marked `meta.answers` = that session, for the
-//! conversation to deliver as the session's answer. A message that did not address the bot
+//! recorded `notification_posts` row) is marked `meta.answers` = that session, and
+//! `meta.answers_asked_at` = when that notification was made, for the conversation to deliver
+//! as the session's answer to that question (not to a newer one). A message that did not address the bot
 //! (`meta.unaddressed`: an unmentioned thread message) is taken only as such a reply, and
 //! otherwise dropped without a trace, before the allowlist (it was not for us).
 //!
@@ -27,7 +28,7 @@ use super::messages::Wake;
 use super::ChatSupervisor;
 use crate::config::ChatSettings;
 use crate::plugins::{ChatInbox, InboundMessage, InboxReceipt, PluginError, PluginResult};
-use crate::store::{SessionId, SharedStore};
+use crate::store::{NotificationPost, SharedStore};
 use crate::telemetry::METRICS;
 
 /// The durable inbox.
@@ -36,6 +37,11 @@ pub struct StoreInbox {
     allow: HashMap<String, HashSet<String>>,
     supervisor: Addr<ChatSupervisor>,
 }
+
+/// The message meta key naming the session a reply to a notification answers.
+pub const ANSWERS: &str = "answers";
+/// The message meta key saying when the notification replied to was made (RFC 3339).
+pub const ANSWERS_ASKED_AT: &str = "answers_asked_at";
 
 /// Platforms with an allowlist in `chat.allow`.
 pub const PLATFORMS: [&str; 6] = ["telegram", "discord", "slack", "github", "jira", "test"];
@@ -66,11 +72,14 @@ impl StoreInbox {
         }
     }
 
-    /// The session whose notification `m` replies to, if it does.
+    /// The post of the notification `m` replies to, if it does.
     ///
     /// # Errors
     /// The store could not be read (the adapter must not acknowledge).
-    async fn notification_replied_to(&self, m: &InboundMessage) -> PluginResult<Option<SessionId>> {
+    async fn notification_replied_to(
+        &self,
+        m: &InboundMessage,
+    ) -> PluginResult<Option<NotificationPost>> {
         let Some(key) = m.meta.get("reply_to") else {
             return Ok(None);
         };
@@ -82,7 +91,7 @@ impl StoreInbox {
                 service: "store",
                 detail: e.to_string(),
             })?;
-        Ok(post.map(|p| p.session_id))
+        Ok(post)
     }
 
     /// Whether `platform`'s thread `thread` has a conversation.
@@ -145,8 +154,9 @@ impl ChatInbox for StoreInbox {
             }
         }
         let conversation = format!("{}:{}", m.platform, m.thread);
-        // Only this inbox says which session a message answers.
-        m.meta.remove("answers");
+        // Only this inbox says which session (and which of its questions) a message answers.
+        m.meta.remove(ANSWERS);
+        m.meta.remove(ANSWERS_ASKED_AT);
         let answers = self.notification_replied_to(&m).await?;
         if answers.is_none() && m.meta.get("unaddressed").map(String::as_str) == Some("true") {
             return Ok(InboxReceipt {
@@ -155,8 +165,11 @@ impl ChatInbox for StoreInbox {
                 position: 0,
             });
         }
-        if let Some(session) = answers {
-            m.meta.insert("answers".to_string(), session.0);
+        if let Some(post) = answers {
+            m.meta.insert(ANSWERS.to_string(), post.session_id.0);
+            if let Some(at) = post.notified_at {
+                m.meta.insert(ANSWERS_ASKED_AT.to_string(), at.to_rfc3339());
+            }
         }
         if !self.allowed(&m.platform, &m.author) {
             tracing::warn!(platform = %m.platform, conversation = %conversation,

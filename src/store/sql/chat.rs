@@ -403,8 +403,10 @@ sql_impl! { #[async_trait] impl ChatStore;
         key: &str,
     ) -> StoreResult<Option<NotificationPost>> {
         let row = sqlx::query(
-            "SELECT platform, post_key, chat, session_id, notification_id, created_at \
-             FROM notification_posts WHERE platform = $1 AND post_key = $2",
+            "SELECT p.platform, p.post_key, p.chat, p.session_id, p.notification_id, \
+             p.created_at, n.created_at AS notified_at \
+             FROM notification_posts p LEFT JOIN notifications n ON n.id = p.notification_id \
+             WHERE p.platform = $1 AND p.post_key = $2",
         )
         .bind(platform)
         .bind(key)
@@ -418,6 +420,7 @@ sql_impl! { #[async_trait] impl ChatStore;
                 session_id: SessionId(Self::get(&r, "session_id")?),
                 notification_id: Self::get(&r, "notification_id")?,
                 created_at: Self::get_ts(&r, "created_at")?,
+                notified_at: Self::get_opt_ts(&r, "notified_at")?,
             })
         })
         .transpose()
