@@ -559,6 +559,8 @@ async function openSessionPage(id) {
 }
 
 function renderDetail(s) {
+  // What a send answers: the question shown, so one asked since is not answered unread.
+  if (app.page && app.page.id === s.id) app.page.waitingFor = s.waiting_for || null;
   const prUrl = s.pr && safeUrl(s.pr.url);
   const issueUrl = safeUrl(s.meta && s.meta.issue_url);
   $('session-head').innerHTML = `
@@ -640,7 +642,9 @@ $('send-form').addEventListener('submit', (ev) => {
   const text = $('send-text').value;
   if (!text.trim()) return;
   $('send-text').value = '';
-  act('send', { message: text });
+  const body = { message: text };
+  if (app.page && app.page.waitingFor) body.question = app.page.waitingFor;
+  act('send', body);
 });
 $('act-kill').addEventListener('click', () => { if (window.confirm('Kill this session?')) act('kill'); });
 $('act-restore').addEventListener('click', () => act('restore'));

@@ -178,6 +178,12 @@ pub struct ListQuery {
 pub struct SendBody {
     /// Text to deliver.
     pub message: String,
+    /// The question this answers, as the session's `waiting_for` showed it. When given and
+    /// the session no longer waits on that question (it asks another, or none), nothing is
+    /// typed and the answer is 409 naming what it waits on now: an answer never goes to a
+    /// question its sender has not read. A dead session is then not restored.
+    #[serde(default)]
+    pub question: Option<String>,
 }
 
 /// The send answer.
@@ -323,10 +329,11 @@ pub async fn get(
 /// agent's next prompt; `yes`/`no` to a review submit or cancel it), a line
 /// prompt the text and Enter; words that name no option are not typed onto a menu
 /// (`delivered: false`). A session waiting because the model API failed gets the text as the
-/// agent's next prompt.
+/// agent's next prompt. With `question`, it answers only that question: 409 when the session
+/// now waits on another one or none.
 ///
 /// # Errors
-/// 404 unknown; 409 when the session has no running agent.
+/// 404 unknown; 409 when the session has no running agent, or no longer waits on `question`.
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/send", params(("id" = String, Path)),
     request_body = SendBody,
     responses((status = 200, body = SendResult), (status = 404), (status = 409), (status = 422)))]
@@ -342,12 +349,23 @@ pub async fn send(
             reason: "must not be empty".into(),
         });
     }
+    if body
+        .question
+        .as_deref()
+        .is_some_and(|q| q.trim().is_empty())
+    {
+        return Err(ApiError::Invalid {
+            field: "question".into(),
+            reason: "must not be empty when given".into(),
+        });
+    }
     let r = state
         .supervisor
         .send(SendToSession {
             id: sid(id.into_inner()),
             text: body.message,
-            allow_restore: true,
+            allow_restore: body.question.is_none(),
+            question: body.question,
         })
         .await??;
     Ok(web::Json(SendResult {

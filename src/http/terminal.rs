@@ -636,7 +636,7 @@ async fn relay_log(
                     }
                     for text in lines.into_iter().filter(|l| !l.trim().is_empty()) {
                         let r = supervisor
-                            .send(SendToSession { id: id.clone(), text, allow_restore: false })
+                            .send(SendToSession { id: id.clone(), text, allow_restore: false, question: None })
                             .await;
                         let note = match r {
                             // Pending: stored and still being typed; it will arrive.

@@ -169,6 +169,7 @@ async fn a_dialog_drawn_while_an_answer_is_confirmed_is_asked_once_the_answer_is
             id: id.clone(),
             text: "y".into(),
             allow_restore: false,
+            question: None,
         })
         .await
         .expect("mailbox")

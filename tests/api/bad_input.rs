@@ -117,6 +117,15 @@ async fn bad_requests_get_their_status_and_change_nothing() {
         .post("/api/v1/sessions/demo-999/send", json!({"message": "hi"}))
         .await;
     assert_eq!(s, 404);
+    // A blank question to answer is refused by name, before the session is looked up.
+    let (s, v) = app
+        .post(
+            "/api/v1/sessions/demo-999/send",
+            json!({"message": "1", "question": " "}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("question:"), "{v}");
     // Oversized body → 413 (limit 64 KiB in the test config).
     let big = "x".repeat(70 * 1024);
     let (s, v) = app

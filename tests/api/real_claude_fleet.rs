@@ -197,9 +197,11 @@ pub(crate) fn notifications_with(hooks: &Receivers, needle: &str) -> Vec<Value> 
 /// a question only a human can answer, so each pages, naming its own command. (Before, the
 /// second fell in the first's dedupe window, one minute by default, whenever the same
 /// detector, here the hook, saw both: the human who had just answered was not told the agent
-/// waited again.) The dialogs differ only by a number, as the bench's do.
+/// waited again.) The dialogs differ only by a number, as the bench's do. A send naming the
+/// question it answers (as the dashboard's does) is typed only while that question waits.
 #[actix_web::test]
-async fn a_real_claudes_next_prompt_right_after_an_answer_pages_again() {
+async fn a_real_claudes_next_prompt_right_after_an_answer_pages_again_and_takes_only_its_own_answer(
+) {
     let commit = |k: u32| {
         Step::tool(
             "Bash",
@@ -214,21 +216,47 @@ async fn a_real_claudes_next_prompt_right_after_an_answer_pages_again() {
         .app
         .spawn(json!({"project": "demo", "prompt": "Commit twice."}))
         .await;
+    let mut answered: Option<String> = None;
     for k in 1..=2 {
         let needle = format!("approve Bash: git commit --allow-empty -q -m round-{k}");
-        wait_session(&r.app, &id, 90, &needle, |s| {
+        let s = wait_session(&r.app, &id, 90, &needle, |s| {
             s["state"] == "needs_input"
                 && s["meta"]["question"]
                     .as_str()
                     .is_some_and(|q| q.contains(&needle))
         })
         .await;
+        let shown = s["waiting_for"].as_str().expect("waiting_for").to_string();
         eventually(30, "the page for this prompt", || {
             let n = notifications_with(&r.hooks, &needle);
             async move { (n.len() == 1).then_some(()) }
         })
         .await;
-        send(&r.app, &id, "1").await;
+        if let Some(earlier) = &answered {
+            // An answer to the question shown before (a dashboard that had not refreshed) is
+            // not typed onto this one: 409, naming the question that waits now.
+            let (code, v) = r
+                .app
+                .post(
+                    &format!("/api/v1/sessions/{id}/send"),
+                    json!({"message": "1", "question": earlier}),
+                )
+                .await;
+            assert_eq!(code, 409, "{v}");
+            assert!(v.to_string().contains(&needle), "{v}");
+            assert_eq!(r.model.requests().len(), 2, "the second commit did not run");
+            assert_eq!(session(&r.app, &id).await["state"], "needs_input");
+        }
+        // The answer to the question shown is typed.
+        let (code, v) = r
+            .app
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({"message": "1", "question": shown}),
+            )
+            .await;
+        assert_eq!((code, &v["delivered"]), (200, &json!(true)), "{v}");
+        answered = Some(shown);
     }
     r.model.wait_for_requests(3, Duration::from_secs(60)).await;
     assert_one_wait_per_dialog(&r, &id, 2).await;

@@ -131,6 +131,7 @@ async fn send(ctx: &ChatContext, id: SessionId, text: &str) -> Action {
         id: id.clone(),
         text: text.to_string(),
         allow_restore: false,
+        question: None,
     };
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(msg)).await {
         Ok(Ok(Ok(r))) if r.delivered => Action::Reply(format!("Answered {id}: {text}")),

@@ -21,6 +21,9 @@ pub enum ClusterCommand {
         text: String,
         /// Restore a dead session first.
         allow_restore: bool,
+        /// The question the text answers (absent from commands of older nodes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<String>,
     },
     /// Kill the session (`POST /api/v1/sessions/{id}/kill`).
     Kill,

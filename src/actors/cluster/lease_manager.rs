@@ -160,12 +160,14 @@ async fn run(cluster: &Cluster, supervisor: &Addr<FleetSupervisor>, c: ClusterCo
         Ok(ClusterCommand::Send {
             text,
             allow_restore,
+            question,
         }) => {
             let r = supervisor
                 .send(SendToSession {
                     id: c.session_id.clone(),
                     text,
                     allow_restore,
+                    question,
                 })
                 .timeout(COMMAND_TIMEOUT)
                 .await;

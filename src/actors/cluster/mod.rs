@@ -275,12 +275,14 @@ impl Cluster {
         id: &SessionId,
         text: &str,
         allow_restore: bool,
+        question: Option<&str>,
     ) -> Option<
         Result<crate::actors::session::messages::SendReport, crate::actors::supervisor::FleetError>,
     > {
         let command = bus::ClusterCommand::Send {
             text: text.to_string(),
             allow_restore,
+            question: question.map(str::to_string),
         };
         let r = self.forward(id, &command).await?;
         Some(r.and_then(|a| a.into_result(id)))

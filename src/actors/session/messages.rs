@@ -69,6 +69,8 @@ pub struct Relinquish;
 pub struct SendMessage {
     /// The text.
     pub text: String,
+    /// The question the text answers, when the sender saw one (see `SendToSession`).
+    pub question: Option<String>,
 }
 
 /// Sent by the supervisor to read the in-memory snapshot.

@@ -1269,6 +1269,11 @@ impl Handler<SendMessage> for SessionActor {
         if let Err(e) = self.fleet.plugins.runtime(&s.session.runtime) {
             return Box::pin(fut::ready(Err(e.into())));
         }
+        if let Some(answers) = &msg.question {
+            if let Err(why) = still_asks(&s.session, answers) {
+                return Box::pin(fut::ready(Err(SessionError::Rejected(why))));
+            }
+        }
         let journal = self.fleet.journal.clone();
         let id = self.id.clone();
         // While the agent waits, whatever is sent answers what is on screen: a menu's option
@@ -1345,6 +1350,24 @@ impl Handler<SendMessage> for SessionActor {
             })
             .into_actor(self),
         )
+    }
+}
+
+/// Whether `session` still waits on the question `answers` (as it showed it): else why not,
+/// naming what it waits on now. An answer is only typed onto the question its sender read.
+fn still_asks(session: &crate::store::SessionRecord, answers: &str) -> Result<(), String> {
+    let now = session.meta["question"].as_str();
+    let waiting = session.state == crate::store::SessionState::NeedsInput;
+    match now {
+        Some(q) if waiting && crate::domain::question::same_question(q, answers) => Ok(()),
+        Some(q) if waiting => Err(format!(
+            "session {} no longer waits on that question; it now asks: {q}. Nothing was typed",
+            session.id
+        )),
+        _ => Err(format!(
+            "session {} no longer waits on that question (it is {}). Nothing was typed",
+            session.id, session.state
+        )),
     }
 }
 

@@ -78,6 +78,9 @@ pub struct SendToSession {
     pub text: String,
     /// Restore a dead session first (once).
     pub allow_restore: bool,
+    /// The question the sender answers, as the session showed it (`waiting_for`): when the
+    /// session no longer waits on it, nothing is typed.
+    pub question: Option<String>,
 }
 
 /// Sent by the HTTP layer to merge a session's PR.

@@ -793,12 +793,23 @@ impl Handler<SendToSession> for FleetSupervisor {
             async move {
                 if let Some(a) = addr {
                     return Ok(a
-                        .send(SendMessage { text: msg.text })
+                        .send(SendMessage {
+                            text: msg.text,
+                            question: msg.question,
+                        })
                         .timeout(timeout)
                         .await??);
                 }
                 if let Some(c) = cluster {
-                    if let Some(r) = c.forward_send(&msg.id, &msg.text, msg.allow_restore).await {
+                    if let Some(r) = c
+                        .forward_send(
+                            &msg.id,
+                            &msg.text,
+                            msg.allow_restore,
+                            msg.question.as_deref(),
+                        )
+                        .await
+                    {
                         return r;
                     }
                     // Taken over a moment ago: its actor is being started.
@@ -853,6 +864,7 @@ impl Handler<SendToSession> for FleetSupervisor {
                         id: msg.id,
                         text: msg.text,
                         allow_restore: false,
+                        question: msg.question,
                     })
                     .await??;
                 r.restored = true;
