@@ -193,6 +193,10 @@ pub enum Command {
     Send {
         /// Session id.
         session: String,
+        /// Answer only this question (as `waiting_for` or the notification worded it): when
+        /// the session now asks another, nothing is typed and the command fails saying which.
+        #[arg(long)]
+        question: Option<String>,
         /// The message (words are joined with spaces).
         #[arg(required = true)]
         message: Vec<String>,

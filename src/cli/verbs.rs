@@ -511,12 +511,17 @@ async fn client_verb(cmd: &Command, c: &Client, settings: &Settings) -> Result<(
             }
         }
         Command::Attach { session } => attach(c, session).await?,
-        Command::Send { session, message } => {
+        Command::Send {
+            session,
+            question,
+            message,
+        } => {
+            let mut body = json!({"message": message.join(" ")});
+            if let Some(q) = question {
+                body["question"] = json!(q);
+            }
             let r: SendResult = c
-                .post(
-                    &format!("/api/v1/sessions/{session}/send"),
-                    &json!({"message": message.join(" ")}),
-                )
+                .post(&format!("/api/v1/sessions/{session}/send"), &body)
                 .await?;
             if r.delivered {
                 println!("delivered to {}", r.session);

@@ -116,6 +116,20 @@ async fn client_verbs_drive_a_running_server() {
         table.contains("demo-2") && table.contains("working"),
         "{table}"
     );
+    // An answer to a question the session does not ask is refused, saying what it is doing.
+    let o = s.run(&[
+        "send",
+        "demo-2",
+        "--question",
+        "approve Bash: git push",
+        "1",
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("no longer waits on that question (it is working)"),
+        "{}",
+        stderr(&o)
+    );
     let o = s.run(&["send", "demo-2", "hello", "agent"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("delivered"));
