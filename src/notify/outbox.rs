@@ -577,6 +577,7 @@ async fn remember_post(
         notification_id: notification.to_string(),
         created_at: at,
         notified_at: None,
+        notified_question: None,
     };
     if let Err(e) = store.record_notification_post(&post).await {
         tracing::warn!(error = ?e, id = %notification, "recording where a notification was posted failed");

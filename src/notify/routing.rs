@@ -164,7 +164,7 @@ impl Router {
             _ => reaction.map(|r| r.as_str().to_string()),
         };
         let until = at.checked_add_signed(self.dedupe_window).unwrap_or(at);
-        let context = json!({
+        let mut context = json!({
             "project": session.project,
             "reaction": reaction,
             "escalation": escalation,
@@ -172,6 +172,10 @@ impl Router {
             "branch": session.branch,
             "state": session.state,
         });
+        if *reaction == Some(ReactionKey::AgentNeedsInput) {
+            // What a reply to it answers (`actors::chat::answers`).
+            context["question"] = session.meta["question"].clone();
+        }
         self.routes(&session.project)
             .for_priority(*priority)
             .iter()

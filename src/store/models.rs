@@ -160,6 +160,8 @@ pub struct NotificationPost {
     /// When the notification it delivered was made (for a question, as its wait began), read
     /// from the outbox while it holds the row; `record_notification_post` ignores it.
     pub notified_at: Option<DateTime<Utc>>,
+    /// The question that notification asked (its context's `question`), read likewise.
+    pub notified_question: Option<String>,
 }
 
 /// A chat conversation (platform + thread).

@@ -69,19 +69,27 @@ pub async fn plain_reply(
     }
 }
 
-/// A reply to a notification about `session`, made at `asked_at` (when the outbox still
-/// knows): the answer when the session waits for one that began by then, else a reply saying
-/// why nothing was typed into the agent.
+/// What the notification a reply answers asked, as far as the outbox still knows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked<'a> {
+    /// When the notification was made.
+    pub at: Option<DateTime<Utc>>,
+    /// The question it asked (a needs-input notification's).
+    pub question: Option<&'a str>,
+}
+
+/// A reply to a notification about `session`, which `asked`: the answer when the session
+/// still waits on that question, else a reply saying why nothing was typed into the agent.
 pub async fn notification_reply(
     ctx: &ChatContext,
     session: &str,
-    asked_at: Option<DateTime<Utc>>,
+    asked: Asked<'_>,
     text: &str,
 ) -> Action {
     let id = SessionId(session.to_string());
     let record = tokio::time::timeout(ctx.actor_timeout, ctx.store.load_session(&id)).await;
     match record {
-        Ok(Ok(s)) if s.state == SessionState::NeedsInput && asked_before(asked_at, &s) => {
+        Ok(Ok(s)) if s.state == SessionState::NeedsInput && !still_asked(asked, &s) => {
             Action::Reply(format!(
                 "{id} now waits on a newer question: {}. Nothing was sent: reply to that \
                  question's message to answer it.",
@@ -102,11 +110,15 @@ pub async fn notification_reply(
     }
 }
 
-/// Whether the session's current wait began after a notification made at `asked_at`, which
-/// then asked another question (the wait's own notification is made in the step that starts
-/// it, at the same time).
-fn asked_before(asked_at: Option<DateTime<Utc>>, s: &SessionRecord) -> bool {
-    matches!((asked_at, s.activity_at), (Some(asked), Some(wait)) if wait > asked)
+/// Whether the waiting session `s` still asks what the notification replied to `asked`: the
+/// same question; for a notification that named none (another kind, or one the outbox no
+/// longer holds), a wait that began by the time it was made (a wait's own notification is
+/// made in the step that starts it). Unknown counts as still asked, as before the check.
+fn still_asked(asked: Asked<'_>, s: &SessionRecord) -> bool {
+    match (asked.question, s.meta["question"].as_str()) {
+        (Some(q), Some(now)) => crate::domain::question::same_question(q, now),
+        _ => !matches!((asked.at, s.activity_at), (Some(at), Some(wait)) if wait > at),
+    }
 }
 
 /// `/answer <session> <text>`: answers that session, if it was started here.
@@ -145,5 +157,51 @@ async fn send(ctx: &ChatContext, id: SessionId, text: &str) -> Action {
         )),
         Ok(Ok(Err(e))) => Action::Reply(format!("Could not answer {id}: {e}")),
         _ => Action::Fail("the fleet did not answer in time".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(question: &str, since: &str) -> SessionRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "demo-1", "project": "demo", "state": "needs_input", "reason": null,
+            "agent": "claude", "runtime": "tmux", "workspace_kind": "worktree",
+            "branch": null, "workspace": null, "pr": null, "issue": null, "prompt": null,
+            "runtime_handle": null, "activity": "waiting_input", "activity_at": since,
+            "restart_count": 0, "created_at": since, "updated_at": since,
+            "meta": {"question": question},
+        }))
+        .expect("record")
+    }
+
+    #[test]
+    fn a_reply_answers_only_the_question_its_notification_asked() {
+        let t = |s: &str| Some(s.parse::<DateTime<Utc>>().expect("time"));
+        let push = waiting("approve Bash: git push", "2026-01-01T10:00:05Z");
+        let asked = |q: Option<&'static str>, at: &str| Asked {
+            at: t(at),
+            question: q,
+        };
+        // The question it asked, whenever the wait began (a flap re-asking it keeps it).
+        assert!(still_asked(
+            asked(Some("approve Bash: git push"), "2026-01-01T10:00:00Z"),
+            &push
+        ));
+        // Another question: not this one's answer, even from a notification made later.
+        assert!(!still_asked(
+            asked(Some("approve Bash: git status"), "2026-01-01T10:00:09Z"),
+            &push
+        ));
+        // One cut short on screen is the same question.
+        assert!(still_asked(
+            asked(Some("approve Bash: git pu…"), "2026-01-01T10:00:00Z"),
+            &push
+        ));
+        // A notification that named no question: by time, its own wait's or a later one.
+        assert!(!still_asked(asked(None, "2026-01-01T10:00:00Z"), &push));
+        assert!(still_asked(asked(None, "2026-01-01T10:00:05Z"), &push));
+        assert!(still_asked(Asked::default(), &push));
     }
 }

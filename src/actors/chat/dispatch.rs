@@ -40,7 +40,11 @@ pub(super) async fn handle_message(
             .get(inbox::ANSWERS_ASKED_AT)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc));
-        let action = answers::notification_reply(ctx, session, asked_at, &msg.body).await;
+        let asked = answers::Asked {
+            at: asked_at,
+            question: msg.meta.get(inbox::ANSWERS_QUESTION).map(String::as_str),
+        };
+        let action = answers::notification_reply(ctx, session, asked, &msg.body).await;
         return perform(ctx, conv, msg.id, action, handles).await;
     }
     let parsed = parse(&msg.body);

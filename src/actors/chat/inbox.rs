@@ -8,7 +8,8 @@
 //!
 //! A message that replies to a notification Flotilla posted (its `meta.reply_to` names a
 //! recorded `notification_posts` row) is marked `meta.answers` = that session, and
-//! `meta.answers_asked_at` = when that notification was made, for the conversation to deliver
+//! `meta.answers_asked_at` = when that notification was made (and `meta.answers_question` = the
+//! question it asked, when it asked one), for the conversation to deliver
 //! as the session's answer to that question (not to a newer one). A message that did not address the bot
 //! (`meta.unaddressed`: an unmentioned thread message) is taken only as such a reply, and
 //! otherwise dropped without a trace, before the allowlist (it was not for us).
@@ -42,6 +43,8 @@ pub struct StoreInbox {
 pub const ANSWERS: &str = "answers";
 /// The message meta key saying when the notification replied to was made (RFC 3339).
 pub const ANSWERS_ASKED_AT: &str = "answers_asked_at";
+/// The message meta key holding the question the notification replied to asked.
+pub const ANSWERS_QUESTION: &str = "answers_question";
 
 /// Platforms with an allowlist in `chat.allow`.
 pub const PLATFORMS: [&str; 6] = ["telegram", "discord", "slack", "github", "jira", "test"];
@@ -157,6 +160,7 @@ impl ChatInbox for StoreInbox {
         // Only this inbox says which session (and which of its questions) a message answers.
         m.meta.remove(ANSWERS);
         m.meta.remove(ANSWERS_ASKED_AT);
+        m.meta.remove(ANSWERS_QUESTION);
         let answers = self.notification_replied_to(&m).await?;
         if answers.is_none() && m.meta.get("unaddressed").map(String::as_str) == Some("true") {
             return Ok(InboxReceipt {
@@ -169,6 +173,9 @@ impl ChatInbox for StoreInbox {
             m.meta.insert(ANSWERS.to_string(), post.session_id.0);
             if let Some(at) = post.notified_at {
                 m.meta.insert(ANSWERS_ASKED_AT.to_string(), at.to_rfc3339());
+            }
+            if let Some(q) = post.notified_question {
+                m.meta.insert(ANSWERS_QUESTION.to_string(), q);
             }
         }
         if !self.allowed(&m.platform, &m.author) {

@@ -404,7 +404,7 @@ sql_impl! { #[async_trait] impl ChatStore;
     ) -> StoreResult<Option<NotificationPost>> {
         let row = sqlx::query(
             "SELECT p.platform, p.post_key, p.chat, p.session_id, p.notification_id, \
-             p.created_at, n.created_at AS notified_at \
+             p.created_at, n.created_at AS notified_at, n.context AS notified_context \
              FROM notification_posts p LEFT JOIN notifications n ON n.id = p.notification_id \
              WHERE p.platform = $1 AND p.post_key = $2",
         )
@@ -421,6 +421,10 @@ sql_impl! { #[async_trait] impl ChatStore;
                 notification_id: Self::get(&r, "notification_id")?,
                 created_at: Self::get_ts(&r, "created_at")?,
                 notified_at: Self::get_opt_ts(&r, "notified_at")?,
+                notified_question: Self::get::<Option<D::Json>>(&r, "notified_context")?
+                    .map(|c| D::read_json("notified_context", c))
+                    .transpose()?
+                    .and_then(|c| c["question"].as_str().map(str::to_string)),
             })
         })
         .transpose()
