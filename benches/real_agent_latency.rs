@@ -28,8 +28,9 @@ use real_claude::{claude, git, pct, KillTmux};
 const API_TOKEN: &str = "bench-token-0123456789";
 const KEY: &str = "sk-ant-bench-0123456789abcdefghijklmnop";
 
-async fn state(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
-    http.get(format!("{base}/api/v1/sessions/{id}"))
+/// `GET {base}{path}` as JSON.
+async fn get(http: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
+    http.get(format!("{base}{path}"))
         .bearer_auth(API_TOKEN)
         .send()
         .await
@@ -37,6 +38,10 @@ async fn state(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Valu
         .json()
         .await
         .expect("json")
+}
+
+async fn state(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    get(http, base, &format!("/api/v1/sessions/{id}")).await
 }
 
 async fn wait_until(
@@ -53,15 +58,12 @@ async fn wait_until(
             return Instant::now();
         }
         if Instant::now() >= deadline {
-            let events: serde_json::Value = http
-                .get(format!("{base}/api/v1/sessions/{id}/events?limit=500"))
-                .bearer_auth(API_TOKEN)
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
+            let events = get(
+                http,
+                base,
+                &format!("/api/v1/sessions/{id}/events?limit=500"),
+            )
+            .await;
             panic!("timed out waiting for {what}: {s}\nevents: {events}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -169,15 +171,7 @@ projects:
             while model.requests().len() < k + 1 {
                 if Instant::now() > deadline {
                     let s = state(&http, &base, &id).await;
-                    let o: serde_json::Value = http
-                        .get(format!("{base}/api/v1/sessions/{id}/output?lines=30"))
-                        .bearer_auth(API_TOKEN)
-                        .send()
-                        .await
-                        .expect("get")
-                        .json()
-                        .await
-                        .expect("json");
+                    let o = get(&http, &base, &format!("/api/v1/sessions/{id}/output?lines=30")).await;
                     panic!(
                         "round {k}: the model was not asked again; session: {s}\nscreen:\n{}",
                         o["output"].as_str().unwrap_or("")

@@ -77,8 +77,9 @@ async fn assert_answered(r: &Real, id: &str) {
     assert_eq!(results, 1, "one tool result, sent once");
 }
 
-#[actix_web::test]
-async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claude() {
+/// The fleet with the real Claude scripted by `steps`, a Telegram notifier on the fake Bot API
+/// and user 42 allowed to answer there.
+async fn telegram_fleet(steps: Vec<Step>) -> Option<(FakeTelegram, Real)> {
     let tg = FakeTelegram::start(TG_TOKEN).await;
     let env = [
         ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
@@ -86,8 +87,13 @@ async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claud
     ];
     let chat = "chat:\n  allow: { telegram: [\"42\"] }\n";
     let notifier = format!("tg: {{ kind: telegram, chat_id: \"{TG_CHAT}\" }}");
-    let Some(r) = setup_notifying(script(), "auto-edit", "[]", chat, &env, &notifier, "").await
-    else {
+    let r = setup_notifying(steps, "auto-edit", "[]", chat, &env, &notifier, "").await?;
+    Some((tg, r))
+}
+
+#[actix_web::test]
+async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claude() {
+    let Some((tg, r)) = telegram_fleet(script()).await else {
         return;
     };
     let id = spawn_until_waiting(&r).await;
@@ -155,13 +161,6 @@ async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claud
 /// late reply approved the second command.)
 #[actix_web::test]
 async fn a_late_reply_to_an_earlier_questions_notification_does_not_answer_the_next_one() {
-    let tg = FakeTelegram::start(TG_TOKEN).await;
-    let env = [
-        ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
-        ("FLOTILLA__TELEGRAM__BOT_TOKEN", TG_TOKEN),
-    ];
-    let chat = "chat:\n  allow: { telegram: [\"42\"] }\n";
-    let notifier = format!("tg: {{ kind: telegram, chat_id: \"{TG_CHAT}\" }}");
     let mut steps = script();
     steps.insert(
         1,
@@ -170,7 +169,7 @@ async fn a_late_reply_to_an_earlier_questions_notification_does_not_answer_the_n
             json!({"command": "git commit -q -m 'Add phone.txt'", "description": "Commit"}),
         ),
     );
-    let Some(r) = setup_notifying(steps, "auto-edit", "[]", chat, &env, &notifier, "").await else {
+    let Some((tg, r)) = telegram_fleet(steps).await else {
         return;
     };
     let id = spawn_until_waiting(&r).await;
