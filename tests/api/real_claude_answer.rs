@@ -129,12 +129,18 @@ async fn a_telegram_reply_to_the_needs_input_notification_answers_the_real_claud
     // The allowed user's reply answers it: menu choice 1 (Yes).
     tg.push_reply(TG_CHAT, 42, "1", note.message_id);
     assert_answered(&r, &id).await;
-    eventually(30, "the bot's confirmation", || async {
+    let confirmed = eventually(30, "the bot's confirmation", || async {
         tg.sent()
             .into_iter()
             .find(|m| m.text.contains(&format!("Answered {id}")))
     })
     .await;
+    // It names what the answer approved.
+    assert!(
+        confirmed.text.contains("(to: approve Bash: printf"),
+        "{}",
+        confirmed.text
+    );
 
     // The same reply again: the session no longer waits, and the user is told.
     tg.push_reply(TG_CHAT, 42, "1", note.message_id);

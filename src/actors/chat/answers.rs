@@ -58,7 +58,7 @@ pub async fn plain_reply(
     let ids = waiting(ctx, conv).await?;
     match ids.as_slice() {
         [] => None,
-        [id] => Some(send(ctx, id.clone(), text).await),
+        [id] => Some(send(ctx, id.clone(), text, None).await),
         many => Some(Action::Reply(format!(
             "Several sessions wait for an answer ({}): reply with /answer <session> <text>.",
             many.iter()
@@ -96,7 +96,12 @@ pub async fn notification_reply(
                 s.meta["question"].as_str().unwrap_or("see its screen")
             ))
         }
-        Ok(Ok(s)) if s.state == SessionState::NeedsInput => send(ctx, id, text.trim()).await,
+        // The question read here goes with the answer: should the agent ask another before
+        // the answer reaches it, the session refuses it (and the reply says so).
+        Ok(Ok(s)) if s.state == SessionState::NeedsInput => {
+            let question = s.meta["question"].as_str().map(str::to_string);
+            send(ctx, id, text.trim(), question).await
+        }
         Ok(Ok(s)) => Action::Reply(format!(
             "{id} does not wait for an answer now (it is {}): nothing was sent. \
              Use `flotilla send {id} …` to tell it something anyway.",
@@ -128,25 +133,31 @@ pub async fn command(ctx: &ChatContext, conv: &ConversationRecord, args: &[Strin
     };
     let ids = waiting(ctx, conv).await.unwrap_or_default();
     match ids.iter().find(|s| s.as_str() == id) {
-        Some(s) => send(ctx, s.clone(), &args[1..].join(" ")).await,
+        Some(s) => send(ctx, s.clone(), &args[1..].join(" "), None).await,
         None => Action::Reply(format!(
             "Session {id} does not wait for an answer from this conversation."
         )),
     }
 }
 
-async fn send(ctx: &ChatContext, id: SessionId, text: &str) -> Action {
+/// Answers session `id` with `text`; with `question`, only while it still asks that (the
+/// confirmation then names it, so the human sees what their answer approved).
+async fn send(ctx: &ChatContext, id: SessionId, text: &str, question: Option<String>) -> Action {
     let Some(fleet) = &ctx.fleet else {
         return Action::Reply("The fleet is not available here.".into());
     };
+    let to = question
+        .as_deref()
+        .map(|q| format!(" (to: {q})"))
+        .unwrap_or_default();
     let msg = SendToSession {
         id: id.clone(),
         text: text.to_string(),
         allow_restore: false,
-        question: None,
+        question,
     };
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(msg)).await {
-        Ok(Ok(Ok(r))) if r.delivered => Action::Reply(format!("Answered {id}: {text}")),
+        Ok(Ok(Ok(r))) if r.delivered => Action::Reply(format!("Answered {id}: {text}{to}")),
         Ok(Ok(Ok(r))) if r.pending => Action::Reply(format!(
             "Answering {id}: {text} (still being typed; it is typed once, do not send it again)"
         )),
