@@ -159,6 +159,7 @@ store_suite!(
     the_board_reads_each_sessions_latest_event_and_all_trackers,
     the_newest_event_of_a_kind_is_found_per_project,
     chat_activity_has_each_conversations_newest_message_and_pending_count,
+    a_notification_post_reads_back_what_its_notification_asked,
 );
 
 // ---- fixtures --------------------------------------------------------------------------------
@@ -1209,6 +1210,54 @@ async fn the_outbox_dedupes_and_serves_due_notifications_oldest_first(store: Sha
 
 fn ids_of(notifications: &[NotificationRecord]) -> Vec<&str> {
     notifications.iter().map(|n| n.id.as_str()).collect()
+}
+
+/// A post reads back where it went and, while the outbox holds its notification, when that was
+/// made and the question it asked; a post whose row is gone reads neither.
+async fn a_notification_post_reads_back_what_its_notification_asked(store: SharedStore) {
+    let mut n = notification("00000000-0000-0000-0000-0000000000a1", "k-ask", 5, 5);
+    n.context["question"] = json!("approve Bash: git push");
+    assert!(store.enqueue_notification(&n).await.expect("enqueue"));
+    let post = |key: &str, notification: &str| NotificationPost {
+        platform: "telegram".into(),
+        key: key.into(),
+        chat: "555".into(),
+        session_id: SessionId("demo-1".into()),
+        notification_id: notification.into(),
+        created_at: at(9),
+        notified_at: None,
+        notified_question: None,
+    };
+    store
+        .record_notification_post(&post("555:1", &n.id))
+        .await
+        .expect("record");
+    store
+        .record_notification_post(&post("555:2", "gone"))
+        .await
+        .expect("record");
+    let read = store
+        .notification_post("telegram", "555:1")
+        .await
+        .expect("read")
+        .expect("post");
+    assert_eq!((read.chat.as_str(), read.created_at), ("555", at(9)));
+    assert_eq!(read.notified_at, Some(at(5)));
+    assert_eq!(
+        read.notified_question.as_deref(),
+        Some("approve Bash: git push")
+    );
+    let orphan = store
+        .notification_post("telegram", "555:2")
+        .await
+        .expect("read")
+        .expect("post");
+    assert_eq!((orphan.notified_at, orphan.notified_question), (None, None));
+    assert!(store
+        .notification_post("slack", "555:1")
+        .await
+        .expect("read")
+        .is_none());
 }
 
 async fn a_notification_reusing_an_id_is_a_conflict(store: SharedStore) {
