@@ -1020,7 +1020,8 @@ async fn a_plain_reply_in_the_thread_answers_the_session_that_asked_there() {
     // The question comes to the thread; the reply there is the answer.
     c.wait_reply("f", "Reply here to answer it.").await;
     c.send("f", "y").await;
-    c.wait_reply("f", "Answered demo-1: y").await;
+    // The confirmation names the question answered.
+    c.wait_reply("f", "Answered demo-1: y (to: ").await;
     let s = c.app.wait_state("demo-1", "working").await;
     assert_eq!(s["reason"], "input_answered", "{s}");
     // Nothing waits now: a plain message is an ordinary chat turn again, and /answer says so.

@@ -20,7 +20,7 @@ use super::action::Action;
 use super::ChatContext;
 
 /// The sessions started from `conv` that now wait for a human.
-async fn waiting(ctx: &ChatContext, conv: &ConversationRecord) -> Option<Vec<SessionId>> {
+async fn waiting(ctx: &ChatContext, conv: &ConversationRecord) -> Option<Vec<SessionRecord>> {
     ctx.fleet.as_ref()?;
     let filter = SessionFilter {
         states: vec![SessionState::NeedsInput],
@@ -42,7 +42,7 @@ async fn waiting(ctx: &ChatContext, conv: &ConversationRecord) -> Option<Vec<Ses
             .ok()
             .flatten();
         if linked.as_deref() == Some(conv.id.as_str()) {
-            mine.push(s.id);
+            mine.push(s);
         }
     }
     Some(mine)
@@ -55,14 +55,14 @@ pub async fn plain_reply(
     conv: &ConversationRecord,
     text: &str,
 ) -> Option<Action> {
-    let ids = waiting(ctx, conv).await?;
-    match ids.as_slice() {
+    let sessions = waiting(ctx, conv).await?;
+    match sessions.as_slice() {
         [] => None,
-        [id] => Some(send(ctx, id.clone(), text, None).await),
+        [s] => Some(send(ctx, s.id.clone(), text, question_of(s)).await),
         many => Some(Action::Reply(format!(
             "Several sessions wait for an answer ({}): reply with /answer <session> <text>.",
             many.iter()
-                .map(SessionId::as_str)
+                .map(|s| s.id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
@@ -99,8 +99,7 @@ pub async fn notification_reply(
         // The question read here goes with the answer: should the agent ask another before
         // the answer reaches it, the session refuses it (and the reply says so).
         Ok(Ok(s)) if s.state == SessionState::NeedsInput => {
-            let question = s.meta["question"].as_str().map(str::to_string);
-            send(ctx, id, text.trim(), question).await
+            send(ctx, id, text.trim(), question_of(&s)).await
         }
         Ok(Ok(s)) => Action::Reply(format!(
             "{id} does not wait for an answer now (it is {}): nothing was sent. \
@@ -131,13 +130,18 @@ pub async fn command(ctx: &ChatContext, conv: &ConversationRecord, args: &[Strin
     let (Some(id), true) = (args.first(), args.len() > 1) else {
         return Action::Reply("Usage: /answer <session> <text>".into());
     };
-    let ids = waiting(ctx, conv).await.unwrap_or_default();
-    match ids.iter().find(|s| s.as_str() == id) {
-        Some(s) => send(ctx, s.clone(), &args[1..].join(" "), None).await,
+    let sessions = waiting(ctx, conv).await.unwrap_or_default();
+    match sessions.iter().find(|s| s.id.as_str() == id) {
+        Some(s) => send(ctx, s.id.clone(), &args[1..].join(" "), question_of(s)).await,
         None => Action::Reply(format!(
             "Session {id} does not wait for an answer from this conversation."
         )),
     }
+}
+
+/// The question a waiting session asks, as it recorded it: what an answer read now answers.
+fn question_of(s: &SessionRecord) -> Option<String> {
+    s.meta["question"].as_str().map(str::to_string)
 }
 
 /// Answers session `id` with `text`; with `question`, only while it still asks that (the
