@@ -20,9 +20,56 @@ pub fn abridges(short: &str, full: &str) -> bool {
     })
 }
 
+/// Whether `session` still waits on the question `answers` (as it showed it, or as a
+/// notification worded it): else why not, naming what it waits on now. An answer is only
+/// typed onto the question its sender read.
+pub fn still_asks(session: &super::session::SessionRecord, answers: &str) -> Result<(), String> {
+    let now = session.meta["question"].as_str();
+    let waiting = session.state == super::session::SessionState::NeedsInput;
+    match now {
+        Some(q) if waiting && same_question(q, answers) => Ok(()),
+        Some(q) if waiting => Err(format!(
+            "session {} no longer waits on that question; it now asks: {q}. Nothing was typed",
+            session.id
+        )),
+        _ => Err(format!(
+            "session {} no longer waits on that question (it is {}). Nothing was typed",
+            session.id, session.state
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_goes_only_to_the_question_its_sender_read() {
+        let session = |state: &str, question: &str| -> super::super::session::SessionRecord {
+            serde_json::from_value(serde_json::json!({
+                "id": "demo-1", "project": "demo", "state": state, "reason": null,
+                "agent": "claude", "runtime": "tmux", "workspace_kind": "worktree",
+                "branch": null, "workspace": null, "pr": null, "issue": null, "prompt": null,
+                "runtime_handle": null, "activity": "waiting_input",
+                "activity_at": "2026-01-01T10:00:00Z", "restart_count": 0,
+                "created_at": "2026-01-01T10:00:00Z", "updated_at": "2026-01-01T10:00:00Z",
+                "meta": {"question": question},
+            }))
+            .expect("record")
+        };
+        let push = session("needs_input", "approve Bash: git push");
+        assert_eq!(still_asks(&push, "approve Bash: git push"), Ok(()));
+        // One cut short (the screen's wording) is the same question.
+        assert_eq!(still_asks(&push, "approve Bash: git pu…"), Ok(()));
+        let other = still_asks(&push, "approve Bash: git status").expect_err("another");
+        assert!(
+            other.contains("it now asks: approve Bash: git push"),
+            "{other}"
+        );
+        let working = session("working", "approve Bash: git push");
+        let gone = still_asks(&working, "approve Bash: git push").expect_err("not waiting");
+        assert!(gone.contains("(it is working)"), "{gone}");
+    }
 
     #[test]
     fn a_question_cut_short_is_the_one_it_starts() {

@@ -213,11 +213,15 @@ async fn a_late_reply_to_an_earlier_questions_notification_does_not_answer_the_n
 
     // The late reply to the first page is not typed: the commit still waits, unrun.
     tg.push_reply(TG_CHAT, 42, "1", first.message_id);
-    let told = eventually(60, "the 'newer question' reply", || async {
-        tg.sent()
-            .into_iter()
-            .find(|m| m.text.contains("now waits on a newer question"))
-    })
+    let told = eventually(
+        60,
+        "the 'no longer waits on that question' reply",
+        || async {
+            tg.sent()
+                .into_iter()
+                .find(|m| m.text.contains("no longer waits on that question"))
+        },
+    )
     .await;
     assert!(
         told.text.contains(&id) && told.text.contains("git commit"),

@@ -89,18 +89,17 @@ pub async fn notification_reply(
     let id = SessionId(session.to_string());
     let record = tokio::time::timeout(ctx.actor_timeout, ctx.store.load_session(&id)).await;
     match record {
-        Ok(Ok(s)) if s.state == SessionState::NeedsInput && !still_asked(asked, &s) => {
-            Action::Reply(format!(
+        // The question goes with the answer: the session refuses it if it now asks another,
+        // saying which (`domain::question::still_asks`).
+        Ok(Ok(s)) if s.state == SessionState::NeedsInput => match asked.question {
+            Some(q) => send(ctx, id, text.trim(), Some(q.to_string())).await,
+            None if began_after(asked.at, &s) => Action::Reply(format!(
                 "{id} now waits on a newer question: {}. Nothing was sent: reply to that \
                  question's message to answer it.",
                 s.meta["question"].as_str().unwrap_or("see its screen")
-            ))
-        }
-        // The question read here goes with the answer: should the agent ask another before
-        // the answer reaches it, the session refuses it (and the reply says so).
-        Ok(Ok(s)) if s.state == SessionState::NeedsInput => {
-            send(ctx, id, text.trim(), question_of(&s)).await
-        }
+            )),
+            None => send(ctx, id, text.trim(), question_of(&s)).await,
+        },
         Ok(Ok(s)) => Action::Reply(format!(
             "{id} does not wait for an answer now (it is {}): nothing was sent. \
              Use `flotilla send {id} …` to tell it something anyway.",
@@ -114,15 +113,12 @@ pub async fn notification_reply(
     }
 }
 
-/// Whether the waiting session `s` still asks what the notification replied to `asked`: the
-/// same question; for a notification that named none (another kind, or one the outbox no
-/// longer holds), a wait that began by the time it was made (a wait's own notification is
-/// made in the step that starts it). Unknown counts as still asked, as before the check.
-fn still_asked(asked: Asked<'_>, s: &SessionRecord) -> bool {
-    match (asked.question, s.meta["question"].as_str()) {
-        (Some(q), Some(now)) => crate::domain::question::same_question(q, now),
-        _ => !matches!((asked.at, s.activity_at), (Some(at), Some(wait)) if wait > at),
-    }
+/// For a notification that named no question (another kind, or one the outbox no longer
+/// holds), made at `at`: whether the waiting session's wait began after it, so it asks
+/// something the notification did not (a wait's own notification is made in the step that
+/// starts it). Unknown counts as not after, as before the check.
+fn began_after(at: Option<DateTime<Utc>>, s: &SessionRecord) -> bool {
+    matches!((at, s.activity_at), (Some(at), Some(wait)) if wait > at)
 }
 
 /// `/answer <session> <text>`: answers that session, if it was started here.
@@ -191,32 +187,15 @@ mod tests {
         .expect("record")
     }
 
+    /// A notification that named no question answers the wait it was made in or a later one,
+    /// not one that began after it.
     #[test]
-    fn a_reply_answers_only_the_question_its_notification_asked() {
+    fn without_its_question_a_notification_is_placed_by_its_time() {
         let t = |s: &str| Some(s.parse::<DateTime<Utc>>().expect("time"));
         let push = waiting("approve Bash: git push", "2026-01-01T10:00:05Z");
-        let asked = |q: Option<&'static str>, at: &str| Asked {
-            at: t(at),
-            question: q,
-        };
-        // The question it asked, whenever the wait began (a flap re-asking it keeps it).
-        assert!(still_asked(
-            asked(Some("approve Bash: git push"), "2026-01-01T10:00:00Z"),
-            &push
-        ));
-        // Another question: not this one's answer, even from a notification made later.
-        assert!(!still_asked(
-            asked(Some("approve Bash: git status"), "2026-01-01T10:00:09Z"),
-            &push
-        ));
-        // One cut short on screen is the same question.
-        assert!(still_asked(
-            asked(Some("approve Bash: git pu…"), "2026-01-01T10:00:00Z"),
-            &push
-        ));
-        // A notification that named no question: by time, its own wait's or a later one.
-        assert!(!still_asked(asked(None, "2026-01-01T10:00:00Z"), &push));
-        assert!(still_asked(asked(None, "2026-01-01T10:00:05Z"), &push));
-        assert!(still_asked(Asked::default(), &push));
+        assert!(began_after(t("2026-01-01T10:00:00Z"), &push));
+        assert!(!began_after(t("2026-01-01T10:00:05Z"), &push));
+        assert!(!began_after(t("2026-01-01T10:00:09Z"), &push));
+        assert!(!began_after(None, &push));
     }
 }

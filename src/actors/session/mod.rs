@@ -1270,7 +1270,7 @@ impl Handler<SendMessage> for SessionActor {
             return Box::pin(fut::ready(Err(e.into())));
         }
         if let Some(answers) = &msg.question {
-            if let Err(why) = still_asks(&s.session, answers) {
+            if let Err(why) = crate::domain::question::still_asks(&s.session, answers) {
                 return Box::pin(fut::ready(Err(SessionError::Rejected(why))));
             }
         }
@@ -1350,24 +1350,6 @@ impl Handler<SendMessage> for SessionActor {
             })
             .into_actor(self),
         )
-    }
-}
-
-/// Whether `session` still waits on the question `answers` (as it showed it): else why not,
-/// naming what it waits on now. An answer is only typed onto the question its sender read.
-fn still_asks(session: &crate::store::SessionRecord, answers: &str) -> Result<(), String> {
-    let now = session.meta["question"].as_str();
-    let waiting = session.state == crate::store::SessionState::NeedsInput;
-    match now {
-        Some(q) if waiting && crate::domain::question::same_question(q, answers) => Ok(()),
-        Some(q) if waiting => Err(format!(
-            "session {} no longer waits on that question; it now asks: {q}. Nothing was typed",
-            session.id
-        )),
-        _ => Err(format!(
-            "session {} no longer waits on that question (it is {}). Nothing was typed",
-            session.id, session.state
-        )),
     }
 }
 
