@@ -63,6 +63,7 @@ mod real_codex_fleet;
 mod real_fleet;
 mod real_opencode;
 mod real_opencode_fleet;
+mod real_pr_loop;
 mod real_tmux;
 #[path = "../support/receivers.rs"]
 mod receivers;

@@ -278,6 +278,106 @@ async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
     assert_eq!(carrying, 1, "the instruction was sent once");
 }
 
+/// A check fails while the CLI is still busy with its turn (a Bash command running): the
+/// instruction typed meanwhile is not lost; Claude Code puts it in its conversation once and
+/// the scripted fix is pushed.
+#[actix_web::test]
+async fn a_real_claude_busy_when_its_check_fails_gets_the_instruction_once() {
+    let Some(l) = setup(|ws| {
+        vec![
+            Step::tool(
+                "Write",
+                json!({"file_path": ws.join("counter.txt"), "content": "widgets = 2\n"}),
+            ),
+            Step::tool(
+                "Bash",
+                bash(
+                    "git add counter.txt && git commit -q -m 'Add the widget counter' && git push -q origin HEAD",
+                    "Commit and push",
+                ),
+            ),
+            Step::tool("Bash", bash(OPEN_PR, "Open the pull request")),
+            // Runs while the check fails.
+            Step::tool("Bash", bash("sleep 8 && echo SLEPT", "Run the slow tests")),
+        ]
+    })
+    .await
+    else {
+        return;
+    };
+    l.model.when_told(
+        "Failed check: unit-tests",
+        vec![
+            Step::tool(
+                "Bash",
+                bash(
+                    "printf 'widgets = 3\\n' > counter.txt && git commit -q -am 'Count three widgets' && git push -q origin HEAD",
+                    "Fix the count and push",
+                ),
+            ),
+            Step::text("Fixed the count and pushed."),
+        ],
+    );
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Add a widget counter in counter.txt."}))
+        .await;
+    let s = wait_session(&l.app, &id, 120, "the PR found", |s| {
+        s["state"] == "review_pending"
+    })
+    .await;
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let first = l.gh.branch_sha(REPO, &branch).expect("pushed");
+    // The fourth main request was answered with the slow command: it runs now.
+    l.model.wait_for_requests(4, Duration::from_secs(60)).await;
+    l.gh.add_check_run(
+        REPO,
+        &first,
+        "unit-tests",
+        Some("failure"),
+        Some("assertion failed: widgets == 3"),
+    )
+    .await;
+    wait_session(&l.app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
+    let sent = eventually(60, "the instruction's delivery", || async {
+        let (_, v) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        v["events"].as_array().and_then(|es| {
+            es.iter()
+                .find(|e| e["kind"] == "reaction.sent")
+                .map(|e| e["data"].clone())
+        })
+    })
+    .await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    assert_eq!(
+        l.model.requests().len(),
+        4,
+        "typed while the command ran (it sleeps 8 s)"
+    );
+    wait_request_with(&l.model, "Failed check: unit-tests", 90).await;
+    let fixed = eventually(90, "the fix pushed", || async {
+        l.gh.branch_sha(REPO, &branch).filter(|h| *h != first)
+    })
+    .await;
+    assert_eq!(
+        l.gh.git(REPO, &["show", &format!("{fixed}:counter.txt")]),
+        "widgets = 3"
+    );
+    wait_session(&l.app, &id, 60, "the turn's end", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    let last = l.model.requests().last().cloned().unwrap_or_default();
+    let carrying = last["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .filter(|m| request_text(&json!({"messages": [m]})).contains("Failed check: unit-tests"))
+        .count();
+    assert_eq!(carrying, 1, "the instruction was sent once");
+}
+
 /// Waits until Claude Code's conversation log under `agent_home` holds `needle`.
 async fn wait_logged(agent_home: &Path, needle: &str) {
     let projects = agent_home.join(".claude").join("projects");

@@ -37,24 +37,31 @@ impl AgentFleet {
     /// An app in `dir` with the agents of `agents` (YAML under `agents:`), projects running
     /// `agent` under tmux, every page to a webhook, and hooks through the `flotilla` binary.
     pub(crate) async fn start(agents: &str, agent: &str, dir: TempDir) -> Option<AgentFleet> {
+        Self::start_with(agents, agent, dir, "", &[]).await
+    }
+
+    /// As [`AgentFleet::start`], with more lines for the project (`project`, indented as its
+    /// keys) and more environment for the app (`env`).
+    pub(crate) async fn start_with(
+        agents: &str,
+        agent: &str,
+        dir: TempDir,
+        project: &str,
+        env: &[(&str, &str)],
+    ) -> Option<AgentFleet> {
         if !require_tool("tmux") || !require_tool("git") {
             return None;
         }
         let hooks = Receivers::start().await;
         let project = format!(
-            "    runtime: tmux\n    agent: {agent}\n{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
+            "    runtime: tmux\n    agent: {agent}\n{project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
             services = hooks.service_yaml(),
             hook = hooks.webhook_url(),
         );
         let cli = env!("CARGO_BIN_EXE_flotilla");
-        let app = spawn_app_with_env(
-            Backend::Sqlite,
-            agents,
-            &project,
-            dir,
-            &[("FLOTILLA__SERVER__CLI_PATH", cli)],
-        )
-        .await?;
+        let mut env = env.to_vec();
+        env.push(("FLOTILLA__SERVER__CLI_PATH", cli));
+        let app = spawn_app_with_env(Backend::Sqlite, agents, &project, dir, &env).await?;
         let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
         Some(AgentFleet {
             app,

@@ -199,6 +199,9 @@ struct State {
     api_key: Option<String>,
     input_tokens: u64,
     output_tokens: u64,
+    /// Steps the script goes on with once a main request holds the text (see
+    /// [`FakeAnthropic::when_told`]).
+    when_told: Option<(String, Vec<Step>)>,
 }
 
 /// The fake.
@@ -468,6 +471,16 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> 
             main,
             at: Instant::now(),
         });
+        let told = main
+            && s.when_told.as_ref().is_some_and(|(needle, _)| {
+                parsed
+                    .as_ref()
+                    .is_some_and(|b| b.to_string().contains(needle.as_str()))
+            });
+        if told {
+            let (_, steps) = s.when_told.take().unwrap_or_default();
+            s.script.extend(steps);
+        }
         let step = if main {
             s.script.pop_front().unwrap_or_else(|| Step::text("Done."))
         } else {
@@ -544,6 +557,7 @@ impl FakeAnthropic {
             api_key: None,
             input_tokens: 1200,
             output_tokens: 40,
+            when_told: None,
         }));
         let wake = Arc::new(tokio::sync::Notify::new());
         let (shutdown, rx) = tokio::sync::watch::channel(false);
@@ -581,6 +595,13 @@ impl FakeAnthropic {
     /// Appends steps to the script.
     pub fn push(&self, steps: Vec<Step>) {
         lock(&self.state).script.extend(steps);
+    }
+
+    /// Goes on with `steps` once a main request holds `needle` (as serialized JSON), after
+    /// what is left of the script: a model that acts on an instruction only once it is in its
+    /// conversation, in whichever request the CLI puts it.
+    pub fn when_told(&self, needle: &str, steps: Vec<Step>) {
+        lock(&self.state).when_told = Some((needle.to_string(), steps));
     }
 
     /// Steps not consumed yet.

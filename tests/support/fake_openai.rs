@@ -136,6 +136,9 @@ struct State {
     next_id: u64,
     /// Chat Completions requests without tools are side requests.
     chat_side_without_tools: bool,
+    /// Steps the script goes on with once a turn request holds the text (see
+    /// [`FakeOpenAi::when_told`]).
+    when_told: Option<(String, Vec<Step>)>,
 }
 
 /// The fake.
@@ -269,6 +272,14 @@ fn take_step(
     let step = if side {
         Step::text("Fake task title")
     } else {
+        let told = s
+            .when_told
+            .as_ref()
+            .is_some_and(|(needle, _)| body.to_string().contains(needle.as_str()));
+        if told {
+            let (_, steps) = s.when_told.take().unwrap_or_default();
+            s.script.extend(steps);
+        }
         let d = s.default.clone();
         s.script.pop_front().unwrap_or(d)
     };
@@ -573,6 +584,7 @@ impl FakeOpenAi {
             key: None,
             next_id: 0,
             chat_side_without_tools: false,
+            when_told: None,
         }));
         let data = web::Data::new(state.clone());
         let server = FakeServer::start_on_own_thread(move |cfg| {
@@ -601,6 +613,14 @@ impl FakeOpenAi {
     /// Appends steps to the script.
     pub fn push(&self, steps: Vec<Step>) {
         self.s().script.extend(steps);
+    }
+
+    /// Goes on with `steps` once a turn request holds `needle` (as serialized JSON), after
+    /// what is left of the script: a model that acts on an instruction only once it is in its
+    /// conversation, in whichever request the agent puts it (an agent that takes a message
+    /// typed mid-turn into that turn, or one that queues it for the next).
+    pub fn when_told(&self, needle: &str, steps: Vec<Step>) {
+        self.s().when_told = Some((needle.to_string(), steps));
     }
 
     /// What an empty script answers.
