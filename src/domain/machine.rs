@@ -395,6 +395,10 @@ pub enum Effect {
         /// Method.
         method: MergeMethod,
     },
+    /// Look at the session's PR again now. What it said while the agent waited for a human
+    /// (a failed check, a review) was not acted on then: an instruction typed onto the
+    /// agent's dialog would have answered it (its Enter confirms the highlighted option).
+    CheckPr,
     /// Write a log line (warnings for ignored events).
     Log {
         /// Text.
@@ -648,12 +652,7 @@ impl Machine<'_> {
                 self.s.session.activity = Activity::Active;
                 self.s.session.activity_at = Some(self.at);
                 if matches!(st, S::Stuck | S::NeedsInput) {
-                    let to = if self.s.session.pr.is_some() {
-                        S::PrOpen
-                    } else {
-                        S::Working
-                    };
-                    self.set_state(to, Some("agent_active"));
+                    self.back_to_work("agent_active");
                 }
                 if self.watched() {
                     self.disarm(TimerKey::Idle);
@@ -675,12 +674,7 @@ impl Machine<'_> {
                 if st == S::NeedsInput {
                     // The question was answered and the turn ended: idle is not "still asking"
                     // (ao #9 kept sessions in needs_input after the agent finished).
-                    let to = if self.s.session.pr.is_some() {
-                        S::PrOpen
-                    } else {
-                        S::Working
-                    };
-                    self.set_state(to, Some("input_answered"));
+                    self.back_to_work("input_answered");
                 }
                 if self.watched() {
                     self.arm_idle_watch(*since);
@@ -1317,6 +1311,21 @@ impl Machine<'_> {
             ReactionKey::AgentIdle => self.s.session.activity == Activity::Idle,
             _ => true,
         }
+    }
+
+    /// Leaves `needs_input` or `stuck` for the state work goes on in: `pr_open` with a PR,
+    /// else `working`. Back from a human's question with a PR, the PR is looked at again
+    /// ([`Effect::CheckPr`]): its news of the wait is acted on now, and the state it implies
+    /// (failing, reviewed, approved) is found again.
+    fn back_to_work(&mut self, reason: &str) {
+        if self.s.session.pr.is_none() {
+            self.set_state(S::Working, Some(reason));
+            return;
+        }
+        if self.state() == S::NeedsInput {
+            self.effects.push(Effect::CheckPr);
+        }
+        self.set_state(S::PrOpen, Some(reason));
     }
 
     fn pr_live(&self) -> bool {

@@ -48,6 +48,11 @@ struct Loop {
 /// An app whose project lives on the fake GitHub (webhooks on, no polling), with the real
 /// `claude` as its agent. `script(workspace)` is the model's script.
 async fn setup(script: impl FnOnce(&Path) -> Vec<Step>) -> Option<Loop> {
+    setup_in_mode("permissionless", script).await
+}
+
+/// As [`setup`], with the agent in permission mode `mode`.
+async fn setup_in_mode(mode: &str, script: impl FnOnce(&Path) -> Vec<Step>) -> Option<Loop> {
     let claude = claude_bin()?;
     if !require_tool("tmux") || !require_tool("git") || !require_tool("curl") {
         return None;
@@ -67,7 +72,7 @@ async fn setup(script: impl FnOnce(&Path) -> Vec<Step>) -> Option<Loop> {
     )
     .expect(".claude.json");
     let agents = format!(
-        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    permission_mode: permissionless\n    env: {{ HOME: \"{home}\", IS_SANDBOX: \"1\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GITHUB_API: \"{api}\", GITHUB_TOKEN: \"{GH_TOKEN}\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
+        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    env: {{ HOME: \"{home}\", IS_SANDBOX: \"1\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GITHUB_API: \"{api}\", GITHUB_TOKEN: \"{GH_TOKEN}\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
         bin = claude.display(),
         home = agent_home.display(),
         url = model.url(),
@@ -487,4 +492,158 @@ async fn a_real_claude_takes_messages_and_resumes_its_conversation_after_kill_an
     ] {
         assert!(text.contains(earlier), "resumed with {earlier:?}: {text}");
     }
+}
+
+/// A check fails while the real Claude Code asks its human to approve a command: Flotilla's
+/// instruction must not be typed onto the dialog (its Enter would approve the command), and
+/// reaches the CLI once the human has answered.
+#[actix_web::test]
+async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission_dialog() {
+    let Some(l) = setup_in_mode("auto-edit", |ws| {
+        vec![
+            Step::tool(
+                "Write",
+                json!({"file_path": ws.join("counter.txt"), "content": "widgets = 2\n"}),
+            ),
+            Step::tool(
+                "Bash",
+                bash(
+                    "git add counter.txt && git commit -q -m 'Add the widget counter' && git push -q origin HEAD",
+                    "Commit and push",
+                ),
+            ),
+            Step::tool("Bash", bash(OPEN_PR, "Open the pull request")),
+            Step::tool(
+                "Bash",
+                bash(
+                    "git rm -q counter.txt && git commit -q -m 'Drop the counter' && git push -q origin HEAD",
+                    "Drop the counter",
+                ),
+            ),
+        ]
+    })
+    .await
+    else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Add a widget counter in counter.txt."}))
+        .await;
+    for what in ["git add counter.txt", "curl"] {
+        let s = wait_session(&l.app, &id, 120, what, |s| {
+            s["state"] == "needs_input"
+                && s["waiting_for"].as_str().is_some_and(|q| q.contains(what))
+        })
+        .await;
+        let (code, v) = l
+            .app
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({"message": "yes", "question": s["waiting_for"]}),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let s = wait_session(&l.app, &id, 120, "the third question, with the PR", |s| {
+        s["state"] == "needs_input"
+            && !s["pr"].is_null()
+            && s["waiting_for"]
+                .as_str()
+                .is_some_and(|q| q.contains("git rm"))
+    })
+    .await;
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let first = l.gh.branch_sha(REPO, &branch).expect("pushed");
+    l.gh.add_check_run(
+        REPO,
+        &first,
+        "unit-tests",
+        Some("failure"),
+        Some("running 12 tests\nassertion failed: widgets == 3"),
+    )
+    .await;
+    // The session read the failed check (its log was fetched) while the dialog waited.
+    eventually(60, "the failed check's log fetched", || async {
+        l.gh.count("GET /_logs/{job_id}").gt(&0).then_some(())
+    })
+    .await;
+    let screen = l
+        .app
+        .get(&format!("/api/v1/sessions/{id}/output?lines=30"))
+        .await
+        .1;
+    let screen = screen["output"].as_str().unwrap_or_default().to_string();
+    assert!(
+        screen.contains("Do you want to proceed?"),
+        "the dialog still waits: {screen}"
+    );
+    let (_, events) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        !kinds.contains(&"reaction.sent"),
+        "typed onto the dialog: {kinds:?}"
+    );
+    assert_eq!(l.model.requests().len(), 4, "nothing reached the CLI");
+
+    // The human refuses the command: the instruction follows, and the fix is pushed on the
+    // commit the refused command would have dropped.
+    l.model.when_told(
+        "Failed check: unit-tests",
+        vec![
+            Step::tool(
+                "Bash",
+                bash(
+                    "printf 'widgets = 3\\n' > counter.txt && git commit -q -am 'Count three widgets' && git push -q origin HEAD",
+                    "Fix the count and push",
+                ),
+            ),
+            Step::text("Fixed the count and pushed."),
+        ],
+    );
+    let (code, v) = l
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "no", "question": s["waiting_for"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["delivered"], true, "{v}");
+    wait_session(&l.app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
+    // The model got the instruction (its fix is the script's answer to it) and the CLI asks
+    // to run the fix.
+    let s = wait_session(&l.app, &id, 90, "the fix's question", |s| {
+        s["state"] == "needs_input"
+            && s["waiting_for"]
+                .as_str()
+                .is_some_and(|q| q.contains("Count three widgets"))
+    })
+    .await;
+    let (code, v) = l
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "yes", "question": s["waiting_for"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let fixed = eventually(90, "the fix pushed", || async {
+        l.gh.branch_sha(REPO, &branch).filter(|h| *h != first)
+    })
+    .await;
+    assert_eq!(
+        l.gh.git(REPO, &["show", &format!("{fixed}:counter.txt")]),
+        "widgets = 3"
+    );
+    assert_eq!(
+        l.gh.git(REPO, &["rev-parse", &format!("{fixed}^")]),
+        first,
+        "the refused command never ran"
+    );
 }

@@ -638,6 +638,9 @@ impl SessionActor {
                 self.deliver_open();
             }
         }
+        if effects.contains(&Effect::CheckPr) {
+            self.scm_check(ctx, None);
+        }
         self.run_effects(ctx, effects);
         if to.is_terminal() {
             self.end(ctx);
@@ -809,6 +812,8 @@ async fn run_effect(
                 })
             }
         },
+        // Run by the actor itself (`after_commit`): a check is the actor's to coalesce.
+        Effect::CheckPr => None,
         Effect::Log { message } => {
             tracing::warn!(%message, "session machine");
             None

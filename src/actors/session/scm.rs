@@ -85,7 +85,8 @@ async fn observe(
 }
 
 impl SessionActor {
-    fn scm_check(&mut self, ctx: &mut Context<Self>, status: Option<PrStatus>) {
+    /// Looks at the session's PR (or applies `status`, an observation already made).
+    pub(super) fn scm_check(&mut self, ctx: &mut Context<Self>, status: Option<PrStatus>) {
         let Some(s) = self.snapshot.clone() else {
             return;
         };

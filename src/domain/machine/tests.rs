@@ -1747,3 +1747,57 @@ fn an_exit_0_after_a_failure_the_agent_could_not_get_past_is_an_error_not_done()
     let done = exit(None);
     assert_eq!(done.snapshot.session.state, SessionState::Done);
 }
+
+/// PR news is not acted on while the agent waits for a human (an instruction typed onto its
+/// dialog would answer it): back at work with a PR, the session looks at the PR again, from
+/// the answer and from the agent going idle alike; without a PR, or back from `stuck` (which
+/// acts on PR news), there is nothing to look at again.
+#[test]
+fn back_from_a_humans_question_with_a_pr_the_pr_is_looked_at_again() {
+    let policy = Policy::defaults();
+    let waiting = |pr: bool| {
+        let mut s = base(SessionState::NeedsInput);
+        s.session.pr = pr.then(|| self::pr(7));
+        s.session.activity = Activity::WaitingInput;
+        s.session.meta = serde_json::json!({"question": "approve Bash: git rm x"});
+        s
+    };
+    let ev = |kind: EventKind| Event { at: t0(), kind };
+    let answered = || {
+        ev(EventKind::InputAnswered {
+            question: Some("approve Bash: git rm x".into()),
+        })
+    };
+    let idle = || ev(EventKind::AgentIdle { since: t0() });
+    let looks = |out: &Step| out.effects.contains(&Effect::CheckPr);
+
+    let ci = step(
+        &waiting(true),
+        &ev(EventKind::CiFailed {
+            summary: "unit-tests".into(),
+            fingerprint: "abc:unit-tests".into(),
+        }),
+        &policy,
+    );
+    assert_eq!(ci.snapshot.session.state, SessionState::NeedsInput);
+    assert!(
+        !ci.effects
+            .iter()
+            .any(|e| matches!(e, Effect::SendToAgent { .. })),
+        "nothing typed onto the dialog: {:?}",
+        ci.effects
+    );
+    for event in [answered(), idle()] {
+        let back = step(&waiting(true), &event, &policy);
+        assert_eq!(back.snapshot.session.state, SessionState::PrOpen);
+        assert!(looks(&back), "{:?}: {:?}", event.kind, back.effects);
+        let no_pr = step(&waiting(false), &event, &policy);
+        assert_eq!(no_pr.snapshot.session.state, SessionState::Working);
+        assert!(!looks(&no_pr), "{:?}", no_pr.effects);
+    }
+    let mut stuck = base(SessionState::Stuck);
+    stuck.session.pr = Some(pr(7));
+    let stuck = step(&stuck, &ev(EventKind::AgentActive), &policy);
+    assert_eq!(stuck.snapshot.session.state, SessionState::PrOpen);
+    assert!(!looks(&stuck), "{:?}", stuck.effects);
+}
