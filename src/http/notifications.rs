@@ -19,7 +19,8 @@ const MAX_LIMIT: i64 = 1000;
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationQuery {
-    /// `pending`, `delivered`, `failed` (dead letters) or `digested`.
+    /// `pending`, `delivered`, `failed` (dead letters), `digested` or `superseded` (a question's page
+    /// not sent: the question no longer waited).
     pub status: Option<String>,
     /// At most this many (1–1000, default 100).
     pub limit: Option<i64>,
@@ -40,7 +41,7 @@ pub struct NotificationView {
     pub session: Option<String>,
     /// Text.
     pub message: String,
-    /// `pending`, `delivered`, `failed` (dead-lettered) or `digested`.
+    /// `pending`, `delivered`, `failed` (dead-lettered), `digested` or `superseded`.
     pub status: String,
     /// Delivery attempts so far.
     pub attempts: i64,

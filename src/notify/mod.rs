@@ -5,6 +5,8 @@
 //! - [`outbox`]: the [`outbox::OutboxActor`] — delivers due rows through the notifier plugins
 //!   (`plugins::notifiers`) with retries, backoff, `Retry-After`, dead letters, a per-notifier
 //!   rate limit and digests.
+//! - [`still_due`]: whether a row is still worth sending (a question's page is not once the
+//!   question no longer waits).
 //! - [`messages`]: what the outbox actor handles.
 //!
 //! [`Notifications`] is what the session actors hold (through `Fleet`): the router, and the
@@ -13,6 +15,7 @@
 pub mod messages;
 pub mod outbox;
 pub mod routing;
+pub mod still_due;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

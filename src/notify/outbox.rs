@@ -10,6 +10,9 @@
 //!   (capped by `max_retry_after`); a `Retry-After` also pauses the whole channel that long;
 //! - **failed**: the dead letter — a permanent refusal, or the retry budget spent. It stays in
 //!   the table, visible through `GET /api/v1/notifications?status=failed` and the metrics.
+//! - **superseded**: not sent — a page asking a question the session no longer waits on by
+//!   the time its channel can take it ([`super::still_due`]): answered while the rate limit
+//!   held it back, or between retries. Nor does it go into a digest.
 //!
 //! Delivery is at least once: a row stays `pending` until its outcome is written, so after a
 //! crash (even mid-request) it is sent again with the **same id**, which receivers dedupe on.
@@ -36,6 +39,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::messages::{ListNotifications, WakeOutbox};
+use super::still_due::still_due;
 use crate::clock::Clock;
 use crate::config::NotificationsSettings;
 use crate::plugins::{Notification, Notifier, PostedMessage};
@@ -400,16 +404,30 @@ impl OutboxActor {
         }));
     }
 
-    /// Writes a digest of `members` (and marks them digested), then queues it first.
+    /// Writes a digest of `members` (and marks them digested), then queues it first. Members
+    /// no longer due ([`still_due`]) are superseded instead; none left, no digest.
     fn fold(&mut self, name: String, members: Vec<NotificationRecord>, ctx: &mut Context<Self>) {
-        let digest = digest_of(&name, &members, self.clock.now());
-        let ids: Vec<String> = members.into_iter().map(|m| m.id).collect();
+        let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
         let store = self.store.clone();
+        let now = self.clock.now();
         let fut = detached({
-            let ids = ids.clone();
+            let name = name.clone();
             async move {
+                let mut live = Vec::with_capacity(members.len());
+                for m in members {
+                    if still_due(store.as_ref(), &m).await {
+                        live.push(m);
+                    } else {
+                        supersede(store.as_ref(), &name, &m, now).await;
+                    }
+                }
+                if live.is_empty() {
+                    return None;
+                }
+                let digest = digest_of(&name, &live, now);
+                let ids: Vec<String> = live.into_iter().map(|m| m.id).collect();
                 let res = store.fold_into_digest(&digest, &ids).await;
-                (digest, res)
+                Some((digest, res))
             }
         });
         ctx.spawn(
@@ -422,18 +440,19 @@ impl OutboxActor {
                         return;
                     };
                     ch.folding = false;
-                    let Some((digest, res)) = done else {
+                    let Some(done) = done else {
                         return;
                     };
-                    match res {
-                        Ok(n) => {
+                    match done {
+                        Some((digest, Ok(n))) => {
                             METRICS.notification(&name, "digested", n);
                             tracing::info!(notifier = %name, folded = n, digest = %digest.id, "notifications folded into a digest");
                             act.claimed.insert(digest.id.clone());
                             ch.queue.push_front(digest);
                         }
                         // They stay pending; the next poll reads them again.
-                        Err(e) => tracing::warn!(error = ?e, notifier = %name, "writing a digest failed"),
+                        Some((_, Err(e))) => tracing::warn!(error = ?e, notifier = %name, "writing a digest failed"),
+                        None => {}
                     }
                     act.dispatch(ctx);
                 }),
@@ -453,6 +472,15 @@ impl OutboxActor {
         let notifier_name = name.clone();
         let clock = self.clock.clone();
         let fut = detached(async move {
+            if !still_due(store.as_ref(), &r).await {
+                supersede(store.as_ref(), &name, &r, clock.now()).await;
+                return Attempted {
+                    notifier: name,
+                    id: r.id,
+                    outcome: "superseded",
+                    pause: None,
+                };
+            }
             let n = to_notification(&r);
             let result = notifier.notify(&n).await;
             let now = clock.now();
@@ -525,6 +553,10 @@ impl OutboxActor {
         self.release(&a.id);
         if let Some(ch) = self.channels.get_mut(&a.notifier) {
             ch.in_flight = ch.in_flight.saturating_sub(1);
+            if a.outcome == "superseded" {
+                // Nothing went out: the slot it took is given back.
+                ch.sent.pop_back();
+            }
             if let (Some(p), true) = (a.pause, a.outcome != "delivered") {
                 let until = after(self.clock.now(), p);
                 ch.paused_until = Some(ch.paused_until.map_or(until, |u| u.max(until)));
@@ -558,6 +590,32 @@ async fn detached<T: Send + 'static>(
     f: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Option<T> {
     tokio::spawn(f).await.ok()
+}
+
+/// Marks `r` superseded: not sent, its question no longer waits (see [`still_due`]). A failure
+/// to record it leaves the row pending: looked at again, and not sent then either.
+async fn supersede(
+    store: &dyn crate::store::Store,
+    notifier: &str,
+    r: &NotificationRecord,
+    now: DateTime<Utc>,
+) {
+    let saved = store
+        .update_notification(
+            &r.id,
+            NotificationStatus::Superseded,
+            r.attempts,
+            now,
+            Some(super::still_due::SUPERSEDED),
+        )
+        .await;
+    match saved {
+        Ok(()) => {
+            METRICS.notification(notifier, "superseded", 1);
+            tracing::info!(notifier, id = %r.id, "page not sent: its question no longer waits");
+        }
+        Err(e) => tracing::warn!(error = ?e, id = %r.id, "recording a superseded page failed"),
+    }
 }
 
 /// Records where a session's notification landed, so a reply to it answers the session

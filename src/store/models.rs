@@ -271,6 +271,9 @@ pub enum NotificationStatus {
     /// Folded into a digest (`digest_id`) by the per-notifier rate limit; the digest carries
     /// the delivery.
     Digested,
+    /// Not sent: the question it asked no longer waits (answered, or the agent asked another)
+    /// by the time the notifier could take it (a rate-limited or retried page).
+    Superseded,
 }
 
 stored_names!(NotificationStatus "notification status" {
@@ -278,6 +281,7 @@ stored_names!(NotificationStatus "notification status" {
     Delivered => "delivered",
     Failed => "failed",
     Digested => "digested",
+    Superseded => "superseded",
 });
 
 /// A notification for one notifier, delivered from the durable outbox.

@@ -55,6 +55,7 @@ mod real_claude_chat;
 mod real_claude_first_run;
 mod real_claude_fleet;
 mod real_claude_headless;
+mod real_claude_many;
 mod real_claude_pr_loop;
 mod real_claude_workflows;
 mod real_codex;
