@@ -413,12 +413,15 @@ impl TmuxRuntime {
         draft: Option<Draft>,
         needle: &str,
     ) -> PluginResult<bool> {
+        // A paste the screen never showed went somewhere Flotilla cannot see (a prompt it
+        // does not know, that reads keys without echoing them, such as "Press Enter to
+        // update"): an Enter would answer that prompt, which nobody read.
+        let Some(d) = &draft else {
+            tracing::warn!(session = %h.session, "pasted message never appeared on screen; not entered");
+            return Ok(false);
+        };
         for wait in SUBMIT_WAITS {
             self.tmux(&["send-keys", "-t", &h.pane, "Enter"]).await?;
-            let Some(d) = &draft else {
-                tracing::warn!(session = %h.session, "pasted message never appeared on screen");
-                return Ok(false);
-            };
             let done = self
                 .wait_screen(&h.pane, wait, |s| submitted(d, s, needle).then_some(()))
                 .await?;
@@ -1161,8 +1164,9 @@ impl Runtime for TmuxRuntime {
     /// left it. Waiting for the draft before Enter avoids the paste/Enter race; judging the
     /// draft row, not "any output change", avoids counting the visible draft as delivery.
     /// Unconfirmed after the first Enter, Enter is pressed again (three in all, at most about 7 s),
-    /// then `Ok(false)`. A draft that never appears is also `Ok(false)` (Enter is still
-    /// pressed once).
+    /// then `Ok(false)`. A draft that never appears is also `Ok(false)`, and no Enter is
+    /// pressed: the keys went to something that does not show them, which an Enter would
+    /// answer.
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
         let h = TmuxHandle::parse(handle)?;
         if !self.takes_keys(h) {

@@ -456,3 +456,54 @@ async fn a_send_slower_than_the_request_is_answered_pending_and_typed_once() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["data"]["chars"], 16, "{sent:?}");
 }
+
+/// A message typed to an agent whose screen never shows it (a prompt Flotilla does not know,
+/// such as "Press Enter to update", that reads keys without echoing them) is not submitted:
+/// its Enter would have answered that prompt, which nobody read. It is reported not delivered.
+#[actix_web::test]
+async fn a_message_that_never_shows_on_screen_is_not_entered() {
+    if !require_tool("tmux") || !require_tool("git") || !require_tool("bash") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let agents = "  prompt: { kind: command, command: [\"bash\", \"-c\", \"echo 'Press Enter to deploy'; while IFS= read -r -s -n1 k; do [ -z \\\"$k\\\" ] && echo DEPLOYED > deployed.txt; done\"] }\n";
+    let Some(app) = spawn_app_with_env(
+        Backend::Sqlite,
+        agents,
+        "    runtime: tmux\n    agent: prompt\n",
+        scratch,
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    let _guard = TmuxGuard(socket(&app));
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "wait"}))
+        .await;
+    app.wait_output(&id, "Press Enter to deploy").await;
+    let s = app.get(&format!("/api/v1/sessions/{id}")).await.1;
+    let ws = std::path::PathBuf::from(s["workspace"].as_str().expect("workspace"));
+
+    let (st, v) = app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "please run the tests"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let sent = eventually(60, "the send journaled", || async {
+        let (_, v) = app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        v["events"]
+            .as_array()
+            .and_then(|es| es.iter().find(|e| e["kind"] == "agent.message_sent"))
+            .cloned()
+    })
+    .await;
+    assert_eq!(sent["data"]["delivered"], false, "{sent}");
+    assert!(
+        !ws.join("deployed.txt").exists(),
+        "an Enter answered the prompt nobody read"
+    );
+}
