@@ -921,13 +921,66 @@ fn send_report(
         .build()
         .map_err(|e| failed(&e))?;
     let body = json!({"state": state, "note": note, "pr_url": pr_url, "pr_number": pr_number, "hook": hook});
-    rt.block_on(client.post::<Value>(&format!("/agent/v1/sessions/{id}/report"), &body))
-        .map_err(|e| failed(&e))
+    let path = format!("/agent/v1/sessions/{id}/report");
+    rt.block_on(async {
+        let mut waits = REPORT_RETRIES.iter();
+        loop {
+            match client.post::<Value>(&path, &body).await {
+                // A server busy or briefly out of reach (a tunnel from a host, a restart)
+                // gets the report again: a lost `needs_input` leaves a human unasked. Twice
+                // the same report is one (the session already is what it says).
+                Err(e) if transient(&e) => match waits.next() {
+                    Some(wait) => tokio::time::sleep(*wait).await,
+                    None => return Err(failed(&e)),
+                },
+                other => return other.map_err(|e| failed(&e)),
+            }
+        }
+    })
+}
+
+/// The waits before the second and later tries of a report (a hook's report holds its agent
+/// up: a few seconds at most).
+const REPORT_RETRIES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(300),
+    std::time::Duration::from_secs(1),
+];
+
+/// Whether a failed call may succeed if tried again: the server out of reach, or answering
+/// that it is busy or its gateway failed.
+fn transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable { .. } => true,
+        ClientError::Api { status, .. } => matches!(status.as_u16(), 502..=504),
+        ClientError::Decode(_) => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_busy_or_unreachable_server_has_a_report_tried_again() {
+        let api = |status: u16| ClientError::Api {
+            status: reqwest::StatusCode::from_u16(status).expect("status"),
+            message: "m".into(),
+        };
+        assert!(transient(&api(503)) && transient(&api(502)) && transient(&api(504)));
+        // A refusal stays one: the token, the session, the state said no.
+        assert!(!transient(&api(401)) && !transient(&api(404)) && !transient(&api(409)));
+        assert!(!transient(&ClientError::Decode("x".into())));
+        // Nothing listening (port 9 of this machine: discard, not served here).
+        let client = Client::new("http://127.0.0.1:9", None).expect("client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let down = rt
+            .block_on(client.get::<Value>("/healthz"))
+            .expect_err("nobody listens");
+        assert!(transient(&down), "{down}");
+    }
 
     /// Hook events as Claude Code 2.1 sends them on stdin (fields we do not read trimmed).
     #[test]
