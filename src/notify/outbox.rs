@@ -10,9 +10,9 @@
 //!   (capped by `max_retry_after`); a `Retry-After` also pauses the whole channel that long;
 //! - **failed**: the dead letter — a permanent refusal, or the retry budget spent. It stays in
 //!   the table, visible through `GET /api/v1/notifications?status=failed` and the metrics.
-//! - **superseded**: not sent — a page asking a question the session no longer waits on by
-//!   the time its channel can take it ([`super::still_due`]): answered while the rate limit
-//!   held it back, or between retries. Nor does it go into a digest.
+//! - **superseded**: not sent — a page held back (by the rate limit, for a retry, or read late)
+//!   asking a question the session no longer waits on by the time its channel can take it
+//!   ([`super::still_due`]). Nor does it go into a digest.
 //!
 //! Delivery is at least once: a row stays `pending` until its outcome is written, so after a
 //! crash (even mid-request) it is sent again with the **same id**, which receivers dedupe on.
@@ -472,7 +472,7 @@ impl OutboxActor {
         let notifier_name = name.clone();
         let clock = self.clock.clone();
         let fut = detached(async move {
-            if !still_due(store.as_ref(), &r).await {
+            if held(&r, clock.now()) && !still_due(store.as_ref(), &r).await {
                 supersede(store.as_ref(), &name, &r, clock.now()).await;
                 return Attempted {
                     notifier: name,
@@ -591,6 +591,16 @@ async fn detached<T: Send + 'static>(
 ) -> Option<T> {
     tokio::spawn(f).await.ok()
 }
+
+/// Whether `r` could not go at once: held back by the rate limit, waiting for a retry, or
+/// read late (the outbox was down). Only such a row is looked at again before it goes: a page
+/// made a moment ago asks what the session asks.
+fn held(r: &NotificationRecord, now: DateTime<Utc>) -> bool {
+    r.attempts > 0 || r.next_attempt_at > r.created_at || now - r.created_at > LATE
+}
+
+/// How old a row read for the first time may be before it counts as held back.
+const LATE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 /// Marks `r` superseded: not sent, its question no longer waits (see [`still_due`]). A failure
 /// to record it leaves the row pending: looked at again, and not sent then either.
@@ -790,6 +800,28 @@ mod tests {
         assert_eq!(c.jittered(3, 1.0), Duration::from_secs(4));
         assert_eq!(c.jittered(3, 0.5), Duration::from_secs(3));
         assert_eq!(c.jittered(3, 7.0), Duration::from_secs(4), "clamped");
+    }
+
+    #[test]
+    fn only_a_row_that_could_not_go_at_once_is_looked_at_again() {
+        let fresh = row("a", "urgent", "demo-1");
+        let now = fresh.created_at;
+        assert!(!held(&fresh, now));
+        assert!(!held(&fresh, now + chrono::TimeDelta::seconds(9)));
+        assert!(
+            held(&fresh, now + chrono::TimeDelta::seconds(11)),
+            "read late"
+        );
+        let retried = NotificationRecord {
+            attempts: 1,
+            ..fresh.clone()
+        };
+        assert!(held(&retried, now));
+        let deferred = NotificationRecord {
+            next_attempt_at: now + chrono::TimeDelta::seconds(60),
+            ..fresh
+        };
+        assert!(held(&deferred, now));
     }
 
     fn row(id: &str, priority: &str, session: &str) -> NotificationRecord {

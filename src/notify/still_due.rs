@@ -5,6 +5,8 @@
 //! reply or the terminal, or the agent moved on to another question. Such a page held back by
 //! the rate limit (a burst of spawns that all ask at once), or waiting for a retry, would wake
 //! someone a minute later for nothing: it is not sent (`superseded`). Every other row is due.
+//! The outbox asks only of rows that could not go at once (a fresh page asks what the session
+//! asks, and a quick answer must not race its page).
 
 use crate::store::{NotificationRecord, Store, StoreError};
 

@@ -114,7 +114,7 @@ async fn a_fleet_of_real_claudes_spawned_at_once_each_asks_and_takes_only_its_ow
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert!(sent.len() <= 5, "the rate limit's worth: {sent:#?}");
+    assert_eq!(sent.len(), 5, "the rate limit's worth: {sent:#?}");
     assert_eq!(sent.len() + superseded.len(), FLEET, "{superseded:#?}");
     for id in &ids {
         let paged = sent.iter().filter(|p| p["session"] == id.as_str()).count();
