@@ -61,6 +61,15 @@ impl Doctor {
                 .await
         });
         checks.push(self.database(settings).await);
+        if let Some(cli) = settings
+            .server
+            .cli_path
+            .as_deref()
+            .filter(|c| !c.is_empty())
+        {
+            let projects: Vec<String> = settings.projects.keys().cloned().collect();
+            checks.push(self.hooks(cli, &projects).await);
+        }
         for (name, used_by) in agents_to_check(settings) {
             let Some(spec) = settings.agent(&name) else {
                 continue; // `validate` already refused the config
@@ -113,6 +122,39 @@ impl Doctor {
             checks.push(self.host(name, host, &needed_by, &sandboxed_by).await);
         }
         checks
+    }
+
+    /// The `flotilla` agents run for their hooks and reports (`server.cli_path`): it must run,
+    /// and be this version (its `hook` and `report` verbs speak to this server). Not running
+    /// is a failure when projects have agents; another version a warning.
+    async fn hooks(&self, cli: &str, projects: &[String]) -> Check {
+        const NAME: &str = "hooks";
+        let this = format!("flotilla {}", env!("CARGO_PKG_VERSION"));
+        let fix = Some(format!(
+            "point server.cli_path at this flotilla ({this}), or leave it unset"
+        ));
+        match version(Path::new(cli), &["--version"], None, self.timeout).await {
+            Ok(v) if v == this => Check::ok(NAME, format!("server.cli_path {cli}: {v}")),
+            Ok(v) => Check::warn(
+                NAME,
+                format!(
+                    "server.cli_path {cli} is `{v}`, not {this}: agents' hooks and reports may not \
+                     reach this server as it expects"
+                ),
+                fix,
+            ),
+            Err(e) if projects.is_empty() => {
+                Check::warn(NAME, format!("server.cli_path {cli}: {e}"), fix)
+            }
+            Err(e) => Check::fail(
+                NAME,
+                format!(
+                    "server.cli_path {cli}: {e}; the agents of project {} report through it",
+                    projects.join(", ")
+                ),
+                fix,
+            ),
+        }
     }
 
     /// A remote host answers over SSH without a prompt (`BatchMode`, the host key known) and
@@ -669,6 +711,35 @@ mod tests {
         let git = find(&checks, "git");
         assert_eq!(git.status, Status::Fail);
         assert_eq!(git.fix.as_deref(), Some("install it (apt install git)"));
+    }
+
+    #[tokio::test]
+    async fn the_flotilla_agents_report_through_must_run_and_be_this_version() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let bin = dir.path().join("bin");
+        script(&bin, "git", "echo 'git version 9.9.9'");
+        let d = doctor(&bin, &dir.path().join("home"));
+        let with_cli = |cli: &Path| {
+            settings_from(&format!(
+                "server: {{ cli_path: \"{}\" }}\nprojects:\n  demo: {{ repo: /tmp/demo, runtime: process }}\n",
+                cli.display()
+            ))
+        };
+        let this = format!("flotilla {}", env!("CARGO_PKG_VERSION"));
+        let same = script(&bin, "flotilla", &format!("echo '{this}'"));
+        let c = find(&d.run(&with_cli(&same)).await, "hooks").clone();
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        let old = script(&bin, "flotilla-old", "echo 'flotilla 0.0.1'");
+        let c = find(&d.run(&with_cli(&old)).await, "hooks").clone();
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.detail.contains("flotilla 0.0.1"), "{c:?}");
+        let gone = dir.path().join("nowhere").join("flotilla");
+        let c = find(&d.run(&with_cli(&gone)).await, "hooks").clone();
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.detail.contains("project demo"), "{c:?}");
+        // Unset: agents run this executable; nothing to check.
+        let unset = settings_from("projects:\n  demo: { repo: /tmp/demo, runtime: process }\n");
+        assert!(d.run(&unset).await.iter().all(|c| c.name != "hooks"));
     }
 
     #[tokio::test]
