@@ -404,6 +404,33 @@ impl TestApp {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Answers the question session `waiting` (as read from the API) waits on, as the
+    /// dashboard does (`send` naming the question); the API's answer, which must be a 200.
+    pub async fn answer(&self, waiting: &Value, message: &str) -> Value {
+        let id = waiting["id"].as_str().expect("session id");
+        let (code, v) = self
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                serde_json::json!({"message": message, "question": waiting["waiting_for"]}),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    /// Waits (deadline `secs`) for session `id`'s first event of `kind`; its data.
+    pub async fn event_data(&self, id: &str, kind: &str, secs: u64) -> Value {
+        eventually(secs, &format!("a {kind} event of {id}"), || async {
+            let (_, v) = self.get(&format!("/api/v1/sessions/{id}/events")).await;
+            v["events"].as_array().and_then(|es| {
+                es.iter()
+                    .find(|e| e["kind"] == kind)
+                    .map(|e| e["data"].clone())
+            })
+        })
+        .await
+    }
+
     /// Spawns a session and returns its id.
     pub async fn spawn(&self, body: Value) -> String {
         let (s, v) = self.post("/api/v1/sessions", body).await;

@@ -55,14 +55,7 @@ async fn a_fleet_of_real_claudes_spawned_at_once_each_asks_and_takes_only_its_ow
     }
     // Answered one by one, in reverse: each answer runs its own session's command only.
     for (id, s) in ids.iter().zip(&waiting).rev() {
-        let (code, v) = r
-            .app
-            .post(
-                &format!("/api/v1/sessions/{id}/send"),
-                json!({"message": "yes", "question": s["waiting_for"]}),
-            )
-            .await;
-        assert_eq!(code, 200, "{v}");
+        let v = r.app.answer(s, "yes").await;
         assert_eq!(v["delivered"], true, "{v}");
         let ws = PathBuf::from(s["workspace"].as_str().expect("workspace"));
         crate::helpers::eventually(60, "its command run", || {

@@ -146,6 +146,52 @@ async fn wait_request_with(model: &FakeAnthropic, needle: &str, secs: u64) -> us
     .await
 }
 
+/// The script's first steps: write the counter in workspace `ws`, commit and push it, open the
+/// PR.
+fn opening(ws: &Path) -> Vec<Step> {
+    vec![
+        Step::tool(
+            "Write",
+            json!({"file_path": ws.join("counter.txt"), "content": "widgets = 2\n"}),
+        ),
+        Step::tool(
+            "Bash",
+            bash(
+                "git add counter.txt && git commit -q -m 'Add the widget counter' && git push -q origin HEAD",
+                "Commit and push",
+            ),
+        ),
+        Step::tool("Bash", bash(OPEN_PR, "Open the pull request")),
+    ]
+}
+
+/// The fix the script answers the failed check's instruction with.
+fn fix() -> Vec<Step> {
+    vec![
+        Step::tool(
+            "Bash",
+            bash(
+                "printf 'widgets = 3\\n' > counter.txt && git commit -q -am 'Count three widgets' && git push -q origin HEAD",
+                "Fix the count and push",
+            ),
+        ),
+        Step::text("Fixed the count and pushed."),
+    ]
+}
+
+/// How many user messages of the last main request carry `needle` (an instruction typed
+/// once is in one).
+fn carrying(model: &FakeAnthropic, needle: &str) -> usize {
+    let last = model.requests().last().cloned().unwrap_or_default();
+    last["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .filter(|m| request_text(&json!({"messages": [m]})).contains(needle))
+        .count()
+}
+
 /// The Bash tool input the CLI's schema asks for.
 fn bash(command: &str, description: &str) -> Value {
     json!({"command": command, "description": description})
@@ -157,19 +203,8 @@ const OPEN_PR: &str = r#"curl -sS -f -X POST "$GITHUB_API/repos/acme/widgets/pul
 #[actix_web::test]
 async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
     let Some(l) = setup(|ws| {
-        vec![
-            Step::tool(
-                "Write",
-                json!({"file_path": ws.join("counter.txt"), "content": "widgets = 2\n"}),
-            ),
-            Step::tool(
-                "Bash",
-                bash(
-                    "git add counter.txt && git commit -q -m 'Add the widget counter' && git push -q origin HEAD",
-                    "Commit and push",
-                ),
-            ),
-            Step::tool("Bash", bash(OPEN_PR, "Open the pull request")),
+        let mut steps = opening(ws);
+        steps.extend([
             Step::text("Opened the pull request."),
             // After the failed-check instruction:
             Step::tool(
@@ -180,7 +215,8 @@ async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
                 ),
             ),
             Step::text("Fixed the count and pushed."),
-        ]
+        ]);
+        steps
     })
     .await
     else {
@@ -272,15 +308,11 @@ async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
         "the fix is what was merged"
     );
     // The instruction was typed once: one user message in the conversation carries it.
-    let last = l.model.requests().last().cloned().unwrap_or_default();
-    let carrying = last["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["role"] == "user")
-        .filter(|m| request_text(&json!({"messages": [m]})).contains("Failed check: unit-tests"))
-        .count();
-    assert_eq!(carrying, 1, "the instruction was sent once");
+    assert_eq!(
+        carrying(&l.model, "Failed check: unit-tests"),
+        1,
+        "the instruction was sent once"
+    );
 }
 
 /// A check fails while the CLI is still busy with its turn (a Bash command running): the
@@ -289,40 +321,18 @@ async fn a_real_claude_runs_the_pr_loop_from_first_push_to_merge() {
 #[actix_web::test]
 async fn a_real_claude_busy_when_its_check_fails_gets_the_instruction_once() {
     let Some(l) = setup(|ws| {
-        vec![
-            Step::tool(
-                "Write",
-                json!({"file_path": ws.join("counter.txt"), "content": "widgets = 2\n"}),
-            ),
-            Step::tool(
-                "Bash",
-                bash(
-                    "git add counter.txt && git commit -q -m 'Add the widget counter' && git push -q origin HEAD",
-                    "Commit and push",
-                ),
-            ),
-            Step::tool("Bash", bash(OPEN_PR, "Open the pull request")),
+        let mut steps = opening(ws);
+        steps.extend([
             // Runs while the check fails.
             Step::tool("Bash", bash("sleep 8 && echo SLEPT", "Run the slow tests")),
-        ]
+        ]);
+        steps
     })
     .await
     else {
         return;
     };
-    l.model.when_told(
-        "Failed check: unit-tests",
-        vec![
-            Step::tool(
-                "Bash",
-                bash(
-                    "printf 'widgets = 3\\n' > counter.txt && git commit -q -am 'Count three widgets' && git push -q origin HEAD",
-                    "Fix the count and push",
-                ),
-            ),
-            Step::text("Fixed the count and pushed."),
-        ],
-    );
+    l.model.when_told("Failed check: unit-tests", fix());
     let id = l
         .app
         .spawn(json!({"project": "demo", "prompt": "Add a widget counter in counter.txt."}))
@@ -344,15 +354,7 @@ async fn a_real_claude_busy_when_its_check_fails_gets_the_instruction_once() {
     )
     .await;
     wait_session(&l.app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
-    let sent = eventually(60, "the instruction's delivery", || async {
-        let (_, v) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
-        v["events"].as_array().and_then(|es| {
-            es.iter()
-                .find(|e| e["kind"] == "reaction.sent")
-                .map(|e| e["data"].clone())
-        })
-    })
-    .await;
+    let sent = l.app.event_data(&id, "reaction.sent", 60).await;
     assert_eq!(sent["delivered"], true, "{sent}");
     assert_eq!(
         l.model.requests().len(),
@@ -372,15 +374,11 @@ async fn a_real_claude_busy_when_its_check_fails_gets_the_instruction_once() {
         s["activity"] == "idle"
     })
     .await;
-    let last = l.model.requests().last().cloned().unwrap_or_default();
-    let carrying = last["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["role"] == "user")
-        .filter(|m| request_text(&json!({"messages": [m]})).contains("Failed check: unit-tests"))
-        .count();
-    assert_eq!(carrying, 1, "the instruction was sent once");
+    assert_eq!(
+        carrying(&l.model, "Failed check: unit-tests"),
+        1,
+        "the instruction was sent once"
+    );
 }
 
 /// Waits until Claude Code's conversation log under `agent_home` holds `needle`.
@@ -500,19 +498,8 @@ async fn a_real_claude_takes_messages_and_resumes_its_conversation_after_kill_an
 #[actix_web::test]
 async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission_dialog() {
     let Some(l) = setup_in_mode("auto-edit", |ws| {
-        vec![
-            Step::tool(
-                "Write",
-                json!({"file_path": ws.join("counter.txt"), "content": "widgets = 2\n"}),
-            ),
-            Step::tool(
-                "Bash",
-                bash(
-                    "git add counter.txt && git commit -q -m 'Add the widget counter' && git push -q origin HEAD",
-                    "Commit and push",
-                ),
-            ),
-            Step::tool("Bash", bash(OPEN_PR, "Open the pull request")),
+        let mut steps = opening(ws);
+        steps.extend([
             Step::tool(
                 "Bash",
                 bash(
@@ -520,7 +507,8 @@ async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission
                     "Drop the counter",
                 ),
             ),
-        ]
+        ]);
+        steps
     })
     .await
     else {
@@ -536,14 +524,7 @@ async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission
                 && s["waiting_for"].as_str().is_some_and(|q| q.contains(what))
         })
         .await;
-        let (code, v) = l
-            .app
-            .post(
-                &format!("/api/v1/sessions/{id}/send"),
-                json!({"message": "yes", "question": s["waiting_for"]}),
-            )
-            .await;
-        assert_eq!(code, 200, "{v}");
+        l.app.answer(&s, "yes").await;
     }
     let s = wait_session(&l.app, &id, 120, "the third question, with the PR", |s| {
         s["state"] == "needs_input"
@@ -593,27 +574,8 @@ async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission
 
     // The human refuses the command: the instruction follows, and the fix is pushed on the
     // commit the refused command would have dropped.
-    l.model.when_told(
-        "Failed check: unit-tests",
-        vec![
-            Step::tool(
-                "Bash",
-                bash(
-                    "printf 'widgets = 3\\n' > counter.txt && git commit -q -am 'Count three widgets' && git push -q origin HEAD",
-                    "Fix the count and push",
-                ),
-            ),
-            Step::text("Fixed the count and pushed."),
-        ],
-    );
-    let (code, v) = l
-        .app
-        .post(
-            &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "no", "question": s["waiting_for"]}),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
+    l.model.when_told("Failed check: unit-tests", fix());
+    let v = l.app.answer(&s, "no").await;
     assert_eq!(v["delivered"], true, "{v}");
     wait_session(&l.app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
     // The model got the instruction (its fix is the script's answer to it) and the CLI asks
@@ -625,14 +587,7 @@ async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission
                 .is_some_and(|q| q.contains("Count three widgets"))
     })
     .await;
-    let (code, v) = l
-        .app
-        .post(
-            &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "yes", "question": s["waiting_for"]}),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
+    l.app.answer(&s, "yes").await;
     let fixed = eventually(90, "the fix pushed", || async {
         l.gh.branch_sha(REPO, &branch).filter(|h| *h != first)
     })

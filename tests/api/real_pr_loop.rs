@@ -221,15 +221,7 @@ impl Loop {
             )
             .await;
         wait_session(app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
-        let sent = eventually(60, "the instruction's delivery", || async {
-            let (_, v) = app.get(&format!("/api/v1/sessions/{id}/events")).await;
-            v["events"].as_array().and_then(|es| {
-                es.iter()
-                    .find(|e| e["kind"] == "reaction.sent")
-                    .map(|e| e["data"].clone())
-            })
-        })
-        .await;
+        let sent = app.event_data(&id, "reaction.sent", 60).await;
         assert_eq!(sent["delivered"], true, "{sent}");
         assert!(
             self.model.turn_requests().len() <= 3,
