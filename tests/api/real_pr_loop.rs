@@ -192,6 +192,18 @@ impl Loop {
         }
     }
 
+    /// The check `unit-tests` fails on head `sha` with `log`; waits until session `id` is
+    /// `ci_failed`.
+    async fn fail_check(&self, id: &str, sha: &str, log: &str) {
+        self.gh
+            .add_check_run(REPO, sha, "unit-tests", Some("failure"), Some(log))
+            .await;
+        wait_session(&self.fleet.app, id, 60, "ci_failed", |s| {
+            s["state"] == "ci_failed"
+        })
+        .await;
+    }
+
     /// A check fails while the agent is still busy with its turn (a command running): the
     /// instruction typed meanwhile is not lost; the agent gets it once and pushes the fix.
     async fn run_busy(&self, fix: Vec<Step>) {
@@ -211,16 +223,8 @@ impl Loop {
             .wait_for_turn_requests(3, Duration::from_secs(60))
             .await
             .expect("the request answered with the slow command");
-        self.gh
-            .add_check_run(
-                REPO,
-                &first,
-                "unit-tests",
-                Some("failure"),
-                Some("assertion failed: widgets == 3"),
-            )
+        self.fail_check(&id, &first, "assertion failed: widgets == 3")
             .await;
-        wait_session(app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
         let sent = app.event_data(&id, "reaction.sent", 60).await;
         assert_eq!(sent["delivered"], true, "{sent}");
         assert!(
@@ -281,16 +285,12 @@ impl Loop {
         let before = self.model.turn_requests().len();
 
         // A check fails on the pushed head: Flotilla's instruction is the CLI's next request.
-        self.gh
-            .add_check_run(
-                REPO,
-                &first,
-                "unit-tests",
-                Some("failure"),
-                Some("running 12 tests\nassertion failed: widgets == 3\nerror: test failed"),
-            )
-            .await;
-        wait_session(app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
+        self.fail_check(
+            &id,
+            &first,
+            "running 12 tests\nassertion failed: widgets == 3\nerror: test failed",
+        )
+        .await;
         let at = self.request_with("Failed check: unit-tests", 120).await;
         assert_eq!(at, before, "the instruction is the next request");
         let told = self.model.turn_requests()[at].to_string();
