@@ -272,7 +272,8 @@ pub enum NotificationStatus {
     /// the delivery.
     Digested,
     /// Not sent: the question it asked no longer waits (answered, or the agent asked another)
-    /// by the time the notifier could take it (a rate-limited or retried page).
+    /// by the time the notifier could take it (a page held by the rate limit, waiting for a
+    /// retry, or read late).
     Superseded,
 }
 

@@ -24,7 +24,8 @@ use crate::helpers::{eventually, git, require_tool, spawn_app_with_env, Backend,
 use crate::real_claude_fleet::claude_bin;
 
 const KEY: &str = "sk-ant-test-0123456789abcdefghijklmnop";
-const REPO: &str = "acme/widgets";
+/// The repository on the fake GitHub the PR-loop tests work in.
+pub(crate) const REPO: &str = "acme/widgets";
 const GH_TOKEN: &str = "ghp_realclaudeloop";
 const SECRET: &str = "real-claude-loop-secret";
 
@@ -61,9 +62,7 @@ async fn setup_in_mode(mode: &str, script: impl FnOnce(&Path) -> Vec<Step>) -> O
     let model = FakeAnthropic::start(script(&first_workspace(dir.path()))).await;
     model.require_api_key(KEY);
     let gh = FakeGithub::start(GH_TOKEN).await;
-    let bare = gh.create_repo(REPO);
-    gh.require_reviews(REPO);
-    gh.watch_pushes();
+    let (bare, github) = github_repo(&gh, GH_TOKEN, SECRET);
     let agent_home = dir.path().join("agent-home");
     std::fs::create_dir_all(&agent_home).expect("home");
     std::fs::write(
@@ -78,33 +77,57 @@ async fn setup_in_mode(mode: &str, script: impl FnOnce(&Path) -> Vec<Step>) -> O
         url = model.url(),
         api = gh.url,
     );
-    let project = format!(
-        "    runtime: tmux\n    agent: claude\n    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: true, merge_method: squash }}\n"
-    );
-    let graphql = format!("{}/graphql", gh.url);
-    let cli = env!("CARGO_BIN_EXE_flotilla");
-    let env = [
-        ("FLOTILLA__SERVER__CLI_PATH", cli),
-        ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
-        ("FLOTILLA__GITHUB__GRAPHQL_URL", graphql.as_str()),
-        ("FLOTILLA__GITHUB__TOKEN", GH_TOKEN),
-        ("FLOTILLA__GITHUB__WEBHOOK_SECRET", SECRET),
-        ("FLOTILLA__GITHUB__POLL_INTERVAL", "0s"),
-        ("FLOTILLA__LIFECYCLE__MERGE_GRACE", "1s"),
-    ];
+    let project = format!("    runtime: tmux\n    agent: claude\n{GITHUB_PROJECT}");
+    let mut env: Vec<(&str, &str)> = github.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("FLOTILLA__SERVER__CLI_PATH", env!("CARGO_BIN_EXE_flotilla")));
     let app = spawn_app_with_env(Backend::Sqlite, &agents, &project, dir, &env).await?;
     let tmux = TmuxGuard(flotilla::app::tmux_socket(&app.home));
-    git(
-        &app.repo,
-        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
-    );
-    gh.set_webhook(&format!("{}/webhooks/github", app.address), SECRET);
+    wire(&app, &gh, &bare, SECRET);
     Some(Loop {
         app,
         model,
         gh,
         _tmux: tmux,
     })
+}
+
+/// The project lines of a fleet whose PRs live in [`REPO`] on the fake GitHub, merged (squash)
+/// by Flotilla once approved and green.
+pub(crate) const GITHUB_PROJECT: &str = "    scm: github\n    github_repo: acme/widgets\n    reactions:\n      approved-and-green: { auto_merge: true, merge_method: squash }\n";
+
+/// [`REPO`] made on `gh` (reviews required, pushes watched): its bare repository, and the
+/// settings pointing Flotilla at `gh` (API token `token`, webhooks signed with `secret`, no
+/// polling, a 1 s merge grace) as environment overrides.
+pub(crate) fn github_repo(
+    gh: &FakeGithub,
+    token: &str,
+    secret: &str,
+) -> (PathBuf, Vec<(&'static str, String)>) {
+    let bare = gh.create_repo(REPO);
+    gh.require_reviews(REPO);
+    gh.watch_pushes();
+    let env = vec![
+        ("FLOTILLA__GITHUB__API_URL", gh.url.clone()),
+        (
+            "FLOTILLA__GITHUB__GRAPHQL_URL",
+            format!("{}/graphql", gh.url),
+        ),
+        ("FLOTILLA__GITHUB__TOKEN", token.to_string()),
+        ("FLOTILLA__GITHUB__WEBHOOK_SECRET", secret.to_string()),
+        ("FLOTILLA__GITHUB__POLL_INTERVAL", "0s".to_string()),
+        ("FLOTILLA__LIFECYCLE__MERGE_GRACE", "1s".to_string()),
+    ];
+    (bare, env)
+}
+
+/// The app's repository pushes to `bare` (as `origin`), and `gh` sends its webhooks, signed
+/// with `secret`, to the app.
+pub(crate) fn wire(app: &TestApp, gh: &FakeGithub, bare: &Path, secret: &str) {
+    git(
+        &app.repo,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    gh.set_webhook(&format!("{}/webhooks/github", app.address), secret);
 }
 
 /// Waits (deadline `secs`) until `pred` holds for the session; panics with it and its screen.

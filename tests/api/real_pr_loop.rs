@@ -16,11 +16,11 @@ use serde_json::json;
 
 use crate::fake_github::FakeGithub;
 use crate::fake_openai::{FakeOpenAi, Step};
-use crate::helpers::{eventually, git, require_tool};
+use crate::helpers::{eventually, require_tool};
 use crate::real_claude_fleet::wait_session;
+use crate::real_claude_pr_loop::{github_repo, wire, GITHUB_PROJECT, REPO};
 use crate::real_fleet::AgentFleet;
 
-const REPO: &str = "acme/widgets";
 const GH_TOKEN: &str = "ghp_realagentloop";
 const SECRET: &str = "real-agent-loop-secret";
 
@@ -93,27 +93,10 @@ impl Loop {
         if !require_tool("curl") {
             return None;
         }
-        let bare = gh.create_repo(REPO);
-        gh.require_reviews(REPO);
-        gh.watch_pushes();
-        let project = format!(
-            "    scm: github\n    github_repo: {REPO}\n    reactions:\n      approved-and-green: {{ auto_merge: true, merge_method: squash }}\n"
-        );
-        let graphql = format!("{}/graphql", gh.url);
-        let env = [
-            ("FLOTILLA__GITHUB__API_URL", gh.url.as_str()),
-            ("FLOTILLA__GITHUB__GRAPHQL_URL", graphql.as_str()),
-            ("FLOTILLA__GITHUB__TOKEN", GH_TOKEN),
-            ("FLOTILLA__GITHUB__WEBHOOK_SECRET", SECRET),
-            ("FLOTILLA__GITHUB__POLL_INTERVAL", "0s"),
-            ("FLOTILLA__LIFECYCLE__MERGE_GRACE", "1s"),
-        ];
-        let fleet = AgentFleet::start_with(agents, agent, dir, &project, &env).await?;
-        git(
-            &fleet.app.repo,
-            &["remote", "add", "origin", bare.to_str().expect("utf-8")],
-        );
-        gh.set_webhook(&format!("{}/webhooks/github", fleet.app.address), SECRET);
+        let (bare, github) = github_repo(&gh, GH_TOKEN, SECRET);
+        let env: Vec<(&str, &str)> = github.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let fleet = AgentFleet::start_with(agents, agent, dir, GITHUB_PROJECT, &env).await?;
+        wire(&fleet.app, &gh, &bare, SECRET);
         Some(Loop {
             fleet,
             gh,
