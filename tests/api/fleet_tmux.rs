@@ -147,6 +147,36 @@ async fn needs_input_is_detected_when_the_agent_asks_and_idle_agents_become_stuc
     assert_eq!(s["reason"], "input_answered", "{s}");
 }
 
+/// The agent draws its turn's end, then logs it seconds later without drawing anything (as
+/// Claude Code does on a loaded machine): the look woken by the last redraw reads a turn
+/// still running, and a second look, with no output to wake it, sees the turn ended.
+#[actix_web::test]
+async fn an_agent_whose_log_lags_its_screen_is_seen_idle_once_the_log_catches_up() {
+    let Some((app, _g)) = app_with("", "").await else {
+        return;
+    };
+    with_origin(&app);
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": "LATE_LOG work"}))
+        .await;
+    eventually(30, "the turn's end on screen", || async {
+        let (_, o) = app
+            .get(&format!("/api/v1/sessions/{id}/output?lines=20"))
+            .await;
+        o["output"]
+            .as_str()
+            .is_some_and(|t| t.contains("DONE"))
+            .then_some(())
+    })
+    .await;
+    let s = eventually(30, "the session idle", || async {
+        let (_, s) = app.get(&format!("/api/v1/sessions/{id}")).await;
+        (s["activity"] == "idle").then_some(s)
+    })
+    .await;
+    assert_eq!(s["state"], "working", "{s}");
+}
+
 #[actix_web::test]
 async fn kill_removes_worktree_and_tmux_session_and_a_second_kill_says_so() {
     let Some((app, _g)) = app_with("", "").await else {

@@ -19,7 +19,8 @@
 //! `$SCRIPTED_GITHUB_API/repos/$SCRIPTED_GITHUB_REPO/pulls` with `$SCRIPTED_GITHUB_TOKEN`, as
 //! `gh pr create` would); `ASK` asks "Do you want to proceed? (y/n)" and waits for the answer (logged
 //! as a pending `AskUserQuestion` tool call, i.e. waiting_input); `IDLE` skips the work and
-//! goes quiet. Messages typed in: `exit N` exits with N, `commit MSG` makes and pushes another
+//! goes quiet; `LATE_LOG` shows the turn's end on screen 3 s before it logs it, drawing
+//! nothing then. Messages typed in: `exit N` exits with N, `commit MSG` makes and pushes another
 //! commit, an instruction whose first line ends with "and push." (Flotilla's CI, review and
 //! conflict reactions) is obeyed with a fix commit and a push when the task says `FIX`,
 //! anything else is logged as a user message and echoed as `got: LINE`.
@@ -273,6 +274,8 @@ fn commit_and_push(out: &mut Term, log: &mut Log, cwd: &Path, message: &str) {
 /// The terminal: raw mode with bracketed paste when stdin is a tty, plain lines otherwise.
 struct Term {
     saved: Option<libc::termios>,
+    /// The input line is already drawn (the next read does not draw it again).
+    prompted: bool,
 }
 
 impl Term {
@@ -280,11 +283,17 @@ impl Term {
         // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with a zeroed, then filled, termios.
         unsafe {
             if libc::isatty(0) != 1 {
-                return Term { saved: None };
+                return Term {
+                    saved: None,
+                    prompted: false,
+                };
             }
             let mut t: libc::termios = std::mem::zeroed();
             if libc::tcgetattr(0, &mut t) != 0 {
-                return Term { saved: None };
+                return Term {
+                    saved: None,
+                    prompted: false,
+                };
             }
             let saved = t;
             t.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN);
@@ -294,7 +303,10 @@ impl Term {
             libc::tcsetattr(0, libc::TCSANOW, &t);
             print!("\x1b[?2004h");
             let _ = std::io::stdout().flush();
-            Term { saved: Some(saved) }
+            Term {
+                saved: Some(saved),
+                prompted: false,
+            }
         }
     }
 
@@ -336,7 +348,9 @@ impl Term {
                 Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
             };
         }
-        self.prompt();
+        if !std::mem::take(&mut self.prompted) {
+            self.prompt();
+        }
         let mut draft: Vec<u8> = Vec::new();
         let mut in_paste = false;
         let mut stdin = std::io::stdin().lock();
@@ -510,8 +524,20 @@ fn main() {
             );
             term.line(&format!("answer: {answer}"));
         }
-        log.assistant(json!([{"type": "text", "text": "Done."}]), Some("end_turn"));
-        term.line("DONE");
+        if prompt.contains("LATE_LOG") {
+            // The screen shows the turn's end before the log does, and nothing is drawn when
+            // the log catches up (Claude Code on a loaded machine).
+            term.line("DONE");
+            if term.saved.is_some() {
+                term.prompt();
+                term.prompted = true;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            log.assistant(json!([{"type": "text", "text": "Done."}]), Some("end_turn"));
+        } else {
+            log.assistant(json!([{"type": "text", "text": "Done."}]), Some("end_turn"));
+            term.line("DONE");
+        }
     }
     let mut first = first;
     while let Some(msg) = first.take().or_else(|| term.read_message()) {

@@ -17,6 +17,7 @@ pub mod launch;
 pub mod messages;
 mod sandboxed;
 mod scm;
+mod settle;
 mod writeback;
 
 use std::collections::HashMap;
@@ -79,6 +80,8 @@ pub struct SessionActor {
     watched_log: Option<std::path::PathBuf>,
     /// A probe is scheduled (output changes within the debounce window share it).
     probe_pending: bool,
+    /// The next look at an active agent that went quiet (see [`settle`]).
+    settle: settle::Settle,
     /// An SCM check is running; checks asked for meanwhile fold into one more afterwards.
     scm: scm::CheckState,
     /// Another node owns the session now: this actor drives nothing, even after a restart.
@@ -108,6 +111,7 @@ impl SessionActor {
             restarts: 0,
             watched_log: None,
             probe_pending: false,
+            settle: settle::Settle::default(),
             scm: scm::CheckState::default(),
             released: false,
             input: deliver::InputLock::default(),
@@ -129,6 +133,9 @@ impl SessionActor {
         }
         if let Some(w) = self.watcher.take() {
             ctx.cancel_future(w);
+        }
+        if let Some(h) = self.settle.handle.take() {
+            ctx.cancel_future(h);
         }
         self.unwatch_output();
         self.supervisor.do_send(SessionEnded {
@@ -471,6 +478,9 @@ impl SessionActor {
     /// Looks at the agent now (its log, its screen, its spend) and applies what changed.
     fn probe(&mut self, ctx: &mut Context<Self>) {
         self.probe_pending = false;
+        if let Some(h) = self.settle.handle.take() {
+            ctx.cancel_future(h);
+        }
         let Some(s) = self.snapshot.clone() else {
             return;
         };
@@ -485,7 +495,33 @@ impl SessionActor {
             }
         }
         .instrument(self.span.clone());
-        ctx.spawn(fut.into_actor(self));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|(), act, ctx| act.settle_later(ctx)),
+        );
+    }
+
+    /// After a probe: another look later while the session is recorded active (its log may
+    /// lag its screen, see [`settle`]), unless output already woke a probe.
+    fn settle_later(&mut self, ctx: &mut Context<Self>) {
+        let active = self.snapshot.as_ref().is_some_and(|s| {
+            !s.session.state.is_terminal() && s.session.activity == crate::store::Activity::Active
+        });
+        let Some(delay) = self.settle.after_probe(active) else {
+            return;
+        };
+        if self.probe_pending || self.released {
+            return;
+        }
+        if let Some(h) = self.settle.handle.take() {
+            ctx.cancel_future(h);
+        }
+        self.settle.handle = Some(ctx.run_later(delay, |act, ctx| {
+            act.settle.handle = None;
+            if !act.probe_pending {
+                act.probe(ctx);
+            }
+        }));
     }
 
     fn unwatch_output(&mut self) {
@@ -1024,6 +1060,7 @@ const ACTIVE_REFRESH_SECS: i64 = 60;
 impl Handler<OutputChanged> for SessionActor {
     type Result = ();
     fn handle(&mut self, _msg: OutputChanged, ctx: &mut Self::Context) {
+        self.settle.output_changed();
         if !self.probe_pending {
             self.probe_pending = true;
             ctx.run_later(PROBE_DEBOUNCE, |act, ctx| act.probe(ctx));
