@@ -768,8 +768,15 @@ impl Machine<'_> {
                 if st.is_terminal() {
                     return self.ignore("agent.exited");
                 }
-                if st.has_open_pr() || st == S::Merged {
-                    // The PR outlives the agent: its lifecycle goes on (a later send restores).
+                let working_on_pr = self.s.session.pr.is_some()
+                    && matches!(st, S::NeedsInput | S::Working | S::Stuck);
+                if st.has_open_pr() || st == S::Merged || working_on_pr {
+                    // The PR outlives the agent: its lifecycle goes on (a later send restores),
+                    // also when the agent was working on it or waiting on a human (the
+                    // question goes with the agent; the PR is looked at again).
+                    if working_on_pr {
+                        self.back_to_work("agent_exited");
+                    }
                     self.s.session.activity = Activity::Exited;
                     self.s.session.activity_at = Some(self.at);
                     self.disarm(TimerKey::Stuck);

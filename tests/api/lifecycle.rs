@@ -583,6 +583,68 @@ async fn a_failed_check_restarts_an_agent_that_has_exited_and_delivers_the_instr
     );
 }
 
+/// The agent asks its human something after opening its PR, a check fails meanwhile (not
+/// typed onto the question), and the agent dies before anyone answers: the question goes with
+/// it, the PR does not. The session goes back to its PR, sees the failed check, and the agent
+/// is started again to fix it (before, the session ended `errored` and the PR was orphaned).
+#[actix_web::test]
+async fn an_agent_that_dies_while_asking_about_its_pr_is_restarted_for_the_failed_check() {
+    let Some(l) = setup(true, &[]).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR ASK FIX ask after the PR"}))
+        .await;
+    let s = eventually(60, "a question with a PR", || async {
+        let s = l.session(&id).await;
+        (s["state"] == "needs_input" && s["pr"].is_object()).then_some(s)
+    })
+    .await;
+    let ws = s["workspace"].as_str().expect("workspace").to_string();
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let first_head = l.head(&branch).expect("pushed");
+    l.gh.add_check_run(
+        REPO,
+        &first_head,
+        "unit-tests",
+        Some("failure"),
+        Some("assertion failed: widgets == 3"),
+    )
+    .await;
+
+    // The agent dies while it waits (its terminal's process killed).
+    let socket = flotilla::app::tmux_socket(&l.app.home);
+    let (_, panes) = crate::fleet_tmux::tmux(
+        &socket,
+        &["list-panes", "-a", "-F", "#{pane_pid} #{pane_current_path}"],
+    );
+    let pid = panes
+        .lines()
+        .find_map(|l| l.split_once(' ').filter(|(_, p)| *p == ws).map(|(p, _)| p))
+        .unwrap_or_else(|| panic!("the agent's pane in {ws}: {panes}"))
+        .to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    l.wait_told("Failed check: unit-tests", 60).await;
+    eventually(60, "the fix pushed", || async {
+        l.head(&branch).filter(|h| *h != first_head)
+    })
+    .await;
+    let s = l.session(&id).await;
+    assert!(
+        !["errored", "done", "killed"].contains(&s["state"].as_str().unwrap_or("")),
+        "{s}"
+    );
+    assert_eq!(s["workspace"], ws.as_str(), "same worktree: {s}");
+    let exited = events_of(&l, &id, "agent.exited").await;
+    assert_eq!(exited.len(), 1, "{exited:?}");
+}
+
 /// The scripted agent's conversation id (its one JSONL log under `home`).
 fn conversation_id(home: &Path) -> String {
     let projects = home.join(".claude").join("projects");

@@ -1801,3 +1801,51 @@ fn back_from_a_humans_question_with_a_pr_the_pr_is_looked_at_again() {
     assert_eq!(stuck.snapshot.session.state, SessionState::PrOpen);
     assert!(!looks(&stuck), "{:?}", stuck.effects);
 }
+
+#[test]
+fn an_agent_exiting_while_it_works_on_or_asks_about_its_pr_leaves_the_pr_lifecycle_going() {
+    let policy = Policy::defaults();
+    let ev = |code| Event {
+        at: t0(),
+        kind: EventKind::AgentExited {
+            code,
+            output: None,
+            failure: None,
+        },
+    };
+    for st in [
+        SessionState::NeedsInput,
+        SessionState::Working,
+        SessionState::Stuck,
+    ] {
+        for code in [Some(0), Some(1), None] {
+            let mut s = base(st);
+            s.session.pr = Some(pr(7));
+            if st == SessionState::NeedsInput {
+                s.session.activity = Activity::WaitingInput;
+                s.session.meta = serde_json::json!({"question": "approve Bash: rm -rf x"});
+            }
+            let out = step(&s, &ev(code), &policy);
+            let after = &out.snapshot.session;
+            assert_eq!(after.state, SessionState::PrOpen, "{st:?} exit {code:?}");
+            assert_eq!(after.activity, Activity::Exited);
+            assert!(
+                !out.effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::Notify { .. })),
+                "{st:?} exit {code:?}: {:?}",
+                out.effects
+            );
+            // PR events were not acted on while the human was asked: look now.
+            assert_eq!(
+                out.effects.contains(&Effect::CheckPr),
+                st == SessionState::NeedsInput,
+                "{st:?}: {:?}",
+                out.effects
+            );
+        }
+        // Without a PR the session ends as before.
+        let ended = step(&base(st), &ev(Some(0)), &policy);
+        assert_eq!(ended.snapshot.session.state, SessionState::Done, "{st:?}");
+    }
+}
