@@ -394,11 +394,7 @@ async fn a_client_without_a_complete_head_is_dropped_after_the_head_timeout() {
         matches!(read, Ok(0)),
         "dropped without an answer: {read:?} {rest:?}"
     );
-    assert!(
-        started.elapsed() >= head_timeout,
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= head_timeout, "{:?}", started.elapsed());
 }
 
 #[tokio::test]
