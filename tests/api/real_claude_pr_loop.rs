@@ -578,11 +578,11 @@ async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission
         .await
         .1;
     let screen = screen["output"].as_str().unwrap_or_default().to_string();
+    let (_, events) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
     assert!(
         screen.contains("Do you want to proceed?"),
-        "the dialog still waits: {screen}"
+        "the dialog still waits: {screen}\n{events:#}"
     );
-    let (_, events) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
     let kinds: Vec<&str> = events["events"]
         .as_array()
         .into_iter()
