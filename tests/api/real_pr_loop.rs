@@ -41,7 +41,13 @@ fn script(shell: fn(&str) -> Step) -> Vec<Step> {
             "printf 'widgets = 3\\n' > counter.txt && git commit -q -am 'Count three widgets' && git push -q origin HEAD",
         ),
         Step::text("Fixed the count and pushed."),
-        // After the review's instruction:
+    ]
+}
+
+/// What the model does once the review's comment is in its conversation: in the request after
+/// the fix's push when the review came while that turn ran, else in a turn of its own.
+fn review_fix(shell: fn(&str) -> Step) -> Vec<Step> {
+    vec![
         shell(
             "printf 'Counts widgets in counter.txt.\\n' > COUNTER.md && git add COUNTER.md && git commit -q -m 'Say what the counter is' && git push -q origin HEAD",
         ),
@@ -225,8 +231,9 @@ impl Loop {
         assert_eq!(self.told("Failed check: unit-tests"), 1, "typed once");
     }
 
-    /// The loop itself, from the spawn to the merge.
-    async fn run(&self) {
+    /// The loop itself, from the spawn to the merge; `review` is what the model does once
+    /// the review's comment is in its conversation.
+    async fn run(&self, review: Vec<Step>) {
         let app = &self.fleet.app;
         let id = app
             .spawn(json!({"project": "demo", "prompt": "Add a widget counter in counter.txt."}))
@@ -292,7 +299,11 @@ impl Loop {
         })
         .await;
 
-        // A review asks for changes on a line: the comment reaches the CLI, once.
+        // A review asks for changes on a line: the comment reaches the CLI, once. It may come
+        // while the fix's turn still runs: the CLI takes it into that turn, and the model turns
+        // to it instead of closing the turn.
+        self.model
+            .when_told_instead("Say what the counter counts, in COUNTER.md.", review);
         self.gh
             .add_review(
                 REPO,
@@ -379,7 +390,7 @@ async fn a_real_codex_runs_the_pr_loop_from_first_push_to_merge() {
     let Some(l) = codex_loop(script(exec_command)).await else {
         return;
     };
-    l.run().await;
+    l.run(review_fix(exec_command)).await;
 }
 
 #[actix_web::test]
@@ -387,7 +398,7 @@ async fn a_real_opencode_runs_the_pr_loop_from_first_push_to_merge() {
     let Some(l) = opencode_loop(script(bash)).await else {
         return;
     };
-    l.run().await;
+    l.run(review_fix(bash)).await;
 }
 
 /// The loop with the real Codex (`permissionless`), its model scripted by `steps`.

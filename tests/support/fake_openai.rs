@@ -139,6 +139,9 @@ struct State {
     /// Steps the script goes on with once a turn request holds the text (see
     /// [`FakeOpenAi::when_told`]).
     when_told: Option<(String, Vec<Step>)>,
+    /// Whether the told steps replace what is left of the script
+    /// ([`FakeOpenAi::when_told_instead`]).
+    told_replaces: bool,
 }
 
 /// The fake.
@@ -278,6 +281,9 @@ fn take_step(
             .is_some_and(|(needle, _)| body.to_string().contains(needle.as_str()));
         if told {
             let (_, steps) = s.when_told.take().unwrap_or_default();
+            if std::mem::take(&mut s.told_replaces) {
+                s.script.clear();
+            }
             s.script.extend(steps);
         }
         let d = s.default.clone();
@@ -585,6 +591,7 @@ impl FakeOpenAi {
             next_id: 0,
             chat_side_without_tools: false,
             when_told: None,
+            told_replaces: false,
         }));
         let data = web::Data::new(state.clone());
         let server = FakeServer::start_on_own_thread(move |cfg| {
@@ -620,7 +627,17 @@ impl FakeOpenAi {
     /// conversation, in whichever request the agent puts it (an agent that takes a message
     /// typed mid-turn into that turn, or one that queues it for the next).
     pub fn when_told(&self, needle: &str, steps: Vec<Step>) {
-        self.s().when_told = Some((needle.to_string(), steps));
+        let mut s = self.s();
+        s.when_told = Some((needle.to_string(), steps));
+        s.told_replaces = false;
+    }
+
+    /// [`FakeOpenAi::when_told`], the steps replacing what is left of the script: a model that
+    /// turns to an instruction typed mid-turn instead of closing that turn as it would have.
+    pub fn when_told_instead(&self, needle: &str, steps: Vec<Step>) {
+        let mut s = self.s();
+        s.when_told = Some((needle.to_string(), steps));
+        s.told_replaces = true;
     }
 
     /// What an empty script answers.
