@@ -765,24 +765,36 @@ impl Agent for ClaudeCodeAgent {
             },
             _ => None,
         };
-        match from_log {
-            Some((name, input)) => Some(crate::plugins::activity::mask_secrets(&waiting_question(
-                &name, &input,
-            ))),
-            None => {
-                let t = probe.terminal.as_deref()?;
-                let asked = crate::plugins::activity::terminal_question(t)?;
-                // A file in the working directory is shown relative to it as the CLI sees it
-                // (symbolic links resolved).
-                let cwd = tokio::fs::canonicalize(&probe.workspace)
-                    .await
-                    .unwrap_or_else(|_| probe.workspace.clone());
-                Some(
-                    dialog::screen_tool_question(t, &cwd)
-                        .map(|q| crate::plugins::activity::mask_secrets(&q))
-                        .unwrap_or(asked),
-                )
+        let from_log = from_log.map(|(name, input)| {
+            crate::plugins::activity::mask_secrets(&waiting_question(&name, &input))
+        });
+        let on_screen = match probe.terminal.as_deref() {
+            Some(t) => match crate::plugins::activity::terminal_question(t) {
+                Some(asked) => {
+                    // A file in the working directory is shown relative to it as the CLI
+                    // sees it (symbolic links resolved).
+                    let cwd = tokio::fs::canonicalize(&probe.workspace)
+                        .await
+                        .unwrap_or_else(|_| probe.workspace.clone());
+                    Some(match dialog::screen_tool_question(t, &cwd) {
+                        Some(q) => (crate::plugins::activity::mask_secrets(&q), true),
+                        None => (asked, false),
+                    })
+                }
+                None => None,
+            },
+            None => None,
+        };
+        match (from_log, on_screen) {
+            // The log lags the screen (Claude Code draws the next dialog before it logs the
+            // call): a tool dialog on screen that is not the log's pending call is the one
+            // asked now, and the one a key would answer.
+            (Some(logged), Some((shown, true))) if !dialog::one_call(&logged, &shown) => {
+                Some(shown)
             }
+            // The log words a call in full (the screen may cut it).
+            (Some(logged), _) => Some(logged),
+            (None, shown) => shown.map(|(q, _)| q),
         }
     }
 
@@ -1193,6 +1205,55 @@ mod tests {
             .expect("launch")
             .0
             .contains(&"given".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_dialog_on_screen_that_the_log_has_not_caught_up_with_is_the_question() {
+        // Claude Code draws the next permission dialog before it logs the call: the log's
+        // pending call is the one just answered (`cargo test`), the screen asks another.
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = settings(AgentKind::ClaudeCode, PermissionMode::Default, None);
+        s.env.insert("HOME".into(), path(&dir.path().join("home")));
+        let a = ClaudeCodeAgent::new("c".into(), s);
+        let ws = dir.path().join("ws");
+        let pdir = a.project_dir(&ws).expect("dir");
+        std::fs::create_dir_all(&pdir).expect("mkdir");
+        std::fs::write(
+            pdir.join(format!("{SESSION}.jsonl")),
+            [USER, TOOL].join("\n"),
+        )
+        .expect("log");
+        let probe = |screen: &str| ActivityProbe {
+            workspace: ws.clone(),
+            terminal: Some(screen.to_string()),
+            last_output_at: None,
+            now: now(),
+        };
+        let other = crate::plugins::activity::screen_fixture("claude-bash-permission.txt");
+        assert_eq!(
+            a.question(&probe(&other)).await.as_deref(),
+            Some("approve Bash: git commit --allow-empty -m wip")
+        );
+        // The log's own call on screen keeps the log's wording (in full).
+        let same = other.replace("git commit --allow-empty -m wip", "cargo test");
+        assert_eq!(
+            a.question(&probe(&same)).await.as_deref(),
+            Some(
+                waiting_question(
+                    "Bash",
+                    &serde_json::json!({"command": "cargo test", "description": "Run tests"})
+                )
+                .as_str()
+            )
+        );
+        // No dialog the screen words: the log's call.
+        assert_eq!(
+            a.question(&probe("Do you want to proceed? (y/n)")).await,
+            Some(waiting_question(
+                "Bash",
+                &serde_json::json!({"command": "cargo test", "description": "Run tests"})
+            ))
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //!
 //! | title | tool | what the hook names, as the dialog shows it |
 //! |---|---|---|
-//! | `Bash command` | `Bash` | the command, the body's lines joined by spaces |
+//! | `Bash command` | `Bash` | the command, the body's lines joined by spaces (behind a `│` gutter when compound) |
 //! | `Create file`, `Overwrite file` | `Write` | the path, the line(s) under the title |
 //! | `Edit file` | `Edit` | the path, the line(s) under the title |
 //! | `Edit notebook` | `NotebookEdit` | the path, the line(s) under the title but the last (what is done to which cell) |
@@ -73,6 +73,19 @@ pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
         [open, close, ..] => &dialog[open + 1..*close],
         _ => &[][..],
     };
+    // A compound or long command is drawn behind a `│` gutter, one on each of its lines.
+    let gutter = !body.is_empty() && body.iter().all(|l| l.starts_with('│'));
+    let body: Vec<&str> = body
+        .iter()
+        .map(|l| {
+            if gutter {
+                l.strip_prefix('│').unwrap_or(l).trim_start()
+            } else {
+                l
+            }
+        })
+        .collect();
+    let body = &body[..];
     if tool.is_empty() {
         return tool_use_question(head, body);
     }
@@ -103,6 +116,20 @@ pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
         }
     };
     Some(super::waiting_question(tool, &input))
+}
+
+/// Whether two wordings of a tool call (the log's, the screen's) name one call: alike but for
+/// whitespace (the screen wraps a long command where it likes), or one a start of the other
+/// (the screen may cut a call short, with or without `…`).
+pub fn one_call(a: &str, b: &str) -> bool {
+    let squeeze = |s: &str| {
+        s.trim_end_matches('…')
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+    };
+    let (a, b) = (squeeze(a), squeeze(b));
+    !a.is_empty() && !b.is_empty() && (a.starts_with(&b) || b.starts_with(&a))
 }
 
 /// A `Tool use` dialog: an MCP tool's (`<server> — <title> Tool: (MCP)` under the title,
@@ -160,6 +187,51 @@ mod tests {
 
     fn hook(tool: &str, input: serde_json::Value) -> Option<String> {
         Some(super::super::waiting_question(tool, &input))
+    }
+
+    #[test]
+    fn a_command_behind_a_gutter_is_worded_as_its_hook_words_it() {
+        // Claude Code 2.1.328 under a real run: a compound command, then a wrapped one beside
+        // the diff panel.
+        let compound = "git add counter.txt && git commit -q -m 'Add the widget counter' && git push -q origin HEAD";
+        let ws = Path::new("/tmp/.tmpvJXWhV/home/worktrees/demo/demo-1");
+        assert_eq!(
+            screen_tool_question(&screen("claude-bash-compound.txt"), ws),
+            hook(
+                "Bash",
+                json!({"command": compound, "description": "Commit and push"})
+            )
+        );
+        let curl = r#"curl -sS -f -X POST "$GITHUB_API/repos/acme/widgets/pulls" -H "Authorization: Bearer $GITHUB_TOKEN" -H 'Accept: application/vnd.github+json' -d "{\"title\":\"Add the widget counter\",\"head\":\"$(git branch --show-current)\",\"base\":\"main\",\"body\":\"Counts widgets.\"}""#;
+        assert_eq!(
+            screen_tool_question(&screen("claude-bash-wrapped-panel.txt"), ws),
+            hook("Bash", json!({"command": curl}))
+        );
+    }
+
+    #[test]
+    fn one_call_worded_by_the_log_and_by_the_screen_is_one_call() {
+        let full = "approve Bash: git rm -q counter.txt && git commit -q -m 'Drop the counter'";
+        // Wrapped on screen, or cut short with or without an ellipsis.
+        assert!(one_call(
+            full,
+            "approve Bash: git rm -q counter.txt && git  commit -q -m 'Drop the\n counter'"
+        ));
+        assert!(one_call(
+            full,
+            "approve Bash: git rm -q counter.txt && git commit…"
+        ));
+        assert!(one_call(
+            "approve mcp__probe__echo: {\"text\":\"hi\"}",
+            "approve mcp__probe__…"
+        ));
+        // Another call.
+        assert!(!one_call(
+            full,
+            "approve Bash: curl -sS -f -X POST \"$GITHUB_API/repos\""
+        ));
+        assert!(!one_call(full, "approve Write: /w/counter.txt"));
+        assert!(!one_call(full, ""));
     }
 
     /// Real screens of `claude` 2.1.328, each against what its hook reported for that dialog.
