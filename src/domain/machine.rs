@@ -690,10 +690,16 @@ impl Machine<'_> {
                     (Some(q), Some(a)) => !same_question(a, q),
                     (q, _) => q.is_some(),
                 };
-                if st == S::NeedsInput
-                    && self.s.session.activity == Activity::WaitingInput
-                    && !newer
-                {
+                let waiting =
+                    st == S::NeedsInput && self.s.session.activity == Activity::WaitingInput;
+                if waiting && newer && self.just_answered(question.as_deref()) {
+                    // A dialog just answered, seen late (its hook, or a log or screen that
+                    // lags the agent) while the agent asks the next: the agent cannot ask
+                    // both, and the next is the newer. Replacing it would have the human
+                    // answer a question the screen no longer shows.
+                    return Outcome::Noop("the question just answered; a newer one waits".into());
+                }
+                if waiting && !newer {
                     // The same wait seen again (by the hook, then the screen): its start stays.
                     // A fuller wording of it (the hook's, after the screen's cut short) is
                     // kept, and asks nothing again; unless a dialog just answered had that

@@ -1324,6 +1324,76 @@ fn a_hooks_late_report_of_the_dialog_just_answered_pages_nobody_again() {
     assert_eq!(pages(&late.effects), 1, "beyond the handful kept");
 }
 
+#[test]
+fn a_dialog_just_answered_seen_late_does_not_replace_the_next_one_asked() {
+    // Under load, the next dialog's hook lands first, then a look at a log or screen that
+    // still shows the dialog just answered (a real Claude's log lags its screen), or that
+    // dialog's own hook, late. The session stays on the next question, and nobody is paged
+    // again.
+    let policy = Policy::defaults();
+    let ev = |secs: i64, kind: EventKind| Event {
+        at: t0() + Duration::seconds(secs),
+        kind,
+    };
+    let seen = |q: &str| EventKind::AgentWaitingInput {
+        question: Some(q.into()),
+    };
+    let hook = |q: &str| EventKind::AgentReported {
+        state: ReportedState::NeedsInput,
+        note: Some(q.into()),
+        pr: None,
+        hook: true,
+    };
+    let pages = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Notify { .. }))
+            .count()
+    };
+    let asked = step(
+        &base(SessionState::Working),
+        &ev(1, hook("approve Bash: curl")),
+        &policy,
+    );
+    let answered = step(
+        &asked.snapshot,
+        &ev(
+            2,
+            EventKind::InputAnswered {
+                question: Some("approve Bash: curl".into()),
+            },
+        ),
+        &policy,
+    );
+    let next = step(
+        &answered.snapshot,
+        &ev(3, hook("approve Bash: git rm")),
+        &policy,
+    );
+    assert_eq!(next.snapshot.session.state, SessionState::NeedsInput);
+    for late in [seen("approve Bash: curl"), hook("approve Bash: curl")] {
+        let out = step(&next.snapshot, &ev(4, late.clone()), &policy);
+        assert_eq!(
+            out.snapshot.session.meta["question"], "approve Bash: git rm",
+            "{late:?}"
+        );
+        assert_eq!(
+            out.snapshot.session.activity_at,
+            next.snapshot.session.activity_at
+        );
+        assert_eq!(pages(&out.effects), 0, "{late:?}");
+    }
+    // Another question is still the newer one, and so is the answered one once its window
+    // is over.
+    let other = step(&next.snapshot, &ev(4, seen("approve Bash: ls")), &policy);
+    assert_eq!(other.snapshot.session.meta["question"], "approve Bash: ls");
+    let later = step(&next.snapshot, &ev(60, seen("approve Bash: curl")), &policy);
+    assert_eq!(
+        later.snapshot.session.meta["question"],
+        "approve Bash: curl"
+    );
+}
+
 /// A session whose PR is open and whose agent has exited (aider after its answer, claude
 /// after "done").
 fn exited(state: SessionState) -> SessionSnapshot {
