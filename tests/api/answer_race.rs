@@ -13,107 +13,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::Actor;
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use flotilla::actors::fleet::{Plugins, ProjectSpec};
 use flotilla::actors::supervisor::messages::{GetSession, SendToSession};
 use flotilla::actors::supervisor::FleetSupervisor;
 use flotilla::plugins::agent::CommandAgent;
 use flotilla::plugins::tmux::TmuxRuntime;
 use flotilla::plugins::worktree::WorktreeWorkspace;
-use flotilla::plugins::{
-    AttachInfo, LaunchSpec, PluginResult, Runtime, RuntimeHandle, ScreenQuestion,
-};
 use flotilla::store::*;
 
 use crate::actors::{fleet_over, spawn_demo};
 use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::*;
+use crate::hooked_tmux::{Hook, HookedTmux};
 
 /// The first dialog; its answer's key at once draws the second, and the screen then stays still.
 const TWO_DIALOGS: &str = r#"clear; printf 'Run cargo test?\n\n› 1. Yes, proceed (y)\n  2. No, and tell Codex what to do differently (esc)\n\nPress enter to confirm or esc to cancel\n'; IFS= read -rsn1 k; clear; printf 'Run git push origin HEAD?\n\n› 1. Yes, proceed (y)\n  2. No, and tell Codex what to do differently (esc)\n\nPress enter to confirm or esc to cancel\n'; sleep 600"#;
 
-/// Tmux, except that an answer is reported only after a look at the screen has seen the
-/// second dialog.
-struct SeenBeforeRecorded {
-    inner: TmuxRuntime,
-    second_seen: AtomicBool,
-}
-
-#[async_trait]
-impl Runtime for SeenBeforeRecorded {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    async fn create(&self, spec: &LaunchSpec) -> PluginResult<RuntimeHandle> {
-        self.inner.create(spec).await
-    }
-    async fn destroy(&self, handle: &RuntimeHandle) -> PluginResult<()> {
-        self.inner.destroy(handle).await
-    }
-    async fn is_alive(&self, handle: &RuntimeHandle) -> PluginResult<bool> {
-        self.inner.is_alive(handle).await
-    }
-    async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
-        self.inner.wait_exit(handle).await
-    }
-    async fn output(&self, handle: &RuntimeHandle, lines: usize) -> PluginResult<String> {
-        let out = self.inner.output(handle, lines).await?;
-        if out.contains("git push") {
-            self.second_seen.store(true, Ordering::SeqCst);
-        }
-        Ok(out)
-    }
-    async fn last_output_at(&self, handle: &RuntimeHandle) -> PluginResult<Option<DateTime<Utc>>> {
-        self.inner.last_output_at(handle).await
-    }
-    async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
-        self.inner.send_message(handle, text).await
-    }
-    async fn answer(
-        &self,
-        handle: &RuntimeHandle,
-        choice: &str,
-        read: ScreenQuestion,
-    ) -> PluginResult<bool> {
-        let taken = self.inner.answer(handle, choice, read).await?;
-        eventually(
-            30,
-            "a look at the second dialog before the answer is recorded",
-            || async { self.second_seen.load(Ordering::SeqCst).then_some(()) },
-        )
-        .await;
-        Ok(taken)
-    }
-    async fn input_mark(&self, handle: &RuntimeHandle) -> PluginResult<Option<u64>> {
-        self.inner.input_mark(handle).await
-    }
-    async fn resume_message(
-        &self,
-        handle: &RuntimeHandle,
-        text: &str,
-        mark: Option<u64>,
-    ) -> PluginResult<bool> {
-        self.inner.resume_message(handle, text, mark).await
-    }
-    fn attach_info(&self, handle: &RuntimeHandle) -> Option<AttachInfo> {
-        self.inner.attach_info(handle)
-    }
-    async fn list_live(&self) -> PluginResult<Vec<String>> {
-        self.inner.list_live().await
-    }
-    async fn find(&self, id: &str, since: DateTime<Utc>) -> PluginResult<Option<RuntimeHandle>> {
-        self.inner.find(id, since).await
-    }
-}
-
 fn plugins(home: &Path, socket: &str) -> Plugins {
     let mut plugins = Plugins::default();
+    // An answer is reported only after a look at the screen has seen the second dialog.
+    let second_seen = Arc::new(AtomicBool::new(false));
+    let seen = second_seen.clone();
+    let after_output: Hook = Arc::new(move |out| {
+        if out.contains("git push") {
+            seen.store(true, Ordering::SeqCst);
+        }
+        Box::pin(async {})
+    });
+    let after_answer: Hook = Arc::new(move |_| {
+        let seen = second_seen.clone();
+        Box::pin(async move {
+            eventually(
+                30,
+                "a look at the second dialog before the answer is recorded",
+                || async { seen.load(Ordering::SeqCst).then_some(()) },
+            )
+            .await;
+        })
+    });
     plugins.runtimes.insert(
         "tmux".into(),
-        Arc::new(SeenBeforeRecorded {
+        Arc::new(HookedTmux {
             inner: TmuxRuntime::new(socket.to_string(), home.join("tmux")),
-            second_seen: AtomicBool::new(false),
+            after_output: Some(after_output),
+            after_answer: Some(after_answer),
         }),
     );
     plugins

@@ -490,8 +490,16 @@ impl SessionActor {
         let addr = ctx.address();
         let fleet = self.fleet.clone();
         let fut = async move {
+            let basis = (s.session.activity, s.session.activity_at);
             for event in observe(&fleet, &s).await {
-                let _ = addr.send(Apply { event }).await;
+                let _ = match event {
+                    EventKind::AgentActive
+                    | EventKind::AgentIdle { .. }
+                    | EventKind::AgentWaitingInput { .. } => {
+                        addr.send(Observed { event, basis }).await
+                    }
+                    event => addr.send(Apply { event }).await,
+                };
             }
         }
         .instrument(self.span.clone());
@@ -499,6 +507,14 @@ impl SessionActor {
             fut.into_actor(self)
                 .map(|(), act, ctx| act.settle_later(ctx)),
         );
+    }
+
+    /// A probe after the debounce, unless one is already due.
+    fn probe_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.probe_pending {
+            self.probe_pending = true;
+            ctx.run_later(PROBE_DEBOUNCE, |act, ctx| act.probe(ctx));
+        }
     }
 
     /// After a probe: another look later while the session is recorded active (its log may
@@ -925,6 +941,39 @@ impl Handler<Apply> for SessionActor {
     }
 }
 
+/// What a probe made of the agent's activity, judged against the session's activity as it was
+/// when the probe began (`basis`: activity and since when).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StepReport, SessionError>")]
+struct Observed {
+    event: EventKind,
+    basis: (crate::store::Activity, Option<DateTime<Utc>>),
+}
+
+impl Handler<Observed> for SessionActor {
+    type Result = AtomicResponse<Self, Result<StepReport, SessionError>>;
+    /// Applied only while the session's activity is still the one the probe judged against.
+    /// A probe takes a moment (tmux, the log); meanwhile a hook may report the next dialog or
+    /// a human answer: the log moving on past the wait the probe saw is no evidence against
+    /// the wait that began since (acting on it ended a fresh wait, and a failed check's
+    /// instruction was then typed onto the dialog being drawn). Such a reading is dropped and
+    /// the agent looked at again.
+    fn handle(&mut self, msg: Observed, ctx: &mut Self::Context) -> Self::Result {
+        let Some(snap) = self.snapshot.clone() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(SessionError::NotLoaded))));
+        };
+        if (snap.session.activity, snap.session.activity_at) != msg.basis {
+            self.probe_soon(ctx);
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(StepReport {
+                session: snap,
+                changed: false,
+                message: Some("the activity changed while the probe looked".into()),
+            }))));
+        }
+        AtomicResponse::new(self.apply(msg.event))
+    }
+}
+
 /// Longest a kill waits to read the agent's usage one last time.
 const FINAL_USAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -1061,10 +1110,7 @@ impl Handler<OutputChanged> for SessionActor {
     type Result = ();
     fn handle(&mut self, _msg: OutputChanged, ctx: &mut Self::Context) {
         self.settle.output_changed();
-        if !self.probe_pending {
-            self.probe_pending = true;
-            ctx.run_later(PROBE_DEBOUNCE, |act, ctx| act.probe(ctx));
-        }
+        self.probe_soon(ctx);
     }
 }
 
