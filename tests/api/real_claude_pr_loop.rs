@@ -623,8 +623,25 @@ async fn a_failed_checks_instruction_is_not_typed_onto_a_real_claudes_permission
                 .is_some_and(|q| q.contains("git rm"))
     })
     .await;
-    let v = l.app.answer(&s, "no").await;
-    assert_eq!(v["delivered"], true, "{v}");
+    let (code, v) = l
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "no", "question": s["waiting_for"]}),
+        )
+        .await;
+    if code != 200 || v["delivered"] != true {
+        let (_, now) = l.app.get(&format!("/api/v1/sessions/{id}")).await;
+        let (_, o) = l
+            .app
+            .get(&format!("/api/v1/sessions/{id}/output?lines=40"))
+            .await;
+        let (_, events) = l.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+        panic!(
+            "the refusal: {code} {v}\nsession: {now}\nscreen:\n{}\nevents: {events:#}",
+            o["output"].as_str().unwrap_or("")
+        );
+    }
     wait_session(&l.app, &id, 60, "ci_failed", |s| s["state"] == "ci_failed").await;
     // The model got the instruction (its fix is the script's answer to it) and the CLI asks
     // to run the fix.
