@@ -1,16 +1,29 @@
 //! Tmux with test hooks: a runtime that makes a race certain by holding the session's look at
 //! the screen, or its answer, until the test has done its part.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use actix::{Actor, Addr};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use flotilla::actors::fleet::{Plugins, ProjectSpec};
+use flotilla::actors::supervisor::messages::GetSession;
+use flotilla::actors::supervisor::FleetSupervisor;
+use flotilla::plugins::agent::CommandAgent;
 use flotilla::plugins::tmux::TmuxRuntime;
+use flotilla::plugins::worktree::WorktreeWorkspace;
 use flotilla::plugins::{
     AttachInfo, LaunchSpec, PluginResult, Runtime, RuntimeHandle, ScreenQuestion,
 };
+use flotilla::store::*;
+
+use crate::actors::{fleet_over, spawn_demo};
+use crate::fleet_tmux::TmuxGuard;
+use crate::helpers::*;
 
 /// Run with what the runtime read or did (the screen's text; for an answer, `"taken"` or
 /// `"not taken"`) before it returns it to the session.
@@ -85,5 +98,86 @@ impl Runtime for HookedTmux {
     }
     async fn find(&self, id: &str, since: DateTime<Utc>) -> PluginResult<Option<RuntimeHandle>> {
         self.inner.find(id, since).await
+    }
+}
+
+/// One session of a scripted agent (`bash -c <script>`, with `env`) in [`HookedTmux`], on a
+/// fleet of its own over SQLite.
+pub struct DialogFleet {
+    pub store: SharedStore,
+    pub sup: Addr<FleetSupervisor>,
+    pub id: SessionId,
+    pub socket: String,
+    _tmux: TmuxGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl DialogFleet {
+    /// Spawns the session; `dir` is where the test keeps its own files.
+    pub async fn start(
+        dir: tempfile::TempDir,
+        script: &str,
+        env: BTreeMap<String, String>,
+        after_output: Option<Hook>,
+        after_answer: Option<Hook>,
+    ) -> Self {
+        let home = dir.path().join("home");
+        let repo = make_repo(dir.path());
+        let store = open(&format!("sqlite://{}/f.db", home.display()))
+            .await
+            .expect("store");
+        let socket = format!("flotilla-hooked-{}", uuid::Uuid::new_v4().simple());
+        let tmux = TmuxGuard(socket.clone());
+        let mut plugins = Plugins::default();
+        plugins.runtimes.insert(
+            "tmux".into(),
+            Arc::new(HookedTmux {
+                inner: TmuxRuntime::new(socket.clone(), home.join("tmux")),
+                after_output,
+                after_answer,
+            }),
+        );
+        plugins
+            .workspaces
+            .insert("worktree".into(), Arc::new(WorktreeWorkspace::new()));
+        plugins.agents.insert(
+            "dialogs".into(),
+            Arc::new(CommandAgent {
+                name: "dialogs".into(),
+                argv: vec!["bash".into(), "-c".into(), script.into()],
+                env,
+            }),
+        );
+        let projects = BTreeMap::from([(
+            "demo".to_string(),
+            ProjectSpec::simple("demo", repo, "dialogs", "tmux"),
+        )]);
+        let fleet = fleet_over(store.clone(), plugins, projects, &home);
+        let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
+        let id = spawn_demo(&sup).await.session.id;
+        DialogFleet {
+            store,
+            sup,
+            id,
+            socket,
+            _tmux: tmux,
+            _dir: dir,
+        }
+    }
+
+    /// The session now.
+    pub async fn session(&self) -> Option<SessionSnapshot> {
+        let id = self.id.clone();
+        self.sup.send(GetSession { id }).await.ok()?.ok()
+    }
+
+    /// Waits until the session waits on a question that says `want`; the question.
+    pub async fn question(&self, want: &str) -> String {
+        eventually(60, want, || async {
+            let s = self.session().await?;
+            let q = s.session.meta["question"].as_str()?.to_string();
+            (s.session.state == SessionState::NeedsInput && q.contains(want)).then_some(q)
+        })
+        .await
     }
 }
