@@ -164,8 +164,9 @@ pub(crate) async fn wait_session(
             let (_, o) = app
                 .get(&format!("/api/v1/sessions/{id}/output?lines=60"))
                 .await;
+            let (_, events) = app.get(&format!("/api/v1/sessions/{id}/events")).await;
             panic!(
-                "timed out waiting for {what}; session: {s}\nscreen:\n{}",
+                "timed out waiting for {what}; session: {s}\nscreen:\n{}\nevents: {events:#}",
                 o["output"].as_str().unwrap_or("")
             );
         }
