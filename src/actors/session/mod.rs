@@ -1137,6 +1137,9 @@ async fn project_spend(
     Some(others + mine.unwrap_or(0.0))
 }
 
+/// How long a new wait seen on the screen is given to finish drawing before it is read again.
+const REDRAW_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What the agent's log, screen and spend say now, as events for the machine. Only changes
 /// become events (the machine would also ignore repeats, but each one would be a row).
 async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
@@ -1200,6 +1203,26 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
                 let question = match api_now {
                     Some(f) => Some(f.question()),
                     None => agent.question(&probe).await,
+                };
+                // A new wait seen on the screen is worded from a second capture when the
+                // first words it otherwise: a capture caught mid-redraw shows a dialog half
+                // drawn (a real Claude's notebook dialog before its title), and the wording a
+                // wait starts with stays its question (a redraw cannot change it).
+                let question = if api_now.is_none()
+                    && sig.source == crate::plugins::activity::ActivitySource::Terminal
+                    && rec.activity != Activity::WaitingInput
+                {
+                    tokio::time::sleep(REDRAW_SETTLE).await;
+                    let again = ActivityProbe {
+                        terminal: rt.output(&h, 20).await.ok(),
+                        ..probe.clone()
+                    };
+                    match agent.question(&again).await {
+                        Some(later) => Some(later),
+                        None => question,
+                    }
+                } else {
+                    question
                 };
                 let asked = rec.meta["question"].as_str();
                 // The question just answered, on output unchanged since the answer (a log's
