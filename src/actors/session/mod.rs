@@ -1204,10 +1204,9 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
                     Some(f) => Some(f.question()),
                     None => agent.question(&probe).await,
                 };
-                // A new wait seen on the screen is worded from a second capture when the
-                // first words it otherwise: a capture caught mid-redraw shows a dialog half
-                // drawn (a real Claude's notebook dialog before its title), and the wording a
-                // wait starts with stays its question (a redraw cannot change it).
+                // A new wait seen on the screen is worded from a second capture a moment
+                // later: a capture caught mid-redraw can show a dialog half drawn, and the
+                // wording a wait starts with stays its question (a redraw cannot change it).
                 let question = if api_now.is_none()
                     && sig.source == crate::plugins::activity::ActivitySource::Terminal
                     && rec.activity != Activity::WaitingInput
