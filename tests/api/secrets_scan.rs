@@ -92,13 +92,20 @@ async fn no_configured_secret_is_on_a_command_line_in_the_log_or_in_an_answer() 
         .await
         .expect("send");
     assert!(sent.status().is_success());
-    eventually(30, "the agent's answer", || async {
-        get(&base, &format!("/api/v1/sessions/{id}/output"))
-            .await
-            .contains("got: hello")
-            .then_some(())
-    })
-    .await;
+    let sent_body = sent.text().await.unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let output = get(&base, &format!("/api/v1/sessions/{id}/output")).await;
+        if output.contains("got: hello") {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let session = get(&base, &format!("/api/v1/sessions/{id}")).await;
+            let events = get(&base, &format!("/api/v1/sessions/{id}/events")).await;
+            panic!("the agent's answer never showed; the send said {sent_body}\noutput: {output}\nsession: {session}\nevents: {events}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // A forged webhook is logged and refused, without the secret.
     let forged = http_client()
         .post(format!("{base}/webhooks/github"))
