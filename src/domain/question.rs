@@ -20,6 +20,21 @@ pub fn abridges(short: &str, full: &str) -> bool {
     })
 }
 
+/// Whether two wordings name one question as far as words can tell: alike but for
+/// whitespace (a screen wraps a long command where it likes), or one a start of the other (a
+/// screen may cut a call short, with or without `…`). Looser than [`same_question`]: what
+/// may pass for one question, not what is recorded as one.
+pub fn alike(a: &str, b: &str) -> bool {
+    let squeeze = |s: &str| {
+        s.trim_end_matches('…')
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+    };
+    let (a, b) = (squeeze(a), squeeze(b));
+    !a.is_empty() && !b.is_empty() && (a.starts_with(&b) || b.starts_with(&a))
+}
+
 /// Whether `session` still waits on the question `answers` (as it showed it, or as a
 /// notification worded it): else why not, naming what it waits on now. An answer is only
 /// typed onto the question its sender read.
@@ -86,5 +101,30 @@ mod tests {
         // Nothing kept names nothing.
         assert!(!same_question("…", full));
         assert!(!abridges("approve mcp__probe__…", "approve mcp__probe__…"));
+    }
+
+    #[test]
+    fn one_wording_of_a_call_and_another_wrapped_or_cut_are_alike() {
+        let full = "approve Bash: git rm -q counter.txt && git commit -q -m 'Drop the counter'";
+        // Wrapped on screen, or cut short with or without an ellipsis.
+        assert!(alike(
+            full,
+            "approve Bash: git rm -q counter.txt && git  commit -q -m 'Drop the\n counter'"
+        ));
+        assert!(alike(
+            full,
+            "approve Bash: git rm -q counter.txt && git commit…"
+        ));
+        assert!(alike(
+            "approve mcp__probe__echo: {\"text\":\"hi\"}",
+            "approve mcp__probe__…"
+        ));
+        // Another call.
+        assert!(!alike(
+            full,
+            "approve Bash: curl -sS -f -X POST \"$GITHUB_API/repos\""
+        ));
+        assert!(!alike(full, "approve Write: /w/counter.txt"));
+        assert!(!alike(full, ""));
     }
 }

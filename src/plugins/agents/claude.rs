@@ -789,7 +789,9 @@ impl Agent for ClaudeCodeAgent {
             // The log lags the screen (Claude Code draws the next dialog before it logs the
             // call): a tool dialog on screen that is not the log's pending call is the one
             // asked now, and the one a key would answer.
-            (Some(logged), Some((shown, true))) if !dialog::one_call(&logged, &shown) => {
+            (Some(logged), Some((shown, true)))
+                if !crate::domain::question::alike(&logged, &shown) =>
+            {
                 Some(shown)
             }
             // The log words a call in full (the screen may cut it).

@@ -118,20 +118,6 @@ pub fn screen_tool_question(screen: &str, workspace: &Path) -> Option<String> {
     Some(super::waiting_question(tool, &input))
 }
 
-/// Whether two wordings of a tool call (the log's, the screen's) name one call: alike but for
-/// whitespace (the screen wraps a long command where it likes), or one a start of the other
-/// (the screen may cut a call short, with or without `…`).
-pub fn one_call(a: &str, b: &str) -> bool {
-    let squeeze = |s: &str| {
-        s.trim_end_matches('…')
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-    };
-    let (a, b) = (squeeze(a), squeeze(b));
-    !a.is_empty() && !b.is_empty() && (a.starts_with(&b) || b.starts_with(&a))
-}
-
 /// A `Tool use` dialog: an MCP tool's (`<server> — <title> Tool: (MCP)` under the title,
 /// worded cut short after its server) or a web search's (the body's `Web Search("<query>")`).
 /// `None` for another tool's.
@@ -207,31 +193,6 @@ mod tests {
             screen_tool_question(&screen("claude-bash-wrapped-panel.txt"), ws),
             hook("Bash", json!({"command": curl}))
         );
-    }
-
-    #[test]
-    fn one_call_worded_by_the_log_and_by_the_screen_is_one_call() {
-        let full = "approve Bash: git rm -q counter.txt && git commit -q -m 'Drop the counter'";
-        // Wrapped on screen, or cut short with or without an ellipsis.
-        assert!(one_call(
-            full,
-            "approve Bash: git rm -q counter.txt && git  commit -q -m 'Drop the\n counter'"
-        ));
-        assert!(one_call(
-            full,
-            "approve Bash: git rm -q counter.txt && git commit…"
-        ));
-        assert!(one_call(
-            "approve mcp__probe__echo: {\"text\":\"hi\"}",
-            "approve mcp__probe__…"
-        ));
-        // Another call.
-        assert!(!one_call(
-            full,
-            "approve Bash: curl -sS -f -X POST \"$GITHUB_API/repos\""
-        ));
-        assert!(!one_call(full, "approve Write: /w/counter.txt"));
-        assert!(!one_call(full, ""));
     }
 
     /// Real screens of `claude` 2.1.328, each against what its hook reported for that dialog.
