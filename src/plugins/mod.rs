@@ -71,6 +71,9 @@ pub enum PluginError {
     /// The runtime, workspace or remote object does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// An answer was not typed: the agent asks another question than the one it answers.
+    #[error("the agent asks another question now; nothing was typed")]
+    AnotherQuestion,
     /// The slot has no implementation of that name in this build.
     #[error("plugin `{name}` is not available for slot {slot}")]
     Unavailable {
@@ -190,6 +193,10 @@ pub struct AttachInfo {
 /// drawn. What a runtime answering keys onto a screen looks for.
 pub type ScreenQuestion = fn(&str) -> Option<String>;
 
+/// Whether a screen shows a question other than the one an answer is for (see
+/// [`Runtime::answer_to`], [`Agent::shows_other_question`]).
+pub type OtherQuestion<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
+
 /// Where agents run. Implementations must survive a Flotilla restart: a handle persisted
 /// before a crash still finds (or reports gone) the same agent afterwards.
 #[async_trait]
@@ -254,6 +261,24 @@ pub trait Runtime: Send + Sync {
         _read: ScreenQuestion,
     ) -> PluginResult<bool> {
         self.send_message(handle, choice).await
+    }
+
+    /// [`Runtime::answer`], typed only while the question on screen is the one the answer is
+    /// for: while `other` says the screen shows another (the agent moved on before the session
+    /// saw it), nothing is typed. Default: `answer` (a runtime that cannot read the screen
+    /// cannot tell).
+    ///
+    /// # Errors
+    /// `AnotherQuestion` when the screen shows another question; else as
+    /// [`Runtime::send_message`].
+    async fn answer_to(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        read: ScreenQuestion,
+        _other: &OtherQuestion<'_>,
+    ) -> PluginResult<bool> {
+        self.answer(handle, choice, read).await
     }
 
     /// A position in the agent's input (or its output log) taken just before a message is
@@ -489,6 +514,15 @@ pub trait Agent: Send + Sync {
     /// dialogs that reading misses reads them itself.
     fn screen_question(&self) -> ScreenQuestion {
         activity::terminal_question
+    }
+
+    /// Whether `screen` shows a question other than `asked`, the one the session recorded
+    /// (as [`Agent::question`] worded it): an answer to `asked` is then not typed, since its
+    /// key would answer a question nobody read. `false` when it cannot tell (no question
+    /// drawn, or one this agent words otherwise). `workspace` is the agent's working
+    /// directory, symbolic links resolved. By default the [`Agent::screen_question`] reading.
+    fn shows_other_question(&self, screen: &str, asked: &str, _workspace: &Path) -> bool {
+        (self.screen_question())(screen).is_some_and(|q| !crate::domain::question::alike(&q, asked))
     }
 
     /// What the agent waits for, as one line for a human, when `activity` said

@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 
 use super::tmux::{session_name, RemoteFile, TmuxRuntime};
 use super::{
-    AttachInfo, LaunchSpec, PluginError, PluginResult, RemoteTmuxHandle, Runtime, RuntimeHandle,
-    ScreenQuestion, TmuxHandle,
+    AttachInfo, LaunchSpec, OtherQuestion, PluginError, PluginResult, RemoteTmuxHandle, Runtime,
+    RuntimeHandle, ScreenQuestion, TmuxHandle,
 };
 use crate::plugins::hosts::state::{Host, PaneStatus};
 
@@ -212,6 +212,20 @@ impl Runtime for RemoteTmuxRuntime {
         let h = self.parse(handle)?;
         self.check_alive(h)?;
         self.tmux.answer(&Self::local_handle(h), choice, read).await
+    }
+
+    async fn answer_to(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        read: ScreenQuestion,
+        other: &OtherQuestion<'_>,
+    ) -> PluginResult<bool> {
+        let h = self.parse(handle)?;
+        self.check_alive(h)?;
+        self.tmux
+            .answer_to(&Self::local_handle(h), choice, read, other)
+            .await
     }
 
     /// `ssh -t … tmux -L SOCKET attach-session -t NAME`.

@@ -49,7 +49,10 @@ use tokio::io::unix::AsyncFd;
 
 use super::activity::{CursorMove, MenuKey};
 pub use super::runtime_handle::TmuxHandle;
-use super::{exec, LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle, ScreenQuestion};
+use super::{
+    exec, LaunchSpec, OtherQuestion, PluginError, PluginResult, Runtime, RuntimeHandle,
+    ScreenQuestion,
+};
 
 /// Timeout of every tmux command.
 pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
@@ -672,11 +675,11 @@ impl TmuxRuntime {
         &self,
         handle: &RuntimeHandle,
         pane: &str,
-        (asked, read): (&str, ScreenQuestion),
+        (asked, read, other): (&str, ScreenQuestion, &OtherQuestion<'_>),
         words: &str,
     ) -> PluginResult<bool> {
         if let Some(instruction) = super::activity::refusal_with_instruction(asked, words) {
-            if !self.answer(handle, "no", read).await? {
+            if !self.answer_to(handle, "no", read, other).await? {
                 return Ok(false);
             }
             // OpenCode stores a prompt typed while its refused turn winds down, but never
@@ -696,7 +699,7 @@ impl TmuxRuntime {
             tracing::warn!(pane, "the answer names none of the options on screen");
             return Ok(false);
         };
-        if !self.answer(handle, &option, read).await? {
+        if !self.answer_to(handle, &option, read, other).await? {
             return Ok(false);
         }
         let question = |s: &Screen| read(&s.rows.join("\n"));
@@ -1251,6 +1254,20 @@ impl Runtime for TmuxRuntime {
         choice: &str,
         read: ScreenQuestion,
     ) -> PluginResult<bool> {
+        self.answer_to(handle, choice, read, &|_| false).await
+    }
+
+    /// As `answer`, on the question `other` does not refuse: one the agent drew in its place
+    /// (answered elsewhere, or asked next before the session saw it) may be waited out while
+    /// the answer's own is still to come (a hook reports a dialog before it is drawn), but is
+    /// never typed to; checked again just before the first key.
+    async fn answer_to(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        read: ScreenQuestion,
+        other: &OtherQuestion<'_>,
+    ) -> PluginResult<bool> {
         let h = TmuxHandle::parse(handle)?;
         if !self.takes_keys(h) {
             return Err(PluginError::NotFound(format!(
@@ -1262,7 +1279,7 @@ impl Runtime for TmuxRuntime {
         let asked = self
             .wait_screen(&h.pane, DRAFT_WAIT, |s| {
                 let text = s.rows.join("\n");
-                read(&text).map(|q| {
+                read(&text).filter(|_| !other(&text)).map(|q| {
                     let line_prompt = super::activity::line_prompt(&text);
                     let buttons = super::button_row::labels(&text);
                     let movable = match &buttons {
@@ -1274,6 +1291,9 @@ impl Runtime for TmuxRuntime {
             })
             .await?;
         let Some((asked, line_prompt, buttons, movable)) = asked else {
+            if question(&self.screen(&h.pane).await?).is_some() {
+                return Err(PluginError::AnotherQuestion);
+            }
             // No question on screen: delivered as a message instead.
             return self.send_message(handle, choice).await;
         };
@@ -1282,7 +1302,7 @@ impl Runtime for TmuxRuntime {
             // none is not typed there, unless it refuses with an instruction (its Reject).
             if super::activity::refusal_with_instruction(&asked, choice).is_some() {
                 return self
-                    .answer_in_words(handle, &h.pane, (&asked, read), choice.trim())
+                    .answer_in_words(handle, &h.pane, (&asked, read, other), choice.trim())
                     .await;
             }
             tracing::warn!(session = %h.session, "the answer names none of the buttons on screen");
@@ -1291,6 +1311,9 @@ impl Runtime for TmuxRuntime {
         // Claude Code and Codex drop a key typed just as their dialog is drawn (a hook may
         // report the wait that early); one typed a moment later is taken the first time.
         tokio::time::sleep(KEY_READY).await;
+        if other(&self.screen(&h.pane).await?.rows.join("\n")) {
+            return Err(PluginError::AnotherQuestion);
+        }
         let choice = choice.trim();
         // A line prompt reads the answer up to Enter; a menu takes one key, acting alone: a
         // yes or no picks the option saying so, other words the option they name. A menu
@@ -1307,7 +1330,7 @@ impl Runtime for TmuxRuntime {
             None if super::activity::is_choice(choice) => MenuKey::Literal(choice.to_string()),
             None => {
                 return self
-                    .answer_in_words(handle, &h.pane, (&asked, read), choice)
+                    .answer_in_words(handle, &h.pane, (&asked, read, other), choice)
                     .await
             }
         };

@@ -356,7 +356,7 @@ pub enum InstructionState {
     Delivered,
     /// Typed, but the runtime could not confirm the submission (never typed again).
     Unconfirmed,
-    /// Not delivered: the agent was gone.
+    /// Not delivered: the agent was gone, or (an answer) asked another question.
     Dropped,
 }
 

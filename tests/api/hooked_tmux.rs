@@ -17,7 +17,7 @@ use flotilla::plugins::agent::CommandAgent;
 use flotilla::plugins::tmux::TmuxRuntime;
 use flotilla::plugins::worktree::WorktreeWorkspace;
 use flotilla::plugins::{
-    AttachInfo, LaunchSpec, PluginResult, Runtime, RuntimeHandle, ScreenQuestion,
+    AttachInfo, LaunchSpec, OtherQuestion, PluginResult, Runtime, RuntimeHandle, ScreenQuestion,
 };
 use flotilla::store::*;
 
@@ -74,6 +74,19 @@ impl Runtime for HookedTmux {
         read: ScreenQuestion,
     ) -> PluginResult<bool> {
         let taken = self.inner.answer(handle, choice, read).await?;
+        if let Some(hook) = &self.after_answer {
+            hook(if taken { "taken" } else { "not taken" }.into()).await;
+        }
+        Ok(taken)
+    }
+    async fn answer_to(
+        &self,
+        handle: &RuntimeHandle,
+        choice: &str,
+        read: ScreenQuestion,
+        other: &OtherQuestion<'_>,
+    ) -> PluginResult<bool> {
+        let taken = self.inner.answer_to(handle, choice, read, other).await?;
         if let Some(hook) = &self.after_answer {
             hook(if taken { "taken" } else { "not taken" }.into()).await;
         }

@@ -1,6 +1,7 @@
 //! One integration-test binary (fast to link), one module per area.
 
 mod actors;
+mod answer_moved_on;
 mod answer_race;
 mod app_builder;
 mod bad_input;

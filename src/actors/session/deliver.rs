@@ -11,6 +11,7 @@
 //!
 //! [`Runtime::resume_message`]: crate::plugins::Runtime::resume_message
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -80,11 +81,26 @@ pub async fn deliver_open(
                 match ins.kind {
                     InstructionKind::Answer => {
                         // The question on screen as the agent's plugin reads it.
-                        let read = fleet.plugins.agent(&rec.agent).map_or(
+                        let agent = fleet.plugins.agent(&rec.agent).ok();
+                        let read = agent.as_ref().map_or(
                             crate::plugins::activity::terminal_question as ScreenQuestion,
                             |a| a.screen_question(),
                         );
-                        runtime.answer(handle, &ins.body, read).await
+                        // The answer is for the question the session showed its sender: a
+                        // key typed onto another (the agent moved on before the session saw
+                        // it) would answer what nobody read.
+                        let asked = rec.meta["question"].as_str();
+                        let workspace = match rec.workspace.as_deref() {
+                            Some(w) => tokio::fs::canonicalize(w)
+                                .await
+                                .unwrap_or_else(|_| PathBuf::from(w)),
+                            None => PathBuf::new(),
+                        };
+                        let other = |screen: &str| match (&agent, asked) {
+                            (Some(a), Some(q)) => a.shows_other_question(screen, q, &workspace),
+                            _ => false,
+                        };
+                        runtime.answer_to(handle, &ins.body, read, &other).await
                     }
                     _ => runtime.send_message(handle, &ins.body).await,
                 }
@@ -107,8 +123,8 @@ pub async fn deliver_open(
 fn outcome(result: &Result<bool, PluginError>) -> InstructionState {
     match result {
         Ok(true) => InstructionState::Delivered,
-        // The agent was gone before anything was typed.
-        Err(PluginError::NotFound(_)) => InstructionState::Dropped,
+        // The agent was gone, or asked another question, before anything was typed.
+        Err(PluginError::NotFound(_) | PluginError::AnotherQuestion) => InstructionState::Dropped,
         // Typed but unconfirmed, or failed part-way: never typed again.
         Ok(false) | Err(_) => InstructionState::Unconfirmed,
     }
@@ -150,6 +166,10 @@ mod tests {
         assert_eq!(outcome(&Ok(false)), InstructionState::Unconfirmed);
         assert_eq!(
             outcome(&Err(PluginError::NotFound("gone".into()))),
+            InstructionState::Dropped
+        );
+        assert_eq!(
+            outcome(&Err(PluginError::AnotherQuestion)),
             InstructionState::Dropped
         );
         assert_eq!(

@@ -461,7 +461,7 @@ impl SessionActor {
         let fleet = self.fleet.clone();
         let fut = async move {
             if probe {
-                for event in observe(&fleet, &s).await {
+                for event in observe(&fleet, &s, false).await {
                     let _ = addr.send(Apply { event }).await;
                 }
             }
@@ -477,6 +477,11 @@ impl SessionActor {
 
     /// Looks at the agent now (its log, its screen, its spend) and applies what changed.
     fn probe(&mut self, ctx: &mut Context<Self>) {
+        self.look(ctx, false);
+    }
+
+    /// [`Self::probe`]; `moved_on` as in [`observe`].
+    fn look(&mut self, ctx: &mut Context<Self>, moved_on: bool) {
         self.probe_pending = false;
         if let Some(h) = self.settle.handle.take() {
             ctx.cancel_future(h);
@@ -491,7 +496,7 @@ impl SessionActor {
         let fleet = self.fleet.clone();
         let fut = async move {
             let basis = (s.session.activity, s.session.activity_at);
-            for event in observe(&fleet, &s).await {
+            for event in observe(&fleet, &s, moved_on).await {
                 let _ = match event {
                     EventKind::AgentActive
                     | EventKind::AgentIdle { .. }
@@ -941,6 +946,19 @@ impl Handler<Apply> for SessionActor {
     }
 }
 
+/// An answer found the agent asking another question than the one recorded: look at it now,
+/// and take the question on screen as the one that waits.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct QuestionMoved;
+
+impl Handler<QuestionMoved> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, _msg: QuestionMoved, ctx: &mut Self::Context) {
+        self.look(ctx, true);
+    }
+}
+
 /// What a probe made of the agent's activity, judged against the session's activity as it was
 /// when the probe began (`basis`: activity and since when).
 #[derive(Debug, Message)]
@@ -1142,7 +1160,10 @@ const REDRAW_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What the agent's log, screen and spend say now, as events for the machine. Only changes
 /// become events (the machine would also ignore repeats, but each one would be a row).
-async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
+/// Looks at the agent: its activity, its question, its spend. `moved_on`: an answer just found
+/// the agent asking another question than the one recorded (seen on a settled screen, so not a
+/// redraw): the question on screen is then a new wait, as a log's would be.
+async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<EventKind> {
     use crate::plugins::activity::ActivityProbe;
     use crate::store::Activity;
     let rec = &s.session;
@@ -1241,8 +1262,9 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot) -> Vec<EventKind> {
                     );
                 // Only the agent's own log can show it moved on to another question; a
                 // redraw of the screen cannot.
-                let moved_on = sig.source == crate::plugins::activity::ActivitySource::Native
-                    && rec.activity_at.is_none_or(|w| at > w);
+                let moved_on = moved_on
+                    || (sig.source == crate::plugins::activity::ActivitySource::Native
+                        && rec.activity_at.is_none_or(|w| at > w));
                 (!stale_screen
                     && (rec.activity != Activity::WaitingInput
                         || (moved_on
@@ -1439,6 +1461,10 @@ impl Handler<SendMessage> for SessionActor {
                             addr.do_send(OutputChanged);
                         }
                         Ok(_) => {}
+                        Err(SessionError::Plugin(PluginError::AnotherQuestion)) => {
+                            // The human is asked the question that waits now.
+                            addr.do_send(QuestionMoved);
+                        }
                         Err(ref e) => {
                             tracing::warn!(session = %rec.id, error = %e, "message not typed")
                         }
@@ -1446,6 +1472,12 @@ impl Handler<SendMessage> for SessionActor {
                     r
                 });
                 let (delivered, pending) = match tokio::time::timeout(deadline, typing).await {
+                    Ok(Ok(Err(SessionError::Plugin(PluginError::AnotherQuestion)))) => {
+                        return Err(SessionError::Rejected(format!(
+                            "the agent of session {id} now asks another question; nothing was \
+                             typed"
+                        )))
+                    }
                     Ok(Ok(r)) => (r?, false),
                     Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Ok(Err(_)) => return Err(SessionError::NotLoaded),

@@ -800,6 +800,19 @@ impl Agent for ClaudeCodeAgent {
         }
     }
 
+    /// Only a tool dialog worded as its hook words it can be told from the question
+    /// recorded: the screen's generic wording of a dialog (its title and options) is not how
+    /// a hook, the log or `AskUserQuestion` word the same question.
+    fn shows_other_question(&self, screen: &str, asked: &str, workspace: &Path) -> bool {
+        use crate::domain::question::alike;
+        let generic = crate::plugins::activity::terminal_question(screen);
+        let tool = generic
+            .as_ref()
+            .and_then(|_| dialog::screen_tool_question(screen, workspace))
+            .map(|q| crate::plugins::activity::mask_secrets(&q));
+        tool.is_some_and(|t| !alike(&t, asked)) && !generic.is_some_and(|g| alike(&g, asked))
+    }
+
     async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {
         let Some(path) = self.latest_log(workspace).await? else {
             return Ok(None);
@@ -849,6 +862,38 @@ mod tests {
     }
 
     const SESSION: &str = "0b0d6c1e-1111-4222-8333-444455556666";
+
+    /// An answer is typed only onto the question it answers: a tool dialog worded as its hook
+    /// words it tells another call apart; a dialog worded otherwise cannot be told.
+    #[test]
+    fn another_tool_dialog_on_screen_is_another_question() {
+        use crate::plugins::activity::{screen_fixture, terminal_question};
+        let a = agent(PermissionMode::Default, None);
+        let ws = Path::new("/tmp/.tmpZdmhIb/home/worktrees/demo/demo-1");
+        let other = |screen: &str, asked: &str| a.shows_other_question(screen, asked, ws);
+        let bash = screen_fixture("claude-bash-permission.txt");
+        // The dialog asked, as its hook or the log words it, or the screen's generic wording.
+        assert!(!other(
+            &bash,
+            "approve Bash: git commit --allow-empty -m wip"
+        ));
+        assert!(!other(&bash, "approve Bash: git commit --allow-empty…"));
+        let generic = terminal_question(&bash).expect("a dialog");
+        assert!(!other(&bash, &generic));
+        // Another call.
+        assert!(other(&bash, "approve Bash: git push origin HEAD"));
+        assert!(other(&bash, "approve Write: /w/notes.txt"));
+        // A dialog not worded as a hook words it (`AskUserQuestion`'s) cannot be told apart;
+        // no dialog refuses nothing.
+        assert!(!other(
+            &screen_fixture("claude-ask.txt"),
+            "approve Bash: git push"
+        ));
+        assert!(!other(
+            &screen_fixture("claude-idle.txt"),
+            "approve Bash: git push"
+        ));
+    }
 
     fn agent(mode: PermissionMode, model: Option<&str>) -> ClaudeCodeAgent {
         ClaudeCodeAgent::new(

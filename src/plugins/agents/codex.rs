@@ -517,6 +517,12 @@ impl Agent for CodexAgent {
         dialog::screen_question(screen).or_else(|| terminal_question(screen))
     }
 
+    fn shows_other_question(&self, screen: &str, asked: &str, _workspace: &Path) -> bool {
+        dialog::screen_question(screen)
+            .or_else(|| terminal_question(screen))
+            .is_some_and(|q| !crate::domain::question::alike(&q, asked))
+    }
+
     async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {
         let Some((path, _)) = self.rollout(workspace).await? else {
             return Ok(None);
@@ -547,6 +553,23 @@ mod tests {
     }
 
     const ID: &str = "0199a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b";
+
+    /// An answer is typed only onto the dialog it answers, worded as the session records it.
+    #[test]
+    fn another_approval_on_screen_is_another_question() {
+        use crate::plugins::activity::screen_fixture;
+        let a = CodexAgent::new(
+            "codex".into(),
+            settings(AgentKind::Codex, PermissionMode::Default, None),
+        );
+        let ws = Path::new("/w");
+        let run = screen_fixture("codex-run-command.txt");
+        let edits = screen_fixture("codex-edits.txt");
+        let asked = dialog::screen_question(&run).expect("dialog");
+        assert!(!a.shows_other_question(&run, &asked, ws));
+        assert!(a.shows_other_question(&edits, &asked, ws));
+        assert!(!a.shows_other_question("› \n", &asked, ws));
+    }
 
     fn meta(cwd: &str) -> String {
         format!(

@@ -341,6 +341,12 @@ impl Agent for OpencodeAgent {
         permission_question(screen).or_else(|| screen_question(screen))
     }
 
+    fn shows_other_question(&self, screen: &str, asked: &str, _workspace: &Path) -> bool {
+        permission_question(screen)
+            .or_else(|| screen_question(screen))
+            .is_some_and(|q| !crate::domain::question::alike(&q, asked))
+    }
+
     fn screen_question(&self) -> crate::plugins::ScreenQuestion {
         screen_question
     }
