@@ -31,12 +31,27 @@ pub fn tmux(socket: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// The app's tmux server is killed when the test ends.
+/// The app's tmux server is killed when the test ends, and its agents waited for: an agent
+/// still writing (Claude Code saves its state as it dies) would put files back into a temp dir
+/// being removed, and leave it behind. Fields holding one come first, so it drops first.
 pub struct TmuxGuard(pub String);
 
 impl Drop for TmuxGuard {
     fn drop(&mut self) {
+        let (_, panes) = tmux(&self.0, &["list-panes", "-a", "-F", "#{pane_pid}"]);
         let _ = tmux(&self.0, &["kill-server"]);
+        // A zombie has ended (nobody may reap it here).
+        let alive = |pid: &&str| {
+            std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).is_ok_and(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while panes.lines().any(|p| alive(&p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

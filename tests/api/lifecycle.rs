@@ -19,10 +19,10 @@ const TOKEN: &str = "ghp_lifecycle";
 const SECRET: &str = "lifecycle-secret";
 
 pub(crate) struct Loop {
+    _tmux: TmuxGuard,
     pub(crate) app: TestApp,
     pub(crate) gh: FakeGithub,
     pub(crate) agent_home: PathBuf,
-    _tmux: TmuxGuard,
 }
 
 /// Agent lines: the scripted agent as `claude-code`, able to open PRs on `gh`.

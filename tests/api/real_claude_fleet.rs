@@ -42,11 +42,11 @@ fn onboarded_home(dir: &Path) -> PathBuf {
 }
 
 pub(crate) struct Real {
+    _tmux: TmuxGuard,
     pub(crate) app: TestApp,
     pub(crate) model: FakeAnthropic,
     pub(crate) hooks: Receivers,
     pub(crate) agent_home: PathBuf,
-    _tmux: TmuxGuard,
 }
 
 async fn setup(script: Vec<Step>, mode: &str, args: &str) -> Option<Real> {

@@ -40,10 +40,10 @@ fn first_workspace(dir: &Path) -> PathBuf {
 }
 
 struct Loop {
+    _tmux: TmuxGuard,
     app: TestApp,
     model: FakeAnthropic,
     gh: FakeGithub,
-    _tmux: TmuxGuard,
 }
 
 /// An app whose project lives on the fake GitHub (webhooks on, no polling), with the real

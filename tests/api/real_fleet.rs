@@ -28,9 +28,9 @@ impl<S> std::ops::Deref for ModelFleet<S> {
 
 /// The app, its pages, and its private tmux server (killed on drop).
 pub(crate) struct AgentFleet {
+    _tmux: TmuxGuard,
     pub(crate) app: TestApp,
     pub(crate) hooks: Receivers,
-    _tmux: TmuxGuard,
 }
 
 impl AgentFleet {
