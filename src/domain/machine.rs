@@ -26,6 +26,10 @@ pub use restart::{launch_message, pending_restart, DueInstruction, PendingRestar
 /// too.
 pub const LAUNCH_KEY: &str = "launch_at";
 
+/// The `meta` key recording, per reaction, the PR failure a waiting human was told of (see
+/// `tell_the_waiting_human`).
+pub const TOLD_WHILE_WAITING: &str = "told_while_waiting";
+
 /// When the session's latest runtime start was decided, if the machine recorded it.
 pub fn launch_intent(s: &SessionSnapshot) -> Option<DateTime<Utc>> {
     s.session
@@ -849,6 +853,13 @@ impl Machine<'_> {
                 summary,
                 fingerprint,
             } => {
+                if st == S::NeedsInput && self.s.session.pr.is_some() {
+                    return self.tell_the_waiting_human(
+                        ReactionKey::CiFailed,
+                        fingerprint,
+                        &format!("CI failed on the PR.\n\n{summary}"),
+                    );
+                }
                 if !self.pr_live() {
                     return self.ignore("ci.failed");
                 }
@@ -878,6 +889,13 @@ impl Machine<'_> {
                 summary,
                 fingerprint,
             } => {
+                if st == S::NeedsInput && self.s.session.pr.is_some() {
+                    return self.tell_the_waiting_human(
+                        ReactionKey::ChangesRequested,
+                        fingerprint,
+                        &format!("A reviewer requested changes on the PR.\n\n{summary}"),
+                    );
+                }
                 if !self.pr_live() {
                     return self.ignore("review.changes_requested");
                 }
@@ -1324,6 +1342,45 @@ impl Machine<'_> {
             ReactionKey::AgentIdle => self.s.session.activity == Activity::Idle,
             _ => true,
         }
+    }
+
+    /// News of the PR while the agent waits for a human: nothing goes to the agent (an
+    /// instruction typed onto its dialog would answer it; it goes once the wait ends, see
+    /// [`Self::back_to_work`]), but the human asked is told, once per failure (recorded in
+    /// `meta.told_while_waiting`), since it may change their answer. A failure the agent was
+    /// already sent is no news.
+    fn tell_the_waiting_human(
+        &mut self,
+        reaction: ReactionKey,
+        fingerprint: &str,
+        news: &str,
+    ) -> Outcome {
+        let key = reaction.as_str();
+        let sent = self
+            .s
+            .tracker(reaction)
+            .and_then(|t| t.fingerprint.as_deref());
+        let told = self.s.session.meta[TOLD_WHILE_WAITING][key].as_str();
+        if sent == Some(fingerprint) || told == Some(fingerprint) {
+            return Outcome::Noop(format!("{key} already known while the agent waits"));
+        }
+        if !self.s.session.meta.is_object() {
+            self.s.session.meta = serde_json::json!({});
+        }
+        self.s.session.meta[TOLD_WHILE_WAITING][key] = serde_json::json!(fingerprint);
+        let asked = match self.s.session.meta["question"].as_str() {
+            Some(q) => format!(" ({q})"),
+            None => String::new(),
+        };
+        self.effects.push(Effect::Notify {
+            reaction: None,
+            priority: Priority::Action,
+            message: format!(
+                "While the agent waits for your answer{asked}: {news}\n\nThe agent is told once it has your answer."
+            ),
+            escalation: false,
+        });
+        Outcome::Applied
     }
 
     /// Leaves `needs_input` or `stuck` for the state work goes on in: `pr_open` with a PR,

@@ -645,6 +645,91 @@ async fn an_agent_that_dies_while_asking_about_its_pr_is_restarted_for_the_faile
     assert_eq!(exited.len(), 1, "{exited:?}");
 }
 
+/// A check fails while the agent waits on its human: the human is told at once (it may change
+/// the answer), once however often the PR is read meanwhile; the agent is told once answered.
+#[actix_web::test]
+async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agent() {
+    let hooks = crate::receivers::Receivers::start().await;
+    let yaml = format!(
+        "notifiers:\n  hook: {{ kind: webhook, url: \"{}\" }}\ndefaults: {{ notifiers: [hook] }}\nnotifications: {{ poll_interval: 100ms, backoff_initial: 100ms, backoff_max: 2s, timeout: 5s }}\n",
+        hooks.webhook_url()
+    );
+    let env = [
+        ("FLOTILLA__GITHUB__POLL_INTERVAL", "1s"),
+        ("FLOTILLA__GITHUB__RECONCILE_EVERY", "1"),
+    ];
+    let Some(l) = setup_yaml(true, &env, true, &yaml).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "OPEN_PR ASK FIX ask after the PR"}))
+        .await;
+    let s = eventually(60, "a question with a PR", || async {
+        let s = l.session(&id).await;
+        (s["state"] == "needs_input" && s["pr"].is_object()).then_some(s)
+    })
+    .await;
+    let branch = s["branch"].as_str().expect("branch").to_string();
+    let first_head = l.head(&branch).expect("pushed");
+    l.gh.add_check_run(
+        REPO,
+        &first_head,
+        "unit-tests",
+        Some("failure"),
+        Some("assertion failed: widgets == 3"),
+    )
+    .await;
+    let news = |v: &Value| {
+        v["notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("While the agent waits for your answer"))
+            })
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let told_human = eventually(60, "the human told of the failed check", || async {
+        let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
+        let n = news(&v);
+        (!n.is_empty()).then_some(n)
+    })
+    .await;
+    let message = told_human[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Do you want to proceed?") && message.contains("unit-tests"),
+        "{message}"
+    );
+    assert!(
+        !told(&l.agent_home)
+            .iter()
+            .any(|m| m.contains("Failed check: unit-tests")),
+        "typed onto the question"
+    );
+    // Polls read the same failure again: no news.
+    let polls = l.gh.count("POST /graphql");
+    eventually(30, "more polls", || async {
+        (l.gh.count("POST /graphql") >= polls + 3).then_some(())
+    })
+    .await;
+    let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
+    assert_eq!(news(&v).len(), 1, "{v}");
+
+    let (code, v) = l
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "y", "question": s["waiting_for"]}),
+        )
+        .await;
+    assert_eq!((code, &v["delivered"]), (200, &json!(true)), "{v}");
+    assert_eq!(l.wait_told("Failed check: unit-tests", 60).await, 1);
+}
+
 /// The scripted agent's conversation id (its one JSONL log under `home`).
 fn conversation_id(home: &Path) -> String {
     let projects = home.join(".claude").join("projects");

@@ -1872,6 +1872,83 @@ fn back_from_a_humans_question_with_a_pr_the_pr_is_looked_at_again() {
     assert!(!looks(&stuck), "{:?}", stuck.effects);
 }
 
+/// The human a session waits on is told of PR news that came meanwhile, once per failure, since
+/// it may change their answer; the agent gets it only after the answer. A failure the agent
+/// was already sent is no news.
+#[test]
+fn pr_news_during_a_wait_is_told_to_the_human_once_and_not_typed() {
+    let policy = Policy::defaults();
+    let ev = |kind: EventKind| Event { at: t0(), kind };
+    let ci = |fp: &str| {
+        ev(EventKind::CiFailed {
+            summary: "unit-tests failed".into(),
+            fingerprint: fp.into(),
+        })
+    };
+    let asks = || {
+        ev(EventKind::AgentWaitingInput {
+            question: Some("approve Bash: git push".into()),
+        })
+    };
+    let told = |out: &Step| -> Vec<String> {
+        out.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let typed = |out: &Step| {
+        out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::SendToAgent { .. }))
+    };
+    let mut open = base(SessionState::PrOpen);
+    open.session.pr = Some(pr(7));
+    let waiting = step(&open, &asks(), &policy).snapshot;
+    assert_eq!(waiting.session.state, SessionState::NeedsInput);
+
+    let first = step(&waiting, &ci("abc:unit"), &policy);
+    assert_eq!(first.snapshot.session.state, SessionState::NeedsInput);
+    assert!(!typed(&first), "{:?}", first.effects);
+    let news = told(&first);
+    assert_eq!(news.len(), 1, "{news:?}");
+    assert!(
+        news[0].contains("(approve Bash: git push)") && news[0].contains("unit-tests failed"),
+        "{news:?}"
+    );
+    // The same failure again is no news; another is.
+    let again = step(&first.snapshot, &ci("abc:unit"), &policy);
+    assert!(
+        told(&again).is_empty() && !typed(&again),
+        "{:?}",
+        again.effects
+    );
+    let other = step(&first.snapshot, &ci("def:lint"), &policy);
+    assert_eq!(told(&other).len(), 1, "{:?}", other.effects);
+    let review = step(
+        &first.snapshot,
+        &ev(EventKind::ChangesRequested {
+            summary: "src/a.rs:3 rename this".into(),
+            fingerprint: "r1".into(),
+        }),
+        &policy,
+    );
+    assert!(
+        told(&review).iter().any(|m| m.contains("rename this")),
+        "{:?}",
+        review.effects
+    );
+
+    // A failure the agent was sent before it asked: no news to the human.
+    let failed = step(&open, &ci("abc:unit"), &policy);
+    assert!(typed(&failed), "{:?}", failed.effects);
+    let waiting = step(&failed.snapshot, &asks(), &policy).snapshot;
+    let same = step(&waiting, &ci("abc:unit"), &policy);
+    assert!(told(&same).is_empty(), "{:?}", same.effects);
+}
+
 #[test]
 fn an_agent_exiting_while_it_works_on_or_asks_about_its_pr_leaves_the_pr_lifecycle_going() {
     let policy = Policy::defaults();
