@@ -161,6 +161,12 @@ impl Router {
             Some(r @ ReactionKey::AgentNeedsInput) if !*escalation => {
                 Some(format!("{}@{}", r.as_str(), question_group(session)))
             }
+            // PR news told to a human the agent waits on (the machine's only notification of
+            // these events without a reaction): one group per failure told.
+            None if !*escalation && WAITING_NEWS.contains(&cause) => Some(format!(
+                "waiting@{}",
+                digest(&session.meta[crate::domain::machine::TOLD_WHILE_WAITING])
+            )),
             _ => reaction.map(|r| r.as_str().to_string()),
         };
         let until = at.checked_add_signed(self.dedupe_window).unwrap_or(at);
@@ -213,9 +219,19 @@ impl Router {
 /// question, unanswered, stays one group (one page per window). A digest of them, so that a
 /// long question does not make a long key.
 fn question_group(session: &SessionRecord) -> String {
+    digest(&json!([
+        session.meta["question"],
+        session.meta["answered"]["at"]
+    ]))
+}
+
+/// The events whose news a waiting human is told of (`machine::tell_the_waiting_human`).
+const WAITING_NEWS: [&str; 2] = ["ci.failed", "review.changes_requested"];
+
+/// A short digest of a value, so that a long one does not make a long key.
+fn digest(v: &serde_json::Value) -> String {
     use sha2::Digest;
-    let wait = json!([session.meta["question"], session.meta["answered"]["at"]]);
-    hex::encode(&sha2::Sha256::digest(wait.to_string().as_bytes())[..8])
+    hex::encode(&sha2::Sha256::digest(v.to_string().as_bytes())[..8])
 }
 
 /// The dedupe group: the same notifier, session, event, reaction (for a wait for a human, the
@@ -319,6 +335,30 @@ mod tests {
         assert_eq!(r.context["reaction"], "agent-exited");
         assert_eq!(r.context["state"], "errored");
         assert_ne!(rows[0].id, rows[1].id, "ids are unique");
+    }
+
+    /// Each failure told to a human the agent waits on is its own notification.
+    #[test]
+    fn each_failure_told_to_a_waiting_human_is_its_own_dedupe_group() {
+        let mut s = session("demo");
+        let at = s.created_at;
+        let news = Effect::Notify {
+            reaction: None,
+            priority: Priority::Action,
+            message: "While the agent waits for your answer: CI failed on the PR.".into(),
+            escalation: false,
+        };
+        let key = |s: &SessionRecord, cause: &str| {
+            router().route(s, cause, &news, at)[0].dedupe_key.clone()
+        };
+        s.meta = json!({"told_while_waiting": {"ci-failed": "abc:unit"}});
+        let first = key(&s, "ci.failed");
+        assert_eq!(first, key(&s, "ci.failed"), "the same failure");
+        assert!(first.contains("|ci.failed|waiting@"), "{first}");
+        s.meta["told_while_waiting"]["ci-failed"] = json!("def:lint");
+        assert_ne!(first, key(&s, "ci.failed"), "another failure");
+        // Another event's notification without a reaction keeps one group.
+        assert!(key(&s, "agent.exited").contains("|agent.exited|-|"));
     }
 
     /// Two questions are two notifications, however close, and so is one asked again after

@@ -718,6 +718,25 @@ async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agen
     .await;
     let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
     assert_eq!(news(&v).len(), 1, "{v}");
+    // Another check fails: news again, within the notifications' dedupe window.
+    l.gh.add_check_run(
+        REPO,
+        &first_head,
+        "lint",
+        Some("failure"),
+        Some("unused import"),
+    )
+    .await;
+    let told_again = eventually(60, "the human told of the second failure", || async {
+        let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
+        let n = news(&v);
+        (n.len() == 2).then_some(n)
+    })
+    .await;
+    assert!(
+        told_again.iter().any(|n| n.to_string().contains("lint")),
+        "{told_again:?}"
+    );
 
     let (code, v) = l
         .app
