@@ -115,3 +115,40 @@ async fn an_answer_for_a_dialog_answered_at_the_terminal_is_not_typed_onto_the_n
     })
     .await;
 }
+
+/// Answered at the terminal, the agent draws the next dialog at once: no work shows between,
+/// and the screen's reading of another question does not replace the one that waits unless
+/// it settles on a question the agent's plugin tells apart. It does here, so the human is
+/// asked the next question without first having an answer refused.
+#[actix_web::test]
+async fn a_dialog_answered_at_the_terminal_and_the_next_drawn_at_once_is_asked() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let f = DialogFleet::start(
+        tempfile::tempdir().expect("tempdir"),
+        TWO_DIALOGS,
+        BTreeMap::new(),
+        None,
+        None,
+    )
+    .await;
+    f.question("cargo test").await;
+    let keyed = std::process::Command::new("tmux")
+        .args(["-L", &f.socket, "send-keys", "-t", f.id.as_str(), "y"])
+        .status()
+        .expect("tmux");
+    assert!(keyed.success());
+    let second = f.question("git push").await;
+    assert!(second.contains("git push origin HEAD"), "{second}");
+    let events = f
+        .store
+        .session_events(&f.id, 0, 1000)
+        .await
+        .expect("events");
+    let waits = events
+        .iter()
+        .filter(|e| e.kind == "agent.waiting_input")
+        .count();
+    assert_eq!(waits, 2, "{events:#?}");
+}

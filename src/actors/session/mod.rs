@@ -1260,17 +1260,24 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
                         question.as_deref(),
                         probe.last_output_at,
                     );
-                // Only the agent's own log can show it moved on to another question; a
-                // redraw of the screen cannot.
+                // The agent's own log can show it moved on to another question. A redraw of
+                // the screen cannot, but a screen that stays on a question its agent's plugin
+                // tells from the one recorded can (answered at the terminal, the next dialog
+                // drawn before the session saw any work between).
+                let other =
+                    |q: &str| !asked.is_some_and(|a| crate::domain::question::same_question(a, q));
                 let moved_on = moved_on
                     || (sig.source == crate::plugins::activity::ActivitySource::Native
-                        && rec.activity_at.is_none_or(|w| at > w));
+                        && rec.activity_at.is_none_or(|w| at > w))
+                    || (api_now.is_none()
+                        && sig.source == crate::plugins::activity::ActivitySource::Terminal
+                        && rec.activity == Activity::WaitingInput
+                        && question.as_deref().is_some_and(other)
+                        && shows_settled_other(rt.as_ref(), &h, agent.as_ref(), &probe, asked)
+                            .await);
                 (!stale_screen
                     && (rec.activity != Activity::WaitingInput
-                        || (moved_on
-                            && question.as_deref().is_some_and(|q| {
-                                !asked.is_some_and(|a| crate::domain::question::same_question(a, q))
-                            }))))
+                        || (moved_on && question.as_deref().is_some_and(other))))
                 .then_some(EventKind::AgentWaitingInput { question })
             }
             Activity::Active | Activity::Idle if stale(at) => None,
@@ -1291,6 +1298,29 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
     }
     out.extend(usage_event(fleet, rec, agent.as_ref(), &ws).await);
     out
+}
+
+/// Whether the screen `probe` captured shows a question other than `asked`, as the agent's
+/// plugin tells them apart (`Agent::shows_other_question`, what an answer is refused on), and
+/// still shows the same a moment later: a settled screen, not a dialog caught mid-redraw.
+async fn shows_settled_other(
+    rt: &dyn crate::plugins::Runtime,
+    h: &RuntimeHandle,
+    agent: &dyn crate::plugins::Agent,
+    probe: &crate::plugins::activity::ActivityProbe,
+    asked: Option<&str>,
+) -> bool {
+    let (Some(screen), Some(asked)) = (probe.terminal.as_deref(), asked) else {
+        return false;
+    };
+    tokio::time::sleep(REDRAW_SETTLE).await;
+    if rt.output(h, 20).await.ok().as_deref() != Some(screen) {
+        return false;
+    }
+    let ws = tokio::fs::canonicalize(&probe.workspace)
+        .await
+        .unwrap_or_else(|_| probe.workspace.clone());
+    agent.shows_other_question(screen, asked, &ws)
 }
 
 /// `AgentApiError` for a model API failure the session has not recorded yet (one per logged
