@@ -107,7 +107,41 @@ pub(crate) fn told(home: &Path) -> Vec<String> {
     user_messages(home)
 }
 
+/// Config lines routing every notification to `hooks`' webhook, delivered at once.
+pub(crate) fn webhook_notifier(hooks: &crate::receivers::Receivers) -> String {
+    format!(
+        "notifiers:\n  hook: {{ kind: webhook, url: \"{}\" }}\ndefaults: {{ notifiers: [hook] }}\nnotifications: {{ poll_interval: 100ms, backoff_initial: 100ms, backoff_max: 2s, timeout: 5s }}\n",
+        hooks.webhook_url()
+    )
+}
+
 impl Loop {
+    /// Spawns an agent that opens its PR, then asks its human something; once it waits, a
+    /// check fails on the PR's head. The session id, the session then, and that head.
+    pub(crate) async fn asking_about_its_pr_when_a_check_fails(&self) -> (String, Value, String) {
+        let id = self
+            .app
+            .spawn(json!({"project": "demo", "prompt": "OPEN_PR ASK FIX ask after the PR"}))
+            .await;
+        let s = eventually(60, "a question with a PR", || async {
+            let s = self.session(&id).await;
+            (s["state"] == "needs_input" && s["pr"].is_object()).then_some(s)
+        })
+        .await;
+        let branch = s["branch"].as_str().expect("branch");
+        let head = self.head(branch).expect("pushed");
+        self.gh
+            .add_check_run(
+                REPO,
+                &head,
+                "unit-tests",
+                Some("failure"),
+                Some("assertion failed: widgets == 3"),
+            )
+            .await;
+        (id, s, head)
+    }
+
     pub(crate) async fn session(&self, id: &str) -> Value {
         self.app.get(&format!("/api/v1/sessions/{id}")).await.1
     }
@@ -592,26 +626,9 @@ async fn an_agent_that_dies_while_asking_about_its_pr_is_restarted_for_the_faile
     let Some(l) = setup(true, &[]).await else {
         return;
     };
-    let id = l
-        .app
-        .spawn(json!({"project": "demo", "prompt": "OPEN_PR ASK FIX ask after the PR"}))
-        .await;
-    let s = eventually(60, "a question with a PR", || async {
-        let s = l.session(&id).await;
-        (s["state"] == "needs_input" && s["pr"].is_object()).then_some(s)
-    })
-    .await;
+    let (id, s, first_head) = l.asking_about_its_pr_when_a_check_fails().await;
     let ws = s["workspace"].as_str().expect("workspace").to_string();
     let branch = s["branch"].as_str().expect("branch").to_string();
-    let first_head = l.head(&branch).expect("pushed");
-    l.gh.add_check_run(
-        REPO,
-        &first_head,
-        "unit-tests",
-        Some("failure"),
-        Some("assertion failed: widgets == 3"),
-    )
-    .await;
 
     // The agent dies while it waits (its terminal's process killed).
     let socket = flotilla::app::tmux_socket(&l.app.home);
@@ -650,10 +667,7 @@ async fn an_agent_that_dies_while_asking_about_its_pr_is_restarted_for_the_faile
 #[actix_web::test]
 async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agent() {
     let hooks = crate::receivers::Receivers::start().await;
-    let yaml = format!(
-        "notifiers:\n  hook: {{ kind: webhook, url: \"{}\" }}\ndefaults: {{ notifiers: [hook] }}\nnotifications: {{ poll_interval: 100ms, backoff_initial: 100ms, backoff_max: 2s, timeout: 5s }}\n",
-        hooks.webhook_url()
-    );
+    let yaml = webhook_notifier(&hooks);
     let env = [
         ("FLOTILLA__GITHUB__POLL_INTERVAL", "1s"),
         ("FLOTILLA__GITHUB__RECONCILE_EVERY", "1"),
@@ -661,25 +675,7 @@ async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agen
     let Some(l) = setup_yaml(true, &env, true, &yaml).await else {
         return;
     };
-    let id = l
-        .app
-        .spawn(json!({"project": "demo", "prompt": "OPEN_PR ASK FIX ask after the PR"}))
-        .await;
-    let s = eventually(60, "a question with a PR", || async {
-        let s = l.session(&id).await;
-        (s["state"] == "needs_input" && s["pr"].is_object()).then_some(s)
-    })
-    .await;
-    let branch = s["branch"].as_str().expect("branch").to_string();
-    let first_head = l.head(&branch).expect("pushed");
-    l.gh.add_check_run(
-        REPO,
-        &first_head,
-        "unit-tests",
-        Some("failure"),
-        Some("assertion failed: widgets == 3"),
-    )
-    .await;
+    let (id, s, first_head) = l.asking_about_its_pr_when_a_check_fails().await;
     let news = |v: &Value| {
         v["notifications"]
             .as_array()

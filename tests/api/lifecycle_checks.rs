@@ -167,10 +167,7 @@ async fn lifecycle_a_merge_github_refuses_is_a_409_or_422_with_its_reason_and_an
 #[actix_web::test]
 async fn lifecycle_a_refused_auto_merge_is_retried_then_told_to_a_human_once() {
     let hooks = crate::receivers::Receivers::start().await;
-    let yaml = format!(
-        "notifiers:\n  hook: {{ kind: webhook, url: \"{}\" }}\ndefaults: {{ notifiers: [hook] }}\nnotifications: {{ poll_interval: 100ms, backoff_initial: 100ms, backoff_max: 2s, timeout: 5s }}\n",
-        hooks.webhook_url()
-    );
+    let yaml = crate::lifecycle::webhook_notifier(&hooks);
     let env = [
         ("FLOTILLA__GITHUB__POLL_INTERVAL", "1s"),
         ("FLOTILLA__GITHUB__RECONCILE_EVERY", "1"),
