@@ -64,11 +64,7 @@ async fn an_answer_for_a_dialog_answered_at_the_terminal_is_not_typed_onto_the_n
     .await;
     let first = f.question("cargo test").await;
     // Answered at the terminal; the agent asks the next at once, unseen by the session.
-    let keyed = std::process::Command::new("tmux")
-        .args(["-L", &f.socket, "send-keys", "-t", f.id.as_str(), "y"])
-        .status()
-        .expect("tmux");
-    assert!(keyed.success());
+    f.key_at_the_terminal("y");
     eventually(60, "a look at the second dialog, held", || async {
         held.load(Ordering::SeqCst).then_some(())
     })
@@ -134,11 +130,7 @@ async fn a_dialog_answered_at_the_terminal_and_the_next_drawn_at_once_is_asked()
     )
     .await;
     f.question("cargo test").await;
-    let keyed = std::process::Command::new("tmux")
-        .args(["-L", &f.socket, "send-keys", "-t", f.id.as_str(), "y"])
-        .status()
-        .expect("tmux");
-    assert!(keyed.success());
+    f.key_at_the_terminal("y");
     let second = f.question("git push").await;
     assert!(second.contains("git push origin HEAD"), "{second}");
     let events = f

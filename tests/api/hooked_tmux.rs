@@ -184,6 +184,16 @@ impl DialogFleet {
         self.sup.send(GetSession { id }).await.ok()?.ok()
     }
 
+    /// Types `key` into the agent's terminal as someone attached to it would (not through
+    /// Flotilla).
+    pub fn key_at_the_terminal(&self, key: &str) {
+        let keyed = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", self.id.as_str(), key])
+            .status()
+            .expect("tmux");
+        assert!(keyed.success());
+    }
+
     /// Waits until the session waits on a question that says `want`; the question.
     pub async fn question(&self, want: &str) -> String {
         eventually(60, want, || async {

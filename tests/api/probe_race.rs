@@ -75,11 +75,7 @@ async fn a_look_begun_before_the_next_dialogs_hook_report_does_not_end_its_wait(
     .await;
     f.question("cargo test").await;
     // Someone at the terminal answers; the look at the agent at work is held.
-    let keyed = std::process::Command::new("tmux")
-        .args(["-L", &f.socket, "send-keys", "-t", f.id.as_str(), "y"])
-        .status()
-        .expect("tmux");
-    assert!(keyed.success());
+    f.key_at_the_terminal("y");
     eventually(60, "a look at the agent at work, held", || async {
         gate.held.load(Ordering::SeqCst).then_some(())
     })
