@@ -1291,7 +1291,8 @@ impl Runtime for TmuxRuntime {
             })
             .await?;
         let Some((asked, line_prompt, buttons, movable)) = asked else {
-            if question(&self.screen(&h.pane).await?).is_some() {
+            let now = self.screen(&h.pane).await?.rows.join("\n");
+            if read(&now).is_some() && other(&now) {
                 return Err(PluginError::AnotherQuestion);
             }
             // No question on screen: delivered as a message instead.

@@ -1313,14 +1313,15 @@ async fn shows_settled_other(
     let (Some(screen), Some(asked)) = (probe.terminal.as_deref(), asked) else {
         return false;
     };
-    tokio::time::sleep(REDRAW_SETTLE).await;
-    if rt.output(h, 20).await.ok().as_deref() != Some(screen) {
-        return false;
-    }
     let ws = tokio::fs::canonicalize(&probe.workspace)
         .await
         .unwrap_or_else(|_| probe.workspace.clone());
-    agent.shows_other_question(screen, asked, &ws)
+    // The plugin first (no capture, no wait): most readings it cannot tell apart.
+    if !agent.shows_other_question(screen, asked, &ws) {
+        return false;
+    }
+    tokio::time::sleep(REDRAW_SETTLE).await;
+    rt.output(h, 20).await.ok().as_deref() == Some(screen)
 }
 
 /// `AgentApiError` for a model API failure the session has not recorded yet (one per logged

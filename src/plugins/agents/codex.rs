@@ -416,6 +416,11 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// The question a Codex screen asks: its approval dialog worded whole, else the bottom line's.
+fn asked_on(screen: &str) -> Option<String> {
+    dialog::screen_question(screen).or_else(|| terminal_question(screen))
+}
+
 #[async_trait]
 impl Agent for CodexAgent {
     fn name(&self) -> &str {
@@ -513,14 +518,11 @@ impl Agent for CodexAgent {
     }
 
     async fn question(&self, probe: &ActivityProbe) -> Option<String> {
-        let screen = probe.terminal.as_deref()?;
-        dialog::screen_question(screen).or_else(|| terminal_question(screen))
+        asked_on(probe.terminal.as_deref()?)
     }
 
     fn shows_other_question(&self, screen: &str, asked: &str, _workspace: &Path) -> bool {
-        dialog::screen_question(screen)
-            .or_else(|| terminal_question(screen))
-            .is_some_and(|q| !crate::domain::question::alike(&q, asked))
+        asked_on(screen).is_some_and(|q| !crate::domain::question::alike(&q, asked))
     }
 
     async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {

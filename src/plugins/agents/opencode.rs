@@ -157,6 +157,12 @@ fn retrying(screen: &str) -> Option<(String, u32)> {
     })
 }
 
+/// The question an OpenCode screen asks: its permission prompt, else its question dialog or
+/// the bottom line's.
+fn asked_on(screen: &str) -> Option<String> {
+    permission_question(screen).or_else(|| screen_question(screen))
+}
+
 /// How OpenCode's screen is read for a question to answer with keys: its question dialog,
 /// which the generic reading misses (its border and sidebar), else that reading.
 fn screen_question(screen: &str) -> Option<String> {
@@ -337,14 +343,11 @@ impl Agent for OpencodeAgent {
     }
 
     async fn question(&self, probe: &ActivityProbe) -> Option<String> {
-        let screen = probe.terminal.as_deref()?;
-        permission_question(screen).or_else(|| screen_question(screen))
+        asked_on(probe.terminal.as_deref()?)
     }
 
     fn shows_other_question(&self, screen: &str, asked: &str, _workspace: &Path) -> bool {
-        permission_question(screen)
-            .or_else(|| screen_question(screen))
-            .is_some_and(|q| !crate::domain::question::alike(&q, asked))
+        asked_on(screen).is_some_and(|q| !crate::domain::question::alike(&q, asked))
     }
 
     fn screen_question(&self) -> crate::plugins::ScreenQuestion {
