@@ -19,8 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, Mutex};
 
 use crate::store::{
-    EventRecord, NewEvent, NewSession, SessionRecord, SharedStore, StoreError, StoreResult,
-    TransitionCommit,
+    EventRecord, NewEvent, NewSession, SessionRecord, SharedStore, StoreResult, TransitionCommit,
 };
 use crate::telemetry::METRICS;
 
@@ -64,19 +63,15 @@ impl Journal {
         Fut: Future<Output = StoreResult<(T, EventRecord)>> + Send,
     {
         let (store, bus, order) = (self.store.clone(), self.bus.clone(), self.order.clone());
-        let task = tokio::spawn(async move {
+        crate::store::run_detached(async move {
             let _g = order.lock().await;
             let (out, ev) = write(store).await?;
             METRICS.events.inc();
             // No subscribers is fine.
             let _ = bus.send(Arc::new(ev));
             Ok(out)
-        });
-        match task.await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(StoreError::Interrupted),
-        }
+        })
+        .await
     }
 
     /// Persists a machine step and publishes its event.

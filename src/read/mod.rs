@@ -149,16 +149,12 @@ impl ReadModel {
             platform.to_string(),
             delivery_id.to_string(),
         );
-        let task = tokio::spawn(async move {
+        Ok(crate::store::run_detached(async move {
             store
                 .mark_webhook_processed(&platform, &id, chrono::Utc::now())
                 .await
-        });
-        match task.await {
-            Ok(r) => Ok(r?),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(ReadError::Store(StoreError::Interrupted)),
-        }
+        })
+        .await?)
     }
 
     /// Records a verified webhook delivery before the endpoint answers 2xx; `false` means a
@@ -169,12 +165,7 @@ impl ReadModel {
     /// `Store`.
     pub async fn record_webhook_delivery(&self, delivery: WebhookDelivery) -> ReadResult<bool> {
         let store = self.store.clone();
-        let task = tokio::spawn(async move { store.record_webhook_delivery(&delivery).await });
-        match task.await {
-            Ok(r) => Ok(r?),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Cancelled: the runtime is shutting down.
-            Err(_) => Err(ReadError::Store(StoreError::Interrupted)),
-        }
+        let write = async move { store.record_webhook_delivery(&delivery).await };
+        Ok(crate::store::run_detached(write).await?)
     }
 }

@@ -509,6 +509,23 @@ pub async fn open(url: &str) -> StoreResult<SharedStore> {
     }
 }
 
+/// Runs `write` on its own task and waits for it, so a caller dropped mid-way (a timeout, a
+/// cancelled turn) does not cut the write short.
+///
+/// # Errors
+/// `write`'s; `Interrupted` when the runtime stops the task. A panic in `write` is resumed.
+pub async fn run_detached<T, Fut>(write: Fut) -> StoreResult<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = StoreResult<T>> + Send + 'static,
+{
+    match tokio::spawn(write).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Interrupted),
+    }
+}
+
 /// Redacts the password of a database URL for logs and `Debug` output.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

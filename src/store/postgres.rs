@@ -16,7 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPoolOptions, PgQueryResult};
 use sqlx::Postgres;
 
-use super::sql::{Dialect, RowsAffected, SqlStore};
+use super::sql::{end_abandoned_transaction, Dialect, RowsAffected, SqlStore};
 use super::StoreResult;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -85,6 +85,7 @@ pub async fn open(url: &str) -> StoreResult<PostgresStore> {
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(end_abandoned_transaction::<Postgres>)
         .connect(url)
         .await?;
     MIGRATOR.run(&pool).await?;

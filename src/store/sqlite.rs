@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Sqlite;
 
-use super::sql::{Dialect, RowsAffected, SqlStore};
+use super::sql::{end_abandoned_transaction, Dialect, RowsAffected, SqlStore};
 use super::{StoreError, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -104,6 +104,7 @@ pub async fn open(url: &str) -> StoreResult<SqliteStore> {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_release(end_abandoned_transaction::<Sqlite>)
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -120,12 +121,14 @@ pub async fn open(url: &str) -> StoreResult<SqliteStore> {
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(end_abandoned_transaction::<Sqlite>)
         .connect_with(options.clone())
         .await?;
     MIGRATOR.run(&write).await?;
     let read = SqlitePoolOptions::new()
         .max_connections(READ_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(end_abandoned_transaction::<Sqlite>)
         .connect_with(options)
         .await?;
     Ok(SqlStore::new(write, read, url))

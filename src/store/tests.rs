@@ -162,6 +162,57 @@ store_suite!(
     a_notification_post_reads_back_what_its_notification_asked,
 );
 
+/// sqlx's SQLite driver leaves a connection inside a transaction when a `begin_with` future is
+/// dropped after `BEGIN` ran and before it returned (a chat turn cut short by its timeout did
+/// this); every later write on the one write connection then failed. The pools now end such a
+/// transaction as the connection comes back.
+async fn a_write_abandoned_mid_begin_does_not_block_the_next<D: sql::Dialect>(
+    store: sql::SqlStore<D>,
+) where
+    for<'c> &'c mut sql::Conn<D>: sqlx::Executor<'c, Database = sql::Db<D>>,
+    sql::SqlStore<D>: Store,
+{
+    for round in 0..3 {
+        store.abandon_a_write_transaction().await;
+        let mut new = new_session("abandoned", round);
+        new.fixed_id = None;
+        store
+            .create_session(&new)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the write after an abandoned one: {e}"));
+    }
+    let created = store
+        .list_sessions(&SessionFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        created.len(),
+        3,
+        "every write after an abandoned one committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_write_abandoned_mid_begin_does_not_block_the_next() {
+    let dir = tempfile::TempDir::new().expect("create temp dir");
+    let url = format!("sqlite://{}", dir.path().join("flotilla.db").display());
+    let store = sqlite::open(&url).await.expect("open sqlite store");
+    a_write_abandoned_mid_begin_does_not_block_the_next(store).await;
+    let memory = sqlite::open("sqlite::memory:")
+        .await
+        .expect("open memory store");
+    a_write_abandoned_mid_begin_does_not_block_the_next(memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_write_abandoned_mid_begin_does_not_block_the_next() {
+    with_pg_database(|url| async move {
+        let store = postgres::open(&url).await.expect("open postgres store");
+        a_write_abandoned_mid_begin_does_not_block_the_next(store).await;
+    })
+    .await;
+}
+
 // ---- fixtures --------------------------------------------------------------------------------
 
 /// A fixed instant plus `secs`: tests never depend on the clock.

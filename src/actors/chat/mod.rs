@@ -155,6 +155,9 @@ impl ChatContext {
     }
 
     /// Sets a conversation's resume id; when clustered, only while this node holds its lease.
+    /// The write runs to its end even when the caller is dropped: it is made while a turn
+    /// streams, and a timeout or `/cancel` that stops the turn must not stop the write that
+    /// lets the next message resume it.
     ///
     /// # Errors
     /// As [`ChatContext::save_conversation`].
@@ -164,9 +167,14 @@ impl ChatContext {
         resume_id: Option<&str>,
     ) -> Result<(), StoreError> {
         let fence = self.fence(conversation)?;
-        self.store
-            .set_resume_id(conversation, resume_id, fence.as_ref())
-            .await
+        let store = self.store.clone();
+        let (conversation, resume_id) = (conversation.to_string(), resume_id.map(str::to_string));
+        crate::store::run_detached(async move {
+            store
+                .set_resume_id(&conversation, resume_id.as_deref(), fence.as_ref())
+                .await
+        })
+        .await
     }
 
     /// The lock of the checkout at `repo`.

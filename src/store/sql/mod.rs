@@ -216,6 +216,28 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+/// The hook every pool runs as a connection comes back to it: it rolls back a transaction the
+/// connection is still inside. sqlx's SQLite driver leaves one when a `begin_with` future is
+/// dropped after `BEGIN` ran but before it returned (a chat turn cut short by its timeout did
+/// so); the next `begin_with` on that connection, the SQLite store's only writer, then failed
+/// with `InvalidSavePointStatement`, and so did every write after it. A dropped SQLite
+/// `Transaction` has queued its own rollback that its worker may not have run yet; ours then
+/// runs after it and finds nothing to do, which is why this is no warning. A committed
+/// transaction leaves nothing here: the hook then costs one atomic load.
+pub(super) fn end_abandoned_transaction<DB: Database>(
+    conn: &mut DB::Connection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    use sqlx::TransactionManager as _;
+    Box::pin(async move {
+        while DB::TransactionManager::get_transaction_depth(conn) > 0 {
+            tracing::debug!("rolling back a transaction left open on a pooled connection");
+            DB::TransactionManager::rollback(conn).await?;
+        }
+        Ok(true)
+    })
+}
+
 sql_impl! { impl;
     /// A transaction that writes.
     async fn begin_write(&self) -> StoreResult<Transaction<'static, D::Db>> {
@@ -441,5 +463,25 @@ sql_impl! { impl;
             _ => write_err(e),
         })?;
         Self::event_from_row(&row)
+    }
+}
+
+#[cfg(test)]
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut Conn<D>: sqlx::Executor<'c, Database = Db<D>>,
+{
+    /// Leaves the write connection as a `begin_write` dropped at the wrong moment does: inside
+    /// a transaction that no `Transaction` will ever end, back in its pool.
+    pub(super) async fn abandon_a_write_transaction(&self) {
+        use sqlx::TransactionManager as _;
+        let mut conn = self
+            .write
+            .acquire()
+            .await
+            .expect("acquire the write connection");
+        <Db<D> as Database>::TransactionManager::begin(&mut conn, Some(D::BEGIN_WRITE.into()))
+            .await
+            .expect("begin");
     }
 }
