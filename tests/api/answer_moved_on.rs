@@ -14,21 +14,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use flotilla::actors::supervisor::messages::SendToSession;
+use flotilla::config::{AgentKind, AgentSettings};
+use flotilla::plugins::agents::ClaudeCodeAgent;
 
 use crate::helpers::*;
 use crate::hooked_tmux::{DialogFleet, Hook};
 
-/// The first dialog; a key draws the second; a key to the second says what it approved.
+/// The first dialog; a key draws the second; a key to the second has it print `PUSHED`.
 const TWO_DIALOGS: &str = r#"clear; printf 'Run cargo test?\n\n› 1. Yes, proceed (y)\n  2. No, and tell Codex what to do differently (esc)\n\nPress enter to confirm or esc to cancel\n'; IFS= read -rsn1 k; clear; printf 'Run git push origin HEAD?\n\n› 1. Yes, proceed (y)\n  2. No, and tell Codex what to do differently (esc)\n\nPress enter to confirm or esc to cancel\n'; IFS= read -rsn1 k; clear; printf 'PUSHED\n'; sleep 600"#;
 
-/// Holds every look at the second dialog until `release` is set; `held` once one is.
-fn hold_looks_at_the_push(held: Arc<AtomicBool>, release: Arc<AtomicBool>) -> Hook {
+/// Holds every look at a screen showing `needle` until `release` is set; `held` once one is.
+fn hold_looks_at(needle: &'static str, held: Arc<AtomicBool>, release: Arc<AtomicBool>) -> Hook {
     Arc::new(move |out| {
         let (held, release) = (held.clone(), release.clone());
         Box::pin(async move {
-            if out.contains("git push") && !release.load(Ordering::SeqCst) {
+            if out.contains(needle) && !release.load(Ordering::SeqCst) {
                 held.store(true, Ordering::SeqCst);
-                eventually(60, "the look at the second dialog released", || async {
+                eventually(60, "the held look released", || async {
                     release.load(Ordering::SeqCst).then_some(())
                 })
                 .await;
@@ -58,29 +60,47 @@ async fn an_answer_for_a_dialog_answered_at_the_terminal_is_not_typed_onto_the_n
         tempfile::tempdir().expect("tempdir"),
         TWO_DIALOGS,
         BTreeMap::new(),
-        Some(hold_looks_at_the_push(held.clone(), release.clone())),
+        Some(hold_looks_at("git push", held.clone(), release.clone())),
         None,
     )
     .await;
     let first = f.question("cargo test").await;
     // Answered at the terminal; the agent asks the next at once, unseen by the session.
-    f.key_at_the_terminal("y");
-    eventually(60, "a look at the second dialog, held", || async {
-        held.load(Ordering::SeqCst).then_some(())
-    })
-    .await;
+    answered_at_the_terminal(&f, "y", &held).await;
     let s = f.session().await.expect("session");
     assert_eq!(s.session.meta["question"].as_str(), Some(first.as_str()));
 
+    refused_then_answered(&f, &first, "git push", "PUSHED", release).await;
+}
+
+/// `key` typed at the terminal, and a look at the next dialog it brings held.
+async fn answered_at_the_terminal(f: &DialogFleet, key: &str, held: &AtomicBool) {
+    f.key_at_the_terminal(key);
+    eventually(60, "a look at the next dialog, held", || async {
+        held.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+}
+
+/// A `1` sent for `first` is refused, as the agent's screen asks another question now (`next`,
+/// whose looks are held until `release`); once released, the session asks `next` and its answer
+/// is typed: the agent then prints `done`.
+async fn refused_then_answered(
+    f: &DialogFleet,
+    first: &str,
+    next: &str,
+    done: &str,
+    release: Arc<AtomicBool>,
+) {
     let send = |question: String| SendToSession {
         id: f.id.clone(),
-        text: "y".into(),
+        text: "1".into(),
         allow_restore: false,
         question: Some(question),
     };
     let refused = f
         .sup
-        .send(send(first.clone()))
+        .send(send(first.to_string()))
         .await
         .expect("mailbox")
         .expect_err("typed onto another question");
@@ -90,13 +110,13 @@ async fn an_answer_for_a_dialog_answered_at_the_terminal_is_not_typed_onto_the_n
     );
     let shown = screen(&f.socket, f.id.as_str());
     assert!(
-        !shown.contains("PUSHED") && shown.contains("git push"),
-        "the answer for `{first}` approved the next dialog:\n{shown}"
+        !shown.contains(done) && shown.contains(next),
+        "the answer for `{first}` answered the next dialog:\n{shown}"
     );
 
     // The refusal has the session look again: the second is asked, and its answer typed.
     release.store(true, Ordering::SeqCst);
-    let second = f.question("git push").await;
+    let second = f.question(next).await;
     let sent = f
         .sup
         .send(send(second))
@@ -104,12 +124,76 @@ async fn an_answer_for_a_dialog_answered_at_the_terminal_is_not_typed_onto_the_n
         .expect("mailbox")
         .expect("send");
     assert!(sent.delivered, "{sent:?}");
-    eventually(30, "the second dialog approved", || async {
+    eventually(30, "the second dialog answered", || async {
         screen(&f.socket, f.id.as_str())
-            .contains("PUSHED")
+            .contains(done)
             .then_some(())
     })
     .await;
+}
+
+/// Claude Code's `AskUserQuestion` dialog, drawn as 2.1.328 draws it
+/// (`tests/fixtures/screens/claude-ask.txt`).
+fn claude_ask_screen(header: &str, question: &str, a: &str, b: &str) -> String {
+    let rule = "─".repeat(60);
+    format!(
+        "{rule}\n ☐ {header}\n\n{question}\n\n❯ 1. {a}\n     one\n  2. {b}\n     two\n  \
+         3. Type something.\n{rule}\n  4. Chat about this\n\nEnter to select · ↑/↓ to navigate · \
+         Esc to cancel\n"
+    )
+}
+
+/// Two `AskUserQuestion` calls in a row, read from the screen by Claude Code's plugin (no hook
+/// or log tells of them): the questions the dialogs show tell them apart, as a tool dialog's
+/// call does.
+#[actix_web::test]
+async fn an_answer_for_a_claude_question_answered_at_the_terminal_is_not_typed_onto_the_next() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let colour = dir.path().join("colour.txt");
+    let size = dir.path().join("size.txt");
+    let ask = |path: &std::path::Path, header, question, a, b| {
+        std::fs::write(path, claude_ask_screen(header, question, a, b)).expect("screen");
+    };
+    ask(
+        &colour,
+        "Colour",
+        "Which colour should the button be?",
+        "Red",
+        "Blue",
+    );
+    ask(
+        &size,
+        "Size",
+        "Which size should the button be?",
+        "Small",
+        "Large",
+    );
+    let script = format!(
+        "clear; cat '{}'; IFS= read -rsn1 k; clear; cat '{}'; IFS= read -rsn1 k; clear; \
+         printf 'SIZE CHOSEN %s\\n' \"$k\"; sleep 600",
+        colour.display(),
+        size.display()
+    );
+    let mut settings = AgentSettings::built_in(AgentKind::ClaudeCode);
+    settings.command = vec!["bash".into(), "-c".into(), script, "claude".into()];
+    let agent = Arc::new(ClaudeCodeAgent::new("dialogs".into(), settings));
+    let (held, release) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let f = DialogFleet::start_as(
+        dir,
+        agent,
+        Some(hold_looks_at("Which size", held.clone(), release.clone())),
+        None,
+    )
+    .await;
+    let first = f.question("Which colour").await;
+    answered_at_the_terminal(&f, "1", &held).await;
+    refused_then_answered(&f, &first, "Which size", "SIZE CHOSEN 1", release).await;
 }
 
 /// Answered at the terminal, the agent draws the next dialog at once: no work shows between,

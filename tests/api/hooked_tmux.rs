@@ -134,6 +134,21 @@ impl DialogFleet {
         after_output: Option<Hook>,
         after_answer: Option<Hook>,
     ) -> Self {
+        let agent = Arc::new(CommandAgent {
+            name: "dialogs".into(),
+            argv: vec!["bash".into(), "-c".into(), script.into()],
+            env,
+        });
+        Self::start_as(dir, agent, after_output, after_answer).await
+    }
+
+    /// [`DialogFleet::start`] with `agent`'s plugin (a scripted screen read as a real agent's).
+    pub async fn start_as(
+        dir: tempfile::TempDir,
+        agent: Arc<dyn flotilla::plugins::Agent>,
+        after_output: Option<Hook>,
+        after_answer: Option<Hook>,
+    ) -> Self {
         let home = dir.path().join("home");
         let repo = make_repo(dir.path());
         let store = open(&format!("sqlite://{}/f.db", home.display()))
@@ -153,14 +168,7 @@ impl DialogFleet {
         plugins
             .workspaces
             .insert("worktree".into(), Arc::new(WorktreeWorkspace::new()));
-        plugins.agents.insert(
-            "dialogs".into(),
-            Arc::new(CommandAgent {
-                name: "dialogs".into(),
-                argv: vec!["bash".into(), "-c".into(), script.into()],
-                env,
-            }),
-        );
+        plugins.agents.insert("dialogs".into(), agent);
         let projects = BTreeMap::from([(
             "demo".to_string(),
             ProjectSpec::simple("demo", repo, "dialogs", "tmux"),

@@ -18,6 +18,7 @@
 //! for activity; usage reads the whole file, deduplicating the per-content-block copies of a
 //! message by message id.
 
+pub mod ask;
 pub mod dialog;
 pub mod plan;
 
@@ -800,17 +801,23 @@ impl Agent for ClaudeCodeAgent {
         }
     }
 
-    /// Only a tool dialog worded as its hook words it can be told from the question
-    /// recorded: the screen's generic wording of a dialog (its title and options) is not how
-    /// a hook, the log or `AskUserQuestion` word the same question.
+    /// A dialog is told from the question recorded by what the screen says of the call behind
+    /// it: a tool dialog worded as its hook words it, or the questions an `AskUserQuestion`
+    /// dialog shows. The screen's generic wording (its title and options) is not how a hook or
+    /// the log word a question, so it only ever confirms one; a dialog that says nothing of
+    /// its call (the trust dialog) is never another.
     fn shows_other_question(&self, screen: &str, asked: &str, workspace: &Path) -> bool {
         use crate::domain::question::alike;
-        let generic = crate::plugins::activity::terminal_question(screen);
-        let tool = generic
-            .as_ref()
-            .and_then(|_| dialog::screen_tool_question(screen, workspace))
-            .map(|q| crate::plugins::activity::mask_secrets(&q));
-        tool.is_some_and(|t| !alike(&t, asked)) && !generic.is_some_and(|g| alike(&g, asked))
+        use crate::plugins::activity::{mask_secrets, terminal_question};
+        match terminal_question(screen) {
+            Some(generic) if !alike(&generic, asked) => {}
+            _ => return false,
+        }
+        if let Some(tool) = dialog::screen_tool_question(screen, workspace) {
+            return !alike(&mask_secrets(&tool), asked);
+        }
+        ask::screen_questions(screen)
+            .is_some_and(|qs| !qs.iter().any(|q| ask::names(asked, &mask_secrets(q))))
     }
 
     async fn usage(&self, workspace: &Path) -> PluginResult<Option<Usage>> {
@@ -883,10 +890,20 @@ mod tests {
         // Another call.
         assert!(other(&bash, "approve Bash: git push origin HEAD"));
         assert!(other(&bash, "approve Write: /w/notes.txt"));
-        // A dialog not worded as a hook words it (`AskUserQuestion`'s) cannot be told apart;
-        // no dialog refuses nothing.
+        // An `AskUserQuestion` dialog by the questions it shows.
+        let ask = screen_fixture("claude-ask.txt");
+        assert!(other(&ask, "approve Bash: git push"));
+        assert!(!other(&ask, "Which color? [Red | Blue]"));
         assert!(!other(
-            &screen_fixture("claude-ask.txt"),
+            &ask,
+            "Which color? [Red | Blue]; Which size? [S | L]"
+        ));
+        assert!(other(&ask, "Which size? [S | L]"));
+        assert!(!other(&ask, &terminal_question(&ask).expect("a dialog")));
+        // A dialog that says nothing of its call (the trust dialog) is not another; no dialog
+        // refuses nothing.
+        assert!(!other(
+            &screen_fixture("claude-trust.txt"),
             "approve Bash: git push"
         ));
         assert!(!other(
