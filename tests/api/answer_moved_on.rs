@@ -151,6 +151,20 @@ async fn an_answer_for_a_claude_question_answered_at_the_terminal_is_not_typed_o
     if !require_tool("tmux") || !require_tool("git") {
         return;
     }
+    let (held, release) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let hold = hold_looks_at("Which size", held.clone(), release.clone());
+    let f = claude_asking_colour_then_size(Some(hold)).await;
+    let first = f.question("Which colour").await;
+    answered_at_the_terminal(&f, "1", &held).await;
+    refused_then_answered(&f, &first, "Which size", "SIZE CHOSEN 1", release).await;
+}
+
+/// Claude Code's plugin on a scripted screen: an `AskUserQuestion` dialog for the button's
+/// colour, a key, then one for its size, a key, then `SIZE CHOSEN <key>`.
+async fn claude_asking_colour_then_size(after_output: Option<Hook>) -> DialogFleet {
     let dir = tempfile::tempdir().expect("tempdir");
     let colour = dir.path().join("colour.txt");
     let size = dir.path().join("size.txt");
@@ -180,20 +194,24 @@ async fn an_answer_for_a_claude_question_answered_at_the_terminal_is_not_typed_o
     let mut settings = AgentSettings::built_in(AgentKind::ClaudeCode);
     settings.command = vec!["bash".into(), "-c".into(), script, "claude".into()];
     let agent = Arc::new(ClaudeCodeAgent::new("dialogs".into(), settings));
-    let (held, release) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
+    DialogFleet::start_as(dir, agent, after_output, None).await
+}
+
+/// The same two questions, unheld: the second, drawn at once, is asked without an answer
+/// being refused first.
+#[actix_web::test]
+async fn a_claude_question_answered_at_the_terminal_and_the_next_drawn_at_once_is_asked() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let f = claude_asking_colour_then_size(None).await;
+    f.question("Which colour").await;
+    f.key_at_the_terminal("1");
+    let second = f.question("Which size").await;
+    assert!(
+        second.contains("Which size should the button be?"),
+        "{second}"
     );
-    let f = DialogFleet::start_as(
-        dir,
-        agent,
-        Some(hold_looks_at("Which size", held.clone(), release.clone())),
-        None,
-    )
-    .await;
-    let first = f.question("Which colour").await;
-    answered_at_the_terminal(&f, "1", &held).await;
-    refused_then_answered(&f, &first, "Which size", "SIZE CHOSEN 1", release).await;
 }
 
 /// Answered at the terminal, the agent draws the next dialog at once: no work shows between,
