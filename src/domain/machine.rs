@@ -30,6 +30,16 @@ pub const LAUNCH_KEY: &str = "launch_at";
 /// `tell_the_waiting_human`).
 pub const TOLD_WHILE_WAITING: &str = "told_while_waiting";
 
+/// The `meta` key of when the wait the session is in began, as notifications count waits: a
+/// question asked again after the agent went back to work for longer than [`LATE_REPORT`] is
+/// a new wait (answered at the terminal, then asked again), one asked again sooner is the
+/// same wait seen again (a screen that flickered, a hook's late report). Notifications of one
+/// wait are one dedupe group (`notify::routing`).
+pub const WAITING_SINCE: &str = "waiting_since";
+
+/// The `meta` key of when the agent last went back to work from a wait.
+const WAIT_ENDED: &str = "wait_ended";
+
 /// When the session's latest runtime start was decided, if the machine recorded it.
 pub fn launch_intent(s: &SessionSnapshot) -> Option<DateTime<Utc>> {
     s.session
@@ -655,6 +665,9 @@ impl Machine<'_> {
                 }
                 self.s.session.activity = Activity::Active;
                 self.s.session.activity_at = Some(self.at);
+                if st == S::NeedsInput {
+                    self.s.session.meta[WAIT_ENDED] = serde_json::json!(self.at);
+                }
                 if matches!(st, S::Stuck | S::NeedsInput) {
                     self.back_to_work("agent_active");
                 }
@@ -716,6 +729,11 @@ impl Machine<'_> {
                         }
                     }
                     return Outcome::Noop("already needs input".into());
+                }
+                // The question the agent went back to work from, seen again at once, is that
+                // wait still (see `WAITING_SINCE`).
+                if newer || !self.ended_a_wait_within(LATE_REPORT) {
+                    self.s.session.meta[WAITING_SINCE] = serde_json::json!(self.at);
                 }
                 self.s.session.activity = Activity::WaitingInput;
                 self.s.session.activity_at = Some(self.at);
@@ -1176,6 +1194,14 @@ impl Machine<'_> {
             Outcome::Noop(_) => Outcome::Applied,
             o => o,
         }
+    }
+
+    /// Whether the agent went back to work from a wait less than `ago` ago.
+    fn ended_a_wait_within(&self, ago: chrono::TimeDelta) -> bool {
+        self.s.session.meta[WAIT_ENDED]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| self.at - t.with_timezone(&Utc) < ago)
     }
 
     /// Whether `question` is one a human answered less than [`LATE_REPORT`] ago: the last

@@ -213,15 +213,18 @@ impl Router {
 }
 
 /// Which wait for a human a needs-input notification is about, for its dedupe group: the
-/// question asked and the last answer recorded. A new question, or the same one asked again
-/// after a human answered it, is a new group: one answered is no reason to keep quiet about
-/// the next, asked seconds later. A session flapping between waiting and working on one
-/// question, unanswered, stays one group (one page per window). A digest of them, so that a
-/// long question does not make a long key.
+/// question asked, the last answer recorded and when the wait began. A new question, or the
+/// same one asked again after a human answered it (through Flotilla, or at the terminal and
+/// the agent worked on), is a new group: one answered is no reason to keep quiet about the
+/// next, asked seconds later. A session flapping between waiting and working on one
+/// question, unanswered, stays one group (one page per window; the machine keeps the wait's
+/// start, `machine::WAITING_SINCE`). A digest of them, so that a long question does not make
+/// a long key.
 fn question_group(session: &SessionRecord) -> String {
     digest(&json!([
         session.meta["question"],
-        session.meta["answered"]["at"]
+        session.meta["answered"]["at"],
+        session.meta[crate::domain::machine::WAITING_SINCE]
     ]))
 }
 
@@ -386,10 +389,16 @@ mod tests {
         let second = key(&s);
         assert_ne!(first, second, "the next question");
         s.meta["answered"] = json!({"question": "approve Bash: git commit -m round-2", "at": at});
+        let answered = key(&s);
         assert_ne!(
-            second,
-            key(&s),
+            second, answered,
             "the same question asked again after an answer"
+        );
+        s.meta[crate::domain::machine::WAITING_SINCE] = json!(at + chrono::Duration::seconds(60));
+        assert_ne!(
+            answered,
+            key(&s),
+            "the same question asked again after the agent worked on (answered at the terminal)"
         );
         assert!(
             first.starts_with("pager|demo-3|agent.reported|agent-needs-input@"),

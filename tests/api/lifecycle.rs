@@ -19,7 +19,7 @@ const TOKEN: &str = "ghp_lifecycle";
 const SECRET: &str = "lifecycle-secret";
 
 pub(crate) struct Loop {
-    _tmux: TmuxGuard,
+    pub(crate) tmux: TmuxGuard,
     pub(crate) app: TestApp,
     pub(crate) gh: FakeGithub,
     pub(crate) agent_home: PathBuf,
@@ -98,7 +98,7 @@ pub(crate) async fn setup_yaml(
         app,
         gh,
         agent_home,
-        _tmux: tmux,
+        tmux,
     })
 }
 
@@ -164,6 +164,18 @@ impl Loop {
             (n > 0).then_some(n)
         })
         .await
+    }
+
+    /// The notifications recorded so far whose message `keep` accepts.
+    pub(crate) async fn notifications_where(&self, keep: impl Fn(&str) -> bool) -> Vec<Value> {
+        let (_, v) = self.app.get("/api/v1/notifications?limit=1000").await;
+        v["notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["message"].as_str().is_some_and(&keep))
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn head(&self, branch: &str) -> Option<String> {
@@ -676,22 +688,9 @@ async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agen
         return;
     };
     let (id, s, first_head) = l.asking_about_its_pr_when_a_check_fails().await;
-    let news = |v: &Value| {
-        v["notifications"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| {
-                n["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("While the agent waits for your answer"))
-            })
-            .cloned()
-            .collect::<Vec<Value>>()
-    };
+    let news = || l.notifications_where(|m| m.starts_with("While the agent waits for your answer"));
     let told_human = eventually(60, "the human told of the failed check", || async {
-        let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
-        let n = news(&v);
+        let n = news().await;
         (!n.is_empty()).then_some(n)
     })
     .await;
@@ -712,8 +711,8 @@ async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agen
         (l.gh.count("POST /graphql") >= polls + 3).then_some(())
     })
     .await;
-    let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
-    assert_eq!(news(&v).len(), 1, "{v}");
+    let after_polls = news().await;
+    assert_eq!(after_polls.len(), 1, "{after_polls:?}");
     // Another check fails: news again, within the notifications' dedupe window.
     l.gh.add_check_run(
         REPO,
@@ -724,8 +723,7 @@ async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agen
     )
     .await;
     let told_again = eventually(60, "the human told of the second failure", || async {
-        let (_, v) = l.app.get("/api/v1/notifications?limit=1000").await;
-        let n = news(&v);
+        let n = news().await;
         (n.len() == 2).then_some(n)
     })
     .await;
@@ -743,6 +741,61 @@ async fn a_check_failing_while_the_agent_asks_is_told_to_the_human_then_the_agen
         .await;
     assert_eq!((code, &v["delivered"]), (200, &json!(true)), "{v}");
     assert_eq!(l.wait_told("Failed check: unit-tests", 60).await, 1);
+}
+
+/// A question answered at the agent's terminal (not through Flotilla) and asked again once
+/// the agent worked on pages again, though it comes within the notifications' dedupe window:
+/// it is a new wait. (It used to be taken for the first one's flap, and nobody was told.)
+#[actix_web::test]
+async fn a_question_answered_at_the_terminal_and_asked_again_later_pages_again() {
+    let hooks = crate::receivers::Receivers::start().await;
+    let Some(l) = setup_yaml(false, &[], true, &webhook_notifier(&hooks)).await else {
+        return;
+    };
+    let id = l
+        .app
+        .spawn(json!({"project": "demo", "prompt": "ASK before going on"}))
+        .await;
+    let pages = || async {
+        l.notifications_where(|m| m.contains("Do you want to proceed?"))
+            .await
+            .len()
+    };
+    let asked = || async {
+        let s = l.session(&id).await;
+        (s["state"] == "needs_input").then_some(())
+    };
+    eventually(60, "the question", asked).await;
+    eventually(30, "its page", || async {
+        (pages().await == 1).then_some(())
+    })
+    .await;
+    // Answered at the terminal; the agent works on.
+    let type_in = |text: &str| {
+        let typed = std::process::Command::new("tmux")
+            .args([
+                "-L",
+                &l.tmux.0,
+                "send-keys",
+                "-t",
+                &format!("={id}:"),
+                text,
+                "Enter",
+            ])
+            .status()
+            .expect("tmux");
+        assert!(typed.success());
+    };
+    type_in("y");
+    l.wait_state(&id, "working", 60).await;
+    // Twenty seconds on (by the app's clock), the same question again.
+    l.app.clock.advance(std::time::Duration::from_secs(20));
+    type_in("ask again");
+    eventually(60, "the question asked again", asked).await;
+    eventually(30, "a second page", || async {
+        (pages().await == 2).then_some(())
+    })
+    .await;
 }
 
 /// The scripted agent's conversation id (its one JSONL log under `home`).

@@ -21,7 +21,7 @@
 //! as a pending `AskUserQuestion` tool call, i.e. waiting_input); `IDLE` skips the work and
 //! goes quiet; `LATE_LOG` shows the turn's end on screen 3 s before it logs it, drawing
 //! nothing then. Messages typed in: `exit N` exits with N, `commit MSG` makes and pushes another
-//! commit, an instruction whose first line ends with "and push." (Flotilla's CI, review and
+//! commit, `ask again` asks the `ASK` question again, an instruction whose first line ends with "and push." (Flotilla's CI, review and
 //! conflict reactions) is obeyed with a fix commit and a push when the task says `FIX`,
 //! anything else is logged as a user message and echoed as `got: LINE`.
 //! Dependency-free beyond what the crate already uses (libc, serde_json, chrono, uuid).
@@ -510,19 +510,7 @@ fn main() {
             open_pr(&mut term, &mut log, &cwd, &title);
         }
         if prompt.contains("ASK") {
-            let id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
-            log.assistant(
-                json!([{"type": "tool_use", "id": id, "name": "AskUserQuestion", "input": {"questions": [{"question": "Do you want to proceed?", "header": "Proceed", "options": [{"label": "Yes"}, {"label": "No"}], "multiSelect": false}]}}]),
-                Some("tool_use"),
-            );
-            term.line("Do you want to proceed? (y/n)");
-            let answer = term.read_message().unwrap_or_default();
-            log.write(
-                "user",
-                json!({"role": "user", "content": [{"tool_use_id": id, "type": "tool_result", "content": format!("User answered: {answer}")}]}),
-                json!({}),
-            );
-            term.line(&format!("answer: {answer}"));
+            ask_to_proceed(&mut term, &mut log);
         }
         if prompt.contains("LATE_LOG") {
             // The screen shows the turn's end before the log does, and nothing is drawn when
@@ -554,6 +542,8 @@ fn main() {
         }
         if let Some(m) = first.strip_prefix("commit ") {
             commit_and_push(&mut term, &mut log, &cwd, m.trim());
+        } else if first == "ask again" {
+            ask_to_proceed(&mut term, &mut log);
         } else if prompt.contains("FIX") && first.ends_with("and push.") {
             let n = log.fixes + 1;
             log.fixes = n;
@@ -569,4 +559,22 @@ fn main() {
         );
     }
     term.exit(0);
+}
+
+/// Asks "Do you want to proceed? (y/n)" (a pending `AskUserQuestion` call in the log) and
+/// waits for the answer.
+fn ask_to_proceed(term: &mut Term, log: &mut Log) {
+    let id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
+    log.assistant(
+        json!([{"type": "tool_use", "id": id, "name": "AskUserQuestion", "input": {"questions": [{"question": "Do you want to proceed?", "header": "Proceed", "options": [{"label": "Yes"}, {"label": "No"}], "multiSelect": false}]}}]),
+        Some("tool_use"),
+    );
+    term.line("Do you want to proceed? (y/n)");
+    let answer = term.read_message().unwrap_or_default();
+    log.write(
+        "user",
+        json!({"role": "user", "content": [{"tool_use_id": id, "type": "tool_result", "content": format!("User answered: {answer}")}]}),
+        json!({}),
+    );
+    term.line(&format!("answer: {answer}"));
 }

@@ -1996,3 +1996,52 @@ fn an_agent_exiting_while_it_works_on_or_asks_about_its_pr_leaves_the_pr_lifecyc
         assert_eq!(ended.snapshot.session.state, SessionState::Done, "{st:?}");
     }
 }
+
+/// A question answered at the terminal (the agent is seen back at work, no answer went
+/// through Flotilla) and asked again once the agent worked on is a new wait: its start is
+/// recorded anew, so its notification is not taken for the first's. Seen again at once (a
+/// screen that flickered, the hook's late report), it is the same wait.
+#[test]
+fn a_question_asked_again_after_the_agent_worked_on_is_a_new_wait() {
+    let policy = Policy::defaults();
+    let q = "approve Bash: cargo test";
+    let secs = |n: i64| at(1) + Duration::seconds(n);
+    let waiting = |q: &str| EventKind::AgentWaitingInput {
+        question: Some(q.into()),
+    };
+    let run = |snap: &SessionSnapshot, t: i64, kind: EventKind| {
+        step(snap, &Event { at: secs(t), kind }, &policy).snapshot
+    };
+    let since = |snap: &SessionSnapshot| snap.session.meta[WAITING_SINCE].clone();
+
+    let asked = run(&base(SessionState::Working), 0, waiting(q));
+    assert_eq!(since(&asked), serde_json::json!(secs(0)));
+    // Answered at the terminal; the screen flickers back to the dialog: the same wait.
+    let back = run(&asked, 2, EventKind::AgentActive);
+    assert_eq!(back.session.state, SessionState::Working);
+    let flicker = run(&back, 5, waiting(q));
+    assert_eq!(flicker.session.state, SessionState::NeedsInput);
+    assert_eq!(since(&flicker), serde_json::json!(secs(0)));
+    // The hook's late report of the dialog answered: the same wait too.
+    let back = run(&flicker, 6, EventKind::AgentActive);
+    let late = run(
+        &back,
+        10,
+        EventKind::AgentReported {
+            state: ReportedState::NeedsInput,
+            note: Some(q.into()),
+            pr: None,
+            hook: true,
+        },
+    );
+    assert_eq!(since(&late), serde_json::json!(secs(0)));
+    // The agent worked on, then asks the same again: a new wait.
+    let back = run(&late, 12, EventKind::AgentActive);
+    let again = run(&back, 40, waiting(q));
+    assert_eq!(again.session.state, SessionState::NeedsInput);
+    assert_eq!(since(&again), serde_json::json!(secs(40)));
+    // Another question is a new wait however soon.
+    let back = run(&again, 41, EventKind::AgentActive);
+    let other = run(&back, 42, waiting("approve Bash: git push"));
+    assert_eq!(since(&other), serde_json::json!(secs(42)));
+}
