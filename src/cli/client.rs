@@ -16,7 +16,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server could not be reached.
-    #[error("cannot reach the Flotilla server at {url}: {source}")]
+    #[error("cannot reach the Flotilla server at {url}: {source}{}", cause_of(.source))]
     Unreachable {
         /// Server URL.
         url: String,
@@ -35,6 +35,21 @@ pub enum ClientError {
     /// The answer was not what we expected.
     #[error("unexpected answer: {0}")]
     Decode(String),
+}
+
+/// The innermost cause of a transport error, e.g. `: Connection refused (os error 111)`, or
+/// nothing when it has none: reqwest's own message ("error sending request") does not say
+/// whether the server refused, reset or never answered.
+fn cause_of(e: &reqwest::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    if std::ptr::addr_eq(inner, e as &dyn std::error::Error) {
+        String::new()
+    } else {
+        format!(": {inner}")
+    }
 }
 
 /// A client for one server.
@@ -177,5 +192,22 @@ mod tests {
         let ev = parse_sse(&mut b);
         assert_eq!(ev, vec![(Some(3), "{\"a\":1}".to_string())]);
         assert_eq!(b, "id: 4\nda");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_names_the_transport_cause() {
+        // A port bound and closed at once: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let client = Client::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
+        let err = client
+            .finish::<Value>(client.request(Method::GET, "/api/v1/health"))
+            .await
+            .expect_err("nothing listens");
+        let text = err.to_string();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 }

@@ -829,10 +829,12 @@ pub fn mask_secrets(text: &str) -> String {
     };
     text.split(' ')
         .map(|w| {
-            // A path (a permission dialog's file) is long and mixed as a whole: its parts are
-            // what may be a secret.
+            // A path (a permission dialog's file) or a URL (an error's) is long and mixed as
+            // a whole: its parts are what may be a secret.
             let path = ["/", "~/", "./"].iter().any(|p| w.starts_with(p));
-            let masked = if path {
+            let masked = if w.contains("://") {
+                w.split(['/', '?', '&', '=']).any(secret)
+            } else if path {
                 w.split('/').any(secret)
             } else {
                 secret(w)
@@ -1236,6 +1238,13 @@ mod tests {
             "cat [secret]"
         );
         assert_eq!(mask_secrets("/k/a1b2c3d4e5f6a1b2c3d4e5f6a1b2"), "[secret]");
+        // So is a URL, to its query's values.
+        let url = "error sending request for url (http://127.0.0.1:59691/agent/v1/sessions/demo-1/report):";
+        assert_eq!(mask_secrets(url), url);
+        assert_eq!(
+            mask_secrets("GET https://h.example/x?token=ghp_0123456789abcdef"),
+            "GET [secret]"
+        );
     }
 
     #[test]

@@ -902,6 +902,52 @@ async fn a_spawn_on_a_host_costs_two_ssh_round_trips() {
     );
 }
 
+/// Another program holds `127.0.0.1` at the port a host's reverse forward tries first (the
+/// host here is this machine, as a real host's own services might). sshd would still take
+/// the forward on `[::1]` alone and call it done, and the agent's report, sent to
+/// `127.0.0.1`, would reach that program; so the forward asks for `127.0.0.1` by name, is
+/// refused there, takes the next port, and the report arrives.
+#[actix_web::test]
+async fn a_host_whose_forward_port_is_taken_on_ipv4_still_gets_its_agents_reports() {
+    if !available() || !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let sshd = Sshd::start(&scratch.path().join("sshd-t"));
+    let work = scratch.path().join("host-t");
+    let hosts = format!("hosts:\n{}", sshd.host_yaml("t", &work, 2));
+    let (mut agents, project) = config(scratch.path(), "    host: t\n", &hosts);
+    agents.push_str(
+        "  reporter: { kind: command, command: [\"sh\", \"-c\", \"flotilla report needs_input --note 'asked from the host' && exec sleep 600\"] }\n",
+    );
+    let app = reporting_app(&agents, &project, scratch).await;
+    let _g = TmuxGuard(format!("{}-t", flotilla::app::tmux_socket(&app.home)));
+    with_origin(&app);
+    // The other program: it takes every connection and closes it unanswered.
+    let target = app.address.trim_start_matches("http://");
+    let port = flotilla::plugins::hosts::launch::first_port("t", target);
+    let Ok(squatter) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+        panic!("port {port} is already taken: the test cannot hold it");
+    };
+    squatter.set_nonblocking(true).expect("nonblocking");
+    let squatter = tokio::net::TcpListener::from_std(squatter).expect("listener");
+    // Ends with the test's runtime.
+    actix_web::rt::spawn(async move {
+        while let Ok((c, _)) = squatter.accept().await {
+            drop(c);
+        }
+    });
+
+    let r = app
+        .spawn(json!({"project": "demo", "agent": "reporter", "prompt": "ask", "host": "t"}))
+        .await;
+    let v = app.wait_state(&r, "needs_input").await;
+    assert!(
+        v.to_string().contains("asked from the host"),
+        "the report's note: {v}"
+    );
+}
+
 /// An app on SQLite whose agents report back through the `flotilla` binary cargo built.
 async fn reporting_app(agents: &str, project: &str, scratch: tempfile::TempDir) -> TestApp {
     let cli = env!("CARGO_BIN_EXE_flotilla");

@@ -6,12 +6,12 @@
 //!   assumed to be the same OS and architecture), and that directory is put first on the
 //!   agent's `PATH`.
 //! - **Flotilla's API from the host** ([`server_url`]): a reverse TCP forward on the host's
-//!   control connection (`ssh -O forward -R PORT:<local address>`), bound to the host's
-//!   loopback. Its port is chosen once per host (a hash of the host's name and Flotilla's port,
-//!   the next one when taken) and asked for again by its number after every reconnection
-//!   ([`restore_forward`]), so agents started earlier keep a working `FLOTILLA_SERVER`. The
-//!   report token travels in the agent's environment (tmux gets it on stdin), never on a
-//!   command line.
+//!   control connection (`ssh -O forward -R 127.0.0.1:PORT:<local address>`), bound to the
+//!   host's IPv4 loopback, which agents dial. Its port is chosen once per host (a hash of
+//!   the host's name and Flotilla's port, the next one when taken) and asked for again by its
+//!   number after every reconnection ([`restore_forward`]), so agents started earlier keep a
+//!   working `FLOTILLA_SERVER`. The report token travels in the agent's environment (tmux
+//!   gets it on stdin), never on a command line.
 //! - **The project's workspace `setup`** ([`setup`]) in the new worktree on the host: `copy`
 //!   uploads the repository's (ignored) files, `symlinks` point into the host's clone of the
 //!   repository (both in one call, the files' bytes on its stdin), `post_create` commands run
@@ -125,7 +125,7 @@ fn split_url(url: &str) -> Option<(&str, &str)> {
 }
 
 /// The port tried first for `host`'s forward to `target`: stable for the pair, in 20000–59999.
-fn first_port(host: &str, target: &str) -> u16 {
+pub fn first_port(host: &str, target: &str) -> u16 {
     let mut h: u32 = 0x811c_9dc5;
     for b in host.bytes().chain([0]).chain(target.bytes()) {
         h ^= u32::from(b);
@@ -134,8 +134,12 @@ fn first_port(host: &str, target: &str) -> u16 {
     20_000 + u16::try_from(h % 40_000).unwrap_or(0)
 }
 
+/// Asks for the forward of the host's `127.0.0.1:port` to `target`. The address is explicit
+/// because sshd, given none, binds every loopback family it can and reports success when
+/// one of them binds: with another program on `127.0.0.1:port`, the forward would listen on
+/// `[::1]` alone, and the agents' `http://127.0.0.1:port` would reach that program instead.
 async fn request(ssh: &SshTransport, port: u16, target: &str) -> PluginResult<()> {
-    let spec = format!("{port}:{target}");
+    let spec = format!("127.0.0.1:{port}:{target}");
     ssh.control("forward", &["-R", &spec], CALL_TIMEOUT)
         .await
         .map(drop)
