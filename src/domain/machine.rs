@@ -33,8 +33,9 @@ pub const TOLD_WHILE_WAITING: &str = "told_while_waiting";
 /// The `meta` key of when the wait the session is in began, as notifications count waits: a
 /// question asked again after the agent went back to work for longer than [`LATE_REPORT`] is
 /// a new wait (answered at the terminal, then asked again), one asked again sooner is the
-/// same wait seen again (a screen that flickered, a hook's late report). Notifications of one
-/// wait are one dedupe group (`notify::routing`).
+/// same wait seen again (a screen that flickered, a hook's late report), unless a model API
+/// failure the agent gave up on came between. Notifications of one wait are one dedupe group
+/// (`notify::routing`).
 pub const WAITING_SINCE: &str = "waiting_since";
 
 /// The `meta` key of when the agent last went back to work from a wait.
@@ -1128,6 +1129,14 @@ impl Machine<'_> {
                     "logged_at": logged_at, "status": status, "message": message,
                     "attempt": attempt, "max_retries": max_retries,
                 });
+                if attempt.is_none() {
+                    // A turn given up on is news: the wait it leads to is a new one, even
+                    // asked seconds after the last in the same words (a human's "try again"
+                    // that failed at once), not that wait seen again (see `WAITING_SINCE`).
+                    if let Some(m) = self.s.session.meta.as_object_mut() {
+                        m.remove(WAIT_ENDED);
+                    }
+                }
                 Outcome::Applied
             }
             EventKind::TimerFired { kind } => self.timer(kind),

@@ -101,6 +101,78 @@ async fn a_model_api_that_keeps_failing_is_recorded_then_asks_a_human_once() {
     );
 }
 
+/// A human's "try again" that fails again at once (the CLI gives up within seconds, with the
+/// same words) is a new wait, and the human is told again: not taken for the first wait's
+/// flicker and dropped as its duplicate.
+#[actix_web::test]
+async fn a_try_again_that_fails_again_at_once_tells_the_human_again() {
+    let script = vec![
+        Step::error(500, "api_error"),
+        Step::error(500, "api_error"),
+        Step::error(500, "api_error"),
+        Step::error(500, "api_error"),
+        Step::text("Recovered."),
+    ];
+    let env = "CLAUDE_CODE_MAX_RETRIES: \"1\", ";
+    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", env).await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
+        .await;
+    wait_session(&r.app, &id, 90, "needs_input after the retries", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    eventually(30, "the first notification", || {
+        let n = notifications_with(&r.hooks, "model API failed");
+        async move { (n.len() == 1).then_some(()) }
+    })
+    .await;
+
+    let (code, v) = r
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "try again"}),
+        )
+        .await;
+    assert!(code < 300, "{code} {v}");
+    eventually(60, "the second failure's notification", || {
+        let n = notifications_with(&r.hooks, "model API failed");
+        async move { (n.len() == 2).then_some(()) }
+    })
+    .await;
+    let s = r.app.get(&format!("/api/v1/sessions/{id}")).await.1;
+    assert_eq!(s["state"], "needs_input", "{s}");
+
+    // The next "try again" is answered, and nobody is told anything more.
+    let (code, v) = r
+        .app
+        .post(
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": "try once more"}),
+        )
+        .await;
+    assert!(code < 300, "{code} {v}");
+    wait_session(&r.app, &id, 60, "the turn ends", |s| {
+        s["state"] == "working" && s["activity"] == "idle"
+    })
+    .await;
+    assert_eq!(
+        r.model.remaining(),
+        0,
+        "every scripted answer was asked for"
+    );
+    assert_eq!(
+        requests_with(&r, "try once more"),
+        1,
+        "the answer went once"
+    );
+    assert_eq!(notifications_with(&r.hooks, "model API failed").len(), 2);
+}
+
 #[actix_web::test]
 async fn a_rate_limit_with_retry_after_is_waited_out_by_the_cli_without_a_false_alarm() {
     let script = vec![Step::rate_limited(1), Step::text("Hello.")];

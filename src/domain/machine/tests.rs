@@ -2045,3 +2045,45 @@ fn a_question_asked_again_after_the_agent_worked_on_is_a_new_wait() {
     let other = run(&back, 42, waiting("approve Bash: git push"));
     assert_eq!(since(&other), serde_json::json!(secs(42)));
 }
+
+/// A model API failure the agent gave up on, asked about again in the same words seconds
+/// after a human's "try again" went (it failed at once), is a new wait: its notification is
+/// not taken for the first's. A failure the agent still retries changes nothing.
+#[test]
+fn a_model_api_failure_again_after_a_try_again_is_a_new_wait() {
+    let policy = Policy::defaults();
+    let q = "the model API failed (500 Internal server error); answer to try again";
+    let secs = |n: i64| at(1) + Duration::seconds(n);
+    let run = |snap: &SessionSnapshot, t: i64, kind: EventKind| {
+        step(snap, &Event { at: secs(t), kind }, &policy).snapshot
+    };
+    let failed = |attempt: Option<u32>| EventKind::AgentApiError {
+        logged_at: at(1),
+        status: Some(500),
+        message: "500 Internal server error".into(),
+        attempt,
+        max_retries: Some(2),
+    };
+    let waiting = EventKind::AgentWaitingInput {
+        question: Some(q.into()),
+    };
+    let since = |snap: &SessionSnapshot| snap.session.meta[WAITING_SINCE].clone();
+
+    let asked = run(
+        &run(&base(SessionState::Working), 0, failed(None)),
+        0,
+        waiting.clone(),
+    );
+    assert_eq!(since(&asked), serde_json::json!(secs(0)));
+    // The human's "try again" starts the next turn; its retries fail, and it gives up.
+    let back = run(&asked, 2, EventKind::AgentActive);
+    let retrying = run(&back, 3, failed(Some(1)));
+    assert_eq!(retrying.session.state, SessionState::Working);
+    let gave_up = run(&run(&retrying, 5, failed(None)), 5, waiting.clone());
+    assert_eq!(gave_up.session.state, SessionState::NeedsInput);
+    assert_eq!(since(&gave_up), serde_json::json!(secs(5)));
+    // Without a failure between, the same words seen at once are that wait still.
+    let back = run(&gave_up, 6, EventKind::AgentActive);
+    let seen_again = run(&back, 7, waiting);
+    assert_eq!(since(&seen_again), serde_json::json!(secs(5)));
+}
