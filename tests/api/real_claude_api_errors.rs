@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::fake_anthropic::Step;
 use crate::helpers::{eventually, TestApp};
-use crate::real_claude_fleet::{notifications_with, setup_notifying, wait_session};
+use crate::real_claude_fleet::{notifications_with, send, setup_notifying, wait_session};
 
 async fn api_errors(app: &TestApp, id: &str) -> Vec<Value> {
     let (_, ev) = app.get(&format!("/api/v1/sessions/{id}/events")).await;
@@ -30,6 +30,31 @@ fn requests_with(r: &crate::real_claude_fleet::Real, needle: &str) -> usize {
         .count()
 }
 
+/// A real Claude Code with `env` (its retries), on `script`, its session spawned and (the
+/// script's first turn failing) waiting for a human, who was told once: the app, the
+/// session and the session as it waits. `None` where the real CLI cannot run.
+async fn failed_turn(
+    script: Vec<Step>,
+    env: &str,
+) -> Option<(crate::real_claude_fleet::Real, String, Value)> {
+    let r = setup_notifying(script, "auto-edit", "[]", "", &[], "", env).await?;
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
+        .await;
+    let s = wait_session(&r.app, &id, 90, "needs_input after the failures", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    let notes = eventually(30, "the notification", || {
+        let n = notifications_with(&r.hooks, "model API failed");
+        async move { (!n.is_empty()).then_some(n) }
+    })
+    .await;
+    assert_eq!(notes.len(), 1, "one notification: {notes:?}");
+    Some((r, id, s))
+}
+
 #[actix_web::test]
 async fn a_model_api_that_keeps_failing_is_recorded_then_asks_a_human_once() {
     // The first request and both retries fail; the human's "try again" is then answered.
@@ -39,18 +64,9 @@ async fn a_model_api_that_keeps_failing_is_recorded_then_asks_a_human_once() {
         Step::error(500, "api_error"),
         Step::text("Recovered."),
     ];
-    let env = "CLAUDE_CODE_MAX_RETRIES: \"2\", ";
-    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", env).await else {
+    let Some((r, id, s)) = failed_turn(script, "CLAUDE_CODE_MAX_RETRIES: \"2\", ").await else {
         return;
     };
-    let id = r
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
-        .await;
-    let s = wait_session(&r.app, &id, 90, "needs_input after the retries", |s| {
-        s["state"] == "needs_input"
-    })
-    .await;
     let asked = s["waiting_for"].as_str().unwrap_or_default().to_string();
     assert!(
         asked.contains("model API failed") && asked.contains("500"),
@@ -65,21 +81,8 @@ async fn a_model_api_that_keeps_failing_is_recorded_then_asks_a_human_once() {
         errors.iter().all(|e| e["data"]["event"]["status"] == 500),
         "{errors:?}"
     );
-    let notes = eventually(30, "the notification", || {
-        let n = notifications_with(&r.hooks, "model API failed");
-        async move { (!n.is_empty()).then_some(n) }
-    })
-    .await;
-    assert_eq!(notes.len(), 1, "one notification: {notes:?}");
 
-    let (code, v) = r
-        .app
-        .post(
-            &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "try again"}),
-        )
-        .await;
-    assert!(code < 300, "{code} {v}");
+    send(&r.app, &id, "try again").await;
     wait_session(&r.app, &id, 60, "back to working", |s| {
         s["state"] == "working" && s["waiting_for"].is_null()
     })
@@ -113,32 +116,11 @@ async fn a_try_again_that_fails_again_at_once_tells_the_human_again() {
         Step::error(500, "api_error"),
         Step::text("Recovered."),
     ];
-    let env = "CLAUDE_CODE_MAX_RETRIES: \"1\", ";
-    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", env).await else {
+    let Some((r, id, _)) = failed_turn(script, "CLAUDE_CODE_MAX_RETRIES: \"1\", ").await else {
         return;
     };
-    let id = r
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
-        .await;
-    wait_session(&r.app, &id, 90, "needs_input after the retries", |s| {
-        s["state"] == "needs_input"
-    })
-    .await;
-    eventually(30, "the first notification", || {
-        let n = notifications_with(&r.hooks, "model API failed");
-        async move { (n.len() == 1).then_some(()) }
-    })
-    .await;
 
-    let (code, v) = r
-        .app
-        .post(
-            &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "try again"}),
-        )
-        .await;
-    assert!(code < 300, "{code} {v}");
+    send(&r.app, &id, "try again").await;
     eventually(60, "the second failure's notification", || {
         let n = notifications_with(&r.hooks, "model API failed");
         async move { (n.len() == 2).then_some(()) }
@@ -148,14 +130,7 @@ async fn a_try_again_that_fails_again_at_once_tells_the_human_again() {
     assert_eq!(s["state"], "needs_input", "{s}");
 
     // The next "try again" is answered, and nobody is told anything more.
-    let (code, v) = r
-        .app
-        .post(
-            &format!("/api/v1/sessions/{id}/send"),
-            json!({"message": "try once more"}),
-        )
-        .await;
-    assert!(code < 300, "{code} {v}");
+    send(&r.app, &id, "try once more").await;
     wait_session(&r.app, &id, 60, "the turn ends", |s| {
         s["state"] == "working" && s["activity"] == "idle"
     })
@@ -200,17 +175,9 @@ async fn a_rate_limit_with_retry_after_is_waited_out_by_the_cli_without_a_false_
 async fn a_model_api_that_hangs_times_out_in_the_cli_and_asks_a_human() {
     let script = vec![Step::Hang, Step::Hang, Step::text("Recovered.")];
     let env = "CLAUDE_CODE_MAX_RETRIES: \"1\", API_TIMEOUT_MS: \"2000\", ";
-    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", env).await else {
+    let Some((r, id, s)) = failed_turn(script, env).await else {
         return;
     };
-    let id = r
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
-        .await;
-    let s = wait_session(&r.app, &id, 90, "needs_input after the timeouts", |s| {
-        s["state"] == "needs_input"
-    })
-    .await;
     assert!(
         s["waiting_for"]
             .as_str()
@@ -218,10 +185,4 @@ async fn a_model_api_that_hangs_times_out_in_the_cli_and_asks_a_human() {
         "{s}"
     );
     assert!(!api_errors(&r.app, &id).await.is_empty());
-    let notes = eventually(30, "the notification", || {
-        let n = notifications_with(&r.hooks, "model API failed");
-        async move { (!n.is_empty()).then_some(n) }
-    })
-    .await;
-    assert_eq!(notes.len(), 1, "{notes:?}");
 }

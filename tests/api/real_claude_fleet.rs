@@ -175,7 +175,7 @@ pub(crate) async fn wait_session(
 }
 
 /// Sends `text` to session `id` as `flotilla send` does (an answer while it waits).
-async fn send(app: &TestApp, id: &str, text: &str) {
+pub(crate) async fn send(app: &TestApp, id: &str, text: &str) {
     let (code, v) = app
         .post(
             &format!("/api/v1/sessions/{id}/send"),
