@@ -847,6 +847,15 @@ fn needle(text: &str) -> String {
     last.chars().skip(n.saturating_sub(NEEDLE_CHARS)).collect()
 }
 
+/// Whether the text of a pane's log shows `needle`, wherever the TUI wrapped it: a wrap is
+/// drawn as padding, a cursor move and an indent, which leave whitespace (or nothing) in the
+/// text, so both are compared without any.
+fn log_shows(log: &str, needle: &str) -> bool {
+    let squash = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let needle = squash(needle);
+    !needle.is_empty() && squash(log).contains(&needle)
+}
+
 /// tmux ends a command at an argument ending in `;`; `\;` at the end stands for a literal `;`.
 fn escape_arg(a: &str) -> String {
     match a.strip_suffix(';') {
@@ -1234,7 +1243,7 @@ impl Runtime for TmuxRuntime {
         }
         if let Some(mark) = mark {
             let since = read_log_from(&h.log, mark).await?;
-            if strip_ansi(&since).contains(&needle) {
+            if log_shows(&strip_ansi(&since), &needle) {
                 return Ok(true);
             }
         }
@@ -1492,6 +1501,21 @@ mod tests {
         assert_eq!(needle("first\nsecond line\n\n"), "second line");
         assert_eq!(needle(&"x".repeat(100)).len(), NEEDLE_CHARS);
         assert_eq!(needle("\n \n"), "");
+    }
+
+    /// Claude Code 2.1.328's transcript of a message whose last line it wrapped, as its pane
+    /// log holds it: the needle straddles the wrap.
+    #[test]
+    fn a_message_wrapped_in_the_log_is_seen_there() {
+        let text = "Line 060: paste\nword021 word022 word023 LONG-MESSAGE-END";
+        let n = needle(text);
+        let log = "\u{1b}[38;5;231mword021 word022 word023 \u{1b}[39m      \u{1b}[1B  \u{1b}[38;5;231mLONG-MESSAGE-END\u{1b}[39m   ";
+        assert!(
+            !strip_ansi(log).contains(&n),
+            "the needle straddles the wrap"
+        );
+        assert!(log_shows(&strip_ansi(log), &n));
+        assert!(!log_shows(&strip_ansi(log), "word023 OTHER-END"));
     }
 
     #[test]

@@ -60,6 +60,7 @@ mod real_claude_fleet;
 mod real_claude_headless;
 mod real_claude_many;
 mod real_claude_pr_loop;
+mod real_claude_resume;
 mod real_claude_workflows;
 mod real_codex;
 mod real_codex_chat;

@@ -1,0 +1,118 @@
+//! Finishing a delivery a crash cut short, with the real Claude Code. A long message shows in
+//! Claude's input as a placeholder ("[Pasted text #1 +60 lines]"), and in its transcript once
+//! taken as its text, wrapped to the pane: a paragraph-long last line is split over rows. After
+//! a crash between Claude taking such a message and Flotilla recording it delivered, the pane's
+//! log since the delivery's mark must confirm it, wrapped or not, and it must not be typed a
+//! second time.
+
+use chrono::Utc;
+use serde_json::json;
+
+use flotilla::store::{InstructionState, SessionId};
+
+use crate::fake_anthropic::{request_text, Step};
+use crate::helpers::eventually;
+use crate::real_claude_fleet::{send, setup_notifying, wait_session};
+
+/// The end of the long message: counted in what the model is sent.
+const END: &str = "LONG-MESSAGE-END";
+
+#[actix_web::test]
+async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
+    let script = vec![
+        Step::text("Hello."),
+        Step::text("Read it."),
+        Step::text("Done."),
+    ];
+    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", "").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
+        .await;
+    wait_session(&r.app, &id, 90, "the first turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    // Where the pane's log stood just before the message was typed: the mark a delivery
+    // stores with it.
+    let log = r.app.home.join("tmux").join(format!("{id}.log"));
+    let mark = std::fs::metadata(&log).expect("the pane's log").len();
+    let long: String = (1..=60)
+        .map(|i| format!("Line {i:03}: one more step of a long instruction to paste\n"))
+        // A last line as long as a paragraph, which the transcript wraps (200 columns).
+        .chain((0..24).map(|i| format!("word{i:03} ")))
+        .chain([END.to_string()])
+        .collect();
+    send(&r.app, &id, &long).await;
+    let sent_with = |needle: &'static str| {
+        r.model
+            .requests()
+            .iter()
+            .any(|q| request_text(q).contains(needle))
+    };
+    eventually(60, "the long message reaches the model", || async {
+        sent_with(END).then_some(())
+    })
+    .await;
+    wait_session(&r.app, &id, 60, "its turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+
+    // The scenario: Claude wrapped the last line in its transcript between its last two
+    // words, so the pane's log never holds the line's end in one piece.
+    let bytes = std::fs::read(&log).expect("the pane's log");
+    let since = String::from_utf8_lossy(&bytes[usize::try_from(mark).expect("mark")..]);
+    let plain = flotilla::plugins::tmux::strip_ansi(&since);
+    assert!(
+        plain.contains(END) && !plain.contains(&format!("word023 {END}")),
+        "the transcript shows the last line wrapped before its end: {}",
+        plain
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>()
+    );
+    // The store as a crash just before the delivery was recorded leaves it: typing, from
+    // the mark.
+    let session = SessionId(id.clone());
+    let mut found = None;
+    for n in 1..100 {
+        match r.app.store.load_instruction(n).await {
+            Ok(i) if i.session_id == session && i.body == long => {
+                found = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let ins = found.expect("the long message's instruction");
+    r.app
+        .store
+        .set_instruction_state(
+            ins.id,
+            InstructionState::Typing,
+            Some(i64::try_from(mark).expect("mark")),
+            Utc::now(),
+        )
+        .await
+        .expect("typing");
+
+    // The next message finishes what is open first, then goes itself.
+    send(&r.app, &id, "SENT-AFTER-THE-CRASH").await;
+    eventually(60, "the next message reaches the model", || async {
+        sent_with("SENT-AFTER-THE-CRASH").then_some(())
+    })
+    .await;
+    let requests = r.model.requests();
+    let last = request_text(requests.last().expect("a request"));
+    let user_turns: Vec<&str> = last.matches(END).collect();
+    assert_eq!(user_turns.len(), 1, "the long message was typed once");
+    let ins = r.app.store.load_instruction(ins.id).await.expect("load");
+    assert_eq!(ins.state, InstructionState::Delivered, "{ins:?}");
+}
