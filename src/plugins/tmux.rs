@@ -789,14 +789,15 @@ fn strip_borders(s: &str) -> &str {
 }
 
 fn shows_draft(row: &str, prev: Option<&str>, needle: &str) -> bool {
-    if row.contains(PASTE_PLACEHOLDER) || row.contains(needle) {
+    if row.contains(PASTE_PLACEHOLDER) || shows_text(row, needle) {
         return true;
     }
-    // The needle may straddle a line the TUI wrapped itself: then this row holds its end.
+    // The needle may straddle a line the TUI wrapped itself (at a space, which the wrap
+    // drops): then this row holds its end.
     let row = strip_borders(row);
     !row.is_empty()
         && prev.is_some_and(|p| {
-            !p.contains(needle) && format!("{}{row}", strip_borders(p)).contains(needle)
+            !shows_text(p, needle) && shows_text(&format!("{}{row}", strip_borders(p)), needle)
         })
 }
 
@@ -847,13 +848,13 @@ fn needle(text: &str) -> String {
     last.chars().skip(n.saturating_sub(NEEDLE_CHARS)).collect()
 }
 
-/// Whether the text of a pane's log shows `needle`, wherever the TUI wrapped it: a wrap is
-/// drawn as padding, a cursor move and an indent, which leave whitespace (or nothing) in the
-/// text, so both are compared without any.
-fn log_shows(log: &str, needle: &str) -> bool {
+/// Whether `text` (screen rows joined, or a pane's log) shows `needle`, wherever the TUI
+/// wrapped it: a wrap drops the space it wraps at, or draws padding, a cursor move and an
+/// indent, so both are compared without whitespace.
+fn shows_text(text: &str, needle: &str) -> bool {
     let squash = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
     let needle = squash(needle);
-    !needle.is_empty() && squash(log).contains(&needle)
+    !needle.is_empty() && squash(text).contains(&needle)
 }
 
 /// tmux ends a command at an argument ending in `;`; `\;` at the end stands for a literal `;`.
@@ -1243,7 +1244,7 @@ impl Runtime for TmuxRuntime {
         }
         if let Some(mark) = mark {
             let since = read_log_from(&h.log, mark).await?;
-            if log_shows(&strip_ansi(&since), &needle) {
+            if shows_text(&strip_ansi(&since), &needle) {
                 return Ok(true);
             }
         }
@@ -1514,8 +1515,8 @@ mod tests {
             !strip_ansi(log).contains(&n),
             "the needle straddles the wrap"
         );
-        assert!(log_shows(&strip_ansi(log), &n));
-        assert!(!log_shows(&strip_ansi(log), "word023 OTHER-END"));
+        assert!(shows_text(&strip_ansi(log), &n));
+        assert!(!shows_text(&strip_ansi(log), "word023 OTHER-END"));
     }
 
     #[test]
@@ -1561,6 +1562,30 @@ mod tests {
             4,
         );
         assert!(submitted(&d, &after, n));
+    }
+
+    /// Claude Code 2.1.328's input box wraps a long line at a space, which it drops: a needle
+    /// with that space straddles the rows.
+    #[test]
+    fn a_draft_wrapped_at_a_space_inside_its_needle_is_seen() {
+        let text = "w24x000 w24x001 w24x022 w24x023 THE-END-MARK";
+        let n = needle(text);
+        assert!(n.contains(' '), "{n}");
+        let before = screen(
+            &[
+                "──────",
+                "❯ w24x000 w24x001 w24x022 w24x023",
+                "  THE-END-MARK",
+                "──────",
+                "  ⏵⏵ accept edits on",
+            ],
+            2,
+        );
+        let d = find_draft(&before, &n).expect("the wrapped draft");
+        assert_eq!(d.row, 2);
+        let after = screen(&["──────", "❯", "", "──────", "  esc to interrupt"], 1);
+        assert!(submitted(&d, &after, &n));
+        assert!(!submitted(&d, &before, &n));
     }
 
     #[test]

@@ -116,3 +116,57 @@ async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
     let ins = r.app.store.load_instruction(ins.id).await.expect("load");
     assert_eq!(ins.state, InstructionState::Delivered, "{ins:?}");
 }
+
+/// A message whose one line Claude's input box wraps inside its last 24 characters (what a
+/// delivery looks for on screen) is submitted and confirmed like any other, whatever the
+/// length: it was left unsubmitted, and the next message was typed onto it. Lengths around
+/// the 200-column pane's width, 8 characters apart, so that some wrap inside that end.
+#[actix_web::test]
+async fn messages_wrapped_in_claudes_input_are_each_submitted_once() {
+    let script = (0..10).map(|_| Step::text("Ok.")).collect();
+    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", "").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
+        .await;
+    wait_session(&r.app, &id, 90, "the first turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    let words = 21..28;
+    for n in words.clone() {
+        let message: String = (0..n)
+            .map(|i| format!("w{n}x{i:03} "))
+            .chain([format!("END-OF-{n}")])
+            .collect();
+        let (code, v) = r
+            .app
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({ "message": message }),
+            )
+            .await;
+        assert_eq!(
+            (code, &v["delivered"]),
+            (200, &json!(true)),
+            "{n} words: {v}"
+        );
+        wait_session(&r.app, &id, 60, "the turn ends", |s| {
+            s["activity"] == "idle"
+        })
+        .await;
+    }
+    // Each message was a turn of its own: the last request holds each once, and none run
+    // into the next.
+    let requests = r.model.requests();
+    let last = request_text(requests.last().expect("a request"));
+    for n in words {
+        assert_eq!(last.matches(&format!("END-OF-{n}")).count(), 1, "{n} words");
+        assert!(
+            !last.contains(&format!("END-OF-{n}w")),
+            "the next message was typed onto the one of {n} words"
+        );
+    }
+}
