@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::fake_openai::{FakeOpenAi, Step};
+use crate::helpers::eventually;
 use crate::real_claude_fleet::wait_session;
 use crate::real_codex::{Setup, MODEL};
 use crate::real_fleet::{AgentFleet, ModelFleet};
@@ -239,4 +240,50 @@ async fn a_real_codex_turn_ended_on_an_api_error_waits_for_a_human() {
         turns[before]
     );
     f.screen_with(&id, 60, "Working again.").await;
+}
+
+/// A one-line message that Codex's composer wraps inside its last 24 characters (what a
+/// delivery looks for on screen) is submitted and confirmed like any other: it was left
+/// unsubmitted (`delivered: false`). Lengths around the 200-column pane's width, 8 characters
+/// apart, so that some wrap inside that end; each reaches the model once, on its own.
+#[actix_web::test]
+async fn messages_wrapped_in_codexs_composer_are_each_submitted_once() {
+    let script = (0..10).map(|_| Step::text("Ok.")).collect();
+    let Some(f) = CodexFleet::start(script, "auto-edit").await else {
+        return;
+    };
+    let id = f
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say ok."}))
+        .await;
+    wait_session(&f.app, &id, 90, "the first turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    let words = 21..28;
+    for n in words.clone() {
+        let message: String = (0..n)
+            .map(|i| format!("w{n}x{i:03} "))
+            .chain([format!("END-OF-{n}")])
+            .collect();
+        let v = f.send(&id, &message).await;
+        assert_eq!(v["delivered"], true, "{n} words: {v}");
+        let end = format!("END-OF-{n}");
+        eventually(60, "the message reaches the model", || async {
+            f.model.request_contains(&end).then_some(())
+        })
+        .await;
+        wait_session(&f.app, &id, 60, "the turn ends", |s| {
+            s["activity"] == "idle"
+        })
+        .await;
+    }
+    // None ran into the next.
+    let sent: Vec<String> = f.model.requests().iter().map(Value::to_string).collect();
+    for n in words {
+        assert!(
+            !sent.iter().any(|t| t.contains(&format!("END-OF-{n}w"))),
+            "the next message was typed onto the one of {n} words"
+        );
+    }
 }
