@@ -17,16 +17,10 @@ use crate::real_claude_fleet::{send, setup_notifying, wait_session};
 /// The end of the long message: counted in what the model is sent.
 const END: &str = "LONG-MESSAGE-END";
 
-#[actix_web::test]
-async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
-    let script = vec![
-        Step::text("Hello."),
-        Step::text("Read it."),
-        Step::text("Done."),
-    ];
-    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", "").await else {
-        return;
-    };
+/// A real Claude Code on `script`, its session spawned and its first turn ended. `None`
+/// where the real CLI cannot run.
+async fn idle_claude(script: Vec<Step>) -> Option<(crate::real_claude_fleet::Real, String)> {
+    let r = setup_notifying(script, "auto-edit", "[]", "", &[], "", "").await?;
     let id = r
         .app
         .spawn(json!({"project": "demo", "prompt": "Say hello."}))
@@ -35,6 +29,19 @@ async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
         s["activity"] == "idle"
     })
     .await;
+    Some((r, id))
+}
+
+#[actix_web::test]
+async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
+    let script = vec![
+        Step::text("Hello."),
+        Step::text("Read it."),
+        Step::text("Done."),
+    ];
+    let Some((r, id)) = idle_claude(script).await else {
+        return;
+    };
     // Where the pane's log stood just before the message was typed: the mark a delivery
     // stores with it.
     let log = r.app.home.join("tmux").join(format!("{id}.log"));
@@ -124,17 +131,9 @@ async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
 #[actix_web::test]
 async fn messages_wrapped_in_claudes_input_are_each_submitted_once() {
     let script = (0..10).map(|_| Step::text("Ok.")).collect();
-    let Some(r) = setup_notifying(script, "auto-edit", "[]", "", &[], "", "").await else {
+    let Some((r, id)) = idle_claude(script).await else {
         return;
     };
-    let id = r
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
-        .await;
-    wait_session(&r.app, &id, 90, "the first turn ends", |s| {
-        s["activity"] == "idle"
-    })
-    .await;
     let sent_with = |needle: &str| {
         r.model
             .requests()
