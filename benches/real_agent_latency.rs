@@ -214,7 +214,21 @@ projects:
             .find(|t| t["reaction"] == "agent-needs-input")
             .and_then(|t| t["attempts"].as_u64())
             .unwrap_or(0);
-        assert_eq!(waits, rounds as u64, "one needs-input episode per prompt: {s}");
+        if waits != rounds as u64 {
+            // Which waits were there: each state change with its reason and question.
+            let ev = get(&http, &base, &format!("/api/v1/sessions/{id}/events?limit=1000")).await;
+            let steps: Vec<String> = ev["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["kind"] != "agent.usage")
+                .map(|e| format!("{} {} {}", e["at"], e["kind"], e["data"]))
+                .collect();
+            panic!(
+                "one needs-input episode per prompt: {waits} for {rounds}: {s}\n{}",
+                steps.join("\n")
+            );
+        }
         lat.sort();
         println!(
             "real claude permission prompt -> needs_input, {rounds} prompts: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
