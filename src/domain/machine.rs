@@ -779,7 +779,15 @@ impl Machine<'_> {
                 }
                 if let (Some(q), Some(a)) = (question.as_deref(), asked) {
                     if !same_question(a, q) {
-                        return Outcome::Noop("a newer question waits".into());
+                        // Answered while the agent already asks the next: kept among the
+                        // earlier answers, so that the answered dialog's late hook report is
+                        // not taken for a newer question and put in place of the one waiting.
+                        return if self.just_answered(Some(q)) {
+                            Outcome::Noop("a newer question waits".into())
+                        } else {
+                            self.record_answered_earlier(q);
+                            Outcome::Applied
+                        };
                     }
                 }
                 let out = self.apply(&EventKind::AgentActive);
@@ -1233,6 +1241,23 @@ impl Machine<'_> {
             .collect();
         self.s.session.meta["answered"] =
             serde_json::json!({"question": answered, "at": self.at, "earlier": earlier});
+    }
+
+    /// Records `question` as answered now among the earlier answers, the last answer
+    /// (`meta.answered`'s question and time, which notifications group by) unchanged.
+    fn record_answered_earlier(&mut self, question: &str) {
+        let earlier: Vec<serde_json::Value> =
+            std::iter::once(serde_json::json!({"question": question, "at": self.at}))
+                .chain(
+                    self.s.session.meta["answered"]["earlier"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                )
+                .take(EARLIER_ANSWERED)
+                .collect();
+        self.s.session.meta["answered"]["earlier"] = serde_json::json!(earlier);
     }
 
     /// The questions answered less than [`LATE_REPORT`] ago, newest first, with when:

@@ -1168,10 +1168,16 @@ fn an_answer_ends_only_the_question_it_answered() {
     assert_eq!(b.snapshot.session.meta["question"], "approve Bash: b");
     assert_eq!(b.snapshot.session.activity_at, Some(at(3)));
     assert_eq!(notifies(&b.effects), 1, "the new question is told");
-    // The late answer to the first question leaves the second waiting…
+    // The late answer to the first question leaves the second waiting (recorded among the
+    // earlier answers only)…
     let late = answered("approve Bash: a", 4, &b.snapshot);
-    assert!(matches!(late.outcome, Outcome::Noop(_)));
     assert_eq!(late.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(late.snapshot.session.meta["question"], "approve Bash: b");
+    assert_eq!(notifies(&late.effects), 0);
+    assert_eq!(
+        late.snapshot.session.meta["answered"]["earlier"][0]["question"],
+        "approve Bash: a"
+    );
     // …and its own answer ends the wait.
     let done = answered("approve Bash: b", 5, &b.snapshot);
     assert_eq!(done.snapshot.session.state, SessionState::Working);
@@ -2086,4 +2092,65 @@ fn a_model_api_failure_again_after_a_try_again_is_a_new_wait() {
     let back = run(&gave_up, 6, EventKind::AgentActive);
     let seen_again = run(&back, 7, waiting);
     assert_eq!(since(&seen_again), serde_json::json!(secs(5)));
+}
+
+/// An answer confirmed only once the agent already asks the next question (the bench's pace:
+/// an answer, the command, the next dialog within half a second) leaves that next question
+/// waiting, and is kept among the earlier answers: the answered dialog's late hook report
+/// neither replaces the question waiting nor pages anyone.
+#[test]
+fn an_answer_confirmed_after_the_next_question_still_quiets_its_late_hook() {
+    let policy = Policy::defaults();
+    let ev = |secs: i64, kind: EventKind| Event {
+        at: t0() + Duration::seconds(secs),
+        kind,
+    };
+    let hook = |q: &str| EventKind::AgentReported {
+        state: ReportedState::NeedsInput,
+        note: Some(q.into()),
+        pr: None,
+        hook: true,
+    };
+    let pages = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Notify { .. }))
+            .count()
+    };
+    let first = step(
+        &base(SessionState::Working),
+        &ev(1, hook("approve Bash: round-28")),
+        &policy,
+    );
+    // Answered at the terminal's pace: the agent is at work, then asks the next.
+    let back = step(&first.snapshot, &ev(2, EventKind::AgentActive), &policy);
+    let next = step(
+        &back.snapshot,
+        &ev(3, hook("approve Bash: round-29")),
+        &policy,
+    );
+    assert_eq!(next.snapshot.session.state, SessionState::NeedsInput);
+    // The answer to the first is confirmed now.
+    let confirmed = step(
+        &next.snapshot,
+        &ev(
+            3,
+            EventKind::InputAnswered {
+                question: Some("approve Bash: round-28".into()),
+            },
+        ),
+        &policy,
+    );
+    let snap = &confirmed.snapshot;
+    assert_eq!(snap.session.state, SessionState::NeedsInput);
+    assert_eq!(snap.session.meta["question"], "approve Bash: round-29");
+    assert_eq!(pages(&confirmed.effects), 0);
+    // The first dialog's hook, late: nothing changes, nobody is paged.
+    let late = step(snap, &ev(4, hook("approve Bash: round-28")), &policy);
+    assert_eq!(
+        late.snapshot.session.meta["question"],
+        "approve Bash: round-29"
+    );
+    assert_eq!(late.snapshot.session.state, SessionState::NeedsInput);
+    assert_eq!(pages(&late.effects), 0, "{:?}", late.outcome);
 }
