@@ -24,6 +24,24 @@ fn t0() -> DateTime<Utc> {
         .expect("valid time")
 }
 
+/// A hook's report that the agent waits on `q`.
+fn hook_asks(q: &str) -> EventKind {
+    EventKind::AgentReported {
+        state: ReportedState::NeedsInput,
+        note: Some(q.into()),
+        pr: None,
+        hook: true,
+    }
+}
+
+/// How many pages `effects` send.
+fn pages(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Notify { .. }))
+        .count()
+}
+
 fn pr(n: i64) -> PrRef {
     PrRef {
         number: n,
@@ -1344,18 +1362,7 @@ fn a_dialog_just_answered_seen_late_does_not_replace_the_next_one_asked() {
     let seen = |q: &str| EventKind::AgentWaitingInput {
         question: Some(q.into()),
     };
-    let hook = |q: &str| EventKind::AgentReported {
-        state: ReportedState::NeedsInput,
-        note: Some(q.into()),
-        pr: None,
-        hook: true,
-    };
-    let pages = |effects: &[Effect]| {
-        effects
-            .iter()
-            .filter(|e| matches!(e, Effect::Notify { .. }))
-            .count()
-    };
+    let hook = hook_asks;
     let asked = step(
         &base(SessionState::Working),
         &ev(1, hook("approve Bash: curl")),
@@ -2105,18 +2112,7 @@ fn an_answer_confirmed_after_the_next_question_still_quiets_its_late_hook() {
         at: t0() + Duration::seconds(secs),
         kind,
     };
-    let hook = |q: &str| EventKind::AgentReported {
-        state: ReportedState::NeedsInput,
-        note: Some(q.into()),
-        pr: None,
-        hook: true,
-    };
-    let pages = |effects: &[Effect]| {
-        effects
-            .iter()
-            .filter(|e| matches!(e, Effect::Notify { .. }))
-            .count()
-    };
+    let hook = hook_asks;
     let first = step(
         &base(SessionState::Working),
         &ev(1, hook("approve Bash: round-28")),
