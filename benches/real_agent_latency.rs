@@ -215,7 +215,7 @@ projects:
             .and_then(|t| t["attempts"].as_u64())
             .unwrap_or(0);
         if waits != rounds as u64 {
-            // Which waits were there: each state change with its reason and question.
+            // Which round flapped: the session's events in order (usage readings aside).
             let ev = get(&http, &base, &format!("/api/v1/sessions/{id}/events?limit=1000")).await;
             let steps: Vec<String> = ev["events"]
                 .as_array()
