@@ -5,14 +5,14 @@
 //! log since the delivery's mark must confirm it, wrapped or not, and it must not be typed a
 //! second time.
 
-use chrono::Utc;
 use serde_json::json;
 
-use flotilla::store::{InstructionState, SessionId};
+use flotilla::store::InstructionState;
 
 use crate::fake_anthropic::{request_text, Step};
 use crate::helpers::eventually;
 use crate::real_claude_fleet::{send, setup_notifying, wait_session};
+use crate::real_fleet::{crashed_while_typing, log_mark};
 
 /// The end of the long message: counted in what the model is sent.
 const END: &str = "LONG-MESSAGE-END";
@@ -45,7 +45,7 @@ async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
     // Where the pane's log stood just before the message was typed: the mark a delivery
     // stores with it.
     let log = r.app.home.join("tmux").join(format!("{id}.log"));
-    let mark = std::fs::metadata(&log).expect("the pane's log").len();
+    let mark = log_mark(&r.app, &id);
     let long: String = (1..=60)
         .map(|i| format!("Line {i:03}: one more step of a long instruction to paste\n"))
         // A last line as long as a paragraph, which the transcript wraps (200 columns).
@@ -85,30 +85,8 @@ async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
             .rev()
             .collect::<String>()
     );
-    // The store as a crash just before the delivery was recorded leaves it: typing, from
-    // the mark.
-    let session = SessionId(id.clone());
-    let mut found = None;
-    for n in 1..100 {
-        match r.app.store.load_instruction(n).await {
-            Ok(i) if i.session_id == session && i.body == long => {
-                found = Some(i);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let ins = found.expect("the long message's instruction");
-    r.app
-        .store
-        .set_instruction_state(
-            ins.id,
-            InstructionState::Typing,
-            Some(i64::try_from(mark).expect("mark")),
-            Utc::now(),
-        )
-        .await
-        .expect("typing");
+    // The store as a crash just before the delivery was recorded leaves it.
+    let ins = crashed_while_typing(&r.app, &id, &long, mark).await;
 
     // The next message finishes what is open first, then goes itself.
     send(&r.app, &id, "SENT-AFTER-THE-CRASH").await;
@@ -120,7 +98,7 @@ async fn a_long_message_claude_took_before_a_crash_is_not_typed_again() {
     let last = request_text(requests.last().expect("a request"));
     let user_turns: Vec<&str> = last.matches(END).collect();
     assert_eq!(user_turns.len(), 1, "the long message was typed once");
-    let ins = r.app.store.load_instruction(ins.id).await.expect("load");
+    let ins = r.app.store.load_instruction(ins).await.expect("load");
     assert_eq!(ins.state, InstructionState::Delivered, "{ins:?}");
 }
 

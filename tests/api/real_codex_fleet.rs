@@ -13,7 +13,7 @@ use crate::fake_openai::{FakeOpenAi, Step};
 use crate::helpers::eventually;
 use crate::real_claude_fleet::wait_session;
 use crate::real_codex::{Setup, MODEL};
-use crate::real_fleet::{AgentFleet, ModelFleet};
+use crate::real_fleet::{crashed_while_typing, log_mark, AgentFleet, ModelFleet};
 
 /// The fleet with one `codex` agent.
 type CodexFleet = ModelFleet<Setup>;
@@ -286,4 +286,85 @@ async fn messages_wrapped_in_codexs_composer_are_each_submitted_once() {
             "the next message was typed onto the one of {n} words"
         );
     }
+}
+
+/// A long message Codex took just before a crash, before Flotilla recorded it delivered, is
+/// not typed a second time when the next send finishes the open delivery. Codex's composer
+/// shows such a paste as a placeholder (`[Pasted Content 3717 chars]`): what its transcript
+/// shows once the message is taken is what the resume must recognise.
+#[actix_web::test]
+async fn a_long_message_codex_took_before_a_crash_is_not_typed_again() {
+    const END: &str = "LONG-MESSAGE-END";
+    let script = vec![
+        Step::text("Ok."),
+        Step::text("Read it."),
+        Step::text("Done."),
+    ];
+    let Some(f) = CodexFleet::start(script, "auto-edit").await else {
+        return;
+    };
+    let id = f
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Say ok."}))
+        .await;
+    wait_session(&f.app, &id, 90, "the first turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    let mark = log_mark(&f.app, &id);
+    let long: String = (1..=60)
+        .map(|i| format!("Line {i:03}: one more step of a long instruction to paste\n"))
+        .chain((0..24).map(|i| format!("word{i:03} ")))
+        .chain([END.to_string()])
+        .collect();
+    let v = f.send(&id, &long).await;
+    assert_eq!(v["delivered"], true, "{v}");
+    eventually(60, "the long message reaches the model", || async {
+        f.model.request_contains(END).then_some(())
+    })
+    .await;
+    wait_session(&f.app, &id, 60, "its turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+
+    let ins = crashed_while_typing(&f.app, &id, &long, mark).await;
+    let v = f.send(&id, "SENT-AFTER-THE-CRASH").await;
+    assert_eq!(v["delivered"], true, "{v}");
+    eventually(60, "the next message reaches the model", || async {
+        f.model
+            .request_contains("SENT-AFTER-THE-CRASH")
+            .then_some(())
+    })
+    .await;
+    // Each request carries the conversation so far: none may hold the message twice.
+    let counts: Vec<usize> = f
+        .model
+        .turn_requests()
+        .iter()
+        .map(|q| q.to_string().matches(END).count())
+        .collect();
+    assert!(
+        counts.iter().all(|&n| n <= 1) && counts.last() == Some(&1),
+        "the long message was typed once, per turn: {counts:?} in {:#?}",
+        f.model
+            .requests_full()
+            .iter()
+            .map(|r| (
+                r.side,
+                r.body
+                    .to_string()
+                    .chars()
+                    .rev()
+                    .take(400)
+                    .collect::<String>()
+            ))
+            .collect::<Vec<_>>()
+    );
+    let ins = f.app.store.load_instruction(ins).await.expect("load");
+    assert_eq!(
+        ins.state,
+        flotilla::store::InstructionState::Delivered,
+        "{ins:?}"
+    );
 }

@@ -191,3 +191,38 @@ impl AgentFleet {
         .await
     }
 }
+
+/// Where the pane's log of session `id` stands now: the mark a delivery stores with itself
+/// just before it types.
+pub(crate) fn log_mark(app: &TestApp, id: &str) -> u64 {
+    let log = app.home.join("tmux").join(format!("{id}.log"));
+    std::fs::metadata(&log).expect("the pane's log").len()
+}
+
+/// The store as a crash just after the agent took the message `body` of session `id`, and
+/// before its delivery was recorded, leaves it: the instruction typing, from `mark`. Returns
+/// the instruction's id.
+pub(crate) async fn crashed_while_typing(app: &TestApp, id: &str, body: &str, mark: u64) -> i64 {
+    let session = flotilla::store::SessionId(id.to_string());
+    let mut found = None;
+    for n in 1..100 {
+        match app.store.load_instruction(n).await {
+            Ok(i) if i.session_id == session && i.body == body => {
+                found = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let ins = found.expect("the message's instruction");
+    app.store
+        .set_instruction_state(
+            ins.id,
+            flotilla::store::InstructionState::Typing,
+            Some(i64::try_from(mark).expect("mark")),
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("typing");
+    ins.id
+}
