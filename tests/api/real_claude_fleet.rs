@@ -263,6 +263,90 @@ async fn a_real_claudes_next_prompt_right_after_an_answer_pages_again_and_takes_
     assert_one_wait_per_dialog(&r, &id, 2).await;
 }
 
+/// Two commands the model asks for in one message (parallel tool use): Claude Code asks about
+/// each in turn, and each is its own question: one wait and one page apiece, each naming its
+/// own command, each answer typed to its own dialog, and both results go back to the model in
+/// the next request.
+#[actix_web::test]
+async fn a_real_claudes_parallel_tool_calls_each_ask_and_page_on_their_own() {
+    let commit = |k: &str| {
+        (
+            "Bash",
+            json!({"command": format!("git commit --allow-empty -q -m {k}"), "description": format!("Commit {k}")}),
+        )
+    };
+    let script = vec![
+        Step::tools(&[commit("parallel-one"), commit("parallel-two")]),
+        Step::text("Committed twice."),
+    ];
+    let Some(r) = setup(script, "auto-edit", "[]").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Commit twice."}))
+        .await;
+    let mut asked: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let s = wait_session(&r.app, &id, 90, "a question not asked yet", |s| {
+            s["state"] == "needs_input"
+                && s["meta"]["question"].as_str().is_some_and(|q| {
+                    q.contains("approve Bash: git commit --allow-empty -q -m parallel-")
+                        && !asked.iter().any(|a| a == q)
+                })
+        })
+        .await;
+        let question = s["meta"]["question"]
+            .as_str()
+            .expect("question")
+            .to_string();
+        let command = ["parallel-one", "parallel-two"]
+            .into_iter()
+            .find(|k| question.contains(k))
+            .expect("names its command");
+        eventually(30, "the page for this command", || {
+            let n = notifications_with(&r.hooks, command);
+            async move { (n.len() == 1).then_some(()) }
+        })
+        .await;
+        let (code, v) = r
+            .app
+            .post(
+                &format!("/api/v1/sessions/{id}/send"),
+                json!({"message": "1", "question": question}),
+            )
+            .await;
+        assert_eq!((code, &v["delivered"]), (200, &json!(true)), "{v}");
+        asked.push(question);
+    }
+    assert!(
+        asked[0].contains("parallel-one") != asked[1].contains("parallel-one"),
+        "each command asked once: {asked:?}"
+    );
+    let requests = r.model.wait_for_requests(2, Duration::from_secs(60)).await;
+    let results = requests[1]["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_array())
+        .map(|c| {
+            c.iter()
+                .filter(|b| b["type"] == "tool_result" && b["is_error"] != true)
+                .count()
+        });
+    assert_eq!(results, Some(2), "both results: {:#}", requests[1]);
+    let s = wait_session(&r.app, &id, 60, "the turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    let ws = PathBuf::from(s["workspace"].as_str().expect("workspace"));
+    let log = git(&ws, &["log", "--format=%s", "-2"]);
+    assert!(
+        log.contains("parallel-one") && log.contains("parallel-two"),
+        "{log}"
+    );
+    assert_one_wait_per_dialog(&r, &id, 2).await;
+}
+
 #[actix_web::test]
 async fn a_real_claude_permission_prompt_is_needs_input_and_an_answer_resumes_it() {
     let script = vec![

@@ -45,6 +45,8 @@ pub enum Step {
     Text(String),
     /// One `tool_use` block (unique id), `stop_reason: tool_use`.
     Tool { name: String, input: Value },
+    /// Several `tool_use` blocks in one message (parallel tool use), `stop_reason: tool_use`.
+    Tools(Vec<(String, Value)>),
     /// A text block, then a `tool_use` block, `stop_reason: tool_use`.
     TextThenTool {
         text: String,
@@ -74,6 +76,16 @@ impl Step {
             name: name.to_string(),
             input,
         }
+    }
+
+    /// [`Step::Tools`].
+    pub fn tools(calls: &[(&str, Value)]) -> Step {
+        Step::Tools(
+            calls
+                .iter()
+                .map(|(name, input)| (name.to_string(), input.clone()))
+                .collect(),
+        )
     }
 
     /// [`Step::TextThenTool`].
@@ -172,6 +184,7 @@ fn with_plan_file(step: Step, body: &Value) -> Step {
             name,
             input: fill(input),
         },
+        Step::Tools(calls) => Step::Tools(calls.into_iter().map(|(n, i)| (n, fill(i))).collect()),
         other => other,
     }
 }
@@ -253,6 +266,7 @@ fn blocks(step: &Step) -> (Vec<Value>, &'static str) {
     match step {
         Step::Text(t) => (vec![json!({"type": "text", "text": t})], "end_turn"),
         Step::Tool { name, input } => (vec![tool(name, input)], "tool_use"),
+        Step::Tools(calls) => (calls.iter().map(|(n, i)| tool(n, i)).collect(), "tool_use"),
         Step::TextThenTool { text, name, input } => (
             vec![json!({"type": "text", "text": text}), tool(name, input)],
             "tool_use",
