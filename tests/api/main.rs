@@ -55,6 +55,7 @@ mod real_aider;
 mod real_claude_answer;
 mod real_claude_api_errors;
 mod real_claude_chat;
+mod real_claude_crash;
 mod real_claude_delivery;
 mod real_claude_first_run;
 mod real_claude_fleet;

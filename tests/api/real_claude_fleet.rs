@@ -18,10 +18,10 @@ use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::{
     eventually, git, real_cli, require_tool, spawn_app_with_env, Backend, TestApp,
 };
-use crate::receivers::{Receivers, Target};
+use crate::receivers::{Receivers, Target, WEBHOOK_SECRET};
 
 /// A key as a user would configure it (the fake checks it; Flotilla approves its tail).
-const KEY: &str = "sk-ant-test-0123456789abcdefghijklmnop";
+pub(crate) const KEY: &str = "sk-ant-test-0123456789abcdefghijklmnop";
 
 /// The real `claude` (see [`real_cli`]).
 pub fn claude_bin() -> Option<PathBuf> {
@@ -30,7 +30,7 @@ pub fn claude_bin() -> Option<PathBuf> {
 
 /// An agent home as a user's would be after Claude Code's first-run set-up, and nothing else:
 /// no folder trusted, no API key approved (Flotilla must do both).
-fn onboarded_home(dir: &Path) -> PathBuf {
+pub(crate) fn onboarded_home(dir: &Path) -> PathBuf {
     let home = dir.join("agent-home");
     std::fs::create_dir_all(&home).expect("home");
     std::fs::write(
@@ -109,25 +109,8 @@ async fn setup_full(
     let hooks = Receivers::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_home = onboarded_home(dir.path());
-    let agents = format!(
-        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    args: {args}\n    env: {{ {agent_env}HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
-        bin = claude.display(),
-        home = agent_home.display(),
-        url = model.url(),
-    );
-    let names: String = notifiers
-        .lines()
-        .filter_map(|l| l.trim().split_once(':').map(|(n, _)| format!(", {n}")))
-        .collect();
-    let notifiers: String = notifiers
-        .lines()
-        .map(|l| format!("  {}\n", l.trim()))
-        .collect();
-    let project = format!(
-        "    runtime: tmux\n    agent: claude\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\n{notifiers}routing: {{ urgent: [hook{names}], action: [hook{names}], warning: [hook{names}] }}\n",
-        services = hooks.service_yaml(),
-        hook = hooks.webhook_url(),
-    );
+    let agents = claude_agent_yaml(claude, &model, &agent_home, mode, args, agent_env);
+    let project = project_yaml(&hooks, extra_project, notifiers);
     let cli = env!("CARGO_BIN_EXE_flotilla");
     let mut env = vec![("FLOTILLA__SERVER__CLI_PATH", cli)];
     env.extend_from_slice(extra_env);
@@ -140,6 +123,42 @@ async fn setup_full(
         agent_home,
         _tmux: tmux,
     })
+}
+
+/// The `claude` agent's lines under `agents:`: `claude` run as a user configures it, talking
+/// to `model` with its home at `agent_home`.
+pub(crate) fn claude_agent_yaml(
+    claude: &Path,
+    model: &FakeAnthropic,
+    agent_home: &Path,
+    mode: &str,
+    args: &str,
+    agent_env: &str,
+) -> String {
+    format!(
+        "  claude:\n    kind: claude-code\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    args: {args}\n    env: {{ {agent_env}HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\", GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
+        bin = claude.display(),
+        home = agent_home.display(),
+        url = model.url(),
+    )
+}
+
+/// The project's lines (running `claude` under tmux, `extra_project` added) and what follows
+/// them: every page to `hooks`' webhook (signed, as the receiver requires) and to `notifiers` (`name: {…}` lines).
+pub(crate) fn project_yaml(hooks: &Receivers, extra_project: &str, notifiers: &str) -> String {
+    let names: String = notifiers
+        .lines()
+        .filter_map(|l| l.trim().split_once(':').map(|(n, _)| format!(", {n}")))
+        .collect();
+    let notifiers: String = notifiers
+        .lines()
+        .map(|l| format!("  {}\n", l.trim()))
+        .collect();
+    format!(
+        "    runtime: tmux\n    agent: claude\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\", secret: \"{WEBHOOK_SECRET}\" }}\n{notifiers}routing: {{ urgent: [hook{names}], action: [hook{names}], warning: [hook{names}] }}\n",
+        services = hooks.service_yaml(),
+        hook = hooks.webhook_url(),
+    )
 }
 
 pub(crate) async fn session(app: &TestApp, id: &str) -> Value {
