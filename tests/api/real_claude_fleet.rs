@@ -110,7 +110,7 @@ async fn setup_full(
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_home = onboarded_home(dir.path());
     let agents = claude_agent_yaml(claude, &model, &agent_home, mode, args, agent_env);
-    let project = project_yaml(&hooks, extra_project, notifiers);
+    let project = project_yaml(&hooks, "claude", extra_project, notifiers);
     let cli = env!("CARGO_BIN_EXE_flotilla");
     let mut env = vec![("FLOTILLA__SERVER__CLI_PATH", cli)];
     env.extend_from_slice(extra_env);
@@ -143,9 +143,15 @@ pub(crate) fn claude_agent_yaml(
     )
 }
 
-/// The project's lines (running `claude` under tmux, `extra_project` added) and what follows
-/// them: every page to `hooks`' webhook (signed, as the receiver requires) and to `notifiers` (`name: {…}` lines).
-pub(crate) fn project_yaml(hooks: &Receivers, extra_project: &str, notifiers: &str) -> String {
+/// The project's lines (running `agent` under tmux, `extra_project` added) and what follows
+/// them: every page to `hooks`' webhook (signed, as the receiver requires) and to `notifiers`
+/// (`name: {…}` lines).
+pub(crate) fn project_yaml(
+    hooks: &Receivers,
+    agent: &str,
+    extra_project: &str,
+    notifiers: &str,
+) -> String {
     let names: String = notifiers
         .lines()
         .filter_map(|l| l.trim().split_once(':').map(|(n, _)| format!(", {n}")))
@@ -155,7 +161,7 @@ pub(crate) fn project_yaml(hooks: &Receivers, extra_project: &str, notifiers: &s
         .map(|l| format!("  {}\n", l.trim()))
         .collect();
     format!(
-        "    runtime: tmux\n    agent: claude\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\", secret: \"{WEBHOOK_SECRET}\" }}\n{notifiers}routing: {{ urgent: [hook{names}], action: [hook{names}], warning: [hook{names}] }}\n",
+        "    runtime: tmux\n    agent: {agent}\n{extra_project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\", secret: \"{WEBHOOK_SECRET}\" }}\n{notifiers}routing: {{ urgent: [hook{names}], action: [hook{names}], warning: [hook{names}] }}\n",
         services = hooks.service_yaml(),
         hook = hooks.webhook_url(),
     )

@@ -23,23 +23,34 @@ impl CodexFleet {
     async fn start(script: Vec<Step>, mode: &str) -> Option<CodexFleet> {
         let model = FakeOpenAi::start(script).await;
         let setup = Setup::new(&model)?;
-        let agents = format!(
-            "  codex:\n    kind: codex\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", CODEX_HOME: \"{codex_home}\", FAKE_KEY: sk-fake-0123456789, GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
-            bin = setup.bin.display(),
-            home = setup.home.display(),
-            codex_home = setup.codex_home.display(),
-        );
-        // Worktrees under the target dir too: Codex's sandbox helper fails under /tmp.
-        let dir = tempfile::Builder::new()
-            .prefix("codex-fleet-")
-            .tempdir_in(setup.root())
-            .expect("tempdir");
+        let agents = codex_agent_yaml(&setup, mode);
+        let dir = codex_dir(&setup);
         Some(CodexFleet {
             fleet: AgentFleet::start(&agents, "codex", dir).await?,
             model,
             setup,
         })
     }
+}
+
+/// The `codex` agent's lines under `agents:`, in `mode`, as a user configures it with the
+/// scratch `setup` (its model provider the fake).
+pub(crate) fn codex_agent_yaml(setup: &Setup, mode: &str) -> String {
+    format!(
+        "  codex:\n    kind: codex\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", CODEX_HOME: \"{codex_home}\", FAKE_KEY: sk-fake-0123456789, GIT_AUTHOR_NAME: a, GIT_AUTHOR_EMAIL: a@example.com, GIT_COMMITTER_NAME: a, GIT_COMMITTER_EMAIL: a@example.com }}\n",
+        bin = setup.bin.display(),
+        home = setup.home.display(),
+        codex_home = setup.codex_home.display(),
+    )
+}
+
+/// A scratch directory for the app: under the target dir, as Codex's sandbox helper fails
+/// under /tmp.
+pub(crate) fn codex_dir(setup: &Setup) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("codex-fleet-")
+        .tempdir_in(setup.root())
+        .expect("tempdir")
 }
 
 /// A command the model asks to run outside Codex's read-only sandbox: the session needs input

@@ -8,7 +8,7 @@ use tempfile::TempDir;
 use crate::fake_openai::FakeOpenAi;
 use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::{eventually, require_tool, spawn_app_with_env, Backend, TestApp};
-use crate::real_claude_fleet::{notifications_with, wait_session};
+use crate::real_claude_fleet::{notifications_with, project_yaml, wait_session};
 use crate::receivers::Receivers;
 
 /// An [`AgentFleet`] whose agent talks to the scripted OpenAI-style model `model`, with the
@@ -53,11 +53,7 @@ impl AgentFleet {
             return None;
         }
         let hooks = Receivers::start().await;
-        let project = format!(
-            "    runtime: tmux\n    agent: {agent}\n{project}{services}notifiers:\n  hook: {{ kind: webhook, url: \"{hook}\" }}\nrouting: {{ urgent: [hook], action: [hook], warning: [hook] }}\n",
-            services = hooks.service_yaml(),
-            hook = hooks.webhook_url(),
-        );
+        let project = project_yaml(&hooks, agent, project, "");
         let cli = env!("CARGO_BIN_EXE_flotilla");
         let mut env = env.to_vec();
         env.push(("FLOTILLA__SERVER__CLI_PATH", cli));

@@ -1,0 +1,330 @@
+//! `kill -9` of the real `flotilla` server around the real agents' permission prompts:
+//! the agent outlives the server (its tmux server is its own), so a question it asked before
+//! the crash still waits after it, and one it asks while the server is down (its hook cannot
+//! report it) is found once the server is back. Either way the session is `needs_input`
+//! naming the command, the human is paged once, and the answer sent after the restart is
+//! typed to the dialog.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::crash::{get, post};
+use crate::fake_anthropic::{FakeAnthropic, Step};
+use crate::fake_openai::{FakeOpenAi, Step as OpenAiStep};
+use crate::fleet_tmux::TmuxGuard;
+use crate::helpers::{eventually, require_tool};
+use crate::real_claude_fleet::{
+    claude_agent_yaml, claude_bin, notifications_with, onboarded_home, project_yaml, KEY,
+};
+use crate::real_codex::Setup as CodexSetup;
+use crate::real_codex_fleet::{codex_agent_yaml, codex_dir};
+use crate::receivers::Receivers;
+use crate::server::{Scratch, ServerProc};
+
+/// The server as a child process, one real agent CLI, pages to a webhook.
+struct Crashable {
+    hooks: Receivers,
+    server: ServerProc,
+    scratch: Scratch,
+    _tmux: TmuxGuard,
+}
+
+impl Crashable {
+    /// The server on a new database in `dir`, with `agents` (YAML under `agents:`) and the
+    /// project running `agent` under tmux.
+    async fn start(agents: &str, agent: &str, dir: TempDir) -> Option<Crashable> {
+        if !require_tool("tmux") || !require_tool("git") {
+            return None;
+        }
+        let hooks = Receivers::start().await;
+        let scratch = Scratch::with_agents(dir, agents, &project_yaml(&hooks, agent, "", ""));
+        let server = Self::serve(&scratch).await;
+        let tmux = TmuxGuard(flotilla::app::tmux_socket(&scratch.home));
+        Some(Crashable {
+            hooks,
+            server,
+            scratch,
+            _tmux: tmux,
+        })
+    }
+
+    /// [`Crashable::start`] with the real Claude Code talking to a model scripted by `script`.
+    async fn claude(script: Vec<Step>) -> Option<(Crashable, FakeAnthropic)> {
+        let claude = claude_bin()?;
+        let model = FakeAnthropic::start(script).await;
+        model.require_api_key(KEY);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent_home = onboarded_home(dir.path());
+        let agents = claude_agent_yaml(&claude, &model, &agent_home, "auto-edit", "[]", "");
+        Some((Self::start(&agents, "claude", dir).await?, model))
+    }
+
+    async fn serve(s: &Scratch) -> ServerProc {
+        let cli = env!("CARGO_BIN_EXE_flotilla");
+        ServerProc::start_with_env(
+            s.dir.path(),
+            &s.home,
+            &s.cfg,
+            s.port,
+            &[("FLOTILLA__SERVER__CLI_PATH", cli)],
+        )
+        .await
+    }
+
+    /// `kill -9` of the server (the agents live on).
+    fn crash(&mut self) {
+        self.server.kill9();
+    }
+
+    /// The server started again on the same home, database and port.
+    async fn restart(&mut self) {
+        self.server = Self::serve(&self.scratch).await;
+    }
+
+    async fn spawn(&self, prompt: &str) -> String {
+        let (code, v) = post(
+            &self.server.address,
+            "/api/v1/sessions",
+            json!({"project": "demo", "prompt": prompt}),
+        )
+        .await;
+        assert_eq!(code, 201, "{v}");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    async fn session(&self, id: &str) -> Value {
+        get(&self.server.address, &format!("/api/v1/sessions/{id}")).await
+    }
+
+    /// Waits until the session waits on a question naming `command`; the question.
+    async fn asked(&self, id: &str, command: &str) -> String {
+        eventually(90, &format!("the question about {command}"), || async {
+            let s = self.session(id).await;
+            let q = s["meta"]["question"].as_str().unwrap_or("");
+            (s["state"] == "needs_input" && q.contains(command)).then(|| q.to_string())
+        })
+        .await
+    }
+
+    /// The pages naming `command` (a redelivery counted too).
+    fn pages(&self, command: &str) -> usize {
+        notifications_with(&self.hooks, command).len()
+    }
+
+    /// The needs-input pages the session's events record.
+    async fn recorded_pages(&self, id: &str) -> usize {
+        let events = get(
+            &self.server.address,
+            &format!("/api/v1/sessions/{id}/events"),
+        )
+        .await;
+        events["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e["data"]["effects"].as_array().into_iter().flatten())
+            .filter(|f| f["type"] == "notify" && f["reaction"] == "agent-needs-input")
+            .count()
+    }
+
+    /// Sends `choice` to `question`, as the dashboard does; it must be typed.
+    async fn answer(&self, id: &str, question: &str, choice: &str) {
+        let (code, v) = post(
+            &self.server.address,
+            &format!("/api/v1/sessions/{id}/send"),
+            json!({"message": choice, "question": question}),
+        )
+        .await;
+        assert_eq!((code, &v["delivered"]), (200, &json!(true)), "{v}");
+    }
+
+    /// One page about `needle` in all, however the crash fell: delivered (at least once: a
+    /// page the server posted just before its kill is posted again after the restart, with
+    /// the same id for the receiver to drop it by) and recorded.
+    async fn paged_once(&self, id: &str, needle: &str) {
+        let pages = notifications_with(&self.hooks, needle);
+        let ids: BTreeSet<&str> = pages.iter().filter_map(|p| p["id"].as_str()).collect();
+        let recorded = self.recorded_pages(id).await;
+        assert_eq!(
+            (ids.len(), recorded),
+            (1, 1),
+            "one page for the question, delivered and recorded: {pages:#?}\nserver log: {}",
+            std::fs::read_to_string(self.scratch.dir.path().join("server.log")).unwrap_or_default()
+        );
+    }
+
+    /// Answers Claude's `question` with Yes and waits for the turn to end with `command` run.
+    async fn approve_and_finish(&self, id: &str, question: &str, command: &str) {
+        self.answer(id, question, "1").await;
+        eventually(60, "the turn ends", || async {
+            (self.session(id).await["activity"] == "idle").then_some(())
+        })
+        .await;
+        let s = self.session(id).await;
+        let ws = s["workspace"].as_str().expect("workspace");
+        let log = crate::helpers::git(Path::new(ws), &["log", "--format=%s", "-1"]);
+        assert_eq!(log.trim(), command.rsplit(' ').next().unwrap_or(""), "{s}");
+        self.paged_once(id, command).await;
+    }
+
+    /// `tmux` on the agents' server; its output.
+    fn tmux(&self, args: &[&str]) -> String {
+        let socket = flotilla::app::tmux_socket(&self.scratch.home);
+        let (ok, out) = crate::fleet_tmux::tmux(&socket, args);
+        assert!(ok, "tmux {args:?}: {out}");
+        out
+    }
+
+    /// Waits until the agent's screen holds every one of `needles`.
+    async fn screen_with(&self, id: &str, needles: &[&str]) {
+        let target = format!("={id}:");
+        eventually(60, &format!("{needles:?} on screen"), || async {
+            let screen = self.tmux(&["capture-pane", "-p", "-t", &target]);
+            needles.iter().all(|n| screen.contains(n)).then_some(())
+        })
+        .await;
+    }
+
+    /// `text` typed and submitted at the agent's terminal, as a human attached to it does.
+    async fn type_at_terminal(&self, id: &str, text: &str) {
+        let target = format!("={id}:");
+        self.tmux(&["send-keys", "-t", &target, "-l", text]);
+        self.screen_with(id, &[text]).await;
+        self.tmux(&["send-keys", "-t", &target, "Enter"]);
+    }
+}
+
+impl Crashable {
+    /// [`Crashable::start`] with the real Codex in `suggest` mode talking to a model scripted
+    /// by `script`; the model, and Codex's scratch home (kept for the test's length).
+    async fn codex(script: Vec<OpenAiStep>) -> Option<(Crashable, FakeOpenAi, CodexSetup)> {
+        let model = FakeOpenAi::start(script).await;
+        let setup = CodexSetup::new(&model)?;
+        let agents = codex_agent_yaml(&setup, "suggest");
+        let c = Self::start(&agents, "codex", codex_dir(&setup)).await?;
+        Some((c, model, setup))
+    }
+}
+
+fn commit(message: &str) -> Step {
+    Step::tool(
+        "Bash",
+        json!({"command": format!("git commit --allow-empty -q -m {message}"), "description": "Commit"}),
+    )
+}
+
+/// Claude waits on a permission prompt; the server is killed and started again: the session
+/// still waits on the same question, nobody is paged about it a second time (a page posted
+/// just before the kill may be posted again, with its id), and the answer sent to the new
+/// server reaches the dialog.
+#[actix_web::test]
+async fn a_question_asked_before_a_kill_9_still_waits_after_it_and_takes_the_answer() {
+    let command = "git commit --allow-empty -q -m before-the-crash";
+    let script = vec![commit("before-the-crash"), Step::text("Committed.")];
+    let Some((mut c, model)) = Crashable::claude(script).await else {
+        return;
+    };
+    let id = c.spawn("Commit.").await;
+    let question = c.asked(&id, command).await;
+    eventually(30, "its page", || async {
+        (c.pages(command) == 1).then_some(())
+    })
+    .await;
+
+    c.crash();
+    c.restart().await;
+    let s = c.session(&id).await;
+    assert_eq!(
+        (&s["state"], &s["meta"]["question"]),
+        (&json!("needs_input"), &json!(question)),
+        "{s}"
+    );
+    c.approve_and_finish(&id, &question, command).await;
+    assert_eq!(model.requests().len(), 2);
+}
+
+/// Claude asks while the server is down (its hook's report cannot be delivered): once the
+/// server is back, the session needs input naming the command, one page says so, and the
+/// answer reaches the dialog.
+#[actix_web::test]
+async fn a_question_asked_while_the_server_is_down_is_asked_once_it_is_back() {
+    let command = "git commit --allow-empty -q -m while-it-was-down";
+    let script = vec![
+        Step::text("Hello."),
+        commit("while-it-was-down"),
+        Step::text("Committed."),
+    ];
+    let Some((mut c, model)) = Crashable::claude(script).await else {
+        return;
+    };
+    let id = c.spawn("Say hello.").await;
+    eventually(90, "the first turn ends", || async {
+        (c.session(&id).await["activity"] == "idle").then_some(())
+    })
+    .await;
+
+    c.crash();
+    // Typed at the terminal while Flotilla is down; Claude asks with nobody to tell.
+    c.type_at_terminal(&id, "Commit it.").await;
+    c.screen_with(&id, &["while-it-was-down", "Do you want to proceed?"])
+        .await;
+
+    c.restart().await;
+    let question = c.asked(&id, command).await;
+    eventually(30, "its page", || async {
+        (c.pages(command) == 1).then_some(())
+    })
+    .await;
+    c.approve_and_finish(&id, &question, command).await;
+    assert_eq!(model.requests().len(), 3);
+}
+
+/// The same with the real Codex, which has no hook: it asks to run a command outside its
+/// sandbox while the server is down, and once the server is back the session needs input with
+/// Codex's dialog, one page says so, and `y` sent to the new server approves it.
+#[actix_web::test]
+async fn a_codex_question_asked_while_the_server_is_down_is_asked_once_it_is_back() {
+    let script = vec![
+        OpenAiStep::text("Hello."),
+        OpenAiStep::tool(
+            "exec_command",
+            json!({"cmd": "printf made > out.txt", "sandbox_permissions": "require_escalated",
+                "justification": "Write out.txt?"}),
+        ),
+        OpenAiStep::text("Wrote out.txt."),
+    ];
+    let Some((mut c, _model, _setup)) = Crashable::codex(script).await else {
+        return;
+    };
+    let id = c.spawn("Say hello.").await;
+    eventually(90, "the first turn ends", || async {
+        (c.session(&id).await["activity"] == "idle").then_some(())
+    })
+    .await;
+
+    c.crash();
+    c.type_at_terminal(&id, "Write out.txt.").await;
+    c.screen_with(
+        &id,
+        &[
+            "Would you like to run the following command?",
+            "printf made",
+        ],
+    )
+    .await;
+
+    c.restart().await;
+    let command = "$ printf made > out.txt";
+    let question = c.asked(&id, command).await;
+    eventually(30, "its page", || async {
+        (c.pages(command) == 1).then_some(())
+    })
+    .await;
+    c.answer(&id, &question, "y").await;
+    c.screen_with(&id, &["You approved codex to run printf made > out.txt"])
+        .await;
+    c.paged_once(&id, command).await;
+}
