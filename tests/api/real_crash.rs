@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -114,8 +115,8 @@ impl Crashable {
         notifications_with(&self.hooks, command).len()
     }
 
-    /// The needs-input pages the session's events record.
-    async fn recorded_pages(&self, id: &str) -> usize {
+    /// The needs-input pages about `needle` the session's events record.
+    async fn recorded_pages(&self, id: &str, needle: &str) -> usize {
         let events = get(
             &self.server.address,
             &format!("/api/v1/sessions/{id}/events"),
@@ -126,7 +127,11 @@ impl Crashable {
             .into_iter()
             .flatten()
             .flat_map(|e| e["data"]["effects"].as_array().into_iter().flatten())
-            .filter(|f| f["type"] == "notify" && f["reaction"] == "agent-needs-input")
+            .filter(|f| {
+                f["type"] == "notify"
+                    && f["reaction"] == "agent-needs-input"
+                    && f.to_string().contains(needle)
+            })
             .count()
     }
 
@@ -147,7 +152,7 @@ impl Crashable {
     async fn paged_once(&self, id: &str, needle: &str) {
         let pages = notifications_with(&self.hooks, needle);
         let ids: BTreeSet<&str> = pages.iter().filter_map(|p| p["id"].as_str()).collect();
-        let recorded = self.recorded_pages(id).await;
+        let recorded = self.recorded_pages(id, needle).await;
         assert_eq!(
             (ids.len(), recorded),
             (1, 1),
@@ -327,4 +332,77 @@ async fn a_codex_question_asked_while_the_server_is_down_is_asked_once_it_is_bac
     c.screen_with(&id, &["You approved codex to run printf made > out.txt"])
         .await;
     c.paged_once(&id, command).await;
+}
+
+/// Claude's question is answered at its terminal while the server is down, and its turn
+/// ends: once the server is back the session no longer waits (the stored question is not
+/// taken for the screen's), and nobody is paged again.
+#[actix_web::test]
+async fn a_question_answered_at_the_terminal_while_the_server_is_down_waits_no_more() {
+    let command = "git commit --allow-empty -q -m answered-while-down";
+    let script = vec![commit("answered-while-down"), Step::text("Committed.")];
+    let Some((mut c, model)) = Crashable::claude(script).await else {
+        return;
+    };
+    let id = c.spawn("Commit.").await;
+    c.asked(&id, command).await;
+    eventually(30, "its page", || async {
+        (c.pages(command) == 1).then_some(())
+    })
+    .await;
+
+    c.crash();
+    c.tmux(&["send-keys", "-t", &format!("={id}:"), "1"]);
+    model.wait_for_requests(2, Duration::from_secs(60)).await;
+    c.screen_with(&id, &["Committed."]).await;
+
+    c.restart().await;
+    let s = eventually(60, "the session waits no more", || async {
+        let s = c.session(&id).await;
+        (s["state"] != "needs_input" && s["activity"] == "idle").then_some(s)
+    })
+    .await;
+    assert_eq!(s["waiting_for"], Value::Null, "{s}");
+    c.paged_once(&id, command).await;
+}
+
+/// Claude's question is answered at its terminal while the server is down, and it asks the
+/// next: once the server is back the session waits on the next question, which pages once,
+/// and the first is not asked again.
+#[actix_web::test]
+async fn the_next_question_asked_while_the_server_is_down_replaces_the_answered_one() {
+    let first = "git commit --allow-empty -q -m first-before-the-crash";
+    let next = "git commit --allow-empty -q -m next-while-down";
+    let script = vec![
+        commit("first-before-the-crash"),
+        commit("next-while-down"),
+        Step::text("Committed twice."),
+    ];
+    let Some((mut c, _model)) = Crashable::claude(script).await else {
+        return;
+    };
+    let id = c.spawn("Commit twice.").await;
+    c.asked(&id, first).await;
+    eventually(30, "its page", || async {
+        (c.pages(first) == 1).then_some(())
+    })
+    .await;
+
+    c.crash();
+    c.tmux(&["send-keys", "-t", &format!("={id}:"), "1"]);
+    c.screen_with(&id, &["next-while-down", "Do you want to proceed?"])
+        .await;
+
+    c.restart().await;
+    let question = c.asked(&id, next).await;
+    eventually(30, "the next question's page", || async {
+        (c.pages(next) == 1).then_some(())
+    })
+    .await;
+    c.approve_and_finish(&id, &question, next).await;
+    let firsts: BTreeSet<String> = notifications_with(&c.hooks, first)
+        .iter()
+        .filter_map(|p| p["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(firsts.len(), 1, "the answered question paged once");
 }
