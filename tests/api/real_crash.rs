@@ -1,9 +1,9 @@
-//! `kill -9` of the real `flotilla` server around the real agents' permission prompts:
-//! the agent outlives the server (its tmux server is its own), so a question it asked before
-//! the crash still waits after it, and one it asks while the server is down (its hook cannot
-//! report it) is found once the server is back. Either way the session is `needs_input`
-//! naming the command, the human is paged once, and the answer sent after the restart is
-//! typed to the dialog.
+//! `kill -9` of the real `flotilla` server around the real agents' permission prompts (Claude
+//! Code, Codex, OpenCode): the agent outlives the server (its tmux server is its own), so a
+//! question it asked before the crash still waits after it, and one it asks while the server
+//! is down (no hook report can reach it) is found once the server is back. Either way the
+//! session is `needs_input` naming the command, the human is paged once, and the answer sent
+//! after the restart is typed to the dialog.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -22,6 +22,8 @@ use crate::real_claude_fleet::{
 };
 use crate::real_codex::Setup as CodexSetup;
 use crate::real_codex_fleet::{codex_agent_yaml, codex_dir};
+use crate::real_opencode::{bash_step, Setup as OpencodeSetup};
+use crate::real_opencode_fleet::opencode_agent_yaml;
 use crate::receivers::Receivers;
 use crate::server::{Scratch, ServerProc};
 
@@ -210,6 +212,19 @@ impl Crashable {
         let setup = CodexSetup::new(&model)?;
         let agents = codex_agent_yaml(&setup, "suggest");
         let c = Self::start(&agents, "codex", codex_dir(&setup)).await?;
+        Some((c, model, setup))
+    }
+}
+
+impl Crashable {
+    /// [`Crashable::start`] with the real OpenCode in `auto-edit` mode talking to a model
+    /// scripted by `script`; the model, and OpenCode's scratch home.
+    async fn opencode(script: Vec<OpenAiStep>) -> Option<(Crashable, FakeOpenAi, OpencodeSetup)> {
+        let model = FakeOpenAi::start(script).await;
+        let setup = OpencodeSetup::new(&model)?;
+        let agents = opencode_agent_yaml(&setup, "auto-edit");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Self::start(&agents, "opencode", dir).await?;
         Some((c, model, setup))
     }
 }
@@ -405,4 +420,47 @@ async fn the_next_question_asked_while_the_server_is_down_replaces_the_answered_
         .filter_map(|p| p["id"].as_str().map(str::to_string))
         .collect();
     assert_eq!(firsts.len(), 1, "the answered question paged once");
+}
+
+/// The same with the real OpenCode, whose waits Flotilla reads from its database and screen:
+/// it asks to run a command while the server is down, and once the server is back the session
+/// needs input with OpenCode's dialog, one page says so, and `yes` sent to the new server runs
+/// the command.
+#[actix_web::test]
+async fn an_opencode_question_asked_while_the_server_is_down_is_asked_once_it_is_back() {
+    let script = vec![
+        OpenAiStep::text("Hello."),
+        bash_step(),
+        OpenAiStep::text("Ran it."),
+    ];
+    let Some((mut c, _model, _setup)) = Crashable::opencode(script).await else {
+        return;
+    };
+    let id = c.spawn("Say hello.").await;
+    eventually(90, "the first turn ends", || async {
+        (c.session(&id).await["activity"] == "idle").then_some(())
+    })
+    .await;
+
+    c.crash();
+    c.type_at_terminal(&id, "Write cmd.txt.").await;
+    c.screen_with(&id, &["Permission required", "printf made > cmd.txt"])
+        .await;
+
+    c.restart().await;
+    let command = "printf made > cmd.txt";
+    let question = c.asked(&id, command).await;
+    eventually(30, "its page", || async {
+        (c.pages(command) == 1).then_some(())
+    })
+    .await;
+    c.answer(&id, &question, "yes").await;
+    c.screen_with(&id, &["Ran it."]).await;
+    let s = c.session(&id).await;
+    let ws = Path::new(s["workspace"].as_str().expect("workspace"));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("cmd.txt")).ok().as_deref(),
+        Some("made")
+    );
+    c.paged_once(&id, command).await;
 }

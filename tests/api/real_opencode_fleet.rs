@@ -22,11 +22,7 @@ impl OpencodeFleet {
     async fn start(script: Vec<Step>, mode: &str) -> Option<OpencodeFleet> {
         let model = FakeOpenAi::start(script).await;
         let setup = Setup::new(&model)?;
-        let agents = format!(
-            "  opencode:\n    kind: opencode\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", FAKE_KEY: sk-fake-0123456789, OPENCODE_DISABLE_MODELS_FETCH: \"1\" }}\n",
-            bin = setup.bin.display(),
-            home = setup.home.display(),
-        );
+        let agents = opencode_agent_yaml(&setup, mode);
         let dir = tempfile::tempdir().expect("tempdir");
         Some(OpencodeFleet {
             fleet: AgentFleet::start(&agents, "opencode", dir).await?,
@@ -34,6 +30,16 @@ impl OpencodeFleet {
             setup,
         })
     }
+}
+
+/// The `opencode` agent's lines under `agents:`, in `mode`, as a user configures it with the
+/// scratch `setup` (its provider the fake).
+pub(crate) fn opencode_agent_yaml(setup: &Setup, mode: &str) -> String {
+    format!(
+        "  opencode:\n    kind: opencode\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", FAKE_KEY: sk-fake-0123456789, OPENCODE_DISABLE_MODELS_FETCH: \"1\" }}\n",
+        bin = setup.bin.display(),
+        home = setup.home.display(),
+    )
 }
 
 /// The state OpenCode recorded for the `bash` call of [`bash_step`] once it ended (`status`
