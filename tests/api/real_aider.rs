@@ -35,16 +35,16 @@ const MODEL: &str = "openai/fake-model";
 /// Its price in `.aider.model.metadata.json`, dollars per token.
 const INPUT_PRICE: f64 = 0.000002;
 const OUTPUT_PRICE: f64 = 0.00001;
-const TASK: &str = "## Task\n\nChange README.md to say goodbye.\n";
-const COMMIT_MESSAGE: &str = "Say goodbye in the README";
+pub(crate) const TASK: &str = "## Task\n\nChange README.md to say goodbye.\n";
+pub(crate) const COMMIT_MESSAGE: &str = "Say goodbye in the README";
 
 /// The model's answer in aider's `whole` edit format: the file, then its new content.
-fn edit_step() -> Step {
+pub(crate) fn edit_step() -> Step {
     Step::text("README.md\n```\ngoodbye\n```\n")
 }
 
 /// A scratch `HOME` set up as an aider user's, and a repository.
-struct Setup {
+pub(crate) struct Setup {
     dir: TempDir,
     bin: PathBuf,
     home: PathBuf,
@@ -53,7 +53,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(fake: &FakeOpenAi) -> Option<Setup> {
+    pub(crate) fn new(fake: &FakeOpenAi) -> Option<Setup> {
         let bin = real_cli("aider", "FLOTILLA_AIDER_BIN")?;
         if !require_tool("git") {
             return None;
@@ -360,6 +360,17 @@ struct AiderFleet {
     waiting: Value,
 }
 
+/// The `aider` agent's lines under `agents:`, in `mode`, as a user configures it with the
+/// scratch `s` (its API base the fake).
+pub(crate) fn aider_agent_yaml(s: &Setup, mode: &str) -> String {
+    format!(
+        "  aider:\n    kind: aider\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", OPENAI_API_BASE: \"{api}\", OPENAI_API_KEY: sk-fake-0123456789 }}\n",
+        bin = s.bin.display(),
+        home = s.home.display(),
+        api = s.api_base,
+    )
+}
+
 /// The fleet with the real aider under tmux in `mode`, its model the fake `fake`: the app, its
 /// tmux server (killed on drop) and aider's scratch home.
 async fn aider_app(
@@ -372,12 +383,7 @@ async fn aider_app(
     if !require_tool("tmux") {
         return None;
     }
-    let agents = format!(
-        "  aider:\n    kind: aider\n    command: [\"{bin}\"]\n    permission_mode: {mode}\n    model: {MODEL}\n    env: {{ HOME: \"{home}\", OPENAI_API_BASE: \"{api}\", OPENAI_API_KEY: sk-fake-0123456789 }}\n",
-        bin = s.bin.display(),
-        home = s.home.display(),
-        api = s.api_base,
-    );
+    let agents = aider_agent_yaml(&s, mode);
     let cli = env!("CARGO_BIN_EXE_flotilla");
     let app = spawn_app_with_env(
         Backend::Sqlite,

@@ -17,6 +17,10 @@ use crate::fake_anthropic::{FakeAnthropic, Step};
 use crate::fake_openai::{FakeOpenAi, Step as OpenAiStep};
 use crate::fleet_tmux::TmuxGuard;
 use crate::helpers::{eventually, require_tool};
+use crate::real_aider::{
+    aider_agent_yaml, edit_step as aider_edit_step, Setup as AiderSetup,
+    COMMIT_MESSAGE as AIDER_COMMIT_MESSAGE, TASK as AIDER_TASK,
+};
 use crate::real_claude_fleet::{
     claude_agent_yaml, claude_bin, notifications_with, onboarded_home, project_yaml, KEY,
 };
@@ -225,6 +229,19 @@ impl Crashable {
         let agents = opencode_agent_yaml(&setup, "auto-edit");
         let dir = tempfile::tempdir().expect("tempdir");
         let c = Self::start(&agents, "opencode", dir).await?;
+        Some((c, model, setup))
+    }
+}
+
+impl Crashable {
+    /// [`Crashable::start`] with the real aider in `permissionless` mode talking to a model
+    /// scripted by `script`; the model, and aider's scratch home.
+    async fn aider(script: Vec<OpenAiStep>) -> Option<(Crashable, FakeOpenAi, AiderSetup)> {
+        let model = FakeOpenAi::start(script).await;
+        let setup = AiderSetup::new(&model)?;
+        let agents = aider_agent_yaml(&setup, "permissionless");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Self::start(&agents, "aider", dir).await?;
         Some((c, model, setup))
     }
 }
@@ -463,4 +480,49 @@ async fn an_opencode_question_asked_while_the_server_is_down_is_asked_once_it_is
         Some("made")
     );
     c.paged_once(&id, command).await;
+}
+
+/// The real aider answers its one message, commits and exits while the server is down: once
+/// the server is back the session is `done` (aider's exit status 0, read from its pane), with
+/// aider's commit on its branch and its usage read.
+#[actix_web::test]
+async fn an_aider_that_finished_while_the_server_was_down_is_done_once_it_is_back() {
+    let script = vec![aider_edit_step(), OpenAiStep::text(AIDER_COMMIT_MESSAGE)];
+    let Some((mut c, model, _setup)) = Crashable::aider(script).await else {
+        return;
+    };
+    model.hold();
+    let id = c.spawn(AIDER_TASK).await;
+    eventually(90, "the agent runs", || async {
+        (c.session(&id).await["state"] == "working").then_some(())
+    })
+    .await;
+
+    c.crash();
+    model.release();
+    let target = format!("={id}");
+    eventually(150, "aider exits", || async {
+        let socket = flotilla::app::tmux_socket(&c.scratch.home);
+        let (ok, dead) = crate::fleet_tmux::tmux(
+            &socket,
+            &["list-panes", "-t", &target, "-F", "#{pane_dead}"],
+        );
+        (!ok || dead.trim() == "1").then_some(())
+    })
+    .await;
+
+    c.restart().await;
+    let s = eventually(60, "the session ends", || async {
+        let s = c.session(&id).await;
+        (s["state"] == "done").then_some(s)
+    })
+    .await;
+    assert_eq!(s["reason"], "agent_exited_0", "{s}");
+    let ws = Path::new(s["workspace"].as_str().expect("workspace"));
+    let log = crate::helpers::git(ws, &["log", "--format=%s", "-1"]);
+    assert_eq!(log.trim(), AIDER_COMMIT_MESSAGE, "{s}");
+    assert!(
+        s["meta"]["usage"]["output_tokens"].as_u64() > Some(0),
+        "usage read: {s}"
+    );
 }

@@ -142,12 +142,21 @@ struct State {
     /// Whether the told steps replace what is left of the script
     /// ([`FakeOpenAi::when_told_instead`]).
     told_replaces: bool,
+    /// While it holds `true`, requests wait before they take a step ([`FakeOpenAi::hold`]).
+    held: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Waits while the fake is held: a model that has not answered yet.
+async fn released(data: &Mutex<State>) {
+    let mut held = lock(data).held.clone();
+    let _ = held.wait_for(|h| !*h).await;
 }
 
 /// The fake.
 pub struct FakeOpenAi {
     url: String,
     state: Arc<Mutex<State>>,
+    hold: tokio::sync::watch::Sender<bool>,
     /// The server, on its own thread (stopped on drop).
     _server: FakeServer,
 }
@@ -333,6 +342,7 @@ async fn responses(
         Ok(b) => b,
         Err(r) => return *r,
     };
+    released(&data).await;
     let side = body["tools"].as_array().is_none_or(|t| t.is_empty());
     let (step, usage, id) = match take_step(&data, &req, &body, side) {
         Ok(s) => s,
@@ -467,6 +477,7 @@ async fn chat_completions(
         Ok(b) => b,
         Err(r) => return *r,
     };
+    released(&data).await;
     let side = lock(&data).chat_side_without_tools
         && body["tools"].as_array().is_none_or(|t| t.is_empty());
     let (step, usage, id) = match take_step(&data, &req, &body, side) {
@@ -575,6 +586,7 @@ impl FakeOpenAi {
     /// Starts the fake with a script, reporting 1,000 input tokens (200 cached) and 50 output
     /// tokens (10 reasoning) per answer until [`FakeOpenAi::set_usage`].
     pub async fn start(script: Vec<Step>) -> FakeOpenAi {
+        let (hold, held) = tokio::sync::watch::channel(false);
         let state = Arc::new(Mutex::new(State {
             script: script.into(),
             default: Step::text("Done."),
@@ -592,6 +604,7 @@ impl FakeOpenAi {
             chat_side_without_tools: false,
             when_told: None,
             told_replaces: false,
+            held,
         }));
         let data = web::Data::new(state.clone());
         let server = FakeServer::start_on_own_thread(move |cfg| {
@@ -604,6 +617,7 @@ impl FakeOpenAi {
         FakeOpenAi {
             url: server.url("/v1"),
             state,
+            hold,
             _server: server,
         }
     }
@@ -615,6 +629,17 @@ impl FakeOpenAi {
     /// The base URL including `/v1` (Codex's `base_url`, `OPENAI_BASE_URL`).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Requests arriving from now on wait (recorded only once they go on) until
+    /// [`FakeOpenAi::release`]: a model slow to answer, for as long as a test needs.
+    pub fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Lets held requests, and the ones after them, go on.
+    pub fn release(&self) {
+        self.hold.send_replace(false);
     }
 
     /// Appends steps to the script.
