@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::crash::{get, post};
-use crate::fake_anthropic::{FakeAnthropic, Step};
+use crate::fake_anthropic::{request_text, FakeAnthropic, Step};
 use crate::fake_openai::{FakeOpenAi, Step as OpenAiStep};
 use crate::fleet_tmux::TmuxGuard;
-use crate::helpers::{eventually, require_tool};
+use crate::helpers::{eventually, require_tool, ECHO_AGENT};
 use crate::real_aider::{
     aider_agent_yaml, edit_step as aider_edit_step, Setup as AiderSetup,
     COMMIT_MESSAGE as AIDER_COMMIT_MESSAGE, TASK as AIDER_TASK,
@@ -43,11 +43,22 @@ impl Crashable {
     /// The server on a new database in `dir`, with `agents` (YAML under `agents:`) and the
     /// project running `agent` under tmux.
     async fn start(agents: &str, agent: &str, dir: TempDir) -> Option<Crashable> {
+        let hooks = Receivers::start().await;
+        let project = project_yaml(&hooks, agent, "", "");
+        Self::start_with(hooks, agents, &project, dir).await
+    }
+
+    /// The server with `agents` and `extra` (the project's lines, then top-level sections).
+    async fn start_with(
+        hooks: Receivers,
+        agents: &str,
+        extra: &str,
+        dir: TempDir,
+    ) -> Option<Crashable> {
         if !require_tool("tmux") || !require_tool("git") {
             return None;
         }
-        let hooks = Receivers::start().await;
-        let scratch = Scratch::with_agents(dir, agents, &project_yaml(&hooks, agent, "", ""));
+        let scratch = Scratch::with_agents(dir, agents, extra);
         let server = Self::serve(&scratch).await;
         let tmux = TmuxGuard(flotilla::app::tmux_socket(&scratch.home));
         Some(Crashable {
@@ -525,4 +536,129 @@ async fn an_aider_that_finished_while_the_server_was_down_is_done_once_it_is_bac
         s["meta"]["usage"]["output_tokens"].as_u64() > Some(0),
         "usage read: {s}"
     );
+}
+
+/// The chat bridge with the real `claude -p` as its assistant, its conversation in a clone of
+/// the scratch repository; the model scripted by `script`.
+async fn claude_chat(script: Vec<Step>) -> Option<(Crashable, FakeAnthropic)> {
+    let claude = claude_bin()?;
+    let model = FakeAnthropic::start(script).await;
+    model.require_api_key(KEY);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("chat");
+    let home = onboarded_home(&base);
+    let chat = format!(
+        "chat:\n  turn_timeout: 120s\n  test_adapter: true\n  allow: {{ test: [tester] }}\n  \
+         workspace: {ws}\n  worktrees: {wt}\n  assistant: {{ kind: claude, command: [\"{bin}\"], \
+         env: {{ HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\" }} }}\n",
+        ws = base.join("ws").display(),
+        wt = base.join("worktrees").display(),
+        bin = claude.display(),
+        home = home.display(),
+        url = model.url(),
+    );
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let c = Crashable::start_with(Receivers::start().await, &agents, &chat, dir).await?;
+    Some((c, model))
+}
+
+impl Crashable {
+    /// Posts `text` by the allowed `tester` in `thread` through the test platform.
+    async fn say(&self, thread: &str, text: &str) {
+        let (code, v) = post(
+            &self.server.address,
+            "/api/v1/chat/test/messages",
+            json!({"thread": thread, "text": text, "author": "tester"}),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+    }
+
+    /// The replies this server process sent to `thread` containing `needle`.
+    async fn replies_with(&self, thread: &str, needle: &str) -> Vec<String> {
+        let v = get(
+            &self.server.address,
+            &format!("/api/v1/chat/test/replies?thread={thread}"),
+        )
+        .await;
+        v["replies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["text"].as_str())
+            .filter(|t| t.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits for a reply in `thread` containing `needle`; on a timeout, panics with the
+    /// thread's replies and the server's log.
+    async fn reply(&self, thread: &str, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while self.replies_with(thread, needle).await.is_empty() {
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "no reply with {needle:?}; replies: {:#?}\nserver log: {}",
+                    self.replies_with(thread, "").await,
+                    std::fs::read_to_string(self.scratch.dir.path().join("server.log"))
+                        .unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A chat turn of the real `claude -p` cut by `kill -9` (its model had not answered yet) is
+/// run again once the server is back: resumed in the conversation's Claude session (the
+/// model sees the earlier exchange), asking the interrupted message, and answered once.
+#[actix_web::test]
+async fn a_chat_turn_cut_by_a_kill_9_is_run_again_resumed_and_answered_once() {
+    let script = vec![
+        Step::text("Noted: the number is 4217."),
+        Step::Hang,
+        Step::text("It was 4217."),
+    ];
+    let Some((mut c, model)) = claude_chat(script).await else {
+        return;
+    };
+    // The conversation's codebase: a clone named as an owner's repository.
+    let owner = c.scratch.dir.path().join("src").join("acme");
+    std::fs::create_dir_all(&owner).expect("mkdir");
+    let repo = c.scratch.dir.path().join("repo");
+    crate::helpers::git(
+        &owner,
+        &["clone", "-q", repo.to_str().expect("utf8"), "widget"],
+    );
+    c.say("t1", &format!("/clone {}", owner.join("widget").display()))
+        .await;
+    c.reply("t1", "acme/widget").await;
+    c.say("t1", "Remember the number 4217.").await;
+    c.reply("t1", "Noted: the number is 4217.").await;
+    c.say("t1", "Which number was it?").await;
+    model.wait_for_requests(2, Duration::from_secs(120)).await;
+
+    c.crash();
+    c.restart().await;
+    c.reply("t1", "It was 4217.").await;
+    let requests = model.requests();
+    let rerun = requests.last().expect("the re-run's request");
+    let text = request_text(rerun);
+    assert!(
+        text.contains("Remember the number 4217.") && text.contains("Noted: the number is 4217."),
+        "the re-run resumed the conversation: {text}"
+    );
+    // The model is asked the interrupted message now. (Claude Code stored it when the cut
+    // turn began, and records that turn as unanswered: its history holds it once more.)
+    let last = rerun["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .expect("a last message");
+    assert_eq!(last["role"], "user", "{last}");
+    assert!(
+        last.to_string().contains("Which number was it?"),
+        "the re-run asks the interrupted message: {last}"
+    );
+    assert_eq!(c.replies_with("t1", "It was 4217.").await.len(), 1);
 }
