@@ -121,7 +121,8 @@ pub enum EventKind {
         question: Option<String>,
     },
     /// The agent process ended. `code` is `None` when the status is unknown (the runtime
-    /// vanished, or the process ended while Flotilla was down).
+    /// vanished, or the process ended while Flotilla was down); a death by signal N is
+    /// 128 + N, as a shell reports it (see [`crate::domain::exit_status`]).
     AgentExited {
         /// Exit status.
         code: Option<i32>,
@@ -844,11 +845,16 @@ impl Machine<'_> {
                             None => format!("agent_exited_{c}"),
                         };
                         self.end(S::Errored, &reason);
+                        // A death by signal (the out-of-memory killer's SIGKILL) says so.
+                        let status = match crate::domain::exit_status::killed_by(*c) {
+                            Some(signal) => format!("status {c}, killed by {signal}"),
+                            None => format!("status {c}"),
+                        };
                         let message = match output.as_deref().map(str::trim) {
                             Some(o) if !o.is_empty() => {
-                                format!("The agent exited with status {c}. Its last output:\n{o}")
+                                format!("The agent exited with {status}. Its last output:\n{o}")
                             }
-                            _ => format!("The agent exited with status {c}."),
+                            _ => format!("The agent exited with {status}."),
                         };
                         self.react(ReactionKey::AgentExited, None, &message);
                     }

@@ -13,12 +13,14 @@
 //! - [`runtime_handle`]: what a runtime persists about the agent it started (part of the row).
 //! - [`pr`]: a pull request as the lifecycle sees it (status, CI, review feedback).
 //! - [`pr_events`]: turns an observed PR into machine events.
+//! - [`exit_status`]: an agent's exit status, a death by signal as the shell's 128 + N.
 //! - [`question`]: whether two wordings (one cut short, `…`) name one question.
 //! - [`chat`]: a chat conversation's assistant turn as a step function (budget, slot, turn,
 //!   timeout, cancel, cap reached) and its replies.
 
 pub mod chat;
 pub mod clone_url;
+pub mod exit_status;
 pub mod keys;
 pub mod machine;
 pub mod placement;

@@ -341,7 +341,11 @@ impl Runtime for ProcessRuntime {
         }
         let children = self.children.clone();
         tokio::spawn(async move {
-            let code = child.wait().await.ok().and_then(|s| s.code());
+            let code = child.wait().await.ok().and_then(|s| {
+                use std::os::unix::process::ExitStatusExt;
+                s.code()
+                    .or_else(|| s.signal().map(crate::domain::exit_status::signal_status))
+            });
             let _ = tx.send(Some(code));
             // Keep the cell a little while for late `wait_exit` callers, then forget it.
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -584,6 +588,20 @@ mod tests {
         assert_eq!(rt.wait_exit(&h).await.expect("wait"), Some(0));
         assert_eq!(rt.output(&h, 10).await.expect("out"), "hello agent");
         assert!(!rt.is_alive(&h).await.expect("alive"));
+    }
+
+    #[tokio::test]
+    async fn a_process_killed_by_a_signal_reports_the_shells_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = ProcessRuntime::new(dir.path().join("rt"));
+        let h = rt
+            .create(&spec(dir.path(), &["sleep", "600"]))
+            .await
+            .expect("create");
+        let pid = h.process().expect("process").pid;
+        // SAFETY: a plain kill(2) of the process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        assert_eq!(rt.wait_exit(&h).await.expect("wait"), Some(137));
     }
 
     #[tokio::test]

@@ -53,6 +53,7 @@ use super::{
     exec, LaunchSpec, OtherQuestion, PluginError, PluginResult, Runtime, RuntimeHandle,
     ScreenQuestion,
 };
+use crate::domain::exit_status::{killed_by, signal_status};
 
 /// Timeout of every tmux command.
 pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
@@ -342,14 +343,18 @@ impl TmuxRuntime {
 
     /// The pane process's exit status once it has ended: from `/proc` while it is an unreaped
     /// zombie (tmux 3.3 occasionally never reaps a pane process that exits at once, and then
-    /// never records a status), else `#{pane_dead_status}` once tmux has reaped it. `None` when
-    /// it was killed by a signal, or the pane or server is gone (status unknowable), or neither
-    /// source has it within [`STATUS_WAIT`].
+    /// never records a status), else `#{pane_dead_status}` once tmux has reaped it, or, for a
+    /// process killed by signal N, `#{pane_dead_signal}` as the shell's status 128 + N
+    /// ([`signal_status`]). `None` when the pane or server is gone (status unknowable), or
+    /// neither source has it within [`STATUS_WAIT`].
     async fn exit_status(&self, h: &TmuxHandle) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + STATUS_WAIT;
         loop {
-            if let Some(code) = zombie_exit_status(h.pane_pid, h.start_ticks) {
-                return code;
+            // A death by signal waits for tmux's record: a server that is killed hangs up its
+            // panes, and that is the runtime lost (`None` below), not the agent's own end.
+            let zombie = zombie_exit_status(h.pane_pid, h.start_ticks);
+            if let Some(code) = zombie.filter(|c| killed_by(*c).is_none()) {
+                return Some(code);
             }
             match self
                 .tmux(&[
@@ -370,7 +375,9 @@ impl TmuxRuntime {
                         (Some(&"1"), Some(status), _) if !status.is_empty() => {
                             return status.parse().ok()
                         }
-                        (Some(&"1"), _, Some(signal)) if !signal.is_empty() => return None,
+                        (Some(&"1"), _, Some(signal)) if !signal.is_empty() => {
+                            return signal.parse().ok().map(signal_status)
+                        }
                         _ => {} // not reaped yet
                     }
                 }
@@ -934,10 +941,10 @@ fn process_alive(pid: i32, ticks: u64) -> bool {
     state != "Z" && state != "X" && start_ticks(pid) == Some(ticks)
 }
 
-/// For an unreaped (zombie) `pid` that started at `ticks`: `Some(Some(code))` if it exited,
-/// `Some(None)` if a signal killed it (`/proc/PID/stat` field 52, Linux ≥ 3.5). `None` when the
-/// process is not such a zombie.
-fn zombie_exit_status(pid: i32, ticks: u64) -> Option<Option<i32>> {
+/// For an unreaped (zombie) `pid` that started at `ticks`: its exit status, 128 + N if signal
+/// N killed it (`/proc/PID/stat` field 52, Linux ≥ 3.5). `None` when the process is not such a
+/// zombie.
+fn zombie_exit_status(pid: i32, ticks: u64) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     // fields[0] is field 3 (state), fields[19] field 22 (start time), fields[49] field 52.
@@ -946,9 +953,9 @@ fn zombie_exit_status(pid: i32, ticks: u64) -> Option<Option<i32>> {
     }
     let raw: i32 = fields.get(49)?.parse().ok()?;
     Some(if raw & 0x7f == 0 {
-        Some((raw >> 8) & 0xff)
+        (raw >> 8) & 0xff
     } else {
-        None
+        signal_status(raw & 0x7f)
     })
 }
 
@@ -1634,7 +1641,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
             zombie_exit_status(pid, ticks)
         });
-        assert_eq!(code, Some(Some(5)));
+        assert_eq!(code, Some(5));
         assert_eq!(zombie_exit_status(pid, ticks + 1), None, "another process");
         child.wait().expect("reap");
         assert_eq!(zombie_exit_status(pid, ticks), None);

@@ -629,6 +629,48 @@ async fn a_real_claude_that_cannot_start_errors_with_its_own_words() {
     );
 }
 
+/// The real Claude killed by a signal it did not ask for (`kill -9`, as the out-of-memory
+/// killer sends) while it waits on a question: the session ends `errored`, its reason saying
+/// which signal (the shell's 128 + N status), and one urgent page says so; the question no
+/// longer waits.
+#[actix_web::test]
+async fn a_real_claude_killed_by_a_signal_errors_naming_the_signal() {
+    let script = vec![commit_step("killed-while-asking"), Step::text("Committed.")];
+    let Some(r) = setup(script, "auto-edit", "[]").await else {
+        return;
+    };
+    let id = r
+        .app
+        .spawn(json!({"project": "demo", "prompt": "Commit."}))
+        .await;
+    wait_session(&r.app, &id, 90, "needs_input", |s| {
+        s["state"] == "needs_input"
+    })
+    .await;
+    let socket = flotilla::app::tmux_socket(&r.app.home);
+    let (ok, pid) = crate::fleet_tmux::tmux(
+        &socket,
+        &["list-panes", "-t", &format!("={id}"), "-F", "#{pane_pid}"],
+    );
+    assert!(ok, "{pid}");
+    let pid: i32 = pid.trim().parse().expect("pane pid");
+    // SAFETY: a plain kill(2) of the agent's own process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let s = wait_session(&r.app, &id, 60, "errored", |s| s["state"] == "errored").await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("agent_exited_137")),
+        "{s}"
+    );
+    assert_eq!(s["waiting_for"], Value::Null, "{s}");
+    eventually(30, "the page naming the signal", || {
+        let n = notifications_with(&r.hooks, "killed by signal 9 (SIGKILL)");
+        async move { (n.len() == 1).then_some(()) }
+    })
+    .await;
+}
+
 /// The text of a Messages API request: every text and tool input/result of its messages.
 fn conversation(request: &Value) -> String {
     crate::fake_anthropic::request_text(request)
@@ -1482,4 +1524,12 @@ async fn a_real_claudes_two_questions_are_answered_tab_by_tab_and_submitted() {
             && answer.contains(r#"\"Which size should the button be?\"=\"Large\""#),
         "{answer}"
     );
+}
+
+/// A `git commit --allow-empty` of `message` through Claude's Bash tool (asks in auto-edit).
+fn commit_step(message: &str) -> Step {
+    Step::tool(
+        "Bash",
+        json!({"command": format!("git commit --allow-empty -q -m {message}"), "description": "Commit"}),
+    )
 }

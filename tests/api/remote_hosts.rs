@@ -956,3 +956,49 @@ async fn reporting_app(agents: &str, project: &str, scratch: tempfile::TempDir) 
         .await
         .expect("app")
 }
+
+/// An agent on a host killed by a signal it did not ask for (`kill -9`, as the host's
+/// out-of-memory killer sends): the host's tmux records the signal, and the session ends
+/// `errored` with the shell's status for it (137), not as a runtime that vanished.
+#[actix_web::test]
+async fn an_agent_killed_by_a_signal_on_a_host_errors_with_its_status() {
+    if !available() || !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let two = TwoHosts::start(scratch.path());
+    let hosts = format!("hosts:\n{}", two.yaml());
+    let (mut agents, project) = config(scratch.path(), "    host: a\n", &hosts);
+    agents.push_str("  sleeper: { kind: command, command: [\"sleep\", \"600\"] }\n");
+    let app = spawn_app_with_agents(Backend::Sqlite, &agents, &project, scratch)
+        .await
+        .expect("app");
+    let socket = flotilla::app::tmux_socket(&app.home);
+    let _ga = TmuxGuard(format!("{socket}-a"));
+    let _gb = TmuxGuard(format!("{socket}-b"));
+    with_origin(&app);
+    let (st, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "agent": "sleeper", "prompt": "sleep"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    app.wait_state(&id, "working").await;
+    let (ok, pid) = tmux(
+        &format!("{socket}-a"),
+        &["list-panes", "-t", &format!("={id}"), "-F", "#{pane_pid}"],
+    );
+    assert!(ok, "{pid}");
+    let pid: i32 = pid.trim().parse().expect("pane pid");
+    // SAFETY: a plain kill(2) of the agent's process on the (local) host.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let s = app.wait_state(&id, "errored").await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("agent_exited_137")),
+        "{s}"
+    );
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::state::{parse_exit_line, parse_listing_line, Host};
+use super::state::{parse_exit_line, parse_listing_line, Host, DEAD_STATUS};
 use super::HostEvent;
 use crate::plugins::tmux::is_gone;
 use crate::plugins::PluginResult;
@@ -115,7 +115,9 @@ pub async fn list(host: &Host) -> PluginResult<()> {
                 "list-panes",
                 "-a",
                 "-F",
-                "#{session_name} #{pane_id} #{pane_pid} #{pane_dead} #{pane_dead_status}",
+                &format!(
+                    "#{{session_name}} #{{pane_id}} #{{pane_pid}} #{{pane_dead}} {DEAD_STATUS}"
+                ),
             ],
             None,
             CALL_TIMEOUT,

@@ -156,7 +156,7 @@ impl Host {
     /// pane, so `pane-died` fires with the status known).
     pub fn exit_hook(&self) -> String {
         let shell = format!(
-            "echo exit #{{session_name}} #{{pane_id}} #{{pane_dead_status}} >> {}",
+            "echo exit #{{session_name}} #{{pane_id}} {DEAD_STATUS} >> {}",
             double_hash(&shell_quote(&self.events_path().to_string_lossy()))
         );
         let hook = format!("run-shell {}", tmux_quote(&shell));
@@ -314,8 +314,23 @@ impl Host {
     }
 }
 
+/// A dead pane's status as one word: `#{pane_dead_status}`, or `s` and the signal's number
+/// when a signal killed its process (see [`dead_status`]).
+pub const DEAD_STATUS: &str = "#{?pane_dead_signal,s#{pane_dead_signal},#{pane_dead_status}}";
+
+/// The exit status a [`DEAD_STATUS`] word stands for (a signal N as 128 + N).
+fn dead_status(word: &str) -> Option<i32> {
+    match word.strip_prefix('s') {
+        Some(signal) => signal
+            .parse()
+            .ok()
+            .map(crate::domain::exit_status::signal_status),
+        None => word.parse().ok(),
+    }
+}
+
 /// Parses one line of `list-panes -a -F '#{session_name} #{pane_id} #{pane_pid}
-/// #{pane_dead} #{pane_dead_status}'`.
+/// #{pane_dead} DEAD_STATUS'`.
 pub fn parse_listing_line(line: &str) -> Option<(String, Pane)> {
     let f: Vec<&str> = line.split_whitespace().collect();
     let (name, id, pid) = (f.first()?, f.get(1)?, f.get(2)?.parse().ok()?);
@@ -326,7 +341,7 @@ pub fn parse_listing_line(line: &str) -> Option<(String, Pane)> {
             id: (*id).to_string(),
             pid,
             dead,
-            status: f.get(4).and_then(|s| s.parse().ok()),
+            status: f.get(4).and_then(|s| dead_status(s)),
         },
     ))
 }
@@ -340,7 +355,7 @@ pub fn parse_exit_line(line: &str) -> Option<(String, String, Option<i32>)> {
     Some((
         (*f.get(1)?).to_string(),
         (*f.get(2)?).to_string(),
-        f.get(3).and_then(|s| s.parse().ok()),
+        f.get(3).and_then(|s| dead_status(s)),
     ))
 }
 
@@ -411,6 +426,13 @@ mod tests {
             parse_exit_line("exit demo-1 %4"),
             Some(("demo-1".into(), "%4".into(), None))
         );
+        // Killed by SIGKILL: the shell's 137.
+        assert_eq!(
+            parse_exit_line("exit demo-1 %4 s9"),
+            Some(("demo-1".into(), "%4".into(), Some(137)))
+        );
+        let dead = parse_listing_line("demo-1 %4 77 1 s11").expect("line");
+        assert_eq!(dead.1.status, Some(139));
         assert!(h.exit_hook().contains("'\"'\"'"), "{}", h.exit_hook());
     }
 }
