@@ -127,6 +127,39 @@ impl Crashable {
         .await
     }
 
+    /// Waits until the session asks about `command` and one page says so; the question.
+    async fn asked_and_paged(&self, id: &str, command: &str) -> String {
+        let question = self.asked(id, command).await;
+        eventually(30, &format!("the page about {command}"), || async {
+            (self.pages(command) == 1).then_some(())
+        })
+        .await;
+        question
+    }
+
+    /// Spawns a session, lets its first turn end, kills the server, types `message` at the
+    /// agent's terminal, waits until the agent shows its `dialog` with nobody to tell, and
+    /// starts the server again; the session's id once it asks about `command`, paged once,
+    /// and the question.
+    async fn asks_while_down(
+        &mut self,
+        message: &str,
+        dialog: &[&str],
+        command: &str,
+    ) -> (String, String) {
+        let id = self.spawn("Say hello.").await;
+        eventually(90, "the first turn ends", || async {
+            (self.session(&id).await["activity"] == "idle").then_some(())
+        })
+        .await;
+        self.crash();
+        self.type_at_terminal(&id, message).await;
+        self.screen_with(&id, dialog).await;
+        self.restart().await;
+        let question = self.asked_and_paged(&id, command).await;
+        (id, question)
+    }
+
     /// The pages naming `command` (a redelivery counted too).
     fn pages(&self, command: &str) -> usize {
         notifications_with(&self.hooks, command).len()
@@ -276,11 +309,7 @@ async fn a_question_asked_before_a_kill_9_still_waits_after_it_and_takes_the_ans
         return;
     };
     let id = c.spawn("Commit.").await;
-    let question = c.asked(&id, command).await;
-    eventually(30, "its page", || async {
-        (c.pages(command) == 1).then_some(())
-    })
-    .await;
+    let question = c.asked_and_paged(&id, command).await;
 
     c.crash();
     c.restart().await;
@@ -308,24 +337,9 @@ async fn a_question_asked_while_the_server_is_down_is_asked_once_it_is_back() {
     let Some((mut c, model)) = Crashable::claude(script).await else {
         return;
     };
-    let id = c.spawn("Say hello.").await;
-    eventually(90, "the first turn ends", || async {
-        (c.session(&id).await["activity"] == "idle").then_some(())
-    })
-    .await;
-
-    c.crash();
-    // Typed at the terminal while Flotilla is down; Claude asks with nobody to tell.
-    c.type_at_terminal(&id, "Commit it.").await;
-    c.screen_with(&id, &["while-it-was-down", "Do you want to proceed?"])
-        .await;
-
-    c.restart().await;
-    let question = c.asked(&id, command).await;
-    eventually(30, "its page", || async {
-        (c.pages(command) == 1).then_some(())
-    })
-    .await;
+    // Claude asks with nobody to tell.
+    let dialog = ["while-it-was-down", "Do you want to proceed?"];
+    let (id, question) = c.asks_while_down("Commit it.", &dialog, command).await;
     c.approve_and_finish(&id, &question, command).await;
     assert_eq!(model.requests().len(), 3);
 }
@@ -347,30 +361,12 @@ async fn a_codex_question_asked_while_the_server_is_down_is_asked_once_it_is_bac
     let Some((mut c, _model, _setup)) = Crashable::codex(script).await else {
         return;
     };
-    let id = c.spawn("Say hello.").await;
-    eventually(90, "the first turn ends", || async {
-        (c.session(&id).await["activity"] == "idle").then_some(())
-    })
-    .await;
-
-    c.crash();
-    c.type_at_terminal(&id, "Write out.txt.").await;
-    c.screen_with(
-        &id,
-        &[
-            "Would you like to run the following command?",
-            "printf made",
-        ],
-    )
-    .await;
-
-    c.restart().await;
     let command = "$ printf made > out.txt";
-    let question = c.asked(&id, command).await;
-    eventually(30, "its page", || async {
-        (c.pages(command) == 1).then_some(())
-    })
-    .await;
+    let dialog = [
+        "Would you like to run the following command?",
+        "printf made",
+    ];
+    let (id, question) = c.asks_while_down("Write out.txt.", &dialog, command).await;
     c.answer(&id, &question, "y").await;
     c.screen_with(&id, &["You approved codex to run printf made > out.txt"])
         .await;
@@ -388,11 +384,7 @@ async fn a_question_answered_at_the_terminal_while_the_server_is_down_waits_no_m
         return;
     };
     let id = c.spawn("Commit.").await;
-    c.asked(&id, command).await;
-    eventually(30, "its page", || async {
-        (c.pages(command) == 1).then_some(())
-    })
-    .await;
+    c.asked_and_paged(&id, command).await;
 
     c.crash();
     c.tmux(&["send-keys", "-t", &format!("={id}:"), "1"]);
@@ -425,11 +417,7 @@ async fn the_next_question_asked_while_the_server_is_down_replaces_the_answered_
         return;
     };
     let id = c.spawn("Commit twice.").await;
-    c.asked(&id, first).await;
-    eventually(30, "its page", || async {
-        (c.pages(first) == 1).then_some(())
-    })
-    .await;
+    c.asked_and_paged(&id, first).await;
 
     c.crash();
     c.tmux(&["send-keys", "-t", &format!("={id}:"), "1"]);
@@ -437,11 +425,7 @@ async fn the_next_question_asked_while_the_server_is_down_replaces_the_answered_
         .await;
 
     c.restart().await;
-    let question = c.asked(&id, next).await;
-    eventually(30, "the next question's page", || async {
-        (c.pages(next) == 1).then_some(())
-    })
-    .await;
+    let question = c.asked_and_paged(&id, next).await;
     c.approve_and_finish(&id, &question, next).await;
     let firsts: BTreeSet<String> = notifications_with(&c.hooks, first)
         .iter()
@@ -464,24 +448,9 @@ async fn an_opencode_question_asked_while_the_server_is_down_is_asked_once_it_is
     let Some((mut c, _model, _setup)) = Crashable::opencode(script).await else {
         return;
     };
-    let id = c.spawn("Say hello.").await;
-    eventually(90, "the first turn ends", || async {
-        (c.session(&id).await["activity"] == "idle").then_some(())
-    })
-    .await;
-
-    c.crash();
-    c.type_at_terminal(&id, "Write cmd.txt.").await;
-    c.screen_with(&id, &["Permission required", "printf made > cmd.txt"])
-        .await;
-
-    c.restart().await;
     let command = "printf made > cmd.txt";
-    let question = c.asked(&id, command).await;
-    eventually(30, "its page", || async {
-        (c.pages(command) == 1).then_some(())
-    })
-    .await;
+    let dialog = ["Permission required", "printf made > cmd.txt"];
+    let (id, question) = c.asks_while_down("Write cmd.txt.", &dialog, command).await;
     c.answer(&id, &question, "yes").await;
     c.screen_with(&id, &["Ran it."]).await;
     let s = c.session(&id).await;
