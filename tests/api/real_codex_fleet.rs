@@ -31,6 +31,19 @@ impl CodexFleet {
             setup,
         })
     }
+
+    /// A session spawned and its first turn ended (the script's first step answers it).
+    async fn idle_session(&self) -> String {
+        let id = self
+            .app
+            .spawn(json!({"project": "demo", "prompt": "Say ok."}))
+            .await;
+        wait_session(&self.app, &id, 90, "the first turn ends", |s| {
+            s["activity"] == "idle"
+        })
+        .await;
+        id
+    }
 }
 
 /// The `codex` agent's lines under `agents:`, in `mode`, as a user configures it with the
@@ -263,14 +276,7 @@ async fn messages_wrapped_in_codexs_composer_are_each_submitted_once() {
     let Some(f) = CodexFleet::start(script, "auto-edit").await else {
         return;
     };
-    let id = f
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Say ok."}))
-        .await;
-    wait_session(&f.app, &id, 90, "the first turn ends", |s| {
-        s["activity"] == "idle"
-    })
-    .await;
+    let id = f.idle_session().await;
     let words = 21..28;
     for n in words.clone() {
         let message: String = (0..n)
@@ -314,14 +320,7 @@ async fn a_long_message_codex_took_before_a_crash_is_not_typed_again() {
     let Some(f) = CodexFleet::start(script, "auto-edit").await else {
         return;
     };
-    let id = f
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Say ok."}))
-        .await;
-    wait_session(&f.app, &id, 90, "the first turn ends", |s| {
-        s["activity"] == "idle"
-    })
-    .await;
+    let id = f.idle_session().await;
     let mark = log_mark(&f.app, &id);
     let long: String = (1..=60)
         .map(|i| format!("Line {i:03}: one more step of a long instruction to paste\n"))

@@ -62,26 +62,40 @@ async fn wait_reason(app: &TestApp, id: &str, what: &str, ok: impl Fn(&Value) ->
     .await
 }
 
-/// `host: auto` counts a session placed on a host as its load from the moment it is placed,
-/// not only once its pane runs: four spawns in quick succession (none started yet when the
-/// next is placed) fill two hosts of capacity 2 evenly, and a fifth finds no room.
-#[actix_web::test]
-async fn spawns_in_quick_succession_are_spread_over_the_hosts() {
+/// An app whose project runs on `host` (`a`, `b` or `auto`) of two ssh hosts, with a
+/// `sleeper` agent (`sleep 600`): the app, its tmux socket's name, and what keeps the hosts'
+/// tmux servers (killed first) and the hosts for the test's length. `None` where sshd or tmux is missing.
+async fn sleepers_on_two_hosts(
+    host: &str,
+) -> Option<(TestApp, String, (TmuxGuard, TmuxGuard, TwoHosts))> {
     if !available() || !require_tool("tmux") || !require_tool("git") {
-        return;
+        return None;
     }
     let scratch = tempfile::tempdir().expect("tempdir");
     let two = TwoHosts::start(scratch.path());
     let hosts = format!("hosts:\n{}", two.yaml());
-    let (mut agents, project) = config(scratch.path(), "    host: auto\n", &hosts);
+    let (mut agents, project) = config(scratch.path(), &format!("    host: {host}\n"), &hosts);
     agents.push_str("  sleeper: { kind: command, command: [\"sleep\", \"600\"] }\n");
     let app = spawn_app_with_agents(Backend::Sqlite, &agents, &project, scratch)
         .await
         .expect("app");
     let socket = flotilla::app::tmux_socket(&app.home);
-    let _ga = TmuxGuard(format!("{socket}-a"));
-    let _gb = TmuxGuard(format!("{socket}-b"));
+    let guards = (
+        TmuxGuard(format!("{socket}-a")),
+        TmuxGuard(format!("{socket}-b")),
+    );
     with_origin(&app);
+    Some((app, socket, (guards.0, guards.1, two)))
+}
+
+/// `host: auto` counts a session placed on a host as its load from the moment it is placed,
+/// not only once its pane runs: four spawns in quick succession (none started yet when the
+/// next is placed) fill two hosts of capacity 2 evenly, and a fifth finds no room.
+#[actix_web::test]
+async fn spawns_in_quick_succession_are_spread_over_the_hosts() {
+    let Some((app, _socket, _hosts)) = sleepers_on_two_hosts("auto").await else {
+        return;
+    };
 
     let mut ids = Vec::new();
     for n in 0..4 {
@@ -962,21 +976,9 @@ async fn reporting_app(agents: &str, project: &str, scratch: tempfile::TempDir) 
 /// `errored` with the shell's status for it (137), not as a runtime that vanished.
 #[actix_web::test]
 async fn an_agent_killed_by_a_signal_on_a_host_errors_with_its_status() {
-    if !available() || !require_tool("tmux") || !require_tool("git") {
+    let Some((app, socket, _hosts)) = sleepers_on_two_hosts("a").await else {
         return;
-    }
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let two = TwoHosts::start(scratch.path());
-    let hosts = format!("hosts:\n{}", two.yaml());
-    let (mut agents, project) = config(scratch.path(), "    host: a\n", &hosts);
-    agents.push_str("  sleeper: { kind: command, command: [\"sleep\", \"600\"] }\n");
-    let app = spawn_app_with_agents(Backend::Sqlite, &agents, &project, scratch)
-        .await
-        .expect("app");
-    let socket = flotilla::app::tmux_socket(&app.home);
-    let _ga = TmuxGuard(format!("{socket}-a"));
-    let _gb = TmuxGuard(format!("{socket}-b"));
-    with_origin(&app);
+    };
     let (st, v) = app
         .post(
             "/api/v1/sessions",
