@@ -1831,6 +1831,56 @@ fn an_exit_0_after_a_failure_the_agent_could_not_get_past_is_an_error_not_done()
     assert_eq!(done.snapshot.session.state, SessionState::Done);
 }
 
+/// An agent killed by a signal (the runtimes' 128 + N) fails like any error exit, and its page
+/// names the signal; only an unknown status is a runtime lost.
+#[test]
+fn an_agent_killed_by_a_signal_is_an_error_whose_page_names_the_signal() {
+    let p = Policy::defaults();
+    let exit = |code: Option<i32>| {
+        step(
+            &base(SessionState::NeedsInput),
+            &Event {
+                at: t0(),
+                kind: EventKind::AgentExited {
+                    code,
+                    output: Some("Gitifying…".into()),
+                    failure: None,
+                },
+            },
+            &p,
+        )
+    };
+    let killed = exit(Some(137));
+    assert_eq!(killed.snapshot.session.state, SessionState::Errored);
+    assert_eq!(
+        killed.snapshot.session.reason.as_deref(),
+        Some("agent_exited_137: Gitifying…")
+    );
+    let messages: Vec<&str> = killed
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m
+                .starts_with("The agent exited with status 137, killed by signal 9 (SIGKILL).")),
+        "{messages:?}"
+    );
+    let failed = exit(Some(1));
+    assert!(!format!("{:?}", failed.effects).contains("killed by"));
+    let lost = exit(None);
+    assert_eq!(lost.snapshot.session.state, SessionState::Killed);
+    assert_eq!(
+        lost.snapshot.session.reason.as_deref(),
+        Some("runtime_lost")
+    );
+}
+
 /// PR news is not acted on while the agent waits for a human (an instruction typed onto its
 /// dialog would answer it): back at work with a PR, the session looks at the PR again, from
 /// the answer and from the agent going idle alike; without a PR, or back from `stuck` (which
