@@ -343,10 +343,10 @@ impl TmuxRuntime {
 
     /// The pane process's exit status once it has ended: from `/proc` while it is an unreaped
     /// zombie (tmux 3.3 occasionally never reaps a pane process that exits at once, and then
-    /// never records a status), else `#{pane_dead_status}` once tmux has reaped it, or, for a
-    /// process killed by signal N, `#{pane_dead_signal}` as the shell's status 128 + N
-    /// ([`signal_status`]). `None` when the pane or server is gone (status unknowable), or
-    /// neither source has it within [`STATUS_WAIT`].
+    /// never records a status), else what tmux recorded once it has reaped it ([`DEAD_STATUS`]:
+    /// the status, or for a process killed by signal N the shell's 128 + N). `None` when the
+    /// pane or server is gone (status unknowable), or neither source has it within
+    /// [`STATUS_WAIT`].
     async fn exit_status(&self, h: &TmuxHandle) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + STATUS_WAIT;
         loop {
@@ -362,7 +362,7 @@ impl TmuxRuntime {
                     "-p",
                     "-t",
                     &h.pane,
-                    "#{pane_pid}:#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}",
+                    &format!("#{{pane_pid}}:#{{pane_dead}}:{DEAD_STATUS}"),
                 ])
                 .await
             {
@@ -371,15 +371,12 @@ impl TmuxRuntime {
                     if f.first() != Some(&h.pane_pid.to_string().as_str()) {
                         return None; // another pane (the server was restarted)
                     }
-                    match (f.get(1), f.get(2), f.get(3)) {
-                        (Some(&"1"), Some(status), _) if !status.is_empty() => {
-                            return status.parse().ok()
-                        }
-                        (Some(&"1"), _, Some(signal)) if !signal.is_empty() => {
-                            return signal.parse().ok().map(signal_status)
-                        }
-                        _ => {} // not reaped yet
+                    if let (Some(&"1"), Some(code)) =
+                        (f.get(1), f.get(2).and_then(|w| dead_status(w)))
+                    {
+                        return Some(code);
                     }
+                    // Not reaped yet.
                 }
                 Err(_) => return None,
             }
@@ -793,6 +790,19 @@ struct Draft {
 /// Box-drawing borders TUIs draw around their input line.
 fn strip_borders(s: &str) -> &str {
     s.trim().trim_matches(['│', '┃', '|']).trim()
+}
+
+/// A dead pane's exit status as one tmux format word: `#{pane_dead_status}`, or `s` and the
+/// signal's number when a signal killed its process; empty until tmux has reaped it. Read by
+/// [`dead_status`]; shared with the hosts' exit hook and pane listing.
+pub const DEAD_STATUS: &str = "#{?pane_dead_signal,s#{pane_dead_signal},#{pane_dead_status}}";
+
+/// The exit status a [`DEAD_STATUS`] word stands for (a signal N as the shell's 128 + N).
+pub fn dead_status(word: &str) -> Option<i32> {
+    match word.strip_prefix('s') {
+        Some(signal) => signal.parse().ok().map(signal_status),
+        None => word.parse().ok(),
+    }
 }
 
 fn shows_draft(row: &str, prev: Option<&str>, needle: &str) -> bool {

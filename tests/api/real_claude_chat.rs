@@ -14,7 +14,7 @@ use crate::chat_driver::ChatDriver;
 use crate::fake_anthropic::{request_text, FakeAnthropic, Step};
 use crate::helpers::*;
 
-const KEY: &str = "sk-ant-fake-0123456789";
+pub(crate) const KEY: &str = "sk-ant-fake-0123456789";
 
 /// The real `claude` (see [`real_cli`]).
 fn claude_bin() -> Option<PathBuf> {
@@ -51,16 +51,8 @@ impl RealChat {
             .map(|m| format!("permission_mode: {m}, "))
             .unwrap_or_default();
         let extra = format!(
-            "chat:\n  max_concurrent: 4\n  turn_timeout: 120s\n  test_adapter: true\n  \
-             allow: {{ test: [tester] }}\n  workspace: {ws}\n  worktrees: {wt}\n  \
-             assistant: {{ kind: claude, command: [\"{bin}\"], {mode}env: {{ HOME: \"{home}\", \
-             ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", \
-             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\" }} }}\n",
-            ws = base.join("ws").display(),
-            wt = base.join("worktrees").display(),
-            bin = bin.display(),
-            home = home.display(),
-            url = fake.url(),
+            "chat:\n  max_concurrent: 4\n{}",
+            claude_chat_yaml(&bin, &fake, &base, &home, &mode)
         );
         let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
         let app = spawn_app_guarded(Backend::Sqlite, &agents, &extra, dir).await?;
@@ -69,6 +61,30 @@ impl RealChat {
             fake,
         })
     }
+}
+
+/// The `chat:` keys (after `chat:`) of the bridge with the real `claude` at `bin` as its
+/// assistant, talking to `model` with its home at `home` (`mode`: more assistant keys, e.g.
+/// `permission_mode: x, `); the test platform with `tester` allowed, the paths under `base`.
+pub(crate) fn claude_chat_yaml(
+    bin: &Path,
+    model: &FakeAnthropic,
+    base: &Path,
+    home: &Path,
+    mode: &str,
+) -> String {
+    format!(
+        "  turn_timeout: 120s\n  test_adapter: true\n  allow: {{ test: [tester] }}\n  \
+         workspace: {ws}\n  worktrees: {wt}\n  \
+         assistant: {{ kind: claude, command: [\"{bin}\"], {mode}env: {{ HOME: \"{home}\", \
+         ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\" }} }}\n",
+        ws = base.join("ws").display(),
+        wt = base.join("worktrees").display(),
+        bin = bin.display(),
+        home = home.display(),
+        url = model.url(),
+    )
 }
 
 /// The `cost-state` entries the CLI wrote in its own session log (`~/.claude/projects/<cwd>/

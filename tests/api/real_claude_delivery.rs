@@ -11,7 +11,7 @@ use flotilla::store::InstructionState;
 
 use crate::fake_anthropic::{request_text, Step};
 use crate::helpers::eventually;
-use crate::real_claude_fleet::{send, setup_notifying, wait_session};
+use crate::real_claude_fleet::{send, setup_notifying, spawn_until_idle, wait_session};
 use crate::real_fleet::{crashed_while_typing, log_mark};
 
 /// The end of the long message: counted in what the model is sent.
@@ -21,14 +21,7 @@ const END: &str = "LONG-MESSAGE-END";
 /// where the real CLI cannot run.
 async fn idle_claude(script: Vec<Step>) -> Option<(crate::real_claude_fleet::Real, String)> {
     let r = setup_notifying(script, "auto-edit", "[]", "", &[], "", "").await?;
-    let id = r
-        .app
-        .spawn(json!({"project": "demo", "prompt": "Say hello."}))
-        .await;
-    wait_session(&r.app, &id, 90, "the first turn ends", |s| {
-        s["activity"] == "idle"
-    })
-    .await;
+    let id = spawn_until_idle(&r.app, "Say hello.").await;
     Some((r, id))
 }
 

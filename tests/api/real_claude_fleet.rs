@@ -199,6 +199,18 @@ pub(crate) async fn wait_session(
     }
 }
 
+/// Spawns `prompt` in project `demo` and waits until the agent's first turn ends; the id.
+pub(crate) async fn spawn_until_idle(app: &TestApp, prompt: &str) -> String {
+    let id = app
+        .spawn(json!({"project": "demo", "prompt": prompt}))
+        .await;
+    wait_session(app, &id, 90, "the first turn ends", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    id
+}
+
 /// Sends `text` to session `id` as `flotilla send` does (an answer while it waits).
 pub(crate) async fn send(app: &TestApp, id: &str, text: &str) {
     let (code, v) = app

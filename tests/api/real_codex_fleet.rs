@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::fake_openai::{FakeOpenAi, Step};
 use crate::helpers::eventually;
-use crate::real_claude_fleet::wait_session;
+use crate::real_claude_fleet::{spawn_until_idle, wait_session};
 use crate::real_codex::{Setup, MODEL};
 use crate::real_fleet::{crashed_while_typing, log_mark, AgentFleet, ModelFleet};
 
@@ -30,19 +30,6 @@ impl CodexFleet {
             model,
             setup,
         })
-    }
-
-    /// A session spawned and its first turn ended (the script's first step answers it).
-    async fn idle_session(&self) -> String {
-        let id = self
-            .app
-            .spawn(json!({"project": "demo", "prompt": "Say ok."}))
-            .await;
-        wait_session(&self.app, &id, 90, "the first turn ends", |s| {
-            s["activity"] == "idle"
-        })
-        .await;
-        id
     }
 }
 
@@ -276,7 +263,7 @@ async fn messages_wrapped_in_codexs_composer_are_each_submitted_once() {
     let Some(f) = CodexFleet::start(script, "auto-edit").await else {
         return;
     };
-    let id = f.idle_session().await;
+    let id = spawn_until_idle(&f.app, "Say ok.").await;
     let words = 21..28;
     for n in words.clone() {
         let message: String = (0..n)
@@ -320,7 +307,7 @@ async fn a_long_message_codex_took_before_a_crash_is_not_typed_again() {
     let Some(f) = CodexFleet::start(script, "auto-edit").await else {
         return;
     };
-    let id = f.idle_session().await;
+    let id = spawn_until_idle(&f.app, "Say ok.").await;
     let mark = log_mark(&f.app, &id);
     let long: String = (1..=60)
         .map(|i| format!("Line {i:03}: one more step of a long instruction to paste\n"))

@@ -3,7 +3,9 @@
 //! question it asked before the crash still waits after it, and one it asks while the server
 //! is down (no hook report can reach it) is found once the server is back. Either way the
 //! session is `needs_input` naming the command, the human is paged once, and the answer sent
-//! after the restart is typed to the dialog.
+//! after the restart is typed to the dialog. Also: an aider that finished while the server
+//! was down is `done` once it is back, and a chat turn of `claude -p` cut by the kill is run
+//! again and answered once.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,6 +23,7 @@ use crate::real_aider::{
     aider_agent_yaml, edit_step as aider_edit_step, Setup as AiderSetup,
     COMMIT_MESSAGE as AIDER_COMMIT_MESSAGE, TASK as AIDER_TASK,
 };
+use crate::real_claude_chat::{claude_chat_yaml, KEY as CHAT_KEY};
 use crate::real_claude_fleet::{
     claude_agent_yaml, claude_bin, notifications_with, onboarded_home, project_yaml, KEY,
 };
@@ -512,20 +515,13 @@ async fn an_aider_that_finished_while_the_server_was_down_is_done_once_it_is_bac
 async fn claude_chat(script: Vec<Step>) -> Option<(Crashable, FakeAnthropic)> {
     let claude = claude_bin()?;
     let model = FakeAnthropic::start(script).await;
-    model.require_api_key(KEY);
+    model.require_api_key(CHAT_KEY);
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("chat");
     let home = onboarded_home(&base);
     let chat = format!(
-        "chat:\n  turn_timeout: 120s\n  test_adapter: true\n  allow: {{ test: [tester] }}\n  \
-         workspace: {ws}\n  worktrees: {wt}\n  assistant: {{ kind: claude, command: [\"{bin}\"], \
-         env: {{ HOME: \"{home}\", ANTHROPIC_BASE_URL: \"{url}\", ANTHROPIC_API_KEY: \"{KEY}\", \
-         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\" }} }}\n",
-        ws = base.join("ws").display(),
-        wt = base.join("worktrees").display(),
-        bin = claude.display(),
-        home = home.display(),
-        url = model.url(),
+        "chat:\n{}",
+        claude_chat_yaml(&claude, &model, &base, &home, "")
     );
     let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
     let c = Crashable::start_with(Receivers::start().await, &agents, &chat, dir).await?;

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::state::{parse_exit_line, parse_listing_line, Host, DEAD_STATUS};
+use super::state::{parse_exit_line, parse_listing_line, Host};
 use super::HostEvent;
-use crate::plugins::tmux::is_gone;
+use crate::plugins::tmux::{is_gone, DEAD_STATUS};
 use crate::plugins::PluginResult;
 
 /// Timeout of the listing and set-up calls.

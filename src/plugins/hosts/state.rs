@@ -11,7 +11,7 @@ use tokio::sync::{watch, Notify};
 
 use super::ssh::{shell_quote, SshTransport};
 use crate::config::hosts::HostSettings;
-use crate::plugins::tmux::{double_hash, tmux_quote};
+use crate::plugins::tmux::{dead_status, double_hash, tmux_quote, DEAD_STATUS};
 
 /// One tmux pane of a session on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,21 +311,6 @@ impl Host {
             None if s.listed && s.reachable == Some(true) => PaneStatus::Ended(None),
             None => PaneStatus::Unknown,
         })
-    }
-}
-
-/// A dead pane's status as one word: `#{pane_dead_status}`, or `s` and the signal's number
-/// when a signal killed its process (see [`dead_status`]).
-pub const DEAD_STATUS: &str = "#{?pane_dead_signal,s#{pane_dead_signal},#{pane_dead_status}}";
-
-/// The exit status a [`DEAD_STATUS`] word stands for (a signal N as 128 + N).
-fn dead_status(word: &str) -> Option<i32> {
-    match word.strip_prefix('s') {
-        Some(signal) => signal
-            .parse()
-            .ok()
-            .map(crate::domain::exit_status::signal_status),
-        None => word.parse().ok(),
     }
 }
 
