@@ -344,14 +344,16 @@ impl TmuxRuntime {
     /// The pane process's exit status once it has ended: from `/proc` while it is an unreaped
     /// zombie (tmux 3.3 occasionally never reaps a pane process that exits at once, and then
     /// never records a status), else what tmux recorded once it has reaped it ([`DEAD_STATUS`]:
-    /// the status, or for a process killed by signal N the shell's 128 + N). `None` when the
-    /// pane or server is gone (status unknowable), or neither source has it within
-    /// [`STATUS_WAIT`].
+    /// the status, or for a process killed by signal N the shell's 128 + N). A zombie killed by
+    /// a signal is taken only once tmux, still answering for the pane, has not reaped it within
+    /// [`STATUS_WAIT`]. `None` when the pane or server is gone (status unknowable), or neither
+    /// source has it by then.
     async fn exit_status(&self, h: &TmuxHandle) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + STATUS_WAIT;
         loop {
             // A death by signal waits for tmux's record: a server that is killed hangs up its
-            // panes, and that is the runtime lost (`None` below), not the agent's own end.
+            // panes, and that is the runtime lost (`None` below, when tmux no longer answers),
+            // not the agent's own end.
             let zombie = zombie_exit_status(h.pane_pid, h.start_ticks);
             if let Some(code) = zombie.filter(|c| killed_by(*c).is_none()) {
                 return Some(code);
@@ -381,7 +383,9 @@ impl TmuxRuntime {
                 Err(_) => return None,
             }
             if tokio::time::Instant::now() >= deadline {
-                return None;
+                // tmux still shows our pane unreaped (the 3.3 case above), so its server lives:
+                // a signal the zombie records was the agent's own end.
+                return zombie;
             }
             tokio::time::sleep(POLL).await;
         }
