@@ -42,9 +42,10 @@ pub(crate) fn opencode_agent_yaml(setup: &Setup, mode: &str) -> String {
     )
 }
 
-/// The state OpenCode recorded for the `bash` call of [`bash_step`] once it ended (`status`
-/// `completed` or `error`, with its `error`), from its SQLite database.
-async fn bash_call_state(db: &std::path::Path) -> Option<Value> {
+/// The state OpenCode recorded for the first call of `tool` (the `bash` of [`bash_step`], a
+/// `question`) once it ended (`status` `completed` or `error`, with its `error`), from its
+/// SQLite database.
+async fn call_state(db: &std::path::Path, tool: &str) -> Option<Value> {
     use sqlx::ConnectOptions;
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(db)
@@ -59,7 +60,7 @@ async fn bash_call_state(db: &std::path::Path) -> Option<Value> {
     parts
         .iter()
         .filter_map(|p| serde_json::from_str::<Value>(p).ok())
-        .filter(|p| p["type"] == "tool" && p["tool"] == "bash")
+        .filter(|p| p["type"] == "tool" && p["tool"] == tool)
         .map(|p| p["state"].clone())
         .find(|s| s["status"] == "completed" || s["status"] == "error")
 }
@@ -101,7 +102,7 @@ async fn a_real_opencode_command_refused_by_send_no_is_never_run() {
     // OpenCode records how the call ended (its database, as the plugin reads usage there).
     let ended = eventually(60, "the call's end in OpenCode's records", || {
         let db = f.setup.home.join(".local/share/opencode/opencode.db");
-        async move { bash_call_state(&db).await }
+        async move { call_state(&db, "bash").await }
     })
     .await;
     assert_eq!(ended["status"], "error", "{ended}");
@@ -160,9 +161,12 @@ async fn a_real_opencode_command_refused_with_an_instruction_runs_nothing_and_ta
         turns[1]
     );
     f.screen_with(&id, 30, "Printing it instead.").await;
-    let ended = bash_call_state(&f.setup.home.join(".local/share/opencode/opencode.db"))
-        .await
-        .expect("the call's end");
+    let ended = call_state(
+        &f.setup.home.join(".local/share/opencode/opencode.db"),
+        "bash",
+    )
+    .await
+    .expect("the call's end");
     assert_eq!(ended["status"], "error", "{ended}");
     assert!(!ws.join("cmd.txt").exists(), "a refused command ran");
     wait_session(&f.app, &id, 60, "idle after the instruction's turn", |s| {
@@ -289,7 +293,7 @@ async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_word
     let (id, waiting) = f.spawn_until_asked("Ask me about the button.").await;
     assert_eq!(
         waiting["waiting_for"],
-        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer]"),
+        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer | Dismiss (esc)]"),
         "{waiting}"
     );
     let sent = f.send(&id, "Blue").await;
@@ -311,7 +315,7 @@ async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_word
         .await;
     assert_eq!(
         asked,
-        format!("{SIZE} [1. Small | 2. Large | 3. Type your own answer]")
+        format!("{SIZE} [1. Small | 2. Large | 3. Type your own answer | Dismiss (esc)]")
     );
     let sent = f.send(&id, "Medium, please").await;
     assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
@@ -331,6 +335,55 @@ async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_word
         s["activity"] == "idle"
     })
     .await;
+}
+
+/// `send no` to OpenCode's question dismisses its dialog with Esc (the question offers
+/// "Dismiss (esc)"): OpenCode records the question as dismissed, and its turn ends there (no
+/// model request follows), so the session is idle with nothing waiting. (Before, the question
+/// offered no dismissal: `no` was typed as the human's own answer.)
+#[actix_web::test]
+async fn a_real_opencode_question_dismissed_by_send_no_ends_the_turn() {
+    const COLOUR: &str = "Which colour should the button be?";
+    let Some(f) = OpencodeFleet::start(
+        vec![
+            question_step(COLOUR, ["Red", "Blue"]),
+            Step::text("Not asked for: the turn ended."),
+        ],
+        "default",
+    )
+    .await
+    else {
+        return;
+    };
+    let (id, waiting) = f.spawn_until_asked("Ask me about the button.").await;
+    assert_eq!(
+        waiting["waiting_for"],
+        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer | Dismiss (esc)]"),
+        "{waiting}"
+    );
+    let sent = f.send(&id, "no").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let ended = eventually(60, "the question's end in OpenCode's records", || {
+        let db = f.setup.home.join(".local/share/opencode/opencode.db");
+        async move { call_state(&db, "question").await }
+    })
+    .await;
+    assert_eq!(ended["status"], "error", "{ended}");
+    assert!(
+        ended["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("dismissed")),
+        "{ended}"
+    );
+    wait_session(&f.app, &id, 60, "idle after the dismissal", |s| {
+        s["activity"] == "idle" && s["waiting_for"].is_null()
+    })
+    .await;
+    assert_eq!(
+        f.model.turn_requests().len(),
+        1,
+        "no answer went to the model"
+    );
 }
 
 /// Several questions in one call are tabs in OpenCode's dialog: each is asked in turn (a
@@ -360,7 +413,7 @@ async fn a_real_opencodes_questions_are_asked_one_by_one_then_reviewed() {
         .to_string();
     assert_eq!(
         first,
-        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer]")
+        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer | Dismiss (esc)]")
     );
     // Before, "Blue" went as a message: its Enter confirmed the highlighted "Red".
     let sent = f.send(&id, "Blue").await;
@@ -368,7 +421,7 @@ async fn a_real_opencodes_questions_are_asked_one_by_one_then_reviewed() {
     let second = f.asked_again(&id, &first).await;
     assert_eq!(
         second,
-        format!("{SIZE} [1. Small | 2. Large | 3. Type your own answer]")
+        format!("{SIZE} [1. Small | 2. Large | 3. Type your own answer | Dismiss (esc)]")
     );
     let sent = f.send(&id, "Medium, please").await;
     assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);

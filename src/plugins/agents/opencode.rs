@@ -82,10 +82,11 @@ pub fn permission_question(screen: &str) -> Option<String> {
 }
 
 /// The question of OpenCode's `question` tool at the bottom of `screen`, worded as a numbered
-/// menu ("Which colour? [1. Red | 2. Blue | 3. Type your own answer]"). OpenCode 1.18.33 draws
-/// it right of a `┃` border: the question, a blank line, each option with its description on
-/// the line under it, its own "Type your own answer" last (unless the model turned it off),
-/// then "↑↓ select  enter submit  esc dismiss"; an option's number key picks it at once.
+/// menu ("Which colour? [1. Red | 2. Blue | 3. Type your own answer | Dismiss (esc)]").
+/// OpenCode 1.18.33 draws it right of a `┃` border: the question, a blank line, each option
+/// with its description on the line under it, its own "Type your own answer" last (unless the
+/// model turned it off), then "↑↓ select  enter submit  esc dismiss"; an option's number key
+/// picks it at once, Esc dismisses the dialog (`no` or `dismiss` picks that).
 /// Several questions are tabs ("Colour   Size   Confirm" above the question, "⇆ tab … enter
 /// confirm" under it): a number key answers one and shows the next, and the last tab, "Review",
 /// lists the answers to send with Enter ("⇆ tab  enter submit  esc dismiss"), worded "Review:
@@ -115,8 +116,9 @@ pub fn question_dialog(screen: &str) -> Option<String> {
         .copied()
         .filter(|l| activity::is_option(l))
         .collect();
+    // Esc dismisses the dialog: the model is told the human dismissed it.
     Some(activity::mask_secrets(&format!(
-        "{question} [{}]",
+        "{question} [{} | Dismiss (esc)]",
         options.join(" | ")
     )))
 }
@@ -515,7 +517,8 @@ mod tests {
         let q = question_dialog(&screen).expect("the question");
         assert_eq!(
             q,
-            "Which colour should the button be? [1. Red | 2. Blue | 3. Type your own answer]"
+            "Which colour should the button be? [1. Red | 2. Blue | 3. Type your own answer | \
+             Dismiss (esc)]"
         );
         // The generic reading misses it (its border, the sidebar beside its options).
         assert_eq!(activity::terminal_question(&screen), None);
@@ -526,11 +529,22 @@ mod tests {
             Some(activity::MenuKey::Literal("2".into()))
         );
         assert_eq!(activity::free_text_option(&q).as_deref(), Some("3"));
+        // `no` (or `dismiss`) dismisses it with Esc; an option is still picked by its words.
+        for no in ["no", "dismiss", "Dismiss"] {
+            assert_eq!(
+                activity::menu_key(&q, no),
+                Some(activity::MenuKey::Escape),
+                "{no}"
+            );
+        }
         // Several questions: a tab each, answered the same way, then a review of the answers.
         let tab = activity::screen_fixture("opencode-questions-tab.txt");
         assert_eq!(
             question_dialog(&tab).as_deref(),
-            Some("Which colour should the button be? [1. Red | 2. Blue | 3. Type your own answer]")
+            Some(
+                "Which colour should the button be? [1. Red | 2. Blue | 3. Type your own answer | \
+             Dismiss (esc)]"
+            )
         );
         let review = question_dialog(&activity::screen_fixture("opencode-questions-review.txt"))
             .expect("the review");
