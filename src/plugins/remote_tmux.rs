@@ -19,12 +19,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::tmux::{session_name, RemoteFile, TmuxRuntime};
+use super::tmux::{session_name, zombie_status, RemoteFile, TmuxRuntime};
 use super::{
     AttachInfo, LaunchSpec, OtherQuestion, PluginError, PluginResult, RemoteTmuxHandle, Runtime,
     RuntimeHandle, ScreenQuestion, TmuxHandle,
 };
 use crate::plugins::hosts::state::{Host, PaneStatus};
+
+/// How long a pane tmux shows dead may wait for tmux to record its status (see
+/// [`PaneStatus::Reaping`]) before it is read otherwise.
+const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Timeout of the read of a zombie's status on the host.
+const PROC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Agents in tmux on one remote host.
 pub struct RemoteTmuxRuntime {
@@ -67,11 +73,33 @@ impl RemoteTmuxRuntime {
     fn check_alive(&self, h: &RemoteTmuxHandle) -> PluginResult<()> {
         match self.host.pane(&h.tmux.session, &h.tmux.pane) {
             PaneStatus::Alive => Ok(()),
-            PaneStatus::Ended(_) => Err(PluginError::NotFound(format!(
+            PaneStatus::Ended(_) | PaneStatus::Reaping => Err(PluginError::NotFound(format!(
                 "agent in tmux session {} on host {}",
                 h.tmux.session, self.host.name
             ))),
             PaneStatus::Unknown => Err(self.unreachable()),
+        }
+    }
+
+    /// The status of a pane tmux has shown dead for [`STATUS_WAIT`] without recording one:
+    /// from one more listing (its `pane-died` event may have fallen between two streams),
+    /// else from the host's `/proc`: tmux 3.3 sometimes never reaps a killed pane's process,
+    /// and the zombie (whose pid nothing else can take while it lasts) still holds its status.
+    /// `None` when neither has it (a host without `/proc`).
+    async fn status_after_wait(&self, h: &RemoteTmuxHandle) -> Option<i32> {
+        if let Err(e) = crate::plugins::hosts::monitor::list(&self.host).await {
+            tracing::debug!(host = %self.host.name, error = %e, "listing an unreaped pane failed");
+        }
+        if let PaneStatus::Ended(code) = self.host.pane(&h.tmux.session, &h.tmux.pane) {
+            return code;
+        }
+        let stat = format!("/proc/{}/stat", h.tmux.pane_pid);
+        match self.host.ssh.run(&["cat", &stat], None, PROC_TIMEOUT).await {
+            Ok(line) => zombie_status(&line, None),
+            Err(e) => {
+                tracing::debug!(host = %self.host.name, error = %e, "no zombie status on the host");
+                None
+            }
         }
     }
 
@@ -160,7 +188,7 @@ impl Runtime for RemoteTmuxRuntime {
         let h = self.parse(handle)?;
         match self.host.pane(&h.tmux.session, &h.tmux.pane) {
             PaneStatus::Alive => Ok(true),
-            PaneStatus::Ended(_) => Ok(false),
+            PaneStatus::Ended(_) | PaneStatus::Reaping => Ok(false),
             PaneStatus::Unknown => Err(self.unreachable()),
         }
     }
@@ -168,14 +196,27 @@ impl Runtime for RemoteTmuxRuntime {
     async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
         let h = self.parse(handle)?;
         let mut changes = self.host.subscribe();
+        // Set once tmux shows the pane dead without its status: until then the status may come.
+        let mut reaping: Option<tokio::time::Instant> = None;
         let status = loop {
-            if let PaneStatus::Ended(code) = self.host.pane(&h.tmux.session, &h.tmux.pane) {
-                break code;
+            match self.host.pane(&h.tmux.session, &h.tmux.pane) {
+                PaneStatus::Ended(code) => break code,
+                PaneStatus::Reaping => {
+                    let deadline =
+                        *reaping.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_WAIT);
+                    match tokio::time::timeout_at(deadline, changes.changed()).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) => return Ok(None), // the host's state is gone
+                        Err(_) => break self.status_after_wait(h).await,
+                    }
+                }
+                PaneStatus::Alive | PaneStatus::Unknown => {}
             }
             if changes.changed().await.is_err() {
                 return Ok(None); // the host's state is gone (shutting down)
             }
         };
+        tracing::debug!(session = %h.tmux.session, host = %self.host.name, ?status, "host pane ended");
         if let Err(e) = self.tmux.kill_own_session(&h.tmux).await {
             tracing::warn!(session = %h.tmux.session, host = %self.host.name, error = %e, "removing an exited tmux session failed");
         }

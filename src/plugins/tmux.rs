@@ -960,10 +960,21 @@ fn process_alive(pid: i32, ticks: u64) -> bool {
 /// zombie.
 fn zombie_exit_status(pid: i32, ticks: u64) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    zombie_status(&stat, Some(ticks))
+}
+
+/// The exit status a `/proc/PID/stat` line records for a zombie (that started at `ticks`,
+/// when given), as [`zombie_exit_status`] reads it; `None` for a process that is not one.
+pub(crate) fn zombie_status(stat: &str, ticks: Option<u64>) -> Option<i32> {
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     // fields[0] is field 3 (state), fields[19] field 22 (start time), fields[49] field 52.
-    if fields.first() != Some(&"Z") || fields.get(19)?.parse::<u64>().ok()? != ticks {
+    if fields.first() != Some(&"Z") {
         return None;
+    }
+    if let Some(t) = ticks {
+        if fields.get(19)?.parse::<u64>().ok()? != t {
+            return None;
+        }
     }
     let raw: i32 = fields.get(49)?.parse().ok()?;
     Some(if raw & 0x7f == 0 {
@@ -1659,6 +1670,30 @@ mod tests {
         assert_eq!(zombie_exit_status(pid, ticks + 1), None, "another process");
         child.wait().expect("reap");
         assert_eq!(zombie_exit_status(pid, ticks), None);
+    }
+
+    /// A host's `/proc/PID/stat` line, read over ssh: a zombie's status (a signal as the
+    /// shell's 128 + N), only for a zombie, and of the start time asked for when one is.
+    #[test]
+    fn a_zombie_status_is_read_from_a_stat_line() {
+        // Fields 3 (state) to 52 (exit code) after the command; field 22 is the start time.
+        let stat = |state: &str, start: u64, raw: i32| {
+            let mut f: Vec<String> = (3..=52).map(|_| "0".to_string()).collect();
+            f[0] = state.into();
+            f[19] = start.to_string();
+            f[49] = raw.to_string();
+            format!("19916 (sleep 600) {}", f.join(" "))
+        };
+        assert_eq!(zombie_status(&stat("Z", 7, 9), None), Some(137), "SIGKILL");
+        assert_eq!(zombie_status(&stat("Z", 7, 5 << 8), None), Some(5));
+        assert_eq!(zombie_status(&stat("Z", 7, 5 << 8), Some(7)), Some(5));
+        assert_eq!(
+            zombie_status(&stat("Z", 7, 9), Some(8)),
+            None,
+            "another process"
+        );
+        assert_eq!(zombie_status(&stat("S", 7, 0), None), None, "not a zombie");
+        assert_eq!(zombie_status("", None), None);
     }
 
     #[test]

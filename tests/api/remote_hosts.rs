@@ -63,9 +63,12 @@ async fn wait_reason(app: &TestApp, id: &str, what: &str, ok: impl Fn(&Value) ->
 }
 
 /// An app whose project runs on `host` (`a`, `b` or `auto`) of two ssh hosts, with a
-/// `sleeper` agent (`sleep 600`): the app, and what keeps the hosts' tmux servers (killed
-/// first) and the hosts for the test's length. `None` where sshd or tmux is missing.
-async fn sleepers_on_two_hosts(host: &str) -> Option<(TestApp, (TmuxGuard, TmuxGuard, TwoHosts))> {
+/// `sleeper` agent (`sleep 600`): the app, its tmux socket's name, and what keeps the hosts'
+/// tmux servers (killed first) and the hosts for the test's length. `None` where sshd or tmux
+/// is missing.
+async fn sleepers_on_two_hosts(
+    host: &str,
+) -> Option<(TestApp, String, (TmuxGuard, TmuxGuard, TwoHosts))> {
     if !available() || !require_tool("tmux") || !require_tool("git") {
         return None;
     }
@@ -83,7 +86,7 @@ async fn sleepers_on_two_hosts(host: &str) -> Option<(TestApp, (TmuxGuard, TmuxG
         TmuxGuard(format!("{socket}-b")),
     );
     with_origin(&app);
-    Some((app, (guards.0, guards.1, two)))
+    Some((app, socket, (guards.0, guards.1, two)))
 }
 
 /// `host: auto` counts a session placed on a host as its load from the moment it is placed,
@@ -91,7 +94,7 @@ async fn sleepers_on_two_hosts(host: &str) -> Option<(TestApp, (TmuxGuard, TmuxG
 /// next is placed) fill two hosts of capacity 2 evenly, and a fifth finds no room.
 #[actix_web::test]
 async fn spawns_in_quick_succession_are_spread_over_the_hosts() {
-    let Some((app, _hosts)) = sleepers_on_two_hosts("auto").await else {
+    let Some((app, _socket, _hosts)) = sleepers_on_two_hosts("auto").await else {
         return;
     };
 
@@ -967,4 +970,41 @@ async fn reporting_app(agents: &str, project: &str, scratch: tempfile::TempDir) 
     spawn_app_with_env(Backend::Sqlite, agents, project, scratch, &env)
         .await
         .expect("app")
+}
+
+/// An agent on a host killed by a signal it did not ask for (`kill -9`, as the host's
+/// out-of-memory killer sends): the host's tmux records the signal, and the session ends
+/// `errored` with the shell's status for it (137), not as a runtime that vanished. Under load
+/// tmux 3.3 lists the pane dead before it reaps the process, and at times never reaps it: the
+/// status then comes from the zombie on the host. (Before, such a listing ended the session
+/// `killed` / `runtime_lost`: 2 to 3 runs in 12 under two busy loops.)
+#[actix_web::test]
+async fn an_agent_killed_by_a_signal_on_a_host_errors_with_its_status() {
+    let Some((app, socket, _hosts)) = sleepers_on_two_hosts("a").await else {
+        return;
+    };
+    let (st, v) = app
+        .post(
+            "/api/v1/sessions",
+            json!({"project": "demo", "agent": "sleeper", "prompt": "sleep"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    app.wait_state(&id, "working").await;
+    let (ok, pid) = tmux(
+        &format!("{socket}-a"),
+        &["list-panes", "-t", &format!("={id}"), "-F", "#{pane_pid}"],
+    );
+    assert!(ok, "{pid}");
+    let pid: i32 = pid.trim().parse().expect("pane pid");
+    // SAFETY: a plain kill(2) of the agent's process on the (local) host.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let s = app.wait_state(&id, "errored").await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("agent_exited_137")),
+        "{s}"
+    );
 }

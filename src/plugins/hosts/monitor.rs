@@ -125,9 +125,11 @@ pub async fn list(host: &Host) -> PluginResult<()> {
         .await;
     let out = match listing {
         Ok(o) => o,
-        Err(e) if is_gone(&e) => String::new(),
+        // No tmux server there: no panes (an ssh failure whose words look alike is not one).
+        Err(e) if is_gone(&e) && !super::ssh::is_unreachable(&e) => String::new(),
         Err(e) => return Err(e),
     };
+    tracing::debug!(host = %host.name, listing = %out.trim(), "host panes listed");
     host.apply_listing(out.lines().filter_map(parse_listing_line).collect(), taken);
     Ok(())
 }
@@ -198,6 +200,7 @@ async fn follow(
             (Some(path), _) => current = Some(path.to_string()),
             (None, Some(p)) if p == events => {
                 if let Some((session, pane, status)) = parse_exit_line(trimmed) {
+                    tracing::debug!(host = %host.name, %session, %pane, ?status, "host pane exited");
                     host.pane_exited(&session, &pane, status);
                 }
             }

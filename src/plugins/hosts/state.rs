@@ -33,6 +33,10 @@ pub enum PaneStatus {
     Alive,
     /// It ended, with this status if known.
     Ended(Option<i32>),
+    /// tmux shows it dead but has not recorded its status yet: tmux closes a killed pane's
+    /// terminal before it reaps the process, and its `pane-died` hook (or a later listing)
+    /// brings the status once it has.
+    Reaping,
     /// The host cannot be asked now.
     Unknown,
 }
@@ -251,8 +255,17 @@ impl Host {
     /// Flotilla added them after it was taken.
     pub fn apply_listing(&self, panes: Vec<(String, Pane)>, taken: Instant) {
         self.with(|s| {
-            let fresh: HashMap<String, (Pane, Instant)> =
-                panes.into_iter().map(|(n, p)| (n, (p, taken))).collect();
+            // A pane's recorded end is final: a listing of it taken before its exit event
+            // came, or before tmux reaped it, does not undo that.
+            let fresh: HashMap<String, (Pane, Instant)> = panes
+                .into_iter()
+                .map(|(n, p)| match s.panes.get(&n) {
+                    Some((known, _)) if known.id == p.id && known.status.is_some() => {
+                        (n, (known.clone(), taken))
+                    }
+                    _ => (n, (p, taken)),
+                })
+                .collect();
             s.panes
                 .retain(|n, (_, added)| *added > taken && !fresh.contains_key(n));
             s.panes.extend(fresh);
@@ -304,7 +317,10 @@ impl Host {
     /// What is known of pane `id` of `session`.
     pub fn pane(&self, session: &str, id: &str) -> PaneStatus {
         self.with(|s| match s.panes.get(session) {
-            Some((p, _)) if p.id == id && p.dead => PaneStatus::Ended(p.status),
+            Some((p, _)) if p.id == id && p.dead => match p.status {
+                Some(code) => PaneStatus::Ended(Some(code)),
+                None => PaneStatus::Reaping,
+            },
             Some((p, _)) if p.id == id => PaneStatus::Alive,
             // Another pane under that name: ours is gone.
             Some(_) => PaneStatus::Ended(None),
@@ -418,6 +434,20 @@ mod tests {
         );
         let dead = parse_listing_line("demo-1 %4 77 1 s11").expect("line");
         assert_eq!(dead.1.status, Some(139));
+        // Killed, listed before tmux reaped it (dead, no status): not ended yet; the hook's
+        // event then brings the status, which a listing older than it does not undo.
+        h.pane_started("b", "%5", 12);
+        let unreaped = parse_listing_line("b %5 12 1 ").expect("line");
+        assert_eq!(unreaped.1.status, None);
+        h.apply_listing(vec![unreaped.clone()], Instant::now());
+        assert_eq!(h.pane("b", "%5"), PaneStatus::Reaping);
+        h.pane_exited("b", "%5", Some(137));
+        assert_eq!(h.pane("b", "%5"), PaneStatus::Ended(Some(137)));
+        let alive = parse_listing_line("b %5 12 0 ").expect("line");
+        h.apply_listing(vec![alive], Instant::now());
+        assert_eq!(h.pane("b", "%5"), PaneStatus::Ended(Some(137)));
+        h.apply_listing(vec![unreaped], Instant::now());
+        assert_eq!(h.pane("b", "%5"), PaneStatus::Ended(Some(137)));
         assert!(h.exit_hook().contains("'\"'\"'"), "{}", h.exit_hook());
     }
 }
