@@ -1,7 +1,7 @@
 //! One host's monitor: connect (one listing of the host's panes), then one long-lived ssh
 //! stream — `tail -F` of the host's exit events and of the pane log of every live session —
-//! until the connection drops, a new pane needs following, or the periodic re-listing is
-//! due. Exit lines update the host's [`super::state`]; log lines are appended to the local
+//! until the connection drops or a new pane needs following; the panes are listed again every
+//! [`RELIST`] on the way. Exit lines update the host's [`super::state`]; log lines are appended to the local
 //! mirrors, which the output watch (inotify) turns into `OutputChanged` for the session
 //! actors. So output and exits arrive as events, with no poll per session.
 //!
@@ -25,9 +25,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pauses between attempts to reach a lost host: from the first to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(10);
-/// How often the host's panes are listed again while connected (catches an exit the server
-/// never reported: a pane process tmux did not reap).
-const RELIST: Duration = Duration::from_secs(30);
+/// How often the host's panes are listed again while connected, on the same stream: catches
+/// an exit the server never reported (tmux 3.3 at times never reaps a pane's killed process,
+/// so its `pane-died` hook never runs). One call on the shared connection per host.
+const RELIST: Duration = Duration::from_secs(5);
 
 /// Runs the monitor of `host` forever, announcing changes on `events`.
 pub async fn run(host: Arc<Host>, events: tokio::sync::broadcast::Sender<HostEvent>) {
@@ -218,14 +219,24 @@ async fn follow(
             (None, None) => {}
         }
         line.clear();
-        tokio::select! {
-            n = reader.read_until(b'\n', &mut line) => {
-                if n? == 0 {
-                    return Ok(Ended::Lost("the connection closed".into()));
+        // A listing may come between the bytes of a line: `read_until` keeps them in `line`
+        // and goes on appending, so the line is handled once whole.
+        loop {
+            tokio::select! {
+                n = reader.read_until(b'\n', &mut line) => {
+                    if n? == 0 {
+                        return Ok(Ended::Lost("the connection closed".into()));
+                    }
+                    break;
+                }
+                _ = host.follow_more.notified() => return Ok(Ended::Restart),
+                _ = &mut relist => {
+                    if let Err(e) = list(host).await {
+                        return Ok(Ended::Lost(e.to_string()));
+                    }
+                    relist.as_mut().reset(tokio::time::Instant::now() + RELIST);
                 }
             }
-            _ = host.follow_more.notified() => return Ok(Ended::Restart),
-            _ = &mut relist => return Ok(Ended::Restart),
         }
     }
 }
