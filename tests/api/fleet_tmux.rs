@@ -552,3 +552,57 @@ async fn a_message_that_never_shows_on_screen_is_not_entered() {
         "an Enter answered the prompt nobody read"
     );
 }
+
+/// The periodic reconcile (here every 20 ms) that finds an agent's process gone leaves the
+/// exit to the exit watcher, which reads its status a moment later: an agent that exits 0 is
+/// `done` and one killed by SIGKILL `errored` with 137, neither `killed` / `runtime_lost`.
+/// (Before, a reconcile between the exit and the watcher's report ended the session without
+/// a status, as a lost runtime.)
+#[actix_web::test]
+async fn a_reconcile_between_an_exit_and_its_status_leaves_the_status_to_the_exit_watch() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let app = crate::app_builder::AppBuilder::new()
+        .agent_command("sleeper", &["sleep", "600"])
+        .agent_command("brief", &["sleep", "1"])
+        .project(|p| p.runtime = Some(flotilla::config::RuntimeKind::Tmux))
+        .settings(|s| {
+            s.lifecycle.reconcile_interval =
+                flotilla::config::HumanDuration(std::time::Duration::from_millis(20));
+        })
+        .start()
+        .await;
+    let _g = TmuxGuard(socket(&app));
+    with_origin(&app);
+    let killed = app
+        .spawn(json!({"project": "demo", "agent": "sleeper", "prompt": "p"}))
+        .await;
+    let brief = app
+        .spawn(json!({"project": "demo", "agent": "brief", "prompt": "p"}))
+        .await;
+    app.wait_state(&killed, "working").await;
+    let (ok, pid) = tmux(
+        &socket(&app),
+        &[
+            "list-panes",
+            "-t",
+            &format!("={killed}"),
+            "-F",
+            "#{pane_pid}",
+        ],
+    );
+    assert!(ok, "{pid}");
+    let pid: i32 = pid.trim().parse().expect("pane pid");
+    // SAFETY: a plain kill(2) of the agent's process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let s = app.wait_state(&killed, "errored").await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("agent_exited_137")),
+        "{s}"
+    );
+    let s = app.wait_state(&brief, "done").await;
+    assert_eq!(s["reason"], "agent_exited_0", "{s}");
+}

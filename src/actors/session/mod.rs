@@ -74,6 +74,9 @@ pub struct SessionActor {
     timers: HashMap<String, (DateTime<Utc>, SpawnHandle)>,
     /// The future waiting for the agent to exit.
     watcher: Option<SpawnHandle>,
+    /// When a reconcile first found the runtime gone while `watcher` still ran (see
+    /// [`EXIT_GRACE`]).
+    gone_since: Option<DateTime<Utc>>,
     /// Restarts after errors so far; past `fleet.max_restarts` the session is errored.
     restarts: u32,
     /// The output log registered with the fleet's output watch.
@@ -108,6 +111,7 @@ impl SessionActor {
             policy,
             timers: HashMap::new(),
             watcher: None,
+            gone_since: None,
             restarts: 0,
             watched_log: None,
             probe_pending: false,
@@ -415,6 +419,7 @@ impl SessionActor {
             });
         });
         self.watcher = Some(ctx.spawn(fut));
+        self.gone_since = None;
     }
 
     /// Arms actix timers for the snapshot's timers and cancels those no longer there.
@@ -1082,6 +1087,10 @@ fn record_usage(old: &SessionSnapshot, new: &SessionSnapshot) {
 /// How many lines of a failed agent's output are kept with its exit.
 const EXIT_OUTPUT_LINES: usize = 12;
 
+/// How long a reconcile that finds the runtime gone leaves the exit watcher to report it (with
+/// its status) before it ends the session without one (a watcher that never reports).
+const EXIT_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 /// A failed agent's last output. Its final lines may still be on their way to the runtime's
 /// log (tmux's pipe-pane copies them asynchronously), so an empty read is retried briefly.
 async fn exit_output(
@@ -1398,15 +1407,25 @@ impl Handler<Reconcile> for SessionActor {
         Box::pin(
             async move { (rt.is_alive(&h).await, h) }
                 .into_actor(self)
-                .map(|(alive, h), _act, ctx| {
-                    if let Ok(false) = alive {
-                        ctx.notify(RuntimeEnded {
-                            handle: h,
-                            code: None,
-                            output: None,
-                            failure: None,
-                        });
+                .map(|(alive, h), act, ctx| {
+                    if !matches!(alive, Ok(false)) {
+                        act.gone_since = None;
+                        return;
                     }
+                    // The exit watcher reads the status after the process is gone (tmux
+                    // records a killed pane's a moment later; a host's comes over ssh): ending
+                    // the session now would report a known exit as a lost runtime.
+                    let now = act.fleet.clock.now();
+                    let since = *act.gone_since.get_or_insert(now);
+                    if act.watcher.is_some() && now - since < EXIT_GRACE {
+                        return;
+                    }
+                    ctx.notify(RuntimeEnded {
+                        handle: h,
+                        code: None,
+                        output: None,
+                        failure: None,
+                    });
                 }),
         )
     }
