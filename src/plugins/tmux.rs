@@ -926,6 +926,9 @@ pub(crate) fn is_gone(e: &PluginError) -> bool {
                 // The server was shutting down (its last session just ended) as we asked.
                 "server exited unexpectedly",
                 "can't find",
+                // A server with no session left (as it shuts down, or kept by exit-empty
+                // off): `list-panes -a` finds nothing to list.
+                "no current target",
                 "session not found",
                 "no such file",
             ]
@@ -1670,6 +1673,30 @@ mod tests {
         assert_eq!(zombie_exit_status(pid, ticks + 1), None, "another process");
         child.wait().expect("reap");
         assert_eq!(zombie_exit_status(pid, ticks), None);
+    }
+
+    /// tmux's words for a server, session or pane that is not there: a listing of a server
+    /// whose last session just ended finds "no current target" (it answered as an error, and
+    /// the host monitor took the host for unreachable).
+    #[test]
+    fn a_server_with_nothing_left_is_gone_and_other_failures_are_not() {
+        let failed = |stderr: &str| PluginError::Command {
+            program: "tmux".into(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        };
+        for gone in [
+            "no current target",
+            "no server running on /tmp/tmux-0/x",
+            "can't find pane: %3",
+        ] {
+            assert!(is_gone(&failed(gone)), "{gone}");
+        }
+        assert!(!is_gone(&failed("unknown command: lsit-panes")));
+        assert!(!is_gone(&PluginError::Timeout {
+            what: "tmux".into(),
+            after: Duration::from_secs(1),
+        }));
     }
 
     /// A host's `/proc/PID/stat` line, read over ssh: a zombie's status (a signal as the
