@@ -71,6 +71,36 @@ pub fn config(dir: &Path, extra_project: &str, extra_top: &str) -> (String, Stri
     )
 }
 
+/// Kills the process of tmux session `session`'s pane on `socket` with SIGKILL, as the
+/// out-of-memory killer does.
+pub fn sigkill_pane(socket: &str, session: &str) {
+    let (ok, pid) = tmux(
+        socket,
+        &[
+            "list-panes",
+            "-t",
+            &format!("={session}"),
+            "-F",
+            "#{pane_pid}",
+        ],
+    );
+    assert!(ok, "{pid}");
+    let pid: i32 = pid.trim().parse().expect("pane pid");
+    // SAFETY: a plain kill(2) of the agent's process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+/// Waits for session `id` to end `errored` with the shell's status for SIGKILL.
+pub async fn errored_by_sigkill(app: &TestApp, id: &str) {
+    let s = app.wait_state(id, "errored").await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("agent_exited_137")),
+        "{s}"
+    );
+}
+
 async fn app_with(extra_project: &str, extra_top: &str) -> Option<(TestApp, TmuxGuard)> {
     if !require_tool("tmux") || !require_tool("git") {
         return None;
@@ -582,27 +612,8 @@ async fn a_reconcile_between_an_exit_and_its_status_leaves_the_status_to_the_exi
         .spawn(json!({"project": "demo", "agent": "brief", "prompt": "p"}))
         .await;
     app.wait_state(&killed, "working").await;
-    let (ok, pid) = tmux(
-        &socket(&app),
-        &[
-            "list-panes",
-            "-t",
-            &format!("={killed}"),
-            "-F",
-            "#{pane_pid}",
-        ],
-    );
-    assert!(ok, "{pid}");
-    let pid: i32 = pid.trim().parse().expect("pane pid");
-    // SAFETY: a plain kill(2) of the agent's process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    let s = app.wait_state(&killed, "errored").await;
-    assert!(
-        s["reason"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("agent_exited_137")),
-        "{s}"
-    );
+    sigkill_pane(&socket(&app), &killed);
+    errored_by_sigkill(&app, &killed).await;
     let s = app.wait_state(&brief, "done").await;
     assert_eq!(s["reason"], "agent_exited_0", "{s}");
 }

@@ -270,32 +270,42 @@ fn question_step(question: &str, options: [&str; 2]) -> Step {
     )
 }
 
-/// The model asks the human with OpenCode's `question` tool: the session needs input with the
-/// question and its options (the screen's dialog, beside OpenCode's sidebar, which the generic
-/// reading missed: the session said `active`), `send Blue` picks that option by its number
-/// key, and words of the human's own go to its "Type your own answer" and are taken as typed.
-#[actix_web::test]
-async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_words() {
-    const COLOUR: &str = "Which colour should the button be?";
-    const SIZE: &str = "Which size should the button be?";
-    let Some(f) = OpencodeFleet::start(
-        vec![
-            question_step(COLOUR, ["Red", "Blue"]),
-            question_step(SIZE, ["Small", "Large"]),
-            Step::text("A medium blue button it is."),
-        ],
-        "default",
-    )
-    .await
-    else {
-        return;
-    };
+const COLOUR: &str = "Which colour should the button be?";
+
+/// The fleet, its model asking [`COLOUR`] (Red or Blue) then going on with `then`, and the
+/// session once it waits on that question, as the session words it.
+async fn asked_the_colour(then: Vec<Step>) -> Option<(OpencodeFleet, String, String)> {
+    let mut script = vec![question_step(COLOUR, ["Red", "Blue"])];
+    script.extend(then);
+    let f = OpencodeFleet::start(script, "default").await?;
     let (id, waiting) = f.spawn_until_asked("Ask me about the button.").await;
     assert_eq!(
         waiting["waiting_for"],
         format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer | Dismiss (esc)]"),
         "{waiting}"
     );
+    let asked = waiting["waiting_for"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Some((f, id, asked))
+}
+
+/// The model asks the human with OpenCode's `question` tool: the session needs input with the
+/// question and its options (the screen's dialog, beside OpenCode's sidebar, which the generic
+/// reading missed: the session said `active`), `send Blue` picks that option by its number
+/// key, and words of the human's own go to its "Type your own answer" and are taken as typed.
+#[actix_web::test]
+async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_words() {
+    const SIZE: &str = "Which size should the button be?";
+    let Some((f, id, colour)) = asked_the_colour(vec![
+        question_step(SIZE, ["Small", "Large"]),
+        Step::text("A medium blue button it is."),
+    ])
+    .await
+    else {
+        return;
+    };
     let sent = f.send(&id, "Blue").await;
     assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
     let turns = f
@@ -310,9 +320,7 @@ async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_word
         tool_outputs(&turns[1])
     );
 
-    let asked = f
-        .asked_again(&id, waiting["waiting_for"].as_str().unwrap_or_default())
-        .await;
+    let asked = f.asked_again(&id, &colour).await;
     assert_eq!(
         asked,
         format!("{SIZE} [1. Small | 2. Large | 3. Type your own answer | Dismiss (esc)]")
@@ -343,24 +351,11 @@ async fn a_real_opencode_question_is_asked_and_answered_by_option_or_in_own_word
 /// offered no dismissal: `no` was typed as the human's own answer.)
 #[actix_web::test]
 async fn a_real_opencode_question_dismissed_by_send_no_ends_the_turn() {
-    const COLOUR: &str = "Which colour should the button be?";
-    let Some(f) = OpencodeFleet::start(
-        vec![
-            question_step(COLOUR, ["Red", "Blue"]),
-            Step::text("Not asked for: the turn ended."),
-        ],
-        "default",
-    )
-    .await
+    let Some((f, id, _)) =
+        asked_the_colour(vec![Step::text("Not asked for: the turn ended.")]).await
     else {
         return;
     };
-    let (id, waiting) = f.spawn_until_asked("Ask me about the button.").await;
-    assert_eq!(
-        waiting["waiting_for"],
-        format!("{COLOUR} [1. Red | 2. Blue | 3. Type your own answer | Dismiss (esc)]"),
-        "{waiting}"
-    );
     let sent = f.send(&id, "no").await;
     assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
     let ended = eventually(60, "the question's end in OpenCode's records", || {
@@ -391,7 +386,6 @@ async fn a_real_opencode_question_dismissed_by_send_no_ends_the_turn() {
 /// session asks the human each question and the review, and `send yes` submits them.
 #[actix_web::test]
 async fn a_real_opencodes_questions_are_asked_one_by_one_then_reviewed() {
-    const COLOUR: &str = "Which colour should the button be?";
     const SIZE: &str = "Which size should the button be?";
     let two = serde_json::json!({"questions": [
         {"question": COLOUR, "header": "Colour", "options": [

@@ -992,19 +992,7 @@ async fn an_agent_killed_by_a_signal_on_a_host_errors_with_its_status() {
     assert_eq!(st, 201, "{v}");
     let id = v["id"].as_str().expect("id").to_string();
     app.wait_state(&id, "working").await;
-    let (ok, pid) = tmux(
-        &format!("{socket}-a"),
-        &["list-panes", "-t", &format!("={id}"), "-F", "#{pane_pid}"],
-    );
-    assert!(ok, "{pid}");
-    let pid: i32 = pid.trim().parse().expect("pane pid");
-    // SAFETY: a plain kill(2) of the agent's process on the (local) host.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    let s = app.wait_state(&id, "errored").await;
-    assert!(
-        s["reason"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("agent_exited_137")),
-        "{s}"
-    );
+    // The host is this machine: its tmux server is reached through the host's socket.
+    crate::fleet_tmux::sigkill_pane(&format!("{socket}-a"), &id);
+    crate::fleet_tmux::errored_by_sigkill(&app, &id).await;
 }
