@@ -1,9 +1,9 @@
 //! One host's monitor: connect (one listing of the host's panes), then one long-lived ssh
 //! stream — `tail -F` of the host's exit events and of the pane log of every live session —
 //! until the connection drops or a new pane needs following; the panes are listed again every
-//! [`RELIST`] on the way. Exit lines update the host's [`super::state`]; log lines are appended to the local
-//! mirrors, which the output watch (inotify) turns into `OutputChanged` for the session
-//! actors. So output and exits arrive as events, with no poll per session.
+//! [`RELIST`] on the way. Exit lines update the host's [`super::state`]; log lines are
+//! appended to the local mirrors, which the output watch (inotify) turns into `OutputChanged`
+//! for the session actors. So output and exits arrive as events, with no poll per session.
 //!
 //! A host that cannot be reached is announced once ([`HostEvent`] with `reachable: false`),
 //! retried with a growing pause, and announced again when it answers.
