@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use flotilla::actors::fleet::{Plugins, ProjectSpec};
 use flotilla::actors::supervisor::messages::GetSession;
 use flotilla::actors::supervisor::FleetSupervisor;
+use flotilla::clock::Clock;
 use flotilla::plugins::agent::CommandAgent;
 use flotilla::plugins::tmux::TmuxRuntime;
 use flotilla::plugins::worktree::WorktreeWorkspace;
@@ -30,11 +31,13 @@ use crate::helpers::*;
 pub type Hook = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Tmux, with `after_output` run on every capture of the screen and `after_answer` after
-/// every answer, before the session gets either.
+/// every answer, before the session gets either; with `silent_exit`, a wait for the agent's
+/// exit that never returns (an exit watcher that never reports).
 pub struct HookedTmux {
     pub inner: TmuxRuntime,
     pub after_output: Option<Hook>,
     pub after_answer: Option<Hook>,
+    pub silent_exit: bool,
 }
 
 #[async_trait]
@@ -52,6 +55,9 @@ impl Runtime for HookedTmux {
         self.inner.is_alive(handle).await
     }
     async fn wait_exit(&self, handle: &RuntimeHandle) -> PluginResult<Option<i32>> {
+        if self.silent_exit {
+            return std::future::pending().await;
+        }
         self.inner.wait_exit(handle).await
     }
     async fn output(&self, handle: &RuntimeHandle, lines: usize) -> PluginResult<String> {
@@ -125,6 +131,15 @@ pub struct DialogFleet {
     _dir: tempfile::TempDir,
 }
 
+/// The agent `bash -c <script>`, with `env`.
+fn scripted(script: &str, env: BTreeMap<String, String>) -> Arc<CommandAgent> {
+    Arc::new(CommandAgent {
+        name: "dialogs".into(),
+        argv: vec!["bash".into(), "-c".into(), script.into()],
+        env,
+    })
+}
+
 impl DialogFleet {
     /// Spawns the session; `dir` is where the test keeps its own files.
     pub async fn start(
@@ -134,12 +149,7 @@ impl DialogFleet {
         after_output: Option<Hook>,
         after_answer: Option<Hook>,
     ) -> Self {
-        let agent = Arc::new(CommandAgent {
-            name: "dialogs".into(),
-            argv: vec!["bash".into(), "-c".into(), script.into()],
-            env,
-        });
-        Self::start_as(dir, agent, after_output, after_answer).await
+        Self::start_as(dir, scripted(script, env), after_output, after_answer).await
     }
 
     /// [`DialogFleet::start`] with `agent`'s plugin (a scripted screen read as a real agent's).
@@ -148,6 +158,36 @@ impl DialogFleet {
         agent: Arc<dyn flotilla::plugins::Agent>,
         after_output: Option<Hook>,
         after_answer: Option<Hook>,
+    ) -> Self {
+        let runtime = |inner| HookedTmux {
+            inner,
+            after_output,
+            after_answer,
+            silent_exit: false,
+        };
+        Self::start_over(dir, agent, runtime, Clock::system()).await
+    }
+
+    /// One session of `script` whose exit the runtime never reports, on a fleet reading `clock`.
+    pub async fn start_with_silent_exit(
+        dir: tempfile::TempDir,
+        script: &str,
+        clock: Clock,
+    ) -> Self {
+        let runtime = |inner| HookedTmux {
+            inner,
+            after_output: None,
+            after_answer: None,
+            silent_exit: true,
+        };
+        Self::start_over(dir, scripted(script, BTreeMap::new()), runtime, clock).await
+    }
+
+    async fn start_over(
+        dir: tempfile::TempDir,
+        agent: Arc<dyn flotilla::plugins::Agent>,
+        runtime: impl FnOnce(TmuxRuntime) -> HookedTmux,
+        clock: Clock,
     ) -> Self {
         let home = dir.path().join("home");
         let repo = make_repo(dir.path());
@@ -159,11 +199,7 @@ impl DialogFleet {
         let mut plugins = Plugins::default();
         plugins.runtimes.insert(
             "tmux".into(),
-            Arc::new(HookedTmux {
-                inner: TmuxRuntime::new(socket.clone(), home.join("tmux")),
-                after_output,
-                after_answer,
-            }),
+            Arc::new(runtime(TmuxRuntime::new(socket.clone(), home.join("tmux")))),
         );
         plugins
             .workspaces
@@ -173,7 +209,8 @@ impl DialogFleet {
             "demo".to_string(),
             ProjectSpec::simple("demo", repo, "dialogs", "tmux"),
         )]);
-        let fleet = fleet_over(store.clone(), plugins, projects, &home);
+        let mut fleet = fleet_over(store.clone(), plugins, projects, &home);
+        Arc::get_mut(&mut fleet).expect("the only handle").clock = clock;
         let sup = FleetSupervisor::new(fleet, Arc::new(AtomicBool::new(false))).start();
         let id = spawn_demo(&sup).await.session.id;
         DialogFleet {

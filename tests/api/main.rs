@@ -19,6 +19,7 @@ mod crash;
 mod crash_points;
 mod dashboard;
 mod events;
+mod exit_grace;
 #[path = "../support/fake_anthropic.rs"]
 mod fake_anthropic;
 #[path = "../support/fake_discord.rs"]
