@@ -1,10 +1,10 @@
 //! The durable store: the only place that knows SQL.
 //!
 //! The interface is split by area ([`SessionCommands`], [`SessionQueries`], [`EventLog`],
-//! [`WebhookLog`], [`ChatStore`], [`ChatMoves`], [`TemplateStore`], [`Outbox`], [`LeaseStore`]);
-//! [`Store`] is all
-//! of them, and anything implementing every area is a `Store`. A test that injects a fault fakes one area
-//! and takes the rest from a real store through [`StoreParts`].
+//! [`WebhookLog`], [`ChatStore`], [`ChatReplies`], [`ChatMoves`], [`TemplateStore`],
+//! [`Outbox`], [`LeaseStore`]); [`Store`] is all of them, and anything implementing every area
+//! is a `Store`. A test that injects a fault fakes one area and takes the rest from a real
+//! store through [`StoreParts`].
 //!
 //! Every query is written once, in [`sql::SqlStore`], generic over a [`sql::Dialect`] that holds
 //! what really differs between the two backends chosen from the database URL at start-up:
@@ -326,7 +326,8 @@ pub trait ChatStore: Send + Sync + 'static {
     /// has queued or running (for the conversations page: two reads, however many there are).
     async fn chat_activity(&self) -> StoreResult<ChatActivity>;
 
-    /// Ids of conversations that have queued or running messages (to restart after a crash).
+    /// Ids of conversations that have queued or running messages, or replies not posted yet
+    /// (to restart after a crash).
     async fn conversations_with_pending(&self) -> StoreResult<Vec<String>>;
 
     /// Records that fleet session `session_id` was started from chat conversation
@@ -352,6 +353,37 @@ pub trait ChatStore: Send + Sync + 'static {
         platform: &str,
         key: &str,
     ) -> StoreResult<Option<NotificationPost>>;
+}
+
+/// A message's final replies, stored in the transaction that settles the message and posted
+/// from there: a crash after the turn posts them after the restart rather than running the
+/// turn again, and a platform that fails gets them later rather than never.
+#[async_trait]
+pub trait ChatReplies: Send + Sync + 'static {
+    /// Sets message `id`'s final status and stores its `replies`, in one transaction fenced
+    /// as [`ChatStore::update_conversation`].
+    ///
+    /// Errors: `NotFound` for an unknown message (or one of another conversation); `Fenced`
+    /// (nothing is written either way).
+    async fn settle_chat_message(
+        &self,
+        conversation: &str,
+        id: i64,
+        status: MessageStatus,
+        replies: &[ChatReply],
+        fence: Option<&Fence>,
+    ) -> StoreResult<()>;
+
+    /// The conversation's replies not posted yet, oldest first.
+    async fn unsent_chat_replies(&self, conversation: &str) -> StoreResult<Vec<ChatReplyRecord>>;
+
+    /// Forgets a reply once posted (or given up). Idempotent.
+    async fn chat_reply_done(&self, id: i64) -> StoreResult<()>;
+
+    /// Counts a failed attempt at posting reply `id`; returns the attempts so far.
+    ///
+    /// Errors: `NotFound` for an unknown reply.
+    async fn chat_reply_failed(&self, id: i64) -> StoreResult<i64>;
 }
 
 /// Chats a platform gave a new id (a Telegram group upgraded to a supergroup), so sends to
@@ -468,6 +500,7 @@ pub trait Store:
     + WritebackMarks
     + InstructionLog
     + ChatStore
+    + ChatReplies
     + ChatMoves
     + TemplateStore
     + Outbox
@@ -483,6 +516,7 @@ impl<T> Store for T where
         + WritebackMarks
         + InstructionLog
         + ChatStore
+        + ChatReplies
         + ChatMoves
         + TemplateStore
         + Outbox

@@ -257,6 +257,39 @@ pub struct ClaimedMessage {
     pub resumed: bool,
 }
 
+/// One post of a message's final reply: a new message in the thread, or the final text of
+/// the message a streamed reply was growing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatReply {
+    /// The text, under the platform's message limit.
+    pub body: String,
+    /// The platform message to edit instead of posting a new one.
+    pub edit_of: Option<String>,
+}
+
+impl ChatReply {
+    /// A new message in the thread.
+    pub fn post(body: impl Into<String>) -> Self {
+        ChatReply {
+            body: body.into(),
+            edit_of: None,
+        }
+    }
+}
+
+/// A reply stored with the message it answers and not posted yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReplyRecord {
+    /// Monotonic id: the order the conversation's replies are posted in.
+    pub id: i64,
+    /// The chat message it answers.
+    pub message_id: i64,
+    /// What to post.
+    pub reply: ChatReply,
+    /// Failed attempts at posting it so far.
+    pub attempts: i64,
+}
+
 /// Delivery state of an outbox notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -26,6 +26,8 @@ pub struct StoreParts {
     pub instructions: Arc<dyn InstructionLog>,
     /// The chat bridge: conversations, their message inbox and their links to sessions.
     pub chat: Arc<dyn ChatStore>,
+    /// Messages' final replies, stored until posted.
+    pub chat_replies: Arc<dyn ChatReplies>,
     /// Chats a platform gave a new id.
     pub chat_moves: Arc<dyn ChatMoves>,
     /// Chat templates and per-codebase commands.
@@ -47,6 +49,7 @@ impl StoreParts {
             writebacks: store.clone(),
             instructions: store.clone(),
             chat: store.clone(),
+            chat_replies: store.clone(),
             chat_moves: store.clone(),
             templates: store.clone(),
             outbox: store.clone(),
@@ -126,6 +129,13 @@ delegate! { ChatStore to chat {
     fn conversation_for_session(session_id: &str) -> Option<String>;
     fn record_notification_post(post: &NotificationPost) -> ();
     fn notification_post(platform: &str, key: &str) -> Option<NotificationPost>;
+} }
+
+delegate! { ChatReplies to chat_replies {
+    fn settle_chat_message(conversation: &str, id: i64, status: MessageStatus, replies: &[ChatReply], fence: Option<&Fence>) -> ();
+    fn unsent_chat_replies(conversation: &str) -> Vec<ChatReplyRecord>;
+    fn chat_reply_done(id: i64) -> ();
+    fn chat_reply_failed(id: i64) -> i64;
 } }
 
 delegate! { ChatMoves to chat_moves {

@@ -149,6 +149,8 @@ store_suite!(
     a_chat_move_is_found_from_the_chat_it_moved_to,
     the_chat_inbox_dedupes_and_serves_the_oldest_message_first,
     a_running_chat_message_is_served_again_after_a_crash,
+    a_settled_messages_replies_wait_in_order_until_posted,
+    a_fenced_settle_writes_neither_status_nor_replies,
     chat_calls_on_unknown_rows_are_not_found,
     chat_state_templates_commands_and_meta_round_trip,
     the_outbox_dedupes_and_serves_due_notifications_oldest_first,
@@ -1150,6 +1152,180 @@ async fn a_running_chat_message_is_served_again_after_a_crash(store: SharedStore
     assert_eq!(
         (next.message.id, next.message.status, next.resumed),
         (first.id, MessageStatus::Running, true)
+    );
+}
+
+async fn a_settled_messages_replies_wait_in_order_until_posted(store: SharedStore) {
+    let conv = store
+        .upsert_conversation("telegram", "42", at(0))
+        .await
+        .expect("upsert");
+    let m = store
+        .enqueue_chat_message_with_meta(&conv.id, "1", "U1", "hi", &BTreeMap::new(), at(1))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    store
+        .claim_chat_message(&conv.id, None)
+        .await
+        .expect("claim");
+    let edit = ChatReply {
+        body: "the streamed text, whole".into(),
+        edit_of: Some("77".into()),
+    };
+    let replies = [
+        edit.clone(),
+        ChatReply::post("part 2"),
+        ChatReply::post("part 3"),
+    ];
+    store
+        .settle_chat_message(&conv.id, m.id, MessageStatus::Done, &replies, None)
+        .await
+        .expect("settle");
+
+    // The message is done and no longer pending; its conversation is, for its replies.
+    assert_eq!(
+        store
+            .claim_chat_message(&conv.id, None)
+            .await
+            .expect("claim"),
+        None
+    );
+    assert_eq!(
+        store.conversations_with_pending().await.expect("pending"),
+        [conv.id.as_str()]
+    );
+    let unsent = store.unsent_chat_replies(&conv.id).await.expect("unsent");
+    let read: Vec<_> = unsent
+        .iter()
+        .map(|r| (r.message_id, r.reply.clone()))
+        .collect();
+    assert_eq!(
+        read,
+        replies
+            .iter()
+            .map(|r| (m.id, r.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(unsent.windows(2).all(|w| w[0].id < w[1].id), "{unsent:?}");
+    assert!(unsent.iter().all(|r| r.attempts == 0), "{unsent:?}");
+
+    // A failed attempt is counted; a posted reply is forgotten, twice without harm.
+    assert_eq!(
+        store.chat_reply_failed(unsent[0].id).await.expect("failed"),
+        1
+    );
+    assert_eq!(
+        store.chat_reply_failed(unsent[0].id).await.expect("failed"),
+        2
+    );
+    store.chat_reply_done(unsent[0].id).await.expect("done");
+    store
+        .chat_reply_done(unsent[0].id)
+        .await
+        .expect("done again");
+    let left = store.unsent_chat_replies(&conv.id).await.expect("unsent");
+    assert_eq!(left, unsent[1..]);
+    for r in &left {
+        store.chat_reply_done(r.id).await.expect("done");
+    }
+    assert!(store
+        .conversations_with_pending()
+        .await
+        .expect("pending")
+        .is_empty());
+    assert_not_found(
+        store.chat_reply_failed(unsent[1].id).await,
+        &format!("chat reply {}", unsent[1].id),
+    );
+}
+
+async fn a_fenced_settle_writes_neither_status_nor_replies(store: SharedStore) {
+    let conv = store
+        .upsert_conversation("slack", "C1", at(0))
+        .await
+        .expect("upsert");
+    let m = store
+        .enqueue_chat_message_with_meta(&conv.id, "1", "U1", "hi", &BTreeMap::new(), at(1))
+        .await
+        .expect("enqueue")
+        .expect("stored");
+    let ttl = std::time::Duration::from_secs(60);
+    let held = store
+        .acquire_lease(LeaseKind::Conversation, &conv.id, "node-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    let mine = Fence {
+        owner: "node-a".into(),
+        generation: held.generation,
+    };
+    store
+        .claim_chat_message(&conv.id, Some(&mine))
+        .await
+        .expect("claim");
+    let stale = Fence {
+        owner: "node-b".into(),
+        generation: mine.generation + 7,
+    };
+    let refused = store
+        .settle_chat_message(
+            &conv.id,
+            m.id,
+            MessageStatus::Done,
+            &[ChatReply::post("x")],
+            Some(&stale),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(store
+        .unsent_chat_replies(&conv.id)
+        .await
+        .expect("unsent")
+        .is_empty());
+    let pending = store
+        .pending_chat_messages(&conv.id)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 1, "still running: {pending:?}");
+
+    assert_not_found(
+        store
+            .settle_chat_message(
+                &conv.id,
+                m.id + 1000,
+                MessageStatus::Done,
+                &[ChatReply::post("x")],
+                Some(&mine),
+            )
+            .await,
+        &format!("chat message {}", m.id + 1000),
+    );
+    assert!(store
+        .unsent_chat_replies(&conv.id)
+        .await
+        .expect("unsent")
+        .is_empty());
+    store
+        .settle_chat_message(
+            &conv.id,
+            m.id,
+            MessageStatus::Done,
+            &[ChatReply::post("ok")],
+            Some(&mine),
+        )
+        .await
+        .expect("settled by its owner");
+    assert_eq!(
+        store
+            .unsent_chat_replies(&conv.id)
+            .await
+            .expect("unsent")
+            .len(),
+        1
     );
 }
 

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::{ReadRows, RowsAffected};
 use crate::store::{
-    not_found, write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord,
-    ClaimedMessage, ConversationRecord, Fence, LeaseKind, MessageStatus, NotificationPost,
-    SessionId, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
+    not_found, write_err, ChatActivity, ChatMessageRecord, ChatReplies, ChatStore,
+    ChatTemplateRecord, ClaimedMessage, ConversationRecord, Fence, LeaseKind, MessageStatus,
+    NotificationPost, SessionId, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
 };
 
 sql_impl! { #[async_trait] impl ChatStore;
@@ -221,30 +221,8 @@ sql_impl! { #[async_trait] impl ChatStore;
         status: MessageStatus,
         fence: Option<&Fence>,
     ) -> StoreResult<()> {
-        let now = Utc::now();
-        let started = (status == MessageStatus::Running).then_some(now);
-        let finished = matches!(status, MessageStatus::Done | MessageStatus::Failed).then_some(now);
-        let mut tx = self.begin_write().await?;
-        if let Some(f) = fence {
-            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation, f).await?;
-        }
-        let updated = sqlx::query(
-            "UPDATE chat_messages SET status = $2, started_at = COALESCE($3, started_at), \
-             finished_at = COALESCE($4, finished_at) WHERE id = $1 AND conversation_id = $5",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(started.map(D::ts))
-        .bind(finished.map(D::ts))
-        .bind(conversation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(not_found(format!("chat message {id}")));
-        }
-        tx.commit().await?;
-        Ok(())
+        self.settle_chat_message(conversation, id, status, &[], fence)
+            .await
     }
 
     /// The fence check, then one conditional `UPDATE` (`queued` → `running`), in one
@@ -340,8 +318,8 @@ sql_impl! { #[async_trait] impl ChatStore;
     #[tracing::instrument(skip_all)]
     async fn conversations_with_pending(&self) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT conversation_id FROM chat_messages \
-             WHERE status IN ('queued', 'running') ORDER BY conversation_id",
+            "SELECT conversation_id FROM chat_messages WHERE status IN ('queued', 'running') \
+             UNION SELECT conversation_id FROM chat_replies ORDER BY conversation_id",
         )
         .fetch_all(&self.read)
         .await?)

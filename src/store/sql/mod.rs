@@ -5,8 +5,8 @@
 //! starts, the lock taken before appending events (PostgreSQL's advisory lock), how timestamps
 //! and JSON are stored (TEXT on SQLite, TIMESTAMPTZ and JSONB on PostgreSQL) and the one query
 //! that reads inside JSON. The area traits are implemented in [`sessions`] (with events and
-//! webhook deliveries), [`instructions`], [`writebacks`], [`chat`], [`chat_moves`], [`outbox`]
-//! and [`leases`].
+//! webhook deliveries), [`instructions`], [`writebacks`], [`chat`], [`chat_replies`],
+//! [`chat_moves`], [`outbox`] and [`leases`].
 //!
 //! sqlx states per driver what it can bind, read and run, and Rust does not imply a trait's
 //! `where` clauses on other types, so every generic `impl` block needs the same bounds; they
@@ -78,6 +78,7 @@ macro_rules! sql_impl {
 
 mod chat;
 mod chat_moves;
+mod chat_replies;
 mod instructions;
 mod leases;
 mod outbox;

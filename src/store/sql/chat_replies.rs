@@ -1,0 +1,101 @@
+//! Messages' final replies (`chat_replies`), stored as their message is settled and deleted
+//! once posted.
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::RowsAffected;
+use crate::store::{
+    not_found, ChatReplies, ChatReply, ChatReplyRecord, Fence, LeaseKind, MessageStatus,
+    StoreResult,
+};
+
+sql_impl! { #[async_trait] impl ChatReplies;
+    #[tracing::instrument(skip_all)]
+    async fn settle_chat_message(
+        &self,
+        conversation: &str,
+        id: i64,
+        status: MessageStatus,
+        replies: &[ChatReply],
+        fence: Option<&Fence>,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        let started = (status == MessageStatus::Running).then_some(now);
+        let finished = matches!(status, MessageStatus::Done | MessageStatus::Failed).then_some(now);
+        let mut tx = self.begin_write().await?;
+        if let Some(f) = fence {
+            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation, f).await?;
+        }
+        let updated = sqlx::query(
+            "UPDATE chat_messages SET status = $2, started_at = COALESCE($3, started_at), \
+             finished_at = COALESCE($4, finished_at) WHERE id = $1 AND conversation_id = $5",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(started.map(D::ts))
+        .bind(finished.map(D::ts))
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(not_found(format!("chat message {id}")));
+        }
+        for r in replies {
+            sqlx::query(
+                "INSERT INTO chat_replies (conversation_id, message_id, body, edit_of, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(conversation)
+            .bind(id)
+            .bind(&r.body)
+            .bind(r.edit_of.as_deref())
+            .bind(D::ts(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unsent_chat_replies(&self, conversation: &str) -> StoreResult<Vec<ChatReplyRecord>> {
+        let rows: Vec<(i64, i64, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, message_id, body, edit_of, attempts FROM chat_replies \
+             WHERE conversation_id = $1 ORDER BY id",
+        )
+        .bind(conversation)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, message_id, body, edit_of, attempts)| ChatReplyRecord {
+                id,
+                message_id,
+                reply: ChatReply { body, edit_of },
+                attempts,
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn chat_reply_done(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM chat_replies WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn chat_reply_failed(&self, id: i64) -> StoreResult<i64> {
+        let attempts: Option<i64> = sqlx::query_scalar(
+            "UPDATE chat_replies SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts",
+        )
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
+        attempts.ok_or_else(|| not_found(format!("chat reply {id}")))
+    }
+}
