@@ -794,7 +794,7 @@ async fn chat_platforms_closing_a_github_issue_removes_its_worktree() {
 
 /// A Telegram (long poll) app whose assistant is the scripted one, in `mode` (`batch` or
 /// `stream`), with a codebase cloned for chat 555.
-async fn telegram_assistant_app(tg: &FakeTelegram, mode: &str) -> TestApp {
+pub(crate) async fn telegram_assistant_app(tg: &FakeTelegram, mode: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("chat");
     let base2 = base.clone();

@@ -12,6 +12,7 @@ mod chat_driver;
 mod chat_fidelity;
 mod chat_jira_repos;
 mod chat_platforms;
+mod chat_replies;
 mod cli;
 mod cluster;
 mod cluster_chat;

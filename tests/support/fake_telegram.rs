@@ -86,6 +86,8 @@ struct State {
     sent: Vec<Sent>,
     flood: u32,
     flood_secs: u64,
+    /// Answer the next N sends and edits `502 Bad Gateway` (Telegram's own servers failing).
+    outage: u32,
     rejected_markdown: u32,
     /// Refuse the next N MarkdownV2 texts as unparseable, whatever they hold.
     force_reject: u32,
@@ -327,6 +329,10 @@ async fn dispatch(
                 chat_id: named,
                 refused_migrated: false,
             });
+            if s.outage > 0 {
+                s.outage -= 1;
+                return fail(502, "Bad Gateway");
+            }
             if s.flood > 0 {
                 s.flood -= 1;
                 let secs = s.flood_secs;
@@ -572,6 +578,11 @@ impl FakeTelegram {
         let mut s = self.s();
         s.flood = n;
         s.flood_secs = secs;
+    }
+
+    /// The next `n` sendMessage/editMessageText calls answer `502 Bad Gateway`.
+    pub fn outage_next(&self, n: u32) {
+        self.s().outage = n;
     }
 
     /// The next `n` MarkdownV2 texts are refused with "can't parse entities".

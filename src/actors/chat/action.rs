@@ -17,3 +17,23 @@ pub enum Action {
         fresh: bool,
     },
 }
+
+/// How a message ended, with its final replies: stored with the message's status and posted
+/// after it (see [`super::delivery`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ending {
+    /// How it ended.
+    pub outcome: crate::domain::chat::Outcome,
+    /// What is left to tell the user, in order, each under the platform's message limit.
+    pub replies: Vec<crate::store::ChatReply>,
+}
+
+impl From<crate::domain::chat::Outcome> for Ending {
+    /// An ending with nothing to tell (the user was told already, or there is no one to tell).
+    fn from(outcome: crate::domain::chat::Outcome) -> Self {
+        Ending {
+            outcome,
+            replies: Vec::new(),
+        }
+    }
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
+use super::action::Ending;
 use super::handles::TurnHandles;
 use super::replier::Replier;
 use super::reply::turn_reply;
@@ -14,7 +15,7 @@ use super::workspace::turn_dir;
 use super::{spend, ChatContext};
 use crate::domain::chat::{self, Outcome, TurnEffect, TurnEvent, TurnState};
 use crate::plugins::{Chunk, PluginError, TurnRequest, TurnUsage};
-use crate::store::ConversationRecord;
+use crate::store::{ChatReply, ConversationRecord};
 
 /// Runs `prompt` as message `message`'s assistant turn and says how it ended.
 pub(super) async fn run(
@@ -23,8 +24,24 @@ pub(super) async fn run(
     message: i64,
     prompt: &str,
     handles: &Arc<TurnHandles>,
-) -> Outcome {
+) -> Ending {
     let mut turn = Turn::new(ctx, conv);
+    let outcome = turn_outcome(&mut turn, ctx, conv, message, prompt, handles).await;
+    Ending {
+        outcome,
+        replies: turn.replies,
+    }
+}
+
+/// The turn's steps; its final replies are left in `turn`.
+async fn turn_outcome(
+    turn: &mut Turn,
+    ctx: &Arc<ChatContext>,
+    conv: &ConversationRecord,
+    message: i64,
+    prompt: &str,
+    handles: &Arc<TurnHandles>,
+) -> Outcome {
     turn.feed(TurnEvent::BudgetChecked(budget_spent(ctx, &conv.id).await))
         .await;
     if let Some(o) = turn.outcome() {
@@ -74,16 +91,15 @@ async fn budget_spent(ctx: &ChatContext, conversation: &str) -> Option<(f64, f64
 }
 
 /// A turn's state with the replies it shapes: applies the domain's step to each event and
-/// runs its effects.
-struct Turn<'a> {
-    ctx: &'a ChatContext,
-    conversation: &'a str,
+/// runs its effects. Its final replies are collected, to be stored with the message's status.
+struct Turn {
     state: TurnState,
     replier: Replier,
+    replies: Vec<ChatReply>,
 }
 
-impl<'a> Turn<'a> {
-    fn new(ctx: &'a Arc<ChatContext>, conv: &'a ConversationRecord) -> Self {
+impl Turn {
+    fn new(ctx: &Arc<ChatContext>, conv: &ConversationRecord) -> Self {
         let mode = ctx
             .settings
             .reply_modes
@@ -91,10 +107,9 @@ impl<'a> Turn<'a> {
             .copied()
             .unwrap_or_default();
         Turn {
-            ctx,
-            conversation: &conv.id,
             state: TurnState::Picked,
             replier: Replier::new(ctx.clone(), conv, mode),
+            replies: Vec::new(),
         }
     }
 
@@ -103,9 +118,9 @@ impl<'a> Turn<'a> {
         self.state = state;
         for effect in effects {
             match effect {
-                TurnEffect::Reply(text) => turn_reply(self.ctx, self.conversation, &text).await,
+                TurnEffect::Reply(text) => self.replies.extend(self.replier.posts(&text)),
                 TurnEffect::StartTurn => self.replier.start().await,
-                TurnEffect::FlushReplies => self.replier.finish().await,
+                TurnEffect::FlushReplies => self.replies.extend(self.replier.finish()),
             }
         }
     }

@@ -1,13 +1,15 @@
 //! `ConversationActor`: one per conversation with work. Processes the conversation's stored
 //! messages strictly in order, one at a time (a single drain loop; a wake during a drain is
 //! remembered and runs another drain after it). Stops itself when idle for
-//! `chat.idle_after`, through the supervisor's handshake ([`ConversationIdle`]).
+//! `chat.idle_after`, through the supervisor's handshake ([`ConversationIdle`]), but not while
+//! a stored reply waits for its platform: it drains again after the reply's backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::delivery::Delivered;
 use super::drain::drain;
 use super::handles::TurnHandles;
 use super::messages::{
@@ -84,11 +86,15 @@ impl ConversationActor {
                             });
                             ctx.stop();
                         }
-                        Ok(()) if act.again => {
+                        Ok(_) if act.again => {
                             act.again = false;
                             act.drain(ctx);
                         }
-                        Ok(()) => act.arm_idle(ctx),
+                        Ok(Delivered::All) => act.arm_idle(ctx),
+                        // The actor stays (no idle stop) until its replies are out.
+                        Ok(Delivered::Waiting(wait)) => {
+                            ctx.run_later(wait, |act, ctx| act.drain(ctx));
+                        }
                         Err(e) => {
                             tracing::warn!(parent: &act.span, error = %e, "chat store failed; retrying");
                             act.again = false;

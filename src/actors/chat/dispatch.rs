@@ -3,28 +3,29 @@
 
 use std::sync::Arc;
 
-use super::action::Action;
+use super::action::{Action, Ending};
 use super::handles::TurnHandles;
 use super::jira_repo::{self, JiraRepo};
-use super::reply::{split_id, turn_reply};
+use super::reply::{final_replies, split_id, turn_reply};
 use super::{answers, assistant, commands, inbox, workspace, ChatContext};
 use crate::chat::parse::{parse, Parsed};
 use crate::chat::template::{execute_now, strip_front_matter, substitute};
 use crate::domain::chat::Outcome;
 use crate::store::{ChatMessageRecord, ConversationRecord};
 
-/// Handles one stored message of `conversation` and says how it ended.
+/// Handles one stored message of `conversation` and says how it ended, with its final
+/// replies.
 pub(super) async fn handle_message(
     ctx: &Arc<ChatContext>,
     conversation: &str,
     msg: &ChatMessageRecord,
     handles: &Arc<TurnHandles>,
-) -> Outcome {
+) -> Ending {
     let mut conv = match ctx.store.get_conversation(conversation).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "conversation missing for a stored message");
-            return Outcome::Failed;
+            return Outcome::Failed.into();
         }
     };
     if let Some(url) = msg.meta.get(crate::plugins::META_RESPONSE_URL) {
@@ -32,7 +33,7 @@ pub(super) async fn handle_message(
     }
     if msg.meta.get("event").map(String::as_str) == Some("closed") {
         workspace::close_thread(ctx, &mut conv).await;
-        return Outcome::Done;
+        return Outcome::Done.into();
     }
     if let Some(session) = msg.meta.get(inbox::ANSWERS) {
         let asked_at = msg
@@ -48,8 +49,8 @@ pub(super) async fn handle_message(
         return perform(ctx, conv, msg.id, action, handles).await;
     }
     let parsed = parse(&msg.body);
-    if let Err(outcome) = prepare_worktree(ctx, &mut conv, msg, &parsed).await {
-        return outcome;
+    if let Err(ending) = prepare_worktree(ctx, &mut conv, msg, &parsed).await {
+        return ending;
     }
     let history = first_turn_history(ctx, conversation, &conv, msg, &parsed).await;
     let context = crate::plugins::chat::history::with_history(
@@ -90,7 +91,7 @@ async fn prepare_worktree(
     conv: &mut ConversationRecord,
     msg: &ChatMessageRecord,
     parsed: &Parsed,
-) -> Result<(), Outcome> {
+) -> Result<(), Ending> {
     let cancel = matches!(parsed, Parsed::Command { name, .. } if name == "cancel");
     if cancel {
         return Ok(());
@@ -105,8 +106,7 @@ async fn prepare_worktree(
         Ok(()) => Ok(()),
         Err(e) => {
             let text = format!("⚠️ Could not prepare a worktree: {e}");
-            turn_reply(ctx, &conv.id, &text).await;
-            Err(Outcome::Failed)
+            Err(ending(ctx, conv, Outcome::Failed, &text))
         }
     }
 }
@@ -118,7 +118,7 @@ async fn jira_repository(
     conv: &mut ConversationRecord,
     msg: &ChatMessageRecord,
     parsed: &Parsed,
-) -> Result<(), Outcome> {
+) -> Result<(), Ending> {
     match jira_repo::ensure(ctx, conv, &msg.meta).await {
         Ok(JiraRepo::Unchanged) => Ok(()),
         Ok(JiraRepo::Linked(text)) => {
@@ -127,16 +127,12 @@ async fn jira_repository(
         }
         Ok(JiraRepo::NoneApplies(text)) => {
             if matches!(parsed, Parsed::Plain(_) | Parsed::Template { .. }) {
-                turn_reply(ctx, &conv.id, &text).await;
-                Err(Outcome::Done)
+                Err(ending(ctx, conv, Outcome::Done, &text))
             } else {
                 Ok(())
             }
         }
-        Err(e) => {
-            turn_reply(ctx, &conv.id, &format!("⚠️ {e}")).await;
-            Err(Outcome::Failed)
-        }
+        Err(e) => Err(ending(ctx, conv, Outcome::Failed, &format!("⚠️ {e}"))),
     }
 }
 
@@ -222,6 +218,14 @@ async fn plain(
     }
 }
 
+/// A message that ends as `outcome` with `text` to tell.
+fn ending(ctx: &ChatContext, conv: &ConversationRecord, outcome: Outcome, text: &str) -> Ending {
+    Ending {
+        outcome,
+        replies: final_replies(ctx, &conv.id, text),
+    }
+}
+
 /// Does what the message leads to.
 async fn perform(
     ctx: &Arc<ChatContext>,
@@ -229,16 +233,10 @@ async fn perform(
     message: i64,
     action: Action,
     handles: &Arc<TurnHandles>,
-) -> Outcome {
+) -> Ending {
     match action {
-        Action::Reply(text) => {
-            turn_reply(ctx, &conv.id, &text).await;
-            Outcome::Done
-        }
-        Action::Fail(text) => {
-            turn_reply(ctx, &conv.id, &format!("⚠️ {text}")).await;
-            Outcome::Failed
-        }
+        Action::Reply(text) => ending(ctx, &conv, Outcome::Done, &text),
+        Action::Fail(text) => ending(ctx, &conv, Outcome::Failed, &format!("⚠️ {text}")),
         Action::Prompt {
             prompt,
             command,

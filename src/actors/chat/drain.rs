@@ -1,13 +1,15 @@
 //! The drain loop: a conversation's pending messages, oldest first, one at a time, each
-//! claimed (`running`) in the store before its turn and `done`/`failed` after.
+//! claimed (`running`) in the store before its turn and `done`/`failed` after, together with
+//! its final replies; those are posted before the next message is claimed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::action::Ending;
+use super::delivery::{deliver, Delivered};
 use super::dispatch;
 use super::handles::TurnHandles;
 use super::ChatContext;
-use crate::domain::chat::Outcome;
 use crate::store::{Fence, MessageStatus, StoreError};
 use crate::telemetry::METRICS;
 
@@ -15,9 +17,11 @@ use crate::telemetry::METRICS;
 /// whole drain later, which would re-run the message: avoided while the store answers).
 const STATUS_ATTEMPTS: u32 = 5;
 
-/// Processes the conversation's pending messages, oldest first, until none is left. When
-/// clustered, only while this node holds the conversation's lease (acquired here when it is
-/// free or expired; nothing runs while another node holds it).
+/// Processes the conversation's pending messages, oldest first, until none is left, posting
+/// the stored replies before each. When clustered, only while this node holds the
+/// conversation's lease (acquired here when it is free or expired; nothing runs while another
+/// node holds it). Once a reply waits for its platform, the messages still run and their
+/// replies queue behind it: the result says when to try again.
 ///
 /// # Errors
 /// The store failed (the actor drains again later); `Fenced`: another node owns the
@@ -26,21 +30,25 @@ pub async fn drain(
     ctx: Arc<ChatContext>,
     conversation: String,
     handles: Arc<TurnHandles>,
-) -> Result<(), StoreError> {
+) -> Result<Delivered, StoreError> {
+    let mut delivered = Delivered::All;
     loop {
         let fence = match &ctx.cluster {
             None => None,
             Some(c) => match c.acquire_conversation(&conversation).await? {
                 Some(f) => Some(f),
-                None => return Ok(()),
+                None => return Ok(Delivered::All),
             },
         };
+        if delivered == Delivered::All {
+            delivered = deliver(&ctx, &conversation).await?;
+        }
         let Some(claim) = ctx
             .store
             .claim_chat_message(&conversation, fence.as_ref())
             .await?
         else {
-            return Ok(());
+            return Ok(delivered);
         };
         let msg = claim.message;
         if claim.resumed {
@@ -49,25 +57,25 @@ pub async fn drain(
                 "re-running a message a restart or a dead owner interrupted"
             );
         }
-        let outcome = dispatch::handle_message(&ctx, &conversation, &msg, &handles).await;
+        let ending = dispatch::handle_message(&ctx, &conversation, &msg, &handles).await;
         METRICS
             .chat_turns
-            .with_label_values(&[outcome.label()])
+            .with_label_values(&[ending.outcome.label()])
             .inc();
-        settle(&ctx, &conversation, msg.id, outcome, fence.as_ref()).await?;
+        settle(&ctx, &conversation, msg.id, &ending, fence.as_ref()).await?;
     }
 }
 
-/// Records a message's final status (under the claim's fence when clustered), retrying a
-/// failing store a few times; a refused (fenced) write is not retried.
+/// Records a message's final status with its replies (under the claim's fence when
+/// clustered), retrying a failing store a few times; a refused (fenced) write is not retried.
 async fn settle(
     ctx: &ChatContext,
     conversation: &str,
     id: i64,
-    outcome: Outcome,
+    ending: &Ending,
     fence: Option<&Fence>,
 ) -> Result<(), StoreError> {
-    let status = if outcome.succeeded() {
+    let status = if ending.outcome.succeeded() {
         MessageStatus::Done
     } else {
         MessageStatus::Failed
@@ -76,7 +84,7 @@ async fn settle(
     loop {
         let r = ctx
             .store
-            .set_chat_message_status(conversation, id, status, fence)
+            .settle_chat_message(conversation, id, status, &ending.replies, fence)
             .await;
         match r {
             Ok(()) => return Ok(()),

@@ -26,6 +26,7 @@ pub mod answers;
 mod assistant;
 pub mod commands;
 pub mod conversation;
+pub mod delivery;
 mod dispatch;
 pub mod drain;
 pub mod handles;

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use super::reply::{edit, send, send_parts};
+use super::reply::{edit, replies_for, send};
 use super::ChatContext;
 use crate::chat::paths::{batch_reply, split_reply};
 use crate::config::{ChatReplyMode, PermissionMode};
 use crate::plugins::ChatPlatform;
-use crate::store::ConversationRecord;
+use crate::store::{ChatReply, ConversationRecord};
 
 /// What the user is told about the tools the assistant was refused: each tool and what it
 /// tried, the mode that refused it, and who can change that.
@@ -166,9 +166,12 @@ impl Replier {
         }
     }
 
-    pub(super) async fn finish(&mut self) {
-        let Some(p) = self.speaking().await else {
-            return;
+    /// The turn's final replies, to store with the message's status and post after it: the
+    /// whole text (the streamed message's final part as an edit of it), the tools used and
+    /// what the assistant was refused.
+    pub(super) fn finish(&mut self) -> Vec<ChatReply> {
+        let Some(p) = self.platform.clone() else {
+            return Vec::new();
         };
         let mut body = batch_reply(&self.texts, &self.tools);
         if !self.denials.is_empty() {
@@ -181,31 +184,29 @@ impl Replier {
             };
         }
         if body.trim().is_empty() {
-            return;
+            return Vec::new();
         }
-        let parts = split_reply(&body, p.max_message_len());
-        let mut rest = parts.as_slice();
+        let mut parts = split_reply(&body, p.max_message_len()).into_iter();
+        let mut replies = Vec::new();
         if let Some((id, _)) = &self.streaming {
-            if let Some((first, tail)) = parts.split_first() {
-                if *first != self.shown {
-                    if let Err(e) = edit(p.as_ref(), &self.thread, id, first).await {
-                        tracing::warn!(error = %e, "chat stream edit failed");
-                    }
+            if let Some(first) = parts.next() {
+                if first != self.shown {
+                    replies.push(ChatReply {
+                        body: first,
+                        edit_of: Some(id.clone()),
+                    });
                 }
-                rest = tail;
             }
         }
-        // A thread the bot cannot post in gets the rest through the message's reply address.
-        if let Err(e) = send_parts(
-            &self.ctx,
-            &self.conversation,
-            p.as_ref(),
-            &self.thread,
-            rest,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "chat reply failed");
+        replies.extend(parts.map(ChatReply::post));
+        replies
+    }
+
+    /// `text` as final replies, split under the platform's message limit.
+    pub(super) fn posts(&self, text: &str) -> Vec<ChatReply> {
+        match &self.platform {
+            Some(p) => replies_for(p.as_ref(), text),
+            None => Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::ChatContext;
 use crate::chat::paths::split_reply;
 use crate::plugins::{ChatPlatform, PluginError};
+use crate::store::ChatReply;
 
 /// Longest a platform call may take.
 const PLATFORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,6 +21,30 @@ pub fn split_id(conversation: &str) -> (&str, &str) {
 /// `text` split under `p`'s message limit.
 pub fn split_reply_for(p: &dyn ChatPlatform, text: &str) -> Vec<String> {
     split_reply(text, p.max_message_len())
+}
+
+/// `text` as final replies (see [`super::action::Ending`]), split under `p`'s message limit.
+pub fn replies_for(p: &dyn ChatPlatform, text: &str) -> Vec<ChatReply> {
+    split_reply_for(p, text)
+        .into_iter()
+        .map(ChatReply::post)
+        .collect()
+}
+
+/// `text` as a message's final replies to `conversation` (none when no platform is registered
+/// under its name).
+pub fn final_replies(ctx: &ChatContext, conversation: &str, text: &str) -> Vec<ChatReply> {
+    let (platform, _) = split_id(conversation);
+    match ctx.platforms.get(platform) {
+        Some(p) => replies_for(p.as_ref(), text),
+        None => {
+            tracing::warn!(
+                platform,
+                "no chat platform registered under that name: reply dropped"
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// Sends `text` to a conversation (split under the platform's limit), logging failures.

@@ -1,0 +1,104 @@
+//! Posting a conversation's stored final replies (`chat_replies`), oldest first, by the node
+//! that owns the conversation. A reply is stored in the transaction that settles its message,
+//! so a crash between the turn and the post posts it after the restart instead of running
+//! the turn again, and a platform that fails gets it later instead of never.
+
+use std::time::Duration;
+
+use super::reply::{edit, send_parts, split_id};
+use super::ChatContext;
+use crate::plugins::PluginError;
+use crate::store::{ChatReplyRecord, StoreError};
+
+/// Attempts at posting one reply (each one a platform call with its own retries) before it is
+/// given up: with [`backoff`], about half an hour of a platform failing.
+const REPLY_ATTEMPTS: i64 = 12;
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Whether every stored reply is out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Nothing is left.
+    All,
+    /// The platform failed: the rest waits, to be tried again after this long.
+    Waiting(Duration),
+}
+
+/// Posts the conversation's stored replies in order, forgetting each once posted. A reply the
+/// platform refuses for good (not retriable), or that failed [`REPLY_ATTEMPTS`] times, is given
+/// up with a warning; one that failed for now stops the delivery, so replies keep their order.
+///
+/// # Errors
+/// The store failed.
+pub async fn deliver(ctx: &ChatContext, conversation: &str) -> Result<Delivered, StoreError> {
+    for r in ctx.store.unsent_chat_replies(conversation).await? {
+        match post(ctx, conversation, &r).await {
+            Ok(()) => ctx.store.chat_reply_done(r.id).await?,
+            Err(e) if e.is_retriable() => {
+                let attempts = ctx.store.chat_reply_failed(r.id).await?;
+                if attempts < REPLY_ATTEMPTS {
+                    tracing::warn!(conversation, reply = r.id, attempts, error = %e, "chat reply failed; trying again later");
+                    return Ok(Delivered::Waiting(backoff(attempts)));
+                }
+                tracing::error!(conversation, reply = r.id, attempts, error = %e, "chat reply given up");
+                ctx.store.chat_reply_done(r.id).await?;
+            }
+            Err(e) => {
+                tracing::error!(conversation, reply = r.id, error = %e, "the platform refused a chat reply; given up");
+                ctx.store.chat_reply_done(r.id).await?;
+            }
+        }
+    }
+    Ok(Delivered::All)
+}
+
+/// One reply: an edit of the message a streamed reply grew, or a new post (through the
+/// conversation's reply address where the bot cannot post).
+async fn post(
+    ctx: &ChatContext,
+    conversation: &str,
+    r: &ChatReplyRecord,
+) -> Result<(), PluginError> {
+    let (platform, thread) = split_id(conversation);
+    let p = ctx
+        .platforms
+        .get(platform)
+        .ok_or_else(|| PluginError::Unavailable {
+            slot: "chat platform",
+            name: platform.to_string(),
+        })?;
+    match &r.reply.edit_of {
+        Some(id) => edit(p.as_ref(), thread, id, &r.reply.body).await,
+        None => {
+            send_parts(
+                ctx,
+                conversation,
+                p.as_ref(),
+                thread,
+                std::slice::from_ref(&r.reply.body),
+            )
+            .await
+        }
+    }
+}
+
+/// The wait after a reply's `attempts`th failure: 2 s, doubling, at most [`MAX_BACKOFF`].
+fn backoff(attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    (Duration::from_secs(2) * 2u32.pow(doublings)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_from_two_seconds_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=10).map(|a| backoff(a).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(i64::MAX), MAX_BACKOFF);
+    }
+}

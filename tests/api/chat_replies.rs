@@ -1,0 +1,112 @@
+//! A chat message's final reply is stored with the message's status and posted from there:
+//! a platform that fails for longer than one call's retries gets it later instead of never,
+//! and a node killed with `-9` while the reply waits posts it after the restart without
+//! running the turn again.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::chat_platforms::telegram_assistant_app;
+use crate::fake_telegram::FakeTelegram;
+use crate::helpers::*;
+use crate::server::*;
+
+/// The bot's messages in chat 555 that answer `tag` (the scripted assistant's echo).
+fn answers(tg: &FakeTelegram, tag: &str) -> Vec<String> {
+    tg.sent()
+        .into_iter()
+        .map(|m| m.text)
+        .filter(|t| t.contains(&format!("echo: {tag}")))
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_reply_the_platform_refuses_past_a_calls_retries_is_posted_once_it_recovers() {
+    if !require_tool("git") {
+        return;
+    }
+    let tg = FakeTelegram::start("123:ABC").await;
+    let _app = telegram_assistant_app(&tg, "batch").await;
+    // Telegram's servers fail 12 calls: the turn's notice spends five (and is given up), the
+    // reply's first attempt five more; before replies were stored that lost the reply.
+    tg.outage_next(12);
+    tg.push_message(555, 42, "tag-r1 hello");
+    let got = eventually(60, "the answer after the flood", || async {
+        let a = answers(&tg, "tag-r1");
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        tg.calls("sendmessage") >= 12,
+        "the outage was met: {}",
+        tg.calls("sendmessage")
+    );
+}
+
+/// The assistant log's `event` lines for prompts holding `tag`.
+fn runs(log: &Path, event: &str, tag: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == event && v["prompt"].as_str().unwrap_or("").contains(tag))
+        .count()
+}
+
+#[actix_web::test]
+async fn a_reply_waiting_for_its_platform_survives_kill_9_and_the_turn_is_not_run_again() {
+    if !require_tool("git") {
+        return;
+    }
+    let tg = FakeTelegram::start("123:ABC").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("chat");
+    std::fs::create_dir_all(base.join("ws")).expect("mkdir");
+    let log = base.join("assistant.log");
+    let extra = format!(
+        "chat:\n  turn_timeout: 60s\n  allow: {{ telegram: [\"42\"] }}\n  \
+         reply_modes: {{ telegram: batch }}\n  \
+         workspace: {ws}\n  worktrees: {wt}\n  \
+         assistant: {{ kind: claude, command: [\"{bin}\"], env: {{ SCRIPTED_LOG: \"{log}\" }} }}\n",
+        ws = base.join("ws").display(),
+        wt = base.join("worktrees").display(),
+        bin = crate::chat::scripted_assistant_path().display(),
+        log = log.display(),
+    );
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let env = [
+        ("FLOTILLA__TELEGRAM__API_URL", tg.url.as_str()),
+        ("FLOTILLA__TELEGRAM__BOT_TOKEN", "123:ABC"),
+    ];
+    let mut server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    tg.push_message(555, 42, &format!("/setcwd {}", base.join("ws").display()));
+    eventually(60, "the /setcwd reply", || async {
+        tg.sent().into_iter().next()
+    })
+    .await;
+
+    // Every post fails: the turn's notice is tried five times before the turn and given up;
+    // a sixth call is the first try of the reply, stored with the message's status before.
+    tg.outage_next(u32::MAX);
+    let calls = tg.calls("sendmessage");
+    tg.push_message(555, 42, "tag-k9 hello");
+    eventually(60, "the turn over and its reply tried", || async {
+        (runs(&log, "end", "tag-k9") == 1 && tg.calls("sendmessage") >= calls + 6).then_some(())
+    })
+    .await;
+    server.kill9();
+    assert!(answers(&tg, "tag-k9").is_empty());
+
+    tg.outage_next(0);
+    let _server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    let got = eventually(60, "the stored reply posted after the restart", || async {
+        let a = answers(&tg, "tag-k9");
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(runs(&log, "start", "tag-k9"), 1, "the turn ran once");
+}
