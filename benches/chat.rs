@@ -2,12 +2,14 @@
 //! `ChatSupervisor` and `ConversationActor`s with a no-op assistant (answers at once) and an
 //! in-memory platform, the durable queue on a SQLite file (WAL), `max_concurrent` 10.
 //!
-//! Each message is stored by the inbox (conversation upsert + insert + pending read), marked
-//! running, answered (batch mode: a notice and the answer), and marked done: five store
-//! round trips and two platform sends per message. Messages are ~120 B of text.
+//! Each message is stored by the inbox (conversation upsert + insert + pending read), claimed
+//! (`running`), answered (batch mode: a notice, then the answer stored with the `done` status
+//! and posted from the store): seven store round trips (the read of the replies left and the
+//! delete of the posted one included) and two platform sends per message. Messages are ~120 B
+//! of text.
 //!
-//! Reports messages per second (first receive to last `done`) and the queueing overhead: the
-//! time from the inbox's receipt to the assistant's turn starting, p50/p99.
+//! Reports messages per second (first receive to the last reply posted) and the queueing
+//! overhead: the time from the inbox's receipt to the assistant's turn starting, p50/p99.
 //!
 //! `FLOTILLA_BENCH_CHAT_CONVERSATIONS` and `FLOTILLA_BENCH_CHAT_MESSAGES` change the counts.
 
@@ -164,21 +166,14 @@ fn main() {
         }
         let stored = t0.elapsed();
         loop {
-            if started.lock().map(|s| s.len()).unwrap_or(0) >= total {
-                let mut pending = 0;
-                for c in 0..convs {
-                    pending += store
-                        .pending_chat_messages(&format!("test:c{c}"))
-                        .await
-                        .map(|p| p.len())
-                        .unwrap_or(1);
-                    if pending > 0 {
-                        break;
-                    }
-                }
-                if pending == 0 {
-                    break;
-                }
+            // Done when every message is settled and every stored reply posted.
+            if started.lock().map(|s| s.len()).unwrap_or(0) >= total
+                && store
+                    .conversations_with_pending()
+                    .await
+                    .is_ok_and(|c| c.is_empty())
+            {
+                break;
             }
             if t0.elapsed() > Duration::from_secs(600) {
                 panic!("not drained after 10 minutes");

@@ -387,14 +387,18 @@ async fn chat_platforms_slack_reply_uses_the_newest_response_url_only_within_30_
     let bare = fake_slack::slash_command_with_url("/status", "", "G1", "U1", None, "");
     let (status, _) = fake_slack::post_form_signed(&url, SLACK_SECRET, &bare).await;
     assert_eq!(status, 200);
-    eventually(30, "the third command handled", || async {
-        let pending = app
-            .store
-            .pending_chat_messages("slack:G1")
-            .await
-            .expect("pending");
-        pending.is_empty().then_some(())
-    })
+    eventually(
+        30,
+        "the third command handled and its answer tried",
+        || async {
+            let pending = app
+                .store
+                .conversations_with_pending()
+                .await
+                .expect("pending");
+            pending.is_empty().then_some(())
+        },
+    )
     .await;
     assert!(
         sl.calls("chat.postMessage") >= 3,

@@ -102,14 +102,17 @@ fn count(runs: &[(String, String)], tag: &str, event: &str) -> usize {
     runs.iter().filter(|(t, e)| t == tag && e == event).count()
 }
 
-/// Status and claimer of every chat message, by its body's tag.
+/// Status and claimer of every chat message, by its body's tag. A message settled with
+/// replies still to post reads `replying`: `done` is answered.
 async fn messages(url: &str) -> BTreeMap<String, (String, Option<String>)> {
     let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
-    let rows: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT body, status, claimed_by FROM chat_messages")
-            .fetch_all(&mut c)
-            .await
-            .expect("messages");
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT body, CASE WHEN EXISTS (SELECT 1 FROM chat_replies r WHERE r.message_id = m.id) \
+         THEN 'replying' ELSE status END, claimed_by FROM chat_messages m",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("messages");
     rows.into_iter()
         .filter_map(|(body, status, by)| {
             let tag = body.split_whitespace().find(|w| w.starts_with("tag-"))?;
