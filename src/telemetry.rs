@@ -66,6 +66,11 @@ pub const CHAT_QUEUE_DEPTH: &str = "flotilla_chat_queue_depth";
 pub const CHAT_TURNS: &str = "flotilla_chat_turns_total";
 /// The `outcome` label values of [`CHAT_TURNS`].
 pub const CHAT_TURN_OUTCOMES: [&str; 5] = ["done", "failed", "timeout", "cancelled", "rejected"];
+/// Attempts at posting a message's stored final replies (counter, `result` in
+/// [`CHAT_REPLY_RESULTS`]: `posted`, `retried` (failed, tried again later), `given_up`).
+pub const CHAT_REPLIES: &str = "flotilla_chat_replies_total";
+/// The `result` label values of [`CHAT_REPLIES`].
+pub const CHAT_REPLY_RESULTS: [&str; 3] = ["posted", "retried", "given_up"];
 
 /// The process-wide metrics.
 pub struct Metrics {
@@ -112,6 +117,8 @@ pub struct Metrics {
     pub chat_queue_depth: IntGaugeVec,
     /// See [`CHAT_TURNS`].
     pub chat_turns: IntCounterVec,
+    /// See [`CHAT_REPLIES`].
+    pub chat_replies: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -208,6 +215,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     for o in CHAT_TURN_OUTCOMES {
         chat_turns.with_label_values(&[o]);
     }
+    let chat_replies = IntCounterVec::new(
+        Opts::new(CHAT_REPLIES, "Attempts at posting chat replies, by result."),
+        &["result"],
+    )?;
+    for r in CHAT_REPLY_RESULTS {
+        chat_replies.with_label_values(&[r]);
+    }
     let build_info = IntGaugeVec::new(
         Opts::new(BUILD_INFO, "Build information; always 1."),
         &["version"],
@@ -236,6 +250,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(escalations.clone()))?;
     registry.register(Box::new(chat_queue_depth.clone()))?;
     registry.register(Box::new(chat_turns.clone()))?;
+    registry.register(Box::new(chat_replies.clone()))?;
     registry.register(Box::new(build_info))?;
     // Every state is present from the start, so dashboards see zeros rather than gaps.
     for s in SessionState::ALL {
@@ -264,6 +279,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         escalations,
         chat_queue_depth,
         chat_turns,
+        chat_replies,
     })
 }
 

@@ -27,7 +27,7 @@ async fn a_reply_the_platform_refuses_past_a_calls_retries_is_posted_once_it_rec
         return;
     }
     let tg = FakeTelegram::start("123:ABC").await;
-    let _app = telegram_assistant_app(&tg, "batch").await;
+    let app = telegram_assistant_app(&tg, "batch").await;
     // Telegram's servers fail 12 calls: the turn's notice spends five (and is given up), the
     // reply's first attempt five more; before replies were stored that lost the reply.
     tg.outage_next(12);
@@ -38,6 +38,23 @@ async fn a_reply_the_platform_refuses_past_a_calls_retries_is_posted_once_it_rec
     })
     .await;
     assert_eq!(got.len(), 1, "{got:?}");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for result in ["posted", "retried"] {
+        let line = format!("flotilla_chat_replies_total{{result=\"{result}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"));
+        assert!(n >= 1, "{line}{n}");
+    }
     assert!(
         tg.calls("sendmessage") >= 12,
         "the outage was met: {}",

@@ -9,6 +9,7 @@ use super::reply::{edit, send_parts, split_id};
 use super::ChatContext;
 use crate::plugins::PluginError;
 use crate::store::{ChatReplyRecord, StoreError};
+use crate::telemetry::METRICS;
 
 /// Attempts at posting one reply (each one a platform call with its own retries) before it is
 /// given up: with [`backoff`], about half an hour of a platform failing.
@@ -33,24 +34,31 @@ pub enum Delivered {
 /// The store failed.
 pub async fn deliver(ctx: &ChatContext, conversation: &str) -> Result<Delivered, StoreError> {
     for r in ctx.store.unsent_chat_replies(conversation).await? {
-        match post(ctx, conversation, &r).await {
-            Ok(()) => ctx.store.chat_reply_done(r.id).await?,
+        let result = match post(ctx, conversation, &r).await {
+            Ok(()) => "posted",
             Err(e) if e.is_retriable() => {
                 let attempts = ctx.store.chat_reply_failed(r.id).await?;
                 if attempts < REPLY_ATTEMPTS {
                     tracing::warn!(conversation, reply = r.id, attempts, error = %e, "chat reply failed; trying again later");
+                    count("retried");
                     return Ok(Delivered::Waiting(backoff(attempts)));
                 }
                 tracing::error!(conversation, reply = r.id, attempts, error = %e, "chat reply given up");
-                ctx.store.chat_reply_done(r.id).await?;
+                "given_up"
             }
             Err(e) => {
                 tracing::error!(conversation, reply = r.id, error = %e, "the platform refused a chat reply; given up");
-                ctx.store.chat_reply_done(r.id).await?;
+                "given_up"
             }
-        }
+        };
+        ctx.store.chat_reply_done(r.id).await?;
+        count(result);
     }
     Ok(Delivered::All)
+}
+
+fn count(result: &str) {
+    METRICS.chat_replies.with_label_values(&[result]).inc();
 }
 
 /// One reply: an edit of the message a streamed reply grew, or a new post (through the
