@@ -441,13 +441,7 @@ async fn chat_platforms_slack_response_url_is_shown_by_no_api_or_event() {
         assert_eq!(status, 200, "{path}: {v}");
         shown.push((path.to_string(), v.to_string()));
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics");
-    shown.push(("metrics".into(), metrics.text().await.unwrap_or_default()));
+    shown.push(("metrics".into(), app.metrics().await));
     let events = app.store.events_after(0, 10_000).await.expect("events");
     shown.push((
         "events".into(),

@@ -38,15 +38,7 @@ async fn a_reply_the_platform_refuses_past_a_calls_retries_is_posted_once_it_rec
     })
     .await;
     assert_eq!(got.len(), 1, "{got:?}");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = app.metrics().await;
     for result in ["posted", "retried"] {
         let line = format!("flotilla_chat_replies_total{{result=\"{result}\"}} ");
         let n: u64 = metrics

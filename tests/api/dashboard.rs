@@ -359,15 +359,7 @@ async fn the_grafana_dashboard_queries_parse_and_use_exported_metrics() {
         .spawn(json!({"project": "demo", "agent": "failing"}))
         .await;
     app.wait_state(&id, "errored").await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     // (Metrics are process-wide: other tests may have counted too.)
     assert!(
         metrics.contains(r#"flotilla_reactions_total{action="notify",reaction="agent-exited"} "#),

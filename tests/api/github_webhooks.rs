@@ -218,15 +218,7 @@ async fn github_fake_signed_webhooks_reach_a_real_app_and_redelivery_is_deduplic
     let again = gh.redeliver(&ds[1].id).await;
     assert_eq!(again.status, 200);
     // The handler counted each new non-ping event once; the redelivery was not counted.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("flotilla_github_webhooks_total{event=\"check_run\"}"),
         "{metrics}"

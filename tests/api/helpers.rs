@@ -455,6 +455,18 @@ impl TestApp {
         .await
     }
 
+    /// `/metrics` as text (process-wide: other tests may have counted too).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Waits until the session is in `state`; returns its JSON (the panic shows the last).
     pub async fn wait_state(&self, id: &str, state: &str) -> Value {
         let path = format!("/api/v1/sessions/{id}");

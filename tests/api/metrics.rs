@@ -11,15 +11,7 @@ async fn metrics_pass_promtool_and_count_what_happened() {
         .spawn(json!({"project": "demo", "agent": "quick"}))
         .await;
     app.wait_state(&id, "done").await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     for name in [
         "flotilla_sessions{state=\"done\"}",
         "flotilla_session_transitions_total{from=\"spawning\",to=\"working\"}",

@@ -482,15 +482,7 @@ async fn dead_letters_are_listed_and_counted_in_metrics() {
     let rows = settled(&app, 2, 30).await;
     assert_eq!(rows[0]["status"], "delivered");
 
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     for line in [
         "flotilla_notifications_total{notifier=\"deadhook\",outcome=\"failed\"} 1",
         "flotilla_notifications_total{notifier=\"deadhook\",outcome=\"retried\"} 1",
