@@ -69,13 +69,7 @@ async fn post(
     r: &ChatReplyRecord,
 ) -> Result<(), PluginError> {
     let (platform, thread) = split_id(conversation);
-    let p = ctx
-        .platforms
-        .get(platform)
-        .ok_or_else(|| PluginError::Unavailable {
-            slot: "chat platform",
-            name: platform.to_string(),
-        })?;
+    let p = ctx.platforms.require(platform)?;
     match &r.reply.edit_of {
         Some(id) => edit(p.as_ref(), thread, id, &r.reply.body).await,
         None => {

@@ -47,13 +47,7 @@ impl Notifier for BridgeNotifier {
             return Ok(None);
         };
         let (platform, thread) = split_id(&conversation);
-        let p = self
-            .platforms
-            .get(platform)
-            .ok_or_else(|| PluginError::Unavailable {
-                slot: "chat platform",
-                name: platform.to_string(),
-            })?;
+        let p = self.platforms.require(platform)?;
         let mut text = format!("🔔 {} ({}): {}", session, n.priority, n.message);
         if let Some(url) = &n.pr_url {
             text.push_str(&format!("\n{url}"));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::test_platform::TestPlatform;
 use crate::config::Settings;
 use crate::plugins::chat::telegram_api::MovedChats;
-use crate::plugins::ChatPlatform;
+use crate::plugins::{ChatPlatform, PluginError, PluginResult};
 
 /// Platforms by name (`telegram`, `slack`, `test`…).
 #[derive(Clone, Default)]
@@ -28,6 +28,17 @@ impl ChatPlatforms {
     /// The platform called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn ChatPlatform>> {
         self.by_name.get(name).cloned()
+    }
+
+    /// The platform called `name`, or `Unavailable` naming it.
+    ///
+    /// # Errors
+    /// `Unavailable` when no platform is registered under `name`.
+    pub fn require(&self, name: &str) -> PluginResult<Arc<dyn ChatPlatform>> {
+        self.get(name).ok_or_else(|| PluginError::Unavailable {
+            slot: "chat platform",
+            name: name.to_string(),
+        })
     }
 
     /// Registered names, sorted.
