@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use flotilla::actors::supervisor::messages::ReconcileAll;
 use flotilla::clock::ManualClock;
+use flotilla::plugins::tmux::TmuxRuntime;
+use flotilla::plugins::Runtime;
 use flotilla::store::*;
 
 use crate::helpers::*;
@@ -26,11 +28,23 @@ async fn a_gone_agent_whose_exit_is_never_reported_ends_at_the_first_reconcile_a
         (s.session.state == SessionState::Working).then_some(())
     })
     .await;
+    let handle = f
+        .session()
+        .await
+        .and_then(|s| s.session.runtime_handle)
+        .expect("a runtime handle");
     let killed = std::process::Command::new("tmux")
         .args(["-L", &f.socket, "kill-session", "-t", f.id.as_str()])
         .status()
         .expect("tmux");
     assert!(killed.success());
+    // The grace counts from the first reconcile that finds the agent gone: wait until it is
+    // (its process dies of the hang-up a moment after its session, later under load).
+    let tmux = TmuxRuntime::new(f.socket.clone(), std::env::temp_dir());
+    eventually(30, "the agent's process gone", || async {
+        matches!(tmux.is_alive(&handle).await, Ok(false)).then_some(())
+    })
+    .await;
 
     // Inside the grace, reconciles leave the gone agent's session to its exit watcher.
     for _ in 0..3 {
