@@ -310,18 +310,6 @@ pub trait ChatStore: Send + Sync + 'static {
         conversation_id: &str,
     ) -> StoreResult<Vec<ChatMessageRecord>>;
 
-    /// Sets the status of message `id` of `conversation`, fenced as
-    /// [`ChatStore::update_conversation`].
-    ///
-    /// Errors: `NotFound` for an unknown message (or one of another conversation); `Fenced`.
-    async fn set_chat_message_status(
-        &self,
-        conversation: &str,
-        id: i64,
-        status: MessageStatus,
-        fence: Option<&Fence>,
-    ) -> StoreResult<()>;
-
     /// The newest message of every conversation that has one, and how many messages each
     /// has queued or running (for the conversations page: two reads, however many there are).
     async fn chat_activity(&self) -> StoreResult<ChatActivity>;

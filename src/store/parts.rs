@@ -122,7 +122,6 @@ delegate! { ChatStore to chat {
     fn enqueue_chat_message_with_meta(conversation_id: &str, platform_message_id: &str, author: &str, body: &str, meta: &BTreeMap<String, String>, at: DateTime<Utc>) -> Option<ChatMessageRecord>;
     fn claim_chat_message(conversation: &str, fence: Option<&Fence>) -> Option<ClaimedMessage>;
     fn pending_chat_messages(conversation_id: &str) -> Vec<ChatMessageRecord>;
-    fn set_chat_message_status(conversation: &str, id: i64, status: MessageStatus, fence: Option<&Fence>) -> ();
     fn chat_activity() -> ChatActivity;
     fn conversations_with_pending() -> Vec<String>;
     fn link_session_to_conversation(session_id: &str, conversation_id: &str) -> ();

@@ -1078,7 +1078,7 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
         })
     );
     store
-        .set_chat_message_status(&conv.id, first.id, MessageStatus::Done, None)
+        .settle_chat_message(&conv.id, first.id, MessageStatus::Done, &[], None)
         .await
         .expect("done");
     let claimed = store
@@ -1087,7 +1087,7 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
         .expect("claim");
     assert_eq!(claimed.map(|c| c.message), Some(running(&second)));
     store
-        .set_chat_message_status(&conv.id, second.id, MessageStatus::Failed, None)
+        .settle_chat_message(&conv.id, second.id, MessageStatus::Failed, &[], None)
         .await
         .expect("failed");
     assert_eq!(
@@ -1134,7 +1134,7 @@ async fn a_running_chat_message_is_served_again_after_a_crash(store: SharedStore
         .expect("enqueue")
         .expect("stored");
     store
-        .set_chat_message_status(&conv.id, first.id, MessageStatus::Running, None)
+        .settle_chat_message(&conv.id, first.id, MessageStatus::Running, &[], None)
         .await
         .expect("running");
 
@@ -1336,7 +1336,7 @@ async fn chat_calls_on_unknown_rows_are_not_found(store: SharedStore) {
     );
     assert_not_found(
         store
-            .set_chat_message_status("slack:nope", 987_654, MessageStatus::Done, None)
+            .settle_chat_message("slack:nope", 987_654, MessageStatus::Done, &[], None)
             .await,
         "chat message 987654",
     );
@@ -2092,7 +2092,7 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
         ids.push(m.id);
     }
     store
-        .set_chat_message_status(&a.id, ids[0], MessageStatus::Done, None)
+        .settle_chat_message(&a.id, ids[0], MessageStatus::Done, &[], None)
         .await
         .expect("status");
     let only = store
@@ -2101,7 +2101,7 @@ async fn chat_activity_has_each_conversations_newest_message_and_pending_count(s
         .expect("enqueue")
         .expect("new");
     store
-        .set_chat_message_status(&b.id, only.id, MessageStatus::Failed, None)
+        .settle_chat_message(&b.id, only.id, MessageStatus::Failed, &[], None)
         .await
         .expect("status");
 
@@ -2201,7 +2201,13 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
 
     // The old owner's writes are refused and change nothing.
     let refused = store
-        .set_chat_message_status(&conv.id, first.message.id, MessageStatus::Done, Some(&fa))
+        .settle_chat_message(
+            &conv.id,
+            first.message.id,
+            MessageStatus::Done,
+            &[],
+            Some(&fa),
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::Fenced { .. })),
@@ -2250,7 +2256,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
     let mut id = again.message.id;
     loop {
         store
-            .set_chat_message_status(&conv.id, id, MessageStatus::Done, Some(&fb))
+            .settle_chat_message(&conv.id, id, MessageStatus::Done, &[], Some(&fb))
             .await
             .expect("settle");
         match store
@@ -2287,7 +2293,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
         .expect("stored");
     assert!(matches!(
         store
-            .set_chat_message_status(&conv.id, m.id, MessageStatus::Done, Some(&fb))
+            .settle_chat_message(&conv.id, m.id, MessageStatus::Done, &[], Some(&fb))
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -2344,7 +2350,13 @@ async fn concurrent_chat_claims_take_each_message_once(store: SharedStore) {
                 // A resumed one is another claimer's, being settled right now: settling it
                 // twice is harmless, running it twice is what the drain loop prevents.
                 let _ = store
-                    .set_chat_message_status(&conv, c.message.id, MessageStatus::Done, Some(&fence))
+                    .settle_chat_message(
+                        &conv,
+                        c.message.id,
+                        MessageStatus::Done,
+                        &[],
+                        Some(&fence),
+                    )
                     .await;
             }
             fresh

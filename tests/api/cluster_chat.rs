@@ -398,7 +398,7 @@ async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kil
         generation: old_generation,
     };
     let refused = store
-        .set_chat_message_status(&conversation, id, MessageStatus::Failed, Some(&stale))
+        .settle_chat_message(&conversation, id, MessageStatus::Failed, &[], Some(&stale))
         .await;
     assert!(
         matches!(refused, Err(StoreError::Fenced { .. })),

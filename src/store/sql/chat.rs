@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::{ReadRows, RowsAffected};
 use crate::store::{
-    not_found, write_err, ChatActivity, ChatMessageRecord, ChatReplies, ChatStore,
-    ChatTemplateRecord, ClaimedMessage, ConversationRecord, Fence, LeaseKind, MessageStatus,
-    NotificationPost, SessionId, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
+    not_found, write_err, ChatActivity, ChatMessageRecord, ChatStore, ChatTemplateRecord,
+    ClaimedMessage, ConversationRecord, Fence, LeaseKind, MessageStatus, NotificationPost,
+    SessionId, StoreError, StoreResult, TemplateStore, CHAT_TURN_USAGE,
 };
 
 sql_impl! { #[async_trait] impl ChatStore;
@@ -211,18 +211,6 @@ sql_impl! { #[async_trait] impl ChatStore;
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn set_chat_message_status(
-        &self,
-        conversation: &str,
-        id: i64,
-        status: MessageStatus,
-        fence: Option<&Fence>,
-    ) -> StoreResult<()> {
-        self.settle_chat_message(conversation, id, status, &[], fence)
-            .await
     }
 
     /// The fence check, then one conditional `UPDATE` (`queued` → `running`), in one
