@@ -131,3 +131,168 @@ async fn a_look_begun_before_the_next_dialogs_hook_report_does_not_end_its_wait(
         s.session.meta
     );
 }
+
+/// One line of a Claude Code log: a content block of the model's response `msg`, a `Bash`
+/// call `tool` of `command`, logged at `at`.
+fn claude_call(msg: &str, tool: &str, command: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    serde_json::json!({
+        "type": "assistant",
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "message": {"id": msg, "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [{"type": "tool_use", "id": tool, "name": "Bash",
+                "input": {"command": command, "description": command}}],
+            "stop_reason": null, "usage": {"input_tokens": 4, "output_tokens": 20}},
+    })
+    .to_string()
+}
+
+/// Appends `line` to the log at `path`.
+fn log_line(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("log");
+    writeln!(f, "{line}").expect("append");
+}
+
+/// Two calls in one response (parallel tool use): Claude Code asks about the first as soon as
+/// its block is complete, so under load the second block can be logged after the first
+/// call's hook was reported, before the dialog is drawn. That entry is the same response, not
+/// work since the dialog: the wait stands (it once went back to `working`, and the same
+/// dialog was paged twice). The answer's result, logged after, ends it.
+#[actix_web::test]
+async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_its_wait() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    use flotilla::config::{AgentKind, AgentSettings};
+    use flotilla::plugins::agents::ClaudeCodeAgent;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let poke = dir.path().join("poke");
+    let config = dir.path().join("claude");
+    // The spinner while the dialog is not drawn yet; each poke adds output (a look follows).
+    let script = format!(
+        "clear; printf 'Working...\\n'; while :; do if [ -f '{p}' ]; then rm -f '{p}'; \
+         printf '.'; fi; sleep 0.05; done",
+        p = poke.display()
+    );
+    let mut settings = AgentSettings::built_in(AgentKind::ClaudeCode);
+    settings.command = vec!["bash".into(), "-c".into(), script, "claude".into()];
+    settings.env.insert(
+        "CLAUDE_CONFIG_DIR".into(),
+        config.to_string_lossy().into_owned(),
+    );
+    let agent = ClaudeCodeAgent::new("dialogs".into(), settings);
+    // Captures of the screen since the response's second call was logged.
+    let looks = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let after_output: Hook = {
+        let (looks, counting) = (looks.clone(), counting.clone());
+        Arc::new(move |_| {
+            if counting.load(Ordering::SeqCst) {
+                looks.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(async {})
+        })
+    };
+    let f = DialogFleet::start_as(dir, Arc::new(agent.clone()), Some(after_output), None).await;
+    let ws = eventually(60, "the session at work", || async {
+        let s = f.session().await?;
+        s.session.workspace.clone().map(std::path::PathBuf::from)
+    })
+    .await;
+    let project = agent.project_dir(&ws).expect("project dir");
+    std::fs::create_dir_all(&project).expect("project dir");
+    let log = project.join("0b0d6c1e-1111-4222-8333-444455556666.jsonl");
+    let started = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
+    log_line(
+        &log,
+        &serde_json::json!({"type": "user", "timestamp": started.to_rfc3339(),
+            "message": {"role": "user", "content": "Commit twice."}})
+        .to_string(),
+    );
+    log_line(
+        &log,
+        &claude_call(
+            "msg_par",
+            "toolu_1",
+            "git commit -m one",
+            started + chrono::TimeDelta::seconds(1),
+        ),
+    );
+    // The first call's hook reports its dialog.
+    f.sup
+        .send(ApplyTo {
+            id: f.id.clone(),
+            event: EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: Some("approve Bash: git commit -m one".into()),
+                pr: None,
+                hook: true,
+            },
+        })
+        .await
+        .expect("mailbox")
+        .expect("applied");
+    let waiting = f.question("git commit -m one").await;
+    let since = f
+        .session()
+        .await
+        .and_then(|s| s.session.activity_at)
+        .expect("the wait's time");
+    let mark = f.store.last_event_id().await.expect("events");
+    // The response's second call, logged after the report.
+    counting.store(true, Ordering::SeqCst);
+    log_line(
+        &log,
+        &claude_call(
+            "msg_par",
+            "toolu_2",
+            "git commit -m two",
+            since + chrono::TimeDelta::milliseconds(20),
+        ),
+    );
+    // Two looks at the agent since: the first read the log; the second, a poke later, began
+    // after the first was over.
+    for n in 1..=2 {
+        std::fs::write(&poke, "").expect("poke");
+        eventually(60, "a look at the agent", || async {
+            (looks.load(Ordering::SeqCst) >= n).then_some(())
+        })
+        .await;
+    }
+    let events = f
+        .store
+        .session_events(&f.id, mark, 100)
+        .await
+        .expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(
+        !kinds.contains(&"agent.active"),
+        "the response's second call ended the first call's wait: {kinds:?}"
+    );
+    let s = f.session().await.expect("session");
+    assert_eq!(s.session.state, SessionState::NeedsInput);
+    assert_eq!(s.session.meta["question"].as_str(), Some(waiting.as_str()));
+
+    // Answered at the terminal: the call's result is logged, and the wait ends on it.
+    log_line(
+        &log,
+        &serde_json::json!({"type": "user",
+            "timestamp": (chrono::Utc::now() + chrono::TimeDelta::milliseconds(20))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": {"role": "user", "content": [{"type": "tool_result",
+                "tool_use_id": "toolu_1", "content": "", "is_error": false}]}})
+        .to_string(),
+    );
+    std::fs::write(&poke, "").expect("poke");
+    eventually(60, "back to work on the call's result", || async {
+        let s = f.session().await?;
+        (s.session.state == SessionState::Working).then_some(())
+    })
+    .await;
+}

@@ -152,20 +152,49 @@ fn base36(mut n: u64) -> String {
 /// Classifies the last meaningful entry of a Claude Code JSONL log (rules in
 /// [`activity`](crate::plugins::activity)). `mtime` stands in for entries without a timestamp.
 pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
-    let mut readings = log
+    let entries: Vec<Value> = log
         .lines()
-        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| classify_entry(&v, mtime).map(|r| (v["type"] == "system", r)));
-    let (summary, last) = readings.next()?;
+        .collect();
+    let mut readings = entries
+        .iter()
+        .rev()
+        .filter_map(|v| classify_entry(v, mtime).map(|r| (v, r)));
+    let (entry, last) = readings.next()?;
     // A turn that ended on an API error may be closed by a summary entry (`turn_duration`):
     // the error it ended on is what the human needs to know.
-    if let (true, Reading::Finished(_)) = (summary, &last) {
+    if let (true, Reading::Finished(_)) = (entry["type"] == "system", &last) {
         if let Some((_, failed @ Reading::ApiFailed(..))) = readings.next() {
             return Some(failed);
         }
     }
-    Some(last)
+    Some(match last {
+        Reading::Working(at) if entry["type"] == "assistant" => {
+            Reading::Working(message_began(&entries, entry, at, mtime))
+        }
+        other => other,
+    })
+}
+
+/// When the model's message that `entry` is a part of was first logged. Claude Code logs each
+/// content block of a message as an entry of its own (same `message.id`), and asks about a
+/// call as soon as its block is complete: a later block of the same message (a parallel
+/// call) can be logged after the first call's dialog was reported. It is the same response,
+/// not work done since the dialog.
+fn message_began(
+    entries: &[Value],
+    entry: &Value,
+    at: DateTime<Utc>,
+    mtime: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let Some(id) = entry["message"]["id"].as_str() else {
+        return at;
+    };
+    entries
+        .iter()
+        .filter(|v| v["type"] == "assistant" && v["message"]["id"].as_str() == Some(id))
+        .map(|v| v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime))
+        .fold(at, DateTime::min)
 }
 
 /// The newest model API failure of the current turn (after the last prompt), even when the
@@ -1078,6 +1107,28 @@ mod tests {
         // agent-orchestrator #9: after the answer (and after the turn ends) it is not sticky.
         assert_eq!(state(&[USER, ASK, ANSWER]), Some(Activity::Active));
         assert_eq!(state(&[USER, ASK, ANSWER, DONE]), Some(Activity::Idle));
+    }
+
+    #[test]
+    fn a_parallel_call_logged_late_dates_from_its_message_not_its_entry() {
+        // The second call of the same response (`msg_01A`), logged seconds after the first
+        // call's dialog was shown: the response began with its first block.
+        let second = TOOL
+            .replace("toolu_01", "toolu_03")
+            .replace("cargo test", "cargo fmt")
+            .replace("\"a2\"", "\"a5\"")
+            .replace("11:59:03.000Z", "11:59:07.000Z");
+        let r = classify(&[USER, TEXT, TOOL, &second].join("\n"), now()).expect("reading");
+        let s = r.signal(now());
+        assert_eq!(s.activity, Activity::Active);
+        assert_eq!(s.at, parse_ts("2025-10-01T11:59:02Z").expect("ts"));
+        // Another response is its own time.
+        let next = second.replace("msg_01A", "msg_01D");
+        let r = classify(&[USER, TEXT, TOOL, &next].join("\n"), now()).expect("reading");
+        assert_eq!(
+            r.signal(now()).at,
+            parse_ts("2025-10-01T11:59:07Z").expect("ts")
+        );
     }
 
     #[test]
