@@ -159,6 +159,74 @@ async fn a_real_codex_edit_refused_with_an_instruction_writes_nothing_and_takes_
     assert_eq!(f.pages().len(), 1);
 }
 
+/// Two edits the model asks for in one answer (parallel tool calls): Codex asks about each in
+/// turn, and each is its own wait and its own page, naming its own file; each `send y`
+/// approves the dialog on screen, and both files are written.
+#[actix_web::test]
+async fn a_real_codexs_parallel_edits_each_ask_and_page_on_their_own() {
+    let patch = |file: &str| {
+        json!({"cmd": format!(
+            "apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: {file}\n+{file}\n*** End Patch\nEOF"
+        )})
+    };
+    let Some(f) = CodexFleet::start(
+        vec![
+            Step::tools(&[
+                ("exec_command", patch("one.txt")),
+                ("exec_command", patch("two.txt")),
+            ]),
+            Step::text("Wrote both."),
+        ],
+        "suggest",
+    )
+    .await
+    else {
+        return;
+    };
+    let (id, waiting) = f.spawn_until_asked("Add one.txt and two.txt.").await;
+    let ws = std::path::PathBuf::from(waiting["workspace"].as_str().expect("workspace"));
+    let file = |q: &str| {
+        ["one.txt", "two.txt"]
+            .into_iter()
+            .find(|file| q.contains(&format!("/{file} [1. Yes, proceed (y)")))
+            .unwrap_or_else(|| panic!("names one of the files: {q}"))
+    };
+    let mut asked = vec![waiting["waiting_for"]
+        .as_str()
+        .expect("question")
+        .to_string()];
+    let sent = f.send(&id, "y").await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    asked.push(f.asked_again(&id, &asked[0]).await);
+    let sent = f.send(&id, "y").await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let files: Vec<&str> = asked.iter().map(|q| file(q)).collect();
+    assert!(files[0] != files[1], "each edit asked once: {asked:#?}");
+    for file in ["one.txt", "two.txt"] {
+        eventually(60, file, || {
+            let path = ws.join(file);
+            async move { path.exists().then_some(()) }
+        })
+        .await;
+    }
+    wait_session(&f.app, &id, 60, "the turn ends", |s| {
+        s["state"] == "working" && s["activity"] == "idle"
+    })
+    .await;
+    let pages = f.pages();
+    assert_eq!(pages.len(), 2, "one page a dialog: {pages:#?}");
+    for file in files {
+        assert!(
+            pages
+                .iter()
+                .filter(|p| p["message"].as_str().is_some_and(|m| m.contains(file)))
+                .count()
+                == 1,
+            "{file}: {pages:#?}"
+        );
+    }
+}
+
 /// A Codex whose tmux session is gone (a reboot, a killed server) is restored into its own
 /// conversation: the restore relaunches `codex resume <its session id>` in the same worktree,
 /// and the next message reaches the model with the earlier turn as its history.

@@ -52,6 +52,8 @@ pub enum Step {
     /// A function call the agent should run; `arguments` is the JSON object (sent as a
     /// string, as the APIs do).
     Tool { name: String, arguments: Value },
+    /// Several function calls in one answer (parallel tool calls): `(name, arguments)`.
+    Tools(Vec<(String, Value)>),
     /// An HTTP error answer (`500`, `429`, …) with OpenAI's error body; `retry_after` adds a
     /// `retry-after` header (seconds).
     Error {
@@ -77,6 +79,16 @@ impl Step {
             name: name.to_string(),
             arguments,
         }
+    }
+
+    /// A step of several function calls in one answer.
+    pub fn tools(calls: &[(&str, Value)]) -> Step {
+        Step::Tools(
+            calls
+                .iter()
+                .map(|(name, arguments)| (name.to_string(), arguments.clone()))
+                .collect(),
+        )
     }
 
     /// An error step without `retry-after`.
@@ -299,7 +311,7 @@ fn take_step(
         s.script.pop_front().unwrap_or(d)
     };
     let usage = s.usage;
-    if matches!(step, Step::Text(_) | Step::Tool { .. }) {
+    if matches!(step, Step::Text(_) | Step::Tool { .. } | Step::Tools(_)) {
         if side {
             s.reported_side.add(usage);
         } else {
@@ -317,20 +329,93 @@ fn parse_body(bytes: &[u8]) -> Result<Value, Box<HttpResponse>> {
     })
 }
 
-/// The output item a step produces (Responses API), complete.
-fn output_item(step: &Step, id: u64) -> Option<Value> {
+/// A function call output item (Responses API), complete.
+fn function_call(id: &str, name: &str, arguments: &Value) -> Value {
+    json!({
+        "type": "function_call", "id": format!("fc_{id}"), "status": "completed",
+        "call_id": format!("call_{id}"), "name": name, "arguments": arguments.to_string(),
+    })
+}
+
+/// The output items a step produces (Responses API), complete; none for a step that is not
+/// an answer.
+fn output_items(step: &Step, id: u64) -> Vec<Value> {
     match step {
-        Step::Text(t) => Some(json!({
+        Step::Text(t) => vec![json!({
             "type": "message", "id": format!("msg_{id}"), "status": "completed",
             "role": "assistant",
             "content": [{"type": "output_text", "text": t, "annotations": []}],
-        })),
-        Step::Tool { name, arguments } => Some(json!({
-            "type": "function_call", "id": format!("fc_{id}"), "status": "completed",
-            "call_id": format!("call_{id}"), "name": name, "arguments": arguments.to_string(),
-        })),
-        _ => None,
+        })],
+        Step::Tool { name, arguments } => vec![function_call(&id.to_string(), name, arguments)],
+        Step::Tools(calls) => calls
+            .iter()
+            .enumerate()
+            .map(|(k, (name, arguments))| function_call(&format!("{id}_{k}"), name, arguments))
+            .collect(),
+        _ => Vec::new(),
     }
+}
+
+/// The stream events of one output item at `index`, from `output_item.added` to
+/// `output_item.done`.
+fn item_events(ev: &mut Vec<Bytes>, seq: &mut u64, index: usize, item: &Value) {
+    let item_id = item["id"].clone();
+    let mut added = item.clone();
+    added["status"] = json!("in_progress");
+    if item["type"] == "message" {
+        let t = item["content"][0]["text"].clone();
+        added["content"] = json!([]);
+        ev.push(sse(
+            "response.output_item.added",
+            seq,
+            json!({"output_index": index, "item": added}),
+        ));
+        let part = json!({"type": "output_text", "text": "", "annotations": []});
+        ev.push(sse(
+            "response.content_part.added",
+            seq,
+            json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": part}),
+        ));
+        ev.push(sse(
+            "response.output_text.delta",
+            seq,
+            json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []}),
+        ));
+        ev.push(sse(
+            "response.output_text.done",
+            seq,
+            json!({"item_id": item_id, "output_index": index, "content_index": 0, "text": t, "logprobs": []}),
+        ));
+        ev.push(sse(
+            "response.content_part.done",
+            seq,
+            json!({"item_id": item_id, "output_index": index, "content_index": 0,
+                "part": {"type": "output_text", "text": t, "annotations": []}}),
+        ));
+    } else {
+        let args = item["arguments"].clone();
+        added["arguments"] = json!("");
+        ev.push(sse(
+            "response.output_item.added",
+            seq,
+            json!({"output_index": index, "item": added}),
+        ));
+        ev.push(sse(
+            "response.function_call_arguments.delta",
+            seq,
+            json!({"item_id": item_id, "output_index": index, "delta": args}),
+        ));
+        ev.push(sse(
+            "response.function_call_arguments.done",
+            seq,
+            json!({"item_id": item_id, "output_index": index, "arguments": args}),
+        ));
+    }
+    ev.push(sse(
+        "response.output_item.done",
+        seq,
+        json!({"output_index": index, "item": item}),
+    ));
 }
 
 async fn responses(
@@ -362,16 +447,16 @@ async fn responses(
             "model": model, "output": [], "usage": null, "error": null})
     };
     let stream = body["stream"].as_bool() == Some(true);
-    let item = output_item(&step, id);
+    let items = output_items(&step, id);
     if !stream {
-        return match (&step, item) {
-            (_, Some(item)) => {
+        return match &step {
+            _ if !items.is_empty() => {
                 let mut r = base("completed");
-                r["output"] = json!([item]);
+                r["output"] = json!(items);
                 r["usage"] = usage_json(usage);
                 HttpResponse::Ok().json(r)
             }
-            (Step::Hang, _) => {
+            Step::Hang => {
                 futures::future::pending::<()>().await;
                 HttpResponse::InternalServerError().finish()
             }
@@ -391,81 +476,42 @@ async fn responses(
             json!({"response": base("in_progress")}),
         ),
     ];
-    match (&step, item) {
-        (Step::Hang, _) => return stream_response(ev, true),
-        (Step::Failed { code, message }, _) => {
+    match &step {
+        Step::Hang => return stream_response(ev, true),
+        Step::Failed { code, message } => {
             let mut r = base("failed");
             r["error"] = json!({"code": code, "message": message});
             ev.push(sse("response.failed", &mut seq, json!({"response": r})));
         }
-        (step, Some(item)) => {
-            let item_id = item["id"].clone();
-            let mut added = item.clone();
-            added["status"] = json!("in_progress");
-            match step {
-                Step::Text(t) => {
-                    added["content"] = json!([]);
-                    ev.push(sse(
-                        "response.output_item.added",
-                        &mut seq,
-                        json!({"output_index": 0, "item": added}),
-                    ));
-                    let part = json!({"type": "output_text", "text": "", "annotations": []});
-                    ev.push(sse(
-                        "response.content_part.added",
-                        &mut seq,
-                        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part}),
-                    ));
-                    ev.push(sse(
-                        "response.output_text.delta",
-                        &mut seq,
-                        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": t, "logprobs": []}),
-                    ));
-                    ev.push(sse(
-                        "response.output_text.done",
-                        &mut seq,
-                        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": t, "logprobs": []}),
-                    ));
-                    ev.push(sse(
-                        "response.content_part.done",
-                        &mut seq,
-                        json!({"item_id": item_id, "output_index": 0, "content_index": 0,
-                            "part": {"type": "output_text", "text": t, "annotations": []}}),
-                    ));
-                }
-                _ => {
-                    let args = item["arguments"].clone();
-                    added["arguments"] = json!("");
-                    ev.push(sse(
-                        "response.output_item.added",
-                        &mut seq,
-                        json!({"output_index": 0, "item": added}),
-                    ));
-                    ev.push(sse(
-                        "response.function_call_arguments.delta",
-                        &mut seq,
-                        json!({"item_id": item_id, "output_index": 0, "delta": args}),
-                    ));
-                    ev.push(sse(
-                        "response.function_call_arguments.done",
-                        &mut seq,
-                        json!({"item_id": item_id, "output_index": 0, "arguments": args}),
-                    ));
-                }
+        _ if !items.is_empty() => {
+            for (index, item) in items.iter().enumerate() {
+                item_events(&mut ev, &mut seq, index, item);
             }
-            ev.push(sse(
-                "response.output_item.done",
-                &mut seq,
-                json!({"output_index": 0, "item": item}),
-            ));
             let mut r = base("completed");
-            r["output"] = json!([item]);
+            r["output"] = json!(items);
             r["usage"] = usage_json(usage);
             ev.push(sse("response.completed", &mut seq, json!({"response": r})));
         }
         _ => return error_response(500, None),
     }
     stream_response(ev, false)
+}
+
+/// A step's function calls as Chat Completions numbers them: `(call id, name, arguments)`.
+fn chat_calls(step: &Step, id: u64) -> Vec<(String, String, Value)> {
+    match step {
+        Step::Tool { name, arguments } => {
+            vec![(format!("call_{id}"), name.clone(), arguments.clone())]
+        }
+        Step::Tools(calls) => calls
+            .iter()
+            .enumerate()
+            .map(|(k, (name, arguments))| {
+                (format!("call_{id}_{k}"), name.clone(), arguments.clone())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 async fn chat_completions(
@@ -503,17 +549,19 @@ async fn chat_completions(
     let data_line = |v: &Value| Bytes::from(format!("data: {v}\n\n"));
     let (message, finish) = match &step {
         Step::Text(t) => (json!({"role": "assistant", "content": t}), "stop"),
-        Step::Tool { name, arguments } => (
-            json!({"role": "assistant", "content": null, "tool_calls": [{
-                "id": format!("call_{id}"), "type": "function",
-                "function": {"name": name, "arguments": arguments.to_string()}}]}),
+        Step::Tool { .. } | Step::Tools(_) => (
+            json!({"role": "assistant", "content": null, "tool_calls": chat_calls(&step, id)
+                .iter()
+                .map(|(call, name, arguments)| json!({"id": call, "type": "function",
+                    "function": {"name": name, "arguments": arguments.to_string()}}))
+                .collect::<Vec<_>>()}),
             "tool_calls",
         ),
         _ => (Value::Null, ""),
     };
     if !stream {
         return match step {
-            Step::Text(_) | Step::Tool { .. } => HttpResponse::Ok().json(json!({
+            Step::Text(_) | Step::Tool { .. } | Step::Tools(_) => HttpResponse::Ok().json(json!({
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish,
                     "logprobs": null}],
@@ -545,19 +593,21 @@ async fn chat_completions(
                 json!([{"index": 0, "delta": {"content": t}, "finish_reason": null}]),
             )));
         }
-        Step::Tool { name, arguments } => {
-            ev.push(data_line(&chunk(json!([{"index": 0, "delta": {
-                "role": "assistant", "content": null,
-                "tool_calls": [{"index": 0, "id": format!("call_{id}"), "type": "function",
-                    "function": {"name": name, "arguments": ""}}]},
-                "finish_reason": null}]))));
-            ev.push(data_line(&chunk(json!([{"index": 0, "delta": {
-                "tool_calls": [{"index": 0, "function": {"arguments": arguments.to_string()}}]},
-                "finish_reason": null}]))));
+        Step::Tool { .. } | Step::Tools(_) => {
+            for (k, (call, name, arguments)) in chat_calls(&step, id).iter().enumerate() {
+                ev.push(data_line(&chunk(json!([{"index": 0, "delta": {
+                    "role": "assistant", "content": null,
+                    "tool_calls": [{"index": k, "id": call, "type": "function",
+                        "function": {"name": name, "arguments": ""}}]},
+                    "finish_reason": null}]))));
+                ev.push(data_line(&chunk(json!([{"index": 0, "delta": {
+                    "tool_calls": [{"index": k, "function": {"arguments": arguments.to_string()}}]},
+                    "finish_reason": null}]))));
+            }
         }
         Step::Error { .. } => {}
     }
-    if matches!(step, Step::Text(_) | Step::Tool { .. }) {
+    if matches!(step, Step::Text(_) | Step::Tool { .. } | Step::Tools(_)) {
         ev.push(data_line(&chunk(
             json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
         )));
