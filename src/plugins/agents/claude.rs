@@ -152,37 +152,38 @@ fn base36(mut n: u64) -> String {
 /// Classifies the last meaningful entry of a Claude Code JSONL log (rules in
 /// [`activity`](crate::plugins::activity)). `mtime` stands in for entries without a timestamp.
 pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
-    let entries: Vec<Value> = log
-        .lines()
+    let mut earlier = log.lines().rev();
+    let reading = |v: Value| classify_entry(&v, mtime).map(|r| (v, r));
+    let (entry, last) = earlier
+        .by_ref()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect();
-    let mut readings = entries
-        .iter()
-        .rev()
-        .filter_map(|v| classify_entry(v, mtime).map(|r| (v, r)));
-    let (entry, last) = readings.next()?;
-    // A turn that ended on an API error may be closed by a summary entry (`turn_duration`):
-    // the error it ended on is what the human needs to know.
-    if let (true, Reading::Finished(_)) = (entry["type"] == "system", &last) {
-        if let Some((_, failed @ Reading::ApiFailed(..))) = readings.next() {
-            return Some(failed);
-        }
-    }
+        .find_map(reading)?;
     Some(match last {
+        // A turn that ended on an API error may be closed by a summary entry
+        // (`turn_duration`): the error it ended on is what the human needs to know.
+        Reading::Finished(_) if entry["type"] == "system" => {
+            match earlier
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find_map(reading)
+            {
+                Some((_, failed @ Reading::ApiFailed(..))) => failed,
+                _ => last,
+            }
+        }
         Reading::Working(at) if entry["type"] == "assistant" => {
-            Reading::Working(message_began(&entries, entry, at, mtime))
+            Reading::Working(message_began(earlier, &entry, at, mtime))
         }
         other => other,
     })
 }
 
-/// When the model's message that `entry` is a part of was first logged. Claude Code logs each
-/// content block of a message as an entry of its own (same `message.id`), and asks about a
-/// call as soon as its block is complete: a later block of the same message (a parallel
-/// call) can be logged after the first call's dialog was reported. It is the same response,
-/// not work done since the dialog.
-fn message_began(
-    entries: &[Value],
+/// When the model's message that `entry` is a part of was first logged, from the `earlier`
+/// lines (newest first). Claude Code logs each content block of a message as an entry of its
+/// own (same `message.id`), and asks about a call as soon as its block is complete: a later
+/// block of the same message (a parallel call) can be logged after the first call's dialog
+/// was reported. It is the same response, not work done since the dialog.
+fn message_began<'a>(
+    earlier: impl Iterator<Item = &'a str>,
     entry: &Value,
     at: DateTime<Utc>,
     mtime: DateTime<Utc>,
@@ -190,8 +191,9 @@ fn message_began(
     let Some(id) = entry["message"]["id"].as_str() else {
         return at;
     };
-    entries
-        .iter()
+    earlier
+        .filter(|l| l.contains(id))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["type"] == "assistant" && v["message"]["id"].as_str() == Some(id))
         .map(|v| v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime))
         .fold(at, DateTime::min)
