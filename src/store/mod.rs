@@ -368,6 +368,16 @@ pub trait ChatReplies: Send + Sync + 'static {
     /// Forgets a reply once posted (or given up). Idempotent.
     async fn chat_reply_done(&self, id: i64) -> StoreResult<()>;
 
+    /// Forgets the replies `posted` (or given up) and claims the conversation's next message
+    /// ([`ChatStore::claim_chat_message`]), in one transaction. A refused claim (`Fenced`)
+    /// forgets nothing.
+    async fn claim_after_posting(
+        &self,
+        conversation: &str,
+        posted: &[i64],
+        fence: Option<&Fence>,
+    ) -> StoreResult<Option<ClaimedMessage>>;
+
     /// Counts a failed attempt at posting reply `id`; returns the attempts so far.
     ///
     /// Errors: `NotFound` for an unknown reply.

@@ -134,6 +134,7 @@ delegate! { ChatReplies to chat_replies {
     fn settle_chat_message(conversation: &str, id: i64, status: MessageStatus, replies: &[ChatReply], fence: Option<&Fence>) -> ();
     fn unsent_chat_replies(conversation: &str) -> Vec<ChatReplyRecord>;
     fn chat_reply_done(id: i64) -> ();
+    fn claim_after_posting(conversation: &str, posted: &[i64], fence: Option<&Fence>) -> Option<ClaimedMessage>;
     fn chat_reply_failed(id: i64) -> i64;
 } }
 

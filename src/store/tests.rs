@@ -151,6 +151,7 @@ store_suite!(
     a_running_chat_message_is_served_again_after_a_crash,
     a_settled_messages_replies_wait_in_order_until_posted,
     a_fenced_settle_writes_neither_status_nor_replies,
+    the_claim_after_posting_forgets_the_posted_replies_unless_refused,
     chat_calls_on_unknown_rows_are_not_found,
     chat_state_templates_commands_and_meta_round_trip,
     the_outbox_dedupes_and_serves_due_notifications_oldest_first,
@@ -1238,6 +1239,112 @@ async fn a_settled_messages_replies_wait_in_order_until_posted(store: SharedStor
         store.chat_reply_failed(unsent[1].id).await,
         &format!("chat reply {}", unsent[1].id),
     );
+}
+
+async fn the_claim_after_posting_forgets_the_posted_replies_unless_refused(store: SharedStore) {
+    let conv = store
+        .upsert_conversation("discord", "D1", at(0))
+        .await
+        .expect("upsert");
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let m = store
+            .enqueue_chat_message_with_meta(
+                &conv.id,
+                &n.to_string(),
+                "U1",
+                "hi",
+                &BTreeMap::new(),
+                at(n),
+            )
+            .await
+            .expect("enqueue")
+            .expect("stored");
+        ids.push(m.id);
+    }
+    let ttl = std::time::Duration::from_secs(60);
+    let held = store
+        .acquire_lease(LeaseKind::Conversation, &conv.id, "node-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    let mine = Fence {
+        owner: "node-a".into(),
+        generation: held.generation,
+    };
+    let first = store
+        .claim_after_posting(&conv.id, &[], Some(&mine))
+        .await
+        .expect("claim")
+        .expect("pending");
+    assert_eq!((first.message.id, first.resumed), (ids[0], false));
+    store
+        .settle_chat_message(
+            &conv.id,
+            ids[0],
+            MessageStatus::Done,
+            &[ChatReply::post("one"), ChatReply::post("two")],
+            Some(&mine),
+        )
+        .await
+        .expect("settle");
+    let unsent = store.unsent_chat_replies(&conv.id).await.expect("unsent");
+    let posted: Vec<i64> = unsent.iter().map(|r| r.id).collect();
+
+    // Refused (a stale fence): nothing is claimed and nothing forgotten.
+    let stale = Fence {
+        owner: "node-b".into(),
+        generation: mine.generation + 7,
+    };
+    let refused = store
+        .claim_after_posting(&conv.id, &posted, Some(&stale))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.unsent_chat_replies(&conv.id).await.expect("unsent"),
+        unsent
+    );
+
+    // The first reply out: forgotten as the next message is claimed; the second stays.
+    let next = store
+        .claim_after_posting(&conv.id, &posted[..1], Some(&mine))
+        .await
+        .expect("claim")
+        .expect("pending");
+    assert_eq!(next.message.id, ids[1]);
+    assert_eq!(
+        store.unsent_chat_replies(&conv.id).await.expect("unsent"),
+        unsent[1..]
+    );
+    // Nothing left to claim: the replies are forgotten all the same.
+    store
+        .settle_chat_message(&conv.id, ids[1], MessageStatus::Done, &[], Some(&mine))
+        .await
+        .expect("settle");
+    let third = store
+        .claim_after_posting(&conv.id, &[], None)
+        .await
+        .expect("claim")
+        .expect("pending");
+    store
+        .settle_chat_message(&conv.id, third.message.id, MessageStatus::Failed, &[], None)
+        .await
+        .expect("settle");
+    assert_eq!(
+        store
+            .claim_after_posting(&conv.id, &posted[1..], None)
+            .await
+            .expect("claim"),
+        None
+    );
+    assert!(store
+        .unsent_chat_replies(&conv.id)
+        .await
+        .expect("unsent")
+        .is_empty());
 }
 
 async fn a_fenced_settle_writes_neither_status_nor_replies(store: SharedStore) {

@@ -26,22 +26,36 @@ pub enum Delivered {
     Waiting(Duration),
 }
 
-/// Posts the conversation's stored replies in order, forgetting each once posted. A reply the
-/// platform refuses for good (not retriable), or that failed [`REPLY_ATTEMPTS`] times, is given
-/// up with a warning; one that failed for now stops the delivery, so replies keep their order.
+/// Posts the conversation's stored replies in order. Returns with the ids of those out (posted,
+/// or given up), for the caller to forget in the transaction of its next claim
+/// ([`ChatReplies::claim_after_posting`]). A reply the platform refuses for good (not
+/// retriable), or that failed [`REPLY_ATTEMPTS`] times, is given up with a warning; one that
+/// failed for now stops the delivery, so replies keep their order.
 ///
 /// # Errors
-/// The store failed.
-pub async fn deliver(ctx: &ChatContext, conversation: &str) -> Result<Delivered, StoreError> {
+/// The store failed (the replies already out are forgotten first, as far as it lets them).
+///
+/// [`ChatReplies::claim_after_posting`]: crate::store::ChatReplies::claim_after_posting
+pub async fn deliver(
+    ctx: &ChatContext,
+    conversation: &str,
+) -> Result<(Delivered, Vec<i64>), StoreError> {
+    let mut out = Vec::new();
     for r in ctx.store.unsent_chat_replies(conversation).await? {
         let result = match post(ctx, conversation, &r).await {
             Ok(()) => "posted",
             Err(e) if e.is_retriable() => {
-                let attempts = ctx.store.chat_reply_failed(r.id).await?;
+                let attempts = match ctx.store.chat_reply_failed(r.id).await {
+                    Ok(n) => n,
+                    Err(store) => {
+                        forget(ctx, &out).await;
+                        return Err(store);
+                    }
+                };
                 if attempts < REPLY_ATTEMPTS {
                     tracing::warn!(conversation, reply = r.id, attempts, error = %e, "chat reply failed; trying again later");
                     count("retried");
-                    return Ok(Delivered::Waiting(backoff(attempts)));
+                    return Ok((Delivered::Waiting(backoff(attempts)), out));
                 }
                 tracing::error!(conversation, reply = r.id, attempts, error = %e, "chat reply given up");
                 "given_up"
@@ -51,10 +65,20 @@ pub async fn deliver(ctx: &ChatContext, conversation: &str) -> Result<Delivered,
                 "given_up"
             }
         };
-        ctx.store.chat_reply_done(r.id).await?;
+        out.push(r.id);
         count(result);
     }
-    Ok(Delivered::All)
+    Ok((Delivered::All, out))
+}
+
+/// Forgets replies that are out when no claim will: each on its own, as far as the store
+/// lets it (one left is posted again later, the at-least-once of any platform call).
+pub async fn forget(ctx: &ChatContext, out: &[i64]) {
+    for id in out {
+        if let Err(e) = ctx.store.chat_reply_done(*id).await {
+            tracing::warn!(reply = id, error = %e, "cannot forget a posted chat reply");
+        }
+    }
 }
 
 fn count(result: &str) {

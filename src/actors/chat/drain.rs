@@ -1,12 +1,13 @@
 //! The drain loop: a conversation's pending messages, oldest first, one at a time, each
 //! claimed (`running`) in the store before its turn and `done`/`failed` after, together with
-//! its final replies; those are posted before the next message is claimed.
+//! its final replies; those are posted before the next message is claimed, and forgotten in
+//! the claim's transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::action::Ending;
-use super::delivery::{deliver, Delivered};
+use super::delivery::{deliver, forget, Delivered};
 use super::dispatch;
 use super::handles::TurnHandles;
 use super::ChatContext;
@@ -40,14 +41,23 @@ pub async fn drain(
                 None => return Ok(Delivered::All),
             },
         };
+        let mut out = Vec::new();
         if delivered == Delivered::All {
-            delivered = deliver(&ctx, &conversation).await?;
+            (delivered, out) = deliver(&ctx, &conversation).await?;
         }
-        let Some(claim) = ctx
+        // The replies out are forgotten in the claim's transaction (or, refused, on their own).
+        let claim = match ctx
             .store
-            .claim_chat_message(&conversation, fence.as_ref())
-            .await?
-        else {
+            .claim_after_posting(&conversation, &out, fence.as_ref())
+            .await
+        {
+            Ok(claim) => claim,
+            Err(e) => {
+                forget(&ctx, &out).await;
+                return Err(e);
+            }
+        };
+        let Some(claim) = claim else {
             return Ok(delivered);
         };
         let msg = claim.message;

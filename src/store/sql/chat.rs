@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Transaction;
 
 use super::{ReadRows, RowsAffected};
 use crate::store::{
@@ -214,8 +215,7 @@ sql_impl! { #[async_trait] impl ChatStore;
     }
 
     /// The fence check, then one conditional `UPDATE` (`queued` → `running`), in one
-    /// transaction. On PostgreSQL the fence check locks the conversation's lease row, so
-    /// claims of one conversation (and its takeover) run one after another.
+    /// transaction ([`SqlStore::claim_in`]).
     #[tracing::instrument(skip_all)]
     async fn claim_chat_message(
         &self,
@@ -223,61 +223,9 @@ sql_impl! { #[async_trait] impl ChatStore;
         fence: Option<&Fence>,
     ) -> StoreResult<Option<ClaimedMessage>> {
         let mut tx = self.begin_write().await?;
-        if let Some(f) = fence {
-            Self::check_fence(&mut tx, LeaseKind::Conversation, conversation, f).await?;
-        }
-        // The status literals match the partial index's predicate.
-        let head = sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM chat_messages WHERE conversation_id = $1 \
-             AND status IN ('queued', 'running') ORDER BY id LIMIT 1"
-        ))
-        .bind(conversation)
-        .fetch_optional(&mut *tx)
-        .await?
-        .read(Self::message_from_row)?;
-        let Some(head) = head else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let owner = fence.map(|f| f.owner.as_str());
-        let generation = fence.map(|f| f.generation);
-        if head.status == MessageStatus::Running {
-            // Its turn was interrupted (a crash, a dead owner): run it again, now ours.
-            sqlx::query(
-                "UPDATE chat_messages SET claimed_by = $2, claim_generation = $3 WHERE id = $1",
-            )
-            .bind(head.id)
-            .bind(owner)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Some(ClaimedMessage {
-                message: head,
-                resumed: true,
-            }));
-        }
-        let claimed = sqlx::query(concat!(
-            "UPDATE chat_messages SET status = 'running', started_at = $2, claimed_by = $3, \
-             claim_generation = $4 WHERE id = $1 AND status = 'queued' RETURNING ",
-            message_columns!()
-        ))
-        .bind(head.id)
-        .bind(D::ts(Utc::now()))
-        .bind(owner)
-        .bind(generation)
-        .fetch_optional(&mut *tx)
-        .await?
-        .read(Self::message_from_row)?;
+        let claimed = Self::claim_in(&mut tx, conversation, fence).await?;
         tx.commit().await?;
-        // Nothing claimed: another claimer won the message between the read and the update
-        // (only possible without a fence); the caller's next claim reads the next one.
-        Ok(claimed.map(|message| ClaimedMessage {
-            message,
-            resumed: false,
-        }))
+        Ok(claimed)
     }
 
     #[tracing::instrument(skip_all)]
@@ -479,5 +427,69 @@ sql_impl! { #[async_trait] impl TemplateStore;
         .fetch_all(&self.read)
         .await?;
         Ok(rows.into_iter().collect())
+    }
+}
+
+sql_impl! { impl;
+    /// [`ChatStore::claim_chat_message`] inside `tx`. On PostgreSQL the fence check locks the
+    /// conversation's lease row, so claims of one conversation (and its takeover) run one
+    /// after another.
+    pub(super) async fn claim_in(
+        tx: &mut Transaction<'static, D::Db>,
+        conversation: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<Option<ClaimedMessage>> {
+        if let Some(f) = fence {
+            Self::check_fence(tx, LeaseKind::Conversation, conversation, f).await?;
+        }
+        // The status literals match the partial index's predicate.
+        let head = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE conversation_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY id LIMIT 1"
+        ))
+        .bind(conversation)
+        .fetch_optional(&mut **tx)
+        .await?
+        .read(Self::message_from_row)?;
+        let Some(head) = head else {
+            return Ok(None);
+        };
+        let owner = fence.map(|f| f.owner.as_str());
+        let generation = fence.map(|f| f.generation);
+        if head.status == MessageStatus::Running {
+            // Its turn was interrupted (a crash, a dead owner): run it again, now ours.
+            sqlx::query(
+                "UPDATE chat_messages SET claimed_by = $2, claim_generation = $3 WHERE id = $1",
+            )
+            .bind(head.id)
+            .bind(owner)
+            .bind(generation)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(Some(ClaimedMessage {
+                message: head,
+                resumed: true,
+            }));
+        }
+        let claimed = sqlx::query(concat!(
+            "UPDATE chat_messages SET status = 'running', started_at = $2, claimed_by = $3, \
+             claim_generation = $4 WHERE id = $1 AND status = 'queued' RETURNING ",
+            message_columns!()
+        ))
+        .bind(head.id)
+        .bind(D::ts(Utc::now()))
+        .bind(owner)
+        .bind(generation)
+        .fetch_optional(&mut **tx)
+        .await?
+        .read(Self::message_from_row)?;
+        // Nothing claimed: another claimer won the message between the read and the update
+        // (only possible without a fence); the caller's next claim reads the next one.
+        Ok(claimed.map(|message| ClaimedMessage {
+            message,
+            resumed: false,
+        }))
     }
 }

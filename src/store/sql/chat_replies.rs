@@ -6,8 +6,8 @@ use chrono::Utc;
 
 use super::RowsAffected;
 use crate::store::{
-    not_found, ChatReplies, ChatReply, ChatReplyRecord, Fence, LeaseKind, MessageStatus,
-    StoreResult,
+    not_found, ChatReplies, ChatReply, ChatReplyRecord, ClaimedMessage, Fence, LeaseKind,
+    MessageStatus, StoreResult,
 };
 
 sql_impl! { #[async_trait] impl ChatReplies;
@@ -86,6 +86,27 @@ sql_impl! { #[async_trait] impl ChatReplies;
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+
+    /// The deletes ride in the claim's write transaction: one commit per message instead of
+    /// two on SQLite's single writer.
+    #[tracing::instrument(skip_all)]
+    async fn claim_after_posting(
+        &self,
+        conversation: &str,
+        posted: &[i64],
+        fence: Option<&Fence>,
+    ) -> StoreResult<Option<ClaimedMessage>> {
+        let mut tx = self.begin_write().await?;
+        for id in posted {
+            sqlx::query("DELETE FROM chat_replies WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let claimed = Self::claim_in(&mut tx, conversation, fence).await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     #[tracing::instrument(skip_all)]
