@@ -184,47 +184,10 @@ async fn a_real_codexs_parallel_edits_each_ask_and_page_on_their_own() {
         return;
     };
     let (id, waiting) = f.spawn_until_asked("Add one.txt and two.txt.").await;
-    let ws = std::path::PathBuf::from(waiting["workspace"].as_str().expect("workspace"));
-    let file = |q: &str| {
-        ["one.txt", "two.txt"]
-            .into_iter()
-            .find(|file| q.contains(&format!("/{file} [1. Yes, proceed (y)")))
-            .unwrap_or_else(|| panic!("names one of the files: {q}"))
-    };
-    let mut asked = vec![waiting["waiting_for"]
-        .as_str()
-        .expect("question")
-        .to_string()];
-    let sent = f.send(&id, "y").await;
-    assert_eq!(sent["delivered"], true, "{sent}");
-    asked.push(f.asked_again(&id, &asked[0]).await);
-    let sent = f.send(&id, "y").await;
-    assert_eq!(sent["delivered"], true, "{sent}");
-    let files: Vec<&str> = asked.iter().map(|q| file(q)).collect();
-    assert!(files[0] != files[1], "each edit asked once: {asked:#?}");
-    for file in ["one.txt", "two.txt"] {
-        eventually(60, file, || {
-            let path = ws.join(file);
-            async move { path.exists().then_some(()) }
-        })
-        .await;
-    }
-    wait_session(&f.app, &id, 60, "the turn ends", |s| {
-        s["state"] == "working" && s["activity"] == "idle"
+    f.allow_two_parallel_calls(&id, &waiting, ["one.txt", "two.txt"], |q, file| {
+        q.contains(&format!("/{file} [1. Yes, proceed (y)"))
     })
     .await;
-    let pages = f.pages();
-    assert_eq!(pages.len(), 2, "one page a dialog: {pages:#?}");
-    for file in files {
-        assert!(
-            pages
-                .iter()
-                .filter(|p| p["message"].as_str().is_some_and(|m| m.contains(file)))
-                .count()
-                == 1,
-            "{file}: {pages:#?}"
-        );
-    }
 }
 
 /// A Codex whose tmux session is gone (a reboot, a killed server) is restored into its own

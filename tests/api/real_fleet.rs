@@ -173,6 +173,58 @@ impl AgentFleet {
         self.screen_with(id, 60, "It was 4217.").await;
     }
 
+    /// Two calls of one answer (parallel tool calls), each asked on its own: the session waits
+    /// on the first (`waiting`), `send y` allows it, it then waits on the other, and `send y`
+    /// allows that one. Each question names one of `files` (`names(question, file)`), not the
+    /// same one; both files are written, the turn ends idle, and each call was paged once,
+    /// by a page naming its file.
+    pub(crate) async fn allow_two_parallel_calls(
+        &self,
+        id: &str,
+        waiting: &Value,
+        files: [&str; 2],
+        names: impl Fn(&str, &str) -> bool,
+    ) {
+        let ws = std::path::PathBuf::from(waiting["workspace"].as_str().expect("workspace"));
+        let file = |q: &str| {
+            files
+                .into_iter()
+                .find(|file| names(q, file))
+                .unwrap_or_else(|| panic!("names one of {files:?}: {q}"))
+        };
+        let mut asked = vec![waiting["waiting_for"]
+            .as_str()
+            .expect("question")
+            .to_string()];
+        let sent = self.send(id, "y").await;
+        assert_eq!(sent["delivered"], true, "{sent}");
+        asked.push(self.asked_again(id, &asked[0]).await);
+        let sent = self.send(id, "y").await;
+        assert_eq!(sent["delivered"], true, "{sent}");
+        let named: Vec<&str> = asked.iter().map(|q| file(q)).collect();
+        assert!(named[0] != named[1], "each call asked once: {asked:#?}");
+        for file in files {
+            eventually(60, file, || {
+                let path = ws.join(file);
+                async move { path.exists().then_some(()) }
+            })
+            .await;
+        }
+        wait_session(&self.app, id, 60, "the turn ends", |s| {
+            s["state"] == "working" && s["activity"] == "idle"
+        })
+        .await;
+        let pages = self.pages();
+        assert_eq!(pages.len(), 2, "one page a dialog: {pages:#?}");
+        for file in files {
+            let naming = pages
+                .iter()
+                .filter(|p| p["message"].as_str().is_some_and(|m| m.contains(file)))
+                .count();
+            assert_eq!(naming, 1, "{file}: {pages:#?}");
+        }
+    }
+
     /// The pages saying the agent waits for input.
     pub(crate) fn pages(&self) -> Vec<Value> {
         notifications_with(&self.hooks, "waiting for input")
