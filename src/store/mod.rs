@@ -293,17 +293,6 @@ pub trait ChatStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChatMessageRecord>>;
 
-    /// Claims the oldest pending message of `conversation` for its turn: a `queued` one is
-    /// marked `running` by one conditional `UPDATE` (never two claimers for one message); a
-    /// `running` one (its turn was interrupted) is handed out again as `resumed`. With a
-    /// `fence`, refused (`Fenced`) unless it still holds the conversation's lease, checked
-    /// in the same transaction. `None` when nothing is pending.
-    async fn claim_chat_message(
-        &self,
-        conversation: &str,
-        fence: Option<&Fence>,
-    ) -> StoreResult<Option<ClaimedMessage>>;
-
     /// A conversation's queued and running messages, oldest first.
     async fn pending_chat_messages(
         &self,
@@ -368,9 +357,12 @@ pub trait ChatReplies: Send + Sync + 'static {
     /// Forgets a reply once posted (or given up). Idempotent.
     async fn chat_reply_done(&self, id: i64) -> StoreResult<()>;
 
-    /// Forgets the replies `posted` (or given up) and claims the conversation's next message
-    /// ([`ChatStore::claim_chat_message`]), in one transaction. A refused claim (`Fenced`)
-    /// forgets nothing.
+    /// Forgets the replies `posted` (or given up), and claims the oldest pending message of
+    /// `conversation` for its turn, in one transaction: a `queued` one is marked `running` by
+    /// one conditional `UPDATE` (never two claimers for one message); a `running` one (its
+    /// turn was interrupted) is handed out again as `resumed`. With a `fence`, refused
+    /// (`Fenced`, and nothing forgotten) unless it still holds the conversation's lease,
+    /// checked in the same transaction. `None` when nothing is pending.
     async fn claim_after_posting(
         &self,
         conversation: &str,

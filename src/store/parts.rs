@@ -120,7 +120,6 @@ delegate! { ChatStore to chat {
     fn conversations_with_worktree(worktree: &str) -> Vec<String>;
     fn conversation_spend(conversation_id: &str) -> f64;
     fn enqueue_chat_message_with_meta(conversation_id: &str, platform_message_id: &str, author: &str, body: &str, meta: &BTreeMap<String, String>, at: DateTime<Utc>) -> Option<ChatMessageRecord>;
-    fn claim_chat_message(conversation: &str, fence: Option<&Fence>) -> Option<ClaimedMessage>;
     fn pending_chat_messages(conversation_id: &str) -> Vec<ChatMessageRecord>;
     fn chat_activity() -> ChatActivity;
     fn conversations_with_pending() -> Vec<String>;

@@ -997,7 +997,7 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
 
     assert_eq!(
         store
-            .claim_chat_message(&conv.id, None)
+            .claim_after_posting(&conv.id, &[], None)
             .await
             .expect("claim"),
         None
@@ -1064,7 +1064,7 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
 
     // Claims come in order, each marking its message running.
     let claimed = store
-        .claim_chat_message(&conv.id, None)
+        .claim_after_posting(&conv.id, &[], None)
         .await
         .expect("claim");
     let running = |m: &ChatMessageRecord| ChatMessageRecord {
@@ -1083,7 +1083,7 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
         .await
         .expect("done");
     let claimed = store
-        .claim_chat_message(&conv.id, None)
+        .claim_after_posting(&conv.id, &[], None)
         .await
         .expect("claim");
     assert_eq!(claimed.map(|c| c.message), Some(running(&second)));
@@ -1093,7 +1093,7 @@ async fn the_chat_inbox_dedupes_and_serves_the_oldest_message_first(store: Share
         .expect("failed");
     assert_eq!(
         store
-            .claim_chat_message(&conv.id, None)
+            .claim_after_posting(&conv.id, &[], None)
             .await
             .expect("claim"),
         None
@@ -1146,7 +1146,7 @@ async fn a_running_chat_message_is_served_again_after_a_crash(store: SharedStore
         [conv.id.as_str()]
     );
     let next = store
-        .claim_chat_message(&conv.id, None)
+        .claim_after_posting(&conv.id, &[], None)
         .await
         .expect("claim")
         .expect("a message");
@@ -1167,7 +1167,7 @@ async fn a_settled_messages_replies_wait_in_order_until_posted(store: SharedStor
         .expect("enqueue")
         .expect("stored");
     store
-        .claim_chat_message(&conv.id, None)
+        .claim_after_posting(&conv.id, &[], None)
         .await
         .expect("claim");
     let edit = ChatReply {
@@ -1187,7 +1187,7 @@ async fn a_settled_messages_replies_wait_in_order_until_posted(store: SharedStor
     // The message is done and no longer pending; its conversation is, for its replies.
     assert_eq!(
         store
-            .claim_chat_message(&conv.id, None)
+            .claim_after_posting(&conv.id, &[], None)
             .await
             .expect("claim"),
         None
@@ -1368,7 +1368,7 @@ async fn a_fenced_settle_writes_neither_status_nor_replies(store: SharedStore) {
         generation: held.generation,
     };
     store
-        .claim_chat_message(&conv.id, Some(&mine))
+        .claim_after_posting(&conv.id, &[], Some(&mine))
         .await
         .expect("claim");
     let stale = Fence {
@@ -2267,7 +2267,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
         .expect("acquire")
         .is_none());
     let first = store
-        .claim_chat_message(&conv.id, Some(&fa))
+        .claim_after_posting(&conv.id, &[], Some(&fa))
         .await
         .expect("claim")
         .expect("a message");
@@ -2279,7 +2279,9 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
         generation: a.generation,
     };
     assert!(matches!(
-        store.claim_chat_message(&conv.id, Some(&forged)).await,
+        store
+            .claim_after_posting(&conv.id, &[], Some(&forged))
+            .await,
         Err(StoreError::Fenced { .. })
     ));
 
@@ -2331,7 +2333,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
         Err(StoreError::Fenced { .. })
     ));
     assert!(matches!(
-        store.claim_chat_message(&conv.id, Some(&fa)).await,
+        store.claim_after_posting(&conv.id, &[], Some(&fa)).await,
         Err(StoreError::Fenced { .. })
     ));
     let unchanged = store.get_conversation(&conv.id).await.expect("conv");
@@ -2345,7 +2347,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
 
     // The new owner re-runs the interrupted message, then claims the others once each.
     let again = store
-        .claim_chat_message(&conv.id, Some(&fb))
+        .claim_after_posting(&conv.id, &[], Some(&fb))
         .await
         .expect("claim")
         .expect("the interrupted message");
@@ -2367,7 +2369,7 @@ async fn chat_claims_are_fenced_by_the_conversation_lease(store: SharedStore) {
             .await
             .expect("settle");
         match store
-            .claim_chat_message(&conv.id, Some(&fb))
+            .claim_after_posting(&conv.id, &[], Some(&fb))
             .await
             .expect("claim")
         {
@@ -2447,7 +2449,7 @@ async fn concurrent_chat_claims_take_each_message_once(store: SharedStore) {
         tokio::spawn(async move {
             let mut fresh = Vec::new();
             while let Some(c) = store
-                .claim_chat_message(&conv, Some(&fence))
+                .claim_after_posting(&conv, &[], Some(&fence))
                 .await
                 .expect("claim")
             {

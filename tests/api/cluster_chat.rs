@@ -405,7 +405,9 @@ async fn chat_conversations_are_run_once_by_their_owner_and_taken_over_after_kil
         "{refused:?}"
     );
     assert!(matches!(
-        store.claim_chat_message(&conversation, Some(&stale)).await,
+        store
+            .claim_after_posting(&conversation, &[], Some(&stale))
+            .await,
         Err(StoreError::Fenced { .. })
     ));
     assert_eq!(

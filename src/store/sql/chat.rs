@@ -214,20 +214,6 @@ sql_impl! { #[async_trait] impl ChatStore;
         Ok(())
     }
 
-    /// The fence check, then one conditional `UPDATE` (`queued` → `running`), in one
-    /// transaction ([`SqlStore::claim_in`]).
-    #[tracing::instrument(skip_all)]
-    async fn claim_chat_message(
-        &self,
-        conversation: &str,
-        fence: Option<&Fence>,
-    ) -> StoreResult<Option<ClaimedMessage>> {
-        let mut tx = self.begin_write().await?;
-        let claimed = Self::claim_in(&mut tx, conversation, fence).await?;
-        tx.commit().await?;
-        Ok(claimed)
-    }
-
     #[tracing::instrument(skip_all)]
     async fn chat_activity(&self) -> StoreResult<ChatActivity> {
         let latest = sqlx::query(concat!(
@@ -431,9 +417,12 @@ sql_impl! { #[async_trait] impl TemplateStore;
 }
 
 sql_impl! { impl;
-    /// [`ChatStore::claim_chat_message`] inside `tx`. On PostgreSQL the fence check locks the
-    /// conversation's lease row, so claims of one conversation (and its takeover) run one
+    /// The claim of [`ChatReplies::claim_after_posting`] inside `tx`: the fence check, then
+    /// one conditional `UPDATE` (`queued` → `running`). On PostgreSQL the fence check locks
+    /// the conversation's lease row, so claims of one conversation (and its takeover) run one
     /// after another.
+    ///
+    /// [`ChatReplies::claim_after_posting`]: crate::store::ChatReplies::claim_after_posting
     pub(super) async fn claim_in(
         tx: &mut Transaction<'static, D::Db>,
         conversation: &str,
