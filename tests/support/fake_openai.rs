@@ -595,11 +595,16 @@ async fn chat_completions(
         }
         Step::Tool { .. } | Step::Tools(_) => {
             for (k, (call, name, arguments)) in chat_calls(&step, id).iter().enumerate() {
-                ev.push(data_line(&chunk(json!([{"index": 0, "delta": {
-                    "role": "assistant", "content": null,
-                    "tool_calls": [{"index": k, "id": call, "type": "function",
-                        "function": {"name": name, "arguments": ""}}]},
-                    "finish_reason": null}]))));
+                let mut delta = json!({"tool_calls": [{"index": k, "id": call, "type": "function",
+                    "function": {"name": name, "arguments": ""}}]});
+                // The message's role comes once, with its first chunk.
+                if k == 0 {
+                    delta["role"] = json!("assistant");
+                    delta["content"] = Value::Null;
+                }
+                ev.push(data_line(&chunk(
+                    json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+                )));
                 ev.push(data_line(&chunk(json!([{"index": 0, "delta": {
                     "tool_calls": [{"index": k, "function": {"arguments": arguments.to_string()}}]},
                     "finish_reason": null}]))));
