@@ -296,3 +296,64 @@ async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_i
     })
     .await;
 }
+
+/// Two calls in one response, both pending, and a dialog on screen that does not say which
+/// call it asks about: the question is worded from the log's first unanswered call, the one
+/// Claude Code asks about first (it once named the newest).
+#[actix_web::test]
+async fn of_two_pending_parallel_calls_the_question_names_the_first() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    use flotilla::config::{AgentKind, AgentSettings};
+    use flotilla::plugins::agents::ClaudeCodeAgent;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ask = dir.path().join("ask");
+    let config = dir.path().join("claude");
+    // At work until `ask` exists; then a dialog that names no call.
+    let script = format!(
+        "clear; printf 'Working...\\n'; while [ ! -f '{a}' ]; do sleep 0.05; done; clear; \
+         printf 'Do you want to proceed?\\n❯ 1. Yes\\n  2. No\\n'; sleep 600",
+        a = ask.display()
+    );
+    let mut settings = AgentSettings::built_in(AgentKind::ClaudeCode);
+    settings.command = vec!["bash".into(), "-c".into(), script, "claude".into()];
+    settings.env.insert(
+        "CLAUDE_CONFIG_DIR".into(),
+        config.to_string_lossy().into_owned(),
+    );
+    let agent = ClaudeCodeAgent::new("dialogs".into(), settings);
+    let f = DialogFleet::start_as(dir, Arc::new(agent.clone()), None, None).await;
+    let ws = eventually(60, "the session at work", || async {
+        let s = f.session().await?;
+        s.session.workspace.clone().map(std::path::PathBuf::from)
+    })
+    .await;
+    let project = agent.project_dir(&ws).expect("project dir");
+    std::fs::create_dir_all(&project).expect("project dir");
+    let log = project.join("0b0d6c1e-1111-4222-8333-444455556666.jsonl");
+    let started = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
+    log_line(
+        &log,
+        &serde_json::json!({"type": "user", "timestamp": started.to_rfc3339(),
+            "message": {"role": "user", "content": "Commit twice."}})
+        .to_string(),
+    );
+    for (n, (tool, command)) in [
+        ("toolu_1", "git commit -m one"),
+        ("toolu_2", "git commit -m two"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = started + chrono::TimeDelta::milliseconds(500 * (n as i64 + 1));
+        log_line(&log, &claude_call("msg_par", tool, command, at));
+    }
+    std::fs::write(&ask, "").expect("ask");
+    let q = f.question("git commit").await;
+    assert!(
+        q.contains("git commit -m one") && !q.contains("git commit -m two"),
+        "{q}"
+    );
+}

@@ -439,7 +439,9 @@ pub fn trusted(file: &Path, text: &str, repo: &str, api_key: Option<&str>) -> Op
 }
 
 /// The tool call the log ends on, if the last meaningful entry is one that has not been
-/// answered: `(name, input)`.
+/// answered: `(name, input)`. Of a response's parallel calls (its blocks are logged as entries
+/// of their own, one `message.id`), the first one without a result: Claude Code asks about
+/// them in order, so that is the one its dialog shows.
 pub fn pending_tool(log: &str) -> Option<(String, Value)> {
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
     let last = log
@@ -450,11 +452,45 @@ pub fn pending_tool(log: &str) -> Option<(String, Value)> {
     if last["type"].as_str() != Some("assistant") {
         return None;
     }
-    let items = last["message"]["content"].as_array()?;
-    let tool = items
-        .iter()
-        .rev()
-        .find(|i| i["type"].as_str() == Some("tool_use"))?;
+    let calls = |entry: &Value| -> Vec<Value> {
+        entry["message"]["content"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|i| i["type"].as_str() == Some("tool_use"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let own = calls(&last);
+    let tool = match last["message"]["id"].as_str() {
+        Some(id) => {
+            let answered = |call: &Value| {
+                let Some(c) = call["id"].as_str() else {
+                    return false;
+                };
+                log.lines()
+                    .filter(|l| l.contains(c))
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|v| v["type"] == "user")
+                    .any(|v| {
+                        v["message"]["content"].as_array().is_some_and(|items| {
+                            items.iter().any(|i| i["tool_use_id"].as_str() == Some(c))
+                        })
+                    })
+            };
+            log.lines()
+                .filter(|l| l.contains(id))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["type"] == "assistant" && v["message"]["id"].as_str() == Some(id))
+                .flat_map(|v| calls(&v))
+                .find(|c| !answered(c))
+                .or_else(|| own.last().cloned())?
+        }
+        None => own.last().cloned()?,
+    };
     Some((tool["name"].as_str()?.to_string(), tool["input"].clone()))
 }
 
@@ -1017,6 +1053,29 @@ mod tests {
         assert_eq!(waiting_question(&name, &input), "approve Bash: ls");
         // Answered: the tool result comes after it.
         assert_eq!(pending_tool(&[USER, tool, USER].join("\n")), None);
+    }
+
+    #[test]
+    fn of_parallel_calls_the_first_unanswered_one_is_pending() {
+        // One response's two calls, each logged as an entry of its own: Claude asks about
+        // the first one first.
+        let second = TOOL
+            .replace("toolu_01", "toolu_03")
+            .replace("cargo test", "cargo fmt")
+            .replace("\"a2\"", "\"a5\"");
+        let log = [USER, TEXT, TOOL, &second].join("\n");
+        let (name, input) = pending_tool(&log).expect("pending");
+        assert_eq!(waiting_question(&name, &input), "approve Bash: cargo test");
+        // Once the first has its result (logged before the second block, as a result of a
+        // call answered at once would be), the second is the one asked.
+        let result = r#"{"type":"user","timestamp":"2025-10-01T11:59:04.000Z","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_01","content":"ok"}]}}"#;
+        let log = [USER, TEXT, TOOL, result, &second].join("\n");
+        let (name, input) = pending_tool(&log).expect("pending");
+        assert_eq!(waiting_question(&name, &input), "approve Bash: cargo fmt");
+        // Another response's call is not the first response's.
+        let next = second.replace("msg_01A", "msg_01D");
+        let (name, input) = pending_tool(&[USER, TEXT, TOOL, &next].join("\n")).expect("pending");
+        assert_eq!(waiting_question(&name, &input), "approve Bash: cargo fmt");
     }
 
     #[test]
