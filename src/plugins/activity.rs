@@ -817,25 +817,52 @@ fn cursor_menu<'a>(lines: &[&'a str]) -> Option<Vec<&'a str>> {
 /// Masks what looks like a credential in text taken from a screen: words with a known key
 /// prefix, and long runs of letters and digits mixed.
 pub fn mask_secrets(text: &str) -> String {
-    let secret = |w: &str| {
-        let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-        let prefixed = ["sk-", "ghp_", "gho_", "xox", "github_pat_"]
+    let trim = |w: &str| -> String {
+        w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string()
+    };
+    let prefixed = |core: &str| {
+        ["sk-", "ghp_", "gho_", "xox", "github_pat_"]
             .iter()
-            .any(|p| core.starts_with(p));
-        let long = core.len() >= 24
+            .any(|p| core.starts_with(p))
+    };
+    let long = |core: &str| {
+        core.len() >= 24
             && core.chars().any(|c| c.is_ascii_digit())
-            && core.chars().any(|c| c.is_ascii_alphabetic());
-        prefixed || long
+            && core.chars().any(|c| c.is_ascii_alphabetic())
+    };
+    let secret = |w: &str| {
+        let core = trim(w);
+        prefixed(&core) || long(&core)
+    };
+    // A file name is judged by the parts of its stem: a timestamp and a slug
+    // ("1764870000000-brave-falcon.md", a migration's "20261204120000_create_users.sql") are
+    // long and mixed together, not one by one as a key is.
+    let secret_part = |p: &str| {
+        let core = trim(p);
+        match core.rsplit_once('.') {
+            Some((_, ext)) if is_extension(ext) => {
+                prefixed(&core) || core.split(['-', '.', '_']).any(long)
+            }
+            _ => secret(p),
+        }
     };
     text.split(' ')
         .map(|w| {
             // A path (a permission dialog's file) or a URL (an error's) is long and mixed as
-            // a whole: its parts are what may be a secret.
-            let path = ["/", "~/", "./"].iter().any(|p| w.starts_with(p));
+            // a whole: its parts are what may be a secret. A relative path is one that starts
+            // at a dot or names a file (`.opencode/plans/x.md`, `src/lib.rs`); a word with a
+            // slash and neither may be a base64 key.
+            let path = ["/", "~/", "."].iter().any(|p| w.starts_with(p))
+                || (w.contains('/')
+                    && w.rsplit('/')
+                        .next()
+                        .and_then(|f| trim(f).rsplit_once('.').map(|(_, e)| is_extension(e)))
+                        .unwrap_or(false));
             let masked = if w.contains("://") {
                 w.split(['/', '?', '&', '=']).any(secret)
             } else if path {
-                w.split('/').any(secret)
+                w.split('/').any(secret_part)
             } else {
                 secret(w)
             };
@@ -847,6 +874,13 @@ pub fn mask_secrets(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Whether `ext` reads as a file name's extension (`md`, `rs`, `jsonl`, `mp4`).
+fn is_extension(ext: &str) -> bool {
+    (1..=8).contains(&ext.len())
+        && ext.chars().all(|c| c.is_ascii_alphanumeric())
+        && ext.chars().any(|c| c.is_ascii_alphabetic())
 }
 
 /// Parses an RFC 3339 timestamp (`2025-10-01T12:00:00.123Z`).
@@ -1238,6 +1272,24 @@ mod tests {
             "cat [secret]"
         );
         assert_eq!(mask_secrets("/k/a1b2c3d4e5f6a1b2c3d4e5f6a1b2"), "[secret]");
+        // A relative path, and a file named by a timestamp and a slug (OpenCode's plans, a
+        // migration): no secret. A key as a file's stem, or with a slash in it, still is.
+        for path in [
+            "Plan at .opencode/plans/1764870000000-brave-falcon.md is complete.",
+            "Edit src/migrations/20261204120000_create_users_table.sql",
+            "approve Write: /w/notes/1764870000000-brave-falcon.md",
+        ] {
+            assert_eq!(mask_secrets(path), path);
+        }
+        assert_eq!(
+            mask_secrets("cat keys/a1b2c3d4e5f6a1b2c3d4e5f6a1b2.pem"),
+            "cat [secret]"
+        );
+        assert_eq!(mask_secrets("cat .keys/sk-ant-0123.pem"), "cat [secret]");
+        assert_eq!(
+            mask_secrets("key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY2"),
+            "key [secret]"
+        );
         // So is a URL, to its query's values.
         let url = "error sending request for url (http://127.0.0.1:59691/agent/v1/sessions/demo-1/report):";
         assert_eq!(mask_secrets(url), url);
