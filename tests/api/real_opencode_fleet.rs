@@ -548,3 +548,77 @@ async fn a_real_opencode_retrying_the_model_api_records_the_failure() {
         .unwrap_or(0);
     assert!(failures >= 1, "{events}");
 }
+
+/// OpenCode's `plan` agent (the `suggest` mode) with its plan mode on
+/// (`OPENCODE_EXPERIMENTAL_PLAN_MODE`, set in the agent's `env` as a user would): the model
+/// ends its plan with `plan_exit`, which asks the human whether to switch to the build agent.
+/// The session needs input with that question and its two options; `send yes` picks "Yes",
+/// OpenCode switches to its build agent and goes on, and the build agent's edit is made.
+#[actix_web::test]
+async fn a_real_opencode_plan_exit_asks_to_build_and_yes_builds() {
+    let script = vec![
+        Step::tool("plan_exit", serde_json::json!({})),
+        Step::tool(
+            "write",
+            serde_json::json!({"filePath": "built.txt", "content": "built\n"}),
+        ),
+        Step::text("Built as planned."),
+    ];
+    let model = FakeOpenAi::start(script).await;
+    let Some(setup) = Setup::new(&model) else {
+        return;
+    };
+    let agents = opencode_agent_yaml(&setup, "suggest").replace(
+        "OPENCODE_DISABLE_MODELS_FETCH: \"1\" }",
+        "OPENCODE_DISABLE_MODELS_FETCH: \"1\", OPENCODE_EXPERIMENTAL_PLAN_MODE: \"1\" }",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(fleet) = AgentFleet::start(&agents, "opencode", dir).await else {
+        return;
+    };
+    let f = OpencodeFleet {
+        fleet,
+        model,
+        setup,
+    };
+    let (id, waiting) = f.spawn_until_asked("Plan a file, then build it.").await;
+    // The plan's file is named for it ("<created>-<slug>.md") and shown as it is (it once
+    // read "Plan at [secret]": its long name was taken for a key).
+    let asked = waiting["waiting_for"].as_str().unwrap_or_default();
+    let plan = match asked
+        .strip_prefix("Plan at .opencode/plans/")
+        .and_then(|r| {
+            r.strip_suffix(
+            " is complete. Would you like to switch to the build agent and start implementing? \
+             [1. Yes | 2. No | Dismiss (esc)]",
+        )
+        }) {
+        Some(plan) => plan.to_string(),
+        None => panic!("{waiting}\n{}", f.screen(&id).await),
+    };
+    assert!(plan.ends_with(".md") && !plan.contains(' '), "{plan}");
+    let sent = f.send(&id, "yes").await;
+    assert_eq!(sent["delivered"], true, "{sent}\n{}", f.screen(&id).await);
+    let turns = f
+        .model
+        .wait_for_turn_requests(2, Duration::from_secs(60))
+        .await
+        .expect("the request after the answer");
+    assert!(
+        tool_outputs(&turns[1])
+            .iter()
+            .any(|o| o.contains("build agent")),
+        "{:?}",
+        tool_outputs(&turns[1])
+    );
+    f.screen_with(&id, 60, "Built as planned.").await;
+    let s = wait_session(&f.app, &id, 60, "the turn's end", |s| {
+        s["activity"] == "idle"
+    })
+    .await;
+    let ws = s["workspace"].as_str().expect("workspace");
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(ws).join("built.txt")).ok(),
+        Some("built\n".to_string())
+    );
+}
