@@ -15,14 +15,17 @@
 //! character replaced by '-'>/<session uuid>.jsonl`; paths over 200 characters are cut and
 //! suffixed with a hash (as the CLI does). The newest such file that is not a sub-agent's
 //! (`agent-*.jsonl`) is this workspace's conversation. Only its last [`TAIL_BYTES`] are read
-//! for activity; usage reads the whole file, deduplicating the per-content-block copies of a
-//! message by message id.
+//! for activity; usage is read on from where the last look stopped ([`usage`]), deduplicating
+//! the per-content-block copies of a message by message id.
 
 pub mod ask;
 pub mod dialog;
 pub mod plan;
+pub mod usage;
 
-use std::collections::{BTreeMap, HashMap};
+pub use self::usage::usage;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,7 +40,7 @@ use crate::plugins::activity::{
     ApiFailure, Reading, Usage, TAIL_BYTES,
 };
 use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
-use crate::pricing::{PriceTable, Priced, Tokens};
+use crate::pricing::PriceTable;
 
 /// Longest encoded project directory name before the CLI shortens it with a hash.
 const MAX_DIR_NAME: usize = 200;
@@ -51,6 +54,8 @@ pub struct ClaudeCodeAgent {
     settings: AgentSettings,
     /// What tokens cost when the agent reports no cost.
     prices: Arc<PriceTable>,
+    /// The usage of each log read so far (shared by the clones of this agent).
+    tallies: Arc<super::log_tally::Tallies<usage::UsageTally>>,
 }
 
 impl ClaudeCodeAgent {
@@ -60,6 +65,7 @@ impl ClaudeCodeAgent {
             name,
             settings,
             prices: Arc::new(PriceTable::builtin_only()),
+            tallies: Arc::default(),
         }
     }
 
@@ -561,96 +567,6 @@ pub fn mcp_server_name(configured: &str) -> String {
         .collect()
 }
 
-/// Sums `message.usage` over a Claude Code JSONL log. Claude writes one line per content
-/// block, each repeating its message's usage, so usage is counted once per message id (the
-/// last copy wins: it has the final output count). The cost is Claude Code's own
-/// (`cost-state.totalCostUSD`, which it writes after a turn) when that entry comes after the
-/// last assistant message and knows every model's price; otherwise the tokens are priced with
-/// `prices` (the `pricing:` table over the built-in prices). `cost_source` says which; a
-/// model without a price makes the cost `None` (`unpriced`, the model named).
-pub fn usage(log: &str, prices: &PriceTable) -> Usage {
-    let mut total = table_usage(log, prices);
-    let mut agent_cost: Option<f64> = None;
-    for line in log.lines() {
-        if line.contains("\"type\":\"assistant\"") {
-            agent_cost = None; // a newer message than the last cost-state
-        } else if line.contains("\"cost-state\"") {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            if v["type"].as_str() == Some("cost-state") {
-                agent_cost = v["totalCostUSD"]
-                    .as_f64()
-                    .filter(|_| v["hasUnknownModelCost"].as_bool() != Some(true));
-            }
-        }
-    }
-    if let Some(cost) = agent_cost {
-        total.cost_usd = Some(cost);
-        total.cost_source = Some(crate::store::CostSource::Agent);
-        total.unpriced_models.clear();
-    }
-    total
-}
-
-fn table_usage(log: &str, prices: &PriceTable) -> Usage {
-    #[derive(Default)]
-    struct Counts {
-        model: String,
-        input: u64,
-        output: u64,
-        cache_write: u64,
-        cache_read: u64,
-    }
-    let mut by_message: HashMap<String, Counts> = HashMap::new();
-    for line in log.lines().filter(|l| l.contains("\"usage\"")) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let msg = &v["message"];
-        if v["type"].as_str() != Some("assistant") || msg["model"].as_str() == Some("<synthetic>") {
-            continue;
-        }
-        let u = &msg["usage"];
-        let n = |k: &str| u[k].as_u64().unwrap_or(0);
-        let id = msg["id"]
-            .as_str()
-            .or_else(|| v["uuid"].as_str())
-            .unwrap_or("")
-            .to_string();
-        by_message.insert(
-            id,
-            Counts {
-                model: msg["model"].as_str().unwrap_or("").to_string(),
-                input: n("input_tokens"),
-                output: n("output_tokens"),
-                cache_write: n("cache_creation_input_tokens"),
-                cache_read: n("cache_read_input_tokens"),
-            },
-        );
-    }
-    let mut total = Usage::default();
-    let mut priced = Priced::default();
-    for c in by_message.values() {
-        total.input_tokens += c.input;
-        total.output_tokens += c.output;
-        total.cache_tokens += c.cache_write + c.cache_read;
-        priced.add(
-            prices,
-            &c.model,
-            Tokens {
-                input: c.input,
-                output: c.output,
-                cache_read: c.cache_read,
-                cache_write: c.cache_write,
-            },
-        );
-    }
-    (total.cost_usd, total.cost_source) = priced.result();
-    total.unpriced_models = priced.unpriced;
-    total
-}
-
 /// What Claude Code 2.1.328's first-run set-up prints when it exits 1 before any dialog: its
 /// set-up begins with a connectivity check of the vendor's own endpoints (not
 /// `ANTHROPIC_BASE_URL`), and offline it shows "Unable to connect to Anthropic services",
@@ -891,11 +807,7 @@ impl Agent for ClaudeCodeAgent {
         let Some(path) = self.latest_log(workspace).await? else {
             return Ok(None);
         };
-        match tokio::fs::read_to_string(&path).await {
-            Ok(text) => Ok(Some(usage(&text, &self.prices))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.tallies.read(&path, |t| t.usage(&self.prices)).await
     }
 
     async fn agent_session_id(&self, workspace: &Path) -> PluginResult<Option<String>> {

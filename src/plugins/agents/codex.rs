@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::log_tally::Tally;
 use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{
@@ -54,6 +55,8 @@ pub struct CodexAgent {
     settings: AgentSettings,
     /// What tokens cost when the agent reports no cost.
     prices: Arc<PriceTable>,
+    /// The usage of each rollout read so far (shared by the clones of this agent).
+    tallies: Arc<super::log_tally::Tallies<UsageTally>>,
 }
 
 impl CodexAgent {
@@ -63,6 +66,7 @@ impl CodexAgent {
             name,
             settings,
             prices: Arc::new(PriceTable::builtin_only()),
+            tallies: Arc::default(),
         }
     }
 
@@ -332,49 +336,71 @@ fn totals_of(v: &Value) -> Option<Totals> {
 ///
 /// Codex logs only its turn requests: the TUI's session-title request is not counted.
 pub fn usage(log: &str, prices: &PriceTable) -> Option<Usage> {
-    let mut model: Option<String> = None;
-    let mut last: Option<Totals> = None;
-    let mut stretch_start = Totals::default();
-    let mut priced = Priced::default();
-    let mut close = |model: Option<&str>, upto: Totals, start: &mut Totals| {
-        priced.add(prices, model.unwrap_or(""), upto.since(*start).tokens());
-        *start = upto;
-    };
-    for line in log.lines() {
-        let relevant = line.contains("token_count")
-            || line.contains("token_usage_record")
-            || line.contains("turn_context")
-            || line.contains("thread_settings_applied");
-        if !relevant {
-            continue;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if let Some(t) = totals_of(&v) {
-            last = Some(t);
-        } else if let Some(m) = model_of(&v) {
-            if model.as_deref() != Some(m) {
-                close(
-                    model.as_deref(),
-                    last.unwrap_or_default(),
-                    &mut stretch_start,
-                );
-                model = Some(m.to_string());
+    let mut tally = UsageTally::default();
+    tally.feed(log);
+    tally.usage(prices)
+}
+
+/// What the lines of a rollout read so far add up to (see [`usage`]).
+#[derive(Debug, Default)]
+pub struct UsageTally {
+    /// The model in effect.
+    model: Option<String>,
+    /// The last cumulative totals.
+    last: Option<Totals>,
+    /// The totals when the model in effect took over.
+    stretch_start: Totals,
+    /// The tokens of each earlier stretch, with its model.
+    stretches: Vec<(Option<String>, Totals)>,
+}
+
+impl Tally for UsageTally {
+    fn feed(&mut self, log: &str) {
+        for line in log.lines() {
+            let relevant = line.contains("token_count")
+                || line.contains("token_usage_record")
+                || line.contains("turn_context")
+                || line.contains("thread_settings_applied");
+            if !relevant {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if let Some(t) = totals_of(&v) {
+                self.last = Some(t);
+            } else if let Some(m) = model_of(&v) {
+                if self.model.as_deref() != Some(m) {
+                    let upto = self.last.unwrap_or_default();
+                    self.stretches
+                        .push((self.model.take(), upto.since(self.stretch_start)));
+                    self.stretch_start = upto;
+                    self.model = Some(m.to_string());
+                }
             }
         }
     }
-    let t = last?;
-    close(model.as_deref(), t, &mut stretch_start);
-    let (cost_usd, cost_source) = priced.result();
-    Some(Usage {
-        input_tokens: t.input.saturating_sub(t.cached),
-        output_tokens: t.output,
-        cache_tokens: t.cached,
-        cost_usd,
-        cost_source,
-        unpriced_models: priced.unpriced,
-    })
+}
+
+impl UsageTally {
+    /// The usage so far, priced with `prices`; `None` without any totals.
+    pub fn usage(&self, prices: &PriceTable) -> Option<Usage> {
+        let t = self.last?;
+        let mut priced = Priced::default();
+        let current = (self.model.clone(), t.since(self.stretch_start));
+        for (model, tokens) in self.stretches.iter().chain([&current]) {
+            priced.add(prices, model.as_deref().unwrap_or(""), tokens.tokens());
+        }
+        let (cost_usd, cost_source) = priced.result();
+        Some(Usage {
+            input_tokens: t.input.saturating_sub(t.cached),
+            output_tokens: t.output,
+            cache_tokens: t.cached,
+            cost_usd,
+            cost_source,
+            unpriced_models: priced.unpriced,
+        })
+    }
 }
 
 /// `-c projects={"<workspace>"={trust_level="trusted"}}`: Codex 0.169 otherwise stops the
@@ -529,13 +555,13 @@ impl Agent for CodexAgent {
         let Some((path, _)) = self.rollout(workspace).await? else {
             return Ok(None);
         };
-        // The whole log: cost is priced per stretch of the model in effect, which a tail
-        // cannot tell (usage() parses only the few line kinds it needs).
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => Ok(usage(&String::from_utf8_lossy(&bytes), &self.prices)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        // The whole log, read on from the last look: cost is priced per stretch of the model
+        // in effect, which a tail cannot tell.
+        Ok(self
+            .tallies
+            .read(&path, |t| t.usage(&self.prices))
+            .await?
+            .flatten())
     }
 
     async fn agent_session_id(&self, workspace: &Path) -> PluginResult<Option<String>> {
@@ -758,6 +784,48 @@ mod tests {
         let odd = TURN.replace("gpt-5-codex", "gpt-9");
         let log = [META, TURN, COUNT_1, odd.as_str(), COUNT_2].join("\n");
         assert_eq!(builtin_usage(&log).expect("usage").cost_usd, None);
+    }
+
+    /// Read on line by line (a look after each), a rollout adds up to what it does read
+    /// whole, its model switch included.
+    #[tokio::test]
+    async fn a_rollout_read_on_look_by_look_adds_up_as_read_whole() {
+        use super::super::log_tally::Tallies;
+        use std::io::Write;
+        use v169::*;
+        let mini = TURN.replace("gpt-5-codex", "gpt-5-mini");
+        let lines = [
+            META,
+            TURN,
+            RECORD_1,
+            COUNT_1,
+            mini.as_str(),
+            RECORD_2,
+            COUNT_2,
+        ];
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("rollout.jsonl");
+        let tallies = Tallies::<UsageTally>::default();
+        let prices = PriceTable::builtin_only();
+        for (i, line) in lines.iter().enumerate() {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("rollout");
+            writeln!(f, "{line}").expect("append");
+            let read_on = tallies
+                .read(&path, |t| t.usage(&prices))
+                .await
+                .expect("read")
+                .expect("a rollout");
+            assert_eq!(
+                read_on,
+                builtin_usage(&lines[..=i].join("\n")),
+                "after line {i}"
+            );
+        }
+        assert!(builtin_usage(&lines.join("\n")).is_some_and(|u| u.cost_usd.is_some()));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod aider;
 pub mod claude;
 pub mod codex;
 pub mod command;
+pub mod log_tally;
 pub mod opencode;
 pub mod opencode_db;
 
