@@ -133,6 +133,73 @@ async fn a_stale_heartbeat_kills_the_assistants_whole_group() {
     .await;
 }
 
+/// The heartbeat's time is read on the machine's boot clock, not its wall clock: a file the
+/// wall clock calls an hour old (as after the clock was stepped forward) but written just now
+/// lets the assistant finish; one the wall clock calls fresh (as after a step back) but
+/// written an hour ago on the boot clock stops it. (Read by its mtime, the first was killed
+/// and the second ran on for an hour.)
+#[tokio::test]
+async fn the_heartbeat_is_timed_on_the_boot_clock_not_the_wall_clock() {
+    use flotilla::plugins::assistants::guard::{beat_text, boot_clock};
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let beat = dir.path().join("heartbeat");
+    let write = |boot: Duration, wall: SystemTime| {
+        std::fs::write(&beat, beat_text(boot)).expect("heartbeat");
+        std::fs::File::options()
+            .write(true)
+            .open(&beat)
+            .and_then(|f| f.set_modified(wall))
+            .expect("mtime");
+    };
+    let hour = Duration::from_secs(3600);
+    let now = boot_clock().expect("a boot clock");
+    write(now, SystemTime::now() - hour);
+    let alive = beat.display().to_string();
+    let out = guard(&[
+        "--alive",
+        &alive,
+        "--within-ms",
+        "60000",
+        "--",
+        "sh",
+        "-c",
+        "exit 4",
+    ])
+    .output()
+    .expect("guard runs");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "fresh on the boot clock: the assistant ends by itself ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    write(now.saturating_sub(hour), SystemTime::now() + hour);
+    let mut child = guard(&[
+        "--alive",
+        &alive,
+        "--within-ms",
+        "60000",
+        "--",
+        "sh",
+        "-c",
+        "sleep 600",
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("guard runs");
+    let status = eventually(30, "the guard stops the assistant", || {
+        let done = child.try_wait().expect("try_wait");
+        async move { done }
+    })
+    .await;
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let mut why = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut why);
+    assert!(why.contains("no lease renewal"), "{why}");
+}
+
 /// The node dies (here: the shell that started the guard exits): the guard kills the
 /// assistant without any heartbeat.
 #[tokio::test]

@@ -1,12 +1,13 @@
-//! The node's heartbeat file: its mtime is the time this node *sent* its last lease renewal
-//! that committed. The lease manager writes it after each successful renewal (never before
+//! The node's heartbeat file: the time this node *sent* its last lease renewal that
+//! committed, on the machine's boot clock (its text, see `guard::beat_text`) and on the wall
+//! clock (its mtime, for people). The lease manager writes it after each successful renewal (never before
 //! the commit, never after a failed one); each chat turn's `flotilla turn-guard` reads it and
 //! kills the assistant once it is older than `guard::within(ttl, renew)`, before the leases
 //! (and the turn slot) can expire and be taken by another node
 //! (see [`crate::plugins::assistants::guard`]).
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::NodeId;
 use crate::plugins::assistants::guard;
@@ -50,22 +51,28 @@ impl HeartbeatFile {
         }
     }
 
-    /// Records a renewal sent at `sent` that committed (the file's mtime becomes `sent`).
+    /// Records a renewal sent at `sent` that committed: `sent` is its time on the wall clock
+    /// (the file's mtime) and on the boot clock (its text; none when the OS has no such
+    /// clock). The file is replaced whole, so a guard never reads half of it.
     ///
     /// # Errors
     /// The file cannot be written.
-    pub async fn beat(&self, sent: SystemTime) -> std::io::Result<()> {
+    pub async fn beat(&self, sent: (SystemTime, Option<Duration>)) -> std::io::Result<()> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            f.set_modified(sent)
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(".new");
+            let new = path.with_file_name(name);
+            let f = std::fs::File::create(&new)?;
+            if let Some(boot) = sent.1 {
+                std::io::Write::write_all(&mut &f, guard::beat_text(boot).as_bytes())?;
+            }
+            f.set_modified(sent.0)?;
+            drop(f);
+            std::fs::rename(&new, &path)
         })
         .await
         .map_err(std::io::Error::other)?
@@ -88,19 +95,26 @@ impl HeartbeatFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
-    async fn a_beat_sets_the_files_time_to_when_the_renewal_was_sent() {
+    async fn a_beat_records_when_the_renewal_was_sent_on_both_clocks() {
         let dir = tempfile::tempdir().expect("tempdir");
         let h = HeartbeatFile::in_home(dir.path(), &NodeId("node a/1".into()));
         assert!(h.path().ends_with("run/cluster-heartbeat-node_a_1"));
         let sent = SystemTime::now() - Duration::from_secs(2);
-        h.beat(sent).await.expect("beat");
+        let boot = guard::boot_clock().expect("a boot clock");
+        h.beat((sent, Some(boot))).await.expect("beat");
         let m = std::fs::metadata(h.path())
             .and_then(|m| m.modified())
             .expect("mtime");
         assert_eq!(m, sent);
+        let text = std::fs::read_to_string(h.path()).expect("text");
+        assert_eq!(guard::beat_time(&text), Some(boot));
+        // Beaten again: replaced, not appended to.
+        let later = boot + Duration::from_secs(1);
+        h.beat((sent, Some(later))).await.expect("beat");
+        let text = std::fs::read_to_string(h.path()).expect("text");
+        assert_eq!(guard::beat_time(&text), Some(later));
         h.reset().expect("reset");
         assert!(!h.path().exists());
         h.reset().expect("a missing file is fine");

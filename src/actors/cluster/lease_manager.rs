@@ -69,7 +69,10 @@ impl LeaseManagerActor {
             let round = cluster.begin_round();
             // Before the query: the database stamps the new expiries after this instant, so
             // the heartbeat never claims more than the leases hold.
-            let sent = std::time::SystemTime::now();
+            let sent = (
+                std::time::SystemTime::now(),
+                crate::plugins::assistants::guard::boot_clock(),
+            );
             match store.renew_leases(&node, ttl).await {
                 Ok(leases) => {
                     // Committed: the turn guards may let the assistants run on.

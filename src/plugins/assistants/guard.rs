@@ -10,11 +10,17 @@
 //!   `--parent`, so a node that died before the guard looked is seen too). Not
 //!   `PR_SET_PDEATHSIG`: that fires when the *thread* that forked the guard exits, and the
 //!   node's runtime threads come and go;
-//! - clustered, the node's heartbeat file (touched by the lease manager after each renewal
+//! - clustered, the node's heartbeat file (written by the lease manager after each renewal
 //!   it committed, with the time the renewal was *sent*) is older than `--within-ms`
 //!   ([`within`]): the node has not renewed its leases, so they are about to expire.
 //!
-//! Everything here is pure: the decision ([`decide`]), the limit ([`within`]), the argv
+//! The heartbeat's time is read on the machine's boot clock ([`boot_clock`], the file's text),
+//! which every process shares and nobody sets: a wall clock stepped forward (NTP, a VM
+//! restored) would stop a live node's turns, and one stepped back would let a stale node's
+//! turn run on while another node takes its conversation. The file's mtime (the wall-clock
+//! time) is read only from a file without that text.
+//!
+//! Everything else here is pure: the decision ([`decide`]), the limit ([`within`]), the argv
 //! ([`TurnGuard::wrap`]) and the exit-status forwarding ([`Exit`]).
 
 use std::path::PathBuf;
@@ -53,6 +59,38 @@ pub fn within(ttl: Duration, renew: Duration) -> Duration {
         .max(renew)
 }
 
+/// The machine's boot clock: the time since it booted, suspension included (Linux's
+/// `CLOCK_BOOTTIME`; the monotonic clock elsewhere). The same for every process on the
+/// machine, and never set. `None` if the OS does not tell.
+pub fn boot_clock() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    let clock = libc::CLOCK_BOOTTIME;
+    #[cfg(not(target_os = "linux"))]
+    let clock = libc::CLOCK_MONOTONIC;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain syscall writing into our own struct.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
+/// A heartbeat file's text for a renewal sent at `at` on the [`boot_clock`]: nanoseconds.
+pub fn beat_text(at: Duration) -> String {
+    format!("{}\n", at.as_nanos())
+}
+
+/// The [`boot_clock`] time a heartbeat file's `text` holds (`None`: it holds none).
+pub fn beat_time(text: &str) -> Option<Duration> {
+    text.trim().parse::<u64>().ok().map(Duration::from_nanos)
+}
+
 /// How the node asks for a guarded turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnGuard {
@@ -67,7 +105,7 @@ pub struct TurnGuard {
 /// A heartbeat file and how old it may be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
-    /// The file whose mtime is the last renewal's time.
+    /// The file that holds the last renewal's time ([`beat_text`]).
     pub file: PathBuf,
     /// How old it may be ([`within`]).
     pub within: Duration,

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, SystemTime};
 
-use super::guard::{decide, Decision, Exit, Observation, SPAWN_FAILED, SPAWN_FAILED_CODE};
+use super::guard::{
+    beat_time, boot_clock, decide, Decision, Exit, Observation, SPAWN_FAILED, SPAWN_FAILED_CODE,
+};
 
 /// How often the guard looks when it cannot wait on pidfds.
 pub const FALLBACK_TICK: Duration = Duration::from_millis(200);
@@ -52,7 +54,7 @@ pub fn run(opts: GuardOptions) -> i32 {
             libc::setpgid(0, 0);
         }
     }
-    let started = SystemTime::now();
+    let started = (SystemTime::now(), boot_clock());
     let mut child = match std::process::Command::new(program).args(args).spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -120,11 +122,22 @@ fn parent_alive(parent: u32) -> bool {
     std::os::unix::process::parent_id() == parent
 }
 
-/// How old the heartbeat is; a missing or unreadable file counts from the guard's start.
-fn age(file: &Path, started: SystemTime) -> Duration {
+/// How old the heartbeat is, on the boot clock (see [`super::guard`]); a missing or unreadable
+/// file counts from the guard's start (`started`: then, on the wall and boot clocks). A file
+/// without a boot-clock time is dated by its mtime, on the wall clock.
+fn age(file: &Path, started: (SystemTime, Option<Duration>)) -> Duration {
+    let (started_wall, started_boot) = started;
+    let now = boot_clock();
+    let on_boot_clock = match std::fs::read_to_string(file) {
+        Ok(text) => beat_time(&text),
+        Err(_) => started_boot,
+    };
+    if let (Some(at), Some(now)) = (on_boot_clock, now) {
+        return now.saturating_sub(at);
+    }
     let since = std::fs::metadata(file)
         .and_then(|m| m.modified())
-        .unwrap_or(started);
+        .unwrap_or(started_wall);
     SystemTime::now()
         .duration_since(since)
         .unwrap_or(Duration::ZERO)
