@@ -166,9 +166,29 @@ pub fn execute_now(name: &str, content: &str, context: Option<&str>) -> String {
     p
 }
 
+/// The prompt of a message run again because a restart (or its node's death) cut its turn
+/// short: the assistant is told first, since the cut turn may already have done some of the
+/// work (edited files, run commands) in the same session and workspace, and its answer may
+/// never have reached the user.
+pub fn after_interruption(prompt: &str) -> String {
+    format!(
+        "Note from Flotilla: this message was already being answered when Flotilla restarted, \
+         and that turn was cut off. Some of its steps may be done already: check before \
+         repeating any. Its answer may not have reached the user, so answer in full.\n\n---\n\n\
+         {prompt}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_messages_prompt_says_so_first_and_keeps_the_prompt_whole() {
+        let p = after_interruption("Which number was it?");
+        assert!(p.starts_with("Note from Flotilla: this message was already being answered"));
+        assert!(p.ends_with("\n\n---\n\nWhich number was it?"), "{p}");
+    }
 
     fn a(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

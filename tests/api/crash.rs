@@ -203,8 +203,8 @@ async fn kill_dash_nine_and_restart_loses_nothing() {
 
 /// A node killed with `-9` in the middle of a chat turn: its assistant (under `flotilla
 /// turn-guard`) dies by itself while the node is down, so when the restarted node runs the
-/// interrupted message again (`resumed`) there is one assistant on it, and the message is
-/// answered once. Before the guard the orphan ran on (nobody kills its process group) and
+/// interrupted message again (`resumed`, its prompt saying so) there is one assistant on it,
+/// and the message is answered once. Before the guard the orphan ran on (nobody kills its process group) and
 /// finished beside the re-run.
 #[actix_web::test]
 async fn a_chat_turns_assistant_dies_with_its_node_killed_9_and_the_restart_answers_once() {
@@ -275,7 +275,7 @@ async fn a_chat_turns_assistant_dies_with_its_node_killed_9_and_the_restart_answ
             .into_iter()
             .flatten()
             .filter_map(|r| r["text"].as_str())
-            .filter(|t| t.contains("echo: tag-k1"))
+            .filter(|t| t.starts_with("echo: ") && t.contains("tag-k1"))
             .map(str::to_string)
             .collect();
         (!answers.is_empty()).then_some(answers)
@@ -284,4 +284,13 @@ async fn a_chat_turns_assistant_dies_with_its_node_killed_9_and_the_restart_answ
     assert_eq!(answers.len(), 1, "answered once: {answers:?}");
     assert_eq!(runs("end").len(), 1, "one run finished: the re-run");
     assert_eq!(runs("start").len(), 2, "the interrupted run and its re-run");
+    // The re-run is told that its message's last turn was cut short; the first run was not.
+    let note = "Note from Flotilla: this message was already being answered";
+    let prompts: Vec<String> = runs("start")
+        .iter()
+        .map(|v| v["prompt"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(!prompts[0].contains(note), "{prompts:?}");
+    assert!(prompts[1].starts_with(note), "{prompts:?}");
+    assert!(answers[0].contains(note), "{answers:?}");
 }

@@ -577,7 +577,8 @@ impl Crashable {
 
 /// A chat turn of the real `claude -p` cut by `kill -9` (its model had not answered yet) is
 /// run again once the server is back: resumed in the conversation's Claude session (the
-/// model sees the earlier exchange), asking the interrupted message, and answered once.
+/// model sees the earlier exchange), asking the interrupted message with a note that its
+/// last turn on it was cut, and answered once.
 #[actix_web::test]
 async fn a_chat_turn_cut_by_a_kill_9_is_run_again_resumed_and_answered_once() {
     let script = vec![
@@ -624,6 +625,15 @@ async fn a_chat_turn_cut_by_a_kill_9_is_run_again_resumed_and_answered_once() {
     assert!(
         last.to_string().contains("Which number was it?"),
         "the re-run asks the interrupted message: {last}"
+    );
+    // Told that its last turn on it was cut (it may have done some of the work); a turn run
+    // the first time is not.
+    let note = "Note from Flotilla: this message was already being answered";
+    assert!(last.to_string().contains(note), "{last}");
+    assert!(
+        !request_text(&requests[0]).contains(note),
+        "{}",
+        request_text(&requests[0])
     );
     assert_eq!(c.replies_with("t1", "It was 4217.").await.len(), 1);
 }

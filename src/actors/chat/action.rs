@@ -18,6 +18,26 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The action for a message run again after its turn was cut short (`resumed`): a prompt
+    /// says so first ([`crate::chat::template::after_interruption`]); anything else, and any
+    /// action of a message run for the first time, is unchanged.
+    pub fn resumed(self, resumed: bool) -> Self {
+        match self {
+            Action::Prompt {
+                prompt,
+                command,
+                fresh,
+            } if resumed => Action::Prompt {
+                prompt: crate::chat::template::after_interruption(&prompt),
+                command,
+                fresh,
+            },
+            other => other,
+        }
+    }
+}
+
 /// How a message ended, with its final replies: stored with the message's status and posted
 /// after it (see [`super::delivery`]).
 #[derive(Debug, Clone, PartialEq)]

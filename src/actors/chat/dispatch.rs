@@ -19,6 +19,7 @@ pub(super) async fn handle_message(
     ctx: &Arc<ChatContext>,
     conversation: &str,
     msg: &ChatMessageRecord,
+    resumed: bool,
     handles: &Arc<TurnHandles>,
 ) -> Ending {
     let mut conv = match ctx.store.get_conversation(conversation).await {
@@ -46,7 +47,7 @@ pub(super) async fn handle_message(
             question: msg.meta.get(inbox::ANSWERS_QUESTION).map(String::as_str),
         };
         let action = answers::notification_reply(ctx, session, asked, &msg.body).await;
-        return perform(ctx, conv, msg.id, action, handles).await;
+        return perform(ctx, conv, msg.id, action.resumed(resumed), handles).await;
     }
     let parsed = parse(&msg.body);
     if let Err(ending) = prepare_worktree(ctx, &mut conv, msg, &parsed).await {
@@ -58,7 +59,7 @@ pub(super) async fn handle_message(
         history.as_deref(),
     );
     let action = decide(ctx, &mut conv, parsed, context.as_deref(), handles).await;
-    perform(ctx, conv, msg.id, action, handles).await
+    perform(ctx, conv, msg.id, action.resumed(resumed), handles).await
 }
 
 /// A first turn (no assistant session yet) that reaches the assistant also gets the thread's

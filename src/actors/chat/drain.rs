@@ -67,7 +67,8 @@ pub async fn drain(
                 "re-running a message a restart or a dead owner interrupted"
             );
         }
-        let ending = dispatch::handle_message(&ctx, &conversation, &msg, &handles).await;
+        let ending =
+            dispatch::handle_message(&ctx, &conversation, &msg, claim.resumed, &handles).await;
         METRICS
             .chat_turns
             .with_label_values(&[ending.outcome.label()])
