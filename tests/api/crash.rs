@@ -294,3 +294,77 @@ async fn a_chat_turns_assistant_dies_with_its_node_killed_9_and_the_restart_answ
     assert!(prompts[1].starts_with(note), "{prompts:?}");
     assert!(answers[0].contains(note), "{answers:?}");
 }
+
+/// A `/spawn` whose message a crash left `running` after its session had started (the node
+/// died between the spawn and the message's end) is run again on restart: it answers with
+/// the session it started and starts no second agent on the task. (It started `demo-2`.)
+#[actix_web::test]
+async fn a_spawn_run_again_after_a_crash_answers_with_its_session_and_starts_no_second() {
+    if !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("chat");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let extra = crate::chat::chat_yaml(&base, "");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let s = Scratch::with_agents(dir, &agents, &extra);
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let (st, v) = post(
+        &server.address,
+        "/api/v1/chat/test/messages",
+        json!({"thread": "sp", "text": "/spawn demo write the docs", "author": "tester"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let started = |address: String| async move {
+        let v = get(&address, "/api/v1/chat/test/replies?thread=sp").await;
+        v["replies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["text"].as_str())
+            .filter(|t| t.starts_with("Started session"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    eventually(30, "the spawn's answer", || async {
+        (started(server.address.clone()).await.len() == 1).then_some(())
+    })
+    .await;
+    server.kill9();
+
+    // The kill came between the spawn and the message's end: the message is still running.
+    {
+        use sqlx::ConnectOptions;
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(s.home.join("flotilla.db"))
+            .connect()
+            .await
+            .expect("db");
+        let set = sqlx::query(
+            "UPDATE chat_messages SET status = 'running', finished_at = NULL \
+             WHERE body = '/spawn demo write the docs'",
+        )
+        .execute(&mut db)
+        .await
+        .expect("update");
+        assert_eq!(set.rows_affected(), 1);
+    }
+    // (The test platform keeps its replies in the server's memory: these are the new run's.)
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let answers = eventually(30, "the re-run's answer", || async {
+        let a = started(server.address.clone()).await;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(answers, vec!["Started session demo-1 (demo).".to_string()]);
+    let sessions = get(&server.address, "/api/v1/sessions").await;
+    let ids: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["demo-1"], "{sessions}");
+}

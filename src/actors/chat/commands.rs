@@ -36,15 +36,29 @@ const HELP: &str = "Commands:
 /spawn <project> [--agent NAME] <task…> — start a fleet session (its notifications come back here through a `chat` notifier); /fleet — list sessions
 /answer <session> <text> — answer a session started here that waits for you (with one waiting, a plain reply does)";
 
+/// A deterministic command as the message gave it.
+#[derive(Debug, Clone, Copy)]
+pub struct Command<'a> {
+    /// Its name, without the slash.
+    pub name: &'a str,
+    /// Its arguments, split.
+    pub args: &'a [String],
+    /// Everything after its name, as typed.
+    pub rest: &'a str,
+    /// When its message came in.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Runs a deterministic command, updating (and saving) the conversation's state.
 pub async fn run(
     ctx: &ChatContext,
     conv: &mut ConversationRecord,
-    name: &str,
-    args: &[String],
-    rest: &str,
+    command: Command<'_>,
     context: Option<&str>,
 ) -> Action {
+    let Command {
+        name, args, rest, ..
+    } = command;
     let before = conv.clone();
     let action = match name {
         "help" => Action::Reply(HELP.into()),
@@ -86,7 +100,7 @@ pub async fn run(
             },
         },
         "worktree" => worktree(ctx, conv, args).await,
-        "spawn" => spawn(ctx, conv, args).await,
+        "spawn" => spawn(ctx, conv, args, command.received_at).await,
         "fleet" => fleet(ctx).await,
         "answer" => super::answers::command(ctx, conv, args).await,
         other => Action::Reply(format!("Unknown command: /{other}")),
@@ -624,7 +638,12 @@ async fn worktree(ctx: &ChatContext, conv: &mut ConversationRecord, args: &[Stri
     }
 }
 
-async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) -> Action {
+async fn spawn(
+    ctx: &ChatContext,
+    conv: &ConversationRecord,
+    args: &[String],
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Action {
     let Some(fleet) = &ctx.fleet else {
         return Action::Reply("The fleet is not available here.".into());
     };
@@ -658,17 +677,48 @@ async fn spawn(ctx: &ChatContext, conv: &ConversationRecord, args: &[String]) ->
         Ok(o) => o,
         Err(e) => return Action::Reply(format!("Cannot spawn: {e}")),
     };
+    // Run again after a restart cut it short, the message may have started its session
+    // already: that one is the answer, not a second agent on the same task.
+    match spawned_since(ctx, &order, received_at).await {
+        Ok(Some(id)) => return started(ctx, conv, &id, project).await,
+        Ok(None) => {}
+        Err(e) => return Action::Fail(format!("cannot list sessions: {e}")),
+    }
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { order })).await {
-        Ok(Ok(Ok(s))) => {
-            let id = s.session.id.to_string();
-            if let Err(e) = ctx.store.link_session_to_conversation(&id, &conv.id).await {
-                tracing::warn!(session = %id, error = %e, "cannot link the session to its chat");
-            }
-            Action::Reply(format!("Started session {id} ({project})."))
-        }
+        Ok(Ok(Ok(s))) => started(ctx, conv, s.session.id.as_str(), project).await,
         Ok(Ok(Err(e))) => Action::Reply(format!("Cannot spawn: {e}")),
         _ => Action::Fail("the fleet did not answer in time".into()),
     }
+}
+
+/// Links session `id` to the conversation that started it, and says so.
+async fn started(ctx: &ChatContext, conv: &ConversationRecord, id: &str, project: &str) -> Action {
+    if let Err(e) = ctx.store.link_session_to_conversation(id, &conv.id).await {
+        tracing::warn!(session = %id, error = %e, "cannot link the session to its chat");
+    }
+    Action::Reply(format!("Started session {id} ({project})."))
+}
+
+/// The session `order` started since `since`, if any: a conversation's messages run one at a
+/// time, and the prompt names the conversation, so only this message (in a run a restart cut
+/// short) can have started one with that prompt since it came in.
+async fn spawned_since(
+    ctx: &ChatContext,
+    order: &SpawnOrder,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, crate::read::ReadError> {
+    let filter = crate::store::SessionFilter {
+        project: Some(order.project.clone()),
+        ..Default::default()
+    };
+    let sessions = crate::read::sessions::list(ctx.store.as_ref(), &filter).await?;
+    Ok(sessions
+        .into_iter()
+        .find(|s| {
+            s.created_at >= since
+                && s.prompt.as_deref() == order.prompt.as_ref().map(|p| p.as_str())
+        })
+        .map(|s| s.id.to_string()))
 }
 
 async fn fleet(ctx: &ChatContext) -> Action {

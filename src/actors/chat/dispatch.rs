@@ -58,7 +58,7 @@ pub(super) async fn handle_message(
         msg.meta.get("context").map(String::as_str),
         history.as_deref(),
     );
-    let action = decide(ctx, &mut conv, parsed, context.as_deref(), handles).await;
+    let action = decide(ctx, &mut conv, msg, parsed, context.as_deref(), handles).await;
     perform(ctx, conv, msg.id, action.resumed(resumed), handles).await
 }
 
@@ -141,6 +141,7 @@ async fn jira_repository(
 async fn decide(
     ctx: &ChatContext,
     conv: &mut ConversationRecord,
+    msg: &ChatMessageRecord,
     parsed: Parsed,
     context: Option<&str>,
     handles: &TurnHandles,
@@ -148,7 +149,13 @@ async fn decide(
     match parsed {
         Parsed::Command { name, .. } if name == "cancel" => cancelled(handles),
         Parsed::Command { name, args, rest } => {
-            commands::run(ctx, conv, &name, &args, &rest, context).await
+            let command = commands::Command {
+                name: &name,
+                args: &args,
+                rest: &rest,
+                received_at: msg.received_at,
+            };
+            commands::run(ctx, conv, command, context).await
         }
         Parsed::Template { name, args } => template(ctx, name, &args, context).await,
         Parsed::Plain(text) => plain(ctx, conv, text, context).await,

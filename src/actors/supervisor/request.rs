@@ -70,6 +70,11 @@ impl Prompt {
     pub fn into_inner(self) -> String {
         self.0
     }
+
+    /// The text, borrowed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A spawn request, parsed.
