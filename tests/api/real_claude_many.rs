@@ -137,10 +137,18 @@ async fn a_fleet_of_real_claudes_spawned_at_once_each_asks_and_takes_only_its_ow
             .iter()
             .filter(|p| p["session"] == id.as_str())
             .count();
-        assert_eq!(
-            alone + in_digest + held,
-            1,
-            "{id}: one page, sent alone, in a digest, or not at all: {rows:#?}\n{sent:#?}"
-        );
+        if alone + in_digest + held != 1 {
+            let (_, events) = r.app.get(&format!("/api/v1/sessions/{id}/events")).await;
+            let events: Vec<String> = events["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| format!("{} {} {}", e["at"], e["kind"], e["data"]))
+                .collect();
+            panic!(
+                "{id}: one page, sent alone, in a digest, or not at all: {rows:#?}\n{sent:#?}\n\
+                 {id}'s events: {events:#?}"
+            );
+        }
     }
 }
