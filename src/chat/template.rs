@@ -172,10 +172,10 @@ pub fn execute_now(name: &str, content: &str, context: Option<&str>) -> String {
 /// never have reached the user.
 pub fn after_interruption(prompt: &str) -> String {
     format!(
-        "Note from Flotilla: this message was already being answered when Flotilla restarted, \
-         and that turn was cut off. Some of its steps may be done already: check before \
-         repeating any. Its answer may not have reached the user, so answer in full.\n\n---\n\n\
-         {prompt}"
+        "Note from Flotilla: this message was already being answered, and that turn was cut \
+         off before it finished (Flotilla restarted, or another node took this conversation \
+         over). Some of its steps may be done already: check before repeating any. Its answer \
+         may not have reached the user, so answer in full.\n\n---\n\n{prompt}"
     )
 }
 

@@ -742,6 +742,12 @@ async fn spawn_starts_a_fleet_session_whose_notifications_come_back_to_the_chat(
         .await;
     c.wait_reply("f", "Started session demo-2 (demo).").await;
     c.wait_reply("f", "🔔 demo-2 (urgent)").await;
+    // The same /spawn twice, the second sent before the first ran: two sessions (only a
+    // message run again after a crash answers with the session it started).
+    c.send("f", "/spawn demo add a --quiet flag").await;
+    c.send("f", "/spawn demo add a --quiet flag").await;
+    c.wait_reply("f", "Started session demo-3 (demo).").await;
+    c.wait_reply("f", "Started session demo-4 (demo).").await;
 }
 
 #[actix_web::test]

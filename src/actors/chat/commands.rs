@@ -47,6 +47,8 @@ pub struct Command<'a> {
     pub rest: &'a str,
     /// When its message came in.
     pub received_at: chrono::DateTime<chrono::Utc>,
+    /// Its message is run again: a restart (or its node's death) cut its last run short.
+    pub resumed: bool,
 }
 
 /// Runs a deterministic command, updating (and saving) the conversation's state.
@@ -100,7 +102,15 @@ pub async fn run(
             },
         },
         "worktree" => worktree(ctx, conv, args).await,
-        "spawn" => spawn(ctx, conv, args, command.received_at).await,
+        "spawn" => {
+            spawn(
+                ctx,
+                conv,
+                args,
+                command.resumed.then_some(command.received_at),
+            )
+            .await
+        }
         "fleet" => fleet(ctx).await,
         "answer" => super::answers::command(ctx, conv, args).await,
         other => Action::Reply(format!("Unknown command: /{other}")),
@@ -642,7 +652,7 @@ async fn spawn(
     ctx: &ChatContext,
     conv: &ConversationRecord,
     args: &[String],
-    received_at: chrono::DateTime<chrono::Utc>,
+    rerun_of: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Action {
     let Some(fleet) = &ctx.fleet else {
         return Action::Reply("The fleet is not available here.".into());
@@ -677,12 +687,15 @@ async fn spawn(
         Ok(o) => o,
         Err(e) => return Action::Reply(format!("Cannot spawn: {e}")),
     };
-    // Run again after a restart cut it short, the message may have started its session
-    // already: that one is the answer, not a second agent on the same task.
-    match spawned_since(ctx, &order, received_at).await {
-        Ok(Some(id)) => return started(ctx, conv, &id, project).await,
-        Ok(None) => {}
-        Err(e) => return Action::Fail(format!("cannot list sessions: {e}")),
+    // Run again after a restart cut it short (`rerun_of`: when the message came in), it may
+    // have started its session already: that one is the answer, not a second agent on the
+    // same task.
+    if let Some(received_at) = rerun_of {
+        match spawned_since(ctx, &order, received_at).await {
+            Ok(Some(id)) => return started(ctx, conv, &id, project).await,
+            Ok(None) => {}
+            Err(e) => return Action::Fail(format!("cannot list sessions: {e}")),
+        }
     }
     match tokio::time::timeout(ctx.actor_timeout, fleet.send(Spawn { order })).await {
         Ok(Ok(Ok(s))) => started(ctx, conv, s.session.id.as_str(), project).await,

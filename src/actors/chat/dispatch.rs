@@ -58,7 +58,15 @@ pub(super) async fn handle_message(
         msg.meta.get("context").map(String::as_str),
         history.as_deref(),
     );
-    let action = decide(ctx, &mut conv, msg, parsed, context.as_deref(), handles).await;
+    let action = decide(
+        ctx,
+        &mut conv,
+        (msg, resumed),
+        parsed,
+        context.as_deref(),
+        handles,
+    )
+    .await;
     perform(ctx, conv, msg.id, action.resumed(resumed), handles).await
 }
 
@@ -141,7 +149,7 @@ async fn jira_repository(
 async fn decide(
     ctx: &ChatContext,
     conv: &mut ConversationRecord,
-    msg: &ChatMessageRecord,
+    (msg, resumed): (&ChatMessageRecord, bool),
     parsed: Parsed,
     context: Option<&str>,
     handles: &TurnHandles,
@@ -154,6 +162,7 @@ async fn decide(
                 args: &args,
                 rest: &rest,
                 received_at: msg.received_at,
+                resumed,
             };
             commands::run(ctx, conv, command, context).await
         }
