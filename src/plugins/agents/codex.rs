@@ -790,8 +790,7 @@ mod tests {
     /// whole, its model switch included.
     #[tokio::test]
     async fn a_rollout_read_on_look_by_look_adds_up_as_read_whole() {
-        use super::super::log_tally::Tallies;
-        use std::io::Write;
+        use super::super::log_tally::{append, Tallies};
         use v169::*;
         let mini = TURN.replace("gpt-5-codex", "gpt-5-mini");
         let lines = [
@@ -808,12 +807,7 @@ mod tests {
         let tallies = Tallies::<UsageTally>::default();
         let prices = PriceTable::builtin_only();
         for (i, line) in lines.iter().enumerate() {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .expect("rollout");
-            writeln!(f, "{line}").expect("append");
+            append(&path, &format!("{line}\n"));
             let read_on = tallies
                 .read(&path, |t| t.usage(&prices))
                 .await

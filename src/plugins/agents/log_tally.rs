@@ -141,6 +141,18 @@ fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     }
 }
 
+/// Appends `text` to the log at `path` as an agent does (tests).
+#[cfg(test)]
+pub(crate) fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("log");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,16 +165,6 @@ mod tests {
         fn feed(&mut self, lines: &str) {
             self.0.extend(lines.lines().map(str::to_string));
         }
-    }
-
-    fn append(path: &Path, text: &str) {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("log");
-        f.write_all(text.as_bytes()).expect("append");
     }
 
     /// Each line is fed once, whole: a line half written waits for its end (a whole last line

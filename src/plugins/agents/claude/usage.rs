@@ -144,23 +144,13 @@ impl UsageTally {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::log_tally::Tallies;
+    use super::super::super::log_tally::{append, Tallies};
     use super::*;
 
     const A: &str = r#"{"type":"assistant","message":{"id":"m1","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"a"}],"usage":{"input_tokens":10,"output_tokens":1}}}"#;
     const A_LAST: &str = r#"{"type":"assistant","message":{"id":"m1","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"t","name":"Bash","input":{}}],"usage":{"input_tokens":10,"output_tokens":7}}}"#;
     const B: &str = r#"{"type":"assistant","message":{"id":"m2","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"b"}],"usage":{"input_tokens":20,"output_tokens":3}}}"#;
     const COST: &str = r#"{"type":"cost-state","totalCostUSD":0.5}"#;
-
-    fn append(path: &std::path::Path, text: &str) {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("log");
-        f.write_all(text.as_bytes()).expect("append");
-    }
 
     /// Read on look by look, the log adds up as it does read whole: a message's later copy
     /// replaces its first even across looks, and the agent's own cost holds until a newer
