@@ -158,28 +158,23 @@ fn log_line(path: &std::path::Path, line: &str) {
     writeln!(f, "{line}").expect("append");
 }
 
-/// Two calls in one response (parallel tool use): Claude Code asks about the first as soon as
-/// its block is complete, so under load the second block can be logged after the first
-/// call's hook was reported, before the dialog is drawn. That entry is the same response, not
-/// work since the dialog: the wait stands (it once went back to `working`, and the same
-/// dialog was paged twice). The answer's result, logged after, ends it.
-#[actix_web::test]
-async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_its_wait() {
-    if !require_tool("tmux") || !require_tool("git") {
-        return;
-    }
+/// A fleet whose one session runs Claude Code's plugin on the scripted screen `script` (a
+/// file `dir` names can drive it), with `after_output` run after each capture: the fleet,
+/// the Claude log of the session's workspace, begun with the prompt "Commit twice." two
+/// seconds ago, and that time.
+async fn claude_on_screen(
+    dir: tempfile::TempDir,
+    script: String,
+    after_output: Option<Hook>,
+) -> (
+    DialogFleet,
+    std::path::PathBuf,
+    chrono::DateTime<chrono::Utc>,
+) {
     use flotilla::config::{AgentKind, AgentSettings};
     use flotilla::plugins::agents::ClaudeCodeAgent;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let poke = dir.path().join("poke");
     let config = dir.path().join("claude");
-    // The spinner while the dialog is not drawn yet; each poke adds output (a look follows).
-    let script = format!(
-        "clear; printf 'Working...\\n'; while :; do if [ -f '{p}' ]; then rm -f '{p}'; \
-         printf '.'; fi; sleep 0.05; done",
-        p = poke.display()
-    );
     let mut settings = AgentSettings::built_in(AgentKind::ClaudeCode);
     settings.command = vec!["bash".into(), "-c".into(), script, "claude".into()];
     settings.env.insert(
@@ -187,19 +182,7 @@ async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_i
         config.to_string_lossy().into_owned(),
     );
     let agent = ClaudeCodeAgent::new("dialogs".into(), settings);
-    // Captures of the screen since the response's second call was logged.
-    let looks = Arc::new(AtomicUsize::new(0));
-    let counting = Arc::new(AtomicBool::new(false));
-    let after_output: Hook = {
-        let (looks, counting) = (looks.clone(), counting.clone());
-        Arc::new(move |_| {
-            if counting.load(Ordering::SeqCst) {
-                looks.fetch_add(1, Ordering::SeqCst);
-            }
-            Box::pin(async {})
-        })
-    };
-    let f = DialogFleet::start_as(dir, Arc::new(agent.clone()), Some(after_output), None).await;
+    let f = DialogFleet::start_as(dir, Arc::new(agent.clone()), after_output, None).await;
     let ws = eventually(60, "the session at work", || async {
         let s = f.session().await?;
         s.session.workspace.clone().map(std::path::PathBuf::from)
@@ -215,6 +198,40 @@ async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_i
             "message": {"role": "user", "content": "Commit twice."}})
         .to_string(),
     );
+    (f, log, started)
+}
+
+/// Two calls in one response (parallel tool use): Claude Code asks about the first as soon as
+/// its block is complete, so under load the second block can be logged after the first
+/// call's hook was reported, before the dialog is drawn. That entry is the same response, not
+/// work since the dialog: the wait stands (it once went back to `working`, and the same
+/// dialog was paged twice). The answer's result, logged after, ends it.
+#[actix_web::test]
+async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_its_wait() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let poke = dir.path().join("poke");
+    // The spinner while the dialog is not drawn yet; each poke adds output (a look follows).
+    let script = format!(
+        "clear; printf 'Working...\\n'; while :; do if [ -f '{p}' ]; then rm -f '{p}'; \
+         printf '.'; fi; sleep 0.05; done",
+        p = poke.display()
+    );
+    // Captures of the screen since the response's second call was logged.
+    let looks = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let after_output: Hook = {
+        let (looks, counting) = (looks.clone(), counting.clone());
+        Arc::new(move |_| {
+            if counting.load(Ordering::SeqCst) {
+                looks.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(async {})
+        })
+    };
+    let (f, log, started) = claude_on_screen(dir, script, Some(after_output)).await;
     log_line(
         &log,
         &claude_call(
@@ -305,41 +322,15 @@ async fn of_two_pending_parallel_calls_the_question_names_the_first() {
     if !require_tool("tmux") || !require_tool("git") {
         return;
     }
-    use flotilla::config::{AgentKind, AgentSettings};
-    use flotilla::plugins::agents::ClaudeCodeAgent;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let ask = dir.path().join("ask");
-    let config = dir.path().join("claude");
     // At work until `ask` exists; then a dialog that names no call.
     let script = format!(
         "clear; printf 'Working...\\n'; while [ ! -f '{a}' ]; do sleep 0.05; done; clear; \
          printf 'Do you want to proceed?\\n❯ 1. Yes\\n  2. No\\n'; sleep 600",
         a = ask.display()
     );
-    let mut settings = AgentSettings::built_in(AgentKind::ClaudeCode);
-    settings.command = vec!["bash".into(), "-c".into(), script, "claude".into()];
-    settings.env.insert(
-        "CLAUDE_CONFIG_DIR".into(),
-        config.to_string_lossy().into_owned(),
-    );
-    let agent = ClaudeCodeAgent::new("dialogs".into(), settings);
-    let f = DialogFleet::start_as(dir, Arc::new(agent.clone()), None, None).await;
-    let ws = eventually(60, "the session at work", || async {
-        let s = f.session().await?;
-        s.session.workspace.clone().map(std::path::PathBuf::from)
-    })
-    .await;
-    let project = agent.project_dir(&ws).expect("project dir");
-    std::fs::create_dir_all(&project).expect("project dir");
-    let log = project.join("0b0d6c1e-1111-4222-8333-444455556666.jsonl");
-    let started = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
-    log_line(
-        &log,
-        &serde_json::json!({"type": "user", "timestamp": started.to_rfc3339(),
-            "message": {"role": "user", "content": "Commit twice."}})
-        .to_string(),
-    );
+    let (f, log, started) = claude_on_screen(dir, script, None).await;
     for (n, (tool, command)) in [
         ("toolu_1", "git commit -m one"),
         ("toolu_2", "git commit -m two"),
