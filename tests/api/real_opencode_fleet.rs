@@ -20,9 +20,18 @@ type OpencodeFleet = ModelFleet<Setup>;
 impl OpencodeFleet {
     /// The fleet with one `opencode` agent in `mode`, the model scripted by `script`.
     async fn start(script: Vec<Step>, mode: &str) -> Option<OpencodeFleet> {
+        Self::start_with_env(script, mode, "").await
+    }
+
+    /// [`OpencodeFleet::start`], with `env` (`NAME: "value"` pairs, each after a comma) added
+    /// to the agent's environment.
+    async fn start_with_env(script: Vec<Step>, mode: &str, env: &str) -> Option<OpencodeFleet> {
         let model = FakeOpenAi::start(script).await;
         let setup = Setup::new(&model)?;
-        let agents = opencode_agent_yaml(&setup, mode);
+        let agents = opencode_agent_yaml(&setup, mode).replace(
+            "OPENCODE_DISABLE_MODELS_FETCH: \"1\" }",
+            &format!("OPENCODE_DISABLE_MODELS_FETCH: \"1\"{env} }}"),
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         Some(OpencodeFleet {
             fleet: AgentFleet::start(&agents, "opencode", dir).await?,
@@ -564,22 +573,9 @@ async fn a_real_opencode_plan_exit_asks_to_build_and_yes_builds() {
         ),
         Step::text("Built as planned."),
     ];
-    let model = FakeOpenAi::start(script).await;
-    let Some(setup) = Setup::new(&model) else {
+    let plan_mode = ", OPENCODE_EXPERIMENTAL_PLAN_MODE: \"1\"";
+    let Some(f) = OpencodeFleet::start_with_env(script, "suggest", plan_mode).await else {
         return;
-    };
-    let agents = opencode_agent_yaml(&setup, "suggest").replace(
-        "OPENCODE_DISABLE_MODELS_FETCH: \"1\" }",
-        "OPENCODE_DISABLE_MODELS_FETCH: \"1\", OPENCODE_EXPERIMENTAL_PLAN_MODE: \"1\" }",
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some(fleet) = AgentFleet::start(&agents, "opencode", dir).await else {
-        return;
-    };
-    let f = OpencodeFleet {
-        fleet,
-        model,
-        setup,
     };
     let (id, waiting) = f.spawn_until_asked("Plan a file, then build it.").await;
     // The plan's file is named for it ("<created>-<slug>.md") and shown as it is (it once
