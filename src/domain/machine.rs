@@ -1211,8 +1211,10 @@ impl Machine<'_> {
             } else {
                 self.apply(&kind)
             };
-        // A report is recorded even when it changes nothing else.
-        self.s.session.meta["last_report"] = serde_json::json!({"state": state, "at": self.at});
+        // A report is recorded even when it changes nothing else; whether a hook made it tells
+        // the session's looks that its dialog may not be drawn yet.
+        self.s.session.meta["last_report"] =
+            serde_json::json!({"state": state, "at": self.at, "hook": hook});
         match out {
             Outcome::Noop(_) => Outcome::Applied,
             o => o,

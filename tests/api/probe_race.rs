@@ -171,6 +171,23 @@ async fn claude_on_screen(
     std::path::PathBuf,
     chrono::DateTime<chrono::Utc>,
 ) {
+    let (f, log) = claude_without_log(dir, script, after_output).await;
+    let started = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
+    log_line(
+        &log,
+        &serde_json::json!({"type": "user", "timestamp": started.to_rfc3339(),
+            "message": {"role": "user", "content": "Commit twice."}})
+        .to_string(),
+    );
+    (f, log, started)
+}
+
+/// [`claude_on_screen`] before Claude wrote its log: the fleet and where the log will be.
+async fn claude_without_log(
+    dir: tempfile::TempDir,
+    script: String,
+    after_output: Option<Hook>,
+) -> (DialogFleet, std::path::PathBuf) {
     use flotilla::config::{AgentKind, AgentSettings};
     use flotilla::plugins::agents::ClaudeCodeAgent;
 
@@ -190,15 +207,10 @@ async fn claude_on_screen(
     .await;
     let project = agent.project_dir(&ws).expect("project dir");
     std::fs::create_dir_all(&project).expect("project dir");
-    let log = project.join("0b0d6c1e-1111-4222-8333-444455556666.jsonl");
-    let started = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
-    log_line(
-        &log,
-        &serde_json::json!({"type": "user", "timestamp": started.to_rfc3339(),
-            "message": {"role": "user", "content": "Commit twice."}})
-        .to_string(),
-    );
-    (f, log, started)
+    (
+        f,
+        project.join("0b0d6c1e-1111-4222-8333-444455556666.jsonl"),
+    )
 }
 
 /// Two calls in one response (parallel tool use): Claude Code asks about the first as soon as
@@ -347,4 +359,87 @@ async fn of_two_pending_parallel_calls_the_question_names_the_first() {
         q.contains("git commit -m one") && !q.contains("git commit -m two"),
         "{q}"
     );
+}
+
+/// A first turn's dialog reported by its hook before Claude Code wrote any log, while the
+/// screen still shows the spinner (the dialog is drawn a moment later): the screen's work is
+/// not newer evidence than the hook's wait, so the wait stands and the question is paged once.
+/// (It went back to `working` 27 ms after the report, then was asked and paged again: the
+/// 31-for-30 count of `real_agent_latency`, and a real Claude fleet's double page.) The log's
+/// call result, written after, ends it.
+#[actix_web::test]
+async fn a_first_turns_hook_report_stands_while_only_the_spinner_shows() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A spinner that never stops: output changes, so the session looks again and again.
+    let script =
+        "clear; printf 'Working...\\n'; while :; do printf '.'; sleep 0.1; done".to_string();
+    let looks = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let after_output: Hook = {
+        let (looks, counting) = (looks.clone(), counting.clone());
+        Arc::new(move |_| {
+            if counting.load(Ordering::SeqCst) {
+                looks.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(async {})
+        })
+    };
+    let (f, log) = claude_without_log(dir, script, Some(after_output)).await;
+    let mark = f.store.last_event_id().await.expect("events");
+    f.sup
+        .send(ApplyTo {
+            id: f.id.clone(),
+            event: EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: Some("approve Bash: git commit -m one".into()),
+                pr: None,
+                hook: true,
+            },
+        })
+        .await
+        .expect("mailbox")
+        .expect("applied");
+    let waiting = f.question("git commit -m one").await;
+    counting.store(true, Ordering::SeqCst);
+    eventually(60, "three looks at the spinner", || async {
+        (looks.load(Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    let events = f
+        .store
+        .session_events(&f.id, mark, 100)
+        .await
+        .expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(
+        !kinds.contains(&"agent.active") && !kinds.contains(&"agent.waiting_input"),
+        "the spinner ended the hook's wait: {kinds:?}"
+    );
+    let s = f.session().await.expect("session");
+    assert_eq!(s.session.state, SessionState::NeedsInput);
+    assert_eq!(s.session.meta["question"].as_str(), Some(waiting.as_str()));
+
+    // Answered at the terminal: Claude logs the call and its result, and the wait ends.
+    let now = chrono::Utc::now();
+    log_line(
+        &log,
+        &claude_call("msg_1", "toolu_1", "git commit -m one", now),
+    );
+    log_line(
+        &log,
+        &serde_json::json!({"type": "user",
+            "timestamp": (now + chrono::TimeDelta::milliseconds(20))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": {"role": "user", "content": [{"type": "tool_result",
+                "tool_use_id": "toolu_1", "content": "", "is_error": false}]}})
+        .to_string(),
+    );
+    eventually(60, "back to work on the call's result", || async {
+        let s = f.session().await?;
+        (s.session.state == SessionState::Working).then_some(())
+    })
+    .await;
 }

@@ -1210,9 +1210,24 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
         let waiting_since = (rec.activity == Activity::WaitingInput)
             .then_some(rec.activity_at)
             .flatten();
-        let stale = |at: chrono::DateTime<Utc>| {
-            waiting_since.is_some_and(|w| at <= w)
-                && sig.source == crate::plugins::activity::ActivitySource::Native
+        // A wait a hook reported is the agent's own word that a dialog is coming, drawn a
+        // moment later: until then its screen still shows the work before it (Claude's
+        // spinner), and on a first turn its log may not be written yet, so the screen is all
+        // a look has. The screen then cannot end that wait; the agent's log, an answer or a
+        // later report does (answered at the terminal, the log shows the call's result).
+        let report = &rec.meta["last_report"];
+        let reported_at = report["at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let hook_wait = report["hook"] == true
+            && report["state"] == "needs_input"
+            && waiting_since.is_some_and(|w| reported_at.is_some_and(|r| r >= w));
+        let stale = |at: chrono::DateTime<Utc>| match sig.source {
+            crate::plugins::activity::ActivitySource::Native => {
+                waiting_since.is_some_and(|w| at <= w)
+            }
+            crate::plugins::activity::ActivitySource::Terminal => hook_wait,
         };
         let new_api_error = sig
             .api_failure
