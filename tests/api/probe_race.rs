@@ -158,6 +158,23 @@ fn log_line(path: &std::path::Path, line: &str) {
     writeln!(f, "{line}").expect("append");
 }
 
+/// A hook counting the captures of the screen (each a look at the agent) once `counting` is
+/// set: the count, the switch, the hook.
+fn counting_looks() -> (Arc<AtomicUsize>, Arc<AtomicBool>, Hook) {
+    let looks = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let hook: Hook = {
+        let (looks, counting) = (looks.clone(), counting.clone());
+        Arc::new(move |_| {
+            if counting.load(Ordering::SeqCst) {
+                looks.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(async {})
+        })
+    };
+    (looks, counting, hook)
+}
+
 /// A fleet whose one session runs Claude Code's plugin on the scripted screen `script` (a
 /// file `dir` names can drive it), with `after_output` run after each capture: the fleet,
 /// the Claude log of the session's workspace, begun with the prompt "Commit twice." two
@@ -232,17 +249,7 @@ async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_i
         p = poke.display()
     );
     // Captures of the screen since the response's second call was logged.
-    let looks = Arc::new(AtomicUsize::new(0));
-    let counting = Arc::new(AtomicBool::new(false));
-    let after_output: Hook = {
-        let (looks, counting) = (looks.clone(), counting.clone());
-        Arc::new(move |_| {
-            if counting.load(Ordering::SeqCst) {
-                looks.fetch_add(1, Ordering::SeqCst);
-            }
-            Box::pin(async {})
-        })
-    };
+    let (looks, counting, after_output) = counting_looks();
     let (f, log, started) = claude_on_screen(dir, script, Some(after_output)).await;
     log_line(
         &log,
@@ -376,17 +383,7 @@ async fn a_first_turns_hook_report_stands_while_only_the_spinner_shows() {
     // A spinner that never stops: output changes, so the session looks again and again.
     let script =
         "clear; printf 'Working...\\n'; while :; do printf '.'; sleep 0.1; done".to_string();
-    let looks = Arc::new(AtomicUsize::new(0));
-    let counting = Arc::new(AtomicBool::new(false));
-    let after_output: Hook = {
-        let (looks, counting) = (looks.clone(), counting.clone());
-        Arc::new(move |_| {
-            if counting.load(Ordering::SeqCst) {
-                looks.fetch_add(1, Ordering::SeqCst);
-            }
-            Box::pin(async {})
-        })
-    };
+    let (looks, counting, after_output) = counting_looks();
     let (f, log) = claude_without_log(dir, script, Some(after_output)).await;
     let mark = f.store.last_event_id().await.expect("events");
     f.sup

@@ -762,20 +762,17 @@ mod tests {
         assert_eq!(builtin_usage(&[META, TURN, USER].join("\n")), None);
     }
 
+    /// A rollout's lines with a `/model` switch to `mini` between its two turns.
+    fn with_model_switch(mini: &str) -> [&str; 7] {
+        use v169::*;
+        [META, TURN, RECORD_1, COUNT_1, mini, RECORD_2, COUNT_2]
+    }
+
     #[test]
     fn a_model_switch_prices_each_stretch_at_its_model() {
         use v169::*;
         let mini = TURN.replace("gpt-5-codex", "gpt-5-mini");
-        let log = [
-            META,
-            TURN,
-            RECORD_1,
-            COUNT_1,
-            mini.as_str(),
-            RECORD_2,
-            COUNT_2,
-        ]
-        .join("\n");
+        let log = with_model_switch(&mini).join("\n");
         let u = builtin_usage(&log).expect("usage");
         let first = (800.0 * 1.25 + 200.0 * 0.125 + 50.0 * 10.0) / 1e6;
         let second = (800.0 * 0.25 + 200.0 * 0.025 + 50.0 * 2.0) / 1e6;
@@ -793,15 +790,7 @@ mod tests {
         use super::super::log_tally::{append, Tallies};
         use v169::*;
         let mini = TURN.replace("gpt-5-codex", "gpt-5-mini");
-        let lines = [
-            META,
-            TURN,
-            RECORD_1,
-            COUNT_1,
-            mini.as_str(),
-            RECORD_2,
-            COUNT_2,
-        ];
+        let lines = with_model_switch(&mini);
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("rollout.jsonl");
         let tallies = Tallies::<UsageTally>::default();

@@ -56,7 +56,8 @@ impl Tally for UsageTally {
             }
             if line.contains("\"usage\"") {
                 self.message(line);
-            } else if line.contains("\"cost-state\"") {
+            }
+            if line.contains("\"cost-state\"") {
                 let Ok(v) = serde_json::from_str::<Value>(line) else {
                     continue;
                 };
