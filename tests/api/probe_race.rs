@@ -440,3 +440,82 @@ async fn a_first_turns_hook_report_stands_while_only_the_spinner_shows() {
     })
     .await;
 }
+
+/// The same first turn, its log never found (a `CLAUDE_CONFIG_DIR` Flotilla does not see):
+/// once the screen has shown the hook's dialog, the screen moving on is the dialog answered
+/// at the terminal, and the session goes back to work (it stayed `needs_input` until Claude's
+/// next report). The spinner before the dialog still does not end the wait, and the dialog is
+/// not paged twice.
+#[actix_web::test]
+async fn a_hook_reported_dialog_answered_at_the_terminal_ends_its_wait_without_a_log() {
+    if !require_tool("tmux") || !require_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (draw, answered) = (dir.path().join("draw"), dir.path().join("answered"));
+    // The spinner until `draw`; the dialog until `answered`; then work again.
+    let script = format!(
+        "clear; printf 'Working...\\n'; while [ ! -f '{d}' ]; do printf '.'; sleep 0.1; done; \
+         clear; printf 'Do you want to proceed?\\n❯ 1. Yes\\n  2. No\\n'; \
+         while [ ! -f '{a}' ]; do sleep 0.05; done; \
+         clear; printf 'Committing...\\n'; while :; do printf '.'; sleep 0.1; done",
+        d = draw.display(),
+        a = answered.display()
+    );
+    let dialogs = Arc::new(AtomicUsize::new(0));
+    let seen: Hook = {
+        let dialogs = dialogs.clone();
+        Arc::new(move |screen: String| {
+            if screen.contains("Do you want to proceed?") {
+                dialogs.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(async {})
+        })
+    };
+    let (f, _log) = claude_without_log(dir, script, Some(seen)).await;
+    let mark = f.store.last_event_id().await.expect("events");
+    f.sup
+        .send(ApplyTo {
+            id: f.id.clone(),
+            event: EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: Some("approve Bash: git commit -m one".into()),
+                pr: None,
+                hook: true,
+            },
+        })
+        .await
+        .expect("mailbox")
+        .expect("applied");
+    f.question("git commit -m one").await;
+    std::fs::write(&draw, "").expect("draw");
+    eventually(60, "a look at the dialog", || async {
+        (dialogs.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    let s = f.session().await.expect("session");
+    assert_eq!(s.session.state, SessionState::NeedsInput);
+    std::fs::write(&answered, "").expect("answered");
+    eventually(60, "back to work once the dialog is gone", || async {
+        let s = f.session().await?;
+        (s.session.state == SessionState::Working).then_some(())
+    })
+    .await;
+    let events = f
+        .store
+        .session_events(&f.id, mark, 100)
+        .await
+        .expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let active = kinds.iter().position(|k| *k == "agent.active");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "agent.reported").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains(&"agent.waiting_input"),
+        "the dialog was asked again: {kinds:?}"
+    );
+    assert!(active.is_some(), "{kinds:?}");
+}

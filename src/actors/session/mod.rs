@@ -91,6 +91,9 @@ pub struct SessionActor {
     released: bool,
     /// Held while typing into the agent: instructions never share its input line.
     input: deliver::InputLock,
+    /// The time of the hook report whose dialog a look has seen drawn on the screen (see
+    /// [`observe`]): from then on the screen can end that wait.
+    drawn: Option<DateTime<Utc>>,
     span: tracing::Span,
 }
 
@@ -119,6 +122,7 @@ impl SessionActor {
             scm: scm::CheckState::default(),
             released: false,
             input: deliver::InputLock::default(),
+            drawn: None,
             span,
         }
     }
@@ -464,9 +468,13 @@ impl SessionActor {
         };
         let addr = ctx.address();
         let fleet = self.fleet.clone();
+        let drawn = self.drawn;
         let fut = async move {
+            let mut seen = None;
             if probe {
-                for event in observe(&fleet, &s, false).await {
+                let look = observe(&fleet, &s, false, drawn).await;
+                seen = look.drawn;
+                for event in look.events {
                     let _ = addr.send(Apply { event }).await;
                 }
             }
@@ -475,9 +483,10 @@ impl SessionActor {
                     event: EventKind::TimerFired { kind },
                 })
                 .await;
+            seen
         }
         .instrument(self.span.clone());
-        ctx.spawn(fut.into_actor(self));
+        ctx.spawn(fut.into_actor(self).map(|seen, act, _| act.saw_drawn(seen)));
     }
 
     /// Looks at the agent now (its log, its screen, its spend) and applies what changed.
@@ -499,9 +508,11 @@ impl SessionActor {
         }
         let addr = ctx.address();
         let fleet = self.fleet.clone();
+        let drawn = self.drawn;
         let fut = async move {
             let basis = (s.session.activity, s.session.activity_at);
-            for event in observe(&fleet, &s, moved_on).await {
+            let look = observe(&fleet, &s, moved_on, drawn).await;
+            for event in look.events {
                 let _ = match event {
                     EventKind::AgentActive
                     | EventKind::AgentIdle { .. }
@@ -511,12 +522,20 @@ impl SessionActor {
                     event => addr.send(Apply { event }).await,
                 };
             }
+            look.drawn
         }
         .instrument(self.span.clone());
-        ctx.spawn(
-            fut.into_actor(self)
-                .map(|(), act, ctx| act.settle_later(ctx)),
-        );
+        ctx.spawn(fut.into_actor(self).map(|seen, act, ctx| {
+            act.saw_drawn(seen);
+            act.settle_later(ctx)
+        }));
+    }
+
+    /// A look saw the dialog of the hook report made at `seen` drawn on the screen.
+    fn saw_drawn(&mut self, seen: Option<DateTime<Utc>>) {
+        if seen.is_some() {
+            self.drawn = seen;
+        }
     }
 
     /// A probe after the debounce, unless one is already due.
@@ -1167,12 +1186,27 @@ async fn project_spend(
 /// How long a new wait seen on the screen is given to finish drawing before it is read again.
 const REDRAW_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// What one look at the agent found.
+#[derive(Default)]
+struct Look {
+    /// What changed, for the machine.
+    events: Vec<EventKind>,
+    /// The time of the hook report whose dialog this look saw drawn on the screen.
+    drawn: Option<DateTime<Utc>>,
+}
+
 /// What the agent's log, screen and spend say now, as events for the machine. Only changes
 /// become events (the machine would also ignore repeats, but each one would be a row).
 /// Looks at the agent: its activity, its question, its spend. `moved_on`: an answer just found
 /// the agent asking another question than the one recorded (seen on a settled screen, so not a
-/// redraw): the question on screen is then a new wait, as a log's would be.
-async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<EventKind> {
+/// redraw): the question on screen is then a new wait, as a log's would be. `drawn`: the time
+/// of the hook report whose dialog an earlier look saw on the screen.
+async fn observe(
+    fleet: &Fleet,
+    s: &SessionSnapshot,
+    moved_on: bool,
+    drawn: Option<DateTime<Utc>>,
+) -> Look {
     use crate::plugins::activity::ActivityProbe;
     use crate::store::Activity;
     let rec = &s.session;
@@ -1181,10 +1215,10 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
         fleet.plugins.runtime(&rec.runtime),
         fleet.plugins.agent(&rec.agent),
     ) else {
-        return Vec::new();
+        return Look::default();
     };
     let Some(ws) = rec.workspace.as_ref().map(std::path::PathBuf::from) else {
-        return Vec::new();
+        return Look::default();
     };
     let now = fleet.clock.now();
     let probe = ActivityProbe {
@@ -1194,6 +1228,7 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
         now,
     };
     let mut out = Vec::new();
+    let mut seen_drawn = None;
     // An exited agent does nothing more until it is started again, whatever its log says.
     let exited = rec.activity == Activity::Exited;
     if let Some(sig) = agent
@@ -1213,8 +1248,10 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
         // A wait a hook reported is the agent's own word that a dialog is coming, drawn a
         // moment later: until then its screen still shows the work before it (Claude's
         // spinner), and on a first turn its log may not be written yet, so the screen is all
-        // a look has. The screen then cannot end that wait; the agent's log, an answer or a
-        // later report does (answered at the terminal, the log shows the call's result).
+        // a look has. Until the screen shows the dialog it cannot end that wait; the agent's
+        // log, an answer or a later report can. Once it has shown it, the screen moving on is
+        // the dialog answered at the terminal, as for a wait the screen found itself (the
+        // only evidence when the agent's log cannot be found).
         let report = &rec.meta["last_report"];
         let reported_at = report["at"]
             .as_str()
@@ -1223,6 +1260,13 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
         let hook_wait = report["hook"] == true
             && report["state"] == "needs_input"
             && waiting_since.is_some_and(|w| reported_at.is_some_and(|r| r >= w));
+        if hook_wait
+            && sig.activity == Activity::WaitingInput
+            && sig.source == crate::plugins::activity::ActivitySource::Terminal
+        {
+            seen_drawn = reported_at;
+        }
+        let hook_wait = hook_wait && drawn.is_none_or(|d| Some(d) != reported_at);
         let stale = |at: chrono::DateTime<Utc>| match sig.source {
             crate::plugins::activity::ActivitySource::Native => {
                 waiting_since.is_some_and(|w| at <= w)
@@ -1321,7 +1365,10 @@ async fn observe(fleet: &Fleet, s: &SessionSnapshot, moved_on: bool) -> Vec<Even
         out.extend(ev);
     }
     out.extend(usage_event(fleet, rec, agent.as_ref(), &ws).await);
-    out
+    Look {
+        events: out,
+        drawn: seen_drawn,
+    }
 }
 
 /// Whether the screen `probe` captured shows a question other than `asked`, as the agent's
