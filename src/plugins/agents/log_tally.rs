@@ -128,7 +128,7 @@ impl<T: Tally> Tallies<T> {
 }
 
 /// The device and inode of a file (`None` where the platform has no such identity).
-fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub(super) fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

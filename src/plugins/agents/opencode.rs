@@ -236,12 +236,18 @@ fn last_island(line: &[char]) -> Option<usize> {
 pub struct OpencodeAgent {
     name: String,
     settings: AgentSettings,
+    /// Connections to OpenCode's database, kept between looks.
+    dbs: opencode_db::Databases,
 }
 
 impl OpencodeAgent {
     /// An OpenCode agent called `name` with its settings.
     pub fn new(name: String, settings: AgentSettings) -> Self {
-        OpencodeAgent { name, settings }
+        OpencodeAgent {
+            name,
+            settings,
+            dbs: opencode_db::Databases::default(),
+        }
     }
 }
 
@@ -316,7 +322,7 @@ impl Agent for OpencodeAgent {
         // OpenCode's own record of the turn (the screen shows no end of a turn); without a
         // database, the screen alone.
         let reading = match opencode_db::db_path(&self.settings.env) {
-            Some(db) => opencode_db::last_turn(&db, &probe.workspace).await?,
+            Some(db) => opencode_db::last_turn(&self.dbs, &db, &probe.workspace).await?,
             None => None,
         };
         // A model request OpenCode retries shows only on its status line; the turn's record
@@ -360,7 +366,7 @@ impl Agent for OpencodeAgent {
         let Some(db) = opencode_db::db_path(&self.settings.env) else {
             return Ok(None);
         };
-        Ok(opencode_db::sessions_of(&db, workspace)
+        Ok(opencode_db::sessions_of(&self.dbs, &db, workspace)
             .await?
             .map(|(u, _)| u))
     }
@@ -369,7 +375,7 @@ impl Agent for OpencodeAgent {
         let Some(db) = opencode_db::db_path(&self.settings.env) else {
             return Ok(None);
         };
-        Ok(opencode_db::sessions_of(&db, workspace)
+        Ok(opencode_db::sessions_of(&self.dbs, &db, workspace)
             .await?
             .map(|(_, id)| id))
     }

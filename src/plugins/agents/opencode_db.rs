@@ -6,14 +6,18 @@
 //! `tokens_reasoning` (apart; both priced as output), `tokens_cache_read`,
 //! `tokens_cache_write`). Opened read-only with a timeout; a database
 //! without that table or those columns (another OpenCode version) reads as nothing, not as an
-//! error.
+//! error. The connection is kept between looks ([`Databases`]): a look reads the database
+//! twice (activity and usage), up to twice a second per working session, and each new SQLite
+//! connection costs a thread and an open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, Sqlite};
 
 use crate::plugins::activity::{agent_home, ApiFailure, Reading, Usage};
 use crate::plugins::{PluginError, PluginResult};
@@ -43,22 +47,86 @@ pub fn db_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
 const NEWEST_SESSION: &str = "SELECT id FROM session WHERE directory = ?1 AND parent_id IS NULL \
      ORDER BY time_updated DESC LIMIT 1";
 
+/// How many databases' connections are kept (the least recently read goes first).
+const KEPT: usize = 64;
+
+/// How long a kept connection may sit unused before it is closed (a fleet at rest holds no
+/// file of OpenCode's open).
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Read-only connections to the OpenCode databases an agent's sessions use, kept between
+/// looks. A database replaced by another file (another inode) gets new connections.
+#[derive(Debug, Clone, Default)]
+pub struct Databases(Arc<Mutex<Kept>>);
+
+/// The pools by database path.
+#[derive(Debug, Default)]
+struct Kept {
+    pools: HashMap<PathBuf, Pool>,
+    tick: u64,
+}
+
+/// A database's connections, with the file they were opened on and their last use (a tick).
+#[derive(Debug)]
+struct Pool {
+    file: Option<(u64, u64)>,
+    pool: SqlitePool,
+    used: u64,
+}
+
+impl Databases {
+    /// The pool for `db`, whose file is `file`.
+    fn pool(&self, db: &Path, file: Option<(u64, u64)>) -> SqlitePool {
+        let mut kept = match self.0.lock() {
+            Ok(k) => k,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        kept.tick += 1;
+        let tick = kept.tick;
+        if let Some(p) = kept.pools.get_mut(db).filter(|p| p.file == file) {
+            p.used = tick;
+            return p.pool.clone();
+        }
+        if kept.pools.len() >= KEPT && !kept.pools.contains_key(db) {
+            let oldest = kept
+                .pools
+                .iter()
+                .min_by_key(|(_, p)| p.used)
+                .map(|(path, _)| path.clone());
+            if let Some(oldest) = oldest {
+                kept.pools.remove(&oldest);
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .min_connections(0)
+            .max_connections(2)
+            .idle_timeout(IDLE)
+            .acquire_timeout(TIMEOUT)
+            .test_before_acquire(false)
+            .connect_lazy_with(SqliteConnectOptions::new().filename(db).read_only(true));
+        let kept_pool = Pool {
+            file,
+            pool: pool.clone(),
+            used: tick,
+        };
+        kept.pools.insert(db.to_path_buf(), kept_pool);
+        pool
+    }
+}
+
 /// Runs `query` on a read-only connection to `db`, within [`TIMEOUT`]. `None` when there is no
 /// database, or when it is not readable as 1.18's (another version's schema).
-async fn read<T, F, Fut>(db: &Path, query: F) -> PluginResult<Option<T>>
+async fn read<T, F, Fut>(dbs: &Databases, db: &Path, query: F) -> PluginResult<Option<T>>
 where
-    F: FnOnce(sqlx::SqliteConnection) -> Fut,
+    F: FnOnce(PoolConnection<Sqlite>) -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
-    if tokio::fs::metadata(db).await.is_err() {
+    let Ok(meta) = tokio::fs::metadata(db).await else {
         return Ok(None);
-    }
+    };
+    let pool = dbs.pool(db, super::log_tally::identity(&meta));
     let run = async {
-        let conn = SqliteConnectOptions::new()
-            .filename(db)
-            .read_only(true)
-            .connect()
-            .await?;
+        let conn = pool.acquire().await?;
         query(conn).await
     };
     match tokio::time::timeout(TIMEOUT, run).await {
@@ -88,12 +156,16 @@ const REFUSALS: [&str; 2] = [
 /// changed; an assistant message completed otherwise (`stop`, a length cut, an error), or one
 /// whose tool call a human refused (see [`REFUSALS`]), ended the turn at its completion.
 /// `None` without a database or a conversation there.
-pub async fn last_turn(db: &Path, workspace: &Path) -> PluginResult<Option<Reading>> {
+pub async fn last_turn(
+    dbs: &Databases,
+    db: &Path,
+    workspace: &Path,
+) -> PluginResult<Option<Reading>> {
     let dir = workspace.to_string_lossy().into_owned();
-    let newest = read(db, |mut conn| async move {
+    let newest = read(dbs, db, |mut conn| async move {
         let Some(session): Option<String> = sqlx::query_scalar(NEWEST_SESSION)
             .bind(&dir)
-            .fetch_optional(&mut conn)
+            .fetch_optional(&mut *conn)
             .await?
         else {
             return Ok(None);
@@ -103,7 +175,7 @@ pub async fn last_turn(db: &Path, workspace: &Path) -> PluginResult<Option<Readi
              ORDER BY time_created DESC, id DESC LIMIT 1",
         )
         .bind(session)
-        .fetch_optional(&mut conn)
+        .fetch_optional(&mut *conn)
         .await?
         else {
             return Ok(None);
@@ -113,7 +185,7 @@ pub async fn last_turn(db: &Path, workspace: &Path) -> PluginResult<Option<Readi
         let parts: Vec<String> = if message["finish"] == "tool-calls" {
             sqlx::query_scalar("SELECT data FROM part WHERE message_id = ?1")
                 .bind(&id)
-                .fetch_all(&mut conn)
+                .fetch_all(&mut *conn)
                 .await?
         } else {
             Vec::new()
@@ -179,9 +251,13 @@ fn reading(message: &serde_json::Value, refused: bool, updated_ms: i64) -> Optio
 /// What the database says about the conversations run in `workspace`: their summed usage and
 /// the newest top-level conversation's id. `None` when there is no database or no session of
 /// that directory.
-pub async fn sessions_of(db: &Path, workspace: &Path) -> PluginResult<Option<(Usage, String)>> {
+pub async fn sessions_of(
+    dbs: &Databases,
+    db: &Path,
+    workspace: &Path,
+) -> PluginResult<Option<(Usage, String)>> {
     let dir = workspace.to_string_lossy().into_owned();
-    let read = read(db, |mut conn| async move {
+    let read = read(dbs, db, |mut conn| async move {
         let totals = sqlx::query(
             "SELECT COUNT(*), COALESCE(SUM(cost), 0.0), COALESCE(SUM(tokens_input), 0), \
              COALESCE(SUM(tokens_output), 0), COALESCE(SUM(tokens_cache_read), 0), \
@@ -189,11 +265,11 @@ pub async fn sessions_of(db: &Path, workspace: &Path) -> PluginResult<Option<(Us
              FROM session WHERE directory = ?1",
         )
         .bind(&dir)
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await?;
         let newest: Option<String> = sqlx::query_scalar(NEWEST_SESSION)
             .bind(&dir)
-            .fetch_optional(&mut conn)
+            .fetch_optional(&mut *conn)
             .await?;
         Ok((totals, newest))
     });
@@ -223,6 +299,7 @@ pub async fn sessions_of(db: &Path, workspace: &Path) -> PluginResult<Option<(Us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::ConnectOptions;
 
     #[test]
     fn the_database_is_where_opencode_puts_it() {
@@ -257,10 +334,8 @@ mod tests {
         (dir, db, conn)
     }
 
-    #[tokio::test]
-    async fn usage_sums_the_sessions_of_the_directory() {
-        let (dir, db, mut conn) = scratch_db().await;
-        // The columns Flotilla reads, as OpenCode 1.18.33 declares them.
+    /// OpenCode 1.18.33's `session` table, the columns Flotilla reads as it declares them.
+    async fn session_table(conn: &mut sqlx::SqliteConnection) {
         sqlx::query(
             "CREATE TABLE session (id text PRIMARY KEY, parent_id text, directory text NOT NULL, \
              cost real DEFAULT 0 NOT NULL, tokens_input integer DEFAULT 0 NOT NULL, \
@@ -268,9 +343,54 @@ mod tests {
              tokens_cache_read integer DEFAULT 0 NOT NULL, \
              tokens_cache_write integer DEFAULT 0 NOT NULL, time_updated integer NOT NULL)",
         )
-        .execute(&mut conn)
+        .execute(conn)
         .await
         .expect("table");
+    }
+
+    /// A connection kept between reads sees what OpenCode wrote since, and a database replaced
+    /// by another file (OpenCode's data reset) is read from the new file, not the old one.
+    #[tokio::test]
+    async fn a_kept_connection_reads_new_rows_and_a_replaced_database_afresh() {
+        async fn add(conn: &mut sqlx::SqliteConnection, id: &str, cost: f64) {
+            sqlx::query("INSERT INTO session VALUES (?1, NULL, '/w', ?2, 1, 1, 0, 0, 0, 1)")
+                .bind(id)
+                .bind(cost)
+                .execute(conn)
+                .await
+                .expect("insert");
+        }
+        let (_dir, db, mut conn) = scratch_db().await;
+        let dbs = Databases::default();
+        let cost = || async {
+            sessions_of(&dbs, &db, Path::new("/w"))
+                .await
+                .expect("read")
+                .and_then(|(u, _)| u.cost_usd)
+        };
+        session_table(&mut conn).await;
+        add(&mut conn, "ses_a", 0.5).await;
+        assert_eq!(cost().await, Some(0.5));
+        add(&mut conn, "ses_b", 0.25).await;
+        assert_eq!(cost().await, Some(0.75));
+        drop(conn);
+        std::fs::remove_file(&db).expect("remove");
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("create");
+        session_table(&mut conn).await;
+        add(&mut conn, "ses_c", 2.0).await;
+        assert_eq!(cost().await, Some(2.0));
+    }
+
+    #[tokio::test]
+    async fn usage_sums_the_sessions_of_the_directory() {
+        let (dir, db, mut conn) = scratch_db().await;
+        let dbs = Databases::default();
+        session_table(&mut conn).await;
         for (id, parent, d, cost, t) in [
             ("ses_a", None, "/w", 0.0042, 1),
             ("ses_b", None, "/w", 0.001, 2),
@@ -287,7 +407,7 @@ mod tests {
                 .await
                 .expect("insert");
         }
-        let (u, id) = sessions_of(&db, Path::new("/w"))
+        let (u, id) = sessions_of(&dbs, &db, Path::new("/w"))
             .await
             .expect("read")
             .expect("sessions");
@@ -298,11 +418,13 @@ mod tests {
         );
         assert!((u.cost_usd.expect("cost") - 0.0052).abs() < 1e-12);
         assert_eq!(
-            sessions_of(&db, Path::new("/none")).await.expect("read"),
+            sessions_of(&dbs, &db, Path::new("/none"))
+                .await
+                .expect("read"),
             None
         );
         assert_eq!(
-            sessions_of(&dir.path().join("missing.db"), Path::new("/w"))
+            sessions_of(&dbs, &dir.path().join("missing.db"), Path::new("/w"))
                 .await
                 .expect("read"),
             None
@@ -312,12 +434,16 @@ mod tests {
             .execute(&mut conn)
             .await
             .expect("drop");
-        assert_eq!(sessions_of(&db, Path::new("/w")).await.expect("read"), None);
+        assert_eq!(
+            sessions_of(&dbs, &db, Path::new("/w")).await.expect("read"),
+            None
+        );
     }
 
     #[tokio::test]
     async fn the_last_turn_is_read_from_the_newest_message_of_the_newest_conversation() {
         let (_dir, db, mut conn) = scratch_db().await;
+        let dbs = Databases::default();
         // The columns Flotilla reads, as OpenCode 1.18.33 declares them.
         for ddl in [
             "CREATE TABLE session (id text PRIMARY KEY, parent_id text, directory text NOT NULL, \
@@ -329,7 +455,10 @@ mod tests {
         ] {
             sqlx::query(ddl).execute(&mut conn).await.expect("table");
         }
-        assert_eq!(last_turn(&db, Path::new("/w")).await.expect("read"), None);
+        assert_eq!(
+            last_turn(&dbs, &db, Path::new("/w")).await.expect("read"),
+            None
+        );
         let session = |id: &'static str, parent: Option<&'static str>, updated: i64| {
             sqlx::query("INSERT OR REPLACE INTO session VALUES (?1, ?2, '/w', ?3)")
                 .bind(id)
@@ -395,7 +524,7 @@ mod tests {
                 .await
                 .expect("insert");
             assert_eq!(
-                last_turn(&db, Path::new("/w")).await.expect("read"),
+                last_turn(&dbs, &db, Path::new("/w")).await.expect("read"),
                 Some(want),
                 "{data}"
             );
@@ -418,7 +547,7 @@ mod tests {
             .await
             .expect("insert");
         assert_eq!(
-            last_turn(&db, Path::new("/w")).await.expect("read"),
+            last_turn(&dbs, &db, Path::new("/w")).await.expect("read"),
             Some(Reading::Working(ms(2005)))
         );
         for refusal in REFUSALS {
@@ -427,7 +556,7 @@ mod tests {
                 .await
                 .expect("insert");
             assert_eq!(
-                last_turn(&db, Path::new("/w")).await.expect("read"),
+                last_turn(&dbs, &db, Path::new("/w")).await.expect("read"),
                 Some(Reading::Finished(ms(2900))),
                 "{refusal}"
             );
@@ -446,11 +575,13 @@ mod tests {
             .await
             .expect("insert");
         assert_eq!(
-            last_turn(&db, Path::new("/w")).await.expect("read"),
+            last_turn(&dbs, &db, Path::new("/w")).await.expect("read"),
             Some(Reading::Working(ms(3005)))
         );
         assert_eq!(
-            last_turn(&db, Path::new("/other")).await.expect("read"),
+            last_turn(&dbs, &db, Path::new("/other"))
+                .await
+                .expect("read"),
             None
         );
     }
