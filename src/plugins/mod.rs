@@ -962,6 +962,19 @@ pub trait ChatPlatform: Send + Sync {
     /// Retriable errors for rate limits (after waiting the platform's `retry_after`).
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String>;
 
+    /// [`ChatPlatform::send`] for a reply that may be sent again: a retry after an answer that
+    /// was lost, a re-delivery after a crash between the post and its record. `key` is the
+    /// same at every attempt at one reply; a platform that can tell a repeat by it posts the
+    /// reply once and answers the first post's id. Default: `send` (the platform cannot tell,
+    /// and a repeat is posted again).
+    ///
+    /// # Errors
+    /// As `send`.
+    async fn send_once(&self, thread: &str, text: &str, key: &str) -> PluginResult<String> {
+        let _ = key;
+        self.send(thread, text).await
+    }
+
     /// Replaces the text of a posted message (streaming replies).
     ///
     /// # Errors

@@ -248,6 +248,106 @@ async fn chat_platforms_discord_splits_under_2000_and_waits_out_a_429() {
     assert_eq!(dc.posted()[0].content, "edited");
 }
 
+/// A reply sent again under its key (a retry after a lost answer, a re-delivery after a
+/// crash) carries the same `nonce` with `enforce_nonce`, part by part: Discord answers with
+/// the first post and creates nothing. Another key posts anew; a plain send carries no nonce.
+#[actix_web::test]
+async fn chat_platforms_discord_a_reply_sent_again_under_its_key_is_posted_once() {
+    let dc = FakeDiscord::start("bot-token", 1000).await;
+    let p = DiscordPlatform::new(&dc.api_url, "bot-token", TIMEOUT).expect("platform");
+    let text = vec!["word ".repeat(100); 9].join("\n\n");
+    let first = p
+        .send_once("C1", &text, "discord:C1/7")
+        .await
+        .expect("sent");
+    let parts = dc.posted().len();
+    assert!(parts >= 3, "{parts}");
+    let again = p
+        .send_once("C1", &text, "discord:C1/7")
+        .await
+        .expect("sent again");
+    assert_eq!(again, first, "the first post's id");
+    assert_eq!(dc.posted().len(), parts, "posted twice");
+    assert_eq!(dc.nonce_repeats() as usize, parts);
+    p.send_once("C1", &text, "discord:C1/8")
+        .await
+        .expect("another reply");
+    assert_eq!(dc.posted().len(), 2 * parts);
+    p.send("C1", "plain").await.expect("plain");
+    p.send("C1", "plain").await.expect("plain again");
+    assert_eq!(dc.posted().len(), 2 * parts + 2);
+}
+
+/// The crash window of a stored reply: posted, but still stored when the node died (it is
+/// forgotten in the transaction of the conversation's next claim). Posted again by the next
+/// delivery, it is the same post on Discord: one message, not two.
+#[actix_web::test]
+async fn chat_platforms_discord_a_stored_reply_delivered_again_is_posted_once() {
+    use sqlx::ConnectOptions;
+    let dc = FakeDiscord::start("bot-token", 500).await;
+    let app = chat_app(
+        &[
+            ("FLOTILLA__DISCORD__API_URL", dc.api_url.as_str()),
+            ("FLOTILLA__DISCORD__GATEWAY_URL", dc.gateway_url.as_str()),
+            ("FLOTILLA__DISCORD__BOT_TOKEN", "bot-token"),
+        ],
+        "    discord: [\"U1\"]\n",
+    )
+    .await;
+    eventually(30, "gateway identify", || async {
+        (dc.gateway_counts().0 >= 1).then_some(())
+    })
+    .await;
+    dc.message_create("D1", None, "U1", "/status");
+    let reply = eventually(30, "the reply to /status", || async {
+        dc.posted().first().map(|m| m.content.clone())
+    })
+    .await;
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(app.home.join("flotilla.db"))
+        .connect()
+        .await
+        .expect("db");
+    let stored = || async {
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(app.home.join("flotilla.db"))
+            .connect()
+            .await
+            .ok()?;
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM chat_replies")
+            .fetch_one(&mut db)
+            .await
+            .ok()
+    };
+    eventually(30, "the reply forgotten", || async {
+        (stored().await == Some(0)).then_some(())
+    })
+    .await;
+    // The reply back in the outbox under its own id, as the crash left it.
+    sqlx::query(
+        "INSERT INTO chat_replies (id, conversation_id, message_id, body, created_at) \
+         SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'chat_replies'), \
+         conversation_id, id, ?1, received_at FROM chat_messages WHERE body = '/status'",
+    )
+    .bind(&reply)
+    .execute(&mut db)
+    .await
+    .expect("the reply stored again");
+    // The conversation's next message delivers what is stored, oldest first.
+    dc.message_create("D1", None, "U1", "/help");
+    eventually(30, "the reply to /help", || async {
+        (dc.posted().len() >= 2 && stored().await == Some(0)).then_some(())
+    })
+    .await;
+    let posts: Vec<String> = dc.posted().into_iter().map(|m| m.content).collect();
+    assert_eq!(
+        posts.iter().filter(|c| **c == reply).count(),
+        1,
+        "the stored reply was posted twice: {posts:?}"
+    );
+    assert_eq!(dc.nonce_repeats(), 1);
+}
+
 // ---- Slack, Jira, GitHub outbound ----------------------------------------------------------
 
 #[actix_web::test]

@@ -33,6 +33,10 @@
 //!   mention parsed by any request is kept in [`Posted::pinged`]: what would have notified.
 //! - User-Agent (API reference, "User Agent"): REST calls without `DiscordBot (url,
 //!   version)` are blocked (403, like Cloudflare's block page).
+//! - Nonces ("Create Message"): `nonce` (integer or string, up to 25 characters; longer is
+//!   400, 50035) is echoed in the message; with `enforce_nonce: true`, a create whose nonce
+//!   the bot used in the past few minutes (here [`NONCE_WINDOW`]) answers that message and
+//!   creates none ([`FakeDiscord::nonce_repeats`] counts them).
 //! - History ("Get Channel Messages"): `GET /channels/{id}/messages?before&after&limit`
 //!   (limit 1–100, default 50) answers the channel's messages, users' and the bot's, newest
 //!   first.
@@ -189,7 +193,15 @@ struct State {
     edits_open: Option<tokio::sync::watch::Receiver<bool>>,
     /// Edits received and waiting for [`FakeDiscord::release_edits`].
     edits_waiting: u32,
+    /// The bot's messages created with a `nonce`: (nonce, when, the message).
+    nonces: Vec<(String, std::time::Instant, Value)>,
+    /// Creates answered with an earlier message under `enforce_nonce`.
+    nonce_repeats: u32,
 }
+
+/// How long a nonce is held against a repeat under `enforce_nonce` (Discord: "the past few
+/// minutes").
+const NONCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// The bucket hashes of the message routes (`X-RateLimit-Bucket`), per method.
 fn message_bucket(method: &str, parts: &[&str]) -> Option<(&'static str, String)> {
@@ -693,7 +705,40 @@ async fn dispatch(
         Ok(p) => p,
         Err(body) => return Ok(rest_error(400, body)),
     };
+    // "Create Message": `nonce` (integer or string, up to 25 characters); with
+    // `enforce_nonce`, a message the same author created with it in the past few minutes is
+    // answered instead, and none is created.
+    let nonce = match &v["nonce"] {
+        Value::String(n) => Some(n.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    if nonce.as_ref().is_some_and(|n| n.chars().count() > 25) {
+        return Ok(rest_error(
+            400,
+            json!({"message": "Invalid Form Body", "code": 50035,
+            "errors": {"nonce": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH",
+                "message": "Must be 25 or fewer in length."}]}}}),
+        ));
+    }
+    let enforced = nonce.clone().filter(|_| v["enforce_nonce"] == true);
     let answer = match (req.method().as_str(), parts.as_slice()) {
+        ("POST", ["api", "v10", "channels", _, "messages"])
+            if enforced.as_ref().is_some_and(|n| {
+                s.nonces
+                    .iter()
+                    .any(|(m, at, _)| m == n && at.elapsed() < NONCE_WINDOW)
+            }) =>
+        {
+            s.nonce_repeats += 1;
+            let n = enforced.as_deref().unwrap_or_default();
+            s.nonces
+                .iter()
+                .rev()
+                .find(|(m, _, _)| m == n)
+                .map(|(_, _, msg)| msg.clone())
+                .unwrap_or_default()
+        }
         ("POST", ["api", "v10", "channels", ch, "messages"]) => {
             s.next_id += 1;
             let id = format!("{}", 1_100_000_000_000_000_000u64 + s.next_id);
@@ -704,7 +749,12 @@ async fn dispatch(
                 edits: 0,
                 pinged: pinged.clone(),
             });
-            let m = message_json(&id, ch, &content, &pinged);
+            let mut m = message_json(&id, ch, &content, &pinged);
+            if let Some(n) = &nonce {
+                m["nonce"] = json!(n);
+                s.nonces
+                    .push((n.clone(), std::time::Instant::now(), m.clone()));
+            }
             let n = id.parse().unwrap_or(0);
             s.log.push((ch.to_string(), n, m.clone()));
             m
@@ -945,6 +995,11 @@ impl FakeDiscord {
             "mentions": [], "timestamp": "2026-01-01T00:00:00+00:00"});
         s.log.push((channel.to_string(), n, m));
         n.to_string()
+    }
+
+    /// Creates answered with an earlier message under `enforce_nonce` so far.
+    pub fn nonce_repeats(&self) -> u32 {
+        lock(&self.state).nonce_repeats
     }
 
     /// Gateway connections opened so far.

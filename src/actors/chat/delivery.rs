@@ -97,12 +97,16 @@ async fn post(
     match &r.reply.edit_of {
         Some(id) => edit(p.as_ref(), thread, id, &r.reply.body).await,
         None => {
+            // Keyed by the stored reply: posted again after a crash (or a lost answer), it is
+            // the same post where the platform can tell.
+            let key = format!("{conversation}/{}", r.id);
             send_parts(
                 ctx,
                 conversation,
                 p.as_ref(),
                 thread,
                 std::slice::from_ref(&r.reply.body),
+                Some(&key),
             )
             .await
         }

@@ -58,7 +58,7 @@ pub async fn reply_to(ctx: &ChatContext, conversation: &str, text: &str) {
         return;
     };
     let parts = split_reply(text, p.max_message_len());
-    if let Err(e) = send_parts(ctx, conversation, p.as_ref(), thread, &parts).await {
+    if let Err(e) = send_parts(ctx, conversation, p.as_ref(), thread, &parts, None).await {
         tracing::warn!(platform, error = %e, "chat reply failed");
     }
 }
@@ -67,7 +67,9 @@ pub async fn reply_to(ctx: &ChatContext, conversation: &str, text: &str) {
 /// at all ([`ChatPlatform::cannot_post_here`]: Slack's `not_in_channel`), the part refused
 /// and the rest go through the conversation's newest still-usable reply address (a slash
 /// command's `response_url`, see [`super::reply_addresses`]); without one the refusal
-/// stands.
+/// stands. With `key` (a stored reply's, the same at every attempt), each part is sent
+/// under its own key ([`ChatPlatform::send_once`]), so that a repeat posts nothing new where
+/// the platform can tell.
 ///
 /// # Errors
 /// The first failed send, or the refusal when no reply address could carry the rest.
@@ -77,9 +79,17 @@ pub(super) async fn send_parts(
     p: &dyn ChatPlatform,
     thread: &str,
     parts: &[String],
+    key: Option<&str>,
 ) -> Result<(), PluginError> {
     for (i, part) in parts.iter().enumerate() {
-        match send(p, thread, part).await {
+        let sent = match key {
+            Some(key) => {
+                let key = format!("{key}/{i}");
+                retry(|| p.send_once(thread, part, &key)).await
+            }
+            None => send(p, thread, part).await,
+        };
+        match sent {
             Ok(_) => {}
             Err(e) if p.cannot_post_here(&e) => {
                 return through_addresses(ctx, conversation, p, &parts[i..], e).await

@@ -103,6 +103,29 @@ impl DiscordPlatform {
             .and_then(|l| l.global_hold(Instant::now()))
     }
 
+    /// "Create Message" for each part of `text`; with `key`, each part carries its own
+    /// [`nonce`] and `enforce_nonce`: Discord then answers a part it already created in the
+    /// past few minutes with that message, and creates none.
+    async fn post(&self, thread: &str, text: &str, key: Option<&str>) -> PluginResult<String> {
+        let mut last = None;
+        for (i, chunk) in split_message(text, MAX_MESSAGE).into_iter().enumerate() {
+            let mut body = json!({"content": chunk, "allowed_mentions": no_mentions()});
+            if let Some(key) = key {
+                body["nonce"] = json!(nonce(key, i, &chunk));
+                body["enforce_nonce"] = json!(true);
+            }
+            let m = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/channels/{thread}/messages"),
+                    body,
+                )
+                .await?;
+            last = m["id"].as_str().map(str::to_string);
+        }
+        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> PluginResult<Value> {
         let route = Route::of(method.as_str(), path);
         discord_limits::wait_for(&self.limits, &route).await;
@@ -144,6 +167,20 @@ impl DiscordPlatform {
     }
 }
 
+/// A message's `nonce` (up to 25 characters) for part `part` of the reply sent under `key`:
+/// its text is in it too, so that the same key from another database (ids begun afresh)
+/// cannot stand for another reply.
+fn nonce(key: &str, part: usize, text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update(part.to_le_bytes())
+        .chain_update(text.as_bytes())
+        .finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..25].to_string()
+}
+
 #[async_trait]
 impl ChatPlatform for DiscordPlatform {
     fn name(&self) -> &'static str {
@@ -155,18 +192,11 @@ impl ChatPlatform for DiscordPlatform {
     }
 
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
-        let mut last = None;
-        for chunk in split_message(text, MAX_MESSAGE) {
-            let m = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/channels/{thread}/messages"),
-                    json!({"content": chunk, "allowed_mentions": no_mentions()}),
-                )
-                .await?;
-            last = m["id"].as_str().map(str::to_string);
-        }
-        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+        self.post(thread, text, None).await
+    }
+
+    async fn send_once(&self, thread: &str, text: &str, key: &str) -> PluginResult<String> {
+        self.post(thread, text, Some(key)).await
     }
 
     async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
