@@ -284,20 +284,7 @@ async fn chat_platforms_discord_a_reply_sent_again_under_its_key_is_posted_once(
 #[actix_web::test]
 async fn chat_platforms_discord_a_stored_reply_delivered_again_is_posted_once() {
     use sqlx::ConnectOptions;
-    let dc = FakeDiscord::start("bot-token", 500).await;
-    let app = chat_app(
-        &[
-            ("FLOTILLA__DISCORD__API_URL", dc.api_url.as_str()),
-            ("FLOTILLA__DISCORD__GATEWAY_URL", dc.gateway_url.as_str()),
-            ("FLOTILLA__DISCORD__BOT_TOKEN", "bot-token"),
-        ],
-        "    discord: [\"U1\"]\n",
-    )
-    .await;
-    eventually(30, "gateway identify", || async {
-        (dc.gateway_counts().0 >= 1).then_some(())
-    })
-    .await;
+    let (dc, app) = discord_chat_app().await;
     dc.message_create("D1", None, "U1", "/status");
     let reply = eventually(30, "the reply to /status", || async {
         dc.posted().first().map(|m| m.content.clone())
@@ -730,12 +717,10 @@ async fn chat_platforms_telegram_poll_message_gets_a_reply() {
     drop(app);
 }
 
-/// Scenario 15 end to end: a guild message without the mention is ignored, a DM is served,
-/// `<@BOTID> /status` runs `/status`, a user missing from the allowlist gets no reply.
-#[actix_web::test]
-async fn chat_platforms_discord_scenario_15_end_to_end() {
+/// The fake Discord and an app on it that allows user `U1`, once the gateway identified.
+async fn discord_chat_app() -> (FakeDiscord, TestApp) {
     let dc = FakeDiscord::start("bot-token", 500).await;
-    let _app = chat_app(
+    let app = chat_app(
         &[
             ("FLOTILLA__DISCORD__API_URL", dc.api_url.as_str()),
             ("FLOTILLA__DISCORD__GATEWAY_URL", dc.gateway_url.as_str()),
@@ -748,6 +733,14 @@ async fn chat_platforms_discord_scenario_15_end_to_end() {
         (dc.gateway_counts().0 >= 1).then_some(())
     })
     .await;
+    (dc, app)
+}
+
+/// Scenario 15 end to end: a guild message without the mention is ignored, a DM is served,
+/// `<@BOTID> /status` runs `/status`, a user missing from the allowlist gets no reply.
+#[actix_web::test]
+async fn chat_platforms_discord_scenario_15_end_to_end() {
+    let (dc, _app) = discord_chat_app().await;
     dc.message_create("C1", Some("G1"), "U1", "/status");
     dc.message_create("D9", None, "U9", "/status");
     dc.message_create("C2", Some("G1"), "U1", &format!("<@{BOT_ID}> /status"));

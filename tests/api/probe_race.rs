@@ -111,12 +111,8 @@ async fn a_look_begun_before_the_next_dialogs_hook_report_does_not_end_its_wait(
         (gate.after_release.load(Ordering::SeqCst) > 0).then_some(())
     })
     .await;
-    let events = f
-        .store
-        .session_events(&f.id, mark, 100)
-        .await
-        .expect("events");
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let kinds = kinds_since(&f, mark).await;
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     assert!(
         !kinds.contains(&"agent.active"),
         "the held look ended the next wait: {kinds:?}"
@@ -173,6 +169,33 @@ fn counting_looks() -> (Arc<AtomicUsize>, Arc<AtomicBool>, Hook) {
         })
     };
     (looks, counting, hook)
+}
+
+/// The kinds of the session's events after event `mark`, oldest first.
+async fn kinds_since(f: &DialogFleet, mark: i64) -> Vec<String> {
+    let events = f
+        .store
+        .session_events(&f.id, mark, 100)
+        .await
+        .expect("events");
+    events.into_iter().map(|e| e.kind).collect()
+}
+
+/// Claude Code's hook reports the session's dialog about the Bash command `command`.
+async fn hook_reports(f: &DialogFleet, command: &str) {
+    f.sup
+        .send(ApplyTo {
+            id: f.id.clone(),
+            event: EventKind::AgentReported {
+                state: ReportedState::NeedsInput,
+                note: Some(format!("approve Bash: {command}")),
+                pr: None,
+                hook: true,
+            },
+        })
+        .await
+        .expect("mailbox")
+        .expect("applied");
 }
 
 /// A fleet whose one session runs Claude Code's plugin on the scripted screen `script` (a
@@ -261,19 +284,7 @@ async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_i
         ),
     );
     // The first call's hook reports its dialog.
-    f.sup
-        .send(ApplyTo {
-            id: f.id.clone(),
-            event: EventKind::AgentReported {
-                state: ReportedState::NeedsInput,
-                note: Some("approve Bash: git commit -m one".into()),
-                pr: None,
-                hook: true,
-            },
-        })
-        .await
-        .expect("mailbox")
-        .expect("applied");
+    hook_reports(&f, "git commit -m one").await;
     let waiting = f.question("git commit -m one").await;
     let since = f
         .session()
@@ -301,12 +312,8 @@ async fn a_parallel_call_logged_after_the_first_calls_hook_report_does_not_end_i
         })
         .await;
     }
-    let events = f
-        .store
-        .session_events(&f.id, mark, 100)
-        .await
-        .expect("events");
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let kinds = kinds_since(&f, mark).await;
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     assert!(
         !kinds.contains(&"agent.active"),
         "the response's second call ended the first call's wait: {kinds:?}"
@@ -386,31 +393,15 @@ async fn a_first_turns_hook_report_stands_while_only_the_spinner_shows() {
     let (looks, counting, after_output) = counting_looks();
     let (f, log) = claude_without_log(dir, script, Some(after_output)).await;
     let mark = f.store.last_event_id().await.expect("events");
-    f.sup
-        .send(ApplyTo {
-            id: f.id.clone(),
-            event: EventKind::AgentReported {
-                state: ReportedState::NeedsInput,
-                note: Some("approve Bash: git commit -m one".into()),
-                pr: None,
-                hook: true,
-            },
-        })
-        .await
-        .expect("mailbox")
-        .expect("applied");
+    hook_reports(&f, "git commit -m one").await;
     let waiting = f.question("git commit -m one").await;
     counting.store(true, Ordering::SeqCst);
     eventually(60, "three looks at the spinner", || async {
         (looks.load(Ordering::SeqCst) >= 3).then_some(())
     })
     .await;
-    let events = f
-        .store
-        .session_events(&f.id, mark, 100)
-        .await
-        .expect("events");
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let kinds = kinds_since(&f, mark).await;
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     assert!(
         !kinds.contains(&"agent.active") && !kinds.contains(&"agent.waiting_input"),
         "the spinner ended the hook's wait: {kinds:?}"
@@ -474,19 +465,7 @@ async fn a_hook_reported_dialog_answered_at_the_terminal_ends_its_wait_without_a
     };
     let (f, _log) = claude_without_log(dir, script, Some(seen)).await;
     let mark = f.store.last_event_id().await.expect("events");
-    f.sup
-        .send(ApplyTo {
-            id: f.id.clone(),
-            event: EventKind::AgentReported {
-                state: ReportedState::NeedsInput,
-                note: Some("approve Bash: git commit -m one".into()),
-                pr: None,
-                hook: true,
-            },
-        })
-        .await
-        .expect("mailbox")
-        .expect("applied");
+    hook_reports(&f, "git commit -m one").await;
     f.question("git commit -m one").await;
     std::fs::write(&draw, "").expect("draw");
     eventually(60, "a look at the dialog", || async {
@@ -501,13 +480,8 @@ async fn a_hook_reported_dialog_answered_at_the_terminal_ends_its_wait_without_a
         (s.session.state == SessionState::Working).then_some(())
     })
     .await;
-    let events = f
-        .store
-        .session_events(&f.id, mark, 100)
-        .await
-        .expect("events");
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let active = kinds.iter().position(|k| *k == "agent.active");
+    let kinds = kinds_since(&f, mark).await;
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "agent.reported").count(),
         1,
@@ -517,5 +491,5 @@ async fn a_hook_reported_dialog_answered_at_the_terminal_ends_its_wait_without_a
         !kinds.contains(&"agent.waiting_input"),
         "the dialog was asked again: {kinds:?}"
     );
-    assert!(active.is_some(), "{kinds:?}");
+    assert!(kinds.contains(&"agent.active"), "{kinds:?}");
 }
