@@ -16,6 +16,23 @@ fn guard(args: &[&str]) -> Command {
     c
 }
 
+/// An assistant that exits 4 at once, guarded by the heartbeat file `alive` held fresh
+/// `within_ms`.
+fn guarded_exit_4(alive: &str, within_ms: &str) -> std::process::Output {
+    guard(&[
+        "--alive",
+        alive,
+        "--within-ms",
+        within_ms,
+        "--",
+        "sh",
+        "-c",
+        "exit 4",
+    ])
+    .output()
+    .expect("guard runs")
+}
+
 #[test]
 fn the_assistants_exit_status_stdin_and_stdout_go_through_the_guard() {
     let out = guard(&["--", "sh", "-c", "exit 3"])
@@ -78,18 +95,7 @@ async fn a_stale_heartbeat_kills_the_assistants_whole_group() {
         .and_then(|f| f.set_modified(future))
         .expect("mtime");
     let alive = beat.display().to_string();
-    let out = guard(&[
-        "--alive",
-        &alive,
-        "--within-ms",
-        "300",
-        "--",
-        "sh",
-        "-c",
-        "exit 4",
-    ])
-    .output()
-    .expect("guard runs");
+    let out = guarded_exit_4(&alive, "300");
     assert_eq!(
         out.status.code(),
         Some(4),
@@ -156,18 +162,7 @@ async fn the_heartbeat_is_timed_on_the_boot_clock_not_the_wall_clock() {
     let now = boot_clock().expect("a boot clock");
     write(now, SystemTime::now() - hour);
     let alive = beat.display().to_string();
-    let out = guard(&[
-        "--alive",
-        &alive,
-        "--within-ms",
-        "60000",
-        "--",
-        "sh",
-        "-c",
-        "exit 4",
-    ])
-    .output()
-    .expect("guard runs");
+    let out = guarded_exit_4(&alive, "60000");
     assert_eq!(
         out.status.code(),
         Some(4),

@@ -721,23 +721,20 @@ async fn dispatch(
                 "message": "Must be 25 or fewer in length."}]}}}),
         ));
     }
-    let enforced = nonce.clone().filter(|_| v["enforce_nonce"] == true);
-    let answer = match (req.method().as_str(), parts.as_slice()) {
-        ("POST", ["api", "v10", "channels", _, "messages"])
-            if enforced.as_ref().is_some_and(|n| {
-                s.nonces
-                    .iter()
-                    .any(|(m, at, _)| m == n && at.elapsed() < NONCE_WINDOW)
-            }) =>
-        {
-            s.nonce_repeats += 1;
-            let n = enforced.as_deref().unwrap_or_default();
+    let repeat = nonce
+        .as_ref()
+        .filter(|_| v["enforce_nonce"] == true)
+        .and_then(|n| {
             s.nonces
                 .iter()
                 .rev()
-                .find(|(m, _, _)| m == n)
+                .find(|(m, at, _)| m == n && at.elapsed() < NONCE_WINDOW)
                 .map(|(_, _, msg)| msg.clone())
-                .unwrap_or_default()
+        });
+    let answer = match (req.method().as_str(), parts.as_slice()) {
+        ("POST", ["api", "v10", "channels", _, "messages"]) if repeat.is_some() => {
+            s.nonce_repeats += 1;
+            repeat.unwrap_or_default()
         }
         ("POST", ["api", "v10", "channels", ch, "messages"]) => {
             s.next_id += 1;

@@ -5,9 +5,10 @@
 //! working agent a parse of its whole history twice a second. [`Tallies`] keeps each log's
 //! tally and feeds it only the lines appended since.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
+
+use super::recent::Recent;
 
 use crate::plugins::PluginResult;
 
@@ -29,20 +30,18 @@ struct Kept<T> {
     offset: u64,
     /// The file read (a log replaced by another file is read afresh).
     file: Option<(u64, u64)>,
-    /// When it was last read (a tick of [`Tallies`]).
-    used: u64,
 }
 
 /// The tallies of the logs read, each read on from where the last look stopped.
 #[derive(Debug)]
 pub struct Tallies<T> {
-    kept: Mutex<(HashMap<PathBuf, Kept<T>>, u64)>,
+    kept: Mutex<Recent<Kept<T>>>,
 }
 
 impl<T> Default for Tallies<T> {
     fn default() -> Self {
         Tallies {
-            kept: Mutex::new((HashMap::new(), 0)),
+            kept: Mutex::new(Recent::new(KEPT)),
         }
     }
 }
@@ -102,28 +101,15 @@ impl<T: Tally> Tallies<T> {
 
     fn take(&self, path: &Path) -> Kept<T> {
         match self.kept.lock() {
-            Ok(mut k) => k.0.remove(path).unwrap_or_default(),
+            Ok(mut k) => k.remove(path).unwrap_or_default(),
             Err(_) => Kept::default(),
         }
     }
 
-    fn put(&self, path: &Path, mut kept: Kept<T>) {
-        let Ok(mut k) = self.kept.lock() else {
-            return;
-        };
-        let (map, tick) = &mut *k;
-        *tick += 1;
-        kept.used = *tick;
-        if map.len() >= KEPT {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, v)| v.used)
-                .map(|(p, _)| p.clone());
-            if let Some(oldest) = oldest {
-                map.remove(&oldest);
-            }
+    fn put(&self, path: &Path, kept: Kept<T>) {
+        if let Ok(mut k) = self.kept.lock() {
+            k.insert(path, kept);
         }
-        map.insert(path.to_path_buf(), kept);
     }
 }
 
@@ -210,7 +196,7 @@ mod tests {
             tallies.read(&other, |_| ()).await.expect("read");
         }
         let kept = tallies.kept.lock().expect("lock");
-        assert_eq!(kept.0.len(), KEPT);
-        assert!(!kept.0.contains_key(&log));
+        assert_eq!(kept.len(), KEPT);
+        assert!(!kept.contains(&log));
     }
 }

@@ -32,6 +32,7 @@ pub mod command;
 pub mod log_tally;
 pub mod opencode;
 pub mod opencode_db;
+pub mod recent;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! twice (activity and usage), up to twice a second per working session, and each new SQLite
 //! connection costs a thread and an open.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, Sqlite};
 
+use super::recent::Recent;
 use crate::plugins::activity::{agent_home, ApiFailure, Reading, Usage};
 use crate::plugins::{PluginError, PluginResult};
 
@@ -55,23 +56,22 @@ const KEPT: usize = 64;
 const IDLE: Duration = Duration::from_secs(30);
 
 /// Read-only connections to the OpenCode databases an agent's sessions use, kept between
-/// looks. A database replaced by another file (another inode) gets new connections.
-#[derive(Debug, Clone, Default)]
-pub struct Databases(Arc<Mutex<Kept>>);
+/// looks (at most [`KEPT`] databases). A database replaced by another file (another inode)
+/// gets new connections.
+#[derive(Debug, Clone)]
+pub struct Databases(Arc<Mutex<Recent<Pool>>>);
 
-/// The pools by database path.
-#[derive(Debug, Default)]
-struct Kept {
-    pools: HashMap<PathBuf, Pool>,
-    tick: u64,
+impl Default for Databases {
+    fn default() -> Self {
+        Databases(Arc::new(Mutex::new(Recent::new(KEPT))))
+    }
 }
 
-/// A database's connections, with the file they were opened on and their last use (a tick).
+/// A database's connections, with the file they were opened on.
 #[derive(Debug)]
 struct Pool {
     file: Option<(u64, u64)>,
     pool: SqlitePool,
-    used: u64,
 }
 
 impl Databases {
@@ -81,21 +81,8 @@ impl Databases {
             Ok(k) => k,
             Err(poisoned) => poisoned.into_inner(),
         };
-        kept.tick += 1;
-        let tick = kept.tick;
-        if let Some(p) = kept.pools.get_mut(db).filter(|p| p.file == file) {
-            p.used = tick;
+        if let Some(p) = kept.get_mut(db).filter(|p| p.file == file) {
             return p.pool.clone();
-        }
-        if kept.pools.len() >= KEPT && !kept.pools.contains_key(db) {
-            let oldest = kept
-                .pools
-                .iter()
-                .min_by_key(|(_, p)| p.used)
-                .map(|(path, _)| path.clone());
-            if let Some(oldest) = oldest {
-                kept.pools.remove(&oldest);
-            }
         }
         let pool = SqlitePoolOptions::new()
             .min_connections(0)
@@ -104,12 +91,13 @@ impl Databases {
             .acquire_timeout(TIMEOUT)
             .test_before_acquire(false)
             .connect_lazy_with(SqliteConnectOptions::new().filename(db).read_only(true));
-        let kept_pool = Pool {
-            file,
-            pool: pool.clone(),
-            used: tick,
-        };
-        kept.pools.insert(db.to_path_buf(), kept_pool);
+        kept.insert(
+            db,
+            Pool {
+                file,
+                pool: pool.clone(),
+            },
+        );
         pool
     }
 }

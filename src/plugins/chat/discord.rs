@@ -177,8 +177,7 @@ fn nonce(key: &str, part: usize, text: &str) -> String {
         .chain_update(part.to_le_bytes())
         .chain_update(text.as_bytes())
         .finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..25].to_string()
+    hex::encode(digest)[..25].to_string()
 }
 
 #[async_trait]
