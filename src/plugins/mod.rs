@@ -175,6 +175,7 @@ pub struct LaunchSpec {
     pub env: BTreeMap<String, String>,
 }
 
+pub use self::chat::reply_key::ReplyKey;
 pub use self::runtime_handle::{ProcessHandle, RemoteTmuxHandle, RuntimeHandle, TmuxHandle};
 
 /// How a human can attach to a session's terminal.
@@ -964,13 +965,14 @@ pub trait ChatPlatform: Send + Sync {
 
     /// [`ChatPlatform::send`] for a reply that may be sent again: a retry after an answer that
     /// was lost, a re-delivery after a crash between the post and its record. `key` is the
-    /// same at every attempt at one reply; a platform that can tell a repeat by it posts the
-    /// reply once and answers the first post's id. Default: `send` (the platform cannot tell,
-    /// and a repeat is posted again).
+    /// same at every attempt at one reply; a platform that can tell a repeat by it (Discord's
+    /// enforced `nonce`; a mark in the post that a later attempt finds in the thread, on Slack
+    /// and GitHub) posts the reply once and answers the first post's id. Default: `send` (the
+    /// platform cannot tell, and a repeat is posted again).
     ///
     /// # Errors
     /// As `send`.
-    async fn send_once(&self, thread: &str, text: &str, key: &str) -> PluginResult<String> {
+    async fn send_once(&self, thread: &str, text: &str, key: &ReplyKey) -> PluginResult<String> {
         let _ = key;
         self.send(thread, text).await
     }

@@ -288,6 +288,8 @@ pub struct ChatReplyRecord {
     pub reply: ChatReply,
     /// Failed attempts at posting it so far.
     pub attempts: i64,
+    /// When it was stored: no post of it can be older.
+    pub stored_at: DateTime<Utc>,
 }
 
 /// Delivery state of an outbox notification.

@@ -16,7 +16,7 @@ use flotilla::plugins::chat::jira::JiraPlatform;
 use flotilla::plugins::chat::slack::SlackPlatform;
 use flotilla::plugins::chat::telegram::{Poller, TelegramPlatform};
 use flotilla::plugins::{
-    ChatInbox, ChatPlatform, InboundMessage, InboxReceipt, PluginError, PluginResult,
+    ChatInbox, ChatPlatform, InboundMessage, InboxReceipt, PluginError, PluginResult, ReplyKey,
 };
 use serde_json::{json, Value};
 
@@ -256,20 +256,21 @@ async fn chat_platforms_discord_a_reply_sent_again_under_its_key_is_posted_once(
     let dc = FakeDiscord::start("bot-token", 1000).await;
     let p = DiscordPlatform::new(&dc.api_url, "bot-token", TIMEOUT).expect("platform");
     let text = vec!["word ".repeat(100); 9].join("\n\n");
+    let key = |k: &str| ReplyKey::new(k, chrono::Utc::now(), false);
     let first = p
-        .send_once("C1", &text, "discord:C1/7")
+        .send_once("C1", &text, &key("discord:C1/7"))
         .await
         .expect("sent");
     let parts = dc.posted().len();
     assert!(parts >= 3, "{parts}");
     let again = p
-        .send_once("C1", &text, "discord:C1/7")
+        .send_once("C1", &text, &key("discord:C1/7"))
         .await
         .expect("sent again");
     assert_eq!(again, first, "the first post's id");
     assert_eq!(dc.posted().len(), parts, "posted twice");
     assert_eq!(dc.nonce_repeats() as usize, parts);
-    p.send_once("C1", &text, "discord:C1/8")
+    p.send_once("C1", &text, &key("discord:C1/8"))
         .await
         .expect("another reply");
     assert_eq!(dc.posted().len(), 2 * parts);
@@ -283,47 +284,17 @@ async fn chat_platforms_discord_a_reply_sent_again_under_its_key_is_posted_once(
 /// delivery, it is the same post on Discord: one message, not two.
 #[actix_web::test]
 async fn chat_platforms_discord_a_stored_reply_delivered_again_is_posted_once() {
-    use sqlx::ConnectOptions;
     let (dc, app) = discord_chat_app().await;
     dc.message_create("D1", None, "U1", "/status");
     let reply = eventually(30, "the reply to /status", || async {
         dc.posted().first().map(|m| m.content.clone())
     })
     .await;
-    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(app.home.join("flotilla.db"))
-        .connect()
-        .await
-        .expect("db");
-    let stored = || async {
-        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(app.home.join("flotilla.db"))
-            .connect()
-            .await
-            .ok()?;
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM chat_replies")
-            .fetch_one(&mut db)
-            .await
-            .ok()
-    };
-    eventually(30, "the reply forgotten", || async {
-        (stored().await == Some(0)).then_some(())
-    })
-    .await;
-    // The reply back in the outbox under its own id, as the crash left it.
-    sqlx::query(
-        "INSERT INTO chat_replies (id, conversation_id, message_id, body, created_at) \
-         SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'chat_replies'), \
-         conversation_id, id, ?1, received_at FROM chat_messages WHERE body = '/status'",
-    )
-    .bind(&reply)
-    .execute(&mut db)
-    .await
-    .expect("the reply stored again");
+    store_again_once_forgotten(&app, "/status", &reply).await;
     // The conversation's next message delivers what is stored, oldest first.
     dc.message_create("D1", None, "U1", "/help");
     eventually(30, "the reply to /help", || async {
-        (dc.posted().len() >= 2 && stored().await == Some(0)).then_some(())
+        (dc.posted().len() >= 2 && stored_replies(&app).await == Some(0)).then_some(())
     })
     .await;
     let posts: Vec<String> = dc.posted().into_iter().map(|m| m.content).collect();
@@ -333,6 +304,146 @@ async fn chat_platforms_discord_a_stored_reply_delivered_again_is_posted_once() 
         "the stored reply was posted twice: {posts:?}"
     );
     assert_eq!(dc.nonce_repeats(), 1);
+}
+
+/// Replies still waiting in the app's `chat_replies` (`None` while the database is busy).
+async fn stored_replies(app: &TestApp) -> Option<i64> {
+    use sqlx::ConnectOptions;
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(app.home.join("flotilla.db"))
+        .connect()
+        .await
+        .ok()?;
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM chat_replies")
+        .fetch_one(&mut db)
+        .await
+        .ok()
+}
+
+/// The crash window of a stored reply: once `reply` (the answer to the message `asked`) is
+/// posted and forgotten, it is put back in the outbox under its own id, stored when its
+/// message came, as a crash between the post and the claim that forgets it leaves it.
+async fn store_again_once_forgotten(app: &TestApp, asked: &str, reply: &str) {
+    use sqlx::ConnectOptions;
+    eventually(30, "the reply forgotten", || async {
+        (stored_replies(app).await == Some(0)).then_some(())
+    })
+    .await;
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(app.home.join("flotilla.db"))
+        .connect()
+        .await
+        .expect("db");
+    sqlx::query(
+        "INSERT INTO chat_replies (id, conversation_id, message_id, body, created_at) \
+         SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'chat_replies'), \
+         conversation_id, id, ?1, received_at FROM chat_messages WHERE body = ?2",
+    )
+    .bind(reply)
+    .bind(asked)
+    .execute(&mut db)
+    .await
+    .expect("the reply stored again");
+}
+
+/// Slack: a stored reply's pieces carry their mark in the message's metadata. A first attempt
+/// reads nothing; an attempt after one that may have posted reads the thread (or, for a slash
+/// command's conversation, the channel) and posts only the pieces not there yet.
+#[actix_web::test]
+async fn chat_platforms_slack_a_reply_sent_again_under_its_key_is_posted_once() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let p = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    sl.add_message("C1", "1700.1", None, "U1", "<@U0BOT> hello");
+    let text = vec!["x<y ".repeat(200); 9].join("\n\n");
+    let key = ReplyKey::new("slack:C1:1700.1/7", chrono::Utc::now(), false);
+    let first = p.send_once("C1:1700.1", &text, &key).await.expect("sent");
+    let parts = sl.posted().len();
+    assert!(parts >= 2, "{parts}");
+    assert_eq!(
+        sl.calls("conversations.replies"),
+        0,
+        "a first attempt reads"
+    );
+    assert!(sl
+        .posted()
+        .iter()
+        .all(|m| m.metadata.as_ref().is_some_and(|v| {
+            v["event_type"] == json!("flotilla_reply") && v["event_payload"]["mark"].is_string()
+        })));
+    let again = p
+        .send_once("C1:1700.1", &text, &key.again())
+        .await
+        .expect("sent again");
+    assert_eq!(again, first, "the first post's ts");
+    assert_eq!(sl.posted().len(), parts, "posted twice");
+    assert_eq!(sl.calls("conversations.replies"), 1);
+    // Another reply is not taken for this one.
+    let other = ReplyKey::new("slack:C1:1700.1/8", chrono::Utc::now(), true);
+    p.send_once("C1:1700.1", &text, &other)
+        .await
+        .expect("another reply");
+    assert_eq!(sl.posted().len(), 2 * parts);
+    // A slash command's conversation is the channel: its history is read.
+    let channel = ReplyKey::new("slack:C1/9", chrono::Utc::now(), false);
+    p.send_once("C1", "in the channel", &channel)
+        .await
+        .expect("sent");
+    p.send_once("C1", "in the channel", &channel.again())
+        .await
+        .expect("sent again");
+    assert_eq!(sl.calls("conversations.history"), 1);
+    assert_eq!(sl.posted().len(), 2 * parts + 1);
+    p.send("C1", "plain").await.expect("plain");
+    assert_eq!(sl.posted().last().and_then(|m| m.metadata.clone()), None);
+}
+
+/// The crash window on Slack, end to end: the reply posted again after the restart is found
+/// in the thread by its mark and not posted twice; the first delivery read nothing.
+#[actix_web::test]
+async fn chat_platforms_slack_a_stored_reply_delivered_again_is_posted_once() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let app = slack_chat_app(&sl).await;
+    let url = format!("{}/webhooks/slack/events", app.address);
+    let thread = format!("{}.000100", chrono::Utc::now().timestamp());
+    let mention = |ts: &str, text: &str| {
+        fake_slack::envelope(json!({"type": "app_mention", "user": "U1", "channel": "C1",
+            "text": format!("<@U0BOT> {text}"), "ts": ts, "thread_ts": thread}))
+    };
+    // Slack keeps what people write: the thread's reads find its parent.
+    sl.add_message("C1", &thread, None, "U1", "<@U0BOT> /status");
+    let (status, body) =
+        fake_slack::post_signed(&url, SLACK_SECRET, &mention(&thread, "/status")).await;
+    assert_eq!(status, 200, "{body}");
+    let reply = eventually(30, "the reply to /status", || async {
+        sl.posted().first().map(|m| fake_slack::render(&m.text).0)
+    })
+    .await;
+    store_again_once_forgotten(&app, "/status", &reply).await;
+    assert_eq!(
+        sl.calls("conversations.replies"),
+        0,
+        "a first delivery read"
+    );
+    let next = format!("{}.000200", chrono::Utc::now().timestamp());
+    sl.add_message("C1", &next, Some(&thread), "U1", "<@U0BOT> /help");
+    let (status, body) =
+        fake_slack::post_signed(&url, SLACK_SECRET, &mention(&next, "/help")).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(30, "the reply to /help", || async {
+        (sl.posted().len() >= 2 && stored_replies(&app).await == Some(0)).then_some(())
+    })
+    .await;
+    let posts: Vec<String> = sl
+        .posted()
+        .iter()
+        .map(|m| fake_slack::render(&m.text).0)
+        .collect();
+    assert_eq!(
+        posts.iter().filter(|c| **c == reply).count(),
+        1,
+        "the stored reply was posted twice: {posts:?}"
+    );
+    assert!(sl.calls("conversations.replies") >= 1);
 }
 
 // ---- Slack, Jira, GitHub outbound ----------------------------------------------------------
@@ -376,6 +487,55 @@ async fn chat_platforms_jira_replies_in_adf() {
     assert!(bad.send("ABC-123", "x").await.is_err());
 }
 
+/// Jira: a stored reply's comments carry their mark in a comment property. An attempt after
+/// one that may have posted reads the issue's newest comments and their properties, and posts
+/// only the pieces not there yet; a first attempt reads nothing.
+#[actix_web::test]
+async fn chat_platforms_jira_a_reply_sent_again_under_its_key_is_posted_once() {
+    let jr = FakeJira::start("bot@acme.io", "jira-token", &["ABC-123"]).await;
+    let p = JiraPlatform::new(&jr.url, "bot@acme.io", "jira-token", TIMEOUT).expect("platform");
+    let reads = || {
+        let seen = jr.requests();
+        let n = |m: &str, p: &str| {
+            seen.iter()
+                .filter(|r| r.method == m && r.path.starts_with(p))
+                .count()
+        };
+        (
+            n("GET", "/rest/api/3/issue/ABC-123/comment"),
+            n("POST", "/rest/api/3/comment/list"),
+        )
+    };
+    p.send("ABC-123", "someone else's earlier comment")
+        .await
+        .expect("commented");
+    let text = vec!["word ".repeat(1000); 9].join("\n\n");
+    let key = ReplyKey::new("jira:ABC-123/7", chrono::Utc::now(), false);
+    let first = p.send_once("ABC-123", &text, &key).await.expect("sent");
+    let parts = jr.comments().len() - 1;
+    assert!(parts >= 2, "{parts}");
+    assert_eq!(reads(), (0, 0), "a first attempt reads");
+    assert!(jr.comments()[1..].iter().all(|c| c.properties.len() == 1
+        && c.properties[0]["key"] == json!("flotilla.reply")
+        && c.properties[0]["value"]["mark"].is_string()));
+    let again = p
+        .send_once("ABC-123", &text, &key.again())
+        .await
+        .expect("sent again");
+    assert_eq!(again, first, "the last comment's id");
+    assert_eq!(jr.comments().len(), parts + 1, "posted twice");
+    assert_eq!(reads(), (1, 1));
+    let other = ReplyKey::new("jira:ABC-123/8", chrono::Utc::now(), true);
+    p.send_once("ABC-123", &text, &other)
+        .await
+        .expect("another reply");
+    assert_eq!(jr.comments().len(), 2 * parts + 1);
+    assert!(
+        jr.comments()[0].properties.is_empty(),
+        "a plain send carries a mark"
+    );
+}
+
 #[actix_web::test]
 async fn chat_platforms_github_replies_as_issue_comments() {
     let gh = crate::fake_github::FakeGithub::start("ghp_test").await;
@@ -400,6 +560,40 @@ async fn chat_platforms_github_replies_as_issue_comments() {
         gh.count("POST /repos/{owner}/{repo}/issues/{number}/comments"),
         3
     );
+}
+
+/// GitHub: a stored reply's comment ends on its mark in an HTML comment. An attempt after one
+/// that may have posted lists the issue's comments since the reply was stored and posts only
+/// what is not there yet; a first attempt reads nothing.
+#[actix_web::test]
+async fn chat_platforms_github_a_reply_sent_again_under_its_key_is_posted_once() {
+    let gh = crate::fake_github::FakeGithub::start("ghp_test").await;
+    gh.create_repo("acme/app");
+    let n = gh.create_issue("acme/app", "Bug", "@flotilla please fix");
+    let thread = format!("acme/app#{n}");
+    let p = GithubCommentsPlatform::new(&gh.url, "ghp_test", TIMEOUT).expect("platform");
+    let list = "GET /repos/{owner}/{repo}/issues/{number}/comments";
+    let post = "POST /repos/{owner}/{repo}/issues/{number}/comments";
+    let key = ReplyKey::new("github:acme/app#1/7", chrono::Utc::now(), false);
+    let first = p.send_once(&thread, "On it.", &key).await.expect("sent");
+    assert_eq!((gh.count(post), gh.count(list)), (1, 0));
+    let comments = gh.issue_comments("acme/app", n);
+    let body = &comments.last().expect("a comment").1;
+    assert!(body.starts_with("On it.\n\n<!-- flotilla-reply "), "{body}");
+    let again = p
+        .send_once(&thread, "On it.", &key.again())
+        .await
+        .expect("sent again");
+    assert_eq!(again, first, "the first comment's id");
+    assert_eq!((gh.count(post), gh.count(list)), (1, 1), "posted twice");
+    let other = ReplyKey::new("github:acme/app#1/8", chrono::Utc::now(), true);
+    p.send_once(&thread, "On it.", &other)
+        .await
+        .expect("another reply");
+    assert_eq!(gh.count(post), 2);
+    p.send(&thread, "plain").await.expect("plain");
+    let comments = gh.issue_comments("acme/app", n);
+    assert_eq!(comments.last().map(|c| c.1.as_str()), Some("plain"));
 }
 
 // ---- Webhooks through the application ------------------------------------------------------
@@ -648,12 +842,9 @@ async fn chat_app(env: &[(&str, &str)], allow: &str) -> TestApp {
         .expect("app")
 }
 
-/// Slack: a signed `app_mention` from an allowed user gets a reply in its thread; one from
-/// a user missing from the allowlist gets none.
-#[actix_web::test]
-async fn chat_platforms_slack_mention_reaches_the_inbox_and_the_reply_reaches_the_thread() {
-    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
-    let app = chat_app(
+/// The chat app on Slack (`sl`), serving U1.
+async fn slack_chat_app(sl: &FakeSlack) -> TestApp {
+    chat_app(
         &[
             ("FLOTILLA__SLACK__API_URL", sl.api_url.as_str()),
             ("FLOTILLA__SLACK__BOT_TOKEN", "xoxb-test"),
@@ -661,7 +852,15 @@ async fn chat_platforms_slack_mention_reaches_the_inbox_and_the_reply_reaches_th
         ],
         "    slack: [U1]\n",
     )
-    .await;
+    .await
+}
+
+/// Slack: a signed `app_mention` from an allowed user gets a reply in its thread; one from
+/// a user missing from the allowlist gets none.
+#[actix_web::test]
+async fn chat_platforms_slack_mention_reaches_the_inbox_and_the_reply_reaches_the_thread() {
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let app = slack_chat_app(&sl).await;
     let url = format!("{}/webhooks/slack/events", app.address);
     let stranger = fake_slack::envelope(json!({"type": "app_mention", "user": "U9",
         "text": "<@U0BOT> /status", "ts": "1700.4", "channel": "C1"}));

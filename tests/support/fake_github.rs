@@ -21,7 +21,9 @@
 //!
 //! Admin helpers are plain Rust methods (not HTTP) so they never show up in the counts.
 //! Timestamps come from a logical clock that ticks on every change, so an ETag always moves
-//! when something changed, even within one second.
+//! when something changed, even within one second: a tick is a second from the moment the
+//! test process first read the clock, and a change never ticks behind the wall clock (so a
+//! `since` a client computes from its own clock selects what was written after it).
 
 #![allow(dead_code)]
 
@@ -253,11 +255,17 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// The instant of tick 0: the whole second the process first read the fake's clock.
+fn base() -> chrono::DateTime<chrono::Utc> {
+    static BASE: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = chrono::Utc::now();
+        now - chrono::Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&now)))
+    })
+}
+
 fn iso(t: u64) -> String {
-    let base = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-        .expect("constant parses")
-        .with_timezone(&chrono::Utc);
-    (base + chrono::Duration::seconds(t as i64))
+    (base() + chrono::Duration::seconds(t as i64))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
@@ -402,8 +410,10 @@ impl Answer {
 }
 
 impl State {
+    /// The next tick: one past the last, and never behind the wall clock.
     fn tick(&mut self) -> u64 {
-        self.clock += 1;
+        let wall = u64::try_from((chrono::Utc::now() - base()).num_seconds()).unwrap_or(0);
+        self.clock = (self.clock + 1).max(wall);
         self.clock
     }
     fn id(&mut self) -> i64 {
@@ -1321,10 +1331,25 @@ fn handle(
         },
         "GET /repos/{owner}/{repo}/issues/{number}/comments" => {
             let n = num();
+            // `since`: "only show results that were last updated after the given time"
+            // (ISO 8601), compared as the instants they are.
+            let since = match q
+                .get("since")
+                .map(|v| chrono::DateTime::parse_from_rfc3339(v))
+            {
+                None => None,
+                Some(Ok(t)) => Some(t.with_timezone(&chrono::Utc)),
+                Some(Err(_)) => return Answer::msg(422, "Validation Failed"),
+            };
             let items = s.repos[&repo]
                 .comments
                 .iter()
                 .filter(|c| c.number == n)
+                .filter(|c| {
+                    since.is_none_or(|t| {
+                        chrono::DateTime::parse_from_rfc3339(&iso(c.at)).is_ok_and(|at| at >= t)
+                    })
+                })
                 .map(|c| s.comment_json(&repo, c))
                 .collect();
             paginate(items, q, req, &base)

@@ -5,7 +5,15 @@
 //!   `email:api_token` (401 `{"errorMessages": ["Client must be authenticated…"]}`
 //!   otherwise); the body must be a valid ADF document (400 otherwise, see [`adf_problem`]);
 //!   an unknown issue is 404.
-//!   Comments are stored with their ADF body. 201 with the comment JSON.
+//!   Comments are stored with their ADF body and their entity `properties` (`[{"key",
+//!   "value"}]`, a key of 1 to 255 characters; 400 otherwise). 201 with the comment JSON.
+//! - `GET /rest/api/3/issue/{key}/comment?startAt&maxResults&orderBy` ("Get comments"): a
+//!   page `{startAt, maxResults, total, comments}`, oldest first or, with
+//!   `orderBy=-created`, newest first; `created` is the wall clock's, in Jira's
+//!   `2026-01-01T00:00:00.000+0000` form.
+//! - `POST /rest/api/3/comment/list?expand` ("Get comments by IDs", body `{"ids": [...]}`):
+//!   a page `{startAt, maxResults, total, isLast, values}` of the comments found; each one
+//!   carries its `properties` only with `expand=properties`.
 //! - Rate limit on demand: [`FakeJira::limit_next`] → 429 with `Retry-After`.
 
 #![allow(dead_code)]
@@ -26,6 +34,81 @@ pub struct Comment {
     pub id: String,
     /// ADF body.
     pub body: Value,
+    /// When it was made.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Its entity properties, as posted (`{"key", "value"}`).
+    pub properties: Vec<Value>,
+}
+
+/// A comment as Jira answers it; with its `properties` when they were asked for.
+fn comment_json(c: &Comment, properties: bool) -> Value {
+    let at = c.created.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();
+    let mut v = json!({"id": c.id, "body": c.body, "created": at, "updated": at,
+        "author": {"accountId": "bot-account", "displayName": "Flotilla"},
+        "jsdPublic": true});
+    if properties {
+        v["properties"] = json!(c.properties);
+    }
+    v
+}
+
+/// A query parameter of `req`.
+fn param(req: &HttpRequest, name: &str) -> Option<String> {
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()?
+        .get(name)
+        .cloned()
+}
+
+/// "Get comments by IDs": the comments among `ids`, in id order.
+fn comments_by_ids(s: &State, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(ids) = v["ids"].as_array() else {
+        return errors(400, "The ids are required.");
+    };
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|i| {
+            i.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| i.to_string())
+        })
+        .collect();
+    let properties = param(req, "expand").is_some_and(|e| e.split(',').any(|x| x == "properties"));
+    let mut found: Vec<&Comment> = s.comments.iter().filter(|c| ids.contains(&c.id)).collect();
+    found.sort_by_key(|c| c.id.parse::<u64>().unwrap_or(0));
+    let values: Vec<Value> = found.iter().map(|c| comment_json(c, properties)).collect();
+    HttpResponse::Ok().json(
+        json!({"startAt": 0, "maxResults": 1000, "total": values.len(),
+        "isLast": true, "values": values}),
+    )
+}
+
+/// "Get comments": a page of the issue's comments.
+fn issue_comments(s: &State, req: &HttpRequest, key: &str) -> HttpResponse {
+    let mut all: Vec<&Comment> = s.comments.iter().filter(|c| c.issue == key).collect();
+    match param(req, "orderBy").as_deref() {
+        None | Some("created" | "+created") => {}
+        Some("-created") => all.reverse(),
+        Some(o) => return errors(400, &format!("The orderBy value '{o}' is not supported.")),
+    }
+    let start = param(req, "startAt")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let max = param(req, "maxResults")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(5000)
+        .clamp(1, 5000);
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(max)
+        .map(|c| comment_json(c, false))
+        .collect();
+    HttpResponse::Ok().json(
+        json!({"startAt": start, "maxResults": max, "total": all.len(),
+        "comments": page}),
+    )
 }
 
 #[derive(Default)]
@@ -75,6 +158,9 @@ async fn dispatch(
         return errors(401, "Client must be authenticated to access this resource.");
     }
     let parts: Vec<&str> = req.path().trim_matches('/').split('/').collect();
+    if parts == ["rest", "api", "3", "comment", "list"] && req.method() == "POST" {
+        return comments_by_ids(&s, &req, &body);
+    }
     let (key, comment_id) = match parts.as_slice() {
         ["rest", "api", "3", "issue", key, "comment"] => (key.to_string(), None),
         ["rest", "api", "3", "issue", key, "comment", id] => {
@@ -88,6 +174,9 @@ async fn dispatch(
             "Issue does not exist or you do not have permission to see it.",
         );
     }
+    if req.method() == "GET" && comment_id.is_none() {
+        return issue_comments(&s, &req, &key);
+    }
     let v: Value = serde_json::from_slice(&body).unwrap_or_default();
     let doc = &v["body"];
     if let Some(problem) = adf_problem(doc) {
@@ -96,16 +185,26 @@ async fn dispatch(
     }
     match (req.method().as_str(), comment_id) {
         ("POST", None) => {
+            let properties = match &v["properties"] {
+                Value::Null => Vec::new(),
+                Value::Array(p) if p.iter().all(|e| {
+                    e["key"].as_str().is_some_and(|k| (1..=255).contains(&k.chars().count()))
+                        && e.get("value").is_some()
+                }) => p.clone(),
+                _ => return HttpResponse::BadRequest().json(json!({"errorMessages": [],
+                    "errors": {"properties": "Each property needs a key of 1 to 255 characters and a value."}})),
+            };
             s.next_id += 1;
-            let id = (10_000 + s.next_id).to_string();
-            s.comments.push(Comment {
+            let c = Comment {
                 issue: key,
-                id: id.clone(),
+                id: (10_000 + s.next_id).to_string(),
                 body: doc.clone(),
-            });
-            HttpResponse::Created().json(json!({"id": id, "body": doc,
-                "author": {"accountId": "bot-account", "displayName": "Flotilla"},
-                "created": "2026-01-01T00:00:00.000+0000"}))
+                created: chrono::Utc::now(),
+                properties,
+            };
+            let v = comment_json(&c, false);
+            s.comments.push(c);
+            HttpResponse::Created().json(v)
         }
         ("PUT", Some(id)) => match s.comments.iter_mut().find(|c| c.id == id && c.issue == key) {
             Some(c) => {

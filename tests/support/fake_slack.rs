@@ -15,10 +15,17 @@
 //!   channel, `<#C…|name>` and `<url|label>` are links, and only `&amp;`, `&lt;`, `&gt;` are
 //!   decoded for display. Each message keeps what it renders as ([`Posted::rendered`]) and
 //!   every mention any post or update parsed ([`Posted::pinged`]).
-//! - `GET /api/conversations.replies?channel&ts&latest&oldest&inclusive&limit` (a read
+//! - `GET /api/conversations.replies?channel&ts&latest&oldest&inclusive&limit&cursor` (a read
 //!   method: query parameters): the thread's messages oldest first, parent included, users'
 //!   (added with [`FakeSlack::add_message`]) and the bot's; `thread_not_found` for an
-//!   unknown `ts`; `has_more` past `limit` (default 1000, at most 1000).
+//!   unknown `ts`; `has_more` and a `response_metadata.next_cursor` past `limit` (default
+//!   1000, at most 1000). `GET /api/conversations.history` (same parameters but `ts`): the
+//!   channel's messages outside threads (a thread's parent included), newest first.
+//! - Message metadata ("Using message metadata"): `chat.postMessage` takes `metadata`
+//!   (`{"event_type", "event_payload"}`, or that object as a JSON string in a form body;
+//!   anything else is `invalid_metadata_format`), and the two reads return it on each
+//!   message only with `include_all_metadata=true`.
+//! - A bot message's `ts` is the wall clock's `seconds.micros`, strictly increasing.
 //! - Rate limit on demand: [`FakeSlack::limit_next`] makes the next N calls answer HTTP 429,
 //!   `Retry-After: secs`, `{"ok": false, "error": "ratelimited"}`; [`FakeSlack::too_many_posts`]
 //!   makes the next N `chat.postMessage` calls answer `{"ok": false, "error":
@@ -63,6 +70,8 @@ pub struct Posted {
     /// Every mention parsed by the post or any update (`user:U…`, `channel`, `here`,
     /// `everyone`), in order: each one a notification Slack would have sent.
     pub pinged: Vec<String>,
+    /// Its message metadata, if it was posted with some.
+    pub metadata: Option<Value>,
 }
 
 /// A message posted through a slash command's `response_url`.
@@ -158,6 +167,8 @@ struct State {
     channels: Vec<String>,
     posted: Vec<Posted>,
     seq: u64,
+    /// The last bot message's `ts`, in microseconds.
+    last_ts: i64,
     limited: u32,
     limit_secs: u64,
     /// `chat.postMessage` calls still to refuse with `rate_limited`.
@@ -234,8 +245,8 @@ async fn dispatch(
     if !s.channels.contains(&channel) {
         return err("channel_not_found");
     }
-    if method == "conversations.replies" {
-        return replies(&s, &channel, &p);
+    if method == "conversations.replies" || method == "conversations.history" {
+        return read(&s, &method, &channel, &p);
     }
     let Some(text) = p["text"]
         .as_str()
@@ -254,8 +265,21 @@ async fn dispatch(
             err("rate_limited")
         }
         "chat.postMessage" => {
+            let metadata = match &p["metadata"] {
+                Value::Null => None,
+                Value::String(m) => serde_json::from_str::<Value>(m).ok().or(Some(Value::Null)),
+                m => Some(m.clone()),
+            };
+            if metadata
+                .as_ref()
+                .is_some_and(|m| !m["event_type"].is_string() || !m["event_payload"].is_object())
+            {
+                return err("invalid_metadata_format");
+            }
             s.seq += 1;
-            let ts = format!("1700000000.{:06}", s.seq);
+            let now = chrono::Utc::now().timestamp_micros();
+            s.last_ts = now.max(s.last_ts + 1);
+            let ts = format!("{}.{:06}", s.last_ts / 1_000_000, s.last_ts % 1_000_000);
             let truncated = text.chars().count() > 40_000;
             let text: String = text.chars().take(40_000).collect();
             s.posted.push(Posted {
@@ -266,6 +290,7 @@ async fn dispatch(
                 updates: 0,
                 rendered,
                 pinged,
+                metadata,
             });
             let mut v = json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text,
                 "bot_id": "B0FAKE", "type": "message", "subtype": "bot_message", "ts": ts}});
@@ -327,76 +352,133 @@ fn respond(s: &mut State, path: &str, body: &[u8]) -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-/// `conversations.replies`: the thread at `ts`, oldest first, within `oldest`/`latest`.
-fn replies(s: &State, channel: &str, p: &Value) -> HttpResponse {
-    let Some(ts) = p["ts"].as_str() else {
-        return err("invalid_arguments");
-    };
+/// A message as the reads list it.
+struct Listed {
+    ts: String,
+    thread_ts: Option<String>,
+    /// The user, or the bot's id.
+    who: String,
+    text: String,
+    bot: bool,
+    metadata: Option<Value>,
+}
+
+/// `conversations.replies` (the thread at `ts`, oldest first) or `conversations.history`
+/// (the channel outside threads, newest first), within `oldest`/`latest`, a page of `limit`
+/// from `cursor` (an offset, opaque to clients).
+fn read(s: &State, method: &str, channel: &str, p: &Value) -> HttpResponse {
     let num = |t: &str| t.parse::<f64>().unwrap_or(0.0);
-    // (ts, thread_ts, user or bot, text, bot)
-    let mut all: Vec<(String, Option<String>, String, String, bool)> = s
+    let param = |k: &str| {
+        p[k].as_str()
+            .map(str::to_string)
+            .or_else(|| p.get(k).filter(|v| !v.is_null()).map(Value::to_string))
+    };
+    let mut all: Vec<Listed> = s
         .others
         .iter()
         .filter(|m| m.0 == channel)
-        .map(|m| (m.1.clone(), m.2.clone(), m.3.clone(), m.4.clone(), false))
+        .map(|m| Listed {
+            ts: m.1.clone(),
+            thread_ts: m.2.clone(),
+            who: m.3.clone(),
+            text: m.4.clone(),
+            bot: false,
+            metadata: None,
+        })
         .collect();
-    all.extend(s.posted.iter().filter(|m| m.channel == channel).map(|m| {
-        (
-            m.ts.clone(),
-            m.thread_ts.clone(),
-            "B0FAKE".into(),
-            m.text.clone(),
-            true,
-        )
-    }));
-    if !all.iter().any(|m| m.0 == ts) {
-        return err("thread_not_found");
-    }
-    let inclusive = p["inclusive"].as_str() == Some("true") || p["inclusive"] == json!(true);
+    all.extend(
+        s.posted
+            .iter()
+            .filter(|m| m.channel == channel)
+            .map(|m| Listed {
+                ts: m.ts.clone(),
+                thread_ts: m.thread_ts.clone(),
+                who: "B0FAKE".into(),
+                text: m.text.clone(),
+                bot: true,
+                metadata: m.metadata.clone(),
+            }),
+    );
+    let thread = if method == "conversations.replies" {
+        let Some(ts) = p["ts"].as_str() else {
+            return err("invalid_arguments");
+        };
+        if !all.iter().any(|m| m.ts == ts) {
+            return err("thread_not_found");
+        }
+        Some(ts.to_string())
+    } else {
+        None
+    };
+    let inclusive =
+        param("inclusive").as_deref() == Some("true") || param("inclusive").as_deref() == Some("1");
     let within = |t: &str| {
-        let ok_latest = match p["latest"].as_str() {
-            Some(l) if inclusive => num(t) <= num(l),
-            Some(l) => num(t) < num(l),
+        let ok_latest = match param("latest") {
+            Some(l) if inclusive => num(t) <= num(&l),
+            Some(l) => num(t) < num(&l),
             None => true,
         };
-        let ok_oldest = match p["oldest"].as_str() {
-            Some(o) if inclusive => num(t) >= num(o),
-            Some(o) => num(t) > num(o),
+        let ok_oldest = match param("oldest") {
+            Some(o) if inclusive => num(t) >= num(&o),
+            Some(o) => num(t) > num(&o),
             None => true,
         };
         ok_latest && ok_oldest
     };
-    let mut thread: Vec<_> = all
+    let mut listed: Vec<_> = all
         .into_iter()
-        .filter(|m| m.0 == ts || m.1.as_deref() == Some(ts))
-        .filter(|m| within(&m.0))
+        .filter(|m| match &thread {
+            Some(ts) => m.ts == *ts || m.thread_ts.as_deref() == Some(ts.as_str()),
+            None => m.thread_ts.is_none() || m.thread_ts.as_deref() == Some(m.ts.as_str()),
+        })
+        .filter(|m| within(&m.ts))
         .collect();
-    thread.sort_by(|a, b| num(&a.0).total_cmp(&num(&b.0)));
-    let limit = p["limit"]
-        .as_str()
+    listed.sort_by(|a, b| num(&a.ts).total_cmp(&num(&b.ts)));
+    if thread.is_none() {
+        listed.reverse();
+    }
+    let limit = param("limit")
         .and_then(|l| l.parse::<usize>().ok())
-        .or_else(|| p["limit"].as_u64().map(|l| l as usize))
-        .unwrap_or(1000)
+        .unwrap_or(if thread.is_some() { 1000 } else { 100 })
         .clamp(1, 1000);
-    let has_more = thread.len() > limit;
-    let messages: Vec<Value> = thread
+    let from = param("cursor")
+        .and_then(|c| {
+            c.strip_prefix("offset:")
+                .and_then(|o| o.parse::<usize>().ok())
+        })
+        .unwrap_or(0);
+    let with_metadata = param("include_all_metadata").as_deref() == Some("true")
+        || param("include_all_metadata").as_deref() == Some("1");
+    let has_more = listed.len() > from + limit;
+    let messages: Vec<Value> = listed
         .into_iter()
+        .skip(from)
         .take(limit)
-        .map(|(t, th, who, text, bot)| {
-            let mut m = json!({"type": "message", "ts": t, "text": text,
-                "thread_ts": th.unwrap_or_else(|| ts.to_string())});
-            if bot {
-                m["bot_id"] = json!(who);
+        .map(|l| {
+            let mut m = json!({"type": "message", "ts": l.ts, "text": l.text});
+            if let Some(th) = l.thread_ts.or_else(|| thread.clone()) {
+                m["thread_ts"] = json!(th);
+            }
+            if l.bot {
+                m["bot_id"] = json!(l.who);
                 m["subtype"] = json!("bot_message");
             } else {
-                m["user"] = json!(who);
+                m["user"] = json!(l.who);
+            }
+            if let (true, Some(meta)) = (with_metadata, l.metadata) {
+                m["metadata"] = meta;
             }
             m
         })
         .collect();
+    let next = if has_more {
+        format!("offset:{}", from + limit)
+    } else {
+        String::new()
+    };
     HttpResponse::Ok().json(
         json!({"ok": true, "messages": messages, "has_more": has_more,
-        "response_metadata": {"next_cursor": if has_more { "bmV4dA==" } else { "" }}}),
+        "response_metadata": {"next_cursor": next}}),
     )
 }
 

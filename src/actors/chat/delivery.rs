@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::reply::{edit, send_parts, split_id};
 use super::ChatContext;
-use crate::plugins::PluginError;
+use crate::plugins::{PluginError, ReplyKey};
 use crate::store::{ChatReplyRecord, StoreError};
 use crate::telemetry::METRICS;
 
@@ -32,6 +32,12 @@ pub enum Delivered {
 /// retriable), or that failed [`REPLY_ATTEMPTS`] times, is given up with a warning; one that
 /// failed for now stops the delivery, so replies keep their order.
 ///
+/// `settled` is the message the caller settled just before (its replies' first attempt, made
+/// by the task that stored them: none can be out yet). Any other reply may have been posted
+/// by an attempt the store does not know of (a crash after the post, an answer lost on the way
+/// back), and the platform is asked to look for it first where it can
+/// ([`ReplyKey::look_since`]).
+///
 /// # Errors
 /// The store failed (the replies already out are forgotten first, as far as it lets them).
 ///
@@ -39,10 +45,12 @@ pub enum Delivered {
 pub async fn deliver(
     ctx: &ChatContext,
     conversation: &str,
+    settled: Option<i64>,
 ) -> Result<(Delivered, Vec<i64>), StoreError> {
     let mut out = Vec::new();
     for r in ctx.store.unsent_chat_replies(conversation).await? {
-        let result = match post(ctx, conversation, &r).await {
+        let first = r.attempts == 0 && settled == Some(r.message_id);
+        let result = match post(ctx, conversation, &r, first).await {
             Ok(()) => "posted",
             Err(e) if e.is_retriable() => {
                 let attempts = match ctx.store.chat_reply_failed(r.id).await {
@@ -91,6 +99,7 @@ async fn post(
     ctx: &ChatContext,
     conversation: &str,
     r: &ChatReplyRecord,
+    first: bool,
 ) -> Result<(), PluginError> {
     let (platform, thread) = split_id(conversation);
     let p = ctx.platforms.require(platform)?;
@@ -99,7 +108,7 @@ async fn post(
         None => {
             // Keyed by the stored reply: posted again after a crash (or a lost answer), it is
             // the same post where the platform can tell.
-            let key = format!("{conversation}/{}", r.id);
+            let key = ReplyKey::new(format!("{conversation}/{}", r.id), r.stored_at, !first);
             send_parts(
                 ctx,
                 conversation,

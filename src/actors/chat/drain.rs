@@ -33,6 +33,8 @@ pub async fn drain(
     handles: Arc<TurnHandles>,
 ) -> Result<Delivered, StoreError> {
     let mut delivered = Delivered::All;
+    // The message settled by the last round: its replies are on their first attempt.
+    let mut settled = None;
     loop {
         let fence = match &ctx.cluster {
             None => None,
@@ -43,7 +45,7 @@ pub async fn drain(
         };
         let mut out = Vec::new();
         if delivered == Delivered::All {
-            (delivered, out) = deliver(&ctx, &conversation).await?;
+            (delivered, out) = deliver(&ctx, &conversation, settled).await?;
         }
         // The replies out are forgotten in the claim's transaction (or, refused, on their own).
         let claim = match ctx
@@ -74,6 +76,7 @@ pub async fn drain(
             .with_label_values(&[ending.outcome.label()])
             .inc();
         settle(&ctx, &conversation, msg.id, &ending, fence.as_ref()).await?;
+        settled = Some(msg.id);
     }
 }
 

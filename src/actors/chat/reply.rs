@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::ChatContext;
 use crate::chat::paths::split_reply;
-use crate::plugins::{ChatPlatform, PluginError};
+use crate::plugins::{ChatPlatform, PluginError, ReplyKey};
 use crate::store::ChatReply;
 
 /// Longest a platform call may take.
@@ -69,7 +69,7 @@ pub async fn reply_to(ctx: &ChatContext, conversation: &str, text: &str) {
 /// command's `response_url`, see [`super::reply_addresses`]); without one the refusal
 /// stands. With `key` (a stored reply's, the same at every attempt), each part is sent
 /// under its own key ([`ChatPlatform::send_once`]), so that a repeat posts nothing new where
-/// the platform can tell.
+/// the platform can tell; an attempt after one that failed is told that its post may be out.
 ///
 /// # Errors
 /// The first failed send, or the refusal when no reply address could carry the rest.
@@ -79,13 +79,18 @@ pub(super) async fn send_parts(
     p: &dyn ChatPlatform,
     thread: &str,
     parts: &[String],
-    key: Option<&str>,
+    key: Option<&ReplyKey>,
 ) -> Result<(), PluginError> {
     for (i, part) in parts.iter().enumerate() {
         let sent = match key {
             Some(key) => {
-                let key = format!("{key}/{i}");
-                retry(|| p.send_once(thread, part, &key)).await
+                let mut key = key.part(i);
+                retry(|| {
+                    let this = key.clone();
+                    key = key.again();
+                    async move { p.send_once(thread, part, &this).await }
+                })
+                .await
             }
             None => send(p, thread, part).await,
         };

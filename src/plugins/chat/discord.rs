@@ -26,10 +26,13 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::discord_limits::{self, RateLimits, Route};
+use super::reply_key::{post_pieces, Marks};
 use super::split::split_message;
 use super::Http;
 use crate::config::DiscordSettings;
-use crate::plugins::{ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult};
+use crate::plugins::{
+    ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult, ReplyKey,
+};
 
 /// Discord's `content` limit, in characters.
 pub const MAX_MESSAGE: usize = 2000;
@@ -104,26 +107,24 @@ impl DiscordPlatform {
     }
 
     /// "Create Message" for each part of `text`; with `key`, each part carries its own
-    /// [`nonce`] and `enforce_nonce`: Discord then answers a part it already created in the
-    /// past few minutes with that message, and creates none.
-    async fn post(&self, thread: &str, text: &str, key: Option<&str>) -> PluginResult<String> {
-        let mut last = None;
-        for (i, chunk) in split_message(text, MAX_MESSAGE).into_iter().enumerate() {
+    /// `nonce` ([`ReplyKey::mark`], at most 25 characters) and `enforce_nonce`: Discord then
+    /// answers a part it already created in the past few minutes with that message, and
+    /// creates none.
+    async fn post(&self, thread: &str, text: &str, key: Option<&ReplyKey>) -> PluginResult<String> {
+        let pieces = split_message(text, MAX_MESSAGE);
+        // Discord tells a repeat itself: nothing is read.
+        let look = |_| async { Ok(Marks::new()) };
+        post_pieces(pieces, key, look, |chunk, mark| async move {
             let mut body = json!({"content": chunk, "allowed_mentions": no_mentions()});
-            if let Some(key) = key {
-                body["nonce"] = json!(nonce(key, i, &chunk));
+            if let Some(mark) = mark {
+                body["nonce"] = json!(mark);
                 body["enforce_nonce"] = json!(true);
             }
-            let m = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/channels/{thread}/messages"),
-                    body,
-                )
-                .await?;
-            last = m["id"].as_str().map(str::to_string);
-        }
-        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+            let path = format!("/channels/{thread}/messages");
+            let m = self.call(reqwest::Method::POST, &path, body).await?;
+            Ok(m["id"].as_str().map(str::to_string))
+        })
+        .await
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> PluginResult<Value> {
@@ -167,19 +168,6 @@ impl DiscordPlatform {
     }
 }
 
-/// A message's `nonce` (up to 25 characters) for part `part` of the reply sent under `key`:
-/// its text is in it too, so that the same key from another database (ids begun afresh)
-/// cannot stand for another reply.
-fn nonce(key: &str, part: usize, text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(key.as_bytes())
-        .chain_update(part.to_le_bytes())
-        .chain_update(text.as_bytes())
-        .finalize();
-    hex::encode(digest)[..25].to_string()
-}
-
 #[async_trait]
 impl ChatPlatform for DiscordPlatform {
     fn name(&self) -> &'static str {
@@ -194,7 +182,7 @@ impl ChatPlatform for DiscordPlatform {
         self.post(thread, text, None).await
     }
 
-    async fn send_once(&self, thread: &str, text: &str, key: &str) -> PluginResult<String> {
+    async fn send_once(&self, thread: &str, text: &str, key: &ReplyKey) -> PluginResult<String> {
         self.post(thread, text, Some(key)).await
     }
 

@@ -10,12 +10,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::reply_key::{post_pieces, Marks};
 use super::split::split_message;
 use super::{strip_mention, Http};
 use crate::config::GithubSettings;
-use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
+use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult, ReplyKey};
 
 /// Longest comment we post, in characters (GitHub refuses more than 65,536).
 pub const MAX_MESSAGE: usize = 65_000;
@@ -59,11 +61,16 @@ impl GithubCommentsPlatform {
         let r = self
             .http
             .call(|c| {
-                c.request(method.clone(), &url)
+                let r = c
+                    .request(method.clone(), &url)
                     .bearer_auth(&self.token)
                     .header(reqwest::header::ACCEPT, "application/vnd.github+json")
-                    .header("X-GitHub-Api-Version", "2022-11-28")
-                    .json(&body)
+                    .header("X-GitHub-Api-Version", "2022-11-28");
+                if body.is_null() {
+                    r
+                } else {
+                    r.json(&body)
+                }
             })
             .await?;
         if (200..300).contains(&r.status) {
@@ -71,6 +78,74 @@ impl GithubCommentsPlatform {
         }
         Err(r.error("github", r.json["message"].as_str()))
     }
+}
+
+impl GithubCommentsPlatform {
+    /// "Create an issue comment" for each piece of `text`. With `key`, each piece ends on its
+    /// mark ([`ReplyKey::mark`]) in an HTML comment, which GitHub does not show; when an
+    /// earlier attempt may have posted it, the issue's comments since then are read first and
+    /// a piece already there is not posted again.
+    async fn post(&self, thread: &str, text: &str, key: Option<&ReplyKey>) -> PluginResult<String> {
+        let (repo, n) = parse_thread(thread)?;
+        let pieces = split_message(text, MAX_MESSAGE);
+        let look = |since| self.marks_since(repo, n, since);
+        post_pieces(pieces, key, look, |chunk, mark| async move {
+            let body = match &mark {
+                Some(m) => format!("{chunk}\n\n{}", marker(m)),
+                None => chunk,
+            };
+            let path = format!("/repos/{repo}/issues/{n}/comments");
+            let v = self
+                .call(reqwest::Method::POST, &path, json!({ "body": body }))
+                .await?;
+            Ok(v["id"].as_i64().map(|i| i.to_string()))
+        })
+        .await
+    }
+
+    /// The marks in the issue's comments updated since `since`, with the comments' ids: "List
+    /// issue comments" with `since`, oldest first, [`MARK_PAGE`] a page, up to [`MARK_PAGES`]
+    /// pages.
+    async fn marks_since(&self, repo: &str, n: u64, since: DateTime<Utc>) -> PluginResult<Marks> {
+        let since = since.format("%Y-%m-%dT%H:%M:%SZ");
+        let mut marks = Marks::new();
+        for page in 1..=MARK_PAGES {
+            let path = format!(
+                "/repos/{repo}/issues/{n}/comments?since={since}&per_page={MARK_PAGE}&page={page}"
+            );
+            let v = self.call(reqwest::Method::GET, &path, Value::Null).await?;
+            let comments = v.as_array().map(Vec::as_slice).unwrap_or_default();
+            for c in comments {
+                let body = c["body"].as_str().unwrap_or_default();
+                if let (Some(mark), Some(id)) = (read_marker(body), c["id"].as_i64()) {
+                    marks.insert(mark.to_string(), id.to_string());
+                }
+            }
+            if comments.len() < MARK_PAGE {
+                break;
+            }
+        }
+        Ok(marks)
+    }
+}
+
+/// Comments read in one page when looking for a reply's earlier post (GitHub's most).
+const MARK_PAGE: usize = 100;
+/// Pages read at most.
+const MARK_PAGES: usize = 5;
+/// What starts the HTML comment holding a reply's mark.
+const MARKER_START: &str = "<!-- flotilla-reply ";
+
+/// A reply's mark as the hidden last line of its comment.
+fn marker(mark: &str) -> String {
+    format!("{MARKER_START}{mark} -->")
+}
+
+/// The mark a comment ends on, if it is a reply's.
+fn read_marker(body: &str) -> Option<&str> {
+    let (_, rest) = body.trim_end().rsplit_once(MARKER_START)?;
+    rest.strip_suffix(" -->")
+        .filter(|m| !m.contains(char::is_whitespace))
 }
 
 /// `owner/repo#N` → (`owner/repo`, N).
@@ -93,19 +168,11 @@ impl ChatPlatform for GithubCommentsPlatform {
     }
 
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
-        let (repo, n) = parse_thread(thread)?;
-        let mut last = None;
-        for chunk in split_message(text, MAX_MESSAGE) {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/repos/{repo}/issues/{n}/comments"),
-                    json!({"body": chunk}),
-                )
-                .await?;
-            last = v["id"].as_i64().map(|i| i.to_string());
-        }
-        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+        self.post(thread, text, None).await
+    }
+
+    async fn send_once(&self, thread: &str, text: &str, key: &ReplyKey) -> PluginResult<String> {
+        self.post(thread, text, Some(key)).await
     }
 
     async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
@@ -257,6 +324,20 @@ fn closed_issues(body: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replys_mark_is_read_back_from_the_end_of_its_comment_only() {
+        let body = format!("Done.\n\n{}", marker("0123456789abcdef012345678"));
+        assert_eq!(read_marker(&body), Some("0123456789abcdef012345678"));
+        assert_eq!(
+            read_marker(&format!("{body}\n")),
+            Some("0123456789abcdef012345678")
+        );
+        assert_eq!(read_marker("Done."), None);
+        // Quoted in the middle of someone's comment, it is not theirs to claim.
+        assert_eq!(read_marker(&format!("> {body}\n\nthanks")), None);
+        assert_eq!(read_marker("<!-- flotilla-reply a b -->"), None);
+    }
 
     fn comment(action: &str, who: &str, text: &str) -> Value {
         json!({"action": action, "issue": {"number": 7, "body": "@flotilla do it"},

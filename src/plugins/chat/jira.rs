@@ -11,14 +11,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::adf::{adf_mentions, adf_to_text, markdown_to_adf};
+use super::reply_key::{post_pieces, Marks};
 use super::split::split_message;
 use super::Http;
 use crate::chat::jira_repos::{repository_urls, IssueFacts};
 use crate::config::JiraSettings;
-use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult};
+use crate::plugins::{ChatPlatform, InboundMessage, PluginError, PluginResult, ReplyKey};
 
 /// Longest comment we post, in characters (Jira refuses bodies past 32,767).
 pub const MAX_MESSAGE: usize = 30_000;
@@ -65,10 +67,15 @@ impl JiraPlatform {
         let r = self
             .http
             .call(|c| {
-                c.request(method.clone(), &url)
+                let r = c
+                    .request(method.clone(), &url)
                     .basic_auth(&self.email, Some(&self.token))
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .json(&body)
+                    .header(reqwest::header::ACCEPT, "application/json");
+                if body.is_null() {
+                    r
+                } else {
+                    r.json(&body)
+                }
             })
             .await?;
         if (200..300).contains(&r.status) {
@@ -80,6 +87,96 @@ impl JiraPlatform {
             .or_else(|| r.json.get("errors").map(|e| e.to_string()));
         Err(r.error("jira", msg.as_deref()))
     }
+}
+
+impl JiraPlatform {
+    /// "Add comment" for each piece of `text`. With `key`, each piece carries its mark
+    /// ([`ReplyKey::mark`]) in a comment property ([`REPLY_PROPERTY`]), which Jira does not
+    /// show; when an earlier attempt may have posted it, the issue's newest comments are read
+    /// first and a piece already there is not posted again.
+    async fn post(&self, thread: &str, text: &str, key: Option<&ReplyKey>) -> PluginResult<String> {
+        let issue = check_key(thread)?;
+        let pieces = split_message(text, MAX_MESSAGE);
+        let look = |since| self.marks_since(issue, since);
+        post_pieces(pieces, key, look, |chunk, mark| async move {
+            let mut body = json!({"body": markdown_to_adf(&chunk)});
+            if let Some(mark) = mark {
+                body["properties"] = json!([{"key": REPLY_PROPERTY, "value": {"mark": mark}}]);
+            }
+            let path = format!("/rest/api/3/issue/{issue}/comment");
+            let v = self.call(reqwest::Method::POST, &path, body).await?;
+            Ok(v["id"].as_str().map(str::to_string))
+        })
+        .await
+    }
+
+    /// The marks of the issue's comments made since `since`, with their ids: "Get comments"
+    /// newest first (up to [`MARK_PAGES`] pages of [`MARK_PAGE`]) for the ids, then "Get
+    /// comments by IDs" with `expand=properties` for their marks.
+    async fn marks_since(&self, issue: &str, since: DateTime<Utc>) -> PluginResult<Marks> {
+        let mut ids = Vec::new();
+        'pages: for page in 0..MARK_PAGES {
+            let path = format!(
+                "/rest/api/3/issue/{issue}/comment?orderBy=-created&startAt={}&maxResults={MARK_PAGE}",
+                page * MARK_PAGE
+            );
+            let v = self.call(reqwest::Method::GET, &path, Value::Null).await?;
+            let comments = v["comments"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for c in comments {
+                let created = c["created"].as_str().and_then(jira_time);
+                if created.is_some_and(|t| t < since) {
+                    break 'pages;
+                }
+                ids.extend(c["id"].as_str().map(str::to_string));
+            }
+            if comments.len() < MARK_PAGE {
+                break;
+            }
+        }
+        let mut marks = Marks::new();
+        for batch in ids.chunks(MARK_PAGE) {
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/rest/api/3/comment/list?expand=properties&maxResults={MARK_PAGE}"),
+                    json!({ "ids": batch }),
+                )
+                .await?;
+            for c in v["values"].as_array().into_iter().flatten() {
+                let mark = c["properties"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|p| {
+                        (p["key"].as_str() == Some(REPLY_PROPERTY))
+                            .then(|| p["value"]["mark"].as_str())
+                            .flatten()
+                    });
+                if let (Some(mark), Some(id)) = (mark, c["id"].as_str()) {
+                    marks.insert(mark.to_string(), id.to_string());
+                }
+            }
+        }
+        Ok(marks)
+    }
+}
+
+/// The comment property holding a stored reply's mark.
+const REPLY_PROPERTY: &str = "flotilla.reply";
+/// Comments read in one page when looking for a reply's earlier post.
+const MARK_PAGE: usize = 100;
+/// Pages read at most.
+const MARK_PAGES: usize = 5;
+
+/// A Jira timestamp (`2026-01-01T00:00:00.000+0000`; RFC 3339 read too).
+fn jira_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(s))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn check_key(thread: &str) -> PluginResult<&str> {
@@ -107,19 +204,11 @@ impl ChatPlatform for JiraPlatform {
     }
 
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
-        let key = check_key(thread)?;
-        let mut last = None;
-        for chunk in split_message(text, MAX_MESSAGE) {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/rest/api/3/issue/{key}/comment"),
-                    json!({"body": markdown_to_adf(&chunk)}),
-                )
-                .await?;
-            last = v["id"].as_str().map(str::to_string);
-        }
-        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+        self.post(thread, text, None).await
+    }
+
+    async fn send_once(&self, thread: &str, text: &str, key: &ReplyKey) -> PluginResult<String> {
+        self.post(thread, text, Some(key)).await
     }
 
     async fn edit(&self, thread: &str, message_id: &str, text: &str) -> PluginResult<()> {
@@ -237,6 +326,16 @@ fn strip_adf_mention(doc: &Value, account_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jira_times_read_in_its_own_form_and_rfc_3339() {
+        let t = jira_time("2026-12-05T10:20:30.123+0000").expect("jira form");
+        assert_eq!(t.to_rfc3339(), "2026-12-05T10:20:30.123+00:00");
+        let t = jira_time("2026-12-05T11:20:30.000+0100").expect("an offset");
+        assert_eq!(t.to_rfc3339(), "2026-12-05T10:20:30+00:00");
+        assert!(jira_time("2026-12-05T10:20:30Z").is_some());
+        assert_eq!(jira_time("yesterday"), None);
+    }
 
     fn hook(event: &str, author: &str, body: Value) -> Value {
         json!({"timestamp": 1, "webhookEvent": event, "issue": {"id": "1", "key": "ABC-123",

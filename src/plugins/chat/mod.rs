@@ -31,6 +31,7 @@ pub mod gateway;
 pub mod github;
 pub mod history;
 pub mod jira;
+pub mod reply_key;
 pub mod slack;
 pub mod split;
 pub mod telegram;

@@ -23,13 +23,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::reply_key::{post_pieces, Marks};
 use super::split::split_message;
 use super::Http;
 use crate::config::SlackSettings;
 use crate::plugins::{
-    ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult, META_RESPONSE_URL,
+    ChatPlatform, HistoryMessage, InboundMessage, PluginError, PluginResult, ReplyKey,
+    META_RESPONSE_URL,
 };
 
 /// Slack's advice for `text` (`chat.update` refuses more), in characters.
@@ -121,6 +124,81 @@ impl SlackPlatform {
     }
 }
 
+impl SlackPlatform {
+    /// `chat.postMessage` for each piece of `text`. With `key`, each piece carries its mark
+    /// ([`ReplyKey::mark`]) in the message's `metadata` ("Using message metadata",
+    /// [`REPLY_EVENT`]); when an earlier attempt may have posted it, the thread is read first
+    /// and a piece already there is not posted again.
+    async fn post(&self, thread: &str, text: &str, key: Option<&ReplyKey>) -> PluginResult<String> {
+        let (channel, ts) = parse_thread(thread)?;
+        let pieces = split_escaped(text, MAX_MESSAGE);
+        let look = |since| self.marks_since(channel, ts, since);
+        post_pieces(pieces, key, look, |chunk, mark| async move {
+            let mut body = json!({"channel": channel, "text": chunk});
+            if let Some(ts) = ts {
+                body["thread_ts"] = json!(ts);
+            }
+            if let Some(mark) = mark {
+                body["metadata"] =
+                    json!({"event_type": REPLY_EVENT, "event_payload": {"mark": mark}});
+            }
+            let v = self.call("chat.postMessage", &body).await?;
+            Ok(v["ts"].as_str().map(str::to_string))
+        })
+        .await
+    }
+
+    /// The marks of the replies posted in the thread (or, for a slash command's conversation,
+    /// the channel) since `since`, with their `ts`: `conversations.replies` or
+    /// `conversations.history` with `include_all_metadata`, page by page up to
+    /// [`MARK_PAGES`].
+    async fn marks_since(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> PluginResult<Marks> {
+        let (method, mut query) = match thread_ts {
+            Some(ts) => ("conversations.replies", vec![("ts", ts.to_string())]),
+            None => ("conversations.history", Vec::new()),
+        };
+        query.extend([
+            ("channel", channel.to_string()),
+            ("oldest", format!("{}.000000", since.timestamp())),
+            ("include_all_metadata", "true".to_string()),
+            ("limit", HISTORY_PAGE.to_string()),
+        ]);
+        let mut marks = Marks::new();
+        for _ in 0..MARK_PAGES {
+            let v = self.call_get(method, &query).await?;
+            for m in v["messages"].as_array().into_iter().flatten() {
+                let meta = &m["metadata"];
+                if let (Some(REPLY_EVENT), Some(mark), Some(ts)) = (
+                    meta["event_type"].as_str(),
+                    meta["event_payload"]["mark"].as_str(),
+                    m["ts"].as_str(),
+                ) {
+                    marks.insert(mark.to_string(), ts.to_string());
+                }
+            }
+            match v["response_metadata"]["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() && v["has_more"] != json!(false) => {
+                    query.retain(|(k, _)| *k != "cursor");
+                    query.push(("cursor", c.to_string()));
+                }
+                _ => break,
+            }
+        }
+        Ok(marks)
+    }
+}
+
+/// The `event_type` of the metadata a stored reply's posts carry (their mark in the payload).
+const REPLY_EVENT: &str = "flotilla_reply";
+
+/// Pages of a thread read for a reply's earlier post.
+const MARK_PAGES: usize = 5;
+
 /// Wait after a `rate_limited` answer that names none: `chat.postMessage` allows about one
 /// message a second per channel.
 const RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
@@ -195,17 +273,11 @@ impl ChatPlatform for SlackPlatform {
     }
 
     async fn send(&self, thread: &str, text: &str) -> PluginResult<String> {
-        let (channel, ts) = parse_thread(thread)?;
-        let mut last = None;
-        for chunk in split_escaped(text, MAX_MESSAGE) {
-            let mut body = json!({"channel": channel, "text": chunk});
-            if let Some(ts) = ts {
-                body["thread_ts"] = json!(ts);
-            }
-            let v = self.call("chat.postMessage", &body).await?;
-            last = v["ts"].as_str().map(str::to_string);
-        }
-        last.ok_or_else(|| PluginError::Invalid("nothing to send".into()))
+        self.post(thread, text, None).await
+    }
+
+    async fn send_once(&self, thread: &str, text: &str, key: &ReplyKey) -> PluginResult<String> {
+        self.post(thread, text, Some(key)).await
     }
 
     fn cannot_post_here(&self, error: &PluginError) -> bool {

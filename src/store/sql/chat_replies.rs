@@ -61,22 +61,27 @@ sql_impl! { #[async_trait] impl ChatReplies;
 
     #[tracing::instrument(skip_all)]
     async fn unsent_chat_replies(&self, conversation: &str) -> StoreResult<Vec<ChatReplyRecord>> {
-        let rows: Vec<(i64, i64, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT id, message_id, body, edit_of, attempts FROM chat_replies \
+        let rows = sqlx::query(
+            "SELECT id, message_id, body, edit_of, attempts, created_at FROM chat_replies \
              WHERE conversation_id = $1 ORDER BY id",
         )
         .bind(conversation)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, message_id, body, edit_of, attempts)| ChatReplyRecord {
-                id,
-                message_id,
-                reply: ChatReply { body, edit_of },
-                attempts,
+        rows.iter()
+            .map(|r| {
+                Ok(ChatReplyRecord {
+                    id: Self::get(r, "id")?,
+                    message_id: Self::get(r, "message_id")?,
+                    reply: ChatReply {
+                        body: Self::get(r, "body")?,
+                        edit_of: Self::get(r, "edit_of")?,
+                    },
+                    attempts: Self::get(r, "attempts")?,
+                    stored_at: Self::get_ts(r, "created_at")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     #[tracing::instrument(skip_all)]
