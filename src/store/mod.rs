@@ -299,6 +299,14 @@ pub trait ChatStore: Send + Sync + 'static {
         conversation_id: &str,
     ) -> StoreResult<Vec<ChatMessageRecord>>;
 
+    /// A conversation's messages received since `since`, whatever their status, oldest first
+    /// (the reply addresses they carry, after a restart).
+    async fn chat_messages_since(
+        &self,
+        conversation_id: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<ChatMessageRecord>>;
+
     /// The newest message of every conversation that has one, and how many messages each
     /// has queued or running (for the conversations page: two reads, however many there are).
     async fn chat_activity(&self) -> StoreResult<ChatActivity>;

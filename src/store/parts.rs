@@ -121,6 +121,7 @@ delegate! { ChatStore to chat {
     fn conversation_spend(conversation_id: &str) -> f64;
     fn enqueue_chat_message_with_meta(conversation_id: &str, platform_message_id: &str, author: &str, body: &str, meta: &BTreeMap<String, String>, at: DateTime<Utc>) -> Option<ChatMessageRecord>;
     fn pending_chat_messages(conversation_id: &str) -> Vec<ChatMessageRecord>;
+    fn chat_messages_since(conversation_id: &str, since: DateTime<Utc>) -> Vec<ChatMessageRecord>;
     fn chat_activity() -> ChatActivity;
     fn conversations_with_pending() -> Vec<String>;
     fn link_session_to_conversation(session_id: &str, conversation_id: &str) -> ();

@@ -1179,10 +1179,22 @@ async fn a_settled_messages_replies_wait_in_order_until_posted(store: SharedStor
         ChatReply::post("part 2"),
         ChatReply::post("part 3"),
     ];
+    let before = Utc::now() - Duration::seconds(1);
     store
         .settle_chat_message(&conv.id, m.id, MessageStatus::Done, &replies, None)
         .await
         .expect("settle");
+    let after = Utc::now() + Duration::seconds(1);
+    // A settled message is still read by its time (the reply address it carries).
+    let since = |t| store.chat_messages_since(&conv.id, t);
+    let read: Vec<i64> = since(at(1))
+        .await
+        .expect("since")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(read, [m.id]);
+    assert!(since(at(2)).await.expect("since").is_empty());
 
     // The message is done and no longer pending; its conversation is, for its replies.
     assert_eq!(
@@ -1210,6 +1222,12 @@ async fn a_settled_messages_replies_wait_in_order_until_posted(store: SharedStor
     );
     assert!(unsent.windows(2).all(|w| w[0].id < w[1].id), "{unsent:?}");
     assert!(unsent.iter().all(|r| r.attempts == 0), "{unsent:?}");
+    assert!(
+        unsent
+            .iter()
+            .all(|r| before < r.stored_at && r.stored_at < after),
+        "{unsent:?}"
+    );
 
     // A failed attempt is counted; a posted reply is forgotten, twice without harm.
     assert_eq!(

@@ -308,9 +308,14 @@ async fn chat_platforms_discord_a_stored_reply_delivered_again_is_posted_once() 
 
 /// Replies still waiting in the app's `chat_replies` (`None` while the database is busy).
 async fn stored_replies(app: &TestApp) -> Option<i64> {
+    stored_replies_in(&app.home).await
+}
+
+/// Replies still waiting in `chat_replies` of the SQLite database under `home`.
+pub(crate) async fn stored_replies_in(home: &std::path::Path) -> Option<i64> {
     use sqlx::ConnectOptions;
     let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(app.home.join("flotilla.db"))
+        .filename(home.join("flotilla.db"))
         .connect()
         .await
         .ok()?;

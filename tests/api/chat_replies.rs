@@ -119,3 +119,61 @@ async fn a_reply_waiting_for_its_platform_survives_kill_9_and_the_turn_is_not_ru
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(runs(&log, "start", "tag-k9"), 1, "the turn ran once");
 }
+
+/// A slash command typed where the bot is not a member is answered through its
+/// `response_url`, which only the process that took the command kept. After a `kill -9`, a
+/// reply it left stored still goes out through that URL, read back from the stored command,
+/// instead of being given up as a channel the bot cannot post in.
+#[actix_web::test]
+async fn a_stored_reply_for_a_channel_the_bot_is_not_in_uses_the_commands_url_after_kill_9() {
+    use crate::fake_slack::{self, FakeSlack};
+    use sqlx::ConnectOptions;
+    const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    let sl = FakeSlack::start("xoxb-test", &["G1"]).await;
+    sl.not_in("G1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = format!("  scripted: {{ kind: command, command: {ECHO_AGENT} }}\n");
+    let s = Scratch::with_agents(dir, &agents, "chat:\n  allow:\n    slack: [U1]\n");
+    let env = [
+        ("FLOTILLA__SLACK__API_URL", sl.api_url.as_str()),
+        ("FLOTILLA__SLACK__BOT_TOKEN", "xoxb-test"),
+        ("FLOTILLA__SLACK__SIGNING_SECRET", SECRET),
+    ];
+    let mut server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    let url = format!("{}/webhooks/slack/commands", server.address);
+    let form = sl.slash_command("/flotilla", "status", "G1", "U1");
+    let (status, body) = fake_slack::post_form_signed(&url, SECRET, &form).await;
+    assert_eq!(status, 200, "{body}");
+    let stored = || crate::chat_platforms::stored_replies_in(&s.home);
+    eventually(30, "the answer through the URL, forgotten", || async {
+        (sl.responses().len() == 1 && stored().await == Some(0)).then_some(())
+    })
+    .await;
+    server.kill9();
+    // A reply the killed node had stored and not posted yet.
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(s.home.join("flotilla.db"))
+        .connect()
+        .await
+        .expect("db");
+    sqlx::query(
+        "INSERT INTO chat_replies (conversation_id, message_id, body, created_at) \
+         SELECT conversation_id, id, 'the reply the crash left', received_at \
+         FROM chat_messages WHERE conversation_id = 'slack:G1'",
+    )
+    .execute(&mut c)
+    .await
+    .expect("a stored reply");
+    drop(c);
+    let _server = ServerProc::start_with_env(s.dir.path(), &s.home, &s.cfg, s.port, &env).await;
+    eventually(60, "the stored reply through the command's URL", || async {
+        (sl.responses()
+            .iter()
+            .any(|r| r.text == "the reply the crash left")
+            && stored().await == Some(0))
+        .then_some(())
+    })
+    .await;
+    assert!(sl.posted().is_empty(), "{:?}", sl.posted());
+    assert_eq!(sl.responses().len(), 2, "{:?}", sl.responses());
+}

@@ -117,7 +117,14 @@ async fn through_addresses(
     let addresses = &ctx.reply_addresses;
     let mut parts = parts.iter().peekable();
     while let Some(part) = parts.peek() {
-        let Some(a) = addresses.newest(conversation, ctx.clock.now()) else {
+        let newest = match addresses.newest(conversation, ctx.clock.now()) {
+            None if addresses.to_restore(conversation) => {
+                restore_addresses(ctx, conversation).await;
+                addresses.newest(conversation, ctx.clock.now())
+            }
+            newest => newest,
+        };
+        let Some(a) = newest else {
             return Err(refused);
         };
         let sent = tokio::time::timeout(PLATFORM_TIMEOUT, p.send_to_address(&a.url, part, a.left))
@@ -146,6 +153,22 @@ async fn through_addresses(
         "the bot cannot post in the thread: the reply went through the message's reply address"
     );
     Ok(())
+}
+
+/// Keeps the reply addresses of `conversation`'s messages young enough to be used: a restart
+/// forgot them, and a stored reply posted after it needs them as much as before.
+async fn restore_addresses(ctx: &ChatContext, conversation: &str) {
+    let since = ctx.clock.now() - super::reply_addresses::LIFETIME;
+    match ctx.store.chat_messages_since(conversation, since).await {
+        Ok(messages) => {
+            for m in messages {
+                if let Some(url) = m.meta.get(crate::plugins::META_RESPONSE_URL) {
+                    ctx.reply_addresses.keep(conversation, url, m.received_at);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(conversation, error = %e, "cannot read back the reply addresses"),
+    }
 }
 
 /// Sends a reply of the conversation's turn (or of a command it runs): only while this node

@@ -4,11 +4,13 @@
 //!
 //! Kept in memory per conversation, registered when a message carrying one is handled (the
 //! URL itself stays in the message's inbox meta, so a message re-run after a restart brings
-//! its address back), each with its age and the posts it made. One is usable while younger
+//! its address back, and a reply that finds none reads them back from the conversation's
+//! recent messages once, [`ReplyAddresses::to_restore`]), each with its age and the posts it
+//! made (after a restart those made before it are not known: Slack refuses a spent one). One is usable while younger
 //! than [`LIFETIME`] and under [`USES`] posts (Slack: 30 minutes, 5 responses). The URLs are
 //! capabilities: never logged, never shown (`Debug` names none).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -47,6 +49,8 @@ impl std::fmt::Debug for Usable {
 #[derive(Default)]
 pub struct ReplyAddresses {
     by_conversation: Mutex<HashMap<String, Vec<Address>>>,
+    /// Conversations whose addresses were read back from their stored messages.
+    restored: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for ReplyAddresses {
@@ -101,6 +105,16 @@ impl ReplyAddresses {
         {
             a.used = a.used.saturating_add(posts);
         }
+    }
+
+    /// Whether `conversation`'s addresses are still to be read back from its stored messages:
+    /// `true` once per conversation (a restart forgets what was kept; reading them again
+    /// later would bring back those spent since).
+    pub fn to_restore(&self, conversation: &str) -> bool {
+        self.restored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(conversation.to_string())
     }
 
     /// `url` of `conversation` refused a post: not used again.

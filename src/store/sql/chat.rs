@@ -158,6 +158,24 @@ sql_impl! { #[async_trait] impl ChatStore;
     }
 
     #[tracing::instrument(skip_all)]
+    async fn chat_messages_since(
+        &self,
+        conversation_id: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<ChatMessageRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM chat_messages WHERE conversation_id = $1 AND received_at >= $2 ORDER BY id"
+        ))
+        .bind(conversation_id)
+        .bind(D::ts(since))
+        .fetch_all(&self.read)
+        .await?
+        .read(Self::message_from_row)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn update_conversation(
         &self,
         c: &ConversationRecord,
