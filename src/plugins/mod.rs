@@ -966,9 +966,9 @@ pub trait ChatPlatform: Send + Sync {
     /// [`ChatPlatform::send`] for a reply that may be sent again: a retry after an answer that
     /// was lost, a re-delivery after a crash between the post and its record. `key` is the
     /// same at every attempt at one reply; a platform that can tell a repeat by it (Discord's
-    /// enforced `nonce`; a mark in the post that a later attempt finds in the thread, on Slack
-    /// and GitHub) posts the reply once and answers the first post's id. Default: `send` (the
-    /// platform cannot tell, and a repeat is posted again).
+    /// enforced `nonce`; a mark in the post that a later attempt finds in the thread, on
+    /// Slack, GitHub and Jira) posts the reply once and answers the first post's id. Default:
+    /// `send` (the platform cannot tell, and a repeat is posted again: Telegram).
     ///
     /// # Errors
     /// As `send`.

@@ -6,9 +6,9 @@
 //! URL itself stays in the message's inbox meta, so a message re-run after a restart brings
 //! its address back, and a reply that finds none reads them back from the conversation's
 //! recent messages once, [`ReplyAddresses::to_restore`]), each with its age and the posts it
-//! made (after a restart those made before it are not known: Slack refuses a spent one). One is usable while younger
-//! than [`LIFETIME`] and under [`USES`] posts (Slack: 30 minutes, 5 responses). The URLs are
-//! capabilities: never logged, never shown (`Debug` names none).
+//! made (after a restart those made before it are not known: Slack refuses a spent one). One
+//! is usable while younger than [`LIFETIME`] and under [`USES`] posts (Slack: 30 minutes, 5
+//! responses). The URLs are capabilities: never logged, never shown (`Debug` names none).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
