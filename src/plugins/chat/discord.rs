@@ -140,12 +140,7 @@ impl DiscordPlatform {
                         .request(method.clone(), &url)
                         .header(reqwest::header::AUTHORIZATION, &auth)
                         .header(reqwest::header::USER_AGENT, USER_AGENT);
-                    // GETs carry no body.
-                    if body.is_null() {
-                        req
-                    } else {
-                        req.json(&body)
-                    }
+                    super::json_body(req, &body)
                 },
                 |reply| {
                     if let Ok(mut l) = self.limits.lock() {

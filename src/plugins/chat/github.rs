@@ -66,11 +66,7 @@ impl GithubCommentsPlatform {
                     .bearer_auth(&self.token)
                     .header(reqwest::header::ACCEPT, "application/vnd.github+json")
                     .header("X-GitHub-Api-Version", "2022-11-28");
-                if body.is_null() {
-                    r
-                } else {
-                    r.json(&body)
-                }
+                super::json_body(r, &body)
             })
             .await?;
         if (200..300).contains(&r.status) {

@@ -71,11 +71,7 @@ impl JiraPlatform {
                     .request(method.clone(), &url)
                     .basic_auth(&self.email, Some(&self.token))
                     .header(reqwest::header::ACCEPT, "application/json");
-                if body.is_null() {
-                    r
-                } else {
-                    r.json(&body)
-                }
+                super::json_body(r, &body)
             })
             .await?;
         if (200..300).contains(&r.status) {

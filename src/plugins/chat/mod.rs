@@ -186,6 +186,15 @@ impl Http {
     }
 }
 
+/// `req` with `body` as its JSON body, or none for `Value::Null` (a GET carries no body).
+pub(crate) fn json_body(req: reqwest::RequestBuilder, body: &Value) -> reqwest::RequestBuilder {
+    if body.is_null() {
+        req
+    } else {
+        req.json(body)
+    }
+}
+
 /// Finds an `@name` mention in `text`: `@` not preceded by a word character, followed by
 /// whitespace, `,`, `:`, `;`, `.`, `!`, `?` or the end. Returns the text with every such
 /// mention removed and trimmed, or `None` when there is no mention.
