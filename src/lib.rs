@@ -32,6 +32,7 @@
 //!   placement, each host's event stream, worktrees on the host).
 //! - [`sandbox`]: the bubblewrap sandbox agents may run in, and its egress proxy.
 //! - [`clock`]: the injected clock timers and deadlines read (system, or moved by tests).
+//! - [`tasks`]: work run on its own task to its end, whoever awaits it.
 //! - [`app`]: `Application`, which wires the above together.
 //! - [`cli`]: the `flotilla` command line (server and client verbs).
 //! - [`telemetry`]: tracing subscriber and Prometheus metrics.
@@ -52,4 +53,5 @@ pub mod pricing;
 pub mod read;
 pub mod sandbox;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;

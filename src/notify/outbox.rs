@@ -46,6 +46,7 @@ use crate::plugins::{Notification, Notifier, PostedMessage};
 use crate::store::{
     NotificationPost, NotificationRecord, NotificationStatus, SharedStore, StoreError,
 };
+use crate::tasks::to_completion;
 use crate::telemetry::METRICS;
 
 /// The event of a digest row.
@@ -219,7 +220,7 @@ impl OutboxActor {
         let batch = i64::try_from(self.cfg.batch).unwrap_or(i64::MAX);
         let claim_as = self.claim_as.clone();
         let now = self.clock.now();
-        let fut = detached(async move {
+        let fut = to_completion(async move {
             let due = match claim_as {
                 Some((node, hold)) => store.claim_due_notifications(&node, now, hold, batch).await,
                 None => store.due_notifications(now, batch).await,
@@ -276,7 +277,7 @@ impl OutboxActor {
                 let store = self.store.clone();
                 let id = r.id.clone();
                 let now = self.clock.now();
-                let fut = detached(async move {
+                let fut = to_completion(async move {
                     let res = store
                         .update_notification(
                             &r.id,
@@ -390,7 +391,7 @@ impl OutboxActor {
         let until = after(at.max(now), DEFER_MARGIN);
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
         let store = self.store.clone();
-        let fut = detached({
+        let fut = to_completion({
             let ids = ids.clone();
             async move { store.defer_notifications(&ids, until).await }
         });
@@ -410,7 +411,7 @@ impl OutboxActor {
         let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
         let store = self.store.clone();
         let now = self.clock.now();
-        let fut = detached({
+        let fut = to_completion({
             let name = name.clone();
             async move {
                 let mut live = Vec::with_capacity(members.len());
@@ -471,7 +472,7 @@ impl OutboxActor {
         let id = r.id.clone();
         let notifier_name = name.clone();
         let clock = self.clock.clone();
-        let fut = detached(async move {
+        let fut = to_completion(async move {
             if held(&r, clock.now()) && !still_due(store.as_ref(), &r).await {
                 supersede(store.as_ref(), &name, &r, clock.now()).await;
                 return Attempted {
@@ -580,16 +581,6 @@ fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| t.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// Runs `f` on its own Tokio task and waits for it (`None` if the task died). If the actor
-/// system stops meanwhile, the task is dropped with the runtime, inside it; dropped with the
-/// actor after the runtime is gone, a pooled sqlx connection would panic ("requires a Tokio
-/// context") while returning itself to its pool.
-async fn detached<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> Option<T> {
-    tokio::spawn(f).await.ok()
 }
 
 /// Whether `r` could not go at once: held back by the rate limit, waiting for a retry, or
@@ -757,7 +748,7 @@ impl Handler<ListNotifications> for OutboxActor {
     fn handle(&mut self, msg: ListNotifications, _ctx: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
         Box::pin(async move {
-            detached(async move { store.list_notifications(msg.status, msg.limit).await })
+            to_completion(async move { store.list_notifications(msg.status, msg.limit).await })
                 .await
                 // Only at shutdown: the runtime dropped the task.
                 .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))

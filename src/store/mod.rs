@@ -541,8 +541,8 @@ pub async fn open(url: &str) -> StoreResult<SharedStore> {
     }
 }
 
-/// Runs `write` on its own task and waits for it, so a caller dropped mid-way (a timeout, a
-/// cancelled turn) does not cut the write short.
+/// Runs `write` to its end on its own task (see [`crate::tasks::to_completion`]), so a caller
+/// dropped mid-way (a timeout, a cancelled turn) does not cut the write short.
 ///
 /// # Errors
 /// `write`'s; `Interrupted` when the runtime stops the task. A panic in `write` is resumed.
@@ -551,11 +551,9 @@ where
     T: Send + 'static,
     Fut: std::future::Future<Output = StoreResult<T>> + Send + 'static,
 {
-    match tokio::spawn(write).await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(StoreError::Interrupted),
-    }
+    crate::tasks::to_completion(write)
+        .await
+        .unwrap_or(Err(StoreError::Interrupted))
 }
 
 /// Redacts the password of a database URL for logs and `Debug` output.
