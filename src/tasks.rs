@@ -22,9 +22,19 @@ where
     }
 }
 
+/// [`to_completion`] for work that runs a plugin, whose panic must not take its caller down:
+/// `None` also when `fut` panicked (the panic hook has reported it).
+pub async fn to_completion_or_panic<F>(fut: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(fut).await.ok()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::to_completion;
+    use super::{to_completion, to_completion_or_panic};
 
     #[tokio::test]
     async fn the_work_ends_even_when_its_caller_is_dropped() {
@@ -52,5 +62,12 @@ mod tests {
     #[should_panic(expected = "boom")]
     async fn a_panic_is_resumed() {
         to_completion(async { panic!("boom") }).await;
+    }
+
+    #[tokio::test]
+    async fn a_plugins_panic_is_none() {
+        assert_eq!(to_completion_or_panic(async { 7 }).await, Some(7));
+        let panicked: Option<()> = to_completion_or_panic(async { panic!("boom") }).await;
+        assert_eq!(panicked, None);
     }
 }

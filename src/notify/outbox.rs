@@ -46,7 +46,7 @@ use crate::plugins::{Notification, Notifier, PostedMessage};
 use crate::store::{
     NotificationPost, NotificationRecord, NotificationStatus, SharedStore, StoreError,
 };
-use crate::tasks::to_completion;
+use crate::tasks::to_completion_or_panic;
 use crate::telemetry::METRICS;
 
 /// The event of a digest row.
@@ -220,7 +220,7 @@ impl OutboxActor {
         let batch = i64::try_from(self.cfg.batch).unwrap_or(i64::MAX);
         let claim_as = self.claim_as.clone();
         let now = self.clock.now();
-        let fut = to_completion(async move {
+        let fut = to_completion_or_panic(async move {
             let due = match claim_as {
                 Some((node, hold)) => store.claim_due_notifications(&node, now, hold, batch).await,
                 None => store.due_notifications(now, batch).await,
@@ -277,7 +277,7 @@ impl OutboxActor {
                 let store = self.store.clone();
                 let id = r.id.clone();
                 let now = self.clock.now();
-                let fut = to_completion(async move {
+                let fut = to_completion_or_panic(async move {
                     let res = store
                         .update_notification(
                             &r.id,
@@ -391,7 +391,7 @@ impl OutboxActor {
         let until = after(at.max(now), DEFER_MARGIN);
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
         let store = self.store.clone();
-        let fut = to_completion({
+        let fut = to_completion_or_panic({
             let ids = ids.clone();
             async move { store.defer_notifications(&ids, until).await }
         });
@@ -411,7 +411,7 @@ impl OutboxActor {
         let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
         let store = self.store.clone();
         let now = self.clock.now();
-        let fut = to_completion({
+        let fut = to_completion_or_panic({
             let name = name.clone();
             async move {
                 let mut live = Vec::with_capacity(members.len());
@@ -472,7 +472,7 @@ impl OutboxActor {
         let id = r.id.clone();
         let notifier_name = name.clone();
         let clock = self.clock.clone();
-        let fut = to_completion(async move {
+        let fut = to_completion_or_panic(async move {
             if held(&r, clock.now()) && !still_due(store.as_ref(), &r).await {
                 supersede(store.as_ref(), &name, &r, clock.now()).await;
                 return Attempted {
@@ -748,10 +748,12 @@ impl Handler<ListNotifications> for OutboxActor {
     fn handle(&mut self, msg: ListNotifications, _ctx: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
         Box::pin(async move {
-            to_completion(async move { store.list_notifications(msg.status, msg.limit).await })
-                .await
-                // Only at shutdown: the runtime dropped the task.
-                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))
+            to_completion_or_panic(
+                async move { store.list_notifications(msg.status, msg.limit).await },
+            )
+            .await
+            // Only at shutdown: the runtime dropped the task.
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))
         })
     }
 }
@@ -859,5 +861,98 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(mixed.session_id, None);
+    }
+
+    /// A notifier that panics on every call, as a plugin with a bug would.
+    struct Panicking(tokio::sync::mpsc::UnboundedSender<String>);
+
+    #[async_trait::async_trait]
+    impl Notifier for Panicking {
+        fn kind(&self) -> &'static str {
+            "panicking"
+        }
+        async fn notify(
+            &self,
+            n: &Notification,
+        ) -> crate::plugins::PluginResult<Option<PostedMessage>> {
+            let _ = self.0.send(n.id.clone());
+            panic!("a notifier's bug");
+        }
+    }
+
+    /// A notifier that reports what it delivers.
+    struct Recording(tokio::sync::mpsc::UnboundedSender<String>);
+
+    #[async_trait::async_trait]
+    impl Notifier for Recording {
+        fn kind(&self) -> &'static str {
+            "recording"
+        }
+        async fn notify(
+            &self,
+            n: &Notification,
+        ) -> crate::plugins::PluginResult<Option<PostedMessage>> {
+            let _ = self.0.send(n.id.clone());
+            Ok(None)
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_notifiers_panic_leaves_its_row_pending_and_the_outbox_delivering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::open(&format!("sqlite://{}/o.db", dir.path().display()))
+            .await
+            .expect("store");
+        let (bugs, mut bugged) = tokio::sync::mpsc::unbounded_channel();
+        let (sent, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+        let notifiers: BTreeMap<String, Arc<dyn Notifier>> = BTreeMap::from([
+            (
+                "buggy".to_string(),
+                Arc::new(Panicking(bugs)) as Arc<dyn Notifier>,
+            ),
+            (
+                "ops".to_string(),
+                Arc::new(Recording(sent)) as Arc<dyn Notifier>,
+            ),
+        ]);
+        let outbox = OutboxActor::new(store.clone(), notifiers, cfg()).start();
+        let wait = Duration::from_secs(30);
+
+        let mut first = row("a", "urgent", "demo-1");
+        first.notifier = "buggy".into();
+        assert!(store.enqueue_notification(&first).await.expect("enqueue"));
+        outbox.send(WakeOutbox).await.expect("outbox alive");
+        let called = tokio::time::timeout(wait, bugged.recv())
+            .await
+            .expect("buggy called");
+        assert_eq!(called.as_deref(), Some("a"));
+
+        // Before the outbox caught a plugin's panic, the panic stopped the actor here.
+        assert!(store
+            .enqueue_notification(&row("b", "urgent", "demo-2"))
+            .await
+            .expect("enqueue"));
+        outbox
+            .send(WakeOutbox)
+            .await
+            .expect("outbox alive after the panic");
+        let got = tokio::time::timeout(wait, delivered.recv())
+            .await
+            .expect("ops called");
+        assert_eq!(got.as_deref(), Some("b"));
+        let rows = outbox
+            .send(ListNotifications {
+                status: None,
+                limit: 10,
+            })
+            .await
+            .expect("outbox alive")
+            .expect("listed");
+        let status = |id: &str| rows.iter().find(|r| r.id == id).map(|r| r.status);
+        assert_eq!(
+            status("a"),
+            Some(NotificationStatus::Pending),
+            "left to retry"
+        );
     }
 }
