@@ -543,9 +543,16 @@ pub trait Agent: Send + Sync {
         None
     }
 
+    /// Whether a run that exited 0 may have failed all the same, so its last output is read
+    /// for [`Agent::failed_run`]. Default: no (an exit 0 is a finished run, and no capture of
+    /// the screen is taken for it).
+    fn reads_clean_exit(&self) -> bool {
+        false
+    }
+
     /// Why a run that exited 0 failed all the same, when the agent's last output (`output`)
-    /// says so: the task was not done (aider exits 0 after the model API refused it). Default:
-    /// none (an exit 0 is a finished run).
+    /// says so: the task was not done (aider exits 0 after the model API refused it). Called
+    /// only when [`Agent::reads_clean_exit`]. Default: none.
     fn failed_run(&self, _output: &str) -> Option<String> {
         None
     }

@@ -21,6 +21,7 @@ mod crash_points;
 mod dashboard;
 mod events;
 mod exit_grace;
+mod exit_output;
 #[path = "../support/fake_anthropic.rs"]
 mod fake_anthropic;
 #[path = "../support/fake_discord.rs"]

@@ -386,11 +386,16 @@ impl SessionActor {
             // A failed agent's last words name the cause ("not logged in", "ENOTFOUND"); an
             // agent that recognizes them (Claude's first-run set-up) says it in words, last.
             // One that exited 0 may have failed all the same (aider, after the model API
-            // refused it): its agent reads its last words for that.
-            let output = exit_output(runtime.as_ref(), &typed).await;
+            // refused it): its agent reads its last words for that. Other clean exits take no
+            // capture (one that finds the screen empty tries for a second).
             let agent = snapshot
                 .as_ref()
                 .and_then(|s| fleet.plugins.agent(&s.session.agent).ok());
+            let reads = code != Some(0) || agent.as_ref().is_some_and(|a| a.reads_clean_exit());
+            let output = match reads {
+                true => exit_output(runtime.as_ref(), &typed).await,
+                false => None,
+            };
             let (output, failure) = match code {
                 Some(0) => {
                     let failure = agent

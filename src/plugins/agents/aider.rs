@@ -173,6 +173,10 @@ impl Agent for AiderAgent {
         &self.name
     }
 
+    fn reads_clean_exit(&self) -> bool {
+        true
+    }
+
     fn failed_run(&self, output: &str) -> Option<String> {
         failed_run(output)
     }
