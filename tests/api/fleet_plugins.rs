@@ -889,7 +889,7 @@ struct Case {
 /// The chat bridge's assistants' turn command lines (claude `-p`, codex `exec`), fresh and
 /// resumed, in every permission mode.
 fn assistant_cases(claude: &Path, codex: &Path, ws: &Path) -> Vec<Case> {
-    use flotilla::plugins::assistants::{claude::ClaudeAssistant, codex::CodexAssistant};
+    use flotilla::plugins::assistants::{claude::ClaudeAssistant, codex::CodexAssistant, CliTurns};
     use flotilla::plugins::TurnRequest;
     let exe = |p: &Path| vec![p.to_string_lossy().into_owned()];
     let mut cases = Vec::new();
@@ -906,12 +906,14 @@ fn assistant_cases(claude: &Path, codex: &Path, ws: &Path) -> Vec<Case> {
                 resume_id: resume.map(str::to_string),
             };
             let how = if resume.is_some() { " resume" } else { "" };
-            let (argv, _) = ClaudeAssistant::new(exe(claude), mode, BTreeMap::new()).argv(&request);
+            let (argv, _) =
+                ClaudeAssistant(CliTurns::new(exe(claude), mode, BTreeMap::new())).argv(&request);
             cases.push(Case {
                 label: format!("claude assistant {mode:?}{how}"),
                 argv,
             });
-            let (argv, _) = CodexAssistant::new(exe(codex), mode, BTreeMap::new()).argv(&request);
+            let (argv, _) =
+                CodexAssistant(CliTurns::new(exe(codex), mode, BTreeMap::new())).argv(&request);
             cases.push(Case {
                 label: format!("codex assistant {mode:?}{how}"),
                 argv,

@@ -10,55 +10,21 @@
 //! turn's own cost (`total_cost_usd`, `modelUsage.<model>.costUSD`) and tokens
 //! ([`Chunk::Usage`]). A result with `is_error` or an `error_*` subtype fails the turn.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::guard::TurnGuard;
-use super::{run_turn, tool_summary, ParseState, MAX_ARG_PROMPT};
+use super::{run_turn, tool_summary, CliTurns, ParseState, MAX_ARG_PROMPT};
 use crate::config::PermissionMode;
 use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest, TurnUsage};
 
 /// Claude Code in print mode.
-pub struct ClaudeAssistant {
-    program: Vec<String>,
-    mode: PermissionMode,
-    env: BTreeMap<String, String>,
-    /// `--model` for every turn; `None`: the CLI's default.
-    model: Option<String>,
-    /// Runs each turn under `flotilla turn-guard`.
-    guard: Option<TurnGuard>,
-}
+pub struct ClaudeAssistant(pub CliTurns);
 
 impl ClaudeAssistant {
-    /// `program` is the argv prefix (e.g. `["claude"]`).
-    pub fn new(program: Vec<String>, mode: PermissionMode, env: BTreeMap<String, String>) -> Self {
-        ClaudeAssistant {
-            program,
-            mode,
-            env,
-            model: None,
-            guard: None,
-        }
-    }
-
-    /// Runs every turn on `model` (`--model`).
-    pub fn with_model(mut self, model: Option<String>) -> Self {
-        self.model = model;
-        self
-    }
-
-    /// Runs every turn under `guard` (`None`: as a plain child).
-    pub fn with_guard(mut self, guard: Option<TurnGuard>) -> Self {
-        self.guard = guard;
-        self
-    }
-
     /// The argv of one turn, and whether the prompt goes on stdin.
     pub fn argv(&self, request: &TurnRequest) -> (Vec<String>, bool) {
-        let mut argv = self.program.clone();
+        let mut argv = self.0.program.clone();
         // A prompt that looks like a flag (`-rf`) would be parsed as one: stdin takes it.
         let on_stdin = request.prompt.len() > MAX_ARG_PROMPT || request.prompt.starts_with('-');
         argv.push("-p".into());
@@ -70,7 +36,7 @@ impl ClaudeAssistant {
                 .iter()
                 .map(|s| s.to_string()),
         );
-        if let Some(m) = &self.model {
+        if let Some(m) = &self.0.model {
             argv.push("--model".into());
             argv.push(m.clone());
         }
@@ -80,7 +46,7 @@ impl ClaudeAssistant {
         }
         argv.push("--permission-mode".into());
         argv.push(
-            match self.mode {
+            match self.0.mode {
                 PermissionMode::Default => "default",
                 PermissionMode::AutoEdit => "acceptEdits",
                 PermissionMode::Suggest => "plan",
@@ -306,8 +272,17 @@ impl Assistant for ClaudeAssistant {
     async fn turn(&self, request: &TurnRequest, chunks: mpsc::Sender<Chunk>) -> PluginResult<()> {
         let (argv, on_stdin) = self.argv(request);
         let stdin = on_stdin.then_some(request.prompt.as_str());
-        let guard = self.guard.as_ref();
-        run_turn(&argv, &self.env, guard, request, stdin, parse_line, chunks).await
+        let guard = self.0.guard.as_ref();
+        run_turn(
+            &argv,
+            &self.0.env,
+            guard,
+            request,
+            stdin,
+            parse_line,
+            chunks,
+        )
+        .await
     }
 }
 
@@ -325,11 +300,11 @@ mod tests {
 
     #[test]
     fn argv_has_print_mode_stream_json_resume_and_a_safe_permission_mode() {
-        let a = ClaudeAssistant::new(
+        let a = ClaudeAssistant(CliTurns::new(
             vec!["claude".into()],
             PermissionMode::Default,
             Default::default(),
-        );
+        ));
         let (argv, stdin) = a.argv(&req(Some("abc")));
         assert!(!stdin);
         assert_eq!(

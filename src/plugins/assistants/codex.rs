@@ -4,59 +4,25 @@
 //! `turn.completed` (the end, with the turn's token `usage`) and `turn.failed` / `error` (the
 //! turn failed).
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::guard::TurnGuard;
-use super::{run_turn, ParseState, MAX_ARG_PROMPT};
+use super::{run_turn, CliTurns, ParseState, MAX_ARG_PROMPT};
 use crate::config::PermissionMode;
 use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest, TurnUsage};
 
 /// Codex in exec mode.
-pub struct CodexAssistant {
-    program: Vec<String>,
-    mode: PermissionMode,
-    env: BTreeMap<String, String>,
-    /// `--model` for every turn; `None`: the CLI's default.
-    model: Option<String>,
-    /// Runs each turn under `flotilla turn-guard`.
-    guard: Option<TurnGuard>,
-}
+pub struct CodexAssistant(pub CliTurns);
 
 impl CodexAssistant {
-    /// `program` is the argv prefix (e.g. `["codex"]`).
-    pub fn new(program: Vec<String>, mode: PermissionMode, env: BTreeMap<String, String>) -> Self {
-        CodexAssistant {
-            program,
-            mode,
-            env,
-            model: None,
-            guard: None,
-        }
-    }
-
-    /// Runs every turn on `model` (`--model`).
-    pub fn with_model(mut self, model: Option<String>) -> Self {
-        self.model = model;
-        self
-    }
-
-    /// Runs every turn under `guard` (`None`: as a plain child).
-    pub fn with_guard(mut self, guard: Option<TurnGuard>) -> Self {
-        self.guard = guard;
-        self
-    }
-
     /// The argv of one turn, and whether the prompt goes on stdin (`-` as the prompt).
     pub fn argv(&self, request: &TurnRequest) -> (Vec<String>, bool) {
-        let mut argv = self.program.clone();
+        let mut argv = self.0.program.clone();
         argv.push("exec".into());
         argv.push("--json".into());
         argv.push("--skip-git-repo-check".into());
-        match self.mode {
+        match self.0.mode {
             PermissionMode::Default => {}
             // `exec` never asks for approval; the sandbox is what bounds it (codex 0.169 has
             // no `--full-auto`: checked by the real-CLI test).
@@ -72,7 +38,7 @@ impl CodexAssistant {
                 argv.push("--dangerously-bypass-approvals-and-sandbox".into())
             }
         }
-        if let Some(m) = &self.model {
+        if let Some(m) = &self.0.model {
             argv.push("--model".into());
             argv.push(m.clone());
         }
@@ -174,8 +140,17 @@ impl Assistant for CodexAssistant {
     async fn turn(&self, request: &TurnRequest, chunks: mpsc::Sender<Chunk>) -> PluginResult<()> {
         let (argv, on_stdin) = self.argv(request);
         let stdin = on_stdin.then_some(request.prompt.as_str());
-        let guard = self.guard.as_ref();
-        run_turn(&argv, &self.env, guard, request, stdin, parse_line, chunks).await
+        let guard = self.0.guard.as_ref();
+        run_turn(
+            &argv,
+            &self.0.env,
+            guard,
+            request,
+            stdin,
+            parse_line,
+            chunks,
+        )
+        .await
     }
 }
 
@@ -185,11 +160,11 @@ mod tests {
 
     #[test]
     fn argv_resumes_with_the_thread_id() {
-        let a = CodexAssistant::new(
+        let a = CodexAssistant(CliTurns::new(
             vec!["codex".into()],
             PermissionMode::Default,
             Default::default(),
-        );
+        ));
         let (argv, _) = a.argv(&TurnRequest {
             cwd: "/tmp".into(),
             prompt: "go".into(),

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 pub use self::guard::TurnGuard;
 use super::{Assistant, Chunk, PluginError, PluginResult, TurnRequest};
-use crate::config::ChatAssistantSettings;
+use crate::config::{ChatAssistantSettings, PermissionMode};
 
 /// Variables every assistant gets from Flotilla's environment (nothing else, unless listed).
 pub const BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
@@ -58,16 +58,15 @@ pub fn from_settings(
 ) -> PluginResult<Arc<dyn Assistant>> {
     let env = scrubbed_env(s);
     match s.kind.as_str() {
-        "claude" => Ok(Arc::new(
-            claude::ClaudeAssistant::new(program(s, "claude"), s.permission_mode, env)
+        "claude" | "codex" => {
+            let cli = CliTurns::new(program(s, &s.kind), s.permission_mode, env)
                 .with_model(s.model.clone())
-                .with_guard(guard),
-        )),
-        "codex" => Ok(Arc::new(
-            codex::CodexAssistant::new(program(s, "codex"), s.permission_mode, env)
-                .with_model(s.model.clone())
-                .with_guard(guard),
-        )),
+                .with_guard(guard);
+            Ok(match s.kind.as_str() {
+                "claude" => Arc::new(claude::ClaudeAssistant(cli)),
+                _ => Arc::new(codex::CodexAssistant(cli)),
+            })
+        }
         "command" => {
             if s.command.is_empty() {
                 return Err(PluginError::Invalid(
@@ -82,6 +81,45 @@ pub fn from_settings(
             slot: "assistant",
             name: other.to_string(),
         }),
+    }
+}
+
+/// What a vendor CLI's turns run with (`claude`, `codex`).
+pub struct CliTurns {
+    /// The argv prefix (e.g. `["claude"]`).
+    pub program: Vec<String>,
+    /// The configured permission mode, mapped to the CLI's flags by its assistant.
+    pub mode: PermissionMode,
+    /// The scrubbed environment ([`scrubbed_env`]).
+    pub env: BTreeMap<String, String>,
+    /// `--model` for every turn; `None`: the CLI's default.
+    pub model: Option<String>,
+    /// Runs each turn under `flotilla turn-guard`.
+    pub guard: Option<TurnGuard>,
+}
+
+impl CliTurns {
+    /// Turns of `program` in `mode` with `env`, on the CLI's default model, as plain children.
+    pub fn new(program: Vec<String>, mode: PermissionMode, env: BTreeMap<String, String>) -> Self {
+        CliTurns {
+            program,
+            mode,
+            env,
+            model: None,
+            guard: None,
+        }
+    }
+
+    /// Runs every turn on `model` (`--model`).
+    pub fn with_model(mut self, model: Option<String>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Runs every turn under `guard` (`None`: as a plain child).
+    pub fn with_guard(mut self, guard: Option<TurnGuard>) -> Self {
+        self.guard = guard;
+        self
     }
 }
 
