@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{run_turn, CliTurns, ParseState, MAX_ARG_PROMPT};
+use super::{CliTurns, ParseState, MAX_ARG_PROMPT};
 use crate::config::PermissionMode;
 use crate::plugins::{Assistant, Chunk, PluginResult, TurnRequest, TurnUsage};
 
@@ -138,19 +138,9 @@ impl Assistant for CodexAssistant {
     }
 
     async fn turn(&self, request: &TurnRequest, chunks: mpsc::Sender<Chunk>) -> PluginResult<()> {
-        let (argv, on_stdin) = self.argv(request);
-        let stdin = on_stdin.then_some(request.prompt.as_str());
-        let guard = self.0.guard.as_ref();
-        run_turn(
-            &argv,
-            &self.0.env,
-            guard,
-            request,
-            stdin,
-            parse_line,
-            chunks,
-        )
-        .await
+        self.0
+            .run(self.argv(request), request, parse_line, chunks)
+            .await
     }
 }
 

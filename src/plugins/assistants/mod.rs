@@ -121,6 +121,19 @@ impl CliTurns {
         self.guard = guard;
         self
     }
+
+    /// Runs one turn of `argv` ([`run_turn`]), the prompt on stdin when `on_stdin`.
+    async fn run(
+        &self,
+        (argv, on_stdin): (Vec<String>, bool),
+        request: &TurnRequest,
+        parse: LineParser,
+        chunks: mpsc::Sender<Chunk>,
+    ) -> PluginResult<()> {
+        let stdin = on_stdin.then_some(request.prompt.as_str());
+        let guard = self.guard.as_ref();
+        run_turn(&argv, &self.env, guard, request, stdin, parse, chunks).await
+    }
 }
 
 fn program(s: &ChatAssistantSettings, default: &str) -> Vec<String> {
