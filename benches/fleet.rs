@@ -60,24 +60,7 @@ fn main() {
         .unwrap_or(300);
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    run(&repo, &["git", "init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "bench\n").expect("write");
-    run(&repo, &["git", "add", "."]);
-    run(
-        &repo,
-        &[
-            "git",
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "user.name=b",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
+    proc::repo(&repo);
     let home = dir.path().join("home");
     let cfg = dir.path().join("flotilla.yaml");
     std::fs::write(

@@ -17,7 +17,6 @@ use flotilla::store::SessionState;
 
 #[path = "support/proc.rs"]
 mod proc;
-use proc::run;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -123,24 +122,7 @@ fn main() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    run(&repo, &["git", "init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "bench\n").expect("write");
-    run(&repo, &["git", "add", "."]);
-    run(
-        &repo,
-        &[
-            "git",
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "user.name=b",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
+    proc::repo(&repo);
     let home = dir.path().join("home");
     let cfg = dir.path().join("flotilla.yaml");
     std::fs::write(

@@ -10,24 +10,7 @@ use crate::proc::run;
 /// A repository with an origin (a bare clone) to fetch from.
 pub fn repo_with_origin(root: &Path, name: &str) -> PathBuf {
     let seed = root.join(format!("{name}-seed"));
-    std::fs::create_dir_all(&seed).expect("mkdir");
-    run(&seed, &["git", "init", "-q", "-b", "main"]);
-    std::fs::write(seed.join("README.md"), "bench\n").expect("write");
-    run(&seed, &["git", "add", "."]);
-    run(
-        &seed,
-        &[
-            "git",
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "user.name=b",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
+    crate::proc::repo(&seed);
     let origin = root.join(format!("{name}-origin.git"));
     run(
         root,
