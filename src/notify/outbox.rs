@@ -157,6 +157,9 @@ pub struct OutboxActor {
     claim_as: Option<(String, Duration)>,
     /// The time polls, retries, deferrals and rate windows read.
     clock: Clock,
+    /// When this outbox started: a row written before may have been under way in a process
+    /// that stopped mid-delivery.
+    started_at: DateTime<Utc>,
 }
 
 impl OutboxActor {
@@ -193,6 +196,7 @@ impl OutboxActor {
             poll_again: false,
             claim_as: None,
             clock: Clock::system(),
+            started_at: DateTime::<Utc>::MAX_UTC,
         }
     }
 
@@ -472,8 +476,10 @@ impl OutboxActor {
         let id = r.id.clone();
         let notifier_name = name.clone();
         let clock = self.clock.clone();
+        let started_at = self.started_at;
         let fut = to_completion_or_panic(async move {
-            if held(&r, clock.now()) && !still_due(store.as_ref(), &r).await {
+            let held = held(&r, clock.now());
+            if held && !still_due(store.as_ref(), &r).await {
                 supersede(store.as_ref(), &name, &r, clock.now()).await;
                 return Attempted {
                     notifier: name,
@@ -482,7 +488,10 @@ impl OutboxActor {
                     pause: None,
                 };
             }
-            let n = to_notification(&r);
+            let mut n = to_notification(&r);
+            // Retried, read late, or written before this process: an earlier attempt may have
+            // posted it (a takeover reads a row late: its claim outlived `LATE`).
+            n.may_be_posted = held || r.created_at < started_at;
             let result = notifier.notify(&n).await;
             let now = clock.now();
             if let (Ok(Some(posted)), Some(session)) = (&result, &r.session_id) {
@@ -660,6 +669,7 @@ pub fn to_notification(r: &NotificationRecord) -> Notification {
         state: s("state"),
         created_at: r.created_at.to_rfc3339(),
         items: serde_json::from_value(c["items"].clone()).unwrap_or_default(),
+        may_be_posted: false,
     }
 }
 
@@ -719,6 +729,7 @@ impl Actor for OutboxActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.started_at = self.clock.now();
         // Rows left pending by a crash are due already: deliver them first.
         self.poll(ctx);
         self.poll_after_interval(ctx);
@@ -880,8 +891,9 @@ mod tests {
         }
     }
 
-    /// A notifier that reports what it delivers.
-    struct Recording(tokio::sync::mpsc::UnboundedSender<String>);
+    /// A notifier that reports what it delivers, and whether it was told it may have been
+    /// posted before.
+    struct Recording(tokio::sync::mpsc::UnboundedSender<(String, bool)>);
 
     #[async_trait::async_trait]
     impl Notifier for Recording {
@@ -892,7 +904,7 @@ mod tests {
             &self,
             n: &Notification,
         ) -> crate::plugins::PluginResult<Option<PostedMessage>> {
-            let _ = self.0.send(n.id.clone());
+            let _ = self.0.send((n.id.clone(), n.may_be_posted));
             Ok(None)
         }
     }
@@ -939,7 +951,7 @@ mod tests {
         let got = tokio::time::timeout(wait, delivered.recv())
             .await
             .expect("ops called");
-        assert_eq!(got.as_deref(), Some("b"));
+        assert_eq!(got.map(|(id, _)| id).as_deref(), Some("b"));
         let rows = outbox
             .send(ListNotifications {
                 status: None,
@@ -954,5 +966,39 @@ mod tests {
             Some(NotificationStatus::Pending),
             "left to retry"
         );
+    }
+
+    #[actix_rt::test]
+    async fn a_row_written_before_the_outbox_started_may_have_been_posted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::open(&format!("sqlite://{}/o.db", dir.path().display()))
+            .await
+            .expect("store");
+        let (sent, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+        let notifiers: BTreeMap<String, Arc<dyn Notifier>> = BTreeMap::from([(
+            "ops".to_string(),
+            Arc::new(Recording(sent)) as Arc<dyn Notifier>,
+        )]);
+        let wait = Duration::from_secs(30);
+        // Left pending by a process that stopped: written a moment before this outbox started.
+        let mut left = row("left", "urgent", "demo-1");
+        left.created_at -= chrono::TimeDelta::seconds(1);
+        left.next_attempt_at = left.created_at;
+        assert!(store.enqueue_notification(&left).await.expect("enqueue"));
+        let outbox = OutboxActor::new(store.clone(), notifiers, cfg()).start();
+        let got = tokio::time::timeout(wait, delivered.recv())
+            .await
+            .expect("delivered");
+        assert_eq!(got, Some(("left".to_string(), true)));
+
+        assert!(store
+            .enqueue_notification(&row("new", "urgent", "demo-2"))
+            .await
+            .expect("enqueue"));
+        outbox.send(WakeOutbox).await.expect("outbox alive");
+        let got = tokio::time::timeout(wait, delivered.recv())
+            .await
+            .expect("delivered");
+        assert_eq!(got, Some(("new".to_string(), false)), "a first attempt");
     }
 }

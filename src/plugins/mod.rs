@@ -855,6 +855,11 @@ pub struct Notification {
     /// with its own `id` (receivers dedupe those too). Empty otherwise.
     #[serde(default)]
     pub items: Vec<Notification>,
+    /// Whether an earlier attempt may have delivered it already (one that failed, or a
+    /// process that stopped mid-delivery): a notifier that can find its earlier post (Slack's
+    /// bot posts) looks before posting. Not sent.
+    #[serde(skip)]
+    pub may_be_posted: bool,
 }
 
 impl Notification {

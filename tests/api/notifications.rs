@@ -710,3 +710,133 @@ async fn all_complete_events(app: &TestApp) -> usize {
         .filter(|e| e.kind == "summary.all_complete")
         .count()
 }
+
+/// A Slack channel notification carries its mark in the message's metadata. A first attempt
+/// reads nothing; one after an attempt that may have posted (a retry, a row left by a process
+/// that stopped mid-delivery) reads the channel and posts only when its mark is not there.
+#[actix_web::test]
+async fn slack_notifier_a_notification_that_may_have_been_posted_is_posted_once() {
+    use crate::fake_slack::FakeSlack;
+    use flotilla::plugins::notifiers::slack::{SlackNotifier, Target as SlackTarget};
+    use flotilla::plugins::{Notification, Notifier};
+
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let target = SlackTarget::Channel {
+        api_url: sl.api_url.clone(),
+        token: "xoxb-test".into(),
+        channel: "C1".into(),
+    };
+    let client = reqwest::Client::new();
+    let n = SlackNotifier::new(client, target, Duration::from_secs(10)).expect("notifier");
+    let note = Notification {
+        id: "n1".into(),
+        priority: "urgent".into(),
+        event: "agent.exited".into(),
+        session: Some("demo-1".into()),
+        message: "demo-1 exited with status 3".into(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        ..Notification::default()
+    };
+    let first = n.notify(&note).await.expect("posted").expect("where");
+    assert_eq!(sl.posted().len(), 1);
+    assert_eq!(
+        sl.calls("conversations.history"),
+        0,
+        "a first attempt reads nothing"
+    );
+    let meta = sl.posted()[0].metadata.clone().expect("metadata");
+    assert_eq!(meta["event_type"], "flotilla_notification");
+
+    let again = Notification {
+        may_be_posted: true,
+        ..note.clone()
+    };
+    let repeat = n.notify(&again).await.expect("found").expect("where");
+    assert_eq!(repeat, first, "the earlier post stands");
+    assert_eq!(sl.posted().len(), 1, "{:?}", sl.posted());
+    assert_eq!(sl.calls("conversations.history"), 1);
+
+    let other = Notification {
+        id: "n2".into(),
+        ..again
+    };
+    let posted = n.notify(&other).await.expect("posted").expect("where");
+    assert_ne!(posted, first);
+    assert_eq!(sl.posted().len(), 2, "another notification is posted");
+}
+
+/// End to end, across a restart: a Slack notification posted by a server killed (`-9`) before
+/// it recorded the delivery is found in the channel by the next server, not posted again.
+#[actix_web::test]
+async fn a_slack_notification_posted_before_a_kill_dash_nine_is_not_posted_again() {
+    use crate::fake_slack::FakeSlack;
+    if !require_tool("git") {
+        return;
+    }
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    let extra = format!(
+        "slack: {{ api_url: \"{api}\", bot_token: xoxb-test }}
+notifiers:
+  ops: {{ kind: slack, channel: C1 }}
+routing: {{ urgent: [ops], action: [ops], warning: [ops] }}
+notifications: {{ {FAST} }}
+",
+        api = sl.api_url
+    );
+    let s = Scratch::new(&extra);
+    let mut server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    let client = crate::helpers::http_client();
+    let resp = client
+        .post(format!("{}/api/v1/sessions", server.address))
+        .bearer_auth(TOKEN)
+        .json(&json!({"project": "demo", "agent": "failing"}))
+        .send()
+        .await
+        .expect("spawn");
+    assert_eq!(resp.status().as_u16(), 201);
+    let list = |address: String| {
+        let client = client.clone();
+        async move {
+            let v: Value = client
+                .get(format!("{address}/api/v1/notifications?limit=100"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["notifications"].as_array().cloned()
+        }
+    };
+    let rows = eventually(60, "the notification delivered", || async {
+        let rows = list(server.address.clone()).await?;
+        (!rows.is_empty() && rows.iter().all(|r| r["status"] == "delivered")).then_some(rows)
+    })
+    .await;
+    let posts = sl.posted().len();
+    assert_eq!(posts, rows.len(), "{:?}", sl.posted());
+    server.kill9();
+
+    // As a kill between the post and its record leaves them: pending, never attempted.
+    {
+        use sqlx::ConnectOptions;
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(s.home.join("flotilla.db"))
+            .connect()
+            .await
+            .expect("db");
+        sqlx::query("UPDATE notifications SET status = 'pending', attempts = 0")
+            .execute(&mut db)
+            .await
+            .expect("left pending");
+    }
+    let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
+    eventually(60, "delivered again after the restart", || async {
+        let rows = list(server.address.clone()).await?;
+        rows.iter().all(|r| r["status"] == "delivered").then_some(())
+    })
+    .await;
+    assert!(sl.calls("conversations.history") >= 1, "the channel read");
+    assert_eq!(sl.posted().len(), posts, "{:?}", sl.posted());
+}

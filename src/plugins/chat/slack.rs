@@ -132,7 +132,7 @@ impl SlackPlatform {
     async fn post(&self, thread: &str, text: &str, key: Option<&ReplyKey>) -> PluginResult<String> {
         let (channel, ts) = parse_thread(thread)?;
         let pieces = split_escaped(text, MAX_MESSAGE);
-        let look = |since| self.marks_since(channel, ts, since);
+        let look = |since| self.marks_since(channel, ts, since, REPLY_EVENT);
         post_pieces(pieces, key, look, |chunk, mark| async move {
             let mut body = json!({"channel": channel, "text": chunk});
             if let Some(ts) = ts {
@@ -148,15 +148,16 @@ impl SlackPlatform {
         .await
     }
 
-    /// The marks of the replies posted in the thread (or, for a slash command's conversation,
-    /// the channel) since `since`, with their `ts`: `conversations.replies` or
-    /// `conversations.history` with `include_all_metadata`, page by page up to
-    /// [`MARK_PAGES`].
-    async fn marks_since(
+    /// The marks of the posts of `event` (metadata's `event_type`: a reply's, a
+    /// notification's) in the thread (or, without one, the channel) since `since`, with their
+    /// `ts`: `conversations.replies` or `conversations.history` with `include_all_metadata`,
+    /// page by page up to [`MARK_PAGES`].
+    pub(crate) async fn marks_since(
         &self,
         channel: &str,
         thread_ts: Option<&str>,
         since: DateTime<Utc>,
+        event: &str,
     ) -> PluginResult<Marks> {
         let (method, mut query) = match thread_ts {
             Some(ts) => ("conversations.replies", vec![("ts", ts.to_string())]),
@@ -173,12 +174,14 @@ impl SlackPlatform {
             let v = self.call_get(method, &query).await?;
             for m in v["messages"].as_array().into_iter().flatten() {
                 let meta = &m["metadata"];
-                if let (Some(REPLY_EVENT), Some(mark), Some(ts)) = (
+                if let (Some(kind), Some(mark), Some(ts)) = (
                     meta["event_type"].as_str(),
                     meta["event_payload"]["mark"].as_str(),
                     m["ts"].as_str(),
                 ) {
-                    marks.insert(mark.to_string(), ts.to_string());
+                    if kind == event {
+                        marks.insert(mark.to_string(), ts.to_string());
+                    }
                 }
             }
             match v["response_metadata"]["next_cursor"].as_str() {

@@ -69,7 +69,11 @@ pub fn build(
                 },
                 (None, None) => return Err(missing("url or channel")),
             };
-            Arc::new(slack::SlackNotifier::new(http_client(timeout)?, target))
+            Arc::new(slack::SlackNotifier::new(
+                http_client(timeout)?,
+                target,
+                timeout,
+            )?)
         }
         NotifierKind::Discord => {
             let target = match (&n.url, &n.channel) {

@@ -2,18 +2,29 @@
 //! token. Both carry Block Kit blocks — the session, its PR and what is asked of the human —
 //! and a plain `text` fallback for notifications.
 //!
+//! A channel post carries the notification's mark in its message metadata (`event_type`
+//! [`NOTIFICATION_EVENT`], "Using message metadata"). When an earlier attempt may have posted
+//! it ([`Notification::may_be_posted`]), the channel is read first (`conversations.history`,
+//! as the chat bridge reads it for a stored reply) and a post found there is not made again.
+//! An incoming webhook cannot read: there a repeat is posted.
+//!
 //! Errors (wire-formats §2.3, §2.4): incoming webhooks use HTTP statuses with a plain-text
 //! code; the Web API answers `{"ok": false, "error": "…"}`, usually with HTTP 200. A 429 (or
 //! `ratelimited`) carries `Retry-After`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 use super::{
     ask, excerpt, item_line, plain_text, post_json, retry_after_header, status_error, truncate,
 };
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
+use crate::plugins::chat::reply_key::{post_pieces, Marks};
+use crate::plugins::chat::slack::SlackPlatform;
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage, ReplyKey};
 
 /// Slack truncates `text` above 40,000 characters; we keep well under its 4,000 advice.
 const MAX_TEXT: usize = 3_900;
@@ -40,16 +51,34 @@ pub enum Target {
     },
 }
 
+/// The `event_type` of the metadata a notification's channel post carries.
+pub const NOTIFICATION_EVENT: &str = "flotilla_notification";
+
 /// Posts to Slack.
 pub struct SlackNotifier {
     client: reqwest::Client,
     target: Target,
+    /// Reads a channel for an earlier post (a [`Target::Channel`]'s).
+    reader: Option<SlackPlatform>,
 }
 
 impl SlackNotifier {
-    /// A notifier posting to `target`.
-    pub fn new(client: reqwest::Client, target: Target) -> Self {
-        SlackNotifier { client, target }
+    /// A notifier posting to `target`, each read bounded by `timeout`.
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn new(client: reqwest::Client, target: Target, timeout: Duration) -> PluginResult<Self> {
+        let reader = match &target {
+            Target::Channel { api_url, token, .. } => {
+                Some(SlackPlatform::new(api_url, token, timeout)?)
+            }
+            Target::IncomingWebhook { .. } => None,
+        };
+        Ok(SlackNotifier {
+            client,
+            target,
+            reader,
+        })
     }
 }
 
@@ -135,42 +164,82 @@ impl Notifier for SlackNotifier {
                 token,
                 channel,
             } => {
-                let bytes = serde_json::to_vec(&body(n, Some(channel)))
-                    .map_err(|e| PluginError::Invalid(e.to_string()))?;
+                let url = format!("{}/chat.postMessage", api_url.trim_end_matches('/'));
                 let mut headers = HeaderMap::new();
                 let auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                     PluginError::Invalid("slack.bot_token is not a valid header".into())
                 })?;
                 headers.insert(AUTHORIZATION, auth);
-                let url = format!("{}/chat.postMessage", api_url.trim_end_matches('/'));
-                let a = post_json(&self.client, "slack", &url, headers, bytes).await?;
-                if !(200..300).contains(&a.status) {
-                    return Err(status_error("slack", &a));
-                }
-                let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
-                if v["ok"] == json!(true) {
-                    // A reply in this message's thread carries `thread_ts` = its `ts`.
-                    let channel = v["channel"].as_str().unwrap_or(channel);
-                    return Ok(v["ts"].as_str().map(|ts| PostedMessage {
-                        platform: "slack".into(),
-                        chat: channel.to_string(),
-                        key: format!("{channel}:{ts}"),
-                    }));
-                }
-                let code = v["error"].as_str().unwrap_or("unexpected answer");
-                // `ratelimited` comes with Retry-After; `rate_limited` (too many posts) without.
-                let limited = matches!(code, "ratelimited" | "rate_limited");
-                let retry_after = retry_after_header(&a.headers, chrono::Utc::now())
-                    .or(limited.then_some(std::time::Duration::from_secs(1)));
-                Err(PluginError::Http {
-                    service: "slack",
-                    status: a.status,
-                    detail: excerpt(code),
-                    retry_after,
-                })
+                let created = DateTime::parse_from_rfc3339(&n.created_at)
+                    .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
+                let key = ReplyKey::new(format!("notification/{}", n.id), created, n.may_be_posted);
+                // Nothing to read with stands for nothing found (the reader is a channel's).
+                let look = |since| async move {
+                    match &self.reader {
+                        Some(r) => {
+                            r.marks_since(channel, None, since, NOTIFICATION_EVENT)
+                                .await
+                        }
+                        None => Ok(Marks::new()),
+                    }
+                };
+                // The channel Slack answers with (an id, where the config may name the channel).
+                let posted_in = std::sync::Mutex::new(channel.clone());
+                let body = body(n, Some(channel));
+                let text = body["text"].as_str().unwrap_or_default().to_string();
+                let post = |_text: String, mark: Option<String>| {
+                    let (url, headers, posted_in) = (&url, headers.clone(), &posted_in);
+                    let mut body = body.clone();
+                    if let Some(mark) = mark {
+                        body["metadata"] = json!({"event_type": NOTIFICATION_EVENT,
+                            "event_payload": {"mark": mark}});
+                    }
+                    async move {
+                        let bytes = serde_json::to_vec(&body)
+                            .map_err(|e| PluginError::Invalid(e.to_string()))?;
+                        let a = post_json(&self.client, "slack", url, headers, bytes).await?;
+                        let (ts, answered_in) = posted_ts(&a)?;
+                        if let Some(c) = answered_in {
+                            *posted_in.lock().unwrap_or_else(|p| p.into_inner()) = c;
+                        }
+                        Ok(Some(ts))
+                    }
+                };
+                let ts = post_pieces(vec![text], Some(&key), look, post).await?;
+                let channel = posted_in.into_inner().unwrap_or_else(|p| p.into_inner());
+                // A reply in this message's thread carries `thread_ts` = its `ts`.
+                Ok(Some(PostedMessage {
+                    platform: "slack".into(),
+                    key: format!("{channel}:{ts}"),
+                    chat: channel,
+                }))
             }
         }
     }
+}
+
+/// The `ts` of a `chat.postMessage` answer, and the channel it names; the error it says.
+fn posted_ts(a: &super::Answer) -> PluginResult<(String, Option<String>)> {
+    if !(200..300).contains(&a.status) {
+        return Err(status_error("slack", a));
+    }
+    let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+    if v["ok"] == json!(true) {
+        if let Some(ts) = v["ts"].as_str() {
+            return Ok((ts.to_string(), v["channel"].as_str().map(str::to_string)));
+        }
+    }
+    let code = v["error"].as_str().unwrap_or("unexpected answer");
+    // `ratelimited` comes with Retry-After; `rate_limited` (too many posts) without.
+    let limited = matches!(code, "ratelimited" | "rate_limited");
+    let retry_after = retry_after_header(&a.headers, Utc::now())
+        .or(limited.then_some(std::time::Duration::from_secs(1)));
+    Err(PluginError::Http {
+        service: "slack",
+        status: a.status,
+        detail: excerpt(code),
+        retry_after,
+    })
 }
 
 #[cfg(test)]
