@@ -1258,3 +1258,59 @@ async fn chat_platforms_discord_slash_command_interaction_gets_a_reply() {
     })
     .await;
 }
+
+/// The `chat` notifier posts a session's notification into the Slack thread it was spawned
+/// from under the notification's key: one that may have been posted before (a retry, a restart
+/// mid-delivery) reads the thread and is not posted again.
+#[actix_web::test]
+async fn chat_platforms_slack_a_chat_notification_that_may_have_been_posted_is_posted_once() {
+    use flotilla::actors::chat::notifier::BridgeNotifier;
+    use flotilla::actors::chat::platforms::ChatPlatforms;
+    use flotilla::plugins::{Notification, Notifier};
+
+    let sl = FakeSlack::start("xoxb-test", &["C1"]).await;
+    sl.add_message("C1", "1700.1", None, "U1", "<@U0BOT> /spawn demo fix it");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = flotilla::store::open(&format!("sqlite://{}/c.db", dir.path().display()))
+        .await
+        .expect("store");
+    let conv = store
+        .upsert_conversation("slack", "C1:1700.1", chrono::Utc::now())
+        .await
+        .expect("conversation");
+    store
+        .link_session_to_conversation("demo-1", &conv.id)
+        .await
+        .expect("link");
+    let mut platforms = ChatPlatforms::default();
+    let slack = SlackPlatform::new(&sl.api_url, "xoxb-test", TIMEOUT).expect("platform");
+    platforms.register(Arc::new(slack));
+    let n = BridgeNotifier::new(store, platforms);
+    let note = Notification {
+        id: "n1".into(),
+        priority: "urgent".into(),
+        event: "agent.exited".into(),
+        session: Some("demo-1".into()),
+        message: "demo-1 exited with status 3".into(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        ..Notification::default()
+    };
+    let bot_posts = || sl.posted().into_iter().filter(|p| p.text.contains("🔔")).count();
+    n.notify(&note).await.expect("posted");
+    assert_eq!(bot_posts(), 1);
+    assert_eq!(sl.calls("conversations.replies"), 0, "a first attempt reads nothing");
+    let again = Notification {
+        may_be_posted: true,
+        ..note.clone()
+    };
+    n.notify(&again).await.expect("found");
+    assert_eq!(bot_posts(), 1, "{:?}", sl.posted());
+    assert_eq!(sl.calls("conversations.replies"), 1);
+    n.notify(&Notification {
+        id: "n2".into(),
+        ..again
+    })
+    .await
+    .expect("posted");
+    assert_eq!(bot_posts(), 2, "another notification is posted");
+}

@@ -834,7 +834,9 @@ notifications: {{ {FAST} }}
     let server = ServerProc::start(s.dir.path(), &s.home, &s.cfg, s.port).await;
     eventually(60, "delivered again after the restart", || async {
         let rows = list(server.address.clone()).await?;
-        rows.iter().all(|r| r["status"] == "delivered").then_some(())
+        rows.iter()
+            .all(|r| r["status"] == "delivered")
+            .then_some(())
     })
     .await;
     assert!(sl.calls("conversations.history") >= 1, "the channel read");
