@@ -2,8 +2,8 @@
 //! `ChatSupervisor` and `ConversationActor`s with a no-op assistant (answers at once) and an
 //! in-memory platform, the durable queue on a SQLite file (WAL), `max_concurrent` 10.
 //!
-//! Each message is stored by the inbox (conversation upsert + insert + pending read), claimed
-//! (`running`), answered (batch mode: a notice, then the answer stored with the `done` status
+//! Each message is stored by the inbox (the conversation read, or created when new; the
+//! insert; the pending read), claimed (`running`), answered (batch mode: a notice, then the answer stored with the `done` status
 //! and posted from the store): seven store round trips (the read of the replies left and the
 //! delete of the posted one included) and two platform sends per message. Messages are ~120 B
 //! of text.

@@ -2732,3 +2732,35 @@ mod cluster_on_postgres {
         super::on_postgres(super::a_session_is_created_with_its_lease).await;
     }
 }
+
+/// A message to a conversation that exists takes no write to find it: the upsert reads it
+/// while another writer holds SQLite's write lock (before, it queued behind every write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserting_a_conversation_that_exists_takes_no_write() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("flotilla.db").display());
+    let store = open(&url).await.expect("open");
+    let created = store
+        .upsert_conversation("slack", "C1:1.2", Utc::now())
+        .await
+        .expect("created");
+    let mut writer = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut writer)
+        .await
+        .expect("hold the write lock");
+    let found = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.upsert_conversation("slack", "C1:1.2", Utc::now()),
+    )
+    .await
+    .expect("answered while the write lock is held")
+    .expect("found");
+    assert_eq!(found, created);
+    sqlx::query("COMMIT")
+        .execute(&mut writer)
+        .await
+        .expect("release");
+}

@@ -1295,10 +1295,19 @@ async fn chat_platforms_slack_a_chat_notification_that_may_have_been_posted_is_p
         created_at: chrono::Utc::now().to_rfc3339(),
         ..Notification::default()
     };
-    let bot_posts = || sl.posted().into_iter().filter(|p| p.text.contains("🔔")).count();
+    let bot_posts = || {
+        sl.posted()
+            .into_iter()
+            .filter(|p| p.text.contains("🔔"))
+            .count()
+    };
     n.notify(&note).await.expect("posted");
     assert_eq!(bot_posts(), 1);
-    assert_eq!(sl.calls("conversations.replies"), 0, "a first attempt reads nothing");
+    assert_eq!(
+        sl.calls("conversations.replies"),
+        0,
+        "a first attempt reads nothing"
+    );
     let again = Notification {
         may_be_posted: true,
         ..note.clone()

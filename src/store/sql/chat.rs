@@ -22,6 +22,11 @@ sql_impl! { #[async_trait] impl ChatStore;
         at: DateTime<Utc>,
     ) -> StoreResult<ConversationRecord> {
         let id = format!("{platform}:{thread}");
+        // Most messages come to a conversation that exists: read it without the one writer.
+        match self.get_conversation(&id).await {
+            Err(StoreError::NotFound { .. }) => {}
+            found => return found,
+        }
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO conversations (id, platform, thread, created_at, updated_at) \
