@@ -266,13 +266,15 @@ async fn perform(
 }
 
 /// Before a prompt: a fresh session if asked, the command recorded, a stale worktree
-/// repaired, and the conversation saved.
+/// repaired, and the conversation saved when any of that changed it (the message's enqueue
+/// already made it "recently updated"; its claim checked the fence).
 async fn ready_for_prompt(
     ctx: &ChatContext,
     conv: &mut ConversationRecord,
     command: Option<String>,
     fresh: bool,
 ) {
+    let before = conv.clone();
     if fresh {
         conv.resume_id = None;
     }
@@ -280,6 +282,9 @@ async fn ready_for_prompt(
         conv.last_command = command;
     }
     workspace::repair_stale(ctx, conv).await;
+    if *conv == before {
+        return;
+    }
     if let Err(e) = ctx.save_conversation(conv).await {
         tracing::warn!(error = %e, "cannot save conversation state");
     }
