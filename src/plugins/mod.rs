@@ -857,7 +857,8 @@ pub struct Notification {
     pub items: Vec<Notification>,
     /// Whether an earlier attempt may have delivered it already (one that failed, or a
     /// process that stopped mid-delivery): a notifier that can find its earlier post (Slack's
-    /// bot posts) looks before posting. Not sent.
+    /// bot posts, the `chat` notifier) looks before posting ([`Notification::reply_key`]).
+    /// Not sent.
     #[serde(skip)]
     pub may_be_posted: bool,
 }
@@ -866,6 +867,18 @@ impl Notification {
     /// Whether this is a digest of several notifications.
     pub fn is_digest(&self) -> bool {
         !self.items.is_empty()
+    }
+
+    /// The key its posts are made under, the same at every attempt (the id and the time it
+    /// was written; an unreadable time reads as now), telling whether one may be out already.
+    pub fn reply_key(&self) -> ReplyKey {
+        let created = chrono::DateTime::parse_from_rfc3339(&self.created_at)
+            .map_or_else(|_| chrono::Utc::now(), |t| t.with_timezone(&chrono::Utc));
+        ReplyKey::new(
+            format!("notification/{}", self.id),
+            created,
+            self.may_be_posted,
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::platforms::ChatPlatforms;
 use super::reply::{split_id, split_reply_for};
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage, ReplyKey};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 use crate::store::SharedStore;
 
 /// Posts notifications back into their session's chat conversation.
@@ -57,9 +57,7 @@ impl Notifier for BridgeNotifier {
         }
         // Each part under its key: a notification that may have been posted already (a
         // retry, a restart mid-delivery) is posted where the platform does not show it yet.
-        let created = chrono::DateTime::parse_from_rfc3339(&n.created_at)
-            .map_or_else(|_| chrono::Utc::now(), |t| t.with_timezone(&chrono::Utc));
-        let key = ReplyKey::new(format!("notification/{}", n.id), created, n.may_be_posted);
+        let key = n.reply_key();
         for (i, part) in split_reply_for(p.as_ref(), &text).iter().enumerate() {
             // The outbox retries retriable errors with its own backoff.
             p.send_once(thread, part, &key.part(i)).await?;

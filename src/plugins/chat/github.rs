@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::reply_key::{post_pieces, Marks};
+use super::reply_key::{post_pieces, Marks, MARK_PAGES};
 use super::split::split_message;
 use super::{strip_mention, Http};
 use crate::config::GithubSettings;
@@ -127,8 +127,6 @@ impl GithubCommentsPlatform {
 
 /// Comments read in one page when looking for a reply's earlier post (GitHub's most).
 const MARK_PAGE: usize = 100;
-/// Pages read at most.
-const MARK_PAGES: usize = 5;
 /// What starts the HTML comment holding a reply's mark.
 const MARKER_START: &str = "<!-- flotilla-reply ";
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::adf::{adf_mentions, adf_to_text, markdown_to_adf};
-use super::reply_key::{post_pieces, Marks};
+use super::reply_key::{post_pieces, Marks, MARK_PAGES};
 use super::split::split_message;
 use super::Http;
 use crate::chat::jira_repos::{repository_urls, IssueFacts};
@@ -164,8 +164,6 @@ impl JiraPlatform {
 const REPLY_PROPERTY: &str = "flotilla.reply";
 /// Comments read in one page when looking for a reply's earlier post.
 const MARK_PAGE: usize = 100;
-/// Pages read at most.
-const MARK_PAGES: usize = 5;
 
 /// A Jira timestamp (`2026-01-01T00:00:00.000+0000`; RFC 3339 read too).
 fn jira_time(s: &str) -> Option<DateTime<Utc>> {

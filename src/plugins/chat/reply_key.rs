@@ -15,6 +15,9 @@ use crate::plugins::{PluginError, PluginResult};
 /// and the database's may disagree by this much.
 const CLOCK_SKEW: Duration = Duration::minutes(5);
 
+/// Pages of a thread a platform reads at most when looking for an earlier post.
+pub const MARK_PAGES: usize = 5;
+
 /// Characters of a [`ReplyKey::mark`]: Discord's `nonce` takes at most 25.
 const MARK_LEN: usize = 25;
 

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::reply_key::{post_pieces, Marks};
+use super::reply_key::{post_pieces, Marks, MARK_PAGES};
 use super::split::split_message;
 use super::Http;
 use crate::config::SlackSettings;
@@ -198,9 +198,6 @@ impl SlackPlatform {
 
 /// The `event_type` of the metadata a stored reply's posts carry (their mark in the payload).
 const REPLY_EVENT: &str = "flotilla_reply";
-
-/// Pages of a thread read for a reply's earlier post.
-const MARK_PAGES: usize = 5;
 
 /// Wait after a `rate_limited` answer that names none: `chat.postMessage` allows about one
 /// message a second per channel.

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
@@ -24,7 +24,7 @@ use super::{
 };
 use crate::plugins::chat::reply_key::{post_pieces, Marks};
 use crate::plugins::chat::slack::SlackPlatform;
-use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage, ReplyKey};
+use crate::plugins::{Notification, Notifier, PluginError, PluginResult, PostedMessage};
 
 /// Slack truncates `text` above 40,000 characters; we keep well under its 4,000 advice.
 const MAX_TEXT: usize = 3_900;
@@ -170,9 +170,7 @@ impl Notifier for SlackNotifier {
                     PluginError::Invalid("slack.bot_token is not a valid header".into())
                 })?;
                 headers.insert(AUTHORIZATION, auth);
-                let created = DateTime::parse_from_rfc3339(&n.created_at)
-                    .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
-                let key = ReplyKey::new(format!("notification/{}", n.id), created, n.may_be_posted);
+                let key = n.reply_key();
                 // Nothing to read with stands for nothing found (the reader is a channel's).
                 let look = |since| async move {
                     match &self.reader {
