@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
+use crate::domain::policy::{MergeMethod, Priority};
 
 // The texts timers are stored under: typed keys must keep writing exactly these.
 const TIMER_SPAWN: &str = "spawn_timeout";
