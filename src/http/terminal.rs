@@ -47,10 +47,6 @@ use crate::actors::watch::{OutputFollow, OutputWatch};
 use crate::plugins::AttachInfo;
 use crate::store::SessionId;
 
-/// How often the server pings.
-const PING_EVERY: Duration = Duration::from_secs(15);
-/// A client that answers nothing for this long is dropped.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 /// How much of a process log a new viewer sees first.
 const LOG_BACKLOG: u64 = 64 * 1024;
 /// Largest read from the pty or the log per frame.
@@ -217,13 +213,7 @@ impl Actor for TerminalSocket {
         if let Some(rx) = self.output.take() {
             ctx.add_stream(ReceiverStream::new(rx));
         }
-        ctx.run_interval(PING_EVERY, |act, ctx| {
-            if act.last_seen.elapsed() > CLIENT_TIMEOUT {
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        });
+        super::ws::keep_alive(ctx, |s| s.last_seen);
     }
 }
 

@@ -19,6 +19,21 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// A client that answers nothing for this long is dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// Pings the client every [`PING_EVERY`] and stops the socket once the client has been silent
+/// for [`CLIENT_TIMEOUT`] (`last_seen`: when it was last heard). Every WebSocket here runs it.
+pub(super) fn keep_alive<A>(ctx: &mut ws::WebsocketContext<A>, last_seen: fn(&A) -> Instant)
+where
+    A: Actor<Context = ws::WebsocketContext<A>>,
+{
+    ctx.run_interval(PING_EVERY, move |act, ctx| {
+        if last_seen(act).elapsed() > CLIENT_TIMEOUT {
+            ctx.stop();
+        } else {
+            ctx.ping(b"");
+        }
+    });
+}
+
 /// One WebSocket client of the event stream.
 struct EventSocket {
     frames: Option<mpsc::Receiver<Frame>>,
@@ -32,13 +47,7 @@ impl Actor for EventSocket {
         if let Some(rx) = self.frames.take() {
             ctx.add_stream(ReceiverStream::new(rx));
         }
-        ctx.run_interval(PING_EVERY, |act, ctx| {
-            if act.last_seen.elapsed() > CLIENT_TIMEOUT {
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        });
+        keep_alive(ctx, |s| s.last_seen);
     }
 }
 
