@@ -17,12 +17,21 @@
 //! (`agent-*.jsonl`) is this workspace's conversation. Only its last [`TAIL_BYTES`] are read
 //! for activity; usage is read on from where the last look stopped ([`usage`]), deduplicating
 //! the per-content-block copies of a message by message id.
+//!
+//! Beside this file: `log` reads the session log (activity, the pending tool call, API
+//! failures), `usage` its spend, `dialog`, `ask` and `plan` the dialogs on screen, and `setup`
+//! the settings it launches with and its first-run state in `~/.claude.json`.
 
 pub mod ask;
 pub mod dialog;
+mod log;
 pub mod plan;
+mod setup;
 pub mod usage;
 
+pub use self::log::{classify, pending_tool, recent_api_failure, waiting_question};
+use self::setup::launch_settings;
+pub use self::setup::{first_run_failure, hook_settings, trust_workspace, trusted};
 pub use self::usage::usage;
 
 use std::collections::BTreeMap;
@@ -30,22 +39,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::{program, prompt_pointer, with_message, Prompt, INLINE_PROMPT_MAX};
 use crate::config::{AgentSettings, PermissionMode};
 use crate::plugins::activity::{
-    agent_home, combine, newest_jsonl, parse_ts, read_tail, ActivityProbe, ActivitySignal,
-    ApiFailure, Reading, Usage, TAIL_BYTES,
+    agent_home, combine, newest_jsonl, read_tail, ActivityProbe, ActivitySignal, Usage, TAIL_BYTES,
 };
 use crate::plugins::{Agent, AgentContext, PluginError, PluginResult};
 use crate::pricing::PriceTable;
 
 /// Longest encoded project directory name before the CLI shortens it with a hash.
 const MAX_DIR_NAME: usize = 200;
-/// Tools whose pending call means Claude is waiting for the human.
-const ASKING_TOOLS: &[&str] = &["AskUserQuestion", "ExitPlanMode"];
 
 /// Launches and observes Claude Code.
 #[derive(Debug, Clone)]
@@ -155,403 +159,6 @@ fn base36(mut n: u64) -> String {
     String::from_utf8_lossy(&v).into_owned()
 }
 
-/// Classifies the last meaningful entry of a Claude Code JSONL log (rules in
-/// [`activity`](crate::plugins::activity)). `mtime` stands in for entries without a timestamp.
-pub fn classify(log: &str, mtime: DateTime<Utc>) -> Option<Reading> {
-    let mut earlier = log.lines().rev();
-    let reading = |v: Value| classify_entry(&v, mtime).map(|r| (v, r));
-    let (entry, last) = earlier
-        .by_ref()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(reading)?;
-    Some(match last {
-        // A turn that ended on an API error may be closed by a summary entry
-        // (`turn_duration`): the error it ended on is what the human needs to know.
-        Reading::Finished(_) if entry["type"] == "system" => {
-            match earlier
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find_map(reading)
-            {
-                Some((_, failed @ Reading::ApiFailed(..))) => failed,
-                _ => last,
-            }
-        }
-        Reading::Working(at) if entry["type"] == "assistant" => {
-            Reading::Working(message_began(earlier, &entry, at, mtime))
-        }
-        other => other,
-    })
-}
-
-/// When the model's message that `entry` is a part of was first logged, from the `earlier`
-/// lines (newest first). Claude Code logs each content block of a message as an entry of its
-/// own (same `message.id`), and asks about a call as soon as its block is complete: a later
-/// block of the same message (a parallel call) can be logged after the first call's dialog
-/// was reported. It is the same response, not work done since the dialog.
-fn message_began<'a>(
-    earlier: impl Iterator<Item = &'a str>,
-    entry: &Value,
-    at: DateTime<Utc>,
-    mtime: DateTime<Utc>,
-) -> DateTime<Utc> {
-    let Some(id) = entry["message"]["id"].as_str() else {
-        return at;
-    };
-    earlier
-        .filter(|l| l.contains(id))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["type"] == "assistant" && v["message"]["id"].as_str() == Some(id))
-        .map(|v| v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime))
-        .fold(at, DateTime::min)
-}
-
-/// The newest model API failure of the current turn (after the last prompt), even when the
-/// CLI's retry then succeeded: a failure is recorded however quickly it was recovered from.
-pub fn recent_api_failure(log: &str, mtime: DateTime<Utc>) -> Option<ApiFailure> {
-    for v in log
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    {
-        let at = v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime);
-        match (v["type"].as_str(), v["subtype"].as_str()) {
-            (Some("system"), Some("api_error")) => return Some(api_retry(&v, at)),
-            (Some("assistant"), _) if v["isApiErrorMessage"].as_bool() == Some(true) => {
-                return Some(api_gave_up(&v["message"], at))
-            }
-            (Some("user"), _)
-                if v["isMeta"].as_bool() != Some(true) && v["message"]["content"].is_string() =>
-            {
-                return None
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// A `system`/`api_error` entry: a failed model request the CLI retries (`retryAttempt` of
-/// `maxRetries`), with the status and the CLI's own words.
-fn api_retry(v: &Value, at: DateTime<Utc>) -> ApiFailure {
-    let e = &v["error"];
-    let message = e["formatted"]
-        .as_str()
-        .or(e["message"].as_str())
-        .unwrap_or("unknown error");
-    ApiFailure {
-        logged_at: at,
-        status: e["status"].as_u64().and_then(|s| u16::try_from(s).ok()),
-        message: message.to_string(),
-        attempt: v["retryAttempt"]
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok()),
-        max_retries: v["maxRetries"].as_u64().and_then(|n| u32::try_from(n).ok()),
-    }
-}
-
-/// The synthetic assistant message a turn ends with when the CLI gave up on the model API
-/// (`isApiErrorMessage`): its text (`API Error: 500 … try again in a moment.`), first sentence.
-fn api_gave_up(msg: &Value, at: DateTime<Utc>) -> ApiFailure {
-    let text = msg["content"]
-        .as_array()
-        .and_then(|c| c.iter().find_map(|b| b["text"].as_str()))
-        .unwrap_or("API Error");
-    let first = text.split(". ").next().unwrap_or(text).trim();
-    let status = first
-        .strip_prefix("API Error: ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|s| s.parse().ok());
-    ApiFailure {
-        logged_at: at,
-        status,
-        message: first.to_string(),
-        attempt: None,
-        max_retries: None,
-    }
-}
-
-fn classify_entry(v: &Value, mtime: DateTime<Utc>) -> Option<Reading> {
-    let at = v["timestamp"].as_str().and_then(parse_ts).unwrap_or(mtime);
-    match v["type"].as_str()? {
-        "permission_request" => Some(Reading::Waiting(at)),
-        "progress" => Some(Reading::Working(at)),
-        "error" => Some(Reading::Failed(at)),
-        "result" => Some(Reading::Finished(at)),
-        "user" => {
-            if v["isMeta"].as_bool() == Some(true) {
-                return None;
-            }
-            let content = &v["message"]["content"];
-            let texts: Vec<&str> = match content {
-                Value::String(s) => vec![s.as_str()],
-                Value::Array(items) => items.iter().filter_map(|i| i["text"].as_str()).collect(),
-                _ => Vec::new(),
-            };
-            let ended = texts.iter().any(|t| {
-                t.starts_with("[Request interrupted by user")
-                    || t.starts_with("<command-name>")
-                    || t.starts_with("<local-command-stdout>")
-            });
-            Some(if ended {
-                Reading::Finished(at)
-            } else {
-                // A prompt or a tool result: the model is (or will be) working on it.
-                Reading::Working(at)
-            })
-        }
-        "assistant" => {
-            let msg = &v["message"];
-            if v["isApiErrorMessage"].as_bool() == Some(true) {
-                return Some(Reading::ApiFailed(at, api_gave_up(msg, at)));
-            }
-            if msg["model"].as_str() == Some("<synthetic>") {
-                return Some(Reading::Failed(at));
-            }
-            let items = msg["content"].as_array().cloned().unwrap_or_default();
-            let tool = items
-                .iter()
-                .rev()
-                .find(|i| i["type"].as_str() == Some("tool_use"));
-            if let Some(tool) = tool {
-                let name = tool["name"].as_str().unwrap_or("");
-                // Pending (nothing logged after it): asking the human, or running.
-                return Some(if ASKING_TOOLS.contains(&name) {
-                    Reading::Waiting(at)
-                } else {
-                    Reading::Working(at)
-                });
-            }
-            match msg["stop_reason"].as_str() {
-                Some("end_turn" | "stop_sequence" | "max_tokens" | "refusal") => {
-                    Some(Reading::Finished(at))
-                }
-                _ if items.iter().all(|i| i["type"].as_str() == Some("thinking")) => {
-                    Some(Reading::Working(at))
-                }
-                _ => Some(Reading::Replying(at)),
-            }
-        }
-        "system" => {
-            if v["subtype"].as_str() == Some("api_error") {
-                return Some(Reading::ApiRetrying(at, api_retry(v, at)));
-            }
-            if v["level"].as_str() == Some("error") {
-                return Some(Reading::Failed(at));
-            }
-            match v["subtype"].as_str() {
-                Some("turn_duration" | "stop_hook_summary") => Some(Reading::Finished(at)),
-                _ => None,
-            }
-        }
-        // file-history-snapshot, summary, queue-operation, custom-title…: not activity.
-        _ => None,
-    }
-}
-
-/// `--settings` for a launch: hooks that tell Flotilla the moment Claude shows a permission
-/// dialog or a notification that it waits for the human (`flotilla hook claude-code`, which
-/// reads the event from stdin and reports `needs_input` with what is asked).
-pub fn hook_settings(cli: &Path) -> Value {
-    let quoted = format!("'{}'", cli.to_string_lossy().replace('\'', r"'\''"));
-    let hook = serde_json::json!([{
-        "matcher": "*",
-        "hooks": [{"type": "command", "command": format!("{quoted} hook claude-code"), "timeout": 10}]
-    }]);
-    serde_json::json!({"hooks": {"PermissionRequest": hook, "Notification": hook}})
-}
-
-/// The `--settings` a launch passes, if any: the hooks (when Flotilla knows its own binary)
-/// and, for `permissionless`, `skipDangerousModePermissionPrompt`. The operator chose to skip
-/// permissions by configuring that mode; without it, every launch stops on Claude Code's
-/// "Bypass Permissions mode … Yes, I accept" dialog, which the CLI also skips when the consent
-/// comes in with `--settings` (it is the flag's settings source; nothing is written to the
-/// user's files).
-fn launch_settings(cli: Option<&Path>, mode: PermissionMode) -> Option<Value> {
-    let mut settings = cli.map_or_else(|| serde_json::json!({}), hook_settings);
-    if mode == PermissionMode::Permissionless {
-        settings["skipDangerousModePermissionPrompt"] = Value::Bool(true);
-    }
-    settings
-        .as_object()
-        .is_some_and(|o| !o.is_empty())
-        .then_some(settings)
-}
-
-/// Records in Claude Code's `.claude.json` what the user already decided by configuring
-/// Flotilla: the project's repository is trusted (its worktrees inherit that, so no "Is this a
-/// project you trust?" per spawn), and the API key the agent's configured environment carries
-/// is approved (by its last 20 characters, as Claude Code stores it), unless the user rejected
-/// it. Other keys are kept; nothing is written when nothing changes; a missing file or one that
-/// is not JSON is left alone.
-///
-/// # Errors
-/// When the file cannot be read or replaced.
-pub fn trust_workspace(file: &Path, repo: &Path, api_key: Option<&str>) -> std::io::Result<()> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        // No configuration yet: Claude Code's own first-run set-up comes first (the spawn
-        // preflight says so); a file made here would only change which screen it shows.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    match trusted(file, &text, &repo.to_string_lossy(), api_key) {
-        Some(out) => crate::plugins::write_atomically(file, out.as_bytes()),
-        None => Ok(()),
-    }
-}
-
-/// [`trust_workspace`]'s edit of the text of `.claude.json` (at `file`, for the log): the new
-/// text, or `None` when nothing changes or the text is not a JSON object (left alone).
-pub fn trusted(file: &Path, text: &str, repo: &str, api_key: Option<&str>) -> Option<String> {
-    let mut doc: Value = match serde_json::from_str(text) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            tracing::warn!(file = %file.display(), "not a JSON object; Claude Code's trust left unset");
-            return None;
-        }
-    };
-    let before = doc.clone();
-    let path = repo.to_string();
-    if !doc["projects"].is_object() {
-        doc["projects"] = serde_json::json!({});
-    }
-    if !doc["projects"][&path].is_object() {
-        doc["projects"][&path] = serde_json::json!({});
-    }
-    doc["projects"][&path]["hasTrustDialogAccepted"] = Value::Bool(true);
-    if let Some(key) = api_key.filter(|k| !k.is_empty()) {
-        let tail: String = {
-            let chars: Vec<char> = key.chars().collect();
-            chars[chars.len().saturating_sub(20)..].iter().collect()
-        };
-        let responses = &mut doc["customApiKeyResponses"];
-        if !responses.is_object() {
-            *responses = serde_json::json!({"approved": [], "rejected": []});
-        }
-        let listed = |list: &Value| {
-            list.as_array()
-                .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(tail.as_str())))
-        };
-        if !listed(&responses["rejected"]) && !listed(&responses["approved"]) {
-            if !responses["approved"].is_array() {
-                responses["approved"] = serde_json::json!([]);
-            }
-            if let Some(a) = responses["approved"].as_array_mut() {
-                a.push(Value::String(tail));
-            }
-        }
-    }
-    (doc != before).then(|| serde_json::to_string_pretty(&doc).unwrap_or_default())
-}
-
-/// The tool call the log ends on, if the last meaningful entry is one that has not been
-/// answered: `(name, input)`. Of a response's parallel calls (its blocks are logged as entries
-/// of their own, one `message.id`), the first one without a result: Claude Code asks about
-/// them in order, so that is the one its dialog shows.
-pub fn pending_tool(log: &str) -> Option<(String, Value)> {
-    let epoch = DateTime::<Utc>::UNIX_EPOCH;
-    let last = log
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| classify_entry(v, epoch).is_some())?;
-    if last["type"].as_str() != Some("assistant") {
-        return None;
-    }
-    let calls = |entry: &Value| -> Vec<Value> {
-        entry["message"]["content"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter(|i| i["type"].as_str() == Some("tool_use"))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let own = calls(&last);
-    let tool = match last["message"]["id"].as_str() {
-        Some(id) => {
-            let answered = |call: &Value| {
-                let Some(c) = call["id"].as_str() else {
-                    return false;
-                };
-                log.lines()
-                    .filter(|l| l.contains(c))
-                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .filter(|v| v["type"] == "user")
-                    .any(|v| {
-                        v["message"]["content"].as_array().is_some_and(|items| {
-                            items.iter().any(|i| i["tool_use_id"].as_str() == Some(c))
-                        })
-                    })
-            };
-            log.lines()
-                .filter(|l| l.contains(id))
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["type"] == "assistant" && v["message"]["id"].as_str() == Some(id))
-                .flat_map(|v| calls(&v))
-                .find(|c| !answered(c))
-                .or_else(|| own.last().cloned())?
-        }
-        None => own.last().cloned()?,
-    };
-    Some((tool["name"].as_str()?.to_string(), tool["input"].clone()))
-}
-
-/// What a human is asked to decide about a tool call, as one line: "approve Bash: git push",
-/// "Which color? [Red | Blue]", "approve the plan: …".
-pub fn waiting_question(name: &str, input: &Value) -> String {
-    let s = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or("");
-    let cut = |t: &str, n: usize| -> String {
-        let one = t.split_whitespace().collect::<Vec<_>>().join(" ");
-        if one.chars().count() <= n {
-            one
-        } else {
-            format!("{}…", one.chars().take(n).collect::<String>())
-        }
-    };
-    match name {
-        "AskUserQuestion" => {
-            let qs: Vec<String> = input["questions"]
-                .as_array()
-                .map(|qs| {
-                    qs.iter()
-                        .map(|q| {
-                            let opts: Vec<&str> = q["options"]
-                                .as_array()
-                                .map(|o| o.iter().filter_map(|o| o["label"].as_str()).collect())
-                                .unwrap_or_default();
-                            format!(
-                                "{} [{}]",
-                                q["question"].as_str().unwrap_or("choose"),
-                                opts.join(" | ")
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            if qs.is_empty() {
-                "answer the agent's question".into()
-            } else {
-                cut(&qs.join("; "), 300)
-            }
-        }
-        "ExitPlanMode" => format!("approve the plan: {}", cut(s("plan"), 200)),
-        "Bash" => format!("approve Bash: {}", cut(s("command"), 200)),
-        "Write" | "Edit" | "MultiEdit" | "Read" => {
-            format!("approve {name}: {}", s("file_path"))
-        }
-        "NotebookEdit" => format!("approve NotebookEdit: {}", s("notebook_path")),
-        "WebFetch" => format!("approve WebFetch: {}", s("url")),
-        "WebSearch" => format!("approve WebSearch: {}", cut(s("query"), 200)),
-        // An MCP tool's too (`approve mcp__probe__echo: {"text":"hi"}`): its dialog on screen
-        // words it cut short (`approve mcp__probe__…`, see `dialog.rs`).
-        _ => format!("approve {name}: {}", cut(&input.to_string(), 120)),
-    }
-}
-
 /// An MCP server's name as Claude Code puts it in its tools' names (`mcp__<server>__<tool>`):
 /// each character other than a letter, digit, `_` or `-` made `_` (`my server` → `my_server`).
 pub fn mcp_server_name(configured: &str) -> String {
@@ -565,36 +172,6 @@ pub fn mcp_server_name(configured: &str) -> String {
             }
         })
         .collect()
-}
-
-/// What Claude Code 2.1.328's first-run set-up prints when it exits 1 before any dialog: its
-/// set-up begins with a connectivity check of the vendor's own endpoints (not
-/// `ANTHROPIC_BASE_URL`), and offline it shows "Unable to connect to Anthropic services",
-/// the failure ("Failed to connect to api.anthropic.com: ENOTFOUND") and advice about
-/// networks and countries, then exits.
-const FIRST_RUN_OFFLINE: &str = "Unable to connect to Anthropic services";
-
-/// The cause of an exit during Claude Code's first-run set-up, in words, from its last
-/// output: the set-up screen's own failure line and the fix (`state_file`: where the set-up
-/// is recorded). `None` for any other output.
-pub fn first_run_failure(output: &str, state_file: Option<&Path>) -> Option<String> {
-    let mut lines = output.lines().map(str::trim).filter(|l| !l.is_empty());
-    lines.find(|l| l.contains(FIRST_RUN_OFFLINE))?;
-    let detail = lines
-        .next()
-        .filter(|l| !l.starts_with("Check your internet"))
-        .map(|l| format!(" ({l})"))
-        .unwrap_or_default();
-    let fix = match state_file {
-        Some(f) => format!(
-            "run `claude` once in a terminal for this HOME, or set hasCompletedOnboarding in {}",
-            f.display()
-        ),
-        None => "run `claude` once in a terminal for this HOME".to_string(),
-    };
-    Some(format!(
-        "claude's first-run set-up could not finish: {FIRST_RUN_OFFLINE}{detail}; {fix}"
-    ))
 }
 
 #[async_trait]
@@ -840,7 +417,11 @@ mod tests {
 
     use super::super::test_support::{ctx, path, settings, PROMPT};
     use super::*;
+    use chrono::{DateTime, Utc};
+    use serde_json::Value;
+
     use crate::config::AgentKind;
+    use crate::plugins::activity::{parse_ts, Reading};
     use crate::store::Activity;
 
     fn builtin_usage(log: &str) -> Usage {
