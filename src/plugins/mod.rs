@@ -28,6 +28,7 @@ pub mod github;
 pub mod hosts;
 pub mod notifiers;
 pub mod pidfd;
+mod proc;
 pub mod process;
 pub mod remote_tmux;
 pub mod repo_lock;

@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use super::proc::{process_alive, process_ended, signal_group, start_ticks};
 pub use super::runtime_handle::ProcessHandle;
 use super::{LaunchSpec, PluginError, PluginResult, Runtime, RuntimeHandle};
 
@@ -225,39 +225,9 @@ impl ProcessRuntime {
     }
 }
 
-/// Start time of `pid` in clock ticks, or `None` if there is no such process.
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Whether the process of the handle is the one we launched and has not ended.
 fn same_process_alive(h: &ProcessHandle) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", h.pid)) {
-        Ok(stat) => {
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next())
-                .unwrap_or("X");
-            start_ticks(h.pid) == Some(h.start_ticks) && state != "Z" && state != "X"
-        }
-        Err(_) => false,
-    }
-}
-
-fn signal_group(pid: i32, sig: i32) -> std::io::Result<()> {
-    // SAFETY: killpg takes plain integers.
-    if unsafe { libc::killpg(pid, sig) } == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ESRCH) {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    process_alive(h.pid, h.start_ticks)
 }
 
 #[async_trait]
@@ -396,18 +366,7 @@ impl Runtime for ProcessRuntime {
             return Ok(code);
         }
         // Not our child (adopted after a restart): the exit status is not ours to read.
-        let fd = match super::pidfd::open(h.pid) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if !same_process_alive(h) {
-            return Ok(None);
-        }
-        // SAFETY: `fd` is an owned pidfd that stays open for as long as the AsyncFd lives.
-        let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| PluginError::Io(e.into()))?;
-        let _ready = afd.readable().await?;
+        process_ended(h.pid, h.start_ticks).await?;
         Ok(None)
     }
 
@@ -418,11 +377,7 @@ impl Runtime for ProcessRuntime {
 
     async fn last_output_at(&self, handle: &RuntimeHandle) -> PluginResult<Option<DateTime<Utc>>> {
         let h = ProcessHandle::parse(handle)?;
-        match tokio::fs::metadata(&h.log).await {
-            Ok(m) => Ok(m.modified().ok().map(DateTime::<Utc>::from)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        super::activity::modified_at(&h.log).await
     }
 
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::tmux::{session_name, zombie_status, RemoteFile, TmuxRuntime};
+use super::proc::zombie_status;
+use super::tmux::{session_name, RemoteFile, TmuxRuntime};
 use super::{
     AttachInfo, LaunchSpec, OtherQuestion, PluginError, PluginResult, RemoteTmuxHandle, Runtime,
     RuntimeHandle, ScreenQuestion, TmuxHandle,
@@ -231,11 +232,7 @@ impl Runtime for RemoteTmuxRuntime {
 
     async fn last_output_at(&self, handle: &RuntimeHandle) -> PluginResult<Option<DateTime<Utc>>> {
         let h = self.parse(handle)?;
-        match tokio::fs::metadata(&h.tmux.log).await {
-            Ok(m) => Ok(m.modified().ok().map(DateTime::<Utc>::from)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        super::activity::modified_at(&h.tmux.log).await
     }
 
     async fn send_message(&self, handle: &RuntimeHandle, text: &str) -> PluginResult<bool> {
