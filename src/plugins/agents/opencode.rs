@@ -111,10 +111,13 @@ pub fn question_dialog(screen: &str) -> Option<String> {
         return submits.then(|| review(&lines[..footer])).flatten();
     }
     let question = blocks.next().filter(|q| q.len() <= 4)?.join(" ");
+    // A picked option is drawn with a `✓` after it (seen for a moment between a number key
+    // and the next question, and on a tab already answered): the question stays the same one.
     let options: Vec<&str> = options
         .iter()
         .copied()
         .filter(|l| activity::is_option(l))
+        .map(|l| l.trim_end_matches('✓').trim_end())
         .collect();
     // Esc dismisses the dialog: the model is told the human dismissed it.
     Some(activity::mask_secrets(&format!(
@@ -543,6 +546,11 @@ mod tests {
                 "{no}"
             );
         }
+        // The option just picked, marked while OpenCode moves on: still the same question, so
+        // a `send` naming it is not refused as answering another, and its words still match.
+        let picked = screen.replacen("2. Blue  ", "2. Blue ✓", 1);
+        assert_ne!(picked, screen);
+        assert_eq!(question_dialog(&picked).as_deref(), Some(q.as_str()));
         // Several questions: a tab each, answered the same way, then a review of the answers.
         let tab = activity::screen_fixture("opencode-questions-tab.txt");
         assert_eq!(
