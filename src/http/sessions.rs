@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::actors::session::messages::StepReport;
 use crate::actors::supervisor::messages::{
-    GetSession, KillSession, MergeSession, RestoreSession, SendToSession, Spawn, SpawnRequest,
+    KillSession, MergeSession, RestoreSession, SendToSession, Spawn, SpawnRequest,
 };
 use crate::actors::supervisor::request::SpawnOrder;
 use crate::store::{
@@ -311,12 +311,7 @@ pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<web::Json<SessionDetail>, ApiError> {
-    let snap = state
-        .supervisor
-        .send(GetSession {
-            id: sid(id.into_inner()),
-        })
-        .await??;
+    let snap = state.reads.session(&sid(id.into_inner())).await?;
     let mut detail = SessionDetail::from(snap);
     detail.session = detail.session.owned(&state).await;
     Ok(web::Json(detail))

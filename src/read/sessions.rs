@@ -6,7 +6,7 @@ use tokio::sync::broadcast;
 
 use super::{ReadError, ReadModel, ReadResult};
 use crate::plugins::{AttachInfo, PluginError};
-use crate::store::{EventRecord, SessionFilter, SessionId, SessionRecord, Store};
+use crate::store::{EventRecord, SessionFilter, SessionId, SessionRecord, SessionSnapshot, Store};
 
 /// A live event feed: the backlog after the requested id, then live events.
 pub struct Feed {
@@ -32,6 +32,16 @@ impl ReadModel {
     /// `Store`.
     pub async fn sessions(&self, filter: &SessionFilter) -> ReadResult<Vec<SessionRecord>> {
         list(self.store.as_ref(), filter).await
+    }
+
+    /// One session with its reaction trackers and timers, as last committed. A session actor
+    /// commits each step before it answers or takes its next message, so this is what the
+    /// actor holds; for a session another node drives, it is that node's.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown session; `Store`.
+    pub async fn session(&self, id: &SessionId) -> ReadResult<SessionSnapshot> {
+        Ok(self.store.load_snapshot(id).await?)
     }
 
     /// The node that owns session `id` (its lease holder), or `None`: one node without

@@ -44,7 +44,8 @@ pub struct Spawn {
     pub order: SpawnOrder,
 }
 
-/// Sent by the HTTP layer to read one session with its trackers and timers.
+/// Reads the snapshot a live session actor holds (its row when it has none): for tests and
+/// tools that look at the actor itself. The HTTP layer reads sessions from [`crate::read`].
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SessionSnapshot, FleetError>")]
 pub struct GetSession {

@@ -9,9 +9,9 @@
 //! actor's address when its session ends, which stops the actor.
 //!
 //! Reads (lists, events, output, the board, orphans…) do not come here: they are answered by
-//! [`crate::read`] straight from the store. `GetSession` stays, since a live actor's snapshot
-//! is fresher than its row; `CheckReady` stays, since `/readyz` also proves this mailbox
-//! answers.
+//! [`crate::read`] straight from the store, one session's detail too (an actor commits each
+//! step before it answers, so its row is what it holds). `CheckReady` stays, since `/readyz`
+//! also proves this mailbox answers.
 
 mod cluster;
 pub mod messages;
