@@ -111,8 +111,8 @@ pub fn question_dialog(screen: &str) -> Option<String> {
         return submits.then(|| review(&lines[..footer])).flatten();
     }
     let question = blocks.next().filter(|q| q.len() <= 4)?.join(" ");
-    // A picked option is drawn with a `✓` after it (seen for a moment between a number key
-    // and the next question, and on a tab already answered): the question stays the same one.
+    // A picked option is drawn with a `✓` after it for a moment before OpenCode moves on
+    // (seen on the real 1.18.33 after a number key): the question stays the same one.
     let options: Vec<&str> = options
         .iter()
         .copied()
