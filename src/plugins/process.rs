@@ -409,12 +409,7 @@ impl Runtime for ProcessRuntime {
     /// The journal's length (`None` for an agent reading a named pipe).
     async fn input_mark(&self, handle: &RuntimeHandle) -> PluginResult<Option<u64>> {
         let h = ProcessHandle::parse(handle)?;
-        match tokio::fs::metadata(&h.stdin).await {
-            Ok(m) if m.is_file() => Ok(Some(m.len())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        super::activity::file_len(&h.stdin).await
     }
 
     /// What the journal holds after `mark` says how far the message got: all of it (done),

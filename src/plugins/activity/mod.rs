@@ -611,6 +611,20 @@ pub async fn modified_at(path: &Path) -> PluginResult<Option<DateTime<Utc>>> {
     }
 }
 
+/// The length of the regular file at `path`, `None` when there is none (missing, or a pipe):
+/// how far a runtime's input journal or pane log has got, the mark a resumed delivery starts
+/// from.
+///
+/// # Errors
+/// `Io` for other failures.
+pub async fn file_len(path: &Path) -> PluginResult<Option<u64>> {
+    match tokio::fs::metadata(path).await {
+        Ok(m) => Ok(m.is_file().then_some(m.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The complete lines among the last `max` bytes of `path` (a partial first line is dropped),
 /// with the file's modification time. `Ok(None)` when the file does not exist.
 ///

@@ -688,11 +688,7 @@ impl Runtime for TmuxRuntime {
     /// The pane log's length: what the pane showed after it is what the delivery did.
     async fn input_mark(&self, handle: &RuntimeHandle) -> PluginResult<Option<u64>> {
         let h = TmuxHandle::parse(handle)?;
-        match tokio::fs::metadata(&h.log).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        super::activity::file_len(&h.log).await
     }
 
     /// Finishes an interrupted delivery from what the pane shows: a draft of the message still
